@@ -1,0 +1,231 @@
+//! Operator commands (`hemicycle user …`), run the same way whether the server is up or not.
+//!
+//! RocksDB admits one process. When the server runs, the CLI sends the command over a Unix socket
+//! in the database directory (its file permissions are the access control); when it does not, the
+//! CLI opens the database itself. Both paths end in [`execute`].
+
+use std::{io, path::Path, sync::Arc, time::Duration};
+
+use serde::{Deserialize, Serialize};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    net::{UnixListener, UnixStream},
+};
+
+use crate::{
+    error::{Error, Result},
+    services::Services,
+    users::random_password,
+};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Command {
+    CreateUser {
+        name: String,
+        admin: bool,
+        password: Option<String>,
+    },
+    ListUsers,
+    DeactivateUser {
+        name: String,
+    },
+    ResetPassword {
+        name: String,
+        password: Option<String>,
+    },
+    /// Prints the id of the server's signing key.
+    ServerKeyId,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Reply {
+    pub ok: bool,
+    pub output: String,
+}
+
+fn user_id(services: &Services, name: &str) -> Result<ruma::OwnedUserId> {
+    if name.starts_with('@') {
+        let id = ruma::UserId::parse(name).map_err(|e| Error::InvalidUsername(e.to_string()))?;
+        if !services.users.is_local(&id) {
+            return Err(Error::InvalidUsername(format!(
+                "{id} is not a user of this server"
+            )));
+        }
+        Ok(id)
+    } else {
+        services.users.user_id_for_localpart(name)
+    }
+}
+
+/// Runs one command against the services.
+pub async fn execute(services: &Services, command: Command) -> Result<String> {
+    match command {
+        Command::CreateUser {
+            name,
+            admin,
+            password,
+        } => {
+            let localpart = user_id(services, &name)?.localpart().to_owned();
+            let (password, shown) = match password {
+                Some(p) => (p, None),
+                None => {
+                    let p = random_password();
+                    (p.clone(), Some(p))
+                }
+            };
+            let user = services
+                .users
+                .create(&localpart, Some(password), admin)
+                .await?;
+            Ok(match shown {
+                Some(p) => format!("created {user}\npassword: {p}"),
+                None => format!("created {user}"),
+            })
+        }
+        Command::ListUsers => {
+            let mut out = String::new();
+            for (user, account) in services.users.list()? {
+                let mut flags = Vec::new();
+                if account.admin {
+                    flags.push("admin");
+                }
+                if account.deactivated {
+                    flags.push("deactivated");
+                }
+                out.push_str(&format!("{user}\t{}\n", flags.join(",")));
+            }
+            Ok(out.trim_end().to_owned())
+        }
+        Command::DeactivateUser { name } => {
+            let user = user_id(services, &name)?;
+            services.users.deactivate(&user)?;
+            Ok(format!("deactivated {user}"))
+        }
+        Command::ServerKeyId => Ok(services.server_keys.key_id()),
+        Command::ResetPassword { name, password } => {
+            let user = user_id(services, &name)?;
+            let (password, shown) = match password {
+                Some(p) => (p, None),
+                None => {
+                    let p = random_password();
+                    (p.clone(), Some(p))
+                }
+            };
+            services
+                .users
+                .set_password(&user, password, true, None)
+                .await?;
+            Ok(match shown {
+                Some(p) => {
+                    format!("password of {user} reset; every session logged out\npassword: {p}")
+                }
+                None => format!("password of {user} reset; every session logged out"),
+            })
+        }
+    }
+}
+
+/// Serves operator commands on the admin socket until the task is dropped.
+pub fn listen(services: Arc<Services>, path: &Path) -> io::Result<tokio::task::JoinHandle<()>> {
+    // A socket left by a killed server would make bind fail; nobody is listening on it (we hold the
+    // database lock), so it is safe to remove.
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let services = services.clone();
+            tokio::spawn(async move {
+                if let Err(e) = handle(&services, stream).await {
+                    tracing::warn!(error = %e, "admin socket connection failed");
+                }
+            });
+        }
+    }))
+}
+
+async fn handle(services: &Services, stream: UnixStream) -> io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    BufReader::new(read).take_line(&mut line).await?;
+    let reply = match serde_json::from_str::<Command>(&line) {
+        Ok(command) => match execute(services, command).await {
+            Ok(output) => Reply { ok: true, output },
+            Err(e) => Reply {
+                ok: false,
+                output: e.to_string(),
+            },
+        },
+        Err(e) => Reply {
+            ok: false,
+            output: format!("bad command: {e}"),
+        },
+    };
+    let mut bytes = serde_json::to_vec(&reply).map_err(io::Error::other)?;
+    bytes.push(b'\n');
+    write.write_all(&bytes).await
+}
+
+trait TakeLine {
+    async fn take_line(&mut self, line: &mut String) -> io::Result<()>;
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> TakeLine for BufReader<R> {
+    /// Reads one line of at most 64 KiB.
+    async fn take_line(&mut self, line: &mut String) -> io::Result<()> {
+        use tokio::io::AsyncReadExt;
+        let mut limited = (&mut *self).take(64 * 1024);
+        let mut reader = BufReader::new(&mut limited);
+        reader.read_line(line).await.map(|_| ())
+    }
+}
+
+/// Sends a command to a running server. `Ok(None)` means no server listens on the socket.
+pub async fn send(path: &Path, command: &Command) -> io::Result<Option<Reply>> {
+    let stream = match tokio::time::timeout(Duration::from_secs(5), UnixStream::connect(path)).await
+    {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e))
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Ok(None)
+        }
+        Ok(Err(e)) => return Err(e),
+        Err(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the admin socket did not answer",
+            ))
+        }
+    };
+    let (read, mut write) = stream.into_split();
+    let mut bytes = serde_json::to_vec(command).map_err(io::Error::other)?;
+    bytes.push(b'\n');
+    write.write_all(&bytes).await?;
+    let mut line = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        BufReader::new(read).read_line(&mut line),
+    )
+    .await
+    .map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the server did not answer the command",
+        )
+    })??;
+    serde_json::from_str(&line)
+        .map(Some)
+        .map_err(io::Error::other)
+}

@@ -1,0 +1,146 @@
+//! Registration and account management.
+
+use std::sync::Arc;
+
+use ruma::api::client::account::{
+    change_password, deactivate, get_username_availability,
+    register::{self, RegistrationKind},
+    whoami, ThirdPartyIdRemovalStatus,
+};
+
+use crate::{
+    api::ruma::Ruma,
+    error::{Error, Result},
+    ratelimit::Action,
+    services::Services,
+    uia,
+};
+
+pub async fn register(
+    services: Arc<Services>,
+    request: Ruma<register::v3::Request>,
+) -> Result<register::v3::Response> {
+    let config = &services.config.registration;
+    let flows: &[&[&str]] = match (&config.token, config.open) {
+        (Some(_), _) => &[&[uia::REGISTRATION_TOKEN]],
+        (None, true) => &[&[uia::DUMMY]],
+        (None, false) => return Err(Error::forbidden("registration is closed on this server")),
+    };
+    if request.body.kind == RegistrationKind::Guest {
+        return Err(Error::GuestAccessForbidden);
+    }
+    if let Some(ip) = request.client_ip {
+        services
+            .rate_limiter
+            .check(Action::Registration, &ip.to_string())?;
+    }
+    let body = request.body;
+    let localpart = match &body.username {
+        Some(name) => name.to_lowercase(),
+        None => crate::users::random_password().to_lowercase(),
+    };
+    // Validate before asking for authentication, so a client learns about a bad name at once.
+    let user = services.users.user_id_for_localpart(&localpart)?;
+    if services.users.exists(&user)? {
+        return Err(Error::UserInUse);
+    }
+    services
+        .uia
+        .authorize(&services.users, body.auth.as_ref(), flows, None, "register")
+        .await?;
+    let user = services
+        .users
+        .create(&localpart, body.password, false)
+        .await?;
+    tracing::info!(%user, "registered");
+    let mut response = register::v3::Response::new(user.clone());
+    if !body.inhibit_login {
+        let (device_id, token) = services.users.login(
+            &user,
+            body.device_id,
+            body.initial_device_display_name,
+            request.client_ip,
+        )?;
+        response.access_token = Some(token);
+        response.device_id = Some(device_id);
+    }
+    Ok(response)
+}
+
+pub async fn username_available(
+    services: Arc<Services>,
+    request: Ruma<get_username_availability::v3::Request>,
+) -> Result<get_username_availability::v3::Response> {
+    if let Some(ip) = request.client_ip {
+        services
+            .rate_limiter
+            .check(Action::Registration, &ip.to_string())?;
+    }
+    let user = services
+        .users
+        .user_id_for_localpart(&request.body.username.to_lowercase())?;
+    if services.users.exists(&user)? {
+        return Err(Error::UserInUse);
+    }
+    Ok(get_username_availability::v3::Response::new(true))
+}
+
+pub async fn whoami(
+    _: Arc<Services>,
+    request: Ruma<whoami::v3::Request>,
+) -> Result<whoami::v3::Response> {
+    let owner = request.sender()?;
+    let mut response = whoami::v3::Response::new(owner.user_id.clone(), false);
+    response.device_id = Some(owner.device_id.clone());
+    Ok(response)
+}
+
+pub async fn change_password(
+    services: Arc<Services>,
+    request: Ruma<change_password::v3::Request>,
+) -> Result<change_password::v3::Response> {
+    let owner = request.sender()?.clone();
+    let body = request.body;
+    services
+        .uia
+        .authorize(
+            &services.users,
+            body.auth.as_ref(),
+            &[&[uia::PASSWORD]],
+            Some(&owner.user_id),
+            "change_password",
+        )
+        .await?;
+    services
+        .users
+        .set_password(
+            &owner.user_id,
+            body.new_password,
+            body.logout_devices,
+            Some(&owner.device_id),
+        )
+        .await?;
+    Ok(change_password::v3::Response::new())
+}
+
+pub async fn deactivate(
+    services: Arc<Services>,
+    request: Ruma<deactivate::v3::Request>,
+) -> Result<deactivate::v3::Response> {
+    let owner = request.sender()?.clone();
+    services
+        .uia
+        .authorize(
+            &services.users,
+            request.body.auth.as_ref(),
+            &[&[uia::PASSWORD]],
+            Some(&owner.user_id),
+            "deactivate",
+        )
+        .await?;
+    services.users.deactivate(&owner.user_id)?;
+    tracing::info!(user = %owner.user_id, "deactivated");
+    Ok(deactivate::v3::Response::new(
+        ThirdPartyIdRemovalStatus::NoSupport,
+    ))
+}

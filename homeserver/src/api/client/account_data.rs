@@ -1,0 +1,127 @@
+//! Account data (global and per room) and stored filters.
+
+use std::sync::Arc;
+
+use ruma::{
+    api::client::{
+        config::{
+            get_global_account_data, get_room_account_data, set_global_account_data,
+            set_room_account_data,
+        },
+        filter::{create_filter, get_filter, FilterDefinition},
+    },
+    serde::Raw,
+    UserId,
+};
+
+use crate::{
+    api::ruma::Ruma,
+    error::{Error, Result},
+    services::Services,
+};
+
+fn check_own(owner: &UserId, target: &UserId) -> Result<()> {
+    if owner != target {
+        return Err(Error::forbidden(
+            "you can only access your own account data",
+        ));
+    }
+    Ok(())
+}
+
+fn content<T>(raw: &Raw<T>) -> Result<serde_json::Value> {
+    serde_json::from_str(raw.json().get()).map_err(|e| Error::BadJson(e.to_string()))
+}
+
+pub async fn get_global(
+    services: Arc<Services>,
+    request: Ruma<get_global_account_data::v3::Request>,
+) -> Result<get_global_account_data::v3::Response> {
+    let body = &request.body;
+    check_own(&request.sender()?.user_id, &body.user_id)?;
+    let value = services
+        .account_data
+        .get(&body.user_id, None, &body.event_type.to_string())?
+        .ok_or_else(|| Error::not_found("no account data of this type"))?;
+    let raw = Raw::from_json(
+        serde_json::value::to_raw_value(&value).map_err(|e| Error::Internal(e.to_string()))?,
+    );
+    Ok(get_global_account_data::v3::Response::new(raw))
+}
+
+pub async fn set_global(
+    services: Arc<Services>,
+    request: Ruma<set_global_account_data::v3::Request>,
+) -> Result<set_global_account_data::v3::Response> {
+    let body = &request.body;
+    check_own(&request.sender()?.user_id, &body.user_id)?;
+    services.account_data.set(
+        &body.user_id,
+        None,
+        &body.event_type.to_string(),
+        content(&body.data)?,
+    )?;
+    Ok(set_global_account_data::v3::Response::new())
+}
+
+pub async fn get_room(
+    services: Arc<Services>,
+    request: Ruma<get_room_account_data::v3::Request>,
+) -> Result<get_room_account_data::v3::Response> {
+    let body = &request.body;
+    check_own(&request.sender()?.user_id, &body.user_id)?;
+    let value = services
+        .account_data
+        .get(
+            &body.user_id,
+            Some(&body.room_id),
+            &body.event_type.to_string(),
+        )?
+        .ok_or_else(|| Error::not_found("no account data of this type"))?;
+    let raw = Raw::from_json(
+        serde_json::value::to_raw_value(&value).map_err(|e| Error::Internal(e.to_string()))?,
+    );
+    Ok(get_room_account_data::v3::Response::new(raw))
+}
+
+pub async fn set_room(
+    services: Arc<Services>,
+    request: Ruma<set_room_account_data::v3::Request>,
+) -> Result<set_room_account_data::v3::Response> {
+    let body = &request.body;
+    check_own(&request.sender()?.user_id, &body.user_id)?;
+    services.account_data.set(
+        &body.user_id,
+        Some(&body.room_id),
+        &body.event_type.to_string(),
+        content(&body.data)?,
+    )?;
+    Ok(set_room_account_data::v3::Response::new())
+}
+
+pub async fn create_filter(
+    services: Arc<Services>,
+    request: Ruma<create_filter::v3::Request>,
+) -> Result<create_filter::v3::Response> {
+    let body = &request.body;
+    check_own(&request.sender()?.user_id, &body.user_id)?;
+    let definition =
+        serde_json::to_value(&body.filter).map_err(|e| Error::Internal(e.to_string()))?;
+    let id = services.filters.create(&body.user_id, definition)?;
+    Ok(create_filter::v3::Response::new(id))
+}
+
+pub async fn get_filter(
+    services: Arc<Services>,
+    request: Ruma<get_filter::v3::Request>,
+) -> Result<get_filter::v3::Response> {
+    let body = &request.body;
+    check_own(&request.sender()?.user_id, &body.user_id)?;
+    let value = services
+        .filters
+        .get(&body.user_id, &body.filter_id)?
+        .ok_or_else(|| Error::not_found("no such filter"))?;
+    let filter: FilterDefinition =
+        serde_json::from_value(value).map_err(|e| Error::Internal(e.to_string()))?;
+    Ok(get_filter::v3::Response::new(filter))
+}

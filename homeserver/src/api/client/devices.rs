@@ -1,0 +1,118 @@
+//! Device management.
+
+use std::sync::Arc;
+
+use ruma::{
+    api::client::device::{
+        self, delete_device, delete_devices, get_device, get_devices, update_device,
+    },
+    MilliSecondsSinceUnixEpoch, OwnedDeviceId, UInt,
+};
+
+use crate::{
+    api::ruma::Ruma,
+    error::{Error, Result},
+    services::Services,
+    uia, users,
+};
+
+fn to_api(device_id: OwnedDeviceId, device: users::Device) -> device::Device {
+    let mut out = device::Device::new(device_id);
+    out.display_name = device.display_name;
+    out.last_seen_ip = device.last_seen_ip;
+    out.last_seen_ts = device
+        .last_seen_ts
+        .and_then(UInt::new)
+        .map(MilliSecondsSinceUnixEpoch);
+    out
+}
+
+pub async fn list(
+    services: Arc<Services>,
+    request: Ruma<get_devices::v3::Request>,
+) -> Result<get_devices::v3::Response> {
+    let devices = services.users.devices(&request.sender()?.user_id)?;
+    Ok(get_devices::v3::Response::new(
+        devices.into_iter().map(|(id, d)| to_api(id, d)).collect(),
+    ))
+}
+
+pub async fn get(
+    services: Arc<Services>,
+    request: Ruma<get_device::v3::Request>,
+) -> Result<get_device::v3::Response> {
+    let user = &request.sender()?.user_id;
+    let device = services
+        .users
+        .device(user, &request.body.device_id)?
+        .ok_or_else(|| Error::not_found("no such device"))?;
+    Ok(get_device::v3::Response::new(to_api(
+        request.body.device_id,
+        device,
+    )))
+}
+
+pub async fn update(
+    services: Arc<Services>,
+    request: Ruma<update_device::v3::Request>,
+) -> Result<update_device::v3::Response> {
+    let user = &request.sender()?.user_id;
+    if let Some(name) = &request.body.display_name {
+        if name.len() > 512 {
+            return Err(Error::invalid_param(
+                "device display names are at most 512 bytes",
+            ));
+        }
+    }
+    services.users.set_device_display_name(
+        user,
+        &request.body.device_id,
+        request.body.display_name.clone(),
+    )?;
+    Ok(update_device::v3::Response::new())
+}
+
+pub async fn delete(
+    services: Arc<Services>,
+    request: Ruma<delete_device::v3::Request>,
+) -> Result<delete_device::v3::Response> {
+    let user = request.sender()?.user_id.clone();
+    let body = request.body;
+    if services.users.device(&user, &body.device_id)?.is_none() {
+        return Err(Error::not_found("no such device"));
+    }
+    services
+        .uia
+        .authorize(
+            &services.users,
+            body.auth.as_ref(),
+            &[&[uia::PASSWORD]],
+            Some(&user),
+            "delete_devices",
+        )
+        .await?;
+    services.users.remove_device(&user, &body.device_id)?;
+    Ok(delete_device::v3::Response::new())
+}
+
+pub async fn delete_many(
+    services: Arc<Services>,
+    request: Ruma<delete_devices::v3::Request>,
+) -> Result<delete_devices::v3::Response> {
+    let user = request.sender()?.user_id.clone();
+    let body = request.body;
+    services
+        .uia
+        .authorize(
+            &services.users,
+            body.auth.as_ref(),
+            &[&[uia::PASSWORD]],
+            Some(&user),
+            "delete_devices",
+        )
+        .await?;
+    for device in &body.devices {
+        services.users.remove_device(&user, device)?;
+    }
+    Ok(delete_devices::v3::Response::new())
+}

@@ -1,0 +1,98 @@
+//! Discovery: `/versions`, `.well-known`, `/capabilities`.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use ruma::{
+    api::{
+        client::discovery::{
+            discover_homeserver::{self, HomeserverInfo},
+            get_capabilities::{
+                self,
+                v3::{
+                    Capabilities, ChangePasswordCapability, RoomVersionStability,
+                    RoomVersionsCapability,
+                },
+            },
+            get_supported_versions,
+        },
+        federation::discovery::discover_homeserver as discover_server,
+    },
+    RoomVersionId,
+};
+
+use crate::{
+    api::ruma::Ruma,
+    error::{Error, Result},
+    services::Services,
+};
+
+/// The spec versions whose client-server API this server implements; grows as features land.
+pub const SUPPORTED_VERSIONS: &[&str] = &[
+    "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11",
+    "v1.12",
+];
+
+pub async fn versions(
+    _: Arc<Services>,
+    _: Ruma<get_supported_versions::Request>,
+) -> Result<get_supported_versions::Response> {
+    let mut response = get_supported_versions::Response::new(
+        SUPPORTED_VERSIONS.iter().map(|v| (*v).to_owned()).collect(),
+    );
+    response.unstable_features = BTreeMap::new();
+    Ok(response)
+}
+
+pub async fn well_known_client(
+    services: Arc<Services>,
+    _: Ruma<discover_homeserver::Request>,
+) -> Result<discover_homeserver::Response> {
+    Ok(discover_homeserver::Response::new(HomeserverInfo::new(
+        services.config.client_base_url(),
+    )))
+}
+
+/// `/.well-known/matrix/server`: published only when this server has a federation listener.
+pub async fn well_known_server(
+    services: Arc<Services>,
+    _: Ruma<discover_server::Request>,
+) -> Result<discover_server::Response> {
+    let config = &services.config;
+    match (config.federation.enabled, config.listen.federation) {
+        (true, Some(addr)) => {
+            let delegated = format!("{}:{}", config.server_name, addr.port());
+            let server = delegated
+                .try_into()
+                .map_err(|e| Error::Internal(format!("bad delegated name: {e}")))?;
+            Ok(discover_server::Response::new(server))
+        }
+        _ => Err(Error::not_found(
+            "this server does not publish a federation delegation",
+        )),
+    }
+}
+
+/// Room versions this server can create rooms in (and store).
+pub fn room_versions() -> BTreeMap<RoomVersionId, RoomVersionStability> {
+    [RoomVersionId::V10, RoomVersionId::V11, RoomVersionId::V12]
+        .into_iter()
+        .map(|v| (v, RoomVersionStability::Stable))
+        .collect()
+}
+
+pub async fn capabilities(
+    services: Arc<Services>,
+    _: Ruma<get_capabilities::v3::Request>,
+) -> Result<get_capabilities::v3::Response> {
+    let mut caps = Capabilities::new();
+    caps.change_password = ChangePasswordCapability::new(true);
+    caps.room_versions = RoomVersionsCapability::new(
+        services.config.rooms.default_version.clone(),
+        room_versions(),
+    );
+    caps.set("m.3pid_changes", serde_json::json!({ "enabled": false }))
+        .and_then(|_| caps.set("m.get_login_token", serde_json::json!({ "enabled": false })))
+        .and_then(|_| caps.set("m.profile_fields", serde_json::json!({ "enabled": true })))
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    Ok(get_capabilities::v3::Response::new(caps))
+}

@@ -1,0 +1,84 @@
+//! Profiles: the whole profile and single fields (display name, avatar, extended fields).
+
+use std::sync::Arc;
+
+use ruma::{
+    api::client::profile::{
+        delete_profile_field, get_profile, get_profile_field, set_profile_field,
+    },
+    profile::ProfileFieldValue,
+    UserId,
+};
+
+use crate::{
+    api::ruma::Ruma,
+    error::{Error, Result},
+    services::Services,
+};
+
+/// A profile is readable when the user is ours and active (remote profiles come with federation).
+fn check_readable(services: &Services, user: &UserId) -> Result<()> {
+    if !services.users.is_local(user) || !services.users.is_active(user)? {
+        return Err(Error::not_found("no profile for this user"));
+    }
+    Ok(())
+}
+
+fn check_own(owner: &UserId, target: &UserId) -> Result<()> {
+    if owner != target {
+        return Err(Error::forbidden("you can only change your own profile"));
+    }
+    Ok(())
+}
+
+pub async fn get_all(
+    services: Arc<Services>,
+    request: Ruma<get_profile::v3::Request>,
+) -> Result<get_profile::v3::Response> {
+    check_readable(&services, &request.body.user_id)?;
+    Ok(services
+        .profiles
+        .get(&request.body.user_id)?
+        .into_iter()
+        .collect())
+}
+
+pub async fn get_field(
+    services: Arc<Services>,
+    request: Ruma<get_profile_field::v3::Request>,
+) -> Result<get_profile_field::v3::Response> {
+    let body = request.body;
+    check_readable(&services, &body.user_id)?;
+    let profile = services.profiles.get(&body.user_id)?;
+    let value = profile
+        .get(body.field.as_str())
+        .ok_or_else(|| Error::not_found("this profile field is not set"))?;
+    let value = ProfileFieldValue::new(body.field.as_str(), value.clone())
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    Ok(get_profile_field::v3::Response::new(value))
+}
+
+pub async fn set_field(
+    services: Arc<Services>,
+    request: Ruma<set_profile_field::v3::Request>,
+) -> Result<set_profile_field::v3::Response> {
+    check_own(&request.sender()?.user_id, &request.body.user_id)?;
+    let value = request.body.value;
+    services.profiles.set_field(
+        &request.body.user_id,
+        value.field_name().as_str(),
+        Some(value.value().into_owned()),
+    )?;
+    Ok(set_profile_field::v3::Response::new())
+}
+
+pub async fn delete_field(
+    services: Arc<Services>,
+    request: Ruma<delete_profile_field::v3::Request>,
+) -> Result<delete_profile_field::v3::Response> {
+    check_own(&request.sender()?.user_id, &request.body.user_id)?;
+    services
+        .profiles
+        .set_field(&request.body.user_id, request.body.field.as_str(), None)?;
+    Ok(delete_profile_field::v3::Response::new())
+}

@@ -1,0 +1,287 @@
+//! The edge between HTTP and the services: ruma request types in, ruma response types out.
+//!
+//! [`Ruma`] extracts any ruma `IncomingRequest` (body size limit, JSON check, access token, path
+//! arguments), and [`RouterExt::ruma`] registers a handler on every path and method the request
+//! type's metadata declares, so no path is ever written by hand.
+
+use std::{future::Future, net::IpAddr, net::SocketAddr, sync::Arc};
+
+use axum::{
+    body::Body,
+    extract::{ConnectInfo, FromRequest, FromRequestParts, RawPathParams, Request, State},
+    response::{IntoResponse, Response},
+    routing::{on, MethodFilter},
+    Router,
+};
+use bytes::{Bytes, BytesMut};
+use http::{header, Method, StatusCode};
+use http_body_util::BodyExt;
+use ruma::api::{
+    auth_scheme::{
+        AccessToken, AccessTokenOptional, AppserviceToken, AppserviceTokenOptional, NoAccessToken,
+        NoAuthentication,
+    },
+    error::{DeserializationError, FromHttpRequestError},
+    path_builder::PathBuilder,
+    IncomingRequest, OutgoingResponse,
+};
+
+use super::error::ApiError;
+use crate::{error::Error, services::Services, users::TokenOwner};
+
+/// Whether an endpoint needs, accepts or ignores an access token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenUse {
+    Required,
+    Optional,
+    Ignored,
+}
+
+/// Maps ruma's authentication schemes to what the server must check.
+pub trait AuthRequirement {
+    const TOKEN: TokenUse;
+}
+impl AuthRequirement for AccessToken {
+    const TOKEN: TokenUse = TokenUse::Required;
+}
+impl AuthRequirement for AccessTokenOptional {
+    const TOKEN: TokenUse = TokenUse::Optional;
+}
+impl AuthRequirement for AppserviceToken {
+    const TOKEN: TokenUse = TokenUse::Required;
+}
+impl AuthRequirement for AppserviceTokenOptional {
+    const TOKEN: TokenUse = TokenUse::Optional;
+}
+impl AuthRequirement for NoAuthentication {
+    const TOKEN: TokenUse = TokenUse::Ignored;
+}
+impl AuthRequirement for NoAccessToken {
+    const TOKEN: TokenUse = TokenUse::Ignored;
+}
+
+/// A parsed request with who sent it.
+pub struct Ruma<R> {
+    pub body: R,
+    /// The token's owner, for endpoints that take an access token and got a valid one.
+    pub owner: Option<TokenOwner>,
+    pub client_ip: Option<IpAddr>,
+}
+
+impl<R> Ruma<R> {
+    /// The authenticated sender; endpoints declared with a required token always have one.
+    pub fn sender(&self) -> Result<&TokenOwner, Error> {
+        self.owner.as_ref().ok_or(Error::UnknownToken)
+    }
+}
+
+fn access_token(parts: &http::request::Parts) -> Result<Option<String>, ApiError> {
+    if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
+        let value = value.to_str().map_err(|_| ApiError::missing_token())?;
+        return match value.split_once(' ') {
+            Some((scheme, token))
+                if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+            {
+                Ok(Some(token.trim().to_owned()))
+            }
+            _ => Err(ApiError::missing_token()),
+        };
+    }
+    let query = parts.uri.query().unwrap_or("");
+    Ok(form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "access_token")
+        .map(|(_, v)| v.into_owned()))
+}
+
+/// Bytes of an oversized body read and discarded before answering 413, so ordinary clients that
+/// are still sending see the error instead of a reset connection. Memory use stays constant.
+const DRAIN_LIMIT: u64 = 16 * 1024 * 1024;
+
+/// Reads the whole body, refusing more than `limit` bytes (announced or actual) with M_TOO_LARGE.
+pub async fn read_body(
+    parts: &http::request::Parts,
+    body: Body,
+    limit: u64,
+) -> Result<Bytes, ApiError> {
+    let announced = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|len| len > limit) {
+        drain(body).await;
+        return Err(ApiError::too_large(limit));
+    }
+    let mut body = body;
+    let mut collected = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "M_UNKNOWN",
+                format!("could not read the body: {e}"),
+            )
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if collected.len() as u64 + data.len() as u64 > limit {
+                drain(body).await;
+                return Err(ApiError::too_large(limit));
+            }
+            collected.extend_from_slice(&data);
+        }
+    }
+    Ok(collected.freeze())
+}
+
+async fn drain(mut body: Body) {
+    let mut seen = 0u64;
+    while let Some(Ok(frame)) = body.frame().await {
+        seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+        if seen > DRAIN_LIMIT {
+            break;
+        }
+    }
+}
+
+fn deserialization_error(error: FromHttpRequestError) -> ApiError {
+    match error {
+        FromHttpRequestError::MethodMismatch { .. } => ApiError::unrecognized_method(),
+        FromHttpRequestError::Deserialization(DeserializationError::Json(e)) => ApiError::from(
+            Error::BadJson(format!("the body does not match this endpoint: {e}")),
+        ),
+        other => ApiError::from(Error::invalid_param(other.to_string())),
+    }
+}
+
+impl<R> FromRequest<Arc<Services>> for Ruma<R>
+where
+    R: IncomingRequest + Send,
+    R::Authentication: AuthRequirement,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, services: &Arc<Services>) -> Result<Self, ApiError> {
+        let (mut parts, body) = request.into_parts();
+        let path_args: Vec<String> = match RawPathParams::from_request_parts(&mut parts, services)
+            .await
+        {
+            Ok(params) => params.iter().map(|(_, v)| v.to_owned()).collect(),
+            Err(e) => return Err(Error::invalid_param(format!("bad path parameter: {e}")).into()),
+        };
+        let client_ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        let owner = match (R::Authentication::TOKEN, access_token(&parts)?) {
+            (TokenUse::Required, None) => return Err(ApiError::missing_token()),
+            (TokenUse::Required | TokenUse::Optional, Some(token)) => {
+                Some(services.users.authenticate(&token)?)
+            }
+            _ => None,
+        };
+        let mut bytes = read_body(&parts, body, services.config.limits.max_request_size).await?;
+        if parts.method != Method::GET && parts.method != Method::HEAD {
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                bytes = Bytes::from_static(b"{}");
+            } else if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+                return Err(ApiError::not_json(e));
+            }
+        }
+        let http_request = http::Request::from_parts(parts, bytes);
+        // Some ruma deserializers panic on malformed input (e.g. a login body without `type`);
+        // that is bad JSON from the client, not a server fault.
+        let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            R::try_from_http_request(http_request, &path_args)
+        }))
+        .map_err(|_| {
+            ApiError::from(Error::BadJson(
+                "the body does not match this endpoint".into(),
+            ))
+        })?;
+        let body = parsed.map_err(deserialization_error)?;
+        Ok(Self {
+            body,
+            owner,
+            client_ip,
+        })
+    }
+}
+
+/// Serializes a ruma response.
+pub struct RumaResponse<T>(pub T);
+
+impl<T: OutgoingResponse> IntoResponse for RumaResponse<T> {
+    fn into_response(self) -> Response {
+        match self.0.try_into_http_response::<BytesMut>() {
+            Ok(response) => {
+                let (mut parts, body) = response.into_parts();
+                parts
+                    .headers
+                    .entry(header::CONTENT_TYPE)
+                    .or_insert(header::HeaderValue::from_static("application/json"));
+                Response::from_parts(parts, Body::from(body.freeze()))
+            }
+            Err(e) => ApiError::from(Error::Internal(format!(
+                "response serialization failed: {e}"
+            )))
+            .into_response(),
+        }
+    }
+}
+
+/// A handler for a ruma endpoint: `async fn(Arc<Services>, Ruma<Request>) -> Result<Response, Error>`.
+pub trait RumaHandler<R>: Clone + Send + Sync + 'static {
+    fn register(self, router: Router<Arc<Services>>) -> Router<Arc<Services>>;
+}
+
+impl<R, F, Fut> RumaHandler<R> for F
+where
+    R: IncomingRequest + Send + 'static,
+    R::Authentication: AuthRequirement,
+    R::OutgoingResponse: Send,
+    F: Fn(Arc<Services>, Ruma<R>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<R::OutgoingResponse, Error>> + Send,
+{
+    fn register(self, mut router: Router<Arc<Services>>) -> Router<Arc<Services>> {
+        let filter = method_filter(&R::METHOD);
+        for path in R::PATH_BUILDER.all_paths() {
+            let handler = self.clone();
+            router = router.route(
+                path,
+                on(
+                    filter,
+                    move |State(services): State<Arc<Services>>, request: Ruma<R>| async move {
+                        handler(services, request)
+                            .await
+                            .map(RumaResponse)
+                            .map_err(ApiError::from)
+                    },
+                ),
+            );
+        }
+        router
+    }
+}
+
+fn method_filter(method: &Method) -> MethodFilter {
+    match *method {
+        Method::GET => MethodFilter::GET,
+        Method::POST => MethodFilter::POST,
+        Method::PUT => MethodFilter::PUT,
+        Method::DELETE => MethodFilter::DELETE,
+        Method::PATCH => MethodFilter::PATCH,
+        Method::HEAD => MethodFilter::HEAD,
+        _ => MethodFilter::OPTIONS,
+    }
+}
+
+/// Registers ruma handlers on a router.
+pub trait RouterExt {
+    fn ruma<R, H: RumaHandler<R>>(self, handler: H) -> Self;
+}
+
+impl RouterExt for Router<Arc<Services>> {
+    fn ruma<R, H: RumaHandler<R>>(self, handler: H) -> Self {
+        handler.register(self)
+    }
+}

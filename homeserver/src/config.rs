@@ -1,0 +1,461 @@
+//! Server configuration: a TOML file (optional) overlaid with `HEMICYCLE_*` environment variables.
+//!
+//! Every key has an embedded default so `hemicycle serve` works with no file at all. Unknown keys and
+//! wrong types are refused with the dotted key named, because a typo in a ministry's config must stop
+//! start-up rather than silently fall back to a default.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use ruma::{OwnedServerName, RoomVersionId};
+use serde::Deserialize;
+
+/// A configuration problem, naming the dotted key at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error at `{key}`: {reason}")]
+pub struct ConfigError {
+    pub key: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The domain part of every user and room id on this server; never change it after first start.
+    pub server_name: OwnedServerName,
+    /// The URL clients reach the client API at, published in `/.well-known/matrix/client`.
+    pub public_baseurl: Option<String>,
+    pub database: DatabaseConfig,
+    pub listen: ListenConfig,
+    pub tls: TlsConfig,
+    pub registration: RegistrationConfig,
+    pub federation: FederationConfig,
+    pub media: MediaConfig,
+    pub rate_limits: RateLimitsConfig,
+    pub limits: LimitsConfig,
+    pub rooms: RoomsConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// Directory holding the RocksDB files (and the admin socket).
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenConfig {
+    /// Plain-HTTP address of the client API (put a TLS reverse proxy in front in production).
+    pub client: SocketAddr,
+    /// HTTPS address of the federation API; needs `tls.cert` and `tls.key`.
+    pub federation: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrationConfig {
+    /// Anyone may register with `m.login.dummy`.
+    pub open: bool,
+    /// A shared token: when set, registration is possible (even when `open` is false) by completing
+    /// `m.login.registration_token` with it.
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FederationConfig {
+    pub enabled: bool,
+    /// Verify remote servers' TLS certificates; only tests turn this off.
+    pub verify_tls: bool,
+    /// Servers we federate with; empty means every server.
+    pub allow: Vec<OwnedServerName>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    pub path: Option<PathBuf>,
+    pub max_upload_size: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitsConfig {
+    pub enabled: bool,
+    pub login: RateLimit,
+    pub registration: RateLimit,
+}
+
+/// A token bucket: `burst` actions at once, refilled at `per_second`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest request body accepted on the client API (media uploads have their own limit).
+    pub max_request_size: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoomsConfig {
+    pub default_version: RoomVersionId,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter such as `info` or `hemicycle=debug,info`; `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server_name: "localhost".try_into().expect("valid server name"),
+            public_baseurl: None,
+            database: DatabaseConfig::default(),
+            listen: ListenConfig::default(),
+            tls: TlsConfig::default(),
+            registration: RegistrationConfig::default(),
+            federation: FederationConfig::default(),
+            media: MediaConfig::default(),
+            rate_limits: RateLimitsConfig::default(),
+            limits: LimitsConfig::default(),
+            rooms: RoomsConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("./data"),
+        }
+    }
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        Self {
+            client: SocketAddr::from(([127, 0, 0, 1], 8008)),
+            federation: None,
+        }
+    }
+}
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            verify_tls: true,
+            allow: Vec::new(),
+        }
+    }
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            path: None,
+            max_upload_size: 50 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for RateLimitsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            login: RateLimit {
+                per_second: 0.2,
+                burst: 5,
+            },
+            registration: RateLimit {
+                per_second: 0.2,
+                burst: 5,
+            },
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_request_size: 1024 * 1024,
+        }
+    }
+}
+
+impl Default for RoomsConfig {
+    fn default() -> Self {
+        Self {
+            default_version: RoomVersionId::V12,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+        }
+    }
+}
+
+/// The environment variable prefix; nested keys are joined with `__`.
+const ENV_PREFIX: &str = "HEMICYCLE_";
+
+impl Config {
+    /// Loads the file (if any), overlays the process environment, deserializes and validates.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with_env(file, std::env::vars())
+    }
+
+    /// Like [`Config::load`] with an explicit environment, so tests need not touch the process's.
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut root = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError::new("--config", format!("cannot read {}: {e}", path.display()))
+                })?;
+                let table: toml::Table = toml::from_str(&text).map_err(|e| {
+                    ConfigError::new(
+                        "--config",
+                        format!("{} is not valid TOML: {}", path.display(), e.message()),
+                    )
+                })?;
+                table
+            }
+            None => toml::Table::new(),
+        };
+        for (name, raw) in env {
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let path: Vec<String> = rest.split("__").map(str::to_lowercase).collect();
+            set_path(&mut root, &path, parse_env_value(&raw))
+                .map_err(|reason| ConfigError::new(name.clone(), reason))?;
+        }
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(root)).map_err(|e| {
+                let key = e.path().to_string();
+                let reason = e.into_inner().message().to_owned();
+                ConfigError::new(
+                    if key == "." {
+                        "(top level)".to_owned()
+                    } else {
+                        key
+                    },
+                    reason,
+                )
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.listen.federation.is_some() {
+            for (key, value) in [("tls.cert", &self.tls.cert), ("tls.key", &self.tls.key)] {
+                let Some(path) = value else {
+                    return Err(ConfigError::new(
+                        key,
+                        "required when listen.federation is set",
+                    ));
+                };
+                if let Err(e) = std::fs::File::open(path) {
+                    return Err(ConfigError::new(
+                        key,
+                        format!("cannot read {}: {e}", path.display()),
+                    ));
+                }
+            }
+        }
+        if let Some(token) = &self.registration.token {
+            if token.is_empty() {
+                return Err(ConfigError::new("registration.token", "must not be empty"));
+            }
+        }
+        for (key, limit) in [
+            ("rate_limits.login", self.rate_limits.login),
+            ("rate_limits.registration", self.rate_limits.registration),
+        ] {
+            if !(limit.per_second.is_finite() && limit.per_second > 0.0) || limit.burst == 0 {
+                return Err(ConfigError::new(
+                    key,
+                    "per_second must be > 0 and burst >= 1",
+                ));
+            }
+        }
+        if self.limits.max_request_size < 1024 {
+            return Err(ConfigError::new(
+                "limits.max_request_size",
+                "must be at least 1024 bytes",
+            ));
+        }
+        if let Some(url) = &self.public_baseurl {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError::new(
+                    "public_baseurl",
+                    "must start with http:// or https://",
+                ));
+            }
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(ConfigError::new(
+                "log.level",
+                format!("not a valid filter: {e}"),
+            ));
+        }
+        match self.rooms.default_version {
+            RoomVersionId::V10 | RoomVersionId::V11 | RoomVersionId::V12 => {}
+            _ => {
+                return Err(ConfigError::new(
+                    "rooms.default_version",
+                    "must be 10, 11 or 12",
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    /// Where media files live: `media.path`, or `media/` inside the database directory.
+    pub fn media_path(&self) -> PathBuf {
+        self.media
+            .path
+            .clone()
+            .unwrap_or_else(|| self.database.path.join("media"))
+    }
+
+    /// The Unix socket the running server answers operator commands on.
+    pub fn admin_socket_path(&self) -> PathBuf {
+        self.database.path.join("admin.sock")
+    }
+
+    /// The base URL clients should use, as published in `.well-known`.
+    pub fn client_base_url(&self) -> String {
+        match &self.public_baseurl {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", self.listen.client),
+        }
+    }
+}
+
+/// An environment value is read as a TOML value when it parses as one (`true`, `42`, `["a"]`), and
+/// as a plain string otherwise (`127.0.0.1:8008`, `./data`).
+fn parse_env_value(raw: &str) -> toml::Value {
+    match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+        Ok(mut table) => table
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.to_owned())),
+        Err(_) => toml::Value::String(raw.to_owned()),
+    }
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+    let (last, parents) = path.split_last().ok_or("empty key")?;
+    let mut current = table;
+    for part in parents {
+        let entry = current
+            .entry(part.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        current = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("`{part}` is not a table"))?;
+    }
+    current.insert(last.clone(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(toml_text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, toml_text).unwrap();
+        Config::load_with_env(
+            Some(&file),
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_ones() {
+        let c = Config::load_with_env(None, Vec::new()).unwrap();
+        assert_eq!(c.server_name.as_str(), "localhost");
+        assert_eq!(c.listen.client.to_string(), "127.0.0.1:8008");
+        assert_eq!(c.database.path, PathBuf::from("./data"));
+        assert!(!c.registration.open);
+        assert!(c.rate_limits.enabled);
+        assert_eq!(c.media.max_upload_size, 50 * 1024 * 1024);
+    }
+
+    #[test]
+    fn env_overrides_nested_keys() {
+        let c = load(
+            "server_name = \"a.example\"\n[registration]\nopen = false\n",
+            &[
+                ("HEMICYCLE_DATABASE__PATH", "/tmp/x"),
+                ("HEMICYCLE_REGISTRATION__OPEN", "true"),
+                ("OTHER", "1"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.server_name.as_str(), "a.example");
+        assert_eq!(c.database.path, PathBuf::from("/tmp/x"));
+        assert!(c.registration.open);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = load("[registration]\nopne = true\n", &[]).unwrap_err();
+        assert!(e.key.starts_with("registration"), "{e}");
+        assert!(e.reason.contains("opne"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_and_bad_address_are_named() {
+        let e = load("[registration]\nopen = \"yes\"\n", &[]).unwrap_err();
+        assert_eq!(e.key, "registration.open", "{e}");
+        let e = load("[listen]\nclient = \"not an address\"\n", &[]).unwrap_err();
+        assert_eq!(e.key, "listen.client", "{e}");
+    }
+
+    #[test]
+    fn federation_listener_needs_tls_files() {
+        let e = load("[listen]\nfederation = \"127.0.0.1:8448\"\n[tls]\ncert = \"/nonexistent.pem\"\nkey = \"/nonexistent.key\"\n", &[])
+            .unwrap_err();
+        assert_eq!(e.key, "tls.cert", "{e}");
+    }
+}

@@ -1,0 +1,216 @@
+//! The RocksDB store behind a small typed-table layer.
+//!
+//! Every mapping is its own column family named `<key>_<value>` (declared once in [`tables`]), keys
+//! and values go through the codecs in [`codec`], and writes that belong together are committed as
+//! one [`Batch`] with the WAL synced, so an acknowledged write survives `kill -9` and a failed
+//! request leaves nothing half-written.
+
+pub mod codec;
+pub mod tables;
+
+use std::{
+    marker::PhantomData,
+    path::Path,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+};
+
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB,
+};
+
+pub use self::{codec::Codec, tables::Tables};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// Another process (normally the running server) holds the database lock.
+    #[error("the database at {0} is in use by another process")]
+    Locked(String),
+    #[error("database error: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    #[error("{0}")]
+    Io(String),
+    #[error("corrupt record in {table}: {reason}")]
+    Corrupt { table: &'static str, reason: String },
+}
+
+/// The open database: the RocksDB handle, its tables and the global counter.
+pub struct Database {
+    db: Arc<DB>,
+    pub tables: Tables,
+    /// The last number handed out by [`Database::next_count`]; persisted with every batch that uses it.
+    counter: AtomicU64,
+}
+
+const COUNTER_KEY: &str = "counter";
+
+impl Database {
+    pub fn open(path: &Path) -> Result<Self, DbError> {
+        std::fs::create_dir_all(path)
+            .map_err(|e| DbError::Io(format!("cannot create {}: {e}", path.display())))?;
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        opts.set_max_background_jobs(2);
+        opts.set_keep_log_file_num(4);
+        let descriptors = tables::NAMES.iter().map(|name| {
+            let mut cf = Options::default();
+            cf.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            ColumnFamilyDescriptor::new(*name, cf)
+        });
+        let db = DB::open_cf_descriptors(&opts, path, descriptors).map_err(|e| {
+            if e.as_ref().contains("lock") {
+                DbError::Locked(path.display().to_string())
+            } else {
+                DbError::Rocks(e)
+            }
+        })?;
+        let db = Arc::new(db);
+        let tables = Tables::new(&db);
+        let counter = tables
+            .meta
+            .get(&COUNTER_KEY.to_owned())?
+            .map(|c: codec::Be64| c.0)
+            .unwrap_or(0);
+        Ok(Self {
+            db,
+            tables,
+            counter: AtomicU64::new(counter),
+        })
+    }
+
+    /// Returns a fresh, never reused number (for stream positions, filter ids, …) and records the new
+    /// high-water mark in `batch`, so it is persisted together with whatever uses it.
+    pub fn next_count(&self, batch: &mut Batch) -> u64 {
+        let n = self.counter.fetch_add(1, Ordering::SeqCst) + 1;
+        // A later batch may commit first; the stored value only ever needs to be >= every used number,
+        // so store the max seen at commit time.
+        batch.counter = batch.counter.max(n);
+        n
+    }
+
+    /// The highest number handed out so far.
+    pub fn current_count(&self) -> u64 {
+        self.counter.load(Ordering::SeqCst)
+    }
+
+    /// Commits the batch atomically with the WAL synced to disk.
+    pub fn commit(&self, mut batch: Batch) -> Result<(), DbError> {
+        if batch.counter > 0 {
+            let current = self.counter.load(Ordering::SeqCst).max(batch.counter);
+            self.tables
+                .meta
+                .insert(&mut batch, &COUNTER_KEY.to_owned(), &codec::Be64(current));
+        }
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        self.db.write_opt(batch.inner, &opts)?;
+        Ok(())
+    }
+
+    /// Flushes memtables to SST files; called on graceful shutdown so start-up need not replay the WAL.
+    pub fn flush(&self) -> Result<(), DbError> {
+        for name in tables::NAMES {
+            if let Some(cf) = self.db.cf_handle(name) {
+                self.db.flush_cf(cf)?;
+            }
+        }
+        self.db.flush_wal(true)?;
+        Ok(())
+    }
+}
+
+/// Writes that must land together.
+#[derive(Default)]
+pub struct Batch {
+    inner: WriteBatch,
+    counter: u64,
+}
+
+impl Batch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+/// One column family with typed keys and values.
+pub struct Table<K, V> {
+    db: Arc<DB>,
+    name: &'static str,
+    _types: PhantomData<fn(K, V)>,
+}
+
+impl<K: Codec, V: Codec> Table<K, V> {
+    pub(crate) fn new(db: &Arc<DB>, name: &'static str) -> Self {
+        assert!(
+            db.cf_handle(name).is_some(),
+            "column family {name} is declared in tables::NAMES"
+        );
+        Self {
+            db: db.clone(),
+            name,
+            _types: PhantomData,
+        }
+    }
+
+    fn cf(&self) -> &ColumnFamily {
+        self.db
+            .cf_handle(self.name)
+            .expect("column family opened at start-up")
+    }
+
+    fn decode<T: Codec>(&self, bytes: &[u8]) -> Result<T, DbError> {
+        T::decode(bytes).map_err(|reason| DbError::Corrupt {
+            table: self.name,
+            reason,
+        })
+    }
+
+    pub fn get(&self, key: &K) -> Result<Option<V>, DbError> {
+        match self.db.get_pinned_cf(self.cf(), key.encode())? {
+            Some(bytes) => Ok(Some(self.decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn contains(&self, key: &K) -> Result<bool, DbError> {
+        Ok(self.db.get_pinned_cf(self.cf(), key.encode())?.is_some())
+    }
+
+    pub fn insert(&self, batch: &mut Batch, key: &K, value: &V) {
+        batch.inner.put_cf(self.cf(), key.encode(), value.encode());
+    }
+
+    pub fn remove(&self, batch: &mut Batch, key: &K) {
+        batch.inner.delete_cf(self.cf(), key.encode());
+    }
+
+    /// Every entry whose key starts with the encoded `prefix` (use [`codec::prefix`] for the first
+    /// parts of a composite key), in key order.
+    pub fn scan_prefix(
+        &self,
+        prefix: Vec<u8>,
+    ) -> impl Iterator<Item = Result<(K, V), DbError>> + '_ {
+        self.db
+            .iterator_cf(
+                self.cf(),
+                IteratorMode::From(&prefix, rocksdb::Direction::Forward),
+            )
+            .take_while(move |item| match item {
+                Ok((key, _)) => key.starts_with(&prefix),
+                Err(_) => true,
+            })
+            .map(move |item| {
+                let (key, value) = item?;
+                Ok((self.decode(&key)?, self.decode(&value)?))
+            })
+    }
+
+    /// Every entry, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = Result<(K, V), DbError>> + '_ {
+        self.scan_prefix(Vec::new())
+    }
+}

@@ -1,0 +1,55 @@
+//! Errors of the services, in Matrix terms but free of HTTP: the API layer maps each kind to its
+//! status code and error body.
+
+use std::time::Duration;
+
+use crate::db::DbError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    InvalidParam(String),
+    #[error("{0}")]
+    MissingParam(String),
+    #[error("{0}")]
+    BadJson(String),
+    #[error("{0}")]
+    InvalidUsername(String),
+    #[error("user id already taken")]
+    UserInUse,
+    #[error("guest access is not allowed on this server")]
+    GuestAccessForbidden,
+    #[error("the access token is unknown or expired")]
+    UnknownToken,
+    #[error("too many requests")]
+    LimitExceeded { retry_after: Duration },
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("{0}")]
+    Unrecognized(String),
+    /// A user-interactive authentication step is (still) required; carries the spec's UIA body.
+    #[error("user-interactive authentication required")]
+    Uia(Box<crate::uia::UiaChallenge>),
+    #[error("{0}")]
+    Database(#[from] DbError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn forbidden(msg: impl Into<String>) -> Self {
+        Self::Forbidden(msg.into())
+    }
+    pub fn not_found(msg: impl Into<String>) -> Self {
+        Self::NotFound(msg.into())
+    }
+    pub fn invalid_param(msg: impl Into<String>) -> Self {
+        Self::InvalidParam(msg.into())
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

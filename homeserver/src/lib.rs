@@ -1,0 +1,15 @@
+//! Hemicycle, a Matrix homeserver for public administrations.
+//!
+//! See `docs/architecture.md` for how a request and an event travel through these modules.
+
+pub mod admin;
+pub mod api;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod ratelimit;
+pub mod server;
+pub mod server_keys;
+pub mod services;
+pub mod uia;
+pub mod users;

@@ -1,0 +1,186 @@
+//! The `hemicycle` binary: `serve` and the operator's `user` commands.
+
+use std::{io::Read, path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use hemicycle::{
+    admin::{self, Command},
+    config::Config,
+    services::{OpenError, Services},
+};
+
+#[derive(Parser)]
+#[command(
+    name = "hemicycle",
+    version,
+    about = "Matrix homeserver for public administrations"
+)]
+struct Cli {
+    /// TOML configuration file; without one the embedded defaults apply (plus HEMICYCLE_* variables).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Top,
+}
+
+#[derive(Subcommand)]
+enum Top {
+    /// Run the homeserver.
+    Serve,
+    /// Manage accounts (works whether the server is running or not).
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Inspect the server itself.
+    #[command(subcommand)]
+    Server(ServerCommand),
+}
+
+#[derive(Subcommand)]
+enum ServerCommand {
+    /// Print the id of the server's ed25519 signing key.
+    KeyId,
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create an account; without --password-file a random password is generated and printed.
+    Create {
+        name: String,
+        #[arg(long)]
+        admin: bool,
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+    /// List every account.
+    List,
+    /// Deactivate an account for good (its id stays reserved).
+    Deactivate { name: String },
+    /// Set a new password (from --password-file, or a printed random one) and log out every session.
+    ResetPassword {
+        name: String,
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+}
+
+/// Exit code for configuration errors, distinct from runtime failures (1).
+const CONFIG_ERROR: u8 = 2;
+
+fn read_password_file(path: &PathBuf) -> Result<String, String> {
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_to_string(&mut text))
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let password = text.trim_end_matches(['\n', '\r']).to_owned();
+    if password.is_empty() {
+        return Err(format!("{} holds an empty password", path.display()));
+    }
+    Ok(password)
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("hemicycle: {e}");
+            return ExitCode::from(CONFIG_ERROR);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hemicycle: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Top::Serve => {
+            init_logging(&config);
+            runtime.block_on(serve(config))
+        }
+        Top::User(command) => match user_command(command) {
+            Ok(command) => runtime.block_on(run_admin(config, command)),
+            Err(e) => Err(e),
+        },
+        Top::Server(ServerCommand::KeyId) => {
+            runtime.block_on(run_admin(config, Command::ServerKeyId))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hemicycle: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> Result<(), String> {
+    hemicycle::server::run(config).await
+}
+
+fn user_command(command: UserCommand) -> Result<Command, String> {
+    Ok(match command {
+        UserCommand::Create {
+            name,
+            admin,
+            password_file,
+        } => Command::CreateUser {
+            name,
+            admin,
+            password: password_file.as_ref().map(read_password_file).transpose()?,
+        },
+        UserCommand::List => Command::ListUsers,
+        UserCommand::Deactivate { name } => Command::DeactivateUser { name },
+        UserCommand::ResetPassword {
+            name,
+            password_file,
+        } => Command::ResetPassword {
+            name,
+            password: password_file.as_ref().map(read_password_file).transpose()?,
+        },
+    })
+}
+
+/// Sends the command to the running server, or opens the database when no server runs.
+async fn run_admin(config: Config, command: Command) -> Result<(), String> {
+    let socket = config.admin_socket_path();
+    let reply = admin::send(&socket, &command).await.map_err(|e| {
+        format!(
+            "cannot talk to the running server at {}: {e}",
+            socket.display()
+        )
+    })?;
+    let output = match reply {
+        Some(reply) if reply.ok => reply.output,
+        Some(reply) => return Err(reply.output),
+        None => {
+            let services = Services::open(config).map_err(|e| match e {
+                OpenError::Database(hemicycle::db::DbError::Locked(path)) => format!(
+                    "the database at {path} is held by a server whose admin socket {} does not answer",
+                    socket.display()
+                ),
+                other => other.to_string(),
+            })?;
+            let result = admin::execute(&services, command)
+                .await
+                .map_err(|e| e.to_string());
+            services.db.flush().map_err(|e| e.to_string())?;
+            result?
+        }
+    };
+    if !output.is_empty() {
+        println!("{output}");
+    }
+    Ok(())
+}

@@ -1,0 +1,54 @@
+//! The services of one server, built once at start-up and shared through axum state as an `Arc`:
+//! no global singletons, so tests and the CLI can open their own.
+
+use std::sync::Arc;
+
+use crate::{
+    config::Config,
+    db::{Database, DbError},
+    error::Error,
+    ratelimit::RateLimiter,
+    server_keys::ServerKeys,
+    uia::Uia,
+    users::{account_data::AccountData, filters::Filters, profile::Profiles, Users},
+};
+
+pub struct Services {
+    pub config: Arc<Config>,
+    pub db: Arc<Database>,
+    pub users: Users,
+    pub profiles: Profiles,
+    pub account_data: AccountData,
+    pub filters: Filters,
+    pub uia: Uia,
+    pub rate_limiter: RateLimiter,
+    pub server_keys: ServerKeys,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Database(#[from] DbError),
+    #[error("{0}")]
+    Other(#[from] Error),
+}
+
+impl Services {
+    /// Opens the database and builds every service on it.
+    pub fn open(config: Config) -> Result<Arc<Self>, OpenError> {
+        let db = Arc::new(Database::open(&config.database.path)?);
+        let server_keys = ServerKeys::load_or_generate(&db)?;
+        let config = Arc::new(config);
+        Ok(Arc::new(Self {
+            users: Users::new(db.clone(), config.server_name.clone()),
+            profiles: Profiles::new(db.clone()),
+            account_data: AccountData::new(db.clone()),
+            filters: Filters::new(db.clone()),
+            uia: Uia::new(config.registration.token.clone()),
+            rate_limiter: RateLimiter::new(config.rate_limits.clone()),
+            server_keys,
+            db,
+            config,
+        }))
+    }
+}

@@ -1,0 +1,430 @@
+//! Accounts, devices and access tokens.
+//!
+//! Passwords are hashed with argon2id (off the async runtime: hashing is deliberately slow); access
+//! tokens are 32 random bytes handed to the client once and stored only as their SHA-256, so a copy
+//! of the database gives no one a session.
+
+pub mod account_data;
+pub mod filters;
+pub mod password;
+pub mod profile;
+
+use std::{
+    net::IpAddr,
+    sync::{Arc, Mutex},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use base64::Engine;
+use rand::{Rng, RngExt};
+use ruma::{DeviceId, OwnedDeviceId, OwnedServerName, OwnedUserId, UserId};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::{
+    db::{codec::prefix, codec::Json, Batch, Database},
+    error::{Error, Result},
+};
+
+/// What we keep about an account.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Account {
+    /// PHC string of the argon2id hash; `None` for accounts that cannot log in with a password.
+    pub password_hash: Option<String>,
+    #[serde(default)]
+    pub admin: bool,
+    #[serde(default)]
+    pub deactivated: bool,
+    pub created_ts: u64,
+}
+
+/// A device (a login session) of a user.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Device {
+    pub display_name: Option<String>,
+    pub last_seen_ip: Option<String>,
+    pub last_seen_ts: Option<u64>,
+    /// SHA-256 of the device's current access token, so the token entry can be removed with it.
+    pub token_hash: Vec<u8>,
+}
+
+/// Whom an access token belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenOwner {
+    pub user_id: OwnedUserId,
+    pub device_id: OwnedDeviceId,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn token_hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+fn random_string(len: usize, alphabet: &[u8]) -> String {
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| alphabet[rng.random_range(0..alphabet.len())] as char)
+        .collect()
+}
+
+/// A new random access token: 32 bytes from the OS-seeded CSPRNG.
+fn new_access_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    format!(
+        "hct_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
+}
+
+fn new_device_id() -> OwnedDeviceId {
+    random_string(10, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ").into()
+}
+
+/// A random password for accounts created without one (printed once to the operator).
+pub fn random_password() -> String {
+    random_string(
+        24,
+        b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789",
+    )
+}
+
+pub struct Users {
+    db: Arc<Database>,
+    server_name: OwnedServerName,
+    /// Serializes the check-then-insert of account creation, so two registrations of one name
+    /// cannot both succeed.
+    create_lock: Mutex<()>,
+}
+
+impl Users {
+    pub fn new(db: Arc<Database>, server_name: OwnedServerName) -> Self {
+        Self {
+            db,
+            server_name,
+            create_lock: Mutex::new(()),
+        }
+    }
+
+    pub fn server_name(&self) -> &OwnedServerName {
+        &self.server_name
+    }
+
+    pub fn is_local(&self, user: &UserId) -> bool {
+        user.server_name() == self.server_name
+    }
+
+    /// The user id for a localpart, checked against the spec's grammar for new user ids.
+    pub fn user_id_for_localpart(&self, localpart: &str) -> Result<OwnedUserId> {
+        let valid = !localpart.is_empty()
+            && localpart.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'=' | b'-' | b'/' | b'+'));
+        if !valid {
+            return Err(Error::InvalidUsername(
+                "user names may only contain a-z, 0-9, '.', '_', '=', '-', '/' and '+'".to_owned(),
+            ));
+        }
+        let id = format!("@{localpart}:{}", self.server_name);
+        if id.len() > 255 {
+            return Err(Error::InvalidUsername(
+                "user id longer than 255 bytes".to_owned(),
+            ));
+        }
+        OwnedUserId::try_from(id).map_err(|e| Error::InvalidUsername(e.to_string()))
+    }
+
+    /// Reads a login identifier: a localpart or a full user id of this server.
+    pub fn parse_login_user(&self, user: &str) -> Result<OwnedUserId> {
+        if user.starts_with('@') {
+            let id = UserId::parse(user.to_lowercase())
+                .map_err(|e| Error::invalid_param(format!("invalid user id: {e}")))?;
+            if !self.is_local(&id) {
+                return Err(Error::forbidden("this user is not from this server"));
+            }
+            Ok(id)
+        } else {
+            self.user_id_for_localpart(&user.to_lowercase())
+                .map_err(|_| Error::forbidden("invalid username or password"))
+        }
+    }
+
+    pub fn account(&self, user: &UserId) -> Result<Option<Account>> {
+        Ok(self
+            .db
+            .tables
+            .userid_account
+            .get(&user.to_owned())?
+            .map(|Json(a)| a))
+    }
+
+    /// Whether the id is taken (deactivated ids stay taken: ids are never reused).
+    pub fn exists(&self, user: &UserId) -> Result<bool> {
+        Ok(self.db.tables.userid_account.contains(&user.to_owned())?)
+    }
+
+    /// Whether the account exists and is active.
+    pub fn is_active(&self, user: &UserId) -> Result<bool> {
+        Ok(self.account(user)?.is_some_and(|a| !a.deactivated))
+    }
+
+    pub async fn create(
+        &self,
+        localpart: &str,
+        password: Option<String>,
+        admin: bool,
+    ) -> Result<OwnedUserId> {
+        let user = self.user_id_for_localpart(localpart)?;
+        if self.exists(&user)? {
+            return Err(Error::UserInUse);
+        }
+        let password_hash = match password {
+            Some(p) => Some(password::hash(p).await?),
+            None => None,
+        };
+        let _guard = self.create_lock.lock().expect("create lock not poisoned");
+        if self.exists(&user)? {
+            return Err(Error::UserInUse);
+        }
+        let account = Account {
+            password_hash,
+            admin,
+            deactivated: false,
+            created_ts: now_ms(),
+        };
+        let mut batch = Batch::new();
+        self.db
+            .tables
+            .userid_account
+            .insert(&mut batch, &user, &Json(account));
+        self.db.tables.userid_profile.insert(
+            &mut batch,
+            &user,
+            &Json(
+                [(
+                    "displayname".to_owned(),
+                    serde_json::Value::String(localpart.to_owned()),
+                )]
+                .into(),
+            ),
+        );
+        self.db.commit(batch)?;
+        Ok(user)
+    }
+
+    /// Checks a password; every failure (unknown user, no password, mismatch, deactivated) is the
+    /// same `M_FORBIDDEN`, so the answer does not reveal which accounts exist.
+    pub async fn check_password(&self, user: &UserId, password: &str) -> Result<()> {
+        let denied = || Error::forbidden("invalid username or password");
+        let account = self.account(user)?.ok_or_else(denied)?;
+        if account.deactivated {
+            return Err(Error::forbidden("this account has been deactivated"));
+        }
+        let hash = account.password_hash.ok_or_else(denied)?;
+        if password::verify(password.to_owned(), hash).await? {
+            Ok(())
+        } else {
+            Err(denied())
+        }
+    }
+
+    /// Sets a new password; when `logout_others` is set, every device but `keep` is logged out.
+    pub async fn set_password(
+        &self,
+        user: &UserId,
+        password: String,
+        logout_others: bool,
+        keep: Option<&DeviceId>,
+    ) -> Result<()> {
+        let hash = password::hash(password).await?;
+        let mut account = self
+            .account(user)?
+            .ok_or_else(|| Error::not_found("no such user"))?;
+        if account.deactivated {
+            return Err(Error::forbidden("this account has been deactivated"));
+        }
+        account.password_hash = Some(hash);
+        let mut batch = Batch::new();
+        self.db
+            .tables
+            .userid_account
+            .insert(&mut batch, &user.to_owned(), &Json(account));
+        if logout_others {
+            self.remove_devices_into(&mut batch, user, |d| Some(d) != keep)?;
+        }
+        self.db.commit(batch)?;
+        Ok(())
+    }
+
+    /// Deactivates an account for good: no password, no devices, no profile. The id stays reserved.
+    pub fn deactivate(&self, user: &UserId) -> Result<()> {
+        let mut account = self
+            .account(user)?
+            .ok_or_else(|| Error::not_found("no such user"))?;
+        account.deactivated = true;
+        account.password_hash = None;
+        let mut batch = Batch::new();
+        self.db
+            .tables
+            .userid_account
+            .insert(&mut batch, &user.to_owned(), &Json(account));
+        self.db
+            .tables
+            .userid_profile
+            .remove(&mut batch, &user.to_owned());
+        self.remove_devices_into(&mut batch, user, |_| true)?;
+        self.db.commit(batch)?;
+        Ok(())
+    }
+
+    pub fn list(&self) -> Result<Vec<(OwnedUserId, Account)>> {
+        self.db
+            .tables
+            .userid_account
+            .iter()
+            .map(|r| r.map(|(u, Json(a))| (u, a)).map_err(Error::from))
+            .collect()
+    }
+
+    /// Opens a session: creates (or takes over) the device and issues a fresh access token, which is
+    /// returned to the caller and never stored in clear.
+    pub fn login(
+        &self,
+        user: &UserId,
+        device_id: Option<OwnedDeviceId>,
+        display_name: Option<String>,
+        ip: Option<IpAddr>,
+    ) -> Result<(OwnedDeviceId, String)> {
+        let device_id = device_id.unwrap_or_else(new_device_id);
+        if device_id.as_str().is_empty() || device_id.as_str().len() > 255 {
+            return Err(Error::invalid_param("device_id must be 1 to 255 bytes"));
+        }
+        let token = new_access_token();
+        let hash = token_hash(&token);
+        let key = (user.to_owned(), device_id.clone());
+        let mut batch = Batch::new();
+        let existing = self
+            .db
+            .tables
+            .userdeviceid_device
+            .get(&key)?
+            .map(|Json(d)| d);
+        if let Some(old) = &existing {
+            self.db
+                .tables
+                .tokenhash_session
+                .remove(&mut batch, &old.token_hash);
+        }
+        let device = Device {
+            display_name: display_name.or_else(|| existing.and_then(|d| d.display_name)),
+            last_seen_ip: ip.map(|ip| ip.to_string()),
+            last_seen_ts: Some(now_ms()),
+            token_hash: hash.clone(),
+        };
+        self.db
+            .tables
+            .userdeviceid_device
+            .insert(&mut batch, &key, &Json(device));
+        self.db.tables.tokenhash_session.insert(
+            &mut batch,
+            &hash,
+            &Json(TokenOwner {
+                user_id: user.to_owned(),
+                device_id: device_id.clone(),
+            }),
+        );
+        self.db.commit(batch)?;
+        Ok((device_id, token))
+    }
+
+    /// Resolves an access token to its owner.
+    pub fn authenticate(&self, token: &str) -> Result<TokenOwner> {
+        self.db
+            .tables
+            .tokenhash_session
+            .get(&token_hash(token))?
+            .map(|Json(o)| o)
+            .ok_or(Error::UnknownToken)
+    }
+
+    pub fn device(&self, user: &UserId, device: &DeviceId) -> Result<Option<Device>> {
+        Ok(self
+            .db
+            .tables
+            .userdeviceid_device
+            .get(&(user.to_owned(), device.to_owned()))?
+            .map(|Json(d)| d))
+    }
+
+    pub fn devices(&self, user: &UserId) -> Result<Vec<(OwnedDeviceId, Device)>> {
+        self.db
+            .tables
+            .userdeviceid_device
+            .scan_prefix(prefix(&user.to_owned()))
+            .map(|r| r.map(|((_, d), Json(dev))| (d, dev)).map_err(Error::from))
+            .collect()
+    }
+
+    pub fn set_device_display_name(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        name: Option<String>,
+    ) -> Result<()> {
+        let key = (user.to_owned(), device.to_owned());
+        let mut record = self
+            .db
+            .tables
+            .userdeviceid_device
+            .get(&key)?
+            .ok_or_else(|| Error::not_found("no such device"))?
+            .0;
+        record.display_name = name;
+        let mut batch = Batch::new();
+        self.db
+            .tables
+            .userdeviceid_device
+            .insert(&mut batch, &key, &Json(record));
+        self.db.commit(batch)?;
+        Ok(())
+    }
+
+    /// Logs a device out: its token stops working at once and the device is forgotten.
+    pub fn remove_device(&self, user: &UserId, device: &DeviceId) -> Result<()> {
+        let mut batch = Batch::new();
+        self.remove_devices_into(&mut batch, user, |d| d == device)?;
+        Ok(self.db.commit(batch)?)
+    }
+
+    /// Logs out every device of the user.
+    pub fn remove_all_devices(&self, user: &UserId) -> Result<()> {
+        let mut batch = Batch::new();
+        self.remove_devices_into(&mut batch, user, |_| true)?;
+        Ok(self.db.commit(batch)?)
+    }
+
+    fn remove_devices_into(
+        &self,
+        batch: &mut Batch,
+        user: &UserId,
+        select: impl Fn(&DeviceId) -> bool,
+    ) -> Result<()> {
+        for (device_id, device) in self.devices(user)? {
+            if select(&device_id) {
+                self.db
+                    .tables
+                    .tokenhash_session
+                    .remove(batch, &device.token_hash);
+                self.db
+                    .tables
+                    .userdeviceid_device
+                    .remove(batch, &(user.to_owned(), device_id));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,419 @@
+//! Account life cycle through matrix-sdk, the client our users' apps are built on.
+
+use matrix_sdk::ruma::{
+    api::client::{
+        config::{get_global_account_data, get_room_account_data, set_room_account_data},
+        filter::{create_filter, get_filter, FilterDefinition},
+        uiaa::{AuthData, MatrixUserIdentifier, Password, UserIdentifier},
+    },
+    events::{
+        ignored_user_list::IgnoredUserListEventContent, GlobalAccountDataEventType,
+        RoomAccountDataEventType,
+    },
+    mxc_uri, owned_room_id,
+    serde::Raw,
+    UInt,
+};
+use serde_json::json;
+
+use crate::common::TestServer;
+
+fn password_auth(user: &str, password: &str, session: Option<String>) -> AuthData {
+    let mut p = Password::new(
+        UserIdentifier::Matrix(MatrixUserIdentifier::new(user.to_owned())),
+        password.to_owned(),
+    );
+    p.session = session;
+    AuthData::Password(p)
+}
+
+#[tokio::test]
+async fn register_login_whoami_profile() {
+    let server = TestServer::start();
+    let alice = server.register("alice", "secret-one").await;
+    assert_eq!(alice.user_id().unwrap().as_str(), "@alice:localhost");
+
+    let whoami = alice.whoami().await.unwrap();
+    assert_eq!(whoami.user_id, "@alice:localhost");
+    assert_eq!(
+        whoami.device_id.as_ref(),
+        alice.device_id().map(ToOwned::to_owned).as_ref()
+    );
+
+    // A second client logs in with the localpart and gets a different device.
+    let second = server.client().await;
+    second
+        .matrix_auth()
+        .login_username("alice", "secret-one")
+        .initial_device_display_name("laptop")
+        .await
+        .unwrap();
+    assert_ne!(second.device_id(), alice.device_id());
+    // Full user ids work too.
+    let third = server.client().await;
+    third
+        .matrix_auth()
+        .login_username("@alice:localhost", "secret-one")
+        .await
+        .unwrap();
+
+    // Profile: display name defaults to the localpart, then changes; avatar set and read back.
+    assert_eq!(
+        alice.account().get_display_name().await.unwrap().as_deref(),
+        Some("alice")
+    );
+    alice
+        .account()
+        .set_display_name(Some("Alice Martin"))
+        .await
+        .unwrap();
+    alice
+        .account()
+        .set_avatar_url(Some(mxc_uri!("mxc://localhost/abc")))
+        .await
+        .unwrap();
+    let profile = second
+        .account()
+        .fetch_user_profile_of(alice.user_id().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(profile.get("displayname"), Some(&json!("Alice Martin")));
+    assert_eq!(
+        profile.get("avatar_url"),
+        Some(&json!("mxc://localhost/abc"))
+    );
+    alice.account().set_avatar_url(None).await.unwrap();
+    let profile = second
+        .account()
+        .fetch_user_profile_of(alice.user_id().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        profile.get("avatar_url"),
+        None,
+        "unset avatar is gone from the profile"
+    );
+    assert_eq!(profile.get("displayname"), Some(&json!("Alice Martin")));
+}
+
+#[tokio::test]
+async fn devices_can_be_listed_renamed_and_deleted_with_uia() {
+    let server = TestServer::start();
+    let alice = server.register("alice", "pw-alice").await;
+    let laptop = server.client().await;
+    laptop
+        .matrix_auth()
+        .login_username("alice", "pw-alice")
+        .initial_device_display_name("laptop")
+        .await
+        .unwrap();
+    let laptop_id = laptop.device_id().unwrap().to_owned();
+
+    let devices = alice.devices().await.unwrap().devices;
+    assert_eq!(devices.len(), 2);
+    let listed = devices.iter().find(|d| d.device_id == laptop_id).unwrap();
+    assert_eq!(listed.display_name.as_deref(), Some("laptop"));
+    assert!(listed.last_seen_ts.is_some());
+
+    alice.rename_device(&laptop_id, "old laptop").await.unwrap();
+    let devices = alice.devices().await.unwrap().devices;
+    assert_eq!(
+        devices
+            .iter()
+            .find(|d| d.device_id == laptop_id)
+            .unwrap()
+            .display_name
+            .as_deref(),
+        Some("old laptop")
+    );
+
+    // Deleting needs the password: first round is a challenge, a wrong password is refused.
+    let err = alice
+        .delete_devices(std::slice::from_ref(&laptop_id), None)
+        .await
+        .unwrap_err();
+    let session = err.as_uiaa_response().expect("challenge").session.clone();
+    let err = alice
+        .delete_devices(
+            std::slice::from_ref(&laptop_id),
+            Some(password_auth("alice", "wrong", session.clone())),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.as_uiaa_response().is_some(),
+        "wrong password gives a new challenge"
+    );
+    assert_eq!(
+        alice.devices().await.unwrap().devices.len(),
+        2,
+        "nothing deleted on failure"
+    );
+    alice
+        .delete_devices(
+            std::slice::from_ref(&laptop_id),
+            Some(password_auth("@alice:localhost", "pw-alice", session)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(alice.devices().await.unwrap().devices.len(), 1);
+    // The deleted device's token is dead.
+    assert!(laptop.whoami().await.is_err());
+}
+
+#[tokio::test]
+async fn account_data_and_filters() {
+    let server = TestServer::start();
+    let alice = server.register("alice", "pw").await;
+    let user = alice.user_id().unwrap().to_owned();
+
+    let ignored = IgnoredUserListEventContent::users(vec![matrix_sdk::ruma::owned_user_id!(
+        "@spam:localhost"
+    )]);
+    alice.account().set_account_data(ignored).await.unwrap();
+    let got = alice
+        .send(get_global_account_data::v3::Request::new(
+            user.clone(),
+            GlobalAccountDataEventType::IgnoredUserList,
+        ))
+        .await
+        .unwrap();
+    let value: serde_json::Value = got.account_data.deserialize_as().unwrap();
+    assert_eq!(value["ignored_users"]["@spam:localhost"], json!({}));
+
+    let room = owned_room_id!("!room:localhost");
+    let content = Raw::new(&json!({ "colour": "blue" }))
+        .unwrap()
+        .cast_unchecked();
+    alice
+        .send(set_room_account_data::v3::Request::new_raw(
+            user.clone(),
+            room.clone(),
+            "org.example.pref".into(),
+            content,
+        ))
+        .await
+        .unwrap();
+    let got = alice
+        .send(get_room_account_data::v3::Request::new(
+            user.clone(),
+            room.clone(),
+            RoomAccountDataEventType::from("org.example.pref"),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        got.account_data
+            .deserialize_as::<serde_json::Value>()
+            .unwrap(),
+        json!({ "colour": "blue" })
+    );
+    // Global and room scopes are separate.
+    let missing = alice
+        .send(get_global_account_data::v3::Request::new(
+            user.clone(),
+            GlobalAccountDataEventType::from("org.example.pref"),
+        ))
+        .await;
+    assert!(missing.is_err());
+
+    let mut filter = FilterDefinition::default();
+    filter.room.timeline.limit = Some(UInt::from(7u32));
+    let id = alice
+        .send(create_filter::v3::Request::new(user.clone(), filter))
+        .await
+        .unwrap()
+        .filter_id;
+    let back = alice
+        .send(get_filter::v3::Request::new(user.clone(), id))
+        .await
+        .unwrap()
+        .filter;
+    assert_eq!(back.room.timeline.limit, Some(UInt::from(7u32)));
+}
+
+#[tokio::test]
+async fn password_change_logout_and_deactivate() {
+    let server = TestServer::start();
+    let alice = server.register("alice", "first-pw").await;
+    let other = server.client().await;
+    other
+        .matrix_auth()
+        .login_username("alice", "first-pw")
+        .await
+        .unwrap();
+
+    let err = alice
+        .account()
+        .change_password("second-pw", None)
+        .await
+        .unwrap_err();
+    let session = err.as_uiaa_response().expect("challenge").session.clone();
+    alice
+        .account()
+        .change_password(
+            "second-pw",
+            Some(password_auth("alice", "first-pw", session)),
+        )
+        .await
+        .unwrap();
+    // Other sessions were logged out (logout_devices defaults to true); this one survives.
+    assert!(other.whoami().await.is_err());
+    alice.whoami().await.unwrap();
+    let fresh = server.client().await;
+    assert!(fresh
+        .matrix_auth()
+        .login_username("alice", "first-pw")
+        .await
+        .is_err());
+    fresh
+        .matrix_auth()
+        .login_username("alice", "second-pw")
+        .await
+        .unwrap();
+
+    // Logout kills exactly that token.
+    fresh.matrix_auth().logout().await.unwrap();
+    alice.whoami().await.unwrap();
+
+    // Deactivation (UIA) ends every session and login.
+    let err = alice
+        .account()
+        .deactivate(None, None, false)
+        .await
+        .unwrap_err();
+    let session = err.as_uiaa_response().expect("challenge").session.clone();
+    alice
+        .account()
+        .deactivate(
+            None,
+            Some(password_auth("alice", "second-pw", session)),
+            false,
+        )
+        .await
+        .unwrap();
+    assert!(alice.whoami().await.is_err());
+    let again = server.client().await;
+    assert!(again
+        .matrix_auth()
+        .login_username("alice", "second-pw")
+        .await
+        .is_err());
+    // The id stays taken.
+    let status = server
+        .http()
+        .get(format!(
+            "{}/_matrix/client/v3/register/available?username=alice",
+            server.url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status.status(), 400);
+}
+
+#[tokio::test]
+async fn logout_all_ends_every_session() {
+    let server = TestServer::start();
+    let alice = server.register("alice", "pw").await;
+    let other = server.client().await;
+    other
+        .matrix_auth()
+        .login_username("alice", "pw")
+        .await
+        .unwrap();
+    let token = other.access_token().unwrap();
+    let response = server
+        .http()
+        .post(format!("{}/_matrix/client/v3/logout/all", server.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(alice.whoami().await.is_err());
+    assert!(other.whoami().await.is_err());
+}
+
+#[tokio::test]
+async fn restart_keeps_accounts_devices_tokens_and_key() {
+    let mut server = TestServer::start();
+    let alice = server.register("alice", "pw").await;
+    alice
+        .account()
+        .set_display_name(Some("Alice"))
+        .await
+        .unwrap();
+    let token = alice.access_token().unwrap();
+    let key_before = signing_key_id(&server);
+
+    server.restart();
+    let client = server.client().await;
+    let response = server
+        .http()
+        .get(format!("{}/_matrix/client/v3/account/whoami", server.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "token survives restart");
+    client
+        .matrix_auth()
+        .login_username("alice", "pw")
+        .await
+        .unwrap();
+    assert_eq!(
+        client
+            .account()
+            .get_display_name()
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("Alice")
+    );
+    assert_eq!(client.devices().await.unwrap().devices.len(), 2);
+    assert_eq!(
+        signing_key_id(&server),
+        key_before,
+        "the server key id is stable"
+    );
+}
+
+#[tokio::test]
+async fn acknowledged_writes_survive_kill_9() {
+    let mut server = TestServer::start();
+    let alice = server.register("alice", "pw").await;
+    alice
+        .account()
+        .set_display_name(Some("Durable"))
+        .await
+        .unwrap();
+    server.kill();
+    server.restart();
+    let client = server.client().await;
+    client
+        .matrix_auth()
+        .login_username("alice", "pw")
+        .await
+        .unwrap();
+    assert_eq!(
+        client
+            .account()
+            .get_display_name()
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("Durable")
+    );
+}
+
+/// The server's signing key id, asked of the running server through the operator CLI.
+fn signing_key_id(server: &TestServer) -> String {
+    let out = server.cli(&["server", "key-id"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}

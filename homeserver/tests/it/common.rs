@@ -1,0 +1,198 @@
+//! Starting and stopping real server processes for tests.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{mpsc, Arc},
+    time::Duration,
+};
+
+use matrix_sdk::{
+    ruma::api::client::{
+        account::register,
+        uiaa::{AuthData, Dummy},
+    },
+    Client,
+};
+use tempfile::TempDir;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_hemicycle");
+
+/// A `hemicycle serve` process with its own data directory.
+pub struct TestServer {
+    /// Keeps the data directory alive as long as the server.
+    _dir: Arc<TempDir>,
+    pub config_path: PathBuf,
+    child: Option<Child>,
+    pub url: String,
+}
+
+/// Writes a config: random port on 127.0.0.1, temp database, open registration, no rate limits,
+/// then the given `key = value` overrides (dotted keys).
+pub fn write_config(dir: &Path, overrides: &[(&str, toml::Value)]) -> PathBuf {
+    let mut root = toml::Table::new();
+    let mut set = |key: &str, value: toml::Value| {
+        let parts: Vec<&str> = key.split('.').collect();
+        let mut table = &mut root;
+        for part in &parts[..parts.len() - 1] {
+            table = table
+                .entry(part.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .unwrap();
+        }
+        table.insert(parts[parts.len() - 1].to_string(), value);
+    };
+    set("server_name", "localhost".into());
+    set(
+        "database.path",
+        dir.join("db").to_string_lossy().into_owned().into(),
+    );
+    set("listen.client", "127.0.0.1:0".into());
+    set("registration.open", true.into());
+    set("rate_limits.enabled", false.into());
+    set("log.level", "warn".into());
+    for (key, value) in overrides {
+        set(key, value.clone());
+    }
+    let path = dir.join("homeserver.toml");
+    std::fs::write(&path, toml::to_string(&root).unwrap()).unwrap();
+    path
+}
+
+impl TestServer {
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(overrides: &[(&str, toml::Value)]) -> Self {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let config_path = write_config(dir.path(), overrides);
+        let mut server = Self {
+            _dir: dir,
+            config_path,
+            child: None,
+            url: String::new(),
+        };
+        server.spawn();
+        server
+    }
+
+    /// Starts on an existing config file, e.g. one the test also hands to CLI commands.
+    pub fn start_on_config(config: &Path) -> Self {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let mut server = Self {
+            _dir: dir,
+            config_path: config.to_owned(),
+            child: None,
+            url: String::new(),
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&self.config_path)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start hemicycle");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(url) = line.strip_prefix("hemicycle listening on ") {
+                    let _ = tx.send(url.to_owned());
+                }
+            }
+        });
+        self.url = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("server printed its address");
+        self.child = Some(child);
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("server running");
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+        child.wait().unwrap()
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("server running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    pub fn restart(&mut self) {
+        if self.child.is_some() {
+            self.stop();
+        }
+        self.spawn();
+    }
+
+    /// Runs `hemicycle --config <this server's config> ARGS…`.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&self.config_path)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::builder()
+            .homeserver_url(&self.url)
+            .build()
+            .await
+            .unwrap()
+    }
+
+    /// Registers through the UIA dummy flow and returns a logged-in client.
+    pub async fn register(&self, name: &str, password: &str) -> Client {
+        let client = self.client().await;
+        let mut request = register::v3::Request::new();
+        request.username = Some(name.to_owned());
+        request.password = Some(password.to_owned());
+        let err = client
+            .matrix_auth()
+            .register(request.clone())
+            .await
+            .expect_err("first round asks for auth");
+        let info = err.as_uiaa_response().expect("UIA challenge");
+        let mut dummy = Dummy::new();
+        dummy.session = info.session.clone();
+        request.auth = Some(AuthData::Dummy(dummy));
+        client
+            .matrix_auth()
+            .register(request)
+            .await
+            .expect("registration completes");
+        client
+    }
+
+    pub fn http(&self) -> reqwest::Client {
+        reqwest::Client::new()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
