@@ -59,6 +59,13 @@ impl Uia {
         }
     }
 
+    /// Whether `token` is this server's registration token.
+    pub fn registration_token_matches(&self, token: &str) -> bool {
+        self.registration_token
+            .as_ref()
+            .is_some_and(|expected| constant_time_eq(expected.as_bytes(), token.as_bytes()))
+    }
+
     /// Runs one UIA round for `purpose` (an operation name) on behalf of `user` (none for
     /// registration). Returns `Ok` once a whole flow is complete, or the challenge to send back.
     pub async fn authorize(
@@ -89,10 +96,8 @@ impl Uia {
         }
         let failure = match auth {
             AuthData::Dummy(_) => None,
-            AuthData::RegistrationToken(t) => match &self.registration_token {
-                Some(expected) if constant_time_eq(expected.as_bytes(), t.token.as_bytes()) => None,
-                _ => Some("invalid registration token"),
-            },
+            AuthData::RegistrationToken(t) if self.registration_token_matches(&t.token) => None,
+            AuthData::RegistrationToken(_) => Some("invalid registration token"),
             AuthData::Password(p) => match (user, &p.identifier) {
                 (Some(user), UserIdentifier::Matrix(id)) => {
                     let claimed = users.parse_login_user(&id.user).ok();

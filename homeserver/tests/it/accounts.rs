@@ -3,6 +3,7 @@
 use matrix_sdk::ruma::{
     api::client::{
         config::{get_global_account_data, get_room_account_data, set_room_account_data},
+        device::get_device,
         filter::{create_filter, get_filter, FilterDefinition},
         uiaa::{AuthData, MatrixUserIdentifier, Password, UserIdentifier},
     },
@@ -125,6 +126,22 @@ async fn devices_can_be_listed_renamed_and_deleted_with_uia() {
             .display_name
             .as_deref(),
         Some("old laptop")
+    );
+    let one = alice
+        .send(get_device::v3::Request::new(laptop_id.clone()))
+        .await
+        .unwrap()
+        .device;
+    assert_eq!(one.display_name.as_deref(), Some("old laptop"));
+    let unknown = alice
+        .send(get_device::v3::Request::new("NOSUCHDEVICE".into()))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        unknown
+            .as_client_api_error()
+            .map(|e| e.status_code.as_u16()),
+        Some(404)
     );
 
     // Deleting needs the password: first round is a challenge, a wrong password is refused.

@@ -137,7 +137,7 @@ impl TestServer {
 
     pub fn restart(&mut self) {
         if self.child.is_some() {
-            self.stop();
+            assert!(self.stop().success(), "graceful shutdown exits 0");
         }
         self.spawn();
     }

@@ -350,6 +350,25 @@ async fn closed_and_token_registration() {
         status, 400,
         "dummy is not offered when a token is required: {v}"
     );
+    let validity = "/_matrix/client/v1/register/m.login.registration_token/validity";
+    let (_, v) = call(
+        &tokened,
+        M::GET,
+        &format!("{validity}?token=nope"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(v["valid"], json!(false));
+    let (_, v) = call(
+        &tokened,
+        M::GET,
+        &format!("{validity}?token=let-me-in"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(v["valid"], json!(true));
     let right = json!({ "username": "x", "password": "p", "auth": { "type": "m.login.registration_token", "token": "let-me-in", "session": session } });
     let (status, v) = call(
         &tokened,

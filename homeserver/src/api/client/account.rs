@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use ruma::api::client::account::{
-    change_password, deactivate, get_username_availability,
+    change_password, check_registration_token_validity, deactivate, get_username_availability,
     register::{self, RegistrationKind},
     whoami, ThirdPartyIdRemovalStatus,
 };
@@ -83,6 +83,21 @@ pub async fn username_available(
         return Err(Error::UserInUse);
     }
     Ok(get_username_availability::v3::Response::new(true))
+}
+
+/// `GET /register/m.login.registration_token/validity`: lets a client check a token before the
+/// UIA flow. Rate limited like registration, so it cannot be used to guess tokens quickly.
+pub async fn registration_token_validity(
+    services: Arc<Services>,
+    request: Ruma<check_registration_token_validity::v1::Request>,
+) -> Result<check_registration_token_validity::v1::Response> {
+    if let Some(ip) = request.client_ip {
+        services
+            .rate_limiter
+            .check(Action::Registration, &ip.to_string())?;
+    }
+    let valid = services.uia.registration_token_matches(&request.body.token);
+    Ok(check_registration_token_validity::v1::Response::new(valid))
 }
 
 pub async fn whoami(

@@ -26,6 +26,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma(session::logout_all)
         .ruma(account::register)
         .ruma(account::username_available)
+        .ruma(account::registration_token_validity)
         .ruma(account::whoami)
         .ruma(account::change_password)
         .ruma(account::deactivate)
