@@ -36,6 +36,10 @@ pub enum Command {
     },
     /// Prints the id of the server's signing key.
     ServerKeyId,
+    /// Prints a room's version, forward extremities and member counts.
+    RoomInfo {
+        room: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -48,9 +52,7 @@ fn user_id(services: &Services, name: &str) -> Result<ruma::OwnedUserId> {
     if name.starts_with('@') {
         let id = ruma::UserId::parse(name).map_err(|e| Error::InvalidUsername(e.to_string()))?;
         if !services.users.is_local(&id) {
-            return Err(Error::InvalidUsername(format!(
-                "{id} is not a user of this server"
-            )));
+            return Err(Error::InvalidUsername(format!("{id} is not a user of this server")));
         }
         Ok(id)
     } else {
@@ -61,11 +63,7 @@ fn user_id(services: &Services, name: &str) -> Result<ruma::OwnedUserId> {
 /// Runs one command against the services.
 pub async fn execute(services: &Services, command: Command) -> Result<String> {
     match command {
-        Command::CreateUser {
-            name,
-            admin,
-            password,
-        } => {
+        Command::CreateUser { name, admin, password } => {
             let localpart = user_id(services, &name)?.localpart().to_owned();
             let (password, shown) = match password {
                 Some(p) => (p, None),
@@ -74,10 +72,7 @@ pub async fn execute(services: &Services, command: Command) -> Result<String> {
                     (p.clone(), Some(p))
                 }
             };
-            let user = services
-                .users
-                .create(&localpart, Some(password), admin)
-                .await?;
+            let user = services.users.create(&localpart, Some(password), admin).await?;
             Ok(match shown {
                 Some(p) => format!("created {user}\npassword: {p}"),
                 None => format!("created {user}"),
@@ -103,6 +98,18 @@ pub async fn execute(services: &Services, command: Command) -> Result<String> {
             Ok(format!("deactivated {user}"))
         }
         Command::ServerKeyId => Ok(services.server_keys.key_id()),
+        Command::RoomInfo { room } => {
+            let room = ruma::RoomId::parse(&room).map_err(|e| Error::invalid_param(format!("invalid room id: {e}")))?;
+            let record = services.rooms.room(&room)?.ok_or_else(|| Error::not_found("unknown room"))?;
+            let members = services.rooms.members(&room)?;
+            let joined = members.iter().filter(|(_, m)| m.membership == "join").count();
+            Ok(format!(
+                "version: {}\nforward_extremities: {}\njoined_members: {joined}\ndepth: {}",
+                record.version,
+                record.extremities.len(),
+                record.depth
+            ))
+        }
         Command::ResetPassword { name, password } => {
             let user = user_id(services, &name)?;
             let (password, shown) = match password {
@@ -112,10 +119,7 @@ pub async fn execute(services: &Services, command: Command) -> Result<String> {
                     (p.clone(), Some(p))
                 }
             };
-            services
-                .users
-                .set_password(&user, password, true, None)
-                .await?;
+            services.users.set_password(&user, password, true, None).await?;
             Ok(match shown {
                 Some(p) => {
                     format!("password of {user} reset; every session logged out\npassword: {p}")
@@ -159,15 +163,9 @@ async fn handle(services: &Services, stream: UnixStream) -> io::Result<()> {
     let reply = match serde_json::from_str::<Command>(&line) {
         Ok(command) => match execute(services, command).await {
             Ok(output) => Reply { ok: true, output },
-            Err(e) => Reply {
-                ok: false,
-                output: e.to_string(),
-            },
+            Err(e) => Reply { ok: false, output: e.to_string() },
         },
-        Err(e) => Reply {
-            ok: false,
-            output: format!("bad command: {e}"),
-        },
+        Err(e) => Reply { ok: false, output: format!("bad command: {e}") },
     };
     let mut bytes = serde_json::to_vec(&reply).map_err(io::Error::other)?;
     bytes.push(b'\n');
@@ -190,42 +188,21 @@ impl<R: tokio::io::AsyncRead + Unpin> TakeLine for BufReader<R> {
 
 /// Sends a command to a running server. `Ok(None)` means no server listens on the socket.
 pub async fn send(path: &Path, command: &Command) -> io::Result<Option<Reply>> {
-    let stream = match tokio::time::timeout(Duration::from_secs(5), UnixStream::connect(path)).await
-    {
+    let stream = match tokio::time::timeout(Duration::from_secs(5), UnixStream::connect(path)).await {
         Ok(Ok(stream)) => stream,
-        Ok(Err(e))
-            if matches!(
-                e.kind(),
-                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
-            ) =>
-        {
+        Ok(Err(e)) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused) => {
             return Ok(None)
         }
         Ok(Err(e)) => return Err(e),
-        Err(_) => {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the admin socket did not answer",
-            ))
-        }
+        Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "the admin socket did not answer")),
     };
     let (read, mut write) = stream.into_split();
     let mut bytes = serde_json::to_vec(command).map_err(io::Error::other)?;
     bytes.push(b'\n');
     write.write_all(&bytes).await?;
     let mut line = String::new();
-    tokio::time::timeout(
-        Duration::from_secs(120),
-        BufReader::new(read).read_line(&mut line),
-    )
-    .await
-    .map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::TimedOut,
-            "the server did not answer the command",
-        )
-    })??;
-    serde_json::from_str(&line)
-        .map(Some)
-        .map_err(io::Error::other)
+    tokio::time::timeout(Duration::from_secs(120), BufReader::new(read).read_line(&mut line))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "the server did not answer the command"))??;
+    serde_json::from_str(&line).map(Some).map_err(io::Error::other)
 }

@@ -22,10 +22,7 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self {
-            key: key.into(),
-            reason: reason.into(),
-        }
+        Self { key: key.into(), reason: reason.into() }
     }
 }
 
@@ -155,37 +152,25 @@ impl Default for Config {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self {
-            path: PathBuf::from("./data"),
-        }
+        Self { path: PathBuf::from("./data") }
     }
 }
 
 impl Default for ListenConfig {
     fn default() -> Self {
-        Self {
-            client: SocketAddr::from(([127, 0, 0, 1], 8008)),
-            federation: None,
-        }
+        Self { client: SocketAddr::from(([127, 0, 0, 1], 8008)), federation: None }
     }
 }
 
 impl Default for FederationConfig {
     fn default() -> Self {
-        Self {
-            enabled: true,
-            verify_tls: true,
-            allow: Vec::new(),
-        }
+        Self { enabled: true, verify_tls: true, allow: Vec::new() }
     }
 }
 
 impl Default for MediaConfig {
     fn default() -> Self {
-        Self {
-            path: None,
-            max_upload_size: 50 * 1024 * 1024,
-        }
+        Self { path: None, max_upload_size: 50 * 1024 * 1024 }
     }
 }
 
@@ -193,39 +178,27 @@ impl Default for RateLimitsConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            login: RateLimit {
-                per_second: 0.2,
-                burst: 5,
-            },
-            registration: RateLimit {
-                per_second: 0.2,
-                burst: 5,
-            },
+            login: RateLimit { per_second: 0.2, burst: 5 },
+            registration: RateLimit { per_second: 0.2, burst: 5 },
         }
     }
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        Self {
-            max_request_size: 1024 * 1024,
-        }
+        Self { max_request_size: 1024 * 1024 }
     }
 }
 
 impl Default for RoomsConfig {
     fn default() -> Self {
-        Self {
-            default_version: RoomVersionId::V12,
-        }
+        Self { default_version: RoomVersionId::V12 }
     }
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self {
-            level: "info".to_owned(),
-        }
+        Self { level: "info".to_owned() }
     }
 }
 
@@ -245,14 +218,10 @@ impl Config {
     ) -> Result<Self, ConfigError> {
         let mut root = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    ConfigError::new("--config", format!("cannot read {}: {e}", path.display()))
-                })?;
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError::new("--config", format!("cannot read {}: {e}", path.display())))?;
                 let table: toml::Table = toml::from_str(&text).map_err(|e| {
-                    ConfigError::new(
-                        "--config",
-                        format!("{} is not valid TOML: {}", path.display(), e.message()),
-                    )
+                    ConfigError::new("--config", format!("{} is not valid TOML: {}", path.display(), e.message()))
                 })?;
                 table
             }
@@ -266,19 +235,11 @@ impl Config {
             set_path(&mut root, &path, parse_env_value(&raw))
                 .map_err(|reason| ConfigError::new(name.clone(), reason))?;
         }
-        let config: Config =
-            serde_path_to_error::deserialize(toml::Value::Table(root)).map_err(|e| {
-                let key = e.path().to_string();
-                let reason = e.into_inner().message().to_owned();
-                ConfigError::new(
-                    if key == "." {
-                        "(top level)".to_owned()
-                    } else {
-                        key
-                    },
-                    reason,
-                )
-            })?;
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(root)).map_err(|e| {
+            let key = e.path().to_string();
+            let reason = e.into_inner().message().to_owned();
+            ConfigError::new(if key == "." { "(top level)".to_owned() } else { key }, reason)
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -287,16 +248,10 @@ impl Config {
         if self.listen.federation.is_some() {
             for (key, value) in [("tls.cert", &self.tls.cert), ("tls.key", &self.tls.key)] {
                 let Some(path) = value else {
-                    return Err(ConfigError::new(
-                        key,
-                        "required when listen.federation is set",
-                    ));
+                    return Err(ConfigError::new(key, "required when listen.federation is set"));
                 };
                 if let Err(e) = std::fs::File::open(path) {
-                    return Err(ConfigError::new(
-                        key,
-                        format!("cannot read {}: {e}", path.display()),
-                    ));
+                    return Err(ConfigError::new(key, format!("cannot read {}: {e}", path.display())));
                 }
             }
         }
@@ -305,55 +260,34 @@ impl Config {
                 return Err(ConfigError::new("registration.token", "must not be empty"));
             }
         }
-        for (key, limit) in [
-            ("rate_limits.login", self.rate_limits.login),
-            ("rate_limits.registration", self.rate_limits.registration),
-        ] {
+        for (key, limit) in
+            [("rate_limits.login", self.rate_limits.login), ("rate_limits.registration", self.rate_limits.registration)]
+        {
             if !(limit.per_second.is_finite() && limit.per_second > 0.0) || limit.burst == 0 {
-                return Err(ConfigError::new(
-                    key,
-                    "per_second must be > 0 and burst >= 1",
-                ));
+                return Err(ConfigError::new(key, "per_second must be > 0 and burst >= 1"));
             }
         }
         if self.limits.max_request_size < 1024 {
-            return Err(ConfigError::new(
-                "limits.max_request_size",
-                "must be at least 1024 bytes",
-            ));
+            return Err(ConfigError::new("limits.max_request_size", "must be at least 1024 bytes"));
         }
         if let Some(url) = &self.public_baseurl {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(ConfigError::new(
-                    "public_baseurl",
-                    "must start with http:// or https://",
-                ));
+                return Err(ConfigError::new("public_baseurl", "must start with http:// or https://"));
             }
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            return Err(ConfigError::new(
-                "log.level",
-                format!("not a valid filter: {e}"),
-            ));
+            return Err(ConfigError::new("log.level", format!("not a valid filter: {e}")));
         }
         match self.rooms.default_version {
             RoomVersionId::V10 | RoomVersionId::V11 | RoomVersionId::V12 => {}
-            _ => {
-                return Err(ConfigError::new(
-                    "rooms.default_version",
-                    "must be 10, 11 or 12",
-                ))
-            }
+            _ => return Err(ConfigError::new("rooms.default_version", "must be 10, 11 or 12")),
         }
         Ok(())
     }
 
     /// Where media files live: `media.path`, or `media/` inside the database directory.
     pub fn media_path(&self) -> PathBuf {
-        self.media
-            .path
-            .clone()
-            .unwrap_or_else(|| self.database.path.join("media"))
+        self.media.path.clone().unwrap_or_else(|| self.database.path.join("media"))
     }
 
     /// The Unix socket the running server answers operator commands on.
@@ -374,9 +308,7 @@ impl Config {
 /// as a plain string otherwise (`127.0.0.1:8008`, `./data`).
 fn parse_env_value(raw: &str) -> toml::Value {
     match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
-        Ok(mut table) => table
-            .remove("v")
-            .unwrap_or_else(|| toml::Value::String(raw.to_owned())),
+        Ok(mut table) => table.remove("v").unwrap_or_else(|| toml::Value::String(raw.to_owned())),
         Err(_) => toml::Value::String(raw.to_owned()),
     }
 }
@@ -385,12 +317,8 @@ fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Res
     let (last, parents) = path.split_last().ok_or("empty key")?;
     let mut current = table;
     for part in parents {
-        let entry = current
-            .entry(part.clone())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        current = entry
-            .as_table_mut()
-            .ok_or_else(|| format!("`{part}` is not a table"))?;
+        let entry = current.entry(part.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        current = entry.as_table_mut().ok_or_else(|| format!("`{part}` is not a table"))?;
     }
     current.insert(last.clone(), value);
     Ok(())
@@ -404,10 +332,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
         std::fs::write(&file, toml_text).unwrap();
-        Config::load_with_env(
-            Some(&file),
-            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
-        )
+        Config::load_with_env(Some(&file), env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
     }
 
     #[test]
@@ -425,11 +350,7 @@ mod tests {
     fn env_overrides_nested_keys() {
         let c = load(
             "server_name = \"a.example\"\n[registration]\nopen = false\n",
-            &[
-                ("HEMICYCLE_DATABASE__PATH", "/tmp/x"),
-                ("HEMICYCLE_REGISTRATION__OPEN", "true"),
-                ("OTHER", "1"),
-            ],
+            &[("HEMICYCLE_DATABASE__PATH", "/tmp/x"), ("HEMICYCLE_REGISTRATION__OPEN", "true"), ("OTHER", "1")],
         )
         .unwrap();
         assert_eq!(c.server_name.as_str(), "a.example");

@@ -31,6 +31,15 @@ pub enum Error {
     TooLarge(String),
     #[error("{0}")]
     Unrecognized(String),
+    #[error("{0}")]
+    UnsupportedRoomVersion(String),
+    #[error("{0}")]
+    RoomInUse(String),
+    #[error("{0}")]
+    BadAlias(String),
+    /// A request the spec answers with plain `M_UNKNOWN` and 400 (e.g. forgetting a joined room).
+    #[error("{0}")]
+    BadState(String),
     /// A user-interactive authentication step is (still) required; carries the spec's UIA body.
     #[error("user-interactive authentication required")]
     Uia(Box<crate::uia::UiaChallenge>),

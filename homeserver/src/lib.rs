@@ -8,6 +8,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod ratelimit;
+pub mod rooms;
 pub mod server;
 pub mod server_keys;
 pub mod services;

@@ -10,11 +10,7 @@ use hemicycle::{
 };
 
 #[derive(Parser)]
-#[command(
-    name = "hemicycle",
-    version,
-    about = "Matrix homeserver for public administrations"
-)]
+#[command(name = "hemicycle", version, about = "Matrix homeserver for public administrations")]
 struct Cli {
     /// TOML configuration file; without one the embedded defaults apply (plus HEMICYCLE_* variables).
     #[arg(long, global = true)]
@@ -33,12 +29,21 @@ enum Top {
     /// Inspect the server itself.
     #[command(subcommand)]
     Server(ServerCommand),
+    /// Inspect rooms.
+    #[command(subcommand)]
+    Room(RoomCommand),
 }
 
 #[derive(Subcommand)]
 enum ServerCommand {
     /// Print the id of the server's ed25519 signing key.
     KeyId,
+}
+
+#[derive(Subcommand)]
+enum RoomCommand {
+    /// Print a room's version, forward extremities, joined members and depth.
+    Info { room: String },
 }
 
 #[derive(Subcommand)]
@@ -81,10 +86,7 @@ fn read_password_file(path: &PathBuf) -> Result<String, String> {
 fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
 fn main() -> ExitCode {
@@ -112,9 +114,8 @@ fn main() -> ExitCode {
             Ok(command) => runtime.block_on(run_admin(config, command)),
             Err(e) => Err(e),
         },
-        Top::Server(ServerCommand::KeyId) => {
-            runtime.block_on(run_admin(config, Command::ServerKeyId))
-        }
+        Top::Server(ServerCommand::KeyId) => runtime.block_on(run_admin(config, Command::ServerKeyId)),
+        Top::Room(RoomCommand::Info { room }) => runtime.block_on(run_admin(config, Command::RoomInfo { room })),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -131,36 +132,23 @@ async fn serve(config: Config) -> Result<(), String> {
 
 fn user_command(command: UserCommand) -> Result<Command, String> {
     Ok(match command {
-        UserCommand::Create {
-            name,
-            admin,
-            password_file,
-        } => Command::CreateUser {
-            name,
-            admin,
-            password: password_file.as_ref().map(read_password_file).transpose()?,
-        },
+        UserCommand::Create { name, admin, password_file } => {
+            Command::CreateUser { name, admin, password: password_file.as_ref().map(read_password_file).transpose()? }
+        }
         UserCommand::List => Command::ListUsers,
         UserCommand::Deactivate { name } => Command::DeactivateUser { name },
-        UserCommand::ResetPassword {
-            name,
-            password_file,
-        } => Command::ResetPassword {
-            name,
-            password: password_file.as_ref().map(read_password_file).transpose()?,
-        },
+        UserCommand::ResetPassword { name, password_file } => {
+            Command::ResetPassword { name, password: password_file.as_ref().map(read_password_file).transpose()? }
+        }
     })
 }
 
 /// Sends the command to the running server, or opens the database when no server runs.
 async fn run_admin(config: Config, command: Command) -> Result<(), String> {
     let socket = config.admin_socket_path();
-    let reply = admin::send(&socket, &command).await.map_err(|e| {
-        format!(
-            "cannot talk to the running server at {}: {e}",
-            socket.display()
-        )
-    })?;
+    let reply = admin::send(&socket, &command)
+        .await
+        .map_err(|e| format!("cannot talk to the running server at {}: {e}", socket.display()))?;
     let output = match reply {
         Some(reply) if reply.ok => reply.output,
         Some(reply) => return Err(reply.output),
@@ -172,9 +160,7 @@ async fn run_admin(config: Config, command: Command) -> Result<(), String> {
                 ),
                 other => other.to_string(),
             })?;
-            let result = admin::execute(&services, command)
-                .await
-                .map_err(|e| e.to_string());
+            let result = admin::execute(&services, command).await.map_err(|e| e.to_string());
             services.db.flush().map_err(|e| e.to_string())?;
             result?
         }

@@ -33,10 +33,7 @@ const PRUNE_AT: usize = 50_000;
 
 impl RateLimiter {
     pub fn new(config: RateLimitsConfig) -> Self {
-        Self {
-            config,
-            buckets: Mutex::new(HashMap::new()),
-        }
+        Self { config, buckets: Mutex::new(HashMap::new()) }
     }
 
     fn limit(&self, action: Action) -> RateLimit {
@@ -57,14 +54,11 @@ impl RateLimiter {
         if buckets.len() > PRUNE_AT {
             buckets.retain(|(a, _), b| {
                 let l = self.limit(*a);
-                b.tokens + now.duration_since(b.updated).as_secs_f64() * l.per_second
-                    < f64::from(l.burst)
+                b.tokens + now.duration_since(b.updated).as_secs_f64() * l.per_second < f64::from(l.burst)
             });
         }
-        let bucket = buckets.entry((action, key.to_owned())).or_insert(Bucket {
-            tokens: f64::from(limit.burst),
-            updated: now,
-        });
+        let bucket =
+            buckets.entry((action, key.to_owned())).or_insert(Bucket { tokens: f64::from(limit.burst), updated: now });
         let refill = now.duration_since(bucket.updated).as_secs_f64() * limit.per_second;
         bucket.tokens = (bucket.tokens + refill).min(f64::from(limit.burst));
         bucket.updated = now;
@@ -73,9 +67,7 @@ impl RateLimiter {
             Ok(())
         } else {
             let wait = (1.0 - bucket.tokens) / limit.per_second;
-            Err(Error::LimitExceeded {
-                retry_after: Duration::from_secs_f64(wait).max(Duration::from_millis(1)),
-            })
+            Err(Error::LimitExceeded { retry_after: Duration::from_secs_f64(wait).max(Duration::from_millis(1)) })
         }
     }
 }
@@ -88,14 +80,8 @@ mod tests {
     fn bucket_empties_then_refuses_with_a_wait() {
         let limiter = RateLimiter::new(RateLimitsConfig {
             enabled: true,
-            login: RateLimit {
-                per_second: 0.5,
-                burst: 2,
-            },
-            registration: RateLimit {
-                per_second: 0.5,
-                burst: 2,
-            },
+            login: RateLimit { per_second: 0.5, burst: 2 },
+            registration: RateLimit { per_second: 0.5, burst: 2 },
         });
         assert!(limiter.check(Action::Login, "1.2.3.4").is_ok());
         assert!(limiter.check(Action::Login, "1.2.3.4").is_ok());
@@ -105,13 +91,7 @@ mod tests {
             }
             other => panic!("expected a limit, got {other:?}"),
         }
-        assert!(
-            limiter.check(Action::Login, "5.6.7.8").is_ok(),
-            "other keys have their own bucket"
-        );
-        assert!(
-            limiter.check(Action::Registration, "1.2.3.4").is_ok(),
-            "other actions too"
-        );
+        assert!(limiter.check(Action::Login, "5.6.7.8").is_ok(), "other keys have their own bucket");
+        assert!(limiter.check(Action::Registration, "1.2.3.4").is_ok(), "other actions too");
     }
 }

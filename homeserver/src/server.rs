@@ -8,24 +8,17 @@ use crate::{admin, api, config::Config, services::Services};
 
 /// Serves until SIGTERM or SIGINT, then lets in-flight requests finish and flushes the database.
 pub async fn run(mut config: Config) -> Result<(), String> {
-    let listener = TcpListener::bind(config.listen.client).await.map_err(|e| {
-        format!(
-            "cannot listen on {} (listen.client): {e}",
-            config.listen.client
-        )
-    })?;
+    let listener = TcpListener::bind(config.listen.client)
+        .await
+        .map_err(|e| format!("cannot listen on {} (listen.client): {e}", config.listen.client))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     // With port 0 the real port is known only now; everything downstream (well-known) uses it.
     config.listen.client = addr;
     let services = Services::open(config).map_err(|e| e.to_string())?;
     let config = services.config.clone();
     let admin_socket = config.admin_socket_path();
-    let admin_task = admin::listen(services.clone(), &admin_socket).map_err(|e| {
-        format!(
-            "cannot open the admin socket {}: {e}",
-            admin_socket.display()
-        )
-    })?;
+    let admin_task = admin::listen(services.clone(), &admin_socket)
+        .map_err(|e| format!("cannot open the admin socket {}: {e}", admin_socket.display()))?;
     if config.listen.federation.is_some() {
         tracing::warn!("listen.federation is set, but the federation API is not served yet");
     }
@@ -35,18 +28,12 @@ pub async fn run(mut config: Config) -> Result<(), String> {
     let _ = std::io::stdout().flush();
 
     let app = api::router(services.clone());
-    let served = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await;
+    let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await;
     admin_task.abort();
     let _ = std::fs::remove_file(&admin_socket);
-    services
-        .db
-        .flush()
-        .map_err(|e| format!("flushing the database failed: {e}"))?;
+    services.db.flush().map_err(|e| format!("flushing the database failed: {e}"))?;
     tracing::info!("stopped");
     served.map_err(|e| e.to_string())
 }

@@ -19,10 +19,7 @@ impl ServerKeys {
         let table = &db.tables.serverkeyid_keypair;
         if let Some(entry) = table.iter().next() {
             let (key_id, document) = entry?;
-            let version = key_id
-                .strip_prefix("ed25519:")
-                .unwrap_or(&key_id)
-                .to_owned();
+            let version = key_id.strip_prefix("ed25519:").unwrap_or(&key_id).to_owned();
             let keypair = Ed25519KeyPair::from_der(&document, version)
                 .map_err(|e| Error::Internal(format!("stored signing key unreadable: {e}")))?;
             return Ok(Self { keypair });

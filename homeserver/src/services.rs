@@ -8,6 +8,7 @@ use crate::{
     db::{Database, DbError},
     error::Error,
     ratelimit::RateLimiter,
+    rooms::Rooms,
     server_keys::ServerKeys,
     uia::Uia,
     users::{account_data::AccountData, filters::Filters, profile::Profiles, Users},
@@ -17,12 +18,13 @@ pub struct Services {
     pub config: Arc<Config>,
     pub db: Arc<Database>,
     pub users: Users,
-    pub profiles: Profiles,
+    pub profiles: Arc<Profiles>,
+    pub rooms: Rooms,
     pub account_data: AccountData,
     pub filters: Filters,
     pub uia: Uia,
     pub rate_limiter: RateLimiter,
-    pub server_keys: ServerKeys,
+    pub server_keys: Arc<ServerKeys>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -37,11 +39,13 @@ impl Services {
     /// Opens the database and builds every service on it.
     pub fn open(config: Config) -> Result<Arc<Self>, OpenError> {
         let db = Arc::new(Database::open(&config.database.path)?);
-        let server_keys = ServerKeys::load_or_generate(&db)?;
+        let server_keys = Arc::new(ServerKeys::load_or_generate(&db)?);
         let config = Arc::new(config);
+        let profiles = Arc::new(Profiles::new(db.clone()));
         Ok(Arc::new(Self {
             users: Users::new(db.clone(), config.server_name.clone()),
-            profiles: Profiles::new(db.clone()),
+            rooms: Rooms::new(db.clone(), config.server_name.clone(), server_keys.clone(), profiles.clone()),
+            profiles,
             account_data: AccountData::new(db.clone()),
             filters: Filters::new(db.clone()),
             uia: Uia::new(config.registration.token.clone()),

@@ -53,17 +53,12 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 impl Uia {
     pub fn new(registration_token: Option<String>) -> Self {
-        Self {
-            sessions: Mutex::new(HashMap::new()),
-            registration_token,
-        }
+        Self { sessions: Mutex::new(HashMap::new()), registration_token }
     }
 
     /// Whether `token` is this server's registration token.
     pub fn registration_token_matches(&self, token: &str) -> bool {
-        self.registration_token
-            .as_ref()
-            .is_some_and(|expected| constant_time_eq(expected.as_bytes(), token.as_bytes()))
+        self.registration_token.as_ref().is_some_and(|expected| constant_time_eq(expected.as_bytes(), token.as_bytes()))
     }
 
     /// Runs one UIA round for `purpose` (an operation name) on behalf of `user` (none for
@@ -81,18 +76,12 @@ impl Uia {
         };
         let session_id = match auth.session() {
             Some(id) if self.session_matches(id, purpose, user)? => id.to_owned(),
-            Some(_) => {
-                return Err(Error::forbidden(
-                    "this authentication session belongs to another request",
-                ))
-            }
+            Some(_) => return Err(Error::forbidden("this authentication session belongs to another request")),
             None => self.open_session(purpose, user),
         };
         let stage = auth.auth_type().map(|t| t.to_string()).unwrap_or_default();
         if !flows.iter().any(|f| f.contains(&stage.as_str())) {
-            return Err(Error::invalid_param(format!(
-                "authentication stage {stage:?} is not offered here"
-            )));
+            return Err(Error::invalid_param(format!("authentication stage {stage:?} is not offered here")));
         }
         let failure = match auth {
             AuthData::Dummy(_) => None,
@@ -101,9 +90,7 @@ impl Uia {
             AuthData::Password(p) => match (user, &p.identifier) {
                 (Some(user), UserIdentifier::Matrix(id)) => {
                     let claimed = users.parse_login_user(&id.user).ok();
-                    if claimed.as_deref() == Some(user)
-                        && users.check_password(user, &p.password).await.is_ok()
-                    {
+                    if claimed.as_deref() == Some(user) && users.check_password(user, &p.password).await.is_ok() {
                         None
                     } else {
                         Some("invalid password")
@@ -111,16 +98,11 @@ impl Uia {
                 }
                 _ => Some("password authentication needs the user's own Matrix identifier"),
             },
-            _ => {
-                return Err(Error::invalid_param(format!(
-                    "authentication stage {stage:?} is not supported"
-                )))
-            }
+            _ => return Err(Error::invalid_param(format!("authentication stage {stage:?} is not supported"))),
         };
         let mut sessions = self.sessions.lock().expect("uia lock");
-        let session = sessions
-            .get_mut(&session_id)
-            .ok_or_else(|| Error::forbidden("authentication session expired"))?;
+        let session =
+            sessions.get_mut(&session_id).ok_or_else(|| Error::forbidden("authentication session expired"))?;
         if let Some(reason) = failure {
             let completed = session.completed.clone();
             drop(sessions);
@@ -129,10 +111,7 @@ impl Uia {
         if !session.completed.contains(&stage) {
             session.completed.push(stage);
         }
-        let done = flows.iter().any(|flow| {
-            flow.iter()
-                .all(|s| session.completed.iter().any(|c| c == s))
-        });
+        let done = flows.iter().any(|flow| flow.iter().all(|s| session.completed.iter().any(|c| c == s)));
         if done {
             sessions.remove(&session_id);
             return Ok(());
@@ -145,9 +124,7 @@ impl Uia {
     fn session_matches(&self, id: &str, purpose: &str, user: Option<&UserId>) -> Result<bool> {
         let mut sessions = self.sessions.lock().expect("uia lock");
         match sessions.get(id) {
-            Some(s) if s.expires > Instant::now() => {
-                Ok(s.purpose == purpose && s.user.as_deref() == user)
-            }
+            Some(s) if s.expires > Instant::now() => Ok(s.purpose == purpose && s.user.as_deref() == user),
             Some(_) => {
                 sessions.remove(id);
                 Err(Error::forbidden("authentication session expired"))
@@ -175,13 +152,7 @@ impl Uia {
         id
     }
 
-    fn challenge(
-        &self,
-        session: String,
-        flows: &[&[&str]],
-        completed: &[String],
-        failure: Option<&str>,
-    ) -> Error {
+    fn challenge(&self, session: String, flows: &[&[&str]], completed: &[String], failure: Option<&str>) -> Error {
         let mut body = json!({
             "flows": flows.iter().map(|stages| json!({ "stages": stages })).collect::<Vec<_>>(),
             "params": {},

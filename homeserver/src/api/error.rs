@@ -18,51 +18,27 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, errcode: &str, error: impl Into<String>) -> Self {
-        Self {
-            status,
-            body: json!({ "errcode": errcode, "error": error.into() }),
-            retry_after: None,
-        }
+        Self { status, body: json!({ "errcode": errcode, "error": error.into() }), retry_after: None }
     }
 
     pub fn missing_token() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "M_MISSING_TOKEN",
-            "an access token is required",
-        )
+        Self::new(StatusCode::UNAUTHORIZED, "M_MISSING_TOKEN", "an access token is required")
     }
 
     pub fn not_json(reason: impl std::fmt::Display) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            "M_NOT_JSON",
-            format!("the body is not valid JSON: {reason}"),
-        )
+        Self::new(StatusCode::BAD_REQUEST, "M_NOT_JSON", format!("the body is not valid JSON: {reason}"))
     }
 
     pub fn too_large(limit: u64) -> Self {
-        Self::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "M_TOO_LARGE",
-            format!("the request body exceeds {limit} bytes"),
-        )
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE", format!("the request body exceeds {limit} bytes"))
     }
 
     pub fn unrecognized_path() -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "M_UNRECOGNIZED",
-            "unrecognized request",
-        )
+        Self::new(StatusCode::NOT_FOUND, "M_UNRECOGNIZED", "unrecognized request")
     }
 
     pub fn unrecognized_method() -> Self {
-        Self::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "M_UNRECOGNIZED",
-            "method not allowed on this endpoint",
-        )
+        Self::new(StatusCode::METHOD_NOT_ALLOWED, "M_UNRECOGNIZED", "method not allowed on this endpoint")
     }
 
     pub fn errcode(&self) -> &str {
@@ -86,12 +62,12 @@ impl From<Error> for ApiError {
             Error::LimitExceeded { .. } => (S::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED"),
             Error::TooLarge(_) => (S::PAYLOAD_TOO_LARGE, "M_TOO_LARGE"),
             Error::Unrecognized(_) => (S::NOT_FOUND, "M_UNRECOGNIZED"),
+            Error::UnsupportedRoomVersion(_) => (S::BAD_REQUEST, "M_UNSUPPORTED_ROOM_VERSION"),
+            Error::RoomInUse(_) => (S::CONFLICT, "M_ROOM_IN_USE"),
+            Error::BadAlias(_) => (S::BAD_REQUEST, "M_BAD_ALIAS"),
+            Error::BadState(_) => (S::BAD_REQUEST, "M_UNKNOWN"),
             Error::Uia(challenge) => {
-                return Self {
-                    status: S::UNAUTHORIZED,
-                    body: challenge.body.clone(),
-                    retry_after: None,
-                };
+                return Self { status: S::UNAUTHORIZED, body: challenge.body.clone(), retry_after: None };
             }
             Error::Database(_) | Error::Internal(_) => {
                 tracing::error!(%error, "request failed");

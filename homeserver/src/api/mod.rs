@@ -23,13 +23,7 @@ pub fn router(services: Arc<Services>) -> Router {
     // The spec asks for exactly these CORS headers on every response, so browsers' web clients work.
     let cors = CorsLayer::new()
         .allow_origin(Any)
-        .allow_methods([
-            Method::GET,
-            Method::POST,
-            Method::PUT,
-            Method::DELETE,
-            Method::OPTIONS,
-        ])
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
         .allow_headers([
             header::HeaderName::from_static("x-requested-with"),
             header::CONTENT_TYPE,
@@ -39,12 +33,7 @@ pub fn router(services: Arc<Services>) -> Router {
         .fallback(|| async { ApiError::unrecognized_path() })
         .method_not_allowed_fallback(|| async { ApiError::unrecognized_method() })
         .layer(CatchPanicLayer::custom(|_| {
-            ApiError::new(
-                http::StatusCode::INTERNAL_SERVER_ERROR,
-                "M_UNKNOWN",
-                "internal server error",
-            )
-            .into_response()
+            ApiError::new(http::StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN", "internal server error").into_response()
         }))
         .layer(cors)
         .layer(TraceLayer::new_for_http())

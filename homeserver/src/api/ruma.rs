@@ -18,8 +18,7 @@ use http::{header, Method, StatusCode};
 use http_body_util::BodyExt;
 use ruma::api::{
     auth_scheme::{
-        AccessToken, AccessTokenOptional, AppserviceToken, AppserviceTokenOptional, NoAccessToken,
-        NoAuthentication,
+        AccessToken, AccessTokenOptional, AppserviceToken, AppserviceTokenOptional, NoAccessToken, NoAuthentication,
     },
     error::{DeserializationError, FromHttpRequestError},
     path_builder::PathBuilder,
@@ -79,18 +78,14 @@ fn access_token(parts: &http::request::Parts) -> Result<Option<String>, ApiError
     if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
         let value = value.to_str().map_err(|_| ApiError::missing_token())?;
         return match value.split_once(' ') {
-            Some((scheme, token))
-                if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
-            {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
                 Ok(Some(token.trim().to_owned()))
             }
             _ => Err(ApiError::missing_token()),
         };
     }
     let query = parts.uri.query().unwrap_or("");
-    Ok(form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == "access_token")
-        .map(|(_, v)| v.into_owned()))
+    Ok(form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "access_token").map(|(_, v)| v.into_owned()))
 }
 
 /// Bytes of an oversized body read and discarded before answering 413, so ordinary clients that
@@ -98,16 +93,9 @@ fn access_token(parts: &http::request::Parts) -> Result<Option<String>, ApiError
 const DRAIN_LIMIT: u64 = 16 * 1024 * 1024;
 
 /// Reads the whole body, refusing more than `limit` bytes (announced or actual) with M_TOO_LARGE.
-pub async fn read_body(
-    parts: &http::request::Parts,
-    body: Body,
-    limit: u64,
-) -> Result<Bytes, ApiError> {
-    let announced = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+pub async fn read_body(parts: &http::request::Parts, body: Body, limit: u64) -> Result<Bytes, ApiError> {
+    let announced =
+        parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if announced.is_some_and(|len| len > limit) {
         drain(body).await;
         return Err(ApiError::too_large(limit));
@@ -116,11 +104,7 @@ pub async fn read_body(
     let mut collected = BytesMut::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "M_UNKNOWN",
-                format!("could not read the body: {e}"),
-            )
+            ApiError::new(StatusCode::BAD_REQUEST, "M_UNKNOWN", format!("could not read the body: {e}"))
         })?;
         if let Ok(data) = frame.into_data() {
             if collected.len() as u64 + data.len() as u64 > limit {
@@ -146,9 +130,9 @@ async fn drain(mut body: Body) {
 fn deserialization_error(error: FromHttpRequestError) -> ApiError {
     match error {
         FromHttpRequestError::MethodMismatch { .. } => ApiError::unrecognized_method(),
-        FromHttpRequestError::Deserialization(DeserializationError::Json(e)) => ApiError::from(
-            Error::BadJson(format!("the body does not match this endpoint: {e}")),
-        ),
+        FromHttpRequestError::Deserialization(DeserializationError::Json(e)) => {
+            ApiError::from(Error::BadJson(format!("the body does not match this endpoint: {e}")))
+        }
         other => ApiError::from(Error::invalid_param(other.to_string())),
     }
 }
@@ -162,21 +146,16 @@ where
 
     async fn from_request(request: Request, services: &Arc<Services>) -> Result<Self, ApiError> {
         let (mut parts, body) = request.into_parts();
-        let path_args: Vec<String> = match RawPathParams::from_request_parts(&mut parts, services)
-            .await
-        {
+        let mut path_args: Vec<String> = match RawPathParams::from_request_parts(&mut parts, services).await {
             Ok(params) => params.iter().map(|(_, v)| v.to_owned()).collect(),
             Err(e) => return Err(Error::invalid_param(format!("bad path parameter: {e}")).into()),
         };
-        let client_ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
+        // Routes registered without a trailing empty segment (see `register`) leave it out.
+        path_args.resize(path_arg_count::<R>().max(path_args.len()), String::new());
+        let client_ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
         let owner = match (R::Authentication::TOKEN, access_token(&parts)?) {
             (TokenUse::Required, None) => return Err(ApiError::missing_token()),
-            (TokenUse::Required | TokenUse::Optional, Some(token)) => {
-                Some(services.users.authenticate(&token)?)
-            }
+            (TokenUse::Required | TokenUse::Optional, Some(token)) => Some(services.users.authenticate(&token)?),
             _ => None,
         };
         let mut bytes = read_body(&parts, body, services.config.limits.max_request_size).await?;
@@ -193,17 +172,9 @@ where
         let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             R::try_from_http_request(http_request, &path_args)
         }))
-        .map_err(|_| {
-            ApiError::from(Error::BadJson(
-                "the body does not match this endpoint".into(),
-            ))
-        })?;
+        .map_err(|_| ApiError::from(Error::BadJson("the body does not match this endpoint".into())))?;
         let body = parsed.map_err(deserialization_error)?;
-        Ok(Self {
-            body,
-            owner,
-            client_ip,
-        })
+        Ok(Self { body, owner, client_ip })
     }
 }
 
@@ -221,10 +192,7 @@ impl<T: OutgoingResponse> IntoResponse for RumaResponse<T> {
                     .or_insert(header::HeaderValue::from_static("application/json"));
                 Response::from_parts(parts, Body::from(body.freeze()))
             }
-            Err(e) => ApiError::from(Error::Internal(format!(
-                "response serialization failed: {e}"
-            )))
-            .into_response(),
+            Err(e) => ApiError::from(Error::Internal(format!("response serialization failed: {e}"))).into_response(),
         }
     }
 }
@@ -244,23 +212,32 @@ where
 {
     fn register(self, mut router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         let filter = method_filter(&R::METHOD);
+        let mut paths: Vec<String> = Vec::new();
         for path in R::PATH_BUILDER.all_paths() {
+            paths.push(path.to_owned());
+            // An empty state key is sent as `/state/{type}/` or `/state/{type}`, which the router
+            // cannot match against `{state_key}`; serve both forms with an empty last argument.
+            if let Some(stem) = path.strip_suffix("/{state_key}") {
+                paths.push(stem.to_owned());
+                paths.push(format!("{stem}/"));
+            }
+        }
+        for path in paths {
             let handler = self.clone();
             router = router.route(
-                path,
-                on(
-                    filter,
-                    move |State(services): State<Arc<Services>>, request: Ruma<R>| async move {
-                        handler(services, request)
-                            .await
-                            .map(RumaResponse)
-                            .map_err(ApiError::from)
-                    },
-                ),
+                &path,
+                on(filter, move |State(services): State<Arc<Services>>, request: Ruma<R>| async move {
+                    handler(services, request).await.map(RumaResponse).map_err(ApiError::from)
+                }),
             );
         }
         router
     }
+}
+
+/// How many path arguments the endpoint's (first) path declares.
+fn path_arg_count<R: IncomingRequest>() -> usize {
+    R::PATH_BUILDER.all_paths().next().map_or(0, |p| p.matches('{').count())
 }
 
 fn method_filter(method: &Method) -> MethodFilter {

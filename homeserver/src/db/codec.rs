@@ -3,7 +3,7 @@
 //! Composite keys are their parts joined by `0xFF`, a byte that never occurs in UTF-8, so a prefix
 //! scan over the first parts is exact and the order is the parts' byte order.
 
-use ruma::{OwnedDeviceId, OwnedRoomId, OwnedUserId};
+use ruma::{OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedUserId};
 use serde::{de::DeserializeOwned, Serialize};
 
 pub const SEP: u8 = 0xFF;
@@ -47,7 +47,7 @@ macro_rules! id_codec {
         impl StrPart for $ty {}
     )*};
 }
-id_codec!(OwnedUserId, OwnedRoomId);
+id_codec!(OwnedUserId, OwnedRoomId, OwnedEventId);
 
 impl Codec for OwnedDeviceId {
     fn encode(&self) -> Vec<u8> {
@@ -79,9 +79,7 @@ impl Codec for Be64 {
         self.0.to_be_bytes().to_vec()
     }
     fn decode(bytes: &[u8]) -> Result<Self, String> {
-        let arr: [u8; 8] = bytes
-            .try_into()
-            .map_err(|_| format!("expected 8 bytes, got {}", bytes.len()))?;
+        let arr: [u8; 8] = bytes.try_into().map_err(|_| format!("expected 8 bytes, got {}", bytes.len()))?;
         Ok(Self(u64::from_be_bytes(arr)))
     }
 }
@@ -95,9 +93,7 @@ impl<T: Serialize + DeserializeOwned> Codec for Json<T> {
         serde_json::to_vec(&self.0).expect("records serialize to JSON")
     }
     fn decode(bytes: &[u8]) -> Result<Self, String> {
-        serde_json::from_slice(bytes)
-            .map(Json)
-            .map_err(|e| e.to_string())
+        serde_json::from_slice(bytes).map(Json).map_err(|e| e.to_string())
     }
 }
 
@@ -108,10 +104,7 @@ impl<A: StrPart, B: Codec> Codec for (A, B) {
         out
     }
     fn decode(bytes: &[u8]) -> Result<Self, String> {
-        let at = bytes
-            .iter()
-            .position(|b| *b == SEP)
-            .ok_or("composite key without separator")?;
+        let at = bytes.iter().position(|b| *b == SEP).ok_or("composite key without separator")?;
         Ok((A::decode(&bytes[..at])?, B::decode(&bytes[at + 1..])?))
     }
 }
@@ -140,10 +133,7 @@ mod tests {
         let key = (user.clone(), String::new(), "m.type".to_owned());
         let bytes = key.encode();
         assert!(bytes.starts_with(&prefix(&user)));
-        assert_eq!(
-            <(OwnedUserId, String, String)>::decode(&bytes).unwrap(),
-            key
-        );
+        assert_eq!(<(OwnedUserId, String, String)>::decode(&bytes).unwrap(), key);
         assert_eq!(Be64::decode(&Be64(7).encode()).unwrap(), Be64(7));
         assert!(Be64::decode(b"abc").is_err());
     }

@@ -17,9 +17,7 @@ use std::{
     },
 };
 
-use rocksdb::{
-    ColumnFamily, ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB,
-};
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 
 pub use self::{codec::Codec, tables::Tables};
 
@@ -48,8 +46,7 @@ const COUNTER_KEY: &str = "counter";
 
 impl Database {
     pub fn open(path: &Path) -> Result<Self, DbError> {
-        std::fs::create_dir_all(path)
-            .map_err(|e| DbError::Io(format!("cannot create {}: {e}", path.display())))?;
+        std::fs::create_dir_all(path).map_err(|e| DbError::Io(format!("cannot create {}: {e}", path.display())))?;
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
@@ -70,16 +67,8 @@ impl Database {
         })?;
         let db = Arc::new(db);
         let tables = Tables::new(&db);
-        let counter = tables
-            .meta
-            .get(&COUNTER_KEY.to_owned())?
-            .map(|c: codec::Be64| c.0)
-            .unwrap_or(0);
-        Ok(Self {
-            db,
-            tables,
-            counter: AtomicU64::new(counter),
-        })
+        let counter = tables.meta.get(&COUNTER_KEY.to_owned())?.map(|c: codec::Be64| c.0).unwrap_or(0);
+        Ok(Self { db, tables, counter: AtomicU64::new(counter) })
     }
 
     /// Returns a fresh, never reused number (for stream positions, filter ids, …) and records the new
@@ -101,9 +90,7 @@ impl Database {
     pub fn commit(&self, mut batch: Batch) -> Result<(), DbError> {
         if batch.counter > 0 {
             let current = self.counter.load(Ordering::SeqCst).max(batch.counter);
-            self.tables
-                .meta
-                .insert(&mut batch, &COUNTER_KEY.to_owned(), &codec::Be64(current));
+            self.tables.meta.insert(&mut batch, &COUNTER_KEY.to_owned(), &codec::Be64(current));
         }
         let mut opts = WriteOptions::default();
         opts.set_sync(true);
@@ -145,28 +132,16 @@ pub struct Table<K, V> {
 
 impl<K: Codec, V: Codec> Table<K, V> {
     pub(crate) fn new(db: &Arc<DB>, name: &'static str) -> Self {
-        assert!(
-            db.cf_handle(name).is_some(),
-            "column family {name} is declared in tables::NAMES"
-        );
-        Self {
-            db: db.clone(),
-            name,
-            _types: PhantomData,
-        }
+        assert!(db.cf_handle(name).is_some(), "column family {name} is declared in tables::NAMES");
+        Self { db: db.clone(), name, _types: PhantomData }
     }
 
     fn cf(&self) -> &ColumnFamily {
-        self.db
-            .cf_handle(self.name)
-            .expect("column family opened at start-up")
+        self.db.cf_handle(self.name).expect("column family opened at start-up")
     }
 
     fn decode<T: Codec>(&self, bytes: &[u8]) -> Result<T, DbError> {
-        T::decode(bytes).map_err(|reason| DbError::Corrupt {
-            table: self.name,
-            reason,
-        })
+        T::decode(bytes).map_err(|reason| DbError::Corrupt { table: self.name, reason })
     }
 
     pub fn get(&self, key: &K) -> Result<Option<V>, DbError> {
@@ -190,15 +165,30 @@ impl<K: Codec, V: Codec> Table<K, V> {
 
     /// Every entry whose key starts with the encoded `prefix` (use [`codec::prefix`] for the first
     /// parts of a composite key), in key order.
-    pub fn scan_prefix(
+    pub fn scan_prefix(&self, prefix: Vec<u8>) -> impl Iterator<Item = Result<(K, V), DbError>> + '_ {
+        self.db
+            .iterator_cf(self.cf(), IteratorMode::From(&prefix, rocksdb::Direction::Forward))
+            .take_while(move |item| match item {
+                Ok((key, _)) => key.starts_with(&prefix),
+                Err(_) => true,
+            })
+            .map(move |item| {
+                let (key, value) = item?;
+                Ok((self.decode(&key)?, self.decode(&value)?))
+            })
+    }
+
+    /// Entries under `prefix`, starting at `start` (inclusive, or the nearest key before it when
+    /// going backwards) and moving forwards or backwards.
+    pub fn scan_from(
         &self,
         prefix: Vec<u8>,
+        start: Vec<u8>,
+        forward: bool,
     ) -> impl Iterator<Item = Result<(K, V), DbError>> + '_ {
+        let direction = if forward { rocksdb::Direction::Forward } else { rocksdb::Direction::Reverse };
         self.db
-            .iterator_cf(
-                self.cf(),
-                IteratorMode::From(&prefix, rocksdb::Direction::Forward),
-            )
+            .iterator_cf(self.cf(), IteratorMode::From(&start, direction))
             .take_while(move |item| match item {
                 Ok((key, _)) => key.starts_with(&prefix),
                 Err(_) => true,

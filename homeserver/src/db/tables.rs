@@ -3,13 +3,16 @@
 use std::{collections::BTreeMap, sync::Arc};
 
 use rocksdb::DB;
-use ruma::{OwnedDeviceId, OwnedUserId};
+use ruma::{OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedUserId};
 
 use super::{
     codec::{Be64, Json},
     Table,
 };
-use crate::users::{Account, Device, TokenOwner};
+use crate::{
+    rooms::{state::Snapshot, AliasRecord, EventMeta, MembershipRecord, RoomRecord},
+    users::{Account, Device, TokenOwner},
+};
 
 /// Column family names; `Database::open` creates them all.
 pub const NAMES: &[&str] = &[
@@ -21,6 +24,20 @@ pub const NAMES: &[&str] = &[
     "tokenhash_session",
     "useridroomidtype_accountdata",
     "useridfilterid_filter",
+    "eventid_pdu",
+    "eventid_meta",
+    "pos_eventid",
+    "roomidpos_eventid",
+    "roomid_room",
+    "statekey_short",
+    "short_statekey",
+    "snapshotid_snapshot",
+    "useridroomid_membership",
+    "roomiduserid_membership",
+    "useriddevicetxn_eventid",
+    "alias_roomid",
+    "roomid_published",
+    "parentpos_childeventid",
 ];
 
 pub struct Tables {
@@ -38,6 +55,32 @@ pub struct Tables {
     pub useridroomidtype_accountdata: Table<(OwnedUserId, String, String), Json<serde_json::Value>>,
     /// (user, filter id) → filter definition JSON.
     pub useridfilterid_filter: Table<(OwnedUserId, String), Json<serde_json::Value>>,
+    /// Event id → the PDU's JSON as signed (redacted in place when a redaction applies).
+    pub eventid_pdu: Table<OwnedEventId, Vec<u8>>,
+    /// Event id → room, stream position, state snapshot after it.
+    pub eventid_meta: Table<OwnedEventId, Json<EventMeta>>,
+    /// The global event stream: position → event id (sync and senders tail this).
+    pub pos_eventid: Table<Be64, OwnedEventId>,
+    /// A room's timeline in order: (room, position) → event id.
+    pub roomidpos_eventid: Table<(OwnedRoomId, Be64), OwnedEventId>,
+    /// Room → version, current state snapshot, forward extremities, depth.
+    pub roomid_room: Table<OwnedRoomId, Json<RoomRecord>>,
+    /// (event type, state key) → short number, and back.
+    pub statekey_short: Table<(String, String), Be64>,
+    pub short_statekey: Table<Be64, Json<(String, String)>>,
+    /// State snapshots as deltas.
+    pub snapshotid_snapshot: Table<Be64, Json<Snapshot>>,
+    /// Memberships, by user and by room.
+    pub useridroomid_membership: Table<(OwnedUserId, OwnedRoomId), Json<MembershipRecord>>,
+    pub roomiduserid_membership: Table<(OwnedRoomId, OwnedUserId), Json<MembershipRecord>>,
+    /// (user, device, transaction id) → the event it produced, for idempotent sends.
+    pub useriddevicetxn_eventid: Table<(OwnedUserId, OwnedDeviceId, String), OwnedEventId>,
+    /// Room alias → room and who created the alias.
+    pub alias_roomid: Table<String, Json<AliasRecord>>,
+    /// Rooms published in the public directory.
+    pub roomid_published: Table<OwnedRoomId, Vec<u8>>,
+    /// (related-to event id, position) → the relating event (edits, reactions, threads, replies).
+    pub parentpos_childeventid: Table<(OwnedEventId, Be64), OwnedEventId>,
 }
 
 impl Tables {
@@ -51,6 +94,20 @@ impl Tables {
             tokenhash_session: Table::new(db, "tokenhash_session"),
             useridroomidtype_accountdata: Table::new(db, "useridroomidtype_accountdata"),
             useridfilterid_filter: Table::new(db, "useridfilterid_filter"),
+            eventid_pdu: Table::new(db, "eventid_pdu"),
+            eventid_meta: Table::new(db, "eventid_meta"),
+            pos_eventid: Table::new(db, "pos_eventid"),
+            roomidpos_eventid: Table::new(db, "roomidpos_eventid"),
+            roomid_room: Table::new(db, "roomid_room"),
+            statekey_short: Table::new(db, "statekey_short"),
+            short_statekey: Table::new(db, "short_statekey"),
+            snapshotid_snapshot: Table::new(db, "snapshotid_snapshot"),
+            useridroomid_membership: Table::new(db, "useridroomid_membership"),
+            roomiduserid_membership: Table::new(db, "roomiduserid_membership"),
+            useriddevicetxn_eventid: Table::new(db, "useriddevicetxn_eventid"),
+            alias_roomid: Table::new(db, "alias_roomid"),
+            roomid_published: Table::new(db, "roomid_published"),
+            parentpos_childeventid: Table::new(db, "parentpos_childeventid"),
         }
     }
 }

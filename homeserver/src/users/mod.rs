@@ -56,10 +56,7 @@ pub struct TokenOwner {
 }
 
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 fn token_hash(token: &str) -> Vec<u8> {
@@ -68,19 +65,14 @@ fn token_hash(token: &str) -> Vec<u8> {
 
 fn random_string(len: usize, alphabet: &[u8]) -> String {
     let mut rng = rand::rng();
-    (0..len)
-        .map(|_| alphabet[rng.random_range(0..alphabet.len())] as char)
-        .collect()
+    (0..len).map(|_| alphabet[rng.random_range(0..alphabet.len())] as char).collect()
 }
 
 /// A new random access token: 32 bytes from the OS-seeded CSPRNG.
 fn new_access_token() -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
-    format!(
-        "hct_{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    )
+    format!("hct_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
 fn new_device_id() -> OwnedDeviceId {
@@ -89,10 +81,7 @@ fn new_device_id() -> OwnedDeviceId {
 
 /// A random password for accounts created without one (printed once to the operator).
 pub fn random_password() -> String {
-    random_string(
-        24,
-        b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789",
-    )
+    random_string(24, b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789")
 }
 
 pub struct Users {
@@ -105,11 +94,7 @@ pub struct Users {
 
 impl Users {
     pub fn new(db: Arc<Database>, server_name: OwnedServerName) -> Self {
-        Self {
-            db,
-            server_name,
-            create_lock: Mutex::new(()),
-        }
+        Self { db, server_name, create_lock: Mutex::new(()) }
     }
 
     pub fn server_name(&self) -> &OwnedServerName {
@@ -123,7 +108,9 @@ impl Users {
     /// The user id for a localpart, checked against the spec's grammar for new user ids.
     pub fn user_id_for_localpart(&self, localpart: &str) -> Result<OwnedUserId> {
         let valid = !localpart.is_empty()
-            && localpart.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'=' | b'-' | b'/' | b'+'));
+            && localpart
+                .bytes()
+                .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'=' | b'-' | b'/' | b'+'));
         if !valid {
             return Err(Error::InvalidUsername(
                 "user names may only contain a-z, 0-9, '.', '_', '=', '-', '/' and '+'".to_owned(),
@@ -131,9 +118,7 @@ impl Users {
         }
         let id = format!("@{localpart}:{}", self.server_name);
         if id.len() > 255 {
-            return Err(Error::InvalidUsername(
-                "user id longer than 255 bytes".to_owned(),
-            ));
+            return Err(Error::InvalidUsername("user id longer than 255 bytes".to_owned()));
         }
         OwnedUserId::try_from(id).map_err(|e| Error::InvalidUsername(e.to_string()))
     }
@@ -154,12 +139,7 @@ impl Users {
     }
 
     pub fn account(&self, user: &UserId) -> Result<Option<Account>> {
-        Ok(self
-            .db
-            .tables
-            .userid_account
-            .get(&user.to_owned())?
-            .map(|Json(a)| a))
+        Ok(self.db.tables.userid_account.get(&user.to_owned())?.map(|Json(a)| a))
     }
 
     /// Whether the id is taken (deactivated ids stay taken: ids are never reused).
@@ -172,12 +152,7 @@ impl Users {
         Ok(self.account(user)?.is_some_and(|a| !a.deactivated))
     }
 
-    pub async fn create(
-        &self,
-        localpart: &str,
-        password: Option<String>,
-        admin: bool,
-    ) -> Result<OwnedUserId> {
+    pub async fn create(&self, localpart: &str, password: Option<String>, admin: bool) -> Result<OwnedUserId> {
         let user = self.user_id_for_localpart(localpart)?;
         if self.exists(&user)? {
             return Err(Error::UserInUse);
@@ -190,27 +165,13 @@ impl Users {
         if self.exists(&user)? {
             return Err(Error::UserInUse);
         }
-        let account = Account {
-            password_hash,
-            admin,
-            deactivated: false,
-            created_ts: now_ms(),
-        };
+        let account = Account { password_hash, admin, deactivated: false, created_ts: now_ms() };
         let mut batch = Batch::new();
-        self.db
-            .tables
-            .userid_account
-            .insert(&mut batch, &user, &Json(account));
+        self.db.tables.userid_account.insert(&mut batch, &user, &Json(account));
         self.db.tables.userid_profile.insert(
             &mut batch,
             &user,
-            &Json(
-                [(
-                    "displayname".to_owned(),
-                    serde_json::Value::String(localpart.to_owned()),
-                )]
-                .into(),
-            ),
+            &Json([("displayname".to_owned(), serde_json::Value::String(localpart.to_owned()))].into()),
         );
         self.db.commit(batch)?;
         Ok(user)
@@ -241,18 +202,13 @@ impl Users {
         keep: Option<&DeviceId>,
     ) -> Result<()> {
         let hash = password::hash(password).await?;
-        let mut account = self
-            .account(user)?
-            .ok_or_else(|| Error::not_found("no such user"))?;
+        let mut account = self.account(user)?.ok_or_else(|| Error::not_found("no such user"))?;
         if account.deactivated {
             return Err(Error::forbidden("this account has been deactivated"));
         }
         account.password_hash = Some(hash);
         let mut batch = Batch::new();
-        self.db
-            .tables
-            .userid_account
-            .insert(&mut batch, &user.to_owned(), &Json(account));
+        self.db.tables.userid_account.insert(&mut batch, &user.to_owned(), &Json(account));
         if logout_others {
             self.remove_devices_into(&mut batch, user, |d| Some(d) != keep)?;
         }
@@ -262,32 +218,19 @@ impl Users {
 
     /// Deactivates an account for good: no password, no devices, no profile. The id stays reserved.
     pub fn deactivate(&self, user: &UserId) -> Result<()> {
-        let mut account = self
-            .account(user)?
-            .ok_or_else(|| Error::not_found("no such user"))?;
+        let mut account = self.account(user)?.ok_or_else(|| Error::not_found("no such user"))?;
         account.deactivated = true;
         account.password_hash = None;
         let mut batch = Batch::new();
-        self.db
-            .tables
-            .userid_account
-            .insert(&mut batch, &user.to_owned(), &Json(account));
-        self.db
-            .tables
-            .userid_profile
-            .remove(&mut batch, &user.to_owned());
+        self.db.tables.userid_account.insert(&mut batch, &user.to_owned(), &Json(account));
+        self.db.tables.userid_profile.remove(&mut batch, &user.to_owned());
         self.remove_devices_into(&mut batch, user, |_| true)?;
         self.db.commit(batch)?;
         Ok(())
     }
 
     pub fn list(&self) -> Result<Vec<(OwnedUserId, Account)>> {
-        self.db
-            .tables
-            .userid_account
-            .iter()
-            .map(|r| r.map(|(u, Json(a))| (u, a)).map_err(Error::from))
-            .collect()
+        self.db.tables.userid_account.iter().map(|r| r.map(|(u, Json(a))| (u, a)).map_err(Error::from)).collect()
     }
 
     /// Opens a session: creates (or takes over) the device and issues a fresh access token, which is
@@ -307,17 +250,9 @@ impl Users {
         let hash = token_hash(&token);
         let key = (user.to_owned(), device_id.clone());
         let mut batch = Batch::new();
-        let existing = self
-            .db
-            .tables
-            .userdeviceid_device
-            .get(&key)?
-            .map(|Json(d)| d);
+        let existing = self.db.tables.userdeviceid_device.get(&key)?.map(|Json(d)| d);
         if let Some(old) = &existing {
-            self.db
-                .tables
-                .tokenhash_session
-                .remove(&mut batch, &old.token_hash);
+            self.db.tables.tokenhash_session.remove(&mut batch, &old.token_hash);
         }
         let device = Device {
             display_name: display_name.or_else(|| existing.and_then(|d| d.display_name)),
@@ -325,17 +260,11 @@ impl Users {
             last_seen_ts: Some(now_ms()),
             token_hash: hash.clone(),
         };
-        self.db
-            .tables
-            .userdeviceid_device
-            .insert(&mut batch, &key, &Json(device));
+        self.db.tables.userdeviceid_device.insert(&mut batch, &key, &Json(device));
         self.db.tables.tokenhash_session.insert(
             &mut batch,
             &hash,
-            &Json(TokenOwner {
-                user_id: user.to_owned(),
-                device_id: device_id.clone(),
-            }),
+            &Json(TokenOwner { user_id: user.to_owned(), device_id: device_id.clone() }),
         );
         self.db.commit(batch)?;
         Ok((device_id, token))
@@ -343,21 +272,11 @@ impl Users {
 
     /// Resolves an access token to its owner.
     pub fn authenticate(&self, token: &str) -> Result<TokenOwner> {
-        self.db
-            .tables
-            .tokenhash_session
-            .get(&token_hash(token))?
-            .map(|Json(o)| o)
-            .ok_or(Error::UnknownToken)
+        self.db.tables.tokenhash_session.get(&token_hash(token))?.map(|Json(o)| o).ok_or(Error::UnknownToken)
     }
 
     pub fn device(&self, user: &UserId, device: &DeviceId) -> Result<Option<Device>> {
-        Ok(self
-            .db
-            .tables
-            .userdeviceid_device
-            .get(&(user.to_owned(), device.to_owned()))?
-            .map(|Json(d)| d))
+        Ok(self.db.tables.userdeviceid_device.get(&(user.to_owned(), device.to_owned()))?.map(|Json(d)| d))
     }
 
     pub fn devices(&self, user: &UserId) -> Result<Vec<(OwnedDeviceId, Device)>> {
@@ -369,26 +288,13 @@ impl Users {
             .collect()
     }
 
-    pub fn set_device_display_name(
-        &self,
-        user: &UserId,
-        device: &DeviceId,
-        name: Option<String>,
-    ) -> Result<()> {
+    pub fn set_device_display_name(&self, user: &UserId, device: &DeviceId, name: Option<String>) -> Result<()> {
         let key = (user.to_owned(), device.to_owned());
-        let mut record = self
-            .db
-            .tables
-            .userdeviceid_device
-            .get(&key)?
-            .ok_or_else(|| Error::not_found("no such device"))?
-            .0;
+        let mut record =
+            self.db.tables.userdeviceid_device.get(&key)?.ok_or_else(|| Error::not_found("no such device"))?.0;
         record.display_name = name;
         let mut batch = Batch::new();
-        self.db
-            .tables
-            .userdeviceid_device
-            .insert(&mut batch, &key, &Json(record));
+        self.db.tables.userdeviceid_device.insert(&mut batch, &key, &Json(record));
         self.db.commit(batch)?;
         Ok(())
     }
@@ -407,22 +313,11 @@ impl Users {
         Ok(self.db.commit(batch)?)
     }
 
-    fn remove_devices_into(
-        &self,
-        batch: &mut Batch,
-        user: &UserId,
-        select: impl Fn(&DeviceId) -> bool,
-    ) -> Result<()> {
+    fn remove_devices_into(&self, batch: &mut Batch, user: &UserId, select: impl Fn(&DeviceId) -> bool) -> Result<()> {
         for (device_id, device) in self.devices(user)? {
             if select(&device_id) {
-                self.db
-                    .tables
-                    .tokenhash_session
-                    .remove(batch, &device.token_hash);
-                self.db
-                    .tables
-                    .userdeviceid_device
-                    .remove(batch, &(user.to_owned(), device_id));
+                self.db.tables.tokenhash_session.remove(batch, &device.token_hash);
+                self.db.tables.userdeviceid_device.remove(batch, &(user.to_owned(), device_id));
             }
         }
         Ok(())

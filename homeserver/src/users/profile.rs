@@ -24,24 +24,15 @@ impl Profiles {
     }
 
     pub fn get(&self, user: &UserId) -> Result<BTreeMap<String, Value>> {
-        Ok(self
-            .db
-            .tables
-            .userid_profile
-            .get(&user.to_owned())?
-            .map(|Json(p)| p)
-            .unwrap_or_default())
+        Ok(self.db.tables.userid_profile.get(&user.to_owned())?.map(|Json(p)| p).unwrap_or_default())
     }
 
     /// Sets (or with `None` removes) one field, checking the spec's rules for the known fields.
     pub fn set_field(&self, user: &UserId, field: &str, value: Option<Value>) -> Result<()> {
         // Clients from before extended profiles unset the display name or avatar by sending "".
-        let value = value
-            .filter(|v| !(matches!(field, "displayname" | "avatar_url") && v.as_str() == Some("")));
+        let value = value.filter(|v| !(matches!(field, "displayname" | "avatar_url") && v.as_str() == Some("")));
         if field.is_empty() || field.len() > 255 {
-            return Err(Error::invalid_param(
-                "profile field names are 1 to 255 bytes",
-            ));
+            return Err(Error::invalid_param("profile field names are 1 to 255 bytes"));
         }
         if let Some(value) = &value {
             match field {
@@ -49,9 +40,7 @@ impl Profiles {
                     return Err(Error::BadJson("displayname must be a string".into()))
                 }
                 "avatar_url" => {
-                    let valid = value
-                        .as_str()
-                        .is_some_and(|s| s.is_empty() || s.starts_with("mxc://"));
+                    let valid = value.as_str().is_some_and(|s| s.is_empty() || s.starts_with("mxc://"));
                     if !valid {
                         return Err(Error::BadJson("avatar_url must be an mxc:// URI".into()));
                     }
@@ -64,18 +53,11 @@ impl Profiles {
             Some(v) => profile.insert(field.to_owned(), v),
             None => profile.remove(field),
         };
-        if serde_json::to_vec(&profile)
-            .map(|v| v.len())
-            .unwrap_or(usize::MAX)
-            > MAX_PROFILE_BYTES
-        {
+        if serde_json::to_vec(&profile).map(|v| v.len()).unwrap_or(usize::MAX) > MAX_PROFILE_BYTES {
             return Err(Error::TooLarge("the profile would exceed 64 KiB".into()));
         }
         let mut batch = Batch::new();
-        self.db
-            .tables
-            .userid_profile
-            .insert(&mut batch, &user.to_owned(), &Json(profile));
+        self.db.tables.userid_profile.insert(&mut batch, &user.to_owned(), &Json(profile));
         self.db.commit(batch)?;
         Ok(())
     }

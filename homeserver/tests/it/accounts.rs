@@ -7,10 +7,7 @@ use matrix_sdk::ruma::{
         filter::{create_filter, get_filter, FilterDefinition},
         uiaa::{AuthData, MatrixUserIdentifier, Password, UserIdentifier},
     },
-    events::{
-        ignored_user_list::IgnoredUserListEventContent, GlobalAccountDataEventType,
-        RoomAccountDataEventType,
-    },
+    events::{ignored_user_list::IgnoredUserListEventContent, GlobalAccountDataEventType, RoomAccountDataEventType},
     mxc_uri, owned_room_id,
     serde::Raw,
     UInt,
@@ -20,10 +17,7 @@ use serde_json::json;
 use crate::common::TestServer;
 
 fn password_auth(user: &str, password: &str, session: Option<String>) -> AuthData {
-    let mut p = Password::new(
-        UserIdentifier::Matrix(MatrixUserIdentifier::new(user.to_owned())),
-        password.to_owned(),
-    );
+    let mut p = Password::new(UserIdentifier::Matrix(MatrixUserIdentifier::new(user.to_owned())), password.to_owned());
     p.session = session;
     AuthData::Password(p)
 }
@@ -36,64 +30,26 @@ async fn register_login_whoami_profile() {
 
     let whoami = alice.whoami().await.unwrap();
     assert_eq!(whoami.user_id, "@alice:localhost");
-    assert_eq!(
-        whoami.device_id.as_ref(),
-        alice.device_id().map(ToOwned::to_owned).as_ref()
-    );
+    assert_eq!(whoami.device_id.as_ref(), alice.device_id().map(ToOwned::to_owned).as_ref());
 
     // A second client logs in with the localpart and gets a different device.
     let second = server.client().await;
-    second
-        .matrix_auth()
-        .login_username("alice", "secret-one")
-        .initial_device_display_name("laptop")
-        .await
-        .unwrap();
+    second.matrix_auth().login_username("alice", "secret-one").initial_device_display_name("laptop").await.unwrap();
     assert_ne!(second.device_id(), alice.device_id());
     // Full user ids work too.
     let third = server.client().await;
-    third
-        .matrix_auth()
-        .login_username("@alice:localhost", "secret-one")
-        .await
-        .unwrap();
+    third.matrix_auth().login_username("@alice:localhost", "secret-one").await.unwrap();
 
     // Profile: display name defaults to the localpart, then changes; avatar set and read back.
-    assert_eq!(
-        alice.account().get_display_name().await.unwrap().as_deref(),
-        Some("alice")
-    );
-    alice
-        .account()
-        .set_display_name(Some("Alice Martin"))
-        .await
-        .unwrap();
-    alice
-        .account()
-        .set_avatar_url(Some(mxc_uri!("mxc://localhost/abc")))
-        .await
-        .unwrap();
-    let profile = second
-        .account()
-        .fetch_user_profile_of(alice.user_id().unwrap())
-        .await
-        .unwrap();
+    assert_eq!(alice.account().get_display_name().await.unwrap().as_deref(), Some("alice"));
+    alice.account().set_display_name(Some("Alice Martin")).await.unwrap();
+    alice.account().set_avatar_url(Some(mxc_uri!("mxc://localhost/abc"))).await.unwrap();
+    let profile = second.account().fetch_user_profile_of(alice.user_id().unwrap()).await.unwrap();
     assert_eq!(profile.get("displayname"), Some(&json!("Alice Martin")));
-    assert_eq!(
-        profile.get("avatar_url"),
-        Some(&json!("mxc://localhost/abc"))
-    );
+    assert_eq!(profile.get("avatar_url"), Some(&json!("mxc://localhost/abc")));
     alice.account().set_avatar_url(None).await.unwrap();
-    let profile = second
-        .account()
-        .fetch_user_profile_of(alice.user_id().unwrap())
-        .await
-        .unwrap();
-    assert_eq!(
-        profile.get("avatar_url"),
-        None,
-        "unset avatar is gone from the profile"
-    );
+    let profile = second.account().fetch_user_profile_of(alice.user_id().unwrap()).await.unwrap();
+    assert_eq!(profile.get("avatar_url"), None, "unset avatar is gone from the profile");
     assert_eq!(profile.get("displayname"), Some(&json!("Alice Martin")));
 }
 
@@ -102,12 +58,7 @@ async fn devices_can_be_listed_renamed_and_deleted_with_uia() {
     let server = TestServer::start();
     let alice = server.register("alice", "pw-alice").await;
     let laptop = server.client().await;
-    laptop
-        .matrix_auth()
-        .login_username("alice", "pw-alice")
-        .initial_device_display_name("laptop")
-        .await
-        .unwrap();
+    laptop.matrix_auth().login_username("alice", "pw-alice").initial_device_display_name("laptop").await.unwrap();
     let laptop_id = laptop.device_id().unwrap().to_owned();
 
     let devices = alice.devices().await.unwrap().devices;
@@ -118,59 +69,23 @@ async fn devices_can_be_listed_renamed_and_deleted_with_uia() {
 
     alice.rename_device(&laptop_id, "old laptop").await.unwrap();
     let devices = alice.devices().await.unwrap().devices;
-    assert_eq!(
-        devices
-            .iter()
-            .find(|d| d.device_id == laptop_id)
-            .unwrap()
-            .display_name
-            .as_deref(),
-        Some("old laptop")
-    );
-    let one = alice
-        .send(get_device::v3::Request::new(laptop_id.clone()))
-        .await
-        .unwrap()
-        .device;
+    assert_eq!(devices.iter().find(|d| d.device_id == laptop_id).unwrap().display_name.as_deref(), Some("old laptop"));
+    let one = alice.send(get_device::v3::Request::new(laptop_id.clone())).await.unwrap().device;
     assert_eq!(one.display_name.as_deref(), Some("old laptop"));
-    let unknown = alice
-        .send(get_device::v3::Request::new("NOSUCHDEVICE".into()))
-        .await
-        .unwrap_err();
-    assert_eq!(
-        unknown
-            .as_client_api_error()
-            .map(|e| e.status_code.as_u16()),
-        Some(404)
-    );
+    let unknown = alice.send(get_device::v3::Request::new("NOSUCHDEVICE".into())).await.unwrap_err();
+    assert_eq!(unknown.as_client_api_error().map(|e| e.status_code.as_u16()), Some(404));
 
     // Deleting needs the password: first round is a challenge, a wrong password is refused.
-    let err = alice
-        .delete_devices(std::slice::from_ref(&laptop_id), None)
-        .await
-        .unwrap_err();
+    let err = alice.delete_devices(std::slice::from_ref(&laptop_id), None).await.unwrap_err();
     let session = err.as_uiaa_response().expect("challenge").session.clone();
     let err = alice
-        .delete_devices(
-            std::slice::from_ref(&laptop_id),
-            Some(password_auth("alice", "wrong", session.clone())),
-        )
+        .delete_devices(std::slice::from_ref(&laptop_id), Some(password_auth("alice", "wrong", session.clone())))
         .await
         .unwrap_err();
-    assert!(
-        err.as_uiaa_response().is_some(),
-        "wrong password gives a new challenge"
-    );
-    assert_eq!(
-        alice.devices().await.unwrap().devices.len(),
-        2,
-        "nothing deleted on failure"
-    );
+    assert!(err.as_uiaa_response().is_some(), "wrong password gives a new challenge");
+    assert_eq!(alice.devices().await.unwrap().devices.len(), 2, "nothing deleted on failure");
     alice
-        .delete_devices(
-            std::slice::from_ref(&laptop_id),
-            Some(password_auth("@alice:localhost", "pw-alice", session)),
-        )
+        .delete_devices(std::slice::from_ref(&laptop_id), Some(password_auth("@alice:localhost", "pw-alice", session)))
         .await
         .unwrap();
     assert_eq!(alice.devices().await.unwrap().devices.len(), 1);
@@ -184,24 +99,17 @@ async fn account_data_and_filters() {
     let alice = server.register("alice", "pw").await;
     let user = alice.user_id().unwrap().to_owned();
 
-    let ignored = IgnoredUserListEventContent::users(vec![matrix_sdk::ruma::owned_user_id!(
-        "@spam:localhost"
-    )]);
+    let ignored = IgnoredUserListEventContent::users(vec![matrix_sdk::ruma::owned_user_id!("@spam:localhost")]);
     alice.account().set_account_data(ignored).await.unwrap();
     let got = alice
-        .send(get_global_account_data::v3::Request::new(
-            user.clone(),
-            GlobalAccountDataEventType::IgnoredUserList,
-        ))
+        .send(get_global_account_data::v3::Request::new(user.clone(), GlobalAccountDataEventType::IgnoredUserList))
         .await
         .unwrap();
     let value: serde_json::Value = got.account_data.deserialize_as().unwrap();
     assert_eq!(value["ignored_users"]["@spam:localhost"], json!({}));
 
     let room = owned_room_id!("!room:localhost");
-    let content = Raw::new(&json!({ "colour": "blue" }))
-        .unwrap()
-        .cast_unchecked();
+    let content = Raw::new(&json!({ "colour": "blue" })).unwrap().cast_unchecked();
     alice
         .send(set_room_account_data::v3::Request::new_raw(
             user.clone(),
@@ -219,12 +127,7 @@ async fn account_data_and_filters() {
         ))
         .await
         .unwrap();
-    assert_eq!(
-        got.account_data
-            .deserialize_as::<serde_json::Value>()
-            .unwrap(),
-        json!({ "colour": "blue" })
-    );
+    assert_eq!(got.account_data.deserialize_as::<serde_json::Value>().unwrap(), json!({ "colour": "blue" }));
     // Global and room scopes are separate.
     let missing = alice
         .send(get_global_account_data::v3::Request::new(
@@ -236,16 +139,8 @@ async fn account_data_and_filters() {
 
     let mut filter = FilterDefinition::default();
     filter.room.timeline.limit = Some(UInt::from(7u32));
-    let id = alice
-        .send(create_filter::v3::Request::new(user.clone(), filter))
-        .await
-        .unwrap()
-        .filter_id;
-    let back = alice
-        .send(get_filter::v3::Request::new(user.clone(), id))
-        .await
-        .unwrap()
-        .filter;
+    let id = alice.send(create_filter::v3::Request::new(user.clone(), filter)).await.unwrap().filter_id;
+    let back = alice.send(get_filter::v3::Request::new(user.clone(), id)).await.unwrap().filter;
     assert_eq!(back.room.timeline.limit, Some(UInt::from(7u32)));
 }
 
@@ -254,75 +149,33 @@ async fn password_change_logout_and_deactivate() {
     let server = TestServer::start();
     let alice = server.register("alice", "first-pw").await;
     let other = server.client().await;
-    other
-        .matrix_auth()
-        .login_username("alice", "first-pw")
-        .await
-        .unwrap();
+    other.matrix_auth().login_username("alice", "first-pw").await.unwrap();
 
-    let err = alice
-        .account()
-        .change_password("second-pw", None)
-        .await
-        .unwrap_err();
+    let err = alice.account().change_password("second-pw", None).await.unwrap_err();
     let session = err.as_uiaa_response().expect("challenge").session.clone();
-    alice
-        .account()
-        .change_password(
-            "second-pw",
-            Some(password_auth("alice", "first-pw", session)),
-        )
-        .await
-        .unwrap();
+    alice.account().change_password("second-pw", Some(password_auth("alice", "first-pw", session))).await.unwrap();
     // Other sessions were logged out (logout_devices defaults to true); this one survives.
     assert!(other.whoami().await.is_err());
     alice.whoami().await.unwrap();
     let fresh = server.client().await;
-    assert!(fresh
-        .matrix_auth()
-        .login_username("alice", "first-pw")
-        .await
-        .is_err());
-    fresh
-        .matrix_auth()
-        .login_username("alice", "second-pw")
-        .await
-        .unwrap();
+    assert!(fresh.matrix_auth().login_username("alice", "first-pw").await.is_err());
+    fresh.matrix_auth().login_username("alice", "second-pw").await.unwrap();
 
     // Logout kills exactly that token.
     fresh.matrix_auth().logout().await.unwrap();
     alice.whoami().await.unwrap();
 
     // Deactivation (UIA) ends every session and login.
-    let err = alice
-        .account()
-        .deactivate(None, None, false)
-        .await
-        .unwrap_err();
+    let err = alice.account().deactivate(None, None, false).await.unwrap_err();
     let session = err.as_uiaa_response().expect("challenge").session.clone();
-    alice
-        .account()
-        .deactivate(
-            None,
-            Some(password_auth("alice", "second-pw", session)),
-            false,
-        )
-        .await
-        .unwrap();
+    alice.account().deactivate(None, Some(password_auth("alice", "second-pw", session)), false).await.unwrap();
     assert!(alice.whoami().await.is_err());
     let again = server.client().await;
-    assert!(again
-        .matrix_auth()
-        .login_username("alice", "second-pw")
-        .await
-        .is_err());
+    assert!(again.matrix_auth().login_username("alice", "second-pw").await.is_err());
     // The id stays taken.
     let status = server
         .http()
-        .get(format!(
-            "{}/_matrix/client/v3/register/available?username=alice",
-            server.url
-        ))
+        .get(format!("{}/_matrix/client/v3/register/available?username=alice", server.url))
         .send()
         .await
         .unwrap();
@@ -334,11 +187,7 @@ async fn logout_all_ends_every_session() {
     let server = TestServer::start();
     let alice = server.register("alice", "pw").await;
     let other = server.client().await;
-    other
-        .matrix_auth()
-        .login_username("alice", "pw")
-        .await
-        .unwrap();
+    other.matrix_auth().login_username("alice", "pw").await.unwrap();
     let token = other.access_token().unwrap();
     let response = server
         .http()
@@ -356,11 +205,7 @@ async fn logout_all_ends_every_session() {
 async fn restart_keeps_accounts_devices_tokens_and_key() {
     let mut server = TestServer::start();
     let alice = server.register("alice", "pw").await;
-    alice
-        .account()
-        .set_display_name(Some("Alice"))
-        .await
-        .unwrap();
+    alice.account().set_display_name(Some("Alice")).await.unwrap();
     let token = alice.access_token().unwrap();
     let key_before = signing_key_id(&server);
 
@@ -374,63 +219,27 @@ async fn restart_keeps_accounts_devices_tokens_and_key() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200, "token survives restart");
-    client
-        .matrix_auth()
-        .login_username("alice", "pw")
-        .await
-        .unwrap();
-    assert_eq!(
-        client
-            .account()
-            .get_display_name()
-            .await
-            .unwrap()
-            .as_deref(),
-        Some("Alice")
-    );
+    client.matrix_auth().login_username("alice", "pw").await.unwrap();
+    assert_eq!(client.account().get_display_name().await.unwrap().as_deref(), Some("Alice"));
     assert_eq!(client.devices().await.unwrap().devices.len(), 2);
-    assert_eq!(
-        signing_key_id(&server),
-        key_before,
-        "the server key id is stable"
-    );
+    assert_eq!(signing_key_id(&server), key_before, "the server key id is stable");
 }
 
 #[tokio::test]
 async fn acknowledged_writes_survive_kill_9() {
     let mut server = TestServer::start();
     let alice = server.register("alice", "pw").await;
-    alice
-        .account()
-        .set_display_name(Some("Durable"))
-        .await
-        .unwrap();
+    alice.account().set_display_name(Some("Durable")).await.unwrap();
     server.kill();
     server.restart();
     let client = server.client().await;
-    client
-        .matrix_auth()
-        .login_username("alice", "pw")
-        .await
-        .unwrap();
-    assert_eq!(
-        client
-            .account()
-            .get_display_name()
-            .await
-            .unwrap()
-            .as_deref(),
-        Some("Durable")
-    );
+    client.matrix_auth().login_username("alice", "pw").await.unwrap();
+    assert_eq!(client.account().get_display_name().await.unwrap().as_deref(), Some("Durable"));
 }
 
 /// The server's signing key id, asked of the running server through the operator CLI.
 fn signing_key_id(server: &TestServer) -> String {
     let out = server.cli(&["server", "key-id"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }

@@ -6,41 +6,23 @@ use std::process::Command;
 use crate::common::{write_config, TestServer, BIN};
 
 fn run(args: &[&str], config: &std::path::Path) -> std::process::Output {
-    Command::new(BIN)
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .unwrap()
+    Command::new(BIN).arg("--config").arg(config).args(args).output().unwrap()
 }
 
 fn bad_config(toml_text: &str) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
     std::fs::write(&path, toml_text).unwrap();
-    let out = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let out = Command::new(BIN).args(["serve", "--config"]).arg(&path).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 #[test]
 fn bad_config_exits_2_naming_the_key() {
     let (code, err) = bad_config("[registration]\nopne = true\n");
     assert_eq!(code, 2, "{err}");
-    assert!(
-        err.contains("registration") && err.contains("opne"),
-        "{err}"
-    );
-    assert!(
-        !err.contains("panicked") && !err.contains("backtrace"),
-        "{err}"
-    );
+    assert!(err.contains("registration") && err.contains("opne"), "{err}");
+    assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
 
     let (code, err) = bad_config("[listen]\nclient = \"nonsense\"\n");
     assert_eq!(code, 2);
@@ -59,11 +41,7 @@ fn bad_config_exits_2_naming_the_key() {
     assert!(err.contains("server_name"), "{err}");
 
     // Environment variables are checked the same way.
-    let out = Command::new(BIN)
-        .args(["serve"])
-        .env("HEMICYCLE_DATABASE__PATHH", "/tmp/x")
-        .output()
-        .unwrap();
+    let out = Command::new(BIN).args(["serve"]).env("HEMICYCLE_DATABASE__PATHH", "/tmp/x").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("pathh"));
 }
@@ -76,30 +54,14 @@ async fn user_commands_with_server_stopped_then_running() {
     std::fs::write(&pw_file, "agent-pass\n").unwrap();
 
     // Stopped: the CLI opens the database itself.
-    let out = run(
-        &[
-            "user",
-            "create",
-            "agent.dupont",
-            "--admin",
-            "--password-file",
-            pw_file.to_str().unwrap(),
-        ],
-        &config,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out =
+        run(&["user", "create", "agent.dupont", "--admin", "--password-file", pw_file.to_str().unwrap()], &config);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let out = run(&["user", "create", "agent.martin"], &config);
     assert!(out.status.success());
     let printed = String::from_utf8(out.stdout).unwrap();
-    let generated = printed
-        .lines()
-        .find_map(|l| l.strip_prefix("password: "))
-        .expect("generated password printed")
-        .to_owned();
+    let generated =
+        printed.lines().find_map(|l| l.strip_prefix("password: ")).expect("generated password printed").to_owned();
     let out = run(&["user", "create", "agent.dupont"], &config);
     assert!(!out.status.success(), "duplicate refused");
     let out = run(&["user", "list"], &config);
@@ -110,84 +72,29 @@ async fn user_commands_with_server_stopped_then_running() {
     // Running: the CLI goes through the admin socket (the database is locked by the server).
     let mut server = TestServer::start_on_config(&config);
     let client = server.client().await;
-    client
-        .matrix_auth()
-        .login_username("agent.dupont", "agent-pass")
-        .await
-        .unwrap();
+    client.matrix_auth().login_username("agent.dupont", "agent-pass").await.unwrap();
     let martin = server.client().await;
-    martin
-        .matrix_auth()
-        .login_username("agent.martin", &generated)
-        .await
-        .unwrap();
+    martin.matrix_auth().login_username("agent.martin", &generated).await.unwrap();
 
-    let out = run(
-        &[
-            "user",
-            "create",
-            "agent.leroy",
-            "--password-file",
-            pw_file.to_str().unwrap(),
-        ],
-        &config,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    server
-        .client()
-        .await
-        .matrix_auth()
-        .login_username("agent.leroy", "agent-pass")
-        .await
-        .unwrap();
+    let out = run(&["user", "create", "agent.leroy", "--password-file", pw_file.to_str().unwrap()], &config);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    server.client().await.matrix_auth().login_username("agent.leroy", "agent-pass").await.unwrap();
 
     std::fs::write(&pw_file, "new-pass").unwrap();
     let out = run(
-        &[
-            "user",
-            "reset-password",
-            "@agent.martin:localhost",
-            "--password-file",
-            pw_file.to_str().unwrap(),
-        ],
+        &["user", "reset-password", "@agent.martin:localhost", "--password-file", pw_file.to_str().unwrap()],
         &config,
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        martin.whoami().await.is_err(),
-        "reset logs every session out"
-    );
-    server
-        .client()
-        .await
-        .matrix_auth()
-        .login_username("agent.martin", "new-pass")
-        .await
-        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(martin.whoami().await.is_err(), "reset logs every session out");
+    server.client().await.matrix_auth().login_username("agent.martin", "new-pass").await.unwrap();
 
     let out = run(&["user", "deactivate", "agent.dupont"], &config);
     assert!(out.status.success());
     assert!(client.whoami().await.is_err());
-    assert!(server
-        .client()
-        .await
-        .matrix_auth()
-        .login_username("agent.dupont", "agent-pass")
-        .await
-        .is_err());
+    assert!(server.client().await.matrix_auth().login_username("agent.dupont", "agent-pass").await.is_err());
     let list = String::from_utf8(run(&["user", "list"], &config).stdout).unwrap();
-    assert!(
-        list.contains("@agent.dupont:localhost\tadmin,deactivated"),
-        "{list}"
-    );
+    assert!(list.contains("@agent.dupont:localhost\tadmin,deactivated"), "{list}");
 
     // Stopped again: the database opens cleanly and still holds everything.
     server.stop();

@@ -45,10 +45,7 @@ pub fn write_config(dir: &Path, overrides: &[(&str, toml::Value)]) -> PathBuf {
         table.insert(parts[parts.len() - 1].to_string(), value);
     };
     set("server_name", "localhost".into());
-    set(
-        "database.path",
-        dir.join("db").to_string_lossy().into_owned().into(),
-    );
+    set("database.path", dir.join("db").to_string_lossy().into_owned().into());
     set("listen.client", "127.0.0.1:0".into());
     set("registration.open", true.into());
     set("rate_limits.enabled", false.into());
@@ -69,12 +66,7 @@ impl TestServer {
     pub fn start_with(overrides: &[(&str, toml::Value)]) -> Self {
         let dir = Arc::new(tempfile::tempdir().unwrap());
         let config_path = write_config(dir.path(), overrides);
-        let mut server = Self {
-            _dir: dir,
-            config_path,
-            child: None,
-            url: String::new(),
-        };
+        let mut server = Self { _dir: dir, config_path, child: None, url: String::new() };
         server.spawn();
         server
     }
@@ -82,12 +74,7 @@ impl TestServer {
     /// Starts on an existing config file, e.g. one the test also hands to CLI commands.
     pub fn start_on_config(config: &Path) -> Self {
         let dir = Arc::new(tempfile::tempdir().unwrap());
-        let mut server = Self {
-            _dir: dir,
-            config_path: config.to_owned(),
-            child: None,
-            url: String::new(),
-        };
+        let mut server = Self { _dir: dir, config_path: config.to_owned(), child: None, url: String::new() };
         server.spawn();
         server
     }
@@ -111,20 +98,14 @@ impl TestServer {
                 }
             }
         });
-        self.url = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("server printed its address");
+        self.url = rx.recv_timeout(Duration::from_secs(60)).expect("server printed its address");
         self.child = Some(child);
     }
 
     /// SIGTERM, then wait for a clean exit.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("server running");
-        Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status()
-            .unwrap();
+        Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
         child.wait().unwrap()
     }
 
@@ -144,20 +125,11 @@ impl TestServer {
 
     /// Runs `hemicycle --config <this server's config> ARGS…`.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
-        Command::new(BIN)
-            .arg("--config")
-            .arg(&self.config_path)
-            .args(args)
-            .output()
-            .unwrap()
+        Command::new(BIN).arg("--config").arg(&self.config_path).args(args).output().unwrap()
     }
 
     pub async fn client(&self) -> Client {
-        Client::builder()
-            .homeserver_url(&self.url)
-            .build()
-            .await
-            .unwrap()
+        Client::builder().homeserver_url(&self.url).build().await.unwrap()
     }
 
     /// Registers through the UIA dummy flow and returns a logged-in client.
@@ -166,20 +138,12 @@ impl TestServer {
         let mut request = register::v3::Request::new();
         request.username = Some(name.to_owned());
         request.password = Some(password.to_owned());
-        let err = client
-            .matrix_auth()
-            .register(request.clone())
-            .await
-            .expect_err("first round asks for auth");
+        let err = client.matrix_auth().register(request.clone()).await.expect_err("first round asks for auth");
         let info = err.as_uiaa_response().expect("UIA challenge");
         let mut dummy = Dummy::new();
         dummy.session = info.session.clone();
         request.auth = Some(AuthData::Dummy(dummy));
-        client
-            .matrix_auth()
-            .register(request)
-            .await
-            .expect("registration completes");
+        client.matrix_auth().register(request).await.expect("registration completes");
         client
     }
 

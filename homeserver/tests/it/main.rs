@@ -5,3 +5,4 @@ mod accounts;
 mod cli;
 mod common;
 mod errors;
+mod rooms;

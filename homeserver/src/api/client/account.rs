@@ -16,10 +16,7 @@ use crate::{
     uia,
 };
 
-pub async fn register(
-    services: Arc<Services>,
-    request: Ruma<register::v3::Request>,
-) -> Result<register::v3::Response> {
+pub async fn register(services: Arc<Services>, request: Ruma<register::v3::Request>) -> Result<register::v3::Response> {
     let config = &services.config.registration;
     let flows: &[&[&str]] = match (&config.token, config.open) {
         (Some(_), _) => &[&[uia::REGISTRATION_TOKEN]],
@@ -30,9 +27,7 @@ pub async fn register(
         return Err(Error::GuestAccessForbidden);
     }
     if let Some(ip) = request.client_ip {
-        services
-            .rate_limiter
-            .check(Action::Registration, &ip.to_string())?;
+        services.rate_limiter.check(Action::Registration, &ip.to_string())?;
     }
     let body = request.body;
     let localpart = match &body.username {
@@ -44,23 +39,13 @@ pub async fn register(
     if services.users.exists(&user)? {
         return Err(Error::UserInUse);
     }
-    services
-        .uia
-        .authorize(&services.users, body.auth.as_ref(), flows, None, "register")
-        .await?;
-    let user = services
-        .users
-        .create(&localpart, body.password, false)
-        .await?;
+    services.uia.authorize(&services.users, body.auth.as_ref(), flows, None, "register").await?;
+    let user = services.users.create(&localpart, body.password, false).await?;
     tracing::info!(%user, "registered");
     let mut response = register::v3::Response::new(user.clone());
     if !body.inhibit_login {
-        let (device_id, token) = services.users.login(
-            &user,
-            body.device_id,
-            body.initial_device_display_name,
-            request.client_ip,
-        )?;
+        let (device_id, token) =
+            services.users.login(&user, body.device_id, body.initial_device_display_name, request.client_ip)?;
         response.access_token = Some(token);
         response.device_id = Some(device_id);
     }
@@ -72,13 +57,9 @@ pub async fn username_available(
     request: Ruma<get_username_availability::v3::Request>,
 ) -> Result<get_username_availability::v3::Response> {
     if let Some(ip) = request.client_ip {
-        services
-            .rate_limiter
-            .check(Action::Registration, &ip.to_string())?;
+        services.rate_limiter.check(Action::Registration, &ip.to_string())?;
     }
-    let user = services
-        .users
-        .user_id_for_localpart(&request.body.username.to_lowercase())?;
+    let user = services.users.user_id_for_localpart(&request.body.username.to_lowercase())?;
     if services.users.exists(&user)? {
         return Err(Error::UserInUse);
     }
@@ -92,18 +73,13 @@ pub async fn registration_token_validity(
     request: Ruma<check_registration_token_validity::v1::Request>,
 ) -> Result<check_registration_token_validity::v1::Response> {
     if let Some(ip) = request.client_ip {
-        services
-            .rate_limiter
-            .check(Action::Registration, &ip.to_string())?;
+        services.rate_limiter.check(Action::Registration, &ip.to_string())?;
     }
     let valid = services.uia.registration_token_matches(&request.body.token);
     Ok(check_registration_token_validity::v1::Response::new(valid))
 }
 
-pub async fn whoami(
-    _: Arc<Services>,
-    request: Ruma<whoami::v3::Request>,
-) -> Result<whoami::v3::Response> {
+pub async fn whoami(_: Arc<Services>, request: Ruma<whoami::v3::Request>) -> Result<whoami::v3::Response> {
     let owner = request.sender()?;
     let mut response = whoami::v3::Response::new(owner.user_id.clone(), false);
     response.device_id = Some(owner.device_id.clone());
@@ -118,23 +94,9 @@ pub async fn change_password(
     let body = request.body;
     services
         .uia
-        .authorize(
-            &services.users,
-            body.auth.as_ref(),
-            &[&[uia::PASSWORD]],
-            Some(&owner.user_id),
-            "change_password",
-        )
+        .authorize(&services.users, body.auth.as_ref(), &[&[uia::PASSWORD]], Some(&owner.user_id), "change_password")
         .await?;
-    services
-        .users
-        .set_password(
-            &owner.user_id,
-            body.new_password,
-            body.logout_devices,
-            Some(&owner.device_id),
-        )
-        .await?;
+    services.users.set_password(&owner.user_id, body.new_password, body.logout_devices, Some(&owner.device_id)).await?;
     Ok(change_password::v3::Response::new())
 }
 
@@ -145,17 +107,9 @@ pub async fn deactivate(
     let owner = request.sender()?.clone();
     services
         .uia
-        .authorize(
-            &services.users,
-            request.body.auth.as_ref(),
-            &[&[uia::PASSWORD]],
-            Some(&owner.user_id),
-            "deactivate",
-        )
+        .authorize(&services.users, request.body.auth.as_ref(), &[&[uia::PASSWORD]], Some(&owner.user_id), "deactivate")
         .await?;
     services.users.deactivate(&owner.user_id)?;
     tracing::info!(user = %owner.user_id, "deactivated");
-    Ok(deactivate::v3::Response::new(
-        ThirdPartyIdRemovalStatus::NoSupport,
-    ))
+    Ok(deactivate::v3::Response::new(ThirdPartyIdRemovalStatus::NoSupport))
 }

@@ -4,10 +4,7 @@ use std::sync::Arc;
 
 use ruma::{
     api::client::{
-        config::{
-            get_global_account_data, get_room_account_data, set_global_account_data,
-            set_room_account_data,
-        },
+        config::{get_global_account_data, get_room_account_data, set_global_account_data, set_room_account_data},
         filter::{create_filter, get_filter, FilterDefinition},
     },
     serde::Raw,
@@ -22,9 +19,7 @@ use crate::{
 
 fn check_own(owner: &UserId, target: &UserId) -> Result<()> {
     if owner != target {
-        return Err(Error::forbidden(
-            "you can only access your own account data",
-        ));
+        return Err(Error::forbidden("you can only access your own account data"));
     }
     Ok(())
 }
@@ -43,9 +38,7 @@ pub async fn get_global(
         .account_data
         .get(&body.user_id, None, &body.event_type.to_string())?
         .ok_or_else(|| Error::not_found("no account data of this type"))?;
-    let raw = Raw::from_json(
-        serde_json::value::to_raw_value(&value).map_err(|e| Error::Internal(e.to_string()))?,
-    );
+    let raw = Raw::from_json(serde_json::value::to_raw_value(&value).map_err(|e| Error::Internal(e.to_string()))?);
     Ok(get_global_account_data::v3::Response::new(raw))
 }
 
@@ -55,12 +48,7 @@ pub async fn set_global(
 ) -> Result<set_global_account_data::v3::Response> {
     let body = &request.body;
     check_own(&request.sender()?.user_id, &body.user_id)?;
-    services.account_data.set(
-        &body.user_id,
-        None,
-        &body.event_type.to_string(),
-        content(&body.data)?,
-    )?;
+    services.account_data.set(&body.user_id, None, &body.event_type.to_string(), content(&body.data)?)?;
     Ok(set_global_account_data::v3::Response::new())
 }
 
@@ -72,15 +60,9 @@ pub async fn get_room(
     check_own(&request.sender()?.user_id, &body.user_id)?;
     let value = services
         .account_data
-        .get(
-            &body.user_id,
-            Some(&body.room_id),
-            &body.event_type.to_string(),
-        )?
+        .get(&body.user_id, Some(&body.room_id), &body.event_type.to_string())?
         .ok_or_else(|| Error::not_found("no account data of this type"))?;
-    let raw = Raw::from_json(
-        serde_json::value::to_raw_value(&value).map_err(|e| Error::Internal(e.to_string()))?,
-    );
+    let raw = Raw::from_json(serde_json::value::to_raw_value(&value).map_err(|e| Error::Internal(e.to_string()))?);
     Ok(get_room_account_data::v3::Response::new(raw))
 }
 
@@ -105,8 +87,7 @@ pub async fn create_filter(
 ) -> Result<create_filter::v3::Response> {
     let body = &request.body;
     check_own(&request.sender()?.user_id, &body.user_id)?;
-    let definition =
-        serde_json::to_value(&body.filter).map_err(|e| Error::Internal(e.to_string()))?;
+    let definition = serde_json::to_value(&body.filter).map_err(|e| Error::Internal(e.to_string()))?;
     let id = services.filters.create(&body.user_id, definition)?;
     Ok(create_filter::v3::Response::new(id))
 }
@@ -117,11 +98,8 @@ pub async fn get_filter(
 ) -> Result<get_filter::v3::Response> {
     let body = &request.body;
     check_own(&request.sender()?.user_id, &body.user_id)?;
-    let value = services
-        .filters
-        .get(&body.user_id, &body.filter_id)?
-        .ok_or_else(|| Error::not_found("no such filter"))?;
-    let filter: FilterDefinition =
-        serde_json::from_value(value).map_err(|e| Error::Internal(e.to_string()))?;
+    let value =
+        services.filters.get(&body.user_id, &body.filter_id)?.ok_or_else(|| Error::not_found("no such filter"))?;
+    let filter: FilterDefinition = serde_json::from_value(value).map_err(|e| Error::Internal(e.to_string()))?;
     Ok(get_filter::v3::Response::new(filter))
 }

@@ -3,9 +3,7 @@
 use std::sync::Arc;
 
 use ruma::{
-    api::client::device::{
-        self, delete_device, delete_devices, get_device, get_devices, update_device,
-    },
+    api::client::device::{self, delete_device, delete_devices, get_device, get_devices, update_device},
     MilliSecondsSinceUnixEpoch, OwnedDeviceId, UInt,
 };
 
@@ -20,10 +18,7 @@ fn to_api(device_id: OwnedDeviceId, device: users::Device) -> device::Device {
     let mut out = device::Device::new(device_id);
     out.display_name = device.display_name;
     out.last_seen_ip = device.last_seen_ip;
-    out.last_seen_ts = device
-        .last_seen_ts
-        .and_then(UInt::new)
-        .map(MilliSecondsSinceUnixEpoch);
+    out.last_seen_ts = device.last_seen_ts.and_then(UInt::new).map(MilliSecondsSinceUnixEpoch);
     out
 }
 
@@ -32,24 +27,14 @@ pub async fn list(
     request: Ruma<get_devices::v3::Request>,
 ) -> Result<get_devices::v3::Response> {
     let devices = services.users.devices(&request.sender()?.user_id)?;
-    Ok(get_devices::v3::Response::new(
-        devices.into_iter().map(|(id, d)| to_api(id, d)).collect(),
-    ))
+    Ok(get_devices::v3::Response::new(devices.into_iter().map(|(id, d)| to_api(id, d)).collect()))
 }
 
-pub async fn get(
-    services: Arc<Services>,
-    request: Ruma<get_device::v3::Request>,
-) -> Result<get_device::v3::Response> {
+pub async fn get(services: Arc<Services>, request: Ruma<get_device::v3::Request>) -> Result<get_device::v3::Response> {
     let user = &request.sender()?.user_id;
-    let device = services
-        .users
-        .device(user, &request.body.device_id)?
-        .ok_or_else(|| Error::not_found("no such device"))?;
-    Ok(get_device::v3::Response::new(to_api(
-        request.body.device_id,
-        device,
-    )))
+    let device =
+        services.users.device(user, &request.body.device_id)?.ok_or_else(|| Error::not_found("no such device"))?;
+    Ok(get_device::v3::Response::new(to_api(request.body.device_id, device)))
 }
 
 pub async fn update(
@@ -59,16 +44,10 @@ pub async fn update(
     let user = &request.sender()?.user_id;
     if let Some(name) = &request.body.display_name {
         if name.len() > 512 {
-            return Err(Error::invalid_param(
-                "device display names are at most 512 bytes",
-            ));
+            return Err(Error::invalid_param("device display names are at most 512 bytes"));
         }
     }
-    services.users.set_device_display_name(
-        user,
-        &request.body.device_id,
-        request.body.display_name.clone(),
-    )?;
+    services.users.set_device_display_name(user, &request.body.device_id, request.body.display_name.clone())?;
     Ok(update_device::v3::Response::new())
 }
 
@@ -83,13 +62,7 @@ pub async fn delete(
     }
     services
         .uia
-        .authorize(
-            &services.users,
-            body.auth.as_ref(),
-            &[&[uia::PASSWORD]],
-            Some(&user),
-            "delete_devices",
-        )
+        .authorize(&services.users, body.auth.as_ref(), &[&[uia::PASSWORD]], Some(&user), "delete_devices")
         .await?;
     services.users.remove_device(&user, &body.device_id)?;
     Ok(delete_device::v3::Response::new())
@@ -103,13 +76,7 @@ pub async fn delete_many(
     let body = request.body;
     services
         .uia
-        .authorize(
-            &services.users,
-            body.auth.as_ref(),
-            &[&[uia::PASSWORD]],
-            Some(&user),
-            "delete_devices",
-        )
+        .authorize(&services.users, body.auth.as_ref(), &[&[uia::PASSWORD]], Some(&user), "delete_devices")
         .await?;
     for device in &body.devices {
         services.users.remove_device(&user, device)?;

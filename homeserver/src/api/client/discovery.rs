@@ -8,10 +8,7 @@ use ruma::{
             discover_homeserver::{self, HomeserverInfo},
             get_capabilities::{
                 self,
-                v3::{
-                    Capabilities, ChangePasswordCapability, RoomVersionStability,
-                    RoomVersionsCapability,
-                },
+                v3::{Capabilities, ChangePasswordCapability, RoomVersionStability, RoomVersionsCapability},
             },
             get_supported_versions,
         },
@@ -27,18 +24,15 @@ use crate::{
 };
 
 /// The spec versions whose client-server API this server implements; grows as features land.
-pub const SUPPORTED_VERSIONS: &[&str] = &[
-    "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11",
-    "v1.12",
-];
+pub const SUPPORTED_VERSIONS: &[&str] =
+    &["v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11", "v1.12"];
 
 pub async fn versions(
     _: Arc<Services>,
     _: Ruma<get_supported_versions::Request>,
 ) -> Result<get_supported_versions::Response> {
-    let mut response = get_supported_versions::Response::new(
-        SUPPORTED_VERSIONS.iter().map(|v| (*v).to_owned()).collect(),
-    );
+    let mut response =
+        get_supported_versions::Response::new(SUPPORTED_VERSIONS.iter().map(|v| (*v).to_owned()).collect());
     response.unstable_features = BTreeMap::new();
     Ok(response)
 }
@@ -47,9 +41,7 @@ pub async fn well_known_client(
     services: Arc<Services>,
     _: Ruma<discover_homeserver::Request>,
 ) -> Result<discover_homeserver::Response> {
-    Ok(discover_homeserver::Response::new(HomeserverInfo::new(
-        services.config.client_base_url(),
-    )))
+    Ok(discover_homeserver::Response::new(HomeserverInfo::new(services.config.client_base_url())))
 }
 
 /// `/.well-known/matrix/server`: published only when this server has a federation listener.
@@ -61,14 +53,10 @@ pub async fn well_known_server(
     match (config.federation.enabled, config.listen.federation) {
         (true, Some(addr)) => {
             let delegated = format!("{}:{}", config.server_name, addr.port());
-            let server = delegated
-                .try_into()
-                .map_err(|e| Error::Internal(format!("bad delegated name: {e}")))?;
+            let server = delegated.try_into().map_err(|e| Error::Internal(format!("bad delegated name: {e}")))?;
             Ok(discover_server::Response::new(server))
         }
-        _ => Err(Error::not_found(
-            "this server does not publish a federation delegation",
-        )),
+        _ => Err(Error::not_found("this server does not publish a federation delegation")),
     }
 }
 
@@ -86,10 +74,7 @@ pub async fn capabilities(
 ) -> Result<get_capabilities::v3::Response> {
     let mut caps = Capabilities::new();
     caps.change_password = ChangePasswordCapability::new(true);
-    caps.room_versions = RoomVersionsCapability::new(
-        services.config.rooms.default_version.clone(),
-        room_versions(),
-    );
+    caps.room_versions = RoomVersionsCapability::new(services.config.rooms.default_version.clone(), room_versions());
     caps.set("m.3pid_changes", serde_json::json!({ "enabled": false }))
         .and_then(|_| caps.set("m.get_login_token", serde_json::json!({ "enabled": false })))
         .and_then(|_| caps.set("m.profile_fields", serde_json::json!({ "enabled": true })))

@@ -3,8 +3,11 @@
 pub mod account;
 pub mod account_data;
 pub mod devices;
+pub mod directory;
 pub mod discovery;
+pub mod membership;
 pub mod profile;
+pub mod rooms;
 pub mod session;
 
 use std::sync::Arc;
@@ -45,4 +48,36 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma(account_data::set_room)
         .ruma(account_data::create_filter)
         .ruma(account_data::get_filter)
+        .ruma(rooms::create)
+        .ruma(rooms::send_message)
+        .ruma(rooms::send_state)
+        .ruma(rooms::get_state_event)
+        .ruma(rooms::get_state)
+        .ruma(rooms::messages)
+        .ruma(rooms::context)
+        .ruma(rooms::get_event)
+        .ruma(rooms::redact)
+        .ruma(rooms::relations)
+        .ruma(rooms::relations_with_type)
+        .ruma(rooms::relations_with_type_and_event)
+        .ruma(membership::join_by_id)
+        .ruma(membership::join_by_id_or_alias)
+        .ruma(membership::invite)
+        .ruma(membership::leave)
+        .ruma(membership::forget)
+        .ruma(membership::kick)
+        .ruma(membership::ban)
+        .ruma(membership::unban)
+        .ruma(membership::knock)
+        .ruma(membership::joined)
+        .ruma(membership::joined_members_of)
+        .ruma(membership::members)
+        .ruma(directory::create)
+        .ruma(directory::get)
+        .ruma(directory::delete)
+        .ruma(directory::get_visibility)
+        .ruma(directory::set_visibility)
+        .ruma(directory::public_rooms)
+        .ruma(directory::public_rooms_filtered)
+        .ruma(directory::search)
 }

@@ -3,9 +3,7 @@
 use std::sync::Arc;
 
 use ruma::{
-    api::client::profile::{
-        delete_profile_field, get_profile, get_profile_field, set_profile_field,
-    },
+    api::client::profile::{delete_profile_field, get_profile, get_profile_field, set_profile_field},
     profile::ProfileFieldValue,
     UserId,
 };
@@ -36,11 +34,7 @@ pub async fn get_all(
     request: Ruma<get_profile::v3::Request>,
 ) -> Result<get_profile::v3::Response> {
     check_readable(&services, &request.body.user_id)?;
-    Ok(services
-        .profiles
-        .get(&request.body.user_id)?
-        .into_iter()
-        .collect())
+    Ok(services.profiles.get(&request.body.user_id)?.into_iter().collect())
 }
 
 pub async fn get_field(
@@ -50,11 +44,9 @@ pub async fn get_field(
     let body = request.body;
     check_readable(&services, &body.user_id)?;
     let profile = services.profiles.get(&body.user_id)?;
-    let value = profile
-        .get(body.field.as_str())
-        .ok_or_else(|| Error::not_found("this profile field is not set"))?;
-    let value = ProfileFieldValue::new(body.field.as_str(), value.clone())
-        .map_err(|e| Error::Internal(e.to_string()))?;
+    let value = profile.get(body.field.as_str()).ok_or_else(|| Error::not_found("this profile field is not set"))?;
+    let value =
+        ProfileFieldValue::new(body.field.as_str(), value.clone()).map_err(|e| Error::Internal(e.to_string()))?;
     Ok(get_profile_field::v3::Response::new(value))
 }
 
@@ -77,8 +69,6 @@ pub async fn delete_field(
     request: Ruma<delete_profile_field::v3::Request>,
 ) -> Result<delete_profile_field::v3::Response> {
     check_own(&request.sender()?.user_id, &request.body.user_id)?;
-    services
-        .profiles
-        .set_field(&request.body.user_id, request.body.field.as_str(), None)?;
+    services.profiles.set_field(&request.body.user_id, request.body.field.as_str(), None)?;
     Ok(delete_profile_field::v3::Response::new())
 }

@@ -25,26 +25,17 @@ pub async fn login_types(
     _: Arc<Services>,
     _: Ruma<get_login_types::v3::Request>,
 ) -> Result<get_login_types::v3::Response> {
-    Ok(get_login_types::v3::Response::new(vec![
-        LoginType::Password(PasswordLoginType::new()),
-    ]))
+    Ok(get_login_types::v3::Response::new(vec![LoginType::Password(PasswordLoginType::new())]))
 }
 
-pub async fn login(
-    services: Arc<Services>,
-    request: Ruma<login::v3::Request>,
-) -> Result<login::v3::Response> {
+pub async fn login(services: Arc<Services>, request: Ruma<login::v3::Request>) -> Result<login::v3::Response> {
     let ip = request.client_ip;
     if let Some(ip) = ip {
-        services
-            .rate_limiter
-            .check(Action::Login, &ip.to_string())?;
+        services.rate_limiter.check(Action::Login, &ip.to_string())?;
     }
     let body = request.body;
     let LoginInfo::Password(password) = body.login_info else {
-        return Err(Error::Unrecognized(
-            "only m.login.password is supported".into(),
-        ));
+        return Err(Error::Unrecognized("only m.login.password is supported".into()));
     };
     #[allow(deprecated)]
     let name = match (&password.identifier, &password.user) {
@@ -55,14 +46,8 @@ pub async fn login(
     };
     let user = services.users.parse_login_user(&name)?;
     services.rate_limiter.check(Action::Login, user.as_str())?;
-    services
-        .users
-        .check_password(&user, &password.password)
-        .await?;
-    let (device_id, token) =
-        services
-            .users
-            .login(&user, body.device_id, body.initial_device_display_name, ip)?;
+    services.users.check_password(&user, &password.password).await?;
+    let (device_id, token) = services.users.login(&user, body.device_id, body.initial_device_display_name, ip)?;
     tracing::info!(%user, %device_id, "logged in");
     let mut response = login::v3::Response::new(user, token, device_id);
     #[allow(deprecated)]
@@ -72,14 +57,9 @@ pub async fn login(
     Ok(response)
 }
 
-pub async fn logout(
-    services: Arc<Services>,
-    request: Ruma<logout::v3::Request>,
-) -> Result<logout::v3::Response> {
+pub async fn logout(services: Arc<Services>, request: Ruma<logout::v3::Request>) -> Result<logout::v3::Response> {
     let owner = request.sender()?;
-    services
-        .users
-        .remove_device(&owner.user_id, &owner.device_id)?;
+    services.users.remove_device(&owner.user_id, &owner.device_id)?;
     Ok(logout::v3::Response::new())
 }
 
@@ -87,8 +67,6 @@ pub async fn logout_all(
     services: Arc<Services>,
     request: Ruma<logout_all::v3::Request>,
 ) -> Result<logout_all::v3::Response> {
-    services
-        .users
-        .remove_all_devices(&request.sender()?.user_id)?;
+    services.users.remove_all_devices(&request.sender()?.user_id)?;
     Ok(logout_all::v3::Response::new())
 }

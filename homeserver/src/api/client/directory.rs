@@ -1,0 +1,172 @@
+//! Room aliases, the public room directory and the user directory.
+
+use std::sync::Arc;
+
+use ruma::{
+    api::client::{
+        alias::{create_alias, delete_alias, get_alias},
+        directory::{get_public_rooms, get_public_rooms_filtered, get_room_visibility, set_room_visibility},
+        room::Visibility,
+        user_directory::search_users,
+    },
+    directory::{PublicRoomsChunk, PublicRoomsChunkInit},
+    room::JoinRuleKind,
+    UInt,
+};
+
+use crate::{
+    api::ruma::Ruma,
+    error::{Error, Result},
+    rooms::directory::PublicRoom,
+    services::Services,
+};
+
+pub async fn create(
+    services: Arc<Services>,
+    request: Ruma<create_alias::v3::Request>,
+) -> Result<create_alias::v3::Response> {
+    let user = request.sender()?.user_id.clone();
+    services.rooms.create_alias(&user, &request.body.room_alias, &request.body.room_id)?;
+    Ok(create_alias::v3::Response::new())
+}
+
+pub async fn get(services: Arc<Services>, request: Ruma<get_alias::v3::Request>) -> Result<get_alias::v3::Response> {
+    let record = services
+        .rooms
+        .resolve_alias(&request.body.room_alias)?
+        .ok_or_else(|| Error::not_found("unknown room alias"))?;
+    Ok(get_alias::v3::Response::new(record.room_id, vec![services.config.server_name.clone()]))
+}
+
+pub async fn delete(
+    services: Arc<Services>,
+    request: Ruma<delete_alias::v3::Request>,
+) -> Result<delete_alias::v3::Response> {
+    let user = request.sender()?.user_id.clone();
+    services.rooms.delete_alias(&user, &request.body.room_alias)?;
+    Ok(delete_alias::v3::Response::new())
+}
+
+pub async fn get_visibility(
+    services: Arc<Services>,
+    request: Ruma<get_room_visibility::v3::Request>,
+) -> Result<get_room_visibility::v3::Response> {
+    if !services.rooms.exists(&request.body.room_id)? {
+        return Err(Error::not_found("unknown room"));
+    }
+    let visibility =
+        if services.rooms.is_published(&request.body.room_id)? { Visibility::Public } else { Visibility::Private };
+    Ok(get_room_visibility::v3::Response::new(visibility))
+}
+
+pub async fn set_visibility(
+    services: Arc<Services>,
+    request: Ruma<set_room_visibility::v3::Request>,
+) -> Result<set_room_visibility::v3::Response> {
+    let user = request.sender()?.user_id.clone();
+    let public = match request.body.visibility {
+        Visibility::Public => true,
+        Visibility::Private => false,
+        _ => return Err(Error::invalid_param("visibility must be public or private")),
+    };
+    services.rooms.set_visibility(&user, &request.body.room_id, public)?;
+    Ok(set_room_visibility::v3::Response::new())
+}
+
+fn chunk(room: PublicRoom) -> PublicRoomsChunk {
+    let mut c = PublicRoomsChunk::from(PublicRoomsChunkInit {
+        num_joined_members: UInt::new(room.joined_members).unwrap_or_default(),
+        room_id: room.room_id,
+        world_readable: room.world_readable,
+        guest_can_join: room.guest_can_join,
+    });
+    c.name = room.name;
+    c.topic = room.topic;
+    c.canonical_alias = room.canonical_alias.and_then(|a| a.try_into().ok());
+    c.avatar_url = room.avatar_url.map(Into::into);
+    c.join_rule = room.join_rule.map(|j| JoinRuleKind::from(j.as_str())).unwrap_or(JoinRuleKind::Public);
+    c.room_type = room.room_type.map(|t| t.as_str().into());
+    c
+}
+
+/// One page of the public directory.
+struct DirectoryPage {
+    chunk: Vec<PublicRoomsChunk>,
+    next: Option<String>,
+    prev: Option<String>,
+    total: u64,
+}
+
+fn page(services: &Services, search: Option<&str>, since: Option<&str>, limit: Option<UInt>) -> Result<DirectoryPage> {
+    let offset = match since {
+        Some(token) => token
+            .strip_prefix('o')
+            .and_then(|n| n.parse::<usize>().ok())
+            .ok_or_else(|| Error::invalid_param("invalid since token"))?,
+        None => 0,
+    };
+    let limit = limit.map(u64::from).unwrap_or(100).clamp(1, 500) as usize;
+    let (rooms, total) = services.rooms.public_rooms(search, offset, limit)?;
+    let next = (offset + rooms.len() < total).then(|| format!("o{}", offset + rooms.len()));
+    let prev = (offset > 0).then(|| format!("o{}", offset.saturating_sub(limit)));
+    Ok(DirectoryPage { chunk: rooms.into_iter().map(chunk).collect(), next, prev, total: total as u64 })
+}
+
+pub async fn public_rooms(
+    services: Arc<Services>,
+    request: Ruma<get_public_rooms::v3::Request>,
+) -> Result<get_public_rooms::v3::Response> {
+    let b = &request.body;
+    check_server(&services, b.server.as_deref())?;
+    let page = page(&services, None, b.since.as_deref(), b.limit)?;
+    let mut response = get_public_rooms::v3::Response::new(page.chunk);
+    response.next_batch = page.next;
+    response.prev_batch = page.prev;
+    response.total_room_count_estimate = UInt::new(page.total);
+    Ok(response)
+}
+
+pub async fn public_rooms_filtered(
+    services: Arc<Services>,
+    request: Ruma<get_public_rooms_filtered::v3::Request>,
+) -> Result<get_public_rooms_filtered::v3::Response> {
+    let b = &request.body;
+    check_server(&services, b.server.as_deref())?;
+    let page = page(&services, b.filter.generic_search_term.as_deref(), b.since.as_deref(), b.limit)?;
+    let mut response = get_public_rooms_filtered::v3::Response::new();
+    response.chunk = page.chunk;
+    response.next_batch = page.next;
+    response.prev_batch = page.prev;
+    response.total_room_count_estimate = UInt::new(page.total);
+    Ok(response)
+}
+
+/// Other servers' directories come with federation.
+fn check_server(services: &Services, server: Option<&ruma::ServerName>) -> Result<()> {
+    match server {
+        Some(s) if s != services.config.server_name => {
+            Err(Error::not_found("remote room directories are not available yet"))
+        }
+        _ => Ok(()),
+    }
+}
+
+pub async fn search(
+    services: Arc<Services>,
+    request: Ruma<search_users::v3::Request>,
+) -> Result<search_users::v3::Response> {
+    let user = request.sender()?.user_id.clone();
+    let limit = u64::from(request.body.limit).clamp(1, 100) as usize;
+    let (found, limited) = services.rooms.search_users(&user, &request.body.search_term, limit)?;
+    let results = found
+        .into_iter()
+        .map(|(id, name, avatar)| {
+            let mut u = search_users::v3::User::new(id);
+            u.display_name = name;
+            u.avatar_url = avatar.map(Into::into);
+            u
+        })
+        .collect();
+    let response = search_users::v3::Response::new(results, limited);
+    Ok(response)
+}

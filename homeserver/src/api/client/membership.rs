@@ -1,0 +1,180 @@
+//! Membership endpoints.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use ruma::{
+    api::client::{
+        knock::knock_room,
+        membership::{
+            ban_user, forget_room, get_member_events, invite_user, join_room_by_id, join_room_by_id_or_alias,
+            joined_members, joined_rooms, kick_user, leave_room, unban_user,
+        },
+    },
+    OwnedRoomId, RoomOrAliasId,
+};
+use serde_json::Map;
+
+use crate::{
+    api::ruma::Ruma,
+    error::{Error, Result},
+    rooms::{pdu::to_raw, read::parse_token},
+    services::Services,
+};
+
+fn resolve(services: &Services, target: &RoomOrAliasId) -> Result<OwnedRoomId> {
+    match <&ruma::RoomId>::try_from(target) {
+        Ok(room) => Ok(room.to_owned()),
+        Err(alias) => {
+            Ok(services.rooms.resolve_alias(alias)?.ok_or_else(|| Error::not_found("unknown room alias"))?.room_id)
+        }
+    }
+}
+
+pub async fn join_by_id(
+    services: Arc<Services>,
+    request: Ruma<join_room_by_id::v3::Request>,
+) -> Result<join_room_by_id::v3::Response> {
+    let user = request.sender()?.user_id.clone();
+    services.rooms.join(&request.body.room_id, &user, request.body.reason.clone()).await?;
+    Ok(join_room_by_id::v3::Response::new(request.body.room_id))
+}
+
+pub async fn join_by_id_or_alias(
+    services: Arc<Services>,
+    request: Ruma<join_room_by_id_or_alias::v3::Request>,
+) -> Result<join_room_by_id_or_alias::v3::Response> {
+    let user = request.sender()?.user_id.clone();
+    let room = resolve(&services, &request.body.room_id_or_alias)?;
+    services.rooms.join(&room, &user, request.body.reason.clone()).await?;
+    Ok(join_room_by_id_or_alias::v3::Response::new(room))
+}
+
+pub async fn invite(
+    services: Arc<Services>,
+    request: Ruma<invite_user::v3::Request>,
+) -> Result<invite_user::v3::Response> {
+    let sender = request.sender()?.user_id.clone();
+    let body = request.body;
+    let invite_user::v3::InvitationRecipient::UserId(invitee) = body.recipient else {
+        return Err(Error::Unrecognized("third-party invites are not supported".into()));
+    };
+    services
+        .rooms
+        .set_membership(&body.room_id, &sender, &invitee.user_id, "invite", invitee.reason, Map::new())
+        .await?;
+    Ok(invite_user::v3::Response::new())
+}
+
+pub async fn leave(
+    services: Arc<Services>,
+    request: Ruma<leave_room::v3::Request>,
+) -> Result<leave_room::v3::Response> {
+    let user = request.sender()?.user_id.clone();
+    services
+        .rooms
+        .set_membership(&request.body.room_id, &user, &user, "leave", request.body.reason.clone(), Map::new())
+        .await?;
+    Ok(leave_room::v3::Response::new())
+}
+
+pub async fn forget(
+    services: Arc<Services>,
+    request: Ruma<forget_room::v3::Request>,
+) -> Result<forget_room::v3::Response> {
+    services.rooms.forget(&request.body.room_id, &request.sender()?.user_id)?;
+    Ok(forget_room::v3::Response::new())
+}
+
+pub async fn kick(services: Arc<Services>, request: Ruma<kick_user::v3::Request>) -> Result<kick_user::v3::Response> {
+    let sender = request.sender()?.user_id.clone();
+    let b = request.body;
+    services.rooms.kick(&b.room_id, &sender, &b.user_id, b.reason).await?;
+    Ok(kick_user::v3::Response::new())
+}
+
+pub async fn ban(services: Arc<Services>, request: Ruma<ban_user::v3::Request>) -> Result<ban_user::v3::Response> {
+    let sender = request.sender()?.user_id.clone();
+    let b = request.body;
+    services.rooms.set_membership(&b.room_id, &sender, &b.user_id, "ban", b.reason, Map::new()).await?;
+    Ok(ban_user::v3::Response::new())
+}
+
+pub async fn unban(
+    services: Arc<Services>,
+    request: Ruma<unban_user::v3::Request>,
+) -> Result<unban_user::v3::Response> {
+    let sender = request.sender()?.user_id.clone();
+    let b = request.body;
+    services.rooms.unban(&b.room_id, &sender, &b.user_id, b.reason).await?;
+    Ok(unban_user::v3::Response::new())
+}
+
+pub async fn knock(
+    services: Arc<Services>,
+    request: Ruma<knock_room::v3::Request>,
+) -> Result<knock_room::v3::Response> {
+    let user = request.sender()?.user_id.clone();
+    let room = resolve(&services, &request.body.room_id_or_alias)?;
+    if !services.rooms.exists(&room)? {
+        return Err(Error::not_found("this server does not know the room"));
+    }
+    services.rooms.set_membership(&room, &user, &user, "knock", request.body.reason.clone(), Map::new()).await?;
+    Ok(knock_room::v3::Response::new(room))
+}
+
+pub async fn joined(
+    services: Arc<Services>,
+    request: Ruma<joined_rooms::v3::Request>,
+) -> Result<joined_rooms::v3::Response> {
+    let rooms = services.rooms.rooms_of(&request.sender()?.user_id, "join")?;
+    Ok(joined_rooms::v3::Response::new(rooms))
+}
+
+pub async fn joined_members_of(
+    services: Arc<Services>,
+    request: Ruma<joined_members::v3::Request>,
+) -> Result<joined_members::v3::Response> {
+    let user = request.sender()?.user_id.clone();
+    services.rooms.visible_until(&user, &request.body.room_id)?;
+    let mut joined = BTreeMap::new();
+    for (member, content) in services.rooms.joined_members(&request.body.room_id)? {
+        let mut info = joined_members::v3::RoomMember::new();
+        info.display_name = content.get("displayname").and_then(|v| v.as_str()).map(str::to_owned);
+        info.avatar_url = content.get("avatar_url").and_then(|v| v.as_str()).map(Into::into);
+        joined.insert(member, info);
+    }
+    Ok(joined_members::v3::Response::new(joined))
+}
+
+pub async fn members(
+    services: Arc<Services>,
+    request: Ruma<get_member_events::v3::Request>,
+) -> Result<get_member_events::v3::Response> {
+    let user = request.sender()?.user_id.clone();
+    let b = request.body;
+    let state = services.rooms.visible_state(&user, &b.room_id)?;
+    let at_snapshot = match b.at.as_deref() {
+        Some(token) => services.rooms.snapshot_before(&b.room_id, parse_token(token)?)?,
+        None => None,
+    };
+    let state = match at_snapshot {
+        Some(snapshot) => services.rooms.full_state(snapshot)?,
+        None => state,
+    };
+    let mut chunk = Vec::new();
+    for ((kind, _), id) in state {
+        if kind != ruma::events::StateEventType::RoomMember {
+            continue;
+        }
+        let Some(event) = services.rooms.client_event(&id)? else { continue };
+        let membership = event["content"]["membership"].as_str().unwrap_or("");
+        if b.membership.as_ref().is_some_and(|m| m.as_str() != membership) {
+            continue;
+        }
+        if b.not_membership.as_ref().is_some_and(|m| m.as_str() == membership) {
+            continue;
+        }
+        chunk.push(to_raw(&event));
+    }
+    Ok(get_member_events::v3::Response::new(chunk))
+}

@@ -1,0 +1,318 @@
+//! Rooms: creation, sending, state, reading, redaction, relations.
+
+use std::sync::Arc;
+
+use ruma::{
+    api::client::{
+        context::get_context,
+        filter::RoomEventFilter,
+        message::{get_message_events, send_message_event},
+        redact::redact_event,
+        relations::{
+            get_relating_events, get_relating_events_with_rel_type, get_relating_events_with_rel_type_and_event_type,
+        },
+        room::{create_room, get_room_event, Visibility},
+        state::{get_state_event_for_key, get_state_events, send_state_event},
+    },
+    api::Direction,
+    events::TimelineEventType,
+    serde::Raw,
+    UInt,
+};
+use serde_json::{json, Value};
+
+use crate::{
+    api::ruma::Ruma,
+    error::{Error, Result},
+    rooms::{
+        create::{CreateRoom, Preset},
+        pdu::to_raw,
+        read::{parse_token, EventFilter, RelationFilter},
+        NewEvent, TxnKey,
+    },
+    services::Services,
+};
+
+fn raw_json<T>(raw: &Raw<T>) -> Result<Value> {
+    serde_json::from_str(raw.json().get()).map_err(|e| Error::BadJson(e.to_string()))
+}
+
+pub fn event_filter(filter: &RoomEventFilter) -> EventFilter {
+    EventFilter {
+        types: filter.types.clone(),
+        not_types: filter.not_types.clone(),
+        senders: filter.senders.as_ref().map(|s| s.iter().map(|u| u.to_string()).collect()),
+        not_senders: filter.not_senders.iter().map(|u| u.to_string()).collect(),
+        lazy_load_members: !filter.lazy_load_options.is_disabled(),
+    }
+}
+
+fn limit(value: Option<UInt>, default: u64, max: u64) -> usize {
+    value.map(u64::from).unwrap_or(default).clamp(1, max) as usize
+}
+
+pub async fn create(
+    services: Arc<Services>,
+    request: Ruma<create_room::v3::Request>,
+) -> Result<create_room::v3::Response> {
+    let sender = request.sender()?.user_id.clone();
+    let body = request.body;
+    let creation_content = match &body.creation_content {
+        Some(raw) => match raw_json(raw)? {
+            Value::Object(map) => map,
+            _ => return Err(Error::BadJson("creation_content must be an object".into())),
+        },
+        None => Default::default(),
+    };
+    let power_level_override = match &body.power_level_content_override {
+        Some(raw) => match raw_json(raw)? {
+            Value::Object(map) => Some(map),
+            _ => return Err(Error::BadJson("power_level_content_override must be an object".into())),
+        },
+        None => None,
+    };
+    let mut initial_state = Vec::new();
+    for raw in &body.initial_state {
+        let event = raw_json(raw)?;
+        let kind = event["type"].as_str().ok_or_else(|| Error::BadJson("initial_state events need a type".into()))?;
+        let key = event.get("state_key").and_then(|k| k.as_str()).unwrap_or("");
+        initial_state.push((kind.to_owned(), key.to_owned(), event.get("content").cloned().unwrap_or(json!({}))));
+    }
+    let preset = body.preset.as_ref().map(|p| match p.as_str() {
+        "public_chat" => Ok(Preset::PublicChat),
+        "trusted_private_chat" => Ok(Preset::TrustedPrivateChat),
+        "private_chat" => Ok(Preset::PrivateChat),
+        other => Err(Error::BadJson(format!("unknown preset {other}"))),
+    });
+    let params = CreateRoom {
+        preset: preset.transpose()?,
+        public: body.visibility == Visibility::Public,
+        name: body.name,
+        topic: body.topic,
+        alias_localpart: body.room_alias_name,
+        invite: body.invite,
+        is_direct: body.is_direct,
+        initial_state,
+        version: body.room_version,
+        creation_content,
+        power_level_override,
+    };
+    let room = services.rooms.create_room(&sender, params, &services.config.rooms.default_version).await?;
+    Ok(create_room::v3::Response::new(room))
+}
+
+pub async fn send_message(
+    services: Arc<Services>,
+    request: Ruma<send_message_event::v3::Request>,
+) -> Result<send_message_event::v3::Response> {
+    let owner = request.sender()?.clone();
+    let body = request.body;
+    let txn = TxnKey { user: owner.user_id.clone(), device: owner.device_id.clone(), txn_id: body.txn_id.to_string() };
+    if !services.rooms.exists(&body.room_id)? || !services.rooms.is_joined(&owner.user_id, &body.room_id)? {
+        return Err(Error::forbidden("you are not in this room"));
+    }
+    let event = NewEvent::message(TimelineEventType::from(body.event_type.to_string()), raw_json(&body.body)?);
+    let event_id = services.rooms.append(&body.room_id, &owner.user_id, event, Some(txn)).await?;
+    Ok(send_message_event::v3::Response::new(event_id))
+}
+
+pub async fn send_state(
+    services: Arc<Services>,
+    request: Ruma<send_state_event::v3::Request>,
+) -> Result<send_state_event::v3::Response> {
+    let sender = request.sender()?.user_id.clone();
+    let body = request.body;
+    if !services.rooms.exists(&body.room_id)? {
+        return Err(Error::forbidden("you are not in this room"));
+    }
+    let event = NewEvent::state(body.event_type.clone(), body.state_key.clone(), raw_json(&body.body)?);
+    let event_id = services.rooms.append(&body.room_id, &sender, event, None).await?;
+    Ok(send_state_event::v3::Response::new(event_id))
+}
+
+pub async fn get_state_event(
+    services: Arc<Services>,
+    request: Ruma<get_state_event_for_key::v3::Request>,
+) -> Result<get_state_event_for_key::v3::Response> {
+    let user = request.sender()?.user_id.clone();
+    let body = request.body;
+    let state = services.rooms.visible_state(&user, &body.room_id)?;
+    let id = state
+        .into_iter()
+        .find(|((kind, key), _)| *kind == body.event_type && *key == body.state_key)
+        .map(|(_, id)| id)
+        .ok_or_else(|| Error::not_found("no such state event"))?;
+    let event = services.rooms.client_event(&id)?.ok_or_else(|| Error::not_found("no such state event"))?;
+    let value = match body.format {
+        ruma::api::client::state::get_state_event_for_key::v3::StateEventFormat::Event => event,
+        _ => event["content"].clone(),
+    };
+    let raw = serde_json::value::to_raw_value(&value).map_err(|e| Error::Internal(e.to_string()))?;
+    Ok(get_state_event_for_key::v3::Response::new(raw))
+}
+
+pub async fn get_state(
+    services: Arc<Services>,
+    request: Ruma<get_state_events::v3::Request>,
+) -> Result<get_state_events::v3::Response> {
+    let user = request.sender()?.user_id.clone();
+    let mut events = Vec::new();
+    for (_, id) in services.rooms.visible_state(&user, &request.body.room_id)? {
+        if let Some(e) = services.rooms.client_event(&id)? {
+            events.push(to_raw(&e));
+        }
+    }
+    Ok(get_state_events::v3::Response::new(events))
+}
+
+pub async fn messages(
+    services: Arc<Services>,
+    request: Ruma<get_message_events::v3::Request>,
+) -> Result<get_message_events::v3::Response> {
+    let user = request.sender()?.user_id.clone();
+    let body = request.body;
+    let from = body.from.as_deref().map(parse_token).transpose()?;
+    let to = body.to.as_deref().map(parse_token).transpose()?;
+    let filter = event_filter(&body.filter);
+    let limit = limit(Some(body.limit), 10, 1000);
+    let limit = body.filter.limit.map(|l| (u64::from(l) as usize).clamp(1, 1000)).unwrap_or(limit);
+    let page =
+        services.rooms.messages(&user, &body.room_id, from, to, body.dir == Direction::Backward, limit, &filter)?;
+    let mut response = get_message_events::v3::Response::new();
+    response.start = page.start;
+    response.end = page.end;
+    response.chunk = page.chunk.iter().map(to_raw).collect();
+    response.state = page.state.iter().map(to_raw).collect();
+    Ok(response)
+}
+
+pub async fn context(
+    services: Arc<Services>,
+    request: Ruma<get_context::v3::Request>,
+) -> Result<get_context::v3::Response> {
+    let user = request.sender()?.user_id.clone();
+    let body = request.body;
+    let filter = event_filter(&body.filter);
+    let (event, before, after, state) =
+        services.rooms.context(&user, &body.room_id, &body.event_id, limit(Some(body.limit), 10, 100), &filter)?;
+    let mut response = get_context::v3::Response::new();
+    response.event = Some(to_raw(&event));
+    response.start = before.end.or(Some(before.start));
+    response.end = after.end.or(Some(after.start));
+    response.events_before = before.chunk.iter().map(to_raw).collect();
+    response.events_after = after.chunk.iter().map(to_raw).collect();
+    response.state = state.iter().map(to_raw).collect();
+    Ok(response)
+}
+
+pub async fn get_event(
+    services: Arc<Services>,
+    request: Ruma<get_room_event::v3::Request>,
+) -> Result<get_room_event::v3::Response> {
+    let user = request.sender()?.user_id.clone();
+    let event = services.rooms.event_for(&user, &request.body.room_id, &request.body.event_id)?;
+    Ok(get_room_event::v3::Response::new(to_raw(&event)))
+}
+
+pub async fn redact(
+    services: Arc<Services>,
+    request: Ruma<redact_event::v3::Request>,
+) -> Result<redact_event::v3::Response> {
+    let owner = request.sender()?.clone();
+    let body = request.body;
+    let record = services.rooms.room(&body.room_id)?.ok_or_else(|| Error::forbidden("you are not in this room"))?;
+    if !services.rooms.is_joined(&owner.user_id, &body.room_id)? {
+        return Err(Error::forbidden("you are not in this room"));
+    }
+    let mut content = json!({});
+    if let Some(reason) = &body.reason {
+        content["reason"] = json!(reason);
+    }
+    let content_redacts = record.version.rules().is_some_and(|r| r.redaction.content_field_redacts);
+    let mut event = NewEvent::message(TimelineEventType::RoomRedaction, content);
+    if content_redacts {
+        event.content["redacts"] = json!(body.event_id);
+    } else {
+        event.redacts = Some(body.event_id.clone());
+    }
+    let txn = TxnKey {
+        user: owner.user_id.clone(),
+        device: owner.device_id.clone(),
+        txn_id: format!("redact:{}", body.txn_id),
+    };
+    let event_id = services.rooms.append(&body.room_id, &owner.user_id, event, Some(txn)).await?;
+    Ok(redact_event::v3::Response::new(event_id))
+}
+
+fn relations_response(
+    chunk: Vec<Value>,
+    next: Option<String>,
+) -> (Vec<Raw<ruma::events::AnyMessageLikeEvent>>, Option<String>) {
+    (chunk.iter().map(to_raw).collect(), next)
+}
+
+pub async fn relations(
+    services: Arc<Services>,
+    request: Ruma<get_relating_events::v1::Request>,
+) -> Result<get_relating_events::v1::Response> {
+    let user = request.sender()?.user_id.clone();
+    let b = request.body;
+    let from = b.from.as_deref().map(parse_token).transpose()?;
+    let (chunk, next) = services.rooms.relations(
+        &user,
+        &b.room_id,
+        &b.event_id,
+        RelationFilter::default(),
+        from,
+        limit(b.limit, 50, 1000),
+    )?;
+    let (chunk, next) = relations_response(chunk, next);
+    let mut response = get_relating_events::v1::Response::new(chunk);
+    response.next_batch = next;
+    Ok(response)
+}
+
+pub async fn relations_with_type(
+    services: Arc<Services>,
+    request: Ruma<get_relating_events_with_rel_type::v1::Request>,
+) -> Result<get_relating_events_with_rel_type::v1::Response> {
+    let user = request.sender()?.user_id.clone();
+    let b = request.body;
+    let from = b.from.as_deref().map(parse_token).transpose()?;
+    let rel = b.rel_type.to_string();
+    let (chunk, next) = services.rooms.relations(
+        &user,
+        &b.room_id,
+        &b.event_id,
+        RelationFilter { rel_type: Some(&rel), event_type: None },
+        from,
+        limit(b.limit, 50, 1000),
+    )?;
+    let (chunk, next) = relations_response(chunk, next);
+    let mut response = get_relating_events_with_rel_type::v1::Response::new(chunk);
+    response.next_batch = next;
+    Ok(response)
+}
+
+pub async fn relations_with_type_and_event(
+    services: Arc<Services>,
+    request: Ruma<get_relating_events_with_rel_type_and_event_type::v1::Request>,
+) -> Result<get_relating_events_with_rel_type_and_event_type::v1::Response> {
+    let user = request.sender()?.user_id.clone();
+    let b = request.body;
+    let from = b.from.as_deref().map(parse_token).transpose()?;
+    let rel = b.rel_type.to_string();
+    let kind = b.event_type.to_string();
+    let (chunk, next) = services.rooms.relations(
+        &user,
+        &b.room_id,
+        &b.event_id,
+        RelationFilter { rel_type: Some(&rel), event_type: Some(&kind) },
+        from,
+        limit(b.limit, 50, 1000),
+    )?;
+    let (chunk, next) = relations_response(chunk, next);
+    let mut response = get_relating_events_with_rel_type_and_event_type::v1::Response::new(chunk);
+    response.next_batch = next;
+    Ok(response)
+}

@@ -1,0 +1,205 @@
+//! `createRoom`: the spec's sequence of initial events, each through the one write path.
+
+use ruma::{events::StateEventType, OwnedRoomAliasId, OwnedRoomId, OwnedUserId, RoomAliasId, RoomVersionId, UserId};
+use serde_json::{json, Map, Value};
+
+use super::{NewEvent, Rooms};
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preset {
+    PrivateChat,
+    TrustedPrivateChat,
+    PublicChat,
+}
+
+/// Everything `POST /createRoom` can ask for, already parsed.
+#[derive(Debug, Clone, Default)]
+pub struct CreateRoom {
+    pub preset: Option<Preset>,
+    pub public: bool,
+    pub name: Option<String>,
+    pub topic: Option<String>,
+    pub alias_localpart: Option<String>,
+    pub invite: Vec<OwnedUserId>,
+    pub is_direct: bool,
+    /// (type, state key, content)
+    pub initial_state: Vec<(String, String, Value)>,
+    pub version: Option<RoomVersionId>,
+    pub creation_content: Map<String, Value>,
+    pub power_level_override: Option<Map<String, Value>>,
+}
+
+/// Room versions this server creates rooms in.
+pub const CREATABLE_VERSIONS: &[RoomVersionId] = &[RoomVersionId::V10, RoomVersionId::V11, RoomVersionId::V12];
+
+impl Rooms {
+    pub async fn create_room(
+        &self,
+        sender: &UserId,
+        request: CreateRoom,
+        default_version: &RoomVersionId,
+    ) -> Result<OwnedRoomId> {
+        let version = request.version.clone().unwrap_or_else(|| default_version.clone());
+        if !CREATABLE_VERSIONS.contains(&version) {
+            return Err(Error::UnsupportedRoomVersion(format!("this server cannot create rooms of version {version}")));
+        }
+        let rules = version.rules().ok_or_else(|| Error::UnsupportedRoomVersion(version.to_string()))?;
+        let privileged_creators = rules.authorization.explicitly_privilege_room_creators;
+        let preset = request.preset.unwrap_or(if request.public { Preset::PublicChat } else { Preset::PrivateChat });
+
+        // Validate everything before the first event, so a bad request leaves no half-made room.
+        let alias = match &request.alias_localpart {
+            Some(local) => {
+                let alias = RoomAliasId::parse(format!("#{local}:{}", self.server_name))
+                    .map_err(|e| Error::invalid_param(format!("invalid room_alias_name: {e}")))?;
+                if self.db.tables.alias_roomid.contains(&alias.to_string())? {
+                    return Err(Error::RoomInUse("this room alias is already taken".into()));
+                }
+                Some(alias)
+            }
+            None => None,
+        };
+        for (kind, _, content) in &request.initial_state {
+            if !content.is_object() {
+                return Err(Error::BadJson(format!("initial_state content of {kind} must be an object")));
+            }
+            if kind == "m.room.create" || kind == "m.room.member" {
+                return Err(Error::BadJson(format!("{kind} cannot be set through initial_state")));
+            }
+        }
+        if let Some(name) = &request.name {
+            if name.len() > 255 {
+                return Err(Error::invalid_param("room names are at most 255 bytes"));
+            }
+        }
+
+        let mut creation = request.creation_content.clone();
+        if preset == Preset::TrustedPrivateChat && privileged_creators && !request.invite.is_empty() {
+            creation.insert("additional_creators".into(), json!(request.invite));
+        }
+        let room = self.create(sender, version.clone(), creation).await?;
+
+        let (displayname, avatar_url) = self.profile_of(sender)?;
+        let mut member = json!({ "membership": "join" });
+        if let Some(d) = displayname {
+            member["displayname"] = json!(d);
+        }
+        if let Some(a) = avatar_url {
+            member["avatar_url"] = json!(a);
+        }
+        self.append(&room, sender, NewEvent::state(StateEventType::RoomMember, sender.as_str(), member), None).await?;
+
+        let mut users = Map::new();
+        if !privileged_creators {
+            users.insert(sender.to_string(), json!(100));
+            if preset == Preset::TrustedPrivateChat {
+                for invitee in &request.invite {
+                    users.insert(invitee.to_string(), json!(100));
+                }
+            }
+        }
+        let tombstone_level = if privileged_creators { 150 } else { 100 };
+        let mut power = json!({
+            "users": users,
+            "users_default": 0,
+            "events": {
+                "m.room.name": 50,
+                "m.room.power_levels": 100,
+                "m.room.history_visibility": 100,
+                "m.room.canonical_alias": 50,
+                "m.room.avatar": 50,
+                "m.room.tombstone": tombstone_level,
+                "m.room.server_acl": 100,
+                "m.room.encryption": 100,
+            },
+            "events_default": 0,
+            "state_default": 50,
+            "ban": 50,
+            "kick": 50,
+            "redact": 50,
+            "invite": 0,
+            "notifications": { "room": 50 },
+        });
+        if let Some(overrides) = &request.power_level_override {
+            for (k, v) in overrides {
+                power[k] = v.clone();
+            }
+        }
+        self.append(&room, sender, NewEvent::state(StateEventType::RoomPowerLevels, "", power), None).await?;
+
+        if let Some(alias) = &alias {
+            self.set_alias(alias, &room, sender)?;
+            self.append(
+                &room,
+                sender,
+                NewEvent::state(StateEventType::RoomCanonicalAlias, "", json!({ "alias": alias })),
+                None,
+            )
+            .await?;
+        }
+
+        let overridden = |kind: &str| request.initial_state.iter().any(|(k, key, _)| k == kind && key.is_empty());
+        let (join_rule, guest_access) = match preset {
+            Preset::PublicChat => ("public", "forbidden"),
+            _ => ("invite", "can_join"),
+        };
+        let preset_events = [
+            (StateEventType::RoomJoinRules, json!({ "join_rule": join_rule })),
+            (StateEventType::RoomHistoryVisibility, json!({ "history_visibility": "shared" })),
+            (StateEventType::RoomGuestAccess, json!({ "guest_access": guest_access })),
+        ];
+        for (kind, content) in preset_events {
+            if !overridden(&kind.to_string()) {
+                self.append(&room, sender, NewEvent::state(kind, "", content), None).await?;
+            }
+        }
+        for (kind, key, content) in &request.initial_state {
+            let is_named = (kind == "m.room.name" && request.name.is_some())
+                || (kind == "m.room.topic" && request.topic.is_some());
+            if !is_named {
+                self.append(&room, sender, NewEvent::state(kind.as_str().into(), key.clone(), content.clone()), None)
+                    .await?;
+            }
+        }
+        if let Some(name) = &request.name {
+            self.append(&room, sender, NewEvent::state(StateEventType::RoomName, "", json!({ "name": name })), None)
+                .await?;
+        }
+        if let Some(topic) = &request.topic {
+            let content = json!({ "topic": topic, "m.topic": { "m.text": [{ "body": topic }] } });
+            self.append(&room, sender, NewEvent::state(StateEventType::RoomTopic, "", content), None).await?;
+        }
+        for invitee in &request.invite {
+            let mut extra = Map::new();
+            if request.is_direct {
+                extra.insert("is_direct".into(), json!(true));
+            }
+            self.set_membership(&room, sender, invitee, "invite", None, extra).await?;
+        }
+        if request.public {
+            self.set_published(&room, true)?;
+        }
+        Ok(room)
+    }
+
+    /// Maps an alias to a room (fails with `M_ROOM_IN_USE` if taken).
+    pub fn set_alias(&self, alias: &RoomAliasId, room: &OwnedRoomId, creator: &UserId) -> Result<()> {
+        if alias.server_name() != self.server_name {
+            return Err(Error::invalid_param("aliases can only be created on this server's domain"));
+        }
+        let key: OwnedRoomAliasId = alias.to_owned();
+        let _guard = self.alias_lock.lock().expect("alias lock");
+        if self.db.tables.alias_roomid.contains(&key.to_string())? {
+            return Err(Error::RoomInUse("this room alias is already taken".into()));
+        }
+        let mut batch = crate::db::Batch::new();
+        self.db.tables.alias_roomid.insert(
+            &mut batch,
+            &key.to_string(),
+            &crate::db::codec::Json(super::AliasRecord { room_id: room.clone(), creator: creator.to_owned() }),
+        );
+        self.db.commit(batch)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,164 @@
+//! Room aliases, the public room directory and the user directory.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ruma::{events::StateEventType, OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, UserId};
+use serde_json::Value;
+
+use super::{AliasRecord, Rooms};
+use crate::{
+    db::{codec::Json, Batch},
+    error::{Error, Result},
+};
+
+/// A user directory result: id, display name, avatar URL.
+pub type UserHit = (OwnedUserId, Option<String>, Option<String>);
+
+/// A public room as the directory lists it.
+#[derive(Debug, Clone)]
+pub struct PublicRoom {
+    pub room_id: OwnedRoomId,
+    pub name: Option<String>,
+    pub topic: Option<String>,
+    pub canonical_alias: Option<String>,
+    pub avatar_url: Option<String>,
+    pub joined_members: u64,
+    pub world_readable: bool,
+    pub guest_can_join: bool,
+    pub join_rule: Option<String>,
+    pub room_type: Option<String>,
+}
+
+impl Rooms {
+    pub fn resolve_alias(&self, alias: &RoomAliasId) -> Result<Option<AliasRecord>> {
+        Ok(self.db.tables.alias_roomid.get(&alias.to_string())?.map(|Json(r)| r))
+    }
+
+    /// Creates an alias for a room the user is joined to.
+    pub fn create_alias(&self, user: &UserId, alias: &RoomAliasId, room: &RoomId) -> Result<()> {
+        if self.resolve_alias(alias)?.is_some() {
+            return Err(Error::RoomInUse("this room alias is already taken".into()));
+        }
+        if !self.exists(room)? {
+            return Err(Error::not_found("unknown room"));
+        }
+        if !self.is_joined(user, room)? {
+            return Err(Error::forbidden("you must be in the room to give it an alias"));
+        }
+        self.set_alias(alias, &room.to_owned(), user)
+    }
+
+    /// Deletes an alias: its creator, or anyone who may change the room's canonical alias.
+    pub fn delete_alias(&self, user: &UserId, alias: &RoomAliasId) -> Result<()> {
+        let record = self.resolve_alias(alias)?.ok_or_else(|| Error::not_found("unknown alias"))?;
+        let allowed = record.creator == user
+            || (self.is_joined(user, &record.room_id)?
+                && self.power(&record.room_id)?.can_send(user, "m.room.canonical_alias", true));
+        if !allowed {
+            return Err(Error::forbidden("only the alias creator or a room moderator can delete it"));
+        }
+        let mut batch = Batch::new();
+        self.db.tables.alias_roomid.remove(&mut batch, &alias.to_string());
+        self.db.commit(batch)?;
+        Ok(())
+    }
+
+    pub fn is_published(&self, room: &RoomId) -> Result<bool> {
+        Ok(self.db.tables.roomid_published.contains(&room.to_owned())?)
+    }
+
+    pub fn set_published(&self, room: &RoomId, public: bool) -> Result<()> {
+        let mut batch = Batch::new();
+        if public {
+            self.db.tables.roomid_published.insert(&mut batch, &room.to_owned(), &Vec::new());
+        } else {
+            self.db.tables.roomid_published.remove(&mut batch, &room.to_owned());
+        }
+        self.db.commit(batch)?;
+        Ok(())
+    }
+
+    /// Publishes or hides a room: for members allowed to change its canonical alias.
+    pub fn set_visibility(&self, user: &UserId, room: &RoomId, public: bool) -> Result<()> {
+        if !self.exists(room)? {
+            return Err(Error::not_found("unknown room"));
+        }
+        if !self.is_joined(user, room)? || !self.power(room)?.can_send(user, "m.room.canonical_alias", true) {
+            return Err(Error::forbidden("only room moderators can change the room's directory visibility"));
+        }
+        self.set_published(room, public)
+    }
+
+    fn state_string(&self, room: &RoomId, kind: StateEventType, field: &str) -> Result<Option<String>> {
+        Ok(self
+            .state_event(room, &kind, "")?
+            .and_then(|e| serde_json::from_str::<Value>(e.content.get()).ok())
+            .and_then(|c| c.get(field).and_then(|v| v.as_str()).map(str::to_owned)))
+    }
+
+    pub fn public_room(&self, room: &RoomId) -> Result<PublicRoom> {
+        let joined_members = self.members(room)?.iter().filter(|(_, m)| m.membership == "join").count() as u64;
+        let history = self.state_string(room, StateEventType::RoomHistoryVisibility, "history_visibility")?;
+        let guest = self.state_string(room, StateEventType::RoomGuestAccess, "guest_access")?;
+        Ok(PublicRoom {
+            room_id: room.to_owned(),
+            name: self.state_string(room, StateEventType::RoomName, "name")?,
+            topic: self.state_string(room, StateEventType::RoomTopic, "topic")?,
+            canonical_alias: self.state_string(room, StateEventType::RoomCanonicalAlias, "alias")?,
+            avatar_url: self.state_string(room, StateEventType::RoomAvatar, "url")?,
+            joined_members,
+            world_readable: history.as_deref() == Some("world_readable"),
+            guest_can_join: guest.as_deref() == Some("can_join"),
+            join_rule: self.state_string(room, StateEventType::RoomJoinRules, "join_rule")?,
+            room_type: self.state_string(room, StateEventType::RoomCreate, "type")?,
+        })
+    }
+
+    /// The public directory, biggest rooms first, optionally searched; `since` is an offset.
+    pub fn public_rooms(&self, search: Option<&str>, since: usize, limit: usize) -> Result<(Vec<PublicRoom>, usize)> {
+        let needle = search.map(str::to_lowercase);
+        let mut rooms = Vec::new();
+        for entry in self.db.tables.roomid_published.iter() {
+            let (room, _) = entry?;
+            let info = self.public_room(&room)?;
+            if let Some(needle) = &needle {
+                let hay = [&info.name, &info.topic, &info.canonical_alias]
+                    .iter()
+                    .filter_map(|s| s.as_deref())
+                    .map(str::to_lowercase)
+                    .collect::<Vec<_>>();
+                if !hay.iter().any(|h| h.contains(needle.as_str())) {
+                    continue;
+                }
+            }
+            rooms.push(info);
+        }
+        rooms.sort_by(|a, b| b.joined_members.cmp(&a.joined_members).then_with(|| a.room_id.cmp(&b.room_id)));
+        let total = rooms.len();
+        Ok((rooms.into_iter().skip(since).take(limit).collect(), total))
+    }
+
+    /// Users sharing a room with the searcher, and users in public rooms, whose id or display name
+    /// contains the term. Returns (user, display name, avatar) and whether the list was cut.
+    pub fn search_users(&self, searcher: &UserId, term: &str, limit: usize) -> Result<(Vec<UserHit>, bool)> {
+        let term = term.to_lowercase();
+        let mut rooms: BTreeSet<OwnedRoomId> = self.rooms_of(searcher, "join")?.into_iter().collect();
+        for entry in self.db.tables.roomid_published.iter() {
+            rooms.insert(entry?.0);
+        }
+        let mut found: BTreeMap<OwnedUserId, (Option<String>, Option<String>)> = BTreeMap::new();
+        for room in rooms {
+            for (user, content) in self.joined_members(&room)? {
+                let name = content.get("displayname").and_then(|v| v.as_str()).map(str::to_owned);
+                let avatar = content.get("avatar_url").and_then(|v| v.as_str()).map(str::to_owned);
+                let matches = user.as_str().to_lowercase().contains(&term)
+                    || name.as_deref().is_some_and(|n| n.to_lowercase().contains(&term));
+                if matches {
+                    found.entry(user).or_insert((name, avatar));
+                }
+            }
+        }
+        let limited = found.len() > limit;
+        Ok((found.into_iter().take(limit).map(|(u, (n, a))| (u, n, a)).collect(), limited))
+    }
+}

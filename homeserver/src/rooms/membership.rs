@@ -1,0 +1,153 @@
+//! Membership changes (join, invite, leave, kick, ban, unban, knock) as `m.room.member` events, and
+//! forgetting rooms. The auth rules decide who may do what; these functions add the checks the
+//! spec asks of the server before it even builds an event.
+
+use ruma::{events::StateEventType, OwnedEventId, RoomId, UserId};
+use serde_json::{json, Map, Value};
+
+use super::{NewEvent, Rooms};
+use crate::{
+    db::{codec::Json, Batch},
+    error::{Error, Result},
+};
+
+impl Rooms {
+    /// Display name and avatar for a local user's member events.
+    pub fn profile_of(&self, user: &UserId) -> Result<(Option<String>, Option<String>)> {
+        let profile = self.profiles.get(user)?;
+        let get = |k: &str| profile.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+        Ok((get("displayname"), get("avatar_url")))
+    }
+
+    fn current_membership(&self, room: &RoomId, user: &UserId) -> Result<Option<String>> {
+        Ok(self.membership(user, room)?.map(|m| m.membership))
+    }
+
+    /// Joins a local room (remote joins come with federation).
+    pub async fn join(&self, room: &RoomId, user: &UserId, reason: Option<String>) -> Result<OwnedEventId> {
+        if !self.exists(room)? {
+            return Err(Error::not_found("this server does not know the room and cannot join it over federation yet"));
+        }
+        if let Some(m) = self.membership(user, room)? {
+            if m.membership == "join" {
+                return Ok(m.event_id);
+            }
+        }
+        let mut extra = Map::new();
+        let (displayname, avatar_url) = self.profile_of(user)?;
+        if let Some(d) = displayname {
+            extra.insert("displayname".into(), json!(d));
+        }
+        if let Some(a) = avatar_url {
+            extra.insert("avatar_url".into(), json!(a));
+        }
+        self.set_membership(room, user, user, "join", reason, extra).await
+    }
+
+    /// Sends an `m.room.member` event for `target`, checking the preconditions the spec names.
+    pub async fn set_membership(
+        &self,
+        room: &RoomId,
+        sender: &UserId,
+        target: &UserId,
+        membership: &str,
+        reason: Option<String>,
+        extra: Map<String, Value>,
+    ) -> Result<OwnedEventId> {
+        if !self.exists(room)? {
+            return Err(Error::forbidden("unknown room"));
+        }
+        let current = self.current_membership(room, target)?;
+        match membership {
+            "invite" => {
+                if matches!(current.as_deref(), Some("join")) {
+                    return Err(Error::forbidden(format!("{target} is already in the room")));
+                }
+                if self.is_local(target) && !self.profiles_user_exists(target)? {
+                    return Err(Error::not_found(format!("{target} does not exist")));
+                }
+            }
+            "leave" if sender == target && !matches!(current.as_deref(), Some("join" | "invite" | "knock")) => {
+                return Err(Error::forbidden("you are not in this room"));
+            }
+            // Someone else's leave is an unban or a kick: the target must be in the room or banned.
+            "leave" if sender != target && matches!(current.as_deref(), None | Some("leave")) => {
+                return Err(Error::forbidden(format!("{target} is not in the room")));
+            }
+            _ => {}
+        }
+        let mut content = extra;
+        content.insert("membership".into(), json!(membership));
+        if let Some(reason) = reason {
+            content.insert("reason".into(), json!(reason));
+        }
+        if membership != "join" && sender != target {
+            // Carry the target's display name so clients can render "X was kicked".
+            if let Some(old) = self.state_event(room, &StateEventType::RoomMember, target.as_str())? {
+                let old: Value = serde_json::from_str(old.content.get()).unwrap_or_default();
+                if let Some(d) = old.get("displayname") {
+                    content.entry("displayname").or_insert(d.clone());
+                }
+            }
+        }
+        self.append(
+            room,
+            sender,
+            NewEvent::state(StateEventType::RoomMember, target.as_str(), Value::Object(content)),
+            None,
+        )
+        .await
+    }
+
+    /// Unbans: only for banned users (a plain `leave` would be a kick).
+    pub async fn unban(
+        &self,
+        room: &RoomId,
+        sender: &UserId,
+        target: &UserId,
+        reason: Option<String>,
+    ) -> Result<OwnedEventId> {
+        if self.current_membership(room, target)?.as_deref() != Some("ban") {
+            return Err(Error::forbidden(format!("{target} is not banned")));
+        }
+        self.set_membership(room, sender, target, "leave", reason, Map::new()).await
+    }
+
+    /// Kicks: only users who are in the room (joined, invited or knocking).
+    pub async fn kick(
+        &self,
+        room: &RoomId,
+        sender: &UserId,
+        target: &UserId,
+        reason: Option<String>,
+    ) -> Result<OwnedEventId> {
+        if !matches!(self.current_membership(room, target)?.as_deref(), Some("join" | "invite" | "knock")) {
+            return Err(Error::forbidden(format!("{target} is not in the room")));
+        }
+        self.set_membership(room, sender, target, "leave", reason, Map::new()).await
+    }
+
+    /// Forgets a room the user has left: it disappears from their room lists for good.
+    pub fn forget(&self, room: &RoomId, user: &UserId) -> Result<()> {
+        match self.current_membership(room, user)?.as_deref() {
+            Some("join") | Some("invite") | Some("knock") => {
+                Err(Error::BadState("leave the room before forgetting it".into()))
+            }
+            Some(_) => {
+                let mut batch = Batch::new();
+                self.db.tables.useridroomid_membership.remove(&mut batch, &(user.to_owned(), room.to_owned()));
+                self.db.commit(batch)?;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    pub fn is_local(&self, user: &UserId) -> bool {
+        user.server_name() == self.server_name
+    }
+
+    fn profiles_user_exists(&self, user: &UserId) -> Result<bool> {
+        Ok(self.db.tables.userid_account.get(&user.to_owned())?.is_some_and(|Json(a)| !a.deactivated))
+    }
+}

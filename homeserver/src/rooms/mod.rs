@@ -1,0 +1,544 @@
+//! Rooms and their events: the one write path every event goes through.
+//!
+//! `append` (and `create` for a room's first event) builds the PDU, checks it against the room
+//! version's authorization rules, computes the state after it, persists it with a stream position
+//! in one batch, and then notifies the stream. Sync, federation sending, appservices and push are
+//! consumers of that stream; nothing else writes events.
+
+pub mod create;
+pub mod directory;
+pub mod membership;
+pub mod pdu;
+pub mod power;
+pub mod read;
+pub mod state;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use ruma::{
+    canonical_json::{redact, RedactedBecause},
+    events::{StateEventType, TimelineEventType},
+    signatures::{hash_and_sign_event, reference_hash},
+    CanonicalJsonObject, CanonicalJsonValue, EventId, OwnedEventId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomId,
+    RoomVersionId, UserId,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use self::{pdu::Pdu, state::StateStore};
+use crate::{
+    db::{
+        codec::{prefix, Be64, Json},
+        Batch, Database,
+    },
+    error::{Error, Result},
+    server_keys::ServerKeys,
+    users::{now_ms, profile::Profiles},
+};
+
+/// The spec's limit on a whole PDU.
+pub const MAX_PDU_BYTES: usize = 65_536;
+
+/// What we keep about a room besides its events.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RoomRecord {
+    pub version: RoomVersionId,
+    /// Snapshot id of the current state.
+    pub snapshot: u64,
+    /// Forward extremities: the events new local events point back to.
+    pub extremities: Vec<OwnedEventId>,
+    /// Depth of the newest event.
+    pub depth: u64,
+}
+
+/// Where an event sits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventMeta {
+    pub room_id: OwnedRoomId,
+    /// Position in the global stream (also the order in the room's timeline).
+    pub pos: u64,
+    /// Snapshot of the room state after this event.
+    pub snapshot: u64,
+    #[serde(default)]
+    pub redacted_because: Option<OwnedEventId>,
+}
+
+/// A user's membership in a room, indexed both ways.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MembershipRecord {
+    pub membership: String,
+    pub event_id: OwnedEventId,
+    pub pos: u64,
+}
+
+/// A room alias and who made it (the creator may delete it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AliasRecord {
+    pub room_id: OwnedRoomId,
+    pub creator: OwnedUserId,
+}
+
+/// An event a local user asks to send.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub kind: TimelineEventType,
+    pub content: serde_json::Value,
+    pub state_key: Option<String>,
+    pub redacts: Option<OwnedEventId>,
+}
+
+impl NewEvent {
+    pub fn state(kind: StateEventType, state_key: impl Into<String>, content: serde_json::Value) -> Self {
+        Self { kind: kind.to_string().into(), content, state_key: Some(state_key.into()), redacts: None }
+    }
+    pub fn message(kind: TimelineEventType, content: serde_json::Value) -> Self {
+        Self { kind, content, state_key: None, redacts: None }
+    }
+}
+
+/// Where a new event hangs in the DAG.
+#[derive(Clone, Copy)]
+struct Links<'a> {
+    prev_events: &'a [OwnedEventId],
+    auth_events: &'a [OwnedEventId],
+    depth: u64,
+}
+
+/// Identifies a client transaction (`PUT /send/{type}/{txnId}`) for idempotency.
+#[derive(Debug, Clone)]
+pub struct TxnKey {
+    pub user: OwnedUserId,
+    pub device: ruma::OwnedDeviceId,
+    pub txn_id: String,
+}
+
+pub struct Rooms {
+    db: Arc<Database>,
+    server_name: OwnedServerName,
+    keys: Arc<ServerKeys>,
+    profiles: Arc<Profiles>,
+    /// Serializes alias check-and-insert.
+    alias_lock: Mutex<()>,
+    pub state: StateStore,
+    /// One lock per room: local events of a room are appended one at a time, so they never fork
+    /// the DAG; different rooms proceed in parallel.
+    locks: Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>,
+    stream: watch::Sender<u64>,
+}
+
+fn rules_of(version: &RoomVersionId) -> Result<ruma::room_version_rules::RoomVersionRules> {
+    version.rules().ok_or_else(|| Error::Internal(format!("no rules known for room version {version}")))
+}
+
+fn canonical(value: serde_json::Value) -> Result<CanonicalJsonValue> {
+    CanonicalJsonValue::try_from(value).map_err(|e| Error::BadJson(format!("content is not canonical JSON: {e}")))
+}
+
+impl Rooms {
+    pub fn new(
+        db: Arc<Database>,
+        server_name: OwnedServerName,
+        keys: Arc<ServerKeys>,
+        profiles: Arc<Profiles>,
+    ) -> Self {
+        let (stream, _) = watch::channel(db.current_count());
+        Self {
+            state: StateStore::new(db.clone()),
+            db,
+            server_name,
+            keys,
+            profiles,
+            alias_lock: Mutex::new(()),
+            locks: Mutex::new(HashMap::new()),
+            stream,
+        }
+    }
+
+    /// A receiver that changes whenever an event is persisted (value: its stream position).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.stream.subscribe()
+    }
+
+    fn lock(&self, room: &RoomId) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks.lock().expect("room locks").entry(room.to_owned()).or_default().clone()
+    }
+
+    pub fn room(&self, room: &RoomId) -> Result<Option<RoomRecord>> {
+        Ok(self.db.tables.roomid_room.get(&room.to_owned())?.map(|Json(r)| r))
+    }
+
+    pub fn exists(&self, room: &RoomId) -> Result<bool> {
+        Ok(self.db.tables.roomid_room.contains(&room.to_owned())?)
+    }
+
+    pub fn pdu_json(&self, event: &EventId) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.tables.eventid_pdu.get(&event.to_owned())?)
+    }
+
+    pub fn pdu(&self, event: &EventId) -> Result<Option<Pdu>> {
+        match self.pdu_json(event)? {
+            Some(json) => Pdu::from_json(event.to_owned(), &json)
+                .map(Some)
+                .map_err(|e| Error::Internal(format!("stored event {event} unreadable: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    pub fn meta(&self, event: &EventId) -> Result<Option<EventMeta>> {
+        Ok(self.db.tables.eventid_meta.get(&event.to_owned())?.map(|Json(m)| m))
+    }
+
+    /// The event id of a state entry in a snapshot.
+    pub fn state_event_id_in(
+        &self,
+        snapshot: u64,
+        kind: &StateEventType,
+        state_key: &str,
+    ) -> Result<Option<OwnedEventId>> {
+        let Some(short) = self.state.short_key(kind, state_key)? else { return Ok(None) };
+        Ok(self.state.load(snapshot)?.get(&short).cloned())
+    }
+
+    /// A current state event of a room.
+    pub fn state_event(&self, room: &RoomId, kind: &StateEventType, state_key: &str) -> Result<Option<Pdu>> {
+        let Some(record) = self.room(room)? else { return Ok(None) };
+        match self.state_event_id_in(record.snapshot, kind, state_key)? {
+            Some(id) => self.pdu(&id),
+            None => Ok(None),
+        }
+    }
+
+    /// The whole state of a snapshot as `(type, state_key) → event id`.
+    pub fn full_state(&self, snapshot: u64) -> Result<Vec<((StateEventType, String), OwnedEventId)>> {
+        self.state
+            .load(snapshot)?
+            .iter()
+            .map(|(short, id)| Ok((self.state.state_key_of(*short)?, id.clone())))
+            .collect()
+    }
+
+    pub fn membership(&self, user: &UserId, room: &RoomId) -> Result<Option<MembershipRecord>> {
+        Ok(self.db.tables.useridroomid_membership.get(&(user.to_owned(), room.to_owned()))?.map(|Json(m)| m))
+    }
+
+    pub fn is_joined(&self, user: &UserId, room: &RoomId) -> Result<bool> {
+        Ok(self.membership(user, room)?.is_some_and(|m| m.membership == "join"))
+    }
+
+    /// Rooms where the user has the given membership.
+    pub fn rooms_of(&self, user: &UserId, membership: &str) -> Result<Vec<OwnedRoomId>> {
+        let mut out = Vec::new();
+        for entry in self.db.tables.useridroomid_membership.scan_prefix(prefix(&user.to_owned())) {
+            let ((_, room), Json(m)) = entry?;
+            if m.membership == membership {
+                out.push(room);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Members of a room with their membership.
+    pub fn members(&self, room: &RoomId) -> Result<Vec<(OwnedUserId, MembershipRecord)>> {
+        self.db
+            .tables
+            .roomiduserid_membership
+            .scan_prefix(prefix(&room.to_owned()))
+            .map(|r| r.map(|((_, user), Json(m))| (user, m)).map_err(Error::from))
+            .collect()
+    }
+
+    /// The event a client transaction produced, if it was already sent.
+    pub fn txn_event(&self, txn: &TxnKey) -> Result<Option<OwnedEventId>> {
+        Ok(self.db.tables.useriddevicetxn_eventid.get(&(txn.user.clone(), txn.device.clone(), txn.txn_id.clone()))?)
+    }
+
+    /// Creates a room with its `m.room.create` event and returns its id.
+    pub async fn create(
+        &self,
+        sender: &UserId,
+        version: RoomVersionId,
+        mut content: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<OwnedRoomId> {
+        let rules = rules_of(&version)?;
+        content.insert("room_version".into(), version.as_str().into());
+        if !rules.authorization.use_room_create_sender {
+            content.insert("creator".into(), sender.as_str().into());
+        }
+        let room_id: Option<OwnedRoomId> = if rules.authorization.room_create_event_id_as_room_id {
+            None
+        } else {
+            let local = crate::users::random_password();
+            Some(
+                OwnedRoomId::try_from(format!("!{local}:{}", self.server_name))
+                    .map_err(|e| Error::Internal(e.to_string()))?,
+            )
+        };
+        let event = NewEvent::state(StateEventType::RoomCreate, "", serde_json::Value::Object(content));
+        let (event_id, object) = self.build(
+            &rules,
+            room_id.as_deref(),
+            sender,
+            &event,
+            Links { prev_events: &[], auth_events: &[], depth: 1 },
+        )?;
+        let room_id = match room_id {
+            Some(id) => id,
+            None => OwnedRoomId::try_from(format!("!{}", &event_id.as_str()[1..]))
+                .map_err(|e| Error::Internal(e.to_string()))?,
+        };
+        let lock = self.lock(&room_id);
+        let _guard = lock.lock().await;
+        if self.exists(&room_id)? {
+            return Err(Error::Internal("room id collision".into()));
+        }
+        self.check_and_persist(&room_id, None, version, event_id, object, None).await?;
+        Ok(room_id)
+    }
+
+    /// Appends a local event to a room: the single write path.
+    pub async fn append(
+        &self,
+        room: &RoomId,
+        sender: &UserId,
+        event: NewEvent,
+        txn: Option<TxnKey>,
+    ) -> Result<OwnedEventId> {
+        let lock = self.lock(room);
+        let _guard = lock.lock().await;
+        if let Some(txn) = &txn {
+            if let Some(existing) = self.txn_event(txn)? {
+                return Ok(existing);
+            }
+        }
+        let record = self.room(room)?.ok_or_else(|| Error::not_found("unknown room"))?;
+        let rules = rules_of(&record.version)?;
+        self.check_event_semantics(room, sender, &event)?;
+        let state = self.state.load(record.snapshot)?;
+        let content_raw = serde_json::value::to_raw_value(&event.content).map_err(|e| Error::BadJson(e.to_string()))?;
+        let auth_types = ruma::state_res::auth_types_for_event(
+            &event.kind,
+            sender,
+            event.state_key.as_deref(),
+            &content_raw,
+            &rules.authorization,
+        )
+        .map_err(Error::BadJson)?;
+        let mut auth_events = Vec::new();
+        for (kind, key) in auth_types {
+            if let Some(short) = self.state.short_key(&kind, &key)? {
+                if let Some(id) = state.get(&short) {
+                    if !auth_events.contains(id) {
+                        auth_events.push(id.clone());
+                    }
+                }
+            }
+        }
+        let (event_id, object) = self.build(
+            &rules,
+            Some(room),
+            sender,
+            &event,
+            Links { prev_events: &record.extremities, auth_events: &auth_events, depth: record.depth + 1 },
+        )?;
+        let version = record.version.clone();
+        self.check_and_persist(room, Some(record), version, event_id.clone(), object, txn).await?;
+        Ok(event_id)
+    }
+
+    /// Checks the server makes beyond the auth rules: a redaction needs the redacted event's sender
+    /// or the power to redact; a canonical alias must point at this room.
+    fn check_event_semantics(&self, room: &RoomId, sender: &UserId, event: &NewEvent) -> Result<()> {
+        if event.kind == TimelineEventType::RoomRedaction {
+            let target = event
+                .redacts
+                .clone()
+                .or_else(|| {
+                    event.content.get("redacts").and_then(|r| r.as_str()).and_then(|r| OwnedEventId::try_from(r).ok())
+                })
+                .ok_or_else(|| Error::BadJson("a redaction names the event it redacts".into()))?;
+            let original = self.pdu(&target)?.filter(|p| {
+                p.room_id.as_deref() == Some(room)
+                    || self.meta(&target).ok().flatten().is_some_and(|m| m.room_id == room)
+            });
+            let original = original.ok_or_else(|| Error::not_found("the event to redact is not in this room"))?;
+            let power = self.power(room)?;
+            if original.sender != sender && power.of_user(sender) < power.redact {
+                return Err(Error::forbidden("you may only redact your own events"));
+            }
+        }
+        if event.kind.to_string() == "m.room.canonical_alias" && event.state_key.as_deref() == Some("") {
+            let alias = event.content.get("alias").and_then(|a| a.as_str());
+            let alt = event.content.get("alt_aliases").and_then(|a| a.as_array()).cloned().unwrap_or_default();
+            for name in alias.into_iter().chain(alt.iter().filter_map(|a| a.as_str())) {
+                let alias = ruma::RoomAliasId::parse(name)
+                    .map_err(|e| Error::invalid_param(format!("invalid alias {name}: {e}")))?;
+                if self.resolve_alias(&alias)?.is_none_or(|r| r.room_id != room) {
+                    return Err(Error::BadAlias(format!("{name} does not point to this room")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds, hashes and signs a PDU; returns its event id (the reference hash) and JSON.
+    fn build(
+        &self,
+        rules: &ruma::room_version_rules::RoomVersionRules,
+        room: Option<&RoomId>,
+        sender: &UserId,
+        event: &NewEvent,
+        links: Links<'_>,
+    ) -> Result<(OwnedEventId, CanonicalJsonObject)> {
+        let Links { prev_events, auth_events, depth } = links;
+        if !event.content.is_object() {
+            return Err(Error::BadJson("event content must be a JSON object".into()));
+        }
+        let ids = |ids: &[OwnedEventId]| {
+            CanonicalJsonValue::Array(ids.iter().map(|id| CanonicalJsonValue::String(id.to_string())).collect())
+        };
+        let mut object = CanonicalJsonObject::new();
+        object.insert("type".into(), CanonicalJsonValue::String(event.kind.to_string()));
+        object.insert("sender".into(), CanonicalJsonValue::String(sender.to_string()));
+        if let Some(room) = room {
+            object.insert("room_id".into(), CanonicalJsonValue::String(room.to_string()));
+        }
+        object.insert("origin_server_ts".into(), canonical(serde_json::json!(now_ms()))?);
+        object.insert("content".into(), canonical(event.content.clone())?);
+        if let Some(key) = &event.state_key {
+            object.insert("state_key".into(), CanonicalJsonValue::String(key.clone()));
+        }
+        if let Some(redacts) = &event.redacts {
+            object.insert("redacts".into(), CanonicalJsonValue::String(redacts.to_string()));
+        }
+        object.insert("prev_events".into(), ids(prev_events));
+        object.insert("auth_events".into(), ids(auth_events));
+        object.insert("depth".into(), canonical(serde_json::json!(depth))?);
+        // Hashes and one signature add about 200 bytes; refuse oversized events before signing.
+        let unsigned_size = serde_json::to_vec(&object).map(|v| v.len()).unwrap_or(usize::MAX);
+        if unsigned_size + 256 > MAX_PDU_BYTES {
+            return Err(Error::TooLarge(format!("the event would exceed {MAX_PDU_BYTES} bytes")));
+        }
+        hash_and_sign_event(self.server_name.as_str(), self.keys.keypair(), &mut object, &rules.redaction)
+            .map_err(|e| Error::Internal(format!("signing failed: {e}")))?;
+        let size = serde_json::to_vec(&object).map(|v| v.len()).unwrap_or(usize::MAX);
+        if size > MAX_PDU_BYTES {
+            return Err(Error::TooLarge(format!("the event would be {size} bytes; the limit is {MAX_PDU_BYTES}")));
+        }
+        let hash = reference_hash(&object, rules).map_err(|e| Error::Internal(format!("hashing failed: {e}")))?;
+        let event_id = OwnedEventId::try_from(format!("${hash}")).map_err(|e| Error::Internal(e.to_string()))?;
+        Ok((event_id, object))
+    }
+
+    /// Authorizes the event against the room's current state (which, for a local event pointing
+    /// at the current extremities, is the state before it), then persists and notifies.
+    async fn check_and_persist(
+        &self,
+        room: &RoomId,
+        record: Option<RoomRecord>,
+        version: RoomVersionId,
+        event_id: OwnedEventId,
+        object: CanonicalJsonObject,
+        txn: Option<TxnKey>,
+    ) -> Result<()> {
+        let rules = rules_of(&version)?;
+        let json = serde_json::to_vec(&object).map_err(|e| Error::Internal(e.to_string()))?;
+        let pdu = Pdu::from_json(event_id.clone(), &json).map_err(|e| Error::BadJson(format!("invalid event: {e}")))?;
+        let state = match &record {
+            Some(r) => Some(self.state.load(r.snapshot)?),
+            None => None,
+        };
+        let fetch_event = |id: &EventId| self.pdu(id).ok().flatten();
+        ruma::state_res::check_state_independent_auth_rules(&rules.authorization, &pdu, fetch_event)
+            .map_err(Error::Forbidden)?;
+        let fetch_state = |kind: &StateEventType, key: &str| -> Option<Pdu> {
+            let state = state.as_ref()?;
+            let short = self.state.short_key(kind, key).ok()??;
+            self.pdu(state.get(&short)?).ok().flatten()
+        };
+        ruma::state_res::check_state_dependent_auth_rules(&rules.authorization, &pdu, fetch_state)
+            .map_err(Error::Forbidden)?;
+
+        let mut batch = Batch::new();
+        let pos = self.db.next_count(&mut batch);
+        let parent = record.as_ref().map(|r| r.snapshot);
+        let snapshot = match &pdu.state_key {
+            Some(key) => {
+                let short = self.state.intern(&pdu.kind.to_string().into(), key)?;
+                self.state.derive(&mut batch, parent, &[(short, event_id.clone())])?
+            }
+            None => parent.ok_or_else(|| Error::Internal("a room's first event must be a state event".into()))?,
+        };
+        let tables = &self.db.tables;
+        tables.eventid_pdu.insert(&mut batch, &event_id, &json);
+        tables.eventid_meta.insert(
+            &mut batch,
+            &event_id,
+            &Json(EventMeta { room_id: room.to_owned(), pos, snapshot, redacted_because: None }),
+        );
+        tables.pos_eventid.insert(&mut batch, &Be64(pos), &event_id);
+        tables.roomidpos_eventid.insert(&mut batch, &(room.to_owned(), Be64(pos)), &event_id);
+        let depth = u64::from(pdu.depth);
+        tables.roomid_room.insert(
+            &mut batch,
+            &room.to_owned(),
+            &Json(RoomRecord { version: version.clone(), snapshot, extremities: vec![event_id.clone()], depth }),
+        );
+        if pdu.kind == TimelineEventType::RoomMember {
+            if let Some(target) = pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok()) {
+                let membership = serde_json::from_str::<serde_json::Value>(pdu.content.get())
+                    .ok()
+                    .and_then(|c| c.get("membership").and_then(|m| m.as_str()).map(str::to_owned))
+                    .unwrap_or_default();
+                let record = Json(MembershipRecord { membership, event_id: event_id.clone(), pos });
+                tables.useridroomid_membership.insert(&mut batch, &(target.clone(), room.to_owned()), &record);
+                tables.roomiduserid_membership.insert(&mut batch, &(room.to_owned(), target), &record);
+            }
+        }
+        if let Some(parent) = relates_to(&pdu) {
+            tables.parentpos_childeventid.insert(&mut batch, &(parent, Be64(pos)), &event_id);
+        }
+        if let Some(target) = pdu.redacted_event() {
+            self.apply_redaction(&mut batch, &rules, &target, &event_id, &json)?;
+        }
+        if let Some(txn) = txn {
+            tables.useriddevicetxn_eventid.insert(&mut batch, &(txn.user, txn.device, txn.txn_id), &event_id);
+        }
+        self.db.commit(batch)?;
+        self.stream.send_replace(pos);
+        Ok(())
+    }
+
+    /// Replaces a stored event by its redacted form (the room version's redaction algorithm).
+    fn apply_redaction(
+        &self,
+        batch: &mut Batch,
+        rules: &ruma::room_version_rules::RoomVersionRules,
+        target: &EventId,
+        redaction_id: &OwnedEventId,
+        redaction_json: &[u8],
+    ) -> Result<()> {
+        let Some(json) = self.pdu_json(target)? else { return Ok(()) };
+        let Some(mut meta) = self.meta(target)? else { return Ok(()) };
+        let object: CanonicalJsonObject = serde_json::from_slice(&json).map_err(|e| Error::Internal(e.to_string()))?;
+        let because: CanonicalJsonObject =
+            serde_json::from_slice(redaction_json).map_err(|e| Error::Internal(e.to_string()))?;
+        let redacted = redact(object, &rules.redaction, Some(RedactedBecause::from_json(because)))
+            .map_err(|e| Error::Internal(format!("redaction failed: {e}")))?;
+        let bytes = serde_json::to_vec(&redacted).map_err(|e| Error::Internal(e.to_string()))?;
+        self.db.tables.eventid_pdu.insert(batch, &target.to_owned(), &bytes);
+        meta.redacted_because = Some(redaction_id.clone());
+        self.db.tables.eventid_meta.insert(batch, &target.to_owned(), &Json(meta));
+        Ok(())
+    }
+}
+
+/// The event an event relates to (`m.relates_to.event_id`, or the reply target).
+fn relates_to(pdu: &Pdu) -> Option<OwnedEventId> {
+    let content: serde_json::Value = serde_json::from_str(pdu.content.get()).ok()?;
+    let relates = content.get("m.relates_to")?;
+    let id = relates.get("event_id").or_else(|| relates.get("m.in_reply_to").and_then(|r| r.get("event_id")))?;
+    OwnedEventId::try_from(id.as_str()?).ok()
+}

@@ -1,0 +1,152 @@
+//! Room state without copies: every distinct state is a snapshot stored as a delta against its
+//! parent, with `(event type, state key)` pairs interned as short numbers. A message event shares
+//! its room's current snapshot; a state event adds one small delta. Chains are cut with a full
+//! snapshot every [`MAX_CHAIN`] deltas so a lookup reads a bounded number of records, and recently
+//! used full states are cached in memory.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+};
+
+use ruma::{events::StateEventType, OwnedEventId};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    db::{
+        codec::{Be64, Json},
+        Batch, Database,
+    },
+    error::{Error, Result},
+};
+
+/// A full state: short state key → event id.
+pub type StateMap = BTreeMap<u64, OwnedEventId>;
+
+/// Deltas at most this deep before a full snapshot is written.
+const MAX_CHAIN: u32 = 32;
+const CACHE_ENTRIES: usize = 4096;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub parent: Option<u64>,
+    /// Number of deltas from here to the nearest full snapshot (0 = this one is full).
+    pub chain: u32,
+    pub added: Vec<(u64, OwnedEventId)>,
+    pub removed: Vec<u64>,
+}
+
+pub struct StateStore {
+    db: Arc<Database>,
+    cache: Mutex<HashMap<u64, Arc<StateMap>>>,
+    /// Serializes interning of new short keys.
+    intern_lock: Mutex<()>,
+}
+
+impl StateStore {
+    pub fn new(db: Arc<Database>) -> Self {
+        Self { db, cache: Mutex::new(HashMap::new()), intern_lock: Mutex::new(()) }
+    }
+
+    /// The short number of a state key, if it was ever used.
+    pub fn short_key(&self, kind: &StateEventType, state_key: &str) -> Result<Option<u64>> {
+        Ok(self.db.tables.statekey_short.get(&(kind.to_string(), state_key.to_owned()))?.map(|Be64(n)| n))
+    }
+
+    /// The short number of a state key, allocating it the first time. The allocation is committed
+    /// at once (numbers are shared by every room, so one must never be handed out twice).
+    pub fn intern(&self, kind: &StateEventType, state_key: &str) -> Result<u64> {
+        let key = (kind.to_string(), state_key.to_owned());
+        if let Some(Be64(n)) = self.db.tables.statekey_short.get(&key)? {
+            return Ok(n);
+        }
+        let _guard = self.intern_lock.lock().expect("intern lock");
+        if let Some(Be64(n)) = self.db.tables.statekey_short.get(&key)? {
+            return Ok(n);
+        }
+        let mut batch = Batch::new();
+        let n = self.db.next_count(&mut batch);
+        self.db.tables.statekey_short.insert(&mut batch, &key, &Be64(n));
+        self.db.tables.short_statekey.insert(&mut batch, &Be64(n), &Json(key));
+        self.db.commit(batch)?;
+        Ok(n)
+    }
+
+    /// The `(type, state_key)` behind a short number.
+    pub fn state_key_of(&self, short: u64) -> Result<(StateEventType, String)> {
+        let Json((kind, key)) = self
+            .db
+            .tables
+            .short_statekey
+            .get(&Be64(short))?
+            .ok_or_else(|| Error::Internal(format!("unknown short state key {short}")))?;
+        Ok((kind.into(), key))
+    }
+
+    /// The full state of a snapshot.
+    pub fn load(&self, id: u64) -> Result<Arc<StateMap>> {
+        if let Some(state) = self.cache.lock().expect("state cache").get(&id) {
+            return Ok(state.clone());
+        }
+        let mut chain = Vec::new();
+        let mut next = Some(id);
+        let mut base = StateMap::new();
+        while let Some(current) = next {
+            if current != id {
+                if let Some(state) = self.cache.lock().expect("state cache").get(&current) {
+                    base = (**state).clone();
+                    break;
+                }
+            }
+            let Json(snapshot) = self
+                .db
+                .tables
+                .snapshotid_snapshot
+                .get(&Be64(current))?
+                .ok_or_else(|| Error::Internal(format!("missing state snapshot {current}")))?;
+            next = snapshot.parent;
+            chain.push(snapshot);
+        }
+        for snapshot in chain.iter().rev() {
+            for removed in &snapshot.removed {
+                base.remove(removed);
+            }
+            for (key, event) in &snapshot.added {
+                base.insert(*key, event.clone());
+            }
+        }
+        let state = Arc::new(base);
+        let mut cache = self.cache.lock().expect("state cache");
+        if cache.len() >= CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(id, state.clone());
+        Ok(state)
+    }
+
+    /// Writes a new snapshot `parent + changes` into `batch` and returns its id.
+    pub fn derive(&self, batch: &mut Batch, parent: Option<u64>, changes: &[(u64, OwnedEventId)]) -> Result<u64> {
+        let id = self.db.next_count(batch);
+        let parent_chain = match parent {
+            Some(p) => self.db.tables.snapshotid_snapshot.get(&Be64(p))?.map(|Json(s)| s.chain).unwrap_or(0),
+            None => 0,
+        };
+        let snapshot = match parent {
+            Some(p) if parent_chain < MAX_CHAIN => {
+                Snapshot { parent: Some(p), chain: parent_chain + 1, added: changes.to_vec(), removed: Vec::new() }
+            }
+            _ => {
+                let mut full = match parent {
+                    Some(p) => (*self.load(p)?).clone(),
+                    None => StateMap::new(),
+                };
+                for (k, v) in changes {
+                    full.insert(*k, v.clone());
+                }
+                Snapshot { parent: None, chain: 0, added: full.into_iter().collect(), removed: Vec::new() }
+            }
+        };
+        self.db.tables.snapshotid_snapshot.insert(batch, &Be64(id), &Json(snapshot));
+        Ok(id)
+    }
+}
