@@ -63,6 +63,17 @@ impl Rooms {
         Ok(())
     }
 
+    /// Points an existing alias at another room (used by upgrades), keeping its creator.
+    pub fn move_alias(&self, alias: &RoomAliasId, room: &RoomId) -> Result<()> {
+        let _guard = self.alias_lock.lock().expect("alias lock");
+        let mut record = self.resolve_alias(alias)?.ok_or_else(|| Error::not_found("unknown alias"))?;
+        record.room_id = room.to_owned();
+        let mut batch = Batch::new();
+        self.db.tables.alias_roomid.insert(&mut batch, &alias.to_string(), &Json(record));
+        self.db.commit(batch)?;
+        Ok(())
+    }
+
     pub fn is_published(&self, room: &RoomId) -> Result<bool> {
         Ok(self.db.tables.roomid_published.contains(&room.to_owned())?)
     }

@@ -12,6 +12,7 @@ pub mod pdu;
 pub mod power;
 pub mod read;
 pub mod state;
+pub mod upgrade;
 
 use std::{
     collections::HashMap,

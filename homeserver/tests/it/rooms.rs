@@ -509,3 +509,127 @@ async fn restart_keeps_rooms_state_and_order() {
     let (chunk, _) = messages(&alice, &room, Direction::Backward, None, 1).await;
     assert_eq!(chunk[0]["content"]["body"], "after");
 }
+
+#[tokio::test]
+async fn upgrade_creates_successor_and_tombstones_old_room() {
+    use reqwest::Method as M;
+    let server = TestServer::start();
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    let old = create(&alice, |r| {
+        r.preset = Some(create_room::v3::RoomPreset::PublicChat);
+        r.room_version = Some(RoomVersionId::V10);
+        r.name = Some("Ancienne".into());
+        r.room_alias_name = Some("migration".into());
+    })
+    .await;
+    bob.send(join_room_by_id::v3::Request::new(old.clone())).await.unwrap();
+    let path = format!("/_matrix/client/v3/rooms/{old}/upgrade");
+    let (status, v) = raw(&server, &bob, M::POST, &path, Some(json!({ "new_version": "12" }))).await;
+    assert_eq!((status, v["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "only those who may tombstone");
+    let (status, v) = raw(&server, &alice, M::POST, &path, Some(json!({ "new_version": "7" }))).await;
+    assert_eq!((status, v["errcode"].as_str()), (400, Some("M_UNSUPPORTED_ROOM_VERSION")));
+    let (status, v) = raw(&server, &alice, M::POST, &path, Some(json!({ "new_version": "12" }))).await;
+    assert_eq!(status, 200, "{v}");
+    let new: OwnedRoomId = v["replacement_room"].as_str().unwrap().try_into().unwrap();
+
+    let old_state = state(&alice, &old).await;
+    assert_eq!(find(&old_state, "m.room.tombstone", "").unwrap()["content"]["replacement_room"], new.as_str());
+    let new_state = state(&alice, &new).await;
+    let create_event = find(&new_state, "m.room.create", "").unwrap();
+    assert_eq!(create_event["content"]["room_version"], "12");
+    assert_eq!(create_event["content"]["predecessor"]["room_id"], old.as_str());
+    assert_eq!(find(&new_state, "m.room.name", "").unwrap()["content"]["name"], "Ancienne");
+    assert_eq!(find(&new_state, "m.room.join_rules", "").unwrap()["content"]["join_rule"], "public");
+    let alias = RoomAliasId::parse("#migration:localhost").unwrap();
+    assert_eq!(alice.send(get_alias::v3::Request::new(alias)).await.unwrap().room_id, new, "alias follows the room");
+    // The old room is read-only for ordinary members; Bob can follow to the new one.
+    let (status, _) = raw(
+        &server,
+        &bob,
+        M::PUT,
+        &format!("/_matrix/client/v3/rooms/{old}/send/m.room.message/x"),
+        Some(json!({ "msgtype": "m.text", "body": "?" })),
+    )
+    .await;
+    assert_eq!(status, 403);
+    bob.send(join_room_by_id::v3::Request::new(new.clone())).await.unwrap();
+}
+
+#[tokio::test]
+async fn context_relations_lazy_members_and_members_at() {
+    use reqwest::Method as M;
+    let server = TestServer::start();
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    let room = create(&alice, |r| r.preset = Some(create_room::v3::RoomPreset::PublicChat)).await;
+    let before_bob = say(&alice, &room, "avant").await;
+    bob.send(join_room_by_id::v3::Request::new(room.clone())).await.unwrap();
+    let target = say(&bob, &room, "cible").await;
+    say(&alice, &room, "après").await;
+    let base = format!("/_matrix/client/v3/rooms/{room}");
+    let v1 = format!("/_matrix/client/v1/rooms/{room}");
+
+    let (status, v) = raw(&server, &alice, M::GET, &format!("{base}/context/{target}?limit=2"), None).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["event"]["event_id"], target.as_str());
+    assert_eq!(v["events_before"][0]["content"]["membership"], "join", "bob's join precedes his message");
+    assert_eq!(v["events_after"][0]["content"]["body"], "après");
+    assert!(v["state"].as_array().unwrap().iter().any(|e| e["type"] == "m.room.create"));
+
+    // A reaction and an edit relate to the target.
+    let reaction = json!({ "m.relates_to": { "rel_type": "m.annotation", "event_id": target, "key": "👍" } });
+    raw(&server, &alice, M::PUT, &format!("{base}/send/m.reaction/r1"), Some(reaction)).await;
+    let edit = json!({ "msgtype": "m.text", "body": "* cible!", "m.new_content": { "msgtype": "m.text", "body": "cible!" },
+        "m.relates_to": { "rel_type": "m.replace", "event_id": target } });
+    raw(&server, &bob, M::PUT, &format!("{base}/send/m.room.message/e1"), Some(edit)).await;
+    let (_, all) = raw(&server, &alice, M::GET, &format!("{v1}/relations/{target}"), None).await;
+    assert_eq!(all["chunk"].as_array().unwrap().len(), 2);
+    let (_, edits) = raw(&server, &alice, M::GET, &format!("{v1}/relations/{target}/m.replace"), None).await;
+    assert_eq!(edits["chunk"].as_array().unwrap().len(), 1);
+    assert_eq!(edits["chunk"][0]["content"]["m.new_content"]["body"], "cible!");
+    let (_, reactions) =
+        raw(&server, &alice, M::GET, &format!("{v1}/relations/{target}/m.annotation/m.reaction"), None).await;
+    assert_eq!(reactions["chunk"].as_array().unwrap().len(), 1);
+
+    // Lazy-loaded members: only the senders of the returned events.
+    let filter = json!({ "lazy_load_members": true, "types": ["m.room.message"] }).to_string();
+    let (_, page) =
+        raw(&server, &alice, M::GET, &format!("{base}/messages?dir=b&limit=1&filter={}", urlencode(&filter)), None)
+            .await;
+    assert_eq!(page["chunk"].as_array().unwrap().len(), 1);
+    let senders: Vec<&str> =
+        page["state"].as_array().unwrap().iter().map(|e| e["state_key"].as_str().unwrap()).collect();
+    assert_eq!(senders, vec![page["chunk"][0]["sender"].as_str().unwrap()]);
+
+    // Members as they were before Bob joined.
+    let meta = alice.send(get_room_event::v3::Request::new(room.clone(), before_bob)).await.unwrap();
+    assert_eq!(meta.event.deserialize_as::<Value>().unwrap()["content"]["body"], "avant");
+    let (_, page) = raw(&server, &alice, M::GET, &format!("{base}/messages?dir=b&limit=100"), None).await;
+    let avant = page["chunk"].as_array().unwrap().iter().position(|e| e["content"]["body"] == "avant").unwrap();
+    // A token just after "avant": paginate forward from the start up to it.
+    let (_, early) = raw(
+        &server,
+        &alice,
+        M::GET,
+        &format!("{base}/messages?dir=f&limit={}", page["chunk"].as_array().unwrap().len() - avant),
+        None,
+    )
+    .await;
+    let at = early["end"].as_str().unwrap().to_owned();
+    let (_, members) = raw(&server, &alice, M::GET, &format!("{base}/members?at={at}"), None).await;
+    let ids: Vec<&str> =
+        members["chunk"].as_array().unwrap().iter().map(|e| e["state_key"].as_str().unwrap()).collect();
+    assert_eq!(ids, vec!["@alice:localhost"]);
+    let (_, now) = raw(&server, &alice, M::GET, &format!("{base}/members"), None).await;
+    assert_eq!(now["chunk"].as_array().unwrap().len(), 2);
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -49,6 +49,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma(account_data::create_filter)
         .ruma(account_data::get_filter)
         .ruma(rooms::create)
+        .ruma(rooms::upgrade)
         .ruma(rooms::send_message)
         .ruma(rooms::send_state)
         .ruma(rooms::get_state_event)

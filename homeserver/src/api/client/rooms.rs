@@ -11,7 +11,7 @@ use ruma::{
         relations::{
             get_relating_events, get_relating_events_with_rel_type, get_relating_events_with_rel_type_and_event_type,
         },
-        room::{create_room, get_room_event, Visibility},
+        room::{create_room, get_room_event, upgrade_room, Visibility},
         state::{get_state_event_for_key, get_state_events, send_state_event},
     },
     api::Direction,
@@ -99,6 +99,16 @@ pub async fn create(
     };
     let room = services.rooms.create_room(&sender, params, &services.config.rooms.default_version).await?;
     Ok(create_room::v3::Response::new(room))
+}
+
+pub async fn upgrade(
+    services: Arc<Services>,
+    request: Ruma<upgrade_room::v3::Request>,
+) -> Result<upgrade_room::v3::Response> {
+    let sender = request.sender()?.user_id.clone();
+    let b = request.body;
+    let new = services.rooms.upgrade(&b.room_id, &sender, b.new_version, b.additional_creators).await?;
+    Ok(upgrade_room::v3::Response::new(new))
 }
 
 pub async fn send_message(
