@@ -633,3 +633,49 @@ fn urlencode(s: &str) -> String {
         })
         .collect()
 }
+
+#[tokio::test]
+async fn knock_then_invite_then_join() {
+    use reqwest::Method as M;
+    let server = TestServer::start();
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    let (_, v) = raw(
+        &server,
+        &alice,
+        M::POST,
+        "/_matrix/client/v3/createRoom",
+        Some(json!({ "initial_state": [{ "type": "m.room.join_rules", "state_key": "", "content": { "join_rule": "knock" } }] })),
+    )
+    .await;
+    let room = v["room_id"].as_str().unwrap().to_owned();
+    let (status, _) =
+        raw(&server, &bob, M::POST, &format!("/_matrix/client/v3/rooms/{room}/join"), Some(json!({}))).await;
+    assert_eq!(status, 403, "a knock room needs an invite to join");
+    let (status, v) =
+        raw(&server, &bob, M::POST, &format!("/_matrix/client/v3/knock/{room}"), Some(json!({ "reason": "équipe" })))
+            .await;
+    assert_eq!((status, v["room_id"].as_str()), (200, Some(room.as_str())));
+    let (_, knock) = raw(
+        &server,
+        &alice,
+        M::GET,
+        &format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/@bob:localhost"),
+        None,
+    )
+    .await;
+    assert_eq!(knock["membership"], "knock");
+    assert_eq!(knock["reason"], "équipe");
+    let (status, _) = raw(
+        &server,
+        &alice,
+        M::POST,
+        &format!("/_matrix/client/v3/rooms/{room}/invite"),
+        Some(json!({ "user_id": "@bob:localhost" })),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) =
+        raw(&server, &bob, M::POST, &format!("/_matrix/client/v3/rooms/{room}/join"), Some(json!({}))).await;
+    assert_eq!(status, 200);
+}
