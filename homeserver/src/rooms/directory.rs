@@ -63,6 +63,21 @@ impl Rooms {
         Ok(())
     }
 
+    /// The local aliases of a room, for readers of the room.
+    pub fn aliases_of(&self, user: &UserId, room: &RoomId) -> Result<Vec<ruma::OwnedRoomAliasId>> {
+        self.visible_until(user, room)?;
+        let mut out = Vec::new();
+        for entry in self.db.tables.alias_roomid.iter() {
+            let (alias, Json(record)) = entry?;
+            if record.room_id == room {
+                if let Ok(alias) = RoomAliasId::parse(&alias) {
+                    out.push(alias);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Points an existing alias at another room (used by upgrades), keeping its creator.
     pub fn move_alias(&self, alias: &RoomAliasId, room: &RoomId) -> Result<()> {
         let _guard = self.alias_lock.lock().expect("alias lock");

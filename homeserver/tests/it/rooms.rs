@@ -385,6 +385,8 @@ async fn aliases_directory_and_user_search() {
     assert_eq!((status, v["errcode"].as_str()), (403, Some("M_FORBIDDEN")));
     let (status, v) = raw(&server, &alice, M::GET, "/_matrix/client/v3/directory/room/%23nord:localhost", None).await;
     assert_eq!((status, v["room_id"].as_str()), (200, Some(room.as_str())));
+    let (_, v) = raw(&server, &alice, M::GET, &format!("/_matrix/client/v3/rooms/{room}/aliases"), None).await;
+    assert_eq!(v["aliases"], json!(["#nord:localhost"]));
 
     // Not published until asked; then listed and searchable.
     let (_, v) = raw(&server, &bob, M::GET, "/_matrix/client/v3/publicRooms", None).await;

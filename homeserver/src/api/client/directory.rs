@@ -6,7 +6,7 @@ use ruma::{
     api::client::{
         alias::{create_alias, delete_alias, get_alias},
         directory::{get_public_rooms, get_public_rooms_filtered, get_room_visibility, set_room_visibility},
-        room::Visibility,
+        room::{aliases, Visibility},
         user_directory::search_users,
     },
     directory::{PublicRoomsChunk, PublicRoomsChunkInit},
@@ -45,6 +45,14 @@ pub async fn delete(
     let user = request.sender()?.user_id.clone();
     services.rooms.delete_alias(&user, &request.body.room_alias)?;
     Ok(delete_alias::v3::Response::new())
+}
+
+pub async fn room_aliases(
+    services: Arc<Services>,
+    request: Ruma<aliases::v3::Request>,
+) -> Result<aliases::v3::Response> {
+    let user = request.sender()?.user_id.clone();
+    Ok(aliases::v3::Response::new(services.rooms.aliases_of(&user, &request.body.room_id)?))
 }
 
 pub async fn get_visibility(

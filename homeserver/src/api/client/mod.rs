@@ -76,6 +76,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma(directory::create)
         .ruma(directory::get)
         .ruma(directory::delete)
+        .ruma(directory::room_aliases)
         .ruma(directory::get_visibility)
         .ruma(directory::set_visibility)
         .ruma(directory::public_rooms)
