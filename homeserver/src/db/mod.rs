@@ -87,13 +87,29 @@ impl Database {
     }
 
     /// Commits the batch atomically with the WAL synced to disk.
-    pub fn commit(&self, mut batch: Batch) -> Result<(), DbError> {
+    pub fn commit(&self, batch: Batch) -> Result<(), DbError> {
+        self.write(batch, true)
+    }
+
+    /// Writes the batch atomically without waiting for the disk; durable only after a later
+    /// [`Database::sync_wal`] (group commit: many batches, one fsync).
+    pub fn write_unsynced(&self, batch: Batch) -> Result<(), DbError> {
+        self.write(batch, false)
+    }
+
+    /// Makes every write so far durable.
+    pub fn sync_wal(&self) -> Result<(), DbError> {
+        self.db.flush_wal(true)?;
+        Ok(())
+    }
+
+    fn write(&self, mut batch: Batch, sync: bool) -> Result<(), DbError> {
         if batch.counter > 0 {
             let current = self.counter.load(Ordering::SeqCst).max(batch.counter);
             self.tables.meta.insert(&mut batch, &COUNTER_KEY.to_owned(), &codec::Be64(current));
         }
         let mut opts = WriteOptions::default();
-        opts.set_sync(true);
+        opts.set_sync(sync);
         self.db.write_opt(batch.inner, &opts)?;
         Ok(())
     }

@@ -13,6 +13,7 @@ pub mod power;
 pub mod read;
 pub mod state;
 pub mod upgrade;
+pub mod writer;
 
 use std::{
     collections::HashMap,
@@ -27,13 +28,17 @@ use ruma::{
     RoomVersionId, UserId,
 };
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
-use self::{pdu::Pdu, state::StateStore};
+use self::{
+    pdu::Pdu,
+    state::StateStore,
+    writer::{Cleanup, Writer},
+};
 use crate::{
     db::{
         codec::{prefix, Be64, Json},
-        Batch, Database,
+        Database,
     },
     error::{Error, Result},
     server_keys::ServerKeys,
@@ -127,7 +132,11 @@ pub struct Rooms {
     /// One lock per room: local events of a room are appended one at a time, so they never fork
     /// the DAG; different rooms proceed in parallel.
     locks: Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>,
-    stream: watch::Sender<u64>,
+    /// Room records, kept current under each room's lock (ahead of the disk while a write is
+    /// queued), so the next event builds on the previous one without waiting for its fsync.
+    records: Mutex<HashMap<OwnedRoomId, RoomRecord>>,
+    writer: Writer,
+    stream: watch::Receiver<u64>,
 }
 
 fn rules_of(version: &RoomVersionId) -> Result<ruma::room_version_rules::RoomVersionRules> {
@@ -145,9 +154,12 @@ impl Rooms {
         keys: Arc<ServerKeys>,
         profiles: Arc<Profiles>,
     ) -> Self {
-        let (stream, _) = watch::channel(db.current_count());
+        let (sender, stream) = watch::channel(db.current_count());
+        let writer = Writer::start(db.clone(), sender);
         Self {
-            state: StateStore::new(db.clone()),
+            state: StateStore::new(db.clone(), writer.pending.clone()),
+            records: Mutex::new(HashMap::new()),
+            writer,
             db,
             server_name,
             keys,
@@ -160,7 +172,7 @@ impl Rooms {
 
     /// A receiver that changes whenever an event is persisted (value: its stream position).
     pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.stream.subscribe()
+        self.stream.clone()
     }
 
     fn lock(&self, room: &RoomId) -> Arc<tokio::sync::Mutex<()>> {
@@ -168,14 +180,24 @@ impl Rooms {
     }
 
     pub fn room(&self, room: &RoomId) -> Result<Option<RoomRecord>> {
-        Ok(self.db.tables.roomid_room.get(&room.to_owned())?.map(|Json(r)| r))
+        if let Some(record) = self.records.lock().expect("room records").get(room) {
+            return Ok(Some(record.clone()));
+        }
+        let record = self.db.tables.roomid_room.get(&room.to_owned())?.map(|Json(r)| r);
+        if let Some(r) = &record {
+            self.records.lock().expect("room records").entry(room.to_owned()).or_insert_with(|| r.clone());
+        }
+        Ok(record)
     }
 
     pub fn exists(&self, room: &RoomId) -> Result<bool> {
-        Ok(self.db.tables.roomid_room.contains(&room.to_owned())?)
+        Ok(self.room(room)?.is_some())
     }
 
     pub fn pdu_json(&self, event: &EventId) -> Result<Option<Vec<u8>>> {
+        if let Some((json, _)) = self.writer.pending.lock().expect("pending overlay").pdus.get(event) {
+            return Ok(Some(json.clone()));
+        }
         Ok(self.db.tables.eventid_pdu.get(&event.to_owned())?)
     }
 
@@ -189,6 +211,9 @@ impl Rooms {
     }
 
     pub fn meta(&self, event: &EventId) -> Result<Option<EventMeta>> {
+        if let Some((_, meta)) = self.writer.pending.lock().expect("pending overlay").pdus.get(event) {
+            return Ok(Some(meta.clone()));
+        }
         Ok(self.db.tables.eventid_meta.get(&event.to_owned())?.map(|Json(m)| m))
     }
 
@@ -253,6 +278,10 @@ impl Rooms {
 
     /// The event a client transaction produced, if it was already sent.
     pub fn txn_event(&self, txn: &TxnKey) -> Result<Option<OwnedEventId>> {
+        let key = (txn.user.clone(), txn.device.clone(), txn.txn_id.clone());
+        if let Some(id) = self.writer.pending.lock().expect("pending overlay").txns.get(&key) {
+            return Ok(Some(id.clone()));
+        }
         Ok(self.db.tables.useriddevicetxn_eventid.get(&(txn.user.clone(), txn.device.clone(), txn.txn_id.clone()))?)
     }
 
@@ -291,11 +320,13 @@ impl Rooms {
                 .map_err(|e| Error::Internal(e.to_string()))?,
         };
         let lock = self.lock(&room_id);
-        let _guard = lock.lock().await;
+        let guard = lock.lock().await;
         if self.exists(&room_id)? {
             return Err(Error::Internal("room id collision".into()));
         }
-        self.check_and_persist(&room_id, None, version, event_id, object, None).await?;
+        let durable = self.check_and_persist(&room_id, None, version, event_id, object, None)?;
+        drop(guard);
+        wait_durable(durable).await?;
         Ok(room_id)
     }
 
@@ -308,7 +339,7 @@ impl Rooms {
         txn: Option<TxnKey>,
     ) -> Result<OwnedEventId> {
         let lock = self.lock(room);
-        let _guard = lock.lock().await;
+        let guard = lock.lock().await;
         if let Some(txn) = &txn {
             if let Some(existing) = self.txn_event(txn)? {
                 return Ok(existing);
@@ -345,7 +376,10 @@ impl Rooms {
             Links { prev_events: &record.extremities, auth_events: &auth_events, depth: record.depth + 1 },
         )?;
         let version = record.version.clone();
-        self.check_and_persist(room, Some(record), version, event_id.clone(), object, txn).await?;
+        let durable = self.check_and_persist(room, Some(record), version, event_id.clone(), object, txn)?;
+        // The next event of this room may be built now; this one is acknowledged once durable.
+        drop(guard);
+        wait_durable(durable).await?;
         Ok(event_id)
     }
 
@@ -434,8 +468,9 @@ impl Rooms {
     }
 
     /// Authorizes the event against the room's current state (which, for a local event pointing
-    /// at the current extremities, is the state before it), then persists and notifies.
-    async fn check_and_persist(
+    /// at the current extremities, is the state before it), then queues it for persisting (the
+    /// writer notifies the stream). Returns the receiver that resolves once the event is durable.
+    fn check_and_persist(
         &self,
         room: &RoomId,
         record: Option<RoomRecord>,
@@ -443,7 +478,7 @@ impl Rooms {
         event_id: OwnedEventId,
         object: CanonicalJsonObject,
         txn: Option<TxnKey>,
-    ) -> Result<()> {
+    ) -> Result<oneshot::Receiver<Result<(), String>>> {
         let rules = rules_of(&version)?;
         let json = serde_json::to_vec(&object).map_err(|e| Error::Internal(e.to_string()))?;
         let pdu = Pdu::from_json(event_id.clone(), &json).map_err(|e| Error::BadJson(format!("invalid event: {e}")))?;
@@ -462,77 +497,96 @@ impl Rooms {
         ruma::state_res::check_state_dependent_auth_rules(&rules.authorization, &pdu, fetch_state)
             .map_err(Error::Forbidden)?;
 
-        let mut batch = Batch::new();
-        let pos = self.db.next_count(&mut batch);
         let parent = record.as_ref().map(|r| r.snapshot);
-        let snapshot = match &pdu.state_key {
-            Some(key) => {
-                let short = self.state.intern(&pdu.kind.to_string().into(), key)?;
-                self.state.derive(&mut batch, parent, &[(short, event_id.clone())])?
-            }
-            None => parent.ok_or_else(|| Error::Internal("a room's first event must be a state event".into()))?,
+        // Interning commits on its own; do it before taking the writer's queue.
+        let short = match &pdu.state_key {
+            Some(key) => Some(self.state.intern(&pdu.kind.to_string().into(), key)?),
+            None => None,
         };
+        if short.is_none() && parent.is_none() {
+            return Err(Error::Internal("a room's first event must be a state event".into()));
+        }
         let tables = &self.db.tables;
-        tables.eventid_pdu.insert(&mut batch, &event_id, &json);
-        tables.eventid_meta.insert(
-            &mut batch,
-            &event_id,
-            &Json(EventMeta { room_id: room.to_owned(), pos, snapshot, redacted_because: None }),
-        );
-        tables.pos_eventid.insert(&mut batch, &Be64(pos), &event_id);
-        tables.roomidpos_eventid.insert(&mut batch, &(room.to_owned(), Be64(pos)), &event_id);
         let depth = u64::from(pdu.depth);
-        tables.roomid_room.insert(
-            &mut batch,
-            &room.to_owned(),
-            &Json(RoomRecord { version: version.clone(), snapshot, extremities: vec![event_id.clone()], depth }),
-        );
-        if pdu.kind == TimelineEventType::RoomMember {
-            if let Some(target) = pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok()) {
+        let membership = (pdu.kind == TimelineEventType::RoomMember)
+            .then(|| pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok()))
+            .flatten()
+            .map(|target| {
                 let membership = serde_json::from_str::<serde_json::Value>(pdu.content.get())
                     .ok()
                     .and_then(|c| c.get("membership").and_then(|m| m.as_str()).map(str::to_owned))
                     .unwrap_or_default();
-                let record = Json(MembershipRecord { membership, event_id: event_id.clone(), pos });
-                tables.useridroomid_membership.insert(&mut batch, &(target.clone(), room.to_owned()), &record);
-                tables.roomiduserid_membership.insert(&mut batch, &(room.to_owned(), target), &record);
+                (target, membership)
+            });
+        let redaction = match pdu.redacted_event() {
+            Some(target) => self.redacted_form(&rules, &target, &event_id, &json)?,
+            None => None,
+        };
+        let txn_key = txn.map(|t| (t.user, t.device, t.txn_id));
+        let mut room_record = None;
+        let durable = self.writer.submit(&self.db, |batch, pos| {
+            let (snapshot, new_snapshot) = match short {
+                Some(short) => {
+                    let id = self.state.derive(batch, parent, &[(short, event_id.clone())])?;
+                    (id, Some(id))
+                }
+                None => (parent.unwrap_or_default(), None),
+            };
+            let record = RoomRecord { version: version.clone(), snapshot, extremities: vec![event_id.clone()], depth };
+            let meta = EventMeta { room_id: room.to_owned(), pos, snapshot, redacted_because: None };
+            tables.eventid_pdu.insert(batch, &event_id, &json);
+            tables.eventid_meta.insert(batch, &event_id, &Json(meta.clone()));
+            tables.pos_eventid.insert(batch, &Be64(pos), &event_id);
+            tables.roomidpos_eventid.insert(batch, &(room.to_owned(), Be64(pos)), &event_id);
+            tables.roomid_room.insert(batch, &room.to_owned(), &Json(record.clone()));
+            room_record = Some(record);
+            if let Some((target, membership)) = &membership {
+                let record = Json(MembershipRecord { membership: membership.clone(), event_id: event_id.clone(), pos });
+                tables.useridroomid_membership.insert(batch, &(target.clone(), room.to_owned()), &record);
+                tables.roomiduserid_membership.insert(batch, &(room.to_owned(), target.clone()), &record);
             }
+            if let Some(parent) = relates_to(&pdu) {
+                tables.parentpos_childeventid.insert(batch, &(parent, Be64(pos)), &event_id);
+            }
+            let mut cleanup = Cleanup { pdus: vec![event_id.clone()], txn: txn_key.clone(), snapshot: new_snapshot };
+            let mut overlay = self.writer.pending.lock().expect("pending overlay");
+            if let Some((target, redacted_json, target_meta)) = &redaction {
+                tables.eventid_pdu.insert(batch, target, redacted_json);
+                tables.eventid_meta.insert(batch, target, &Json(target_meta.clone()));
+                overlay.pdus.insert(target.clone(), (redacted_json.clone(), target_meta.clone()));
+                cleanup.pdus.push(target.clone());
+            }
+            if let Some(key) = &txn_key {
+                tables.useriddevicetxn_eventid.insert(batch, key, &event_id);
+                overlay.txns.insert(key.clone(), event_id.clone());
+            }
+            overlay.pdus.insert(event_id.clone(), (json.clone(), meta));
+            Ok(cleanup)
+        })?;
+        if let Some(record) = room_record {
+            self.records.lock().expect("room records").insert(room.to_owned(), record);
         }
-        if let Some(parent) = relates_to(&pdu) {
-            tables.parentpos_childeventid.insert(&mut batch, &(parent, Be64(pos)), &event_id);
-        }
-        if let Some(target) = pdu.redacted_event() {
-            self.apply_redaction(&mut batch, &rules, &target, &event_id, &json)?;
-        }
-        if let Some(txn) = txn {
-            tables.useriddevicetxn_eventid.insert(&mut batch, &(txn.user, txn.device, txn.txn_id), &event_id);
-        }
-        self.db.commit(batch)?;
-        self.stream.send_replace(pos);
-        Ok(())
+        Ok(durable)
     }
 
-    /// Replaces a stored event by its redacted form (the room version's redaction algorithm).
-    fn apply_redaction(
+    /// The redacted form of a redaction's target (the room version's redaction algorithm), with
+    /// its metadata pointing at the redaction; `None` when the target is unknown here.
+    fn redacted_form(
         &self,
-        batch: &mut Batch,
         rules: &ruma::room_version_rules::RoomVersionRules,
         target: &EventId,
         redaction_id: &OwnedEventId,
         redaction_json: &[u8],
-    ) -> Result<()> {
-        let Some(json) = self.pdu_json(target)? else { return Ok(()) };
-        let Some(mut meta) = self.meta(target)? else { return Ok(()) };
+    ) -> Result<Option<(OwnedEventId, Vec<u8>, EventMeta)>> {
+        let (Some(json), Some(mut meta)) = (self.pdu_json(target)?, self.meta(target)?) else { return Ok(None) };
         let object: CanonicalJsonObject = serde_json::from_slice(&json).map_err(|e| Error::Internal(e.to_string()))?;
         let because: CanonicalJsonObject =
             serde_json::from_slice(redaction_json).map_err(|e| Error::Internal(e.to_string()))?;
         let redacted = redact(object, &rules.redaction, Some(RedactedBecause::from_json(because)))
             .map_err(|e| Error::Internal(format!("redaction failed: {e}")))?;
         let bytes = serde_json::to_vec(&redacted).map_err(|e| Error::Internal(e.to_string()))?;
-        self.db.tables.eventid_pdu.insert(batch, &target.to_owned(), &bytes);
         meta.redacted_because = Some(redaction_id.clone());
-        self.db.tables.eventid_meta.insert(batch, &target.to_owned(), &Json(meta));
-        Ok(())
+        Ok(Some((target.to_owned(), bytes, meta)))
     }
 }
 
@@ -542,4 +596,13 @@ fn relates_to(pdu: &Pdu) -> Option<OwnedEventId> {
     let relates = content.get("m.relates_to")?;
     let id = relates.get("event_id").or_else(|| relates.get("m.in_reply_to").and_then(|r| r.get("event_id")))?;
     OwnedEventId::try_from(id.as_str()?).ok()
+}
+
+/// Waits until the writer reports the event durable.
+async fn wait_durable(durable: oneshot::Receiver<Result<(), String>>) -> Result<()> {
+    match durable.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Error::Internal(format!("persisting the event failed: {e}"))),
+        Err(_) => Err(Error::Internal("the event writer stopped".into())),
+    }
 }

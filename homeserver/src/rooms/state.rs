@@ -12,6 +12,7 @@ use std::{
 use ruma::{events::StateEventType, OwnedEventId};
 use serde::{Deserialize, Serialize};
 
+use super::writer::Pending;
 use crate::{
     db::{
         codec::{Be64, Json},
@@ -38,14 +39,29 @@ pub struct Snapshot {
 
 pub struct StateStore {
     db: Arc<Database>,
+    /// Snapshots queued for writing but not yet durable.
+    pending: Arc<Mutex<Pending>>,
     cache: Mutex<HashMap<u64, Arc<StateMap>>>,
     /// Serializes interning of new short keys.
     intern_lock: Mutex<()>,
 }
 
 impl StateStore {
-    pub fn new(db: Arc<Database>) -> Self {
-        Self { db, cache: Mutex::new(HashMap::new()), intern_lock: Mutex::new(()) }
+    pub fn new(db: Arc<Database>, pending: Arc<Mutex<Pending>>) -> Self {
+        Self { db, pending, cache: Mutex::new(HashMap::new()), intern_lock: Mutex::new(()) }
+    }
+
+    fn snapshot(&self, id: u64) -> Result<Snapshot> {
+        if let Some(s) = self.pending.lock().expect("pending overlay").snapshots.get(&id) {
+            return Ok(s.clone());
+        }
+        let Json(snapshot) = self
+            .db
+            .tables
+            .snapshotid_snapshot
+            .get(&Be64(id))?
+            .ok_or_else(|| Error::Internal(format!("missing state snapshot {id}")))?;
+        Ok(snapshot)
     }
 
     /// The short number of a state key, if it was ever used.
@@ -98,12 +114,7 @@ impl StateStore {
                     break;
                 }
             }
-            let Json(snapshot) = self
-                .db
-                .tables
-                .snapshotid_snapshot
-                .get(&Be64(current))?
-                .ok_or_else(|| Error::Internal(format!("missing state snapshot {current}")))?;
+            let snapshot = self.snapshot(current)?;
             next = snapshot.parent;
             chain.push(snapshot);
         }
@@ -128,7 +139,7 @@ impl StateStore {
     pub fn derive(&self, batch: &mut Batch, parent: Option<u64>, changes: &[(u64, OwnedEventId)]) -> Result<u64> {
         let id = self.db.next_count(batch);
         let parent_chain = match parent {
-            Some(p) => self.db.tables.snapshotid_snapshot.get(&Be64(p))?.map(|Json(s)| s.chain).unwrap_or(0),
+            Some(p) => self.snapshot(p)?.chain,
             None => 0,
         };
         let snapshot = match parent {
@@ -146,7 +157,8 @@ impl StateStore {
                 Snapshot { parent: None, chain: 0, added: full.into_iter().collect(), removed: Vec::new() }
             }
         };
-        self.db.tables.snapshotid_snapshot.insert(batch, &Be64(id), &Json(snapshot));
+        self.db.tables.snapshotid_snapshot.insert(batch, &Be64(id), &Json(snapshot.clone()));
+        self.pending.lock().expect("pending overlay").snapshots.insert(id, snapshot);
         Ok(id)
     }
 }

@@ -1,0 +1,134 @@
+//! Group commit for the event stream.
+//!
+//! Events are handed to one writer thread in stream-position order (positions are allocated while
+//! holding the queue lock). The thread writes every queued batch, syncs the WAL once for the whole
+//! group, then acknowledges each sender and advances the stream notification to the group's highest
+//! position, so consumers never see a position before everything below it is durable. Until its
+//! batch is durable, an event stays readable from the in-memory [`Pending`] overlay, so the next
+//! event of the same room can be built and authorized without waiting for the disk.
+
+use std::{
+    collections::HashMap,
+    sync::{mpsc, Arc, Mutex},
+};
+
+use ruma::{OwnedDeviceId, OwnedEventId, OwnedUserId};
+use tokio::sync::{oneshot, watch};
+
+use super::{state::Snapshot, EventMeta};
+use crate::db::{Batch, Database};
+
+/// Transaction key of an idempotent client send.
+pub type TxnId = (OwnedUserId, OwnedDeviceId, String);
+
+/// Written-but-not-yet-durable data, consulted before the database.
+#[derive(Default)]
+pub struct Pending {
+    pub pdus: HashMap<OwnedEventId, (Vec<u8>, EventMeta)>,
+    pub txns: HashMap<TxnId, OwnedEventId>,
+    pub snapshots: HashMap<u64, Snapshot>,
+}
+
+/// What to drop from the overlay once a batch is durable.
+#[derive(Default)]
+pub struct Cleanup {
+    pub pdus: Vec<OwnedEventId>,
+    pub txn: Option<TxnId>,
+    pub snapshot: Option<u64>,
+}
+
+struct Job {
+    batch: Batch,
+    pos: u64,
+    cleanup: Cleanup,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+pub struct Writer {
+    queue: Mutex<mpsc::Sender<Job>>,
+    pub pending: Arc<Mutex<Pending>>,
+}
+
+/// Most batches merged into one fsync.
+const MAX_GROUP: usize = 512;
+
+impl Writer {
+    pub fn start(db: Arc<Database>, stream: watch::Sender<u64>) -> Self {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let pending = Arc::new(Mutex::new(Pending::default()));
+        let overlay = pending.clone();
+        std::thread::Builder::new()
+            .name("event-writer".into())
+            .spawn(move || run(db, rx, overlay, stream))
+            .expect("spawn the event writer thread");
+        Self { queue: Mutex::new(tx), pending }
+    }
+
+    /// Allocates the next stream position and queues the batch `fill` builds for it, in one
+    /// critical section so queue order is position order. Returns a receiver that resolves once
+    /// the batch is durable.
+    pub fn submit(
+        &self,
+        db: &Database,
+        fill: impl FnOnce(&mut Batch, u64) -> crate::error::Result<Cleanup>,
+    ) -> crate::error::Result<oneshot::Receiver<Result<(), String>>> {
+        let queue = self.queue.lock().expect("writer queue");
+        let mut batch = Batch::new();
+        let pos = db.next_count(&mut batch);
+        let cleanup = fill(&mut batch, pos)?;
+        let (done, receiver) = oneshot::channel();
+        queue
+            .send(Job { batch, pos, cleanup, done })
+            .map_err(|_| crate::error::Error::Internal("the event writer has stopped".into()))?;
+        Ok(receiver)
+    }
+}
+
+fn run(db: Arc<Database>, rx: mpsc::Receiver<Job>, pending: Arc<Mutex<Pending>>, stream: watch::Sender<u64>) {
+    while let Ok(first) = rx.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut results = Vec::with_capacity(group.len());
+        let mut jobs = Vec::with_capacity(group.len());
+        for job in group {
+            let Job { batch, pos, cleanup, done } = job;
+            results.push(db.write_unsynced(batch).map_err(|e| e.to_string()));
+            jobs.push((pos, cleanup, done));
+        }
+        let synced = db.sync_wal().map_err(|e| e.to_string());
+        let mut highest = None;
+        {
+            let mut overlay = pending.lock().expect("pending overlay");
+            for (pos, cleanup, _) in &jobs {
+                for id in &cleanup.pdus {
+                    overlay.pdus.remove(id);
+                }
+                if let Some(txn) = &cleanup.txn {
+                    overlay.txns.remove(txn);
+                }
+                if let Some(s) = cleanup.snapshot {
+                    overlay.snapshots.remove(&s);
+                }
+                highest = Some(*pos);
+            }
+        }
+        for ((_, _, done), result) in jobs.into_iter().zip(results) {
+            let result = match (&synced, result) {
+                (Err(e), _) => Err(e.clone()),
+                (Ok(()), r) => r,
+            };
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "persisting an event failed");
+            }
+            let _ = done.send(result);
+        }
+        if let (Some(pos), Ok(())) = (highest, &synced) {
+            stream.send_replace(pos);
+        }
+    }
+}
