@@ -30,7 +30,8 @@ pub struct CreateRoom {
     pub power_level_override: Option<Map<String, Value>>,
 }
 
-/// Room versions this server creates rooms in.
+/// Room versions clients may create rooms in (and upgrade to). The services handle every version
+/// 1–12, as rooms of any version arrive over federation; clients are offered the current ones.
 pub const CREATABLE_VERSIONS: &[RoomVersionId] = &[RoomVersionId::V10, RoomVersionId::V11, RoomVersionId::V12];
 
 impl Rooms {
@@ -41,9 +42,6 @@ impl Rooms {
         default_version: &RoomVersionId,
     ) -> Result<OwnedRoomId> {
         let version = request.version.clone().unwrap_or_else(|| default_version.clone());
-        if !CREATABLE_VERSIONS.contains(&version) {
-            return Err(Error::UnsupportedRoomVersion(format!("this server cannot create rooms of version {version}")));
-        }
         let rules = version.rules().ok_or_else(|| Error::UnsupportedRoomVersion(version.to_string()))?;
         let privileged_creators = rules.authorization.explicitly_privilege_room_creators;
         let preset = request.preset.unwrap_or(if request.public { Preset::PublicChat } else { Preset::PrivateChat });

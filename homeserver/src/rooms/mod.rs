@@ -23,6 +23,7 @@ use std::{
 use ruma::{
     canonical_json::{redact, RedactedBecause},
     events::{StateEventType, TimelineEventType},
+    room_version_rules::{EventIdFormatVersion, EventsReferenceFormatVersion},
     signatures::{hash_and_sign_event, reference_hash},
     CanonicalJsonObject, CanonicalJsonValue, EventId, OwnedEventId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomId,
     RoomVersionId, UserId,
@@ -431,10 +432,38 @@ impl Rooms {
         if !event.content.is_object() {
             return Err(Error::BadJson("event content must be a JSON object".into()));
         }
-        let ids = |ids: &[OwnedEventId]| {
-            CanonicalJsonValue::Array(ids.iter().map(|id| CanonicalJsonValue::String(id.to_string())).collect())
+        let ids = |ids: &[OwnedEventId]| -> Result<CanonicalJsonValue> {
+            let mut refs = Vec::with_capacity(ids.len());
+            for id in ids {
+                refs.push(match rules.events_reference_format {
+                    // Room versions 1 and 2 reference events as [id, {"sha256": reference hash}].
+                    EventsReferenceFormatVersion::V1 => {
+                        let json = self.pdu_json(id)?.ok_or_else(|| Error::Internal(format!("unknown event {id}")))?;
+                        let referenced: CanonicalJsonObject =
+                            serde_json::from_slice(&json).map_err(|e| Error::Internal(e.to_string()))?;
+                        let hash = reference_hash(&referenced, rules).map_err(|e| Error::Internal(e.to_string()))?;
+                        let mut hashes = CanonicalJsonObject::new();
+                        hashes.insert("sha256".into(), CanonicalJsonValue::String(hash));
+                        CanonicalJsonValue::Array(vec![
+                            CanonicalJsonValue::String(id.to_string()),
+                            CanonicalJsonValue::Object(hashes),
+                        ])
+                    }
+                    _ => CanonicalJsonValue::String(id.to_string()),
+                });
+            }
+            Ok(CanonicalJsonValue::Array(refs))
         };
         let mut object = CanonicalJsonObject::new();
+        // Room versions 1 and 2 carry a server-chosen `$random:server` id inside the event.
+        let v1_event_id = match rules.event_id_format {
+            EventIdFormatVersion::V1 => {
+                let id = format!("${}:{}", crate::users::random_password(), self.server_name);
+                object.insert("event_id".into(), CanonicalJsonValue::String(id.clone()));
+                Some(id)
+            }
+            _ => None,
+        };
         object.insert("type".into(), CanonicalJsonValue::String(event.kind.to_string()));
         object.insert("sender".into(), CanonicalJsonValue::String(sender.to_string()));
         if let Some(room) = room {
@@ -448,8 +477,8 @@ impl Rooms {
         if let Some(redacts) = &event.redacts {
             object.insert("redacts".into(), CanonicalJsonValue::String(redacts.to_string()));
         }
-        object.insert("prev_events".into(), ids(prev_events));
-        object.insert("auth_events".into(), ids(auth_events));
+        object.insert("prev_events".into(), ids(prev_events)?);
+        object.insert("auth_events".into(), ids(auth_events)?);
         object.insert("depth".into(), canonical(serde_json::json!(depth))?);
         // Hashes and one signature add about 200 bytes; refuse oversized events before signing.
         let unsigned_size = serde_json::to_vec(&object).map(|v| v.len()).unwrap_or(usize::MAX);
@@ -462,8 +491,15 @@ impl Rooms {
         if size > MAX_PDU_BYTES {
             return Err(Error::TooLarge(format!("the event would be {size} bytes; the limit is {MAX_PDU_BYTES}")));
         }
-        let hash = reference_hash(&object, rules).map_err(|e| Error::Internal(format!("hashing failed: {e}")))?;
-        let event_id = OwnedEventId::try_from(format!("${hash}")).map_err(|e| Error::Internal(e.to_string()))?;
+        let event_id = match v1_event_id {
+            Some(id) => id,
+            None => {
+                let hash =
+                    reference_hash(&object, rules).map_err(|e| Error::Internal(format!("hashing failed: {e}")))?;
+                format!("${hash}")
+            }
+        };
+        let event_id = OwnedEventId::try_from(event_id).map_err(|e| Error::Internal(e.to_string()))?;
         Ok((event_id, object))
     }
 

@@ -4,7 +4,7 @@
 use ruma::{events::StateEventType, OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, RoomVersionId, UserId};
 use serde_json::{json, Map, Value};
 
-use super::{create::CREATABLE_VERSIONS, NewEvent, Rooms};
+use super::{NewEvent, Rooms};
 use crate::error::{Error, Result};
 
 /// State carried over to the new room (power levels are handled separately).
@@ -33,9 +33,6 @@ impl Rooms {
         version: RoomVersionId,
         additional_creators: Vec<OwnedUserId>,
     ) -> Result<OwnedRoomId> {
-        if !CREATABLE_VERSIONS.contains(&version) {
-            return Err(Error::UnsupportedRoomVersion(format!("this server cannot create rooms of version {version}")));
-        }
         if !self.is_joined(sender, old)? {
             return Err(Error::forbidden("you are not in this room"));
         }

@@ -25,7 +25,7 @@ use crate::{
     api::ruma::Ruma,
     error::{Error, Result},
     rooms::{
-        create::{CreateRoom, Preset},
+        create::{CreateRoom, Preset, CREATABLE_VERSIONS},
         pdu::to_raw,
         read::{parse_token, EventFilter, RelationFilter},
         NewEvent, TxnKey,
@@ -44,6 +44,16 @@ pub fn event_filter(filter: &RoomEventFilter) -> EventFilter {
         senders: filter.senders.as_ref().map(|s| s.iter().map(|u| u.to_string()).collect()),
         not_senders: filter.not_senders.iter().map(|u| u.to_string()).collect(),
         lazy_load_members: !filter.lazy_load_options.is_disabled(),
+    }
+}
+
+/// Clients may create (and upgrade to) the current room versions only.
+fn check_creatable(version: Option<&ruma::RoomVersionId>) -> Result<()> {
+    match version {
+        Some(v) if !CREATABLE_VERSIONS.contains(v) => {
+            Err(Error::UnsupportedRoomVersion(format!("this server cannot create rooms of version {v}")))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -97,6 +107,7 @@ pub async fn create(
         creation_content,
         power_level_override,
     };
+    check_creatable(params.version.as_ref())?;
     let room = services.rooms.create_room(&sender, params, &services.config.rooms.default_version).await?;
     Ok(create_room::v3::Response::new(room))
 }
@@ -107,6 +118,7 @@ pub async fn upgrade(
 ) -> Result<upgrade_room::v3::Response> {
     let sender = request.sender()?.user_id.clone();
     let b = request.body;
+    check_creatable(Some(&b.new_version))?;
     let new = services.rooms.upgrade(&b.room_id, &sender, b.new_version, b.additional_creators).await?;
     Ok(upgrade_room::v3::Response::new(new))
 }
