@@ -12,5 +12,6 @@ pub mod rooms;
 pub mod server;
 pub mod server_keys;
 pub mod services;
+pub mod stream;
 pub mod uia;
 pub mod users;

@@ -10,6 +10,7 @@ use crate::{
     ratelimit::RateLimiter,
     rooms::Rooms,
     server_keys::ServerKeys,
+    stream::Writer,
     uia::Uia,
     users::{account_data::AccountData, filters::Filters, profile::Profiles, Users},
 };
@@ -42,11 +43,18 @@ impl Services {
         let server_keys = Arc::new(ServerKeys::load_or_generate(&db)?);
         let config = Arc::new(config);
         let profiles = Arc::new(Profiles::new(db.clone()));
+        let writer = Arc::new(Writer::start(db.clone()));
         Ok(Arc::new(Self {
             users: Users::new(db.clone(), config.server_name.clone()),
-            rooms: Rooms::new(db.clone(), config.server_name.clone(), server_keys.clone(), profiles.clone()),
+            rooms: Rooms::new(
+                db.clone(),
+                config.server_name.clone(),
+                server_keys.clone(),
+                profiles.clone(),
+                writer.clone(),
+            ),
+            account_data: AccountData::new(db.clone(), writer.clone()),
             profiles,
-            account_data: AccountData::new(db.clone()),
             filters: Filters::new(db.clone()),
             uia: Uia::new(config.registration.token.clone()),
             rate_limiter: RateLimiter::new(config.rate_limits.clone()),

@@ -11,7 +11,7 @@ use super::{
 };
 use crate::{
     rooms::{state::Snapshot, AliasRecord, EventMeta, MembershipRecord, RoomRecord},
-    users::{Account, Device, TokenOwner},
+    users::{account_data::AccountDataRecord, Account, Device, TokenOwner},
 };
 
 /// Column family names; `Database::open` creates them all.
@@ -38,6 +38,7 @@ pub const NAMES: &[&str] = &[
     "alias_roomid",
     "roomid_published",
     "parentpos_childeventid",
+    "useridpos_accountdata",
 ];
 
 pub struct Tables {
@@ -52,7 +53,9 @@ pub struct Tables {
     /// sha256(access token) → its user and device; tokens themselves are never stored.
     pub tokenhash_session: Table<Vec<u8>, Json<TokenOwner>>,
     /// (user, room id or "" for global, event type) → content.
-    pub useridroomidtype_accountdata: Table<(OwnedUserId, String, String), Json<serde_json::Value>>,
+    pub useridroomidtype_accountdata: Table<(OwnedUserId, String, String), Json<AccountDataRecord>>,
+    /// (user, stream position) → (room or "", type) of an account data change, for sync.
+    pub useridpos_accountdata: Table<(OwnedUserId, Be64), Json<(String, String)>>,
     /// (user, filter id) → filter definition JSON.
     pub useridfilterid_filter: Table<(OwnedUserId, String), Json<serde_json::Value>>,
     /// Event id → the PDU's JSON as signed (redacted in place when a redaction applies).
@@ -108,6 +111,7 @@ impl Tables {
             alias_roomid: Table::new(db, "alias_roomid"),
             roomid_published: Table::new(db, "roomid_published"),
             parentpos_childeventid: Table::new(db, "parentpos_childeventid"),
+            useridpos_accountdata: Table::new(db, "useridpos_accountdata"),
         }
     }
 }

@@ -13,7 +13,6 @@ pub mod power;
 pub mod read;
 pub mod state;
 pub mod upgrade;
-pub mod writer;
 
 use std::{
     collections::HashMap,
@@ -31,11 +30,7 @@ use ruma::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
 
-use self::{
-    pdu::Pdu,
-    state::StateStore,
-    writer::{Cleanup, Writer},
-};
+use self::{pdu::Pdu, state::StateStore};
 use crate::{
     db::{
         codec::{prefix, Be64, Json},
@@ -43,6 +38,7 @@ use crate::{
     },
     error::{Error, Result},
     server_keys::ServerKeys,
+    stream::{wait_durable, Cleanup, Writer},
     users::{now_ms, profile::Profiles},
 };
 
@@ -136,8 +132,7 @@ pub struct Rooms {
     /// Room records, kept current under each room's lock (ahead of the disk while a write is
     /// queued), so the next event builds on the previous one without waiting for its fsync.
     records: Mutex<HashMap<OwnedRoomId, RoomRecord>>,
-    writer: Writer,
-    stream: watch::Receiver<u64>,
+    writer: Arc<Writer>,
 }
 
 fn rules_of(version: &RoomVersionId) -> Result<ruma::room_version_rules::RoomVersionRules> {
@@ -154,9 +149,8 @@ impl Rooms {
         server_name: OwnedServerName,
         keys: Arc<ServerKeys>,
         profiles: Arc<Profiles>,
+        writer: Arc<Writer>,
     ) -> Self {
-        let (sender, stream) = watch::channel(db.current_count());
-        let writer = Writer::start(db.clone(), sender);
         Self {
             state: StateStore::new(db.clone(), writer.pending.clone()),
             records: Mutex::new(HashMap::new()),
@@ -167,13 +161,12 @@ impl Rooms {
             profiles,
             alias_lock: Mutex::new(()),
             locks: Mutex::new(HashMap::new()),
-            stream,
         }
     }
 
     /// A receiver that changes whenever an event is persisted (value: its stream position).
     pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.stream.clone()
+        self.writer.subscribe()
     }
 
     fn lock(&self, room: &RoomId) -> Arc<tokio::sync::Mutex<()>> {
@@ -632,13 +625,4 @@ fn relates_to(pdu: &Pdu) -> Option<OwnedEventId> {
     let relates = content.get("m.relates_to")?;
     let id = relates.get("event_id").or_else(|| relates.get("m.in_reply_to").and_then(|r| r.get("event_id")))?;
     OwnedEventId::try_from(id.as_str()?).ok()
-}
-
-/// Waits until the writer reports the event durable.
-async fn wait_durable(durable: oneshot::Receiver<Result<(), String>>) -> Result<()> {
-    match durable.await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(Error::Internal(format!("persisting the event failed: {e}"))),
-        Err(_) => Err(Error::Internal("the event writer stopped".into())),
-    }
 }

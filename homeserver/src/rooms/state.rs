@@ -12,7 +12,7 @@ use std::{
 use ruma::{events::StateEventType, OwnedEventId};
 use serde::{Deserialize, Serialize};
 
-use super::writer::Pending;
+use crate::stream::Pending;
 use crate::{
     db::{
         codec::{Be64, Json},

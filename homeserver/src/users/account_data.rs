@@ -6,8 +6,12 @@ use ruma::{RoomId, UserId};
 use serde_json::Value;
 
 use crate::{
-    db::{codec::Json, Batch, Database},
+    db::{
+        codec::{prefix, Be64, Codec, Json},
+        Database,
+    },
     error::{Error, Result},
+    stream::{wait_durable, Cleanup, Writer},
 };
 
 /// Types the server manages through their own endpoints; clients may not write them here.
@@ -15,6 +19,14 @@ const SERVER_MANAGED: &[&str] = &["m.fully_read", "m.push_rules"];
 
 pub struct AccountData {
     db: Arc<Database>,
+    writer: Arc<Writer>,
+}
+
+/// Stored account data: the content and the stream position of its last change.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct AccountDataRecord {
+    pub content: Value,
+    pub pos: u64,
 }
 
 fn key(user: &UserId, room: Option<&RoomId>, kind: &str) -> (ruma::OwnedUserId, String, String) {
@@ -22,25 +34,67 @@ fn key(user: &UserId, room: Option<&RoomId>, kind: &str) -> (ruma::OwnedUserId, 
 }
 
 impl AccountData {
-    pub fn new(db: Arc<Database>) -> Self {
-        Self { db }
+    pub fn new(db: Arc<Database>, writer: Arc<Writer>) -> Self {
+        Self { db, writer }
     }
 
     pub fn get(&self, user: &UserId, room: Option<&RoomId>, kind: &str) -> Result<Option<Value>> {
-        Ok(self.db.tables.useridroomidtype_accountdata.get(&key(user, room, kind))?.map(|Json(v)| v))
+        Ok(self.db.tables.useridroomidtype_accountdata.get(&key(user, room, kind))?.map(|Json(r)| r.content))
     }
 
-    /// Stores a client's account data; content must be a JSON object.
-    pub fn set(&self, user: &UserId, room: Option<&RoomId>, kind: &str, content: Value) -> Result<()> {
+    /// Every entry of the user changed after `since` (all when `None`): (room or "", type, content).
+    pub fn changes(&self, user: &UserId, since: Option<u64>) -> Result<Vec<(String, String, Value)>> {
+        let mut out = Vec::new();
+        let start = (user.to_owned(), Be64(since.map_or(0, |s| s + 1))).encode();
+        for entry in self.db.tables.useridpos_accountdata.scan_from(prefix(&user.to_owned()), start, true) {
+            let ((_, Be64(pos)), Json((room, kind))) = entry?;
+            // An entry changed again later is reported at its latest position only.
+            if let Some(Json(record)) =
+                self.db.tables.useridroomidtype_accountdata.get(&(user.to_owned(), room.clone(), kind.clone()))?
+            {
+                if record.pos == pos {
+                    out.push((room, kind, record.content));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stores a client's account data (content must be a JSON object) as a change on the stream,
+    /// so sync reports it; returns once it is durable.
+    pub async fn set(&self, user: &UserId, room: Option<&RoomId>, kind: &str, content: Value) -> Result<()> {
+        let durable = self.queue(user, room, kind, content)?;
+        wait_durable(durable).await
+    }
+
+    fn queue(
+        &self,
+        user: &UserId,
+        room: Option<&RoomId>,
+        kind: &str,
+        content: Value,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<(), String>>> {
         if SERVER_MANAGED.contains(&kind) {
             return Err(Error::BadJson(format!("{kind} is managed by the server through its own API")));
         }
         if !content.is_object() {
             return Err(Error::BadJson("account data content must be a JSON object".into()));
         }
-        let mut batch = Batch::new();
-        self.db.tables.useridroomidtype_accountdata.insert(&mut batch, &key(user, room, kind), &Json(content));
-        self.db.commit(batch)?;
-        Ok(())
+        let key = key(user, room, kind);
+        let previous = self.db.tables.useridroomidtype_accountdata.get(&key)?.map(|Json(r)| r.pos);
+        let tables = &self.db.tables;
+        let durable = self.writer.submit(&self.db, |batch, pos| {
+            if let Some(old) = previous {
+                tables.useridpos_accountdata.remove(batch, &(user.to_owned(), Be64(old)));
+            }
+            tables.useridpos_accountdata.insert(
+                batch,
+                &(user.to_owned(), Be64(pos)),
+                &Json((key.1.clone(), key.2.clone())),
+            );
+            tables.useridroomidtype_accountdata.insert(batch, &key, &Json(AccountDataRecord { content, pos }));
+            Ok(Cleanup::default())
+        })?;
+        Ok(durable)
     }
 }

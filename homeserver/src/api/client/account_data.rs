@@ -48,7 +48,7 @@ pub async fn set_global(
 ) -> Result<set_global_account_data::v3::Response> {
     let body = &request.body;
     check_own(&request.sender()?.user_id, &body.user_id)?;
-    services.account_data.set(&body.user_id, None, &body.event_type.to_string(), content(&body.data)?)?;
+    services.account_data.set(&body.user_id, None, &body.event_type.to_string(), content(&body.data)?).await?;
     Ok(set_global_account_data::v3::Response::new())
 }
 
@@ -72,12 +72,10 @@ pub async fn set_room(
 ) -> Result<set_room_account_data::v3::Response> {
     let body = &request.body;
     check_own(&request.sender()?.user_id, &body.user_id)?;
-    services.account_data.set(
-        &body.user_id,
-        Some(&body.room_id),
-        &body.event_type.to_string(),
-        content(&body.data)?,
-    )?;
+    services
+        .account_data
+        .set(&body.user_id, Some(&body.room_id), &body.event_type.to_string(), content(&body.data)?)
+        .await?;
     Ok(set_room_account_data::v3::Response::new())
 }
 

@@ -1,6 +1,7 @@
-//! Group commit for the event stream.
+//! The stream: every write that clients sync (events, account data, …) gets a position from the
+//! global counter and is persisted by one writer thread with group commit.
 //!
-//! Events are handed to one writer thread in stream-position order (positions are allocated while
+//! Writes are handed to one writer thread in stream-position order (positions are allocated while
 //! holding the queue lock). The thread writes every queued batch, syncs the WAL once for the whole
 //! group, then acknowledges each sender and advances the stream notification to the group's highest
 //! position, so consumers never see a position before everything below it is durable. Until its
@@ -15,8 +16,8 @@ use std::{
 use ruma::{OwnedDeviceId, OwnedEventId, OwnedUserId};
 use tokio::sync::{oneshot, watch};
 
-use super::{state::Snapshot, EventMeta};
 use crate::db::{Batch, Database};
+use crate::rooms::{state::Snapshot, EventMeta};
 
 /// Transaction key of an idempotent client send.
 pub type TxnId = (OwnedUserId, OwnedDeviceId, String);
@@ -47,13 +48,16 @@ struct Job {
 pub struct Writer {
     queue: Mutex<mpsc::Sender<Job>>,
     pub pending: Arc<Mutex<Pending>>,
+    /// The highest durable position; changes wake the stream's consumers.
+    position: watch::Receiver<u64>,
 }
 
 /// Most batches merged into one fsync.
 const MAX_GROUP: usize = 512;
 
 impl Writer {
-    pub fn start(db: Arc<Database>, stream: watch::Sender<u64>) -> Self {
+    pub fn start(db: Arc<Database>) -> Self {
+        let (stream, position) = watch::channel(db.current_count());
         let (tx, rx) = mpsc::channel::<Job>();
         let pending = Arc::new(Mutex::new(Pending::default()));
         let overlay = pending.clone();
@@ -61,7 +65,12 @@ impl Writer {
             .name("event-writer".into())
             .spawn(move || run(db, rx, overlay, stream))
             .expect("spawn the event writer thread");
-        Self { queue: Mutex::new(tx), pending }
+        Self { queue: Mutex::new(tx), pending, position }
+    }
+
+    /// A receiver of the highest durable stream position.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.position.clone()
     }
 
     /// Allocates the next stream position and queues the batch `fill` builds for it, in one
@@ -130,5 +139,15 @@ fn run(db: Arc<Database>, rx: mpsc::Receiver<Job>, pending: Arc<Mutex<Pending>>,
         if let (Some(pos), Ok(())) = (highest, &synced) {
             stream.send_replace(pos);
         }
+    }
+}
+
+/// Waits until the writer reports a submitted batch durable.
+pub async fn wait_durable(durable: oneshot::Receiver<Result<(), String>>) -> crate::error::Result<()> {
+    use crate::error::Error;
+    match durable.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Error::Internal(format!("persisting failed: {e}"))),
+        Err(_) => Err(Error::Internal("the stream writer stopped".into())),
     }
 }
