@@ -13,5 +13,6 @@ pub mod server;
 pub mod server_keys;
 pub mod services;
 pub mod stream;
+pub mod sync;
 pub mod uia;
 pub mod users;

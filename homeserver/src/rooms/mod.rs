@@ -248,6 +248,17 @@ impl Rooms {
         Ok(self.membership(user, room)?.is_some_and(|m| m.membership == "join"))
     }
 
+    /// Every membership record of the user (rooms they joined, were invited to, left…; forgotten
+    /// rooms excluded).
+    pub fn memberships_of(&self, user: &UserId) -> Result<Vec<(OwnedRoomId, MembershipRecord)>> {
+        self.db
+            .tables
+            .useridroomid_membership
+            .scan_prefix(prefix(&user.to_owned()))
+            .map(|r| r.map(|((_, room), Json(m))| (room, m)).map_err(Error::from))
+            .collect()
+    }
+
     /// Rooms where the user has the given membership.
     pub fn rooms_of(&self, user: &UserId, membership: &str) -> Result<Vec<OwnedRoomId>> {
         let mut out = Vec::new();

@@ -42,7 +42,7 @@ fn type_matches(pattern: &str, kind: &str) -> bool {
 }
 
 impl EventFilter {
-    fn accepts(&self, event: &Value) -> bool {
+    pub fn accepts(&self, event: &Value) -> bool {
         let kind = event["type"].as_str().unwrap_or("");
         let sender = event["sender"].as_str().unwrap_or("");
         if self.not_types.iter().any(|p| type_matches(p, kind)) || self.not_senders.iter().any(|s| s == sender) {

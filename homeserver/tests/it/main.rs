@@ -6,4 +6,5 @@ mod cli;
 mod common;
 mod errors;
 mod rooms;
+mod sync;
 mod versions;

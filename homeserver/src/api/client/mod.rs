@@ -9,6 +9,7 @@ pub mod membership;
 pub mod profile;
 pub mod rooms;
 pub mod session;
+pub mod sync;
 
 use std::sync::Arc;
 
@@ -48,6 +49,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma(account_data::set_room)
         .ruma(account_data::create_filter)
         .ruma(account_data::get_filter)
+        .ruma(sync::sync_events)
         .ruma(rooms::create)
         .ruma(rooms::upgrade)
         .ruma(rooms::send_message)

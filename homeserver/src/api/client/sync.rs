@@ -1,0 +1,108 @@
+//! `GET /v3/sync`.
+
+use std::{sync::Arc, time::Duration};
+
+use ruma::{
+    api::client::{
+        filter::FilterDefinition,
+        sync::sync_events::{
+            self,
+            v3::{
+                Filter, GlobalAccountData, InviteState, InvitedRoom, JoinedRoom, KnockState, KnockedRoom, LeftRoom,
+                RoomAccountData, State, StateEvents, Timeline,
+            },
+        },
+    },
+    UInt,
+};
+
+use crate::{
+    api::{client::rooms::event_filter, ruma::Ruma},
+    error::{Error, Result},
+    rooms::pdu::to_raw,
+    services::Services,
+    sync::{parse_sync_token, sync, RoomSync, SyncFilter, SyncParams},
+};
+
+/// Long-polls are capped so a misbehaving client cannot hold a request for hours.
+const MAX_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn filter_of(services: &Services, user: &ruma::UserId, filter: Option<&Filter>) -> Result<SyncFilter> {
+    let definition = match filter {
+        None => return Ok(SyncFilter::default()),
+        Some(Filter::FilterDefinition(d)) => d.clone(),
+        Some(Filter::FilterId(id)) => {
+            let stored = services.filters.get(user, id)?.ok_or_else(|| Error::not_found("unknown filter id"))?;
+            serde_json::from_value::<FilterDefinition>(stored).map_err(|e| Error::Internal(e.to_string()))?
+        }
+        Some(_) => return Ok(SyncFilter::default()),
+    };
+    let timeline = &definition.room.timeline;
+    Ok(SyncFilter {
+        timeline_limit: timeline.limit.map(|l| u64::from(l).clamp(1, 1000) as usize).unwrap_or(10),
+        timeline: event_filter(timeline),
+        lazy_load_members: !definition.room.state.lazy_load_options.is_disabled(),
+        include_leave: definition.room.include_leave,
+    })
+}
+
+fn timeline(data: &RoomSync) -> Timeline {
+    let mut t = Timeline::new();
+    t.limited = data.limited;
+    t.prev_batch = data.prev_batch.clone();
+    t.events = data.timeline.iter().map(to_raw).collect();
+    t
+}
+
+fn room_account_data(data: &RoomSync) -> RoomAccountData {
+    let mut a = RoomAccountData::new();
+    a.events = data.account_data.iter().map(to_raw).collect();
+    a
+}
+
+pub async fn sync_events(
+    services: Arc<Services>,
+    request: Ruma<sync_events::v3::Request>,
+) -> Result<sync_events::v3::Response> {
+    let user = request.sender()?.user_id.clone();
+    let body = request.body;
+    let params = SyncParams {
+        since: body.since.as_deref().map(parse_sync_token).transpose()?,
+        timeout: body.timeout.unwrap_or_default().min(MAX_TIMEOUT),
+        full_state: body.full_state,
+        filter: filter_of(&services, &user, body.filter.as_ref())?,
+        user,
+    };
+    let result = sync(&services, params).await?;
+
+    let mut response = sync_events::v3::Response::new(result.next_batch);
+    for (room, data) in &result.join {
+        let mut joined = JoinedRoom::new();
+        joined.timeline = timeline(data);
+        joined.state = State::Before(StateEvents::with_events(data.state.iter().map(to_raw).collect()));
+        joined.account_data = room_account_data(data);
+        joined.summary.heroes = data.heroes.clone();
+        joined.summary.joined_member_count = UInt::new(data.joined_count);
+        joined.summary.invited_member_count = UInt::new(data.invited_count);
+        response.rooms.join.insert(room.clone(), joined);
+    }
+    for (room, data) in &result.leave {
+        let mut left = LeftRoom::new();
+        left.timeline = timeline(data);
+        left.state = State::Before(StateEvents::with_events(data.state.iter().map(to_raw).collect()));
+        response.rooms.leave.insert(room.clone(), left);
+    }
+    for (room, events) in &result.invite {
+        let state = InviteState::from(events.iter().map(to_raw).collect::<Vec<_>>());
+        response.rooms.invite.insert(room.clone(), InvitedRoom::from(state));
+    }
+    for (room, events) in &result.knock {
+        let mut state = KnockState::new();
+        state.events = events.iter().map(to_raw).collect();
+        response.rooms.knock.insert(room.clone(), KnockedRoom::from(state));
+    }
+    let mut account_data = GlobalAccountData::new();
+    account_data.events = result.account_data.iter().map(to_raw).collect();
+    response.account_data = account_data;
+    Ok(response)
+}

@@ -1,0 +1,260 @@
+//! `/sync`: a consumer of the stream. A sync token is the stream position the client has seen;
+//! the answer is everything for the user between that position and the current durable one.
+//! With a timeout, the request sleeps on the stream's notification until something arrives.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
+
+use ruma::{events::StateEventType, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
+use serde_json::{json, Value};
+
+use crate::{
+    db::codec::{prefix, Be64, Codec},
+    error::{Error, Result},
+    rooms::read::{token, EventFilter},
+    services::Services,
+};
+
+/// What the client's filter asks of a sync.
+#[derive(Debug, Clone)]
+pub struct SyncFilter {
+    pub timeline_limit: usize,
+    pub timeline: EventFilter,
+    pub lazy_load_members: bool,
+    pub include_leave: bool,
+}
+
+impl Default for SyncFilter {
+    fn default() -> Self {
+        Self { timeline_limit: 10, timeline: EventFilter::default(), lazy_load_members: false, include_leave: false }
+    }
+}
+
+pub struct SyncParams {
+    pub user: OwnedUserId,
+    pub since: Option<u64>,
+    pub timeout: Duration,
+    pub full_state: bool,
+    pub filter: SyncFilter,
+}
+
+#[derive(Debug, Default)]
+pub struct RoomSync {
+    pub timeline: Vec<Value>,
+    pub limited: bool,
+    pub prev_batch: Option<String>,
+    pub state: Vec<Value>,
+    pub account_data: Vec<Value>,
+    pub heroes: Vec<OwnedUserId>,
+    pub joined_count: u64,
+    pub invited_count: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct SyncResult {
+    pub next_batch: String,
+    pub join: BTreeMap<OwnedRoomId, RoomSync>,
+    pub invite: BTreeMap<OwnedRoomId, Vec<Value>>,
+    pub knock: BTreeMap<OwnedRoomId, Vec<Value>>,
+    pub leave: BTreeMap<OwnedRoomId, RoomSync>,
+    pub account_data: Vec<Value>,
+}
+
+impl SyncResult {
+    fn is_empty(&self) -> bool {
+        self.join.is_empty()
+            && self.invite.is_empty()
+            && self.knock.is_empty()
+            && self.leave.is_empty()
+            && self.account_data.is_empty()
+    }
+}
+
+pub fn sync_token(pos: u64) -> String {
+    format!("s{pos}")
+}
+
+pub fn parse_sync_token(token: &str) -> Result<u64> {
+    token
+        .strip_prefix('s')
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| Error::invalid_param(format!("invalid sync token {token:?}")))
+}
+
+/// Answers a sync, waiting up to `timeout` for something new when there is nothing yet.
+pub async fn sync(services: &Services, params: SyncParams) -> Result<SyncResult> {
+    let mut position = services.rooms.subscribe();
+    let deadline = tokio::time::Instant::now() + params.timeout;
+    loop {
+        let current = *position.borrow_and_update();
+        let result = compute(services, &params, current)?;
+        if params.since.is_none() || params.full_state || !result.is_empty() {
+            return Ok(result);
+        }
+        match tokio::time::timeout_at(deadline, position.changed()).await {
+            Ok(Ok(())) => continue,
+            _ => return Ok(result),
+        }
+    }
+}
+
+fn compute(services: &Services, params: &SyncParams, current: u64) -> Result<SyncResult> {
+    let rooms = &services.rooms;
+    let user = &params.user;
+    let since = params.since.map(|s| s.min(current));
+    let mut result = SyncResult { next_batch: sync_token(current), ..Default::default() };
+    let changed_after = |pos: u64| since.is_none_or(|s| pos > s);
+
+    for (room, membership) in rooms.memberships_of(user)? {
+        match membership.membership.as_str() {
+            "join" => {
+                let fresh = changed_after(membership.pos) || params.full_state;
+                let from = if fresh { None } else { since };
+                let data = room_sync(services, user, &room, from, current, fresh, &params.filter)?;
+                if fresh || !data.timeline.is_empty() || !data.state.is_empty() {
+                    result.join.insert(room, data);
+                }
+            }
+            "invite" if changed_after(membership.pos) => {
+                result.invite.insert(room.clone(), stripped_state(services, &room, &membership.event_id)?);
+            }
+            "knock" if changed_after(membership.pos) => {
+                result.knock.insert(room.clone(), stripped_state(services, &room, &membership.event_id)?);
+            }
+            "leave" | "ban"
+                if since.is_some_and(|s| membership.pos > s) || (since.is_none() && params.filter.include_leave) =>
+            {
+                let data = room_sync(services, user, &room, since, membership.pos, since.is_none(), &params.filter)?;
+                result.leave.insert(room, data);
+            }
+            _ => {}
+        }
+    }
+
+    for (room, kind, content) in services.account_data.changes(user, since)? {
+        let event = json!({ "type": kind, "content": content });
+        if room.is_empty() {
+            result.account_data.push(event);
+        } else if let Ok(room) = OwnedRoomId::try_from(room) {
+            if rooms.is_joined(user, &room)? {
+                result.join.entry(room).or_default().account_data.push(event);
+            }
+        }
+    }
+    Ok(result)
+}
+
+/// A room's timeline and state for one sync: events in `(from, until]`, the last `limit` of them.
+fn room_sync(
+    services: &Services,
+    user: &UserId,
+    room: &RoomId,
+    from: Option<u64>,
+    until: u64,
+    full_state: bool,
+    filter: &SyncFilter,
+) -> Result<RoomSync> {
+    let rooms = &services.rooms;
+    let floor = from.unwrap_or(0);
+    let start = (room.to_owned(), Be64(until)).encode();
+    let mut picked = Vec::new();
+    let mut limited = false;
+    for entry in services.db.tables.roomidpos_eventid.scan_from(prefix(&room.to_owned()), start, false) {
+        let ((_, Be64(pos)), event_id) = entry?;
+        if pos <= floor && from.is_some() {
+            break;
+        }
+        if picked.len() >= filter.timeline_limit {
+            limited = true;
+            break;
+        }
+        picked.push((pos, event_id));
+    }
+    picked.reverse();
+    let first_pos = picked.first().map(|(pos, _)| *pos);
+    let mut data = RoomSync { limited, prev_batch: first_pos.map(token), ..Default::default() };
+    for (_, id) in &picked {
+        if let Some(event) = rooms.client_event(id)? {
+            if filter.timeline.accepts(&event) {
+                data.timeline.push(event);
+            }
+        }
+    }
+
+    let state_at_start = match first_pos {
+        Some(pos) => rooms.snapshot_before(room, pos)?,
+        None => rooms.snapshot_before(room, until + 1)?,
+    };
+    let state_ids: Vec<OwnedEventId> = if full_state {
+        match state_at_start {
+            Some(snapshot) => rooms.full_state(snapshot)?.into_iter().map(|(_, id)| id).collect(),
+            None => Vec::new(),
+        }
+    } else if limited {
+        // Only what changed between the client's last position and the start of the timeline.
+        let before: BTreeSet<OwnedEventId> = match from.and_then(|f| rooms.snapshot_before(room, f + 1).ok().flatten())
+        {
+            Some(s) => rooms.full_state(s)?.into_iter().map(|(_, id)| id).collect(),
+            None => BTreeSet::new(),
+        };
+        match state_at_start {
+            Some(snapshot) => {
+                rooms.full_state(snapshot)?.into_iter().map(|(_, id)| id).filter(|id| !before.contains(id)).collect()
+            }
+            None => Vec::new(),
+        }
+    } else {
+        Vec::new()
+    };
+    let senders: BTreeSet<&str> = data.timeline.iter().filter_map(|e| e["sender"].as_str()).collect();
+    for id in state_ids {
+        let Some(event) = rooms.client_event(&id)? else { continue };
+        if filter.lazy_load_members && event["type"] == "m.room.member" {
+            let key = event["state_key"].as_str().unwrap_or("");
+            if key != user.as_str() && !senders.contains(key) {
+                continue;
+            }
+        }
+        data.state.push(event);
+    }
+
+    let members = rooms.members(room)?;
+    data.joined_count = members.iter().filter(|(_, m)| m.membership == "join").count() as u64;
+    data.invited_count = members.iter().filter(|(_, m)| m.membership == "invite").count() as u64;
+    data.heroes = members
+        .iter()
+        .filter(|(u, m)| u != user && (m.membership == "join" || m.membership == "invite"))
+        .map(|(u, _)| u.clone())
+        .take(5)
+        .collect();
+    Ok(data)
+}
+
+/// The stripped state an invitee or knocker sees: a few public state events and their own event.
+fn stripped_state(services: &Services, room: &RoomId, own_event: &OwnedEventId) -> Result<Vec<Value>> {
+    let rooms = &services.rooms;
+    let mut out = Vec::new();
+    let kinds = [
+        StateEventType::RoomCreate,
+        StateEventType::RoomJoinRules,
+        StateEventType::RoomName,
+        StateEventType::RoomAvatar,
+        StateEventType::RoomTopic,
+        StateEventType::RoomCanonicalAlias,
+        StateEventType::RoomEncryption,
+    ];
+    let strip = |e: &Value| json!({ "type": e["type"], "state_key": e["state_key"], "sender": e["sender"], "content": e["content"] });
+    for kind in kinds {
+        if let Some(pdu) = rooms.state_event(room, &kind, "")? {
+            if let Some(e) = rooms.client_event(&pdu.event_id)? {
+                out.push(strip(&e));
+            }
+        }
+    }
+    if let Some(e) = rooms.client_event(own_event)? {
+        out.push(strip(&e));
+    }
+    Ok(out)
+}

@@ -1,0 +1,205 @@
+//! `/sync` as matrix-sdk and raw clients see it.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use matrix_sdk::{
+    config::SyncSettings,
+    ruma::events::room::message::{OriginalSyncRoomMessageEvent, RoomMessageEventContent},
+    RoomState,
+};
+use serde_json::{json, Value};
+
+use crate::common::TestServer;
+
+async fn get(server: &TestServer, token: &str, path: &str) -> Value {
+    let response = server.http().get(format!("{}{}", server.url, path)).bearer_auth(token).send().await.unwrap();
+    assert!(response.status().is_success(), "{path}: {}", response.status());
+    response.json().await.unwrap()
+}
+
+async fn put(server: &TestServer, token: &str, path: &str, body: Value) -> Value {
+    let response =
+        server.http().put(format!("{}{}", server.url, path)).bearer_auth(token).json(&body).send().await.unwrap();
+    assert!(response.status().is_success(), "{path}: {}", response.status());
+    response.json().await.unwrap()
+}
+
+async fn post(server: &TestServer, token: &str, path: &str, body: Value) -> Value {
+    let response =
+        server.http().post(format!("{}{}", server.url, path)).bearer_auth(token).json(&body).send().await.unwrap();
+    assert!(response.status().is_success(), "{path}: {}", response.status());
+    response.json().await.unwrap()
+}
+
+fn bodies(sync: &Value, room: &str) -> Vec<String> {
+    sync["rooms"]["join"][room]["timeline"]["events"]
+        .as_array()
+        .map(|events| {
+            events
+                .iter()
+                .filter(|e| e["type"] == "m.room.message")
+                .map(|e| e["content"]["body"].as_str().unwrap().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn matrix_sdk_clients_invite_join_and_chat_through_sync() {
+    let server = TestServer::start();
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    let mut request = matrix_sdk::ruma::api::client::room::create_room::v3::Request::new();
+    request.invite = vec![bob.user_id().unwrap().to_owned()];
+    request.name = Some("Bureau".into());
+    let room_id = alice.create_room(request).await.unwrap().room_id().to_owned();
+
+    bob.sync_once(SyncSettings::default()).await.unwrap();
+    let invited = bob.get_room(&room_id).expect("bob sees the invite");
+    assert_eq!(invited.state(), RoomState::Invited);
+    invited.join().await.unwrap();
+
+    let received: Arc<Mutex<Vec<String>>> = Arc::default();
+    let sink = received.clone();
+    alice.add_event_handler(move |event: OriginalSyncRoomMessageEvent| {
+        let sink = sink.clone();
+        async move {
+            sink.lock().unwrap().push(event.content.body().to_owned());
+        }
+    });
+    let response = alice.sync_once(SyncSettings::default()).await.unwrap();
+    bob.sync_once(SyncSettings::default()).await.unwrap();
+    let room = bob.get_room(&room_id).unwrap();
+    assert_eq!(room.state(), RoomState::Joined);
+    assert_eq!(room.name().as_deref(), Some("Bureau"));
+    room.send(RoomMessageEventContent::text_plain("bonjour Alice")).await.unwrap();
+
+    alice.sync_once(SyncSettings::default().token(response.next_batch)).await.unwrap();
+    assert_eq!(*received.lock().unwrap(), vec!["bonjour Alice".to_owned()]);
+    let alice_room = alice.get_room(&room_id).unwrap();
+    assert_eq!(alice_room.joined_members_count(), 2);
+}
+
+#[tokio::test]
+async fn incremental_sync_returns_only_new_things() {
+    let server = TestServer::start();
+    let alice = server.register("alice", "pw").await;
+    let token = alice.access_token().unwrap();
+    let room = post(&server, &token, "/_matrix/client/v3/createRoom", json!({ "name": "Ici" })).await["room_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    put(
+        &server,
+        &token,
+        &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/1"),
+        json!({ "msgtype": "m.text", "body": "un" }),
+    )
+    .await;
+
+    let initial = get(&server, &token, "/_matrix/client/v3/sync").await;
+    assert_eq!(bodies(&initial, &room), vec!["un"]);
+    // The state before the timeline plus the timeline hold the whole room (here the timeline
+    // reaches back to the create event, so the state before it is empty).
+    let joined = &initial["rooms"]["join"][&room];
+    let mut seen: Vec<&Value> = joined["state"]["events"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
+    seen.extend(joined["timeline"]["events"].as_array().unwrap());
+    assert!(seen.iter().any(|e| e["type"] == "m.room.create"), "initial sync carries the room's state");
+    assert!(seen.iter().any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "Ici"));
+    let since = initial["next_batch"].as_str().unwrap().to_owned();
+
+    put(
+        &server,
+        &token,
+        &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/2"),
+        json!({ "msgtype": "m.text", "body": "deux" }),
+    )
+    .await;
+    put(&server, &token, "/_matrix/client/v3/user/@alice:localhost/account_data/org.example.x", json!({ "k": 1 }))
+        .await;
+    let next = get(&server, &token, &format!("/_matrix/client/v3/sync?since={since}")).await;
+    assert_eq!(bodies(&next, &room), vec!["deux"], "only the new message");
+    assert_eq!(next["rooms"]["join"][&room]["timeline"]["limited"], Value::Null, "not limited");
+    assert!(next["rooms"]["join"][&room]["state"]["events"].as_array().is_none_or(|s| s.is_empty()));
+    assert_eq!(next["account_data"]["events"][0]["type"], "org.example.x");
+
+    let since = next["next_batch"].as_str().unwrap().to_owned();
+    let empty = get(&server, &token, &format!("/_matrix/client/v3/sync?since={since}&timeout=0")).await;
+    assert!(empty["rooms"]["join"].as_object().is_none_or(|j| j.is_empty()), "{empty}");
+    assert!(empty["account_data"]["events"].as_array().is_none_or(|a| a.is_empty()));
+    assert_eq!(empty["next_batch"].as_str().unwrap(), since);
+}
+
+#[tokio::test]
+async fn gappy_sync_is_limited_with_a_prev_batch_that_messages_fills() {
+    let server = TestServer::start();
+    let alice = server.register("alice", "pw").await;
+    let token = alice.access_token().unwrap();
+    let room =
+        post(&server, &token, "/_matrix/client/v3/createRoom", json!({})).await["room_id"].as_str().unwrap().to_owned();
+    let since = get(&server, &token, "/_matrix/client/v3/sync").await["next_batch"].as_str().unwrap().to_owned();
+    for i in 0..15 {
+        put(
+            &server,
+            &token,
+            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/g{i}"),
+            json!({ "msgtype": "m.text", "body": format!("g{i}") }),
+        )
+        .await;
+    }
+    let filter = r#"{"room":{"timeline":{"limit":5}}}"#;
+    let next = get(
+        &server,
+        &token,
+        &format!(
+            "/_matrix/client/v3/sync?since={since}&filter={}",
+            filter.replace('"', "%22").replace('{', "%7B").replace('}', "%7D").replace(':', "%3A")
+        ),
+    )
+    .await;
+    let joined = &next["rooms"]["join"][&room];
+    assert_eq!(joined["timeline"]["limited"], true);
+    assert_eq!(bodies(&next, &room), (10..15).map(|i| format!("g{i}")).collect::<Vec<_>>());
+    let prev_batch = joined["timeline"]["prev_batch"].as_str().unwrap();
+    let page =
+        get(&server, &token, &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=10&from={prev_batch}"))
+            .await;
+    let earlier: Vec<&str> =
+        page["chunk"].as_array().unwrap().iter().map(|e| e["content"]["body"].as_str().unwrap()).collect();
+    assert_eq!(earlier, (0..10).rev().map(|i| format!("g{i}")).collect::<Vec<_>>(), "the gap is filled exactly");
+}
+
+#[tokio::test]
+async fn long_poll_wakes_when_an_event_arrives() {
+    let server = TestServer::start();
+    let alice = server.register("alice", "pw").await;
+    let token = alice.access_token().unwrap();
+    let room =
+        post(&server, &token, "/_matrix/client/v3/createRoom", json!({})).await["room_id"].as_str().unwrap().to_owned();
+    let since = get(&server, &token, "/_matrix/client/v3/sync").await["next_batch"].as_str().unwrap().to_owned();
+
+    let started = Instant::now();
+    let poll = {
+        let url = format!("{}/_matrix/client/v3/sync?since={since}&timeout=60000", server.url);
+        let http = server.http();
+        let token = token.clone();
+        tokio::spawn(
+            async move { http.get(url).bearer_auth(token).send().await.unwrap().json::<Value>().await.unwrap() },
+        )
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!poll.is_finished(), "nothing new yet: the request waits");
+    put(
+        &server,
+        &token,
+        &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/w"),
+        json!({ "msgtype": "m.text", "body": "réveil" }),
+    )
+    .await;
+    let woken = poll.await.unwrap();
+    assert_eq!(bodies(&woken, &room), vec!["réveil"]);
+    assert!(started.elapsed() < Duration::from_secs(30), "answered by the event, not by the 60 s timeout");
+}
