@@ -6,6 +6,7 @@ pub mod admin;
 pub mod api;
 pub mod config;
 pub mod db;
+pub mod ephemeral;
 pub mod error;
 pub mod ratelimit;
 pub mod rooms;

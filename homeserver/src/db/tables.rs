@@ -10,6 +10,7 @@ use super::{
     Table,
 };
 use crate::{
+    ephemeral::receipts::Receipt,
     rooms::{state::Snapshot, AliasRecord, EventMeta, MembershipRecord, RoomRecord},
     users::{account_data::AccountDataRecord, Account, Device, TokenOwner},
 };
@@ -39,6 +40,8 @@ pub const NAMES: &[&str] = &[
     "roomid_published",
     "parentpos_childeventid",
     "useridpos_accountdata",
+    "roomidpos_receipt",
+    "roomidslot_receiptpos",
 ];
 
 pub struct Tables {
@@ -56,6 +59,10 @@ pub struct Tables {
     pub useridroomidtype_accountdata: Table<(OwnedUserId, String, String), Json<AccountDataRecord>>,
     /// (user, stream position) → (room or "", type) of an account data change, for sync.
     pub useridpos_accountdata: Table<(OwnedUserId, Be64), Json<(String, String)>>,
+    /// (room, stream position) → a read receipt; one live entry per user, type and thread.
+    pub roomidpos_receipt: Table<(OwnedRoomId, Be64), Json<Receipt>>,
+    /// (room, user/type/thread slot) → position of that slot's current receipt.
+    pub roomidslot_receiptpos: Table<(OwnedRoomId, String), Be64>,
     /// (user, filter id) → filter definition JSON.
     pub useridfilterid_filter: Table<(OwnedUserId, String), Json<serde_json::Value>>,
     /// Event id → the PDU's JSON as signed (redacted in place when a redaction applies).
@@ -112,6 +119,8 @@ impl Tables {
             roomid_published: Table::new(db, "roomid_published"),
             parentpos_childeventid: Table::new(db, "parentpos_childeventid"),
             useridpos_accountdata: Table::new(db, "useridpos_accountdata"),
+            roomidpos_receipt: Table::new(db, "roomidpos_receipt"),
+            roomidslot_receiptpos: Table::new(db, "roomidslot_receiptpos"),
         }
     }
 }

@@ -34,7 +34,7 @@ impl Default for SyncFilter {
 
 pub struct SyncParams {
     pub user: OwnedUserId,
-    pub since: Option<u64>,
+    pub since: Option<SyncToken>,
     pub timeout: Duration,
     pub full_state: bool,
     pub filter: SyncFilter,
@@ -47,6 +47,7 @@ pub struct RoomSync {
     pub prev_batch: Option<String>,
     pub state: Vec<Value>,
     pub account_data: Vec<Value>,
+    pub ephemeral: Vec<Value>,
     pub heroes: Vec<OwnedUserId>,
     pub joined_count: u64,
     pub invited_count: u64,
@@ -72,39 +73,63 @@ impl SyncResult {
     }
 }
 
-pub fn sync_token(pos: u64) -> String {
-    format!("s{pos}")
+/// Where a client is: the stream position and the typing serial it has seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncToken {
+    pub pos: u64,
+    pub typing: u64,
 }
 
-pub fn parse_sync_token(token: &str) -> Result<u64> {
-    token
-        .strip_prefix('s')
-        .and_then(|n| n.parse().ok())
-        .ok_or_else(|| Error::invalid_param(format!("invalid sync token {token:?}")))
+impl SyncToken {
+    pub fn encode(&self) -> String {
+        format!("s{}_{}", self.pos, self.typing)
+    }
+
+    pub fn parse(token: &str) -> Result<Self> {
+        let bad = || Error::invalid_param(format!("invalid sync token {token:?}"));
+        let rest = token.strip_prefix('s').ok_or_else(bad)?;
+        let (pos, typing) = rest.split_once('_').unwrap_or((rest, "0"));
+        Ok(Self { pos: pos.parse().map_err(|_| bad())?, typing: typing.parse().map_err(|_| bad())? })
+    }
 }
 
 /// Answers a sync, waiting up to `timeout` for something new when there is nothing yet.
 pub async fn sync(services: &Services, params: SyncParams) -> Result<SyncResult> {
     let mut position = services.rooms.subscribe();
+    let mut typing = services.typing.subscribe();
     let deadline = tokio::time::Instant::now() + params.timeout;
     loop {
-        let current = *position.borrow_and_update();
+        let current = SyncToken { pos: *position.borrow_and_update(), typing: *typing.borrow_and_update() };
         let result = compute(services, &params, current)?;
         if params.since.is_none() || params.full_state || !result.is_empty() {
             return Ok(result);
         }
-        match tokio::time::timeout_at(deadline, position.changed()).await {
-            Ok(Ok(())) => continue,
-            _ => return Ok(result),
+        // Wake for a new stream position, a typing change, or a typing notice expiring.
+        let wake =
+            services.typing.next_expiry().map(tokio::time::Instant::from_std).map_or(deadline, |e| e.min(deadline));
+        let woke = tokio::time::timeout_at(wake, async {
+            tokio::select! {
+                r = position.changed() => r.is_ok(),
+                r = typing.changed() => r.is_ok(),
+            }
+        })
+        .await;
+        match woke {
+            Ok(true) => continue,
+            Ok(false) => return Ok(result),
+            Err(_) if tokio::time::Instant::now() >= deadline => return Ok(result),
+            Err(_) => continue,
         }
     }
 }
 
-fn compute(services: &Services, params: &SyncParams, current: u64) -> Result<SyncResult> {
+fn compute(services: &Services, params: &SyncParams, now: SyncToken) -> Result<SyncResult> {
     let rooms = &services.rooms;
     let user = &params.user;
-    let since = params.since.map(|s| s.min(current));
-    let mut result = SyncResult { next_batch: sync_token(current), ..Default::default() };
+    let current = now.pos;
+    let since = params.since.map(|s| s.pos.min(current));
+    let typing_since = params.since.map(|s| s.typing);
+    let mut result = SyncResult { next_batch: now.encode(), ..Default::default() };
     let changed_after = |pos: u64| since.is_none_or(|s| pos > s);
 
     for (room, membership) in rooms.memberships_of(user)? {
@@ -112,8 +137,14 @@ fn compute(services: &Services, params: &SyncParams, current: u64) -> Result<Syn
             "join" => {
                 let fresh = changed_after(membership.pos) || params.full_state;
                 let from = if fresh { None } else { since };
-                let data = room_sync(services, user, &room, from, current, fresh, &params.filter)?;
-                if fresh || !data.timeline.is_empty() || !data.state.is_empty() {
+                let mut data = room_sync(services, user, &room, from, current, fresh, &params.filter)?;
+                if let Some(users) = services.typing.typing_in(&room, if fresh { None } else { typing_since }) {
+                    data.ephemeral.push(json!({ "type": "m.typing", "content": { "user_ids": users } }));
+                }
+                if let Some(content) = services.receipts.receipt_content(&room, from, user)? {
+                    data.ephemeral.push(json!({ "type": "m.receipt", "content": content }));
+                }
+                if fresh || !data.timeline.is_empty() || !data.state.is_empty() || !data.ephemeral.is_empty() {
                     result.join.insert(room, data);
                 }
             }

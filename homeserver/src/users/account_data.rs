@@ -63,6 +63,14 @@ impl AccountData {
     /// Stores a client's account data (content must be a JSON object) as a change on the stream,
     /// so sync reports it; returns once it is durable.
     pub async fn set(&self, user: &UserId, room: Option<&RoomId>, kind: &str, content: Value) -> Result<()> {
+        if SERVER_MANAGED.contains(&kind) {
+            return Err(Error::BadJson(format!("{kind} is managed by the server through its own API")));
+        }
+        self.set_managed(user, room, kind, content).await
+    }
+
+    /// Stores account data the server manages itself (`m.fully_read`, `m.push_rules`).
+    pub async fn set_managed(&self, user: &UserId, room: Option<&RoomId>, kind: &str, content: Value) -> Result<()> {
         let durable = self.queue(user, room, kind, content)?;
         wait_durable(durable).await
     }
@@ -74,9 +82,6 @@ impl AccountData {
         kind: &str,
         content: Value,
     ) -> Result<tokio::sync::oneshot::Receiver<Result<(), String>>> {
-        if SERVER_MANAGED.contains(&kind) {
-            return Err(Error::BadJson(format!("{kind} is managed by the server through its own API")));
-        }
         if !content.is_object() {
             return Err(Error::BadJson("account data content must be a JSON object".into()));
         }

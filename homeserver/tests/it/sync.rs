@@ -203,3 +203,98 @@ async fn long_poll_wakes_when_an_event_arrives() {
     assert_eq!(bodies(&woken, &room), vec!["réveil"]);
     assert!(started.elapsed() < Duration::from_secs(30), "answered by the event, not by the 60 s timeout");
 }
+
+fn ephemeral<'a>(sync: &'a Value, room: &str, kind: &str) -> Option<&'a Value> {
+    sync["rooms"]["join"][room]["ephemeral"]["events"].as_array()?.iter().find(|e| e["type"] == kind)
+}
+
+#[tokio::test]
+async fn typing_receipts_and_read_markers_reach_sync() {
+    let server = TestServer::start();
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    let (a, b) = (alice.access_token().unwrap(), bob.access_token().unwrap());
+    let room = post(&server, &a, "/_matrix/client/v3/createRoom", json!({ "preset": "public_chat" })).await["room_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    post(&server, &b, &format!("/_matrix/client/v3/rooms/{room}/join"), json!({})).await;
+    let event = put(
+        &server,
+        &a,
+        &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/1"),
+        json!({ "msgtype": "m.text", "body": "lu ?" }),
+    )
+    .await["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let since = get(&server, &b, "/_matrix/client/v3/sync").await["next_batch"].as_str().unwrap().to_owned();
+
+    // Bob waits; Alice starts typing; Bob's long-poll is woken with it.
+    let poll = {
+        let url = format!("{}/_matrix/client/v3/sync?since={since}&timeout=60000", server.url);
+        let (http, b) = (server.http(), b.clone());
+        tokio::spawn(async move { http.get(url).bearer_auth(b).send().await.unwrap().json::<Value>().await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    put(
+        &server,
+        &a,
+        &format!("/_matrix/client/v3/rooms/{room}/typing/@alice:localhost"),
+        json!({ "typing": true, "timeout": 30000 }),
+    )
+    .await;
+    let woken = poll.await.unwrap();
+    assert_eq!(ephemeral(&woken, &room, "m.typing").unwrap()["content"]["user_ids"], json!(["@alice:localhost"]));
+    let since = woken["next_batch"].as_str().unwrap().to_owned();
+    let response = server
+        .http()
+        .put(format!("{}/_matrix/client/v3/rooms/{room}/typing/@bob:localhost", server.url))
+        .bearer_auth(&a)
+        .json(&json!({ "typing": true, "timeout": 1000 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403, "nobody types for someone else");
+
+    // Receipts: public ones reach Bob, private ones only their owner.
+    post(&server, &a, &format!("/_matrix/client/v3/rooms/{room}/receipt/m.read/{event}"), json!({})).await;
+    post(&server, &b, &format!("/_matrix/client/v3/rooms/{room}/receipt/m.read.private/{event}"), json!({})).await;
+    let next = get(&server, &b, &format!("/_matrix/client/v3/sync?since={since}")).await;
+    let receipts = &ephemeral(&next, &room, "m.receipt").unwrap()["content"][&event];
+    assert!(receipts["m.read"]["@alice:localhost"]["ts"].is_u64());
+    assert!(receipts["m.read.private"]["@bob:localhost"].is_object(), "own private receipt visible");
+    let alice_view = get(&server, &a, &format!("/_matrix/client/v3/sync?since={since}")).await;
+    let receipts = &ephemeral(&alice_view, &room, "m.receipt").unwrap()["content"][&event];
+    assert!(receipts.get("m.read.private").is_none(), "others' private receipts are hidden: {receipts}");
+
+    // Typing stops.
+    let since = next["next_batch"].as_str().unwrap().to_owned();
+    put(&server, &a, &format!("/_matrix/client/v3/rooms/{room}/typing/@alice:localhost"), json!({ "typing": false }))
+        .await;
+    let stopped = get(&server, &b, &format!("/_matrix/client/v3/sync?since={since}")).await;
+    assert_eq!(ephemeral(&stopped, &room, "m.typing").unwrap()["content"]["user_ids"], json!([]));
+
+    // Read markers set m.fully_read (room account data) and a receipt.
+    let since = get(&server, &a, "/_matrix/client/v3/sync").await["next_batch"].as_str().unwrap().to_owned();
+    post(
+        &server,
+        &a,
+        &format!("/_matrix/client/v3/rooms/{room}/read_markers"),
+        json!({ "m.fully_read": event, "m.read": event }),
+    )
+    .await;
+    let marked = get(&server, &a, &format!("/_matrix/client/v3/sync?since={since}")).await;
+    let account = marked["rooms"]["join"][&room]["account_data"]["events"].as_array().unwrap();
+    assert!(account.iter().any(|e| e["type"] == "m.fully_read" && e["content"]["event_id"] == event.as_str()));
+    let response = server
+        .http()
+        .put(format!("{}/_matrix/client/v3/user/@alice:localhost/rooms/{room}/account_data/m.fully_read", server.url))
+        .bearer_auth(&a)
+        .json(&json!({ "event_id": event }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400, "m.fully_read is server-managed");
+}

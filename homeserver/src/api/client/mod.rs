@@ -5,6 +5,7 @@ pub mod account_data;
 pub mod devices;
 pub mod directory;
 pub mod discovery;
+pub mod ephemeral;
 pub mod membership;
 pub mod profile;
 pub mod rooms;
@@ -50,6 +51,9 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma(account_data::create_filter)
         .ruma(account_data::get_filter)
         .ruma(sync::sync_events)
+        .ruma(ephemeral::typing)
+        .ruma(ephemeral::receipt)
+        .ruma(ephemeral::read_markers)
         .ruma(rooms::create)
         .ruma(rooms::upgrade)
         .ruma(rooms::send_message)

@@ -21,7 +21,7 @@ use crate::{
     error::{Error, Result},
     rooms::pdu::to_raw,
     services::Services,
-    sync::{parse_sync_token, sync, RoomSync, SyncFilter, SyncParams},
+    sync::{sync, RoomSync, SyncFilter, SyncParams, SyncToken},
 };
 
 /// Long-polls are capped so a misbehaving client cannot hold a request for hours.
@@ -67,7 +67,7 @@ pub async fn sync_events(
     let user = request.sender()?.user_id.clone();
     let body = request.body;
     let params = SyncParams {
-        since: body.since.as_deref().map(parse_sync_token).transpose()?,
+        since: body.since.as_deref().map(SyncToken::parse).transpose()?,
         timeout: body.timeout.unwrap_or_default().min(MAX_TIMEOUT),
         full_state: body.full_state,
         filter: filter_of(&services, &user, body.filter.as_ref())?,
@@ -81,6 +81,7 @@ pub async fn sync_events(
         joined.timeline = timeline(data);
         joined.state = State::Before(StateEvents::with_events(data.state.iter().map(to_raw).collect()));
         joined.account_data = room_account_data(data);
+        joined.ephemeral.events = data.ephemeral.iter().map(to_raw).collect();
         joined.summary.heroes = data.heroes.clone();
         joined.summary.joined_member_count = UInt::new(data.joined_count);
         joined.summary.invited_member_count = UInt::new(data.invited_count);

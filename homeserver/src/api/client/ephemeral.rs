@@ -1,0 +1,114 @@
+//! Typing notifications, read receipts and read markers.
+
+use std::sync::Arc;
+
+use ruma::{
+    api::client::{
+        read_marker::set_read_marker,
+        receipt::create_receipt::{self, v3::ReceiptType},
+        typing::create_typing_event::{self, v3::Typing},
+    },
+    EventId, RoomId, UserId,
+};
+use serde_json::json;
+
+use crate::{
+    api::ruma::Ruma,
+    ephemeral::receipts::Receipt,
+    error::{Error, Result},
+    services::Services,
+    users::now_ms,
+};
+
+pub async fn typing(
+    services: Arc<Services>,
+    request: Ruma<create_typing_event::v3::Request>,
+) -> Result<create_typing_event::v3::Response> {
+    let sender = request.sender()?.user_id.clone();
+    let b = request.body;
+    if b.user_id != sender {
+        return Err(Error::forbidden("you can only set your own typing state"));
+    }
+    if !services.rooms.is_joined(&sender, &b.room_id)? {
+        return Err(Error::forbidden("you are not in this room"));
+    }
+    let timeout = match b.state {
+        Typing::Yes(info) => Some(info.timeout),
+        _ => None,
+    };
+    services.typing.set(&b.room_id, &sender, timeout);
+    Ok(create_typing_event::v3::Response::new())
+}
+
+/// Receipts and markers point at events of a room the user is in.
+fn check_event(services: &Services, user: &UserId, room: &RoomId, event: &EventId) -> Result<()> {
+    if !services.rooms.is_joined(user, room)? {
+        return Err(Error::forbidden("you are not in this room"));
+    }
+    if services.rooms.meta(event)?.is_none_or(|m| m.room_id != room) {
+        return Err(Error::not_found("no such event in this room"));
+    }
+    Ok(())
+}
+
+async fn set_receipt(
+    services: &Services,
+    user: &UserId,
+    room: &RoomId,
+    kind: &str,
+    event: &EventId,
+    thread: Option<String>,
+) -> Result<()> {
+    let receipt = Receipt {
+        user: user.to_owned(),
+        receipt_type: kind.to_owned(),
+        event_id: event.to_owned(),
+        thread_id: thread,
+        ts: now_ms(),
+    };
+    services.receipts.set(room, receipt).await
+}
+
+async fn set_fully_read(services: &Services, user: &UserId, room: &RoomId, event: &EventId) -> Result<()> {
+    services.account_data.set_managed(user, Some(room), "m.fully_read", json!({ "event_id": event })).await
+}
+
+pub async fn receipt(
+    services: Arc<Services>,
+    request: Ruma<create_receipt::v3::Request>,
+) -> Result<create_receipt::v3::Response> {
+    let user = request.sender()?.user_id.clone();
+    let b = request.body;
+    check_event(&services, &user, &b.room_id, &b.event_id)?;
+    let thread = b.thread.as_str().map(str::to_owned);
+    match b.receipt_type {
+        ReceiptType::FullyRead => set_fully_read(&services, &user, &b.room_id, &b.event_id).await?,
+        ReceiptType::Read => set_receipt(&services, &user, &b.room_id, "m.read", &b.event_id, thread).await?,
+        ReceiptType::ReadPrivate => {
+            set_receipt(&services, &user, &b.room_id, "m.read.private", &b.event_id, thread).await?
+        }
+        _ => return Err(Error::invalid_param("unknown receipt type")),
+    }
+    Ok(create_receipt::v3::Response::new())
+}
+
+pub async fn read_markers(
+    services: Arc<Services>,
+    request: Ruma<set_read_marker::v3::Request>,
+) -> Result<set_read_marker::v3::Response> {
+    let user = request.sender()?.user_id.clone();
+    let b = request.body;
+    for event in [&b.fully_read, &b.read_receipt, &b.private_read_receipt].into_iter().flatten() {
+        check_event(&services, &user, &b.room_id, event)?;
+    }
+    if let Some(event) = &b.fully_read {
+        set_fully_read(&services, &user, &b.room_id, event).await?;
+    }
+    if let Some(event) = &b.read_receipt {
+        set_receipt(&services, &user, &b.room_id, "m.read", event, None).await?;
+    }
+    if let Some(event) = &b.private_read_receipt {
+        set_receipt(&services, &user, &b.room_id, "m.read.private", event, None).await?;
+    }
+    Ok(set_read_marker::v3::Response::new())
+}

@@ -1,0 +1,5 @@
+//! Ephemeral room data: typing notifications (in memory) and read receipts (persisted on the
+//! stream, since clients rely on them across restarts).
+
+pub mod receipts;
+pub mod typing;

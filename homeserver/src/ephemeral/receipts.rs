@@ -1,0 +1,97 @@
+//! Read receipts (`m.read`, `m.read.private`, threaded), persisted on the stream so sync reports
+//! them and they survive restarts.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::{
+    db::{
+        codec::{prefix, Be64, Codec, Json},
+        Database,
+    },
+    error::Result,
+    stream::{wait_durable, Cleanup, Writer},
+};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Receipt {
+    pub user: OwnedUserId,
+    pub receipt_type: String,
+    pub event_id: OwnedEventId,
+    pub thread_id: Option<String>,
+    pub ts: u64,
+}
+
+pub struct Receipts {
+    db: Arc<Database>,
+    writer: Arc<Writer>,
+}
+
+/// The slot a receipt occupies: one per user, type and thread.
+fn slot(user: &UserId, receipt_type: &str, thread: Option<&str>) -> String {
+    format!("{user}\u{1f}{receipt_type}\u{1f}{}", thread.unwrap_or(""))
+}
+
+impl Receipts {
+    pub fn new(db: Arc<Database>, writer: Arc<Writer>) -> Self {
+        Self { db, writer }
+    }
+
+    /// Records a receipt, replacing the user's previous one of the same type and thread.
+    pub async fn set(&self, room: &RoomId, receipt: Receipt) -> Result<()> {
+        let key = (room.to_owned(), slot(&receipt.user, &receipt.receipt_type, receipt.thread_id.as_deref()));
+        let previous = self.db.tables.roomidslot_receiptpos.get(&key)?;
+        let tables = &self.db.tables;
+        let durable = self.writer.submit(&self.db, |batch, pos| {
+            if let Some(old) = previous {
+                tables.roomidpos_receipt.remove(batch, &(room.to_owned(), old));
+            }
+            tables.roomidpos_receipt.insert(batch, &(room.to_owned(), Be64(pos)), &Json(receipt));
+            tables.roomidslot_receiptpos.insert(batch, &key, &Be64(pos));
+            Ok(Cleanup::default())
+        })?;
+        wait_durable(durable).await
+    }
+
+    /// The `m.receipt` event content for receipts in the room newer than `since` (all current ones
+    /// when `None`), as `reader` may see them (others' private receipts are hidden).
+    pub fn receipt_content(&self, room: &RoomId, since: Option<u64>, reader: &UserId) -> Result<Option<Value>> {
+        let start = (room.to_owned(), Be64(since.map_or(0, |s| s + 1))).encode();
+        let mut content: BTreeMap<String, BTreeMap<String, BTreeMap<String, Value>>> = BTreeMap::new();
+        for entry in self.db.tables.roomidpos_receipt.scan_from(prefix(&room.to_owned()), start, true) {
+            let (_, Json(r)) = entry?;
+            if r.receipt_type == "m.read.private" && r.user != reader {
+                continue;
+            }
+            let mut info = json!({ "ts": r.ts });
+            if let Some(thread) = &r.thread_id {
+                info["thread_id"] = json!(thread);
+            }
+            content
+                .entry(r.event_id.to_string())
+                .or_default()
+                .entry(r.receipt_type)
+                .or_default()
+                .insert(r.user.to_string(), info);
+        }
+        if content.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(json!(content)))
+    }
+
+    /// Rooms with receipt changes after `since`.
+    pub fn rooms_changed(&self, rooms: &[OwnedRoomId], since: u64) -> Result<Vec<OwnedRoomId>> {
+        let mut out = Vec::new();
+        for room in rooms {
+            let start = (room.clone(), Be64(since + 1)).encode();
+            if self.db.tables.roomidpos_receipt.scan_from(prefix(room), start, true).next().is_some() {
+                out.push(room.clone());
+            }
+        }
+        Ok(out)
+    }
+}
