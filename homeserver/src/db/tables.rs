@@ -10,7 +10,7 @@ use super::{
     Table,
 };
 use crate::{
-    ephemeral::receipts::Receipt,
+    ephemeral::{receipts::Receipt, to_device::ToDeviceMessage},
     rooms::{state::Snapshot, AliasRecord, EventMeta, MembershipRecord, RoomRecord},
     users::{account_data::AccountDataRecord, Account, Device, TokenOwner},
 };
@@ -42,6 +42,8 @@ pub const NAMES: &[&str] = &[
     "useridpos_accountdata",
     "roomidpos_receipt",
     "roomidslot_receiptpos",
+    "useriddevicepos_todevice",
+    "useriddevicetxn_todevice",
 ];
 
 pub struct Tables {
@@ -63,6 +65,10 @@ pub struct Tables {
     pub roomidpos_receipt: Table<(OwnedRoomId, Be64), Json<Receipt>>,
     /// (room, user/type/thread slot) → position of that slot's current receipt.
     pub roomidslot_receiptpos: Table<(OwnedRoomId, String), Be64>,
+    /// A device's to-device inbox: (user, device, stream position) → message.
+    pub useriddevicepos_todevice: Table<(OwnedUserId, OwnedDeviceId, Be64), Json<ToDeviceMessage>>,
+    /// (sender, sender device, txn id) of to-device sends already done.
+    pub useriddevicetxn_todevice: Table<(OwnedUserId, OwnedDeviceId, String), Vec<u8>>,
     /// (user, filter id) → filter definition JSON.
     pub useridfilterid_filter: Table<(OwnedUserId, String), Json<serde_json::Value>>,
     /// Event id → the PDU's JSON as signed (redacted in place when a redaction applies).
@@ -121,6 +127,8 @@ impl Tables {
             useridpos_accountdata: Table::new(db, "useridpos_accountdata"),
             roomidpos_receipt: Table::new(db, "roomidpos_receipt"),
             roomidslot_receiptpos: Table::new(db, "roomidslot_receiptpos"),
+            useriddevicepos_todevice: Table::new(db, "useriddevicepos_todevice"),
+            useriddevicetxn_todevice: Table::new(db, "useriddevicetxn_todevice"),
         }
     }
 }

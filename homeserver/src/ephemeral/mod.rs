@@ -2,4 +2,5 @@
 //! stream, since clients rely on them across restarts).
 
 pub mod receipts;
+pub mod to_device;
 pub mod typing;

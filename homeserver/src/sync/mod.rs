@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use ruma::{events::StateEventType, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
+use ruma::{events::StateEventType, OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde_json::{json, Value};
 
 use crate::{
@@ -34,6 +34,7 @@ impl Default for SyncFilter {
 
 pub struct SyncParams {
     pub user: OwnedUserId,
+    pub device: OwnedDeviceId,
     pub since: Option<SyncToken>,
     pub timeout: Duration,
     pub full_state: bool,
@@ -61,11 +62,13 @@ pub struct SyncResult {
     pub knock: BTreeMap<OwnedRoomId, Vec<Value>>,
     pub leave: BTreeMap<OwnedRoomId, RoomSync>,
     pub account_data: Vec<Value>,
+    pub to_device: Vec<Value>,
 }
 
 impl SyncResult {
     fn is_empty(&self) -> bool {
-        self.join.is_empty()
+        self.to_device.is_empty()
+            && self.join.is_empty()
             && self.invite.is_empty()
             && self.knock.is_empty()
             && self.leave.is_empty()
@@ -95,6 +98,10 @@ impl SyncToken {
 
 /// Answers a sync, waiting up to `timeout` for something new when there is nothing yet.
 pub async fn sync(services: &Services, params: SyncParams) -> Result<SyncResult> {
+    // Syncing with a token acknowledges the to-device messages up to it.
+    if let Some(since) = params.since {
+        services.to_device.acknowledge(&params.user, &params.device, since.pos)?;
+    }
     let mut position = services.rooms.subscribe();
     let mut typing = services.typing.subscribe();
     let deadline = tokio::time::Instant::now() + params.timeout;
@@ -164,6 +171,7 @@ fn compute(services: &Services, params: &SyncParams, now: SyncToken) -> Result<S
         }
     }
 
+    result.to_device = services.to_device.pending(user, &params.device, since.unwrap_or(0), current)?;
     for (room, kind, content) in services.account_data.changes(user, since)? {
         let event = json!({ "type": kind, "content": content });
         if room.is_empty() {

@@ -316,6 +316,12 @@ impl Users {
     fn remove_devices_into(&self, batch: &mut Batch, user: &UserId, select: impl Fn(&DeviceId) -> bool) -> Result<()> {
         for (device_id, device) in self.devices(user)? {
             if select(&device_id) {
+                // The device's to-device inbox goes with it.
+                let mut inbox = prefix(&user.to_owned());
+                inbox.extend(prefix(&device_id));
+                for entry in self.db.tables.useriddevicepos_todevice.scan_prefix(inbox) {
+                    self.db.tables.useriddevicepos_todevice.remove(batch, &entry?.0);
+                }
                 self.db.tables.tokenhash_session.remove(batch, &device.token_hash);
                 self.db.tables.userdeviceid_device.remove(batch, &(user.to_owned(), device_id));
             }

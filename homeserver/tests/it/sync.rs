@@ -298,3 +298,44 @@ async fn typing_receipts_and_read_markers_reach_sync() {
         .unwrap();
     assert_eq!(response.status(), 400, "m.fully_read is server-managed");
 }
+
+#[tokio::test]
+async fn to_device_messages_arrive_exactly_once_even_across_restart() {
+    let mut server = TestServer::start();
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    let (a, b) = (alice.access_token().unwrap(), bob.access_token().unwrap());
+    let bob_device = bob.device_id().unwrap().to_string();
+    let send = |txn: &str, n: u32| {
+        let body = json!({ "messages": { "@bob:localhost": { bob_device.clone(): { "n": n } } } });
+        (format!("/_matrix/client/v3/sendToDevice/org.example.ping/{txn}"), body)
+    };
+    let (path, body) = send("t1", 1);
+    put(&server, &a, &path, body.clone()).await;
+    put(&server, &a, &path, body).await; // the same transaction again: still one message
+
+    let first = get(&server, &b, "/_matrix/client/v3/sync").await;
+    let events = first["to_device"]["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["sender"], "@alice:localhost");
+    assert_eq!(events[0]["type"], "org.example.ping");
+    assert_eq!(events[0]["content"]["n"], 1);
+    // Not acknowledged yet: a sync from the same (old) position sees it again.
+    let again = get(&server, &b, "/_matrix/client/v3/sync").await;
+    assert_eq!(again["to_device"]["events"].as_array().unwrap().len(), 1);
+    let since = again["next_batch"].as_str().unwrap().to_owned();
+    let acked = get(&server, &b, &format!("/_matrix/client/v3/sync?since={since}")).await;
+    assert!(acked["to_device"]["events"].as_array().is_none_or(|e| e.is_empty()), "delivered once");
+
+    let since = acked["next_batch"].as_str().unwrap().to_owned();
+    let (path, body) = send("t2", 2);
+    put(&server, &a, &path, body).await;
+    server.restart();
+    let after = get(&server, &b, &format!("/_matrix/client/v3/sync?since={since}")).await;
+    let events = after["to_device"]["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "survives the restart");
+    assert_eq!(events[0]["content"]["n"], 2);
+    let since = after["next_batch"].as_str().unwrap().to_owned();
+    let done = get(&server, &b, &format!("/_matrix/client/v3/sync?since={since}")).await;
+    assert!(done["to_device"]["events"].as_array().is_none_or(|e| e.is_empty()));
+}

@@ -6,15 +6,17 @@ use ruma::{
     api::client::{
         read_marker::set_read_marker,
         receipt::create_receipt::{self, v3::ReceiptType},
+        to_device::send_event_to_device,
         typing::create_typing_event::{self, v3::Typing},
     },
-    EventId, RoomId, UserId,
+    to_device::DeviceIdOrAllDevices,
+    EventId, OwnedDeviceId, RoomId, UserId,
 };
 use serde_json::json;
 
 use crate::{
     api::ruma::Ruma,
-    ephemeral::receipts::Receipt,
+    ephemeral::{receipts::Receipt, to_device::ToDeviceMessage},
     error::{Error, Result},
     services::Services,
     users::now_ms,
@@ -111,4 +113,34 @@ pub async fn read_markers(
         set_receipt(&services, &user, &b.room_id, "m.read.private", event, None).await?;
     }
     Ok(set_read_marker::v3::Response::new())
+}
+
+pub async fn send_to_device(
+    services: Arc<Services>,
+    request: Ruma<send_event_to_device::v3::Request>,
+) -> Result<send_event_to_device::v3::Response> {
+    let owner = request.sender()?.clone();
+    let b = request.body;
+    let mut deliveries = Vec::new();
+    for (user, devices) in &b.messages {
+        if !services.users.is_local(user) {
+            // Remote devices are reached through federation (EDUs), which this server does not send yet.
+            tracing::debug!(%user, "to-device message for a remote user dropped: no federation sender yet");
+            continue;
+        }
+        for (target, content) in devices {
+            let content: serde_json::Value =
+                serde_json::from_str(content.json().get()).map_err(|e| Error::BadJson(e.to_string()))?;
+            let message = ToDeviceMessage { sender: owner.user_id.clone(), kind: b.event_type.to_string(), content };
+            let targets: Vec<OwnedDeviceId> = match target {
+                DeviceIdOrAllDevices::DeviceId(d) => vec![d.clone()],
+                DeviceIdOrAllDevices::AllDevices => services.users.devices(user)?.into_iter().map(|(d, _)| d).collect(),
+            };
+            for device in targets {
+                deliveries.push((user.clone(), device, message.clone()));
+            }
+        }
+    }
+    services.to_device.send(&owner.user_id, &owner.device_id, b.txn_id.as_str(), deliveries).await?;
+    Ok(send_event_to_device::v3::Response::new())
 }

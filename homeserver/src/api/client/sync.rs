@@ -64,9 +64,11 @@ pub async fn sync_events(
     services: Arc<Services>,
     request: Ruma<sync_events::v3::Request>,
 ) -> Result<sync_events::v3::Response> {
-    let user = request.sender()?.user_id.clone();
+    let owner = request.sender()?.clone();
+    let user = owner.user_id;
     let body = request.body;
     let params = SyncParams {
+        device: owner.device_id,
         since: body.since.as_deref().map(SyncToken::parse).transpose()?,
         timeout: body.timeout.unwrap_or_default().min(MAX_TIMEOUT),
         full_state: body.full_state,
@@ -105,5 +107,6 @@ pub async fn sync_events(
     let mut account_data = GlobalAccountData::new();
     account_data.events = result.account_data.iter().map(to_raw).collect();
     response.account_data = account_data;
+    response.to_device.events = result.to_device.iter().map(to_raw).collect();
     Ok(response)
 }

@@ -1,0 +1,108 @@
+//! Send-to-device messages: a per-device inbox on the stream. A message is delivered by sync and
+//! deleted only when the device syncs again with a token past it, so it arrives exactly once even
+//! if a sync response is lost or the server restarts.
+
+use std::sync::Arc;
+
+use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::{
+    db::{
+        codec::{prefix, Be64, Codec, Json},
+        Batch, Database,
+    },
+    error::Result,
+    stream::{wait_durable, Cleanup, Writer},
+};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ToDeviceMessage {
+    pub sender: OwnedUserId,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub content: Value,
+}
+
+pub struct ToDevice {
+    db: Arc<Database>,
+    writer: Arc<Writer>,
+}
+
+/// Key prefix of one device's inbox.
+fn inbox(user: &UserId, device: &DeviceId) -> Vec<u8> {
+    let mut p = prefix(&user.to_owned());
+    p.extend(prefix(&device.to_owned()));
+    p
+}
+
+impl ToDevice {
+    pub fn new(db: Arc<Database>, writer: Arc<Writer>) -> Self {
+        Self { db, writer }
+    }
+
+    /// Queues messages for local devices; idempotent per (sender, sender device, txn id).
+    pub async fn send(
+        &self,
+        sender: &UserId,
+        sender_device: &DeviceId,
+        txn_id: &str,
+        deliveries: Vec<(OwnedUserId, OwnedDeviceId, ToDeviceMessage)>,
+    ) -> Result<()> {
+        let txn = (sender.to_owned(), sender_device.to_owned(), txn_id.to_owned());
+        let tables = &self.db.tables;
+        if tables.useriddevicetxn_todevice.contains(&txn)? {
+            return Ok(());
+        }
+        let durable = self.writer.submit(&self.db, |batch, pos| {
+            for (user, device, message) in &deliveries {
+                tables.useriddevicepos_todevice.insert(
+                    batch,
+                    &(user.clone(), device.clone(), Be64(pos)),
+                    &Json(message.clone()),
+                );
+            }
+            tables.useriddevicetxn_todevice.insert(batch, &txn, &Vec::new());
+            Ok(Cleanup::default())
+        })?;
+        wait_durable(durable).await
+    }
+
+    /// Messages for the device after `after` up to `until`, as sync events.
+    pub fn pending(&self, user: &UserId, device: &DeviceId, after: u64, until: u64) -> Result<Vec<Value>> {
+        let start = (user.to_owned(), device.to_owned(), Be64(after + 1)).encode();
+        let mut out = Vec::new();
+        for entry in self.db.tables.useriddevicepos_todevice.scan_from(inbox(user, device), start, true) {
+            let ((_, _, Be64(pos)), Json(m)) = entry?;
+            if pos > until {
+                break;
+            }
+            out.push(json!({ "sender": m.sender, "type": m.kind, "content": m.content }));
+        }
+        Ok(out)
+    }
+
+    /// Deletes what the device acknowledged by syncing with a token at `upto`.
+    pub fn acknowledge(&self, user: &UserId, device: &DeviceId, upto: u64) -> Result<()> {
+        let mut batch = Batch::new();
+        let mut any = false;
+        for entry in self.db.tables.useriddevicepos_todevice.scan_prefix(inbox(user, device)) {
+            let (key, _) = entry?;
+            if key.2 .0 > upto {
+                break;
+            }
+            self.db.tables.useriddevicepos_todevice.remove(&mut batch, &key);
+            any = true;
+        }
+        if any {
+            self.db.commit(batch)?;
+        }
+        Ok(())
+    }
+
+    /// Drops a device's whole inbox (the device was deleted).
+    pub fn clear(&self, user: &UserId, device: &DeviceId) -> Result<()> {
+        self.acknowledge(user, device, u64::MAX)
+    }
+}
