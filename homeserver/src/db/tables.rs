@@ -10,7 +10,7 @@ use super::{
     Table,
 };
 use crate::{
-    ephemeral::{receipts::Receipt, to_device::ToDeviceMessage},
+    ephemeral::{presence::PresenceRecord, receipts::Receipt, to_device::ToDeviceMessage},
     rooms::{state::Snapshot, AliasRecord, EventMeta, MembershipRecord, RoomRecord},
     users::{account_data::AccountDataRecord, Account, Device, TokenOwner},
 };
@@ -44,6 +44,8 @@ pub const NAMES: &[&str] = &[
     "roomidslot_receiptpos",
     "useriddevicepos_todevice",
     "useriddevicetxn_todevice",
+    "userid_presence",
+    "pos_presence",
 ];
 
 pub struct Tables {
@@ -69,6 +71,9 @@ pub struct Tables {
     pub useriddevicepos_todevice: Table<(OwnedUserId, OwnedDeviceId, Be64), Json<ToDeviceMessage>>,
     /// (sender, sender device, txn id) of to-device sends already done.
     pub useriddevicetxn_todevice: Table<(OwnedUserId, OwnedDeviceId, String), Vec<u8>>,
+    /// User → presence, and the stream position of each user's latest change.
+    pub userid_presence: Table<OwnedUserId, Json<PresenceRecord>>,
+    pub pos_presence: Table<Be64, OwnedUserId>,
     /// (user, filter id) → filter definition JSON.
     pub useridfilterid_filter: Table<(OwnedUserId, String), Json<serde_json::Value>>,
     /// Event id → the PDU's JSON as signed (redacted in place when a redaction applies).
@@ -129,6 +134,8 @@ impl Tables {
             roomidslot_receiptpos: Table::new(db, "roomidslot_receiptpos"),
             useriddevicepos_todevice: Table::new(db, "useriddevicepos_todevice"),
             useriddevicetxn_todevice: Table::new(db, "useriddevicetxn_todevice"),
+            userid_presence: Table::new(db, "userid_presence"),
+            pos_presence: Table::new(db, "pos_presence"),
         }
     }
 }

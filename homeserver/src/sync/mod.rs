@@ -35,6 +35,8 @@ impl Default for SyncFilter {
 pub struct SyncParams {
     pub user: OwnedUserId,
     pub device: OwnedDeviceId,
+    /// `set_presence`: the presence this sync reports for the user (`None`: leave it alone).
+    pub set_presence: Option<String>,
     pub since: Option<SyncToken>,
     pub timeout: Duration,
     pub full_state: bool,
@@ -63,11 +65,13 @@ pub struct SyncResult {
     pub leave: BTreeMap<OwnedRoomId, RoomSync>,
     pub account_data: Vec<Value>,
     pub to_device: Vec<Value>,
+    pub presence: Vec<Value>,
 }
 
 impl SyncResult {
     fn is_empty(&self) -> bool {
         self.to_device.is_empty()
+            && self.presence.is_empty()
             && self.join.is_empty()
             && self.invite.is_empty()
             && self.knock.is_empty()
@@ -101,6 +105,9 @@ pub async fn sync(services: &Services, params: SyncParams) -> Result<SyncResult>
     // Syncing with a token acknowledges the to-device messages up to it.
     if let Some(since) = params.since {
         services.to_device.acknowledge(&params.user, &params.device, since.pos)?;
+    }
+    if let Some(presence) = &params.set_presence {
+        services.presence.set(&params.user, presence, None).await?;
     }
     let mut position = services.rooms.subscribe();
     let mut typing = services.typing.subscribe();
@@ -172,6 +179,25 @@ fn compute(services: &Services, params: &SyncParams, now: SyncToken) -> Result<S
     }
 
     result.to_device = services.to_device.pending(user, &params.device, since.unwrap_or(0), current)?;
+    let mut visible: BTreeSet<OwnedUserId> = BTreeSet::from([user.to_owned()]);
+    for room in rooms.rooms_of(user, "join")? {
+        visible.extend(rooms.joined_members(&room)?.into_iter().map(|(u, _)| u));
+    }
+    let now_ms = crate::users::now_ms();
+    for (who, record) in services.presence.changed_since(since)? {
+        if record.pos > current || !visible.contains(&who) {
+            continue;
+        }
+        let mut content = json!({
+            "presence": record.presence,
+            "last_active_ago": now_ms.saturating_sub(record.last_active_ts),
+            "currently_active": record.presence == "online",
+        });
+        if let Some(msg) = record.status_msg {
+            content["status_msg"] = json!(msg);
+        }
+        result.presence.push(json!({ "type": "m.presence", "sender": who, "content": content }));
+    }
     for (room, kind, content) in services.account_data.changes(user, since)? {
         let event = json!({ "type": kind, "content": content });
         if room.is_empty() {

@@ -339,3 +339,52 @@ async fn to_device_messages_arrive_exactly_once_even_across_restart() {
     let done = get(&server, &b, &format!("/_matrix/client/v3/sync?since={since}")).await;
     assert!(done["to_device"]["events"].as_array().is_none_or(|e| e.is_empty()));
 }
+
+#[tokio::test]
+async fn presence_is_shared_with_room_members_only() {
+    let server = TestServer::start();
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    let carol = server.register("carol", "pw").await;
+    let (a, b, c) = (alice.access_token().unwrap(), bob.access_token().unwrap(), carol.access_token().unwrap());
+    let room = post(&server, &a, "/_matrix/client/v3/createRoom", json!({ "preset": "public_chat" })).await["room_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    post(&server, &b, &format!("/_matrix/client/v3/rooms/{room}/join"), json!({})).await;
+    let since = get(&server, &b, "/_matrix/client/v3/sync?set_presence=offline").await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    put(
+        &server,
+        &a,
+        "/_matrix/client/v3/presence/@alice:localhost/status",
+        json!({ "presence": "unavailable", "status_msg": "en réunion" }),
+    )
+    .await;
+    let next = get(&server, &b, &format!("/_matrix/client/v3/sync?since={since}&set_presence=offline")).await;
+    let events = next["presence"]["events"].as_array().unwrap();
+    let alice_presence = events.iter().find(|e| e["sender"] == "@alice:localhost").expect("bob sees alice's presence");
+    assert_eq!(alice_presence["content"]["presence"], "unavailable");
+    assert_eq!(alice_presence["content"]["status_msg"], "en réunion");
+
+    let status = get(&server, &b, "/_matrix/client/v3/presence/@alice:localhost/status").await;
+    assert_eq!(status["presence"], "unavailable");
+    assert_eq!(status["status_msg"], "en réunion");
+    let response = server
+        .http()
+        .get(format!("{}/_matrix/client/v3/presence/@alice:localhost/status", server.url))
+        .bearer_auth(&c)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403, "carol shares no room with alice");
+    let carol_sync = get(&server, &c, "/_matrix/client/v3/sync?set_presence=offline").await;
+    let seen = carol_sync["presence"]["events"]
+        .as_array()
+        .map(|e| e.iter().any(|p| p["sender"] == "@alice:localhost"))
+        .unwrap_or(false);
+    assert!(!seen, "presence does not leak outside shared rooms");
+}

@@ -7,6 +7,7 @@ pub mod directory;
 pub mod discovery;
 pub mod ephemeral;
 pub mod membership;
+pub mod presence;
 pub mod profile;
 pub mod rooms;
 pub mod session;
@@ -55,6 +56,8 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma(ephemeral::receipt)
         .ruma(ephemeral::read_markers)
         .ruma(ephemeral::send_to_device)
+        .ruma(presence::set)
+        .ruma(presence::get)
         .ruma(rooms::create)
         .ruma(rooms::upgrade)
         .ruma(rooms::send_message)

@@ -69,6 +69,10 @@ pub async fn sync_events(
     let body = request.body;
     let params = SyncParams {
         device: owner.device_id,
+        set_presence: match body.set_presence.as_str() {
+            "online" | "unavailable" | "offline" => Some(body.set_presence.as_str().to_owned()),
+            _ => None,
+        },
         since: body.since.as_deref().map(SyncToken::parse).transpose()?,
         timeout: body.timeout.unwrap_or_default().min(MAX_TIMEOUT),
         full_state: body.full_state,
@@ -108,5 +112,6 @@ pub async fn sync_events(
     account_data.events = result.account_data.iter().map(to_raw).collect();
     response.account_data = account_data;
     response.to_device.events = result.to_device.iter().map(to_raw).collect();
+    response.presence.events = result.presence.iter().map(to_raw).collect();
     Ok(response)
 }
