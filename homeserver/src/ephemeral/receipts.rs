@@ -83,6 +83,24 @@ impl Receipts {
         Ok(Some(json!(content)))
     }
 
+    /// Stream position of the event the user's latest public or private read receipt points at.
+    pub fn read_position(&self, room: &RoomId, user: &UserId) -> Result<Option<u64>> {
+        let mut best = None;
+        for kind in ["m.read", "m.read.private"] {
+            let Some(Be64(pos)) =
+                self.db.tables.roomidslot_receiptpos.get(&(room.to_owned(), slot(user, kind, None)))?
+            else {
+                continue;
+            };
+            if let Some(Json(receipt)) = self.db.tables.roomidpos_receipt.get(&(room.to_owned(), Be64(pos)))? {
+                if let Some(Json(meta)) = self.db.tables.eventid_meta.get(&receipt.event_id)? {
+                    best = best.max(Some(meta.pos));
+                }
+            }
+        }
+        Ok(best)
+    }
+
     /// Rooms with receipt changes after `since`.
     pub fn rooms_changed(&self, rooms: &[OwnedRoomId], since: u64) -> Result<Vec<OwnedRoomId>> {
         let mut out = Vec::new();

@@ -51,6 +51,8 @@ pub struct RoomSync {
     pub state: Vec<Value>,
     pub account_data: Vec<Value>,
     pub ephemeral: Vec<Value>,
+    pub notification_count: u64,
+    pub highlight_count: u64,
     pub heroes: Vec<OwnedUserId>,
     pub joined_count: u64,
     pub invited_count: u64,
@@ -114,8 +116,12 @@ pub async fn sync(services: &Services, params: SyncParams) -> Result<SyncResult>
     let deadline = tokio::time::Instant::now() + params.timeout;
     loop {
         let current = SyncToken { pos: *position.borrow_and_update(), typing: *typing.borrow_and_update() };
-        let result = compute(services, &params, current)?;
+        let mut result = compute(services, &params, current)?;
         if params.since.is_none() || params.full_state || !result.is_empty() {
+            for (room, data) in result.join.iter_mut() {
+                (data.notification_count, data.highlight_count) =
+                    crate::push::unread_counts(services, room, &params.user).await?;
+            }
             return Ok(result);
         }
         // Wake for a new stream position, a typing change, or a typing notice expiring.

@@ -388,3 +388,100 @@ async fn presence_is_shared_with_room_members_only() {
         .unwrap_or(false);
     assert!(!seen, "presence does not leak outside shared rooms");
 }
+
+#[tokio::test]
+async fn push_rules_drive_unread_counts() {
+    let server = TestServer::start();
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    let carol = server.register("carol", "pw").await;
+    let (a, b, c) = (alice.access_token().unwrap(), bob.access_token().unwrap(), carol.access_token().unwrap());
+    let rules = get(&server, &a, "/_matrix/client/v3/pushrules/").await;
+    let overrides = rules["global"]["override"].as_array().unwrap();
+    assert!(overrides.iter().any(|r| r["rule_id"] == ".m.rule.master"), "the spec's default rules");
+
+    let room = post(&server, &a, "/_matrix/client/v3/createRoom", json!({ "preset": "public_chat" })).await["room_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    post(&server, &b, &format!("/_matrix/client/v3/rooms/{room}/join"), json!({})).await;
+    post(&server, &c, &format!("/_matrix/client/v3/rooms/{room}/join"), json!({})).await;
+    let send = |token: String, txn: &'static str, body: Value| {
+        let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}");
+        let server = &server;
+        async move { put(server, &token, &path, body).await["event_id"].as_str().unwrap().to_owned() }
+    };
+    // In a group room a plain message notifies (.m.rule.message) and a mention also highlights.
+    send(b.clone(), "1", json!({ "msgtype": "m.text", "body": "bonjour" })).await;
+    let mention = send(
+        b.clone(),
+        "2",
+        json!({ "msgtype": "m.text", "body": "alice ?", "m.mentions": { "user_ids": ["@alice:localhost"] } }),
+    )
+    .await;
+    send(a.clone(), "3", json!({ "msgtype": "m.text", "body": "my own message" })).await;
+    let sync = get(&server, &a, "/_matrix/client/v3/sync").await;
+    let counts = &sync["rooms"]["join"][&room]["unread_notifications"];
+    assert_eq!(counts["notification_count"], 2, "{counts}");
+    assert_eq!(counts["highlight_count"], 1, "the mention highlights");
+
+    // Disable the catch-all message rule: only the mention still notifies.
+    put(
+        &server,
+        &a,
+        "/_matrix/client/v3/pushrules/global/underride/.m.rule.message/enabled",
+        json!({ "enabled": false }),
+    )
+    .await;
+    let enabled = get(&server, &a, "/_matrix/client/v3/pushrules/global/underride/.m.rule.message/enabled").await;
+    assert_eq!(enabled["enabled"], false);
+    let sync = get(&server, &a, "/_matrix/client/v3/sync").await;
+    assert_eq!(sync["rooms"]["join"][&room]["unread_notifications"]["notification_count"], 1);
+
+    // A keyword rule of Alice's own.
+    put(
+        &server,
+        &a,
+        "/_matrix/client/v3/pushrules/global/content/budget",
+        json!({ "pattern": "budget", "actions": ["notify"] }),
+    )
+    .await;
+    let rule = get(&server, &a, "/_matrix/client/v3/pushrules/global/content/budget").await;
+    assert_eq!(rule["pattern"], "budget");
+    send(c.clone(), "4", json!({ "msgtype": "m.text", "body": "le budget est prêt" })).await;
+    let sync = get(&server, &a, "/_matrix/client/v3/sync").await;
+    assert_eq!(sync["rooms"]["join"][&room]["unread_notifications"]["notification_count"], 2);
+
+    // Reading up to the latest event clears the counts.
+    let latest = send(c.clone(), "5", json!({ "msgtype": "m.text", "body": "fin" })).await;
+    post(&server, &a, &format!("/_matrix/client/v3/rooms/{room}/receipt/m.read/{latest}"), json!({})).await;
+    let sync = get(&server, &a, "/_matrix/client/v3/sync").await;
+    let counts = &sync["rooms"]["join"][&room]["unread_notifications"];
+    assert_eq!(counts["notification_count"], 0, "{counts}");
+    assert_eq!(counts["highlight_count"], 0);
+
+    let response = server
+        .http()
+        .delete(format!("{}/_matrix/client/v3/pushrules/global/content/budget", server.url))
+        .bearer_auth(&a)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let response = server
+        .http()
+        .get(format!("{}/_matrix/client/v3/pushrules/global/content/budget", server.url))
+        .bearer_auth(&a)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    let response = server
+        .http()
+        .delete(format!("{}/_matrix/client/v3/pushrules/global/override/.m.rule.master", server.url))
+        .bearer_auth(&a)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400, "server-default rules cannot be deleted");
+}

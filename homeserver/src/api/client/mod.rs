@@ -9,6 +9,7 @@ pub mod ephemeral;
 pub mod membership;
 pub mod presence;
 pub mod profile;
+pub mod push;
 pub mod rooms;
 pub mod session;
 pub mod sync;
@@ -58,6 +59,15 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma(ephemeral::send_to_device)
         .ruma(presence::set)
         .ruma(presence::get)
+        .ruma(push::get_all)
+        .ruma(push::get_global)
+        .ruma(push::get)
+        .ruma(push::set)
+        .ruma(push::delete)
+        .ruma(push::get_enabled)
+        .ruma(push::set_enabled)
+        .ruma(push::get_actions)
+        .ruma(push::set_actions)
         .ruma(rooms::create)
         .ruma(rooms::upgrade)
         .ruma(rooms::send_message)

@@ -89,6 +89,8 @@ pub async fn sync_events(
         joined.account_data = room_account_data(data);
         joined.ephemeral.events = data.ephemeral.iter().map(to_raw).collect();
         joined.summary.heroes = data.heroes.clone();
+        joined.unread_notifications.notification_count = UInt::new(data.notification_count);
+        joined.unread_notifications.highlight_count = UInt::new(data.highlight_count);
         joined.summary.joined_member_count = UInt::new(data.joined_count);
         joined.summary.invited_member_count = UInt::new(data.invited_count);
         response.rooms.join.insert(room.clone(), joined);
