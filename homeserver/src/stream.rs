@@ -126,6 +126,11 @@ fn run(db: Arc<Database>, rx: mpsc::Receiver<Job>, pending: Arc<Mutex<Pending>>,
                 highest = Some(*pos);
             }
         }
+        // Advance the position before acknowledging, so a writer that reads the position right
+        // after its write returns sees (at least) its own.
+        if let (Some(pos), Ok(())) = (highest, &synced) {
+            stream.send_replace(pos);
+        }
         for ((_, _, done), result) in jobs.into_iter().zip(results) {
             let result = match (&synced, result) {
                 (Err(e), _) => Err(e.clone()),
@@ -135,9 +140,6 @@ fn run(db: Arc<Database>, rx: mpsc::Receiver<Job>, pending: Arc<Mutex<Pending>>,
                 tracing::error!(error = %e, "persisting an event failed");
             }
             let _ = done.send(result);
-        }
-        if let (Some(pos), Ok(())) = (highest, &synced) {
-            stream.send_replace(pos);
         }
     }
 }

@@ -128,13 +128,13 @@ pub async fn unread_counts(services: &Services, room: &RoomId, user: &UserId) ->
     let mut notify = 0;
     let mut highlight = 0;
     let start = (room.to_owned(), Be64(u64::MAX)).encode();
-    let mut seen = 0;
-    for entry in services.db.tables.roomidpos_eventid.scan_from(prefix(&room.to_owned()), start, false) {
+    let recent =
+        services.db.tables.roomidpos_eventid.scan_from(prefix(&room.to_owned()), start, false).take(COUNT_WINDOW);
+    for entry in recent {
         let ((_, Be64(pos)), event_id) = entry?;
-        if pos <= read_pos || seen >= COUNT_WINDOW {
+        if pos <= read_pos {
             break;
         }
-        seen += 1;
         let Some(event) = rooms.client_event(&event_id)? else { continue };
         if event["sender"].as_str() == Some(user.as_str()) {
             continue;

@@ -58,13 +58,14 @@ async fn user_commands_with_server_stopped_then_running() {
         run(&["user", "create", "agent.dupont", "--admin", "--password-file", pw_file.to_str().unwrap()], &config);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let out = run(&["user", "create", "agent.martin"], &config);
-    assert!(out.status.success());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let printed = String::from_utf8(out.stdout).unwrap();
     let generated =
         printed.lines().find_map(|l| l.strip_prefix("password: ")).expect("generated password printed").to_owned();
     let out = run(&["user", "create", "agent.dupont"], &config);
     assert!(!out.status.success(), "duplicate refused");
     let out = run(&["user", "list"], &config);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let list = String::from_utf8(out.stdout).unwrap();
     assert!(list.contains("@agent.dupont:localhost\tadmin"), "{list}");
     assert!(list.contains("@agent.martin:localhost"), "{list}");
@@ -90,7 +91,7 @@ async fn user_commands_with_server_stopped_then_running() {
     server.client().await.matrix_auth().login_username("agent.martin", "new-pass").await.unwrap();
 
     let out = run(&["user", "deactivate", "agent.dupont"], &config);
-    assert!(out.status.success());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(client.whoami().await.is_err());
     assert!(server.client().await.matrix_auth().login_username("agent.dupont", "agent-pass").await.is_err());
     let list = String::from_utf8(run(&["user", "list"], &config).stdout).unwrap();

@@ -413,7 +413,7 @@ async fn push_rules_drive_unread_counts() {
     };
     // In a group room a plain message notifies (.m.rule.message) and a mention also highlights.
     send(b.clone(), "1", json!({ "msgtype": "m.text", "body": "bonjour" })).await;
-    let mention = send(
+    send(
         b.clone(),
         "2",
         json!({ "msgtype": "m.text", "body": "alice ?", "m.mentions": { "user_ids": ["@alice:localhost"] } }),
