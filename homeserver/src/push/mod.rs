@@ -151,3 +151,56 @@ pub async fn unread_counts(services: &Services, room: &RoomId, user: &UserId) ->
     }
     Ok((notify, highlight))
 }
+
+/// A notification as `/notifications` lists it.
+pub struct Notified {
+    pub room_id: ruma::OwnedRoomId,
+    pub pos: u64,
+    pub event: Value,
+    pub actions: Vec<Action>,
+    pub read: bool,
+}
+
+/// The user's notifications, newest first: events in their joined rooms (the latest
+/// [`COUNT_WINDOW`] of each) that their rules say notify, before stream position `before`.
+pub async fn notifications(
+    services: &Services,
+    user: &UserId,
+    before: Option<u64>,
+    limit: usize,
+    only_highlight: bool,
+) -> Result<Vec<Notified>> {
+    let rooms = &services.rooms;
+    let rules = ruleset(services, user)?;
+    let mut out = Vec::new();
+    for room in rooms.rooms_of(user, "join")? {
+        let read_pos = services.receipts.read_position(&room, user)?.unwrap_or(0);
+        let context = room_context(services, &room, user)?;
+        let start = (room.clone(), Be64(before.unwrap_or(u64::MAX).saturating_sub(1))).encode();
+        let recent = services.db.tables.roomidpos_eventid.scan_from(prefix(&room), start, false).take(COUNT_WINDOW);
+        for entry in recent {
+            let ((_, Be64(pos)), event_id) = entry?;
+            let Some(event) = rooms.client_event(&event_id)? else { continue };
+            if event["sender"].as_str() == Some(user.as_str()) {
+                continue;
+            }
+            let raw: Raw<Value> =
+                Raw::from_json(serde_json::value::to_raw_value(&event).map_err(|e| Error::Internal(e.to_string()))?);
+            let actions = rules.get_actions(&raw, &context).await;
+            let notify = actions.iter().any(Action::should_notify);
+            let highlight = actions.iter().any(Action::is_highlight);
+            if notify && (!only_highlight || highlight) {
+                out.push(Notified {
+                    room_id: room.clone(),
+                    pos,
+                    event,
+                    actions: actions.to_vec(),
+                    read: pos <= read_pos,
+                });
+            }
+        }
+    }
+    out.sort_by_key(|n| std::cmp::Reverse(n.pos));
+    out.truncate(limit);
+    Ok(out)
+}

@@ -459,6 +459,18 @@ async fn push_rules_drive_unread_counts() {
     let counts = &sync["rooms"]["join"][&room]["unread_notifications"];
     assert_eq!(counts["notification_count"], 0, "{counts}");
     assert_eq!(counts["highlight_count"], 0);
+    let highlights = get(&server, &a, "/_matrix/client/v3/notifications?only=highlight").await;
+    let list = highlights["notifications"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{highlights}");
+    assert_eq!(list[0]["event"]["content"]["body"], "alice ?");
+    assert_eq!(list[0]["read"], true, "read since the receipt");
+    assert_eq!(list[0]["room_id"], room.as_str());
+    let all = get(&server, &a, "/_matrix/client/v3/notifications").await;
+    assert_eq!(
+        all["notifications"].as_array().unwrap().len(),
+        2,
+        "the mention and the keyword (plain messages no longer notify)"
+    );
 
     let response = server
         .http()

@@ -68,6 +68,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma(push::set_enabled)
         .ruma(push::get_actions)
         .ruma(push::set_actions)
+        .ruma(push::notifications)
         .ruma(rooms::create)
         .ruma(rooms::upgrade)
         .ruma(rooms::send_message)

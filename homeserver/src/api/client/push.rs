@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use ruma::api::client::push::{
-    delete_pushrule, get_pushrule, get_pushrule_actions, get_pushrule_enabled, get_pushrules_all,
+    delete_pushrule, get_notifications, get_pushrule, get_pushrule_actions, get_pushrule_enabled, get_pushrules_all,
     get_pushrules_global_scope, set_pushrule, set_pushrule_actions, set_pushrule_enabled,
 };
 
@@ -11,6 +11,10 @@ use crate::{
     api::ruma::Ruma,
     error::{Error, Result},
     push,
+    rooms::{
+        pdu::to_raw,
+        read::{parse_token, token},
+    },
     services::Services,
 };
 
@@ -98,4 +102,33 @@ pub async fn set_actions(
     let b = request.body;
     push::set_actions(&services, &user, b.kind, &b.rule_id, b.actions).await?;
     Ok(set_pushrule_actions::v3::Response::new())
+}
+
+pub async fn notifications(
+    services: Arc<Services>,
+    request: Ruma<get_notifications::v3::Request>,
+) -> Result<get_notifications::v3::Response> {
+    let user = request.sender()?.user_id.clone();
+    let b = request.body;
+    let before = b.from.as_deref().map(parse_token).transpose()?;
+    let limit = b.limit.map(u64::from).unwrap_or(50).clamp(1, 200) as usize;
+    let only_highlight = b.only.as_deref() == Some("highlight");
+    let found = push::notifications(&services, &user, before, limit, only_highlight).await?;
+    let next = (found.len() == limit).then(|| found.last().map(|n| token(n.pos))).flatten();
+    let list = found
+        .into_iter()
+        .map(|n| {
+            let ts = n.event["origin_server_ts"].as_u64().and_then(ruma::UInt::new).unwrap_or_default();
+            get_notifications::v3::Notification::new(
+                n.actions,
+                to_raw(&n.event),
+                n.read,
+                n.room_id,
+                ruma::MilliSecondsSinceUnixEpoch(ts),
+            )
+        })
+        .collect();
+    let mut response = get_notifications::v3::Response::new(list);
+    response.next_token = next;
+    Ok(response)
 }
