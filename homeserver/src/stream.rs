@@ -9,14 +9,17 @@
 //! event of the same room can be built and authorized without waiting for the disk.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     sync::{mpsc, Arc, Mutex},
 };
 
-use ruma::{OwnedDeviceId, OwnedEventId, OwnedUserId};
-use tokio::sync::{oneshot, watch};
+use ruma::{OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedUserId, UserId};
+use tokio::sync::{oneshot, watch, Notify};
 
-use crate::db::{Batch, Database};
+use crate::db::{
+    codec::{prefix, Json},
+    Batch, Database,
+};
 use crate::rooms::{state::Snapshot, EventMeta};
 
 /// Transaction key of an idempotent client send.
@@ -36,6 +39,70 @@ pub struct Cleanup {
     pub pdus: Vec<OwnedEventId>,
     pub txn: Option<TxnId>,
     pub snapshot: Option<u64>,
+    /// Whose waiting syncs this write concerns.
+    pub wake: Audience,
+}
+
+/// Who is woken when a write becomes durable: only the users it concerns, so a message in one
+/// room costs nothing to the idle syncs of everyone else.
+#[derive(Debug, Clone, Default)]
+pub enum Audience {
+    #[default]
+    Nobody,
+    User(OwnedUserId),
+    Users(Vec<OwnedUserId>),
+    /// Everyone with a membership in the room (joined, invited, left…).
+    Room(OwnedRoomId),
+    /// The user and everyone sharing a joined room with them.
+    SharedWith(OwnedUserId),
+}
+
+/// Per-user wake-ups for long-polling syncs.
+#[derive(Default)]
+pub struct Notifier {
+    users: Mutex<HashMap<OwnedUserId, Arc<Notify>>>,
+}
+
+impl Notifier {
+    /// The user's notification handle; register (`Notified::enable`) before checking for news.
+    pub fn subscribe(&self, user: &UserId) -> Arc<Notify> {
+        let mut users = self.users.lock().expect("notifier lock");
+        if users.len() > 10_000 {
+            users.retain(|_, n| Arc::strong_count(n) > 1);
+        }
+        users.entry(user.to_owned()).or_default().clone()
+    }
+
+    fn wake(&self, user: &UserId) {
+        if let Some(n) = self.users.lock().expect("notifier lock").get(user) {
+            n.notify_waiters();
+        }
+    }
+}
+
+fn audience_users(db: &Database, audience: &Audience, out: &mut BTreeSet<OwnedUserId>) {
+    let members = |room: &OwnedRoomId, out: &mut BTreeSet<OwnedUserId>| {
+        for entry in db.tables.roomiduserid_membership.scan_prefix(prefix(room)).flatten() {
+            out.insert((entry.0).1);
+        }
+    };
+    match audience {
+        Audience::Nobody => {}
+        Audience::User(u) => {
+            out.insert(u.clone());
+        }
+        Audience::Users(users) => out.extend(users.iter().cloned()),
+        Audience::Room(room) => members(room, out),
+        Audience::SharedWith(user) => {
+            out.insert(user.clone());
+            for entry in db.tables.useridroomid_membership.scan_prefix(prefix(user)).flatten() {
+                let ((_, room), Json(m)) = entry;
+                if m.membership == "join" {
+                    members(&room, out);
+                }
+            }
+        }
+    }
 }
 
 struct Job {
@@ -47,6 +114,7 @@ struct Job {
 
 pub struct Writer {
     queue: Mutex<mpsc::Sender<Job>>,
+    pub notifier: Arc<Notifier>,
     pub pending: Arc<Mutex<Pending>>,
     /// The highest durable position; changes wake the stream's consumers.
     position: watch::Receiver<u64>,
@@ -61,11 +129,13 @@ impl Writer {
         let (tx, rx) = mpsc::channel::<Job>();
         let pending = Arc::new(Mutex::new(Pending::default()));
         let overlay = pending.clone();
+        let notifier = Arc::new(Notifier::default());
+        let wakes = notifier.clone();
         std::thread::Builder::new()
             .name("event-writer".into())
-            .spawn(move || run(db, rx, overlay, stream))
+            .spawn(move || run(db, rx, overlay, stream, wakes))
             .expect("spawn the event writer thread");
-        Self { queue: Mutex::new(tx), pending, position }
+        Self { queue: Mutex::new(tx), notifier, pending, position }
     }
 
     /// A receiver of the highest durable stream position.
@@ -93,7 +163,13 @@ impl Writer {
     }
 }
 
-fn run(db: Arc<Database>, rx: mpsc::Receiver<Job>, pending: Arc<Mutex<Pending>>, stream: watch::Sender<u64>) {
+fn run(
+    db: Arc<Database>,
+    rx: mpsc::Receiver<Job>,
+    pending: Arc<Mutex<Pending>>,
+    stream: watch::Sender<u64>,
+    notifier: Arc<Notifier>,
+) {
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -130,6 +206,13 @@ fn run(db: Arc<Database>, rx: mpsc::Receiver<Job>, pending: Arc<Mutex<Pending>>,
         // after its write returns sees (at least) its own.
         if let (Some(pos), Ok(())) = (highest, &synced) {
             stream.send_replace(pos);
+            let mut woken = BTreeSet::new();
+            for (_, cleanup, _) in &jobs {
+                audience_users(&db, &cleanup.wake, &mut woken);
+            }
+            for user in woken {
+                notifier.wake(&user);
+            }
         }
         for ((_, _, done), result) in jobs.into_iter().zip(results) {
             let result = match (&synced, result) {

@@ -13,7 +13,7 @@ use crate::{
         Database,
     },
     error::{Error, Result},
-    stream::{wait_durable, Cleanup, Writer},
+    stream::{wait_durable, Audience, Cleanup, Writer},
     users::now_ms,
 };
 
@@ -73,7 +73,7 @@ impl Presence {
                 pos,
             };
             tables.userid_presence.insert(batch, &user.to_owned(), &Json(record));
-            Ok(Cleanup::default())
+            Ok(Cleanup { wake: Audience::SharedWith(user.to_owned()), ..Default::default() })
         })?;
         wait_durable(durable).await
     }

@@ -13,7 +13,7 @@ use crate::{
         Database,
     },
     error::Result,
-    stream::{wait_durable, Cleanup, Writer},
+    stream::{wait_durable, Audience, Cleanup, Writer},
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -51,7 +51,7 @@ impl Receipts {
             }
             tables.roomidpos_receipt.insert(batch, &(room.to_owned(), Be64(pos)), &Json(receipt));
             tables.roomidslot_receiptpos.insert(batch, &key, &Be64(pos));
-            Ok(Cleanup::default())
+            Ok(Cleanup { wake: Audience::Room(room.to_owned()), ..Default::default() })
         })?;
         wait_durable(durable).await
     }

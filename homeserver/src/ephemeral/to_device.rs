@@ -14,7 +14,7 @@ use crate::{
         Batch, Database,
     },
     error::Result,
-    stream::{wait_durable, Cleanup, Writer},
+    stream::{wait_durable, Audience, Cleanup, Writer},
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -64,7 +64,10 @@ impl ToDevice {
                 );
             }
             tables.useriddevicetxn_todevice.insert(batch, &txn, &Vec::new());
-            Ok(Cleanup::default())
+            Ok(Cleanup {
+                wake: Audience::Users(deliveries.iter().map(|(u, _, _)| u.clone()).collect()),
+                ..Default::default()
+            })
         })?;
         wait_durable(durable).await
     }

@@ -38,7 +38,7 @@ use crate::{
     },
     error::{Error, Result},
     server_keys::ServerKeys,
-    stream::{wait_durable, Cleanup, Writer},
+    stream::{wait_durable, Audience, Cleanup, Writer},
     users::{now_ms, profile::Profiles},
 };
 
@@ -162,6 +162,11 @@ impl Rooms {
             alias_lock: Mutex::new(()),
             locks: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The per-user wake-ups of the stream.
+    pub fn notifier(&self) -> &Arc<crate::stream::Notifier> {
+        &self.writer.notifier
     }
 
     /// A receiver that changes whenever an event is persisted (value: its stream position).
@@ -588,7 +593,12 @@ impl Rooms {
             if let Some(parent) = relates_to(&pdu) {
                 tables.parentpos_childeventid.insert(batch, &(parent, Be64(pos)), &event_id);
             }
-            let mut cleanup = Cleanup { pdus: vec![event_id.clone()], txn: txn_key.clone(), snapshot: new_snapshot };
+            let mut cleanup = Cleanup {
+                pdus: vec![event_id.clone()],
+                txn: txn_key.clone(),
+                snapshot: new_snapshot,
+                wake: Audience::Room(room.to_owned()),
+            };
             let mut overlay = self.writer.pending.lock().expect("pending overlay");
             if let Some((target, redacted_json, target_meta)) = &redaction {
                 tables.eventid_pdu.insert(batch, target, redacted_json);

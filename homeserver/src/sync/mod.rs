@@ -111,11 +111,16 @@ pub async fn sync(services: &Services, params: SyncParams) -> Result<SyncResult>
     if let Some(presence) = &params.set_presence {
         services.presence.set(&params.user, presence, None).await?;
     }
-    let mut position = services.rooms.subscribe();
+    let position = services.rooms.subscribe();
+    let notify = services.rooms.notifier().subscribe(&params.user);
     let mut typing = services.typing.subscribe();
     let deadline = tokio::time::Instant::now() + params.timeout;
     loop {
-        let current = SyncToken { pos: *position.borrow_and_update(), typing: *typing.borrow_and_update() };
+        // Register for a wake-up before looking, so nothing durable in between is missed.
+        let woken = notify.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        let current = SyncToken { pos: *position.borrow(), typing: *typing.borrow_and_update() };
         let mut result = compute(services, &params, current)?;
         if params.since.is_none() || params.full_state || !result.is_empty() {
             for (room, data) in result.join.iter_mut() {
@@ -124,17 +129,18 @@ pub async fn sync(services: &Services, params: SyncParams) -> Result<SyncResult>
             }
             return Ok(result);
         }
-        // Wake for a new stream position, a typing change, or a typing notice expiring.
+        // Sleep until a write concerning this user, a typing change, a typing notice expiring,
+        // or the timeout.
         let wake =
             services.typing.next_expiry().map(tokio::time::Instant::from_std).map_or(deadline, |e| e.min(deadline));
-        let woke = tokio::time::timeout_at(wake, async {
+        let outcome = tokio::time::timeout_at(wake, async {
             tokio::select! {
-                r = position.changed() => r.is_ok(),
+                _ = woken => true,
                 r = typing.changed() => r.is_ok(),
             }
         })
         .await;
-        match woke {
+        match outcome {
             Ok(true) => continue,
             Ok(false) => return Ok(result),
             Err(_) if tokio::time::Instant::now() >= deadline => return Ok(result),

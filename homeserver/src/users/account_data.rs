@@ -11,7 +11,7 @@ use crate::{
         Database,
     },
     error::{Error, Result},
-    stream::{wait_durable, Cleanup, Writer},
+    stream::{wait_durable, Audience, Cleanup, Writer},
 };
 
 /// Types the server manages through their own endpoints; clients may not write them here.
@@ -98,7 +98,7 @@ impl AccountData {
                 &Json((key.1.clone(), key.2.clone())),
             );
             tables.useridroomidtype_accountdata.insert(batch, &key, &Json(AccountDataRecord { content, pos }));
-            Ok(Cleanup::default())
+            Ok(Cleanup { wake: Audience::User(user.to_owned()), ..Default::default() })
         })?;
         Ok(durable)
     }

@@ -6,5 +6,6 @@ mod cli;
 mod common;
 mod errors;
 mod rooms;
+mod stream;
 mod sync;
 mod versions;
