@@ -2,13 +2,18 @@
 //! `hemicycle serve` process on loopback, client and server on the same machine.
 //!
 //! ```sh
-//! cargo run --release --example loadgen -- [--clients 50] [--seconds 10] [--server target/release/hemicycle]
+//! cargo run --release --example loadgen -- [--scenario send|sync] [--clients 50] [--seconds 10]
+//!     [--server target/release/hemicycle]
 //! ```
 //!
-//! It starts its own server on a temp database (registration open, rate limits off), registers
-//! one user per client, and runs two scenarios: clients spread over 10 rooms, and all in 1 room.
-//! Each scenario runs for a bounded time and stops by itself. Results go to stdout as a table
-//! suitable for `docs/performance.md`.
+//! It starts its own server on a temp database (registration open, rate limits off) and runs
+//! bounded scenarios that stop by themselves; results go to stdout as tables suitable for
+//! `docs/performance.md`.
+//! - `send`: one user per client; clients spread over 10 rooms, then all in 1 room, each sending
+//!   `PUT /send` as fast as answers come back: events/s and latency.
+//! - `sync`: `--clients` users long-polling `/sync` in rooms of 10, while one sender posts
+//!   messages at a steady rate: send→sync delivery latency; then the time of an initial sync for
+//!   a user in 1,000 rooms.
 
 use std::{
     io::{BufRead, BufReader},
@@ -20,13 +25,14 @@ use std::{
 use serde_json::{json, Value};
 
 struct Args {
+    scenario: String,
     clients: usize,
     seconds: u64,
     server: String,
 }
 
 fn args() -> Args {
-    let mut out = Args { clients: 50, seconds: 10, server: default_server() };
+    let mut out = Args { scenario: "send".into(), clients: 50, seconds: 10, server: default_server() };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -34,6 +40,7 @@ fn args() -> Args {
             "--clients" => out.clients = value.parse().expect("--clients is a number"),
             "--seconds" => out.seconds = value.parse().expect("--seconds is a number"),
             "--server" => out.server = value,
+            "--scenario" => out.scenario = value,
             other => panic!("unknown flag {other}"),
         }
     }
@@ -85,11 +92,21 @@ async fn main() {
     let base = line.trim().strip_prefix("hemicycle listening on ").expect("address line").to_owned();
 
     let http = reqwest::Client::builder().pool_max_idle_per_host(args.clients * 2).build().expect("client");
+    match args.scenario.as_str() {
+        "send" => send_scenario(&http, &base, &args).await,
+        "sync" => sync_scenario(&http, &base, &args).await,
+        other => panic!("unknown scenario {other}"),
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+async fn send_scenario(http: &reqwest::Client, base: &str, args: &Args) {
     let mut tokens = Vec::new();
     for i in 0..args.clients {
         let body =
             json!({ "username": format!("load{i}"), "password": "load-password", "auth": { "type": "m.login.dummy" } });
-        let v = post(&http, &format!("{base}/_matrix/client/v3/register"), None, body).await;
+        let v = post(http, &format!("{base}/_matrix/client/v3/register"), None, body).await;
         tokens.push(v["access_token"].as_str().expect("token").to_owned());
     }
 
@@ -99,7 +116,7 @@ async fn main() {
         let mut room_ids = Vec::new();
         for _ in 0..rooms {
             let v = post(
-                &http,
+                http,
                 &format!("{base}/_matrix/client/v3/createRoom"),
                 Some(&tokens[0]),
                 json!({ "preset": "public_chat" }),
@@ -109,7 +126,7 @@ async fn main() {
         }
         for (i, token) in tokens.iter().enumerate() {
             let room = &room_ids[i % rooms];
-            post(&http, &format!("{base}/_matrix/client/v3/rooms/{room}/join"), Some(token), json!({})).await;
+            post(http, &format!("{base}/_matrix/client/v3/rooms/{room}/join"), Some(token), json!({})).await;
         }
         let deadline = Instant::now() + Duration::from_secs(args.seconds);
         let started = Instant::now();
@@ -117,7 +134,7 @@ async fn main() {
         let mut workers = Vec::new();
         for (i, token) in tokens.iter().cloned().enumerate() {
             let http = http.clone();
-            let base = base.clone();
+            let base = base.to_owned();
             let room_ids = room_ids.clone();
             workers.push(tokio::spawn(async move {
                 let room = &room_ids[i % room_ids.len()];
@@ -156,6 +173,121 @@ async fn main() {
             percentile(&all, 0.99).as_secs_f64() * 1000.0,
         );
     }
-    let _ = server.kill();
-    let _ = server.wait();
+}
+
+async fn register(http: &reqwest::Client, base: &str, name: &str) -> String {
+    let body = json!({ "username": name, "password": "load-password", "auth": { "type": "m.login.dummy" } });
+    let v = post(http, &format!("{base}/_matrix/client/v3/register"), None, body).await;
+    v["access_token"].as_str().expect("token").to_owned()
+}
+
+async fn get(http: &reqwest::Client, url: &str, token: &str) -> Value {
+    let response = http.get(url).bearer_auth(token).send().await.expect("request sent");
+    assert!(response.status().is_success(), "{url}: {}", response.status());
+    response.json().await.expect("json")
+}
+
+async fn sync_scenario(http: &reqwest::Client, base: &str, args: &Args) {
+    let sender = register(http, base, "sender").await;
+    let rooms_needed = args.clients.div_ceil(10);
+    let mut rooms = Vec::new();
+    for _ in 0..rooms_needed {
+        let v = post(
+            http,
+            &format!("{base}/_matrix/client/v3/createRoom"),
+            Some(&sender),
+            json!({ "preset": "public_chat" }),
+        )
+        .await;
+        rooms.push(v["room_id"].as_str().expect("room id").to_owned());
+    }
+    let mut syncers = Vec::new();
+    for i in 0..args.clients {
+        let token = register(http, base, &format!("reader{i}")).await;
+        post(http, &format!("{base}/_matrix/client/v3/rooms/{}/join", rooms[i % rooms.len()]), Some(&token), json!({}))
+            .await;
+        syncers.push(token);
+    }
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.seconds);
+    let sent_at: Arc<std::sync::Mutex<std::collections::HashMap<String, Instant>>> = Arc::default();
+    let mut readers = Vec::new();
+    for token in syncers {
+        let http = http.clone();
+        let base = base.to_owned();
+        let sent_at = sent_at.clone();
+        readers.push(tokio::spawn(async move {
+            let mut since =
+                get(&http, &format!("{base}/_matrix/client/v3/sync?timeout=0&set_presence=offline"), &token).await
+                    ["next_batch"]
+                    .as_str()
+                    .expect("next_batch")
+                    .to_owned();
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline + Duration::from_secs(2) {
+                let url = format!("{base}/_matrix/client/v3/sync?since={since}&timeout=2000&set_presence=offline");
+                let v = get(&http, &url, &token).await;
+                let now = Instant::now();
+                for room in v["rooms"]["join"].as_object().into_iter().flat_map(|m| m.values()) {
+                    for event in room["timeline"]["events"].as_array().into_iter().flatten() {
+                        if let Some(body) = event["content"]["body"].as_str() {
+                            if let Some(t) = sent_at.lock().expect("map").get(body) {
+                                latencies.push(now.duration_since(*t));
+                            }
+                        }
+                    }
+                }
+                since = v["next_batch"].as_str().expect("next_batch").to_owned();
+            }
+            latencies
+        }));
+    }
+    // Let every reader reach its long-poll, then send at a steady 50 messages per second.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut n = 0u64;
+    while Instant::now() < deadline {
+        n += 1;
+        let room = &rooms[n as usize % rooms.len()];
+        let body = format!("probe-{n}");
+        sent_at.lock().expect("map").insert(body.clone(), Instant::now());
+        let url = format!("{base}/_matrix/client/v3/rooms/{room}/send/m.room.message/p{n}");
+        let response = http
+            .put(&url)
+            .bearer_auth(&sender)
+            .json(&json!({ "msgtype": "m.text", "body": body }))
+            .send()
+            .await
+            .expect("send");
+        assert!(response.status().is_success());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut all = Vec::new();
+    for r in readers {
+        all.extend(r.await.expect("reader"));
+    }
+    all.sort();
+    println!("| scenario | syncing clients | messages | deliveries | p50 ms | p99 ms |");
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| send→sync latency | {} | {n} | {} | {:.1} | {:.1} |",
+        args.clients,
+        all.len(),
+        percentile(&all, 0.50).as_secs_f64() * 1000.0,
+        percentile(&all, 0.99).as_secs_f64() * 1000.0
+    );
+
+    // Initial sync of a user in 1,000 rooms.
+    let member = register(http, base, "busy").await;
+    for _ in 0..1000 {
+        post(http, &format!("{base}/_matrix/client/v3/createRoom"), Some(&member), json!({})).await;
+    }
+    let t = Instant::now();
+    let v = get(http, &format!("{base}/_matrix/client/v3/sync?set_presence=offline"), &member).await;
+    let elapsed = t.elapsed();
+    let count = v["rooms"]["join"].as_object().map_or(0, |m| m.len());
+    assert_eq!(count, 1000);
+    println!();
+    println!("| initial sync | rooms | seconds |");
+    println!("|---|---|---|");
+    println!("| user in 1,000 rooms | {count} | {:.2} |", elapsed.as_secs_f64());
 }
