@@ -22,13 +22,42 @@ use crate::{
 pub struct SyncFilter {
     pub timeline_limit: usize,
     pub timeline: EventFilter,
+    pub state: EventFilter,
+    pub ephemeral: EventFilter,
+    pub room_account_data: EventFilter,
+    pub account_data: EventFilter,
+    pub presence: EventFilter,
+    /// Only these rooms (all when `None`), never those in `not_rooms`.
+    pub rooms: Option<Vec<OwnedRoomId>>,
+    pub not_rooms: Vec<OwnedRoomId>,
+    /// Member events in `state` only for the timeline's senders (and the user). Redundant member
+    /// events are always included, as the spec allows.
     pub lazy_load_members: bool,
     pub include_leave: bool,
 }
 
 impl Default for SyncFilter {
     fn default() -> Self {
-        Self { timeline_limit: 10, timeline: EventFilter::default(), lazy_load_members: false, include_leave: false }
+        Self {
+            timeline_limit: 10,
+            timeline: EventFilter::default(),
+            state: EventFilter::default(),
+            ephemeral: EventFilter::default(),
+            room_account_data: EventFilter::default(),
+            account_data: EventFilter::default(),
+            presence: EventFilter::default(),
+            rooms: None,
+            not_rooms: Vec::new(),
+            lazy_load_members: false,
+            include_leave: false,
+        }
+    }
+}
+
+impl SyncFilter {
+    fn wants_room(&self, room: &RoomId) -> bool {
+        !self.not_rooms.iter().any(|r| r == room)
+            && self.rooms.as_ref().is_none_or(|rooms| rooms.iter().any(|r| r == room))
     }
 }
 
@@ -159,6 +188,9 @@ fn compute(services: &Services, params: &SyncParams, now: SyncToken) -> Result<S
     let changed_after = |pos: u64| since.is_none_or(|s| pos > s);
 
     for (room, membership) in rooms.memberships_of(user)? {
+        if !params.filter.wants_room(&room) {
+            continue;
+        }
         match membership.membership.as_str() {
             "join" => {
                 let fresh = changed_after(membership.pos) || params.full_state;
@@ -170,6 +202,7 @@ fn compute(services: &Services, params: &SyncParams, now: SyncToken) -> Result<S
                 if let Some(content) = services.receipts.receipt_content(&room, from, user)? {
                     data.ephemeral.push(json!({ "type": "m.receipt", "content": content }));
                 }
+                data.ephemeral.retain(|e| params.filter.ephemeral.accepts(e));
                 if fresh || !data.timeline.is_empty() || !data.state.is_empty() || !data.ephemeral.is_empty() {
                     result.join.insert(room, data);
                 }
@@ -208,14 +241,22 @@ fn compute(services: &Services, params: &SyncParams, now: SyncToken) -> Result<S
         if let Some(msg) = record.status_msg {
             content["status_msg"] = json!(msg);
         }
-        result.presence.push(json!({ "type": "m.presence", "sender": who, "content": content }));
+        let event = json!({ "type": "m.presence", "sender": who, "content": content });
+        if params.filter.presence.accepts(&event) {
+            result.presence.push(event);
+        }
     }
     for (room, kind, content) in services.account_data.changes(user, since)? {
         let event = json!({ "type": kind, "content": content });
         if room.is_empty() {
-            result.account_data.push(event);
+            if params.filter.account_data.accepts(&event) {
+                result.account_data.push(event);
+            }
         } else if let Ok(room) = OwnedRoomId::try_from(room) {
-            if rooms.is_joined(user, &room)? {
+            if rooms.is_joined(user, &room)?
+                && params.filter.wants_room(&room)
+                && params.filter.room_account_data.accepts(&event)
+            {
                 result.join.entry(room).or_default().account_data.push(event);
             }
         }
@@ -288,6 +329,9 @@ fn room_sync(
     let senders: BTreeSet<&str> = data.timeline.iter().filter_map(|e| e["sender"].as_str()).collect();
     for id in state_ids {
         let Some(event) = rooms.client_event(&id)? else { continue };
+        if !filter.state.accepts(&event) {
+            continue;
+        }
         if filter.lazy_load_members && event["type"] == "m.room.member" {
             let key = event["state_key"].as_str().unwrap_or("");
             if key != user.as_str() && !senders.contains(key) {

@@ -497,3 +497,60 @@ async fn push_rules_drive_unread_counts() {
         .unwrap();
     assert_eq!(response.status(), 400, "server-default rules cannot be deleted");
 }
+
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn sync_filters_select_rooms_and_event_types() {
+    let server = TestServer::start();
+    let alice = server.register("alice", "pw").await;
+    let a = alice.access_token().unwrap();
+    let one = post(&server, &a, "/_matrix/client/v3/createRoom", json!({ "name": "un" })).await["room_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let two = post(&server, &a, "/_matrix/client/v3/createRoom", json!({ "name": "deux" })).await["room_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    put(&server, &a, &format!("/_matrix/client/v3/rooms/{one}/send/org.example.note/1"), json!({ "x": 1 })).await;
+    put(
+        &server,
+        &a,
+        &format!("/_matrix/client/v3/rooms/{one}/send/m.room.message/2"),
+        json!({ "msgtype": "m.text", "body": "b" }),
+    )
+    .await;
+    put(&server, &a, "/_matrix/client/v3/user/@alice:localhost/account_data/org.example.keep", json!({ "k": 1 })).await;
+    put(&server, &a, "/_matrix/client/v3/user/@alice:localhost/account_data/org.example.drop", json!({ "k": 2 })).await;
+
+    let filter = json!({
+        "room": { "rooms": [one], "timeline": { "types": ["m.room.message"], "limit": 5 }, "state": { "types": ["m.room.name"] } },
+        "account_data": { "types": ["org.example.keep"] },
+    });
+    // Stored filters and inline ones behave alike.
+    let id = post(&server, &a, "/_matrix/client/v3/user/@alice:localhost/filter", filter.clone()).await["filter_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for filter_param in [id, encode(&filter.to_string())] {
+        let sync = get(&server, &a, &format!("/_matrix/client/v3/sync?filter={filter_param}")).await;
+        let joined = sync["rooms"]["join"].as_object().unwrap();
+        assert!(joined.contains_key(&one) && !joined.contains_key(&two), "only the filtered room");
+        let timeline = joined[&one]["timeline"]["events"].as_array().unwrap();
+        assert!(timeline.iter().all(|e| e["type"] == "m.room.message"), "{timeline:?}");
+        assert_eq!(timeline.len(), 1);
+        let state = joined[&one]["state"]["events"].as_array().map(|s| s.as_slice()).unwrap_or_default();
+        assert!(state.iter().all(|e| e["type"] == "m.room.name"), "{state:?}");
+        let account: Vec<&str> =
+            sync["account_data"]["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(account, vec!["org.example.keep"]);
+    }
+}

@@ -19,7 +19,7 @@ use ruma::{
 use crate::{
     api::{client::rooms::event_filter, ruma::Ruma},
     error::{Error, Result},
-    rooms::pdu::to_raw,
+    rooms::{pdu::to_raw, read::EventFilter},
     services::Services,
     sync::{sync, RoomSync, SyncFilter, SyncParams, SyncToken},
 };
@@ -37,12 +37,26 @@ fn filter_of(services: &Services, user: &ruma::UserId, filter: Option<&Filter>) 
         }
         Some(_) => return Ok(SyncFilter::default()),
     };
-    let timeline = &definition.room.timeline;
+    let room = &definition.room;
+    let plain = |f: &ruma::api::client::filter::Filter| EventFilter {
+        types: f.types.clone(),
+        not_types: f.not_types.clone(),
+        senders: f.senders.as_ref().map(|s| s.iter().map(|u| u.to_string()).collect()),
+        not_senders: f.not_senders.iter().map(|u| u.to_string()).collect(),
+        lazy_load_members: false,
+    };
     Ok(SyncFilter {
-        timeline_limit: timeline.limit.map(|l| u64::from(l).clamp(1, 1000) as usize).unwrap_or(10),
-        timeline: event_filter(timeline),
-        lazy_load_members: !definition.room.state.lazy_load_options.is_disabled(),
-        include_leave: definition.room.include_leave,
+        timeline_limit: room.timeline.limit.map(|l| u64::from(l).clamp(1, 1000) as usize).unwrap_or(10),
+        timeline: event_filter(&room.timeline),
+        state: event_filter(&room.state),
+        ephemeral: event_filter(&room.ephemeral),
+        room_account_data: event_filter(&room.account_data),
+        account_data: plain(&definition.account_data),
+        presence: plain(&definition.presence),
+        rooms: room.rooms.clone(),
+        not_rooms: room.not_rooms.clone(),
+        lazy_load_members: !room.state.lazy_load_options.is_disabled(),
+        include_leave: room.include_leave,
     })
 }
 
