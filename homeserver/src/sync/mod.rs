@@ -2,6 +2,8 @@
 //! the answer is everything for the user between that position and the current durable one.
 //! With a timeout, the request sleeps on the stream's notification until something arrives.
 
+pub mod sliding;
+
 use std::{
     collections::{BTreeMap, BTreeSet},
     time::Duration,
@@ -265,7 +267,7 @@ fn compute(services: &Services, params: &SyncParams, now: SyncToken) -> Result<S
 }
 
 /// A room's timeline and state for one sync: events in `(from, until]`, the last `limit` of them.
-fn room_sync(
+pub(crate) fn room_sync(
     services: &Services,
     user: &UserId,
     room: &RoomId,
@@ -354,7 +356,7 @@ fn room_sync(
 }
 
 /// The stripped state an invitee or knocker sees: a few public state events and their own event.
-fn stripped_state(services: &Services, room: &RoomId, own_event: &OwnedEventId) -> Result<Vec<Value>> {
+pub(crate) fn stripped_state(services: &Services, room: &RoomId, own_event: &OwnedEventId) -> Result<Vec<Value>> {
     let rooms = &services.rooms;
     let mut out = Vec::new();
     let kinds = [

@@ -554,3 +554,97 @@ async fn sync_filters_select_rooms_and_event_types() {
         assert_eq!(account, vec!["org.example.keep"]);
     }
 }
+
+const SLIDING: &str = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync";
+
+#[tokio::test]
+async fn sliding_sync_orders_rooms_by_recency_and_follows_new_messages() {
+    let server = TestServer::start();
+    let alice = server.register("alice", "pw").await;
+    let a = alice.access_token().unwrap();
+    let versions = get(&server, &a, "/_matrix/client/versions").await;
+    assert_eq!(versions["unstable_features"]["org.matrix.simplified_msc3575"], true);
+
+    let mut rooms = Vec::new();
+    for name in ["ancienne", "moyenne", "récente"] {
+        let room = post(&server, &a, "/_matrix/client/v3/createRoom", json!({ "name": name })).await["room_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        put(
+            &server,
+            &a,
+            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{name}"),
+            json!({ "msgtype": "m.text", "body": name }),
+        )
+        .await;
+        rooms.push(room);
+    }
+    // `pos` and `timeout` are query parameters; the lists and extensions are the body.
+    let request = |ranges: Value| {
+        json!({
+            "lists": { "all": { "ranges": ranges, "timeline_limit": 1, "required_state": [["m.room.name", ""], ["m.room.member", "$ME"]] } },
+            "extensions": { "to_device": { "enabled": true } },
+        })
+    };
+    let top = post(&server, &a, SLIDING, request(json!([[0, 0]]))).await;
+    assert_eq!(top["lists"]["all"]["count"], 3);
+    let listed = top["rooms"].as_object().unwrap();
+    assert_eq!(listed.keys().collect::<Vec<_>>(), vec![&rooms[2]], "range [0,0] is the most recent room");
+    let room = &listed[&rooms[2]];
+    assert_eq!(room["name"], "récente");
+    assert_eq!(room["initial"], true);
+    assert_eq!(room["timeline"].as_array().unwrap().len(), 1);
+    assert_eq!(room["timeline"][0]["content"]["body"], "récente");
+    let required: Vec<&str> =
+        room["required_state"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert!(required.contains(&"m.room.name") && required.contains(&"m.room.member"), "{required:?}");
+    assert_eq!(required.len(), 2, "only what was asked: {required:?}");
+
+    let all = post(&server, &a, SLIDING, request(json!([[0, 9]]))).await;
+    let mut by_recency: Vec<(u64, String)> = all["rooms"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(id, r)| (r["bump_stamp"].as_u64().unwrap(), id.clone()))
+        .collect();
+    by_recency.sort_by(|x, y| y.0.cmp(&x.0));
+    let order: Vec<&String> = by_recency.iter().map(|(_, id)| id).collect();
+    assert_eq!(order, vec![&rooms[2], &rooms[1], &rooms[0]]);
+
+    // Long-poll from this position: a message in the oldest room brings it back, now the most recent.
+    let pos = all["pos"].as_str().unwrap().to_owned();
+    let poll = {
+        let url = format!("{}{SLIDING}?pos={pos}&timeout=60000", server.url);
+        let (http, a, body) = (server.http(), a.clone(), request(json!([[0, 0]])));
+        tokio::spawn(async move {
+            http.post(url).bearer_auth(a).json(&body).send().await.unwrap().json::<Value>().await.unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    put(
+        &server,
+        &a,
+        &format!("/_matrix/client/v3/rooms/{}/send/m.room.message/again", rooms[0]),
+        json!({ "msgtype": "m.text", "body": "de retour" }),
+    )
+    .await;
+    let update = poll.await.unwrap();
+    let updated = &update["rooms"][&rooms[0]];
+    assert_eq!(updated["timeline"][0]["content"]["body"], "de retour");
+    assert!(updated["bump_stamp"].as_u64().unwrap() > all["rooms"][&rooms[2]]["bump_stamp"].as_u64().unwrap());
+    assert!(update["rooms"].get(&rooms[2]).is_none(), "rooms without news are not resent");
+
+    // The to-device extension delivers messages for this device.
+    let device = alice.device_id().unwrap().to_string();
+    put(
+        &server,
+        &a,
+        "/_matrix/client/v3/sendToDevice/org.example.ping/x1",
+        json!({ "messages": { "@alice:localhost": { device: { "n": 7 } } } }),
+    )
+    .await;
+    let pos = update["pos"].as_str().unwrap().to_owned();
+    let next = post(&server, &a, &format!("{SLIDING}?pos={pos}"), request(json!([[0, 0]]))).await;
+    assert_eq!(next["extensions"]["to_device"]["events"][0]["content"]["n"], 7);
+}

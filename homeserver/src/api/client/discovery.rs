@@ -33,7 +33,8 @@ pub async fn versions(
 ) -> Result<get_supported_versions::Response> {
     let mut response =
         get_supported_versions::Response::new(SUPPORTED_VERSIONS.iter().map(|v| (*v).to_owned()).collect());
-    response.unstable_features = BTreeMap::new();
+    // Element X looks for this flag before using simplified sliding sync.
+    response.unstable_features = BTreeMap::from([("org.matrix.simplified_msc3575".to_owned(), true)]);
     Ok(response)
 }
 

@@ -12,6 +12,7 @@ pub mod profile;
 pub mod push;
 pub mod rooms;
 pub mod session;
+pub mod sliding;
 pub mod sync;
 
 use std::sync::Arc;
@@ -53,6 +54,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma(account_data::create_filter)
         .ruma(account_data::get_filter)
         .ruma(sync::sync_events)
+        .ruma(sliding::sync)
         .ruma(ephemeral::typing)
         .ruma(ephemeral::receipt)
         .ruma(ephemeral::read_markers)

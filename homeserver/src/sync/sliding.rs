@@ -1,0 +1,292 @@
+//! Simplified sliding sync (MSC4186), what Element X uses: lists of the user's rooms sorted by
+//! recency with ranges, room subscriptions, per-room timeline limits and required state, and the
+//! to-device, account data, receipts and typing extensions. Like `/v3/sync` it is a consumer of
+//! the stream; `pos` is the same token.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ruma::{events::StateEventType, OwnedRoomId, OwnedUserId, RoomId, UserId};
+use serde_json::{json, Value};
+
+use super::{room_sync, stripped_state, SyncFilter, SyncToken};
+use crate::{
+    db::codec::{prefix, Be64, Codec},
+    error::Result,
+    services::Services,
+};
+
+/// What to send for each room: the timeline length and which state events.
+#[derive(Debug, Clone, Default)]
+pub struct RoomSpec {
+    pub timeline_limit: usize,
+    /// (event type, state key) patterns: `*` matches anything, `$ME` is the user, `$LAZY` (for
+    /// members) the senders of the returned timeline.
+    pub required_state: Vec<(String, String)>,
+}
+
+impl RoomSpec {
+    fn merge(&mut self, other: &RoomSpec) {
+        self.timeline_limit = self.timeline_limit.max(other.timeline_limit);
+        for pair in &other.required_state {
+            if !self.required_state.contains(pair) {
+                self.required_state.push(pair.clone());
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListSpec {
+    pub ranges: Vec<(usize, usize)>,
+    pub room: RoomSpec,
+    pub is_invite: Option<bool>,
+    pub is_encrypted: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Extensions {
+    pub to_device: bool,
+    pub to_device_since: Option<u64>,
+    pub account_data: bool,
+    pub receipts: bool,
+    pub typing: bool,
+}
+
+pub struct SlidingRequest {
+    pub user: OwnedUserId,
+    pub device: ruma::OwnedDeviceId,
+    pub pos: Option<SyncToken>,
+    pub timeout: std::time::Duration,
+    pub lists: BTreeMap<String, ListSpec>,
+    pub subscriptions: BTreeMap<OwnedRoomId, RoomSpec>,
+    pub extensions: Extensions,
+}
+
+#[derive(Debug, Default)]
+pub struct SlidingRoom {
+    pub name: Option<String>,
+    pub initial: bool,
+    pub invite_state: Option<Vec<Value>>,
+    pub timeline: Vec<Value>,
+    pub required_state: Vec<Value>,
+    pub prev_batch: Option<String>,
+    pub limited: bool,
+    pub joined_count: u64,
+    pub invited_count: u64,
+    pub bump_stamp: u64,
+    pub heroes: Vec<OwnedUserId>,
+    pub notification_count: u64,
+    pub highlight_count: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct SlidingResult {
+    pub pos: String,
+    pub lists: BTreeMap<String, usize>,
+    pub rooms: BTreeMap<OwnedRoomId, SlidingRoom>,
+    pub to_device: Option<(String, Vec<Value>)>,
+    pub account_data: Vec<Value>,
+    pub room_account_data: BTreeMap<OwnedRoomId, Vec<Value>>,
+    pub receipts: BTreeMap<OwnedRoomId, Value>,
+    pub typing: BTreeMap<OwnedRoomId, Value>,
+}
+
+impl SlidingResult {
+    fn is_empty(&self) -> bool {
+        self.rooms.is_empty()
+            && self.to_device.as_ref().is_none_or(|(_, e)| e.is_empty())
+            && self.account_data.is_empty()
+            && self.room_account_data.is_empty()
+            && self.receipts.is_empty()
+            && self.typing.is_empty()
+    }
+}
+
+/// Answers a sliding sync request, long-polling like `/v3/sync` when nothing is new.
+pub async fn sliding_sync(services: &Services, request: SlidingRequest) -> Result<SlidingResult> {
+    if let (true, Some(since)) = (request.extensions.to_device, request.extensions.to_device_since) {
+        services.to_device.acknowledge(&request.user, &request.device, since)?;
+    }
+    let position = services.rooms.subscribe();
+    let notify = services.rooms.notifier().subscribe(&request.user);
+    let mut typing = services.typing.subscribe();
+    let deadline = tokio::time::Instant::now() + request.timeout;
+    loop {
+        let woken = notify.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        let current = SyncToken { pos: *position.borrow(), typing: *typing.borrow_and_update() };
+        let mut result = compute(services, &request, current)?;
+        if request.pos.is_none() || !result.is_empty() {
+            for (room, data) in result.rooms.iter_mut() {
+                (data.notification_count, data.highlight_count) =
+                    crate::push::unread_counts(services, room, &request.user).await?;
+            }
+            return Ok(result);
+        }
+        let outcome = tokio::time::timeout_at(deadline, async {
+            tokio::select! {
+                _ = woken => true,
+                r = typing.changed() => r.is_ok(),
+            }
+        })
+        .await;
+        match outcome {
+            Ok(true) => continue,
+            _ => return Ok(result),
+        }
+    }
+}
+
+/// The latest stream position of a room (its "bump stamp"), for recency ordering.
+fn bump_stamp(services: &Services, room: &RoomId) -> Result<u64> {
+    let start = (room.to_owned(), Be64(u64::MAX)).encode();
+    Ok(match services.db.tables.roomidpos_eventid.scan_from(prefix(&room.to_owned()), start, false).next() {
+        Some(entry) => (entry?.0).1 .0,
+        None => 0,
+    })
+}
+
+fn compute(services: &Services, request: &SlidingRequest, now: SyncToken) -> Result<SlidingResult> {
+    let rooms = &services.rooms;
+    let user = &request.user;
+    let since = request.pos.map(|p| p.pos.min(now.pos));
+    let mut result = SlidingResult { pos: now.encode(), ..Default::default() };
+
+    // The user's rooms, most recent first.
+    let mut candidates = Vec::new();
+    for (room, membership) in rooms.memberships_of(user)? {
+        if membership.membership == "join" || membership.membership == "invite" {
+            let stamp = if membership.membership == "invite" { membership.pos } else { bump_stamp(services, &room)? };
+            candidates.push((stamp, room, membership));
+        }
+    }
+    candidates.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+
+    let mut selected: BTreeMap<OwnedRoomId, RoomSpec> = BTreeMap::new();
+    for (name, list) in &request.lists {
+        let mut matching = Vec::new();
+        for (_, room, membership) in &candidates {
+            let invite = membership.membership == "invite";
+            if list.is_invite.is_some_and(|want| want != invite) {
+                continue;
+            }
+            if let Some(want) = list.is_encrypted {
+                if rooms.state_event(room, &StateEventType::RoomEncryption, "")?.is_some() != want {
+                    continue;
+                }
+            }
+            matching.push(room.clone());
+        }
+        result.lists.insert(name.clone(), matching.len());
+        for (start, end) in &list.ranges {
+            for room in matching.iter().skip(*start).take(end.saturating_sub(*start) + 1) {
+                selected.entry(room.clone()).or_default().merge(&list.room);
+            }
+        }
+    }
+    for (room, spec) in &request.subscriptions {
+        if rooms
+            .memberships_of(user)?
+            .iter()
+            .any(|(r, m)| r == room && (m.membership == "join" || m.membership == "invite"))
+        {
+            selected.entry(room.clone()).or_default().merge(spec);
+        }
+    }
+
+    for (room, spec) in &selected {
+        let Some((stamp, _, membership)) = candidates.iter().find(|(_, r, _)| r == room) else { continue };
+        let initial = since.is_none_or(|s| membership.pos > s);
+        if !initial && *stamp <= since.unwrap_or(0) {
+            continue;
+        }
+        let mut data = SlidingRoom { initial, bump_stamp: *stamp, ..Default::default() };
+        if membership.membership == "invite" {
+            data.invite_state = Some(stripped_state(services, room, &membership.event_id)?);
+        } else {
+            let filter = SyncFilter { timeline_limit: spec.timeline_limit.max(1), ..Default::default() };
+            let from = if initial { None } else { since };
+            let timeline = room_sync(services, user, room, from, now.pos, false, &filter)?;
+            if spec.timeline_limit > 0 {
+                data.timeline = timeline.timeline;
+                data.limited = timeline.limited;
+                data.prev_batch = timeline.prev_batch;
+            }
+            data.joined_count = timeline.joined_count;
+            data.invited_count = timeline.invited_count;
+            data.heroes = timeline.heroes;
+            if initial {
+                data.required_state = required_state(services, user, room, &spec.required_state, &data.timeline)?;
+            }
+        }
+        data.name = rooms
+            .state_event(room, &StateEventType::RoomName, "")?
+            .and_then(|e| serde_json::from_str::<Value>(e.content.get()).ok())
+            .and_then(|c| c["name"].as_str().map(str::to_owned));
+        result.rooms.insert(room.clone(), data);
+    }
+
+    let ext = &request.extensions;
+    if ext.to_device {
+        let after = ext.to_device_since.unwrap_or(0);
+        let events = services.to_device.pending(user, &request.device, after, now.pos)?;
+        result.to_device = Some((now.pos.to_string(), events));
+    }
+    if ext.account_data {
+        for (room, kind, content) in services.account_data.changes(user, since)? {
+            let event = json!({ "type": kind, "content": content });
+            match OwnedRoomId::try_from(room) {
+                Ok(room) => result.room_account_data.entry(room).or_default().push(event),
+                Err(_) => result.account_data.push(event),
+            }
+        }
+    }
+    for room in selected.keys() {
+        if ext.receipts {
+            if let Some(content) = services.receipts.receipt_content(room, since, user)? {
+                result.receipts.insert(room.clone(), json!({ "type": "m.receipt", "content": content }));
+            }
+        }
+        if ext.typing {
+            let typing_since = request.pos.map(|p| p.typing);
+            if let Some(users) = services.typing.typing_in(room, typing_since) {
+                result.typing.insert(room.clone(), json!({ "type": "m.typing", "content": { "user_ids": users } }));
+            }
+        }
+    }
+    Ok(result)
+}
+
+/// The state events matching the requested `(type, state_key)` patterns.
+fn required_state(
+    services: &Services,
+    user: &UserId,
+    room: &RoomId,
+    wanted: &[(String, String)],
+    timeline: &[Value],
+) -> Result<Vec<Value>> {
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Some(record) = services.rooms.room(room)? else { return Ok(Vec::new()) };
+    let senders: BTreeSet<&str> = timeline.iter().filter_map(|e| e["sender"].as_str()).collect();
+    let matches = |kind: &str, key: &str| {
+        wanted.iter().any(|(t, k)| {
+            (t == "*" || t == kind)
+                && (k == "*"
+                    || k == key
+                    || (k == "$ME" && key == user.as_str())
+                    || (k == "$LAZY" && kind == "m.room.member" && (senders.contains(key) || key == user.as_str())))
+        })
+    };
+    let mut out = Vec::new();
+    for ((kind, key), id) in services.rooms.full_state(record.snapshot)? {
+        if matches(&kind.to_string(), &key) {
+            if let Some(event) = services.rooms.client_event(&id)? {
+                out.push(event);
+            }
+        }
+    }
+    Ok(out)
+}
