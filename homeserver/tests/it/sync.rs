@@ -608,7 +608,7 @@ async fn sliding_sync_orders_rooms_by_recency_and_follows_new_messages() {
         .iter()
         .map(|(id, r)| (r["bump_stamp"].as_u64().unwrap(), id.clone()))
         .collect();
-    by_recency.sort_by(|x, y| y.0.cmp(&x.0));
+    by_recency.sort_by_key(|x| std::cmp::Reverse(x.0));
     let order: Vec<&String> = by_recency.iter().map(|(_, id)| id).collect();
     assert_eq!(order, vec![&rooms[2], &rooms[1], &rooms[0]]);
 
