@@ -243,3 +243,34 @@ fn signing_key_id(server: &TestServer) -> String {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
+
+#[tokio::test]
+async fn room_tags_are_kept_per_room() {
+    let server = TestServer::start();
+    let alice = server.register("alice", "pw").await;
+    let token = alice.access_token().unwrap();
+    let http = server.http();
+    let base = format!("{}/_matrix/client/v3/user/@alice:localhost/rooms/!r:localhost/tags", server.url);
+    let put = http
+        .put(format!("{base}/m.favourite"))
+        .bearer_auth(&token)
+        .json(&json!({ "order": 0.5 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    http.put(format!("{base}/u.travail")).bearer_auth(&token).json(&json!({})).send().await.unwrap();
+    let tags: serde_json::Value = http.get(&base).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    assert_eq!(tags["tags"]["m.favourite"]["order"], 0.5);
+    assert!(tags["tags"]["u.travail"].is_object());
+    http.delete(format!("{base}/u.travail")).bearer_auth(&token).send().await.unwrap();
+    let tags: serde_json::Value = http.get(&base).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    assert!(tags["tags"].get("u.travail").is_none());
+    let other = http
+        .get(format!("{}/_matrix/client/v3/user/@bob:localhost/rooms/!r:localhost/tags", server.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 403);
+}

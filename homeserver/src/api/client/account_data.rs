@@ -6,6 +6,7 @@ use ruma::{
     api::client::{
         config::{get_global_account_data, get_room_account_data, set_global_account_data, set_room_account_data},
         filter::{create_filter, get_filter, FilterDefinition},
+        tag::{create_tag, delete_tag, get_tags},
     },
     serde::Raw,
     UserId,
@@ -100,4 +101,52 @@ pub async fn get_filter(
         services.filters.get(&body.user_id, &body.filter_id)?.ok_or_else(|| Error::not_found("no such filter"))?;
     let filter: FilterDefinition = serde_json::from_value(value).map_err(|e| Error::Internal(e.to_string()))?;
     Ok(get_filter::v3::Response::new(filter))
+}
+
+/// Room tags live in the room's `m.tag` account data, so sync reports them like any account data.
+fn tags_of(
+    services: &Services,
+    user: &UserId,
+    room: &ruma::RoomId,
+) -> Result<serde_json::Map<String, serde_json::Value>> {
+    Ok(services
+        .account_data
+        .get(user, Some(room), "m.tag")?
+        .and_then(|c| c.get("tags").and_then(|t| t.as_object()).cloned())
+        .unwrap_or_default())
+}
+
+pub async fn get_tags(services: Arc<Services>, request: Ruma<get_tags::v3::Request>) -> Result<get_tags::v3::Response> {
+    let b = &request.body;
+    check_own(&request.sender()?.user_id, &b.user_id)?;
+    let tags = tags_of(&services, &b.user_id, &b.room_id)?;
+    let tags = serde_json::from_value(serde_json::Value::Object(tags)).map_err(|e| Error::Internal(e.to_string()))?;
+    Ok(get_tags::v3::Response::new(tags))
+}
+
+pub async fn create_tag(
+    services: Arc<Services>,
+    request: Ruma<create_tag::v3::Request>,
+) -> Result<create_tag::v3::Response> {
+    let b = &request.body;
+    check_own(&request.sender()?.user_id, &b.user_id)?;
+    if b.tag.len() > 255 {
+        return Err(Error::invalid_param("tags are at most 255 bytes"));
+    }
+    let mut tags = tags_of(&services, &b.user_id, &b.room_id)?;
+    tags.insert(b.tag.clone(), serde_json::to_value(&b.tag_info).map_err(|e| Error::Internal(e.to_string()))?);
+    services.account_data.set(&b.user_id, Some(&b.room_id), "m.tag", serde_json::json!({ "tags": tags })).await?;
+    Ok(create_tag::v3::Response::new())
+}
+
+pub async fn delete_tag(
+    services: Arc<Services>,
+    request: Ruma<delete_tag::v3::Request>,
+) -> Result<delete_tag::v3::Response> {
+    let b = &request.body;
+    check_own(&request.sender()?.user_id, &b.user_id)?;
+    let mut tags = tags_of(&services, &b.user_id, &b.room_id)?;
+    tags.remove(&b.tag);
+    services.account_data.set(&b.user_id, Some(&b.room_id), "m.tag", serde_json::json!({ "tags": tags })).await?;
+    Ok(delete_tag::v3::Response::new())
 }
