@@ -182,16 +182,7 @@ impl<K: Codec, V: Codec> Table<K, V> {
     /// Every entry whose key starts with the encoded `prefix` (use [`codec::prefix`] for the first
     /// parts of a composite key), in key order.
     pub fn scan_prefix(&self, prefix: Vec<u8>) -> impl Iterator<Item = Result<(K, V), DbError>> + '_ {
-        self.db
-            .iterator_cf(self.cf(), IteratorMode::From(&prefix, rocksdb::Direction::Forward))
-            .take_while(move |item| match item {
-                Ok((key, _)) => key.starts_with(&prefix),
-                Err(_) => true,
-            })
-            .map(move |item| {
-                let (key, value) = item?;
-                Ok((self.decode(&key)?, self.decode(&value)?))
-            })
+        self.scan_from(prefix.clone(), prefix, true)
     }
 
     /// Entries under `prefix`, starting at `start` (inclusive, or the nearest key before it when

@@ -118,24 +118,28 @@ fn room_context(services: &Services, room: &RoomId, user: &UserId) -> Result<Pus
     Ok(context)
 }
 
-/// (notification count, highlight count) of a room for the user: events by others after the
-/// user's latest read receipt that the rules say notify.
-pub async fn unread_counts(services: &Services, room: &RoomId, user: &UserId) -> Result<(u64, u64)> {
-    let rooms = &services.rooms;
-    let read_pos = services.receipts.read_position(room, user)?.unwrap_or(0);
-    let rules = ruleset(services, user)?;
+/// The notifying events of a room for the user, newest first: events by others among the
+/// latest [`COUNT_WINDOW`] before position `before` (all when `None`) whose actions notify, with
+/// their position and actions; scanning stops at position `stop_at`.
+async fn notifying_events(
+    services: &Services,
+    rules: &Ruleset,
+    room: &RoomId,
+    user: &UserId,
+    before: Option<u64>,
+    stop_at: u64,
+) -> Result<Vec<(u64, Value, Vec<Action>)>> {
     let context = room_context(services, room, user)?;
-    let mut notify = 0;
-    let mut highlight = 0;
-    let start = (room.to_owned(), Be64(u64::MAX)).encode();
+    let start = (room.to_owned(), Be64(before.unwrap_or(u64::MAX).saturating_sub(1))).encode();
     let recent =
         services.db.tables.roomidpos_eventid.scan_from(prefix(&room.to_owned()), start, false).take(COUNT_WINDOW);
+    let mut out = Vec::new();
     for entry in recent {
         let ((_, Be64(pos)), event_id) = entry?;
-        if pos <= read_pos {
+        if pos <= stop_at {
             break;
         }
-        let Some(event) = rooms.client_event(&event_id)? else { continue };
+        let Some(event) = services.rooms.client_event(&event_id)? else { continue };
         if event["sender"].as_str() == Some(user.as_str()) {
             continue;
         }
@@ -143,13 +147,20 @@ pub async fn unread_counts(services: &Services, room: &RoomId, user: &UserId) ->
             Raw::from_json(serde_json::value::to_raw_value(&event).map_err(|e| Error::Internal(e.to_string()))?);
         let actions = rules.get_actions(&raw, &context).await;
         if actions.iter().any(Action::should_notify) {
-            notify += 1;
-            if actions.iter().any(Action::is_highlight) {
-                highlight += 1;
-            }
+            out.push((pos, event, actions.to_vec()));
         }
     }
-    Ok((notify, highlight))
+    Ok(out)
+}
+
+/// (notification count, highlight count) of a room for the user: notifying events after the
+/// user's latest read receipt.
+pub async fn unread_counts(services: &Services, room: &RoomId, user: &UserId) -> Result<(u64, u64)> {
+    let read_pos = services.receipts.read_position(room, user)?.unwrap_or(0);
+    let rules = ruleset(services, user)?;
+    let events = notifying_events(services, &rules, room, user, None, read_pos).await?;
+    let highlight = events.iter().filter(|(_, _, actions)| actions.iter().any(Action::is_highlight)).count();
+    Ok((events.len() as u64, highlight as u64))
 }
 
 /// A notification as `/notifications` lists it.
@@ -161,8 +172,7 @@ pub struct Notified {
     pub read: bool,
 }
 
-/// The user's notifications, newest first: events in their joined rooms (the latest
-/// [`COUNT_WINDOW`] of each) that their rules say notify, before stream position `before`.
+/// The user's notifications across their joined rooms, newest first, before position `before`.
 pub async fn notifications(
     services: &Services,
     user: &UserId,
@@ -170,33 +180,13 @@ pub async fn notifications(
     limit: usize,
     only_highlight: bool,
 ) -> Result<Vec<Notified>> {
-    let rooms = &services.rooms;
     let rules = ruleset(services, user)?;
     let mut out = Vec::new();
-    for room in rooms.rooms_of(user, "join")? {
+    for room in services.rooms.rooms_of(user, "join")? {
         let read_pos = services.receipts.read_position(&room, user)?.unwrap_or(0);
-        let context = room_context(services, &room, user)?;
-        let start = (room.clone(), Be64(before.unwrap_or(u64::MAX).saturating_sub(1))).encode();
-        let recent = services.db.tables.roomidpos_eventid.scan_from(prefix(&room), start, false).take(COUNT_WINDOW);
-        for entry in recent {
-            let ((_, Be64(pos)), event_id) = entry?;
-            let Some(event) = rooms.client_event(&event_id)? else { continue };
-            if event["sender"].as_str() == Some(user.as_str()) {
-                continue;
-            }
-            let raw: Raw<Value> =
-                Raw::from_json(serde_json::value::to_raw_value(&event).map_err(|e| Error::Internal(e.to_string()))?);
-            let actions = rules.get_actions(&raw, &context).await;
-            let notify = actions.iter().any(Action::should_notify);
-            let highlight = actions.iter().any(Action::is_highlight);
-            if notify && (!only_highlight || highlight) {
-                out.push(Notified {
-                    room_id: room.clone(),
-                    pos,
-                    event,
-                    actions: actions.to_vec(),
-                    read: pos <= read_pos,
-                });
+        for (pos, event, actions) in notifying_events(services, &rules, &room, user, before, 0).await? {
+            if !only_highlight || actions.iter().any(Action::is_highlight) {
+                out.push(Notified { room_id: room.clone(), pos, event, actions, read: pos <= read_pos });
             }
         }
     }

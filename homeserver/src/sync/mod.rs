@@ -142,26 +142,48 @@ pub async fn sync(services: &Services, params: SyncParams) -> Result<SyncResult>
     if let Some(presence) = &params.set_presence {
         services.presence.set(&params.user, presence, None).await?;
     }
+    let always_answer = params.since.is_none() || params.full_state;
+    let mut result = long_poll(
+        services,
+        &params.user,
+        params.timeout,
+        always_answer,
+        |now| compute(services, &params, now),
+        SyncResult::is_empty,
+    )
+    .await?;
+    for (room, data) in result.join.iter_mut() {
+        (data.notification_count, data.highlight_count) =
+            crate::push::unread_counts(services, room, &params.user).await?;
+    }
+    Ok(result)
+}
+
+/// Computes an answer from the current position, and while it is empty (and `always_answer` is
+/// false) sleeps until a write concerning `user`, a typing change, a typing notice expiring, or
+/// the timeout — then computes again. No polling: every wake-up is a notification.
+pub(crate) async fn long_poll<R>(
+    services: &Services,
+    user: &UserId,
+    timeout: Duration,
+    always_answer: bool,
+    mut compute: impl FnMut(SyncToken) -> Result<R>,
+    is_empty: impl Fn(&R) -> bool,
+) -> Result<R> {
     let position = services.rooms.subscribe();
-    let notify = services.rooms.notifier().subscribe(&params.user);
+    let notify = services.rooms.notifier().subscribe(user);
     let mut typing = services.typing.subscribe();
-    let deadline = tokio::time::Instant::now() + params.timeout;
+    let deadline = tokio::time::Instant::now() + timeout;
     loop {
         // Register for a wake-up before looking, so nothing durable in between is missed.
         let woken = notify.notified();
         tokio::pin!(woken);
         woken.as_mut().enable();
         let current = SyncToken { pos: *position.borrow(), typing: *typing.borrow_and_update() };
-        let mut result = compute(services, &params, current)?;
-        if params.since.is_none() || params.full_state || !result.is_empty() {
-            for (room, data) in result.join.iter_mut() {
-                (data.notification_count, data.highlight_count) =
-                    crate::push::unread_counts(services, room, &params.user).await?;
-            }
+        let result = compute(current)?;
+        if always_answer || !is_empty(&result) {
             return Ok(result);
         }
-        // Sleep until a write concerning this user, a typing change, a typing notice expiring,
-        // or the timeout.
         let wake =
             services.typing.next_expiry().map(tokio::time::Instant::from_std).map_or(deadline, |e| e.min(deadline));
         let outcome = tokio::time::timeout_at(wake, async {

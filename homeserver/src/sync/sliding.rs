@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use ruma::{events::StateEventType, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde_json::{json, Value};
 
-use super::{room_sync, stripped_state, SyncFilter, SyncToken};
+use super::{long_poll, room_sync, stripped_state, SyncFilter, SyncToken};
 use crate::{
     db::codec::{prefix, Be64, Codec},
     error::Result,
@@ -107,35 +107,20 @@ pub async fn sliding_sync(services: &Services, request: SlidingRequest) -> Resul
     if let (true, Some(since)) = (request.extensions.to_device, request.extensions.to_device_since) {
         services.to_device.acknowledge(&request.user, &request.device, since)?;
     }
-    let position = services.rooms.subscribe();
-    let notify = services.rooms.notifier().subscribe(&request.user);
-    let mut typing = services.typing.subscribe();
-    let deadline = tokio::time::Instant::now() + request.timeout;
-    loop {
-        let woken = notify.notified();
-        tokio::pin!(woken);
-        woken.as_mut().enable();
-        let current = SyncToken { pos: *position.borrow(), typing: *typing.borrow_and_update() };
-        let mut result = compute(services, &request, current)?;
-        if request.pos.is_none() || !result.is_empty() {
-            for (room, data) in result.rooms.iter_mut() {
-                (data.notification_count, data.highlight_count) =
-                    crate::push::unread_counts(services, room, &request.user).await?;
-            }
-            return Ok(result);
-        }
-        let outcome = tokio::time::timeout_at(deadline, async {
-            tokio::select! {
-                _ = woken => true,
-                r = typing.changed() => r.is_ok(),
-            }
-        })
-        .await;
-        match outcome {
-            Ok(true) => continue,
-            _ => return Ok(result),
-        }
+    let mut result = long_poll(
+        services,
+        &request.user,
+        request.timeout,
+        request.pos.is_none(),
+        |now| compute(services, &request, now),
+        SlidingResult::is_empty,
+    )
+    .await?;
+    for (room, data) in result.rooms.iter_mut() {
+        (data.notification_count, data.highlight_count) =
+            crate::push::unread_counts(services, room, &request.user).await?;
     }
+    Ok(result)
 }
 
 /// The latest stream position of a room (its "bump stamp"), for recency ordering.
