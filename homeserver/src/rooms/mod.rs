@@ -42,6 +42,9 @@ use crate::{
     users::{now_ms, profile::Profiles},
 };
 
+/// Parsed auth events kept in memory before the cache starts over.
+const AUTH_CACHE_ENTRIES: usize = 10_000;
+
 /// The spec's limit on a whole PDU.
 pub const MAX_PDU_BYTES: usize = 65_536;
 
@@ -132,6 +135,8 @@ pub struct Rooms {
     /// Room records, kept current under each room's lock (ahead of the disk while a write is
     /// queued), so the next event builds on the previous one without waiting for its fsync.
     records: Mutex<HashMap<OwnedRoomId, RoomRecord>>,
+    /// Parsed auth events (see [`Rooms::auth_pdu`]).
+    auth_cache: Mutex<HashMap<OwnedEventId, Pdu>>,
     writer: Arc<Writer>,
 }
 
@@ -154,6 +159,7 @@ impl Rooms {
         Self {
             state: StateStore::new(db.clone(), writer.pending.clone()),
             records: Mutex::new(HashMap::new()),
+            auth_cache: Mutex::new(HashMap::new()),
             writer,
             db,
             server_name,
@@ -207,6 +213,21 @@ impl Rooms {
                 .map_err(|e| Error::Internal(format!("stored event {event} unreadable: {e}"))),
             None => Ok(None),
         }
+    }
+
+    /// A parsed event for the auth checks. Auth events are read for every new event of a room,
+    /// so parsed copies are cached; a redaction evicts its target (its stored form changes).
+    fn auth_pdu(&self, event: &EventId) -> Option<Pdu> {
+        if let Some(pdu) = self.auth_cache.lock().expect("auth cache").get(event) {
+            return Some(pdu.clone());
+        }
+        let pdu = self.pdu(event).ok().flatten()?;
+        let mut cache = self.auth_cache.lock().expect("auth cache");
+        if cache.len() >= AUTH_CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(event.to_owned(), pdu.clone());
+        Some(pdu)
     }
 
     pub fn meta(&self, event: &EventId) -> Result<Option<EventMeta>> {
@@ -531,13 +552,13 @@ impl Rooms {
             Some(r) => Some(self.state.load(r.snapshot)?),
             None => None,
         };
-        let fetch_event = |id: &EventId| self.pdu(id).ok().flatten();
+        let fetch_event = |id: &EventId| self.auth_pdu(id);
         ruma::state_res::check_state_independent_auth_rules(&rules.authorization, &pdu, fetch_event)
             .map_err(Error::Forbidden)?;
         let fetch_state = |kind: &StateEventType, key: &str| -> Option<Pdu> {
             let state = state.as_ref()?;
             let short = self.state.short_key(kind, key).ok()??;
-            self.pdu(state.get(&short)?).ok().flatten()
+            self.auth_pdu(state.get(&short)?)
         };
         ruma::state_res::check_state_dependent_auth_rules(&rules.authorization, &pdu, fetch_state)
             .map_err(Error::Forbidden)?;
@@ -564,7 +585,10 @@ impl Rooms {
                 (target, membership)
             });
         let redaction = match pdu.redacted_event() {
-            Some(target) => self.redacted_form(&rules, &target, &event_id, &json)?,
+            Some(target) => {
+                self.auth_cache.lock().expect("auth cache").remove(&target);
+                self.redacted_form(&rules, &target, &event_id, &json)?
+            }
             None => None,
         };
         let txn_key = txn.map(|t| (t.user, t.device, t.txn_id));
