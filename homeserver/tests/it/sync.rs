@@ -648,3 +648,57 @@ async fn sliding_sync_orders_rooms_by_recency_and_follows_new_messages() {
     let next = post(&server, &a, &format!("{SLIDING}?pos={pos}"), request(json!([[0, 0]]))).await;
     assert_eq!(next["extensions"]["to_device"]["events"][0]["content"]["n"], 7);
 }
+
+#[tokio::test]
+async fn matrix_sdk_sync_sees_typing_and_receipts() {
+    use matrix_sdk::ruma::{
+        api::client::receipt::create_receipt::v3::ReceiptType,
+        events::{
+            receipt::{ReceiptEventContent, ReceiptThread},
+            typing::TypingEventContent,
+            SyncEphemeralRoomEvent,
+        },
+    };
+    let server = TestServer::start();
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    let mut request = matrix_sdk::ruma::api::client::room::create_room::v3::Request::new();
+    request.invite = vec![bob.user_id().unwrap().to_owned()];
+    let room_id = alice.create_room(request).await.unwrap().room_id().to_owned();
+    bob.sync_once(SyncSettings::default()).await.unwrap();
+    bob.get_room(&room_id).unwrap().join().await.unwrap();
+
+    let typing: Arc<Mutex<Vec<Vec<String>>>> = Arc::default();
+    let receipts: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (t, r) = (typing.clone(), receipts.clone());
+    alice.add_event_handler(move |event: SyncEphemeralRoomEvent<TypingEventContent>| {
+        let t = t.clone();
+        async move {
+            t.lock().unwrap().push(event.content.user_ids.iter().map(|u| u.to_string()).collect());
+        }
+    });
+    alice.add_event_handler(move |event: SyncEphemeralRoomEvent<ReceiptEventContent>| {
+        let r = r.clone();
+        async move {
+            for (event_id, receipts) in event.content.iter() {
+                for users in receipts.values() {
+                    for user in users.keys() {
+                        r.lock().unwrap().push(format!("{user}:{event_id}"));
+                    }
+                }
+            }
+        }
+    });
+    let response = alice.sync_once(SyncSettings::default()).await.unwrap();
+    let alice_room = alice.get_room(&room_id).unwrap();
+    let sent = alice_room.send(RoomMessageEventContent::text_plain("lu ?")).await.unwrap().response.event_id;
+
+    bob.sync_once(SyncSettings::default()).await.unwrap();
+    let bob_room = bob.get_room(&room_id).unwrap();
+    bob_room.typing_notice(true).await.unwrap();
+    bob_room.send_single_receipt(ReceiptType::Read, ReceiptThread::Unthreaded, sent.clone()).await.unwrap();
+
+    alice.sync_once(SyncSettings::default().token(response.next_batch)).await.unwrap();
+    assert!(typing.lock().unwrap().iter().any(|users| users == &vec!["@bob:localhost".to_owned()]), "{typing:?}");
+    assert!(receipts.lock().unwrap().contains(&format!("@bob:localhost:{sent}")), "{receipts:?}");
+}
