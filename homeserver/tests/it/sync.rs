@@ -635,6 +635,16 @@ async fn sliding_sync_orders_rooms_by_recency_and_follows_new_messages() {
     assert!(updated["bump_stamp"].as_u64().unwrap() > all["rooms"][&rooms[2]]["bump_stamp"].as_u64().unwrap());
     assert!(update["rooms"].get(&rooms[2]).is_none(), "rooms without news are not resent");
 
+    // A room subscription brings a room outside the list's range, with its own timeline limit.
+    let mut body = request(json!([[0, 0]]));
+    body["room_subscriptions"] =
+        json!({ rooms[1].clone(): { "timeline_limit": 5, "required_state": [["m.room.create", ""]] } });
+    let subscribed = post(&server, &a, SLIDING, body).await;
+    let middle = &subscribed["rooms"][&rooms[1]];
+    assert_eq!(middle["name"], "moyenne");
+    assert_eq!(middle["timeline"].as_array().unwrap().len(), 5);
+    assert_eq!(middle["required_state"][0]["type"], "m.room.create");
+
     // The to-device extension delivers messages for this device.
     let device = alice.device_id().unwrap().to_string();
     put(
