@@ -26,6 +26,8 @@ pub struct Services {
     pub receipts: Receipts,
     pub to_device: ToDevice,
     pub presence: Presence,
+    /// Per-connection memory of simplified sliding sync.
+    pub sliding_connections: crate::sync::sliding::Connections,
     pub account_data: AccountData,
     pub filters: Filters,
     pub uia: Uia,
@@ -63,6 +65,7 @@ impl Services {
             receipts: Receipts::new(db.clone(), writer.clone()),
             to_device: ToDevice::new(db.clone(), writer.clone()),
             presence: Presence::new(db.clone(), writer.clone()),
+            sliding_connections: Default::default(),
             profiles,
             filters: Filters::new(db.clone()),
             uia: Uia::new(config.registration.token.clone()),

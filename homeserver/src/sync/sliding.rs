@@ -55,6 +55,8 @@ pub struct Extensions {
 pub struct SlidingRequest {
     pub user: OwnedUserId,
     pub device: ruma::OwnedDeviceId,
+    /// The client's connection id (`conn_id`), empty when it sends none.
+    pub conn_id: String,
     pub pos: Option<SyncToken>,
     pub timeout: std::time::Duration,
     pub lists: BTreeMap<String, ListSpec>,
@@ -102,6 +104,11 @@ impl SlidingResult {
     }
 }
 
+/// Rooms already sent on each sliding sync connection (user, device, `conn_id`), so a room that
+/// enters a list's range is sent whole the first time. Kept in memory: after a restart every
+/// room is simply sent again.
+pub type Connections = std::sync::Mutex<BTreeMap<(OwnedUserId, ruma::OwnedDeviceId, String), BTreeSet<OwnedRoomId>>>;
+
 /// Answers a sliding sync request, long-polling like `/v3/sync` when nothing is new.
 pub async fn sliding_sync(services: &Services, request: SlidingRequest) -> Result<SlidingResult> {
     if let (true, Some(since)) = (request.extensions.to_device, request.extensions.to_device_since) {
@@ -148,6 +155,12 @@ fn compute(services: &Services, request: &SlidingRequest, now: SyncToken) -> Res
     }
     candidates.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
 
+    let key = (user.clone(), request.device.clone(), request.conn_id.clone());
+    let sent: BTreeSet<OwnedRoomId> = match request.pos {
+        None => BTreeSet::new(),
+        Some(_) => services.sliding_connections.lock().expect("connections").get(&key).cloned().unwrap_or_default(),
+    };
+    let mut newly_sent = Vec::new();
     let mut selected: BTreeMap<OwnedRoomId, RoomSpec> = BTreeMap::new();
     for (name, list) in &request.lists {
         let mut matching = Vec::new();
@@ -182,10 +195,14 @@ fn compute(services: &Services, request: &SlidingRequest, now: SyncToken) -> Res
 
     for (room, spec) in &selected {
         let Some((stamp, _, membership)) = candidates.iter().find(|(_, r, _)| r == room) else { continue };
-        let initial = since.is_none_or(|s| membership.pos > s);
+        // A room this connection has not been sent yet (it scrolled into a range, or the server
+        // restarted) is sent whole, news or not.
+        let known = sent.contains(room);
+        let initial = since.is_none_or(|s| membership.pos > s) || !known;
         if !initial && *stamp <= since.unwrap_or(0) {
             continue;
         }
+        newly_sent.push(room.clone());
         let mut data = SlidingRoom { initial, bump_stamp: *stamp, ..Default::default() };
         if membership.membership == "invite" {
             data.invite_state = Some(stripped_state(services, room, &membership.event_id)?);
@@ -212,6 +229,14 @@ fn compute(services: &Services, request: &SlidingRequest, now: SyncToken) -> Res
         result.rooms.insert(room.clone(), data);
     }
 
+    {
+        let mut connections = services.sliding_connections.lock().expect("connections");
+        let entry = connections.entry(key).or_default();
+        if request.pos.is_none() {
+            entry.clear();
+        }
+        entry.extend(newly_sent);
+    }
     let ext = &request.extensions;
     if ext.to_device {
         let after = ext.to_device_since.unwrap_or(0);

@@ -645,6 +645,20 @@ async fn sliding_sync_orders_rooms_by_recency_and_follows_new_messages() {
     assert_eq!(middle["timeline"].as_array().unwrap().len(), 5);
     assert_eq!(middle["required_state"][0]["type"], "m.room.create");
 
+    // Scrolling: a new connection saw only the top room; asking for the next range sends those
+    // rooms whole although nothing happened in them since.
+    let mut first = request(json!([[0, 0]]));
+    first["conn_id"] = json!("phone");
+    let top = post(&server, &a, SLIDING, first).await;
+    assert_eq!(top["rooms"].as_object().unwrap().len(), 1);
+    let pos = top["pos"].as_str().unwrap().to_owned();
+    let mut scroll = request(json!([[1, 2]]));
+    scroll["conn_id"] = json!("phone");
+    let scrolled = post(&server, &a, &format!("{SLIDING}?pos={pos}"), scroll).await;
+    let seen = scrolled["rooms"].as_object().unwrap();
+    assert_eq!(seen.len(), 2, "{scrolled}");
+    assert!(seen.values().all(|r| r["initial"] == true && r["timeline"].as_array().is_some_and(|t| !t.is_empty())));
+
     // The to-device extension delivers messages for this device.
     let device = alice.device_id().unwrap().to_string();
     put(

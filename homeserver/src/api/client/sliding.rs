@@ -60,6 +60,7 @@ pub async fn sync(services: Arc<Services>, request: Ruma<v5::Request>) -> Result
     let sliding = SlidingRequest {
         user: owner.user_id,
         device: owner.device_id,
+        conn_id: body.conn_id.clone().unwrap_or_default(),
         pos: body.pos.as_deref().map(SyncToken::parse).transpose()?,
         timeout: body.timeout.unwrap_or_default().min(MAX_TIMEOUT),
         lists,
