@@ -22,6 +22,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use futures::StreamExt;
 use serde_json::{json, Value};
 
 struct Args {
@@ -94,7 +95,7 @@ async fn main() {
     let http = reqwest::Client::builder().pool_max_idle_per_host(args.clients * 2).build().expect("client");
     match args.scenario.as_str() {
         "send" => send_scenario(&http, &base, &args).await,
-        "sync" => sync_scenario(&http, &base, &args).await,
+        "sync" => sync_scenario(&http, &base, &args, server.id()).await,
         other => panic!("unknown scenario {other}"),
     }
     let _ = server.kill();
@@ -175,6 +176,15 @@ async fn send_scenario(http: &reqwest::Client, base: &str, args: &Args) {
     }
 }
 
+/// User + system CPU seconds a process has used (Linux `/proc/<pid>/stat`, clock ticks of 10 ms).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 async fn register(http: &reqwest::Client, base: &str, name: &str) -> String {
     let body = json!({ "username": name, "password": "load-password", "auth": { "type": "m.login.dummy" } });
     let v = post(http, &format!("{base}/_matrix/client/v3/register"), None, body).await;
@@ -187,7 +197,7 @@ async fn get(http: &reqwest::Client, url: &str, token: &str) -> Value {
     response.json().await.expect("json")
 }
 
-async fn sync_scenario(http: &reqwest::Client, base: &str, args: &Args) {
+async fn sync_scenario(http: &reqwest::Client, base: &str, args: &Args, server_pid: u32) {
     let sender = register(http, base, "sender").await;
     let rooms_needed = args.clients.div_ceil(10);
     let mut rooms = Vec::new();
@@ -201,15 +211,22 @@ async fn sync_scenario(http: &reqwest::Client, base: &str, args: &Args) {
         .await;
         rooms.push(v["room_id"].as_str().expect("room id").to_owned());
     }
-    let mut syncers = Vec::new();
-    for i in 0..args.clients {
-        let token = register(http, base, &format!("reader{i}")).await;
-        post(http, &format!("{base}/_matrix/client/v3/rooms/{}/join", rooms[i % rooms.len()]), Some(&token), json!({}))
-            .await;
-        syncers.push(token);
-    }
+    // Register and join in parallel (argon2 hashing dominates registration).
+    let syncers: Vec<String> = futures::stream::iter(0..args.clients)
+        .map(|i| {
+            let room = rooms[i % rooms.len()].clone();
+            async move {
+                let token = register(http, base, &format!("reader{i}")).await;
+                post(http, &format!("{base}/_matrix/client/v3/rooms/{room}/join"), Some(&token), json!({})).await;
+                token
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
     let started = Instant::now();
-    let deadline = started + Duration::from_secs(args.seconds);
+    // Readers run through the idle measurement (3 s settle + 5 s) and then the sending period.
+    let deadline = started + Duration::from_secs(8 + args.seconds);
     let sent_at: Arc<std::sync::Mutex<std::collections::HashMap<String, Instant>>> = Arc::default();
     let mut readers = Vec::new();
     for token in syncers {
@@ -224,8 +241,8 @@ async fn sync_scenario(http: &reqwest::Client, base: &str, args: &Args) {
                     .expect("next_batch")
                     .to_owned();
             let mut latencies = Vec::new();
-            while Instant::now() < deadline + Duration::from_secs(2) {
-                let url = format!("{base}/_matrix/client/v3/sync?since={since}&timeout=2000&set_presence=offline");
+            while Instant::now() < deadline {
+                let url = format!("{base}/_matrix/client/v3/sync?since={since}&timeout=30000&set_presence=offline");
                 let v = get(&http, &url, &token).await;
                 let now = Instant::now();
                 for room in v["rooms"]["join"].as_object().into_iter().flat_map(|m| m.values()) {
@@ -242,8 +259,13 @@ async fn sync_scenario(http: &reqwest::Client, base: &str, args: &Args) {
             latencies
         }));
     }
-    // Let every reader reach its long-poll, then send at a steady 50 messages per second.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Let every reader reach its long-poll, measure what the idle waiting costs the server, then
+    // send at a steady 50 messages per second.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle_seconds = 5.0;
+    let before = cpu_seconds(server_pid);
+    tokio::time::sleep(Duration::from_secs_f64(idle_seconds)).await;
+    let idle_cpu = (cpu_seconds(server_pid) - before) / idle_seconds * 100.0;
     let mut n = 0u64;
     while Instant::now() < deadline {
         n += 1;
@@ -266,10 +288,10 @@ async fn sync_scenario(http: &reqwest::Client, base: &str, args: &Args) {
         all.extend(r.await.expect("reader"));
     }
     all.sort();
-    println!("| scenario | syncing clients | messages | deliveries | p50 ms | p99 ms |");
-    println!("|---|---|---|---|---|---|");
+    println!("| scenario | syncing clients | server CPU while all wait | messages | deliveries | p50 ms | p99 ms |");
+    println!("|---|---|---|---|---|---|---|");
     println!(
-        "| send→sync latency | {} | {n} | {} | {:.1} | {:.1} |",
+        "| send→sync latency | {} | {idle_cpu:.1} % | {n} | {} | {:.1} | {:.1} |",
         args.clients,
         all.len(),
         percentile(&all, 0.50).as_secs_f64() * 1000.0,
