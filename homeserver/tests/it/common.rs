@@ -160,3 +160,13 @@ impl Drop for TestServer {
         }
     }
 }
+
+/// Percent-encodes a query parameter value (e.g. an inline JSON filter).
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

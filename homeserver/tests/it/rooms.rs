@@ -25,7 +25,7 @@ use matrix_sdk::{
 };
 use serde_json::{json, Value};
 
-use crate::common::TestServer;
+use crate::common::{urlencode, TestServer};
 
 fn token(client: &Client) -> String {
     client.access_token().unwrap()
@@ -625,15 +625,6 @@ async fn context_relations_lazy_members_and_members_at() {
     assert_eq!(ids, vec!["@alice:localhost"]);
     let (_, now) = raw(&server, &alice, M::GET, &format!("{base}/members"), None).await;
     assert_eq!(now["chunk"].as_array().unwrap().len(), 2);
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[tokio::test]

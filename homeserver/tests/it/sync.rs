@@ -12,7 +12,7 @@ use matrix_sdk::{
 };
 use serde_json::{json, Value};
 
-use crate::common::TestServer;
+use crate::common::{urlencode, TestServer};
 
 async fn get(server: &TestServer, token: &str, path: &str) -> Value {
     let response = server.http().get(format!("{}{}", server.url, path)).bearer_auth(token).send().await.unwrap();
@@ -151,15 +151,8 @@ async fn gappy_sync_is_limited_with_a_prev_batch_that_messages_fills() {
         .await;
     }
     let filter = r#"{"room":{"timeline":{"limit":5}}}"#;
-    let next = get(
-        &server,
-        &token,
-        &format!(
-            "/_matrix/client/v3/sync?since={since}&filter={}",
-            filter.replace('"', "%22").replace('{', "%7B").replace('}', "%7D").replace(':', "%3A")
-        ),
-    )
-    .await;
+    let next =
+        get(&server, &token, &format!("/_matrix/client/v3/sync?since={since}&filter={}", urlencode(filter))).await;
     let joined = &next["rooms"]["join"][&room];
     assert_eq!(joined["timeline"]["limited"], true);
     assert_eq!(bodies(&next, &room), (10..15).map(|i| format!("g{i}")).collect::<Vec<_>>());
@@ -498,15 +491,6 @@ async fn push_rules_drive_unread_counts() {
     assert_eq!(response.status(), 400, "server-default rules cannot be deleted");
 }
 
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn sync_filters_select_rooms_and_event_types() {
     let server = TestServer::start();
@@ -540,7 +524,7 @@ async fn sync_filters_select_rooms_and_event_types() {
         .as_str()
         .unwrap()
         .to_owned();
-    for filter_param in [id, encode(&filter.to_string())] {
+    for filter_param in [id, urlencode(&filter.to_string())] {
         let sync = get(&server, &a, &format!("/_matrix/client/v3/sync?filter={filter_param}")).await;
         let joined = sync["rooms"]["join"].as_object().unwrap();
         assert!(joined.contains_key(&one) && !joined.contains_key(&two), "only the filtered room");
