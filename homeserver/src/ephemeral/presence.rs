@@ -4,12 +4,12 @@
 
 use std::sync::Arc;
 
-use ruma::{OwnedUserId, UserId};
+use ruma::UserId;
 use serde::{Deserialize, Serialize};
 
 use crate::{
     db::{
-        codec::{Be64, Codec, Json},
+        codec::{Be64, Json},
         Database,
     },
     error::{Error, Result},
@@ -76,18 +76,5 @@ impl Presence {
             Ok(Cleanup { wake: Audience::SharedWith(user.to_owned()), ..Default::default() })
         })?;
         wait_durable(durable).await
-    }
-
-    /// Users whose presence changed after `since` (all known when `None`).
-    pub fn changed_since(&self, since: Option<u64>) -> Result<Vec<(OwnedUserId, PresenceRecord)>> {
-        let start = Be64(since.map_or(0, |s| s + 1)).encode();
-        let mut out = Vec::new();
-        for entry in self.db.tables.pos_presence.scan_from(Vec::new(), start, true) {
-            let (_, user) = entry?;
-            if let Some(record) = self.get(&user)? {
-                out.push((user, record));
-            }
-        }
-        Ok(out)
     }
 }

@@ -253,8 +253,10 @@ fn compute(services: &Services, params: &SyncParams, now: SyncToken) -> Result<S
         visible.extend(rooms.joined_members(&room)?.into_iter().map(|(u, _)| u));
     }
     let now_ms = crate::users::now_ms();
-    for (who, record) in services.presence.changed_since(since)? {
-        if record.pos > current || !visible.contains(&who) {
+    // Only the people the user shares a room with: cost follows the user's rooms, not the server.
+    for who in visible {
+        let Some(record) = services.presence.get(&who)? else { continue };
+        if record.pos > current || since.is_some_and(|s| record.pos <= s) {
             continue;
         }
         let mut content = json!({
