@@ -224,48 +224,49 @@ async fn sync_scenario(http: &reqwest::Client, base: &str, args: &Args, server_p
         .buffer_unordered(16)
         .collect()
         .await;
-    let started = Instant::now();
-    // Readers run through the idle measurement (3 s settle + 5 s) and then the sending period.
-    let deadline = started + Duration::from_secs(8 + args.seconds);
     let sent_at: Arc<std::sync::Mutex<std::collections::HashMap<String, Instant>>> = Arc::default();
+    let delivered: Arc<std::sync::Mutex<Vec<Duration>>> = Arc::default();
+    let ready = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut readers = Vec::new();
     for token in syncers {
-        let http = http.clone();
-        let base = base.to_owned();
-        let sent_at = sent_at.clone();
+        let (http, base) = (http.clone(), base.to_owned());
+        let (sent_at, delivered, ready) = (sent_at.clone(), delivered.clone(), ready.clone());
         readers.push(tokio::spawn(async move {
-            let mut since =
-                get(&http, &format!("{base}/_matrix/client/v3/sync?timeout=0&set_presence=offline"), &token).await
-                    ["next_batch"]
-                    .as_str()
-                    .expect("next_batch")
-                    .to_owned();
-            let mut latencies = Vec::new();
-            while Instant::now() < deadline {
+            let first =
+                get(&http, &format!("{base}/_matrix/client/v3/sync?timeout=0&set_presence=offline"), &token).await;
+            let mut since = first["next_batch"].as_str().expect("next_batch").to_owned();
+            ready.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            loop {
                 let url = format!("{base}/_matrix/client/v3/sync?since={since}&timeout=30000&set_presence=offline");
                 let v = get(&http, &url, &token).await;
                 let now = Instant::now();
                 for room in v["rooms"]["join"].as_object().into_iter().flat_map(|m| m.values()) {
                     for event in room["timeline"]["events"].as_array().into_iter().flatten() {
-                        if let Some(body) = event["content"]["body"].as_str() {
-                            if let Some(t) = sent_at.lock().expect("map").get(body) {
-                                latencies.push(now.duration_since(*t));
-                            }
+                        if let Some(t) =
+                            event["content"]["body"].as_str().and_then(|b| sent_at.lock().expect("map").get(b).copied())
+                        {
+                            delivered.lock().expect("latencies").push(now.duration_since(t));
                         }
                     }
                 }
                 since = v["next_batch"].as_str().expect("next_batch").to_owned();
             }
-            latencies
         }));
     }
-    // Let every reader reach its long-poll, measure what the idle waiting costs the server, then
+    // Wait until every reader sits in its long-poll, measure what that costs the server, then
     // send at a steady 50 messages per second.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let waiting_since = Instant::now();
+    while ready.load(std::sync::atomic::Ordering::SeqCst) < args.clients
+        && waiting_since.elapsed() < Duration::from_secs(300)
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let idle_seconds = 5.0;
     let before = cpu_seconds(server_pid);
     tokio::time::sleep(Duration::from_secs_f64(idle_seconds)).await;
     let idle_cpu = (cpu_seconds(server_pid) - before) / idle_seconds * 100.0;
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let mut n = 0u64;
     while Instant::now() < deadline {
         n += 1;
@@ -283,10 +284,11 @@ async fn sync_scenario(http: &reqwest::Client, base: &str, args: &Args, server_p
         assert!(response.status().is_success());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let mut all = Vec::new();
-    for r in readers {
-        all.extend(r.await.expect("reader"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for r in &readers {
+        r.abort();
     }
+    let mut all = std::mem::take(&mut *delivered.lock().expect("latencies"));
     all.sort();
     println!("| scenario | syncing clients | server CPU while all wait | messages | deliveries | p50 ms | p99 ms |");
     println!("|---|---|---|---|---|---|---|");
