@@ -465,30 +465,17 @@ async fn push_rules_drive_unread_counts() {
         "the mention and the keyword (plain messages no longer notify)"
     );
 
-    let response = server
-        .http()
-        .delete(format!("{}/_matrix/client/v3/pushrules/global/content/budget", server.url))
-        .bearer_auth(&a)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let response = server
-        .http()
-        .get(format!("{}/_matrix/client/v3/pushrules/global/content/budget", server.url))
-        .bearer_auth(&a)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 404);
-    let response = server
-        .http()
-        .delete(format!("{}/_matrix/client/v3/pushrules/global/override/.m.rule.master", server.url))
-        .bearer_auth(&a)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 400, "server-default rules cannot be deleted");
+    let status = |method: reqwest::Method, path: &str| {
+        let request = server.http().request(method, format!("{}{path}", server.url)).bearer_auth(&a);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status(reqwest::Method::DELETE, "/_matrix/client/v3/pushrules/global/content/budget").await, 200);
+    assert_eq!(status(reqwest::Method::GET, "/_matrix/client/v3/pushrules/global/content/budget").await, 404);
+    assert_eq!(
+        status(reqwest::Method::DELETE, "/_matrix/client/v3/pushrules/global/override/.m.rule.master").await,
+        400,
+        "server-default rules cannot be deleted"
+    );
 }
 
 #[tokio::test]
