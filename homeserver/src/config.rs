@@ -93,6 +93,10 @@ pub struct FederationConfig {
 pub struct MediaConfig {
     pub path: Option<PathBuf>,
     pub max_upload_size: u64,
+    /// Serve the deprecated unauthenticated `/_matrix/media/v3/{download,thumbnail,config}`
+    /// endpoints. Off by default, like Synapse's authenticated-media freeze: anyone holding an
+    /// mxc URI could otherwise fetch the file without an account.
+    pub legacy_unauthenticated: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -101,6 +105,8 @@ pub struct RateLimitsConfig {
     pub enabled: bool,
     pub login: RateLimit,
     pub registration: RateLimit,
+    /// Uploads and `/media/v1/create` per account: storing files costs disk and I/O.
+    pub media_upload: RateLimit,
 }
 
 /// A token bucket: `burst` actions at once, refilled at `per_second`.
@@ -170,7 +176,7 @@ impl Default for FederationConfig {
 
 impl Default for MediaConfig {
     fn default() -> Self {
-        Self { path: None, max_upload_size: 50 * 1024 * 1024 }
+        Self { path: None, max_upload_size: 50 * 1024 * 1024, legacy_unauthenticated: false }
     }
 }
 
@@ -180,6 +186,7 @@ impl Default for RateLimitsConfig {
             enabled: true,
             login: RateLimit { per_second: 0.2, burst: 5 },
             registration: RateLimit { per_second: 0.2, burst: 5 },
+            media_upload: RateLimit { per_second: 1.0, burst: 10 },
         }
     }
 }
@@ -260,15 +267,20 @@ impl Config {
                 return Err(ConfigError::new("registration.token", "must not be empty"));
             }
         }
-        for (key, limit) in
-            [("rate_limits.login", self.rate_limits.login), ("rate_limits.registration", self.rate_limits.registration)]
-        {
+        for (key, limit) in [
+            ("rate_limits.login", self.rate_limits.login),
+            ("rate_limits.registration", self.rate_limits.registration),
+            ("rate_limits.media_upload", self.rate_limits.media_upload),
+        ] {
             if !(limit.per_second.is_finite() && limit.per_second > 0.0) || limit.burst == 0 {
                 return Err(ConfigError::new(key, "per_second must be > 0 and burst >= 1"));
             }
         }
         if self.limits.max_request_size < 1024 {
             return Err(ConfigError::new("limits.max_request_size", "must be at least 1024 bytes"));
+        }
+        if self.media.max_upload_size == 0 {
+            return Err(ConfigError::new("media.max_upload_size", "must be at least 1 byte"));
         }
         if let Some(url) = &self.public_baseurl {
             if !(url.starts_with("http://") || url.starts_with("https://")) {

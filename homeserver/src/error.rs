@@ -40,6 +40,12 @@ pub enum Error {
     /// A request the spec answers with plain `M_UNKNOWN` and 400 (e.g. forgetting a joined room).
     #[error("{0}")]
     BadState(String),
+    /// Content was already uploaded to this media id (`PUT /media/v3/upload/{server}/{id}`).
+    #[error("{0}")]
+    CannotOverwriteMedia(String),
+    /// The media id was reserved with `/media/v1/create` but nothing was uploaded in time.
+    #[error("{0}")]
+    NotYetUploaded(String),
     /// A user-interactive authentication step is (still) required; carries the spec's UIA body.
     #[error("user-interactive authentication required")]
     Uia(Box<crate::uia::UiaChallenge>),

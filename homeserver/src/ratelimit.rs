@@ -1,4 +1,5 @@
-//! Token-bucket rate limiting for login and registration, per client address and per account.
+//! Token-bucket rate limiting for login, registration and media uploads, per client address and per
+//! account.
 
 use std::{
     collections::HashMap,
@@ -16,6 +17,8 @@ use crate::{
 pub enum Action {
     Login,
     Registration,
+    /// Media uploads (and reserving media ids), per account.
+    MediaUpload,
 }
 
 struct Bucket {
@@ -40,6 +43,7 @@ impl RateLimiter {
         match action {
             Action::Login => self.config.login,
             Action::Registration => self.config.registration,
+            Action::MediaUpload => self.config.media_upload,
         }
     }
 
@@ -82,6 +86,7 @@ mod tests {
             enabled: true,
             login: RateLimit { per_second: 0.5, burst: 2 },
             registration: RateLimit { per_second: 0.5, burst: 2 },
+            media_upload: RateLimit { per_second: 0.5, burst: 2 },
         });
         assert!(limiter.check(Action::Login, "1.2.3.4").is_ok());
         assert!(limiter.check(Action::Login, "1.2.3.4").is_ok());

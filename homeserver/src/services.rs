@@ -8,6 +8,7 @@ use crate::{
     db::{Database, DbError},
     ephemeral::{presence::Presence, receipts::Receipts, to_device::ToDevice, typing::Typing},
     error::Error,
+    media::Media,
     ratelimit::RateLimiter,
     rooms::Rooms,
     server_keys::ServerKeys,
@@ -33,6 +34,7 @@ pub struct Services {
     pub uia: Uia,
     pub rate_limiter: RateLimiter,
     pub server_keys: Arc<ServerKeys>,
+    pub media: Media,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +73,7 @@ impl Services {
             uia: Uia::new(config.registration.token.clone()),
             rate_limiter: RateLimiter::new(config.rate_limits.clone()),
             server_keys,
+            media: Media::open(db.clone(), config.server_name.clone(), &config)?,
             db,
             config,
         }))

@@ -66,6 +66,8 @@ impl From<Error> for ApiError {
             Error::RoomInUse(_) => (S::CONFLICT, "M_ROOM_IN_USE"),
             Error::BadAlias(_) => (S::BAD_REQUEST, "M_BAD_ALIAS"),
             Error::BadState(_) => (S::BAD_REQUEST, "M_UNKNOWN"),
+            Error::CannotOverwriteMedia(_) => (S::CONFLICT, "M_CANNOT_OVERWRITE_MEDIA"),
+            Error::NotYetUploaded(_) => (S::GATEWAY_TIMEOUT, "M_NOT_YET_UPLOADED"),
             Error::Uia(challenge) => {
                 return Self { status: S::UNAUTHORIZED, body: challenge.body.clone(), retry_after: None };
             }

@@ -88,6 +88,20 @@ fn access_token(parts: &http::request::Parts) -> Result<Option<String>, ApiError
     Ok(form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "access_token").map(|(_, v)| v.into_owned()))
 }
 
+/// Checks the request's access token as `usage` demands and returns its owner. Shared by [`Ruma`]
+/// and the handlers that stream their body (media uploads) and so cannot use the extractor.
+pub fn authenticate(
+    parts: &http::request::Parts,
+    services: &Services,
+    usage: TokenUse,
+) -> Result<Option<TokenOwner>, ApiError> {
+    match (usage, access_token(parts)?) {
+        (TokenUse::Required, None) => Err(ApiError::missing_token()),
+        (TokenUse::Required | TokenUse::Optional, Some(token)) => Ok(Some(services.users.authenticate(&token)?)),
+        _ => Ok(None),
+    }
+}
+
 /// Bytes of an oversized body read and discarded before answering 413, so ordinary clients that
 /// are still sending see the error instead of a reset connection. Memory use stays constant.
 const DRAIN_LIMIT: u64 = 16 * 1024 * 1024;
@@ -117,7 +131,8 @@ pub async fn read_body(parts: &http::request::Parts, body: Body, limit: u64) -> 
     Ok(collected.freeze())
 }
 
-async fn drain(mut body: Body) {
+/// Reads and discards what is left of a refused body (up to a bound), so the client sees the error.
+pub async fn drain(mut body: Body) {
     let mut seen = 0u64;
     while let Some(Ok(frame)) = body.frame().await {
         seen += frame.data_ref().map_or(0, |d| d.len() as u64);
@@ -153,11 +168,7 @@ where
         // Routes registered without a trailing empty segment (see `register`) leave it out.
         path_args.resize(path_arg_count::<R>().max(path_args.len()), String::new());
         let client_ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-        let owner = match (R::Authentication::TOKEN, access_token(&parts)?) {
-            (TokenUse::Required, None) => return Err(ApiError::missing_token()),
-            (TokenUse::Required | TokenUse::Optional, Some(token)) => Some(services.users.authenticate(&token)?),
-            _ => None,
-        };
+        let owner = authenticate(&parts, services, R::Authentication::TOKEN)?;
         let mut bytes = read_body(&parts, body, services.config.limits.max_request_size).await?;
         if parts.method != Method::GET && parts.method != Method::HEAD {
             if bytes.iter().all(u8::is_ascii_whitespace) {

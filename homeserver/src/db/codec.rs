@@ -3,7 +3,7 @@
 //! Composite keys are their parts joined by `0xFF`, a byte that never occurs in UTF-8, so a prefix
 //! scan over the first parts is exact and the order is the parts' byte order.
 
-use ruma::{OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedUserId};
+use ruma::{OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedServerName, OwnedUserId};
 use serde::{de::DeserializeOwned, Serialize};
 
 pub const SEP: u8 = 0xFF;
@@ -47,7 +47,7 @@ macro_rules! id_codec {
         impl StrPart for $ty {}
     )*};
 }
-id_codec!(OwnedUserId, OwnedRoomId, OwnedEventId);
+id_codec!(OwnedUserId, OwnedRoomId, OwnedEventId, OwnedServerName);
 
 impl Codec for OwnedDeviceId {
     fn encode(&self) -> Vec<u8> {

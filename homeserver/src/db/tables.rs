@@ -3,7 +3,7 @@
 use std::{collections::BTreeMap, sync::Arc};
 
 use rocksdb::DB;
-use ruma::{OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedUserId};
+use ruma::{OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedServerName, OwnedUserId};
 
 use super::{
     codec::{Be64, Json},
@@ -11,6 +11,7 @@ use super::{
 };
 use crate::{
     ephemeral::{presence::PresenceRecord, receipts::Receipt, to_device::ToDeviceMessage},
+    media::{MediaRecord, ThumbnailRecord},
     rooms::{state::Snapshot, AliasRecord, EventMeta, MembershipRecord, RoomRecord},
     users::{account_data::AccountDataRecord, Account, Device, TokenOwner},
 };
@@ -46,6 +47,9 @@ pub const NAMES: &[&str] = &[
     "useriddevicetxn_todevice",
     "userid_presence",
     "pos_presence",
+    "mediaid_meta",
+    "sha256_refcount",
+    "sha256size_thumbnail",
 ];
 
 pub struct Tables {
@@ -102,6 +106,12 @@ pub struct Tables {
     pub roomid_published: Table<OwnedRoomId, Vec<u8>>,
     /// (related-to event id, position) → the relating event (edits, reactions, threads, replies).
     pub parentpos_childeventid: Table<(OwnedEventId, Be64), OwnedEventId>,
+    /// (origin server, media id) → uploader, content type, file name, content address and size.
+    pub mediaid_meta: Table<(OwnedServerName, String), Json<MediaRecord>>,
+    /// Content SHA-256 → how many media ids and thumbnails use that stored file.
+    pub sha256_refcount: Table<String, Be64>,
+    /// (source content SHA-256, `<w>x<h>-<method>`) → the cached thumbnail.
+    pub sha256size_thumbnail: Table<(String, String), Json<ThumbnailRecord>>,
 }
 
 impl Tables {
@@ -136,6 +146,9 @@ impl Tables {
             useriddevicetxn_todevice: Table::new(db, "useriddevicetxn_todevice"),
             userid_presence: Table::new(db, "userid_presence"),
             pos_presence: Table::new(db, "pos_presence"),
+            mediaid_meta: Table::new(db, "mediaid_meta"),
+            sha256_refcount: Table::new(db, "sha256_refcount"),
+            sha256size_thumbnail: Table::new(db, "sha256size_thumbnail"),
         }
     }
 }

@@ -102,6 +102,11 @@ impl TestServer {
         self.child = Some(child);
     }
 
+    /// The server process's id, e.g. to read its memory use from `/proc`.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server running").id()
+    }
+
     /// SIGTERM, then wait for a clean exit.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("server running");

@@ -5,6 +5,7 @@ mod accounts;
 mod cli;
 mod common;
 mod errors;
+mod media;
 mod rooms;
 mod stream;
 mod sync;

@@ -6,6 +6,7 @@ pub mod devices;
 pub mod directory;
 pub mod discovery;
 pub mod ephemeral;
+pub mod media;
 pub mod membership;
 pub mod presence;
 pub mod profile;
@@ -23,7 +24,7 @@ use super::ruma::RouterExt;
 use crate::services::Services;
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
-    router
+    media::routes(router)
         .ruma(discovery::versions)
         .ruma(discovery::well_known_client)
         .ruma(discovery::well_known_server)
