@@ -2,7 +2,7 @@
 //! `hemicycle serve` process on loopback, client and server on the same machine.
 //!
 //! ```sh
-//! cargo run --release --example loadgen -- [--scenario send|sync] [--clients 50] [--seconds 10]
+//! cargo run --release --example loadgen -- [--scenario send|sync|media] [--clients 50] [--seconds 10]
 //!     [--server target/release/hemicycle]
 //! ```
 //!
@@ -14,6 +14,8 @@
 //! - `sync`: `--clients` users long-polling `/sync` in rooms of 10, while one sender posts
 //!   messages at a steady rate: send→sync delivery latency; then the time of an initial sync for
 //!   a user in 1,000 rooms.
+//! - `media`: one client uploading (`POST /media/v3/upload`) then downloading
+//!   (`GET /client/v1/media/download`) files of 1 MiB and 100 MiB, one at a time: MB/s each way.
 
 use std::{
     io::{BufRead, BufReader},
@@ -85,6 +87,7 @@ async fn main() {
         .env("HEMICYCLE_REGISTRATION__OPEN", "true")
         .env("HEMICYCLE_RATE_LIMITS__ENABLED", "false")
         .env("HEMICYCLE_LOG__LEVEL", "warn")
+        .env("HEMICYCLE_MEDIA__MAX_UPLOAD_SIZE", (200u64 * 1024 * 1024).to_string())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", args.server));
@@ -96,6 +99,7 @@ async fn main() {
     match args.scenario.as_str() {
         "send" => send_scenario(&http, &base, &args).await,
         "sync" => sync_scenario(&http, &base, &args, server.id()).await,
+        "media" => media_scenario(&http, &base).await,
         other => panic!("unknown scenario {other}"),
     }
     let _ = server.kill();
@@ -314,4 +318,71 @@ async fn sync_scenario(http: &reqwest::Client, base: &str, args: &Args, server_p
     println!("| initial sync | rooms | seconds |");
     println!("|---|---|---|");
     println!("| user in 1,000 rooms | {count} | {:.2} |", elapsed.as_secs_f64());
+}
+
+/// Sequential uploads then downloads of distinct files (so deduplication never skips a write).
+async fn media_scenario(http: &reqwest::Client, base: &str) {
+    let token = register(http, base, "media").await;
+    println!("| file size | files | upload MB/s | download MB/s | upload p50 ms | download p50 ms |");
+    println!("|---|---|---|---|---|---|");
+    for (size, files) in [(1usize << 20, 50usize), (100 << 20, 3)] {
+        let mut template = vec![0u8; size];
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        for word in template.chunks_mut(8) {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            word.copy_from_slice(&seed.to_le_bytes()[..word.len()]);
+        }
+        let mut uris = Vec::new();
+        let mut up = Vec::new();
+        for i in 0..files {
+            template[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            let body = bytes::Bytes::copy_from_slice(&template);
+            let t = Instant::now();
+            let response = http
+                .post(format!("{base}/_matrix/media/v3/upload"))
+                .bearer_auth(&token)
+                .header("content-type", "application/octet-stream")
+                .body(body)
+                .send()
+                .await
+                .expect("upload");
+            assert!(response.status().is_success(), "upload failed: {}", response.status());
+            let value: Value = response.json().await.expect("json");
+            up.push(t.elapsed());
+            let uri = value["content_uri"].as_str().expect("content_uri").trim_start_matches("mxc://").to_owned();
+            uris.push(uri);
+        }
+        let mut down = Vec::new();
+        for uri in &uris {
+            let t = Instant::now();
+            let response = http
+                .get(format!("{base}/_matrix/client/v1/media/download/{uri}"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .expect("download");
+            assert!(response.status().is_success(), "download failed: {}", response.status());
+            let mut stream = response.bytes_stream();
+            let mut received = 0usize;
+            while let Some(chunk) = stream.next().await {
+                received += chunk.expect("body").len();
+            }
+            assert_eq!(received, size);
+            down.push(t.elapsed());
+        }
+        let rate = |times: &[Duration]| {
+            (size * times.len()) as f64 / 1e6 / times.iter().map(Duration::as_secs_f64).sum::<f64>()
+        };
+        let (up_rate, down_rate) = (rate(&up), rate(&down));
+        up.sort();
+        down.sort();
+        println!(
+            "| {} MiB | {files} | {up_rate:.0} | {down_rate:.0} | {:.1} | {:.1} |",
+            size >> 20,
+            percentile(&up, 0.5).as_secs_f64() * 1000.0,
+            percentile(&down, 0.5).as_secs_f64() * 1000.0,
+        );
+    }
 }

@@ -475,3 +475,17 @@ async fn media_round_trip_with_matrix_sdk() {
     let content = client.media().get_media_content(&request, false).await.unwrap();
     assert_eq!(content, png);
 }
+
+#[tokio::test]
+async fn media_temporary_files_left_by_a_crash_are_removed_at_start() {
+    let mut server = TestServer::start();
+    let token = register(&server, "alice").await;
+    let (_, value) = upload(&server, &token, "kept", Some("text/plain"), None).await;
+    server.kill();
+    let dir = media_dir(&server);
+    std::fs::write(dir.join("tmp").join("interrupted.part"), b"half an upload").unwrap();
+    server.restart();
+    assert_eq!(temp_files(&dir), 0);
+    let response = get(&server, Some(&token), &format!("/_matrix/client/v1/media/download/{}", mxc_path(&value))).await;
+    assert_eq!(response.text().await.unwrap(), "kept", "finished uploads survive");
+}
