@@ -66,6 +66,7 @@ impl From<Error> for ApiError {
             Error::RoomInUse(_) => (S::CONFLICT, "M_ROOM_IN_USE"),
             Error::BadAlias(_) => (S::BAD_REQUEST, "M_BAD_ALIAS"),
             Error::BadState(_) => (S::BAD_REQUEST, "M_UNKNOWN"),
+            Error::WrongRoomKeysVersion { .. } => (S::FORBIDDEN, "M_WRONG_ROOM_KEYS_VERSION"),
             Error::Uia(challenge) => {
                 return Self { status: S::UNAUTHORIZED, body: challenge.body.clone(), retry_after: None };
             }
@@ -85,6 +86,7 @@ impl From<Error> for ApiError {
                 api.retry_after = Some(retry_after);
             }
             Error::UnknownToken => api.body["soft_logout"] = json!(false),
+            Error::WrongRoomKeysVersion { current, .. } => api.body["current_version"] = json!(current),
             _ => {}
         }
         api
