@@ -352,6 +352,11 @@ async fn device_list_changes_reach_room_members_and_deleting_a_device_removes_it
     let sync_path = |since: &str| format!("/_matrix/client/v3/sync?timeout=0&since={}", urlencode(since));
     let (_, first) = call(&server, "GET", &alice_token, "/_matrix/client/v3/sync?timeout=0", None).await;
     let mut since = first["next_batch"].as_str().unwrap().to_owned();
+    let sliding = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync?timeout=0";
+    let e2ee = json!({ "extensions": { "e2ee": { "enabled": true } } });
+    let (_, sliding_first) = call(&server, "POST", &alice_token, sliding, Some(e2ee.clone())).await;
+    assert_eq!(sliding_first["extensions"]["e2ee"]["device_one_time_keys_count"]["signed_curve25519"], 0);
+    let sliding_pos = sliding_first["pos"].as_str().unwrap().to_owned();
 
     // A new device of Bob uploads keys: Alice's next sync lists Bob as changed.
     let laptop = login(&server, "bob", "pw").await;
@@ -371,6 +376,9 @@ async fn device_list_changes_reach_room_members_and_deleting_a_device_removes_it
     )
     .await;
     assert_eq!(changes["changed"], json!([bob_id]));
+    let (_, sliding_next) =
+        call(&server, "POST", &alice_token, &format!("{sliding}&pos={}", urlencode(&sliding_pos)), Some(e2ee)).await;
+    assert_eq!(sliding_next["extensions"]["e2ee"]["device_lists"]["changed"], json!([bob_id]), "{sliding_next}");
     since = next["next_batch"].as_str().unwrap().to_owned();
     let query = json!({ "device_keys": { &bob_id: [] } });
     let (_, keys) = call(&server, "POST", &alice_token, "/_matrix/client/v3/keys/query", Some(query.clone())).await;
