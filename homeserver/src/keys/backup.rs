@@ -125,6 +125,41 @@ impl Backups {
         p
     }
 
+    /// The key prefix a scope covers (a session's prefix may also match longer session ids).
+    fn scope_prefix(user: &UserId, version: &str, scope: Scope<'_>) -> Vec<u8> {
+        let mut p = Self::key_prefix(user, version);
+        match scope {
+            Scope::All => {}
+            Scope::Room(room) => p.extend(prefix(&room.to_owned())),
+            Scope::Session(room, session) => {
+                p.extend(prefix(&room.to_owned()));
+                p.extend(session.as_bytes());
+            }
+        }
+        p
+    }
+
+    /// Commits a change of a version's keys with its etag bumped; returns the etag and count.
+    fn finish(
+        &self,
+        user: &UserId,
+        version: &str,
+        mut record: BackupVersion,
+        mut batch: Batch,
+        changed: bool,
+    ) -> Result<(String, u64)> {
+        if changed {
+            record.etag += 1;
+            self.db.tables.useridversion_backup.insert(
+                &mut batch,
+                &(user.to_owned(), version.to_owned()),
+                &Json(record.clone()),
+            );
+            self.db.commit(batch)?;
+        }
+        Ok((record.etag.to_string(), self.count(user, version)?))
+    }
+
     fn count(&self, user: &UserId, version: &str) -> Result<u64> {
         let mut n = 0;
         for entry in self.db.tables.useridversionroomsession_roomkey.scan_prefix(Self::key_prefix(user, version)) {
@@ -209,7 +244,7 @@ impl Backups {
             }
         }
         let _guard = self.lock.lock().await;
-        let mut record = self.version(user, version)?;
+        let record = self.version(user, version)?;
         let current = self.current(user)?.map(|(v, _)| v);
         if current.as_deref() != Some(version) {
             return Err(Error::WrongRoomKeysVersion {
@@ -230,25 +265,14 @@ impl Backups {
             table.insert(&mut batch, &key, &Json(data));
             changed = true;
         }
-        if changed {
-            record.etag += 1;
-            self.db.tables.useridversion_backup.insert(
-                &mut batch,
-                &(user.to_owned(), version.to_owned()),
-                &Json(record.clone()),
-            );
-            self.db.commit(batch)?;
-        }
-        Ok((record.etag.to_string(), self.count(user, version)?))
+        self.finish(user, version, record, batch, changed)
     }
 
     /// Reads keys of a version (any existing version, not only the current one).
     pub fn get_keys(&self, user: &UserId, version: &str, scope: Scope<'_>) -> Result<RoomKeys> {
         self.version(user, version)?;
-        let mut p = Self::key_prefix(user, version);
         match scope {
-            Scope::All => {}
-            Scope::Room(room) => p.extend(prefix(&room.to_owned())),
+            Scope::All | Scope::Room(_) => {}
             Scope::Session(room, session) => {
                 let key = (user.to_owned(), version.to_owned(), room.to_owned(), session.to_owned());
                 let Some(Json(data)) = self.db.tables.useridversionroomsession_roomkey.get(&key)? else {
@@ -259,7 +283,9 @@ impl Backups {
             }
         }
         let mut out: RoomKeys = BTreeMap::new();
-        for entry in self.db.tables.useridversionroomsession_roomkey.scan_prefix(p) {
+        for entry in
+            self.db.tables.useridversionroomsession_roomkey.scan_prefix(Self::scope_prefix(user, version, scope))
+        {
             let ((_, _, room, session), Json(data)) = entry?;
             if let Ok(room) = OwnedRoomId::try_from(room) {
                 out.entry(room).or_default().insert(session, data);
@@ -271,20 +297,11 @@ impl Backups {
     /// Deletes keys of a version; returns its new etag and count.
     pub async fn delete_keys(&self, user: &UserId, version: &str, scope: Scope<'_>) -> Result<(String, u64)> {
         let _guard = self.lock.lock().await;
-        let mut record = self.version(user, version)?;
+        let record = self.version(user, version)?;
         let table = &self.db.tables.useridversionroomsession_roomkey;
         let mut batch = Batch::new();
         let mut changed = false;
-        let mut p = Self::key_prefix(user, version);
-        match scope {
-            Scope::All => {}
-            Scope::Room(room) => p.extend(prefix(&room.to_owned())),
-            Scope::Session(room, session) => {
-                p.extend(prefix(&room.to_owned()));
-                p.extend(session.as_bytes());
-            }
-        }
-        for entry in table.scan_prefix(p) {
+        for entry in table.scan_prefix(Self::scope_prefix(user, version, scope)) {
             let (key, _) = entry?;
             if matches!(scope, Scope::Session(_, s) if key.3 != s) {
                 continue;
@@ -292,15 +309,6 @@ impl Backups {
             table.remove(&mut batch, &key);
             changed = true;
         }
-        if changed {
-            record.etag += 1;
-            self.db.tables.useridversion_backup.insert(
-                &mut batch,
-                &(user.to_owned(), version.to_owned()),
-                &Json(record.clone()),
-            );
-            self.db.commit(batch)?;
-        }
-        Ok((record.etag.to_string(), self.count(user, version)?))
+        self.finish(user, version, record, batch, changed)
     }
 }

@@ -66,6 +66,19 @@ async fn decrypted_body(client: &Client, room: &RoomId, event: &EventId) -> Opti
     content["body"].as_str().map(str::to_owned)
 }
 
+/// A server with Alice and Bob, keys uploaded, both joined to an encrypted room.
+async fn alice_and_bob_in_an_encrypted_room() -> (TestServer, Client, Client, OwnedRoomId) {
+    let server = TestServer::start();
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    sync(&alice).await;
+    sync(&bob).await;
+    let room = encrypted_room(&alice, &[&bob]).await;
+    join(&bob, &room).await;
+    sync(&alice).await;
+    (server, alice, bob, room)
+}
+
 fn password(user: &str, pw: &str, session: Option<String>) -> AuthData {
     let mut p = Password::new(UserIdentifier::Matrix(MatrixUserIdentifier::new(user.to_owned())), pw.to_owned());
     p.session = session;
@@ -93,14 +106,7 @@ async fn call(server: &TestServer, method: &str, token: &str, path: &str, body: 
 
 #[tokio::test]
 async fn encrypted_messages_flow_both_ways_and_reach_a_device_added_later() {
-    let server = TestServer::start();
-    let alice = server.register("alice", "pw").await;
-    let bob = server.register("bob", "pw").await;
-    sync(&alice).await;
-    sync(&bob).await;
-    let room = encrypted_room(&alice, &[&bob]).await;
-    join(&bob, &room).await;
-    sync(&alice).await;
+    let (server, alice, bob, room) = alice_and_bob_in_an_encrypted_room().await;
 
     let hello = send(&alice, &room, "bonjour Bob").await;
     // The server only ever holds ciphertext.
@@ -186,14 +192,7 @@ async fn key_backup_lets_a_new_device_read_old_history() {
 
 #[tokio::test]
 async fn when_one_time_keys_run_out_the_fallback_key_is_claimed() {
-    let server = TestServer::start();
-    let alice = server.register("alice", "pw").await;
-    let bob = server.register("bob", "pw").await;
-    sync(&alice).await;
-    sync(&bob).await;
-    let room = encrypted_room(&alice, &[&bob]).await;
-    join(&bob, &room).await;
-    sync(&alice).await;
+    let (server, alice, bob, room) = alice_and_bob_in_an_encrypted_room().await;
 
     let bob_id = bob.user_id().unwrap().to_string();
     let bob_device = bob.device_id().unwrap().to_string();
