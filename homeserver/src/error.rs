@@ -49,6 +49,9 @@ pub enum Error {
     /// A user-interactive authentication step is (still) required; carries the spec's UIA body.
     #[error("user-interactive authentication required")]
     Uia(Box<crate::uia::UiaChallenge>),
+    /// A key backup write names a version that is not the user's current one.
+    #[error("{message}")]
+    WrongRoomKeysVersion { message: String, current: Option<String> },
     #[error("{0}")]
     Database(#[from] DbError),
     #[error("internal error: {0}")]

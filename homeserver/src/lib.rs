@@ -8,6 +8,7 @@ pub mod config;
 pub mod db;
 pub mod ephemeral;
 pub mod error;
+pub mod keys;
 pub mod media;
 pub mod push;
 pub mod ratelimit;

@@ -8,6 +8,7 @@ use crate::{
     db::{Database, DbError},
     ephemeral::{presence::Presence, receipts::Receipts, to_device::ToDevice, typing::Typing},
     error::Error,
+    keys::{backup::Backups, Keys},
     media::Media,
     ratelimit::RateLimiter,
     rooms::Rooms,
@@ -21,6 +22,8 @@ pub struct Services {
     pub config: Arc<Config>,
     pub db: Arc<Database>,
     pub users: Users,
+    pub keys: Keys,
+    pub backups: Backups,
     pub profiles: Arc<Profiles>,
     pub rooms: Rooms,
     pub typing: Typing,
@@ -54,7 +57,9 @@ impl Services {
         let profiles = Arc::new(Profiles::new(db.clone()));
         let writer = Arc::new(Writer::start(db.clone()));
         Ok(Arc::new(Self {
-            users: Users::new(db.clone(), config.server_name.clone()),
+            users: Users::new(db.clone(), writer.clone(), config.server_name.clone()),
+            keys: Keys::new(db.clone(), writer.clone()),
+            backups: Backups::new(db.clone()),
             rooms: Rooms::new(
                 db.clone(),
                 config.server_name.clone(),

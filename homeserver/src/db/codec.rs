@@ -123,6 +123,21 @@ impl<A: StrPart, B: StrPart, C: Codec> Codec for (A, B, C) {
     }
 }
 
+impl<A: StrPart, B: StrPart, C: StrPart, D: Codec> Codec for (A, B, C, D) {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = prefix(&self.0);
+        out.extend(prefix(&self.1));
+        out.extend(prefix(&self.2));
+        out.extend(self.3.encode());
+        out
+    }
+    fn decode(bytes: &[u8]) -> Result<Self, String> {
+        let (a, rest): (A, Vec<u8>) = Codec::decode(bytes)?;
+        let (b, c, d): (B, C, D) = Codec::decode(&rest)?;
+        Ok((a, b, c, d))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,7 @@ use super::{
 };
 use crate::{
     ephemeral::{presence::PresenceRecord, receipts::Receipt, to_device::ToDeviceMessage},
+    keys::{backup::BackupVersion, FallbackKey},
     media::{MediaRecord, ThumbnailRecord},
     rooms::{state::Snapshot, AliasRecord, EventMeta, MembershipRecord, RoomRecord},
     users::{account_data::AccountDataRecord, Account, Device, TokenOwner},
@@ -47,6 +48,14 @@ pub const NAMES: &[&str] = &[
     "useriddevicetxn_todevice",
     "userid_presence",
     "pos_presence",
+    "userdeviceid_devicekeys",
+    "userdevicekeyid_onetimekey",
+    "userdevicealgorithm_fallbackkey",
+    "useridusage_crosssigningkey",
+    "targetkeysigner_signatures",
+    "pos_keychange",
+    "useridversion_backup",
+    "useridversionroomsession_roomkey",
     "mediaid_meta",
     "sha256_refcount",
     "sha256size_thumbnail",
@@ -106,6 +115,23 @@ pub struct Tables {
     pub roomid_published: Table<OwnedRoomId, Vec<u8>>,
     /// (related-to event id, position) → the relating event (edits, reactions, threads, replies).
     pub parentpos_childeventid: Table<(OwnedEventId, Be64), OwnedEventId>,
+    /// A device's identity keys as the device signed them, plus signatures added later.
+    pub userdeviceid_devicekeys: Table<(OwnedUserId, OwnedDeviceId), Json<serde_json::Value>>,
+    /// Unclaimed one-time keys: (user, device, `algorithm:key id`) → key.
+    pub userdevicekeyid_onetimekey: Table<(OwnedUserId, OwnedDeviceId, String), Json<serde_json::Value>>,
+    /// The fallback key of each device and algorithm, handed out when one-time keys run out.
+    pub userdevicealgorithm_fallbackkey: Table<(OwnedUserId, OwnedDeviceId, String), Json<FallbackKey>>,
+    /// Cross-signing keys: (user, `master` | `self_signing` | `user_signing`) → key.
+    pub useridusage_crosssigningkey: Table<(OwnedUserId, String), Json<serde_json::Value>>,
+    /// Signatures one user made on another user's key, shown only to the signer:
+    /// (signed user, signed key id, signer) → `{ signing key id: signature }`.
+    pub targetkeysigner_signatures: Table<(OwnedUserId, String, OwnedUserId), Json<serde_json::Value>>,
+    /// The device list stream: position → user whose devices or keys changed.
+    pub pos_keychange: Table<Be64, OwnedUserId>,
+    /// Key backup versions: (user, version) → algorithm, auth data, etag.
+    pub useridversion_backup: Table<(OwnedUserId, String), Json<BackupVersion>>,
+    /// Backed-up room keys: (user, version, room, session id) → encrypted session data.
+    pub useridversionroomsession_roomkey: Table<(OwnedUserId, String, String, String), Json<serde_json::Value>>,
     /// (origin server, media id) → uploader, content type, file name, content address and size.
     pub mediaid_meta: Table<(OwnedServerName, String), Json<MediaRecord>>,
     /// Content SHA-256 → how many media ids and thumbnails use that stored file.
@@ -146,6 +172,14 @@ impl Tables {
             useriddevicetxn_todevice: Table::new(db, "useriddevicetxn_todevice"),
             userid_presence: Table::new(db, "userid_presence"),
             pos_presence: Table::new(db, "pos_presence"),
+            userdeviceid_devicekeys: Table::new(db, "userdeviceid_devicekeys"),
+            userdevicekeyid_onetimekey: Table::new(db, "userdevicekeyid_onetimekey"),
+            userdevicealgorithm_fallbackkey: Table::new(db, "userdevicealgorithm_fallbackkey"),
+            useridusage_crosssigningkey: Table::new(db, "useridusage_crosssigningkey"),
+            targetkeysigner_signatures: Table::new(db, "targetkeysigner_signatures"),
+            pos_keychange: Table::new(db, "pos_keychange"),
+            useridversion_backup: Table::new(db, "useridversion_backup"),
+            useridversionroomsession_roomkey: Table::new(db, "useridversionroomsession_roomkey"),
             mediaid_meta: Table::new(db, "mediaid_meta"),
             sha256_refcount: Table::new(db, "sha256_refcount"),
             sha256size_thumbnail: Table::new(db, "sha256size_thumbnail"),

@@ -99,11 +99,15 @@ pub struct SyncResult {
     pub account_data: Vec<Value>,
     pub to_device: Vec<Value>,
     pub presence: Vec<Value>,
+    pub device_lists: crate::keys::DeviceLists,
+    pub one_time_key_counts: BTreeMap<String, u64>,
+    pub unused_fallback_key_types: Vec<String>,
 }
 
 impl SyncResult {
     fn is_empty(&self) -> bool {
         self.to_device.is_empty()
+            && self.device_lists.is_empty()
             && self.presence.is_empty()
             && self.join.is_empty()
             && self.invite.is_empty()
@@ -248,6 +252,11 @@ fn compute(services: &Services, params: &SyncParams, now: SyncToken) -> Result<S
     }
 
     result.to_device = services.to_device.pending(user, &params.device, since.unwrap_or(0), current)?;
+    if let Some(since) = since {
+        result.device_lists = services.keys.device_list_changes(rooms, user, since, current)?;
+    }
+    result.one_time_key_counts = services.keys.one_time_key_counts(user, &params.device)?;
+    result.unused_fallback_key_types = services.keys.unused_fallback_key_types(user, &params.device)?;
     let mut visible: BTreeSet<OwnedUserId> = BTreeSet::from([user.to_owned()]);
     for room in rooms.rooms_of(user, "join")? {
         visible.extend(rooms.joined_members(&room)?.into_iter().map(|(u, _)| u));

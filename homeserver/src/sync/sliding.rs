@@ -50,6 +50,7 @@ pub struct Extensions {
     pub account_data: bool,
     pub receipts: bool,
     pub typing: bool,
+    pub e2ee: bool,
 }
 
 pub struct SlidingRequest {
@@ -91,6 +92,8 @@ pub struct SlidingResult {
     pub room_account_data: BTreeMap<OwnedRoomId, Vec<Value>>,
     pub receipts: BTreeMap<OwnedRoomId, Value>,
     pub typing: BTreeMap<OwnedRoomId, Value>,
+    /// The `e2ee` extension: device list changes, one-time key counts, unused fallback key types.
+    pub e2ee: Option<(crate::keys::DeviceLists, BTreeMap<String, u64>, Vec<String>)>,
 }
 
 impl SlidingResult {
@@ -101,6 +104,7 @@ impl SlidingResult {
             && self.room_account_data.is_empty()
             && self.receipts.is_empty()
             && self.typing.is_empty()
+            && self.e2ee.as_ref().is_none_or(|(lists, _, _)| lists.is_empty())
     }
 }
 
@@ -242,6 +246,15 @@ fn compute(services: &Services, request: &SlidingRequest, now: SyncToken) -> Res
         let after = ext.to_device_since.unwrap_or(0);
         let events = services.to_device.pending(user, &request.device, after, now.pos)?;
         result.to_device = Some((now.pos.to_string(), events));
+    }
+    if ext.e2ee {
+        let lists = match since {
+            Some(since) => services.keys.device_list_changes(&services.rooms, user, since, now.pos)?,
+            None => Default::default(),
+        };
+        let counts = services.keys.one_time_key_counts(user, &request.device)?;
+        let fallback = services.keys.unused_fallback_key_types(user, &request.device)?;
+        result.e2ee = Some((lists, counts, fallback));
     }
     if ext.account_data {
         for (room, kind, content) in services.account_data.changes(user, since)? {

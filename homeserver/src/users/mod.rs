@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 use crate::{
     db::{codec::prefix, codec::Json, Batch, Database},
     error::{Error, Result},
+    stream::{wait_durable, Audience, Cleanup, Writer},
 };
 
 /// What we keep about an account.
@@ -86,6 +87,9 @@ pub fn random_password() -> String {
 
 pub struct Users {
     db: Arc<Database>,
+    /// Device removals go on the stream: they change the user's device list, which everyone
+    /// sharing a room with them syncs.
+    writer: Arc<Writer>,
     server_name: OwnedServerName,
     /// Serializes the check-then-insert of account creation, so two registrations of one name
     /// cannot both succeed.
@@ -93,8 +97,8 @@ pub struct Users {
 }
 
 impl Users {
-    pub fn new(db: Arc<Database>, server_name: OwnedServerName) -> Self {
-        Self { db, server_name, create_lock: Mutex::new(()) }
+    pub fn new(db: Arc<Database>, writer: Arc<Writer>, server_name: OwnedServerName) -> Self {
+        Self { db, writer, server_name, create_lock: Mutex::new(()) }
     }
 
     pub fn server_name(&self) -> &OwnedServerName {
@@ -207,26 +211,33 @@ impl Users {
             return Err(Error::forbidden("this account has been deactivated"));
         }
         account.password_hash = Some(hash);
-        let mut batch = Batch::new();
-        self.db.tables.userid_account.insert(&mut batch, &user.to_owned(), &Json(account));
-        if logout_others {
-            self.remove_devices_into(&mut batch, user, |d| Some(d) != keep)?;
-        }
-        self.db.commit(batch)?;
-        Ok(())
+        let user = user.to_owned();
+        let keep = keep.map(ToOwned::to_owned);
+        self.write_removing_devices(
+            &user,
+            |d| logout_others && Some(d) != keep.as_deref(),
+            |tables, batch| {
+                tables.userid_account.insert(batch, &user, &Json(account));
+            },
+        )
+        .await
     }
 
     /// Deactivates an account for good: no password, no devices, no profile. The id stays reserved.
-    pub fn deactivate(&self, user: &UserId) -> Result<()> {
+    pub async fn deactivate(&self, user: &UserId) -> Result<()> {
         let mut account = self.account(user)?.ok_or_else(|| Error::not_found("no such user"))?;
         account.deactivated = true;
         account.password_hash = None;
-        let mut batch = Batch::new();
-        self.db.tables.userid_account.insert(&mut batch, &user.to_owned(), &Json(account));
-        self.db.tables.userid_profile.remove(&mut batch, &user.to_owned());
-        self.remove_devices_into(&mut batch, user, |_| true)?;
-        self.db.commit(batch)?;
-        Ok(())
+        let user = user.to_owned();
+        self.write_removing_devices(
+            &user,
+            |_| true,
+            |tables, batch| {
+                tables.userid_account.insert(batch, &user, &Json(account));
+                tables.userid_profile.remove(batch, &user);
+            },
+        )
+        .await
     }
 
     pub fn list(&self) -> Result<Vec<(OwnedUserId, Account)>> {
@@ -300,32 +311,44 @@ impl Users {
     }
 
     /// Logs a device out: its token stops working at once and the device is forgotten.
-    pub fn remove_device(&self, user: &UserId, device: &DeviceId) -> Result<()> {
-        let mut batch = Batch::new();
-        self.remove_devices_into(&mut batch, user, |d| d == device)?;
-        Ok(self.db.commit(batch)?)
+    pub async fn remove_device(&self, user: &UserId, device: &DeviceId) -> Result<()> {
+        self.write_removing_devices(user, |d| d == device, |_, _| {}).await
     }
 
     /// Logs out every device of the user.
-    pub fn remove_all_devices(&self, user: &UserId) -> Result<()> {
-        let mut batch = Batch::new();
-        self.remove_devices_into(&mut batch, user, |_| true)?;
-        Ok(self.db.commit(batch)?)
+    pub async fn remove_all_devices(&self, user: &UserId) -> Result<()> {
+        self.write_removing_devices(user, |_| true, |_, _| {}).await
     }
 
-    fn remove_devices_into(&self, batch: &mut Batch, user: &UserId, select: impl Fn(&DeviceId) -> bool) -> Result<()> {
-        for (device_id, device) in self.devices(user)? {
-            if select(&device_id) {
-                // The device's to-device inbox goes with it.
+    /// Writes `also` together with the removal of the selected devices: their tokens, to-device
+    /// inboxes and keys go in the same batch, and when any device goes, the user's device list
+    /// change is recorded on the stream so users sharing a room with them hear of it.
+    async fn write_removing_devices(
+        &self,
+        user: &UserId,
+        select: impl Fn(&DeviceId) -> bool,
+        also: impl FnOnce(&crate::db::tables::Tables, &mut Batch),
+    ) -> Result<()> {
+        let removed: Vec<_> = self.devices(user)?.into_iter().filter(|(id, _)| select(id)).collect();
+        let tables = &self.db.tables;
+        let durable = self.writer.submit(&self.db, |batch, pos| {
+            also(tables, batch);
+            for (device_id, device) in &removed {
                 let mut inbox = prefix(&user.to_owned());
-                inbox.extend(prefix(&device_id));
-                for entry in self.db.tables.useriddevicepos_todevice.scan_prefix(inbox) {
-                    self.db.tables.useriddevicepos_todevice.remove(batch, &entry?.0);
+                inbox.extend(prefix(device_id));
+                for entry in tables.useriddevicepos_todevice.scan_prefix(inbox) {
+                    tables.useriddevicepos_todevice.remove(batch, &entry?.0);
                 }
-                self.db.tables.tokenhash_session.remove(batch, &device.token_hash);
-                self.db.tables.userdeviceid_device.remove(batch, &(user.to_owned(), device_id));
+                crate::keys::remove_device_keys_into(tables, batch, user, device_id)?;
+                tables.tokenhash_session.remove(batch, &device.token_hash);
+                tables.userdeviceid_device.remove(batch, &(user.to_owned(), device_id.clone()));
             }
-        }
-        Ok(())
+            if removed.is_empty() {
+                return Ok(Cleanup::default());
+            }
+            crate::keys::Keys::record_change_into(tables, batch, pos, user);
+            Ok(Cleanup { wake: Audience::SharedWith(user.to_owned()), ..Default::default() })
+        })?;
+        wait_durable(durable).await
     }
 }

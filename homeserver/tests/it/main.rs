@@ -4,6 +4,7 @@
 mod accounts;
 mod cli;
 mod common;
+mod e2ee;
 mod errors;
 mod media;
 mod rooms;

@@ -109,7 +109,7 @@ pub async fn deactivate(
         .uia
         .authorize(&services.users, request.body.auth.as_ref(), &[&[uia::PASSWORD]], Some(&owner.user_id), "deactivate")
         .await?;
-    services.users.deactivate(&owner.user_id)?;
+    services.users.deactivate(&owner.user_id).await?;
     tracing::info!(user = %owner.user_id, "deactivated");
     Ok(deactivate::v3::Response::new(ThirdPartyIdRemovalStatus::NoSupport))
 }

@@ -64,7 +64,7 @@ pub async fn delete(
         .uia
         .authorize(&services.users, body.auth.as_ref(), &[&[uia::PASSWORD]], Some(&user), "delete_devices")
         .await?;
-    services.users.remove_device(&user, &body.device_id)?;
+    services.users.remove_device(&user, &body.device_id).await?;
     Ok(delete_device::v3::Response::new())
 }
 
@@ -79,7 +79,7 @@ pub async fn delete_many(
         .authorize(&services.users, body.auth.as_ref(), &[&[uia::PASSWORD]], Some(&user), "delete_devices")
         .await?;
     for device in &body.devices {
-        services.users.remove_device(&user, device)?;
+        services.users.remove_device(&user, device).await?;
     }
     Ok(delete_devices::v3::Response::new())
 }

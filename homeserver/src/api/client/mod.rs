@@ -6,6 +6,7 @@ pub mod devices;
 pub mod directory;
 pub mod discovery;
 pub mod ephemeral;
+pub mod keys;
 pub mod media;
 pub mod membership;
 pub mod presence;
@@ -57,6 +58,26 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma(account_data::get_tags)
         .ruma(account_data::create_tag)
         .ruma(account_data::delete_tag)
+        .ruma(keys::upload)
+        .ruma(keys::query)
+        .ruma(keys::claim)
+        .ruma(keys::changes)
+        .ruma(keys::upload_signing)
+        .ruma(keys::upload_signatures)
+        .ruma(keys::create_backup)
+        .ruma(keys::latest_backup)
+        .ruma(keys::get_backup)
+        .ruma(keys::update_backup)
+        .ruma(keys::delete_backup)
+        .ruma(keys::put_keys)
+        .ruma(keys::put_room_keys)
+        .ruma(keys::put_session_key)
+        .ruma(keys::get_keys)
+        .ruma(keys::get_room_keys)
+        .ruma(keys::get_session_key)
+        .ruma(keys::delete_keys)
+        .ruma(keys::delete_room_keys)
+        .ruma(keys::delete_session_key)
         .ruma(sync::sync_events)
         .ruma(sliding::sync)
         .ruma(ephemeral::typing)

@@ -59,7 +59,7 @@ pub async fn login(services: Arc<Services>, request: Ruma<login::v3::Request>) -
 
 pub async fn logout(services: Arc<Services>, request: Ruma<logout::v3::Request>) -> Result<logout::v3::Response> {
     let owner = request.sender()?;
-    services.users.remove_device(&owner.user_id, &owner.device_id)?;
+    services.users.remove_device(&owner.user_id, &owner.device_id).await?;
     Ok(logout::v3::Response::new())
 }
 
@@ -67,6 +67,6 @@ pub async fn logout_all(
     services: Arc<Services>,
     request: Ruma<logout_all::v3::Request>,
 ) -> Result<logout_all::v3::Response> {
-    services.users.remove_all_devices(&request.sender()?.user_id)?;
+    services.users.remove_all_devices(&request.sender()?.user_id).await?;
     Ok(logout_all::v3::Response::new())
 }

@@ -56,6 +56,7 @@ pub async fn sync(services: Arc<Services>, request: Ruma<v5::Request>) -> Result
         account_data: ext.account_data.enabled == Some(true),
         receipts: ext.receipts.enabled == Some(true),
         typing: ext.typing.enabled == Some(true),
+        e2ee: ext.e2ee.enabled == Some(true),
     };
     let sliding = SlidingRequest {
         user: owner.user_id,
@@ -106,5 +107,13 @@ pub async fn sync(services: Arc<Services>, request: Ruma<v5::Request>) -> Result
         result.room_account_data.iter().map(|(r, events)| (r.clone(), events.iter().map(to_raw).collect())).collect();
     response.extensions.receipts.rooms = result.receipts.iter().map(|(r, e)| (r.clone(), to_raw(e))).collect();
     response.extensions.typing.rooms = result.typing.iter().map(|(r, e)| (r.clone(), to_raw(e))).collect();
+    if let Some((lists, counts, fallback)) = result.e2ee {
+        let e2ee = &mut response.extensions.e2ee;
+        e2ee.device_lists.changed = lists.changed;
+        e2ee.device_lists.left = lists.left;
+        e2ee.device_one_time_keys_count =
+            counts.into_iter().map(|(alg, n)| (alg.as_str().into(), UInt::new(n).unwrap_or(UInt::MAX))).collect();
+        e2ee.device_unused_fallback_key_types = Some(fallback.iter().map(|alg| alg.as_str().into()).collect());
+    }
     Ok(response)
 }

@@ -13,7 +13,7 @@ use ruma::{
             },
         },
     },
-    UInt,
+    OneTimeKeyAlgorithm, UInt,
 };
 
 use crate::{
@@ -129,5 +129,14 @@ pub async fn sync_events(
     response.account_data = account_data;
     response.to_device.events = result.to_device.iter().map(to_raw).collect();
     response.presence.events = result.presence.iter().map(to_raw).collect();
+    response.device_lists.changed = result.device_lists.changed;
+    response.device_lists.left = result.device_lists.left;
+    response.device_one_time_keys_count = result
+        .one_time_key_counts
+        .into_iter()
+        .map(|(alg, n)| (OneTimeKeyAlgorithm::from(alg.as_str()), UInt::new(n).unwrap_or(UInt::MAX)))
+        .collect();
+    response.device_unused_fallback_key_types =
+        Some(result.unused_fallback_key_types.iter().map(|alg| OneTimeKeyAlgorithm::from(alg.as_str())).collect());
     Ok(response)
 }
