@@ -162,6 +162,8 @@ async fn run_admin(config: Config, command: Command) -> Result<(), String> {
             })?;
             let result = admin::execute(&services, command).await.map_err(|e| e.to_string());
             services.db.flush().map_err(|e| e.to_string())?;
+            // Close the database (and join its writer thread) before the process exits.
+            drop(services);
             result?
         }
     };

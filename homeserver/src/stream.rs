@@ -114,6 +114,9 @@ struct Job {
 
 pub struct Writer {
     queue: Mutex<mpsc::Sender<Job>>,
+    /// The writer thread, joined on drop so the database it holds is closed before the process
+    /// exits (RocksDB must not be torn down by exit while its handle is still open).
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     pub notifier: Arc<Notifier>,
     pub pending: Arc<Mutex<Pending>>,
     /// The highest durable position; changes wake the stream's consumers.
@@ -131,11 +134,11 @@ impl Writer {
         let overlay = pending.clone();
         let notifier = Arc::new(Notifier::default());
         let wakes = notifier.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("event-writer".into())
             .spawn(move || run(db, rx, overlay, stream, wakes))
             .expect("spawn the event writer thread");
-        Self { queue: Mutex::new(tx), notifier, pending, position }
+        Self { queue: Mutex::new(tx), thread: Mutex::new(Some(thread)), notifier, pending, position }
     }
 
     /// A receiver of the highest durable stream position.
@@ -160,6 +163,16 @@ impl Writer {
             .send(Job { batch, pos, cleanup, done })
             .map_err(|_| crate::error::Error::Internal("the event writer has stopped".into()))?;
         Ok(receiver)
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Closing the queue ends the thread once it has written what was queued.
+        drop(std::mem::replace(self.queue.get_mut().expect("writer queue"), mpsc::channel().0));
+        if let Some(thread) = self.thread.get_mut().expect("writer thread").take() {
+            let _ = thread.join();
+        }
     }
 }
 
