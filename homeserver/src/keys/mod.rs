@@ -12,7 +12,7 @@ use std::{
     sync::Arc,
 };
 
-use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
+use ruma::{DeviceId, OwnedDeviceId, OwnedRoomId, OwnedUserId, UserId};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -577,30 +577,43 @@ impl Keys {
     /// shares a room with whose devices or keys changed, users who joined a room it is in (or who
     /// are in a room it joined), and users it no longer shares any room with.
     pub fn device_list_changes(&self, rooms: &Rooms, user: &UserId, since: u64, until: u64) -> Result<DeviceLists> {
-        let mut sharing: BTreeSet<OwnedUserId> = BTreeSet::from([user.to_owned()]);
+        let memberships = rooms.memberships_of(user)?;
+        let joined: BTreeSet<OwnedRoomId> =
+            memberships.iter().filter(|(_, m)| m.membership == "join").map(|(r, _)| r.clone()).collect();
+        let shares_a_room = |other: &UserId| -> Result<bool> {
+            Ok(other == user || rooms.rooms_of(other, "join")?.iter().any(|r| joined.contains(r)))
+        };
         let mut changed = BTreeSet::new();
         let mut left = BTreeSet::new();
-        for (room, membership) in rooms.memberships_of(user)? {
+        for (room, membership) in &memberships {
             let fresh = membership.pos > since && membership.pos <= until;
-            let members = rooms.members(&room)?;
-            if membership.membership == "join" {
-                for (member, record) in &members {
-                    let joined = record.membership == "join";
-                    if joined {
-                        sharing.insert(member.clone());
-                    }
-                    if member == user {
-                        continue;
-                    }
-                    let moved = record.pos > since && record.pos <= until;
-                    if joined && (fresh || moved) {
-                        changed.insert(member.clone());
-                    } else if !joined && moved {
-                        left.insert(member.clone());
-                    }
+            let joined_here = membership.membership == "join";
+            if !fresh && !joined_here {
+                continue;
+            }
+            // A snapshot id is allocated after its event's stream position, so a room whose
+            // current snapshot is not past `since` has had no membership change since then.
+            if !fresh && rooms.room(room)?.is_none_or(|r| r.snapshot <= since) {
+                continue;
+            }
+            for (member, record) in rooms.members(room)? {
+                if member == user {
+                    continue;
                 }
-            } else if fresh {
-                left.extend(members.into_iter().filter(|(_, r)| r.membership == "join").map(|(u, _)| u));
+                let is_joined = record.membership == "join";
+                let moved = record.pos > since && record.pos <= until;
+                match (joined_here, is_joined) {
+                    (true, true) if fresh || moved => {
+                        changed.insert(member);
+                    }
+                    (true, false) if moved => {
+                        left.insert(member);
+                    }
+                    (false, true) => {
+                        left.insert(member);
+                    }
+                    _ => {}
+                }
             }
         }
         let start = Be64(since + 1).encode();
@@ -609,13 +622,17 @@ impl Keys {
             if pos > until {
                 break;
             }
-            if sharing.contains(&who) {
+            if !changed.contains(&who) && shares_a_room(&who)? {
                 changed.insert(who);
             }
         }
-        left.retain(|u| !sharing.contains(u));
-        changed.retain(|u| sharing.contains(u));
-        Ok(DeviceLists { changed: changed.into_iter().collect(), left: left.into_iter().collect() })
+        let mut gone = Vec::new();
+        for candidate in left {
+            if !shares_a_room(&candidate)? {
+                gone.push(candidate);
+            }
+        }
+        Ok(DeviceLists { changed: changed.into_iter().collect(), left: gone })
     }
 
     /// Records that `user`'s device list changed (a device was deleted), in `batch` at `pos`.

@@ -401,6 +401,14 @@ async fn device_list_changes_reach_room_members_and_deleting_a_device_removes_it
     let (_, claimed) = call(&server, "POST", &alice_token, "/_matrix/client/v3/keys/claim", Some(claim)).await;
     assert_eq!(claimed["one_time_keys"], json!({}));
 
+    // Someone joining a room Alice is in is a device list change for her.
+    let carol = server.register("carol", "pw").await;
+    alice.get_room(&room).unwrap().invite_user_by_id(carol.user_id().unwrap()).await.unwrap();
+    join(&carol, &room).await;
+    let (_, next) = call(&server, "GET", &alice_token, &sync_path(&since), None).await;
+    assert_eq!(next["device_lists"]["changed"], json!([carol.user_id().unwrap()]), "{next}");
+    since = next["next_batch"].as_str().unwrap().to_owned();
+
     // Bob leaves the only room they share: Alice's sync says so in device_lists.left.
     bob.get_room(&room).unwrap().leave().await.unwrap();
     let (_, next) = call(&server, "GET", &alice_token, &sync_path(&since), None).await;
