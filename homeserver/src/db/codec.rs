@@ -23,6 +23,13 @@ pub fn prefix<A: StrPart>(first: &A) -> Vec<u8> {
     out
 }
 
+/// The encoded prefix selecting every composite key whose first two parts are `first`, `second`.
+pub fn prefix2<A: StrPart, B: StrPart>(first: &A, second: &B) -> Vec<u8> {
+    let mut out = prefix(first);
+    out.extend(prefix(second));
+    out
+}
+
 impl Codec for String {
     fn encode(&self) -> Vec<u8> {
         self.as_bytes().to_vec()

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::{
     db::{
-        codec::{prefix, Be64, Codec, Json},
+        codec::{prefix2, Be64, Codec, Json},
         Batch, Database,
     },
     error::Result,
@@ -31,10 +31,8 @@ pub struct ToDevice {
 }
 
 /// Key prefix of one device's inbox.
-fn inbox(user: &UserId, device: &DeviceId) -> Vec<u8> {
-    let mut p = prefix(&user.to_owned());
-    p.extend(prefix(&device.to_owned()));
-    p
+pub fn inbox(user: &UserId, device: &DeviceId) -> Vec<u8> {
+    prefix2(&user.to_owned(), &device.to_owned())
 }
 
 impl ToDevice {

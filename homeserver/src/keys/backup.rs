@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::{
     db::{
-        codec::{prefix, Json},
+        codec::{prefix, prefix2, Json},
         Batch, Database,
     },
     error::{Error, Result},
@@ -120,9 +120,7 @@ impl Backups {
     }
 
     fn key_prefix(user: &UserId, version: &str) -> Vec<u8> {
-        let mut p = prefix(&user.to_owned());
-        p.extend(prefix(&version.to_owned()));
-        p
+        prefix2(&user.to_owned(), &version.to_owned())
     }
 
     /// The key prefix a scope covers (a session's prefix may also match longer session ids).

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 
 use crate::{
     db::{
-        codec::{prefix, Be64, Codec, Json},
+        codec::{prefix, prefix2, Be64, Codec, Json},
         tables::Tables,
         Batch, Database,
     },
@@ -79,9 +79,7 @@ pub struct Keys {
 }
 
 fn device_prefix(user: &UserId, device: &DeviceId) -> Vec<u8> {
-    let mut p = prefix(&user.to_owned());
-    p.extend(prefix(&device.to_owned()));
-    p
+    prefix2(&user.to_owned(), &device.to_owned())
 }
 
 /// The one public key of a cross-signing key object.

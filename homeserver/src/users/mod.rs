@@ -334,9 +334,9 @@ impl Users {
         let durable = self.writer.submit(&self.db, |batch, pos| {
             also(tables, batch);
             for (device_id, device) in &removed {
-                let mut inbox = prefix(&user.to_owned());
-                inbox.extend(prefix(device_id));
-                for entry in tables.useriddevicepos_todevice.scan_prefix(inbox) {
+                for entry in
+                    tables.useriddevicepos_todevice.scan_prefix(crate::ephemeral::to_device::inbox(user, device_id))
+                {
                     tables.useriddevicepos_todevice.remove(batch, &entry?.0);
                 }
                 crate::keys::remove_device_keys_into(tables, batch, user, device_id)?;
