@@ -279,6 +279,10 @@ async fn keys_are_checked_before_anything_is_stored() {
     let device = TestDevice::new(&user, &device_id);
     let upload = "/_matrix/client/v3/keys/upload";
     let query = json!({ "device_keys": { &user: [] } });
+    let remote = json!({ "device_keys": { "@agent:interieur.example": [] } });
+    let (status, keys) = call(&server, "POST", &token, "/_matrix/client/v3/keys/query", Some(remote)).await;
+    assert_eq!(status, 200);
+    assert_eq!(keys["failures"]["interieur.example"]["status"], 503, "{keys}");
 
     // Forged: the keys are signed by another key than the one they publish.
     let impostor = TestDevice::new(&user, &device_id);

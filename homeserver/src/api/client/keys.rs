@@ -36,6 +36,17 @@ fn uint(n: u64) -> UInt {
     UInt::new(n).unwrap_or(UInt::MAX)
 }
 
+/// The spec's `failures` for users on other servers: they cannot be reached until federation is
+/// in place, so clients know those keys are missing rather than empty.
+fn unreachable<'a>(services: &Services, users: impl Iterator<Item = &'a ruma::OwnedUserId>) -> BTreeMap<String, Value> {
+    users
+        .filter(|u| !services.users.is_local(u))
+        .map(|u| {
+            (u.server_name().to_string(), serde_json::json!({ "status": 503, "message": "federation is not enabled" }))
+        })
+        .collect()
+}
+
 fn counts(counts: BTreeMap<String, u64>) -> BTreeMap<OneTimeKeyAlgorithm, UInt> {
     counts.into_iter().map(|(alg, n)| (OneTimeKeyAlgorithm::from(alg.as_str()), uint(n))).collect()
 }
@@ -60,6 +71,7 @@ pub async fn query(services: Arc<Services>, request: Ruma<get_keys::v3::Request>
     let requester = request.sender()?.user_id.clone();
     let result = services.keys.query(&services.users, &requester, &request.body.device_keys)?;
     let mut response = get_keys::v3::Response::new();
+    response.failures = unreachable(&services, request.body.device_keys.keys());
     for (user, devices) in result.device_keys {
         response.device_keys.insert(user, devices.into_iter().map(|(d, k)| (d, to_raw(&k))).collect());
     }
@@ -102,7 +114,9 @@ pub async fn claim(
         }
         one_time_keys.insert(user, out);
     }
-    Ok(claim_keys::v3::Response::new(one_time_keys))
+    let mut response = claim_keys::v3::Response::new(one_time_keys);
+    response.failures = unreachable(&services, request.body.one_time_keys.keys());
+    Ok(response)
 }
 
 pub async fn changes(
