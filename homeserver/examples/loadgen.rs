@@ -2,7 +2,7 @@
 //! `hemicycle serve` process on loopback, client and server on the same machine.
 //!
 //! ```sh
-//! cargo run --release --example loadgen -- [--scenario send|sync|media] [--clients 50] [--seconds 10]
+//! cargo run --release --example loadgen -- [--scenario send|sync|media|keys] [--clients 50] [--seconds 10]
 //!     [--server target/release/hemicycle]
 //! ```
 //!
@@ -16,6 +16,9 @@
 //!   a user in 1,000 rooms.
 //! - `media`: one client uploading (`POST /media/v3/upload`) then downloading
 //!   (`GET /client/v1/media/download`) files of 1 MiB and 100 MiB, one at a time: MB/s each way.
+//! - `keys`: `--clients` devices with real ed25519 identities, each in turn uploading batches of
+//!   10 signed one-time keys, claiming other devices' keys (one-time, then fallback), and querying
+//!   10 users' keys, as fast as answers come back: requests/s and latency of each.
 
 use std::{
     io::{BufRead, BufReader},
@@ -100,6 +103,7 @@ async fn main() {
         "send" => send_scenario(&http, &base, &args).await,
         "sync" => sync_scenario(&http, &base, &args, server.id()).await,
         "media" => media_scenario(&http, &base).await,
+        "keys" => keys_scenario(&http, &base, &args).await,
         other => panic!("unknown scenario {other}"),
     }
     let _ = server.kill();
@@ -385,4 +389,146 @@ async fn media_scenario(http: &reqwest::Client, base: &str) {
             percentile(&down, 0.5).as_secs_f64() * 1000.0,
         );
     }
+}
+
+/// A device identity that signs its keys like a real client.
+struct LoadDevice {
+    user: String,
+    device: String,
+    token: String,
+    pair: ruma::signatures::Ed25519KeyPair,
+}
+
+impl LoadDevice {
+    fn sign(&self, value: Value) -> Value {
+        let ruma::CanonicalJsonValue::Object(mut object) = ruma::CanonicalJsonValue::try_from(value).expect("json")
+        else {
+            panic!("an object")
+        };
+        ruma::signatures::sign_json(&self.user, &self.pair, &mut object).expect("sign");
+        serde_json::to_value(object).expect("json")
+    }
+
+    fn one_time_keys(&self, round: usize, count: usize) -> Value {
+        let mut keys = serde_json::Map::new();
+        for i in 0..count {
+            let key = format!("{:0>43}", format!("{round}x{i}"));
+            keys.insert(format!("signed_curve25519:r{round}k{i}"), self.sign(json!({ "key": key })));
+        }
+        Value::Object(keys)
+    }
+}
+
+/// Runs `request` from every device for `seconds`; returns the latencies of all calls.
+async fn hammer<F, Fut>(devices: &Arc<Vec<LoadDevice>>, seconds: u64, request: F) -> Vec<Duration>
+where
+    F: Fn(Arc<Vec<LoadDevice>>, usize, usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut workers = Vec::new();
+    for i in 0..devices.len() {
+        let (devices, request) = (devices.clone(), request.clone());
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut round = 0;
+            while Instant::now() < deadline {
+                round += 1;
+                let t = Instant::now();
+                request(devices.clone(), i, round).await;
+                latencies.push(t.elapsed());
+            }
+            latencies
+        }));
+    }
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.await.expect("worker"));
+    }
+    all.sort();
+    all
+}
+
+async fn keys_scenario(http: &reqwest::Client, base: &str, args: &Args) {
+    let devices: Vec<LoadDevice> = futures::stream::iter(0..args.clients)
+        .map(|i| async move {
+            let body = json!({ "username": format!("keys{i}"), "password": "load-password",
+                "auth": { "type": "m.login.dummy" } });
+            let v = post(http, &format!("{base}/_matrix/client/v3/register"), None, body).await;
+            let device = v["device_id"].as_str().expect("device").to_owned();
+            let der = ruma::signatures::Ed25519KeyPair::generate();
+            let pair = ruma::signatures::Ed25519KeyPair::from_der(&der, device.clone()).expect("key pair");
+            LoadDevice {
+                user: v["user_id"].as_str().expect("user").to_owned(),
+                device,
+                token: v["access_token"].as_str().expect("token").to_owned(),
+                pair,
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    for d in &devices {
+        let public = base64::Engine::encode(&base64::engine::general_purpose::STANDARD_NO_PAD, d.pair.public_key());
+        let keys = d.sign(json!({
+            "user_id": d.user, "device_id": d.device,
+            "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
+            "keys": { format!("curve25519:{}", d.device): format!("{:0>43}", d.device),
+                      format!("ed25519:{}", d.device): public },
+        }));
+        let fallback = json!({ "signed_curve25519:fallback": d.sign(json!({ "key": format!("{:0>43}", "fb"), "fallback": true })) });
+        let body = json!({ "device_keys": keys, "fallback_keys": fallback });
+        post(http, &format!("{base}/_matrix/client/v3/keys/upload"), Some(&d.token), body).await;
+    }
+    let devices = Arc::new(devices);
+    println!("| operation | clients | requests | requests/s | p50 ms | p99 ms |");
+    println!("|---|---|---|---|---|---|");
+    let report = |name: &str, all: &[Duration]| {
+        println!(
+            "| {name} | {} | {} | {:.0} | {:.1} | {:.1} |",
+            args.clients,
+            all.len(),
+            all.len() as f64 / args.seconds as f64,
+            percentile(all, 0.50).as_secs_f64() * 1000.0,
+            percentile(all, 0.99).as_secs_f64() * 1000.0,
+        );
+    };
+
+    let (h, b) = (http.clone(), base.to_owned());
+    let uploads = hammer(&devices, args.seconds, move |devices, i, round| {
+        let (http, base) = (h.clone(), b.clone());
+        async move {
+            let d = &devices[i];
+            let body = json!({ "one_time_keys": d.one_time_keys(round, 10) });
+            post(&http, &format!("{base}/_matrix/client/v3/keys/upload"), Some(&d.token), body).await;
+        }
+    })
+    .await;
+    report("upload 10 signed one-time keys", &uploads);
+
+    let (h, b) = (http.clone(), base.to_owned());
+    let claims = hammer(&devices, args.seconds, move |devices, i, round| {
+        let (http, base) = (h.clone(), b.clone());
+        async move {
+            let target = &devices[(i + round) % devices.len()];
+            let body = json!({ "one_time_keys": { &target.user: { &target.device: "signed_curve25519" } } });
+            let v = post(&http, &format!("{base}/_matrix/client/v3/keys/claim"), Some(&devices[i].token), body).await;
+            assert!(v["one_time_keys"][&target.user][&target.device].is_object(), "a key for every claim");
+        }
+    })
+    .await;
+    report("claim 1 key", &claims);
+
+    let (h, b) = (http.clone(), base.to_owned());
+    let queries = hammer(&devices, args.seconds, move |devices, i, round| {
+        let (http, base) = (h.clone(), b.clone());
+        async move {
+            let users: serde_json::Map<String, Value> =
+                (0..10).map(|k| (devices[(i + round + k) % devices.len()].user.clone(), json!([]))).collect();
+            let body = json!({ "device_keys": users });
+            post(&http, &format!("{base}/_matrix/client/v3/keys/query"), Some(&devices[i].token), body).await;
+        }
+    })
+    .await;
+    report("query 10 users' keys", &queries);
 }

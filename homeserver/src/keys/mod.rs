@@ -73,10 +73,14 @@ pub struct QueryResult {
 pub struct Keys {
     db: Arc<Database>,
     writer: Arc<Writer>,
-    /// Serializes key writes: a one-time key is never handed out twice, and an upload's "already
-    /// exists" check sees every earlier upload.
-    lock: tokio::sync::Mutex<()>,
+    /// Per-user write locks (striped): a one-time key is never handed out twice, and an upload's
+    /// "already exists" check sees every earlier upload of that user, while different users'
+    /// writes run side by side and share the stream's group commit.
+    locks: Vec<tokio::sync::Mutex<()>>,
 }
+
+/// Number of per-user key write locks.
+const LOCK_STRIPES: usize = 64;
 
 fn device_prefix(user: &UserId, device: &DeviceId) -> Vec<u8> {
     prefix2(&user.to_owned(), &device.to_owned())
@@ -102,7 +106,27 @@ pub fn remove_device_keys_into(tables: &Tables, batch: &mut Batch, user: &UserId
 
 impl Keys {
     pub fn new(db: Arc<Database>, writer: Arc<Writer>) -> Self {
-        Self { db, writer, lock: tokio::sync::Mutex::new(()) }
+        Self { db, writer, locks: (0..LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect() }
+    }
+
+    /// Locks the stripes of `users`, in stripe order so two callers never wait on each other.
+    async fn lock_users<'a>(
+        &self,
+        users: impl IntoIterator<Item = &'a UserId>,
+    ) -> Vec<tokio::sync::MutexGuard<'_, ()>> {
+        let stripes: BTreeSet<usize> = users
+            .into_iter()
+            .map(|user| {
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                std::hash::Hash::hash(user.as_str(), &mut hasher);
+                (std::hash::Hasher::finish(&hasher) % LOCK_STRIPES as u64) as usize
+            })
+            .collect();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for stripe in stripes {
+            guards.push(self.locks[stripe].lock().await);
+        }
+        guards
     }
 
     fn tables(&self) -> &Tables {
@@ -144,38 +168,42 @@ impl Keys {
         one_time_keys: Vec<(String, Value)>,
         fallback_keys: Vec<(String, Value)>,
     ) -> Result<BTreeMap<String, u64>> {
-        let _guard = self.lock.lock().await;
+        // Signatures are checked before taking the lock: that is the costly part.
+        let ed25519 = match &device_keys {
+            Some(keys) => Some(verify::device_keys(user.as_str(), device.as_str(), keys)?),
+            None => self
+                .device_keys(user, device)?
+                .and_then(|k| k["keys"][format!("ed25519:{device}")].as_str().map(str::to_owned)),
+        };
+        for (key_id, key) in one_time_keys.iter().chain(&fallback_keys) {
+            verify::one_time_key(user.as_str(), device.as_str(), key_id, key, ed25519.as_deref())?;
+        }
+        let _guard = self.lock_users([user]).await;
         let tables = self.tables();
         let stored = self.device_keys(user, device)?;
         let mut new_device_keys = None;
-        let ed25519 = match &device_keys {
-            Some(keys) => {
-                let ed25519 = verify::device_keys(user.as_str(), device.as_str(), keys)?;
-                let mut fresh = verify::signed_part(keys);
-                fresh["signatures"] = keys["signatures"].clone();
-                match &stored {
-                    // The same identity again: keep the signatures others added.
-                    Some(old) if verify::signed_part(old) == verify::signed_part(keys) => {
-                        let mut merged = old.clone();
-                        for (signer, sigs) in keys["signatures"].as_object().into_iter().flatten() {
-                            for key_id in sigs.as_object().into_iter().flatten().map(|(k, _)| k) {
-                                verify::copy_signature(&mut merged, keys, signer, key_id);
-                            }
-                        }
-                        if &merged != old {
-                            new_device_keys = Some(merged);
+        if let Some(keys) = &device_keys {
+            let mut fresh = verify::signed_part(keys);
+            fresh["signatures"] = keys["signatures"].clone();
+            match &stored {
+                // The same identity again: keep the signatures others added.
+                Some(old) if verify::signed_part(old) == verify::signed_part(keys) => {
+                    let mut merged = old.clone();
+                    for (signer, sigs) in keys["signatures"].as_object().into_iter().flatten() {
+                        for key_id in sigs.as_object().into_iter().flatten().map(|(k, _)| k) {
+                            verify::copy_signature(&mut merged, keys, signer, key_id);
                         }
                     }
-                    _ => new_device_keys = Some(fresh),
+                    if &merged != old {
+                        new_device_keys = Some(merged);
+                    }
                 }
-                Some(ed25519)
+                _ => new_device_keys = Some(fresh),
             }
-            None => stored.as_ref().and_then(|k| k["keys"][format!("ed25519:{device}")].as_str().map(str::to_owned)),
-        };
+        }
 
         let mut otks = Vec::new();
         for (key_id, key) in one_time_keys {
-            verify::one_time_key(user.as_str(), device.as_str(), &key_id, &key, ed25519.as_deref())?;
             let db_key = (user.to_owned(), device.to_owned(), key_id.clone());
             match tables.userdevicekeyid_onetimekey.get(&db_key)? {
                 Some(Json(existing)) if existing == key => {}
@@ -189,7 +217,6 @@ impl Keys {
         }
         let mut fallbacks = BTreeMap::new();
         for (key_id, key) in fallback_keys {
-            verify::one_time_key(user.as_str(), device.as_str(), &key_id, &key, ed25519.as_deref())?;
             let algorithm = key_id.split_once(':').map(|(a, _)| a.to_owned()).unwrap_or_default();
             if fallbacks.insert(algorithm.clone(), (key_id, key)).is_some() {
                 return Err(Error::invalid_param(format!("more than one fallback key for {algorithm}")));
@@ -323,7 +350,7 @@ impl Keys {
         &self,
         wanted: &BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, String>>,
     ) -> Result<BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, BTreeMap<String, Value>>>> {
-        let _guard = self.lock.lock().await;
+        let _guard = self.lock_users(wanted.keys().map(|u| &**u)).await;
         let tables = self.tables();
         let mut claimed: BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, BTreeMap<String, Value>>> = BTreeMap::new();
         let mut removals = Vec::new();
@@ -391,7 +418,7 @@ impl Keys {
     /// `/keys/device_signing/upload`: stores cross-signing keys once each is well-formed and the
     /// self-signing and user-signing keys are signed by the (new or stored) master key.
     pub async fn upload_signing_keys(&self, user: &UserId, uploads: &[(&str, &Value)]) -> Result<()> {
-        let _guard = self.lock.lock().await;
+        let _guard = self.lock_users([user]).await;
         let mut master_public = None;
         for (usage, key) in uploads {
             let public = verify::cross_signing_key(user.as_str(), usage, key)?;
@@ -443,7 +470,7 @@ impl Keys {
         signer: &UserId,
         signed: Vec<(OwnedUserId, Vec<(String, Value)>)>,
     ) -> Result<BTreeMap<OwnedUserId, BTreeMap<String, Value>>> {
-        let _guard = self.lock.lock().await;
+        let _guard = self.lock_users([signer]).await;
         let tables = self.tables();
         let failure = |code: &str, msg: &str| json!({ "errcode": code, "error": msg });
         let mut failures: BTreeMap<OwnedUserId, BTreeMap<String, Value>> = BTreeMap::new();
