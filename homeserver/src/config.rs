@@ -97,6 +97,9 @@ pub struct MediaConfig {
     /// endpoints. Off by default, like Synapse's authenticated-media freeze: anyone holding an
     /// mxc URI could otherwise fetch the file without an account.
     pub legacy_unauthenticated: bool,
+    /// Media ids one user may hold reserved (`/media/v1/create`) without uploading to them; more
+    /// get 429 `M_LIMIT_EXCEEDED`, as the spec asks, so reservations cannot pile up.
+    pub max_pending_uploads: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -176,7 +179,7 @@ impl Default for FederationConfig {
 
 impl Default for MediaConfig {
     fn default() -> Self {
-        Self { path: None, max_upload_size: 50 * 1024 * 1024, legacy_unauthenticated: false }
+        Self { path: None, max_upload_size: 50 * 1024 * 1024, legacy_unauthenticated: false, max_pending_uploads: 5 }
     }
 }
 
@@ -278,6 +281,9 @@ impl Config {
         }
         if self.limits.max_request_size < 1024 {
             return Err(ConfigError::new("limits.max_request_size", "must be at least 1024 bytes"));
+        }
+        if self.media.max_pending_uploads == 0 {
+            return Err(ConfigError::new("media.max_pending_uploads", "must be at least 1"));
         }
         if self.media.max_upload_size == 0 {
             return Err(ConfigError::new("media.max_upload_size", "must be at least 1 byte"));

@@ -58,6 +58,7 @@ pub const NAMES: &[&str] = &[
     "useridversionroomsession_roomkey",
     "mediaid_meta",
     "sha256_refcount",
+    "useridmediaid_pending",
     "sha256size_thumbnail",
 ];
 
@@ -135,6 +136,8 @@ pub struct Tables {
     /// (origin server, media id) → uploader, content type, file name, content address and size.
     pub mediaid_meta: Table<(OwnedServerName, String), Json<MediaRecord>>,
     /// Content SHA-256 → how many media ids and thumbnails use that stored file.
+    /// Media ids reserved with `/media/v1/create` and not uploaded yet: (uploader, id) → expiry ms.
+    pub useridmediaid_pending: Table<(OwnedUserId, String), Be64>,
     pub sha256_refcount: Table<String, Be64>,
     /// (source content SHA-256, `<w>x<h>-<method>`) → the cached thumbnail.
     pub sha256size_thumbnail: Table<(String, String), Json<ThumbnailRecord>>,
@@ -182,6 +185,7 @@ impl Tables {
             useridversionroomsession_roomkey: Table::new(db, "useridversionroomsession_roomkey"),
             mediaid_meta: Table::new(db, "mediaid_meta"),
             sha256_refcount: Table::new(db, "sha256_refcount"),
+            useridmediaid_pending: Table::new(db, "useridmediaid_pending"),
             sha256size_thumbnail: Table::new(db, "sha256size_thumbnail"),
         }
     }

@@ -92,20 +92,30 @@ pub struct Media {
     /// Serializes read-modify-writes of reference counts and of reserved ids, so a reserved id
     /// gets exactly one upload and counts stay exact.
     write_lock: Mutex<()>,
+    max_pending: usize,
     /// Bumped after every upload, so downloads waiting for a reserved id wake up and look again.
     uploads: watch::Sender<u64>,
 }
 
 impl Media {
     pub fn open(db: Arc<Database>, server_name: OwnedServerName, config: &crate::config::Config) -> Result<Self> {
-        Ok(Self {
+        let media = Self {
             db,
             store: FileStore::open(config.media_path())?,
             server_name,
             max_upload_size: config.media.max_upload_size,
+            max_pending: config.media.max_pending_uploads as usize,
             write_lock: Mutex::new(()),
             uploads: watch::Sender::new(0),
-        })
+        };
+        // Reservations that expired while the server was down go now.
+        {
+            let _guard = media.lock();
+            let mut batch = Batch::new();
+            media.purge_expired(&mut batch, None, now_ms())?;
+            media.db.commit(batch)?;
+        }
+        Ok(media)
     }
 
     pub fn max_upload_size(&self) -> u64 {
@@ -178,6 +188,13 @@ impl Media {
     pub fn reserve(&self, uploader: &UserId) -> Result<(OwnedMxcUri, u64)> {
         let media_id = Self::new_media_id();
         let now = now_ms();
+        let _guard = self.lock();
+        let mut batch = Batch::new();
+        let pending = self.purge_expired(&mut batch, Some(uploader), now)?;
+        if pending.len() >= self.max_pending {
+            let first_expiry = pending.iter().min().copied().unwrap_or(now);
+            return Err(Error::LimitExceeded { retry_after: Duration::from_millis(first_expiry.saturating_sub(now)) });
+        }
         let expires = now + PENDING_LIFETIME.as_millis() as u64;
         let record = MediaRecord {
             uploader: Some(uploader.to_owned()),
@@ -187,10 +204,35 @@ impl Media {
             file: None,
             expires_ts: Some(expires),
         };
-        let mut batch = Batch::new();
         self.db.tables.mediaid_meta.insert(&mut batch, &(self.server_name.clone(), media_id.clone()), &Json(record));
+        self.db.tables.useridmediaid_pending.insert(
+            &mut batch,
+            &(uploader.to_owned(), media_id.clone()),
+            &Be64(expires),
+        );
         self.db.commit(batch)?;
         Ok((self.mxc(&media_id), expires))
+    }
+
+    /// Removes (into `batch`) the expired reservations of `user` (of everyone when `None`) and
+    /// their media records; returns the expiry times of the live ones. Call with the write lock.
+    fn purge_expired(&self, batch: &mut Batch, user: Option<&UserId>, now: u64) -> Result<Vec<u64>> {
+        let tables = &self.db.tables;
+        let scan = match user {
+            Some(u) => tables.useridmediaid_pending.scan_prefix(crate::db::codec::prefix(&u.to_owned())),
+            None => tables.useridmediaid_pending.scan_prefix(Vec::new()),
+        };
+        let mut live = Vec::new();
+        for entry in scan {
+            let ((owner, media_id), Be64(expires)) = entry?;
+            if expires < now {
+                tables.useridmediaid_pending.remove(batch, &(owner, media_id.clone()));
+                tables.mediaid_meta.remove(batch, &(self.server_name.clone(), media_id));
+            } else {
+                live.push(expires);
+            }
+        }
+        Ok(live)
     }
 
     /// Why `uploader` may not upload to the reserved id, if they may not; checked before the body
@@ -237,6 +279,7 @@ impl Media {
             let mut batch = Batch::new();
             self.add_reference(&mut batch, &file)?;
             self.db.tables.mediaid_meta.insert(&mut batch, &(server.to_owned(), media_id.to_owned()), &Json(record));
+            self.db.tables.useridmediaid_pending.remove(&mut batch, &(uploader.to_owned(), media_id.to_owned()));
             self.db.commit(batch)?;
         }
         self.uploads.send_modify(|n| *n += 1);

@@ -489,3 +489,37 @@ async fn media_temporary_files_left_by_a_crash_are_removed_at_start() {
     let response = get(&server, Some(&token), &format!("/_matrix/client/v1/media/download/{}", mxc_path(&value))).await;
     assert_eq!(response.text().await.unwrap(), "kept", "finished uploads survive");
 }
+
+#[tokio::test]
+async fn media_pending_reservations_are_capped_per_user() {
+    let mut server = TestServer::start_with(&[("media.max_pending_uploads", 2.into())]);
+    let alice = register(&server, "alice").await;
+    let bob = register(&server, "bob").await;
+    let create = |server: &TestServer, token: &str| {
+        server.http().post(format!("{}/_matrix/media/v1/create", server.url)).bearer_auth(token).send()
+    };
+    let (status, first) = json_of(create(&server, &alice).await.unwrap()).await;
+    assert_eq!(status, 200);
+    assert_eq!(json_of(create(&server, &alice).await.unwrap()).await.0, 200);
+    let (status, value) = json_of(create(&server, &alice).await.unwrap()).await;
+    assert_eq!((status.as_u16(), errcode(&value)), (429, "M_LIMIT_EXCEEDED"));
+    assert!(value["retry_after_ms"].as_u64().unwrap() > 0, "{value}");
+    assert_eq!(json_of(create(&server, &bob).await.unwrap()).await.0, 200, "the cap is per user");
+
+    // Uploading to a reservation frees its slot.
+    let path = mxc_path(&first);
+    let response = server
+        .http()
+        .put(format!("{}/_matrix/media/v3/upload/{path}", server.url))
+        .bearer_auth(&alice)
+        .body("contents")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(json_of(create(&server, &alice).await.unwrap()).await.0, 200);
+    // Reservations are durable: still two pending after a restart.
+    server.restart();
+    let (status, value) = json_of(create(&server, &alice).await.unwrap()).await;
+    assert_eq!((status.as_u16(), errcode(&value)), (429, "M_LIMIT_EXCEEDED"));
+}
