@@ -387,6 +387,11 @@ async fn device_list_changes_reach_room_members_and_deleting_a_device_removes_it
     let (_, keys) = call(&server, "POST", &alice_token, "/_matrix/client/v3/keys/query", Some(query.clone())).await;
     assert!(keys["device_keys"][&bob_id].get(&laptop_id).is_some());
 
+    // A to-device message waiting in the laptop's inbox goes with the device.
+    let to_laptop = |n: u32| json!({ "messages": { &bob_id: { &laptop_id: { "n": n } } } });
+    let send_path = |txn: &str| format!("/_matrix/client/v3/sendToDevice/m.test/{txn}");
+    assert_eq!(call(&server, "PUT", &alice_token, &send_path("t1"), Some(to_laptop(1))).await.0, 200);
+
     // Deleting the device removes its keys and tells Alice.
     let bob_token = bob.access_token().unwrap();
     let path = format!("/_matrix/client/v3/devices/{laptop_id}");
@@ -401,6 +406,21 @@ async fn device_list_changes_reach_room_members_and_deleting_a_device_removes_it
     since = next["next_batch"].as_str().unwrap().to_owned();
     let (_, keys) = call(&server, "POST", &alice_token, "/_matrix/client/v3/keys/query", Some(query)).await;
     assert!(keys["device_keys"][&bob_id].get(&laptop_id).is_none(), "{keys}");
+    // Nothing is queued for a device that no longer exists, and a device signing in again under
+    // the same id finds an empty inbox.
+    assert_eq!(call(&server, "PUT", &alice_token, &send_path("t2"), Some(to_laptop(2))).await.0, 200);
+    let login = json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "bob" },
+        "password": "pw", "device_id": laptop_id });
+    let response =
+        server.http().post(format!("{}/_matrix/client/v3/login", server.url)).json(&login).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let again: Value = response.json().await.unwrap();
+    let (_, inbox) =
+        call(&server, "GET", again["access_token"].as_str().unwrap(), "/_matrix/client/v3/sync?timeout=0", None).await;
+    assert!(inbox["to_device"]["events"].as_array().is_none_or(|e| e.is_empty()), "{inbox}");
+    let (_, next) = call(&server, "GET", &alice_token, &sync_path(&since), None).await;
+    since = next["next_batch"].as_str().unwrap().to_owned();
+
     let claim = json!({ "one_time_keys": { &bob_id: { &laptop_id: "signed_curve25519" } } });
     let (_, claimed) = call(&server, "POST", &alice_token, "/_matrix/client/v3/keys/claim", Some(claim)).await;
     assert_eq!(claimed["one_time_keys"], json!({}));

@@ -133,6 +133,8 @@ pub async fn send_to_device(
                 serde_json::from_str(content.json().get()).map_err(|e| Error::BadJson(e.to_string()))?;
             let message = ToDeviceMessage { sender: owner.user_id.clone(), kind: b.event_type.to_string(), content };
             let targets: Vec<OwnedDeviceId> = match target {
+                // A device that does not exist would never collect its inbox.
+                DeviceIdOrAllDevices::DeviceId(d) if services.users.device(user, d)?.is_none() => Vec::new(),
                 DeviceIdOrAllDevices::DeviceId(d) => vec![d.clone()],
                 DeviceIdOrAllDevices::AllDevices => services.users.devices(user)?.into_iter().map(|(d, _)| d).collect(),
             };
