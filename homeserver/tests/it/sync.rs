@@ -34,6 +34,11 @@ async fn post(server: &TestServer, token: &str, path: &str, body: Value) -> Valu
     response.json().await.unwrap()
 }
 
+/// Creates a room with `body` and returns its id.
+async fn create_room(server: &TestServer, token: &str, body: Value) -> String {
+    post(server, token, "/_matrix/client/v3/createRoom", body).await["room_id"].as_str().unwrap().to_owned()
+}
+
 fn bodies(sync: &Value, room: &str) -> Vec<String> {
     sync["rooms"]["join"][room]["timeline"]["events"]
         .as_array()
@@ -88,10 +93,7 @@ async fn incremental_sync_returns_only_new_things() {
     let server = TestServer::start();
     let alice = server.register("alice", "pw").await;
     let token = alice.access_token().unwrap();
-    let room = post(&server, &token, "/_matrix/client/v3/createRoom", json!({ "name": "Ici" })).await["room_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let room = create_room(&server, &token, json!({ "name": "Ici" })).await;
     put(
         &server,
         &token,
@@ -138,8 +140,7 @@ async fn gappy_sync_is_limited_with_a_prev_batch_that_messages_fills() {
     let server = TestServer::start();
     let alice = server.register("alice", "pw").await;
     let token = alice.access_token().unwrap();
-    let room =
-        post(&server, &token, "/_matrix/client/v3/createRoom", json!({})).await["room_id"].as_str().unwrap().to_owned();
+    let room = create_room(&server, &token, json!({})).await;
     let since = get(&server, &token, "/_matrix/client/v3/sync").await["next_batch"].as_str().unwrap().to_owned();
     for i in 0..15 {
         put(
@@ -170,8 +171,7 @@ async fn long_poll_wakes_when_an_event_arrives() {
     let server = TestServer::start();
     let alice = server.register("alice", "pw").await;
     let token = alice.access_token().unwrap();
-    let room =
-        post(&server, &token, "/_matrix/client/v3/createRoom", json!({})).await["room_id"].as_str().unwrap().to_owned();
+    let room = create_room(&server, &token, json!({})).await;
     let since = get(&server, &token, "/_matrix/client/v3/sync").await["next_batch"].as_str().unwrap().to_owned();
 
     let started = Instant::now();
@@ -207,10 +207,7 @@ async fn typing_receipts_and_read_markers_reach_sync() {
     let alice = server.register("alice", "pw").await;
     let bob = server.register("bob", "pw").await;
     let (a, b) = (alice.access_token().unwrap(), bob.access_token().unwrap());
-    let room = post(&server, &a, "/_matrix/client/v3/createRoom", json!({ "preset": "public_chat" })).await["room_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let room = create_room(&server, &a, json!({ "preset": "public_chat" })).await;
     post(&server, &b, &format!("/_matrix/client/v3/rooms/{room}/join"), json!({})).await;
     let event = put(
         &server,
@@ -340,10 +337,7 @@ async fn presence_is_shared_with_room_members_only() {
     let bob = server.register("bob", "pw").await;
     let carol = server.register("carol", "pw").await;
     let (a, b, c) = (alice.access_token().unwrap(), bob.access_token().unwrap(), carol.access_token().unwrap());
-    let room = post(&server, &a, "/_matrix/client/v3/createRoom", json!({ "preset": "public_chat" })).await["room_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let room = create_room(&server, &a, json!({ "preset": "public_chat" })).await;
     post(&server, &b, &format!("/_matrix/client/v3/rooms/{room}/join"), json!({})).await;
     let since = get(&server, &b, "/_matrix/client/v3/sync?set_presence=offline").await["next_batch"]
         .as_str()
@@ -393,10 +387,7 @@ async fn push_rules_drive_unread_counts() {
     let overrides = rules["global"]["override"].as_array().unwrap();
     assert!(overrides.iter().any(|r| r["rule_id"] == ".m.rule.master"), "the spec's default rules");
 
-    let room = post(&server, &a, "/_matrix/client/v3/createRoom", json!({ "preset": "public_chat" })).await["room_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let room = create_room(&server, &a, json!({ "preset": "public_chat" })).await;
     post(&server, &b, &format!("/_matrix/client/v3/rooms/{room}/join"), json!({})).await;
     post(&server, &c, &format!("/_matrix/client/v3/rooms/{room}/join"), json!({})).await;
     let send = |token: String, txn: &'static str, body: Value| {
@@ -483,14 +474,8 @@ async fn sync_filters_select_rooms_and_event_types() {
     let server = TestServer::start();
     let alice = server.register("alice", "pw").await;
     let a = alice.access_token().unwrap();
-    let one = post(&server, &a, "/_matrix/client/v3/createRoom", json!({ "name": "un" })).await["room_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let two = post(&server, &a, "/_matrix/client/v3/createRoom", json!({ "name": "deux" })).await["room_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let one = create_room(&server, &a, json!({ "name": "un" })).await;
+    let two = create_room(&server, &a, json!({ "name": "deux" })).await;
     put(&server, &a, &format!("/_matrix/client/v3/rooms/{one}/send/org.example.note/1"), json!({ "x": 1 })).await;
     put(
         &server,
@@ -538,10 +523,7 @@ async fn sliding_sync_orders_rooms_by_recency_and_follows_new_messages() {
 
     let mut rooms = Vec::new();
     for name in ["ancienne", "moyenne", "récente"] {
-        let room = post(&server, &a, "/_matrix/client/v3/createRoom", json!({ "name": name })).await["room_id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let room = create_room(&server, &a, json!({ "name": name })).await;
         put(
             &server,
             &a,
