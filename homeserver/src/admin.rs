@@ -94,7 +94,7 @@ pub async fn execute(services: &Services, command: Command) -> Result<String> {
         }
         Command::DeactivateUser { name } => {
             let user = user_id(services, &name)?;
-            services.users.deactivate(&user).await?;
+            crate::users::deactivation::deactivate(services, &user, false).await?;
             Ok(format!("deactivated {user}"))
         }
         Command::ServerKeyId => Ok(services.server_keys.key_id()),

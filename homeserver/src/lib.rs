@@ -9,6 +9,7 @@ pub mod db;
 pub mod ephemeral;
 pub mod error;
 pub mod keys;
+pub mod locks;
 pub mod media;
 pub mod push;
 pub mod ratelimit;

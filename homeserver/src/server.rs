@@ -16,6 +16,23 @@ pub async fn run(mut config: Config) -> Result<(), String> {
     config.listen.client = addr;
     let services = Services::open(config).map_err(|e| e.to_string())?;
     let config = services.config.clone();
+    let resuming = services.clone();
+    tokio::spawn(async move {
+        if let Err(error) = crate::users::deactivation::resume(&resuming).await {
+            tracing::error!(%error, "finishing interrupted deactivations failed");
+        }
+    });
+    services.presence.load_active().map_err(|e| e.to_string())?;
+    let presence = services.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+        loop {
+            tick.tick().await;
+            if let Err(error) = presence.presence.expire(crate::users::now_ms()).await {
+                tracing::warn!(%error, "presence idle timer failed");
+            }
+        }
+    });
     let admin_socket = config.admin_socket_path();
     let admin_task = admin::listen(services.clone(), &admin_socket)
         .map_err(|e| format!("cannot open the admin socket {}: {e}", admin_socket.display()))?;

@@ -56,7 +56,7 @@ impl Services {
         let config = Arc::new(config);
         let profiles = Arc::new(Profiles::new(db.clone()));
         let writer = Arc::new(Writer::start(db.clone()));
-        Ok(Arc::new(Self {
+        let services = Arc::new(Self {
             users: Users::new(db.clone(), writer.clone(), config.server_name.clone()),
             keys: Keys::new(db.clone(), writer.clone()),
             backups: Backups::new(db.clone()),
@@ -81,6 +81,8 @@ impl Services {
             media: Media::open(db.clone(), config.server_name.clone(), &config)?,
             db,
             config,
-        }))
+        });
+        services.rooms.index_visibility_history()?;
+        Ok(services)
     }
 }

@@ -90,10 +90,15 @@ impl Uia {
             AuthData::Password(p) => match (user, &p.identifier) {
                 (Some(user), UserIdentifier::Matrix(id)) => {
                     let claimed = users.parse_login_user(&id.user).ok();
-                    if claimed.as_deref() == Some(user) && users.check_password(user, &p.password).await.is_ok() {
-                        None
-                    } else {
+                    if claimed.as_deref() != Some(user) {
                         Some("invalid password")
+                    } else {
+                        match users.check_password(user, &p.password).await {
+                            Ok(()) => None,
+                            // Too many wrong passwords: the wait applies here as at /login.
+                            Err(limit @ Error::LimitExceeded { .. }) => return Err(limit),
+                            Err(_) => Some("invalid password"),
+                        }
                     }
                 }
                 _ => Some("password authentication needs the user's own Matrix identifier"),

@@ -81,11 +81,49 @@ fn access_token(parts: &http::request::Parts) -> Result<Option<String>, ApiError
             Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
                 Ok(Some(token.trim().to_owned()))
             }
-            _ => Err(ApiError::missing_token()),
+            Some((scheme, _)) if scheme.eq_ignore_ascii_case("bearer") => Err(ApiError::missing_token()),
+            // Another scheme (Basic from a proxy, say) carries no Matrix token.
+            _ => Ok(None),
         };
     }
     let query = parts.uri.query().unwrap_or("");
     Ok(form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "access_token").map(|(_, v)| v.into_owned()))
+}
+
+/// The client's address: the TCP peer, or — when the peer is one of `listen.trusted_proxies` —
+/// the address the proxy names (`X-Forwarded-For`, else `Forwarded: for=`): the rightmost entry
+/// that is not itself a trusted proxy, since only the entries our proxies appended can be trusted.
+pub fn client_ip(parts: &http::request::Parts, services: &Services) -> Option<IpAddr> {
+    let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())?;
+    let trusted = &services.config.listen.trusted_proxies;
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|cidr| cidr.contains(ip));
+    if !is_trusted(peer) {
+        return Some(peer);
+    }
+    let mut hops: Vec<IpAddr> = Vec::new();
+    for value in parts.headers.get_all("x-forwarded-for") {
+        hops.extend(value.to_str().unwrap_or("").split(',').filter_map(|h| h.trim().parse::<IpAddr>().ok()));
+    }
+    if hops.is_empty() {
+        for value in parts.headers.get_all(header::FORWARDED) {
+            for element in value.to_str().unwrap_or("").split([',', ';']) {
+                let Some((key, addr)) = element.trim().split_once('=') else { continue };
+                if !key.trim().eq_ignore_ascii_case("for") {
+                    continue;
+                }
+                let addr = addr.trim().trim_matches('"');
+                // `for="[2001:db8::1]:4711"` or `for=192.0.2.60:4711`.
+                let host = match addr.strip_prefix('[') {
+                    Some(rest) => rest.split(']').next().unwrap_or(""),
+                    None => addr.split(':').next().unwrap_or(""),
+                };
+                if let Ok(ip) = host.parse() {
+                    hops.push(ip);
+                }
+            }
+        }
+    }
+    Some(hops.into_iter().rev().find(|ip| !is_trusted(*ip)).unwrap_or(peer))
 }
 
 /// Checks the request's access token as `usage` demands and returns its owner. Shared by [`Ruma`]
@@ -95,9 +133,15 @@ pub fn authenticate(
     services: &Services,
     usage: TokenUse,
 ) -> Result<Option<TokenOwner>, ApiError> {
+    // An endpoint that takes no token ignores whatever Authorization header comes with it.
+    if matches!(usage, TokenUse::Ignored) {
+        return Ok(None);
+    }
     match (usage, access_token(parts)?) {
         (TokenUse::Required, None) => Err(ApiError::missing_token()),
-        (TokenUse::Required | TokenUse::Optional, Some(token)) => Ok(Some(services.users.authenticate(&token)?)),
+        (TokenUse::Required | TokenUse::Optional, Some(token)) => {
+            Ok(Some(services.users.authenticate(&token, client_ip(parts, services))?))
+        }
         _ => Ok(None),
     }
 }
@@ -167,7 +211,7 @@ where
         };
         // Routes registered without a trailing empty segment (see `register`) leave it out.
         path_args.resize(path_arg_count::<R>().max(path_args.len()), String::new());
-        let client_ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        let client_ip = client_ip(&parts, services);
         let owner = authenticate(&parts, services, R::Authentication::TOKEN)?;
         let mut bytes = read_body(&parts, body, services.config.limits.max_request_size).await?;
         if parts.method != Method::GET && parts.method != Method::HEAD {

@@ -37,6 +37,8 @@ pub const NAMES: &[&str] = &[
     "snapshotid_snapshot",
     "useridroomid_membership",
     "roomiduserid_membership",
+    "roomiduserpos_membership",
+    "roomidpos_visibility",
     "useriddevicetxn_eventid",
     "alias_roomid",
     "roomid_published",
@@ -108,6 +110,11 @@ pub struct Tables {
     /// Memberships, by user and by room.
     pub useridroomid_membership: Table<(OwnedUserId, OwnedRoomId), Json<MembershipRecord>>,
     pub roomiduserid_membership: Table<(OwnedRoomId, OwnedUserId), Json<MembershipRecord>>,
+    /// Every membership change: (room, user, position) → membership. What a user may read of a
+    /// room's history follows these periods (`rooms::visibility`).
+    pub roomiduserpos_membership: Table<(OwnedRoomId, OwnedUserId, Be64), String>,
+    /// Every change of a room's history visibility: (room, position) → the new setting.
+    pub roomidpos_visibility: Table<(OwnedRoomId, Be64), String>,
     /// (user, device, transaction id) → the event it produced, for idempotent sends.
     pub useriddevicetxn_eventid: Table<(OwnedUserId, OwnedDeviceId, String), OwnedEventId>,
     /// Room alias → room and who created the alias.
@@ -164,6 +171,8 @@ impl Tables {
             snapshotid_snapshot: Table::new(db, "snapshotid_snapshot"),
             useridroomid_membership: Table::new(db, "useridroomid_membership"),
             roomiduserid_membership: Table::new(db, "roomiduserid_membership"),
+            roomiduserpos_membership: Table::new(db, "roomiduserpos_membership"),
+            roomidpos_visibility: Table::new(db, "roomidpos_visibility"),
             useriddevicetxn_eventid: Table::new(db, "useriddevicetxn_eventid"),
             alias_roomid: Table::new(db, "alias_roomid"),
             roomid_published: Table::new(db, "roomid_published"),

@@ -25,16 +25,58 @@ pub struct PresenceRecord {
     pub pos: u64,
 }
 
+/// Online users without activity this long become `unavailable` (idle).
+pub const IDLE_AFTER_MS: u64 = 5 * 60_000;
+/// Users without activity this long become `offline` (their clients stopped syncing).
+pub const OFFLINE_AFTER_MS: u64 = 30 * 60_000;
+
 pub struct Presence {
     db: Arc<Database>,
     writer: Arc<Writer>,
+    /// Users not `offline`, with their last activity: what the idle timer looks at, so it never
+    /// scans every user ever seen.
+    active: std::sync::Mutex<std::collections::HashMap<ruma::OwnedUserId, u64>>,
 }
 
 pub const STATES: &[&str] = &["online", "unavailable", "offline"];
 
 impl Presence {
     pub fn new(db: Arc<Database>, writer: Arc<Writer>) -> Self {
-        Self { db, writer }
+        Self { db, writer, active: Default::default() }
+    }
+
+    /// Loads the users who were not offline when the server last stopped (start-up).
+    pub fn load_active(&self) -> Result<()> {
+        let mut active = self.active.lock().expect("active users");
+        for entry in self.db.tables.userid_presence.iter() {
+            let (user, Json(record)) = entry?;
+            if record.presence != "offline" {
+                active.insert(user, record.last_active_ts);
+            }
+        }
+        Ok(())
+    }
+
+    /// The idle timer: online users inactive for [`IDLE_AFTER_MS`] become `unavailable`, anyone
+    /// inactive for [`OFFLINE_AFTER_MS`] `offline`. Run it every minute or so.
+    pub async fn expire(&self, now: u64) -> Result<usize> {
+        let candidates: Vec<(ruma::OwnedUserId, u64)> =
+            self.active.lock().expect("active users").iter().map(|(u, t)| (u.clone(), *t)).collect();
+        let mut changed = 0;
+        for (user, last_active) in candidates {
+            let Some(record) = self.get(&user)? else { continue };
+            let idle = now.saturating_sub(last_active);
+            let next = if idle >= OFFLINE_AFTER_MS {
+                "offline"
+            } else if idle >= IDLE_AFTER_MS && record.presence == "online" {
+                "unavailable"
+            } else {
+                continue;
+            };
+            self.write(&user, next, record.status_msg.clone(), record.last_active_ts, Some(record.pos)).await?;
+            changed += 1;
+        }
+        Ok(changed)
     }
 
     pub fn get(&self, user: &UserId) -> Result<Option<PresenceRecord>> {
@@ -59,22 +101,63 @@ impl Presence {
         if unchanged && previous.as_ref().is_some_and(|p| now_ms().saturating_sub(p.last_active_ts) < 60_000) {
             return Ok(());
         }
+        self.write(user, presence, status_msg, now_ms(), previous.map(|p| p.pos)).await
+    }
+
+    async fn write(
+        &self,
+        user: &UserId,
+        presence: &str,
+        status_msg: Option<String>,
+        last_active_ts: u64,
+        old_pos: Option<u64>,
+    ) -> Result<()> {
         let tables = &self.db.tables;
-        let old_pos = previous.map(|p| p.pos);
         let durable = self.writer.submit(&self.db, |batch, pos| {
             if let Some(old) = old_pos {
                 tables.pos_presence.remove(batch, &Be64(old));
             }
             tables.pos_presence.insert(batch, &Be64(pos), &user.to_owned());
-            let record = PresenceRecord {
-                presence: presence.to_owned(),
-                status_msg: status_msg.clone(),
-                last_active_ts: now_ms(),
-                pos,
-            };
+            let record =
+                PresenceRecord { presence: presence.to_owned(), status_msg: status_msg.clone(), last_active_ts, pos };
             tables.userid_presence.insert(batch, &user.to_owned(), &Json(record));
             Ok(Cleanup { wake: Audience::SharedWith(user.to_owned()), ..Default::default() })
         })?;
-        wait_durable(durable).await
+        wait_durable(durable).await?;
+        let mut active = self.active.lock().expect("active users");
+        if presence == "offline" {
+            active.remove(user);
+        } else {
+            active.insert(user.to_owned(), last_active_ts);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn inactive_users_become_unavailable_then_offline() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Database::open(dir.path()).unwrap());
+        let presence = Presence::new(db.clone(), Arc::new(Writer::start(db)));
+        let user = ruma::OwnedUserId::try_from("@alice:localhost").unwrap();
+        presence.set(&user, "online", Some(Some("at work".into()))).await.unwrap();
+        let since = presence.get(&user).unwrap().unwrap().last_active_ts;
+
+        assert_eq!(presence.expire(since + IDLE_AFTER_MS - 1).await.unwrap(), 0, "still active");
+        assert_eq!(presence.expire(since + IDLE_AFTER_MS).await.unwrap(), 1);
+        let idle = presence.get(&user).unwrap().unwrap();
+        assert_eq!((idle.presence.as_str(), idle.status_msg.as_deref()), ("unavailable", Some("at work")));
+        assert_eq!(idle.last_active_ts, since, "going idle is not activity");
+
+        assert_eq!(presence.expire(since + OFFLINE_AFTER_MS).await.unwrap(), 1);
+        assert_eq!(presence.get(&user).unwrap().unwrap().presence, "offline");
+        assert_eq!(presence.expire(since + 10 * OFFLINE_AFTER_MS).await.unwrap(), 0, "offline users are not looked at");
+
+        presence.set(&user, "online", None).await.unwrap();
+        assert_eq!(presence.get(&user).unwrap().unwrap().presence, "online", "activity brings them back");
     }
 }

@@ -28,6 +28,8 @@ pub struct Receipt {
 pub struct Receipts {
     db: Arc<Database>,
     writer: Arc<Writer>,
+    /// Per-user: a user's receipt writes replace their previous slots one at a time.
+    locks: crate::locks::Striped,
 }
 
 /// The slot a receipt occupies: one per user, type and thread.
@@ -37,12 +39,15 @@ fn slot(user: &UserId, receipt_type: &str, thread: Option<&str>) -> String {
 
 impl Receipts {
     pub fn new(db: Arc<Database>, writer: Arc<Writer>) -> Self {
-        Self { db, writer }
+        Self { db, writer, locks: crate::locks::Striped::new(64) }
     }
 
     /// Records a receipt, replacing the user's previous one of the same type and thread.
     pub async fn set(&self, room: &RoomId, receipt: Receipt) -> Result<()> {
         let key = (room.to_owned(), slot(&receipt.user, &receipt.receipt_type, receipt.thread_id.as_deref()));
+        // One receipt of a user at a time: the previous slot is read and replaced without another
+        // write of the same slot in between (which would leave an orphan entry behind).
+        let _guard = self.locks.lock(&receipt.user).await;
         let previous = self.db.tables.roomidslot_receiptpos.get(&key)?;
         let tables = &self.db.tables;
         let durable = self.writer.submit(&self.db, |batch, pos| {

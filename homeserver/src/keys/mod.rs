@@ -641,7 +641,7 @@ impl Keys {
                 }
             }
         }
-        let start = Be64(since + 1).encode();
+        let start = Be64(since.saturating_add(1)).encode();
         for entry in self.tables().pos_keychange.scan_from(Vec::new(), start, true) {
             let (Be64(pos), who) = entry?;
             if pos > until {

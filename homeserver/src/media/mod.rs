@@ -95,6 +95,8 @@ pub struct Media {
     max_pending: usize,
     /// Bumped after every upload, so downloads waiting for a reserved id wake up and look again.
     uploads: watch::Sender<u64>,
+    /// Bounds thumbnail decodes in flight: each may take up to 512 MiB.
+    decodes: tokio::sync::Semaphore,
 }
 
 impl Media {
@@ -107,6 +109,7 @@ impl Media {
             max_pending: config.media.max_pending_uploads as usize,
             write_lock: Mutex::new(()),
             uploads: watch::Sender::new(0),
+            decodes: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
         };
         // Reservations that expired while the server was down go now.
         {
@@ -338,12 +341,15 @@ impl Media {
     ) -> Result<Content> {
         let record = self.uploaded_record(server, media_id, timeout).await?;
         let source = record.file.expect("uploaded records have contents");
-        let requested = (requested.0.clamp(1, thumbnail::MAX_SIDE), requested.1.clamp(1, thumbnail::MAX_SIDE));
+        // A few fixed sizes, as Synapse serves: any request maps to one of them, so the cache
+        // holds at most a dozen thumbnails per file whatever sizes clients ask for.
+        let requested = thumbnail::snap(requested);
         let key = (source.sha256.clone(), format!("{}x{}-{}", requested.0, requested.1, method.as_str()));
         let cached = match self.db.tables.sha256size_thumbnail.get(&key)? {
             Some(Json(cached)) => cached,
             None => {
                 let path = self.store.path_of(&source.sha256);
+                let _permit = self.decodes.acquire().await.map_err(|e| Error::Internal(e.to_string()))?;
                 let generated = tokio::task::spawn_blocking(move || {
                     let file = std::fs::File::open(&path)
                         .map_err(|e| Error::Internal(format!("cannot open {}: {e}", path.display())))?;

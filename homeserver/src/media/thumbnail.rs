@@ -34,6 +34,14 @@ impl Method {
 /// is a cached file, so the bound also bounds what a client can make the server store.
 pub const MAX_SIDE: u32 = 1600;
 
+/// The thumbnail sizes served; a request gets the smallest that covers it (else the largest).
+pub const SIZES: [(u32, u32); 6] = [(32, 32), (96, 96), (320, 240), (640, 480), (800, 600), (MAX_SIDE, 1200)];
+
+/// The served size for a requested one.
+pub fn snap((width, height): (u32, u32)) -> (u32, u32) {
+    SIZES.iter().copied().find(|(w, h)| *w >= width && *h >= height).unwrap_or(SIZES[SIZES.len() - 1])
+}
+
 /// Images larger than this (either side) are not decoded: the decompressed pixels would be huge.
 const MAX_SOURCE_SIDE: u32 = 12_000;
 /// Memory the decoder may allocate for one image.

@@ -11,7 +11,6 @@ use ruma::{
 use serde_json::{json, Value};
 
 use crate::{
-    db::codec::{prefix, Be64, Codec},
     error::{Error, Result},
     services::Services,
 };
@@ -128,18 +127,17 @@ async fn notifying_events(
     user: &UserId,
     before: Option<u64>,
     stop_at: u64,
+    window: usize,
 ) -> Result<Vec<(u64, Value, Vec<Action>)>> {
     let context = room_context(services, room, user)?;
-    let start = (room.to_owned(), Be64(before.unwrap_or(u64::MAX).saturating_sub(1))).encode();
-    let recent =
-        services.db.tables.roomidpos_eventid.scan_from(prefix(&room.to_owned()), start, false).take(COUNT_WINDOW);
+    // Only events the user may read notify: history from before they could see the room does not.
+    let reader = services.rooms.reader(user, room)?;
+    let Some(hi) = before.unwrap_or(u64::MAX).checked_sub(1) else { return Ok(Vec::new()) };
+    let recent: Vec<(u64, ruma::OwnedEventId)> =
+        reader.timeline(stop_at.saturating_add(1), hi, false).take(window).collect::<Result<_>>()?;
     let mut out = Vec::new();
-    for entry in recent {
-        let ((_, Be64(pos)), event_id) = entry?;
-        if pos <= stop_at {
-            break;
-        }
-        let Some(event) = services.rooms.client_event(&event_id)? else { continue };
+    for (pos, event_id) in recent {
+        let Some(event) = reader.event(pos, &event_id)? else { continue };
         if event["sender"].as_str() == Some(user.as_str()) {
             continue;
         }
@@ -158,7 +156,7 @@ async fn notifying_events(
 pub async fn unread_counts(services: &Services, room: &RoomId, user: &UserId) -> Result<(u64, u64)> {
     let read_pos = services.receipts.read_position(room, user)?.unwrap_or(0);
     let rules = ruleset(services, user)?;
-    let events = notifying_events(services, &rules, room, user, None, read_pos).await?;
+    let events = notifying_events(services, &rules, room, user, None, read_pos, COUNT_WINDOW).await?;
     let highlight = events.iter().filter(|(_, _, actions)| actions.iter().any(Action::is_highlight)).count();
     Ok((events.len() as u64, highlight as u64))
 }
@@ -181,10 +179,13 @@ pub async fn notifications(
     only_highlight: bool,
 ) -> Result<Vec<Notified>> {
     let rules = ruleset(services, user)?;
+    // Each room's newest notifications are all a page can hold: look at a few times the page
+    // size per room, not the whole counting window of every room.
+    let window = limit.saturating_mul(4).clamp(50, COUNT_WINDOW);
     let mut out = Vec::new();
     for room in services.rooms.rooms_of(user, "join")? {
         let read_pos = services.receipts.read_position(&room, user)?.unwrap_or(0);
-        for (pos, event, actions) in notifying_events(services, &rules, &room, user, before, 0).await? {
+        for (pos, event, actions) in notifying_events(services, &rules, &room, user, before, 0, window).await? {
             if !only_highlight || actions.iter().any(Action::is_highlight) {
                 out.push(Notified { room_id: room.clone(), pos, event, actions, read: pos <= read_pos });
             }

@@ -65,7 +65,7 @@ impl Rooms {
 
     /// The local aliases of a room, for readers of the room.
     pub fn aliases_of(&self, user: &UserId, room: &RoomId) -> Result<Vec<ruma::OwnedRoomAliasId>> {
-        self.visible_until(user, room)?;
+        self.reader(user, room)?.require_current()?;
         let mut out = Vec::new();
         for entry in self.db.tables.alias_roomid.iter() {
             let (alias, Json(record)) = entry?;

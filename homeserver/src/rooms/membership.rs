@@ -99,6 +99,35 @@ impl Rooms {
         .await
     }
 
+    /// After a profile change: a new `m.room.member` join in every room the user is in, carrying
+    /// the new display name and avatar (other fields of their member event kept), so members see
+    /// the new name and the user directory finds it. Rooms where nothing changed are skipped.
+    pub async fn refresh_profile(&self, user: &UserId) -> Result<()> {
+        let (displayname, avatar_url) = self.profile_of(user)?;
+        for room in self.rooms_of(user, "join")? {
+            let Some(current) = self.state_event(&room, &StateEventType::RoomMember, user.as_str())? else { continue };
+            let mut content: Map<String, Value> = serde_json::from_str(current.content.get()).unwrap_or_default();
+            let same = content.get("displayname").and_then(Value::as_str) == displayname.as_deref()
+                && content.get("avatar_url").and_then(Value::as_str) == avatar_url.as_deref();
+            if same {
+                continue;
+            }
+            for (key, value) in [("displayname", &displayname), ("avatar_url", &avatar_url)] {
+                match value {
+                    Some(v) => content.insert(key.into(), json!(v)),
+                    None => content.remove(key),
+                };
+            }
+            content.insert("membership".into(), json!("join"));
+            content.remove("reason");
+            let event = NewEvent::state(StateEventType::RoomMember, user.as_str(), Value::Object(content));
+            if let Err(error) = self.append(&room, user, event, None).await {
+                tracing::warn!(%user, %room, %error, "could not update the member event after a profile change");
+            }
+        }
+        Ok(())
+    }
+
     /// Unbans: only for banned users (a plain `leave` would be a kick).
     pub async fn unban(
         &self,

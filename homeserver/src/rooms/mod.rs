@@ -13,6 +13,7 @@ pub mod power;
 pub mod read;
 pub mod state;
 pub mod upgrade;
+pub mod visibility;
 
 use std::{
     collections::HashMap,
@@ -584,6 +585,11 @@ impl Rooms {
                     .unwrap_or_default();
                 (target, membership)
             });
+        let visibility_change = visibility::VisibilityChange::of(&pdu);
+        // Relations are indexed within a room only: an event elsewhere naming one of this room's
+        // events is not its relation.
+        let relation =
+            relates_to(&pdu).filter(|parent| self.meta(parent).ok().flatten().is_none_or(|m| m.room_id == room));
         let redaction = match pdu.redacted_event() {
             Some(target) => {
                 self.auth_cache.lock().expect("auth cache").remove(&target);
@@ -614,8 +620,11 @@ impl Rooms {
                 tables.useridroomid_membership.insert(batch, &(target.clone(), room.to_owned()), &record);
                 tables.roomiduserid_membership.insert(batch, &(room.to_owned(), target.clone()), &record);
             }
-            if let Some(parent) = relates_to(&pdu) {
-                tables.parentpos_childeventid.insert(batch, &(parent, Be64(pos)), &event_id);
+            if let Some(change) = &visibility_change {
+                change.write(tables, batch, room, pos);
+            }
+            if let Some(parent) = &relation {
+                tables.parentpos_childeventid.insert(batch, &(parent.clone(), Be64(pos)), &event_id);
             }
             let mut cleanup = Cleanup {
                 pdus: vec![event_id.clone()],

@@ -6,11 +6,14 @@ use std::collections::BTreeSet;
 use ruma::{events::StateEventType, EventId, OwnedEventId, OwnedUserId, RoomId, UserId};
 use serde_json::Value;
 
-use super::{pdu, Rooms};
+use super::{pdu, visibility::Reader, Rooms};
 use crate::{
     db::codec::{prefix, Be64, Codec},
     error::{Error, Result},
 };
+
+/// The most events one `/messages` request reads, however many its filter drops.
+const MAX_SCANNED: usize = 1_000;
 
 /// A pagination token: a boundary between stream positions ("before position N").
 pub fn token(pos: u64) -> String {
@@ -22,6 +25,16 @@ pub fn parse_token(token: &str) -> Result<u64> {
         .strip_prefix('t')
         .and_then(|n| n.parse().ok())
         .ok_or_else(|| Error::invalid_param(format!("invalid pagination token {token:?}")))
+}
+
+/// Reads a position where the spec takes any token: a pagination token (`t<pos>`, "before
+/// pos") or a sync token (`s<pos>_<typing>`, "after pos", which matrix-js-sdk sends as `/members?at=`).
+pub fn parse_any_token(token: &str) -> Result<u64> {
+    if token.starts_with('s') {
+        let pos = crate::sync::SyncToken::parse(token)?.pos;
+        return Ok(pos.saturating_add(1));
+    }
+    parse_token(token)
 }
 
 /// Which events a client wants (the event-selection part of a Matrix filter).
@@ -95,30 +108,6 @@ impl Rooms {
         Ok(Some(pdu::client_event(&event_id.to_owned(), &meta.room_id, &json, unsigned)))
     }
 
-    /// The last stream position the user may see in the room: everything while joined, up to
-    /// their departure after leaving, everything in world-readable rooms.
-    pub fn visible_until(&self, user: &UserId, room: &RoomId) -> Result<u64> {
-        if !self.exists(room)? {
-            return Err(Error::forbidden("you are not in this room"));
-        }
-        let world_readable = self.world_readable(room)?;
-        match self.membership(user, room)? {
-            Some(m) if m.membership == "join" => Ok(u64::MAX),
-            _ if world_readable => Ok(u64::MAX),
-            Some(m) if m.membership == "leave" || m.membership == "ban" => Ok(m.pos),
-            _ => Err(Error::forbidden("you are not in this room")),
-        }
-    }
-
-    fn world_readable(&self, room: &RoomId) -> Result<bool> {
-        Ok(self.state_event(room, &StateEventType::RoomHistoryVisibility, "")?.is_some_and(|e| {
-            serde_json::from_str::<Value>(e.content.get())
-                .ok()
-                .and_then(|c| c["history_visibility"].as_str().map(|s| s == "world_readable"))
-                .unwrap_or(false)
-        }))
-    }
-
     /// `GET /messages`.
     #[allow(clippy::too_many_arguments)]
     pub fn messages(
@@ -131,37 +120,51 @@ impl Rooms {
         limit: usize,
         filter: &EventFilter,
     ) -> Result<Page> {
-        let until = self.visible_until(user, room)?;
-        let room_prefix = prefix(&room.to_owned());
+        let reader = self.reader(user, room)?;
+        self.page(&reader, from, to, backwards, limit, filter)
+    }
+
+    /// A page of the timeline as `reader` may see it. Reads at most [`MAX_SCANNED`] events (or
+    /// four times the limit): a filter that matches nothing answers with what it found and a token
+    /// to go on, instead of reading the whole room.
+    fn page(
+        &self,
+        reader: &Reader<'_>,
+        from: Option<u64>,
+        to: Option<u64>,
+        backwards: bool,
+        limit: usize,
+        filter: &EventFilter,
+    ) -> Result<Page> {
         let start_pos = from.unwrap_or(if backwards { u64::MAX } else { 0 });
-        let start_key = if backwards {
-            // Reverse iteration starts at the nearest key at or before this one.
-            (room.to_owned(), Be64(start_pos.saturating_sub(1))).encode()
+        // Inclusive bounds: backwards reads positions before `from` down to `to`; forwards reads
+        // from `from` up to (not including) `to`.
+        let bounds = if backwards {
+            start_pos.checked_sub(1).map(|hi| (to.unwrap_or(0), hi))
         } else {
-            (room.to_owned(), Be64(start_pos)).encode()
+            match to {
+                Some(t) => t.checked_sub(1).map(|hi| (start_pos, hi)),
+                None => Some((start_pos, u64::MAX)),
+            }
         };
+        let max_scanned = MAX_SCANNED.max(limit.saturating_mul(4));
         let mut chunk = Vec::new();
         let mut last_pos = None;
         let mut exhausted = true;
-        for entry in self.db.tables.roomidpos_eventid.scan_from(room_prefix, start_key, !backwards) {
-            let ((_, Be64(pos)), event_id) = entry?;
-            if to.is_some_and(|t| if backwards { pos < t } else { pos >= t }) {
-                break;
-            }
-            if pos > until {
-                if backwards {
-                    continue;
+        let mut scanned = 0;
+        if let Some((lo, hi)) = bounds {
+            for entry in reader.timeline(lo, hi, !backwards) {
+                let (pos, event_id) = entry?;
+                if chunk.len() >= limit || scanned >= max_scanned {
+                    exhausted = false;
+                    break;
                 }
-                break;
-            }
-            if chunk.len() >= limit {
-                exhausted = false;
-                break;
-            }
-            last_pos = Some(pos);
-            if let Some(event) = self.client_event(&event_id)? {
-                if filter.accepts(&event) {
-                    chunk.push(event);
+                scanned += 1;
+                last_pos = Some(pos);
+                if let Some(event) = reader.event(pos, &event_id)? {
+                    if filter.accepts(&event) {
+                        chunk.push(event);
+                    }
                 }
             }
         }
@@ -169,17 +172,22 @@ impl Rooms {
             (Some(pos), false) => Some(token(if backwards { pos } else { pos + 1 })),
             _ => None,
         };
-        let state = if filter.lazy_load_members { self.member_events_of(room, &chunk)? } else { Vec::new() };
+        let state = if filter.lazy_load_members { self.member_events_of(reader, &chunk)? } else { Vec::new() };
         Ok(Page { chunk, start: token(start_pos.min(u64::MAX - 1)), end, state })
     }
 
-    /// Current member events of the senders of `events` (lazy-loading members).
-    fn member_events_of(&self, room: &RoomId, events: &[Value]) -> Result<Vec<Value>> {
+    /// Member events of the senders of `events` (lazy-loading members), from the state the
+    /// reader may read.
+    fn member_events_of(&self, reader: &Reader<'_>, events: &[Value]) -> Result<Vec<Value>> {
+        if !reader.may_read_state()? {
+            return Ok(Vec::new());
+        }
+        let snapshot = reader.state_snapshot()?;
         let senders: BTreeSet<&str> = events.iter().filter_map(|e| e["sender"].as_str()).collect();
         let mut out = Vec::new();
         for sender in senders {
-            if let Some(pdu) = self.state_event(room, &StateEventType::RoomMember, sender)? {
-                if let Some(event) = self.client_event(&pdu.event_id)? {
+            if let Some(id) = self.state_event_id_in(snapshot, &StateEventType::RoomMember, sender)? {
+                if let Some(event) = self.client_event(&id)? {
                     out.push(event);
                 }
             }
@@ -187,15 +195,17 @@ impl Rooms {
         Ok(out)
     }
 
-    /// One event, if the user may see it.
+    /// One event, if the user may see it (`404` otherwise, as for an unknown event).
     pub fn event_for(&self, user: &UserId, room: &RoomId, event_id: &EventId) -> Result<Value> {
-        let until = self.visible_until(user, room)?;
-        let meta =
-            self.meta(event_id)?.filter(|m| m.room_id == room).ok_or_else(|| Error::not_found("event not found"))?;
-        if meta.pos > until {
-            return Err(Error::not_found("event not found"));
-        }
-        self.client_event(event_id)?.ok_or_else(|| Error::not_found("event not found"))
+        let reader = self.reader(user, room)?;
+        self.event_as(&reader, event_id).map(|(event, _)| event)
+    }
+
+    fn event_as(&self, reader: &Reader<'_>, event_id: &EventId) -> Result<(Value, u64)> {
+        let not_found = || Error::not_found("event not found");
+        let meta = self.meta(event_id)?.filter(|m| m.room_id == reader.room()).ok_or_else(not_found)?;
+        let event = reader.event(meta.pos, event_id)?.ok_or_else(not_found)?;
+        Ok((event, meta.pos))
     }
 
     /// `GET /context/{eventId}`: the event, some before and after, and the state at it.
@@ -207,10 +217,14 @@ impl Rooms {
         limit: usize,
         filter: &EventFilter,
     ) -> Result<(Value, Page, Page, Vec<Value>)> {
-        let event = self.event_for(user, room, event_id)?;
+        let reader = self.reader(user, room)?;
+        let (event, pos) = self.event_as(&reader, event_id)?;
         let meta = self.meta(event_id)?.ok_or_else(|| Error::not_found("event not found"))?;
-        let before = self.messages(user, room, Some(meta.pos), None, true, limit / 2, filter)?;
-        let after = self.messages(user, room, Some(meta.pos + 1), None, false, limit - limit / 2, filter)?;
+        let before = self.page(&reader, Some(pos), None, true, limit / 2, filter)?;
+        let after = self.page(&reader, Some(pos + 1), None, false, limit - limit / 2, filter)?;
+        // The state at the event belongs to those who were in the room, or may read it openly;
+        // anyone else gets only the state events they may see one by one.
+        let whole_state = reader.may_read_state()? || reader.window()?.world_readable_at(pos);
         let mut state = Vec::new();
         for ((kind, key), id) in self.full_state(meta.snapshot)? {
             if filter.lazy_load_members && kind == StateEventType::RoomMember {
@@ -222,25 +236,46 @@ impl Rooms {
                     continue;
                 }
             }
-            if let Some(e) = self.client_event(&id)? {
+            let event = if whole_state {
+                self.client_event(&id)?
+            } else {
+                match self.meta(&id)? {
+                    Some(m) => reader.event(m.pos, &id)?,
+                    None => None,
+                }
+            };
+            if let Some(e) = event {
                 state.push(e);
             }
         }
         Ok((event, before, after, state))
     }
 
-    /// The state the user may see: current state while joined, the state when they left otherwise.
+    /// The state the user may see: current state while joined (or in a world-readable room),
+    /// the state when they left after being joined; `403` for anyone else.
     pub fn visible_state(&self, user: &UserId, room: &RoomId) -> Result<Vec<((StateEventType, String), OwnedEventId)>> {
-        let until = self.visible_until(user, room)?;
-        let record = self.room(room)?.ok_or_else(|| Error::forbidden("unknown room"))?;
-        let snapshot = if until == u64::MAX {
-            record.snapshot
+        let reader = self.reader(user, room)?;
+        self.full_state(reader.state_snapshot()?)
+    }
+
+    /// The state snapshot of `/members?at=`: the state at the token, never past what the user may
+    /// read (a departed member's view stops at their departure).
+    pub fn members_snapshot(&self, user: &UserId, room: &RoomId, at: Option<u64>) -> Result<u64> {
+        let reader = self.reader(user, room)?;
+        let readable = reader.state_snapshot()?;
+        let Some(at) = at else { return Ok(readable) };
+        let limit = if reader.is_joined() || reader.window()?.world_readable_now() {
+            u64::MAX
         } else {
-            let membership =
-                self.membership(user, room)?.ok_or_else(|| Error::forbidden("you are not in this room"))?;
-            self.meta(&membership.event_id)?.map(|m| m.snapshot).unwrap_or(record.snapshot)
+            reader.window()?.departure().map_or(0, |d| d.saturating_add(1))
         };
-        self.full_state(snapshot)
+        Ok(self.snapshot_before(room, at.min(limit))?.unwrap_or(readable))
+    }
+
+    /// Joined members of a room, for a reader who may see them now (`/joined_members`).
+    pub fn joined_members_for(&self, user: &UserId, room: &RoomId) -> Result<Vec<(OwnedUserId, Value)>> {
+        self.reader(user, room)?.require_current()?;
+        self.joined_members(room)
     }
 
     /// The state snapshot in force just before `pos` (for `/members?at=`).
@@ -267,6 +302,22 @@ impl Rooms {
         Ok(out)
     }
 
+    /// Whether `event` is a thread root of `room`: an event of the room with a thread reply.
+    pub fn is_thread_root(&self, room: &RoomId, event: &EventId) -> Result<bool> {
+        if self.meta(event)?.is_none_or(|m| m.room_id != room) {
+            return Ok(false);
+        }
+        for entry in self.db.tables.parentpos_childeventid.scan_prefix(prefix(&event.to_owned())) {
+            let (_, child) = entry?;
+            let Some(pdu) = self.pdu(&child)? else { continue };
+            let content: Value = serde_json::from_str(pdu.content.get()).unwrap_or_default();
+            if content["m.relates_to"]["rel_type"] == "m.thread" {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Events relating to `parent` (newest first), optionally of one relation and event type.
     pub fn relations(
         &self,
@@ -278,21 +329,22 @@ impl Rooms {
         limit: usize,
     ) -> Result<(Vec<Value>, Option<String>)> {
         let RelationFilter { rel_type, event_type } = wanted;
-        self.event_for(user, room, parent)?;
-        let until = self.visible_until(user, room)?;
+        let reader = self.reader(user, room)?;
+        self.event_as(&reader, parent)?;
         let start = (parent.to_owned(), Be64(from.unwrap_or(u64::MAX).saturating_sub(1))).encode();
         let mut chunk = Vec::new();
         let mut next = None;
         for entry in self.db.tables.parentpos_childeventid.scan_from(prefix(&parent.to_owned()), start, false) {
             let ((_, Be64(pos)), child) = entry?;
-            if pos > until {
-                continue;
-            }
             if chunk.len() >= limit {
                 next = Some(token(pos + 1));
                 break;
             }
-            let Some(event) = self.client_event(&child)? else { continue };
+            // Only relations from the same room: an event elsewhere naming this one is not its relation.
+            let Some(event) = reader.event(pos, &child)? else { continue };
+            if event["room_id"].as_str() != Some(room.as_str()) {
+                continue;
+            }
             let relation = &event["content"]["m.relates_to"];
             if rel_type.is_some_and(|r| relation["rel_type"].as_str() != Some(r)) {
                 continue;

@@ -84,7 +84,9 @@ impl StateStore {
         let n = self.db.next_count(&mut batch);
         self.db.tables.statekey_short.insert(&mut batch, &key, &Be64(n));
         self.db.tables.short_statekey.insert(&mut batch, &Be64(n), &Json(key));
-        self.db.commit(batch)?;
+        // Not synced here (this runs under the room's lock): the event that uses the number is
+        // written after it to the same write-ahead log and synced, which makes this durable too.
+        self.db.write_unsynced(batch)?;
         Ok(n)
     }
 

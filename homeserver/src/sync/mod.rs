@@ -13,7 +13,6 @@ use ruma::{events::StateEventType, OwnedDeviceId, OwnedEventId, OwnedRoomId, Own
 use serde_json::{json, Value};
 
 use crate::{
-    db::codec::{prefix, Be64, Codec},
     error::{Error, Result},
     rooms::read::{token, EventFilter},
     services::Services,
@@ -137,11 +136,23 @@ impl SyncToken {
     }
 }
 
+/// A stream position a client sent, checked against the current one: a token from the future
+/// (forged, or from another server's database) is refused rather than trusted, since sync deletes
+/// the to-device messages up to it.
+pub fn checked_position(services: &Services, pos: u64) -> Result<u64> {
+    let current = *services.rooms.subscribe().borrow();
+    if pos > current {
+        return Err(Error::invalid_param(format!("token position {pos} is beyond the server's current {current}")));
+    }
+    Ok(pos)
+}
+
 /// Answers a sync, waiting up to `timeout` for something new when there is nothing yet.
 pub async fn sync(services: &Services, params: SyncParams) -> Result<SyncResult> {
     // Syncing with a token acknowledges the to-device messages up to it.
     if let Some(since) = params.since {
-        services.to_device.acknowledge(&params.user, &params.device, since.pos)?;
+        let since = checked_position(services, since.pos)?;
+        services.to_device.acknowledge(&params.user, &params.device, since)?;
     }
     if let Some(presence) = &params.set_presence {
         services.presence.set(&params.user, presence, None).await?;
@@ -310,26 +321,24 @@ pub(crate) fn room_sync(
     filter: &SyncFilter,
 ) -> Result<RoomSync> {
     let rooms = &services.rooms;
-    let floor = from.unwrap_or(0);
-    let start = (room.to_owned(), Be64(until)).encode();
+    // Only what the user may see of the room's history: a newly joined room's first timeline
+    // does not reach back past what the room's history visibility allows.
+    let reader = rooms.reader(user, room)?;
+    let floor = from.map(|f| f.saturating_add(1)).unwrap_or(0);
     let mut picked = Vec::new();
-    let mut limited = false;
-    for entry in services.db.tables.roomidpos_eventid.scan_from(prefix(&room.to_owned()), start, false) {
-        let ((_, Be64(pos)), event_id) = entry?;
-        if pos <= floor && from.is_some() {
+    for entry in reader.timeline(floor, until, false) {
+        picked.push(entry?);
+        if picked.len() > filter.timeline_limit {
             break;
         }
-        if picked.len() >= filter.timeline_limit {
-            limited = true;
-            break;
-        }
-        picked.push((pos, event_id));
     }
+    let limited = picked.len() > filter.timeline_limit;
+    picked.truncate(filter.timeline_limit);
     picked.reverse();
     let first_pos = picked.first().map(|(pos, _)| *pos);
     let mut data = RoomSync { limited, prev_batch: first_pos.map(token), ..Default::default() };
-    for (_, id) in &picked {
-        if let Some(event) = rooms.client_event(id)? {
+    for (pos, id) in &picked {
+        if let Some(event) = reader.event(*pos, id)? {
             if filter.timeline.accepts(&event) {
                 data.timeline.push(event);
             }
@@ -340,31 +349,50 @@ pub(crate) fn room_sync(
         Some(pos) => rooms.snapshot_before(room, pos)?,
         None => rooms.snapshot_before(room, until + 1)?,
     };
-    let state_ids: Vec<OwnedEventId> = if full_state {
-        match state_at_start {
-            Some(snapshot) => rooms.full_state(snapshot)?.into_iter().map(|(_, id)| id).collect(),
-            None => Vec::new(),
-        }
-    } else if limited {
-        // Only what changed between the client's last position and the start of the timeline.
-        let before: BTreeSet<OwnedEventId> = match from.and_then(|f| rooms.snapshot_before(room, f + 1).ok().flatten())
-        {
-            Some(s) => rooms.full_state(s)?.into_iter().map(|(_, id)| id).collect(),
-            None => BTreeSet::new(),
+    let state_ids: Vec<OwnedEventId> = if full_state || limited {
+        let mut state: BTreeMap<(StateEventType, String), OwnedEventId> = match state_at_start {
+            Some(snapshot) => rooms.full_state(snapshot)?.into_iter().collect(),
+            None => BTreeMap::new(),
         };
-        match state_at_start {
-            Some(snapshot) => {
-                rooms.full_state(snapshot)?.into_iter().map(|(_, id)| id).filter(|id| !before.contains(id)).collect()
+        // State events the reader may not see are left out of the timeline; where one of them
+        // is the state at the timeline's end, the state section carries it, so the client
+        // still ends up with the room's state (its name, join rules, members) as it is.
+        let gapless = reader.joined_since().is_some_and(|j| first_pos.is_none_or(|p| p > j));
+        if !gapless {
+            let in_timeline: BTreeSet<&str> = data.timeline.iter().filter_map(|e| e["event_id"].as_str()).collect();
+            if let Some(end) = rooms.snapshot_before(room, until.saturating_add(1))? {
+                for (key, id) in rooms.full_state(end)? {
+                    if !in_timeline.contains(id.as_str()) {
+                        state.insert(key, id);
+                    }
+                }
             }
-            None => Vec::new(),
+        }
+        if full_state {
+            state.into_values().collect()
+        } else {
+            // Only what changed between the client's last position and the start of the timeline.
+            let before: BTreeSet<OwnedEventId> =
+                match from.and_then(|f| rooms.snapshot_before(room, f + 1).ok().flatten()) {
+                    Some(s) => rooms.full_state(s)?.into_iter().map(|(_, id)| id).collect(),
+                    None => BTreeSet::new(),
+                };
+            state.into_values().filter(|id| !before.contains(id)).collect()
         }
     } else {
         Vec::new()
     };
     let senders: BTreeSet<&str> = data.timeline.iter().filter_map(|e| e["sender"].as_str()).collect();
+    // Someone who was never joined (a withdrawn knock, a rejected invite, a ban before joining)
+    // sees their own membership and nothing of the room's state.
+    let whole_state = reader.may_read_state()?;
     for id in state_ids {
         let Some(event) = rooms.client_event(&id)? else { continue };
         if !filter.state.accepts(&event) {
+            continue;
+        }
+        let own_membership = event["type"] == "m.room.member" && event["state_key"] == user.as_str();
+        if !whole_state && !own_membership {
             continue;
         }
         if filter.lazy_load_members && event["type"] == "m.room.member" {
@@ -376,6 +404,9 @@ pub(crate) fn room_sync(
         data.state.push(event);
     }
 
+    if !whole_state {
+        return Ok(data);
+    }
     let members = rooms.members(room)?;
     data.joined_count = members.iter().filter(|(_, m)| m.membership == "join").count() as u64;
     data.invited_count = members.iter().filter(|(_, m)| m.membership == "invite").count() as u64;

@@ -108,14 +108,79 @@ impl SlidingResult {
     }
 }
 
+/// Connections of one device kept at most; the least recently used goes first.
+const MAX_CONNECTIONS_PER_DEVICE: usize = 16;
+/// A connection unused this long is forgotten (its client is sent its rooms whole again).
+const CONNECTION_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+struct Connection {
+    sent: BTreeSet<OwnedRoomId>,
+    last_used: std::time::Instant,
+}
+
+type ConnectionKey = (OwnedUserId, ruma::OwnedDeviceId, String);
+
 /// Rooms already sent on each sliding sync connection (user, device, `conn_id`), so a room that
 /// enters a list's range is sent whole the first time. Kept in memory: after a restart every
-/// room is simply sent again.
-pub type Connections = std::sync::Mutex<BTreeMap<(OwnedUserId, ruma::OwnedDeviceId, String), BTreeSet<OwnedRoomId>>>;
+/// room is simply sent again. Bounded, since `conn_id` is the client's choice: per device at most
+/// [`MAX_CONNECTIONS_PER_DEVICE`], and none unused for [`CONNECTION_TTL`].
+#[derive(Default)]
+pub struct Connections {
+    map: std::sync::Mutex<BTreeMap<ConnectionKey, Connection>>,
+    /// When expired connections were last dropped (a sweep once a minute, not per request).
+    pruned: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl Connections {
+    fn sent(&self, key: &ConnectionKey) -> BTreeSet<OwnedRoomId> {
+        self.map.lock().expect("connections").get(key).map(|c| c.sent.clone()).unwrap_or_default()
+    }
+
+    fn record(&self, key: ConnectionKey, reset: bool, newly_sent: Vec<OwnedRoomId>) {
+        let now = std::time::Instant::now();
+        let mut map = self.map.lock().expect("connections");
+        let device = (key.0.clone(), key.1.clone());
+        let entry = map.entry(key).or_insert_with(|| Connection { sent: BTreeSet::new(), last_used: now });
+        if reset {
+            entry.sent.clear();
+        }
+        entry.sent.extend(newly_sent);
+        entry.last_used = now;
+        let mut pruned = self.pruned.lock().expect("connections pruned");
+        if pruned.is_none_or(|at| now.duration_since(at) > CONNECTION_TTL / 60) {
+            map.retain(|_, c| now.duration_since(c.last_used) < CONNECTION_TTL);
+            *pruned = Some(now);
+        }
+        let mut of_device: Vec<(std::time::Instant, String)> = map
+            .range((device.0.clone(), device.1.clone(), String::new())..)
+            .take_while(|((u, d, _), _)| (u, d) == (&device.0, &device.1))
+            .map(|((_, _, id), c)| (c.last_used, id.clone()))
+            .collect();
+        if of_device.len() > MAX_CONNECTIONS_PER_DEVICE {
+            of_device.sort();
+            for (_, id) in &of_device[..of_device.len() - MAX_CONNECTIONS_PER_DEVICE] {
+                map.remove(&(device.0.clone(), device.1.clone(), id.clone()));
+            }
+        }
+    }
+
+    /// Connections remembered (for tests and metrics).
+    pub fn len(&self) -> usize {
+        self.map.lock().expect("connections").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
 
 /// Answers a sliding sync request, long-polling like `/v3/sync` when nothing is new.
 pub async fn sliding_sync(services: &Services, request: SlidingRequest) -> Result<SlidingResult> {
+    if let Some(pos) = request.pos {
+        super::checked_position(services, pos.pos)?;
+    }
     if let (true, Some(since)) = (request.extensions.to_device, request.extensions.to_device_since) {
+        let since = super::checked_position(services, since)?;
         services.to_device.acknowledge(&request.user, &request.device, since)?;
     }
     let mut result = long_poll(
@@ -162,7 +227,7 @@ fn compute(services: &Services, request: &SlidingRequest, now: SyncToken) -> Res
     let key = (user.clone(), request.device.clone(), request.conn_id.clone());
     let sent: BTreeSet<OwnedRoomId> = match request.pos {
         None => BTreeSet::new(),
-        Some(_) => services.sliding_connections.lock().expect("connections").get(&key).cloned().unwrap_or_default(),
+        Some(_) => services.sliding_connections.sent(&key),
     };
     let mut newly_sent = Vec::new();
     let mut selected: BTreeMap<OwnedRoomId, RoomSpec> = BTreeMap::new();
@@ -233,14 +298,7 @@ fn compute(services: &Services, request: &SlidingRequest, now: SyncToken) -> Res
         result.rooms.insert(room.clone(), data);
     }
 
-    {
-        let mut connections = services.sliding_connections.lock().expect("connections");
-        let entry = connections.entry(key).or_default();
-        if request.pos.is_none() {
-            entry.clear();
-        }
-        entry.extend(newly_sent);
-    }
+    services.sliding_connections.record(key, request.pos.is_none(), newly_sent);
     let ext = &request.extensions;
     if ext.to_device {
         let after = ext.to_device_since.unwrap_or(0);

@@ -64,7 +64,7 @@ impl AccountData {
     /// so sync reports it; returns once it is durable.
     pub async fn set(&self, user: &UserId, room: Option<&RoomId>, kind: &str, content: Value) -> Result<()> {
         if SERVER_MANAGED.contains(&kind) {
-            return Err(Error::BadJson(format!("{kind} is managed by the server through its own API")));
+            return Err(Error::ServerManaged(format!("{kind} is managed by the server through its own API")));
         }
         self.set_managed(user, room, kind, content).await
     }

@@ -5,14 +5,16 @@
 //! of the database gives no one a session.
 
 pub mod account_data;
+pub mod deactivation;
 pub mod filters;
 pub mod password;
 pub mod profile;
 
 use std::{
+    collections::HashMap,
     net::IpAddr,
     sync::{Arc, Mutex},
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use base64::Engine;
@@ -36,6 +38,14 @@ pub struct Account {
     pub admin: bool,
     #[serde(default)]
     pub deactivated: bool,
+    /// Deactivated with `erase: true`: the user's messages are shown pruned to anyone who was not
+    /// in the room when they were sent.
+    #[serde(default)]
+    pub erased: bool,
+    /// Deactivation still has rooms to leave; set in the same write as `deactivated` and cleared
+    /// once every room is left, so an interrupted deactivation finishes at the next start.
+    #[serde(default)]
+    pub leaving_rooms: bool,
     pub created_ts: u64,
 }
 
@@ -85,6 +95,24 @@ pub fn random_password() -> String {
     random_string(24, b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789")
 }
 
+/// Lock stripes for per-user account, device and token writes.
+const USER_STRIPES: usize = 64;
+/// Wrong passwords allowed before each further attempt on that account must wait.
+const FREE_FAILURES: u32 = 5;
+/// The longest wait after repeated wrong passwords.
+const MAX_BACKOFF: Duration = Duration::from_secs(15 * 60);
+/// How often a device's last use is written to disk (it is kept in memory in between).
+const LAST_SEEN_EVERY_MS: u64 = 60_000;
+
+/// A device's last use: when (ms) and from which address.
+type LastSeen = (u64, Option<String>);
+
+/// Wrong passwords for one account.
+struct Failures {
+    count: u32,
+    last: Instant,
+}
+
 pub struct Users {
     db: Arc<Database>,
     /// Device removals go on the stream: they change the user's device list, which everyone
@@ -94,11 +122,42 @@ pub struct Users {
     /// Serializes the check-then-insert of account creation, so two registrations of one name
     /// cannot both succeed.
     create_lock: Mutex<()>,
+    /// Every read-modify-write of one user's account, devices and tokens holds that user's stripe,
+    /// so a login, a rename, a logout, a password change and a deactivation never interleave (an
+    /// interleaving could leave a token no logout deletes, or undo a deactivation).
+    stripes: crate::locks::Striped,
+    /// Bounds argon2 work in flight: each verification costs ~19 MiB and a core for a moment.
+    hashing: tokio::sync::Semaphore,
+    failures: Mutex<HashMap<OwnedUserId, Failures>>,
+    /// A hash to verify against when the account has none, so an unknown user costs the same time.
+    dummy_hash: tokio::sync::OnceCell<String>,
+    /// Last use of each device (ms, address), ahead of the disk by at most [`LAST_SEEN_EVERY_MS`].
+    seen: Mutex<HashMap<(OwnedUserId, OwnedDeviceId), LastSeen>>,
 }
 
 impl Users {
     pub fn new(db: Arc<Database>, writer: Arc<Writer>, server_name: OwnedServerName) -> Self {
-        Self { db, writer, server_name, create_lock: Mutex::new(()) }
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        Self {
+            db,
+            writer,
+            server_name,
+            create_lock: Mutex::new(()),
+            stripes: crate::locks::Striped::new(USER_STRIPES),
+            hashing: tokio::sync::Semaphore::new(cores * 2),
+            failures: Mutex::new(HashMap::new()),
+            dummy_hash: tokio::sync::OnceCell::new(),
+            seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn lock_user(&self, user: &UserId) -> tokio::sync::MutexGuard<'_, ()> {
+        self.stripes.lock(user).await
+    }
+
+    async fn hash_password(&self, password: String) -> Result<String> {
+        let _permit = self.hashing.acquire().await.map_err(|e| Error::Internal(e.to_string()))?;
+        password::hash(password).await
     }
 
     pub fn server_name(&self) -> &OwnedServerName {
@@ -162,14 +221,21 @@ impl Users {
             return Err(Error::UserInUse);
         }
         let password_hash = match password {
-            Some(p) => Some(password::hash(p).await?),
+            Some(p) => Some(self.hash_password(p).await?),
             None => None,
         };
         let _guard = self.create_lock.lock().expect("create lock not poisoned");
         if self.exists(&user)? {
             return Err(Error::UserInUse);
         }
-        let account = Account { password_hash, admin, deactivated: false, created_ts: now_ms() };
+        let account = Account {
+            password_hash,
+            admin,
+            deactivated: false,
+            erased: false,
+            leaving_rooms: false,
+            created_ts: now_ms(),
+        };
         let mut batch = Batch::new();
         self.db.tables.userid_account.insert(&mut batch, &user, &Json(account));
         self.db.tables.userid_profile.insert(
@@ -181,20 +247,47 @@ impl Users {
         Ok(user)
     }
 
-    /// Checks a password; every failure (unknown user, no password, mismatch, deactivated) is the
-    /// same `M_FORBIDDEN`, so the answer does not reveal which accounts exist.
+    /// Checks a password. Every failure (unknown user, no password, deactivated, mismatch) is the
+    /// same `M_FORBIDDEN` after the same argon2 work, so neither the answer nor its timing tells
+    /// which accounts exist. After [`FREE_FAILURES`] wrong passwords an account's further attempts
+    /// wait, doubling up to [`MAX_BACKOFF`] (`429 M_LIMIT_EXCEEDED`): guessing costs the guesser,
+    /// whichever endpoint (login or a UIA password stage) it goes through.
     pub async fn check_password(&self, user: &UserId, password: &str) -> Result<()> {
         let denied = || Error::forbidden("invalid username or password");
-        let account = self.account(user)?.ok_or_else(denied)?;
-        if account.deactivated {
-            return Err(Error::forbidden("this account has been deactivated"));
+        self.check_backoff(user)?;
+        let account = self.account(user)?.filter(|a| !a.deactivated);
+        let stored = account.and_then(|a| a.password_hash);
+        let hash = match &stored {
+            Some(hash) => hash.clone(),
+            None => self.dummy_hash.get_or_try_init(|| self.hash_password(random_password())).await?.clone(),
+        };
+        let verified = {
+            let _permit = self.hashing.acquire().await.map_err(|e| Error::Internal(e.to_string()))?;
+            password::verify(password.to_owned(), hash).await?
+        };
+        let mut failures = self.failures.lock().expect("password failures");
+        if verified && stored.is_some() {
+            failures.remove(user);
+            return Ok(());
         }
-        let hash = account.password_hash.ok_or_else(denied)?;
-        if password::verify(password.to_owned(), hash).await? {
-            Ok(())
-        } else {
-            Err(denied())
+        let entry = failures.entry(user.to_owned()).or_insert(Failures { count: 0, last: Instant::now() });
+        entry.count += 1;
+        entry.last = Instant::now();
+        Err(denied())
+    }
+
+    fn check_backoff(&self, user: &UserId) -> Result<()> {
+        let failures = self.failures.lock().expect("password failures");
+        let Some(f) = failures.get(user) else { return Ok(()) };
+        if f.count < FREE_FAILURES {
+            return Ok(());
         }
+        let wait = Duration::from_secs(1u64 << (f.count - FREE_FAILURES).min(10)).min(MAX_BACKOFF);
+        let elapsed = f.last.elapsed();
+        if elapsed < wait {
+            return Err(Error::LimitExceeded { retry_after: wait - elapsed });
+        }
+        Ok(())
     }
 
     /// Sets a new password; when `logout_others` is set, every device but `keep` is logged out.
@@ -205,39 +298,62 @@ impl Users {
         logout_others: bool,
         keep: Option<&DeviceId>,
     ) -> Result<()> {
-        let hash = password::hash(password).await?;
-        let mut account = self.account(user)?.ok_or_else(|| Error::not_found("no such user"))?;
-        if account.deactivated {
-            return Err(Error::forbidden("this account has been deactivated"));
-        }
-        account.password_hash = Some(hash);
+        let hash = self.hash_password(password).await?;
         let user = user.to_owned();
         let keep = keep.map(ToOwned::to_owned);
         self.write_removing_devices(
             &user,
             |d| logout_others && Some(d) != keep.as_deref(),
             |tables, batch| {
+                // Read under the user's lock: a deactivation that just happened is not undone.
+                let Json(mut account) =
+                    tables.userid_account.get(&user)?.ok_or_else(|| Error::not_found("no such user"))?;
+                if account.deactivated {
+                    return Err(Error::forbidden("this account has been deactivated"));
+                }
+                account.password_hash = Some(hash);
                 tables.userid_account.insert(batch, &user, &Json(account));
+                Ok(())
             },
         )
         .await
     }
 
-    /// Deactivates an account for good: no password, no devices, no profile. The id stays reserved.
-    pub async fn deactivate(&self, user: &UserId) -> Result<()> {
-        let mut account = self.account(user)?.ok_or_else(|| Error::not_found("no such user"))?;
-        account.deactivated = true;
-        account.password_hash = None;
+    /// Deactivates an account for good: no password, no devices, no profile. The id stays
+    /// reserved. The account is marked as still leaving its rooms in the same write; see
+    /// `users::deactivation`, which leaves them and then calls [`Users::rooms_left`].
+    pub async fn deactivate(&self, user: &UserId, erase: bool) -> Result<()> {
         let user = user.to_owned();
         self.write_removing_devices(
             &user,
             |_| true,
             |tables, batch| {
+                let Json(mut account) =
+                    tables.userid_account.get(&user)?.ok_or_else(|| Error::not_found("no such user"))?;
+                account.deactivated = true;
+                account.erased |= erase;
+                account.leaving_rooms = true;
+                account.password_hash = None;
                 tables.userid_account.insert(batch, &user, &Json(account));
                 tables.userid_profile.remove(batch, &user);
+                Ok(())
             },
         )
         .await
+    }
+
+    /// Records that a deactivated account has left every room.
+    pub async fn rooms_left(&self, user: &UserId) -> Result<()> {
+        let _guard = self.lock_user(user).await;
+        let Some(mut account) = self.account(user)? else { return Ok(()) };
+        if !account.leaving_rooms {
+            return Ok(());
+        }
+        account.leaving_rooms = false;
+        let mut batch = Batch::new();
+        self.db.tables.userid_account.insert(&mut batch, &user.to_owned(), &Json(account));
+        self.db.commit(batch)?;
+        Ok(())
     }
 
     pub fn list(&self) -> Result<Vec<(OwnedUserId, Account)>> {
@@ -246,7 +362,7 @@ impl Users {
 
     /// Opens a session: creates (or takes over) the device and issues a fresh access token, which is
     /// returned to the caller and never stored in clear.
-    pub fn login(
+    pub async fn login(
         &self,
         user: &UserId,
         device_id: Option<OwnedDeviceId>,
@@ -260,6 +376,10 @@ impl Users {
         let token = new_access_token();
         let hash = token_hash(&token);
         let key = (user.to_owned(), device_id.clone());
+        let _guard = self.lock_user(user).await;
+        if !self.is_active(user)? {
+            return Err(Error::forbidden("this account has been deactivated"));
+        }
         let mut batch = Batch::new();
         let existing = self.db.tables.userdeviceid_device.get(&key)?.map(|Json(d)| d);
         if let Some(old) = &existing {
@@ -281,26 +401,72 @@ impl Users {
         Ok((device_id, token))
     }
 
-    /// Resolves an access token to its owner.
-    pub fn authenticate(&self, token: &str) -> Result<TokenOwner> {
-        self.db.tables.tokenhash_session.get(&token_hash(token))?.map(|Json(o)| o).ok_or(Error::UnknownToken)
+    /// Resolves an access token to its owner. The token entry alone is not trusted: its device
+    /// must still exist with this very token, and the account must be active. Records the
+    /// device's last use (`ip`, now), written to disk at most once a minute.
+    pub fn authenticate(&self, token: &str, ip: Option<IpAddr>) -> Result<TokenOwner> {
+        let hash = token_hash(token);
+        let owner = self.db.tables.tokenhash_session.get(&hash)?.map(|Json(o)| o).ok_or(Error::UnknownToken)?;
+        let device = self.device(&owner.user_id, &owner.device_id)?.filter(|d| d.token_hash == hash);
+        if device.is_none() || !self.is_active(&owner.user_id)? {
+            return Err(Error::UnknownToken);
+        }
+        let now = now_ms();
+        let ip = ip.map(|ip| ip.to_string());
+        let key = (owner.user_id.clone(), owner.device_id.clone());
+        let stored = device.and_then(|d| d.last_seen_ts).unwrap_or(0);
+        self.seen.lock().expect("last seen").insert(key, (now, ip));
+        if now.saturating_sub(stored) >= LAST_SEEN_EVERY_MS {
+            self.persist_last_seen(&owner.user_id, &owner.device_id)?;
+        }
+        Ok(owner)
+    }
+
+    /// Writes a device's in-memory last use to disk (no lock needed: only the two `last_seen`
+    /// fields change, on a fresh read, and a concurrent logout's removal wins since the device
+    /// is then gone and nothing is written).
+    fn persist_last_seen(&self, user: &UserId, device: &DeviceId) -> Result<()> {
+        let key = (user.to_owned(), device.to_owned());
+        let Some((ts, ip)) = self.seen.lock().expect("last seen").get(&key).cloned() else { return Ok(()) };
+        let Some(_guard) = self.stripes.try_lock(user) else { return Ok(()) };
+        let Some(Json(mut record)) = self.db.tables.userdeviceid_device.get(&key)? else { return Ok(()) };
+        record.last_seen_ts = Some(ts);
+        record.last_seen_ip = ip.or(record.last_seen_ip);
+        let mut batch = Batch::new();
+        self.db.tables.userdeviceid_device.insert(&mut batch, &key, &Json(record));
+        self.db.write_unsynced(batch)?;
+        Ok(())
     }
 
     pub fn device(&self, user: &UserId, device: &DeviceId) -> Result<Option<Device>> {
         Ok(self.db.tables.userdeviceid_device.get(&(user.to_owned(), device.to_owned()))?.map(|Json(d)| d))
     }
 
+    /// The user's devices, with their latest use (which may be ahead of the disk).
     pub fn devices(&self, user: &UserId) -> Result<Vec<(OwnedDeviceId, Device)>> {
+        let seen = self.seen.lock().expect("last seen");
         self.db
             .tables
             .userdeviceid_device
             .scan_prefix(prefix(&user.to_owned()))
-            .map(|r| r.map(|((_, d), Json(dev))| (d, dev)).map_err(Error::from))
+            .map(|r| {
+                r.map(|((_, d), Json(mut dev))| {
+                    if let Some((ts, ip)) = seen.get(&(user.to_owned(), d.clone())) {
+                        if dev.last_seen_ts.is_none_or(|stored| stored < *ts) {
+                            dev.last_seen_ts = Some(*ts);
+                            dev.last_seen_ip = ip.clone().or(dev.last_seen_ip);
+                        }
+                    }
+                    (d, dev)
+                })
+                .map_err(Error::from)
+            })
             .collect()
     }
 
-    pub fn set_device_display_name(&self, user: &UserId, device: &DeviceId, name: Option<String>) -> Result<()> {
+    pub async fn set_device_display_name(&self, user: &UserId, device: &DeviceId, name: Option<String>) -> Result<()> {
         let key = (user.to_owned(), device.to_owned());
+        let _guard = self.lock_user(user).await;
         let mut record =
             self.db.tables.userdeviceid_device.get(&key)?.ok_or_else(|| Error::not_found("no such device"))?.0;
         record.display_name = name;
@@ -312,12 +478,12 @@ impl Users {
 
     /// Logs a device out: its token stops working at once and the device is forgotten.
     pub async fn remove_device(&self, user: &UserId, device: &DeviceId) -> Result<()> {
-        self.write_removing_devices(user, |d| d == device, |_, _| {}).await
+        self.write_removing_devices(user, |d| d == device, |_, _| Ok(())).await
     }
 
     /// Logs out every device of the user.
     pub async fn remove_all_devices(&self, user: &UserId) -> Result<()> {
-        self.write_removing_devices(user, |_| true, |_, _| {}).await
+        self.write_removing_devices(user, |_| true, |_, _| Ok(())).await
     }
 
     /// Writes `also` together with the removal of the selected devices: their tokens, to-device
@@ -327,12 +493,13 @@ impl Users {
         &self,
         user: &UserId,
         select: impl Fn(&DeviceId) -> bool,
-        also: impl FnOnce(&crate::db::tables::Tables, &mut Batch),
+        also: impl FnOnce(&crate::db::tables::Tables, &mut Batch) -> Result<()>,
     ) -> Result<()> {
+        let _guard = self.lock_user(user).await;
         let removed: Vec<_> = self.devices(user)?.into_iter().filter(|(id, _)| select(id)).collect();
         let tables = &self.db.tables;
         let durable = self.writer.submit(&self.db, |batch, pos| {
-            also(tables, batch);
+            also(tables, batch)?;
             for (device_id, device) in &removed {
                 for entry in
                     tables.useriddevicepos_todevice.scan_prefix(crate::ephemeral::to_device::inbox(user, device_id))
@@ -349,6 +516,11 @@ impl Users {
             crate::keys::Keys::record_change_into(tables, batch, pos, user);
             Ok(Cleanup { wake: Audience::SharedWith(user.to_owned()), ..Default::default() })
         })?;
-        wait_durable(durable).await
+        wait_durable(durable).await?;
+        let mut seen = self.seen.lock().expect("last seen");
+        for (device_id, _) in &removed {
+            seen.remove(&(user.to_owned(), device_id.clone()));
+        }
+        Ok(())
     }
 }

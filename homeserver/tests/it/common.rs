@@ -26,6 +26,8 @@ pub struct TestServer {
     pub config_path: PathBuf,
     child: Option<Child>,
     pub url: String,
+    /// Extra environment variables for the server process (e.g. a fault-injection hook).
+    env: Vec<(String, String)>,
 }
 
 /// Writes a config: random port on 127.0.0.1, temp database, open registration, no rate limits,
@@ -66,15 +68,36 @@ impl TestServer {
     pub fn start_with(overrides: &[(&str, toml::Value)]) -> Self {
         let dir = Arc::new(tempfile::tempdir().unwrap());
         let config_path = write_config(dir.path(), overrides);
-        let mut server = Self { _dir: dir, config_path, child: None, url: String::new() };
+        let mut server = Self { _dir: dir, config_path, child: None, url: String::new(), env: Vec::new() };
         server.spawn();
         server
+    }
+
+    /// Starts with extra environment variables for the server process.
+    pub fn start_with_env(overrides: &[(&str, toml::Value)], env: &[(&str, &str)]) -> Self {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let config_path = write_config(dir.path(), overrides);
+        let mut server = Self { _dir: dir, config_path, child: None, url: String::new(), env: Vec::new() };
+        server.set_env(env);
+        server.spawn();
+        server
+    }
+
+    /// The environment variables the next start (or restart) uses.
+    pub fn set_env(&mut self, env: &[(&str, &str)]) {
+        self.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    }
+
+    /// Waits for the server process to end by itself and returns how it ended.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        self.child.take().expect("server running").wait().unwrap()
     }
 
     /// Starts on an existing config file, e.g. one the test also hands to CLI commands.
     pub fn start_on_config(config: &Path) -> Self {
         let dir = Arc::new(tempfile::tempdir().unwrap());
-        let mut server = Self { _dir: dir, config_path: config.to_owned(), child: None, url: String::new() };
+        let mut server =
+            Self { _dir: dir, config_path: config.to_owned(), child: None, url: String::new(), env: Vec::new() };
         server.spawn();
         server
     }
@@ -84,6 +107,7 @@ impl TestServer {
             .args(["serve", "--config"])
             .arg(&self.config_path)
             .env_remove("RUST_LOG")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -357,11 +357,12 @@ async fn media_thumbnails_scale_and_crop_every_format() {
         assert_eq!(status, 200, "{value}");
         let id = mxc_path(&value);
         for (query, expected) in [
-            ("width=100&height=100&method=scale", (100, 50)),
-            ("width=100&height=100&method=crop", (100, 100)),
-            ("width=64&height=48&method=crop", (64, 48)),
+            // Requests snap to the served sizes (32², 96², 320×240, 640×480, 800×600, 1600×1200).
+            ("width=100&height=100&method=scale", (320, 160)),
+            ("width=100&height=100&method=crop", (266, 200)),
+            ("width=64&height=48&method=crop", (96, 96)),
             ("width=1000&height=1000&method=scale", (400, 200)),
-            ("width=100&height=100", (100, 50)),
+            ("width=100&height=100", (320, 160)),
         ] {
             let response =
                 get(&server, Some(&token), &format!("/_matrix/client/v1/media/thumbnail/{id}?{query}")).await;
@@ -385,7 +386,11 @@ async fn media_thumbnails_scale_and_crop_every_format() {
     let second = get(&server, Some(&token), &path).await;
     assert_eq!(second.status(), 200);
     assert_eq!(second.bytes().await.unwrap(), first);
-    let uncached = get(&server, Some(&token), &path.replace("width=32", "width=31")).await;
+    // Another request size that snaps to the same served size is the same cached thumbnail.
+    let snapped = get(&server, Some(&token), &path.replace("width=32", "width=31")).await;
+    assert_eq!(snapped.status(), 200);
+    assert_eq!(snapped.bytes().await.unwrap(), first);
+    let uncached = get(&server, Some(&token), &path.replace("width=32", "width=33")).await;
     assert_eq!(uncached.status(), 500, "only the cache could answer");
 
     let (_, value) = upload(&server, &token, "not an image", Some("text/plain"), None).await;

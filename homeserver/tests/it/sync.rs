@@ -286,7 +286,9 @@ async fn typing_receipts_and_read_markers_reach_sync() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 400, "m.fully_read is server-managed");
+    assert_eq!(response.status(), 405, "m.fully_read is server-managed");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["errcode"], "M_BAD_JSON");
 }
 
 #[tokio::test]

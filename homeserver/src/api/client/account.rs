@@ -45,7 +45,7 @@ pub async fn register(services: Arc<Services>, request: Ruma<register::v3::Reque
     let mut response = register::v3::Response::new(user.clone());
     if !body.inhibit_login {
         let (device_id, token) =
-            services.users.login(&user, body.device_id, body.initial_device_display_name, request.client_ip)?;
+            services.users.login(&user, body.device_id, body.initial_device_display_name, request.client_ip).await?;
         response.access_token = Some(token);
         response.device_id = Some(device_id);
     }
@@ -109,7 +109,7 @@ pub async fn deactivate(
         .uia
         .authorize(&services.users, request.body.auth.as_ref(), &[&[uia::PASSWORD]], Some(&owner.user_id), "deactivate")
         .await?;
-    services.users.deactivate(&owner.user_id).await?;
+    crate::users::deactivation::deactivate(&services, &owner.user_id, request.body.erase).await?;
     tracing::info!(user = %owner.user_id, "deactivated");
     Ok(deactivate::v3::Response::new(ThirdPartyIdRemovalStatus::NoSupport))
 }

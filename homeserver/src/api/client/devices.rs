@@ -47,7 +47,7 @@ pub async fn update(
             return Err(Error::invalid_param("device display names are at most 512 bytes"));
         }
     }
-    services.users.set_device_display_name(user, &request.body.device_id, request.body.display_name.clone())?;
+    services.users.set_device_display_name(user, &request.body.device_id, request.body.display_name.clone()).await?;
     Ok(update_device::v3::Response::new())
 }
 

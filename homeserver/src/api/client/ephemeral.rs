@@ -83,6 +83,13 @@ pub async fn receipt(
     let b = request.body;
     check_event(&services, &user, &b.room_id, &b.event_id)?;
     let thread = b.thread.as_str().map(str::to_owned);
+    // Each thread id is a slot every member's sync carries: only `main` and real thread roots.
+    if let Some(id) = thread.as_deref().filter(|t| *t != "main") {
+        let root = EventId::parse(id).map_err(|_| Error::invalid_param("thread_id is not an event id"))?;
+        if !services.rooms.is_thread_root(&b.room_id, &root)? {
+            return Err(Error::invalid_param("thread_id names no thread of this room"));
+        }
+    }
     match b.receipt_type {
         ReceiptType::FullyRead => set_fully_read(&services, &user, &b.room_id, &b.event_id).await?,
         ReceiptType::Read => set_receipt(&services, &user, &b.room_id, "m.read", &b.event_id, thread).await?,

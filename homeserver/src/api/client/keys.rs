@@ -124,8 +124,8 @@ pub async fn changes(
     request: Ruma<get_key_changes::v3::Request>,
 ) -> Result<get_key_changes::v3::Response> {
     let user = request.sender()?.user_id.clone();
-    let from = SyncToken::parse(&request.body.from)?.pos;
-    let to = SyncToken::parse(&request.body.to)?.pos;
+    let from = crate::sync::checked_position(&services, SyncToken::parse(&request.body.from)?.pos)?;
+    let to = crate::sync::checked_position(&services, SyncToken::parse(&request.body.to)?.pos)?;
     let lists = services.keys.device_list_changes(&services.rooms, &user, from, to)?;
     Ok(get_key_changes::v3::Response::new(lists.changed, lists.left))
 }

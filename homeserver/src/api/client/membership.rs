@@ -17,7 +17,7 @@ use serde_json::Map;
 use crate::{
     api::ruma::Ruma,
     error::{Error, Result},
-    rooms::{pdu::to_raw, read::parse_token},
+    rooms::{pdu::to_raw, read::parse_any_token},
     services::Services,
 };
 
@@ -135,9 +135,8 @@ pub async fn joined_members_of(
     request: Ruma<joined_members::v3::Request>,
 ) -> Result<joined_members::v3::Response> {
     let user = request.sender()?.user_id.clone();
-    services.rooms.visible_until(&user, &request.body.room_id)?;
     let mut joined = BTreeMap::new();
-    for (member, content) in services.rooms.joined_members(&request.body.room_id)? {
+    for (member, content) in services.rooms.joined_members_for(&user, &request.body.room_id)? {
         let mut info = joined_members::v3::RoomMember::new();
         info.display_name = content.get("displayname").and_then(|v| v.as_str()).map(str::to_owned);
         info.avatar_url = content.get("avatar_url").and_then(|v| v.as_str()).map(Into::into);
@@ -152,15 +151,8 @@ pub async fn members(
 ) -> Result<get_member_events::v3::Response> {
     let user = request.sender()?.user_id.clone();
     let b = request.body;
-    let state = services.rooms.visible_state(&user, &b.room_id)?;
-    let at_snapshot = match b.at.as_deref() {
-        Some(token) => services.rooms.snapshot_before(&b.room_id, parse_token(token)?)?,
-        None => None,
-    };
-    let state = match at_snapshot {
-        Some(snapshot) => services.rooms.full_state(snapshot)?,
-        None => state,
-    };
+    let at = b.at.as_deref().map(parse_any_token).transpose()?;
+    let state = services.rooms.full_state(services.rooms.members_snapshot(&user, &b.room_id, at)?)?;
     let mut chunk = Vec::new();
     for ((kind, _), id) in state {
         if kind != ruma::events::StateEventType::RoomMember {

@@ -22,6 +22,14 @@ fn check_readable(services: &Services, user: &UserId) -> Result<()> {
     Ok(())
 }
 
+/// The display name and avatar also live in the user's member events: update them.
+async fn refresh_rooms(services: &Services, user: &UserId, field: &str) -> Result<()> {
+    if matches!(field, "displayname" | "avatar_url") {
+        services.rooms.refresh_profile(user).await?;
+    }
+    Ok(())
+}
+
 fn check_own(owner: &UserId, target: &UserId) -> Result<()> {
     if owner != target {
         return Err(Error::forbidden("you can only change your own profile"));
@@ -61,6 +69,7 @@ pub async fn set_field(
         value.field_name().as_str(),
         Some(value.value().into_owned()),
     )?;
+    refresh_rooms(&services, &request.body.user_id, value.field_name().as_str()).await?;
     Ok(set_profile_field::v3::Response::new())
 }
 
@@ -70,5 +79,6 @@ pub async fn delete_field(
 ) -> Result<delete_profile_field::v3::Response> {
     check_own(&request.sender()?.user_id, &request.body.user_id)?;
     services.profiles.set_field(&request.body.user_id, request.body.field.as_str(), None)?;
+    refresh_rooms(&services, &request.body.user_id, request.body.field.as_str()).await?;
     Ok(delete_profile_field::v3::Response::new())
 }

@@ -35,7 +35,7 @@ pub async fn login(services: Arc<Services>, request: Ruma<login::v3::Request>) -
     }
     let body = request.body;
     let LoginInfo::Password(password) = body.login_info else {
-        return Err(Error::Unrecognized("only m.login.password is supported".into()));
+        return Err(Error::BadState("unknown login type: only m.login.password is supported".into()));
     };
     #[allow(deprecated)]
     let name = match (&password.identifier, &password.user) {
@@ -47,7 +47,7 @@ pub async fn login(services: Arc<Services>, request: Ruma<login::v3::Request>) -
     let user = services.users.parse_login_user(&name)?;
     services.rate_limiter.check(Action::Login, user.as_str())?;
     services.users.check_password(&user, &password.password).await?;
-    let (device_id, token) = services.users.login(&user, body.device_id, body.initial_device_display_name, ip)?;
+    let (device_id, token) = services.users.login(&user, body.device_id, body.initial_device_display_name, ip).await?;
     tracing::info!(%user, %device_id, "logged in");
     let mut response = login::v3::Response::new(user, token, device_id);
     #[allow(deprecated)]

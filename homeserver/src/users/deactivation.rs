@@ -1,0 +1,55 @@
+//! Deactivating an account, as Synapse does it: besides closing the account (`Users::deactivate`),
+//! the user leaves every room they are in and rejects their pending invites, each as a leave event
+//! through the one write path, so other members stop seeing them and rooms stop counting them in
+//! their audience; with `erase`, their messages are shown pruned to anyone who was not there when
+//! they were sent (`rooms::visibility`).
+//!
+//! The account is marked "leaving rooms" in the same write that deactivates it and unmarked once
+//! every room is left. A deactivation interrupted by a crash is finished at the next start
+//! ([`resume`]); leaving is idempotent, since a room already left is skipped.
+
+use ruma::UserId;
+
+use crate::{error::Result, services::Services};
+
+/// Test hook: abort the process after this many rooms were left, to exercise an interrupted
+/// deactivation. Never set in production (not `HEMICYCLE_*`: those are configuration keys).
+const ABORT_AFTER_ENV: &str = "FAULT_HEMICYCLE_ABORT_DEACTIVATION_AFTER";
+
+/// Deactivates `user` and makes them leave every room.
+pub async fn deactivate(services: &Services, user: &UserId, erase: bool) -> Result<()> {
+    services.users.deactivate(user, erase).await?;
+    leave_rooms(services, user).await
+}
+
+/// Finishes every deactivation a previous run did not (called at start-up).
+pub async fn resume(services: &Services) -> Result<()> {
+    for (user, account) in services.users.list()? {
+        if account.deactivated && account.leaving_rooms {
+            tracing::info!(%user, "finishing an interrupted deactivation");
+            leave_rooms(services, &user).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn leave_rooms(services: &Services, user: &UserId) -> Result<()> {
+    let abort_after: Option<usize> = std::env::var(ABORT_AFTER_ENV).ok().and_then(|v| v.parse().ok());
+    let mut left = 0;
+    for (room, membership) in services.rooms.memberships_of(user)? {
+        if !matches!(membership.membership.as_str(), "join" | "invite" | "knock") || !services.rooms.exists(&room)? {
+            continue;
+        }
+        if let Err(error) = services.rooms.set_membership(&room, user, user, "leave", None, Default::default()).await {
+            // One room refusing (its auth rules) must not keep the account in its other rooms.
+            tracing::warn!(%user, %room, %error, "a deactivated account could not leave a room");
+            continue;
+        }
+        left += 1;
+        if abort_after.is_some_and(|n| left >= n) {
+            tracing::error!(%user, left, "{ABORT_AFTER_ENV} reached: aborting mid-deactivation");
+            std::process::abort();
+        }
+    }
+    services.users.rooms_left(user).await
+}

@@ -1,0 +1,374 @@
+//! Defects found by a security review, each with the behaviour that proves it fixed: sessions and
+//! password guessing, client addresses behind a proxy, what other members see, resource bounds,
+//! client tokens and error codes.
+
+use serde_json::{json, Value};
+
+use crate::common::TestServer;
+
+struct Api {
+    url: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    fn new(server: &TestServer) -> Self {
+        Self { url: server.url.clone(), http: server.http() }
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self.http.request(method, format!("{}{}", self.url, path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str, token: &str) -> (u16, Value) {
+        self.send(reqwest::Method::GET, path, Some(token), None).await
+    }
+
+    async fn ok(&self, method: reqwest::Method, path: &str, token: &str, body: Value) -> Value {
+        let (status, answer) = self.send(method.clone(), path, Some(token), Some(body)).await;
+        assert_eq!(status, 200, "{method} {path}: {answer}");
+        answer
+    }
+
+    /// Registers `name` (password "pw") and returns (user id, access token).
+    async fn register(&self, name: &str) -> (String, String) {
+        let path = "/_matrix/client/v3/register";
+        let (_, first) =
+            self.send(reqwest::Method::POST, path, None, Some(json!({ "username": name, "password": "pw" }))).await;
+        let body = json!({ "username": name, "password": "pw",
+                           "auth": { "type": "m.login.dummy", "session": first["session"] } });
+        let (status, done) = self.send(reqwest::Method::POST, path, None, Some(body)).await;
+        assert_eq!(status, 200, "{done}");
+        (done["user_id"].as_str().unwrap().to_owned(), done["access_token"].as_str().unwrap().to_owned())
+    }
+
+    async fn login(&self, name: &str, password: &str, device: Option<&str>) -> (u16, Value) {
+        let mut body = json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": name },
+                               "password": password });
+        if let Some(device) = device {
+            body["device_id"] = json!(device);
+        }
+        self.send(reqwest::Method::POST, "/_matrix/client/v3/login", None, Some(body)).await
+    }
+
+    async fn whoami(&self, token: &str) -> u16 {
+        self.get("/_matrix/client/v3/account/whoami", token).await.0
+    }
+}
+
+fn assert_error(answer: &(u16, Value), status: u16, errcode: &str, what: &str) {
+    assert_eq!((answer.0, answer.1["errcode"].as_str()), (status, Some(errcode)), "{what}: {}", answer.1);
+}
+
+/// Concurrent logins with one device id leave exactly one working token, and logging out ends it:
+/// no orphan token survives.
+#[tokio::test]
+async fn concurrent_logins_on_one_device_leave_no_orphan_token() {
+    let server = TestServer::start();
+    let api = Api::new(&server);
+    api.register("alice").await;
+    let logins = (0..12).map(|_| api.login("alice", "pw", Some("SHARED")));
+    let tokens: Vec<String> = futures::future::join_all(logins)
+        .await
+        .into_iter()
+        .map(|(status, body)| {
+            assert_eq!(status, 200, "{body}");
+            body["access_token"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let mut working = Vec::new();
+    for token in &tokens {
+        if api.whoami(token).await == 200 {
+            working.push(token.clone());
+        }
+    }
+    assert_eq!(working.len(), 1, "one device, one live token");
+    api.ok(reqwest::Method::POST, "/_matrix/client/v3/logout", &working[0], json!({})).await;
+    for token in &tokens {
+        assert_eq!(api.whoami(token).await, 401, "after logout no token of the device works");
+    }
+}
+
+/// Wrong passwords: the same answer for an unknown user, a deactivated one and a wrong password;
+/// after five failures further attempts on the account wait (429), through the UIA stage too.
+#[tokio::test]
+async fn password_guessing_is_slowed_and_answers_reveal_nothing() {
+    let server = TestServer::start();
+    let api = Api::new(&server);
+    let (_, token) = api.register("alice").await;
+    let (_, gone_token) = api.register("gone").await;
+    let (status, challenge) = api
+        .send(reqwest::Method::POST, "/_matrix/client/v3/account/deactivate", Some(&gone_token), Some(json!({})))
+        .await;
+    assert_eq!(status, 401);
+    let auth = json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "gone" },
+                       "password": "pw", "session": challenge["session"] });
+    api.ok(reqwest::Method::POST, "/_matrix/client/v3/account/deactivate", &gone_token, json!({ "auth": auth })).await;
+
+    let unknown = api.login("nobody", "pw", None).await;
+    let deactivated = api.login("gone", "pw", None).await;
+    let wrong = api.login("alice", "wrong", None).await;
+    for answer in [&unknown, &deactivated, &wrong] {
+        assert_error(answer, 403, "M_FORBIDDEN", "a failed login");
+    }
+    assert_eq!(unknown.1["error"], wrong.1["error"]);
+    assert_eq!(deactivated.1["error"], wrong.1["error"]);
+
+    // Four more wrong passwords through the UIA stage of a password change: five failures.
+    let path = "/_matrix/client/v3/account/password";
+    for _ in 0..4 {
+        let (_, challenge) =
+            api.send(reqwest::Method::POST, path, Some(&token), Some(json!({ "new_password": "new" }))).await;
+        let auth = json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "alice" },
+                           "password": "wrong", "session": challenge["session"] });
+        let (status, body) = api
+            .send(reqwest::Method::POST, path, Some(&token), Some(json!({ "new_password": "new", "auth": auth })))
+            .await;
+        assert_eq!(status, 401, "a wrong password is a failed stage: {body}");
+    }
+    let limited = api.login("alice", "pw", None).await;
+    assert_error(&limited, 429, "M_LIMIT_EXCEEDED", "the sixth attempt waits, even with the right password");
+    assert!(limited.1["retry_after_ms"].as_u64().is_some_and(|ms| ms > 0), "{}", limited.1);
+}
+
+/// Behind a trusted proxy the client's address comes from X-Forwarded-For: rate limits are per
+/// client, and the device list shows the client's address and its latest use.
+#[tokio::test]
+async fn client_address_comes_from_a_trusted_proxy_only() {
+    let limited = toml::Value::try_from(json!({ "per_second": 0.001, "burst": 2 })).unwrap();
+    let server = TestServer::start_with(&[
+        ("listen.trusted_proxies", toml::Value::Array(vec!["127.0.0.0/8".into()])),
+        ("rate_limits.enabled", true.into()),
+        ("rate_limits.login", limited),
+    ]);
+    let api = Api::new(&server);
+    api.register("alice").await;
+    api.register("bob").await;
+    let login_from = |user: &'static str, ip: &'static str| {
+        let body = json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": user },
+                           "password": "pw" });
+        api.http
+            .post(format!("{}/_matrix/client/v3/login", api.url))
+            .header("X-Forwarded-For", format!("198.51.100.99, {ip}"))
+            .json(&body)
+            .send()
+    };
+    // Buckets of 2 per address and per account: the first client uses up its address's bucket…
+    let first = login_from("alice", "203.0.113.7").await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert_eq!(login_from("bob", "203.0.113.7").await.unwrap().status(), 200);
+    assert_eq!(login_from("alice", "203.0.113.7").await.unwrap().status(), 429, "this client's bucket is empty");
+    // …and a second client behind the same proxy is not locked out by it.
+    assert_eq!(login_from("bob", "203.0.113.8").await.unwrap().status(), 200, "another client has its own bucket");
+
+    let login: Value = first.json().await.unwrap();
+    let token = login["access_token"].as_str().unwrap().to_owned();
+    let device_id = login["device_id"].as_str().unwrap().to_owned();
+    let this_device = |devices: &Value| -> Value {
+        devices["devices"].as_array().unwrap().iter().find(|d| d["device_id"] == device_id.as_str()).unwrap().clone()
+    };
+    let devices: Value = api
+        .http
+        .get(format!("{}/_matrix/client/v3/devices", api.url))
+        .bearer_auth(&token)
+        .header("X-Forwarded-For", "203.0.113.7")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(this_device(&devices)["last_seen_ip"], "203.0.113.7", "{devices}");
+
+    // A request from another client address updates the device's last use.
+    let before = this_device(&devices)["last_seen_ts"].as_u64().unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let response = api
+        .http
+        .get(format!("{}/_matrix/client/v3/devices", api.url))
+        .bearer_auth(&token)
+        .header("X-Forwarded-For", "192.0.2.44")
+        .send()
+        .await
+        .unwrap();
+    let devices: Value = response.json().await.unwrap();
+    assert_eq!(this_device(&devices)["last_seen_ip"], "192.0.2.44", "{devices}");
+    assert!(this_device(&devices)["last_seen_ts"].as_u64().unwrap() > before, "{devices}");
+}
+
+/// Without a trusted proxy configured, a forged X-Forwarded-For changes nothing.
+#[tokio::test]
+async fn forwarded_headers_from_untrusted_peers_are_ignored() {
+    let server = TestServer::start();
+    let api = Api::new(&server);
+    let (_, token) = api.register("alice").await;
+    let response = api
+        .http
+        .get(format!("{}/_matrix/client/v3/devices", api.url))
+        .bearer_auth(&token)
+        .header("X-Forwarded-For", "203.0.113.7")
+        .send()
+        .await
+        .unwrap();
+    let devices: Value = response.json().await.unwrap();
+    assert_eq!(devices["devices"][0]["last_seen_ip"], "127.0.0.1", "{devices}");
+}
+
+/// A display name change reaches the member event of every joined room and the user directory.
+#[tokio::test]
+async fn profile_changes_update_member_events() {
+    let server = TestServer::start();
+    let api = Api::new(&server);
+    let (alice, a) = api.register("alice").await;
+    let (_, b) = api.register("bob").await;
+    let mut rooms = Vec::new();
+    for _ in 0..2 {
+        let room = api
+            .ok(reqwest::Method::POST, "/_matrix/client/v3/createRoom", &b, json!({ "preset": "public_chat" }))
+            .await;
+        let room = room["room_id"].as_str().unwrap().to_owned();
+        api.ok(reqwest::Method::POST, &format!("/_matrix/client/v3/join/{room}"), &a, json!({})).await;
+        rooms.push(room);
+    }
+    api.ok(
+        reqwest::Method::PUT,
+        &format!("/_matrix/client/v3/profile/{alice}/displayname"),
+        &a,
+        json!({ "displayname": "Alice Martin" }),
+    )
+    .await;
+    for room in &rooms {
+        let (status, member) =
+            api.get(&format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/{alice}"), &b).await;
+        assert_eq!(status, 200, "{member}");
+        assert_eq!(member["displayname"], "Alice Martin");
+        assert_eq!(member["membership"], "join");
+    }
+    let found = api
+        .ok(reqwest::Method::POST, "/_matrix/client/v3/user_directory/search", &b, json!({ "search_term": "martin" }))
+        .await;
+    assert_eq!(found["results"][0]["user_id"], alice.as_str(), "{found}");
+}
+
+/// A relation from another room is not a relation: it is neither indexed nor returned.
+#[tokio::test]
+async fn relations_do_not_cross_rooms() {
+    let server = TestServer::start();
+    let api = Api::new(&server);
+    let (_, a) = api.register("alice").await;
+    let mut created = Vec::new();
+    for _ in 0..2 {
+        let room = api.ok(reqwest::Method::POST, "/_matrix/client/v3/createRoom", &a, json!({})).await;
+        created.push(room["room_id"].as_str().unwrap().to_owned());
+    }
+    let (room_a, room_b) = (&created[0], &created[1]);
+    let send = |room: &str, txn: &str| format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}");
+    let parent =
+        api.ok(reqwest::Method::PUT, &send(room_a, "p"), &a, json!({ "msgtype": "m.text", "body": "parent" })).await;
+    let parent = parent["event_id"].as_str().unwrap().to_owned();
+    let edit = |body: &str| {
+        json!({ "msgtype": "m.text", "body": body,
+                "m.new_content": { "msgtype": "m.text", "body": body },
+                "m.relates_to": { "rel_type": "m.replace", "event_id": parent } })
+    };
+    api.ok(reqwest::Method::PUT, &send(room_b, "elsewhere"), &a, edit("from room B")).await;
+    api.ok(reqwest::Method::PUT, &send(room_a, "here"), &a, edit("from room A")).await;
+    let (status, relations) = api.get(&format!("/_matrix/client/v1/rooms/{room_a}/relations/{parent}"), &a).await;
+    assert_eq!(status, 200, "{relations}");
+    let bodies: Vec<&str> =
+        relations["chunk"].as_array().unwrap().iter().filter_map(|e| e["content"]["body"].as_str()).collect();
+    assert_eq!(bodies, ["from room A"]);
+}
+
+/// Threaded receipts name `main` or a real thread root; anything else would create a slot every
+/// member's sync carries forever.
+#[tokio::test]
+async fn receipts_name_real_threads_only() {
+    let server = TestServer::start();
+    let api = Api::new(&server);
+    let (_, a) = api.register("alice").await;
+    let room = api.ok(reqwest::Method::POST, "/_matrix/client/v3/createRoom", &a, json!({})).await;
+    let room = room["room_id"].as_str().unwrap().to_owned();
+    let send = |txn: &str| format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}");
+    let root = api.ok(reqwest::Method::PUT, &send("root"), &a, json!({ "msgtype": "m.text", "body": "root" })).await;
+    let root = root["event_id"].as_str().unwrap().to_owned();
+    let reply = api
+        .ok(
+            reqwest::Method::PUT,
+            &send("reply"),
+            &a,
+            json!({ "msgtype": "m.text", "body": "reply", "m.relates_to": { "rel_type": "m.thread", "event_id": root } }),
+        )
+        .await;
+    let reply = reply["event_id"].as_str().unwrap().to_owned();
+    let receipt = format!("/_matrix/client/v3/rooms/{room}/receipt/m.read/{reply}");
+    let bogus = api.send(reqwest::Method::POST, &receipt, Some(&a), Some(json!({ "thread_id": reply }))).await;
+    assert_error(&bogus, 400, "M_INVALID_PARAM", "a thread id that is not a thread root");
+    let invented = api.send(reqwest::Method::POST, &receipt, Some(&a), Some(json!({ "thread_id": "$nothing" }))).await;
+    assert_error(&invented, 400, "M_INVALID_PARAM", "an unknown thread id");
+    api.ok(reqwest::Method::POST, &receipt, &a, json!({ "thread_id": root })).await;
+    api.ok(reqwest::Method::POST, &receipt, &a, json!({ "thread_id": "main" })).await;
+}
+
+/// Tokens from the future are refused, not trusted: sync would delete to-device messages up to
+/// them, and `/keys/changes` would overflow.
+#[tokio::test]
+async fn tokens_beyond_the_stream_are_refused() {
+    let server = TestServer::start();
+    let api = Api::new(&server);
+    let (_, a) = api.register("alice").await;
+    let now = api.get("/_matrix/client/v3/sync", &a).await.1["next_batch"].as_str().unwrap().to_owned();
+    for path in [
+        "/_matrix/client/v3/sync?since=s999999999_0&timeout=0".to_owned(),
+        format!("/_matrix/client/v3/keys/changes?from=s18446744073709551615_0&to={now}"),
+        format!("/_matrix/client/v3/keys/changes?from={now}&to=s18446744073709551615"),
+    ] {
+        assert_error(&api.get(&path, &a).await, 400, "M_INVALID_PARAM", &path);
+    }
+    let (status, _) = api.get(&format!("/_matrix/client/v3/sync?since={now}&timeout=0"), &a).await;
+    assert_eq!(status, 200);
+}
+
+/// Error codes the spec names for three corner cases.
+#[tokio::test]
+async fn spec_error_codes_for_managed_account_data_login_types_and_stray_auth() {
+    let server = TestServer::start();
+    let api = Api::new(&server);
+    let (alice, a) = api.register("alice").await;
+    let managed = api
+        .send(
+            reqwest::Method::PUT,
+            &format!("/_matrix/client/v3/user/{alice}/account_data/m.push_rules"),
+            Some(&a),
+            Some(json!({})),
+        )
+        .await;
+    assert_error(&managed, 405, "M_BAD_JSON", "server-managed account data");
+    let unknown = api
+        .send(reqwest::Method::POST, "/_matrix/client/v3/login", None, Some(json!({ "type": "org.example.login" })))
+        .await;
+    assert_error(&unknown, 400, "M_UNKNOWN", "an unknown login type");
+    let versions = api
+        .http
+        .get(format!("{}/_matrix/client/versions", api.url))
+        .header("Authorization", "Basic dXNlcjpwYXNz")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(versions.status(), 200, "an endpoint without auth ignores a stray Authorization header");
+}
