@@ -2,7 +2,7 @@
 //! forgetting rooms. The auth rules decide who may do what; these functions add the checks the
 //! spec asks of the server before it even builds an event.
 
-use ruma::{events::StateEventType, OwnedEventId, RoomId, UserId};
+use ruma::{events::StateEventType, OwnedEventId, OwnedUserId, RoomId, UserId};
 use serde_json::{json, Map, Value};
 
 use super::{NewEvent, Rooms};
@@ -41,7 +41,47 @@ impl Rooms {
         if let Some(a) = avatar_url {
             extra.insert("avatar_url".into(), json!(a));
         }
+        if let Some(authoriser) = self.restricted_join_authoriser(room, user)? {
+            extra.insert("join_authorised_via_users_server".into(), json!(authoriser));
+        }
         self.set_membership(room, user, user, "join", reason, extra).await
+    }
+
+    /// For a join to a `restricted` (or `knock_restricted`) room by someone not invited: checks
+    /// that they are in one of the rooms the join rules allow, and picks a local member who may
+    /// invite to vouch for the join (`join_authorised_via_users_server`), as the auth rules
+    /// require. `None` when the room's join rule needs no such thing.
+    fn restricted_join_authoriser(&self, room: &RoomId, user: &UserId) -> Result<Option<OwnedUserId>> {
+        let Some(rules) = self.state_event(room, &StateEventType::RoomJoinRules, "")? else { return Ok(None) };
+        let content: Value = serde_json::from_str(rules.content.get()).unwrap_or_default();
+        if !matches!(content["join_rule"].as_str(), Some("restricted" | "knock_restricted")) {
+            return Ok(None);
+        }
+        if matches!(self.current_membership(room, user)?.as_deref(), Some("invite" | "join")) {
+            return Ok(None);
+        }
+        let allowed = content["allow"].as_array().into_iter().flatten().any(|entry| {
+            entry["type"] == "m.room_membership"
+                && entry["room_id"]
+                    .as_str()
+                    .and_then(|r| RoomId::parse(r).ok())
+                    .is_some_and(|r| self.is_joined(user, &r).unwrap_or(false))
+        });
+        if !allowed {
+            return Err(Error::forbidden("joining this room needs membership of a room it allows, or an invite"));
+        }
+        let power = self.power(room)?;
+        let authoriser = self
+            .members(room)?
+            .into_iter()
+            .filter(|(member, m)| m.membership == "join" && self.is_local(member))
+            .map(|(member, _)| (power.of_user(&member), member))
+            .filter(|(level, _)| *level >= power.invite)
+            .max_by(|a, b| a.0.cmp(&b.0).then_with(|| b.1.cmp(&a.1)))
+            .map(|(_, member)| member);
+        authoriser
+            .map(Some)
+            .ok_or_else(|| Error::forbidden("no member of this server may authorise the join (it needs invite power)"))
     }
 
     /// Sends an `m.room.member` event for `target`, checking the preconditions the spec names.

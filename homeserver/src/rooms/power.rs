@@ -21,6 +21,7 @@ pub struct Power {
     events_default: i64,
     state_default: i64,
     pub redact: i64,
+    pub invite: i64,
     /// Room version 12 creators: above every power level.
     creators: Vec<OwnedUserId>,
 }
@@ -88,6 +89,7 @@ impl Rooms {
             events_default: level("events_default", 0),
             state_default: level("state_default", 50),
             redact: level("redact", 50),
+            invite: level("invite", 0),
             creators,
         })
     }

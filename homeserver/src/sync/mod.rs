@@ -379,6 +379,22 @@ pub(crate) fn room_sync(
                 };
             state.into_values().filter(|id| !before.contains(id)).collect()
         }
+    } else if filter.lazy_load_members {
+        // An incremental sync that is not limited still brings the member events of senders
+        // the client may not have loaded yet (redundant ones are allowed by the spec).
+        let in_timeline: BTreeSet<&str> = data.timeline.iter().filter_map(|e| e["event_id"].as_str()).collect();
+        let mut members = Vec::new();
+        if let Some(snapshot) = state_at_start {
+            let senders: BTreeSet<&str> = data.timeline.iter().filter_map(|e| e["sender"].as_str()).collect();
+            for sender in senders {
+                if let Some(id) = rooms.state_event_id_in(snapshot, &StateEventType::RoomMember, sender)? {
+                    if !in_timeline.contains(id.as_str()) {
+                        members.push(id);
+                    }
+                }
+            }
+        }
+        members
     } else {
         Vec::new()
     };

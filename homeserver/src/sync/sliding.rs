@@ -287,9 +287,12 @@ fn compute(services: &Services, request: &SlidingRequest, now: SyncToken) -> Res
             data.joined_count = timeline.joined_count;
             data.invited_count = timeline.invited_count;
             data.heroes = timeline.heroes;
-            if initial {
-                data.required_state = required_state(services, user, room, &spec.required_state, &data.timeline)?;
-            }
+            // A room already sent gets what changed since: state events of the wanted kinds and
+            // the members of new senders (`$LAZY`), so names, avatars, encryption and join rules
+            // stay current in the client.
+            let changed = if initial { None } else { changed_state_keys(services, room, since.unwrap_or(0), now.pos)? };
+            data.required_state =
+                required_state(services, user, room, &spec.required_state, &data.timeline, changed.as_ref())?;
         }
         data.name = rooms
             .state_event(room, &StateEventType::RoomName, "")?
@@ -339,13 +342,43 @@ fn compute(services: &Services, request: &SlidingRequest, now: SyncToken) -> Res
     Ok(result)
 }
 
-/// The state events matching the requested `(type, state_key)` patterns.
+/// State changes of a room scanned at most, per incremental response; past this the whole
+/// required state is sent again.
+const MAX_CHANGES_SCANNED: usize = 1_000;
+
+/// The `(type, state_key)` pairs whose state changed in `(since, now]`; `None` when there were
+/// too many events to look at (then everything wanted is sent).
+fn changed_state_keys(
+    services: &Services,
+    room: &RoomId,
+    since: u64,
+    now: u64,
+) -> Result<Option<BTreeSet<(String, String)>>> {
+    let mut keys = BTreeSet::new();
+    for (scanned, entry) in services.rooms.scan_ranges(room, vec![(since.saturating_add(1), now)], true).enumerate() {
+        if scanned >= MAX_CHANGES_SCANNED {
+            return Ok(None);
+        }
+        let (_, id) = entry?;
+        if let Some(pdu) = services.rooms.pdu(&id)? {
+            if let Some(key) = &pdu.state_key {
+                keys.insert((pdu.kind.to_string(), key.clone()));
+            }
+        }
+    }
+    Ok(Some(keys))
+}
+
+/// The state events matching the requested `(type, state_key)` patterns; with `changed`, only
+/// those among the changed keys, plus the member events of the timeline's senders when `$LAZY`
+/// members are wanted.
 fn required_state(
     services: &Services,
     user: &UserId,
     room: &RoomId,
     wanted: &[(String, String)],
     timeline: &[Value],
+    changed: Option<&BTreeSet<(String, String)>>,
 ) -> Result<Vec<Value>> {
     if wanted.is_empty() {
         return Ok(Vec::new());
@@ -362,6 +395,25 @@ fn required_state(
         })
     };
     let mut out = Vec::new();
+    if let Some(changed) = changed {
+        // Only the changed keys and the new senders' members: no walk over the whole state.
+        let lazy = wanted.iter().any(|(t, k)| k == "$LAZY" && (t == "*" || t == "m.room.member"));
+        let mut keys = changed.clone();
+        if lazy {
+            keys.extend(senders.iter().map(|s| ("m.room.member".to_owned(), (*s).to_owned())));
+        }
+        for (kind, key) in keys {
+            if !matches(&kind, &key) {
+                continue;
+            }
+            if let Some(id) = services.rooms.state_event_id_in(record.snapshot, &kind.as_str().into(), &key)? {
+                if let Some(event) = services.rooms.client_event(&id)? {
+                    out.push(event);
+                }
+            }
+        }
+        return Ok(out);
+    }
     for ((kind, key), id) in services.rooms.full_state(record.snapshot)? {
         if matches(&kind.to_string(), &key) {
             if let Some(event) = services.rooms.client_event(&id)? {

@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::common::TestServer;
+use crate::common::{urlencode, TestServer};
 
 struct Api {
     url: String,
@@ -371,4 +371,143 @@ async fn spec_error_codes_for_managed_account_data_login_types_and_stray_auth() 
         .await
         .unwrap();
     assert_eq!(versions.status(), 200, "an endpoint without auth ignores a stray Authorization header");
+}
+
+/// A `restricted` room admits members of the rooms it allows, vouched for by a local member who
+/// may invite; anyone else is refused.
+#[tokio::test]
+async fn restricted_rooms_admit_members_of_allowed_rooms() {
+    let server = TestServer::start();
+    let api = Api::new(&server);
+    let (alice, a) = api.register("alice").await;
+    let (_, b) = api.register("bob").await;
+    let create = "/_matrix/client/v3/createRoom";
+    let space = api.ok(reqwest::Method::POST, create, &a, json!({ "preset": "public_chat" })).await;
+    let space = space["room_id"].as_str().unwrap().to_owned();
+    let restricted = api
+        .ok(
+            reqwest::Method::POST,
+            create,
+            &a,
+            json!({ "initial_state": [{ "type": "m.room.join_rules", "state_key": "",
+                "content": { "join_rule": "restricted", "allow": [{ "type": "m.room_membership", "room_id": space }] } }] }),
+        )
+        .await;
+    let restricted = restricted["room_id"].as_str().unwrap().to_owned();
+    let join = format!("/_matrix/client/v3/join/{restricted}");
+    let refused = api.send(reqwest::Method::POST, &join, Some(&b), Some(json!({}))).await;
+    assert_error(&refused, 403, "M_FORBIDDEN", "not a member of the allowed room");
+    api.ok(reqwest::Method::POST, &format!("/_matrix/client/v3/join/{space}"), &b, json!({})).await;
+    api.ok(reqwest::Method::POST, &join, &b, json!({})).await;
+    let (_, bob_id) = (0, "@bob:localhost");
+    let (status, member) =
+        api.get(&format!("/_matrix/client/v3/rooms/{restricted}/state/m.room.member/{bob_id}"), &a).await;
+    assert_eq!(status, 200, "{member}");
+    assert_eq!(member["membership"], "join");
+    assert_eq!(member["join_authorised_via_users_server"], alice.as_str());
+}
+
+/// Lazy-loaded members: an incremental sync that is not limited still brings the member event of
+/// a sender the client has not seen, and sliding sync sends state changes and new senders'
+/// members to a room it already sent.
+#[tokio::test]
+async fn lazy_members_and_state_changes_reach_incremental_syncs() {
+    let server = TestServer::start();
+    let api = Api::new(&server);
+    let (_, a) = api.register("alice").await;
+    let (_, b) = api.register("bob").await;
+    let (carol, c) = api.register("carol").await;
+    let room =
+        api.ok(reqwest::Method::POST, "/_matrix/client/v3/createRoom", &a, json!({ "preset": "public_chat" })).await;
+    let room = room["room_id"].as_str().unwrap().to_owned();
+    for token in [&b, &c] {
+        api.ok(reqwest::Method::POST, &format!("/_matrix/client/v3/join/{room}"), token, json!({})).await;
+    }
+    let send = |txn: &str| format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}");
+    api.ok(reqwest::Method::PUT, &send("a1"), &a, json!({ "msgtype": "m.text", "body": "from alice" })).await;
+
+    let filter = json!({ "room": { "timeline": { "limit": 1 }, "state": { "lazy_load_members": true } } }).to_string();
+    let filter = urlencode(&filter);
+    let first = api.get(&format!("/_matrix/client/v3/sync?filter={filter}"), &b).await.1;
+    let since = first["next_batch"].as_str().unwrap().to_owned();
+
+    let sliding_path = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync";
+    let sliding_body = json!({ "lists": { "all": { "ranges": [[0, 9]], "timeline_limit": 1,
+        "required_state": [["m.room.name", ""], ["m.room.member", "$LAZY"]] } } });
+    let initial = api.ok(reqwest::Method::POST, sliding_path, &b, sliding_body.clone()).await;
+    let pos = initial["pos"].as_str().unwrap().to_owned();
+
+    api.ok(reqwest::Method::PUT, &send("c1"), &c, json!({ "msgtype": "m.text", "body": "from carol" })).await;
+    api.ok(
+        reqwest::Method::PUT,
+        &format!("/_matrix/client/v3/rooms/{room}/state/m.room.name/"),
+        &a,
+        json!({ "name": "Renamed" }),
+    )
+    .await;
+
+    let wide = json!({ "room": { "timeline": { "limit": 10 }, "state": { "lazy_load_members": true } } }).to_string();
+    let wide = urlencode(&wide);
+    let next = api.get(&format!("/_matrix/client/v3/sync?filter={wide}&since={since}&timeout=0"), &b).await.1;
+    let joined = &next["rooms"]["join"][&room];
+    assert_ne!(joined["timeline"]["limited"], true, "{joined}");
+    let state_members: Vec<&str> = joined["state"]["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["type"] == "m.room.member")
+        .filter_map(|e| e["state_key"].as_str())
+        .collect();
+    assert!(state_members.contains(&carol.as_str()), "carol's member event: {joined}");
+
+    let update = api.ok(reqwest::Method::POST, &format!("{sliding_path}?pos={pos}&timeout=0"), &b, sliding_body).await;
+    let room_update = &update["rooms"][&room];
+    assert_ne!(room_update["initial"], true, "{room_update}");
+    let required: Vec<(String, String)> = room_update["required_state"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| (e["type"].as_str().unwrap().to_owned(), e["state_key"].as_str().unwrap().to_owned()))
+        .collect();
+    let name = room_update["required_state"].as_array().unwrap().iter().find(|e| e["type"] == "m.room.name");
+    assert_eq!(name.map(|e| e["content"]["name"].clone()), Some(json!("Renamed")), "{room_update}");
+    let carol_member = ("m.room.member".to_owned(), carol.clone());
+    let timeline_senders: Vec<&str> =
+        room_update["timeline"].as_array().unwrap().iter().filter_map(|e| e["sender"].as_str()).collect();
+    if timeline_senders.contains(&carol.as_str()) {
+        assert!(required.contains(&carol_member), "{required:?}");
+    }
+}
+
+/// Sliding sync remembers a bounded number of connections per device: the oldest of many is
+/// forgotten, so its rooms are sent whole again.
+#[tokio::test]
+async fn sliding_sync_connections_are_bounded_per_device() {
+    let server = TestServer::start();
+    let api = Api::new(&server);
+    let (_, a) = api.register("alice").await;
+    api.ok(reqwest::Method::POST, "/_matrix/client/v3/createRoom", &a, json!({})).await;
+    let path = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync";
+    let body = |conn: &str| json!({ "conn_id": conn, "lists": { "all": { "ranges": [[0, 9]], "timeline_limit": 1 } } });
+    let first = api.ok(reqwest::Method::POST, path, &a, body("conn-0")).await;
+    let pos = first["pos"].as_str().unwrap().to_owned();
+    let again = |conn: &'static str, pos: String| {
+        let body = body(conn);
+        let path = format!("{path}?pos={pos}&timeout=0");
+        let api = &api;
+        let a = a.clone();
+        async move { api.ok(reqwest::Method::POST, &path, &a, body).await }
+    };
+    // Remembered: a new message makes the room come back, but not as initial.
+    let room_id = first["rooms"].as_object().unwrap().keys().next().unwrap().clone();
+    let send = format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/one");
+    api.ok(reqwest::Method::PUT, &send, &a, json!({ "msgtype": "m.text", "body": "one" })).await;
+    let known = again("conn-0", pos.clone()).await;
+    assert_ne!(known["rooms"][&room_id]["initial"], true, "{known}");
+    for n in 1..=20 {
+        let conn = format!("conn-{n}");
+        api.ok(reqwest::Method::POST, path, &a, body(&conn)).await;
+    }
+    let forgotten = again("conn-0", pos).await;
+    assert_eq!(forgotten["rooms"][&room_id]["initial"], true, "the oldest connection was dropped: {forgotten}");
 }
