@@ -40,6 +40,9 @@ pub enum Error {
     /// A request the spec answers with plain `M_UNKNOWN` and 400 (e.g. forgetting a joined room).
     #[error("{0}")]
     BadState(String),
+    /// Something needs another server, which this server cannot reach yet (`502 M_UNKNOWN`).
+    #[error("{0}")]
+    RemoteUnreachable(String),
     /// Account data the server manages through its own API (`405 M_BAD_JSON`, as the spec says).
     #[error("{0}")]
     ServerManaged(String),

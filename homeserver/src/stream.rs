@@ -154,8 +154,18 @@ impl Writer {
         db: &Database,
         fill: impl FnOnce(&mut Batch, u64) -> crate::error::Result<Cleanup>,
     ) -> crate::error::Result<oneshot::Receiver<Result<(), String>>> {
+        self.submit_with(db, Batch::new(), fill)
+    }
+
+    /// Like [`Writer::submit`], with a batch already holding the writes that need no position:
+    /// the slow part (scans) is done before the queue's lock, which `fill` then holds briefly.
+    pub fn submit_with(
+        &self,
+        db: &Database,
+        mut batch: Batch,
+        fill: impl FnOnce(&mut Batch, u64) -> crate::error::Result<Cleanup>,
+    ) -> crate::error::Result<oneshot::Receiver<Result<(), String>>> {
         let queue = self.queue.lock().expect("writer queue");
-        let mut batch = Batch::new();
         let pos = db.next_count(&mut batch);
         let cleanup = fill(&mut batch, pos)?;
         let (done, receiver) = oneshot::channel();

@@ -67,6 +67,7 @@ impl From<Error> for ApiError {
             Error::BadAlias(_) => (S::BAD_REQUEST, "M_BAD_ALIAS"),
             Error::BadState(_) => (S::BAD_REQUEST, "M_UNKNOWN"),
             Error::ServerManaged(_) => (S::METHOD_NOT_ALLOWED, "M_BAD_JSON"),
+            Error::RemoteUnreachable(_) => (S::BAD_GATEWAY, "M_UNKNOWN"),
             Error::WrongRoomKeysVersion { .. } => (S::FORBIDDEN, "M_WRONG_ROOM_KEYS_VERSION"),
             Error::CannotOverwriteMedia(_) => (S::CONFLICT, "M_CANNOT_OVERWRITE_MEDIA"),
             Error::NotYetUploaded(_) => (S::GATEWAY_TIMEOUT, "M_NOT_YET_UPLOADED"),

@@ -71,6 +71,35 @@ impl Rooms {
                 return Err(Error::invalid_param("room names are at most 255 bytes"));
             }
         }
+        for (kind, key, _) in &request.initial_state {
+            // The auth rules refuse a state key naming another user; refuse it before the room exists.
+            if key.starts_with('@') && key != sender.as_str() {
+                return Err(Error::forbidden(format!("{kind} with state key {key} may only be sent by that user")));
+            }
+        }
+        for invitee in &request.invite {
+            if !self.is_local(invitee) {
+                return Err(Error::RemoteUnreachable(format!(
+                    "{invitee} is on another server, which cannot be reached yet"
+                )));
+            }
+            if !self.profiles_user_exists(invitee)? {
+                return Err(Error::not_found(format!("{invitee} does not exist")));
+            }
+        }
+        if let Some(overrides) = &request.power_level_override {
+            for (key, value) in overrides {
+                let valid = match key.as_str() {
+                    "users" | "events" | "notifications" => {
+                        value.as_object().is_some_and(|o| o.values().all(|v| v.is_i64()))
+                    }
+                    _ => value.is_i64(),
+                };
+                if !valid {
+                    return Err(Error::BadJson(format!("power_level_content_override.{key} has the wrong type")));
+                }
+            }
+        }
 
         let mut creation = request.creation_content.clone();
         if preset == Preset::TrustedPrivateChat && privileged_creators && !request.invite.is_empty() {

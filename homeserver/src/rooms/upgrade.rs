@@ -83,6 +83,10 @@ impl Rooms {
                 self.append(&new, sender, NewEvent::state(StateEventType::from(*kind), "", content), None).await?;
             }
         }
+        // The tombstone first: aliases and the directory listing move only once the old room
+        // points to the new one, so a failure never leaves them on a room nobody is told about.
+        let tombstone = json!({ "body": "This room has been replaced", "replacement_room": new });
+        self.append(old, sender, NewEvent::state(StateEventType::RoomTombstone, "", tombstone), None).await?;
         // The canonical alias moves with the room.
         if let Some(alias) =
             self.state_content(old, "m.room.canonical_alias")?.and_then(|c| c["alias"].as_str().map(str::to_owned))
@@ -105,8 +109,6 @@ impl Rooms {
             self.set_published(old, false)?;
         }
 
-        let tombstone = json!({ "body": "This room has been replaced", "replacement_room": new });
-        self.append(old, sender, NewEvent::state(StateEventType::RoomTombstone, "", tombstone), None).await?;
         // Stop conversation in the old room: only moderators may speak or invite there.
         let users_default = power["users_default"].as_i64().unwrap_or(0);
         let restricted = (users_default + 1).max(50);

@@ -498,18 +498,20 @@ impl Users {
         let _guard = self.lock_user(user).await;
         let removed: Vec<_> = self.devices(user)?.into_iter().filter(|(id, _)| select(id)).collect();
         let tables = &self.db.tables;
-        let durable = self.writer.submit(&self.db, |batch, pos| {
-            also(tables, batch)?;
-            for (device_id, device) in &removed {
-                for entry in
-                    tables.useriddevicepos_todevice.scan_prefix(crate::ephemeral::to_device::inbox(user, device_id))
-                {
-                    tables.useriddevicepos_todevice.remove(batch, &entry?.0);
-                }
-                crate::keys::remove_device_keys_into(tables, batch, user, device_id)?;
-                tables.tokenhash_session.remove(batch, &device.token_hash);
-                tables.userdeviceid_device.remove(batch, &(user.to_owned(), device_id.clone()));
+        // Scans first, outside the writer's queue lock (the user's own lock keeps them current).
+        let mut removals = Batch::new();
+        also(tables, &mut removals)?;
+        for (device_id, device) in &removed {
+            for entry in
+                tables.useriddevicepos_todevice.scan_prefix(crate::ephemeral::to_device::inbox(user, device_id))
+            {
+                tables.useriddevicepos_todevice.remove(&mut removals, &entry?.0);
             }
+            crate::keys::remove_device_keys_into(tables, &mut removals, user, device_id)?;
+            tables.tokenhash_session.remove(&mut removals, &device.token_hash);
+            tables.userdeviceid_device.remove(&mut removals, &(user.to_owned(), device_id.clone()));
+        }
+        let durable = self.writer.submit_with(&self.db, removals, |batch, pos| {
             if removed.is_empty() {
                 return Ok(Cleanup::default());
             }

@@ -511,3 +511,56 @@ async fn sliding_sync_connections_are_bounded_per_device() {
     let forgotten = again("conn-0", pos).await;
     assert_eq!(forgotten["rooms"][&room_id]["initial"], true, "the oldest connection was dropped: {forgotten}");
 }
+
+/// A bad `createRoom` is refused before the room exists: nothing is left behind to retry over.
+#[tokio::test]
+async fn create_room_validates_everything_first() {
+    let server = TestServer::start();
+    let api = Api::new(&server);
+    let (_, a) = api.register("alice").await;
+    let create = "/_matrix/client/v3/createRoom";
+    let cases = [
+        (json!({ "invite": ["@nobody:localhost"] }), 404, "M_NOT_FOUND"),
+        (json!({ "invite": ["@someone:other.example"] }), 502, "M_UNKNOWN"),
+        (
+            json!({ "initial_state": [{ "type": "org.example.profile", "state_key": "@bob:localhost", "content": {} }] }),
+            403,
+            "M_FORBIDDEN",
+        ),
+        (json!({ "power_level_content_override": { "ban": "fifty" } }), 400, "M_BAD_JSON"),
+    ];
+    for (body, status, errcode) in cases {
+        let answer = api.send(reqwest::Method::POST, create, Some(&a), Some(body.clone())).await;
+        assert_error(&answer, status, errcode, &body.to_string());
+    }
+    let (_, joined) = api.get("/_matrix/client/v3/joined_rooms", &a).await;
+    assert_eq!(joined["joined_rooms"], json!([]), "no half-made room");
+}
+
+/// Until federation lands, reaching another server is an explicit error, never a silent 200.
+#[tokio::test]
+async fn remote_invites_and_to_device_messages_are_refused_until_federation() {
+    let server = TestServer::start();
+    let api = Api::new(&server);
+    let (_, a) = api.register("alice").await;
+    let room = api.ok(reqwest::Method::POST, "/_matrix/client/v3/createRoom", &a, json!({})).await;
+    let room = room["room_id"].as_str().unwrap().to_owned();
+    let invite = api
+        .send(
+            reqwest::Method::POST,
+            &format!("/_matrix/client/v3/rooms/{room}/invite"),
+            Some(&a),
+            Some(json!({ "user_id": "@bob:other.example" })),
+        )
+        .await;
+    assert_error(&invite, 502, "M_UNKNOWN", "a remote invite");
+    let to_device = api
+        .send(
+            reqwest::Method::PUT,
+            "/_matrix/client/v3/sendToDevice/m.test/txn1",
+            Some(&a),
+            Some(json!({ "messages": { "@bob:other.example": { "*": { "hello": 1 } } } })),
+        )
+        .await;
+    assert_error(&to_device, 502, "M_UNKNOWN", "a remote to-device message");
+}

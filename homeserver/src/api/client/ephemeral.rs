@@ -131,9 +131,9 @@ pub async fn send_to_device(
     let mut deliveries = Vec::new();
     for (user, devices) in &b.messages {
         if !services.users.is_local(user) {
-            // Remote devices are reached through federation (EDUs), which this server does not send yet.
-            tracing::debug!(%user, "to-device message for a remote user dropped: no federation sender yet");
-            continue;
+            // Remote devices are reached through federation (EDUs), which this server does not
+            // send yet: say so rather than answer 200 for a message nobody will get.
+            return Err(Error::RemoteUnreachable(format!("{user} is on another server, which cannot be reached yet")));
         }
         for (target, content) in devices {
             let content: serde_json::Value =

@@ -58,6 +58,12 @@ pub async fn invite(
     let invite_user::v3::InvitationRecipient::UserId(invitee) = body.recipient else {
         return Err(Error::Unrecognized("third-party invites are not supported".into()));
     };
+    if !services.users.is_local(&invitee.user_id) {
+        return Err(Error::RemoteUnreachable(format!(
+            "{} is on another server, which cannot be reached yet",
+            invitee.user_id
+        )));
+    }
     services
         .rooms
         .set_membership(&body.room_id, &sender, &invitee.user_id, "invite", invitee.reason, Map::new())
