@@ -40,7 +40,14 @@ pub struct Database {
     pub tables: Tables,
     /// The last number handed out by [`Database::next_count`]; persisted with every batch that uses it.
     counter: AtomicU64,
+    /// Fault injection for the durability test only ([`SKIP_FSYNC_ENV`]): write without ever
+    /// syncing, to show that the test catches a server that acknowledges before the disk has it.
+    skip_sync: bool,
 }
+
+/// Test hook: when set to `1`, nothing is ever fsynced. Never set in production (not `HEMICYCLE_*`:
+/// those are configuration keys).
+pub const SKIP_FSYNC_ENV: &str = "FAULT_HEMICYCLE_SKIP_FSYNC";
 
 const COUNTER_KEY: &str = "counter";
 
@@ -68,7 +75,11 @@ impl Database {
         let db = Arc::new(db);
         let tables = Tables::new(&db);
         let counter = tables.meta.get(&COUNTER_KEY.to_owned())?.map(|c: codec::Be64| c.0).unwrap_or(0);
-        Ok(Self { db, tables, counter: AtomicU64::new(counter) })
+        let skip_sync = std::env::var(SKIP_FSYNC_ENV).is_ok_and(|v| v == "1");
+        if skip_sync {
+            tracing::error!("{SKIP_FSYNC_ENV}=1: writes are never synced (fault injection for tests)");
+        }
+        Ok(Self { db, tables, counter: AtomicU64::new(counter), skip_sync })
     }
 
     /// Returns a fresh, never reused number (for stream positions, filter ids, …) and records the new
@@ -99,7 +110,7 @@ impl Database {
 
     /// Makes every write so far durable.
     pub fn sync_wal(&self) -> Result<(), DbError> {
-        self.db.flush_wal(true)?;
+        self.db.flush_wal(!self.skip_sync)?;
         Ok(())
     }
 
@@ -109,7 +120,7 @@ impl Database {
             self.tables.meta.insert(&mut batch, &COUNTER_KEY.to_owned(), &codec::Be64(current));
         }
         let mut opts = WriteOptions::default();
-        opts.set_sync(sync);
+        opts.set_sync(sync && !self.skip_sync);
         self.db.write_opt(batch.inner, &opts)?;
         Ok(())
     }

@@ -4,6 +4,7 @@
 mod accounts;
 mod cli;
 mod common;
+mod durability;
 mod e2ee;
 mod errors;
 mod media;
