@@ -45,6 +45,20 @@ impl Presence {
         Self { db, writer, active: Default::default() }
     }
 
+    /// Users whose presence changed at a position in `(since, until]`.
+    pub fn changed_between(&self, since: u64, until: u64) -> Result<Vec<ruma::OwnedUserId>> {
+        let mut out = Vec::new();
+        let start = crate::db::codec::Codec::encode(&Be64(since.saturating_add(1)));
+        for entry in self.db.tables.pos_presence.scan_from(Vec::new(), start, true) {
+            let (Be64(pos), user) = entry?;
+            if pos > until {
+                break;
+            }
+            out.push(user);
+        }
+        Ok(out)
+    }
+
     /// Loads the users who were not offline when the server last stopped (start-up).
     pub fn load_active(&self) -> Result<()> {
         let mut active = self.active.lock().expect("active users");
@@ -73,7 +87,8 @@ impl Presence {
             } else {
                 continue;
             };
-            self.write(&user, next, record.status_msg.clone(), record.last_active_ts, Some(record.pos)).await?;
+            let wake = Audience::SharedWith(user.clone());
+            self.write(&user, next, record.status_msg.clone(), record.last_active_ts, Some(record.pos), wake).await?;
             changed += 1;
         }
         Ok(changed)
@@ -101,7 +116,10 @@ impl Presence {
         if unchanged && previous.as_ref().is_some_and(|p| now_ms().saturating_sub(p.last_active_ts) < 60_000) {
             return Ok(());
         }
-        self.write(user, presence, status_msg, now_ms(), previous.map(|p| p.pos)).await
+        // A refresh of the activity time wakes nobody (and so scans no room's members on the
+        // writer thread): others see it with their next sync, as the position moved.
+        let wake = if unchanged { Audience::Nobody } else { Audience::SharedWith(user.to_owned()) };
+        self.write(user, presence, status_msg, now_ms(), previous.map(|p| p.pos), wake).await
     }
 
     async fn write(
@@ -111,6 +129,7 @@ impl Presence {
         status_msg: Option<String>,
         last_active_ts: u64,
         old_pos: Option<u64>,
+        wake: Audience,
     ) -> Result<()> {
         let tables = &self.db.tables;
         let durable = self.writer.submit(&self.db, |batch, pos| {
@@ -121,7 +140,7 @@ impl Presence {
             let record =
                 PresenceRecord { presence: presence.to_owned(), status_msg: status_msg.clone(), last_active_ts, pos };
             tables.userid_presence.insert(batch, &user.to_owned(), &Json(record));
-            Ok(Cleanup { wake: Audience::SharedWith(user.to_owned()), ..Default::default() })
+            Ok(Cleanup { wake, ..Default::default() })
         })?;
         wait_durable(durable).await?;
         let mut active = self.active.lock().expect("active users");

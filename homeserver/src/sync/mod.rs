@@ -83,6 +83,14 @@ pub struct RoomSync {
     pub ephemeral: Vec<Value>,
     pub notification_count: u64,
     pub highlight_count: u64,
+    /// Member counts and heroes: on an initial (or full) sync and when membership changed, as
+    /// the spec allows (it may be omitted otherwise), so a message in a big room costs no scan
+    /// of its members.
+    pub summary: Option<RoomSummary>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct RoomSummary {
     pub heroes: Vec<OwnedUserId>,
     pub joined_count: u64,
     pub invited_count: u64,
@@ -268,10 +276,28 @@ fn compute(services: &Services, params: &SyncParams, now: SyncToken) -> Result<S
     }
     result.one_time_key_counts = services.keys.one_time_key_counts(user, &params.device)?;
     result.unused_fallback_key_types = services.keys.unused_fallback_key_types(user, &params.device)?;
-    let mut visible: BTreeSet<OwnedUserId> = BTreeSet::from([user.to_owned()]);
-    for room in rooms.rooms_of(user, "join")? {
-        visible.extend(rooms.joined_members(&room)?.into_iter().map(|(u, _)| u));
-    }
+    let visible: Vec<OwnedUserId> = match since {
+        // Incremental: the presence changes since the token (few), kept if they share a room
+        // with the user — no walk over every member of every room at each wake-up.
+        Some(since) => {
+            let joined: BTreeSet<OwnedRoomId> = rooms.rooms_of(user, "join")?.into_iter().collect();
+            let mut changed = Vec::new();
+            for who in services.presence.changed_between(since, current)? {
+                if who == *user || rooms.rooms_of(&who, "join")?.iter().any(|r| joined.contains(r)) {
+                    changed.push(who);
+                }
+            }
+            changed
+        }
+        None => {
+            let mut everyone: BTreeSet<OwnedUserId> = BTreeSet::from([user.to_owned()]);
+            for room in rooms.rooms_of(user, "join")? {
+                everyone
+                    .extend(rooms.members(&room)?.into_iter().filter(|(_, m)| m.membership == "join").map(|(u, _)| u));
+            }
+            everyone.into_iter().collect()
+        }
+    };
     let now_ms = crate::users::now_ms();
     // Only the people the user shares a room with: cost follows the user's rooms, not the server.
     for who in visible {
@@ -423,16 +449,26 @@ pub(crate) fn room_sync(
     if !whole_state {
         return Ok(data);
     }
-    let members = rooms.members(room)?;
-    data.joined_count = members.iter().filter(|(_, m)| m.membership == "join").count() as u64;
-    data.invited_count = members.iter().filter(|(_, m)| m.membership == "invite").count() as u64;
-    data.heroes = members
-        .iter()
-        .filter(|(u, m)| u != user && (m.membership == "join" || m.membership == "invite"))
-        .map(|(u, _)| u.clone())
-        .take(5)
-        .collect();
+    let membership_changed = data.timeline.iter().chain(&data.state).any(|e| e["type"] == "m.room.member");
+    if from.is_none() || full_state || membership_changed {
+        data.summary = Some(summary(services, user, room)?);
+    }
     Ok(data)
+}
+
+/// A room's member counts and up to five heroes (members other than the user).
+pub(crate) fn summary(services: &Services, user: &UserId, room: &RoomId) -> Result<RoomSummary> {
+    let members = services.rooms.members(room)?;
+    Ok(RoomSummary {
+        joined_count: members.iter().filter(|(_, m)| m.membership == "join").count() as u64,
+        invited_count: members.iter().filter(|(_, m)| m.membership == "invite").count() as u64,
+        heroes: members
+            .iter()
+            .filter(|(u, m)| u != user && (m.membership == "join" || m.membership == "invite"))
+            .map(|(u, _)| u.clone())
+            .take(5)
+            .collect(),
+    })
 }
 
 /// The stripped state an invitee or knocker sees: a few public state events and their own event.

@@ -74,10 +74,8 @@ pub struct SlidingRoom {
     pub required_state: Vec<Value>,
     pub prev_batch: Option<String>,
     pub limited: bool,
-    pub joined_count: u64,
-    pub invited_count: u64,
+    pub summary: Option<super::RoomSummary>,
     pub bump_stamp: u64,
-    pub heroes: Vec<OwnedUserId>,
     pub notification_count: u64,
     pub highlight_count: u64,
 }
@@ -284,9 +282,11 @@ fn compute(services: &Services, request: &SlidingRequest, now: SyncToken) -> Res
                 data.limited = timeline.limited;
                 data.prev_batch = timeline.prev_batch;
             }
-            data.joined_count = timeline.joined_count;
-            data.invited_count = timeline.invited_count;
-            data.heroes = timeline.heroes;
+            data.summary = match timeline.summary {
+                Some(summary) => Some(summary),
+                None if initial => Some(super::summary(services, user, room)?),
+                None => None,
+            };
             // A room already sent gets what changed since: state events of the wanted kinds and
             // the members of new senders (`$LAZY`), so names, avatars, encryption and join rules
             // stay current in the client.

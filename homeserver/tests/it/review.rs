@@ -564,3 +564,33 @@ async fn remote_invites_and_to_device_messages_are_refused_until_federation() {
         .await;
     assert_error(&to_device, 502, "M_UNKNOWN", "a remote to-device message");
 }
+
+/// Member counts and heroes come with an initial sync and when membership changes, not with
+/// every message (which would mean reading every member of the room at each wake-up).
+#[tokio::test]
+async fn room_summaries_come_when_membership_changes() {
+    let server = TestServer::start();
+    let api = Api::new(&server);
+    let (_, a) = api.register("alice").await;
+    let (_, b) = api.register("bob").await;
+    let room =
+        api.ok(reqwest::Method::POST, "/_matrix/client/v3/createRoom", &a, json!({ "preset": "public_chat" })).await;
+    let room = room["room_id"].as_str().unwrap().to_owned();
+    let first = api.get("/_matrix/client/v3/sync", &a).await.1;
+    assert_eq!(first["rooms"]["join"][&room]["summary"]["m.joined_member_count"], 1, "{first}");
+    let since = first["next_batch"].as_str().unwrap().to_owned();
+
+    let send = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/m1");
+    api.ok(reqwest::Method::PUT, &send, &a, json!({ "msgtype": "m.text", "body": "hello" })).await;
+    let after_message = api.get(&format!("/_matrix/client/v3/sync?since={since}&timeout=0"), &a).await.1;
+    let joined = &after_message["rooms"]["join"][&room];
+    assert_eq!(joined["timeline"]["events"].as_array().unwrap().len(), 1, "{joined}");
+    assert!(joined["summary"].get("m.joined_member_count").is_none(), "no summary for a message: {joined}");
+    let since = after_message["next_batch"].as_str().unwrap().to_owned();
+
+    api.ok(reqwest::Method::POST, &format!("/_matrix/client/v3/join/{room}"), &b, json!({})).await;
+    let after_join = api.get(&format!("/_matrix/client/v3/sync?since={since}&timeout=0"), &a).await.1;
+    let summary = &after_join["rooms"]["join"][&room]["summary"];
+    assert_eq!(summary["m.joined_member_count"], 2, "{after_join}");
+    assert_eq!(summary["m.heroes"], json!(["@bob:localhost"]));
+}

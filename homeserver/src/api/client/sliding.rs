@@ -86,13 +86,15 @@ pub async fn sync(services: Arc<Services>, request: Ruma<v5::Request>) -> Result
         room.required_state = data.required_state.iter().map(to_raw).collect();
         room.prev_batch = data.prev_batch;
         room.limited = data.limited;
-        room.joined_count = UInt::new(data.joined_count);
-        room.invited_count = UInt::new(data.invited_count);
         room.bump_stamp = UInt::new(data.bump_stamp);
         room.unread_notifications.notification_count = UInt::new(data.notification_count);
         room.unread_notifications.highlight_count = UInt::new(data.highlight_count);
-        if room.name.is_none() && !data.heroes.is_empty() {
-            room.heroes = Some(data.heroes.into_iter().map(response::Hero::new).collect());
+        if let Some(summary) = data.summary {
+            room.joined_count = UInt::new(summary.joined_count);
+            room.invited_count = UInt::new(summary.invited_count);
+            if room.name.is_none() && !summary.heroes.is_empty() {
+                room.heroes = Some(summary.heroes.into_iter().map(response::Hero::new).collect());
+            }
         }
         response.rooms.insert(room_id, room);
     }

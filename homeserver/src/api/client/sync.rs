@@ -102,11 +102,13 @@ pub async fn sync_events(
         joined.state = State::Before(StateEvents::with_events(data.state.iter().map(to_raw).collect()));
         joined.account_data = room_account_data(data);
         joined.ephemeral.events = data.ephemeral.iter().map(to_raw).collect();
-        joined.summary.heroes = data.heroes.clone();
         joined.unread_notifications.notification_count = UInt::new(data.notification_count);
         joined.unread_notifications.highlight_count = UInt::new(data.highlight_count);
-        joined.summary.joined_member_count = UInt::new(data.joined_count);
-        joined.summary.invited_member_count = UInt::new(data.invited_count);
+        if let Some(summary) = &data.summary {
+            joined.summary.heroes = summary.heroes.clone();
+            joined.summary.joined_member_count = UInt::new(summary.joined_count);
+            joined.summary.invited_member_count = UInt::new(summary.invited_count);
+        }
         response.rooms.join.insert(room.clone(), joined);
     }
     for (room, data) in &result.leave {
