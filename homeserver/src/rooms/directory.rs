@@ -14,6 +14,15 @@ use crate::{
 /// A user directory result: id, display name, avatar URL.
 pub type UserHit = (OwnedUserId, Option<String>, Option<String>);
 
+/// A joined member as the user directory searches it: id and display name lowercased once.
+#[derive(Debug, Clone)]
+pub struct DirectoryEntry {
+    pub user: OwnedUserId,
+    pub name: Option<String>,
+    pub avatar: Option<String>,
+    search_key: String,
+}
+
 /// A public room as the directory lists it.
 #[derive(Debug, Clone)]
 pub struct PublicRoom {
@@ -164,6 +173,31 @@ impl Rooms {
         Ok((rooms.into_iter().skip(since).take(limit).collect(), total))
     }
 
+    /// A room's joined members for the user directory, parsed once and kept until the room's
+    /// membership changes (see [`Rooms::forget_directory_entries`]): a keystroke in the search box
+    /// reads no member event.
+    fn directory_entries(&self, room: &RoomId) -> Result<std::sync::Arc<Vec<DirectoryEntry>>> {
+        if let Some(entries) = self.directory_cache.lock().expect("directory cache").get(room) {
+            return Ok(entries.clone());
+        }
+        let mut entries = Vec::new();
+        for (user, content) in self.joined_members(room)? {
+            let name = content.get("displayname").and_then(|v| v.as_str()).map(str::to_owned);
+            let avatar = content.get("avatar_url").and_then(|v| v.as_str()).map(str::to_owned);
+            let search_key =
+                format!("{}\n{}", user.as_str().to_lowercase(), name.as_deref().unwrap_or("").to_lowercase());
+            entries.push(DirectoryEntry { user, name, avatar, search_key });
+        }
+        let entries = std::sync::Arc::new(entries);
+        self.directory_cache.lock().expect("directory cache").insert(room.to_owned(), entries.clone());
+        Ok(entries)
+    }
+
+    /// Drops a room's cached directory entries (its membership changed).
+    pub(super) fn forget_directory_entries(&self, room: &RoomId) {
+        self.directory_cache.lock().expect("directory cache").remove(room);
+    }
+
     /// Users sharing a room with the searcher, and users in public rooms, whose id or display name
     /// contains the term. Returns (user, display name, avatar) and whether the list was cut.
     pub fn search_users(&self, searcher: &UserId, term: &str, limit: usize) -> Result<(Vec<UserHit>, bool)> {
@@ -174,13 +208,10 @@ impl Rooms {
         }
         let mut found: BTreeMap<OwnedUserId, (Option<String>, Option<String>)> = BTreeMap::new();
         for room in rooms {
-            for (user, content) in self.joined_members(&room)? {
-                let name = content.get("displayname").and_then(|v| v.as_str()).map(str::to_owned);
-                let avatar = content.get("avatar_url").and_then(|v| v.as_str()).map(str::to_owned);
-                let matches = user.as_str().to_lowercase().contains(&term)
-                    || name.as_deref().is_some_and(|n| n.to_lowercase().contains(&term));
+            for entry in self.directory_entries(&room)?.iter() {
+                let matches = entry.search_key.contains(&term);
                 if matches {
-                    found.entry(user).or_insert((name, avatar));
+                    found.entry(entry.user.clone()).or_insert((entry.name.clone(), entry.avatar.clone()));
                 }
             }
         }

@@ -138,6 +138,8 @@ pub struct Rooms {
     records: Mutex<HashMap<OwnedRoomId, RoomRecord>>,
     /// Parsed auth events (see [`Rooms::auth_pdu`]).
     auth_cache: Mutex<HashMap<OwnedEventId, Pdu>>,
+    /// The user directory's view of each room's joined members (`directory.rs`).
+    directory_cache: Mutex<HashMap<OwnedRoomId, Arc<Vec<directory::DirectoryEntry>>>>,
     writer: Arc<Writer>,
 }
 
@@ -161,6 +163,7 @@ impl Rooms {
             state: StateStore::new(db.clone(), writer.pending.clone()),
             records: Mutex::new(HashMap::new()),
             auth_cache: Mutex::new(HashMap::new()),
+            directory_cache: Mutex::new(HashMap::new()),
             writer,
             db,
             server_name,
@@ -412,6 +415,9 @@ impl Rooms {
         // The next event of this room may be built now; this one is acknowledged once durable.
         drop(guard);
         wait_durable(durable).await?;
+        if event.kind == TimelineEventType::RoomMember {
+            self.forget_directory_entries(room);
+        }
         Ok(event_id)
     }
 
