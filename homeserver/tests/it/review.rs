@@ -594,3 +594,35 @@ async fn room_summaries_come_when_membership_changes() {
     assert_eq!(summary["m.joined_member_count"], 2, "{after_join}");
     assert_eq!(summary["m.heroes"], json!(["@bob:localhost"]));
 }
+
+/// A `/messages` filter that matches nothing reads a bounded stretch and answers with a token to
+/// go on, instead of reading the whole room in one request.
+#[tokio::test]
+async fn messages_with_a_filter_matching_nothing_is_bounded() {
+    let server = TestServer::start();
+    let api = Api::new(&server);
+    let (_, a) = api.register("alice").await;
+    let room = api.ok(reqwest::Method::POST, "/_matrix/client/v3/createRoom", &a, json!({})).await;
+    let room = room["room_id"].as_str().unwrap().to_owned();
+    use futures::StreamExt;
+    futures::stream::iter(0..1100)
+        .for_each_concurrent(50, |n| {
+            let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/n{n}");
+            let (api, token) = (&api, a.clone());
+            async move {
+                api.ok(reqwest::Method::PUT, &path, &token, json!({ "msgtype": "m.text", "body": "x" })).await;
+            }
+        })
+        .await;
+    let filter = urlencode(&json!({ "types": ["org.example.none"] }).to_string());
+    let (status, page) =
+        api.get(&format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=10&filter={filter}"), &a).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["chunk"], json!([]));
+    let end = page["end"].as_str().expect("a token to go on: the room was not read to its start");
+    let (status, rest) = api
+        .get(&format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=10&filter={filter}&from={end}"), &a)
+        .await;
+    assert_eq!(status, 200, "{rest}");
+    assert!(rest["end"].is_null(), "the second page reaches the start: {rest}");
+}
