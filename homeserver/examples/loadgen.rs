@@ -16,6 +16,12 @@
 //!   a user in 1,000 rooms.
 //! - `media`: one client uploading (`POST /media/v3/upload`) then downloading
 //!   (`GET /client/v1/media/download`) files of 1 MiB and 100 MiB, one at a time: MB/s each way.
+//! - `messages`: a room of 1,000 messages (topic changes every 100), read back with
+//!   `GET /messages?dir=b&limit=100` by `--clients` readers at once for `--seconds`: once by a
+//!   member since the room's creation, once by a member who joined at the end of a `joined`-only
+//!   room (whose reads go through the history-visibility window): requests/s and latency.
+//! - `initial-sync`: a user in `--rooms` rooms (default 500), each with a name, a topic and 20
+//!   messages; seven initial `/sync`s one after the other: min, median and max seconds.
 //! - `keys`: `--clients` devices with real ed25519 identities, each in turn uploading batches of
 //!   10 signed one-time keys, claiming other devices' keys (one-time, then fallback), and querying
 //!   10 users' keys, as fast as answers come back: requests/s and latency of each.
@@ -35,10 +41,11 @@ struct Args {
     clients: usize,
     seconds: u64,
     server: String,
+    rooms: usize,
 }
 
 fn args() -> Args {
-    let mut out = Args { scenario: "send".into(), clients: 50, seconds: 10, server: default_server() };
+    let mut out = Args { scenario: "send".into(), clients: 50, seconds: 10, server: default_server(), rooms: 500 };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -47,6 +54,7 @@ fn args() -> Args {
             "--seconds" => out.seconds = value.parse().expect("--seconds is a number"),
             "--server" => out.server = value,
             "--scenario" => out.scenario = value,
+            "--rooms" => out.rooms = value.parse().expect("--rooms is a number"),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -104,6 +112,8 @@ async fn main() {
         "sync" => sync_scenario(&http, &base, &args, server.id()).await,
         "media" => media_scenario(&http, &base).await,
         "keys" => keys_scenario(&http, &base, &args).await,
+        "messages" => messages_scenario(&http, &base, &args).await,
+        "initial-sync" => initial_sync_scenario(&http, &base, &args).await,
         other => panic!("unknown scenario {other}"),
     }
     let _ = server.kill();
@@ -531,4 +541,124 @@ async fn keys_scenario(http: &reqwest::Client, base: &str, args: &Args) {
     })
     .await;
     report("query 10 users' keys", &queries);
+}
+
+async fn put(http: &reqwest::Client, url: &str, token: &str, body: Value) -> Value {
+    let response = http.put(url).bearer_auth(token).json(&body).send().await.expect("request sent");
+    let status = response.status();
+    let value: Value = response.json().await.unwrap_or(Value::Null);
+    assert!(status.is_success(), "{url}: {status} {value}");
+    value
+}
+
+/// Sends `count` messages (and a topic change every 100) into a room, 20 at a time.
+async fn fill_room(http: &reqwest::Client, base: &str, token: &str, room: &str, count: usize, prefix: &str) {
+    futures::stream::iter(0..count)
+        .for_each_concurrent(20, |n| async move {
+            let url = format!("{base}/_matrix/client/v3/rooms/{room}/send/m.room.message/{prefix}{n}");
+            put(http, &url, token, json!({ "msgtype": "m.text", "body": format!("message {n}") })).await;
+            if n % 100 == 99 {
+                let url = format!("{base}/_matrix/client/v3/rooms/{room}/state/m.room.topic/");
+                put(http, &url, token, json!({ "topic": format!("topic {n}") })).await;
+            }
+        })
+        .await;
+}
+
+/// `--clients` readers paging back 100 events at a time from the end of the room, for
+/// `--seconds`: (requests per second, sorted latencies).
+async fn read_pages(http: &reqwest::Client, base: &str, room: &str, token: &str, args: &Args) -> (f64, Vec<Duration>) {
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let started = Instant::now();
+    let readers = (0..args.clients).map(|_| async move {
+        let mut latencies = Vec::new();
+        let url = format!("{base}/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=100");
+        while Instant::now() < deadline {
+            let t = Instant::now();
+            let page = get(http, &url, token).await;
+            latencies.push(t.elapsed());
+            assert!(!page["chunk"].as_array().expect("chunk").is_empty(), "a page of events");
+        }
+        latencies
+    });
+    let mut all: Vec<Duration> = futures::future::join_all(readers).await.into_iter().flatten().collect();
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort();
+    (all.len() as f64 / elapsed, all)
+}
+
+async fn messages_scenario(http: &reqwest::Client, base: &str, args: &Args) {
+    let owner = register(http, base, "owner").await;
+    let late = register(http, base, "late").await;
+    let create = format!("{base}/_matrix/client/v3/createRoom");
+    let shared = post(http, &create, Some(&owner), json!({ "preset": "public_chat" })).await;
+    let shared = shared["room_id"].as_str().expect("room").to_owned();
+    let hidden = post(
+        http,
+        &create,
+        Some(&owner),
+        json!({ "preset": "public_chat", "initial_state": [{ "type": "m.room.history_visibility", "state_key": "",
+            "content": { "history_visibility": "joined" } }] }),
+    )
+    .await;
+    let hidden = hidden["room_id"].as_str().expect("room").to_owned();
+    fill_room(http, base, &owner, &shared, 1000, "s").await;
+    fill_room(http, base, &owner, &hidden, 1000, "h").await;
+    post(http, &format!("{base}/_matrix/client/v3/join/{hidden}"), Some(&late), json!({})).await;
+    fill_room(http, base, &owner, &hidden, 100, "after").await;
+
+    println!("| reader | clients | seconds | requests/s | p50 ms | p99 ms |");
+    println!("|---|---|---|---|---|---|");
+    for (label, room, token) in [
+        ("member since creation, 1,000 messages", &shared, &owner),
+        ("joined late, `joined` visibility", &hidden, &late),
+    ] {
+        let (rate, latencies) = read_pages(http, base, room, token, args).await;
+        println!(
+            "| {label} | {} | {} | {rate:.0} | {:.1} | {:.1} |",
+            args.clients,
+            args.seconds,
+            percentile(&latencies, 0.5).as_secs_f64() * 1000.0,
+            percentile(&latencies, 0.99).as_secs_f64() * 1000.0
+        );
+    }
+}
+
+async fn initial_sync_scenario(http: &reqwest::Client, base: &str, args: &Args) {
+    let user = register(http, base, "member").await;
+    let create = format!("{base}/_matrix/client/v3/createRoom");
+    futures::stream::iter(0..args.rooms)
+        .for_each_concurrent(10, |n| {
+            let (user, create) = (&user, &create);
+            async move {
+                let room =
+                    post(http, create, Some(user), json!({ "name": format!("room {n}"), "topic": "a topic" })).await;
+                let room = room["room_id"].as_str().expect("room").to_owned();
+                for m in 0..20 {
+                    let url = format!("{base}/_matrix/client/v3/rooms/{room}/send/m.room.message/m{m}");
+                    put(http, &url, user, json!({ "msgtype": "m.text", "body": format!("message {m}") })).await;
+                }
+            }
+        })
+        .await;
+    let mut samples = Vec::new();
+    for _ in 0..7 {
+        let t = Instant::now();
+        let sync = get(http, &format!("{base}/_matrix/client/v3/sync"), &user).await;
+        samples.push(t.elapsed());
+        let joined = sync["rooms"]["join"].as_object().map_or(0, |rooms| rooms.len());
+        assert_eq!(joined, args.rooms, "every room in the initial sync");
+    }
+    samples.sort();
+    println!("| initial sync | rooms | samples | min s | median s | max s |");
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| user in {} rooms (name, topic, 20 messages each) | {} | {} | {:.3} | {:.3} | {:.3} |",
+        args.rooms,
+        args.rooms,
+        samples.len(),
+        samples[0].as_secs_f64(),
+        samples[samples.len() / 2].as_secs_f64(),
+        samples[samples.len() - 1].as_secs_f64()
+    );
 }

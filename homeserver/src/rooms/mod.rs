@@ -332,37 +332,45 @@ impl Rooms {
         if !rules.authorization.use_room_create_sender {
             content.insert("creator".into(), sender.as_str().into());
         }
-        let room_id: Option<OwnedRoomId> = if rules.authorization.room_create_event_id_as_room_id {
-            None
-        } else {
-            let local = crate::users::random_password();
-            Some(
-                OwnedRoomId::try_from(format!("!{local}:{}", self.server_name))
-                    .map_err(|e| Error::Internal(e.to_string()))?,
-            )
-        };
         let event = NewEvent::state(StateEventType::RoomCreate, "", serde_json::Value::Object(content));
-        let (event_id, object) = self.build(
-            &rules,
-            room_id.as_deref(),
-            sender,
-            &event,
-            Links { prev_events: &[], auth_events: &[], depth: 1 },
-        )?;
-        let room_id = match room_id {
-            Some(id) => id,
-            None => OwnedRoomId::try_from(format!("!{}", &event_id.as_str()[1..]))
-                .map_err(|e| Error::Internal(e.to_string()))?,
-        };
-        let lock = self.lock(&room_id);
-        let guard = lock.lock().await;
-        if self.exists(&room_id)? {
-            return Err(Error::Internal("room id collision".into()));
+        // Room version 12 derives the room id from the create event: two identical create
+        // events from one user in one millisecond would name one room. A collision waits for the
+        // clock to move (a new `origin_server_ts`, so a new id) and tries again.
+        for _ in 0..100 {
+            let room_id: Option<OwnedRoomId> = if rules.authorization.room_create_event_id_as_room_id {
+                None
+            } else {
+                let local = crate::users::random_password();
+                Some(
+                    OwnedRoomId::try_from(format!("!{local}:{}", self.server_name))
+                        .map_err(|e| Error::Internal(e.to_string()))?,
+                )
+            };
+            let (event_id, object) = self.build(
+                &rules,
+                room_id.as_deref(),
+                sender,
+                &event,
+                Links { prev_events: &[], auth_events: &[], depth: 1 },
+            )?;
+            let room_id = match room_id {
+                Some(id) => id,
+                None => OwnedRoomId::try_from(format!("!{}", &event_id.as_str()[1..]))
+                    .map_err(|e| Error::Internal(e.to_string()))?,
+            };
+            let lock = self.lock(&room_id);
+            let guard = lock.lock().await;
+            if self.exists(&room_id)? {
+                drop(guard);
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                continue;
+            }
+            let durable = self.check_and_persist(&room_id, None, version, event_id, object, None)?;
+            drop(guard);
+            wait_durable(durable).await?;
+            return Ok(room_id);
         }
-        let durable = self.check_and_persist(&room_id, None, version, event_id, object, None)?;
-        drop(guard);
-        wait_durable(durable).await?;
-        Ok(room_id)
+        Err(Error::Internal("no free room id after 100 tries".into()))
     }
 
     /// Appends a local event to a room: the single write path.

@@ -626,3 +626,20 @@ async fn messages_with_a_filter_matching_nothing_is_bounded() {
     assert_eq!(status, 200, "{rest}");
     assert!(rest["end"].is_null(), "the second page reaches the start: {rest}");
 }
+
+/// Room version 12 derives the room id from the create event: identical rooms created by one
+/// user at the same moment still get distinct ids.
+#[tokio::test]
+async fn identical_rooms_created_at_once_get_distinct_ids() {
+    let server = TestServer::start();
+    let api = Api::new(&server);
+    let (_, a) = api.register("alice").await;
+    let creations =
+        (0..20).map(|_| api.send(reqwest::Method::POST, "/_matrix/client/v3/createRoom", Some(&a), Some(json!({}))));
+    let mut ids = std::collections::BTreeSet::new();
+    for (status, body) in futures::future::join_all(creations).await {
+        assert_eq!(status, 200, "{body}");
+        ids.insert(body["room_id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(ids.len(), 20);
+}
