@@ -627,17 +627,19 @@ async fn messages_scenario(http: &reqwest::Client, base: &str, args: &Args) {
 async fn initial_sync_scenario(http: &reqwest::Client, base: &str, args: &Args) {
     let user = register(http, base, "member").await;
     let create = format!("{base}/_matrix/client/v3/createRoom");
-    futures::stream::iter(0..args.rooms)
-        .for_each_concurrent(10, |n| {
-            let (user, create) = (&user, &create);
+    // Rooms one after the other (each creation is several durable writes), then their messages
+    // concurrently.
+    let mut rooms = Vec::with_capacity(args.rooms);
+    for n in 0..args.rooms {
+        let room = post(http, &create, Some(&user), json!({ "name": format!("room {n}"), "topic": "a topic" })).await;
+        rooms.push(room["room_id"].as_str().expect("room").to_owned());
+    }
+    futures::stream::iter(rooms.iter().flat_map(|room| (0..20).map(move |m| (room, m))))
+        .for_each_concurrent(20, |(room, m)| {
+            let user = &user;
             async move {
-                let room =
-                    post(http, create, Some(user), json!({ "name": format!("room {n}"), "topic": "a topic" })).await;
-                let room = room["room_id"].as_str().expect("room").to_owned();
-                for m in 0..20 {
-                    let url = format!("{base}/_matrix/client/v3/rooms/{room}/send/m.room.message/m{m}");
-                    put(http, &url, user, json!({ "msgtype": "m.text", "body": format!("message {m}") })).await;
-                }
+                let url = format!("{base}/_matrix/client/v3/rooms/{room}/send/m.room.message/m{m}");
+                put(http, &url, user, json!({ "msgtype": "m.text", "body": format!("message {m}") })).await;
             }
         })
         .await;
