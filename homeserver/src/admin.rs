@@ -36,6 +36,9 @@ pub enum Command {
     },
     /// Prints the id of the server's signing key.
     ServerKeyId,
+    /// Prints how many requests are waiting right now: long-polling syncs, downloads of media not
+    /// uploaded yet (what operators, tests and the load generator watch instead of sleeping).
+    ServerWaiting,
     /// Prints a room's version, forward extremities and member counts.
     RoomInfo {
         room: String,
@@ -98,6 +101,11 @@ pub async fn execute(services: &Services, command: Command) -> Result<String> {
             Ok(format!("deactivated {user}"))
         }
         Command::ServerKeyId => Ok(services.server_keys.key_id()),
+        Command::ServerWaiting => Ok(format!(
+            "syncs: {}\nmedia downloads: {}",
+            services.rooms.notifier().waiting(),
+            services.media.waiting_downloads()
+        )),
         Command::RoomInfo { room } => {
             let room = ruma::RoomId::parse(&room).map_err(|e| Error::invalid_param(format!("invalid room id: {e}")))?;
             let record = services.rooms.room(&room)?.ok_or_else(|| Error::not_found("unknown room"))?;

@@ -38,6 +38,8 @@ enum Top {
 enum ServerCommand {
     /// Print the id of the server's ed25519 signing key.
     KeyId,
+    /// Print how many sync long-polls and media downloads are waiting right now.
+    Waiting,
 }
 
 #[derive(Subcommand)]
@@ -115,6 +117,7 @@ fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Top::Server(ServerCommand::KeyId) => runtime.block_on(run_admin(config, Command::ServerKeyId)),
+        Top::Server(ServerCommand::Waiting) => runtime.block_on(run_admin(config, Command::ServerWaiting)),
         Top::Room(RoomCommand::Info { room }) => runtime.block_on(run_admin(config, Command::RoomInfo { room })),
     };
     match result {

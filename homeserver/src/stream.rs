@@ -73,6 +73,11 @@ impl Notifier {
         users.entry(user.to_owned()).or_default().clone()
     }
 
+    /// Long-polls registered right now (each holds its user's handle while it runs).
+    pub fn waiting(&self) -> usize {
+        self.users.lock().expect("notifier lock").values().map(|n| Arc::strong_count(n) - 1).sum()
+    }
+
     fn wake(&self, user: &UserId) {
         if let Some(n) = self.users.lock().expect("notifier lock").get(user) {
             n.notify_waiters();

@@ -329,6 +329,11 @@ impl Media {
         })
     }
 
+    /// Downloads waiting right now for a reserved id's upload.
+    pub fn waiting_downloads(&self) -> usize {
+        self.uploads.receiver_count()
+    }
+
     /// A thumbnail of a media, generated on first request and cached (per contents, size and
     /// method, so identical uploads share their thumbnails).
     pub async fn thumbnail(

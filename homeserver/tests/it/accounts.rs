@@ -14,7 +14,7 @@ use matrix_sdk::ruma::{
 };
 use serde_json::json;
 
-use crate::common::TestServer;
+use crate::common::{forbidden, matrix_error, sdk_error, unknown_token, TestServer};
 
 fn password_auth(user: &str, password: &str, session: Option<String>) -> AuthData {
     let mut p = Password::new(UserIdentifier::Matrix(MatrixUserIdentifier::new(user.to_owned())), password.to_owned());
@@ -90,7 +90,7 @@ async fn devices_can_be_listed_renamed_and_deleted_with_uia() {
         .unwrap();
     assert_eq!(alice.devices().await.unwrap().devices.len(), 1);
     // The deleted device's token is dead.
-    assert!(laptop.whoami().await.is_err());
+    assert_eq!(matrix_error(&laptop.whoami().await.unwrap_err()), unknown_token());
 }
 
 #[tokio::test]
@@ -135,7 +135,7 @@ async fn account_data_and_filters() {
             GlobalAccountDataEventType::from("org.example.pref"),
         ))
         .await;
-    assert!(missing.is_err());
+    assert_eq!(matrix_error(&missing.unwrap_err()), (404, "M_NOT_FOUND".to_owned()));
 
     let mut filter = FilterDefinition::default();
     filter.room.timeline.limit = Some(UInt::from(7u32));
@@ -155,10 +155,10 @@ async fn password_change_logout_and_deactivate() {
     let session = err.as_uiaa_response().expect("challenge").session.clone();
     alice.account().change_password("second-pw", Some(password_auth("alice", "first-pw", session))).await.unwrap();
     // Other sessions were logged out (logout_devices defaults to true); this one survives.
-    assert!(other.whoami().await.is_err());
+    assert_eq!(matrix_error(&other.whoami().await.unwrap_err()), unknown_token());
     alice.whoami().await.unwrap();
     let fresh = server.client().await;
-    assert!(fresh.matrix_auth().login_username("alice", "first-pw").await.is_err());
+    assert_eq!(sdk_error(&fresh.matrix_auth().login_username("alice", "first-pw").await.unwrap_err()), forbidden());
     fresh.matrix_auth().login_username("alice", "second-pw").await.unwrap();
 
     // Logout kills exactly that token.
@@ -169,9 +169,9 @@ async fn password_change_logout_and_deactivate() {
     let err = alice.account().deactivate(None, None, false).await.unwrap_err();
     let session = err.as_uiaa_response().expect("challenge").session.clone();
     alice.account().deactivate(None, Some(password_auth("alice", "second-pw", session)), false).await.unwrap();
-    assert!(alice.whoami().await.is_err());
+    assert_eq!(matrix_error(&alice.whoami().await.unwrap_err()), unknown_token());
     let again = server.client().await;
-    assert!(again.matrix_auth().login_username("alice", "second-pw").await.is_err());
+    assert_eq!(sdk_error(&again.matrix_auth().login_username("alice", "second-pw").await.unwrap_err()), forbidden());
     // The id stays taken.
     let status = server
         .http()
@@ -197,8 +197,8 @@ async fn logout_all_ends_every_session() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    assert!(alice.whoami().await.is_err());
-    assert!(other.whoami().await.is_err());
+    assert_eq!(matrix_error(&alice.whoami().await.unwrap_err()), unknown_token());
+    assert_eq!(matrix_error(&other.whoami().await.unwrap_err()), unknown_token());
 }
 
 #[tokio::test]
@@ -259,13 +259,21 @@ async fn room_tags_are_kept_per_room() {
         .await
         .unwrap();
     assert_eq!(put.status(), 200);
-    http.put(format!("{base}/u.travail")).bearer_auth(&token).json(&json!({})).send().await.unwrap();
-    let tags: serde_json::Value = http.get(&base).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    let put = http.put(format!("{base}/u.travail")).bearer_auth(&token).json(&json!({})).send().await.unwrap();
+    assert_eq!(put.status(), 200);
+    let response = http.get(&base).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let tags: serde_json::Value = response.json().await.unwrap();
     assert_eq!(tags["tags"]["m.favourite"]["order"], 0.5);
     assert!(tags["tags"]["u.travail"].is_object());
-    http.delete(format!("{base}/u.travail")).bearer_auth(&token).send().await.unwrap();
-    let tags: serde_json::Value = http.get(&base).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    let deleted = http.delete(format!("{base}/u.travail")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(deleted.status(), 200);
+    let response = http.get(&base).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let tags: serde_json::Value = response.json().await.unwrap();
+    assert!(tags["tags"].is_object(), "{tags}");
     assert!(tags["tags"].get("u.travail").is_none());
+    assert_eq!(tags["tags"]["m.favourite"]["order"], 0.5, "the other tag stays");
     let other = http
         .get(format!("{}/_matrix/client/v3/user/@bob:localhost/rooms/!r:localhost/tags", server.url))
         .bearer_auth(&token)

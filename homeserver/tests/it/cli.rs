@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use crate::common::{write_config, TestServer, BIN};
+use crate::common::{forbidden, matrix_error, sdk_error, unknown_token, write_config, TestServer, BIN};
 
 fn run(args: &[&str], config: &std::path::Path) -> std::process::Output {
     Command::new(BIN).arg("--config").arg(config).args(args).output().unwrap()
@@ -87,18 +87,19 @@ async fn user_commands_with_server_stopped_then_running() {
         &config,
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(martin.whoami().await.is_err(), "reset logs every session out");
+    assert_eq!(matrix_error(&martin.whoami().await.unwrap_err()), unknown_token(), "reset logs every session out");
     server.client().await.matrix_auth().login_username("agent.martin", "new-pass").await.unwrap();
 
     let out = run(&["user", "deactivate", "agent.dupont"], &config);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(client.whoami().await.is_err());
-    assert!(server.client().await.matrix_auth().login_username("agent.dupont", "agent-pass").await.is_err());
+    assert_eq!(matrix_error(&client.whoami().await.unwrap_err()), unknown_token());
+    let refused = server.client().await.matrix_auth().login_username("agent.dupont", "agent-pass").await.unwrap_err();
+    assert_eq!(sdk_error(&refused), forbidden());
     let list = String::from_utf8(run(&["user", "list"], &config).stdout).unwrap();
     assert!(list.contains("@agent.dupont:localhost\tadmin,deactivated"), "{list}");
 
     // Stopped again: the database opens cleanly and still holds everything.
-    server.stop();
+    assert!(server.stop().success(), "graceful shutdown exits 0");
     let list = String::from_utf8(run(&["user", "list"], &config).stdout).unwrap();
     assert_eq!(list.lines().count(), 3, "{list}");
 }

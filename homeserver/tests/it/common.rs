@@ -157,6 +157,28 @@ impl TestServer {
         Command::new(BIN).arg("--config").arg(&self.config_path).args(args).output().unwrap()
     }
 
+    /// Waits until the server reports at least `count` requests of `kind` (`syncs`, `media
+    /// downloads`) waiting, as `hemicycle server waiting` prints them: an observable condition
+    /// instead of a sleep that hopes the request got there.
+    pub async fn wait_for_waiting(&self, kind: &str, count: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = self.cli(&["server", "waiting"]);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let now: usize = text
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{kind}: ")))
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {kind} count in {text:?}"));
+            if now >= count {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "{count} {kind} never waited (now {now})");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn client(&self) -> Client {
         Client::builder().homeserver_url(&self.url).build().await.unwrap()
     }
@@ -198,4 +220,30 @@ pub fn urlencode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// The status and errcode of a matrix-sdk request that failed with a Matrix error body. Panics
+/// when it failed otherwise (a transport error, a dead server): such a failure must not pass for
+/// the refusal a test expects.
+pub fn matrix_error(err: &matrix_sdk::HttpError) -> (u16, String) {
+    let api = err.as_client_api_error().unwrap_or_else(|| panic!("not a Matrix error answer: {err}"));
+    let code = api.error_kind().map(|k| k.errcode().to_string()).unwrap_or_default();
+    (api.status_code.as_u16(), code)
+}
+
+/// [`matrix_error`] for the client-level errors of matrix-sdk (login, account calls).
+pub fn sdk_error(err: &matrix_sdk::Error) -> (u16, String) {
+    let api = err.as_client_api_error().unwrap_or_else(|| panic!("not a Matrix error answer: {err}"));
+    let code = api.error_kind().map(|k| k.errcode().to_string()).unwrap_or_default();
+    (api.status_code.as_u16(), code)
+}
+
+/// What a dead access token gets.
+pub fn unknown_token() -> (u16, String) {
+    (401, "M_UNKNOWN_TOKEN".to_owned())
+}
+
+/// What a wrong password gets.
+pub fn forbidden() -> (u16, String) {
+    (403, "M_FORBIDDEN".to_owned())
 }

@@ -339,8 +339,11 @@ async fn keys_are_checked_before_anything_is_stored() {
     .await;
     assert_eq!(status, 200);
     assert!(result["failures"][&user][&device_id]["errcode"].is_string(), "{result}");
-    let (_, keys) = call(&server, "POST", &token, "/_matrix/client/v3/keys/query", Some(query)).await;
-    assert!(keys["device_keys"][&user][&device_id]["signatures"][&user].get("ed25519:NOTAKEY").is_none());
+    let (status, keys) = call(&server, "POST", &token, "/_matrix/client/v3/keys/query", Some(query)).await;
+    assert_eq!(status, 200, "{keys}");
+    let signatures = &keys["device_keys"][&user][&device_id]["signatures"][&user];
+    assert!(signatures.is_object(), "the device's own signatures are there: {keys}");
+    assert!(signatures.get("ed25519:NOTAKEY").is_none());
 }
 
 #[tokio::test]
@@ -401,10 +404,13 @@ async fn device_list_changes_reach_room_members_and_deleting_a_device_removes_it
         "identifier": { "type": "m.id.user", "user": "bob" } } });
     let (status, _) = call(&server, "DELETE", &bob_token, &path, Some(auth)).await;
     assert_eq!(status, 200);
-    let (_, next) = call(&server, "GET", &alice_token, &sync_path(&since), None).await;
+    let (status, next) = call(&server, "GET", &alice_token, &sync_path(&since), None).await;
+    assert_eq!(status, 200, "{next}");
     assert_eq!(next["device_lists"]["changed"], json!([bob_id]));
     since = next["next_batch"].as_str().unwrap().to_owned();
-    let (_, keys) = call(&server, "POST", &alice_token, "/_matrix/client/v3/keys/query", Some(query)).await;
+    let (status, keys) = call(&server, "POST", &alice_token, "/_matrix/client/v3/keys/query", Some(query)).await;
+    assert_eq!(status, 200, "{keys}");
+    assert!(keys["device_keys"][&bob_id].is_object(), "bob's other devices are listed: {keys}");
     assert!(keys["device_keys"][&bob_id].get(&laptop_id).is_none(), "{keys}");
     // Nothing is queued for a device that no longer exists, and a device signing in again under
     // the same id finds an empty inbox.
@@ -415,8 +421,10 @@ async fn device_list_changes_reach_room_members_and_deleting_a_device_removes_it
         server.http().post(format!("{}/_matrix/client/v3/login", server.url)).json(&login).send().await.unwrap();
     assert_eq!(response.status(), 200);
     let again: Value = response.json().await.unwrap();
-    let (_, inbox) =
+    let (status, inbox) =
         call(&server, "GET", again["access_token"].as_str().unwrap(), "/_matrix/client/v3/sync?timeout=0", None).await;
+    assert_eq!(status, 200, "{inbox}");
+    assert!(inbox["next_batch"].is_string(), "a real sync answer: {inbox}");
     assert!(inbox["to_device"]["events"].as_array().is_none_or(|e| e.is_empty()), "{inbox}");
     let (_, next) = call(&server, "GET", &alice_token, &sync_path(&since), None).await;
     since = next["next_batch"].as_str().unwrap().to_owned();
@@ -463,13 +471,29 @@ async fn key_backup_keeps_the_better_key_and_guards_the_version() {
     assert_eq!((status, put["count"].as_u64()), (200, Some(1)));
     let etag = put["etag"].clone();
     // A worse copy (later first index) is ignored and the etag does not move.
-    let (_, put) = call(&server, "PUT", &token, &session_path, Some(key(9, false, "worse"))).await;
+    let (status, put) = call(&server, "PUT", &token, &session_path, Some(key(9, false, "worse"))).await;
+    assert_eq!(status, 200);
     assert_eq!(put["etag"], etag);
+    let (status, stored) = call(&server, "GET", &token, &session_path, None).await;
+    assert_eq!(
+        (status, stored["session_data"]["ephemeral"].as_str()),
+        (200, Some("first")),
+        "the worse copy was ignored"
+    );
     // A better one (earlier first index) replaces it; a verified one beats any unverified one.
-    call(&server, "PUT", &token, &session_path, Some(key(1, false, "better"))).await;
-    let (_, put) = call(&server, "PUT", &token, &session_path, Some(key(3, true, "verified"))).await;
+    let (status, _) = call(&server, "PUT", &token, &session_path, Some(key(1, false, "better"))).await;
+    assert_eq!(status, 200);
+    let (status, stored) = call(&server, "GET", &token, &session_path, None).await;
+    assert_eq!(
+        (status, stored["session_data"]["ephemeral"].as_str()),
+        (200, Some("better")),
+        "the better copy replaced it"
+    );
+    let (status, put) = call(&server, "PUT", &token, &session_path, Some(key(3, true, "verified"))).await;
+    assert_eq!(status, 200);
     assert_ne!(put["etag"], etag);
-    let (_, stored) = call(&server, "GET", &token, &session_path, None).await;
+    let (status, stored) = call(&server, "GET", &token, &session_path, None).await;
+    assert_eq!(status, 200);
     assert_eq!(stored["session_data"]["ephemeral"], "verified");
     let (status, error) =
         call(&server, "PUT", &token, &session_path, Some(json!({ "first_message_index": "x" }))).await;

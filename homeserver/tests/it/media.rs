@@ -199,8 +199,10 @@ async fn media_create_then_upload() {
     // A download waiting for the upload gets it as soon as it lands.
     let waiting_path = format!("/_matrix/client/v1/media/download/{id}?timeout_ms=60000");
     let waiting = get(&server, Some(&alice), &waiting_path);
+    // The upload starts only once the server reports the download waiting: the wake-up is
+    // what this exercises, not a download that happened to come after the upload.
     let (waited, uploaded) = tokio::join!(waiting, async {
-        tokio::task::yield_now().await;
+        server.wait_for_waiting("media downloads", 1).await;
         json_of(put(&alice, id.clone(), "hello").await.unwrap()).await
     });
     assert_eq!(uploaded.0, 200, "{}", uploaded.1);
@@ -447,7 +449,11 @@ async fn media_legacy_endpoints_follow_the_switch() {
         }
         let response = get(&server, None, &format!("/_matrix/media/v3/download/{id}")).await;
         if allowed {
+            assert_eq!(response.status(), 200);
             assert_eq!(response.bytes().await.unwrap().as_ref(), png.as_slice());
+        } else {
+            let (status, value) = json_of(response).await;
+            assert_eq!((status.as_u16(), errcode(&value)), (404, "M_NOT_FOUND"), "legacy download when not allowed");
         }
     }
 }

@@ -183,7 +183,7 @@ async fn long_poll_wakes_when_an_event_arrives() {
             async move { http.get(url).bearer_auth(token).send().await.unwrap().json::<Value>().await.unwrap() },
         )
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.wait_for_waiting("syncs", 1).await;
     assert!(!poll.is_finished(), "nothing new yet: the request waits");
     put(
         &server,
