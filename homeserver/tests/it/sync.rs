@@ -681,3 +681,88 @@ async fn matrix_sdk_sync_sees_typing_and_receipts() {
     assert!(typing.lock().unwrap().iter().any(|users| users == &vec!["@bob:localhost".to_owned()]), "{typing:?}");
     assert!(receipts.lock().unwrap().contains(&format!("@bob:localhost:{sent}")), "{receipts:?}");
 }
+
+/// The sliding sync extensions for account data, receipts and typing: each delivers what changed,
+/// once, and nothing when it is not enabled.
+#[tokio::test]
+async fn sliding_sync_account_data_receipts_and_typing_extensions() {
+    let server = TestServer::start();
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    let (a, b) = (alice.access_token().unwrap(), bob.access_token().unwrap());
+    let room = create_room(&server, &a, json!({ "preset": "public_chat" })).await;
+    post(&server, &b, &format!("/_matrix/client/v3/join/{room}"), json!({})).await;
+    let sent = put(
+        &server,
+        &a,
+        &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/x1"),
+        json!({ "msgtype": "m.text", "body": "hello" }),
+    )
+    .await;
+    let event = sent["event_id"].as_str().unwrap().to_owned();
+    let body = |enabled: bool| {
+        json!({
+            "lists": { "all": { "ranges": [[0, 9]], "timeline_limit": 1 } },
+            "extensions": {
+                "account_data": { "enabled": enabled },
+                "receipts": { "enabled": enabled },
+                "typing": { "enabled": enabled },
+            },
+        })
+    };
+    let first = post(&server, &a, SLIDING, body(true)).await;
+    let pos = first["pos"].as_str().unwrap().to_owned();
+
+    put(
+        &server,
+        &a,
+        "/_matrix/client/v3/user/@alice:localhost/account_data/org.example.pref",
+        json!({ "theme": "dark" }),
+    )
+    .await;
+    put(
+        &server,
+        &a,
+        &format!("/_matrix/client/v3/user/@alice:localhost/rooms/{room}/account_data/org.example.room"),
+        json!({ "pinned": true }),
+    )
+    .await;
+    post(&server, &b, &format!("/_matrix/client/v3/rooms/{room}/receipt/m.read/{event}"), json!({})).await;
+    put(
+        &server,
+        &b,
+        &format!("/_matrix/client/v3/rooms/{room}/typing/@bob:localhost"),
+        json!({ "typing": true, "timeout": 30000 }),
+    )
+    .await;
+
+    let next = post(&server, &a, &format!("{SLIDING}?pos={pos}&timeout=0"), body(true)).await;
+    let ext = &next["extensions"];
+    let global: Vec<&Value> = ext["account_data"]["global"].as_array().unwrap().iter().collect();
+    assert!(global.iter().any(|e| e["type"] == "org.example.pref" && e["content"]["theme"] == "dark"), "{ext}");
+    let per_room = &ext["account_data"]["rooms"][&room];
+    assert!(
+        per_room.as_array().unwrap().iter().any(|e| e["type"] == "org.example.room" && e["content"]["pinned"] == true),
+        "{ext}"
+    );
+    let receipt = &ext["receipts"]["rooms"][&room];
+    assert_eq!(receipt["type"], "m.receipt", "{ext}");
+    assert!(receipt["content"][&event]["m.read"]["@bob:localhost"]["ts"].is_u64(), "{receipt}");
+    let typing = &ext["typing"]["rooms"][&room];
+    assert_eq!(typing["content"]["user_ids"], json!(["@bob:localhost"]), "{ext}");
+
+    // Delivered once: the next response (nothing new) carries none of it again.
+    let pos = next["pos"].as_str().unwrap().to_owned();
+    let after = post(&server, &a, &format!("{SLIDING}?pos={pos}&timeout=0"), body(true)).await;
+    let ext = &after["extensions"];
+    assert!(ext["account_data"]["global"].as_array().is_none_or(|g| g.is_empty()), "{ext}");
+    assert!(ext["receipts"]["rooms"].as_object().is_none_or(|r| r.is_empty()), "{ext}");
+    assert!(ext["typing"]["rooms"].as_object().is_none_or(|r| r.is_empty()), "{ext}");
+
+    // Not enabled: not sent, even on a fresh connection where everything is new.
+    let off = post(&server, &a, SLIDING, body(false)).await;
+    let ext = &off["extensions"];
+    assert!(ext["account_data"]["global"].as_array().is_none_or(|g| g.is_empty()), "{ext}");
+    assert!(ext["receipts"]["rooms"].as_object().is_none_or(|r| r.is_empty()), "{ext}");
+    assert!(ext["typing"]["rooms"].as_object().is_none_or(|r| r.is_empty()), "{ext}");
+}
