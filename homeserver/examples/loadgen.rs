@@ -11,9 +11,10 @@
 //! `docs/performance.md`.
 //! - `send`: one user per client; clients spread over 10 rooms, then all in 1 room, each sending
 //!   `PUT /send` as fast as answers come back: events/s and latency.
-//! - `sync`: `--clients` users long-polling `/sync` in rooms of 10, while one sender posts
-//!   messages at a steady rate: send→sync delivery latency; then the time of an initial sync for
-//!   a user in 1,000 rooms.
+//! - `sync`: `--clients` users long-polling `/sync` in rooms of 10 (ready once the server counts
+//!   them all waiting), the server's CPU while they wait, then one sender posting 50 messages per
+//!   second on a schedule for `--seconds`: send→sync delivery latency, and every (reader, message)
+//!   pair checked: deliveries of the expected total, duplicates, misses, late sends, failed readers.
 //! - `media`: one client uploading (`POST /media/v3/upload`) then downloading
 //!   (`GET /client/v1/media/download`) files of 1 MiB and 100 MiB, one at a time: MB/s each way.
 //! - `messages`: a room of 1,000 messages (topic changes every 100), read back with
@@ -35,6 +36,7 @@ use std::{
 
 use futures::StreamExt;
 use serde_json::{json, Value};
+use sha2::Digest;
 
 struct Args {
     scenario: String,
@@ -109,7 +111,7 @@ async fn main() {
     let http = reqwest::Client::builder().pool_max_idle_per_host(args.clients * 2).build().expect("client");
     match args.scenario.as_str() {
         "send" => send_scenario(&http, &base, &args).await,
-        "sync" => sync_scenario(&http, &base, &args, server.id()).await,
+        "sync" => sync_scenario(&http, &base, &args, server.id(), &dir.path().join("db")).await,
         "media" => media_scenario(&http, &base).await,
         "keys" => keys_scenario(&http, &base, &args).await,
         "messages" => messages_scenario(&http, &base, &args).await,
@@ -195,11 +197,18 @@ async fn send_scenario(http: &reqwest::Client, base: &str, args: &Args) {
 }
 
 /// User + system CPU seconds a process has used (Linux `/proc/<pid>/stat`, clock ticks of 10 ms).
+/// CPU seconds (user + system) the process has used. A failed read is an error, never 0 %.
 fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_else(|e| panic!("cannot read /proc/{pid}/stat: {e}"));
     let fields: Vec<&str> =
         stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| -> f64 {
+        fields
+            .get(i)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("/proc/{pid}/stat field {i} unreadable: {stat}"))
+    };
     (ticks(11) + ticks(12)) / 100.0
 }
 
@@ -215,7 +224,27 @@ async fn get(http: &reqwest::Client, url: &str, token: &str) -> Value {
     response.json().await.expect("json")
 }
 
-async fn sync_scenario(http: &reqwest::Client, base: &str, args: &Args, server_pid: u32) {
+/// How many sync long-polls the server reports waiting (`hemicycle server waiting`, through the
+/// admin socket of its database).
+fn syncs_waiting(server: &str, db: &std::path::Path) -> usize {
+    let out = Command::new(server)
+        .args(["server", "waiting"])
+        .env("HEMICYCLE_DATABASE__PATH", db)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {server}: {e}"));
+    assert!(out.status.success(), "server waiting: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix("syncs: "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no sync count in {text:?}"))
+}
+
+/// What one reader saw: how many times each probe message reached it.
+type Seen = std::collections::HashMap<u64, u32>;
+
+async fn sync_scenario(http: &reqwest::Client, base: &str, args: &Args, server_pid: u32, db: &std::path::Path) {
+    const RATE: f64 = 50.0;
     let sender = register(http, base, "sender").await;
     let rooms_needed = args.clients.div_ceil(10);
     let mut rooms = Vec::new();
@@ -230,108 +259,136 @@ async fn sync_scenario(http: &reqwest::Client, base: &str, args: &Args, server_p
         rooms.push(v["room_id"].as_str().expect("room id").to_owned());
     }
     // Register and join in parallel (argon2 hashing dominates registration).
-    let syncers: Vec<String> = futures::stream::iter(0..args.clients)
+    let syncers: Vec<(usize, String)> = futures::stream::iter(0..args.clients)
         .map(|i| {
             let room = rooms[i % rooms.len()].clone();
             async move {
                 let token = register(http, base, &format!("reader{i}")).await;
                 post(http, &format!("{base}/_matrix/client/v3/rooms/{room}/join"), Some(&token), json!({})).await;
-                token
+                (i, token)
             }
         })
         .buffer_unordered(16)
         .collect()
         .await;
-    let sent_at: Arc<std::sync::Mutex<std::collections::HashMap<String, Instant>>> = Arc::default();
+    let sent_at: Arc<std::sync::Mutex<std::collections::HashMap<u64, Instant>>> = Arc::default();
     let delivered: Arc<std::sync::Mutex<Vec<Duration>>> = Arc::default();
-    let ready = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let stop = Arc::new(tokio::sync::Notify::new());
     let mut readers = Vec::new();
-    for token in syncers {
+    for (i, token) in syncers {
         let (http, base) = (http.clone(), base.to_owned());
-        let (sent_at, delivered, ready) = (sent_at.clone(), delivered.clone(), ready.clone());
-        readers.push(tokio::spawn(async move {
-            let first =
-                get(&http, &format!("{base}/_matrix/client/v3/sync?timeout=0&set_presence=offline"), &token).await;
-            let mut since = first["next_batch"].as_str().expect("next_batch").to_owned();
-            ready.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            loop {
-                let url = format!("{base}/_matrix/client/v3/sync?since={since}&timeout=30000&set_presence=offline");
-                let v = get(&http, &url, &token).await;
-                let now = Instant::now();
-                for room in v["rooms"]["join"].as_object().into_iter().flat_map(|m| m.values()) {
-                    for event in room["timeline"]["events"].as_array().into_iter().flatten() {
-                        if let Some(t) =
-                            event["content"]["body"].as_str().and_then(|b| sent_at.lock().expect("map").get(b).copied())
-                        {
-                            delivered.lock().expect("latencies").push(now.duration_since(t));
+        let (sent_at, delivered, stop) = (sent_at.clone(), delivered.clone(), stop.clone());
+        readers.push((
+            i % rooms.len(),
+            tokio::spawn(async move {
+                let mut seen = Seen::new();
+                let first =
+                    get(&http, &format!("{base}/_matrix/client/v3/sync?timeout=0&set_presence=offline"), &token).await;
+                let mut since = first["next_batch"].as_str().expect("next_batch").to_owned();
+                let stopped = stop.notified();
+                tokio::pin!(stopped);
+                stopped.as_mut().enable();
+                loop {
+                    let url = format!("{base}/_matrix/client/v3/sync?since={since}&timeout=30000&set_presence=offline");
+                    let v = tokio::select! {
+                        v = get(&http, &url, &token) => v,
+                        _ = &mut stopped => return seen,
+                    };
+                    let now = Instant::now();
+                    for room in v["rooms"]["join"].as_object().into_iter().flat_map(|m| m.values()) {
+                        for event in room["timeline"]["events"].as_array().into_iter().flatten() {
+                            let Some(n) = event["content"]["body"]
+                                .as_str()
+                                .and_then(|b| b.strip_prefix("probe-"))
+                                .and_then(|n| n.parse::<u64>().ok())
+                            else {
+                                continue;
+                            };
+                            let count = seen.entry(n).or_default();
+                            *count += 1;
+                            if *count == 1 {
+                                let sent = sent_at.lock().expect("map").get(&n).copied();
+                                if let Some(t) = sent {
+                                    delivered.lock().expect("latencies").push(now.duration_since(t));
+                                }
+                            }
                         }
                     }
+                    since = v["next_batch"].as_str().expect("next_batch").to_owned();
                 }
-                since = v["next_batch"].as_str().expect("next_batch").to_owned();
-            }
-        }));
+            }),
+        ));
     }
-    // Wait until every reader sits in its long-poll, measure what that costs the server, then
-    // send at a steady 50 messages per second.
+    // Every reader must sit in its long-poll, as the server itself counts them, before the idle
+    // CPU is measured and the sender starts.
     let waiting_since = Instant::now();
-    while ready.load(std::sync::atomic::Ordering::SeqCst) < args.clients
-        && waiting_since.elapsed() < Duration::from_secs(300)
-    {
+    while syncs_waiting(&args.server, db) < args.clients {
+        assert!(waiting_since.elapsed() < Duration::from_secs(600), "readers never all waited");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
     let idle_seconds = 5.0;
     let before = cpu_seconds(server_pid);
     tokio::time::sleep(Duration::from_secs_f64(idle_seconds)).await;
     let idle_cpu = (cpu_seconds(server_pid) - before) / idle_seconds * 100.0;
-    let deadline = Instant::now() + Duration::from_secs(args.seconds);
-    let mut n = 0u64;
-    while Instant::now() < deadline {
-        n += 1;
-        let room = &rooms[n as usize % rooms.len()];
-        let body = format!("probe-{n}");
-        sent_at.lock().expect("map").insert(body.clone(), Instant::now());
-        let url = format!("{base}/_matrix/client/v3/rooms/{room}/send/m.room.message/p{n}");
-        let response = http
-            .put(&url)
-            .bearer_auth(&sender)
-            .json(&json!({ "msgtype": "m.text", "body": body }))
-            .send()
-            .await
-            .expect("send");
-        assert!(response.status().is_success());
-        tokio::time::sleep(Duration::from_millis(20)).await;
+
+    // A steady RATE: message n starts at n / RATE seconds; one that starts late is counted.
+    let interval = Duration::from_secs_f64(1.0 / RATE);
+    let start = tokio::time::Instant::now();
+    let total = (args.seconds as f64 * RATE) as u64;
+    let mut late = 0u64;
+    let mut sends = Vec::new();
+    for n in 0..total {
+        let due = start + interval * n as u32;
+        tokio::time::sleep_until(due).await;
+        if tokio::time::Instant::now() > due + interval {
+            late += 1;
+        }
+        // Each send starts on time, whether or not the previous one has been answered.
+        let url =
+            format!("{base}/_matrix/client/v3/rooms/{}/send/m.room.message/p{n}", rooms[n as usize % rooms.len()]);
+        let (http, sender, sent_at) = (http.clone(), sender.clone(), sent_at.clone());
+        sends.push(tokio::spawn(async move {
+            sent_at.lock().expect("map").insert(n, Instant::now());
+            put(&http, &url, &sender, json!({ "msgtype": "m.text", "body": format!("probe-{n}") })).await;
+        }));
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    for r in &readers {
-        r.abort();
+    for send in sends {
+        send.await.expect("a send failed");
     }
+    let readers_in = |room: usize| readers.iter().filter(|(r, _)| *r == room).count() as u64;
+    let expected: u64 = (0..total).map(|n| readers_in(n as usize % rooms.len())).sum();
+    // Give the last deliveries time to arrive (bounded), then stop every reader and collect.
+    let drain = Instant::now();
+    while (delivered.lock().expect("latencies").len() as u64) < expected && drain.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.notify_waiters();
+    let (mut duplicates, mut received, mut failures) = (0u64, 0u64, 0u64);
+    for (_, reader) in readers {
+        match reader.await {
+            Ok(seen) => {
+                received += seen.len() as u64;
+                duplicates += seen.values().map(|c| u64::from(c - 1)).sum::<u64>();
+            }
+            Err(e) => {
+                failures += 1;
+                eprintln!("a reader failed: {e}");
+            }
+        }
+    }
+    let misses = expected.saturating_sub(received);
     let mut all = std::mem::take(&mut *delivered.lock().expect("latencies"));
     all.sort();
-    println!("| scenario | syncing clients | server CPU while all wait | messages | deliveries | p50 ms | p99 ms |");
-    println!("|---|---|---|---|---|---|---|");
     println!(
-        "| send→sync latency | {} | {idle_cpu:.1} % | {n} | {} | {:.1} | {:.1} |",
+        "| scenario | syncing clients | server CPU while all wait | messages (late) | deliveries of expected | duplicates | misses | failed readers | p50 ms | p99 ms |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "| send→sync latency | {} | {idle_cpu:.1} % | {total} ({late}) | {received} of {expected} | {duplicates} | {misses} | {failures} | {:.1} | {:.1} |",
         args.clients,
-        all.len(),
         percentile(&all, 0.50).as_secs_f64() * 1000.0,
         percentile(&all, 0.99).as_secs_f64() * 1000.0
     );
-
-    // Initial sync of a user in 1,000 rooms.
-    let member = register(http, base, "busy").await;
-    for _ in 0..1000 {
-        post(http, &format!("{base}/_matrix/client/v3/createRoom"), Some(&member), json!({})).await;
-    }
-    let t = Instant::now();
-    let v = get(http, &format!("{base}/_matrix/client/v3/sync?set_presence=offline"), &member).await;
-    let elapsed = t.elapsed();
-    let count = v["rooms"]["join"].as_object().map_or(0, |m| m.len());
-    assert_eq!(count, 1000);
-    println!();
-    println!("| initial sync | rooms | seconds |");
-    println!("|---|---|---|");
-    println!("| user in 1,000 rooms | {count} | {:.2} |", elapsed.as_secs_f64());
 }
 
 /// Sequential uploads then downloads of distinct files (so deduplication never skips a write).
@@ -350,9 +407,11 @@ async fn media_scenario(http: &reqwest::Client, base: &str) {
         }
         let mut uris = Vec::new();
         let mut up = Vec::new();
+        let mut hashes = Vec::new();
         for i in 0..files {
             template[..8].copy_from_slice(&(i as u64).to_le_bytes());
             let body = bytes::Bytes::copy_from_slice(&template);
+            hashes.push(sha2::Sha256::digest(&body));
             let t = Instant::now();
             let response = http
                 .post(format!("{base}/_matrix/media/v3/upload"))
@@ -369,7 +428,7 @@ async fn media_scenario(http: &reqwest::Client, base: &str) {
             uris.push(uri);
         }
         let mut down = Vec::new();
-        for uri in &uris {
+        for (uri, expected) in uris.iter().zip(&hashes) {
             let t = Instant::now();
             let response = http
                 .get(format!("{base}/_matrix/client/v1/media/download/{uri}"))
@@ -380,11 +439,15 @@ async fn media_scenario(http: &reqwest::Client, base: &str) {
             assert!(response.status().is_success(), "download failed: {}", response.status());
             let mut stream = response.bytes_stream();
             let mut received = 0usize;
+            let mut hasher = sha2::Sha256::new();
             while let Some(chunk) = stream.next().await {
-                received += chunk.expect("body").len();
+                let chunk = chunk.expect("body");
+                received += chunk.len();
+                hasher.update(&chunk);
             }
-            assert_eq!(received, size);
             down.push(t.elapsed());
+            assert_eq!(received, size);
+            assert_eq!(hasher.finalize(), *expected, "downloaded bytes are the uploaded ones");
         }
         let rate = |times: &[Duration]| {
             (size * times.len()) as f64 / 1e6 / times.iter().map(Duration::as_secs_f64).sum::<f64>()
@@ -429,13 +492,15 @@ impl LoadDevice {
     }
 }
 
-/// Runs `request` from every device for `seconds`; returns the latencies of all calls.
-async fn hammer<F, Fut>(devices: &Arc<Vec<LoadDevice>>, seconds: u64, request: F) -> Vec<Duration>
+/// Runs `request` from every device for `seconds`; returns the latencies of all calls and the
+/// time actually measured (until the last call in flight at the deadline came back).
+async fn hammer<F, Fut>(devices: &Arc<Vec<LoadDevice>>, seconds: u64, request: F) -> (Vec<Duration>, Duration)
 where
     F: Fn(Arc<Vec<LoadDevice>>, usize, usize) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds);
     let mut workers = Vec::new();
     for i in 0..devices.len() {
         let (devices, request) = (devices.clone(), request.clone());
@@ -455,11 +520,13 @@ where
     for w in workers {
         all.extend(w.await.expect("worker"));
     }
+    let measured = started.elapsed();
     all.sort();
-    all
+    (all, measured)
 }
 
 async fn keys_scenario(http: &reqwest::Client, base: &str, args: &Args) {
+    assert!(args.clients >= 2, "claims are of another device: at least 2 clients");
     let devices: Vec<LoadDevice> = futures::stream::iter(0..args.clients)
         .map(|i| async move {
             let body = json!({ "username": format!("keys{i}"), "password": "load-password",
@@ -493,12 +560,12 @@ async fn keys_scenario(http: &reqwest::Client, base: &str, args: &Args) {
     let devices = Arc::new(devices);
     println!("| operation | clients | requests | requests/s | p50 ms | p99 ms |");
     println!("|---|---|---|---|---|---|");
-    let report = |name: &str, all: &[Duration]| {
+    let report = |name: &str, (all, measured): &(Vec<Duration>, Duration)| {
         println!(
             "| {name} | {} | {} | {:.0} | {:.1} | {:.1} |",
             args.clients,
             all.len(),
-            all.len() as f64 / args.seconds as f64,
+            all.len() as f64 / measured.as_secs_f64(),
             percentile(all, 0.50).as_secs_f64() * 1000.0,
             percentile(all, 0.99).as_secs_f64() * 1000.0,
         );
@@ -520,7 +587,8 @@ async fn keys_scenario(http: &reqwest::Client, base: &str, args: &Args) {
     let claims = hammer(&devices, args.seconds, move |devices, i, round| {
         let (http, base) = (h.clone(), b.clone());
         async move {
-            let target = &devices[(i + round) % devices.len()];
+            // Always another device than the claimer's own.
+            let target = &devices[(i + 1 + round % (devices.len() - 1)) % devices.len()];
             let body = json!({ "one_time_keys": { &target.user: { &target.device: "signed_curve25519" } } });
             let v = post(&http, &format!("{base}/_matrix/client/v3/keys/claim"), Some(&devices[i].token), body).await;
             assert!(v["one_time_keys"][&target.user][&target.device].is_object(), "a key for every claim");
