@@ -218,6 +218,41 @@ impl Window {
     }
 }
 
+/// What another server may be sent of a room's history (`/backfill`, `/event`, `/state`,
+/// `/get_missing_events` on its behalf): the spec's rule for servers. An event is visible to a
+/// server when its setting was `world_readable` or `shared`, or when one of the server's users
+/// could see it by membership at that event (joined; invited, where the setting is `invited`).
+#[derive(Debug, Clone, Default)]
+pub struct ServerWindow {
+    /// The membership changes of each of the server's users in the room.
+    users: Vec<Window>,
+    visibility: Vec<(u64, HistoryVisibility)>,
+}
+
+impl ServerWindow {
+    pub fn new(users: Vec<Vec<(u64, Membership)>>, visibility: Vec<(u64, HistoryVisibility)>) -> Self {
+        let mut visibility = visibility;
+        visibility.sort_by_key(|(pos, _)| *pos);
+        let users = users.into_iter().map(|m| Window::new(m, visibility.clone())).collect();
+        Self { users, visibility }
+    }
+
+    pub fn may_see(&self, pos: u64) -> bool {
+        let view = Window { memberships: Vec::new(), visibility: self.visibility.clone(), ranges: Vec::new() };
+        let open = [false, true].into_iter().any(|after| {
+            matches!(view.visibility_at(pos, after), HistoryVisibility::Shared | HistoryVisibility::WorldReadable)
+        });
+        open || self.users.iter().any(|user| {
+            [false, true].into_iter().any(|after| {
+                let membership = user.membership_at(pos, after);
+                membership == Some(Membership::Join)
+                    || (membership == Some(Membership::Invite)
+                        && [false, true].into_iter().any(|v| user.visibility_at(pos, v) == HistoryVisibility::Invited))
+            })
+        })
+    }
+}
+
 fn allowed(visibility: HistoryVisibility, membership: Option<Membership>, joins_later: bool) -> bool {
     match visibility {
         HistoryVisibility::WorldReadable => true,
@@ -393,6 +428,25 @@ impl Rooms {
             visibility.push((pos, HistoryVisibility::parse(&value)));
         }
         Ok(Window::new(memberships, visibility))
+    }
+
+    /// What `server` may be sent of the room's history (federation reads ask this, event by
+    /// event, with the same indexes as a user's [`Window`]).
+    pub fn server_window(&self, server: &ruma::ServerName, room: &RoomId) -> Result<ServerWindow> {
+        let tables = &self.db.tables;
+        let mut users: std::collections::BTreeMap<OwnedUserId, Vec<(u64, Membership)>> = Default::default();
+        for entry in tables.roomiduserpos_membership.scan_prefix(prefix(&room.to_owned())) {
+            let ((_, user, Be64(pos)), membership) = entry?;
+            if user.server_name() == server {
+                users.entry(user).or_default().push((pos, Membership::parse(&membership)));
+            }
+        }
+        let mut visibility = Vec::new();
+        for entry in tables.roomidpos_visibility.scan_prefix(prefix(&room.to_owned())) {
+            let ((_, Be64(pos)), value) = entry?;
+            visibility.push((pos, HistoryVisibility::parse(&value)));
+        }
+        Ok(ServerWindow::new(users.into_values().collect(), visibility))
     }
 
     /// Opens a room for reading by `user`: `403` when they have never been part of it and it is
@@ -601,6 +655,22 @@ mod tests {
         assert_eq!(seen(&w), (1..=6).chain(9..=20).collect::<Vec<_>>());
         assert!(Window::new(vec![], vec![(3, V::WorldReadable)]).may_see(5));
         assert!(!Window::new(vec![], vec![(3, V::WorldReadable), (6, V::Shared)]).may_see(7));
+    }
+
+    #[test]
+    fn servers_see_shared_history_and_what_their_users_saw() {
+        use super::ServerWindow;
+        // A room `joined` from 4; the server's user joined at 10 and left at 15.
+        let server = ServerWindow::new(vec![vec![(10, M::Join), (15, M::Leave)]], vec![(4, V::Joined)]);
+        let seen: Vec<u64> = (1..=20).filter(|p| server.may_see(*p)).collect();
+        assert_eq!(seen, [1, 2, 3, 4, 10, 11, 12, 13, 14, 15]);
+        // Shared history is for any server in the room; `invited` needs an invited user then.
+        let shared = ServerWindow::new(vec![], vec![(4, V::Shared)]);
+        assert!(shared.may_see(9));
+        let invited = ServerWindow::new(vec![vec![(8, M::Invite)]], vec![(4, V::Invited)]);
+        assert!(invited.may_see(9) && !invited.may_see(7));
+        let nobody = ServerWindow::new(vec![], vec![(4, V::Joined)]);
+        assert!(!nobody.may_see(9));
     }
 
     #[test]
