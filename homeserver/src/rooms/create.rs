@@ -51,13 +51,17 @@ impl Rooms {
             Some(local) => {
                 let alias = RoomAliasId::parse(format!("#{local}:{}", self.server_name))
                     .map_err(|e| Error::invalid_param(format!("invalid room_alias_name: {e}")))?;
-                if self.db.tables.alias_roomid.contains(&alias.to_string())? {
+                let mut claimed = self.alias_lock.lock().expect("alias lock");
+                if self.db.tables.alias_roomid.contains(&alias.to_string())? || claimed.contains(alias.as_str()) {
                     return Err(Error::RoomInUse("this room alias is already taken".into()));
                 }
+                claimed.insert(alias.to_string());
                 Some(alias)
             }
             None => None,
         };
+        // Whatever happens next, the claim on the alias ends with this request.
+        let _claim = AliasClaim { rooms: self, alias: alias.as_ref().map(|a| a.to_string()) };
         for (kind, _, content) in &request.initial_state {
             if !content.is_object() {
                 return Err(Error::BadJson(format!("initial_state content of {kind} must be an object")));
@@ -156,7 +160,7 @@ impl Rooms {
         self.append(&room, sender, NewEvent::state(StateEventType::RoomPowerLevels, "", power), None).await?;
 
         if let Some(alias) = &alias {
-            self.set_alias(alias, &room, sender)?;
+            self.insert_alias(alias, &room, sender, true)?;
             self.append(
                 &room,
                 sender,
@@ -210,14 +214,26 @@ impl Rooms {
         Ok(room)
     }
 
-    /// Maps an alias to a room (fails with `M_ROOM_IN_USE` if taken).
+    /// Maps an alias to a room (fails with `M_ROOM_IN_USE` if taken, or claimed by a room being
+    /// created).
     pub fn set_alias(&self, alias: &RoomAliasId, room: &OwnedRoomId, creator: &UserId) -> Result<()> {
+        self.insert_alias(alias, room, creator, false)
+    }
+
+    fn insert_alias(
+        &self,
+        alias: &RoomAliasId,
+        room: &OwnedRoomId,
+        creator: &UserId,
+        claimed_by_me: bool,
+    ) -> Result<()> {
         if alias.server_name() != self.server_name {
             return Err(Error::invalid_param("aliases can only be created on this server's domain"));
         }
         let key: OwnedRoomAliasId = alias.to_owned();
-        let _guard = self.alias_lock.lock().expect("alias lock");
-        if self.db.tables.alias_roomid.contains(&key.to_string())? {
+        let claimed = self.alias_lock.lock().expect("alias lock");
+        if self.db.tables.alias_roomid.contains(&key.to_string())? || (!claimed_by_me && claimed.contains(key.as_str()))
+        {
             return Err(Error::RoomInUse("this room alias is already taken".into()));
         }
         let mut batch = crate::db::Batch::new();
@@ -228,5 +244,20 @@ impl Rooms {
         );
         self.db.commit(batch)?;
         Ok(())
+    }
+}
+
+/// A `createRoom`'s claim on its alias, released when the request ends (the alias is in the table
+/// by then if the room was made).
+struct AliasClaim<'a> {
+    rooms: &'a Rooms,
+    alias: Option<String>,
+}
+
+impl Drop for AliasClaim<'_> {
+    fn drop(&mut self) {
+        if let Some(alias) = &self.alias {
+            self.rooms.alias_lock.lock().expect("alias lock").remove(alias);
+        }
     }
 }

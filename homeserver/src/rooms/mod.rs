@@ -127,8 +127,9 @@ pub struct Rooms {
     server_name: OwnedServerName,
     keys: Arc<ServerKeys>,
     profiles: Arc<Profiles>,
-    /// Serializes alias check-and-insert.
-    alias_lock: Mutex<()>,
+    /// Serializes alias check-and-insert, and holds the aliases a `createRoom` in progress has
+    /// claimed (so two creations cannot both pass validation with one alias).
+    alias_lock: Mutex<std::collections::HashSet<String>>,
     pub state: StateStore,
     /// One lock per room: local events of a room are appended one at a time, so they never fork
     /// the DAG; different rooms proceed in parallel.
@@ -169,7 +170,7 @@ impl Rooms {
             server_name,
             keys,
             profiles,
-            alias_lock: Mutex::new(()),
+            alias_lock: Mutex::new(Default::default()),
             locks: Mutex::new(HashMap::new()),
         }
     }

@@ -643,3 +643,22 @@ async fn identical_rooms_created_at_once_get_distinct_ids() {
     }
     assert_eq!(ids.len(), 20);
 }
+
+/// Two rooms created at once with one alias: one gets it, the other is refused before it exists.
+#[tokio::test]
+async fn concurrent_creations_with_one_alias_leave_no_orphan() {
+    let server = TestServer::start();
+    let api = Api::new(&server);
+    let (_, a) = api.register("alice").await;
+    let body = json!({ "room_alias_name": "cabinet" });
+    let creations =
+        (0..8).map(|_| api.send(reqwest::Method::POST, "/_matrix/client/v3/createRoom", Some(&a), Some(body.clone())));
+    let answers = futures::future::join_all(creations).await;
+    let won = answers.iter().filter(|(status, _)| *status == 200).count();
+    assert_eq!(won, 1, "{answers:?}");
+    for (status, body) in answers.iter().filter(|(status, _)| *status != 200) {
+        assert_eq!((*status, body["errcode"].as_str()), (400, Some("M_ROOM_IN_USE")), "{body}");
+    }
+    let (_, joined) = api.get("/_matrix/client/v3/joined_rooms", &a).await;
+    assert_eq!(joined["joined_rooms"].as_array().unwrap().len(), 1, "no orphan rooms: {joined}");
+}
