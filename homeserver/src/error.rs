@@ -35,6 +35,9 @@ pub enum Error {
     UnsupportedRoomVersion(String),
     #[error("{0}")]
     RoomInUse(String),
+    /// `createRoom`'s alias is taken: `400 M_ROOM_IN_USE` there (the alias API says 409).
+    #[error("{0}")]
+    AliasTakenAtCreation(String),
     #[error("{0}")]
     BadAlias(String),
     /// A request the spec answers with plain `M_UNKNOWN` and 400 (e.g. forgetting a joined room).

@@ -64,6 +64,7 @@ impl From<Error> for ApiError {
             Error::Unrecognized(_) => (S::NOT_FOUND, "M_UNRECOGNIZED"),
             Error::UnsupportedRoomVersion(_) => (S::BAD_REQUEST, "M_UNSUPPORTED_ROOM_VERSION"),
             Error::RoomInUse(_) => (S::CONFLICT, "M_ROOM_IN_USE"),
+            Error::AliasTakenAtCreation(_) => (S::BAD_REQUEST, "M_ROOM_IN_USE"),
             Error::BadAlias(_) => (S::BAD_REQUEST, "M_BAD_ALIAS"),
             Error::BadState(_) => (S::BAD_REQUEST, "M_UNKNOWN"),
             Error::ServerManaged(_) => (S::METHOD_NOT_ALLOWED, "M_BAD_JSON"),

@@ -53,7 +53,7 @@ impl Rooms {
                     .map_err(|e| Error::invalid_param(format!("invalid room_alias_name: {e}")))?;
                 let mut claimed = self.alias_lock.lock().expect("alias lock");
                 if self.db.tables.alias_roomid.contains(&alias.to_string())? || claimed.contains(alias.as_str()) {
-                    return Err(Error::RoomInUse("this room alias is already taken".into()));
+                    return Err(Error::AliasTakenAtCreation("this room alias is already taken".into()));
                 }
                 claimed.insert(alias.to_string());
                 Some(alias)
