@@ -130,11 +130,14 @@ async fn notifying_events(
     window: usize,
 ) -> Result<Vec<(u64, Value, Vec<Action>)>> {
     let context = room_context(services, room, user)?;
-    // Only events the user may read notify: history from before they could see the room does not.
+    // Only events sent while the user is a member notify (as a server that evaluates push rules
+    // when an event arrives would): history from before the join, visible or not, does not.
     let reader = services.rooms.reader(user, room)?;
+    let Some(joined_since) = reader.joined_since() else { return Ok(Vec::new()) };
     let Some(hi) = before.unwrap_or(u64::MAX).checked_sub(1) else { return Ok(Vec::new()) };
+    let floor = stop_at.max(joined_since).saturating_add(1);
     let recent: Vec<(u64, ruma::OwnedEventId)> =
-        reader.timeline(stop_at.saturating_add(1), hi, false).take(window).collect::<Result<_>>()?;
+        reader.timeline(floor, hi, false).take(window).collect::<Result<_>>()?;
     let mut out = Vec::new();
     for (pos, event_id) in recent {
         let Some(event) = reader.event(pos, &event_id)? else { continue };

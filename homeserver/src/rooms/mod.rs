@@ -79,6 +79,17 @@ pub struct MembershipRecord {
     pub membership: String,
     pub event_id: OwnedEventId,
     pub pos: u64,
+    /// For a join: where the current joined period began (a profile change is a new join event
+    /// but not a new period). Records written before this field read as starting at `pos`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joined_since: Option<u64>,
+}
+
+impl MembershipRecord {
+    /// The position the current joined period began at (for a join).
+    pub fn period_start(&self) -> u64 {
+        self.joined_since.unwrap_or(self.pos)
+    }
 }
 
 /// A room alias and who made it (the creator may delete it).
@@ -601,6 +612,13 @@ impl Rooms {
                 (target, membership)
             });
         let visibility_change = visibility::VisibilityChange::of(&pdu);
+        // A join of someone already joined (a profile change) continues their joined period.
+        let previous_join = match &membership {
+            Some((target, m)) if m == "join" => {
+                self.membership(target, room)?.filter(|r| r.membership == "join").map(|r| r.period_start())
+            }
+            _ => None,
+        };
         // Relations are indexed within a room only: an event elsewhere naming one of this room's
         // events is not its relation.
         let relation =
@@ -631,7 +649,13 @@ impl Rooms {
             tables.roomid_room.insert(batch, &room.to_owned(), &Json(record.clone()));
             room_record = Some(record);
             if let Some((target, membership)) = &membership {
-                let record = Json(MembershipRecord { membership: membership.clone(), event_id: event_id.clone(), pos });
+                let joined_since = (membership == "join").then_some(previous_join.unwrap_or(pos));
+                let record = Json(MembershipRecord {
+                    membership: membership.clone(),
+                    event_id: event_id.clone(),
+                    pos,
+                    joined_since,
+                });
                 tables.useridroomid_membership.insert(batch, &(target.clone(), room.to_owned()), &record);
                 tables.roomiduserid_membership.insert(batch, &(room.to_owned(), target.clone()), &record);
             }

@@ -270,7 +270,7 @@ pub struct Reader<'a> {
     rooms: &'a Rooms,
     room: OwnedRoomId,
     user: OwnedUserId,
-    /// Position of the user's current join, when they are joined.
+    /// Where the user's current joined period began, when they are joined.
     joined_since: Option<u64>,
     window: OnceLock<Window>,
     /// Whether senders asked for their messages to be erased (`erase: true` at deactivation).
@@ -294,7 +294,7 @@ impl<'a> Reader<'a> {
         self.joined_since.is_some()
     }
 
-    /// Position of the user's current join, when joined: every later event is readable.
+    /// Where the user's current joined period began, when joined: every later event is readable.
     pub fn joined_since(&self) -> Option<u64> {
         self.joined_since
     }
@@ -456,7 +456,7 @@ impl Rooms {
             return Err(Error::forbidden("you are not in this room"));
         }
         let membership = self.membership(user, room)?;
-        let joined_since = membership.as_ref().filter(|m| m.membership == "join").map(|m| m.pos);
+        let joined_since = membership.as_ref().filter(|m| m.membership == "join").map(|m| m.period_start());
         let reader = Reader {
             rooms: self,
             room: room.to_owned(),

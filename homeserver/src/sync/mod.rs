@@ -240,7 +240,8 @@ fn compute(services: &Services, params: &SyncParams, now: SyncToken) -> Result<S
         }
         match membership.membership.as_str() {
             "join" => {
-                let fresh = changed_after(membership.pos) || params.full_state;
+                // Newly joined (not a profile change within the same joined period): sent whole.
+                let fresh = changed_after(membership.period_start()) || params.full_state;
                 let from = if fresh { None } else { since };
                 let mut data = room_sync(services, user, &room, from, current, fresh, &params.filter)?;
                 if let Some(users) = services.typing.typing_in(&room, if fresh { None } else { typing_since }) {

@@ -265,7 +265,7 @@ fn compute(services: &Services, request: &SlidingRequest, now: SyncToken) -> Res
         // A room this connection has not been sent yet (it scrolled into a range, or the server
         // restarted) is sent whole, news or not.
         let known = sent.contains(room);
-        let initial = since.is_none_or(|s| membership.pos > s) || !known;
+        let initial = since.is_none_or(|s| membership.period_start() > s) || !known;
         if !initial && *stamp <= since.unwrap_or(0) {
             continue;
         }

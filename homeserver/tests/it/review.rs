@@ -245,6 +245,8 @@ async fn profile_changes_update_member_events() {
         api.ok(reqwest::Method::POST, &format!("/_matrix/client/v3/join/{room}"), &a, json!({})).await;
         rooms.push(room);
     }
+    let hello = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/hello", rooms[0]);
+    api.ok(reqwest::Method::PUT, &hello, &b, json!({ "msgtype": "m.text", "body": "hello alice" })).await;
     api.ok(
         reqwest::Method::PUT,
         &format!("/_matrix/client/v3/profile/{alice}/displayname"),
@@ -252,6 +254,9 @@ async fn profile_changes_update_member_events() {
         json!({ "displayname": "Alice Martin" }),
     )
     .await;
+    // The rename is a new member event, not a new membership: what Bob said still counts unread.
+    let sync = api.get("/_matrix/client/v3/sync", &a).await.1;
+    assert_eq!(sync["rooms"]["join"][&rooms[0]]["unread_notifications"]["notification_count"], 1, "{sync}");
     for room in &rooms {
         let (status, member) =
             api.get(&format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/{alice}"), &b).await;
