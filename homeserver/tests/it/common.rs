@@ -247,3 +247,26 @@ pub fn unknown_token() -> (u16, String) {
 pub fn forbidden() -> (u16, String) {
     (403, "M_FORBIDDEN".to_owned())
 }
+
+/// Registers `name` (password "pw") through the UIA dummy flow over raw HTTP and returns
+/// (user id, access token).
+pub async fn register_raw(server: &TestServer, name: &str) -> (String, String) {
+    let http = server.http();
+    let url = format!("{}/_matrix/client/v3/register", server.url);
+    let first: serde_json::Value = http
+        .post(&url)
+        .json(&serde_json::json!({ "username": name, "password": "pw" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let session = first["session"].as_str().expect("UIA session").to_owned();
+    let body = serde_json::json!({ "username": name, "password": "pw",
+                                   "auth": { "type": "m.login.dummy", "session": session } });
+    let response = http.post(&url).json(&body).send().await.unwrap();
+    assert_eq!(response.status(), 200, "registration of {name}");
+    let done: serde_json::Value = response.json().await.unwrap();
+    (done["user_id"].as_str().unwrap().to_owned(), done["access_token"].as_str().unwrap().to_owned())
+}

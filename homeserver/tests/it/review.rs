@@ -4,16 +4,17 @@
 
 use serde_json::{json, Value};
 
-use crate::common::{urlencode, TestServer};
+use crate::common::{register_raw, urlencode, TestServer};
 
-struct Api {
+struct Api<'a> {
+    server: &'a TestServer,
     url: String,
     http: reqwest::Client,
 }
 
-impl Api {
-    fn new(server: &TestServer) -> Self {
-        Self { url: server.url.clone(), http: server.http() }
+impl<'a> Api<'a> {
+    fn new(server: &'a TestServer) -> Self {
+        Self { server, url: server.url.clone(), http: server.http() }
     }
 
     async fn send(
@@ -47,14 +48,21 @@ impl Api {
 
     /// Registers `name` (password "pw") and returns (user id, access token).
     async fn register(&self, name: &str) -> (String, String) {
-        let path = "/_matrix/client/v3/register";
-        let (_, first) =
-            self.send(reqwest::Method::POST, path, None, Some(json!({ "username": name, "password": "pw" }))).await;
-        let body = json!({ "username": name, "password": "pw",
-                           "auth": { "type": "m.login.dummy", "session": first["session"] } });
-        let (status, done) = self.send(reqwest::Method::POST, path, None, Some(body)).await;
-        assert_eq!(status, 200, "{done}");
-        (done["user_id"].as_str().unwrap().to_owned(), done["access_token"].as_str().unwrap().to_owned())
+        register_raw(self.server, name).await
+    }
+
+    /// `GET /devices` as a client behind a proxy that names it `forwarded_for`.
+    async fn devices_from(&self, token: &str, forwarded_for: &str) -> Value {
+        let response = self
+            .http
+            .get(format!("{}/_matrix/client/v3/devices", self.url))
+            .bearer_auth(token)
+            .header("X-Forwarded-For", forwarded_for)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
     }
 
     async fn login(&self, name: &str, password: &str, device: Option<&str>) -> (u16, Value) {
@@ -182,31 +190,13 @@ async fn client_address_comes_from_a_trusted_proxy_only() {
     let this_device = |devices: &Value| -> Value {
         devices["devices"].as_array().unwrap().iter().find(|d| d["device_id"] == device_id.as_str()).unwrap().clone()
     };
-    let devices: Value = api
-        .http
-        .get(format!("{}/_matrix/client/v3/devices", api.url))
-        .bearer_auth(&token)
-        .header("X-Forwarded-For", "203.0.113.7")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let devices = api.devices_from(&token, "203.0.113.7").await;
     assert_eq!(this_device(&devices)["last_seen_ip"], "203.0.113.7", "{devices}");
 
     // A request from another client address updates the device's last use.
     let before = this_device(&devices)["last_seen_ts"].as_u64().unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    let response = api
-        .http
-        .get(format!("{}/_matrix/client/v3/devices", api.url))
-        .bearer_auth(&token)
-        .header("X-Forwarded-For", "192.0.2.44")
-        .send()
-        .await
-        .unwrap();
-    let devices: Value = response.json().await.unwrap();
+    let devices = api.devices_from(&token, "192.0.2.44").await;
     assert_eq!(this_device(&devices)["last_seen_ip"], "192.0.2.44", "{devices}");
     assert!(this_device(&devices)["last_seen_ts"].as_u64().unwrap() > before, "{devices}");
 }
@@ -217,15 +207,7 @@ async fn forwarded_headers_from_untrusted_peers_are_ignored() {
     let server = TestServer::start();
     let api = Api::new(&server);
     let (_, token) = api.register("alice").await;
-    let response = api
-        .http
-        .get(format!("{}/_matrix/client/v3/devices", api.url))
-        .bearer_auth(&token)
-        .header("X-Forwarded-For", "203.0.113.7")
-        .send()
-        .await
-        .unwrap();
-    let devices: Value = response.json().await.unwrap();
+    let devices = api.devices_from(&token, "203.0.113.7").await;
     assert_eq!(devices["devices"][0]["last_seen_ip"], "127.0.0.1", "{devices}");
 }
 

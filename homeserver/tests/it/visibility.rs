@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::common::{urlencode, TestServer};
+use crate::common::{register_raw, urlencode, TestServer};
 
 const SLIDING: &str = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync";
 
@@ -19,28 +19,8 @@ struct User {
 }
 
 async fn register(server: &TestServer, name: &str) -> User {
-    let http = server.http();
-    let url = format!("{}/_matrix/client/v3/register", server.url);
-    let first: Value = http
-        .post(&url)
-        .json(&json!({ "username": name, "password": "pw" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let session = first["session"].as_str().expect("UIA session").to_owned();
-    let body = json!({ "username": name, "password": "pw", "auth": { "type": "m.login.dummy", "session": session } });
-    let response = http.post(&url).json(&body).send().await.unwrap();
-    assert_eq!(response.status(), 200, "registration of {name}");
-    let done: Value = response.json().await.unwrap();
-    User {
-        id: done["user_id"].as_str().unwrap().to_owned(),
-        token: done["access_token"].as_str().unwrap().to_owned(),
-        url: server.url.clone(),
-        http,
-    }
+    let (id, token) = register_raw(server, name).await;
+    User { id, token, url: server.url.clone(), http: server.http() }
 }
 
 impl User {
