@@ -85,6 +85,16 @@ impl Notifier {
     }
 }
 
+impl Audience {
+    /// The audience as an explicit list, resolved now by the caller (off the writer thread, whose
+    /// time every write shares) rather than by the writer after the write.
+    pub fn resolved(self, db: &Database) -> Audience {
+        let mut users = BTreeSet::new();
+        audience_users(db, &self, &mut users);
+        Audience::Users(users.into_iter().collect())
+    }
+}
+
 fn audience_users(db: &Database, audience: &Audience, out: &mut BTreeSet<OwnedUserId>) {
     let members = |room: &OwnedRoomId, out: &mut BTreeSet<OwnedUserId>| {
         for entry in db.tables.roomiduserid_membership.scan_prefix(prefix(room)).flatten() {

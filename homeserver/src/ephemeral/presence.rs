@@ -131,6 +131,8 @@ impl Presence {
         old_pos: Option<u64>,
         wake: Audience,
     ) -> Result<()> {
+        // Who shares a room with the user is worked out here, not on the writer thread.
+        let wake = wake.resolved(&self.db);
         let tables = &self.db.tables;
         let durable = self.writer.submit(&self.db, |batch, pos| {
             if let Some(old) = old_pos {
