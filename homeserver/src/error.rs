@@ -63,6 +63,12 @@ pub enum Error {
     WrongRoomKeysVersion { message: String, current: Option<String> },
     #[error("{0}")]
     Database(#[from] DbError),
+    /// A federation request without a valid X-Matrix signature (`401 M_UNAUTHORIZED`).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The room's version is not one the other server supports (`400 M_INCOMPATIBLE_ROOM_VERSION`).
+    #[error("room version {0} is not supported by the joining server")]
+    IncompatibleRoomVersion(String),
     #[error("internal error: {0}")]
     Internal(String),
 }

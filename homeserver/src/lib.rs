@@ -8,6 +8,7 @@ pub mod config;
 pub mod db;
 pub mod ephemeral;
 pub mod error;
+pub mod federation;
 pub mod keys;
 pub mod locks;
 pub mod media;

@@ -40,6 +40,9 @@ enum ServerCommand {
     KeyId,
     /// Print how many sync long-polls and media downloads are waiting right now.
     Waiting,
+    /// Replace the signing key (server stopped); the old key stays published as an old key so
+    /// events it signed still verify. Prints the new key id.
+    RotateKey,
 }
 
 #[derive(Subcommand)]
@@ -118,6 +121,7 @@ fn main() -> ExitCode {
         },
         Top::Server(ServerCommand::KeyId) => runtime.block_on(run_admin(config, Command::ServerKeyId)),
         Top::Server(ServerCommand::Waiting) => runtime.block_on(run_admin(config, Command::ServerWaiting)),
+        Top::Server(ServerCommand::RotateKey) => rotate_key(&config),
         Top::Room(RoomCommand::Info { room }) => runtime.block_on(run_admin(config, Command::RoomInfo { room })),
     };
     match result {
@@ -127,6 +131,19 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Rotates the signing key on the database directly: a running server holds the database (and
+/// its key in memory), so this is refused while one runs.
+fn rotate_key(config: &Config) -> Result<(), String> {
+    let db = hemicycle::db::Database::open(&config.database.path).map_err(|e| match e {
+        hemicycle::db::DbError::Locked(path) => format!("the database at {path} is in use: stop the server first"),
+        other => other.to_string(),
+    })?;
+    let key_id = hemicycle::server_keys::ServerKeys::rotate(&db).map_err(|e| e.to_string())?;
+    db.flush().map_err(|e| e.to_string())?;
+    println!("{key_id}");
+    Ok(())
 }
 
 async fn serve(config: Config) -> Result<(), String> {

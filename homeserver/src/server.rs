@@ -36,9 +36,11 @@ pub async fn run(mut config: Config) -> Result<(), String> {
     let admin_socket = config.admin_socket_path();
     let admin_task = admin::listen(services.clone(), &admin_socket)
         .map_err(|e| format!("cannot open the admin socket {}: {e}", admin_socket.display()))?;
-    if config.listen.federation.is_some() {
-        tracing::warn!("listen.federation is set, but the federation API is not served yet");
-    }
+    let federation_task = match config.listen.federation {
+        Some(address) => Some(serve_federation(services.clone(), address).await?),
+        None => None,
+    };
+    crate::federation::sender::start(services.clone());
     tracing::info!(server_name = %config.server_name, key_id = %services.server_keys.key_id(), "client API on http://{addr}");
     // Tests and scripts read this line to learn the bound port (listen.client may use port 0).
     println!("hemicycle listening on http://{addr}");
@@ -49,10 +51,68 @@ pub async fn run(mut config: Config) -> Result<(), String> {
         .with_graceful_shutdown(shutdown_signal())
         .await;
     admin_task.abort();
+    if let Some(task) = federation_task {
+        task.abort();
+    }
     let _ = std::fs::remove_file(&admin_socket);
     services.db.flush().map_err(|e| format!("flushing the database failed: {e}"))?;
     tracing::info!("stopped");
     served.map_err(|e| e.to_string())
+}
+
+/// Serves the federation API over HTTPS (rustls, `tls.cert` / `tls.key`) on its own listener.
+async fn serve_federation(
+    services: std::sync::Arc<Services>,
+    address: SocketAddr,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+    let config = &services.config;
+    let (Some(cert), Some(key)) = (&config.tls.cert, &config.tls.key) else {
+        return Err("listen.federation needs tls.cert and tls.key".into());
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| format!("cannot read tls.cert {}: {e}", cert.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("tls.cert {} is not PEM certificates: {e}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("cannot read tls.key {}: {e}", key.display()))?;
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("tls.cert and tls.key do not make a usable certificate: {e}"))?;
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(tls));
+    let listener = TcpListener::bind(address)
+        .await
+        .map_err(|e| format!("cannot listen on {address} (listen.federation): {e}"))?;
+    let app = api::federation_router(services.clone());
+    println!("hemicycle federation on https://{address}");
+    let _ = std::io::stdout().flush();
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok((stream, peer)) = listener.accept().await else { continue };
+            let acceptor = acceptor.clone();
+            let app = app.clone();
+            tokio::spawn(async move {
+                let Ok(Ok(tls_stream)) =
+                    tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(stream)).await
+                else {
+                    return;
+                };
+                let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                    let mut request = request.map(axum::body::Body::new);
+                    request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                    let mut app = app.clone();
+                    async move { tower::Service::call(&mut app, request).await }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls_stream), service)
+                    .await;
+            });
+        }
+    }))
 }
 
 async fn shutdown_signal() {

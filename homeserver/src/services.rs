@@ -38,6 +38,7 @@ pub struct Services {
     pub rate_limiter: RateLimiter,
     pub server_keys: Arc<ServerKeys>,
     pub media: Media,
+    pub federation: crate::federation::Federation,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +53,7 @@ impl Services {
     /// Opens the database and builds every service on it.
     pub fn open(config: Config) -> Result<Arc<Self>, OpenError> {
         let db = Arc::new(Database::open(&config.database.path)?);
-        let server_keys = Arc::new(ServerKeys::load_or_generate(&db)?);
+        let server_keys = Arc::new(ServerKeys::load_or_generate(&db, config.server_name.clone())?);
         let config = Arc::new(config);
         let profiles = Arc::new(Profiles::new(db.clone()));
         let writer = Arc::new(Writer::start(db.clone()));
@@ -77,8 +78,9 @@ impl Services {
             filters: Filters::new(db.clone()),
             uia: Uia::new(config.registration.token.clone()),
             rate_limiter: RateLimiter::new(config.rate_limits.clone()),
-            server_keys,
+            server_keys: server_keys.clone(),
             media: Media::open(db.clone(), config.server_name.clone(), &config)?,
+            federation: crate::federation::Federation::new(config.clone(), db.clone(), server_keys.clone())?,
             db,
             config,
         });

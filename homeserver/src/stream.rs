@@ -38,7 +38,7 @@ pub struct Pending {
 pub struct Cleanup {
     pub pdus: Vec<OwnedEventId>,
     pub txn: Option<TxnId>,
-    pub snapshot: Option<u64>,
+    pub snapshots: Vec<u64>,
     /// Whose waiting syncs this write concerns.
     pub wake: Audience,
 }
@@ -245,8 +245,8 @@ fn run(
                 if let Some(txn) = &cleanup.txn {
                     overlay.txns.remove(txn);
                 }
-                if let Some(s) = cleanup.snapshot {
-                    overlay.snapshots.remove(&s);
+                for s in &cleanup.snapshots {
+                    overlay.snapshots.remove(s);
                 }
                 highest = Some(*pos);
             }

@@ -69,6 +69,8 @@ impl From<Error> for ApiError {
             Error::BadState(_) => (S::BAD_REQUEST, "M_UNKNOWN"),
             Error::ServerManaged(_) => (S::METHOD_NOT_ALLOWED, "M_BAD_JSON"),
             Error::RemoteUnreachable(_) => (S::BAD_GATEWAY, "M_UNKNOWN"),
+            Error::Unauthorized(_) => (S::UNAUTHORIZED, "M_UNAUTHORIZED"),
+            Error::IncompatibleRoomVersion(_) => (S::BAD_REQUEST, "M_INCOMPATIBLE_ROOM_VERSION"),
             Error::WrongRoomKeysVersion { .. } => (S::FORBIDDEN, "M_WRONG_ROOM_KEYS_VERSION"),
             Error::CannotOverwriteMedia(_) => (S::CONFLICT, "M_CANNOT_OVERWRITE_MEDIA"),
             Error::NotYetUploaded(_) => (S::GATEWAY_TIMEOUT, "M_NOT_YET_UPLOADED"),
@@ -92,6 +94,7 @@ impl From<Error> for ApiError {
             }
             Error::UnknownToken => api.body["soft_logout"] = json!(false),
             Error::WrongRoomKeysVersion { current, .. } => api.body["current_version"] = json!(current),
+            Error::IncompatibleRoomVersion(version) => api.body["room_version"] = json!(version),
             _ => {}
         }
         api

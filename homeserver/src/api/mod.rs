@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod error;
+pub mod federation;
 pub mod ruma;
 
 use std::sync::Arc;
@@ -17,6 +18,18 @@ use tower_http::{
 
 use self::error::ApiError;
 use crate::services::Services;
+
+/// The federation router, served on `listen.federation` (HTTPS).
+pub fn federation_router(services: Arc<Services>) -> Router {
+    federation::routes(Router::new())
+        .fallback(|| async { ApiError::unrecognized_path() })
+        .method_not_allowed_fallback(|| async { ApiError::unrecognized_method() })
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::new(http::StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN", "internal server error").into_response()
+        }))
+        .layer(TraceLayer::new_for_http())
+        .with_state(services)
+}
 
 /// The client-facing router with every endpoint, the spec's 404/405 answers and CORS.
 pub fn router(services: Arc<Services>) -> Router {

@@ -34,6 +34,8 @@ pub enum TokenUse {
     Required,
     Optional,
     Ignored,
+    /// A federation request: an X-Matrix signature of another server.
+    Server,
 }
 
 /// Maps ruma's authentication schemes to what the server must check.
@@ -58,6 +60,9 @@ impl AuthRequirement for NoAuthentication {
 impl AuthRequirement for NoAccessToken {
     const TOKEN: TokenUse = TokenUse::Ignored;
 }
+impl AuthRequirement for ruma::api::federation::authentication::ServerSignatures {
+    const TOKEN: TokenUse = TokenUse::Server;
+}
 
 /// A parsed request with who sent it.
 pub struct Ruma<R> {
@@ -65,6 +70,10 @@ pub struct Ruma<R> {
     /// The token's owner, for endpoints that take an access token and got a valid one.
     pub owner: Option<TokenOwner>,
     pub client_ip: Option<IpAddr>,
+    /// The server that signed a federation request.
+    pub origin: Option<ruma::OwnedServerName>,
+    /// Holds one of the origin's inbound request slots while the request runs.
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl<R> Ruma<R> {
@@ -133,8 +142,9 @@ pub fn authenticate(
     services: &Services,
     usage: TokenUse,
 ) -> Result<Option<TokenOwner>, ApiError> {
-    // An endpoint that takes no token ignores whatever Authorization header comes with it.
-    if matches!(usage, TokenUse::Ignored) {
+    // An endpoint that takes no token ignores whatever Authorization header comes with it;
+    // federation requests are checked once their body is read.
+    if matches!(usage, TokenUse::Ignored | TokenUse::Server) {
         return Ok(None);
     }
     match (usage, access_token(parts)?) {
@@ -222,6 +232,15 @@ where
             }
         }
         let http_request = http::Request::from_parts(parts, bytes);
+        let (origin, permit) = if R::Authentication::TOKEN == TokenUse::Server {
+            let origin = services.federation.verify_request(&http_request).await?;
+            let permit = services.federation.inbound_permit(&origin).ok_or_else(|| {
+                ApiError::from(Error::LimitExceeded { retry_after: std::time::Duration::from_secs(1) })
+            })?;
+            (Some(origin), Some(permit))
+        } else {
+            (None, None)
+        };
         // Some ruma deserializers panic on malformed input (e.g. a login body without `type`);
         // that is bad JSON from the client, not a server fault.
         let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -229,7 +248,7 @@ where
         }))
         .map_err(|_| ApiError::from(Error::BadJson("the body does not match this endpoint".into())))?;
         let body = parsed.map_err(deserialization_error)?;
-        Ok(Self { body, owner, client_ip })
+        Ok(Self { body, owner, client_ip, origin, _permit: permit })
     }
 }
 

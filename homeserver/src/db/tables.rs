@@ -10,10 +10,11 @@ use super::{
     Table,
 };
 use crate::{
+    federation::keys::RemoteKeySet,
     ephemeral::{presence::PresenceRecord, receipts::Receipt, to_device::ToDeviceMessage},
     keys::{backup::BackupVersion, FallbackKey},
     media::{MediaRecord, ThumbnailRecord},
-    rooms::{state::Snapshot, AliasRecord, EventMeta, MembershipRecord, RoomRecord},
+    rooms::{state::Snapshot, AliasRecord, EventMeta, MembershipRecord, OutlierMeta, RoomRecord},
     users::{account_data::AccountDataRecord, Account, Device, TokenOwner},
 };
 
@@ -62,6 +63,12 @@ pub const NAMES: &[&str] = &[
     "sha256_refcount",
     "useridmediaid_pending",
     "sha256size_thumbnail",
+    "serverkeyid_oldkey",
+    "servername_serverkeys",
+    "eventid_outlier",
+    "servername_sentpos",
+    "origintxn_done",
+    "servernamepos_edu",
 ];
 
 pub struct Tables {
@@ -148,6 +155,19 @@ pub struct Tables {
     pub sha256_refcount: Table<String, Be64>,
     /// (source content SHA-256, `<w>x<h>-<method>`) → the cached thumbnail.
     pub sha256size_thumbnail: Table<(String, String), Json<ThumbnailRecord>>,
+    /// Our retired signing keys: key id → (public key, when it was retired), still published.
+    pub serverkeyid_oldkey: Table<String, Json<(String, u64)>>,
+    /// Other servers' signing keys as they published them (verified), until `valid_until_ts`.
+    pub servername_serverkeys: Table<OwnedServerName, Json<RemoteKeySet>>,
+    /// Events we hold but that are not in a timeline: state and auth events of remote rooms,
+    /// rejected and soft-failed events. Event id → room and why.
+    pub eventid_outlier: Table<OwnedEventId, Json<OutlierMeta>>,
+    /// Per destination server: the stream position its PDUs are delivered up to.
+    pub servername_sentpos: Table<OwnedServerName, Be64>,
+    /// (origin, transaction id) of inbound transactions already processed.
+    pub origintxn_done: Table<(OwnedServerName, String), Vec<u8>>,
+    /// Per destination: EDUs waiting to be sent, (server, position) → EDU JSON.
+    pub servernamepos_edu: Table<(OwnedServerName, Be64), Json<serde_json::Value>>,
 }
 
 impl Tables {
@@ -196,6 +216,12 @@ impl Tables {
             sha256_refcount: Table::new(db, "sha256_refcount"),
             useridmediaid_pending: Table::new(db, "useridmediaid_pending"),
             sha256size_thumbnail: Table::new(db, "sha256size_thumbnail"),
+            serverkeyid_oldkey: Table::new(db, "serverkeyid_oldkey"),
+            servername_serverkeys: Table::new(db, "servername_serverkeys"),
+            eventid_outlier: Table::new(db, "eventid_outlier"),
+            servername_sentpos: Table::new(db, "servername_sentpos"),
+            origintxn_done: Table::new(db, "origintxn_done"),
+            servernamepos_edu: Table::new(db, "servernamepos_edu"),
         }
     }
 }

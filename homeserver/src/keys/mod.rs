@@ -149,6 +149,12 @@ impl Keys {
         wait_durable(durable).await
     }
 
+    /// A user of another server announced a change of their devices or cross-signing keys: local
+    /// users sharing a room with them see it in `device_lists.changed` and query again.
+    pub async fn remote_keys_changed(&self, user: &UserId) -> Result<()> {
+        self.write(Some(user), |_| Ok(())).await
+    }
+
     /// The device's stored identity keys.
     pub fn device_keys(&self, user: &UserId, device: &DeviceId) -> Result<Option<Value>> {
         Ok(self.tables().userdeviceid_devicekeys.get(&(user.to_owned(), device.to_owned()))?.map(|Json(v)| v))

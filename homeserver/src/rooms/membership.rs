@@ -216,7 +216,7 @@ impl Rooms {
         user.server_name() == self.server_name
     }
 
-    pub(super) fn profiles_user_exists(&self, user: &UserId) -> Result<bool> {
+    pub fn profiles_user_exists(&self, user: &UserId) -> Result<bool> {
         Ok(self.db.tables.userid_account.get(&user.to_owned())?.is_some_and(|Json(a)| !a.deactivated))
     }
 }

@@ -11,6 +11,7 @@ pub mod membership;
 pub mod pdu;
 pub mod power;
 pub mod read;
+pub mod remote;
 pub mod state;
 pub mod upgrade;
 pub mod visibility;
@@ -71,6 +72,54 @@ pub struct EventMeta {
     pub snapshot: u64,
     #[serde(default)]
     pub redacted_because: Option<OwnedEventId>,
+    /// The state after this event in its own branch of the room's DAG, when it differs from
+    /// `snapshot` (the room's state at this stream position, after resolving forks). The state
+    /// remote servers ask for at an event is this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_after: Option<u64>,
+}
+
+impl EventMeta {
+    /// The state after the event in its DAG branch.
+    pub fn dag_snapshot(&self) -> u64 {
+        self.state_after.unwrap_or(self.snapshot)
+    }
+}
+
+/// An event held outside any timeline (see `eventid_outlier`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutlierMeta {
+    pub room_id: OwnedRoomId,
+    /// Failed the authorization rules: never used as an auth or state event.
+    #[serde(default)]
+    pub rejected: bool,
+    /// Passed the rules against its own state but not the room's current state: kept, not shown.
+    #[serde(default)]
+    pub soft_failed: bool,
+}
+
+/// What [`Rooms::persist`] writes for one event.
+struct Plan {
+    version: RoomVersionId,
+    event_id: OwnedEventId,
+    json: Vec<u8>,
+    pdu: Pdu,
+    /// The state snapshot before the event (`None` for a create event).
+    before: Option<u64>,
+    /// The room's state after this event when it is not simply "the state before plus this
+    /// event": the resolved state of a fork, by short state key.
+    resolved: Option<state::StateMap>,
+    /// The room's current snapshot before this event.
+    old_current: Option<u64>,
+    extremities: Vec<OwnedEventId>,
+    depth: u64,
+    txn: Option<TxnKey>,
+    /// History fetched from another server, placed before our join: in the timeline, but not
+    /// part of the room's current state, extremities or memberships.
+    historical: bool,
+    /// Visibility index entries to record at this event's position (the memberships and history
+    /// visibility of a remote room as we enter it).
+    extra_visibility: Vec<visibility::VisibilityChange>,
 }
 
 /// A user's membership in a room, indexed both ways.
@@ -403,6 +452,33 @@ impl Rooms {
         let record = self.room(room)?.ok_or_else(|| Error::not_found("unknown room"))?;
         let rules = rules_of(&record.version)?;
         self.check_event_semantics(room, sender, &event)?;
+        let auth_events = self.auth_events_for(&record, &rules, sender, &event)?;
+        let (event_id, object) = self.build(
+            &rules,
+            Some(room),
+            sender,
+            &event,
+            Links { prev_events: &record.extremities, auth_events: &auth_events, depth: record.depth + 1 },
+        )?;
+        let version = record.version.clone();
+        let durable = self.check_and_persist(room, Some(record), version, event_id.clone(), object, txn)?;
+        // The next event of this room may be built now; this one is acknowledged once durable.
+        drop(guard);
+        wait_durable(durable).await?;
+        if event.kind == TimelineEventType::RoomMember {
+            self.forget_directory_entries(room);
+        }
+        Ok(event_id)
+    }
+
+    /// The auth events a new event by `sender` needs, from the room's current state.
+    fn auth_events_for(
+        &self,
+        record: &RoomRecord,
+        rules: &ruma::room_version_rules::RoomVersionRules,
+        sender: &UserId,
+        event: &NewEvent,
+    ) -> Result<Vec<OwnedEventId>> {
         let state = self.state.load(record.snapshot)?;
         let content_raw = serde_json::value::to_raw_value(&event.content).map_err(|e| Error::BadJson(e.to_string()))?;
         let auth_types = ruma::state_res::auth_types_for_event(
@@ -423,22 +499,36 @@ impl Rooms {
                 }
             }
         }
-        let (event_id, object) = self.build(
+        Ok(auth_events)
+    }
+
+    /// An unsigned event template for a remote server's user (`make_join`, `make_leave`,
+    /// `make_knock`): linked to the room's current extremities and state, checked against the auth
+    /// rules as if it were sent now, so a template we hand out would be accepted back.
+    pub async fn template(
+        &self,
+        room: &RoomId,
+        sender: &UserId,
+        event: NewEvent,
+    ) -> Result<(RoomVersionId, CanonicalJsonObject)> {
+        let lock = self.lock(room);
+        let _guard = lock.lock().await;
+        let record = self.room(room)?.ok_or_else(|| Error::not_found("unknown room"))?;
+        let rules = rules_of(&record.version)?;
+        let auth_events = self.auth_events_for(&record, &rules, sender, &event)?;
+        let (object, _) = self.assemble(
             &rules,
             Some(room),
             sender,
             &event,
             Links { prev_events: &record.extremities, auth_events: &auth_events, depth: record.depth + 1 },
         )?;
-        let version = record.version.clone();
-        let durable = self.check_and_persist(room, Some(record), version, event_id.clone(), object, txn)?;
-        // The next event of this room may be built now; this one is acknowledged once durable.
-        drop(guard);
-        wait_durable(durable).await?;
-        if event.kind == TimelineEventType::RoomMember {
-            self.forget_directory_entries(room);
-        }
-        Ok(event_id)
+        let json = serde_json::to_vec(&object).map_err(|e| Error::Internal(e.to_string()))?;
+        let placeholder = OwnedEventId::try_from("$template").map_err(|e| Error::Internal(e.to_string()))?;
+        let pdu = Pdu::from_json(placeholder, &json).map_err(|e| Error::Internal(e.to_string()))?;
+        let state = self.state.load(record.snapshot)?;
+        self.check_auth(&rules, &pdu, Some(&state)).map_err(Error::Forbidden)?;
+        Ok((record.version, object))
     }
 
     /// Checks the server makes beyond the auth rules: a redaction needs the redacted event's sender
@@ -485,6 +575,34 @@ impl Rooms {
         event: &NewEvent,
         links: Links<'_>,
     ) -> Result<(OwnedEventId, CanonicalJsonObject)> {
+        let (mut object, v1_event_id) = self.assemble(rules, room, sender, event, links)?;
+        hash_and_sign_event(self.server_name.as_str(), self.keys.keypair(), &mut object, &rules.redaction)
+            .map_err(|e| Error::Internal(format!("signing failed: {e}")))?;
+        let size = serde_json::to_vec(&object).map(|v| v.len()).unwrap_or(usize::MAX);
+        if size > MAX_PDU_BYTES {
+            return Err(Error::TooLarge(format!("the event would be {size} bytes; the limit is {MAX_PDU_BYTES}")));
+        }
+        let event_id = match v1_event_id {
+            Some(id) => id,
+            None => {
+                let hash =
+                    reference_hash(&object, rules).map_err(|e| Error::Internal(format!("hashing failed: {e}")))?;
+                format!("${hash}")
+            }
+        };
+        let event_id = OwnedEventId::try_from(event_id).map_err(|e| Error::Internal(e.to_string()))?;
+        Ok((event_id, object))
+    }
+
+    /// The unsigned PDU: fields, links, depth (room versions 1 and 2 also get their event id).
+    fn assemble(
+        &self,
+        rules: &ruma::room_version_rules::RoomVersionRules,
+        room: Option<&RoomId>,
+        sender: &UserId,
+        event: &NewEvent,
+        links: Links<'_>,
+    ) -> Result<(CanonicalJsonObject, Option<String>)> {
         let Links { prev_events, auth_events, depth } = links;
         if !event.content.is_object() {
             return Err(Error::BadJson("event content must be a JSON object".into()));
@@ -542,22 +660,7 @@ impl Rooms {
         if unsigned_size + 256 > MAX_PDU_BYTES {
             return Err(Error::TooLarge(format!("the event would exceed {MAX_PDU_BYTES} bytes")));
         }
-        hash_and_sign_event(self.server_name.as_str(), self.keys.keypair(), &mut object, &rules.redaction)
-            .map_err(|e| Error::Internal(format!("signing failed: {e}")))?;
-        let size = serde_json::to_vec(&object).map(|v| v.len()).unwrap_or(usize::MAX);
-        if size > MAX_PDU_BYTES {
-            return Err(Error::TooLarge(format!("the event would be {size} bytes; the limit is {MAX_PDU_BYTES}")));
-        }
-        let event_id = match v1_event_id {
-            Some(id) => id,
-            None => {
-                let hash =
-                    reference_hash(&object, rules).map_err(|e| Error::Internal(format!("hashing failed: {e}")))?;
-                format!("${hash}")
-            }
-        };
-        let event_id = OwnedEventId::try_from(event_id).map_err(|e| Error::Internal(e.to_string()))?;
-        Ok((event_id, object))
+        Ok((object, v1_event_id))
     }
 
     /// Authorizes the event against the room's current state (which, for a local event pointing
@@ -579,80 +682,178 @@ impl Rooms {
             Some(r) => Some(self.state.load(r.snapshot)?),
             None => None,
         };
+        self.check_auth(&rules, &pdu, state.as_deref()).map_err(Error::Forbidden)?;
+        let before = record.as_ref().map(|r| r.snapshot);
+        let depth = u64::from(pdu.depth);
+        self.persist(
+            room,
+            Plan {
+                version,
+                event_id: event_id.clone(),
+                json,
+                pdu,
+                before,
+                resolved: None,
+                old_current: before,
+                extremities: vec![event_id],
+                depth,
+                txn,
+                historical: false,
+                extra_visibility: Vec::new(),
+            },
+        )
+    }
+
+    /// Runs the room version's authorization rules for `pdu` against `state` (the state before
+    /// it, or whatever state the caller checks against); `Err` carries the failed rule.
+    pub(crate) fn check_auth(
+        &self,
+        rules: &ruma::room_version_rules::RoomVersionRules,
+        pdu: &Pdu,
+        state: Option<&state::StateMap>,
+    ) -> Result<(), String> {
         let fetch_event = |id: &EventId| self.auth_pdu(id);
-        ruma::state_res::check_state_independent_auth_rules(&rules.authorization, &pdu, fetch_event)
-            .map_err(Error::Forbidden)?;
+        ruma::state_res::check_state_independent_auth_rules(&rules.authorization, pdu, fetch_event)?;
         let fetch_state = |kind: &StateEventType, key: &str| -> Option<Pdu> {
-            let state = state.as_ref()?;
+            let state = state?;
             let short = self.state.short_key(kind, key).ok()??;
             self.auth_pdu(state.get(&short)?)
         };
-        ruma::state_res::check_state_dependent_auth_rules(&rules.authorization, &pdu, fetch_state)
-            .map_err(Error::Forbidden)?;
+        ruma::state_res::check_state_dependent_auth_rules(&rules.authorization, pdu, fetch_state)
+    }
 
-        let parent = record.as_ref().map(|r| r.snapshot);
+    /// Persists an authorized event with a stream position: its state, the room's new current
+    /// state, extremities and depth, membership and visibility indexes, relations, a redaction's
+    /// effect — one batch through the writer, local and remote events alike.
+    fn persist(&self, room: &RoomId, plan: Plan) -> Result<oneshot::Receiver<Result<(), String>>> {
+        let Plan {
+            version,
+            event_id,
+            json,
+            pdu,
+            before,
+            resolved,
+            old_current,
+            extremities,
+            depth,
+            txn,
+            historical,
+            extra_visibility,
+        } = plan;
+        let rules = rules_of(&version)?;
         // Interning commits on its own; do it before taking the writer's queue.
         let short = match &pdu.state_key {
             Some(key) => Some(self.state.intern(&pdu.kind.to_string().into(), key)?),
             None => None,
         };
-        if short.is_none() && parent.is_none() {
+        if short.is_none() && before.is_none() {
             return Err(Error::Internal("a room's first event must be a state event".into()));
         }
         let tables = &self.db.tables;
-        let depth = u64::from(pdu.depth);
-        let membership = (pdu.kind == TimelineEventType::RoomMember)
-            .then(|| pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok()))
-            .flatten()
-            .map(|target| {
-                let membership = serde_json::from_str::<serde_json::Value>(pdu.content.get())
-                    .ok()
-                    .and_then(|c| c.get("membership").and_then(|m| m.as_str()).map(str::to_owned))
-                    .unwrap_or_default();
-                (target, membership)
-            });
-        let visibility_change = visibility::VisibilityChange::of(&pdu);
-        // A join of someone already joined (a profile change) continues their joined period.
-        let previous_join = match &membership {
-            Some((target, m)) if m == "join" => {
-                self.membership(target, room)?.filter(|r| r.membership == "join").map(|r| r.period_start())
-            }
-            _ => None,
+        let member_of = |pdu: &Pdu| {
+            (pdu.kind == TimelineEventType::RoomMember)
+                .then(|| pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok()))
+                .flatten()
+                .map(|target| {
+                    let membership = serde_json::from_str::<serde_json::Value>(pdu.content.get())
+                        .ok()
+                        .and_then(|c| c.get("membership").and_then(|m| m.as_str()).map(str::to_owned))
+                        .unwrap_or_default();
+                    (target, membership, pdu.event_id.clone())
+                })
         };
+        // The membership changes this write makes to the room's current state.
+        let mut memberships = Vec::new();
+        let mut current_diff = None;
+        match &resolved {
+            None if historical => {}
+            None => memberships.extend(member_of(&pdu)),
+            Some(target) => {
+                let old = match old_current {
+                    Some(s) => self.state.load(s)?,
+                    None => Arc::new(state::StateMap::new()),
+                };
+                let added: Vec<(u64, OwnedEventId)> =
+                    target.iter().filter(|(k, v)| old.get(k) != Some(v)).map(|(k, v)| (*k, v.clone())).collect();
+                let removed: Vec<u64> = old.keys().filter(|k| !target.contains_key(k)).copied().collect();
+                for (_, id) in &added {
+                    let changed = if *id == event_id { Some(pdu.clone()) } else { self.pdu(id)? };
+                    if let Some(changed) = changed {
+                        memberships.extend(member_of(&changed));
+                    }
+                }
+                current_diff = Some((added, removed));
+            }
+        }
+        let visibility_change = if historical { None } else { visibility::VisibilityChange::of(&pdu) };
+        // A join of someone already joined (a profile change) continues their joined period.
+        let mut previous_joins = Vec::with_capacity(memberships.len());
+        for (target, membership, _) in &memberships {
+            previous_joins.push(if membership == "join" {
+                self.membership(target, room)?.filter(|r| r.membership == "join").map(|r| r.period_start())
+            } else {
+                None
+            });
+        }
         // Relations are indexed within a room only: an event elsewhere naming one of this room's
         // events is not its relation.
         let relation =
             relates_to(&pdu).filter(|parent| self.meta(parent).ok().flatten().is_none_or(|m| m.room_id == room));
         let redaction = match pdu.redacted_event() {
-            Some(target) => {
+            Some(target) if self.redaction_applies(room, &pdu, &target)? => {
                 self.auth_cache.lock().expect("auth cache").remove(&target);
                 self.redacted_form(&rules, &target, &event_id, &json)?
             }
-            None => None,
+            _ => None,
         };
         let txn_key = txn.map(|t| (t.user, t.device, t.txn_id));
         let mut room_record = None;
+        let previous_depth = self.room(room)?.map(|r| r.depth).unwrap_or(0);
         let durable = self.writer.submit(&self.db, |batch, pos| {
-            let (snapshot, new_snapshot) = match short {
+            let mut new_snapshots = Vec::new();
+            let dag_snapshot = match short {
+                Some(_) if historical => before.unwrap_or_default(),
                 Some(short) => {
-                    let id = self.state.derive(batch, parent, &[(short, event_id.clone())])?;
-                    (id, Some(id))
+                    let id = self.state.derive(batch, before, &[(short, event_id.clone())], &[])?;
+                    new_snapshots.push(id);
+                    id
                 }
-                None => (parent.unwrap_or_default(), None),
+                None => before.unwrap_or_default(),
             };
-            let record = RoomRecord { version: version.clone(), snapshot, extremities: vec![event_id.clone()], depth };
-            let meta = EventMeta { room_id: room.to_owned(), pos, snapshot, redacted_because: None };
+            let snapshot = match &current_diff {
+                Some((added, removed)) => {
+                    let id = self.state.derive(batch, old_current, added, removed)?;
+                    new_snapshots.push(id);
+                    id
+                }
+                None => dag_snapshot,
+            };
+            let record =
+                RoomRecord { version: version.clone(), snapshot, extremities, depth: depth.max(previous_depth) };
+            let meta = EventMeta {
+                room_id: room.to_owned(),
+                pos,
+                snapshot,
+                redacted_because: None,
+                state_after: (dag_snapshot != snapshot).then_some(dag_snapshot),
+            };
             tables.eventid_pdu.insert(batch, &event_id, &json);
             tables.eventid_meta.insert(batch, &event_id, &Json(meta.clone()));
+            tables.eventid_outlier.remove(batch, &event_id);
             tables.pos_eventid.insert(batch, &Be64(pos), &event_id);
             tables.roomidpos_eventid.insert(batch, &(room.to_owned(), Be64(pos)), &event_id);
-            tables.roomid_room.insert(batch, &room.to_owned(), &Json(record.clone()));
-            room_record = Some(record);
-            if let Some((target, membership)) = &membership {
+            if !historical {
+                tables.roomid_room.insert(batch, &room.to_owned(), &Json(record.clone()));
+                room_record = Some(record);
+            }
+            for change in &extra_visibility {
+                change.write(tables, batch, room, pos);
+            }
+            for ((target, membership, member_event), previous_join) in memberships.iter().zip(&previous_joins) {
                 let joined_since = (membership == "join").then_some(previous_join.unwrap_or(pos));
                 let record = Json(MembershipRecord {
                     membership: membership.clone(),
-                    event_id: event_id.clone(),
+                    event_id: member_event.clone(),
                     pos,
                     joined_since,
                 });
@@ -668,7 +869,7 @@ impl Rooms {
             let mut cleanup = Cleanup {
                 pdus: vec![event_id.clone()],
                 txn: txn_key.clone(),
-                snapshot: new_snapshot,
+                snapshots: new_snapshots,
                 wake: Audience::Room(room.to_owned()),
             };
             let mut overlay = self.writer.pending.lock().expect("pending overlay");
@@ -688,7 +889,22 @@ impl Rooms {
         if let Some(record) = room_record {
             self.records.lock().expect("room records").insert(room.to_owned(), record);
         }
+        if pdu.kind == TimelineEventType::RoomMember || current_diff.is_some() {
+            self.forget_directory_entries(room);
+        }
         Ok(durable)
+    }
+
+    /// Whether a redaction takes effect on its target: the redaction's sender sent the target, is
+    /// on the target sender's server, or holds the power to redact (the auth rules of newer room
+    /// versions leave this check to the server).
+    fn redaction_applies(&self, room: &RoomId, redaction: &Pdu, target: &EventId) -> Result<bool> {
+        let Some(original) = self.pdu(target)? else { return Ok(true) };
+        if original.sender.server_name() == redaction.sender.server_name() {
+            return Ok(true);
+        }
+        let power = self.power(room)?;
+        Ok(power.of_user(&redaction.sender) >= power.redact)
     }
 
     /// The redacted form of a redaction's target (the room version's redaction algorithm), with

@@ -95,7 +95,13 @@ impl Rooms {
     /// A stored event in client format, with `redacted_because` when it was redacted.
     pub fn client_event(&self, event_id: &EventId) -> Result<Option<Value>> {
         let Some(json) = self.pdu_json(event_id)? else { return Ok(None) };
-        let Some(meta) = self.meta(event_id)? else { return Ok(None) };
+        let Some(meta) = self.meta(event_id)? else {
+            // State of a room joined over federation is held outside the timeline.
+            return Ok(self
+                .outlier(event_id)?
+                .filter(|o| !o.rejected)
+                .map(|o| pdu::client_event(&event_id.to_owned(), &o.room_id, &json, None)));
+        };
         let unsigned = match &meta.redacted_because {
             Some(redaction) => match self.pdu_json(redaction)? {
                 Some(r) => Some(

@@ -137,22 +137,34 @@ impl StateStore {
         Ok(state)
     }
 
-    /// Writes a new snapshot `parent + changes` into `batch` and returns its id.
-    pub fn derive(&self, batch: &mut Batch, parent: Option<u64>, changes: &[(u64, OwnedEventId)]) -> Result<u64> {
+    /// Writes a new snapshot `parent + changes - removed` into `batch` and returns its id.
+    pub fn derive(
+        &self,
+        batch: &mut Batch,
+        parent: Option<u64>,
+        changes: &[(u64, OwnedEventId)],
+        removed: &[u64],
+    ) -> Result<u64> {
         let id = self.db.next_count(batch);
         let parent_chain = match parent {
             Some(p) => self.snapshot(p)?.chain,
             None => 0,
         };
         let snapshot = match parent {
-            Some(p) if parent_chain < MAX_CHAIN => {
-                Snapshot { parent: Some(p), chain: parent_chain + 1, added: changes.to_vec(), removed: Vec::new() }
-            }
+            Some(p) if parent_chain < MAX_CHAIN => Snapshot {
+                parent: Some(p),
+                chain: parent_chain + 1,
+                added: changes.to_vec(),
+                removed: removed.to_vec(),
+            },
             _ => {
                 let mut full = match parent {
                     Some(p) => (*self.load(p)?).clone(),
                     None => StateMap::new(),
                 };
+                for key in removed {
+                    full.remove(key);
+                }
                 for (k, v) in changes {
                     full.insert(*k, v.clone());
                 }
@@ -161,6 +173,23 @@ impl StateStore {
         };
         self.db.tables.snapshotid_snapshot.insert(batch, &Be64(id), &Json(snapshot.clone()));
         self.pending.lock().expect("pending overlay").snapshots.insert(id, snapshot);
+        Ok(id)
+    }
+
+    /// Writes a full state as a snapshot of its own, committed at once (for states received from
+    /// other servers, which no event of ours derives from yet).
+    pub fn write_full(&self, state: &StateMap) -> Result<u64> {
+        let mut batch = Batch::new();
+        let id = self.db.next_count(&mut batch);
+        let snapshot = Snapshot {
+            parent: None,
+            chain: 0,
+            added: state.iter().map(|(k, v)| (*k, v.clone())).collect(),
+            removed: Vec::new(),
+        };
+        self.db.tables.snapshotid_snapshot.insert(&mut batch, &Be64(id), &Json(snapshot));
+        self.db.commit(batch)?;
+        self.cache.lock().expect("state cache").insert(id, Arc::new(state.clone()));
         Ok(id)
     }
 }

@@ -486,6 +486,17 @@ pub(crate) fn stripped_state(services: &Services, room: &RoomId, own_event: &Own
         StateEventType::RoomEncryption,
     ];
     let strip = |e: &Value| json!({ "type": e["type"], "state_key": e["state_key"], "sender": e["sender"], "content": e["content"] });
+    if !rooms.exists(room)? {
+        // An invite from another server to a room we are not in: the state it carried, and the
+        // invite itself.
+        let Some(json) = rooms.pdu_json(own_event)? else { return Ok(out) };
+        let invite: Value = serde_json::from_slice(&json).unwrap_or_default();
+        out.extend(crate::federation::membership::invite_state_of(&invite));
+        let mut event = strip(&invite);
+        event["event_id"] = json!(own_event);
+        out.push(event);
+        return Ok(out);
+    }
     for kind in kinds {
         if let Some(pdu) = rooms.state_event(room, &kind, "")? {
             if let Some(e) = rooms.client_event(&pdu.event_id)? {

@@ -31,11 +31,8 @@ pub async fn create(
 }
 
 pub async fn get(services: Arc<Services>, request: Ruma<get_alias::v3::Request>) -> Result<get_alias::v3::Response> {
-    let record = services
-        .rooms
-        .resolve_alias(&request.body.room_alias)?
-        .ok_or_else(|| Error::not_found("unknown room alias"))?;
-    Ok(get_alias::v3::Response::new(record.room_id, vec![services.config.server_name.clone()]))
+    let (room, servers) = crate::federation::membership::resolve_alias(&services, &request.body.room_alias).await?;
+    Ok(get_alias::v3::Response::new(room, servers))
 }
 
 pub async fn delete(

@@ -39,6 +39,12 @@ pub async fn typing(
         _ => None,
     };
     services.typing.set(&b.room_id, &sender, timeout);
+    let servers = crate::federation::receive::servers_in_room(&services, &b.room_id)?;
+    services.federation.sender.queue_volatile(
+        &servers,
+        "m.typing",
+        serde_json::json!({ "room_id": b.room_id, "user_id": sender, "typing": timeout.is_some() }),
+    );
     Ok(create_typing_event::v3::Response::new())
 }
 
@@ -61,14 +67,26 @@ async fn set_receipt(
     event: &EventId,
     thread: Option<String>,
 ) -> Result<()> {
+    let ts = now_ms();
     let receipt = Receipt {
         user: user.to_owned(),
         receipt_type: kind.to_owned(),
         event_id: event.to_owned(),
-        thread_id: thread,
-        ts: now_ms(),
+        thread_id: thread.clone(),
+        ts,
     };
-    services.receipts.set(room, receipt).await
+    services.receipts.set(room, receipt).await?;
+    // Public receipts go to the room's other servers too.
+    if kind == "m.read" {
+        let mut data = serde_json::json!({ "ts": ts });
+        if let Some(thread) = thread {
+            data["thread_id"] = serde_json::json!(thread);
+        }
+        let servers = crate::federation::receive::servers_in_room(services, room)?;
+        let content = serde_json::json!({ room.as_str(): { "m.read": { user.as_str(): { "event_ids": [event], "data": data } } } });
+        services.federation.sender.queue_edu(&servers, "m.receipt", content)?;
+    }
+    Ok(())
 }
 
 async fn set_fully_read(services: &Services, user: &UserId, room: &RoomId, event: &EventId) -> Result<()> {
@@ -129,11 +147,20 @@ pub async fn send_to_device(
     let owner = request.sender()?.clone();
     let b = request.body;
     let mut deliveries = Vec::new();
+    // Messages for users of other servers leave as one `m.direct_to_device` EDU per server.
+    let mut remote: std::collections::BTreeMap<ruma::OwnedServerName, serde_json::Map<String, serde_json::Value>> =
+        Default::default();
     for (user, devices) in &b.messages {
         if !services.users.is_local(user) {
-            // Remote devices are reached through federation (EDUs), which this server does not
-            // send yet: say so rather than answer 200 for a message nobody will get.
-            return Err(Error::RemoteUnreachable(format!("{user} is on another server, which cannot be reached yet")));
+            services.federation.require_allowed(user.server_name())?;
+            let mut per_device = serde_json::Map::new();
+            for (target, content) in devices {
+                let content: serde_json::Value =
+                    serde_json::from_str(content.json().get()).map_err(|e| Error::BadJson(e.to_string()))?;
+                per_device.insert(target.to_string(), content);
+            }
+            remote.entry(user.server_name().to_owned()).or_default().insert(user.to_string(), per_device.into());
+            continue;
         }
         for (target, content) in devices {
             let content: serde_json::Value =
@@ -151,5 +178,14 @@ pub async fn send_to_device(
         }
     }
     services.to_device.send(&owner.user_id, &owner.device_id, b.txn_id.as_str(), deliveries).await?;
+    for (server, messages) in remote {
+        let content = serde_json::json!({
+            "sender": owner.user_id,
+            "type": b.event_type.to_string(),
+            "message_id": format!("{}-{}", owner.device_id, b.txn_id),
+            "messages": messages,
+        });
+        services.federation.sender.queue_edu(&[server], "m.direct_to_device", content)?;
+    }
     Ok(send_event_to_device::v3::Response::new())
 }

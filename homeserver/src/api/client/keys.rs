@@ -36,15 +36,25 @@ fn uint(n: u64) -> UInt {
     UInt::new(n).unwrap_or(UInt::MAX)
 }
 
-/// The spec's `failures` for users on other servers: they cannot be reached until federation is
-/// in place, so clients know those keys are missing rather than empty.
-fn unreachable<'a>(services: &Services, users: impl Iterator<Item = &'a ruma::OwnedUserId>) -> BTreeMap<String, Value> {
-    users
-        .filter(|u| !services.users.is_local(u))
-        .map(|u| {
-            (u.server_name().to_string(), serde_json::json!({ "status": 503, "message": "federation is not enabled" }))
-        })
-        .collect()
+/// How long a key query or claim waits for other servers before reporting them as failures.
+const REMOTE_KEYS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Users of other servers grouped by server.
+fn by_server<'a, T: Clone + 'a>(
+    services: &Services,
+    entries: impl Iterator<Item = (&'a ruma::OwnedUserId, &'a T)>,
+) -> BTreeMap<ruma::OwnedServerName, BTreeMap<ruma::OwnedUserId, T>> {
+    let mut out: BTreeMap<ruma::OwnedServerName, BTreeMap<ruma::OwnedUserId, T>> = BTreeMap::new();
+    for (user, value) in entries {
+        if !services.users.is_local(user) {
+            out.entry(user.server_name().to_owned()).or_default().insert(user.clone(), value.clone());
+        }
+    }
+    out
+}
+
+fn failure(error: &Error) -> Value {
+    serde_json::json!({ "status": 503, "message": error.to_string() })
 }
 
 fn counts(counts: BTreeMap<String, u64>) -> BTreeMap<OneTimeKeyAlgorithm, UInt> {
@@ -71,7 +81,28 @@ pub async fn query(services: Arc<Services>, request: Ruma<get_keys::v3::Request>
     let requester = request.sender()?.user_id.clone();
     let result = services.keys.query(&services.users, &requester, &request.body.device_keys)?;
     let mut response = get_keys::v3::Response::new();
-    response.failures = unreachable(&services, request.body.device_keys.keys());
+    let asks = by_server(&services, request.body.device_keys.iter()).into_iter().map(|(server, users)| {
+        let services = services.clone();
+        async move {
+            let request = ruma::api::federation::keys::get_keys::v1::Request::new(users);
+            let answer = tokio::time::timeout(REMOTE_KEYS_TIMEOUT, services.federation.send(&server, request)).await;
+            (server, answer.unwrap_or_else(|_| Err(Error::RemoteUnreachable("no answer in time".into()))))
+        }
+    });
+    for (server, answer) in futures::future::join_all(asks).await {
+        match answer {
+            Ok(remote) => {
+                // Only what the server may speak for: its own users.
+                let own = |u: &ruma::OwnedUserId| u.server_name() == server;
+                response.device_keys.extend(remote.device_keys.into_iter().filter(|(u, _)| own(u)));
+                response.master_keys.extend(remote.master_keys.into_iter().filter(|(u, _)| own(u)));
+                response.self_signing_keys.extend(remote.self_signing_keys.into_iter().filter(|(u, _)| own(u)));
+            }
+            Err(error) => {
+                response.failures.insert(server.to_string(), failure(&error));
+            }
+        }
+    }
     for (user, devices) in result.device_keys {
         response.device_keys.insert(user, devices.into_iter().map(|(d, k)| (d, to_raw(&k))).collect());
     }
@@ -115,7 +146,24 @@ pub async fn claim(
         one_time_keys.insert(user, out);
     }
     let mut response = claim_keys::v3::Response::new(one_time_keys);
-    response.failures = unreachable(&services, request.body.one_time_keys.keys());
+    let asks = by_server(&services, request.body.one_time_keys.iter()).into_iter().map(|(server, users)| {
+        let services = services.clone();
+        async move {
+            let request = ruma::api::federation::keys::claim_keys::v1::Request::new(users);
+            let answer = tokio::time::timeout(REMOTE_KEYS_TIMEOUT, services.federation.send(&server, request)).await;
+            (server, answer.unwrap_or_else(|_| Err(Error::RemoteUnreachable("no answer in time".into()))))
+        }
+    });
+    for (server, answer) in futures::future::join_all(asks).await {
+        match answer {
+            Ok(remote) => response
+                .one_time_keys
+                .extend(remote.one_time_keys.into_iter().filter(|(u, _)| u.server_name() == server)),
+            Err(error) => {
+                response.failures.insert(server.to_string(), failure(&error));
+            }
+        }
+    }
     Ok(response)
 }
 

@@ -21,12 +21,10 @@ use crate::{
     services::Services,
 };
 
-fn resolve(services: &Services, target: &RoomOrAliasId) -> Result<OwnedRoomId> {
+async fn resolve(services: &Services, target: &RoomOrAliasId) -> Result<(OwnedRoomId, Vec<ruma::OwnedServerName>)> {
     match <&ruma::RoomId>::try_from(target) {
-        Ok(room) => Ok(room.to_owned()),
-        Err(alias) => {
-            Ok(services.rooms.resolve_alias(alias)?.ok_or_else(|| Error::not_found("unknown room alias"))?.room_id)
-        }
+        Ok(room) => Ok((room.to_owned(), Vec::new())),
+        Err(alias) => crate::federation::membership::resolve_alias(services, alias).await,
     }
 }
 
@@ -35,7 +33,8 @@ pub async fn join_by_id(
     request: Ruma<join_room_by_id::v3::Request>,
 ) -> Result<join_room_by_id::v3::Response> {
     let user = request.sender()?.user_id.clone();
-    services.rooms.join(&request.body.room_id, &user, request.body.reason.clone()).await?;
+    crate::federation::membership::join(&services, &request.body.room_id, &user, &[], request.body.reason.clone())
+        .await?;
     Ok(join_room_by_id::v3::Response::new(request.body.room_id))
 }
 
@@ -44,8 +43,10 @@ pub async fn join_by_id_or_alias(
     request: Ruma<join_room_by_id_or_alias::v3::Request>,
 ) -> Result<join_room_by_id_or_alias::v3::Response> {
     let user = request.sender()?.user_id.clone();
-    let room = resolve(&services, &request.body.room_id_or_alias)?;
-    services.rooms.join(&room, &user, request.body.reason.clone()).await?;
+    let (room, mut servers) = resolve(&services, &request.body.room_id_or_alias).await?;
+    let mut via = request.body.via.clone();
+    via.append(&mut servers);
+    crate::federation::membership::join(&services, &room, &user, &via, request.body.reason.clone()).await?;
     Ok(join_room_by_id_or_alias::v3::Response::new(room))
 }
 
@@ -59,10 +60,13 @@ pub async fn invite(
         return Err(Error::Unrecognized("third-party invites are not supported".into()));
     };
     if !services.users.is_local(&invitee.user_id) {
-        return Err(Error::RemoteUnreachable(format!(
-            "{} is on another server, which cannot be reached yet",
-            invitee.user_id
-        )));
+        let current = services.rooms.membership(&invitee.user_id, &body.room_id)?;
+        if current.is_some_and(|m| matches!(m.membership.as_str(), "join" | "ban")) {
+            return Err(Error::forbidden(format!("{} is already in the room or banned", invitee.user_id)));
+        }
+        crate::federation::membership::invite_remote(&services, &body.room_id, &sender, &invitee.user_id, invitee.reason)
+            .await?;
+        return Ok(invite_user::v3::Response::new());
     }
     services
         .rooms
@@ -76,10 +80,7 @@ pub async fn leave(
     request: Ruma<leave_room::v3::Request>,
 ) -> Result<leave_room::v3::Response> {
     let user = request.sender()?.user_id.clone();
-    services
-        .rooms
-        .set_membership(&request.body.room_id, &user, &user, "leave", request.body.reason.clone(), Map::new())
-        .await?;
+    crate::federation::membership::leave(&services, &request.body.room_id, &user, request.body.reason.clone()).await?;
     Ok(leave_room::v3::Response::new())
 }
 
@@ -120,7 +121,7 @@ pub async fn knock(
     request: Ruma<knock_room::v3::Request>,
 ) -> Result<knock_room::v3::Response> {
     let user = request.sender()?.user_id.clone();
-    let room = resolve(&services, &request.body.room_id_or_alias)?;
+    let (room, _) = resolve(&services, &request.body.room_id_or_alias).await?;
     if !services.rooms.exists(&room)? {
         return Err(Error::not_found("this server does not know the room"));
     }

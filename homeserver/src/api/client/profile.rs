@@ -15,6 +15,17 @@ use crate::{
 };
 
 /// A profile is readable when the user is ours and active (remote profiles come with federation).
+/// A user of another server's profile, asked of their server.
+async fn remote_profile(
+    services: &Services,
+    user: &UserId,
+) -> Result<std::collections::BTreeMap<String, serde_json::Value>> {
+    let request = ruma::api::federation::query::get_profile_information::v1::Request::new(user.to_owned());
+    let response = services.federation.send(user.server_name(), request).await?;
+    let value = serde_json::to_value(&response).map_err(|e| Error::Internal(e.to_string()))?;
+    Ok(value.as_object().cloned().unwrap_or_default().into_iter().collect())
+}
+
 fn check_readable(services: &Services, user: &UserId) -> Result<()> {
     if !services.users.is_local(user) || !services.users.is_active(user)? {
         return Err(Error::not_found("no profile for this user"));
@@ -41,6 +52,10 @@ pub async fn get_all(
     services: Arc<Services>,
     request: Ruma<get_profile::v3::Request>,
 ) -> Result<get_profile::v3::Response> {
+    if !services.users.is_local(&request.body.user_id) {
+        let fields = remote_profile(&services, &request.body.user_id).await?;
+        return Ok(fields.into_iter().collect());
+    }
     check_readable(&services, &request.body.user_id)?;
     Ok(services.profiles.get(&request.body.user_id)?.into_iter().collect())
 }
@@ -50,8 +65,12 @@ pub async fn get_field(
     request: Ruma<get_profile_field::v3::Request>,
 ) -> Result<get_profile_field::v3::Response> {
     let body = request.body;
-    check_readable(&services, &body.user_id)?;
-    let profile = services.profiles.get(&body.user_id)?;
+    let profile = if services.users.is_local(&body.user_id) {
+        check_readable(&services, &body.user_id)?;
+        services.profiles.get(&body.user_id)?
+    } else {
+        remote_profile(&services, &body.user_id).await?
+    };
     let value = profile.get(body.field.as_str()).ok_or_else(|| Error::not_found("this profile field is not set"))?;
     let value =
         ProfileFieldValue::new(body.field.as_str(), value.clone()).map_err(|e| Error::Internal(e.to_string()))?;

@@ -1,0 +1,564 @@
+//! Federation scenarios: every test starts its own Hemicycle nodes (real processes on loopback,
+//! HTTPS federation with self-signed certificates) and drives them through the client API, raw
+//! HTTP or matrix-sdk. Waits long-poll `/sync`; nothing sleeps for a fixed time.
+
+use std::{
+    collections::BTreeSet,
+    time::{Duration, Instant},
+};
+
+use hemicycle_federation_tests::{
+    bodies, describe_all, enc, ephemeral, is_membership, next_batch, png, png_size, shared_room, typing_users, Node,
+    Timeline, SYNC_WAIT,
+};
+use matrix_sdk::{
+    config::SyncSettings,
+    ruma::{
+        api::client::room::create_room::v3::Request as CreateRoom,
+        events::{
+            room::{encryption::RoomEncryptionEventContent, member::MembershipState, message::RoomMessageEventContent},
+            InitialStateEvent,
+        },
+        EventId, RoomId, UserId,
+    },
+    Client, RoomState,
+};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+/// Nodes A and B, started side by side, federating with everyone.
+async fn two_nodes() -> (Node, Node) {
+    tokio::join!(Node::start("a", &[]), Node::start("b", &[]))
+}
+
+/// The event ids of a list of events.
+fn event_ids(events: &[Value]) -> BTreeSet<String> {
+    events.iter().map(|e| e["event_id"].as_str().expect("event_id").to_owned()).collect()
+}
+
+/// No event delivered twice in what a wait gathered.
+fn assert_each_once(timeline: &Timeline, who: &str) {
+    let ids = timeline.event_ids();
+    let unique: BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "{who}: an event came twice: {ids:?}");
+}
+
+/// The messages of `timeline` whose body starts with `prefix`, in order.
+fn with_prefix(timeline: &Timeline, prefix: &str) -> Vec<String> {
+    timeline.bodies().into_iter().filter(|b| b.starts_with(prefix)).collect()
+}
+
+#[tokio::test]
+async fn join_by_alias_across_nodes() {
+    let (a, b) = two_nodes().await;
+    let (alice, at) = a.register("alice").await;
+    let (bob, bt) = b.register("bob").await;
+    let room = a.create_room(&at, json!({ "preset": "public_chat", "room_alias_name": "pub" })).await;
+    let alias = format!("#pub:{}", a.server_name());
+    let alice_since = a.sync_token(&at).await;
+
+    // No server_name: B resolves the alias by asking A.
+    let joined = b.join(&bt, &alias, &[]).await;
+    assert_eq!(joined, room, "the alias resolves to A's room");
+    a.wait_for_timeline(&at, &room, Some(&alice_since), |e| is_membership(e, &bob, "join"), SYNC_WAIT).await;
+    let everyone = BTreeSet::from([alice.clone(), bob.clone()]);
+    assert_eq!(a.joined_members(&at, &room).await, everyone, "A's view of the members");
+    assert_eq!(b.joined_members(&bt, &room).await, everyone, "B's view of the members");
+
+    // Five messages from each side, interleaved.
+    let a_since = a.sync_token(&at).await;
+    let b_since = b.sync_token(&bt).await;
+    let mut expected = Vec::new();
+    for i in 0..5 {
+        let (from_a, from_b) = (format!("a{i}"), format!("b{i}"));
+        a.send_text(&at, &room, &from_a).await;
+        b.send_text(&bt, &room, &from_b).await;
+        expected.push(from_a);
+        expected.push(from_b);
+    }
+    let sides = [(&a, &at, &a_since, "alice on A"), (&b, &bt, &b_since, "bob on B")];
+    for (node, token, since, who) in sides {
+        let timeline = node.wait_for_bodies(token, &room, since, &expected).await;
+        assert_each_once(&timeline, who);
+        assert_eq!(timeline.bodies().len(), 10, "{who}: exactly the ten messages: {:?}", timeline.bodies());
+        for prefix in ["a", "b"] {
+            let want: Vec<String> = (0..5).map(|i| format!("{prefix}{i}")).collect();
+            assert_eq!(with_prefix(&timeline, prefix), want, "{who}: {prefix}'s messages in the order sent");
+        }
+    }
+}
+
+#[tokio::test]
+async fn room_versions_10_11_12() {
+    let (a, b) = two_nodes().await;
+    let (_, at) = a.register("alice").await;
+    let (bob, bt) = b.register("bob").await;
+    for version in ["10", "11", "12"] {
+        let room = a.create_room(&at, json!({ "preset": "public_chat", "room_version": version })).await;
+        let create = a.state_event(&at, &room, "m.room.create", "").await;
+        assert_eq!(create["room_version"], version, "A created a v{version} room: {create}");
+        let a_since = a.sync_token(&at).await;
+
+        let joined = b.join(&bt, &room, &[a.server_name()]).await;
+        assert_eq!(joined, room, "v{version}");
+        let create = b.state_event(&bt, &room, "m.room.create", "").await;
+        assert_eq!(create["room_version"], version, "B holds the v{version} create event: {create}");
+        let seen = a.wait_for_timeline(&at, &room, Some(&a_since), |e| is_membership(e, &bob, "join"), SYNC_WAIT).await;
+        let b_since = b.sync_token(&bt).await;
+
+        let to_b = format!("A to B in v{version}");
+        a.send_text(&at, &room, &to_b).await;
+        b.wait_for_bodies(&bt, &room, &b_since, std::slice::from_ref(&to_b)).await;
+        let to_a = format!("B to A in v{version}");
+        b.send_text(&bt, &room, &to_a).await;
+        let timeline = a.wait_for_bodies(&at, &room, &seen.next_batch, std::slice::from_ref(&to_a)).await;
+        assert_eq!(timeline.bodies(), vec![to_b, to_a], "v{version}: A's timeline after B joined");
+    }
+}
+
+#[tokio::test]
+async fn invite_reject_kick_ban_leave_rejoin() {
+    let (a, b) = two_nodes().await;
+    let (alice, at) = a.register("alice").await;
+    let (bob, bt) = b.register("bob").await;
+    let room = a.create_room(&at, json!({ "preset": "public_chat" })).await;
+    let via = [a.server_name()];
+    let mut a_since = a.sync_token(&at).await;
+    let b_since = b.sync_token(&bt).await;
+
+    // Invite: B's sync lists it, with the invite event in the stripped state.
+    a.invite(&at, &room, &bob).await;
+    let invited = b
+        .wait_sync(&bt, Some(&b_since), SYNC_WAIT, "bob's first invite", |s| s["rooms"]["invite"][&room].is_object())
+        .await;
+    let stripped = invited["rooms"]["invite"][&room]["invite_state"]["events"].as_array().expect("invite_state");
+    assert!(
+        stripped.iter().any(|e| is_membership(e, &bob, "invite") && e["sender"] == alice.as_str()),
+        "the invite itself is in the invite state: {stripped:?}"
+    );
+
+    // Reject: A sees bob leave.
+    b.leave(&bt, &room).await;
+    let seen = a.wait_for_timeline(&at, &room, Some(&a_since), |e| is_membership(e, &bob, "leave"), SYNC_WAIT).await;
+    a_since = seen.next_batch;
+    assert!(!a.joined_members(&at, &room).await.contains(&bob));
+
+    // Invite again, and this time join.
+    a.invite(&at, &room, &bob).await;
+    let invited = b
+        .wait_sync(&bt, Some(&next_batch(&invited)), SYNC_WAIT, "bob's second invite", |s| {
+            s["rooms"]["invite"][&room].is_object()
+        })
+        .await;
+    let b_since = next_batch(&invited);
+    b.join(&bt, &room, &via).await;
+    let seen = a.wait_for_timeline(&at, &room, Some(&a_since), |e| is_membership(e, &bob, "join"), SYNC_WAIT).await;
+    a_since = seen.next_batch;
+
+    // Kick: B sees its own leave, sent by alice, with the reason.
+    a.kick(&at, &room, &bob, "hors sujet").await;
+    let kicked = b
+        .wait_for_timeline(
+            &bt,
+            &room,
+            Some(&b_since),
+            |e| is_membership(e, &bob, "leave") && e["sender"] == alice.as_str(),
+            SYNC_WAIT,
+        )
+        .await;
+    let kick = kicked.events.iter().rev().find(|e| is_membership(e, &bob, "leave")).expect("the kick");
+    assert_eq!(kick["content"]["reason"], "hors sujet");
+    assert!(!b.joined_rooms(&bt).await.contains(&room), "B no longer lists the room as joined");
+    let seen = a.wait_for_timeline(&at, &room, Some(&a_since), |e| is_membership(e, &bob, "leave"), SYNC_WAIT).await;
+    a_since = seen.next_batch;
+
+    // The room is public: bob comes back by himself, leaves, and comes back once more.
+    b.join(&bt, &room, &via).await;
+    let seen = a.wait_for_timeline(&at, &room, Some(&a_since), |e| is_membership(e, &bob, "join"), SYNC_WAIT).await;
+    a_since = seen.next_batch;
+    b.leave(&bt, &room).await;
+    let seen = a
+        .wait_for_timeline(
+            &at,
+            &room,
+            Some(&a_since),
+            |e| is_membership(e, &bob, "leave") && e["sender"] == bob.as_str(),
+            SYNC_WAIT,
+        )
+        .await;
+    a_since = seen.next_batch;
+    b.join(&bt, &room, &via).await;
+    a.wait_for_timeline(&at, &room, Some(&a_since), |e| is_membership(e, &bob, "join"), SYNC_WAIT).await;
+    assert_eq!(a.joined_members(&at, &room).await, BTreeSet::from([alice.clone(), bob.clone()]));
+
+    // Ban: B's sync shows it, and joining again is refused.
+    a.ban(&at, &room, &bob, "récidive").await;
+    b.wait_for_timeline(
+        &bt,
+        &room,
+        Some(&kicked.next_batch),
+        |e| is_membership(e, &bob, "ban") && e["sender"] == alice.as_str(),
+        SYNC_WAIT,
+    )
+    .await;
+    let (status, error) = b.try_join(&bt, &room, &via).await;
+    assert_eq!((status, error["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "a banned user cannot join: {error}");
+    let member = a.state_event(&at, &room, "m.room.member", &bob).await;
+    assert_eq!(member["membership"], "ban", "A's state keeps the ban: {member}");
+    assert!(!b.joined_rooms(&bt).await.contains(&room));
+}
+
+#[tokio::test]
+async fn history_before_join_via_messages() {
+    let (a, b) = two_nodes().await;
+    let (_, at) = a.register("alice").await;
+    let (bob, bt) = b.register("bob").await;
+    let shared = json!({ "type": "m.room.history_visibility", "state_key": "",
+                         "content": { "history_visibility": "shared" } });
+    let room = a.create_room(&at, json!({ "preset": "public_chat", "initial_state": [shared] })).await;
+    let sent: Vec<String> = (0..30).map(|i| format!("avant l'arrivée de Bob {i}")).collect();
+    for text in &sent {
+        a.send_text(&at, &room, text).await;
+    }
+    b.join(&bt, &room, &[a.server_name()]).await;
+
+    // B's timeline starts at the join; everything older comes from paging back (backfill).
+    let first = b.sync_with_filter(&bt, None, 0, r#"{"room":{"timeline":{"limit":1}}}"#).await;
+    let timeline = &first["rooms"]["join"][&room]["timeline"];
+    let newest = timeline["events"].as_array().expect("B's timeline of the room");
+    let newest_is_join = newest.last().is_some_and(|e| is_membership(e, &bob, "join"));
+    assert!(newest_is_join, "the newest event is bob's join: {newest:?}");
+    let mut from = timeline["prev_batch"].as_str().expect("prev_batch").to_owned();
+    let mut older: Vec<Value> = Vec::new();
+    for _ in 0..50 {
+        let page = b.messages(&bt, &room, "b", Some(&from), 10).await;
+        let chunk = page["chunk"].as_array().cloned().unwrap_or_default();
+        let done = chunk.is_empty() || chunk.iter().any(|e| e["type"] == "m.room.create");
+        older.extend(chunk);
+        match page["end"].as_str() {
+            Some(end) if !done => from = end.to_owned(),
+            _ => break,
+        }
+    }
+    let summary = describe_all(&older);
+    let expected: Vec<String> = sent.iter().rev().cloned().collect();
+    assert_eq!(bodies(&older), expected, "all 30 messages, newest first:\n{summary}");
+    assert_eq!(older.last().map(|e| &e["type"]), Some(&json!("m.room.create")), "back to the create event:\n{summary}");
+    assert_eq!(event_ids(&older).len(), older.len(), "no event twice:\n{summary}");
+    let visibility = b.state_event(&bt, &room, "m.room.history_visibility", "").await;
+    assert_eq!(visibility["history_visibility"], "shared");
+}
+
+#[tokio::test]
+async fn concurrent_state_changes_converge() {
+    let (a, b) = two_nodes().await;
+    let (_, at) = a.register("alice").await;
+    let (bob, bt) = b.register("bob").await;
+    let room = shared_room(&a, &at, &b, &bt, &bob).await;
+    let b_since = b.sync_token(&bt).await;
+
+    // Bob gets power 100, and waits until B has the new power levels.
+    let mut levels = a.state_event(&at, &room, "m.room.power_levels", "").await;
+    levels["users"][&bob] = json!(100);
+    let promoted = a.put_state(&at, &room, "m.room.power_levels", "", levels).await;
+    let seen =
+        b.wait_for_timeline(&bt, &room, Some(&b_since), |e| e["event_id"] == promoted.as_str(), SYNC_WAIT).await;
+    let a_since = a.sync_token(&at).await;
+
+    // Both rename the room at the same moment, several times.
+    let mut names = BTreeSet::new();
+    for round in 0..5 {
+        let (from_a, from_b) = (format!("Salle A{round}"), format!("Salle B{round}"));
+        tokio::join!(
+            a.put_state(&at, &room, "m.room.name", "", json!({ "name": from_a })),
+            b.put_state(&bt, &room, "m.room.name", "", json!({ "name": from_b })),
+        );
+        names.insert(from_a);
+        names.insert(from_b);
+    }
+
+    // A last message from each side, each seen by the other: both then have the whole DAG.
+    let last_a = a.send_text(&at, &room, "dernier mot de A").await;
+    b.wait_for_timeline(&bt, &room, Some(&seen.next_batch), |e| e["event_id"] == last_a.as_str(), SYNC_WAIT).await;
+    let last_b = b.send_text(&bt, &room, "dernier mot de B").await;
+    a.wait_for_timeline(&at, &room, Some(&a_since), |e| e["event_id"] == last_b.as_str(), SYNC_WAIT).await;
+
+    let name_a = a.state_event(&at, &room, "m.room.name", "").await;
+    let name_b = b.state_event(&bt, &room, "m.room.name", "").await;
+    assert_eq!(name_a, name_b, "both nodes resolved the same name");
+    let name = name_a["name"].as_str().expect("a name");
+    assert!(names.contains(name), "the name is one of those set: {name}");
+    let state_a = a.get_state(&at, &room).await;
+    let state_b = b.get_state(&bt, &room).await;
+    assert_eq!(event_ids(&state_a), event_ids(&state_b), "the same current state on both nodes");
+}
+
+#[tokio::test]
+async fn killed_node_catches_up() {
+    let (mut a, mut b) = two_nodes().await;
+    let (_, at) = a.register("alice").await;
+    let (bob, bt) = b.register("bob").await;
+    let room = shared_room(&a, &at, &b, &bt, &bob).await;
+
+    // B dies without warning; A keeps talking.
+    let bob_since = b.sync_token(&bt).await;
+    let alice_since = a.sync_token(&at).await;
+    b.kill().await;
+    let sent: Vec<String> = (0..20).map(|i| format!("pendant la panne de B {i}")).collect();
+    for text in &sent {
+        a.send_text(&at, &room, text).await;
+    }
+    b.restart().await;
+    // B speaks first (so A hears from it again), then A once more: B gets the 20 either from A's
+    // retried queue or by fetching the events missing before A's new one.
+    let back = b.send_text(&bt, &room, "B est de retour").await;
+    a.wait_for_timeline(&at, &room, Some(&alice_since), |e| e["event_id"] == back.as_str(), SYNC_WAIT).await;
+    a.send_text(&at, &room, "après le retour de B").await;
+    let mut expected = sent.clone();
+    expected.extend(["B est de retour".to_owned(), "après le retour de B".to_owned()]);
+    let caught_up = b.wait_for_bodies(&bt, &room, &bob_since, &expected).await;
+    assert_each_once(&caught_up, "bob after B's restart");
+    assert_eq!(with_prefix(&caught_up, "pendant la panne de B"), sent, "the 20, in order, each once");
+
+    // The other way round: A dies, B talks, A comes back.
+    let alice_since = a.sync_token(&at).await;
+    let bob_since = b.sync_token(&bt).await;
+    a.kill().await;
+    let sent: Vec<String> = (0..20).map(|i| format!("pendant la panne de A {i}")).collect();
+    for text in &sent {
+        b.send_text(&bt, &room, text).await;
+    }
+    a.restart().await;
+    let back = a.send_text(&at, &room, "A est de retour").await;
+    b.wait_for_timeline(&bt, &room, Some(&bob_since), |e| e["event_id"] == back.as_str(), SYNC_WAIT).await;
+    b.send_text(&bt, &room, "après le retour de A").await;
+    let mut expected = sent.clone();
+    expected.extend(["A est de retour".to_owned(), "après le retour de A".to_owned()]);
+    let caught_up = a.wait_for_bodies(&at, &room, &alice_since, &expected).await;
+    assert_each_once(&caught_up, "alice after A's restart");
+    assert_eq!(with_prefix(&caught_up, "pendant la panne de A"), sent, "the 20, in order, each once");
+}
+
+#[tokio::test]
+async fn federation_allow_refuses_outsiders() {
+    let (b, c) = tokio::join!(Node::start("b", &[]), Node::start("c", &[]));
+    // A federates with B only (and itself: the harness adds A's own name to the list).
+    let a = Node::start("a", &[b.server_name()]).await;
+    let (_, at) = a.register("alice").await;
+    let (bob, bt) = b.register("bob").await;
+    let (carol, ct) = c.register("carol").await;
+    let room = shared_room(&a, &at, &b, &bt, &bob).await;
+
+    // Control: A and B talk as usual.
+    let b_since = b.sync_token(&bt).await;
+    a.send_text(&at, &room, "entre serveurs admis").await;
+    b.wait_for_bodies(&bt, &room, &b_since, &["entre serveurs admis".to_owned()]).await;
+
+    // C's user cannot join A's public room through A.
+    let (status, error) = c.try_join(&ct, &room, &[a.server_name()]).await;
+    eprintln!("carol's join of A's room via A answered {status}: {error}");
+    assert_ne!(status, 200, "A refuses C: {error}");
+    assert!(error["errcode"].is_string(), "a Matrix error: {error}");
+    assert!(!c.joined_rooms(&ct).await.contains(&room), "C does not count carol as joined");
+
+    // A's user cannot invite C's user.
+    let (status, error) = a.room_action(&at, &room, "invite", json!({ "user_id": carol })).await;
+    assert_eq!((status, error["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "invite of {carol}: {error}");
+
+    // A's state of the room never mentions carol.
+    let state = a.get_state(&at, &room).await;
+    assert!(state.iter().any(|e| is_membership(e, &bob, "join")), "bob (allowed) is in");
+    let mentions: Vec<&Value> = state.iter().filter(|e| e["state_key"] == carol.as_str()).collect();
+    assert!(mentions.is_empty(), "carol is not in A's state: {mentions:?}");
+    assert!(!a.joined_members(&at, &room).await.contains(&carol));
+}
+
+// ---- matrix-sdk clients with encryption ---------------------------------------------------------
+
+/// One sync of `client`, long-polling at most `wait`.
+async fn sdk_sync(client: &Client, wait: Duration) {
+    client.sync_once(SyncSettings::default().timeout(wait)).await.expect("sync");
+}
+
+/// The body of an event as the client decrypted it; `None` while it cannot (event not on the
+/// client's server yet, or room key not received yet).
+async fn decrypted_body(client: &Client, room: &RoomId, event: &EventId) -> Option<String> {
+    let event = client.get_room(room)?.event(event, None).await.ok()?;
+    event.encryption_info()?;
+    let content: Value = event.raw().get_field("content").ok()??;
+    content["body"].as_str().map(str::to_owned)
+}
+
+async fn is_joined(client: &Client, room: &RoomId, user: &UserId) -> bool {
+    let Some(room) = client.get_room(room) else { return false };
+    matches!(room.get_member_no_sync(user).await, Ok(Some(member)) if *member.membership() == MembershipState::Join)
+}
+
+/// Syncs `client` until it decrypts `event`, bounded by [`SYNC_WAIT`].
+async fn wait_decrypted(client: &Client, room: &RoomId, event: &EventId, who: &str) -> String {
+    let deadline = Instant::now() + SYNC_WAIT;
+    loop {
+        if let Some(body) = decrypted_body(client, room, event).await {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "{who} could not decrypt {event} within {SYNC_WAIT:?}");
+        sdk_sync(client, Duration::from_secs(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn e2ee_across_nodes() {
+    let (a, b) = two_nodes().await;
+    let alice = a.client("alice").await;
+    let bob = b.client("bob").await;
+    // First syncs upload the device keys.
+    sdk_sync(&alice, Duration::ZERO).await;
+    sdk_sync(&bob, Duration::ZERO).await;
+    let bob_id = bob.user_id().expect("bob logged in").to_owned();
+
+    let mut request = CreateRoom::new();
+    request.invite = vec![bob_id.clone()];
+    request.initial_state =
+        vec![InitialStateEvent::with_empty_state_key(RoomEncryptionEventContent::with_recommended_defaults())
+            .to_raw_any()];
+    let room = alice.create_room(request).await.expect("create the encrypted room").room_id().to_owned();
+
+    // Bob's client sees the invite and accepts it (the join goes through A).
+    let deadline = Instant::now() + SYNC_WAIT;
+    while bob.get_room(&room).map(|r| r.state()) != Some(RoomState::Invited) {
+        assert!(Instant::now() < deadline, "bob's client never saw the invite");
+        sdk_sync(&bob, Duration::from_secs(5)).await;
+    }
+    bob.get_room(&room).expect("invited room").join().await.expect("bob joins");
+    sdk_sync(&bob, Duration::ZERO).await;
+    let deadline = Instant::now() + SYNC_WAIT;
+    while !is_joined(&alice, &room, &bob_id).await {
+        assert!(Instant::now() < deadline, "alice's client never saw bob join");
+        sdk_sync(&alice, Duration::from_secs(5)).await;
+    }
+
+    // Alice → Bob: the server keeps ciphertext, Bob's client decrypts.
+    let alice_room = alice.get_room(&room).expect("alice's room");
+    let hello =
+        alice_room.send(RoomMessageEventContent::text_plain("bonjour Bob")).await.expect("send").response.event_id;
+    let token = alice.access_token().expect("alice's token");
+    let path = format!("/_matrix/client/v3/rooms/{}/event/{}", enc(room.as_str()), enc(hello.as_str()));
+    let stored = a.get(&token, &path).await;
+    assert_eq!(stored["type"], "m.room.encrypted");
+    assert!(!stored.to_string().contains("bonjour"), "only ciphertext on the server: {stored}");
+    assert_eq!(wait_decrypted(&bob, &room, &hello, "bob").await, "bonjour Bob");
+
+    // Bob → Alice.
+    let bob_room = bob.get_room(&room).expect("bob's room");
+    let reply =
+        bob_room.send(RoomMessageEventContent::text_plain("salut Alice")).await.expect("send").response.event_id;
+    assert_eq!(wait_decrypted(&alice, &room, &reply, "alice").await, "salut Alice");
+}
+
+// ---- media, ephemeral events, queries -----------------------------------------------------------
+
+#[tokio::test]
+async fn remote_media_download() {
+    let (a, b) = two_nodes().await;
+    let (_, at) = a.register("alice").await;
+    let (_, bt) = b.register("bob").await;
+    let a_name = a.server_name();
+
+    let note = "une pièce jointe venue de A\n".as_bytes().to_vec();
+    for (bytes, content_type, filename) in [(note, "text/plain", "note.txt"), (png(64, 32), "image/png", "a.png")] {
+        let mxc = a.upload(&at, bytes.clone(), content_type, filename).await;
+        let (server, media_id) = mxc.strip_prefix("mxc://").and_then(|p| p.split_once('/')).expect("an mxc URI");
+        assert_eq!(server, a_name, "A's media is named after A");
+        let path = format!("/_matrix/client/v1/media/download/{}/{}", enc(server), enc(media_id));
+        let (status, got_type, got) = b.get_bytes(&bt, &path).await;
+        assert_eq!(status, 200, "B serves A's {filename}: {}", String::from_utf8_lossy(&got));
+        assert!(got_type.starts_with(content_type), "{filename}: content type {got_type}");
+        assert_eq!(got, bytes, "{filename}: the same bytes through B");
+        // Served again (now from B's copy or A again): still the same.
+        let (status, _, again) = b.get_bytes(&bt, &path).await;
+        assert_eq!((status, again), (200, bytes), "{filename}: second download");
+
+        if content_type == "image/png" {
+            let path = format!(
+                "/_matrix/client/v1/media/thumbnail/{}/{}?width=32&height=32&method=scale",
+                enc(server),
+                enc(media_id)
+            );
+            let (status, thumb_type, thumb) = b.get_bytes(&bt, &path).await;
+            assert_eq!(status, 200, "B serves a thumbnail of A's image: {}", String::from_utf8_lossy(&thumb));
+            assert_eq!(thumb_type, "image/png");
+            assert_eq!(png_size(&thumb), Some((32, 16)), "64×32 scaled into 32×32");
+        }
+    }
+
+    let path = format!("/_matrix/client/v1/media/download/{}/nonexistent", enc(&a_name));
+    let (status, _, body) = b.get_bytes(&bt, &path).await;
+    let error: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    assert_eq!((status, error["errcode"].as_str()), (404, Some("M_NOT_FOUND")), "unknown remote media: {error}");
+}
+
+#[tokio::test]
+async fn typing_and_receipts_across_nodes() {
+    let (a, b) = two_nodes().await;
+    let (alice, at) = a.register("alice").await;
+    let (bob, bt) = b.register("bob").await;
+    let room = shared_room(&a, &at, &b, &bt, &bob).await;
+    let b_since = b.sync_token(&bt).await;
+    let event = a.send_text(&at, &room, "lu ?").await;
+    let seen = b.wait_for_timeline(&bt, &room, Some(&b_since), |e| e["event_id"] == event.as_str(), SYNC_WAIT).await;
+
+    // Typing on A reaches B's sync, and so does its end.
+    a.typing(&at, &room, &alice, true).await;
+    let typing = b
+        .wait_sync(&bt, Some(&seen.next_batch), SYNC_WAIT, "alice typing", |s| {
+            typing_users(s, &room).is_some_and(|users| users.contains(&alice))
+        })
+        .await;
+    assert_eq!(typing_users(&typing, &room), Some(vec![alice.clone()]));
+    a.typing(&at, &room, &alice, false).await;
+    b.wait_sync(&bt, Some(&next_batch(&typing)), SYNC_WAIT, "alice stops typing", |s| {
+        typing_users(s, &room).is_some_and(|users| !users.contains(&alice))
+    })
+    .await;
+
+    // A read receipt on B reaches A's sync.
+    let a_since = a.sync_token(&at).await;
+    b.read_receipt(&bt, &room, &event).await;
+    let receipt = a
+        .wait_sync(&at, Some(&a_since), SYNC_WAIT, "bob's read receipt", |s| {
+            ephemeral(s, &room, "m.receipt").is_some_and(|r| r["content"][&event]["m.read"][&bob].is_object())
+        })
+        .await;
+    let read = &ephemeral(&receipt, &room, "m.receipt").expect("m.receipt")["content"][&event]["m.read"][&bob];
+    assert!(read["ts"].is_u64(), "the receipt has its timestamp: {read}");
+}
+
+#[tokio::test]
+async fn profile_and_directory_queries() {
+    let (a, b) = two_nodes().await;
+    let (alice, at) = a.register("alice").await;
+    let (_, bt) = b.register("bob").await;
+    a.set_displayname(&at, &alice, "Alice d'A").await;
+    let room = a.create_room(&at, json!({ "preset": "public_chat", "room_alias_name": "annuaire" })).await;
+
+    // Profiles of A's users, asked on B.
+    let profile = b.get(&bt, &format!("/_matrix/client/v3/profile/{}", enc(&alice))).await;
+    assert_eq!(profile["displayname"], "Alice d'A", "{profile}");
+    let name = b.get(&bt, &format!("/_matrix/client/v3/profile/{}/displayname", enc(&alice))).await;
+    assert_eq!(name["displayname"], "Alice d'A", "{name}");
+    let nobody = a.user_id("personne");
+    let (status, error) =
+        b.call(Method::GET, Some(&bt), &format!("/_matrix/client/v3/profile/{}", enc(&nobody)), None).await;
+    assert_eq!((status, error["errcode"].as_str()), (404, Some("M_NOT_FOUND")), "{nobody}: {error}");
+
+    // A's aliases, resolved on B.
+    let alias = format!("#annuaire:{}", a.server_name());
+    let found = b.get(&bt, &format!("/_matrix/client/v3/directory/room/{}", enc(&alias))).await;
+    assert_eq!(found["room_id"], room.as_str(), "{found}");
+    let servers: Vec<&str> = found["servers"].as_array().expect("servers").iter().filter_map(Value::as_str).collect();
+    assert!(servers.contains(&a.server_name().as_str()), "A is among the servers: {servers:?}");
+    let unknown = format!("#inconnu:{}", a.server_name());
+    let (status, error) =
+        b.call(Method::GET, Some(&bt), &format!("/_matrix/client/v3/directory/room/{}", enc(&unknown)), None).await;
+    assert_eq!((status, error["errcode"].as_str()), (404, Some("M_NOT_FOUND")), "{unknown}: {error}");
+}

@@ -1,0 +1,559 @@
+//! Server-Server API handlers: thin, like the client ones. Every request but the key endpoints
+//! carries an X-Matrix signature that the `Ruma` extractor verified; `origin` is who signed it.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use axum::Router;
+use ruma::{
+    api::federation::{
+        authorization::get_event_authorization,
+        backfill::get_backfill,
+        discovery::{get_remote_server_keys, get_remote_server_keys_batch, get_server_keys, get_server_version},
+        event::{get_event, get_missing_events, get_room_state, get_room_state_ids},
+        membership::{create_invite, create_join_event, create_leave_event, prepare_join_event, prepare_leave_event},
+        query::{get_profile_information, get_room_information},
+        transactions::send_transaction_message,
+    },
+    events::StateEventType,
+    serde::Raw,
+    CanonicalJsonObject, EventId, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedServerName, RoomId, ServerName,
+    UserId,
+};
+use serde_json::value::RawValue;
+
+use super::ruma::{Ruma, RouterExt};
+use crate::{
+    error::{Error, Result},
+    federation::{canonical_object, membership::supported_versions, receive, Federation},
+    rooms::NewEvent,
+    services::Services,
+};
+
+pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
+    router
+        .ruma(version)
+        .ruma(server_keys)
+        .ruma(key_query)
+        .ruma(key_query_one)
+        .ruma(send)
+        .ruma(make_join)
+        .ruma(send_join)
+        .ruma(make_leave)
+        .ruma(send_leave)
+        .ruma(invite)
+        .ruma(backfill)
+        .ruma(event)
+        .ruma(state_ids)
+        .ruma(state)
+        .ruma(event_auth)
+        .ruma(missing_events)
+        .ruma(query_profile)
+        .ruma(query_directory)
+        .ruma(user_keys_query)
+        .ruma(user_keys_claim)
+}
+
+fn origin<R>(request: &Ruma<R>) -> Result<OwnedServerName> {
+    request.origin.clone().ok_or_else(|| Error::Unauthorized("the request is not signed".into()))
+}
+
+fn raw(json: &[u8]) -> Result<Box<RawValue>> {
+    RawValue::from_string(String::from_utf8_lossy(json).into_owned()).map_err(|e| Error::Internal(e.to_string()))
+}
+
+/// The PDU of a stored event as other servers see it.
+fn pdu_raw(services: &Services, event: &EventId) -> Result<Option<Box<RawValue>>> {
+    match services.rooms.pdu_json(event)? {
+        Some(json) => Ok(Some(raw(&json)?)),
+        None => Ok(None),
+    }
+}
+
+/// The origin must have a member in the room (or the room be world-readable) to read from it.
+fn require_in_room(services: &Services, origin: &ServerName, room: &RoomId) -> Result<()> {
+    if !services.rooms.exists(room)? {
+        return Err(Error::not_found("this server does not know the room"));
+    }
+    if !receive::acl_allows(services, room, origin) {
+        return Err(Error::forbidden("the room's server ACL denies your server"));
+    }
+    let window = services.rooms.server_window(origin, room)?;
+    let member = services.rooms.members(room)?.iter().any(|(u, m)| u.server_name() == origin && m.membership == "join");
+    if member || window.may_see(u64::MAX) {
+        Ok(())
+    } else {
+        Err(Error::forbidden("your server has no member in this room"))
+    }
+}
+
+pub async fn version(
+    _: Arc<Services>,
+    _: Ruma<get_server_version::v1::Request>,
+) -> Result<get_server_version::v1::Response> {
+    let mut server = get_server_version::v1::Server::new();
+    server.name = Some("Hemicycle".into());
+    server.version = Some(env!("CARGO_PKG_VERSION").into());
+    let mut response = get_server_version::v1::Response::new();
+    response.server = Some(server);
+    Ok(response)
+}
+
+fn document_raw<T>(document: &CanonicalJsonObject) -> Result<Raw<T>> {
+    Ok(Raw::from_json(serde_json::value::to_raw_value(document).map_err(|e| Error::Internal(e.to_string()))?))
+}
+
+pub async fn server_keys(
+    services: Arc<Services>,
+    _: Ruma<get_server_keys::v2::Request>,
+) -> Result<get_server_keys::v2::Response> {
+    let document = services.server_keys.key_document()?;
+    Ok(get_server_keys::v2::Response::new(document_raw(&document)?))
+}
+
+/// The notary: our own keys, and what we hold (or can fetch) of other servers' keys.
+async fn notary(services: &Services, server: &ServerName) -> Result<Vec<Raw<ruma::api::federation::discovery::ServerSigningKeys>>> {
+    if server == services.federation.server_name() {
+        return Ok(vec![document_raw(&services.server_keys.key_document()?)?]);
+    }
+    if !services.federation.allowed(server) {
+        return Ok(Vec::new());
+    }
+    let fed = &services.federation;
+    let set = match fed.keys.keys_of(&fed.client, &fed.own, server, None).await {
+        Ok(set) => Some(set),
+        Err(_) => fed.keys.known(server)?,
+    };
+    let Some(document) = set.and_then(|s| s.document) else { return Ok(Vec::new()) };
+    let mut object: CanonicalJsonObject =
+        serde_json::from_value(document).map_err(|e| Error::Internal(e.to_string()))?;
+    services.server_keys.sign_json(&mut object)?;
+    Ok(vec![document_raw(&object)?])
+}
+
+pub async fn key_query(
+    services: Arc<Services>,
+    request: Ruma<get_remote_server_keys_batch::v2::Request>,
+) -> Result<get_remote_server_keys_batch::v2::Response> {
+    let mut keys = Vec::new();
+    for server in request.body.server_keys.keys() {
+        keys.extend(notary(&services, server).await?);
+    }
+    Ok(get_remote_server_keys_batch::v2::Response::new(keys))
+}
+
+pub async fn key_query_one(
+    services: Arc<Services>,
+    request: Ruma<get_remote_server_keys::v2::Request>,
+) -> Result<get_remote_server_keys::v2::Response> {
+    Ok(get_remote_server_keys::v2::Response::new(notary(&services, &request.body.server_name).await?))
+}
+
+pub async fn send(
+    services: Arc<Services>,
+    request: Ruma<send_transaction_message::v1::Request>,
+) -> Result<send_transaction_message::v1::Response> {
+    let origin = origin(&request)?;
+    if request.body.origin != origin {
+        return Err(Error::forbidden("the transaction's origin is not the signing server"));
+    }
+    let edus: Vec<serde_json::Value> =
+        request.body.edus.iter().filter_map(|e| serde_json::from_str(e.json().get()).ok()).collect();
+    let results =
+        receive::transaction(&services, &origin, request.body.transaction_id.as_str(), &request.body.pdus, &edus)
+            .await?;
+    Ok(send_transaction_message::v1::Response::new(results))
+}
+
+/// A user of the origin server, as a membership template names them.
+fn user_of_origin(origin: &ServerName, user: &UserId) -> Result<()> {
+    if user.server_name() != origin {
+        return Err(Error::forbidden("you may only act for users of your own server"));
+    }
+    Ok(())
+}
+
+pub async fn make_join(
+    services: Arc<Services>,
+    request: Ruma<prepare_join_event::v1::Request>,
+) -> Result<prepare_join_event::v1::Response> {
+    let origin = origin(&request)?;
+    let body = request.body;
+    user_of_origin(&origin, &body.user_id)?;
+    let record = services.rooms.room(&body.room_id)?.ok_or_else(|| Error::not_found("unknown room"))?;
+    if !receive::acl_allows(&services, &body.room_id, &origin) {
+        return Err(Error::forbidden("the room's server ACL denies your server"));
+    }
+    let versions = if body.ver.is_empty() { vec![ruma::RoomVersionId::V1] } else { body.ver.clone() };
+    if !versions.contains(&record.version) {
+        return Err(Error::IncompatibleRoomVersion(record.version.to_string()));
+    }
+    let event = NewEvent::state(StateEventType::RoomMember, body.user_id.as_str(), serde_json::json!({ "membership": "join" }));
+    let (version, template) = services.rooms.template(&body.room_id, &body.user_id, event).await?;
+    let mut response = prepare_join_event::v1::Response::new(
+        serde_json::value::to_raw_value(&template).map_err(|e| Error::Internal(e.to_string()))?,
+    );
+    response.room_version = Some(version);
+    Ok(response)
+}
+
+/// Checks and appends a membership event another server built from our template.
+async fn take_membership(
+    services: &Arc<Services>,
+    origin: &ServerName,
+    room: &RoomId,
+    event_id: &EventId,
+    pdu: &RawValue,
+    membership: &str,
+) -> Result<(OwnedEventId, CanonicalJsonObject)> {
+    let record = services.rooms.room(room)?.ok_or_else(|| Error::not_found("unknown room"))?;
+    let object = canonical_object(pdu)?;
+    let (id, object) = services.federation.verify_pdu(&record.version, object).await?;
+    if id != event_id {
+        return Err(Error::BadJson(format!("the event id is {id}, not {event_id}")));
+    }
+    let sender = object.get("sender").and_then(|s| s.as_str()).and_then(|s| UserId::parse(s).ok());
+    let state_key = object.get("state_key").and_then(|s| s.as_str());
+    let Some(sender) = sender else { return Err(Error::BadJson("the event has no sender".into())) };
+    user_of_origin(origin, &sender)?;
+    let content_membership = match object.get("content") {
+        Some(ruma::CanonicalJsonValue::Object(c)) => c.get("membership").and_then(|m| m.as_str()).map(str::to_owned),
+        _ => None,
+    };
+    if object.get("type").and_then(|t| t.as_str()) != Some("m.room.member")
+        || state_key != Some(sender.as_str())
+        || content_membership.as_deref() != Some(membership)
+        || object.get("room_id").and_then(|r| r.as_str()) != Some(room.as_str())
+    {
+        return Err(Error::BadJson(format!("not a {membership} of the sender in this room")));
+    }
+    match services.rooms.append_remote(room, &id, &object, None).await? {
+        crate::rooms::remote::Accepted::Rejected(reason) | crate::rooms::remote::Accepted::SoftFailed(reason) => {
+            return Err(Error::forbidden(reason));
+        }
+        _ => {}
+    }
+    // Other servers in the room hear of it from us, the resident server it came through.
+    let others: Vec<OwnedServerName> =
+        receive::servers_in_room(services, room)?.into_iter().filter(|s| s != origin).collect();
+    services.federation.sender.queue_pdu(&others, serde_json::Value::from(object.clone()))?;
+    Ok((id, object))
+}
+
+pub async fn send_join(
+    services: Arc<Services>,
+    request: Ruma<create_join_event::v2::Request>,
+) -> Result<create_join_event::v2::Response> {
+    let origin = origin(&request)?;
+    let body = request.body;
+    let (id, _) = take_membership(&services, &origin, &body.room_id, &body.event_id, &body.pdu, "join").await?;
+    let state = services.rooms.state_before_event(&id)?.unwrap_or_default();
+    let chain = services.rooms.auth_chain(&state)?;
+    let mut room_state = create_join_event::v2::RoomState::new();
+    room_state.origin = services.federation.server_name().to_string();
+    room_state.state = state.iter().filter_map(|e| pdu_raw(&services, e).ok().flatten()).collect();
+    room_state.auth_chain = chain.iter().filter_map(|e| pdu_raw(&services, e).ok().flatten()).collect();
+    let mut servers = receive::servers_in_room(&services, &body.room_id)?;
+    servers.push(services.federation.server_name().to_owned());
+    room_state.servers_in_room = Some(servers.into_iter().map(|s| s.to_string()).collect());
+    Ok(create_join_event::v2::Response::new(room_state))
+}
+
+pub async fn make_leave(
+    services: Arc<Services>,
+    request: Ruma<prepare_leave_event::v1::Request>,
+) -> Result<prepare_leave_event::v1::Response> {
+    let origin = origin(&request)?;
+    let body = request.body;
+    user_of_origin(&origin, &body.user_id)?;
+    let event =
+        NewEvent::state(StateEventType::RoomMember, body.user_id.as_str(), serde_json::json!({ "membership": "leave" }));
+    let (version, template) = services.rooms.template(&body.room_id, &body.user_id, event).await?;
+    Ok(prepare_leave_event::v1::Response::new(
+        Some(version),
+        serde_json::value::to_raw_value(&template).map_err(|e| Error::Internal(e.to_string()))?,
+    ))
+}
+
+pub async fn send_leave(
+    services: Arc<Services>,
+    request: Ruma<create_leave_event::v2::Request>,
+) -> Result<create_leave_event::v2::Response> {
+    let origin = origin(&request)?;
+    let body = request.body;
+    take_membership(&services, &origin, &body.room_id, &body.event_id, &body.pdu, "leave").await?;
+    Ok(create_leave_event::v2::Response::new())
+}
+
+pub async fn invite(
+    services: Arc<Services>,
+    request: Ruma<create_invite::v2::Request>,
+) -> Result<create_invite::v2::Response> {
+    let origin = origin(&request)?;
+    let body = request.body;
+    if !supported_versions().contains(&body.room_version) {
+        return Err(Error::IncompatibleRoomVersion(body.room_version.to_string()));
+    }
+    let object = canonical_object(&body.event)?;
+    let (id, mut object) = services.federation.verify_pdu(&body.room_version, object).await?;
+    if id != body.event_id {
+        return Err(Error::BadJson(format!("the event id is {id}, not {}", body.event_id)));
+    }
+    let sender = object.get("sender").and_then(|s| s.as_str()).and_then(|s| UserId::parse(s).ok());
+    let invitee = object.get("state_key").and_then(|s| s.as_str()).and_then(|s| UserId::parse(s).ok());
+    let (Some(sender), Some(invitee)) = (sender, invitee) else {
+        return Err(Error::BadJson("an invite names its sender and invitee".into()));
+    };
+    user_of_origin(&origin, &sender)?;
+    if !services.users.is_local(&invitee) || !services.rooms.profiles_user_exists(&invitee)? {
+        return Err(Error::not_found(format!("{invitee} is not a user of this server")));
+    }
+    let rules = body.room_version.rules().ok_or_else(|| Error::IncompatibleRoomVersion(body.room_version.to_string()))?;
+    ruma::signatures::sign_event(
+        services.federation.server_name().as_str(),
+        services.server_keys.keypair(),
+        &mut object,
+        &rules.redaction,
+    )
+    .map_err(|e| Error::Internal(format!("signing failed: {e}")))?;
+    if !services.rooms.exists(&body.room_id)?
+        || !services.rooms.members(&body.room_id)?.iter().any(|(u, m)| services.users.is_local(u) && m.membership == "join")
+    {
+        // A room we are not in: the invitee's sync shows the invite with the state it carried.
+        let mut stored = object.clone();
+        let stripped: Vec<serde_json::Value> =
+            body.invite_room_state.iter().filter_map(|s| serde_json::from_str(s.json().get()).ok()).collect();
+        let mut unsigned = CanonicalJsonObject::new();
+        if let Ok(value) = ruma::CanonicalJsonValue::try_from(serde_json::Value::Array(stripped)) {
+            unsigned.insert("invite_room_state".into(), value);
+        }
+        stored.insert("unsigned".into(), ruma::CanonicalJsonValue::Object(unsigned));
+        services.rooms.record_remote_membership(&body.room_id, &invitee, &id, &stored, "invite").await?;
+    }
+    Ok(create_invite::v2::Response::new(
+        serde_json::value::to_raw_value(&object).map_err(|e| Error::Internal(e.to_string()))?,
+    ))
+}
+
+pub async fn backfill(
+    services: Arc<Services>,
+    request: Ruma<get_backfill::v1::Request>,
+) -> Result<get_backfill::v1::Response> {
+    let origin = origin(&request)?;
+    let body = request.body;
+    require_in_room(&services, &origin, &body.room_id)?;
+    let limit = u64::from(body.limit).clamp(1, 100) as usize;
+    let start = body.v.iter().filter_map(|id| services.rooms.meta(id).ok().flatten()).map(|m| m.pos).max();
+    let mut pdus = Vec::new();
+    if let Some(start) = start {
+        let window = services.rooms.server_window(&origin, &body.room_id)?;
+        for (pos, id) in services.rooms.timeline_before(&body.room_id, start + 1, limit * 4)? {
+            if pdus.len() >= limit {
+                break;
+            }
+            if window.may_see(pos) {
+                if let Some(raw) = pdu_raw(&services, &id)? {
+                    pdus.push(raw);
+                }
+            }
+        }
+    }
+    Ok(get_backfill::v1::Response::new(
+        services.federation.server_name().to_owned(),
+        MilliSecondsSinceUnixEpoch::now(),
+        pdus,
+    ))
+}
+
+pub async fn event(services: Arc<Services>, request: Ruma<get_event::v1::Request>) -> Result<get_event::v1::Response> {
+    let origin = origin(&request)?;
+    let id = &request.body.event_id;
+    let room = services.rooms.room_of_event(id)?.ok_or_else(|| Error::not_found("unknown event"))?;
+    require_in_room(&services, &origin, &room)?;
+    if !Federation::server_may_see(&services, &origin, &room, id)? {
+        return Err(Error::forbidden("your server may not see this event"));
+    }
+    let pdu = pdu_raw(&services, id)?.ok_or_else(|| Error::not_found("unknown event"))?;
+    Ok(get_event::v1::Response::new(services.federation.server_name().to_owned(), MilliSecondsSinceUnixEpoch::now(), pdu))
+}
+
+fn state_at(services: &Services, origin: &ServerName, room: &RoomId, event: &EventId) -> Result<Vec<OwnedEventId>> {
+    require_in_room(services, origin, room)?;
+    if services.rooms.room_of_event(event)?.as_deref() != Some(room) {
+        return Err(Error::not_found("unknown event in this room"));
+    }
+    if !Federation::server_may_see(services, origin, room, event)? {
+        return Err(Error::forbidden("your server may not see this event"));
+    }
+    services.rooms.state_before_event(event)?.ok_or_else(|| Error::not_found("no state is known at this event"))
+}
+
+pub async fn state_ids(
+    services: Arc<Services>,
+    request: Ruma<get_room_state_ids::v1::Request>,
+) -> Result<get_room_state_ids::v1::Response> {
+    let origin = origin(&request)?;
+    let state = state_at(&services, &origin, &request.body.room_id, &request.body.event_id)?;
+    let chain = services.rooms.auth_chain(&state)?;
+    Ok(get_room_state_ids::v1::Response::new(chain.into_iter().collect(), state))
+}
+
+pub async fn state(
+    services: Arc<Services>,
+    request: Ruma<get_room_state::v1::Request>,
+) -> Result<get_room_state::v1::Response> {
+    let origin = origin(&request)?;
+    let state = state_at(&services, &origin, &request.body.room_id, &request.body.event_id)?;
+    let chain = services.rooms.auth_chain(&state)?;
+    let to_raw = |ids: &mut dyn Iterator<Item = &OwnedEventId>| -> Vec<Box<RawValue>> {
+        ids.filter_map(|id| pdu_raw(&services, id).ok().flatten()).collect()
+    };
+    Ok(get_room_state::v1::Response::new(to_raw(&mut chain.iter()), to_raw(&mut state.iter())))
+}
+
+pub async fn event_auth(
+    services: Arc<Services>,
+    request: Ruma<get_event_authorization::v1::Request>,
+) -> Result<get_event_authorization::v1::Response> {
+    let origin = origin(&request)?;
+    let body = request.body;
+    require_in_room(&services, &origin, &body.room_id)?;
+    if services.rooms.room_of_event(&body.event_id)?.as_deref() != Some(&*body.room_id) {
+        return Err(Error::not_found("unknown event in this room"));
+    }
+    let chain = services.rooms.auth_chain(std::slice::from_ref(&body.event_id))?;
+    Ok(get_event_authorization::v1::Response::new(
+        chain.iter().filter_map(|id| pdu_raw(&services, id).ok().flatten()).collect(),
+    ))
+}
+
+pub async fn missing_events(
+    services: Arc<Services>,
+    request: Ruma<get_missing_events::v1::Request>,
+) -> Result<get_missing_events::v1::Response> {
+    let origin = origin(&request)?;
+    let body = request.body;
+    require_in_room(&services, &origin, &body.room_id)?;
+    let limit = u64::from(body.limit).clamp(1, 100) as usize;
+    let earliest: std::collections::HashSet<&OwnedEventId> = body.earliest_events.iter().collect();
+    let window = services.rooms.server_window(&origin, &body.room_id)?;
+    // Walk back from the latest events through prev events, stopping at what the asker has.
+    let mut seen = std::collections::HashSet::new();
+    let mut queue: std::collections::VecDeque<OwnedEventId> = Default::default();
+    for id in &body.latest_events {
+        if let Some(pdu) = services.rooms.pdu(id)? {
+            queue.extend(pdu.prev_events);
+        }
+    }
+    let mut found: Vec<(u64, OwnedEventId)> = Vec::new();
+    while let Some(id) = queue.pop_front() {
+        if found.len() >= limit || earliest.contains(&id) || !seen.insert(id.clone()) {
+            continue;
+        }
+        let Some(meta) = services.rooms.meta(&id)? else { continue };
+        if meta.room_id != body.room_id {
+            continue;
+        }
+        let Some(pdu) = services.rooms.pdu(&id)? else { continue };
+        if u64::from(pdu.depth) < u64::from(body.min_depth) {
+            continue;
+        }
+        queue.extend(pdu.prev_events.iter().cloned());
+        if window.may_see(meta.pos) {
+            found.push((meta.pos, id));
+        }
+    }
+    found.sort();
+    let events = found.iter().filter_map(|(_, id)| pdu_raw(&services, id).ok().flatten()).collect();
+    Ok(get_missing_events::v1::Response::new(events))
+}
+
+pub async fn query_profile(
+    services: Arc<Services>,
+    request: Ruma<get_profile_information::v1::Request>,
+) -> Result<get_profile_information::v1::Response> {
+    let user = &request.body.user_id;
+    if !services.users.is_local(user) || !services.rooms.profiles_user_exists(user)? {
+        return Err(Error::not_found("no such user"));
+    }
+    let profile = services.profiles.get(user)?;
+    let fields: BTreeMap<String, serde_json::Value> = match &request.body.field {
+        Some(field) => profile.into_iter().filter(|(k, _)| k == field.as_str()).collect(),
+        None => profile,
+    };
+    Ok(fields.into_iter().collect())
+}
+
+pub async fn query_directory(
+    services: Arc<Services>,
+    request: Ruma<get_room_information::v1::Request>,
+) -> Result<get_room_information::v1::Response> {
+    let alias = &request.body.room_alias;
+    if alias.server_name() != services.federation.server_name() {
+        return Err(Error::not_found("the alias is not of this server"));
+    }
+    let record = services.rooms.resolve_alias(alias)?.ok_or_else(|| Error::not_found("unknown room alias"))?;
+    let mut servers = vec![services.federation.server_name().to_owned()];
+    servers.extend(receive::servers_in_room(&services, &record.room_id)?);
+    Ok(get_room_information::v1::Response::new(record.room_id, servers))
+}
+
+/// A requester standing for another server in key queries (it sees no private signatures).
+fn server_requester(origin: &ServerName) -> Result<ruma::OwnedUserId> {
+    UserId::parse(format!("@_federation:{origin}")).map_err(|e| Error::Internal(e.to_string()))
+}
+
+pub async fn user_keys_query(
+    services: Arc<Services>,
+    request: Ruma<ruma::api::federation::keys::get_keys::v1::Request>,
+) -> Result<ruma::api::federation::keys::get_keys::v1::Response> {
+    let origin = origin(&request)?;
+    let wanted: BTreeMap<ruma::OwnedUserId, Vec<ruma::OwnedDeviceId>> =
+        request.body.device_keys.into_iter().filter(|(u, _)| services.users.is_local(u)).collect();
+    let result = services.keys.query(&services.users, &server_requester(&origin)?, &wanted)?;
+    let to_raw = |v: &serde_json::Value| Raw::from_json(serde_json::value::to_raw_value(v).expect("JSON values serialize"));
+    let mut response = ruma::api::federation::keys::get_keys::v1::Response::new();
+    for (user, devices) in result.device_keys {
+        response.device_keys.insert(user, devices.iter().map(|(d, k)| (d.clone(), to_raw(k))).collect());
+    }
+    for (user, cross) in result.cross_signing {
+        if let Some(k) = &cross.master {
+            response.master_keys.insert(user.clone(), to_raw(k));
+        }
+        if let Some(k) = &cross.self_signing {
+            response.self_signing_keys.insert(user.clone(), to_raw(k));
+        }
+    }
+    Ok(response)
+}
+
+pub async fn user_keys_claim(
+    services: Arc<Services>,
+    request: Ruma<ruma::api::federation::keys::claim_keys::v1::Request>,
+) -> Result<ruma::api::federation::keys::claim_keys::v1::Response> {
+    origin(&request)?;
+    let wanted = request
+        .body
+        .one_time_keys
+        .iter()
+        .filter(|(user, _)| services.users.is_local(user))
+        .map(|(user, devices)| (user.clone(), devices.iter().map(|(d, alg)| (d.clone(), alg.to_string())).collect()))
+        .collect();
+    let claimed = services.keys.claim(&wanted).await?;
+    let mut one_time_keys = BTreeMap::new();
+    for (user, devices) in claimed {
+        let mut out = BTreeMap::new();
+        for (device, keys) in devices {
+            let keys: BTreeMap<ruma::OwnedOneTimeKeyId, Raw<ruma::encryption::OneTimeKey>> = keys
+                .into_iter()
+                .filter_map(|(id, key)| {
+                    ruma::OwnedOneTimeKeyId::try_from(id.as_str())
+                        .ok()
+                        .map(|id| (id, Raw::from_json(serde_json::value::to_raw_value(&key).expect("JSON values serialize"))))
+                })
+                .collect();
+            out.insert(device, keys);
+        }
+        one_time_keys.insert(user, out);
+    }
+    Ok(ruma::api::federation::keys::claim_keys::v1::Response::new(one_time_keys))
+}

@@ -1,0 +1,325 @@
+//! Outgoing federation requests: server discovery, X-Matrix signing, one pooled HTTPS client with
+//! timeouts, and per-destination backoff so a dead peer costs nothing after its first failure.
+
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use ruma::{
+    api::{
+        auth_scheme::{AuthScheme, NoAuthentication},
+        federation::authentication::{ServerSignatures, ServerSignaturesInput},
+        path_builder::SinglePath,
+        IncomingResponse, OutgoingRequest,
+    },
+    OwnedServerName, ServerName,
+};
+use serde::Deserialize;
+
+use crate::{
+    error::{Error, Result},
+    server_keys::ServerKeys,
+};
+
+/// How long a request to another server may take before the caller is answered with an error.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a discovery result (well-known delegation) is kept.
+const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
+/// Backoff after failures: doubles from the first up to the cap.
+const BACKOFF_FIRST: Duration = Duration::from_secs(2);
+const BACKOFF_CAP: Duration = Duration::from_secs(300);
+
+/// Where a server name's federation API is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `https://host:port`
+    pub base_url: String,
+}
+
+/// Splits a server name into host and optional port (IPv6 literals keep their brackets).
+pub fn split_host_port(name: &str) -> (&str, Option<u16>) {
+    if let Some(rest) = name.strip_prefix('[') {
+        if let Some(end) = rest.find(']') {
+            let host = &name[..end + 2];
+            let port = name[end + 2..].strip_prefix(':').and_then(|p| p.parse().ok());
+            return (host, port);
+        }
+    }
+    match name.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') => (host, port.parse().ok()),
+        _ => (name, None),
+    }
+}
+
+fn is_ip_literal(host: &str) -> bool {
+    host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().is_ok()
+}
+
+#[derive(Deserialize)]
+struct WellKnownServer {
+    #[serde(rename = "m.server")]
+    server: String,
+}
+
+/// Which ruma authentication schemes outgoing federation requests can carry.
+pub trait OutgoingAuth: AuthScheme {
+    fn input<'a>(origin: &ServerName, destination: &ServerName, keys: &'a ServerKeys) -> Self::Input<'a>;
+}
+
+impl OutgoingAuth for ServerSignatures {
+    fn input<'a>(origin: &ServerName, destination: &ServerName, keys: &'a ServerKeys) -> ServerSignaturesInput<'a> {
+        ServerSignaturesInput::new(origin.to_owned(), destination.to_owned(), keys.keypair())
+    }
+}
+
+impl OutgoingAuth for NoAuthentication {
+    fn input<'a>(_: &ServerName, _: &ServerName, _: &'a ServerKeys) {}
+}
+
+struct Backoff {
+    failures: u32,
+    until: Instant,
+}
+
+/// The federation HTTP client.
+pub struct FederationClient {
+    http: reqwest::Client,
+    origin: OwnedServerName,
+    discovered: Mutex<HashMap<OwnedServerName, (Endpoint, Instant)>>,
+    backoff: Mutex<HashMap<OwnedServerName, Backoff>>,
+}
+
+impl FederationClient {
+    pub fn new(origin: OwnedServerName, verify_tls: bool) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .danger_accept_invalid_certs(!verify_tls)
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(REQUEST_TIMEOUT)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(16)
+            .redirect(reqwest::redirect::Policy::limited(3))
+            .user_agent(concat!("Hemicycle/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Internal(format!("cannot build the federation client: {e}")))?;
+        Ok(Self { http, origin, discovered: Mutex::new(HashMap::new()), backoff: Mutex::new(HashMap::new()) })
+    }
+
+    /// Resolves a server name to the base URL of its federation API, as the spec's discovery
+    /// steps say: IP literals and explicit ports are used as they are; otherwise the
+    /// `/.well-known/matrix/server` delegation (cached) is followed; otherwise port 8448.
+    pub async fn endpoint(&self, server: &ServerName) -> Endpoint {
+        if let Some((endpoint, at)) = self.discovered.lock().expect("discovery cache").get(server) {
+            if at.elapsed() < DISCOVERY_TTL {
+                return endpoint.clone();
+            }
+        }
+        let endpoint = self.discover(server).await;
+        self.discovered.lock().expect("discovery cache").insert(server.to_owned(), (endpoint.clone(), Instant::now()));
+        endpoint
+    }
+
+    async fn discover(&self, server: &ServerName) -> Endpoint {
+        let (host, port) = split_host_port(server.as_str());
+        if is_ip_literal(host) || port.is_some() {
+            return Endpoint { base_url: format!("https://{host}:{}", port.unwrap_or(8448)) };
+        }
+        let url = format!("https://{host}/.well-known/matrix/server");
+        if let Ok(response) = self.http.get(&url).timeout(Duration::from_secs(10)).send().await {
+            if response.status().is_success() {
+                if let Ok(known) = response.json::<WellKnownServer>().await {
+                    let (dhost, dport) = split_host_port(&known.server);
+                    if !dhost.is_empty() {
+                        return Endpoint { base_url: format!("https://{dhost}:{}", dport.unwrap_or(8448)) };
+                    }
+                }
+            }
+        }
+        Endpoint { base_url: format!("https://{host}:8448") }
+    }
+
+    /// Whether the destination is in backoff after recent failures.
+    pub fn backing_off(&self, server: &ServerName) -> Option<Duration> {
+        let backoff = self.backoff.lock().expect("backoff");
+        backoff.get(server).and_then(|b| b.until.checked_duration_since(Instant::now()))
+    }
+
+    fn failed(&self, server: &ServerName) {
+        let mut backoff = self.backoff.lock().expect("backoff");
+        let entry = backoff.entry(server.to_owned()).or_insert(Backoff { failures: 0, until: Instant::now() });
+        entry.failures = entry.failures.saturating_add(1);
+        let wait = BACKOFF_FIRST.saturating_mul(1 << entry.failures.min(10).saturating_sub(1)).min(BACKOFF_CAP);
+        entry.until = Instant::now() + wait;
+    }
+
+    fn succeeded(&self, server: &ServerName) {
+        self.backoff.lock().expect("backoff").remove(server);
+    }
+
+    /// Sends a ruma request to another server, signed with X-Matrix when the endpoint asks for it.
+    /// Network failures and timeouts are `RemoteUnreachable` (502); the remote's Matrix errors
+    /// keep their status and errcode.
+    pub async fn send<R>(&self, keys: &ServerKeys, destination: &ServerName, request: R) -> Result<R::IncomingResponse>
+    where
+        R: OutgoingRequest<PathBuilder = SinglePath>,
+        R::Authentication: OutgoingAuth,
+    {
+        self.send_with_timeout(keys, destination, request, REQUEST_TIMEOUT).await
+    }
+
+    pub async fn send_with_timeout<R>(
+        &self,
+        keys: &ServerKeys,
+        destination: &ServerName,
+        request: R,
+        timeout: Duration,
+    ) -> Result<R::IncomingResponse>
+    where
+        R: OutgoingRequest<PathBuilder = SinglePath>,
+        R::Authentication: OutgoingAuth,
+    {
+        let endpoint = self.endpoint(destination).await;
+        let input = <R::Authentication as OutgoingAuth>::input(&self.origin, destination, keys);
+        let http_request = request
+            .try_into_http_request::<Vec<u8>>(&endpoint.base_url, input, ())
+            .map_err(|e| Error::Internal(format!("cannot build the request to {destination}: {e}")))?;
+        let (parts, body) = http_request.into_parts();
+        let url = parts.uri.to_string();
+        let mut builder = self.http.request(parts.method, &url).headers(parts.headers).timeout(timeout);
+        if !body.is_empty() {
+            builder = builder.body(body);
+        }
+        let response = match builder.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                self.failed(destination);
+                let what = if e.is_timeout() { "did not answer in time" } else { "cannot be reached" };
+                return Err(Error::RemoteUnreachable(format!("{destination} {what}: {e}")));
+            }
+        };
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = match response.bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                self.failed(destination);
+                return Err(Error::RemoteUnreachable(format!("{destination} broke off its answer: {e}")));
+            }
+        };
+        if status.is_server_error() {
+            self.failed(destination);
+        } else {
+            self.succeeded(destination);
+        }
+        if !status.is_success() {
+            return Err(remote_error(destination, status, &bytes));
+        }
+        let mut http_response = http::Response::builder().status(status);
+        for (name, value) in &headers {
+            http_response = http_response.header(name, value);
+        }
+        let http_response = http_response.body(bytes.to_vec()).map_err(|e| Error::Internal(e.to_string()))?;
+        R::IncomingResponse::try_from_http_response(http_response)
+            .map_err(|e| Error::RemoteUnreachable(format!("{destination} answered something unreadable: {e}")))
+    }
+
+    /// A plain signed GET whose answer is streamed back (remote media).
+    pub async fn get_raw(
+        &self,
+        keys: &ServerKeys,
+        destination: &ServerName,
+        path_and_query: &str,
+    ) -> Result<reqwest::Response> {
+        let endpoint = self.endpoint(destination).await;
+        let request = http::Request::builder()
+            .method(http::Method::GET)
+            .uri(format!("{}{}", endpoint.base_url, path_and_query))
+            .body(Vec::<u8>::new())
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let header = ruma::api::federation::authentication::XMatrix::try_from_http_request(
+            &request,
+            ServerSignaturesInput::new(self.origin.clone(), destination.to_owned(), keys.keypair()),
+        )
+        .map_err(|e| Error::Internal(format!("signing failed: {e}")))?;
+        let response = self
+            .http
+            .get(request.uri().to_string())
+            .header(http::header::AUTHORIZATION, http::HeaderValue::from(&header))
+            .send()
+            .await
+            .map_err(|e| {
+                self.failed(destination);
+                Error::RemoteUnreachable(format!("{destination} cannot be reached: {e}"))
+            })?;
+        if !response.status().is_success() {
+            let status = response.status();
+            let bytes = response.bytes().await.unwrap_or_default();
+            return Err(remote_error(destination, status, &bytes));
+        }
+        self.succeeded(destination);
+        Ok(response)
+    }
+}
+
+/// A remote server's error answer, kept in Matrix terms where it maps to one of ours.
+fn remote_error(destination: &ServerName, status: http::StatusCode, body: &[u8]) -> Error {
+    let value: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let errcode = value["errcode"].as_str().unwrap_or("M_UNKNOWN");
+    let message = format!("{destination}: {}", value["error"].as_str().unwrap_or("no reason given"));
+    match (status.as_u16(), errcode) {
+        (403, _) => Error::Forbidden(message),
+        (404, _) => Error::NotFound(message),
+        (_, "M_UNSUPPORTED_ROOM_VERSION" | "M_INCOMPATIBLE_ROOM_VERSION") => Error::UnsupportedRoomVersion(message),
+        (400, "M_BAD_JSON") => Error::BadJson(message),
+        (400, _) => Error::InvalidParam(message),
+        (429, _) => Error::RemoteUnreachable(format!("{message} (rate limited)")),
+        _ => Error::RemoteUnreachable(format!("{message} (HTTP {status})")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_and_port_are_split_as_the_spec_writes_server_names() {
+        assert_eq!(split_host_port("example.org"), ("example.org", None));
+        assert_eq!(split_host_port("example.org:8449"), ("example.org", Some(8449)));
+        assert_eq!(split_host_port("127.0.0.1:1234"), ("127.0.0.1", Some(1234)));
+        assert_eq!(split_host_port("[::1]:8448"), ("[::1]", Some(8448)));
+        assert_eq!(split_host_port("[::1]"), ("[::1]", None));
+        assert!(is_ip_literal("[::1]"));
+        assert!(is_ip_literal("10.0.0.1"));
+        assert!(!is_ip_literal("example.org"));
+    }
+
+    #[tokio::test]
+    async fn ip_literals_and_explicit_ports_need_no_lookup() {
+        let client = FederationClient::new("a.example".try_into().unwrap(), true).unwrap();
+        let ep = client.endpoint(<&ServerName>::try_from("127.0.0.1:9000").unwrap()).await;
+        assert_eq!(ep.base_url, "https://127.0.0.1:9000");
+        let ep = client.endpoint(<&ServerName>::try_from("10.1.2.3").unwrap()).await;
+        assert_eq!(ep.base_url, "https://10.1.2.3:8448");
+        let ep = client.endpoint(<&ServerName>::try_from("[::1]:8000").unwrap()).await;
+        assert_eq!(ep.base_url, "https://[::1]:8000");
+    }
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let client = FederationClient::new("a.example".try_into().unwrap(), true).unwrap();
+        let peer = <&ServerName>::try_from("b.example").unwrap();
+        assert!(client.backing_off(peer).is_none());
+        client.failed(peer);
+        let first = client.backing_off(peer).unwrap();
+        assert!(first <= BACKOFF_FIRST);
+        for _ in 0..20 {
+            client.failed(peer);
+        }
+        assert!(client.backing_off(peer).unwrap() <= BACKOFF_CAP);
+        assert!(client.backing_off(peer).unwrap() > BACKOFF_CAP / 2);
+        client.succeeded(peer);
+        assert!(client.backing_off(peer).is_none());
+    }
+}

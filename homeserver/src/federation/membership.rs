@@ -1,0 +1,321 @@
+//! Membership across servers, from our users' side: joining a room this server is not in
+//! (`make_join` / `send_join` through each candidate server until one works), inviting a user of
+//! another server (`/invite` v2), and leaving a room we only know by an invite (`make_leave` /
+//! `send_leave`).
+
+use std::sync::Arc;
+
+use ruma::{
+    api::federation::{
+        backfill::get_backfill,
+        membership::{create_invite, create_join_event, create_leave_event, prepare_join_event, prepare_leave_event},
+    },
+    canonical_json::CanonicalJsonValue,
+    signatures::hash_and_sign_event,
+    CanonicalJsonObject, OwnedEventId, OwnedServerName, RoomId, RoomVersionId, ServerName, UserId,
+};
+use serde_json::{json, Value};
+
+use super::{canonical_object, event_id_of};
+use crate::{
+    error::{Error, Result},
+    services::Services,
+};
+
+/// Room versions we can join.
+pub fn supported_versions() -> Vec<RoomVersionId> {
+    use RoomVersionId as V;
+    vec![V::V1, V::V2, V::V3, V::V4, V::V5, V::V6, V::V7, V::V8, V::V9, V::V10, V::V11, V::V12]
+}
+
+/// Events of history fetched with a join, so `/messages` reaches back before it.
+const JOIN_HISTORY: u64 = 100;
+
+/// Joins a room of another server through the first of `servers` that lets us in.
+pub async fn join_remote(
+    services: &Arc<Services>,
+    room: &RoomId,
+    user: &UserId,
+    servers: &[OwnedServerName],
+    reason: Option<String>,
+) -> Result<OwnedEventId> {
+    let mut last = Error::not_found("no server of the room to join through is known");
+    let mut candidates: Vec<OwnedServerName> = servers.to_vec();
+    if let Some(server) = room.server_name() {
+        candidates.push(server.to_owned());
+    }
+    candidates.dedup();
+    let mut tried = Vec::new();
+    for server in candidates {
+        if server == services.federation.server_name() || tried.contains(&server) {
+            continue;
+        }
+        tried.push(server.clone());
+        if !services.federation.allowed(&server) {
+            last = Error::forbidden(format!("this server does not federate with {server} (federation.allow)"));
+            continue;
+        }
+        match try_join(services, &server, room, user, reason.clone()).await {
+            Ok(id) => return Ok(id),
+            Err(error) => {
+                tracing::info!(%server, %room, %error, "joining through this server failed");
+                last = error;
+            }
+        }
+    }
+    Err(last)
+}
+
+fn content_of(object: &mut CanonicalJsonObject) -> &mut CanonicalJsonObject {
+    if !matches!(object.get("content"), Some(CanonicalJsonValue::Object(_))) {
+        object.insert("content".into(), CanonicalJsonValue::Object(CanonicalJsonObject::new()));
+    }
+    match object.get_mut("content") {
+        Some(CanonicalJsonValue::Object(c)) => c,
+        _ => unreachable!("content was just made an object"),
+    }
+}
+
+/// Fills in and signs a template a resident server handed out for one of our users.
+fn sign_template(
+    services: &Services,
+    version: &RoomVersionId,
+    mut template: CanonicalJsonObject,
+    user: &UserId,
+    membership: &str,
+    reason: Option<String>,
+) -> Result<(OwnedEventId, CanonicalJsonObject)> {
+    let rules = version
+        .rules()
+        .ok_or_else(|| Error::UnsupportedRoomVersion(format!("room version {version} is not supported")))?;
+    if template.get("sender").and_then(|s| s.as_str()) != Some(user.as_str())
+        || template.get("state_key").and_then(|s| s.as_str()) != Some(user.as_str())
+    {
+        return Err(Error::RemoteUnreachable("the resident server's template is for another user".into()));
+    }
+    template.insert("origin_server_ts".into(), CanonicalJsonValue::Integer(ruma::Int::new_saturating(crate::users::now_ms() as i64)));
+    template.insert("origin".into(), CanonicalJsonValue::String(services.federation.server_name().to_string()));
+    template.remove("signatures");
+    template.remove("hashes");
+    template.remove("unsigned");
+    let (displayname, avatar) = services.rooms.profile_of(user)?;
+    let content = content_of(&mut template);
+    content.insert("membership".into(), CanonicalJsonValue::String(membership.into()));
+    if membership == "join" {
+        if let Some(d) = displayname {
+            content.insert("displayname".into(), CanonicalJsonValue::String(d));
+        }
+        if let Some(a) = avatar {
+            content.insert("avatar_url".into(), CanonicalJsonValue::String(a));
+        }
+    }
+    if let Some(reason) = reason {
+        content.insert("reason".into(), CanonicalJsonValue::String(reason));
+    }
+    hash_and_sign_event(services.federation.server_name().as_str(), services.federation.own.keypair(), &mut template, &rules.redaction)
+        .map_err(|e| Error::Internal(format!("signing failed: {e}")))?;
+    let event_id = event_id_of(&template, version)?;
+    Ok((event_id, template))
+}
+
+async fn verify_all(
+    services: &Services,
+    version: &RoomVersionId,
+    raws: &[Box<serde_json::value::RawValue>],
+) -> Result<Vec<(OwnedEventId, CanonicalJsonObject)>> {
+    let mut out = Vec::with_capacity(raws.len());
+    for raw in raws {
+        let object = canonical_object(raw)?;
+        out.push(services.federation.verify_pdu(version, object).await?);
+    }
+    Ok(out)
+}
+
+async fn try_join(
+    services: &Arc<Services>,
+    server: &ServerName,
+    room: &RoomId,
+    user: &UserId,
+    reason: Option<String>,
+) -> Result<OwnedEventId> {
+    let fed = &services.federation;
+    let mut request = prepare_join_event::v1::Request::new(room.to_owned(), user.to_owned());
+    request.ver = supported_versions();
+    let made = fed.send(server, request).await?;
+    let version = made.room_version.unwrap_or(RoomVersionId::V1);
+    if !supported_versions().contains(&version) {
+        return Err(Error::UnsupportedRoomVersion(format!("room version {version} is not supported")));
+    }
+    let template = canonical_object(&made.event)?;
+    let prev_events: Vec<OwnedEventId> = match template.get("prev_events") {
+        Some(CanonicalJsonValue::Array(items)) => items
+            .iter()
+            .filter_map(|i| match i {
+                CanonicalJsonValue::String(s) => OwnedEventId::try_from(s.as_str()).ok(),
+                CanonicalJsonValue::Array(pair) => pair.first()?.as_str().and_then(|s| OwnedEventId::try_from(s).ok()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let (event_id, object) = sign_template(services, &version, template, user, "join", reason)?;
+    let raw = serde_json::value::to_raw_value(&object).map_err(|e| Error::Internal(e.to_string()))?;
+    let joined = fed.send(server, create_join_event::v2::Request::new(room.to_owned(), event_id.clone(), raw)).await?;
+    let state = verify_all(services, &version, &joined.room_state.state).await?;
+    let auth_chain = verify_all(services, &version, &joined.room_state.auth_chain).await?;
+    // A restricted join comes back signed by the resident server too.
+    let join = match &joined.room_state.event {
+        Some(raw) => {
+            let (id, signed) = fed.verify_pdu(&version, canonical_object(raw)?).await?;
+            if id != event_id {
+                return Err(Error::RemoteUnreachable(format!("{server} answered another join event")));
+            }
+            (id, signed)
+        }
+        None => (event_id, object),
+    };
+    // History before the join, oldest first, so `/messages` reaches it.
+    let mut history = Vec::new();
+    if !prev_events.is_empty() {
+        let mut request = get_backfill::v1::Request::new(room.to_owned(), prev_events, Default::default());
+        request.limit = JOIN_HISTORY.try_into().unwrap_or_default();
+        match fed.send(server, request).await {
+            Ok(response) => {
+                for raw in &response.pdus {
+                    let Ok(object) = canonical_object(raw) else { continue };
+                    if let Ok(verified) = fed.verify_pdu(&version, object).await {
+                        history.push(verified);
+                    }
+                }
+            }
+            Err(error) => tracing::info!(%server, %room, %error, "no history with the join"),
+        }
+    }
+    history.sort_by_key(|(_, o)| o.get("depth").and_then(|d| d.as_integer()).map(i64::from).unwrap_or(0));
+    history.dedup_by(|a, b| a.0 == b.0);
+    services.rooms.enter_remote_room(room, version, &state, &auth_chain, &history, join).await
+}
+
+/// Invites a user of another server: their server signs the invite, then it is sent into the
+/// room like any event of ours.
+pub async fn invite_remote(
+    services: &Arc<Services>,
+    room: &RoomId,
+    sender: &UserId,
+    invitee: &UserId,
+    reason: Option<String>,
+) -> Result<OwnedEventId> {
+    let fed = &services.federation;
+    let server = invitee.server_name();
+    fed.require_allowed(server)?;
+    let mut content = json!({ "membership": "invite" });
+    if let Some(r) = &reason {
+        content["reason"] = json!(r);
+    }
+    let (version, signed_by_us) = services.rooms.sign_local_event(room, sender, invitee.as_str(), content).await?;
+    let event_id = event_id_of(&signed_by_us, &version)?;
+    let stripped = crate::sync::stripped_state(services, room, &event_id).unwrap_or_default();
+    let raw = serde_json::value::to_raw_value(&signed_by_us).map_err(|e| Error::Internal(e.to_string()))?;
+    let mut request = create_invite::v2::Request::new(room.to_owned(), event_id.clone(), version.clone(), raw);
+    request.invite_room_state = stripped.iter().filter_map(|v| serde_json::value::to_raw_value(v).ok().map(ruma::serde::Raw::from_json)).collect();
+    let response = fed.send(server, request).await?;
+    let (returned_id, object) = fed.verify_pdu(&version, canonical_object(&response.event)?).await?;
+    if returned_id != event_id {
+        return Err(Error::RemoteUnreachable(format!("{server} changed the invite event")));
+    }
+    services.rooms.append_remote(room, &event_id, &object, None).await?;
+    Ok(event_id)
+}
+
+/// Rejects an invite to (or withdraws a knock on) a room this server is not in, through the
+/// server that sent the invite.
+pub async fn leave_remote(
+    services: &Arc<Services>,
+    room: &RoomId,
+    user: &UserId,
+    via: &ServerName,
+    reason: Option<String>,
+) -> Result<OwnedEventId> {
+    let fed = &services.federation;
+    let made = fed.send(via, prepare_leave_event::v1::Request::new(room.to_owned(), user.to_owned())).await?;
+    let version = made.room_version.unwrap_or(RoomVersionId::V1);
+    let template = canonical_object(&made.event)?;
+    let (event_id, object) = sign_template(services, &version, template, user, "leave", reason)?;
+    let raw = serde_json::value::to_raw_value(&object).map_err(|e| Error::Internal(e.to_string()))?;
+    fed.send(via, create_leave_event::v2::Request::new(room.to_owned(), event_id.clone(), raw)).await?;
+    services.rooms.record_remote_membership(room, user, &event_id, &object, "leave").await?;
+    Ok(event_id)
+}
+
+/// The stripped state an invite carried, in the client format.
+pub fn invite_state_of(object: &Value) -> Vec<Value> {
+    object["unsigned"]["invite_room_state"].as_array().cloned().unwrap_or_default()
+}
+
+/// Resolves a room alias, asking the alias's server when it is not ours. Returns the room and
+/// servers to join through.
+pub async fn resolve_alias(
+    services: &Services,
+    alias: &ruma::RoomAliasId,
+) -> Result<(ruma::OwnedRoomId, Vec<OwnedServerName>)> {
+    if alias.server_name() == services.federation.server_name() {
+        let record = services.rooms.resolve_alias(alias)?.ok_or_else(|| Error::not_found("unknown room alias"))?;
+        let mut servers = vec![services.federation.server_name().to_owned()];
+        servers.extend(super::receive::servers_in_room(services, &record.room_id)?);
+        return Ok((record.room_id, servers));
+    }
+    let response = services
+        .federation
+        .send(alias.server_name(), ruma::api::federation::query::get_room_information::v1::Request::new(alias.to_owned()))
+        .await?;
+    Ok((response.room_id, response.servers))
+}
+
+/// Whether this server takes part in the room (some local user is joined), so a membership
+/// change can be made locally rather than through another server.
+pub fn participating(services: &Services, room: &RoomId) -> Result<bool> {
+    if !services.rooms.exists(room)? {
+        return Ok(false);
+    }
+    if room.server_name() == Some(services.federation.server_name()) {
+        return Ok(true);
+    }
+    Ok(services.rooms.members(room)?.iter().any(|(u, m)| services.users.is_local(u) && m.membership == "join"))
+}
+
+/// The server that sent a local user's pending invite (or other membership) to a room we are not in.
+fn inviter_server(services: &Services, room: &RoomId, user: &UserId) -> Result<Option<OwnedServerName>> {
+    let Some(record) = services.rooms.membership(user, room)? else { return Ok(None) };
+    Ok(services.rooms.pdu(&record.event_id)?.map(|p| p.sender.server_name().to_owned()))
+}
+
+/// Joins a room locally when this server is in it, else through other servers.
+pub async fn join(
+    services: &Arc<Services>,
+    room: &RoomId,
+    user: &UserId,
+    via: &[OwnedServerName],
+    reason: Option<String>,
+) -> Result<OwnedEventId> {
+    if participating(services, room)? {
+        return services.rooms.join(room, user, reason).await;
+    }
+    let mut servers = via.to_vec();
+    if let Some(inviter) = inviter_server(services, room, user)? {
+        servers.insert(0, inviter);
+    }
+    join_remote(services, room, user, &servers, reason).await
+}
+
+/// Leaves a room; an invite to a room we are not in is rejected through its sender's server.
+pub async fn leave(services: &Arc<Services>, room: &RoomId, user: &UserId, reason: Option<String>) -> Result<()> {
+    if participating(services, room)? {
+        services.rooms.set_membership(room, user, user, "leave", reason, serde_json::Map::new()).await?;
+        return Ok(());
+    }
+    let Some(via) = inviter_server(services, room, user)? else {
+        return Err(Error::forbidden("you are not in this room"));
+    };
+    leave_remote(services, room, user, &via, reason).await?;
+    Ok(())
+}

@@ -1,0 +1,204 @@
+//! Federation: other servers' requests in, ours out.
+//!
+//! - `client.rs`: discovery, X-Matrix signing, the pooled HTTPS client and backoff.
+//! - `keys.rs`: other servers' signing keys (fetched, verified, cached until `valid_until_ts`).
+//! - `receive.rs`: inbound PDUs and EDUs — signatures and hashes, missing events, then
+//!   [`crate::rooms::Rooms::append_remote`], the one write path.
+//! - `sender.rs`: the outbound queue per destination, a consumer of the event stream.
+//! - `membership.rs`: joining, leaving, inviting and knocking across servers.
+
+pub mod client;
+pub mod keys;
+pub mod membership;
+pub mod receive;
+pub mod sender;
+
+use std::sync::Arc;
+
+use ruma::{
+    api::federation::authentication::XMatrix, signatures::Verified, CanonicalJsonObject, CanonicalJsonValue,
+    OwnedEventId, OwnedServerName, RoomVersionId, ServerName,
+};
+
+use self::{client::FederationClient, keys::RemoteKeys};
+use crate::{
+    config::Config,
+    db::Database,
+    error::{Error, Result},
+    server_keys::ServerKeys,
+};
+
+pub struct Federation {
+    pub client: FederationClient,
+    pub keys: RemoteKeys,
+    pub own: Arc<ServerKeys>,
+    pub config: Arc<Config>,
+    pub sender: sender::Sender,
+    /// Per-origin limit on concurrent inbound requests, so one peer cannot starve the others.
+    inbound: std::sync::Mutex<std::collections::HashMap<OwnedServerName, Arc<tokio::sync::Semaphore>>>,
+}
+
+/// Concurrent inbound requests one origin may have in flight.
+const INBOUND_PER_ORIGIN: usize = 32;
+
+impl Federation {
+    pub fn new(config: Arc<Config>, db: Arc<Database>, own: Arc<ServerKeys>) -> Result<Self> {
+        if !config.federation.verify_tls {
+            tracing::warn!("federation.verify_tls = false: other servers' certificates are not checked (test setups only)");
+        }
+        Ok(Self {
+            client: FederationClient::new(config.server_name.clone(), config.federation.verify_tls)?,
+            keys: RemoteKeys::new(db.clone()),
+            sender: sender::Sender::new(db),
+            own,
+            config,
+            inbound: Default::default(),
+        })
+    }
+
+    pub fn server_name(&self) -> &ServerName {
+        &self.config.server_name
+    }
+
+    /// Whether we federate with this server at all (`federation.enabled`, `federation.allow`).
+    pub fn allowed(&self, server: &ServerName) -> bool {
+        let f = &self.config.federation;
+        f.enabled && (f.allow.is_empty() || f.allow.iter().any(|s| s == server) || server == self.server_name())
+    }
+
+    pub fn require_allowed(&self, server: &ServerName) -> Result<()> {
+        if self.allowed(server) {
+            Ok(())
+        } else {
+            Err(Error::forbidden(format!("this server does not federate with {server} (federation.allow)")))
+        }
+    }
+
+    /// Sends a request, refusing destinations outside `federation.allow` before any traffic.
+    pub async fn send<R>(&self, destination: &ServerName, request: R) -> Result<R::IncomingResponse>
+    where
+        R: ruma::api::OutgoingRequest<PathBuilder = ruma::api::path_builder::SinglePath>,
+        R::Authentication: client::OutgoingAuth,
+    {
+        self.require_allowed(destination)?;
+        if destination == self.server_name() {
+            return Err(Error::Internal("a federation request to ourselves".into()));
+        }
+        self.client.send(&self.own, destination, request).await
+    }
+
+    /// A permit for one inbound request of `origin`; `None` when it has too many in flight.
+    pub fn inbound_permit(&self, origin: &ServerName) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let semaphore = self
+            .inbound
+            .lock()
+            .expect("inbound limits")
+            .entry(origin.to_owned())
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(INBOUND_PER_ORIGIN)))
+            .clone();
+        semaphore.try_acquire_owned().ok()
+    }
+
+    /// Verifies an inbound request's X-Matrix signature (origin, destination, the origin's key)
+    /// and returns the origin.
+    pub async fn verify_request(&self, request: &http::Request<bytes::Bytes>) -> Result<OwnedServerName> {
+        let header = request
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .ok_or_else(|| Error::Unauthorized("an X-Matrix Authorization header is required".into()))?;
+        let x_matrix = XMatrix::try_from(header)
+            .map_err(|e| Error::Unauthorized(format!("the X-Matrix Authorization header is malformed: {e}")))?;
+        if x_matrix.destination.as_deref().is_some_and(|d| d != self.server_name()) {
+            return Err(Error::Unauthorized("the request is addressed to another server".into()));
+        }
+        let origin = x_matrix.origin.clone();
+        if !self.allowed(&origin) {
+            return Err(Error::forbidden(format!("this server does not federate with {origin}")));
+        }
+        let key_map = self
+            .keys
+            .key_map(&self.client, &self.own, [(origin.clone(), Some(x_matrix.key.to_string()))])
+            .await
+            .map_err(|e| Error::Unauthorized(format!("the keys of {origin} cannot be had: {e}")))?;
+        x_matrix
+            .verify_request(request, self.server_name(), &key_map)
+            .map_err(|e| Error::Unauthorized(format!("the request signature does not verify: {e}")))?;
+        Ok(origin)
+    }
+
+    /// Checks a PDU received from another server: its event id under the room version's rules,
+    /// the signatures the spec requires (keys fetched as needed), and its content hash — a PDU
+    /// whose hash does not match is kept in its redacted form. Returns the event id and the PDU
+    /// to store.
+    pub async fn verify_pdu(
+        &self,
+        version: &RoomVersionId,
+        mut object: CanonicalJsonObject,
+    ) -> Result<(OwnedEventId, CanonicalJsonObject)> {
+        let rules = version
+            .rules()
+            .ok_or_else(|| Error::UnsupportedRoomVersion(format!("room version {version} is not supported")))?;
+        let size = serde_json::to_vec(&object).map(|v| v.len()).unwrap_or(usize::MAX);
+        if size > crate::rooms::MAX_PDU_BYTES {
+            return Err(Error::TooLarge(format!("a PDU of {size} bytes exceeds the limit")));
+        }
+        object.remove("unsigned");
+        let event_id = event_id_of(&object, version)?;
+        let servers = ruma::signatures::required_server_signatures_to_verify_event(&object, &rules.signatures)
+            .map_err(|e| Error::BadJson(format!("{event_id}: {e}")))?;
+        let signatures = object.get("signatures").and_then(|s| match s {
+            CanonicalJsonValue::Object(o) => Some(o.clone()),
+            _ => None,
+        });
+        let mut wanted = Vec::new();
+        for server in servers {
+            if !self.allowed(&server) {
+                return Err(Error::forbidden(format!("{event_id} needs a signature of {server}, outside federation.allow")));
+            }
+            let key_id = signatures
+                .as_ref()
+                .and_then(|s| s.get(server.as_str()))
+                .and_then(|k| match k {
+                    CanonicalJsonValue::Object(keys) => keys.keys().next().cloned(),
+                    _ => None,
+                });
+            wanted.push((server, key_id));
+        }
+        let key_map = self.keys.key_map(&self.client, &self.own, wanted).await?;
+        match ruma::signatures::verify_event(&key_map, &object, &rules) {
+            Ok(Verified::All) => Ok((event_id, object)),
+            Ok(Verified::Signatures) => {
+                let redacted = ruma::canonical_json::redact(object, &rules.redaction, None)
+                    .map_err(|e| Error::BadJson(format!("{event_id} cannot be redacted: {e}")))?;
+                tracing::warn!(%event_id, "content hash mismatch: keeping the redacted event");
+                Ok((event_id, redacted))
+            }
+            Err(e) => Err(Error::forbidden(format!("the signatures of {event_id} do not verify: {e}"))),
+        }
+    }
+}
+
+/// The event id of a PDU under its room version's rules (carried inside for versions 1 and 2,
+/// the reference hash after that).
+pub fn event_id_of(object: &CanonicalJsonObject, version: &RoomVersionId) -> Result<OwnedEventId> {
+    let rules = version
+        .rules()
+        .ok_or_else(|| Error::UnsupportedRoomVersion(format!("room version {version} is not supported")))?;
+    let id = match rules.event_id_format {
+        ruma::room_version_rules::EventIdFormatVersion::V1 => match object.get("event_id") {
+            Some(CanonicalJsonValue::String(id)) => id.clone(),
+            _ => return Err(Error::BadJson("the PDU has no event_id".into())),
+        },
+        _ => {
+            let hash = ruma::signatures::reference_hash(object, &rules)
+                .map_err(|e| Error::BadJson(format!("the PDU cannot be hashed: {e}")))?;
+            format!("${hash}")
+        }
+    };
+    OwnedEventId::try_from(id).map_err(|e| Error::BadJson(format!("bad event id: {e}")))
+}
+
+/// Parses raw PDU JSON into a canonical object.
+pub fn canonical_object(raw: &serde_json::value::RawValue) -> Result<CanonicalJsonObject> {
+    serde_json::from_str(raw.get()).map_err(|e| Error::BadJson(format!("a PDU is not canonical JSON: {e}")))
+}

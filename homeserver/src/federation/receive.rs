@@ -1,0 +1,455 @@
+//! Inbound transactions: PDUs verified and taken into their rooms (missing prev events fetched
+//! with `/get_missing_events`, missing state with `/state_ids`, unknown auth events with
+//! `/event`), EDUs applied when the origin may speak for the user or room they name.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use ruma::{
+    api::federation::event::{get_event, get_missing_events, get_room_state_ids},
+    events::StateEventType,
+    CanonicalJsonObject, EventId, OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomId,
+    ServerName, UserId,
+};
+use serde_json::Value;
+
+use super::{canonical_object, Federation};
+use crate::{
+    db::Batch,
+    ephemeral::{receipts::Receipt, to_device::ToDeviceMessage},
+    error::{Error, Result},
+    rooms::remote::{Accepted, TypedState},
+    services::Services,
+};
+
+/// The spec's limits on one transaction.
+pub const MAX_PDUS: usize = 50;
+pub const MAX_EDUS: usize = 100;
+/// Most events fetched to fill one gap before falling back to the state at the event.
+const MISSING_EVENTS_LIMIT: u64 = 20;
+
+/// Processes `PUT /send/{txnId}`: each room's PDUs in order, rooms in parallel, then the EDUs.
+/// A transaction seen before is answered as it was the first time.
+pub async fn transaction(
+    services: &Arc<Services>,
+    origin: &ServerName,
+    txn_id: &str,
+    pdus: &[Box<serde_json::value::RawValue>],
+    edus: &[Value],
+) -> Result<BTreeMap<OwnedEventId, Result<(), String>>> {
+    if pdus.len() > MAX_PDUS || edus.len() > MAX_EDUS {
+        return Err(Error::BadJson(format!("a transaction holds at most {MAX_PDUS} PDUs and {MAX_EDUS} EDUs")));
+    }
+    let key = (origin.to_owned(), txn_id.to_owned());
+    if let Some(done) = services.db.tables.origintxn_done.get(&key)? {
+        let answer: BTreeMap<OwnedEventId, Option<String>> = serde_json::from_slice(&done).unwrap_or_default();
+        return Ok(answer.into_iter().map(|(id, e)| (id, e.map_or(Ok(()), Err))).collect());
+    }
+    let mut by_room: BTreeMap<OwnedRoomId, Vec<CanonicalJsonObject>> = BTreeMap::new();
+    let mut results = BTreeMap::new();
+    for raw in pdus {
+        let object = match canonical_object(raw) {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::debug!(%origin, error = %e, "unreadable PDU in a transaction");
+                continue;
+            }
+        };
+        let Some(room) = object.get("room_id").and_then(|r| r.as_str()).and_then(|r| RoomId::parse(r).ok()) else {
+            continue;
+        };
+        by_room.entry(room).or_default().push(object);
+    }
+    let rooms = by_room.into_iter().map(|(room, objects)| {
+        let services = services.clone();
+        async move {
+            let mut out = Vec::new();
+            for object in objects {
+                let fallback = fallback_id(&object);
+                match handle_pdu(&services, origin, &room, object).await {
+                    Ok(id) => out.push((id, Ok(()))),
+                    Err((id, e)) => out.push((id.or(fallback.clone()), Err(e))),
+                }
+            }
+            out
+        }
+    });
+    for room_results in futures::future::join_all(rooms).await {
+        for (id, result) in room_results {
+            if let Some(id) = id {
+                results.insert(id, result);
+            }
+        }
+    }
+    for edu in edus {
+        if let Err(error) = handle_edu(services, origin, edu).await {
+            tracing::debug!(%origin, %error, "EDU ignored");
+        }
+    }
+    let stored: BTreeMap<&OwnedEventId, Option<&String>> =
+        results.iter().map(|(id, r): (&OwnedEventId, &Result<(), String>)| (id, r.as_ref().err())).collect();
+    let mut batch = Batch::new();
+    services.db.tables.origintxn_done.insert(&mut batch, &key, &serde_json::to_vec(&stored).unwrap_or_default());
+    services.db.commit(batch)?;
+    Ok(results.into_iter().map(|(id, r)| (id, r.map_err(|e| e.to_string()))).collect())
+}
+
+fn fallback_id(object: &CanonicalJsonObject) -> Option<OwnedEventId> {
+    object.get("event_id").and_then(|v| v.as_str()).and_then(|s| OwnedEventId::try_from(s).ok())
+}
+
+/// Whether `server` may take part in the room under its `m.room.server_acl`.
+pub fn acl_allows(services: &Services, room: &RoomId, server: &ServerName) -> bool {
+    let Ok(Some(acl)) = services.rooms.state_event(room, &StateEventType::RoomServerAcl, "") else { return true };
+    let content: Value = serde_json::from_str(acl.content.get()).unwrap_or_default();
+    let name = server.as_str();
+    let host = super::client::split_host_port(name).0;
+    let globs = |key: &str| -> Vec<String> {
+        content[key].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(str::to_owned)).collect()
+    };
+    if content["allow_ip_literals"] == Value::Bool(false)
+        && host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>().is_ok()
+    {
+        return false;
+    }
+    if globs("deny").iter().any(|g| glob_match(g, host)) {
+        return false;
+    }
+    globs("allow").iter().any(|g| glob_match(g, host))
+}
+
+/// `*` and `?` globs, as server ACLs use them.
+fn glob_match(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+type PduError = (Option<OwnedEventId>, String);
+
+/// Verifies and takes in one PDU, filling gaps before it from `origin`.
+async fn handle_pdu(
+    services: &Arc<Services>,
+    origin: &ServerName,
+    room: &RoomId,
+    object: CanonicalJsonObject,
+) -> std::result::Result<Option<OwnedEventId>, PduError> {
+    let record = services
+        .rooms
+        .room(room)
+        .map_err(|e| (None, e.to_string()))?
+        .ok_or_else(|| (None, format!("this server is not in {room}")))?;
+    if !acl_allows(services, room, origin) {
+        return Err((None, format!("{origin} is denied by the room's server ACL")));
+    }
+    let fed = &services.federation;
+    let (event_id, object) = fed.verify_pdu(&record.version, object).await.map_err(|e| (None, e.to_string()))?;
+    let fail = |e: Error| (Some(event_id.clone()), e.to_string());
+    if services.rooms.in_timeline(&event_id).map_err(fail)? {
+        return Ok(Some(event_id));
+    }
+    take_in(services, origin, room, &event_id, object, true).await.map_err(fail)?;
+    Ok(Some(event_id))
+}
+
+/// Fetches what the event needs (auth events, then prev events or the state before it) and
+/// appends it. `fill_gaps` is false for events fetched while filling a gap (no recursion).
+async fn take_in(
+    services: &Arc<Services>,
+    origin: &ServerName,
+    room: &RoomId,
+    event_id: &EventId,
+    object: CanonicalJsonObject,
+    fill_gaps: bool,
+) -> Result<()> {
+    let auth_events = ids_of(&object, "auth_events");
+    fetch_auth_events(services, origin, room, &auth_events).await?;
+    let mut missing = services.rooms.missing_prev_events(&object)?;
+    if !missing.is_empty() && fill_gaps {
+        fill_gap(services, origin, room, event_id).await;
+        missing = services.rooms.missing_prev_events(&object)?;
+    }
+    let outcome = if missing.is_empty() {
+        services.rooms.append_remote(room, event_id, &object, None).await?
+    } else {
+        let state = state_at(services, origin, room, event_id).await?;
+        services.rooms.append_remote(room, event_id, &object, Some(&state)).await?
+    };
+    match outcome {
+        Accepted::Rejected(reason) => Err(Error::forbidden(format!("{event_id} was rejected: {reason}"))),
+        Accepted::SoftFailed(reason) => {
+            tracing::info!(%event_id, %reason, "soft-failed");
+            Ok(())
+        }
+        Accepted::Timeline | Accepted::Duplicate => Ok(()),
+    }
+}
+
+fn ids_of(object: &CanonicalJsonObject, field: &str) -> Vec<OwnedEventId> {
+    let Some(ruma::CanonicalJsonValue::Array(items)) = object.get(field) else { return Vec::new() };
+    items
+        .iter()
+        .filter_map(|item| match item {
+            ruma::CanonicalJsonValue::String(s) => OwnedEventId::try_from(s.as_str()).ok(),
+            ruma::CanonicalJsonValue::Array(pair) => pair.first()?.as_str().and_then(|s| OwnedEventId::try_from(s).ok()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Fetches one event from a server and verifies it.
+pub async fn fetch_event(
+    services: &Services,
+    origin: &ServerName,
+    room: &RoomId,
+    event_id: &EventId,
+) -> Result<CanonicalJsonObject> {
+    let version = services.rooms.room(room)?.map(|r| r.version).ok_or_else(|| Error::not_found("unknown room"))?;
+    let response = services.federation.send(origin, get_event::v1::Request::new(event_id.to_owned())).await?;
+    let object = canonical_object(&response.pdu)?;
+    let (id, object) = services.federation.verify_pdu(&version, object).await?;
+    if id != event_id {
+        return Err(Error::forbidden(format!("{origin} answered {id} when asked for {event_id}")));
+    }
+    Ok(object)
+}
+
+/// Makes sure every auth event (and theirs, recursively) is held, fetching from `origin`.
+async fn fetch_auth_events(services: &Services, origin: &ServerName, room: &RoomId, ids: &[OwnedEventId]) -> Result<()> {
+    let mut todo: Vec<OwnedEventId> = ids.to_vec();
+    let mut fetched = 0;
+    let mut stack: Vec<(OwnedEventId, CanonicalJsonObject)> = Vec::new();
+    while let Some(id) = todo.pop() {
+        if services.rooms.knows_event(&id)? || stack.iter().any(|(s, _)| *s == id) {
+            continue;
+        }
+        fetched += 1;
+        if fetched > 500 {
+            return Err(Error::RemoteUnreachable("the auth chain to fetch is too long".into()));
+        }
+        let object = fetch_event(services, origin, room, &id).await?;
+        todo.extend(ids_of(&object, "auth_events"));
+        stack.push((id, object));
+    }
+    // Deepest first, so each stored event's auth events are stored before it.
+    for (id, object) in stack.into_iter().rev() {
+        services.rooms.store_outlier(room, &id, &object)?;
+    }
+    Ok(())
+}
+
+/// Asks `origin` for the events between what we hold and `latest`, and takes them in, oldest first.
+async fn fill_gap(services: &Arc<Services>, origin: &ServerName, room: &RoomId, latest: &EventId) {
+    let Ok(Some(record)) = services.rooms.room(room) else { return };
+    let mut request =
+        get_missing_events::v1::Request::new(room.to_owned(), record.extremities.clone(), vec![latest.to_owned()]);
+    request.limit = MISSING_EVENTS_LIMIT.try_into().unwrap_or_default();
+    let response = match services.federation.send(origin, request).await {
+        Ok(r) => r,
+        Err(error) => {
+            tracing::info!(%origin, %error, "get_missing_events failed");
+            return;
+        }
+    };
+    let mut events = Vec::new();
+    for raw in &response.events {
+        let Ok(object) = canonical_object(raw) else { continue };
+        let Ok((id, object)) = services.federation.verify_pdu(&record.version, object).await else { continue };
+        let depth = object.get("depth").and_then(|d| d.as_integer()).map(i64::from).unwrap_or(0);
+        events.push((depth, id, object));
+    }
+    events.sort_by_key(|(depth, _, _)| *depth);
+    for (_, id, object) in events {
+        if services.rooms.in_timeline(&id).unwrap_or(true) {
+            continue;
+        }
+        if let Err(error) = Box::pin(take_in(services, origin, room, &id, object, false)).await {
+            tracing::info!(%id, %error, "a missing event could not be taken in");
+        }
+    }
+}
+
+/// The state before an event, from `origin`'s `/state_ids`, fetching the events we lack.
+async fn state_at(services: &Services, origin: &ServerName, room: &RoomId, event_id: &EventId) -> Result<TypedState> {
+    let response = services
+        .federation
+        .send(origin, get_room_state_ids::v1::Request::new(event_id.to_owned(), room.to_owned()))
+        .await?;
+    fetch_auth_events(services, origin, room, &response.auth_chain_ids).await?;
+    let mut state = TypedState::new();
+    for id in &response.pdu_ids {
+        if !services.rooms.knows_event(id)? {
+            let object = fetch_event(services, origin, room, id).await?;
+            fetch_auth_events(services, origin, room, &ids_of(&object, "auth_events")).await?;
+            services.rooms.store_outlier(room, id, &object)?;
+        }
+        let pdu = services.rooms.pdu(id)?.ok_or_else(|| Error::Internal(format!("{id} vanished")))?;
+        if let Some(key) = pdu.state_key {
+            state.insert((pdu.kind.to_string().into(), key), id.clone());
+        }
+    }
+    Ok(state)
+}
+
+/// Whether `origin` may speak for `user` (the user is on that server).
+fn speaks_for(origin: &ServerName, user: &UserId) -> bool {
+    user.server_name() == origin
+}
+
+async fn handle_edu(services: &Arc<Services>, origin: &ServerName, edu: &Value) -> Result<()> {
+    let content = &edu["content"];
+    match edu["edu_type"].as_str().unwrap_or("") {
+        "m.typing" => {
+            let room = RoomId::parse(content["room_id"].as_str().unwrap_or("")).map_err(|e| Error::BadJson(e.to_string()))?;
+            let user = UserId::parse(content["user_id"].as_str().unwrap_or("")).map_err(|e| Error::BadJson(e.to_string()))?;
+            if !speaks_for(origin, &user) || !services.rooms.is_joined(&user, &room)? || !acl_allows(services, &room, origin) {
+                return Err(Error::forbidden("typing for a user the origin does not host or not in the room"));
+            }
+            let typing = content["typing"].as_bool().unwrap_or(false);
+            services.typing.set(&room, &user, typing.then_some(Duration::from_secs(30)));
+        }
+        "m.receipt" => {
+            let Some(rooms) = content.as_object() else { return Ok(()) };
+            for (room, kinds) in rooms {
+                let Ok(room) = RoomId::parse(room) else { continue };
+                if !acl_allows(services, &room, origin) {
+                    continue;
+                }
+                for (kind, users) in kinds.as_object().into_iter().flatten() {
+                    if kind != "m.read" {
+                        continue;
+                    }
+                    for (user, receipt) in users.as_object().into_iter().flatten() {
+                        let Ok(user) = UserId::parse(user) else { continue };
+                        if !speaks_for(origin, &user) || !services.rooms.is_joined(&user, &room)? {
+                            continue;
+                        }
+                        let Some(event) = receipt["event_ids"]
+                            .as_array()
+                            .and_then(|ids| ids.last())
+                            .and_then(|id| id.as_str())
+                            .and_then(|id| OwnedEventId::try_from(id).ok())
+                        else {
+                            continue;
+                        };
+                        let thread_id = receipt["data"]["thread_id"].as_str().map(str::to_owned);
+                        let ts = receipt["data"]["ts"].as_u64().unwrap_or_else(crate::users::now_ms);
+                        services
+                            .receipts
+                            .set(&room, Receipt { user, receipt_type: "m.read".into(), event_id: event, thread_id, ts })
+                            .await?;
+                    }
+                }
+            }
+        }
+        "m.presence" => {
+            for update in content["push"].as_array().into_iter().flatten() {
+                let Ok(user) = UserId::parse(update["user_id"].as_str().unwrap_or("")) else { continue };
+                if !speaks_for(origin, &user) {
+                    continue;
+                }
+                let presence = update["presence"].as_str().unwrap_or("offline");
+                if !matches!(presence, "online" | "offline" | "unavailable") {
+                    continue;
+                }
+                let status = update.get("status_msg").map(|s| s.as_str().map(str::to_owned));
+                services.presence.set(&user, presence, status).await?;
+            }
+        }
+        "m.direct_to_device" => {
+            let sender = UserId::parse(content["sender"].as_str().unwrap_or("")).map_err(|e| Error::BadJson(e.to_string()))?;
+            if !speaks_for(origin, &sender) {
+                return Err(Error::forbidden("to-device messages from a user the origin does not host"));
+            }
+            let kind = content["type"].as_str().unwrap_or("").to_owned();
+            let message_id = content["message_id"].as_str().unwrap_or("").to_owned();
+            let mut deliveries = Vec::new();
+            for (user, devices) in content["messages"].as_object().into_iter().flatten() {
+                let Ok(user) = UserId::parse(user) else { continue };
+                if !services.users.is_local(&user) {
+                    continue;
+                }
+                for (device, body) in devices.as_object().into_iter().flatten() {
+                    let targets: Vec<OwnedDeviceId> = if device == "*" {
+                        services.users.devices(&user)?.into_iter().map(|(id, _)| id).collect()
+                    } else {
+                        vec![device.as_str().into()]
+                    };
+                    for target in targets {
+                        if services.users.device(&user, &target)?.is_none() {
+                            continue;
+                        }
+                        deliveries.push((
+                            user.clone(),
+                            target,
+                            ToDeviceMessage { sender: sender.clone(), kind: kind.clone(), content: body.clone() },
+                        ));
+                    }
+                }
+            }
+            if !deliveries.is_empty() {
+                let device: OwnedDeviceId = format!("federation:{origin}").as_str().into();
+                services.to_device.send(&sender, &device, &message_id, deliveries).await?;
+            }
+        }
+        "m.device_list_update" | "m.signing_key_update" => {
+            let user = UserId::parse(content["user_id"].as_str().unwrap_or(""))
+                .or_else(|_| UserId::parse(content["master_key"]["user_id"].as_str().unwrap_or("")))
+                .map_err(|e| Error::BadJson(e.to_string()))?;
+            if !speaks_for(origin, &user) {
+                return Err(Error::forbidden("a device list update for a user the origin does not host"));
+            }
+            services.keys.remote_keys_changed(&user).await?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The servers of a room's joined members (where a room's events must go), ours excluded.
+pub fn servers_in_room(services: &Services, room: &RoomId) -> Result<Vec<OwnedServerName>> {
+    let mut servers: Vec<OwnedServerName> = services
+        .rooms
+        .members(room)?
+        .into_iter()
+        .filter(|(_, m)| m.membership == "join")
+        .map(|(u, _): (OwnedUserId, _)| u.server_name().to_owned())
+        .filter(|s| s != services.federation.server_name())
+        .collect();
+    servers.sort();
+    servers.dedup();
+    Ok(servers)
+}
+
+impl Federation {
+    /// Whether a stored event may be handed to `server` (history visibility of its users).
+    pub fn server_may_see(services: &Services, server: &ServerName, room: &RoomId, event: &EventId) -> Result<bool> {
+        let Some(meta) = services.rooms.meta(event)? else {
+            // Outliers (state and auth events) are part of the room's structure, not history.
+            return Ok(services.rooms.outlier(event)?.is_some_and(|o| o.room_id == room && !o.rejected));
+        };
+        if meta.room_id != room {
+            return Ok(false);
+        }
+        let window = services.rooms.server_window(server, room)?;
+        Ok(window.may_see(meta.pos))
+    }
+}

@@ -1,0 +1,520 @@
+//! Events of other servers entering the one write path: a remote PDU is authorized against its
+//! auth events, the state before it and the room's current state (soft-fail), forks are resolved
+//! with state resolution v2, and the event is persisted by [`Rooms::persist`] like a local one.
+//! Fetching what is missing (prev events, state, auth events) is the federation layer's job; this
+//! module only decides with what the store holds.
+
+use std::collections::{HashMap, HashSet};
+
+use ruma::{
+    events::StateEventType, state_res::StateMap as ResStateMap, CanonicalJsonObject, EventId, OwnedEventId,
+    OwnedRoomId, RoomId, RoomVersionId,
+};
+
+use super::{pdu::Pdu, rules_of, state, visibility::VisibilityChange, OutlierMeta, Plan, Rooms};
+use crate::{
+    db::{codec::Json, Batch},
+    error::{Error, Result},
+    stream::wait_durable,
+};
+
+/// What became of a remote event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Accepted {
+    /// Persisted in the room's timeline.
+    Timeline,
+    /// Already held (in the timeline, or decided before).
+    Duplicate,
+    /// Failed the authorization rules against its auth events or the state before it.
+    Rejected(String),
+    /// Authorized by its own state but not by the room's current state: kept, not shown.
+    SoftFailed(String),
+}
+
+/// A state given by `(type, state_key)`, as servers exchange it.
+pub type TypedState = HashMap<(StateEventType, String), OwnedEventId>;
+
+impl Rooms {
+    /// Whether the event is held here at all (timeline or outlier).
+    pub fn knows_event(&self, event: &EventId) -> Result<bool> {
+        Ok(self.pdu_json(event)?.is_some())
+    }
+
+    /// Whether the event is in a timeline here (so it has a state snapshot).
+    pub fn in_timeline(&self, event: &EventId) -> Result<bool> {
+        Ok(self.meta(event)?.is_some())
+    }
+
+    pub fn outlier(&self, event: &EventId) -> Result<Option<OutlierMeta>> {
+        Ok(self.db.tables.eventid_outlier.get(&event.to_owned())?.map(|Json(m)| m))
+    }
+
+    /// Stores a verified event outside any timeline (a state or auth event of a remote room).
+    pub fn store_outlier(&self, room: &RoomId, event_id: &EventId, object: &CanonicalJsonObject) -> Result<()> {
+        if self.knows_event(event_id)? {
+            return Ok(());
+        }
+        let json = serde_json::to_vec(object).map_err(|e| Error::Internal(e.to_string()))?;
+        let mut batch = Batch::new();
+        self.db.tables.eventid_pdu.insert(&mut batch, &event_id.to_owned(), &json);
+        self.db.tables.eventid_outlier.insert(
+            &mut batch,
+            &event_id.to_owned(),
+            &Json(OutlierMeta { room_id: room.to_owned(), rejected: false, soft_failed: false }),
+        );
+        self.db.commit(batch)
+    }
+
+    fn mark_outlier(&self, room: &RoomId, event_id: &EventId, json: &[u8], rejected: bool) -> Result<()> {
+        let mut batch = Batch::new();
+        self.db.tables.eventid_pdu.insert(&mut batch, &event_id.to_owned(), &json.to_vec());
+        self.db.tables.eventid_outlier.insert(
+            &mut batch,
+            &event_id.to_owned(),
+            &Json(OutlierMeta { room_id: room.to_owned(), rejected, soft_failed: !rejected }),
+        );
+        self.db.commit(batch)
+    }
+
+    /// Interns a typed state and writes it as a full snapshot of its own (committed at once; an
+    /// unused snapshot left by a crash is harmless). Returns the snapshot id and the short map.
+    fn write_state(&self, typed: &TypedState) -> Result<(u64, state::StateMap)> {
+        let mut map = state::StateMap::new();
+        for ((kind, key), id) in typed {
+            map.insert(self.state.intern(kind, key)?, id.clone());
+        }
+        let id = self.state.write_full(&map)?;
+        Ok((id, map))
+    }
+
+    fn typed(&self, map: &state::StateMap) -> Result<ResStateMap<OwnedEventId>> {
+        map.iter().map(|(short, id)| Ok((self.state.state_key_of(*short)?, id.clone()))).collect()
+    }
+
+    /// The full auth chain of an event (every auth event, recursively), from what is stored.
+    pub fn auth_chain(&self, start: &[OwnedEventId]) -> Result<HashSet<OwnedEventId>> {
+        let mut seen = HashSet::new();
+        let mut todo: Vec<OwnedEventId> = Vec::new();
+        for id in start {
+            if let Some(pdu) = self.auth_pdu(id) {
+                todo.extend(pdu.auth_events.iter().cloned());
+            }
+        }
+        while let Some(id) = todo.pop() {
+            if !seen.insert(id.clone()) {
+                continue;
+            }
+            if let Some(pdu) = self.auth_pdu(&id) {
+                todo.extend(pdu.auth_events.iter().filter(|a| !seen.contains(*a)).cloned());
+            }
+        }
+        Ok(seen)
+    }
+
+    /// Resolves forked states with the room version's state resolution algorithm.
+    pub fn resolve(&self, version: &RoomVersionId, states: &[state::StateMap]) -> Result<state::StateMap> {
+        if states.len() == 1 {
+            return Ok(states[0].clone());
+        }
+        let rules = rules_of(version)?;
+        let Some(res_rules) = rules.state_res.v2_rules() else {
+            return Err(Error::UnsupportedRoomVersion(format!("room version {version} uses state resolution v1")));
+        };
+        let typed: Vec<ResStateMap<OwnedEventId>> = states.iter().map(|s| self.typed(s)).collect::<Result<_>>()?;
+        let mut chains = Vec::with_capacity(states.len());
+        for state in states {
+            let ids: Vec<OwnedEventId> = state.values().cloned().collect();
+            let mut chain = self.auth_chain(&ids)?;
+            chain.extend(ids);
+            chains.push(chain);
+        }
+        let fetch = |id: &EventId| self.auth_pdu(id);
+        let subgraph = |conflicted: &ResStateMap<Vec<OwnedEventId>>| {
+            let conflicted: HashSet<OwnedEventId> = conflicted.values().flatten().cloned().collect();
+            Some(self.conflicted_subgraph(&conflicted))
+        };
+        let resolved = ruma::state_res::resolve(&rules.authorization, res_rules, typed.iter(), chains, fetch, subgraph)
+            .map_err(|e| Error::Internal(format!("state resolution failed: {e}")))?;
+        let mut out = state::StateMap::new();
+        for ((kind, key), id) in resolved {
+            out.insert(self.state.intern(&kind, &key)?, id);
+        }
+        Ok(out)
+    }
+
+    /// The events on auth paths from one conflicted event to another (state resolution v2.1).
+    fn conflicted_subgraph(&self, conflicted: &HashSet<OwnedEventId>) -> HashSet<OwnedEventId> {
+        let mut reaches: HashMap<OwnedEventId, bool> = HashMap::new();
+        fn walk(
+            rooms: &Rooms,
+            id: &OwnedEventId,
+            conflicted: &HashSet<OwnedEventId>,
+            reaches: &mut HashMap<OwnedEventId, bool>,
+            depth: usize,
+        ) -> bool {
+            if let Some(r) = reaches.get(id) {
+                return *r;
+            }
+            reaches.insert(id.clone(), false);
+            let mut result = false;
+            if depth < 10_000 {
+                if let Some(pdu) = rooms.auth_pdu(id) {
+                    for auth in &pdu.auth_events {
+                        let hit = conflicted.contains(auth) || walk(rooms, auth, conflicted, reaches, depth + 1);
+                        result |= hit;
+                    }
+                }
+            }
+            reaches.insert(id.clone(), result);
+            result
+        }
+        let mut out: HashSet<OwnedEventId> = conflicted.clone();
+        for id in conflicted {
+            walk(self, id, conflicted, &mut reaches, 0);
+        }
+        out.extend(reaches.into_iter().filter(|(_, r)| *r).map(|(id, _)| id));
+        out
+    }
+
+    /// The state before an event whose prev events are all in a timeline here.
+    fn state_before(&self, version: &RoomVersionId, pdu: &Pdu) -> Result<Option<(u64, state::StateMap)>> {
+        let mut snapshots = Vec::new();
+        for prev in &pdu.prev_events {
+            match self.meta(prev)? {
+                Some(meta) => snapshots.push(meta.dag_snapshot()),
+                None => return Ok(None),
+            }
+        }
+        snapshots.dedup();
+        if snapshots.len() == 1 {
+            return Ok(Some((snapshots[0], (*self.state.load(snapshots[0])?).clone())));
+        }
+        let states: Vec<state::StateMap> =
+            snapshots.iter().map(|s| self.state.load(*s).map(|m| (*m).clone())).collect::<Result<_>>()?;
+        let resolved = self.resolve(version, &states)?;
+        let id = self.state.write_full(&resolved)?;
+        Ok(Some((id, resolved)))
+    }
+
+    /// The prev events of a PDU that are not in a timeline here.
+    pub fn missing_prev_events(&self, object: &CanonicalJsonObject) -> Result<Vec<OwnedEventId>> {
+        let pdu = parse(object)?;
+        let mut missing = Vec::new();
+        for prev in pdu.prev_events {
+            if !self.in_timeline(&prev)? {
+                missing.push(prev);
+            }
+        }
+        Ok(missing)
+    }
+
+    /// Takes a remote event (signatures and hashes already verified) into the room: auth checks,
+    /// state, soft-fail, then the write path. `given_state` is the state before the event when
+    /// its prev events are not held here (fetched from a server with `/state_ids`).
+    pub async fn append_remote(
+        &self,
+        room: &RoomId,
+        event_id: &EventId,
+        object: &CanonicalJsonObject,
+        given_state: Option<&TypedState>,
+    ) -> Result<Accepted> {
+        let lock = self.lock(room);
+        let guard = lock.lock().await;
+        if self.in_timeline(event_id)? || self.outlier(event_id)?.is_some_and(|o| o.rejected || o.soft_failed) {
+            return Ok(Accepted::Duplicate);
+        }
+        let record = self.room(room)?.ok_or_else(|| Error::not_found("this server is not in the room"))?;
+        let rules = rules_of(&record.version)?;
+        let json = serde_json::to_vec(object).map_err(|e| Error::Internal(e.to_string()))?;
+        let mut pdu = parse(object)?;
+        pdu.event_id = event_id.to_owned();
+        if pdu.room_id.as_deref().is_some_and(|r| r != room) {
+            return Err(Error::BadJson(format!("{event_id} is not an event of {room}")));
+        }
+        // The auth events must be held (the federation layer fetched them) and not rejected.
+        for auth in &pdu.auth_events {
+            if !self.knows_event(auth)? || self.outlier(auth)?.is_some_and(|o| o.rejected) {
+                self.mark_outlier(room, event_id, &json, true)?;
+                return Ok(Accepted::Rejected(format!("auth event {auth} is unknown or rejected")));
+            }
+        }
+        // Against its auth events.
+        let by_auth_events: state::StateMap = {
+            let mut map = state::StateMap::new();
+            for auth in &pdu.auth_events {
+                if let Some(a) = self.auth_pdu(auth) {
+                    if let Some(key) = &a.state_key {
+                        map.insert(self.state.intern(&a.kind.to_string().into(), key)?, auth.clone());
+                    }
+                }
+            }
+            map
+        };
+        if let Err(reason) = self.check_auth(&rules, &pdu, Some(&by_auth_events)) {
+            self.mark_outlier(room, event_id, &json, true)?;
+            return Ok(Accepted::Rejected(reason));
+        }
+        let (before, before_map) = match given_state {
+            Some(typed) => self.write_state(typed)?,
+            None => match self.state_before(&record.version, &pdu)? {
+                Some(found) => found,
+                None => return Err(Error::Internal(format!("the prev events of {event_id} are not held"))),
+            },
+        };
+        if let Err(reason) = self.check_auth(&rules, &pdu, Some(&before_map)) {
+            self.mark_outlier(room, event_id, &json, true)?;
+            return Ok(Accepted::Rejected(reason));
+        }
+        if record.snapshot != before {
+            let current = self.state.load(record.snapshot)?;
+            if let Err(reason) = self.check_auth(&rules, &pdu, Some(&current)) {
+                self.mark_outlier(room, event_id, &json, false)?;
+                return Ok(Accepted::SoftFailed(reason));
+            }
+        }
+        let covers_extremities = record.extremities.iter().all(|e| pdu.prev_events.contains(e));
+        let mut extremities: Vec<OwnedEventId> =
+            record.extremities.iter().filter(|e| !pdu.prev_events.contains(e)).cloned().collect();
+        extremities.push(event_id.to_owned());
+        let resolved = if covers_extremities {
+            None
+        } else {
+            let mut after = before_map.clone();
+            if let Some(key) = &pdu.state_key {
+                after.insert(self.state.intern(&pdu.kind.to_string().into(), key)?, event_id.to_owned());
+            }
+            let current = (*self.state.load(record.snapshot)?).clone();
+            Some(self.resolve(&record.version, &[current, after])?)
+        };
+        let depth = u64::from(pdu.depth);
+        let durable = self.persist(
+            room,
+            Plan {
+                version: record.version.clone(),
+                event_id: event_id.to_owned(),
+                json,
+                pdu,
+                before: Some(before),
+                resolved,
+                old_current: Some(record.snapshot),
+                extremities,
+                depth,
+                txn: None,
+                historical: false,
+                extra_visibility: Vec::new(),
+            },
+        )?;
+        drop(guard);
+        wait_durable(durable).await?;
+        Ok(Accepted::Timeline)
+    }
+
+    /// Enters a room this server joins over federation: the state and auth chain the resident
+    /// server sent (verified by the caller) are stored as outliers, history fetched with the join
+    /// (oldest first) is put in the timeline before the join, then our join event is persisted on
+    /// the state before it. The room record exists from then on.
+    pub async fn enter_remote_room(
+        &self,
+        room: &RoomId,
+        version: RoomVersionId,
+        state_events: &[(OwnedEventId, CanonicalJsonObject)],
+        auth_chain: &[(OwnedEventId, CanonicalJsonObject)],
+        history: &[(OwnedEventId, CanonicalJsonObject)],
+        join: (OwnedEventId, CanonicalJsonObject),
+    ) -> Result<OwnedEventId> {
+        let lock = self.lock(room);
+        let guard = lock.lock().await;
+        for (id, object) in auth_chain.iter().chain(state_events) {
+            self.store_outlier(room, id, object)?;
+        }
+        let mut typed = TypedState::new();
+        for (id, object) in state_events {
+            let pdu = parse(object)?;
+            if let Some(key) = pdu.state_key {
+                typed.insert((pdu.kind.to_string().into(), key), id.clone());
+            }
+        }
+        let (before, before_map) = self.write_state(&typed)?;
+        // What the visibility rules need to know of the room as it stands: every member's
+        // membership and the history visibility, recorded at the first position we write.
+        let mut seed = Vec::new();
+        for id in before_map.values() {
+            if let Some(pdu) = self.auth_pdu(id) {
+                seed.extend(VisibilityChange::of(&pdu));
+            }
+        }
+        let rules = rules_of(&version)?;
+        let mut pending = Vec::new();
+        for (id, object) in history {
+            if self.in_timeline(id)? {
+                continue;
+            }
+            let json = serde_json::to_vec(object).map_err(|e| Error::Internal(e.to_string()))?;
+            let mut pdu = parse(object)?;
+            pdu.event_id = id.clone();
+            let depth = u64::from(pdu.depth);
+            pending.push(self.persist(
+                room,
+                Plan {
+                    version: version.clone(),
+                    event_id: id.clone(),
+                    json,
+                    pdu,
+                    before: Some(before),
+                    resolved: None,
+                    old_current: Some(before),
+                    extremities: Vec::new(),
+                    depth,
+                    txn: None,
+                    historical: true,
+                    extra_visibility: std::mem::take(&mut seed),
+                },
+            )?);
+        }
+        let (join_id, join_object) = join;
+        let json = serde_json::to_vec(&join_object).map_err(|e| Error::Internal(e.to_string()))?;
+        let mut pdu = parse(&join_object)?;
+        pdu.event_id = join_id.clone();
+        if let Err(reason) = self.check_auth(&rules, &pdu, Some(&before_map)) {
+            return Err(Error::Forbidden(format!("the room's state does not allow the join: {reason}")));
+        }
+        let depth = u64::from(pdu.depth);
+        let extremities = vec![join_id.clone()];
+        pending.push(self.persist(
+            room,
+            Plan {
+                version,
+                event_id: join_id.clone(),
+                json,
+                pdu,
+                before: Some(before),
+                resolved: None,
+                old_current: Some(before),
+                extremities,
+                depth,
+                txn: None,
+                historical: false,
+                extra_visibility: seed,
+            },
+        )?);
+        drop(guard);
+        for durable in pending {
+            wait_durable(durable).await?;
+        }
+        Ok(join_id)
+    }
+
+    /// Builds and signs a membership event of a local user for `target` without persisting it
+    /// (an invite another server must sign too); it is checked against the current state.
+    pub async fn sign_local_event(
+        &self,
+        room: &RoomId,
+        sender: &ruma::UserId,
+        target: &str,
+        content: serde_json::Value,
+    ) -> Result<(RoomVersionId, CanonicalJsonObject)> {
+        let lock = self.lock(room);
+        let _guard = lock.lock().await;
+        let record = self.room(room)?.ok_or_else(|| Error::not_found("unknown room"))?;
+        let rules = rules_of(&record.version)?;
+        let event = super::NewEvent::state(StateEventType::RoomMember, target, content);
+        let auth_events = self.auth_events_for(&record, &rules, sender, &event)?;
+        let (event_id, object) = self.build(
+            &rules,
+            Some(room),
+            sender,
+            &event,
+            super::Links { prev_events: &record.extremities, auth_events: &auth_events, depth: record.depth + 1 },
+        )?;
+        let json = serde_json::to_vec(&object).map_err(|e| Error::Internal(e.to_string()))?;
+        let pdu = Pdu::from_json(event_id, &json).map_err(|e| Error::Internal(e.to_string()))?;
+        let state = self.state.load(record.snapshot)?;
+        self.check_auth(&rules, &pdu, Some(&state)).map_err(Error::Forbidden)?;
+        Ok((record.version, object))
+    }
+
+    /// Records a local user's membership of a room this server is not in (an invite received
+    /// from another server, or the leave that rejects it): the event is kept as an outlier and the
+    /// membership gets a stream position, so the user's sync shows it.
+    pub async fn record_remote_membership(
+        &self,
+        room: &RoomId,
+        user: &ruma::UserId,
+        event_id: &EventId,
+        object: &CanonicalJsonObject,
+        membership: &str,
+    ) -> Result<()> {
+        let json = serde_json::to_vec(object).map_err(|e| Error::Internal(e.to_string()))?;
+        let tables = &self.db.tables;
+        let durable = self.writer.submit(&self.db, |batch, pos| {
+            tables.eventid_pdu.insert(batch, &event_id.to_owned(), &json);
+            tables.eventid_outlier.insert(
+                batch,
+                &event_id.to_owned(),
+                &Json(OutlierMeta { room_id: room.to_owned(), rejected: false, soft_failed: false }),
+            );
+            let record = Json(super::MembershipRecord {
+                membership: membership.to_owned(),
+                event_id: event_id.to_owned(),
+                pos,
+                joined_since: None,
+            });
+            tables.useridroomid_membership.insert(batch, &(user.to_owned(), room.to_owned()), &record);
+            Ok(crate::stream::Cleanup { wake: crate::stream::Audience::User(user.to_owned()), ..Default::default() })
+        })?;
+        wait_durable(durable).await
+    }
+
+    /// Timeline entries of a room before `pos` (exclusive), newest first, at most `max`.
+    pub fn timeline_before(&self, room: &RoomId, pos: u64, max: usize) -> Result<Vec<(u64, OwnedEventId)>> {
+        use crate::db::codec::{prefix, Be64, Codec};
+        let start = (room.to_owned(), Be64(pos.saturating_sub(1))).encode();
+        let mut out = Vec::new();
+        for entry in self.db.tables.roomidpos_eventid.scan_from(prefix(&room.to_owned()), start, false) {
+            let ((_, Be64(p)), id) = entry?;
+            if p >= pos {
+                continue;
+            }
+            out.push((p, id));
+            if out.len() >= max {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The room a stored event belongs to (timeline or outlier).
+    pub fn room_of_event(&self, event: &EventId) -> Result<Option<OwnedRoomId>> {
+        if let Some(meta) = self.meta(event)? {
+            return Ok(Some(meta.room_id));
+        }
+        Ok(self.outlier(event)?.map(|o| o.room_id))
+    }
+
+    /// The state before an event as `(type, state_key) → event id`, for `/state_ids` and
+    /// `/state`: the state after its prev events in their DAG branch.
+    pub fn state_before_event(&self, event: &EventId) -> Result<Option<Vec<OwnedEventId>>> {
+        let Some(pdu) = self.pdu(event)? else { return Ok(None) };
+        let Some(meta) = self.meta(event)? else { return Ok(None) };
+        let mut after = (*self.state.load(meta.dag_snapshot())?).clone();
+        if let Some(key) = &pdu.state_key {
+            // The state after a state event holds the event itself; before it, what it replaced.
+            let short = self.state.intern(&pdu.kind.to_string().into(), key)?;
+            let room = self.room(&meta.room_id)?;
+            let version = room.map(|r| r.version).unwrap_or(RoomVersionId::V10);
+            match self.state_before(&version, &pdu)? {
+                Some((_, before)) => after = before,
+                None => {
+                    after.remove(&short);
+                }
+            }
+        }
+        Ok(Some(after.into_values().collect()))
+    }
+}
+
+fn parse(object: &CanonicalJsonObject) -> Result<Pdu> {
+    let json = serde_json::to_vec(object).map_err(|e| Error::Internal(e.to_string()))?;
+    let placeholder = OwnedEventId::try_from("$placeholder").map_err(|e| Error::Internal(e.to_string()))?;
+    Pdu::from_json(placeholder, &json).map_err(|e| Error::BadJson(format!("not a valid PDU: {e}")))
+}
