@@ -235,7 +235,7 @@ async fn take_membership(
     // Other servers in the room hear of it from us, the resident server it came through.
     let others: Vec<OwnedServerName> =
         receive::servers_in_room(services, room)?.into_iter().filter(|s| s != origin).collect();
-    services.federation.sender.queue_pdu(&others, serde_json::Value::from(object.clone()))?;
+    services.federation.sender.queue_pdu(&others, serde_json::to_value(&object).map_err(|e| Error::Internal(e.to_string()))?)?;
     Ok((id, object))
 }
 
@@ -249,7 +249,6 @@ pub async fn send_join(
     let state = services.rooms.state_before_event(&id)?.unwrap_or_default();
     let chain = services.rooms.auth_chain(&state)?;
     let mut room_state = create_join_event::v2::RoomState::new();
-    room_state.origin = services.federation.server_name().to_string();
     room_state.state = state.iter().filter_map(|e| pdu_raw(&services, e).ok().flatten()).collect();
     room_state.auth_chain = chain.iter().filter_map(|e| pdu_raw(&services, e).ok().flatten()).collect();
     let mut servers = receive::servers_in_room(&services, &body.room_id)?;
@@ -321,7 +320,7 @@ pub async fn invite(
         // A room we are not in: the invitee's sync shows the invite with the state it carried.
         let mut stored = object.clone();
         let stripped: Vec<serde_json::Value> =
-            body.invite_room_state.iter().filter_map(|s| serde_json::from_str(s.json().get()).ok()).collect();
+            body.invite_room_state.iter().filter_map(|s| serde_json::to_value(s).ok()).collect();
         let mut unsigned = CanonicalJsonObject::new();
         if let Ok(value) = ruma::CanonicalJsonValue::try_from(serde_json::Value::Array(stripped)) {
             unsigned.insert("invite_room_state".into(), value);
@@ -510,8 +509,10 @@ pub async fn user_keys_query(
     let wanted: BTreeMap<ruma::OwnedUserId, Vec<ruma::OwnedDeviceId>> =
         request.body.device_keys.into_iter().filter(|(u, _)| services.users.is_local(u)).collect();
     let result = services.keys.query(&services.users, &server_requester(&origin)?, &wanted)?;
-    let to_raw = |v: &serde_json::Value| Raw::from_json(serde_json::value::to_raw_value(v).expect("JSON values serialize"));
-    let mut response = ruma::api::federation::keys::get_keys::v1::Response::new();
+    fn to_raw<T>(v: &serde_json::Value) -> Raw<T> {
+        Raw::from_json(serde_json::value::to_raw_value(v).expect("JSON values serialize"))
+    }
+    let mut response = ruma::api::federation::keys::get_keys::v1::Response::new(BTreeMap::new());
     for (user, devices) in result.device_keys {
         response.device_keys.insert(user, devices.iter().map(|(d, k)| (d.clone(), to_raw(k))).collect());
     }

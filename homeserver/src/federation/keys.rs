@@ -67,7 +67,7 @@ pub struct RemoteKeys {
 /// Checks a key document: it names the server and carries the server's signature made with one of
 /// the keys it lists. Returns what to cache.
 pub fn verify_key_document(server: &ServerName, document: &CanonicalJsonObject) -> Result<RemoteKeySet> {
-    let keys: ServerSigningKeys = serde_json::from_value(serde_json::Value::from(document.clone()))
+    let keys: ServerSigningKeys = serde_json::from_value(serde_json::to_value(document).unwrap_or_default())
         .map_err(|e| Error::Forbidden(format!("the key document of {server} is malformed: {e}")))?;
     if keys.server_name != server {
         return Err(Error::Forbidden(format!("the key document of {server} names {}", keys.server_name)));
@@ -80,7 +80,7 @@ pub fn verify_key_document(server: &ServerName, document: &CanonicalJsonObject) 
             .map(|(id, k)| (id.to_string(), (k.key.encode(), k.expired_ts.get().into())))
             .collect(),
         valid_until_ts: keys.valid_until_ts.get().into(),
-        document: Some(serde_json::Value::from(document.clone())),
+        document: serde_json::to_value(document).ok(),
     };
     let mut own = PublicKeySet::new();
     for (id, key) in &set.verify_keys {

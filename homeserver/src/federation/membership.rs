@@ -214,10 +214,28 @@ pub async fn invite_remote(
     }
     let (version, signed_by_us) = services.rooms.sign_local_event(room, sender, invitee.as_str(), content).await?;
     let event_id = event_id_of(&signed_by_us, &version)?;
-    let stripped = crate::sync::stripped_state(services, room, &event_id).unwrap_or_default();
+    // Since Matrix 1.16 the invite's room state travels as full PDUs.
+    let mut invite_state = Vec::new();
+    for kind in [
+        ruma::events::StateEventType::RoomCreate,
+        ruma::events::StateEventType::RoomJoinRules,
+        ruma::events::StateEventType::RoomName,
+        ruma::events::StateEventType::RoomAvatar,
+        ruma::events::StateEventType::RoomTopic,
+        ruma::events::StateEventType::RoomCanonicalAlias,
+        ruma::events::StateEventType::RoomEncryption,
+    ] {
+        if let Some(pdu) = services.rooms.state_event(room, &kind, "")? {
+            if let Some(json) = services.rooms.pdu_json(&pdu.event_id)? {
+                let raw = serde_json::value::RawValue::from_string(String::from_utf8_lossy(&json).into_owned())
+                    .map_err(|e| Error::Internal(e.to_string()))?;
+                invite_state.push(ruma::api::federation::membership::RawStrippedState::Pdu(raw));
+            }
+        }
+    }
     let raw = serde_json::value::to_raw_value(&signed_by_us).map_err(|e| Error::Internal(e.to_string()))?;
-    let mut request = create_invite::v2::Request::new(room.to_owned(), event_id.clone(), version.clone(), raw);
-    request.invite_room_state = stripped.iter().filter_map(|v| serde_json::value::to_raw_value(v).ok().map(ruma::serde::Raw::from_json)).collect();
+    let request =
+        create_invite::v2::Request::new(room.to_owned(), event_id.clone(), version.clone(), raw, invite_state);
     let response = fed.send(server, request).await?;
     let (returned_id, object) = fed.verify_pdu(&version, canonical_object(&response.event)?).await?;
     if returned_id != event_id {
@@ -247,9 +265,13 @@ pub async fn leave_remote(
     Ok(event_id)
 }
 
-/// The stripped state an invite carried, in the client format.
+/// The stripped state an invite carried (stripped events or full PDUs), in the client format.
 pub fn invite_state_of(object: &Value) -> Vec<Value> {
-    object["unsigned"]["invite_room_state"].as_array().cloned().unwrap_or_default()
+    let items = object["unsigned"]["invite_room_state"].as_array().cloned().unwrap_or_default();
+    items
+        .iter()
+        .map(|e| json!({ "type": e["type"], "state_key": e["state_key"], "sender": e["sender"], "content": e["content"] }))
+        .collect()
 }
 
 /// Resolves a room alias, asking the alias's server when it is not ours. Returns the room and

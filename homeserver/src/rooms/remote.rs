@@ -7,7 +7,8 @@
 use std::collections::{HashMap, HashSet};
 
 use ruma::{
-    events::StateEventType, state_res::StateMap as ResStateMap, CanonicalJsonObject, EventId, OwnedEventId,
+    events::StateEventType,
+    state_res::{utils::event_id_set::EventIdSet, StateMap as ResStateMap}, CanonicalJsonObject, EventId, OwnedEventId,
     OwnedRoomId, RoomId, RoomVersionId,
 };
 
@@ -62,7 +63,7 @@ impl Rooms {
             &event_id.to_owned(),
             &Json(OutlierMeta { room_id: room.to_owned(), rejected: false, soft_failed: false }),
         );
-        self.db.commit(batch)
+        Ok(self.db.commit(batch)?)
     }
 
     fn mark_outlier(&self, room: &RoomId, event_id: &EventId, json: &[u8], rejected: bool) -> Result<()> {
@@ -73,7 +74,7 @@ impl Rooms {
             &event_id.to_owned(),
             &Json(OutlierMeta { room_id: room.to_owned(), rejected, soft_failed: !rejected }),
         );
-        self.db.commit(batch)
+        Ok(self.db.commit(batch)?)
     }
 
     /// Interns a typed state and writes it as a full snapshot of its own (committed at once; an
@@ -126,12 +127,20 @@ impl Rooms {
             let ids: Vec<OwnedEventId> = state.values().cloned().collect();
             let mut chain = self.auth_chain(&ids)?;
             chain.extend(ids);
-            chains.push(chain);
+            let mut set = EventIdSet::new();
+            for id in chain {
+                set.insert(id);
+            }
+            chains.push(set);
         }
         let fetch = |id: &EventId| self.auth_pdu(id);
         let subgraph = |conflicted: &ResStateMap<Vec<OwnedEventId>>| {
             let conflicted: HashSet<OwnedEventId> = conflicted.values().flatten().cloned().collect();
-            Some(self.conflicted_subgraph(&conflicted))
+            let mut set = EventIdSet::new();
+            for id in self.conflicted_subgraph(&conflicted) {
+                set.insert(id);
+            }
+            Some(set)
         };
         let resolved = ruma::state_res::resolve(&rules.authorization, res_rules, typed.iter(), chains, fetch, subgraph)
             .map_err(|e| Error::Internal(format!("state resolution failed: {e}")))?;

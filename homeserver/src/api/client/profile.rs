@@ -22,8 +22,7 @@ async fn remote_profile(
 ) -> Result<std::collections::BTreeMap<String, serde_json::Value>> {
     let request = ruma::api::federation::query::get_profile_information::v1::Request::new(user.to_owned());
     let response = services.federation.send(user.server_name(), request).await?;
-    let value = serde_json::to_value(&response).map_err(|e| Error::Internal(e.to_string()))?;
-    Ok(value.as_object().cloned().unwrap_or_default().into_iter().collect())
+    Ok(response.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
 }
 
 fn check_readable(services: &Services, user: &UserId) -> Result<()> {
