@@ -120,6 +120,8 @@ struct Plan {
     /// Visibility index entries to record at this event's position (the memberships and history
     /// visibility of a remote room as we enter it).
     extra_visibility: Vec<visibility::VisibilityChange>,
+    /// Memberships to record with this event: the members of a remote room as we enter it.
+    extra_members: Vec<(OwnedUserId, String, OwnedEventId)>,
 }
 
 /// A user's membership in a room, indexed both ways.
@@ -700,6 +702,7 @@ impl Rooms {
                 txn,
                 historical: false,
                 extra_visibility: Vec::new(),
+                extra_members: Vec::new(),
             },
         )
     }
@@ -739,6 +742,7 @@ impl Rooms {
             txn,
             historical,
             extra_visibility,
+            extra_members,
         } = plan;
         let rules = rules_of(&version)?;
         // Interning commits on its own; do it before taking the writer's queue.
@@ -763,7 +767,7 @@ impl Rooms {
                 })
         };
         // The membership changes this write makes to the room's current state.
-        let mut memberships = Vec::new();
+        let mut memberships = extra_members;
         let mut current_diff = None;
         match &resolved {
             None if historical => {}

@@ -257,6 +257,13 @@ impl Rooms {
                     }
                 }
             }
+            // Room version 12 does not list the create event among auth events: it is the room.
+            let create = self.state.intern(&StateEventType::RoomCreate, "")?;
+            if let std::collections::btree_map::Entry::Vacant(entry) = map.entry(create) {
+                if let Some(id) = self.state.load(record.snapshot)?.get(&create) {
+                    entry.insert(id.clone());
+                }
+            }
             map
         };
         if let Err(reason) = self.check_auth(&rules, &pdu, Some(&by_auth_events)) {
@@ -311,6 +318,7 @@ impl Rooms {
                 txn: None,
                 historical: false,
                 extra_visibility: Vec::new(),
+                extra_members: Vec::new(),
             },
         )?;
         drop(guard);
@@ -347,9 +355,17 @@ impl Rooms {
         // What the visibility rules need to know of the room as it stands: every member's
         // membership and the history visibility, recorded at the first position we write.
         let mut seed = Vec::new();
+        let mut members = Vec::new();
         for id in before_map.values() {
             if let Some(pdu) = self.auth_pdu(id) {
                 seed.extend(VisibilityChange::of(&pdu));
+                if pdu.kind == ruma::events::TimelineEventType::RoomMember {
+                    if let Some(user) = pdu.state_key.as_deref().and_then(|k| ruma::UserId::parse(k).ok()) {
+                        let content: serde_json::Value = serde_json::from_str(pdu.content.get()).unwrap_or_default();
+                        let membership = content["membership"].as_str().unwrap_or("leave").to_owned();
+                        members.push((user, membership, id.clone()));
+                    }
+                }
             }
         }
         let rules = rules_of(&version)?;
@@ -377,6 +393,7 @@ impl Rooms {
                     txn: None,
                     historical: true,
                     extra_visibility: std::mem::take(&mut seed),
+                    extra_members: std::mem::take(&mut members),
                 },
             )?);
         }
@@ -404,6 +421,7 @@ impl Rooms {
                 txn: None,
                 historical: false,
                 extra_visibility: seed,
+                extra_members: members,
             },
         )?);
         drop(guard);
