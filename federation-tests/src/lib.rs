@@ -354,11 +354,8 @@ impl Node {
         let response = request.send().await.unwrap_or_else(|e| panic!("{}: {method} {path}: {e}", self.label));
         let status = response.status().as_u16();
         let text = response.text().await.unwrap_or_default();
-        let value = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
+        let value =
+            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
         (status, value)
     }
 
@@ -387,10 +384,8 @@ impl Node {
         let path = "/_matrix/client/v3/register";
         let body = json!({ "username": localpart, "password": PASSWORD });
         let (_, first) = self.call(Method::POST, None, path, Some(&body)).await;
-        let session = first["session"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{}: no UIA session in {first}", self.label))
-            .to_owned();
+        let session =
+            first["session"].as_str().unwrap_or_else(|| panic!("{}: no UIA session in {first}", self.label)).to_owned();
         let body = json!({ "username": localpart, "password": PASSWORD,
                            "auth": { "type": "m.login.dummy", "session": session } });
         let (status, done) = self.call(Method::POST, None, path, Some(&body)).await;
@@ -582,12 +577,8 @@ impl Node {
             .await
             .unwrap_or_else(|e| panic!("{}: GET {path}: {e}", self.label));
         let status = response.status().as_u16();
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("<missing>")
-            .to_owned();
+        let content_type =
+            response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("<missing>").to_owned();
         let bytes = response.bytes().await.unwrap_or_else(|e| panic!("{}: body of {path}: {e}", self.label));
         (status, content_type, bytes.to_vec())
     }

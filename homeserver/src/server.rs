@@ -84,9 +84,8 @@ async fn serve_federation(
         .map_err(|e| format!("tls.cert and tls.key do not make a usable certificate: {e}"))?;
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(tls));
-    let listener = TcpListener::bind(address)
-        .await
-        .map_err(|e| format!("cannot listen on {address} (listen.federation): {e}"))?;
+    let listener =
+        TcpListener::bind(address).await.map_err(|e| format!("cannot listen on {address} (listen.federation): {e}"))?;
     let app = api::federation_router(services.clone());
     println!("hemicycle federation on https://{address}");
     let _ = std::io::stdout().flush();

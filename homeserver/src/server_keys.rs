@@ -127,7 +127,10 @@ impl ServerKeys {
         for (id, public, expired) in &self.old {
             let mut key = CanonicalJsonObject::new();
             key.insert("key".into(), CanonicalJsonValue::String(public.clone()));
-            key.insert("expired_ts".into(), CanonicalJsonValue::Integer((*expired as i64).try_into().unwrap_or_default()));
+            key.insert(
+                "expired_ts".into(),
+                CanonicalJsonValue::Integer((*expired as i64).try_into().unwrap_or_default()),
+            );
             old_keys.insert(id.clone(), CanonicalJsonValue::Object(key));
         }
         let mut document = CanonicalJsonObject::new();

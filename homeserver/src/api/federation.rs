@@ -21,7 +21,7 @@ use ruma::{
 };
 use serde_json::value::RawValue;
 
-use super::ruma::{Ruma, RouterExt};
+use super::ruma::{RouterExt, Ruma};
 use crate::{
     error::{Error, Result},
     federation::{canonical_object, membership::supported_versions, receive, Federation},
@@ -111,7 +111,10 @@ pub async fn server_keys(
 }
 
 /// The notary: our own keys, and what we hold (or can fetch) of other servers' keys.
-async fn notary(services: &Services, server: &ServerName) -> Result<Vec<Raw<ruma::api::federation::discovery::ServerSigningKeys>>> {
+async fn notary(
+    services: &Services,
+    server: &ServerName,
+) -> Result<Vec<Raw<ruma::api::federation::discovery::ServerSigningKeys>>> {
     if server == services.federation.server_name() {
         return Ok(vec![document_raw(&services.server_keys.key_document()?)?]);
     }
@@ -187,7 +190,8 @@ pub async fn make_join(
     if !versions.contains(&record.version) {
         return Err(Error::IncompatibleRoomVersion(record.version.to_string()));
     }
-    let event = NewEvent::state(StateEventType::RoomMember, body.user_id.as_str(), serde_json::json!({ "membership": "join" }));
+    let event =
+        NewEvent::state(StateEventType::RoomMember, body.user_id.as_str(), serde_json::json!({ "membership": "join" }));
     let (version, template) = services.rooms.template(&body.room_id, &body.user_id, event).await?;
     let mut response = prepare_join_event::v1::Response::new(
         serde_json::value::to_raw_value(&template).map_err(|e| Error::Internal(e.to_string()))?,
@@ -235,7 +239,10 @@ async fn take_membership(
     // Other servers in the room hear of it from us, the resident server it came through.
     let others: Vec<OwnedServerName> =
         receive::servers_in_room(services, room)?.into_iter().filter(|s| s != origin).collect();
-    services.federation.sender.queue_pdu(&others, serde_json::to_value(&object).map_err(|e| Error::Internal(e.to_string()))?)?;
+    services
+        .federation
+        .sender
+        .queue_pdu(&others, serde_json::to_value(&object).map_err(|e| Error::Internal(e.to_string()))?)?;
     Ok((id, object))
 }
 
@@ -264,8 +271,11 @@ pub async fn make_leave(
     let origin = origin(&request)?;
     let body = request.body;
     user_of_origin(&origin, &body.user_id)?;
-    let event =
-        NewEvent::state(StateEventType::RoomMember, body.user_id.as_str(), serde_json::json!({ "membership": "leave" }));
+    let event = NewEvent::state(
+        StateEventType::RoomMember,
+        body.user_id.as_str(),
+        serde_json::json!({ "membership": "leave" }),
+    );
     let (version, template) = services.rooms.template(&body.room_id, &body.user_id, event).await?;
     Ok(prepare_leave_event::v1::Response::new(
         Some(version),
@@ -306,7 +316,8 @@ pub async fn invite(
     if !services.users.is_local(&invitee) || !services.rooms.profiles_user_exists(&invitee)? {
         return Err(Error::not_found(format!("{invitee} is not a user of this server")));
     }
-    let rules = body.room_version.rules().ok_or_else(|| Error::IncompatibleRoomVersion(body.room_version.to_string()))?;
+    let rules =
+        body.room_version.rules().ok_or_else(|| Error::IncompatibleRoomVersion(body.room_version.to_string()))?;
     ruma::signatures::sign_event(
         services.federation.server_name().as_str(),
         services.server_keys.keypair(),
@@ -315,7 +326,11 @@ pub async fn invite(
     )
     .map_err(|e| Error::Internal(format!("signing failed: {e}")))?;
     if !services.rooms.exists(&body.room_id)?
-        || !services.rooms.members(&body.room_id)?.iter().any(|(u, m)| services.users.is_local(u) && m.membership == "join")
+        || !services
+            .rooms
+            .members(&body.room_id)?
+            .iter()
+            .any(|(u, m)| services.users.is_local(u) && m.membership == "join")
     {
         // A room we are not in: the invitee's sync shows the invite with the state it carried.
         let mut stored = object.clone();
@@ -372,7 +387,11 @@ pub async fn event(services: Arc<Services>, request: Ruma<get_event::v1::Request
         return Err(Error::forbidden("your server may not see this event"));
     }
     let pdu = pdu_raw(&services, id)?.ok_or_else(|| Error::not_found("unknown event"))?;
-    Ok(get_event::v1::Response::new(services.federation.server_name().to_owned(), MilliSecondsSinceUnixEpoch::now(), pdu))
+    Ok(get_event::v1::Response::new(
+        services.federation.server_name().to_owned(),
+        MilliSecondsSinceUnixEpoch::now(),
+        pdu,
+    ))
 }
 
 fn state_at(services: &Services, origin: &ServerName, room: &RoomId, event: &EventId) -> Result<Vec<OwnedEventId>> {
@@ -547,9 +566,9 @@ pub async fn user_keys_claim(
             let keys: BTreeMap<ruma::OwnedOneTimeKeyId, Raw<ruma::encryption::OneTimeKey>> = keys
                 .into_iter()
                 .filter_map(|(id, key)| {
-                    ruma::OwnedOneTimeKeyId::try_from(id.as_str())
-                        .ok()
-                        .map(|id| (id, Raw::from_json(serde_json::value::to_raw_value(&key).expect("JSON values serialize"))))
+                    ruma::OwnedOneTimeKeyId::try_from(id.as_str()).ok().map(|id| {
+                        (id, Raw::from_json(serde_json::value::to_raw_value(&key).expect("JSON values serialize")))
+                    })
                 })
                 .collect();
             out.insert(device, keys);

@@ -10,8 +10,8 @@ use super::{
     Table,
 };
 use crate::{
-    federation::keys::RemoteKeySet,
     ephemeral::{presence::PresenceRecord, receipts::Receipt, to_device::ToDeviceMessage},
+    federation::keys::RemoteKeySet,
     keys::{backup::BackupVersion, FallbackKey},
     media::{MediaRecord, ThumbnailRecord},
     rooms::{state::Snapshot, AliasRecord, EventMeta, MembershipRecord, OutlierMeta, RoomRecord},

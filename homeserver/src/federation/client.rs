@@ -76,7 +76,7 @@ impl OutgoingAuth for ServerSignatures {
 }
 
 impl OutgoingAuth for NoAuthentication {
-    fn input<'a>(_: &ServerName, _: &ServerName, _: &'a ServerKeys) {}
+    fn input(_: &ServerName, _: &ServerName, _: &ServerKeys) {}
 }
 
 struct Backoff {

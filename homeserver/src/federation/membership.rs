@@ -93,7 +93,10 @@ fn sign_template(
     {
         return Err(Error::RemoteUnreachable("the resident server's template is for another user".into()));
     }
-    template.insert("origin_server_ts".into(), CanonicalJsonValue::Integer(ruma::Int::new_saturating(crate::users::now_ms() as i64)));
+    template.insert(
+        "origin_server_ts".into(),
+        CanonicalJsonValue::Integer(ruma::Int::new_saturating(crate::users::now_ms() as i64)),
+    );
     template.insert("origin".into(), CanonicalJsonValue::String(services.federation.server_name().to_string()));
     template.remove("signatures");
     template.remove("hashes");
@@ -112,8 +115,13 @@ fn sign_template(
     if let Some(reason) = reason {
         content.insert("reason".into(), CanonicalJsonValue::String(reason));
     }
-    hash_and_sign_event(services.federation.server_name().as_str(), services.federation.own.keypair(), &mut template, &rules.redaction)
-        .map_err(|e| Error::Internal(format!("signing failed: {e}")))?;
+    hash_and_sign_event(
+        services.federation.server_name().as_str(),
+        services.federation.own.keypair(),
+        &mut template,
+        &rules.redaction,
+    )
+    .map_err(|e| Error::Internal(format!("signing failed: {e}")))?;
     let event_id = event_id_of(&template, version)?;
     Ok((event_id, template))
 }
@@ -288,7 +296,10 @@ pub async fn resolve_alias(
     }
     let response = services
         .federation
-        .send(alias.server_name(), ruma::api::federation::query::get_room_information::v1::Request::new(alias.to_owned()))
+        .send(
+            alias.server_name(),
+            ruma::api::federation::query::get_room_information::v1::Request::new(alias.to_owned()),
+        )
         .await?;
     Ok((response.room_id, response.servers))
 }

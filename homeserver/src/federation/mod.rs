@@ -44,7 +44,9 @@ const INBOUND_PER_ORIGIN: usize = 32;
 impl Federation {
     pub fn new(config: Arc<Config>, db: Arc<Database>, own: Arc<ServerKeys>) -> Result<Self> {
         if !config.federation.verify_tls {
-            tracing::warn!("federation.verify_tls = false: other servers' certificates are not checked (test setups only)");
+            tracing::warn!(
+                "federation.verify_tls = false: other servers' certificates are not checked (test setups only)"
+            );
         }
         Ok(Self {
             client: FederationClient::new(config.server_name.clone(), config.federation.verify_tls)?,
@@ -153,15 +155,14 @@ impl Federation {
         let mut wanted = Vec::new();
         for server in servers {
             if !self.allowed(&server) {
-                return Err(Error::forbidden(format!("{event_id} needs a signature of {server}, outside federation.allow")));
+                return Err(Error::forbidden(format!(
+                    "{event_id} needs a signature of {server}, outside federation.allow"
+                )));
             }
-            let key_id = signatures
-                .as_ref()
-                .and_then(|s| s.get(server.as_str()))
-                .and_then(|k| match k {
-                    CanonicalJsonValue::Object(keys) => keys.keys().next().cloned(),
-                    _ => None,
-                });
+            let key_id = signatures.as_ref().and_then(|s| s.get(server.as_str())).and_then(|k| match k {
+                CanonicalJsonValue::Object(keys) => keys.keys().next().cloned(),
+                _ => None,
+            });
             wanted.push((server, key_id));
         }
         let key_map = self.keys.key_map(&self.client, &self.own, wanted).await?;

@@ -209,7 +209,9 @@ fn ids_of(object: &CanonicalJsonObject, field: &str) -> Vec<OwnedEventId> {
         .iter()
         .filter_map(|item| match item {
             ruma::CanonicalJsonValue::String(s) => OwnedEventId::try_from(s.as_str()).ok(),
-            ruma::CanonicalJsonValue::Array(pair) => pair.first()?.as_str().and_then(|s| OwnedEventId::try_from(s).ok()),
+            ruma::CanonicalJsonValue::Array(pair) => {
+                pair.first()?.as_str().and_then(|s| OwnedEventId::try_from(s).ok())
+            }
             _ => None,
         })
         .collect()
@@ -233,7 +235,12 @@ pub async fn fetch_event(
 }
 
 /// Makes sure every auth event (and theirs, recursively) is held, fetching from `origin`.
-async fn fetch_auth_events(services: &Services, origin: &ServerName, room: &RoomId, ids: &[OwnedEventId]) -> Result<()> {
+async fn fetch_auth_events(
+    services: &Services,
+    origin: &ServerName,
+    room: &RoomId,
+    ids: &[OwnedEventId],
+) -> Result<()> {
     let mut todo: Vec<OwnedEventId> = ids.to_vec();
     let mut fetched = 0;
     let mut stack: Vec<(OwnedEventId, CanonicalJsonObject)> = Vec::new();
@@ -318,9 +325,14 @@ async fn handle_edu(services: &Arc<Services>, origin: &ServerName, edu: &Value) 
     let content = &edu["content"];
     match edu["edu_type"].as_str().unwrap_or("") {
         "m.typing" => {
-            let room = RoomId::parse(content["room_id"].as_str().unwrap_or("")).map_err(|e| Error::BadJson(e.to_string()))?;
-            let user = UserId::parse(content["user_id"].as_str().unwrap_or("")).map_err(|e| Error::BadJson(e.to_string()))?;
-            if !speaks_for(origin, &user) || !services.rooms.is_joined(&user, &room)? || !acl_allows(services, &room, origin) {
+            let room =
+                RoomId::parse(content["room_id"].as_str().unwrap_or("")).map_err(|e| Error::BadJson(e.to_string()))?;
+            let user =
+                UserId::parse(content["user_id"].as_str().unwrap_or("")).map_err(|e| Error::BadJson(e.to_string()))?;
+            if !speaks_for(origin, &user)
+                || !services.rooms.is_joined(&user, &room)?
+                || !acl_allows(services, &room, origin)
+            {
                 return Err(Error::forbidden("typing for a user the origin does not host or not in the room"));
             }
             let typing = content["typing"].as_bool().unwrap_or(false);
@@ -375,7 +387,8 @@ async fn handle_edu(services: &Arc<Services>, origin: &ServerName, edu: &Value) 
             }
         }
         "m.direct_to_device" => {
-            let sender = UserId::parse(content["sender"].as_str().unwrap_or("")).map_err(|e| Error::BadJson(e.to_string()))?;
+            let sender =
+                UserId::parse(content["sender"].as_str().unwrap_or("")).map_err(|e| Error::BadJson(e.to_string()))?;
             if !speaks_for(origin, &sender) {
                 return Err(Error::forbidden("to-device messages from a user the origin does not host"));
             }

@@ -15,8 +15,8 @@ use std::{
 };
 
 use ruma::{
-    api::federation::transactions::send_transaction_message, serde::Raw, MilliSecondsSinceUnixEpoch,
-    OwnedServerName, OwnedTransactionId, RoomId, ServerName, UserId,
+    api::federation::transactions::send_transaction_message, serde::Raw, MilliSecondsSinceUnixEpoch, OwnedServerName,
+    OwnedTransactionId, RoomId, ServerName, UserId,
 };
 use serde_json::{json, Value};
 use tokio::sync::Notify;
@@ -273,12 +273,12 @@ async fn worker(services: Arc<Services>, server: OwnedServerName, notify: Arc<No
         );
         request.pdus = pdus
             .iter()
-            .filter_map(|json| serde_json::value::RawValue::from_string(String::from_utf8_lossy(json).into_owned()).ok())
+            .filter_map(|json| {
+                serde_json::value::RawValue::from_string(String::from_utf8_lossy(json).into_owned()).ok()
+            })
             .collect();
-        request.edus = edus
-            .iter()
-            .filter_map(|edu| serde_json::value::to_raw_value(edu).ok().map(Raw::from_json))
-            .collect();
+        request.edus =
+            edus.iter().filter_map(|edu| serde_json::value::to_raw_value(edu).ok().map(Raw::from_json)).collect();
         match fed.send(&server, request).await {
             Ok(response) => {
                 for (event_id, result) in response.pdus {

@@ -8,8 +8,8 @@ use std::collections::{HashMap, HashSet};
 
 use ruma::{
     events::StateEventType,
-    state_res::{utils::event_id_set::EventIdSet, StateMap as ResStateMap}, CanonicalJsonObject, EventId, OwnedEventId,
-    OwnedRoomId, RoomId, RoomVersionId,
+    state_res::{utils::event_id_set::EventIdSet, StateMap as ResStateMap},
+    CanonicalJsonObject, EventId, OwnedEventId, OwnedRoomId, RoomId, RoomVersionId,
 };
 
 use super::{pdu::Pdu, rules_of, state, visibility::VisibilityChange, OutlierMeta, Plan, Rooms};

@@ -64,8 +64,14 @@ pub async fn invite(
         if current.is_some_and(|m| matches!(m.membership.as_str(), "join" | "ban")) {
             return Err(Error::forbidden(format!("{} is already in the room or banned", invitee.user_id)));
         }
-        crate::federation::membership::invite_remote(&services, &body.room_id, &sender, &invitee.user_id, invitee.reason)
-            .await?;
+        crate::federation::membership::invite_remote(
+            &services,
+            &body.room_id,
+            &sender,
+            &invitee.user_id,
+            invitee.reason,
+        )
+        .await?;
         return Ok(invite_user::v3::Response::new());
     }
     services
