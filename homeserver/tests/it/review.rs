@@ -524,10 +524,12 @@ async fn create_room_validates_everything_first() {
     assert_eq!(joined["joined_rooms"], json!([]), "no half-made room");
 }
 
-/// Until federation lands, reaching another server is an explicit error, never a silent 200.
+/// An invite needs the invitee's server to sign it: a server that cannot be reached is an
+/// explicit 502, never a silent 200. To-device messages for other servers are queued durably
+/// for the federation sender, except for servers outside `federation.allow` (403).
 #[tokio::test]
-async fn remote_invites_and_to_device_messages_are_refused_until_federation() {
-    let server = TestServer::start();
+async fn remote_invites_need_the_remote_server_and_to_device_messages_follow_the_allow_list() {
+    let server = TestServer::start_with(&[("federation.allow", toml::Value::Array(vec!["friend.example".into()]))]);
     let api = Api::new(&server);
     let (_, a) = api.register("alice").await;
     let room = api.ok(reqwest::Method::POST, "/_matrix/client/v3/createRoom", &a, json!({})).await;
@@ -540,7 +542,16 @@ async fn remote_invites_and_to_device_messages_are_refused_until_federation() {
             Some(json!({ "user_id": "@bob:other.example" })),
         )
         .await;
-    assert_error(&invite, 502, "M_UNKNOWN", "a remote invite");
+    assert_error(&invite, 403, "M_FORBIDDEN", "an invite to a server outside federation.allow");
+    let invite = api
+        .send(
+            reqwest::Method::POST,
+            &format!("/_matrix/client/v3/rooms/{room}/invite"),
+            Some(&a),
+            Some(json!({ "user_id": "@bob:friend.example" })),
+        )
+        .await;
+    assert_error(&invite, 502, "M_UNKNOWN", "an invite to a server that cannot be reached");
     let to_device = api
         .send(
             reqwest::Method::PUT,
@@ -549,7 +560,16 @@ async fn remote_invites_and_to_device_messages_are_refused_until_federation() {
             Some(json!({ "messages": { "@bob:other.example": { "*": { "hello": 1 } } } })),
         )
         .await;
-    assert_error(&to_device, 502, "M_UNKNOWN", "a remote to-device message");
+    assert_error(&to_device, 403, "M_FORBIDDEN", "a to-device message for a server outside federation.allow");
+    let queued = api
+        .send(
+            reqwest::Method::PUT,
+            "/_matrix/client/v3/sendToDevice/m.test/txn2",
+            Some(&a),
+            Some(json!({ "messages": { "@bob:friend.example": { "*": { "hello": 1 } } } })),
+        )
+        .await;
+    assert_eq!(queued.0, 200, "a to-device message for an allowed server is queued: {queued:?}");
 }
 
 /// Member counts and heroes come with an initial sync and when membership changes, not with
