@@ -188,7 +188,9 @@ async fn dispatch(services: Arc<Services>) {
                     if tables.servername_sentpos.get(&server).ok().flatten().is_none() {
                         let mut batch = Batch::new();
                         tables.servername_sentpos.insert(&mut batch, &server, &Be64(pos - 1));
-                        let _ = services.db.commit(batch);
+                        if let Err(error) = services.db.commit(batch) {
+                            tracing::error!(%server, %error, "recording a new destination failed");
+                        }
                     }
                     services.federation.sender.wake(&server);
                 }
@@ -196,7 +198,9 @@ async fn dispatch(services: Arc<Services>) {
             done = head;
             let mut batch = Batch::new();
             tables.meta.insert(&mut batch, &DISPATCHED.to_owned(), &Be64(done));
-            let _ = services.db.write_unsynced(batch);
+            if let Err(error) = services.db.write_unsynced(batch) {
+                tracing::error!(%error, "recording the dispatched position failed");
+            }
         }
         if stream.changed().await.is_err() {
             return;
@@ -260,7 +264,9 @@ async fn worker(services: Arc<Services>, server: OwnedServerName, notify: Arc<No
             if scanned != from {
                 let mut batch = Batch::new();
                 tables.servername_sentpos.insert(&mut batch, &server, &Be64(scanned));
-                let _ = services.db.write_unsynced(batch);
+                if let Err(error) = services.db.write_unsynced(batch) {
+                    tracing::error!(%server, %error, "recording the delivered position failed");
+                }
             }
             let _ = tokio::time::timeout(IDLE_RECHECK, notified).await;
             continue;
