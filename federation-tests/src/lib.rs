@@ -136,7 +136,9 @@ fn write_node_config(dir: &Path, server_name: &str, fed_port: u16, allow: &[Stri
     set_key(&mut root, "federation.allow", toml::Value::Array(allow));
     set_key(&mut root, "registration.open", true.into());
     set_key(&mut root, "rate_limits.enabled", false.into());
-    set_key(&mut root, "log.level", "warn".into());
+    // `FEDERATION_TESTS_LOG=debug` (or a tracing filter) makes a failing scenario's nodes talk.
+    let level = std::env::var("FEDERATION_TESTS_LOG").unwrap_or_else(|_| "warn".to_owned());
+    set_key(&mut root, "log.level", level.into());
     let path = dir.join("homeserver.toml");
     std::fs::write(&path, toml::to_string(&root).expect("serialize config")).expect("write config");
     path
@@ -420,6 +422,26 @@ impl Node {
             .register(request)
             .await
             .unwrap_or_else(|e| panic!("{}: registration of {localpart}: {e}", self.label));
+        client
+    }
+
+    /// Another matrix-sdk client (a new device, encryption on) for the existing account
+    /// `localpart`, logged in with [`PASSWORD`].
+    pub async fn login_client(&self, localpart: &str) -> Client {
+        let n = self.sdk_stores.fetch_add(1, Ordering::Relaxed);
+        let store = self.dir.path().join(format!("sdk-{localpart}-{n}"));
+        let client = Client::builder()
+            .homeserver_url(&self.client_url)
+            .sqlite_store(store, None)
+            .build()
+            .await
+            .unwrap_or_else(|e| panic!("{}: build a matrix-sdk client: {e}", self.label));
+        client
+            .matrix_auth()
+            .login_username(localpart, PASSWORD)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{}: login of {localpart}: {e}", self.label));
         client
     }
 

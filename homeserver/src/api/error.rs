@@ -68,7 +68,10 @@ impl From<Error> for ApiError {
             Error::BadAlias(_) => (S::BAD_REQUEST, "M_BAD_ALIAS"),
             Error::BadState(_) => (S::BAD_REQUEST, "M_UNKNOWN"),
             Error::ServerManaged(_) => (S::METHOD_NOT_ALLOWED, "M_BAD_JSON"),
-            Error::RemoteUnreachable(_) => (S::BAD_GATEWAY, "M_UNKNOWN"),
+            Error::RemoteUnreachable(reason) => {
+                tracing::warn!(%reason, "answering 502: another server did not answer usefully");
+                (S::BAD_GATEWAY, "M_UNKNOWN")
+            }
             Error::Unauthorized(_) => (S::UNAUTHORIZED, "M_UNAUTHORIZED"),
             Error::IncompatibleRoomVersion(_) => (S::BAD_REQUEST, "M_INCOMPATIBLE_ROOM_VERSION"),
             Error::WrongRoomKeysVersion { .. } => (S::FORBIDDEN, "M_WRONG_ROOM_KEYS_VERSION"),

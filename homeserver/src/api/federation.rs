@@ -51,6 +51,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma(query_directory)
         .ruma(user_keys_query)
         .ruma(user_keys_claim)
+        .ruma(user_devices)
 }
 
 fn origin<R>(request: &Ruma<R>) -> Result<OwnedServerName> {
@@ -516,6 +517,10 @@ pub async fn query_directory(
 }
 
 /// A requester standing for another server in key queries (it sees no private signatures).
+fn to_raw<T>(v: &serde_json::Value) -> Raw<T> {
+    Raw::from_json(serde_json::value::to_raw_value(v).expect("JSON values serialize"))
+}
+
 fn server_requester(origin: &ServerName) -> Result<ruma::OwnedUserId> {
     UserId::parse(format!("@_federation:{origin}")).map_err(|e| Error::Internal(e.to_string()))
 }
@@ -528,9 +533,6 @@ pub async fn user_keys_query(
     let wanted: BTreeMap<ruma::OwnedUserId, Vec<ruma::OwnedDeviceId>> =
         request.body.device_keys.into_iter().filter(|(u, _)| services.users.is_local(u)).collect();
     let result = services.keys.query(&services.users, &server_requester(&origin)?, &wanted)?;
-    fn to_raw<T>(v: &serde_json::Value) -> Raw<T> {
-        Raw::from_json(serde_json::value::to_raw_value(v).expect("JSON values serialize"))
-    }
     let mut response = ruma::api::federation::keys::get_keys::v1::Response::new(BTreeMap::new());
     for (user, devices) in result.device_keys {
         response.device_keys.insert(user, devices.iter().map(|(d, k)| (d.clone(), to_raw(k))).collect());
@@ -576,4 +578,34 @@ pub async fn user_keys_claim(
         one_time_keys.insert(user, out);
     }
     Ok(ruma::api::federation::keys::claim_keys::v1::Response::new(one_time_keys))
+}
+
+/// `/user/devices/{userId}`: the whole device list of a local user, which other servers fetch
+/// when an `m.device_list_update` does not chain onto what they know (ours never does: see
+/// `federation::sender`), so they always hold the current list.
+pub async fn user_devices(
+    services: Arc<Services>,
+    request: Ruma<ruma::api::federation::device::get_devices::v1::Request>,
+) -> Result<ruma::api::federation::device::get_devices::v1::Response> {
+    use ruma::api::federation::device::get_devices::v1::{Response, UserDevice};
+    let origin = origin(&request)?;
+    let user = request.body.user_id;
+    if !services.users.is_local(&user) {
+        return Err(Error::invalid_param(format!("{user} is not a user of this server")));
+    }
+    let wanted = BTreeMap::from([(user.clone(), Vec::new())]);
+    let mut result = services.keys.query(&services.users, &server_requester(&origin)?, &wanted)?;
+    let head = *services.rooms.subscribe().borrow();
+    let mut response = Response::new(user.clone(), ruma::UInt::new_saturating(head));
+    for (device_id, keys) in result.device_keys.remove(&user).unwrap_or_default() {
+        let name = keys["unsigned"]["device_display_name"].as_str().map(str::to_owned);
+        let mut device = UserDevice::new(device_id, to_raw(&keys));
+        device.device_display_name = name;
+        response.devices.push(device);
+    }
+    if let Some(cross) = result.cross_signing.remove(&user) {
+        response.master_key = cross.master.as_ref().map(to_raw);
+        response.self_signing_key = cross.self_signing.as_ref().map(to_raw);
+    }
+    Ok(response)
 }

@@ -212,6 +212,7 @@ pub async fn invite_remote(
     sender: &UserId,
     invitee: &UserId,
     reason: Option<String>,
+    is_direct: bool,
 ) -> Result<OwnedEventId> {
     let fed = &services.federation;
     let server = invitee.server_name();
@@ -219,6 +220,9 @@ pub async fn invite_remote(
     let mut content = json!({ "membership": "invite" });
     if let Some(r) = &reason {
         content["reason"] = json!(r);
+    }
+    if is_direct {
+        content["is_direct"] = json!(true);
     }
     let (version, signed_by_us) = services.rooms.sign_local_event(room, sender, invitee.as_str(), content).await?;
     let event_id = event_id_of(&signed_by_us, &version)?;

@@ -195,6 +195,17 @@ async fn dispatch(services: Arc<Services>) {
                     services.federation.sender.wake(&server);
                 }
             }
+            for entry in tables.pos_keychange.scan_from(Vec::new(), (done + 1).to_be_bytes().to_vec(), true) {
+                let Ok((Be64(pos), user)) = entry else { break };
+                if pos > head {
+                    break;
+                }
+                if user.server_name() == services.federation.server_name() {
+                    if let Err(error) = announce_device_change(&services, pos, &user) {
+                        tracing::error!(%user, %error, "queueing a device list update failed");
+                    }
+                }
+            }
             done = head;
             let mut batch = Batch::new();
             tables.meta.insert(&mut batch, &DISPATCHED.to_owned(), &Be64(done));
@@ -206,6 +217,49 @@ async fn dispatch(services: Arc<Services>) {
             return;
         }
     }
+}
+
+/// Tells the servers sharing a room with `user` that their devices or cross-signing keys changed.
+///
+/// The `m.device_list_update` names no previous stream id, which makes the receiver fetch the
+/// whole list from `/user/devices` (Synapse and the spec's "resync" path): the device stream
+/// records which user changed, not which device, and a full list is never wrong.
+fn announce_device_change(services: &Services, pos: u64, user: &UserId) -> Result<()> {
+    let mut servers = Vec::new();
+    for room in services.rooms.rooms_of(user, "join")? {
+        for server in super::receive::servers_in_room(services, &room)? {
+            if services.federation.allowed(&server)
+                && super::receive::acl_allows(services, &room, &server)
+                && !servers.contains(&server)
+            {
+                servers.push(server);
+            }
+        }
+    }
+    if servers.is_empty() {
+        return Ok(());
+    }
+    let devices = services.users.devices(user)?;
+    let device_id = devices.first().map(|(id, _)| id.to_string()).unwrap_or_default();
+    let update = json!({
+        "user_id": user,
+        "device_id": device_id,
+        "stream_id": pos,
+        "prev_id": [],
+        "deleted": devices.is_empty(),
+    });
+    let sender = &services.federation.sender;
+    sender.queue_edu(&servers, "m.device_list_update", update)?;
+    let wanted = std::collections::BTreeMap::from([(user.to_owned(), Vec::new())]);
+    let mut keys = services.keys.query(&services.users, user, &wanted)?;
+    if let Some(cross) = keys.cross_signing.remove(user).filter(|c| c.master.is_some()) {
+        let mut content = json!({ "user_id": user, "master_key": cross.master });
+        if let Some(self_signing) = cross.self_signing {
+            content["self_signing_key"] = self_signing;
+        }
+        sender.queue_edu(&servers, "m.signing_key_update", content)?;
+    }
+    Ok(())
 }
 
 async fn worker(services: Arc<Services>, server: OwnedServerName, notify: Arc<Notify>) {

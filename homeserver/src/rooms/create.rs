@@ -81,12 +81,8 @@ impl Rooms {
                 return Err(Error::forbidden(format!("{kind} with state key {key} may only be sent by that user")));
             }
         }
-        for invitee in &request.invite {
-            if !self.is_local(invitee) {
-                return Err(Error::RemoteUnreachable(format!(
-                    "{invitee} is on another server, which cannot be reached yet"
-                )));
-            }
+        // Users of other servers are invited by the caller through federation once the room exists.
+        for invitee in request.invite.iter().filter(|u| self.is_local(u)) {
             if !self.profiles_user_exists(invitee)? {
                 return Err(Error::not_found(format!("{invitee} does not exist")));
             }
@@ -201,7 +197,7 @@ impl Rooms {
             let content = json!({ "topic": topic, "m.topic": { "m.text": [{ "body": topic }] } });
             self.append(&room, sender, NewEvent::state(StateEventType::RoomTopic, "", content), None).await?;
         }
-        for invitee in &request.invite {
+        for invitee in request.invite.iter().filter(|u| self.is_local(u)) {
             let mut extra = Map::new();
             if request.is_direct {
                 extra.insert("is_direct".into(), json!(true));

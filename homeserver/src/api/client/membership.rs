@@ -70,6 +70,7 @@ pub async fn invite(
             &sender,
             &invitee.user_id,
             invitee.reason,
+            false,
         )
         .await?;
         return Ok(invite_user::v3::Response::new());

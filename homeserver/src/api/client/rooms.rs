@@ -108,7 +108,21 @@ pub async fn create(
         power_level_override,
     };
     check_creatable(params.version.as_ref())?;
+    let remote: Vec<_> = params.invite.iter().filter(|u| !services.users.is_local(u)).cloned().collect();
+    for invitee in &remote {
+        services.federation.require_allowed(invitee.server_name())?;
+    }
+    let is_direct = params.is_direct;
     let room = services.rooms.create_room(&sender, params, &services.config.rooms.default_version).await?;
+    // The room exists now: a remote server that does not take its invite must not make the client
+    // retry (and create a second room), so failures are logged and the room is answered.
+    for invitee in &remote {
+        if let Err(error) =
+            crate::federation::membership::invite_remote(&services, &room, &sender, invitee, None, is_direct).await
+        {
+            tracing::warn!(%room, %invitee, %error, "createRoom: the remote invite failed");
+        }
+    }
     Ok(create_room::v3::Response::new(room))
 }
 
