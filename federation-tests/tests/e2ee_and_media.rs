@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hemicycle_federation_tests::{enc, Node, SYNC_WAIT};
+use hemicycle_federation_tests::{enc, png, png_size, Node, SYNC_WAIT};
 use matrix_sdk::{
     config::SyncSettings,
     ruma::{
@@ -133,5 +133,54 @@ async fn e2ee_across_nodes() {
             break;
         }
         assert!(Instant::now() < deadline, "alice's client never learned of bob's new device {phone_id}");
+    }
+}
+
+#[tokio::test]
+async fn remote_media_download_and_thumbnail() {
+    let (mut a, b) = two_nodes().await;
+    let (_, at) = a.register("alice").await;
+    let (_, bt) = b.register("bob").await;
+    let a_name = a.server_name();
+    let mut cached = Vec::new();
+
+    let note = "une pièce jointe venue de A\n".as_bytes().to_vec();
+    for (bytes, content_type, filename) in [(note, "text/plain", "note.txt"), (png(64, 32), "image/png", "a.png")] {
+        let mxc = a.upload(&at, bytes.clone(), content_type, filename).await;
+        let (server, media_id) = mxc.strip_prefix("mxc://").and_then(|p| p.split_once('/')).expect("an mxc URI");
+        assert_eq!(server, a_name, "A's media is named after A");
+        let path = format!("/_matrix/client/v1/media/download/{}/{}", enc(server), enc(media_id));
+        let (status, got_type, got) = b.get_bytes(&bt, &path).await;
+        assert_eq!(status, 200, "B serves A's {filename}: {}", String::from_utf8_lossy(&got));
+        assert!(got_type.starts_with(content_type), "{filename}: content type {got_type}");
+        assert_eq!(got, bytes, "{filename}: the same bytes through B");
+        // Served again (now from B's copy or A again): still the same.
+        let (status, _, again) = b.get_bytes(&bt, &path).await;
+        assert_eq!((status, again), (200, bytes.clone()), "{filename}: second download");
+        cached.push((path, bytes));
+
+        if content_type == "image/png" {
+            let path = format!(
+                "/_matrix/client/v1/media/thumbnail/{}/{}?width=32&height=32&method=scale",
+                enc(server),
+                enc(media_id)
+            );
+            let (status, thumb_type, thumb) = b.get_bytes(&bt, &path).await;
+            assert_eq!(status, 200, "B serves a thumbnail of A's image: {}", String::from_utf8_lossy(&thumb));
+            assert_eq!(thumb_type, "image/png");
+            assert_eq!(png_size(&thumb), Some((32, 16)), "64×32 scaled into 32×32");
+        }
+    }
+
+    let path = format!("/_matrix/client/v1/media/download/{}/nonexistent", enc(&a_name));
+    let (status, _, body) = b.get_bytes(&bt, &path).await;
+    let error: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    assert_eq!((status, error["errcode"].as_str()), (404, Some("M_NOT_FOUND")), "unknown remote media: {error}");
+
+    // A gone: B still serves what it fetched, from its own cache under A's name.
+    a.kill().await;
+    for (path, bytes) in cached {
+        let (status, _, got) = b.get_bytes(&bt, &path).await;
+        assert_eq!((status, got), (200, bytes), "{path} served from B's cache while A is down");
     }
 }

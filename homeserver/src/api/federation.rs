@@ -52,6 +52,8 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma(user_keys_query)
         .ruma(user_keys_claim)
         .ruma(user_devices)
+        .ruma(media_download)
+        .ruma(media_thumbnail)
 }
 
 fn origin<R>(request: &Ruma<R>) -> Result<OwnedServerName> {
@@ -608,4 +610,48 @@ pub async fn user_devices(
         response.self_signing_key = cross.self_signing.as_ref().map(to_raw);
     }
     Ok(response)
+}
+
+/// Our media as another server receives it: the metadata part, then the file (read into the
+/// answer: bounded by `media.max_upload_size`).
+async fn media_answer(
+    content: crate::media::Content,
+) -> Result<ruma::api::federation::authenticated_media::FileOrLocation> {
+    use ruma::{
+        api::federation::authenticated_media::{Content, FileOrLocation},
+        http_headers::{ContentDisposition, ContentDispositionType},
+    };
+    use tokio::io::AsyncReadExt;
+    let mut bytes = Vec::with_capacity(content.size as usize);
+    let mut file = content.file;
+    file.read_to_end(&mut bytes).await.map_err(|e| Error::Internal(format!("reading media failed: {e}")))?;
+    // The receiving server decides how it serves the file; attachment is the safe default.
+    let disposition = ContentDisposition::new(ContentDispositionType::Attachment).with_filename(content.filename);
+    let content_type = content.content_type.unwrap_or_else(|| "application/octet-stream".to_owned());
+    Ok(FileOrLocation::File(Content::new(bytes, content_type, disposition)))
+}
+
+/// `GET /_matrix/federation/v1/media/download/{mediaId}`: media uploaded here.
+pub async fn media_download(
+    services: Arc<Services>,
+    request: Ruma<ruma::api::federation::authenticated_media::get_content::v1::Request>,
+) -> Result<ruma::api::federation::authenticated_media::get_content::v1::Response> {
+    use ruma::api::federation::authenticated_media::{get_content::v1::Response, ContentMetadata};
+    let r = request.body;
+    let content = services.media.content(services.federation.server_name(), &r.media_id, r.timeout_ms).await?;
+    Ok(Response::new(ContentMetadata::new(), media_answer(content).await?))
+}
+
+/// `GET /_matrix/federation/v1/media/thumbnail/{mediaId}`: a thumbnail of media uploaded here.
+pub async fn media_thumbnail(
+    services: Arc<Services>,
+    request: Ruma<ruma::api::federation::authenticated_media::get_content_thumbnail::v1::Request>,
+) -> Result<ruma::api::federation::authenticated_media::get_content_thumbnail::v1::Response> {
+    use ruma::api::federation::authenticated_media::{get_content_thumbnail::v1::Response, ContentMetadata};
+    let r = request.body;
+    let (width, height) = super::client::media::thumbnail_size(r.width, r.height)?;
+    let method = super::client::media::thumbnail_method(r.method)?;
+    let own = services.federation.server_name();
+    let content = services.media.thumbnail(own, &r.media_id, (width, height), method, r.timeout_ms).await?;
+    Ok(Response::new(ContentMetadata::new(), media_answer(content).await?))
 }

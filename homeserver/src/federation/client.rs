@@ -88,12 +88,14 @@ struct Backoff {
 pub struct FederationClient {
     http: reqwest::Client,
     origin: OwnedServerName,
+    max_response: usize,
     discovered: Mutex<HashMap<OwnedServerName, (Endpoint, Instant)>>,
     backoff: Mutex<HashMap<OwnedServerName, Backoff>>,
 }
 
 impl FederationClient {
-    pub fn new(origin: OwnedServerName, verify_tls: bool) -> Result<Self> {
+    /// `max_response` bounds what one answer may weigh (a join's state, a media file).
+    pub fn new(origin: OwnedServerName, verify_tls: bool, max_response: usize) -> Result<Self> {
         let http = reqwest::Client::builder()
             .danger_accept_invalid_certs(!verify_tls)
             .connect_timeout(Duration::from_secs(5))
@@ -104,7 +106,13 @@ impl FederationClient {
             .user_agent(concat!("Hemicycle/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Error::Internal(format!("cannot build the federation client: {e}")))?;
-        Ok(Self { http, origin, discovered: Mutex::new(HashMap::new()), backoff: Mutex::new(HashMap::new()) })
+        Ok(Self {
+            http,
+            origin,
+            max_response,
+            discovered: Mutex::new(HashMap::new()),
+            backoff: Mutex::new(HashMap::new()),
+        })
     }
 
     /// Resolves a server name to the base URL of its federation API, as the spec's discovery
@@ -201,7 +209,7 @@ impl FederationClient {
         };
         let status = response.status();
         let headers = response.headers().clone();
-        let bytes = match response.bytes().await {
+        let bytes = match read_bounded(response, self.max_response).await {
             Ok(b) => b,
             Err(e) => {
                 self.failed(destination);
@@ -224,43 +232,42 @@ impl FederationClient {
         R::IncomingResponse::try_from_http_response(http_response)
             .map_err(|e| Error::RemoteUnreachable(format!("{destination} answered something unreadable: {e}")))
     }
+}
 
-    /// A plain signed GET whose answer is streamed back (remote media).
-    pub async fn get_raw(
-        &self,
-        keys: &ServerKeys,
-        destination: &ServerName,
-        path_and_query: &str,
-    ) -> Result<reqwest::Response> {
-        let endpoint = self.endpoint(destination).await;
-        let request = http::Request::builder()
-            .method(http::Method::GET)
-            .uri(format!("{}{}", endpoint.base_url, path_and_query))
-            .body(Vec::<u8>::new())
-            .map_err(|e| Error::Internal(e.to_string()))?;
-        let header = ruma::api::federation::authentication::XMatrix::try_from_http_request(
-            &request,
-            ServerSignaturesInput::new(self.origin.clone(), destination.to_owned(), keys.keypair()),
-        )
-        .map_err(|e| Error::Internal(format!("signing failed: {e}")))?;
-        let response = self
-            .http
-            .get(request.uri().to_string())
-            .header(http::header::AUTHORIZATION, http::HeaderValue::from(&header))
-            .send()
-            .await
-            .map_err(|e| {
-                self.failed(destination);
-                Error::RemoteUnreachable(format!("{destination} cannot be reached: {e}"))
-            })?;
+impl FederationClient {
+    /// Follows the `Location` a media answer may give instead of the file (a plain GET, as the
+    /// spec says: the URL is the file's, not a federation endpoint). Answers the bytes and the
+    /// content type.
+    pub async fn get_location(&self, url: &str, timeout: Duration) -> Result<(Vec<u8>, Option<String>)> {
+        let unreachable = |e: String| Error::RemoteUnreachable(format!("the media location {url}: {e}"));
+        let response = self.http.get(url).timeout(timeout).send().await.map_err(|e| unreachable(e.to_string()))?;
         if !response.status().is_success() {
-            let status = response.status();
-            let bytes = response.bytes().await.unwrap_or_default();
-            return Err(remote_error(destination, status, &bytes));
+            return Err(unreachable(format!("HTTP {}", response.status())));
         }
-        self.succeeded(destination);
-        Ok(response)
+        let content_type =
+            response.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let bytes = read_bounded(response, self.max_response).await.map_err(unreachable)?;
+        Ok((bytes, content_type))
     }
+}
+
+/// Reads an answer's body, refusing one larger than `limit` (announced or actual) rather than
+/// holding whatever a peer sends in memory.
+async fn read_bounded(mut response: reqwest::Response, limit: usize) -> std::result::Result<Vec<u8>, String> {
+    if response.content_length().is_some_and(|len| len > limit as u64) {
+        return Err(format!(
+            "an answer of {} bytes is over the {limit}-byte limit",
+            response.content_length().unwrap_or(0)
+        ));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+        if body.len() + chunk.len() > limit {
+            return Err(format!("the answer is over the {limit}-byte limit"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// A remote server's error answer, kept in Matrix terms where it maps to one of ours.
@@ -297,7 +304,7 @@ mod tests {
 
     #[tokio::test]
     async fn ip_literals_and_explicit_ports_need_no_lookup() {
-        let client = FederationClient::new("a.example".try_into().unwrap(), true).unwrap();
+        let client = FederationClient::new("a.example".try_into().unwrap(), true, 1 << 20).unwrap();
         let ep = client.endpoint(<&ServerName>::try_from("127.0.0.1:9000").unwrap()).await;
         assert_eq!(ep.base_url, "https://127.0.0.1:9000");
         let ep = client.endpoint(<&ServerName>::try_from("10.1.2.3").unwrap()).await;
@@ -308,7 +315,7 @@ mod tests {
 
     #[test]
     fn backoff_doubles_and_is_capped() {
-        let client = FederationClient::new("a.example".try_into().unwrap(), true).unwrap();
+        let client = FederationClient::new("a.example".try_into().unwrap(), true, 1 << 20).unwrap();
         let peer = <&ServerName>::try_from("b.example").unwrap();
         assert!(client.backing_off(peer).is_none());
         client.failed(peer);

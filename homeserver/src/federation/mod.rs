@@ -6,9 +6,11 @@
 //!   [`crate::rooms::Rooms::append_remote`], the one write path.
 //! - `sender.rs`: the outbound queue per destination, a consumer of the event stream.
 //! - `membership.rs`: joining, leaving, inviting and knocking across servers.
+//! - `media.rs`: other servers' media, fetched once and cached under their name.
 
 pub mod client;
 pub mod keys;
+pub mod media;
 pub mod membership;
 pub mod receive;
 pub mod sender;
@@ -34,9 +36,14 @@ pub struct Federation {
     pub own: Arc<ServerKeys>,
     pub config: Arc<Config>,
     pub sender: sender::Sender,
+    pub media_fetches: media::Fetches,
     /// Per-origin limit on concurrent inbound requests, so one peer cannot starve the others.
     inbound: std::sync::Mutex<std::collections::HashMap<OwnedServerName, Arc<tokio::sync::Semaphore>>>,
 }
+
+/// The largest answer we read from another server (a media file may be larger, up to
+/// `media.max_upload_size`): a big room's `send_join` state fits many times over.
+const MAX_RESPONSE: usize = 256 * 1024 * 1024;
 
 /// Concurrent inbound requests one origin may have in flight.
 const INBOUND_PER_ORIGIN: usize = 32;
@@ -49,9 +56,14 @@ impl Federation {
             );
         }
         Ok(Self {
-            client: FederationClient::new(config.server_name.clone(), config.federation.verify_tls)?,
+            client: FederationClient::new(
+                config.server_name.clone(),
+                config.federation.verify_tls,
+                MAX_RESPONSE.max(config.media.max_upload_size as usize + 1024 * 1024),
+            )?,
             keys: RemoteKeys::new(db.clone()),
             sender: sender::Sender::new(db),
+            media_fetches: Default::default(),
             own,
             config,
             inbound: Default::default(),
@@ -82,11 +94,25 @@ impl Federation {
         R: ruma::api::OutgoingRequest<PathBuilder = ruma::api::path_builder::SinglePath>,
         R::Authentication: client::OutgoingAuth,
     {
+        self.send_with_timeout(destination, request, client::REQUEST_TIMEOUT).await
+    }
+
+    /// [`Federation::send`] with another time limit than the default 20 s (media transfers).
+    pub async fn send_with_timeout<R>(
+        &self,
+        destination: &ServerName,
+        request: R,
+        timeout: std::time::Duration,
+    ) -> Result<R::IncomingResponse>
+    where
+        R: ruma::api::OutgoingRequest<PathBuilder = ruma::api::path_builder::SinglePath>,
+        R::Authentication: client::OutgoingAuth,
+    {
         self.require_allowed(destination)?;
         if destination == self.server_name() {
             return Err(Error::Internal("a federation request to ourselves".into()));
         }
-        self.client.send(&self.own, destination, request).await
+        self.client.send_with_timeout(&self.own, destination, request, timeout).await
     }
 
     /// A permit for one inbound request of `origin`; `None` when it has too many in flight.

@@ -289,14 +289,56 @@ impl Media {
         Ok(())
     }
 
+    /// Whether media of another server is in our cache already.
+    pub fn is_cached(&self, server: &ServerName, media_id: &str) -> Result<bool> {
+        let key = (server.to_owned(), media_id.to_owned());
+        Ok(self.db.tables.mediaid_meta.get(&key)?.is_some_and(|Json(r)| r.file.is_some()))
+    }
+
+    /// Caches media fetched from its origin server under the origin's name (the caller fetched
+    /// it: this service knows nothing of federation). A second copy stored at once is ignored.
+    pub async fn store_remote(
+        &self,
+        server: &ServerName,
+        media_id: &str,
+        bytes: &[u8],
+        content_type: Option<String>,
+        filename: Option<String>,
+    ) -> Result<()> {
+        if server == self.server_name {
+            return Err(Error::Internal("our own media is not cached from elsewhere".into()));
+        }
+        let file = FileRef::from(self.store.put(bytes).await?);
+        let key = (server.to_owned(), media_id.to_owned());
+        let _guard = self.lock();
+        if self.db.tables.mediaid_meta.get(&key)?.is_some() {
+            return Ok(());
+        }
+        let record = MediaRecord {
+            uploader: None,
+            created_ts: now_ms(),
+            content_type,
+            filename,
+            file: Some(file.clone()),
+            expires_ts: None,
+        };
+        let mut batch = Batch::new();
+        self.add_reference(&mut batch, &file)?;
+        self.db.tables.mediaid_meta.insert(&mut batch, &key, &Json(record));
+        Ok(self.db.commit(batch)?)
+    }
+
     /// The record of a media id with contents, waiting up to `timeout` for a reserved id's upload.
-    /// Media of other servers is not fetched yet (federation), so it is not found.
+    /// Media of other servers is found once cached ([`Media::store_remote`]).
     async fn uploaded_record(&self, server: &ServerName, media_id: &str, timeout: Duration) -> Result<MediaRecord> {
         let not_found = || Error::not_found("media not found");
-        if server != self.server_name {
-            return Err(not_found());
-        }
         let key = (server.to_owned(), media_id.to_owned());
+        if server != self.server_name {
+            return match self.db.tables.mediaid_meta.get(&key)? {
+                Some(Json(record)) if record.file.is_some() => Ok(record),
+                _ => Err(not_found()),
+            };
+        }
         let deadline = tokio::time::Instant::now() + timeout.min(MAX_WAIT);
         let mut uploads = self.uploads.subscribe();
         loop {

@@ -259,7 +259,7 @@ async fn download(
     request: Ruma<authenticated_media::get_content::v1::Request>,
 ) -> Result<Response> {
     let r = request.body;
-    let content = services.media.content(&r.server_name, &r.media_id, r.timeout_ms).await?;
+    let content = content(&services, &r.server_name, &r.media_id, r.timeout_ms).await?;
     Ok(serve(content, None))
 }
 
@@ -269,7 +269,7 @@ async fn download_as(
     request: Ruma<authenticated_media::get_content_as_filename::v1::Request>,
 ) -> Result<Response> {
     let r = request.body;
-    let content = services.media.content(&r.server_name, &r.media_id, r.timeout_ms).await?;
+    let content = content(&services, &r.server_name, &r.media_id, r.timeout_ms).await?;
     Ok(serve(content, Some(r.filename)))
 }
 
@@ -298,7 +298,7 @@ fn legacy_allowed(services: &Services) -> Result<()> {
 async fn legacy_download(services: Arc<Services>, request: Ruma<media::get_content::v3::Request>) -> Result<Response> {
     legacy_allowed(&services)?;
     let r = request.body;
-    let content = services.media.content(&r.server_name, &r.media_id, r.timeout_ms).await?;
+    let content = content(&services, &r.server_name, &r.media_id, r.timeout_ms).await?;
     Ok(serve(content, None))
 }
 
@@ -311,7 +311,7 @@ async fn legacy_download_as(
 ) -> Result<Response> {
     legacy_allowed(&services)?;
     let r = request.body;
-    let content = services.media.content(&r.server_name, &r.media_id, r.timeout_ms).await?;
+    let content = content(&services, &r.server_name, &r.media_id, r.timeout_ms).await?;
     Ok(serve(content, Some(r.filename)))
 }
 
@@ -327,6 +327,30 @@ async fn legacy_thumbnail(
     serve_thumbnail(&services, &r.server_name, &r.media_id, (r.width, r.height), r.method, r.timeout_ms).await
 }
 
+/// The thumbnail method a request asks for (scale when it names none).
+pub(crate) fn thumbnail_method(method: Option<RumaMethod>) -> Result<Method> {
+    match method {
+        None | Some(RumaMethod::Scale) => Ok(Method::Scale),
+        Some(RumaMethod::Crop) => Ok(Method::Crop),
+        Some(other) => Err(Error::invalid_param(format!("unknown thumbnail method {}", other.as_str()))),
+    }
+}
+
+/// The thumbnail size a request asks for; both sides must be positive.
+pub(crate) fn thumbnail_size(width: UInt, height: UInt) -> Result<(u32, u32)> {
+    if width == UInt::MIN || height == UInt::MIN {
+        return Err(Error::BadState("thumbnail width and height must be positive".into()));
+    }
+    let side = |v: UInt| u32::try_from(u64::from(v)).unwrap_or(u32::MAX);
+    Ok((side(width), side(height)))
+}
+
+/// Opens a media's contents, fetching it from its origin server first when it is another's.
+async fn content(services: &Services, server: &ruma::ServerName, media_id: &str, timeout: Duration) -> Result<Content> {
+    crate::federation::media::ensure_cached(services, server, media_id, timeout).await?;
+    services.media.content(server, media_id, timeout).await
+}
+
 async fn serve_thumbnail(
     services: &Services,
     server_name: &ruma::ServerName,
@@ -335,16 +359,11 @@ async fn serve_thumbnail(
     method: Option<RumaMethod>,
     timeout: Duration,
 ) -> Result<Response> {
-    let method = match method {
-        None | Some(RumaMethod::Scale) => Method::Scale,
-        Some(RumaMethod::Crop) => Method::Crop,
-        Some(other) => return Err(Error::invalid_param(format!("unknown thumbnail method {}", other.as_str()))),
-    };
-    if width == UInt::MIN || height == UInt::MIN {
-        return Err(Error::BadState("thumbnail width and height must be positive".into()));
-    }
-    let side = |v: UInt| u32::try_from(u64::from(v)).unwrap_or(u32::MAX);
-    let content = services.media.thumbnail(server_name, media_id, (side(width), side(height)), method, timeout).await?;
+    let method = thumbnail_method(method)?;
+    let size = thumbnail_size(width, height)?;
+    // Thumbnails of another server's media are made here from the cached original.
+    crate::federation::media::ensure_cached(services, server_name, media_id, timeout).await?;
+    let content = services.media.thumbnail(server_name, media_id, size, method, timeout).await?;
     Ok(serve(content, None))
 }
 
