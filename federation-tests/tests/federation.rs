@@ -422,3 +422,73 @@ async fn profile_and_directory_queries() {
         b.call(Method::GET, Some(&bt), &format!("/_matrix/client/v3/directory/room/{}", enc(&unknown)), None).await;
     assert_eq!((status, error["errcode"].as_str()), (404, Some("M_NOT_FOUND")), "{unknown}: {error}");
 }
+
+#[tokio::test]
+async fn knock_and_restricted_join_across_nodes() {
+    let (a, b) = two_nodes().await;
+    let (alice, at) = a.register("alice").await;
+    let (bob, bt) = b.register("bob").await;
+    let (carol, ct) = b.register("carol").await;
+    let via = [a.server_name()];
+
+    // Knock: a knockable room on A; bob knocks from B.
+    let knockable = a
+        .create_room(
+            &at,
+            json!({ "room_version": "10", "name": "Sur demande",
+                    "initial_state": [{ "type": "m.room.join_rules", "content": { "join_rule": "knock" } }] }),
+        )
+        .await;
+    let a_since = a.sync_token(&at).await;
+    let b_since = b.sync_token(&bt).await;
+    let path = format!("/_matrix/client/v3/knock/{}?via={}", enc(&knockable), enc(&a.server_name()));
+    let (status, knocked) =
+        b.call(Method::POST, Some(&bt), &path, Some(&json!({ "reason": "je suis du service" }))).await;
+    assert_eq!(status, 200, "bob knocks through A: {knocked}");
+    assert_eq!(knocked["room_id"], knockable.as_str());
+    let knock = b
+        .wait_sync(&bt, Some(&b_since), SYNC_WAIT, "bob's knock", |s| s["rooms"]["knock"][&knockable].is_object())
+        .await;
+    let state = knock["rooms"]["knock"][&knockable]["knock_state"]["events"].as_array().expect("knock_state");
+    assert!(
+        state.iter().any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "Sur demande"),
+        "the knock state names the room: {state:?}"
+    );
+    assert!(state.iter().any(|e| is_membership(e, &bob, "knock")), "the knock itself is in the knock state: {state:?}");
+    let seen =
+        a.wait_for_timeline(&at, &knockable, Some(&a_since), |e| is_membership(e, &bob, "knock"), SYNC_WAIT).await;
+    let on_a = seen.events.iter().find(|e| is_membership(e, &bob, "knock")).expect("the knock on A");
+    assert_eq!(on_a["content"]["reason"], "je suis du service");
+
+    // Alice lets bob in: the invite reaches B, bob joins.
+    a.invite(&at, &knockable, &bob).await;
+    b.wait_sync(&bt, Some(&next_batch(&knock)), SYNC_WAIT, "the invite after the knock", |s| {
+        s["rooms"]["invite"][&knockable].is_object()
+    })
+    .await;
+    b.join(&bt, &knockable, &via).await;
+    a.wait_for_timeline(&at, &knockable, Some(&seen.next_batch), |e| is_membership(e, &bob, "join"), SYNC_WAIT).await;
+    assert_eq!(a.joined_members(&at, &knockable).await, BTreeSet::from([alice.clone(), bob.clone()]));
+
+    // Restricted: members of the knockable room may join `restricted` without an invite.
+    let allow = json!([{ "type": "m.room_membership", "room_id": knockable }]);
+    let restricted = a
+        .create_room(
+            &at,
+            json!({ "room_version": "10",
+                    "initial_state": [{ "type": "m.room.join_rules",
+                                        "content": { "join_rule": "restricted", "allow": allow } }] }),
+        )
+        .await;
+    let (status, error) = b.try_join(&ct, &restricted, &via).await;
+    assert_eq!((status, error["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "carol is in no allowed room: {error}");
+    assert!(!a.joined_members(&at, &restricted).await.contains(&carol));
+    let a_since = a.sync_token(&at).await;
+    b.join(&bt, &restricted, &via).await;
+    let seen =
+        a.wait_for_timeline(&at, &restricted, Some(&a_since), |e| is_membership(e, &bob, "join"), SYNC_WAIT).await;
+    let join = seen.events.iter().find(|e| is_membership(e, &bob, "join")).expect("bob's join on A");
+    assert_eq!(join["content"]["join_authorised_via_users_server"], alice.as_str(), "alice vouched for the join");
+    let on_b = b.state_event(&bt, &restricted, "m.room.member", &bob).await;
+    assert_eq!(on_b["membership"], "join", "B's own view of bob's membership: {on_b}");
+}

@@ -38,6 +38,8 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma(send)
         .ruma(make_join)
         .ruma(send_join)
+        .ruma(make_knock)
+        .ruma(send_knock)
         .ruma(make_leave)
         .ruma(send_leave)
         .ruma(invite)
@@ -193,8 +195,13 @@ pub async fn make_join(
     if !versions.contains(&record.version) {
         return Err(Error::IncompatibleRoomVersion(record.version.to_string()));
     }
-    let event =
-        NewEvent::state(StateEventType::RoomMember, body.user_id.as_str(), serde_json::json!({ "membership": "join" }));
+    let mut content = serde_json::json!({ "membership": "join" });
+    // A restricted room: one of our members vouches for the join when the user is in a room the
+    // join rules allow (which we know of only for rooms we share with their server).
+    if let Some(authoriser) = services.rooms.restricted_join_authoriser(&body.room_id, &body.user_id)? {
+        content["join_authorised_via_users_server"] = serde_json::json!(authoriser);
+    }
+    let event = NewEvent::state(StateEventType::RoomMember, body.user_id.as_str(), content);
     let (version, template) = services.rooms.template(&body.room_id, &body.user_id, event).await?;
     let mut response = prepare_join_event::v1::Response::new(
         serde_json::value::to_raw_value(&template).map_err(|e| Error::Internal(e.to_string()))?,
@@ -213,7 +220,18 @@ async fn take_membership(
     membership: &str,
 ) -> Result<(OwnedEventId, CanonicalJsonObject)> {
     let record = services.rooms.room(room)?.ok_or_else(|| Error::not_found("unknown room"))?;
-    let object = canonical_object(pdu)?;
+    let mut object = canonical_object(pdu)?;
+    if membership == "join" && authorised_by_us(&services.federation, &object) {
+        // Our member vouched for this restricted join: the event needs our signature too.
+        let rules = record.version.rules().ok_or_else(|| Error::IncompatibleRoomVersion(record.version.to_string()))?;
+        ruma::signatures::sign_event(
+            services.federation.server_name().as_str(),
+            services.server_keys.keypair(),
+            &mut object,
+            &rules.redaction,
+        )
+        .map_err(|e| Error::BadJson(format!("the join cannot be signed: {e}")))?;
+    }
     let (id, object) = services.federation.verify_pdu(&record.version, object).await?;
     if id != event_id {
         return Err(Error::BadJson(format!("the event id is {id}, not {event_id}")));
@@ -249,13 +267,23 @@ async fn take_membership(
     Ok((id, object))
 }
 
+/// Whether a join names one of our users in `join_authorised_via_users_server`.
+fn authorised_by_us(fed: &Federation, object: &CanonicalJsonObject) -> bool {
+    let Some(ruma::CanonicalJsonValue::Object(content)) = object.get("content") else { return false };
+    content
+        .get("join_authorised_via_users_server")
+        .and_then(|u| u.as_str())
+        .and_then(|u| UserId::parse(u).ok())
+        .is_some_and(|u| u.server_name() == fed.server_name())
+}
+
 pub async fn send_join(
     services: Arc<Services>,
     request: Ruma<create_join_event::v2::Request>,
 ) -> Result<create_join_event::v2::Response> {
     let origin = origin(&request)?;
     let body = request.body;
-    let (id, _) = take_membership(&services, &origin, &body.room_id, &body.event_id, &body.pdu, "join").await?;
+    let (id, joined) = take_membership(&services, &origin, &body.room_id, &body.event_id, &body.pdu, "join").await?;
     let state = services.rooms.state_before_event(&id)?.unwrap_or_default();
     let chain = services.rooms.auth_chain(&state)?;
     let mut room_state = create_join_event::v2::RoomState::new();
@@ -264,7 +292,51 @@ pub async fn send_join(
     let mut servers = receive::servers_in_room(&services, &body.room_id)?;
     servers.push(services.federation.server_name().to_owned());
     room_state.servers_in_room = Some(servers.into_iter().map(|s| s.to_string()).collect());
+    if authorised_by_us(&services.federation, &joined) {
+        room_state.event = Some(serde_json::value::to_raw_value(&joined).map_err(|e| Error::Internal(e.to_string()))?);
+    }
     Ok(create_join_event::v2::Response::new(room_state))
+}
+
+/// `GET /make_knock`: a knock template, for room versions that know knocking (7 and later).
+pub async fn make_knock(
+    services: Arc<Services>,
+    request: Ruma<ruma::api::federation::membership::prepare_knock_event::v1::Request>,
+) -> Result<ruma::api::federation::membership::prepare_knock_event::v1::Response> {
+    let origin = origin(&request)?;
+    let body = request.body;
+    user_of_origin(&origin, &body.user_id)?;
+    let record = services.rooms.room(&body.room_id)?.ok_or_else(|| Error::not_found("unknown room"))?;
+    if !receive::acl_allows(&services, &body.room_id, &origin) {
+        return Err(Error::forbidden("the room's server ACL denies your server"));
+    }
+    let knocks = record.version.rules().is_some_and(|r| r.authorization.knocking);
+    if !knocks || !body.ver.contains(&record.version) {
+        return Err(Error::IncompatibleRoomVersion(record.version.to_string()));
+    }
+    let event = NewEvent::state(
+        StateEventType::RoomMember,
+        body.user_id.as_str(),
+        serde_json::json!({ "membership": "knock" }),
+    );
+    let (version, template) = services.rooms.template(&body.room_id, &body.user_id, event).await?;
+    Ok(ruma::api::federation::membership::prepare_knock_event::v1::Response::new(
+        version,
+        serde_json::value::to_raw_value(&template).map_err(|e| Error::Internal(e.to_string()))?,
+    ))
+}
+
+/// `PUT /send_knock`: the knock enters the room; the knocker's server gets the room's stripped
+/// state to show it.
+pub async fn send_knock(
+    services: Arc<Services>,
+    request: Ruma<ruma::api::federation::membership::create_knock_event::v1::Request>,
+) -> Result<ruma::api::federation::membership::create_knock_event::v1::Response> {
+    let origin = origin(&request)?;
+    let body = request.body;
+    take_membership(&services, &origin, &body.room_id, &body.event_id, &body.pdu, "knock").await?;
+    let state = crate::federation::membership::stripped_state_pdus(&services, &body.room_id)?;
+    Ok(ruma::api::federation::membership::create_knock_event::v1::Response::new(state))
 }
 
 pub async fn make_leave(

@@ -8,7 +8,10 @@ use std::sync::Arc;
 use ruma::{
     api::federation::{
         backfill::get_backfill,
-        membership::{create_invite, create_join_event, create_leave_event, prepare_join_event, prepare_leave_event},
+        membership::{
+            create_invite, create_join_event, create_knock_event, create_leave_event, prepare_join_event,
+            prepare_knock_event, prepare_leave_event,
+        },
     },
     canonical_json::CanonicalJsonValue,
     signatures::hash_and_sign_event,
@@ -40,17 +43,7 @@ pub async fn join_remote(
     reason: Option<String>,
 ) -> Result<OwnedEventId> {
     let mut last = Error::not_found("no server of the room to join through is known");
-    let mut candidates: Vec<OwnedServerName> = servers.to_vec();
-    if let Some(server) = room.server_name() {
-        candidates.push(server.to_owned());
-    }
-    candidates.dedup();
-    let mut tried = Vec::new();
-    for server in candidates {
-        if server == services.federation.server_name() || tried.contains(&server) {
-            continue;
-        }
-        tried.push(server.clone());
+    for server in candidates(services, room, servers) {
         if !services.federation.allowed(&server) {
             last = Error::forbidden(format!("this server does not federate with {server} (federation.allow)"));
             continue;
@@ -226,25 +219,7 @@ pub async fn invite_remote(
     }
     let (version, signed_by_us) = services.rooms.sign_local_event(room, sender, invitee.as_str(), content).await?;
     let event_id = event_id_of(&signed_by_us, &version)?;
-    // Since Matrix 1.16 the invite's room state travels as full PDUs.
-    let mut invite_state = Vec::new();
-    for kind in [
-        ruma::events::StateEventType::RoomCreate,
-        ruma::events::StateEventType::RoomJoinRules,
-        ruma::events::StateEventType::RoomName,
-        ruma::events::StateEventType::RoomAvatar,
-        ruma::events::StateEventType::RoomTopic,
-        ruma::events::StateEventType::RoomCanonicalAlias,
-        ruma::events::StateEventType::RoomEncryption,
-    ] {
-        if let Some(pdu) = services.rooms.state_event(room, &kind, "")? {
-            if let Some(json) = services.rooms.pdu_json(&pdu.event_id)? {
-                let raw = serde_json::value::RawValue::from_string(String::from_utf8_lossy(&json).into_owned())
-                    .map_err(|e| Error::Internal(e.to_string()))?;
-                invite_state.push(ruma::api::federation::membership::RawStrippedState::Pdu(raw));
-            }
-        }
-    }
+    let invite_state = stripped_state_pdus(services, room)?;
     let raw = serde_json::value::to_raw_value(&signed_by_us).map_err(|e| Error::Internal(e.to_string()))?;
     let request =
         create_invite::v2::Request::new(room.to_owned(), event_id.clone(), version.clone(), raw, invite_state);
@@ -255,6 +230,85 @@ pub async fn invite_remote(
     }
     services.rooms.append_remote(room, &event_id, &object, None).await?;
     Ok(event_id)
+}
+
+/// The room state an invitee or knocker is shown, as full PDUs (Matrix 1.16 and later).
+pub fn stripped_state_pdus(
+    services: &Services,
+    room: &RoomId,
+) -> Result<Vec<ruma::api::federation::membership::RawStrippedState>> {
+    let mut out = Vec::new();
+    for kind in &crate::rooms::STRIPPED_STATE {
+        if let Some(pdu) = services.rooms.state_event(room, kind, "")? {
+            if let Some(json) = services.rooms.pdu_json(&pdu.event_id)? {
+                let raw = serde_json::value::RawValue::from_string(String::from_utf8_lossy(&json).into_owned())
+                    .map_err(|e| Error::Internal(e.to_string()))?;
+                out.push(ruma::api::federation::membership::RawStrippedState::Pdu(raw));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Knocks on a room of another server through the first of `servers` that takes it; the knock
+/// is kept as the user's membership (with the room state the resident server answered), so
+/// their sync lists the room under `knock`.
+pub async fn knock_remote(
+    services: &Arc<Services>,
+    room: &RoomId,
+    user: &UserId,
+    servers: &[OwnedServerName],
+    reason: Option<String>,
+) -> Result<OwnedEventId> {
+    let fed = &services.federation;
+    let mut last = Error::not_found("no server of the room to knock through is known");
+    for server in candidates(services, room, servers) {
+        if !fed.allowed(&server) {
+            last = Error::forbidden(format!("this server does not federate with {server} (federation.allow)"));
+            continue;
+        }
+        let attempt = async {
+            let mut request = prepare_knock_event::v1::Request::new(room.to_owned(), user.to_owned());
+            request.ver = supported_versions();
+            let made = fed.send(&server, request).await?;
+            let version = made.room_version;
+            let template = canonical_object(&made.event)?;
+            let (event_id, object) = sign_template(services, &version, template, user, "knock", reason.clone())?;
+            let raw = serde_json::value::to_raw_value(&object).map_err(|e| Error::Internal(e.to_string()))?;
+            let knocked =
+                fed.send(&server, create_knock_event::v1::Request::new(room.to_owned(), event_id.clone(), raw)).await?;
+            let state: Vec<Value> =
+                knocked.knock_room_state.iter().filter_map(|s| serde_json::to_value(s).ok()).collect();
+            let mut stored = object;
+            let mut unsigned = CanonicalJsonObject::new();
+            if let Ok(value) = CanonicalJsonValue::try_from(Value::Array(state)) {
+                unsigned.insert("knock_room_state".into(), value);
+            }
+            stored.insert("unsigned".into(), CanonicalJsonValue::Object(unsigned));
+            services.rooms.record_remote_membership(room, user, &event_id, &stored, "knock").await?;
+            Ok::<_, Error>(event_id)
+        };
+        match attempt.await {
+            Ok(id) => return Ok(id),
+            Err(error) => {
+                tracing::info!(%server, %room, %error, "knocking through this server failed");
+                last = error;
+            }
+        }
+    }
+    Err(last)
+}
+
+/// Servers to try for a room we are not in: those given, then the room id's server, without
+/// ourselves or repeats.
+fn candidates(services: &Services, room: &RoomId, servers: &[OwnedServerName]) -> Vec<OwnedServerName> {
+    let mut out: Vec<OwnedServerName> = Vec::new();
+    for server in servers.iter().cloned().chain(room.server_name().map(ToOwned::to_owned)) {
+        if server != services.federation.server_name() && !out.contains(&server) {
+            out.push(server);
+        }
+    }
+    out
 }
 
 /// Rejects an invite to (or withdraws a knock on) a room this server is not in, through the
@@ -277,9 +331,12 @@ pub async fn leave_remote(
     Ok(event_id)
 }
 
-/// The stripped state an invite carried (stripped events or full PDUs), in the client format.
+/// The stripped state an invite (or a knock's answer) carried, stripped events or full PDUs, in
+/// the client format.
 pub fn invite_state_of(object: &Value) -> Vec<Value> {
-    let items = object["unsigned"]["invite_room_state"].as_array().cloned().unwrap_or_default();
+    let unsigned = &object["unsigned"];
+    let items = unsigned["invite_room_state"].as_array().or(unsigned["knock_room_state"].as_array());
+    let items = items.cloned().unwrap_or_default();
     items
         .iter()
         .map(|e| json!({ "type": e["type"], "state_key": e["state_key"], "sender": e["sender"], "content": e["content"] }))
@@ -320,10 +377,28 @@ pub fn participating(services: &Services, room: &RoomId) -> Result<bool> {
     Ok(services.rooms.members(room)?.iter().any(|(u, m)| services.users.is_local(u) && m.membership == "join"))
 }
 
-/// The server that sent a local user's pending invite (or other membership) to a room we are not in.
-fn inviter_server(services: &Services, room: &RoomId, user: &UserId) -> Result<Option<OwnedServerName>> {
-    let Some(record) = services.rooms.membership(user, room)? else { return Ok(None) };
-    Ok(services.rooms.pdu(&record.event_id)?.map(|p| p.sender.server_name().to_owned()))
+/// Servers of a room we are not in that a local user's pending membership names: the sender of
+/// their invite, then the senders of the room state the invite or knock carried (the room's
+/// creator among them, whose server is the room's first).
+fn membership_servers(services: &Services, room: &RoomId, user: &UserId) -> Result<Vec<OwnedServerName>> {
+    let Some(record) = services.rooms.membership(user, room)? else { return Ok(Vec::new()) };
+    let mut out = Vec::new();
+    if let Some(pdu) = services.rooms.pdu(&record.event_id)? {
+        out.push(pdu.sender.server_name().to_owned());
+    }
+    if let Some(json) = services.rooms.pdu_json(&record.event_id)? {
+        let event: Value = serde_json::from_slice(&json).unwrap_or_default();
+        for state in invite_state_of(&event) {
+            if let Some(sender) = state["sender"].as_str().and_then(|s| UserId::parse(s).ok()) {
+                let server = sender.server_name().to_owned();
+                if !out.contains(&server) {
+                    out.push(server);
+                }
+            }
+        }
+    }
+    out.retain(|s| s != services.federation.server_name());
+    Ok(out)
 }
 
 /// Joins a room locally when this server is in it, else through other servers.
@@ -337,10 +412,8 @@ pub async fn join(
     if participating(services, room)? {
         return services.rooms.join(room, user, reason).await;
     }
-    let mut servers = via.to_vec();
-    if let Some(inviter) = inviter_server(services, room, user)? {
-        servers.insert(0, inviter);
-    }
+    let mut servers = membership_servers(services, room, user)?;
+    servers.extend_from_slice(via);
     join_remote(services, room, user, &servers, reason).await
 }
 
@@ -350,9 +423,30 @@ pub async fn leave(services: &Arc<Services>, room: &RoomId, user: &UserId, reaso
         services.rooms.set_membership(room, user, user, "leave", reason, serde_json::Map::new()).await?;
         return Ok(());
     }
-    let Some(via) = inviter_server(services, room, user)? else {
+    let servers = membership_servers(services, room, user)?;
+    if servers.is_empty() {
         return Err(Error::forbidden("you are not in this room"));
-    };
-    leave_remote(services, room, user, &via, reason).await?;
-    Ok(())
+    }
+    let mut last = Error::forbidden("you are not in this room");
+    for via in candidates(services, room, &servers) {
+        match leave_remote(services, room, user, &via, reason.clone()).await {
+            Ok(_) => return Ok(()),
+            Err(error) => last = error,
+        }
+    }
+    Err(last)
+}
+
+/// Knocks locally when this server is in the room, else through other servers.
+pub async fn knock(
+    services: &Arc<Services>,
+    room: &RoomId,
+    user: &UserId,
+    via: &[OwnedServerName],
+    reason: Option<String>,
+) -> Result<OwnedEventId> {
+    if participating(services, room)? {
+        return services.rooms.set_membership(room, user, user, "knock", reason, serde_json::Map::new()).await;
+    }
+    knock_remote(services, room, user, via, reason).await
 }

@@ -51,7 +51,7 @@ impl Rooms {
     /// that they are in one of the rooms the join rules allow, and picks a local member who may
     /// invite to vouch for the join (`join_authorised_via_users_server`), as the auth rules
     /// require. `None` when the room's join rule needs no such thing.
-    fn restricted_join_authoriser(&self, room: &RoomId, user: &UserId) -> Result<Option<OwnedUserId>> {
+    pub fn restricted_join_authoriser(&self, room: &RoomId, user: &UserId) -> Result<Option<OwnedUserId>> {
         let Some(rules) = self.state_event(room, &StateEventType::RoomJoinRules, "")? else { return Ok(None) };
         let content: Value = serde_json::from_str(rules.content.get()).unwrap_or_default();
         if !matches!(content["join_rule"].as_str(), Some("restricted" | "knock_restricted")) {

@@ -50,6 +50,18 @@ const AUTH_CACHE_ENTRIES: usize = 10_000;
 /// The spec's limit on a whole PDU.
 pub const MAX_PDU_BYTES: usize = 65_536;
 
+/// The state an invitee or knocker is shown of a room they are not in (the spec's recommended
+/// stripped state): what identifies the room and says whether it is encrypted.
+pub const STRIPPED_STATE: [StateEventType; 7] = [
+    StateEventType::RoomCreate,
+    StateEventType::RoomJoinRules,
+    StateEventType::RoomName,
+    StateEventType::RoomAvatar,
+    StateEventType::RoomTopic,
+    StateEventType::RoomCanonicalAlias,
+    StateEventType::RoomEncryption,
+];
+
 /// What we keep about a room besides its events.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RoomRecord {

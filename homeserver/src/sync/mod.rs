@@ -476,19 +476,10 @@ pub(crate) fn summary(services: &Services, user: &UserId, room: &RoomId) -> Resu
 pub(crate) fn stripped_state(services: &Services, room: &RoomId, own_event: &OwnedEventId) -> Result<Vec<Value>> {
     let rooms = &services.rooms;
     let mut out = Vec::new();
-    let kinds = [
-        StateEventType::RoomCreate,
-        StateEventType::RoomJoinRules,
-        StateEventType::RoomName,
-        StateEventType::RoomAvatar,
-        StateEventType::RoomTopic,
-        StateEventType::RoomCanonicalAlias,
-        StateEventType::RoomEncryption,
-    ];
     let strip = |e: &Value| json!({ "type": e["type"], "state_key": e["state_key"], "sender": e["sender"], "content": e["content"] });
     if !rooms.exists(room)? {
-        // An invite from another server to a room we are not in: the state it carried, and the
-        // invite itself.
+        // An invite from another server to a room we are not in (or our knock on one): the state
+        // it carried, and the membership event itself.
         let Some(json) = rooms.pdu_json(own_event)? else { return Ok(out) };
         let invite: Value = serde_json::from_slice(&json).unwrap_or_default();
         out.extend(crate::federation::membership::invite_state_of(&invite));
@@ -497,8 +488,8 @@ pub(crate) fn stripped_state(services: &Services, room: &RoomId, own_event: &Own
         out.push(event);
         return Ok(out);
     }
-    for kind in kinds {
-        if let Some(pdu) = rooms.state_event(room, &kind, "")? {
+    for kind in &crate::rooms::STRIPPED_STATE {
+        if let Some(pdu) = rooms.state_event(room, kind, "")? {
             if let Some(e) = rooms.client_event(&pdu.event_id)? {
                 out.push(strip(&e));
             }

@@ -128,11 +128,10 @@ pub async fn knock(
     request: Ruma<knock_room::v3::Request>,
 ) -> Result<knock_room::v3::Response> {
     let user = request.sender()?.user_id.clone();
-    let (room, _) = resolve(&services, &request.body.room_id_or_alias).await?;
-    if !services.rooms.exists(&room)? {
-        return Err(Error::not_found("this server does not know the room"));
-    }
-    services.rooms.set_membership(&room, &user, &user, "knock", request.body.reason.clone(), Map::new()).await?;
+    let (room, mut servers) = resolve(&services, &request.body.room_id_or_alias).await?;
+    let mut via = request.body.via.clone();
+    via.append(&mut servers);
+    crate::federation::membership::knock(&services, &room, &user, &via, request.body.reason.clone()).await?;
     Ok(knock_room::v3::Response::new(room))
 }
 

@@ -25,7 +25,7 @@ use super::ruma::RouterExt;
 use crate::services::Services;
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
-    media::routes(router)
+    sync::route(media::routes(router))
         .ruma(discovery::versions)
         .ruma(discovery::well_known_client)
         .ruma(discovery::well_known_server)
@@ -78,7 +78,6 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma(keys::delete_keys)
         .ruma(keys::delete_room_keys)
         .ruma(keys::delete_session_key)
-        .ruma(sync::sync_events)
         .ruma(sliding::sync)
         .ruma(ephemeral::typing)
         .ruma(ephemeral::receipt)
