@@ -399,7 +399,13 @@ async fn profile_and_directory_queries() {
     let (alice, at) = a.register("alice").await;
     let (_, bt) = b.register("bob").await;
     a.set_displayname(&at, &alice, "Alice d'A").await;
-    let room = a.create_room(&at, json!({ "preset": "public_chat", "room_alias_name": "annuaire" })).await;
+    let room = a
+        .create_room(
+            &at,
+            json!({ "preset": "public_chat", "room_alias_name": "annuaire", "visibility": "public",
+                    "name": "Annuaire des services" }),
+        )
+        .await;
 
     // Profiles of A's users, asked on B.
     let profile = b.get(&bt, &format!("/_matrix/client/v3/profile/{}", enc(&alice))).await;
@@ -421,6 +427,23 @@ async fn profile_and_directory_queries() {
     let (status, error) =
         b.call(Method::GET, Some(&bt), &format!("/_matrix/client/v3/directory/room/{}", enc(&unknown)), None).await;
     assert_eq!((status, error["errcode"].as_str()), (404, Some("M_NOT_FOUND")), "{unknown}: {error}");
+
+    // A's public room directory, browsed and searched from B.
+    let server = enc(&a.server_name());
+    let listed = b.get(&bt, &format!("/_matrix/client/v3/publicRooms?server={server}")).await;
+    let chunk = listed["chunk"].as_array().expect("chunk");
+    let entry = chunk.iter().find(|r| r["room_id"] == room.as_str()).unwrap_or_else(|| panic!("listed: {listed}"));
+    assert_eq!(entry["name"], "Annuaire des services");
+    assert_eq!(entry["num_joined_members"], 1);
+    let path = format!("/_matrix/client/v3/publicRooms?server={server}");
+    let found = b.post(&bt, &path, json!({ "filter": { "generic_search_term": "annuaire" }, "limit": 5 })).await;
+    let ids: Vec<&str> =
+        found["chunk"].as_array().expect("chunk").iter().filter_map(|r| r["room_id"].as_str()).collect();
+    assert_eq!(ids, vec![room.as_str()], "the search on A's directory: {found}");
+    let none = b.post(&bt, &path, json!({ "filter": { "generic_search_term": "introuvable" } })).await;
+    assert_eq!(none["chunk"], json!([]), "{none}");
+    let local = b.get(&bt, "/_matrix/client/v3/publicRooms").await;
+    assert_eq!(local["chunk"], json!([]), "B's own directory stays B's: {local}");
 }
 
 #[tokio::test]

@@ -54,6 +54,8 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma(user_keys_query)
         .ruma(user_keys_claim)
         .ruma(user_devices)
+        .ruma(public_rooms)
+        .ruma(public_rooms_filtered)
         .ruma(media_download)
         .ruma(media_thumbnail)
 }
@@ -726,4 +728,35 @@ pub async fn media_thumbnail(
     let own = services.federation.server_name();
     let content = services.media.thumbnail(own, &r.media_id, (width, height), method, r.timeout_ms).await?;
     Ok(Response::new(ContentMetadata::new(), media_answer(content).await?))
+}
+
+/// `GET /publicRooms`: our public directory for another server's users.
+pub async fn public_rooms(
+    services: Arc<Services>,
+    request: Ruma<ruma::api::federation::directory::get_public_rooms::v1::Request>,
+) -> Result<ruma::api::federation::directory::get_public_rooms::v1::Response> {
+    let b = &request.body;
+    let page = super::client::directory::page(&services, None, b.since.as_deref(), b.limit)?;
+    let mut response = ruma::api::federation::directory::get_public_rooms::v1::Response::new();
+    response.chunk = page.chunk;
+    response.next_batch = page.next;
+    response.prev_batch = page.prev;
+    response.total_room_count_estimate = ruma::UInt::new(page.total);
+    Ok(response)
+}
+
+/// `POST /publicRooms`: the same with a search term.
+pub async fn public_rooms_filtered(
+    services: Arc<Services>,
+    request: Ruma<ruma::api::federation::directory::get_public_rooms_filtered::v1::Request>,
+) -> Result<ruma::api::federation::directory::get_public_rooms_filtered::v1::Response> {
+    let b = &request.body;
+    let search = b.filter.generic_search_term.as_deref();
+    let page = super::client::directory::page(&services, search, b.since.as_deref(), b.limit)?;
+    let mut response = ruma::api::federation::directory::get_public_rooms_filtered::v1::Response::new();
+    response.chunk = page.chunk;
+    response.next_batch = page.next;
+    response.prev_batch = page.prev;
+    response.total_room_count_estimate = ruma::UInt::new(page.total);
+    Ok(response)
 }

@@ -94,15 +94,21 @@ fn chunk(room: PublicRoom) -> PublicRoomsChunk {
     c
 }
 
-/// One page of the public directory.
-struct DirectoryPage {
-    chunk: Vec<PublicRoomsChunk>,
-    next: Option<String>,
-    prev: Option<String>,
-    total: u64,
+/// One page of a public directory.
+pub(crate) struct DirectoryPage {
+    pub chunk: Vec<PublicRoomsChunk>,
+    pub next: Option<String>,
+    pub prev: Option<String>,
+    pub total: u64,
 }
 
-fn page(services: &Services, search: Option<&str>, since: Option<&str>, limit: Option<UInt>) -> Result<DirectoryPage> {
+/// One page of this server's public directory: for our clients and for other servers.
+pub(crate) fn page(
+    services: &Services,
+    search: Option<&str>,
+    since: Option<&str>,
+    limit: Option<UInt>,
+) -> Result<DirectoryPage> {
     let offset = match since {
         Some(token) => token
             .strip_prefix('o')
@@ -117,13 +123,37 @@ fn page(services: &Services, search: Option<&str>, since: Option<&str>, limit: O
     Ok(DirectoryPage { chunk: rooms.into_iter().map(chunk).collect(), next, prev, total: total as u64 })
 }
 
+/// The directory a client asks for: ours, or another server's (asked over federation, with the
+/// search term and paging passed on).
+async fn directory_of(
+    services: &Services,
+    server: Option<&ruma::ServerName>,
+    search: Option<&str>,
+    since: Option<&str>,
+    limit: Option<UInt>,
+) -> Result<DirectoryPage> {
+    let Some(server) = server.filter(|s| *s != services.config.server_name) else {
+        return page(services, search, since, limit);
+    };
+    let mut request = ruma::api::federation::directory::get_public_rooms_filtered::v1::Request::new();
+    request.limit = limit;
+    request.since = since.map(str::to_owned);
+    request.filter.generic_search_term = search.map(str::to_owned);
+    let answer = services.federation.send(server, request).await?;
+    Ok(DirectoryPage {
+        chunk: answer.chunk,
+        next: answer.next_batch,
+        prev: answer.prev_batch,
+        total: answer.total_room_count_estimate.map(u64::from).unwrap_or_default(),
+    })
+}
+
 pub async fn public_rooms(
     services: Arc<Services>,
     request: Ruma<get_public_rooms::v3::Request>,
 ) -> Result<get_public_rooms::v3::Response> {
     let b = &request.body;
-    check_server(&services, b.server.as_deref())?;
-    let page = page(&services, None, b.since.as_deref(), b.limit)?;
+    let page = directory_of(&services, b.server.as_deref(), None, b.since.as_deref(), b.limit).await?;
     let mut response = get_public_rooms::v3::Response::new(page.chunk);
     response.next_batch = page.next;
     response.prev_batch = page.prev;
@@ -136,24 +166,14 @@ pub async fn public_rooms_filtered(
     request: Ruma<get_public_rooms_filtered::v3::Request>,
 ) -> Result<get_public_rooms_filtered::v3::Response> {
     let b = &request.body;
-    check_server(&services, b.server.as_deref())?;
-    let page = page(&services, b.filter.generic_search_term.as_deref(), b.since.as_deref(), b.limit)?;
+    let search = b.filter.generic_search_term.as_deref();
+    let page = directory_of(&services, b.server.as_deref(), search, b.since.as_deref(), b.limit).await?;
     let mut response = get_public_rooms_filtered::v3::Response::new();
     response.chunk = page.chunk;
     response.next_batch = page.next;
     response.prev_batch = page.prev;
     response.total_room_count_estimate = UInt::new(page.total);
     Ok(response)
-}
-
-/// Other servers' directories come with federation.
-fn check_server(services: &Services, server: Option<&ruma::ServerName>) -> Result<()> {
-    match server {
-        Some(s) if s != services.config.server_name => {
-            Err(Error::not_found("remote room directories are not available yet"))
-        }
-        _ => Ok(()),
-    }
 }
 
 pub async fn search(
