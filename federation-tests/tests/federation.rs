@@ -515,3 +515,62 @@ async fn knock_and_restricted_join_across_nodes() {
     let on_b = b.state_event(&bt, &restricted, "m.room.member", &bob).await;
     assert_eq!(on_b["membership"], "join", "B's own view of bob's membership: {on_b}");
 }
+
+#[tokio::test]
+async fn space_hierarchy_across_nodes() {
+    let (a, b) = two_nodes().await;
+    let (_, at) = a.register("alice").await;
+    let (_, bt) = b.register("bob").await;
+    let (a_name, b_name) = (a.server_name(), b.server_name());
+    let space = a
+        .create_room(
+            &at,
+            json!({ "preset": "public_chat", "name": "Ministère", "creation_content": { "type": "m.space" } }),
+        )
+        .await;
+    let open = a.create_room(&at, json!({ "preset": "public_chat", "name": "Accueil" })).await;
+    let closed = a.create_room(&at, json!({ "preset": "private_chat", "name": "Cabinet" })).await;
+    let on_b = b.create_room(&bt, json!({ "preset": "public_chat", "name": "Antenne B" })).await;
+    for (child, server, order, suggested) in
+        [(&open, &a_name, "a", true), (&closed, &a_name, "b", false), (&on_b, &b_name, "c", false)]
+    {
+        let content = json!({ "via": [server], "order": order, "suggested": suggested });
+        a.put_state(&at, &space, "m.space.child", child, content).await;
+    }
+
+    let names = |page: &Value| -> Vec<String> {
+        page["rooms"].as_array().expect("rooms").iter().map(|r| r["name"].as_str().unwrap_or("?").to_owned()).collect()
+    };
+    let path = format!("/_matrix/client/v1/rooms/{}/hierarchy", enc(&space));
+
+    // Bob on B, in the space (room ids of version 12 name no server: B learns of the space by
+    // joining it): A's public room comes from A, the private one stays hidden, B's is B's.
+    b.join(&bt, &space, &[a_name.clone()]).await;
+    let seen = b.get(&bt, &path).await;
+    assert_eq!(names(&seen), ["Ministère", "Accueil", "Antenne B"], "bob's view: {seen}");
+    let top = &seen["rooms"][0];
+    assert_eq!(top["room_type"], "m.space");
+    assert_eq!(top["children_state"].as_array().map(Vec::len), Some(3), "every link is listed: {top}");
+    assert_eq!(seen["rooms"][0]["num_joined_members"], 2);
+    assert_eq!(seen["rooms"][1]["num_joined_members"], 1);
+
+    // Alice on A: she is in the private room; B's room comes from B.
+    let seen = a.get(&at, &path).await;
+    assert_eq!(names(&seen), ["Ministère", "Accueil", "Cabinet", "Antenne B"], "alice's view: {seen}");
+
+    // Suggested only, paging one room at a time, depth 0.
+    let suggested = b.get(&bt, &format!("{path}?suggested_only=true")).await;
+    assert_eq!(names(&suggested), ["Ministère", "Accueil"], "{suggested}");
+    let first = b.get(&bt, &format!("{path}?limit=1")).await;
+    assert_eq!(names(&first), ["Ministère"]);
+    let token = first["next_batch"].as_str().expect("a next page");
+    let second = b.get(&bt, &format!("{path}?limit=1&from={}", enc(token))).await;
+    assert_eq!(names(&second), ["Accueil"], "{second}");
+    let shallow = b.get(&bt, &format!("{path}?max_depth=0")).await;
+    assert_eq!(names(&shallow), ["Ministère"], "{shallow}");
+
+    // A room nobody lets bob see.
+    let hidden = format!("/_matrix/client/v1/rooms/{}/hierarchy", enc(&closed));
+    let (status, error) = b.call(Method::GET, Some(&bt), &hidden, None).await;
+    assert_eq!((status, error["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "{error}");
+}

@@ -18,6 +18,7 @@ pub mod rooms;
 pub mod server;
 pub mod server_keys;
 pub mod services;
+pub mod spaces;
 pub mod stream;
 pub mod sync;
 pub mod uia;

@@ -56,6 +56,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma(user_devices)
         .ruma(public_rooms)
         .ruma(public_rooms_filtered)
+        .ruma(hierarchy)
         .ruma(media_download)
         .ruma(media_thumbnail)
 }
@@ -758,5 +759,23 @@ pub async fn public_rooms_filtered(
     response.next_batch = page.next;
     response.prev_batch = page.prev;
     response.total_room_count_estimate = ruma::UInt::new(page.total);
+    Ok(response)
+}
+
+/// `GET /hierarchy/{roomId}`: a space we hold and the summaries of its children, as the asking
+/// server's users may see them.
+pub async fn hierarchy(
+    services: Arc<Services>,
+    request: Ruma<ruma::api::federation::space::get_hierarchy::v1::Request>,
+) -> Result<ruma::api::federation::space::get_hierarchy::v1::Response> {
+    use ruma::api::federation::space::{get_hierarchy::v1::Response, SpaceHierarchyParentSummary};
+    let origin = origin(&request)?;
+    let b = request.body;
+    let answer = crate::spaces::serve(&services, &origin, &b.room_id, b.suggested_only)?;
+    let bad = |e: serde_json::Error| Error::Internal(format!("a room summary: {e}"));
+    let room: SpaceHierarchyParentSummary = serde_json::from_value(answer["room"].clone()).map_err(bad)?;
+    let mut response = Response::new(room);
+    response.children = serde_json::from_value(answer["children"].clone()).map_err(bad)?;
+    response.inaccessible_children = serde_json::from_value(answer["inaccessible_children"].clone()).map_err(bad)?;
     Ok(response)
 }

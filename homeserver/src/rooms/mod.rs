@@ -7,6 +7,7 @@
 
 pub mod create;
 pub mod directory;
+pub mod hierarchy;
 pub mod membership;
 pub mod pdu;
 pub mod power;

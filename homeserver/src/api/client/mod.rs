@@ -15,6 +15,7 @@ pub mod push;
 pub mod rooms;
 pub mod session;
 pub mod sliding;
+pub mod spaces;
 pub mod sync;
 
 use std::sync::Arc;
@@ -79,6 +80,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma(keys::delete_room_keys)
         .ruma(keys::delete_session_key)
         .ruma(sliding::sync)
+        .ruma(spaces::get)
         .ruma(ephemeral::typing)
         .ruma(ephemeral::receipt)
         .ruma(ephemeral::read_markers)
