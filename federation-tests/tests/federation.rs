@@ -201,7 +201,8 @@ async fn history_before_join_via_messages() {
     let shared = json!({ "type": "m.room.history_visibility", "state_key": "",
                          "content": { "history_visibility": "shared" } });
     let room = a.create_room(&at, json!({ "preset": "public_chat", "initial_state": [shared] })).await;
-    let sent: Vec<String> = (0..30).map(|i| format!("avant l'arrivée de Bob {i}")).collect();
+    // More than two `/backfill` pages (servers answer 100 events at most).
+    let sent: Vec<String> = (0..250).map(|i| format!("avant l'arrivée de Bob {i}")).collect();
     for text in &sent {
         a.send_text(&at, &room, text).await;
     }
@@ -216,7 +217,7 @@ async fn history_before_join_via_messages() {
     let mut from = timeline["prev_batch"].as_str().expect("prev_batch").to_owned();
     let mut older: Vec<Value> = Vec::new();
     for _ in 0..50 {
-        let page = b.messages(&bt, &room, "b", Some(&from), 10).await;
+        let page = b.messages(&bt, &room, "b", Some(&from), 40).await;
         let chunk = page["chunk"].as_array().cloned().unwrap_or_default();
         let done = chunk.is_empty() || chunk.iter().any(|e| e["type"] == "m.room.create");
         older.extend(chunk);
@@ -227,7 +228,7 @@ async fn history_before_join_via_messages() {
     }
     let summary = describe_all(&older);
     let expected: Vec<String> = sent.iter().rev().cloned().collect();
-    assert_eq!(bodies(&older), expected, "all 30 messages, newest first:\n{summary}");
+    assert_eq!(bodies(&older), expected, "all 250 messages, newest first:\n{summary}");
     assert_eq!(older.last().map(|e| &e["type"]), Some(&json!("m.room.create")), "back to the create event:\n{summary}");
     assert_eq!(event_ids(&older).len(), older.len(), "no event twice:\n{summary}");
     let visibility = b.state_event(&bt, &room, "m.room.history_visibility", "").await;
@@ -358,7 +359,7 @@ async fn federation_allow_refuses_outsiders() {
 }
 
 #[tokio::test]
-async fn typing_and_receipts_across_nodes() {
+async fn typing_receipts_and_presence_across_nodes() {
     let (a, b) = two_nodes().await;
     let (alice, at) = a.register("alice").await;
     let (bob, bt) = b.register("bob").await;
@@ -391,6 +392,29 @@ async fn typing_and_receipts_across_nodes() {
         .await;
     let read = &ephemeral(&receipt, &room, "m.receipt").expect("m.receipt")["content"][&event]["m.read"][&bob];
     assert!(read["ts"].is_u64(), "the receipt has its timestamp: {read}");
+
+    // Presence set on A reaches B's sync and B's /presence, and the way back.
+    let b_since = b.sync_token(&bt).await;
+    let path = format!("/_matrix/client/v3/presence/{}/status", enc(&alice));
+    a.put(&at, &path, json!({ "presence": "unavailable", "status_msg": "en réunion" })).await;
+    let presence_of = |s: &Value, user: &str| -> Option<Value> {
+        s["presence"]["events"].as_array()?.iter().rev().find(|e| e["sender"] == user).map(|e| e["content"].clone())
+    };
+    let seen = b
+        .wait_sync(&bt, Some(&b_since), SYNC_WAIT, "alice's presence", |s| {
+            presence_of(s, &alice).is_some_and(|p| p["presence"] == "unavailable")
+        })
+        .await;
+    assert_eq!(presence_of(&seen, &alice).expect("presence")["status_msg"], "en réunion");
+    let asked = b.get(&bt, &path).await;
+    assert_eq!((asked["presence"].as_str(), asked["status_msg"].as_str()), (Some("unavailable"), Some("en réunion")));
+    let a_since = a.sync_token(&at).await;
+    let status = json!({ "presence": "online", "status_msg": "disponible" });
+    b.put(&bt, &format!("/_matrix/client/v3/presence/{}/status", enc(&bob)), status).await;
+    a.wait_sync(&at, Some(&a_since), SYNC_WAIT, "bob's presence", |s| {
+        presence_of(s, &bob).is_some_and(|p| p["presence"] == "online" && p["status_msg"] == "disponible")
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -545,7 +569,7 @@ async fn space_hierarchy_across_nodes() {
 
     // Bob on B, in the space (room ids of version 12 name no server: B learns of the space by
     // joining it): A's public room comes from A, the private one stays hidden, B's is B's.
-    b.join(&bt, &space, &[a_name.clone()]).await;
+    b.join(&bt, &space, std::slice::from_ref(&a_name)).await;
     let seen = b.get(&bt, &path).await;
     assert_eq!(names(&seen), ["Ministère", "Accueil", "Antenne B"], "bob's view: {seen}");
     let top = &seen["rooms"][0];

@@ -24,8 +24,11 @@ const TRANSFER_TIME: Duration = Duration::from_secs(60);
 /// the first fetch instead of each asking the origin.
 #[derive(Default)]
 pub struct Fetches {
-    running: std::sync::Mutex<std::collections::HashMap<(OwnedServerName, String), Arc<tokio::sync::Mutex<()>>>>,
+    running: std::sync::Mutex<std::collections::HashMap<MediaName, Arc<tokio::sync::Mutex<()>>>>,
 }
+
+/// A media's origin server and media id.
+type MediaName = (OwnedServerName, String);
 
 impl Fetches {
     fn slot(&self, server: &ServerName, media_id: &str) -> Arc<tokio::sync::Mutex<()>> {

@@ -32,7 +32,20 @@ pub fn supported_versions() -> Vec<RoomVersionId> {
 }
 
 /// Events of history fetched with a join, so `/messages` reaches back before it.
-const JOIN_HISTORY: u64 = 100;
+const JOIN_HISTORY: usize = 500;
+
+/// The event ids of a `prev_events` list (plain ids, or `[id, hashes]` pairs of room versions 1–2).
+fn event_refs(value: Option<&CanonicalJsonValue>) -> Vec<OwnedEventId> {
+    let Some(CanonicalJsonValue::Array(items)) = value else { return Vec::new() };
+    items
+        .iter()
+        .filter_map(|i| match i {
+            CanonicalJsonValue::String(s) => OwnedEventId::try_from(s.as_str()).ok(),
+            CanonicalJsonValue::Array(pair) => pair.first()?.as_str().and_then(|s| OwnedEventId::try_from(s).ok()),
+            _ => None,
+        })
+        .collect()
+}
 
 /// Joins a room of another server through the first of `servers` that lets us in.
 pub async fn join_remote(
@@ -148,17 +161,7 @@ async fn try_join(
         return Err(Error::UnsupportedRoomVersion(format!("room version {version} is not supported")));
     }
     let template = canonical_object(&made.event)?;
-    let prev_events: Vec<OwnedEventId> = match template.get("prev_events") {
-        Some(CanonicalJsonValue::Array(items)) => items
-            .iter()
-            .filter_map(|i| match i {
-                CanonicalJsonValue::String(s) => OwnedEventId::try_from(s.as_str()).ok(),
-                CanonicalJsonValue::Array(pair) => pair.first()?.as_str().and_then(|s| OwnedEventId::try_from(s).ok()),
-                _ => None,
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
+    let prev_events = event_refs(template.get("prev_events"));
     let (event_id, object) = sign_template(services, &version, template, user, "join", reason)?;
     let raw = serde_json::value::to_raw_value(&object).map_err(|e| Error::Internal(e.to_string()))?;
     let joined = fed.send(server, create_join_event::v2::Request::new(room.to_owned(), event_id.clone(), raw)).await?;
@@ -175,22 +178,41 @@ async fn try_join(
         }
         None => (event_id, object),
     };
-    // History before the join, oldest first, so `/messages` reaches it.
-    let mut history = Vec::new();
-    if !prev_events.is_empty() {
-        let mut request = get_backfill::v1::Request::new(room.to_owned(), prev_events, Default::default());
-        request.limit = JOIN_HISTORY.try_into().unwrap_or_default();
-        match fed.send(server, request).await {
-            Ok(response) => {
-                for raw in &response.pdus {
-                    let Ok(object) = canonical_object(raw) else { continue };
-                    if let Ok(verified) = fed.verify_pdu(&version, object).await {
-                        history.push(verified);
-                    }
+    // History before the join, oldest first, so `/messages` reaches it: `/backfill` pages of
+    // up to 100 events (what servers answer at most), each from the oldest events of the last.
+    let mut history: Vec<(OwnedEventId, CanonicalJsonObject)> = Vec::new();
+    let mut frontier = prev_events;
+    while !frontier.is_empty() && history.len() < JOIN_HISTORY {
+        let mut request = get_backfill::v1::Request::new(room.to_owned(), frontier.clone(), Default::default());
+        request.limit = (JOIN_HISTORY - history.len()).min(100).try_into().unwrap_or_default();
+        let response = match fed.send(server, request).await {
+            Ok(response) => response,
+            Err(error) => {
+                tracing::info!(%server, %room, %error, "no more history with the join");
+                break;
+            }
+        };
+        let before = history.len();
+        for raw in &response.pdus {
+            let Ok(object) = canonical_object(raw) else { continue };
+            if let Ok(verified) = fed.verify_pdu(&version, object).await {
+                if !history.iter().any(|(id, _)| *id == verified.0) {
+                    history.push(verified);
                 }
             }
-            Err(error) => tracing::info!(%server, %room, %error, "no history with the join"),
         }
+        if history.len() == before {
+            break;
+        }
+        // The next page starts from the prev events of this page that are not held yet.
+        let held: std::collections::HashSet<&OwnedEventId> = history.iter().map(|(id, _)| id).collect();
+        frontier = history[before..]
+            .iter()
+            .flat_map(|(_, o)| event_refs(o.get("prev_events")))
+            .filter(|id| !held.contains(id))
+            .collect();
+        frontier.sort();
+        frontier.dedup();
     }
     history.sort_by_key(|(_, o)| o.get("depth").and_then(|d| d.as_integer()).map(i64::from).unwrap_or(0));
     history.dedup_by(|a, b| a.0 == b.0);

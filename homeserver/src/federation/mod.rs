@@ -115,6 +115,16 @@ impl Federation {
         self.client.send_with_timeout(&self.own, destination, request, timeout).await
     }
 
+    /// Checks, before anything is written, that another server can be talked to: allowed, and its
+    /// signing keys at hand (cached, or fetched now). A server that cannot be reached is 502.
+    pub async fn require_reachable(&self, server: &ServerName) -> Result<()> {
+        self.require_allowed(server)?;
+        self.keys.keys_of(&self.client, &self.own, server, None).await.map(|_| ()).map_err(|e| match e {
+            Error::Forbidden(_) | Error::RemoteUnreachable(_) => e,
+            other => Error::RemoteUnreachable(format!("{server} cannot be reached: {other}")),
+        })
+    }
+
     /// A permit for one inbound request of `origin`; `None` when it has too many in flight.
     pub fn inbound_permit(&self, origin: &ServerName) -> Option<tokio::sync::OwnedSemaphorePermit> {
         let semaphore = self

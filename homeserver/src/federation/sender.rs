@@ -206,6 +206,19 @@ async fn dispatch(services: Arc<Services>) {
                     }
                 }
             }
+            let mut present = Vec::new();
+            for entry in tables.pos_presence.scan_from(Vec::new(), (done + 1).to_be_bytes().to_vec(), true) {
+                let Ok((Be64(pos), user)) = entry else { break };
+                if pos > head {
+                    break;
+                }
+                if user.server_name() == services.federation.server_name() {
+                    present.push(user);
+                }
+            }
+            if let Err(error) = announce_presence(&services, &present) {
+                tracing::error!(%error, "queueing presence updates failed");
+            }
             done = head;
             let mut batch = Batch::new();
             tables.meta.insert(&mut batch, &DISPATCHED.to_owned(), &Be64(done));
@@ -219,12 +232,8 @@ async fn dispatch(services: Arc<Services>) {
     }
 }
 
-/// Tells the servers sharing a room with `user` that their devices or cross-signing keys changed.
-///
-/// The `m.device_list_update` names no previous stream id, which makes the receiver fetch the
-/// whole list from `/user/devices` (Synapse and the spec's "resync" path): the device stream
-/// records which user changed, not which device, and a full list is never wrong.
-fn announce_device_change(services: &Services, pos: u64, user: &UserId) -> Result<()> {
+/// The servers sharing a room with `user` (allowed, and not refused by the room's ACL).
+fn servers_sharing_with(services: &Services, user: &UserId) -> Result<Vec<OwnedServerName>> {
     let mut servers = Vec::new();
     for room in services.rooms.rooms_of(user, "join")? {
         for server in super::receive::servers_in_room(services, &room)? {
@@ -236,6 +245,48 @@ fn announce_device_change(services: &Services, pos: u64, user: &UserId) -> Resul
             }
         }
     }
+    Ok(servers)
+}
+
+/// Sends the presence of local users whose presence moved to the servers sharing a room with
+/// them: one `m.presence` EDU per server, kept in memory (presence is soon stale anyway).
+fn announce_presence(services: &Services, users: &[ruma::OwnedUserId]) -> Result<()> {
+    let mut per_server: HashMap<OwnedServerName, Vec<Value>> = HashMap::new();
+    let now = crate::users::now_ms();
+    for user in users {
+        let Some(record) = services.presence.get(user)? else { continue };
+        let mut update = json!({
+            "user_id": user,
+            "presence": record.presence,
+            "last_active_ago": now.saturating_sub(record.last_active_ts),
+            "currently_active": record.presence == "online",
+        });
+        if let Some(message) = &record.status_msg {
+            update["status_msg"] = json!(message);
+        }
+        for server in servers_sharing_with(services, user)? {
+            per_server.entry(server).or_default().push(update.clone());
+        }
+    }
+    for (server, push) in per_server {
+        for chunk in push.chunks(MAX_EDUS) {
+            services.federation.sender.queue_volatile(
+                std::slice::from_ref(&server),
+                "m.presence",
+                json!({ "push": chunk }),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Tells the servers sharing a room with `user` that their devices or cross-signing keys changed.
+///
+/// The `m.device_list_update` names no previous stream id, which makes the receiver fetch the
+/// whole list from `/user/devices` (Synapse and the spec's "resync" path): the device stream
+/// records which user changed, not which device, and a full list is never wrong.
+fn announce_device_change(services: &Services, pos: u64, user: &UserId) -> Result<()> {
+    let servers = servers_sharing_with(services, user)?;
     if servers.is_empty() {
         return Ok(());
     }

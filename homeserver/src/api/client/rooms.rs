@@ -109,8 +109,9 @@ pub async fn create(
     };
     check_creatable(params.version.as_ref())?;
     let remote: Vec<_> = params.invite.iter().filter(|u| !services.users.is_local(u)).cloned().collect();
+    // Validated before the room exists: a server that cannot be reached leaves nothing behind.
     for invitee in &remote {
-        services.federation.require_allowed(invitee.server_name())?;
+        services.federation.require_reachable(invitee.server_name()).await?;
     }
     let is_direct = params.is_direct;
     let room = services.rooms.create_room(&sender, params, &services.config.rooms.default_version).await?;
