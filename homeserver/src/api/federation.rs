@@ -223,6 +223,9 @@ async fn take_membership(
     membership: &str,
 ) -> Result<(OwnedEventId, CanonicalJsonObject)> {
     let record = services.rooms.room(room)?.ok_or_else(|| Error::not_found("unknown room"))?;
+    if !receive::acl_allows(services, room, origin) {
+        return Err(Error::forbidden("the room's server ACL denies your server"));
+    }
     let mut object = canonical_object(pdu)?;
     if membership == "join" && authorised_by_us(&services.federation, &object) {
         // Our member vouched for this restricted join: the event needs our signature too.

@@ -160,6 +160,10 @@ pub fn authenticate(
 /// are still sending see the error instead of a reset connection. Memory use stays constant.
 const DRAIN_LIMIT: u64 = 16 * 1024 * 1024;
 
+/// What a federation request body may weigh: a full transaction (50 PDUs of at most 64 KiB each)
+/// and its EDUs fit, whatever the client API's `limits.max_request_size`.
+const FEDERATION_BODY_LIMIT: u64 = 50 * crate::rooms::MAX_PDU_BYTES as u64 + 1024 * 1024;
+
 /// Reads the whole body, refusing more than `limit` bytes (announced or actual) with M_TOO_LARGE.
 pub async fn read_body(parts: &http::request::Parts, body: Body, limit: u64) -> Result<Bytes, ApiError> {
     let announced =
@@ -223,7 +227,12 @@ where
         path_args.resize(path_arg_count::<R>().max(path_args.len()), String::new());
         let client_ip = client_ip(&parts, services);
         let owner = authenticate(&parts, services, R::Authentication::TOKEN)?;
-        let mut bytes = read_body(&parts, body, services.config.limits.max_request_size).await?;
+        let limit = if R::Authentication::TOKEN == TokenUse::Server {
+            services.config.limits.max_request_size.max(FEDERATION_BODY_LIMIT)
+        } else {
+            services.config.limits.max_request_size
+        };
+        let mut bytes = read_body(&parts, body, limit).await?;
         if parts.method != Method::GET && parts.method != Method::HEAD {
             if bytes.iter().all(u8::is_ascii_whitespace) {
                 bytes = Bytes::from_static(b"{}");

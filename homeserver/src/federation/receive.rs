@@ -157,11 +157,14 @@ async fn handle_pdu(
         .room(room)
         .map_err(|e| (None, e.to_string()))?
         .ok_or_else(|| (None, format!("this server is not in {room}")))?;
+    // The id the PDU claims, so that a refusal names it in the answer.
+    let claimed = super::event_id_of(&object, &record.version).ok();
     if !acl_allows(services, room, origin) {
-        return Err((None, format!("{origin} is denied by the room's server ACL")));
+        return Err((claimed, format!("{origin} is denied by the room's server ACL")));
     }
     let fed = &services.federation;
-    let (event_id, object) = fed.verify_pdu(&record.version, object).await.map_err(|e| (None, e.to_string()))?;
+    let (event_id, object) =
+        fed.verify_pdu(&record.version, object).await.map_err(|e| (claimed.clone(), e.to_string()))?;
     let fail = |e: Error| (Some(event_id.clone()), e.to_string());
     if services.rooms.in_timeline(&event_id).map_err(fail)? {
         return Ok(Some(event_id));

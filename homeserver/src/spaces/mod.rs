@@ -202,7 +202,9 @@ pub fn serve(services: &Services, origin: &ruma::ServerName, room: &RoomId, sugg
     if !rooms.exists(room)? {
         return Err(Error::not_found("this server does not know the room"));
     }
-    if !rooms.may_preview(Previewer::Server(origin), room)? {
+    if !rooms.may_preview(Previewer::Server(origin), room)?
+        || !crate::federation::receive::acl_allows(services, room, origin)
+    {
         return Err(Error::forbidden("your server may not see this room"));
     }
     let children = rooms.space_children(room, suggested_only)?;
@@ -212,7 +214,8 @@ pub fn serve(services: &Services, origin: &ruma::ServerName, room: &RoomId, sugg
         if !rooms.exists(&child.room_id)? {
             continue;
         }
-        if rooms.may_preview(Previewer::Server(origin), &child.room_id)? {
+        let acl = crate::federation::receive::acl_allows(services, &child.room_id, origin);
+        if acl && rooms.may_preview(Previewer::Server(origin), &child.room_id)? {
             summaries.push(rooms.summary(&child.room_id)?);
         } else {
             inaccessible.push(child.room_id.clone());
