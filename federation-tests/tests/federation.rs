@@ -201,8 +201,8 @@ async fn history_before_join_via_messages() {
     let shared = json!({ "type": "m.room.history_visibility", "state_key": "",
                          "content": { "history_visibility": "shared" } });
     let room = a.create_room(&at, json!({ "preset": "public_chat", "initial_state": [shared] })).await;
-    // More than two `/backfill` pages (servers answer 100 events at most).
-    let sent: Vec<String> = (0..250).map(|i| format!("avant l'arrivée de Bob {i}")).collect();
+    // More than the 500 events fetched with the join: the rest comes when bob pages back to it.
+    let sent: Vec<String> = (0..620).map(|i| format!("avant l'arrivée de Bob {i}")).collect();
     for text in &sent {
         a.send_text(&at, &room, text).await;
     }
@@ -228,7 +228,7 @@ async fn history_before_join_via_messages() {
     }
     let summary = describe_all(&older);
     let expected: Vec<String> = sent.iter().rev().cloned().collect();
-    assert_eq!(bodies(&older), expected, "all 250 messages, newest first:\n{summary}");
+    assert_eq!(bodies(&older), expected, "all 620 messages, newest first:\n{summary}");
     assert_eq!(older.last().map(|e| &e["type"]), Some(&json!("m.room.create")), "back to the create event:\n{summary}");
     assert_eq!(event_ids(&older).len(), older.len(), "no event twice:\n{summary}");
     let visibility = b.state_event(&bt, &room, "m.room.history_visibility", "").await;

@@ -40,6 +40,9 @@ pub struct Database {
     pub tables: Tables,
     /// The last number handed out by [`Database::next_count`]; persisted with every batch that uses it.
     counter: AtomicU64,
+    /// Positions for history fetched later from other servers are handed out downwards from
+    /// here ([`Database::backfill_positions`]), below every stream position.
+    backfill_floor: std::sync::Mutex<(u64, u64)>,
     /// Fault injection for the durability test only ([`SKIP_FSYNC_ENV`]): write without ever
     /// syncing, to show that the test catches a server that acknowledges before the disk has it.
     skip_sync: bool,
@@ -50,6 +53,12 @@ pub struct Database {
 pub const SKIP_FSYNC_ENV: &str = "FAULT_HEMICYCLE_SKIP_FSYNC";
 
 const COUNTER_KEY: &str = "counter";
+const BACKFILL_FLOOR_KEY: &str = "backfill_floor";
+const BACKFILL_LOW_KEY: &str = "backfill_low";
+
+/// Where stream positions start: the numbers below are kept for history fetched from other
+/// servers after a join, which must sort before everything the room already has.
+pub const STREAM_BASE: u64 = 1 << 40;
 
 impl Database {
     pub fn open(path: &Path) -> Result<Self, DbError> {
@@ -74,12 +83,51 @@ impl Database {
         })?;
         let db = Arc::new(db);
         let tables = Tables::new(&db);
-        let counter = tables.meta.get(&COUNTER_KEY.to_owned())?.map(|c: codec::Be64| c.0).unwrap_or(0);
+        let mut counter = tables.meta.get(&COUNTER_KEY.to_owned())?.map(|c: codec::Be64| c.0).unwrap_or(0);
         let skip_sync = std::env::var(SKIP_FSYNC_ENV).is_ok_and(|v| v == "1");
         if skip_sync {
             tracing::error!("{SKIP_FSYNC_ENV}=1: writes are never synced (fault injection for tests)");
         }
-        Ok(Self { db, tables, counter: AtomicU64::new(counter), skip_sync })
+        // A database made before positions started at STREAM_BASE moves its counter up once;
+        // the numbers between its old counter and the base are free for backfilled history.
+        let stored_floor = tables.meta.get(&BACKFILL_FLOOR_KEY.to_owned())?.map(|c: codec::Be64| c.0);
+        let stored_low = tables.meta.get(&BACKFILL_LOW_KEY.to_owned())?.map(|c: codec::Be64| c.0);
+        let migrate = stored_floor.is_none() || stored_low.is_none();
+        let low = stored_low.unwrap_or(counter.min(STREAM_BASE));
+        let floor = stored_floor.unwrap_or(STREAM_BASE);
+        if migrate {
+            counter = counter.max(STREAM_BASE);
+        }
+        let database = Self {
+            db,
+            tables,
+            counter: AtomicU64::new(counter),
+            backfill_floor: std::sync::Mutex::new((floor, low)),
+            skip_sync,
+        };
+        if migrate {
+            let mut batch = Batch::new();
+            database.tables.meta.insert(&mut batch, &COUNTER_KEY.to_owned(), &codec::Be64(counter));
+            database.tables.meta.insert(&mut batch, &BACKFILL_FLOOR_KEY.to_owned(), &codec::Be64(floor));
+            database.tables.meta.insert(&mut batch, &BACKFILL_LOW_KEY.to_owned(), &codec::Be64(low));
+            database.commit(batch)?;
+        }
+        Ok(database)
+    }
+
+    /// Hands out `n` consecutive positions for backfilled history, all below `below` (the oldest
+    /// position the room already has) and below every stream position; records the new floor in
+    /// `batch`. `None` when that space is used up for this room.
+    pub fn backfill_positions(&self, batch: &mut Batch, n: u64, below: u64) -> Option<u64> {
+        let mut guard = self.backfill_floor.lock().expect("backfill floor");
+        let (floor, low) = *guard;
+        let first = floor.min(below).checked_sub(n)?;
+        if first <= low {
+            return None;
+        }
+        *guard = (first, low);
+        self.tables.meta.insert(batch, &BACKFILL_FLOOR_KEY.to_owned(), &codec::Be64(first));
+        Some(first)
     }
 
     /// Returns a fresh, never reused number (for stream positions, filter ids, …) and records the new

@@ -35,7 +35,7 @@ pub fn supported_versions() -> Vec<RoomVersionId> {
 const JOIN_HISTORY: usize = 500;
 
 /// The event ids of a `prev_events` list (plain ids, or `[id, hashes]` pairs of room versions 1–2).
-fn event_refs(value: Option<&CanonicalJsonValue>) -> Vec<OwnedEventId> {
+pub(super) fn event_refs(value: Option<&CanonicalJsonValue>) -> Vec<OwnedEventId> {
     let Some(CanonicalJsonValue::Array(items)) = value else { return Vec::new() };
     items
         .iter()

@@ -6,8 +6,10 @@
 //!   [`crate::rooms::Rooms::append_remote`], the one write path.
 //! - `sender.rs`: the outbound queue per destination, a consumer of the event stream.
 //! - `membership.rs`: joining, leaving, inviting and knocking across servers.
+//! - `backfill.rs`: older history fetched when a client pages back past what we hold.
 //! - `media.rs`: other servers' media, fetched once and cached under their name.
 
+pub mod backfill;
 pub mod client;
 pub mod keys;
 pub mod media;

@@ -238,7 +238,7 @@ pub async fn fetch_event(
 }
 
 /// Makes sure every auth event (and theirs, recursively) is held, fetching from `origin`.
-async fn fetch_auth_events(
+pub(super) async fn fetch_auth_events(
     services: &Services,
     origin: &ServerName,
     room: &RoomId,

@@ -220,6 +220,113 @@ impl Rooms {
     /// Takes a remote event (signatures and hashes already verified) into the room: auth checks,
     /// state, soft-fail, then the write path. `given_state` is the state before the event when
     /// its prev events are not held here (fetched from a server with `/state_ids`).
+    /// The auth rules against the event's own auth events, which must be held (the federation
+    /// layer fetched them) and not rejected. `Ok(Err(reason))` when the event fails them.
+    fn check_by_auth_events(
+        &self,
+        record: &super::RoomRecord,
+        rules: &ruma::room_version_rules::RoomVersionRules,
+        pdu: &Pdu,
+    ) -> Result<std::result::Result<(), String>> {
+        for auth in &pdu.auth_events {
+            if !self.knows_event(auth)? || self.outlier(auth)?.is_some_and(|o| o.rejected) {
+                return Ok(Err(format!("auth event {auth} is unknown or rejected")));
+            }
+        }
+        let mut map = state::StateMap::new();
+        for auth in &pdu.auth_events {
+            if let Some(a) = self.auth_pdu(auth) {
+                if let Some(key) = &a.state_key {
+                    map.insert(self.state.intern(&a.kind.to_string().into(), key)?, auth.clone());
+                }
+            }
+        }
+        // Room version 12 does not list the create event among auth events: it is the room.
+        let create = self.state.intern(&StateEventType::RoomCreate, "")?;
+        if let std::collections::btree_map::Entry::Vacant(entry) = map.entry(create) {
+            if let Some(id) = self.state.load(record.snapshot)?.get(&create) {
+                entry.insert(id.clone());
+            }
+        }
+        Ok(self.check_auth(rules, pdu, Some(&map)))
+    }
+
+    /// Takes in history fetched after the join (a client paged `/messages` past what we held):
+    /// events older than everything the room has, each checked against its auth events, stored
+    /// at positions below the room's oldest ([`crate::db::Database::backfill_positions`]) so that
+    /// `/messages` pages into them. They are not on the stream (no sync sees them as new) and do
+    /// not change the room's state; their state is taken as that of the oldest event we held.
+    /// Returns how many were stored.
+    pub async fn append_backfilled(
+        &self,
+        room: &RoomId,
+        events: &[(OwnedEventId, CanonicalJsonObject)],
+    ) -> Result<usize> {
+        use crate::db::codec::{prefix, Be64};
+        let lock = self.lock(room);
+        let _guard = lock.lock().await;
+        let record = self.room(room)?.ok_or_else(|| Error::not_found("this server is not in the room"))?;
+        let rules = rules_of(&record.version)?;
+        let tables = &self.db.tables;
+        let Some(oldest) = tables.roomidpos_eventid.scan_prefix(prefix(&room.to_owned())).next() else {
+            return Ok(0);
+        };
+        let ((_, Be64(oldest_pos)), oldest_id) = oldest?;
+        let snapshot = self.meta(&oldest_id)?.map(|m| m.snapshot).unwrap_or(record.snapshot);
+        let mut accepted = Vec::new();
+        for (id, object) in events {
+            if self.in_timeline(id)? || accepted.iter().any(|(a, _, _): &(OwnedEventId, u64, Vec<u8>)| a == id) {
+                continue;
+            }
+            let json = serde_json::to_vec(object).map_err(|e| Error::Internal(e.to_string()))?;
+            let mut pdu = parse(object)?;
+            pdu.event_id = id.clone();
+            if pdu.room_id.as_deref().is_some_and(|r| r != room) {
+                continue;
+            }
+            if let Err(reason) = self.check_by_auth_events(&record, &rules, &pdu)? {
+                tracing::info!(event_id = %id, %reason, "backfilled event rejected");
+                self.mark_outlier(room, id, &json, true)?;
+                continue;
+            }
+            accepted.push((id.clone(), u64::from(pdu.depth), json));
+        }
+        accepted.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+        let mut batch = crate::db::Batch::new();
+        let Some(first) = self.db.backfill_positions(&mut batch, accepted.len() as u64, oldest_pos) else {
+            return Ok(0);
+        };
+        for (i, (id, _, json)) in accepted.iter().enumerate() {
+            let pos = first + i as u64;
+            let meta =
+                super::EventMeta { room_id: room.to_owned(), pos, snapshot, redacted_because: None, state_after: None };
+            tables.eventid_pdu.insert(&mut batch, id, json);
+            tables.eventid_meta.insert(&mut batch, id, &Json(meta));
+            tables.eventid_outlier.remove(&mut batch, id);
+            tables.roomidpos_eventid.insert(&mut batch, &(room.to_owned(), Be64(pos)), id);
+        }
+        self.db.commit(batch)?;
+        Ok(accepted.len())
+    }
+
+    /// The prev events of the room's oldest held event that we do not hold: where history
+    /// continues on other servers. Empty once the room's creation is reached.
+    pub fn backward_extremities(&self, room: &RoomId) -> Result<Vec<OwnedEventId>> {
+        use crate::db::codec::prefix;
+        let Some(oldest) = self.db.tables.roomidpos_eventid.scan_prefix(prefix(&room.to_owned())).next() else {
+            return Ok(Vec::new());
+        };
+        let (_, oldest_id) = oldest?;
+        let Some(pdu) = self.pdu(&oldest_id)? else { return Ok(Vec::new()) };
+        let mut missing = Vec::new();
+        for prev in &pdu.prev_events {
+            if !self.in_timeline(prev)? {
+                missing.push(prev.clone());
+            }
+        }
+        Ok(missing)
+    }
+
     pub async fn append_remote(
         &self,
         room: &RoomId,
@@ -240,33 +347,7 @@ impl Rooms {
         if pdu.room_id.as_deref().is_some_and(|r| r != room) {
             return Err(Error::BadJson(format!("{event_id} is not an event of {room}")));
         }
-        // The auth events must be held (the federation layer fetched them) and not rejected.
-        for auth in &pdu.auth_events {
-            if !self.knows_event(auth)? || self.outlier(auth)?.is_some_and(|o| o.rejected) {
-                self.mark_outlier(room, event_id, &json, true)?;
-                return Ok(Accepted::Rejected(format!("auth event {auth} is unknown or rejected")));
-            }
-        }
-        // Against its auth events.
-        let by_auth_events: state::StateMap = {
-            let mut map = state::StateMap::new();
-            for auth in &pdu.auth_events {
-                if let Some(a) = self.auth_pdu(auth) {
-                    if let Some(key) = &a.state_key {
-                        map.insert(self.state.intern(&a.kind.to_string().into(), key)?, auth.clone());
-                    }
-                }
-            }
-            // Room version 12 does not list the create event among auth events: it is the room.
-            let create = self.state.intern(&StateEventType::RoomCreate, "")?;
-            if let std::collections::btree_map::Entry::Vacant(entry) = map.entry(create) {
-                if let Some(id) = self.state.load(record.snapshot)?.get(&create) {
-                    entry.insert(id.clone());
-                }
-            }
-            map
-        };
-        if let Err(reason) = self.check_auth(&rules, &pdu, Some(&by_auth_events)) {
+        if let Err(reason) = self.check_by_auth_events(&record, &rules, &pdu)? {
             self.mark_outlier(room, event_id, &json, true)?;
             return Ok(Accepted::Rejected(reason));
         }

@@ -321,7 +321,7 @@ async fn tokens_beyond_the_stream_are_refused() {
     let (_, a) = api.register("alice").await;
     let now = api.get("/_matrix/client/v3/sync", &a).await.1["next_batch"].as_str().unwrap().to_owned();
     for path in [
-        "/_matrix/client/v3/sync?since=s999999999_0&timeout=0".to_owned(),
+        "/_matrix/client/v3/sync?since=s99999999999999_0&timeout=0".to_owned(),
         format!("/_matrix/client/v3/keys/changes?from=s18446744073709551615_0&to={now}"),
         format!("/_matrix/client/v3/keys/changes?from={now}&to=s18446744073709551615"),
     ] {

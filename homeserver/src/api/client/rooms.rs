@@ -213,8 +213,19 @@ pub async fn messages(
     let filter = event_filter(&body.filter);
     let limit = limit(Some(body.limit), 10, 1000);
     let limit = body.filter.limit.map(|l| (u64::from(l) as usize).clamp(1, 1000)).unwrap_or(limit);
-    let page =
-        services.rooms.messages(&user, &body.room_id, from, to, body.dir == Direction::Backward, limit, &filter)?;
+    let backward = body.dir == Direction::Backward;
+    let mut page = services.rooms.messages(&user, &body.room_id, from, to, backward, limit, &filter)?;
+    // Paged back past what this server holds: ask the room's other servers for older history.
+    if backward && page.end.is_none() && to.is_none() {
+        let fetch = crate::federation::backfill::older_history(&services, &body.room_id, limit);
+        match tokio::time::timeout(crate::federation::backfill::BACKFILL_WAIT, fetch).await {
+            Ok(Ok(stored)) if stored > 0 => {
+                page = services.rooms.messages(&user, &body.room_id, from, to, backward, limit, &filter)?;
+            }
+            Ok(Err(error)) => tracing::info!(room = %body.room_id, %error, "backfill failed"),
+            _ => {}
+        }
+    }
     let mut response = get_message_events::v3::Response::new();
     response.start = page.start;
     response.end = page.end;
