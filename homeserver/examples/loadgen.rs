@@ -23,6 +23,12 @@
 //!   room (whose reads go through the history-visibility window): requests/s and latency.
 //! - `initial-sync`: a user in `--rooms` rooms (default 500), each with a name, a topic and 20
 //!   messages; seven initial `/sync`s one after the other: min, median and max seconds.
+//! - `federation`: two nodes (A and B, each its own `hemicycle serve` with an HTTPS federation
+//!   listener; certificates made with the `openssl` command). A room on A with a user of B in
+//!   it: one sender on A at 200 messages/s for `--seconds`, B's user long-polling `/sync`:
+//!   cross-node send→sync latency; then `--clients` senders on A as fast as answers come back:
+//!   events/s arriving in B's sync; then a room on A with `--rooms` members (default 1,000) and
+//!   10,000 events, joined by a user of B: seconds for the `/join`.
 //! - `keys`: `--clients` devices with real ed25519 identities, each in turn uploading batches of
 //!   10 signed one-time keys, claiming other devices' keys (one-time, then fallback), and querying
 //!   10 users' keys, as fast as answers come back: requests/s and latency of each.
@@ -92,6 +98,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 #[tokio::main]
 async fn main() {
     let args = args();
+    if args.scenario == "federation" {
+        return federation_scenario(&args).await;
+    }
     let dir = tempfile::tempdir().expect("temp dir");
     let mut server = Command::new(&args.server)
         .arg("serve")
@@ -730,5 +739,277 @@ async fn initial_sync_scenario(http: &reqwest::Client, base: &str, args: &Args) 
         samples[0].as_secs_f64(),
         samples[samples.len() / 2].as_secs_f64(),
         samples[samples.len() - 1].as_secs_f64()
+    );
+}
+
+/// A node of the federation scenario: a `hemicycle serve` with both listeners.
+struct FedNode {
+    child: std::process::Child,
+    base: String,
+    name: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for FedNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_node(server: &str, label: &str) -> FedNode {
+    let dir = tempfile::Builder::new().prefix(&format!("loadgen-{label}-")).tempdir().expect("temp dir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("addr").port();
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .expect("the openssl command makes the test certificates");
+    assert!(made.success(), "openssl could not make a certificate");
+    let name = format!("127.0.0.1:{port}");
+    let mut child = Command::new(server)
+        .arg("serve")
+        .env("HEMICYCLE_SERVER_NAME", &name)
+        .env("HEMICYCLE_DATABASE__PATH", dir.path().join("db"))
+        .env("HEMICYCLE_LISTEN__CLIENT", "127.0.0.1:0")
+        .env("HEMICYCLE_LISTEN__FEDERATION", &name)
+        .env("HEMICYCLE_TLS__CERT", &cert)
+        .env("HEMICYCLE_TLS__KEY", &key)
+        .env("HEMICYCLE_FEDERATION__VERIFY_TLS", "false")
+        .env("HEMICYCLE_REGISTRATION__OPEN", "true")
+        .env("HEMICYCLE_RATE_LIMITS__ENABLED", "false")
+        .env("HEMICYCLE_LOG__LEVEL", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {server}: {e}"));
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let base = loop {
+        let line = lines.next().expect("the server prints its addresses").expect("a line");
+        if let Some(url) = line.strip_prefix("hemicycle listening on ") {
+            break url.trim().to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let probe = reqwest::Client::builder().tls_danger_accept_invalid_certs(true).build().expect("client");
+    let version = format!("https://{name}/_matrix/federation/v1/version");
+    while !probe.get(&version).send().await.is_ok_and(|r| r.status().is_success()) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    FedNode { child, base, name, _dir: dir }
+}
+
+async fn create_public_room(http: &reqwest::Client, base: &str, token: &str) -> String {
+    let v =
+        post(http, &format!("{base}/_matrix/client/v3/createRoom"), Some(token), json!({ "preset": "public_chat" }))
+            .await;
+    v["room_id"].as_str().expect("room id").to_owned()
+}
+
+async fn join_via(http: &reqwest::Client, base: &str, token: &str, room: &str, via: &str) {
+    let url = format!("{base}/_matrix/client/v3/join/{}?server_name={via}", urlencode(room));
+    post(http, &url, Some(token), json!({})).await;
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Long-polls `/sync` on B, timing every `probe-<n>` message against when A's sender sent it;
+/// returns the delivery latencies and how many distinct probes arrived, once `stop` fires.
+fn spawn_probe_reader(
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    sent_at: Arc<std::sync::Mutex<std::collections::HashMap<u64, Instant>>>,
+    stop: Arc<tokio::sync::Notify>,
+) -> tokio::task::JoinHandle<(Vec<Duration>, Vec<Instant>)> {
+    tokio::spawn(async move {
+        let mut latencies = Vec::new();
+        let mut arrivals = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let first = get(&http, &format!("{base}/_matrix/client/v3/sync?timeout=0&set_presence=offline"), &token).await;
+        let mut since = first["next_batch"].as_str().expect("next_batch").to_owned();
+        let stopped = stop.notified();
+        tokio::pin!(stopped);
+        stopped.as_mut().enable();
+        loop {
+            // A timeline limit above any burst, so no gap hides events from the count.
+            let url = format!(
+                "{base}/_matrix/client/v3/sync?since={since}&timeout=30000&set_presence=offline\
+                 &filter=%7B%22room%22%3A%7B%22timeline%22%3A%7B%22limit%22%3A5000%7D%7D%7D"
+            );
+            let v = tokio::select! {
+                v = get(&http, &url, &token) => v,
+                _ = &mut stopped => return (latencies, arrivals),
+            };
+            let now = Instant::now();
+            for room in v["rooms"]["join"].as_object().into_iter().flat_map(|m| m.values()) {
+                for event in room["timeline"]["events"].as_array().into_iter().flatten() {
+                    let Some(n) = event["content"]["body"]
+                        .as_str()
+                        .and_then(|b| b.strip_prefix("probe-"))
+                        .and_then(|n| n.parse::<u64>().ok())
+                    else {
+                        continue;
+                    };
+                    if seen.insert(n) {
+                        arrivals.push(now);
+                        if let Some(t) = sent_at.lock().expect("sent times").get(&n).copied() {
+                            latencies.push(now.duration_since(t));
+                        }
+                    }
+                }
+            }
+            since = v["next_batch"].as_str().expect("next_batch").to_owned();
+        }
+    })
+}
+
+async fn send_probe(http: &reqwest::Client, base: &str, token: &str, room: &str, n: u64) {
+    let url = format!("{base}/_matrix/client/v3/rooms/{}/send/m.room.message/p{n}", urlencode(room));
+    put(http, &url, token, json!({ "msgtype": "m.text", "body": format!("probe-{n}") })).await;
+}
+
+async fn federation_scenario(args: &Args) {
+    let (a, b) = tokio::join!(start_node(&args.server, "a"), start_node(&args.server, "b"));
+    let http = reqwest::Client::builder().pool_max_idle_per_host(args.clients * 2).build().expect("client");
+    let alice = register(&http, &a.base, "alice").await;
+    let bob = register(&http, &b.base, "bob").await;
+    let room = create_public_room(&http, &a.base, &alice).await;
+    join_via(&http, &b.base, &bob, &room, &a.name).await;
+
+    // 1. Latency at a steady 200 events/s.
+    const RATE: f64 = 200.0;
+    let sent_at: Arc<std::sync::Mutex<std::collections::HashMap<u64, Instant>>> = Arc::default();
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let reader = spawn_probe_reader(http.clone(), b.base.clone(), bob.clone(), sent_at.clone(), stop.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let start = Instant::now();
+    let total = (RATE * args.seconds as f64) as u64;
+    let mut sends = futures::stream::FuturesUnordered::new();
+    for n in 0..total {
+        let due = start + Duration::from_secs_f64(n as f64 / RATE);
+        tokio::time::sleep_until(due.into()).await;
+        sent_at.lock().expect("sent times").insert(n, Instant::now());
+        let (http, base, token, room) = (http.clone(), a.base.clone(), alice.clone(), room.clone());
+        sends.push(tokio::spawn(async move { send_probe(&http, &base, &token, &room, n).await }));
+        while let std::task::Poll::Ready(Some(_)) = futures::poll!(sends.next()) {}
+    }
+    while sends.next().await.is_some() {}
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.notify_one();
+    let (mut latencies, _) = reader.await.expect("reader");
+    latencies.sort();
+    println!("| measure | value |");
+    println!("|---|---|");
+    println!(
+        "| send→sync across nodes at {RATE} events/s, {} s | {} of {total} delivered; p50 {:.1} ms, p99 {:.1} ms |",
+        args.seconds,
+        latencies.len(),
+        percentile(&latencies, 0.5).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+    );
+
+    // 2. Throughput: `--clients` senders on A as fast as they are answered.
+    let sent_at: Arc<std::sync::Mutex<std::collections::HashMap<u64, Instant>>> = Arc::default();
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let reader = spawn_probe_reader(http.clone(), b.base.clone(), bob.clone(), sent_at, stop.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let counter = Arc::new(std::sync::atomic::AtomicU64::new(1_000_000));
+    let mut senders = Vec::new();
+    for _ in 0..args.clients {
+        let (http, base, token, room, counter) =
+            (http.clone(), a.base.clone(), alice.clone(), room.clone(), counter.clone());
+        senders.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                send_probe(&http, &base, &token, &room, n).await;
+            }
+        }));
+    }
+    for sender in senders {
+        sender.await.expect("sender");
+    }
+    let sent = counter.load(std::sync::atomic::Ordering::Relaxed) - 1_000_000;
+    let sent_until = Instant::now();
+    // B gets what is in flight; the rate counts arrivals up to the last one.
+    let mut waited = 0;
+    while waited < 30 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        waited += 1;
+        if reader.is_finished() {
+            break;
+        }
+        if Instant::now().duration_since(sent_until) > Duration::from_secs(10) {
+            break;
+        }
+    }
+    stop.notify_one();
+    let (_, arrivals) = reader.await.expect("reader");
+    let span = match (arrivals.first(), arrivals.last()) {
+        (Some(first), Some(last)) if last > first => last.duration_since(*first).as_secs_f64(),
+        _ => f64::NAN,
+    };
+    println!(
+        "| sustained across nodes, {} senders on A, {} s | {sent} sent ({:.0}/s on A); {} arrived in B's sync, {:.0} events/s |",
+        args.clients,
+        args.seconds,
+        sent as f64 / args.seconds as f64,
+        arrivals.len(),
+        arrivals.len() as f64 / span,
+    );
+
+    // 3. Joining a big room: `--rooms` members and 10,000 events on A, then B's user joins.
+    let big = create_public_room(&http, &a.base, &alice).await;
+    let members = args.rooms.min(5000);
+    let started = Instant::now();
+    futures::stream::iter(0..members)
+        .map(|i| {
+            let (http, base, big) = (&http, &a.base, &big);
+            async move {
+                let token = register(http, base, &format!("member{i}")).await;
+                post(http, &format!("{base}/_matrix/client/v3/rooms/{}/join", urlencode(big)), Some(&token), json!({}))
+                    .await;
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<()>>()
+        .await;
+    let filled = Instant::now();
+    futures::stream::iter(0..10_000u64)
+        .map(|n| {
+            let (http, base, token, big) = (&http, &a.base, &alice, &big);
+            async move { send_probe(http, base, token, big, 5_000_000 + n).await }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<()>>()
+        .await;
+    eprintln!(
+        "big room ready: {members} members in {:.0} s, 10,000 events in {:.0} s",
+        filled.duration_since(started).as_secs_f64(),
+        filled.elapsed().as_secs_f64()
+    );
+    let carol = register(&http, &b.base, "carol").await;
+    let joining = Instant::now();
+    join_via(&http, &b.base, &carol, &big, &a.name).await;
+    println!(
+        "| join from B of a room on A with {} members and 10,000 events | {:.2} s |",
+        members + 1,
+        joining.elapsed().as_secs_f64()
     );
 }

@@ -17,7 +17,7 @@ use crate::{
     db::Batch,
     ephemeral::{receipts::Receipt, to_device::ToDeviceMessage},
     error::{Error, Result},
-    rooms::remote::{Accepted, TypedState},
+    rooms::remote::{Accepted, Durable, TypedState},
     services::Services,
 };
 
@@ -63,22 +63,29 @@ pub async fn transaction(
         let services = services.clone();
         async move {
             let mut out = Vec::new();
+            let mut durables = Vec::new();
             for object in objects {
                 let fallback = fallback_id(&object);
-                match handle_pdu(&services, origin, &room, object).await {
+                match handle_pdu(&services, origin, &room, object, &mut durables).await {
                     Ok(id) => out.push((id, Ok(()))),
                     Err((id, e)) => out.push((id.or(fallback.clone()), Err(e))),
                 }
             }
-            out
+            (out, durables)
         }
     });
-    for room_results in futures::future::join_all(rooms).await {
+    let mut durables = Vec::new();
+    for (room_results, room_durables) in futures::future::join_all(rooms).await {
+        durables.extend(room_durables);
         for (id, result) in room_results {
             if let Some(id) = id {
                 results.insert(id, result);
             }
         }
+    }
+    // Answered only once everything taken in is on disk (one group commit for the lot).
+    for durable in durables {
+        crate::stream::wait_durable(durable).await?;
     }
     for edu in edus {
         if let Err(error) = handle_edu(services, origin, edu).await {
@@ -151,6 +158,7 @@ async fn handle_pdu(
     origin: &ServerName,
     room: &RoomId,
     object: CanonicalJsonObject,
+    durables: &mut Vec<Durable>,
 ) -> std::result::Result<Option<OwnedEventId>, PduError> {
     let record = services
         .rooms
@@ -169,7 +177,7 @@ async fn handle_pdu(
     if services.rooms.in_timeline(&event_id).map_err(fail)? {
         return Ok(Some(event_id));
     }
-    take_in(services, origin, room, &event_id, object, true).await.map_err(fail)?;
+    take_in(services, origin, room, &event_id, object, true, durables).await.map_err(fail)?;
     Ok(Some(event_id))
 }
 
@@ -182,20 +190,22 @@ async fn take_in(
     event_id: &EventId,
     object: CanonicalJsonObject,
     fill_gaps: bool,
+    durables: &mut Vec<Durable>,
 ) -> Result<()> {
     let auth_events = ids_of(&object, "auth_events");
     fetch_auth_events(services, origin, room, &auth_events).await?;
     let mut missing = services.rooms.missing_prev_events(&object)?;
     if !missing.is_empty() && fill_gaps {
-        fill_gap(services, origin, room, event_id).await;
+        fill_gap(services, origin, room, event_id, durables).await;
         missing = services.rooms.missing_prev_events(&object)?;
     }
-    let outcome = if missing.is_empty() {
-        services.rooms.append_remote(room, event_id, &object, None).await?
+    let (outcome, durable) = if missing.is_empty() {
+        services.rooms.append_remote_deferred(room, event_id, &object, None).await?
     } else {
         let state = state_at(services, origin, room, event_id).await?;
-        services.rooms.append_remote(room, event_id, &object, Some(&state)).await?
+        services.rooms.append_remote_deferred(room, event_id, &object, Some(&state)).await?
     };
+    durables.extend(durable);
     match outcome {
         Accepted::Rejected(reason) => Err(Error::forbidden(format!("{event_id} was rejected: {reason}"))),
         Accepted::SoftFailed(reason) => {
@@ -267,7 +277,13 @@ pub(super) async fn fetch_auth_events(
 }
 
 /// Asks `origin` for the events between what we hold and `latest`, and takes them in, oldest first.
-async fn fill_gap(services: &Arc<Services>, origin: &ServerName, room: &RoomId, latest: &EventId) {
+async fn fill_gap(
+    services: &Arc<Services>,
+    origin: &ServerName,
+    room: &RoomId,
+    latest: &EventId,
+    durables: &mut Vec<Durable>,
+) {
     let Ok(Some(record)) = services.rooms.room(room) else { return };
     let mut request =
         get_missing_events::v1::Request::new(room.to_owned(), record.extremities.clone(), vec![latest.to_owned()]);
@@ -291,7 +307,7 @@ async fn fill_gap(services: &Arc<Services>, origin: &ServerName, room: &RoomId, 
         if services.rooms.in_timeline(&id).unwrap_or(true) {
             continue;
         }
-        if let Err(error) = Box::pin(take_in(services, origin, room, &id, object, false)).await {
+        if let Err(error) = Box::pin(take_in(services, origin, room, &id, object, false, durables)).await {
             tracing::info!(%id, %error, "a missing event could not be taken in");
         }
     }

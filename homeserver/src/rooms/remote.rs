@@ -19,6 +19,9 @@ use crate::{
     stream::wait_durable,
 };
 
+/// Resolves once a write is durable (see [`crate::stream::wait_durable`]).
+pub type Durable = tokio::sync::oneshot::Receiver<std::result::Result<(), String>>;
+
 /// What became of a remote event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Accepted {
@@ -327,6 +330,7 @@ impl Rooms {
         Ok(missing)
     }
 
+    /// Takes in a remote event and waits until it is durable.
     pub async fn append_remote(
         &self,
         room: &RoomId,
@@ -334,10 +338,28 @@ impl Rooms {
         object: &CanonicalJsonObject,
         given_state: Option<&TypedState>,
     ) -> Result<Accepted> {
+        let (accepted, durable) = self.append_remote_deferred(room, event_id, object, given_state).await?;
+        if let Some(durable) = durable {
+            wait_durable(durable).await?;
+        }
+        Ok(accepted)
+    }
+
+    /// Takes in a remote event (auth against its auth events, the state before it, the current
+    /// state; resolution of forks; then [`Rooms::persist`]). The event is visible to what comes
+    /// next at once; the returned receiver says when it is durable, so a transaction of many
+    /// PDUs waits for one fsync at its end, not one per PDU.
+    pub async fn append_remote_deferred(
+        &self,
+        room: &RoomId,
+        event_id: &EventId,
+        object: &CanonicalJsonObject,
+        given_state: Option<&TypedState>,
+    ) -> Result<(Accepted, Option<Durable>)> {
         let lock = self.lock(room);
         let guard = lock.lock().await;
         if self.in_timeline(event_id)? || self.outlier(event_id)?.is_some_and(|o| o.rejected || o.soft_failed) {
-            return Ok(Accepted::Duplicate);
+            return Ok((Accepted::Duplicate, None));
         }
         let record = self.room(room)?.ok_or_else(|| Error::not_found("this server is not in the room"))?;
         let rules = rules_of(&record.version)?;
@@ -349,7 +371,7 @@ impl Rooms {
         }
         if let Err(reason) = self.check_by_auth_events(&record, &rules, &pdu)? {
             self.mark_outlier(room, event_id, &json, true)?;
-            return Ok(Accepted::Rejected(reason));
+            return Ok((Accepted::Rejected(reason), None));
         }
         let (before, before_map) = match given_state {
             Some(typed) => self.write_state(typed)?,
@@ -360,13 +382,13 @@ impl Rooms {
         };
         if let Err(reason) = self.check_auth(&rules, &pdu, Some(&before_map)) {
             self.mark_outlier(room, event_id, &json, true)?;
-            return Ok(Accepted::Rejected(reason));
+            return Ok((Accepted::Rejected(reason), None));
         }
         if record.snapshot != before {
             let current = self.state.load(record.snapshot)?;
             if let Err(reason) = self.check_auth(&rules, &pdu, Some(&current)) {
                 self.mark_outlier(room, event_id, &json, false)?;
-                return Ok(Accepted::SoftFailed(reason));
+                return Ok((Accepted::SoftFailed(reason), None));
             }
         }
         let covers_extremities = record.extremities.iter().all(|e| pdu.prev_events.contains(e));
@@ -403,8 +425,7 @@ impl Rooms {
             },
         )?;
         drop(guard);
-        wait_durable(durable).await?;
-        Ok(Accepted::Timeline)
+        Ok((Accepted::Timeline, Some(durable)))
     }
 
     /// Enters a room this server joins over federation: the state and auth chain the resident
