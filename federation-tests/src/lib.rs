@@ -5,6 +5,8 @@
 //! A node's server name is `127.0.0.1:<federation port>`: an IP literal with an explicit port, so
 //! server discovery connects straight to the node's HTTPS federation listener.
 
+pub mod dns;
+
 use std::{
     collections::BTreeSet,
     fmt::Write as _,
@@ -113,7 +115,13 @@ fn set_key(root: &mut toml::Table, key: &str, value: toml::Value) {
 }
 
 /// Writes the node's certificate, key and config into `dir`; returns the config path.
-fn write_node_config(dir: &Path, server_name: &str, fed_port: u16, allow: &[String]) -> PathBuf {
+fn write_node_config(
+    dir: &Path,
+    server_name: &str,
+    fed_port: u16,
+    allow: &[String],
+    extra: &[(&str, toml::Value)],
+) -> PathBuf {
     let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
         .expect("self-signed certificate");
     let cert_path = dir.join("tls.crt");
@@ -139,6 +147,9 @@ fn write_node_config(dir: &Path, server_name: &str, fed_port: u16, allow: &[Stri
     // `FEDERATION_TESTS_LOG=debug` (or a tracing filter) makes a failing scenario's nodes talk.
     let level = std::env::var("FEDERATION_TESTS_LOG").unwrap_or_else(|_| "warn".to_owned());
     set_key(&mut root, "log.level", level.into());
+    for (key, value) in extra {
+        set_key(&mut root, key, value.clone());
+    }
     let path = dir.join("homeserver.toml");
     std::fs::write(&path, toml::to_string(&root).expect("serialize config")).expect("write config");
     path
@@ -166,14 +177,25 @@ impl Node {
     /// `federation.allow` list; when it is not empty the node's own server name is added to it
     /// (a node cannot know its name before it exists). Empty means: federate with everyone.
     pub async fn start(name_hint: &str, allow: &[String]) -> Node {
+        Node::start_with(name_hint, None, allow, &[]).await
+    }
+
+    /// [`Node::start`] with a server name of its own (a host name that other nodes find through
+    /// DNS, for instance) instead of `127.0.0.1:<port>`, and extra config settings.
+    pub async fn start_with(
+        name_hint: &str,
+        server_name: Option<&str>,
+        allow: &[String],
+        extra: &[(&str, toml::Value)],
+    ) -> Node {
         let dir = tempfile::Builder::new().prefix(&format!("hemicycle-{name_hint}-")).tempdir().expect("temp dir");
         let fed_port = free_port();
-        let server_name = format!("127.0.0.1:{fed_port}");
+        let server_name = server_name.map_or_else(|| format!("127.0.0.1:{fed_port}"), str::to_owned);
         let mut allow = allow.to_vec();
         if !allow.is_empty() && !allow.contains(&server_name) {
             allow.push(server_name.clone());
         }
-        let config_path = write_node_config(dir.path(), &server_name, fed_port, &allow);
+        let config_path = write_node_config(dir.path(), &server_name, fed_port, &allow, extra);
         let http = reqwest::Client::builder()
             .tls_danger_accept_invalid_certs(true)
             .build()
@@ -182,7 +204,7 @@ impl Node {
             label: format!("{name_hint} {server_name}"),
             dir,
             config_path,
-            federation_url: format!("https://{server_name}"),
+            federation_url: format!("https://127.0.0.1:{fed_port}"),
             server_name,
             client_url: String::new(),
             child: None,
@@ -193,7 +215,8 @@ impl Node {
         node
     }
 
-    /// `127.0.0.1:<federation port>`: the part after the colon of this node's user ids.
+    /// `127.0.0.1:<federation port>` (or the name given to [`Node::start_with`]): the part
+    /// after the colon of this node's user ids.
     pub fn server_name(&self) -> String {
         self.server_name.clone()
     }
@@ -201,6 +224,11 @@ impl Node {
     /// `http://127.0.0.1:<client port>` of the running process.
     pub fn client_url(&self) -> &str {
         &self.client_url
+    }
+
+    /// `https://127.0.0.1:<federation port>`.
+    pub fn federation_port(&self) -> u16 {
+        self.federation_url.rsplit(':').next().and_then(|p| p.parse().ok()).expect("a port")
     }
 
     /// `https://127.0.0.1:<federation port>`.

@@ -598,3 +598,43 @@ async fn space_hierarchy_across_nodes() {
     let (status, error) = b.call(Method::GET, Some(&bt), &hidden, None).await;
     assert_eq!((status, error["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "{error}");
 }
+
+#[tokio::test]
+async fn servers_are_found_through_srv_records() {
+    use hemicycle_federation_tests::dns::{DnsServer, Srv};
+    // B is found through `_matrix-fed._tcp`, C through the older `_matrix._tcp`; neither name
+    // has an address of its own (nor a well-known document), only their SRV targets have.
+    let (b, c) = tokio::join!(
+        Node::start_with("b", Some("b.ministere.test"), &[], &[]),
+        Node::start_with("c", Some("c.ministere.test"), &[], &[])
+    );
+    let srv = |port: u16, target: &str| Srv { priority: 10, weight: 5, port, target: target.to_owned() };
+    let dns = DnsServer::start(
+        &[
+            ("_matrix-fed._tcp.b.ministere.test", srv(b.federation_port(), "federation.b.ministere.test")),
+            ("_matrix._tcp.c.ministere.test", srv(c.federation_port(), "matrix.c.ministere.test")),
+        ],
+        &[
+            ("federation.b.ministere.test", std::net::Ipv4Addr::LOCALHOST),
+            ("matrix.c.ministere.test", std::net::Ipv4Addr::LOCALHOST),
+        ],
+    )
+    .await;
+    let nameservers = toml::Value::Array(vec![dns.addr.to_string().into()]);
+    let a = Node::start_with("a", None, &[], &[("federation.nameservers", nameservers)]).await;
+    let (_, at) = a.register("alice").await;
+    for node in [&b, &c] {
+        let (user, token) = node.register("agent").await;
+        node.set_displayname(&token, &user, "Agent du ministère").await;
+        // A asks the node for its user's profile: A finds it through DNS.
+        let profile = a.get(&at, &format!("/_matrix/client/v3/profile/{}", enc(&user))).await;
+        assert_eq!(profile["displayname"], "Agent du ministère", "{user} through SRV: {profile}");
+        // And events flow both ways in a room of A the user joins.
+        let room = a.create_room(&at, json!({ "preset": "public_chat" })).await;
+        node.join(&token, &room, &[a.server_name()]).await;
+        let since = node.sync_token(&token).await;
+        let text = format!("bonjour {}", node.server_name());
+        a.send_text(&at, &room, &text).await;
+        node.wait_for_bodies(&token, &room, &since, &[text]).await;
+    }
+}

@@ -147,6 +147,9 @@ pub struct FederationConfig {
     pub verify_tls: bool,
     /// Servers we federate with; empty means every server.
     pub allow: Vec<OwnedServerName>,
+    /// DNS servers (`ip:port`) for the SRV step of server discovery; empty means the system's
+    /// (`/etc/resolv.conf`).
+    pub nameservers: Vec<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -234,7 +237,7 @@ impl Default for ListenConfig {
 
 impl Default for FederationConfig {
     fn default() -> Self {
-        Self { enabled: true, verify_tls: true, allow: Vec::new() }
+        Self { enabled: true, verify_tls: true, allow: Vec::new(), nameservers: Vec::new() }
     }
 }
 

@@ -1,10 +1,10 @@
-//! Outgoing federation requests: server discovery, X-Matrix signing, one pooled HTTPS client with
+//! Outgoing federation requests: server discovery (well-known, SRV), X-Matrix signing, one pooled HTTPS client with
 //! timeouts, and per-destination backoff so a dead peer costs nothing after its first failure.
 
 use std::{
     collections::HashMap,
-    net::IpAddr,
-    sync::Mutex,
+    net::{IpAddr, SocketAddr},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -84,9 +84,44 @@ struct Backoff {
     until: Instant,
 }
 
+/// Addresses found by SRV lookups, by host: what federation connections to that host use (their
+/// TLS name and `Host` stay the server's, as the spec wants).
+#[derive(Default)]
+struct SrvTargets(Mutex<HashMap<String, Vec<SocketAddr>>>);
+
+/// The federation client's DNS: a host found through SRV connects to its SRV target; any other
+/// host is looked up with the configured name servers (`federation.nameservers`), or the
+/// system's resolver (hosts file included) when none are configured.
+struct FederationDns {
+    srv: Option<Arc<SrvTargets>>,
+    configured: Option<hickory_resolver::TokioResolver>,
+}
+
+impl reqwest::dns::Resolve for FederationDns {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let known = self.srv.as_ref().and_then(|srv| srv.0.lock().expect("SRV targets").get(name.as_str()).cloned());
+        let configured = self.configured.clone();
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> = match (known, configured) {
+                (Some(addrs), _) => addrs,
+                (None, Some(dns)) => {
+                    dns.lookup_ip(format!("{host}.")).await?.iter().map(|ip| SocketAddr::new(ip, 0)).collect()
+                }
+                (None, None) => tokio::net::lookup_host((host.as_str(), 0)).await?.collect(),
+            };
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
 /// The federation HTTP client.
 pub struct FederationClient {
     http: reqwest::Client,
+    /// For what is not the federation API (well-known documents, media `Location`s): plain DNS.
+    plain: reqwest::Client,
+    dns: hickory_resolver::TokioResolver,
+    srv: Arc<SrvTargets>,
     origin: OwnedServerName,
     max_response: usize,
     discovered: Mutex<HashMap<OwnedServerName, (Endpoint, Instant)>>,
@@ -95,19 +130,35 @@ pub struct FederationClient {
 
 impl FederationClient {
     /// `max_response` bounds what one answer may weigh (a join's state, a media file).
-    pub fn new(origin: OwnedServerName, verify_tls: bool, max_response: usize) -> Result<Self> {
-        let http = reqwest::Client::builder()
-            .danger_accept_invalid_certs(!verify_tls)
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(REQUEST_TIMEOUT)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(16)
-            .redirect(reqwest::redirect::Policy::limited(3))
-            .user_agent(concat!("Hemicycle/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| Error::Internal(format!("cannot build the federation client: {e}")))?;
+    pub fn new(
+        origin: OwnedServerName,
+        verify_tls: bool,
+        max_response: usize,
+        nameservers: &[SocketAddr],
+    ) -> Result<Self> {
+        let builder = || {
+            reqwest::Client::builder()
+                .danger_accept_invalid_certs(!verify_tls)
+                .connect_timeout(Duration::from_secs(5))
+                .timeout(REQUEST_TIMEOUT)
+                .pool_idle_timeout(Duration::from_secs(90))
+                .pool_max_idle_per_host(16)
+                .redirect(reqwest::redirect::Policy::limited(3))
+                .user_agent(concat!("Hemicycle/", env!("CARGO_PKG_VERSION")))
+        };
+        let failed = |e: reqwest::Error| Error::Internal(format!("cannot build the federation client: {e}"));
+        let srv = Arc::new(SrvTargets::default());
+        let dns = resolver(nameservers)?;
+        let configured = (!nameservers.is_empty()).then(|| dns.clone());
+        let federation_dns = FederationDns { srv: Some(srv.clone()), configured: configured.clone() };
+        let http = builder().dns_resolver(Arc::new(federation_dns)).build().map_err(failed)?;
+        let plain =
+            builder().dns_resolver(Arc::new(FederationDns { srv: None, configured })).build().map_err(failed)?;
         Ok(Self {
             http,
+            plain,
+            dns,
+            srv,
             origin,
             max_response,
             discovered: Mutex::new(HashMap::new()),
@@ -129,22 +180,64 @@ impl FederationClient {
         endpoint
     }
 
+    /// The spec's discovery steps: an IP literal or an explicit port is used as it is; else the
+    /// `/.well-known/matrix/server` delegation (whose host, when it has no port, goes through
+    /// the SRV step in turn); else SRV `_matrix-fed._tcp`, then the deprecated `_matrix._tcp`;
+    /// else port 8448.
     async fn discover(&self, server: &ServerName) -> Endpoint {
         let (host, port) = split_host_port(server.as_str());
         if is_ip_literal(host) || port.is_some() {
             return Endpoint { base_url: format!("https://{host}:{}", port.unwrap_or(8448)) };
         }
         let url = format!("https://{host}/.well-known/matrix/server");
-        if let Ok(response) = self.http.get(&url).timeout(Duration::from_secs(10)).send().await {
+        if let Ok(response) = self.plain.get(&url).timeout(Duration::from_secs(10)).send().await {
             if response.status().is_success() {
                 if let Ok(known) = response.json::<WellKnownServer>().await {
                     let (dhost, dport) = split_host_port(&known.server);
                     if !dhost.is_empty() {
-                        return Endpoint { base_url: format!("https://{dhost}:{}", dport.unwrap_or(8448)) };
+                        if is_ip_literal(dhost) || dport.is_some() {
+                            return Endpoint { base_url: format!("https://{dhost}:{}", dport.unwrap_or(8448)) };
+                        }
+                        return self.srv_or_default(dhost).await;
                     }
                 }
             }
         }
+        self.srv_or_default(host).await
+    }
+
+    /// The SRV step for a host name: its `_matrix-fed._tcp` (then `_matrix._tcp`) record's
+    /// target, connected to under the host's own name; port 8448 of the host without one.
+    async fn srv_or_default(&self, host: &str) -> Endpoint {
+        for service in ["_matrix-fed._tcp", "_matrix._tcp"] {
+            let Ok(found) = self.dns.srv_lookup(format!("{service}.{host}.")).await else { continue };
+            let mut records: Vec<_> = found.iter().collect();
+            // Lowest priority first; among equals the heaviest (a fixed choice, so retries agree).
+            records.sort_by_key(|r| (r.priority(), std::cmp::Reverse(r.weight())));
+            for record in records {
+                let target = record.target().to_utf8();
+                let target = target.trim_end_matches('.');
+                if target.is_empty() {
+                    continue;
+                }
+                let addrs: Vec<SocketAddr> = match target.parse::<IpAddr>() {
+                    Ok(ip) => vec![SocketAddr::new(ip, record.port())],
+                    Err(_) => match self.dns.lookup_ip(format!("{target}.")).await {
+                        Ok(ips) => ips.iter().map(|ip| SocketAddr::new(ip, record.port())).collect(),
+                        Err(error) => {
+                            tracing::info!(%host, %target, %error, "an SRV target has no address");
+                            continue;
+                        }
+                    },
+                };
+                if addrs.is_empty() {
+                    continue;
+                }
+                self.srv.0.lock().expect("SRV targets").insert(host.to_owned(), addrs);
+                return Endpoint { base_url: format!("https://{host}") };
+            }
+        }
+        self.srv.0.lock().expect("SRV targets").remove(host);
         Endpoint { base_url: format!("https://{host}:8448") }
     }
 
@@ -240,7 +333,7 @@ impl FederationClient {
     /// content type.
     pub async fn get_location(&self, url: &str, timeout: Duration) -> Result<(Vec<u8>, Option<String>)> {
         let unreachable = |e: String| Error::RemoteUnreachable(format!("the media location {url}: {e}"));
-        let response = self.http.get(url).timeout(timeout).send().await.map_err(|e| unreachable(e.to_string()))?;
+        let response = self.plain.get(url).timeout(timeout).send().await.map_err(|e| unreachable(e.to_string()))?;
         if !response.status().is_success() {
             return Err(unreachable(format!("HTTP {}", response.status())));
         }
@@ -249,6 +342,31 @@ impl FederationClient {
         let bytes = read_bounded(response, self.max_response).await.map_err(unreachable)?;
         Ok((bytes, content_type))
     }
+}
+
+/// The DNS resolver of SRV lookups: the configured name servers, else the system's (else
+/// hickory's defaults when the system has no resolver configuration).
+fn resolver(nameservers: &[SocketAddr]) -> Result<hickory_resolver::TokioResolver> {
+    use hickory_resolver::{
+        config::{NameServerConfig, ResolverConfig},
+        name_server::TokioConnectionProvider,
+        proto::xfer::Protocol,
+        Resolver,
+    };
+    if nameservers.is_empty() {
+        return Ok(match Resolver::builder_tokio() {
+            Ok(builder) => builder.build(),
+            Err(error) => {
+                tracing::warn!(%error, "no system DNS configuration: SRV lookups use public resolvers");
+                Resolver::builder_with_config(ResolverConfig::default(), TokioConnectionProvider::default()).build()
+            }
+        });
+    }
+    let mut config = ResolverConfig::new();
+    for server in nameservers {
+        config.add_name_server(NameServerConfig::new(*server, Protocol::Udp));
+    }
+    Ok(Resolver::builder_with_config(config, TokioConnectionProvider::default()).build())
 }
 
 /// Reads an answer's body, refusing one larger than `limit` (announced or actual) rather than
@@ -304,7 +422,7 @@ mod tests {
 
     #[tokio::test]
     async fn ip_literals_and_explicit_ports_need_no_lookup() {
-        let client = FederationClient::new("a.example".try_into().unwrap(), true, 1 << 20).unwrap();
+        let client = FederationClient::new("a.example".try_into().unwrap(), true, 1 << 20, &[]).unwrap();
         let ep = client.endpoint(<&ServerName>::try_from("127.0.0.1:9000").unwrap()).await;
         assert_eq!(ep.base_url, "https://127.0.0.1:9000");
         let ep = client.endpoint(<&ServerName>::try_from("10.1.2.3").unwrap()).await;
@@ -315,7 +433,7 @@ mod tests {
 
     #[test]
     fn backoff_doubles_and_is_capped() {
-        let client = FederationClient::new("a.example".try_into().unwrap(), true, 1 << 20).unwrap();
+        let client = FederationClient::new("a.example".try_into().unwrap(), true, 1 << 20, &[]).unwrap();
         let peer = <&ServerName>::try_from("b.example").unwrap();
         assert!(client.backing_off(peer).is_none());
         client.failed(peer);

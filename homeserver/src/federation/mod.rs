@@ -62,6 +62,7 @@ impl Federation {
                 config.server_name.clone(),
                 config.federation.verify_tls,
                 MAX_RESPONSE.max(config.media.max_upload_size as usize + 1024 * 1024),
+                &config.federation.nameservers,
             )?,
             keys: RemoteKeys::new(db.clone()),
             sender: sender::Sender::new(db),
