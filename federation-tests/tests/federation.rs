@@ -638,3 +638,31 @@ async fn servers_are_found_through_srv_records() {
         node.wait_for_bodies(&token, &room, &since, &[text]).await;
     }
 }
+
+#[tokio::test]
+async fn server_acl_shuts_a_server_out() {
+    use hemicycle_federation_tests::dns::{DnsServer, Srv};
+    // ACLs match host names, so B gets one of its own (every node here is 127.0.0.1).
+    let b = Node::start_with("b", Some("b.ministere.test"), &[], &[]).await;
+    let target = Srv { priority: 0, weight: 0, port: b.federation_port(), target: "b.ministere.test".to_owned() };
+    let dns = DnsServer::start(
+        &[("_matrix-fed._tcp.b.ministere.test", target)],
+        &[("b.ministere.test", std::net::Ipv4Addr::LOCALHOST)],
+    )
+    .await;
+    let nameservers = toml::Value::Array(vec![dns.addr.to_string().into()]);
+    let a = Node::start_with("a", None, &[], &[("federation.nameservers", nameservers)]).await;
+    let (_, at) = a.register("alice").await;
+    let (_, bt) = b.register("bob").await;
+    let via = [a.server_name()];
+    // A room open to B, and one whose ACL shuts B out from the start.
+    let open = a.create_room(&at, json!({ "preset": "public_chat" })).await;
+    let acl = json!({ "type": "m.room.server_acl", "state_key": "",
+                      "content": { "allow": ["*"], "deny": ["*.ministere.test"], "allow_ip_literals": true } });
+    let closed = a.create_room(&at, json!({ "preset": "public_chat", "initial_state": [acl] })).await;
+    b.join(&bt, &open, &via).await;
+    let (status, error) = b.try_join(&bt, &closed, &via).await;
+    assert_eq!((status, error["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "B is denied by the ACL: {error}");
+    let members = a.joined_members(&at, &closed).await;
+    assert_eq!(members.len(), 1, "only alice in the closed room: {members:?}");
+}
