@@ -38,6 +38,8 @@ pub const PASSWORD: &str = "pw";
 /// Start-up readiness: the client line on stdout, then the federation listener answering.
 const PRINT_WAIT: Duration = Duration::from_secs(60);
 const FEDERATION_READY_WAIT: Duration = Duration::from_secs(30);
+/// How long a Synapse may take to start (it migrates its SQLite schema first).
+const SYNAPSE_READY_WAIT: Duration = Duration::from_secs(120);
 
 /// Upper bound of one plain (not long-poll) HTTP request; remote joins and media go over
 /// federation, so this is generous.
@@ -155,6 +157,80 @@ fn write_node_config(
     path
 }
 
+/// Synapse's configuration for a test node (see [`Node::start_synapse`]).
+fn write_synapse_config(dir: &Path, server_name: &str, fed_port: u16, client_port: u16) -> PathBuf {
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .expect("self-signed certificate");
+    let cert_path = dir.join("tls.crt");
+    let key_path = dir.join("tls.key");
+    std::fs::write(&cert_path, certified.cert.pem()).expect("write certificate");
+    std::fs::write(&key_path, certified.signing_key.serialize_pem()).expect("write key");
+    let level = match std::env::var("FEDERATION_TESTS_LOG").as_deref() {
+        Ok("debug" | "trace") => "DEBUG",
+        Ok(l) if l.contains("info") => "INFO",
+        _ => "WARNING",
+    };
+    let log_path = dir.join("log.yaml");
+    std::fs::write(
+        &log_path,
+        format!(
+            "version: 1\nformatters: {{precise: {{format: '%(asctime)s %(name)s %(levelname)s %(message)s'}}}}\n\
+             handlers: {{console: {{class: logging.StreamHandler, formatter: precise}}}}\n\
+             root: {{level: {level}, handlers: [console]}}\ndisable_existing_loggers: false\n"
+        ),
+    )
+    .expect("write the log config");
+    let d = dir.display();
+    let limit = "{per_second: 10000, burst_count: 10000}";
+    let config = format!(
+        r#"server_name: "{server_name}"
+pid_file: "{d}/homeserver.pid"
+listeners:
+  - port: {client_port}
+    bind_addresses: ["127.0.0.1"]
+    type: http
+    tls: false
+    resources: [{{names: [client], compress: false}}]
+  - port: {fed_port}
+    bind_addresses: ["127.0.0.1"]
+    type: http
+    tls: true
+    resources: [{{names: [federation], compress: false}}]
+tls_certificate_path: "{cert}"
+tls_private_key_path: "{key}"
+database: {{name: sqlite3, args: {{database: "{d}/homeserver.db"}}}}
+log_config: "{log}"
+media_store_path: "{d}/media"
+signing_key_path: "{d}/signing.key"
+trusted_key_servers: []
+suppress_key_server_warning: true
+federation_verify_certificates: false
+ip_range_blacklist: []
+report_stats: false
+enable_registration: true
+enable_registration_without_verification: true
+registration_shared_secret: "test-only"
+macaroon_secret_key: "test-only-macaroon"
+form_secret: "test-only-form"
+presence: {{enabled: true}}
+allow_public_rooms_over_federation: true
+room_list_publication_rules: [{{action: allow}}]
+rc_message: {limit}
+rc_registration: {limit}
+rc_login: {{address: {limit}, account: {limit}, failed_attempts: {limit}}}
+rc_joins: {{local: {limit}, remote: {limit}}}
+rc_invites: {{per_room: {limit}, per_user: {limit}, per_issuer: {limit}}}
+rc_federation: {{window_size: 1000, sleep_limit: 10000, sleep_delay: 1, reject_limit: 10000, concurrent: 1000}}
+"#,
+        cert = cert_path.display(),
+        key = key_path.display(),
+        log = log_path.display(),
+    );
+    let path = dir.join("homeserver.yaml");
+    std::fs::write(&path, config).expect("write the Synapse config");
+    path
+}
+
 /// One Hemicycle node: a `hemicycle serve` process, its data directory and its addresses. The
 /// federation port (hence the server name) stays the same across restarts; the client port is
 /// picked anew by each start, so read [`Node::client_url`] after a restart.
@@ -170,6 +246,8 @@ pub struct Node {
     /// Accepts the node's self-signed certificate; also used for the plain-HTTP client API.
     http: reqwest::Client,
     sdk_stores: AtomicUsize,
+    /// The venv's Python when this node is a Synapse (see [`Node::start_synapse`]).
+    synapse: Option<PathBuf>,
 }
 
 impl Node {
@@ -210,9 +288,102 @@ impl Node {
             child: None,
             http,
             sdk_stores: AtomicUsize::new(0),
+            synapse: None,
         };
         node.spawn().await;
         node
+    }
+
+    /// Starts a real Synapse (the `matrix-synapse` of the venv named by `SYNAPSE_VENV`, which
+    /// `./scripts/test` installs): SQLite, a plain client listener and a TLS federation
+    /// listener on loopback, a self-signed certificate, certificates of others not checked, no
+    /// trusted key servers, open registration, rate limits out of the way. Fails, saying why,
+    /// when Synapse is not installed: the interop tests never skip.
+    pub async fn start_synapse(name_hint: &str) -> Node {
+        let venv = std::env::var("SYNAPSE_VENV").unwrap_or_else(|_| {
+            panic!("SYNAPSE_VENV is not set: run the tests with ./scripts/test, which installs Synapse into a venv")
+        });
+        let python = Path::new(&venv).join("bin").join("python");
+        assert!(python.exists(), "no Python in SYNAPSE_VENV={venv}: ./scripts/test installs Synapse there");
+        let dir = tempfile::Builder::new().prefix(&format!("synapse-{name_hint}-")).tempdir().expect("temp dir");
+        let (fed_port, client_port) = (free_port(), free_port());
+        let server_name = format!("127.0.0.1:{fed_port}");
+        let config_path = write_synapse_config(dir.path(), &server_name, fed_port, client_port);
+        let generated = Command::new(&python)
+            .args(["-m", "synapse.app.homeserver", "--generate-keys", "-c"])
+            .arg(&config_path)
+            .output()
+            .unwrap_or_else(|e| panic!("synapse {name_hint}: run {}: {e}", python.display()));
+        assert!(
+            generated.status.success(),
+            "synapse {name_hint}: generating its signing key failed: {}",
+            String::from_utf8_lossy(&generated.stderr)
+        );
+        let http = reqwest::Client::builder()
+            .tls_danger_accept_invalid_certs(true)
+            .build()
+            .expect("HTTP client accepting self-signed certificates");
+        let mut node = Node {
+            label: format!("synapse {name_hint} {server_name}"),
+            dir,
+            config_path,
+            federation_url: format!("https://127.0.0.1:{fed_port}"),
+            server_name,
+            client_url: format!("http://127.0.0.1:{client_port}"),
+            child: None,
+            http,
+            sdk_stores: AtomicUsize::new(0),
+            synapse: Some(python),
+        };
+        node.spawn().await;
+        node
+    }
+
+    /// Whether this node is a Synapse.
+    pub fn is_synapse(&self) -> bool {
+        self.synapse.is_some()
+    }
+
+    async fn spawn_synapse(&mut self, python: PathBuf) {
+        let mut child = Command::new(&python)
+            .args(["-m", "synapse.app.homeserver", "-c"])
+            .arg(&self.config_path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}: start {}: {e}", self.label, python.display()));
+        for pipe in [
+            child.stdout.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+            child.stderr.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let label = self.label.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines() {
+                    let Ok(line) = line else { break };
+                    eprintln!("[{label}] {line}");
+                }
+            });
+        }
+        self.child = Some(child);
+        let health = format!("{}/health", self.client_url);
+        let deadline = Instant::now() + SYNAPSE_READY_WAIT;
+        loop {
+            let ok =
+                self.http.get(&health).timeout(Duration::from_secs(5)).send().await.is_ok_and(|r| r.status() == 200);
+            if ok {
+                break;
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                self.child = None;
+                panic!("{}: Synapse exited ({status}) before {health} answered", self.label);
+            }
+            assert!(Instant::now() < deadline, "{}: {health} did not answer within {SYNAPSE_READY_WAIT:?}", self.label);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.wait_federation_ready().await;
     }
 
     /// `127.0.0.1:<federation port>` (or the name given to [`Node::start_with`]): the part
@@ -258,6 +429,9 @@ impl Node {
 
     async fn spawn(&mut self) {
         assert!(self.child.is_none(), "{}: already running", self.label);
+        if let Some(python) = self.synapse.clone() {
+            return self.spawn_synapse(python).await;
+        }
         let bin = hemicycle_bin();
         let mut child = Command::new(&bin)
             .args(["serve", "--config"])
