@@ -6,6 +6,7 @@
 //! server discovery connects straight to the node's HTTPS federation listener.
 
 pub mod dns;
+pub mod scenarios;
 
 use std::{
     collections::BTreeSet,

@@ -6,8 +6,11 @@
 use std::{collections::BTreeSet, future::Future, pin::Pin, sync::Arc};
 
 use hemicycle_federation_tests::{
-    bodies, enc, ephemeral, is_membership, next_batch, shared_room, typing_users, Node, SYNC_WAIT,
+    bodies, enc, ephemeral, is_membership, next_batch,
+    scenarios::{encrypted_chat, remote_media},
+    shared_room, typing_users, Node, SYNC_WAIT,
 };
+use reqwest::Method;
 use serde_json::{json, Value};
 
 /// A scenario run in both directions, boxed so that they can all be listed and spawned.
@@ -234,6 +237,40 @@ async fn typing_receipts_presence(home: Arc<Node>, away: Arc<Node>) {
     .await;
 }
 
+async fn encrypted_messages(home: Arc<Node>, away: Arc<Node>) {
+    encrypted_chat(&home, &away, &who(&home, "_e2ee")).await;
+}
+
+async fn media(home: Arc<Node>, away: Arc<Node>) {
+    remote_media(&home, &away, &who(&home, "_media")).await;
+}
+
+async fn knock(home: Arc<Node>, away: Arc<Node>) {
+    let (alice, at) = home.register(&who(&home, "knock_a")).await;
+    let (bob, bt) = away.register(&who(&home, "knock_b")).await;
+    let room = home
+        .create_room(
+            &at,
+            json!({ "room_version": "10", "name": "Sur demande",
+                    "initial_state": [{ "type": "m.room.join_rules", "content": { "join_rule": "knock" } }] }),
+        )
+        .await;
+    let (a_since, b_since) = (home.sync_token(&at).await, away.sync_token(&bt).await);
+    let path = format!("/_matrix/client/v3/knock/{}?via={}", enc(&room), enc(&home.server_name()));
+    let (status, knocked) = away.call(Method::POST, Some(&bt), &path, Some(&json!({ "reason": "du service" }))).await;
+    assert_eq!(status, 200, "the knock: {knocked}");
+    let seen =
+        away.wait_sync(&bt, Some(&b_since), SYNC_WAIT, "the knock", |s| s["rooms"]["knock"][&room].is_object()).await;
+    let state = seen["rooms"]["knock"][&room]["knock_state"]["events"].as_array().cloned().unwrap_or_default();
+    assert!(state.iter().any(|e| e["type"] == "m.room.name"), "the knock state names the room: {state:?}");
+    home.wait_for_timeline(&at, &room, Some(&a_since), |e| is_membership(e, &bob, "knock"), SYNC_WAIT).await;
+    home.invite(&at, &room, &bob).await;
+    away.wait_sync(&bt, Some(&next_batch(&seen)), SYNC_WAIT, "the invite", |s| s["rooms"]["invite"][&room].is_object())
+        .await;
+    away.join(&bt, &room, &[home.server_name()]).await;
+    assert_eq!(home.joined_members(&at, &room).await, BTreeSet::from([alice, bob]));
+}
+
 fn scenario<F, Fut>(f: F) -> impl Fn(Arc<Node>, Arc<Node>) -> Pin<Box<dyn Future<Output = ()> + Send>>
 where
     F: Fn(Arc<Node>, Arc<Node>) -> Fut + Copy + Send + 'static,
@@ -258,6 +295,9 @@ async fn hemicycle_and_synapse_federate_both_ways() {
         ("history before the join", Box::new(scenario(history_before_the_join))),
         ("profile, alias and directory", Box::new(scenario(profile_alias_and_directory))),
         ("typing, receipts, presence", Box::new(scenario(typing_receipts_presence))),
+        ("encrypted messages and device lists", Box::new(scenario(encrypted_messages))),
+        ("media and thumbnails", Box::new(scenario(media))),
+        ("knock", Box::new(scenario(knock))),
     ];
     let running: Vec<(&str, tokio::task::JoinHandle<()>)> = scenarios
         .into_iter()
