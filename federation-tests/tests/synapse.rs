@@ -271,6 +271,72 @@ async fn knock(home: Arc<Node>, away: Arc<Node>) {
     assert_eq!(home.joined_members(&at, &room).await, BTreeSet::from([alice, bob]));
 }
 
+/// Synapse stopped mid-conversation, then a partition with renames on both sides (each side
+/// down while the other speaks); both must end with every message, each once, and one state.
+async fn outage_and_partition(hemicycle: &mut Node, synapse: &mut Node) {
+    let (_, at) = hemicycle.register("outage_a").await;
+    let (bob, bt) = synapse.register("outage_b").await;
+    let room = shared_room(hemicycle, &at, synapse, &bt, &bob).await;
+    let b_since = synapse.sync_token(&bt).await;
+    let mut power = hemicycle.state_event(&at, &room, "m.room.power_levels", "").await;
+    power["users"][&bob] = json!(100);
+    let raised = hemicycle.put_state(&at, &room, "m.room.power_levels", "", power).await;
+    let seen =
+        synapse.wait_for_timeline(&bt, &room, Some(&b_since), |e| e["event_id"] == raised.as_str(), SYNC_WAIT).await;
+
+    // Synapse down while Hemicycle's user talks: everything arrives once it is back, once, in order.
+    synapse.kill().await;
+    let during: Vec<String> = (0..5).map(|i| format!("pendant la panne {i}")).collect();
+    for text in &during {
+        hemicycle.send_text(&at, &room, text).await;
+    }
+    synapse.restart().await;
+    let got = synapse.wait_for_bodies(&bt, &room, &seen.next_batch, &during).await;
+    let mine: Vec<String> = got.bodies().into_iter().filter(|b| b.starts_with("pendant la panne")).collect();
+    assert_eq!(mine, during, "every message sent while Synapse was down, once, in order");
+
+    // A partition: Hemicycle renames while Synapse is down, then Synapse while Hemicycle is down.
+    let (a_since, b_since) = (hemicycle.sync_token(&at).await, synapse.sync_token(&bt).await);
+    synapse.kill().await;
+    for name in ["Hémicycle 1", "Hémicycle 2", "Hémicycle 3"] {
+        hemicycle.put_state(&at, &room, "m.room.name", "", json!({ "name": name })).await;
+    }
+    hemicycle.send_text(&at, &room, "côté Hemicycle").await;
+    hemicycle.stop().await;
+    synapse.restart().await;
+    for name in ["Synapse 1", "Synapse 2", "Synapse 3"] {
+        synapse.put_state(&bt, &room, "m.room.name", "", json!({ "name": name })).await;
+    }
+    synapse.send_text(&bt, &room, "côté Synapse").await;
+    hemicycle.restart().await;
+    let both = ["côté Hemicycle".to_owned(), "côté Synapse".to_owned()];
+    hemicycle.wait_for_bodies(&at, &room, &a_since, &both).await;
+    synapse.wait_for_bodies(&bt, &room, &b_since, &both).await;
+    // One more message each way ties the two branches; then both hold one current state. The
+    // other side's resolution happens when its events arrive, so the comparison is asked again
+    // (bounded) until both answer the same.
+    let (a_since, b_since) = (hemicycle.sync_token(&at).await, synapse.sync_token(&bt).await);
+    let ties = ["après Hemicycle".to_owned(), "après Synapse".to_owned()];
+    hemicycle.send_text(&at, &room, &ties[0]).await;
+    synapse.send_text(&bt, &room, &ties[1]).await;
+    hemicycle.wait_for_bodies(&at, &room, &a_since, &ties).await;
+    synapse.wait_for_bodies(&bt, &room, &b_since, &ties).await;
+    let deadline = std::time::Instant::now() + SYNC_WAIT;
+    loop {
+        let (on_h, on_s) = (hemicycle.get_state(&at, &room).await, synapse.get_state(&bt, &room).await);
+        if event_ids_of(&on_h) == event_ids_of(&on_s) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the two sides never agreed on the state:\n{on_h:?}\n{on_s:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let (h_name, s_name) = (
+        hemicycle.state_event(&at, &room, "m.room.name", "").await,
+        synapse.state_event(&bt, &room, "m.room.name", "").await,
+    );
+    assert_eq!(h_name, s_name, "one name on both sides");
+}
+
 fn scenario<F, Fut>(f: F) -> impl Fn(Arc<Node>, Arc<Node>) -> Pin<Box<dyn Future<Output = ()> + Send>>
 where
     F: Fn(Arc<Node>, Arc<Node>) -> Fut + Copy + Send + 'static,
@@ -308,6 +374,17 @@ async fn hemicycle_and_synapse_federate_both_ways() {
         if let Err(error) = task.await {
             failed.push(format!("{name}: {error}"));
         }
+    }
+    // Last, as it stops and starts both servers: outages and a partition.
+    let (mut hemicycle, mut synapse) = (
+        Arc::try_unwrap(hemicycle).unwrap_or_else(|_| panic!("the scenarios are done with Hemicycle")),
+        Arc::try_unwrap(synapse).unwrap_or_else(|_| panic!("the scenarios are done with Synapse")),
+    );
+    let outage = async { outage_and_partition(&mut hemicycle, &mut synapse).await };
+    if let Err(panic) = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(outage)).await {
+        let message =
+            panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
+        failed.push(format!("outage and partition: {}", message.unwrap_or_default()));
     }
     assert!(failed.is_empty(), "scenarios that failed against Synapse:\n{}", failed.join("\n"));
 }

@@ -26,6 +26,8 @@ pub const MAX_PDUS: usize = 50;
 pub const MAX_EDUS: usize = 100;
 /// Most events fetched to fill one gap before falling back to the state at the event.
 const MISSING_EVENTS_LIMIT: u64 = 20;
+/// Events one gap may be filled with through `/get_missing_events`, page after page.
+const MISSING_EVENTS_MAX: usize = 500;
 
 /// Processes `PUT /send/{txnId}`: each room's PDUs in order, rooms in parallel, then the EDUs.
 /// A transaction seen before is answered as it was the first time.
@@ -276,7 +278,10 @@ pub(super) async fn fetch_auth_events(
     Ok(())
 }
 
-/// Asks `origin` for the events between what we hold and `latest`, and takes them in, oldest first.
+/// Asks `origin` for the events between what we hold and `latest`, and takes them in, oldest
+/// first. A gap longer than one answer (a server back from a partition sends its newest events
+/// only) is walked back page by page, up to [`MISSING_EVENTS_MAX`] events; what is still missing
+/// then is covered by the state `/state_ids` gives.
 async fn fill_gap(
     services: &Arc<Services>,
     origin: &ServerName,
@@ -285,22 +290,41 @@ async fn fill_gap(
     durables: &mut Vec<Durable>,
 ) {
     let Ok(Some(record)) = services.rooms.room(room) else { return };
-    let mut request =
-        get_missing_events::v1::Request::new(room.to_owned(), record.extremities.clone(), vec![latest.to_owned()]);
-    request.limit = MISSING_EVENTS_LIMIT.try_into().unwrap_or_default();
-    let response = match services.federation.send(origin, request).await {
-        Ok(r) => r,
-        Err(error) => {
-            tracing::info!(%origin, %error, "get_missing_events failed");
-            return;
+    let mut events: Vec<(i64, OwnedEventId, CanonicalJsonObject)> = Vec::new();
+    let mut wanted = vec![latest.to_owned()];
+    while !wanted.is_empty() && events.len() < MISSING_EVENTS_MAX {
+        let mut request =
+            get_missing_events::v1::Request::new(room.to_owned(), record.extremities.clone(), wanted.clone());
+        request.limit = MISSING_EVENTS_LIMIT.try_into().unwrap_or_default();
+        let response = match services.federation.send(origin, request).await {
+            Ok(r) => r,
+            Err(error) => {
+                tracing::info!(%origin, %error, "get_missing_events failed");
+                break;
+            }
+        };
+        let before = events.len();
+        for raw in &response.events {
+            let Ok(object) = canonical_object(raw) else { continue };
+            let Ok((id, object)) = services.federation.verify_pdu(&record.version, object).await else { continue };
+            if events.iter().any(|(_, e, _)| *e == id) {
+                continue;
+            }
+            let depth = object.get("depth").and_then(|d| d.as_integer()).map(i64::from).unwrap_or(0);
+            events.push((depth, id, object));
         }
-    };
-    let mut events = Vec::new();
-    for raw in &response.events {
-        let Ok(object) = canonical_object(raw) else { continue };
-        let Ok((id, object)) = services.federation.verify_pdu(&record.version, object).await else { continue };
-        let depth = object.get("depth").and_then(|d| d.as_integer()).map(i64::from).unwrap_or(0);
-        events.push((depth, id, object));
+        if events.len() == before {
+            break;
+        }
+        // Next page: the prev events of this page that neither we nor the pages so far hold.
+        let held: std::collections::HashSet<OwnedEventId> = events.iter().map(|(_, id, _)| id.clone()).collect();
+        wanted = events[before..]
+            .iter()
+            .flat_map(|(_, _, o)| ids_of(o, "prev_events"))
+            .filter(|id| !held.contains(id) && !services.rooms.in_timeline(id).unwrap_or(true))
+            .collect();
+        wanted.sort();
+        wanted.dedup();
     }
     events.sort_by_key(|(depth, _, _)| *depth);
     for (_, id, object) in events {
