@@ -271,11 +271,22 @@ async fn knock(home: Arc<Node>, away: Arc<Node>) {
     assert_eq!(home.joined_members(&at, &room).await, BTreeSet::from([alice, bob]));
 }
 
-/// Synapse stopped mid-conversation, then a partition with renames on both sides (each side
-/// down while the other speaks); both must end with every message, each once, and one state.
+/// Takes a node down: Synapse is killed (as by `kill -9`), Hemicycle stopped gracefully (its
+/// kill -9 case is `killed_node_catches_up`).
+async fn down(node: &mut Node) {
+    if node.is_synapse() {
+        node.kill().await;
+    } else {
+        node.stop().await;
+    }
+}
+
+/// The side that joins the room down mid-conversation, then a partition with renames on both
+/// sides (each side down while the other speaks); both must end with every message, each once,
+/// and one state. `hemicycle`/`synapse` name the roles: the room is made on the first.
 async fn outage_and_partition(hemicycle: &mut Node, synapse: &mut Node) {
-    let (_, at) = hemicycle.register("outage_a").await;
-    let (bob, bt) = synapse.register("outage_b").await;
+    let (_, at) = hemicycle.register(&who(hemicycle, "outage_a")).await;
+    let (bob, bt) = synapse.register(&who(hemicycle, "outage_b")).await;
     let room = shared_room(hemicycle, &at, synapse, &bt, &bob).await;
     let b_since = synapse.sync_token(&bt).await;
     let mut power = hemicycle.state_event(&at, &room, "m.room.power_levels", "").await;
@@ -285,7 +296,7 @@ async fn outage_and_partition(hemicycle: &mut Node, synapse: &mut Node) {
         synapse.wait_for_timeline(&bt, &room, Some(&b_since), |e| e["event_id"] == raised.as_str(), SYNC_WAIT).await;
 
     // Synapse down while Hemicycle's user talks: everything arrives once it is back, once, in order.
-    synapse.kill().await;
+    down(synapse).await;
     let during: Vec<String> = (0..5).map(|i| format!("pendant la panne {i}")).collect();
     for text in &during {
         hemicycle.send_text(&at, &room, text).await;
@@ -297,12 +308,12 @@ async fn outage_and_partition(hemicycle: &mut Node, synapse: &mut Node) {
 
     // A partition: Hemicycle renames while Synapse is down, then Synapse while Hemicycle is down.
     let (a_since, b_since) = (hemicycle.sync_token(&at).await, synapse.sync_token(&bt).await);
-    synapse.kill().await;
+    down(synapse).await;
     for name in ["Hémicycle 1", "Hémicycle 2", "Hémicycle 3"] {
         hemicycle.put_state(&at, &room, "m.room.name", "", json!({ "name": name })).await;
     }
     hemicycle.send_text(&at, &room, "côté Hemicycle").await;
-    hemicycle.stop().await;
+    down(hemicycle).await;
     synapse.restart().await;
     for name in ["Synapse 1", "Synapse 2", "Synapse 3"] {
         synapse.put_state(&bt, &room, "m.room.name", "", json!({ "name": name })).await;
@@ -380,11 +391,19 @@ async fn hemicycle_and_synapse_federate_both_ways() {
         Arc::try_unwrap(hemicycle).unwrap_or_else(|_| panic!("the scenarios are done with Hemicycle")),
         Arc::try_unwrap(synapse).unwrap_or_else(|_| panic!("the scenarios are done with Synapse")),
     );
-    let outage = async { outage_and_partition(&mut hemicycle, &mut synapse).await };
-    if let Err(panic) = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(outage)).await {
-        let message =
-            panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
-        failed.push(format!("outage and partition: {}", message.unwrap_or_default()));
+    for direction in ["room on Hemicycle", "room on Synapse"] {
+        let outage = async {
+            if direction == "room on Hemicycle" {
+                outage_and_partition(&mut hemicycle, &mut synapse).await
+            } else {
+                outage_and_partition(&mut synapse, &mut hemicycle).await
+            }
+        };
+        if let Err(panic) = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(outage)).await {
+            let message =
+                panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
+            failed.push(format!("outage and partition, {direction}: {}", message.unwrap_or_default()));
+        }
     }
     assert!(failed.is_empty(), "scenarios that failed against Synapse:\n{}", failed.join("\n"));
 }
