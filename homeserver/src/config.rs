@@ -301,6 +301,7 @@ impl Config {
             }
             None => toml::Table::new(),
         };
+        let mut from_env: Vec<(String, Vec<String>, String)> = Vec::new();
         for (name, raw) in env {
             let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
                 continue;
@@ -308,14 +309,34 @@ impl Config {
             let path: Vec<String> = rest.split("__").map(str::to_lowercase).collect();
             set_path(&mut root, &path, parse_env_value(&raw))
                 .map_err(|reason| ConfigError::new(name.clone(), reason))?;
+            from_env.push((name, path, raw));
         }
-        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(root)).map_err(|e| {
-            let key = e.path().to_string();
-            let reason = e.into_inner().message().to_owned();
-            ConfigError::new(if key == "." { "(top level)".to_owned() } else { key }, reason)
-        })?;
-        config.validate()?;
-        Ok(config)
+        // An environment value is read as the type of the key it sets: `11` set on a string key
+        // (`rooms.default_version`) is taken as the string "11" when the number does not fit.
+        loop {
+            let error = match serde_path_to_error::deserialize::<_, Config>(toml::Value::Table(root.clone())) {
+                Ok(config) => {
+                    config.validate()?;
+                    return Ok(config);
+                }
+                Err(e) => e,
+            };
+            let key = error.path().to_string();
+            let retyped = from_env.iter().position(|(_, path, raw)| {
+                path.join(".") == key && !matches!(parse_env_value(raw), toml::Value::String(_))
+            });
+            match retyped {
+                Some(i) => {
+                    let (name, path, raw) = from_env.remove(i);
+                    set_path(&mut root, &path, toml::Value::String(raw))
+                        .map_err(|reason| ConfigError::new(name, reason))?;
+                }
+                None => {
+                    let reason = error.into_inner().message().to_owned();
+                    return Err(ConfigError::new(if key == "." { "(top level)".to_owned() } else { key }, reason));
+                }
+            }
+        }
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -409,6 +430,16 @@ fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn env_values_take_the_type_of_their_key() {
+        let env = [("HEMICYCLE_ROOMS__DEFAULT_VERSION", "11"), ("HEMICYCLE_LIMITS__MAX_REQUEST_SIZE", "2048")];
+        let config = load("", &env).expect("a number on a string key is the string");
+        assert_eq!(config.rooms.default_version, ruma::RoomVersionId::V11);
+        assert_eq!(config.limits.max_request_size, 2048);
+        let error = load("", &[("HEMICYCLE_LIMITS__MAX_REQUEST_SIZE", "beaucoup")]).unwrap_err();
+        assert!(error.to_string().contains("limits.max_request_size"), "{error}");
+    }
 
     fn load(toml_text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let dir = tempfile::tempdir().unwrap();

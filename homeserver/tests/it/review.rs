@@ -669,3 +669,44 @@ async fn concurrent_creations_with_one_alias_leave_no_orphan() {
     let (_, joined) = api.get("/_matrix/client/v3/joined_rooms", &a).await;
     assert_eq!(joined["joined_rooms"].as_array().unwrap().len(), 1, "no orphan rooms: {joined}");
 }
+
+/// Every token the server hands out is taken where the spec takes a token of that kind:
+/// `/messages` (and `/relations`) page from a `/sync` `next_batch`, as several client libraries
+/// do, in both directions.
+#[tokio::test]
+async fn messages_page_from_a_sync_next_batch() {
+    use reqwest::Method;
+    let server = TestServer::start();
+    let api = Api::new(&server);
+    let (_, a) = api.register("alice").await;
+    let room = api.ok(Method::POST, "/_matrix/client/v3/createRoom", &a, json!({})).await["room_id"]
+        .as_str()
+        .expect("room id")
+        .to_owned();
+    let send = |n: usize, text: &'static str| {
+        let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/t{n}");
+        let api = &api;
+        let a = a.clone();
+        async move { api.ok(Method::PUT, &path, &a, json!({ "msgtype": "m.text", "body": text })).await }
+    };
+    send(1, "un").await;
+    send(2, "deux").await;
+    let next = api.get("/_matrix/client/v3/sync?timeout=0", &a).await.1["next_batch"].as_str().unwrap().to_owned();
+    send(3, "après").await;
+    let bodies = |page: &Value| -> Vec<String> {
+        page["chunk"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let (status, back) =
+        api.get(&format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&from={next}&limit=5"), &a).await;
+    assert_eq!(status, 200, "{back}");
+    assert_eq!(bodies(&back)[..2], ["deux".to_owned(), "un".to_owned()], "back from the sync position: {back}");
+    let (status, forward) = api.get(&format!("/_matrix/client/v3/rooms/{room}/messages?dir=f&from={next}"), &a).await;
+    assert_eq!((status, bodies(&forward)), (200, vec!["après".to_owned()]), "forward from it: {forward}");
+    let (status, _) = api.get(&format!("/_matrix/client/v1/rooms/{room}/relations/%24nope?from={next}"), &a).await;
+    assert_ne!(status, 400, "relations take the sync token too");
+}

@@ -27,7 +27,7 @@ use crate::{
     rooms::{
         create::{CreateRoom, Preset, CREATABLE_VERSIONS},
         pdu::to_raw,
-        read::{parse_token, EventFilter, RelationFilter},
+        read::{parse_any_token, EventFilter, RelationFilter},
         NewEvent, TxnKey,
     },
     services::Services,
@@ -208,8 +208,8 @@ pub async fn messages(
 ) -> Result<get_message_events::v3::Response> {
     let user = request.sender()?.user_id.clone();
     let body = request.body;
-    let from = body.from.as_deref().map(parse_token).transpose()?;
-    let to = body.to.as_deref().map(parse_token).transpose()?;
+    let from = body.from.as_deref().map(parse_any_token).transpose()?;
+    let to = body.to.as_deref().map(parse_any_token).transpose()?;
     let filter = event_filter(&body.filter);
     let limit = limit(Some(body.limit), 10, 1000);
     let limit = body.filter.limit.map(|l| (u64::from(l) as usize).clamp(1, 1000)).unwrap_or(limit);
@@ -305,7 +305,7 @@ pub async fn relations(
 ) -> Result<get_relating_events::v1::Response> {
     let user = request.sender()?.user_id.clone();
     let b = request.body;
-    let from = b.from.as_deref().map(parse_token).transpose()?;
+    let from = b.from.as_deref().map(parse_any_token).transpose()?;
     let (chunk, next) = services.rooms.relations(
         &user,
         &b.room_id,
@@ -326,7 +326,7 @@ pub async fn relations_with_type(
 ) -> Result<get_relating_events_with_rel_type::v1::Response> {
     let user = request.sender()?.user_id.clone();
     let b = request.body;
-    let from = b.from.as_deref().map(parse_token).transpose()?;
+    let from = b.from.as_deref().map(parse_any_token).transpose()?;
     let rel = b.rel_type.to_string();
     let (chunk, next) = services.rooms.relations(
         &user,
@@ -348,7 +348,7 @@ pub async fn relations_with_type_and_event(
 ) -> Result<get_relating_events_with_rel_type_and_event_type::v1::Response> {
     let user = request.sender()?.user_id.clone();
     let b = request.body;
-    let from = b.from.as_deref().map(parse_token).transpose()?;
+    let from = b.from.as_deref().map(parse_any_token).transpose()?;
     let rel = b.rel_type.to_string();
     let kind = b.event_type.to_string();
     let (chunk, next) = services.rooms.relations(
