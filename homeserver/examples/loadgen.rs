@@ -836,6 +836,7 @@ fn spawn_probe_reader(
     token: String,
     sent_at: Arc<std::sync::Mutex<std::collections::HashMap<u64, Instant>>>,
     stop: Arc<tokio::sync::Notify>,
+    arrived: Arc<std::sync::atomic::AtomicU64>,
 ) -> tokio::task::JoinHandle<(Vec<Duration>, Vec<Instant>)> {
     tokio::spawn(async move {
         let mut latencies = Vec::new();
@@ -867,6 +868,7 @@ fn spawn_probe_reader(
                         continue;
                     };
                     if seen.insert(n) {
+                        arrived.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         arrivals.push(now);
                         if let Some(t) = sent_at.lock().expect("sent times").get(&n).copied() {
                             latencies.push(now.duration_since(t));
@@ -896,7 +898,9 @@ async fn federation_scenario(args: &Args) {
     const RATE: f64 = 200.0;
     let sent_at: Arc<std::sync::Mutex<std::collections::HashMap<u64, Instant>>> = Arc::default();
     let stop = Arc::new(tokio::sync::Notify::new());
-    let reader = spawn_probe_reader(http.clone(), b.base.clone(), bob.clone(), sent_at.clone(), stop.clone());
+    let arrived = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let reader =
+        spawn_probe_reader(http.clone(), b.base.clone(), bob.clone(), sent_at.clone(), stop.clone(), arrived.clone());
     tokio::time::sleep(Duration::from_millis(500)).await;
     let start = Instant::now();
     let total = (RATE * args.seconds as f64) as u64;
@@ -927,7 +931,8 @@ async fn federation_scenario(args: &Args) {
     // 2. Throughput: `--clients` senders on A as fast as they are answered.
     let sent_at: Arc<std::sync::Mutex<std::collections::HashMap<u64, Instant>>> = Arc::default();
     let stop = Arc::new(tokio::sync::Notify::new());
-    let reader = spawn_probe_reader(http.clone(), b.base.clone(), bob.clone(), sent_at, stop.clone());
+    let arrived = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let reader = spawn_probe_reader(http.clone(), b.base.clone(), bob.clone(), sent_at, stop.clone(), arrived.clone());
     tokio::time::sleep(Duration::from_millis(500)).await;
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let counter = Arc::new(std::sync::atomic::AtomicU64::new(1_000_000));
@@ -946,18 +951,10 @@ async fn federation_scenario(args: &Args) {
         sender.await.expect("sender");
     }
     let sent = counter.load(std::sync::atomic::Ordering::Relaxed) - 1_000_000;
-    let sent_until = Instant::now();
-    // B gets what is in flight; the rate counts arrivals up to the last one.
-    let mut waited = 0;
-    while waited < 30 {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        waited += 1;
-        if reader.is_finished() {
-            break;
-        }
-        if Instant::now().duration_since(sent_until) > Duration::from_secs(10) {
-            break;
-        }
+    // B gets what is still in flight: wait for every event (a minute at most).
+    let patience = Instant::now() + Duration::from_secs(60);
+    while arrived.load(std::sync::atomic::Ordering::Relaxed) < sent && Instant::now() < patience {
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     stop.notify_one();
     let (_, arrivals) = reader.await.expect("reader");
