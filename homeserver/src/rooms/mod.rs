@@ -51,6 +51,19 @@ const AUTH_CACHE_ENTRIES: usize = 10_000;
 /// The spec's limit on a whole PDU.
 pub const MAX_PDU_BYTES: usize = 65_536;
 
+/// The spec's size limits on an event's fields (type and state key at most 255 bytes), checked
+/// before anything is built: other servers refuse such a PDU, so accepting it would split the room.
+fn check_size_limits(event: &NewEvent) -> Result<()> {
+    let kind = event.kind.to_string();
+    if kind.len() > 255 {
+        return Err(Error::TooLarge("an event type is at most 255 bytes".into()));
+    }
+    if event.state_key.as_ref().is_some_and(|k| k.len() > 255) {
+        return Err(Error::TooLarge("a state key is at most 255 bytes".into()));
+    }
+    Ok(())
+}
+
 /// The state an invitee or knocker is shown of a room they are not in (the spec's recommended
 /// stripped state): what identifies the room and says whether it is encrypted.
 pub const STRIPPED_STATE: [StateEventType; 7] = [
@@ -466,6 +479,7 @@ impl Rooms {
         }
         let record = self.room(room)?.ok_or_else(|| Error::not_found("unknown room"))?;
         let rules = rules_of(&record.version)?;
+        check_size_limits(&event)?;
         self.check_event_semantics(room, sender, &event)?;
         let auth_events = self.auth_events_for(&record, &rules, sender, &event)?;
         let (event_id, object) = self.build(

@@ -18,6 +18,11 @@ pub struct Profiles {
     db: Arc<Database>,
 }
 
+/// The longest display name (Synapse's limit, so profiles travel between the two unchanged).
+pub const MAX_DISPLAYNAME_CHARS: usize = 256;
+/// The longest avatar URL (Synapse's limit).
+pub const MAX_AVATAR_URL_CHARS: usize = 1000;
+
 impl Profiles {
     pub fn new(db: Arc<Database>) -> Self {
         Self { db }
@@ -39,10 +44,21 @@ impl Profiles {
                 "displayname" if !value.is_string() => {
                     return Err(Error::BadJson("displayname must be a string".into()))
                 }
+                // Copied into every membership event of the user: capped as Synapse caps it.
+                "displayname" if value.as_str().is_some_and(|s| s.chars().count() > MAX_DISPLAYNAME_CHARS) => {
+                    return Err(Error::invalid_param(format!(
+                        "display names are at most {MAX_DISPLAYNAME_CHARS} characters"
+                    )));
+                }
                 "avatar_url" => {
                     let valid = value.as_str().is_some_and(|s| s.is_empty() || s.starts_with("mxc://"));
                     if !valid {
                         return Err(Error::BadJson("avatar_url must be an mxc:// URI".into()));
+                    }
+                    if value.as_str().is_some_and(|s| s.chars().count() > MAX_AVATAR_URL_CHARS) {
+                        return Err(Error::invalid_param(format!(
+                            "avatar URLs are at most {MAX_AVATAR_URL_CHARS} characters"
+                        )));
                     }
                 }
                 _ => {}

@@ -710,3 +710,47 @@ async fn messages_page_from_a_sync_next_batch() {
     let (status, _) = api.get(&format!("/_matrix/client/v1/rooms/{room}/relations/%24nope?from={next}"), &a).await;
     assert_ne!(status, 400, "relations take the sync token too");
 }
+
+/// The spec's size limits hold for local events before anything is built (other servers would
+/// refuse the PDU), and profile fields are capped as Synapse caps them.
+#[tokio::test]
+async fn oversized_event_fields_and_display_names_are_refused() {
+    use reqwest::Method;
+    let server = TestServer::start();
+    let api = Api::new(&server);
+    let (alice, a) = api.register("alice").await;
+    let room = api.ok(Method::POST, "/_matrix/client/v3/createRoom", &a, json!({})).await["room_id"]
+        .as_str()
+        .expect("room id")
+        .to_owned();
+    let long = "x".repeat(256);
+    let send = api
+        .send(Method::PUT, &format!("/_matrix/client/v3/rooms/{room}/send/{long}/t1"), Some(&a), Some(json!({})))
+        .await;
+    assert_error(&send, 413, "M_TOO_LARGE", "an event type of 256 bytes");
+    let state = api
+        .send(Method::PUT, &format!("/_matrix/client/v3/rooms/{room}/state/m.custom/{long}"), Some(&a), Some(json!({})))
+        .await;
+    assert_error(&state, 413, "M_TOO_LARGE", "a state key of 256 bytes");
+    let (status, _) = api.get(&format!("/_matrix/client/v3/rooms/{room}/state/m.custom/{long}"), &a).await;
+    assert_eq!(status, 404, "nothing was stored");
+    let fits = "é".repeat(255);
+    let ok = api
+        .send(
+            Method::PUT,
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.custom/{}", "k".repeat(255)),
+            Some(&a),
+            Some(json!({ "v": fits })),
+        )
+        .await;
+    assert_eq!(ok.0, 200, "255 bytes fit: {}", ok.1);
+
+    let path = format!("/_matrix/client/v3/profile/{alice}/displayname");
+    let too_long = api.send(Method::PUT, &path, Some(&a), Some(json!({ "displayname": "n".repeat(10_000) }))).await;
+    assert_error(&too_long, 400, "M_INVALID_PARAM", "a 10,000-character display name");
+    let longest = "ñ".repeat(256);
+    let fine = api.send(Method::PUT, &path, Some(&a), Some(json!({ "displayname": longest }))).await;
+    assert_eq!(fine.0, 200, "256 characters are allowed: {}", fine.1);
+    let member = api.get(&format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/{alice}"), &a).await.1;
+    assert_eq!(member["displayname"].as_str().map(|n| n.chars().count()), Some(256), "{member}");
+}
