@@ -754,3 +754,23 @@ async fn oversized_event_fields_and_display_names_are_refused() {
     let member = api.get(&format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/{alice}"), &a).await.1;
     assert_eq!(member["displayname"].as_str().map(|n| n.chars().count()), Some(256), "{member}");
 }
+
+/// Room version 12 derives the room id from the create event: one user creating rooms in a batch
+/// with one request body gets distinct rooms, never a 500.
+#[tokio::test]
+async fn identical_create_room_requests_at_once_make_distinct_rooms() {
+    use reqwest::Method;
+    let server = TestServer::start();
+    let api = Api::new(&server);
+    let (_, a) = api.register("bot").await;
+    let body = json!({ "room_version": "12", "name": "Lot", "preset": "private_chat" });
+    let creations =
+        (0..6).map(|_| api.send(Method::POST, "/_matrix/client/v3/createRoom", Some(&a), Some(body.clone())));
+    let answers = futures::future::join_all(creations).await;
+    let mut rooms = std::collections::BTreeSet::new();
+    for (status, value) in &answers {
+        assert_eq!(*status, 200, "{value}");
+        rooms.insert(value["room_id"].as_str().expect("room id").to_owned());
+    }
+    assert_eq!(rooms.len(), 6, "six distinct rooms: {rooms:?}");
+}
