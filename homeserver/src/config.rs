@@ -42,7 +42,43 @@ pub struct Config {
     pub rate_limits: RateLimitsConfig,
     pub limits: LimitsConfig,
     pub rooms: RoomsConfig,
+    pub voip: VoipConfig,
+    pub support: SupportConfig,
     pub log: LogConfig,
+}
+
+/// TURN servers handed to clients for calls (`GET /voip/turnServer`), with time-limited
+/// credentials made from a secret shared with the TURN server (coturn's `use-auth-secret`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VoipConfig {
+    pub turn_uris: Vec<String>,
+    pub turn_shared_secret: Option<String>,
+    /// How long handed-out credentials stay valid, in seconds.
+    pub turn_user_lifetime_s: u64,
+}
+
+impl Default for VoipConfig {
+    fn default() -> Self {
+        Self { turn_uris: Vec::new(), turn_shared_secret: None, turn_user_lifetime_s: 86_400 }
+    }
+}
+
+/// Who to contact about this server (`/.well-known/matrix/support`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SupportConfig {
+    /// Admins to contact: `{ role = "m.role.admin", matrix_id = "@…", email_address = "…" }`.
+    pub contacts: Vec<SupportContact>,
+    pub page: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupportContact {
+    pub role: String,
+    pub matrix_id: Option<ruma::OwnedUserId>,
+    pub email_address: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -218,6 +254,8 @@ impl Default for Config {
             rate_limits: RateLimitsConfig::default(),
             limits: LimitsConfig::default(),
             rooms: RoomsConfig::default(),
+            voip: VoipConfig::default(),
+            support: SupportConfig::default(),
             log: LogConfig::default(),
         }
     }

@@ -774,3 +774,52 @@ async fn identical_create_room_requests_at_once_make_distinct_rooms() {
     }
     assert_eq!(rooms.len(), 6, "six distinct rooms: {rooms:?}");
 }
+
+/// `/voip/turnServer` hands out coturn shared-secret credentials; `/.well-known/matrix/support`
+/// publishes the configured contacts; both are 404 on a server without them.
+#[tokio::test]
+async fn turn_credentials_and_support_contacts_come_from_the_config() {
+    use base64::Engine;
+    use hmac::{Hmac, Mac};
+    let bare = TestServer::start();
+    let api = Api::new(&bare);
+    let (_, a) = api.register("alice").await;
+    assert_error(&api.get("/_matrix/client/v3/voip/turnServer", &a).await, 404, "M_NOT_FOUND", "no TURN configured");
+    let (status, _) = api.send(reqwest::Method::GET, "/.well-known/matrix/support", None, None).await;
+    assert_eq!(status, 404, "no support information configured");
+
+    let mut contact = toml::Table::new();
+    contact.insert("role".into(), "m.role.admin".into());
+    contact.insert("matrix_id".into(), "@admin:localhost".into());
+    contact.insert("email_address".into(), "admin@ministere.gouv.fr".into());
+    let server = TestServer::start_with(&[
+        ("voip.turn_uris", toml::Value::Array(vec!["turn:turn.ministere.gouv.fr:3478?transport=udp".into()])),
+        ("voip.turn_shared_secret", "secret-partage".into()),
+        ("voip.turn_user_lifetime_s", 3600.into()),
+        ("support.page", "https://support.ministere.gouv.fr".into()),
+        ("support.contacts", toml::Value::Array(vec![toml::Value::Table(contact)])),
+    ]);
+    let api = Api::new(&server);
+    let (alice, a) = api.register("alice").await;
+    let (status, turn) = api.get("/_matrix/client/v3/voip/turnServer", &a).await;
+    assert_eq!(status, 200, "{turn}");
+    assert_eq!(turn["uris"], json!(["turn:turn.ministere.gouv.fr:3478?transport=udp"]));
+    assert_eq!(turn["ttl"], 3600);
+    let username = turn["username"].as_str().expect("username");
+    let (expiry, who) = username.split_once(':').expect("<expiry>:<user id>");
+    assert_eq!(who, alice);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let expiry: u64 = expiry.parse().expect("a timestamp");
+    assert!(expiry > now + 3500 && expiry <= now + 3601, "valid for the configured hour: {expiry} vs {now}");
+    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(b"secret-partage").unwrap();
+    mac.update(username.as_bytes());
+    let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    assert_eq!(turn["password"], expected.as_str(), "the password coturn expects");
+    let (status, support) = api.send(reqwest::Method::GET, "/.well-known/matrix/support", None, None).await;
+    assert_eq!(status, 200, "{support}");
+    assert_eq!(support["support_page"], "https://support.ministere.gouv.fr");
+    assert_eq!(
+        support["contacts"],
+        json!([{ "role": "m.role.admin", "matrix_id": "@admin:localhost", "email_address": "admin@ministere.gouv.fr" }])
+    );
+}

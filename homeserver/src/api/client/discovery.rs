@@ -82,3 +82,54 @@ pub async fn capabilities(
         .map_err(|e| Error::Internal(e.to_string()))?;
     Ok(get_capabilities::v3::Response::new(caps))
 }
+
+/// `GET /voip/turnServer`: the configured TURN servers with credentials valid for
+/// `voip.turn_user_lifetime_s`, made as coturn's shared-secret scheme checks them (user name
+/// `<expiry>:<user id>`, password the base64 HMAC-SHA1 of it under the secret).
+pub async fn turn_server(
+    services: Arc<Services>,
+    request: Ruma<ruma::api::client::voip::get_turn_server_info::v3::Request>,
+) -> Result<ruma::api::client::voip::get_turn_server_info::v3::Response> {
+    use base64::Engine;
+    use hmac::{Hmac, Mac};
+    let user = request.sender()?.user_id.clone();
+    let voip = &services.config.voip;
+    let Some(secret) = voip.turn_shared_secret.as_ref().filter(|_| !voip.turn_uris.is_empty()) else {
+        return Err(Error::not_found("this server has no TURN server configured"));
+    };
+    let expiry = crate::users::now_ms() / 1000 + voip.turn_user_lifetime_s;
+    let username = format!("{expiry}:{user}");
+    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()).map_err(|e| Error::Internal(e.to_string()))?;
+    mac.update(username.as_bytes());
+    let password = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    Ok(ruma::api::client::voip::get_turn_server_info::v3::Response::new(
+        username,
+        password,
+        voip.turn_uris.clone(),
+        std::time::Duration::from_secs(voip.turn_user_lifetime_s),
+    ))
+}
+
+/// `GET /.well-known/matrix/support`: the contacts and page from `[support]`; 404 when none.
+pub async fn support(
+    services: Arc<Services>,
+    _: Ruma<ruma::api::client::discovery::discover_support::Request>,
+) -> Result<ruma::api::client::discovery::discover_support::Response> {
+    use ruma::api::client::discovery::discover_support::{Contact, ContactRole, Response};
+    let support = &services.config.support;
+    if support.contacts.is_empty() && support.page.is_none() {
+        return Err(Error::not_found("no support information is configured"));
+    }
+    let mut contacts = Vec::new();
+    for c in &support.contacts {
+        let mut contact: Contact =
+            serde_json::from_value(serde_json::json!({ "role": ContactRole::from(c.role.as_str()) }))
+                .map_err(|e| Error::Internal(e.to_string()))?;
+        contact.matrix_id = c.matrix_id.clone();
+        contact.email_address = c.email_address.clone();
+        contacts.push(contact);
+    }
+    let mut response = Response::with_contacts(contacts);
+    response.support_page = support.page.clone();
+    Ok(response)
+}

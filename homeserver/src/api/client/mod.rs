@@ -30,6 +30,8 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma(discovery::versions)
         .ruma(discovery::well_known_client)
         .ruma(discovery::well_known_server)
+        .ruma(discovery::support)
+        .ruma(discovery::turn_server)
         .ruma(discovery::capabilities)
         .ruma(session::login_types)
         .ruma(session::login)
