@@ -470,6 +470,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_sample_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/homeserver.toml");
+        let config = Config::load_with_env(Some(&path), std::iter::empty()).expect("config/homeserver.toml is valid");
+        assert_eq!(config.voip.turn_user_lifetime_s, 86_400);
+    }
+
+    #[test]
     fn env_values_take_the_type_of_their_key() {
         let env = [("HEMICYCLE_ROOMS__DEFAULT_VERSION", "11"), ("HEMICYCLE_LIMITS__MAX_REQUEST_SIZE", "2048")];
         let config = load("", &env).expect("a number on a string key is the string");
