@@ -12,6 +12,9 @@ use crate::{
     error::{Error, Result},
 };
 
+/// The most events one `timestamp_to_event` request reads.
+const MAX_TIMESTAMP_SCAN: usize = 100_000;
+
 /// The most events one `/messages` request reads, however many its filter drops.
 const MAX_SCANNED: usize = 1_000;
 
@@ -202,6 +205,31 @@ impl Rooms {
     }
 
     /// One event, if the user may see it (`404` otherwise, as for an unknown event).
+    /// `timestamp_to_event`: the event the user may see closest to `ts` in the direction asked
+    /// (the last at or before it going backwards, the first at or after it going forwards), by
+    /// timeline order; at most [`MAX_TIMESTAMP_SCAN`] events are read.
+    pub fn event_at_timestamp(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        ts: u64,
+        forward: bool,
+    ) -> Result<Option<(OwnedEventId, u64)>> {
+        let reader = self.reader(user, room)?;
+        let mut best: Option<(OwnedEventId, u64)> = None;
+        for entry in reader.timeline(0, u64::MAX, forward).take(MAX_TIMESTAMP_SCAN) {
+            let (pos, event_id) = entry?;
+            let Some(event) = reader.event(pos, &event_id)? else { continue };
+            let Some(at) = event["origin_server_ts"].as_u64() else { continue };
+            let fits = if forward { at >= ts } else { at <= ts };
+            if fits {
+                best = Some((event_id, at));
+                break;
+            }
+        }
+        Ok(best)
+    }
+
     pub fn event_for(&self, user: &UserId, room: &RoomId, event_id: &EventId) -> Result<Value> {
         let reader = self.reader(user, room)?;
         self.event_as(&reader, event_id).map(|(event, _)| event)

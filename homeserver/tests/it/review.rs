@@ -823,3 +823,33 @@ async fn turn_credentials_and_support_contacts_come_from_the_config() {
         json!([{ "role": "m.role.admin", "matrix_id": "@admin:localhost", "email_address": "admin@ministere.gouv.fr" }])
     );
 }
+
+/// `timestamp_to_event` jumps to the nearest visible event in the direction asked.
+#[tokio::test]
+async fn timestamp_to_event_finds_the_nearest_event() {
+    use reqwest::Method;
+    let server = TestServer::start();
+    let api = Api::new(&server);
+    let (_, a) = api.register("alice").await;
+    let (_, b) = api.register("bob").await;
+    let room = api.ok(Method::POST, "/_matrix/client/v3/createRoom", &a, json!({})).await["room_id"]
+        .as_str()
+        .expect("room id")
+        .to_owned();
+    let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/last");
+    let last = api.ok(Method::PUT, &path, &a, json!({ "msgtype": "m.text", "body": "dernier" })).await;
+    let jump = |ts: u64, dir: &str| format!("/_matrix/client/v1/rooms/{room}/timestamp_to_event?ts={ts}&dir={dir}");
+    let far = 4_000_000_000_000u64;
+    let (status, newest) = api.get(&jump(far, "b"), &a).await;
+    assert_eq!((status, &newest["event_id"]), (200, &last["event_id"]), "backwards from the future: {newest}");
+    let (status, oldest) = api.get(&jump(0, "f"), &a).await;
+    assert_eq!(status, 200, "{oldest}");
+    let (_, create) = api.get(&format!("/_matrix/client/v3/rooms/{room}/state/m.room.create/"), &a).await;
+    let (_, first) =
+        api.get(&format!("/_matrix/client/v3/rooms/{room}/event/{}", oldest["event_id"].as_str().unwrap()), &a).await;
+    assert_eq!(first["type"], "m.room.create", "forwards from 1970 is the room's creation: {first} ({create})");
+    assert!(oldest["origin_server_ts"].as_u64().is_some_and(|t| t <= newest["origin_server_ts"].as_u64().unwrap()));
+    assert_error(&api.get(&jump(0, "b"), &a).await, 404, "M_NOT_FOUND", "nothing before 1970");
+    assert_error(&api.get(&jump(far, "f"), &a).await, 404, "M_NOT_FOUND", "nothing after the future");
+    assert_error(&api.get(&jump(far, "b"), &b).await, 403, "M_FORBIDDEN", "bob is not in the room");
+}

@@ -83,6 +83,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma(keys::delete_session_key)
         .ruma(sliding::sync)
         .ruma(spaces::get)
+        .ruma(rooms::timestamp_to_event)
         .ruma(ephemeral::typing)
         .ruma(ephemeral::receipt)
         .ruma(ephemeral::read_markers)

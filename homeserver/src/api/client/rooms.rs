@@ -364,3 +364,19 @@ pub async fn relations_with_type_and_event(
     response.next_batch = next;
     Ok(response)
 }
+
+/// `GET /rooms/{roomId}/timestamp_to_event` (jump to a date).
+pub async fn timestamp_to_event(
+    services: Arc<Services>,
+    request: Ruma<ruma::api::client::room::get_event_by_timestamp::v1::Request>,
+) -> Result<ruma::api::client::room::get_event_by_timestamp::v1::Response> {
+    let user = request.sender()?.user_id.clone();
+    let b = request.body;
+    let forward = b.dir == Direction::Forward;
+    let found = services.rooms.event_at_timestamp(&user, &b.room_id, u64::from(b.ts.0), forward)?;
+    let (event_id, ts) = found.ok_or_else(|| Error::not_found("no event in that direction from that time"))?;
+    Ok(ruma::api::client::room::get_event_by_timestamp::v1::Response::new(
+        event_id,
+        ruma::MilliSecondsSinceUnixEpoch(UInt::new_saturating(ts)),
+    ))
+}
