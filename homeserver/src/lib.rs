@@ -14,6 +14,7 @@ pub mod locks;
 pub mod media;
 pub mod push;
 pub mod ratelimit;
+pub mod reports;
 pub mod rooms;
 pub mod server;
 pub mod server_keys;

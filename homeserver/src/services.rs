@@ -39,6 +39,7 @@ pub struct Services {
     pub server_keys: Arc<ServerKeys>,
     pub media: Media,
     pub federation: crate::federation::Federation,
+    pub reports: crate::reports::Reports,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +82,7 @@ impl Services {
             server_keys: server_keys.clone(),
             media: Media::open(db.clone(), config.server_name.clone(), &config)?,
             federation: crate::federation::Federation::new(config.clone(), db.clone(), server_keys.clone())?,
+            reports: crate::reports::Reports::new(db.clone()),
             db,
             config,
         });

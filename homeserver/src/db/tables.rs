@@ -60,6 +60,7 @@ pub const NAMES: &[&str] = &[
     "useridversion_backup",
     "useridversionroomsession_roomkey",
     "mediaid_meta",
+    "reportid_report",
     "sha256_refcount",
     "useridmediaid_pending",
     "sha256size_thumbnail",
@@ -149,6 +150,8 @@ pub struct Tables {
     pub useridversionroomsession_roomkey: Table<(OwnedUserId, String, String, String), Json<serde_json::Value>>,
     /// (origin server, media id) → uploader, content type, file name, content address and size.
     pub mediaid_meta: Table<(OwnedServerName, String), Json<MediaRecord>>,
+    /// Reports of events, rooms and users, by a counter id.
+    pub reportid_report: Table<Be64, Json<crate::reports::Report>>,
     /// Content SHA-256 → how many media ids and thumbnails use that stored file.
     /// Media ids reserved with `/media/v1/create` and not uploaded yet: (uploader, id) → expiry ms.
     pub useridmediaid_pending: Table<(OwnedUserId, String), Be64>,
@@ -213,6 +216,7 @@ impl Tables {
             useridversion_backup: Table::new(db, "useridversion_backup"),
             useridversionroomsession_roomkey: Table::new(db, "useridversionroomsession_roomkey"),
             mediaid_meta: Table::new(db, "mediaid_meta"),
+            reportid_report: Table::new(db, "reportid_report"),
             sha256_refcount: Table::new(db, "sha256_refcount"),
             useridmediaid_pending: Table::new(db, "useridmediaid_pending"),
             sha256size_thumbnail: Table::new(db, "sha256size_thumbnail"),

@@ -853,3 +853,55 @@ async fn timestamp_to_event_finds_the_nearest_event() {
     assert_error(&api.get(&jump(far, "f"), &a).await, 404, "M_NOT_FOUND", "nothing after the future");
     assert_error(&api.get(&jump(far, "b"), &b).await, 403, "M_FORBIDDEN", "bob is not in the room");
 }
+
+/// Reports of events, rooms and users are stored for the admins; what the reporter may not see,
+/// or what does not exist, is 404 and stores nothing.
+#[tokio::test]
+async fn reports_of_events_rooms_and_users_are_kept() {
+    use reqwest::Method;
+    let mut server = TestServer::start();
+    let api = Api::new(&server);
+    let (alice, a) = api.register("alice").await;
+    let (_, b) = api.register("bob").await;
+    let room = api.ok(Method::POST, "/_matrix/client/v3/createRoom", &a, json!({})).await["room_id"]
+        .as_str()
+        .expect("room id")
+        .to_owned();
+    let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/t1");
+    let event = api.ok(Method::PUT, &path, &a, json!({ "msgtype": "m.text", "body": "indésirable" })).await["event_id"]
+        .as_str()
+        .expect("event id")
+        .to_owned();
+    let report = |path: String, token: String, body: Value| {
+        let api = &api;
+        async move { api.send(Method::POST, &path, Some(&token), Some(body)).await }
+    };
+    let event_path = format!("/_matrix/client/v3/rooms/{room}/report/{event}");
+    assert_eq!(report(event_path.clone(), a.clone(), json!({ "reason": "spam" })).await.0, 200);
+    let hidden = report(event_path, b.clone(), json!({ "reason": "curieux" })).await;
+    assert_error(&hidden, 404, "M_NOT_FOUND", "an event bob may not see");
+    let room_path = format!("/_matrix/client/v3/rooms/{room}/report");
+    assert_eq!(report(room_path, b.clone(), json!({ "reason": "salon douteux" })).await.0, 200);
+    let unknown_room =
+        report("/_matrix/client/v3/rooms/!inconnu:localhost/report".into(), b.clone(), json!({ "reason": "?" }));
+    assert_error(&unknown_room.await, 404, "M_NOT_FOUND", "an unknown room");
+    let user_path = format!("/_matrix/client/v3/users/{alice}/report");
+    assert_eq!(report(user_path, b.clone(), json!({ "reason": "harcèlement" })).await.0, 200);
+    let nobody =
+        report("/_matrix/client/v3/users/@personne:localhost/report".into(), b.clone(), json!({ "reason": "?" }));
+    assert_error(&nobody.await, 404, "M_NOT_FOUND", "an unknown user");
+    let long =
+        report(format!("/_matrix/client/v3/users/{alice}/report"), b.clone(), json!({ "reason": "x".repeat(10_001) }));
+    assert_error(&long.await, 400, "M_INVALID_PARAM", "a reason over 10,000 characters");
+
+    // What the admins will read: exactly the three accepted reports.
+    server.stop();
+    let db =
+        std::sync::Arc::new(hemicycle::db::Database::open(&server.config_path.parent().unwrap().join("db")).unwrap());
+    let kept: Vec<_> = hemicycle::reports::Reports::new(db).list().unwrap().into_iter().map(|(_, r)| r).collect();
+    let reasons: Vec<Option<&str>> = kept.iter().map(|r| r.reason.as_deref()).collect();
+    assert_eq!(reasons, [Some("spam"), Some("salon douteux"), Some("harcèlement")]);
+    assert!(
+        matches!(&kept[0].subject, hemicycle::reports::Subject::Event { event_id, .. } if event_id.as_str() == event)
+    );
+}

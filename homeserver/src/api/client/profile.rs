@@ -100,3 +100,17 @@ pub async fn delete_field(
     refresh_rooms(&services, &request.body.user_id, request.body.field.as_str()).await?;
     Ok(delete_profile_field::v3::Response::new())
 }
+
+/// `POST /users/{userId}/report`: a user of this server that exists, or a user of another one.
+pub async fn report_user(
+    services: Arc<Services>,
+    request: Ruma<ruma::api::client::reporting::report_user::v3::Request>,
+) -> Result<ruma::api::client::reporting::report_user::v3::Response> {
+    let reporter = request.sender()?.user_id.clone();
+    let b = request.body;
+    if services.users.is_local(&b.user_id) && !services.rooms.profiles_user_exists(&b.user_id)? {
+        return Err(crate::error::Error::not_found("no such user"));
+    }
+    services.reports.file(&reporter, crate::reports::Subject::User { user_id: b.user_id }, Some(b.reason))?;
+    Ok(ruma::api::client::reporting::report_user::v3::Response::new())
+}

@@ -380,3 +380,32 @@ pub async fn timestamp_to_event(
         ruma::MilliSecondsSinceUnixEpoch(UInt::new_saturating(ts)),
     ))
 }
+
+/// `POST /rooms/{roomId}/report/{eventId}`: an event the reporter may see (404 otherwise, so
+/// nobody learns of events they cannot read).
+pub async fn report_event(
+    services: Arc<Services>,
+    request: Ruma<ruma::api::client::room::report_content::v3::Request>,
+) -> Result<ruma::api::client::room::report_content::v3::Response> {
+    let user = request.sender()?.user_id.clone();
+    let b = request.body;
+    let unseen = || Error::not_found("no such event, or you may not see it");
+    services.rooms.event_for(&user, &b.room_id, &b.event_id).map_err(|_| unseen())?;
+    let subject = crate::reports::Subject::Event { room_id: b.room_id, event_id: b.event_id };
+    services.reports.file(&user, subject, b.reason)?;
+    Ok(ruma::api::client::room::report_content::v3::Response::new())
+}
+
+/// `POST /rooms/{roomId}/report`: a room this server knows.
+pub async fn report_room(
+    services: Arc<Services>,
+    request: Ruma<ruma::api::client::room::report_room::v3::Request>,
+) -> Result<ruma::api::client::room::report_room::v3::Response> {
+    let user = request.sender()?.user_id.clone();
+    let b = request.body;
+    if !services.rooms.exists(&b.room_id)? {
+        return Err(Error::not_found("this server does not know the room"));
+    }
+    services.reports.file(&user, crate::reports::Subject::Room { room_id: b.room_id }, Some(b.reason))?;
+    Ok(ruma::api::client::room::report_room::v3::Response::new())
+}
