@@ -905,3 +905,44 @@ async fn reports_of_events_rooms_and_users_are_kept() {
         matches!(&kept[0].subject, hemicycle::reports::Subject::Event { event_id, .. } if event_id.as_str() == event)
     );
 }
+
+/// `/admin/whois`: an admin sees any user's devices with their last address and time; a user
+/// sees only themselves.
+#[tokio::test]
+async fn whois_is_for_admins_and_for_oneself() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::common::write_config(dir.path(), &[]);
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "chef-pass\n").unwrap();
+    let made = std::process::Command::new(crate::common::BIN)
+        .arg("--config")
+        .arg(&config)
+        .args(["user", "create", "chef", "--admin", "--password-file", pw.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let server = TestServer::start_on_config(&config);
+    let api = Api::new(&server);
+    let (alice, a) = api.register("alice").await;
+    let (bob, _) = api.register("bob").await;
+    let (status, login) = api.login("chef", "chef-pass", None).await;
+    assert_eq!(status, 200, "{login}");
+    let chef = login["access_token"].as_str().unwrap().to_owned();
+    // Alice's device has been seen (whoami), so it has an address and a time.
+    assert_eq!(api.whoami(&a).await, 200);
+
+    let (status, seen) = api.get(&format!("/_matrix/client/v3/admin/whois/{alice}"), &chef).await;
+    assert_eq!(status, 200, "{seen}");
+    assert_eq!(seen["user_id"], alice.as_str());
+    let devices = seen["devices"].as_object().expect("devices");
+    assert_eq!(devices.len(), 1, "{seen}");
+    let connection = &devices.values().next().unwrap()["sessions"][0]["connections"][0];
+    assert_eq!(connection["ip"], "127.0.0.1", "{seen}");
+    assert!(connection["last_seen"].as_u64().is_some_and(|t| t > 0), "{seen}");
+    let (status, own) = api.get(&format!("/_matrix/client/v3/admin/whois/{alice}"), &a).await;
+    assert_eq!((status, own["user_id"].as_str()), (200, Some(alice.as_str())), "alice about herself");
+    let other = api.get(&format!("/_matrix/client/v3/admin/whois/{bob}"), &a).await;
+    assert_error(&other, 403, "M_FORBIDDEN", "alice about bob");
+    let nobody = api.get("/_matrix/client/v3/admin/whois/@personne:localhost", &chef).await;
+    assert_error(&nobody, 404, "M_NOT_FOUND", "no such user");
+}

@@ -83,3 +83,37 @@ pub async fn delete_many(
     }
     Ok(delete_devices::v3::Response::new())
 }
+
+/// `GET /admin/whois/{userId}`: a user's devices with where and when each was last seen; for
+/// server admins, or the user about themselves (403 otherwise, 404 for no such local user).
+pub async fn whois(
+    services: Arc<Services>,
+    request: Ruma<ruma::api::client::admin::get_user_info::v3::Request>,
+) -> Result<ruma::api::client::admin::get_user_info::v3::Response> {
+    use ruma::api::client::admin::get_user_info::v3::{DeviceInfo, Response};
+    let requester = request.sender()?.user_id.clone();
+    let target = request.body.user_id;
+    let admin = services.users.account(&requester)?.is_some_and(|a| a.admin);
+    if requester != target && !admin {
+        return Err(Error::forbidden("only server admins may look up other users"));
+    }
+    if !services.users.is_local(&target) || services.users.account(&target)?.is_none() {
+        return Err(Error::not_found("no such user on this server"));
+    }
+    let mut response = Response::new();
+    response.user_id = Some(target.clone());
+    for (device_id, device) in services.users.devices(&target)? {
+        let mut connection = serde_json::Map::new();
+        if let Some(ip) = device.last_seen_ip {
+            connection.insert("ip".into(), ip.into());
+        }
+        if let Some(ts) = device.last_seen_ts {
+            connection.insert("last_seen".into(), ts.into());
+        }
+        let info: DeviceInfo =
+            serde_json::from_value(serde_json::json!({ "sessions": [{ "connections": [connection] }] }))
+                .map_err(|e| Error::Internal(e.to_string()))?;
+        response.devices.insert(device_id.to_string(), info);
+    }
+    Ok(response)
+}

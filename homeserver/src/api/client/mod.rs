@@ -87,6 +87,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma(rooms::report_event)
         .ruma(rooms::report_room)
         .ruma(profile::report_user)
+        .ruma(devices::whois)
         .ruma(ephemeral::typing)
         .ruma(ephemeral::receipt)
         .ruma(ephemeral::read_markers)
