@@ -40,6 +40,7 @@ pub struct Services {
     pub media: Media,
     pub federation: crate::federation::Federation,
     pub reports: crate::reports::Reports,
+    pub push: crate::push::evaluate::Evaluator,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +84,7 @@ impl Services {
             media: Media::open(db.clone(), config.server_name.clone(), &config)?,
             federation: crate::federation::Federation::new(config.clone(), db.clone(), server_keys.clone())?,
             reports: crate::reports::Reports::new(db.clone()),
+            push: crate::push::evaluate::Evaluator::new(&db),
             db,
             config,
         });

@@ -14,6 +14,7 @@ use crate::{
     federation::keys::RemoteKeySet,
     keys::{backup::BackupVersion, FallbackKey},
     media::{MediaRecord, ThumbnailRecord},
+    push::evaluate::NotificationRecord,
     rooms::{state::Snapshot, AliasRecord, EventMeta, MembershipRecord, OutlierMeta, RoomRecord},
     users::{account_data::AccountDataRecord, Account, Device, TokenOwner},
 };
@@ -70,6 +71,9 @@ pub const NAMES: &[&str] = &[
     "servername_sentpos",
     "origintxn_done",
     "servernamepos_edu",
+    "useridroomidpos_notification",
+    "useridpos_notification",
+    "useridroomid_notifytotal",
 ];
 
 pub struct Tables {
@@ -171,6 +175,13 @@ pub struct Tables {
     pub origintxn_done: Table<(OwnedServerName, String), Vec<u8>>,
     /// Per destination: EDUs waiting to be sent, (server, position) → EDU JSON.
     pub servernamepos_edu: Table<(OwnedServerName, Be64), Json<serde_json::Value>>,
+    /// (user, room, position) → the actions an event's push rules gave for the user, with the
+    /// user's running notification and highlight totals in the room including it.
+    pub useridroomidpos_notification: Table<(OwnedUserId, OwnedRoomId, Be64), Json<NotificationRecord>>,
+    /// (user, position) → room of each notification, for `/notifications` newest first.
+    pub useridpos_notification: Table<(OwnedUserId, Be64), OwnedRoomId>,
+    /// (user, room) → the running (notification, highlight) totals.
+    pub useridroomid_notifytotal: Table<(OwnedUserId, OwnedRoomId), Json<(u64, u64)>>,
 }
 
 impl Tables {
@@ -226,6 +237,9 @@ impl Tables {
             servername_sentpos: Table::new(db, "servername_sentpos"),
             origintxn_done: Table::new(db, "origintxn_done"),
             servernamepos_edu: Table::new(db, "servernamepos_edu"),
+            useridroomidpos_notification: Table::new(db, "useridroomidpos_notification"),
+            useridpos_notification: Table::new(db, "useridpos_notification"),
+            useridroomid_notifytotal: Table::new(db, "useridroomid_notifytotal"),
         }
     }
 }

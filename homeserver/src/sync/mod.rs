@@ -175,9 +175,13 @@ pub async fn sync(services: &Services, params: SyncParams) -> Result<SyncResult>
         SyncResult::is_empty,
     )
     .await?;
+    if !result.join.is_empty() {
+        if let Ok(token) = SyncToken::parse(&result.next_batch) {
+            services.push.caught_up(token.pos).await;
+        }
+    }
     for (room, data) in result.join.iter_mut() {
-        (data.notification_count, data.highlight_count) =
-            crate::push::unread_counts(services, room, &params.user).await?;
+        (data.notification_count, data.highlight_count) = crate::push::unread_counts(services, room, &params.user)?;
     }
     Ok(result)
 }

@@ -190,9 +190,13 @@ pub async fn sliding_sync(services: &Services, request: SlidingRequest) -> Resul
         SlidingResult::is_empty,
     )
     .await?;
+    if !result.rooms.is_empty() {
+        if let Ok(token) = SyncToken::parse(&result.pos) {
+            services.push.caught_up(token.pos).await;
+        }
+    }
     for (room, data) in result.rooms.iter_mut() {
-        (data.notification_count, data.highlight_count) =
-            crate::push::unread_counts(services, room, &request.user).await?;
+        (data.notification_count, data.highlight_count) = crate::push::unread_counts(services, room, &request.user)?;
     }
     Ok(result)
 }

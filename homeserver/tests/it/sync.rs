@@ -411,7 +411,8 @@ async fn push_rules_drive_unread_counts() {
     assert_eq!(counts["notification_count"], 2, "{counts}");
     assert_eq!(counts["highlight_count"], 1, "the mention highlights");
 
-    // Disable the catch-all message rule: only the mention still notifies.
+    // Disable the catch-all message rule: later plain messages no longer notify (rules apply
+    // when an event arrives, as Synapse does: past counts stay).
     put(
         &server,
         &a,
@@ -421,8 +422,9 @@ async fn push_rules_drive_unread_counts() {
     .await;
     let enabled = get(&server, &a, "/_matrix/client/v3/pushrules/global/underride/.m.rule.message/enabled").await;
     assert_eq!(enabled["enabled"], false);
+    send(b.clone(), "2b", json!({ "msgtype": "m.text", "body": "encore bonjour" })).await;
     let sync = get(&server, &a, "/_matrix/client/v3/sync").await;
-    assert_eq!(sync["rooms"]["join"][&room]["unread_notifications"]["notification_count"], 1);
+    assert_eq!(sync["rooms"]["join"][&room]["unread_notifications"]["notification_count"], 2);
 
     // A keyword rule of Alice's own.
     put(
@@ -436,7 +438,7 @@ async fn push_rules_drive_unread_counts() {
     assert_eq!(rule["pattern"], "budget");
     send(c.clone(), "4", json!({ "msgtype": "m.text", "body": "le budget est prêt" })).await;
     let sync = get(&server, &a, "/_matrix/client/v3/sync").await;
-    assert_eq!(sync["rooms"]["join"][&room]["unread_notifications"]["notification_count"], 2);
+    assert_eq!(sync["rooms"]["join"][&room]["unread_notifications"]["notification_count"], 3);
 
     // Reading up to the latest event clears the counts.
     let latest = send(c.clone(), "5", json!({ "msgtype": "m.text", "body": "fin" })).await;
@@ -454,8 +456,8 @@ async fn push_rules_drive_unread_counts() {
     let all = get(&server, &a, "/_matrix/client/v3/notifications").await;
     assert_eq!(
         all["notifications"].as_array().unwrap().len(),
-        2,
-        "the mention and the keyword (plain messages no longer notify)"
+        3,
+        "the first message, the mention and the keyword (not the plain message sent after disabling)"
     );
 
     let status = |method: reqwest::Method, path: &str| {
@@ -469,6 +471,62 @@ async fn push_rules_drive_unread_counts() {
         400,
         "server-default rules cannot be deleted"
     );
+}
+
+/// Counts are exact past any window (800 unread, not a capped 500), read without walking the
+/// backlog, and survive kill -9 of the server (they are derived from what is durable).
+#[tokio::test]
+async fn unread_counts_are_exact_and_survive_a_kill() {
+    let mut server = TestServer::start();
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    let (a, b) = (alice.access_token().unwrap(), bob.access_token().unwrap());
+    let room = create_room(&server, &a, json!({ "preset": "public_chat" })).await;
+    post(&server, &b, &format!("/_matrix/client/v3/rooms/{room}/join"), json!({})).await;
+    let path = |n: u32| format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/t{n}");
+    futures::future::join_all((0..800).map(|n| {
+        let (server, b, path) = (&server, &b, path(n));
+        async move { put(server, b, &path, json!({ "msgtype": "m.text", "body": format!("message {n}") })).await }
+    }))
+    .await;
+    let counts = |sync: &Value| sync["rooms"]["join"][&room]["unread_notifications"].clone();
+    let sync = get(&server, &a, "/_matrix/client/v3/sync").await;
+    assert_eq!(counts(&sync)["notification_count"], 800, "{}", counts(&sync));
+    assert_eq!(counts(&sync)["highlight_count"], 0);
+
+    server.kill();
+    server.restart();
+    let sync = get(&server, &a, "/_matrix/client/v3/sync").await;
+    assert_eq!(counts(&sync)["notification_count"], 800, "after kill -9");
+    let sent = put(
+        &server,
+        &b,
+        &path(800),
+        json!({ "msgtype": "m.text", "body": "alice ?", "m.mentions": { "user_ids": ["@alice:localhost"] } }),
+    )
+    .await;
+    let since = sync["next_batch"].as_str().unwrap().to_owned();
+    let sync = get(&server, &a, &format!("/_matrix/client/v3/sync?since={since}&timeout=5000")).await;
+    assert_eq!(counts(&sync)["notification_count"], 801, "one more, counted once after the restart");
+    assert_eq!(counts(&sync)["highlight_count"], 1, "the mention highlights");
+
+    // A receipt in the middle leaves what comes after it.
+    let messages = get(&server, &a, &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=101")).await;
+    let hundredth = messages["chunk"][100]["event_id"].as_str().unwrap().to_owned();
+    post(&server, &a, &format!("/_matrix/client/v3/rooms/{room}/receipt/m.read/{hundredth}"), json!({})).await;
+    let sync = get(&server, &a, "/_matrix/client/v3/sync").await;
+    assert_eq!(counts(&sync)["notification_count"], 100, "{}", counts(&sync));
+    assert_eq!(counts(&sync)["highlight_count"], 1);
+    post(
+        &server,
+        &a,
+        &format!("/_matrix/client/v3/rooms/{room}/receipt/m.read/{}", sent["event_id"].as_str().unwrap()),
+        json!({}),
+    )
+    .await;
+    let sync = get(&server, &a, "/_matrix/client/v3/sync").await;
+    assert_eq!(counts(&sync)["notification_count"], 0);
+    assert_eq!(counts(&sync)["highlight_count"], 0);
 }
 
 #[tokio::test]

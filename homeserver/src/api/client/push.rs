@@ -113,7 +113,7 @@ pub async fn notifications(
     let before = b.from.as_deref().map(parse_token).transpose()?;
     let limit = b.limit.map(u64::from).unwrap_or(50).clamp(1, 200) as usize;
     let only_highlight = b.only.as_deref() == Some("highlight");
-    let found = push::notifications(&services, &user, before, limit, only_highlight).await?;
+    let found = push::notifications(&services, &user, before, limit, only_highlight)?;
     let next = (found.len() == limit).then(|| found.last().map(|n| token(n.pos))).flatten();
     let list = found
         .into_iter()

@@ -1,0 +1,308 @@
+//! Push rules evaluated once per event and local member, when the event enters the stream.
+//!
+//! A consumer of the event stream (like the federation sender): for each new timeline event it
+//! runs every local member's rules and records, for those it notifies, the actions together with
+//! running totals per (user, room). Unread counts are then two lookups whatever the backlog —
+//! the totals now minus the totals at the user's read receipt — and `/notifications` and the
+//! pushers read the recorded actions instead of evaluating again. The evaluated position is
+//! written in the same batch as the records, so a crash resumes exactly where it stopped.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use ruma::{
+    events::StateEventType,
+    push::{Action, FlattenedJson, PushConditionPowerLevelsCtx, PushConditionRoomCtx, Ruleset},
+    serde::Raw,
+    Int, OwnedRoomId, OwnedUserId, RoomId, UInt, UserId,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::{
+    db::{
+        codec::{prefix2, Be64, Codec, Json},
+        Batch,
+    },
+    error::Result,
+    services::Services,
+};
+
+/// Meta key of the stream position evaluated up to.
+const EVALUATED: &str = "push_evaluated";
+/// Events evaluated per committed batch while catching up.
+const CHUNK: usize = 500;
+/// Longest a sync waits for the evaluator to reach its position before answering anyway.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(2);
+
+/// What one event did for one user: its actions, and the user's totals in the room counting it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NotificationRecord {
+    pub actions: Vec<Action>,
+    pub notify: u64,
+    pub highlight: u64,
+}
+
+/// Evaluation state shared with sync and the push rule endpoints.
+pub struct Evaluator {
+    rules: Mutex<HashMap<OwnedUserId, Arc<Ruleset>>>,
+    evaluated: watch::Sender<u64>,
+}
+
+impl Evaluator {
+    pub fn new(db: &crate::db::Database) -> Self {
+        let done = db.tables.meta.get(&EVALUATED.to_owned()).ok().flatten().map_or(0, |Be64(p)| p);
+        Self { rules: Mutex::default(), evaluated: watch::channel(done).0 }
+    }
+
+    /// The user's rules, cached until they change.
+    pub fn ruleset(&self, services: &Services, user: &UserId) -> Result<Arc<Ruleset>> {
+        if let Some(rules) = self.rules.lock().expect("rules cache").get(user) {
+            return Ok(rules.clone());
+        }
+        let rules = Arc::new(super::stored_ruleset(services, user)?);
+        let mut cache = self.rules.lock().expect("rules cache");
+        if cache.len() > 100_000 {
+            cache.clear();
+        }
+        cache.insert(user.to_owned(), rules.clone());
+        Ok(rules)
+    }
+
+    pub fn forget_rules(&self, user: &UserId) {
+        self.rules.lock().expect("rules cache").remove(user);
+    }
+
+    /// Waits (a bounded time) until every event up to `pos` is evaluated, so counts read next
+    /// include them.
+    pub async fn caught_up(&self, pos: u64) {
+        let mut rx = self.evaluated.subscribe();
+        let _ = tokio::time::timeout(CATCH_UP_WAIT, rx.wait_for(|done| *done >= pos)).await;
+    }
+}
+
+/// (notification count, highlight count) of a room for the user: notifying events after the
+/// user's latest read receipt, exact at any backlog.
+pub fn unread_counts(services: &Services, room: &RoomId, user: &UserId) -> Result<(u64, u64)> {
+    let tables = &services.db.tables;
+    let key = (user.to_owned(), room.to_owned());
+    let Some(Json((notify, highlight))) = tables.useridroomid_notifytotal.get(&key)? else { return Ok((0, 0)) };
+    let read_pos = services.receipts.read_position(room, user)?.unwrap_or(0);
+    let start = (user.to_owned(), room.to_owned(), Be64(read_pos)).encode();
+    let read = match tables.useridroomidpos_notification.scan_from(prefix2(&key.0, &key.1), start, false).next() {
+        Some(entry) => {
+            let (_, Json(record)) = entry?;
+            (record.notify, record.highlight)
+        }
+        None => (0, 0),
+    };
+    Ok((notify.saturating_sub(read.0), highlight.saturating_sub(read.1)))
+}
+
+/// Starts the evaluator: it tails the event stream from where it stopped.
+pub fn start(services: Arc<Services>) {
+    tokio::spawn(run(services));
+}
+
+async fn run(services: Arc<Services>) {
+    let mut stream = services.rooms.subscribe();
+    let mut done = *services.push.evaluated.borrow();
+    let mut rooms = RoomCache::default();
+    loop {
+        let head = *stream.borrow_and_update();
+        while head > done {
+            match evaluate_range(&services, &mut rooms, done, head).await {
+                Ok(reached) => done = reached,
+                Err(error) => {
+                    tracing::error!(%error, "evaluating push rules failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            }
+            services.push.evaluated.send_replace(done);
+        }
+        if stream.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Evaluates the events after `done` up to `head` (at most [`CHUNK`] of them) in one batch;
+/// returns the position reached.
+async fn evaluate_range(services: &Services, rooms: &mut RoomCache, done: u64, head: u64) -> Result<u64> {
+    let tables = &services.db.tables;
+    let mut events = Vec::new();
+    let mut reached = head;
+    for entry in tables.pos_eventid.scan_from(Vec::new(), Be64(done + 1).encode(), true) {
+        let (Be64(pos), event_id) = entry?;
+        if pos > head {
+            break;
+        }
+        if events.len() == CHUNK {
+            reached = pos - 1;
+            break;
+        }
+        events.push((pos, event_id));
+    }
+    let mut totals: HashMap<(OwnedUserId, OwnedRoomId), (u64, u64)> = HashMap::new();
+    let mut batch = Batch::new();
+    for (pos, event_id) in events {
+        let Some(json) = services.rooms.pdu_json(&event_id)? else { continue };
+        let Some(meta) = services.rooms.meta(&event_id)? else { continue };
+        let event: Value = serde_json::from_slice(&json).unwrap_or_default();
+        for (user, actions) in evaluate(services, rooms, &meta.room_id, pos, &event).await? {
+            let key = (user.clone(), meta.room_id.clone());
+            let total = match totals.get(&key) {
+                Some(t) => *t,
+                None => tables.useridroomid_notifytotal.get(&key)?.map_or((0, 0), |Json(t)| t),
+            };
+            let total = (total.0 + 1, total.1 + u64::from(actions.iter().any(Action::is_highlight)));
+            totals.insert(key, total);
+            let record = NotificationRecord { actions, notify: total.0, highlight: total.1 };
+            tables.useridroomidpos_notification.insert(
+                &mut batch,
+                &(user.clone(), meta.room_id.clone(), Be64(pos)),
+                &Json(record),
+            );
+            tables.useridpos_notification.insert(&mut batch, &(user, Be64(pos)), &meta.room_id);
+        }
+    }
+    for (key, total) in totals {
+        tables.useridroomid_notifytotal.insert(&mut batch, &key, &Json(total));
+    }
+    tables.meta.insert(&mut batch, &EVALUATED.to_owned(), &Be64(reached));
+    services.db.write_unsynced(batch)?;
+    Ok(reached)
+}
+
+/// What the rules of a room's local members need to know of the room, built once per state.
+struct RoomContext {
+    snapshot: u64,
+    /// Local joined members: (user, display name, start of their joined period).
+    members: Vec<(OwnedUserId, String, u64)>,
+    member_count: UInt,
+    power_levels: Option<PushConditionPowerLevelsCtx>,
+}
+
+/// The contexts of recently active rooms, rebuilt when a room's state changes.
+#[derive(Default)]
+struct RoomCache(HashMap<OwnedRoomId, Arc<RoomContext>>);
+
+impl RoomCache {
+    fn get(&mut self, services: &Services, room: &RoomId) -> Result<Option<Arc<RoomContext>>> {
+        let Some(record) = services.rooms.room(room)? else { return Ok(None) };
+        if let Some(cached) = self.0.get(room) {
+            if cached.snapshot == record.snapshot {
+                return Ok(Some(cached.clone()));
+            }
+        }
+        let context = Arc::new(build_context(services, room, record.snapshot, &record.version)?);
+        if self.0.len() > 10_000 {
+            self.0.clear();
+        }
+        self.0.insert(room.to_owned(), context.clone());
+        Ok(Some(context))
+    }
+}
+
+fn build_context(
+    services: &Services,
+    room: &RoomId,
+    snapshot: u64,
+    version: &ruma::RoomVersionId,
+) -> Result<RoomContext> {
+    let rooms = &services.rooms;
+    let mut members = Vec::new();
+    let mut joined = 0u64;
+    for (user, record) in rooms.members(room)? {
+        if record.membership != "join" {
+            continue;
+        }
+        joined += 1;
+        if user.server_name() != services.config.server_name {
+            continue;
+        }
+        let name = rooms
+            .pdu(&record.event_id)?
+            .and_then(|p| serde_json::from_str::<Value>(p.content.get()).ok())
+            .and_then(|c| c["displayname"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| user.localpart().to_owned());
+        members.push((user, name, record.joined_since.unwrap_or(record.pos)));
+    }
+    let mut power_levels = None;
+    if let (Some(levels), Some(rules)) =
+        (rooms.state_event(room, &StateEventType::RoomPowerLevels, "")?, version.rules())
+    {
+        let content: Value = serde_json::from_str(levels.content.get()).unwrap_or_default();
+        let users = content["users"]
+            .as_object()
+            .map(|m| m.iter().filter_map(|(k, v)| Some((k.parse().ok()?, Int::new(v.as_i64()?)?))).collect())
+            .unwrap_or_default();
+        let users_default = Int::new(content["users_default"].as_i64().unwrap_or(0)).unwrap_or_default();
+        let notifications = serde_json::from_value(content["notifications"].clone()).unwrap_or_default();
+        let mut creators = Vec::new();
+        if let Some(create) = rooms.state_event(room, &StateEventType::RoomCreate, "")? {
+            creators.push(create.sender.clone());
+            let content: Value = serde_json::from_str(create.content.get()).unwrap_or_default();
+            let extra = content["additional_creators"].as_array().cloned().unwrap_or_default();
+            creators.extend(extra.iter().filter_map(|u| u.as_str().and_then(|u| u.parse().ok())));
+        }
+        let level_rules = ruma::room_version_rules::RoomPowerLevelsRules::new(&rules.authorization, creators);
+        power_levels = Some(PushConditionPowerLevelsCtx::new(users, users_default, notifications, level_rules));
+    }
+    Ok(RoomContext { snapshot, members, member_count: UInt::new(joined).unwrap_or_default(), power_levels })
+}
+
+/// The local users an event notifies, with the actions their rules give: members joined before
+/// the event (not its sender), and the target of an invite.
+async fn evaluate(
+    services: &Services,
+    rooms: &mut RoomCache,
+    room: &RoomId,
+    pos: u64,
+    event: &Value,
+) -> Result<Vec<(OwnedUserId, Vec<Action>)>> {
+    let Some(context) = rooms.get(services, room)? else { return Ok(Vec::new()) };
+    let sender = event["sender"].as_str().unwrap_or_default();
+    let mut candidates: Vec<(OwnedUserId, String)> = context
+        .members
+        .iter()
+        .filter(|(user, _, since)| user.as_str() != sender && *since < pos)
+        .map(|(user, name, _)| (user.clone(), name.clone()))
+        .collect();
+    if event["type"] == "m.room.member" && event["content"]["membership"] == "invite" {
+        if let Some(target) = event["state_key"].as_str().and_then(|s| UserId::parse(s).ok()) {
+            if target.server_name() == services.config.server_name && !candidates.iter().any(|(u, _)| *u == target) {
+                let name = target.localpart().to_owned();
+                candidates.push((target, name));
+            }
+        }
+    }
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
+    let raw: Raw<Value> = Raw::from_json(
+        serde_json::value::to_raw_value(event).map_err(|e| crate::error::Error::Internal(e.to_string()))?,
+    );
+    let flat = FlattenedJson::from_raw(&raw);
+    let mut out = Vec::new();
+    for (user, name) in candidates {
+        let rules = services.push.ruleset(services, &user)?;
+        let mut room_ctx = PushConditionRoomCtx::new(room.to_owned(), context.member_count, user.clone(), name);
+        room_ctx.power_levels = context.power_levels.clone();
+        for rule in rules.iter() {
+            if rule.applies(&flat, &room_ctx).await {
+                let actions = rule.actions();
+                if actions.iter().any(Action::should_notify) {
+                    out.push((user, actions.to_vec()));
+                }
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
