@@ -886,6 +886,71 @@ async fn send_probe(http: &reqwest::Client, base: &str, token: &str, room: &str,
     put(http, &url, token, json!({ "msgtype": "m.text", "body": format!("probe-{n}") })).await;
 }
 
+/// What one paced run measured.
+struct Paced {
+    sent: u64,
+    /// Seconds from the first send to the last send's answer.
+    send_span: f64,
+    last_sent: Option<Instant>,
+    latencies: Vec<Duration>,
+    arrivals: Vec<Instant>,
+}
+
+/// Sends `rate` probes a second for `seconds` from `sender` on A (each at its due time, however
+/// many are in flight) and waits (up to a minute) until B's reader has seen them all.
+#[allow(clippy::too_many_arguments)]
+async fn paced(
+    http: &reqwest::Client,
+    a: &str,
+    b: &str,
+    sender: &str,
+    reader_token: &str,
+    room: &str,
+    rate: f64,
+    seconds: u64,
+    offset: u64,
+) -> Paced {
+    let sent_at: Arc<std::sync::Mutex<std::collections::HashMap<u64, Instant>>> = Arc::default();
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let arrived = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let reader = spawn_probe_reader(
+        http.clone(),
+        b.to_owned(),
+        reader_token.to_owned(),
+        sent_at.clone(),
+        stop.clone(),
+        arrived.clone(),
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let start = Instant::now();
+    let total = (rate * seconds as f64) as u64;
+    let mut sends = futures::stream::FuturesUnordered::new();
+    for n in 0..total {
+        let due = start + Duration::from_secs_f64(n as f64 / rate);
+        tokio::time::sleep_until(due.into()).await;
+        sent_at.lock().expect("sent times").insert(offset + n, Instant::now());
+        let (http, base, token, room) = (http.clone(), a.to_owned(), sender.to_owned(), room.to_owned());
+        sends.push(tokio::spawn(async move { send_probe(&http, &base, &token, &room, offset + n).await }));
+        while let std::task::Poll::Ready(Some(_)) = futures::poll!(sends.next()) {}
+    }
+    while sends.next().await.is_some() {}
+    let last_sent = Instant::now();
+    let patience = Instant::now() + Duration::from_secs(60);
+    while arrived.load(std::sync::atomic::Ordering::Relaxed) < total && Instant::now() < patience {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.notify_one();
+    let (latencies, arrivals) = reader.await.expect("reader");
+    Paced {
+        sent: total,
+        send_span: last_sent.duration_since(start).as_secs_f64(),
+        last_sent: Some(last_sent),
+        latencies,
+        arrivals,
+    }
+}
+
 async fn federation_scenario(args: &Args) {
     let (a, b) = tokio::join!(start_node(&args.server, "a"), start_node(&args.server, "b"));
     let http = reqwest::Client::builder().pool_max_idle_per_host(args.clients * 2).build().expect("client");
@@ -896,37 +961,44 @@ async fn federation_scenario(args: &Args) {
 
     // 1. Latency at a steady 200 events/s.
     const RATE: f64 = 200.0;
-    let sent_at: Arc<std::sync::Mutex<std::collections::HashMap<u64, Instant>>> = Arc::default();
-    let stop = Arc::new(tokio::sync::Notify::new());
-    let arrived = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let reader =
-        spawn_probe_reader(http.clone(), b.base.clone(), bob.clone(), sent_at.clone(), stop.clone(), arrived.clone());
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let start = Instant::now();
-    let total = (RATE * args.seconds as f64) as u64;
-    let mut sends = futures::stream::FuturesUnordered::new();
-    for n in 0..total {
-        let due = start + Duration::from_secs_f64(n as f64 / RATE);
-        tokio::time::sleep_until(due.into()).await;
-        sent_at.lock().expect("sent times").insert(n, Instant::now());
-        let (http, base, token, room) = (http.clone(), a.base.clone(), alice.clone(), room.clone());
-        sends.push(tokio::spawn(async move { send_probe(&http, &base, &token, &room, n).await }));
-        while let std::task::Poll::Ready(Some(_)) = futures::poll!(sends.next()) {}
-    }
-    while sends.next().await.is_some() {}
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    stop.notify_one();
-    let (mut latencies, _) = reader.await.expect("reader");
+    let run = paced(&http, &a.base, &b.base, &alice, &bob, &room, RATE, args.seconds, 0).await;
+    let mut latencies = run.latencies.clone();
     latencies.sort();
     println!("| measure | value |");
     println!("|---|---|");
     println!(
-        "| send→sync across nodes at {RATE} events/s, {} s | {} of {total} delivered; p50 {:.1} ms, p99 {:.1} ms |",
+        "| send→sync across nodes at {RATE} events/s, {} s | {} of {} delivered; p50 {:.1} ms, p99 {:.1} ms |",
         args.seconds,
         latencies.len(),
+        run.sent,
         percentile(&latencies, 0.5).as_secs_f64() * 1e3,
         percentile(&latencies, 0.99).as_secs_f64() * 1e3,
     );
+
+    // 1b. Sustained throughput: steady offered rates; a rate is sustained when every event
+    // arrives on B and B keeps up (the last arrives within a second of the last send).
+    for (i, rate) in [1000.0, 1500.0, 2000.0, 2500.0].into_iter().enumerate() {
+        let offset = 10_000_000 * (i as u64 + 1);
+        let run = paced(&http, &a.base, &b.base, &alice, &bob, &room, rate, args.seconds, offset).await;
+        let mut latencies = run.latencies.clone();
+        latencies.sort();
+        let lag = match (run.arrivals.last(), run.last_sent) {
+            (Some(last), Some(sent)) if *last > sent => last.duration_since(sent).as_secs_f64(),
+            _ => 0.0,
+        };
+        let sustained = run.arrivals.len() as u64 == run.sent && lag < 1.0;
+        println!(
+            "| steady {rate} events/s offered for {} s | {} sent ({:.0}/s achieved on A); {} arrived on B; lag after the last send {:.2} s; p50 {:.1} ms, p99 {:.1} ms; {} |",
+            args.seconds,
+            run.sent,
+            run.sent as f64 / run.send_span.max(1e-9),
+            run.arrivals.len(),
+            lag,
+            percentile(&latencies, 0.5).as_secs_f64() * 1e3,
+            percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+            if sustained { "sustained" } else { "NOT sustained" },
+        );
+    }
 
     // 2. Throughput: `--clients` senders on A as fast as they are answered.
     let sent_at: Arc<std::sync::Mutex<std::collections::HashMap<u64, Instant>>> = Arc::default();

@@ -74,6 +74,7 @@ pub const NAMES: &[&str] = &[
     "useridroomidpos_notification",
     "useridpos_notification",
     "useridroomid_notifytotal",
+    "roomidpos_threadroot",
 ];
 
 pub struct Tables {
@@ -182,6 +183,8 @@ pub struct Tables {
     pub useridpos_notification: Table<(OwnedUserId, Be64), OwnedRoomId>,
     /// (user, room) → the running (notification, highlight) totals.
     pub useridroomid_notifytotal: Table<(OwnedUserId, OwnedRoomId), Json<(u64, u64)>>,
+    /// (room, position of a thread reply) → its thread root, for `/threads` by latest activity.
+    pub roomidpos_threadroot: Table<(OwnedRoomId, Be64), OwnedEventId>,
 }
 
 impl Tables {
@@ -240,6 +243,7 @@ impl Tables {
             useridroomidpos_notification: Table::new(db, "useridroomidpos_notification"),
             useridpos_notification: Table::new(db, "useridpos_notification"),
             useridroomid_notifytotal: Table::new(db, "useridroomid_notifytotal"),
+            roomidpos_threadroot: Table::new(db, "roomidpos_threadroot"),
         }
     }
 }

@@ -41,6 +41,8 @@ pub struct Federation {
     pub media_fetches: media::Fetches,
     /// Per-origin limit on concurrent inbound requests, so one peer cannot starve the others.
     inbound: std::sync::Mutex<std::collections::HashMap<OwnedServerName, Arc<tokio::sync::Semaphore>>>,
+    /// The servers with joined members of each room, as of a state snapshot.
+    room_servers: std::sync::Mutex<std::collections::HashMap<ruma::OwnedRoomId, (u64, Vec<OwnedServerName>)>>,
 }
 
 /// The largest answer we read from another server (a media file may be larger, up to
@@ -70,6 +72,7 @@ impl Federation {
             own,
             config,
             inbound: Default::default(),
+            room_servers: Default::default(),
         })
     }
 

@@ -66,11 +66,37 @@ pub async fn transaction(
         async move {
             let mut out = Vec::new();
             let mut durables = Vec::new();
-            for object in objects {
-                let fallback = fallback_id(&object);
-                match handle_pdu(&services, origin, &room, object, &mut durables).await {
+            let version = match services.rooms.room(&room) {
+                Ok(Some(record)) => record.version,
+                other => {
+                    let error = match other {
+                        Err(e) => e.to_string(),
+                        _ => format!("this server is not in {room}"),
+                    };
+                    out.extend(objects.iter().map(|o| (fallback_id(o), Err(error.clone()))));
+                    return (out, durables);
+                }
+            };
+            // Signatures and hashes are checked side by side (they are most of the CPU a PDU
+            // costs); the PDUs are then taken in one after the other, in order.
+            let checks: Vec<_> = objects
+                .into_iter()
+                .map(|object| {
+                    let (services, version) = (services.clone(), version.clone());
+                    tokio::spawn(async move {
+                        let claimed = super::event_id_of(&object, &version).ok().or_else(|| fallback_id(&object));
+                        (claimed, services.federation.verify_pdu(&version, object).await)
+                    })
+                })
+                .collect();
+            for check in checks {
+                let (claimed, verified) = match check.await {
+                    Ok(done) => done,
+                    Err(e) => (None, Err(Error::Internal(format!("verifying a PDU failed: {e}")))),
+                };
+                match handle_pdu(&services, origin, &room, claimed.clone(), verified, &mut durables).await {
                     Ok(id) => out.push((id, Ok(()))),
-                    Err((id, e)) => out.push((id.or(fallback.clone()), Err(e))),
+                    Err((id, e)) => out.push((id.or(claimed), Err(e))),
                 }
             }
             (out, durables)
@@ -154,27 +180,20 @@ fn glob_match(pattern: &str, text: &str) -> bool {
 
 type PduError = (Option<OwnedEventId>, String);
 
-/// Verifies and takes in one PDU, filling gaps before it from `origin`.
+/// Takes in one PDU whose signatures were checked (`verified`), filling gaps before it from
+/// `origin`. `claimed` is the id it claims, so that a refusal names it in the answer.
 async fn handle_pdu(
     services: &Arc<Services>,
     origin: &ServerName,
     room: &RoomId,
-    object: CanonicalJsonObject,
+    claimed: Option<OwnedEventId>,
+    verified: Result<(OwnedEventId, CanonicalJsonObject)>,
     durables: &mut Vec<Durable>,
 ) -> std::result::Result<Option<OwnedEventId>, PduError> {
-    let record = services
-        .rooms
-        .room(room)
-        .map_err(|e| (None, e.to_string()))?
-        .ok_or_else(|| (None, format!("this server is not in {room}")))?;
-    // The id the PDU claims, so that a refusal names it in the answer.
-    let claimed = super::event_id_of(&object, &record.version).ok();
     if !acl_allows(services, room, origin) {
         return Err((claimed, format!("{origin} is denied by the room's server ACL")));
     }
-    let fed = &services.federation;
-    let (event_id, object) =
-        fed.verify_pdu(&record.version, object).await.map_err(|e| (claimed.clone(), e.to_string()))?;
+    let (event_id, object) = verified.map_err(|e| (claimed.clone(), e.to_string()))?;
     let fail = |e: Error| (Some(event_id.clone()), e.to_string());
     if services.rooms.in_timeline(&event_id).map_err(fail)? {
         return Ok(Some(event_id));
@@ -481,7 +500,17 @@ async fn handle_edu(services: &Arc<Services>, origin: &ServerName, edu: &Value) 
 }
 
 /// The servers of a room's joined members (where a room's events must go), ours excluded.
+///
+/// Cached per room and durable state snapshot (written in the batch that changes the
+/// memberships): every local event asks, and a big room has many members.
 pub fn servers_in_room(services: &Services, room: &RoomId) -> Result<Vec<OwnedServerName>> {
+    let snapshot = services.db.tables.roomid_room.get(&room.to_owned())?.map(|r| r.0.snapshot);
+    let cache = &services.federation.room_servers;
+    if let Some((at, servers)) = cache.lock().expect("room servers").get(room) {
+        if Some(*at) == snapshot {
+            return Ok(servers.clone());
+        }
+    }
     let mut servers: Vec<OwnedServerName> = services
         .rooms
         .members(room)?
@@ -492,6 +521,13 @@ pub fn servers_in_room(services: &Services, room: &RoomId) -> Result<Vec<OwnedSe
         .collect();
     servers.sort();
     servers.dedup();
+    if let Some(snapshot) = snapshot {
+        let mut cache = cache.lock().expect("room servers");
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        cache.insert(room.to_owned(), (snapshot, servers.clone()));
+    }
     Ok(servers)
 }
 

@@ -402,7 +402,9 @@ async fn worker(services: Arc<Services>, server: OwnedServerName, notify: Arc<No
                 for key in &edu_keys {
                     tables.servernamepos_edu.remove(&mut batch, key);
                 }
-                if let Err(error) = services.db.commit(batch) {
+                // Not synced: after a power cut the peer gets this transaction's content again,
+                // which it drops (it dedupes PDUs by id and to-device messages by message id).
+                if let Err(error) = services.db.write_unsynced(batch) {
                     tracing::error!(%error, "recording a delivery failed");
                 }
             }

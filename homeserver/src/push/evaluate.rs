@@ -153,8 +153,7 @@ async fn evaluate_range(services: &Services, rooms: &mut RoomCache, done: u64, h
     for (pos, event_id) in events {
         let Some(json) = services.rooms.pdu_json(&event_id)? else { continue };
         let Some(meta) = services.rooms.meta(&event_id)? else { continue };
-        let event: Value = serde_json::from_slice(&json).unwrap_or_default();
-        for (user, actions) in evaluate(services, rooms, &meta.room_id, pos, &event).await? {
+        for (user, actions) in evaluate(services, rooms, &meta.room_id, pos, &json).await? {
             let key = (user.clone(), meta.room_id.clone());
             let total = match totals.get(&key) {
                 Some(t) => *t,
@@ -194,7 +193,8 @@ struct RoomCache(HashMap<OwnedRoomId, Arc<RoomContext>>);
 
 impl RoomCache {
     fn get(&mut self, services: &Services, room: &RoomId) -> Result<Option<Arc<RoomContext>>> {
-        let Some(record) = services.rooms.room(room)? else { return Ok(None) };
+        // The durable record: its snapshot is written in the batch that changes the memberships.
+        let Some(Json(record)) = services.db.tables.roomid_room.get(&room.to_owned())? else { return Ok(None) };
         if let Some(cached) = self.0.get(room) {
             if cached.snapshot == record.snapshot {
                 return Ok(Some(cached.clone()));
@@ -264,17 +264,32 @@ async fn evaluate(
     rooms: &mut RoomCache,
     room: &RoomId,
     pos: u64,
-    event: &Value,
+    json: &[u8],
 ) -> Result<Vec<(OwnedUserId, Vec<Action>)>> {
+    /// The fields that decide who is evaluated, read without building the whole event.
+    #[derive(Deserialize)]
+    struct Head<'a> {
+        #[serde(borrow)]
+        sender: std::borrow::Cow<'a, str>,
+        #[serde(borrow, rename = "type")]
+        kind: std::borrow::Cow<'a, str>,
+        #[serde(borrow, default)]
+        state_key: Option<std::borrow::Cow<'a, str>>,
+    }
     let Some(context) = rooms.get(services, room)? else { return Ok(Vec::new()) };
-    let sender = event["sender"].as_str().unwrap_or_default();
+    let Ok(head) = serde_json::from_slice::<Head>(json) else { return Ok(Vec::new()) };
     let mut candidates: Vec<(OwnedUserId, String)> = context
         .members
         .iter()
-        .filter(|(user, _, since)| user.as_str() != sender && *since < pos)
+        .filter(|(user, _, since)| user.as_str() != head.sender && *since < pos)
         .map(|(user, name, _)| (user.clone(), name.clone()))
         .collect();
-    if event["type"] == "m.room.member" && event["content"]["membership"] == "invite" {
+    let invite_target = (head.kind == "m.room.member").then_some(head.state_key).flatten();
+    if candidates.is_empty() && invite_target.is_none() {
+        return Ok(Vec::new());
+    }
+    let event: Value = serde_json::from_slice(json).unwrap_or_default();
+    if invite_target.is_some() && event["content"]["membership"] == "invite" {
         if let Some(target) = event["state_key"].as_str().and_then(|s| UserId::parse(s).ok()) {
             if target.server_name() == services.config.server_name && !candidates.iter().any(|(u, _)| *u == target) {
                 let name = target.localpart().to_owned();
@@ -286,7 +301,7 @@ async fn evaluate(
         return Ok(Vec::new());
     }
     let raw: Raw<Value> = Raw::from_json(
-        serde_json::value::to_raw_value(event).map_err(|e| crate::error::Error::Internal(e.to_string()))?,
+        serde_json::value::to_raw_value(&event).map_err(|e| crate::error::Error::Internal(e.to_string()))?,
     );
     let flat = FlattenedJson::from_raw(&raw);
     let mut out = Vec::new();

@@ -830,6 +830,7 @@ impl Rooms {
         // events is not its relation.
         let relation =
             relates_to(&pdu).filter(|parent| self.meta(parent).ok().flatten().is_none_or(|m| m.room_id == room));
+        let thread_root = relation.clone().filter(|_| rel_type(&pdu).as_deref() == Some("m.thread"));
         let redaction = match pdu.redacted_event() {
             Some(target) if self.redaction_applies(room, &pdu, &target)? => {
                 self.auth_cache.lock().expect("auth cache").remove(&target);
@@ -897,6 +898,9 @@ impl Rooms {
             if let Some(parent) = &relation {
                 tables.parentpos_childeventid.insert(batch, &(parent.clone(), Be64(pos)), &event_id);
             }
+            if let Some(root) = &thread_root {
+                tables.roomidpos_threadroot.insert(batch, &(room.to_owned(), Be64(pos)), root);
+            }
             let mut cleanup = Cleanup {
                 pdus: vec![event_id.clone()],
                 txn: txn_key.clone(),
@@ -960,6 +964,11 @@ impl Rooms {
 }
 
 /// The event an event relates to (`m.relates_to.event_id`, or the reply target).
+fn rel_type(pdu: &Pdu) -> Option<String> {
+    let content: serde_json::Value = serde_json::from_str(pdu.content.get()).ok()?;
+    content["m.relates_to"]["rel_type"].as_str().map(str::to_owned)
+}
+
 fn relates_to(pdu: &Pdu) -> Option<OwnedEventId> {
     let content: serde_json::Value = serde_json::from_str(pdu.content.get()).ok()?;
     let relates = content.get("m.relates_to")?;

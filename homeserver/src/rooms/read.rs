@@ -352,6 +352,59 @@ impl Rooms {
         Ok(false)
     }
 
+    /// `GET /threads`: the room's thread roots the user may see, by latest reply (newest first),
+    /// each with its thread summary; `participated` keeps those the user took part in.
+    pub fn threads(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        participated: bool,
+        from: Option<u64>,
+        limit: usize,
+    ) -> Result<(Vec<Value>, Option<String>)> {
+        let reader = self.reader(user, room)?;
+        let tables = &self.db.tables;
+        let start = (room.to_owned(), Be64(from.unwrap_or(u64::MAX).saturating_sub(1))).encode();
+        let mut seen = std::collections::HashSet::new();
+        let (mut chunk, mut next) = (Vec::new(), None);
+        for entry in tables.roomidpos_threadroot.scan_from(prefix(&room.to_owned()), start, false) {
+            let ((_, Be64(pos)), root) = entry?;
+            if chunk.len() >= limit {
+                next = Some(token(pos + 1));
+                break;
+            }
+            if !seen.insert(root.clone()) {
+                continue;
+            }
+            // A thread with a reply after this page's start was listed on an earlier page.
+            if from.is_some() && self.latest_thread_reply(&root)?.is_some_and(|latest| latest > pos) {
+                continue;
+            }
+            let Some(meta) = self.meta(&root)?.filter(|m| m.room_id == room) else { continue };
+            let Some(event) = reader.event(meta.pos, &root)? else { continue };
+            let summary = &event["unsigned"]["m.relations"]["m.thread"];
+            if summary.is_null() || (participated && summary["current_user_participated"] != true) {
+                continue;
+            }
+            chunk.push(event);
+        }
+        Ok((chunk, next))
+    }
+
+    /// Position of the newest reply in the thread of `root`.
+    fn latest_thread_reply(&self, root: &EventId) -> Result<Option<u64>> {
+        let start = (root.to_owned(), Be64(u64::MAX)).encode();
+        for entry in self.db.tables.parentpos_childeventid.scan_from(prefix(&root.to_owned()), start, false) {
+            let ((_, Be64(pos)), child) = entry?;
+            let Some(pdu) = self.pdu(&child)? else { continue };
+            let content: Value = serde_json::from_str(pdu.content.get()).unwrap_or_default();
+            if content["m.relates_to"]["rel_type"] == "m.thread" {
+                return Ok(Some(pos));
+            }
+        }
+        Ok(None)
+    }
+
     /// Events relating to `parent` (newest first), optionally of one relation and event type.
     pub fn relations(
         &self,

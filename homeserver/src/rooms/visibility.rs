@@ -385,7 +385,85 @@ impl<'a> Reader<'a> {
     /// The event at `pos` in client format as this user may see it: `None` when it is not
     /// readable (or unknown), pruned by the redaction algorithm when its sender asked for erasure
     /// and the user was not joined when it was sent.
+    /// With the bundled aggregations the user may see (latest edit, thread summary, references).
     pub fn event(&self, pos: u64, event_id: &EventId) -> Result<Option<Value>> {
+        let Some(mut event) = self.event_plain(pos, event_id)? else { return Ok(None) };
+        self.bundle(event_id, &mut event)?;
+        Ok(Some(event))
+    }
+
+    /// Bundled aggregations (spec "Aggregations of child events"): the latest edit by the
+    /// original sender in `m.replace`, the thread summary in `m.thread`, references in
+    /// `m.reference` — only what this reader may see, and nothing on a redacted event.
+    fn bundle(&self, event_id: &EventId, event: &mut Value) -> Result<()> {
+        if event["unsigned"].get("redacted_because").is_some() {
+            return Ok(());
+        }
+        let mut edit: Option<(u64, OwnedEventId, Value)> = None;
+        let (mut thread_latest, mut thread_count, mut participated) = (None, 0u64, false);
+        let mut references = Vec::new();
+        let children = self.rooms.db.tables.parentpos_childeventid.scan_prefix(prefix(&event_id.to_owned()));
+        for entry in children {
+            let ((_, Be64(pos)), child_id) = entry?;
+            let Some(child) = self.event_plain(pos, &child_id)? else { continue };
+            let relation = &child["content"]["m.relates_to"];
+            if child["room_id"] != event["room_id"] || relation["event_id"].as_str() != Some(event_id.as_str()) {
+                continue;
+            }
+            match relation["rel_type"].as_str() {
+                Some("m.replace")
+                    if event.get("state_key").is_none()
+                        && child["sender"] == event["sender"]
+                        && child["type"] == event["type"]
+                        && child["content"]["m.new_content"].is_object() =>
+                {
+                    let ts = child["origin_server_ts"].as_u64().unwrap_or(0);
+                    if edit.as_ref().is_none_or(|(t, id, _)| (ts, child_id.as_str()) > (*t, id.as_str())) {
+                        edit = Some((ts, child_id, child));
+                    }
+                }
+                Some("m.thread") => {
+                    thread_count += 1;
+                    participated |= child["sender"].as_str() == Some(self.user.as_str());
+                    thread_latest = Some(child);
+                }
+                Some("m.reference") => references.push(serde_json::json!({ "event_id": child_id })),
+                _ => {}
+            }
+        }
+        if edit.is_none() && thread_latest.is_none() && references.is_empty() {
+            return Ok(());
+        }
+        let mut relations = serde_json::Map::new();
+        if let Some((_, _, edit)) = edit {
+            relations.insert("m.replace".into(), edit);
+        }
+        if let Some(latest) = thread_latest {
+            let participated = participated || event["sender"].as_str() == Some(self.user.as_str());
+            relations.insert(
+                "m.thread".into(),
+                serde_json::json!({
+                    "latest_event": latest,
+                    "count": thread_count,
+                    "current_user_participated": participated,
+                }),
+            );
+        }
+        if !references.is_empty() {
+            relations.insert("m.reference".into(), serde_json::json!({ "chunk": references }));
+        }
+        if let Some(unsigned) =
+            event.as_object_mut().map(|e| e.entry("unsigned").or_insert_with(|| serde_json::json!({})))
+        {
+            if let Some(unsigned) = unsigned.as_object_mut() {
+                unsigned.insert("m.relations".into(), Value::Object(relations));
+            }
+        }
+        Ok(())
+    }
+
+    /// The event without bundled aggregations (for the children bundled into another).
+    fn event_plain(&self, pos: u64, event_id: &EventId) -> Result<Option<Value>> {
         if !self.may_see(pos)? {
             return Ok(None);
         }

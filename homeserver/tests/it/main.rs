@@ -12,5 +12,6 @@ mod review;
 mod rooms;
 mod stream;
 mod sync;
+mod threads;
 mod versions;
 mod visibility;

@@ -143,6 +143,37 @@ pub async fn joined(
     Ok(joined_rooms::v3::Response::new(rooms))
 }
 
+/// Rooms a page of `/mutual_rooms` holds.
+const MUTUAL_ROOMS_PAGE: usize = 100;
+
+/// `GET /mutual_rooms`: the rooms both users are joined to (an unknown user shares none).
+pub async fn mutual_rooms(
+    services: Arc<Services>,
+    request: Ruma<super::endpoints::mutual_rooms::Request>,
+) -> Result<super::endpoints::mutual_rooms::Response> {
+    let user = request.sender()?.user_id.clone();
+    let b = request.body;
+    if b.user_id == user {
+        return Err(Error::invalid_param("user_id is your own user id"));
+    }
+    let skip = match b.from.as_deref().or(b.batch_token.as_deref()) {
+        Some(token) => token
+            .strip_prefix('m')
+            .and_then(|n| n.parse::<usize>().ok())
+            .ok_or_else(|| Error::invalid_param("invalid from token"))?,
+        None => 0,
+    };
+    let theirs: std::collections::HashSet<OwnedRoomId> =
+        services.rooms.rooms_of(&b.user_id, "join")?.into_iter().collect();
+    let mut shared: Vec<OwnedRoomId> =
+        services.rooms.rooms_of(&user, "join")?.into_iter().filter(|r| theirs.contains(r)).collect();
+    shared.sort();
+    let count = shared.len() as u64;
+    let joined: Vec<OwnedRoomId> = shared.into_iter().skip(skip).take(MUTUAL_ROOMS_PAGE).collect();
+    let next = (skip + joined.len() < count as usize).then(|| format!("m{}", skip + joined.len()));
+    Ok(super::endpoints::mutual_rooms::Response { joined, count, next_batch: next })
+}
+
 pub async fn joined_members_of(
     services: Arc<Services>,
     request: Ruma<joined_members::v3::Request>,

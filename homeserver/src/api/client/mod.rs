@@ -5,6 +5,7 @@ pub mod account_data;
 pub mod devices;
 pub mod directory;
 pub mod discovery;
+pub mod endpoints;
 pub mod ephemeral;
 pub mod keys;
 pub mod media;
@@ -115,6 +116,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma(rooms::get_event)
         .ruma(rooms::redact)
         .ruma(rooms::relations)
+        .ruma(rooms::threads)
         .ruma(rooms::relations_with_type)
         .ruma(rooms::relations_with_type_and_event)
         .ruma(membership::join_by_id)
@@ -127,6 +129,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma(membership::unban)
         .ruma(membership::knock)
         .ruma(membership::joined)
+        .ruma(membership::mutual_rooms)
         .ruma(membership::joined_members_of)
         .ruma(membership::members)
         .ruma(directory::create)

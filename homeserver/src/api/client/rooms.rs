@@ -299,6 +299,22 @@ fn relations_response(
     (chunk.iter().map(to_raw).collect(), next)
 }
 
+pub async fn threads(
+    services: Arc<Services>,
+    request: Ruma<super::endpoints::get_threads::Request>,
+) -> Result<super::endpoints::get_threads::Response> {
+    let user = request.sender()?.user_id.clone();
+    let b = request.body;
+    let from = b.from.as_deref().map(parse_any_token).transpose()?;
+    let participated = match b.include.as_deref() {
+        None | Some("all") => false,
+        Some("participated") => true,
+        Some(other) => return Err(Error::invalid_param(format!("include must be all or participated, not {other}"))),
+    };
+    let (chunk, next) = services.rooms.threads(&user, &b.room_id, participated, from, limit(b.limit, 50, 100))?;
+    Ok(super::endpoints::get_threads::Response { chunk: chunk.iter().map(to_raw).collect(), next_batch: next })
+}
+
 pub async fn relations(
     services: Arc<Services>,
     request: Ruma<get_relating_events::v1::Request>,
