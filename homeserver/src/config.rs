@@ -44,7 +44,28 @@ pub struct Config {
     pub rooms: RoomsConfig,
     pub voip: VoipConfig,
     pub support: SupportConfig,
+    pub session: SessionConfig,
     pub log: LogConfig,
+}
+
+/// Sessions: how long an access token issued with a refresh token lives (clients that ask for
+/// refresh tokens get short-lived access tokens; the others keep tokens that do not expire).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    pub refreshable_access_token_lifetime_s: u64,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self { refreshable_access_token_lifetime_s: 300 }
+    }
+}
+
+impl SessionConfig {
+    pub fn refreshable_lifetime(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.refreshable_access_token_lifetime_s.max(1))
+    }
 }
 
 /// TURN servers handed to clients for calls (`GET /voip/turnServer`), with time-limited
@@ -255,6 +276,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             rooms: RoomsConfig::default(),
             voip: VoipConfig::default(),
+            session: SessionConfig::default(),
             support: SupportConfig::default(),
             log: LogConfig::default(),
         }

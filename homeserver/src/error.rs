@@ -25,6 +25,9 @@ pub enum Error {
     GuestAccessForbidden,
     #[error("the access token is unknown or expired")]
     UnknownToken,
+    /// An access token past its lifetime: the client refreshes it (`soft_logout: true`).
+    #[error("the access token has expired")]
+    ExpiredToken,
     #[error("too many requests")]
     LimitExceeded { retry_after: Duration },
     #[error("{0}")]

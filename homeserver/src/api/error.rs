@@ -58,7 +58,7 @@ impl From<Error> for ApiError {
             Error::InvalidUsername(_) => (S::BAD_REQUEST, "M_INVALID_USERNAME"),
             Error::UserInUse => (S::BAD_REQUEST, "M_USER_IN_USE"),
             Error::GuestAccessForbidden => (S::FORBIDDEN, "M_GUEST_ACCESS_FORBIDDEN"),
-            Error::UnknownToken => (S::UNAUTHORIZED, "M_UNKNOWN_TOKEN"),
+            Error::UnknownToken | Error::ExpiredToken => (S::UNAUTHORIZED, "M_UNKNOWN_TOKEN"),
             Error::LimitExceeded { .. } => (S::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED"),
             Error::TooLarge(_) => (S::PAYLOAD_TOO_LARGE, "M_TOO_LARGE"),
             Error::Unrecognized(_) => (S::NOT_FOUND, "M_UNRECOGNIZED"),
@@ -96,6 +96,7 @@ impl From<Error> for ApiError {
                 api.retry_after = Some(retry_after);
             }
             Error::UnknownToken => api.body["soft_logout"] = json!(false),
+            Error::ExpiredToken => api.body["soft_logout"] = json!(true),
             Error::WrongRoomKeysVersion { current, .. } => api.body["current_version"] = json!(current),
             Error::IncompatibleRoomVersion(version) => api.body["room_version"] = json!(version),
             _ => {}

@@ -75,6 +75,7 @@ pub const NAMES: &[&str] = &[
     "useridpos_notification",
     "useridroomid_notifytotal",
     "roomidpos_threadroot",
+    "refreshhash_session",
 ];
 
 pub struct Tables {
@@ -88,6 +89,8 @@ pub struct Tables {
     pub userdeviceid_device: Table<(OwnedUserId, OwnedDeviceId), Json<Device>>,
     /// sha256(access token) → its user and device; tokens themselves are never stored.
     pub tokenhash_session: Table<Vec<u8>, Json<TokenOwner>>,
+    /// sha256(refresh token) → its user and device; like access tokens, never stored in clear.
+    pub refreshhash_session: Table<Vec<u8>, Json<TokenOwner>>,
     /// (user, room id or "" for global, event type) → content.
     pub useridroomidtype_accountdata: Table<(OwnedUserId, String, String), Json<AccountDataRecord>>,
     /// (user, stream position) → (room or "", type) of an account data change, for sync.
@@ -196,6 +199,7 @@ impl Tables {
             userid_profile: Table::new(db, "userid_profile"),
             userdeviceid_device: Table::new(db, "userdeviceid_device"),
             tokenhash_session: Table::new(db, "tokenhash_session"),
+            refreshhash_session: Table::new(db, "refreshhash_session"),
             useridroomidtype_accountdata: Table::new(db, "useridroomidtype_accountdata"),
             useridfilterid_filter: Table::new(db, "useridfilterid_filter"),
             eventid_pdu: Table::new(db, "eventid_pdu"),

@@ -57,6 +57,9 @@ pub struct Device {
     pub last_seen_ts: Option<u64>,
     /// SHA-256 of the device's current access token, so the token entry can be removed with it.
     pub token_hash: Vec<u8>,
+    /// SHA-256 of the device's current refresh token, when the client asked for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_hash: Option<Vec<u8>>,
 }
 
 /// Whom an access token belongs to.
@@ -64,6 +67,17 @@ pub struct Device {
 pub struct TokenOwner {
     pub user_id: OwnedUserId,
     pub device_id: OwnedDeviceId,
+    /// When a refreshable access token stops working (ms since the epoch); `None`: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at_ms: Option<u64>,
+}
+
+/// A session's tokens as a login, a registration or a refresh hands them out.
+pub struct Session {
+    pub device_id: OwnedDeviceId,
+    pub access_token: String,
+    /// The refresh token and the access token's lifetime, when the client asked for them.
+    pub refresh: Option<(String, std::time::Duration)>,
 }
 
 pub fn now_ms() -> u64 {
@@ -361,14 +375,16 @@ impl Users {
     }
 
     /// Opens a session: creates (or takes over) the device and issues a fresh access token, which is
-    /// returned to the caller and never stored in clear.
+    /// returned to the caller and never stored in clear. With `refresh` (the access token's
+    /// lifetime) the token expires and a refresh token comes with it.
     pub async fn login(
         &self,
         user: &UserId,
         device_id: Option<OwnedDeviceId>,
         display_name: Option<String>,
         ip: Option<IpAddr>,
-    ) -> Result<(OwnedDeviceId, String)> {
+        refresh: Option<std::time::Duration>,
+    ) -> Result<Session> {
         let device_id = device_id.unwrap_or_else(new_device_id);
         if device_id.as_str().is_empty() || device_id.as_str().len() > 255 {
             return Err(Error::invalid_param("device_id must be 1 to 255 bytes"));
@@ -384,21 +400,68 @@ impl Users {
         let existing = self.db.tables.userdeviceid_device.get(&key)?.map(|Json(d)| d);
         if let Some(old) = &existing {
             self.db.tables.tokenhash_session.remove(&mut batch, &old.token_hash);
+            if let Some(refresh) = &old.refresh_hash {
+                self.db.tables.refreshhash_session.remove(&mut batch, refresh);
+            }
         }
-        let device = Device {
+        let mut device = Device {
             display_name: display_name.or_else(|| existing.and_then(|d| d.display_name)),
             last_seen_ip: ip.map(|ip| ip.to_string()),
             last_seen_ts: Some(now_ms()),
             token_hash: hash.clone(),
+            refresh_hash: None,
         };
+        let refresh = self.issue(&mut batch, user, &device_id, &mut device, &hash, refresh);
         self.db.tables.userdeviceid_device.insert(&mut batch, &key, &Json(device));
-        self.db.tables.tokenhash_session.insert(
-            &mut batch,
-            &hash,
-            &Json(TokenOwner { user_id: user.to_owned(), device_id: device_id.clone() }),
-        );
         self.db.commit(batch)?;
-        Ok((device_id, token))
+        Ok(Session { device_id, access_token: token, refresh })
+    }
+
+    /// Writes the access token entry (`hash`) of `device` and, when asked, a refresh token.
+    fn issue(
+        &self,
+        batch: &mut Batch,
+        user: &UserId,
+        device_id: &DeviceId,
+        device: &mut Device,
+        hash: &[u8],
+        refresh: Option<std::time::Duration>,
+    ) -> Option<(String, std::time::Duration)> {
+        let owner =
+            |expires_at_ms| TokenOwner { user_id: user.to_owned(), device_id: device_id.to_owned(), expires_at_ms };
+        let expires = refresh.map(|lifetime| now_ms().saturating_add(lifetime.as_millis() as u64));
+        self.db.tables.tokenhash_session.insert(batch, &hash.to_vec(), &Json(owner(expires)));
+        let lifetime = refresh?;
+        let refresh_token = new_access_token();
+        let refresh_hash = token_hash(&refresh_token);
+        self.db.tables.refreshhash_session.insert(batch, &refresh_hash, &Json(owner(None)));
+        device.refresh_hash = Some(refresh_hash);
+        Some((refresh_token, lifetime))
+    }
+
+    /// `POST /refresh`: trades a refresh token for a new access token and a new refresh token;
+    /// the old pair stops working at once.
+    pub async fn refresh(&self, refresh_token: &str, lifetime: std::time::Duration) -> Result<Session> {
+        let old_hash = token_hash(refresh_token);
+        let owner = self.db.tables.refreshhash_session.get(&old_hash)?.map(|Json(o)| o).ok_or(Error::UnknownToken)?;
+        let _guard = self.lock_user(&owner.user_id).await;
+        let key = (owner.user_id.clone(), owner.device_id.clone());
+        let Some(Json(mut device)) = self.db.tables.userdeviceid_device.get(&key)? else {
+            return Err(Error::UnknownToken);
+        };
+        if device.refresh_hash.as_deref() != Some(old_hash.as_slice()) || !self.is_active(&owner.user_id)? {
+            return Err(Error::UnknownToken);
+        }
+        let mut batch = Batch::new();
+        self.db.tables.refreshhash_session.remove(&mut batch, &old_hash);
+        self.db.tables.tokenhash_session.remove(&mut batch, &device.token_hash);
+        let token = new_access_token();
+        let hash = token_hash(&token);
+        device.token_hash = hash.clone();
+        let refresh = self.issue(&mut batch, &owner.user_id, &owner.device_id, &mut device, &hash, Some(lifetime));
+        self.db.tables.userdeviceid_device.insert(&mut batch, &key, &Json(device));
+        self.db.commit(batch)?;
+        Ok(Session { device_id: owner.device_id, access_token: token, refresh })
     }
 
     /// Resolves an access token to its owner. The token entry alone is not trusted: its device
@@ -410,6 +473,9 @@ impl Users {
         let device = self.device(&owner.user_id, &owner.device_id)?.filter(|d| d.token_hash == hash);
         if device.is_none() || !self.is_active(&owner.user_id)? {
             return Err(Error::UnknownToken);
+        }
+        if owner.expires_at_ms.is_some_and(|expiry| now_ms() >= expiry) {
+            return Err(Error::ExpiredToken);
         }
         let now = now_ms();
         let ip = ip.map(|ip| ip.to_string());
@@ -509,6 +575,9 @@ impl Users {
             }
             crate::keys::remove_device_keys_into(tables, &mut removals, user, device_id)?;
             tables.tokenhash_session.remove(&mut removals, &device.token_hash);
+            if let Some(refresh) = &device.refresh_hash {
+                tables.refreshhash_session.remove(&mut removals, refresh);
+            }
             tables.userdeviceid_device.remove(&mut removals, &(user.to_owned(), device_id.clone()));
         }
         let durable = self.writer.submit_with(&self.db, removals, |batch, pos| {

@@ -12,7 +12,7 @@ use matrix_sdk::ruma::{
     serde::Raw,
     UInt,
 };
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::common::{forbidden, matrix_error, sdk_error, unknown_token, TestServer};
 
@@ -281,4 +281,104 @@ async fn room_tags_are_kept_per_room() {
         .await
         .unwrap();
     assert_eq!(other.status(), 403);
+}
+
+/// Refresh tokens: a client that asks for one gets an expiring access token; `POST /refresh`
+/// rotates both (the old ones stop working), an expired token is a soft logout, and
+/// matrix-sdk refreshes by itself when its token expires.
+#[tokio::test]
+async fn refresh_tokens_rotate_and_expire() {
+    let server = TestServer::start_with(&[("session.refreshable_access_token_lifetime_s", 2.into())]);
+    server.register("alice", "pw").await;
+    let http = server.http();
+    let url = |path: &str| format!("{}{path}", server.url);
+    let login = json!({
+        "type": "m.login.password",
+        "identifier": { "type": "m.id.user", "user": "alice" },
+        "password": "pw",
+        "refresh_token": true,
+    });
+    let session: Value =
+        http.post(url("/_matrix/client/v3/login")).json(&login).send().await.unwrap().json().await.unwrap();
+    let (access, refresh) =
+        (session["access_token"].as_str().unwrap().to_owned(), session["refresh_token"].as_str().unwrap().to_owned());
+    assert_eq!(session["expires_in_ms"], 2000, "{session}");
+    let whoami = |token: String| {
+        let request = http.get(url("/_matrix/client/v3/account/whoami")).bearer_auth(token);
+        async move {
+            let response = request.send().await.unwrap();
+            (response.status().as_u16(), response.json::<Value>().await.unwrap())
+        }
+    };
+    assert_eq!(whoami(access.clone()).await.0, 200);
+
+    let refreshed: Value = http
+        .post(url("/_matrix/client/v3/refresh"))
+        .json(&json!({ "refresh_token": refresh }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let new_access = refreshed["access_token"].as_str().unwrap().to_owned();
+    let new_refresh = refreshed["refresh_token"].as_str().unwrap().to_owned();
+    assert_eq!(refreshed["expires_in_ms"], 2000);
+    assert_ne!(new_access, access);
+    let (status, body) = whoami(new_access.clone()).await;
+    assert_eq!((status, body["device_id"].clone()), (200, session["device_id"].clone()), "same device");
+    let (status, body) = whoami(access.clone()).await;
+    assert_eq!((status, body["errcode"].as_str()), (401, Some("M_UNKNOWN_TOKEN")), "the old access token is gone");
+    let again =
+        http.post(url("/_matrix/client/v3/refresh")).json(&json!({ "refresh_token": refresh })).send().await.unwrap();
+    assert_eq!(again.status(), 401, "the old refresh token is gone");
+    assert_eq!(again.json::<Value>().await.unwrap()["errcode"], "M_UNKNOWN_TOKEN");
+
+    // Past its lifetime the access token is a soft logout.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let (status, body) = whoami(new_access.clone()).await;
+    assert_eq!(status, 401);
+    assert_eq!((body["errcode"].as_str(), body["soft_logout"].as_bool()), (Some("M_UNKNOWN_TOKEN"), Some(true)));
+    let refreshed: Value = http
+        .post(url("/_matrix/client/v3/refresh"))
+        .json(&json!({ "refresh_token": new_refresh }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(whoami(refreshed["access_token"].as_str().unwrap().to_owned()).await.0, 200);
+
+    // Logging out ends the refresh token too.
+    let last = refreshed["refresh_token"].as_str().unwrap().to_owned();
+    let logout = http
+        .post(url("/_matrix/client/v3/logout"))
+        .bearer_auth(refreshed["access_token"].as_str().unwrap())
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 200);
+    let after =
+        http.post(url("/_matrix/client/v3/refresh")).json(&json!({ "refresh_token": last })).send().await.unwrap();
+    assert_eq!(after.status(), 401);
+
+    // Without refresh_token the access token does not expire and no refresh token is issued.
+    let mut plain = login.clone();
+    plain["refresh_token"] = false.into();
+    let session: Value =
+        http.post(url("/_matrix/client/v3/login")).json(&plain).send().await.unwrap().json().await.unwrap();
+    assert!(session.get("refresh_token").is_none() && session.get("expires_in_ms").is_none(), "{session}");
+
+    // matrix-sdk asks for a refresh token and refreshes by itself once the token expired.
+    let client =
+        matrix_sdk::Client::builder().homeserver_url(&server.url).handle_refresh_tokens().build().await.unwrap();
+    client.matrix_auth().login_username("alice", "pw").request_refresh_token().send().await.unwrap();
+    let first = client.access_token().unwrap();
+    assert!(client.matrix_auth().session().unwrap().tokens.refresh_token.is_some());
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let me = client.whoami().await.expect("matrix-sdk refreshes and retries");
+    assert_eq!(me.user_id.as_str(), "@alice:localhost");
+    assert_ne!(client.access_token().unwrap(), first, "a new access token was fetched");
 }

@@ -44,10 +44,17 @@ pub async fn register(services: Arc<Services>, request: Ruma<register::v3::Reque
     tracing::info!(%user, "registered");
     let mut response = register::v3::Response::new(user.clone());
     if !body.inhibit_login {
-        let (device_id, token) =
-            services.users.login(&user, body.device_id, body.initial_device_display_name, request.client_ip).await?;
-        response.access_token = Some(token);
-        response.device_id = Some(device_id);
+        let refresh = body.refresh_token.then(|| services.config.session.refreshable_lifetime());
+        let session = services
+            .users
+            .login(&user, body.device_id, body.initial_device_display_name, request.client_ip, refresh)
+            .await?;
+        response.access_token = Some(session.access_token);
+        response.device_id = Some(session.device_id);
+        if let Some((refresh_token, lifetime)) = session.refresh {
+            response.refresh_token = Some(refresh_token);
+            response.expires_in = Some(lifetime);
+        }
     }
     Ok(response)
 }

@@ -37,6 +37,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma(session::login_types)
         .ruma(session::login)
         .ruma(session::logout)
+        .ruma(session::refresh)
         .ruma(session::logout_all)
         .ruma(account::register)
         .ruma(account::username_available)

@@ -9,7 +9,7 @@ use ruma::api::client::{
             v3::{LoginType, PasswordLoginType},
         },
         login::{self, v3::LoginInfo},
-        logout, logout_all,
+        logout, logout_all, refresh_token,
     },
     uiaa::UserIdentifier,
 };
@@ -47,9 +47,14 @@ pub async fn login(services: Arc<Services>, request: Ruma<login::v3::Request>) -
     let user = services.users.parse_login_user(&name)?;
     services.rate_limiter.check(Action::Login, user.as_str())?;
     services.users.check_password(&user, &password.password).await?;
-    let (device_id, token) = services.users.login(&user, body.device_id, body.initial_device_display_name, ip).await?;
-    tracing::info!(%user, %device_id, "logged in");
-    let mut response = login::v3::Response::new(user, token, device_id);
+    let refresh = body.refresh_token.then(|| services.config.session.refreshable_lifetime());
+    let session = services.users.login(&user, body.device_id, body.initial_device_display_name, ip, refresh).await?;
+    tracing::info!(%user, device_id = %session.device_id, "logged in");
+    let mut response = login::v3::Response::new(user, session.access_token, session.device_id);
+    if let Some((refresh_token, lifetime)) = session.refresh {
+        response.refresh_token = Some(refresh_token);
+        response.expires_in = Some(lifetime);
+    }
     #[allow(deprecated)]
     {
         response.home_server = Some(services.config.server_name.clone());
@@ -69,4 +74,19 @@ pub async fn logout_all(
 ) -> Result<logout_all::v3::Response> {
     services.users.remove_all_devices(&request.sender()?.user_id).await?;
     Ok(logout_all::v3::Response::new())
+}
+
+/// `POST /refresh`: a new access token (and refresh token) for a refresh token.
+pub async fn refresh(
+    services: Arc<Services>,
+    request: Ruma<refresh_token::v3::Request>,
+) -> Result<refresh_token::v3::Response> {
+    let lifetime = services.config.session.refreshable_lifetime();
+    let session = services.users.refresh(&request.body.refresh_token, lifetime).await?;
+    let mut response = refresh_token::v3::Response::new(session.access_token);
+    if let Some((refresh_token, lifetime)) = session.refresh {
+        response.refresh_token = Some(refresh_token);
+        response.expires_in_ms = Some(lifetime);
+    }
+    Ok(response)
 }
