@@ -32,6 +32,7 @@ use crate::{
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     router
         .ruma(version)
+        .ruma(openid_userinfo)
         .ruma(server_keys)
         .ruma(key_query)
         .ruma(key_query_one)
@@ -92,6 +93,16 @@ fn require_in_room(services: &Services, origin: &ServerName, room: &RoomId) -> R
     } else {
         Err(Error::forbidden("your server has no member in this room"))
     }
+}
+
+/// `GET /openid/userinfo`: who an OpenID token belongs to (asked by widgets and integration
+/// managers, with no server signature).
+pub async fn openid_userinfo(
+    services: Arc<Services>,
+    request: Ruma<ruma::api::federation::openid::get_openid_userinfo::v1::Request>,
+) -> Result<ruma::api::federation::openid::get_openid_userinfo::v1::Response> {
+    let user = services.users.openid_user(&request.body.access_token)?;
+    Ok(ruma::api::federation::openid::get_openid_userinfo::v1::Response::new(user))
 }
 
 pub async fn version(

@@ -76,6 +76,7 @@ pub const NAMES: &[&str] = &[
     "useridroomid_notifytotal",
     "roomidpos_threadroot",
     "refreshhash_session",
+    "openidhash_user",
 ];
 
 pub struct Tables {
@@ -91,6 +92,9 @@ pub struct Tables {
     pub tokenhash_session: Table<Vec<u8>, Json<TokenOwner>>,
     /// sha256(refresh token) → its user and device; like access tokens, never stored in clear.
     pub refreshhash_session: Table<Vec<u8>, Json<TokenOwner>>,
+    /// sha256(OpenID token) → (user, expiry ms): tokens a user hands to a widget or integration
+    /// manager, which checks them with `/_matrix/federation/v1/openid/userinfo`.
+    pub openidhash_user: Table<Vec<u8>, Json<(OwnedUserId, u64)>>,
     /// (user, room id or "" for global, event type) → content.
     pub useridroomidtype_accountdata: Table<(OwnedUserId, String, String), Json<AccountDataRecord>>,
     /// (user, stream position) → (room or "", type) of an account data change, for sync.
@@ -200,6 +204,7 @@ impl Tables {
             userdeviceid_device: Table::new(db, "userdeviceid_device"),
             tokenhash_session: Table::new(db, "tokenhash_session"),
             refreshhash_session: Table::new(db, "refreshhash_session"),
+            openidhash_user: Table::new(db, "openidhash_user"),
             useridroomidtype_accountdata: Table::new(db, "useridroomidtype_accountdata"),
             useridfilterid_filter: Table::new(db, "useridfilterid_filter"),
             eventid_pdu: Table::new(db, "eventid_pdu"),

@@ -94,6 +94,9 @@ fn random_string(len: usize, alphabet: &[u8]) -> String {
 }
 
 /// A new random access token: 32 bytes from the OS-seeded CSPRNG.
+/// How long an OpenID token proves its user's identity (Synapse's one hour).
+pub const OPENID_LIFETIME: std::time::Duration = std::time::Duration::from_secs(3600);
+
 fn new_access_token() -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
@@ -437,6 +440,32 @@ impl Users {
         self.db.tables.refreshhash_session.insert(batch, &refresh_hash, &Json(owner(None)));
         device.refresh_hash = Some(refresh_hash);
         Some((refresh_token, lifetime))
+    }
+
+    /// `POST /user/{id}/openid/request_token`: a token proving to a third party (widget,
+    /// Element Call, integration manager) who the user is, valid for [`OPENID_LIFETIME`].
+    pub fn openid_token(&self, user: &UserId) -> Result<(String, std::time::Duration)> {
+        let token = new_access_token();
+        let mut batch = Batch::new();
+        let expiry = now_ms().saturating_add(OPENID_LIFETIME.as_millis() as u64);
+        self.db.tables.openidhash_user.insert(&mut batch, &token_hash(&token), &Json((user.to_owned(), expiry)));
+        self.db.commit(batch)?;
+        Ok((token, OPENID_LIFETIME))
+    }
+
+    /// The user an unexpired OpenID token was issued to (expired ones are dropped on sight).
+    pub fn openid_user(&self, token: &str) -> Result<OwnedUserId> {
+        let hash = token_hash(token);
+        let Some(Json((user, expiry))) = self.db.tables.openidhash_user.get(&hash)? else {
+            return Err(Error::UnknownToken);
+        };
+        if now_ms() >= expiry || !self.is_active(&user)? {
+            let mut batch = Batch::new();
+            self.db.tables.openidhash_user.remove(&mut batch, &hash);
+            self.db.write_unsynced(batch)?;
+            return Err(Error::UnknownToken);
+        }
+        Ok(user)
     }
 
     /// `POST /refresh`: trades a refresh token for a new access token and a new refresh token;

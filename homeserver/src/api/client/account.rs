@@ -5,7 +5,7 @@ use std::sync::Arc;
 use ruma::api::client::account::{
     change_password, check_registration_token_validity, deactivate, get_username_availability,
     register::{self, RegistrationKind},
-    whoami, ThirdPartyIdRemovalStatus,
+    request_openid_token, whoami, ThirdPartyIdRemovalStatus,
 };
 
 use crate::{
@@ -119,4 +119,21 @@ pub async fn deactivate(
     crate::users::deactivation::deactivate(&services, &owner.user_id, request.body.erase).await?;
     tracing::info!(user = %owner.user_id, "deactivated");
     Ok(deactivate::v3::Response::new(ThirdPartyIdRemovalStatus::NoSupport))
+}
+
+/// `POST /user/{userId}/openid/request_token`, for oneself only.
+pub async fn openid_token(
+    services: Arc<Services>,
+    request: Ruma<request_openid_token::v3::Request>,
+) -> Result<request_openid_token::v3::Response> {
+    if request.body.user_id != request.sender()?.user_id {
+        return Err(Error::forbidden("an OpenID token can only be requested for oneself"));
+    }
+    let (token, lifetime) = services.users.openid_token(&request.body.user_id)?;
+    Ok(request_openid_token::v3::Response::new(
+        token,
+        ruma::authentication::TokenType::Bearer,
+        services.config.server_name.clone(),
+        lifetime,
+    ))
 }

@@ -43,6 +43,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma(account::username_available)
         .ruma(account::registration_token_validity)
         .ruma(account::whoami)
+        .ruma(account::openid_token)
         .ruma(account::change_password)
         .ruma(account::deactivate)
         .ruma(devices::list)
