@@ -77,6 +77,7 @@ pub const NAMES: &[&str] = &[
     "roomidpos_threadroot",
     "refreshhash_session",
     "openidhash_user",
+    "loginhash_user",
 ];
 
 pub struct Tables {
@@ -95,6 +96,9 @@ pub struct Tables {
     /// sha256(OpenID token) → (user, expiry ms): tokens a user hands to a widget or integration
     /// manager, which checks them with `/_matrix/federation/v1/openid/userinfo`.
     pub openidhash_user: Table<Vec<u8>, Json<(OwnedUserId, u64)>>,
+    /// sha256(login token) → (user, expiry ms): single-use tokens from `/login/get_token` that
+    /// sign a new device in with `m.login.token`.
+    pub loginhash_user: Table<Vec<u8>, Json<(OwnedUserId, u64)>>,
     /// (user, room id or "" for global, event type) → content.
     pub useridroomidtype_accountdata: Table<(OwnedUserId, String, String), Json<AccountDataRecord>>,
     /// (user, stream position) → (room or "", type) of an account data change, for sync.
@@ -205,6 +209,7 @@ impl Tables {
             tokenhash_session: Table::new(db, "tokenhash_session"),
             refreshhash_session: Table::new(db, "refreshhash_session"),
             openidhash_user: Table::new(db, "openidhash_user"),
+            loginhash_user: Table::new(db, "loginhash_user"),
             useridroomidtype_accountdata: Table::new(db, "useridroomidtype_accountdata"),
             useridfilterid_filter: Table::new(db, "useridfilterid_filter"),
             eventid_pdu: Table::new(db, "eventid_pdu"),

@@ -94,6 +94,9 @@ fn random_string(len: usize, alphabet: &[u8]) -> String {
 }
 
 /// A new random access token: 32 bytes from the OS-seeded CSPRNG.
+/// How long a `/login/get_token` token may be used (Synapse's two minutes).
+pub const LOGIN_TOKEN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// How long an OpenID token proves its user's identity (Synapse's one hour).
 pub const OPENID_LIFETIME: std::time::Duration = std::time::Duration::from_secs(3600);
 
@@ -464,6 +467,35 @@ impl Users {
             self.db.tables.openidhash_user.remove(&mut batch, &hash);
             self.db.write_unsynced(batch)?;
             return Err(Error::UnknownToken);
+        }
+        Ok(user)
+    }
+
+    /// `POST /login/get_token`: a single-use token signing a new device in as `user`.
+    pub fn login_token(&self, user: &UserId) -> Result<(String, std::time::Duration)> {
+        let token = new_access_token();
+        let mut batch = Batch::new();
+        let expiry = now_ms().saturating_add(LOGIN_TOKEN_LIFETIME.as_millis() as u64);
+        self.db.tables.loginhash_user.insert(&mut batch, &token_hash(&token), &Json((user.to_owned(), expiry)));
+        self.db.commit(batch)?;
+        Ok((token, LOGIN_TOKEN_LIFETIME))
+    }
+
+    /// Uses up a login token: its user when it is known, unexpired and the account active.
+    pub async fn take_login_token(&self, token: &str) -> Result<OwnedUserId> {
+        let refused = || Error::forbidden("invalid or expired login token");
+        let hash = token_hash(token);
+        let Some(Json((user, expiry))) = self.db.tables.loginhash_user.get(&hash)? else { return Err(refused()) };
+        let _guard = self.lock_user(&user).await;
+        // Read again under the lock: of two concurrent uses, one wins.
+        if self.db.tables.loginhash_user.get(&hash)?.is_none() {
+            return Err(refused());
+        }
+        let mut batch = Batch::new();
+        self.db.tables.loginhash_user.remove(&mut batch, &hash);
+        self.db.commit(batch)?;
+        if now_ms() >= expiry || !self.is_active(&user)? {
+            return Err(refused());
         }
         Ok(user)
     }

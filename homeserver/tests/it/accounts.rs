@@ -382,3 +382,63 @@ async fn refresh_tokens_rotate_and_expire() {
     assert_eq!(me.user_id.as_str(), "@alice:localhost");
     assert_ne!(client.access_token().unwrap(), first, "a new access token was fetched");
 }
+
+/// Signing a new device in from an existing one: `POST /login/get_token` (password confirmed
+/// through UIA) gives a single-use token for `m.login.token`.
+#[tokio::test]
+async fn login_tokens_sign_in_a_new_device_once() {
+    let server = TestServer::start();
+    let alice = server.register("alice", "pw").await;
+    let token = alice.access_token().unwrap();
+    let http = server.http();
+    let url = |path: &str| format!("{}{path}", server.url);
+    let types: Value = http.get(url("/_matrix/client/v3/login")).send().await.unwrap().json().await.unwrap();
+    let token_type = types["flows"].as_array().unwrap().iter().find(|f| f["type"] == "m.login.token").cloned();
+    assert_eq!(token_type.map(|t| t["get_login_token"].clone()), Some(json!(true)), "{types}");
+    let caps: Value = http
+        .get(url("/_matrix/client/v3/capabilities"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(caps["capabilities"]["m.get_login_token"]["enabled"], true);
+
+    let ask = |body: Value| http.post(url("/_matrix/client/v1/login/get_token")).bearer_auth(&token).json(&body).send();
+    let challenge = ask(json!({})).await.unwrap();
+    assert_eq!(challenge.status(), 401, "the password is asked for first");
+    let challenge: Value = challenge.json().await.unwrap();
+    assert_eq!(challenge["flows"], json!([{ "stages": ["m.login.password"] }]));
+    let session = challenge["session"].as_str().unwrap();
+    let auth = |password: &str| {
+        json!({ "auth": { "type": "m.login.password", "session": session, "password": password,
+                          "identifier": { "type": "m.id.user", "user": "alice" } } })
+    };
+    assert_eq!(ask(auth("wrong")).await.unwrap().status(), 401, "a wrong password gets no token");
+    let issued: Value = ask(auth("pw")).await.unwrap().json().await.unwrap();
+    assert_eq!(issued["expires_in_ms"], 120_000, "{issued}");
+    let login_token = issued["login_token"].as_str().unwrap().to_owned();
+
+    let login = json!({ "type": "m.login.token", "token": login_token, "initial_device_display_name": "phone" });
+    let signed_in: Value =
+        http.post(url("/_matrix/client/v3/login")).json(&login).send().await.unwrap().json().await.unwrap();
+    assert_eq!(signed_in["user_id"], "@alice:localhost", "{signed_in}");
+    assert_ne!(signed_in["device_id"], json!(alice.device_id().unwrap().as_str()), "a new device");
+    let me: Value = http
+        .get(url("/_matrix/client/v3/account/whoami"))
+        .bearer_auth(signed_in["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["user_id"], "@alice:localhost");
+    let again = http.post(url("/_matrix/client/v3/login")).json(&login).send().await.unwrap();
+    assert_eq!(again.status(), 403, "single use");
+    assert_eq!(again.json::<Value>().await.unwrap()["errcode"], "M_FORBIDDEN");
+    let unknown = json!({ "type": "m.login.token", "token": "made-up" });
+    assert_eq!(http.post(url("/_matrix/client/v3/login")).json(&unknown).send().await.unwrap().status(), 403);
+}

@@ -77,7 +77,7 @@ pub async fn capabilities(
     caps.change_password = ChangePasswordCapability::new(true);
     caps.room_versions = RoomVersionsCapability::new(services.config.rooms.default_version.clone(), room_versions());
     caps.set("m.3pid_changes", serde_json::json!({ "enabled": false }))
-        .and_then(|_| caps.set("m.get_login_token", serde_json::json!({ "enabled": false })))
+        .and_then(|_| caps.set("m.get_login_token", serde_json::json!({ "enabled": true })))
         .and_then(|_| caps.set("m.profile_fields", serde_json::json!({ "enabled": true })))
         .map_err(|e| Error::Internal(e.to_string()))?;
     Ok(get_capabilities::v3::Response::new(caps))

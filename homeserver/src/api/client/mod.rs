@@ -38,6 +38,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma(session::login)
         .ruma(session::logout)
         .ruma(session::refresh)
+        .ruma(session::get_token)
         .ruma(session::logout_all)
         .ruma(account::register)
         .ruma(account::username_available)

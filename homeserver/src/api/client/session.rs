@@ -4,9 +4,10 @@ use std::sync::Arc;
 
 use ruma::api::client::{
     session::{
+        get_login_token,
         get_login_types::{
             self,
-            v3::{LoginType, PasswordLoginType},
+            v3::{LoginType, PasswordLoginType, TokenLoginType},
         },
         login::{self, v3::LoginInfo},
         logout, logout_all, refresh_token,
@@ -25,7 +26,30 @@ pub async fn login_types(
     _: Arc<Services>,
     _: Ruma<get_login_types::v3::Request>,
 ) -> Result<get_login_types::v3::Response> {
-    Ok(get_login_types::v3::Response::new(vec![LoginType::Password(PasswordLoginType::new())]))
+    let mut token = TokenLoginType::new();
+    token.get_login_token = true;
+    Ok(get_login_types::v3::Response::new(vec![LoginType::Password(PasswordLoginType::new()), LoginType::Token(token)]))
+}
+
+/// `POST /login/get_token`: after the user confirms their password, a single-use token that
+/// signs another device in (`m.login.token`), e.g. by a QR code.
+pub async fn get_token(
+    services: Arc<Services>,
+    request: Ruma<get_login_token::v1::Request>,
+) -> Result<get_login_token::v1::Response> {
+    let user = request.sender()?.user_id.clone();
+    services
+        .uia
+        .authorize(
+            &services.users,
+            request.body.auth.as_ref(),
+            &[&[crate::uia::PASSWORD]],
+            Some(&user),
+            "get_login_token",
+        )
+        .await?;
+    let (token, lifetime) = services.users.login_token(&user)?;
+    Ok(get_login_token::v1::Response::new(lifetime, token))
 }
 
 pub async fn login(services: Arc<Services>, request: Ruma<login::v3::Request>) -> Result<login::v3::Response> {
@@ -34,19 +58,13 @@ pub async fn login(services: Arc<Services>, request: Ruma<login::v3::Request>) -
         services.rate_limiter.check(Action::Login, &ip.to_string())?;
     }
     let body = request.body;
-    let LoginInfo::Password(password) = body.login_info else {
-        return Err(Error::BadState("unknown login type: only m.login.password is supported".into()));
+    let user = match body.login_info {
+        LoginInfo::Password(password) => password_login(&services, password).await?,
+        LoginInfo::Token(token) => services.users.take_login_token(&token.token).await?,
+        _ => {
+            return Err(Error::BadState("unknown login type: m.login.password and m.login.token are supported".into()))
+        }
     };
-    #[allow(deprecated)]
-    let name = match (&password.identifier, &password.user) {
-        (Some(UserIdentifier::Matrix(id)), _) => id.user.clone(),
-        (None, Some(user)) => user.clone(),
-        (Some(_), _) => return Err(Error::forbidden("only m.id.user identifiers are supported")),
-        (None, None) => return Err(Error::MissingParam("identifier is required".into())),
-    };
-    let user = services.users.parse_login_user(&name)?;
-    services.rate_limiter.check(Action::Login, user.as_str())?;
-    services.users.check_password(&user, &password.password).await?;
     let refresh = body.refresh_token.then(|| services.config.session.refreshable_lifetime());
     let session = services.users.login(&user, body.device_id, body.initial_device_display_name, ip, refresh).await?;
     tracing::info!(%user, device_id = %session.device_id, "logged in");
@@ -89,4 +107,19 @@ pub async fn refresh(
         response.expires_in_ms = Some(lifetime);
     }
     Ok(response)
+}
+
+/// The user an `m.login.password` login names, once their password is checked.
+async fn password_login(services: &Services, password: login::v3::Password) -> Result<ruma::OwnedUserId> {
+    #[allow(deprecated)]
+    let name = match (&password.identifier, &password.user) {
+        (Some(UserIdentifier::Matrix(id)), _) => id.user.clone(),
+        (None, Some(user)) => user.clone(),
+        (Some(_), _) => return Err(Error::forbidden("only m.id.user identifiers are supported")),
+        (None, None) => return Err(Error::MissingParam("identifier is required".into())),
+    };
+    let user = services.users.parse_login_user(&name)?;
+    services.rate_limiter.check(Action::Login, user.as_str())?;
+    services.users.check_password(&user, &password.password).await?;
+    Ok(user)
 }
