@@ -25,6 +25,12 @@ pub enum Error {
     GuestAccessForbidden,
     #[error("the access token is unknown or expired")]
     UnknownToken,
+    /// A third-party id (email, phone) this server will not validate.
+    #[error("{0}")]
+    ThreepidDenied(String),
+    /// A third-party id validation session that does not exist or was not completed.
+    #[error("{0}")]
+    ThreepidAuthFailed(String),
     /// An access token past its lifetime: the client refreshes it (`soft_logout: true`).
     #[error("the access token has expired")]
     ExpiredToken,

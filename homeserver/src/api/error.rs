@@ -59,6 +59,8 @@ impl From<Error> for ApiError {
             Error::UserInUse => (S::BAD_REQUEST, "M_USER_IN_USE"),
             Error::GuestAccessForbidden => (S::FORBIDDEN, "M_GUEST_ACCESS_FORBIDDEN"),
             Error::UnknownToken | Error::ExpiredToken => (S::UNAUTHORIZED, "M_UNKNOWN_TOKEN"),
+            Error::ThreepidDenied(_) => (S::FORBIDDEN, "M_THREEPID_DENIED"),
+            Error::ThreepidAuthFailed(_) => (S::BAD_REQUEST, "M_THREEPID_AUTH_FAILED"),
             Error::LimitExceeded { .. } => (S::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED"),
             Error::TooLarge(_) => (S::PAYLOAD_TOO_LARGE, "M_TOO_LARGE"),
             Error::Unrecognized(_) => (S::NOT_FOUND, "M_UNRECOGNIZED"),

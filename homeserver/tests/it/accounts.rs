@@ -442,3 +442,50 @@ async fn login_tokens_sign_in_a_new_device_once() {
     let unknown = json!({ "type": "m.login.token", "token": "made-up" });
     assert_eq!(http.post(url("/_matrix/client/v3/login")).json(&unknown).send().await.unwrap().status(), 403);
 }
+
+/// Third-party ids without an email or SMS sender: the account lists none, removal changes
+/// nothing, adding fails its validation, and every requestToken is refused as the spec says.
+#[tokio::test]
+async fn third_party_ids_are_refused_without_a_sender() {
+    let server = TestServer::start();
+    let alice = server.register("alice", "pw").await;
+    let token = alice.access_token().unwrap();
+    let http = server.http();
+    let call = |method: reqwest::Method, path: &str, auth: bool, body: Value| {
+        let mut request = http.request(method, format!("{}{path}", server.url)).json(&body);
+        if auth {
+            request = request.bearer_auth(&token);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            (response.status().as_u16(), response.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, list) = call(reqwest::Method::GET, "/_matrix/client/v3/account/3pid", true, json!(null)).await;
+    assert_eq!(status, 200);
+    assert!(list.get("threepids").is_none_or(|t| t == &json!([])), "none: {list}");
+    assert_eq!(call(reqwest::Method::GET, "/_matrix/client/v3/account/3pid", false, json!(null)).await.0, 401);
+    let gone = json!({ "medium": "email", "address": "alice@example.gouv.fr" });
+    let (status, body) = call(reqwest::Method::POST, "/_matrix/client/v3/account/3pid/delete", true, gone).await;
+    assert_eq!((status, body["id_server_unbind_result"].as_str()), (200, Some("no-support")));
+    let add = json!({ "client_secret": "secret", "sid": "nosuchsession" });
+    let (status, body) = call(reqwest::Method::POST, "/_matrix/client/v3/account/3pid/add", true, add).await;
+    assert_eq!((status, body["errcode"].as_str()), (400, Some("M_THREEPID_AUTH_FAILED")));
+    let email = json!({ "client_secret": "secret", "email": "alice@example.gouv.fr", "send_attempt": 1 });
+    let phone = json!({ "client_secret": "secret", "country": "FR", "phone_number": "0600000000", "send_attempt": 1 });
+    for (path, body) in [
+        ("/_matrix/client/v3/register/email/requestToken", &email),
+        ("/_matrix/client/v3/register/msisdn/requestToken", &phone),
+        ("/_matrix/client/v3/account/password/email/requestToken", &email),
+        ("/_matrix/client/v3/account/password/msisdn/requestToken", &phone),
+        ("/_matrix/client/v3/account/3pid/email/requestToken", &email),
+        ("/_matrix/client/v3/account/3pid/msisdn/requestToken", &phone),
+    ] {
+        let (status, answer) = call(reqwest::Method::POST, path, false, body.clone()).await;
+        assert_eq!((status, answer["errcode"].as_str()), (403, Some("M_THREEPID_DENIED")), "{path}: {answer}");
+    }
+    let (status, answer) =
+        call(reqwest::Method::POST, "/_matrix/client/v3/register/email/requestToken", false, json!({ "email": "x" }))
+            .await;
+    assert_eq!(status, 400, "a malformed request is refused before anything: {answer}");
+}

@@ -18,6 +18,7 @@ pub mod session;
 pub mod sliding;
 pub mod spaces;
 pub mod sync;
+pub mod threepid;
 
 use std::sync::Arc;
 
@@ -45,6 +46,17 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma(account::registration_token_validity)
         .ruma(account::whoami)
         .ruma(account::openid_token)
+        .ruma(threepid::list)
+        .ruma(threepid::delete)
+        .ruma(threepid::unbind)
+        .ruma(threepid::add)
+        .ruma(threepid::bind)
+        .ruma(threepid::email_for_account)
+        .ruma(threepid::msisdn_for_account)
+        .ruma(threepid::email_for_password)
+        .ruma(threepid::msisdn_for_password)
+        .ruma(threepid::email_for_registration)
+        .ruma(threepid::msisdn_for_registration)
         .ruma(account::change_password)
         .ruma(account::deactivate)
         .ruma(devices::list)
