@@ -150,6 +150,52 @@ async fn visit(
     Ok(Some(Visit { summary, children }))
 }
 
+/// `GET /room_summary/{roomIdOrAlias}`: what a room says of itself to `user` (anyone when the
+/// request is not authenticated), from our copy or else from the servers in `via`, when it may
+/// be previewed; with the user's membership. Hidden and unknown rooms alike are 404.
+pub async fn room_summary(
+    services: &Services,
+    user: Option<&UserId>,
+    room: &RoomId,
+    via: &[OwnedServerName],
+) -> Result<(Value, Option<String>)> {
+    let hidden = || crate::error::Error::not_found("no such room, or it is not visible to you");
+    let membership = match user {
+        Some(user) => services.rooms.membership(user, room)?.map(|m| m.membership),
+        None => None,
+    };
+    let held = services.rooms.room(room)?.is_some() && !services.rooms.joined_members(room)?.is_empty();
+    let summary = if held {
+        let visible = match user {
+            Some(user) => services.rooms.may_preview(crate::rooms::hierarchy::Previewer::User(user), room)?,
+            None => openly_previewable(&services.rooms.summary(room)?),
+        };
+        if !visible {
+            return Err(hidden());
+        }
+        services.rooms.summary(room)?
+    } else {
+        let answer = ask_servers(services, room, via, false).await.ok_or_else(hidden)?;
+        let summary = serde_json::to_value(&answer.room.summary)
+            .map_err(|e| crate::error::Error::Internal(format!("a room summary: {e}")))?;
+        let visible = match user {
+            Some(user) => user_may_see(services, user, &summary)?,
+            None => openly_previewable(&summary),
+        };
+        if !visible {
+            return Err(hidden());
+        }
+        summary
+    };
+    Ok((summary, membership))
+}
+
+/// Whether anyone at all may preview the room: world-readable, or open to joining or knocking.
+fn openly_previewable(summary: &Value) -> bool {
+    let join_rule = summary["join_rule"].as_str().unwrap_or("public");
+    summary["world_readable"] == true || matches!(join_rule, "public" | "knock" | "knock_restricted")
+}
+
 /// Asks the room's servers for its hierarchy, the first that answers wins.
 async fn ask_servers(
     services: &Services,

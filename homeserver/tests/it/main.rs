@@ -8,6 +8,7 @@ mod durability;
 mod e2ee;
 mod errors;
 mod media;
+mod previews;
 mod review;
 mod rooms;
 mod stream;

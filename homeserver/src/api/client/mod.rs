@@ -99,6 +99,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma(keys::delete_session_key)
         .ruma(sliding::sync)
         .ruma(spaces::get)
+        .ruma(spaces::summary)
         .ruma(rooms::timestamp_to_event)
         .ruma(rooms::report_event)
         .ruma(rooms::report_room)

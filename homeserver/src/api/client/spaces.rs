@@ -30,3 +30,24 @@ pub async fn get(
     }
     Ok(response)
 }
+
+/// `GET /room_summary/{roomIdOrAlias}` (MSC3266): a room's preview for one not in it.
+pub async fn summary(
+    services: Arc<Services>,
+    request: Ruma<ruma::api::client::room::get_summary::v1::Request>,
+) -> Result<ruma::api::client::room::get_summary::v1::Response> {
+    let user = request.owner.as_ref().map(|o| o.user_id.clone());
+    let b = request.body;
+    let target: &ruma::RoomOrAliasId = &b.room_id_or_alias;
+    let (room, mut via) = match <&ruma::RoomId>::try_from(target) {
+        Ok(room) => (room.to_owned(), Vec::new()),
+        Err(alias) => crate::federation::membership::resolve_alias(&services, alias).await?,
+    };
+    via.extend(b.via);
+    let (summary, membership) = crate::spaces::room_summary(&services, user.as_deref(), &room, &via).await?;
+    let summary: ruma::room::RoomSummary =
+        serde_json::from_value(summary).map_err(|e| Error::Internal(format!("a room summary: {e}")))?;
+    let mut response = ruma::api::client::room::get_summary::v1::Response::new(summary);
+    response.membership = membership.map(|m| ruma::events::room::member::MembershipState::from(m.as_str()));
+    Ok(response)
+}
