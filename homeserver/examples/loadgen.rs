@@ -2,7 +2,7 @@
 //! `hemicycle serve` process on loopback, client and server on the same machine.
 //!
 //! ```sh
-//! cargo run --release --example loadgen -- [--scenario send|sync|media|keys] [--clients 50] [--seconds 10]
+//! cargo run --release --example loadgen -- [--scenario send|sync|media|keys|unread|federation] [--clients 50] [--seconds 10]
 //!     [--server target/release/hemicycle]
 //! ```
 //!
@@ -23,10 +23,14 @@
 //!   room (whose reads go through the history-visibility window): requests/s and latency.
 //! - `initial-sync`: a user in `--rooms` rooms (default 500), each with a name, a topic and 20
 //!   messages; seven initial `/sync`s one after the other: min, median and max seconds.
+//! - `unread`: a reader with 0, 800 and 5,000 unread messages (no read receipt) in a room; 200
+//!   times one new message then one incremental `/sync`: its latency and the notification count.
 //! - `federation`: two nodes (A and B, each its own `hemicycle serve` with an HTTPS federation
 //!   listener; certificates made with the `openssl` command). A room on A with a user of B in
 //!   it: one sender on A at 200 messages/s for `--seconds`, B's user long-polling `/sync`:
-//!   cross-node send→sync latency; then `--clients` senders on A as fast as answers come back:
+//!   cross-node send→sync latency; then steady offered rates of 1,000 to 2,500 events/s for
+//!   `--seconds` each (sustained when all arrive and B is less than a second behind at the
+//!   end); then `--clients` senders on A as fast as answers come back:
 //!   events/s arriving in B's sync; then a room on A with `--rooms` members (default 1,000) and
 //!   10,000 events, joined by a user of B: seconds for the `/join`.
 //! - `keys`: `--clients` devices with real ed25519 identities, each in turn uploading batches of
@@ -125,6 +129,7 @@ async fn main() {
         "keys" => keys_scenario(&http, &base, &args).await,
         "messages" => messages_scenario(&http, &base, &args).await,
         "initial-sync" => initial_sync_scenario(&http, &base, &args).await,
+        "unread" => unread_scenario(&http, &base).await,
         other => panic!("unknown scenario {other}"),
     }
     let _ = server.kill();
@@ -802,6 +807,50 @@ async fn start_node(server: &str, label: &str) -> FedNode {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     FedNode { child, base, name, _dir: dir }
+}
+
+/// Incremental `/sync` of a reader with an unread backlog (no read receipt): for 0, 800 and 5,000
+/// unread messages, 200 times one new message then one sync from the previous token; the sync's
+/// time and the notification count it reports.
+async fn unread_scenario(http: &reqwest::Client, base: &str) {
+    println!("| unread messages before | syncs | p50 ms | p99 ms | notification_count after the run (expected) |");
+    println!("|---|---|---|---|---|");
+    for (i, backlog) in [0u64, 800, 5000].into_iter().enumerate() {
+        let sender = register(http, base, &format!("writer{i}")).await;
+        let reader = register(http, base, &format!("reader{i}")).await;
+        let room = create_public_room(http, base, &sender).await;
+        post(http, &format!("{base}/_matrix/client/v3/join/{}", urlencode(&room)), Some(&reader), json!({})).await;
+        futures::stream::iter(0..backlog)
+            .map(|n| {
+                let (sender, room) = (&sender, &room);
+                async move { send_probe(http, base, sender, room, n).await }
+            })
+            .buffer_unordered(16)
+            .collect::<Vec<()>>()
+            .await;
+        let filter = "filter=%7B%22room%22%3A%7B%22timeline%22%3A%7B%22limit%22%3A10%7D%7D%7D";
+        let first = get(http, &format!("{base}/_matrix/client/v3/sync?timeout=0&{filter}"), &reader).await;
+        let mut since = first["next_batch"].as_str().expect("next_batch").to_owned();
+        let mut times = Vec::new();
+        let mut count = Value::Null;
+        const ROUNDS: u64 = 200;
+        for n in 0..ROUNDS {
+            send_probe(http, base, &sender, &room, 1_000_000 + n).await;
+            let started = Instant::now();
+            let v = get(http, &format!("{base}/_matrix/client/v3/sync?since={since}&timeout=10000&{filter}"), &reader)
+                .await;
+            times.push(started.elapsed());
+            since = v["next_batch"].as_str().expect("next_batch").to_owned();
+            count = v["rooms"]["join"][&room]["unread_notifications"]["notification_count"].clone();
+        }
+        times.sort();
+        println!(
+            "| {backlog} | {ROUNDS} | {:.2} | {:.2} | {count} ({}) |",
+            percentile(&times, 0.5).as_secs_f64() * 1e3,
+            percentile(&times, 0.99).as_secs_f64() * 1e3,
+            backlog + ROUNDS,
+        );
+    }
 }
 
 async fn create_public_room(http: &reqwest::Client, base: &str, token: &str) -> String {

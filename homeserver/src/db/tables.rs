@@ -14,7 +14,7 @@ use crate::{
     federation::keys::RemoteKeySet,
     keys::{backup::BackupVersion, FallbackKey},
     media::{MediaRecord, ThumbnailRecord},
-    push::evaluate::NotificationRecord,
+    push::{evaluate::NotificationRecord, pushers::PusherRecord},
     rooms::{state::Snapshot, AliasRecord, EventMeta, MembershipRecord, OutlierMeta, RoomRecord},
     users::{account_data::AccountDataRecord, Account, Device, TokenOwner},
 };
@@ -78,6 +78,8 @@ pub const NAMES: &[&str] = &[
     "refreshhash_session",
     "openidhash_user",
     "loginhash_user",
+    "useridpushkey_pusher",
+    "appidpushkey_userid",
 ];
 
 pub struct Tables {
@@ -99,6 +101,11 @@ pub struct Tables {
     /// sha256(login token) → (user, expiry ms): single-use tokens from `/login/get_token` that
     /// sign a new device in with `m.login.token`.
     pub loginhash_user: Table<Vec<u8>, Json<(OwnedUserId, u64)>>,
+    /// (user, app id, pushkey) → a pusher and the device that set it.
+    pub useridpushkey_pusher: Table<(OwnedUserId, String, String), Json<PusherRecord>>,
+    /// (app id, pushkey, user): who registered a pushkey, so a pushkey moving to another user
+    /// leaves the previous one (`append: false`).
+    pub appidpushkey_userid: Table<(String, String, OwnedUserId), Vec<u8>>,
     /// (user, room id or "" for global, event type) → content.
     pub useridroomidtype_accountdata: Table<(OwnedUserId, String, String), Json<AccountDataRecord>>,
     /// (user, stream position) → (room or "", type) of an account data change, for sync.
@@ -210,6 +217,8 @@ impl Tables {
             refreshhash_session: Table::new(db, "refreshhash_session"),
             openidhash_user: Table::new(db, "openidhash_user"),
             loginhash_user: Table::new(db, "loginhash_user"),
+            useridpushkey_pusher: Table::new(db, "useridpushkey_pusher"),
+            appidpushkey_userid: Table::new(db, "appidpushkey_userid"),
             useridroomidtype_accountdata: Table::new(db, "useridroomidtype_accountdata"),
             useridfilterid_filter: Table::new(db, "useridfilterid_filter"),
             eventid_pdu: Table::new(db, "eventid_pdu"),

@@ -51,12 +51,14 @@ pub struct NotificationRecord {
 pub struct Evaluator {
     rules: Mutex<HashMap<OwnedUserId, Arc<Ruleset>>>,
     evaluated: watch::Sender<u64>,
+    /// Serializes pusher changes (a pushkey moving between users touches two users' entries).
+    pub(crate) pusher_writes: Mutex<()>,
 }
 
 impl Evaluator {
     pub fn new(db: &crate::db::Database) -> Self {
         let done = db.tables.meta.get(&EVALUATED.to_owned()).ok().flatten().map_or(0, |Be64(p)| p);
-        Self { rules: Mutex::default(), evaluated: watch::channel(done).0 }
+        Self { rules: Mutex::default(), evaluated: watch::channel(done).0, pusher_writes: Mutex::default() }
     }
 
     /// The user's rules, cached until they change.

@@ -4,6 +4,7 @@
 //! `/notifications` read what that recorded.
 
 pub mod evaluate;
+pub mod pushers;
 
 pub use evaluate::unread_counts;
 

@@ -9,6 +9,7 @@ mod e2ee;
 mod errors;
 mod media;
 mod previews;
+mod pushers;
 mod review;
 mod rooms;
 mod stream;

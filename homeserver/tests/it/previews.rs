@@ -94,3 +94,37 @@ async fn room_summaries_show_what_may_be_previewed() {
     assert_eq!(summary(Some(b.clone()), "#nothing:localhost".into()).await.0, 404);
     assert_eq!(summary(Some(b), "not-a-room".into()).await.0, 400, "neither a room id nor an alias");
 }
+
+/// Without bridges: no third-party protocols, empty lookups, unknown named protocols; no policy
+/// server named.
+#[tokio::test]
+async fn third_party_networks_and_policy_server_without_bridges() {
+    let server = TestServer::start();
+    let alice = server.register("alice", "pw").await;
+    let a = alice.access_token().unwrap();
+    let get = |token: Option<String>, path: &'static str| {
+        let server = &server;
+        async move { call(server, reqwest::Method::GET, token.as_deref(), path, Value::Null).await }
+    };
+    assert_eq!(get(Some(a.clone()), "/_matrix/client/v3/thirdparty/protocols").await, (200, json!({})));
+    assert_eq!(get(None, "/_matrix/client/v3/thirdparty/protocols").await.0, 401, "a token is required");
+    for path in [
+        "/_matrix/client/v3/thirdparty/protocol/irc",
+        "/_matrix/client/v3/thirdparty/location/irc?server=irc.example",
+        "/_matrix/client/v3/thirdparty/user/irc?nick=bob",
+    ] {
+        let (status, body) = get(Some(a.clone()), path).await;
+        assert_eq!((status, body["errcode"].as_str()), (404, Some("M_NOT_FOUND")), "{path}");
+    }
+    assert_eq!(
+        get(Some(a.clone()), "/_matrix/client/v3/thirdparty/location?alias=%23irc_chan%3Alocalhost").await,
+        (200, json!([]))
+    );
+    assert_eq!(
+        get(Some(a.clone()), "/_matrix/client/v3/thirdparty/user?userid=%40bob%3Alocalhost").await,
+        (200, json!([]))
+    );
+    assert_eq!(get(Some(a), "/_matrix/client/v3/thirdparty/user?userid=bob").await.0, 400, "not a user id");
+    let (status, body) = get(None, "/.well-known/matrix/policy_server").await;
+    assert_eq!((status, body["errcode"].as_str()), (404, Some("M_NOT_FOUND")));
+}

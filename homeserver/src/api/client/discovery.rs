@@ -133,3 +133,11 @@ pub async fn support(
     response.support_page = support.page.clone();
     Ok(response)
 }
+
+/// `GET /.well-known/matrix/policy_server`: this server names no policy server.
+pub async fn policy_server(
+    _: Arc<Services>,
+    _: Ruma<ruma::api::client::discovery::discover_policy_server::Request>,
+) -> Result<ruma::api::client::discovery::discover_policy_server::Response> {
+    Err(Error::not_found("this server has no policy server"))
+}

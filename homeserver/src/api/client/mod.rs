@@ -18,6 +18,7 @@ pub mod session;
 pub mod sliding;
 pub mod spaces;
 pub mod sync;
+pub mod thirdparty;
 pub mod threepid;
 
 use std::sync::Arc;
@@ -46,6 +47,13 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma(account::registration_token_validity)
         .ruma(account::whoami)
         .ruma(account::openid_token)
+        .ruma(thirdparty::protocols)
+        .ruma(thirdparty::protocol)
+        .ruma(thirdparty::locations_of_protocol)
+        .ruma(thirdparty::users_of_protocol)
+        .ruma(thirdparty::locations_of_alias)
+        .ruma(thirdparty::users_of_user_id)
+        .ruma(discovery::policy_server)
         .ruma(threepid::list)
         .ruma(threepid::delete)
         .ruma(threepid::unbind)
@@ -121,6 +129,8 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma(push::get_actions)
         .ruma(push::set_actions)
         .ruma(push::notifications)
+        .ruma(push::get_pushers)
+        .ruma(push::set_pusher)
         .ruma(rooms::create)
         .ruma(rooms::upgrade)
         .ruma(rooms::send_message)

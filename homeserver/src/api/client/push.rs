@@ -132,3 +132,27 @@ pub async fn notifications(
     response.next_token = next;
     Ok(response)
 }
+
+pub async fn get_pushers(
+    services: Arc<Services>,
+    request: Ruma<ruma::api::client::push::get_pushers::v3::Request>,
+) -> Result<ruma::api::client::push::get_pushers::v3::Response> {
+    let user = &request.sender()?.user_id;
+    Ok(ruma::api::client::push::get_pushers::v3::Response::new(crate::push::pushers::list(&services, user)?))
+}
+
+pub async fn set_pusher(
+    services: Arc<Services>,
+    request: Ruma<ruma::api::client::push::set_pusher::v3::Request>,
+) -> Result<ruma::api::client::push::set_pusher::v3::Response> {
+    use ruma::api::client::push::set_pusher::v3::PusherAction;
+    let owner = request.sender()?.clone();
+    match request.body.action {
+        PusherAction::Post(data) => {
+            crate::push::pushers::set(&services, &owner.user_id, &owner.device_id, data.pusher, data.append)?
+        }
+        PusherAction::Delete(ids) => crate::push::pushers::delete(&services, &owner.user_id, ids)?,
+        _ => return Err(Error::BadJson("unknown pusher action".into())),
+    }
+    Ok(ruma::api::client::push::set_pusher::v3::Response::new())
+}
