@@ -41,6 +41,7 @@ pub struct Services {
     pub federation: crate::federation::Federation,
     pub reports: crate::reports::Reports,
     pub push: crate::push::evaluate::Evaluator,
+    pub push_sender: crate::push::sender::PushSender,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +86,7 @@ impl Services {
             federation: crate::federation::Federation::new(config.clone(), db.clone(), server_keys.clone())?,
             reports: crate::reports::Reports::new(db.clone()),
             push: crate::push::evaluate::Evaluator::new(&db),
+            push_sender: Default::default(),
             db,
             config,
         });

@@ -80,6 +80,7 @@ pub const NAMES: &[&str] = &[
     "loginhash_user",
     "useridpushkey_pusher",
     "appidpushkey_userid",
+    "pusherpos_pending",
 ];
 
 pub struct Tables {
@@ -106,6 +107,8 @@ pub struct Tables {
     /// (app id, pushkey, user): who registered a pushkey, so a pushkey moving to another user
     /// leaves the previous one (`append: false`).
     pub appidpushkey_userid: Table<(String, String, OwnedUserId), Vec<u8>>,
+    /// (user, app id, pushkey, position) → room: notifications waiting for a push gateway.
+    pub pusherpos_pending: Table<(OwnedUserId, String, String, Be64), OwnedRoomId>,
     /// (user, room id or "" for global, event type) → content.
     pub useridroomidtype_accountdata: Table<(OwnedUserId, String, String), Json<AccountDataRecord>>,
     /// (user, stream position) → (room or "", type) of an account data change, for sync.
@@ -219,6 +222,7 @@ impl Tables {
             loginhash_user: Table::new(db, "loginhash_user"),
             useridpushkey_pusher: Table::new(db, "useridpushkey_pusher"),
             appidpushkey_userid: Table::new(db, "appidpushkey_userid"),
+            pusherpos_pending: Table::new(db, "pusherpos_pending"),
             useridroomidtype_accountdata: Table::new(db, "useridroomidtype_accountdata"),
             useridfilterid_filter: Table::new(db, "useridfilterid_filter"),
             eventid_pdu: Table::new(db, "eventid_pdu"),

@@ -152,6 +152,7 @@ async fn evaluate_range(services: &Services, rooms: &mut RoomCache, done: u64, h
     }
     let mut totals: HashMap<(OwnedUserId, OwnedRoomId), (u64, u64)> = HashMap::new();
     let mut batch = Batch::new();
+    let mut pushes = false;
     for (pos, event_id) in events {
         let Some(json) = services.rooms.pdu_json(&event_id)? else { continue };
         let Some(meta) = services.rooms.meta(&event_id)? else { continue };
@@ -169,6 +170,7 @@ async fn evaluate_range(services: &Services, rooms: &mut RoomCache, done: u64, h
                 &(user.clone(), meta.room_id.clone(), Be64(pos)),
                 &Json(record),
             );
+            pushes |= super::sender::enqueue(services, &mut batch, &user, &meta.room_id, pos)?;
             tables.useridpos_notification.insert(&mut batch, &(user, Be64(pos)), &meta.room_id);
         }
     }
@@ -177,6 +179,9 @@ async fn evaluate_range(services: &Services, rooms: &mut RoomCache, done: u64, h
     }
     tables.meta.insert(&mut batch, &EVALUATED.to_owned(), &Be64(reached));
     services.db.write_unsynced(batch)?;
+    if pushes {
+        services.push_sender.wake.notify_one();
+    }
     Ok(reached)
 }
 

@@ -5,6 +5,7 @@
 
 pub mod evaluate;
 pub mod pushers;
+pub mod sender;
 
 pub use evaluate::unread_counts;
 

@@ -102,3 +102,124 @@ async fn pushers_are_set_listed_moved_and_removed() {
     let anonymous = server.http().get(format!("{}/_matrix/client/v3/pushers", server.url)).send().await.unwrap();
     assert_eq!(anonymous.status(), 401);
 }
+
+/// A push gateway on loopback: records what it accepts; can be made to fail or to reject a pushkey.
+struct Gateway {
+    url: String,
+    accepted: tokio::sync::mpsc::UnboundedReceiver<Value>,
+    failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    rejecting: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    attempts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+async fn gateway() -> Gateway {
+    use std::sync::{atomic::Ordering, Arc};
+    let (tx, accepted) = tokio::sync::mpsc::unbounded_channel();
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let rejecting: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let attempts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (f, r, a) = (failing.clone(), rejecting.clone(), attempts.clone());
+    let app = axum::Router::new().route(
+        "/_matrix/push/v1/notify",
+        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+            let (tx, f, r, a) = (tx.clone(), f.clone(), r.clone(), a.clone());
+            async move {
+                a.fetch_add(1, Ordering::SeqCst);
+                if f.load(Ordering::SeqCst) {
+                    return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, axum::Json(json!({})));
+                }
+                let rejected = r.lock().unwrap().clone();
+                let _ = tx.send(body);
+                (axum::http::StatusCode::OK, axum::Json(json!({ "rejected": rejected })))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/_matrix/push/v1/notify", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Gateway { url, accepted, failing, rejecting, attempts }
+}
+
+impl Gateway {
+    async fn next(&mut self) -> Value {
+        tokio::time::timeout(std::time::Duration::from_secs(20), self.accepted.recv())
+            .await
+            .expect("the gateway is notified")
+            .expect("gateway running")
+    }
+}
+
+async fn send_text(server: &TestServer, token: &str, room: &str, txn: &str, body: &str) -> String {
+    let path = format!("{}/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}", server.url);
+    let response = server.http().put(path).bearer_auth(token).json(&json!({ "msgtype": "m.text", "body": body }));
+    let v: Value = response.send().await.unwrap().json().await.unwrap();
+    v["event_id"].as_str().unwrap().to_owned()
+}
+
+/// Notifications reach a real push gateway with the spec's body; a failing gateway gets them
+/// after it recovers — across a kill -9 of the server — each once; a rejected pushkey loses its
+/// pusher.
+#[tokio::test]
+async fn notifications_reach_the_push_gateway_once_across_failures_and_restarts() {
+    use std::sync::atomic::Ordering;
+    let mut gw = gateway().await;
+    let mut server = TestServer::start();
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    let (a, b) = (alice.access_token().unwrap(), bob.access_token().unwrap());
+    let room = {
+        let body = json!({ "preset": "public_chat", "name": "Cabinet" });
+        let response = server.http().post(format!("{}/_matrix/client/v3/createRoom", server.url)).bearer_auth(&a);
+        let v: Value = response.json(&body).send().await.unwrap().json().await.unwrap();
+        v["room_id"].as_str().unwrap().to_owned()
+    };
+    let join = server.http().post(format!("{}/_matrix/client/v3/rooms/{room}/join", server.url)).bearer_auth(&b);
+    assert_eq!(join.json(&json!({})).send().await.unwrap().status(), 200);
+    alice.pusher().set(pusher("key-1", &gw.url), false).await.unwrap();
+
+    send_text(&server, &a, &room, "own", "my own message").await;
+    let first = send_text(&server, &b, &room, "1", "bonjour").await;
+    let pushed = gw.next().await;
+    let n = &pushed["notification"];
+    assert_eq!(n["event_id"], first.as_str(), "alice's own message is not pushed: {pushed}");
+    assert_eq!((n["room_id"].as_str(), n["type"].as_str()), (Some(room.as_str()), Some("m.room.message")));
+    assert_eq!((n["sender"].as_str(), n["content"]["body"].as_str()), (Some("@bob:localhost"), Some("bonjour")));
+    assert_eq!(n["room_name"], "Cabinet");
+    assert_eq!(n["counts"]["unread"], 1);
+    assert_eq!(n["devices"][0]["pushkey"], "key-1");
+    assert_eq!(n["devices"][0]["app_id"], "fr.gouv.tchap");
+    assert!(n["devices"][0]["data"].get("url").is_none(), "the url is not sent back: {pushed}");
+
+    // The gateway fails: the notification waits, through a kill -9, and is sent once it is back.
+    gw.failing.store(true, Ordering::SeqCst);
+    let before = gw.attempts.load(Ordering::SeqCst);
+    let second = send_text(&server, &b, &room, "2", "un").await;
+    tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while gw.attempts.load(Ordering::SeqCst) == before {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the sender tried the failing gateway");
+    server.kill();
+    gw.failing.store(false, Ordering::SeqCst);
+    server.restart();
+    let pushed = gw.next().await;
+    assert_eq!(pushed["notification"]["event_id"], second.as_str(), "delivered after the restart");
+    assert_eq!(pushed["notification"]["counts"]["unread"], 2);
+    let third = send_text(&server, &b, &room, "3", "deux").await;
+    let pushed = gw.next().await;
+    assert_eq!(pushed["notification"]["event_id"], third.as_str(), "the second one was delivered once, then this");
+
+    // The gateway rejects the pushkey: the pusher is removed.
+    gw.rejecting.lock().unwrap().push("key-1".to_owned());
+    send_text(&server, &b, &room, "4", "trois").await;
+    gw.next().await;
+    tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while !listed(&server, &a).await.is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the rejected pusher is removed");
+}
