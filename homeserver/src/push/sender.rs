@@ -178,7 +178,7 @@ async fn deliver(
         services.push_sender.backoff.lock().expect("push backoff").remove(&key);
         let mut batch = Batch::new();
         tables.pusherpos_pending.remove(&mut batch, &pending);
-        let drop_pusher = rejected.iter().any(|k| *k == key.2);
+        let drop_pusher = rejected.contains(&key.2);
         if drop_pusher {
             tracing::info!(user = %key.0, pushkey = %key.2, "the push gateway rejected the pushkey: pusher removed");
             tables.useridpushkey_pusher.remove(&mut batch, &key);
