@@ -639,6 +639,16 @@ impl Users {
             if let Some(refresh) = &device.refresh_hash {
                 tables.refreshhash_session.remove(&mut removals, refresh);
             }
+            // A device's pushers end with it (its queued notifications are dropped by the sender).
+            for entry in tables.useridpushkey_pusher.scan_prefix(prefix(&user.to_owned())) {
+                let ((owner, app_id, pushkey), Json(pusher)) = entry?;
+                if pusher.device_id == *device_id {
+                    tables
+                        .useridpushkey_pusher
+                        .remove(&mut removals, &(owner.clone(), app_id.clone(), pushkey.clone()));
+                    tables.appidpushkey_userid.remove(&mut removals, &(app_id, pushkey, owner));
+                }
+            }
             tables.userdeviceid_device.remove(&mut removals, &(user.to_owned(), device_id.clone()));
         }
         let durable = self.writer.submit_with(&self.db, removals, |batch, pos| {

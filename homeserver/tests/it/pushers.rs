@@ -99,6 +99,14 @@ async fn pushers_are_set_listed_moved_and_removed() {
         assert_eq!((status, answer["errcode"].as_str()), (400, Some(errcode)), "{body}: {answer}");
     }
     assert!(listed(&server, &a).await.is_empty(), "nothing stored by refused requests");
+
+    // Logging a device out removes its pushers.
+    assert_eq!(listed(&server, &b).await.len(), 1);
+    let logout = server.http().post(format!("{}/_matrix/client/v3/logout", server.url)).bearer_auth(&b);
+    assert_eq!(logout.json(&json!({})).send().await.unwrap().status(), 200);
+    let bob_again = server.client().await;
+    bob_again.matrix_auth().login_username("bob", "pw").send().await.unwrap();
+    assert!(listed(&server, &bob_again.access_token().unwrap()).await.is_empty(), "gone with the device");
     let anonymous = server.http().get(format!("{}/_matrix/client/v3/pushers", server.url)).send().await.unwrap();
     assert_eq!(anonymous.status(), 401);
 }
