@@ -23,6 +23,8 @@
 //!   room (whose reads go through the history-visibility window): requests/s and latency.
 //! - `initial-sync`: a user in `--rooms` rooms (default 500), each with a name, a topic and 20
 //!   messages; seven initial `/sync`s one after the other: min, median and max seconds.
+//! - `push`: `--rooms` users in one room, each with an http pusher to a gateway the load
+//!   generator serves; one message, five times: time until every pusher's gateway call arrived.
 //! - `unread`: a reader with 0, 800 and 5,000 unread messages (no read receipt) in a room; 200
 //!   times one new message then one incremental `/sync`: its latency and the notification count.
 //! - `federation`: two nodes (A and B, each its own `hemicycle serve` with an HTTPS federation
@@ -130,6 +132,7 @@ async fn main() {
         "messages" => messages_scenario(&http, &base, &args).await,
         "initial-sync" => initial_sync_scenario(&http, &base, &args).await,
         "unread" => unread_scenario(&http, &base).await,
+        "push" => push_scenario(&http, &base, &args).await,
         other => panic!("unknown scenario {other}"),
     }
     let _ = server.kill();
@@ -850,6 +853,73 @@ async fn unread_scenario(http: &reqwest::Client, base: &str) {
             percentile(&times, 0.99).as_secs_f64() * 1e3,
             backlog + ROUNDS,
         );
+    }
+}
+
+/// `--rooms` users (default 500; use 1000) in one room, each with an http pusher to a push
+/// gateway the load generator serves on loopback; one message, five times: the time until the
+/// gateway has been notified for every member.
+async fn push_scenario(http: &reqwest::Client, base: &str, args: &Args) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let received = Arc::new(AtomicUsize::new(0));
+    let arrived = Arc::new(tokio::sync::Notify::new());
+    let (count, notify) = (received.clone(), arrived.clone());
+    let app = axum::Router::new().route(
+        "/_matrix/push/v1/notify",
+        axum::routing::post(move || {
+            let (count, notify) = (count.clone(), notify.clone());
+            async move {
+                count.fetch_add(1, Ordering::SeqCst);
+                notify.notify_one();
+                axum::Json(json!({ "rejected": [] }))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("gateway port");
+    let gateway = format!("http://{}/_matrix/push/v1/notify", listener.local_addr().expect("address"));
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("gateway") });
+
+    let sender = register(http, base, "announcer").await;
+    let room = create_public_room(http, base, &sender).await;
+    let members = args.rooms;
+    let started = Instant::now();
+    futures::stream::iter(0..members)
+        .map(|i| {
+            let (gateway, room) = (&gateway, &room);
+            async move {
+                let token = register(http, base, &format!("agent{i}")).await;
+                let pusher = json!({
+                    "app_id": "fr.gouv.loadgen", "pushkey": format!("key-{i}"), "kind": "http",
+                    "app_display_name": "loadgen", "device_display_name": "loadgen", "lang": "fr",
+                    "data": { "url": gateway },
+                });
+                post(http, &format!("{base}/_matrix/client/v3/pushers/set"), Some(&token), pusher).await;
+                post(http, &format!("{base}/_matrix/client/v3/join/{}", urlencode(room)), Some(&token), json!({}))
+                    .await;
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<()>>()
+        .await;
+    eprintln!("{members} members with pushers in {:.0} s", started.elapsed().as_secs_f64());
+    println!("| pushers in the room | message | all notified after (ms) |");
+    println!("|---|---|---|");
+    for n in 0..5u64 {
+        let before = received.load(Ordering::SeqCst);
+        let target = before + members;
+        let sent = Instant::now();
+        send_probe(http, base, &sender, &room, n).await;
+        while received.load(Ordering::SeqCst) < target {
+            let waiting = arrived.notified();
+            if received.load(Ordering::SeqCst) >= target {
+                break;
+            }
+            if tokio::time::timeout(Duration::from_secs(60), waiting).await.is_err() {
+                break;
+            }
+        }
+        let got = received.load(Ordering::SeqCst) - before;
+        println!("| {members} | {} | {:.0} ({got} of {members} notified) |", n + 1, sent.elapsed().as_secs_f64() * 1e3);
     }
 }
 

@@ -644,30 +644,7 @@ pub async fn user_keys_claim(
     request: Ruma<ruma::api::federation::keys::claim_keys::v1::Request>,
 ) -> Result<ruma::api::federation::keys::claim_keys::v1::Response> {
     origin(&request)?;
-    let wanted = request
-        .body
-        .one_time_keys
-        .iter()
-        .filter(|(user, _)| services.users.is_local(user))
-        .map(|(user, devices)| (user.clone(), devices.iter().map(|(d, alg)| (d.clone(), alg.to_string())).collect()))
-        .collect();
-    let claimed = services.keys.claim(&wanted).await?;
-    let mut one_time_keys = BTreeMap::new();
-    for (user, devices) in claimed {
-        let mut out = BTreeMap::new();
-        for (device, keys) in devices {
-            let keys: BTreeMap<ruma::OwnedOneTimeKeyId, Raw<ruma::encryption::OneTimeKey>> = keys
-                .into_iter()
-                .filter_map(|(id, key)| {
-                    ruma::OwnedOneTimeKeyId::try_from(id.as_str()).ok().map(|id| {
-                        (id, Raw::from_json(serde_json::value::to_raw_value(&key).expect("JSON values serialize")))
-                    })
-                })
-                .collect();
-            out.insert(device, keys);
-        }
-        one_time_keys.insert(user, out);
-    }
+    let one_time_keys = super::client::keys::claim_local(&services, &request.body.one_time_keys).await?;
     Ok(ruma::api::federation::keys::claim_keys::v1::Response::new(one_time_keys))
 }
 

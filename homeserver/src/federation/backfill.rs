@@ -38,11 +38,26 @@ pub async fn older_history(services: &Arc<Services>, room: &RoomId, limit: usize
         };
         let mut events = Vec::new();
         for raw in &answer.pdus {
-            let Ok(object) = canonical_object(raw) else { continue };
-            let Ok((id, object)) = fed.verify_pdu(&record.version, object).await else { continue };
+            let object = match canonical_object(raw) {
+                Ok(object) => object,
+                Err(error) => {
+                    tracing::info!(%server, %room, %error, "an unreadable PDU in a backfill answer is skipped");
+                    continue;
+                }
+            };
+            let (id, object) = match fed.verify_pdu(&record.version, object).await {
+                Ok(verified) => verified,
+                Err(error) => {
+                    tracing::info!(%server, %room, %error, "a backfilled PDU that does not verify is skipped");
+                    continue;
+                }
+            };
             let auth = super::membership::event_refs(object.get("auth_events"));
-            if receive::fetch_auth_events(services, &server, room, &auth).await.is_ok() {
-                events.push((id, object));
+            match receive::fetch_auth_events(services, &server, room, &auth).await {
+                Ok(()) => events.push((id, object)),
+                Err(error) => {
+                    tracing::info!(%server, %room, event_id = %id, %error, "a backfilled event whose auth events cannot be fetched is skipped");
+                }
             }
         }
         let stored = rooms.append_backfilled(room, &events).await?;

@@ -120,14 +120,13 @@ pub async fn query(services: Arc<Services>, request: Ruma<get_keys::v3::Request>
     Ok(response)
 }
 
-pub async fn claim(
-    services: Arc<Services>,
-    request: Ruma<claim_keys::v3::Request>,
-) -> Result<claim_keys::v3::Response> {
-    request.sender()?;
-    let wanted = request
-        .body
-        .one_time_keys
+/// Claims one-time keys of this server's users among `wanted` (others are ignored), in the
+/// shape both the client and the federation answers take.
+pub async fn claim_local(
+    services: &Services,
+    wanted: &BTreeMap<ruma::OwnedUserId, BTreeMap<ruma::OwnedDeviceId, ruma::OneTimeKeyAlgorithm>>,
+) -> Result<BTreeMap<ruma::OwnedUserId, claim_keys::v3::OneTimeKeys>> {
+    let wanted = wanted
         .iter()
         .filter(|(user, _)| services.users.is_local(user))
         .map(|(user, devices)| (user.clone(), devices.iter().map(|(d, alg)| (d.clone(), alg.to_string())).collect()))
@@ -145,6 +144,15 @@ pub async fn claim(
         }
         one_time_keys.insert(user, out);
     }
+    Ok(one_time_keys)
+}
+
+pub async fn claim(
+    services: Arc<Services>,
+    request: Ruma<claim_keys::v3::Request>,
+) -> Result<claim_keys::v3::Response> {
+    request.sender()?;
+    let one_time_keys = claim_local(&services, &request.body.one_time_keys).await?;
     let mut response = claim_keys::v3::Response::new(one_time_keys);
     let asks = by_server(&services, request.body.one_time_keys.iter()).into_iter().map(|(server, users)| {
         let services = services.clone();
