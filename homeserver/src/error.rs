@@ -31,6 +31,12 @@ pub enum Error {
     /// A third-party id validation session that does not exist or was not completed.
     #[error("{0}")]
     ThreepidAuthFailed(String),
+    /// The account is locked by an admin.
+    #[error("this account is locked")]
+    UserLocked,
+    /// The account is suspended by an admin.
+    #[error("this account is suspended: it may read and leave rooms, not act in them")]
+    UserSuspended,
     /// An access token past its lifetime: the client refreshes it (`soft_logout: true`).
     #[error("the access token has expired")]
     ExpiredToken,

@@ -60,6 +60,8 @@ impl From<Error> for ApiError {
             Error::GuestAccessForbidden => (S::FORBIDDEN, "M_GUEST_ACCESS_FORBIDDEN"),
             Error::UnknownToken | Error::ExpiredToken => (S::UNAUTHORIZED, "M_UNKNOWN_TOKEN"),
             Error::ThreepidDenied(_) => (S::FORBIDDEN, "M_THREEPID_DENIED"),
+            Error::UserLocked => (S::UNAUTHORIZED, "M_USER_LOCKED"),
+            Error::UserSuspended => (S::FORBIDDEN, "M_USER_SUSPENDED"),
             Error::ThreepidAuthFailed(_) => (S::BAD_REQUEST, "M_THREEPID_AUTH_FAILED"),
             Error::LimitExceeded { .. } => (S::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED"),
             Error::TooLarge(_) => (S::PAYLOAD_TOO_LARGE, "M_TOO_LARGE"),
@@ -98,7 +100,7 @@ impl From<Error> for ApiError {
                 api.retry_after = Some(retry_after);
             }
             Error::UnknownToken => api.body["soft_logout"] = json!(false),
-            Error::ExpiredToken => api.body["soft_logout"] = json!(true),
+            Error::ExpiredToken | Error::UserLocked => api.body["soft_logout"] = json!(true),
             Error::WrongRoomKeysVersion { current, .. } => api.body["current_version"] = json!(current),
             Error::IncompatibleRoomVersion(version) => api.body["room_version"] = json!(version),
             _ => {}

@@ -409,6 +409,28 @@ impl Rooms {
         Ok(self.db.tables.useriddevicetxn_eventid.get(&(txn.user.clone(), txn.device.clone(), txn.txn_id.clone()))?)
     }
 
+    /// A suspended local account may leave rooms and redact, nothing else (`None`: creating a room).
+    fn check_not_suspended(&self, sender: &UserId, event: Option<&NewEvent>) -> Result<()> {
+        if !self.is_local(sender) {
+            return Ok(());
+        }
+        let suspended = self.db.tables.userid_account.get(&sender.to_owned())?.is_some_and(|Json(a)| a.suspended);
+        if !suspended {
+            return Ok(());
+        }
+        let allowed = event.is_some_and(|e| {
+            e.kind == TimelineEventType::RoomRedaction
+                || (e.kind == TimelineEventType::RoomMember
+                    && e.state_key.as_deref() == Some(sender.as_str())
+                    && e.content["membership"] == "leave")
+        });
+        if allowed {
+            Ok(())
+        } else {
+            Err(Error::UserSuspended)
+        }
+    }
+
     /// Creates a room with its `m.room.create` event and returns its id.
     pub async fn create(
         &self,
@@ -417,6 +439,7 @@ impl Rooms {
         mut content: serde_json::Map<String, serde_json::Value>,
     ) -> Result<OwnedRoomId> {
         let rules = rules_of(&version)?;
+        self.check_not_suspended(sender, None)?;
         content.insert("room_version".into(), version.as_str().into());
         if !rules.authorization.use_room_create_sender {
             content.insert("creator".into(), sender.as_str().into());
@@ -480,6 +503,7 @@ impl Rooms {
         let record = self.room(room)?.ok_or_else(|| Error::not_found("unknown room"))?;
         let rules = rules_of(&record.version)?;
         check_size_limits(&event)?;
+        self.check_not_suspended(sender, Some(&event))?;
         self.check_event_semantics(room, sender, &event)?;
         let auth_events = self.auth_events_for(&record, &rules, sender, &event)?;
         let (event_id, object) = self.build(

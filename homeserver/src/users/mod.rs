@@ -46,6 +46,13 @@ pub struct Account {
     /// once every room is left, so an interrupted deactivation finishes at the next start.
     #[serde(default)]
     pub leaving_rooms: bool,
+    /// Locked by an admin (`PUT /admin/lock`): every request answers 401 `M_USER_LOCKED`.
+    #[serde(default)]
+    pub locked: bool,
+    /// Suspended by an admin (`PUT /admin/suspend`): the account may read and leave but not act
+    /// in rooms (403 `M_USER_SUSPENDED`).
+    #[serde(default)]
+    pub suspended: bool,
     pub created_ts: u64,
 }
 
@@ -70,6 +77,13 @@ pub struct TokenOwner {
     /// When a refreshable access token stops working (ms since the epoch); `None`: never.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at_ms: Option<u64>,
+}
+
+/// What an admin may restrict on an account.
+#[derive(Debug, Clone, Copy)]
+pub enum Restriction {
+    Locked,
+    Suspended,
 }
 
 /// A session's tokens as a login, a registration or a refresh hands them out.
@@ -254,6 +268,8 @@ impl Users {
             deactivated: false,
             erased: false,
             leaving_rooms: false,
+            locked: false,
+            suspended: false,
             created_ts: now_ms(),
         };
         let mut batch = Batch::new();
@@ -360,6 +376,20 @@ impl Users {
             },
         )
         .await
+    }
+
+    /// Sets an admin flag of a local account (`locked` or `suspended`); returns its new value.
+    pub async fn set_restriction(&self, user: &UserId, flag: Restriction, value: bool) -> Result<bool> {
+        let _guard = self.lock_user(user).await;
+        let mut account = self.account(user)?.ok_or_else(|| Error::not_found("no such user"))?;
+        match flag {
+            Restriction::Locked => account.locked = value,
+            Restriction::Suspended => account.suspended = value,
+        }
+        let mut batch = Batch::new();
+        self.db.tables.userid_account.insert(&mut batch, &user.to_owned(), &Json(account));
+        self.db.commit(batch)?;
+        Ok(value)
     }
 
     /// Records that a deactivated account has left every room.
@@ -532,8 +562,12 @@ impl Users {
         let hash = token_hash(token);
         let owner = self.db.tables.tokenhash_session.get(&hash)?.map(|Json(o)| o).ok_or(Error::UnknownToken)?;
         let device = self.device(&owner.user_id, &owner.device_id)?.filter(|d| d.token_hash == hash);
-        if device.is_none() || !self.is_active(&owner.user_id)? {
+        let account = self.account(&owner.user_id)?;
+        if device.is_none() || account.as_ref().is_none_or(|a| a.deactivated) {
             return Err(Error::UnknownToken);
+        }
+        if account.is_some_and(|a| a.locked) {
+            return Err(Error::UserLocked);
         }
         if owner.expires_at_ms.is_some_and(|expiry| now_ms() >= expiry) {
             return Err(Error::ExpiredToken);

@@ -947,3 +947,77 @@ async fn whois_is_for_admins_and_for_oneself() {
     let nobody = api.get("/_matrix/client/v3/admin/whois/@personne:localhost", &chef).await;
     assert_error(&nobody, 404, "M_NOT_FOUND", "no such user");
 }
+
+/// `/admin/lock` and `/admin/suspend`: for admins only; a locked account's requests answer 401
+/// `M_USER_LOCKED` (soft logout) until unlocked; a suspended one may read and leave, not act.
+#[tokio::test]
+async fn admins_lock_and_suspend_accounts() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::common::write_config(dir.path(), &[]);
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "chef-pass\n").unwrap();
+    let made = std::process::Command::new(crate::common::BIN)
+        .arg("--config")
+        .arg(&config)
+        .args(["user", "create", "chef", "--admin", "--password-file", pw.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let server = TestServer::start_on_config(&config);
+    let api = Api::new(&server);
+    let (alice, a) = api.register("alice").await;
+    let (_, b) = api.register("bob").await;
+    let (_, login) = api.login("chef", "chef-pass", None).await;
+    let chef = login["access_token"].as_str().unwrap().to_owned();
+    let put = |token: String, path: String, body: Value| {
+        let api = &api;
+        async move { api.send(reqwest::Method::PUT, &path, Some(&token), Some(body)).await }
+    };
+    let lock = format!("/_matrix/client/v1/admin/lock/{alice}");
+    let suspend = format!("/_matrix/client/v1/admin/suspend/{alice}");
+
+    assert_eq!(api.get(&lock, &chef).await, (200, json!({ "locked": false })));
+    let (status, body) = api.get(&lock, &b).await;
+    assert_eq!((status, body["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "not for non-admins");
+    let (status, _) = put(b.clone(), lock.clone(), json!({ "locked": true })).await;
+    assert_eq!(status, 403);
+    assert_eq!(api.get("/_matrix/client/v1/admin/lock/@personne:localhost", &chef).await.0, 404);
+    assert_eq!(api.get("/_matrix/client/v1/admin/lock/@someone:elsewhere.example", &chef).await.0, 400);
+
+    assert_eq!(put(chef.clone(), lock.clone(), json!({ "locked": true })).await, (200, json!({ "locked": true })));
+    let (status, body) = api.get("/_matrix/client/v3/account/whoami", &a).await;
+    assert_eq!(status, 401);
+    assert_eq!((body["errcode"].as_str(), body["soft_logout"].as_bool()), (Some("M_USER_LOCKED"), Some(true)));
+    assert_eq!(put(chef.clone(), lock.clone(), json!({ "locked": false })).await.0, 200);
+    assert_eq!(api.whoami(&a).await, 200, "unlocked: the same token works again");
+
+    let room = api.ok(reqwest::Method::POST, "/_matrix/client/v3/createRoom", &a, json!({})).await["room_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        put(chef.clone(), suspend.clone(), json!({ "suspended": true })).await,
+        (200, json!({ "suspended": true }))
+    );
+    assert_eq!(api.get(&suspend, &chef).await, (200, json!({ "suspended": true })));
+    let (status, body) = put(
+        a.clone(),
+        format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/1"),
+        json!({ "body": "x", "msgtype": "m.text" }),
+    )
+    .await;
+    assert_eq!((status, body["errcode"].as_str()), (403, Some("M_USER_SUSPENDED")), "{body}");
+    let (status, _) = api.send(reqwest::Method::POST, "/_matrix/client/v3/createRoom", Some(&a), Some(json!({}))).await;
+    assert_eq!(status, 403, "no new rooms");
+    assert_eq!(api.get(&format!("/_matrix/client/v3/rooms/{room}/messages?dir=b"), &a).await.0, 200, "reading works");
+    assert_eq!(
+        api.send(reqwest::Method::POST, &format!("/_matrix/client/v3/rooms/{room}/leave"), Some(&a), Some(json!({})))
+            .await
+            .0,
+        200,
+        "leaving works"
+    );
+    assert_eq!(put(chef.clone(), suspend.clone(), json!({ "suspended": false })).await.0, 200);
+    let (status, _) = api.send(reqwest::Method::POST, "/_matrix/client/v3/createRoom", Some(&a), Some(json!({}))).await;
+    assert_eq!(status, 200, "lifted");
+}

@@ -117,3 +117,60 @@ pub async fn whois(
     }
     Ok(response)
 }
+
+/// The requester, when a server admin; the target, when one of our accounts.
+fn admin_target(services: &Services, requester: &ruma::UserId, target: &ruma::UserId) -> Result<()> {
+    if !services.users.account(requester)?.is_some_and(|a| a.admin) {
+        return Err(Error::forbidden("only server admins may do this"));
+    }
+    if !services.users.is_local(target) {
+        return Err(Error::invalid_param("not a user of this server"));
+    }
+    if services.users.account(target)?.is_none() {
+        return Err(Error::not_found("no such user"));
+    }
+    Ok(())
+}
+
+pub async fn is_locked(
+    services: Arc<Services>,
+    request: Ruma<ruma::api::client::admin::is_user_locked::v1::Request>,
+) -> Result<ruma::api::client::admin::is_user_locked::v1::Response> {
+    let target = &request.body.user_id;
+    admin_target(&services, &request.sender()?.user_id, target)?;
+    let locked = services.users.account(target)?.is_some_and(|a| a.locked);
+    Ok(ruma::api::client::admin::is_user_locked::v1::Response::new(locked))
+}
+
+pub async fn lock(
+    services: Arc<Services>,
+    request: Ruma<ruma::api::client::admin::lock_user::v1::Request>,
+) -> Result<ruma::api::client::admin::lock_user::v1::Response> {
+    let target = &request.body.user_id;
+    admin_target(&services, &request.sender()?.user_id, target)?;
+    let locked = services.users.set_restriction(target, crate::users::Restriction::Locked, request.body.locked).await?;
+    tracing::info!(user = %target, locked, by = %request.sender()?.user_id, "account lock changed");
+    Ok(ruma::api::client::admin::lock_user::v1::Response::new(locked))
+}
+
+pub async fn is_suspended(
+    services: Arc<Services>,
+    request: Ruma<ruma::api::client::admin::is_user_suspended::v1::Request>,
+) -> Result<ruma::api::client::admin::is_user_suspended::v1::Response> {
+    let target = &request.body.user_id;
+    admin_target(&services, &request.sender()?.user_id, target)?;
+    let suspended = services.users.account(target)?.is_some_and(|a| a.suspended);
+    Ok(ruma::api::client::admin::is_user_suspended::v1::Response::new(suspended))
+}
+
+pub async fn suspend(
+    services: Arc<Services>,
+    request: Ruma<ruma::api::client::admin::suspend_user::v1::Request>,
+) -> Result<ruma::api::client::admin::suspend_user::v1::Response> {
+    let target = &request.body.user_id;
+    admin_target(&services, &request.sender()?.user_id, target)?;
+    let suspended =
+        services.users.set_restriction(target, crate::users::Restriction::Suspended, request.body.suspended).await?;
+    tracing::info!(user = %target, suspended, by = %request.sender()?.user_id, "account suspension changed");
+    Ok(ruma::api::client::admin::suspend_user::v1::Response::new(suspended))
+}
