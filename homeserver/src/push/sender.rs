@@ -6,7 +6,7 @@
 //! holding up the others; pushkeys a gateway rejects lose their pusher.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::HashMap,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 
 use crate::{
     db::{
-        codec::{Be64, Json},
+        codec::{prefix, prefix2, Be64, Json},
         Batch,
     },
     error::Result,
@@ -47,7 +47,7 @@ pub struct PushSender {
 pub fn enqueue(services: &Services, batch: &mut Batch, user: &UserId, room: &OwnedRoomId, pos: u64) -> Result<bool> {
     let tables = &services.db.tables;
     let mut queued = false;
-    for entry in tables.useridpushkey_pusher.scan_prefix(crate::db::codec::prefix(&user.to_owned())) {
+    for entry in tables.useridpushkey_pusher.scan_prefix(prefix(&user.to_owned())) {
         let ((user, app_id, pushkey), _) = entry?;
         tables.pusherpos_pending.insert(batch, &(user, app_id, pushkey, Be64(pos)), room);
         queued = true;
@@ -90,28 +90,35 @@ async fn run(services: Arc<Services>) {
 /// Sends what is queued for every pusher not backing off; returns when to look again for the
 /// ones that are (none: wait for a wake-up).
 async fn round(services: &Arc<Services>, http: &reqwest::Client) -> Result<Option<Duration>> {
-    let mut queued: BTreeMap<PusherKey, Vec<(u64, OwnedRoomId)>> = BTreeMap::new();
-    for entry in services.db.tables.pusherpos_pending.iter() {
-        let ((user, app_id, pushkey, Be64(pos)), room) = entry?;
-        let list = queued.entry((user, app_id, pushkey)).or_default();
-        if list.len() < PER_ROUND {
-            list.push((pos, room));
-        }
-    }
+    // One seek per pusher with something queued: its first PER_ROUND entries, or none at all
+    // while it backs off (a gateway down for hours does not make every round read its backlog).
+    let tables = &services.db.tables;
     let now = Instant::now();
     let mut next: Option<Duration> = None;
-    let mut ready = Vec::new();
-    {
-        let backoff = services.push_sender.backoff.lock().expect("push backoff");
-        for (key, entries) in queued {
-            match backoff.get(&key) {
-                Some((until, _)) if *until > now => {
-                    let wait = *until - now;
-                    next = Some(next.map_or(wait, |n| n.min(wait)));
-                }
-                _ => ready.push((key, entries)),
-            }
+    let mut ready: Vec<(PusherKey, Vec<(u64, OwnedRoomId)>)> = Vec::new();
+    let mut start = Vec::new();
+    loop {
+        let Some(entry) = tables.pusherpos_pending.scan_from(Vec::new(), start.clone(), true).next() else { break };
+        let ((user, app_id, pushkey, _), _) = entry?;
+        let key: PusherKey = (user, app_id, pushkey);
+        let mut own = prefix(&key.0);
+        own.extend(prefix2(&key.1, &key.2));
+        // Past every position of this pusher: its prefix, then more than any 8-byte position.
+        start = own.clone();
+        start.extend([0xFF; 8]);
+        start.push(0);
+        let waiting = services.push_sender.backoff.lock().expect("push backoff").get(&key).map(|(until, _)| *until);
+        if let Some(until) = waiting.filter(|until| *until > now) {
+            let wait = until - now;
+            next = Some(next.map_or(wait, |n| n.min(wait)));
+            continue;
         }
+        let mut entries = Vec::new();
+        for entry in tables.pusherpos_pending.scan_prefix(own).take(PER_ROUND) {
+            let ((_, _, _, Be64(pos)), room) = entry?;
+            entries.push((pos, room));
+        }
+        ready.push((key, entries));
     }
     let sends = ready.into_iter().map(|(key, entries)| {
         let (services, http) = (services.clone(), http.clone());

@@ -311,16 +311,16 @@ async fn refresh_tokens_rotate_and_expire() {
         }
     };
     assert_eq!(whoami(access.clone()).await.0, 200);
+    let refresh_with = |token: String| {
+        let request = http.post(url("/_matrix/client/v3/refresh")).json(&json!({ "refresh_token": token }));
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            response.json::<Value>().await.unwrap()
+        }
+    };
 
-    let refreshed: Value = http
-        .post(url("/_matrix/client/v3/refresh"))
-        .json(&json!({ "refresh_token": refresh }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let refreshed = refresh_with(refresh.clone()).await;
     let new_access = refreshed["access_token"].as_str().unwrap().to_owned();
     let new_refresh = refreshed["refresh_token"].as_str().unwrap().to_owned();
     assert_eq!(refreshed["expires_in_ms"], 2000);
@@ -339,15 +339,7 @@ async fn refresh_tokens_rotate_and_expire() {
     let (status, body) = whoami(new_access.clone()).await;
     assert_eq!(status, 401);
     assert_eq!((body["errcode"].as_str(), body["soft_logout"].as_bool()), (Some("M_UNKNOWN_TOKEN"), Some(true)));
-    let refreshed: Value = http
-        .post(url("/_matrix/client/v3/refresh"))
-        .json(&json!({ "refresh_token": new_refresh }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let refreshed = refresh_with(new_refresh.clone()).await;
     assert_eq!(whoami(refreshed["access_token"].as_str().unwrap().to_owned()).await.0, 200);
 
     // Logging out ends the refresh token too.

@@ -23,8 +23,14 @@ fn pusher(pushkey: &str, url: &str) -> Pusher {
 
 async fn listed(server: &TestServer, token: &str) -> Vec<Value> {
     let response = server.http().get(format!("{}/_matrix/client/v3/pushers", server.url)).bearer_auth(token).send();
-    let body: Value = response.await.unwrap().json().await.unwrap();
-    body["pushers"].as_array().cloned().unwrap_or_default()
+    let response = response.await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    // ruma leaves an empty list out.
+    match body.get("pushers") {
+        Some(list) => list.as_array().expect("pushers is a list").clone(),
+        None => Vec::new(),
+    }
 }
 
 #[tokio::test]
@@ -137,7 +143,7 @@ async fn gateway() -> Gateway {
                     return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, axum::Json(json!({})));
                 }
                 let rejected = r.lock().unwrap().clone();
-                let _ = tx.send(body);
+                tx.send(body).expect("the test still listens");
                 (axum::http::StatusCode::OK, axum::Json(json!({ "rejected": rejected })))
             }
         }),
@@ -221,8 +227,8 @@ async fn notifications_reach_the_push_gateway_once_across_failures_and_restarts(
 
     // The gateway rejects the pushkey: the pusher is removed.
     gw.rejecting.lock().unwrap().push("key-1".to_owned());
-    send_text(&server, &b, &room, "4", "trois").await;
-    gw.next().await;
+    let fourth = send_text(&server, &b, &room, "4", "trois").await;
+    assert_eq!(gw.next().await["notification"]["event_id"], fourth.as_str());
     tokio::time::timeout(std::time::Duration::from_secs(20), async {
         while !listed(&server, &a).await.is_empty() {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;

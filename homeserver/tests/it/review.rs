@@ -907,10 +907,8 @@ async fn reports_of_events_rooms_and_users_are_kept() {
     );
 }
 
-/// `/admin/whois`: an admin sees any user's devices with their last address and time; a user
-/// sees only themselves.
-#[tokio::test]
-async fn whois_is_for_admins_and_for_oneself() {
+/// A server whose `chef` account (password `chef-pass`) is an admin, made with the CLI.
+fn server_with_admin_chef() -> (tempfile::TempDir, TestServer) {
     let dir = tempfile::tempdir().unwrap();
     let config = crate::common::write_config(dir.path(), &[]);
     let pw = dir.path().join("pw");
@@ -923,6 +921,14 @@ async fn whois_is_for_admins_and_for_oneself() {
         .unwrap();
     assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
     let server = TestServer::start_on_config(&config);
+    (dir, server)
+}
+
+/// `/admin/whois`: an admin sees any user's devices with their last address and time; a user
+/// sees only themselves.
+#[tokio::test]
+async fn whois_is_for_admins_and_for_oneself() {
+    let (_dir, server) = server_with_admin_chef();
     let api = Api::new(&server);
     let (alice, a) = api.register("alice").await;
     let (bob, _) = api.register("bob").await;
@@ -952,18 +958,7 @@ async fn whois_is_for_admins_and_for_oneself() {
 /// `M_USER_LOCKED` (soft logout) until unlocked; a suspended one may read and leave, not act.
 #[tokio::test]
 async fn admins_lock_and_suspend_accounts() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = crate::common::write_config(dir.path(), &[]);
-    let pw = dir.path().join("pw");
-    std::fs::write(&pw, "chef-pass\n").unwrap();
-    let made = std::process::Command::new(crate::common::BIN)
-        .arg("--config")
-        .arg(&config)
-        .args(["user", "create", "chef", "--admin", "--password-file", pw.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
-    let server = TestServer::start_on_config(&config);
+    let (_dir, server) = server_with_admin_chef();
     let api = Api::new(&server);
     let (alice, a) = api.register("alice").await;
     let (_, b) = api.register("bob").await;
