@@ -979,6 +979,9 @@ async fn admins_lock_and_suspend_accounts() {
     assert_eq!(api.get("/_matrix/client/v1/admin/lock/@personne:localhost", &chef).await.0, 404);
     assert_eq!(api.get("/_matrix/client/v1/admin/lock/@someone:elsewhere.example", &chef).await.0, 400);
 
+    let (status, body) = put(chef.clone(), lock.clone(), json!({ "locked": "yes" })).await;
+    assert_eq!((status, body["errcode"].as_str()), (400, Some("M_BAD_JSON")), "{body}");
+    assert_eq!(api.get(&lock, &chef).await, (200, json!({ "locked": false })), "a refused request changes nothing");
     assert_eq!(put(chef.clone(), lock.clone(), json!({ "locked": true })).await, (200, json!({ "locked": true })));
     let (status, body) = api.get("/_matrix/client/v3/account/whoami", &a).await;
     assert_eq!(status, 401);
