@@ -16,6 +16,7 @@ pub mod push;
 pub mod ratelimit;
 pub mod reports;
 pub mod rooms;
+pub mod search;
 pub mod server;
 pub mod server_keys;
 pub mod services;

@@ -43,6 +43,7 @@ pub async fn run(mut config: Config) -> Result<(), String> {
     crate::federation::sender::start(services.clone());
     crate::push::evaluate::start(services.clone());
     crate::push::sender::start(services.clone());
+    crate::search::start(services.clone());
     tracing::info!(server_name = %config.server_name, key_id = %services.server_keys.key_id(), "client API on http://{addr}");
     // Tests and scripts read this line to learn the bound port (listen.client may use port 0).
     println!("hemicycle listening on http://{addr}");

@@ -42,6 +42,7 @@ pub struct Services {
     pub reports: crate::reports::Reports,
     pub push: crate::push::evaluate::Evaluator,
     pub push_sender: crate::push::sender::PushSender,
+    pub search: crate::search::Search,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +88,7 @@ impl Services {
             reports: crate::reports::Reports::new(db.clone()),
             push: crate::push::evaluate::Evaluator::new(&db),
             push_sender: Default::default(),
+            search: crate::search::Search::open(&config.database.path.join("search"))?,
             db,
             config,
         });

@@ -94,6 +94,14 @@ pub struct Page {
     pub state: Vec<Value>,
 }
 
+/// The events around one event, and the tokens bounding them.
+pub struct Around {
+    pub before: Vec<Value>,
+    pub after: Vec<Value>,
+    pub start: String,
+    pub end: String,
+}
+
 impl Rooms {
     /// A stored event in client format, with `redacted_because` when it was redacted.
     pub fn client_event(&self, event_id: &EventId) -> Result<Option<Value>> {
@@ -283,6 +291,21 @@ impl Rooms {
             }
         }
         Ok((event, before, after, state))
+    }
+
+    /// The events around a search result that the user may see: `before` earlier and `after`
+    /// later ones, with the tokens bounding them.
+    pub fn around(&self, user: &UserId, room: &RoomId, pos: u64, before: usize, after: usize) -> Result<Around> {
+        let reader = self.reader(user, room)?;
+        let filter = EventFilter::default();
+        let earlier = self.page(&reader, Some(pos), None, true, before, &filter)?;
+        let later = self.page(&reader, Some(pos + 1), None, false, after, &filter)?;
+        Ok(Around {
+            start: earlier.end.clone().unwrap_or_else(|| token(pos)),
+            end: later.end.unwrap_or_else(|| token(pos + 1)),
+            before: earlier.chunk,
+            after: later.chunk,
+        })
     }
 
     /// The state the user may see: current state while joined (or in a world-readable room),

@@ -270,3 +270,23 @@ pub async fn register_raw(server: &TestServer, name: &str) -> (String, String) {
     let done: serde_json::Value = response.json().await.unwrap();
     (done["user_id"].as_str().unwrap().to_owned(), done["access_token"].as_str().unwrap().to_owned())
 }
+
+/// One client-API call over raw HTTP: (status, body as JSON, `null` when it is not JSON).
+pub async fn api(
+    server: &TestServer,
+    method: reqwest::Method,
+    token: Option<&str>,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut request = server.http().request(method, format!("{}{path}", server.url));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(serde_json::Value::Null))
+}

@@ -12,6 +12,7 @@ mod previews;
 mod pushers;
 mod review;
 mod rooms;
+mod search;
 mod stream;
 mod sync;
 mod threads;

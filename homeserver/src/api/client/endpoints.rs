@@ -83,3 +83,64 @@ pub mod mutual_rooms {
         pub next_batch: Option<String>,
     }
 }
+
+/// `POST /_matrix/client/v3/search`, answering with every list the spec describes even when it
+/// is empty (ruma 0.16 leaves out an empty `results`, which clients then fail to read).
+pub mod search_events {
+    use std::collections::BTreeMap;
+
+    use ruma::{
+        api::{
+            auth_scheme::AccessToken,
+            client::search::search_events::v3::{Categories, ResultGroup, SearchResult},
+            metadata, request, response,
+        },
+        events::AnyStateEvent,
+        serde::Raw,
+        OwnedRoomId, UInt,
+    };
+    use serde::Serialize;
+
+    metadata! {
+        method: POST,
+        rate_limited: true,
+        authentication: AccessToken,
+        history: {
+            1.0 => "/_matrix/client/r0/search",
+            1.1 => "/_matrix/client/v3/search",
+        }
+    }
+
+    #[request]
+    pub struct Request {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        #[ruma_api(query)]
+        pub next_batch: Option<String>,
+        pub search_categories: Categories,
+    }
+
+    #[response]
+    pub struct Response {
+        pub search_categories: ResultCategories,
+    }
+
+    #[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+    pub struct ResultCategories {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub room_events: Option<RoomEvents>,
+    }
+
+    #[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+    pub struct RoomEvents {
+        pub count: UInt,
+        pub highlights: Vec<String>,
+        pub results: Vec<SearchResult>,
+        /// Grouping key (`room_id`, `sender`) → group value → group.
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        pub groups: BTreeMap<String, BTreeMap<String, ResultGroup>>,
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        pub state: BTreeMap<OwnedRoomId, Vec<Raw<AnyStateEvent>>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub next_batch: Option<String>,
+    }
+}

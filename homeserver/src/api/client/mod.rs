@@ -14,6 +14,7 @@ pub mod presence;
 pub mod profile;
 pub mod push;
 pub mod rooms;
+pub mod search;
 pub mod session;
 pub mod sliding;
 pub mod spaces;
@@ -171,4 +172,5 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma(directory::public_rooms)
         .ruma(directory::public_rooms_filtered)
         .ruma(directory::search)
+        .ruma(search::search)
 }
