@@ -221,6 +221,63 @@ pub struct MediaConfig {
     /// Media ids one user may hold reserved (`/media/v1/create`) without uploading to them; more
     /// get 429 `M_LIMIT_EXCEEDED`, as the spec asks, so reservations cannot pile up.
     pub max_pending_uploads: u32,
+    pub url_preview: UrlPreviewConfig,
+}
+
+/// URL previews (`/media/preview_url`): the server fetches pages its users paste, so it must never
+/// be turned against the network it sits in. Off by default; when on, every address a URL
+/// resolves to (and every redirect's) is checked against `deny_ranges`, which `allow_ranges`
+/// may open up (test setups, an intranet that should be previewed).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UrlPreviewConfig {
+    pub enabled: bool,
+    pub deny_ranges: Vec<Cidr>,
+    pub allow_ranges: Vec<Cidr>,
+    /// The most bytes read of a page or an image.
+    pub max_size: u64,
+    pub timeout_ms: u64,
+}
+
+/// Loopback, private, link-local, shared, documentation, benchmark, multicast and reserved
+/// ranges: what an outside page has no business resolving to (Synapse's recommended list).
+pub const DEFAULT_PREVIEW_DENY: &[&str] = &[
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.0.2.0/24",
+    "192.88.99.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+    "::/128",
+    "::1/128",
+    "64:ff9b::/96",
+    "100::/64",
+    "2001:db8::/32",
+    "fc00::/7",
+    "fe80::/10",
+    "fec0::/10",
+    "ff00::/8",
+];
+
+impl Default for UrlPreviewConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            deny_ranges: DEFAULT_PREVIEW_DENY.iter().map(|r| r.parse().expect("valid default range")).collect(),
+            allow_ranges: Vec::new(),
+            max_size: 10 * 1024 * 1024,
+            timeout_ms: 10_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -303,7 +360,13 @@ impl Default for FederationConfig {
 
 impl Default for MediaConfig {
     fn default() -> Self {
-        Self { path: None, max_upload_size: 50 * 1024 * 1024, legacy_unauthenticated: false, max_pending_uploads: 5 }
+        Self {
+            path: None,
+            max_upload_size: 50 * 1024 * 1024,
+            legacy_unauthenticated: false,
+            max_pending_uploads: 5,
+            url_preview: UrlPreviewConfig::default(),
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 //! (federation) sits beside local media. A stored file is referenced by every media id and
 //! thumbnail with its contents; `sha256_refcount` counts them for the day files are deleted.
 
+pub mod preview;
 pub mod storage;
 pub mod thumbnail;
 
@@ -97,6 +98,8 @@ pub struct Media {
     uploads: watch::Sender<u64>,
     /// Bounds thumbnail decodes in flight: each may take up to 512 MiB.
     decodes: tokio::sync::Semaphore,
+    /// Recent URL previews.
+    pub(crate) previews: preview::PreviewCache,
 }
 
 impl Media {
@@ -110,6 +113,7 @@ impl Media {
             write_lock: Mutex::new(()),
             uploads: watch::Sender::new(0),
             decodes: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
+            previews: Default::default(),
         };
         // Reservations that expired while the server was down go now.
         {

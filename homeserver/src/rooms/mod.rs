@@ -103,6 +103,10 @@ pub struct EventMeta {
     /// remote servers ask for at an event is this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_after: Option<u64>,
+    /// The state event this state event replaced in its DAG branch (`unsigned.replaces_state`,
+    /// and where `prev_content` comes from).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<OwnedEventId>,
 }
 
 impl EventMeta {
@@ -804,6 +808,10 @@ impl Rooms {
         if short.is_none() && before.is_none() {
             return Err(Error::Internal("a room's first event must be a state event".into()));
         }
+        let replaces = match (short, before) {
+            (Some(short), Some(before)) => self.state.load(before)?.get(&short).cloned(),
+            _ => None,
+        };
         let tables = &self.db.tables;
         let member_of = |pdu: &Pdu| {
             (pdu.kind == TimelineEventType::RoomMember)
@@ -892,6 +900,7 @@ impl Rooms {
                 snapshot,
                 redacted_because: None,
                 state_after: (dag_snapshot != snapshot).then_some(dag_snapshot),
+                replaces: replaces.clone(),
             };
             tables.eventid_pdu.insert(batch, &event_id, &json);
             tables.eventid_meta.insert(batch, &event_id, &Json(meta.clone()));

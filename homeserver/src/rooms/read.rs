@@ -113,16 +113,16 @@ impl Rooms {
                 .filter(|o| !o.rejected)
                 .map(|o| pdu::client_event(&event_id.to_owned(), &o.room_id, &json, None)));
         };
-        let unsigned = match &meta.redacted_because {
-            Some(redaction) => match self.pdu_json(redaction)? {
-                Some(r) => Some(
-                    serde_json::json!({ "redacted_because": pdu::client_event(redaction, &meta.room_id, &r, None) }),
-                ),
-                None => None,
-            },
-            None => None,
-        };
-        Ok(Some(pdu::client_event(&event_id.to_owned(), &meta.room_id, &json, unsigned)))
+        let mut unsigned = serde_json::Map::new();
+        if let Some(redaction) = &meta.redacted_because {
+            if let Some(r) = self.pdu_json(redaction)? {
+                unsigned.insert("redacted_because".into(), pdu::client_event(redaction, &meta.room_id, &r, None));
+            }
+        }
+        if let Some(replaced) = &meta.replaces {
+            unsigned.insert("replaces_state".into(), replaced.as_str().into());
+        }
+        Ok(Some(pdu::client_event(&event_id.to_owned(), &meta.room_id, &json, Some(Value::Object(unsigned)))))
     }
 
     /// `GET /messages`.

@@ -301,8 +301,14 @@ impl Rooms {
         };
         for (i, (id, _, json)) in accepted.iter().enumerate() {
             let pos = first + i as u64;
-            let meta =
-                super::EventMeta { room_id: room.to_owned(), pos, snapshot, redacted_because: None, state_after: None };
+            let meta = super::EventMeta {
+                room_id: room.to_owned(),
+                pos,
+                snapshot,
+                redacted_because: None,
+                state_after: None,
+                replaces: None,
+            };
             tables.eventid_pdu.insert(&mut batch, id, json);
             tables.eventid_meta.insert(&mut batch, id, &Json(meta));
             tables.eventid_outlier.remove(&mut batch, id);

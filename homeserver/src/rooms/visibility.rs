@@ -467,12 +467,30 @@ impl<'a> Reader<'a> {
         if !self.may_see(pos)? {
             return Ok(None);
         }
-        let Some(event) = self.rooms.client_event(event_id)? else { return Ok(None) };
+        let Some(mut event) = self.rooms.client_event(event_id)? else { return Ok(None) };
         let joined_then = self.joined_since.is_some_and(|j| pos > j) || self.window()?.joined_at(pos);
         if !joined_then && self.sender_erased(&event)? {
             return self.rooms.pruned_client_event(event_id);
         }
+        self.add_prev_content(&mut event)?;
         Ok(Some(event))
+    }
+
+    /// `prev_content` and `prev_sender` of a state event, from the event it replaced, when this
+    /// reader may see that one (`replaces_state` is there regardless, as the spec says).
+    fn add_prev_content(&self, event: &mut Value) -> Result<()> {
+        let Some(replaced) = event["unsigned"]["replaces_state"].as_str() else { return Ok(()) };
+        let Ok(replaced) = ruma::OwnedEventId::try_from(replaced) else { return Ok(()) };
+        let Some(meta) = self.rooms.meta(&replaced)? else { return Ok(()) };
+        if !self.may_see(meta.pos)? {
+            return Ok(());
+        }
+        let Some(previous) = self.rooms.client_event(&replaced)? else { return Ok(()) };
+        if let Some(unsigned) = event["unsigned"].as_object_mut() {
+            unsigned.insert("prev_content".into(), previous["content"].clone());
+            unsigned.insert("prev_sender".into(), previous["sender"].clone());
+        }
+        Ok(())
     }
 
     fn sender_erased(&self, event: &Value) -> Result<bool> {

@@ -35,6 +35,9 @@ pub struct SyncFilter {
     /// events are always included, as the spec allows.
     pub lazy_load_members: bool,
     pub include_leave: bool,
+    /// The request's `use_state_after`: `state` carries the changes up to the timeline's end
+    /// (served as `state_after`) rather than up to its start.
+    pub state_after: bool,
 }
 
 impl Default for SyncFilter {
@@ -51,6 +54,7 @@ impl Default for SyncFilter {
             not_rooms: Vec::new(),
             lazy_load_members: false,
             include_leave: false,
+            state_after: false,
         }
     }
 }
@@ -380,7 +384,20 @@ pub(crate) fn room_sync(
         Some(pos) => rooms.snapshot_before(room, pos)?,
         None => rooms.snapshot_before(room, until + 1)?,
     };
-    let state_ids: Vec<OwnedEventId> = if full_state || limited {
+    let state_ids: Vec<OwnedEventId> = if filter.state_after {
+        // The state at the timeline's end, or what changed in it since the client's position.
+        let end: Vec<OwnedEventId> = match rooms.snapshot_before(room, until.saturating_add(1))? {
+            Some(s) => rooms.full_state(s)?.into_iter().map(|(_, id)| id).collect(),
+            None => Vec::new(),
+        };
+        match from.filter(|_| !full_state).and_then(|f| rooms.snapshot_before(room, f + 1).ok().flatten()) {
+            Some(s) => {
+                let before: BTreeSet<OwnedEventId> = rooms.full_state(s)?.into_iter().map(|(_, id)| id).collect();
+                end.into_iter().filter(|id| !before.contains(id)).collect()
+            }
+            None => end,
+        }
+    } else if full_state || limited {
         let mut state: BTreeMap<(StateEventType, String), OwnedEventId> = match state_at_start {
             Some(snapshot) => rooms.full_state(snapshot)?.into_iter().collect(),
             None => BTreeMap::new(),

@@ -16,5 +16,6 @@ mod search;
 mod stream;
 mod sync;
 mod threads;
+mod url_previews;
 mod versions;
 mod visibility;

@@ -824,3 +824,52 @@ async fn sliding_sync_account_data_receipts_and_typing_extensions() {
     assert!(ext["receipts"]["rooms"].as_object().is_none_or(|r| r.is_empty()), "{ext}");
     assert!(ext["typing"]["rooms"].as_object().is_none_or(|r| r.is_empty()), "{ext}");
 }
+
+/// `use_state_after` (v1.16): `state_after` holds the state up to the timeline's end, including
+/// the timeline's own state events; state events carry `replaces_state` and, for a reader who may
+/// see the replaced event, `prev_content` and `prev_sender`. `/versions` lists exactly the
+/// versions implemented.
+#[tokio::test]
+async fn state_after_and_replaced_state() {
+    let server = TestServer::start();
+    let alice = server.register("alice", "pw").await;
+    let token = alice.access_token().unwrap();
+    let room = create_room(&server, &token, json!({ "name": "Premier nom" })).await;
+    let first = get(&server, &token, "/_matrix/client/v3/sync?use_state_after=true").await;
+    let joined = &first["rooms"]["join"][&room];
+    assert!(joined.get("state").is_none(), "state_after replaces state: {joined}");
+    let names: Vec<&Value> =
+        joined["state_after"]["events"].as_array().unwrap().iter().filter(|e| e["type"] == "m.room.name").collect();
+    assert_eq!(names.len(), 1, "the state at the end of the timeline, timeline state included: {joined}");
+    let since = first["next_batch"].as_str().unwrap().to_owned();
+
+    let name_path = format!("/_matrix/client/v3/rooms/{}/state/m.room.name/", urlencode(&room));
+    let old_name = names[0]["event_id"].as_str().unwrap().to_owned();
+    let new_name = put(&server, &token, &name_path, json!({ "name": "Second nom" })).await["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let next = get(&server, &token, &format!("/_matrix/client/v3/sync?use_state_after=true&since={since}")).await;
+    let joined = &next["rooms"]["join"][&room];
+    let after: Vec<&str> =
+        joined["state_after"]["events"].as_array().unwrap().iter().map(|e| e["event_id"].as_str().unwrap()).collect();
+    assert_eq!(after, vec![new_name.as_str()], "only what changed: {joined}");
+    let in_timeline = &joined["timeline"]["events"][0];
+    assert_eq!(in_timeline["unsigned"]["replaces_state"], old_name.as_str(), "{in_timeline}");
+    assert_eq!(in_timeline["unsigned"]["prev_content"]["name"], "Premier nom", "{in_timeline}");
+    assert_eq!(in_timeline["unsigned"]["prev_sender"], "@alice:localhost");
+    // Without the flag: `state` as before, the timeline's state events not repeated in it.
+    let plain = get(&server, &token, &format!("/_matrix/client/v3/sync?since={since}")).await;
+    let joined = &plain["rooms"]["join"][&room];
+    assert!(joined.get("state_after").is_none(), "{joined}");
+    assert!(joined["state"]["events"].as_array().is_none_or(|e| e.is_empty()), "{joined}");
+    let event =
+        get(&server, &token, &format!("/_matrix/client/v3/rooms/{}/event/{}", urlencode(&room), urlencode(&new_name)))
+            .await;
+    assert_eq!(event["unsigned"]["prev_content"]["name"], "Premier nom", "{event}");
+
+    let versions = get(&server, &token, "/_matrix/client/versions").await;
+    let versions: Vec<&str> = versions["versions"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert!(versions.contains(&"v1.16"), "{versions:?}");
+    assert!(!versions.contains(&"v1.17"), "appservice device management (v1.17) is not there yet: {versions:?}");
+}

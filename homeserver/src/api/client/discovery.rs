@@ -23,9 +23,12 @@ use crate::{
     services::Services,
 };
 
-/// The spec versions whose client-server API this server implements; grows as features land.
-pub const SUPPORTED_VERSIONS: &[&str] =
-    &["v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11", "v1.12"];
+/// The spec versions whose client-server API this server implements; grows as features land
+/// (v1.17 needs the application service device management of the appservice work).
+pub const SUPPORTED_VERSIONS: &[&str] = &[
+    "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11", "v1.12", "v1.13",
+    "v1.14", "v1.15", "v1.16",
+];
 
 pub async fn versions(
     _: Arc<Services>,

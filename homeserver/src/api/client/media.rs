@@ -87,6 +87,8 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma(config)
         .ruma(legacy_config)
         .ruma(create)
+        .ruma(preview_url)
+        .ruma(legacy_preview_url)
         .route_all::<create_content::v3::Request>(post(upload))
         .route_all::<create_content_async::v3::Request>(put(upload_reserved));
     router = get_route(router, download);
@@ -134,6 +136,28 @@ pub async fn config(
     _: Ruma<authenticated_media::get_media_config::v1::Request>,
 ) -> Result<authenticated_media::get_media_config::v1::Response> {
     Ok(authenticated_media::get_media_config::v1::Response::new(upload_size(&services)))
+}
+
+/// `GET /_matrix/client/v1/media/preview_url`
+pub async fn preview_url(
+    services: Arc<Services>,
+    request: Ruma<authenticated_media::get_media_preview::v1::Request>,
+) -> Result<authenticated_media::get_media_preview::v1::Response> {
+    let user = request.sender()?.user_id.clone();
+    let preview = crate::media::preview::preview(&services, &user, &request.body.url).await?;
+    authenticated_media::get_media_preview::v1::Response::from_serialize(&preview)
+        .map_err(|e| Error::Internal(e.to_string()))
+}
+
+/// `GET /_matrix/media/v3/preview_url` (deprecated; authenticated like the new one)
+#[allow(deprecated)]
+pub async fn legacy_preview_url(
+    services: Arc<Services>,
+    request: Ruma<media::get_media_preview::v3::Request>,
+) -> Result<media::get_media_preview::v3::Response> {
+    let user = request.sender()?.user_id.clone();
+    let preview = crate::media::preview::preview(&services, &user, &request.body.url).await?;
+    media::get_media_preview::v3::Response::from_serialize(&preview).map_err(|e| Error::Internal(e.to_string()))
 }
 
 /// `GET /_matrix/media/v3/config` (deprecated)

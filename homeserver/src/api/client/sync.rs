@@ -57,6 +57,7 @@ fn filter_of(services: &Services, user: &ruma::UserId, filter: Option<&Filter>) 
         not_rooms: room.not_rooms.clone(),
         lazy_load_members: !room.state.lazy_load_options.is_disabled(),
         include_leave: room.include_leave,
+        state_after: false,
     })
 }
 
@@ -111,6 +112,16 @@ fn knock_safe(response: sync_events::v3::Response) -> axum::response::Response {
     }
 }
 
+/// `state` or, when the client asked with `use_state_after`, `state_after`.
+fn state_section(after: bool, data: &RoomSync) -> State {
+    let events = StateEvents::with_events(data.state.iter().map(to_raw).collect());
+    if after {
+        State::After(events)
+    } else {
+        State::Before(events)
+    }
+}
+
 pub async fn sync_events(
     services: Arc<Services>,
     request: Ruma<sync_events::v3::Request>,
@@ -118,6 +129,7 @@ pub async fn sync_events(
     let owner = request.sender()?.clone();
     let user = owner.user_id;
     let body = request.body;
+    let state_after = body.use_state_after;
     let params = SyncParams {
         device: owner.device_id,
         set_presence: match body.set_presence.as_str() {
@@ -127,7 +139,7 @@ pub async fn sync_events(
         since: body.since.as_deref().map(SyncToken::parse).transpose()?,
         timeout: body.timeout.unwrap_or_default().min(MAX_TIMEOUT),
         full_state: body.full_state,
-        filter: filter_of(&services, &user, body.filter.as_ref())?,
+        filter: SyncFilter { state_after, ..filter_of(&services, &user, body.filter.as_ref())? },
         user,
     };
     let result = sync(&services, params).await?;
@@ -136,7 +148,7 @@ pub async fn sync_events(
     for (room, data) in &result.join {
         let mut joined = JoinedRoom::new();
         joined.timeline = timeline(data);
-        joined.state = State::Before(StateEvents::with_events(data.state.iter().map(to_raw).collect()));
+        joined.state = state_section(state_after, data);
         joined.account_data = room_account_data(data);
         joined.ephemeral.events = data.ephemeral.iter().map(to_raw).collect();
         joined.unread_notifications.notification_count = UInt::new(data.notification_count);
@@ -151,7 +163,7 @@ pub async fn sync_events(
     for (room, data) in &result.leave {
         let mut left = LeftRoom::new();
         left.timeline = timeline(data);
-        left.state = State::Before(StateEvents::with_events(data.state.iter().map(to_raw).collect()));
+        left.state = state_section(state_after, data);
         response.rooms.leave.insert(room.clone(), left);
     }
     for (room, events) in &result.invite {
