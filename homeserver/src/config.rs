@@ -45,7 +45,52 @@ pub struct Config {
     pub voip: VoipConfig,
     pub support: SupportConfig,
     pub session: SessionConfig,
+    pub email: EmailConfig,
     pub log: LogConfig,
+}
+
+/// Outgoing email, for validating the addresses users add (`/account/3pid/email/requestToken`)
+/// and for password resets by email. Without `smtp_host` the server sends none and those
+/// endpoints answer 403 `M_THREEPID_DENIED` (a ministry's directory usually owns addresses).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmailConfig {
+    pub smtp_host: Option<String>,
+    pub smtp_port: u16,
+    /// `starttls` (upgrade a plain connection, refuse if the relay cannot), `tls` (implicit TLS,
+    /// usually port 465) or `none` (a relay on the same host or a test sink only).
+    pub smtp_tls: SmtpTls,
+    pub smtp_user: Option<String>,
+    /// File holding the SMTP password (kept out of the configuration file).
+    pub smtp_password_file: Option<PathBuf>,
+    /// The `From:` of the messages.
+    pub notif_from: Option<String>,
+    /// How long a validation token sent by email may be used.
+    pub token_lifetime_s: u64,
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    Starttls,
+    Tls,
+    None,
+}
+
+impl Default for EmailConfig {
+    fn default() -> Self {
+        Self {
+            smtp_host: None,
+            smtp_port: 587,
+            smtp_tls: SmtpTls::Starttls,
+            smtp_user: None,
+            smtp_password_file: None,
+            notif_from: None,
+            token_lifetime_s: 3600,
+            timeout_ms: 10_000,
+        }
+    }
 }
 
 /// Sessions: how long an access token issued with a refresh token lives (clients that ask for
@@ -334,6 +379,7 @@ impl Default for Config {
             rooms: RoomsConfig::default(),
             voip: VoipConfig::default(),
             session: SessionConfig::default(),
+            email: EmailConfig::default(),
             support: SupportConfig::default(),
             log: LogConfig::default(),
         }
@@ -495,6 +541,22 @@ impl Config {
         }
         if self.media.max_upload_size == 0 {
             return Err(ConfigError::new("media.max_upload_size", "must be at least 1 byte"));
+        }
+        if let Some(path) = &self.email.smtp_password_file {
+            if let Err(e) = std::fs::read_to_string(path) {
+                return Err(ConfigError::new(
+                    "email.smtp_password_file",
+                    format!("cannot read {}: {e}", path.display()),
+                ));
+            }
+        }
+        if self.email.smtp_user.is_some() != self.email.smtp_password_file.is_some() {
+            return Err(ConfigError::new("email.smtp_user", "set both smtp_user and smtp_password_file, or neither"));
+        }
+        if let Some(from) = &self.email.notif_from {
+            if from.parse::<lettre::message::Mailbox>().is_err() {
+                return Err(ConfigError::new("email.notif_from", format!("{from:?} is not a valid mailbox")));
+            }
         }
         if let Some(url) = &self.public_baseurl {
             if !(url.starts_with("http://") || url.starts_with("https://")) {

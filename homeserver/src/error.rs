@@ -31,6 +31,10 @@ pub enum Error {
     /// A third-party id validation session that does not exist or was not completed.
     #[error("{0}")]
     ThreepidAuthFailed(String),
+    #[error("this address is already in use")]
+    ThreepidInUse,
+    #[error("no account has this address")]
+    ThreepidNotFound,
     /// The account is locked by an admin.
     #[error("this account is locked")]
     UserLocked,

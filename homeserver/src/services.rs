@@ -43,6 +43,7 @@ pub struct Services {
     pub push: crate::push::evaluate::Evaluator,
     pub push_sender: crate::push::sender::PushSender,
     pub search: crate::search::Search,
+    pub threepids: crate::users::threepid::Threepids,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +90,7 @@ impl Services {
             push: crate::push::evaluate::Evaluator::new(&db),
             push_sender: Default::default(),
             search: crate::search::Search::open(&config.database.path.join("search"))?,
+            threepids: crate::users::threepid::Threepids::new(db.clone(), config.clone()),
             db,
             config,
         });

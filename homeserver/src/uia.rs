@@ -24,6 +24,9 @@ use crate::{
 pub const DUMMY: &str = "m.login.dummy";
 pub const PASSWORD: &str = "m.login.password";
 pub const REGISTRATION_TOKEN: &str = "m.login.registration_token";
+/// Offered only where the caller has already checked the validation session it names (a
+/// password reset), so the stage itself passes here.
+pub const EMAIL_IDENTITY: &str = "m.login.email.identity";
 
 const SESSION_LIFETIME: Duration = Duration::from_secs(15 * 60);
 const MAX_SESSIONS: usize = 100_000;
@@ -85,6 +88,7 @@ impl Uia {
         }
         let failure = match auth {
             AuthData::Dummy(_) => None,
+            AuthData::EmailIdentity(_) => None,
             AuthData::RegistrationToken(t) if self.registration_token_matches(&t.token) => None,
             AuthData::RegistrationToken(_) => Some("invalid registration token"),
             AuthData::Password(p) => match (user, &p.identifier) {

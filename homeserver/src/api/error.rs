@@ -63,6 +63,8 @@ impl From<Error> for ApiError {
             Error::UserLocked => (S::UNAUTHORIZED, "M_USER_LOCKED"),
             Error::UserSuspended => (S::FORBIDDEN, "M_USER_SUSPENDED"),
             Error::ThreepidAuthFailed(_) => (S::BAD_REQUEST, "M_THREEPID_AUTH_FAILED"),
+            Error::ThreepidInUse => (S::BAD_REQUEST, "M_THREEPID_IN_USE"),
+            Error::ThreepidNotFound => (S::BAD_REQUEST, "M_THREEPID_NOT_FOUND"),
             Error::LimitExceeded { .. } => (S::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED"),
             Error::TooLarge(_) => (S::PAYLOAD_TOO_LARGE, "M_TOO_LARGE"),
             Error::Unrecognized(_) => (S::NOT_FOUND, "M_UNRECOGNIZED"),

@@ -16,7 +16,11 @@ use crate::{
     media::{MediaRecord, ThumbnailRecord},
     push::{evaluate::NotificationRecord, pushers::PusherRecord},
     rooms::{state::Snapshot, AliasRecord, EventMeta, MembershipRecord, OutlierMeta, RoomRecord},
-    users::{account_data::AccountDataRecord, Account, Device, TokenOwner},
+    users::{
+        account_data::AccountDataRecord,
+        threepid::{ThreepidRecord, ValidationSession},
+        Account, Device, TokenOwner,
+    },
 };
 
 /// Column family names; `Database::open` creates them all.
@@ -78,6 +82,10 @@ pub const NAMES: &[&str] = &[
     "refreshhash_session",
     "openidhash_user",
     "loginhash_user",
+    "sid_threepidsession",
+    "attempthash_sid",
+    "useridmediumaddress_threepid",
+    "mediumaddress_userid",
     "useridpushkey_pusher",
     "appidpushkey_userid",
     "pusherpos_pending",
@@ -102,6 +110,15 @@ pub struct Tables {
     /// sha256(login token) → (user, expiry ms): single-use tokens from `/login/get_token` that
     /// sign a new device in with `m.login.token`.
     pub loginhash_user: Table<Vec<u8>, Json<(OwnedUserId, u64)>>,
+    /// Email validation sessions by id (only hashes of the client secret and token).
+    pub sid_threepidsession: Table<String, Json<ValidationSession>>,
+    /// SHA-256 of (purpose, client secret, address) → (session id, last `send_attempt`): a
+    /// repeated attempt gets the same session and no second email.
+    pub attempthash_sid: Table<Vec<u8>, Json<(String, u64)>>,
+    /// (user, medium, address) → when it was added and validated.
+    pub useridmediumaddress_threepid: Table<(OwnedUserId, String, String), Json<ThreepidRecord>>,
+    /// (medium, address) → the account it belongs to (one account per address).
+    pub mediumaddress_userid: Table<(String, String), OwnedUserId>,
     /// (user, app id, pushkey) → a pusher and the device that set it.
     pub useridpushkey_pusher: Table<(OwnedUserId, String, String), Json<PusherRecord>>,
     /// (app id, pushkey, user): who registered a pushkey, so a pushkey moving to another user
@@ -220,6 +237,10 @@ impl Tables {
             refreshhash_session: Table::new(db, "refreshhash_session"),
             openidhash_user: Table::new(db, "openidhash_user"),
             loginhash_user: Table::new(db, "loginhash_user"),
+            sid_threepidsession: Table::new(db, "sid_threepidsession"),
+            attempthash_sid: Table::new(db, "attempthash_sid"),
+            useridmediumaddress_threepid: Table::new(db, "useridmediumaddress_threepid"),
+            mediumaddress_userid: Table::new(db, "mediumaddress_userid"),
             useridpushkey_pusher: Table::new(db, "useridpushkey_pusher"),
             appidpushkey_userid: Table::new(db, "appidpushkey_userid"),
             pusherpos_pending: Table::new(db, "pusherpos_pending"),

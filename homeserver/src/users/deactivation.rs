@@ -19,6 +19,10 @@ const ABORT_AFTER_ENV: &str = "FAULT_HEMICYCLE_ABORT_DEACTIVATION_AFTER";
 /// Deactivates `user` and makes them leave every room.
 pub async fn deactivate(services: &Services, user: &UserId, erase: bool) -> Result<()> {
     services.users.deactivate(user, erase).await?;
+    // Its addresses are freed: they may serve another account, and reset nothing here.
+    for (medium, address, _) in services.threepids.list(user)? {
+        services.threepids.remove(user, &medium, &address)?;
+    }
     leave_rooms(services, user).await
 }
 

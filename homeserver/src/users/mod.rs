@@ -9,6 +9,7 @@ pub mod deactivation;
 pub mod filters;
 pub mod password;
 pub mod profile;
+pub mod threepid;
 
 use std::{
     collections::HashMap,

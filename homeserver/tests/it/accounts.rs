@@ -460,7 +460,9 @@ async fn third_party_ids_are_refused_without_a_sender() {
     let gone = json!({ "medium": "email", "address": "alice@example.gouv.fr" });
     let (status, body) = call(reqwest::Method::POST, "/_matrix/client/v3/account/3pid/delete", true, gone).await;
     assert_eq!((status, body["id_server_unbind_result"].as_str()), (200, Some("no-support")));
-    let add = json!({ "client_secret": "secret", "sid": "nosuchsession" });
+    let password =
+        json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "alice" }, "password": "pw" });
+    let add = json!({ "client_secret": "secret", "sid": "nosuchsession", "auth": password });
     let (status, body) = call(reqwest::Method::POST, "/_matrix/client/v3/account/3pid/add", true, add).await;
     assert_eq!((status, body["errcode"].as_str()), (400, Some("M_THREEPID_AUTH_FAILED")));
     let email = json!({ "client_secret": "secret", "email": "alice@example.gouv.fr", "send_attempt": 1 });

@@ -6,6 +6,7 @@ mod cli;
 mod common;
 mod durability;
 mod e2ee;
+mod email;
 mod errors;
 mod media;
 mod previews;

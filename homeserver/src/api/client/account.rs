@@ -97,13 +97,42 @@ pub async fn change_password(
     services: Arc<Services>,
     request: Ruma<change_password::v3::Request>,
 ) -> Result<change_password::v3::Response> {
-    let owner = request.sender()?.clone();
     let body = request.body;
+    let Some(owner) = request.owner else {
+        return reset_password(&services, body).await;
+    };
     services
         .uia
         .authorize(&services.users, body.auth.as_ref(), &[&[uia::PASSWORD]], Some(&owner.user_id), "change_password")
         .await?;
     services.users.set_password(&owner.user_id, body.new_password, body.logout_devices, Some(&owner.device_id)).await?;
+    Ok(change_password::v3::Response::new())
+}
+
+/// `POST /account/password` without an access token: a password reset, authorized by an email
+/// validation session opened with `/account/password/email/requestToken`.
+async fn reset_password(
+    services: &Services,
+    body: change_password::v3::Request,
+) -> Result<change_password::v3::Response> {
+    // Without email credentials this answers the challenge; with them the stage passes here
+    // and the session they name is checked (and used up) right after.
+    services
+        .uia
+        .authorize(&services.users, body.auth.as_ref(), &[&[uia::EMAIL_IDENTITY]], None, "reset_password")
+        .await?;
+    let Some(ruma::api::client::uiaa::AuthData::EmailIdentity(email)) = &body.auth else {
+        return Err(Error::forbidden("a password reset needs email credentials"));
+    };
+    let creds = &email.thirdparty_id_creds;
+    let address = services.threepids.take_validated(
+        creds.sid.as_str(),
+        creds.client_secret.as_str(),
+        crate::users::threepid::Purpose::ResetPassword,
+    )?;
+    let user = services.threepids.owner("email", &address)?.ok_or(Error::ThreepidNotFound)?;
+    services.users.set_password(&user, body.new_password, body.logout_devices, None).await?;
+    tracing::info!(%user, "password reset by email");
     Ok(change_password::v3::Response::new())
 }
 

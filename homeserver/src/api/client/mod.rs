@@ -66,6 +66,10 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma(threepid::msisdn_for_password)
         .ruma(threepid::email_for_registration)
         .ruma(threepid::msisdn_for_registration)
+        .route(
+            "/_hemicycle/client/email/submit_token",
+            axum::routing::get(threepid::submit_token_link).post(threepid::submit_token),
+        )
         .ruma(account::change_password)
         .ruma(account::deactivate)
         .ruma(devices::list)
