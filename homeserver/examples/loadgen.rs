@@ -133,8 +133,11 @@ async fn main() {
         "initial-sync" => initial_sync_scenario(&http, &base, &args).await,
         "unread" => unread_scenario(&http, &base).await,
         "push" => push_scenario(&http, &base, &args).await,
+        "login-burst" => login_burst_scenario(&http, &base, server.id()).await,
         other => panic!("unknown scenario {other}"),
     }
+    let (rss, peak) = rss_mib(server.id());
+    println!("\nserver RSS at the end: {rss:.0} MiB (peak {peak:.0} MiB)");
     let _ = server.kill();
     let _ = server.wait();
 }
@@ -227,6 +230,79 @@ fn cpu_seconds(pid: u32) -> f64 {
             .unwrap_or_else(|| panic!("/proc/{pid}/stat field {i} unreadable: {stat}"))
     };
     (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The server's resident memory and its peak (`VmRSS`, `VmHWM`), in MiB.
+fn rss_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| -> f64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Samples the server's RSS every 20 ms until told to stop; returns the highest seen.
+fn sample_rss(pid: u32) -> (Arc<tokio::sync::Notify>, tokio::task::JoinHandle<f64>) {
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let stopped = stop.clone();
+    let task = tokio::spawn(async move {
+        let mut highest = 0f64;
+        let stopped = stopped.notified();
+        tokio::pin!(stopped);
+        loop {
+            highest = highest.max(rss_mib(pid).0);
+            tokio::select! {
+                _ = &mut stopped => return highest.max(rss_mib(pid).0),
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+        }
+    });
+    (stop, task)
+}
+
+/// The Monday 9:00 burst: waves of concurrent registrations (50, then 250 more), then all 300
+/// accounts logging in at once, with the server's RSS sampled throughout and after a minute idle.
+async fn login_burst_scenario(http: &reqwest::Client, base: &str, pid: u32) {
+    println!("| step | concurrent requests | p50 ms | p99 ms | RSS peak MiB | RSS after MiB |");
+    println!("|---|---|---|---|---|---|");
+    println!("| idle after start | 0 | | | | {:.0} |", rss_mib(pid).0);
+    let mut registered = 0usize;
+    for (step, wave) in [("registrations", 50usize), ("registrations", 250), ("logins", 300)] {
+        let (stop, sampler) = sample_rss(pid);
+        let names: Vec<usize> =
+            if step == "logins" { (0..registered).collect() } else { (registered..registered + wave).collect() };
+        let mut latencies: Vec<Duration> = futures::future::join_all(names.iter().map(|i| async move {
+            let t = Instant::now();
+            if step == "logins" {
+                let body = json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": format!("burst{i}") }, "password": "load-password" });
+                post(http, &format!("{base}/_matrix/client/v3/login"), None, body).await;
+            } else {
+                register(http, base, &format!("burst{i}")).await;
+            }
+            t.elapsed()
+        }))
+        .await;
+        stop.notify_one();
+        let peak = sampler.await.expect("sampler");
+        if step != "logins" {
+            registered += wave;
+        }
+        latencies.sort();
+        println!(
+            "| {step} | {} | {:.0} | {:.0} | {peak:.0} | {:.0} |",
+            names.len(),
+            percentile(&latencies, 0.5).as_secs_f64() * 1000.0,
+            percentile(&latencies, 0.99).as_secs_f64() * 1000.0,
+            rss_mib(pid).0
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    println!("| a minute idle | 0 | | | | {:.0} |", rss_mib(pid).0);
 }
 
 async fn register(http: &reqwest::Client, base: &str, name: &str) -> String {

@@ -152,6 +152,9 @@ pub struct SupportContact {
 pub struct DatabaseConfig {
     /// Directory holding the RocksDB files (and the admin socket).
     pub path: PathBuf,
+    /// Memory RocksDB may use for its block cache and write buffers together (MiB): one budget
+    /// for every column family instead of RocksDB's per-family defaults.
+    pub cache_mb: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -388,7 +391,7 @@ impl Default for Config {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { path: PathBuf::from("./data") }
+        Self { path: PathBuf::from("./data"), cache_mb: 64 }
     }
 }
 
@@ -535,6 +538,9 @@ impl Config {
         }
         if self.limits.max_request_size < 1024 {
             return Err(ConfigError::new("limits.max_request_size", "must be at least 1024 bytes"));
+        }
+        if self.database.cache_mb < 8 {
+            return Err(ConfigError::new("database.cache_mb", "must be at least 8"));
         }
         if self.media.max_pending_uploads == 0 {
             return Err(ConfigError::new("media.max_pending_uploads", "must be at least 1"));

@@ -9,6 +9,11 @@ use hemicycle::{
     services::{OpenError, Services},
 };
 
+/// mimalloc returns freed pages to the system within milliseconds, so the memory of a burst
+/// (argon2id takes 19 MiB per hash) does not stay with the process as glibc's arenas keep it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "hemicycle", version, about = "Matrix homeserver for public administrations")]
 struct Cli {
@@ -136,10 +141,12 @@ fn main() -> ExitCode {
 /// Rotates the signing key on the database directly: a running server holds the database (and
 /// its key in memory), so this is refused while one runs.
 fn rotate_key(config: &Config) -> Result<(), String> {
-    let db = hemicycle::db::Database::open(&config.database.path).map_err(|e| match e {
-        hemicycle::db::DbError::Locked(path) => format!("the database at {path} is in use: stop the server first"),
-        other => other.to_string(),
-    })?;
+    let db = hemicycle::db::Database::open_with_budget(&config.database.path, config.database.cache_mb).map_err(
+        |e| match e {
+            hemicycle::db::DbError::Locked(path) => format!("the database at {path} is in use: stop the server first"),
+            other => other.to_string(),
+        },
+    )?;
     let key_id = hemicycle::server_keys::ServerKeys::rotate(&db).map_err(|e| e.to_string())?;
     db.flush().map_err(|e| e.to_string())?;
     println!("{key_id}");

@@ -57,7 +57,7 @@ pub enum OpenError {
 impl Services {
     /// Opens the database and builds every service on it.
     pub fn open(config: Config) -> Result<Arc<Self>, OpenError> {
-        let db = Arc::new(Database::open(&config.database.path)?);
+        let db = Arc::new(Database::open_with_budget(&config.database.path, config.database.cache_mb)?);
         let server_keys = Arc::new(ServerKeys::load_or_generate(&db, config.server_name.clone())?);
         let config = Arc::new(config);
         let profiles = Arc::new(Profiles::new(db.clone()));

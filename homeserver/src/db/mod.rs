@@ -61,17 +61,41 @@ const BACKFILL_LOW_KEY: &str = "backfill_low";
 pub const STREAM_BASE: u64 = 1 << 40;
 
 impl Database {
+    /// Opens (or creates) the store at `path` with the default memory budget.
     pub fn open(path: &Path) -> Result<Self, DbError> {
+        Self::open_with_budget(path, crate::config::DatabaseConfig::default().cache_mb)
+    }
+
+    /// Opens the store with `cache_mb` MiB for the block cache and the write buffers together:
+    /// one LRU cache shared by every column family (index and filter blocks included), and the
+    /// memtables charged to it, so the store's memory stays within the budget however many
+    /// column families are written.
+    pub fn open_with_budget(path: &Path, cache_mb: u64) -> Result<Self, DbError> {
         std::fs::create_dir_all(path).map_err(|e| DbError::Io(format!("cannot create {}: {e}", path.display())))?;
+        let budget = (cache_mb.max(8) as usize) << 20;
+        let cache = rocksdb::Cache::new_lru_cache(budget);
+        let write_buffers =
+            rocksdb::WriteBufferManager::new_write_buffer_manager_with_cache(budget / 2, false, cache.clone());
+        let mut table = rocksdb::BlockBasedOptions::default();
+        table.set_block_cache(&cache);
+        table.set_cache_index_and_filter_blocks(true);
+        table.set_pin_l0_filter_and_index_blocks_in_cache(true);
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
         opts.set_max_background_jobs(2);
         opts.set_keep_log_file_num(4);
+        opts.set_write_buffer_manager(&write_buffers);
+        opts.set_block_based_table_factory(&table);
         let descriptors = tables::NAMES.iter().map(|name| {
             let mut cf = Options::default();
             cf.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            cf.set_block_based_table_factory(&table);
+            // Small memtables: most families see few writes, and the manager flushes the
+            // largest when the budget is reached.
+            cf.set_write_buffer_size((budget / 8).clamp(1 << 20, 16 << 20));
+            cf.set_max_write_buffer_number(2);
             ColumnFamilyDescriptor::new(*name, cf)
         });
         let db = DB::open_cf_descriptors(&opts, path, descriptors).map_err(|e| {

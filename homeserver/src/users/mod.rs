@@ -179,7 +179,7 @@ impl Users {
             server_name,
             create_lock: Mutex::new(()),
             stripes: crate::locks::Striped::new(USER_STRIPES),
-            hashing: tokio::sync::Semaphore::new(cores * 2),
+            hashing: tokio::sync::Semaphore::new(cores),
             failures: Mutex::new(HashMap::new()),
             dummy_hash: tokio::sync::OnceCell::new(),
             seen: Mutex::new(HashMap::new()),
