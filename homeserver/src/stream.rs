@@ -13,7 +13,7 @@ use std::{
     sync::{mpsc, Arc, Mutex},
 };
 
-use ruma::{OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedUserId, UserId};
+use ruma::{OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use tokio::sync::{oneshot, watch, Notify};
 
 use crate::db::{
@@ -136,6 +136,11 @@ pub struct Writer {
     pub pending: Arc<Mutex<Pending>>,
     /// The highest durable position; changes wake the stream's consumers.
     position: watch::Receiver<u64>,
+    /// The latest position that wrote to each room (events, receipts), so an incremental sync
+    /// skips the rooms where nothing happened since its token without reading them.
+    activity: Mutex<HashMap<OwnedRoomId, u64>>,
+    /// The latest position that changed a membership in each room (device list changes).
+    member_activity: Mutex<HashMap<OwnedRoomId, u64>>,
 }
 
 /// Most batches merged into one fsync.
@@ -153,7 +158,35 @@ impl Writer {
             .name("event-writer".into())
             .spawn(move || run(db, rx, overlay, stream, wakes))
             .expect("spawn the event writer thread");
-        Self { queue: Mutex::new(tx), thread: Mutex::new(Some(thread)), notifier, pending, position }
+        Self {
+            queue: Mutex::new(tx),
+            thread: Mutex::new(Some(thread)),
+            notifier,
+            pending,
+            position,
+            activity: Mutex::default(),
+            member_activity: Mutex::default(),
+        }
+    }
+
+    /// Records that `pos` writes to `room` (call inside the `submit` that allocated it).
+    pub fn touch_room(&self, room: &RoomId, pos: u64) {
+        raise(&self.activity, room, pos);
+    }
+
+    /// The latest position known to have written to `room` since start-up, if any.
+    pub fn room_activity(&self, room: &RoomId) -> Option<u64> {
+        self.activity.lock().expect("room activity").get(room).copied()
+    }
+
+    /// Records that `pos` changes memberships in `room` (or, at most, that the last change was
+    /// before `pos`).
+    pub fn touch_members(&self, room: &RoomId, pos: u64) {
+        raise(&self.member_activity, room, pos);
+    }
+
+    pub fn room_member_activity(&self, room: &RoomId) -> Option<u64> {
+        self.member_activity.lock().expect("member activity").get(room).copied()
     }
 
     /// A receiver of the highest durable stream position.
@@ -188,6 +221,16 @@ impl Writer {
             .send(Job { batch, pos, cleanup, done })
             .map_err(|_| crate::error::Error::Internal("the event writer has stopped".into()))?;
         Ok(receiver)
+    }
+}
+
+fn raise(map: &Mutex<HashMap<OwnedRoomId, u64>>, room: &RoomId, pos: u64) {
+    let mut map = map.lock().expect("room activity");
+    match map.get_mut(room) {
+        Some(last) => *last = (*last).max(pos),
+        None => {
+            map.insert(room.to_owned(), pos);
+        }
     }
 }
 

@@ -46,6 +46,9 @@ pub struct Database {
     /// Fault injection for the durability test only ([`SKIP_FSYNC_ENV`]): write without ever
     /// syncing, to show that the test catches a server that acknowledges before the disk has it.
     skip_sync: bool,
+    /// Point reads and iterator steps so far, so tests can show that a request's cost follows
+    /// what changed rather than the size of what is stored.
+    reads: Arc<AtomicU64>,
 }
 
 /// Test hook: when set to `1`, nothing is ever fsynced. Never set in production (not `HEMICYCLE_*`:
@@ -106,7 +109,8 @@ impl Database {
             }
         })?;
         let db = Arc::new(db);
-        let tables = Tables::new(&db);
+        let reads = Arc::new(AtomicU64::new(0));
+        let tables = Tables::new(&db, &reads);
         let mut counter = tables.meta.get(&COUNTER_KEY.to_owned())?.map(|c: codec::Be64| c.0).unwrap_or(0);
         let skip_sync = std::env::var(SKIP_FSYNC_ENV).is_ok_and(|v| v == "1");
         if skip_sync {
@@ -128,6 +132,7 @@ impl Database {
             counter: AtomicU64::new(counter),
             backfill_floor: std::sync::Mutex::new((floor, low)),
             skip_sync,
+            reads,
         };
         if migrate {
             let mut batch = Batch::new();
@@ -170,6 +175,11 @@ impl Database {
     }
 
     /// Commits the batch atomically with the WAL synced to disk.
+    /// Reads done so far (point lookups and iterator steps, every table together).
+    pub fn reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
+    }
+
     pub fn commit(&self, batch: Batch) -> Result<(), DbError> {
         self.write(batch, true)
     }
@@ -226,13 +236,18 @@ impl Batch {
 pub struct Table<K, V> {
     db: Arc<DB>,
     name: &'static str,
+    reads: Arc<AtomicU64>,
     _types: PhantomData<fn(K, V)>,
 }
 
 impl<K: Codec, V: Codec> Table<K, V> {
-    pub(crate) fn new(db: &Arc<DB>, name: &'static str) -> Self {
+    pub(crate) fn new(db: &Arc<DB>, reads: &Arc<AtomicU64>, name: &'static str) -> Self {
         assert!(db.cf_handle(name).is_some(), "column family {name} is declared in tables::NAMES");
-        Self { db: db.clone(), name, _types: PhantomData }
+        Self { db: db.clone(), name, reads: reads.clone(), _types: PhantomData }
+    }
+
+    fn count_read(&self) {
+        self.reads.fetch_add(1, Ordering::Relaxed);
     }
 
     fn cf(&self) -> &ColumnFamily {
@@ -244,6 +259,7 @@ impl<K: Codec, V: Codec> Table<K, V> {
     }
 
     pub fn get(&self, key: &K) -> Result<Option<V>, DbError> {
+        self.count_read();
         match self.db.get_pinned_cf(self.cf(), key.encode())? {
             Some(bytes) => Ok(Some(self.decode(&bytes)?)),
             None => Ok(None),
@@ -251,6 +267,7 @@ impl<K: Codec, V: Codec> Table<K, V> {
     }
 
     pub fn contains(&self, key: &K) -> Result<bool, DbError> {
+        self.count_read();
         Ok(self.db.get_pinned_cf(self.cf(), key.encode())?.is_some())
     }
 
@@ -277,6 +294,7 @@ impl<K: Codec, V: Codec> Table<K, V> {
         forward: bool,
     ) -> impl Iterator<Item = Result<(K, V), DbError>> + '_ {
         let direction = if forward { rocksdb::Direction::Forward } else { rocksdb::Direction::Reverse };
+        self.count_read();
         self.db
             .iterator_cf(self.cf(), IteratorMode::From(&start, direction))
             .take_while(move |item| match item {
@@ -284,6 +302,7 @@ impl<K: Codec, V: Codec> Table<K, V> {
                 Err(_) => true,
             })
             .map(move |item| {
+                self.count_read();
                 let (key, value) = item?;
                 Ok((self.decode(&key)?, self.decode(&value)?))
             })

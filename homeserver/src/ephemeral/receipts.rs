@@ -51,6 +51,7 @@ impl Receipts {
         let previous = self.db.tables.roomidslot_receiptpos.get(&key)?;
         let tables = &self.db.tables;
         let durable = self.writer.submit(&self.db, |batch, pos| {
+            self.writer.touch_room(room, pos);
             if let Some(old) = previous {
                 tables.roomidpos_receipt.remove(batch, &(room.to_owned(), old));
             }

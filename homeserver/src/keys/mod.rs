@@ -608,7 +608,18 @@ impl Keys {
     /// shares a room with whose devices or keys changed, users who joined a room it is in (or who
     /// are in a room it joined), and users it no longer shares any room with.
     pub fn device_list_changes(&self, rooms: &Rooms, user: &UserId, since: u64, until: u64) -> Result<DeviceLists> {
-        let memberships = rooms.memberships_of(user)?;
+        self.device_list_changes_in(rooms, user, &rooms.memberships_of(user)?, since, until)
+    }
+
+    /// [`Keys::device_list_changes`] with the user's memberships already read (sync has them).
+    pub fn device_list_changes_in(
+        &self,
+        rooms: &Rooms,
+        user: &UserId,
+        memberships: &[(OwnedRoomId, crate::rooms::MembershipRecord)],
+        since: u64,
+        until: u64,
+    ) -> Result<DeviceLists> {
         let joined: BTreeSet<OwnedRoomId> =
             memberships.iter().filter(|(_, m)| m.membership == "join").map(|(r, _)| r.clone()).collect();
         let shares_a_room = |other: &UserId| -> Result<bool> {
@@ -616,15 +627,14 @@ impl Keys {
         };
         let mut changed = BTreeSet::new();
         let mut left = BTreeSet::new();
-        for (room, membership) in &memberships {
+        for (room, membership) in memberships {
             let fresh = membership.pos > since && membership.pos <= until;
             let joined_here = membership.membership == "join";
             if !fresh && !joined_here {
                 continue;
             }
-            // A snapshot id is allocated after its event's stream position, so a room whose
-            // current snapshot is not past `since` has had no membership change since then.
-            if !fresh && rooms.room(room)?.is_none_or(|r| r.snapshot <= since) {
+            // No membership change in the room after `since`: nobody joined or left.
+            if !fresh && rooms.last_member_change(room)? <= since {
                 continue;
             }
             for (member, record) in rooms.members(room)? {

@@ -36,7 +36,7 @@ use tokio::sync::{oneshot, watch};
 use self::{pdu::Pdu, state::StateStore};
 use crate::{
     db::{
-        codec::{prefix, Be64, Json},
+        codec::{prefix, Be64, Codec, Json},
         Database,
     },
     error::{Error, Result},
@@ -279,6 +279,38 @@ impl Rooms {
 
     fn lock(&self, room: &RoomId) -> Arc<tokio::sync::Mutex<()>> {
         self.locks.lock().expect("room locks").entry(room.to_owned()).or_default().clone()
+    }
+
+    /// The latest stream position that wrote to the room (an event or a receipt): from memory,
+    /// or read once from the store after a restart.
+    pub fn last_activity(&self, room: &RoomId) -> Result<u64> {
+        if let Some(pos) = self.writer.room_activity(room) {
+            return Ok(pos);
+        }
+        let tables = &self.db.tables;
+        let end = (room.to_owned(), Be64(u64::MAX)).encode();
+        let last_event = match tables.roomidpos_eventid.scan_from(prefix(&room.to_owned()), end.clone(), false).next() {
+            Some(entry) => (entry?.0).1 .0,
+            None => 0,
+        };
+        let last_receipt = match tables.roomidpos_receipt.scan_from(prefix(&room.to_owned()), end, false).next() {
+            Some(entry) => (entry?.0).1 .0,
+            None => 0,
+        };
+        let last = last_event.max(last_receipt);
+        self.writer.touch_room(room, last);
+        Ok(last)
+    }
+
+    /// A position at or after the room's latest membership change: exact for changes since
+    /// start-up, else the room's state snapshot id (allocated after the change's position).
+    pub fn last_member_change(&self, room: &RoomId) -> Result<u64> {
+        if let Some(pos) = self.writer.room_member_activity(room) {
+            return Ok(pos);
+        }
+        let bound = self.room(room)?.map_or(0, |r| r.snapshot);
+        self.writer.touch_members(room, bound);
+        Ok(bound)
     }
 
     pub fn room(&self, room: &RoomId) -> Result<Option<RoomRecord>> {
@@ -874,6 +906,7 @@ impl Rooms {
         let mut room_record = None;
         let previous_depth = self.room(room)?.map(|r| r.depth).unwrap_or(0);
         let durable = self.writer.submit(&self.db, |batch, pos| {
+            self.writer.touch_room(room, pos);
             let mut new_snapshots = Vec::new();
             let dag_snapshot = match short {
                 Some(_) if historical => before.unwrap_or_default(),
@@ -913,6 +946,9 @@ impl Rooms {
             }
             for change in &extra_visibility {
                 change.write(tables, batch, room, pos);
+            }
+            if !memberships.is_empty() {
+                self.writer.touch_members(room, pos);
             }
             for ((target, membership, member_event), previous_join) in memberships.iter().zip(&previous_joins) {
                 let joined_since = (membership == "join").then_some(previous_join.unwrap_or(pos));

@@ -242,7 +242,8 @@ fn compute(services: &Services, params: &SyncParams, now: SyncToken) -> Result<S
     let mut result = SyncResult { next_batch: now.encode(), ..Default::default() };
     let changed_after = |pos: u64| since.is_none_or(|s| pos > s);
 
-    for (room, membership) in rooms.memberships_of(user)? {
+    let memberships = rooms.memberships_of(user)?;
+    for (room, membership) in memberships.iter().cloned() {
         if !params.filter.wants_room(&room) {
             continue;
         }
@@ -251,6 +252,14 @@ fn compute(services: &Services, params: &SyncParams, now: SyncToken) -> Result<S
                 // Newly joined (not a profile change within the same joined period): sent whole.
                 let fresh = changed_after(membership.period_start()) || params.full_state;
                 let from = if fresh { None } else { since };
+                // Nothing written to the room since the token and no typing change: nothing to
+                // read (room account data is added below on its own).
+                if let Some(since) = from {
+                    if rooms.last_activity(&room)? <= since && services.typing.typing_in(&room, typing_since).is_none()
+                    {
+                        continue;
+                    }
+                }
                 let mut data = room_sync(services, user, &room, from, current, fresh, &params.filter)?;
                 if let Some(users) = services.typing.typing_in(&room, if fresh { None } else { typing_since }) {
                     data.ephemeral.push(json!({ "type": "m.typing", "content": { "user_ids": users } }));
@@ -281,7 +290,7 @@ fn compute(services: &Services, params: &SyncParams, now: SyncToken) -> Result<S
 
     result.to_device = services.to_device.pending(user, &params.device, since.unwrap_or(0), current)?;
     if let Some(since) = since {
-        result.device_lists = services.keys.device_list_changes(rooms, user, since, current)?;
+        result.device_lists = services.keys.device_list_changes_in(rooms, user, &memberships, since, current)?;
     }
     result.one_time_key_counts = services.keys.one_time_key_counts(user, &params.device)?;
     result.unused_fallback_key_types = services.keys.unused_fallback_key_types(user, &params.device)?;
@@ -289,7 +298,8 @@ fn compute(services: &Services, params: &SyncParams, now: SyncToken) -> Result<S
         // Incremental: the presence changes since the token (few), kept if they share a room
         // with the user — no walk over every member of every room at each wake-up.
         Some(since) => {
-            let joined: BTreeSet<OwnedRoomId> = rooms.rooms_of(user, "join")?.into_iter().collect();
+            let joined: BTreeSet<&OwnedRoomId> =
+                memberships.iter().filter(|(_, m)| m.membership == "join").map(|(r, _)| r).collect();
             let mut changed = Vec::new();
             for who in services.presence.changed_between(since, current)? {
                 if who == *user || rooms.rooms_of(&who, "join")?.iter().any(|r| joined.contains(r)) {

@@ -108,13 +108,13 @@ fn random_string(len: usize, alphabet: &[u8]) -> String {
     (0..len).map(|_| alphabet[rng.random_range(0..alphabet.len())] as char).collect()
 }
 
-/// A new random access token: 32 bytes from the OS-seeded CSPRNG.
 /// How long a `/login/get_token` token may be used (Synapse's two minutes).
 pub const LOGIN_TOKEN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// How long an OpenID token proves its user's identity (Synapse's one hour).
 pub const OPENID_LIFETIME: std::time::Duration = std::time::Duration::from_secs(3600);
 
+/// A new random access token: 32 bytes from the OS-seeded CSPRNG.
 fn new_access_token() -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);

@@ -16,6 +16,7 @@ mod rooms;
 mod search;
 mod stream;
 mod sync;
+mod sync_cost;
 mod threads;
 mod url_previews;
 mod versions;

@@ -1,0 +1,129 @@
+//! What an incremental `/sync` costs, counted in database reads rather than time: it must follow
+//! what changed since the token, not the number of rooms the user is in, the size of a room or
+//! the unread backlog. Each test builds a small and a large case that differ only in that size
+//! and compares the reads of the same step; a step that went back to scanning fails here.
+
+use std::sync::Arc;
+
+use hemicycle::{
+    config::Config,
+    rooms::{create::CreateRoom, NewEvent},
+    services::Services,
+    sync::{SyncFilter, SyncParams, SyncToken},
+};
+use ruma::{events::TimelineEventType, OwnedDeviceId, OwnedRoomId, OwnedUserId, RoomVersionId};
+use serde_json::json;
+
+/// Reads one step may add when its case is larger: a few more for longer keys or one more
+/// level of a snapshot chain, never one per room, member or unread event.
+const SLACK: u64 = 12;
+
+struct Case {
+    services: Arc<Services>,
+    _dir: tempfile::TempDir,
+    reader: (OwnedUserId, OwnedDeviceId),
+    sender: OwnedUserId,
+    rooms: Vec<OwnedRoomId>,
+}
+
+impl Case {
+    /// A reader in `rooms` rooms (the sender in them too), `members` more members in the first
+    /// room, and `backlog` messages the reader has not read in it.
+    async fn new(rooms: usize, members: usize, backlog: usize) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.database.path = dir.path().join("db");
+        let services = Services::open(config).unwrap();
+        hemicycle::push::evaluate::start(services.clone());
+        let reader = services.users.create("reader", None, false).await.unwrap();
+        let sender = services.users.create("sender", None, false).await.unwrap();
+        let device = services.users.login(&reader, None, None, None, None).await.unwrap().device_id;
+        let mut ids = Vec::new();
+        for i in 0..rooms {
+            let request = CreateRoom { name: Some(format!("salle {i}")), ..Default::default() };
+            let room = services.rooms.create_room(&sender, request, &RoomVersionId::V12).await.unwrap();
+            services.rooms.set_membership(&room, &sender, &reader, "invite", None, Default::default()).await.unwrap();
+            services.rooms.join(&room, &reader, None).await.unwrap();
+            ids.push(room);
+        }
+        for m in 0..members {
+            let member = services.users.create(&format!("member{m}"), None, false).await.unwrap();
+            services.rooms.set_membership(&ids[0], &sender, &member, "invite", None, Default::default()).await.unwrap();
+            services.rooms.join(&ids[0], &member, None).await.unwrap();
+        }
+        let case = Self { services, _dir: dir, reader: (reader, device), sender, rooms: ids };
+        for n in 0..backlog {
+            case.say(&format!("arriéré {n}")).await;
+        }
+        case
+    }
+
+    async fn say(&self, body: &str) {
+        let message = NewEvent::message(TimelineEventType::RoomMessage, json!({ "msgtype": "m.text", "body": body }));
+        self.services.rooms.append(&self.rooms[0], &self.sender, message, None).await.unwrap();
+    }
+
+    async fn sync(&self, since: Option<&str>) -> String {
+        let params = SyncParams {
+            user: self.reader.0.clone(),
+            device: self.reader.1.clone(),
+            set_presence: None,
+            since: since.map(|s| SyncToken::parse(s).unwrap()),
+            timeout: std::time::Duration::ZERO,
+            full_state: false,
+            filter: SyncFilter::default(),
+        };
+        hemicycle::sync::sync(&self.services, params).await.unwrap().next_batch
+    }
+
+    /// The reads of one incremental sync that finds one new message in the first room.
+    async fn reads_for_one_message(&self) -> u64 {
+        let token = self.sync(None).await;
+        self.say("nouveau").await;
+        let head = *self.services.rooms.subscribe().borrow();
+        self.services.push.caught_up(head).await;
+        let before = self.services.db.reads();
+        self.sync(Some(&token)).await;
+        self.services.db.reads() - before
+    }
+
+    /// The reads of an incremental sync that finds nothing new.
+    async fn reads_for_nothing(&self) -> u64 {
+        let token = self.sync(None).await;
+        let before = self.services.db.reads();
+        self.sync(Some(&token)).await;
+        self.services.db.reads() - before
+    }
+}
+
+fn assert_flat(step: &str, small: u64, large: u64) {
+    assert!(large <= small + SLACK, "{step}: {small} reads in the small case, {large} in the large one");
+}
+
+/// The one read per room left: listing the user's memberships (one sequential scan step per
+/// room, in one iterator). Rooms where nothing happened are not read beyond that.
+#[tokio::test]
+async fn sync_reads_do_not_grow_with_the_number_of_rooms() {
+    let (few, many) = (Case::new(3, 0, 0).await, Case::new(60, 0, 0).await);
+    let listing = (many.rooms.len() - few.rooms.len()) as u64;
+    let (small, large) = (few.reads_for_one_message().await, many.reads_for_one_message().await);
+    assert_flat("one new message", small + listing, large);
+    let (small, large) = (few.reads_for_nothing().await, many.reads_for_nothing().await);
+    assert_flat("nothing new", small + listing, large);
+}
+
+#[tokio::test]
+async fn sync_reads_do_not_grow_with_the_size_of_a_room() {
+    let (small, big) = (Case::new(1, 0, 0).await, Case::new(1, 60, 0).await);
+    assert_flat("one new message in the room", small.reads_for_one_message().await, big.reads_for_one_message().await);
+}
+
+#[tokio::test]
+async fn sync_reads_do_not_grow_with_the_unread_backlog() {
+    let (none, backlog) = (Case::new(1, 0, 0).await, Case::new(1, 0, 300).await);
+    assert_flat(
+        "one new message after a backlog",
+        none.reads_for_one_message().await,
+        backlog.reads_for_one_message().await,
+    );
+}
