@@ -430,6 +430,8 @@ async fn sync_scenario(http: &reqwest::Client, base: &str, args: &Args, server_p
     let total = (args.seconds as f64 * RATE) as u64;
     let mut late = 0u64;
     let mut sends = Vec::new();
+    let cpu_before_sending = cpu_seconds(server_pid);
+    let sending_since = Instant::now();
     for n in 0..total {
         let due = start + interval * n as u32;
         tokio::time::sleep_until(due).await;
@@ -441,13 +443,18 @@ async fn sync_scenario(http: &reqwest::Client, base: &str, args: &Args, server_p
             format!("{base}/_matrix/client/v3/rooms/{}/send/m.room.message/p{n}", rooms[n as usize % rooms.len()]);
         let (http, sender, sent_at) = (http.clone(), sender.clone(), sent_at.clone());
         sends.push(tokio::spawn(async move {
-            sent_at.lock().expect("map").insert(n, Instant::now());
+            let t = Instant::now();
+            sent_at.lock().expect("map").insert(n, t);
             put(&http, &url, &sender, json!({ "msgtype": "m.text", "body": format!("probe-{n}") })).await;
+            t.elapsed()
         }));
     }
+    let mut put_latencies = Vec::new();
     for send in sends {
-        send.await.expect("a send failed");
+        put_latencies.push(send.await.expect("a send failed"));
     }
+    let busy_cpu = (cpu_seconds(server_pid) - cpu_before_sending) / sending_since.elapsed().as_secs_f64() * 100.0;
+    put_latencies.sort();
     let readers_in = |room: usize| readers.iter().filter(|(r, _)| *r == room).count() as u64;
     let expected: u64 = (0..total).map(|n| readers_in(n as usize % rooms.len())).sum();
     // Give the last deliveries time to arrive (bounded), then stop every reader and collect.
@@ -473,12 +480,14 @@ async fn sync_scenario(http: &reqwest::Client, base: &str, args: &Args, server_p
     let mut all = std::mem::take(&mut *delivered.lock().expect("latencies"));
     all.sort();
     println!(
-        "| scenario | syncing clients | server CPU while all wait | messages (late) | deliveries of expected | duplicates | misses | failed readers | p50 ms | p99 ms |"
+        "| scenario | syncing clients | server CPU while all wait | server CPU while sending | messages (late) | deliveries of expected | duplicates | misses | failed readers | PUT p50 / p99 ms | delivery p50 ms | delivery p99 ms |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     println!(
-        "| send→sync latency | {} | {idle_cpu:.1} % | {total} ({late}) | {received} of {expected} | {duplicates} | {misses} | {failures} | {:.1} | {:.1} |",
+        "| send→sync latency | {} | {idle_cpu:.1} % | {busy_cpu:.1} % | {total} ({late}) | {received} of {expected} | {duplicates} | {misses} | {failures} | {:.1} / {:.1} | {:.1} | {:.1} |",
         args.clients,
+        percentile(&put_latencies, 0.50).as_secs_f64() * 1000.0,
+        percentile(&put_latencies, 0.99).as_secs_f64() * 1000.0,
         percentile(&all, 0.50).as_secs_f64() * 1000.0,
         percentile(&all, 0.99).as_secs_f64() * 1000.0
     );
