@@ -16,7 +16,7 @@ use std::{
     ops::Bound,
     path::Path,
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use ruma::{OwnedEventId, OwnedRoomId, RoomId};
@@ -45,6 +45,8 @@ const ANALYZER: &str = "hemicycle_fr";
 const CHUNK: usize = 2_000;
 /// Memory the index writer buffers before it flushes a segment (tantivy's minimum is 15 MB).
 const WRITER_MEMORY: usize = 15_000_000;
+/// Under a steady stream of events, the index commits (and becomes searchable) this often.
+const COMMIT_EVERY: Duration = Duration::from_secs(1);
 /// Longest a search waits for the index to reach the stream head before answering anyway.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(2);
 /// Hits read from the index per round while filtering them by what the user may see.
@@ -181,12 +183,36 @@ impl Search {
         out
     }
 
-    /// Indexes the events after `done` up to `head` (at most [`CHUNK`]) and commits with the
-    /// position reached; runs on a blocking thread.
-    fn index_range(&self, services: &Services, done: u64, head: u64) -> Result<u64> {
+    /// Indexes the events after `done` up to `head` (at most [`CHUNK`]), then commits with the
+    /// position reached as payload when it has caught up with the stream or the last commit is
+    /// [`COMMIT_EVERY`] old (a commit writes a segment: under a steady load, one per interval
+    /// rather than one per batch). Returns the position reached and whether it was committed;
+    /// runs on a blocking thread. On an error the uncommitted documents are rolled back.
+    fn index_range(&self, services: &Services, done: u64, head: u64, last_commit: Instant) -> Result<(u64, bool)> {
+        let mut writer = self.writer.lock().expect("search writer");
+        match self.add_range(&mut writer, services, done, head) {
+            Ok(reached) => {
+                let live_head = *services.rooms.subscribe().borrow();
+                if reached < live_head && last_commit.elapsed() < COMMIT_EVERY {
+                    return Ok((reached, false));
+                }
+                let mut commit = writer.prepare_commit().map_err(index_error)?;
+                commit.set_payload(&reached.to_string());
+                commit.commit().map_err(index_error)?;
+                drop(writer);
+                self.reader.reload().map_err(index_error)?;
+                Ok((reached, true))
+            }
+            Err(error) => {
+                writer.rollback().map_err(index_error)?;
+                Err(error)
+            }
+        }
+    }
+
+    fn add_range(&self, writer: &mut IndexWriter, services: &Services, done: u64, head: u64) -> Result<u64> {
         let tables = &services.db.tables;
         let f = &self.fields;
-        let mut writer = self.writer.lock().expect("search writer");
         let mut reached = head;
         for (count, entry) in tables.pos_eventid.scan_from(Vec::new(), Be64(done + 1).encode(), true).enumerate() {
             let (Be64(pos), event_id) = entry?;
@@ -219,11 +245,6 @@ impl Search {
             doc.add_u64(f.pos, pos);
             writer.add_document(doc).map_err(index_error)?;
         }
-        let mut commit = writer.prepare_commit().map_err(index_error)?;
-        commit.set_payload(&reached.to_string());
-        commit.commit().map_err(index_error)?;
-        drop(writer);
-        self.reader.reload().map_err(index_error)?;
         Ok(reached)
     }
 
@@ -397,16 +418,27 @@ pub fn start(services: Arc<Services>) {
 
 async fn run(services: Arc<Services>) {
     let mut stream = services.rooms.subscribe();
-    let mut done = *services.search.indexed.borrow();
+    let mut committed = *services.search.indexed.borrow();
+    let mut done = committed;
+    let mut last_commit = Instant::now();
     loop {
         let head = *stream.borrow_and_update();
         while head > done {
             let worker = services.clone();
             let from = done;
-            match tokio::task::spawn_blocking(move || worker.search.index_range(&worker, from, head)).await {
-                Ok(Ok(reached)) => done = reached,
+            match tokio::task::spawn_blocking(move || worker.search.index_range(&worker, from, head, last_commit)).await
+            {
+                Ok(Ok((reached, now_committed))) => {
+                    done = reached;
+                    if now_committed {
+                        committed = reached;
+                        last_commit = Instant::now();
+                        services.search.indexed.send_replace(committed);
+                    }
+                }
                 Ok(Err(error)) => {
                     tracing::error!(%error, "indexing events for search failed; retrying");
+                    done = committed;
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
                 }
@@ -415,7 +447,6 @@ async fn run(services: Arc<Services>) {
                     return;
                 }
             }
-            services.search.indexed.send_replace(done);
         }
         if stream.changed().await.is_err() {
             return;
