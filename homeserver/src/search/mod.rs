@@ -121,7 +121,8 @@ fn analyzer() -> TextAnalyzer {
 fn schema() -> (Schema, Fields) {
     let mut builder = Schema::builder();
     let text_options = TextOptions::default().set_indexing_options(
-        TextFieldIndexing::default().set_tokenizer(ANALYZER).set_index_option(IndexRecordOption::WithFreqsAndPositions),
+        // Frequencies for ranking; no positions (no phrase queries), which halves the postings.
+        TextFieldIndexing::default().set_tokenizer(ANALYZER).set_index_option(IndexRecordOption::WithFreqs),
     );
     let fields = Fields {
         event_id: builder.add_text_field("event_id", STRING | STORED),
@@ -158,7 +159,13 @@ impl Search {
             Err(e) => return Err(index_error(e)),
         };
         index.tokenizers().register(ANALYZER, analyzer());
-        let writer = index.writer_with_num_threads(1, WRITER_MEMORY).map_err(index_error)?;
+        let writer: IndexWriter = index.writer_with_num_threads(1, WRITER_MEMORY).map_err(index_error)?;
+        // Merge less eagerly than tantivy's default: under a steady load of small commits its
+        // merges took more CPU than the indexing itself.
+        let mut merges = tantivy::indexer::LogMergePolicy::default();
+        merges.set_min_num_segments(16);
+        merges.set_min_layer_size(50_000);
+        writer.set_merge_policy(Box::new(merges));
         let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().map_err(index_error)?;
         let done = index.load_metas().map_err(index_error)?.payload.and_then(|p| p.parse().ok()).unwrap_or(0);
         Ok(Self { reader, writer: Mutex::new(writer), fields, indexed: watch::channel(done).0 })
