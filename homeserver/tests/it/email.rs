@@ -204,12 +204,15 @@ async fn email_validation_adds_addresses_and_resets_passwords() {
     .await;
     let carol_sid = carol_sid["sid"].as_str().unwrap().to_owned();
     let (code, _) = token_and_query(&inbox.try_recv().unwrap().1);
-    post(
+    let (status, body) = post(
         None,
         "/_hemicycle/client/email/submit_token",
         json!({ "sid": carol_sid, "client_secret": "c", "token": code }),
     )
     .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = post(None, "/_hemicycle/client/email/submit_token", json!({ "sid": 5 })).await;
+    assert_eq!((status, body["errcode"].as_str()), (400, Some("M_BAD_JSON")), "{body}");
     let (status, _) = post(
         Some(&carol),
         "/_matrix/client/v3/account/3pid/add",

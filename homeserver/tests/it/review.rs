@@ -24,16 +24,7 @@ impl<'a> Api<'a> {
         token: Option<&str>,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut request = self.http.request(method, format!("{}{}", self.url, path));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        crate::common::api(self.server, method, token, path, body).await
     }
 
     async fn get(&self, path: &str, token: &str) -> (u16, Value) {

@@ -63,7 +63,7 @@ impl Case {
         self.services.rooms.append(&self.rooms[0], &self.sender, message, None).await.unwrap();
     }
 
-    async fn sync(&self, since: Option<&str>) -> String {
+    async fn sync(&self, since: Option<&str>) -> hemicycle::sync::SyncResult {
         let params = SyncParams {
             user: self.reader.0.clone(),
             device: self.reader.1.clone(),
@@ -73,26 +73,35 @@ impl Case {
             full_state: false,
             filter: SyncFilter::default(),
         };
-        hemicycle::sync::sync(&self.services, params).await.unwrap().next_batch
+        hemicycle::sync::sync(&self.services, params).await.unwrap()
     }
 
     /// The reads of one incremental sync that finds one new message in the first room.
     async fn reads_for_one_message(&self) -> u64 {
-        let token = self.sync(None).await;
+        let token = self.sync(None).await.next_batch;
         self.say("nouveau").await;
         let head = *self.services.rooms.subscribe().borrow();
         self.services.push.caught_up(head).await;
         let before = self.services.db.reads();
-        self.sync(Some(&token)).await;
-        self.services.db.reads() - before
+        let result = self.sync(Some(&token)).await;
+        let reads = self.services.db.reads() - before;
+        // Cheap only counts if it is also right: the message is there, and only its room.
+        let rooms: Vec<_> = result.join.keys().collect();
+        assert_eq!(rooms, vec![&self.rooms[0]], "only the room with news");
+        let bodies: Vec<_> =
+            result.join[&self.rooms[0]].timeline.iter().map(|e| e["content"]["body"].clone()).collect();
+        assert_eq!(bodies, vec![json!("nouveau")]);
+        reads
     }
 
     /// The reads of an incremental sync that finds nothing new.
     async fn reads_for_nothing(&self) -> u64 {
-        let token = self.sync(None).await;
+        let token = self.sync(None).await.next_batch;
         let before = self.services.db.reads();
-        self.sync(Some(&token)).await;
-        self.services.db.reads() - before
+        let result = self.sync(Some(&token)).await;
+        let reads = self.services.db.reads() - before;
+        assert!(result.join.is_empty() && result.leave.is_empty(), "nothing new, nothing sent");
+        reads
     }
 }
 
