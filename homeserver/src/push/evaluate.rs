@@ -51,6 +51,10 @@ pub struct NotificationRecord {
 pub struct Evaluator {
     rules: Mutex<HashMap<OwnedUserId, Arc<Ruleset>>>,
     evaluated: watch::Sender<u64>,
+    /// Users who have (or had) a pusher: only their notifications are queued for a gateway, and
+    /// looking this up in memory spares a database scan per notified member. It only grows while
+    /// the server runs (a stale entry costs one scan), so it cannot miss a new pusher.
+    may_push: Mutex<std::collections::HashSet<OwnedUserId>>,
     /// Serializes pusher changes (a pushkey moving between users touches two users' entries).
     pub(crate) pusher_writes: Mutex<()>,
 }
@@ -58,7 +62,23 @@ pub struct Evaluator {
 impl Evaluator {
     pub fn new(db: &crate::db::Database) -> Self {
         let done = db.tables.meta.get(&EVALUATED.to_owned()).ok().flatten().map_or(0, |Be64(p)| p);
-        Self { rules: Mutex::default(), evaluated: watch::channel(done).0, pusher_writes: Mutex::default() }
+        let may_push =
+            db.tables.useridpushkey_pusher.iter().filter_map(|e| e.ok().map(|((user, _, _), _)| user)).collect();
+        Self {
+            rules: Mutex::default(),
+            evaluated: watch::channel(done).0,
+            may_push: Mutex::new(may_push),
+            pusher_writes: Mutex::default(),
+        }
+    }
+
+    /// Records that `user` may have pushers; called before a pusher is stored.
+    pub(crate) fn add_pusher_owner(&self, user: &UserId) {
+        self.may_push.lock().expect("pusher owners").insert(user.to_owned());
+    }
+
+    pub(crate) fn may_push(&self, user: &UserId) -> bool {
+        self.may_push.lock().expect("pusher owners").contains(user)
     }
 
     /// The user's rules, cached until they change.
@@ -282,6 +302,13 @@ async fn evaluate(
         kind: std::borrow::Cow<'a, str>,
         #[serde(borrow, default)]
         state_key: Option<std::borrow::Cow<'a, str>>,
+        #[serde(default)]
+        content: MembershipOnly,
+    }
+    #[derive(Deserialize, Default)]
+    struct MembershipOnly {
+        #[serde(default)]
+        membership: Option<String>,
     }
     let Some(context) = rooms.get(services, room)? else { return Ok(Vec::new()) };
     let Ok(head) = serde_json::from_slice::<Head>(json) else { return Ok(Vec::new()) };
@@ -291,13 +318,8 @@ async fn evaluate(
         .filter(|(user, _, since)| user.as_str() != head.sender && *since < pos)
         .map(|(user, name, _)| (user.clone(), name.clone()))
         .collect();
-    let invite_target = (head.kind == "m.room.member").then_some(head.state_key).flatten();
-    if candidates.is_empty() && invite_target.is_none() {
-        return Ok(Vec::new());
-    }
-    let event: Value = serde_json::from_slice(json).unwrap_or_default();
-    if invite_target.is_some() && event["content"]["membership"] == "invite" {
-        if let Some(target) = event["state_key"].as_str().and_then(|s| UserId::parse(s).ok()) {
+    if head.kind == "m.room.member" && head.content.membership.as_deref() == Some("invite") {
+        if let Some(target) = head.state_key.as_deref().and_then(|s| UserId::parse(s).ok()) {
             if target.server_name() == services.config.server_name && !candidates.iter().any(|(u, _)| *u == target) {
                 let name = target.localpart().to_owned();
                 candidates.push((target, name));
@@ -307,8 +329,10 @@ async fn evaluate(
     if candidates.is_empty() {
         return Ok(Vec::new());
     }
+    let text = std::str::from_utf8(json).map_err(|e| crate::error::Error::Internal(e.to_string()))?;
     let raw: Raw<Value> = Raw::from_json(
-        serde_json::value::to_raw_value(&event).map_err(|e| crate::error::Error::Internal(e.to_string()))?,
+        serde_json::value::RawValue::from_string(text.to_owned())
+            .map_err(|e| crate::error::Error::Internal(e.to_string()))?,
     );
     let flat = FlattenedJson::from_raw(&raw);
     let mut out = Vec::new();

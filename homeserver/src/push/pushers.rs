@@ -88,6 +88,7 @@ pub fn set(services: &Services, user: &UserId, device: &OwnedDeviceId, pusher: P
     let value = serde_json::to_value(&pusher).map_err(|e| Error::Internal(e.to_string()))?;
     let record = PusherRecord { pusher: value, device_id: device.clone(), created_ms: crate::users::now_ms() };
     let owner: OwnedUserId = user.to_owned();
+    services.push.add_pusher_owner(user);
     tables.useridpushkey_pusher.insert(&mut batch, &(owner.clone(), app_id.clone(), pushkey.clone()), &Json(record));
     tables.appidpushkey_userid.insert(&mut batch, &(app_id, pushkey, owner), &Vec::new());
     services.db.commit(batch)?;

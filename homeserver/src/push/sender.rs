@@ -45,6 +45,9 @@ pub struct PushSender {
 /// Queues `pos` (an event of `room` that notifies `user`) for each of the user's pushers, into
 /// the evaluator's batch; returns whether anything was queued.
 pub fn enqueue(services: &Services, batch: &mut Batch, user: &UserId, room: &OwnedRoomId, pos: u64) -> Result<bool> {
+    if !services.push.may_push(user) {
+        return Ok(false);
+    }
     let tables = &services.db.tables;
     let mut queued = false;
     for entry in tables.useridpushkey_pusher.scan_prefix(prefix(&user.to_owned())) {

@@ -73,6 +73,8 @@ pub struct Search {
     writer: Mutex<IndexWriter>,
     fields: Fields,
     indexed: watch::Sender<u64>,
+    /// A search is waiting: the indexer commits what it holds now instead of at the interval.
+    commit_wanted: tokio::sync::Notify,
 }
 
 /// How results are ordered.
@@ -168,12 +170,21 @@ impl Search {
         writer.set_merge_policy(Box::new(merges));
         let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().map_err(index_error)?;
         let done = index.load_metas().map_err(index_error)?.payload.and_then(|p| p.parse().ok()).unwrap_or(0);
-        Ok(Self { reader, writer: Mutex::new(writer), fields, indexed: watch::channel(done).0 })
+        Ok(Self {
+            reader,
+            writer: Mutex::new(writer),
+            fields,
+            indexed: watch::channel(done).0,
+            commit_wanted: tokio::sync::Notify::new(),
+        })
     }
 
     /// Waits (a bounded time) until every event up to `pos` is indexed.
     pub async fn caught_up(&self, pos: u64) {
         let mut rx = self.indexed.subscribe();
+        if *rx.borrow() < pos {
+            self.commit_wanted.notify_one();
+        }
         let _ = tokio::time::timeout(CATCH_UP_WAIT, rx.wait_for(|done| *done >= pos)).await;
     }
 
@@ -190,31 +201,31 @@ impl Search {
         out
     }
 
-    /// Indexes the events after `done` up to `head` (at most [`CHUNK`]), then commits with the
-    /// position reached as payload when it has caught up with the stream or the last commit is
-    /// [`COMMIT_EVERY`] old (a commit writes a segment: under a steady load, one per interval
-    /// rather than one per batch). Returns the position reached and whether it was committed;
-    /// runs on a blocking thread. On an error the uncommitted documents are rolled back.
-    fn index_range(&self, services: &Services, done: u64, head: u64, last_commit: Instant) -> Result<(u64, bool)> {
+    /// Adds the events after `done` up to `head` (at most [`CHUNK`]) to the writer, uncommitted;
+    /// returns the position reached. Runs on a blocking thread. On an error the uncommitted
+    /// documents are rolled back.
+    fn index_range(&self, services: &Services, done: u64, head: u64) -> Result<u64> {
         let mut writer = self.writer.lock().expect("search writer");
-        match self.add_range(&mut writer, services, done, head) {
-            Ok(reached) => {
-                let live_head = *services.rooms.subscribe().borrow();
-                if reached < live_head && last_commit.elapsed() < COMMIT_EVERY {
-                    return Ok((reached, false));
-                }
-                let mut commit = writer.prepare_commit().map_err(index_error)?;
-                commit.set_payload(&reached.to_string());
-                commit.commit().map_err(index_error)?;
-                drop(writer);
-                self.reader.reload().map_err(index_error)?;
-                Ok((reached, true))
-            }
-            Err(error) => {
-                writer.rollback().map_err(index_error)?;
-                Err(error)
-            }
+        self.add_range(&mut writer, services, done, head).or_else(|error| {
+            writer.rollback().map_err(index_error)?;
+            Err(error)
+        })
+    }
+
+    /// Commits what the writer holds with `reached` as payload, so a restart resumes after it,
+    /// and makes it searchable. A commit writes a segment: the indexer calls this at most once
+    /// per [`COMMIT_EVERY`] under load (or when a search waits), never once per small batch,
+    /// which under a steady stream made the merges cost more than the requests themselves.
+    fn commit(&self, reached: u64) -> Result<()> {
+        let mut writer = self.writer.lock().expect("search writer");
+        let mut commit = writer.prepare_commit().map_err(index_error)?;
+        commit.set_payload(&reached.to_string());
+        if let Err(error) = commit.commit() {
+            writer.rollback().map_err(index_error)?;
+            return Err(index_error(error));
         }
+        drop(writer);
+        self.reader.reload().map_err(index_error)
     }
 
     fn add_range(&self, writer: &mut IndexWriter, services: &Services, done: u64, head: u64) -> Result<u64> {
@@ -433,16 +444,8 @@ async fn run(services: Arc<Services>) {
         while head > done {
             let worker = services.clone();
             let from = done;
-            match tokio::task::spawn_blocking(move || worker.search.index_range(&worker, from, head, last_commit)).await
-            {
-                Ok(Ok((reached, now_committed))) => {
-                    done = reached;
-                    if now_committed {
-                        committed = reached;
-                        last_commit = Instant::now();
-                        services.search.indexed.send_replace(committed);
-                    }
-                }
+            match tokio::task::spawn_blocking(move || worker.search.index_range(&worker, from, head)).await {
+                Ok(Ok(reached)) => done = reached,
                 Ok(Err(error)) => {
                     tracing::error!(%error, "indexing events for search failed; retrying");
                     done = committed;
@@ -454,6 +457,43 @@ async fn run(services: Arc<Services>) {
                     return;
                 }
             }
+            if last_commit.elapsed() >= COMMIT_EVERY {
+                break;
+            }
+        }
+        if done > committed {
+            let due = COMMIT_EVERY.saturating_sub(last_commit.elapsed());
+            let commit_now = head > done || due.is_zero();
+            if !commit_now {
+                tokio::select! {
+                    changed = stream.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    () = tokio::time::sleep(due) => {}
+                    () = services.search.commit_wanted.notified() => {}
+                }
+            }
+            let worker = services.clone();
+            match tokio::task::spawn_blocking(move || worker.search.commit(done)).await {
+                Ok(Ok(())) => {
+                    committed = done;
+                    services.search.indexed.send_replace(committed);
+                }
+                Ok(Err(error)) => {
+                    tracing::error!(%error, "committing the search index failed; re-indexing since the last commit");
+                    done = committed;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(error) => {
+                    tracing::error!(%error, "search indexer stopped");
+                    return;
+                }
+            }
+            last_commit = Instant::now();
+            continue;
         }
         if stream.changed().await.is_err() {
             return;
