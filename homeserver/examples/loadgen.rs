@@ -11,7 +11,7 @@
 //! `docs/performance.md`.
 //! - `send`: one user per client; clients spread over 10 rooms, then all in 1 room, each sending
 //!   `PUT /send` as fast as answers come back: events/s and latency.
-//! - `sync`: `--clients` users long-polling `/sync` in rooms of 10 (ready once the server counts
+//! - `sync`: `--clients` users long-polling `/sync` in rooms of `--fanout` (default 10; ready once the server counts
 //!   them all waiting), the server's CPU while they wait, then one sender posting 50 messages per
 //!   second on a schedule for `--seconds`: send→sync delivery latency, and every (reader, message)
 //!   pair checked: deliveries of the expected total, duplicates, misses, late sends, failed readers.
@@ -21,8 +21,9 @@
 //!   `GET /messages?dir=b&limit=100` by `--clients` readers at once for `--seconds`: once by a
 //!   member since the room's creation, once by a member who joined at the end of a `joined`-only
 //!   room (whose reads go through the history-visibility window): requests/s and latency.
-//! - `initial-sync`: a user in `--rooms` rooms (default 500), each with a name, a topic and 20
-//!   messages; seven initial `/sync`s one after the other: min, median and max seconds.
+//! - `initial-sync`: a user in `--rooms` rooms (default 500), each with a name, a topic and
+//!   `--messages` messages (default 20); `--samples` (default 7) initial `/sync`s with a timeline
+//!   limit of 10, one after the other: min, median and max seconds.
 //! - `push`: `--rooms` users in one room, each with an http pusher to a gateway the load
 //!   generator serves; one message, five times: time until every pusher's gateway call arrived.
 //! - `unread`: a reader with 0, 800 and 5,000 unread messages (no read receipt) in a room; 200
@@ -56,10 +57,22 @@ struct Args {
     seconds: u64,
     server: String,
     rooms: usize,
+    messages: usize,
+    samples: usize,
+    fanout: usize,
 }
 
 fn args() -> Args {
-    let mut out = Args { scenario: "send".into(), clients: 50, seconds: 10, server: default_server(), rooms: 500 };
+    let mut out = Args {
+        scenario: "send".into(),
+        clients: 50,
+        seconds: 10,
+        server: default_server(),
+        rooms: 500,
+        messages: 20,
+        samples: 7,
+        fanout: 10,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -69,6 +82,9 @@ fn args() -> Args {
             "--server" => out.server = value,
             "--scenario" => out.scenario = value,
             "--rooms" => out.rooms = value.parse().expect("--rooms is a number"),
+            "--messages" => out.messages = value.parse().expect("--messages is a number"),
+            "--samples" => out.samples = value.parse().expect("--samples is a number"),
+            "--fanout" => out.fanout = value.parse().expect("--fanout is a number"),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -339,7 +355,7 @@ type Seen = std::collections::HashMap<u64, u32>;
 async fn sync_scenario(http: &reqwest::Client, base: &str, args: &Args, server_pid: u32, db: &std::path::Path) {
     const RATE: f64 = 50.0;
     let sender = register(http, base, "sender").await;
-    let rooms_needed = args.clients.div_ceil(10);
+    let rooms_needed = args.clients.div_ceil(args.fanout);
     let mut rooms = Vec::new();
     for _ in 0..rooms_needed {
         let v = post(
@@ -804,7 +820,7 @@ async fn initial_sync_scenario(http: &reqwest::Client, base: &str, args: &Args) 
         let room = post(http, &create, Some(&user), json!({ "name": format!("room {n}"), "topic": "a topic" })).await;
         rooms.push(room["room_id"].as_str().expect("room").to_owned());
     }
-    futures::stream::iter(rooms.iter().flat_map(|room| (0..20).map(move |m| (room, m))))
+    futures::stream::iter(rooms.iter().flat_map(|room| (0..args.messages).map(move |m| (room, m))))
         .for_each_concurrent(20, |(room, m)| {
             let user = &user;
             async move {
@@ -814,9 +830,10 @@ async fn initial_sync_scenario(http: &reqwest::Client, base: &str, args: &Args) 
         })
         .await;
     let mut samples = Vec::new();
-    for _ in 0..7 {
+    let filter = urlencode(r#"{"room":{"timeline":{"limit":10}}}"#);
+    for _ in 0..args.samples {
         let t = Instant::now();
-        let sync = get(http, &format!("{base}/_matrix/client/v3/sync"), &user).await;
+        let sync = get(http, &format!("{base}/_matrix/client/v3/sync?filter={filter}"), &user).await;
         samples.push(t.elapsed());
         let joined = sync["rooms"]["join"].as_object().map_or(0, |rooms| rooms.len());
         assert_eq!(joined, args.rooms, "every room in the initial sync");
@@ -825,8 +842,9 @@ async fn initial_sync_scenario(http: &reqwest::Client, base: &str, args: &Args) 
     println!("| initial sync | rooms | samples | min s | median s | max s |");
     println!("|---|---|---|---|---|---|");
     println!(
-        "| user in {} rooms (name, topic, 20 messages each) | {} | {} | {:.3} | {:.3} | {:.3} |",
+        "| user in {} rooms (name, topic, {} messages each), timeline limit 10 | {} | {} | {:.3} | {:.3} | {:.3} |",
         args.rooms,
+        args.messages,
         args.rooms,
         samples.len(),
         samples[0].as_secs_f64(),
