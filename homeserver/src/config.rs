@@ -46,7 +46,16 @@ pub struct Config {
     pub support: SupportConfig,
     pub session: SessionConfig,
     pub email: EmailConfig,
+    pub appservices: AppservicesConfig,
     pub log: LogConfig,
+}
+
+/// Application services (bridges, bots such as `hemicycle-workspace`): one registration file
+/// each, in the YAML format Synapse reads, so the same file serves both servers.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AppservicesConfig {
+    pub registrations: Vec<PathBuf>,
 }
 
 /// Outgoing email, for validating the addresses users add (`/account/3pid/email/requestToken`)
@@ -383,6 +392,7 @@ impl Default for Config {
             voip: VoipConfig::default(),
             session: SessionConfig::default(),
             email: EmailConfig::default(),
+            appservices: AppservicesConfig::default(),
             support: SupportConfig::default(),
             log: LogConfig::default(),
         }

@@ -62,6 +62,13 @@ pub enum Error {
     /// A request the spec answers with plain `M_UNKNOWN` and 400 (e.g. forgetting a joined room).
     #[error("{0}")]
     BadState(String),
+    /// A user id or alias in a namespace an application service holds exclusively.
+    #[error("{0}")]
+    Exclusive(String),
+    /// An application service did not answer a ping as it should (`M_URL_NOT_SET`,
+    /// `M_CONNECTION_FAILED`, `M_CONNECTION_TIMEOUT`, `M_BAD_STATUS`).
+    #[error("{message}")]
+    AppserviceUnreachable { status: u16, errcode: &'static str, message: String, extra: Option<serde_json::Value> },
     /// Something needs another server, which this server cannot reach yet (`502 M_UNKNOWN`).
     #[error("{0}")]
     RemoteUnreachable(String),

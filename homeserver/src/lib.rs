@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod appservice;
 pub mod config;
 pub mod db;
 pub mod ephemeral;

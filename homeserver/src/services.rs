@@ -44,6 +44,8 @@ pub struct Services {
     pub push_sender: crate::push::sender::PushSender,
     pub search: crate::search::Search,
     pub threepids: crate::users::threepid::Threepids,
+    pub appservices: crate::appservice::Registry,
+    pub appservice_sender: crate::appservice::sender::AppserviceSender,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +93,8 @@ impl Services {
             push_sender: Default::default(),
             search: crate::search::Search::open(&config.database.path.join("search"))?,
             threepids: crate::users::threepid::Threepids::new(db.clone(), config.clone()),
+            appservices: crate::appservice::Registry::load(&config.appservices.registrations, &config.server_name)?,
+            appservice_sender: Default::default(),
             db,
             config,
         });

@@ -74,6 +74,10 @@ impl From<Error> for ApiError {
             Error::BadAlias(_) => (S::BAD_REQUEST, "M_BAD_ALIAS"),
             Error::BadState(_) => (S::BAD_REQUEST, "M_UNKNOWN"),
             Error::ServerManaged(_) => (S::METHOD_NOT_ALLOWED, "M_BAD_JSON"),
+            Error::Exclusive(_) => (S::BAD_REQUEST, "M_EXCLUSIVE"),
+            Error::AppserviceUnreachable { status, errcode, .. } => {
+                (S::from_u16(*status).unwrap_or(S::BAD_GATEWAY), *errcode)
+            }
             Error::RemoteUnreachable(reason) => {
                 tracing::warn!(%reason, "answering 502: another server did not answer usefully");
                 (S::BAD_GATEWAY, "M_UNKNOWN")
@@ -105,6 +109,11 @@ impl From<Error> for ApiError {
             Error::ExpiredToken | Error::UserLocked => api.body["soft_logout"] = json!(true),
             Error::WrongRoomKeysVersion { current, .. } => api.body["current_version"] = json!(current),
             Error::IncompatibleRoomVersion(version) => api.body["room_version"] = json!(version),
+            Error::AppserviceUnreachable { extra: Some(serde_json::Value::Object(extra)), .. } => {
+                for (key, value) in extra {
+                    api.body[key] = value;
+                }
+            }
             _ => {}
         }
         api

@@ -150,11 +150,53 @@ pub fn authenticate(
     match (usage, access_token(parts)?) {
         (TokenUse::Required, None) => Err(ApiError::missing_token()),
         (TokenUse::Required | TokenUse::Optional, Some(token)) => {
+            if let Some(service) = services.appservices.by_token(&token) {
+                return appservice_owner(parts, services, service).map(Some);
+            }
             Ok(Some(services.users.authenticate(&token, client_ip(parts, services))?))
         }
         _ => Ok(None),
     }
 }
+
+/// Who a request made with an appservice's `as_token` acts for: its sender, or the user named by
+/// the `user_id` query parameter (masquerading) when that user is in its namespaces and
+/// registered; on the device named by `device_id` (MSC4326, or MSC3202's unstable name) when it
+/// is one of that user's devices.
+fn appservice_owner(
+    parts: &http::request::Parts,
+    services: &Services,
+    service: &crate::appservice::Appservice,
+) -> Result<TokenOwner, ApiError> {
+    let query = parts.uri.query().unwrap_or("");
+    let param =
+        |name: &str| form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
+    let user = match param("user_id") {
+        Some(raw) => ruma::OwnedUserId::try_from(raw.as_str())
+            .map_err(|e| Error::invalid_param(format!("user_id is not a user id: {e}")))?,
+        None => service.sender.clone(),
+    };
+    if !service.claims_user(&user) {
+        return Err(Error::forbidden("the application service cannot act for a user outside its namespaces").into());
+    }
+    if user != service.sender && !services.users.exists(&user)? {
+        return Err(Error::forbidden("the application service has not registered this user").into());
+    }
+    let device_id = match param("device_id").or_else(|| param("org.matrix.msc3202.device_id")) {
+        Some(device) => {
+            let device: ruma::OwnedDeviceId = device.into();
+            if services.users.device(&user, &device)?.is_none() {
+                return Err(ApiError::new(StatusCode::BAD_REQUEST, "M_UNKNOWN_DEVICE", "the user has no such device"));
+            }
+            device
+        }
+        None => APPSERVICE_DEVICE.into(),
+    };
+    Ok(TokenOwner { user_id: user, device_id, expires_at_ms: None, appservice: Some(service.registration.id.clone()) })
+}
+
+/// The device an appservice's request acts on when it names none.
+pub const APPSERVICE_DEVICE: &str = "APPSERVICE";
 
 /// Bytes of an oversized body read and discarded before answering 413, so ordinary clients that
 /// are still sending see the error instead of a reset connection. Memory use stays constant.

@@ -372,7 +372,12 @@ pub async fn resolve_alias(
     alias: &ruma::RoomAliasId,
 ) -> Result<(ruma::OwnedRoomId, Vec<OwnedServerName>)> {
     if alias.server_name() == services.federation.server_name() {
-        let record = services.rooms.resolve_alias(alias)?.ok_or_else(|| Error::not_found("unknown room alias"))?;
+        let mut record = services.rooms.resolve_alias(alias)?;
+        // An alias in an appservice's namespace may be one it creates when asked.
+        if record.is_none() && crate::appservice::sender::query_alias(services, alias).await {
+            record = services.rooms.resolve_alias(alias)?;
+        }
+        let record = record.ok_or_else(|| Error::not_found("unknown room alias"))?;
         let mut servers = vec![services.federation.server_name().to_owned()];
         servers.extend(super::receive::servers_in_room(services, &record.room_id)?);
         return Ok((record.room_id, servers));

@@ -78,6 +78,10 @@ pub struct TokenOwner {
     /// When a refreshable access token stops working (ms since the epoch); `None`: never.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at_ms: Option<u64>,
+    /// The appservice whose `as_token` made this request (its sender or a user it masquerades
+    /// as); never stored with a session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub appservice: Option<String>,
 }
 
 /// What an admin may restrict on an account.
@@ -99,7 +103,7 @@ pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-fn token_hash(token: &str) -> Vec<u8> {
+pub(crate) fn token_hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
@@ -464,8 +468,12 @@ impl Users {
         hash: &[u8],
         refresh: Option<std::time::Duration>,
     ) -> Option<(String, std::time::Duration)> {
-        let owner =
-            |expires_at_ms| TokenOwner { user_id: user.to_owned(), device_id: device_id.to_owned(), expires_at_ms };
+        let owner = |expires_at_ms| TokenOwner {
+            user_id: user.to_owned(),
+            device_id: device_id.to_owned(),
+            expires_at_ms,
+            appservice: None,
+        };
         let expires = refresh.map(|lifetime| now_ms().saturating_add(lifetime.as_millis() as u64));
         self.db.tables.tokenhash_session.insert(batch, &hash.to_vec(), &Json(owner(expires)));
         let lifetime = refresh?;

@@ -17,6 +17,9 @@ use crate::{
 };
 
 pub async fn register(services: Arc<Services>, request: Ruma<register::v3::Request>) -> Result<register::v3::Response> {
+    if request.body.login_type == Some(register::LoginType::ApplicationService) {
+        return register_for_appservice(&services, request).await;
+    }
     let config = &services.config.registration;
     let flows: &[&[&str]] = match (&config.token, config.open) {
         (Some(_), _) => &[&[uia::REGISTRATION_TOKEN]],
@@ -36,19 +39,66 @@ pub async fn register(services: Arc<Services>, request: Ruma<register::v3::Reque
     };
     // Validate before asking for authentication, so a client learns about a bad name at once.
     let user = services.users.user_id_for_localpart(&localpart)?;
+    refuse_exclusive(&services, &user)?;
     if services.users.exists(&user)? {
         return Err(Error::UserInUse);
     }
     services.uia.authorize(&services.users, body.auth.as_ref(), flows, None, "register").await?;
-    let user = services.users.create(&localpart, body.password, false).await?;
+    let user = services.users.create(&localpart, body.password.clone(), false).await?;
     tracing::info!(%user, "registered");
+    finish_registration(&services, user, body, request.client_ip).await
+}
+
+/// A name in an appservice's exclusive namespace is for that appservice only.
+fn refuse_exclusive(services: &Services, user: &ruma::UserId) -> Result<()> {
+    match services.appservices.exclusive_owner_of_user(user) {
+        Some(_) => Err(Error::Exclusive("this user id is reserved by an application service".into())),
+        None => Ok(()),
+    }
+}
+
+/// `m.login.application_service` registration: an appservice creates one of its users (its
+/// `as_token` is the authentication, no UIA, no password), whether or not registration is open.
+async fn register_for_appservice(
+    services: &Services,
+    request: Ruma<register::v3::Request>,
+) -> Result<register::v3::Response> {
+    let owner = request.owner.as_ref().filter(|o| o.appservice.is_some()).ok_or_else(|| {
+        Error::forbidden("m.login.application_service registration needs an application service token")
+    })?;
+    let service = services
+        .appservices
+        .get(owner.appservice.as_deref().unwrap_or_default())
+        .ok_or_else(|| Error::forbidden("unknown application service"))?;
+    let body = request.body;
+    let localpart = body
+        .username
+        .as_deref()
+        .map(str::to_lowercase)
+        .ok_or_else(|| Error::MissingParam("username is required".into()))?;
+    let user = services.users.user_id_for_localpart(&localpart)?;
+    if !service.claims_user(&user) {
+        return Err(Error::Exclusive("this user id is outside the application service's namespaces".into()));
+    }
+    if services.users.exists(&user)? {
+        return Err(Error::UserInUse);
+    }
+    let user = services.users.create(&localpart, None, false).await?;
+    tracing::info!(%user, appservice = %service.registration.id, "registered by an appservice");
+    finish_registration(services, user, body, request.client_ip).await
+}
+
+async fn finish_registration(
+    services: &Services,
+    user: ruma::OwnedUserId,
+    body: register::v3::Request,
+    client_ip: Option<std::net::IpAddr>,
+) -> Result<register::v3::Response> {
     let mut response = register::v3::Response::new(user.clone());
     if !body.inhibit_login {
         let refresh = body.refresh_token.then(|| services.config.session.refreshable_lifetime());
-        let session = services
-            .users
-            .login(&user, body.device_id, body.initial_device_display_name, request.client_ip, refresh)
-            .await?;
+        let session =
+            services.users.login(&user, body.device_id, body.initial_device_display_name, client_ip, refresh).await?;
         response.access_token = Some(session.access_token);
         response.device_id = Some(session.device_id);
         if let Some((refresh_token, lifetime)) = session.refresh {
@@ -67,6 +117,7 @@ pub async fn username_available(
         services.rate_limiter.check(Action::Registration, &ip.to_string())?;
     }
     let user = services.users.user_id_for_localpart(&request.body.username.to_lowercase())?;
+    refuse_exclusive(&services, &user)?;
     if services.users.exists(&user)? {
         return Err(Error::UserInUse);
     }

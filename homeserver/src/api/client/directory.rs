@@ -25,8 +25,14 @@ pub async fn create(
     services: Arc<Services>,
     request: Ruma<create_alias::v3::Request>,
 ) -> Result<create_alias::v3::Response> {
-    let user = request.sender()?.user_id.clone();
-    services.rooms.create_alias(&user, &request.body.room_alias, &request.body.room_id)?;
+    let owner = request.sender()?;
+    let alias = &request.body.room_alias;
+    if let Some(holder) = services.appservices.exclusive_owner_of_alias(alias) {
+        if owner.appservice.as_deref() != Some(holder.registration.id.as_str()) {
+            return Err(Error::Exclusive("this alias is reserved by an application service".into()));
+        }
+    }
+    services.rooms.create_alias(&owner.user_id, alias, &request.body.room_id)?;
     Ok(create_alias::v3::Response::new())
 }
 

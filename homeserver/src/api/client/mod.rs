@@ -2,6 +2,7 @@
 
 pub mod account;
 pub mod account_data;
+pub mod appservice;
 pub mod devices;
 pub mod directory;
 pub mod discovery;
@@ -44,6 +45,8 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma(session::get_token)
         .ruma(session::logout_all)
         .ruma(account::register)
+        .ruma(appservice::ping)
+        .ruma(appservice::set_network_visibility)
         .ruma(account::username_available)
         .ruma(account::registration_token_validity)
         .ruma(account::whoami)

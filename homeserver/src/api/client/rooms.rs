@@ -66,7 +66,16 @@ pub async fn create(
     request: Ruma<create_room::v3::Request>,
 ) -> Result<create_room::v3::Response> {
     let sender = request.sender()?.user_id.clone();
+    let acting_for = request.sender()?.appservice.clone();
     let body = request.body;
+    if let Some(local) = &body.room_alias_name {
+        if let Ok(alias) = ruma::RoomAliasId::parse(format!("#{local}:{}", services.config.server_name)) {
+            let holder = services.appservices.exclusive_owner_of_alias(&alias);
+            if holder.is_some_and(|h| acting_for.as_deref() != Some(h.registration.id.as_str())) {
+                return Err(Error::Exclusive("this alias is reserved by an application service".into()));
+            }
+        }
+    }
     let creation_content = match &body.creation_content {
         Some(raw) => match raw_json(raw)? {
             Value::Object(map) => map,

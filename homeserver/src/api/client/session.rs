@@ -28,7 +28,11 @@ pub async fn login_types(
 ) -> Result<get_login_types::v3::Response> {
     let mut token = TokenLoginType::new();
     token.get_login_token = true;
-    Ok(get_login_types::v3::Response::new(vec![LoginType::Password(PasswordLoginType::new()), LoginType::Token(token)]))
+    Ok(get_login_types::v3::Response::new(vec![
+        LoginType::Password(PasswordLoginType::new()),
+        LoginType::Token(token),
+        LoginType::ApplicationService(get_login_types::v3::ApplicationServiceLoginType::new()),
+    ]))
 }
 
 /// `POST /login/get_token`: after the user confirms their password, a single-use token that
@@ -61,8 +65,12 @@ pub async fn login(services: Arc<Services>, request: Ruma<login::v3::Request>) -
     let user = match body.login_info {
         LoginInfo::Password(password) => password_login(&services, password).await?,
         LoginInfo::Token(token) => services.users.take_login_token(&token.token).await?,
+        LoginInfo::ApplicationService(login) => appservice_login(&services, request.owner.as_ref(), login)?,
         _ => {
-            return Err(Error::BadState("unknown login type: m.login.password and m.login.token are supported".into()))
+            return Err(Error::BadState(
+                "unknown login type: m.login.password, m.login.token and m.login.application_service are supported"
+                    .into(),
+            ))
         }
     };
     let refresh = body.refresh_token.then(|| services.config.session.refreshable_lifetime());
@@ -107,6 +115,35 @@ pub async fn refresh(
         response.expires_in_ms = Some(lifetime);
     }
     Ok(response)
+}
+
+/// `m.login.application_service`: an appservice (authenticated by its `as_token`) logs in as one
+/// of its registered users, for a device of its own.
+fn appservice_login(
+    services: &Services,
+    owner: Option<&crate::users::TokenOwner>,
+    login: login::v3::ApplicationService,
+) -> Result<ruma::OwnedUserId> {
+    let service = owner
+        .and_then(|o| o.appservice.as_deref())
+        .and_then(|id| services.appservices.get(id))
+        .ok_or_else(|| Error::forbidden("m.login.application_service needs an application service token"))?;
+    let user = match login.identifier {
+        Some(UserIdentifier::Matrix(id)) => {
+            match ruma::UserId::parse_with_server_name(id.user.as_str(), &services.config.server_name) {
+                Ok(user) => user,
+                Err(_) => return Err(Error::invalid_param("not a user id")),
+            }
+        }
+        _ => return Err(Error::invalid_param("m.login.application_service needs an m.id.user identifier")),
+    };
+    if !service.claims_user(&user) {
+        return Err(Error::Exclusive("this user is outside the application service's namespaces".into()));
+    }
+    if !services.users.exists(&user)? {
+        return Err(Error::forbidden("no such user"));
+    }
+    Ok(user)
 }
 
 /// The user an `m.login.password` login names, once their password is checked.

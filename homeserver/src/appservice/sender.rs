@@ -1,0 +1,347 @@
+//! What the server sends its appservices: transactions of events (one more consumer of the event
+//! stream, like sync and the federation sender), pings, and queries for users and aliases.
+//!
+//! Each appservice has one task that scans the stream from the position it has delivered up to
+//! (`meta` key `appservice_pos:<id>`), keeps the events it is interested in (spec: its users send
+//! or are members of the room, or the room matches its namespaces) and sends up to [`MAX_EVENTS`]
+//! of them in one `PUT /_matrix/app/v1/transactions/{txnId}`. Before sending, it records the end of
+//! the transaction (`appservice_txn:<id>`), so that after a restart the same transaction — same
+//! id, same events — is sent again and the appservice's own dedupe by id applies: nothing lost,
+//! nothing repeated. Only a success moves the position. Failures back off, doubling, capped.
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use ruma::{events::StateEventType, OwnedRoomId, RoomAliasId, UserId};
+use serde_json::{json, Value};
+
+use super::Appservice;
+use crate::{
+    db::{
+        codec::{Be64, Codec},
+        Batch,
+    },
+    error::{Error, Result},
+    services::Services,
+};
+
+/// Events per transaction.
+const MAX_EVENTS: usize = 100;
+/// Stream positions looked at per round (most events of a busy server concern no appservice).
+const MAX_SCANNED: usize = 5_000;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// A ping or query waits this long for the appservice.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// Shared state of the appservice tasks.
+#[derive(Default)]
+pub struct AppserviceSender {
+    /// Woken by a successful ping: a backing-off task retries at once.
+    pub retry_now: tokio::sync::Notify,
+}
+
+fn pos_key(id: &str) -> String {
+    format!("appservice_pos:{id}")
+}
+
+fn txn_key(id: &str) -> String {
+    format!("appservice_txn:{id}")
+}
+
+/// Creates the appservices' sender users, then starts one task per appservice that has a URL.
+pub async fn start(services: Arc<Services>) -> Result<()> {
+    for service in services.appservices.all() {
+        if !services.users.exists(&service.sender)? {
+            services.users.create(service.sender.localpart(), None, false).await?;
+            tracing::info!(appservice = %service.registration.id, user = %service.sender, "created the appservice's user");
+        }
+        if service.registration.url.is_some() {
+            tokio::spawn(run(services.clone(), service.registration.id.clone()));
+        }
+    }
+    Ok(())
+}
+
+fn http_client(timeout: Duration) -> Result<reqwest::Client> {
+    reqwest::Client::builder().timeout(timeout).build().map_err(|e| Error::Internal(e.to_string()))
+}
+
+async fn run(services: Arc<Services>, id: String) {
+    let Some(service) = services.appservices.get(&id).cloned() else { return };
+    let http = match http_client(REQUEST_TIMEOUT) {
+        Ok(http) => http,
+        Err(error) => {
+            tracing::error!(%error, appservice = %id, "no HTTP client: no transactions are sent");
+            return;
+        }
+    };
+    let mut stream = services.rooms.subscribe();
+    let mut backoff = Duration::ZERO;
+    loop {
+        let head = *stream.borrow_and_update();
+        let done = match delivered(&services, &id, head) {
+            Ok(done) => done,
+            Err(error) => {
+                tracing::error!(%error, appservice = %id, "reading the appservice position failed");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if head > done {
+            match deliver(&services, &http, &service, done, head).await {
+                Ok(()) => backoff = Duration::ZERO,
+                Err(error) => {
+                    backoff = (backoff * 2).clamp(Duration::from_secs(1), MAX_BACKOFF);
+                    tracing::warn!(%error, appservice = %id, retry_in = ?backoff, "a transaction to the appservice failed");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = services.appservice_sender.retry_now.notified() => {}
+                    }
+                }
+            }
+            continue;
+        }
+        if stream.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The position delivered up to; an appservice seen for the first time starts at the head (it
+/// gets what happens from its registration on, as with Synapse).
+fn delivered(services: &Services, id: &str, head: u64) -> Result<u64> {
+    let tables = &services.db.tables;
+    if let Some(Be64(pos)) = tables.meta.get(&pos_key(id))? {
+        return Ok(pos);
+    }
+    let mut batch = Batch::new();
+    tables.meta.insert(&mut batch, &pos_key(id), &Be64(head));
+    services.db.commit(batch)?;
+    Ok(head)
+}
+
+/// Sends the next transaction after `done` (or the one in flight before a restart) and moves the
+/// position past it once the appservice accepted it.
+async fn deliver(
+    services: &Services,
+    http: &reqwest::Client,
+    service: &Appservice,
+    done: u64,
+    head: u64,
+) -> Result<()> {
+    let id = &service.registration.id;
+    let tables = &services.db.tables;
+    let in_flight = tables.meta.get(&txn_key(id))?.map(|Be64(end)| end);
+    let (events, end) = collect(services, service, done, in_flight.unwrap_or(head), in_flight.is_none())?;
+    if events.is_empty() {
+        let mut batch = Batch::new();
+        tables.meta.insert(&mut batch, &pos_key(id), &Be64(end));
+        tables.meta.remove(&mut batch, &txn_key(id));
+        services.db.write_unsynced(batch)?;
+        return Ok(());
+    }
+    if in_flight.is_none() {
+        let mut batch = Batch::new();
+        tables.meta.insert(&mut batch, &txn_key(id), &Be64(end));
+        services.db.commit(batch)?;
+    }
+    let url = service.registration.url.as_deref().unwrap_or_default().trim_end_matches('/');
+    let txn = format!("{}-{end}", done + 1);
+    let response = http
+        .put(format!("{url}/_matrix/app/v1/transactions/{txn}"))
+        .bearer_auth(&service.registration.hs_token)
+        .json(&json!({ "events": events }))
+        .send()
+        .await
+        .map_err(|e| Error::RemoteUnreachable(format!("appservice {id}: {e}")))?;
+    if !response.status().is_success() {
+        return Err(Error::RemoteUnreachable(format!("appservice {id} answered {}", response.status())));
+    }
+    let mut batch = Batch::new();
+    tables.meta.insert(&mut batch, &pos_key(id), &Be64(end));
+    tables.meta.remove(&mut batch, &txn_key(id));
+    services.db.commit(batch)?;
+    tracing::debug!(appservice = %id, %txn, events = events.len(), "transaction delivered");
+    Ok(())
+}
+
+/// The events after `done` up to `end` the appservice is interested in, in stream order, and the
+/// position the transaction ends at. With `may_stop_early`, stops after [`MAX_EVENTS`] events or
+/// [`MAX_SCANNED`] positions; a transaction rebuilt after a restart covers exactly `done..=end`.
+fn collect(
+    services: &Services,
+    service: &Appservice,
+    done: u64,
+    end: u64,
+    may_stop_early: bool,
+) -> Result<(Vec<Value>, u64)> {
+    let tables = &services.db.tables;
+    let mut events = Vec::new();
+    let mut reached = end;
+    let mut rooms: HashMap<OwnedRoomId, bool> = HashMap::new();
+    for (scanned, entry) in tables.pos_eventid.scan_from(Vec::new(), Be64(done + 1).encode(), true).enumerate() {
+        let (Be64(pos), event_id) = entry?;
+        if pos > end {
+            break;
+        }
+        if may_stop_early && (events.len() == MAX_EVENTS || scanned == MAX_SCANNED) {
+            reached = pos - 1;
+            break;
+        }
+        let Some(event) = services.rooms.client_event(&event_id)? else { continue };
+        if interested(services, service, &mut rooms, &event)? {
+            events.push(event);
+        }
+    }
+    Ok((events, reached))
+}
+
+/// Spec: an appservice gets the events of rooms that match its room namespaces, that one of its
+/// users is in, or that one of its users sent or is the target of.
+fn interested(
+    services: &Services,
+    service: &Appservice,
+    rooms: &mut HashMap<OwnedRoomId, bool>,
+    event: &Value,
+) -> Result<bool> {
+    let claims =
+        |field: &Value| field.as_str().and_then(|s| UserId::parse(s).ok()).is_some_and(|u| service.claims_user(&u));
+    if claims(&event["sender"]) || (event["type"] == "m.room.member" && claims(&event["state_key"])) {
+        return Ok(true);
+    }
+    let Some(room) = event["room_id"].as_str().and_then(|r| OwnedRoomId::try_from(r).ok()) else { return Ok(false) };
+    if let Some(known) = rooms.get(&room) {
+        return Ok(*known);
+    }
+    let mut answer = service.claims_room(&room);
+    if !answer {
+        answer =
+            services.rooms.members(&room)?.iter().any(|(user, record)| {
+                matches!(record.membership.as_str(), "join" | "invite") && service.claims_user(user)
+            });
+    }
+    if !answer {
+        if let Some(canonical) = services.rooms.state_event(&room, &StateEventType::RoomCanonicalAlias, "")? {
+            let content: Value = serde_json::from_str(canonical.content.get()).unwrap_or_default();
+            let alt = content["alt_aliases"].as_array().cloned().unwrap_or_default();
+            answer = std::iter::once(&content["alias"])
+                .chain(alt.iter())
+                .filter_map(|a| a.as_str().and_then(|a| RoomAliasId::parse(a).ok()))
+                .any(|alias| service.claims_alias(&alias));
+        }
+    }
+    rooms.insert(room, answer);
+    Ok(answer)
+}
+
+/// `POST /_matrix/app/v1/ping` on the appservice, for `POST /appservice/{id}/ping`: how long it
+/// took, or the error the spec names for what went wrong.
+pub async fn ping(services: &Services, service: &Appservice, transaction_id: Option<&str>) -> Result<Duration> {
+    let Some(url) = service.registration.url.as_deref() else {
+        return Err(Error::AppserviceUnreachable {
+            status: 400,
+            errcode: "M_URL_NOT_SET",
+            message: "the application service has no URL".into(),
+            extra: None,
+        });
+    };
+    let http = http_client(QUERY_TIMEOUT)?;
+    let mut body = json!({});
+    if let Some(txn) = transaction_id {
+        body["transaction_id"] = txn.into();
+    }
+    let started = Instant::now();
+    let sent = http
+        .post(format!("{}/_matrix/app/v1/ping", url.trim_end_matches('/')))
+        .bearer_auth(&service.registration.hs_token)
+        .json(&body)
+        .send()
+        .await;
+    let response = match sent {
+        Ok(response) => response,
+        Err(error) if error.is_timeout() => {
+            return Err(Error::AppserviceUnreachable {
+                status: 504,
+                errcode: "M_CONNECTION_TIMEOUT",
+                message: "the application service did not answer in time".into(),
+                extra: None,
+            })
+        }
+        Err(error) => {
+            return Err(Error::AppserviceUnreachable {
+                status: 502,
+                errcode: "M_CONNECTION_FAILED",
+                message: format!("cannot reach the application service: {error}"),
+                extra: None,
+            })
+        }
+    };
+    let status = response.status();
+    if !status.is_success() {
+        let text = response.text().await.unwrap_or_default();
+        return Err(Error::AppserviceUnreachable {
+            status: 502,
+            errcode: "M_BAD_STATUS",
+            message: format!("the application service answered {status}"),
+            extra: Some(json!({ "status": status.as_u16(), "body": text })),
+        });
+    }
+    services.appservice_sender.retry_now.notify_waiters();
+    Ok(started.elapsed())
+}
+
+/// Asks the appservices whose namespaces hold `user` whether it exists
+/// (`GET /_matrix/app/v1/users/{userId}`); the appservice creates it before answering 200.
+pub async fn query_user(services: &Services, user: &UserId) -> bool {
+    for service in services.appservices.all().iter().filter(|s| s.claims_user(user)) {
+        if query(service, &format!("users/{}", encode_segment(user.as_str()))).await {
+            return true;
+        }
+    }
+    false
+}
+
+/// Asks the appservices whose namespaces hold `alias` to create the room it names
+/// (`GET /_matrix/app/v1/rooms/{roomAlias}`).
+pub async fn query_alias(services: &Services, alias: &RoomAliasId) -> bool {
+    for service in services.appservices.all().iter().filter(|s| s.claims_alias(alias)) {
+        if query(service, &format!("rooms/{}", encode_segment(alias.as_str()))).await {
+            return true;
+        }
+    }
+    false
+}
+
+async fn query(service: &Appservice, path: &str) -> bool {
+    let Some(url) = service.registration.url.as_deref() else { return false };
+    let Ok(http) = http_client(QUERY_TIMEOUT) else { return false };
+    let sent = http
+        .get(format!("{}/_matrix/app/v1/{path}", url.trim_end_matches('/')))
+        .bearer_auth(&service.registration.hs_token)
+        .send()
+        .await;
+    match sent {
+        Ok(response) => response.status().is_success(),
+        Err(error) => {
+            tracing::warn!(%error, appservice = %service.registration.id, "an appservice query failed");
+            false
+        }
+    }
+}
+
+/// Percent-encodes a path segment (user ids and aliases hold `@`, `:` and `#`).
+fn encode_segment(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len() * 3);
+    for byte in raw.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}

@@ -1,0 +1,348 @@
+//! The Application Service API against a real appservice process on loopback: registration
+//! files, `as_token` masquerading, exclusive namespaces, transactions that survive a failing
+//! appservice and a kill -9 of the server, pings and alias queries.
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::common::{api, register_raw, urlencode, TestServer, BIN};
+
+const AS_TOKEN: &str = "as-secret-token";
+const HS_TOKEN: &str = "hs-secret-token";
+
+/// What the appservice received: every transaction attempt it accepted (id, events), and pings.
+#[derive(Default)]
+struct Received {
+    transactions: Vec<(String, Vec<Value>)>,
+    pings: Vec<Value>,
+    bad_tokens: usize,
+    /// Transactions answered 503 while the appservice was made to fail.
+    refused: usize,
+}
+
+/// An appservice on loopback that records what the homeserver sends and, when asked for an alias
+/// in its namespace, creates that room through the homeserver's client API with its `as_token`.
+struct Appservice {
+    url: String,
+    received: Arc<Mutex<Received>>,
+    failing: Arc<AtomicBool>,
+    homeserver: Arc<Mutex<String>>,
+}
+
+async fn appservice() -> Appservice {
+    use axum::{
+        extract::{Path, State},
+        http::{HeaderMap, StatusCode},
+        routing::{get, post, put},
+        Json,
+    };
+    #[derive(Clone)]
+    struct St {
+        received: Arc<Mutex<Received>>,
+        failing: Arc<AtomicBool>,
+        homeserver: Arc<Mutex<String>>,
+    }
+    fn authorized(headers: &HeaderMap, st: &St) -> bool {
+        let ok = headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(&format!("Bearer {HS_TOKEN}"));
+        if !ok {
+            st.received.lock().unwrap().bad_tokens += 1;
+        }
+        ok
+    }
+    let st = St {
+        received: Arc::default(),
+        failing: Arc::new(AtomicBool::new(false)),
+        homeserver: Arc::new(Mutex::new(String::new())),
+    };
+    let app = axum::Router::new()
+        .route(
+            "/_matrix/app/v1/transactions/{txn}",
+            put(|State(st): State<St>, Path(txn): Path<String>, headers: HeaderMap, Json(body): Json<Value>| async move {
+                if !authorized(&headers, &st) {
+                    return (StatusCode::FORBIDDEN, Json(json!({ "errcode": "M_FORBIDDEN" })));
+                }
+                if st.failing.load(Ordering::SeqCst) {
+                    st.received.lock().unwrap().refused += 1;
+                    return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({})));
+                }
+                let events = body["events"].as_array().cloned().unwrap_or_default();
+                st.received.lock().unwrap().transactions.push((txn, events));
+                (StatusCode::OK, Json(json!({})))
+            }),
+        )
+        .route(
+            "/_matrix/app/v1/ping",
+            post(|State(st): State<St>, headers: HeaderMap, Json(body): Json<Value>| async move {
+                if !authorized(&headers, &st) {
+                    return (StatusCode::FORBIDDEN, Json(json!({ "errcode": "M_FORBIDDEN" })));
+                }
+                st.received.lock().unwrap().pings.push(body);
+                (StatusCode::OK, Json(json!({})))
+            }),
+        )
+        .route(
+            "/_matrix/app/v1/rooms/{alias}",
+            get(|State(st): State<St>, Path(alias): Path<String>, headers: HeaderMap| async move {
+                if !authorized(&headers, &st) {
+                    return (StatusCode::FORBIDDEN, Json(json!({ "errcode": "M_FORBIDDEN" })));
+                }
+                let local = alias.trim_start_matches('#').split(':').next().unwrap_or_default().to_owned();
+                let hs = st.homeserver.lock().unwrap().clone();
+                let created = reqwest::Client::new()
+                    .post(format!("{hs}/_matrix/client/v3/createRoom"))
+                    .bearer_auth(AS_TOKEN)
+                    .json(&json!({ "room_alias_name": local, "name": "made on demand" }))
+                    .send()
+                    .await
+                    .map(|r| r.status().is_success())
+                    .unwrap_or(false);
+                if created {
+                    (StatusCode::OK, Json(json!({})))
+                } else {
+                    (StatusCode::NOT_FOUND, Json(json!({ "errcode": "M_NOT_FOUND" })))
+                }
+            }),
+        )
+        .with_state(st.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Appservice { url, received: st.received, failing: st.failing, homeserver: st.homeserver }
+}
+
+fn registration(url: &str) -> String {
+    format!(
+        "id: workspace\nurl: \"{url}\"\nas_token: {AS_TOKEN}\nhs_token: {HS_TOKEN}\nsender_localpart: workspace\n\
+         rate_limited: false\nnamespaces:\n  users:\n    - exclusive: true\n      regex: \"@ws_.*:localhost\"\n  \
+         aliases:\n    - exclusive: true\n      regex: \"#ws_.*:localhost\"\n  rooms: []\n"
+    )
+}
+
+impl Appservice {
+    /// The message bodies received, once per transaction id (as an appservice dedupes them),
+    /// after checking that a transaction sent twice had the same events both times.
+    fn bodies(&self) -> Vec<String> {
+        let received = self.received.lock().unwrap();
+        let mut seen: std::collections::HashMap<&str, &Vec<Value>> = Default::default();
+        let mut out = Vec::new();
+        for (txn, events) in &received.transactions {
+            if let Some(first) = seen.get(txn.as_str()) {
+                assert_eq!(*first, events, "transaction {txn} was re-sent with other events");
+                continue;
+            }
+            seen.insert(txn, events);
+            out.extend(
+                events
+                    .iter()
+                    .filter(|e| e["type"] == "m.room.message")
+                    .map(|e| e["content"]["body"].as_str().unwrap_or_default().to_owned()),
+            );
+        }
+        out
+    }
+
+    async fn wait_for_bodies(&self, expected: &[&str]) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let bodies = self.bodies();
+            if bodies.len() >= expected.len() || tokio::time::Instant::now() > deadline {
+                assert_eq!(bodies, expected, "the appservice got each message once, in order");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+async fn send(server: &TestServer, token: &str, room: &str, txn: &str, body: &str) {
+    let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}");
+    let (status, _) =
+        api(server, Method::PUT, Some(token), &path, Some(json!({ "msgtype": "m.text", "body": body }))).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_appservice_registers_masquerades_and_gets_every_event_once() {
+    let service = appservice().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("workspace.yaml");
+    std::fs::write(&file, registration(&service.url)).unwrap();
+    let files = toml::Value::Array(vec![file.to_string_lossy().into_owned().into()]);
+    let mut server = TestServer::start_with(&[("appservices.registrations", files)]);
+    *service.homeserver.lock().unwrap() = server.url.clone();
+
+    // Exclusive namespace: refused to everyone else.
+    let (status, body) = api(
+        &server,
+        Method::POST,
+        None,
+        "/_matrix/client/v3/register",
+        Some(json!({ "username": "ws_alice", "password": "pw" })),
+    )
+    .await;
+    assert_eq!((status, body["errcode"].as_str()), (400, Some("M_EXCLUSIVE")));
+    let (status, body) =
+        api(&server, Method::GET, None, "/_matrix/client/v3/register/available?username=ws_alice", None).await;
+    assert_eq!((status, body["errcode"].as_str()), (400, Some("M_EXCLUSIVE")));
+
+    // The appservice registers its user, not one outside its namespace.
+    let as_register = |name: &str| json!({ "type": "m.login.application_service", "username": name });
+    let (status, body) =
+        api(&server, Method::POST, Some(AS_TOKEN), "/_matrix/client/v3/register", Some(as_register("ws_alice"))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user_id"], "@ws_alice:localhost");
+    let (status, body) =
+        api(&server, Method::POST, Some(AS_TOKEN), "/_matrix/client/v3/register", Some(as_register("bob"))).await;
+    assert_eq!((status, body["errcode"].as_str()), (400, Some("M_EXCLUSIVE")));
+    let (_, human) = register_raw(&server, "agent").await;
+    let (status, body) =
+        api(&server, Method::POST, Some(&human), "/_matrix/client/v3/register", Some(as_register("ws_other"))).await;
+    assert_eq!((status, body["errcode"].as_str()), (403, Some("M_FORBIDDEN")));
+
+    // as_token: the sender, or a registered user of the namespace.
+    let whoami = |q: &str| format!("/_matrix/client/v3/account/whoami{q}");
+    let (status, body) = api(&server, Method::GET, Some(AS_TOKEN), &whoami(""), None).await;
+    assert_eq!((status, body["user_id"].as_str()), (200, Some("@workspace:localhost")));
+    let (status, body) = api(
+        &server,
+        Method::GET,
+        Some(AS_TOKEN),
+        &whoami(&format!("?user_id={}", urlencode("@ws_alice:localhost"))),
+        None,
+    )
+    .await;
+    assert_eq!((status, body["user_id"].as_str()), (200, Some("@ws_alice:localhost")));
+    for outsider in ["@agent:localhost", "@ws_ghost:localhost"] {
+        let (status, body) =
+            api(&server, Method::GET, Some(AS_TOKEN), &whoami(&format!("?user_id={}", urlencode(outsider))), None)
+                .await;
+        assert_eq!((status, body["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "{outsider}");
+    }
+    let (status, body) = api(&server, Method::GET, Some("not-a-token"), &whoami(""), None).await;
+    assert_eq!((status, body["errcode"].as_str()), (401, Some("M_UNKNOWN_TOKEN")));
+    let login =
+        json!({ "type": "m.login.application_service", "identifier": { "type": "m.id.user", "user": "ws_alice" } });
+    let (status, body) =
+        api(&server, Method::POST, Some(AS_TOKEN), "/_matrix/client/v3/login", Some(login.clone())).await;
+    assert_eq!((status, body["user_id"].as_str()), (200, Some("@ws_alice:localhost")));
+    let (status, _) = api(&server, Method::POST, None, "/_matrix/client/v3/login", Some(login)).await;
+    assert_eq!(status, 403, "m.login.application_service without the as_token");
+
+    // A room with the appservice's user in it: its events reach the appservice, in order.
+    let (_, room) = api(
+        &server,
+        Method::POST,
+        Some(&human),
+        "/_matrix/client/v3/createRoom",
+        Some(json!({ "invite": ["@ws_alice:localhost"] })),
+    )
+    .await;
+    let room = room["room_id"].as_str().unwrap().to_owned();
+    let join = format!("/_matrix/client/v3/rooms/{room}/join?user_id={}", urlencode("@ws_alice:localhost"));
+    assert_eq!(api(&server, Method::POST, Some(AS_TOKEN), &join, Some(json!({}))).await.0, 200);
+    let (_, quiet) = api(&server, Method::POST, Some(&human), "/_matrix/client/v3/createRoom", Some(json!({}))).await;
+    let quiet = quiet["room_id"].as_str().unwrap().to_owned();
+    send(&server, &human, &quiet, "q1", "not for the appservice").await;
+    for n in 1..=3 {
+        send(&server, &human, &room, &format!("t{n}"), &format!("message {n}")).await;
+    }
+    service.wait_for_bodies(&["message 1", "message 2", "message 3"]).await;
+    assert_eq!(service.received.lock().unwrap().bad_tokens, 0, "every call carried the hs_token");
+
+    // Ping: only the appservice itself; the homeserver calls it with the transaction id.
+    let ping = "/_matrix/client/v1/appservice/workspace/ping";
+    let (status, body) =
+        api(&server, Method::POST, Some(AS_TOKEN), ping, Some(json!({ "transaction_id": "ping-1" }))).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["duration_ms"].is_u64(), "{body}");
+    assert_eq!(service.received.lock().unwrap().pings, vec![json!({ "transaction_id": "ping-1" })]);
+    let (status, _) = api(&server, Method::POST, Some(&human), ping, Some(json!({}))).await;
+    assert_eq!(status, 403);
+    let (status, _) =
+        api(&server, Method::POST, Some(AS_TOKEN), "/_matrix/client/v1/appservice/other/ping", Some(json!({}))).await;
+    assert_eq!(status, 403);
+
+    // The appservice down, then the server killed: nothing is lost or doubled.
+    service.failing.store(true, Ordering::SeqCst);
+    send(&server, &human, &room, "t4", "message 4").await;
+    send(&server, &human, &room, "t5", "message 5").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while service.received.lock().unwrap().refused == 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(service.received.lock().unwrap().refused > 0, "the server tried while the appservice was down");
+    server.kill();
+    server.restart();
+    *service.homeserver.lock().unwrap() = server.url.clone();
+    send(&server, &human, &room, "t6", "message 6").await;
+    service.failing.store(false, Ordering::SeqCst);
+    let (status, _) = api(&server, Method::POST, Some(AS_TOKEN), ping, Some(json!({}))).await;
+    assert_eq!(status, 200, "a ping makes a backing-off sender retry at once");
+    service.wait_for_bodies(&["message 1", "message 2", "message 3", "message 4", "message 5", "message 6"]).await;
+
+    // Aliases: the namespace is the appservice's; an unknown alias in it is asked for.
+    let (status, body) = api(
+        &server,
+        Method::PUT,
+        Some(&human),
+        &format!("/_matrix/client/v3/directory/room/{}", urlencode("#ws_mine:localhost")),
+        Some(json!({ "room_id": quiet })),
+    )
+    .await;
+    assert_eq!((status, body["errcode"].as_str()), (400, Some("M_EXCLUSIVE")));
+    let (status, body) = api(
+        &server,
+        Method::GET,
+        None,
+        &format!("/_matrix/client/v3/directory/room/{}", urlencode("#ws_made:localhost")),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "the appservice created the room when asked: {body}");
+    assert!(body["room_id"].as_str().is_some_and(|r| r.starts_with('!')));
+    let (status, _) = api(
+        &server,
+        Method::GET,
+        None,
+        &format!("/_matrix/client/v3/directory/room/{}", urlencode("#other:localhost")),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+}
+
+#[test]
+fn a_bad_registration_file_stops_the_start_naming_file_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("broken.yaml");
+    std::fs::write(&file, "id: broken\nurl: null\nas_token: a\nsender_localpart: bot\nnamespaces: {}\n").unwrap();
+    let clash = dir.path().join("clash.yaml");
+    let good = dir.path().join("good.yaml");
+    std::fs::write(&good, registration("http://127.0.0.1:9")).unwrap();
+    std::fs::write(
+        &clash,
+        registration("http://127.0.0.1:9")
+            .replace("id: workspace", "id: other")
+            .replace(AS_TOKEN, "x")
+            .replace(HS_TOKEN, "y")
+            .replace("sender_localpart: workspace", "sender_localpart: other"),
+    )
+    .unwrap();
+    for (files, expected) in [(vec![&file], "hs_token"), (vec![&good, &clash], "namespaces.users")] {
+        let list = toml::Value::Array(files.iter().map(|f| f.to_string_lossy().into_owned().into()).collect());
+        let config = crate::common::write_config(dir.path(), &[("appservices.registrations", list)]);
+        let output = std::process::Command::new(BIN).args(["serve", "--config"]).arg(&config).output().unwrap();
+        assert!(!output.status.success(), "the server refused to start");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let named = files.last().unwrap().file_name().unwrap().to_string_lossy().into_owned();
+        assert!(stderr.contains(&named) && stderr.contains(expected), "{stderr}");
+    }
+}
