@@ -193,6 +193,13 @@ impl Registry {
         self.by_token.get(&token_hash(token)).map(|&i| &self.services[i])
     }
 
+    /// Whether a request skips the per-user rate limits: an appservice's sender always does, the
+    /// users it masquerades as when its registration says `rate_limited: false`.
+    pub fn exempt_from_rate_limits(&self, owner: &crate::users::TokenOwner) -> bool {
+        let Some(service) = owner.appservice.as_deref().and_then(|id| self.get(id)) else { return false };
+        owner.user_id == service.sender || service.exempt_from_rate_limits()
+    }
+
     /// The appservice holding `user` exclusively, if any: no one else may register it.
     pub fn exclusive_owner_of_user(&self, user: &UserId) -> Option<&Appservice> {
         self.services.iter().find(|s| s.exclusive_user(user))

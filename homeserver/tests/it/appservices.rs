@@ -89,6 +89,26 @@ async fn appservice() -> Appservice {
             }),
         )
         .route(
+            "/_matrix/app/v1/users/{user}",
+            get(|State(st): State<St>, Path(user): Path<String>, headers: HeaderMap| async move {
+                if !authorized(&headers, &st) || user.starts_with("@ws_unknown") {
+                    return (StatusCode::NOT_FOUND, Json(json!({ "errcode": "M_NOT_FOUND" })));
+                }
+                let local = user.trim_start_matches('@').split(':').next().unwrap_or_default().to_owned();
+                let hs = st.homeserver.lock().unwrap().clone();
+                let created = reqwest::Client::new()
+                    .post(format!("{hs}/_matrix/client/v3/register"))
+                    .bearer_auth(AS_TOKEN)
+                    .json(&json!({ "type": "m.login.application_service", "username": local, "inhibit_login": true }))
+                    .send()
+                    .await
+                    .map(|r| r.status().is_success())
+                    .unwrap_or(false);
+                let status = if created { StatusCode::OK } else { StatusCode::NOT_FOUND };
+                (status, Json(json!({})))
+            }),
+        )
+        .route(
             "/_matrix/app/v1/rooms/{alias}",
             get(|State(st): State<St>, Path(alias): Path<String>, headers: HeaderMap| async move {
                 if !authorized(&headers, &st) {

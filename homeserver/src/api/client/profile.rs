@@ -25,8 +25,16 @@ async fn remote_profile(
     Ok(response.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
 }
 
-fn check_readable(services: &Services, user: &UserId) -> Result<()> {
-    if !services.users.is_local(user) || !services.users.is_active(user)? {
+/// A local, active user; an unknown user in an appservice's namespace is asked for first
+/// (`GET /_matrix/app/v1/users/{userId}`: the appservice may create it before answering).
+async fn check_readable(services: &Services, user: &UserId) -> Result<()> {
+    if !services.users.is_local(user) {
+        return Err(Error::not_found("no profile for this user"));
+    }
+    if !services.users.exists(user)? {
+        crate::appservice::sender::query_user(services, user).await;
+    }
+    if !services.users.is_active(user)? {
         return Err(Error::not_found("no profile for this user"));
     }
     Ok(())
@@ -55,7 +63,7 @@ pub async fn get_all(
         let fields = remote_profile(&services, &request.body.user_id).await?;
         return Ok(fields.into_iter().collect());
     }
-    check_readable(&services, &request.body.user_id)?;
+    check_readable(&services, &request.body.user_id).await?;
     Ok(services.profiles.get(&request.body.user_id)?.into_iter().collect())
 }
 
@@ -65,7 +73,7 @@ pub async fn get_field(
 ) -> Result<get_profile_field::v3::Response> {
     let body = request.body;
     let profile = if services.users.is_local(&body.user_id) {
-        check_readable(&services, &body.user_id)?;
+        check_readable(&services, &body.user_id).await?;
         services.profiles.get(&body.user_id)?
     } else {
         remote_profile(&services, &body.user_id).await?
