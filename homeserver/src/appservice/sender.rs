@@ -37,11 +37,85 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
+/// Ephemeral events (typing, receipts) kept per appservice until its next transaction; beyond
+/// this many the oldest are dropped (they are worth little once stale).
+const MAX_EPHEMERAL: usize = 1_000;
+
 /// Shared state of the appservice tasks.
 #[derive(Default)]
 pub struct AppserviceSender {
     /// Woken by a successful ping: a backing-off task retries at once.
     pub retry_now: tokio::sync::Notify,
+    /// Typing and receipts for appservices with `receive_ephemeral`, by appservice id. Held in
+    /// memory only: after a restart the next typing notice or receipt says the same.
+    ephemeral: std::sync::Mutex<HashMap<String, Vec<Value>>>,
+    ephemeral_ready: tokio::sync::Notify,
+    started: std::sync::OnceLock<u64>,
+}
+
+impl AppserviceSender {
+    /// When this process first sent an ephemeral-only transaction: with a counter, their ids
+    /// never repeat across restarts.
+    fn started_ms(&self) -> u64 {
+        *self.started.get_or_init(crate::users::now_ms)
+    }
+}
+
+/// Queues a room's typing or receipt event (with its `room_id`) for every appservice that asked
+/// for ephemeral data and is interested in the room.
+pub fn queue_ephemeral(services: &Services, room: &ruma::RoomId, event: Value) {
+    let mut queued = false;
+    for service in services.appservices.all() {
+        if !service.registration.receive_ephemeral || service.registration.url.is_none() {
+            continue;
+        }
+        let mut rooms = HashMap::new();
+        match room_interest(services, service, &mut rooms, room) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(error) => {
+                tracing::warn!(%error, "checking an appservice's interest in a room failed");
+                continue;
+            }
+        }
+        let mut queues = services.appservice_sender.ephemeral.lock().expect("appservice ephemeral");
+        let queue = queues.entry(service.registration.id.clone()).or_default();
+        if queue.len() == MAX_EPHEMERAL {
+            queue.remove(0);
+        }
+        queue.push(event.clone());
+        queued = true;
+    }
+    if queued {
+        services.appservice_sender.ephemeral_ready.notify_waiters();
+    }
+}
+
+/// The `m.typing` event of a room now, for the appservices.
+pub fn queue_typing(services: &Services, room: &ruma::RoomId) {
+    if !services.appservices.all().iter().any(|s| s.registration.receive_ephemeral) {
+        return;
+    }
+    let users = services.typing.typing_in(room, None).unwrap_or_default();
+    queue_ephemeral(services, room, json!({ "type": "m.typing", "room_id": room, "content": { "user_ids": users } }));
+}
+
+/// A public read receipt, for the appservices (private receipts stay private).
+pub fn queue_receipt(services: &Services, room: &ruma::RoomId, receipt: &crate::ephemeral::receipts::Receipt) {
+    if receipt.receipt_type != "m.read" || !services.appservices.all().iter().any(|s| s.registration.receive_ephemeral)
+    {
+        return;
+    }
+    let mut data = json!({ "ts": receipt.ts });
+    if let Some(thread) = &receipt.thread_id {
+        data["thread_id"] = thread.as_str().into();
+    }
+    let content = json!({ receipt.event_id.as_str(): { "m.read": { receipt.user.as_str(): data } } });
+    queue_ephemeral(services, room, json!({ "type": "m.receipt", "room_id": room, "content": content }));
+}
+
+fn take_ephemeral(services: &Services, id: &str) -> Vec<Value> {
+    services.appservice_sender.ephemeral.lock().expect("appservice ephemeral").remove(id).unwrap_or_default()
 }
 
 fn pos_key(id: &str) -> String {
@@ -81,6 +155,9 @@ async fn run(services: Arc<Services>, id: String) {
     };
     let mut stream = services.rooms.subscribe();
     let mut backoff = Duration::ZERO;
+    // Ephemeral events of the transaction being tried: the same ones go with each retry.
+    let mut ephemeral: Vec<Value> = Vec::new();
+    let mut ephemeral_txn = 0u64;
     loop {
         let head = *stream.borrow_and_update();
         let done = match delivered(&services, &id, head) {
@@ -91,9 +168,16 @@ async fn run(services: Arc<Services>, id: String) {
                 continue;
             }
         };
-        if head > done {
-            match deliver(&services, &http, &service, done, head).await {
-                Ok(()) => backoff = Duration::ZERO,
+        if ephemeral.is_empty() {
+            ephemeral = take_ephemeral(&services, &id);
+            ephemeral_txn += 1;
+        }
+        if head > done || !ephemeral.is_empty() {
+            match deliver(&services, &http, &service, done, head, &ephemeral, ephemeral_txn).await {
+                Ok(()) => {
+                    backoff = Duration::ZERO;
+                    ephemeral.clear();
+                }
                 Err(error) => {
                     backoff = (backoff * 2).clamp(Duration::from_secs(1), MAX_BACKOFF);
                     tracing::warn!(%error, appservice = %id, retry_in = ?backoff, "a transaction to the appservice failed");
@@ -105,8 +189,18 @@ async fn run(services: Arc<Services>, id: String) {
             }
             continue;
         }
-        if stream.changed().await.is_err() {
-            return;
+        let ready = services.appservice_sender.ephemeral_ready.notified();
+        tokio::pin!(ready);
+        ready.as_mut().enable();
+        if !services.appservice_sender.ephemeral.lock().expect("appservice ephemeral").contains_key(&id) {
+            tokio::select! {
+                changed = stream.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                () = &mut ready => {}
+            }
         }
     }
 }
@@ -132,12 +226,18 @@ async fn deliver(
     service: &Appservice,
     done: u64,
     head: u64,
+    ephemeral: &[Value],
+    ephemeral_txn: u64,
 ) -> Result<()> {
     let id = &service.registration.id;
     let tables = &services.db.tables;
     let in_flight = tables.meta.get(&txn_key(id))?.map(|Be64(end)| end);
-    let (events, end) = collect(services, service, done, in_flight.unwrap_or(head), in_flight.is_none())?;
-    if events.is_empty() {
+    let (events, end) = if head > done || in_flight.is_some() {
+        collect(services, service, done, in_flight.unwrap_or(head), in_flight.is_none())?
+    } else {
+        (Vec::new(), done)
+    };
+    if events.is_empty() && ephemeral.is_empty() {
         let mut batch = Batch::new();
         tables.meta.insert(&mut batch, &pos_key(id), &Be64(end));
         tables.meta.remove(&mut batch, &txn_key(id));
@@ -150,11 +250,22 @@ async fn deliver(
         services.db.commit(batch)?;
     }
     let url = service.registration.url.as_deref().unwrap_or_default().trim_end_matches('/');
-    let txn = format!("{}-{end}", done + 1);
+    // Events-only transactions are named by the positions they cover (stable across restarts);
+    // one carrying only ephemeral data by the server's start and a counter.
+    let txn = if events.is_empty() {
+        format!("e{}-{ephemeral_txn}", services.appservice_sender.started_ms())
+    } else {
+        format!("{}-{end}", done + 1)
+    };
+    let mut body = json!({ "events": events });
+    if !ephemeral.is_empty() {
+        body["ephemeral"] = Value::from(ephemeral.to_vec());
+        body["de.sorunome.msc2409.ephemeral"] = Value::from(ephemeral.to_vec());
+    }
     let response = http
         .put(format!("{url}/_matrix/app/v1/transactions/{txn}"))
         .bearer_auth(&service.registration.hs_token)
-        .json(&json!({ "events": events }))
+        .json(&body)
         .send()
         .await
         .map_err(|e| Error::RemoteUnreachable(format!("appservice {id}: {e}")))?;
@@ -214,9 +325,21 @@ fn interested(
         return Ok(true);
     }
     let Some(room) = event["room_id"].as_str().and_then(|r| OwnedRoomId::try_from(r).ok()) else { return Ok(false) };
-    if let Some(known) = rooms.get(&room) {
+    room_interest(services, service, rooms, &room)
+}
+
+/// Whether the room concerns the appservice: it matches its room namespaces, holds one of its
+/// users (joined or invited), or has a canonical alias in its alias namespaces.
+fn room_interest(
+    services: &Services,
+    service: &Appservice,
+    rooms: &mut HashMap<OwnedRoomId, bool>,
+    room: &ruma::RoomId,
+) -> Result<bool> {
+    if let Some(known) = rooms.get(room) {
         return Ok(*known);
     }
+    let room = room.to_owned();
     let mut answer = service.claims_room(&room);
     if !answer {
         answer =

@@ -399,6 +399,7 @@ async fn handle_edu(services: &Arc<Services>, origin: &ServerName, edu: &Value) 
             }
             let typing = content["typing"].as_bool().unwrap_or(false);
             services.typing.set(&room, &user, typing.then_some(Duration::from_secs(30)));
+            crate::appservice::sender::queue_typing(services, &room);
         }
         "m.receipt" => {
             let Some(rooms) = content.as_object() else { return Ok(()) };
@@ -426,10 +427,9 @@ async fn handle_edu(services: &Arc<Services>, origin: &ServerName, edu: &Value) 
                         };
                         let thread_id = receipt["data"]["thread_id"].as_str().map(str::to_owned);
                         let ts = receipt["data"]["ts"].as_u64().unwrap_or_else(crate::users::now_ms);
-                        services
-                            .receipts
-                            .set(&room, Receipt { user, receipt_type: "m.read".into(), event_id: event, thread_id, ts })
-                            .await?;
+                        let receipt = Receipt { user, receipt_type: "m.read".into(), event_id: event, thread_id, ts };
+                        services.receipts.set(&room, receipt.clone()).await?;
+                        crate::appservice::sender::queue_receipt(services, &room, &receipt);
                     }
                 }
             }

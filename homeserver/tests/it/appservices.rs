@@ -22,6 +22,8 @@ const HS_TOKEN: &str = "hs-secret-token";
 #[derive(Default)]
 struct Received {
     transactions: Vec<(String, Vec<Value>)>,
+    /// The `ephemeral` lists of accepted transactions (typing, receipts).
+    ephemeral: Vec<Value>,
     pings: Vec<Value>,
     bad_tokens: usize,
     /// Transactions answered 503 while the appservice was made to fail.
@@ -74,7 +76,10 @@ async fn appservice() -> Appservice {
                     return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({})));
                 }
                 let events = body["events"].as_array().cloned().unwrap_or_default();
-                st.received.lock().unwrap().transactions.push((txn, events));
+                let ephemeral = body["ephemeral"].as_array().cloned().unwrap_or_default();
+                let mut received = st.received.lock().unwrap();
+                received.transactions.push((txn, events));
+                received.ephemeral.extend(ephemeral);
                 (StatusCode::OK, Json(json!({})))
             }),
         )
@@ -141,7 +146,7 @@ async fn appservice() -> Appservice {
 fn registration(url: &str) -> String {
     format!(
         "id: workspace\nurl: \"{url}\"\nas_token: {AS_TOKEN}\nhs_token: {HS_TOKEN}\nsender_localpart: workspace\n\
-         rate_limited: false\nnamespaces:\n  users:\n    - exclusive: true\n      regex: \"@ws_.*:localhost\"\n  \
+         rate_limited: false\nreceive_ephemeral: true\nnamespaces:\n  users:\n    - exclusive: true\n      regex: \"@ws_.*:localhost\"\n  \
          aliases:\n    - exclusive: true\n      regex: \"#ws_.*:localhost\"\n  rooms: []\n"
     )
 }
@@ -276,6 +281,56 @@ async fn an_appservice_registers_masquerades_and_gets_every_event_once() {
     }
     service.wait_for_bodies(&["message 1", "message 2", "message 3"]).await;
     assert_eq!(service.received.lock().unwrap().bad_tokens, 0, "every call carried the hs_token");
+
+    // Ephemeral data of the room (receive_ephemeral): typing and public read receipts.
+    let last = service
+        .received
+        .lock()
+        .unwrap()
+        .transactions
+        .iter()
+        .flat_map(|(_, e)| e.clone())
+        .filter(|e| e["content"]["body"] == "message 3")
+        .map(|e| e["event_id"].as_str().unwrap().to_owned())
+        .next()
+        .unwrap();
+    let typing = format!("/_matrix/client/v3/rooms/{room}/typing/{}", urlencode("@agent:localhost"));
+    assert_eq!(
+        api(&server, Method::PUT, Some(&human), &typing, Some(json!({ "typing": true, "timeout": 10000 }))).await.0,
+        200
+    );
+    let receipt = format!("/_matrix/client/v3/rooms/{room}/receipt/m.read/{}", urlencode(&last));
+    assert_eq!(api(&server, Method::POST, Some(&human), &receipt, Some(json!({}))).await.0, 200);
+    let quiet_typing = format!("/_matrix/client/v3/rooms/{quiet}/typing/{}", urlencode("@agent:localhost"));
+    assert_eq!(
+        api(&server, Method::PUT, Some(&human), &quiet_typing, Some(json!({ "typing": true, "timeout": 10000 })))
+            .await
+            .0,
+        200
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let ephemeral = service.received.lock().unwrap().ephemeral.clone();
+        let typed = ephemeral.iter().any(|e| {
+            e["type"] == "m.typing"
+                && e["room_id"] == room.as_str()
+                && e["content"]["user_ids"] == json!(["@agent:localhost"])
+        });
+        let read = ephemeral.iter().any(|e| {
+            e["type"] == "m.receipt"
+                && e["room_id"] == room.as_str()
+                && e["content"][&last]["m.read"]["@agent:localhost"]["ts"].is_u64()
+        });
+        if typed && read {
+            assert!(
+                ephemeral.iter().all(|e| e["room_id"] == room.as_str()),
+                "only the appservice's rooms: {ephemeral:?}"
+            );
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "typing and receipt reach the appservice: {ephemeral:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // Ping: only the appservice itself; the homeserver calls it with the transaction id.
     let ping = "/_matrix/client/v1/appservice/workspace/ping";

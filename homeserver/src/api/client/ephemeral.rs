@@ -39,6 +39,7 @@ pub async fn typing(
         _ => None,
     };
     services.typing.set(&b.room_id, &sender, timeout);
+    crate::appservice::sender::queue_typing(&services, &b.room_id);
     let servers = crate::federation::receive::servers_in_room(&services, &b.room_id)?;
     services.federation.sender.queue_volatile(
         &servers,
@@ -75,7 +76,8 @@ async fn set_receipt(
         thread_id: thread.clone(),
         ts,
     };
-    services.receipts.set(room, receipt).await?;
+    services.receipts.set(room, receipt.clone()).await?;
+    crate::appservice::sender::queue_receipt(services, room, &receipt);
     // Public receipts go to the room's other servers too.
     if kind == "m.read" {
         let mut data = serde_json::json!({ "ts": ts });
