@@ -646,6 +646,27 @@ impl Users {
         Ok(())
     }
 
+    /// A device with no access token, created by an application service for one of its users
+    /// (it acts on it with `device_id`); `false` when the device already existed.
+    pub async fn create_device_without_token(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        display_name: Option<String>,
+    ) -> Result<bool> {
+        let key = (user.to_owned(), device.to_owned());
+        let _guard = self.lock_user(user).await;
+        if self.db.tables.userdeviceid_device.get(&key)?.is_some() {
+            return Ok(false);
+        }
+        let record =
+            Device { display_name, last_seen_ip: None, last_seen_ts: None, token_hash: Vec::new(), refresh_hash: None };
+        let mut batch = Batch::new();
+        self.db.tables.userdeviceid_device.insert(&mut batch, &key, &Json(record));
+        self.db.commit(batch)?;
+        Ok(true)
+    }
+
     /// Logs a device out: its token stops working at once and the device is forgotten.
     pub async fn remove_device(&self, user: &UserId, device: &DeviceId) -> Result<()> {
         self.write_removing_devices(user, |d| d == device, |_, _| Ok(())).await

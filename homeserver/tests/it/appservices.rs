@@ -261,6 +261,30 @@ async fn an_appservice_registers_masquerades_and_gets_every_event_once() {
     let (status, _) = api(&server, Method::POST, None, "/_matrix/client/v3/login", Some(login)).await;
     assert_eq!(status, 403, "m.login.application_service without the as_token");
 
+    // Devices of its users (spec v1.17): created with 201, renamed with 200, used with
+    // `device_id`, deleted without UIA; a regular client cannot create one.
+    let alice_q = format!("user_id={}", urlencode("@ws_alice:localhost"));
+    let device = format!("/_matrix/client/v3/devices/BRIDGEDEV?{alice_q}");
+    let (status, _) =
+        api(&server, Method::PUT, Some(AS_TOKEN), &device, Some(json!({ "display_name": "bridge" }))).await;
+    assert_eq!(status, 201);
+    let (status, _) =
+        api(&server, Method::PUT, Some(AS_TOKEN), &device, Some(json!({ "display_name": "bridge 2" }))).await;
+    assert_eq!(status, 200);
+    let (status, body) = api(&server, Method::GET, Some(AS_TOKEN), &device, None).await;
+    assert_eq!((status, body["display_name"].as_str()), (200, Some("bridge 2")));
+    let (status, body) =
+        api(&server, Method::GET, Some(AS_TOKEN), &whoami(&format!("?{alice_q}&device_id=BRIDGEDEV")), None).await;
+    assert_eq!((status, body["device_id"].as_str()), (200, Some("BRIDGEDEV")));
+    let (status, body) =
+        api(&server, Method::GET, Some(AS_TOKEN), &whoami(&format!("?{alice_q}&device_id=NOPE")), None).await;
+    assert_eq!((status, body["errcode"].as_str()), (400, Some("M_UNKNOWN_DEVICE")));
+    assert_eq!(api(&server, Method::DELETE, Some(AS_TOKEN), &device, Some(json!({}))).await.0, 200);
+    assert_eq!(api(&server, Method::GET, Some(AS_TOKEN), &device, None).await.0, 404);
+    let (status, _) =
+        api(&server, Method::PUT, Some(&human), "/_matrix/client/v3/devices/MADEUP", Some(json!({}))).await;
+    assert_eq!(status, 404, "a regular client only renames its existing devices");
+
     // A room with the appservice's user in it: its events reach the appservice, in order.
     let (_, room) = api(
         &server,

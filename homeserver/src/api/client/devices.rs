@@ -8,7 +8,10 @@ use ruma::{
 };
 
 use crate::{
-    api::ruma::Ruma,
+    api::{
+        error::ApiError,
+        ruma::{authenticate, read_body, Ruma, TokenUse},
+    },
     error::{Error, Result},
     services::Services,
     uia, users,
@@ -37,18 +40,48 @@ pub async fn get(services: Arc<Services>, request: Ruma<get_device::v3::Request>
     Ok(get_device::v3::Response::new(to_api(request.body.device_id, device)))
 }
 
+/// `PUT /devices/{deviceId}`: renames one of the user's devices (200); an application service
+/// may also create a device of one of its users this way (201, spec v1.17; the device has no
+/// access token: the appservice acts on it with `device_id`). Served outside the ruma extractor
+/// because the two successes differ in status.
 pub async fn update(
-    services: Arc<Services>,
-    request: Ruma<update_device::v3::Request>,
-) -> Result<update_device::v3::Response> {
-    let user = &request.sender()?.user_id;
-    if let Some(name) = &request.body.display_name {
-        if name.len() > 512 {
-            return Err(Error::invalid_param("device display names are at most 512 bytes"));
-        }
+    axum::extract::State(services): axum::extract::State<Arc<Services>>,
+    axum::extract::Path(device_id): axum::extract::Path<String>,
+    request: axum::extract::Request,
+) -> std::result::Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    #[derive(serde::Deserialize)]
+    struct Body {
+        display_name: Option<String>,
     }
-    services.users.set_device_display_name(user, &request.body.device_id, request.body.display_name.clone()).await?;
-    Ok(update_device::v3::Response::new())
+    let (parts, body) = request.into_parts();
+    let owner = authenticate(&parts, &services, TokenUse::Required)?.ok_or_else(ApiError::missing_token)?;
+    let bytes = read_body(&parts, body, services.config.limits.max_request_size).await?;
+    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
+    let body: Body = serde_json::from_slice(bytes).map_err(ApiError::not_json)?;
+    if body.display_name.as_ref().is_some_and(|name| name.len() > 512) {
+        return Err(Error::invalid_param("device display names are at most 512 bytes").into());
+    }
+    if device_id.is_empty() || device_id.len() > 255 {
+        return Err(Error::invalid_param("device_id must be 1 to 255 bytes").into());
+    }
+    let device_id: OwnedDeviceId = device_id.into();
+    let user = &owner.user_id;
+    if owner.appservice.is_some() && services.users.device(user, &device_id)?.is_none() {
+        services.users.create_device_without_token(user, &device_id, body.display_name).await?;
+        return Ok((axum::http::StatusCode::CREATED, axum::Json(serde_json::json!({}))).into_response());
+    }
+    services.users.set_device_display_name(user, &device_id, body.display_name).await?;
+    Ok(axum::Json(serde_json::json!({})).into_response())
+}
+
+/// Routes [`update`] on every path of the spec's endpoint.
+pub fn route_update(mut router: axum::Router<Arc<Services>>) -> axum::Router<Arc<Services>> {
+    use ruma::api::{path_builder::PathBuilder, Metadata};
+    for path in update_device::v3::Request::PATH_BUILDER.all_paths() {
+        router = router.route(path, axum::routing::put(update));
+    }
+    router
 }
 
 pub async fn delete(
@@ -60,10 +93,13 @@ pub async fn delete(
     if services.users.device(&user, &body.device_id)?.is_none() {
         return Err(Error::not_found("no such device"));
     }
-    services
-        .uia
-        .authorize(&services.users, body.auth.as_ref(), &[&[uia::PASSWORD]], Some(&user), "delete_devices")
-        .await?;
+    // Spec v1.17: no UIA for an application service.
+    if request.owner.as_ref().is_none_or(|o| o.appservice.is_none()) {
+        services
+            .uia
+            .authorize(&services.users, body.auth.as_ref(), &[&[uia::PASSWORD]], Some(&user), "delete_devices")
+            .await?;
+    }
     services.users.remove_device(&user, &body.device_id).await?;
     Ok(delete_device::v3::Response::new())
 }
@@ -73,11 +109,14 @@ pub async fn delete_many(
     request: Ruma<delete_devices::v3::Request>,
 ) -> Result<delete_devices::v3::Response> {
     let user = request.sender()?.user_id.clone();
+    let by_appservice = request.owner.as_ref().is_some_and(|o| o.appservice.is_some());
     let body = request.body;
-    services
-        .uia
-        .authorize(&services.users, body.auth.as_ref(), &[&[uia::PASSWORD]], Some(&user), "delete_devices")
-        .await?;
+    if !by_appservice {
+        services
+            .uia
+            .authorize(&services.users, body.auth.as_ref(), &[&[uia::PASSWORD]], Some(&user), "delete_devices")
+            .await?;
+    }
     for device in &body.devices {
         services.users.remove_device(&user, device).await?;
     }

@@ -24,10 +24,11 @@ use crate::{
 };
 
 /// The spec versions whose client-server API this server implements; grows as features land
-/// (v1.17 needs the application service device management of the appservice work).
+/// (v1.17: application services manage their users' devices; v1.18 adds OAuth 2.0 awareness,
+/// which this server does not have).
 pub const SUPPORTED_VERSIONS: &[&str] = &[
     "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11", "v1.12", "v1.13",
-    "v1.14", "v1.15", "v1.16",
+    "v1.14", "v1.15", "v1.16", "v1.17",
 ];
 
 pub async fn versions(

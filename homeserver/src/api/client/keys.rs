@@ -191,6 +191,8 @@ pub async fn upload_signing(
     request: Ruma<upload_signing_keys::v3::Request>,
 ) -> Result<upload_signing_keys::v3::Response> {
     let user = request.sender()?.user_id.clone();
+    // Spec v1.17: an application service uploads its users' cross-signing keys without UIA.
+    let request_owner_is_appservice = request.owner.as_ref().is_some_and(|o| o.appservice.is_some());
     let body = request.body;
     let mut uploads = Vec::new();
     for (usage, key) in
@@ -201,7 +203,7 @@ pub async fn upload_signing(
         }
     }
     let uploads: Vec<(&str, &Value)> = uploads.iter().map(|(u, k)| (*u, k)).collect();
-    if services.keys.signing_upload_needs_auth(&user, &uploads)? {
+    if !request_owner_is_appservice && services.keys.signing_upload_needs_auth(&user, &uploads)? {
         services
             .uia
             .authorize(&services.users, body.auth.as_ref(), &[&[uia::PASSWORD]], Some(&user), "device_signing_upload")

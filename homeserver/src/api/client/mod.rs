@@ -31,7 +31,7 @@ use super::ruma::RouterExt;
 use crate::services::Services;
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
-    sync::route(media::routes(router))
+    devices::route_update(sync::route(media::routes(router)))
         .ruma(discovery::versions)
         .ruma(discovery::well_known_client)
         .ruma(discovery::well_known_server)
@@ -77,7 +77,6 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma(account::deactivate)
         .ruma(devices::list)
         .ruma(devices::get)
-        .ruma(devices::update)
         .ruma(devices::delete)
         .ruma(devices::delete_many)
         .ruma(profile::get_all)
