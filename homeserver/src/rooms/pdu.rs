@@ -124,30 +124,58 @@ impl ruma::state_res::Event for Pdu {
 
 /// The client-server format of a stored event: the PDU minus server-only fields, plus `event_id`,
 /// `room_id` and `unsigned`.
+///
+/// Only the fields a client event carries are parsed: the signatures, hashes and DAG links of
+/// the PDU, which weigh more than most contents, are skipped without being built (this runs for
+/// every event of every sync).
 pub fn client_event(
     event_id: &OwnedEventId,
     room_id: &RoomId,
     pdu_json: &[u8],
     unsigned: Option<serde_json::Value>,
 ) -> serde_json::Value {
-    let mut value: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(pdu_json).unwrap_or_default();
-    for field in ["auth_events", "prev_events", "depth", "hashes", "signatures", "origin", "membership", "prev_state"] {
-        value.remove(field);
+    use serde_json::Value;
+    #[derive(Deserialize)]
+    struct ClientFields {
+        #[serde(rename = "type")]
+        kind: Option<Value>,
+        content: Option<Value>,
+        sender: Option<Value>,
+        state_key: Option<Value>,
+        origin_server_ts: Option<Value>,
+        redacts: Option<Value>,
+        unsigned: Option<Value>,
+    }
+    let Ok(fields) = serde_json::from_slice::<ClientFields>(pdu_json) else {
+        return Value::Object(serde_json::Map::new());
+    };
+    let mut value = serde_json::Map::new();
+    for (key, field) in [
+        ("type", fields.kind),
+        ("content", fields.content),
+        ("sender", fields.sender),
+        ("state_key", fields.state_key),
+        ("origin_server_ts", fields.origin_server_ts),
+        ("redacts", fields.redacts),
+    ] {
+        if let Some(field) = field {
+            value.insert(key.into(), field);
+        }
     }
     value.insert("event_id".into(), event_id.as_str().into());
     value.insert("room_id".into(), room_id.as_str().into());
-    let mut unsigned_map = match value.remove("unsigned") {
-        Some(serde_json::Value::Object(m)) => m,
+    let mut unsigned_map = match fields.unsigned {
+        Some(Value::Object(m)) => m,
         _ => serde_json::Map::new(),
     };
-    if let Some(serde_json::Value::Object(extra)) = unsigned {
+    if let Some(Value::Object(extra)) = unsigned {
         unsigned_map.extend(extra);
     }
     if let Some(ts) = value.get("origin_server_ts").and_then(|v| v.as_u64()) {
         unsigned_map.insert("age".into(), crate::users::now_ms().saturating_sub(ts).into());
     }
     value.insert("unsigned".into(), unsigned_map.into());
-    serde_json::Value::Object(value)
+    Value::Object(value)
 }
 
 /// Serializes a client event for a ruma response field.
