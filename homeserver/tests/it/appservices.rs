@@ -273,6 +273,20 @@ async fn an_appservice_registers_masquerades_and_gets_every_event_once() {
     assert_eq!(status, 200);
     let (status, body) = api(&server, Method::GET, Some(AS_TOKEN), &device, None).await;
     assert_eq!((status, body["display_name"].as_str()), (200, Some("bridge 2")));
+    let (status, body) = api(&server, Method::PUT, Some(AS_TOKEN), &device, Some(json!({ "display_name": 5 }))).await;
+    assert_eq!((status, body["errcode"].as_str()), (400, Some("M_BAD_JSON")));
+    let raw = server
+        .http()
+        .put(format!("{}{device}", server.url))
+        .bearer_auth(AS_TOKEN)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status(), 400);
+    assert_eq!(raw.json::<Value>().await.unwrap()["errcode"], "M_NOT_JSON");
+    let (_, body) = api(&server, Method::GET, Some(AS_TOKEN), &device, None).await;
+    assert_eq!(body["display_name"], "bridge 2", "bad input changed nothing");
     let (status, body) =
         api(&server, Method::GET, Some(AS_TOKEN), &whoami(&format!("?{alice_q}&device_id=BRIDGEDEV")), None).await;
     assert_eq!((status, body["device_id"].as_str()), (200, Some("BRIDGEDEV")));

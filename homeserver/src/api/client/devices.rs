@@ -58,7 +58,9 @@ pub async fn update(
     let owner = authenticate(&parts, &services, TokenUse::Required)?.ok_or_else(ApiError::missing_token)?;
     let bytes = read_body(&parts, body, services.config.limits.max_request_size).await?;
     let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
-    let body: Body = serde_json::from_slice(bytes).map_err(ApiError::not_json)?;
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(ApiError::not_json)?;
+    let body: Body = serde_json::from_value(value)
+        .map_err(|e| Error::BadJson(format!("the body does not match this endpoint: {e}")))?;
     if body.display_name.as_ref().is_some_and(|name| name.len() > 512) {
         return Err(Error::invalid_param("device display names are at most 512 bytes").into());
     }
