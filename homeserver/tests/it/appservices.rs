@@ -200,7 +200,25 @@ async fn an_appservice_registers_masquerades_and_gets_every_event_once() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("workspace.yaml");
     std::fs::write(&file, registration(&service.url)).unwrap();
-    let files = toml::Value::Array(vec![file.to_string_lossy().into_owned().into()]);
+    // Two more appservices: one whose process is not running, one that takes no traffic.
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dead = dir.path().join("dead.yaml");
+    std::fs::write(
+        &dead,
+        format!(
+            "id: dead\nurl: \"http://127.0.0.1:{closed_port}\"\nas_token: dead-as\nhs_token: dead-hs\n\
+             sender_localpart: deadbot\nnamespaces:\n  users:\n    - exclusive: true\n      regex: \"@dead_.*:localhost\"\n"
+        ),
+    )
+    .unwrap();
+    let silent = dir.path().join("silent.yaml");
+    std::fs::write(
+        &silent,
+        "id: silent\nurl: null\nas_token: silent-as\nhs_token: silent-hs\nsender_localpart: silentbot\n",
+    )
+    .unwrap();
+    let files =
+        toml::Value::Array([&file, &dead, &silent].iter().map(|f| f.to_string_lossy().into_owned().into()).collect());
     let mut server = TestServer::start_with(&[("appservices.registrations", files)]);
     *service.homeserver.lock().unwrap() = server.url.clone();
 
@@ -382,6 +400,15 @@ async fn an_appservice_registers_masquerades_and_gets_every_event_once() {
     let (status, _) =
         api(&server, Method::POST, Some(AS_TOKEN), "/_matrix/client/v1/appservice/other/ping", Some(json!({}))).await;
     assert_eq!(status, 403);
+    let (status, body) =
+        api(&server, Method::POST, Some("dead-as"), "/_matrix/client/v1/appservice/dead/ping", Some(json!({}))).await;
+    assert_eq!((status, body["errcode"].as_str()), (502, Some("M_CONNECTION_FAILED")), "{body}");
+    let (status, body) =
+        api(&server, Method::POST, Some("silent-as"), "/_matrix/client/v1/appservice/silent/ping", Some(json!({})))
+            .await;
+    assert_eq!((status, body["errcode"].as_str()), (400, Some("M_URL_NOT_SET")), "{body}");
+    let (status, body) = api(&server, Method::GET, Some("silent-as"), &whoami(""), None).await;
+    assert_eq!((status, body["user_id"].as_str()), (200, Some("@silentbot:localhost")), "each sender exists");
 
     // The appservice down, then the server killed: nothing is lost or doubled.
     service.failing.store(true, Ordering::SeqCst);
