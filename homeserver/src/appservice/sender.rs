@@ -439,6 +439,31 @@ pub async fn query_alias(services: &Services, alias: &RoomAliasId) -> bool {
     false
 }
 
+/// `GET /_matrix/app/v1/thirdparty/{path}` on an appservice: its JSON answer, `None` when it
+/// has no URL, cannot be reached or answers an error.
+pub async fn thirdparty(service: &Appservice, path: &str) -> Option<Value> {
+    let url = service.registration.url.as_deref()?;
+    let http = http_client(QUERY_TIMEOUT).ok()?;
+    let response = http
+        .get(format!("{}/_matrix/app/v1/thirdparty/{path}", url.trim_end_matches('/')))
+        .bearer_auth(&service.registration.hs_token)
+        .send()
+        .await
+        .inspect_err(
+            |error| tracing::warn!(%error, appservice = %service.registration.id, "a third-party lookup failed"),
+        )
+        .ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    response.json().await.ok()
+}
+
+/// Percent-encodes a path segment for a call to an appservice.
+pub fn segment(raw: &str) -> String {
+    encode_segment(raw)
+}
+
 async fn query(service: &Appservice, path: &str) -> bool {
     let Some(url) = service.registration.url.as_deref() else { return false };
     let Ok(http) = http_client(QUERY_TIMEOUT) else { return false };

@@ -94,6 +94,27 @@ async fn appservice() -> Appservice {
             }),
         )
         .route(
+            "/_matrix/app/v1/thirdparty/protocol/{protocol}",
+            get(|Path(protocol): Path<String>| async move {
+                if protocol != "gouv" {
+                    return (StatusCode::NOT_FOUND, Json(json!({ "errcode": "M_NOT_FOUND" })));
+                }
+                (StatusCode::OK, Json(json!({
+                    "user_fields": ["name"], "location_fields": ["service"], "icon": "mxc://localhost/icon",
+                    "field_types": { "name": { "regexp": ".*", "placeholder": "agent" },
+                                     "service": { "regexp": ".*", "placeholder": "dgfip" } },
+                    "instances": [{ "desc": "Annuaire", "network_id": "annuaire", "fields": {} }],
+                })))
+            }),
+        )
+        .route(
+            "/_matrix/app/v1/thirdparty/location/{protocol}",
+            get(|Path(protocol): Path<String>, axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>| async move {
+                let service = q.get("service").cloned().unwrap_or_default();
+                Json(json!([{ "alias": format!("#ws_{service}:localhost"), "protocol": protocol, "fields": { "service": service } }]))
+            }),
+        )
+        .route(
             "/_matrix/app/v1/users/{user}",
             get(|State(st): State<St>, Path(user): Path<String>, headers: HeaderMap| async move {
                 if !authorized(&headers, &st) || user.starts_with("@ws_unknown") {
@@ -146,7 +167,7 @@ async fn appservice() -> Appservice {
 fn registration(url: &str) -> String {
     format!(
         "id: workspace\nurl: \"{url}\"\nas_token: {AS_TOKEN}\nhs_token: {HS_TOKEN}\nsender_localpart: workspace\n\
-         rate_limited: false\nreceive_ephemeral: true\nnamespaces:\n  users:\n    - exclusive: true\n      regex: \"@ws_.*:localhost\"\n  \
+         rate_limited: false\nreceive_ephemeral: true\nprotocols: [gouv]\nnamespaces:\n  users:\n    - exclusive: true\n      regex: \"@ws_.*:localhost\"\n  \
          aliases:\n    - exclusive: true\n      regex: \"#ws_.*:localhost\"\n  rooms: []\n"
     )
 }
@@ -457,6 +478,28 @@ async fn an_appservice_registers_masquerades_and_gets_every_event_once() {
     )
     .await;
     assert_eq!(status, 404);
+
+    // Users: an unknown user of the namespace is asked for, and exists once the appservice made it.
+    let profile = |user: &str| format!("/_matrix/client/v3/profile/{}", urlencode(user));
+    let (status, body) = api(&server, Method::GET, Some(&human), &profile("@ws_lazy:localhost"), None).await;
+    assert_eq!(status, 200, "{body}");
+    let lazy = format!("?user_id={}", urlencode("@ws_lazy:localhost"));
+    let (status, body) = api(&server, Method::GET, Some(AS_TOKEN), &whoami(&lazy), None).await;
+    assert_eq!((status, body["user_id"].as_str()), (200, Some("@ws_lazy:localhost")));
+    let (status, _) = api(&server, Method::GET, Some(&human), &profile("@ws_unknown:localhost"), None).await;
+    assert_eq!(status, 404);
+
+    // Third-party networks: the protocol the appservice registered, as it describes it.
+    let (status, body) = api(&server, Method::GET, Some(&human), "/_matrix/client/v3/thirdparty/protocols", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["gouv"]["instances"][0]["instance_id"], "workspace|annuaire", "{body}");
+    assert_eq!(body["gouv"]["location_fields"], json!(["service"]));
+    let (status, body) =
+        api(&server, Method::GET, Some(&human), "/_matrix/client/v3/thirdparty/location/gouv?service=dgfip", None)
+            .await;
+    assert_eq!((status, body[0]["alias"].as_str()), (200, Some("#ws_dgfip:localhost")), "{body}");
+    let (status, _) = api(&server, Method::GET, Some(&human), "/_matrix/client/v3/thirdparty/protocol/irc", None).await;
+    assert_eq!(status, 404, "a protocol no appservice offers");
 }
 
 #[test]
