@@ -459,11 +459,6 @@ pub async fn thirdparty(service: &Appservice, path: &str) -> Option<Value> {
     response.json().await.ok()
 }
 
-/// Percent-encodes a path segment for a call to an appservice.
-pub fn segment(raw: &str) -> String {
-    encode_segment(raw)
-}
-
 async fn query(service: &Appservice, path: &str) -> bool {
     let Some(url) = service.registration.url.as_deref() else { return false };
     let Ok(http) = http_client(QUERY_TIMEOUT) else { return false };
@@ -482,7 +477,7 @@ async fn query(service: &Appservice, path: &str) -> bool {
 }
 
 /// Percent-encodes a path segment (user ids and aliases hold `@`, `:` and `#`).
-fn encode_segment(raw: &str) -> String {
+pub fn encode_segment(raw: &str) -> String {
     let mut out = String::with_capacity(raw.len() * 3);
     for byte in raw.bytes() {
         if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {

@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::{
     api::ruma::Ruma,
     appservice::{
-        sender::{segment, thirdparty},
+        sender::{encode_segment, thirdparty},
         Appservice,
     },
     error::{Error, Result},
@@ -34,7 +34,9 @@ fn offering<'a>(services: &'a Services, protocol: &'a str) -> impl Iterator<Item
 async fn describe(services: &Services, protocol: &str) -> Option<Value> {
     let mut merged: Option<Value> = None;
     for service in offering(services, protocol) {
-        let Some(mut answer) = thirdparty(service, &format!("protocol/{}", segment(protocol))).await else { continue };
+        let Some(mut answer) = thirdparty(service, &format!("protocol/{}", encode_segment(protocol))).await else {
+            continue;
+        };
         let instances = answer["instances"].as_array_mut().map(std::mem::take).unwrap_or_default();
         let instances: Vec<Value> = instances
             .into_iter()
@@ -117,20 +119,31 @@ pub async fn protocol(
     Ok(get_protocol::v3::Response::new(parse(described)?))
 }
 
+/// Locations or users (`kind`) of a protocol matching the client's fields: 404 for a protocol no
+/// appservice offers or when none matches.
+async fn protocol_lookup(
+    services: &Services,
+    kind: &str,
+    protocol: &str,
+    fields: &BTreeMap<String, String>,
+) -> Result<Vec<Value>> {
+    if offering(services, protocol).next().is_none() {
+        return Err(unknown(protocol));
+    }
+    let path = format!("{kind}/{}?{}", encode_segment(protocol), query_string(fields));
+    let found = lookup(services, Some(protocol), &path).await;
+    if found.is_empty() {
+        return Err(Error::not_found(format!("no {kind} matches")));
+    }
+    Ok(found)
+}
+
 pub async fn locations_of_protocol(
     services: Arc<Services>,
     request: Ruma<get_location_for_protocol::v3::Request>,
 ) -> Result<get_location_for_protocol::v3::Response> {
     request.sender()?;
-    let name = &request.body.protocol;
-    if offering(&services, name).next().is_none() {
-        return Err(unknown(name));
-    }
-    let path = format!("location/{}?{}", segment(name), query_string(&request.body.fields));
-    let found = lookup(&services, Some(name), &path).await;
-    if found.is_empty() {
-        return Err(Error::not_found("no location matches"));
-    }
+    let found = protocol_lookup(&services, "location", &request.body.protocol, &request.body.fields).await?;
     Ok(get_location_for_protocol::v3::Response::new(parse(Value::Array(found))?))
 }
 
@@ -139,15 +152,7 @@ pub async fn users_of_protocol(
     request: Ruma<get_user_for_protocol::v3::Request>,
 ) -> Result<get_user_for_protocol::v3::Response> {
     request.sender()?;
-    let name = &request.body.protocol;
-    if offering(&services, name).next().is_none() {
-        return Err(unknown(name));
-    }
-    let path = format!("user/{}?{}", segment(name), query_string(&request.body.fields));
-    let found = lookup(&services, Some(name), &path).await;
-    if found.is_empty() {
-        return Err(Error::not_found("no user matches"));
-    }
+    let found = protocol_lookup(&services, "user", &request.body.protocol, &request.body.fields).await?;
     Ok(get_user_for_protocol::v3::Response::new(parse(Value::Array(found))?))
 }
 
