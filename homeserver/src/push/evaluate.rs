@@ -47,9 +47,19 @@ pub struct NotificationRecord {
     pub highlight: u64,
 }
 
+/// A user's rules, and whether they are the spec's defaults for that user. Default rules depend
+/// on the user only through their user id (`.m.rule.invite_for_me`, `.m.rule.is_user_mention`),
+/// so an event that names none of them has one outcome for all such users: it is evaluated once
+/// per event instead of once per member.
+#[derive(Clone)]
+struct CachedRules {
+    rules: Arc<Ruleset>,
+    default: bool,
+}
+
 /// Evaluation state shared with sync and the push rule endpoints.
 pub struct Evaluator {
-    rules: Mutex<HashMap<OwnedUserId, Arc<Ruleset>>>,
+    rules: Mutex<HashMap<OwnedUserId, CachedRules>>,
     evaluated: watch::Sender<u64>,
     /// Users who have (or had) a pusher: only their notifications are queued for a gateway, and
     /// looking this up in memory spares a database scan per notified member. It only grows while
@@ -83,16 +93,23 @@ impl Evaluator {
 
     /// The user's rules, cached until they change.
     pub fn ruleset(&self, services: &Services, user: &UserId) -> Result<Arc<Ruleset>> {
+        Ok(self.cached(services, user)?.rules)
+    }
+
+    fn cached(&self, services: &Services, user: &UserId) -> Result<CachedRules> {
         if let Some(rules) = self.rules.lock().expect("rules cache").get(user) {
             return Ok(rules.clone());
         }
-        let rules = Arc::new(super::stored_ruleset(services, user)?);
+        let rules = super::stored_ruleset(services, user)?;
+        // Rules compare by id only, so compare what they serialize to (once per cache fill).
+        let default = serde_json::to_value(&rules).ok() == serde_json::to_value(Ruleset::server_default(user)).ok();
+        let entry = CachedRules { rules: Arc::new(rules), default };
         let mut cache = self.rules.lock().expect("rules cache");
         if cache.len() > 100_000 {
             cache.clear();
         }
-        cache.insert(user.to_owned(), rules.clone());
-        Ok(rules)
+        cache.insert(user.to_owned(), entry.clone());
+        Ok(entry)
     }
 
     pub fn forget_rules(&self, user: &UserId) {
@@ -312,19 +329,22 @@ async fn evaluate(
     }
     let Some(context) = rooms.get(services, room)? else { return Ok(Vec::new()) };
     let Ok(head) = serde_json::from_slice::<Head>(json) else { return Ok(Vec::new()) };
-    let mut candidates: Vec<(OwnedUserId, String)> = context
+    let mut candidates: Vec<(&UserId, &str)> = context
         .members
         .iter()
         .filter(|(user, _, since)| user.as_str() != head.sender && *since < pos)
-        .map(|(user, name, _)| (user.clone(), name.clone()))
+        .map(|(user, name, _)| (user.as_ref(), name.as_str()))
         .collect();
+    let mut invited = None;
     if head.kind == "m.room.member" && head.content.membership.as_deref() == Some("invite") {
         if let Some(target) = head.state_key.as_deref().and_then(|s| UserId::parse(s).ok()) {
             if target.server_name() == services.config.server_name && !candidates.iter().any(|(u, _)| *u == target) {
-                let name = target.localpart().to_owned();
-                candidates.push((target, name));
+                invited = Some(target);
             }
         }
+    }
+    if let Some(target) = &invited {
+        candidates.push((target, target.localpart()));
     }
     if candidates.is_empty() {
         return Ok(Vec::new());
@@ -335,19 +355,39 @@ async fn evaluate(
             .map_err(|e| crate::error::Error::Internal(e.to_string()))?,
     );
     let flat = FlattenedJson::from_raw(&raw);
+    let state_key = flat.get_str("state_key");
+    let mentioned = flat.get(r"content.m\.mentions.user_ids").and_then(|v| v.as_array()).unwrap_or_default();
+    let names = |user: &UserId| state_key == Some(user.as_str()) || mentioned.iter().any(|id| id.as_str() == Some(user.as_str()));
+    // The outcome for members with default rules whom the event does not name (see `CachedRules`).
+    let mut shared: Option<Option<Vec<Action>>> = None;
     let mut out = Vec::new();
     for (user, name) in candidates {
-        let rules = services.push.ruleset(services, &user)?;
-        let mut room_ctx = PushConditionRoomCtx::new(room.to_owned(), context.member_count, user.clone(), name);
-        room_ctx.power_levels = context.power_levels.clone();
-        for rule in rules.iter() {
-            if rule.applies(&flat, &room_ctx).await {
-                let actions = rule.actions();
-                if actions.iter().any(Action::should_notify) {
-                    out.push((user, actions.to_vec()));
+        let cached = services.push.cached(services, user)?;
+        let reusable = cached.default && !names(user);
+        let outcome = match (&shared, reusable) {
+            (Some(outcome), true) => outcome.clone(),
+            _ => {
+                let mut room_ctx =
+                    PushConditionRoomCtx::new(room.to_owned(), context.member_count, user.to_owned(), name.to_owned());
+                room_ctx.power_levels = context.power_levels.clone();
+                let mut outcome = None;
+                for rule in cached.rules.iter() {
+                    if rule.applies(&flat, &room_ctx).await {
+                        let actions = rule.actions();
+                        if actions.iter().any(Action::should_notify) {
+                            outcome = Some(actions.to_vec());
+                        }
+                        break;
+                    }
                 }
-                break;
+                if reusable {
+                    shared = Some(outcome.clone());
+                }
+                outcome
             }
+        };
+        if let Some(actions) = outcome {
+            out.push((user.to_owned(), actions));
         }
     }
     Ok(out)

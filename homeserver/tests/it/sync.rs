@@ -378,6 +378,40 @@ async fn presence_is_shared_with_room_members_only() {
     assert!(!seen, "presence does not leak outside shared rooms");
 }
 
+/// Members with the default rules share one evaluation of an event that names none of them; the
+/// one it mentions, and one whose rules differ, still get their own outcome.
+#[tokio::test]
+async fn a_mention_highlights_only_for_the_member_it_names() {
+    let server = TestServer::start();
+    let mut tokens = Vec::new();
+    for name in ["alice", "bob", "carol", "dave"] {
+        tokens.push(server.register(name, "pw").await.access_token().unwrap());
+    }
+    let room = create_room(&server, &tokens[3], json!({ "preset": "public_chat" })).await;
+    for token in &tokens[..3] {
+        post(&server, token, &format!("/_matrix/client/v3/rooms/{room}/join"), json!({})).await;
+    }
+    // Carol mutes plain messages: her rules are no longer the defaults.
+    put(
+        &server,
+        &tokens[2],
+        "/_matrix/client/v3/pushrules/global/underride/.m.rule.message/enabled",
+        json!({ "enabled": false }),
+    )
+    .await;
+    let body = json!({ "msgtype": "m.text", "body": "bob ?", "m.mentions": { "user_ids": ["@bob:localhost"] } });
+    put(&server, &tokens[3], &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/1"), body).await;
+    let plain = json!({ "msgtype": "m.text", "body": "bonjour" });
+    put(&server, &tokens[3], &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/2"), plain).await;
+    let mut seen = Vec::new();
+    for token in &tokens[..3] {
+        let sync = get(&server, token, "/_matrix/client/v3/sync").await;
+        let counts = &sync["rooms"]["join"][&room]["unread_notifications"];
+        seen.push((counts["notification_count"].as_u64(), counts["highlight_count"].as_u64()));
+    }
+    assert_eq!(seen, [(Some(2), Some(0)), (Some(2), Some(1)), (Some(0), Some(0))], "alice, bob, carol (muted)");
+}
+
 #[tokio::test]
 async fn push_rules_drive_unread_counts() {
     let server = TestServer::start();
