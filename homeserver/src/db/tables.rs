@@ -14,7 +14,10 @@ use crate::{
     federation::keys::RemoteKeySet,
     keys::{backup::BackupVersion, FallbackKey},
     media::{MediaRecord, ThumbnailRecord},
-    push::{evaluate::NotificationRecord, pushers::PusherRecord},
+    push::{
+        evaluate::{NotificationRecord, ThreadTotal},
+        pushers::PusherRecord,
+    },
     rooms::{state::Snapshot, AliasRecord, EventMeta, MembershipRecord, OutlierMeta, RoomRecord},
     users::{
         account_data::AccountDataRecord,
@@ -78,6 +81,9 @@ pub const NAMES: &[&str] = &[
     "useridroomidpos_notification",
     "useridpos_notification",
     "useridroomid_notifytotal",
+    "useridroomid_mainnotifytotal",
+    "useridroomidthread_notifytotal",
+    "useridroomidthreadpos_notifytotal",
     "roomidpos_threadroot",
     "refreshhash_session",
     "openidhash_user",
@@ -90,6 +96,9 @@ pub const NAMES: &[&str] = &[
     "appidpushkey_userid",
     "pusherpos_pending",
 ];
+
+/// (user, room, thread root, position): a key per thread reply and notified member.
+pub type UserRoomThreadPos = (OwnedUserId, OwnedRoomId, String, Be64);
 
 pub struct Tables {
     /// Named counters (the global stream counter).
@@ -221,6 +230,13 @@ pub struct Tables {
     pub useridpos_notification: Table<(OwnedUserId, Be64), OwnedRoomId>,
     /// (user, room) → the running (notification, highlight) totals.
     pub useridroomid_notifytotal: Table<(OwnedUserId, OwnedRoomId), Json<(u64, u64)>>,
+    /// (user, room) → the running totals of the main timeline alone (events in no thread).
+    pub useridroomid_mainnotifytotal: Table<(OwnedUserId, OwnedRoomId), Json<(u64, u64)>>,
+    /// (user, room, thread root) → the running totals of that thread, and its latest position.
+    pub useridroomidthread_notifytotal: Table<(OwnedUserId, OwnedRoomId, String), Json<ThreadTotal>>,
+    /// (user, room, thread root, position) → the thread's running totals including that event,
+    /// so a threaded receipt finds the totals at its position with one seek.
+    pub useridroomidthreadpos_notifytotal: Table<UserRoomThreadPos, Json<(u64, u64)>>,
     /// (room, position of a thread reply) → its thread root, for `/threads` by latest activity.
     pub roomidpos_threadroot: Table<(OwnedRoomId, Be64), OwnedEventId>,
 }
@@ -291,6 +307,9 @@ impl Tables {
             useridroomidpos_notification: Table::new(db, reads, "useridroomidpos_notification"),
             useridpos_notification: Table::new(db, reads, "useridpos_notification"),
             useridroomid_notifytotal: Table::new(db, reads, "useridroomid_notifytotal"),
+            useridroomid_mainnotifytotal: Table::new(db, reads, "useridroomid_mainnotifytotal"),
+            useridroomidthread_notifytotal: Table::new(db, reads, "useridroomidthread_notifytotal"),
+            useridroomidthreadpos_notifytotal: Table::new(db, reads, "useridroomidthreadpos_notifytotal"),
             roomidpos_threadroot: Table::new(db, reads, "roomidpos_threadroot"),
         }
     }

@@ -89,12 +89,19 @@ impl Receipts {
         Ok(Some(json!(content)))
     }
 
-    /// Stream position of the event the user's latest public or private read receipt points at.
+    /// Stream position of the event the user's latest unthreaded public or private read receipt
+    /// points at (it marks every thread read up to there).
     pub fn read_position(&self, room: &RoomId, user: &UserId) -> Result<Option<u64>> {
+        self.read_position_in(room, user, None)
+    }
+
+    /// Stream position of the event the user's receipt of that thread (`"main"` or a thread
+    /// root; `None`: unthreaded) points at.
+    pub fn read_position_in(&self, room: &RoomId, user: &UserId, thread: Option<&str>) -> Result<Option<u64>> {
         let mut best = None;
         for kind in ["m.read", "m.read.private"] {
             let Some(Be64(pos)) =
-                self.db.tables.roomidslot_receiptpos.get(&(room.to_owned(), slot(user, kind, None)))?
+                self.db.tables.roomidslot_receiptpos.get(&(room.to_owned(), slot(user, kind, thread)))?
             else {
                 continue;
             };

@@ -45,6 +45,44 @@ pub struct NotificationRecord {
     pub actions: Vec<Action>,
     pub notify: u64,
     pub highlight: u64,
+    /// The thread root when the event is a thread reply (`None`: the main timeline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread: Option<String>,
+    /// The main timeline's running totals counting this event. Absent from records written
+    /// before threads were counted apart, when every notification counted as the main timeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub main: Option<(u64, u64)>,
+}
+
+/// A thread's running totals for a user, and the position of its latest notification (a thread
+/// whose latest notification is before the user's receipt costs no further read).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct ThreadTotal {
+    pub notify: u64,
+    pub highlight: u64,
+    pub last_pos: u64,
+}
+
+/// A user's running totals in a room: all notifications, and those of the main timeline.
+#[derive(Clone, Copy)]
+struct Totals {
+    all: (u64, u64),
+    main: (u64, u64),
+}
+
+/// What a user has unread in a room: (notification, highlight) counts of the main timeline and
+/// of each thread with something unread, each after the user's receipts that cover it.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Unread {
+    pub main: (u64, u64),
+    pub threads: Vec<(String, (u64, u64))>,
+}
+
+impl Unread {
+    /// The room's counts when the client does not ask for them per thread.
+    pub fn total(&self) -> (u64, u64) {
+        self.threads.iter().fold(self.main, |(n, h), (_, (tn, th))| (n + tn, h + th))
+    }
 }
 
 /// A user's rules, and whether they are the spec's defaults for that user. Default rules depend
@@ -125,21 +163,55 @@ impl Evaluator {
 }
 
 /// (notification count, highlight count) of a room for the user: notifying events after the
-/// user's latest read receipt, exact at any backlog.
+/// user's read receipts, exact at any backlog.
 pub fn unread_counts(services: &Services, room: &RoomId, user: &UserId) -> Result<(u64, u64)> {
+    Ok(unread(services, room, user)?.total())
+}
+
+/// The user's unread counts in a room, main timeline and threads apart. An unthreaded receipt
+/// covers every thread up to its event; a receipt with `thread_id` `"main"` or a thread root
+/// covers that one. Each figure is the running total now minus the total at the receipt: a few
+/// seeks per room (and per thread with notifications after the unthreaded receipt), whatever
+/// the backlog.
+pub fn unread(services: &Services, room: &RoomId, user: &UserId) -> Result<Unread> {
     let tables = &services.db.tables;
     let key = (user.to_owned(), room.to_owned());
-    let Some(Json((notify, highlight))) = tables.useridroomid_notifytotal.get(&key)? else { return Ok((0, 0)) };
-    let read_pos = services.receipts.read_position(room, user)?.unwrap_or(0);
-    let start = (user.to_owned(), room.to_owned(), Be64(read_pos)).encode();
-    let read = match tables.useridroomidpos_notification.scan_from(prefix2(&key.0, &key.1), start, false).next() {
+    let Some(Json(all)) = tables.useridroomid_notifytotal.get(&key)? else { return Ok(Unread::default()) };
+    let receipts = &services.receipts;
+    let unthreaded = receipts.read_position(room, user)?.unwrap_or(0);
+    let main_read = unthreaded.max(receipts.read_position_in(room, user, Some("main"))?.unwrap_or(0));
+    let main_now = tables.useridroomid_mainnotifytotal.get(&key)?.map_or(all, |Json(t)| t);
+    let start = (user.to_owned(), room.to_owned(), Be64(main_read)).encode();
+    let main_then = match tables.useridroomidpos_notification.scan_from(prefix2(&key.0, &key.1), start, false).next() {
         Some(entry) => {
             let (_, Json(record)) = entry?;
-            (record.notify, record.highlight)
+            record.main.unwrap_or((record.notify, record.highlight))
         }
         None => (0, 0),
     };
-    Ok((notify.saturating_sub(read.0), highlight.saturating_sub(read.1)))
+    let mut out = Unread {
+        main: (main_now.0.saturating_sub(main_then.0), main_now.1.saturating_sub(main_then.1)),
+        threads: Vec::new(),
+    };
+    for entry in tables.useridroomidthread_notifytotal.scan_prefix(prefix2(&key.0, &key.1)) {
+        let ((_, _, root), Json(total)) = entry?;
+        if total.last_pos <= unthreaded {
+            continue;
+        }
+        let read = unthreaded.max(receipts.read_position_in(room, user, Some(&root))?.unwrap_or(0));
+        if total.last_pos <= read {
+            continue;
+        }
+        let start = (user.to_owned(), room.to_owned(), root.clone(), Be64(read)).encode();
+        let mut thread_prefix = prefix2(&key.0, &key.1);
+        thread_prefix.extend(crate::db::codec::prefix(&root));
+        let then = match tables.useridroomidthreadpos_notifytotal.scan_from(thread_prefix, start, false).next() {
+            Some(entry) => entry?.1 .0,
+            None => (0, 0),
+        };
+        out.threads.push((root, (total.notify.saturating_sub(then.0), total.highlight.saturating_sub(then.1))));
+    }
+    Ok(out)
 }
 
 /// Starts the evaluator: it tails the event stream from where it stopped.
@@ -187,21 +259,55 @@ async fn evaluate_range(services: &Services, rooms: &mut RoomCache, done: u64, h
         }
         events.push((pos, event_id));
     }
-    let mut totals: HashMap<(OwnedUserId, OwnedRoomId), (u64, u64)> = HashMap::new();
+    let mut totals: HashMap<(OwnedUserId, OwnedRoomId), Totals> = HashMap::new();
+    let mut threads: HashMap<(OwnedUserId, OwnedRoomId, String), ThreadTotal> = HashMap::new();
     let mut batch = Batch::new();
     let mut pushes = false;
     for (pos, event_id) in events {
         let Some(json) = services.rooms.pdu_json(&event_id)? else { continue };
         let Some(meta) = services.rooms.meta(&event_id)? else { continue };
-        for (user, actions) in evaluate(services, rooms, &meta.room_id, pos, &json).await? {
+        let (thread, notified) = evaluate(services, rooms, &meta.room_id, pos, &json).await?;
+        for (user, actions) in notified {
             let key = (user.clone(), meta.room_id.clone());
-            let total = match totals.get(&key) {
+            let mut total = match totals.get(&key) {
                 Some(t) => *t,
-                None => tables.useridroomid_notifytotal.get(&key)?.map_or((0, 0), |Json(t)| t),
+                None => {
+                    let all = tables.useridroomid_notifytotal.get(&key)?.map_or((0, 0), |Json(t)| t);
+                    // No main total yet but notifications counted: all were counted as main.
+                    let main = tables.useridroomid_mainnotifytotal.get(&key)?.map_or(all, |Json(t)| t);
+                    Totals { all, main }
+                }
             };
-            let total = (total.0 + 1, total.1 + u64::from(actions.iter().any(Action::is_highlight)));
+            let highlight = u64::from(actions.iter().any(Action::is_highlight));
+            total.all = (total.all.0 + 1, total.all.1 + highlight);
+            match &thread {
+                Some(root) => {
+                    let thread_key = (user.clone(), meta.room_id.clone(), root.clone());
+                    let mut t = match threads.get(&thread_key) {
+                        Some(t) => *t,
+                        None => tables
+                            .useridroomidthread_notifytotal
+                            .get(&thread_key)?
+                            .map_or_else(Default::default, |Json(t)| t),
+                    };
+                    t = ThreadTotal { notify: t.notify + 1, highlight: t.highlight + highlight, last_pos: pos };
+                    tables.useridroomidthreadpos_notifytotal.insert(
+                        &mut batch,
+                        &(user.clone(), meta.room_id.clone(), root.clone(), Be64(pos)),
+                        &Json((t.notify, t.highlight)),
+                    );
+                    threads.insert(thread_key, t);
+                }
+                None => total.main = (total.main.0 + 1, total.main.1 + highlight),
+            }
             totals.insert(key, total);
-            let record = NotificationRecord { actions, notify: total.0, highlight: total.1 };
+            let record = NotificationRecord {
+                actions,
+                notify: total.all.0,
+                highlight: total.all.1,
+                thread: thread.clone(),
+                main: Some(total.main),
+            };
             tables.useridroomidpos_notification.insert(
                 &mut batch,
                 &(user.clone(), meta.room_id.clone(), Be64(pos)),
@@ -212,7 +318,11 @@ async fn evaluate_range(services: &Services, rooms: &mut RoomCache, done: u64, h
         }
     }
     for (key, total) in totals {
-        tables.useridroomid_notifytotal.insert(&mut batch, &key, &Json(total));
+        tables.useridroomid_notifytotal.insert(&mut batch, &key, &Json(total.all));
+        tables.useridroomid_mainnotifytotal.insert(&mut batch, &key, &Json(total.main));
+    }
+    for (key, total) in threads {
+        tables.useridroomidthread_notifytotal.insert(&mut batch, &key, &Json(total));
     }
     tables.meta.insert(&mut batch, &EVALUATED.to_owned(), &Be64(reached));
     services.db.write_unsynced(batch)?;
@@ -302,14 +412,15 @@ fn build_context(
 }
 
 /// The local users an event notifies, with the actions their rules give: members joined before
-/// the event (not its sender), and the target of an invite.
+/// the event (not its sender), and the target of an invite. With them, the thread root when
+/// the event is a thread reply.
 async fn evaluate(
     services: &Services,
     rooms: &mut RoomCache,
     room: &RoomId,
     pos: u64,
     json: &[u8],
-) -> Result<Vec<(OwnedUserId, Vec<Action>)>> {
+) -> Result<(Option<String>, Vec<(OwnedUserId, Vec<Action>)>)> {
     /// The fields that decide who is evaluated, read without building the whole event.
     #[derive(Deserialize)]
     struct Head<'a> {
@@ -327,8 +438,8 @@ async fn evaluate(
         #[serde(default)]
         membership: Option<String>,
     }
-    let Some(context) = rooms.get(services, room)? else { return Ok(Vec::new()) };
-    let Ok(head) = serde_json::from_slice::<Head>(json) else { return Ok(Vec::new()) };
+    let Some(context) = rooms.get(services, room)? else { return Ok((None, Vec::new())) };
+    let Ok(head) = serde_json::from_slice::<Head>(json) else { return Ok((None, Vec::new())) };
     let mut candidates: Vec<(&UserId, &str)> = context
         .members
         .iter()
@@ -347,7 +458,7 @@ async fn evaluate(
         candidates.push((target, target.localpart()));
     }
     if candidates.is_empty() {
-        return Ok(Vec::new());
+        return Ok((None, Vec::new()));
     }
     let text = std::str::from_utf8(json).map_err(|e| crate::error::Error::Internal(e.to_string()))?;
     let raw: Raw<Value> = Raw::from_json(
@@ -355,9 +466,14 @@ async fn evaluate(
             .map_err(|e| crate::error::Error::Internal(e.to_string()))?,
     );
     let flat = FlattenedJson::from_raw(&raw);
+    let thread = (flat.get_str(r"content.m\.relates_to.rel_type") == Some("m.thread"))
+        .then(|| flat.get_str(r"content.m\.relates_to.event_id").map(str::to_owned))
+        .flatten();
     let state_key = flat.get_str("state_key");
     let mentioned = flat.get(r"content.m\.mentions.user_ids").and_then(|v| v.as_array()).unwrap_or_default();
-    let names = |user: &UserId| state_key == Some(user.as_str()) || mentioned.iter().any(|id| id.as_str() == Some(user.as_str()));
+    let names = |user: &UserId| {
+        state_key == Some(user.as_str()) || mentioned.iter().any(|id| id.as_str() == Some(user.as_str()))
+    };
     // The outcome for members with default rules whom the event does not name (see `CachedRules`).
     let mut shared: Option<Option<Vec<Action>>> = None;
     let mut out = Vec::new();
@@ -390,5 +506,5 @@ async fn evaluate(
             out.push((user.to_owned(), actions));
         }
     }
-    Ok(out)
+    Ok((thread, out))
 }

@@ -38,6 +38,9 @@ pub struct SyncFilter {
     /// The request's `use_state_after`: `state` carries the changes up to the timeline's end
     /// (served as `state_after`) rather than up to its start.
     pub state_after: bool,
+    /// The timeline filter's `unread_thread_notifications`: counts per thread, and the room's
+    /// own counts for the main timeline only.
+    pub unread_thread_notifications: bool,
 }
 
 impl Default for SyncFilter {
@@ -55,6 +58,7 @@ impl Default for SyncFilter {
             lazy_load_members: false,
             include_leave: false,
             state_after: false,
+            unread_thread_notifications: false,
         }
     }
 }
@@ -87,6 +91,9 @@ pub struct RoomSync {
     pub ephemeral: Vec<Value>,
     pub notification_count: u64,
     pub highlight_count: u64,
+    /// (thread root, notification count, highlight count) of threads with something unread,
+    /// when the filter asks for them apart.
+    pub thread_counts: Vec<(String, u64, u64)>,
     /// Member counts and heroes: on an initial (or full) sync and when membership changed, as
     /// the spec allows (it may be omitted otherwise), so a message in a big room costs no scan
     /// of its members.
@@ -185,7 +192,13 @@ pub async fn sync(services: &Services, params: SyncParams) -> Result<SyncResult>
         }
     }
     for (room, data) in result.join.iter_mut() {
-        (data.notification_count, data.highlight_count) = crate::push::unread_counts(services, room, &params.user)?;
+        let unread = crate::push::evaluate::unread(services, room, &params.user)?;
+        if params.filter.unread_thread_notifications {
+            (data.notification_count, data.highlight_count) = unread.main;
+            data.thread_counts = unread.threads.into_iter().map(|(root, (n, h))| (root, n, h)).collect();
+        } else {
+            (data.notification_count, data.highlight_count) = unread.total();
+        }
     }
     Ok(result)
 }

@@ -378,6 +378,91 @@ async fn presence_is_shared_with_room_members_only() {
     assert!(!seen, "presence does not leak outside shared rooms");
 }
 
+/// Counts per thread (`unread_thread_notifications`) and threaded read receipts: a receipt of a
+/// thread clears that thread, one of `main` the main timeline, an unthreaded one everything.
+#[tokio::test]
+async fn threads_are_counted_apart_and_cleared_by_their_own_receipts() {
+    let mut server = TestServer::start();
+    let a = server.register("alice", "pw").await.access_token().unwrap();
+    let b = server.register("bob", "pw").await.access_token().unwrap();
+    let room = create_room(&server, &b, json!({ "preset": "public_chat" })).await;
+    post(&server, &a, &format!("/_matrix/client/v3/rooms/{room}/join"), json!({})).await;
+    let txn = std::sync::atomic::AtomicU32::new(0);
+    let send = |body: Value| {
+        let n = txn.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/t{n}");
+        let (server, b) = (&server, &b);
+        async move { put(server, b, &path, body).await["event_id"].as_str().unwrap().to_owned() }
+    };
+    let root = send(json!({ "msgtype": "m.text", "body": "ordre du jour" })).await;
+    let reply = |body: &str, mention: bool| {
+        let mut content = json!({
+            "msgtype": "m.text", "body": body,
+            "m.relates_to": { "rel_type": "m.thread", "event_id": root, "is_falling_back": true,
+                              "m.in_reply_to": { "event_id": root } },
+        });
+        if mention {
+            content["m.mentions"] = json!({ "user_ids": ["@alice:localhost"] });
+        }
+        content
+    };
+    send(reply("point 1", false)).await;
+    let last_reply = send(reply("alice, point 2 ?", true)).await;
+    let main = send(json!({ "msgtype": "m.text", "body": "autre sujet" })).await;
+
+    let apart = urlencode(&json!({ "room": { "timeline": { "unread_thread_notifications": true } } }).to_string());
+    let counts = |filtered: bool| {
+        let path = if filtered {
+            format!("/_matrix/client/v3/sync?filter={apart}")
+        } else {
+            "/_matrix/client/v3/sync".to_owned()
+        };
+        let (server, a, room) = (&server, &a, &room);
+        async move {
+            let sync = get(server, a, &path).await;
+            let joined = &sync["rooms"]["join"][room];
+            let pair =
+                |c: &Value| (c["notification_count"].as_u64().unwrap_or(0), c["highlight_count"].as_u64().unwrap_or(0));
+            let threads: Vec<(String, (u64, u64))> = joined["unread_thread_notifications"]
+                .as_object()
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), pair(v))).collect())
+                .unwrap_or_default();
+            (pair(&joined["unread_notifications"]), threads)
+        }
+    };
+    assert_eq!(counts(true).await, ((2, 0), vec![(root.clone(), (2, 1))]), "main timeline and the thread apart");
+    assert_eq!(counts(false).await, ((4, 1), vec![]), "without the filter, one sum and no per-thread map");
+
+    let receipt = |event: &str, thread: Option<&str>| {
+        let path = format!("/_matrix/client/v3/rooms/{room}/receipt/m.read/{event}");
+        let body = thread.map_or(json!({}), |t| json!({ "thread_id": t }));
+        let (server, a) = (&server, &a);
+        async move { post(server, a, &path, body).await }
+    };
+    receipt(&last_reply, Some(&root)).await;
+    assert_eq!(counts(true).await, ((2, 0), vec![]), "the thread's receipt clears the thread only");
+    assert_eq!(counts(false).await, ((2, 0), vec![]));
+
+    send(reply("point 3", false)).await;
+    receipt(&main, Some("main")).await;
+    assert_eq!(
+        counts(true).await,
+        ((0, 0), vec![(root.clone(), (1, 0))]),
+        "the main receipt clears the main timeline only"
+    );
+
+    let latest = send(json!({ "msgtype": "m.text", "body": "fin" })).await;
+    receipt(&latest, None).await;
+    assert_eq!(counts(true).await, ((0, 0), vec![]), "an unthreaded receipt clears every thread");
+    send(reply("point 4", true)).await;
+    server.kill();
+    server.restart();
+    let sync = get(&server, &a, &format!("/_matrix/client/v3/sync?filter={apart}")).await;
+    let joined = &sync["rooms"]["join"][&room];
+    assert_eq!(joined["unread_notifications"]["notification_count"], 0, "{sync}");
+    assert_eq!(joined["unread_thread_notifications"][&root]["highlight_count"], 1, "kept across a kill: {sync}");
+}
+
 /// Members with the default rules share one evaluation of an event that names none of them; the
 /// one it mentions, and one whose rules differ, still get their own outcome.
 #[tokio::test]

@@ -58,6 +58,7 @@ fn filter_of(services: &Services, user: &ruma::UserId, filter: Option<&Filter>) 
         lazy_load_members: !room.state.lazy_load_options.is_disabled(),
         include_leave: room.include_leave,
         state_after: false,
+        unread_thread_notifications: room.timeline.unread_thread_notifications,
     })
 }
 
@@ -153,6 +154,13 @@ pub async fn sync_events(
         joined.ephemeral.events = data.ephemeral.iter().map(to_raw).collect();
         joined.unread_notifications.notification_count = UInt::new(data.notification_count);
         joined.unread_notifications.highlight_count = UInt::new(data.highlight_count);
+        for (root, notify, highlight) in &data.thread_counts {
+            let Ok(root) = ruma::OwnedEventId::try_from(root.as_str()) else { continue };
+            let mut counts = ruma::api::client::sync::sync_events::UnreadNotificationsCount::new();
+            counts.notification_count = UInt::new(*notify);
+            counts.highlight_count = UInt::new(*highlight);
+            joined.unread_thread_notifications.insert(root, counts);
+        }
         if let Some(summary) = &data.summary {
             joined.summary.heroes = summary.heroes.clone();
             joined.summary.joined_member_count = UInt::new(summary.joined_count);
