@@ -1,1 +1,49 @@
-//! Hemicycle appservices: see README.md in this folder for its purpose; code arrives with its issue.
+//! Hemicycle's workspace appservice (`hemicycle-workspace`): a room's tasks and calendar kept as
+//! room state written by the appservice's bot, so every member sees them from any Matrix client,
+//! every server in the room replicates them, and other tools read them. It is registered like
+//! any third-party appservice (a Synapse-format registration file), with no private shortcut
+//! into the homeserver. See docs/appservices.md.
+
+pub mod bot;
+pub mod calendar;
+pub mod commands;
+pub mod config;
+pub mod http;
+pub mod ics;
+pub mod matrix;
+pub mod service;
+pub mod store;
+pub mod tasks;
+
+use std::sync::Arc;
+
+/// Loads the configuration, reads the rooms the bot is in, then serves until killed.
+pub async fn run(config: config::Config) -> Result<(), String> {
+    let registration = config.registration()?;
+    let store = store::Store::open(&config.data_dir)?;
+    let bot = format!("@{}:{}", registration.sender_localpart, config.server_name);
+    let matrix = matrix::Matrix::new(&config.homeserver_url, &registration.as_token, bot);
+    let listen = config.listen;
+    let ws = Arc::new(service::Workspace::new(config, matrix, store, registration.hs_token));
+    // The homeserver may still be starting: retry the first read for a while.
+    let mut attempt = 0;
+    let rooms = loop {
+        match ws.matrix.joined_rooms().await {
+            Ok(rooms) => break rooms,
+            Err(e) if attempt < 30 => {
+                tracing::warn!(error = %e, "homeserver not answering yet");
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(format!("cannot list the bot's rooms: {e}")),
+        }
+    };
+    for room in rooms {
+        ws.load_room(&room).await.map_err(|e| format!("cannot read {room}: {e}"))?;
+    }
+    tokio::spawn(bot::reminders(ws.clone()));
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    println!("hemicycle-workspace listening on {}", listener.local_addr().map_err(|e| e.to_string())?);
+    axum::serve(listener, http::router(ws)).await.map_err(|e| e.to_string())
+}

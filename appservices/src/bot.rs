@@ -1,0 +1,331 @@
+//! The bot: what it does with each event of a transaction (joins when invited, follows state,
+//! answers commands) and the reminders it sends assignees on due dates.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::Value;
+
+use crate::{
+    commands::{self, Command, Lang, Span, TaskFilter},
+    service::{hex_sha256, Failure, NewEntry, NewTask, Workspace},
+    tasks::{Progress, Task},
+};
+
+/// Handles one event of a transaction. Idempotent: a transaction delivered again (after a
+/// crash of either side) writes the same state events and resends replies under the same
+/// transaction ids, which the homeserver drops.
+pub async fn handle(ws: &Workspace, event: &Value) {
+    let (Some(room), Some(kind)) = (event["room_id"].as_str(), event["type"].as_str()) else { return };
+    let sender = event["sender"].as_str().unwrap_or_default();
+    if event.get("state_key").is_some() {
+        if kind == "m.room.member" && event["state_key"] == ws.matrix.bot.as_str() {
+            match event["content"]["membership"].as_str() {
+                Some("invite") => joined(ws, room, event).await,
+                Some("leave") | Some("ban") => ws.forget_room(room),
+                _ => {}
+            }
+            return;
+        }
+        ws.observe(room, event);
+        return;
+    }
+    if kind != "m.room.message" || sender == ws.matrix.bot || event["content"]["msgtype"] == "m.notice" {
+        return;
+    }
+    let Some(body) = event["content"]["body"].as_str() else { return };
+    let Some((lang, command)) = commands::parse(body, ws.lang) else { return };
+    let event_id = event["event_id"].as_str().unwrap_or_default();
+    let reply = match command {
+        Ok(command) => run(ws, room, sender, event_id, lang, command).await.unwrap_or_else(|f| f.text(lang).to_owned()),
+        Err(usage) => lang.pick(usage.0, usage.1).to_owned(),
+    };
+    let txn = format!("reply-{}", &hex_sha256(event_id)[..24]);
+    if let Err(error) = ws.matrix.notice(room, &txn, &reply).await {
+        tracing::warn!(%room, %error, "could not reply");
+    }
+}
+
+async fn joined(ws: &Workspace, room: &str, invite: &Value) {
+    if let Err(error) = ws.matrix.join(room).await {
+        tracing::warn!(%room, %error, "could not join the room it was invited to");
+        return;
+    }
+    if let Err(error) = ws.load_room(room).await {
+        tracing::warn!(%room, %error, "could not read the room's state");
+    }
+    let lang = ws.lang;
+    let protected = ws.protect(room).await.unwrap_or(false);
+    let text = if protected {
+        lang.pick(
+            "Bonjour ! Je tiens les tâches et l'agenda de ce salon. Tapez !aide pour les commandes.",
+            "Hello! I keep this room's tasks and calendar. Type !help for the commands.",
+        )
+    } else {
+        lang.pick(
+            "Bonjour ! Donnez-moi le niveau de pouvoir 100 (ou celui qui modifie les niveaux de pouvoir) pour que seules mes écritures fassent foi.",
+            "Hello! Give me power level 100 (or the level that may change power levels) so that only my writes count.",
+        )
+    };
+    let seed = invite["event_id"].as_str().unwrap_or(room);
+    let txn = format!("welcome-{}", &hex_sha256(seed)[..24]);
+    if let Err(error) = ws.matrix.notice(room, &txn, text).await {
+        tracing::warn!(%room, %error, "could not greet");
+    }
+}
+
+fn describe(task: &Task, ws: &Workspace, lang: Lang) -> String {
+    let mut line = format!("[{}] {}", task.uid, task.title);
+    let state = match task.progress {
+        Progress::NeedsAction => lang.pick("à faire", "to do"),
+        Progress::InProcess => lang.pick("en cours", "in progress"),
+        Progress::Completed => lang.pick("terminée", "done"),
+        Progress::Cancelled => lang.pick("annulée", "cancelled"),
+    };
+    line.push_str(&format!(" — {state}"));
+    if let Some(due) = task.due_label() {
+        line.push_str(&format!(" — {} {due}", lang.pick("échéance", "due")));
+        if task.is_late(ws.clock.now(), ws.zone()) {
+            line.push_str(lang.pick(" (en retard)", " (late)"));
+        }
+    }
+    let assignees: Vec<&str> = task.assignees().collect();
+    if !assignees.is_empty() {
+        line.push_str(&format!(" — {}", assignees.join(", ")));
+    }
+    line
+}
+
+fn parse_duration(text: &str) -> Option<u32> {
+    // 90, 90m, 1h, 1h30
+    let text = text.to_lowercase();
+    if let Some((h, m)) = text.split_once('h') {
+        let h: u32 = h.parse().ok()?;
+        let m: u32 = if m.is_empty() { 0 } else { m.trim_end_matches('m').parse().ok()? };
+        return Some(h * 60 + m);
+    }
+    text.trim_end_matches("min").trim_end_matches('m').parse().ok()
+}
+
+/// The RRULE for `repeat:` (`weekly`, `hebdo`, `daily`, `monthly`, or days `mo,we` / `lu,me`).
+fn rrule(repeat: &str, count: Option<&str>, until: Option<&str>) -> Option<String> {
+    let days_fr = [("lu", "MO"), ("ma", "TU"), ("me", "WE"), ("je", "TH"), ("ve", "FR"), ("sa", "SA"), ("di", "SU")];
+    let mut rule = match repeat.to_lowercase().as_str() {
+        "daily" | "quotidien" | "jour" => "FREQ=DAILY".to_owned(),
+        "weekly" | "hebdo" | "hebdomadaire" | "semaine" => "FREQ=WEEKLY".to_owned(),
+        "monthly" | "mensuel" | "mois" => "FREQ=MONTHLY".to_owned(),
+        days => {
+            let codes: Option<Vec<String>> = days
+                .split(',')
+                .map(|d| {
+                    let d = d.trim();
+                    days_fr.iter().find(|(fr, en)| *fr == d || en.eq_ignore_ascii_case(d)).map(|(_, en)| en.to_string())
+                })
+                .collect();
+            format!("FREQ=WEEKLY;BYDAY={}", codes?.join(","))
+        }
+    };
+    if let Some(count) = count {
+        rule.push_str(&format!(";COUNT={count}"));
+    }
+    if let Some(until) = until {
+        rule.push_str(&format!(";UNTIL={}", until.replace('-', "")));
+    }
+    Some(rule)
+}
+
+async fn run(
+    ws: &Workspace,
+    room: &str,
+    sender: &str,
+    event_id: &str,
+    lang: Lang,
+    command: Command,
+) -> Result<String, Failure> {
+    match command {
+        Command::Help => Ok(lang
+            .pick(
+                "!tâche ajouter \"titre\" [@qui] [échéance:2026-12-01] [prio:haute] · !tâche fait ID · !tâche assigner ID @qui · !tâche liste [moi|ouvertes|retard]\n!agenda ajouter \"titre\" 2026-03-16 10:00 [durée:1h] [répéter:hebdo] [fois:4] · !agenda liste [aujourdhui|semaine] · !agenda rsvp ID oui|non|peut-être · !agenda flux [révoquer]",
+                "!task add \"title\" [@who] [due:2026-12-01] [prio:high] · !task done ID · !task assign ID @who · !task list [mine|open|late]\n!cal add \"title\" 2026-03-16 10:00 [duration:1h] [repeat:weekly] [count:4] · !cal list [today|week] · !cal rsvp ID yes|no|maybe · !cal feed [revoke]",
+            )
+            .to_owned()),
+        Command::TaskAdd { title, assignees, due, priority, labels } => {
+            let new = NewTask { title, assignees, due, priority, labels, ..Default::default() };
+            let task = ws.add_task(room, sender, event_id, new).await?;
+            Ok(format!("{} {}", lang.pick("Tâche créée :", "Task created:"), describe(&task, ws, lang)))
+        }
+        Command::TaskDone { id } => {
+            let task = ws.set_progress(room, &id, Progress::Completed).await?;
+            Ok(format!("{} {}", lang.pick("Tâche terminée :", "Task done:"), describe(&task, ws, lang)))
+        }
+        Command::TaskCancel { id } => {
+            let task = ws.set_progress(room, &id, Progress::Cancelled).await?;
+            Ok(format!("{} {}", lang.pick("Tâche annulée :", "Task cancelled:"), describe(&task, ws, lang)))
+        }
+        Command::TaskAssign { id, assignees } => {
+            let task = ws.assign(room, &id, &assignees).await?;
+            Ok(format!("{} {}", lang.pick("Tâche assignée :", "Task assigned:"), describe(&task, ws, lang)))
+        }
+        Command::TaskList { filter } => {
+            let view = ws.view(room).unwrap_or_default();
+            let now = ws.clock.now();
+            let lines: Vec<String> = view
+                .tasks
+                .values()
+                .filter(|t| match filter {
+                    TaskFilter::All => true,
+                    TaskFilter::Open => t.progress.is_open(),
+                    TaskFilter::Mine => t.participants.contains_key(sender),
+                    TaskFilter::Late => t.is_late(now, ws.zone()),
+                })
+                .map(|t| describe(t, ws, lang))
+                .collect();
+            if lines.is_empty() {
+                return Ok(lang.pick("Aucune tâche.", "No tasks.").to_owned());
+            }
+            Ok(lines.join("\n"))
+        }
+        Command::CalAdd { title, date, time, duration, repeat, count, until, attendees, location } => {
+            let minutes = match duration.as_deref() {
+                Some(d) => parse_duration(d).ok_or_else(|| Failure::bad(format!("durée illisible : {d}"), format!("unreadable duration: {d}")))?,
+                None => 60,
+            };
+            let rule = match repeat.as_deref() {
+                Some(r) => Some(rrule(r, count.as_deref(), until.as_deref()).ok_or_else(|| {
+                    Failure::bad(format!("répétition inconnue : {r}"), format!("unknown repetition: {r}"))
+                })?),
+                None => None,
+            };
+            let new = NewEntry {
+                title,
+                start: format!("{date}T{time}"),
+                duration_minutes: minutes,
+                rrule: rule,
+                location: location.unwrap_or_default(),
+                attendees,
+                ..Default::default()
+            };
+            let entry = ws.add_entry(room, sender, event_id, new).await?;
+            let when = entry.dtstart.local().map(|t| t.format("%Y-%m-%d %H:%M").to_string()).unwrap_or_default();
+            Ok(format!("{} [{}] {} — {when} ({})", lang.pick("Entrée ajoutée :", "Entry added:"), entry.uid, entry.title, entry.dtstart.tzid))
+        }
+        Command::CalList { span } => {
+            let (from, to) = match span {
+                Span::Today => ws.day_bounds(1),
+                Span::Week => ws.day_bounds(7),
+                Span::Upcoming => (ws.clock.now(), ws.clock.now() + Duration::days(30)),
+            };
+            let zone = ws.zone();
+            let lines: Vec<String> = ws
+                .occurrences(room, from, to)?
+                .iter()
+                .take(50)
+                .map(|o| format!("[{}] {} — {}", o.uid, o.title, o.start.with_timezone(&zone).format("%Y-%m-%d %H:%M")))
+                .collect();
+            if lines.is_empty() {
+                return Ok(lang.pick("Rien à l'agenda.", "Nothing in the calendar.").to_owned());
+            }
+            Ok(lines.join("\n"))
+        }
+        Command::CalRsvp { id, answer } => {
+            let entry = ws.rsvp(room, &id, sender, &answer).await?;
+            Ok(format!("{} {} — {answer}", lang.pick("Réponse enregistrée :", "Answer recorded:"), entry.title))
+        }
+        Command::CalFeed { revoke } => {
+            let io = |e: std::io::Error| Failure::new(500, "M_UNKNOWN", e.to_string(), e.to_string());
+            if revoke {
+                let had = ws.revoke_feed(room, sender).map_err(io)?;
+                return Ok(if had {
+                    lang.pick("Lien d'abonnement révoqué.", "Subscription link revoked.")
+                } else {
+                    lang.pick("Vous n'aviez pas de lien d'abonnement.", "You had no subscription link.")
+                }
+                .to_owned());
+            }
+            let token = ws.new_feed(room, sender).map_err(io)?;
+            let url = format!(
+                "{}/calendar/{}.ics?token={token}",
+                ws.config.public_url.trim_end_matches('/'),
+                crate::matrix::segment(room)
+            );
+            let dm = ws.dm_room(sender).await?;
+            let txn = format!("feed-{}", &hex_sha256(event_id)[..24]);
+            let text = format!(
+                "{} {url}",
+                lang.pick("Abonnez votre agenda (Thunderbird, Outlook) à ce lien, personnel :", "Subscribe your calendar (Thunderbird, Outlook) to this personal link:")
+            );
+            ws.matrix.notice(&dm, &txn, &text).await?;
+            Ok(lang.pick("Je vous ai envoyé votre lien d'abonnement en message direct.", "I sent you your subscription link by direct message.").to_owned())
+        }
+    }
+}
+
+/// Sends each open task's assignees one reminder when it falls due, then sleeps until the next
+/// one (or until tasks change). A reminder is recorded once sent; one cut short by a crash is
+/// sent again under the same transaction id, which the homeserver drops.
+pub async fn reminders(ws: Arc<Workspace>) {
+    loop {
+        let changed = ws.changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        let now = ws.clock.now();
+        let mut next: Option<DateTime<Utc>> = None;
+        for (room, task) in ws.all_tasks() {
+            let (Some(at), true) = (task.reminder_at(ws.zone()), task.progress.is_open()) else { continue };
+            let key = format!("{room}|{}|{}", task.uid, task.due.as_deref().unwrap_or_default());
+            if ws.store.read(|s| s.reminded.contains(&key)) {
+                continue;
+            }
+            if at > now {
+                next = Some(next.map_or(at, |n| n.min(at)));
+                continue;
+            }
+            if remind(&ws, &room, &task, &key).await.is_err() {
+                // The homeserver is unreachable: try again in a minute.
+                next = Some(next.map_or(now + Duration::minutes(1), |n| n.min(now + Duration::minutes(1))));
+            }
+        }
+        let wait =
+            next.map_or(std::time::Duration::from_secs(3600), |n| (n - ws.clock.now()).to_std().unwrap_or_default());
+        let _ = tokio::time::timeout(wait, changed).await;
+    }
+}
+
+async fn remind(ws: &Workspace, room: &str, task: &Task, key: &str) -> Result<(), Failure> {
+    let lang = ws.lang;
+    let room_name = ws.view(room).map(|v| v.name).filter(|n| !n.is_empty()).unwrap_or_else(|| room.to_owned());
+    for user in task.assignees() {
+        let dm = ws.dm_room(user).await?;
+        let text = format!(
+            "{} « {} » [{}] — {} {} ({room_name})",
+            lang.pick("Rappel : la tâche", "Reminder: the task"),
+            task.title,
+            task.uid,
+            lang.pick("échéance", "due"),
+            task.due_label().unwrap_or_default()
+        );
+        let txn = format!("remind-{}", &hex_sha256(&format!("{key}|{user}"))[..24]);
+        ws.matrix.notice(&dm, &txn, &text).await?;
+    }
+    ws.store
+        .update(|s| s.reminded.insert(key.to_owned()))
+        .map_err(|e| Failure::new(500, "M_UNKNOWN", e.to_string(), e.to_string()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repetitions_and_durations_in_both_languages() {
+        assert_eq!(rrule("hebdo", Some("4"), None).unwrap(), "FREQ=WEEKLY;COUNT=4");
+        assert_eq!(rrule("lu,me", None, Some("2026-06-30")).unwrap(), "FREQ=WEEKLY;BYDAY=MO,WE;UNTIL=20260630");
+        assert_eq!(rrule("MO,FR", None, None).unwrap(), "FREQ=WEEKLY;BYDAY=MO,FR");
+        assert!(rrule("yearly", None, None).is_none());
+        assert_eq!(parse_duration("1h30"), Some(90));
+        assert_eq!(parse_duration("45m"), Some(45));
+        assert_eq!(parse_duration("2h"), Some(120));
+        assert_eq!(parse_duration("long"), None);
+    }
+}

@@ -1,0 +1,351 @@
+//! Commands in plain messages, in French or English: `!task …` / `!tâche …`, `!cal …` /
+//! `!agenda …`, `!help` / `!aide`. The reply is in the language of the command's words.
+
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    Fr,
+    En,
+}
+
+impl Lang {
+    pub fn parse(code: &str) -> Lang {
+        if code == "en" {
+            Lang::En
+        } else {
+            Lang::Fr
+        }
+    }
+
+    /// `fr` text or `en` text.
+    pub fn pick<'a>(self, fr: &'a str, en: &'a str) -> &'a str {
+        match self {
+            Lang::Fr => fr,
+            Lang::En => en,
+        }
+    }
+}
+
+/// Which tasks `!task list` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskFilter {
+    All,
+    Mine,
+    Open,
+    Late,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Span {
+    Today,
+    Week,
+    Upcoming,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Help,
+    TaskAdd {
+        title: String,
+        assignees: Vec<String>,
+        due: Option<String>,
+        priority: Option<String>,
+        labels: Vec<String>,
+    },
+    TaskDone {
+        id: String,
+    },
+    TaskCancel {
+        id: String,
+    },
+    TaskAssign {
+        id: String,
+        assignees: Vec<String>,
+    },
+    TaskList {
+        filter: TaskFilter,
+    },
+    CalAdd {
+        title: String,
+        date: String,
+        time: String,
+        duration: Option<String>,
+        repeat: Option<String>,
+        count: Option<String>,
+        until: Option<String>,
+        attendees: Vec<String>,
+        location: Option<String>,
+    },
+    CalList {
+        span: Span,
+    },
+    CalRsvp {
+        id: String,
+        answer: String,
+    },
+    CalFeed {
+        revoke: bool,
+    },
+}
+
+/// A command that could not be understood: what to tell the sender.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Usage(pub &'static str, pub &'static str);
+
+/// Splits on spaces, keeping "double-quoted" and «French-quoted» words together.
+pub fn words(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quote: Option<char> = None;
+    let mut quoted = false;
+    for c in text.chars() {
+        match (quote, c) {
+            (None, '"' | '“') => (quote, quoted) = (Some('"'), true),
+            (None, '«') => (quote, quoted) = (Some('»'), true),
+            (Some('"'), '"' | '”') | (Some('»'), '»') => quote = None,
+            (None, c) if c.is_whitespace() => {
+                if !cur.is_empty() || quoted {
+                    out.push(std::mem::take(&mut cur).trim().to_owned());
+                }
+                quoted = false;
+            }
+            (_, c) => cur.push(c),
+        }
+    }
+    if !cur.is_empty() || quoted {
+        out.push(cur.trim().to_owned());
+    }
+    out
+}
+
+const FR_WORDS: &[&str] = &[
+    "ajouter",
+    "ajoute",
+    "fait",
+    "terminer",
+    "terminée",
+    "annuler",
+    "assigner",
+    "liste",
+    "lister",
+    "moi",
+    "ouvertes",
+    "retard",
+    "aujourdhui",
+    "aujourd'hui",
+    "semaine",
+    "oui",
+    "non",
+    "peut-être",
+    "peutetre",
+    "flux",
+    "révoquer",
+    "revoquer",
+];
+
+/// The command in `body`, if it is one, with the language to answer in (`default` when the
+/// words do not tell). `Err` is a command of ours that is malformed.
+pub fn parse(body: &str, default: Lang) -> Option<(Lang, Result<Command, Usage>)> {
+    let words = words(body.trim());
+    let head = words.first()?.to_lowercase();
+    let sub = words.get(1).map(|w| w.to_lowercase()).unwrap_or_default();
+    let lang = match head.as_str() {
+        "!tâche" | "!tache" | "!agenda" | "!aide" => Lang::Fr,
+        "!help" => Lang::En,
+        _ if FR_WORDS.contains(&sub.as_str()) => Lang::Fr,
+        _ if !sub.is_empty() => Lang::En,
+        _ => default,
+    };
+    let rest = &words[words.len().min(2)..];
+    let command = match head.as_str() {
+        "!help" | "!aide" => Ok(Command::Help),
+        "!task" | "!tâche" | "!tache" => task(&sub, rest),
+        "!cal" | "!agenda" => cal(&sub, rest),
+        _ => return None,
+    };
+    Some((lang, command))
+}
+
+fn user_ids(words: &[String]) -> Vec<String> {
+    words.iter().filter(|w| w.starts_with('@') && w.contains(':')).cloned().collect()
+}
+
+/// `key:value` options (`due:2026-12-01`), keys lower-cased, French names mapped to English.
+fn options(words: &[String]) -> BTreeMap<String, String> {
+    words
+        .iter()
+        .filter(|w| !w.starts_with('@'))
+        .filter_map(|w| w.split_once(':'))
+        .map(|(k, v)| {
+            let k = match k.to_lowercase().as_str() {
+                "échéance" | "echeance" | "pour" => "due".to_owned(),
+                "priorité" | "priorite" => "prio".to_owned(),
+                "durée" | "duree" => "duration".to_owned(),
+                "répéter" | "repeter" | "chaque" => "repeat".to_owned(),
+                "fois" => "count".to_owned(),
+                "jusqu'à" | "jusqua" => "until".to_owned(),
+                "lieu" => "at".to_owned(),
+                other => other.to_owned(),
+            };
+            (k, v.to_owned())
+        })
+        .collect()
+}
+
+const TASK_ADD: Usage = Usage(
+    "usage : !tâche ajouter \"titre\" [@utilisateur:serveur] [échéance:2026-12-01] [prio:haute|normale|basse] [#étiquette]",
+    "usage: !task add \"title\" [@user:server] [due:2026-12-01] [prio:high|normal|low] [#label]",
+);
+const TASK_ID: Usage = Usage("usage : !tâche fait|annuler|assigner ID …", "usage: !task done|cancel|assign ID …");
+const TASK_ASSIGN: Usage =
+    Usage("usage : !tâche assigner ID @utilisateur:serveur …", "usage: !task assign ID @user:server …");
+const TASK_HELP: Usage = Usage(
+    "commandes : !tâche ajouter | fait | annuler | assigner | liste [moi|ouvertes|retard]",
+    "commands: !task add | done | cancel | assign | list [mine|open|late]",
+);
+const CAL_ADD: Usage = Usage(
+    "usage : !agenda ajouter \"titre\" 2026-03-16 10:00 [durée:1h30] [répéter:hebdo|quotidien|mensuel|lu,me] [fois:4|jusqu'à:2026-06-30] [lieu:\"salle 2\"] [@invité:serveur]",
+    "usage: !cal add \"title\" 2026-03-16 10:00 [duration:1h30] [repeat:weekly|daily|monthly|mo,we] [count:4|until:2026-06-30] [at:\"room 2\"] [@guest:server]",
+);
+const CAL_RSVP: Usage = Usage("usage : !agenda rsvp ID oui|non|peut-être", "usage: !cal rsvp ID yes|no|maybe");
+const CAL_HELP: Usage = Usage(
+    "commandes : !agenda ajouter | liste [aujourdhui|semaine] | rsvp ID oui|non|peut-être | flux [révoquer]",
+    "commands: !cal add | list [today|week] | rsvp ID yes|no|maybe | feed [revoke]",
+);
+
+fn task(sub: &str, rest: &[String]) -> Result<Command, Usage> {
+    let first = rest.first().cloned();
+    match sub {
+        "add" | "ajouter" | "ajoute" => {
+            let title = first.filter(|t| !t.is_empty() && !t.starts_with('@')).ok_or(TASK_ADD)?;
+            let options = options(&rest[1..]);
+            if options.keys().any(|k| !["due", "prio"].contains(&k.as_str())) {
+                return Err(TASK_ADD);
+            }
+            let labels = rest[1..].iter().filter_map(|w| w.strip_prefix('#')).map(str::to_owned).collect();
+            Ok(Command::TaskAdd {
+                title,
+                assignees: user_ids(&rest[1..]),
+                due: options.get("due").cloned(),
+                priority: options.get("prio").cloned(),
+                labels,
+            })
+        }
+        "done" | "fait" | "terminer" | "terminée" => Ok(Command::TaskDone { id: first.ok_or(TASK_ID)? }),
+        "cancel" | "annuler" => Ok(Command::TaskCancel { id: first.ok_or(TASK_ID)? }),
+        "assign" | "assigner" => {
+            let id = first.ok_or(TASK_ASSIGN)?;
+            let assignees = user_ids(&rest[1..]);
+            if assignees.is_empty() {
+                return Err(TASK_ASSIGN);
+            }
+            Ok(Command::TaskAssign { id, assignees })
+        }
+        "list" | "liste" | "lister" | "" => {
+            let filter = match first.as_deref().map(str::to_lowercase).as_deref() {
+                None | Some("all") | Some("toutes") => TaskFilter::All,
+                Some("mine") | Some("moi") => TaskFilter::Mine,
+                Some("open") | Some("ouvertes") => TaskFilter::Open,
+                Some("late") | Some("retard") => TaskFilter::Late,
+                Some(_) => return Err(TASK_HELP),
+            };
+            Ok(Command::TaskList { filter })
+        }
+        _ => Err(TASK_HELP),
+    }
+}
+
+fn cal(sub: &str, rest: &[String]) -> Result<Command, Usage> {
+    match sub {
+        "add" | "ajouter" | "ajoute" => {
+            let [title, date, time, more @ ..] = rest else { return Err(CAL_ADD) };
+            let options = options(more);
+            if options.keys().any(|k| !["duration", "repeat", "count", "until", "at"].contains(&k.as_str())) {
+                return Err(CAL_ADD);
+            }
+            Ok(Command::CalAdd {
+                title: title.clone(),
+                date: date.clone(),
+                time: time.clone(),
+                duration: options.get("duration").cloned(),
+                repeat: options.get("repeat").cloned(),
+                count: options.get("count").cloned(),
+                until: options.get("until").cloned(),
+                attendees: user_ids(more),
+                location: options.get("at").cloned(),
+            })
+        }
+        "list" | "liste" | "" => {
+            let span = match rest.first().map(|w| w.to_lowercase()).as_deref() {
+                None => Span::Upcoming,
+                Some("today") | Some("aujourdhui") | Some("aujourd'hui") => Span::Today,
+                Some("week") | Some("semaine") => Span::Week,
+                Some(_) => return Err(CAL_HELP),
+            };
+            Ok(Command::CalList { span })
+        }
+        "rsvp" => {
+            let [id, answer] = rest else { return Err(CAL_RSVP) };
+            let answer = match answer.to_lowercase().as_str() {
+                "yes" | "oui" => "yes",
+                "no" | "non" => "no",
+                "maybe" | "peut-être" | "peutetre" => "maybe",
+                _ => return Err(CAL_RSVP),
+            };
+            Ok(Command::CalRsvp { id: id.clone(), answer: answer.to_owned() })
+        }
+        "feed" | "flux" => match rest.first().map(|w| w.to_lowercase()).as_deref() {
+            None => Ok(Command::CalFeed { revoke: false }),
+            Some("revoke") | Some("révoquer") | Some("revoquer") => Ok(Command::CalFeed { revoke: true }),
+            Some(_) => Err(CAL_HELP),
+        },
+        _ => Err(CAL_HELP),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_parse_in_both_languages_with_quotes_and_options() {
+        let (lang, cmd) =
+            parse("!task add \"Budget 2027\" @bob:ministere.fr due:2026-12-01 prio:high #finances", Lang::Fr).unwrap();
+        assert_eq!(lang, Lang::En);
+        assert_eq!(
+            cmd.unwrap(),
+            Command::TaskAdd {
+                title: "Budget 2027".into(),
+                assignees: vec!["@bob:ministere.fr".into()],
+                due: Some("2026-12-01".into()),
+                priority: Some("high".into()),
+                labels: vec!["finances".into()],
+            }
+        );
+        let (lang, cmd) = parse("!tâche ajouter «Note au cabinet» échéance:2026-12-02", Lang::En).unwrap();
+        assert_eq!(lang, Lang::Fr);
+        assert!(
+            matches!(cmd.unwrap(), Command::TaskAdd { title, due: Some(d), .. } if title == "Note au cabinet" && d == "2026-12-02")
+        );
+        assert_eq!(
+            parse("!task list late", Lang::Fr).unwrap().1.unwrap(),
+            Command::TaskList { filter: TaskFilter::Late }
+        );
+        assert_eq!(
+            parse("!agenda rsvp e1 peut-être", Lang::En).unwrap().1.unwrap(),
+            Command::CalRsvp { id: "e1".into(), answer: "maybe".into() }
+        );
+        assert!(parse("bonjour à tous", Lang::Fr).is_none(), "not a command");
+        assert!(parse("!weather", Lang::Fr).is_none(), "not one of ours");
+    }
+
+    #[test]
+    fn malformed_commands_get_the_usage() {
+        assert_eq!(parse("!task add", Lang::Fr).unwrap().1, Err(TASK_ADD));
+        assert_eq!(parse("!task add \"x\" when:tomorrow", Lang::Fr).unwrap().1, Err(TASK_ADD));
+        assert_eq!(parse("!task assign t1", Lang::Fr).unwrap().1, Err(TASK_ASSIGN));
+        assert_eq!(parse("!cal add \"x\" 2026-03-16", Lang::Fr).unwrap().1, Err(CAL_ADD));
+        assert_eq!(parse("!cal rsvp e1 perhaps", Lang::Fr).unwrap().1, Err(CAL_RSVP));
+    }
+}

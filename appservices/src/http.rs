@@ -1,0 +1,332 @@
+//! What the appservice serves: the Application Service API the homeserver calls (transactions,
+//! ping, user and alias queries), the JSON REST API (callers authenticate with their Matrix
+//! access token, checked with the homeserver's `/account/whoami`, and must be joined to the
+//! room), and the rooms' ICS feeds.
+
+use std::sync::Arc;
+
+use axum::{
+    extract::{rejection::JsonRejection, Path, Query, State},
+    http::{header, HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post, put},
+    Json, Router,
+};
+use chrono::{DateTime, Duration, Utc};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::{
+    bot,
+    service::{Failure, NewEntry, NewTask, Workspace},
+    tasks::Progress,
+};
+
+type Ws = Arc<Workspace>;
+
+/// Largest body accepted (transactions carry at most 100 events of 64 KiB).
+const MAX_BODY: usize = 8 << 20;
+
+pub fn router(ws: Ws) -> Router {
+    Router::new()
+        .route("/_matrix/app/v1/transactions/{txn}", put(transaction))
+        .route("/_matrix/app/v1/ping", post(ping))
+        .route("/_matrix/app/v1/users/{user}", get(unknown))
+        .route("/_matrix/app/v1/rooms/{alias}", get(unknown))
+        .route("/api/v1/rooms/{room}/tasks", get(list_tasks).post(create_task))
+        .route("/api/v1/rooms/{room}/tasks/{id}/done", post(complete_task))
+        .route("/api/v1/rooms/{room}/tasks/{id}/assignees", post(assign_task))
+        .route("/api/v1/rooms/{room}/calendar", get(list_calendar).post(create_entry))
+        .route("/api/v1/rooms/{room}/calendar/{id}/rsvp", post(rsvp))
+        .route("/calendar/{file}", get(ics_feed))
+        .fallback(|| async { error(404, "M_UNRECOGNIZED", "unknown endpoint") })
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(ws)
+}
+
+fn error(status: u16, errcode: &str, message: &str) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, Json(json!({ "errcode": errcode, "error": message }))).into_response()
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        error(self.status, self.errcode, &self.en)
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ")
+}
+
+/// The homeserver's own calls carry the `hs_token`.
+fn homeserver(ws: &Workspace, headers: &HeaderMap) -> Result<(), Response> {
+    match bearer(headers) {
+        None => Err(error(401, "M_UNAUTHORIZED", "missing hs_token")),
+        Some(token) if token == ws.hs_token => Ok(()),
+        Some(_) => Err(error(403, "M_FORBIDDEN", "wrong hs_token")),
+    }
+}
+
+fn body<T>(parsed: Result<Json<T>, JsonRejection>) -> Result<T, Response> {
+    parsed.map(|Json(v)| v).map_err(|rejection| match rejection {
+        JsonRejection::JsonSyntaxError(e) => error(400, "M_NOT_JSON", &e.body_text()),
+        JsonRejection::MissingJsonContentType(e) => error(400, "M_NOT_JSON", &e.body_text()),
+        other => error(400, "M_BAD_JSON", &other.body_text()),
+    })
+}
+
+async fn transaction(
+    State(ws): State<Ws>,
+    Path(txn): Path<String>,
+    headers: HeaderMap,
+    parsed: Result<Json<Value>, JsonRejection>,
+) -> Response {
+    if let Err(response) = homeserver(&ws, &headers) {
+        return response;
+    }
+    let transaction = match body(parsed) {
+        Ok(v) => v,
+        Err(response) => return response,
+    };
+    if ws.store.read(|s| s.txns.contains(&txn)) {
+        return Json(json!({})).into_response();
+    }
+    let Some(events) = transaction["events"].as_array() else {
+        return error(400, "M_BAD_JSON", "events must be a list");
+    };
+    for event in events {
+        bot::handle(&ws, event).await;
+    }
+    // Recorded once every event is handled: a crash before this makes the homeserver send the
+    // transaction again, and handling is idempotent.
+    match ws.store.update(|s| s.txns.push_back(txn)) {
+        Ok(()) => Json(json!({})).into_response(),
+        Err(e) => error(500, "M_UNKNOWN", &format!("cannot record the transaction: {e}")),
+    }
+}
+
+async fn ping(State(ws): State<Ws>, headers: HeaderMap) -> Response {
+    match homeserver(&ws, &headers) {
+        Ok(()) => Json(json!({})).into_response(),
+        Err(response) => response,
+    }
+}
+
+/// The bot provisions no users or rooms on demand.
+async fn unknown(State(ws): State<Ws>, headers: HeaderMap) -> Response {
+    match homeserver(&ws, &headers) {
+        Ok(()) => error(404, "M_NOT_FOUND", "this appservice provisions nothing on demand"),
+        Err(response) => response,
+    }
+}
+
+/// The caller's user id, who must be joined to `room`.
+async fn member(ws: &Workspace, headers: &HeaderMap, room: &str) -> Result<String, Response> {
+    let token = bearer(headers).ok_or_else(|| error(401, "M_MISSING_TOKEN", "a Matrix access token is required"))?;
+    let user = ws.matrix.whoami(token).await.map_err(|e| match e.status {
+        401 => error(401, "M_UNKNOWN_TOKEN", "the homeserver does not know this access token"),
+        _ => error(502, "M_UNKNOWN", &format!("homeserver error: {e}")),
+    })?;
+    if ws.view(room).is_none() {
+        return Err(error(404, "M_NOT_FOUND", "the bot is not in this room"));
+    }
+    match ws.matrix.membership(room, &user).await {
+        Ok(Some(m)) if m == "join" => Ok(user),
+        Ok(_) => Err(error(403, "M_FORBIDDEN", "you are not a member of this room")),
+        Err(e) => Err(error(502, "M_UNKNOWN", &format!("homeserver error: {e}"))),
+    }
+}
+
+fn request_seed() -> String {
+    let mut bytes = [0u8; 16];
+    rand::fill(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn list_tasks(State(ws): State<Ws>, Path(room): Path<String>, headers: HeaderMap) -> Response {
+    if let Err(response) = member(&ws, &headers, &room).await {
+        return response;
+    }
+    let view = ws.view(&room).unwrap_or_default();
+    let now = ws.clock.now();
+    let tasks: Vec<Value> = view
+        .tasks
+        .values()
+        .map(|t| {
+            let mut v = serde_json::to_value(t).expect("task serializes");
+            v["late"] = json!(t.is_late(now, ws.zone()));
+            v
+        })
+        .collect();
+    Json(json!({ "tasks": tasks })).into_response()
+}
+
+async fn create_task(
+    State(ws): State<Ws>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+    parsed: Result<Json<NewTask>, JsonRejection>,
+) -> Response {
+    let user = match member(&ws, &headers, &room).await {
+        Ok(u) => u,
+        Err(response) => return response,
+    };
+    let new = match body(parsed) {
+        Ok(v) => v,
+        Err(response) => return response,
+    };
+    match ws.add_task(&room, &user, &request_seed(), new).await {
+        Ok(task) => (StatusCode::CREATED, Json(json!({ "task": task }))).into_response(),
+        Err(f) => f.into_response(),
+    }
+}
+
+async fn complete_task(State(ws): State<Ws>, Path((room, id)): Path<(String, String)>, headers: HeaderMap) -> Response {
+    if let Err(response) = member(&ws, &headers, &room).await {
+        return response;
+    }
+    match ws.set_progress(&room, &id, Progress::Completed).await {
+        Ok(task) => Json(json!({ "task": task })).into_response(),
+        Err(f) => f.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Assignees {
+    assignees: Vec<String>,
+}
+
+async fn assign_task(
+    State(ws): State<Ws>,
+    Path((room, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    parsed: Result<Json<Assignees>, JsonRejection>,
+) -> Response {
+    if let Err(response) = member(&ws, &headers, &room).await {
+        return response;
+    }
+    let new = match body(parsed) {
+        Ok(v) => v,
+        Err(response) => return response,
+    };
+    match ws.assign(&room, &id, &new.assignees).await {
+        Ok(task) => Json(json!({ "task": task })).into_response(),
+        Err(f) => f.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct Window {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+fn instant(text: Option<&str>, default: DateTime<Utc>, name: &str) -> Result<DateTime<Utc>, Response> {
+    match text {
+        None => Ok(default),
+        Some(t) => DateTime::parse_from_rfc3339(t)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|_| error(400, "M_INVALID_PARAM", &format!("{name} is not an RFC 3339 date-time"))),
+    }
+}
+
+async fn list_calendar(
+    State(ws): State<Ws>,
+    Path(room): Path<String>,
+    Query(window): Query<Window>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(response) = member(&ws, &headers, &room).await {
+        return response;
+    }
+    let now = ws.clock.now();
+    let (from, to) = match (
+        instant(window.from.as_deref(), now, "from"),
+        instant(window.to.as_deref(), now + Duration::days(30), "to"),
+    ) {
+        (Ok(f), Ok(t)) if f < t && t - f <= Duration::days(3660) => (f, t),
+        (Err(r), _) | (_, Err(r)) => return r,
+        _ => return error(400, "M_INVALID_PARAM", "from must be before to, at most ten years apart"),
+    };
+    let view = ws.view(&room).unwrap_or_default();
+    match ws.occurrences(&room, from, to) {
+        Ok(occurrences) => {
+            let entries: Vec<_> = view.entries.values().collect();
+            Json(json!({ "entries": entries, "occurrences": occurrences })).into_response()
+        }
+        Err(f) => f.into_response(),
+    }
+}
+
+async fn create_entry(
+    State(ws): State<Ws>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+    parsed: Result<Json<NewEntry>, JsonRejection>,
+) -> Response {
+    let user = match member(&ws, &headers, &room).await {
+        Ok(u) => u,
+        Err(response) => return response,
+    };
+    let new = match body(parsed) {
+        Ok(v) => v,
+        Err(response) => return response,
+    };
+    match ws.add_entry(&room, &user, &request_seed(), new).await {
+        Ok(entry) => (StatusCode::CREATED, Json(json!({ "entry": entry }))).into_response(),
+        Err(f) => f.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Answer {
+    response: String,
+}
+
+async fn rsvp(
+    State(ws): State<Ws>,
+    Path((room, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    parsed: Result<Json<Answer>, JsonRejection>,
+) -> Response {
+    let user = match member(&ws, &headers, &room).await {
+        Ok(u) => u,
+        Err(response) => return response,
+    };
+    let answer = match body(parsed) {
+        Ok(v) => v,
+        Err(response) => return response,
+    };
+    match ws.rsvp(&room, &id, &user, &answer.response).await {
+        Ok(entry) => Json(json!({ "entry": entry })).into_response(),
+        Err(f) => f.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct FeedQuery {
+    token: Option<String>,
+}
+
+/// `GET /calendar/{roomId}.ics?token=…`: the token is the subscriber's secret, and it only
+/// works while they are still joined to the room.
+async fn ics_feed(State(ws): State<Ws>, Path(file): Path<String>, Query(query): Query<FeedQuery>) -> Response {
+    let Some(room) = file.strip_suffix(".ics") else { return error(404, "M_NOT_FOUND", "feeds end in .ics") };
+    let Some(token) = query.token else { return error(401, "M_MISSING_TOKEN", "the feed's token is required") };
+    let Some(feed) = ws.feed(&token).filter(|f| f.room == room) else {
+        return error(403, "M_FORBIDDEN", "unknown or revoked feed token");
+    };
+    match ws.matrix.membership(room, &feed.user).await {
+        Ok(Some(m)) if m == "join" => {}
+        Ok(_) => return error(403, "M_FORBIDDEN", "the feed's owner left the room"),
+        Err(e) => return error(502, "M_UNKNOWN", &format!("homeserver error: {e}")),
+    }
+    let Some(view) = ws.view(room) else { return error(404, "M_NOT_FOUND", "the bot is not in this room") };
+    let entries: Vec<_> = view.entries.values().cloned().collect();
+    let name = if view.name.is_empty() { room.to_owned() } else { view.name.clone() };
+    let body = crate::ics::calendar(&name, &ws.config.server_name, &entries);
+    ([(header::CONTENT_TYPE, "text/calendar; charset=utf-8")], body).into_response()
+}

@@ -1,0 +1,139 @@
+//! The homeserver's client API as the bot uses it: the `as_token`, with `user_id` when acting
+//! for a user of the namespace. Any homeserver implementing the Application Service API works
+//! (Hemicycle or Synapse): nothing here is specific to one.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+/// A failed call: the HTTP status and the Matrix error body (or why there is none).
+#[derive(Debug, Clone)]
+pub struct MatrixError {
+    pub status: u16,
+    pub errcode: String,
+    pub error: String,
+}
+
+impl std::fmt::Display for MatrixError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status, self.errcode, self.error)
+    }
+}
+
+pub type Result<T> = std::result::Result<T, MatrixError>;
+
+pub struct Matrix {
+    http: reqwest::Client,
+    base: String,
+    as_token: String,
+    /// The bot's user id.
+    pub bot: String,
+}
+
+/// Percent-encodes one path segment.
+pub fn segment(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>().replace('+', "%20")
+}
+
+impl Matrix {
+    pub fn new(base: &str, as_token: &str, bot: String) -> Matrix {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("HTTP client");
+        Matrix { http, base: base.trim_end_matches('/').to_owned(), as_token: as_token.to_owned(), bot }
+    }
+
+    async fn call_with(&self, token: &str, method: Method, path: &str, body: Option<&Value>) -> Result<Value> {
+        let mut request = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|e| MatrixError {
+            status: 0,
+            errcode: "M_CONNECTION_FAILED".into(),
+            error: e.to_string(),
+        })?;
+        let status = response.status().as_u16();
+        let value: Value = response.json().await.unwrap_or(Value::Null);
+        if (200..300).contains(&status) {
+            return Ok(value);
+        }
+        Err(MatrixError {
+            status,
+            errcode: value["errcode"].as_str().unwrap_or("M_UNKNOWN").to_owned(),
+            error: value["error"].as_str().unwrap_or("").to_owned(),
+        })
+    }
+
+    /// A call as the bot.
+    pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value> {
+        self.call_with(&self.as_token, method, path, body).await
+    }
+
+    /// Who owns a user's access token (`/account/whoami` with that token).
+    pub async fn whoami(&self, token: &str) -> Result<String> {
+        let me = self.call_with(token, Method::GET, "/_matrix/client/v3/account/whoami", None).await?;
+        me["user_id"].as_str().map(str::to_owned).ok_or_else(|| MatrixError {
+            status: 502,
+            errcode: "M_UNKNOWN".into(),
+            error: "whoami answered no user_id".into(),
+        })
+    }
+
+    pub async fn join(&self, room: &str) -> Result<()> {
+        self.call(Method::POST, &format!("/_matrix/client/v3/join/{}", segment(room)), Some(&json!({}))).await?;
+        Ok(())
+    }
+
+    pub async fn joined_rooms(&self) -> Result<Vec<String>> {
+        let rooms = self.call(Method::GET, "/_matrix/client/v3/joined_rooms", None).await?;
+        Ok(rooms["joined_rooms"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r.as_str().map(str::to_owned))
+            .collect())
+    }
+
+    pub async fn state(&self, room: &str) -> Result<Vec<Value>> {
+        let state = self.call(Method::GET, &format!("/_matrix/client/v3/rooms/{}/state", segment(room)), None).await?;
+        Ok(state.as_array().cloned().unwrap_or_default())
+    }
+
+    pub async fn state_event(&self, room: &str, kind: &str, key: &str) -> Result<Option<Value>> {
+        let path = format!("/_matrix/client/v3/rooms/{}/state/{}/{}", segment(room), segment(kind), segment(key));
+        match self.call(Method::GET, &path, None).await {
+            Ok(content) => Ok(Some(content)),
+            Err(e) if e.status == 404 => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn put_state(&self, room: &str, kind: &str, key: &str, content: &Value) -> Result<String> {
+        let path = format!("/_matrix/client/v3/rooms/{}/state/{}/{}", segment(room), segment(kind), segment(key));
+        let sent = self.call(Method::PUT, &path, Some(content)).await?;
+        Ok(sent["event_id"].as_str().unwrap_or_default().to_owned())
+    }
+
+    /// Sends a notice (bots speak in notices, which other bots ignore). `txn` makes a resend of
+    /// the same reply (after a crash, or a transaction delivered again) a no-op.
+    pub async fn notice(&self, room: &str, txn: &str, text: &str) -> Result<String> {
+        let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{}", segment(room), segment(txn));
+        let sent = self.call(Method::PUT, &path, Some(&json!({ "msgtype": "m.notice", "body": text }))).await?;
+        Ok(sent["event_id"].as_str().unwrap_or_default().to_owned())
+    }
+
+    /// Opens a direct-message room with `user` (the bot invites them, `is_direct`).
+    pub async fn create_dm(&self, user: &str) -> Result<String> {
+        let body = json!({ "is_direct": true, "invite": [user], "preset": "trusted_private_chat" });
+        let room = self.call(Method::POST, "/_matrix/client/v3/createRoom", Some(&body)).await?;
+        Ok(room["room_id"].as_str().unwrap_or_default().to_owned())
+    }
+
+    /// The membership of `user` in `room` as the bot sees it (`None`: never a member).
+    pub async fn membership(&self, room: &str, user: &str) -> Result<Option<String>> {
+        Ok(self
+            .state_event(room, "m.room.member", user)
+            .await?
+            .and_then(|c| c["membership"].as_str().map(str::to_owned)))
+    }
+}

@@ -1,0 +1,493 @@
+//! The workspace service: what the bot knows of its rooms (their tasks and calendar entries,
+//! rebuilt from room state at start-up and kept current by the homeserver's transactions), and
+//! the operations that commands and the REST API share. Everything is written as room state by
+//! the bot, so it replicates to every server in the room and any client can read it.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Mutex,
+};
+
+use chrono::{DateTime, Duration, NaiveDate, NaiveTime, SecondsFormat, Utc};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
+
+use crate::{
+    calendar::{self, Attendee, Entry, LocalTime, CALENDAR_TYPE},
+    commands::Lang,
+    config::{Clock, Config},
+    matrix::{Matrix, MatrixError},
+    store::{Feed, Store},
+    tasks::{self, Participant, Progress, Task, TASK_TYPE},
+};
+
+/// Why an operation was refused: a message in both languages, and the HTTP status and
+/// Matrix errcode the REST API answers with.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub status: u16,
+    pub errcode: &'static str,
+    pub fr: String,
+    pub en: String,
+}
+
+impl Failure {
+    pub fn new(status: u16, errcode: &'static str, fr: impl Into<String>, en: impl Into<String>) -> Failure {
+        Failure { status, errcode, fr: fr.into(), en: en.into() }
+    }
+
+    pub fn bad(fr: impl Into<String>, en: impl Into<String>) -> Failure {
+        Failure::new(400, "M_INVALID_PARAM", fr, en)
+    }
+
+    pub fn text(&self, lang: Lang) -> &str {
+        lang.pick(&self.fr, &self.en)
+    }
+}
+
+impl From<MatrixError> for Failure {
+    fn from(e: MatrixError) -> Failure {
+        if e.status == 403 {
+            return Failure::new(
+                403,
+                "M_FORBIDDEN",
+                format!("le serveur refuse l'écriture du robot (niveau de pouvoir insuffisant ?) : {}", e.error),
+                format!("the homeserver refused the bot's write (power level too low?): {}", e.error),
+            );
+        }
+        Failure::new(502, "M_UNKNOWN", format!("erreur du serveur Matrix : {e}"), format!("homeserver error: {e}"))
+    }
+}
+
+/// What a room holds, as the bot last saw it.
+#[derive(Debug, Default, Clone)]
+pub struct RoomView {
+    pub name: String,
+    pub tasks: BTreeMap<String, Task>,
+    pub entries: BTreeMap<String, Entry>,
+}
+
+/// A new task, from a command or the REST API.
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewTask {
+    pub title: String,
+    #[serde(default)]
+    pub description: String,
+    /// `2026-12-01` or `2026-12-01T17:00`.
+    #[serde(default)]
+    pub due: Option<String>,
+    #[serde(default)]
+    pub time_zone: Option<String>,
+    /// `high`/`normal`/`low` (or `haute`/`normale`/`basse`).
+    #[serde(default)]
+    pub priority: Option<String>,
+    #[serde(default)]
+    pub assignees: Vec<String>,
+    #[serde(default)]
+    pub labels: Vec<String>,
+}
+
+/// A new calendar entry, from a command or the REST API.
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewEntry {
+    pub title: String,
+    /// Local start, `2026-03-16T10:00`.
+    pub start: String,
+    #[serde(default = "default_minutes")]
+    pub duration_minutes: u32,
+    #[serde(default)]
+    pub time_zone: Option<String>,
+    #[serde(default)]
+    pub rrule: Option<String>,
+    #[serde(default)]
+    pub location: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub attendees: Vec<String>,
+}
+
+fn default_minutes() -> u32 {
+    60
+}
+
+pub struct Workspace {
+    pub config: Config,
+    pub matrix: Matrix,
+    pub store: Store,
+    pub clock: Clock,
+    pub hs_token: String,
+    pub lang: Lang,
+    rooms: Mutex<HashMap<String, RoomView>>,
+    /// Wakes the reminder scheduler when tasks change.
+    pub changed: Notify,
+}
+
+/// A short id derived from the event that asked for the item: a transaction delivered again
+/// writes the same state event instead of a second item.
+pub fn short_id(prefix: char, seed: &str) -> String {
+    let digest = Sha256::digest(seed.as_bytes());
+    let alphabet = b"abcdefghjkmnpqrstuvwxyz23456789";
+    let tail: String = digest.iter().take(5).map(|b| alphabet[*b as usize % alphabet.len()] as char).collect();
+    format!("{prefix}{tail}")
+}
+
+fn stamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn check_user(user: &str) -> Result<(), Failure> {
+    let ok = user.starts_with('@') && user[1..].split_once(':').is_some_and(|(l, s)| !l.is_empty() && !s.is_empty());
+    if ok {
+        Ok(())
+    } else {
+        Err(Failure::bad(
+            format!("{user:?} n'est pas un identifiant Matrix"),
+            format!("{user:?} is not a Matrix user id"),
+        ))
+    }
+}
+
+impl Workspace {
+    pub fn new(config: Config, matrix: Matrix, store: Store, hs_token: String) -> Workspace {
+        let clock = Clock::new(config.clock);
+        let lang = Lang::parse(&config.language);
+        Workspace { config, matrix, store, clock, hs_token, lang, rooms: Mutex::default(), changed: Notify::new() }
+    }
+
+    pub fn zone(&self) -> chrono_tz::Tz {
+        self.config.zone()
+    }
+
+    pub fn view(&self, room: &str) -> Option<RoomView> {
+        self.rooms.lock().expect("rooms").get(room).cloned()
+    }
+
+    pub fn all_tasks(&self) -> Vec<(String, Task)> {
+        let rooms = self.rooms.lock().expect("rooms");
+        rooms.iter().flat_map(|(room, v)| v.tasks.values().map(move |t| (room.clone(), t.clone()))).collect()
+    }
+
+    /// Reads a room's state into the view (at start-up and when the bot joins).
+    pub async fn load_room(&self, room: &str) -> Result<(), MatrixError> {
+        let state = self.matrix.state(room).await?;
+        let mut view = RoomView::default();
+        for event in &state {
+            Self::apply(&mut view, event);
+        }
+        self.rooms.lock().expect("rooms").insert(room.to_owned(), view);
+        self.changed.notify_one();
+        Ok(())
+    }
+
+    /// Takes one state event into a view; others' events of our types are read the same way
+    /// (the power levels decide who may write them, not the bot).
+    fn apply(view: &mut RoomView, event: &Value) {
+        let (Some(kind), Some(key)) = (event["type"].as_str(), event["state_key"].as_str()) else { return };
+        let content = &event["content"];
+        match kind {
+            TASK_TYPE => match serde_json::from_value::<Task>(content.clone()) {
+                Ok(task) if task.uid == key => {
+                    view.tasks.insert(key.to_owned(), task);
+                }
+                _ => {
+                    view.tasks.remove(key);
+                }
+            },
+            CALENDAR_TYPE => match serde_json::from_value::<Entry>(content.clone()) {
+                Ok(entry) if entry.uid == key && entry.validate().is_ok() => {
+                    view.entries.insert(key.to_owned(), entry);
+                }
+                _ => {
+                    view.entries.remove(key);
+                }
+            },
+            "m.room.name" => view.name = content["name"].as_str().unwrap_or_default().to_owned(),
+            _ => {}
+        }
+    }
+
+    /// A state event seen in a transaction.
+    pub fn observe(&self, room: &str, event: &Value) {
+        let mut rooms = self.rooms.lock().expect("rooms");
+        if let Some(view) = rooms.get_mut(room) {
+            Self::apply(view, event);
+        }
+        drop(rooms);
+        if event["type"] == TASK_TYPE {
+            self.changed.notify_one();
+        }
+    }
+
+    pub fn forget_room(&self, room: &str) {
+        self.rooms.lock().expect("rooms").remove(room);
+    }
+
+    /// Gives the bot's types the bot's own power level, so members below it cannot write (or
+    /// forge) tasks and entries. Returns false when the bot may not change the power levels.
+    pub async fn protect(&self, room: &str) -> Result<bool, MatrixError> {
+        let mut levels = self.matrix.state_event(room, "m.room.power_levels", "").await?.unwrap_or_else(|| json!({}));
+        let level_of = |levels: &Value, user: &str| {
+            levels["users"][user].as_i64().unwrap_or_else(|| levels["users_default"].as_i64().unwrap_or(0))
+        };
+        let mine = level_of(&levels, &self.matrix.bot);
+        let needed = levels["events"]["m.room.power_levels"]
+            .as_i64()
+            .unwrap_or_else(|| levels["state_default"].as_i64().unwrap_or(50));
+        if mine < needed {
+            return Ok(false);
+        }
+        let already = [TASK_TYPE, CALENDAR_TYPE].iter().all(|t| levels["events"][*t].as_i64() == Some(mine));
+        if !already {
+            if !levels["events"].is_object() {
+                levels["events"] = json!({});
+            }
+            for kind in [TASK_TYPE, CALENDAR_TYPE] {
+                levels["events"][kind] = json!(mine);
+            }
+            self.matrix.put_state(room, "m.room.power_levels", "", &levels).await?;
+        }
+        Ok(true)
+    }
+
+    fn known_room(&self, room: &str) -> Result<RoomView, Failure> {
+        self.view(room).ok_or_else(|| {
+            Failure::new(404, "M_NOT_FOUND", "le robot n'est pas dans ce salon", "the bot is not in this room")
+        })
+    }
+
+    async fn write_task(&self, room: &str, task: &Task) -> Result<(), Failure> {
+        let content = serde_json::to_value(task).expect("task serializes");
+        self.matrix.put_state(room, TASK_TYPE, &task.uid, &content).await?;
+        self.observe(room, &json!({ "type": TASK_TYPE, "state_key": task.uid, "content": content }));
+        Ok(())
+    }
+
+    async fn write_entry(&self, room: &str, entry: &Entry) -> Result<(), Failure> {
+        let content = serde_json::to_value(entry).expect("entry serializes");
+        self.matrix.put_state(room, CALENDAR_TYPE, &entry.uid, &content).await?;
+        self.observe(room, &json!({ "type": CALENDAR_TYPE, "state_key": entry.uid, "content": content }));
+        Ok(())
+    }
+
+    /// Creates a task; `seed` (the asking event's id, or a request id) makes its id.
+    pub async fn add_task(&self, room: &str, sender: &str, seed: &str, new: NewTask) -> Result<Task, Failure> {
+        self.known_room(room)?;
+        let title = new.title.trim();
+        if title.is_empty() || title.len() > 500 {
+            return Err(Failure::bad("le titre est vide ou trop long", "the title is empty or too long"));
+        }
+        for user in &new.assignees {
+            check_user(user)?;
+        }
+        let zone = match &new.time_zone {
+            Some(z) => z.parse::<chrono_tz::Tz>().map_err(|_| {
+                Failure::bad(format!("fuseau horaire inconnu : {z}"), format!("unknown time zone: {z}"))
+            })?,
+            None => self.zone(),
+        };
+        let due = match &new.due {
+            Some(text) => Some(tasks::parse_due(text).ok_or_else(|| {
+                Failure::bad(
+                    format!("échéance illisible : {text} (attendu 2026-12-01 ou 2026-12-01T17:00)"),
+                    format!("unreadable due date: {text} (expected 2026-12-01 or 2026-12-01T17:00)"),
+                )
+            })?),
+            None => None,
+        };
+        let priority = match &new.priority {
+            Some(p) => tasks::parse_priority(p).ok_or_else(|| {
+                Failure::bad(
+                    format!("priorité inconnue : {p} (haute, normale, basse)"),
+                    format!("unknown priority: {p} (high, normal, low)"),
+                )
+            })?,
+            None => 0,
+        };
+        let now = stamp(self.clock.now());
+        let task = Task {
+            kind: "Task".into(),
+            uid: short_id('t', seed),
+            title: title.to_owned(),
+            description: new.description,
+            due: due.map(|(t, _)| t.format("%Y-%m-%dT%H:%M:%S").to_string()),
+            time_zone: due.map(|_| zone.name().to_owned()),
+            show_without_time: due.is_some_and(|(_, date_only)| date_only),
+            progress: Progress::NeedsAction,
+            priority,
+            participants: new.assignees.iter().map(|u| (u.clone(), Participant::assignee())).collect(),
+            keywords: new.labels.iter().map(|l| (l.clone(), true)).collect(),
+            checklist: Vec::new(),
+            creator: sender.to_owned(),
+            created: now.clone(),
+            updated: now,
+        };
+        self.write_task(room, &task).await?;
+        Ok(task)
+    }
+
+    fn task(&self, room: &str, id: &str) -> Result<Task, Failure> {
+        self.known_room(room)?.tasks.get(id).cloned().ok_or_else(|| {
+            Failure::new(
+                404,
+                "M_NOT_FOUND",
+                format!("pas de tâche {id} dans ce salon"),
+                format!("no task {id} in this room"),
+            )
+        })
+    }
+
+    pub async fn set_progress(&self, room: &str, id: &str, progress: Progress) -> Result<Task, Failure> {
+        let mut task = self.task(room, id)?;
+        task.progress = progress;
+        task.updated = stamp(self.clock.now());
+        self.write_task(room, &task).await?;
+        Ok(task)
+    }
+
+    pub async fn assign(&self, room: &str, id: &str, users: &[String]) -> Result<Task, Failure> {
+        for user in users {
+            check_user(user)?;
+        }
+        let mut task = self.task(room, id)?;
+        for user in users {
+            task.participants.insert(user.clone(), Participant::assignee());
+        }
+        task.updated = stamp(self.clock.now());
+        self.write_task(room, &task).await?;
+        Ok(task)
+    }
+
+    pub async fn add_entry(&self, room: &str, sender: &str, seed: &str, new: NewEntry) -> Result<Entry, Failure> {
+        self.known_room(room)?;
+        let title = new.title.trim();
+        if title.is_empty() || title.len() > 500 {
+            return Err(Failure::bad("le titre est vide ou trop long", "the title is empty or too long"));
+        }
+        for user in &new.attendees {
+            check_user(user)?;
+        }
+        let zone = match &new.time_zone {
+            Some(z) => z.parse::<chrono_tz::Tz>().map_err(|_| {
+                Failure::bad(format!("fuseau horaire inconnu : {z}"), format!("unknown time zone: {z}"))
+            })?,
+            None => self.zone(),
+        };
+        let start =
+            tasks::parse_due(&new.start).filter(|(_, date_only)| !date_only).map(|(t, _)| t).ok_or_else(|| {
+                Failure::bad(
+                    format!("début illisible : {} (attendu 2026-03-16T10:00)", new.start),
+                    format!("unreadable start: {} (expected 2026-03-16T10:00)", new.start),
+                )
+            })?;
+        if new.duration_minutes == 0 || new.duration_minutes > 60 * 24 * 14 {
+            return Err(Failure::bad("durée hors limites", "duration out of range"));
+        }
+        let end = start + Duration::minutes(i64::from(new.duration_minutes));
+        let now = stamp(self.clock.now());
+        let entry = Entry {
+            uid: short_id('e', seed),
+            title: title.to_owned(),
+            description: new.description,
+            location: new.location,
+            dtstart: LocalTime::new(zone.name(), start),
+            dtend: LocalTime::new(zone.name(), end),
+            rrule: new.rrule.filter(|r| !r.is_empty()),
+            exdate: Vec::new(),
+            attendees: new.attendees.iter().map(|u| (u.clone(), Attendee { rsvp: "needs-action".into() })).collect(),
+            creator: sender.to_owned(),
+            created: now.clone(),
+            updated: now,
+        };
+        entry.validate().map_err(|e| Failure::bad(format!("entrée invalide : {e}"), format!("invalid entry: {e}")))?;
+        self.write_entry(room, &entry).await?;
+        Ok(entry)
+    }
+
+    pub async fn rsvp(&self, room: &str, id: &str, user: &str, answer: &str) -> Result<Entry, Failure> {
+        if !["yes", "no", "maybe"].contains(&answer) {
+            return Err(Failure::bad("réponse attendue : yes, no ou maybe", "expected answer: yes, no or maybe"));
+        }
+        let mut entry = self.known_room(room)?.entries.get(id).cloned().ok_or_else(|| {
+            Failure::new(
+                404,
+                "M_NOT_FOUND",
+                format!("pas d'entrée {id} dans l'agenda"),
+                format!("no entry {id} in the calendar"),
+            )
+        })?;
+        entry.attendees.insert(user.to_owned(), Attendee { rsvp: answer.to_owned() });
+        entry.updated = stamp(self.clock.now());
+        self.write_entry(room, &entry).await?;
+        Ok(entry)
+    }
+
+    /// Occurrences of the room's entries in `[from, to)`, in time order.
+    pub fn occurrences(
+        &self,
+        room: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<calendar::Occurrence>, Failure> {
+        let view = self.known_room(room)?;
+        let mut out: Vec<_> = view.entries.values().flat_map(|e| e.occurrences(from, to)).collect();
+        out.sort_by_key(|o| o.start);
+        Ok(out)
+    }
+
+    /// Start of today and of the day a week on, in the default zone.
+    pub fn day_bounds(&self, days: i64) -> (DateTime<Utc>, DateTime<Utc>) {
+        let zone = self.zone();
+        let today: NaiveDate = self.clock.now().with_timezone(&zone).date_naive();
+        let start = tasks::resolve(&zone, today.and_time(NaiveTime::MIN));
+        let end = tasks::resolve(&zone, (today + Duration::days(days)).and_time(NaiveTime::MIN));
+        (start, end)
+    }
+
+    /// Makes a feed token for `user`'s view of `room` (replacing their previous one).
+    pub fn new_feed(&self, room: &str, user: &str) -> std::io::Result<String> {
+        let mut bytes = [0u8; 24];
+        rand::fill(&mut bytes);
+        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let hash = hex_sha256(&token);
+        let feed = Feed { user: user.to_owned(), room: room.to_owned() };
+        self.store.update(|s| {
+            s.feeds.retain(|_, f| *f != feed);
+            s.feeds.insert(hash, feed);
+        })?;
+        Ok(token)
+    }
+
+    pub fn revoke_feed(&self, room: &str, user: &str) -> std::io::Result<bool> {
+        let feed = Feed { user: user.to_owned(), room: room.to_owned() };
+        self.store.update(|s| {
+            let before = s.feeds.len();
+            s.feeds.retain(|_, f| *f != feed);
+            before != s.feeds.len()
+        })
+    }
+
+    pub fn feed(&self, token: &str) -> Option<Feed> {
+        let hash = hex_sha256(token);
+        self.store.read(|s| s.feeds.get(&hash).cloned())
+    }
+
+    /// The direct-message room with `user`, opened on first use and remembered.
+    pub async fn dm_room(&self, user: &str) -> Result<String, Failure> {
+        if let Some(room) = self.store.read(|s| s.dm_rooms.get(user).cloned()) {
+            return Ok(room);
+        }
+        let room = self.matrix.create_dm(user).await?;
+        self.store
+            .update(|s| s.dm_rooms.insert(user.to_owned(), room.clone()))
+            .map_err(|e| Failure::new(500, "M_UNKNOWN", e.to_string(), e.to_string()))?;
+        Ok(room)
+    }
+}
+
+pub fn hex_sha256(s: &str) -> String {
+    Sha256::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}

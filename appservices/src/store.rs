@@ -1,0 +1,79 @@
+//! The appservice's own durable state, small enough for one JSON file: written to a temporary
+//! file, fsynced and renamed over the old one, so a crash leaves the old or the new version.
+//! What it holds cannot be read back from the rooms: transactions already handled, reminders
+//! already sent, direct-message rooms with users, and the (hashed) ICS feed tokens.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, VecDeque},
+    io::Write,
+    path::PathBuf,
+    sync::Mutex,
+};
+
+use serde::{Deserialize, Serialize};
+
+/// Transactions remembered, newest last: the homeserver resends only its latest.
+const TXNS_KEPT: usize = 1000;
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct Persisted {
+    #[serde(default)]
+    pub txns: VecDeque<String>,
+    /// `room|task id|due` of every reminder sent.
+    #[serde(default)]
+    pub reminded: BTreeSet<String>,
+    /// user id → the direct-message room the bot opened with them.
+    #[serde(default)]
+    pub dm_rooms: BTreeMap<String, String>,
+    /// SHA-256 (hex) of a feed token → whose feed of which room.
+    #[serde(default)]
+    pub feeds: BTreeMap<String, Feed>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Feed {
+    pub user: String,
+    pub room: String,
+}
+
+pub struct Store {
+    path: PathBuf,
+    state: Mutex<Persisted>,
+}
+
+impl Store {
+    pub fn open(dir: &std::path::Path) -> Result<Store, String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let path = dir.join("workspace-state.json");
+        let state = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Persisted::default(),
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        Ok(Store { path, state: Mutex::new(state) })
+    }
+
+    pub fn read<R>(&self, f: impl FnOnce(&Persisted) -> R) -> R {
+        f(&self.state.lock().expect("store"))
+    }
+
+    /// Applies `f` and makes the result durable before returning.
+    pub fn update<R>(&self, f: impl FnOnce(&mut Persisted) -> R) -> std::io::Result<R> {
+        let mut state = self.state.lock().expect("store");
+        let mut next = state.clone();
+        let out = f(&mut next);
+        while next.txns.len() > TXNS_KEPT {
+            next.txns.pop_front();
+        }
+        let tmp = self.path.with_extension("json.tmp");
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(&serde_json::to_vec(&next).expect("state serializes"))?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        *state = next;
+        Ok(out)
+    }
+}
