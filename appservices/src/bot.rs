@@ -12,44 +12,61 @@ use crate::{
     tasks::{Progress, Task},
 };
 
+/// The homeserver could not be reached (or failed) while handling an event: the transaction
+/// is refused so the homeserver delivers it again later.
+#[derive(Debug)]
+pub struct Retry(pub String);
+
 /// Handles one event of a transaction. Idempotent: a transaction delivered again (after a
-/// crash of either side) writes the same state events and resends replies under the same
-/// transaction ids, which the homeserver drops.
-pub async fn handle(ws: &Workspace, event: &Value) {
-    let (Some(room), Some(kind)) = (event["room_id"].as_str(), event["type"].as_str()) else { return };
+/// crash of either side, or a [`Retry`]) writes the same state events and resends replies
+/// under the same transaction ids, which the homeserver drops.
+pub async fn handle(ws: &Workspace, event: &Value) -> Result<(), Retry> {
+    let (Some(room), Some(kind)) = (event["room_id"].as_str(), event["type"].as_str()) else { return Ok(()) };
     let sender = event["sender"].as_str().unwrap_or_default();
     if event.get("state_key").is_some() {
         if kind == "m.room.member" && event["state_key"] == ws.matrix.bot.as_str() {
             match event["content"]["membership"].as_str() {
-                Some("invite") => joined(ws, room, event).await,
+                Some("invite") => return joined(ws, room, event).await,
                 Some("leave") | Some("ban") => ws.forget_room(room),
                 _ => {}
             }
-            return;
+            return Ok(());
         }
         ws.observe(room, event);
-        return;
+        return Ok(());
     }
     if kind != "m.room.message" || sender == ws.matrix.bot || event["content"]["msgtype"] == "m.notice" {
-        return;
+        return Ok(());
     }
-    let Some(body) = event["content"]["body"].as_str() else { return };
-    let Some((lang, command)) = commands::parse(body, ws.lang) else { return };
+    let Some(body) = event["content"]["body"].as_str() else { return Ok(()) };
+    let Some((lang, command)) = commands::parse(body, ws.lang) else { return Ok(()) };
     let event_id = event["event_id"].as_str().unwrap_or_default();
     let reply = match command {
-        Ok(command) => run(ws, room, sender, event_id, lang, command).await.unwrap_or_else(|f| f.text(lang).to_owned()),
+        Ok(command) => match run(ws, room, sender, event_id, lang, command).await {
+            Ok(text) => text,
+            Err(f) if f.transient => return Err(Retry(f.en)),
+            Err(f) => f.text(lang).to_owned(),
+        },
         Err(usage) => lang.pick(usage.0, usage.1).to_owned(),
     };
     let txn = format!("reply-{}", &hex_sha256(event_id)[..24]);
-    if let Err(error) = ws.matrix.notice(room, &txn, &reply).await {
-        tracing::warn!(%room, %error, "could not reply");
+    match ws.matrix.notice(room, &txn, &reply).await {
+        Err(error) if error.is_transient() => Err(Retry(error.to_string())),
+        Err(error) => {
+            tracing::warn!(%room, %error, "could not reply");
+            Ok(())
+        }
+        Ok(_) => Ok(()),
     }
 }
 
-async fn joined(ws: &Workspace, room: &str, invite: &Value) {
+async fn joined(ws: &Workspace, room: &str, invite: &Value) -> Result<(), Retry> {
     if let Err(error) = ws.matrix.join(room).await {
+        if error.is_transient() {
+            return Err(Retry(error.to_string()));
+        }
         tracing::warn!(%room, %error, "could not join the room it was invited to");
-        return;
+        return Ok(());
     }
     if let Err(error) = ws.load_room(room).await {
         tracing::warn!(%room, %error, "could not read the room's state");
@@ -72,6 +89,7 @@ async fn joined(ws: &Workspace, room: &str, invite: &Value) {
     if let Err(error) = ws.matrix.notice(room, &txn, text).await {
         tracing::warn!(%room, %error, "could not greet");
     }
+    Ok(())
 }
 
 fn describe(task: &Task, ws: &Workspace, lang: Lang) -> String {
@@ -280,7 +298,8 @@ pub async fn reminders(ws: Arc<Workspace>) {
                 next = Some(next.map_or(at, |n| n.min(at)));
                 continue;
             }
-            if remind(&ws, &room, &task, &key).await.is_err() {
+            if let Err(failure) = remind(&ws, &room, &task, &key).await {
+                tracing::warn!(%room, task = %task.uid, error = %failure.en, "reminder not sent; retrying in a minute");
                 // The homeserver is unreachable: try again in a minute.
                 next = Some(next.map_or(now + Duration::minutes(1), |n| n.min(now + Duration::minutes(1))));
             }

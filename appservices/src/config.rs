@@ -46,6 +46,7 @@ fn default_language() -> String {
 /// The fields of a Synapse-format registration file the appservice needs.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Registration {
+    pub id: String,
     pub as_token: String,
     pub hs_token: String,
     pub sender_localpart: String,

@@ -44,6 +44,11 @@ pub fn router(ws: Ws) -> Router {
         .with_state(ws)
 }
 
+/// An error of the API's own checks (one message: these are read by programs, not people).
+fn fail(status: u16, errcode: &'static str, message: &str) -> Failure {
+    Failure::new(status, errcode, message, message)
+}
+
 fn error(status: u16, errcode: &str, message: &str) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (status, Json(json!({ "errcode": errcode, "error": message }))).into_response()
@@ -60,19 +65,19 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// The homeserver's own calls carry the `hs_token`.
-fn homeserver(ws: &Workspace, headers: &HeaderMap) -> Result<(), Response> {
+fn homeserver(ws: &Workspace, headers: &HeaderMap) -> Result<(), Failure> {
     match bearer(headers) {
-        None => Err(error(401, "M_UNAUTHORIZED", "missing hs_token")),
+        None => Err(fail(401, "M_UNAUTHORIZED", "missing hs_token")),
         Some(token) if token == ws.hs_token => Ok(()),
-        Some(_) => Err(error(403, "M_FORBIDDEN", "wrong hs_token")),
+        Some(_) => Err(fail(403, "M_FORBIDDEN", "wrong hs_token")),
     }
 }
 
-fn body<T>(parsed: Result<Json<T>, JsonRejection>) -> Result<T, Response> {
+fn body<T>(parsed: Result<Json<T>, JsonRejection>) -> Result<T, Failure> {
     parsed.map(|Json(v)| v).map_err(|rejection| match rejection {
-        JsonRejection::JsonSyntaxError(e) => error(400, "M_NOT_JSON", &e.body_text()),
-        JsonRejection::MissingJsonContentType(e) => error(400, "M_NOT_JSON", &e.body_text()),
-        other => error(400, "M_BAD_JSON", &other.body_text()),
+        JsonRejection::JsonSyntaxError(e) => fail(400, "M_NOT_JSON", &e.body_text()),
+        JsonRejection::MissingJsonContentType(e) => fail(400, "M_NOT_JSON", &e.body_text()),
+        other => fail(400, "M_BAD_JSON", &other.body_text()),
     })
 }
 
@@ -82,12 +87,12 @@ async fn transaction(
     headers: HeaderMap,
     parsed: Result<Json<Value>, JsonRejection>,
 ) -> Response {
-    if let Err(response) = homeserver(&ws, &headers) {
-        return response;
+    if let Err(f) = homeserver(&ws, &headers) {
+        return f.into_response();
     }
     let transaction = match body(parsed) {
         Ok(v) => v,
-        Err(response) => return response,
+        Err(f) => return f.into_response(),
     };
     if ws.store.read(|s| s.txns.contains(&txn)) {
         return Json(json!({})).into_response();
@@ -96,7 +101,10 @@ async fn transaction(
         return error(400, "M_BAD_JSON", "events must be a list");
     };
     for event in events {
-        bot::handle(&ws, event).await;
+        if let Err(bot::Retry(reason)) = bot::handle(&ws, event).await {
+            tracing::warn!(%txn, %reason, "transaction refused until the homeserver answers again");
+            return error(503, "M_UNKNOWN", &format!("the homeserver could not be reached: {reason}"));
+        }
     }
     // Recorded once every event is handled: a crash before this makes the homeserver send the
     // transaction again, and handling is idempotent.
@@ -109,7 +117,7 @@ async fn transaction(
 async fn ping(State(ws): State<Ws>, headers: HeaderMap) -> Response {
     match homeserver(&ws, &headers) {
         Ok(()) => Json(json!({})).into_response(),
-        Err(response) => response,
+        Err(f) => f.into_response(),
     }
 }
 
@@ -117,24 +125,24 @@ async fn ping(State(ws): State<Ws>, headers: HeaderMap) -> Response {
 async fn unknown(State(ws): State<Ws>, headers: HeaderMap) -> Response {
     match homeserver(&ws, &headers) {
         Ok(()) => error(404, "M_NOT_FOUND", "this appservice provisions nothing on demand"),
-        Err(response) => response,
+        Err(f) => f.into_response(),
     }
 }
 
 /// The caller's user id, who must be joined to `room`.
-async fn member(ws: &Workspace, headers: &HeaderMap, room: &str) -> Result<String, Response> {
-    let token = bearer(headers).ok_or_else(|| error(401, "M_MISSING_TOKEN", "a Matrix access token is required"))?;
+async fn member(ws: &Workspace, headers: &HeaderMap, room: &str) -> Result<String, Failure> {
+    let token = bearer(headers).ok_or_else(|| fail(401, "M_MISSING_TOKEN", "a Matrix access token is required"))?;
     let user = ws.matrix.whoami(token).await.map_err(|e| match e.status {
-        401 => error(401, "M_UNKNOWN_TOKEN", "the homeserver does not know this access token"),
-        _ => error(502, "M_UNKNOWN", &format!("homeserver error: {e}")),
+        401 => fail(401, "M_UNKNOWN_TOKEN", "the homeserver does not know this access token"),
+        _ => fail(502, "M_UNKNOWN", &format!("homeserver error: {e}")),
     })?;
     if ws.view(room).is_none() {
-        return Err(error(404, "M_NOT_FOUND", "the bot is not in this room"));
+        return Err(fail(404, "M_NOT_FOUND", "the bot is not in this room"));
     }
     match ws.matrix.membership(room, &user).await {
         Ok(Some(m)) if m == "join" => Ok(user),
-        Ok(_) => Err(error(403, "M_FORBIDDEN", "you are not a member of this room")),
-        Err(e) => Err(error(502, "M_UNKNOWN", &format!("homeserver error: {e}"))),
+        Ok(_) => Err(fail(403, "M_FORBIDDEN", "you are not a member of this room")),
+        Err(e) => Err(fail(502, "M_UNKNOWN", &format!("homeserver error: {e}"))),
     }
 }
 
@@ -145,8 +153,8 @@ fn request_seed() -> String {
 }
 
 async fn list_tasks(State(ws): State<Ws>, Path(room): Path<String>, headers: HeaderMap) -> Response {
-    if let Err(response) = member(&ws, &headers, &room).await {
-        return response;
+    if let Err(f) = member(&ws, &headers, &room).await {
+        return f.into_response();
     }
     let view = ws.view(&room).unwrap_or_default();
     let now = ws.clock.now();
@@ -170,11 +178,11 @@ async fn create_task(
 ) -> Response {
     let user = match member(&ws, &headers, &room).await {
         Ok(u) => u,
-        Err(response) => return response,
+        Err(f) => return f.into_response(),
     };
     let new = match body(parsed) {
         Ok(v) => v,
-        Err(response) => return response,
+        Err(f) => return f.into_response(),
     };
     match ws.add_task(&room, &user, &request_seed(), new).await {
         Ok(task) => (StatusCode::CREATED, Json(json!({ "task": task }))).into_response(),
@@ -183,8 +191,8 @@ async fn create_task(
 }
 
 async fn complete_task(State(ws): State<Ws>, Path((room, id)): Path<(String, String)>, headers: HeaderMap) -> Response {
-    if let Err(response) = member(&ws, &headers, &room).await {
-        return response;
+    if let Err(f) = member(&ws, &headers, &room).await {
+        return f.into_response();
     }
     match ws.set_progress(&room, &id, Progress::Completed).await {
         Ok(task) => Json(json!({ "task": task })).into_response(),
@@ -204,12 +212,12 @@ async fn assign_task(
     headers: HeaderMap,
     parsed: Result<Json<Assignees>, JsonRejection>,
 ) -> Response {
-    if let Err(response) = member(&ws, &headers, &room).await {
-        return response;
+    if let Err(f) = member(&ws, &headers, &room).await {
+        return f.into_response();
     }
     let new = match body(parsed) {
         Ok(v) => v,
-        Err(response) => return response,
+        Err(f) => return f.into_response(),
     };
     match ws.assign(&room, &id, &new.assignees).await {
         Ok(task) => Json(json!({ "task": task })).into_response(),
@@ -223,12 +231,12 @@ struct Window {
     to: Option<String>,
 }
 
-fn instant(text: Option<&str>, default: DateTime<Utc>, name: &str) -> Result<DateTime<Utc>, Response> {
+fn instant(text: Option<&str>, default: DateTime<Utc>, name: &str) -> Result<DateTime<Utc>, Failure> {
     match text {
         None => Ok(default),
         Some(t) => DateTime::parse_from_rfc3339(t)
             .map(|t| t.with_timezone(&Utc))
-            .map_err(|_| error(400, "M_INVALID_PARAM", &format!("{name} is not an RFC 3339 date-time"))),
+            .map_err(|_| fail(400, "M_INVALID_PARAM", &format!("{name} is not an RFC 3339 date-time"))),
     }
 }
 
@@ -238,8 +246,8 @@ async fn list_calendar(
     Query(window): Query<Window>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(response) = member(&ws, &headers, &room).await {
-        return response;
+    if let Err(f) = member(&ws, &headers, &room).await {
+        return f.into_response();
     }
     let now = ws.clock.now();
     let (from, to) = match (
@@ -247,7 +255,7 @@ async fn list_calendar(
         instant(window.to.as_deref(), now + Duration::days(30), "to"),
     ) {
         (Ok(f), Ok(t)) if f < t && t - f <= Duration::days(3660) => (f, t),
-        (Err(r), _) | (_, Err(r)) => return r,
+        (Err(f), _) | (_, Err(f)) => return f.into_response(),
         _ => return error(400, "M_INVALID_PARAM", "from must be before to, at most ten years apart"),
     };
     let view = ws.view(&room).unwrap_or_default();
@@ -268,11 +276,11 @@ async fn create_entry(
 ) -> Response {
     let user = match member(&ws, &headers, &room).await {
         Ok(u) => u,
-        Err(response) => return response,
+        Err(f) => return f.into_response(),
     };
     let new = match body(parsed) {
         Ok(v) => v,
-        Err(response) => return response,
+        Err(f) => return f.into_response(),
     };
     match ws.add_entry(&room, &user, &request_seed(), new).await {
         Ok(entry) => (StatusCode::CREATED, Json(json!({ "entry": entry }))).into_response(),
@@ -294,11 +302,11 @@ async fn rsvp(
 ) -> Response {
     let user = match member(&ws, &headers, &room).await {
         Ok(u) => u,
-        Err(response) => return response,
+        Err(f) => return f.into_response(),
     };
     let answer = match body(parsed) {
         Ok(v) => v,
-        Err(response) => return response,
+        Err(f) => return f.into_response(),
     };
     match ws.rsvp(&room, &id, &user, &answer.response).await {
         Ok(entry) => Json(json!({ "entry": entry })).into_response(),

@@ -24,7 +24,7 @@ pub async fn run(config: config::Config) -> Result<(), String> {
     let bot = format!("@{}:{}", registration.sender_localpart, config.server_name);
     let matrix = matrix::Matrix::new(&config.homeserver_url, &registration.as_token, bot);
     let listen = config.listen;
-    let ws = Arc::new(service::Workspace::new(config, matrix, store, registration.hs_token));
+    let ws = Arc::new(service::Workspace::new(config, matrix, store, registration.hs_token.clone()));
     // The homeserver may still be starting: retry the first read for a while.
     let mut attempt = 0;
     let rooms = loop {
@@ -45,5 +45,14 @@ pub async fn run(config: config::Config) -> Result<(), String> {
     let listener =
         tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     println!("hemicycle-workspace listening on {}", listener.local_addr().map_err(|e| e.to_string())?);
+    // Tell the homeserver we are up: it pings back and retries what it holds for us at once
+    // rather than at the end of its backoff.
+    let pinger = ws.clone();
+    tokio::spawn(async move {
+        let path = format!("/_matrix/client/v1/appservice/{}/ping", matrix::segment(&registration.id));
+        if let Err(error) = pinger.matrix.call(reqwest::Method::POST, &path, Some(&serde_json::json!({}))).await {
+            tracing::warn!(%error, "the homeserver did not answer the start-up ping");
+        }
+    });
     axum::serve(listener, http::router(ws)).await.map_err(|e| e.to_string())
 }

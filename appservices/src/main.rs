@@ -12,7 +12,9 @@ struct Args {
 
 #[tokio::main]
 async fn main() {
+    // Logs on stderr: stdout carries the one line saying where it listens.
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let args = Args::parse();

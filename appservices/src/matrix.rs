@@ -21,6 +21,13 @@ impl std::fmt::Display for MatrixError {
     }
 }
 
+impl MatrixError {
+    /// Unreachable, or failing on its side: a later attempt may succeed.
+    pub fn is_transient(&self) -> bool {
+        self.status == 0 || self.status >= 500
+    }
+}
+
 pub type Result<T> = std::result::Result<T, MatrixError>;
 
 pub struct Matrix {
@@ -43,15 +50,21 @@ impl Matrix {
     }
 
     async fn call_with(&self, token: &str, method: Method, path: &str, body: Option<&Value>) -> Result<Value> {
-        let mut request = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(token);
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let response = request.send().await.map_err(|e| MatrixError {
-            status: 0,
-            errcode: "M_CONNECTION_FAILED".into(),
-            error: e.to_string(),
-        })?;
+        let send = || {
+            let mut request = self.http.request(method.clone(), format!("{}{path}", self.base)).bearer_auth(token);
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            request.send()
+        };
+        // A pooled connection the homeserver closed (it restarted) fails the first request on
+        // it: idempotent requests (GET, PUT with a transaction id) are tried once more.
+        let sent = match send().await {
+            Err(_) if method == Method::GET || method == Method::PUT => send().await,
+            other => other,
+        };
+        let response =
+            sent.map_err(|e| MatrixError { status: 0, errcode: "M_CONNECTION_FAILED".into(), error: e.to_string() })?;
         let status = response.status().as_u16();
         let value: Value = response.json().await.unwrap_or(Value::Null);
         if (200..300).contains(&status) {

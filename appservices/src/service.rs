@@ -30,11 +30,14 @@ pub struct Failure {
     pub errcode: &'static str,
     pub fr: String,
     pub en: String,
+    /// The homeserver could not be reached or failed (5xx): worth trying again later rather
+    /// than telling the user.
+    pub transient: bool,
 }
 
 impl Failure {
     pub fn new(status: u16, errcode: &'static str, fr: impl Into<String>, en: impl Into<String>) -> Failure {
-        Failure { status, errcode, fr: fr.into(), en: en.into() }
+        Failure { status, errcode, fr: fr.into(), en: en.into(), transient: false }
     }
 
     pub fn bad(fr: impl Into<String>, en: impl Into<String>) -> Failure {
@@ -56,7 +59,10 @@ impl From<MatrixError> for Failure {
                 format!("the homeserver refused the bot's write (power level too low?): {}", e.error),
             );
         }
-        Failure::new(502, "M_UNKNOWN", format!("erreur du serveur Matrix : {e}"), format!("homeserver error: {e}"))
+        let mut failure =
+            Failure::new(502, "M_UNKNOWN", format!("erreur du serveur Matrix : {e}"), format!("homeserver error: {e}"));
+        failure.transient = e.is_transient();
+        failure
     }
 }
 

@@ -213,7 +213,7 @@ mod tests {
 
     #[test]
     fn due_dates_and_priorities_parse_in_both_languages() {
-        assert_eq!(parse_due("2026-12-01").unwrap().1, true);
+        assert!(parse_due("2026-12-01").unwrap().1, "a date alone has no time");
         assert_eq!(parse_due("2026-12-01T17:30").unwrap().0.to_string(), "2026-12-01 17:30:00");
         assert!(parse_due("01/12/2026").is_none());
         assert!(parse_due("2026-02-30").is_none());

@@ -92,7 +92,7 @@ pub fn enc(s: &str) -> String {
 }
 
 /// A port that was free a moment ago on 127.0.0.1 (the listener is dropped before returning).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a probe listener");
     listener.local_addr().expect("probe listener address").port()
 }
@@ -424,6 +424,16 @@ impl Node {
     }
 
     /// Whether the process is running (started and neither killed nor stopped).
+    /// Makes later restarts listen on the client port in use now, for a process configured
+    /// with this node's client URL (an appservice) that must find it again.
+    pub fn keep_client_port(&self) {
+        let port = self.client_url.rsplit(':').next().expect("a port in the client URL").to_owned();
+        let text = std::fs::read_to_string(&self.config_path).expect("read the node's config");
+        let mut root: toml::Table = toml::from_str(&text).expect("the node's config is TOML");
+        set_key(&mut root, "listen.client", format!("127.0.0.1:{port}").into());
+        std::fs::write(&self.config_path, toml::to_string(&root).expect("config to TOML")).expect("write the config");
+    }
+
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }

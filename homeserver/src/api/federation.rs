@@ -281,7 +281,26 @@ async fn take_membership(
         .federation
         .sender
         .queue_pdu(&others, serde_json::to_value(&object).map_err(|e| Error::Internal(e.to_string()))?)?;
+    if membership == "join" {
+        send_concurrent_events(services, room, &id, origin)?;
+    }
     Ok((id, object))
+}
+
+/// Events appended here between the joining server's `make_join` and its `send_join` are
+/// neither in the join's history nor were they sent to it (it was not in the room yet): the
+/// room's other forward extremities go to it now, and it fetches what lies behind them.
+fn send_concurrent_events(services: &Services, room: &RoomId, join: &EventId, origin: &ServerName) -> Result<()> {
+    let Some(crate::db::codec::Json(record)) = services.db.tables.roomid_room.get(&room.to_owned())? else {
+        return Ok(());
+    };
+    for extremity in record.extremities.iter().filter(|e| **e != *join) {
+        if let Some(json) = services.rooms.pdu_json(extremity)? {
+            let pdu: serde_json::Value = serde_json::from_slice(&json).map_err(|e| Error::Internal(e.to_string()))?;
+            services.federation.sender.queue_pdu(&[origin.to_owned()], pdu)?;
+        }
+    }
+    Ok(())
 }
 
 /// Whether a join names one of our users in `join_authorised_via_users_server`.

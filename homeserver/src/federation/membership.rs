@@ -55,6 +55,19 @@ pub async fn join_remote(
     servers: &[OwnedServerName],
     reason: Option<String>,
 ) -> Result<OwnedEventId> {
+    super::receive::start_joining(services, room);
+    let joined = join_through(services, room, user, servers, reason).await;
+    super::receive::end_joining(services, room, joined.is_ok()).await;
+    joined
+}
+
+async fn join_through(
+    services: &Arc<Services>,
+    room: &RoomId,
+    user: &UserId,
+    servers: &[OwnedServerName],
+    reason: Option<String>,
+) -> Result<OwnedEventId> {
     let mut last = Error::not_found("no server of the room to join through is known");
     for server in candidates(services, room, servers) {
         if !services.federation.allowed(&server) {

@@ -63,44 +63,7 @@ pub async fn transaction(
     }
     let rooms = by_room.into_iter().map(|(room, objects)| {
         let services = services.clone();
-        async move {
-            let mut out = Vec::new();
-            let mut durables = Vec::new();
-            let version = match services.rooms.room(&room) {
-                Ok(Some(record)) => record.version,
-                other => {
-                    let error = match other {
-                        Err(e) => e.to_string(),
-                        _ => format!("this server is not in {room}"),
-                    };
-                    out.extend(objects.iter().map(|o| (fallback_id(o), Err(error.clone()))));
-                    return (out, durables);
-                }
-            };
-            // Signatures and hashes are checked side by side (they are most of the CPU a PDU
-            // costs); the PDUs are then taken in one after the other, in order.
-            let checks: Vec<_> = objects
-                .into_iter()
-                .map(|object| {
-                    let (services, version) = (services.clone(), version.clone());
-                    tokio::spawn(async move {
-                        let claimed = super::event_id_of(&object, &version).ok().or_else(|| fallback_id(&object));
-                        (claimed, services.federation.verify_pdu(&version, object).await)
-                    })
-                })
-                .collect();
-            for check in checks {
-                let (claimed, verified) = match check.await {
-                    Ok(done) => done,
-                    Err(e) => (None, Err(Error::Internal(format!("verifying a PDU failed: {e}")))),
-                };
-                match handle_pdu(&services, origin, &room, claimed.clone(), verified, &mut durables).await {
-                    Ok(id) => out.push((id, Ok(()))),
-                    Err((id, e)) => out.push((id.or(claimed), Err(e))),
-                }
-            }
-            (out, durables)
-        }
+        async move { room_pdus(&services, origin, &room, objects).await }
     });
     let mut durables = Vec::new();
     for (room_results, room_durables) in futures::future::join_all(rooms).await {
@@ -126,6 +89,99 @@ pub async fn transaction(
     services.db.tables.origintxn_done.insert(&mut batch, &key, &serde_json::to_vec(&stored).unwrap_or_default());
     services.db.commit(batch)?;
     Ok(results.into_iter().map(|(id, r)| (id, r.map_err(|e| e.to_string()))).collect())
+}
+
+/// PDUs of a room being joined, from one origin, held until the join completes.
+pub(crate) struct Parked {
+    origin: OwnedServerName,
+    objects: Vec<CanonicalJsonObject>,
+}
+
+/// PDUs held per room being joined, at most: beyond, they are dropped (the next event's
+/// `prev_events` brings them back through `/get_missing_events`).
+const PARKED_MAX: usize = 1000;
+
+type RoomResults = (Vec<(Option<OwnedEventId>, Result<(), String>)>, Vec<Durable>);
+
+/// One room's PDUs of a transaction, in order.
+async fn room_pdus(
+    services: &Arc<Services>,
+    origin: &ServerName,
+    room: &RoomId,
+    objects: Vec<CanonicalJsonObject>,
+) -> RoomResults {
+    let mut out = Vec::new();
+    let mut durables = Vec::new();
+    let version = match services.rooms.room(room) {
+        Ok(Some(record)) => record.version,
+        other => {
+            let error = match other {
+                Err(e) => e.to_string(),
+                _ => {
+                    let mut joining = services.federation.joining.lock().expect("joining rooms");
+                    if let Some(parked) = joining.get_mut(room) {
+                        if parked.iter().map(|p| p.objects.len()).sum::<usize>() + objects.len() <= PARKED_MAX {
+                            out.extend(objects.iter().map(|o| (fallback_id(o), Ok(()))));
+                            parked.push(Parked { origin: origin.to_owned(), objects });
+                            return (out, durables);
+                        }
+                    }
+                    format!("this server is not in {room}")
+                }
+            };
+            out.extend(objects.iter().map(|o| (fallback_id(o), Err(error.clone()))));
+            return (out, durables);
+        }
+    };
+    // Signatures and hashes are checked side by side (they are most of the CPU a PDU costs);
+    // the PDUs are then taken in one after the other, in order.
+    let checks: Vec<_> = objects
+        .into_iter()
+        .map(|object| {
+            let (services, version) = (services.clone(), version.clone());
+            tokio::spawn(async move {
+                let claimed = super::event_id_of(&object, &version).ok().or_else(|| fallback_id(&object));
+                (claimed, services.federation.verify_pdu(&version, object).await)
+            })
+        })
+        .collect();
+    for check in checks {
+        let (claimed, verified) = match check.await {
+            Ok(done) => done,
+            Err(e) => (None, Err(Error::Internal(format!("verifying a PDU failed: {e}")))),
+        };
+        match handle_pdu(services, origin, room, claimed.clone(), verified, &mut durables).await {
+            Ok(id) => out.push((id, Ok(()))),
+            Err((id, e)) => out.push((id.or(claimed), Err(e))),
+        }
+    }
+    (out, durables)
+}
+
+/// Marks `room` as being joined: PDUs for it are held from now on.
+pub(crate) fn start_joining(services: &Services, room: &RoomId) {
+    services.federation.joining.lock().expect("joining rooms").entry(room.to_owned()).or_default();
+}
+
+/// Ends a join attempt; once joined, the PDUs held meanwhile are taken in, in arrival order.
+pub(crate) async fn end_joining(services: &Arc<Services>, room: &RoomId, joined: bool) {
+    let parked = services.federation.joining.lock().expect("joining rooms").remove(room).unwrap_or_default();
+    if !joined {
+        return;
+    }
+    for Parked { origin, objects } in parked {
+        let (results, durables) = room_pdus(services, &origin, room, objects).await;
+        for (id, result) in results {
+            if let (Some(id), Err(error)) = (id, result) {
+                tracing::info!(%room, %origin, event_id = %id, %error, "a PDU held during the join was refused");
+            }
+        }
+        for durable in durables {
+            if let Err(error) = crate::stream::wait_durable(durable).await {
+                tracing::warn!(%room, %error, "a PDU held during the join was not persisted");
+            }
+        }
+    }
 }
 
 fn fallback_id(object: &CanonicalJsonObject) -> Option<OwnedEventId> {

@@ -1,0 +1,392 @@
+//! The workspace appservice (`hemicycle-workspace`) as a real process registered with a real
+//! Hemicycle node, a second node sharing the room: tasks and calendar entries written as room
+//! state by the bot reach the other node; members below the bot cannot forge them; commands in
+//! French and English; the REST API and its errors; the ICS feed parsed back by an iCalendar
+//! parser; reminders on a clock the test sets through config; the appservice and the
+//! homeserver each stopped while commands arrive, every command answered exactly once.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use hemicycle_federation_tests::{enc, free_port, hemicycle_bin, Node};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+const AS_TOKEN: &str = "workspace-as-token";
+const HS_TOKEN: &str = "workspace-hs-token";
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The appservice process, with what it needs to be restarted on another clock.
+struct Bot {
+    child: Option<Child>,
+    config: PathBuf,
+    port: u16,
+}
+
+impl Bot {
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn write_config(dir: &Path, port: u16, homeserver: &Node, registration: &Path, clock: &str) -> PathBuf {
+        let config = dir.join("workspace.toml");
+        let text = format!(
+            "homeserver_url = {:?}\nserver_name = {:?}\nregistration = {:?}\nlisten = \"127.0.0.1:{port}\"\n\
+             public_url = \"http://127.0.0.1:{port}\"\ndata_dir = {:?}\ntime_zone = \"Europe/Paris\"\n\
+             language = \"fr\"\nclock = {clock:?}\n",
+            homeserver.client_url(),
+            homeserver.server_name(),
+            registration,
+            dir.join("data"),
+        );
+        std::fs::write(&config, text).unwrap();
+        config
+    }
+
+    fn start(config: PathBuf, port: u16) -> Bot {
+        let bin = hemicycle_bin().with_file_name("hemicycle-workspace");
+        let mut child = Command::new(bin)
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start hemicycle-workspace");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next().expect("a line from the appservice").unwrap();
+        assert!(first.starts_with("hemicycle-workspace listening on"), "{first}");
+        std::thread::spawn(move || for _ in lines {});
+        Bot { child: Some(child), config, port }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// Restarts with the clock reading `clock` (it runs at real speed from there).
+    fn restart(&mut self, clock: &str) {
+        self.kill();
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let text: String = text
+            .lines()
+            .map(|l| if l.starts_with("clock") { format!("clock = {clock:?}") } else { l.to_owned() })
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(&self.config, text).unwrap();
+        *self = Bot::start(self.config.clone(), self.port);
+    }
+}
+
+impl Drop for Bot {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn registration(dir: &Path, port: u16) -> PathBuf {
+    let path = dir.join("workspace.yaml");
+    let text = format!(
+        "id: workspace\nurl: http://127.0.0.1:{port}\nas_token: {AS_TOKEN}\nhs_token: {HS_TOKEN}\n\
+         sender_localpart: workspace\nrate_limited: false\nnamespaces:\n  users:\n    - exclusive: true\n      regex: '@workspace:.*'\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The bot's notices in `room` as `token` reads them, oldest first.
+async fn notices(node: &Node, token: &str, room: &str) -> Vec<String> {
+    let page = node.messages(token, room, "b", None, 200).await;
+    let mut out: Vec<String> = page["chunk"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["content"]["msgtype"] == "m.notice")
+        .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
+        .collect();
+    out.reverse();
+    out
+}
+
+/// Waits (long-polling sync) until the bot has posted a notice in `room` containing `needle`;
+/// returns it.
+async fn wait_notice(node: &Node, token: &str, room: &str, since: &str, needle: &str) -> String {
+    let timeline = node
+        .wait_timeline_until(token, room, Some(since), WAIT, |events| {
+            events.iter().any(|e| {
+                e["content"]["msgtype"] == "m.notice"
+                    && e["content"]["body"].as_str().is_some_and(|b| b.contains(needle))
+            })
+        })
+        .await;
+    timeline.bodies().into_iter().rfind(|b| b.contains(needle)).unwrap()
+}
+
+/// The id in brackets of a reply (`Tâche créée : [t4k2x9] …`).
+fn bracketed(text: &str) -> String {
+    let start = text.find('[').expect("an id in brackets") + 1;
+    let end = start + text[start..].find(']').unwrap();
+    text[start..end].to_owned()
+}
+
+/// Joins the direct-message room the bot invited `token`'s user to, and returns it.
+async fn accept_dm(node: &Node, token: &str) -> String {
+    let sync = node
+        .wait_sync(token, None, WAIT, "an invite from the bot", |s| {
+            s["rooms"]["invite"].as_object().is_some_and(|m| !m.is_empty())
+        })
+        .await;
+    let room = sync["rooms"]["invite"].as_object().unwrap().keys().next().unwrap().clone();
+    node.join(token, &room, &[]).await;
+    room
+}
+
+async fn api(bot: &Bot, method: Method, token: Option<&str>, path: &str, body: Option<&str>) -> (u16, Value, String) {
+    let mut request = reqwest::Client::new().request(method, format!("{}{path}", bot.url()));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.header("content-type", "application/json").body(body.to_owned());
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_and_calendar_live_in_room_state_across_nodes_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let reg = registration(dir.path(), port);
+    let regs = toml::Value::Array(vec![toml::Value::String(reg.display().to_string())]);
+    let mut a = Node::start_with("ws-a", None, &[], &[("appservices.registrations", regs)]).await;
+    a.keep_client_port();
+    let b = Node::start("ws-b", &[]).await;
+    let config = Bot::write_config(dir.path(), port, &a, &reg, "2026-11-30T08:00:00Z");
+    let mut bot = Bot::start(config, port);
+    let bot_id = a.user_id("workspace");
+
+    let (alice, at) = a.register("alice").await;
+    let (bob, bt) = b.register("bob").await;
+    let (_, carol_token) = a.register("carol").await;
+    let room = a
+        .create_room(
+            &at,
+            json!({ "preset": "public_chat", "name": "Bureau du budget",
+                    "power_level_content_override": { "users": { bot_id.clone(): 100 } } }),
+        )
+        .await;
+    let since = a.sync_token(&at).await;
+    a.invite(&at, &room, &bot_id).await;
+    wait_notice(&a, &at, &room, &since, "Bonjour").await;
+    let levels = a.state_event(&at, &room, "m.room.power_levels", "").await;
+    assert_eq!(levels["events"]["org.hemicycle.task"], 100, "only the bot's level writes tasks: {levels}");
+    assert_eq!(levels["events"]["org.hemicycle.calendar.event"], 100);
+    b.join(&bt, &room, &[a.server_name()]).await;
+
+    // A task, in English; the reply is in English and the state reaches node B.
+    let since = a.sync_token(&at).await;
+    a.send_text(&at, &room, &format!("!task add \"Budget 2027\" {bob} {alice} due:2026-12-01 prio:high #finances"))
+        .await;
+    let reply = wait_notice(&a, &at, &room, &since, "Task created").await;
+    let id = bracketed(&reply);
+    let task = a.state_event(&at, &room, "org.hemicycle.task", &id).await;
+    assert_eq!(task["title"], "Budget 2027");
+    assert_eq!(task["due"], "2026-12-01T00:00:00");
+    assert_eq!(task["timeZone"], "Europe/Paris");
+    assert_eq!(task["showWithoutTime"], true);
+    assert_eq!(task["priority"], 1);
+    assert_eq!(task["progress"], "needs-action");
+    assert_eq!(task["keywords"]["finances"], true);
+    assert_eq!(task["creator"], alice.as_str());
+    assert!(task["participants"][&bob]["roles"]["attendee"] == true, "{task}");
+    b.wait_sync(&bt, None, WAIT, "the task on node B", |s| {
+        s["rooms"]["join"][&room]["state"]["events"]
+            .as_array()
+            .into_iter()
+            .chain(s["rooms"]["join"][&room]["timeline"]["events"].as_array())
+            .flatten()
+            .any(|e| e["type"] == "org.hemicycle.task" && e["state_key"] == id.as_str())
+    })
+    .await;
+    let on_b = b.state_event(&bt, &room, "org.hemicycle.task", &id).await;
+    assert_eq!(on_b["title"], "Budget 2027", "replicated to the other ministry's node");
+
+    // Bob (level 0) cannot forge a task.
+    let forged = format!("/_matrix/client/v3/rooms/{}/state/org.hemicycle.task/forged", enc(&room));
+    let (status, body) =
+        b.call(Method::PUT, Some(&bt), &forged, Some(&json!({ "uid": "forged", "title": "faux" }))).await;
+    assert_eq!((status, body["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "{body}");
+
+    // French commands get French replies; malformed ones the usage.
+    let since = a.sync_token(&at).await;
+    a.send_text(&at, &room, "!tâche liste").await;
+    let listed = wait_notice(&a, &at, &room, &since, "Budget 2027").await;
+    assert!(listed.contains("à faire") && listed.contains("échéance 2026-12-01"), "{listed}");
+    let since = a.sync_token(&at).await;
+    a.send_text(&at, &room, "!task add").await;
+    wait_notice(&a, &at, &room, &since, "usage: !task add").await;
+    let since = a.sync_token(&at).await;
+    a.send_text(&at, &room, "!task done nope").await;
+    wait_notice(&a, &at, &room, &since, "no task nope").await;
+
+    // The REST API: the caller's own token, membership checked, errors as Matrix errors.
+    let tasks_path = format!("/api/v1/rooms/{}/tasks", enc(&room));
+    let (status, listed, _) = api(&bot, Method::GET, Some(&at), &tasks_path, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(listed["tasks"][0]["uid"], id.as_str());
+    assert_eq!(listed["tasks"][0]["late"], false, "the clock reads 30 November");
+    let (status, e, _) = api(&bot, Method::GET, None, &tasks_path, None).await;
+    assert_eq!((status, e["errcode"].as_str()), (401, Some("M_MISSING_TOKEN")));
+    let (status, e, _) = api(&bot, Method::GET, Some("not-a-token"), &tasks_path, None).await;
+    assert_eq!((status, e["errcode"].as_str()), (401, Some("M_UNKNOWN_TOKEN")));
+    let (status, e, _) = api(&bot, Method::GET, Some(&carol_token), &tasks_path, None).await;
+    assert_eq!((status, e["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "carol is not a member");
+    let (status, e, _) = api(&bot, Method::POST, Some(&at), &tasks_path, Some("{not json")).await;
+    assert_eq!((status, e["errcode"].as_str()), (400, Some("M_NOT_JSON")));
+    let (status, e, _) = api(&bot, Method::POST, Some(&at), &tasks_path, Some(r#"{"title": 3}"#)).await;
+    assert_eq!((status, e["errcode"].as_str()), (400, Some("M_BAD_JSON")));
+    let (status, e, _) =
+        api(&bot, Method::POST, Some(&at), &tasks_path, Some(r#"{"title": "x", "due": "demain"}"#)).await;
+    assert_eq!((status, e["errcode"].as_str()), (400, Some("M_INVALID_PARAM")), "{e}");
+    let (status, created, _) =
+        api(&bot, Method::POST, Some(&at), &tasks_path, Some(r#"{"title": "Note au cabinet", "priority": "low"}"#))
+            .await;
+    assert_eq!(status, 201, "{created}");
+    let api_id = created["task"]["uid"].as_str().unwrap().to_owned();
+    let done_path = format!("/api/v1/rooms/{}/tasks/{api_id}/done", enc(&room));
+    let (status, done, _) = api(&bot, Method::POST, Some(&at), &done_path, None).await;
+    assert_eq!((status, done["task"]["progress"].as_str()), (200, Some("completed")));
+    assert_eq!(a.state_event(&at, &room, "org.hemicycle.task", &api_id).await["progress"], "completed");
+    let (_, all, _) = api(&bot, Method::GET, Some(&at), &tasks_path, None).await;
+    assert_eq!(all["tasks"].as_array().unwrap().len(), 2, "nothing written by the refused requests: {all}");
+
+    // A weekly meeting across the spring DST change.
+    let since = a.sync_token(&at).await;
+    a.send_text(
+        &at,
+        &room,
+        &format!("!cal add \"Comité budgétaire\" 2026-03-16 10:00 duration:1h repeat:mo count:4 at:\"Salle 2\" {bob}"),
+    )
+    .await;
+    let entry_id = bracketed(&wait_notice(&a, &at, &room, &since, "Entry added").await);
+    let entry = a.state_event(&at, &room, "org.hemicycle.calendar.event", &entry_id).await;
+    assert_eq!(entry["dtstart"], json!({ "tzid": "Europe/Paris", "value": "20260316T100000" }));
+    assert_eq!(entry["rrule"], "FREQ=WEEKLY;BYDAY=MO;COUNT=4");
+    let cal_path = format!("/api/v1/rooms/{}/calendar?from=2026-03-01T00:00:00Z&to=2026-05-01T00:00:00Z", enc(&room));
+    let (status, cal, _) = api(&bot, Method::GET, Some(&at), &cal_path, None).await;
+    assert_eq!(status, 200);
+    let starts: Vec<&str> =
+        cal["occurrences"].as_array().unwrap().iter().map(|o| o["start"].as_str().unwrap()).collect();
+    assert_eq!(
+        starts,
+        ["2026-03-16T09:00:00Z", "2026-03-23T09:00:00Z", "2026-03-30T08:00:00Z", "2026-04-06T08:00:00Z"]
+    );
+    let since = b.sync_token(&bt).await;
+    b.send_text(&bt, &room, &format!("!agenda rsvp {entry_id} oui")).await;
+    wait_notice(&b, &bt, &room, &since, "Réponse enregistrée").await;
+    let entry = a.state_event(&at, &room, "org.hemicycle.calendar.event", &entry_id).await;
+    assert_eq!(entry["attendees"][&bob]["rsvp"], "yes");
+
+    // The ICS feed, handed out by direct message, parsed back, then revoked.
+    let since = a.sync_token(&at).await;
+    a.send_text(&at, &room, "!cal feed").await;
+    wait_notice(&a, &at, &room, &since, "direct message").await;
+    let dm = accept_dm(&a, &at).await;
+    let feed_text = notices(&a, &at, &dm).await.into_iter().find(|n| n.contains(".ics?token=")).expect("the feed link");
+    let url = feed_text.split_whitespace().find(|w| w.starts_with("http")).unwrap().to_owned();
+    let ics = reqwest::get(&url).await.unwrap();
+    assert_eq!(ics.status().as_u16(), 200);
+    assert!(ics.headers()["content-type"].to_str().unwrap().starts_with("text/calendar"));
+    let ics = ics.text().await.unwrap();
+    let parsed: icalendar::Calendar = ics.parse().unwrap_or_else(|e| panic!("{e}\n{ics}"));
+    let event = parsed.components.iter().find_map(|c| c.as_event()).expect("a VEVENT");
+    use icalendar::{Component, EventLike};
+    assert_eq!(event.get_summary(), Some("Comité budgétaire"));
+    assert_eq!(event.get_location(), Some("Salle 2"));
+    assert_eq!(event.property_value("RRULE"), Some("FREQ=WEEKLY;BYDAY=MO;COUNT=4"));
+    let dtstart = event.properties().get("DTSTART").unwrap();
+    assert_eq!(dtstart.value(), "20260316T100000");
+    assert_eq!(dtstart.params().get("TZID").map(|p| p.value()), Some("Europe/Paris"));
+    assert!(ics.contains("BEGIN:VTIMEZONE\r\nTZID:Europe/Paris"), "{ics}");
+    assert!(
+        ics.contains("DTSTART:20260329T020000\r\nTZOFFSETFROM:+0100\r\nTZOFFSETTO:+0200"),
+        "the 2026 spring change"
+    );
+    let forged_url = format!("{}/calendar/{}.ics?token=0000", bot.url(), enc(&room));
+    assert_eq!(reqwest::get(&forged_url).await.unwrap().status().as_u16(), 403);
+    let since = a.sync_token(&at).await;
+    a.send_text(&at, &room, "!agenda flux révoquer").await;
+    wait_notice(&a, &at, &room, &since, "révoqué").await;
+    assert_eq!(reqwest::get(&url).await.unwrap().status().as_u16(), 403, "revoked");
+
+    // Reminders: none before the due date; one, by direct message, once the clock reaches
+    // 09:00 in Paris on it; not again after another restart.
+    assert!(notices(&a, &at, &dm).await.iter().all(|n| !n.contains("Rappel")), "not due yet");
+    bot.restart("2026-12-01T08:00:05Z");
+    let reminded = a
+        .wait_timeline_until(&at, &dm, None, WAIT, |events| {
+            events.iter().any(|e| e["content"]["body"].as_str().is_some_and(|b| b.contains("Rappel")))
+        })
+        .await;
+    let reminder = reminded.bodies().into_iter().find(|b| b.contains("Rappel")).unwrap();
+    assert!(reminder.contains("Budget 2027") && reminder.contains("Bureau du budget"), "{reminder}");
+    // Bob, on node B, joins the direct-message room after the reminder was sent: his node
+    // backfills it from node A for /messages.
+    let bob_dm = accept_dm(&b, &bt).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut since = b.sync_token(&bt).await;
+    let bob_notices = loop {
+        let seen = notices(&b, &bt, &bob_dm).await;
+        if seen.iter().any(|n| n.contains("Rappel")) || std::time::Instant::now() > deadline {
+            break seen;
+        }
+        since = hemicycle_federation_tests::next_batch(&b.sync(&bt, Some(&since), 1000).await);
+    };
+    assert_eq!(
+        bob_notices.iter().filter(|n| n.contains("Rappel") && n.contains("Budget 2027")).count(),
+        1,
+        "{bob_notices:?} {}",
+        a.messages(AS_TOKEN, &bob_dm, "b", None, 50).await
+    );
+    bot.restart("2026-12-02T10:00:00Z");
+    let since = a.sync_token(&at).await;
+    a.send_text(&at, &room, "!task list late").await;
+    wait_notice(&a, &at, &room, &since, "Budget 2027").await;
+    let count = notices(&a, &at, &dm).await.iter().filter(|n| n.contains("Rappel")).count();
+    assert_eq!(count, 1, "one reminder, across restarts");
+    let late = notices(&a, &at, &room).await.into_iter().rfind(|n| n.contains("Budget 2027")).unwrap();
+    assert!(late.contains("(late)"), "past its due day: {late}");
+
+    // The appservice down while commands arrive: each is answered once it is back.
+    bot.kill();
+    a.send_text(&at, &room, "!task add \"Pendant la coupure\"").await;
+    a.send_text(&at, &room, "!tâche ajouter «Deuxième pendant la coupure»").await;
+    bot.restart("2026-12-02T10:00:00Z");
+    let since = a.sync_token(&at).await;
+    a.send_text(&at, &room, "!help").await;
+    wait_notice(&a, &at, &room, &since, "!task add").await;
+    let all = notices(&a, &at, &room).await;
+    assert_eq!(all.iter().filter(|n| n.contains("Pendant la coupure")).count(), 1, "{all:#?}");
+    assert_eq!(all.iter().filter(|n| n.contains("Deuxième pendant la coupure")).count(), 1, "{all:#?}");
+
+    // The homeserver killed and restarted: commands after it are answered, none twice.
+    a.kill().await;
+    a.restart().await;
+    let since = a.sync_token(&at).await;
+    a.send_text(&at, &room, "!task add \"Après le redémarrage\"").await;
+    wait_notice(&a, &at, &room, &since, "Après le redémarrage").await;
+    let all = notices(&a, &at, &room).await;
+    assert_eq!(all.iter().filter(|n| n.contains("Après le redémarrage")).count(), 1, "{all:#?}");
+    assert_eq!(all.iter().filter(|n| n.contains("Pendant la coupure")).count(), 1, "nothing redelivered twice");
+    let (_, all_tasks, _) = api(&bot, Method::GET, Some(&at), &tasks_path, None).await;
+    assert_eq!(all_tasks["tasks"].as_array().unwrap().len(), 5, "{all_tasks}");
+}
