@@ -38,6 +38,9 @@ pub async fn handle(ws: &Workspace, event: &Value) -> Result<(), Retry> {
     if kind != "m.room.message" || sender == ws.matrix.bot || event["content"]["msgtype"] == "m.notice" {
         return Ok(());
     }
+    if ["m.file", "m.image", "m.video", "m.audio"].contains(&event["content"]["msgtype"].as_str().unwrap_or_default()) {
+        return file_posted(ws, room, event).await;
+    }
     let Some(body) = event["content"]["body"].as_str() else { return Ok(()) };
     let Some((lang, command)) = commands::parse(body, ws.lang) else { return Ok(()) };
     let event_id = event["event_id"].as_str().unwrap_or_default();
@@ -58,6 +61,57 @@ pub async fn handle(ws: &Workspace, event: &Value) -> Result<(), Retry> {
         }
         Ok(_) => Ok(()),
     }
+}
+
+/// A file posted in a room linked to a library is filed in the library's top folder (a new
+/// version when a file of that name is there); the room is told, with any file of the same
+/// content already filed.
+async fn file_posted(ws: &Workspace, room: &str, event: &Value) -> Result<(), Retry> {
+    let Some(library) = ws.view(room).and_then(|v| v.library) else { return Ok(()) };
+    let content = &event["content"];
+    let name = content["filename"].as_str().or(content["body"].as_str()).unwrap_or("file").to_owned();
+    let event_id = event["event_id"].as_str().unwrap_or_default();
+    let lang = ws.lang;
+    let text = match ws.file(&library, &name, content, event_id).await {
+        Ok((branch, duplicate)) => {
+            let mut text = format!(
+                "{} « {name} » (v{})",
+                lang.pick("Classé dans la bibliothèque :", "Filed in the library:"),
+                branch.version
+            );
+            if let Some(other) = duplicate {
+                text.push_str(&format!(" — {} « {other} »", lang.pick("même contenu que", "same content as")));
+            }
+            text
+        }
+        Err(f) if f.transient => return Err(Retry(f.en)),
+        Err(f) => f.text(lang).to_owned(),
+    };
+    let txn = format!("filed-{}", &hex_sha256(event_id)[..24]);
+    match ws.matrix.notice(room, &txn, &text).await {
+        Err(error) if error.is_transient() => Err(Retry(error.to_string())),
+        _ => Ok(()),
+    }
+}
+
+/// The library a command in `room` works on: the room itself when it is one, else its link.
+fn library_of(ws: &Workspace, room: &str) -> Result<String, Failure> {
+    let view = ws.view(room).unwrap_or_default();
+    if view.space && view.tree {
+        return Ok(room.to_owned());
+    }
+    view.library.ok_or_else(|| {
+        Failure::bad(
+            "ce salon n'est lié à aucune bibliothèque (!doc lier !bibliothèque:serveur)",
+            "this room is linked to no library (!doc link !library:server)",
+        )
+    })
+}
+
+/// `folder/sub/name` → (the folder's room, the file name).
+fn locate(ws: &Workspace, library: &str, path: &str) -> Result<(String, String), Failure> {
+    let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+    Ok((ws.folder(library, dir)?, name.to_owned()))
 }
 
 async fn joined(ws: &Workspace, room: &str, invite: &Value) -> Result<(), Retry> {
@@ -163,8 +217,8 @@ async fn run(
     match command {
         Command::Help => Ok(lang
             .pick(
-                "!tâche ajouter \"titre\" [@qui] [échéance:2026-12-01] [prio:haute] · !tâche fait ID · !tâche assigner ID @qui · !tâche liste [moi|ouvertes|retard]\n!agenda ajouter \"titre\" 2026-03-16 10:00 [durée:1h] [répéter:hebdo] [fois:4] · !agenda liste [aujourdhui|semaine] · !agenda rsvp ID oui|non|peut-être · !agenda flux [révoquer]",
-                "!task add \"title\" [@who] [due:2026-12-01] [prio:high] · !task done ID · !task assign ID @who · !task list [mine|open|late]\n!cal add \"title\" 2026-03-16 10:00 [duration:1h] [repeat:weekly] [count:4] · !cal list [today|week] · !cal rsvp ID yes|no|maybe · !cal feed [revoke]",
+                "!doc créer «nom» · !doc lier !bibliothèque:serveur · !doc liste [dossier] · !doc dossier chemin · !doc déplacer NOM dossier · !doc supprimer NOM · !doc historique NOM · !doc verrouiller NOM\n!tâche ajouter \"titre\" [@qui] [échéance:2026-12-01] [prio:haute] · !tâche fait ID · !tâche assigner ID @qui · !tâche liste [moi|ouvertes|retard]\n!agenda ajouter \"titre\" 2026-03-16 10:00 [durée:1h] [répéter:hebdo] [fois:4] · !agenda liste [aujourdhui|semaine] · !agenda rsvp ID oui|non|peut-être · !agenda flux [révoquer]",
+                "!doc new \"name\" · !doc link !library:server · !doc ls [folder] · !doc mkdir path · !doc mv NAME folder · !doc rm NAME · !doc history NAME · !doc lock NAME\n!task add \"title\" [@who] [due:2026-12-01] [prio:high] · !task done ID · !task assign ID @who · !task list [mine|open|late]\n!cal add \"title\" 2026-03-16 10:00 [duration:1h] [repeat:weekly] [count:4] · !cal list [today|week] · !cal rsvp ID yes|no|maybe · !cal feed [revoke]",
             )
             .to_owned()),
         Command::TaskAdd { title, assignees, due, priority, labels } => {
@@ -248,6 +302,64 @@ async fn run(
         Command::CalRsvp { id, answer } => {
             let entry = ws.rsvp(room, &id, sender, &answer).await?;
             Ok(format!("{} {} — {answer}", lang.pick("Réponse enregistrée :", "Answer recorded:"), entry.title))
+        }
+        Command::DocNew { name } => {
+            let library = ws.create_tree(&name, sender, None, event_id).await?;
+            ws.link_library(room, &library).await?;
+            Ok(format!(
+                "{} « {name} » : {library} — {}",
+                lang.pick("Bibliothèque créée", "Library created"),
+                lang.pick("ce salon y classe ses fichiers.", "this room files its files in it.")
+            ))
+        }
+        Command::DocLink { library } => {
+            ws.link_library(room, &library).await?;
+            Ok(format!("{} {library}", lang.pick("Les fichiers de ce salon seront classés dans", "Files posted here will be filed in")))
+        }
+        Command::DocLs { path } => {
+            let library = library_of(ws, room)?;
+            ws.listing(&ws.folder(&library, &path)?, lang)
+        }
+        Command::DocMkdir { path } => {
+            let library = library_of(ws, room)?;
+            let (parent, name) = locate(ws, &library, &path)?;
+            ws.create_tree(&name, sender, Some(&parent), event_id).await?;
+            Ok(format!("{} {path}/", lang.pick("Dossier créé :", "Folder created:")))
+        }
+        Command::DocMv { name, to } => {
+            let library = library_of(ws, room)?;
+            let (folder, file) = locate(ws, &library, &name)?;
+            let target = ws.folder(&library, &to)?;
+            ws.move_file(&folder, &file, &target, event_id).await?;
+            Ok(format!("{} « {file} » → {to}/", lang.pick("Déplacé :", "Moved:")))
+        }
+        Command::DocRm { name } => {
+            let library = library_of(ws, room)?;
+            let (folder, file) = locate(ws, &library, &name)?;
+            ws.remove_file(&folder, &file, event_id).await?;
+            Ok(format!("{} « {file} »", lang.pick("Supprimé :", "Deleted:")))
+        }
+        Command::DocHistory { name } => {
+            let library = library_of(ws, room)?;
+            let (folder, file) = locate(ws, &library, &name)?;
+            let lines: Vec<String> = ws
+                .history(&folder, &file)?
+                .iter()
+                .map(|(id, b)| {
+                    let state = if b.active { lang.pick("actuelle", "current") } else { lang.pick("ancienne", "previous") };
+                    format!("v{} — {state} — {id}", b.version)
+                })
+                .collect();
+            Ok(lines.join("\n"))
+        }
+        Command::DocLock { name, locked } => {
+            let library = library_of(ws, room)?;
+            let (folder, file) = locate(ws, &library, &name)?;
+            ws.set_locked(&folder, &file, locked).await?;
+            Ok(format!(
+                "« {file} » {}",
+                if locked { lang.pick("verrouillé", "locked") } else { lang.pick("déverrouillé", "unlocked") }
+            ))
         }
         Command::CalFeed { revoke } => {
             let io = |e: std::io::Error| Failure::new(500, "M_UNKNOWN", e.to_string(), e.to_string());

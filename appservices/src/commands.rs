@@ -87,6 +87,32 @@ pub enum Command {
     CalFeed {
         revoke: bool,
     },
+    DocNew {
+        name: String,
+    },
+    DocLink {
+        library: String,
+    },
+    DocLs {
+        path: String,
+    },
+    DocMkdir {
+        path: String,
+    },
+    DocMv {
+        name: String,
+        to: String,
+    },
+    DocRm {
+        name: String,
+    },
+    DocHistory {
+        name: String,
+    },
+    DocLock {
+        name: String,
+        locked: bool,
+    },
 }
 
 /// A command that could not be understood: what to tell the sender.
@@ -142,6 +168,17 @@ const FR_WORDS: &[&str] = &[
     "flux",
     "révoquer",
     "revoquer",
+    "créer",
+    "creer",
+    "lier",
+    "dossier",
+    "déplacer",
+    "deplacer",
+    "supprimer",
+    "historique",
+    "verrouiller",
+    "déverrouiller",
+    "deverrouiller",
 ];
 
 /// The command in `body`, if it is one, with the language to answer in (`default` when the
@@ -162,6 +199,7 @@ pub fn parse(body: &str, default: Lang) -> Option<(Lang, Result<Command, Usage>)
         "!help" | "!aide" => Ok(Command::Help),
         "!task" | "!tâche" | "!tache" => task(&sub, rest),
         "!cal" | "!agenda" => cal(&sub, rest),
+        "!doc" => doc(&sub, rest),
         _ => return None,
     };
     Some((lang, command))
@@ -304,6 +342,37 @@ fn cal(sub: &str, rest: &[String]) -> Result<Command, Usage> {
     }
 }
 
+const DOC_HELP: Usage = Usage(
+    "commandes : !doc créer «nom» | lier !bibliothèque:serveur | liste [dossier] | dossier chemin/nom | déplacer NOM dossier | supprimer NOM | historique NOM | verrouiller NOM | déverrouiller NOM",
+    "commands: !doc new \"name\" | link !library:server | ls [folder] | mkdir path/name | mv NAME folder | rm NAME | history NAME | lock NAME | unlock NAME",
+);
+
+fn doc(sub: &str, rest: &[String]) -> Result<Command, Usage> {
+    let one = || match rest {
+        [only] if !only.is_empty() => Ok(only.clone()),
+        _ => Err(DOC_HELP),
+    };
+    match sub {
+        "new" | "créer" | "creer" => Ok(Command::DocNew { name: one()? }),
+        "link" | "lier" => Ok(Command::DocLink { library: one()? }),
+        "ls" | "list" | "liste" | "" => match rest {
+            [] => Ok(Command::DocLs { path: String::new() }),
+            [path] => Ok(Command::DocLs { path: path.clone() }),
+            _ => Err(DOC_HELP),
+        },
+        "mkdir" | "dossier" => Ok(Command::DocMkdir { path: one()? }),
+        "mv" | "déplacer" | "deplacer" => match rest {
+            [name, to] => Ok(Command::DocMv { name: name.clone(), to: to.clone() }),
+            _ => Err(DOC_HELP),
+        },
+        "rm" | "supprimer" => Ok(Command::DocRm { name: one()? }),
+        "history" | "historique" => Ok(Command::DocHistory { name: one()? }),
+        "lock" | "verrouiller" => Ok(Command::DocLock { name: one()?, locked: true }),
+        "unlock" | "déverrouiller" | "deverrouiller" => Ok(Command::DocLock { name: one()?, locked: false }),
+        _ => Err(DOC_HELP),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,6 +405,12 @@ mod tests {
             parse("!agenda rsvp e1 peut-être", Lang::En).unwrap().1.unwrap(),
             Command::CalRsvp { id: "e1".into(), answer: "maybe".into() }
         );
+        assert_eq!(
+            parse("!doc déplacer «Note 1.pdf» Archives/2026", Lang::En).unwrap(),
+            (Lang::Fr, Ok(Command::DocMv { name: "Note 1.pdf".into(), to: "Archives/2026".into() }))
+        );
+        assert_eq!(parse("!doc ls", Lang::Fr).unwrap(), (Lang::En, Ok(Command::DocLs { path: String::new() })));
+        assert_eq!(parse("!doc rm", Lang::Fr).unwrap().1, Err(DOC_HELP));
         assert!(parse("bonjour à tous", Lang::Fr).is_none(), "not a command");
         assert!(parse("!weather", Lang::Fr).is_none(), "not one of ours");
     }

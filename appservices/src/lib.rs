@@ -10,6 +10,7 @@ pub mod commands;
 pub mod config;
 pub mod http;
 pub mod ics;
+pub mod library;
 pub mod matrix;
 pub mod service;
 pub mod store;

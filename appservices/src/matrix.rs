@@ -142,6 +142,34 @@ impl Matrix {
         Ok(room["room_id"].as_str().unwrap_or_default().to_owned())
     }
 
+    /// The room version the homeserver creates rooms with (`/capabilities`).
+    pub async fn default_room_version(&self) -> Result<String> {
+        let caps = self.call(Method::GET, "/_matrix/client/v3/capabilities", None).await?;
+        Ok(caps["capabilities"]["m.room_versions"]["default"].as_str().unwrap_or("10").to_owned())
+    }
+
+    /// A media file's bytes (`mxc` without its scheme: `server/media id`), authenticated media.
+    pub async fn download(&self, mxc: &str) -> Result<Vec<u8>> {
+        let (server, id) = mxc.split_once('/').ok_or_else(|| MatrixError {
+            status: 400,
+            errcode: "M_INVALID_PARAM".into(),
+            error: format!("mxc://{mxc} is not a media URI"),
+        })?;
+        let url = format!("{}/_matrix/client/v1/media/download/{}/{}", self.base, segment(server), segment(id));
+        let failed =
+            |e: reqwest::Error| MatrixError { status: 0, errcode: "M_CONNECTION_FAILED".into(), error: e.to_string() };
+        let response = self.http.get(url).bearer_auth(&self.as_token).send().await.map_err(failed)?;
+        let status = response.status().as_u16();
+        if status != 200 {
+            return Err(MatrixError {
+                status,
+                errcode: "M_UNKNOWN".into(),
+                error: format!("download answered {status}"),
+            });
+        }
+        Ok(response.bytes().await.map_err(failed)?.to_vec())
+    }
+
     /// The membership of `user` in `room` as the bot sees it (`None`: never a member).
     pub async fn membership(&self, room: &str, user: &str) -> Result<Option<String>> {
         Ok(self

@@ -72,6 +72,16 @@ pub struct RoomView {
     pub name: String,
     pub tasks: BTreeMap<String, Task>,
     pub entries: BTreeMap<String, Entry>,
+    /// A space room (`m.room.create` `type: m.space`).
+    pub space: bool,
+    /// MSC3088 purpose `org.matrix.msc3089.data_tree` enabled: a document library (or folder).
+    pub tree: bool,
+    /// File branches of a library folder, by the file event's id.
+    pub branches: BTreeMap<String, crate::library::Branch>,
+    /// Sub-folders (`m.space.child` with `via`): room id → `order`.
+    pub children: BTreeMap<String, Option<String>>,
+    /// The library a work room files its posted files into (`org.hemicycle.library`).
+    pub library: Option<String>,
 }
 
 /// A new task, from a command or the REST API.
@@ -212,6 +222,28 @@ impl Workspace {
                 }
             },
             "m.room.name" => view.name = content["name"].as_str().unwrap_or_default().to_owned(),
+            "m.room.create" => view.space = content["type"] == "m.space",
+            crate::library::PURPOSE_TYPE if key == crate::library::TREE_SUBTYPE => {
+                view.tree = content[crate::library::ENABLED] == true;
+            }
+            crate::library::BRANCH_TYPE => match serde_json::from_value::<crate::library::Branch>(content.clone()) {
+                Ok(branch) => {
+                    view.branches.insert(key.to_owned(), branch);
+                }
+                Err(_) => {
+                    view.branches.remove(key);
+                }
+            },
+            "m.space.child" => {
+                if content["via"].as_array().is_some_and(|v| !v.is_empty()) {
+                    view.children.insert(key.to_owned(), content["order"].as_str().map(str::to_owned));
+                } else {
+                    view.children.remove(key);
+                }
+            }
+            crate::library::LINK_TYPE if key.is_empty() => {
+                view.library = content["library"].as_str().map(str::to_owned);
+            }
             _ => {}
         }
     }

@@ -28,6 +28,10 @@ pub struct Persisted {
     /// SHA-256 (hex) of a feed token → whose feed of which room.
     #[serde(default)]
     pub feeds: BTreeMap<String, Feed>,
+    /// Rooms the bot created (libraries, folders), by the id of the command that asked: a
+    /// command handled again finds its room instead of creating a second one.
+    #[serde(default)]
+    pub created: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -390,3 +390,203 @@ async fn tasks_and_calendar_live_in_room_state_across_nodes_and_restarts() {
     let (_, all_tasks, _) = api(&bot, Method::GET, Some(&at), &tasks_path, None).await;
     assert_eq!(all_tasks["tasks"].as_array().unwrap().len(), 5, "{all_tasks}");
 }
+
+/// The state events of `type` in `room`, by state key.
+async fn states(node: &Node, token: &str, room: &str, kind: &str) -> std::collections::BTreeMap<String, Value> {
+    node.get_state(token, room)
+        .await
+        .into_iter()
+        .filter(|e| e["type"] == kind)
+        .map(|e| (e["state_key"].as_str().unwrap().to_owned(), e["content"].clone()))
+        .collect()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Posts a file message (uploaded first) in `room`; returns its event id.
+async fn post_file(node: &Node, token: &str, room: &str, name: &str, bytes: &[u8]) -> String {
+    let mxc = node.upload(token, bytes.to_vec(), "text/plain", name).await;
+    let path = format!(
+        "/_matrix/client/v3/rooms/{}/send/m.room.message/{}",
+        enc(room),
+        sha256_hex(format!("{name}{mxc}").as_bytes())
+    );
+    let content = json!({ "msgtype": "m.file", "body": name, "url": mxc, "info": { "size": bytes.len(), "mimetype": "text/plain" } });
+    node.put(token, &path, content).await["event_id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn document_libraries_are_msc3089_file_trees_shared_across_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let reg = registration(dir.path(), port);
+    let regs = toml::Value::Array(vec![toml::Value::String(reg.display().to_string())]);
+    let a = Node::start_with("lib-a", None, &[], &[("appservices.registrations", regs)]).await;
+    let b = Node::start("lib-b", &[]).await;
+    let _bot = Bot::start(Bot::write_config(dir.path(), port, &a, &reg, "2026-12-01T08:00:00Z"), port);
+    let bot_id = a.user_id("workspace");
+    let (alice, at) = a.register("alice").await;
+    let (bob, bt) = b.register("bob").await;
+    let room = a
+        .create_room(
+            &at,
+            json!({ "preset": "public_chat", "power_level_content_override": { "users": { bot_id.clone(): 100 } } }),
+        )
+        .await;
+    let since = a.sync_token(&at).await;
+    a.invite(&at, &room, &bot_id).await;
+    wait_notice(&a, &at, &room, &since, "Bonjour").await;
+
+    // A library: a space with the MSC3088 purpose and matrix-js-sdk's tree power levels.
+    let since = a.sync_token(&at).await;
+    a.send_text(&at, &room, "!doc new \"Bibliothèque du bureau\"").await;
+    let created = wait_notice(&a, &at, &room, &since, "Library created").await;
+    let library = created.split_whitespace().find(|w| w.starts_with('!')).unwrap().to_owned();
+    a.join(&at, &library, &[]).await;
+    let create = a.state_event(&at, &library, "m.room.create", "").await;
+    assert_eq!(create["type"], "m.space");
+    let purpose = a.state_event(&at, &library, "org.matrix.msc3088.purpose", "org.matrix.msc3089.data_tree").await;
+    assert_eq!(purpose, json!({ "org.matrix.msc3088.enabled": true }));
+    let levels = a.state_event(&at, &library, "m.room.power_levels", "").await;
+    assert_eq!(
+        (levels["events_default"].as_i64(), levels["invite"].as_i64(), levels["kick"].as_i64()),
+        (Some(50), Some(100), Some(100))
+    );
+    assert_eq!(levels["users"][&alice], 100, "the asker owns it: {levels}");
+    a.invite(&at, &library, &bob).await;
+    b.join(&bt, &library, &[a.server_name()]).await;
+
+    // A file posted in the linked room is filed: an m.file leaf and its branch, with its hash.
+    let since = a.sync_token(&at).await;
+    post_file(&a, &at, &room, "note.txt", b"version 1").await;
+    wait_notice(&a, &at, &room, &since, "Classé dans la bibliothèque").await;
+    let branches = states(&a, &at, &library, "org.matrix.msc3089.branch").await;
+    let (first_id, first) = branches.iter().next().expect("a branch");
+    assert_eq!(first["active"], true);
+    assert_eq!(first["name"], "note.txt");
+    assert_eq!(first["version"], 1);
+    assert_eq!(first["locked"], false);
+    assert_eq!(first["org.hemicycle.sha256"], sha256_hex(b"version 1"));
+    assert_eq!(first["org.hemicycle.size"], 9);
+    let leaf = a.get(&at, &format!("/_matrix/client/v3/rooms/{}/event/{}", enc(&library), enc(first_id))).await;
+    assert_eq!(leaf["content"]["msgtype"], "m.file");
+    assert_eq!(leaf["content"]["body"], "note.txt");
+    assert_eq!(leaf["content"]["org.matrix.msc3089.leaf"], json!({}));
+    assert!(leaf["content"]["url"].as_str().unwrap().starts_with("mxc://"));
+
+    // The same name again: a new version replacing the old one.
+    let since = a.sync_token(&at).await;
+    post_file(&a, &at, &room, "note.txt", b"version 2").await;
+    wait_notice(&a, &at, &room, &since, "(v2)").await;
+    let branches = states(&a, &at, &library, "org.matrix.msc3089.branch").await;
+    assert_eq!(branches[first_id]["active"], false, "the old version is retired");
+    let (second_id, second) = branches.iter().find(|(_, b)| b["version"] == 2).expect("version 2");
+    assert_eq!(second["active"], true);
+    let leaf = a.get(&at, &format!("/_matrix/client/v3/rooms/{}/event/{}", enc(&library), enc(second_id))).await;
+    assert_eq!(leaf["content"]["m.relates_to"], json!({ "rel_type": "m.replace", "event_id": first_id }));
+    assert_eq!(leaf["content"]["m.new_content"]["body"], "note.txt");
+
+    // Node B has the library's state: bob sees version 2.
+    b.wait_sync(&bt, None, WAIT, "the library on node B", |_| true).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let on_b = states(&b, &bt, &library, "org.matrix.msc3089.branch").await;
+        if on_b.get(second_id).is_some_and(|b| b["active"] == true) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "version 2 not on node B: {on_b:?}");
+        b.sync(&bt, Some(&b.sync_token(&bt).await), 1000).await;
+    }
+
+    // The same content under another name is found as a duplicate.
+    let since = a.sync_token(&at).await;
+    post_file(&a, &at, &room, "copie.txt", b"version 2").await;
+    wait_notice(&a, &at, &room, &since, "même contenu que « note.txt »").await;
+
+    // Folders: a sub-space linked both ways; moving, listing, locking, history, deleting.
+    let since = a.sync_token(&at).await;
+    a.send_text(&at, &room, "!doc mkdir Archives").await;
+    wait_notice(&a, &at, &room, &since, "Folder created").await;
+    let children = states(&a, &at, &library, "m.space.child").await;
+    let (archives, via) = children.iter().next().expect("a child folder");
+    assert_eq!(via["via"], json!([a.server_name()]));
+    a.join(&at, archives, &[]).await;
+    assert_eq!(a.state_event(&at, archives, "m.space.parent", &library).await["via"], json!([a.server_name()]));
+    assert_eq!(
+        a.state_event(&at, archives, "org.matrix.msc3088.purpose", "org.matrix.msc3089.data_tree").await
+            ["org.matrix.msc3088.enabled"],
+        true
+    );
+    let since = a.sync_token(&at).await;
+    a.send_text(&at, &room, "!doc mv note.txt Archives").await;
+    wait_notice(&a, &at, &room, &since, "Moved").await;
+    let moved = states(&a, &at, archives, "org.matrix.msc3089.branch").await;
+    assert!(moved.values().any(|b| b["name"] == "note.txt" && b["active"] == true), "{moved:?}");
+    let root = states(&a, &at, &library, "org.matrix.msc3089.branch").await;
+    assert_eq!(root[second_id], json!({}), "removed from the top folder");
+    let redacted = a.get(&at, &format!("/_matrix/client/v3/rooms/{}/event/{}", enc(&library), enc(second_id))).await;
+    assert!(redacted["content"].as_object().unwrap().is_empty(), "the moved file event is redacted: {redacted}");
+    let since = a.sync_token(&at).await;
+    a.send_text(&at, &room, "!doc ls").await;
+    let listing = wait_notice(&a, &at, &room, &since, "Archives/").await;
+    assert!(listing.contains("copie.txt — v1") && !listing.contains("note.txt"), "{listing}");
+    let since = a.sync_token(&at).await;
+    a.send_text(&at, &room, "!doc verrouiller Archives/note.txt").await;
+    wait_notice(&a, &at, &room, &since, "verrouillé").await;
+    let since = a.sync_token(&at).await;
+    a.send_text(&at, &room, "!doc ls Archives").await;
+    let listing = wait_notice(&a, &at, &room, &since, "note.txt").await;
+    assert!(listing.contains("(locked)"), "{listing}");
+    let since = a.sync_token(&at).await;
+    a.send_text(&at, &room, "!doc mv Archives/note.txt .").await;
+    wait_notice(&a, &at, &room, &since, "locked").await;
+    let since = a.sync_token(&at).await;
+    a.send_text(&at, &room, "!doc rm copie.txt").await;
+    wait_notice(&a, &at, &room, &since, "Deleted").await;
+    let root = states(&a, &at, &library, "org.matrix.msc3089.branch").await;
+    assert!(root.values().all(|b| b.get("active") != Some(&json!(true))), "nothing active left on top: {root:?}");
+    let since = a.sync_token(&at).await;
+    a.send_text(&at, &room, "!doc rm absent.txt").await;
+    wait_notice(&a, &at, &room, &since, "not found: absent.txt").await;
+
+    // A library made the way matrix-js-sdk makes one is read by the bot.
+    let js = a
+        .create_room(
+            &at,
+            json!({
+                "name": "Made by a client",
+                "creation_content": { "type": "m.space" },
+                "initial_state": [{ "type": "org.matrix.msc3088.purpose", "state_key": "org.matrix.msc3089.data_tree",
+                                    "content": { "org.matrix.msc3088.enabled": true } }],
+                "power_level_content_override": { "events_default": 50, "state_default": 50, "invite": 100,
+                                                  "users": { bot_id.clone(): 50 } },
+            }),
+        )
+        .await;
+    let mxc = a.upload(&at, b"js".to_vec(), "text/plain", "rapport.pdf").await;
+    let file_path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/jsfile", enc(&js));
+    let sent = a
+        .put(&at, &file_path, json!({ "msgtype": "m.file", "body": "rapport.pdf", "url": mxc, "file": { "url": mxc }, "org.matrix.msc3089.leaf": {} }))
+        .await;
+    a.put_state(
+        &at,
+        &js,
+        "org.matrix.msc3089.branch",
+        sent["event_id"].as_str().unwrap(),
+        json!({ "active": true, "name": "rapport.pdf" }),
+    )
+    .await;
+    let since = a.sync_token(&at).await;
+    a.invite(&at, &js, &bot_id).await;
+    a.wait_timeline_until(&at, &js, Some(&since), WAIT, |events| {
+        events.iter().any(|e| e["sender"] == bot_id.as_str() && e["type"] == "m.room.member")
+    })
+    .await;
+    let since = a.sync_token(&at).await;
+    a.send_text(&at, &js, "!doc ls").await;
+    let listing = wait_notice(&a, &at, &js, &since, "rapport.pdf").await;
+    assert!(listing.contains("rapport.pdf — v1"), "version 1 when the branch has none: {listing}");
+}
