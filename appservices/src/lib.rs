@@ -1,5 +1,5 @@
-//! Hemicycle's workspace appservice (`hemicycle-workspace`): a room's tasks and calendar kept as
-//! room state written by the appservice's bot, so every member sees them from any Matrix client,
+//! Hemicycle's workspace appservice (`hemicycle-workspace`): a room's document library, tasks and
+//! calendar kept as room state written by the appservice's bot, so every member sees them from any Matrix client,
 //! every server in the room replicates them, and other tools read them. It is registered like
 //! any third-party appservice (a Synapse-format registration file), with no private shortcut
 //! into the homeserver. See docs/appservices.md.
