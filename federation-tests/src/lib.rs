@@ -159,7 +159,7 @@ fn write_node_config(
 }
 
 /// Synapse's configuration for a test node (see [`Node::start_synapse`]).
-fn write_synapse_config(dir: &Path, server_name: &str, fed_port: u16, client_port: u16) -> PathBuf {
+fn write_synapse_config(dir: &Path, server_name: &str, fed_port: u16, client_port: u16, extra: &str) -> PathBuf {
     let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
         .expect("self-signed certificate");
     let cert_path = dir.join("tls.crt");
@@ -228,7 +228,7 @@ rc_federation: {{window_size: 1000, sleep_limit: 10000, sleep_delay: 1, reject_l
         log = log_path.display(),
     );
     let path = dir.join("homeserver.yaml");
-    std::fs::write(&path, config).expect("write the Synapse config");
+    std::fs::write(&path, config + extra).expect("write the Synapse config");
     path
 }
 
@@ -301,6 +301,12 @@ impl Node {
     /// trusted key servers, open registration, rate limits out of the way. Fails, saying why,
     /// when Synapse is not installed: the interop tests never skip.
     pub async fn start_synapse(name_hint: &str) -> Node {
+        Node::start_synapse_with(name_hint, "").await
+    }
+
+    /// [`Node::start_synapse`] with `extra` appended to its `homeserver.yaml` (YAML lines, such
+    /// as `app_service_config_files: [...]`).
+    pub async fn start_synapse_with(name_hint: &str, extra: &str) -> Node {
         let venv = std::env::var("SYNAPSE_VENV").unwrap_or_else(|_| {
             panic!("SYNAPSE_VENV is not set: run the tests with ./scripts/test, which installs Synapse into a venv")
         });
@@ -309,7 +315,7 @@ impl Node {
         let dir = tempfile::Builder::new().prefix(&format!("synapse-{name_hint}-")).tempdir().expect("temp dir");
         let (fed_port, client_port) = (free_port(), free_port());
         let server_name = format!("127.0.0.1:{fed_port}");
-        let config_path = write_synapse_config(dir.path(), &server_name, fed_port, client_port);
+        let config_path = write_synapse_config(dir.path(), &server_name, fed_port, client_port, extra);
         let generated = Command::new(&python)
             .args(["-m", "synapse.app.homeserver", "--generate-keys", "-c"])
             .arg(&config_path)

@@ -590,3 +590,50 @@ async fn document_libraries_are_msc3089_file_trees_shared_across_nodes() {
     let listing = wait_notice(&a, &at, &js, &since, "rapport.pdf").await;
     assert!(listing.contains("rapport.pdf — v1"), "version 1 when the branch has none: {listing}");
 }
+
+/// The same appservice registered with a real Synapse: it answers commands there, writes tasks as
+/// room state, makes a library, files a posted file, and its REST API checks Synapse's tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workspace_appservice_works_with_synapse() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let reg = registration(dir.path(), port);
+    let extra = format!("app_service_config_files: [{:?}]\n", reg.display().to_string());
+    let synapse = Node::start_synapse_with("ws-synapse", &extra).await;
+    let bot = Bot::start(Bot::write_config(dir.path(), port, &synapse, &reg, "2026-11-30T08:00:00Z"), port);
+    let bot_id = synapse.user_id("workspace");
+    let (alice, at) = synapse.register("alice").await;
+    let room = synapse
+        .create_room(
+            &at,
+            json!({ "preset": "public_chat", "power_level_content_override": { "users": { bot_id.clone(): 100 } } }),
+        )
+        .await;
+    let since = synapse.sync_token(&at).await;
+    synapse.invite(&at, &room, &bot_id).await;
+    wait_notice(&synapse, &at, &room, &since, "Bonjour").await;
+    assert_eq!(synapse.state_event(&at, &room, "m.room.power_levels", "").await["events"]["org.hemicycle.task"], 100);
+
+    let since = synapse.sync_token(&at).await;
+    synapse.send_text(&at, &room, "!task add \"Rapport annuel\" due:2026-12-15").await;
+    let id = bracketed(&wait_notice(&synapse, &at, &room, &since, "Task created").await);
+    assert_eq!(synapse.state_event(&at, &room, "org.hemicycle.task", &id).await["title"], "Rapport annuel");
+    let (status, listed, _) =
+        api(&bot, Method::GET, Some(&at), &format!("/api/v1/rooms/{}/tasks", enc(&room)), None).await;
+    assert_eq!(status, 200, "Synapse's token accepted: {listed}");
+    assert_eq!(listed["tasks"][0]["uid"], id.as_str());
+
+    let since = synapse.sync_token(&at).await;
+    synapse.send_text(&at, &room, "!doc new \"Archives\"").await;
+    let created = wait_notice(&synapse, &at, &room, &since, "Library created").await;
+    let library = created.split_whitespace().find(|w| w.starts_with('!')).unwrap().to_owned();
+    synapse.join(&at, &library, &[]).await;
+    assert_eq!(synapse.state_event(&at, &library, "m.room.create", "").await["type"], "m.space");
+    let since = synapse.sync_token(&at).await;
+    post_file(&synapse, &at, &room, "budget.ods", b"cellules").await;
+    wait_notice(&synapse, &at, &room, &since, "Classé dans la bibliothèque").await;
+    let branches = states(&synapse, &at, &library, "org.matrix.msc3089.branch").await;
+    let branch = branches.values().next().expect("a branch on Synapse");
+    assert_eq!((branch["name"].as_str(), branch["version"].as_u64()), (Some("budget.ods"), Some(1)));
+    assert_eq!(branch["org.hemicycle.sha256"], sha256_hex(b"cellules"), "downloaded from Synapse's media repository");
+}
