@@ -602,7 +602,7 @@ async fn the_workspace_appservice_works_with_synapse() {
     let synapse = Node::start_synapse_with("ws-synapse", &extra).await;
     let bot = Bot::start(Bot::write_config(dir.path(), port, &synapse, &reg, "2026-11-30T08:00:00Z"), port);
     let bot_id = synapse.user_id("workspace");
-    let (alice, at) = synapse.register("alice").await;
+    let (_, at) = synapse.register("alice").await;
     let room = synapse
         .create_room(
             &at,
