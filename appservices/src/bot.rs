@@ -299,6 +299,10 @@ async fn run(
             }
             Ok(lines.join("\n"))
         }
+        Command::CalMeeting { id } => {
+            let (entry, meeting) = ws.create_meeting(room, sender, &id, event_id).await?;
+            Ok(format!("{} « {} » : {meeting}", lang.pick("Salon de réunion", "Meeting room"), entry.title))
+        }
         Command::CalRsvp { id, answer } => {
             let entry = ws.rsvp(room, &id, sender, &answer).await?;
             Ok(format!("{} {} — {answer}", lang.pick("Réponse enregistrée :", "Answer recorded:"), entry.title))

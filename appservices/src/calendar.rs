@@ -62,6 +62,9 @@ pub struct Entry {
     pub exdate: Vec<String>,
     #[serde(default)]
     pub attendees: BTreeMap<String, Attendee>,
+    /// The entry's own meeting room, in Nordeck's meeting format, once made (`!cal meeting`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meeting_room: Option<String>,
     pub creator: String,
     pub created: String,
     pub updated: String,
@@ -273,6 +276,7 @@ mod tests {
             rrule: rrule.map(str::to_owned),
             exdate: Vec::new(),
             attendees: BTreeMap::new(),
+            meeting_room: None,
             creator: "@a:x".into(),
             created: String::new(),
             updated: String::new(),

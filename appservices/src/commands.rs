@@ -80,6 +80,9 @@ pub enum Command {
     CalList {
         span: Span,
     },
+    CalMeeting {
+        id: String,
+    },
     CalRsvp {
         id: String,
         answer: String,
@@ -179,6 +182,8 @@ const FR_WORDS: &[&str] = &[
     "verrouiller",
     "déverrouiller",
     "deverrouiller",
+    "réunion",
+    "reunion",
 ];
 
 /// The command in `body`, if it is one, with the language to answer in (`default` when the
@@ -248,8 +253,8 @@ const CAL_ADD: Usage = Usage(
 );
 const CAL_RSVP: Usage = Usage("usage : !agenda rsvp ID oui|non|peut-être", "usage: !cal rsvp ID yes|no|maybe");
 const CAL_HELP: Usage = Usage(
-    "commandes : !agenda ajouter | liste [aujourdhui|semaine] | rsvp ID oui|non|peut-être | flux [révoquer]",
-    "commands: !cal add | list [today|week] | rsvp ID yes|no|maybe | feed [revoke]",
+    "commandes : !agenda ajouter | liste [aujourdhui|semaine] | rsvp ID oui|non|peut-être | réunion ID | flux [révoquer]",
+    "commands: !cal add | list [today|week] | rsvp ID yes|no|maybe | meeting ID | feed [revoke]",
 );
 
 fn task(sub: &str, rest: &[String]) -> Result<Command, Usage> {
@@ -323,6 +328,10 @@ fn cal(sub: &str, rest: &[String]) -> Result<Command, Usage> {
             };
             Ok(Command::CalList { span })
         }
+        "meeting" | "réunion" | "reunion" => match rest {
+            [id] => Ok(Command::CalMeeting { id: id.clone() }),
+            _ => Err(CAL_HELP),
+        },
         "rsvp" => {
             let [id, answer] = rest else { return Err(CAL_RSVP) };
             let answer = match answer.to_lowercase().as_str() {

@@ -436,6 +436,7 @@ impl Workspace {
             rrule: new.rrule.filter(|r| !r.is_empty()),
             exdate: Vec::new(),
             attendees: new.attendees.iter().map(|u| (u.clone(), Attendee { rsvp: "needs-action".into() })).collect(),
+            meeting_room: None,
             creator: sender.to_owned(),
             created: now.clone(),
             updated: now,
@@ -461,6 +462,69 @@ impl Workspace {
         entry.updated = stamp(self.clock.now());
         self.write_entry(room, &entry).await?;
         Ok(entry)
+    }
+
+    /// Gives a calendar entry its own room in Nordeck's meeting format (room type
+    /// `net.nordeck.meetings.meeting`, `net.nordeck.meetings.metadata` with `creator` and
+    /// `calendar[]`), so the Nordeck meetings widget shows it; the asker and the attendees are
+    /// invited, and the room is a child of the one holding the entry.
+    pub async fn create_meeting(
+        &self,
+        room: &str,
+        sender: &str,
+        id: &str,
+        seed: &str,
+    ) -> Result<(Entry, String), Failure> {
+        let mut entry = self.known_room(room)?.entries.get(id).cloned().ok_or_else(|| {
+            Failure::new(
+                404,
+                "M_NOT_FOUND",
+                format!("pas d'entrée {id} dans l'agenda"),
+                format!("no entry {id} in the calendar"),
+            )
+        })?;
+        if let Some(existing) = &entry.meeting_room {
+            return Ok((entry.clone(), existing.clone()));
+        }
+        let meeting = match self.store.read(|s| s.created.get(seed).cloned()) {
+            Some(made) => made,
+            None => {
+                let mut calendar = json!({ "uid": entry.uid, "dtstart": entry.dtstart, "dtend": entry.dtend });
+                if let Some(rule) = &entry.rrule {
+                    calendar["rrule"] = json!(rule);
+                }
+                if !entry.exdate.is_empty() {
+                    calendar["exdate"] = json!(entry.exdate);
+                }
+                let mut invite: Vec<&str> = vec![sender];
+                invite.extend(entry.attendees.keys().map(String::as_str).filter(|u| *u != sender));
+                let via = json!({ "via": [self.config.server_name] });
+                let body = json!({
+                    "name": entry.title,
+                    "topic": entry.description,
+                    "preset": "private_chat",
+                    "creation_content": { "type": "net.nordeck.meetings.meeting" },
+                    "initial_state": [
+                        { "type": "net.nordeck.meetings.metadata", "state_key": "",
+                          "content": { "creator": sender, "calendar": [calendar] } },
+                        { "type": "m.space.parent", "state_key": room, "content": via },
+                    ],
+                    "invite": invite,
+                });
+                let created =
+                    self.matrix.call(reqwest::Method::POST, "/_matrix/client/v3/createRoom", Some(&body)).await?;
+                let made = created["room_id"].as_str().unwrap_or_default().to_owned();
+                self.store
+                    .update(|s| s.created.insert(seed.to_owned(), made.clone()))
+                    .map_err(|e| Failure::new(500, "M_UNKNOWN", e.to_string(), e.to_string()))?;
+                made
+            }
+        };
+        self.matrix.put_state(room, "m.space.child", &meeting, &json!({ "via": [self.config.server_name] })).await?;
+        entry.meeting_room = Some(meeting.clone());
+        entry.updated = stamp(self.clock.now());
+        self.write_entry(room, &entry).await?;
+        Ok((entry, meeting))
     }
 
     /// Occurrences of the room's entries in `[from, to)`, in time order.

@@ -137,12 +137,15 @@ fn bracketed(text: &str) -> String {
 
 /// Joins the direct-message room the bot invited `token`'s user to, and returns it.
 async fn accept_dm(node: &Node, token: &str) -> String {
-    let sync = node
-        .wait_sync(token, None, WAIT, "an invite from the bot", |s| {
-            s["rooms"]["invite"].as_object().is_some_and(|m| !m.is_empty())
+    let direct = |s: &Value| -> Option<String> {
+        s["rooms"]["invite"].as_object()?.iter().find_map(|(room, invite)| {
+            let events = invite["invite_state"]["events"].as_array()?;
+            let is_direct = events.iter().any(|e| e["type"] == "m.room.member" && e["content"]["is_direct"] == true);
+            is_direct.then(|| room.clone())
         })
-        .await;
-    let room = sync["rooms"]["invite"].as_object().unwrap().keys().next().unwrap().clone();
+    };
+    let sync = node.wait_sync(token, None, WAIT, "a direct-message invite from the bot", |s| direct(s).is_some()).await;
+    let room = direct(&sync).unwrap();
     node.join(token, &room, &[]).await;
     room
 }
@@ -295,6 +298,23 @@ async fn tasks_and_calendar_live_in_room_state_across_nodes_and_restarts() {
     wait_notice(&b, &bt, &room, &since, "Réponse enregistrée").await;
     let entry = a.state_event(&at, &room, "org.hemicycle.calendar.event", &entry_id).await;
     assert_eq!(entry["attendees"][&bob]["rsvp"], "yes");
+
+    // The entry's own meeting room, in Nordeck's format.
+    let since = a.sync_token(&at).await;
+    a.send_text(&at, &room, &format!("!cal meeting {entry_id}")).await;
+    let made = wait_notice(&a, &at, &room, &since, "Meeting room").await;
+    let meeting = made.split_whitespace().find(|w| w.starts_with('!')).unwrap().to_owned();
+    a.join(&at, &meeting, &[]).await;
+    assert_eq!(a.state_event(&at, &meeting, "m.room.create", "").await["type"], "net.nordeck.meetings.meeting");
+    let metadata = a.state_event(&at, &meeting, "net.nordeck.meetings.metadata", "").await;
+    assert_eq!(metadata["creator"], alice.as_str());
+    assert_eq!(metadata["calendar"][0]["uid"], entry_id.as_str());
+    assert_eq!(metadata["calendar"][0]["dtstart"], json!({ "tzid": "Europe/Paris", "value": "20260316T100000" }));
+    assert_eq!(metadata["calendar"][0]["rrule"], "FREQ=WEEKLY;BYDAY=MO;COUNT=4");
+    assert_eq!(
+        a.state_event(&at, &room, "org.hemicycle.calendar.event", &entry_id).await["meeting_room"],
+        meeting.as_str()
+    );
 
     // The ICS feed, handed out by direct message, parsed back, then revoked.
     let since = a.sync_token(&at).await;
