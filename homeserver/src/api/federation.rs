@@ -747,7 +747,7 @@ pub async fn public_rooms(
     request: Ruma<ruma::api::federation::directory::get_public_rooms::v1::Request>,
 ) -> Result<ruma::api::federation::directory::get_public_rooms::v1::Response> {
     let b = &request.body;
-    let page = super::client::directory::page(&services, None, b.since.as_deref(), b.limit)?;
+    let page = super::client::directory::page(&services, None, b.since.as_deref(), b.limit, &b.room_network)?;
     let mut response = ruma::api::federation::directory::get_public_rooms::v1::Response::new();
     response.chunk = page.chunk;
     response.next_batch = page.next;
@@ -763,7 +763,7 @@ pub async fn public_rooms_filtered(
 ) -> Result<ruma::api::federation::directory::get_public_rooms_filtered::v1::Response> {
     let b = &request.body;
     let search = b.filter.generic_search_term.as_deref();
-    let page = super::client::directory::page(&services, search, b.since.as_deref(), b.limit)?;
+    let page = super::client::directory::page(&services, search, b.since.as_deref(), b.limit, &b.room_network)?;
     let mut response = ruma::api::federation::directory::get_public_rooms_filtered::v1::Response::new();
     response.chunk = page.chunk;
     response.next_batch = page.next;

@@ -103,9 +103,17 @@ impl Rooms {
     }
 
     pub fn set_published(&self, room: &RoomId, public: bool) -> Result<()> {
+        self.set_published_in(room, public, None)
+    }
+
+    /// Publishes a room in the server's own listing (`network` `None`) or in a third-party
+    /// network's (`<appservice id>|<network id>`, the instance id `/thirdparty/protocols`
+    /// gives), kept as the table's value; hiding removes it from whichever it is in.
+    pub fn set_published_in(&self, room: &RoomId, public: bool, network: Option<&str>) -> Result<()> {
         let mut batch = Batch::new();
         if public {
-            self.db.tables.roomid_published.insert(&mut batch, &room.to_owned(), &Vec::new());
+            let value = network.map(|n| n.as_bytes().to_vec()).unwrap_or_default();
+            self.db.tables.roomid_published.insert(&mut batch, &room.to_owned(), &value);
         } else {
             self.db.tables.roomid_published.remove(&mut batch, &room.to_owned());
         }
@@ -150,11 +158,27 @@ impl Rooms {
     }
 
     /// The public directory, biggest rooms first, optionally searched; `since` is an offset.
-    pub fn public_rooms(&self, search: Option<&str>, since: usize, limit: usize) -> Result<(Vec<PublicRoom>, usize)> {
+    /// `network`: the server's own listing, one third-party network's, or all of them.
+    pub fn public_rooms(
+        &self,
+        search: Option<&str>,
+        since: usize,
+        limit: usize,
+        network: &ruma::directory::RoomNetwork,
+    ) -> Result<(Vec<PublicRoom>, usize)> {
+        use ruma::directory::RoomNetwork;
         let needle = search.map(str::to_lowercase);
         let mut rooms = Vec::new();
         for entry in self.db.tables.roomid_published.iter() {
-            let (room, _) = entry?;
+            let (room, listed_in) = entry?;
+            let wanted = match network {
+                RoomNetwork::All => true,
+                RoomNetwork::ThirdParty(instance) => listed_in == instance.as_bytes(),
+                _ => listed_in.is_empty(),
+            };
+            if !wanted {
+                continue;
+            }
             let info = self.public_room(&room)?;
             if let Some(needle) = &needle {
                 let hay = [&info.name, &info.topic, &info.canonical_alias]

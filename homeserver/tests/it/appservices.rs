@@ -500,6 +500,46 @@ async fn an_appservice_registers_masquerades_and_gets_every_event_once() {
     assert_eq!((status, body[0]["alias"].as_str()), (200, Some("#ws_dgfip:localhost")), "{body}");
     let (status, _) = api(&server, Method::GET, Some(&human), "/_matrix/client/v3/thirdparty/protocol/irc", None).await;
     assert_eq!(status, 404, "a protocol no appservice offers");
+
+    // A room the appservice lists for its network: in that network's listing, not the server's.
+    let (_, created) = api(
+        &server,
+        Method::POST,
+        Some(&human),
+        "/_matrix/client/v3/createRoom",
+        Some(json!({ "name": "Annuaire DGFiP" })),
+    )
+    .await;
+    let bridged = created["room_id"].as_str().unwrap().to_owned();
+    let listing = format!("/_matrix/client/v3/directory/list/appservice/annuaire/{}", urlencode(&bridged));
+    let (status, body) =
+        api(&server, Method::PUT, Some(&human), &listing, Some(json!({ "visibility": "public" }))).await;
+    assert_eq!((status, body["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "only an appservice: {body}");
+    let (status, _) =
+        api(&server, Method::PUT, Some(AS_TOKEN), &listing, Some(json!({ "visibility": "public" }))).await;
+    assert_eq!(status, 200);
+    let rooms = |filter: Value| {
+        let server = &server;
+        let human = human.clone();
+        async move { api(server, Method::POST, Some(&human), "/_matrix/client/v3/publicRooms", Some(filter)).await }
+    };
+    let ids = |body: &Value| -> Vec<String> {
+        body["chunk"].as_array().unwrap().iter().map(|r| r["room_id"].as_str().unwrap().to_owned()).collect()
+    };
+    let (_, own) = rooms(json!({})).await;
+    assert!(!ids(&own).contains(&bridged), "not in the server's own listing: {own}");
+    let (status, network) = rooms(json!({ "third_party_instance_id": "workspace|annuaire" })).await;
+    assert_eq!(status, 200, "{network}");
+    assert_eq!(ids(&network), [bridged.clone()]);
+    let (_, all) = rooms(json!({ "include_all_networks": true })).await;
+    assert!(ids(&all).contains(&bridged));
+    let (status, body) = rooms(json!({ "third_party_instance_id": "nobody|irc" })).await;
+    assert_eq!((status, body["errcode"].as_str()), (400, Some("M_INVALID_PARAM")), "{body}");
+    let (status, _) =
+        api(&server, Method::PUT, Some(AS_TOKEN), &listing, Some(json!({ "visibility": "private" }))).await;
+    assert_eq!(status, 200);
+    let (_, network) = rooms(json!({ "third_party_instance_id": "workspace|annuaire" })).await;
+    assert!(ids(&network).is_empty(), "hidden again: {network}");
 }
 
 #[test]

@@ -32,7 +32,9 @@ pub async fn ping(
 }
 
 /// `PUT /directory/list/appservice/{networkId}/{roomId}`: an appservice publishes (or hides) a
-/// room of a third-party network it bridges in this server's room directory.
+/// room of a third-party network it bridges, in that network's listing of the directory
+/// (`/publicRooms` with `third_party_instance_id` `<appservice id>|<network id>`, or
+/// `include_all_networks`), not in the server's own.
 pub async fn set_network_visibility(
     services: Arc<Services>,
     request: Ruma<set_room_visibility::v3::Request>,
@@ -50,6 +52,8 @@ pub async fn set_network_visibility(
         _ => return Err(Error::invalid_param("visibility must be public or private")),
     };
     tracing::info!(appservice = ?owner.appservice, network = %request.body.network_id, room = %request.body.room_id, public, "appservice room listing");
-    services.rooms.set_published(&request.body.room_id, public)?;
+    let service = owner.appservice.as_deref().unwrap_or_default();
+    let instance = format!("{service}|{}", request.body.network_id);
+    services.rooms.set_published_in(&request.body.room_id, public, Some(&instance))?;
     Ok(set_room_visibility::v3::Response::new())
 }

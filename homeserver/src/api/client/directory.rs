@@ -1,5 +1,6 @@
 //! Room aliases, the public room directory and the user directory.
 
+use ruma::directory::RoomNetwork;
 use std::sync::Arc;
 
 use ruma::{
@@ -114,7 +115,15 @@ pub(crate) fn page(
     search: Option<&str>,
     since: Option<&str>,
     limit: Option<UInt>,
+    network: &RoomNetwork,
 ) -> Result<DirectoryPage> {
+    if let RoomNetwork::ThirdParty(instance) = network {
+        // Instances are `<appservice id>|<network id>` (see `/thirdparty/protocols`).
+        let known = instance.split_once('|').is_some_and(|(service, _)| services.appservices.get(service).is_some());
+        if !known {
+            return Err(Error::invalid_param(format!("unknown third-party network instance {instance:?}")));
+        }
+    }
     let offset = match since {
         Some(token) => token
             .strip_prefix('o')
@@ -123,7 +132,7 @@ pub(crate) fn page(
         None => 0,
     };
     let limit = limit.map(u64::from).unwrap_or(100).clamp(1, 500) as usize;
-    let (rooms, total) = services.rooms.public_rooms(search, offset, limit)?;
+    let (rooms, total) = services.rooms.public_rooms(search, offset, limit, network)?;
     let next = (offset + rooms.len() < total).then(|| format!("o{}", offset + rooms.len()));
     let prev = (offset > 0).then(|| format!("o{}", offset.saturating_sub(limit)));
     Ok(DirectoryPage { chunk: rooms.into_iter().map(chunk).collect(), next, prev, total: total as u64 })
@@ -137,12 +146,14 @@ async fn directory_of(
     search: Option<&str>,
     since: Option<&str>,
     limit: Option<UInt>,
+    network: &RoomNetwork,
 ) -> Result<DirectoryPage> {
     let Some(server) = server.filter(|s| *s != services.config.server_name) else {
-        return page(services, search, since, limit);
+        return page(services, search, since, limit, network);
     };
     let mut request = ruma::api::federation::directory::get_public_rooms_filtered::v1::Request::new();
     request.limit = limit;
+    request.room_network = network.clone();
     request.since = since.map(str::to_owned);
     request.filter.generic_search_term = search.map(str::to_owned);
     let answer = services.federation.send(server, request).await?;
@@ -159,7 +170,8 @@ pub async fn public_rooms(
     request: Ruma<get_public_rooms::v3::Request>,
 ) -> Result<get_public_rooms::v3::Response> {
     let b = &request.body;
-    let page = directory_of(&services, b.server.as_deref(), None, b.since.as_deref(), b.limit).await?;
+    let page =
+        directory_of(&services, b.server.as_deref(), None, b.since.as_deref(), b.limit, &RoomNetwork::Matrix).await?;
     let mut response = get_public_rooms::v3::Response::new(page.chunk);
     response.next_batch = page.next;
     response.prev_batch = page.prev;
@@ -173,7 +185,8 @@ pub async fn public_rooms_filtered(
 ) -> Result<get_public_rooms_filtered::v3::Response> {
     let b = &request.body;
     let search = b.filter.generic_search_term.as_deref();
-    let page = directory_of(&services, b.server.as_deref(), search, b.since.as_deref(), b.limit).await?;
+    let page =
+        directory_of(&services, b.server.as_deref(), search, b.since.as_deref(), b.limit, &b.room_network).await?;
     let mut response = get_public_rooms_filtered::v3::Response::new();
     response.chunk = page.chunk;
     response.next_batch = page.next;
