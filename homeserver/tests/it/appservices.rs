@@ -530,7 +530,7 @@ async fn an_appservice_registers_masquerades_and_gets_every_event_once() {
     assert!(!ids(&own).contains(&bridged), "not in the server's own listing: {own}");
     let (status, network) = rooms(json!({ "third_party_instance_id": "workspace|annuaire" })).await;
     assert_eq!(status, 200, "{network}");
-    assert_eq!(ids(&network), [bridged.clone()]);
+    assert_eq!(ids(&network), vec![bridged.clone()]);
     let (_, all) = rooms(json!({ "include_all_networks": true })).await;
     assert!(ids(&all).contains(&bridged));
     let (status, body) = rooms(json!({ "third_party_instance_id": "nobody|irc" })).await;
