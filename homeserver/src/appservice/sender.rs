@@ -78,12 +78,7 @@ pub fn queue_ephemeral(services: &Services, room: &ruma::RoomId, event: Value) {
                 continue;
             }
         }
-        let mut queues = services.appservice_sender.ephemeral.lock().expect("appservice ephemeral");
-        let queue = queues.entry(service.registration.id.clone()).or_default();
-        if queue.len() == MAX_EPHEMERAL {
-            queue.remove(0);
-        }
-        queue.push(event.clone());
+        push_ephemeral(services, &service.registration.id, event.clone());
         queued = true;
     }
     if queued {
@@ -112,6 +107,83 @@ pub fn queue_receipt(services: &Services, room: &ruma::RoomId, receipt: &crate::
     }
     let content = json!({ receipt.event_id.as_str(): { "m.read": { receipt.user.as_str(): data } } });
     queue_ephemeral(services, room, json!({ "type": "m.receipt", "room_id": room, "content": content }));
+}
+
+/// Puts an event in an appservice's next transaction.
+fn push_ephemeral(services: &Services, id: &str, event: Value) {
+    let mut queues = services.appservice_sender.ephemeral.lock().expect("appservice ephemeral");
+    let queue = queues.entry(id.to_owned()).or_default();
+    if queue.len() == MAX_EPHEMERAL {
+        queue.remove(0);
+    }
+    queue.push(event);
+}
+
+/// A user's presence change (`m.presence`), for the appservices with `receive_ephemeral` that
+/// claim the user or share a room of interest with them (MSC2409).
+pub fn queue_presence(services: &Services, user: &UserId) {
+    let wanting: Vec<&Appservice> = services
+        .appservices
+        .all()
+        .iter()
+        .filter(|s| s.registration.receive_ephemeral && s.registration.url.is_some())
+        .collect();
+    if wanting.is_empty() {
+        return;
+    }
+    let Ok(Some(record)) = services.presence.get(user) else { return };
+    let mut content = json!({
+        "presence": record.presence,
+        "last_active_ago": crate::users::now_ms().saturating_sub(record.last_active_ts),
+        "currently_active": record.presence == "online",
+    });
+    if let Some(status) = &record.status_msg {
+        content["status_msg"] = json!(status);
+    }
+    let event = json!({ "type": "m.presence", "sender": user, "content": content });
+    let rooms = services.rooms.rooms_of(user, "join").unwrap_or_default();
+    let mut queued = false;
+    for service in wanting {
+        let mut known = HashMap::new();
+        let interested = service.claims_user(user)
+            || rooms.iter().any(|room| room_interest(services, service, &mut known, room).unwrap_or(false));
+        if interested {
+            push_ephemeral(services, &service.registration.id, event.clone());
+            queued = true;
+        }
+    }
+    if queued {
+        services.appservice_sender.ephemeral_ready.notify_waiters();
+    }
+}
+
+/// To-device messages for users an appservice claims, sent to it too (MSC4203) when it has
+/// `receive_ephemeral`: it holds its users' devices and does not sync for them. They also stay
+/// in the devices' inboxes, for an appservice that syncs as its users.
+pub fn queue_to_device(
+    services: &Services,
+    deliveries: &[(ruma::OwnedUserId, ruma::OwnedDeviceId, crate::ephemeral::to_device::ToDeviceMessage)],
+) {
+    let mut queued = false;
+    for service in services.appservices.all() {
+        if !service.registration.receive_ephemeral || service.registration.url.is_none() {
+            continue;
+        }
+        for (user, device, message) in deliveries.iter().filter(|(user, _, _)| service.claims_user(user)) {
+            let event = json!({
+                "type": message.kind,
+                "sender": message.sender,
+                "to_user_id": user,
+                "to_device_id": device,
+                "content": message.content,
+            });
+            push_ephemeral(services, &service.registration.id, event);
+            queued = true;
+        }
+    }
+    if queued {
+        services.appservice_sender.ephemeral_ready.notify_waiters();
+    }
 }
 
 fn take_ephemeral(services: &Services, id: &str) -> Vec<Value> {
@@ -258,6 +330,12 @@ async fn deliver(
         format!("{}-{end}", done + 1)
     };
     let mut body = json!({ "events": events });
+    // To-device messages (they name a device) travel apart from the EDUs (MSC4203).
+    let (to_device, edus): (Vec<&Value>, Vec<&Value>) = ephemeral.iter().partition(|e| e.get("to_device_id").is_some());
+    if !to_device.is_empty() {
+        body["de.sorunome.msc2409.to_device"] = json!(to_device);
+    }
+    let ephemeral: Vec<Value> = edus.into_iter().cloned().collect();
     if !ephemeral.is_empty() {
         body["ephemeral"] = Value::from(ephemeral.to_vec());
         body["de.sorunome.msc2409.ephemeral"] = Value::from(ephemeral.to_vec());

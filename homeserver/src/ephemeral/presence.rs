@@ -98,8 +98,9 @@ impl Presence {
         Ok(self.db.tables.userid_presence.get(&user.to_owned())?.map(|Json(p)| p))
     }
 
-    /// Sets a user's presence; `status_msg` `None` keeps the current message.
-    pub async fn set(&self, user: &UserId, presence: &str, status_msg: Option<Option<String>>) -> Result<()> {
+    /// Sets a user's presence; `status_msg` `None` keeps the current message. True when it
+    /// changed (not a mere refresh of the activity time), so others are told.
+    pub async fn set(&self, user: &UserId, presence: &str, status_msg: Option<Option<String>>) -> Result<bool> {
         if !STATES.contains(&presence) {
             return Err(Error::invalid_param(format!("unknown presence state {presence}")));
         }
@@ -110,16 +111,17 @@ impl Presence {
         };
         let unchanged = previous.as_ref().is_some_and(|p| p.presence == presence && p.status_msg == status_msg);
         if unchanged && presence != "online" {
-            return Ok(());
+            return Ok(false);
         }
         // Staying online only refreshes the activity time now and then, without waking anyone.
         if unchanged && previous.as_ref().is_some_and(|p| now_ms().saturating_sub(p.last_active_ts) < 60_000) {
-            return Ok(());
+            return Ok(false);
         }
         // A refresh of the activity time wakes nobody (and so scans no room's members on the
         // writer thread): others see it with their next sync, as the position moved.
         let wake = if unchanged { Audience::Nobody } else { Audience::SharedWith(user.to_owned()) };
-        self.write(user, presence, status_msg, now_ms(), previous.map(|p| p.pos), wake).await
+        self.write(user, presence, status_msg, now_ms(), previous.map(|p| p.pos), wake).await?;
+        Ok(!unchanged)
     }
 
     async fn write(

@@ -501,7 +501,9 @@ async fn handle_edu(services: &Arc<Services>, origin: &ServerName, edu: &Value) 
                     continue;
                 }
                 let status = update.get("status_msg").map(|s| s.as_str().map(str::to_owned));
-                services.presence.set(&user, presence, status).await?;
+                if services.presence.set(&user, presence, status).await? {
+                    crate::appservice::sender::queue_presence(services, &user);
+                }
             }
         }
         "m.direct_to_device" => {
@@ -538,7 +540,8 @@ async fn handle_edu(services: &Arc<Services>, origin: &ServerName, edu: &Value) 
             }
             if !deliveries.is_empty() {
                 let device: OwnedDeviceId = format!("federation:{origin}").as_str().into();
-                services.to_device.send(&sender, &device, &message_id, deliveries).await?;
+                services.to_device.send(&sender, &device, &message_id, deliveries.clone()).await?;
+                crate::appservice::sender::queue_to_device(services, &deliveries);
             }
         }
         "m.device_list_update" | "m.signing_key_update" => {

@@ -174,7 +174,9 @@ pub async fn sync(services: &Services, params: SyncParams) -> Result<SyncResult>
         services.to_device.acknowledge(&params.user, &params.device, since)?;
     }
     if let Some(presence) = &params.set_presence {
-        services.presence.set(&params.user, presence, None).await?;
+        if services.presence.set(&params.user, presence, None).await? {
+            crate::appservice::sender::queue_presence(services, &params.user);
+        }
     }
     let always_answer = params.since.is_none() || params.full_state;
     let mut result = long_poll(

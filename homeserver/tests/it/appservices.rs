@@ -24,6 +24,8 @@ struct Received {
     transactions: Vec<(String, Vec<Value>)>,
     /// The `ephemeral` lists of accepted transactions (typing, receipts).
     ephemeral: Vec<Value>,
+    /// The `de.sorunome.msc2409.to_device` lists (MSC4203).
+    to_device: Vec<Value>,
     pings: Vec<Value>,
     bad_tokens: usize,
     /// Transactions answered 503 while the appservice was made to fail.
@@ -80,6 +82,7 @@ async fn appservice() -> Appservice {
                 let mut received = st.received.lock().unwrap();
                 received.transactions.push((txn, events));
                 received.ephemeral.extend(ephemeral);
+                received.to_device.extend(body["de.sorunome.msc2409.to_device"].as_array().cloned().unwrap_or_default());
                 (StatusCode::OK, Json(json!({})))
             }),
         )
@@ -406,6 +409,42 @@ async fn an_appservice_registers_masquerades_and_gets_every_event_once() {
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "typing and receipt reach the appservice: {ephemeral:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Presence of a user sharing a room with the appservice's users, and to-device messages to
+    // its users' devices (MSC4203), which travel apart from the EDUs.
+    let presence = format!("/_matrix/client/v3/presence/{}/status", urlencode("@agent:localhost"));
+    let body = json!({ "presence": "online", "status_msg": "en réunion" });
+    assert_eq!(api(&server, Method::PUT, Some(&human), &presence, Some(body)).await.0, 200);
+    let to_device = "/_matrix/client/v3/sendToDevice/m.room_key_request/td1";
+    let body = json!({ "messages": { "@ws_alice:localhost": { "*": { "action": "request", "request_id": "r1" } } } });
+    let (status, body) = api(&server, Method::PUT, Some(&human), to_device, Some(body)).await;
+    assert_eq!(status, 200, "{body}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (ephemeral, to_device) = {
+            let received = service.received.lock().unwrap();
+            (received.ephemeral.clone(), received.to_device.clone())
+        };
+        let present = ephemeral.iter().any(|e| {
+            e["type"] == "m.presence" && e["sender"] == "@agent:localhost" && e["content"]["status_msg"] == "en réunion"
+        });
+        let delivered = to_device.iter().any(|e| {
+            e["type"] == "m.room_key_request"
+                && e["sender"] == "@agent:localhost"
+                && e["to_user_id"] == "@ws_alice:localhost"
+                && e["to_device_id"].is_string()
+                && e["content"]["request_id"] == "r1"
+        });
+        if present && delivered {
+            assert!(ephemeral.iter().all(|e| e.get("to_device_id").is_none()), "to-device apart: {ephemeral:?}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "presence and to-device reach the appservice: {ephemeral:?} {to_device:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 

@@ -179,7 +179,8 @@ pub async fn send_to_device(
             }
         }
     }
-    services.to_device.send(&owner.user_id, &owner.device_id, b.txn_id.as_str(), deliveries).await?;
+    services.to_device.send(&owner.user_id, &owner.device_id, b.txn_id.as_str(), deliveries.clone()).await?;
+    crate::appservice::sender::queue_to_device(&services, &deliveries);
     for (server, messages) in remote {
         let content = serde_json::json!({
             "sender": owner.user_id,

@@ -23,7 +23,9 @@ pub async fn set(
     if b.user_id != user {
         return Err(Error::forbidden("you can only set your own presence"));
     }
-    services.presence.set(&user, b.presence.as_str(), Some(b.status_msg)).await?;
+    if services.presence.set(&user, b.presence.as_str(), Some(b.status_msg)).await? {
+        crate::appservice::sender::queue_presence(&services, &user);
+    }
     Ok(set_presence::v3::Response::new())
 }
 
