@@ -38,6 +38,9 @@ pub fn router(ws: Ws) -> Router {
         .route("/api/v1/rooms/{room}/tasks/{id}/assignees", post(assign_task))
         .route("/api/v1/rooms/{room}/calendar", get(list_calendar).post(create_entry))
         .route("/api/v1/rooms/{room}/calendar/{id}/rsvp", post(rsvp))
+        .route("/api/v1/libraries/{library}/files", get(list_files).delete(delete_file))
+        .route("/api/v1/libraries/{library}/files/lock", post(lock_file))
+        .route("/api/v1/libraries/{library}/files/history", get(file_history))
         .route("/calendar/{file}", get(ics_feed))
         .fallback(|| async { error(404, "M_UNRECOGNIZED", "unknown endpoint") })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
@@ -337,4 +340,131 @@ async fn ics_feed(State(ws): State<Ws>, Path(file): Path<String>, Query(query): 
     let name = if view.name.is_empty() { room.to_owned() } else { view.name.clone() };
     let body = crate::ics::calendar(&name, &ws.config.server_name, &entries);
     ([(header::CONTENT_TYPE, "text/calendar; charset=utf-8")], body).into_response()
+}
+
+#[derive(Deserialize)]
+struct FilePath {
+    /// A folder (`a/b`, empty: the top) for listings; a file (`a/b/name.pdf`) otherwise.
+    #[serde(default)]
+    path: String,
+}
+
+/// The folder and file name of `path` in `library`.
+fn split_path(ws: &Workspace, library: &str, path: &str) -> Result<(String, String), Failure> {
+    let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+    if name.is_empty() {
+        return Err(fail(400, "M_INVALID_PARAM", "path names no file"));
+    }
+    Ok((ws.folder(library, dir)?, name.to_owned()))
+}
+
+/// `GET /api/v1/libraries/{library}/files?path=a/b`: a folder's sub-folders and active files.
+async fn list_files(
+    State(ws): State<Ws>,
+    Path(library): Path<String>,
+    Query(query): Query<FilePath>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(f) = member(&ws, &headers, &library).await {
+        return f.into_response();
+    }
+    let folder = match ws.folder(&library, &query.path) {
+        Ok(f) => f,
+        Err(f) => return f.into_response(),
+    };
+    let view = ws.view(&folder).unwrap_or_default();
+    let folders: Vec<Value> = view
+        .children
+        .keys()
+        .map(|room| json!({ "room_id": room, "name": ws.view(room).map(|v| v.name).unwrap_or_default() }))
+        .collect();
+    let files: Vec<Value> = view
+        .branches
+        .iter()
+        .filter(|(_, b)| b.active)
+        .map(|(id, b)| {
+            let mut v = serde_json::to_value(b).expect("branch serializes");
+            v["event_id"] = json!(id);
+            v
+        })
+        .collect();
+    Json(json!({ "room_id": folder, "folders": folders, "files": files })).into_response()
+}
+
+/// `DELETE /api/v1/libraries/{library}/files?path=a/name.pdf`.
+async fn delete_file(
+    State(ws): State<Ws>,
+    Path(library): Path<String>,
+    Query(query): Query<FilePath>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(f) = member(&ws, &headers, &library).await {
+        return f.into_response();
+    }
+    let result = match split_path(&ws, &library, &query.path) {
+        Ok((folder, name)) => ws.remove_file(&folder, &name, &request_seed()).await,
+        Err(f) => Err(f),
+    };
+    match result {
+        Ok(()) => Json(json!({})).into_response(),
+        Err(f) => f.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Lock {
+    locked: bool,
+}
+
+/// `POST /api/v1/libraries/{library}/files/lock?path=a/name.pdf` `{"locked": true}`.
+async fn lock_file(
+    State(ws): State<Ws>,
+    Path(library): Path<String>,
+    Query(query): Query<FilePath>,
+    headers: HeaderMap,
+    parsed: Result<Json<Lock>, JsonRejection>,
+) -> Response {
+    if let Err(f) = member(&ws, &headers, &library).await {
+        return f.into_response();
+    }
+    let lock = match body(parsed) {
+        Ok(v) => v,
+        Err(f) => return f.into_response(),
+    };
+    let result = match split_path(&ws, &library, &query.path) {
+        Ok((folder, name)) => ws.set_locked(&folder, &name, lock.locked).await,
+        Err(f) => Err(f),
+    };
+    match result {
+        Ok(branch) => Json(json!({ "file": branch })).into_response(),
+        Err(f) => f.into_response(),
+    }
+}
+
+/// `GET /api/v1/libraries/{library}/files/history?path=a/name.pdf`: versions, newest first.
+async fn file_history(
+    State(ws): State<Ws>,
+    Path(library): Path<String>,
+    Query(query): Query<FilePath>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(f) = member(&ws, &headers, &library).await {
+        return f.into_response();
+    }
+    let result = split_path(&ws, &library, &query.path).and_then(|(folder, name)| ws.history(&folder, &name));
+    match result {
+        Ok(versions) => {
+            let versions: Vec<Value> = versions
+                .into_iter()
+                .map(|(id, b)| {
+                    let mut v = serde_json::to_value(b).expect("branch serializes");
+                    v["event_id"] = json!(id);
+                    v
+                })
+                .collect();
+            Json(json!({ "versions": versions })).into_response()
+        }
+        Err(f) => f.into_response(),
+    }
 }

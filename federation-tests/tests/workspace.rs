@@ -446,7 +446,7 @@ async fn document_libraries_are_msc3089_file_trees_shared_across_nodes() {
     let regs = toml::Value::Array(vec![toml::Value::String(reg.display().to_string())]);
     let a = Node::start_with("lib-a", None, &[], &[("appservices.registrations", regs)]).await;
     let b = Node::start("lib-b", &[]).await;
-    let _bot = Bot::start(Bot::write_config(dir.path(), port, &a, &reg, "2026-12-01T08:00:00Z"), port);
+    let bot = Bot::start(Bot::write_config(dir.path(), port, &a, &reg, "2026-12-01T08:00:00Z"), port);
     let bot_id = a.user_id("workspace");
     let (alice, at) = a.register("alice").await;
     let (bob, bt) = b.register("bob").await;
@@ -563,6 +563,32 @@ async fn document_libraries_are_msc3089_file_trees_shared_across_nodes() {
     let since = a.sync_token(&at).await;
     a.send_text(&at, &room, "!doc mv Archives/note.txt .").await;
     wait_notice(&a, &at, &room, &since, "locked").await;
+    // The REST API over the same library: listing, history, lock, errors.
+    let files = format!("/api/v1/libraries/{}/files", enc(&library));
+    let (status, top, _) = api(&bot, Method::GET, Some(&at), &files, None).await;
+    assert_eq!(status, 200, "{top}");
+    assert_eq!(top["folders"][0]["name"], "Archives");
+    assert_eq!(top["files"][0]["name"], "copie.txt");
+    let (_, inside, _) = api(&bot, Method::GET, Some(&at), &format!("{files}?path=Archives"), None).await;
+    assert_eq!(
+        (inside["files"][0]["name"].as_str(), inside["files"][0]["locked"].as_bool()),
+        (Some("note.txt"), Some(true))
+    );
+    let (status, history, _) =
+        api(&bot, Method::GET, Some(&at), &format!("{files}/history?path=Archives/note.txt"), None).await;
+    assert_eq!(status, 200, "{history}");
+    assert_eq!(history["versions"].as_array().map(Vec::len), Some(1), "a move restarts the history: {history}");
+    assert_eq!(history["versions"][0]["version"], 1);
+    let lock = format!("{files}/lock?path=Archives/note.txt");
+    let (status, unlocked, _) = api(&bot, Method::POST, Some(&at), &lock, Some(r#"{"locked": false}"#)).await;
+    assert_eq!((status, unlocked["file"]["locked"].as_bool()), (200, Some(false)));
+    let (status, e, _) = api(&bot, Method::POST, Some(&at), &lock, Some(r#"{"locked": "yes"}"#)).await;
+    assert_eq!((status, e["errcode"].as_str()), (400, Some("M_BAD_JSON")));
+    let (status, e, _) = api(&bot, Method::GET, Some(&at), &format!("{files}?path=Nowhere"), None).await;
+    assert_eq!((status, e["errcode"].as_str()), (404, Some("M_NOT_FOUND")));
+    let (status, e, _) = api(&bot, Method::GET, None, &files, None).await;
+    assert_eq!((status, e["errcode"].as_str()), (401, Some("M_MISSING_TOKEN")));
+
     let since = a.sync_token(&at).await;
     a.send_text(&at, &room, "!doc rm copie.txt").await;
     wait_notice(&a, &at, &room, &since, "Deleted").await;
