@@ -161,6 +161,10 @@ fn describe(task: &Task, ws: &Workspace, lang: Lang) -> String {
             line.push_str(lang.pick(" (en retard)", " (late)"));
         }
     }
+    if !task.checklist.is_empty() {
+        let done = task.checklist.iter().filter(|i| i.done).count();
+        line.push_str(&format!(" — {done}/{} {}", task.checklist.len(), lang.pick("étapes", "items")));
+    }
     let assignees: Vec<&str> = task.assignees().collect();
     if !assignees.is_empty() {
         line.push_str(&format!(" — {}", assignees.join(", ")));
@@ -233,6 +237,14 @@ async fn run(
         Command::TaskCancel { id } => {
             let task = ws.set_progress(room, &id, Progress::Cancelled).await?;
             Ok(format!("{} {}", lang.pick("Tâche annulée :", "Task cancelled:"), describe(&task, ws, lang)))
+        }
+        Command::TaskStep { id, text } => {
+            let task = ws.checklist(room, &id, Some(&text), None).await?;
+            Ok(format!("{} {}", lang.pick("Étape ajoutée :", "Item added:"), describe(&task, ws, lang)))
+        }
+        Command::TaskTick { id, n } => {
+            let task = ws.checklist(room, &id, None, Some(n)).await?;
+            Ok(format!("{} {}", lang.pick("Étape cochée :", "Item ticked:"), describe(&task, ws, lang)))
         }
         Command::TaskAssign { id, assignees } => {
             let task = ws.assign(room, &id, &assignees).await?;

@@ -63,6 +63,16 @@ pub enum Command {
         id: String,
         assignees: Vec<String>,
     },
+    /// Adds a checklist item.
+    TaskStep {
+        id: String,
+        text: String,
+    },
+    /// Ticks (or unticks) checklist item `n` (from 1).
+    TaskTick {
+        id: String,
+        n: usize,
+    },
     TaskList {
         filter: TaskFilter,
     },
@@ -184,6 +194,9 @@ const FR_WORDS: &[&str] = &[
     "deverrouiller",
     "réunion",
     "reunion",
+    "étape",
+    "etape",
+    "cocher",
 ];
 
 /// The command in `body`, if it is one, with the language to answer in (`default` when the
@@ -243,9 +256,13 @@ const TASK_ADD: Usage = Usage(
 const TASK_ID: Usage = Usage("usage : !tâche fait|annuler|assigner ID …", "usage: !task done|cancel|assign ID …");
 const TASK_ASSIGN: Usage =
     Usage("usage : !tâche assigner ID @utilisateur:serveur …", "usage: !task assign ID @user:server …");
+const TASK_STEP: Usage = Usage(
+    "usage : !tâche étape ID «texte» (ajoute une étape) · !tâche cocher ID N (coche l'étape N)",
+    "usage: !task step ID \"text\" (adds a checklist item) · !task tick ID N (ticks item N)",
+);
 const TASK_HELP: Usage = Usage(
-    "commandes : !tâche ajouter | fait | annuler | assigner | liste [moi|ouvertes|retard]",
-    "commands: !task add | done | cancel | assign | list [mine|open|late]",
+    "commandes : !tâche ajouter | fait | annuler | assigner | étape | cocher | liste [moi|ouvertes|retard]",
+    "commands: !task add | done | cancel | assign | step | tick | list [mine|open|late]",
 );
 const CAL_ADD: Usage = Usage(
     "usage : !agenda ajouter \"titre\" 2026-03-16 10:00 [durée:1h30] [répéter:hebdo|quotidien|mensuel|lu,me] [fois:4|jusqu'à:2026-06-30] [lieu:\"salle 2\"] [@invité:serveur]",
@@ -277,6 +294,17 @@ fn task(sub: &str, rest: &[String]) -> Result<Command, Usage> {
         }
         "done" | "fait" | "terminer" | "terminée" => Ok(Command::TaskDone { id: first.ok_or(TASK_ID)? }),
         "cancel" | "annuler" => Ok(Command::TaskCancel { id: first.ok_or(TASK_ID)? }),
+        "step" | "étape" | "etape" => match rest {
+            [id, text] if !text.trim().is_empty() => Ok(Command::TaskStep { id: id.clone(), text: text.clone() }),
+            _ => Err(TASK_STEP),
+        },
+        "tick" | "cocher" => match rest {
+            [id, n] => match n.parse::<usize>() {
+                Ok(n) if n >= 1 => Ok(Command::TaskTick { id: id.clone(), n }),
+                _ => Err(TASK_STEP),
+            },
+            _ => Err(TASK_STEP),
+        },
         "assign" | "assigner" => {
             let id = first.ok_or(TASK_ASSIGN)?;
             let assignees = user_ids(&rest[1..]);
@@ -429,6 +457,8 @@ mod tests {
         assert_eq!(parse("!task add", Lang::Fr).unwrap().1, Err(TASK_ADD));
         assert_eq!(parse("!task add \"x\" when:tomorrow", Lang::Fr).unwrap().1, Err(TASK_ADD));
         assert_eq!(parse("!task assign t1", Lang::Fr).unwrap().1, Err(TASK_ASSIGN));
+        assert_eq!(parse("!task tick t1 0", Lang::Fr).unwrap().1, Err(TASK_STEP));
+        assert_eq!(parse("!tâche cocher t1 2", Lang::En).unwrap().1, Ok(Command::TaskTick { id: "t1".into(), n: 2 }));
         assert_eq!(parse("!cal add \"x\" 2026-03-16", Lang::Fr).unwrap().1, Err(CAL_ADD));
         assert_eq!(parse("!cal rsvp e1 perhaps", Lang::Fr).unwrap().1, Err(CAL_RSVP));
     }

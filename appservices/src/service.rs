@@ -386,6 +386,36 @@ impl Workspace {
         Ok(task)
     }
 
+    /// Adds a checklist item (`add`), or ticks item `n` (from 1) — untick when already done.
+    pub async fn checklist(
+        &self,
+        room: &str,
+        id: &str,
+        add: Option<&str>,
+        tick: Option<usize>,
+    ) -> Result<Task, Failure> {
+        let mut task = self.task(room, id)?;
+        if let Some(text) = add {
+            let text = text.trim();
+            if text.is_empty() || text.len() > 500 || task.checklist.len() >= 100 {
+                return Err(Failure::bad(
+                    "étape vide, trop longue, ou déjà 100 étapes",
+                    "empty or too long item, or 100 items already",
+                ));
+            }
+            task.checklist.push(tasks::ChecklistItem { text: text.to_owned(), done: false });
+        }
+        if let Some(n) = tick {
+            let item = task.checklist.get_mut(n.wrapping_sub(1)).ok_or_else(|| {
+                Failure::new(404, "M_NOT_FOUND", format!("pas d'étape {n} dans {id}"), format!("no item {n} in {id}"))
+            })?;
+            item.done = !item.done;
+        }
+        task.updated = stamp(self.clock.now());
+        self.write_task(room, &task).await?;
+        Ok(task)
+    }
+
     pub async fn assign(&self, room: &str, id: &str, users: &[String]) -> Result<Task, Failure> {
         for user in users {
             check_user(user)?;

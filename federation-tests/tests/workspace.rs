@@ -241,6 +241,19 @@ async fn tasks_and_calendar_live_in_room_state_across_nodes_and_restarts() {
     a.send_text(&at, &room, "!task done nope").await;
     wait_notice(&a, &at, &room, &since, "no task nope").await;
 
+    // A checklist on the task.
+    let since = a.sync_token(&at).await;
+    a.send_text(&at, &room, &format!("!tâche étape {id} «Chiffrage»")).await;
+    wait_notice(&a, &at, &room, &since, "0/1 étapes").await;
+    let since = a.sync_token(&at).await;
+    a.send_text(&at, &room, &format!("!task tick {id} 1")).await;
+    wait_notice(&a, &at, &room, &since, "1/1 items").await;
+    let checklist = a.state_event(&at, &room, "org.hemicycle.task", &id).await["checklist"].clone();
+    assert_eq!(checklist, json!([{ "text": "Chiffrage", "done": true }]));
+    let since = a.sync_token(&at).await;
+    a.send_text(&at, &room, &format!("!task tick {id} 5")).await;
+    wait_notice(&a, &at, &room, &since, "no item 5").await;
+
     // The REST API: the caller's own token, membership checked, errors as Matrix errors.
     let tasks_path = format!("/api/v1/rooms/{}/tasks", enc(&room));
     let (status, listed, _) = api(&bot, Method::GET, Some(&at), &tasks_path, None).await;
