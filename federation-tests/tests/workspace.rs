@@ -457,7 +457,10 @@ async fn document_libraries_are_msc3089_file_trees_shared_across_nodes() {
     let port = free_port();
     let reg = registration(dir.path(), port);
     let regs = toml::Value::Array(vec![toml::Value::String(reg.display().to_string())]);
-    let a = Node::start_with("lib-a", None, &[], &[("appservices.registrations", regs)]).await;
+    // Room version 11 here (12 elsewhere): the bot then lists itself in a library's power
+    // levels, and matrix-js-sdk's own tree creation (which lists its creator) is accepted.
+    let extra = [("appservices.registrations", regs), ("rooms.default_version", toml::Value::String("11".into()))];
+    let a = Node::start_with("lib-a", None, &[], &extra).await;
     let b = Node::start("lib-b", &[]).await;
     let bot = Bot::start(Bot::write_config(dir.path(), port, &a, &reg, "2026-12-01T08:00:00Z"), port);
     let bot_id = a.user_id("workspace");
@@ -466,7 +469,7 @@ async fn document_libraries_are_msc3089_file_trees_shared_across_nodes() {
     let room = a
         .create_room(
             &at,
-            json!({ "preset": "public_chat", "power_level_content_override": { "users": { bot_id.clone(): 100 } } }),
+            json!({ "preset": "public_chat", "power_level_content_override": { "users": { alice.clone(): 100, bot_id.clone(): 100 } } }),
         )
         .await;
     let since = a.sync_token(&at).await;
@@ -611,6 +614,31 @@ async fn document_libraries_are_msc3089_file_trees_shared_across_nodes() {
     a.send_text(&at, &room, "!doc rm absent.txt").await;
     wait_notice(&a, &at, &room, &since, "not found: absent.txt").await;
 
+    // matrix-js-sdk itself (MSC3089TreeSpace) reads the bot's library: the folder, its file.
+    let seen = matrix_js_sdk(&a, &alice, &at, "read", &library);
+    assert_eq!(seen["files"], json!([]), "nothing active at the top: {seen}");
+    let folder = &seen["folders"][0];
+    assert_eq!(folder["name"], "Archives", "{seen}");
+    assert_eq!(folder["files"][0]["name"], "note.txt", "{seen}");
+    assert_eq!(folder["files"][0]["version"], 1);
+    // And makes one (unstableCreateFileTree, createFile) that the bot lists.
+    let made = matrix_js_sdk(&a, &alice, &at, "create", "Bibliothèque JS");
+    let made = made["room_id"].as_str().unwrap().to_owned();
+    // Its owner makes the bot an editor (level 50), so it may answer there.
+    let mut levels = a.state_event(&at, &made, "m.room.power_levels", "").await;
+    levels["users"][&bot_id] = json!(50);
+    a.put_state(&at, &made, "m.room.power_levels", "", levels).await;
+    let since = a.sync_token(&at).await;
+    a.invite(&at, &made, &bot_id).await;
+    a.wait_timeline_until(&at, &made, Some(&since), WAIT, |events| {
+        events.iter().any(|e| e["sender"] == bot_id.as_str() && e["type"] == "m.room.member")
+    })
+    .await;
+    let since = a.sync_token(&at).await;
+    a.send_text(&at, &made, "!doc ls").await;
+    let listing = wait_notice(&a, &at, &made, &since, "js-note.txt").await;
+    assert!(listing.contains("js-note.txt — v1"), "{listing}");
+
     // A library made the way matrix-js-sdk makes one is read by the bot.
     let js = a
         .create_room(
@@ -621,7 +649,7 @@ async fn document_libraries_are_msc3089_file_trees_shared_across_nodes() {
                 "initial_state": [{ "type": "org.matrix.msc3088.purpose", "state_key": "org.matrix.msc3089.data_tree",
                                     "content": { "org.matrix.msc3088.enabled": true } }],
                 "power_level_content_override": { "events_default": 50, "state_default": 50, "invite": 100,
-                                                  "users": { bot_id.clone(): 50 } },
+                                                  "users": { alice.clone(): 100, bot_id.clone(): 50 } },
             }),
         )
         .await;
@@ -695,4 +723,22 @@ async fn the_workspace_appservice_works_with_synapse() {
     let branch = branches.values().next().expect("a branch on Synapse");
     assert_eq!((branch["name"].as_str(), branch["version"].as_u64()), (Some("budget.ods"), Some(1)));
     assert_eq!(branch["org.hemicycle.sha256"], sha256_hex(b"cellules"), "downloaded from Synapse's media repository");
+}
+
+/// Runs federation-tests/js/msc3089.mjs (matrix-js-sdk's MSC3089 API) as `user`; its JSON output.
+fn matrix_js_sdk(node: &Node, user: &str, token: &str, mode: &str, arg: &str) -> Value {
+    let sdk = std::env::var("MATRIX_JS_SDK").unwrap_or_else(|_| {
+        panic!("MATRIX_JS_SDK is not set: run the tests with ./scripts/test, which installs matrix-js-sdk")
+    });
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("js/msc3089.mjs");
+    let out = Command::new("node")
+        .arg(script)
+        .args([node.client_url(), user, token, mode, arg])
+        .env("MATRIX_JS_SDK", sdk)
+        .output()
+        .expect("run node");
+    assert!(out.status.success(), "matrix-js-sdk {mode}: {}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("matrix-js-sdk printed no JSON ({e}): {stdout}"))
 }
