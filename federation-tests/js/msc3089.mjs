@@ -39,6 +39,25 @@ function describe(tree) {
   };
 }
 
+// unstableCreateFileTree builds its MSC3089TreeSpace as soon as createRoom answers, and that
+// needs the room in the client's store, which only sync brings: an app waits for the room, so
+// createRoom here answers once sync has it.
+const createRoom = client.createRoom.bind(client);
+client.createRoom = async (options) => {
+  const created = await createRoom(options);
+  await new Promise((resolve) => {
+    const seen = (room) => {
+      if (room.roomId === created.room_id) {
+        client.off(sdk.ClientEvent.Room, seen);
+        resolve();
+      }
+    };
+    client.on(sdk.ClientEvent.Room, seen);
+    if (client.getRoom(created.room_id)) resolve();
+  });
+  return created;
+};
+
 let out;
 if (mode === "read") {
   const tree = client.unstableGetFileTreeSpace(arg);
