@@ -6,7 +6,10 @@
 use std::sync::Arc;
 
 use axum::{
-    extract::{rejection::JsonRejection, Path, Query, State},
+    extract::{
+        rejection::{JsonRejection, QueryRejection},
+        Path, Query, State,
+    },
     http::{header, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post, put},
@@ -43,6 +46,7 @@ pub fn router(ws: Ws) -> Router {
         .route("/api/v1/libraries/{library}/files/history", get(file_history))
         .route("/calendar/{file}", get(ics_feed))
         .fallback(|| async { error(404, "M_UNRECOGNIZED", "unknown endpoint") })
+        .method_not_allowed_fallback(|| async { error(405, "M_UNRECOGNIZED", "method not allowed here") })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(ws)
 }
@@ -84,52 +88,56 @@ fn body<T>(parsed: Result<Json<T>, JsonRejection>) -> Result<T, Failure> {
     })
 }
 
+/// What a handler answers: its JSON, or a Matrix error body.
+type Answer = Result<Response, Failure>;
+
+fn query<T>(parsed: Result<Query<T>, QueryRejection>) -> Result<T, Failure> {
+    parsed.map(|Query(v)| v).map_err(|rejection| fail(400, "M_INVALID_PARAM", &rejection.body_text()))
+}
+
+fn ok(value: Value) -> Answer {
+    Ok(Json(value).into_response())
+}
+
+fn created(value: Value) -> Answer {
+    Ok((StatusCode::CREATED, Json(value)).into_response())
+}
+
 async fn transaction(
     State(ws): State<Ws>,
     Path(txn): Path<String>,
     headers: HeaderMap,
     parsed: Result<Json<Value>, JsonRejection>,
-) -> Response {
-    if let Err(f) = homeserver(&ws, &headers) {
-        return f.into_response();
-    }
-    let transaction = match body(parsed) {
-        Ok(v) => v,
-        Err(f) => return f.into_response(),
-    };
+) -> Answer {
+    homeserver(&ws, &headers)?;
+    let transaction = body(parsed)?;
     if ws.store.read(|s| s.txns.contains(&txn)) {
-        return Json(json!({})).into_response();
+        return ok(json!({}));
     }
-    let Some(events) = transaction["events"].as_array() else {
-        return error(400, "M_BAD_JSON", "events must be a list");
-    };
+    let events = transaction["events"].as_array().ok_or_else(|| fail(400, "M_BAD_JSON", "events must be a list"))?;
     for event in events {
         if let Err(bot::Retry(reason)) = bot::handle(&ws, event).await {
             tracing::warn!(%txn, %reason, "transaction refused until the homeserver answers again");
-            return error(503, "M_UNKNOWN", &format!("the homeserver could not be reached: {reason}"));
+            return Err(fail(503, "M_UNKNOWN", &format!("the homeserver could not be reached: {reason}")));
         }
     }
     // Recorded once every event is handled: a crash before this makes the homeserver send the
     // transaction again, and handling is idempotent.
-    match ws.store.update(|s| s.txns.push_back(txn)) {
-        Ok(()) => Json(json!({})).into_response(),
-        Err(e) => error(500, "M_UNKNOWN", &format!("cannot record the transaction: {e}")),
-    }
+    ws.store
+        .update(|s| s.txns.push_back(txn))
+        .map_err(|e| fail(500, "M_UNKNOWN", &format!("cannot record the transaction: {e}")))?;
+    ok(json!({}))
 }
 
-async fn ping(State(ws): State<Ws>, headers: HeaderMap) -> Response {
-    match homeserver(&ws, &headers) {
-        Ok(()) => Json(json!({})).into_response(),
-        Err(f) => f.into_response(),
-    }
+async fn ping(State(ws): State<Ws>, headers: HeaderMap) -> Answer {
+    homeserver(&ws, &headers)?;
+    ok(json!({}))
 }
 
 /// The bot provisions no users or rooms on demand.
-async fn unknown(State(ws): State<Ws>, headers: HeaderMap) -> Response {
-    match homeserver(&ws, &headers) {
-        Ok(()) => error(404, "M_NOT_FOUND", "this appservice provisions nothing on demand"),
-        Err(f) => f.into_response(),
-    }
+async fn unknown(State(ws): State<Ws>, headers: HeaderMap) -> Answer {
+    homeserver(&ws, &headers)?;
+    Err(fail(404, "M_NOT_FOUND", "this appservice provisions nothing on demand"))
 }
 
 /// The caller's user id, who must be joined to `room`.
@@ -155,10 +163,8 @@ fn request_seed() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-async fn list_tasks(State(ws): State<Ws>, Path(room): Path<String>, headers: HeaderMap) -> Response {
-    if let Err(f) = member(&ws, &headers, &room).await {
-        return f.into_response();
-    }
+async fn list_tasks(State(ws): State<Ws>, Path(room): Path<String>, headers: HeaderMap) -> Answer {
+    member(&ws, &headers, &room).await?;
     let view = ws.view(&room).unwrap_or_default();
     let now = ws.clock.now();
     let tasks: Vec<Value> = view
@@ -170,7 +176,7 @@ async fn list_tasks(State(ws): State<Ws>, Path(room): Path<String>, headers: Hea
             v
         })
         .collect();
-    Json(json!({ "tasks": tasks })).into_response()
+    ok(json!({ "tasks": tasks }))
 }
 
 async fn create_task(
@@ -178,29 +184,16 @@ async fn create_task(
     Path(room): Path<String>,
     headers: HeaderMap,
     parsed: Result<Json<NewTask>, JsonRejection>,
-) -> Response {
-    let user = match member(&ws, &headers, &room).await {
-        Ok(u) => u,
-        Err(f) => return f.into_response(),
-    };
-    let new = match body(parsed) {
-        Ok(v) => v,
-        Err(f) => return f.into_response(),
-    };
-    match ws.add_task(&room, &user, &request_seed(), new).await {
-        Ok(task) => (StatusCode::CREATED, Json(json!({ "task": task }))).into_response(),
-        Err(f) => f.into_response(),
-    }
+) -> Answer {
+    let user = member(&ws, &headers, &room).await?;
+    let task = ws.add_task(&room, &user, &request_seed(), body(parsed)?).await?;
+    created(json!({ "task": task }))
 }
 
-async fn complete_task(State(ws): State<Ws>, Path((room, id)): Path<(String, String)>, headers: HeaderMap) -> Response {
-    if let Err(f) = member(&ws, &headers, &room).await {
-        return f.into_response();
-    }
-    match ws.set_progress(&room, &id, Progress::Completed).await {
-        Ok(task) => Json(json!({ "task": task })).into_response(),
-        Err(f) => f.into_response(),
-    }
+async fn complete_task(State(ws): State<Ws>, Path((room, id)): Path<(String, String)>, headers: HeaderMap) -> Answer {
+    member(&ws, &headers, &room).await?;
+    let task = ws.set_progress(&room, &id, Progress::Completed).await?;
+    ok(json!({ "task": task }))
 }
 
 #[derive(Deserialize)]
@@ -214,18 +207,10 @@ async fn assign_task(
     Path((room, id)): Path<(String, String)>,
     headers: HeaderMap,
     parsed: Result<Json<Assignees>, JsonRejection>,
-) -> Response {
-    if let Err(f) = member(&ws, &headers, &room).await {
-        return f.into_response();
-    }
-    let new = match body(parsed) {
-        Ok(v) => v,
-        Err(f) => return f.into_response(),
-    };
-    match ws.assign(&room, &id, &new.assignees).await {
-        Ok(task) => Json(json!({ "task": task })).into_response(),
-        Err(f) => f.into_response(),
-    }
+) -> Answer {
+    member(&ws, &headers, &room).await?;
+    let task = ws.assign(&room, &id, &body(parsed)?.assignees).await?;
+    ok(json!({ "task": task }))
 }
 
 #[derive(Deserialize)]
@@ -246,29 +231,21 @@ fn instant(text: Option<&str>, default: DateTime<Utc>, name: &str) -> Result<Dat
 async fn list_calendar(
     State(ws): State<Ws>,
     Path(room): Path<String>,
-    Query(window): Query<Window>,
+    window: Result<Query<Window>, QueryRejection>,
     headers: HeaderMap,
-) -> Response {
-    if let Err(f) = member(&ws, &headers, &room).await {
-        return f.into_response();
-    }
+) -> Answer {
+    member(&ws, &headers, &room).await?;
+    let window = query(window)?;
     let now = ws.clock.now();
-    let (from, to) = match (
-        instant(window.from.as_deref(), now, "from"),
-        instant(window.to.as_deref(), now + Duration::days(30), "to"),
-    ) {
-        (Ok(f), Ok(t)) if f < t && t - f <= Duration::days(3660) => (f, t),
-        (Err(f), _) | (_, Err(f)) => return f.into_response(),
-        _ => return error(400, "M_INVALID_PARAM", "from must be before to, at most ten years apart"),
-    };
-    let view = ws.view(&room).unwrap_or_default();
-    match ws.occurrences(&room, from, to) {
-        Ok(occurrences) => {
-            let entries: Vec<_> = view.entries.values().collect();
-            Json(json!({ "entries": entries, "occurrences": occurrences })).into_response()
-        }
-        Err(f) => f.into_response(),
+    let from = instant(window.from.as_deref(), now, "from")?;
+    let to = instant(window.to.as_deref(), now + Duration::days(30), "to")?;
+    if from >= to || to - from > Duration::days(3660) {
+        return Err(fail(400, "M_INVALID_PARAM", "from must be before to, at most ten years apart"));
     }
+    let occurrences = ws.occurrences(&room, from, to)?;
+    let view = ws.view(&room).unwrap_or_default();
+    let entries: Vec<_> = view.entries.values().collect();
+    ok(json!({ "entries": entries, "occurrences": occurrences }))
 }
 
 async fn create_entry(
@@ -276,24 +253,15 @@ async fn create_entry(
     Path(room): Path<String>,
     headers: HeaderMap,
     parsed: Result<Json<NewEntry>, JsonRejection>,
-) -> Response {
-    let user = match member(&ws, &headers, &room).await {
-        Ok(u) => u,
-        Err(f) => return f.into_response(),
-    };
-    let new = match body(parsed) {
-        Ok(v) => v,
-        Err(f) => return f.into_response(),
-    };
-    match ws.add_entry(&room, &user, &request_seed(), new).await {
-        Ok(entry) => (StatusCode::CREATED, Json(json!({ "entry": entry }))).into_response(),
-        Err(f) => f.into_response(),
-    }
+) -> Answer {
+    let user = member(&ws, &headers, &room).await?;
+    let entry = ws.add_entry(&room, &user, &request_seed(), body(parsed)?).await?;
+    created(json!({ "entry": entry }))
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Answer {
+struct Rsvp {
     response: String,
 }
 
@@ -301,20 +269,11 @@ async fn rsvp(
     State(ws): State<Ws>,
     Path((room, id)): Path<(String, String)>,
     headers: HeaderMap,
-    parsed: Result<Json<Answer>, JsonRejection>,
-) -> Response {
-    let user = match member(&ws, &headers, &room).await {
-        Ok(u) => u,
-        Err(f) => return f.into_response(),
-    };
-    let answer = match body(parsed) {
-        Ok(v) => v,
-        Err(f) => return f.into_response(),
-    };
-    match ws.rsvp(&room, &id, &user, &answer.response).await {
-        Ok(entry) => Json(json!({ "entry": entry })).into_response(),
-        Err(f) => f.into_response(),
-    }
+    parsed: Result<Json<Rsvp>, JsonRejection>,
+) -> Answer {
+    let user = member(&ws, &headers, &room).await?;
+    let entry = ws.rsvp(&room, &id, &user, &body(parsed)?.response).await?;
+    ok(json!({ "entry": entry }))
 }
 
 #[derive(Deserialize)]
@@ -324,22 +283,27 @@ struct FeedQuery {
 
 /// `GET /calendar/{roomId}.ics?token=…`: the token is the subscriber's secret, and it only
 /// works while they are still joined to the room.
-async fn ics_feed(State(ws): State<Ws>, Path(file): Path<String>, Query(query): Query<FeedQuery>) -> Response {
-    let Some(room) = file.strip_suffix(".ics") else { return error(404, "M_NOT_FOUND", "feeds end in .ics") };
-    let Some(token) = query.token else { return error(401, "M_MISSING_TOKEN", "the feed's token is required") };
-    let Some(feed) = ws.feed(&token).filter(|f| f.room == room) else {
-        return error(403, "M_FORBIDDEN", "unknown or revoked feed token");
-    };
+async fn ics_feed(
+    State(ws): State<Ws>,
+    Path(file): Path<String>,
+    parsed: Result<Query<FeedQuery>, QueryRejection>,
+) -> Answer {
+    let room = file.strip_suffix(".ics").ok_or_else(|| fail(404, "M_NOT_FOUND", "feeds end in .ics"))?;
+    let token = query(parsed)?.token.ok_or_else(|| fail(401, "M_MISSING_TOKEN", "the feed's token is required"))?;
+    let feed = ws
+        .feed(&token)
+        .filter(|f| f.room == room)
+        .ok_or_else(|| fail(403, "M_FORBIDDEN", "unknown or revoked feed token"))?;
     match ws.matrix.membership(room, &feed.user).await {
         Ok(Some(m)) if m == "join" => {}
-        Ok(_) => return error(403, "M_FORBIDDEN", "the feed's owner left the room"),
-        Err(e) => return error(502, "M_UNKNOWN", &format!("homeserver error: {e}")),
+        Ok(_) => return Err(fail(403, "M_FORBIDDEN", "the feed's owner left the room")),
+        Err(e) => return Err(fail(502, "M_UNKNOWN", &format!("homeserver error: {e}"))),
     }
-    let Some(view) = ws.view(room) else { return error(404, "M_NOT_FOUND", "the bot is not in this room") };
+    let view = ws.view(room).ok_or_else(|| fail(404, "M_NOT_FOUND", "the bot is not in this room"))?;
     let entries: Vec<_> = view.entries.values().cloned().collect();
     let name = if view.name.is_empty() { room.to_owned() } else { view.name.clone() };
     let body = crate::ics::calendar(&name, &ws.config.server_name, &entries);
-    ([(header::CONTENT_TYPE, "text/calendar; charset=utf-8")], body).into_response()
+    Ok(([(header::CONTENT_TYPE, "text/calendar; charset=utf-8")], body).into_response())
 }
 
 #[derive(Deserialize)]
@@ -347,6 +311,17 @@ struct FilePath {
     /// A folder (`a/b`, empty: the top) for listings; a file (`a/b/name.pdf`) otherwise.
     #[serde(default)]
     path: String,
+}
+
+/// A library request: the caller joined to the library's room, and the path asked for.
+async fn library_request(
+    ws: &Workspace,
+    headers: &HeaderMap,
+    library: &str,
+    parsed: Result<Query<FilePath>, QueryRejection>,
+) -> Result<String, Failure> {
+    member(ws, headers, library).await?;
+    Ok(query(parsed)?.path)
 }
 
 /// The folder and file name of `path` in `library`.
@@ -358,57 +333,43 @@ fn split_path(ws: &Workspace, library: &str, path: &str) -> Result<(String, Stri
     Ok((ws.folder(library, dir)?, name.to_owned()))
 }
 
+/// A branch as the API shows it: with the file event's id.
+fn file_json(id: &str, branch: &crate::library::Branch) -> Value {
+    let mut v = serde_json::to_value(branch).expect("branch serializes");
+    v["event_id"] = json!(id);
+    v
+}
+
 /// `GET /api/v1/libraries/{library}/files?path=a/b`: a folder's sub-folders and active files.
 async fn list_files(
     State(ws): State<Ws>,
     Path(library): Path<String>,
-    Query(query): Query<FilePath>,
+    parsed: Result<Query<FilePath>, QueryRejection>,
     headers: HeaderMap,
-) -> Response {
-    if let Err(f) = member(&ws, &headers, &library).await {
-        return f.into_response();
-    }
-    let folder = match ws.folder(&library, &query.path) {
-        Ok(f) => f,
-        Err(f) => return f.into_response(),
-    };
+) -> Answer {
+    let path = library_request(&ws, &headers, &library, parsed).await?;
+    let folder = ws.folder(&library, &path)?;
     let view = ws.view(&folder).unwrap_or_default();
     let folders: Vec<Value> = view
         .children
         .keys()
         .map(|room| json!({ "room_id": room, "name": ws.view(room).map(|v| v.name).unwrap_or_default() }))
         .collect();
-    let files: Vec<Value> = view
-        .branches
-        .iter()
-        .filter(|(_, b)| b.active)
-        .map(|(id, b)| {
-            let mut v = serde_json::to_value(b).expect("branch serializes");
-            v["event_id"] = json!(id);
-            v
-        })
-        .collect();
-    Json(json!({ "room_id": folder, "folders": folders, "files": files })).into_response()
+    let files: Vec<Value> = view.branches.iter().filter(|(_, b)| b.active).map(|(id, b)| file_json(id, b)).collect();
+    ok(json!({ "room_id": folder, "folders": folders, "files": files }))
 }
 
 /// `DELETE /api/v1/libraries/{library}/files?path=a/name.pdf`.
 async fn delete_file(
     State(ws): State<Ws>,
     Path(library): Path<String>,
-    Query(query): Query<FilePath>,
+    parsed: Result<Query<FilePath>, QueryRejection>,
     headers: HeaderMap,
-) -> Response {
-    if let Err(f) = member(&ws, &headers, &library).await {
-        return f.into_response();
-    }
-    let result = match split_path(&ws, &library, &query.path) {
-        Ok((folder, name)) => ws.remove_file(&folder, &name, &request_seed()).await,
-        Err(f) => Err(f),
-    };
-    match result {
-        Ok(()) => Json(json!({})).into_response(),
-        Err(f) => f.into_response(),
-    }
+) -> Answer {
+    let path = library_request(&ws, &headers, &library, parsed).await?;
+    let (folder, name) = split_path(&ws, &library, &path)?;
+    ws.remove_file(&folder, &name, &request_seed()).await?;
+    ok(json!({}))
 }
 
 #[derive(Deserialize)]
@@ -421,50 +382,26 @@ struct Lock {
 async fn lock_file(
     State(ws): State<Ws>,
     Path(library): Path<String>,
-    Query(query): Query<FilePath>,
+    parsed_query: Result<Query<FilePath>, QueryRejection>,
     headers: HeaderMap,
     parsed: Result<Json<Lock>, JsonRejection>,
-) -> Response {
-    if let Err(f) = member(&ws, &headers, &library).await {
-        return f.into_response();
-    }
-    let lock = match body(parsed) {
-        Ok(v) => v,
-        Err(f) => return f.into_response(),
-    };
-    let result = match split_path(&ws, &library, &query.path) {
-        Ok((folder, name)) => ws.set_locked(&folder, &name, lock.locked).await,
-        Err(f) => Err(f),
-    };
-    match result {
-        Ok(branch) => Json(json!({ "file": branch })).into_response(),
-        Err(f) => f.into_response(),
-    }
+) -> Answer {
+    let path = library_request(&ws, &headers, &library, parsed_query).await?;
+    let lock = body(parsed)?;
+    let (folder, name) = split_path(&ws, &library, &path)?;
+    let branch = ws.set_locked(&folder, &name, lock.locked).await?;
+    ok(json!({ "file": branch }))
 }
 
 /// `GET /api/v1/libraries/{library}/files/history?path=a/name.pdf`: versions, newest first.
 async fn file_history(
     State(ws): State<Ws>,
     Path(library): Path<String>,
-    Query(query): Query<FilePath>,
+    parsed: Result<Query<FilePath>, QueryRejection>,
     headers: HeaderMap,
-) -> Response {
-    if let Err(f) = member(&ws, &headers, &library).await {
-        return f.into_response();
-    }
-    let result = split_path(&ws, &library, &query.path).and_then(|(folder, name)| ws.history(&folder, &name));
-    match result {
-        Ok(versions) => {
-            let versions: Vec<Value> = versions
-                .into_iter()
-                .map(|(id, b)| {
-                    let mut v = serde_json::to_value(b).expect("branch serializes");
-                    v["event_id"] = json!(id);
-                    v
-                })
-                .collect();
-            Json(json!({ "versions": versions })).into_response()
-        }
-        Err(f) => f.into_response(),
-    }
+) -> Answer {
+    let path = library_request(&ws, &headers, &library, parsed).await?;
+    let (folder, name) = split_path(&ws, &library, &path)?;
+    let versions: Vec<Value> = ws.history(&folder, &name)?.iter().map(|(id, b)| file_json(id, b)).collect();
+    ok(json!({ "versions": versions }))
 }

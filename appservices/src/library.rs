@@ -18,7 +18,6 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 use crate::{
     commands::Lang,
@@ -70,6 +69,11 @@ fn tree_power_levels(users: Value) -> Value {
 
 fn io(e: std::io::Error) -> Failure {
     Failure::new(500, "M_UNKNOWN", e.to_string(), e.to_string())
+}
+
+/// A locked file gets no new version and does not move.
+fn locked(name: &str) -> Failure {
+    Failure::new(403, "M_FORBIDDEN", format!("« {name} » est verrouillé"), format!("\"{name}\" is locked"))
 }
 
 fn not_found(what: &str) -> Failure {
@@ -178,15 +182,8 @@ impl Workspace {
         self.tree(folder)?;
         let (sha256, size) = self.digest(source).await;
         let previous = self.active_file(folder, name);
-        if let Some((_, branch)) = &previous {
-            if branch.locked {
-                return Err(Failure::new(
-                    403,
-                    "M_FORBIDDEN",
-                    format!("« {name} » est verrouillé : pas de nouvelle version"),
-                    format!("\"{name}\" is locked: no new version"),
-                ));
-            }
+        if previous.as_ref().is_some_and(|(_, branch)| branch.locked) {
+            return Err(locked(name));
         }
         let duplicate = sha256.as_ref().and_then(|h| {
             self.view(folder)?
@@ -241,11 +238,8 @@ impl Workspace {
             return (Some(hash.to_owned()), size);
         }
         let Some(mxc) = content["url"].as_str().and_then(|u| u.strip_prefix("mxc://")) else { return (None, size) };
-        match self.matrix.download(mxc).await {
-            Ok(bytes) => {
-                let hash: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
-                (Some(hash), Some(bytes.len() as u64))
-            }
+        match self.matrix.download_digest(mxc).await {
+            Ok((hash, length)) => (Some(hash), Some(length)),
             Err(error) => {
                 tracing::warn!(%error, "could not download a file to hash it");
                 (None, size)
@@ -279,12 +273,7 @@ impl Workspace {
     pub async fn move_file(&self, folder: &str, name: &str, target: &str, seed: &str) -> Result<(), Failure> {
         let (id, branch) = self.active_file(folder, name).ok_or_else(|| not_found(name))?;
         if branch.locked {
-            return Err(Failure::new(
-                403,
-                "M_FORBIDDEN",
-                format!("« {name} » est verrouillé"),
-                format!("\"{name}\" is locked"),
-            ));
+            return Err(locked(name));
         }
         let path = format!("/_matrix/client/v3/rooms/{}/event/{}", segment(folder), segment(&id));
         let event = self.matrix.call(reqwest::Method::GET, &path, None).await?;

@@ -148,8 +148,10 @@ impl Matrix {
         Ok(caps["capabilities"]["m.room_versions"]["default"].as_str().unwrap_or("10").to_owned())
     }
 
-    /// A media file's bytes (`mxc` without its scheme: `server/media id`), authenticated media.
-    pub async fn download(&self, mxc: &str) -> Result<Vec<u8>> {
+    /// SHA-256 (hex) and length of a media file (`mxc` without its scheme: `server/media id`),
+    /// read through authenticated media and hashed as it streams (files may be large).
+    pub async fn download_digest(&self, mxc: &str) -> Result<(String, u64)> {
+        use sha2::Digest;
         let (server, id) = mxc.split_once('/').ok_or_else(|| MatrixError {
             status: 400,
             errcode: "M_INVALID_PARAM".into(),
@@ -158,7 +160,7 @@ impl Matrix {
         let url = format!("{}/_matrix/client/v1/media/download/{}/{}", self.base, segment(server), segment(id));
         let failed =
             |e: reqwest::Error| MatrixError { status: 0, errcode: "M_CONNECTION_FAILED".into(), error: e.to_string() };
-        let response = self.http.get(url).bearer_auth(&self.as_token).send().await.map_err(failed)?;
+        let mut response = self.http.get(url).bearer_auth(&self.as_token).send().await.map_err(failed)?;
         let status = response.status().as_u16();
         if status != 200 {
             return Err(MatrixError {
@@ -167,7 +169,13 @@ impl Matrix {
                 error: format!("download answered {status}"),
             });
         }
-        Ok(response.bytes().await.map_err(failed)?.to_vec())
+        let mut hasher = sha2::Sha256::new();
+        let mut length = 0u64;
+        while let Some(chunk) = response.chunk().await.map_err(failed)? {
+            length += chunk.len() as u64;
+            hasher.update(&chunk);
+        }
+        Ok((hasher.finalize().iter().map(|b| format!("{b:02x}")).collect(), length))
     }
 
     /// The membership of `user` in `room` as the bot sees it (`None`: never a member).

@@ -311,22 +311,35 @@ impl Workspace {
         Ok(())
     }
 
-    /// Creates a task; `seed` (the asking event's id, or a request id) makes its id.
-    pub async fn add_task(&self, room: &str, sender: &str, seed: &str, new: NewTask) -> Result<Task, Failure> {
+    /// What a new task and a new entry share: a room the bot is in, a title (trimmed), user
+    /// ids, and a zone (the default one when none is given).
+    fn check_new<'a>(
+        &self,
+        room: &str,
+        title: &'a str,
+        users: &[String],
+        zone: Option<&str>,
+    ) -> Result<(&'a str, chrono_tz::Tz), Failure> {
         self.known_room(room)?;
-        let title = new.title.trim();
+        let title = title.trim();
         if title.is_empty() || title.len() > 500 {
             return Err(Failure::bad("le titre est vide ou trop long", "the title is empty or too long"));
         }
-        for user in &new.assignees {
+        for user in users {
             check_user(user)?;
         }
-        let zone = match &new.time_zone {
+        let zone = match zone {
             Some(z) => z.parse::<chrono_tz::Tz>().map_err(|_| {
                 Failure::bad(format!("fuseau horaire inconnu : {z}"), format!("unknown time zone: {z}"))
             })?,
             None => self.zone(),
         };
+        Ok((title, zone))
+    }
+
+    /// Creates a task; `seed` (the asking event's id, or a request id) makes its id.
+    pub async fn add_task(&self, room: &str, sender: &str, seed: &str, new: NewTask) -> Result<Task, Failure> {
+        let (title, zone) = self.check_new(room, &new.title, &new.assignees, new.time_zone.as_deref())?;
         let due = match &new.due {
             Some(text) => Some(tasks::parse_due(text).ok_or_else(|| {
                 Failure::bad(
@@ -350,7 +363,7 @@ impl Workspace {
             kind: "Task".into(),
             uid: short_id('t', seed),
             title: title.to_owned(),
-            description: new.description,
+            description: new.description.clone(),
             due: due.map(|(t, _)| t.format("%Y-%m-%dT%H:%M:%S").to_string()),
             time_zone: due.map(|_| zone.name().to_owned()),
             show_without_time: due.is_some_and(|(_, date_only)| date_only),
@@ -430,20 +443,7 @@ impl Workspace {
     }
 
     pub async fn add_entry(&self, room: &str, sender: &str, seed: &str, new: NewEntry) -> Result<Entry, Failure> {
-        self.known_room(room)?;
-        let title = new.title.trim();
-        if title.is_empty() || title.len() > 500 {
-            return Err(Failure::bad("le titre est vide ou trop long", "the title is empty or too long"));
-        }
-        for user in &new.attendees {
-            check_user(user)?;
-        }
-        let zone = match &new.time_zone {
-            Some(z) => z.parse::<chrono_tz::Tz>().map_err(|_| {
-                Failure::bad(format!("fuseau horaire inconnu : {z}"), format!("unknown time zone: {z}"))
-            })?,
-            None => self.zone(),
-        };
+        let (title, zone) = self.check_new(room, &new.title, &new.attendees, new.time_zone.as_deref())?;
         let start =
             tasks::parse_due(&new.start).filter(|(_, date_only)| !date_only).map(|(t, _)| t).ok_or_else(|| {
                 Failure::bad(

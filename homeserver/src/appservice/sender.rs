@@ -51,6 +51,10 @@ pub struct AppserviceSender {
     ephemeral: std::sync::Mutex<HashMap<String, Vec<Value>>>,
     ephemeral_ready: tokio::sync::Notify,
     started: std::sync::OnceLock<u64>,
+    /// (appservice id, room) → whether the room concerns it, as of the room's state snapshot
+    /// (members and aliases are state): a typing notice, receipt or presence change checks a
+    /// room with one read instead of scanning its members.
+    interest: std::sync::Mutex<HashMap<(String, OwnedRoomId), (u64, bool)>>,
 }
 
 impl AppserviceSender {
@@ -418,6 +422,17 @@ fn room_interest(
         return Ok(*known);
     }
     let room = room.to_owned();
+    let snapshot = services.db.tables.roomid_room.get(&room)?.map(|r| r.0.snapshot);
+    let key = (service.registration.id.clone(), room.clone());
+    if let Some(snapshot) = snapshot {
+        let cache = services.appservice_sender.interest.lock().expect("appservice interest");
+        if let Some((at, known)) = cache.get(&key) {
+            if *at == snapshot {
+                rooms.insert(room, *known);
+                return Ok(*known);
+            }
+        }
+    }
     let mut answer = service.claims_room(&room);
     if !answer {
         answer =
@@ -434,6 +449,13 @@ fn room_interest(
                 .filter_map(|a| a.as_str().and_then(|a| RoomAliasId::parse(a).ok()))
                 .any(|alias| service.claims_alias(&alias));
         }
+    }
+    if let Some(snapshot) = snapshot {
+        let mut cache = services.appservice_sender.interest.lock().expect("appservice interest");
+        if cache.len() > 100_000 {
+            cache.clear();
+        }
+        cache.insert(key, (snapshot, answer));
     }
     rooms.insert(room, answer);
     Ok(answer)
