@@ -43,10 +43,10 @@ pub struct Federation {
     inbound: std::sync::Mutex<std::collections::HashMap<OwnedServerName, Arc<tokio::sync::Semaphore>>>,
     /// The servers with joined members of each room, as of a state snapshot.
     room_servers: std::sync::Mutex<std::collections::HashMap<ruma::OwnedRoomId, (u64, Vec<OwnedServerName>)>>,
-    /// Rooms we are joining through another server, with the PDUs that arrived for them before
-    /// the join completed (the resident server sends them once it has our join): taken in
-    /// right after the join instead of being dropped as PDUs of an unknown room.
-    pub(crate) joining: std::sync::Mutex<std::collections::HashMap<ruma::OwnedRoomId, Vec<receive::Parked>>>,
+    /// Rooms we are joining through another server: how many joins are under way, and the PDUs
+    /// that arrived for them before one completed (the resident server sends them once it has
+    /// our join), taken in right after it instead of being dropped as PDUs of an unknown room.
+    pub(crate) joining: std::sync::Mutex<std::collections::HashMap<ruma::OwnedRoomId, receive::Joining>>,
 }
 
 /// The largest answer we read from another server (a media file may be larger, up to

@@ -91,6 +91,13 @@ pub async fn transaction(
     Ok(results.into_iter().map(|(id, r)| (id, r.map_err(|e| e.to_string()))).collect())
 }
 
+/// A room being joined: the joins under way, the PDUs held for it.
+#[derive(Default)]
+pub(crate) struct Joining {
+    attempts: usize,
+    parked: Vec<Parked>,
+}
+
 /// PDUs of a room being joined, from one origin, held until the join completes.
 pub(crate) struct Parked {
     origin: OwnedServerName,
@@ -119,10 +126,11 @@ async fn room_pdus(
                 Err(e) => e.to_string(),
                 _ => {
                     let mut joining = services.federation.joining.lock().expect("joining rooms");
-                    if let Some(parked) = joining.get_mut(room) {
-                        if parked.iter().map(|p| p.objects.len()).sum::<usize>() + objects.len() <= PARKED_MAX {
+                    if let Some(joining) = joining.get_mut(room) {
+                        let held: usize = joining.parked.iter().map(|p| p.objects.len()).sum();
+                        if held + objects.len() <= PARKED_MAX {
                             out.extend(objects.iter().map(|o| (fallback_id(o), Ok(()))));
-                            parked.push(Parked { origin: origin.to_owned(), objects });
+                            joining.parked.push(Parked { origin: origin.to_owned(), objects });
                             return (out, durables);
                         }
                     }
@@ -160,12 +168,21 @@ async fn room_pdus(
 
 /// Marks `room` as being joined: PDUs for it are held from now on.
 pub(crate) fn start_joining(services: &Services, room: &RoomId) {
-    services.federation.joining.lock().expect("joining rooms").entry(room.to_owned()).or_default();
+    services.federation.joining.lock().expect("joining rooms").entry(room.to_owned()).or_default().attempts += 1;
 }
 
-/// Ends a join attempt; once joined, the PDUs held meanwhile are taken in, in arrival order.
+/// Ends a join attempt. Once joined, the PDUs held meanwhile are taken in, in arrival order;
+/// a failed attempt keeps them for another local user's join of the room still under way.
 pub(crate) async fn end_joining(services: &Arc<Services>, room: &RoomId, joined: bool) {
-    let parked = services.federation.joining.lock().expect("joining rooms").remove(room).unwrap_or_default();
+    let parked = {
+        let mut joining = services.federation.joining.lock().expect("joining rooms");
+        let Some(entry) = joining.get_mut(room) else { return };
+        entry.attempts = entry.attempts.saturating_sub(1);
+        if !joined && entry.attempts > 0 {
+            return;
+        }
+        joining.remove(room).map(|e| e.parked).unwrap_or_default()
+    };
     if !joined {
         return;
     }
