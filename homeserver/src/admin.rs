@@ -30,6 +30,14 @@ pub enum Command {
     DeactivateUser {
         name: String,
     },
+    /// Gives a deactivated account its access back (the directory never does it by itself).
+    ReactivateUser {
+        name: String,
+    },
+    /// Runs the LDAP directory sync (`dry_run`: print the plan, change nothing).
+    LdapSync {
+        dry_run: bool,
+    },
     ResetPassword {
         name: String,
         password: Option<String>,
@@ -99,6 +107,21 @@ pub async fn execute(services: &Services, command: Command) -> Result<String> {
             let user = user_id(services, &name)?;
             crate::users::deactivation::deactivate(services, &user, false).await?;
             Ok(format!("deactivated {user}"))
+        }
+        Command::ReactivateUser { name } => {
+            let user = user_id(services, &name)?;
+            services.users.reactivate(&user).await?;
+            let directory = services.users.account(&user)?.is_some_and(|a| a.directory.is_some());
+            Ok(match directory {
+                true => format!("reactivated {user}; it signs in through the directory again"),
+                false => {
+                    format!("reactivated {user}; it has no password: set one with `hemicycle user reset-password`")
+                }
+            })
+        }
+        Command::LdapSync { dry_run } => {
+            let summary = crate::users::directory::sync(services, dry_run).await?;
+            Ok(summary.to_string().trim_end().to_owned())
         }
         Command::ServerKeyId => Ok(services.server_keys.key_id()),
         Command::ServerWaiting => Ok(format!(

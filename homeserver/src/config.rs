@@ -47,6 +47,9 @@ pub struct Config {
     pub session: SessionConfig,
     pub email: EmailConfig,
     pub appservices: AppservicesConfig,
+    /// The ministry's directory: sign-in with its passwords, accounts and group rooms from it
+    /// (the `hemicycle-bridges` crate defines and checks the section; docs/ldap.md).
+    pub ldap: hemicycle_bridges::ldap::LdapConfig,
     pub log: LogConfig,
 }
 
@@ -394,6 +397,7 @@ impl Default for Config {
             email: EmailConfig::default(),
             appservices: AppservicesConfig::default(),
             support: SupportConfig::default(),
+            ldap: Default::default(),
             log: LogConfig::default(),
         }
     }
@@ -522,6 +526,17 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        self.ldap.validate().map_err(|(key, reason)| ConfigError::new(key, reason))?;
+        if self.ldap.enabled {
+            if let Some(path) = &self.ldap.bind_password_file {
+                if let Err(e) = std::fs::File::open(path) {
+                    return Err(ConfigError::new(
+                        "ldap.bind_password_file",
+                        format!("cannot read {}: {e}", path.display()),
+                    ));
+                }
+            }
+        }
         if self.listen.federation.is_some() {
             for (key, value) in [("tls.cert", &self.tls.cert), ("tls.key", &self.tls.key)] {
                 let Some(path) = value else {

@@ -69,6 +69,10 @@ pub enum Error {
     /// `M_CONNECTION_FAILED`, `M_CONNECTION_TIMEOUT`, `M_BAD_STATUS`).
     #[error("{message}")]
     AppserviceUnreachable { status: u16, errcode: &'static str, message: String, extra: Option<serde_json::Value> },
+    /// The LDAP directory cannot be reached or did not answer within `ldap.timeout_ms`
+    /// (`503 M_UNKNOWN`: retry later).
+    #[error("{0}")]
+    DirectoryUnavailable(String),
     /// Something needs another server, which this server cannot reach yet (`502 M_UNKNOWN`).
     #[error("{0}")]
     RemoteUnreachable(String),

@@ -37,6 +37,19 @@ enum Top {
     /// Inspect rooms.
     #[command(subcommand)]
     Room(RoomCommand),
+    /// The LDAP directory (`[ldap]`).
+    #[command(subcommand)]
+    Ldap(LdapCommand),
+}
+
+#[derive(Subcommand)]
+enum LdapCommand {
+    /// Create, update and deactivate accounts and group memberships from the directory; prints a
+    /// summary. With --dry-run it prints what it would do and changes nothing.
+    Sync {
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -68,8 +81,10 @@ enum UserCommand {
     },
     /// List every account.
     List,
-    /// Deactivate an account for good (its id stays reserved).
+    /// Deactivate an account (its id stays reserved).
     Deactivate { name: String },
+    /// Give a deactivated account its access back (directory accounts sign in through it again).
+    Reactivate { name: String },
     /// Set a new password (from --password-file, or a printed random one) and log out every session.
     ResetPassword {
         name: String,
@@ -128,6 +143,10 @@ fn main() -> ExitCode {
         Top::Server(ServerCommand::Waiting) => runtime.block_on(run_admin(config, Command::ServerWaiting)),
         Top::Server(ServerCommand::RotateKey) => rotate_key(&config),
         Top::Room(RoomCommand::Info { room }) => runtime.block_on(run_admin(config, Command::RoomInfo { room })),
+        Top::Ldap(LdapCommand::Sync { dry_run }) => {
+            init_logging(&config);
+            runtime.block_on(run_admin(config, Command::LdapSync { dry_run }))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -164,6 +183,7 @@ fn user_command(command: UserCommand) -> Result<Command, String> {
         }
         UserCommand::List => Command::ListUsers,
         UserCommand::Deactivate { name } => Command::DeactivateUser { name },
+        UserCommand::Reactivate { name } => Command::ReactivateUser { name },
         UserCommand::ResetPassword { name, password_file } => {
             Command::ResetPassword { name, password: password_file.as_ref().map(read_password_file).transpose()? }
         }

@@ -22,6 +22,7 @@ pub async fn run(mut config: Config) -> Result<(), String> {
             tracing::error!(%error, "finishing interrupted deactivations failed");
         }
     });
+    crate::users::directory::spawn_periodic(services.clone());
     services.presence.load_active().map_err(|e| e.to_string())?;
     let presence = services.clone();
     tokio::spawn(async move {

@@ -62,10 +62,17 @@ impl Services {
         let db = Arc::new(Database::open_with_budget(&config.database.path, config.database.cache_mb)?);
         let server_keys = Arc::new(ServerKeys::load_or_generate(&db, config.server_name.clone())?);
         let config = Arc::new(config);
+        let directory = match config.ldap.enabled {
+            true => Some(
+                hemicycle_bridges::ldap::Directory::new(Arc::new(config.ldap.clone()))
+                    .map_err(|e| Error::Internal(e.to_string()))?,
+            ),
+            false => None,
+        };
         let profiles = Arc::new(Profiles::new(db.clone()));
         let writer = Arc::new(Writer::start(db.clone()));
         let services = Arc::new(Self {
-            users: Users::new(db.clone(), writer.clone(), config.server_name.clone()),
+            users: Users::new(db.clone(), writer.clone(), config.server_name.clone()).with_directory(directory),
             keys: Keys::new(db.clone(), writer.clone()),
             backups: Backups::new(db.clone()),
             rooms: Rooms::new(

@@ -82,6 +82,7 @@ impl From<Error> for ApiError {
                 tracing::warn!(%reason, "answering 502: another server did not answer usefully");
                 (S::BAD_GATEWAY, "M_UNKNOWN")
             }
+            Error::DirectoryUnavailable(_) => (S::SERVICE_UNAVAILABLE, "M_UNKNOWN"),
             Error::Unauthorized(_) => (S::UNAUTHORIZED, "M_UNAUTHORIZED"),
             Error::IncompatibleRoomVersion(_) => (S::BAD_REQUEST, "M_INCOMPATIBLE_ROOM_VERSION"),
             Error::WrongRoomKeysVersion { .. } => (S::FORBIDDEN, "M_WRONG_ROOM_KEYS_VERSION"),

@@ -22,6 +22,7 @@ pub struct Power {
     state_default: i64,
     pub redact: i64,
     pub invite: i64,
+    pub kick: i64,
     /// Room version 12 creators: above every power level.
     creators: Vec<OwnedUserId>,
 }
@@ -71,7 +72,7 @@ impl Rooms {
             if let Some(create) = &create {
                 users.insert(create.sender.to_string(), 100);
             }
-            return Ok(Power { users, state_default: 0, redact: 50, creators, ..Default::default() });
+            return Ok(Power { users, state_default: 0, redact: 50, kick: 50, creators, ..Default::default() });
         };
         let content: serde_json::Value = serde_json::from_str(levels.content.get()).unwrap_or_default();
         let map = |key: &str| -> BTreeMap<String, i64> {
@@ -90,6 +91,7 @@ impl Rooms {
             state_default: level("state_default", 50),
             redact: level("redact", 50),
             invite: level("invite", 0),
+            kick: level("kick", 50),
             creators,
         })
     }

@@ -6,6 +6,7 @@
 
 pub mod account_data;
 pub mod deactivation;
+pub mod directory;
 pub mod filters;
 pub mod password;
 pub mod profile;
@@ -55,6 +56,10 @@ pub struct Account {
     #[serde(default)]
     pub suspended: bool,
     pub created_ts: u64,
+    /// Made or taken over by the LDAP directory, which then holds its password, name, address
+    /// and admin flag (`users::directory`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory: Option<directory::DirectoryLink>,
 }
 
 /// A device (a login session) of a user.
@@ -172,6 +177,8 @@ pub struct Users {
     dummy_hash: tokio::sync::OnceCell<String>,
     /// Last use of each device (ms, address), ahead of the disk by at most [`LAST_SEEN_EVERY_MS`].
     seen: Mutex<HashMap<(OwnedUserId, OwnedDeviceId), LastSeen>>,
+    /// The LDAP directory when `[ldap]` is enabled: it checks its users' passwords.
+    directory: Option<directory::Ldap>,
 }
 
 impl Users {
@@ -187,7 +194,18 @@ impl Users {
             failures: Mutex::new(HashMap::new()),
             dummy_hash: tokio::sync::OnceCell::new(),
             seen: Mutex::new(HashMap::new()),
+            directory: None,
         }
+    }
+
+    /// Signs the directory's users in through it (`[ldap]` enabled).
+    pub fn with_directory(mut self, directory: Option<hemicycle_bridges::ldap::Directory>) -> Self {
+        self.directory = directory.map(directory::Ldap::new);
+        self
+    }
+
+    pub fn directory(&self) -> Option<&directory::Ldap> {
+        self.directory.as_ref()
     }
 
     async fn lock_user(&self, user: &UserId) -> tokio::sync::MutexGuard<'_, ()> {
@@ -276,6 +294,7 @@ impl Users {
             locked: false,
             suspended: false,
             created_ts: now_ms(),
+            directory: None,
         };
         let mut batch = Batch::new();
         self.db.tables.userid_account.insert(&mut batch, &user, &Json(account));
@@ -296,7 +315,11 @@ impl Users {
     pub async fn check_password(&self, user: &UserId, password: &str) -> Result<()> {
         let denied = || Error::forbidden("invalid username or password");
         self.check_backoff(user)?;
-        let account = self.account(user)?.filter(|a| !a.deactivated);
+        let account = self.account(user)?;
+        if let Some(account) = account.as_ref().filter(|a| a.directory.is_some()) {
+            return self.check_directory_password(user, account, password).await;
+        }
+        let account = account.filter(|a| !a.deactivated);
         let stored = account.and_then(|a| a.password_hash);
         let hash = match &stored {
             Some(hash) => hash.clone(),
@@ -311,13 +334,24 @@ impl Users {
             failures.remove(user);
             return Ok(());
         }
-        let entry = failures.entry(user.to_owned()).or_insert(Failures { count: 0, last: Instant::now() });
-        entry.count += 1;
-        entry.last = Instant::now();
+        drop(failures);
+        self.record_failure(user);
         Err(denied())
     }
 
-    fn check_backoff(&self, user: &UserId) -> Result<()> {
+    /// Counts a wrong password against the account (see [`Users::check_password`]).
+    pub(crate) fn record_failure(&self, user: &UserId) {
+        let mut failures = self.failures.lock().expect("password failures");
+        let entry = failures.entry(user.to_owned()).or_insert(Failures { count: 0, last: Instant::now() });
+        entry.count += 1;
+        entry.last = Instant::now();
+    }
+
+    pub(crate) fn clear_failures(&self, user: &UserId) {
+        self.failures.lock().expect("password failures").remove(user);
+    }
+
+    pub(crate) fn check_backoff(&self, user: &UserId) -> Result<()> {
         let failures = self.failures.lock().expect("password failures");
         let Some(f) = failures.get(user) else { return Ok(()) };
         if f.count < FREE_FAILURES {
@@ -339,6 +373,7 @@ impl Users {
         logout_others: bool,
         keep: Option<&DeviceId>,
     ) -> Result<()> {
+        self.ensure_local_password(user)?;
         let hash = self.hash_password(password).await?;
         let user = user.to_owned();
         let keep = keep.map(ToOwned::to_owned);
@@ -351,6 +386,9 @@ impl Users {
                     tables.userid_account.get(&user)?.ok_or_else(|| Error::not_found("no such user"))?;
                 if account.deactivated {
                     return Err(Error::forbidden("this account has been deactivated"));
+                }
+                if account.directory.is_some() {
+                    return Err(Error::forbidden(directory::MANAGED));
                 }
                 account.password_hash = Some(hash);
                 tables.userid_account.insert(batch, &user, &Json(account));
@@ -381,6 +419,31 @@ impl Users {
             },
         )
         .await
+    }
+
+    /// Reactivates a deactivated account (an operator's decision: the directory never does it by
+    /// itself). Its display name starts again as its localpart; a local account gets no password
+    /// back (reset one), a directory account signs in through the directory again.
+    pub async fn reactivate(&self, user: &UserId) -> Result<()> {
+        let _guard = self.lock_user(user).await;
+        let mut account = self.account(user)?.ok_or_else(|| Error::not_found("no such user"))?;
+        if !account.deactivated {
+            return Err(Error::BadState(format!("{user} is not deactivated")));
+        }
+        if account.leaving_rooms {
+            return Err(Error::BadState(format!("{user} is still leaving its rooms; try again in a moment")));
+        }
+        account.deactivated = false;
+        account.erased = false;
+        let mut batch = Batch::new();
+        self.db.tables.userid_account.insert(&mut batch, &user.to_owned(), &Json(account));
+        self.db.tables.userid_profile.insert(
+            &mut batch,
+            &user.to_owned(),
+            &Json([("displayname".to_owned(), serde_json::Value::String(user.localpart().to_owned()))].into()),
+        );
+        self.db.commit(batch)?;
+        Ok(())
     }
 
     /// Sets an admin flag of a local account (`locked` or `suspended`); returns its new value.

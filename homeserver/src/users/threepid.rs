@@ -266,19 +266,25 @@ impl Threepids {
     }
 
     pub fn add(&self, user: &UserId, medium: &str, address: &str) -> Result<()> {
+        let mut batch = Batch::new();
+        self.add_into(&mut batch, user, medium, address)?;
+        Ok(self.db.commit(batch)?)
+    }
+
+    /// Adds the address in the caller's batch (an account created with its address at once).
+    pub fn add_into(&self, batch: &mut Batch, user: &UserId, medium: &str, address: &str) -> Result<()> {
         if self.owner(medium, address)?.is_some_and(|u| u != user) {
             return Err(Error::ThreepidInUse);
         }
         let now = crate::users::now_ms();
         let tables = &self.db.tables;
-        let mut batch = Batch::new();
         tables.useridmediumaddress_threepid.insert(
-            &mut batch,
+            batch,
             &(user.to_owned(), medium.to_owned(), address.to_owned()),
             &Json(ThreepidRecord { added_at: now, validated_at: now }),
         );
-        tables.mediumaddress_userid.insert(&mut batch, &(medium.to_owned(), address.to_owned()), &user.to_owned());
-        Ok(self.db.commit(batch)?)
+        tables.mediumaddress_userid.insert(batch, &(medium.to_owned(), address.to_owned()), &user.to_owned());
+        Ok(())
     }
 
     /// Removes an address from the account; removing one it does not have changes nothing.

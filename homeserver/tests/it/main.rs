@@ -9,6 +9,7 @@ mod durability;
 mod e2ee;
 mod email;
 mod errors;
+mod ldap;
 mod media;
 mod previews;
 mod pushers;

@@ -152,6 +152,8 @@ pub async fn change_password(
     let Some(owner) = request.owner else {
         return reset_password(&services, body).await;
     };
+    // Before any authentication stage: the answer is the same whatever the password.
+    services.users.ensure_local_password(&owner.user_id)?;
     services
         .uia
         .authorize(&services.users, body.auth.as_ref(), &[&[uia::PASSWORD]], Some(&owner.user_id), "change_password")

@@ -155,8 +155,7 @@ async fn password_login(services: &Services, password: login::v3::Password) -> R
         (Some(_), _) => return Err(Error::forbidden("only m.id.user identifiers are supported")),
         (None, None) => return Err(Error::MissingParam("identifier is required".into())),
     };
-    let user = services.users.parse_login_user(&name)?;
-    services.rate_limiter.check(Action::Login, user.as_str())?;
-    services.users.check_password(&user, &password.password).await?;
-    Ok(user)
+    let key = services.users.parse_login_user(&name).map(|u| u.to_string()).unwrap_or_else(|_| name.to_lowercase());
+    services.rate_limiter.check(Action::Login, &key)?;
+    crate::users::directory::password_login(services, &name, &password.password).await
 }

@@ -1,0 +1,393 @@
+//! The LDAP bridge against a real OpenLDAP `slapd` on loopback: sign-in with directory
+//! passwords (a matrix-sdk client among others), first-login provisioning and refresh, filter
+//! injection, the directory down or hanging, and the directory sync (dry run, groups → rooms,
+//! removal → deactivation and logout, the mass-deactivation guard).
+
+use std::time::Duration;
+
+use hemicycle_bridges::testing::{Slapd, BASE};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::common::{api, sdk_error, TestServer};
+
+const SERVICE_DN: &str = "cn=hemicycle,ou=services,dc=example,dc=gouv,dc=fr";
+
+fn person(uid: &str, cn: &str, password: &str, extra: &str) -> String {
+    format!(
+        "dn: uid={uid},ou=people,{BASE}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {cn}\nsn: {cn}\n\
+         mail: {uid}@example.gouv.fr\nuserPassword: {password}\n{extra}\n"
+    )
+}
+
+/// Six people (one disabled, one admin, one with an accented uid), a service account and two
+/// groups (member DNs and memberUid).
+fn directory() -> String {
+    let mut ldif = format!(
+        "dn: ou=people,{BASE}\nobjectClass: organizationalUnit\nou: people\n\n\
+         dn: ou=groups,{BASE}\nobjectClass: organizationalUnit\nou: groups\n\n\
+         dn: ou=services,{BASE}\nobjectClass: organizationalUnit\nou: services\n\n\
+         dn: {SERVICE_DN}\nobjectClass: organizationalRole\nobjectClass: simpleSecurityObject\ncn: hemicycle\n\
+         userPassword: service-secret\n\n"
+    );
+    ldif.push_str(&person("jdupont", "Jean Dupré", "jean-pw", ""));
+    ldif.push('\n');
+    ldif.push_str(&person("mlefevre", "Marie Lefèvre", "marie-pw", ""));
+    ldif.push('\n');
+    ldif.push_str(&person("hcoste", "Hélène Coste", "helene-pw", "employeeType: admin\n"));
+    ldif.push('\n');
+    ldif.push_str(&person("pmartin", "Paul Martin", "paul-pw", "employeeType: disabled\n"));
+    ldif.push('\n');
+    ldif.push_str(&person("josé", "José Núñez", "jose-pw", ""));
+    ldif.push('\n');
+    ldif.push_str(&person("cbernard", "Claire Bernard", "claire-pw", ""));
+    ldif.push_str(&format!(
+        "\ndn: cn=dsi,ou=groups,{BASE}\nobjectClass: groupOfNames\ncn: dsi\n\
+         member: uid=jdupont,ou=people,{BASE}\nmember: uid=mlefevre,ou=people,{BASE}\n\
+         member: uid=pmartin,ou=people,{BASE}\n\n\
+         dn: cn=admins,ou=groups,{BASE}\nobjectClass: posixGroup\ncn: admins\ngidNumber: 500\nmemberUid: hcoste\n"
+    ));
+    ldif
+}
+
+/// A server whose `[ldap]` points at `uri`, with the service password in a file next to it.
+fn server(uri: &str, extra: &[(&str, toml::Value)]) -> (TestServer, tempfile::TempDir) {
+    let secrets = tempfile::tempdir().unwrap();
+    let password_file = secrets.path().join("bind-password");
+    std::fs::write(&password_file, "service-secret\n").unwrap();
+    let mut overrides: Vec<(&str, toml::Value)> = vec![
+        ("ldap.enabled", true.into()),
+        ("ldap.uri", uri.into()),
+        ("ldap.base", format!("ou=people,{BASE}").into()),
+        ("ldap.bind_dn", SERVICE_DN.into()),
+        ("ldap.bind_password_file", password_file.to_string_lossy().into_owned().into()),
+        ("ldap.filter", "(&(objectClass=inetOrgPerson)(!(employeeType=disabled)))".into()),
+        ("ldap.admin_filter", "(employeeType=admin)".into()),
+        ("ldap.timeout_ms", 1500.into()),
+        // Pages of 2 against a directory that returns at most 3 entries unpaged.
+        ("ldap.page_size", 2.into()),
+        ("ldap.max_deactivate_ratio", 0.5.into()),
+        ("registration.open", false.into()),
+    ];
+    overrides.extend(extra.iter().cloned());
+    (TestServer::start_with(&overrides), secrets)
+}
+
+async fn login(server: &TestServer, user: &str, password: &str) -> (u16, Value) {
+    let body = json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": user }, "password": password });
+    api(server, Method::POST, None, "/_matrix/client/v3/login", Some(body)).await
+}
+
+fn cli_ok(server: &TestServer, args: &[&str]) -> String {
+    let out = server.cli(args);
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn users(server: &TestServer) -> String {
+    cli_ok(server, &["user", "list"])
+}
+
+fn local_admin(server: &TestServer, name: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pw");
+    std::fs::write(&file, "admin-pw").unwrap();
+    cli_ok(server, &["user", "create", name, "--admin", "--password-file", file.to_str().unwrap()]);
+    "admin-pw".to_owned()
+}
+
+#[tokio::test]
+async fn directory_passwords_sign_in_and_provision() {
+    let slapd = Slapd::start(&directory(), 3).unwrap();
+    let (server, _secrets) = server(&slapd.uri(), &[]);
+
+    // A real client signs in with its directory password; the first sign-in makes the account.
+    let client = server.client().await;
+    client.matrix_auth().login_username("jdupont", "jean-pw").send().await.expect("LDAP login");
+    assert_eq!(client.user_id().unwrap().as_str(), "@jdupont:localhost");
+    assert_eq!(client.account().get_display_name().await.unwrap().as_deref(), Some("Jean Dupré"));
+    let threepids = client.account().get_3pids().await.unwrap().threepids;
+    assert_eq!(threepids.len(), 1);
+    assert_eq!(threepids[0].address, "jdupont@example.gouv.fr");
+
+    // Wrong password, unknown user, filter injection, empty password, disabled entry: all the
+    // same refusal.
+    for (user, password) in [
+        ("jdupont", "wrong"),
+        ("nobody", "jean-pw"),
+        ("*)(uid=*", "jean-pw"),
+        ("*", "jean-pw"),
+        ("jdupont)(|(uid=*", "jean-pw"),
+        ("jdupont", ""),
+        ("pmartin", "paul-pw"),
+    ] {
+        let (status, body) = login(&server, user, password).await;
+        assert_eq!((status, body["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "{user}/{password}: {body}");
+    }
+    assert!(!users(&server).contains("@pmartin:"), "a disabled entry gets no account");
+
+    // A full user id works; an accented uid keeps its spelling in the display name and maps by
+    // the documented rule.
+    let (status, body) = login(&server, "@jdupont:localhost", "jean-pw").await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = login(&server, "josé", "jose-pw").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user_id"], "@jos=c3=a9:localhost");
+    let token = body["access_token"].as_str().unwrap().to_owned();
+    let (_, profile) =
+        api(&server, Method::GET, Some(&token), "/_matrix/client/v3/profile/@jos=c3=a9:localhost", None).await;
+    assert_eq!(profile["displayname"], "José Núñez");
+    let (status, _) = login(&server, "@jos=c3=a9:localhost", "jose-pw").await;
+    assert_eq!(status, 200, "a full id of an escaped localpart signs in too");
+
+    // The admin filter makes server admins.
+    let (status, _) = login(&server, "hcoste", "helene-pw").await;
+    assert_eq!(status, 200);
+    let list = users(&server);
+    assert!(list.lines().any(|l| l.starts_with("@hcoste:localhost") && l.contains("admin")), "{list}");
+    assert!(list.lines().any(|l| l.starts_with("@jdupont:localhost") && !l.contains("admin")), "{list}");
+
+    // A later sign-in refreshes the profile from the directory.
+    slapd
+        .modify(&format!(
+            "dn: uid=jdupont,ou=people,{BASE}\nchangetype: modify\nreplace: cn\ncn: Jean Dupré-Martin\n-\n\
+             replace: mail\nmail: jean.dupre-martin@example.gouv.fr\n"
+        ))
+        .unwrap();
+    let client2 = server.client().await;
+    client2.matrix_auth().login_username("jdupont", "jean-pw").send().await.unwrap();
+    assert_eq!(client2.account().get_display_name().await.unwrap().as_deref(), Some("Jean Dupré-Martin"));
+    let threepids = client2.account().get_3pids().await.unwrap().threepids;
+    let addresses: Vec<&str> = threepids.iter().map(|t| t.address.as_str()).collect();
+    assert_eq!(addresses, ["jean.dupre-martin@example.gouv.fr"]);
+
+    // The directory owns the password.
+    let token = client2.access_token().unwrap();
+    let (status, body) = api(
+        &server,
+        Method::POST,
+        Some(&token),
+        "/_matrix/client/v3/account/password",
+        Some(json!({ "new_password": "local", "auth": { "type": "m.login.password",
+            "identifier": { "type": "m.id.user", "user": "jdupont" }, "password": "jean-pw" } })),
+    )
+    .await;
+    assert_eq!((status, body["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "{body}");
+    assert!(body["error"].as_str().unwrap().contains("managed by the directory"), "{body}");
+    let out = server.cli(&["user", "reset-password", "jdupont"]);
+    assert!(!out.status.success(), "an operator cannot give a directory account a local password either");
+
+    // UIA password stages check the directory password (here: deleting a device).
+    let device = client.device_id().unwrap().to_string();
+    let first_token = client.access_token().unwrap();
+    let (status, body) = api(
+        &server,
+        Method::POST,
+        Some(&token),
+        "/_matrix/client/v3/delete_devices",
+        Some(json!({ "devices": [device], "auth": { "type": "m.login.password",
+            "identifier": { "type": "m.id.user", "user": "@jdupont:localhost" }, "password": "jean-pw" } })),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = api(&server, Method::GET, Some(&first_token), "/_matrix/client/v3/account/whoami", None).await;
+    assert_eq!((status, body["errcode"].as_str()), (401, Some("M_UNKNOWN_TOKEN")), "deleted device: {body}");
+
+    // The directory down: directory users get a quick 503, local admins still sign in.
+    let admin_password = local_admin(&server, "root");
+    drop(slapd);
+    let (status, body) = login(&server, "mlefevre", "marie-pw").await;
+    assert_eq!((status, body["errcode"].as_str()), (503, Some("M_UNKNOWN")), "{body}");
+    assert!(body["error"].as_str().unwrap().contains("directory"), "{body}");
+    let (status, body) = login(&server, "jdupont", "jean-pw").await;
+    assert_eq!(status, 503, "a provisioned directory user too: {body}");
+    let (status, body) = login(&server, "root", &admin_password).await;
+    assert_eq!(status, 200, "local admin while the directory is down: {body}");
+    let err = {
+        let client = server.client().await;
+        client.matrix_auth().login_username("cbernard", "claire-pw").send().await.unwrap_err()
+    };
+    assert_eq!(sdk_error(&err).0, 503);
+}
+
+/// A directory that accepts connections and never answers: sign-in ends with 503 within
+/// `timeout_ms` instead of hanging (the request would otherwise never return).
+#[tokio::test]
+async fn a_hanging_directory_answers_503() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let uri = format!("ldap://{}", listener.local_addr().unwrap());
+    let held = std::thread::spawn(move || listener.accept().map(|(stream, _)| stream));
+    let (server, _secrets) = server(&uri, &[("ldap.timeout_ms", 300.into())]);
+    let request = login(&server, "jdupont", "jean-pw");
+    let (status, body) = tokio::time::timeout(Duration::from_secs(20), request).await.expect("login returned");
+    assert_eq!((status, body["errcode"].as_str()), (503, Some("M_UNKNOWN")), "{body}");
+    drop(held);
+}
+
+async fn create_room(server: &TestServer, token: &str, alias: &str, bridge_power: i64) -> String {
+    let (status, body) = api(
+        server,
+        Method::POST,
+        Some(token),
+        "/_matrix/client/v3/createRoom",
+        Some(json!({ "room_alias_name": alias, "preset": "private_chat", "invite": ["@ldap:localhost"],
+            "power_level_content_override": { "users": { "@ldap:localhost": bridge_power } } })),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body["room_id"].as_str().unwrap().to_owned()
+}
+
+async fn members(server: &TestServer, token: &str, room: &str) -> Vec<(String, String, Option<String>)> {
+    let (status, body) =
+        api(server, Method::GET, Some(token), &format!("/_matrix/client/v3/rooms/{room}/members"), None).await;
+    assert_eq!(status, 200, "{body}");
+    let mut out: Vec<_> = body["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["state_key"].as_str().unwrap().to_owned(),
+                e["content"]["membership"].as_str().unwrap().to_owned(),
+                e["content"]["reason"].as_str().map(str::to_owned),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn membership(members: &[(String, String, Option<String>)], user: &str) -> Option<String> {
+    members.iter().find(|m| m.0 == user).map(|m| m.1.clone())
+}
+
+#[tokio::test]
+async fn directory_sync_accounts_groups_and_guard() {
+    let slapd = Slapd::start(&directory(), 3).unwrap();
+    let group = format!("cn=dsi,ou=groups,{BASE}");
+    let table = |pairs: &[(&str, toml::Value)]| {
+        toml::Value::Table(pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
+    };
+    let groups = toml::Value::Array(vec![
+        table(&[("dn", group.clone().into()), ("room", "#dsi:localhost".into())]),
+        table(&[
+            ("dn", format!("cn=admins,ou=groups,{BASE}").into()),
+            ("room", "#direction:localhost".into()),
+            ("join", true.into()),
+        ]),
+    ]);
+    let (server, _secrets) = server(&slapd.uri(), &[("ldap.groups", groups)]);
+    let admin_password = local_admin(&server, "root");
+    let (_, body) = login(&server, "root", &admin_password).await;
+    let root = body["access_token"].as_str().unwrap().to_owned();
+
+    // A dry run prints the plan and changes nothing (not even the bridge's user).
+    let plan = cli_ok(&server, &["ldap", "sync", "--dry-run"]);
+    assert!(plan.contains("dry run"), "{plan}");
+    assert!(plan.contains("5 created"), "{plan}");
+    assert!(plan.contains("create jdupont (Jean Dupré)"), "{plan}");
+    assert!(plan.contains("create jos=c3=a9 (José Núñez)"), "{plan}");
+    assert!(!plan.contains("pmartin"), "{plan}");
+    assert!(plan.contains("#dsi:localhost"), "the unknown room is reported: {plan}");
+    let before = users(&server);
+    assert!(!before.contains("@jdupont:"), "{before}");
+    assert!(!before.contains("@ldap:"), "{before}");
+
+    // The real run: five accounts (more than one unpaged search may return), the bridge's user.
+    let summary = cli_ok(&server, &["ldap", "sync"]);
+    assert!(summary.contains("5 created"), "{summary}");
+    let list = users(&server);
+    for user in ["@jdupont:", "@mlefevre:", "@hcoste:", "@jos=c3=a9:", "@cbernard:", "@ldap:"] {
+        assert!(list.contains(user), "{user} in {list}");
+    }
+    assert!(!list.contains("@pmartin:"), "{list}");
+    // A second run finds nothing to do.
+    let again = cli_ok(&server, &["ldap", "sync"]);
+    assert!(again.contains("0 created, 0 updated, 0 deactivated"), "{again}");
+
+    // Groups → rooms: the bridge joins the rooms it was invited to and brings the members in.
+    let dsi = create_room(&server, &root, "dsi", 100).await;
+    let direction = create_room(&server, &root, "direction", 100).await;
+    let summary = cli_ok(&server, &["ldap", "sync"]);
+    assert!(summary.contains("3 memberships added"), "{summary}");
+    let m = members(&server, &root, &dsi).await;
+    assert_eq!(membership(&m, "@ldap:localhost").as_deref(), Some("join"), "{m:?}");
+    assert_eq!(membership(&m, "@jdupont:localhost").as_deref(), Some("invite"), "{m:?}");
+    assert_eq!(membership(&m, "@mlefevre:localhost").as_deref(), Some("invite"), "{m:?}");
+    assert_eq!(membership(&m, "@pmartin:localhost"), None, "disabled members are not accounts");
+    let m = members(&server, &root, &direction).await;
+    assert_eq!(membership(&m, "@hcoste:localhost").as_deref(), Some("join"), "join = true joins: {m:?}");
+
+    // A signed-in member: leaves the group → removed from the room; leaves the directory →
+    // deactivated and logged out.
+    let (status, body) = login(&server, "mlefevre", "marie-pw").await;
+    assert_eq!(status, 200, "{body}");
+    let marie = body["access_token"].as_str().unwrap().to_owned();
+    slapd
+        .modify(&format!(
+            "dn: {group}\nchangetype: modify\ndelete: member\nmember: uid=mlefevre,ou=people,{BASE}\n\n\
+             dn: uid=cbernard,ou=people,{BASE}\nchangetype: delete\n"
+        ))
+        .unwrap();
+    let summary = cli_ok(&server, &["ldap", "sync"]);
+    assert!(summary.contains("1 deactivated"), "{summary}");
+    assert!(summary.contains("1 removed"), "{summary}");
+    let m = members(&server, &root, &dsi).await;
+    let marie_member = m.iter().find(|x| x.0 == "@mlefevre:localhost").unwrap();
+    assert_eq!(marie_member.1, "leave", "{m:?}");
+    assert_eq!(marie_member.2.as_deref(), Some(format!("left {group}").as_str()));
+    assert_eq!(membership(&m, "@jdupont:localhost").as_deref(), Some("invite"));
+    let list = users(&server);
+    assert!(list.lines().any(|l| l.starts_with("@cbernard:localhost") && l.contains("deactivated")), "{list}");
+    let (status, body) = login(&server, "cbernard", "claire-pw").await;
+    assert_eq!(status, 403, "gone from the directory: {body}");
+
+    // Marie still signs in (she only left a group); Claire's entry coming back reactivates
+    // nothing: only an operator does.
+    let (status, _) = api(&server, Method::GET, Some(&marie), "/_matrix/client/v3/account/whoami", None).await;
+    assert_eq!(status, 200);
+    let entry = person("cbernard", "Claire Bernard", "claire-pw", "");
+    let (dn_line, rest) = entry.split_once('\n').unwrap();
+    slapd.modify(&format!("{dn_line}\nchangetype: add\n{rest}")).unwrap();
+    cli_ok(&server, &["ldap", "sync"]);
+    let (status, _) = login(&server, "cbernard", "claire-pw").await;
+    assert_eq!(status, 403, "a deactivated directory user never signs in again by itself");
+    let out = cli_ok(&server, &["user", "reactivate", "cbernard"]);
+    assert!(out.contains("reactivated"), "{out}");
+    let (status, body) = login(&server, "cbernard", "claire-pw").await;
+    assert_eq!(status, 200, "reactivated by the operator: {body}");
+
+    // Deactivating a signed-in user logs out every device.
+    slapd
+        .modify(&format!(
+            "dn: uid=mlefevre,ou=people,{BASE}\nchangetype: modify\nadd: employeeType\nemployeeType: disabled\n"
+        ))
+        .unwrap();
+    let summary = cli_ok(&server, &["ldap", "sync"]);
+    assert!(summary.contains("1 deactivated"), "{summary}");
+    let (status, body) = api(&server, Method::GET, Some(&marie), "/_matrix/client/v3/account/whoami", None).await;
+    assert_eq!((status, body["errcode"].as_str()), (401, Some("M_UNKNOWN_TOKEN")), "{body}");
+
+    // A run that would deactivate everyone (the filter now matches nobody) is refused whole.
+    let mut ldif = String::new();
+    for uid in ["jdupont", "hcoste", "josé", "cbernard"] {
+        ldif.push_str(&format!(
+            "dn: uid={uid},ou=people,{BASE}\nchangetype: modify\nadd: employeeType\nemployeeType: disabled\n\n"
+        ));
+    }
+    slapd.modify(&ldif).unwrap();
+    let out = server.cli(&["ldap", "sync"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("refused") && stderr.contains("max_deactivate_ratio"), "{stderr}");
+    let list = users(&server);
+    assert!(list.lines().any(|l| l.starts_with("@jdupont:localhost") && !l.contains("deactivated")), "{list}");
+
+    // The directory down: the sync fails and changes nothing.
+    drop(slapd);
+    let out = server.cli(&["ldap", "sync"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("directory"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(users(&server), list);
+}
