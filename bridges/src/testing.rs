@@ -18,7 +18,15 @@ pub const ROOT_PASSWORD: &str = "root-secret";
 pub struct Slapd {
     dir: PathBuf,
     port: u16,
+    /// The `ldaps://` port, when started with a certificate.
+    tls_port: Option<u16>,
     child: Option<Child>,
+}
+
+/// A certificate and its key (PEM) for `ldaps://` and StartTLS.
+pub struct Tls<'a> {
+    pub cert_pem: &'a str,
+    pub key_pem: &'a str,
 }
 
 impl Slapd {
@@ -26,10 +34,23 @@ impl Slapd {
     /// starts slapd. Searches by other accounts than the root return at most `page_limit`
     /// entries unless paged (RFC 2696), as Active Directory's 1,000 do.
     pub fn start(ldif: &str, page_limit: u32) -> io::Result<Self> {
+        Self::start_with(ldif, page_limit, None)
+    }
+
+    /// [`Slapd::start`], also serving `ldaps://` and StartTLS with the given certificate.
+    pub fn start_with(ldif: &str, page_limit: u32, tls: Option<Tls<'_>>) -> io::Result<Self> {
         let dir = std::env::temp_dir().join(format!("hemicycle-slapd-{}-{}", std::process::id(), unique()));
         std::fs::create_dir_all(dir.join("data"))?;
+        let tls_lines = match &tls {
+            Some(tls) => {
+                std::fs::write(dir.join("cert.pem"), tls.cert_pem)?;
+                std::fs::write(dir.join("key.pem"), tls.key_pem)?;
+                format!("TLSCertificateFile {d}/cert.pem\nTLSCertificateKeyFile {d}/key.pem\n", d = dir.display())
+            }
+            None => String::new(),
+        };
         let config = format!(
-            "include /etc/ldap/schema/core.schema\n\
+            "{tls_lines}include /etc/ldap/schema/core.schema\n\
              include /etc/ldap/schema/cosine.schema\n\
              include /etc/ldap/schema/inetorgperson.schema\n\
              include /etc/ldap/schema/nis.schema\n\
@@ -64,7 +85,11 @@ impl Slapd {
             return Err(io::Error::other(format!("slapadd failed ({status}) on {}", dir.display())));
         }
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let mut slapd = Self { dir, port, child: None };
+        let tls_port = match tls {
+            Some(_) => Some(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()),
+            None => None,
+        };
+        let mut slapd = Self { dir, port, tls_port, child: None };
         slapd.restart()?;
         Ok(slapd)
     }
@@ -77,6 +102,11 @@ impl Slapd {
         format!("ldap://127.0.0.1:{}", self.port)
     }
 
+    /// The `ldaps://` URI (started with [`Slapd::start_with`] and a certificate).
+    pub fn ldaps_uri(&self) -> Option<String> {
+        self.tls_port.map(|port| format!("ldaps://127.0.0.1:{port}"))
+    }
+
     /// Starts slapd (again) on its port, returning once it accepts connections: slapd says
     /// "slapd starting" on stderr when its listeners are open.
     pub fn restart(&mut self) -> io::Result<()> {
@@ -85,7 +115,10 @@ impl Slapd {
             .arg("-f")
             .arg(self.dir.join("slapd.conf"))
             .arg("-h")
-            .arg(format!("ldap://127.0.0.1:{}/", self.port))
+            .arg(match self.tls_port {
+                Some(tls) => format!("ldap://127.0.0.1:{}/ ldaps://127.0.0.1:{tls}/", self.port),
+                None => format!("ldap://127.0.0.1:{}/", self.port),
+            })
             .arg("-d")
             .arg("32768")
             .stdin(Stdio::null())

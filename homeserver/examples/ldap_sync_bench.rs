@@ -55,7 +55,9 @@ async fn main() {
     }
     let rss = std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM")).map(|l| l.split_whitespace().nth(1).unwrap_or("?").to_owned()))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM")).map(|l| l.split_whitespace().nth(1).unwrap_or("?").to_owned())
+        })
         .unwrap_or_default();
     println!("peak RSS: {} MB", rss.parse::<u64>().map(|kb| kb / 1024).unwrap_or(0));
 }

@@ -205,3 +205,43 @@ impl LdapConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enabled() -> LdapConfig {
+        LdapConfig {
+            enabled: true,
+            uri: Uris(vec!["ldap://127.0.0.1:389".into()]),
+            base: "ou=people,dc=example".into(),
+            ..Default::default()
+        }
+    }
+
+    fn key_of(config: LdapConfig) -> String {
+        config.validate().expect_err("refused").0
+    }
+
+    #[test]
+    fn a_complete_section_passes_and_a_disabled_one_is_not_checked() {
+        enabled().validate().unwrap();
+        LdapConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn each_mistake_names_its_key() {
+        assert_eq!(key_of(LdapConfig { uri: Uris(vec![]), ..enabled() }), "ldap.uri");
+        assert_eq!(key_of(LdapConfig { uri: Uris(vec!["http://x".into()]), ..enabled() }), "ldap.uri");
+        let ldaps = Uris(vec!["ldaps://x".into()]);
+        assert_eq!(key_of(LdapConfig { uri: ldaps, start_tls: true, ..enabled() }), "ldap.start_tls");
+        assert_eq!(key_of(LdapConfig { base: " ".into(), ..enabled() }), "ldap.base");
+        assert_eq!(key_of(LdapConfig { filter: "uid=x".into(), ..enabled() }), "ldap.filter");
+        assert_eq!(key_of(LdapConfig { timeout_ms: 0, ..enabled() }), "ldap.timeout_ms");
+        assert_eq!(key_of(LdapConfig { bind_dn: Some("cn=x".into()), ..enabled() }), "ldap.bind_password_file");
+        assert_eq!(key_of(LdapConfig { mode: Mode::Simple, ..enabled() }), "ldap.bind_dn_template");
+        assert_eq!(key_of(LdapConfig { max_deactivate_ratio: 1.5, ..enabled() }), "ldap.max_deactivate_ratio");
+        let group = GroupMapping { dn: "cn=g".into(), room: "dsi".into(), join: false, space_children: false };
+        assert_eq!(key_of(LdapConfig { groups: vec![group], ..enabled() }), "ldap.groups[0].room");
+    }
+}

@@ -99,7 +99,10 @@ fn local_admin(server: &TestServer, name: &str) -> String {
 #[tokio::test]
 async fn directory_passwords_sign_in_and_provision() {
     let slapd = Slapd::start(&directory(), 3).unwrap();
-    let (server, _secrets) = server(&slapd.uri(), &[]);
+    // The first URI is dead: the next one is tried.
+    let dead = format!("ldap://127.0.0.1:{}", hemicycle_free_port());
+    let uris = toml::Value::Array(vec![dead.clone().into(), slapd.uri().into()]);
+    let (server, _secrets) = server(&dead, &[("ldap.uri", uris)]);
 
     // A real client signs in with its directory password; the first sign-in makes the account.
     let client = server.client().await;
@@ -210,6 +213,55 @@ async fn directory_passwords_sign_in_and_provision() {
     assert_eq!(sdk_error(&err).0, 503);
 }
 
+/// A loopback port nobody listens on.
+fn hemicycle_free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A CA and a certificate it signed for 127.0.0.1: (CA PEM, certificate PEM, key PEM).
+fn certificates() -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "Hemicycle test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap().signed_by(&key, &issuer).unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+/// `ldaps://` and StartTLS with the directory's CA from `ca_file`; without it (system roots)
+/// the test CA is not trusted and the directory counts as unreachable.
+#[tokio::test]
+async fn tls_directories_with_a_ca_file() {
+    let (ca, cert, key) = certificates();
+    let slapd =
+        Slapd::start_with(&directory(), 3, Some(hemicycle_bridges::testing::Tls { cert_pem: &cert, key_pem: &key }))
+            .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca).unwrap();
+    let ca_file: toml::Value = ca_file.to_string_lossy().into_owned().into();
+    let ldaps = slapd.ldaps_uri().unwrap();
+
+    let (node, _s) = server(&ldaps, &[("ldap.ca_file", ca_file.clone())]);
+    let (status, body) = login(&node, "jdupont", "jean-pw").await;
+    assert_eq!(status, 200, "ldaps:// {body}");
+    let (status, _) = login(&node, "jdupont", "wrong").await;
+    assert_eq!(status, 403);
+    drop(node);
+
+    let (node, _s) = server(&slapd.uri(), &[("ldap.ca_file", ca_file), ("ldap.start_tls", true.into())]);
+    let (status, body) = login(&node, "mlefevre", "marie-pw").await;
+    assert_eq!(status, 200, "StartTLS {body}");
+    drop(node);
+
+    let (node, _s) = server(&ldaps, &[]);
+    let (status, body) = login(&node, "jdupont", "jean-pw").await;
+    assert_eq!((status, body["errcode"].as_str()), (503, Some("M_UNKNOWN")), "untrusted certificate: {body}");
+}
+
 /// A directory that accepts connections and never answers: sign-in ends with 503 within
 /// `timeout_ms` instead of hanging (the request would otherwise never return).
 #[tokio::test]
@@ -224,6 +276,7 @@ async fn a_hanging_directory_answers_503() {
     drop(held);
 }
 
+/// A private room with an alias; the bridge invited with `bridge_power`; inviting needs 50.
 async fn create_room(server: &TestServer, token: &str, alias: &str, bridge_power: i64) -> String {
     let (status, body) = api(
         server,
@@ -231,7 +284,7 @@ async fn create_room(server: &TestServer, token: &str, alias: &str, bridge_power
         Some(token),
         "/_matrix/client/v3/createRoom",
         Some(json!({ "room_alias_name": alias, "preset": "private_chat", "invite": ["@ldap:localhost"],
-            "power_level_content_override": { "users": { "@ldap:localhost": bridge_power } } })),
+            "power_level_content_override": { "users": { "@ldap:localhost": bridge_power }, "invite": 50 } })),
     )
     .await;
     assert_eq!(status, 200, "{body}");
@@ -276,6 +329,12 @@ async fn directory_sync_accounts_groups_and_guard() {
             ("room", "#direction:localhost".into()),
             ("join", true.into()),
         ]),
+        table(&[("dn", group.clone().into()), ("room", "#nopower:localhost".into())]),
+        table(&[
+            ("dn", format!("cn=admins,ou=groups,{BASE}").into()),
+            ("room", "#espace:localhost".into()),
+            ("space_children", true.into()),
+        ]),
     ]);
     let (server, _secrets) = server(&slapd.uri(), &[("ldap.groups", groups)]);
     let admin_password = local_admin(&server, "root");
@@ -309,8 +368,27 @@ async fn directory_sync_accounts_groups_and_guard() {
     // Groups → rooms: the bridge joins the rooms it was invited to and brings the members in.
     let dsi = create_room(&server, &root, "dsi", 100).await;
     let direction = create_room(&server, &root, "direction", 100).await;
+    let nopower = create_room(&server, &root, "nopower", 0).await;
+    let espace = create_room(&server, &root, "espace", 100).await;
+    let equipe = create_room(&server, &root, "equipe", 100).await;
+    let (status, body) = api(
+        &server,
+        Method::PUT,
+        Some(&root),
+        &format!("/_matrix/client/v3/rooms/{espace}/state/m.space.child/{equipe}"),
+        Some(json!({ "via": ["localhost"] })),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
     let summary = cli_ok(&server, &["ldap", "sync"]);
-    assert!(summary.contains("3 memberships added"), "{summary}");
+    assert!(summary.contains("5 memberships added"), "{summary}");
+    assert!(summary.contains(&format!("{nopower}: the bridge user @ldap lacks the power to invite")), "{summary}");
+    let m = members(&server, &root, &nopower).await;
+    assert_eq!(membership(&m, "@jdupont:localhost"), None, "{m:?}");
+    for room in [&espace, &equipe] {
+        let m = members(&server, &root, room).await;
+        assert_eq!(membership(&m, "@hcoste:localhost").as_deref(), Some("invite"), "space and child: {m:?}");
+    }
     let m = members(&server, &root, &dsi).await;
     assert_eq!(membership(&m, "@ldap:localhost").as_deref(), Some("join"), "{m:?}");
     assert_eq!(membership(&m, "@jdupont:localhost").as_deref(), Some("invite"), "{m:?}");
@@ -390,4 +468,31 @@ async fn directory_sync_accounts_groups_and_guard() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("directory"), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(users(&server), list);
+}
+
+/// A bad `[ldap]` section stops the start-up with the key named (exit code 2).
+#[test]
+fn bad_ldap_config_stops_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    for (overrides, key) in [
+        (vec![("ldap.enabled", toml::Value::from(true)), ("ldap.uri", "ldap://127.0.0.1:1".into())], "ldap.base"),
+        (
+            vec![
+                ("ldap.enabled", true.into()),
+                ("ldap.uri", "ldap://127.0.0.1:1".into()),
+                ("ldap.base", BASE.into()),
+                ("ldap.bind_dn", SERVICE_DN.into()),
+                ("ldap.bind_password_file", "/nonexistent/secret".into()),
+            ],
+            "ldap.bind_password_file",
+        ),
+        (vec![("ldap.max_deactivate", toml::Value::from(0.2))], "ldap"),
+    ] {
+        let config = crate::common::write_config(dir.path(), &overrides);
+        let out =
+            std::process::Command::new(crate::common::BIN).args(["serve", "--config"]).arg(&config).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{key}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(key), "{key}: {stderr}");
+    }
 }
