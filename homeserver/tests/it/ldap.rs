@@ -196,6 +196,13 @@ async fn directory_passwords_sign_in_and_provision() {
     let (status, body) = api(&server, Method::GET, Some(&first_token), "/_matrix/client/v3/account/whoami", None).await;
     assert_eq!((status, body["errcode"].as_str()), (401, Some("M_UNKNOWN_TOKEN")), "deleted device: {body}");
 
+    // A local account that is not an admin keeps no password by default.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pw"), "plain-pw").unwrap();
+    cli_ok(&server, &["user", "create", "plain", "--password-file", dir.path().join("pw").to_str().unwrap()]);
+    let (status, _) = login(&server, "plain", "plain-pw").await;
+    assert_eq!(status, 403, "without local_password_fallback");
+
     // The directory down: directory users get a quick 503, local admins still sign in.
     let admin_password = local_admin(&server, "root");
     drop(slapd);
@@ -269,10 +276,17 @@ async fn a_hanging_directory_answers_503() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let uri = format!("ldap://{}", listener.local_addr().unwrap());
     let held = std::thread::spawn(move || listener.accept().map(|(stream, _)| stream));
-    let (server, _secrets) = server(&uri, &[("ldap.timeout_ms", 300.into())]);
+    let (server, _secrets) =
+        server(&uri, &[("ldap.timeout_ms", 300.into()), ("ldap.local_password_fallback", true.into())]);
     let request = login(&server, "jdupont", "jean-pw");
     let (status, body) = tokio::time::timeout(Duration::from_secs(20), request).await.expect("login returned");
     assert_eq!((status, body["errcode"].as_str()), (503, Some("M_UNKNOWN")), "{body}");
+    // With local_password_fallback, a local account that is not an admin signs in meanwhile.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pw"), "plain-pw").unwrap();
+    cli_ok(&server, &["user", "create", "plain", "--password-file", dir.path().join("pw").to_str().unwrap()]);
+    let (status, body) = login(&server, "plain", "plain-pw").await;
+    assert_eq!(status, 200, "{body}");
     drop(held);
 }
 
@@ -494,5 +508,34 @@ fn bad_ldap_config_stops_startup() {
         assert_eq!(out.status.code(), Some(2), "{key}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(key), "{key}: {stderr}");
+    }
+}
+
+/// `sync_interval_s`: the server syncs by itself, from start-up on.
+#[tokio::test]
+async fn the_server_syncs_periodically() {
+    let slapd = Slapd::start(&directory(), 3).unwrap();
+    let (server, _secrets) = server(&slapd.uri(), &[("ldap.sync_interval_s", 1.into())]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    // Observed through the operator's command: the accounts appear without anyone asking.
+    while !users(&server).contains("@cbernard:localhost") {
+        assert!(std::time::Instant::now() < deadline, "no periodic sync: {}", users(&server));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    slapd
+        .modify(&format!(
+            "dn: uid=cbernard,ou=people,{BASE}\nchangetype: modify\nreplace: cn\ncn: Claire Bernard-Roy\n"
+        ))
+        .unwrap();
+    let (_, body) = login(&server, "jdupont", "jean-pw").await;
+    let token = body["access_token"].as_str().unwrap().to_owned();
+    loop {
+        let (_, profile) =
+            api(&server, Method::GET, Some(&token), "/_matrix/client/v3/profile/@cbernard:localhost", None).await;
+        if profile["displayname"] == "Claire Bernard-Roy" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the next periodic sync did not refresh: {profile}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
