@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod api;
 pub mod appservice;
+pub mod audit;
 pub mod config;
 pub mod db;
 pub mod ephemeral;

@@ -66,4 +66,19 @@ impl Reports {
             .map(|entry| entry.map(|(Be64(id), Json(report))| (id, report)).map_err(Error::from))
             .collect()
     }
+
+    pub fn get(&self, id: u64) -> Result<Option<Report>> {
+        Ok(self.db.tables.reportid_report.get(&Be64(id))?.map(|Json(r)| r))
+    }
+
+    /// Deletes a report (an admin dealt with it); `false` when there was none.
+    pub fn delete(&self, id: u64) -> Result<bool> {
+        if self.get(id)?.is_none() {
+            return Ok(false);
+        }
+        let mut batch = Batch::new();
+        self.db.tables.reportid_report.remove(&mut batch, &Be64(id));
+        self.db.commit(batch)?;
+        Ok(true)
+    }
 }

@@ -1,6 +1,7 @@
 //! The HTTP layer: routing, request extraction, error bodies, CORS. Handlers are thin: they parse a
 //! ruma request, call a service and return a ruma response.
 
+pub mod admin;
 pub mod client;
 pub mod error;
 pub mod federation;
@@ -42,7 +43,7 @@ pub fn router(services: Arc<Services>) -> Router {
             header::CONTENT_TYPE,
             header::AUTHORIZATION,
         ]);
-    client::routes(Router::new())
+    admin::routes(client::routes(Router::new()))
         .fallback(|| async { ApiError::unrecognized_path() })
         .method_not_allowed_fallback(|| async { ApiError::unrecognized_method() })
         .layer(CatchPanicLayer::custom(|_| {

@@ -69,6 +69,7 @@ pub const NAMES: &[&str] = &[
     "useridversionroomsession_roomkey",
     "mediaid_meta",
     "reportid_report",
+    "auditid_entry",
     "sha256_refcount",
     "useridmediaid_pending",
     "sha256size_thumbnail",
@@ -204,6 +205,8 @@ pub struct Tables {
     pub mediaid_meta: Table<(OwnedServerName, String), Json<MediaRecord>>,
     /// Reports of events, rooms and users, by a counter id.
     pub reportid_report: Table<Be64, Json<crate::reports::Report>>,
+    /// The admins' audit log: counter id → who did what to what, and when.
+    pub auditid_entry: Table<Be64, Json<crate::audit::AuditEntry>>,
     /// Content SHA-256 → how many media ids and thumbnails use that stored file.
     /// Media ids reserved with `/media/v1/create` and not uploaded yet: (uploader, id) → expiry ms.
     pub useridmediaid_pending: Table<(OwnedUserId, String), Be64>,
@@ -295,6 +298,7 @@ impl Tables {
             useridversionroomsession_roomkey: Table::new(db, reads, "useridversionroomsession_roomkey"),
             mediaid_meta: Table::new(db, reads, "mediaid_meta"),
             reportid_report: Table::new(db, reads, "reportid_report"),
+            auditid_entry: Table::new(db, reads, "auditid_entry"),
             sha256_refcount: Table::new(db, reads, "sha256_refcount"),
             useridmediaid_pending: Table::new(db, reads, "useridmediaid_pending"),
             sha256size_thumbnail: Table::new(db, reads, "sha256size_thumbnail"),

@@ -446,6 +446,18 @@ impl Users {
         Ok(())
     }
 
+    /// Makes an account a server admin or not (a directory account's flag follows
+    /// `ldap.admin_filter` again at its next sign-in or sync).
+    pub async fn set_admin(&self, user: &UserId, admin: bool) -> Result<()> {
+        let _guard = self.lock_user(user).await;
+        let mut account = self.account(user)?.ok_or_else(|| Error::not_found("no such user"))?;
+        account.admin = admin;
+        let mut batch = Batch::new();
+        self.db.tables.userid_account.insert(&mut batch, &user.to_owned(), &Json(account));
+        self.db.commit(batch)?;
+        Ok(())
+    }
+
     /// Sets an admin flag of a local account (`locked` or `suspended`); returns its new value.
     pub async fn set_restriction(&self, user: &UserId, flag: Restriction, value: bool) -> Result<bool> {
         let _guard = self.lock_user(user).await;

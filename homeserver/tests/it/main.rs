@@ -2,6 +2,7 @@
 //! matrix-sdk and raw HTTP. One test binary (modules below) keeps link time down.
 
 mod accounts;
+mod admin_api;
 mod appservices;
 mod cli;
 mod common;

@@ -1,0 +1,476 @@
+//! Users: list, query, create or modify, deactivate, reset password, admin flag, devices, whois,
+//! joined rooms, login as a user.
+
+use std::sync::Arc;
+
+use axum::{
+    extract::{Path, State},
+    routing::{get, post},
+    Router,
+};
+use ruma::{OwnedDeviceId, OwnedUserId, UserId};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{created, ok, paginate, Admin, Answer, Body, Params};
+use crate::{
+    api::error::ApiError,
+    error::Error,
+    services::Services,
+    users::{Account, Restriction},
+};
+
+pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
+    router
+        .route("/_synapse/admin/v2/users", get(list))
+        .route("/_synapse/admin/v2/users/{user_id}", get(query).put(upsert))
+        .route("/_synapse/admin/v1/deactivate/{user_id}", post(deactivate))
+        .route("/_synapse/admin/v1/reset_password/{user_id}", post(reset_password))
+        .route("/_synapse/admin/v1/users/{user_id}/admin", get(get_admin).put(set_admin))
+        .route("/_synapse/admin/v2/users/{user_id}/devices", get(devices))
+        .route(
+            "/_synapse/admin/v2/users/{user_id}/devices/{device_id}",
+            get(device).put(rename_device).delete(delete_device),
+        )
+        .route("/_synapse/admin/v2/users/{user_id}/delete_devices", post(delete_devices))
+        .route("/_synapse/admin/v1/whois/{user_id}", get(whois))
+        .route("/_synapse/admin/v1/users/{user_id}/joined_rooms", get(joined_rooms))
+        .route("/_synapse/admin/v1/users/{user_id}/login", post(login_as))
+}
+
+/// A local user id from the path: 400 `M_INVALID_PARAM` when it is not one of ours.
+fn local_user(services: &Services, raw: &str) -> Result<OwnedUserId, ApiError> {
+    let user = UserId::parse(raw).map_err(|e| Error::invalid_param(format!("invalid user id: {e}")))?;
+    if !services.users.is_local(&user) {
+        return Err(Error::invalid_param("Can only look up local users").into());
+    }
+    Ok(user)
+}
+
+/// A local user who exists: 404 `M_NOT_FOUND` otherwise.
+fn existing(services: &Services, raw: &str) -> Result<(OwnedUserId, Account), ApiError> {
+    let user = local_user(services, raw)?;
+    let account = services.users.account(&user)?.ok_or_else(|| Error::not_found("User not found"))?;
+    Ok((user, account))
+}
+
+fn flag(value: bool) -> Value {
+    json!(value as u8)
+}
+
+/// A user as Synapse's admin API shows it (`full` adds third-party and external ids).
+fn user_json(services: &Services, user: &UserId, account: &Account, full: bool) -> Result<Value, ApiError> {
+    let profile = services.profiles.get(user)?;
+    let mut out = json!({
+        "name": user,
+        "displayname": profile.get("displayname").cloned().unwrap_or(Value::Null),
+        "avatar_url": profile.get("avatar_url").cloned().unwrap_or(Value::Null),
+        "is_guest": flag(false),
+        "admin": flag(account.admin),
+        "deactivated": flag(account.deactivated),
+        "erased": account.erased,
+        "shadow_banned": flag(false),
+        "creation_ts": account.created_ts,
+        "user_type": Value::Null,
+        "locked": account.locked,
+        "suspended": account.suspended,
+    });
+    if full {
+        let threepids: Vec<Value> = services
+            .threepids
+            .list(user)?
+            .into_iter()
+            .map(|(medium, address, record)| {
+                json!({ "medium": medium, "address": address, "added_at": record.added_at, "validated_at": record.validated_at })
+            })
+            .collect();
+        let external: Vec<Value> =
+            account.directory.iter().map(|link| json!({ "auth_provider": "ldap", "external_id": link.dn })).collect();
+        let appservice =
+            services.appservices.all().iter().find(|a| a.claims_user(user)).map(|a| a.registration.id.clone());
+        out["threepids"] = json!(threepids);
+        out["external_ids"] = json!(external);
+        out["appservice_id"] = json!(appservice);
+        out["consent_server_notice_sent"] = Value::Null;
+        out["consent_version"] = Value::Null;
+        out["consent_ts"] = Value::Null;
+    }
+    Ok(out)
+}
+
+/// `GET /_synapse/admin/v2/users`: filters `name` (in the id or display name), `user_id`,
+/// `guests`, `deactivated` (include them), `admins`, `locked`; `order_by`, `dir`, `from`, `limit`.
+async fn list(State(services): State<Arc<Services>>, _: Admin, params: Params) -> Answer {
+    let (from, limit) = params.page()?;
+    let include_deactivated = params.bool("deactivated")?.unwrap_or(false);
+    let include_locked = params.bool("locked")?.unwrap_or(true);
+    let admins = params.bool("admins")?;
+    let guests = params.bool("guests")?.unwrap_or(true);
+    let name = params.str("name").map(str::to_lowercase);
+    let user_id = params.str("user_id").map(str::to_lowercase);
+    let order_by = params.str("order_by").unwrap_or("name");
+    let known = [
+        "name",
+        "is_guest",
+        "admin",
+        "user_type",
+        "deactivated",
+        "shadow_banned",
+        "displayname",
+        "avatar_url",
+        "creation_ts",
+        "locked",
+    ];
+    if !known.contains(&order_by) {
+        return Err(Error::invalid_param(format!("unknown order_by {order_by:?}")).into());
+    }
+    let mut rows = Vec::new();
+    for (user, account) in services.users.list()? {
+        if (account.deactivated && !include_deactivated)
+            || (account.locked && !include_locked)
+            || admins.is_some_and(|a| a != account.admin)
+        {
+            continue;
+        }
+        let json = user_json(&services, &user, &account, false)?;
+        let display = json["displayname"].as_str().unwrap_or("").to_lowercase();
+        if let Some(name) = &name {
+            if !user.as_str().to_lowercase().contains(name.as_str()) && !display.contains(name.as_str()) {
+                continue;
+            }
+        }
+        if user_id.as_ref().is_some_and(|u| !user.as_str().to_lowercase().contains(u.as_str())) {
+            continue;
+        }
+        rows.push(json);
+    }
+    // Guests do not exist on this server: `guests=false` filters nothing.
+    let _ = guests;
+    let key = |v: &Value| -> (String, u64) {
+        match &v[order_by] {
+            Value::String(s) => (s.to_lowercase(), 0),
+            Value::Number(n) => (String::new(), n.as_u64().unwrap_or(0)),
+            Value::Bool(b) => (String::new(), *b as u64),
+            _ => (String::new(), 0),
+        }
+    };
+    rows.sort_by(|a, b| key(a).cmp(&key(b)).then_with(|| a["name"].as_str().cmp(&b["name"].as_str())));
+    if params.backwards()? {
+        rows.reverse();
+    }
+    let total = rows.len();
+    let (page, next) = paginate(rows, from, limit);
+    let mut body = json!({ "users": page, "total": total });
+    if let Some(next) = next {
+        body["next_token"] = json!(next.to_string());
+    }
+    ok(body)
+}
+
+async fn query(State(services): State<Arc<Services>>, _: Admin, Path(user): Path<String>) -> Answer {
+    let (user, account) = existing(&services, &user)?;
+    ok(user_json(&services, &user, &account, true)?)
+}
+
+#[derive(Deserialize)]
+struct ThreepidInput {
+    medium: String,
+    address: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Upsert {
+    password: Option<String>,
+    logout_devices: Option<bool>,
+    displayname: Option<String>,
+    avatar_url: Option<String>,
+    threepids: Option<Vec<ThreepidInput>>,
+    admin: Option<bool>,
+    deactivated: Option<bool>,
+    locked: Option<bool>,
+    user_type: Option<String>,
+    external_ids: Option<Vec<Value>>,
+}
+
+/// `PUT /_synapse/admin/v2/users/{user_id}`: creates the account (201) or changes the fields
+/// given (200); answers the user as `GET` shows it.
+async fn upsert(
+    State(services): State<Arc<Services>>,
+    admin: Admin,
+    Path(user): Path<String>,
+    Body(body): Body<Upsert>,
+) -> Answer {
+    let user = local_user(&services, &user)?;
+    if body.user_type.is_some() {
+        return Err(Error::invalid_param("user types are not supported").into());
+    }
+    if body.external_ids.as_ref().is_some_and(|e| !e.is_empty()) {
+        return Err(Error::invalid_param("external ids come from the directory (LDAP) only").into());
+    }
+    let mut changed = Vec::new();
+    let creating = services.users.account(&user)?.is_none();
+    if creating {
+        services.users.create(user.localpart(), body.password.clone(), body.admin.unwrap_or(false)).await?;
+        changed.push("created");
+    } else if let Some(password) = &body.password {
+        let logout = body.logout_devices.unwrap_or(true);
+        services.users.set_password(&user, password.clone(), logout, None).await?;
+        changed.push("password");
+    }
+    if let Some(name) = &body.displayname {
+        services.profiles.set_field(&user, "displayname", Some(json!(name)))?;
+        services.rooms.refresh_profile(&user).await?;
+        changed.push("displayname");
+    }
+    if let Some(url) = &body.avatar_url {
+        services.profiles.set_field(&user, "avatar_url", Some(json!(url)))?;
+        services.rooms.refresh_profile(&user).await?;
+        changed.push("avatar_url");
+    }
+    if let Some(threepids) = &body.threepids {
+        for (medium, address, _) in services.threepids.list(&user)? {
+            services.threepids.remove(&user, &medium, &address)?;
+        }
+        for t in threepids {
+            services.threepids.add(&user, &t.medium, &t.address.trim().to_lowercase())?;
+        }
+        changed.push("threepids");
+    }
+    if let (Some(value), false) = (body.admin, creating) {
+        set_admin_flag(&services, &admin, &user, value).await?;
+        changed.push("admin");
+    }
+    if let Some(locked) = body.locked {
+        services.users.set_restriction(&user, Restriction::Locked, locked).await?;
+        changed.push("locked");
+    }
+    match body.deactivated {
+        Some(true) if !creating => {
+            crate::users::deactivation::deactivate(&services, &user, false).await?;
+            changed.push("deactivated");
+        }
+        Some(false) if services.users.account(&user)?.is_some_and(|a| a.deactivated) => {
+            services.users.reactivate(&user).await?;
+            changed.push("reactivated");
+        }
+        _ => {}
+    }
+    let action = if creating { "user.create" } else { "user.modify" };
+    admin.audit(&services, action, user.as_str(), json!({ "fields": changed }))?;
+    let account = services.users.account(&user)?.ok_or_else(|| Error::not_found("User not found"))?;
+    let out = user_json(&services, &user, &account, true)?;
+    if creating {
+        created(out)
+    } else {
+        ok(out)
+    }
+}
+
+async fn set_admin_flag(services: &Services, admin: &Admin, user: &UserId, value: bool) -> Result<(), ApiError> {
+    if !value && user == admin.0.user_id {
+        return Err(Error::BadState("You may not demote yourself".into()).into());
+    }
+    services.users.set_admin(user, value).await?;
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Deactivate {
+    #[serde(default)]
+    erase: bool,
+}
+
+async fn deactivate(
+    State(services): State<Arc<Services>>,
+    admin: Admin,
+    Path(user): Path<String>,
+    Body(body): Body<Deactivate>,
+) -> Answer {
+    let (user, _) = existing(&services, &user)?;
+    crate::users::deactivation::deactivate(&services, &user, body.erase).await?;
+    admin.audit(&services, "user.deactivate", user.as_str(), json!({ "erase": body.erase }))?;
+    ok(json!({ "id_server_unbind_result": "success" }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResetPassword {
+    new_password: String,
+    #[serde(default = "yes")]
+    logout_devices: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn reset_password(
+    State(services): State<Arc<Services>>,
+    admin: Admin,
+    Path(user): Path<String>,
+    Body(body): Body<ResetPassword>,
+) -> Answer {
+    let (user, _) = existing(&services, &user)?;
+    services.users.set_password(&user, body.new_password, body.logout_devices, None).await?;
+    admin.audit(&services, "user.reset_password", user.as_str(), json!({ "logout_devices": body.logout_devices }))?;
+    ok(json!({}))
+}
+
+async fn get_admin(State(services): State<Arc<Services>>, _: Admin, Path(user): Path<String>) -> Answer {
+    let (_, account) = existing(&services, &user)?;
+    ok(json!({ "admin": account.admin }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetAdmin {
+    admin: bool,
+}
+
+async fn set_admin(
+    State(services): State<Arc<Services>>,
+    admin: Admin,
+    Path(user): Path<String>,
+    Body(body): Body<SetAdmin>,
+) -> Answer {
+    let (user, _) = existing(&services, &user)?;
+    set_admin_flag(&services, &admin, &user, body.admin).await?;
+    admin.audit(&services, "user.set_admin", user.as_str(), json!({ "admin": body.admin }))?;
+    ok(json!({}))
+}
+
+fn device_json(user: &UserId, device_id: &str, device: &crate::users::Device) -> Value {
+    json!({
+        "device_id": device_id,
+        "display_name": device.display_name,
+        "last_seen_ip": device.last_seen_ip,
+        "last_seen_ts": device.last_seen_ts,
+        "last_seen_user_agent": Value::Null,
+        "user_id": user,
+    })
+}
+
+async fn devices(State(services): State<Arc<Services>>, _: Admin, Path(user): Path<String>) -> Answer {
+    let (user, _) = existing(&services, &user)?;
+    let devices: Vec<Value> =
+        services.users.devices(&user)?.iter().map(|(id, d)| device_json(&user, id.as_str(), d)).collect();
+    ok(json!({ "total": devices.len(), "devices": devices }))
+}
+
+async fn device(
+    State(services): State<Arc<Services>>,
+    _: Admin,
+    Path((user, device)): Path<(String, String)>,
+) -> Answer {
+    let (user, _) = existing(&services, &user)?;
+    let device_id: OwnedDeviceId = device.into();
+    let found = services.users.device(&user, &device_id)?.ok_or_else(|| Error::not_found("No device found"))?;
+    ok(device_json(&user, device_id.as_str(), &found))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rename {
+    display_name: Option<String>,
+}
+
+async fn rename_device(
+    State(services): State<Arc<Services>>,
+    admin: Admin,
+    Path((user, device)): Path<(String, String)>,
+    Body(body): Body<Rename>,
+) -> Answer {
+    let (user, _) = existing(&services, &user)?;
+    let device_id: OwnedDeviceId = device.into();
+    if services.users.device(&user, &device_id)?.is_none() {
+        return Err(Error::not_found("No device found").into());
+    }
+    services.users.set_device_display_name(&user, &device_id, body.display_name.clone()).await?;
+    admin.audit(
+        &services,
+        "device.rename",
+        &format!("{user}/{device_id}"),
+        json!({ "display_name": body.display_name }),
+    )?;
+    ok(json!({}))
+}
+
+async fn delete_device(
+    State(services): State<Arc<Services>>,
+    admin: Admin,
+    Path((user, device)): Path<(String, String)>,
+) -> Answer {
+    let (user, _) = existing(&services, &user)?;
+    let device_id: OwnedDeviceId = device.into();
+    services.users.remove_device(&user, &device_id).await?;
+    admin.audit(&services, "device.delete", &format!("{user}/{device_id}"), json!({}))?;
+    ok(json!({}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteDevices {
+    devices: Vec<String>,
+}
+
+async fn delete_devices(
+    State(services): State<Arc<Services>>,
+    admin: Admin,
+    Path(user): Path<String>,
+    Body(body): Body<DeleteDevices>,
+) -> Answer {
+    let (user, _) = existing(&services, &user)?;
+    for device in &body.devices {
+        services.users.remove_device(&user, &OwnedDeviceId::from(device.as_str())).await?;
+    }
+    admin.audit(&services, "device.delete", user.as_str(), json!({ "devices": body.devices }))?;
+    ok(json!({}))
+}
+
+async fn whois(State(services): State<Arc<Services>>, _: Admin, Path(user): Path<String>) -> Answer {
+    let (user, _) = existing(&services, &user)?;
+    let mut devices = serde_json::Map::new();
+    for (device_id, device) in services.users.devices(&user)? {
+        let connection =
+            json!({ "ip": device.last_seen_ip, "last_seen": device.last_seen_ts, "user_agent": Value::Null });
+        devices.insert(device_id.to_string(), json!({ "sessions": [{ "connections": [connection] }] }));
+    }
+    ok(json!({ "user_id": user, "devices": devices }))
+}
+
+async fn joined_rooms(State(services): State<Arc<Services>>, _: Admin, Path(user): Path<String>) -> Answer {
+    let (user, _) = existing(&services, &user)?;
+    let rooms = services.rooms.rooms_of(&user, "join")?;
+    ok(json!({ "total": rooms.len(), "joined_rooms": rooms }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginAs {
+    valid_until_ms: Option<u64>,
+}
+
+/// `POST /_synapse/admin/v1/users/{user_id}/login`: an access token of the user (a new device
+/// named "admin login"), e.g. to act for a departed agent.
+async fn login_as(
+    State(services): State<Arc<Services>>,
+    admin: Admin,
+    Path(user): Path<String>,
+    Body(body): Body<LoginAs>,
+) -> Answer {
+    let (user, account) = existing(&services, &user)?;
+    if user == admin.0.user_id {
+        return Err(Error::BadState("Cannot use admin API to login as self".into()).into());
+    }
+    if account.deactivated {
+        return Err(Error::BadState("the account is deactivated".into()).into());
+    }
+    if body.valid_until_ms.is_some() {
+        return Err(Error::invalid_param("valid_until_ms is not supported: the token lives until logged out").into());
+    }
+    let session = services.users.login(&user, None, Some("admin login".to_owned()), None, None).await?;
+    admin.audit(&services, "user.login_as", user.as_str(), json!({ "device_id": session.device_id }))?;
+    ok(json!({ "access_token": session.access_token }))
+}

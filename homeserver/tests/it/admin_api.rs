@@ -1,0 +1,379 @@
+//! The Synapse-compatible admin API (`/_synapse/admin`): access control, users, devices, rooms,
+//! event reports and the audit log, with the shapes synapse-admin reads.
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::common::{api, TestServer};
+
+async fn login(server: &TestServer, user: &str, password: &str) -> String {
+    let body = json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": user }, "password": password });
+    let (status, body) = api(server, Method::POST, None, "/_matrix/client/v3/login", Some(body)).await;
+    assert_eq!(status, 200, "{body}");
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
+/// A server with an admin (`root`) and a regular user (`alice`); their tokens.
+async fn setup() -> (TestServer, String, String) {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pw"), "root-pw").unwrap();
+    let out =
+        server.cli(&["user", "create", "root", "--admin", "--password-file", dir.path().join("pw").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let root = login(&server, "root", "root-pw").await;
+    let (_, alice) = crate::common::register_raw(&server, "alice").await;
+    (server, root, alice)
+}
+
+async fn call(server: &TestServer, method: Method, token: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    api(server, method, Some(token), &format!("/_synapse/admin{path}"), body).await
+}
+
+fn error(status: u16, code: &str) -> (u16, Option<String>) {
+    (status, Some(code.to_owned()))
+}
+
+fn got(response: &(u16, Value)) -> (u16, Option<String>) {
+    (response.0, response.1["errcode"].as_str().map(str::to_owned))
+}
+
+#[tokio::test]
+async fn only_server_admins_get_in() {
+    let (server, root, alice) = setup().await;
+    for path in ["/v1/server_version", "/v2/users", "/v1/rooms", "/v1/event_reports", "/v1/audit"] {
+        assert_eq!(got(&call(&server, Method::GET, &alice, path, None).await), error(403, "M_FORBIDDEN"), "{path}");
+        let anonymous = api(&server, Method::GET, None, &format!("/_synapse/admin{path}"), None).await;
+        assert_eq!(got(&anonymous), error(401, "M_MISSING_TOKEN"), "{path}");
+        assert_eq!(call(&server, Method::GET, &root, path, None).await.0, 200, "{path}");
+    }
+    let (_, version) = call(&server, Method::GET, &root, "/v1/server_version", None).await;
+    assert!(version["server_version"].as_str().unwrap().starts_with("Hemicycle/"), "{version}");
+    // A regular user cannot change anything either, and nothing is changed.
+    let put =
+        call(&server, Method::PUT, &alice, "/v2/users/@mallory:localhost", Some(json!({ "password": "x" }))).await;
+    assert_eq!(got(&put), error(403, "M_FORBIDDEN"));
+    assert_eq!(
+        got(&call(&server, Method::GET, &root, "/v2/users/@mallory:localhost", None).await),
+        error(404, "M_NOT_FOUND")
+    );
+}
+
+#[tokio::test]
+async fn users_are_created_listed_changed_and_deactivated() {
+    let (server, root, _alice) = setup().await;
+
+    // Create (201) with the shape synapse-admin reads back.
+    let created = call(
+        &server,
+        Method::PUT,
+        &root,
+        "/v2/users/@bob:localhost",
+        Some(json!({ "password": "bob-pw", "displayname": "Bob Léger", "threepids": [{ "medium": "email", "address": "Bob@Example.gouv.fr" }] })),
+    )
+    .await;
+    assert_eq!(created.0, 201, "{}", created.1);
+    assert_eq!(created.1["name"], "@bob:localhost");
+    assert_eq!(created.1["displayname"], "Bob Léger");
+    assert_eq!(created.1["admin"], 0);
+    assert_eq!(created.1["deactivated"], 0);
+    assert_eq!(created.1["threepids"][0]["address"], "bob@example.gouv.fr");
+    let bob = login(&server, "bob", "bob-pw").await;
+
+    // Modify (200).
+    let modified =
+        call(&server, Method::PUT, &root, "/v2/users/@bob:localhost", Some(json!({ "displayname": "Bob L." }))).await;
+    assert_eq!(modified.0, 200, "{}", modified.1);
+    let (_, profile) = api(&server, Method::GET, Some(&bob), "/_matrix/client/v3/profile/@bob:localhost", None).await;
+    assert_eq!(profile["displayname"], "Bob L.");
+
+    // The list: users + total, filters, order and paging.
+    let (status, list) =
+        call(&server, Method::GET, &root, "/v2/users?from=0&limit=10&guests=false&order_by=name&dir=f", None).await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["total"], 3);
+    let names: Vec<&str> = list["users"].as_array().unwrap().iter().map(|u| u["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["@alice:localhost", "@bob:localhost", "@root:localhost"]);
+    assert!(list.get("next_token").is_none());
+    let (_, page) = call(&server, Method::GET, &root, "/v2/users?limit=2&dir=b", None).await;
+    let names: Vec<&str> = page["users"].as_array().unwrap().iter().map(|u| u["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["@root:localhost", "@bob:localhost"]);
+    assert_eq!(page["next_token"], "2");
+    let (_, page2) = call(&server, Method::GET, &root, "/v2/users?limit=2&dir=b&from=2", None).await;
+    assert_eq!(page2["users"][0]["name"], "@alice:localhost");
+    let (_, found) = call(&server, Method::GET, &root, "/v2/users?name=l%C3%A9ger", None).await;
+    assert_eq!(found["total"], 0, "the display name changed: {found}");
+    let (_, found) = call(&server, Method::GET, &root, "/v2/users?name=bob%20l", None).await;
+    assert_eq!(found["users"][0]["name"], "@bob:localhost", "{found}");
+    let (_, admins) = call(&server, Method::GET, &root, "/v2/users?admins=true", None).await;
+    assert_eq!(admins["total"], 1);
+    assert_eq!(
+        got(&call(&server, Method::GET, &root, "/v2/users?order_by=shoe_size", None).await),
+        error(400, "M_INVALID_PARAM")
+    );
+    assert_eq!(
+        got(&call(&server, Method::GET, &root, "/v2/users?limit=many", None).await),
+        error(400, "M_INVALID_PARAM")
+    );
+
+    // Admin flag.
+    let (_, flag) = call(&server, Method::GET, &root, "/v1/users/@bob:localhost/admin", None).await;
+    assert_eq!(flag, json!({ "admin": false }));
+    assert_eq!(
+        call(&server, Method::PUT, &root, "/v1/users/@bob:localhost/admin", Some(json!({ "admin": true }))).await.0,
+        200
+    );
+    assert_eq!(call(&server, Method::GET, &bob, "/v1/server_version", None).await.0, 200, "bob is an admin now");
+    assert_eq!(
+        call(&server, Method::PUT, &root, "/v1/users/@bob:localhost/admin", Some(json!({ "admin": false }))).await.0,
+        200
+    );
+    assert_eq!(call(&server, Method::GET, &bob, "/v1/server_version", None).await.0, 403);
+    let demote =
+        call(&server, Method::PUT, &root, "/v1/users/@root:localhost/admin", Some(json!({ "admin": false }))).await;
+    assert_eq!(demote.0, 400, "{}", demote.1);
+
+    // Bad input changes nothing.
+    let bad = api(&server, Method::PUT, Some(&root), "/_synapse/admin/v2/users/@bob:localhost", None).await;
+    assert_eq!(bad.0, 200, "an empty body changes nothing");
+    let not_json = server
+        .http()
+        .put(format!("{}/_synapse/admin/v2/users/@bob:localhost", server.url))
+        .bearer_auth(&root)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_json.status(), 400);
+    assert_eq!(not_json.json::<Value>().await.unwrap()["errcode"], "M_NOT_JSON");
+    let wrong = call(&server, Method::PUT, &root, "/v2/users/@bob:localhost", Some(json!({ "admin": "yes" }))).await;
+    assert_eq!(got(&wrong), error(400, "M_BAD_JSON"));
+    assert_eq!(
+        got(&call(&server, Method::GET, &root, "/v2/users/not-a-user", None).await),
+        error(400, "M_INVALID_PARAM")
+    );
+    assert_eq!(
+        got(&call(&server, Method::GET, &root, "/v2/users/@bob:elsewhere.fr", None).await),
+        error(400, "M_INVALID_PARAM")
+    );
+    let (_, still) = call(&server, Method::GET, &root, "/v2/users/@bob:localhost", None).await;
+    assert_eq!((still["admin"].clone(), still["displayname"].clone()), (json!(0), json!("Bob L.")));
+
+    // Password reset logs out; the new password works.
+    let reset = call(
+        &server,
+        Method::POST,
+        &root,
+        "/v1/reset_password/@bob:localhost",
+        Some(json!({ "new_password": "new-pw" })),
+    )
+    .await;
+    assert_eq!(reset.0, 200, "{}", reset.1);
+    let (status, _) = api(&server, Method::GET, Some(&bob), "/_matrix/client/v3/account/whoami", None).await;
+    assert_eq!(status, 401);
+    let bob = login(&server, "bob", "new-pw").await;
+
+    // Deactivation: gone from the default list, there with deactivated=true, its token dead.
+    let done =
+        call(&server, Method::POST, &root, "/v1/deactivate/@bob:localhost", Some(json!({ "erase": false }))).await;
+    assert_eq!(done, (200, json!({ "id_server_unbind_result": "success" })));
+    let (status, _) = api(&server, Method::GET, Some(&bob), "/_matrix/client/v3/account/whoami", None).await;
+    assert_eq!(status, 401);
+    let (_, list) = call(&server, Method::GET, &root, "/v2/users", None).await;
+    assert_eq!(list["total"], 2);
+    let (_, list) = call(&server, Method::GET, &root, "/v2/users?deactivated=true", None).await;
+    assert_eq!(list["total"], 3);
+    let (_, bob_now) = call(&server, Method::GET, &root, "/v2/users/@bob:localhost", None).await;
+    assert_eq!(bob_now["deactivated"], 1);
+
+    // Every change is in the audit log, newest first, with who made it.
+    let (_, audit) = call(&server, Method::GET, &root, "/v1/audit", None).await;
+    let actions: Vec<&str> =
+        audit["entries"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(
+        actions,
+        [
+            "user.deactivate",
+            "user.reset_password",
+            "user.modify",
+            "user.set_admin",
+            "user.set_admin",
+            "user.modify",
+            "user.create"
+        ],
+        "{audit}"
+    );
+    assert!(audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["admin"] == "@root:localhost" && e["target"] == "@bob:localhost"));
+    assert!(!audit.to_string().contains("new-pw"), "no password in the audit log");
+}
+
+#[tokio::test]
+async fn devices_whois_joined_rooms_and_login_as() {
+    let (server, root, alice) = setup().await;
+    let (status, body) = call(&server, Method::POST, &root, "/v1/users/@alice:localhost/login", Some(json!({}))).await;
+    assert_eq!(status, 200, "{body}");
+    let puppet = body["access_token"].as_str().unwrap().to_owned();
+    let (_, whoami) = api(&server, Method::GET, Some(&puppet), "/_matrix/client/v3/account/whoami", None).await;
+    assert_eq!(whoami["user_id"], "@alice:localhost");
+    let own = call(&server, Method::POST, &root, "/v1/users/@root:localhost/login", Some(json!({}))).await;
+    assert_eq!(own.0, 400, "not as oneself");
+
+    let (_, devices) = call(&server, Method::GET, &root, "/v2/users/@alice:localhost/devices", None).await;
+    assert_eq!(devices["total"], 2, "{devices}");
+    let puppet_device = devices["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["display_name"] == "admin login")
+        .map(|d| d["device_id"].as_str().unwrap().to_owned())
+        .expect("the admin login's device");
+    assert_eq!(devices["devices"][0]["user_id"], "@alice:localhost");
+    let path = format!("/v2/users/@alice:localhost/devices/{puppet_device}");
+    assert_eq!(call(&server, Method::PUT, &root, &path, Some(json!({ "display_name": "audit" }))).await.0, 200);
+    let (_, device) = call(&server, Method::GET, &root, &path, None).await;
+    assert_eq!(device["display_name"], "audit");
+    let (_, whois) = call(&server, Method::GET, &root, "/v1/whois/@alice:localhost", None).await;
+    assert_eq!(whois["user_id"], "@alice:localhost");
+    assert!(whois["devices"][&puppet_device]["sessions"][0]["connections"].is_array(), "{whois}");
+    assert_eq!(call(&server, Method::DELETE, &root, &path, None).await.0, 200);
+    let (status, _) = api(&server, Method::GET, Some(&puppet), "/_matrix/client/v3/account/whoami", None).await;
+    assert_eq!(status, 401, "the deleted device's token is dead");
+    assert_eq!(got(&call(&server, Method::GET, &root, &path, None).await), error(404, "M_NOT_FOUND"));
+
+    // Joined rooms.
+    let (_, room) =
+        api(&server, Method::POST, Some(&alice), "/_matrix/client/v3/createRoom", Some(json!({ "name": "Cabinet" })))
+            .await;
+    let room_id = room["room_id"].as_str().unwrap().to_owned();
+    let (_, joined) = call(&server, Method::GET, &root, "/v1/users/@alice:localhost/joined_rooms", None).await;
+    assert_eq!(joined, json!({ "total": 1, "joined_rooms": [room_id] }));
+
+    // delete_devices logs out the rest.
+    let (_, devices) = call(&server, Method::GET, &root, "/v2/users/@alice:localhost/devices", None).await;
+    let ids: Vec<Value> = devices["devices"].as_array().unwrap().iter().map(|d| d["device_id"].clone()).collect();
+    assert_eq!(
+        call(
+            &server,
+            Method::POST,
+            &root,
+            "/v2/users/@alice:localhost/delete_devices",
+            Some(json!({ "devices": ids }))
+        )
+        .await
+        .0,
+        200
+    );
+    let (status, _) = api(&server, Method::GET, Some(&alice), "/_matrix/client/v3/account/whoami", None).await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn rooms_and_event_reports() {
+    let (server, root, alice) = setup().await;
+    let (_, room) = api(
+        &server,
+        Method::POST,
+        Some(&alice),
+        "/_matrix/client/v3/createRoom",
+        Some(json!({ "name": "Cellule de crise", "room_alias_name": "crise", "preset": "public_chat" })),
+    )
+    .await;
+    let crisis = room["room_id"].as_str().unwrap().to_owned();
+    let (_, other) =
+        api(&server, Method::POST, Some(&root), "/_matrix/client/v3/createRoom", Some(json!({ "name": "Archives" })))
+            .await;
+    let archives = other["room_id"].as_str().unwrap().to_owned();
+
+    let (status, list) = call(&server, Method::GET, &root, "/v1/rooms?order_by=name", None).await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["total_rooms"], 2);
+    assert_eq!(list["offset"], 0);
+    assert_eq!(list["rooms"][0]["room_id"], archives.as_str(), "A before C");
+    let first = &list["rooms"][1];
+    assert_eq!(first["name"], "Cellule de crise");
+    assert_eq!(first["canonical_alias"], "#crise:localhost");
+    assert_eq!(first["joined_members"], 1);
+    assert_eq!(first["joined_local_members"], 1);
+    assert_eq!(first["creator"], "@alice:localhost");
+    assert_eq!(first["join_rules"], "public");
+    assert!(first["state_events"].as_u64().unwrap() >= 5);
+    let (_, searched) = call(&server, Method::GET, &root, "/v1/rooms?search_term=CRISE", None).await;
+    assert_eq!(searched["total_rooms"], 1);
+    let (_, paged) = call(&server, Method::GET, &root, "/v1/rooms?limit=1", None).await;
+    assert_eq!((paged["rooms"].as_array().unwrap().len(), paged["next_batch"].clone()), (1, json!(1)));
+    assert_eq!(
+        got(&call(&server, Method::GET, &root, "/v1/rooms?order_by=colour", None).await),
+        error(400, "M_INVALID_PARAM")
+    );
+
+    let (_, details) = call(&server, Method::GET, &root, &format!("/v1/rooms/{crisis}"), None).await;
+    assert_eq!(details["room_id"], crisis.as_str());
+    assert_eq!(details["joined_local_devices"], 1);
+    let (_, members) = call(&server, Method::GET, &root, &format!("/v1/rooms/{crisis}/members"), None).await;
+    assert_eq!(members, json!({ "total": 1, "members": ["@alice:localhost"] }));
+    let (_, state) = call(&server, Method::GET, &root, &format!("/v1/rooms/{crisis}/state"), None).await;
+    assert!(state["state"].as_array().unwrap().iter().any(|e| e["type"] == "m.room.create"), "{state}");
+    let (_, extremities) =
+        call(&server, Method::GET, &root, &format!("/v1/rooms/{crisis}/forward_extremities"), None).await;
+    assert_eq!(extremities["count"], 1);
+    assert!(extremities["results"][0]["event_id"].as_str().unwrap().starts_with('$'));
+    assert_eq!(
+        got(&call(&server, Method::GET, &root, "/v1/rooms/!nope:localhost", None).await),
+        error(404, "M_NOT_FOUND")
+    );
+    assert_eq!(
+        got(&call(&server, Method::GET, &root, "/v1/rooms/garbage/state", None).await),
+        error(400, "M_INVALID_PARAM")
+    );
+
+    // A report, listed with the room's name and the event's sender, shown with the event, deleted.
+    let (_, sent) = api(
+        &server,
+        Method::PUT,
+        Some(&alice),
+        &format!("/_matrix/client/v3/rooms/{crisis}/send/m.room.message/t1"),
+        Some(json!({ "msgtype": "m.text", "body": "spam" })),
+    )
+    .await;
+    let event = sent["event_id"].as_str().unwrap().to_owned();
+    let (status, _) = api(
+        &server,
+        Method::POST,
+        Some(&alice),
+        &format!("/_matrix/client/v3/rooms/{crisis}/report/{event}"),
+        Some(json!({ "reason": "test" })),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, reports) = call(&server, Method::GET, &root, "/v1/event_reports", None).await;
+    assert_eq!(reports["total"], 1, "{reports}");
+    let report = &reports["event_reports"][0];
+    assert_eq!(
+        (report["event_id"].as_str(), report["name"].as_str()),
+        (Some(event.as_str()), Some("Cellule de crise"))
+    );
+    assert_eq!(
+        (report["sender"].as_str(), report["user_id"].as_str()),
+        (Some("@alice:localhost"), Some("@alice:localhost"))
+    );
+    let id = report["id"].as_u64().unwrap();
+    let (_, one) = call(&server, Method::GET, &root, &format!("/v1/event_reports/{id}"), None).await;
+    assert_eq!(one["event_json"]["content"]["body"], "spam");
+    let (_, filtered) = call(&server, Method::GET, &root, &format!("/v1/event_reports?room_id={archives}"), None).await;
+    assert_eq!(filtered["total"], 0);
+    assert_eq!(call(&server, Method::DELETE, &root, &format!("/v1/event_reports/{id}"), None).await.0, 200);
+    assert_eq!(
+        got(&call(&server, Method::GET, &root, &format!("/v1/event_reports/{id}"), None).await),
+        error(404, "M_NOT_FOUND")
+    );
+    assert_eq!(
+        got(&call(&server, Method::GET, &root, "/v1/event_reports/abc", None).await),
+        error(400, "M_INVALID_PARAM")
+    );
+    let (_, audit) = call(&server, Method::GET, &root, "/v1/audit", None).await;
+    assert_eq!(audit["entries"][0]["action"], "report.delete");
+}
