@@ -41,6 +41,7 @@ pub struct Services {
     pub federation: crate::federation::Federation,
     pub reports: crate::reports::Reports,
     pub audit: crate::audit::Audit,
+    pub registration_tokens: Arc<crate::users::registration_tokens::RegistrationTokens>,
     pub push: crate::push::evaluate::Evaluator,
     pub push_sender: crate::push::sender::PushSender,
     pub search: crate::search::Search,
@@ -71,6 +72,7 @@ impl Services {
             false => None,
         };
         let profiles = Arc::new(Profiles::new(db.clone()));
+        let registration_tokens = Arc::new(crate::users::registration_tokens::RegistrationTokens::new(db.clone()));
         let writer = Arc::new(Writer::start(db.clone()));
         let services = Arc::new(Self {
             users: Users::new(db.clone(), writer.clone(), config.server_name.clone()).with_directory(directory),
@@ -91,7 +93,8 @@ impl Services {
             sliding_connections: Default::default(),
             profiles,
             filters: Filters::new(db.clone()),
-            uia: Uia::new(config.registration.token.clone()),
+            uia: Uia::new(config.registration.token.clone(), registration_tokens.clone()),
+            registration_tokens,
             rate_limiter: RateLimiter::new(config.rate_limits.clone()),
             server_keys: server_keys.clone(),
             media: Media::open(db.clone(), config.server_name.clone(), &config)?,

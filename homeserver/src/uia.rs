@@ -47,6 +47,8 @@ struct Session {
 pub struct Uia {
     sessions: Mutex<HashMap<String, Session>>,
     registration_token: Option<String>,
+    /// The tokens admins made (the configured one is checked first).
+    tokens: std::sync::Arc<crate::users::registration_tokens::RegistrationTokens>,
 }
 
 /// Compares without an early exit, so timing does not reveal how much of a token was right.
@@ -55,13 +57,29 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl Uia {
-    pub fn new(registration_token: Option<String>) -> Self {
-        Self { sessions: Mutex::new(HashMap::new()), registration_token }
+    pub fn new(
+        registration_token: Option<String>,
+        tokens: std::sync::Arc<crate::users::registration_tokens::RegistrationTokens>,
+    ) -> Self {
+        Self { sessions: Mutex::new(HashMap::new()), registration_token, tokens }
     }
 
-    /// Whether `token` is this server's registration token.
-    pub fn registration_token_matches(&self, token: &str) -> bool {
-        self.registration_token.as_ref().is_some_and(|expected| constant_time_eq(expected.as_bytes(), token.as_bytes()))
+    /// Whether `token` is the configured registration token or a valid admin-made one.
+    pub fn registration_token_matches(&self, token: &str) -> Result<bool> {
+        let configured = self
+            .registration_token
+            .as_ref()
+            .is_some_and(|expected| constant_time_eq(expected.as_bytes(), token.as_bytes()));
+        Ok(configured || self.tokens.is_valid(token)?)
+    }
+
+    /// Passes the token stage: the configured token, or one use of an admin-made token.
+    fn use_registration_token(&self, token: &str) -> Result<bool> {
+        let configured = self
+            .registration_token
+            .as_ref()
+            .is_some_and(|expected| constant_time_eq(expected.as_bytes(), token.as_bytes()));
+        Ok(configured || self.tokens.take_use(token)?)
     }
 
     /// Runs one UIA round for `purpose` (an operation name) on behalf of `user` (none for
@@ -89,7 +107,7 @@ impl Uia {
         let failure = match auth {
             AuthData::Dummy(_) => None,
             AuthData::EmailIdentity(_) => None,
-            AuthData::RegistrationToken(t) if self.registration_token_matches(&t.token) => None,
+            AuthData::RegistrationToken(t) if self.use_registration_token(&t.token)? => None,
             AuthData::RegistrationToken(_) => Some("invalid registration token"),
             AuthData::Password(p) => match (user, &p.identifier) {
                 (Some(user), UserIdentifier::Matrix(id)) => {

@@ -70,6 +70,7 @@ pub const NAMES: &[&str] = &[
     "mediaid_meta",
     "reportid_report",
     "auditid_entry",
+    "token_registrationtoken",
     "sha256_refcount",
     "useridmediaid_pending",
     "sha256size_thumbnail",
@@ -207,6 +208,8 @@ pub struct Tables {
     pub reportid_report: Table<Be64, Json<crate::reports::Report>>,
     /// The admins' audit log: counter id → who did what to what, and when.
     pub auditid_entry: Table<Be64, Json<crate::audit::AuditEntry>>,
+    /// Registration tokens made by admins: token → uses allowed and made, expiry.
+    pub token_registrationtoken: Table<String, Json<crate::users::registration_tokens::RegistrationToken>>,
     /// Content SHA-256 → how many media ids and thumbnails use that stored file.
     /// Media ids reserved with `/media/v1/create` and not uploaded yet: (uploader, id) → expiry ms.
     pub useridmediaid_pending: Table<(OwnedUserId, String), Be64>,
@@ -299,6 +302,7 @@ impl Tables {
             mediaid_meta: Table::new(db, reads, "mediaid_meta"),
             reportid_report: Table::new(db, reads, "reportid_report"),
             auditid_entry: Table::new(db, reads, "auditid_entry"),
+            token_registrationtoken: Table::new(db, reads, "token_registrationtoken"),
             sha256_refcount: Table::new(db, reads, "sha256_refcount"),
             useridmediaid_pending: Table::new(db, reads, "useridmediaid_pending"),
             sha256size_thumbnail: Table::new(db, reads, "sha256size_thumbnail"),

@@ -82,6 +82,22 @@ impl OutgoingAuth for NoAuthentication {
 struct Backoff {
     failures: u32,
     until: Instant,
+    wait: Duration,
+    /// When this run of failures began and when the last one happened (ms since the epoch).
+    first_failure_ms: u64,
+    last_failure_ms: u64,
+}
+
+/// How sending to one destination goes, for the admin API and the console.
+#[derive(Debug, Clone, Default)]
+pub struct DestinationHealth {
+    /// Failures in a row (0: the last request worked).
+    pub failures: u32,
+    /// How long the current backoff lasts, in ms (0 when not backing off).
+    pub retry_interval_ms: u64,
+    pub first_failure_ms: Option<u64>,
+    pub last_failure_ms: Option<u64>,
+    pub last_success_ms: Option<u64>,
 }
 
 /// Addresses found by SRV lookups, by host: what federation connections to that host use (their
@@ -126,6 +142,8 @@ pub struct FederationClient {
     max_response: usize,
     discovered: Mutex<HashMap<OwnedServerName, (Endpoint, Instant)>>,
     backoff: Mutex<HashMap<OwnedServerName, Backoff>>,
+    /// When a request to each destination last worked (ms since the epoch).
+    last_success: Mutex<HashMap<OwnedServerName, u64>>,
 }
 
 impl FederationClient {
@@ -163,6 +181,7 @@ impl FederationClient {
             max_response,
             discovered: Mutex::new(HashMap::new()),
             backoff: Mutex::new(HashMap::new()),
+            last_success: Mutex::new(HashMap::new()),
         })
     }
 
@@ -248,14 +267,44 @@ impl FederationClient {
     }
 
     fn failed(&self, server: &ServerName) {
+        let now_ms = crate::users::now_ms();
         let mut backoff = self.backoff.lock().expect("backoff");
-        let entry = backoff.entry(server.to_owned()).or_insert(Backoff { failures: 0, until: Instant::now() });
+        let entry = backoff.entry(server.to_owned()).or_insert(Backoff {
+            failures: 0,
+            until: Instant::now(),
+            wait: Duration::ZERO,
+            first_failure_ms: now_ms,
+            last_failure_ms: now_ms,
+        });
         entry.failures = entry.failures.saturating_add(1);
         let wait = BACKOFF_FIRST.saturating_mul(1 << entry.failures.min(10).saturating_sub(1)).min(BACKOFF_CAP);
         entry.until = Instant::now() + wait;
+        entry.wait = wait;
+        entry.last_failure_ms = now_ms;
     }
 
     fn succeeded(&self, server: &ServerName) {
+        self.backoff.lock().expect("backoff").remove(server);
+        self.last_success.lock().expect("last success").insert(server.to_owned(), crate::users::now_ms());
+    }
+
+    pub fn health(&self, server: &ServerName) -> DestinationHealth {
+        let last_success_ms = self.last_success.lock().expect("last success").get(server).copied();
+        match self.backoff.lock().expect("backoff").get(server) {
+            Some(b) => DestinationHealth {
+                failures: b.failures,
+                retry_interval_ms: b.wait.as_millis() as u64,
+                first_failure_ms: Some(b.first_failure_ms),
+                last_failure_ms: Some(b.last_failure_ms),
+                last_success_ms,
+            },
+            None => DestinationHealth { last_success_ms, ..Default::default() },
+        }
+    }
+
+    /// Forgets a destination's failures, so the next request goes at once (an admin's
+    /// "reset connection").
+    pub fn reset_backoff(&self, server: &ServerName) {
         self.backoff.lock().expect("backoff").remove(server);
     }
 

@@ -317,8 +317,10 @@ async fn worker(services: Arc<Services>, server: OwnedServerName, notify: Arc<No
     let fed = &services.federation;
     let tables = &services.db.tables;
     loop {
-        if let Some(wait) = fed.client.backing_off(&server) {
-            tokio::time::sleep(wait).await;
+        // New events wake the worker during a backoff without ending it; an admin's reset
+        // (which clears the backoff, then wakes) does.
+        while let Some(wait) = fed.client.backing_off(&server) {
+            let _ = tokio::time::timeout(wait, notify.notified()).await;
         }
         let notified = notify.notified();
         let head = *services.rooms.subscribe().borrow();

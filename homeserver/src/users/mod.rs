@@ -10,6 +10,7 @@ pub mod directory;
 pub mod filters;
 pub mod password;
 pub mod profile;
+pub mod registration_tokens;
 pub mod threepid;
 
 use std::{

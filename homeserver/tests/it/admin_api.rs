@@ -377,3 +377,103 @@ async fn rooms_and_event_reports() {
     let (_, audit) = call(&server, Method::GET, &root, "/v1/audit", None).await;
     assert_eq!(audit["entries"][0]["action"], "report.delete");
 }
+
+async fn register_with_token(server: &TestServer, name: &str, token: &str) -> (u16, Value) {
+    let url = "/_matrix/client/v3/register";
+    let (status, first) =
+        api(server, Method::POST, None, url, Some(json!({ "username": name, "password": "pw" }))).await;
+    assert_eq!(status, 401, "{first}");
+    assert_eq!(first["flows"], json!([{ "stages": ["m.login.registration_token"] }]), "{first}");
+    let auth = json!({ "type": "m.login.registration_token", "token": token, "session": first["session"] });
+    api(server, Method::POST, None, url, Some(json!({ "username": name, "password": "pw", "auth": auth }))).await
+}
+
+#[tokio::test]
+async fn registration_tokens_open_a_closed_registration() {
+    let server = TestServer::start_with(&[("registration.open", false.into())]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pw"), "root-pw").unwrap();
+    let out =
+        server.cli(&["user", "create", "root", "--admin", "--password-file", dir.path().join("pw").to_str().unwrap()]);
+    assert!(out.status.success());
+    let root = login(&server, "root", "root-pw").await;
+    let closed = api(
+        &server,
+        Method::POST,
+        None,
+        "/_matrix/client/v3/register",
+        Some(json!({ "username": "x", "password": "pw" })),
+    )
+    .await;
+    assert_eq!(got(&closed), error(403, "M_FORBIDDEN"), "closed without tokens");
+
+    let (status, random) = call(&server, Method::POST, &root, "/v1/registration_tokens/new", Some(json!({}))).await;
+    assert_eq!(status, 200, "{random}");
+    assert_eq!(random["token"].as_str().unwrap().len(), 16);
+    assert_eq!((random["uses_allowed"].clone(), random["completed"].clone()), (Value::Null, json!(0)));
+    let (status, one) = call(
+        &server,
+        Method::POST,
+        &root,
+        "/v1/registration_tokens/new",
+        Some(json!({ "token": "bienvenue-2026", "uses_allowed": 1 })),
+    )
+    .await;
+    assert_eq!(status, 200, "{one}");
+    let again =
+        call(&server, Method::POST, &root, "/v1/registration_tokens/new", Some(json!({ "token": "bienvenue-2026" })))
+            .await;
+    assert_eq!(got(&again), error(400, "M_INVALID_PARAM"));
+    let bad =
+        call(&server, Method::POST, &root, "/v1/registration_tokens/new", Some(json!({ "token": "pas de blancs" })))
+            .await;
+    assert_eq!(got(&bad), error(400, "M_INVALID_PARAM"));
+    let (_, list) = call(&server, Method::GET, &root, "/v1/registration_tokens", None).await;
+    assert_eq!(list["registration_tokens"].as_array().unwrap().len(), 2);
+
+    // The one-use token registers one account, then is spent.
+    let (status, body) = register_with_token(&server, "agent1", "bienvenue-2026").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user_id"], "@agent1:localhost");
+    let (status, body) = register_with_token(&server, "agent2", "bienvenue-2026").await;
+    assert_eq!(status, 401, "spent: {body}");
+    let validity = "/_matrix/client/v1/register/m.login.registration_token/validity?token=bienvenue-2026";
+    assert_eq!(api(&server, Method::GET, None, validity, None).await.1, json!({ "valid": false }));
+    let (_, spent) = call(&server, Method::GET, &root, "/v1/registration_tokens/bienvenue-2026", None).await;
+    assert_eq!(spent["completed"], 1);
+    let (_, invalid) = call(&server, Method::GET, &root, "/v1/registration_tokens?valid=false", None).await;
+    assert_eq!(invalid["registration_tokens"][0]["token"], "bienvenue-2026");
+
+    // One more use, then delete it.
+    let (status, more) =
+        call(&server, Method::PUT, &root, "/v1/registration_tokens/bienvenue-2026", Some(json!({ "uses_allowed": 2 })))
+            .await;
+    assert_eq!((status, more["uses_allowed"].clone()), (200, json!(2)));
+    let wrong = call(
+        &server,
+        Method::PUT,
+        &root,
+        "/v1/registration_tokens/bienvenue-2026",
+        Some(json!({ "uses_allowed": "deux" })),
+    )
+    .await;
+    assert_eq!(got(&wrong), error(400, "M_INVALID_PARAM"));
+    assert_eq!(api(&server, Method::GET, None, validity, None).await.1, json!({ "valid": true }));
+    let (status, _) = register_with_token(&server, "agent2", "bienvenue-2026").await;
+    assert_eq!(status, 200);
+    assert_eq!(call(&server, Method::DELETE, &root, "/v1/registration_tokens/bienvenue-2026", None).await.0, 200);
+    let gone = call(&server, Method::GET, &root, "/v1/registration_tokens/bienvenue-2026", None).await;
+    assert_eq!(got(&gone), error(404, "M_NOT_FOUND"));
+    let (_, audit) = call(&server, Method::GET, &root, "/v1/audit", None).await;
+    let actions: Vec<&str> =
+        audit["entries"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(
+        actions,
+        [
+            "registration_token.delete",
+            "registration_token.update",
+            "registration_token.create",
+            "registration_token.create"
+        ]
+    );
+}

@@ -4,8 +4,10 @@
 //! audit log (`crate::audit`). Synapse's shapes are not in ruma, so these handlers read and write
 //! JSON themselves, still through Matrix error bodies.
 
+mod destinations;
 mod reports;
 mod rooms;
+mod tokens;
 mod users;
 
 use std::{collections::HashMap, sync::Arc};
@@ -165,7 +167,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = router
         .route("/_synapse/admin/v1/server_version", get(server_version))
         .route("/_synapse/admin/v1/audit", get(audit_log));
-    reports::routes(rooms::routes(users::routes(router)))
+    destinations::routes(tokens::routes(reports::routes(rooms::routes(users::routes(router)))))
 }
 
 /// The created status for upserts that made something new.

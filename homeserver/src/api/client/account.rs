@@ -21,9 +21,11 @@ pub async fn register(services: Arc<Services>, request: Ruma<register::v3::Reque
         return register_for_appservice(&services, request).await;
     }
     let config = &services.config.registration;
+    // Tokens made by admins open a closed registration to whoever holds one.
     let flows: &[&[&str]] = match (&config.token, config.open) {
         (Some(_), _) => &[&[uia::REGISTRATION_TOKEN]],
         (None, true) => &[&[uia::DUMMY]],
+        (None, false) if services.registration_tokens.any()? => &[&[uia::REGISTRATION_TOKEN]],
         (None, false) => return Err(Error::forbidden("registration is closed on this server")),
     };
     if request.body.kind == RegistrationKind::Guest {
@@ -133,7 +135,7 @@ pub async fn registration_token_validity(
     if let Some(ip) = request.client_ip {
         services.rate_limiter.check(Action::Registration, &ip.to_string())?;
     }
-    let valid = services.uia.registration_token_matches(&request.body.token);
+    let valid = services.uia.registration_token_matches(&request.body.token)?;
     Ok(check_registration_token_validity::v1::Response::new(valid))
 }
 

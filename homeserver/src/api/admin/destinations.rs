@@ -1,0 +1,128 @@
+//! Federation destinations: every server this node has sent to, how sending goes, the rooms
+//! shared with it, and resetting its backoff.
+
+use std::sync::Arc;
+
+use axum::{
+    extract::{Path, State},
+    routing::{get, post},
+    Router,
+};
+use ruma::{OwnedServerName, ServerName};
+use serde_json::{json, Value};
+
+use super::{ok, paginate, Admin, Answer, Params};
+use crate::{api::error::ApiError, db::codec::Be64, error::Error, services::Services};
+
+pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
+    router
+        .route("/_synapse/admin/v1/federation/destinations", get(list))
+        .route("/_synapse/admin/v1/federation/destinations/{destination}", get(details))
+        .route("/_synapse/admin/v1/federation/destinations/{destination}/rooms", get(rooms))
+        .route("/_synapse/admin/v1/federation/destinations/{destination}/reset_connection", post(reset))
+}
+
+/// Every destination the sender knows, with its delivered stream position.
+fn known(services: &Services) -> Result<Vec<(OwnedServerName, u64)>, ApiError> {
+    services
+        .db
+        .tables
+        .servername_sentpos
+        .iter()
+        .map(|entry| entry.map(|(server, Be64(pos))| (server, pos)).map_err(|e| Error::from(e).into()))
+        .collect()
+}
+
+fn destination_json(services: &Services, server: &ServerName, sent: u64) -> Value {
+    let health = services.federation.client.health(server);
+    json!({
+        "destination": server,
+        "retry_last_ts": health.last_failure_ms.unwrap_or(0),
+        "retry_interval": health.retry_interval_ms,
+        "failure_ts": health.first_failure_ms,
+        "last_successful_stream_ordering": sent,
+        "last_success_ts": health.last_success_ms,
+        "failures": health.failures,
+    })
+}
+
+fn find(services: &Services, raw: &str) -> Result<(OwnedServerName, u64), ApiError> {
+    let server = ServerName::parse(raw).map_err(|e| Error::invalid_param(format!("invalid server name: {e}")))?;
+    known(services)?
+        .into_iter()
+        .find(|(s, _)| *s == server)
+        .ok_or_else(|| Error::not_found("Unknown destination").into())
+}
+
+/// `GET /_synapse/admin/v1/federation/destinations`: `destination` (substring), `order_by`
+/// (`destination`, `retry_last_ts`, `retry_interval`, `failure_ts`,
+/// `last_successful_stream_ordering`), `dir`, `from`, `limit`.
+async fn list(State(services): State<Arc<Services>>, _: Admin, params: Params) -> Answer {
+    let (from, limit) = params.page()?;
+    let order_by = params.str("order_by").unwrap_or("destination");
+    let known_orders =
+        ["destination", "retry_last_ts", "retry_interval", "failure_ts", "last_successful_stream_ordering"];
+    if !known_orders.contains(&order_by) {
+        return Err(Error::invalid_param(format!("unknown order_by {order_by:?}")).into());
+    }
+    let search = params.str("destination").map(str::to_lowercase);
+    let mut rows: Vec<Value> = known(&services)?
+        .iter()
+        .filter(|(s, _)| search.as_ref().is_none_or(|q| s.as_str().to_lowercase().contains(q.as_str())))
+        .map(|(s, pos)| destination_json(&services, s, *pos))
+        .collect();
+    rows.sort_by(|a, b| {
+        let key = |v: &Value| (v[order_by].as_u64().unwrap_or(0), v[order_by].as_str().unwrap_or("").to_owned());
+        key(a).cmp(&key(b)).then_with(|| a["destination"].as_str().cmp(&b["destination"].as_str()))
+    });
+    if params.backwards()? {
+        rows.reverse();
+    }
+    let total = rows.len();
+    let (page, next) = paginate(rows, from, limit);
+    let mut body = json!({ "destinations": page, "total": total });
+    if let Some(next) = next {
+        body["next_token"] = json!(next.to_string());
+    }
+    ok(body)
+}
+
+async fn details(State(services): State<Arc<Services>>, _: Admin, Path(destination): Path<String>) -> Answer {
+    let (server, pos) = find(&services, &destination)?;
+    ok(destination_json(&services, &server, pos))
+}
+
+/// Rooms where the destination has joined members.
+async fn rooms(
+    State(services): State<Arc<Services>>,
+    _: Admin,
+    Path(destination): Path<String>,
+    params: Params,
+) -> Answer {
+    let (server, _) = find(&services, &destination)?;
+    let (from, limit) = params.page()?;
+    let mut shared = Vec::new();
+    for entry in services.db.tables.roomid_room.iter() {
+        let (room, record) = entry.map_err(Error::from)?;
+        let members = services.rooms.members(&room)?;
+        if members.iter().any(|(u, m)| m.membership == "join" && u.server_name() == server) {
+            shared.push(json!({ "room_id": room, "stream_ordering": record.0.depth }));
+        }
+    }
+    let total = shared.len();
+    let (page, next) = paginate(shared, from, limit);
+    let mut body = json!({ "rooms": page, "total": total });
+    if let Some(next) = next {
+        body["next_token"] = json!(next.to_string());
+    }
+    ok(body)
+}
+
+/// `POST …/reset_connection`: forgets the destination's failures and sends what waits at once.
+async fn reset(State(services): State<Arc<Services>>, admin: Admin, Path(destination): Path<String>) -> Answer {
+    let (server, _) = find(&services, &destination)?;
+    services.federation.client.reset_backoff(&server);
+    services.federation.sender.wake(&server);
+    admin.audit(&services, "destination.reset_connection", server.as_str(), json!({}))?;
+    ok(json!({}))
+}
