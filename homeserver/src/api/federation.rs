@@ -202,6 +202,7 @@ pub async fn make_join(
     let body = request.body;
     user_of_origin(&origin, &body.user_id)?;
     let record = services.rooms.room(&body.room_id)?.ok_or_else(|| Error::not_found("unknown room"))?;
+    services.rooms.check_not_blocked(&body.room_id)?;
     if !receive::acl_allows(&services, &body.room_id, &origin) {
         return Err(Error::forbidden("the room's server ACL denies your server"));
     }
@@ -410,6 +411,7 @@ pub async fn invite(
 ) -> Result<create_invite::v2::Response> {
     let origin = origin(&request)?;
     let body = request.body;
+    services.rooms.check_not_blocked(&body.room_id)?;
     if !supported_versions().contains(&body.room_version) {
         return Err(Error::IncompatibleRoomVersion(body.room_version.to_string()));
     }

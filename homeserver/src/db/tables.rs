@@ -71,6 +71,7 @@ pub const NAMES: &[&str] = &[
     "reportid_report",
     "auditid_entry",
     "token_registrationtoken",
+    "roomid_blocked",
     "sha256_refcount",
     "useridmediaid_pending",
     "sha256size_thumbnail",
@@ -210,6 +211,8 @@ pub struct Tables {
     pub auditid_entry: Table<Be64, Json<crate::audit::AuditEntry>>,
     /// Registration tokens made by admins: token → uses allowed and made, expiry.
     pub token_registrationtoken: Table<String, Json<crate::users::registration_tokens::RegistrationToken>>,
+    /// Rooms an admin blocked: nobody of this server may join or be invited (→ the admin).
+    pub roomid_blocked: Table<OwnedRoomId, String>,
     /// Content SHA-256 → how many media ids and thumbnails use that stored file.
     /// Media ids reserved with `/media/v1/create` and not uploaded yet: (uploader, id) → expiry ms.
     pub useridmediaid_pending: Table<(OwnedUserId, String), Be64>,
@@ -303,6 +306,7 @@ impl Tables {
             reportid_report: Table::new(db, reads, "reportid_report"),
             auditid_entry: Table::new(db, reads, "auditid_entry"),
             token_registrationtoken: Table::new(db, reads, "token_registrationtoken"),
+            roomid_blocked: Table::new(db, reads, "roomid_blocked"),
             sha256_refcount: Table::new(db, reads, "sha256_refcount"),
             useridmediaid_pending: Table::new(db, reads, "useridmediaid_pending"),
             sha256size_thumbnail: Table::new(db, reads, "sha256size_thumbnail"),

@@ -449,6 +449,7 @@ pub async fn join(
     via: &[OwnedServerName],
     reason: Option<String>,
 ) -> Result<OwnedEventId> {
+    services.rooms.check_not_blocked(room)?;
     if participating(services, room)? {
         return services.rooms.join(room, user, reason).await;
     }

@@ -6,6 +6,7 @@
 //! (federation) sits beside local media. A stored file is referenced by every media id and
 //! thumbnail with its contents; `sha256_refcount` counts them for the day files are deleted.
 
+pub mod admin;
 pub mod preview;
 pub mod storage;
 pub mod thumbnail;
@@ -53,6 +54,9 @@ pub struct MediaRecord {
     /// When a reserved id that got no upload stops being usable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_ts: Option<u64>,
+    /// The admin who quarantined it: it is then served to nobody (404), but kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantined_by: Option<String>,
 }
 
 /// A stored file's content address and size.
@@ -174,6 +178,7 @@ impl Media {
             filename,
             file: Some(file.clone()),
             expires_ts: None,
+            quarantined_by: None,
         };
         {
             let _guard = self.lock();
@@ -210,6 +215,7 @@ impl Media {
             filename: None,
             file: None,
             expires_ts: Some(expires),
+            quarantined_by: None,
         };
         self.db.tables.mediaid_meta.insert(&mut batch, &(self.server_name.clone(), media_id.clone()), &Json(record));
         self.db.tables.useridmediaid_pending.insert(
@@ -325,6 +331,7 @@ impl Media {
             filename,
             file: Some(file.clone()),
             expires_ts: None,
+            quarantined_by: None,
         };
         let mut batch = Batch::new();
         self.add_reference(&mut batch, &file)?;
@@ -339,7 +346,7 @@ impl Media {
         let key = (server.to_owned(), media_id.to_owned());
         if server != self.server_name {
             return match self.db.tables.mediaid_meta.get(&key)? {
-                Some(Json(record)) if record.file.is_some() => Ok(record),
+                Some(Json(record)) if record.file.is_some() && record.quarantined_by.is_none() => Ok(record),
                 _ => Err(not_found()),
             };
         }
@@ -350,6 +357,9 @@ impl Media {
             let Some(Json(record)) = self.db.tables.mediaid_meta.get(&key)? else {
                 return Err(not_found());
             };
+            if record.quarantined_by.is_some() {
+                return Err(not_found());
+            }
             if record.file.is_some() {
                 return Ok(record);
             }

@@ -97,6 +97,9 @@ impl Rooms {
         if !self.exists(room)? {
             return Err(Error::forbidden("unknown room"));
         }
+        if matches!(membership, "join" | "invite" | "knock") {
+            self.check_not_blocked(room)?;
+        }
         let current = self.current_membership(room, target)?;
         match membership {
             "invite" => {

@@ -5,6 +5,7 @@
 //! in one batch, and then notifies the stream. Sync, federation sending, appservices and push are
 //! consumers of that stream; nothing else writes events.
 
+pub mod blocking;
 pub mod create;
 pub mod directory;
 pub mod hierarchy;

@@ -477,3 +477,136 @@ async fn registration_tokens_open_a_closed_registration() {
         ]
     );
 }
+
+async fn upload(server: &TestServer, token: &str, bytes: &'static str, name: &str) -> String {
+    let response = server
+        .http()
+        .post(format!("{}/_matrix/media/v3/upload?filename={name}", server.url))
+        .bearer_auth(token)
+        .header("content-type", "text/plain")
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    body["content_uri"].as_str().unwrap().trim_start_matches("mxc://localhost/").to_owned()
+}
+
+async fn download(server: &TestServer, token: &str, id: &str) -> u16 {
+    let url = format!("{}/_matrix/client/v1/media/download/localhost/{id}", server.url);
+    server.http().get(url).bearer_auth(token).send().await.unwrap().status().as_u16()
+}
+
+fn files_under(dir: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| if e.path().is_dir() { files_under(&e.path()) } else { usize::from(e.path().is_file()) })
+        .sum()
+}
+
+#[tokio::test]
+async fn media_is_listed_quarantined_and_deleted() {
+    let (server, root, alice) = setup().await;
+    let media_dir = server.config_path.parent().unwrap().join("db").join("media");
+    let first = upload(&server, &alice, "premier fichier", "un.txt").await;
+    let second = upload(&server, &alice, "second fichier, plus long", "deux.txt").await;
+    let stored = files_under(&media_dir);
+    assert!(stored >= 2, "{stored} files");
+
+    let (status, list) =
+        call(&server, Method::GET, &root, "/v1/users/@alice:localhost/media?order_by=media_length&dir=b", None).await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["total"], 2);
+    assert_eq!(list["media"][0]["media_id"], second.as_str());
+    assert_eq!(list["media"][0]["upload_name"], "deux.txt");
+    assert_eq!(list["media"][1]["media_length"], 15);
+
+    // Quarantine: kept, served to nobody; released again.
+    assert_eq!(download(&server, &alice, &first).await, 200);
+    assert_eq!(
+        call(&server, Method::POST, &root, &format!("/v1/media/quarantine/localhost/{first}"), None).await.0,
+        200
+    );
+    assert_eq!(download(&server, &alice, &first).await, 404);
+    let (_, info) = call(&server, Method::GET, &root, &format!("/v1/media/localhost/{first}"), None).await;
+    assert_eq!(info["media_info"]["quarantined_by"], "@root:localhost");
+    assert_eq!(
+        call(&server, Method::POST, &root, &format!("/v1/media/unquarantine/localhost/{first}"), None).await.0,
+        200
+    );
+    assert_eq!(download(&server, &alice, &first).await, 200);
+
+    // Deletion by id, then by age: the records and the files go.
+    let (status, deleted) = call(&server, Method::DELETE, &root, &format!("/v1/media/localhost/{first}"), None).await;
+    assert_eq!(status, 200, "{deleted}");
+    assert_eq!(deleted, json!({ "deleted_media": [first], "total": 1 }));
+    assert_eq!(download(&server, &alice, &first).await, 404);
+    let remote = call(&server, Method::DELETE, &root, "/v1/media/elsewhere.fr/abc", None).await;
+    assert_eq!(remote.0, 400);
+    let missing = call(&server, Method::POST, &root, "/v1/media/delete", None).await;
+    assert_eq!(got(&missing), error(400, "M_MISSING_PARAM"));
+    let far_future = 4_000_000_000_000u64;
+    let (_, deleted) =
+        call(&server, Method::POST, &root, &format!("/v1/media/delete?before_ts={far_future}&size_gt=1000"), None)
+            .await;
+    assert_eq!(deleted["total"], 0, "nothing is that large");
+    let (_, deleted) =
+        call(&server, Method::POST, &root, &format!("/v1/media/delete?before_ts={far_future}"), None).await;
+    assert_eq!(deleted["deleted_media"], json!([second]));
+    assert_eq!(files_under(&media_dir), stored - 2, "the files are removed from disk");
+    let (_, list) = call(&server, Method::GET, &root, "/v1/users/@alice:localhost/media", None).await;
+    assert_eq!(list["total"], 0);
+    let (_, purged) =
+        call(&server, Method::POST, &root, &format!("/v1/purge_media_cache?before_ts={far_future}"), None).await;
+    assert_eq!(purged, json!({ "deleted": 0 }));
+}
+
+#[tokio::test]
+async fn blocked_rooms_refuse_joins_and_invites() {
+    let (server, root, alice) = setup().await;
+    let (_, bob) = crate::common::register_raw(&server, "bob").await;
+    let (_, room) = api(
+        &server,
+        Method::POST,
+        Some(&alice),
+        "/_matrix/client/v3/createRoom",
+        Some(json!({ "preset": "public_chat" })),
+    )
+    .await;
+    let room = room["room_id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/rooms/{room}/block");
+    assert_eq!(call(&server, Method::GET, &root, &path, None).await.1, json!({ "block": false }));
+    assert_eq!(
+        call(&server, Method::PUT, &root, &path, Some(json!({ "block": true }))).await.1,
+        json!({ "block": true })
+    );
+    assert_eq!(
+        call(&server, Method::GET, &root, &path, None).await.1,
+        json!({ "block": true, "user_id": "@root:localhost" })
+    );
+    let join =
+        api(&server, Method::POST, Some(&bob), &format!("/_matrix/client/v3/join/{room}"), Some(json!({}))).await;
+    assert_eq!(got(&join), error(403, "M_FORBIDDEN"));
+    let invite = api(
+        &server,
+        Method::POST,
+        Some(&alice),
+        &format!("/_matrix/client/v3/rooms/{room}/invite"),
+        Some(json!({ "user_id": "@bob:localhost" })),
+    )
+    .await;
+    assert_eq!(got(&invite), error(403, "M_FORBIDDEN"));
+    assert_eq!(call(&server, Method::PUT, &root, &path, Some(json!({ "block": false }))).await.0, 200);
+    let join =
+        api(&server, Method::POST, Some(&bob), &format!("/_matrix/client/v3/join/{room}"), Some(json!({}))).await;
+    assert_eq!(join.0, 200, "{}", join.1);
+    // A room this server does not know can be blocked ahead.
+    let ahead =
+        call(&server, Method::PUT, &root, "/v1/rooms/!inconnue:elsewhere.fr/block", Some(json!({ "block": true })))
+            .await;
+    assert_eq!(ahead.0, 200);
+    let bad = call(&server, Method::PUT, &root, &path, Some(json!({ "block": "oui" }))).await;
+    assert_eq!(got(&bad), error(400, "M_BAD_JSON"));
+}

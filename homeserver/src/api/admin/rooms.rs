@@ -10,7 +10,7 @@ use axum::{
 use ruma::{events::StateEventType, OwnedRoomId, RoomId};
 use serde_json::{json, Value};
 
-use super::{ok, paginate, Admin, Answer, Params};
+use super::{ok, paginate, Admin, Answer, Body, Params};
 use crate::{api::error::ApiError, error::Error, services::Services};
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
@@ -20,6 +20,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .route("/_synapse/admin/v1/rooms/{room_id}/members", get(members))
         .route("/_synapse/admin/v1/rooms/{room_id}/state", get(state))
         .route("/_synapse/admin/v1/rooms/{room_id}/forward_extremities", get(forward_extremities))
+        .route("/_synapse/admin/v1/rooms/{room_id}/block", get(get_block).put(put_block))
 }
 
 fn known_room(services: &Services, raw: &str) -> Result<OwnedRoomId, ApiError> {
@@ -186,4 +187,32 @@ async fn forward_extremities(State(services): State<Arc<Services>>, _: Admin, Pa
         }));
     }
     ok(json!({ "count": results.len(), "results": results }))
+}
+
+/// `GET …/block`: `{ "block": bool, "user_id": admin }` (no `user_id` when not blocked).
+async fn get_block(State(services): State<Arc<Services>>, _: Admin, Path(room): Path<String>) -> Answer {
+    let room = RoomId::parse(&room).map_err(|e| Error::invalid_param(format!("invalid room id: {e}")))?;
+    ok(match services.rooms.blocked_by(&room)? {
+        Some(admin) => json!({ "block": true, "user_id": admin }),
+        None => json!({ "block": false }),
+    })
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Block {
+    block: bool,
+}
+
+/// `PUT …/block`: blocks (or unblocks) the room, known here or not.
+async fn put_block(
+    State(services): State<Arc<Services>>,
+    admin: Admin,
+    Path(room): Path<String>,
+    Body(body): Body<Block>,
+) -> Answer {
+    let room = RoomId::parse(&room).map_err(|e| Error::invalid_param(format!("invalid room id: {e}")))?;
+    services.rooms.set_blocked(&room, body.block.then_some(admin.0.user_id.as_str()))?;
+    admin.audit(&services, if body.block { "room.block" } else { "room.unblock" }, room.as_str(), json!({}))?;
+    ok(json!({ "block": body.block }))
 }

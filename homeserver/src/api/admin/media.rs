@@ -1,0 +1,180 @@
+//! Media: an uploader's files, details, quarantine, deletion by id, by age and size, and purging
+//! the cache of other servers' media.
+
+use std::sync::Arc;
+
+use axum::{
+    extract::{Path, State},
+    routing::{get, post},
+    Router,
+};
+use ruma::{OwnedServerName, ServerName, UserId};
+use serde_json::{json, Value};
+
+use super::{ok, paginate, Admin, Answer, Params};
+use crate::{api::error::ApiError, error::Error, media::MediaRecord, services::Services};
+
+pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
+    router
+        .route("/_synapse/admin/v1/users/{user_id}/media", get(list_of_user).delete(delete_of_user))
+        .route("/_synapse/admin/v1/media/{server}/{media_id}", get(details).delete(delete_one))
+        .route("/_synapse/admin/v1/media/quarantine/{server}/{media_id}", post(quarantine))
+        .route("/_synapse/admin/v1/media/unquarantine/{server}/{media_id}", post(unquarantine))
+        .route("/_synapse/admin/v1/media/delete", post(delete_before))
+        .route("/_synapse/admin/v1/purge_media_cache", post(purge_remote))
+}
+
+fn media_json(media_id: &str, record: &MediaRecord) -> Value {
+    json!({
+        "media_id": media_id,
+        "media_type": record.content_type,
+        "media_length": record.file.as_ref().map(|f| f.size),
+        "upload_name": record.filename,
+        "created_ts": record.created_ts,
+        "last_access_ts": Value::Null,
+        "quarantined_by": record.quarantined_by,
+        "safe_from_quarantine": false,
+    })
+}
+
+fn server(raw: &str) -> Result<OwnedServerName, ApiError> {
+    ServerName::parse(raw).map_err(|e| Error::invalid_param(format!("invalid server name: {e}")).into())
+}
+
+fn local_user(services: &Services, raw: &str) -> Result<ruma::OwnedUserId, ApiError> {
+    let user = UserId::parse(raw).map_err(|e| Error::invalid_param(format!("invalid user id: {e}")))?;
+    if !services.users.is_local(&user) {
+        return Err(Error::invalid_param("Can only look up local users").into());
+    }
+    if services.users.account(&user)?.is_none() {
+        return Err(Error::not_found("Unknown user").into());
+    }
+    Ok(user)
+}
+
+/// `GET /_synapse/admin/v1/users/{user_id}/media`: `order_by` (`created_ts` default,
+/// `media_length`, `upload_name`, `media_type`), `dir`, `from`, `limit`.
+async fn list_of_user(
+    State(services): State<Arc<Services>>,
+    _: Admin,
+    Path(user): Path<String>,
+    params: Params,
+) -> Answer {
+    let user = local_user(&services, &user)?;
+    let (from, limit) = params.page()?;
+    let order_by = params.str("order_by").unwrap_or("created_ts");
+    if !["created_ts", "media_length", "upload_name", "media_type", "media_id"].contains(&order_by) {
+        return Err(Error::invalid_param(format!("unknown order_by {order_by:?}")).into());
+    }
+    let mut rows: Vec<Value> =
+        services.media.uploaded_by(&user)?.iter().map(|(id, record)| media_json(id, record)).collect();
+    rows.sort_by(|a, b| {
+        let key = |v: &Value| (v[order_by].as_u64().unwrap_or(0), v[order_by].as_str().unwrap_or("").to_owned());
+        key(a).cmp(&key(b))
+    });
+    if params.backwards()? {
+        rows.reverse();
+    }
+    let total = rows.len();
+    let (page, next) = paginate(rows, from, limit);
+    let mut body = json!({ "media": page, "total": total });
+    if let Some(next) = next {
+        body["next_token"] = json!(next);
+    }
+    ok(body)
+}
+
+async fn delete_of_user(State(services): State<Arc<Services>>, admin: Admin, Path(user): Path<String>) -> Answer {
+    let user = local_user(&services, &user)?;
+    let server_name = services.config.server_name.clone();
+    let ids: Vec<(OwnedServerName, String)> =
+        services.media.uploaded_by(&user)?.into_iter().map(|(id, _)| (server_name.clone(), id)).collect();
+    let deleted = services.media.delete(&ids).await?;
+    admin.audit(&services, "media.delete_of_user", user.as_str(), json!({ "deleted": deleted.len() }))?;
+    ok(json!({ "deleted_media": deleted, "total": deleted.len() }))
+}
+
+async fn details(
+    State(services): State<Arc<Services>>,
+    _: Admin,
+    Path((origin, media_id)): Path<(String, String)>,
+) -> Answer {
+    let origin = server(&origin)?;
+    let record = services.media.known(&origin, &media_id)?;
+    let mut info = media_json(&media_id, &record);
+    info["user_id"] = json!(record.uploader);
+    ok(json!({ "media_info": info }))
+}
+
+async fn delete_one(
+    State(services): State<Arc<Services>>,
+    admin: Admin,
+    Path((origin, media_id)): Path<(String, String)>,
+) -> Answer {
+    let origin = server(&origin)?;
+    if !services.media.is_local(&origin) {
+        return Err(Error::BadState("Can only delete local media".into()).into());
+    }
+    services.media.known(&origin, &media_id)?;
+    let deleted = services.media.delete(&[(origin.clone(), media_id.clone())]).await?;
+    admin.audit(&services, "media.delete", &format!("mxc://{origin}/{media_id}"), json!({}))?;
+    ok(json!({ "deleted_media": deleted, "total": deleted.len() }))
+}
+
+async fn set_quarantine(services: &Services, admin: &Admin, origin: &str, media_id: &str, on: bool) -> Answer {
+    let origin = server(origin)?;
+    let by = on.then(|| admin.0.user_id.to_string());
+    if !services.media.set_quarantine(&origin, media_id, by)? {
+        return Err(Error::not_found("media not found").into());
+    }
+    let action = if on { "media.quarantine" } else { "media.unquarantine" };
+    admin.audit(services, action, &format!("mxc://{origin}/{media_id}"), json!({}))?;
+    ok(json!({}))
+}
+
+async fn quarantine(
+    State(services): State<Arc<Services>>,
+    admin: Admin,
+    Path((origin, id)): Path<(String, String)>,
+) -> Answer {
+    set_quarantine(&services, &admin, &origin, &id, true).await
+}
+
+async fn unquarantine(
+    State(services): State<Arc<Services>>,
+    admin: Admin,
+    Path((origin, id)): Path<(String, String)>,
+) -> Answer {
+    set_quarantine(&services, &admin, &origin, &id, false).await
+}
+
+/// `POST /_synapse/admin/v1/media/delete?before_ts=…&size_gt=…`: local media older than
+/// `before_ts` (required, ms) and larger than `size_gt` bytes (default 0).
+async fn delete_before(State(services): State<Arc<Services>>, admin: Admin, params: Params) -> Answer {
+    let before_ts = params.num("before_ts")?.ok_or_else(|| Error::MissingParam("before_ts is required".into()))?;
+    let size_gt = params.num("size_gt")?.unwrap_or(0);
+    let ids = services.media.local_before(before_ts, size_gt)?;
+    let deleted = services.media.delete(&ids).await?;
+    admin.audit(
+        &services,
+        "media.delete_before",
+        "local media",
+        json!({ "before_ts": before_ts, "size_gt": size_gt, "deleted": deleted.len() }),
+    )?;
+    ok(json!({ "deleted_media": deleted, "total": deleted.len() }))
+}
+
+/// `POST /_synapse/admin/v1/purge_media_cache?before_ts=…`: other servers' media cached before
+/// `before_ts` (fetched again when asked for).
+async fn purge_remote(State(services): State<Arc<Services>>, admin: Admin, params: Params) -> Answer {
+    let before_ts = params.num("before_ts")?.ok_or_else(|| Error::MissingParam("before_ts is required".into()))?;
+    let ids = services.media.remote_before(before_ts)?;
+    let deleted = services.media.delete(&ids).await?;
+    admin.audit(
+        &services,
+        "media.purge_remote",
+        "remote media",
+        json!({ "before_ts": before_ts, "deleted": deleted.len() }),
+    )?;
+    ok(json!({ "deleted": deleted.len() }))
+}
