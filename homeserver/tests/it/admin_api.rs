@@ -610,3 +610,79 @@ async fn blocked_rooms_refuse_joins_and_invites() {
     let bad = call(&server, Method::PUT, &root, &path, Some(json!({ "block": "oui" }))).await;
     assert_eq!(got(&bad), error(400, "M_BAD_JSON"));
 }
+
+#[tokio::test]
+async fn lookups_account_data_pushers_and_suspension() {
+    let (server, root, alice) = setup().await;
+    let put = api(
+        &server,
+        Method::PUT,
+        Some(&alice),
+        "/_matrix/client/v3/user/@alice:localhost/account_data/fr.gouv.preferences",
+        Some(json!({ "langue": "fr" })),
+    )
+    .await;
+    assert_eq!(put.0, 200);
+    let (_, data) = call(&server, Method::GET, &root, "/v1/users/@alice:localhost/accountdata", None).await;
+    assert_eq!(data["account_data"]["global"]["fr.gouv.preferences"], json!({ "langue": "fr" }), "{data}");
+    assert!(data["account_data"]["rooms"].is_object());
+
+    let pusher = json!({ "kind": "http", "app_id": "fr.gouv.tchap", "pushkey": "abc", "app_display_name": "App",
+        "device_display_name": "Téléphone", "lang": "fr", "data": { "url": "https://push.example/_matrix/push/v1/notify" } });
+    assert_eq!(api(&server, Method::POST, Some(&alice), "/_matrix/client/v3/pushers/set", Some(pusher)).await.0, 200);
+    let (_, pushers) = call(&server, Method::GET, &root, "/v1/users/@alice:localhost/pushers", None).await;
+    assert_eq!(pushers["total"], 1, "{pushers}");
+    assert_eq!(pushers["pushers"][0]["app_id"], "fr.gouv.tchap");
+
+    assert_eq!(
+        call(&server, Method::GET, &root, "/v1/username_available?username=zoe", None).await.1,
+        json!({ "available": true })
+    );
+    let taken = call(&server, Method::GET, &root, "/v1/username_available?username=alice", None).await;
+    assert_eq!(got(&taken), error(400, "M_USER_IN_USE"));
+    let invalid = call(&server, Method::GET, &root, "/v1/username_available?username=%C3%A9l%C3%A9onore", None).await;
+    assert_eq!(got(&invalid), error(400, "M_INVALID_USERNAME"));
+
+    let (status, _) = call(
+        &server,
+        Method::PUT,
+        &root,
+        "/v2/users/@alice:localhost",
+        Some(json!({ "threepids": [{ "medium": "email", "address": "alice@example.gouv.fr" }] })),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, found) = call(&server, Method::GET, &root, "/v1/threepid/email/users/Alice@Example.gouv.fr", None).await;
+    assert_eq!(found, json!({ "user_id": "@alice:localhost" }));
+    let missing = call(&server, Method::GET, &root, "/v1/threepid/email/users/nobody@example.gouv.fr", None).await;
+    assert_eq!(got(&missing), error(404, "M_NOT_FOUND"));
+    let none = call(&server, Method::GET, &root, "/v1/auth_providers/ldap/users/uid=x,dc=example", None).await;
+    assert_eq!(got(&none), error(404, "M_NOT_FOUND"));
+
+    // Suspension: the account may read but not send.
+    let (status, body) =
+        call(&server, Method::PUT, &root, "/v1/suspend/@alice:localhost", Some(json!({ "suspend": true }))).await;
+    assert_eq!((status, body), (200, json!({ "user_@alice:localhost_suspended": true })));
+    let create = api(&server, Method::POST, Some(&alice), "/_matrix/client/v3/createRoom", Some(json!({}))).await;
+    assert_eq!(got(&create), error(403, "M_USER_SUSPENDED"));
+    call(&server, Method::PUT, &root, "/v1/suspend/@alice:localhost", Some(json!({ "suspend": false }))).await;
+    assert_eq!(api(&server, Method::POST, Some(&alice), "/_matrix/client/v3/createRoom", Some(json!({}))).await.0, 200);
+
+    // A device made by an admin, without a session.
+    assert_eq!(
+        call(
+            &server,
+            Method::POST,
+            &root,
+            "/v2/users/@alice:localhost/devices",
+            Some(json!({ "device_id": "BRIDGE1" }))
+        )
+        .await
+        .0,
+        200
+    );
+    let (_, device) = call(&server, Method::GET, &root, "/v2/users/@alice:localhost/devices/BRIDGE1", None).await;
+    assert_eq!(device["device_id"], "BRIDGE1");
+    let (_, updates) = call(&server, Method::GET, &root, "/v1/background_updates/status", None).await;
+    assert_eq!(updates["current_updates"], json!({}));
+}

@@ -375,6 +375,13 @@ async fn directory_sync_accounts_groups_and_guard() {
         assert!(list.contains(user), "{user} in {list}");
     }
     assert!(!list.contains("@pmartin:"), "{list}");
+    // The admin API finds an account by its entry, and shows where it comes from.
+    let dn = format!("uid=jdupont,ou=people,{BASE}");
+    let path = format!("/_synapse/admin/v1/auth_providers/ldap/users/{}", crate::common::urlencode(&dn));
+    let (status, found) = api(&server, Method::GET, Some(&root), &path, None).await;
+    assert_eq!((status, found["user_id"].as_str()), (200, Some("@jdupont:localhost")), "{found}");
+    let (_, user) = api(&server, Method::GET, Some(&root), "/_synapse/admin/v2/users/@jdupont:localhost", None).await;
+    assert_eq!(user["external_ids"], json!([{ "auth_provider": "ldap", "external_id": dn }]));
     // A second run finds nothing to do.
     let again = cli_ok(&server, &["ldap", "sync"]);
     assert!(again.contains("0 created, 0 updated, 0 deactivated"), "{again}");

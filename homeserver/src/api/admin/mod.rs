@@ -5,6 +5,7 @@
 //! JSON themselves, still through Matrix error bodies.
 
 mod destinations;
+mod lookups;
 mod media;
 mod reports;
 mod rooms;
@@ -168,7 +169,9 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = router
         .route("/_synapse/admin/v1/server_version", get(server_version))
         .route("/_synapse/admin/v1/audit", get(audit_log));
-    media::routes(destinations::routes(tokens::routes(reports::routes(rooms::routes(users::routes(router))))))
+    lookups::routes(media::routes(destinations::routes(tokens::routes(reports::routes(rooms::routes(users::routes(
+        router,
+    )))))))
 }
 
 /// The created status for upserts that made something new.
