@@ -141,6 +141,42 @@ impl Rooms {
         self.page(&reader, from, to, backwards, limit, filter)
     }
 
+    /// A page of the timeline as a server admin reads it (`/_synapse/admin/v1/rooms/{room}/messages`):
+    /// every event, whatever their own membership; same bounds and tokens as [`Rooms::messages`].
+    pub fn messages_as_admin(
+        &self,
+        room: &RoomId,
+        from: Option<u64>,
+        to: Option<u64>,
+        backwards: bool,
+        limit: usize,
+    ) -> Result<Page> {
+        let start_pos = from.unwrap_or(if backwards { u64::MAX } else { 0 });
+        let bounds = if backwards {
+            start_pos.checked_sub(1).map(|hi| (to.unwrap_or(0), hi))
+        } else {
+            match to {
+                Some(t) => t.checked_sub(1).map(|hi| (start_pos, hi)),
+                None => Some((start_pos, u64::MAX)),
+            }
+        };
+        let mut chunk = Vec::new();
+        let mut end = None;
+        if let Some((lo, hi)) = bounds {
+            for entry in self.scan_ranges(room, vec![(lo, hi)], !backwards) {
+                let (pos, event_id) = entry?;
+                if chunk.len() >= limit {
+                    end = Some(token(if backwards { pos + 1 } else { pos }));
+                    break;
+                }
+                if let Some(event) = self.client_event(&event_id)? {
+                    chunk.push(event);
+                }
+            }
+        }
+        Ok(Page { chunk, start: token(start_pos.min(u64::MAX - 1)), end, state: Vec::new() })
+    }
+
     /// A page of the timeline as `reader` may see it. Reads at most [`MAX_SCANNED`] events (or
     /// four times the limit): a filter that matches nothing answers with what it found and a token
     /// to go on, instead of reading the whole room.

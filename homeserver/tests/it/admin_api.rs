@@ -686,3 +686,107 @@ async fn lookups_account_data_pushers_and_suspension() {
     let (_, updates) = call(&server, Method::GET, &root, "/v1/background_updates/status", None).await;
     assert_eq!(updates["current_updates"], json!({}));
 }
+
+#[tokio::test]
+async fn rooms_are_shut_down_made_admin_of_and_read() {
+    let (server, root, alice) = setup().await;
+    let (_, bob) = crate::common::register_raw(&server, "bob").await;
+    let create = |name: &'static str| {
+        let server = &server;
+        let alice = alice.clone();
+        async move {
+            let body = json!({ "name": name, "room_alias_name": name, "preset": "private_chat", "invite": ["@bob:localhost"] });
+            let (_, room) = api(server, Method::POST, Some(&alice), "/_matrix/client/v3/createRoom", Some(body)).await;
+            room["room_id"].as_str().unwrap().to_owned()
+        }
+    };
+    let first = create("premiere").await;
+    assert_eq!(
+        api(&server, Method::POST, Some(&bob), &format!("/_matrix/client/v3/join/{first}"), Some(json!({}))).await.0,
+        200
+    );
+    for text in ["un", "deux", "trois"] {
+        let path = format!("/_matrix/client/v3/rooms/{first}/send/m.room.message/{text}");
+        api(&server, Method::PUT, Some(&alice), &path, Some(json!({ "msgtype": "m.text", "body": text }))).await;
+    }
+
+    // The admin reads the room without being in it, newest first, page by page.
+    let (status, page) = call(&server, Method::GET, &root, &format!("/v1/rooms/{first}/messages?limit=2"), None).await;
+    assert_eq!(status, 200, "{page}");
+    let bodies: Vec<&str> =
+        page["chunk"].as_array().unwrap().iter().filter_map(|e| e["content"]["body"].as_str()).collect();
+    assert_eq!(bodies, ["trois", "deux"]);
+    let end = page["end"].as_str().unwrap();
+    let (_, next) =
+        call(&server, Method::GET, &root, &format!("/v1/rooms/{first}/messages?limit=1&from={end}"), None).await;
+    assert_eq!(next["chunk"][0]["content"]["body"], "un");
+
+    // make_room_admin: the admin is invited, joined and given the creator's power.
+    assert_eq!(
+        call(&server, Method::POST, &root, &format!("/v1/rooms/{first}/make_room_admin"), Some(json!({}))).await.0,
+        200
+    );
+    let (_, joined) = api(&server, Method::GET, Some(&root), "/_matrix/client/v3/joined_rooms", None).await;
+    assert!(joined["joined_rooms"].as_array().unwrap().iter().any(|r| r == first.as_str()), "{joined}");
+    let (_, levels) = api(
+        &server,
+        Method::GET,
+        Some(&root),
+        &format!("/_matrix/client/v3/rooms/{first}/state/m.room.power_levels/"),
+        None,
+    )
+    .await;
+    assert!(levels["users"]["@root:localhost"].as_i64().unwrap() >= 100, "{levels}");
+
+    // v1 delete: everyone local leaves, the alias goes, the room is blocked.
+    let (status, report) =
+        call(&server, Method::DELETE, &root, &format!("/v1/rooms/{first}"), Some(json!({ "block": true }))).await;
+    assert_eq!(status, 200, "{report}");
+    let mut kicked: Vec<&str> =
+        report["kicked_users"].as_array().unwrap().iter().map(|u| u.as_str().unwrap()).collect();
+    kicked.sort();
+    assert_eq!(kicked, ["@alice:localhost", "@bob:localhost", "@root:localhost"]);
+    assert_eq!(report["local_aliases"], json!(["#premiere:localhost"]));
+    let (_, members) = call(&server, Method::GET, &root, &format!("/v1/rooms/{first}/members"), None).await;
+    assert_eq!(members["total"], 0);
+    let rejoin =
+        api(&server, Method::POST, Some(&alice), &format!("/_matrix/client/v3/join/{first}"), Some(json!({}))).await;
+    assert_eq!(got(&rejoin), error(403, "M_FORBIDDEN"));
+    let alias = api(&server, Method::GET, None, "/_matrix/client/v3/directory/room/%23premiere:localhost", None).await;
+    assert_eq!(alias.0, 404);
+
+    // v2 delete: a delete id and its status; an invite is rejected too.
+    let second = create("seconde").await;
+    let (status, started) =
+        call(&server, Method::DELETE, &root, &format!("/v2/rooms/{second}"), Some(json!({ "purge": false }))).await;
+    assert_eq!(status, 200, "{started}");
+    let delete_id = started["delete_id"].as_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        let (_, status) =
+            call(&server, Method::GET, &root, &format!("/v2/rooms/delete_status/{delete_id}"), None).await;
+        if status["status"] != "shutting_down" {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "{status}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(status["status"], "complete", "{status}");
+    let mut kicked: Vec<&str> =
+        status["shutdown_room"]["kicked_users"].as_array().unwrap().iter().map(|u| u.as_str().unwrap()).collect();
+    kicked.sort();
+    assert_eq!(kicked, ["@alice:localhost", "@bob:localhost"], "the invite is rejected as well");
+    let (_, by_room) = call(&server, Method::GET, &root, &format!("/v2/rooms/{second}/delete_status"), None).await;
+    assert_eq!(by_room["results"][0]["delete_id"], delete_id.as_str());
+    let (_, sync) = api(&server, Method::GET, Some(&bob), "/_matrix/client/v3/sync", None).await;
+    assert!(sync["rooms"]["invite"].get(&second).is_none(), "{sync}");
+    let moved = call(
+        &server,
+        Method::DELETE,
+        &root,
+        &format!("/v2/rooms/{second}"),
+        Some(json!({ "new_room_user_id": "@root:localhost" })),
+    )
+    .await;
+    assert_eq!(got(&moved), error(400, "M_INVALID_PARAM"));
+}

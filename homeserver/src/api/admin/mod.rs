@@ -8,6 +8,7 @@ mod destinations;
 mod lookups;
 mod media;
 mod reports;
+mod room_actions;
 mod rooms;
 mod tokens;
 mod users;
@@ -163,15 +164,23 @@ async fn audit_log(
     ok(body)
 }
 
-/// Answers 404 `M_UNRECOGNIZED` for admin paths this server does not serve (and 405 for a known
-/// path with another method), as the client API does.
+/// Every admin route; other `/_synapse/admin` paths get the client API's 404 `M_UNRECOGNIZED`
+/// (405 for a known path with another method).
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = router
         .route("/_synapse/admin/v1/server_version", get(server_version))
         .route("/_synapse/admin/v1/audit", get(audit_log));
-    lookups::routes(media::routes(destinations::routes(tokens::routes(reports::routes(rooms::routes(users::routes(
-        router,
-    )))))))
+    let areas: [fn(Router<Arc<Services>>) -> Router<Arc<Services>>; 8] = [
+        users::routes,
+        rooms::routes,
+        room_actions::routes,
+        reports::routes,
+        tokens::routes,
+        destinations::routes,
+        media::routes,
+        lookups::routes,
+    ];
+    areas.into_iter().fold(router, |router, area| area(router))
 }
 
 /// The created status for upserts that made something new.

@@ -1,0 +1,208 @@
+//! Room actions: shut down (delete v1 and v2, with status), make a local user room admin,
+//! read the messages.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use axum::{
+    extract::{Path, State},
+    routing::{delete, get, post},
+    Router,
+};
+use ruma::{events::StateEventType, OwnedRoomId, RoomAliasId, RoomId, UserId};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{ok, Admin, Answer, Body, Params};
+use crate::{api::error::ApiError, error::Error, rooms::NewEvent, services::Services};
+
+pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
+    router
+        .route("/_synapse/admin/v1/rooms/{room_id}", delete(delete_v1))
+        .route("/_synapse/admin/v2/rooms/{room_id}", delete(delete_v2))
+        .route("/_synapse/admin/v2/rooms/{room_id}/delete_status", get(status_of_room))
+        .route("/_synapse/admin/v2/rooms/delete_status/{delete_id}", get(status_by_id))
+        .route("/_synapse/admin/v1/rooms/{room_id}/make_room_admin", post(make_room_admin))
+        .route("/_synapse/admin/v1/rooms/{room_id}/messages", get(messages))
+}
+
+/// Deletions in progress or done since start-up, by delete id (Synapse keeps them in memory
+/// too): (room, status JSON).
+fn deletions() -> &'static Mutex<HashMap<String, (OwnedRoomId, Value)>> {
+    static DELETIONS: std::sync::OnceLock<Mutex<HashMap<String, (OwnedRoomId, Value)>>> = std::sync::OnceLock::new();
+    DELETIONS.get_or_init(Default::default)
+}
+
+fn room_id(raw: &str) -> Result<OwnedRoomId, ApiError> {
+    RoomId::parse(raw).map_err(|e| Error::invalid_param(format!("invalid room id: {e}")).into())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteRoom {
+    new_room_user_id: Option<String>,
+    room_name: Option<String>,
+    message: Option<String>,
+    #[serde(default)]
+    block: bool,
+    #[serde(default = "yes")]
+    purge: bool,
+    #[serde(default)]
+    force_purge: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn check(body: &DeleteRoom) -> Result<(), ApiError> {
+    if body.new_room_user_id.is_some() || body.room_name.is_some() || body.message.is_some() {
+        return Err(Error::invalid_param("moving members to a new room is not supported: omit new_room_user_id").into());
+    }
+    Ok(())
+}
+
+/// `DELETE /_synapse/admin/v1/rooms/{room}`: shuts the room down and answers when done.
+async fn delete_v1(
+    State(services): State<Arc<Services>>,
+    admin: Admin,
+    Path(room): Path<String>,
+    Body(body): Body<DeleteRoom>,
+) -> Answer {
+    let room = room_id(&room)?;
+    check(&body)?;
+    let block_by = body.block.then(|| admin.0.user_id.to_string());
+    let report = services.rooms.shut_down(&room, block_by.as_deref(), body.purge || body.force_purge).await?;
+    admin.audit(&services, "room.delete", room.as_str(), json!({ "block": body.block, "purge": body.purge }))?;
+    ok(serde_json::to_value(report).map_err(|e| Error::Internal(e.to_string()))?)
+}
+
+/// `DELETE /_synapse/admin/v2/rooms/{room}`: starts the shutdown and answers its `delete_id`;
+/// `…/delete_status` follows it.
+async fn delete_v2(
+    State(services): State<Arc<Services>>,
+    admin: Admin,
+    Path(room): Path<String>,
+    Body(body): Body<DeleteRoom>,
+) -> Answer {
+    let room = room_id(&room)?;
+    check(&body)?;
+    let delete_id = crate::users::random_password();
+    deletions()
+        .lock()
+        .expect("deletions")
+        .insert(delete_id.clone(), (room.clone(), json!({ "delete_id": delete_id, "status": "shutting_down" })));
+    admin.audit(&services, "room.delete", room.as_str(), json!({ "block": body.block, "purge": body.purge }))?;
+    let block_by = body.block.then(|| admin.0.user_id.to_string());
+    let id = delete_id.clone();
+    tokio::spawn(async move {
+        let status = match services.rooms.shut_down(&room, block_by.as_deref(), body.purge || body.force_purge).await {
+            Ok(report) => json!({ "delete_id": id, "status": "complete", "shutdown_room": report }),
+            Err(error) => json!({ "delete_id": id, "status": "failed", "error": error.to_string() }),
+        };
+        deletions().lock().expect("deletions").insert(id, (room, status));
+    });
+    ok(json!({ "delete_id": delete_id }))
+}
+
+async fn status_of_room(_: Admin, Path(room): Path<String>) -> Answer {
+    let room = room_id(&room)?;
+    let results: Vec<Value> =
+        deletions().lock().expect("deletions").values().filter(|(r, _)| *r == room).map(|(_, s)| s.clone()).collect();
+    if results.is_empty() {
+        return Err(Error::not_found("No delete task for room").into());
+    }
+    ok(json!({ "results": results }))
+}
+
+async fn status_by_id(_: Admin, Path(delete_id): Path<String>) -> Answer {
+    let status = deletions().lock().expect("deletions").get(&delete_id).map(|(_, s)| s.clone());
+    let mut status = status.ok_or_else(|| Error::not_found("delete id not found"))?;
+    if let Some(object) = status.as_object_mut() {
+        object.remove("delete_id");
+    }
+    ok(status)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MakeAdmin {
+    user_id: Option<String>,
+}
+
+/// `POST /_synapse/admin/v1/rooms/{room}/make_room_admin`: the local member with the most power
+/// gives `user_id` (the admin by default) the same power, inviting and joining them first if
+/// needed.
+async fn make_room_admin(
+    State(services): State<Arc<Services>>,
+    admin: Admin,
+    Path(room): Path<String>,
+    Body(body): Body<MakeAdmin>,
+) -> Answer {
+    let rooms = &services.rooms;
+    let room = if room.starts_with('#') {
+        let alias = RoomAliasId::parse(&room).map_err(|e| Error::invalid_param(format!("invalid alias: {e}")))?;
+        rooms.resolve_alias(&alias)?.ok_or_else(|| Error::not_found("unknown alias"))?.room_id
+    } else {
+        room_id(&room)?
+    };
+    if !rooms.exists(&room)? {
+        return Err(Error::not_found("Room not found").into());
+    }
+    let target = match &body.user_id {
+        Some(raw) => UserId::parse(raw).map_err(|e| Error::invalid_param(format!("invalid user id: {e}")))?,
+        None => admin.0.user_id.clone(),
+    };
+    if !services.users.is_local(&target) || !services.users.is_active(&target)? {
+        return Err(Error::invalid_param("the user must be an active local user").into());
+    }
+    let power = rooms.power(&room)?;
+    let granter = rooms
+        .members(&room)?
+        .into_iter()
+        .filter(|(u, m)| m.membership == "join" && services.users.is_local(u) && *u != target)
+        .max_by_key(|(u, _)| power.of_user(u))
+        .map(|(u, _)| u)
+        .filter(|u| power.can_send(u, "m.room.power_levels", true))
+        .ok_or_else(|| Error::BadState("no local member of the room may change its power levels".into()))?;
+    if !rooms.is_joined(&target, &room)? {
+        if rooms.membership(&target, &room)?.map(|m| m.membership).as_deref() != Some("invite") {
+            rooms.set_membership(&room, &granter, &target, "invite", None, serde_json::Map::new()).await?;
+        }
+        rooms.join(&room, &target, None).await?;
+    }
+    let granted = power.of_user(&granter);
+    let mut content: Value = rooms
+        .state_event(&room, &StateEventType::RoomPowerLevels, "")?
+        .and_then(|e| serde_json::from_str(e.content.get()).ok())
+        .unwrap_or_else(|| json!({}));
+    // A room version 12 creator has unbounded power and is not listed: give the highest listed level.
+    let level = if granted == i64::MAX {
+        content["users"].as_object().into_iter().flatten().filter_map(|(_, v)| v.as_i64()).max().unwrap_or(100).max(100)
+    } else {
+        granted
+    };
+    content["users"][target.as_str()] = json!(level);
+    rooms.append(&room, &granter, NewEvent::state(StateEventType::RoomPowerLevels, "", content), None).await?;
+    admin.audit(&services, "room.make_room_admin", room.as_str(), json!({ "user_id": target, "level": level }))?;
+    ok(json!({}))
+}
+
+/// `GET /_synapse/admin/v1/rooms/{room}/messages`: the room's timeline as the client API pages
+/// it (`from`, `to`, `dir`, `limit`), whatever the admin's own membership.
+async fn messages(State(services): State<Arc<Services>>, _: Admin, Path(room): Path<String>, params: Params) -> Answer {
+    let room = room_id(&room)?;
+    if !services.rooms.exists(&room)? {
+        return Err(Error::not_found("Room not found").into());
+    }
+    let limit = params.num("limit")?.map_or(10, |l| l as usize).min(1000);
+    let backwards = params.str("dir") != Some("f");
+    let position = |name: &str| -> Result<Option<u64>, ApiError> {
+        params.str(name).map(|t| crate::rooms::read::parse_token(t).map_err(ApiError::from)).transpose()
+    };
+    let (from, to) = (position("from")?, position("to")?);
+    let page = services.rooms.messages_as_admin(&room, from, to, backwards, limit)?;
+    ok(json!({ "chunk": page.chunk, "start": page.start, "end": page.end }))
+}
