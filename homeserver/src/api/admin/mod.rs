@@ -31,6 +31,8 @@ use super::{
 };
 use crate::{error::Error, services::Services, users::TokenOwner};
 
+type AdminRouter = Router<Arc<Services>>;
+
 /// What an admin handler answers.
 pub type Answer = Result<Response, ApiError>;
 
@@ -170,7 +172,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = router
         .route("/_synapse/admin/v1/server_version", get(server_version))
         .route("/_synapse/admin/v1/audit", get(audit_log));
-    let areas: [fn(Router<Arc<Services>>) -> Router<Arc<Services>>; 8] = [
+    let areas: [fn(AdminRouter) -> AdminRouter; 8] = [
         users::routes,
         rooms::routes,
         room_actions::routes,
