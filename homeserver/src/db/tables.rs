@@ -72,6 +72,7 @@ pub const NAMES: &[&str] = &[
     "auditid_entry",
     "token_registrationtoken",
     "roomid_blocked",
+    "userid_noticeroom",
     "sha256_refcount",
     "useridmediaid_pending",
     "sha256size_thumbnail",
@@ -213,6 +214,8 @@ pub struct Tables {
     pub token_registrationtoken: Table<String, Json<crate::users::registration_tokens::RegistrationToken>>,
     /// Rooms an admin blocked: nobody of this server may join or be invited (→ the admin).
     pub roomid_blocked: Table<OwnedRoomId, String>,
+    /// Each user's server notices room.
+    pub userid_noticeroom: Table<OwnedUserId, OwnedRoomId>,
     /// Content SHA-256 → how many media ids and thumbnails use that stored file.
     /// Media ids reserved with `/media/v1/create` and not uploaded yet: (uploader, id) → expiry ms.
     pub useridmediaid_pending: Table<(OwnedUserId, String), Be64>,
@@ -307,6 +310,7 @@ impl Tables {
             auditid_entry: Table::new(db, reads, "auditid_entry"),
             token_registrationtoken: Table::new(db, reads, "token_registrationtoken"),
             roomid_blocked: Table::new(db, reads, "roomid_blocked"),
+            userid_noticeroom: Table::new(db, reads, "userid_noticeroom"),
             sha256_refcount: Table::new(db, reads, "sha256_refcount"),
             useridmediaid_pending: Table::new(db, reads, "useridmediaid_pending"),
             sha256size_thumbnail: Table::new(db, reads, "sha256size_thumbnail"),

@@ -10,6 +10,7 @@ pub mod create;
 pub mod directory;
 pub mod hierarchy;
 pub mod membership;
+pub mod notices;
 pub mod pdu;
 pub mod power;
 pub mod read;

@@ -790,3 +790,77 @@ async fn rooms_are_shut_down_made_admin_of_and_read() {
     .await;
     assert_eq!(got(&moved), error(400, "M_INVALID_PARAM"));
 }
+
+#[tokio::test]
+async fn server_notices_reach_users_in_one_tagged_room() {
+    let (server, root, alice) = setup().await;
+    let notice =
+        |body: &str| json!({ "user_id": "@alice:localhost", "content": { "msgtype": "m.text", "body": body } });
+    let (status, first) =
+        call(&server, Method::POST, &root, "/v1/send_server_notice", Some(notice("Maintenance ce soir"))).await;
+    assert_eq!(status, 200, "{first}");
+    assert!(first["event_id"].as_str().unwrap().starts_with('$'));
+    let (_, sync) = api(&server, Method::GET, Some(&alice), "/_matrix/client/v3/sync", None).await;
+    let invites = sync["rooms"]["invite"].as_object().unwrap();
+    assert_eq!(invites.len(), 1, "{sync}");
+    let room = invites.keys().next().unwrap().clone();
+    assert_eq!(
+        api(&server, Method::POST, Some(&alice), &format!("/_matrix/client/v3/join/{room}"), Some(json!({}))).await.0,
+        200
+    );
+    let (_, tags) = api(
+        &server,
+        Method::GET,
+        Some(&alice),
+        &format!("/_matrix/client/v3/user/@alice:localhost/rooms/{room}/tags"),
+        None,
+    )
+    .await;
+    assert!(tags["tags"].get("m.server_notice").is_some(), "{tags}");
+
+    // The next notice goes to the same room; the user may read, not write.
+    call(&server, Method::POST, &root, "/v1/send_server_notice", Some(notice("Maintenance terminée"))).await;
+    let (_, messages) = api(
+        &server,
+        Method::GET,
+        Some(&alice),
+        &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=5"),
+        None,
+    )
+    .await;
+    let bodies: Vec<&str> =
+        messages["chunk"].as_array().unwrap().iter().filter_map(|e| e["content"]["body"].as_str()).collect();
+    assert_eq!(bodies, ["Maintenance terminée", "Maintenance ce soir"]);
+    let reply = api(
+        &server,
+        Method::PUT,
+        Some(&alice),
+        &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/r1"),
+        Some(json!({ "msgtype": "m.text", "body": "merci" })),
+    )
+    .await;
+    assert_eq!(got(&reply), error(403, "M_FORBIDDEN"));
+
+    let remote = call(
+        &server,
+        Method::POST,
+        &root,
+        "/v1/send_server_notice",
+        Some(json!({ "user_id": "@x:elsewhere.fr", "content": {} })),
+    )
+    .await;
+    assert_eq!(got(&remote), error(400, "M_INVALID_PARAM"));
+    let unknown = call(
+        &server,
+        Method::POST,
+        &root,
+        "/v1/send_server_notice",
+        Some(json!({ "user_id": "@nobody:localhost", "content": {} })),
+    )
+    .await;
+    assert_eq!(got(&unknown), error(404, "M_NOT_FOUND"));
+    let bad =
+        call(&server, Method::POST, &root, "/v1/send_server_notice", Some(json!({ "user_id": "@alice:localhost" })))
+            .await;
+    assert_eq!(got(&bad), error(400, "M_BAD_JSON"));
+}

@@ -26,6 +26,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .route("/_synapse/admin/v2/users/{user_id}/devices", post(create_device))
         .route("/_synapse/admin/v1/background_updates/enabled", get(updates_enabled).post(updates_enabled))
         .route("/_synapse/admin/v1/background_updates/status", get(updates_status))
+        .route("/_synapse/admin/v1/send_server_notice", post(send_server_notice))
 }
 
 fn existing(services: &Services, raw: &str) -> Result<ruma::OwnedUserId, ApiError> {
@@ -153,4 +154,26 @@ async fn updates_enabled(_: Admin) -> Answer {
 
 async fn updates_status(_: Admin) -> Answer {
     ok(json!({ "enabled": true, "current_updates": {} }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Notice {
+    user_id: String,
+    content: Value,
+    #[serde(rename = "type", default = "message")]
+    kind: String,
+    state_key: Option<String>,
+}
+
+fn message() -> String {
+    "m.room.message".to_owned()
+}
+
+/// `POST /_synapse/admin/v1/send_server_notice`: answers the event id.
+async fn send_server_notice(State(services): State<Arc<Services>>, admin: Admin, Body(body): Body<Notice>) -> Answer {
+    let user = UserId::parse(&body.user_id).map_err(|e| Error::invalid_param(format!("invalid user id: {e}")))?;
+    let event_id = crate::rooms::notices::send(&services, &user, &body.kind, body.state_key, body.content).await?;
+    admin.audit(&services, "server_notice.send", user.as_str(), json!({ "event_id": event_id }))?;
+    ok(json!({ "event_id": event_id }))
 }
