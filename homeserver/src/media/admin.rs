@@ -29,6 +29,18 @@ impl Media {
         Ok(out)
     }
 
+    /// Every uploaded local media with its uploader.
+    pub fn local_records(&self) -> Result<Vec<(ruma::OwnedUserId, MediaRecord)>> {
+        let mut out = Vec::new();
+        for entry in self.db.tables.mediaid_meta.scan_prefix(crate::db::codec::prefix(&self.server_name)) {
+            let (_, Json(record)) = entry?;
+            if let (Some(uploader), Some(_)) = (record.uploader.clone(), &record.file) {
+                out.push((uploader, record));
+            }
+        }
+        Ok(out)
+    }
+
     pub fn record(&self, server: &ServerName, media_id: &str) -> Result<Option<MediaRecord>> {
         Ok(self.db.tables.mediaid_meta.get(&(server.to_owned(), media_id.to_owned()))?.map(|Json(r)| r))
     }

@@ -128,6 +128,7 @@ impl Users {
             leaving_rooms: false,
             locked: false,
             suspended: false,
+            shadow_banned: false,
             created_ts: now_ms(),
             directory: Some(DirectoryLink::of(entry)),
         };

@@ -56,6 +56,10 @@ pub struct Account {
     /// in rooms (403 `M_USER_SUSPENDED`).
     #[serde(default)]
     pub suspended: bool,
+    /// Shadow-banned by an admin: the account's messages, state events and invites are answered
+    /// as if sent but reach nobody.
+    #[serde(default)]
+    pub shadow_banned: bool,
     pub created_ts: u64,
     /// Made or taken over by the LDAP directory, which then holds its password, name, address
     /// and admin flag (`users::directory`).
@@ -95,6 +99,7 @@ pub struct TokenOwner {
 pub enum Restriction {
     Locked,
     Suspended,
+    ShadowBanned,
 }
 
 /// A session's tokens as a login, a registration or a refresh hands them out.
@@ -294,6 +299,7 @@ impl Users {
             leaving_rooms: false,
             locked: false,
             suspended: false,
+            shadow_banned: false,
             created_ts: now_ms(),
             directory: None,
         };
@@ -459,6 +465,19 @@ impl Users {
         Ok(())
     }
 
+    /// Whether the account is shadow-banned (its sends are answered but dropped).
+    pub fn is_shadow_banned(&self, user: &UserId) -> Result<bool> {
+        Ok(self.account(user)?.is_some_and(|a| a.shadow_banned))
+    }
+
+    /// The event id answered to a shadow-banned sender: derived from the request, so a retried
+    /// transaction gets the same one, and shaped like a real one.
+    pub fn fake_event_id(&self, seed: &str) -> ruma::OwnedEventId {
+        let digest = Sha256::digest(seed.as_bytes());
+        let id = format!("${}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest));
+        ruma::OwnedEventId::try_from(id).expect("a valid event id")
+    }
+
     /// Sets an admin flag of a local account (`locked` or `suspended`); returns its new value.
     pub async fn set_restriction(&self, user: &UserId, flag: Restriction, value: bool) -> Result<bool> {
         let _guard = self.lock_user(user).await;
@@ -466,6 +485,7 @@ impl Users {
         match flag {
             Restriction::Locked => account.locked = value,
             Restriction::Suspended => account.suspended = value,
+            Restriction::ShadowBanned => account.shadow_banned = value,
         }
         let mut batch = Batch::new();
         self.db.tables.userid_account.insert(&mut batch, &user.to_owned(), &Json(account));

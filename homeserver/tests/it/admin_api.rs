@@ -864,3 +864,93 @@ async fn server_notices_reach_users_in_one_tagged_room() {
             .await;
     assert_eq!(got(&bad), error(400, "M_BAD_JSON"));
 }
+
+#[tokio::test]
+async fn shadow_bans_context_and_media_statistics() {
+    let (server, root, alice) = setup().await;
+    let (_, bob) = crate::common::register_raw(&server, "bob").await;
+    let (_, room) = api(
+        &server,
+        Method::POST,
+        Some(&alice),
+        "/_matrix/client/v3/createRoom",
+        Some(json!({ "preset": "public_chat" })),
+    )
+    .await;
+    let room = room["room_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        api(&server, Method::POST, Some(&bob), &format!("/_matrix/client/v3/join/{room}"), Some(json!({}))).await.0,
+        200
+    );
+    let send = |token: String, txn: &'static str, text: &'static str| {
+        let server = &server;
+        let room = room.clone();
+        async move {
+            let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}");
+            api(server, Method::PUT, Some(&token), &path, Some(json!({ "msgtype": "m.text", "body": text }))).await
+        }
+    };
+    let (_, first) = send(alice.clone(), "a1", "avant").await;
+    let first_id = first["event_id"].as_str().unwrap().to_owned();
+
+    // Shadow-banned: the send looks fine (same id on retry) and nobody gets it.
+    assert_eq!(call(&server, Method::POST, &root, "/v1/users/@bob:localhost/shadow_ban", None).await.0, 200);
+    let (status, ghost) = send(bob.clone(), "b1", "spam").await;
+    assert_eq!(status, 200, "{ghost}");
+    let (_, again) = send(bob.clone(), "b1", "spam").await;
+    assert_eq!(ghost["event_id"], again["event_id"]);
+    assert!(ghost["event_id"].as_str().unwrap().starts_with('$'));
+    let (_, user) = call(&server, Method::GET, &root, "/v2/users/@bob:localhost", None).await;
+    assert_eq!(user["shadow_banned"], 1);
+    send(alice.clone(), "a2", "après").await;
+    let (_, page) = api(
+        &server,
+        Method::GET,
+        Some(&alice),
+        &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=10"),
+        None,
+    )
+    .await;
+    let bodies: Vec<&str> =
+        page["chunk"].as_array().unwrap().iter().filter_map(|e| e["content"]["body"].as_str()).collect();
+    assert_eq!(bodies, ["après", "avant"], "the spam reached nobody");
+    assert_eq!(call(&server, Method::DELETE, &root, "/v1/users/@bob:localhost/shadow_ban", None).await.0, 200);
+    let (_, real) = send(bob.clone(), "b2", "pardon").await;
+    let (_, event) = api(
+        &server,
+        Method::GET,
+        Some(&alice),
+        &format!("/_matrix/client/v3/rooms/{room}/event/{}", real["event_id"].as_str().unwrap()),
+        None,
+    )
+    .await;
+    assert_eq!(event["content"]["body"], "pardon");
+    assert_eq!(call(&server, Method::POST, &root, "/v1/users/@root:localhost/shadow_ban", None).await.0, 400);
+
+    // Context around an event, read by the admin from outside the room.
+    let (status, context) =
+        call(&server, Method::GET, &root, &format!("/v1/rooms/{room}/context/{first_id}?limit=2"), None).await;
+    assert_eq!(status, 200, "{context}");
+    assert_eq!(context["event"]["content"]["body"], "avant");
+    assert_eq!(context["events_after"][0]["content"]["body"], "après");
+    assert!(context["events_before"].as_array().unwrap().len() == 1, "{context}");
+    assert!(context["state"].as_array().unwrap().iter().any(|e| e["type"] == "m.room.create"));
+    let missing = call(&server, Method::GET, &root, &format!("/v1/rooms/{room}/context/$nope"), None).await;
+    assert_eq!(got(&missing), error(404, "M_NOT_FOUND"));
+
+    // Media statistics per uploader.
+    upload(&server, &alice, "premier fichier", "un.txt").await;
+    upload(&server, &alice, "second fichier, plus long", "deux.txt").await;
+    upload(&server, &bob, "x", "x.txt").await;
+    let (status, stats) =
+        call(&server, Method::GET, &root, "/v1/statistics/users/media?order_by=media_length&dir=b", None).await;
+    assert_eq!(status, 200, "{stats}");
+    assert_eq!(stats["total"], 2);
+    assert_eq!(
+        stats["users"][0],
+        json!({ "user_id": "@alice:localhost", "displayname": "alice", "media_count": 2, "media_length": 40 })
+    );
+    assert_eq!(stats["users"][1]["media_count"], 1);
+    let (_, only) = call(&server, Method::GET, &root, "/v1/statistics/users/media?search_term=bob", None).await;
+    assert_eq!(only["total"], 1);
+}

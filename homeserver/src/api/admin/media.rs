@@ -22,6 +22,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .route("/_synapse/admin/v1/media/unquarantine/{server}/{media_id}", post(unquarantine))
         .route("/_synapse/admin/v1/media/delete", post(delete_before))
         .route("/_synapse/admin/v1/purge_media_cache", post(purge_remote))
+        .route("/_synapse/admin/v1/statistics/users/media", get(statistics))
 }
 
 fn media_json(media_id: &str, record: &MediaRecord) -> Value {
@@ -177,4 +178,52 @@ async fn purge_remote(State(services): State<Arc<Services>>, admin: Admin, param
         json!({ "before_ts": before_ts, "deleted": deleted.len() }),
     )?;
     ok(json!({ "deleted": deleted.len() }))
+}
+
+/// `GET /_synapse/admin/v1/statistics/users/media`: per uploader, how many files and bytes;
+/// `from_ts`, `until_ts` (upload time), `search_term` (id or display name), `order_by`
+/// (`media_length` default, `media_count`, `user_id`, `displayname`), `dir`, `from`, `limit`.
+async fn statistics(State(services): State<Arc<Services>>, _: Admin, params: Params) -> Answer {
+    let (from, limit) = params.page()?;
+    let (since, until) = (params.num("from_ts")?.unwrap_or(0), params.num("until_ts")?.unwrap_or(u64::MAX));
+    let order_by = params.str("order_by").unwrap_or("media_length");
+    if !["media_length", "media_count", "user_id", "displayname"].contains(&order_by) {
+        return Err(Error::invalid_param(format!("unknown order_by {order_by:?}")).into());
+    }
+    let search = params.str("search_term").map(str::to_lowercase);
+    let mut per_user: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    for (uploader, record) in services.media.local_records()? {
+        if record.created_ts < since || record.created_ts > until {
+            continue;
+        }
+        let slot = per_user.entry(uploader.to_string()).or_default();
+        slot.0 += 1;
+        slot.1 += record.file.as_ref().map_or(0, |f| f.size);
+    }
+    let mut rows = Vec::new();
+    for (user, (count, length)) in per_user {
+        let id = ruma::UserId::parse(&user).map_err(|e| Error::Internal(e.to_string()))?;
+        let name = services.profiles.get(&id)?.get("displayname").and_then(|v| v.as_str()).map(str::to_owned);
+        if search.as_ref().is_some_and(|q| {
+            !user.to_lowercase().contains(q.as_str())
+                && !name.as_deref().unwrap_or("").to_lowercase().contains(q.as_str())
+        }) {
+            continue;
+        }
+        rows.push(json!({ "user_id": user, "displayname": name, "media_count": count, "media_length": length }));
+    }
+    rows.sort_by(|a, b| {
+        let key = |v: &Value| (v[order_by].as_u64().unwrap_or(0), v[order_by].as_str().unwrap_or("").to_owned());
+        key(a).cmp(&key(b))
+    });
+    if params.backwards()? {
+        rows.reverse();
+    }
+    let total = rows.len();
+    let (page, next) = paginate(rows, from, limit);
+    let mut body = json!({ "users": page, "total": total });
+    if let Some(next) = next {
+        body["next_token"] = json!(next);
+    }
+    ok(body)
 }

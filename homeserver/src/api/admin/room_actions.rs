@@ -26,6 +26,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .route("/_synapse/admin/v2/rooms/delete_status/{delete_id}", get(status_by_id))
         .route("/_synapse/admin/v1/rooms/{room_id}/make_room_admin", post(make_room_admin))
         .route("/_synapse/admin/v1/rooms/{room_id}/messages", get(messages))
+        .route("/_synapse/admin/v1/rooms/{room_id}/context/{event_id}", get(context))
 }
 
 /// Deletions in progress or done since start-up, by delete id (Synapse keeps them in memory
@@ -205,4 +206,39 @@ async fn messages(State(services): State<Arc<Services>>, _: Admin, Path(room): P
     let (from, to) = (position("from")?, position("to")?);
     let page = services.rooms.messages_as_admin(&room, from, to, backwards, limit)?;
     ok(json!({ "chunk": page.chunk, "start": page.start, "end": page.end }))
+}
+
+/// `GET /_synapse/admin/v1/rooms/{room}/context/{event_id}?limit=`: the event with up to
+/// `limit / 2` events on each side and the room's current state, whatever the admin's membership.
+async fn context(
+    State(services): State<Arc<Services>>,
+    _: Admin,
+    Path((room, event_id)): Path<(String, String)>,
+    params: Params,
+) -> Answer {
+    let room = room_id(&room)?;
+    let event_id =
+        ruma::EventId::parse(&event_id).map_err(|e| Error::invalid_param(format!("invalid event id: {e}")))?;
+    let rooms = &services.rooms;
+    let meta =
+        rooms.meta(&event_id)?.filter(|m| m.room_id == room).ok_or_else(|| Error::not_found("Event not found"))?;
+    let event = rooms.client_event(&event_id)?.ok_or_else(|| Error::not_found("Event not found"))?;
+    let side = (params.num("limit")?.unwrap_or(10).min(1000) as usize).div_ceil(2);
+    let before = rooms.messages_as_admin(&room, Some(meta.pos), None, true, side)?;
+    let after = rooms.messages_as_admin(&room, Some(meta.pos + 1), None, false, side)?;
+    let record = rooms.room(&room)?.ok_or_else(|| Error::not_found("Room not found"))?;
+    let mut state = Vec::new();
+    for (_, id) in rooms.full_state(record.snapshot)? {
+        if let Some(e) = rooms.client_event(&id)? {
+            state.push(e);
+        }
+    }
+    ok(json!({
+        "event": event,
+        "events_before": before.chunk,
+        "events_after": after.chunk,
+        "start": before.end.unwrap_or(before.start),
+        "end": after.end.unwrap_or(after.start),
+        "state": state,
+    }))
 }

@@ -36,6 +36,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .route("/_synapse/admin/v1/whois/{user_id}", get(whois))
         .route("/_synapse/admin/v1/users/{user_id}/joined_rooms", get(joined_rooms))
         .route("/_synapse/admin/v1/users/{user_id}/login", post(login_as))
+        .route("/_synapse/admin/v1/users/{user_id}/shadow_ban", post(shadow_ban).delete(lift_shadow_ban))
 }
 
 /// A local user id from the path: 400 `M_INVALID_PARAM` when it is not one of ours.
@@ -69,7 +70,7 @@ fn user_json(services: &Services, user: &UserId, account: &Account, full: bool) 
         "admin": flag(account.admin),
         "deactivated": flag(account.deactivated),
         "erased": account.erased,
-        "shadow_banned": flag(false),
+        "shadow_banned": flag(account.shadow_banned),
         "creation_ts": account.created_ts,
         "user_type": Value::Null,
         "locked": account.locked,
@@ -473,4 +474,24 @@ async fn login_as(
     let session = services.users.login(&user, None, Some("admin login".to_owned()), None, None).await?;
     admin.audit(&services, "user.login_as", user.as_str(), json!({ "device_id": session.device_id }))?;
     ok(json!({ "access_token": session.access_token }))
+}
+
+async fn set_shadow_ban(services: &Services, admin: &Admin, raw: &str, value: bool) -> Answer {
+    let (user, _) = existing(services, raw)?;
+    if value && user == admin.0.user_id {
+        return Err(Error::BadState("You may not shadow-ban yourself".into()).into());
+    }
+    services.users.set_restriction(&user, Restriction::ShadowBanned, value).await?;
+    admin.audit(services, if value { "user.shadow_ban" } else { "user.lift_shadow_ban" }, user.as_str(), json!({}))?;
+    ok(json!({}))
+}
+
+/// `POST /_synapse/admin/v1/users/{user_id}/shadow_ban`: the user's messages, state events and
+/// invites are answered as sent and reach nobody; `DELETE` lifts it.
+async fn shadow_ban(State(services): State<Arc<Services>>, admin: Admin, Path(user): Path<String>) -> Answer {
+    set_shadow_ban(&services, &admin, &user, true).await
+}
+
+async fn lift_shadow_ban(State(services): State<Arc<Services>>, admin: Admin, Path(user): Path<String>) -> Answer {
+    set_shadow_ban(&services, &admin, &user, false).await
 }

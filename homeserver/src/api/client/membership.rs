@@ -59,6 +59,9 @@ pub async fn invite(
     let invite_user::v3::InvitationRecipient::UserId(invitee) = body.recipient else {
         return Err(Error::Unrecognized("third-party invites are not supported".into()));
     };
+    if services.users.is_shadow_banned(&sender)? {
+        return Ok(invite_user::v3::Response::new());
+    }
     if !services.users.is_local(&invitee.user_id) {
         let current = services.rooms.membership(&invitee.user_id, &body.room_id)?;
         if current.is_some_and(|m| matches!(m.membership.as_str(), "join" | "ban")) {

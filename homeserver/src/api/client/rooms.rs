@@ -158,6 +158,10 @@ pub async fn send_message(
         return Err(Error::forbidden("you are not in this room"));
     }
     let event = NewEvent::message(TimelineEventType::from(body.event_type.to_string()), raw_json(&body.body)?);
+    if services.users.is_shadow_banned(&owner.user_id)? {
+        let seed = format!("{}|{}|{}|{}", txn.user, txn.device, body.room_id, txn.txn_id);
+        return Ok(send_message_event::v3::Response::new(services.users.fake_event_id(&seed)));
+    }
     let event_id = services.rooms.append(&body.room_id, &owner.user_id, event, Some(txn)).await?;
     Ok(send_message_event::v3::Response::new(event_id))
 }
@@ -172,6 +176,10 @@ pub async fn send_state(
         return Err(Error::forbidden("you are not in this room"));
     }
     let event = NewEvent::state(body.event_type.clone(), body.state_key.clone(), raw_json(&body.body)?);
+    if services.users.is_shadow_banned(&sender)? {
+        let seed = format!("{sender}|{}|{}|{}", body.room_id, body.event_type, body.state_key);
+        return Ok(send_state_event::v3::Response::new(services.users.fake_event_id(&seed)));
+    }
     let event_id = services.rooms.append(&body.room_id, &sender, event, None).await?;
     Ok(send_state_event::v3::Response::new(event_id))
 }
