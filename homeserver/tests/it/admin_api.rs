@@ -954,3 +954,44 @@ async fn shadow_bans_context_and_media_statistics() {
     let (_, only) = call(&server, Method::GET, &root, "/v1/statistics/users/media?search_term=bob", None).await;
     assert_eq!(only["total"], 1);
 }
+
+#[tokio::test]
+async fn a_rooms_media_is_listed_and_quarantined() {
+    let (server, root, alice) = setup().await;
+    let (_, room) = api(&server, Method::POST, Some(&alice), "/_matrix/client/v3/createRoom", Some(json!({}))).await;
+    let room = room["room_id"].as_str().unwrap().to_owned();
+    let image = upload(&server, &alice, "pas vraiment une image", "photo.png").await;
+    let thumb = upload(&server, &alice, "vignette", "vignette.png").await;
+    let elsewhere = upload(&server, &alice, "ailleurs", "autre.txt").await;
+    let content = json!({ "msgtype": "m.image", "body": "photo.png", "url": format!("mxc://localhost/{image}"),
+        "info": { "thumbnail_url": format!("mxc://localhost/{thumb}") } });
+    api(
+        &server,
+        Method::PUT,
+        Some(&alice),
+        &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/i1"),
+        Some(content),
+    )
+    .await;
+    let remote = json!({ "msgtype": "m.file", "body": "x", "url": "mxc://elsewhere.fr/abcdef" });
+    api(
+        &server,
+        Method::PUT,
+        Some(&alice),
+        &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/i2"),
+        Some(remote),
+    )
+    .await;
+
+    let (status, media) = call(&server, Method::GET, &root, &format!("/v1/room/{room}/media"), None).await;
+    assert_eq!(status, 200, "{media}");
+    assert_eq!(media["local"], json!([format!("mxc://localhost/{image}"), format!("mxc://localhost/{thumb}")]));
+    assert_eq!(media["remote"], json!(["mxc://elsewhere.fr/abcdef"]));
+    let (_, done) = call(&server, Method::POST, &root, &format!("/v1/room/{room}/media/quarantine"), None).await;
+    assert_eq!(done, json!({ "num_quarantined": 2 }), "the remote one is not cached here");
+    assert_eq!(download(&server, &alice, &image).await, 404);
+    assert_eq!(download(&server, &alice, &thumb).await, 404);
+    assert_eq!(download(&server, &alice, &elsewhere).await, 200, "media outside the room is untouched");
+    let unknown = call(&server, Method::GET, &root, "/v1/room/!nope:localhost/media", None).await;
+    assert_eq!(got(&unknown), error(404, "M_NOT_FOUND"));
+}

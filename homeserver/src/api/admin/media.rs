@@ -23,6 +23,8 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .route("/_synapse/admin/v1/media/delete", post(delete_before))
         .route("/_synapse/admin/v1/purge_media_cache", post(purge_remote))
         .route("/_synapse/admin/v1/statistics/users/media", get(statistics))
+        .route("/_synapse/admin/v1/room/{room_id}/media", get(room_media))
+        .route("/_synapse/admin/v1/room/{room_id}/media/quarantine", post(quarantine_room_media))
 }
 
 fn media_json(media_id: &str, record: &MediaRecord) -> Value {
@@ -226,4 +228,69 @@ async fn statistics(State(services): State<Arc<Services>>, _: Admin, params: Par
         body["next_token"] = json!(next);
     }
     ok(body)
+}
+
+/// The media a room's events refer to (`url`, `info.thumbnail_url`, encrypted `file.url`), as
+/// (server, media id), each once, in timeline order.
+fn media_of_room(services: &Services, room: &ruma::RoomId) -> Result<Vec<(OwnedServerName, String)>, ApiError> {
+    if !services.rooms.exists(room)? {
+        return Err(Error::not_found("Room not found").into());
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for entry in services.rooms.scan_ranges(room, vec![(0, u64::MAX)], true) {
+        let (_, event_id) = entry?;
+        let Some(event) = services.rooms.client_event(&event_id)? else { continue };
+        let content = &event["content"];
+        for uri in [&content["url"], &content["info"]["thumbnail_url"], &content["file"]["url"]] {
+            let Some((server, id)) =
+                uri.as_str().and_then(|u| u.strip_prefix("mxc://")).and_then(|u| u.split_once('/'))
+            else {
+                continue;
+            };
+            let Ok(server) = ServerName::parse(server) else { continue };
+            if seen.insert((server.clone(), id.to_owned())) {
+                out.push((server, id.to_owned()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn room_id(raw: &str) -> Result<ruma::OwnedRoomId, ApiError> {
+    ruma::RoomId::parse(raw).map_err(|e| Error::invalid_param(format!("invalid room id: {e}")).into())
+}
+
+/// `GET /_synapse/admin/v1/room/{room_id}/media`: `{ "local": [mxc…], "remote": [mxc…] }`.
+async fn room_media(State(services): State<Arc<Services>>, _: Admin, Path(room): Path<String>) -> Answer {
+    let room = room_id(&room)?;
+    let (mut local, mut remote) = (Vec::new(), Vec::new());
+    for (server, id) in media_of_room(&services, &room)? {
+        let uri = format!("mxc://{server}/{id}");
+        if services.media.is_local(&server) {
+            local.push(uri);
+        } else {
+            remote.push(uri);
+        }
+    }
+    ok(json!({ "local": local, "remote": remote }))
+}
+
+/// `POST /_synapse/admin/v1/room/{room_id}/media/quarantine`: quarantines every known media the
+/// room refers to; answers how many.
+async fn quarantine_room_media(
+    State(services): State<Arc<Services>>,
+    admin: Admin,
+    Path(room): Path<String>,
+) -> Answer {
+    let room = room_id(&room)?;
+    let by = admin.0.user_id.to_string();
+    let mut count = 0;
+    for (server, id) in media_of_room(&services, &room)? {
+        if services.media.set_quarantine(&server, &id, Some(by.clone()))? {
+            count += 1;
+        }
+    }
+    admin.audit(&services, "media.quarantine_room", room.as_str(), json!({ "num_quarantined": count }))?;
+    ok(json!({ "num_quarantined": count }))
 }
