@@ -351,7 +351,7 @@ pub struct RateLimitsConfig {
 }
 
 /// A token bucket: `burst` actions at once, refilled at `per_second`.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {
     pub per_second: f64,

@@ -129,6 +129,7 @@ impl Users {
             locked: false,
             suspended: false,
             shadow_banned: false,
+            rate_override: None,
             created_ts: now_ms(),
             directory: Some(DirectoryLink::of(entry)),
         };

@@ -60,6 +60,10 @@ pub struct Account {
     /// as if sent but reach nobody.
     #[serde(default)]
     pub shadow_banned: bool,
+    /// An admin's rate limit for this account's media uploads instead of `rate_limits`
+    /// (`per_second` and `burst` both 0: unlimited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_override: Option<crate::config::RateLimit>,
     pub created_ts: u64,
     /// Made or taken over by the LDAP directory, which then holds its password, name, address
     /// and admin flag (`users::directory`).
@@ -300,6 +304,7 @@ impl Users {
             locked: false,
             suspended: false,
             shadow_banned: false,
+            rate_override: None,
             created_ts: now_ms(),
             directory: None,
         };
@@ -459,6 +464,22 @@ impl Users {
         let _guard = self.lock_user(user).await;
         let mut account = self.account(user)?.ok_or_else(|| Error::not_found("no such user"))?;
         account.admin = admin;
+        let mut batch = Batch::new();
+        self.db.tables.userid_account.insert(&mut batch, &user.to_owned(), &Json(account));
+        self.db.commit(batch)?;
+        Ok(())
+    }
+
+    /// The admin's rate limit for the account, if any.
+    pub fn rate_override(&self, user: &UserId) -> Result<Option<crate::config::RateLimit>> {
+        Ok(self.account(user)?.and_then(|a| a.rate_override))
+    }
+
+    /// Sets (or, with `None`, removes) the account's rate limit override.
+    pub async fn set_rate_override(&self, user: &UserId, limit: Option<crate::config::RateLimit>) -> Result<()> {
+        let _guard = self.lock_user(user).await;
+        let mut account = self.account(user)?.ok_or_else(|| Error::not_found("no such user"))?;
+        account.rate_override = limit;
         let mut batch = Batch::new();
         self.db.tables.userid_account.insert(&mut batch, &user.to_owned(), &Json(account));
         self.db.commit(batch)?;

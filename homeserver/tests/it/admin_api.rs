@@ -995,3 +995,43 @@ async fn a_rooms_media_is_listed_and_quarantined() {
     let unknown = call(&server, Method::GET, &root, "/v1/room/!nope:localhost/media", None).await;
     assert_eq!(got(&unknown), error(404, "M_NOT_FOUND"));
 }
+
+#[tokio::test]
+async fn rate_limit_overrides_replace_the_configured_limit() {
+    let limit = toml::Value::Table(
+        [("per_second".to_owned(), toml::Value::from(0.001)), ("burst".to_owned(), toml::Value::from(1))]
+            .into_iter()
+            .collect(),
+    );
+    let server = TestServer::start_with(&[("rate_limits.enabled", true.into()), ("rate_limits.media_upload", limit)]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pw"), "root-pw").unwrap();
+    assert!(server
+        .cli(&["user", "create", "root", "--admin", "--password-file", dir.path().join("pw").to_str().unwrap()])
+        .status
+        .success());
+    let root = login(&server, "root", "root-pw").await;
+    let (_, alice) = crate::common::register_raw(&server, "alice").await;
+    let try_upload = |token: String| {
+        let server = &server;
+        async move {
+            let url = format!("{}/_matrix/media/v3/upload", server.url);
+            server.http().post(url).bearer_auth(token).body("x").send().await.unwrap().status().as_u16()
+        }
+    };
+    assert_eq!(try_upload(alice.clone()).await, 200);
+    assert_eq!(try_upload(alice.clone()).await, 429, "the configured burst is 1");
+
+    let path = "/v1/users/@alice:localhost/override_ratelimit";
+    assert_eq!(call(&server, Method::GET, &root, path, None).await.1, json!({}));
+    let (status, set) = call(&server, Method::POST, &root, path, Some(json!({}))).await;
+    assert_eq!((status, set), (200, json!({ "messages_per_second": 0.0, "burst_count": 0 })));
+    for _ in 0..3 {
+        assert_eq!(try_upload(alice.clone()).await, 200, "0/0 is unlimited");
+    }
+    let bad = call(&server, Method::POST, &root, path, Some(json!({ "messages_per_second": -1 }))).await;
+    assert_eq!(got(&bad), error(400, "M_INVALID_PARAM"));
+    assert_eq!(call(&server, Method::DELETE, &root, path, None).await.0, 200);
+    assert_eq!(call(&server, Method::GET, &root, path, None).await.1, json!({}));
+    assert_eq!(try_upload(alice.clone()).await, 429, "the configured limit again");
+}

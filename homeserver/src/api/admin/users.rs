@@ -37,6 +37,10 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .route("/_synapse/admin/v1/users/{user_id}/joined_rooms", get(joined_rooms))
         .route("/_synapse/admin/v1/users/{user_id}/login", post(login_as))
         .route("/_synapse/admin/v1/users/{user_id}/shadow_ban", post(shadow_ban).delete(lift_shadow_ban))
+        .route(
+            "/_synapse/admin/v1/users/{user_id}/override_ratelimit",
+            get(get_rate_override).post(set_rate_override).delete(delete_rate_override),
+        )
 }
 
 /// A local user id from the path: 400 `M_INVALID_PARAM` when it is not one of ours.
@@ -494,4 +498,47 @@ async fn shadow_ban(State(services): State<Arc<Services>>, admin: Admin, Path(us
 
 async fn lift_shadow_ban(State(services): State<Arc<Services>>, admin: Admin, Path(user): Path<String>) -> Answer {
     set_shadow_ban(&services, &admin, &user, false).await
+}
+
+async fn get_rate_override(State(services): State<Arc<Services>>, _: Admin, Path(user): Path<String>) -> Answer {
+    let (_, account) = existing(&services, &user)?;
+    ok(match account.rate_override {
+        Some(limit) => json!({ "messages_per_second": limit.per_second, "burst_count": limit.burst }),
+        None => json!({}),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RateOverride {
+    #[serde(default)]
+    messages_per_second: f64,
+    #[serde(default)]
+    burst_count: u32,
+}
+
+/// `POST …/override_ratelimit`: the account's own limit for media uploads (the per-account
+/// limit this server applies); both 0 (the default) means unlimited.
+async fn set_rate_override(
+    State(services): State<Arc<Services>>,
+    admin: Admin,
+    Path(user): Path<String>,
+    Body(body): Body<RateOverride>,
+) -> Answer {
+    let (user, _) = existing(&services, &user)?;
+    if !body.messages_per_second.is_finite() || body.messages_per_second < 0.0 {
+        return Err(Error::invalid_param("messages_per_second must be a non-negative number").into());
+    }
+    let limit = crate::config::RateLimit { per_second: body.messages_per_second, burst: body.burst_count };
+    services.users.set_rate_override(&user, Some(limit)).await?;
+    let out = json!({ "messages_per_second": limit.per_second, "burst_count": limit.burst });
+    admin.audit(&services, "user.override_ratelimit", user.as_str(), out.clone())?;
+    ok(out)
+}
+
+async fn delete_rate_override(State(services): State<Arc<Services>>, admin: Admin, Path(user): Path<String>) -> Answer {
+    let (user, _) = existing(&services, &user)?;
+    services.users.set_rate_override(&user, None).await?;
+    admin.audit(&services, "user.delete_ratelimit_override", user.as_str(), json!({}))?;
+    ok(json!({}))
 }

@@ -178,7 +178,8 @@ pub async fn create(
 ) -> Result<create_mxc_uri::v1::Response> {
     let sender = request.sender()?;
     if !services.appservices.exempt_from_rate_limits(sender) {
-        services.rate_limiter.check(Action::MediaUpload, sender.user_id.as_str())?;
+        let custom = services.users.rate_override(&sender.user_id)?;
+        services.rate_limiter.check_with(Action::MediaUpload, sender.user_id.as_str(), custom)?;
     }
     let (uri, expires) = services.media.reserve(&sender.user_id)?;
     let mut response = create_mxc_uri::v1::Response::new(uri);
@@ -197,7 +198,8 @@ struct UploadRequest {
 fn upload_request(services: &Services, parts: &http::request::Parts) -> Result<UploadRequest, ApiError> {
     let owner = authenticate(parts, services, TokenUse::Required)?.ok_or_else(ApiError::missing_token)?;
     if !services.appservices.exempt_from_rate_limits(&owner) {
-        services.rate_limiter.check(Action::MediaUpload, owner.user_id.as_str())?;
+        let custom = services.users.rate_override(&owner.user_id)?;
+        services.rate_limiter.check_with(Action::MediaUpload, owner.user_id.as_str(), custom)?;
     }
     let content_type = match parts.headers.get(header::CONTENT_TYPE) {
         Some(value) => Some(
