@@ -42,6 +42,9 @@ pub struct Services {
     pub reports: crate::reports::Reports,
     pub audit: crate::audit::Audit,
     pub registration_tokens: Arc<crate::users::registration_tokens::RegistrationTokens>,
+    /// Room shutdowns started through the admin API since start-up (Synapse keeps them in memory
+    /// too): delete id → (room, status).
+    pub room_deletions: std::sync::Mutex<std::collections::HashMap<String, (ruma::OwnedRoomId, serde_json::Value)>>,
     pub push: crate::push::evaluate::Evaluator,
     pub push_sender: crate::push::sender::PushSender,
     pub search: crate::search::Search,
@@ -95,6 +98,7 @@ impl Services {
             filters: Filters::new(db.clone()),
             uia: Uia::new(config.registration.token.clone(), registration_tokens.clone()),
             registration_tokens,
+            room_deletions: Default::default(),
             rate_limiter: RateLimiter::new(config.rate_limits.clone()),
             server_keys: server_keys.clone(),
             media: Media::open(db.clone(), config.server_name.clone(), &config)?,

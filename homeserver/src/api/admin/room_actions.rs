@@ -1,10 +1,7 @@
 //! Room actions: shut down (delete v1 and v2, with status), make a local user room admin,
 //! read the messages.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-};
+use std::sync::Arc;
 
 use axum::{
     extract::{Path, State},
@@ -27,13 +24,6 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .route("/_synapse/admin/v1/rooms/{room_id}/make_room_admin", post(make_room_admin))
         .route("/_synapse/admin/v1/rooms/{room_id}/messages", get(messages))
         .route("/_synapse/admin/v1/rooms/{room_id}/context/{event_id}", get(context))
-}
-
-/// Deletions in progress or done since start-up, by delete id (Synapse keeps them in memory
-/// too): (room, status JSON).
-fn deletions() -> &'static Mutex<HashMap<String, (OwnedRoomId, Value)>> {
-    static DELETIONS: std::sync::OnceLock<Mutex<HashMap<String, (OwnedRoomId, Value)>>> = std::sync::OnceLock::new();
-    DELETIONS.get_or_init(Default::default)
 }
 
 fn room_id(raw: &str) -> Result<OwnedRoomId, ApiError> {
@@ -91,7 +81,8 @@ async fn delete_v2(
     let room = room_id(&room)?;
     check(&body)?;
     let delete_id = crate::users::random_password();
-    deletions()
+    services
+        .room_deletions
         .lock()
         .expect("deletions")
         .insert(delete_id.clone(), (room.clone(), json!({ "delete_id": delete_id, "status": "shutting_down" })));
@@ -103,23 +94,29 @@ async fn delete_v2(
             Ok(report) => json!({ "delete_id": id, "status": "complete", "shutdown_room": report }),
             Err(error) => json!({ "delete_id": id, "status": "failed", "error": error.to_string() }),
         };
-        deletions().lock().expect("deletions").insert(id, (room, status));
+        services.room_deletions.lock().expect("deletions").insert(id, (room, status));
     });
     ok(json!({ "delete_id": delete_id }))
 }
 
-async fn status_of_room(_: Admin, Path(room): Path<String>) -> Answer {
+async fn status_of_room(State(services): State<Arc<Services>>, _: Admin, Path(room): Path<String>) -> Answer {
     let room = room_id(&room)?;
-    let results: Vec<Value> =
-        deletions().lock().expect("deletions").values().filter(|(r, _)| *r == room).map(|(_, s)| s.clone()).collect();
+    let results: Vec<Value> = services
+        .room_deletions
+        .lock()
+        .expect("deletions")
+        .values()
+        .filter(|(r, _)| *r == room)
+        .map(|(_, s)| s.clone())
+        .collect();
     if results.is_empty() {
         return Err(Error::not_found("No delete task for room").into());
     }
     ok(json!({ "results": results }))
 }
 
-async fn status_by_id(_: Admin, Path(delete_id): Path<String>) -> Answer {
-    let status = deletions().lock().expect("deletions").get(&delete_id).map(|(_, s)| s.clone());
+async fn status_by_id(State(services): State<Arc<Services>>, _: Admin, Path(delete_id): Path<String>) -> Answer {
+    let status = services.room_deletions.lock().expect("deletions").get(&delete_id).map(|(_, s)| s.clone());
     let mut status = status.ok_or_else(|| Error::not_found("delete id not found"))?;
     if let Some(object) = status.as_object_mut() {
         object.remove("delete_id");
