@@ -201,6 +201,8 @@ pub async fn make_join(
     let origin = origin(&request)?;
     let body = request.body;
     user_of_origin(&origin, &body.user_id)?;
+    // An invite we are sending them may have reached them before we appended it.
+    services.federation.invites_in_flight.wait(&body.room_id, &body.user_id, std::time::Duration::from_secs(10)).await;
     let record = services.rooms.room(&body.room_id)?.ok_or_else(|| Error::not_found("unknown room"))?;
     services.rooms.check_not_blocked(&body.room_id)?;
     if !receive::acl_allows(&services, &body.room_id, &origin) {

@@ -234,6 +234,56 @@ async fn try_join(
 
 /// Invites a user of another server: their server signs the invite, then it is sent into the
 /// room like any event of ours.
+/// Invites sent to other servers and not yet appended here, by (room, invitee).
+#[derive(Default)]
+pub struct InFlight {
+    pending: std::sync::Mutex<std::collections::HashMap<(ruma::OwnedRoomId, ruma::OwnedUserId), usize>>,
+    done: tokio::sync::Notify,
+}
+
+/// Ends an in-flight invite however `invite_remote` returns.
+struct InviteGuard<'a> {
+    flight: &'a InFlight,
+    key: (ruma::OwnedRoomId, ruma::OwnedUserId),
+}
+
+impl Drop for InviteGuard<'_> {
+    fn drop(&mut self) {
+        let mut pending = self.flight.pending.lock().expect("invites in flight");
+        if let Some(count) = pending.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                pending.remove(&self.key);
+            }
+        }
+        drop(pending);
+        self.flight.done.notify_waiters();
+    }
+}
+
+impl InFlight {
+    fn start(&self, room: &RoomId, user: &UserId) -> InviteGuard<'_> {
+        let key = (room.to_owned(), user.to_owned());
+        *self.pending.lock().expect("invites in flight").entry(key.clone()).or_default() += 1;
+        InviteGuard { flight: self, key }
+    }
+
+    /// Waits (at most `max`) until no invite of `user` to `room` is under way.
+    pub async fn wait(&self, room: &RoomId, user: &UserId, max: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + max;
+        let key = (room.to_owned(), user.to_owned());
+        loop {
+            let finished = self.done.notified();
+            if !self.pending.lock().expect("invites in flight").contains_key(&key) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, finished).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
 pub async fn invite_remote(
     services: &Arc<Services>,
     room: &RoomId,
@@ -245,6 +295,7 @@ pub async fn invite_remote(
     let fed = &services.federation;
     let server = invitee.server_name();
     fed.require_allowed(server)?;
+    let _in_flight = fed.invites_in_flight.start(room, invitee);
     let mut content = json!({ "membership": "invite" });
     if let Some(r) = &reason {
         content["reason"] = json!(r);

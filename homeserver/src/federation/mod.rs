@@ -47,6 +47,9 @@ pub struct Federation {
     /// that arrived for them before one completed (the resident server sends them once it has
     /// our join), taken in right after it instead of being dropped as PDUs of an unknown room.
     pub(crate) joining: std::sync::Mutex<std::collections::HashMap<ruma::OwnedRoomId, receive::Joining>>,
+    /// Invites of remote users under way: the invitee's server has the invite (and may act on
+    /// it) before we append it, so their `make_join` waits for it here.
+    pub invites_in_flight: membership::InFlight,
 }
 
 /// The largest answer we read from another server (a media file may be larger, up to
@@ -78,6 +81,7 @@ impl Federation {
             inbound: Default::default(),
             room_servers: Default::default(),
             joining: Default::default(),
+            invites_in_flight: Default::default(),
         })
     }
 
