@@ -23,6 +23,21 @@ pub fn token(pos: u64) -> String {
     format!("t{pos}")
 }
 
+/// Where a page starts and the inclusive positions it reads: backwards, the positions before
+/// `from` down to `to`; forwards, from `from` up to (not including) `to`. `None`: nothing to read.
+fn page_bounds(from: Option<u64>, to: Option<u64>, backwards: bool) -> (u64, Option<(u64, u64)>) {
+    let start_pos = from.unwrap_or(if backwards { u64::MAX } else { 0 });
+    let bounds = if backwards {
+        start_pos.checked_sub(1).map(|hi| (to.unwrap_or(0), hi))
+    } else {
+        match to {
+            Some(t) => t.checked_sub(1).map(|hi| (start_pos, hi)),
+            None => Some((start_pos, u64::MAX)),
+        }
+    };
+    (start_pos, bounds)
+}
+
 pub fn parse_token(token: &str) -> Result<u64> {
     token
         .strip_prefix('t')
@@ -151,15 +166,7 @@ impl Rooms {
         backwards: bool,
         limit: usize,
     ) -> Result<Page> {
-        let start_pos = from.unwrap_or(if backwards { u64::MAX } else { 0 });
-        let bounds = if backwards {
-            start_pos.checked_sub(1).map(|hi| (to.unwrap_or(0), hi))
-        } else {
-            match to {
-                Some(t) => t.checked_sub(1).map(|hi| (start_pos, hi)),
-                None => Some((start_pos, u64::MAX)),
-            }
-        };
+        let (start_pos, bounds) = page_bounds(from, to, backwards);
         let mut chunk = Vec::new();
         let mut end = None;
         if let Some((lo, hi)) = bounds {
@@ -189,17 +196,7 @@ impl Rooms {
         limit: usize,
         filter: &EventFilter,
     ) -> Result<Page> {
-        let start_pos = from.unwrap_or(if backwards { u64::MAX } else { 0 });
-        // Inclusive bounds: backwards reads positions before `from` down to `to`; forwards reads
-        // from `from` up to (not including) `to`.
-        let bounds = if backwards {
-            start_pos.checked_sub(1).map(|hi| (to.unwrap_or(0), hi))
-        } else {
-            match to {
-                Some(t) => t.checked_sub(1).map(|hi| (start_pos, hi)),
-                None => Some((start_pos, u64::MAX)),
-            }
-        };
+        let (start_pos, bounds) = page_bounds(from, to, backwards);
         let max_scanned = MAX_SCANNED.max(limit.saturating_mul(4));
         let mut chunk = Vec::new();
         let mut last_pos = None;

@@ -20,7 +20,7 @@ use ruma::{OwnedUserId, RoomAliasId, RoomId, UserId};
 use serde::{Deserialize, Serialize};
 use serde_json::Map;
 
-use super::{now_ms, Account, Users};
+use super::{Account, Users};
 use crate::{
     db::{codec::Json, Batch},
     error::{Error, Result},
@@ -120,19 +120,7 @@ impl Users {
         if self.exists(&user)? {
             return Err(Error::UserInUse);
         }
-        let account = Account {
-            password_hash: None,
-            admin: entry.admin,
-            deactivated: false,
-            erased: false,
-            leaving_rooms: false,
-            locked: false,
-            suspended: false,
-            shadow_banned: false,
-            rate_override: None,
-            created_ts: now_ms(),
-            directory: Some(DirectoryLink::of(entry)),
-        };
+        let account = Account { directory: Some(DirectoryLink::of(entry)), ..Account::new(None, entry.admin) };
         let mut batch = Batch::new();
         self.db.tables.userid_account.insert(&mut batch, &user, &Json(account));
         let name = entry.name.clone().unwrap_or_else(|| entry.localpart.clone());

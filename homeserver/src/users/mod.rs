@@ -71,6 +71,25 @@ pub struct Account {
     pub directory: Option<directory::DirectoryLink>,
 }
 
+impl Account {
+    /// A new, active account with no admin restriction.
+    pub fn new(password_hash: Option<String>, admin: bool) -> Self {
+        Self {
+            password_hash,
+            admin,
+            deactivated: false,
+            erased: false,
+            leaving_rooms: false,
+            locked: false,
+            suspended: false,
+            shadow_banned: false,
+            rate_override: None,
+            created_ts: now_ms(),
+            directory: None,
+        }
+    }
+}
+
 /// A device (a login session) of a user.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Device {
@@ -295,19 +314,7 @@ impl Users {
         if self.exists(&user)? {
             return Err(Error::UserInUse);
         }
-        let account = Account {
-            password_hash,
-            admin,
-            deactivated: false,
-            erased: false,
-            leaving_rooms: false,
-            locked: false,
-            suspended: false,
-            shadow_banned: false,
-            rate_override: None,
-            created_ts: now_ms(),
-            directory: None,
-        };
+        let account = Account::new(password_hash, admin);
         let mut batch = Batch::new();
         self.db.tables.userid_account.insert(&mut batch, &user, &Json(account));
         self.db.tables.userid_profile.insert(

@@ -71,10 +71,8 @@ async fn list(State(services): State<Arc<Services>>, _: Admin, params: Params) -
         .filter(|(s, _)| search.as_ref().is_none_or(|q| s.as_str().to_lowercase().contains(q.as_str())))
         .map(|(s, pos)| destination_json(&services, s, *pos))
         .collect();
-    rows.sort_by(|a, b| {
-        let key = |v: &Value| (v[order_by].as_u64().unwrap_or(0), v[order_by].as_str().unwrap_or("").to_owned());
-        key(a).cmp(&key(b)).then_with(|| a["destination"].as_str().cmp(&b["destination"].as_str()))
-    });
+    // Destinations come in name order; the stable sort keeps it among equals.
+    super::sort_by_field(&mut rows, order_by);
     if params.backwards()? {
         rows.reverse();
     }

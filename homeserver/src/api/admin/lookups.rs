@@ -30,14 +30,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
 }
 
 fn existing(services: &Services, raw: &str) -> Result<ruma::OwnedUserId, ApiError> {
-    let user = UserId::parse(raw).map_err(|e| Error::invalid_param(format!("invalid user id: {e}")))?;
-    if !services.users.is_local(&user) {
-        return Err(Error::invalid_param("Can only look up local users").into());
-    }
-    if services.users.account(&user)?.is_none() {
-        return Err(Error::not_found("User not found").into());
-    }
-    Ok(user)
+    super::existing_user(services, raw).map(|(user, _)| user)
 }
 
 /// `{ "account_data": { "global": {type: content}, "rooms": {room: {type: content}} } }`.

@@ -8,7 +8,7 @@ use axum::{
     routing::{get, post},
     Router,
 };
-use ruma::{OwnedServerName, ServerName, UserId};
+use ruma::{OwnedServerName, ServerName};
 use serde_json::{json, Value};
 
 use super::{ok, paginate, Admin, Answer, Params};
@@ -45,14 +45,7 @@ fn server(raw: &str) -> Result<OwnedServerName, ApiError> {
 }
 
 fn local_user(services: &Services, raw: &str) -> Result<ruma::OwnedUserId, ApiError> {
-    let user = UserId::parse(raw).map_err(|e| Error::invalid_param(format!("invalid user id: {e}")))?;
-    if !services.users.is_local(&user) {
-        return Err(Error::invalid_param("Can only look up local users").into());
-    }
-    if services.users.account(&user)?.is_none() {
-        return Err(Error::not_found("Unknown user").into());
-    }
-    Ok(user)
+    super::existing_user(services, raw).map(|(user, _)| user)
 }
 
 /// `GET /_synapse/admin/v1/users/{user_id}/media`: `order_by` (`created_ts` default,
@@ -71,10 +64,7 @@ async fn list_of_user(
     }
     let mut rows: Vec<Value> =
         services.media.uploaded_by(&user)?.iter().map(|(id, record)| media_json(id, record)).collect();
-    rows.sort_by(|a, b| {
-        let key = |v: &Value| (v[order_by].as_u64().unwrap_or(0), v[order_by].as_str().unwrap_or("").to_owned());
-        key(a).cmp(&key(b))
-    });
+    super::sort_by_field(&mut rows, order_by);
     if params.backwards()? {
         rows.reverse();
     }
@@ -214,10 +204,7 @@ async fn statistics(State(services): State<Arc<Services>>, _: Admin, params: Par
         }
         rows.push(json!({ "user_id": user, "displayname": name, "media_count": count, "media_length": length }));
     }
-    rows.sort_by(|a, b| {
-        let key = |v: &Value| (v[order_by].as_u64().unwrap_or(0), v[order_by].as_str().unwrap_or("").to_owned());
-        key(a).cmp(&key(b))
-    });
+    super::sort_by_field(&mut rows, order_by);
     if params.backwards()? {
         rows.reverse();
     }

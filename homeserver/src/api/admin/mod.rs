@@ -133,6 +133,23 @@ impl Params {
     }
 }
 
+/// Sorts admin list rows by one field, numbers by value and text alphabetically.
+pub fn sort_by_field(rows: &mut [Value], field: &str) {
+    let key = |v: &Value| (v[field].as_u64().unwrap_or(0), v[field].as_str().unwrap_or("").to_owned());
+    rows.sort_by_key(key);
+}
+
+/// A local user who exists, from a path: 400 `M_INVALID_PARAM` when the id is not one of ours,
+/// 404 `M_NOT_FOUND` when there is no such account.
+pub fn existing_user(services: &Services, raw: &str) -> Result<(ruma::OwnedUserId, crate::users::Account), ApiError> {
+    let user = ruma::UserId::parse(raw).map_err(|e| Error::invalid_param(format!("invalid user id: {e}")))?;
+    if !services.users.is_local(&user) {
+        return Err(Error::invalid_param("Can only look up local users").into());
+    }
+    let account = services.users.account(&user)?.ok_or_else(|| Error::not_found("User not found"))?;
+    Ok((user, account))
+}
+
 /// One page of `rows` as Synapse pages admin lists: the page and the next `from`, if any.
 pub fn paginate<T>(rows: Vec<T>, from: usize, limit: usize) -> (Vec<T>, Option<usize>) {
     let total = rows.len();

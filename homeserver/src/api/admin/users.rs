@@ -52,12 +52,7 @@ fn local_user(services: &Services, raw: &str) -> Result<OwnedUserId, ApiError> {
     Ok(user)
 }
 
-/// A local user who exists: 404 `M_NOT_FOUND` otherwise.
-fn existing(services: &Services, raw: &str) -> Result<(OwnedUserId, Account), ApiError> {
-    let user = local_user(services, raw)?;
-    let account = services.users.account(&user)?.ok_or_else(|| Error::not_found("User not found"))?;
-    Ok((user, account))
-}
+use super::existing_user as existing;
 
 fn flag(value: bool) -> Value {
     json!(value as u8)
