@@ -44,6 +44,10 @@ pub enum Command {
     },
     /// Prints the id of the server's signing key.
     ServerKeyId,
+    /// Writes a consistent backup of the database and the media files into a new folder.
+    ServerBackup {
+        path: String,
+    },
     /// Prints how many requests are waiting right now: long-polling syncs, downloads of media not
     /// uploaded yet (what operators, tests and the load generator watch instead of sleeping).
     ServerWaiting,
@@ -124,6 +128,7 @@ pub async fn execute(services: &Services, command: Command) -> Result<String> {
             Ok(summary.to_string().trim_end().to_owned())
         }
         Command::ServerKeyId => Ok(services.server_keys.key_id()),
+        Command::ServerBackup { path } => backup(services, Path::new(&path)).await,
         Command::ServerWaiting => Ok(format!(
             "syncs: {}\nmedia downloads: {}",
             services.rooms.notifier().waiting(),
@@ -159,6 +164,48 @@ pub async fn execute(services: &Services, command: Command) -> Result<String> {
             })
         }
     }
+}
+
+/// A backup folder: `db/` (a RocksDB checkpoint, consistent at one instant) and `media/` (the
+/// media files, which are never changed once written, so copying them while the server runs is
+/// safe; files uploaded after the checkpoint may be in the copy too, which is harmless). The
+/// search index is not copied: a server rebuilds it from the database.
+async fn backup(services: &Services, target: &Path) -> Result<String, Error> {
+    if target.exists() {
+        return Err(Error::invalid_param(format!("{} exists already: give a new folder", target.display())));
+    }
+    std::fs::create_dir_all(target).map_err(|e| Error::Internal(format!("cannot create {}: {e}", target.display())))?;
+    let db_dir = target.join("db");
+    let media_from = services.config.media_path();
+    let media_to = target.join("media");
+    let db = services.db.clone();
+    let copied = tokio::task::spawn_blocking(move || -> Result<u64, Error> {
+        db.checkpoint(&db_dir)?;
+        copy_tree(&media_from, &media_to).map_err(|e| Error::Internal(format!("copying the media files failed: {e}")))
+    })
+    .await
+    .map_err(|e| Error::Internal(e.to_string()))??;
+    Ok(format!("backup written to {}: database checkpoint and {copied} media files", target.display()))
+}
+
+/// Copies the files of a folder tree (skipping uploads still in progress in `tmp/`).
+fn copy_tree(from: &Path, to: &Path) -> io::Result<u64> {
+    std::fs::create_dir_all(to)?;
+    let mut copied = 0;
+    let Ok(entries) = std::fs::read_dir(from) else { return Ok(0) };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        if entry.file_type()?.is_dir() {
+            if name != "tmp" {
+                copied += copy_tree(&entry.path(), &to.join(&name))?;
+            }
+        } else {
+            std::fs::copy(entry.path(), to.join(&name))?;
+            copied += 1;
+        }
+    }
+    Ok(copied)
 }
 
 /// Serves operator commands on the admin socket until the task is dropped.

@@ -51,6 +51,7 @@ pub struct Config {
     /// (the `hemicycle-bridges` crate defines and checks the section; docs/ldap.md).
     pub ldap: hemicycle_bridges::ldap::LdapConfig,
     pub log: LogConfig,
+    pub telemetry: TelemetryConfig,
 }
 
 /// Application services (bridges, bots such as `hemicycle-workspace`): one registration file
@@ -176,6 +177,9 @@ pub struct ListenConfig {
     pub client: SocketAddr,
     /// HTTPS address of the federation API; needs `tls.cert` and `tls.key`.
     pub federation: Option<SocketAddr>,
+    /// Plain-HTTP address of the Prometheus `/metrics` endpoint; off when unset. Keep it on a
+    /// private interface: it names users' servers and rooms' activity.
+    pub metrics: Option<SocketAddr>,
     /// Reverse proxies (addresses or CIDR ranges) whose `X-Forwarded-For` / `Forwarded` headers
     /// name the real client. Requests from any other peer are taken at their TCP address, so a
     /// client cannot forge its address for rate limits and session records.
@@ -399,6 +403,7 @@ impl Default for Config {
             support: SupportConfig::default(),
             ldap: Default::default(),
             log: LogConfig::default(),
+            telemetry: TelemetryConfig::default(),
         }
     }
 }
@@ -411,7 +416,12 @@ impl Default for DatabaseConfig {
 
 impl Default for ListenConfig {
     fn default() -> Self {
-        Self { client: SocketAddr::from(([127, 0, 0, 1], 8008)), federation: None, trusted_proxies: Vec::new() }
+        Self {
+            client: SocketAddr::from(([127, 0, 0, 1], 8008)),
+            federation: None,
+            metrics: None,
+            trusted_proxies: Vec::new(),
+        }
     }
 }
 
@@ -453,6 +463,26 @@ impl Default for LimitsConfig {
 impl Default for RoomsConfig {
     fn default() -> Self {
         Self { default_version: RoomVersionId::V12 }
+    }
+}
+
+/// Traces exported over OTLP/HTTP (protobuf) to a collector (OpenTelemetry Collector, Jaeger,
+/// Tempo…); off when `otlp_endpoint` is unset.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// The collector's base URL, e.g. `http://127.0.0.1:4318`; spans go to `<endpoint>/v1/traces`
+    /// (a URL already ending in `/v1/traces` is used as it is).
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` resource attribute the spans carry.
+    pub service_name: String,
+    /// How long finished spans wait to be sent in one batch.
+    pub batch_delay_ms: u64,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self { otlp_endpoint: None, service_name: "hemicycle".to_owned(), batch_delay_ms: 1000 }
     }
 }
 
@@ -593,6 +623,17 @@ impl Config {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(ConfigError::new("public_baseurl", "must start with http:// or https://"));
             }
+        }
+        if let Some(url) = &self.telemetry.otlp_endpoint {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError::new("telemetry.otlp_endpoint", "must start with http:// or https://"));
+            }
+        }
+        if self.telemetry.service_name.is_empty() {
+            return Err(ConfigError::new("telemetry.service_name", "must not be empty"));
+        }
+        if self.listen.metrics.is_some_and(|m| m.port() != 0 && m == self.listen.client) {
+            return Err(ConfigError::new("listen.metrics", "must differ from listen.client"));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(ConfigError::new("log.level", format!("not a valid filter: {e}")));

@@ -58,6 +58,10 @@ enum ServerCommand {
     KeyId,
     /// Print how many sync long-polls and media downloads are waiting right now.
     Waiting,
+    /// Write a consistent backup (database checkpoint and media files) into a new folder, with
+    /// the server running or not. Restore: stop the server, put `db/` at `database.path` and
+    /// `media/` at the media path, start it.
+    Backup { folder: PathBuf },
     /// Replace the signing key (server stopped); the old key stays published as an old key so
     /// events it signed still verify. Prints the new key id.
     RotateKey,
@@ -108,12 +112,6 @@ fn read_password_file(path: &PathBuf) -> Result<String, String> {
     Ok(password)
 }
 
-fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = match Config::load(cli.config.as_deref()) {
@@ -131,10 +129,14 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Top::Serve => {
-            init_logging(&config);
-            runtime.block_on(serve(config))
-        }
+        Top::Serve => match hemicycle::telemetry::init(&config) {
+            // The guard lives until the server has stopped, then sends the spans still buffered.
+            Ok(_telemetry) => runtime.block_on(serve(config)),
+            Err(e) => {
+                eprintln!("hemicycle: {e}");
+                return ExitCode::from(CONFIG_ERROR);
+            }
+        },
         Top::User(command) => match user_command(command) {
             Ok(command) => runtime.block_on(run_admin(config, command)),
             Err(e) => Err(e),
@@ -142,11 +144,17 @@ fn main() -> ExitCode {
         Top::Server(ServerCommand::KeyId) => runtime.block_on(run_admin(config, Command::ServerKeyId)),
         Top::Server(ServerCommand::Waiting) => runtime.block_on(run_admin(config, Command::ServerWaiting)),
         Top::Server(ServerCommand::RotateKey) => rotate_key(&config),
+        Top::Server(ServerCommand::Backup { folder }) => match std::path::absolute(&folder) {
+            Ok(path) => {
+                runtime.block_on(run_admin(config, Command::ServerBackup { path: path.to_string_lossy().into_owned() }))
+            }
+            Err(e) => Err(format!("{}: {e}", folder.display())),
+        },
         Top::Room(RoomCommand::Info { room }) => runtime.block_on(run_admin(config, Command::RoomInfo { room })),
-        Top::Ldap(LdapCommand::Sync { dry_run }) => {
-            init_logging(&config);
-            runtime.block_on(run_admin(config, Command::LdapSync { dry_run }))
-        }
+        Top::Ldap(LdapCommand::Sync { dry_run }) => match hemicycle::telemetry::init(&config) {
+            Ok(_telemetry) => runtime.block_on(run_admin(config, Command::LdapSync { dry_run })),
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

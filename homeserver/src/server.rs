@@ -41,6 +41,10 @@ pub async fn run(mut config: Config) -> Result<(), String> {
         Some(address) => Some(serve_federation(services.clone(), address).await?),
         None => None,
     };
+    let metrics_task = match config.listen.metrics {
+        Some(address) => Some(serve_metrics(services.clone(), address).await?),
+        None => None,
+    };
     crate::federation::sender::start(services.clone());
     crate::push::evaluate::start(services.clone());
     crate::push::sender::start(services.clone());
@@ -56,13 +60,32 @@ pub async fn run(mut config: Config) -> Result<(), String> {
         .with_graceful_shutdown(shutdown_signal())
         .await;
     admin_task.abort();
-    if let Some(task) = federation_task {
+    for task in [federation_task, metrics_task].into_iter().flatten() {
         task.abort();
     }
     let _ = std::fs::remove_file(&admin_socket);
     services.db.flush().map_err(|e| format!("flushing the database failed: {e}"))?;
     tracing::info!("stopped");
     served.map_err(|e| e.to_string())
+}
+
+/// Serves Prometheus' `/metrics` on its own plain-HTTP listener (`listen.metrics`).
+async fn serve_metrics(
+    services: std::sync::Arc<Services>,
+    address: SocketAddr,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    let listener =
+        TcpListener::bind(address).await.map_err(|e| format!("cannot listen on {address} (listen.metrics): {e}"))?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    // Tests and scripts read this line to learn the port (listen.metrics may use port 0).
+    println!("hemicycle metrics on http://{bound}/metrics");
+    let _ = std::io::stdout().flush();
+    let app = crate::metrics::router(services);
+    Ok(tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            tracing::error!(%error, "the metrics listener stopped");
+        }
+    }))
 }
 
 /// Serves the federation API over HTTPS (rustls, `tls.cert` / `tls.key`) on its own listener.

@@ -51,6 +51,7 @@ pub struct Services {
     pub threepids: crate::users::threepid::Threepids,
     pub appservices: crate::appservice::Registry,
     pub appservice_sender: crate::appservice::sender::AppserviceSender,
+    pub metrics: crate::metrics::Metrics,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +112,7 @@ impl Services {
             threepids: crate::users::threepid::Threepids::new(db.clone(), config.clone()),
             appservices: crate::appservice::Registry::load(&config.appservices.registrations, &config.server_name)?,
             appservice_sender: Default::default(),
+            metrics: Default::default(),
             db,
             config,
         });

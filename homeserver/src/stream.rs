@@ -313,6 +313,7 @@ fn run(
 }
 
 /// Waits until the writer reports a submitted batch durable.
+#[tracing::instrument(name = "db.commit", skip_all)]
 pub async fn wait_durable(durable: oneshot::Receiver<Result<(), String>>) -> crate::error::Result<()> {
     use crate::error::Error;
     match durable.await {

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod client;
+pub mod console;
 pub mod error;
 pub mod federation;
 pub mod ruma;
@@ -25,10 +26,11 @@ pub fn federation_router(services: Arc<Services>) -> Router {
     federation::routes(Router::new())
         .fallback(|| async { ApiError::unrecognized_path() })
         .method_not_allowed_fallback(|| async { ApiError::unrecognized_method() })
+        .layer(axum::middleware::from_fn_with_state(services.clone(), crate::metrics::track))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::new(http::StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN", "internal server error").into_response()
         }))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(crate::telemetry::request_span))
         .with_state(services)
 }
 
@@ -43,13 +45,14 @@ pub fn router(services: Arc<Services>) -> Router {
             header::CONTENT_TYPE,
             header::AUTHORIZATION,
         ]);
-    admin::routes(client::routes(Router::new()))
+    console::routes(admin::routes(client::routes(Router::new())))
         .fallback(|| async { ApiError::unrecognized_path() })
         .method_not_allowed_fallback(|| async { ApiError::unrecognized_method() })
+        .layer(axum::middleware::from_fn_with_state(services.clone(), crate::metrics::track))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::new(http::StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN", "internal server error").into_response()
         }))
         .layer(cors)
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(crate::telemetry::request_span))
         .with_state(services)
 }

@@ -49,6 +49,7 @@ pub struct Database {
     /// Point reads and iterator steps so far, so tests can show that a request's cost follows
     /// what changed rather than the size of what is stored.
     reads: Arc<AtomicU64>,
+    path: std::path::PathBuf,
 }
 
 /// Test hook: when set to `1`, nothing is ever fsynced. Never set in production (not `HEMICYCLE_*`:
@@ -56,6 +57,10 @@ pub struct Database {
 pub const SKIP_FSYNC_ENV: &str = "FAULT_HEMICYCLE_SKIP_FSYNC";
 
 const COUNTER_KEY: &str = "counter";
+const SCHEMA_KEY: &str = "schema_version";
+/// The stored format this release writes. A release that changes it migrates older databases at
+/// open; a database of a newer format is refused rather than misread (a downgrade).
+pub const SCHEMA_VERSION: u64 = 1;
 const BACKFILL_FLOOR_KEY: &str = "backfill_floor";
 const BACKFILL_LOW_KEY: &str = "backfill_low";
 
@@ -111,6 +116,13 @@ impl Database {
         let db = Arc::new(db);
         let reads = Arc::new(AtomicU64::new(0));
         let tables = Tables::new(&db, &reads);
+        let schema = tables.meta.get(&SCHEMA_KEY.to_owned())?.map(|c: codec::Be64| c.0);
+        if let Some(found) = schema.filter(|v| *v > SCHEMA_VERSION) {
+            return Err(DbError::Io(format!(
+                "the database at {} was written by a newer Hemicycle (format {found}; this release reads up to {SCHEMA_VERSION}): run that release or restore a backup",
+                path.display()
+            )));
+        }
         let mut counter = tables.meta.get(&COUNTER_KEY.to_owned())?.map(|c: codec::Be64| c.0).unwrap_or(0);
         let skip_sync = std::env::var(SKIP_FSYNC_ENV).is_ok_and(|v| v == "1");
         if skip_sync {
@@ -133,7 +145,13 @@ impl Database {
             backfill_floor: std::sync::Mutex::new((floor, low)),
             skip_sync,
             reads,
+            path: path.to_owned(),
         };
+        if schema.is_none() {
+            let mut batch = Batch::new();
+            database.tables.meta.insert(&mut batch, &SCHEMA_KEY.to_owned(), &codec::Be64(SCHEMA_VERSION));
+            database.commit(batch)?;
+        }
         if migrate {
             let mut batch = Batch::new();
             database.tables.meta.insert(&mut batch, &COUNTER_KEY.to_owned(), &codec::Be64(counter));
@@ -142,6 +160,40 @@ impl Database {
             database.commit(batch)?;
         }
         Ok(database)
+    }
+
+    /// A RocksDB integer property (`rocksdb.total-sst-files-size`, `rocksdb.block-cache-usage`, …)
+    /// summed over every column family, for the metrics and the console. Properties of the shared
+    /// block cache are the same in every family, so those are read from one.
+    pub fn property(&self, name: &str) -> u64 {
+        let shared = name.starts_with("rocksdb.block-cache");
+        let mut total = 0;
+        for family in tables::NAMES {
+            let Some(cf) = self.db.cf_handle(family) else { continue };
+            total += self.db.property_int_value_cf(cf, name).ok().flatten().unwrap_or(0);
+            if shared {
+                break;
+            }
+        }
+        total
+    }
+
+    /// A consistent copy of the store in `dir` (which must not exist), taken while the server
+    /// runs: RocksDB's checkpoint hard-links the immutable table files and copies the rest.
+    pub fn checkpoint(&self, dir: &Path) -> Result<(), DbError> {
+        self.db.flush_wal(true)?;
+        rocksdb::checkpoint::Checkpoint::new(&self.db)?.create_checkpoint(dir)?;
+        Ok(())
+    }
+
+    /// Bytes of the store on disk: every file of its directory (tables, write-ahead log,
+    /// manifest), which RocksDB keeps flat.
+    pub fn size_on_disk(&self) -> u64 {
+        std::fs::read_dir(&self.path)
+            .map(|entries| {
+                entries.flatten().filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum()
+            })
+            .unwrap_or(0)
     }
 
     /// Hands out `n` consecutive positions for backfilled history, all below `below` (the oldest
@@ -311,5 +363,29 @@ impl<K: Codec, V: Codec> Table<K, V> {
     /// Every entry, in key order.
     pub fn iter(&self) -> impl Iterator<Item = Result<(K, V), DbError>> + '_ {
         self.scan_prefix(Vec::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_of_a_newer_format_is_refused_and_left_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = Database::open(dir.path()).unwrap();
+            let stored = db.tables.meta.get(&SCHEMA_KEY.to_owned()).unwrap().map(|c: codec::Be64| c.0);
+            assert_eq!(stored, Some(SCHEMA_VERSION), "a new database records its format");
+            let mut batch = Batch::new();
+            db.tables.meta.insert(&mut batch, &SCHEMA_KEY.to_owned(), &codec::Be64(SCHEMA_VERSION + 1));
+            db.commit(batch).unwrap();
+        }
+        let error = Database::open(dir.path()).err().expect("refused");
+        assert!(error.to_string().contains("newer Hemicycle"), "{error}");
+        let db = DB::open_cf(&Options::default(), dir.path(), tables::NAMES).unwrap();
+        let meta = db.cf_handle("metakey_count").unwrap();
+        let raw = db.get_cf(meta, SCHEMA_KEY.as_bytes()).unwrap().unwrap();
+        assert_eq!(raw, (SCHEMA_VERSION + 1).to_be_bytes(), "the refusal wrote nothing");
     }
 }

@@ -98,6 +98,8 @@ pub struct DestinationHealth {
     pub first_failure_ms: Option<u64>,
     pub last_failure_ms: Option<u64>,
     pub last_success_ms: Option<u64>,
+    /// Failed requests since start-up (the metrics' counter).
+    pub total_failures: u64,
 }
 
 /// Addresses found by SRV lookups, by host: what federation connections to that host use (their
@@ -144,6 +146,8 @@ pub struct FederationClient {
     backoff: Mutex<HashMap<OwnedServerName, Backoff>>,
     /// When a request to each destination last worked (ms since the epoch).
     last_success: Mutex<HashMap<OwnedServerName, u64>>,
+    /// Failed requests to each destination since start-up.
+    total_failures: Mutex<HashMap<OwnedServerName, u64>>,
 }
 
 impl FederationClient {
@@ -182,6 +186,7 @@ impl FederationClient {
             discovered: Mutex::new(HashMap::new()),
             backoff: Mutex::new(HashMap::new()),
             last_success: Mutex::new(HashMap::new()),
+            total_failures: Mutex::new(HashMap::new()),
         })
     }
 
@@ -267,6 +272,7 @@ impl FederationClient {
     }
 
     fn failed(&self, server: &ServerName) {
+        *self.total_failures.lock().expect("failure counts").entry(server.to_owned()).or_default() += 1;
         let now_ms = crate::users::now_ms();
         let mut backoff = self.backoff.lock().expect("backoff");
         let entry = backoff.entry(server.to_owned()).or_insert(Backoff {
@@ -290,6 +296,7 @@ impl FederationClient {
 
     pub fn health(&self, server: &ServerName) -> DestinationHealth {
         let last_success_ms = self.last_success.lock().expect("last success").get(server).copied();
+        let total_failures = self.total_failures.lock().expect("failure counts").get(server).copied().unwrap_or(0);
         match self.backoff.lock().expect("backoff").get(server) {
             Some(b) => DestinationHealth {
                 failures: b.failures,
@@ -297,8 +304,9 @@ impl FederationClient {
                 first_failure_ms: Some(b.first_failure_ms),
                 last_failure_ms: Some(b.last_failure_ms),
                 last_success_ms,
+                total_failures,
             },
-            None => DestinationHealth { last_success_ms, ..Default::default() },
+            None => DestinationHealth { last_success_ms, total_failures, ..Default::default() },
         }
     }
 
@@ -335,7 +343,8 @@ impl FederationClient {
         let http_request = request
             .try_into_http_request::<Vec<u8>>(&endpoint.base_url, input, ())
             .map_err(|e| Error::Internal(format!("cannot build the request to {destination}: {e}")))?;
-        let (parts, body) = http_request.into_parts();
+        let (mut parts, body) = http_request.into_parts();
+        crate::telemetry::inject(&mut parts.headers);
         let url = parts.uri.to_string();
         let mut builder = self.http.request(parts.method, &url).headers(parts.headers).timeout(timeout);
         if !body.is_empty() {

@@ -392,7 +392,14 @@ async fn worker(services: Arc<Services>, server: OwnedServerName, notify: Arc<No
             .collect();
         request.edus =
             edus.iter().filter_map(|edu| serde_json::value::to_raw_value(edu).ok().map(Raw::from_json)).collect();
-        match fed.send(&server, request).await {
+        let span = tracing::info_span!(
+            "federation.send_transaction",
+            otel.kind = "client",
+            destination = %server,
+            pdus = request.pdus.len(),
+            edus = request.edus.len()
+        );
+        match tracing::Instrument::instrument(fed.send(&server, request), span).await {
             Ok(response) => {
                 for (event_id, result) in response.pdus {
                     if let Err(error) = result {

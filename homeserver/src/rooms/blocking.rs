@@ -2,7 +2,7 @@
 //! may join, be invited or knock, and no other server may join through us, until unblocked. A
 //! room can be blocked before this server knows it (a room id seen in a report, say).
 
-use ruma::RoomId;
+use ruma::{OwnedUserId, RoomId, RoomVersionId};
 
 use super::Rooms;
 use crate::{
@@ -44,16 +44,50 @@ pub struct Shutdown {
     pub new_room_id: Option<String>,
 }
 
+/// Where a shut-down room's local members go (Synapse's `new_room_user_id`): a new public room
+/// made by `creator`, where they are joined and told why.
+pub struct Replacement {
+    pub creator: OwnedUserId,
+    pub name: String,
+    pub message: String,
+    pub version: RoomVersionId,
+}
+
 impl Rooms {
+    /// Makes the replacement room: public, named, where members may read but not speak.
+    async fn open_replacement(&self, replacement: &Replacement) -> Result<ruma::OwnedRoomId> {
+        let mut power = serde_json::Map::new();
+        power.insert("users_default".into(), serde_json::json!(-10));
+        let request = super::create::CreateRoom {
+            preset: Some(super::create::Preset::PublicChat),
+            public: true,
+            name: Some(replacement.name.clone()),
+            power_level_override: Some(power),
+            ..Default::default()
+        };
+        self.create_room(&replacement.creator, request, &replacement.version).await
+    }
+
     /// Shuts a room down for this server (`DELETE /_synapse/admin/v2/rooms/{room}`): blocks it
     /// when asked, makes every local member leave (an invite is rejected), deletes its local
     /// aliases and takes it out of the room directory; with `forget`, local users forget it too.
     /// Its events stay stored (they are part of other servers' history).
-    pub async fn shut_down(&self, room: &RoomId, block_by: Option<&str>, forget: bool) -> Result<Shutdown> {
+    /// With a `replacement`, the members who left are joined to a new room and its aliases move there.
+    pub async fn shut_down(
+        &self,
+        room: &RoomId,
+        block_by: Option<&str>,
+        forget: bool,
+        replacement: Option<&Replacement>,
+    ) -> Result<Shutdown> {
+        let new_room = match replacement {
+            Some(replacement) => Some(self.open_replacement(replacement).await?),
+            None => None,
+        };
         if let Some(admin) = block_by {
             self.set_blocked(room, Some(admin))?;
         }
-        let mut report = Shutdown::default();
+        let mut report = Shutdown { new_room_id: new_room.as_ref().map(|r| r.to_string()), ..Default::default() };
         let mut locals = Vec::new();
         for (user, m) in self.members(room)? {
             if !self.is_local(&user) {
@@ -76,12 +110,34 @@ impl Rooms {
         for entry in self.db.tables.alias_roomid.iter() {
             let (alias, crate::db::codec::Json(record)) = entry?;
             if record.room_id == room {
-                self.db.tables.alias_roomid.remove(&mut batch, &alias);
+                match &new_room {
+                    Some(new_room) => {
+                        let mut moved = record.clone();
+                        moved.room_id = new_room.clone();
+                        self.db.tables.alias_roomid.insert(&mut batch, &alias, &crate::db::codec::Json(moved));
+                    }
+                    None => self.db.tables.alias_roomid.remove(&mut batch, &alias),
+                }
                 report.local_aliases.push(alias);
             }
         }
         self.db.commit(batch)?;
         self.set_published(room, false)?;
+        if let (Some(new_room), Some(replacement)) = (&new_room, replacement) {
+            for user in report.kicked_users.iter().filter_map(|u| ruma::UserId::parse(u.as_str()).ok()) {
+                if let Err(error) = self.join(new_room, &user, None).await {
+                    tracing::warn!(%new_room, %user, %error, "could not move a member to the replacement room");
+                }
+            }
+            let content = serde_json::json!({ "msgtype": "m.text", "body": replacement.message });
+            self.append(
+                new_room,
+                &replacement.creator,
+                super::NewEvent::message(ruma::events::TimelineEventType::RoomMessage, content),
+                None,
+            )
+            .await?;
+        }
         if forget {
             for user in locals {
                 if let Err(error) = self.forget(room, &user) {

@@ -236,6 +236,15 @@ pub struct Rooms {
     /// The user directory's view of each room's joined members (`directory.rs`).
     directory_cache: Mutex<HashMap<OwnedRoomId, Arc<Vec<directory::DirectoryEntry>>>>,
     writer: Arc<Writer>,
+    /// Events appended since start-up, ours and other servers' (the metrics' counters).
+    pub appended: Appended,
+}
+
+/// Counts of appended events by origin.
+#[derive(Default)]
+pub struct Appended {
+    pub local: std::sync::atomic::AtomicU64,
+    pub remote: std::sync::atomic::AtomicU64,
 }
 
 fn rules_of(version: &RoomVersionId) -> Result<ruma::room_version_rules::RoomVersionRules> {
@@ -266,6 +275,7 @@ impl Rooms {
             profiles,
             alias_lock: Mutex::new(Default::default()),
             locks: Mutex::new(HashMap::new()),
+            appended: Appended::default(),
         }
     }
 
@@ -324,6 +334,30 @@ impl Rooms {
             self.records.lock().expect("room records").entry(room.to_owned()).or_insert_with(|| r.clone());
         }
         Ok(record)
+    }
+
+    /// Drops every forward extremity but the deepest (the admin API's `DELETE
+    /// …/forward_extremities`, for a room whose many extremities make each new event slow to
+    /// build). The next local event then has one prev event. Answers how many were dropped.
+    pub async fn prune_extremities(&self, room: &RoomId) -> Result<usize> {
+        let lock = self.lock(room);
+        let _guard = lock.lock().await;
+        let mut record = self.room(room)?.ok_or_else(|| Error::not_found("Room not found"))?;
+        if record.extremities.len() < 2 {
+            return Ok(0);
+        }
+        let depth = |id: &OwnedEventId| self.pdu(id).ok().flatten().map_or(0, |p| u64::from(p.depth));
+        let keep = record.extremities.iter().max_by_key(|id| depth(id)).cloned().expect("two extremities or more");
+        let dropped = record.extremities.len() - 1;
+        record.extremities = vec![keep];
+        // Through the writer, after any write of this room still queued, so none overwrites it.
+        let durable = self.writer.submit(&self.db, |batch, _| {
+            self.db.tables.roomid_room.insert(batch, &room.to_owned(), &Json(record.clone()));
+            Ok(crate::stream::Cleanup::default())
+        })?;
+        self.records.lock().expect("room records").insert(room.to_owned(), record);
+        wait_durable(durable).await?;
+        Ok(dropped)
     }
 
     pub fn exists(&self, room: &RoomId) -> Result<bool> {
@@ -524,6 +558,7 @@ impl Rooms {
     }
 
     /// Appends a local event to a room: the single write path.
+    #[tracing::instrument(name = "rooms.append", skip_all, fields(room = %room, kind = %event.kind))]
     pub async fn append(
         &self,
         room: &RoomId,
@@ -995,6 +1030,9 @@ impl Rooms {
         if let Some(record) = room_record {
             self.records.lock().expect("room records").insert(room.to_owned(), record);
         }
+        let origin =
+            if pdu.sender.server_name() == self.server_name { &self.appended.local } else { &self.appended.remote };
+        origin.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if pdu.kind == TimelineEventType::RoomMember || current_diff.is_some() {
             self.forget_directory_entries(room);
         }

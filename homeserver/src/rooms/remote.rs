@@ -355,6 +355,7 @@ impl Rooms {
     /// state; resolution of forks; then [`Rooms::persist`]). The event is visible to what comes
     /// next at once; the returned receiver says when it is durable, so a transaction of many
     /// PDUs waits for one fsync at its end, not one per PDU.
+    #[tracing::instrument(name = "rooms.append_remote", skip_all, fields(room = %room, event_id = %event_id))]
     pub async fn append_remote_deferred(
         &self,
         room: &RoomId,

@@ -780,15 +780,79 @@ async fn rooms_are_shut_down_made_admin_of_and_read() {
     assert_eq!(by_room["results"][0]["delete_id"], delete_id.as_str());
     let (_, sync) = api(&server, Method::GET, Some(&bob), "/_matrix/client/v3/sync", None).await;
     assert!(sync["rooms"]["invite"].get(&second).is_none(), "{sync}");
-    let moved = call(
+
+    // new_room_user_id: the members are moved to a new room made by that user, told why, and
+    // the aliases follow. A user of another server or an unknown one is refused first.
+    let third = create("troisieme").await;
+    assert_eq!(
+        api(&server, Method::POST, Some(&bob), &format!("/_matrix/client/v3/join/{third}"), Some(json!({}))).await.0,
+        200
+    );
+    for (creator, expected) in
+        [("@root:elsewhere.example", (400, "M_INVALID_PARAM")), ("@nobody:localhost", (404, "M_NOT_FOUND"))]
+    {
+        let refused = call(
+            &server,
+            Method::DELETE,
+            &root,
+            &format!("/v1/rooms/{third}"),
+            Some(json!({ "new_room_user_id": creator })),
+        )
+        .await;
+        assert_eq!(got(&refused), error(expected.0, expected.1), "{creator}");
+    }
+    let (_, members) = call(&server, Method::GET, &root, &format!("/v1/rooms/{third}/members"), None).await;
+    assert_eq!(members["total"], 2, "a refused deletion changes nothing: {members}");
+    let (status, report) = call(
         &server,
         Method::DELETE,
         &root,
-        &format!("/v2/rooms/{second}"),
-        Some(json!({ "new_room_user_id": "@root:localhost" })),
+        &format!("/v1/rooms/{third}"),
+        Some(json!({ "new_room_user_id": "@root:localhost", "room_name": "Salle fermée", "message": "Cette salle a été fermée." })),
     )
     .await;
-    assert_eq!(got(&moved), error(400, "M_INVALID_PARAM"));
+    assert_eq!(status, 200, "{report}");
+    let new_room = report["new_room_id"].as_str().expect("a new room").to_owned();
+    let (_, joined) = api(&server, Method::GET, Some(&bob), "/_matrix/client/v3/joined_rooms", None).await;
+    assert_eq!(joined["joined_rooms"], json!([new_room]), "bob is in the new room only");
+    let (_, name) =
+        api(&server, Method::GET, Some(&bob), &format!("/_matrix/client/v3/rooms/{new_room}/state/m.room.name/"), None)
+            .await;
+    assert_eq!(name["name"], "Salle fermée");
+    let (_, page) = api(
+        &server,
+        Method::GET,
+        Some(&bob),
+        &format!("/_matrix/client/v3/rooms/{new_room}/messages?dir=b&limit=5"),
+        None,
+    )
+    .await;
+    let said: Vec<&str> =
+        page["chunk"].as_array().unwrap().iter().filter_map(|e| e["content"]["body"].as_str()).collect();
+    assert!(said.contains(&"Cette salle a été fermée."), "{page}");
+    let (_, alias) =
+        api(&server, Method::GET, None, "/_matrix/client/v3/directory/room/%23troisieme:localhost", None).await;
+    assert_eq!(alias["room_id"], new_room.as_str(), "the alias moved to the new room");
+    let speak = api(
+        &server,
+        Method::PUT,
+        Some(&bob),
+        &format!("/_matrix/client/v3/rooms/{new_room}/send/m.room.message/x"),
+        Some(json!({ "msgtype": "m.text", "body": "?" })),
+    )
+    .await;
+    assert_eq!(got(&speak), error(403, "M_FORBIDDEN"), "members of the new room may read, not speak");
+
+    // Forward extremities: one here (a single server never forks), so nothing to drop; the
+    // call is for admins only and needs a known room.
+    let path = format!("/v1/rooms/{new_room}/forward_extremities");
+    let (_, listed) = call(&server, Method::GET, &root, &path, None).await;
+    assert_eq!(listed["count"], 1, "{listed}");
+    let (status, pruned) = call(&server, Method::DELETE, &root, &path, None).await;
+    assert_eq!((status, &pruned), (200, &json!({ "deleted": 0 })));
+    assert_eq!(got(&call(&server, Method::DELETE, &alice, &path, None).await), error(403, "M_FORBIDDEN"));
+    let unknown = call(&server, Method::DELETE, &root, "/v1/rooms/!nowhere:localhost/forward_extremities", None).await;
+    assert_eq!(got(&unknown), error(404, "M_NOT_FOUND"));
 }
 
 #[tokio::test]
@@ -993,6 +1057,16 @@ async fn a_rooms_media_is_listed_and_quarantined() {
     assert_eq!(download(&server, &alice, &thumb).await, 404);
     assert_eq!(download(&server, &alice, &elsewhere).await, 200, "media outside the room is untouched");
     let unknown = call(&server, Method::GET, &root, "/v1/room/!nope:localhost/media", None).await;
+    assert_eq!(got(&unknown), error(404, "M_NOT_FOUND"));
+
+    // Everything a user uploaded, at once (the two already quarantined count again: Synapse
+    // counts the media it marked).
+    let (_, done) = call(&server, Method::POST, &root, "/v1/user/@alice:localhost/media/quarantine", None).await;
+    assert_eq!(done, json!({ "num_quarantined": 3 }));
+    assert_eq!(download(&server, &alice, &elsewhere).await, 404);
+    let refused = call(&server, Method::POST, &alice, "/v1/user/@alice:localhost/media/quarantine", None).await;
+    assert_eq!(got(&refused), error(403, "M_FORBIDDEN"));
+    let unknown = call(&server, Method::POST, &root, "/v1/user/@nobody:localhost/media/quarantine", None).await;
     assert_eq!(got(&unknown), error(404, "M_NOT_FOUND"));
 }
 

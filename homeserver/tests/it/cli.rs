@@ -103,3 +103,73 @@ async fn user_commands_with_server_stopped_then_running() {
     let list = String::from_utf8(run(&["user", "list"], &config).stdout).unwrap();
     assert_eq!(list.lines().count(), 3, "{list}");
 }
+
+/// `hemicycle server backup` while the server runs; a new server started on the copy has the
+/// accounts, the messages and the media of the moment of the backup.
+#[tokio::test]
+async fn a_backup_taken_while_running_restores_into_a_working_server() {
+    use reqwest::Method;
+    use serde_json::json;
+
+    use crate::common::{api, register_raw};
+
+    let mut server = TestServer::start();
+    let (_, token) = register_raw(&server, "archiviste").await;
+    let (_, room) = api(&server, Method::POST, Some(&token), "/_matrix/client/v3/createRoom", Some(json!({}))).await;
+    let room = room["room_id"].as_str().unwrap().to_owned();
+    let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/before");
+    api(&server, Method::PUT, Some(&token), &path, Some(json!({ "msgtype": "m.text", "body": "avant" }))).await;
+    let uploaded: serde_json::Value = server
+        .http()
+        .post(format!("{}/_matrix/media/v3/upload?filename=note.txt", server.url))
+        .bearer_auth(&token)
+        .header("content-type", "text/plain")
+        .body("pièce jointe")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let media = uploaded["content_uri"].as_str().unwrap().trim_start_matches("mxc://localhost/").to_owned();
+
+    let target = tempfile::tempdir().unwrap();
+    let folder = target.path().join("sauvegarde");
+    let out = server.cli(&["server", "backup", folder.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 media files"), "{}", String::from_utf8_lossy(&out.stdout));
+    // Into an existing folder: refused, nothing overwritten.
+    let again = server.cli(&["server", "backup", folder.to_str().unwrap()]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
+    // Written after the backup: not in it.
+    let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/after");
+    api(&server, Method::PUT, Some(&token), &path, Some(json!({ "msgtype": "m.text", "body": "après" }))).await;
+    server.kill();
+
+    let restored = TestServer::start_with(&[
+        ("database.path", folder.join("db").to_string_lossy().into_owned().into()),
+        ("media.path", folder.join("media").to_string_lossy().into_owned().into()),
+    ]);
+    let (status, page) = api(
+        &restored,
+        Method::GET,
+        Some(&token),
+        &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=10"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "the session token is in the backup: {page}");
+    let bodies: Vec<&str> =
+        page["chunk"].as_array().unwrap().iter().filter_map(|e| e["content"]["body"].as_str()).collect();
+    assert_eq!(bodies, ["avant"]);
+    let file = restored
+        .http()
+        .get(format!("{}/_matrix/client/v1/media/download/localhost/{media}", restored.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(file.status(), 200);
+    assert_eq!(file.text().await.unwrap(), "pièce jointe");
+}

@@ -26,6 +26,8 @@ pub struct TestServer {
     pub config_path: PathBuf,
     child: Option<Child>,
     pub url: String,
+    /// The Prometheus endpoint, when the config sets `listen.metrics`.
+    pub metrics_url: Option<String>,
     /// Extra environment variables for the server process (e.g. a fault-injection hook).
     env: Vec<(String, String)>,
 }
@@ -68,7 +70,8 @@ impl TestServer {
     pub fn start_with(overrides: &[(&str, toml::Value)]) -> Self {
         let dir = Arc::new(tempfile::tempdir().unwrap());
         let config_path = write_config(dir.path(), overrides);
-        let mut server = Self { _dir: dir, config_path, child: None, url: String::new(), env: Vec::new() };
+        let mut server =
+            Self { _dir: dir, config_path, child: None, url: String::new(), metrics_url: None, env: Vec::new() };
         server.spawn();
         server
     }
@@ -77,7 +80,8 @@ impl TestServer {
     pub fn start_with_env(overrides: &[(&str, toml::Value)], env: &[(&str, &str)]) -> Self {
         let dir = Arc::new(tempfile::tempdir().unwrap());
         let config_path = write_config(dir.path(), overrides);
-        let mut server = Self { _dir: dir, config_path, child: None, url: String::new(), env: Vec::new() };
+        let mut server =
+            Self { _dir: dir, config_path, child: None, url: String::new(), metrics_url: None, env: Vec::new() };
         server.set_env(env);
         server.spawn();
         server
@@ -96,8 +100,14 @@ impl TestServer {
     /// Starts on an existing config file, e.g. one the test also hands to CLI commands.
     pub fn start_on_config(config: &Path) -> Self {
         let dir = Arc::new(tempfile::tempdir().unwrap());
-        let mut server =
-            Self { _dir: dir, config_path: config.to_owned(), child: None, url: String::new(), env: Vec::new() };
+        let mut server = Self {
+            _dir: dir,
+            config_path: config.to_owned(),
+            child: None,
+            url: String::new(),
+            metrics_url: None,
+            env: Vec::new(),
+        };
         server.spawn();
         server
     }
@@ -118,11 +128,21 @@ impl TestServer {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 if let Some(url) = line.strip_prefix("hemicycle listening on ") {
-                    let _ = tx.send(url.to_owned());
+                    let _ = tx.send((false, url.to_owned()));
+                } else if let Some(url) = line.strip_prefix("hemicycle metrics on ") {
+                    let _ = tx.send((true, url.to_owned()));
                 }
             }
         });
-        self.url = rx.recv_timeout(Duration::from_secs(60)).expect("server printed its address");
+        // The metrics listener, when configured, is announced before the client API.
+        loop {
+            let (metrics, url) = rx.recv_timeout(Duration::from_secs(60)).expect("server printed its address");
+            if !metrics {
+                self.url = url;
+                break;
+            }
+            self.metrics_url = Some(url);
+        }
         self.child = Some(child);
     }
 

@@ -8,7 +8,7 @@ use axum::{
     routing::{get, post},
     Router,
 };
-use ruma::{OwnedServerName, ServerName};
+use ruma::{OwnedRoomId, OwnedServerName, ServerName};
 use serde_json::{json, Value};
 
 use super::{ok, paginate, Admin, Answer, Params};
@@ -23,7 +23,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
 }
 
 /// Every destination the sender knows, with its delivered stream position.
-fn known(services: &Services) -> Result<Vec<(OwnedServerName, u64)>, ApiError> {
+pub(crate) fn known(services: &Services) -> Result<Vec<(OwnedServerName, u64)>, ApiError> {
     services
         .db
         .tables
@@ -46,7 +46,8 @@ fn destination_json(services: &Services, server: &ServerName, sent: u64) -> Valu
     })
 }
 
-fn find(services: &Services, raw: &str) -> Result<(OwnedServerName, u64), ApiError> {
+/// A destination the sender knows, from its name: 400 for a bad name, 404 when unknown.
+pub(crate) fn find(services: &Services, raw: &str) -> Result<(OwnedServerName, u64), ApiError> {
     let server = ServerName::parse(raw).map_err(|e| Error::invalid_param(format!("invalid server name: {e}")))?;
     known(services)?
         .into_iter()
@@ -99,14 +100,10 @@ async fn rooms(
 ) -> Answer {
     let (server, _) = find(&services, &destination)?;
     let (from, limit) = params.page()?;
-    let mut shared = Vec::new();
-    for entry in services.db.tables.roomid_room.iter() {
-        let (room, record) = entry.map_err(Error::from)?;
-        let members = services.rooms.members(&room)?;
-        if members.iter().any(|(u, m)| m.membership == "join" && u.server_name() == server) {
-            shared.push(json!({ "room_id": room, "stream_ordering": record.0.depth }));
-        }
-    }
+    let shared: Vec<Value> = shared_rooms(&services, &server)?
+        .into_iter()
+        .map(|(room, depth)| json!({ "room_id": room, "stream_ordering": depth }))
+        .collect();
     let total = shared.len();
     let (page, next) = paginate(shared, from, limit);
     let mut body = json!({ "rooms": page, "total": total });
@@ -116,11 +113,31 @@ async fn rooms(
     ok(body)
 }
 
-/// `POST …/reset_connection`: forgets the destination's failures and sends what waits at once.
-async fn reset(State(services): State<Arc<Services>>, admin: Admin, Path(destination): Path<String>) -> Answer {
-    let (server, _) = find(&services, &destination)?;
+/// The rooms where `server` has joined members, with each room's depth: the rooms this node
+/// shares with that peer (the admin API and the console's peers page).
+pub(crate) fn shared_rooms(services: &Services, server: &ServerName) -> Result<Vec<(OwnedRoomId, u64)>, ApiError> {
+    let mut shared = Vec::new();
+    for entry in services.db.tables.roomid_room.iter() {
+        let (room, record) = entry.map_err(Error::from)?;
+        let members = services.rooms.members(&room)?;
+        if members.iter().any(|(u, m)| m.membership == "join" && u.server_name() == server) {
+            shared.push((room, record.0.depth));
+        }
+    }
+    Ok(shared)
+}
+
+/// Ends a destination's backoff, wakes its sender and records who did it (admin API, console).
+pub(crate) fn reset_connection(services: &Services, admin: &Admin, raw: &str) -> Result<OwnedServerName, ApiError> {
+    let (server, _) = find(services, raw)?;
     services.federation.client.reset_backoff(&server);
     services.federation.sender.wake(&server);
-    admin.audit(&services, "destination.reset_connection", server.as_str(), json!({}))?;
+    admin.audit(services, "destination.reset_connection", server.as_str(), json!({}))?;
+    Ok(server)
+}
+
+/// `POST …/reset_connection`: forgets the destination's failures and sends what waits at once.
+async fn reset(State(services): State<Arc<Services>>, admin: Admin, Path(destination): Path<String>) -> Answer {
+    reset_connection(&services, &admin, &destination)?;
     ok(json!({}))
 }

@@ -25,6 +25,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .route("/_synapse/admin/v1/statistics/users/media", get(statistics))
         .route("/_synapse/admin/v1/room/{room_id}/media", get(room_media))
         .route("/_synapse/admin/v1/room/{room_id}/media/quarantine", post(quarantine_room_media))
+        .route("/_synapse/admin/v1/user/{user_id}/media/quarantine", post(quarantine_user_media))
 }
 
 fn media_json(media_id: &str, record: &MediaRecord) -> Value {
@@ -40,7 +41,8 @@ fn media_json(media_id: &str, record: &MediaRecord) -> Value {
     })
 }
 
-fn server(raw: &str) -> Result<OwnedServerName, ApiError> {
+/// A server name from a path or form: 400 `M_INVALID_PARAM` when it is not one.
+pub(crate) fn server(raw: &str) -> Result<OwnedServerName, ApiError> {
     ServerName::parse(raw).map_err(|e| Error::invalid_param(format!("invalid server name: {e}")).into())
 }
 
@@ -104,25 +106,43 @@ async fn delete_one(
     admin: Admin,
     Path((origin, media_id)): Path<(String, String)>,
 ) -> Answer {
-    let origin = server(&origin)?;
-    if !services.media.is_local(&origin) {
-        return Err(Error::BadState("Can only delete local media".into()).into());
-    }
-    services.media.known(&origin, &media_id)?;
-    let deleted = services.media.delete(&[(origin.clone(), media_id.clone())]).await?;
-    admin.audit(&services, "media.delete", &format!("mxc://{origin}/{media_id}"), json!({}))?;
+    let deleted = delete_local(&services, &admin, &origin, &media_id).await?;
     ok(json!({ "deleted_media": deleted, "total": deleted.len() }))
 }
 
-async fn set_quarantine(services: &Services, admin: &Admin, origin: &str, media_id: &str, on: bool) -> Answer {
+/// Deletes one local file (its thumbnails go, the file leaves the disk with its last reference)
+/// and records it; shared with the console. Answers the ids deleted.
+pub(crate) async fn delete_local(
+    services: &Services,
+    admin: &Admin,
+    origin: &str,
+    media_id: &str,
+) -> Result<Vec<String>, ApiError> {
+    let origin = server(origin)?;
+    if !services.media.is_local(&origin) {
+        return Err(Error::BadState("Can only delete local media".into()).into());
+    }
+    services.media.known(&origin, media_id)?;
+    let deleted = services.media.delete(&[(origin.clone(), media_id.to_owned())]).await?;
+    admin.audit(services, "media.delete", &format!("mxc://{origin}/{media_id}"), json!({}))?;
+    Ok(deleted)
+}
+
+/// Quarantines (or releases) one file and records it; shared with the console.
+pub(crate) fn set_quarantine(
+    services: &Services,
+    admin: &Admin,
+    origin: &str,
+    media_id: &str,
+    on: bool,
+) -> Result<(), ApiError> {
     let origin = server(origin)?;
     let by = on.then(|| admin.0.user_id.to_string());
     if !services.media.set_quarantine(&origin, media_id, by)? {
         return Err(Error::not_found("media not found").into());
     }
     let action = if on { "media.quarantine" } else { "media.unquarantine" };
-    admin.audit(services, action, &format!("mxc://{origin}/{media_id}"), json!({}))?;
-    ok(json!({}))
+    admin.audit(services, action, &format!("mxc://{origin}/{media_id}"), json!({}))
 }
 
 async fn quarantine(
@@ -130,7 +150,8 @@ async fn quarantine(
     admin: Admin,
     Path((origin, id)): Path<(String, String)>,
 ) -> Answer {
-    set_quarantine(&services, &admin, &origin, &id, true).await
+    set_quarantine(&services, &admin, &origin, &id, true)?;
+    ok(json!({}))
 }
 
 async fn unquarantine(
@@ -138,7 +159,8 @@ async fn unquarantine(
     admin: Admin,
     Path((origin, id)): Path<(String, String)>,
 ) -> Answer {
-    set_quarantine(&services, &admin, &origin, &id, false).await
+    set_quarantine(&services, &admin, &origin, &id, false)?;
+    ok(json!({}))
 }
 
 /// `POST /_synapse/admin/v1/media/delete?before_ts=…&size_gt=…`: local media older than
@@ -271,13 +293,37 @@ async fn quarantine_room_media(
     Path(room): Path<String>,
 ) -> Answer {
     let room = room_id(&room)?;
+    let media = media_of_room(&services, &room)?;
+    quarantine_all(&services, &admin, "media.quarantine_room", room.as_str(), media)
+}
+
+/// `POST /_synapse/admin/v1/user/{user_id}/media/quarantine`: quarantines everything a local
+/// user uploaded; answers how many.
+async fn quarantine_user_media(
+    State(services): State<Arc<Services>>,
+    admin: Admin,
+    Path(user): Path<String>,
+) -> Answer {
+    let user = local_user(&services, &user)?;
+    let server_name = services.config.server_name.clone();
+    let media = services.media.uploaded_by(&user)?.into_iter().map(|(id, _)| (server_name.clone(), id)).collect();
+    quarantine_all(&services, &admin, "media.quarantine_user", user.as_str(), media)
+}
+
+fn quarantine_all(
+    services: &Services,
+    admin: &Admin,
+    action: &str,
+    target: &str,
+    media: Vec<(OwnedServerName, String)>,
+) -> Answer {
     let by = admin.0.user_id.to_string();
     let mut count = 0;
-    for (server, id) in media_of_room(&services, &room)? {
+    for (server, id) in media {
         if services.media.set_quarantine(&server, &id, Some(by.clone()))? {
             count += 1;
         }
     }
-    admin.audit(&services, "media.quarantine_room", room.as_str(), json!({ "num_quarantined": count }))?;
+    admin.audit(services, action, target, json!({ "num_quarantined": count }))?;
     ok(json!({ "num_quarantined": count }))
 }

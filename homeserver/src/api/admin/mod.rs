@@ -4,14 +4,14 @@
 //! audit log (`crate::audit`). Synapse's shapes are not in ruma, so these handlers read and write
 //! JSON themselves, still through Matrix error bodies.
 
-mod destinations;
+pub(crate) mod destinations;
 mod lookups;
-mod media;
-mod reports;
-mod room_actions;
-mod rooms;
-mod tokens;
-mod users;
+pub(crate) mod media;
+pub(crate) mod reports;
+pub(crate) mod room_actions;
+pub(crate) mod rooms;
+pub(crate) mod tokens;
+pub(crate) mod users;
 
 use std::{collections::HashMap, sync::Arc};
 

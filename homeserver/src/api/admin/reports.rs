@@ -24,7 +24,8 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .route("/_synapse/admin/v1/event_reports/{report_id}", get(details).delete(delete))
 }
 
-fn report_json(services: &Services, id: u64, report: &Report) -> Result<Option<Value>, ApiError> {
+/// A report of an event as Synapse lists it; none for reports of rooms or users.
+pub(crate) fn report_json(services: &Services, id: u64, report: &Report) -> Result<Option<Value>, ApiError> {
     let Subject::Event { room_id, event_id } = &report.subject else { return Ok(None) };
     let text = |kind: StateEventType, field: &str| -> Result<Value, ApiError> {
         Ok(services
@@ -78,7 +79,8 @@ async fn list(State(services): State<Arc<Services>>, _: Admin, params: Params) -
     ok(body)
 }
 
-fn report_id(raw: &str) -> Result<u64, ApiError> {
+/// A report id from a path or form: 400 when it is not a number.
+pub(crate) fn report_id(raw: &str) -> Result<u64, ApiError> {
     raw.parse().map_err(|_| {
         Error::invalid_param("The report_id parameter must be a string representing a positive integer.").into()
     })
@@ -99,10 +101,14 @@ async fn details(State(services): State<Arc<Services>>, _: Admin, Path(id): Path
 }
 
 async fn delete(State(services): State<Arc<Services>>, admin: Admin, Path(id): Path<String>) -> Answer {
-    let id = report_id(&id)?;
+    delete_report(&services, &admin, report_id(&id)?)?;
+    ok(json!({}))
+}
+
+/// Deletes a report (404 when there is none) and records it; shared with the console.
+pub(crate) fn delete_report(services: &Services, admin: &Admin, id: u64) -> Result<(), ApiError> {
     if !services.reports.delete(id)? {
         return Err(Error::not_found("Event report not found").into());
     }
-    admin.audit(&services, "report.delete", &id.to_string(), json!({}))?;
-    ok(json!({}))
+    admin.audit(services, "report.delete", &id.to_string(), json!({}))
 }

@@ -13,7 +13,12 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{ok, Admin, Answer, Body, Params};
-use crate::{api::error::ApiError, error::Error, rooms::NewEvent, services::Services};
+use crate::{
+    api::error::ApiError,
+    error::Error,
+    rooms::{blocking::Replacement, NewEvent},
+    services::Services,
+};
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     router
@@ -48,11 +53,34 @@ fn yes() -> bool {
     true
 }
 
-fn check(body: &DeleteRoom) -> Result<(), ApiError> {
-    if body.new_room_user_id.is_some() || body.room_name.is_some() || body.message.is_some() {
-        return Err(Error::invalid_param("moving members to a new room is not supported: omit new_room_user_id").into());
+/// Synapse's defaults for the room the members of a shut-down room are moved to.
+const DEFAULT_NEW_ROOM_NAME: &str = "Content Violation Notification";
+const DEFAULT_NEW_ROOM_MESSAGE: &str =
+    "Sharing illegal content on this server is not permitted and rooms in violation will be blocked.";
+
+/// The replacement room a deletion asks for (`new_room_user_id`: a local, active user), checked
+/// before anything is changed.
+fn replacement(services: &Services, body: &DeleteRoom) -> Result<Option<Replacement>, ApiError> {
+    let Some(creator) = &body.new_room_user_id else {
+        if body.room_name.is_some() || body.message.is_some() {
+            return Err(Error::invalid_param("room_name and message need new_room_user_id").into());
+        }
+        return Ok(None);
+    };
+    let creator = ruma::UserId::parse(creator.as_str())
+        .map_err(|e| ApiError::from(Error::invalid_param(format!("invalid new_room_user_id: {e}"))))?;
+    if !services.users.is_local(&creator) {
+        return Err(Error::invalid_param("new_room_user_id must be a user of this server").into());
     }
-    Ok(())
+    if !services.users.is_active(&creator)? {
+        return Err(Error::not_found("new_room_user_id is not an active user of this server").into());
+    }
+    Ok(Some(Replacement {
+        creator,
+        name: body.room_name.clone().unwrap_or_else(|| DEFAULT_NEW_ROOM_NAME.to_owned()),
+        message: body.message.clone().unwrap_or_else(|| DEFAULT_NEW_ROOM_MESSAGE.to_owned()),
+        version: services.config.rooms.default_version.clone(),
+    }))
 }
 
 /// `DELETE /_synapse/admin/v1/rooms/{room}`: shuts the room down and answers when done.
@@ -63,11 +91,26 @@ async fn delete_v1(
     Body(body): Body<DeleteRoom>,
 ) -> Answer {
     let room = room_id(&room)?;
-    check(&body)?;
-    let block_by = body.block.then(|| admin.0.user_id.to_string());
-    let report = services.rooms.shut_down(&room, block_by.as_deref(), body.purge || body.force_purge).await?;
-    admin.audit(&services, "room.delete", room.as_str(), json!({ "block": body.block, "purge": body.purge }))?;
+    let replacement = replacement(&services, &body)?;
+    let report =
+        shut_down(&services, &admin, &room, body.block, body.purge || body.force_purge, replacement.as_ref()).await?;
     ok(serde_json::to_value(report).map_err(|e| Error::Internal(e.to_string()))?)
+}
+
+/// Shuts a room down at once (local members leave, aliases go, unpublished; optionally blocked
+/// and forgotten) and records it; the admin API's v1 deletion and the console share it.
+pub(crate) async fn shut_down(
+    services: &Services,
+    admin: &Admin,
+    room: &RoomId,
+    block: bool,
+    purge: bool,
+    replacement: Option<&Replacement>,
+) -> Result<crate::rooms::blocking::Shutdown, ApiError> {
+    let block_by = block.then(|| admin.0.user_id.to_string());
+    let report = services.rooms.shut_down(room, block_by.as_deref(), purge, replacement).await?;
+    admin.audit(services, "room.delete", room.as_str(), json!({ "block": block, "purge": purge }))?;
+    Ok(report)
 }
 
 /// `DELETE /_synapse/admin/v2/rooms/{room}`: starts the shutdown and answers its `delete_id`;
@@ -79,7 +122,7 @@ async fn delete_v2(
     Body(body): Body<DeleteRoom>,
 ) -> Answer {
     let room = room_id(&room)?;
-    check(&body)?;
+    let replacement = replacement(&services, &body)?;
     let delete_id = crate::users::random_password();
     services
         .room_deletions
@@ -90,7 +133,8 @@ async fn delete_v2(
     let block_by = body.block.then(|| admin.0.user_id.to_string());
     let id = delete_id.clone();
     tokio::spawn(async move {
-        let status = match services.rooms.shut_down(&room, block_by.as_deref(), body.purge || body.force_purge).await {
+        let forget = body.purge || body.force_purge;
+        let status = match services.rooms.shut_down(&room, block_by.as_deref(), forget, replacement.as_ref()).await {
             Ok(report) => json!({ "delete_id": id, "status": "complete", "shutdown_room": report }),
             Err(error) => json!({ "delete_id": id, "status": "failed", "error": error.to_string() }),
         };

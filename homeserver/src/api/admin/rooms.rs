@@ -19,11 +19,15 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .route("/_synapse/admin/v1/rooms/{room_id}", get(details))
         .route("/_synapse/admin/v1/rooms/{room_id}/members", get(members))
         .route("/_synapse/admin/v1/rooms/{room_id}/state", get(state))
-        .route("/_synapse/admin/v1/rooms/{room_id}/forward_extremities", get(forward_extremities))
+        .route(
+            "/_synapse/admin/v1/rooms/{room_id}/forward_extremities",
+            get(forward_extremities).delete(prune_extremities),
+        )
         .route("/_synapse/admin/v1/rooms/{room_id}/block", get(get_block).put(put_block))
 }
 
-fn known_room(services: &Services, raw: &str) -> Result<OwnedRoomId, ApiError> {
+/// A room this server holds, from its id: 400 for a bad id, 404 when unknown.
+pub(crate) fn known_room(services: &Services, raw: &str) -> Result<OwnedRoomId, ApiError> {
     let room = RoomId::parse(raw).map_err(|e| Error::invalid_param(format!("invalid room id: {e}")))?;
     if !services.rooms.exists(&room)? {
         return Err(Error::not_found("Room not found").into());
@@ -39,7 +43,7 @@ fn content(services: &Services, room: &RoomId, kind: StateEventType) -> Result<O
 }
 
 /// A room as Synapse's room list shows it.
-fn room_json(services: &Services, room: &RoomId) -> Result<Value, ApiError> {
+pub(crate) fn room_json(services: &Services, room: &RoomId) -> Result<Value, ApiError> {
     let rooms = &services.rooms;
     let record = rooms.room(room)?.ok_or_else(|| Error::not_found("Room not found"))?;
     let summary = rooms.public_room(room)?;
@@ -68,6 +72,27 @@ fn room_json(services: &Services, room: &RoomId) -> Result<Value, ApiError> {
     }))
 }
 
+/// Every room this server holds as [`room_json`] shows it, those whose name, alias or id
+/// contains `term` (any case) when given; the admin API's room list and the console search alike.
+pub(crate) fn search_rooms(services: &Services, term: Option<&str>) -> Result<Vec<Value>, ApiError> {
+    let term = term.map(str::to_lowercase);
+    let mut rows = Vec::new();
+    for entry in services.db.tables.roomid_room.iter() {
+        let (room, _) = entry.map_err(Error::from)?;
+        let json = room_json(services, &room)?;
+        if let Some(term) = &term {
+            let hit = [&json["name"], &json["canonical_alias"], &json["room_id"]]
+                .iter()
+                .any(|v| v.as_str().is_some_and(|s| s.to_lowercase().contains(term.as_str())));
+            if !hit {
+                continue;
+            }
+        }
+        rows.push(json);
+    }
+    Ok(rows)
+}
+
 /// `GET /_synapse/admin/v1/rooms`: `search_term` (name, alias or id), `order_by`, `dir`,
 /// `from`, `limit`; answers `rooms`, `offset`, `total_rooms`, `next_batch`, `prev_batch`.
 async fn list(State(services): State<Arc<Services>>, _: Admin, params: Params) -> Answer {
@@ -91,21 +116,7 @@ async fn list(State(services): State<Arc<Services>>, _: Admin, params: Params) -
     if !known.contains(&order_by) {
         return Err(Error::invalid_param(format!("unknown order_by {order_by:?}")).into());
     }
-    let search = params.str("search_term").map(str::to_lowercase);
-    let mut rows = Vec::new();
-    for entry in services.db.tables.roomid_room.iter() {
-        let (room, _) = entry.map_err(Error::from)?;
-        let json = room_json(&services, &room)?;
-        if let Some(term) = &search {
-            let hit = [&json["name"], &json["canonical_alias"], &json["room_id"]]
-                .iter()
-                .any(|v| v.as_str().is_some_and(|s| s.to_lowercase().contains(term.as_str())));
-            if !hit {
-                continue;
-            }
-        }
-        rows.push(json);
-    }
+    let mut rows = search_rooms(&services, params.str("search_term"))?;
     // Synapse's order: counts biggest first, text A to Z; `dir=b` reverses.
     let numeric = matches!(order_by, "joined_members" | "joined_local_members" | "state_events");
     rows.sort_by(|a, b| {
@@ -189,6 +200,14 @@ async fn forward_extremities(State(services): State<Arc<Services>>, _: Admin, Pa
     ok(json!({ "count": results.len(), "results": results }))
 }
 
+/// `DELETE …/forward_extremities`: keeps only the deepest; `{ "deleted": n }`.
+async fn prune_extremities(State(services): State<Arc<Services>>, admin: Admin, Path(room): Path<String>) -> Answer {
+    let room = known_room(&services, &room)?;
+    let deleted = services.rooms.prune_extremities(&room).await?;
+    admin.audit(&services, "room.forward_extremities.delete", room.as_str(), json!({ "deleted": deleted }))?;
+    ok(json!({ "deleted": deleted }))
+}
+
 /// `GET …/block`: `{ "block": bool, "user_id": admin }` (no `user_id` when not blocked).
 async fn get_block(State(services): State<Arc<Services>>, _: Admin, Path(room): Path<String>) -> Answer {
     let room = RoomId::parse(&room).map_err(|e| Error::invalid_param(format!("invalid room id: {e}")))?;
@@ -211,8 +230,14 @@ async fn put_block(
     Path(room): Path<String>,
     Body(body): Body<Block>,
 ) -> Answer {
-    let room = RoomId::parse(&room).map_err(|e| Error::invalid_param(format!("invalid room id: {e}")))?;
-    services.rooms.set_blocked(&room, body.block.then_some(admin.0.user_id.as_str()))?;
-    admin.audit(&services, if body.block { "room.block" } else { "room.unblock" }, room.as_str(), json!({}))?;
+    set_block(&services, &admin, &room, body.block)?;
     ok(json!({ "block": body.block }))
+}
+
+/// Blocks (or unblocks) a room, known here or not, and records it; shared with the console.
+pub(crate) fn set_block(services: &Services, admin: &Admin, raw: &str, block: bool) -> Result<OwnedRoomId, ApiError> {
+    let room = RoomId::parse(raw).map_err(|e| Error::invalid_param(format!("invalid room id: {e}")))?;
+    services.rooms.set_blocked(&room, block.then_some(admin.0.user_id.as_str()))?;
+    admin.audit(services, if block { "room.block" } else { "room.unblock" }, room.as_str(), json!({}))?;
+    Ok(room)
 }

@@ -53,14 +53,28 @@ struct New {
 
 async fn create(State(services): State<Arc<Services>>, admin: Admin, Body(body): Body<New>) -> Answer {
     let (token, record) =
-        services.registration_tokens.create(body.token, body.length, body.uses_allowed, body.expiry_time)?;
+        create_token(&services, &admin, body.token, body.length, body.uses_allowed, body.expiry_time)?;
+    ok(token_json(&token, &record))
+}
+
+/// Makes a registration token (given, or random of `length`) and records it; shared with the
+/// console.
+pub(crate) fn create_token(
+    services: &Services,
+    admin: &Admin,
+    token: Option<String>,
+    length: Option<u64>,
+    uses_allowed: Option<u64>,
+    expiry_time: Option<u64>,
+) -> Result<(String, RegistrationToken), ApiError> {
+    let (token, record) = services.registration_tokens.create(token, length, uses_allowed, expiry_time)?;
     admin.audit(
-        &services,
+        services,
         "registration_token.create",
         &token,
         json!({ "uses_allowed": record.uses_allowed, "expiry_time": record.expiry_time }),
     )?;
-    ok(token_json(&token, &record))
+    Ok((token, record))
 }
 
 /// A field that may be absent (unchanged), `null` (unlimited, never) or a non-negative integer.
@@ -94,7 +108,12 @@ async fn update(
 }
 
 async fn delete(State(services): State<Arc<Services>>, admin: Admin, Path(token): Path<String>) -> Answer {
-    services.registration_tokens.delete(&token)?;
-    admin.audit(&services, "registration_token.delete", &token, json!({}))?;
+    delete_token(&services, &admin, &token)?;
     ok(json!({}))
+}
+
+/// Deletes a registration token and records it; shared with the console.
+pub(crate) fn delete_token(services: &Services, admin: &Admin, token: &str) -> Result<(), ApiError> {
+    services.registration_tokens.delete(token)?;
+    admin.audit(services, "registration_token.delete", token, json!({}))
 }

@@ -59,7 +59,7 @@ fn flag(value: bool) -> Value {
 }
 
 /// A user as Synapse's admin API shows it (`full` adds third-party and external ids).
-fn user_json(services: &Services, user: &UserId, account: &Account, full: bool) -> Result<Value, ApiError> {
+pub(crate) fn user_json(services: &Services, user: &UserId, account: &Account, full: bool) -> Result<Value, ApiError> {
     let profile = services.profiles.get(user)?;
     let mut out = json!({
         "name": user,
@@ -289,9 +289,20 @@ async fn deactivate(
     Body(body): Body<Deactivate>,
 ) -> Answer {
     let (user, _) = existing(&services, &user)?;
-    crate::users::deactivation::deactivate(&services, &user, body.erase).await?;
-    admin.audit(&services, "user.deactivate", user.as_str(), json!({ "erase": body.erase }))?;
+    deactivate_account(&services, &admin, &user, body.erase).await?;
     ok(json!({ "id_server_unbind_result": "success" }))
+}
+
+/// Deactivates an account (it leaves every room, its sessions end) and records who did it: the
+/// admin API and the console both go through here, so both audit it the same way.
+pub(crate) async fn deactivate_account(
+    services: &Services,
+    admin: &Admin,
+    user: &UserId,
+    erase: bool,
+) -> Result<(), ApiError> {
+    crate::users::deactivation::deactivate(services, user, erase).await?;
+    admin.audit(services, "user.deactivate", user.as_str(), json!({ "erase": erase }))
 }
 
 #[derive(Deserialize)]
@@ -313,9 +324,21 @@ async fn reset_password(
     Body(body): Body<ResetPassword>,
 ) -> Answer {
     let (user, _) = existing(&services, &user)?;
-    services.users.set_password(&user, body.new_password, body.logout_devices, None).await?;
-    admin.audit(&services, "user.reset_password", user.as_str(), json!({ "logout_devices": body.logout_devices }))?;
+    reset_password_of(&services, &admin, &user, body.new_password, body.logout_devices).await?;
     ok(json!({}))
+}
+
+/// Sets a new password chosen by an admin (refused for directory accounts) and records it,
+/// never the password itself; shared by the admin API and the console.
+pub(crate) async fn reset_password_of(
+    services: &Services,
+    admin: &Admin,
+    user: &UserId,
+    password: String,
+    logout_devices: bool,
+) -> Result<(), ApiError> {
+    services.users.set_password(user, password, logout_devices, None).await?;
+    admin.audit(services, "user.reset_password", user.as_str(), json!({ "logout_devices": logout_devices }))
 }
 
 async fn get_admin(State(services): State<Arc<Services>>, _: Admin, Path(user): Path<String>) -> Answer {
@@ -403,10 +426,19 @@ async fn delete_device(
     Path((user, device)): Path<(String, String)>,
 ) -> Answer {
     let (user, _) = existing(&services, &user)?;
-    let device_id: OwnedDeviceId = device.into();
-    services.users.remove_device(&user, &device_id).await?;
-    admin.audit(&services, "device.delete", &format!("{user}/{device_id}"), json!({}))?;
+    remove_device_of(&services, &admin, &user, &OwnedDeviceId::from(device)).await?;
     ok(json!({}))
+}
+
+/// Ends one session of a user (its device and token go) and records it; shared with the console.
+pub(crate) async fn remove_device_of(
+    services: &Services,
+    admin: &Admin,
+    user: &UserId,
+    device_id: &ruma::DeviceId,
+) -> Result<(), ApiError> {
+    services.users.remove_device(user, device_id).await?;
+    admin.audit(services, "device.delete", &format!("{user}/{device_id}"), json!({}))
 }
 
 #[derive(Deserialize)]

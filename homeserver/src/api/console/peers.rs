@@ -1,0 +1,130 @@
+//! Peers: every server this node federates with, how sending to it goes (the sender's backoff),
+//! what waits for it, its signing keys, the rooms shared; the `federation.allow` list and the
+//! servers it refuses; "reset connection".
+
+use std::{collections::BTreeSet, sync::Arc};
+
+use axum::{extract::State, routing::post, Router};
+use maud::html;
+use ruma::OwnedServerName;
+
+use super::{button_form, done, duration, page, when, Change, Page, Query, Session, BASE};
+use crate::{api::admin::destinations, db::codec::prefix, error::Error, services::Services};
+
+pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
+    router.route(&format!("{BASE}/peers"), axum::routing::get(list)).route(&format!("{BASE}/peers/reset"), post(reset))
+}
+
+/// How many EDUs (receipts, to-device, device list updates…) wait for a destination.
+fn queued(services: &Services, server: &OwnedServerName) -> Result<usize, Error> {
+    let mut count = 0;
+    for entry in services.db.tables.servernamepos_edu.scan_prefix(prefix(server)) {
+        entry?;
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// The servers of members of our rooms that `federation.allow` keeps out.
+fn refused(services: &Services) -> Result<BTreeSet<OwnedServerName>, Error> {
+    let mut out = BTreeSet::new();
+    if services.config.federation.allow.is_empty() && services.config.federation.enabled {
+        return Ok(out);
+    }
+    for entry in services.db.tables.roomid_room.iter() {
+        let (room, _) = entry?;
+        for (user, _) in services.rooms.members(&room)? {
+            let server = user.server_name();
+            if !services.users.is_local(&user) && !services.federation.allowed(server) {
+                out.insert(server.to_owned());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `GET /peers`.
+async fn list(State(services): State<Arc<Services>>, session: Session, query: Query) -> Page {
+    let head = *services.rooms.subscribe().borrow();
+    let mut rows = Vec::new();
+    for (server, sent) in destinations::known(&services)? {
+        let health = services.federation.client.health(&server);
+        let keys = services.federation.keys.known(&server)?;
+        let shared = destinations::shared_rooms(&services, &server)?.len();
+        let queue = queued(&services, &server)?;
+        rows.push((server, sent, health, keys, shared, queue));
+    }
+    let federation = &services.config.federation;
+    let refused = refused(&services)?;
+    let content = html! {
+        section aria-labelledby="allow" {
+            h2 #allow { "Allow-list" }
+            @if !federation.enabled {
+                p { "Federation is disabled (" code { "federation.enabled = false" } "): every other server is refused." }
+            } @else if federation.allow.is_empty() {
+                p { code { "federation.allow" } " is empty: this node federates with every server." }
+            } @else {
+                p { code { "federation.allow" } " lets only these servers in:" }
+                ul { @for server in &federation.allow { li { code { (server.as_str()) } } } }
+            }
+            @if !refused.is_empty() {
+                p { "Servers with members in our rooms that are refused:" }
+                ul.refused { @for server in &refused { li { code { (server.as_str()) } } } }
+            }
+        }
+        section aria-labelledby="destinations" {
+            h2 #destinations { "Destinations" }
+            @if rows.is_empty() {
+                p { "This node has not sent anything to another server yet." }
+            } @else {
+                div.scroll {
+                    table {
+                        caption { "Servers this node sends to (stream head " (head) ")" }
+                        thead { tr {
+                            th scope="col" { "Server" }
+                            th scope="col" { "Reachable" }
+                            th scope="col" { "Last success" }
+                            th scope="col" { "Last failure" }
+                            th scope="col" { "Backoff" }
+                            th scope="col" { "Queue" }
+                            th scope="col" { "Keys valid until" }
+                            th scope="col" { "Rooms shared" }
+                            th scope="col" { "Action" }
+                        } }
+                        tbody {
+                            @for (server, sent, health, keys, shared, queue) in &rows {
+                                tr {
+                                    th scope="row" { code { (server.as_str()) } }
+                                    td {
+                                        @if health.failures == 0 { span.good { "yes" } }
+                                        @else { span.bad { "no (" (health.failures) " failures since " (when(health.first_failure_ms)) ")" } }
+                                    }
+                                    td { (when(health.last_success_ms)) }
+                                    td { (when(health.last_failure_ms)) }
+                                    td { @if health.retry_interval_ms > 0 { (duration(health.retry_interval_ms)) } @else { "none" } }
+                                    td { (queue) " EDUs; delivered up to " (sent) }
+                                    td {
+                                        @match keys {
+                                            Some(keys) => (when(Some(keys.valid_until_ts))),
+                                            None => "not fetched",
+                                        }
+                                    }
+                                    td { (shared) }
+                                    td { (button_form(&session, "/peers/reset", &[("destination", server.as_str())], "Reset connection", None)) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    page(&session, "/peers", "Peers", query.notice(), content)
+}
+
+/// `POST /peers/reset`: ends the destination's backoff and sends what waits at once.
+async fn reset(State(services): State<Arc<Services>>, change: Change) -> Page {
+    let destination = change.required("destination", "The destination")?;
+    let server = destinations::reset_connection(&services, &change.admin(), destination)?;
+    done("/peers", vec![], &format!("Connection to {server} reset: sending again now."))
+}

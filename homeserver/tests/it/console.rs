@@ -1,0 +1,476 @@
+//! The admins' web console (`/_hemicycle/console`) over HTTP: sign-in and its cookie, the
+//! security headers, CSRF and cross-site refusals, sign-out, users made and deactivated through
+//! it; and in a real browser (Debian's chromium driven by playwright-core, tests/console/browser.mjs).
+
+use std::{path::Path, process::Command, time::Duration};
+
+use reqwest::{header, redirect::Policy, Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::common::{api, register_raw, TestServer};
+
+const CONSOLE: &str = "/_hemicycle/console";
+
+/// A server with an admin `root` (password `root-pw`), made with the CLI.
+fn server_with_admin(overrides: &[(&str, toml::Value)]) -> TestServer {
+    let server = TestServer::start_with(overrides);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pw"), "root-pw").unwrap();
+    let out =
+        server.cli(&["user", "create", "root", "--admin", "--password-file", dir.path().join("pw").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    server
+}
+
+/// A request carrying an HTML form's fields.
+fn with_form(request: reqwest::RequestBuilder, form: &[(&str, &str)]) -> reqwest::RequestBuilder {
+    let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
+    request.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded").body(body)
+}
+
+/// A client that shows redirects instead of following them, so cookies can be read.
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder().redirect(Policy::none()).build().unwrap()
+}
+
+/// `POST` of a form to a console path, with the session cookie when given.
+async fn post(server: &TestServer, cookie: Option<&str>, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+    let mut request = with_form(browser().post(format!("{}{CONSOLE}{path}", server.url)), form);
+    if let Some(cookie) = cookie {
+        request = request.header(header::COOKIE, cookie);
+    }
+    request.send().await.unwrap()
+}
+
+async fn get(server: &TestServer, cookie: Option<&str>, path: &str) -> reqwest::Response {
+    let mut request = browser().get(format!("{}{CONSOLE}{path}", server.url));
+    if let Some(cookie) = cookie {
+        request = request.header(header::COOKIE, cookie);
+    }
+    request.send().await.unwrap()
+}
+
+/// Signs in; the whole `Set-Cookie` value and the `name=value` pair to send back.
+async fn sign_in(server: &TestServer, user: &str, password: &str) -> (String, String) {
+    let response = post(server, None, "/login", &[("username", user), ("password", password)]).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER, "{}", response.text().await.unwrap());
+    let set = response.headers().get(header::SET_COOKIE).expect("a session cookie").to_str().unwrap().to_owned();
+    let pair = set.split(';').next().unwrap().to_owned();
+    (set, pair)
+}
+
+/// The CSRF token in a page's forms.
+async fn csrf(server: &TestServer, cookie: &str, path: &str) -> String {
+    let response = get(server, Some(cookie), path).await;
+    assert_eq!(response.status(), 200);
+    let html = response.text().await.unwrap();
+    let start = html.find(r#"name="csrf" value=""#).expect("a CSRF field") + r#"name="csrf" value=""#.len();
+    html[start..start + 64].to_owned()
+}
+
+async fn admin_token(server: &TestServer, user: &str, password: &str) -> Result<String, u16> {
+    let body = json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": user }, "password": password });
+    let (status, body) = api(server, Method::POST, None, "/_matrix/client/v3/login", Some(body)).await;
+    match status {
+        200 => Ok(body["access_token"].as_str().unwrap().to_owned()),
+        other => Err(other),
+    }
+}
+
+async fn account(server: &TestServer, token: &str, user: &str) -> (u16, Value) {
+    api(server, Method::GET, Some(token), &format!("/_synapse/admin/v2/users/{user}"), None).await
+}
+
+#[tokio::test]
+async fn console_sign_in_sets_a_strict_cookie_and_every_answer_the_security_headers() {
+    let server = server_with_admin(&[]);
+    let login = get(&server, None, "/login").await;
+    assert_eq!(login.status(), 200);
+    let headers = login.headers().clone();
+    let csp = headers.get(header::CONTENT_SECURITY_POLICY).expect("a CSP").to_str().unwrap();
+    for directive in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "frame-ancestors 'none'",
+        "form-action 'self'",
+        "base-uri 'none'",
+    ] {
+        assert!(csp.contains(directive), "{csp}");
+    }
+    assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{csp}");
+    assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+    assert_eq!(headers[header::REFERRER_POLICY], "no-referrer");
+    assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+    let html = login.text().await.unwrap();
+    assert!(html.contains(r#"<html lang="en">"#) && html.contains(r#"<label for="password">"#), "{html}");
+    assert!(!html.contains("<script>") && !html.contains("style="), "no inline script or style");
+
+    // Without a session, pages send the browser to the sign-in page.
+    let anonymous = get(&server, None, "").await;
+    assert_eq!(anonymous.status(), StatusCode::SEE_OTHER);
+    assert_eq!(anonymous.headers()[header::LOCATION], format!("{CONSOLE}/login"));
+
+    let (set, cookie) = sign_in(&server, "root", "root-pw").await;
+    assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict"), "{set}");
+    assert!(set.contains(&format!("Path={CONSOLE}")), "{set}");
+    assert!(!set.contains("Secure"), "plain HTTP without an https public_baseurl: {set}");
+    let node = get(&server, Some(&cookie), "").await;
+    assert_eq!(node.status(), 200);
+    assert!(node.headers()[header::CONTENT_SECURITY_POLICY].to_str().unwrap().contains("default-src 'none'"));
+    let html = node.text().await.unwrap();
+    assert!(html.contains("This node") && html.contains("Signing keys") && html.contains("ed25519:"), "{html}");
+    for path in ["/peers", "/rooms", "/users", "/tokens", "/media", "/reports", "/audit"] {
+        let page = get(&server, Some(&cookie), path).await;
+        assert_eq!(page.status(), 200, "{path}");
+        assert!(page.text().await.unwrap().contains(r#"<nav aria-label="Console sections">"#), "{path}");
+    }
+    let css = get(&server, None, "/static/console.css").await;
+    assert_eq!(
+        (css.status().as_u16(), css.headers()[header::CONTENT_TYPE].to_str().unwrap()),
+        (200, "text/css; charset=utf-8")
+    );
+
+    // Bad input is an HTML error page with its status, never a panic.
+    let missing = get(&server, Some(&cookie), "/users/view?id=@nobody:localhost").await;
+    assert_eq!(missing.status(), 404);
+    assert!(missing.text().await.unwrap().contains("User not found"));
+    assert_eq!(get(&server, Some(&cookie), "/rooms/view?id=not-a-room").await.status(), 400);
+    assert_eq!(get(&server, Some(&cookie), "/no-such-page").await.status(), 404);
+
+    // Behind an https public_baseurl the cookie is Secure too.
+    let tls = server_with_admin(&[("public_baseurl", "https://matrix.example.gouv.fr/".into())]);
+    let (set, _) = sign_in(&tls, "root", "root-pw").await;
+    assert!(set.contains("; Secure"), "{set}");
+}
+
+#[tokio::test]
+async fn console_refuses_non_admins_and_deactivated_admins() {
+    let server = server_with_admin(&[]);
+    register_raw(&server, "alice").await;
+    let response = post(&server, None, "/login", &[("username", "alice"), ("password", "pw")]).await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert!(response.headers().get(header::SET_COOKIE).is_none(), "no session for a non-admin");
+    assert!(response.text().await.unwrap().contains("not a server admin"));
+    // The refused sign-in left no device behind.
+    let root = admin_token(&server, "root", "root-pw").await.unwrap();
+    let (_, devices) =
+        api(&server, Method::GET, Some(&root), "/_synapse/admin/v2/users/@alice:localhost/devices", None).await;
+    assert!(
+        devices["devices"].as_array().unwrap().iter().all(|d| d["display_name"] != "Hemicycle console"),
+        "{devices}"
+    );
+
+    let wrong = post(&server, None, "/login", &[("username", "root"), ("password", "nope")]).await;
+    assert_eq!(wrong.status(), StatusCode::FORBIDDEN);
+    assert!(wrong.headers().get(header::SET_COOKIE).is_none());
+
+    // A second admin, deactivated, cannot sign in either.
+    let (status, _) = api(
+        &server,
+        Method::PUT,
+        Some(&root),
+        "/_synapse/admin/v2/users/@bea:localhost",
+        Some(json!({ "password": "bea-pw", "admin": true })),
+    )
+    .await;
+    assert_eq!(status, 201);
+    sign_in(&server, "bea", "bea-pw").await;
+    let (status, _) =
+        api(&server, Method::POST, Some(&root), "/_synapse/admin/v1/deactivate/@bea:localhost", Some(json!({}))).await;
+    assert_eq!(status, 200);
+    let refused = post(&server, None, "/login", &[("username", "bea"), ("password", "bea-pw")]).await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    assert!(refused.headers().get(header::SET_COOKIE).is_none());
+    assert!(refused.text().await.unwrap().contains("Sign-in refused"));
+}
+
+#[tokio::test]
+async fn console_changes_need_the_sessions_csrf_token_and_the_same_site() {
+    let server = server_with_admin(&[]);
+    let root = admin_token(&server, "root", "root-pw").await.unwrap();
+    let (_, cookie) = sign_in(&server, "root", "root-pw").await;
+    let token = csrf(&server, &cookie, "/users").await;
+    let create = |csrf: &'static str| [("localpart", "bob"), ("password", "bob-pw"), ("csrf", csrf)];
+
+    let without = post(&server, Some(&cookie), "/users/create", &[("localpart", "bob"), ("password", "bob-pw")]).await;
+    assert_eq!(without.status(), StatusCode::FORBIDDEN);
+    assert!(without.text().await.unwrap().contains("security token"));
+    let wrong = post(
+        &server,
+        Some(&cookie),
+        "/users/create",
+        &create("00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff"),
+    )
+    .await;
+    assert_eq!(wrong.status(), StatusCode::FORBIDDEN);
+    assert_eq!(post(&server, Some(&cookie), "/users/create", &create("not hex")).await.status(), StatusCode::FORBIDDEN);
+
+    // Another session's token is no good for this one.
+    let (_, other) = sign_in(&server, "root", "root-pw").await;
+    let other_token = csrf(&server, &other, "/users").await;
+    assert_ne!(other_token, token);
+    let fields = [("localpart", "bob"), ("password", "bob-pw"), ("csrf", other_token.as_str())];
+    assert_eq!(post(&server, Some(&cookie), "/users/create", &fields).await.status(), StatusCode::FORBIDDEN);
+
+    // The right token from another site is refused too.
+    let fields = [("localpart", "bob"), ("password", "bob-pw"), ("csrf", token.as_str())];
+    let url = format!("{}{CONSOLE}/users/create", server.url);
+    let cross = browser().post(&url).header(header::COOKIE, &cookie).header("sec-fetch-site", "cross-site");
+    let cross = with_form(cross, &fields).send().await.unwrap();
+    assert_eq!(cross.status(), StatusCode::FORBIDDEN);
+    let foreign = browser().post(&url).header(header::COOKIE, &cookie).header(header::ORIGIN, "http://evil.example");
+    let foreign = with_form(foreign, &fields).send().await.unwrap();
+    assert_eq!(foreign.status(), StatusCode::FORBIDDEN);
+    // Without a session there is nothing to change.
+    assert_eq!(post(&server, None, "/users/create", &fields).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(account(&server, &root, "@bob:localhost").await.0, 404, "no refused request created bob");
+
+    // The same form, same-origin with the session's token, goes through.
+    let origin = server.url.clone();
+    let ok = browser()
+        .post(&url)
+        .header(header::COOKIE, &cookie)
+        .header(header::ORIGIN, origin)
+        .header("sec-fetch-site", "same-origin");
+    let ok = with_form(ok, &fields).send().await.unwrap();
+    assert_eq!(ok.status(), StatusCode::SEE_OTHER);
+    assert_eq!(account(&server, &root, "@bob:localhost").await.0, 200);
+}
+
+#[tokio::test]
+async fn console_creates_resets_and_deactivates_users_and_audits_it() {
+    let server = server_with_admin(&[]);
+    let root = admin_token(&server, "root", "root-pw").await.unwrap();
+    let (_, cookie) = sign_in(&server, "root", "root-pw").await;
+    let token = csrf(&server, &cookie, "/users").await;
+
+    let created = post(
+        &server,
+        Some(&cookie),
+        "/users/create",
+        &[("localpart", "Carla"), ("password", "carla-pw"), ("csrf", &token)],
+    )
+    .await;
+    assert_eq!(created.status(), StatusCode::SEE_OTHER);
+    let location = created.headers()[header::LOCATION].to_str().unwrap().to_owned();
+    assert!(location.starts_with(&format!("{CONSOLE}/users/view?id=%40carla%3Alocalhost")), "{location}");
+    let (status, carla) = account(&server, &root, "@carla:localhost").await;
+    assert_eq!((status, carla["admin"].as_u64(), carla["deactivated"].as_u64()), (200, Some(0), Some(0)), "{carla}");
+    assert!(admin_token(&server, "carla", "carla-pw").await.is_ok());
+    let page = get(&server, Some(&cookie), &location.replacen(CONSOLE, "", 1)).await.text().await.unwrap();
+    assert!(page.contains("@carla:localhost created."), "the confirmation shows");
+
+    // An existing name is refused with the service's words.
+    let again =
+        post(&server, Some(&cookie), "/users/create", &[("localpart", "carla"), ("password", "x"), ("csrf", &token)])
+            .await;
+    assert_eq!(again.status(), StatusCode::BAD_REQUEST);
+
+    let reset = post(
+        &server,
+        Some(&cookie),
+        "/users/password",
+        &[("user", "@carla:localhost"), ("password", "carla-new"), ("logout", "on"), ("csrf", &token)],
+    )
+    .await;
+    assert_eq!(reset.status(), StatusCode::SEE_OTHER);
+    assert_eq!(admin_token(&server, "carla", "carla-pw").await, Err(403));
+    let carla_token = admin_token(&server, "carla", "carla-new").await.unwrap();
+
+    let deactivated =
+        post(&server, Some(&cookie), "/users/deactivate", &[("user", "@carla:localhost"), ("csrf", &token)]).await;
+    assert_eq!(deactivated.status(), StatusCode::SEE_OTHER);
+    let (_, carla) = account(&server, &root, "@carla:localhost").await;
+    assert_eq!(carla["deactivated"].as_u64(), Some(1), "{carla}");
+    assert_eq!(admin_token(&server, "carla", "carla-new").await, Err(403));
+    let (status, _) = api(&server, Method::GET, Some(&carla_token), "/_matrix/client/v3/account/whoami", None).await;
+    assert_eq!(status, 401, "her sessions ended");
+    // One cannot deactivate oneself from the console.
+    let own = post(&server, Some(&cookie), "/users/deactivate", &[("user", "@root:localhost"), ("csrf", &token)]).await;
+    assert_eq!(own.status(), StatusCode::BAD_REQUEST);
+
+    // Registration tokens, made and deleted.
+    let made = post(
+        &server,
+        Some(&cookie),
+        "/tokens/create",
+        &[("token", "welcome-2026"), ("uses_allowed", "2"), ("csrf", &token)],
+    )
+    .await;
+    assert_eq!(made.status(), StatusCode::SEE_OTHER);
+    let (_, listed) =
+        api(&server, Method::GET, Some(&root), "/_synapse/admin/v1/registration_tokens/welcome-2026", None).await;
+    assert_eq!(listed["uses_allowed"], 2);
+    let bad = post(&server, Some(&cookie), "/tokens/create", &[("uses_allowed", "many"), ("csrf", &token)]).await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        post(&server, Some(&cookie), "/tokens/delete", &[("token", "welcome-2026"), ("csrf", &token)]).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    let (status, _) =
+        api(&server, Method::GET, Some(&root), "/_synapse/admin/v1/registration_tokens/welcome-2026", None).await;
+    assert_eq!(status, 404);
+
+    // Every change is in the audit log, as the admin API records them.
+    let (_, audit) = api(&server, Method::GET, Some(&root), "/_synapse/admin/v1/audit", None).await;
+    let actions: Vec<(String, String)> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["admin"] == "@root:localhost")
+        .map(|e| (e["action"].as_str().unwrap().to_owned(), e["target"].as_str().unwrap().to_owned()))
+        .collect();
+    for (action, target) in [
+        ("user.create", "@carla:localhost"),
+        ("user.reset_password", "@carla:localhost"),
+        ("user.deactivate", "@carla:localhost"),
+        ("registration_token.create", "welcome-2026"),
+        ("registration_token.delete", "welcome-2026"),
+    ] {
+        assert!(actions.contains(&(action.to_owned(), target.to_owned())), "{action} {target} in {actions:?}");
+    }
+    let log = get(&server, Some(&cookie), "/audit").await.text().await.unwrap();
+    assert!(log.contains("user.deactivate") && log.contains(r#"<th scope="col">"#));
+}
+
+#[tokio::test]
+async fn console_sign_out_ends_the_session() {
+    let server = server_with_admin(&[]);
+    let (_, cookie) = sign_in(&server, "root", "root-pw").await;
+    let token = csrf(&server, &cookie, "").await;
+    let session_token = cookie.split_once('=').unwrap().1.to_owned();
+    let (status, whoami) =
+        api(&server, Method::GET, Some(&session_token), "/_matrix/client/v3/account/whoami", None).await;
+    assert_eq!((status, whoami["user_id"].as_str()), (200, Some("@root:localhost")), "the session is an access token");
+
+    assert_eq!(
+        post(&server, Some(&cookie), "/logout", &[]).await.status(),
+        StatusCode::FORBIDDEN,
+        "sign-out needs the token too"
+    );
+    let out = post(&server, Some(&cookie), "/logout", &[("csrf", &token)]).await;
+    assert_eq!(out.status(), StatusCode::SEE_OTHER);
+    let cleared = out.headers()[header::SET_COOKIE].to_str().unwrap();
+    assert!(cleared.contains("Max-Age=0"), "{cleared}");
+
+    let after = get(&server, Some(&cookie), "/users").await;
+    assert_eq!(after.status(), StatusCode::SEE_OTHER, "the old cookie no longer opens a page");
+    let change =
+        post(&server, Some(&cookie), "/users/create", &[("localpart", "eve"), ("password", "x"), ("csrf", &token)])
+            .await;
+    assert_eq!(change.status(), StatusCode::UNAUTHORIZED);
+    let (status, _) = api(&server, Method::GET, Some(&session_token), "/_matrix/client/v3/account/whoami", None).await;
+    assert_eq!(status, 401, "its device is gone");
+}
+
+/// Makes the node try to reach a peer that does not exist: a local room bans a user of
+/// `127.0.0.1:1`, so the sender records that destination and fails to deliver to it.
+async fn dead_peer(server: &TestServer, token: &str) -> String {
+    let (status, room) =
+        api(server, Method::POST, Some(token), "/_matrix/client/v3/createRoom", Some(json!({ "name": "Cabinet" })))
+            .await;
+    assert_eq!(status, 200, "{room}");
+    let room = room["room_id"].as_str().unwrap().to_owned();
+    let path = format!("/_matrix/client/v3/rooms/{room}/ban");
+    let (status, body) =
+        api(server, Method::POST, Some(token), &path, Some(json!({ "user_id": "@x:127.0.0.1:1", "reason": "test" })))
+            .await;
+    assert_eq!(status, 200, "{body}");
+    for _ in 0..100 {
+        let (_, list) = api(server, Method::GET, Some(token), "/_synapse/admin/v1/federation/destinations", None).await;
+        if list["destinations"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|d| d["destination"] == "127.0.0.1:1" && d["failures"].as_u64() > Some(0)))
+        {
+            return "127.0.0.1:1".to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the sender never tried 127.0.0.1:1");
+}
+
+#[tokio::test]
+async fn console_in_a_real_browser() {
+    let playwright = std::env::var("PLAYWRIGHT_CORE").unwrap_or_else(|_| {
+        panic!("PLAYWRIGHT_CORE is not set: run the tests with ./scripts/test, which installs playwright-core")
+    });
+    assert!(
+        Path::new("/usr/bin/chromium").exists(),
+        "/usr/bin/chromium is missing: run ./scripts/test, which installs Debian's chromium"
+    );
+    let server = server_with_admin(&[]);
+    let root = admin_token(&server, "root", "root-pw").await.unwrap();
+    let destination = dead_peer(&server, &root).await;
+    let scratch = tempfile::tempdir().unwrap();
+    let shots = std::env::var("CONSOLE_SCREENSHOTS").unwrap_or_else(|_| scratch.path().to_string_lossy().into_owned());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console/browser.mjs");
+    let out = tokio::task::spawn_blocking({
+        let (url, shots) = (server.url.clone(), shots.clone());
+        move || {
+            Command::new("node")
+                .arg(script)
+                .env("CONSOLE_URL", url)
+                .env("CONSOLE_ADMIN", "root")
+                .env("CONSOLE_PASSWORD", "root-pw")
+                .env("CONSOLE_SCREENSHOTS", shots)
+                .env("CONSOLE_DESTINATION", destination)
+                .env("CONSOLE_NEW_USER", "dora")
+                .env("PLAYWRIGHT_CORE", playwright)
+                .output()
+                .expect("run node")
+        }
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "browser run failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("the browser script printed no JSON ({e}): {stdout}"));
+    assert_eq!(seen["lang"], "en");
+    assert!(seen["deactivated"].as_str().unwrap().contains("deactivated"), "{seen}");
+    assert!(seen["peerBefore"].as_str().unwrap().contains("no ("), "the dead peer shows as unreachable: {seen}");
+    assert!(seen["audit"].as_str().unwrap().contains("destination.reset_connection"), "{seen}");
+    assert_eq!(seen["afterSignOut"], format!("{CONSOLE}/login"));
+    for page in [
+        "login",
+        "node",
+        "users",
+        "user",
+        "peers",
+        "rooms",
+        "room",
+        "tokens",
+        "media",
+        "reports",
+        "audit",
+        "node-phone",
+    ] {
+        assert!(seen["pages"].as_array().unwrap().iter().any(|p| p == page), "{page} in {seen}");
+        assert!(Path::new(&shots).join(format!("{page}.png")).exists(), "{page}.png");
+    }
+
+    // What the browser did really happened.
+    let (_, dora) = account(&server, &root, "@dora:localhost").await;
+    assert_eq!(dora["deactivated"].as_u64(), Some(1), "{dora}");
+    assert_eq!(admin_token(&server, "dora", "console-reset-pw").await, Err(403));
+    let (_, audit) = api(&server, Method::GET, Some(&root), "/_synapse/admin/v1/audit", None).await;
+    let actions: Vec<&str> = audit["entries"].as_array().unwrap().iter().filter_map(|e| e["action"].as_str()).collect();
+    for action in [
+        "user.create",
+        "user.reset_password",
+        "user.deactivate",
+        "destination.reset_connection",
+        "registration_token.create",
+    ] {
+        assert!(actions.contains(&action), "{action} in {actions:?}");
+    }
+    let (_, tokens) = api(&server, Method::GET, Some(&root), "/_synapse/admin/v1/registration_tokens", None).await;
+    assert!(tokens["registration_tokens"].as_array().unwrap().iter().any(|t| t["uses_allowed"] == 3), "{tokens}");
+    let (_, devices) =
+        api(&server, Method::GET, Some(&root), "/_synapse/admin/v2/users/@root:localhost/devices", None).await;
+    assert!(
+        devices["devices"].as_array().unwrap().iter().all(|d| d["display_name"] != "Hemicycle console"),
+        "signing out removed the console's device: {devices}"
+    );
+}
