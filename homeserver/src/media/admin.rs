@@ -45,6 +45,19 @@ impl Media {
         Ok(self.db.tables.mediaid_meta.get(&(server.to_owned(), media_id.to_owned()))?.map(|Json(r)| r))
     }
 
+    /// Protects a media id from bulk quarantines and deletions by age, or lifts that; `false`
+    /// when it is unknown.
+    pub fn set_protected(&self, server: &ServerName, media_id: &str, protected: bool) -> Result<bool> {
+        let _guard = self.lock();
+        let key = (server.to_owned(), media_id.to_owned());
+        let Some(Json(mut record)) = self.db.tables.mediaid_meta.get(&key)? else { return Ok(false) };
+        record.safe_from_quarantine = protected;
+        let mut batch = Batch::new();
+        self.db.tables.mediaid_meta.insert(&mut batch, &key, &Json(record));
+        self.db.commit(batch)?;
+        Ok(true)
+    }
+
     /// Quarantines (`Some(admin)`) or releases (`None`) a media id; `false` when it is unknown.
     pub fn set_quarantine(&self, server: &ServerName, media_id: &str, by: Option<String>) -> Result<bool> {
         let _guard = self.lock();
@@ -99,7 +112,10 @@ impl Media {
         let mut out = Vec::new();
         for entry in self.db.tables.mediaid_meta.scan_prefix(crate::db::codec::prefix(&self.server_name)) {
             let (key, Json(record)) = entry?;
-            if record.created_ts < before_ts && record.file.as_ref().is_some_and(|f| f.size > size_gt) {
+            if record.created_ts < before_ts
+                && !record.safe_from_quarantine
+                && record.file.as_ref().is_some_and(|f| f.size > size_gt)
+            {
                 out.push(key);
             }
         }

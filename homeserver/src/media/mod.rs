@@ -57,6 +57,10 @@ pub struct MediaRecord {
     /// The admin who quarantined it: it is then served to nobody (404), but kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quarantined_by: Option<String>,
+    /// Protected by an admin: bulk quarantines (of a room's or a user's media) and deletions by
+    /// age leave it alone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub safe_from_quarantine: bool,
 }
 
 /// A stored file's content address and size.
@@ -179,6 +183,7 @@ impl Media {
             file: Some(file.clone()),
             expires_ts: None,
             quarantined_by: None,
+            safe_from_quarantine: false,
         };
         {
             let _guard = self.lock();
@@ -216,6 +221,7 @@ impl Media {
             file: None,
             expires_ts: Some(expires),
             quarantined_by: None,
+            safe_from_quarantine: false,
         };
         self.db.tables.mediaid_meta.insert(&mut batch, &(self.server_name.clone(), media_id.clone()), &Json(record));
         self.db.tables.useridmediaid_pending.insert(
@@ -332,6 +338,7 @@ impl Media {
             file: Some(file.clone()),
             expires_ts: None,
             quarantined_by: None,
+            safe_from_quarantine: false,
         };
         let mut batch = Batch::new();
         self.add_reference(&mut batch, &file)?;

@@ -184,6 +184,20 @@ impl Rooms {
         Ok(Page { chunk, start: token(start_pos.min(u64::MAX - 1)), end, state: Vec::new() })
     }
 
+    /// The admin API's `timestamp_to_event`: like [`Rooms::event_at_timestamp`], over every
+    /// event of the room whatever the admin's membership.
+    pub fn event_at_timestamp_as_admin(&self, room: &RoomId, ts: u64, forward: bool) -> Result<Option<(OwnedEventId, u64)>> {
+        for entry in self.scan_ranges(room, vec![(0, u64::MAX)], forward).take(MAX_TIMESTAMP_SCAN) {
+            let (_, event_id) = entry?;
+            let Some(pdu) = self.pdu(&event_id)? else { continue };
+            let at = u64::from(pdu.origin_server_ts.0);
+            if (forward && at >= ts) || (!forward && at <= ts) {
+                return Ok(Some((event_id, at)));
+            }
+        }
+        Ok(None)
+    }
+
     /// A page of the timeline as `reader` may see it. Reads at most [`MAX_SCANNED`] events (or
     /// four times the limit): a filter that matches nothing answers with what it found and a token
     /// to go on, instead of reading the whole room.

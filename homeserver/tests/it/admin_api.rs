@@ -41,13 +41,15 @@ fn got(response: &(u16, Value)) -> (u16, Option<String>) {
 #[tokio::test]
 async fn only_server_admins_get_in() {
     let (server, root, alice) = setup().await;
-    for path in ["/v1/server_version", "/v2/users", "/v1/rooms", "/v1/event_reports", "/v1/audit"] {
+    for path in ["/v2/users", "/v3/users", "/v1/rooms", "/v1/event_reports", "/v1/audit"] {
         assert_eq!(got(&call(&server, Method::GET, &alice, path, None).await), error(403, "M_FORBIDDEN"), "{path}");
         let anonymous = api(&server, Method::GET, None, &format!("/_synapse/admin{path}"), None).await;
         assert_eq!(got(&anonymous), error(401, "M_MISSING_TOKEN"), "{path}");
         assert_eq!(call(&server, Method::GET, &root, path, None).await.0, 200, "{path}");
     }
-    let (_, version) = call(&server, Method::GET, &root, "/v1/server_version", None).await;
+    // The version is public, as synapse-admin reads it before signing in.
+    let (status, version) = api(&server, Method::GET, None, "/_synapse/admin/v1/server_version", None).await;
+    assert_eq!(status, 200);
     assert!(version["server_version"].as_str().unwrap().starts_with("Hemicycle/"), "{version}");
     // A regular user cannot change anything either, and nothing is changed.
     let put =
@@ -80,6 +82,34 @@ async fn users_are_created_listed_changed_and_deactivated() {
     assert_eq!(created.1["threepids"][0]["address"], "bob@example.gouv.fr");
     let bob = login(&server, "bob", "bob-pw").await;
 
+    // synapse-admin's edit form sends the whole record back, read-only fields included: they
+    // are ignored. The single-user view gives creation_ts in seconds, the list in ms.
+    let (_, shown) = call(&server, Method::GET, &root, "/v2/users/@bob:localhost", None).await;
+    let mut record = shown.clone();
+    record["id"] = record["name"].clone();
+    record["avatar_src"] = Value::Null;
+    record["displayname"] = json!("Bob Léger-Dupont");
+    // Its form turns the 0/1 flags into the booleans Synapse's PUT takes.
+    for flag in ["admin", "deactivated", "is_guest", "shadow_banned"] {
+        record[flag] = json!(record[flag] == 1);
+    }
+    let saved = call(&server, Method::PUT, &root, "/v2/users/@bob:localhost", Some(record)).await;
+    assert_eq!(saved.0, 200, "{}", saved.1);
+    assert_eq!(saved.1["displayname"], "Bob Léger-Dupont");
+    let seconds = shown["creation_ts"].as_u64().unwrap();
+    let now_s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    assert!(now_s - seconds < 600, "creation_ts {seconds} is in seconds");
+    assert!(shown["last_seen_ts"].as_u64().unwrap() >= seconds * 1000, "bob signed in: {shown}");
+    let changed_ids = call(
+        &server,
+        Method::PUT,
+        &root,
+        "/v2/users/@bob:localhost",
+        Some(json!({ "external_ids": [{ "auth_provider": "ldap", "external_id": "uid=bob,dc=x" }] })),
+    )
+    .await;
+    assert_eq!(got(&changed_ids), error(400, "M_INVALID_PARAM"), "external ids are the directory's");
+
     // Modify (200).
     let modified =
         call(&server, Method::PUT, &root, "/v2/users/@bob:localhost", Some(json!({ "displayname": "Bob L." }))).await;
@@ -107,6 +137,9 @@ async fn users_are_created_listed_changed_and_deactivated() {
     assert_eq!(found["users"][0]["name"], "@bob:localhost", "{found}");
     let (_, admins) = call(&server, Method::GET, &root, "/v2/users?admins=true", None).await;
     assert_eq!(admins["total"], 1);
+    let creation_ms = list["users"][1]["creation_ts"].as_u64().unwrap();
+    assert_eq!(creation_ms / 1000, seconds, "the list gives ms");
+    assert!(list["users"][2]["last_seen_ts"].as_u64().is_some(), "root signed in: {list}");
     assert_eq!(
         got(&call(&server, Method::GET, &root, "/v2/users?order_by=shoe_size", None).await),
         error(400, "M_INVALID_PARAM")
@@ -123,12 +156,12 @@ async fn users_are_created_listed_changed_and_deactivated() {
         call(&server, Method::PUT, &root, "/v1/users/@bob:localhost/admin", Some(json!({ "admin": true }))).await.0,
         200
     );
-    assert_eq!(call(&server, Method::GET, &bob, "/v1/server_version", None).await.0, 200, "bob is an admin now");
+    assert_eq!(call(&server, Method::GET, &bob, "/v2/users?limit=1", None).await.0, 200, "bob is an admin now");
     assert_eq!(
         call(&server, Method::PUT, &root, "/v1/users/@bob:localhost/admin", Some(json!({ "admin": false }))).await.0,
         200
     );
-    assert_eq!(call(&server, Method::GET, &bob, "/v1/server_version", None).await.0, 403);
+    assert_eq!(call(&server, Method::GET, &bob, "/v2/users?limit=1", None).await.0, 403);
     let demote =
         call(&server, Method::PUT, &root, "/v1/users/@root:localhost/admin", Some(json!({ "admin": false }))).await;
     assert_eq!(demote.0, 400, "{}", demote.1);
@@ -183,6 +216,11 @@ async fn users_are_created_listed_changed_and_deactivated() {
     assert_eq!(list["total"], 2);
     let (_, list) = call(&server, Method::GET, &root, "/v2/users?deactivated=true", None).await;
     assert_eq!(list["total"], 3);
+    // v3 (Ketesa): no filter lists everyone, true only the deactivated, false only the others.
+    for (query, total) in [("", 3), ("?deactivated=true", 1), ("?deactivated=false", 2)] {
+        let (_, list) = call(&server, Method::GET, &root, &format!("/v3/users{query}"), None).await;
+        assert_eq!(list["total"], total, "v3{query}: {list}");
+    }
     let (_, bob_now) = call(&server, Method::GET, &root, "/v2/users/@bob:localhost", None).await;
     assert_eq!(bob_now["deactivated"], 1);
 
@@ -198,6 +236,7 @@ async fn users_are_created_listed_changed_and_deactivated() {
             "user.modify",
             "user.set_admin",
             "user.set_admin",
+            "user.modify",
             "user.modify",
             "user.create"
         ],
@@ -303,6 +342,13 @@ async fn rooms_and_event_reports() {
     assert!(first["state_events"].as_u64().unwrap() >= 5);
     let (_, searched) = call(&server, Method::GET, &root, "/v1/rooms?search_term=CRISE", None).await;
     assert_eq!(searched["total_rooms"], 1);
+    // Ketesa's filters: neither room is in the directory, neither is empty.
+    for (query, total) in
+        [("public_rooms=true", 0), ("public_rooms=false", 2), ("empty_rooms=true", 0), ("empty_rooms=false", 2)]
+    {
+        let (_, filtered) = call(&server, Method::GET, &root, &format!("/v1/rooms?{query}"), None).await;
+        assert_eq!(filtered["total_rooms"], total, "{query}: {filtered}");
+    }
     let (_, paged) = call(&server, Method::GET, &root, "/v1/rooms?limit=1", None).await;
     assert_eq!((paged["rooms"].as_array().unwrap().len(), paged["next_batch"].clone()), (1, json!(1)));
     assert_eq!(
@@ -552,10 +598,44 @@ async fn media_is_listed_quarantined_and_deleted() {
         call(&server, Method::POST, &root, &format!("/v1/media/delete?before_ts={far_future}&size_gt=1000"), None)
             .await;
     assert_eq!(deleted["total"], 0, "nothing is that large");
+    // Protected media and a local user's avatar survive a deletion by age (synapse-admin's
+    // older path, keep_profiles by default); keep_profiles=false takes the avatar too.
+    let avatar = upload(&server, &alice, "portrait", "moi.png").await;
+    let kept = upload(&server, &alice, "à garder", "garder.txt").await;
+    let set_avatar = json!({ "avatar_url": format!("mxc://localhost/{avatar}") });
+    let (status, _) =
+        api(&server, Method::PUT, Some(&alice), "/_matrix/client/v3/profile/@alice:localhost/avatar_url", Some(set_avatar))
+            .await;
+    assert_eq!(status, 200);
+    assert_eq!(call(&server, Method::POST, &root, &format!("/v1/media/protect/{kept}"), None).await.0, 200);
+    let (_, info) = call(&server, Method::GET, &root, &format!("/v1/media/localhost/{kept}"), None).await;
+    assert_eq!(info["media_info"]["safe_from_quarantine"], true, "{info}");
+    let (_, done) = call(&server, Method::POST, &root, "/v1/user/@alice:localhost/media/quarantine", None).await;
+    assert_eq!(done["num_quarantined"], 2, "the protected file is not quarantined: {done}");
+    assert_eq!(download(&server, &alice, &kept).await, 200);
     let (_, deleted) =
-        call(&server, Method::POST, &root, &format!("/v1/media/delete?before_ts={far_future}"), None).await;
+        call(&server, Method::POST, &root, &format!("/v1/media/localhost/delete?before_ts={far_future}"), None).await;
     assert_eq!(deleted["deleted_media"], json!([second]));
+    let elsewhere = call(&server, Method::POST, &root, &format!("/v1/media/elsewhere.fr/delete?before_ts={far_future}"), None).await;
+    assert_eq!(got(&elsewhere), error(400, "M_INVALID_PARAM"));
+    assert_eq!(call(&server, Method::POST, &root, &format!("/v1/media/unprotect/{kept}"), None).await.0, 200);
+    let (_, deleted) = call(
+        &server,
+        Method::POST,
+        &root,
+        &format!("/v1/media/delete?before_ts={far_future}&keep_profiles=false"),
+        None,
+    )
+    .await;
+    let mut gone: Vec<String> =
+        deleted["deleted_media"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
+    gone.sort();
+    let mut expected = vec![avatar.clone(), kept.clone()];
+    expected.sort();
+    assert_eq!(gone, expected);
     assert_eq!(files_under(&media_dir), stored - 2, "the files are removed from disk");
+    let unknown = call(&server, Method::POST, &root, "/v1/media/protect/nothing", None).await;
+    assert_eq!(got(&unknown), error(404, "M_NOT_FOUND"));
     let (_, list) = call(&server, Method::GET, &root, "/v1/users/@alice:localhost/media", None).await;
     assert_eq!(list["total"], 0);
     let (_, purged) =
@@ -711,15 +791,39 @@ async fn rooms_are_shut_down_made_admin_of_and_read() {
     }
 
     // The admin reads the room without being in it, newest first, page by page.
-    let (status, page) = call(&server, Method::GET, &root, &format!("/v1/rooms/{first}/messages?limit=2"), None).await;
+    let (status, page) =
+        call(&server, Method::GET, &root, &format!("/v1/rooms/{first}/messages?limit=2&dir=b"), None).await;
     assert_eq!(status, 200, "{page}");
     let bodies: Vec<&str> =
         page["chunk"].as_array().unwrap().iter().filter_map(|e| e["content"]["body"].as_str()).collect();
     assert_eq!(bodies, ["trois", "deux"]);
     let end = page["end"].as_str().unwrap();
     let (_, next) =
-        call(&server, Method::GET, &root, &format!("/v1/rooms/{first}/messages?limit=1&from={end}"), None).await;
+        call(&server, Method::GET, &root, &format!("/v1/rooms/{first}/messages?limit=1&dir=b&from={end}"), None)
+            .await;
     assert_eq!(next["chunk"][0]["content"]["body"], "un");
+    // Forwards by default (as Synapse), from the room's creation.
+    let (_, oldest) = call(&server, Method::GET, &root, &format!("/v1/rooms/{first}/messages?limit=1"), None).await;
+    assert_eq!(oldest["chunk"][0]["type"], "m.room.create", "{oldest}");
+    // Ketesa's filter: only messages of one sender.
+    let filter = crate::common::urlencode(r#"{"types":["m.room.*"],"not_types":["m.room.member"],"senders":["@alice:localhost"],"contains_url":false}"#);
+    let (_, filtered) =
+        call(&server, Method::GET, &root, &format!("/v1/rooms/{first}/messages?limit=50&dir=b&filter={filter}"), None).await;
+    let kinds: Vec<&str> = filtered["chunk"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert!(kinds.starts_with(&["m.room.message", "m.room.message", "m.room.message"]), "{kinds:?}");
+    assert!(!kinds.contains(&"m.room.member"), "{kinds:?}");
+    let bad = call(&server, Method::GET, &root, &format!("/v1/rooms/{first}/messages?filter=%7Bnope"), None).await;
+    assert_eq!(got(&bad), error(400, "M_INVALID_PARAM"));
+    // Jump to a date: the last event at or before now is the last message.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+    let (status, at) =
+        call(&server, Method::GET, &root, &format!("/v1/rooms/{first}/timestamp_to_event?ts={now}&dir=b"), None).await;
+    assert_eq!(status, 200, "{at}");
+    let (_, last) = call(&server, Method::GET, &root, &format!("/v1/rooms/{first}/messages?limit=1&dir=b"), None).await;
+    assert_eq!(at["event_id"], last["chunk"][0]["event_id"]);
+    let (status, _) =
+        call(&server, Method::GET, &root, &format!("/v1/rooms/{first}/timestamp_to_event?ts={now}&dir=f"), None).await;
+    assert_eq!(status, 404, "nothing after now");
 
     // make_room_admin: the admin is invited, joined and given the creator's power.
     assert_eq!(

@@ -21,6 +21,9 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .route("/_synapse/admin/v1/media/quarantine/{server}/{media_id}", post(quarantine))
         .route("/_synapse/admin/v1/media/unquarantine/{server}/{media_id}", post(unquarantine))
         .route("/_synapse/admin/v1/media/delete", post(delete_before))
+        .route("/_synapse/admin/v1/media/{server}/delete", post(delete_before_of_server))
+        .route("/_synapse/admin/v1/media/protect/{media_id}", post(protect))
+        .route("/_synapse/admin/v1/media/unprotect/{media_id}", post(unprotect))
         .route("/_synapse/admin/v1/purge_media_cache", post(purge_remote))
         .route("/_synapse/admin/v1/statistics/users/media", get(statistics))
         .route("/_synapse/admin/v1/room/{room_id}/media", get(room_media))
@@ -37,7 +40,7 @@ fn media_json(media_id: &str, record: &MediaRecord) -> Value {
         "created_ts": record.created_ts,
         "last_access_ts": Value::Null,
         "quarantined_by": record.quarantined_by,
-        "safe_from_quarantine": false,
+        "safe_from_quarantine": record.safe_from_quarantine,
     })
 }
 
@@ -61,7 +64,17 @@ async fn list_of_user(
     let user = local_user(&services, &user)?;
     let (from, limit) = params.page()?;
     let order_by = params.str("order_by").unwrap_or("created_ts");
-    if !["created_ts", "media_length", "upload_name", "media_type", "media_id"].contains(&order_by) {
+    let orders = [
+        "created_ts",
+        "media_length",
+        "upload_name",
+        "media_type",
+        "media_id",
+        "last_access_ts",
+        "quarantined_by",
+        "safe_from_quarantine",
+    ];
+    if !orders.contains(&order_by) {
         return Err(Error::invalid_param(format!("unknown order_by {order_by:?}")).into());
     }
     let mut rows: Vec<Value> =
@@ -163,12 +176,56 @@ async fn unquarantine(
     ok(json!({}))
 }
 
-/// `POST /_synapse/admin/v1/media/delete?before_ts=…&size_gt=…`: local media older than
-/// `before_ts` (required, ms) and larger than `size_gt` bytes (default 0).
+/// Protects a local media id from bulk quarantines and deletions by age (`POST
+/// /_synapse/admin/v1/media/protect/{media_id}`), or lifts it (`unprotect`).
+async fn protect(State(services): State<Arc<Services>>, admin: Admin, Path(id): Path<String>) -> Answer {
+    set_protected(&services, &admin, &id, true)
+}
+
+async fn unprotect(State(services): State<Arc<Services>>, admin: Admin, Path(id): Path<String>) -> Answer {
+    set_protected(&services, &admin, &id, false)
+}
+
+fn set_protected(services: &Services, admin: &Admin, id: &str, on: bool) -> Answer {
+    let origin = services.config.server_name.clone();
+    if !services.media.set_protected(&origin, id, on)? {
+        return Err(Error::not_found("media not found").into());
+    }
+    let action = if on { "media.protect" } else { "media.unprotect" };
+    admin.audit(services, action, &format!("mxc://{origin}/{id}"), json!({}))?;
+    ok(json!({}))
+}
+
+/// `POST /_synapse/admin/v1/media/{server}/delete`: the same as `/media/delete`, for this
+/// server's name only (Synapse's older path, which synapse-admin calls).
+async fn delete_before_of_server(
+    State(services): State<Arc<Services>>,
+    admin: Admin,
+    Path(origin): Path<String>,
+    params: Params,
+) -> Answer {
+    if server(&origin)? != services.config.server_name {
+        return Err(Error::invalid_param("Can only delete local media").into());
+    }
+    delete_before(State(services), admin, params).await
+}
+
+/// `POST /_synapse/admin/v1/media/delete?before_ts=…&size_gt=…&keep_profiles=…`: local media
+/// older than `before_ts` (required, ms) and larger than `size_gt` bytes (default 0), except
+/// protected media and, unless `keep_profiles=false`, the avatars of local users.
 async fn delete_before(State(services): State<Arc<Services>>, admin: Admin, params: Params) -> Answer {
     let before_ts = params.num("before_ts")?.ok_or_else(|| Error::MissingParam("before_ts is required".into()))?;
     let size_gt = params.num("size_gt")?.unwrap_or(0);
-    let ids = services.media.local_before(before_ts, size_gt)?;
+    let mut ids = services.media.local_before(before_ts, size_gt)?;
+    if params.bool("keep_profiles")?.unwrap_or(true) {
+        let mut avatars = std::collections::HashSet::new();
+        for (user, _) in services.users.list()? {
+            if let Some(url) = services.profiles.get(&user)?.get("avatar_url").and_then(Value::as_str) {
+                avatars.insert(url.to_owned());
+            }
+        }
+        ids.retain(|(server, id)| !avatars.contains(&format!("mxc://{server}/{id}")));
+    }
     let deleted = services.media.delete(&ids).await?;
     admin.audit(
         &services,
@@ -320,6 +377,9 @@ fn quarantine_all(
     let by = admin.0.user_id.to_string();
     let mut count = 0;
     for (server, id) in media {
+        if services.media.record(&server, &id)?.is_some_and(|r| r.safe_from_quarantine) {
+            continue;
+        }
         if services.media.set_quarantine(&server, &id, Some(by.clone()))? {
             count += 1;
         }

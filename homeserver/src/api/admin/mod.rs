@@ -158,7 +158,8 @@ pub fn paginate<T>(rows: Vec<T>, from: usize, limit: usize) -> (Vec<T>, Option<u
     (page, next)
 }
 
-async fn server_version(_: Admin) -> Answer {
+/// Public, as in Synapse: admin UIs show the version before anyone signs in.
+async fn server_version() -> Answer {
     ok(json!({ "server_version": format!("Hemicycle/{}", env!("CARGO_PKG_VERSION")) }))
 }
 

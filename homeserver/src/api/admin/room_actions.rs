@@ -28,6 +28,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .route("/_synapse/admin/v2/rooms/delete_status/{delete_id}", get(status_by_id))
         .route("/_synapse/admin/v1/rooms/{room_id}/make_room_admin", post(make_room_admin))
         .route("/_synapse/admin/v1/rooms/{room_id}/messages", get(messages))
+        .route("/_synapse/admin/v1/rooms/{room_id}/timestamp_to_event", get(timestamp_to_event))
         .route("/_synapse/admin/v1/rooms/{room_id}/context/{event_id}", get(context))
 }
 
@@ -240,13 +241,76 @@ async fn messages(State(services): State<Arc<Services>>, _: Admin, Path(room): P
         return Err(Error::not_found("Room not found").into());
     }
     let limit = params.num("limit")?.map_or(10, |l| l as usize).min(1000);
-    let backwards = params.str("dir") != Some("f");
+    // Synapse's default direction is forwards.
+    let backwards = params.backwards()?;
     let position = |name: &str| -> Result<Option<u64>, ApiError> {
         params.str(name).map(|t| crate::rooms::read::parse_token(t).map_err(ApiError::from)).transpose()
     };
     let (from, to) = (position("from")?, position("to")?);
-    let page = services.rooms.messages_as_admin(&room, from, to, backwards, limit)?;
+    let filter = params
+        .str("filter")
+        .map(|f| serde_json::from_str::<EventFilter>(f).map_err(|e| Error::invalid_param(format!("filter: {e}"))))
+        .transpose()?
+        .unwrap_or_default();
+    let mut page = services.rooms.messages_as_admin(&room, from, to, backwards, limit)?;
+    page.chunk.retain(|event| filter.matches(event));
     ok(json!({ "chunk": page.chunk, "start": page.start, "end": page.end }))
+}
+
+/// The parts of a room event filter the admin's message view applies (Ketesa filters by type,
+/// sender and whether events carry a URL). Types and senders may end in `*`.
+#[derive(Default, Deserialize)]
+struct EventFilter {
+    types: Option<Vec<String>>,
+    #[serde(default)]
+    not_types: Vec<String>,
+    senders: Option<Vec<String>>,
+    #[serde(default)]
+    not_senders: Vec<String>,
+    contains_url: Option<bool>,
+}
+
+impl EventFilter {
+    fn matches(&self, event: &Value) -> bool {
+        let like = |patterns: &[String], value: &str| {
+            patterns.iter().any(|p| match p.strip_suffix('*') {
+                Some(stem) => value.starts_with(stem),
+                None => p == value,
+            })
+        };
+        let kind = event["type"].as_str().unwrap_or("");
+        let sender = event["sender"].as_str().unwrap_or("");
+        self.types.as_deref().is_none_or(|t| like(t, kind))
+            && !like(&self.not_types, kind)
+            && self.senders.as_deref().is_none_or(|s| like(s, sender))
+            && !like(&self.not_senders, sender)
+            && self.contains_url.is_none_or(|wanted| event["content"]["url"].is_string() == wanted)
+    }
+}
+
+/// `GET /_synapse/admin/v1/rooms/{room}/timestamp_to_event?ts=&dir=`: the event closest to
+/// `ts` (the last at or before it with `dir=b`, the default; the first at or after with `f`).
+async fn timestamp_to_event(
+    State(services): State<Arc<Services>>,
+    _: Admin,
+    Path(room): Path<String>,
+    params: Params,
+) -> Answer {
+    let room = room_id(&room)?;
+    if !services.rooms.exists(&room)? {
+        return Err(Error::not_found("Room not found").into());
+    }
+    let ts = params.num("ts")?.ok_or_else(|| ApiError::from(Error::invalid_param("ts is required")))?;
+    let forward = match params.str("dir") {
+        None | Some("b") => false,
+        Some("f") => true,
+        Some(_) => return Err(Error::invalid_param("dir must be f or b").into()),
+    };
+    let (event_id, at) = services
+        .rooms
+        .event_at_timestamp_as_admin(&room, ts, forward)?
+        .ok_or_else(|| Error::not_found("no event in that direction from that time"))?;
+    ok(json!({ "event_id": event_id, "origin_server_ts": at }))
 }
 
 /// `GET /_synapse/admin/v1/rooms/{room}/context/{event_id}?limit=`: the event with up to

@@ -117,6 +117,14 @@ async fn list(State(services): State<Arc<Services>>, _: Admin, params: Params) -
         return Err(Error::invalid_param(format!("unknown order_by {order_by:?}")).into());
     }
     let mut rows = search_rooms(&services, params.str("search_term"))?;
+    // Synapse's filters: `public_rooms` (published in the directory or not), `empty_rooms`
+    // (no joined member left or not).
+    if let Some(public) = params.bool("public_rooms")? {
+        rows.retain(|r| r["public"].as_bool() == Some(public));
+    }
+    if let Some(empty) = params.bool("empty_rooms")? {
+        rows.retain(|r| (r["joined_members"].as_u64() == Some(0)) == empty);
+    }
     // Synapse's order: counts biggest first, text A to Z; `dir=b` reverses.
     let numeric = matches!(order_by, "joined_members" | "joined_local_members" | "state_events");
     rows.sort_by(|a, b| {

@@ -42,8 +42,8 @@ async fn query(State(services): State<Arc<Services>>, _: Admin, Path(token): Pat
     ok(token_json(&token, &record))
 }
 
+/// Synapse's fields; others are ignored, as Synapse ignores them.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct New {
     token: Option<String>,
     uses_allowed: Option<u64>,
@@ -95,15 +95,16 @@ async fn update(
     Path(token): Path<String>,
     Body(body): Body<Map<String, Value>>,
 ) -> Answer {
-    if let Some(key) = body.keys().find(|k| !matches!(k.as_str(), "uses_allowed" | "expiry_time")) {
-        return Err(Error::invalid_param(format!("unknown field {key}")).into());
-    }
+    // Only these two change; the rest of the record an admin UI sends back (`token`, `pending`,
+    // `completed`) is ignored, as Synapse does.
     let record = services.registration_tokens.update(
         &token,
         nullable(&body, "uses_allowed")?,
         nullable(&body, "expiry_time")?,
     )?;
-    admin.audit(&services, "registration_token.update", &token, Value::Object(body))?;
+    let changed: Map<String, Value> =
+        body.into_iter().filter(|(k, _)| matches!(k.as_str(), "uses_allowed" | "expiry_time")).collect();
+    admin.audit(&services, "registration_token.update", &token, Value::Object(changed))?;
     ok(token_json(&token, &record))
 }
 

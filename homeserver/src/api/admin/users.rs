@@ -22,7 +22,8 @@ use crate::{
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     router
-        .route("/_synapse/admin/v2/users", get(list))
+        .route("/_synapse/admin/v2/users", get(list_v2))
+        .route("/_synapse/admin/v3/users", get(list_v3))
         .route("/_synapse/admin/v2/users/{user_id}", get(query).put(upsert))
         .route("/_synapse/admin/v1/deactivate/{user_id}", post(deactivate))
         .route("/_synapse/admin/v1/reset_password/{user_id}", post(reset_password))
@@ -71,6 +72,7 @@ pub(crate) fn user_json(services: &Services, user: &UserId, account: &Account, f
         "erased": account.erased,
         "shadow_banned": flag(account.shadow_banned),
         "creation_ts": account.created_ts,
+        "last_seen_ts": last_seen(services, user)?,
         "user_type": Value::Null,
         "locked": account.locked,
         "suspended": account.suspended,
@@ -98,12 +100,30 @@ pub(crate) fn user_json(services: &Services, user: &UserId, account: &Account, f
     Ok(out)
 }
 
-/// `GET /_synapse/admin/v2/users`: filters `name` (in the id or display name), `user_id`,
-/// `guests`, `deactivated` (include them), `admins`, `locked`; `order_by`, `dir`, `from`, `limit`.
-async fn list(State(services): State<Arc<Services>>, _: Admin, params: Params) -> Answer {
+/// When any of the user's devices was last used (ms), as the admin API's `last_seen_ts`.
+fn last_seen(services: &Services, user: &UserId) -> Result<Option<u64>, ApiError> {
+    Ok(services.users.devices(user)?.iter().filter_map(|(_, d)| d.last_seen_ts).max())
+}
+
+/// `GET /_synapse/admin/v2/users`: `deactivated=true` includes deactivated accounts.
+async fn list_v2(State(services): State<Arc<Services>>, admin: Admin, params: Params) -> Answer {
+    let include = params.bool("deactivated")?.unwrap_or(false);
+    list(services, admin, params, if include { None } else { Some(false) }).await
+}
+
+/// `GET /_synapse/admin/v3/users` (Ketesa's list): `deactivated` absent lists everyone, `true`
+/// only deactivated accounts, `false` only active ones.
+async fn list_v3(State(services): State<Arc<Services>>, admin: Admin, params: Params) -> Answer {
+    let deactivated = params.bool("deactivated")?;
+    list(services, admin, params, deactivated).await
+}
+
+/// The user list of both versions: filters `name` (in the id or display name), `user_id`,
+/// `guests`, `admins`, `locked` (include them; excluded by default, as Synapse does), and
+/// `deactivated` (already read by the caller); `order_by`, `dir`, `from`, `limit`.
+async fn list(services: Arc<Services>, _: Admin, params: Params, deactivated: Option<bool>) -> Answer {
     let (from, limit) = params.page()?;
-    let include_deactivated = params.bool("deactivated")?.unwrap_or(false);
-    let include_locked = params.bool("locked")?.unwrap_or(true);
+    let include_locked = params.bool("locked")?.unwrap_or(false);
     let admins = params.bool("admins")?;
     let guests = params.bool("guests")?.unwrap_or(true);
     let name = params.str("name").map(str::to_lowercase);
@@ -119,6 +139,7 @@ async fn list(State(services): State<Arc<Services>>, _: Admin, params: Params) -
         "displayname",
         "avatar_url",
         "creation_ts",
+        "last_seen_ts",
         "locked",
     ];
     if !known.contains(&order_by) {
@@ -126,7 +147,7 @@ async fn list(State(services): State<Arc<Services>>, _: Admin, params: Params) -
     }
     let mut rows = Vec::new();
     for (user, account) in services.users.list()? {
-        if (account.deactivated && !include_deactivated)
+        if deactivated.is_some_and(|d| d != account.deactivated)
             || (account.locked && !include_locked)
             || admins.is_some_and(|a| a != account.admin)
         {
@@ -167,9 +188,13 @@ async fn list(State(services): State<Arc<Services>>, _: Admin, params: Params) -
     ok(body)
 }
 
+/// `GET /_synapse/admin/v2/users/{user_id}`: as in the list, except that `creation_ts` is in
+/// seconds here, as Synapse gives it (synapse-admin multiplies it by 1000).
 async fn query(State(services): State<Arc<Services>>, _: Admin, Path(user): Path<String>) -> Answer {
     let (user, account) = existing(&services, &user)?;
-    ok(user_json(&services, &user, &account, true)?)
+    let mut body = user_json(&services, &user, &account, true)?;
+    body["creation_ts"] = json!(account.created_ts / 1000);
+    ok(body)
 }
 
 #[derive(Deserialize)]
@@ -178,8 +203,9 @@ struct ThreepidInput {
     address: String,
 }
 
+/// The fields Synapse reads; the others are ignored as Synapse ignores them (admin UIs send the
+/// whole record back: `name`, `is_guest`, `creation_ts`, …).
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct Upsert {
     password: Option<String>,
     logout_devices: Option<bool>,
@@ -205,8 +231,17 @@ async fn upsert(
     if body.user_type.is_some() {
         return Err(Error::invalid_param("user types are not supported").into());
     }
-    if body.external_ids.as_ref().is_some_and(|e| !e.is_empty()) {
-        return Err(Error::invalid_param("external ids come from the directory (LDAP) only").into());
+    if let Some(given) = &body.external_ids {
+        // What GET showed may come back unchanged; changing it is the directory's business.
+        let current = services.users.account(&user)?.and_then(|a| a.directory).map(|link| link.dn);
+        let same = match (given.as_slice(), &current) {
+            ([], None) => true,
+            ([one], Some(dn)) => one["auth_provider"] == "ldap" && one["external_id"] == dn.as_str(),
+            _ => false,
+        };
+        if !same {
+            return Err(Error::invalid_param("external ids come from the directory (LDAP) only").into());
+        }
     }
     let mut changed = Vec::new();
     let creating = services.users.account(&user)?.is_none();
