@@ -186,7 +186,12 @@ impl Rooms {
 
     /// The admin API's `timestamp_to_event`: like [`Rooms::event_at_timestamp`], over every
     /// event of the room whatever the admin's membership.
-    pub fn event_at_timestamp_as_admin(&self, room: &RoomId, ts: u64, forward: bool) -> Result<Option<(OwnedEventId, u64)>> {
+    pub fn event_at_timestamp_as_admin(
+        &self,
+        room: &RoomId,
+        ts: u64,
+        forward: bool,
+    ) -> Result<Option<(OwnedEventId, u64)>> {
         for entry in self.scan_ranges(room, vec![(0, u64::MAX)], forward).take(MAX_TIMESTAMP_SCAN) {
             let (_, event_id) = entry?;
             let Some(pdu) = self.pdu(&event_id)? else { continue };

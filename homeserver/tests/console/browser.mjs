@@ -43,7 +43,7 @@ try {
   // Any script error or CSP violation fails the run.
   page.on("pageerror", (e) => seen.errors.push(`page error: ${e.message}`));
   page.on("console", (m) => {
-    if (m.type() === "error") seen.errors.push(`console: ${m.text()}`);
+    if (m.type() === "error") seen.errors.push(`console: ${m.text()} (${m.location().url})`);
   });
   // The console asks before destructive changes; the test says yes.
   page.on("dialog", (d) => d.accept());
@@ -65,8 +65,10 @@ try {
   // Keyboard only, through the labels.
   await page.getByLabel("User name or Matrix ID").fill(admin);
   await page.getByLabel("Password").fill(password);
-  await page.keyboard.press("Enter");
-  await page.waitForURL(`${base}/_hemicycle/console`);
+  await Promise.all([page.waitForNavigation(), page.keyboard.press("Enter")]);
+  if (page.url() !== `${base}/_hemicycle/console`) {
+    throw new Error(`sign-in did not open the console (${page.url()}): ${await page.locator("main").innerText()}`);
+  }
   const heading = await page.locator("h1").innerText();
   if (heading !== "This node") throw new Error(`after sign-in: ${heading}`);
   seen.lang = await page.locator("html").getAttribute("lang");

@@ -603,9 +603,14 @@ async fn media_is_listed_quarantined_and_deleted() {
     let avatar = upload(&server, &alice, "portrait", "moi.png").await;
     let kept = upload(&server, &alice, "à garder", "garder.txt").await;
     let set_avatar = json!({ "avatar_url": format!("mxc://localhost/{avatar}") });
-    let (status, _) =
-        api(&server, Method::PUT, Some(&alice), "/_matrix/client/v3/profile/@alice:localhost/avatar_url", Some(set_avatar))
-            .await;
+    let (status, _) = api(
+        &server,
+        Method::PUT,
+        Some(&alice),
+        "/_matrix/client/v3/profile/@alice:localhost/avatar_url",
+        Some(set_avatar),
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(call(&server, Method::POST, &root, &format!("/v1/media/protect/{kept}"), None).await.0, 200);
     let (_, info) = call(&server, Method::GET, &root, &format!("/v1/media/localhost/{kept}"), None).await;
@@ -616,7 +621,9 @@ async fn media_is_listed_quarantined_and_deleted() {
     let (_, deleted) =
         call(&server, Method::POST, &root, &format!("/v1/media/localhost/delete?before_ts={far_future}"), None).await;
     assert_eq!(deleted["deleted_media"], json!([second]));
-    let elsewhere = call(&server, Method::POST, &root, &format!("/v1/media/elsewhere.fr/delete?before_ts={far_future}"), None).await;
+    let elsewhere =
+        call(&server, Method::POST, &root, &format!("/v1/media/elsewhere.fr/delete?before_ts={far_future}"), None)
+            .await;
     assert_eq!(got(&elsewhere), error(400, "M_INVALID_PARAM"));
     assert_eq!(call(&server, Method::POST, &root, &format!("/v1/media/unprotect/{kept}"), None).await.0, 200);
     let (_, deleted) = call(
@@ -799,16 +806,18 @@ async fn rooms_are_shut_down_made_admin_of_and_read() {
     assert_eq!(bodies, ["trois", "deux"]);
     let end = page["end"].as_str().unwrap();
     let (_, next) =
-        call(&server, Method::GET, &root, &format!("/v1/rooms/{first}/messages?limit=1&dir=b&from={end}"), None)
-            .await;
+        call(&server, Method::GET, &root, &format!("/v1/rooms/{first}/messages?limit=1&dir=b&from={end}"), None).await;
     assert_eq!(next["chunk"][0]["content"]["body"], "un");
     // Forwards by default (as Synapse), from the room's creation.
     let (_, oldest) = call(&server, Method::GET, &root, &format!("/v1/rooms/{first}/messages?limit=1"), None).await;
     assert_eq!(oldest["chunk"][0]["type"], "m.room.create", "{oldest}");
     // Ketesa's filter: only messages of one sender.
-    let filter = crate::common::urlencode(r#"{"types":["m.room.*"],"not_types":["m.room.member"],"senders":["@alice:localhost"],"contains_url":false}"#);
+    let filter = crate::common::urlencode(
+        r#"{"types":["m.room.*"],"not_types":["m.room.member"],"senders":["@alice:localhost"],"contains_url":false}"#,
+    );
     let (_, filtered) =
-        call(&server, Method::GET, &root, &format!("/v1/rooms/{first}/messages?limit=50&dir=b&filter={filter}"), None).await;
+        call(&server, Method::GET, &root, &format!("/v1/rooms/{first}/messages?limit=50&dir=b&filter={filter}"), None)
+            .await;
     let kinds: Vec<&str> = filtered["chunk"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert!(kinds.starts_with(&["m.room.message", "m.room.message", "m.room.message"]), "{kinds:?}");
     assert!(!kinds.contains(&"m.room.member"), "{kinds:?}");
@@ -1212,4 +1221,85 @@ async fn rate_limit_overrides_replace_the_configured_limit() {
     assert_eq!(call(&server, Method::DELETE, &root, path, None).await.0, 200);
     assert_eq!(call(&server, Method::GET, &root, path, None).await.1, json!({}));
     assert_eq!(try_upload(alice.clone()).await, 429, "the configured limit again");
+}
+
+/// Ketesa's calls: a user's memberships, joining a user to a room, one event, the tasks list.
+#[tokio::test]
+async fn memberships_joins_events_and_scheduled_tasks() {
+    let (server, root, alice) = setup().await;
+    let (_, _bob) = crate::common::register_raw(&server, "bob").await;
+    let create = |token: &str, body: Value| {
+        let server = &server;
+        let token = token.to_owned();
+        async move {
+            let (status, room) =
+                api(server, Method::POST, Some(&token), "/_matrix/client/v3/createRoom", Some(body)).await;
+            assert_eq!(status, 200, "{room}");
+            room["room_id"].as_str().unwrap().to_owned()
+        }
+    };
+    let open = create(&alice, json!({ "preset": "public_chat", "room_alias_name": "ouverte" })).await;
+    let roots = create(&root, json!({ "preset": "private_chat" })).await;
+    let closed = create(&alice, json!({ "preset": "private_chat" })).await;
+    let bob = json!({ "user_id": "@bob:localhost" });
+
+    let (status, joined) = call(&server, Method::POST, &root, "/v1/join/%23ouverte:localhost", Some(bob.clone())).await;
+    assert_eq!((status, &joined["room_id"]), (200, &json!(open)), "{joined}");
+    let (status, joined) = call(&server, Method::POST, &root, &format!("/v1/join/{roots}"), Some(bob.clone())).await;
+    assert_eq!(status, 200, "the admin invites first in a room it is in: {joined}");
+    let refused = call(&server, Method::POST, &root, &format!("/v1/join/{closed}"), Some(bob.clone())).await;
+    assert_eq!(got(&refused), error(403, "M_FORBIDDEN"), "nobody lets bob into alice's private room");
+    let nobody = call(
+        &server,
+        Method::POST,
+        &root,
+        &format!("/v1/join/{open}"),
+        Some(json!({ "user_id": "@nobody:localhost" })),
+    )
+    .await;
+    assert_eq!(got(&nobody), error(404, "M_NOT_FOUND"));
+    let bad = call(&server, Method::POST, &root, "/v1/join/not-a-room", Some(bob.clone())).await;
+    assert_eq!(got(&bad), error(400, "M_INVALID_PARAM"));
+
+    let (_, memberships) = call(&server, Method::GET, &root, "/v1/users/@bob:localhost/memberships", None).await;
+    assert_eq!(memberships["memberships"][&open], "join", "{memberships}");
+    assert_eq!(memberships["memberships"][&roots], "join", "{memberships}");
+    assert!(memberships["memberships"].get(&closed).is_none(), "{memberships}");
+    assert_eq!(
+        got(&call(&server, Method::GET, &alice, "/v1/users/@bob:localhost/memberships", None).await),
+        error(403, "M_FORBIDDEN")
+    );
+
+    let (_, page) = call(&server, Method::GET, &root, &format!("/v1/rooms/{open}/messages?limit=1&dir=b"), None).await;
+    let event_id = page["chunk"][0]["event_id"].as_str().unwrap().to_owned();
+    let (status, fetched) = call(&server, Method::GET, &root, &format!("/v1/fetch_event/{event_id}"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(fetched["event"]["event_id"], event_id.as_str());
+    assert_eq!(fetched["event"]["type"], "m.room.member");
+    let missing = call(&server, Method::GET, &root, "/v1/fetch_event/$nothing", None).await;
+    assert_eq!(got(&missing), error(404, "M_NOT_FOUND"));
+
+    let (_, none) = call(&server, Method::GET, &root, "/v1/scheduled_tasks", None).await;
+    assert_eq!(none, json!({ "scheduled_tasks": [] }));
+    let (_, started) = call(&server, Method::DELETE, &root, &format!("/v2/rooms/{closed}"), Some(json!({}))).await;
+    let delete_id = started["delete_id"].as_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (_, status) =
+            call(&server, Method::GET, &root, &format!("/v2/rooms/delete_status/{delete_id}"), None).await;
+        if status["status"] == "complete" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{status}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (_, tasks) =
+        call(&server, Method::GET, &root, &format!("/v1/scheduled_tasks?resource_id={closed}&status=complete"), None)
+            .await;
+    let task = &tasks["scheduled_tasks"][0];
+    assert_eq!(task["id"], delete_id.as_str(), "{tasks}");
+    assert_eq!(task["action"], "shutdown_and_purge_room");
+    assert!(task["timestamp_ms"].as_u64().unwrap() > 0);
+    let (_, active) = call(&server, Method::GET, &root, "/v1/scheduled_tasks?status=active", None).await;
+    assert_eq!(active, json!({ "scheduled_tasks": [] }));
 }

@@ -1,12 +1,13 @@
 //! The admin API under `/_synapse/admin`, with Synapse's paths, parameters and response shapes so
-//! existing tools (synapse-admin, Ketesa, operators' scripts) work unchanged. Every endpoint needs
-//! a server admin's access token (403 `M_FORBIDDEN` otherwise); every change is written to the
+//! existing tools (synapse-admin, Ketesa, operators' scripts) work unchanged. Every endpoint but
+//! `server_version` needs a server admin's access token (403 `M_FORBIDDEN` otherwise); every change is written to the
 //! audit log (`crate::audit`). Synapse's shapes are not in ruma, so these handlers read and write
 //! JSON themselves, still through Matrix error bodies.
 
 pub(crate) mod destinations;
 mod lookups;
 pub(crate) mod media;
+mod memberships;
 pub(crate) mod reports;
 pub(crate) mod room_actions;
 pub(crate) mod rooms;
@@ -190,8 +191,9 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = router
         .route("/_synapse/admin/v1/server_version", get(server_version))
         .route("/_synapse/admin/v1/audit", get(audit_log));
-    let areas: [fn(AdminRouter) -> AdminRouter; 8] = [
+    let areas: [fn(AdminRouter) -> AdminRouter; 9] = [
         users::routes,
+        memberships::routes,
         rooms::routes,
         room_actions::routes,
         reports::routes,

@@ -125,19 +125,24 @@ async fn delete_v2(
     let room = room_id(&room)?;
     let replacement = replacement(&services, &body)?;
     let delete_id = crate::users::random_password();
-    services
-        .room_deletions
-        .lock()
-        .expect("deletions")
-        .insert(delete_id.clone(), (room.clone(), json!({ "delete_id": delete_id, "status": "shutting_down" })));
+    // When it started, for the scheduled tasks' list (`memberships.rs`).
+    let started_ts = crate::users::now_ms();
+    services.room_deletions.lock().expect("deletions").insert(
+        delete_id.clone(),
+        (room.clone(), json!({ "delete_id": delete_id, "status": "shutting_down", "started_ts": started_ts })),
+    );
     admin.audit(&services, "room.delete", room.as_str(), json!({ "block": body.block, "purge": body.purge }))?;
     let block_by = body.block.then(|| admin.0.user_id.to_string());
     let id = delete_id.clone();
     tokio::spawn(async move {
         let forget = body.purge || body.force_purge;
         let status = match services.rooms.shut_down(&room, block_by.as_deref(), forget, replacement.as_ref()).await {
-            Ok(report) => json!({ "delete_id": id, "status": "complete", "shutdown_room": report }),
-            Err(error) => json!({ "delete_id": id, "status": "failed", "error": error.to_string() }),
+            Ok(report) => {
+                json!({ "delete_id": id, "status": "complete", "shutdown_room": report, "started_ts": started_ts })
+            }
+            Err(error) => {
+                json!({ "delete_id": id, "status": "failed", "error": error.to_string(), "started_ts": started_ts })
+            }
         };
         services.room_deletions.lock().expect("deletions").insert(id, (room, status));
     });

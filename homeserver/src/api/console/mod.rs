@@ -125,6 +125,8 @@ fn document(title: &str, session: Option<(&Session, &str)>, content: Markup) -> 
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
+                // No favicon file: an empty one, so browsers do not ask for /favicon.ico.
+                link rel="icon" href="data:,";
                 title { (title) " · Hemicycle console" }
                 link rel="stylesheet" href=(format!("{BASE}/static/console.css"));
                 script src=(format!("{BASE}/static/console.js")) defer {}
@@ -262,17 +264,21 @@ impl Change {
 }
 
 /// Refuses a change the browser says comes from another site: `Sec-Fetch-Site` other than
-/// `same-origin`, or an `Origin` whose host is not the one the request was sent to.
+/// `same-origin`, or an `Origin` whose host is not the one the request was sent to. Under
+/// `Referrer-Policy: no-referrer` browsers send `Origin: null` with form posts, so that value is
+/// only accepted when `Sec-Fetch-Site: same-origin` vouches for the request.
 fn refuse_cross_site(parts: &Parts) -> Result<(), Failure> {
     let refused = || Failure::new(StatusCode::FORBIDDEN, "Changes are only accepted from the console's own pages.");
-    if let Some(site) = parts.headers.get("sec-fetch-site") {
-        if site.as_bytes() != b"same-origin" {
-            return Err(refused());
-        }
+    let site = parts.headers.get("sec-fetch-site").map(HeaderValue::as_bytes);
+    if site.is_some_and(|site| site != b"same-origin") {
+        return Err(refused());
     }
     if let Some(origin) = parts.headers.get(header::ORIGIN) {
-        let host = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
         let origin = origin.to_str().unwrap_or("");
+        if origin == "null" {
+            return if site.is_some() { Ok(()) } else { Err(refused()) };
+        }
+        let host = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
         let origin_host = origin.split_once("://").map(|(_, rest)| rest).unwrap_or("");
         if host.is_empty() || !origin_host.eq_ignore_ascii_case(host) {
             return Err(refused());

@@ -1,0 +1,133 @@
+//! A user's memberships, joining a user to a room, reading one event, and the background tasks
+//! (room shutdowns) — the calls Ketesa makes beyond synapse-admin's.
+
+use std::sync::Arc;
+
+use axum::{
+    extract::{Path, State},
+    routing::{get, post},
+    Router,
+};
+use ruma::{EventId, OwnedRoomId, RoomAliasId, RoomId};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::{ok, Admin, Answer, Body, Params};
+use crate::{api::error::ApiError, db::codec::prefix, db::codec::Json, error::Error, services::Services};
+
+pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
+    router
+        .route("/_synapse/admin/v1/users/{user_id}/memberships", get(memberships))
+        .route("/_synapse/admin/v1/join/{room_id_or_alias}", post(join))
+        .route("/_synapse/admin/v1/fetch_event/{event_id}", get(fetch_event))
+        .route("/_synapse/admin/v1/scheduled_tasks", get(scheduled_tasks))
+}
+
+/// `GET /_synapse/admin/v1/users/{user_id}/memberships`: `{ memberships: { room: membership } }`
+/// for every room the local user has a membership in (joined, invited, left, banned, knocked).
+async fn memberships(State(services): State<Arc<Services>>, _: Admin, Path(user): Path<String>) -> Answer {
+    let (user, _) = super::existing_user(&services, &user)?;
+    let mut out = Map::new();
+    for entry in services.db.tables.useridroomid_membership.scan_prefix(prefix(&user)) {
+        let ((_, room), Json(membership)) = entry.map_err(Error::from)?;
+        out.insert(room.to_string(), json!(membership.membership));
+    }
+    ok(json!({ "memberships": out }))
+}
+
+#[derive(Deserialize)]
+struct JoinBody {
+    user_id: String,
+}
+
+/// `POST /_synapse/admin/v1/join/{room_id_or_alias}` `{ user_id }`: joins a local user to a
+/// room. When the room's rules do not let them in and the admin is joined with the power to
+/// invite, the admin invites them first (as Synapse does).
+async fn join(
+    State(services): State<Arc<Services>>,
+    admin: Admin,
+    Path(target): Path<String>,
+    Body(body): Body<JoinBody>,
+) -> Answer {
+    let (user, _) = super::existing_user(&services, &body.user_id)?;
+    let (room, via) = resolve(&services, &target).await?;
+    let first = crate::federation::membership::join(&services, &room, &user, &via, None).await;
+    match first {
+        Ok(_) => {}
+        Err(Error::Forbidden(_))
+            if services.rooms.membership(&admin.0.user_id, &room)?.is_some_and(|m| m.membership == "join") =>
+        {
+            services
+                .rooms
+                .set_membership(&room, &admin.0.user_id, &user, "invite", None, serde_json::Map::new())
+                .await?;
+            crate::federation::membership::join(&services, &room, &user, &via, None).await?;
+        }
+        Err(other) => return Err(other.into()),
+    }
+    admin.audit(&services, "room.join_user", room.as_str(), json!({ "user_id": user }))?;
+    ok(json!({ "room_id": room }))
+}
+
+async fn resolve(
+    services: &Arc<Services>,
+    target: &str,
+) -> Result<(OwnedRoomId, Vec<ruma::OwnedServerName>), ApiError> {
+    if target.starts_with('#') {
+        let alias =
+            <&RoomAliasId>::try_from(target).map_err(|e| Error::invalid_param(format!("invalid room alias: {e}")))?;
+        return Ok(crate::federation::membership::resolve_alias(services, alias).await?);
+    }
+    let room = RoomId::parse(target).map_err(|e| Error::invalid_param(format!("invalid room id or alias: {e}")))?;
+    Ok((room, Vec::new()))
+}
+
+/// `GET /_synapse/admin/v1/fetch_event/{event_id}`: `{ event }` as stored, whoever may see it.
+async fn fetch_event(State(services): State<Arc<Services>>, _: Admin, Path(event_id): Path<String>) -> Answer {
+    let event_id = EventId::parse(&event_id).map_err(|e| Error::invalid_param(format!("invalid event id: {e}")))?;
+    let event = services.rooms.client_event(&event_id)?.ok_or_else(|| Error::not_found("Event not found"))?;
+    ok(json!({ "event": event }))
+}
+
+/// `GET /_synapse/admin/v1/scheduled_tasks`: the room shutdowns started through the admin API
+/// (Synapse's `shutdown_and_purge_room` tasks), filtered by `action_name`, `resource_id`,
+/// `status` (`active`, `complete`, `failed`) and `max_timestamp`.
+async fn scheduled_tasks(State(services): State<Arc<Services>>, _: Admin, params: Params) -> Answer {
+    let action = params.str("action_name");
+    let resource = params.str("resource_id");
+    let status = params.str("status");
+    let max_timestamp = params.num("max_timestamp")?;
+    let deletions: Vec<(String, OwnedRoomId, Value)> = services
+        .room_deletions
+        .lock()
+        .expect("deletions")
+        .iter()
+        .map(|(id, (room, state))| (id.clone(), room.clone(), state.clone()))
+        .collect();
+    let mut tasks = Vec::new();
+    for (id, room, state) in deletions {
+        let task_status = match state["status"].as_str() {
+            Some("complete") => "complete",
+            Some("failed") => "failed",
+            _ => "active",
+        };
+        let timestamp = state["started_ts"].as_u64().unwrap_or(0);
+        let keep = action.is_none_or(|a| a == "shutdown_and_purge_room")
+            && resource.is_none_or(|r| r == room.as_str())
+            && status.is_none_or(|s| s == task_status)
+            && max_timestamp.is_none_or(|max| timestamp <= max);
+        if keep {
+            tasks.push(json!({
+                "id": id,
+                "action": "shutdown_and_purge_room",
+                "status": task_status,
+                "timestamp_ms": timestamp,
+                "resource_id": room,
+                "result": state.get("shutdown_room"),
+                "error": state.get("error"),
+            }));
+        }
+    }
+    tasks.sort_by_key(|t| t["timestamp_ms"].as_u64());
+    ok(json!({ "scheduled_tasks": tasks }))
+}
