@@ -69,6 +69,9 @@ pub struct Account {
     /// and admin flag (`users::directory`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub directory: Option<directory::DirectoryLink>,
+    /// Synapse's user types (`bot`, `support`) an admin may set; none for regular accounts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_type: Option<String>,
 }
 
 impl Account {
@@ -86,6 +89,7 @@ impl Account {
             rate_override: None,
             created_ts: now_ms(),
             directory: None,
+            user_type: None,
         }
     }
 }
@@ -471,6 +475,17 @@ impl Users {
         let _guard = self.lock_user(user).await;
         let mut account = self.account(user)?.ok_or_else(|| Error::not_found("no such user"))?;
         account.admin = admin;
+        let mut batch = Batch::new();
+        self.db.tables.userid_account.insert(&mut batch, &user.to_owned(), &Json(account));
+        self.db.commit(batch)?;
+        Ok(())
+    }
+
+    /// Sets (or clears) the account's user type.
+    pub async fn set_user_type(&self, user: &UserId, user_type: Option<String>) -> Result<()> {
+        let _guard = self.lock_user(user).await;
+        let mut account = self.account(user)?.ok_or_else(|| Error::not_found("no such user"))?;
+        account.user_type = user_type;
         let mut batch = Batch::new();
         self.db.tables.userid_account.insert(&mut batch, &user.to_owned(), &Json(account));
         self.db.commit(batch)?;

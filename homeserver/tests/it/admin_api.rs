@@ -109,6 +109,15 @@ async fn users_are_created_listed_changed_and_deactivated() {
     )
     .await;
     assert_eq!(got(&changed_ids), error(400, "M_INVALID_PARAM"), "external ids are the directory's");
+    // Synapse's user types: set, shown, cleared; anything else refused.
+    let bot = call(&server, Method::PUT, &root, "/v2/users/@bob:localhost", Some(json!({ "user_type": "bot" }))).await;
+    assert_eq!((bot.0, &bot.1["user_type"]), (200, &json!("bot")), "{}", bot.1);
+    let odd =
+        call(&server, Method::PUT, &root, "/v2/users/@bob:localhost", Some(json!({ "user_type": "robot" }))).await;
+    assert_eq!(got(&odd), error(400, "M_INVALID_PARAM"));
+    let cleared =
+        call(&server, Method::PUT, &root, "/v2/users/@bob:localhost", Some(json!({ "user_type": null }))).await;
+    assert_eq!(cleared.1["user_type"], Value::Null, "{}", cleared.1);
 
     // Modify (200).
     let modified =
@@ -236,6 +245,8 @@ async fn users_are_created_listed_changed_and_deactivated() {
             "user.modify",
             "user.set_admin",
             "user.set_admin",
+            "user.modify",
+            "user.modify",
             "user.modify",
             "user.modify",
             "user.create"

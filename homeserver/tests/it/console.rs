@@ -390,6 +390,36 @@ async fn dead_peer(server: &TestServer, token: &str) -> String {
     panic!("the sender never tried 127.0.0.1:1");
 }
 
+/// A room with a message a user reported, and a file the admin uploaded: the reports and media
+/// pages then have rows to show.
+async fn something_to_show(server: &TestServer, root: &str) {
+    let (alice, alice_token) = register_raw(server, "alice").await;
+    let body = json!({ "name": "Direction des achats", "invite": [alice] });
+    let (_, room) = api(server, Method::POST, Some(root), "/_matrix/client/v3/createRoom", Some(body)).await;
+    let room = room["room_id"].as_str().unwrap().to_owned();
+    let (status, _) =
+        api(server, Method::POST, Some(&alice_token), &format!("/_matrix/client/v3/join/{room}"), Some(json!({})))
+            .await;
+    assert_eq!(status, 200);
+    let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/t1");
+    let (_, sent) =
+        api(server, Method::PUT, Some(root), &path, Some(json!({ "msgtype": "m.text", "body": "Offre à 1 €" }))).await;
+    let event = sent["event_id"].as_str().unwrap().to_owned();
+    let path = format!("/_matrix/client/v3/rooms/{room}/report/{event}");
+    let (status, body) = api(server, Method::POST, Some(&alice_token), &path, Some(json!({ "reason": "spam" }))).await;
+    assert_eq!(status, 200, "{body}");
+    let upload = server
+        .http()
+        .post(format!("{}/_matrix/media/v3/upload?filename=note.txt", server.url))
+        .bearer_auth(root)
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body("compte rendu")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(upload.status(), 200);
+}
+
 #[tokio::test]
 async fn console_in_a_real_browser() {
     let playwright = std::env::var("PLAYWRIGHT_CORE").unwrap_or_else(|_| {
@@ -402,6 +432,7 @@ async fn console_in_a_real_browser() {
     let server = server_with_admin(&[]);
     let root = admin_token(&server, "root", "root-pw").await.unwrap();
     let destination = dead_peer(&server, &root).await;
+    something_to_show(&server, &root).await;
     let scratch = tempfile::tempdir().unwrap();
     let shots = std::env::var("CONSOLE_SCREENSHOTS").unwrap_or_else(|_| scratch.path().to_string_lossy().into_owned());
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console/browser.mjs");

@@ -73,7 +73,7 @@ pub(crate) fn user_json(services: &Services, user: &UserId, account: &Account, f
         "shadow_banned": flag(account.shadow_banned),
         "creation_ts": account.created_ts,
         "last_seen_ts": last_seen(services, user)?,
-        "user_type": Value::Null,
+        "user_type": account.user_type,
         "locked": account.locked,
         "suspended": account.suspended,
     });
@@ -203,6 +203,11 @@ struct ThreepidInput {
     address: String,
 }
 
+/// A field that is present, even as `null` (`Some(None)`), as opposed to absent (`None`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Ok(Some(Option::deserialize(d)?))
+}
+
 /// The fields Synapse reads; the others are ignored as Synapse ignores them (admin UIs send the
 /// whole record back: `name`, `is_guest`, `creation_ts`, …).
 #[derive(Deserialize)]
@@ -215,7 +220,9 @@ struct Upsert {
     admin: Option<bool>,
     deactivated: Option<bool>,
     locked: Option<bool>,
-    user_type: Option<String>,
+    /// Absent: unchanged; `null`: cleared.
+    #[serde(default, deserialize_with = "present")]
+    user_type: Option<Option<String>>,
     external_ids: Option<Vec<Value>>,
 }
 
@@ -228,8 +235,9 @@ async fn upsert(
     Body(body): Body<Upsert>,
 ) -> Answer {
     let user = local_user(&services, &user)?;
-    if body.user_type.is_some() {
-        return Err(Error::invalid_param("user types are not supported").into());
+    // Synapse's built-in user types; `null` clears it.
+    if body.user_type.as_ref().and_then(|t| t.as_deref()).is_some_and(|t| !matches!(t, "bot" | "support")) {
+        return Err(Error::invalid_param("user_type must be bot, support or null").into());
     }
     if let Some(given) = &body.external_ids {
         // What GET showed may come back unchanged; changing it is the directory's business.
@@ -253,15 +261,25 @@ async fn upsert(
         services.users.set_password(&user, password.clone(), logout, None).await?;
         changed.push("password");
     }
-    if let Some(name) = &body.displayname {
+    // A field sent back unchanged (admin UIs send the whole record) changes nothing, so the
+    // rooms do not get a new member event at each save.
+    let profile = services.profiles.get(&user)?;
+    if let Some(name) = body.displayname.as_ref().filter(|n| profile.get("displayname") != Some(&json!(n))) {
         services.profiles.set_field(&user, "displayname", Some(json!(name)))?;
         services.rooms.refresh_profile(&user).await?;
         changed.push("displayname");
     }
-    if let Some(url) = &body.avatar_url {
+    if let Some(url) = body.avatar_url.as_ref().filter(|u| profile.get("avatar_url") != Some(&json!(u))) {
         services.profiles.set_field(&user, "avatar_url", Some(json!(url)))?;
         services.rooms.refresh_profile(&user).await?;
         changed.push("avatar_url");
+    }
+    if let Some(wanted) = &body.user_type {
+        let current = services.users.account(&user)?.and_then(|a| a.user_type);
+        if &current != wanted {
+            services.users.set_user_type(&user, wanted.clone()).await?;
+            changed.push("user_type");
+        }
     }
     if let Some(threepids) = &body.threepids {
         for (medium, address, _) in services.threepids.list(&user)? {
@@ -406,6 +424,7 @@ fn device_json(user: &UserId, device_id: &str, device: &crate::users::Device) ->
         "last_seen_ip": device.last_seen_ip,
         "last_seen_ts": device.last_seen_ts,
         "last_seen_user_agent": Value::Null,
+        "dehydrated": false,
         "user_id": user,
     })
 }

@@ -96,8 +96,9 @@ async fn list(State(services): State<Arc<Services>>, session: Session, query: Qu
                                 tr {
                                     th scope="row" { code { (server.as_str()) } }
                                     td {
-                                        @if health.failures == 0 { span.good { "yes" } }
-                                        @else { span.bad { "no (" (health.failures) " failures since " (when(health.first_failure_ms)) ")" } }
+                                        @if health.failures > 0 { span.bad { "no (" (health.failures) " failures since " (when(health.first_failure_ms)) ")" } }
+                                        @else if health.last_success_ms.is_some() { span.good { "yes" } }
+                                        @else { "not tried since the last reset" }
                                     }
                                     td { (when(health.last_success_ms)) }
                                     td { (when(health.last_failure_ms)) }
