@@ -28,9 +28,12 @@ fn with_form(request: reqwest::RequestBuilder, form: &[(&str, &str)]) -> reqwest
     request.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded").body(body)
 }
 
-/// A client that shows redirects instead of following them, so cookies can be read.
+/// A client that asks for HTML as browsers do, and shows redirects instead of following them, so
+/// cookies can be read.
 fn browser() -> reqwest::Client {
-    reqwest::Client::builder().redirect(Policy::none()).build().unwrap()
+    let mut headers = header::HeaderMap::new();
+    headers.insert(header::ACCEPT, header::HeaderValue::from_static("text/html,*/*;q=0.8"));
+    reqwest::Client::builder().redirect(Policy::none()).default_headers(headers).build().unwrap()
 }
 
 /// `POST` of a form to a console path, with the session cookie when given.
@@ -134,7 +137,18 @@ async fn console_sign_in_sets_a_strict_cookie_and_every_answer_the_security_head
     // Bad input is an HTML error page with its status, never a panic.
     let missing = get(&server, Some(&cookie), "/users/view?id=@nobody:localhost").await;
     assert_eq!(missing.status(), 404);
+    assert!(missing.headers()[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/html"));
     assert!(missing.text().await.unwrap().contains("User not found"));
+    // A client that does not ask for HTML gets a Matrix error body.
+    let url = format!("{}{CONSOLE}/users/view?id=@nobody:localhost", server.url);
+    let json = server.http().get(url).header(header::COOKIE, &cookie).send().await.unwrap();
+    assert_eq!(json.status(), 404);
+    let body: Value = json.json().await.unwrap();
+    assert_eq!(
+        (body["errcode"].as_str(), body["error"].as_str()),
+        (Some("M_NOT_FOUND"), Some("User not found")),
+        "{body}"
+    );
     assert_eq!(get(&server, Some(&cookie), "/rooms/view?id=not-a-room").await.status(), 400);
     assert_eq!(get(&server, Some(&cookie), "/no-such-page").await.status(), 404);
 

@@ -46,15 +46,26 @@ const SCRIPT: &str = include_str!("static/console.js");
 pub type Page = Result<Response, Failure>;
 
 /// An error shown as an HTML page with its status: what went wrong, in the service's words.
-#[derive(Debug)]
+/// A client that does not ask for HTML gets a Matrix error body instead.
+#[derive(Debug, Clone)]
 pub struct Failure {
     pub status: StatusCode,
     pub message: String,
+    /// The Matrix error code, for clients that read JSON.
+    pub errcode: &'static str,
 }
 
 impl Failure {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into() }
+        let errcode = match status {
+            StatusCode::UNAUTHORIZED => "M_MISSING_TOKEN",
+            StatusCode::FORBIDDEN => "M_FORBIDDEN",
+            StatusCode::NOT_FOUND => "M_NOT_FOUND",
+            StatusCode::PAYLOAD_TOO_LARGE => "M_TOO_LARGE",
+            StatusCode::BAD_REQUEST => "M_INVALID_PARAM",
+            _ => "M_UNRECOGNIZED",
+        };
+        Self { status, message: message.into(), errcode }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -65,7 +76,18 @@ impl Failure {
 impl From<ApiError> for Failure {
     fn from(error: ApiError) -> Self {
         let message = error.body["error"].as_str().unwrap_or("the request failed").to_owned();
-        Self { status: error.status, message }
+        let errcode = match error.errcode() {
+            "M_FORBIDDEN" => "M_FORBIDDEN",
+            "M_NOT_FOUND" => "M_NOT_FOUND",
+            "M_INVALID_PARAM" => "M_INVALID_PARAM",
+            "M_MISSING_PARAM" => "M_MISSING_PARAM",
+            "M_USER_IN_USE" => "M_USER_IN_USE",
+            "M_INVALID_USERNAME" => "M_INVALID_USERNAME",
+            "M_LIMIT_EXCEEDED" => "M_LIMIT_EXCEEDED",
+            "M_TOO_LARGE" => "M_TOO_LARGE",
+            _ => "M_UNKNOWN",
+        };
+        Self { status: error.status, message, errcode }
     }
 }
 
@@ -82,8 +104,15 @@ impl IntoResponse for Failure {
             p.error role="alert" { (self.message) }
             p { a href=(BASE) { "Back to the console" } }
         };
-        (self.status, Html(document(title, None, body).into_string())).into_response()
+        let mut response = (self.status, Html(document(title, None, body).into_string())).into_response();
+        response.extensions_mut().insert(self);
+        response
     }
+}
+
+/// Whether the client reads HTML (browsers say so in `Accept` for every page and form).
+fn wants_html(headers: &http::HeaderMap) -> bool {
+    headers.get_all(header::ACCEPT).iter().any(|v| v.to_str().is_ok_and(|v| v.contains("text/html")))
 }
 
 /// A link inside the console with query parameters, each percent-encoded.
@@ -306,7 +335,12 @@ async fn read_form(
 
 /// Adds the console's security headers to every answer.
 async fn security_headers(request: Request, next: Next) -> Response {
+    let html = wants_html(request.headers());
     let mut response = next.run(request).await;
+    if let (false, Some(failure)) = (html, response.extensions().get::<Failure>().cloned()) {
+        let body = serde_json::json!({ "errcode": failure.errcode, "error": failure.message });
+        response = (failure.status, axum::Json(body)).into_response();
+    }
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
@@ -333,6 +367,8 @@ async fn script() -> Response {
     ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], SCRIPT).into_response()
 }
 
+type ConsoleRouter = Router<Arc<Services>>;
+
 /// Mounts the console on `router`; its answers all carry the security headers.
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     node::started();
@@ -340,7 +376,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .route(&format!("{BASE}/static/console.css"), get(stylesheet))
         .route(&format!("{BASE}/static/console.js"), get(script))
         .route(&format!("{BASE}/{{*rest}}"), get(not_found).post(not_found));
-    let areas: [fn(Router<Arc<Services>>) -> Router<Arc<Services>>; 5] =
+    let areas: [fn(ConsoleRouter) -> ConsoleRouter; 5] =
         [session::routes, node::routes, peers::routes, rooms::routes, accounts::routes];
     let console = areas.into_iter().fold(console, |router, area| area(router));
     router.merge(console.layer(middleware::from_fn(security_headers)))

@@ -238,7 +238,7 @@ fn media_target(change: &Change) -> Result<(String, String), Failure> {
 }
 
 /// Back to the uploader's list when the form came from it.
-fn back_to_media<'a>(change: &'a Change) -> Vec<(&'a str, &'a str)> {
+fn back_to_media(change: &Change) -> Vec<(&str, &str)> {
     change.field("user").map(|u| vec![("user", u)]).unwrap_or_default()
 }
 
