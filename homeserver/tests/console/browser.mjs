@@ -95,9 +95,10 @@ try {
   const row = page.locator("tr", { has: page.locator("th", { hasText: destination }) });
   await row.waitFor();
   seen.peerBefore = await row.innerText();
+  await shot("peers");
   await row.getByRole("button", { name: "Reset connection" }).click();
   await expectNotice("reset");
-  await shot("peers");
+  seen.peerAfter = await row.innerText();
 
   await page.getByRole("link", { name: "Rooms" }).click();
   await shot("rooms");
