@@ -70,14 +70,13 @@ impl Rooms {
 
     /// Shuts a room down for this server (`DELETE /_synapse/admin/v2/rooms/{room}`): blocks it
     /// when asked, makes every local member leave (an invite is rejected), deletes its local
-    /// aliases and takes it out of the room directory; with `forget`, local users forget it too.
-    /// Its events stay stored (they are part of other servers' history).
-    /// With a `replacement`, the members who left are joined to a new room and its aliases move there.
+    /// aliases and takes it out of the room directory; with `purge`, the room is then removed
+    /// from the store ([`Rooms::purge`]). With a `replacement`, the members who left are joined to a new room and its aliases move there.
     pub async fn shut_down(
         &self,
         room: &RoomId,
         block_by: Option<&str>,
-        forget: bool,
+        purge: bool,
         replacement: Option<&Replacement>,
     ) -> Result<Shutdown> {
         let new_room = match replacement {
@@ -138,10 +137,15 @@ impl Rooms {
             )
             .await?;
         }
-        if forget {
-            for user in locals {
-                if let Err(error) = self.forget(room, &user) {
-                    tracing::warn!(%room, %user, %error, "could not forget the room at shutdown");
+        if purge {
+            // Members whose leave failed are still in: the room stays, forgotten by the others.
+            if report.failed_to_kick_users.is_empty() {
+                self.purge(room).await?;
+            } else {
+                for user in locals {
+                    if let Err(error) = self.forget(room, &user) {
+                        tracing::warn!(%room, %user, %error, "could not forget the room at shutdown");
+                    }
                 }
             }
         }

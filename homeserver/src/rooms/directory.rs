@@ -121,12 +121,16 @@ impl Rooms {
         Ok(())
     }
 
-    /// Publishes or hides a room: for members allowed to change its canonical alias.
-    pub fn set_visibility(&self, user: &UserId, room: &RoomId, public: bool) -> Result<()> {
+    /// Publishes or hides a room: for members allowed to change its canonical alias, and for
+    /// server admins.
+    pub fn set_visibility(&self, user: &UserId, room: &RoomId, public: bool, server_admin: bool) -> Result<()> {
         if !self.exists(room)? {
             return Err(Error::not_found("unknown room"));
         }
-        if !self.is_joined(user, room)? || !self.power(room)?.can_send(user, "m.room.canonical_alias", true) {
+        let moderator = || -> Result<bool> {
+            Ok(self.is_joined(user, room)? && self.power(room)?.can_send(user, "m.room.canonical_alias", true))
+        };
+        if !server_admin && !moderator()? {
             return Err(Error::forbidden("only room moderators can change the room's directory visibility"));
         }
         self.set_published(room, public)

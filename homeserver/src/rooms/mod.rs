@@ -13,6 +13,7 @@ pub mod membership;
 pub mod notices;
 pub mod pdu;
 pub mod power;
+pub mod purge;
 pub mod read;
 pub mod remote;
 pub mod state;

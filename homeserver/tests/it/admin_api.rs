@@ -360,6 +360,24 @@ async fn rooms_and_event_reports() {
         let (_, filtered) = call(&server, Method::GET, &root, &format!("/v1/rooms?{query}"), None).await;
         assert_eq!(filtered["total_rooms"], total, "{query}: {filtered}");
     }
+    // A server admin may publish a room it is not in (synapse-admin's directory button); a
+    // regular user who is not a moderator there may not.
+    let directory = format!("/_matrix/client/v3/directory/list/room/{archives}");
+    let (status, body) =
+        api(&server, Method::PUT, Some(&alice), &directory, Some(json!({ "visibility": "public" }))).await;
+    assert_eq!((status, body["errcode"].as_str()), (403, Some("M_FORBIDDEN")));
+    let (status, _) = api(
+        &server,
+        Method::PUT,
+        Some(&root),
+        &format!("/_matrix/client/v3/directory/list/room/{crisis}"),
+        Some(json!({ "visibility": "public" })),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, published) = call(&server, Method::GET, &root, "/v1/rooms?public_rooms=true", None).await;
+    assert_eq!(published["total_rooms"], 1, "{published}");
+    assert_eq!(published["rooms"][0]["room_id"], crisis.as_str());
     let (_, paged) = call(&server, Method::GET, &root, "/v1/rooms?limit=1", None).await;
     assert_eq!((paged["rooms"].as_array().unwrap().len(), paged["next_batch"].clone()), (1, json!(1)));
     assert_eq!(
@@ -815,6 +833,7 @@ async fn rooms_are_shut_down_made_admin_of_and_read() {
     let bodies: Vec<&str> =
         page["chunk"].as_array().unwrap().iter().filter_map(|e| e["content"]["body"].as_str()).collect();
     assert_eq!(bodies, ["trois", "deux"]);
+    let trois = page["chunk"][0]["event_id"].as_str().unwrap().to_owned();
     let end = page["end"].as_str().unwrap();
     let (_, next) =
         call(&server, Method::GET, &root, &format!("/v1/rooms/{first}/messages?limit=1&dir=b&from={end}"), None).await;
@@ -871,8 +890,22 @@ async fn rooms_are_shut_down_made_admin_of_and_read() {
     kicked.sort();
     assert_eq!(kicked, ["@alice:localhost", "@bob:localhost", "@root:localhost"]);
     assert_eq!(report["local_aliases"], json!(["#premiere:localhost"]));
-    let (_, members) = call(&server, Method::GET, &root, &format!("/v1/rooms/{first}/members"), None).await;
-    assert_eq!(members["total"], 0);
+    // Purged (the default): the room and its events are gone from the store; the block stays.
+    let (_, page) = api(&server, Method::GET, Some(&bob), "/_matrix/client/v3/joined_rooms", None).await;
+    assert_eq!(page["joined_rooms"], json!([]));
+    for path in
+        [format!("/v1/rooms/{first}"), format!("/v1/rooms/{first}/members"), format!("/v1/rooms/{first}/messages")]
+    {
+        assert_eq!(got(&call(&server, Method::GET, &root, &path, None).await), error(404, "M_NOT_FOUND"), "{path}");
+    }
+    let (_, listed) = call(&server, Method::GET, &root, "/v1/rooms", None).await;
+    assert!(!listed.to_string().contains(&first), "{listed}");
+    let (_, block) = call(&server, Method::GET, &root, &format!("/v1/rooms/{first}/block"), None).await;
+    assert_eq!(block["block"], true);
+    let gone = call(&server, Method::GET, &root, &format!("/v1/fetch_event/{trois}"), None).await;
+    assert_eq!(got(&gone), error(404, "M_NOT_FOUND"), "its events are gone");
+    let (_, sync) = api(&server, Method::GET, Some(&alice), "/_matrix/client/v3/sync", None).await;
+    assert!(!sync.to_string().contains(&first), "the purged room is in nobody's sync: {sync}");
     let rejoin =
         api(&server, Method::POST, Some(&alice), &format!("/_matrix/client/v3/join/{first}"), Some(json!({}))).await;
     assert_eq!(got(&rejoin), error(403, "M_FORBIDDEN"));

@@ -81,7 +81,9 @@ pub async fn set_visibility(
         Visibility::Private => false,
         _ => return Err(Error::invalid_param("visibility must be public or private")),
     };
-    services.rooms.set_visibility(&user, &request.body.room_id, public)?;
+    // Server admins may (un)publish any room, as in Synapse (admin UIs' directory buttons).
+    let server_admin = services.users.account(&user)?.is_some_and(|a| a.admin);
+    services.rooms.set_visibility(&user, &request.body.room_id, public, server_admin)?;
     Ok(set_room_visibility::v3::Response::new())
 }
 
