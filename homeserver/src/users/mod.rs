@@ -597,6 +597,26 @@ impl Users {
         Ok(Session { device_id, access_token: token, refresh })
     }
 
+    /// Makes a device's access token stop working at `at_ms` (an admin's login-as token with
+    /// `valid_until_ms`); it then answers like an expired refreshable token.
+    pub async fn expire_token_at(&self, user: &UserId, device_id: &DeviceId, at_ms: u64) -> Result<()> {
+        let _guard = self.lock_user(user).await;
+        let key = (user.to_owned(), device_id.to_owned());
+        let device = self.db.tables.userdeviceid_device.get(&key)?.ok_or_else(|| Error::not_found("no such device"))?.0;
+        let mut owner = self
+            .db
+            .tables
+            .tokenhash_session
+            .get(&device.token_hash)?
+            .ok_or_else(|| Error::not_found("the device has no access token"))?
+            .0;
+        owner.expires_at_ms = Some(at_ms);
+        let mut batch = Batch::new();
+        self.db.tables.tokenhash_session.insert(&mut batch, &device.token_hash, &Json(owner));
+        self.db.commit(batch)?;
+        Ok(())
+    }
+
     /// Writes the access token entry (`hash`) of `device` and, when asked, a refresh token.
     fn issue(
         &self,

@@ -1347,3 +1347,38 @@ async fn memberships_joins_events_and_scheduled_tasks() {
     let (_, active) = call(&server, Method::GET, &root, "/v1/scheduled_tasks?status=active", None).await;
     assert_eq!(active, json!({ "scheduled_tasks": [] }));
 }
+
+/// Login-as with `valid_until_ms`: the token works until then, and is refused after.
+#[tokio::test]
+async fn a_login_as_token_with_an_expiry_stops_working() {
+    let (server, root, _alice) = setup().await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let past = call(
+        &server,
+        Method::POST,
+        &root,
+        "/v1/users/@alice:localhost/login",
+        Some(json!({ "valid_until_ms": now - 1 })),
+    )
+    .await;
+    assert_eq!(got(&past), error(400, "M_INVALID_PARAM"));
+    let until = now + 1500;
+    let (status, body) = call(
+        &server,
+        Method::POST,
+        &root,
+        "/v1/users/@alice:localhost/login",
+        Some(json!({ "valid_until_ms": until })),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let token = body["access_token"].as_str().unwrap().to_owned();
+    let (status, whoami) = api(&server, Method::GET, Some(&token), "/_matrix/client/v3/account/whoami", None).await;
+    assert_eq!((status, &whoami["user_id"]), (200, &json!("@alice:localhost")));
+    let wait = until
+        .saturating_sub(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64)
+        + 100;
+    tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+    let (status, body) = api(&server, Method::GET, Some(&token), "/_matrix/client/v3/account/whoami", None).await;
+    assert_eq!((status, body["errcode"].as_str()), (401, Some("M_UNKNOWN_TOKEN")), "{body}");
+}

@@ -553,10 +553,13 @@ async fn login_as(
     if account.deactivated {
         return Err(Error::BadState("the account is deactivated".into()).into());
     }
-    if body.valid_until_ms.is_some() {
-        return Err(Error::invalid_param("valid_until_ms is not supported: the token lives until logged out").into());
+    if body.valid_until_ms.is_some_and(|until| until <= crate::users::now_ms()) {
+        return Err(Error::invalid_param("valid_until_ms is in the past").into());
     }
     let session = services.users.login(&user, None, Some("admin login".to_owned()), None, None).await?;
+    if let Some(until) = body.valid_until_ms {
+        services.users.expire_token_at(&user, &session.device_id, until).await?;
+    }
     admin.audit(&services, "user.login_as", user.as_str(), json!({ "device_id": session.device_id }))?;
     ok(json!({ "access_token": session.access_token }))
 }
