@@ -519,3 +519,48 @@ async fn console_in_a_real_browser() {
         "signing out removed the console's device: {devices}"
     );
 }
+
+#[tokio::test]
+async fn console_signs_directory_admins_in_through_ldap() {
+    use hemicycle_bridges::testing::{Slapd, BASE};
+    let service = format!("cn=hemicycle,ou=services,{BASE}");
+    let person = |uid: &str, extra: &str| {
+        format!(
+            "dn: uid={uid},ou=people,{BASE}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {uid}\nsn: {uid}\n\
+             userPassword: {uid}-pw\n{extra}\n"
+        )
+    };
+    let ldif = format!(
+        "dn: ou=people,{BASE}\nobjectClass: organizationalUnit\nou: people\n\n\
+         dn: ou=services,{BASE}\nobjectClass: organizationalUnit\nou: services\n\n\
+         dn: {service}\nobjectClass: organizationalRole\nobjectClass: simpleSecurityObject\ncn: hemicycle\n\
+         userPassword: service-secret\n\n{}\n{}",
+        person("hcoste", "employeeType: admin\n"),
+        person("jdupont", "")
+    );
+    let slapd = Slapd::start(&ldif, 2).unwrap();
+    let secrets = tempfile::tempdir().unwrap();
+    let password_file = secrets.path().join("bind-password");
+    std::fs::write(&password_file, "service-secret\n").unwrap();
+    let server = TestServer::start_with(&[
+        ("ldap.enabled", true.into()),
+        ("ldap.uri", slapd.uri().into()),
+        ("ldap.base", format!("ou=people,{BASE}").into()),
+        ("ldap.bind_dn", service.as_str().into()),
+        ("ldap.bind_password_file", password_file.to_string_lossy().into_owned().into()),
+        ("ldap.filter", "(objectClass=inetOrgPerson)".into()),
+        ("ldap.admin_filter", "(employeeType=admin)".into()),
+    ]);
+    // A directory admin's first sign-in makes the account and opens the console.
+    let (_, cookie) = sign_in(&server, "hcoste", "hcoste-pw").await;
+    let page = get(&server, Some(&cookie), "/users").await.text().await.unwrap();
+    assert!(page.contains("@hcoste:localhost") && page.contains("(directory)"), "{page}");
+    // A wrong directory password and a directory agent who is no admin get no session.
+    let wrong = post(&server, None, "/login", &[("username", "hcoste"), ("password", "nope")]).await;
+    assert_eq!(wrong.status(), StatusCode::FORBIDDEN);
+    assert!(wrong.headers().get(header::SET_COOKIE).is_none());
+    let agent = post(&server, None, "/login", &[("username", "jdupont"), ("password", "jdupont-pw")]).await;
+    assert_eq!(agent.status(), StatusCode::FORBIDDEN);
+    assert!(agent.headers().get(header::SET_COOKIE).is_none());
+    assert!(agent.text().await.unwrap().contains("not a server admin"));
+}
