@@ -116,7 +116,7 @@ async fn console_sign_in_sets_a_strict_cookie_and_every_answer_the_security_head
 
     let (set, cookie) = sign_in(&server, "root", "root-pw").await;
     assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict"), "{set}");
-    assert!(set.contains(&format!("Path={CONSOLE}")), "{set}");
+    assert!(set.contains(&format!("Path={CONSOLE}")) && set.contains("Max-Age=43200"), "{set}");
     assert!(!set.contains("Secure"), "plain HTTP without an https public_baseurl: {set}");
     let node = get(&server, Some(&cookie), "").await;
     assert_eq!(node.status(), 200);

@@ -22,6 +22,10 @@ use crate::{api::ruma::client_ip, ratelimit::Action, services::Services, users::
 /// The name of the devices the console's sessions are, as the user's device list shows them.
 pub const DEVICE_NAME: &str = "Hemicycle console";
 
+/// How long a console session lasts: a working day, after which the admin signs in again (the
+/// access token expires; the cookie goes at the same time).
+const SESSION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
+
 /// The session cookie's name.
 const COOKIE: &str = "hemicycle_console";
 
@@ -134,7 +138,7 @@ pub(super) fn over_tls(parts: &Parts, services: &Services) -> bool {
 /// The `Set-Cookie` value: the token, or an expired empty cookie when `token` is none.
 fn set_cookie(token: Option<&str>, secure: bool) -> HeaderValue {
     let mut value = match token {
-        Some(token) => format!("{COOKIE}={token}"),
+        Some(token) => format!("{COOKIE}={token}; Max-Age={}", SESSION_LIFETIME.as_secs()),
         None => format!("{COOKIE}=; Max-Age=0"),
     };
     value.push_str(&format!("; HttpOnly; SameSite=Strict; Path={BASE}"));
@@ -204,7 +208,9 @@ async fn login(State(services): State<Arc<Services>>, request: axum::extract::Re
             return Ok(login_form(Some(message), StatusCode::FORBIDDEN));
         }
     }
-    let session = users.login(&user, None, Some(DEVICE_NAME.to_owned()), client_ip(&parts, &services), None).await?;
+    // An expiring token (its refresh token is never handed out): the session ends by itself.
+    let ip = client_ip(&parts, &services);
+    let session = users.login(&user, None, Some(DEVICE_NAME.to_owned()), ip, Some(SESSION_LIFETIME)).await?;
     services.audit.record(
         user.as_str(),
         "console.sign_in",
