@@ -59,6 +59,13 @@ fn flag(value: bool) -> Value {
     json!(value as u8)
 }
 
+/// Whether a listed user (as [`user_json`] shows it) has `needle` (lower case) in their id or
+/// display name: the admin API's `name` filter and the console's user search.
+pub(crate) fn name_matches(user: &UserId, json: &Value, needle: &str) -> bool {
+    let display = json["displayname"].as_str().unwrap_or("").to_lowercase();
+    user.as_str().to_lowercase().contains(needle) || display.contains(needle)
+}
+
 /// A user as Synapse's admin API shows it (`full` adds third-party and external ids).
 pub(crate) fn user_json(services: &Services, user: &UserId, account: &Account, full: bool) -> Result<Value, ApiError> {
     let profile = services.profiles.get(user)?;
@@ -154,11 +161,8 @@ async fn list(services: Arc<Services>, _: Admin, params: Params, deactivated: Op
             continue;
         }
         let json = user_json(&services, &user, &account, false)?;
-        let display = json["displayname"].as_str().unwrap_or("").to_lowercase();
-        if let Some(name) = &name {
-            if !user.as_str().to_lowercase().contains(name.as_str()) && !display.contains(name.as_str()) {
-                continue;
-            }
+        if name.as_deref().is_some_and(|name| !name_matches(&user, &json, name)) {
+            continue;
         }
         if user_id.as_ref().is_some_and(|u| !user.as_str().to_lowercase().contains(u.as_str())) {
             continue;

@@ -41,11 +41,7 @@ async fn list(State(services): State<Arc<Services>>, session: Session, query: Qu
             continue;
         }
         let row = users::user_json(&services, &user, &account, false)?;
-        let display = row["displayname"].as_str().unwrap_or("").to_lowercase();
-        if needle
-            .as_ref()
-            .is_some_and(|n| !user.as_str().to_lowercase().contains(n.as_str()) && !display.contains(n.as_str()))
-        {
+        if needle.as_deref().is_some_and(|n| !users::name_matches(&user, &row, n)) {
             continue;
         }
         rows.push((user, account, row));
