@@ -50,6 +50,16 @@ pub(crate) fn report_json(services: &Services, id: u64, report: &Report) -> Resu
     })))
 }
 
+/// Every report of an event, oldest first, as [`report_json`] shows it (the admin API's list and
+/// the console's).
+pub(crate) fn event_reports(services: &Services) -> Result<Vec<Value>, ApiError> {
+    let mut rows = Vec::new();
+    for (id, report) in services.reports.list()? {
+        rows.extend(report_json(services, id, &report)?);
+    }
+    Ok(rows)
+}
+
 /// `GET /_synapse/admin/v1/event_reports`: newest first (`dir=f`: oldest first), filtered by
 /// `room_id`, `user_id` (the reporter), `event_sender_user_id`; `from`, `limit`.
 async fn list(State(services): State<Arc<Services>>, _: Admin, params: Params) -> Answer {
@@ -60,8 +70,7 @@ async fn list(State(services): State<Arc<Services>>, _: Admin, params: Params) -
         Some(_) => return Err(Error::invalid_param("dir must be f or b").into()),
     };
     let mut rows = Vec::new();
-    for (id, report) in services.reports.list()? {
-        let Some(json) = report_json(&services, id, &report)? else { continue };
+    for json in event_reports(&services)? {
         let matches = |param: &str, field: &str| params.str(param).is_none_or(|v| json[field].as_str() == Some(v));
         if matches("room_id", "room_id") && matches("user_id", "user_id") && matches("event_sender_user_id", "sender") {
             rows.push(json);

@@ -261,12 +261,7 @@ async fn delete_media(State(services): State<Arc<Services>>, change: Change) -> 
 
 /// `GET /reports`: event reports, newest first.
 async fn reports_page(State(services): State<Arc<Services>>, session: Session, query: Query) -> Page {
-    let mut rows = Vec::new();
-    for (id, report) in services.reports.list()? {
-        if let Some(json) = reports::report_json(&services, id, &report)? {
-            rows.push(json);
-        }
-    }
+    let mut rows = reports::event_reports(&services)?;
     rows.reverse();
     let content = html! {
         p { (rows.len()) " reports." }
