@@ -274,6 +274,11 @@ async fn console_creates_resets_and_deactivates_users_and_audits_it() {
     assert!(admin_token(&server, "carla", "carla-pw").await.is_ok());
     let page = get(&server, Some(&cookie), &location.replacen(CONSOLE, "", 1)).await.text().await.unwrap();
     assert!(page.contains("@carla:localhost created."), "the confirmation shows");
+    // A confirmation not signed for this session (a link made elsewhere) is not shown.
+    let forged = get(&server, Some(&cookie), "/users?ok=Call+0800+123+456&sig=00ff").await.text().await.unwrap();
+    assert!(!forged.contains("Call 0800"), "{forged}");
+    let unsigned = get(&server, Some(&cookie), "/users?ok=Call+0800+123+456").await.text().await.unwrap();
+    assert!(!unsigned.contains("Call 0800"));
 
     // An existing name is refused with the service's words.
     let again =

@@ -99,7 +99,7 @@ async fn list(State(services): State<Arc<Services>>, session: Session, query: Qu
             }
         }
     };
-    page(&session, "/users", "Users", query.notice(), content)
+    page(&session, "/users", "Users", query.notice(&session), content)
 }
 
 /// `GET /users/view?id=`: one account, its devices (sessions) and actions.
@@ -179,7 +179,7 @@ async fn view(State(services): State<Arc<Services>>, session: Session, query: Qu
             }
         }
     };
-    page(&session, "/users", id, query.notice(), content)
+    page(&session, "/users", id, query.notice(&session), content)
 }
 
 /// `POST /users/create`: `localpart`, `password`, `admin` ticked or not.
@@ -190,7 +190,7 @@ async fn create(State(services): State<Arc<Services>>, change: Change) -> Page {
     let user = services.users.create(&localpart, Some(password.to_owned()), admin_flag).await?;
     let fields = if admin_flag { json!(["created", "admin"]) } else { json!(["created"]) };
     change.admin().audit(&services, "user.create", user.as_str(), json!({ "fields": fields }))?;
-    done("/users/view", vec![("id", user.as_str())], &format!("{user} created."))
+    done(&change.session, "/users/view", vec![("id", user.as_str())], &format!("{user} created."))
 }
 
 /// `POST /users/deactivate`: `user`, `erase` ticked or not.
@@ -200,7 +200,7 @@ async fn deactivate(State(services): State<Arc<Services>>, change: Change) -> Pa
         return Err(Failure::bad_request("You cannot deactivate your own account from the console."));
     }
     users::deactivate_account(&services, &change.admin(), &user, change.ticked("erase")).await?;
-    done("/users/view", vec![("id", user.as_str())], &format!("{user} is deactivated."))
+    done(&change.session, "/users/view", vec![("id", user.as_str())], &format!("{user} is deactivated."))
 }
 
 /// `POST /users/password`: `user`, `password`, `logout` ticked or not.
@@ -208,7 +208,7 @@ async fn reset_password(State(services): State<Arc<Services>>, change: Change) -
     let (user, _) = existing_user(&services, change.required("user", "The user")?)?;
     let password = change.raw("password").ok_or_else(|| Failure::bad_request("The new password is required."))?;
     users::reset_password_of(&services, &change.admin(), &user, password.to_owned(), change.ticked("logout")).await?;
-    done("/users/view", vec![("id", user.as_str())], &format!("The password of {user} is changed."))
+    done(&change.session, "/users/view", vec![("id", user.as_str())], &format!("The password of {user} is changed."))
 }
 
 /// `POST /users/devices/delete`: `user`, `device`.
@@ -219,7 +219,7 @@ async fn delete_device(State(services): State<Arc<Services>>, change: Change) ->
         return Err(Failure::new(http::StatusCode::NOT_FOUND, "No such device."));
     }
     users::remove_device_of(&services, &change.admin(), &user, &device).await?;
-    done("/users/view", vec![("id", user.as_str())], &format!("Session {device} ended."))
+    done(&change.session, "/users/view", vec![("id", user.as_str())], &format!("Session {device} ended."))
 }
 
 /// `GET /tokens`.
@@ -261,7 +261,7 @@ async fn tokens_page(State(services): State<Arc<Services>>, session: Session, qu
             }
         }
     };
-    page(&session, "/tokens", "Registration tokens", query.notice(), content)
+    page(&session, "/tokens", "Registration tokens", query.notice(&session), content)
 }
 
 /// `POST /tokens/create`: `token` (optional), `uses_allowed`, `days`.
@@ -272,12 +272,12 @@ async fn create_token(State(services): State<Arc<Services>>, change: Change) -> 
         .map(|days| crate::users::now_ms().saturating_add(days.saturating_mul(86_400_000)));
     let given = change.field("token").map(str::to_owned);
     let (token, _) = tokens::create_token(&services, &change.admin(), given, None, uses, expiry)?;
-    done("/tokens", vec![], &format!("Token {token} created."))
+    done(&change.session, "/tokens", vec![], &format!("Token {token} created."))
 }
 
 /// `POST /tokens/delete`: `token`.
 async fn delete_token(State(services): State<Arc<Services>>, change: Change) -> Page {
     let token = change.required("token", "The token")?;
     tokens::delete_token(&services, &change.admin(), token)?;
-    done("/tokens", vec![], &format!("Token {token} deleted."))
+    done(&change.session, "/tokens", vec![], &format!("Token {token} deleted."))
 }

@@ -127,10 +127,15 @@ pub fn link(path: &str, query: &[(&str, &str)]) -> String {
 }
 
 /// After a change, back to a page with a confirmation (Post/Redirect/Get, so reloading the page
-/// does not repeat the change).
-pub fn done<'a>(path: &str, mut query: Vec<(&'a str, &'a str)>, message: &'a str) -> Page {
+/// does not repeat the change). The confirmation is signed for the session, so a link made
+/// elsewhere cannot show an admin a message of its own choosing.
+pub fn done<'a>(session: &Session, path: &str, mut query: Vec<(&'a str, &'a str)>, message: &'a str) -> Page {
+    let signature = session.sign_notice(message);
     query.push(("ok", message));
-    Ok(Redirect::to(&link(path, &query)).into_response())
+    let mut target = link(path, &query);
+    target.push_str("&sig=");
+    target.push_str(&signature);
+    Ok(Redirect::to(&target).into_response())
 }
 
 /// The sections of the navigation: (path, label).
@@ -223,9 +228,10 @@ impl Query {
         self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
     }
 
-    /// The confirmation a change redirected with.
-    pub fn notice(&self) -> Option<&str> {
-        self.get("ok")
+    /// The confirmation a change redirected with, when signed for this session.
+    pub fn notice(&self, session: &Session) -> Option<&str> {
+        let message = self.get("ok")?;
+        session.notice_matches(message, self.get("sig")?).then_some(message)
     }
 }
 

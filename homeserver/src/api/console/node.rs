@@ -199,7 +199,7 @@ async fn overview(State(services): State<Arc<Services>>, session: Session, query
             }
         }
     };
-    page(&session, "", "This node", query.notice(), content)
+    page(&session, "", "This node", query.notice(&session), content)
 }
 
 fn bytes(n: u64) -> String {
@@ -260,7 +260,7 @@ async fn audit(State(services): State<Arc<Services>>, session: Session, query: Q
             }
         }
     };
-    page(&session, "/audit", "Audit log", query.notice(), content)
+    page(&session, "/audit", "Audit log", query.notice(&session), content)
 }
 
 #[cfg(test)]

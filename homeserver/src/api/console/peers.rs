@@ -143,12 +143,12 @@ async fn list(State(services): State<Arc<Services>>, session: Session, query: Qu
             }
         }
     };
-    page(&session, "/peers", "Peers", query.notice(), content)
+    page(&session, "/peers", "Peers", query.notice(&session), content)
 }
 
 /// `POST /peers/reset`: ends the destination's backoff and sends what waits at once.
 async fn reset(State(services): State<Arc<Services>>, change: Change) -> Page {
     let destination = change.required("destination", "The destination")?;
     let server = destinations::reset_connection(&services, &change.admin(), destination)?;
-    done("/peers", vec![], &format!("Connection to {server} reset: sending again now."))
+    done(&change.session, "/peers", vec![], &format!("Connection to {server} reset: sending again now."))
 }

@@ -68,7 +68,7 @@ async fn list(State(services): State<Arc<Services>>, session: Session, query: Qu
             }
         }
     };
-    page(&session, "/rooms", "Rooms", query.notice(), content)
+    page(&session, "/rooms", "Rooms", query.notice(&session), content)
 }
 
 /// `GET /rooms/view?id=`: one room: facts, members grouped by server, current state, actions.
@@ -141,7 +141,7 @@ async fn view(State(services): State<Arc<Services>>, session: Session, query: Qu
             }
         }
     };
-    page(&session, "/rooms", &title, query.notice(), content)
+    page(&session, "/rooms", &title, query.notice(&session), content)
 }
 
 /// `POST /rooms/block`: `room`, `block` ticked or not.
@@ -150,7 +150,7 @@ async fn block(State(services): State<Arc<Services>>, change: Change) -> Page {
     let on = change.ticked("block");
     let room = rooms::set_block(&services, &change.admin(), raw, on)?;
     let message = if on { format!("{room} is blocked.") } else { format!("{room} is unblocked.") };
-    done("/rooms/view", vec![("id", room.as_str())], &message)
+    done(&change.session, "/rooms/view", vec![("id", room.as_str())], &message)
 }
 
 /// `POST /rooms/delete`: shuts the room down (members leave, forgotten; `block` blocks it).
@@ -158,7 +158,7 @@ async fn delete(State(services): State<Arc<Services>>, change: Change) -> Page {
     let room = rooms::known_room(&services, change.required("room", "The room")?)?;
     let report = room_actions::shut_down(&services, &change.admin(), &room, change.ticked("block"), true, None).await?;
     let message = format!("{room} deleted: {} local members left it.", report.kicked_users.len());
-    done("/rooms", vec![], &message)
+    done(&change.session, "/rooms", vec![], &message)
 }
 
 /// `GET /media?user=`: the files a local user uploaded, with quarantine and delete.
@@ -220,7 +220,7 @@ async fn media_page(State(services): State<Arc<Services>>, session: Session, que
             }
         }
     };
-    page(&session, "/media", "Media", query.notice(), content)
+    page(&session, "/media", "Media", query.notice(&session), content)
 }
 
 /// The (server, media id) a media form names: `server` and `media`, or an `mxc` address.
@@ -249,14 +249,14 @@ async fn quarantine(State(services): State<Arc<Services>>, change: Change) -> Pa
     media::set_quarantine(&services, &change.admin(), &server, &id, on)?;
     let message =
         if on { format!("mxc://{server}/{id} is quarantined.") } else { format!("mxc://{server}/{id} is released.") };
-    done("/media", back_to_media(&change), &message)
+    done(&change.session, "/media", back_to_media(&change), &message)
 }
 
 /// `POST /media/delete`: deletes a local file.
 async fn delete_media(State(services): State<Arc<Services>>, change: Change) -> Page {
     let (server, id) = media_target(&change)?;
     media::delete_local(&services, &change.admin(), &server, &id).await?;
-    done("/media", back_to_media(&change), &format!("mxc://{server}/{id} is deleted."))
+    done(&change.session, "/media", back_to_media(&change), &format!("mxc://{server}/{id} is deleted."))
 }
 
 /// `GET /reports`: event reports, newest first.
@@ -291,12 +291,12 @@ async fn reports_page(State(services): State<Arc<Services>>, session: Session, q
             }
         }
     };
-    page(&session, "/reports", "Event reports", query.notice(), content)
+    page(&session, "/reports", "Event reports", query.notice(&session), content)
 }
 
 /// `POST /reports/delete`: `report` (its id).
 async fn delete_report(State(services): State<Arc<Services>>, change: Change) -> Page {
     let id = reports::report_id(change.required("report", "The report")?)?;
     reports::delete_report(&services, &change.admin(), id)?;
-    done("/reports", vec![], &format!("Report {id} deleted."))
+    done(&change.session, "/reports", vec![], &format!("Report {id} deleted."))
 }

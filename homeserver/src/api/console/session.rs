@@ -32,6 +32,9 @@ const COOKIE: &str = "hemicycle_console";
 /// What the CSRF token is derived for, so the same key could never yield it for another use.
 const CSRF_PURPOSE: &[u8] = b"hemicycle console csrf v1";
 
+/// What confirmations after a change are signed for.
+const NOTICE_PURPOSE: &[u8] = b"hemicycle console notice v1\n";
+
 /// A signed-in server admin.
 pub struct Session {
     pub user_id: ruma::OwnedUserId,
@@ -63,6 +66,23 @@ impl Session {
     /// token, hex. Only pages served to this session carry it; another site cannot read it.
     pub fn csrf(&self) -> String {
         self.mac().finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn notice_mac(&self, message: &str) -> Hmac<Sha256> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.token.as_bytes()).expect("HMAC takes any key length");
+        mac.update(NOTICE_PURPOSE);
+        mac.update(message.as_bytes());
+        mac
+    }
+
+    /// The signature of a confirmation shown after a change (hex HMAC-SHA256, session-keyed).
+    pub fn sign_notice(&self, message: &str) -> String {
+        self.notice_mac(message).finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Whether a confirmation's signature is this session's, compared in constant time.
+    pub fn notice_matches(&self, message: &str, signature: &str) -> bool {
+        decode_hex(signature).is_some_and(|bytes| self.notice_mac(message).verify_slice(&bytes).is_ok())
     }
 
     /// Whether a submitted CSRF token is this session's, compared in constant time.
@@ -152,10 +172,14 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     router.route(&format!("{BASE}/login"), get(login_page).post(login)).route(&format!("{BASE}/logout"), post(logout))
 }
 
-fn login_form(message: Option<&str>, status: StatusCode) -> Response {
+/// The sign-in page, with the reason of a refusal or a confirmation (signed out).
+fn login_form(message: Option<&str>, notice: Option<&str>, status: StatusCode) -> Response {
     let content = html! {
         @if let Some(message) = message {
             p.error role="alert" { (message) }
+        }
+        @if let Some(notice) = notice {
+            p.notice role="status" { (notice) }
         }
         p { "Sign in with the Matrix account of a server admin of this node (a directory account works too)." }
         form.stack method="post" action=(format!("{BASE}/login")) {
@@ -173,7 +197,8 @@ async fn login_page(MaybeSession(session): MaybeSession, query: Query) -> Respon
     if session.is_some() {
         return Redirect::to(BASE).into_response();
     }
-    login_form(query.get("ok"), StatusCode::OK)
+    let notice = query.get("signed_out").map(|_| "Signed out.");
+    login_form(None, notice, StatusCode::OK)
 }
 
 /// `POST /login`: the password check of `/login` (rate limited, LDAP included), then only
@@ -185,7 +210,7 @@ async fn login(State(services): State<Arc<Services>>, request: axum::extract::Re
     let name = fields.get("username").map(|v| v.trim()).unwrap_or("");
     let password = fields.get("password").map(String::as_str).unwrap_or("");
     if name.is_empty() || password.is_empty() {
-        return Ok(login_form(Some("Enter a user name and a password."), StatusCode::BAD_REQUEST));
+        return Ok(login_form(Some("Enter a user name and a password."), None, StatusCode::BAD_REQUEST));
     }
     let users = &services.users;
     let key = users.parse_login_user(name).map(|u| u.to_string()).unwrap_or_else(|_| name.to_lowercase());
@@ -194,18 +219,18 @@ async fn login(State(services): State<Arc<Services>>, request: axum::extract::Re
         Ok(user) => user,
         Err(crate::error::Error::Forbidden(_)) => {
             let message = "Sign-in refused: wrong user name or password, or the account is deactivated.";
-            return Ok(login_form(Some(message), StatusCode::FORBIDDEN));
+            return Ok(login_form(Some(message), None, StatusCode::FORBIDDEN));
         }
         Err(other) => return Err(other.into()),
     };
     match users.account(&user)? {
         Some(account) if account.admin && !account.deactivated => {}
         Some(account) if account.deactivated => {
-            return Ok(login_form(Some("Sign-in refused: this account is deactivated."), StatusCode::FORBIDDEN));
+            return Ok(login_form(Some("Sign-in refused: this account is deactivated."), None, StatusCode::FORBIDDEN));
         }
         _ => {
             let message = "Sign-in refused: this account is not a server admin. The console is for server admins only.";
-            return Ok(login_form(Some(message), StatusCode::FORBIDDEN));
+            return Ok(login_form(Some(message), None, StatusCode::FORBIDDEN));
         }
     }
     // An expiring token (its refresh token is never handed out): the session ends by itself.
@@ -229,7 +254,7 @@ async fn login(State(services): State<Arc<Services>>, request: axum::extract::Re
 async fn logout(State(services): State<Arc<Services>>, change: Change) -> Page {
     let session = &change.session;
     services.users.remove_device(&session.user_id, &session.owner.device_id).await?;
-    let mut response = Redirect::to(&format!("{BASE}/login?ok=Signed+out.")).into_response();
+    let mut response = Redirect::to(&format!("{BASE}/login?signed_out=1")).into_response();
     response.headers_mut().insert(header::SET_COOKIE, set_cookie(None, change.secure));
     Ok(response)
 }
