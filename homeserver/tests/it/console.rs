@@ -151,6 +151,7 @@ async fn console_sign_in_sets_a_strict_cookie_and_every_answer_the_security_head
     );
     assert_eq!(get(&server, Some(&cookie), "/rooms/view?id=not-a-room").await.status(), 400);
     assert_eq!(get(&server, Some(&cookie), "/no-such-page").await.status(), 404);
+    assert_eq!(get(&server, Some(&cookie), "/users?from=many").await.status(), 400);
 
     // Behind an https public_baseurl the cookie is Secure too.
     let tls = server_with_admin(&[("public_baseurl", "https://matrix.example.gouv.fr/".into())]);

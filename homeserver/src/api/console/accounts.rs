@@ -11,7 +11,7 @@ use axum::{
 use maud::html;
 use serde_json::json;
 
-use super::{button_form, done, link, page, when, Change, Failure, Page, Query, Session, BASE};
+use super::{button_form, done, link, page, pager, when, Change, Failure, Page, Query, Session, BASE, PAGE_SIZE};
 use crate::{
     api::admin::{existing_user, tokens, users},
     services::Services,
@@ -46,6 +46,13 @@ async fn list(State(services): State<Arc<Services>>, session: Session, query: Qu
         }
         rows.push((user, account, row));
     }
+    let total = rows.len();
+    let from = query.from()?;
+    let (rows, next) = crate::api::admin::paginate(rows, from, PAGE_SIZE);
+    let mut params: Vec<(&str, &str)> = term.map(|t| vec![("q", t)]).unwrap_or_default();
+    if with_deactivated {
+        params.push(("deactivated", "on"));
+    }
     let server = services.config.server_name.as_str();
     let content = html! {
         form.search method="get" action=(format!("{BASE}/users")) role="search" {
@@ -57,7 +64,7 @@ async fn list(State(services): State<Arc<Services>>, session: Session, query: Qu
             }
             button type="submit" { "Search" }
         }
-        p { (rows.len()) " accounts." }
+        p { (total) " accounts." }
         div.scroll {
             table {
                 caption { "Accounts of this node" }
@@ -83,6 +90,7 @@ async fn list(State(services): State<Arc<Services>>, session: Session, query: Qu
                 }
             }
         }
+        (pager("User list pages", "/users", &params, from, PAGE_SIZE, next))
         section aria-labelledby="create" {
             h2 #create { "Create an account" }
             form.stack method="post" action=(format!("{BASE}/users/create")) {

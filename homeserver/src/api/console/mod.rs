@@ -228,6 +228,11 @@ impl Query {
         self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
     }
 
+    /// Where a paged list starts (`from`, default 0): 400 when it is not a number.
+    pub fn from(&self) -> Result<usize, Failure> {
+        self.get("from").map_or(Ok(0), |v| v.parse().map_err(|_| Failure::bad_request("from must be a whole number.")))
+    }
+
     /// The confirmation a change redirected with, when signed for this session.
     pub fn notice(&self, session: &Session) -> Option<&str> {
         let message = self.get("ok")?;
@@ -403,6 +408,34 @@ pub fn button_form(
                 input type="hidden" name=(name) value=(value);
             }
             button type="submit" { (label) }
+        }
+    }
+}
+
+/// How many rows a console list shows at once.
+pub const PAGE_SIZE: usize = 100;
+
+/// Links to the previous and next pages of a list at `path`, keeping its other parameters.
+pub fn pager(
+    label: &str,
+    path: &str,
+    params: &[(&str, &str)],
+    from: usize,
+    size: usize,
+    next: Option<usize>,
+) -> Markup {
+    let at = |start: usize| {
+        let start = start.to_string();
+        let mut query = params.to_vec();
+        query.push(("from", &start));
+        link(path, &query)
+    };
+    html! {
+        @if from > 0 || next.is_some() {
+            nav.pager aria-label=(label) {
+                @if from > 0 { a href=(at(from.saturating_sub(size))) { "Previous page" } " " }
+                @if let Some(next) = next { a href=(at(next)) { "Next page" } }
+            }
         }
     }
 }

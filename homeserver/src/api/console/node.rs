@@ -15,7 +15,7 @@ use axum::{
 use maud::html;
 use serde_json::Value;
 
-use super::{duration, link, page, when, Failure, Page, Query, Session, BASE};
+use super::{duration, page, pager, when, Page, Query, Session, BASE};
 use crate::{db::codec::Be64, error::Error, services::Services, users::now_ms};
 
 /// When the console was mounted, i.e. when the server started serving.
@@ -222,10 +222,7 @@ const AUDIT_PAGE: usize = 50;
 
 /// `GET /audit?from=`: every admin change, newest first, from the admin API and the console.
 async fn audit(State(services): State<Arc<Services>>, session: Session, query: Query) -> Page {
-    let from: usize = match query.get("from") {
-        Some(v) => v.parse().map_err(|_| Failure::bad_request("from must be a whole number."))?,
-        None => 0,
-    };
+    let from = query.from()?;
     let all = services.audit.list()?;
     let total = all.len();
     let (entries, next) = crate::api::admin::paginate(all, from, AUDIT_PAGE);
@@ -251,14 +248,7 @@ async fn audit(State(services): State<Arc<Services>>, session: Session, query: Q
                 }
             }
         }
-        nav aria-label="Audit log pages" {
-            @if from > 0 {
-                a href=(link("/audit", &[("from", &from.saturating_sub(AUDIT_PAGE).to_string())])) { "Newer entries" } " "
-            }
-            @if let Some(next) = next {
-                a href=(link("/audit", &[("from", &next.to_string())])) { "Older entries" }
-            }
-        }
+        (pager("Audit log pages", "/audit", &[], from, AUDIT_PAGE, next))
     };
     page(&session, "/audit", "Audit log", query.notice(&session), content)
 }

@@ -7,7 +7,7 @@ use axum::{extract::State, routing::get, routing::post, Router};
 use maud::html;
 use serde_json::Value;
 
-use super::{button_form, done, link, page, when, Change, Failure, Page, Query, Session, BASE};
+use super::{button_form, done, link, page, pager, when, Change, Failure, Page, Query, Session, BASE, PAGE_SIZE};
 use crate::{
     api::admin::{media, reports, room_actions, rooms},
     services::Services,
@@ -33,15 +33,19 @@ fn text(value: &Value) -> &str {
 /// `GET /rooms?q=`: every room, or those whose name, alias or id contains `q`.
 async fn list(State(services): State<Arc<Services>>, session: Session, query: Query) -> Page {
     let term = query.get("q");
+    let from = query.from()?;
     let mut found = rooms::search_rooms(&services, term)?;
     found.sort_by(|a, b| b["joined_members"].as_u64().cmp(&a["joined_members"].as_u64()));
+    let total = found.len();
+    let (found, next) = crate::api::admin::paginate(found, from, PAGE_SIZE);
+    let params: Vec<(&str, &str)> = term.map(|t| vec![("q", t)]).unwrap_or_default();
     let content = html! {
         form.search method="get" action=(format!("{BASE}/rooms")) role="search" {
             label for="q" { "Search rooms (name, alias or id)" }
             input #q name="q" type="search" value=[term];
             button type="submit" { "Search" }
         }
-        p { (found.len()) " rooms." }
+        p { (total) " rooms." }
         div.scroll {
             table {
                 caption { "Rooms on this node, most members first" }
@@ -67,6 +71,7 @@ async fn list(State(services): State<Arc<Services>>, session: Session, query: Qu
                 }
             }
         }
+        (pager("Room list pages", "/rooms", &params, from, PAGE_SIZE, next))
     };
     page(&session, "/rooms", "Rooms", query.notice(&session), content)
 }
