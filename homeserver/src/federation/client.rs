@@ -86,6 +86,7 @@ struct Backoff {
     /// When this run of failures began and when the last one happened (ms since the epoch).
     first_failure_ms: u64,
     last_failure_ms: u64,
+    last_error: String,
 }
 
 /// How sending to one destination goes, for the admin API and the console.
@@ -100,6 +101,8 @@ pub struct DestinationHealth {
     pub last_success_ms: Option<u64>,
     /// Failed requests since start-up (the metrics' counter).
     pub total_failures: u64,
+    /// What went wrong the last time, while failing.
+    pub last_error: Option<String>,
 }
 
 /// Addresses found by SRV lookups, by host: what federation connections to that host use (their
@@ -271,7 +274,7 @@ impl FederationClient {
         backoff.get(server).and_then(|b| b.until.checked_duration_since(Instant::now()))
     }
 
-    fn failed(&self, server: &ServerName) {
+    fn failed(&self, server: &ServerName, error: &str) {
         *self.total_failures.lock().expect("failure counts").entry(server.to_owned()).or_default() += 1;
         let now_ms = crate::users::now_ms();
         let mut backoff = self.backoff.lock().expect("backoff");
@@ -281,7 +284,9 @@ impl FederationClient {
             wait: Duration::ZERO,
             first_failure_ms: now_ms,
             last_failure_ms: now_ms,
+            last_error: String::new(),
         });
+        entry.last_error = error.to_owned();
         entry.failures = entry.failures.saturating_add(1);
         let wait = BACKOFF_FIRST.saturating_mul(1 << entry.failures.min(10).saturating_sub(1)).min(BACKOFF_CAP);
         entry.until = Instant::now() + wait;
@@ -305,6 +310,7 @@ impl FederationClient {
                 last_failure_ms: Some(b.last_failure_ms),
                 last_success_ms,
                 total_failures,
+                last_error: Some(b.last_error.clone()),
             },
             None => DestinationHealth { last_success_ms, total_failures, ..Default::default() },
         }
@@ -353,9 +359,10 @@ impl FederationClient {
         let response = match builder.send().await {
             Ok(r) => r,
             Err(e) => {
-                self.failed(destination);
                 let what = if e.is_timeout() { "did not answer in time" } else { "cannot be reached" };
-                return Err(Error::RemoteUnreachable(format!("{destination} {what}: {e}")));
+                let error = format!("{destination} {what}: {e}");
+                self.failed(destination, &error);
+                return Err(Error::RemoteUnreachable(error));
             }
         };
         let status = response.status();
@@ -363,12 +370,13 @@ impl FederationClient {
         let bytes = match read_bounded(response, self.max_response).await {
             Ok(b) => b,
             Err(e) => {
-                self.failed(destination);
-                return Err(Error::RemoteUnreachable(format!("{destination} broke off its answer: {e}")));
+                let error = format!("{destination} broke off its answer: {e}");
+                self.failed(destination, &error);
+                return Err(Error::RemoteUnreachable(error));
             }
         };
         if status.is_server_error() {
-            self.failed(destination);
+            self.failed(destination, &format!("{destination} answered HTTP {status}"));
         } else {
             self.succeeded(destination);
         }
@@ -494,11 +502,11 @@ mod tests {
         let client = FederationClient::new("a.example".try_into().unwrap(), true, 1 << 20, &[]).unwrap();
         let peer = <&ServerName>::try_from("b.example").unwrap();
         assert!(client.backing_off(peer).is_none());
-        client.failed(peer);
+        client.failed(peer, "test failure");
         let first = client.backing_off(peer).unwrap();
         assert!(first <= BACKOFF_FIRST);
         for _ in 0..20 {
-            client.failed(peer);
+            client.failed(peer, "test failure");
         }
         assert!(client.backing_off(peer).unwrap() <= BACKOFF_CAP);
         assert!(client.backing_off(peer).unwrap() > BACKOFF_CAP / 2);

@@ -102,7 +102,7 @@ impl Rooms {
             tables.useridroomid_mainnotifytotal.remove(&mut batch, &(user.clone(), room_key.clone()));
             for entry in tables.useridroomidpos_notification.scan_prefix(prefix2(user, &room_key)) {
                 let (key, _) = entry?;
-                tables.useridpos_notification.remove(&mut batch, &(key.0.clone(), key.2.clone()));
+                tables.useridpos_notification.remove(&mut batch, &(key.0.clone(), key.2));
                 tables.useridroomidpos_notification.remove(&mut batch, &key);
             }
             clear_prefix!(tables.useridroomidthread_notifytotal, prefix2(user, &room_key));

@@ -481,6 +481,7 @@ async fn console_in_a_real_browser() {
     assert_eq!(seen["lang"], "en");
     assert!(seen["deactivated"].as_str().unwrap().contains("deactivated"), "{seen}");
     assert!(seen["peerBefore"].as_str().unwrap().contains("no ("), "the dead peer shows as unreachable: {seen}");
+    assert!(seen["peerBefore"].as_str().unwrap().contains("cannot be reached"), "with its last error: {seen}");
     assert!(seen["audit"].as_str().unwrap().contains("destination.reset_connection"), "{seen}");
     assert_eq!(seen["afterSignOut"], format!("{CONSOLE}/login"));
     for page in [

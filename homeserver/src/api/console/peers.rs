@@ -120,7 +120,10 @@ async fn list(State(services): State<Arc<Services>>, session: Session, query: Qu
                                         @else { "not tried since the last reset" }
                                     }
                                     td { (when(health.last_success_ms)) }
-                                    td { (when(health.last_failure_ms)) }
+                                    td {
+                                        (when(health.last_failure_ms))
+                                        @if let Some(error) = &health.last_error { br; span.detail { (error) } }
+                                    }
                                     td { @if health.retry_interval_ms > 0 { (duration(health.retry_interval_ms)) } @else { "none" } }
                                     td {
                                         (edus) " EDUs; "
