@@ -1323,6 +1323,21 @@ async fn memberships_joins_events_and_scheduled_tasks() {
     let missing = call(&server, Method::GET, &root, "/v1/fetch_event/$nothing", None).await;
     assert_eq!(got(&missing), error(404, "M_NOT_FOUND"));
 
+    // A space's hierarchy, whatever the admin's membership: alice's private room is listed under
+    // her space though the admin is in neither.
+    let space = create(&alice, json!({ "preset": "private_chat", "creation_content": { "type": "m.space" } })).await;
+    let child = format!("/_matrix/client/v3/rooms/{space}/state/m.space.child/{closed}");
+    let (status, _) = api(&server, Method::PUT, Some(&alice), &child, Some(json!({ "via": ["localhost"] }))).await;
+    assert_eq!(status, 200);
+    let (status, tree) =
+        call(&server, Method::GET, &root, &format!("/v1/rooms/{space}/hierarchy?limit=10"), None).await;
+    assert_eq!(status, 200, "{tree}");
+    let ids: Vec<&str> = tree["rooms"].as_array().unwrap().iter().map(|r| r["room_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [space.as_str(), closed.as_str()], "{tree}");
+    let (status, _) =
+        api(&server, Method::GET, Some(&root), &format!("/_matrix/client/v1/rooms/{space}/hierarchy"), None).await;
+    assert_eq!(status, 403, "the client API still hides it from the admin as a user");
+
     let (_, none) = call(&server, Method::GET, &root, "/v1/scheduled_tasks", None).await;
     assert_eq!(none, json!({ "scheduled_tasks": [] }));
     let (_, started) = call(&server, Method::DELETE, &root, &format!("/v2/rooms/{closed}"), Some(json!({}))).await;

@@ -21,6 +21,31 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .route("/_synapse/admin/v1/join/{room_id_or_alias}", post(join))
         .route("/_synapse/admin/v1/fetch_event/{event_id}", get(fetch_event))
         .route("/_synapse/admin/v1/scheduled_tasks", get(scheduled_tasks))
+        .route("/_synapse/admin/v1/rooms/{room_id}/hierarchy", get(hierarchy))
+}
+
+/// `GET /_synapse/admin/v1/rooms/{room_id}/hierarchy?from=&limit=&max_depth=`: the space's
+/// rooms as the client API's hierarchy gives them, whatever the admin's membership;
+/// `{ rooms, next_batch }`.
+async fn hierarchy(
+    State(services): State<Arc<Services>>,
+    _: Admin,
+    Path(room): Path<String>,
+    params: Params,
+) -> Answer {
+    let room = RoomId::parse(&room).map_err(|e| Error::invalid_param(format!("invalid room id: {e}")))?;
+    let query = crate::spaces::Query {
+        from: params.str("from").map(str::to_owned),
+        limit: params.num("limit")?.map(|l| l as usize),
+        max_depth: params.num("max_depth")?.map(|d| d as usize),
+        suggested_only: false,
+    };
+    let page = crate::spaces::hierarchy(&services, None, &room, query).await?;
+    let mut body = json!({ "rooms": page.rooms });
+    if let Some(next) = page.next_batch {
+        body["next_batch"] = json!(next);
+    }
+    ok(body)
 }
 
 /// `GET /_synapse/admin/v1/users/{user_id}/memberships`: `{ memberships: { room: membership } }`

@@ -20,7 +20,7 @@ pub async fn get(
     let small = |v: Option<ruma::UInt>| v.map(|n| usize::try_from(u64::from(n)).unwrap_or(usize::MAX));
     let query =
         Query { from: b.from, limit: small(b.limit), max_depth: small(b.max_depth), suggested_only: b.suggested_only };
-    let page = hierarchy(&services, &user, &b.room_id, query).await?;
+    let page = hierarchy(&services, Some(&user), &b.room_id, query).await?;
     let mut response = get_hierarchy::v1::Response::new();
     response.next_batch = page.next_batch;
     for chunk in page.rooms {
