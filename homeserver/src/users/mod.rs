@@ -72,6 +72,11 @@ pub struct Account {
     /// Synapse's user types (`bot`, `support`) an admin may set; none for regular accounts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_type: Option<String>,
+    /// Until when (ms) the account may replace its cross-signing keys without user-interactive
+    /// auth: an admin allows it for a while (MSC3967), e.g. for an agent whose password lives in
+    /// the directory and who lost every device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replace_keys_until_ms: Option<u64>,
 }
 
 impl Account {
@@ -90,6 +95,7 @@ impl Account {
             created_ts: now_ms(),
             directory: None,
             user_type: None,
+            replace_keys_until_ms: None,
         }
     }
 }
@@ -475,6 +481,17 @@ impl Users {
         let _guard = self.lock_user(user).await;
         let mut account = self.account(user)?.ok_or_else(|| Error::not_found("no such user"))?;
         account.admin = admin;
+        let mut batch = Batch::new();
+        self.db.tables.userid_account.insert(&mut batch, &user.to_owned(), &Json(account));
+        self.db.commit(batch)?;
+        Ok(())
+    }
+
+    /// Lets the account replace its cross-signing keys without UIA until `until_ms`.
+    pub async fn allow_key_replacement(&self, user: &UserId, until_ms: u64) -> Result<()> {
+        let _guard = self.lock_user(user).await;
+        let mut account = self.account(user)?.ok_or_else(|| Error::not_found("no such user"))?;
+        account.replace_keys_until_ms = Some(until_ms);
         let mut batch = Batch::new();
         self.db.tables.userid_account.insert(&mut batch, &user.to_owned(), &Json(account));
         self.db.commit(batch)?;

@@ -163,7 +163,30 @@ async fn cross_signing_bootstrap_is_seen_by_others_and_a_reset_needs_authenticat
     handle.reset(Some(password("alice", "pw", session))).await.unwrap();
 
     let identity = bob.encryption().request_user_identity(&alice_id).await.unwrap().unwrap();
-    assert_ne!(identity.master_key().get_first_key().unwrap().to_base64(), first_master);
+    let second_master = identity.master_key().get_first_key().unwrap().to_base64();
+    assert_ne!(second_master, first_master);
+
+    // An admin lets Alice replace her identity without her password for ten minutes (MSC3967's
+    // admin API, for an agent who lost every device); only admins may.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pw"), "root-pw").unwrap();
+    let out =
+        server.cli(&["user", "create", "root", "--admin", "--password-file", dir.path().join("pw").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let root = login(&server, "root", "root-pw").await.access_token().unwrap();
+    let path = format!("/_synapse/admin/v1/users/{alice_id}/_allow_cross_signing_replacement_without_uia");
+    let bob_token = bob.access_token().unwrap();
+    let (status, _) = call(&server, "POST", &bob_token, &path, None).await;
+    assert_eq!(status, 403);
+    let (status, allowed) = call(&server, "POST", &root, &path, None).await;
+    assert_eq!(status, 200, "{allowed}");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let until = allowed["updatable_without_uia_before_ms"].as_u64().unwrap();
+    assert!(until > now + 9 * 60 * 1000 && until <= now + 10 * 60 * 1000 + 1000, "{allowed}");
+    let handle = alice.encryption().recovery().reset_identity().await.unwrap();
+    assert!(handle.is_none(), "the reset went through without asking for auth");
+    let identity = bob.encryption().request_user_identity(&alice_id).await.unwrap().unwrap();
+    assert_ne!(identity.master_key().get_first_key().unwrap().to_base64(), second_master);
 }
 
 #[tokio::test]

@@ -39,6 +39,10 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .route("/_synapse/admin/v1/users/{user_id}/login", post(login_as))
         .route("/_synapse/admin/v1/users/{user_id}/shadow_ban", post(shadow_ban).delete(lift_shadow_ban))
         .route(
+            "/_synapse/admin/v1/users/{user_id}/_allow_cross_signing_replacement_without_uia",
+            post(allow_key_replacement),
+        )
+        .route(
             "/_synapse/admin/v1/users/{user_id}/override_ratelimit",
             get(get_rate_override).post(set_rate_override).delete(delete_rate_override),
         )
@@ -566,6 +570,24 @@ async fn login_as(
     }
     admin.audit(&services, "user.login_as", user.as_str(), json!({ "device_id": session.device_id }))?;
     ok(json!({ "access_token": session.access_token }))
+}
+
+/// How long an admin's permission to replace cross-signing keys without UIA lasts (Synapse's).
+const KEY_REPLACEMENT_WINDOW_MS: u64 = 10 * 60 * 1000;
+
+/// `POST /_synapse/admin/v1/users/{user_id}/_allow_cross_signing_replacement_without_uia`: for
+/// the next ten minutes the user may upload new cross-signing keys without UIA;
+/// `{ updatable_without_uia_before_ms }`.
+async fn allow_key_replacement(
+    State(services): State<Arc<Services>>,
+    admin: Admin,
+    Path(user): Path<String>,
+) -> Answer {
+    let (user, _) = existing(&services, &user)?;
+    let until = crate::users::now_ms() + KEY_REPLACEMENT_WINDOW_MS;
+    services.users.allow_key_replacement(&user, until).await?;
+    admin.audit(&services, "user.allow_cross_signing_replacement", user.as_str(), json!({ "until_ms": until }))?;
+    ok(json!({ "updatable_without_uia_before_ms": until }))
 }
 
 async fn set_shadow_ban(services: &Services, admin: &Admin, raw: &str, value: bool) -> Answer {

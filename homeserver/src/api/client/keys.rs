@@ -203,7 +203,13 @@ pub async fn upload_signing(
         }
     }
     let uploads: Vec<(&str, &Value)> = uploads.iter().map(|(u, k)| (*u, k)).collect();
-    if !request_owner_is_appservice && services.keys.signing_upload_needs_auth(&user, &uploads)? {
+    // An admin may allow a replacement without UIA for a while (MSC3967's admin API).
+    let allowed_by_admin = services
+        .users
+        .account(&user)?
+        .and_then(|a| a.replace_keys_until_ms)
+        .is_some_and(|until| until > crate::users::now_ms());
+    if !request_owner_is_appservice && !allowed_by_admin && services.keys.signing_upload_needs_auth(&user, &uploads)? {
         services
             .uia
             .authorize(&services.users, body.auth.as_ref(), &[&[uia::PASSWORD]], Some(&user), "device_signing_upload")
