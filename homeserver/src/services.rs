@@ -45,6 +45,8 @@ pub struct Services {
     /// Room shutdowns started through the admin API since start-up (Synapse keeps them in memory
     /// too): delete id → (room, status).
     pub room_deletions: std::sync::Mutex<std::collections::HashMap<String, (ruma::OwnedRoomId, serde_json::Value)>>,
+    /// History purges started through the admin API since start-up: purge id → status.
+    pub history_purges: std::sync::Mutex<std::collections::HashMap<String, serde_json::Value>>,
     pub push: crate::push::evaluate::Evaluator,
     pub push_sender: crate::push::sender::PushSender,
     pub search: crate::search::Search,
@@ -100,6 +102,7 @@ impl Services {
             uia: Uia::new(config.registration.token.clone(), registration_tokens.clone()),
             registration_tokens,
             room_deletions: Default::default(),
+            history_purges: Default::default(),
             rate_limiter: RateLimiter::new(config.rate_limits.clone()),
             server_keys: server_keys.clone(),
             media: Media::open(db.clone(), config.server_name.clone(), &config)?,

@@ -123,3 +123,47 @@ impl Rooms {
         Ok(purged)
     }
 }
+
+impl Rooms {
+    /// Deletes the room's timeline events older than stream position `before` (the admin API's
+    /// `purge_history`): messages, reactions and the like of other servers, and of ours too with
+    /// `delete_local`. State events stay (the room's state and auth chains need them), and so do
+    /// the forward extremities. Answers how many events went.
+    pub async fn purge_history(&self, room: &RoomId, before: u64, delete_local: bool) -> Result<usize> {
+        let lock = self.lock(room);
+        let _guard = lock.lock().await;
+        let record = self.room(room)?.ok_or_else(|| Error::not_found("Room not found"))?;
+        let tables = &self.db.tables;
+        let room_key = room.to_owned();
+        let mut deleted = 0;
+        let mut batch = Batch::new();
+        for entry in tables.roomidpos_eventid.scan_prefix(prefix(&room_key)) {
+            let ((_, Be64(pos)), event_id) = entry?;
+            if pos >= before {
+                break;
+            }
+            let Some(pdu) = self.pdu(&event_id)? else { continue };
+            let local = pdu.sender.server_name() == self.server_name;
+            if pdu.is_state() || record.extremities.contains(&event_id) || (local && !delete_local) {
+                continue;
+            }
+            tables.pos_eventid.remove(&mut batch, &Be64(pos));
+            tables.roomidpos_eventid.remove(&mut batch, &(room_key.clone(), Be64(pos)));
+            tables.roomidpos_threadroot.remove(&mut batch, &(room_key.clone(), Be64(pos)));
+            tables.eventid_pdu.remove(&mut batch, &event_id);
+            tables.eventid_meta.remove(&mut batch, &event_id);
+            for child in tables.parentpos_childeventid.scan_prefix(prefix(&event_id)) {
+                let (key, _) = child?;
+                tables.parentpos_childeventid.remove(&mut batch, &key);
+            }
+            self.auth_cache.lock().expect("auth cache").remove(&event_id);
+            deleted += 1;
+            // Bounded batches: a big room's history goes in several commits, each whole.
+            if deleted % 1000 == 0 {
+                self.db.commit(std::mem::take(&mut batch))?;
+            }
+        }
+        self.db.commit(batch)?;
+        Ok(deleted)
+    }
+}

@@ -1397,3 +1397,121 @@ async fn a_login_as_token_with_an_expiry_stops_working() {
     let (status, body) = api(&server, Method::GET, Some(&token), "/_matrix/client/v3/account/whoami", None).await;
     assert_eq!((status, body["errcode"].as_str()), (401, Some("M_UNKNOWN_TOKEN")), "{body}");
 }
+
+/// History purges: old messages go, state stays, the room keeps working; local messages stay
+/// unless asked.
+#[tokio::test]
+async fn room_history_is_purged_up_to_an_event_keeping_the_state() {
+    let (server, root, alice) = setup().await;
+    let (_, room) = api(&server, Method::POST, Some(&alice), "/_matrix/client/v3/createRoom", Some(json!({}))).await;
+    let room = room["room_id"].as_str().unwrap().to_owned();
+    let mut ids = Vec::new();
+    for (i, text) in ["un", "deux", "trois", "quatre"].iter().enumerate() {
+        if i == 1 {
+            let path = format!("/_matrix/client/v3/rooms/{room}/state/m.room.name/");
+            api(&server, Method::PUT, Some(&alice), &path, Some(json!({ "name": "Archives 2026" }))).await;
+        }
+        let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{text}");
+        let (_, sent) =
+            api(&server, Method::PUT, Some(&alice), &path, Some(json!({ "msgtype": "m.text", "body": text }))).await;
+        ids.push(sent["event_id"].as_str().unwrap().to_owned());
+    }
+    async fn bodies(server: &TestServer, root: &str, room: &str) -> Vec<String> {
+        let path = format!("/_synapse/admin/v1/rooms/{room}/messages?limit=50");
+        let (_, page) = api(server, Method::GET, Some(root), &path, None).await;
+        page["chunk"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
+            .collect()
+    }
+    let wait = |purge_id: String| {
+        let server = &server;
+        let root = root.clone();
+        async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            loop {
+                let (_, status) =
+                    call(server, Method::GET, &root, &format!("/v1/purge_history_status/{purge_id}"), None).await;
+                if status["status"] != "active" {
+                    return status;
+                }
+                assert!(std::time::Instant::now() < deadline, "{status}");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    };
+
+    // Without delete_local_events, this server's own messages stay.
+    let (status, started) =
+        call(&server, Method::POST, &root, &format!("/v1/purge_history/{room}/{}", ids[2]), Some(json!({}))).await;
+    assert_eq!(status, 200, "{started}");
+    assert_eq!(wait(started["purge_id"].as_str().unwrap().to_owned()).await["status"], "complete");
+    assert_eq!(bodies(&server, &root, &room).await, ["un", "deux", "trois", "quatre"]);
+
+    let (_, started) = call(
+        &server,
+        Method::POST,
+        &root,
+        &format!("/v1/purge_history/{room}"),
+        Some(json!({ "purge_up_to_event_id": ids[2], "delete_local_events": true })),
+    )
+    .await;
+    let done = wait(started["purge_id"].as_str().unwrap().to_owned()).await;
+    assert_eq!((&done["status"], &done["deleted"]), (&json!("complete"), &json!(2)), "{done}");
+    assert_eq!(bodies(&server, &root, &room).await, ["trois", "quatre"]);
+    let (_, name) =
+        api(&server, Method::GET, Some(&alice), &format!("/_matrix/client/v3/rooms/{room}/state/m.room.name/"), None)
+            .await;
+    assert_eq!(name["name"], "Archives 2026", "state stays");
+    let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/cinq");
+    let (status, _) =
+        api(&server, Method::PUT, Some(&alice), &path, Some(json!({ "msgtype": "m.text", "body": "cinq" }))).await;
+    assert_eq!(status, 200, "the room works on");
+    let (status, page) = api(
+        &server,
+        Method::GET,
+        Some(&alice),
+        &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=50"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let seen: Vec<&str> =
+        page["chunk"].as_array().unwrap().iter().filter_map(|e| e["content"]["body"].as_str()).collect();
+    assert_eq!(seen, ["cinq", "quatre", "trois"]);
+
+    // Bad input: no bound, an event of another room, an unknown room, an unknown purge id.
+    let none = call(&server, Method::POST, &root, &format!("/v1/purge_history/{room}"), Some(json!({}))).await;
+    assert_eq!(got(&none), error(400, "M_INVALID_PARAM"));
+    let (_, other) = api(&server, Method::POST, Some(&alice), "/_matrix/client/v3/createRoom", Some(json!({}))).await;
+    let other = other["room_id"].as_str().unwrap().to_owned();
+    let wrong =
+        call(&server, Method::POST, &root, &format!("/v1/purge_history/{other}/{}", ids[3]), Some(json!({}))).await;
+    assert_eq!(got(&wrong), error(400, "M_INVALID_PARAM"));
+    let unknown = call(
+        &server,
+        Method::POST,
+        &root,
+        "/v1/purge_history/!nowhere:localhost",
+        Some(json!({ "purge_up_to_ts": 1 })),
+    )
+    .await;
+    assert_eq!(got(&unknown), error(404, "M_NOT_FOUND"));
+    assert_eq!(
+        got(&call(&server, Method::GET, &root, "/v1/purge_history_status/nothing", None).await),
+        error(404, "M_NOT_FOUND")
+    );
+    assert_eq!(
+        got(&call(
+            &server,
+            Method::POST,
+            &alice,
+            &format!("/v1/purge_history/{room}"),
+            Some(json!({ "purge_up_to_ts": 1 }))
+        )
+        .await),
+        error(403, "M_FORBIDDEN")
+    );
+}

@@ -29,6 +29,9 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .route("/_synapse/admin/v1/rooms/{room_id}/make_room_admin", post(make_room_admin))
         .route("/_synapse/admin/v1/rooms/{room_id}/messages", get(messages))
         .route("/_synapse/admin/v1/rooms/{room_id}/timestamp_to_event", get(timestamp_to_event))
+        .route("/_synapse/admin/v1/purge_history/{room_id}", post(purge_history))
+        .route("/_synapse/admin/v1/purge_history/{room_id}/{event_id}", post(purge_history_to_event))
+        .route("/_synapse/admin/v1/purge_history_status/{purge_id}", get(purge_history_status))
         .route("/_synapse/admin/v1/rooms/{room_id}/context/{event_id}", get(context))
 }
 
@@ -291,6 +294,78 @@ impl EventFilter {
             && !like(&self.not_senders, sender)
             && self.contains_url.is_none_or(|wanted| event["content"]["url"].is_string() == wanted)
     }
+}
+
+#[derive(Deserialize)]
+struct PurgeHistory {
+    #[serde(default)]
+    delete_local_events: bool,
+    purge_up_to_event_id: Option<String>,
+    purge_up_to_ts: Option<u64>,
+}
+
+/// `POST /_synapse/admin/v1/purge_history/{room_id}[/{event_id}]`: deletes the room's timeline
+/// events before the given event (or the first event at or after `purge_up_to_ts`), other
+/// servers' only unless `delete_local_events`; state events stay. Answers a `purge_id` for
+/// `purge_history_status`.
+async fn purge_history(
+    State(services): State<Arc<Services>>,
+    admin: Admin,
+    Path(room): Path<String>,
+    Body(body): Body<PurgeHistory>,
+) -> Answer {
+    start_purge(services, admin, room, body).await
+}
+
+async fn purge_history_to_event(
+    State(services): State<Arc<Services>>,
+    admin: Admin,
+    Path((room, event_id)): Path<(String, String)>,
+    Body(mut body): Body<PurgeHistory>,
+) -> Answer {
+    body.purge_up_to_event_id = Some(event_id);
+    start_purge(services, admin, room, body).await
+}
+
+async fn start_purge(services: Arc<Services>, admin: Admin, room: String, body: PurgeHistory) -> Answer {
+    let room = room_id(&room)?;
+    if !services.rooms.exists(&room)? {
+        return Err(Error::not_found("Room not found").into());
+    }
+    let before = match (&body.purge_up_to_event_id, body.purge_up_to_ts) {
+        (Some(event_id), _) => {
+            let event_id = ruma::EventId::parse(event_id.as_str())
+                .map_err(|e| ApiError::from(Error::invalid_param(format!("invalid event id: {e}"))))?;
+            let meta = services.rooms.meta(&event_id)?.filter(|m| m.room_id == room);
+            meta.ok_or_else(|| ApiError::from(Error::invalid_param("that event is not in this room")))?.pos
+        }
+        (None, Some(ts)) => match services.rooms.event_at_timestamp_as_admin(&room, ts, true)? {
+            Some((event_id, _)) => services.rooms.meta(&event_id)?.map_or(u64::MAX, |m| m.pos),
+            None => u64::MAX,
+        },
+        (None, None) => {
+            return Err(Error::invalid_param("give purge_up_to_event_id or purge_up_to_ts").into());
+        }
+    };
+    let purge_id = crate::users::random_password();
+    services.history_purges.lock().expect("purges").insert(purge_id.clone(), json!({ "status": "active" }));
+    let details = json!({ "before_position": before, "delete_local_events": body.delete_local_events });
+    admin.audit(&services, "room.purge_history", room.as_str(), details)?;
+    let id = purge_id.clone();
+    tokio::spawn(async move {
+        let status = match services.rooms.purge_history(&room, before, body.delete_local_events).await {
+            Ok(deleted) => json!({ "status": "complete", "deleted": deleted }),
+            Err(error) => json!({ "status": "failed", "error": error.to_string() }),
+        };
+        services.history_purges.lock().expect("purges").insert(id, status);
+    });
+    ok(json!({ "purge_id": purge_id }))
+}
+
+/// `GET /_synapse/admin/v1/purge_history_status/{purge_id}`: `active`, `complete` or `failed`.
+async fn purge_history_status(State(services): State<Arc<Services>>, _: Admin, Path(purge_id): Path<String>) -> Answer {
+    let status = services.history_purges.lock().expect("purges").get(&purge_id).cloned();
+    ok(status.ok_or_else(|| Error::not_found("purge id not found"))?)
 }
 
 /// `GET /_synapse/admin/v1/rooms/{room}/timestamp_to_event?ts=&dir=`: the event closest to
