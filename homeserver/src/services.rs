@@ -47,6 +47,8 @@ pub struct Services {
     pub room_deletions: std::sync::Mutex<std::collections::HashMap<String, (ruma::OwnedRoomId, serde_json::Value)>>,
     /// History purges started through the admin API since start-up: purge id → status.
     pub history_purges: std::sync::Mutex<std::collections::HashMap<String, serde_json::Value>>,
+    /// Redactions of a user's events started through the admin API: redact id → status.
+    pub user_redactions: std::sync::Mutex<std::collections::HashMap<String, serde_json::Value>>,
     pub push: crate::push::evaluate::Evaluator,
     pub push_sender: crate::push::sender::PushSender,
     pub search: crate::search::Search,
@@ -103,6 +105,7 @@ impl Services {
             registration_tokens,
             room_deletions: Default::default(),
             history_purges: Default::default(),
+            user_redactions: Default::default(),
             rate_limiter: RateLimiter::new(config.rate_limits.clone()),
             server_keys: server_keys.clone(),
             media: Media::open(db.clone(), config.server_name.clone(), &config)?,

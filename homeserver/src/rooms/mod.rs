@@ -199,6 +199,22 @@ impl NewEvent {
     pub fn message(kind: TimelineEventType, content: serde_json::Value) -> Self {
         Self { kind, content, state_key: None, redacts: None }
     }
+
+    /// A redaction of `target` in a room of `version`: the target goes in the content from
+    /// room version 11 on, at the top level before.
+    pub fn redaction(version: &RoomVersionId, target: &EventId, reason: Option<&str>) -> Self {
+        let mut content = serde_json::json!({});
+        if let Some(reason) = reason {
+            content["reason"] = serde_json::json!(reason);
+        }
+        let mut event = Self::message(TimelineEventType::RoomRedaction, content);
+        if version.rules().is_some_and(|r| r.redaction.content_field_redacts) {
+            event.content["redacts"] = serde_json::json!(target);
+        } else {
+            event.redacts = Some(target.to_owned());
+        }
+        event
+    }
 }
 
 /// Where a new event hangs in the DAG.

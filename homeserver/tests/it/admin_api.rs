@@ -1515,3 +1515,71 @@ async fn room_history_is_purged_up_to_an_event_keeping_the_state() {
         error(403, "M_FORBIDDEN")
     );
 }
+
+/// Redacting everything a user sent: in a room where the admin may redact, every message goes;
+/// where it may not, the events are reported in `failed_redactions`.
+#[tokio::test]
+async fn a_users_messages_are_redacted_where_the_admin_may() {
+    let (server, root, alice) = setup().await;
+    let (_, managed) = api(
+        &server,
+        Method::POST,
+        Some(&root),
+        "/_matrix/client/v3/createRoom",
+        Some(json!({ "preset": "public_chat" })),
+    )
+    .await;
+    let managed = managed["room_id"].as_str().unwrap().to_owned();
+    api(&server, Method::POST, Some(&alice), &format!("/_matrix/client/v3/join/{managed}"), Some(json!({}))).await;
+    let (_, own) = api(&server, Method::POST, Some(&alice), "/_matrix/client/v3/createRoom", Some(json!({}))).await;
+    let own = own["room_id"].as_str().unwrap().to_owned();
+    let mut theirs = Vec::new();
+    for (room, text) in [(&managed, "spam 1"), (&managed, "spam 2"), (&own, "chez moi")] {
+        let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{}", text.replace(' ', "-"));
+        let (_, sent) =
+            api(&server, Method::PUT, Some(&alice), &path, Some(json!({ "msgtype": "m.text", "body": text }))).await;
+        theirs.push(sent["event_id"].as_str().unwrap().to_owned());
+    }
+    let (status, started) = call(
+        &server,
+        Method::POST,
+        &root,
+        "/v1/user/@alice:localhost/redact",
+        Some(json!({ "rooms": [], "reason": "spam" })),
+    )
+    .await;
+    assert_eq!(status, 200, "{started}");
+    let redact_id = started["redact_id"].as_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let done = loop {
+        let (_, status) = call(&server, Method::GET, &root, &format!("/v1/user/redact_status/{redact_id}"), None).await;
+        if status["status"] != "active" {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "{status}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(done["status"], "complete", "{done}");
+    let failed = done["failed_redactions"].as_object().unwrap();
+    assert_eq!(failed.keys().collect::<Vec<_>>(), [&theirs[2]], "the admin is not in alice's own room: {done}");
+    for (event, redacted) in [(&theirs[0], true), (&theirs[1], true), (&theirs[2], false)] {
+        let (_, fetched) = call(&server, Method::GET, &root, &format!("/v1/fetch_event/{event}"), None).await;
+        assert_eq!(fetched["event"]["content"].get("body").is_none(), redacted, "{fetched}");
+    }
+    let (_, name) = api(
+        &server,
+        Method::GET,
+        Some(&alice),
+        &format!("/_matrix/client/v3/rooms/{managed}/state/m.room.member/@alice:localhost"),
+        None,
+    )
+    .await;
+    assert_eq!(name["membership"], "join", "state events stay");
+    assert_eq!(
+        got(&call(&server, Method::GET, &root, "/v1/user/redact_status/nothing", None).await),
+        error(404, "M_NOT_FOUND")
+    );
+    let refused =
+        call(&server, Method::POST, &alice, "/v1/user/@alice:localhost/redact", Some(json!({ "rooms": [] }))).await;
+    assert_eq!(got(&refused), error(403, "M_FORBIDDEN"));
+}

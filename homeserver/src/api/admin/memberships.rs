@@ -22,6 +22,83 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .route("/_synapse/admin/v1/fetch_event/{event_id}", get(fetch_event))
         .route("/_synapse/admin/v1/scheduled_tasks", get(scheduled_tasks))
         .route("/_synapse/admin/v1/rooms/{room_id}/hierarchy", get(hierarchy))
+        .route("/_synapse/admin/v1/user/{user_id}/redact", post(redact_user))
+        .route("/_synapse/admin/v1/user/redact_status/{redact_id}", get(redact_status))
+}
+
+#[derive(Deserialize)]
+struct RedactUser {
+    /// Rooms to clean; empty: every room the user has a membership in.
+    #[serde(default)]
+    rooms: Vec<ruma::OwnedRoomId>,
+    reason: Option<String>,
+}
+
+/// `POST /_synapse/admin/v1/user/{user_id}/redact` `{ rooms, reason }`: redacts, as the admin,
+/// every message-like event the user sent in those rooms (state events stay); answers a
+/// `redact_id` for `redact_status`. The admin needs the power to redact in each room: events it
+/// cannot redact are listed in `failed_redactions` with the reason.
+async fn redact_user(
+    State(services): State<Arc<Services>>,
+    admin: Admin,
+    Path(user): Path<String>,
+    Body(body): Body<RedactUser>,
+) -> Answer {
+    let user = ruma::UserId::parse(user.as_str()).map_err(|e| Error::invalid_param(format!("invalid user id: {e}")))?;
+    let rooms = match body.rooms.is_empty() {
+        false => body.rooms,
+        true => services
+            .db
+            .tables
+            .useridroomid_membership
+            .scan_prefix(prefix(&user))
+            .map(|entry| entry.map(|((_, room), _)| room).map_err(Error::from))
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    let redact_id = crate::users::random_password();
+    services
+        .user_redactions
+        .lock()
+        .expect("redactions")
+        .insert(redact_id.clone(), json!({ "status": "active", "failed_redactions": {} }));
+    admin.audit(&services, "user.redact", user.as_str(), json!({ "rooms": rooms }))?;
+    let id = redact_id.clone();
+    let by = admin.0.user_id.clone();
+    tokio::spawn(async move {
+        let mut failed = Map::new();
+        for room in &rooms {
+            let Ok(Some(record)) = services.rooms.room(room) else { continue };
+            let events: Vec<ruma::OwnedEventId> = services
+                .db
+                .tables
+                .roomidpos_eventid
+                .scan_prefix(prefix(room))
+                .filter_map(Result::ok)
+                .map(|(_, event_id)| event_id)
+                .collect();
+            for event_id in events {
+                let Ok(Some(pdu)) = services.rooms.pdu(&event_id) else { continue };
+                let redacted =
+                    services.rooms.meta(&event_id).ok().flatten().is_some_and(|m| m.redacted_because.is_some());
+                if pdu.sender != user || pdu.is_state() || pdu.redacted_event().is_some() || redacted {
+                    continue;
+                }
+                let redaction = crate::rooms::NewEvent::redaction(&record.version, &event_id, body.reason.as_deref());
+                if let Err(error) = services.rooms.append(room, &by, redaction, None).await {
+                    failed.insert(event_id.to_string(), json!(error.to_string()));
+                }
+            }
+        }
+        let status = json!({ "status": "complete", "failed_redactions": failed });
+        services.user_redactions.lock().expect("redactions").insert(id, status);
+    });
+    ok(json!({ "redact_id": redact_id }))
+}
+
+/// `GET /_synapse/admin/v1/user/redact_status/{redact_id}`: `{ status, failed_redactions }`.
+async fn redact_status(State(services): State<Arc<Services>>, _: Admin, Path(redact_id): Path<String>) -> Answer {
+    let status = services.user_redactions.lock().expect("redactions").get(&redact_id).cloned();
+    ok(status.ok_or_else(|| Error::not_found("redact id not found"))?)
 }
 
 /// `GET /_synapse/admin/v1/rooms/{room_id}/hierarchy?from=&limit=&max_depth=`: the space's

@@ -289,17 +289,7 @@ pub async fn redact(
     if !services.rooms.is_joined(&owner.user_id, &body.room_id)? {
         return Err(Error::forbidden("you are not in this room"));
     }
-    let mut content = json!({});
-    if let Some(reason) = &body.reason {
-        content["reason"] = json!(reason);
-    }
-    let content_redacts = record.version.rules().is_some_and(|r| r.redaction.content_field_redacts);
-    let mut event = NewEvent::message(TimelineEventType::RoomRedaction, content);
-    if content_redacts {
-        event.content["redacts"] = json!(body.event_id);
-    } else {
-        event.redacts = Some(body.event_id.clone());
-    }
+    let event = NewEvent::redaction(&record.version, &body.event_id, body.reason.as_deref());
     let txn = TxnKey {
         user: owner.user_id.clone(),
         device: owner.device_id.clone(),
