@@ -1583,3 +1583,34 @@ async fn a_users_messages_are_redacted_where_the_admin_may() {
         call(&server, Method::POST, &alice, "/v1/user/@alice:localhost/redact", Some(json!({ "rooms": [] }))).await;
     assert_eq!(got(&refused), error(403, "M_FORBIDDEN"));
 }
+
+/// Ketesa's user statistics: invites sent and rooms joined since a time.
+#[tokio::test]
+async fn invites_sent_and_rooms_joined_are_counted_from_a_time() {
+    let (server, root, alice) = setup().await;
+    let (_, bob) = crate::common::register_raw(&server, "bob").await;
+    let start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64 - 1000;
+    for _ in 0..2 {
+        let body = json!({ "preset": "private_chat", "invite": ["@bob:localhost"] });
+        let (_, room) = api(&server, Method::POST, Some(&alice), "/_matrix/client/v3/createRoom", Some(body)).await;
+        let room = room["room_id"].as_str().unwrap().to_owned();
+        api(&server, Method::POST, Some(&bob), &format!("/_matrix/client/v3/join/{room}"), Some(json!({}))).await;
+        api(&server, Method::POST, Some(&bob), &format!("/_matrix/client/v3/rooms/{room}/leave"), Some(json!({})))
+            .await;
+    }
+    let count = |path: String| {
+        let server = &server;
+        let root = root.clone();
+        async move { call(server, Method::GET, &root, &path, None).await }
+    };
+    let (status, invites) = count(format!("/v1/users/@alice:localhost/sent_invite_count?from_ts={start}")).await;
+    assert_eq!((status, invites), (200, json!({ "invite_count": 2 })));
+    let (_, none) = count("/v1/users/@bob:localhost/sent_invite_count?from_ts=0".into()).await;
+    assert_eq!(none, json!({ "invite_count": 0 }));
+    let (_, joined) = count(format!("/v1/users/@bob:localhost/cumulative_joined_room_count?from_ts={start}")).await;
+    assert_eq!(joined, json!({ "cumulative_joined_room_count": 2 }), "left rooms count too");
+    let (_, later) = count("/v1/users/@bob:localhost/cumulative_joined_room_count?from_ts=4000000000000".into()).await;
+    assert_eq!(later, json!({ "cumulative_joined_room_count": 0 }));
+    let missing = count("/v1/users/@bob:localhost/sent_invite_count".into()).await;
+    assert_eq!(got(&missing), error(400, "M_MISSING_PARAM"));
+}

@@ -22,8 +22,74 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .route("/_synapse/admin/v1/fetch_event/{event_id}", get(fetch_event))
         .route("/_synapse/admin/v1/scheduled_tasks", get(scheduled_tasks))
         .route("/_synapse/admin/v1/rooms/{room_id}/hierarchy", get(hierarchy))
+        .route("/_synapse/admin/v1/users/{user_id}/sent_invite_count", get(sent_invite_count))
+        .route("/_synapse/admin/v1/users/{user_id}/cumulative_joined_room_count", get(cumulative_joined_room_count))
         .route("/_synapse/admin/v1/user/{user_id}/redact", post(redact_user))
         .route("/_synapse/admin/v1/user/redact_status/{redact_id}", get(redact_status))
+}
+
+/// The rooms a local user has a membership in (joined, invited, left, banned; not forgotten).
+fn rooms_of(services: &Services, user: &ruma::UserId) -> Result<Vec<OwnedRoomId>, ApiError> {
+    let entries = services.db.tables.useridroomid_membership.scan_prefix(prefix(&user.to_owned()));
+    Ok(entries.map(|entry| entry.map(|((_, room), _)| room).map_err(Error::from)).collect::<Result<Vec<_>, _>>()?)
+}
+
+/// The membership event at a stream position, when it was sent at or after `from_ts`.
+fn membership_since(services: &Services, pos: u64, from_ts: u64) -> Option<crate::rooms::pdu::Pdu> {
+    let event_id = services.db.tables.pos_eventid.get(&crate::db::codec::Be64(pos)).ok()??;
+    services.rooms.pdu(&event_id).ok()?.filter(|p| u64::from(p.origin_server_ts.0) >= from_ts)
+}
+
+fn from_ts(params: &Params) -> Result<u64, ApiError> {
+    params.num("from_ts")?.ok_or_else(|| Error::MissingParam("from_ts is required".into()).into())
+}
+
+/// `GET /_synapse/admin/v1/users/{user_id}/sent_invite_count?from_ts=`: invites the user sent
+/// since then, in the rooms they have a membership in; `{ invite_count }`.
+async fn sent_invite_count(
+    State(services): State<Arc<Services>>,
+    _: Admin,
+    Path(user): Path<String>,
+    params: Params,
+) -> Answer {
+    let (user, _) = super::existing_user(&services, &user)?;
+    let since = from_ts(&params)?;
+    let mut count = 0;
+    for room in rooms_of(&services, &user)? {
+        for entry in services.db.tables.roomiduserpos_membership.scan_prefix(prefix(&room)) {
+            let ((_, target, crate::db::codec::Be64(pos)), membership) = entry.map_err(Error::from)?;
+            if membership == "invite" && target != user {
+                count += membership_since(&services, pos, since).is_some_and(|p| p.sender == user) as u64;
+            }
+        }
+    }
+    ok(json!({ "invite_count": count }))
+}
+
+/// `GET /_synapse/admin/v1/users/{user_id}/cumulative_joined_room_count?from_ts=`: rooms the
+/// user joined since then (each counted once, left or not); `{ cumulative_joined_room_count }`.
+async fn cumulative_joined_room_count(
+    State(services): State<Arc<Services>>,
+    _: Admin,
+    Path(user): Path<String>,
+    params: Params,
+) -> Answer {
+    let (user, _) = super::existing_user(&services, &user)?;
+    let since = from_ts(&params)?;
+    let mut count = 0;
+    for room in rooms_of(&services, &user)? {
+        let joined = services
+            .db
+            .tables
+            .roomiduserpos_membership
+            .scan_prefix(crate::db::codec::prefix2(&room, &user))
+            .filter_map(Result::ok)
+            .any(|((_, _, crate::db::codec::Be64(pos)), membership)| {
+                membership == "join" && membership_since(&services, pos, since).is_some()
+            });
+        count += joined as u64;
+    }
+    ok(json!({ "cumulative_joined_room_count": count }))
 }
 
 #[derive(Deserialize)]
@@ -47,13 +113,7 @@ async fn redact_user(
     let user = ruma::UserId::parse(user.as_str()).map_err(|e| Error::invalid_param(format!("invalid user id: {e}")))?;
     let rooms = match body.rooms.is_empty() {
         false => body.rooms,
-        true => services
-            .db
-            .tables
-            .useridroomid_membership
-            .scan_prefix(prefix(&user))
-            .map(|entry| entry.map(|((_, room), _)| room).map_err(Error::from))
-            .collect::<Result<Vec<_>, _>>()?,
+        true => rooms_of(&services, &user)?,
     };
     let redact_id = crate::users::random_password();
     services
