@@ -1613,4 +1613,18 @@ async fn invites_sent_and_rooms_joined_are_counted_from_a_time() {
     assert_eq!(later, json!({ "cumulative_joined_room_count": 0 }));
     let missing = count("/v1/users/@bob:localhost/sent_invite_count".into()).await;
     assert_eq!(got(&missing), error(400, "M_MISSING_PARAM"));
+
+    // The rooms taking the most room: a room with a long message comes first.
+    let (_, big) = api(&server, Method::POST, Some(&alice), "/_matrix/client/v3/createRoom", Some(json!({}))).await;
+    let big = big["room_id"].as_str().unwrap().to_owned();
+    let path = format!("/_matrix/client/v3/rooms/{big}/send/m.room.message/long");
+    api(&server, Method::PUT, Some(&alice), &path, Some(json!({ "msgtype": "m.text", "body": "x".repeat(20_000) })))
+        .await;
+    let (status, sizes) = count("/v1/statistics/database/rooms".into()).await;
+    assert_eq!(status, 200);
+    let rooms = sizes["rooms"].as_array().unwrap();
+    assert_eq!(rooms.len(), 3, "{sizes}");
+    assert_eq!(rooms[0]["room_id"], big.as_str());
+    assert!(rooms[0]["estimated_size"].as_u64().unwrap() > 20_000);
+    assert!(rooms[1]["estimated_size"].as_u64() <= rooms[0]["estimated_size"].as_u64());
 }

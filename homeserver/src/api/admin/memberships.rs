@@ -24,8 +24,33 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .route("/_synapse/admin/v1/rooms/{room_id}/hierarchy", get(hierarchy))
         .route("/_synapse/admin/v1/users/{user_id}/sent_invite_count", get(sent_invite_count))
         .route("/_synapse/admin/v1/users/{user_id}/cumulative_joined_room_count", get(cumulative_joined_room_count))
+        .route("/_synapse/admin/v1/statistics/database/rooms", get(room_sizes))
         .route("/_synapse/admin/v1/user/{user_id}/redact", post(redact_user))
         .route("/_synapse/admin/v1/user/redact_status/{redact_id}", get(redact_status))
+}
+
+/// `GET /_synapse/admin/v1/statistics/database/rooms`: the rooms that take the most room in
+/// the store, by the bytes of their events (`estimated_size`), largest first, at most 10 as in
+/// Synapse. It reads every stored event once: an admin's occasional question, not a dashboard's.
+async fn room_sizes(State(services): State<Arc<Services>>, _: Admin) -> Answer {
+    let reading = services.clone();
+    let sizes = tokio::task::spawn_blocking(move || -> Result<Vec<(OwnedRoomId, u64)>, Error> {
+        let mut sizes: std::collections::HashMap<OwnedRoomId, u64> = std::collections::HashMap::new();
+        for entry in reading.db.tables.roomidpos_eventid.iter() {
+            let ((room, _), event_id) = entry?;
+            let bytes = reading.rooms.pdu_json(&event_id)?.map_or(0, |json| json.len() as u64);
+            *sizes.entry(room).or_default() += bytes;
+        }
+        let mut sizes: Vec<(OwnedRoomId, u64)> = sizes.into_iter().collect();
+        sizes.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        sizes.truncate(10);
+        Ok(sizes)
+    })
+    .await
+    .map_err(|e| Error::Internal(e.to_string()))??;
+    let rooms: Vec<Value> =
+        sizes.into_iter().map(|(room, size)| json!({ "room_id": room, "estimated_size": size })).collect();
+    ok(json!({ "rooms": rooms }))
 }
 
 /// The rooms a local user has a membership in (joined, invited, left, banned; not forgotten).
