@@ -1627,4 +1627,15 @@ async fn invites_sent_and_rooms_joined_are_counted_from_a_time() {
     assert_eq!(rooms[0]["room_id"], big.as_str());
     assert!(rooms[0]["estimated_size"].as_u64().unwrap() > 20_000);
     assert!(rooms[1]["estimated_size"].as_u64() <= rooms[0]["estimated_size"].as_u64());
+
+    // Experimental features are the same for everyone here: shown, and only a no-op accepted.
+    let path = "/v1/experimental_features/@bob:localhost";
+    let (_, features) = count(path.into()).await;
+    assert_eq!(features, json!({ "features": { "msc3881": false, "msc3575": true, "msc4222": true } }));
+    let same = call(&server, Method::PUT, &root, path, Some(json!({ "features": { "msc4222": true } }))).await;
+    assert_eq!(same.0, 200);
+    let change = call(&server, Method::PUT, &root, path, Some(json!({ "features": { "msc3881": true } }))).await;
+    assert_eq!(got(&change), error(400, "M_INVALID_PARAM"));
+    let unknown = call(&server, Method::PUT, &root, path, Some(json!({ "features": { "msc9999": true } }))).await;
+    assert_eq!(got(&unknown), error(400, "M_INVALID_PARAM"));
 }

@@ -25,8 +25,49 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .route("/_synapse/admin/v1/users/{user_id}/sent_invite_count", get(sent_invite_count))
         .route("/_synapse/admin/v1/users/{user_id}/cumulative_joined_room_count", get(cumulative_joined_room_count))
         .route("/_synapse/admin/v1/statistics/database/rooms", get(room_sizes))
+        .route("/_synapse/admin/v1/experimental_features/{user_id}", get(features).put(set_features))
         .route("/_synapse/admin/v1/user/{user_id}/redact", post(redact_user))
         .route("/_synapse/admin/v1/user/redact_status/{redact_id}", get(redact_status))
+}
+
+/// Synapse's per-user experimental features and whether Hemicycle serves them: here they are
+/// the same for every account (sliding sync and `use_state_after` always on, MSC3881's remote
+/// push toggles not implemented).
+const FEATURES: [(&str, bool); 3] = [("msc3881", false), ("msc3575", true), ("msc4222", true)];
+
+/// `GET /_synapse/admin/v1/experimental_features/{user_id}`: `{ features: { msc…: bool } }`.
+async fn features(State(services): State<Arc<Services>>, _: Admin, Path(user): Path<String>) -> Answer {
+    super::existing_user(&services, &user)?;
+    let features: Map<String, Value> = FEATURES.iter().map(|(name, on)| (name.to_string(), json!(on))).collect();
+    ok(json!({ "features": features }))
+}
+
+#[derive(Deserialize)]
+struct SetFeatures {
+    features: std::collections::BTreeMap<String, bool>,
+}
+
+/// `PUT /_synapse/admin/v1/experimental_features/{user_id}` `{ features }`: accepted when it
+/// asks for what every account has already; a change is refused (400), since a feature cannot be
+/// turned on or off for one account here.
+async fn set_features(
+    State(services): State<Arc<Services>>,
+    _: Admin,
+    Path(user): Path<String>,
+    Body(body): Body<SetFeatures>,
+) -> Answer {
+    super::existing_user(&services, &user)?;
+    for (name, wanted) in &body.features {
+        match FEATURES.iter().find(|(known, _)| known == name) {
+            None => return Err(Error::invalid_param(format!("unknown experimental feature {name}")).into()),
+            Some((_, on)) if on != wanted => {
+                let state = if *on { "on" } else { "off" };
+                return Err(Error::invalid_param(format!("{name} is {state} for every account on this server")).into());
+            }
+            Some(_) => {}
+        }
+    }
+    ok(json!({}))
 }
 
 /// `GET /_synapse/admin/v1/statistics/database/rooms`: the rooms that take the most room in
