@@ -4,7 +4,7 @@
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::common::{api, TestServer};
+use crate::common::{api, upload, TestServer};
 
 async fn login(server: &TestServer, user: &str, password: &str) -> String {
     let body = json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": user }, "password": password });
@@ -551,21 +551,6 @@ async fn registration_tokens_open_a_closed_registration() {
             "registration_token.create"
         ]
     );
-}
-
-async fn upload(server: &TestServer, token: &str, bytes: &'static str, name: &str) -> String {
-    let response = server
-        .http()
-        .post(format!("{}/_matrix/media/v3/upload?filename={name}", server.url))
-        .bearer_auth(token)
-        .header("content-type", "text/plain")
-        .body(bytes)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.unwrap();
-    body["content_uri"].as_str().unwrap().trim_start_matches("mxc://localhost/").to_owned()
 }
 
 async fn download(server: &TestServer, token: &str, id: &str) -> u16 {

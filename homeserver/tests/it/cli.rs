@@ -119,19 +119,7 @@ async fn a_backup_taken_while_running_restores_into_a_working_server() {
     let room = room["room_id"].as_str().unwrap().to_owned();
     let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/before");
     api(&server, Method::PUT, Some(&token), &path, Some(json!({ "msgtype": "m.text", "body": "avant" }))).await;
-    let uploaded: serde_json::Value = server
-        .http()
-        .post(format!("{}/_matrix/media/v3/upload?filename=note.txt", server.url))
-        .bearer_auth(&token)
-        .header("content-type", "text/plain")
-        .body("pièce jointe")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let media = uploaded["content_uri"].as_str().unwrap().trim_start_matches("mxc://localhost/").to_owned();
+    let media = crate::common::upload(&server, &token, "pièce jointe", "note.txt").await;
 
     let target = tempfile::tempdir().unwrap();
     let folder = target.path().join("sauvegarde");

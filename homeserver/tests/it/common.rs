@@ -310,3 +310,19 @@ pub async fn api(
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(serde_json::Value::Null))
 }
+
+/// Uploads a text file named `name`; answers its media id (on server `localhost`).
+pub async fn upload(server: &TestServer, token: &str, bytes: &'static str, name: &str) -> String {
+    let response = server
+        .http()
+        .post(format!("{}/_matrix/media/v3/upload?filename={name}", server.url))
+        .bearer_auth(token)
+        .header("content-type", "text/plain")
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    body["content_uri"].as_str().unwrap().trim_start_matches("mxc://localhost/").to_owned()
+}
