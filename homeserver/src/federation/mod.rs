@@ -186,7 +186,19 @@ impl Federation {
     pub async fn verify_pdu(
         &self,
         version: &RoomVersionId,
+        object: CanonicalJsonObject,
+    ) -> Result<(OwnedEventId, CanonicalJsonObject)> {
+        let event_id = event_id_of(&object, version)?;
+        self.verify_pdu_as(version, object, event_id).await
+    }
+
+    /// [`Self::verify_pdu`] for a PDU whose event id the caller already computed (with
+    /// [`event_id_of`]), so that the reference hash is not computed twice.
+    pub async fn verify_pdu_as(
+        &self,
+        version: &RoomVersionId,
         mut object: CanonicalJsonObject,
+        event_id: OwnedEventId,
     ) -> Result<(OwnedEventId, CanonicalJsonObject)> {
         let rules = version
             .rules()
@@ -196,7 +208,6 @@ impl Federation {
             return Err(Error::TooLarge(format!("a PDU of {size} bytes exceeds the limit")));
         }
         object.remove("unsigned");
-        let event_id = event_id_of(&object, version)?;
         let servers = ruma::signatures::required_server_signatures_to_verify_event(&object, &rules.signatures)
             .map_err(|e| Error::BadJson(format!("{event_id}: {e}")))?;
         let signatures = object.get("signatures").and_then(|s| match s {

@@ -149,8 +149,11 @@ async fn room_pdus(
         .map(|object| {
             let (services, version) = (services.clone(), version.clone());
             tokio::spawn(async move {
-                let claimed = super::event_id_of(&object, &version).ok().or_else(|| fallback_id(&object));
-                (claimed, services.federation.verify_pdu(&version, object).await)
+                // The reference hash is computed once, here, and handed to the verification.
+                match super::event_id_of(&object, &version) {
+                    Ok(id) => (Some(id.clone()), services.federation.verify_pdu_as(&version, object, id).await),
+                    Err(e) => (fallback_id(&object), Err(e)),
+                }
             })
         })
         .collect();

@@ -258,6 +258,8 @@ fn compute(services: &Services, params: &SyncParams, now: SyncToken) -> Result<S
     let changed_after = |pos: u64| since.is_none_or(|s| pos > s);
 
     let memberships = rooms.memberships_of(user)?;
+    // Joined rooms with something to say, computed after the loop (side by side when many).
+    let mut joined_work: Vec<(OwnedRoomId, Option<u64>, bool)> = Vec::new();
     for (room, membership) in memberships.iter().cloned() {
         if !params.filter.wants_room(&room) {
             continue;
@@ -275,17 +277,7 @@ fn compute(services: &Services, params: &SyncParams, now: SyncToken) -> Result<S
                         continue;
                     }
                 }
-                let mut data = room_sync(services, user, &room, from, current, fresh, &params.filter)?;
-                if let Some(users) = services.typing.typing_in(&room, if fresh { None } else { typing_since }) {
-                    data.ephemeral.push(json!({ "type": "m.typing", "content": { "user_ids": users } }));
-                }
-                if let Some(content) = services.receipts.receipt_content(&room, from, user)? {
-                    data.ephemeral.push(json!({ "type": "m.receipt", "content": content }));
-                }
-                data.ephemeral.retain(|e| params.filter.ephemeral.accepts(e));
-                if fresh || !data.timeline.is_empty() || !data.state.is_empty() || !data.ephemeral.is_empty() {
-                    result.join.insert(room, data);
-                }
+                joined_work.push((room, from, fresh));
             }
             "invite" if changed_after(membership.pos) => {
                 result.invite.insert(room.clone(), stripped_state(services, &room, &membership.event_id)?);
@@ -301,6 +293,10 @@ fn compute(services: &Services, params: &SyncParams, now: SyncToken) -> Result<S
             }
             _ => {}
         }
+    }
+
+    for (room, data) in joined_rooms(services, params, joined_work, current, typing_since)? {
+        result.join.insert(room, data);
     }
 
     result.to_device = services.to_device.pending(user, &params.device, since.unwrap_or(0), current)?;
@@ -368,6 +364,58 @@ fn compute(services: &Services, params: &SyncParams, now: SyncToken) -> Result<S
         }
     }
     Ok(result)
+}
+
+/// Joined rooms above this many are computed on several threads: an initial sync of a user in
+/// hundreds of rooms is independent work per room, and one thread would leave the other cores
+/// idle while the client waits.
+const PARALLEL_ROOMS: usize = 32;
+
+/// The joined rooms' sections (timeline, state, ephemeral) for `work` — (room, from, fresh) —
+/// leaving out rooms with nothing to say.
+fn joined_rooms(
+    services: &Services,
+    params: &SyncParams,
+    work: Vec<(OwnedRoomId, Option<u64>, bool)>,
+    current: u64,
+    typing_since: Option<u64>,
+) -> Result<Vec<(OwnedRoomId, RoomSync)>> {
+    let one = |(room, from, fresh): (OwnedRoomId, Option<u64>, bool)| -> Result<Option<(OwnedRoomId, RoomSync)>> {
+        let mut data = room_sync(services, &params.user, &room, from, current, fresh, &params.filter)?;
+        if let Some(users) = services.typing.typing_in(&room, if fresh { None } else { typing_since }) {
+            data.ephemeral.push(json!({ "type": "m.typing", "content": { "user_ids": users } }));
+        }
+        if let Some(content) = services.receipts.receipt_content(&room, from, &params.user)? {
+            data.ephemeral.push(json!({ "type": "m.receipt", "content": content }));
+        }
+        data.ephemeral.retain(|e| params.filter.ephemeral.accepts(e));
+        let keep = fresh || !data.timeline.is_empty() || !data.state.is_empty() || !data.ephemeral.is_empty();
+        Ok(keep.then_some((room, data)))
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if work.len() <= PARALLEL_ROOMS || threads < 2 {
+        return work.into_iter().filter_map(|w| one(w).transpose()).collect();
+    }
+    let chunk = work.len().div_ceil(threads);
+    let mut chunks: Vec<Vec<_>> = Vec::with_capacity(threads);
+    let mut work = work.into_iter().peekable();
+    while work.peek().is_some() {
+        chunks.push(work.by_ref().take(chunk).collect());
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| {
+                let one = &one;
+                scope.spawn(move || chunk.into_iter().filter_map(|w| one(w).transpose()).collect::<Result<Vec<_>>>())
+            })
+            .collect();
+        let mut out = Vec::new();
+        for handle in handles {
+            out.extend(handle.join().map_err(|_| Error::Internal("a sync worker panicked".into()))??);
+        }
+        Ok(out)
+    })
 }
 
 /// A room's timeline and state for one sync: events in `(from, until]`, the last `limit` of them.
