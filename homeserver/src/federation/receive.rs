@@ -88,7 +88,10 @@ pub async fn transaction(
         results.iter().map(|(id, r): (&OwnedEventId, &Result<(), String>)| (id, r.as_ref().err())).collect();
     let mut batch = Batch::new();
     services.db.tables.origintxn_done.insert(&mut batch, &key, &serde_json::to_vec(&stored).unwrap_or_default());
-    services.db.commit(batch)?;
+    // Not fsynced on its own (the next group commit carries it): what the transaction brought is
+    // durable already, and should this record be lost, the origin's retry is answered from the
+    // PDUs held (deduped by event id) and to-device messages are deduped by message id.
+    services.db.write_unsynced(batch)?;
     Ok(results.into_iter().map(|(id, r)| (id, r.map_err(|e| e.to_string()))).collect())
 }
 
