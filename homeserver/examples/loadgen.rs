@@ -848,7 +848,9 @@ async fn initial_sync_scenario(http: &reqwest::Client, base: &str, args: &Args) 
     }
     samples.sort();
     parsed.sort();
-    println!("| initial sync | rooms | samples | body bytes | min s | median s | max s | median s with the client's parse |");
+    println!(
+        "| initial sync | rooms | samples | body bytes | min s | median s | max s | median s with the client's parse |"
+    );
     println!("|---|---|---|---|---|---|---|---|");
     println!(
         "| user in {} rooms (name, topic, {} messages each), timeline limit 10 | {} | {} | {bytes} | {:.3} | {:.3} | {:.3} | {:.3} |",
