@@ -392,22 +392,18 @@ fn joined_rooms(
         let keep = fresh || !data.timeline.is_empty() || !data.state.is_empty() || !data.ephemeral.is_empty();
         Ok(keep.then_some((room, data)))
     };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if work.len() <= PARALLEL_ROOMS || threads < 2 {
+    if work.len() <= PARALLEL_ROOMS {
         return work.into_iter().filter_map(|w| one(w).transpose()).collect();
     }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).max(1);
     let chunk = work.len().div_ceil(threads);
-    let mut chunks: Vec<Vec<_>> = Vec::with_capacity(threads);
-    let mut work = work.into_iter().peekable();
-    while work.peek().is_some() {
-        chunks.push(work.by_ref().take(chunk).collect());
-    }
     std::thread::scope(|scope| {
-        let handles: Vec<_> = chunks
-            .into_iter()
+        let handles: Vec<_> = work
+            .chunks(chunk)
             .map(|chunk| {
                 let one = &one;
-                scope.spawn(move || chunk.into_iter().filter_map(|w| one(w).transpose()).collect::<Result<Vec<_>>>())
+                scope
+                    .spawn(move || chunk.iter().cloned().filter_map(|w| one(w).transpose()).collect::<Result<Vec<_>>>())
             })
             .collect();
         let mut out = Vec::new();

@@ -166,6 +166,60 @@ async fn gappy_sync_is_limited_with_a_prev_batch_that_messages_fills() {
     assert_eq!(earlier, (0..10).rev().map(|i| format!("g{i}")).collect::<Vec<_>>(), "the gap is filled exactly");
 }
 
+/// Above 32 joined rooms with news, sync computes the rooms side by side: every room is there,
+/// each with its own state and timeline, on an initial and on an incremental sync.
+#[tokio::test]
+async fn a_sync_over_many_rooms_brings_each_room_whole() {
+    let server = TestServer::start();
+    let client = server.register("alice", "pw").await;
+    let token = client.access_token().unwrap();
+    let alice = token.as_str();
+    let mut rooms = Vec::new();
+    for n in 0..40 {
+        let room = create_room(&server, alice, json!({ "name": format!("room {n}") })).await;
+        put(
+            &server,
+            alice,
+            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/a{n}"),
+            json!({ "msgtype": "m.text", "body": format!("first {n}") }),
+        )
+        .await;
+        rooms.push(room);
+    }
+    let initial = get(&server, alice, "/_matrix/client/v3/sync").await;
+    assert_eq!(initial["rooms"]["join"].as_object().unwrap().len(), 40);
+    for (n, room) in rooms.iter().enumerate() {
+        assert_eq!(bodies(&initial, room), vec![format!("first {n}")], "{room}");
+        let section = |key: &str| initial["rooms"]["join"][room][key]["events"].as_array().cloned().unwrap_or_default();
+        let name = section("timeline")
+            .into_iter()
+            .chain(section("state"))
+            .find(|e| e["type"] == "m.room.name")
+            .expect("the room's name");
+        assert_eq!(name["content"]["name"], format!("room {n}"));
+    }
+    let since = initial["next_batch"].as_str().unwrap().to_owned();
+    for (n, room) in rooms.iter().enumerate().skip(5) {
+        put(
+            &server,
+            alice,
+            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/b{n}"),
+            json!({ "msgtype": "m.text", "body": format!("second {n}") }),
+        )
+        .await;
+    }
+    let next = get(&server, alice, &format!("/_matrix/client/v3/sync?since={since}")).await;
+    let joined = next["rooms"]["join"].as_object().unwrap();
+    assert_eq!(joined.len(), 35, "only the rooms written to");
+    for (n, room) in rooms.iter().enumerate() {
+        if n < 5 {
+            assert!(!joined.contains_key(room), "{room} had nothing new");
+        } else {
+            assert_eq!(bodies(&next, room), vec![format!("second {n}")], "{room}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn long_poll_wakes_when_an_event_arrives() {
     let server = TestServer::start();
