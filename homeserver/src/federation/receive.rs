@@ -17,7 +17,7 @@ use crate::{
     db::Batch,
     ephemeral::{receipts::Receipt, to_device::ToDeviceMessage},
     error::{Error, Result},
-    rooms::remote::{Accepted, Durable, TypedState},
+    rooms::remote::{event_ids_in, Accepted, Durable, TypedState},
     services::Services,
 };
 
@@ -293,7 +293,7 @@ async fn take_in(
     fill_gaps: bool,
     durables: &mut Vec<Durable>,
 ) -> Result<()> {
-    let auth_events = ids_of(&object, "auth_events");
+    let auth_events = event_ids_in(&object, "auth_events");
     fetch_auth_events(services, origin, room, &auth_events).await?;
     let mut missing = services.rooms.missing_prev_events(&object)?;
     if !missing.is_empty() && fill_gaps {
@@ -315,20 +315,6 @@ async fn take_in(
         }
         Accepted::Timeline | Accepted::Duplicate => Ok(()),
     }
-}
-
-fn ids_of(object: &CanonicalJsonObject, field: &str) -> Vec<OwnedEventId> {
-    let Some(ruma::CanonicalJsonValue::Array(items)) = object.get(field) else { return Vec::new() };
-    items
-        .iter()
-        .filter_map(|item| match item {
-            ruma::CanonicalJsonValue::String(s) => OwnedEventId::try_from(s.as_str()).ok(),
-            ruma::CanonicalJsonValue::Array(pair) => {
-                pair.first()?.as_str().and_then(|s| OwnedEventId::try_from(s).ok())
-            }
-            _ => None,
-        })
-        .collect()
 }
 
 /// Fetches one event from a server and verifies it.
@@ -367,7 +353,7 @@ pub(super) async fn fetch_auth_events(
             return Err(Error::RemoteUnreachable("the auth chain to fetch is too long".into()));
         }
         let object = fetch_event(services, origin, room, &id).await?;
-        todo.extend(ids_of(&object, "auth_events"));
+        todo.extend(event_ids_in(&object, "auth_events"));
         stack.push((id, object));
     }
     // Deepest first, so each stored event's auth events are stored before it.
@@ -419,7 +405,7 @@ async fn fill_gap(
         let held: std::collections::HashSet<OwnedEventId> = events.iter().map(|(_, id, _)| id.clone()).collect();
         wanted = events[before..]
             .iter()
-            .flat_map(|(_, _, o)| ids_of(o, "prev_events"))
+            .flat_map(|(_, _, o)| event_ids_in(o, "prev_events"))
             .filter(|id| !held.contains(id) && !services.rooms.in_timeline(id).unwrap_or(true))
             .collect();
         wanted.sort();
@@ -447,7 +433,7 @@ async fn state_at(services: &Services, origin: &ServerName, room: &RoomId, event
     for id in &response.pdu_ids {
         if !services.rooms.knows_event(id)? {
             let object = fetch_event(services, origin, room, id).await?;
-            fetch_auth_events(services, origin, room, &ids_of(&object, "auth_events")).await?;
+            fetch_auth_events(services, origin, room, &event_ids_in(&object, "auth_events")).await?;
             services.rooms.store_outlier(room, id, &object)?;
         }
         let pdu = services.rooms.pdu(id)?.ok_or_else(|| Error::Internal(format!("{id} vanished")))?;

@@ -152,15 +152,13 @@ fn destinations(services: &Services, room: &RoomId, pdu: &crate::rooms::pdu::Pdu
 /// Whether a stream entry is a local event for `server`.
 fn event_for(services: &Services, pos: u64, server: &ServerName) -> Option<Vec<u8>> {
     let event_id = services.db.tables.pos_eventid.get(&Be64(pos)).ok()??;
-    let pdu = services.rooms.pdu(&event_id).ok()??;
+    let json = services.rooms.pdu_json(&event_id).ok()??;
+    let pdu = crate::rooms::pdu::Pdu::from_json(event_id.clone(), &json).ok()?;
     if pdu.sender.server_name() != services.federation.server_name() {
         return None;
     }
     let room = services.rooms.meta(&event_id).ok()??.room_id;
-    if !destinations(services, &room, &pdu).iter().any(|s| s == server) {
-        return None;
-    }
-    services.rooms.pdu_json(&event_id).ok()?
+    destinations(services, &room, &pdu).iter().any(|s| s == server).then_some(json)
 }
 
 async fn dispatch(services: Arc<Services>) {

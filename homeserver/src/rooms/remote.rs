@@ -209,10 +209,10 @@ impl Rooms {
     }
 
     /// The prev events of a PDU that are not in a timeline here.
+    /// Read off the object's `prev_events` (no parse of the whole PDU: the append parses it).
     pub fn missing_prev_events(&self, object: &CanonicalJsonObject) -> Result<Vec<OwnedEventId>> {
-        let pdu = parse(object)?;
         let mut missing = Vec::new();
-        for prev in pdu.prev_events {
+        for prev in event_ids_in(object, "prev_events") {
             if !self.in_timeline(&prev)? {
                 missing.push(prev);
             }
@@ -371,8 +371,8 @@ impl Rooms {
         let record = self.room(room)?.ok_or_else(|| Error::not_found("this server is not in the room"))?;
         let rules = rules_of(&record.version)?;
         let json = serde_json::to_vec(object).map_err(|e| Error::Internal(e.to_string()))?;
-        let mut pdu = parse(object)?;
-        pdu.event_id = event_id.to_owned();
+        let pdu =
+            Pdu::from_json(event_id.to_owned(), &json).map_err(|e| Error::BadJson(format!("not a valid PDU: {e}")))?;
         if pdu.room_id.as_deref().is_some_and(|r| r != room) {
             return Err(Error::BadJson(format!("{event_id} is not an event of {room}")));
         }
@@ -653,4 +653,20 @@ fn parse(object: &CanonicalJsonObject) -> Result<Pdu> {
     let json = serde_json::to_vec(object).map_err(|e| Error::Internal(e.to_string()))?;
     let placeholder = OwnedEventId::try_from("$placeholder").map_err(|e| Error::Internal(e.to_string()))?;
     Pdu::from_json(placeholder, &json).map_err(|e| Error::BadJson(format!("not a valid PDU: {e}")))
+}
+
+/// The event ids a PDU lists under `field` (`prev_events`, `auth_events`): plain ids, or the
+/// `[id, hashes]` pairs of room versions 1 and 2.
+pub fn event_ids_in(object: &CanonicalJsonObject, field: &str) -> Vec<OwnedEventId> {
+    let Some(ruma::CanonicalJsonValue::Array(items)) = object.get(field) else { return Vec::new() };
+    items
+        .iter()
+        .filter_map(|item| match item {
+            ruma::CanonicalJsonValue::String(s) => OwnedEventId::try_from(s.as_str()).ok(),
+            ruma::CanonicalJsonValue::Array(pair) => {
+                pair.first()?.as_str().and_then(|s| OwnedEventId::try_from(s).ok())
+            }
+            _ => None,
+        })
+        .collect()
 }

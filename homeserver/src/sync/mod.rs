@@ -193,7 +193,9 @@ pub async fn sync(services: &Services, params: SyncParams) -> Result<SyncResult>
             services.push.caught_up(token.pos).await;
         }
     }
-    for (room, data) in result.join.iter_mut() {
+    // A few reads per room: side by side, as the rooms themselves were, when there are many.
+    let rooms: Vec<(&OwnedRoomId, &mut RoomSync)> = result.join.iter_mut().collect();
+    side_by_side(rooms, |(room, data)| -> Result<()> {
         let unread = crate::push::evaluate::unread(services, room, &params.user)?;
         if params.filter.unread_thread_notifications {
             (data.notification_count, data.highlight_count) = unread.main;
@@ -201,7 +203,8 @@ pub async fn sync(services: &Services, params: SyncParams) -> Result<SyncResult>
         } else {
             (data.notification_count, data.highlight_count) = unread.total();
         }
-    }
+        Ok(())
+    })?;
     Ok(result)
 }
 
@@ -392,19 +395,27 @@ fn joined_rooms(
         let keep = fresh || !data.timeline.is_empty() || !data.state.is_empty() || !data.ephemeral.is_empty();
         Ok(keep.then_some((room, data)))
     };
-    if work.len() <= PARALLEL_ROOMS {
-        return work.into_iter().filter_map(|w| one(w).transpose()).collect();
+    Ok(side_by_side(work, one)?.into_iter().flatten().collect())
+}
+
+/// `f` over every item, in order: on the calling thread for up to [`PARALLEL_ROOMS`] items,
+/// else in one chunk per core on scoped threads. The first error wins.
+pub(crate) fn side_by_side<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> Result<R> + Sync) -> Result<Vec<R>> {
+    if items.len() <= PARALLEL_ROOMS {
+        return items.into_iter().map(f).collect();
     }
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).max(1);
-    let chunk = work.len().div_ceil(threads);
+    let chunk = items.len().div_ceil(threads);
+    let mut chunks: Vec<Vec<T>> = Vec::with_capacity(threads);
+    let mut items = items.into_iter().peekable();
+    while items.peek().is_some() {
+        chunks.push(items.by_ref().take(chunk).collect());
+    }
     std::thread::scope(|scope| {
-        let handles: Vec<_> = work
-            .chunks(chunk)
-            .map(|chunk| {
-                let one = &one;
-                scope
-                    .spawn(move || chunk.iter().cloned().filter_map(|w| one(w).transpose()).collect::<Result<Vec<_>>>())
-            })
+        let f = &f;
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| scope.spawn(move || chunk.into_iter().map(f).collect::<Result<Vec<R>>>()))
             .collect();
         let mut out = Vec::new();
         for handle in handles {

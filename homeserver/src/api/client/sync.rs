@@ -21,7 +21,7 @@ use crate::{
     error::{Error, Result},
     rooms::{pdu::to_raw, read::EventFilter},
     services::Services,
-    sync::{sync, RoomSync, SyncFilter, SyncParams, SyncToken},
+    sync::{side_by_side, sync, RoomSync, SyncFilter, SyncParams, SyncToken},
 };
 
 /// Long-polls are capped so a misbehaving client cannot hold a request for hours.
@@ -123,6 +123,30 @@ fn state_section(after: bool, data: &RoomSync) -> State {
     }
 }
 
+/// A joined room's section of the response.
+fn joined_room(state_after: bool, data: &RoomSync) -> JoinedRoom {
+    let mut joined = JoinedRoom::new();
+    joined.timeline = timeline(data);
+    joined.state = state_section(state_after, data);
+    joined.account_data = room_account_data(data);
+    joined.ephemeral.events = data.ephemeral.iter().map(to_raw).collect();
+    joined.unread_notifications.notification_count = UInt::new(data.notification_count);
+    joined.unread_notifications.highlight_count = UInt::new(data.highlight_count);
+    for (root, notify, highlight) in &data.thread_counts {
+        let Ok(root) = ruma::OwnedEventId::try_from(root.as_str()) else { continue };
+        let mut counts = ruma::api::client::sync::sync_events::UnreadNotificationsCount::new();
+        counts.notification_count = UInt::new(*notify);
+        counts.highlight_count = UInt::new(*highlight);
+        joined.unread_thread_notifications.insert(root, counts);
+    }
+    if let Some(summary) = &data.summary {
+        joined.summary.heroes = summary.heroes.clone();
+        joined.summary.joined_member_count = UInt::new(summary.joined_count);
+        joined.summary.invited_member_count = UInt::new(summary.invited_count);
+    }
+    joined
+}
+
 pub async fn sync_events(
     services: Arc<Services>,
     request: Ruma<sync_events::v3::Request>,
@@ -146,28 +170,10 @@ pub async fn sync_events(
     let result = sync(&services, params).await?;
 
     let mut response = sync_events::v3::Response::new(result.next_batch);
-    for (room, data) in &result.join {
-        let mut joined = JoinedRoom::new();
-        joined.timeline = timeline(data);
-        joined.state = state_section(state_after, data);
-        joined.account_data = room_account_data(data);
-        joined.ephemeral.events = data.ephemeral.iter().map(to_raw).collect();
-        joined.unread_notifications.notification_count = UInt::new(data.notification_count);
-        joined.unread_notifications.highlight_count = UInt::new(data.highlight_count);
-        for (root, notify, highlight) in &data.thread_counts {
-            let Ok(root) = ruma::OwnedEventId::try_from(root.as_str()) else { continue };
-            let mut counts = ruma::api::client::sync::sync_events::UnreadNotificationsCount::new();
-            counts.notification_count = UInt::new(*notify);
-            counts.highlight_count = UInt::new(*highlight);
-            joined.unread_thread_notifications.insert(root, counts);
-        }
-        if let Some(summary) = &data.summary {
-            joined.summary.heroes = summary.heroes.clone();
-            joined.summary.joined_member_count = UInt::new(summary.joined_count);
-            joined.summary.invited_member_count = UInt::new(summary.invited_count);
-        }
-        response.rooms.join.insert(room.clone(), joined);
-    }
+    // Every event of every room becomes JSON text here: side by side when the rooms are many.
+    let joined =
+        side_by_side(result.join.iter().collect(), |(room, data)| Ok((room.clone(), joined_room(state_after, data))))?;
+    response.rooms.join = joined.into_iter().collect();
     for (room, data) in &result.leave {
         let mut left = LeftRoom::new();
         left.timeline = timeline(data);
