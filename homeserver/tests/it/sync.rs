@@ -167,7 +167,7 @@ async fn gappy_sync_is_limited_with_a_prev_batch_that_messages_fills() {
 }
 
 /// Above 32 joined rooms with news, sync computes the rooms side by side: every room is there,
-/// each with its own state and timeline, on an initial and on an incremental sync.
+/// each with its own state, timeline and unread counts, on an initial and on an incremental sync.
 #[tokio::test]
 async fn a_sync_over_many_rooms_brings_each_room_whole() {
     let server = TestServer::start();
@@ -176,7 +176,7 @@ async fn a_sync_over_many_rooms_brings_each_room_whole() {
     let alice = token.as_str();
     let mut rooms = Vec::new();
     for n in 0..40 {
-        let room = create_room(&server, alice, json!({ "name": format!("room {n}") })).await;
+        let room = create_room(&server, alice, json!({ "name": format!("room {n}"), "preset": "public_chat" })).await;
         put(
             &server,
             alice,
@@ -217,6 +217,26 @@ async fn a_sync_over_many_rooms_brings_each_room_whole() {
         } else {
             assert_eq!(bodies(&next, room), vec![format!("second {n}")], "{room}");
         }
+    }
+    // Someone else writes n % 4 messages in room n: each room's count is its own.
+    let bob = server.register("bob", "pw").await;
+    let bob_token = bob.access_token().unwrap();
+    for (n, room) in rooms.iter().enumerate() {
+        post(&server, &bob_token, &format!("/_matrix/client/v3/join/{}", urlencode(room)), json!({})).await;
+        for i in 0..n % 4 {
+            put(
+                &server,
+                &bob_token,
+                &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/c{n}-{i}"),
+                json!({ "msgtype": "m.text", "body": format!("from bob {n}/{i}") }),
+            )
+            .await;
+        }
+    }
+    let counted = get(&server, alice, "/_matrix/client/v3/sync").await;
+    for (n, room) in rooms.iter().enumerate() {
+        let unread = &counted["rooms"]["join"][room]["unread_notifications"];
+        assert_eq!(unread["notification_count"], json!(n % 4), "{room}: {unread}");
     }
 }
 
