@@ -208,8 +208,8 @@ impl Rooms {
         Ok(Some((id, resolved)))
     }
 
-    /// The prev events of a PDU that are not in a timeline here.
-    /// Read off the object's `prev_events` (no parse of the whole PDU: the append parses it).
+    /// The prev events of a PDU that are not in a timeline here, read off the object's
+    /// `prev_events` (the whole PDU is parsed once, by the append).
     pub fn missing_prev_events(&self, object: &CanonicalJsonObject) -> Result<Vec<OwnedEventId>> {
         let mut missing = Vec::new();
         for prev in event_ids_in(object, "prev_events") {
