@@ -26,11 +26,15 @@ pub async fn handle(ws: &Workspace, event: &Value) -> Result<(), Retry> {
     if event.get("state_key").is_some() {
         if kind == "m.room.member" && event["state_key"] == ws.matrix.bot.as_str() {
             match event["content"]["membership"].as_str() {
-                Some("invite") => return joined(ws, room, event).await,
+                Some("invite") if ws.config.accepts_invite_from(sender) => return joined(ws, room, event).await,
+                Some("invite") => return decline(ws, room, sender).await,
                 Some("leave") | Some("ban") => ws.forget_room(room),
                 _ => {}
             }
             return Ok(());
+        }
+        if kind == crate::library::LINK_TYPE && event["state_key"] == "" && sender != ws.matrix.bot {
+            return link_written(ws, room, sender, event).await;
         }
         ws.observe(room, event);
         return Ok(());
@@ -66,13 +70,15 @@ pub async fn handle(ws: &Workspace, event: &Value) -> Result<(), Retry> {
 /// A file posted in a room linked to a library is filed in the library's top folder (a new
 /// version when a file of that name is there); the room is told, with any file of the same
 /// content already filed.
+/// The poster must be an editor of the library: the bot files nothing they could not file.
 async fn file_posted(ws: &Workspace, room: &str, event: &Value) -> Result<(), Retry> {
-    let Some(library) = ws.view(room).and_then(|v| v.library) else { return Ok(()) };
+    let Some(library) = ws.linked_library(room) else { return Ok(()) };
+    let sender = event["sender"].as_str().unwrap_or_default();
     let content = &event["content"];
     let name = content["filename"].as_str().or(content["body"].as_str()).unwrap_or("file").to_owned();
     let event_id = event["event_id"].as_str().unwrap_or_default();
     let lang = ws.lang;
-    let text = match ws.file(&library, &name, content, event_id).await {
+    let text = match ws.file(sender, &library, &name, content, event_id).await {
         Ok((branch, duplicate)) => {
             let mut text = format!(
                 "{} « {name} » (v{})",
@@ -94,13 +100,53 @@ async fn file_posted(ws: &Workspace, room: &str, event: &Value) -> Result<(), Re
     }
 }
 
+/// An `org.hemicycle.library` state event someone wrote in `room`: recorded only when they
+/// are an editor of that library; the room is told either way.
+async fn link_written(ws: &Workspace, room: &str, sender: &str, event: &Value) -> Result<(), Retry> {
+    let lang = ws.lang;
+    let text = match ws.link_from_state(room, sender, &event["content"]).await {
+        Ok(Some(library)) => {
+            format!(
+                "{} {library}",
+                lang.pick("Les fichiers de ce salon seront classés dans", "Files posted here will be filed in")
+            )
+        }
+        Ok(None) => lang
+            .pick("Ce salon n'est plus lié à une bibliothèque.", "This room is no longer linked to a library.")
+            .to_owned(),
+        Err(f) if f.transient => return Err(Retry(f.en)),
+        Err(f) => format!("{} {}", lang.pick("Lien refusé :", "Link refused:"), f.text(lang)),
+    };
+    let seed = event["event_id"].as_str().unwrap_or(room);
+    let txn = format!("link-{}", &hex_sha256(seed)[..24]);
+    match ws.matrix.notice(room, &txn, &text).await {
+        Err(error) if error.is_transient() => Err(Retry(error.to_string())),
+        _ => Ok(()),
+    }
+}
+
+/// An invite from a user whose server `accept_invites_from` does not accept: rejected.
+async fn decline(ws: &Workspace, room: &str, inviter: &str) -> Result<(), Retry> {
+    tracing::info!(%room, %inviter, "invite refused (accept_invites_from)");
+    let path = format!("/_matrix/client/v3/rooms/{}/leave", crate::matrix::segment(room));
+    let body = serde_json::json!({ "reason": "invites from this server are not accepted" });
+    match ws.matrix.call(reqwest::Method::POST, &path, Some(&body)).await {
+        Err(error) if error.is_transient() => Err(Retry(error.to_string())),
+        Err(error) => {
+            tracing::warn!(%room, %error, "could not reject the invite");
+            Ok(())
+        }
+        Ok(_) => Ok(()),
+    }
+}
+
 /// The library a command in `room` works on: the room itself when it is one, else its link.
 fn library_of(ws: &Workspace, room: &str) -> Result<String, Failure> {
     let view = ws.view(room).unwrap_or_default();
     if view.space && view.tree {
         return Ok(room.to_owned());
     }
-    view.library.ok_or_else(|| {
+    ws.linked_library(room).ok_or_else(|| {
         Failure::bad(
             "ce salon n'est lié à aucune bibliothèque (!doc lier !bibliothèque:serveur)",
             "this room is linked to no library (!doc link !library:server)",
@@ -320,8 +366,10 @@ async fn run(
             Ok(format!("{} {} — {answer}", lang.pick("Réponse enregistrée :", "Answer recorded:"), entry.title))
         }
         Command::DocNew { name } => {
+            // The new library is linked to this room: the asker must be allowed to link it.
+            ws.require_state_right(room, sender, crate::library::LINK_TYPE).await?;
             let library = ws.create_tree(&name, sender, None, event_id).await?;
-            ws.link_library(room, &library).await?;
+            ws.link_library(room, &library, sender).await?;
             Ok(format!(
                 "{} « {name} » : {library} — {}",
                 lang.pick("Bibliothèque créée", "Library created"),
@@ -329,12 +377,12 @@ async fn run(
             ))
         }
         Command::DocLink { library } => {
-            ws.link_library(room, &library).await?;
+            ws.link_library(room, &library, sender).await?;
             Ok(format!("{} {library}", lang.pick("Les fichiers de ce salon seront classés dans", "Files posted here will be filed in")))
         }
         Command::DocLs { path } => {
             let library = library_of(ws, room)?;
-            ws.listing(&ws.folder(&library, &path)?, lang)
+            ws.listing(sender, &ws.folder(&library, &path)?, lang).await
         }
         Command::DocMkdir { path } => {
             let library = library_of(ws, room)?;
@@ -346,20 +394,21 @@ async fn run(
             let library = library_of(ws, room)?;
             let (folder, file) = locate(ws, &library, &name)?;
             let target = ws.folder(&library, &to)?;
-            ws.move_file(&folder, &file, &target, event_id).await?;
+            ws.move_file(sender, &folder, &file, &target, event_id).await?;
             Ok(format!("{} « {file} » → {to}/", lang.pick("Déplacé :", "Moved:")))
         }
         Command::DocRm { name } => {
             let library = library_of(ws, room)?;
             let (folder, file) = locate(ws, &library, &name)?;
-            ws.remove_file(&folder, &file, event_id).await?;
+            ws.remove_file(sender, &folder, &file, event_id).await?;
             Ok(format!("{} « {file} »", lang.pick("Supprimé :", "Deleted:")))
         }
         Command::DocHistory { name } => {
             let library = library_of(ws, room)?;
             let (folder, file) = locate(ws, &library, &name)?;
             let lines: Vec<String> = ws
-                .history(&folder, &file)?
+                .history(sender, &folder, &file)
+                .await?
                 .iter()
                 .map(|(id, b)| {
                     let state = if b.active { lang.pick("actuelle", "current") } else { lang.pick("ancienne", "previous") };
@@ -371,7 +420,7 @@ async fn run(
         Command::DocLock { name, locked } => {
             let library = library_of(ws, room)?;
             let (folder, file) = locate(ws, &library, &name)?;
-            ws.set_locked(&folder, &file, locked).await?;
+            ws.set_locked(sender, &folder, &file, locked).await?;
             Ok(format!(
                 "« {file} » {}",
                 if locked { lang.pick("verrouillé", "locked") } else { lang.pick("déverrouillé", "unlocked") }
@@ -442,6 +491,11 @@ async fn remind(ws: &Workspace, room: &str, task: &Task, key: &str) -> Result<()
     let lang = ws.lang;
     let room_name = ws.view(room).map(|v| v.name).filter(|n| !n.is_empty()).unwrap_or_else(|| room.to_owned());
     for user in task.assignees() {
+        // Only people in the room: a task written by someone else than the bot (in a room where
+        // it lacks the power) must not make it message strangers.
+        if !crate::rights::valid_user_id(user) || !ws.is_joined(room, user).await? {
+            continue;
+        }
         let dm = ws.dm_room(user).await?;
         let text = format!(
             "{} « {} » [{}] — {} {} ({room_name})",

@@ -100,12 +100,24 @@ fn weekday(code: &str) -> Option<Weekday> {
     })
 }
 
-/// Parses the supported subset of RRULE; anything else is refused with the part named.
+/// Parses the supported subset of RRULE; anything else is refused with the part named. Keys
+/// and values are letters, digits and commas only (the rule is written as it is into feeds), and
+/// each key comes once.
 pub fn parse_rrule(text: &str) -> Result<Rule, String> {
     let mut freq = None;
     let mut rule = Rule { freq: Freq::Daily, interval: 1, by_day: Vec::new(), count: None, until: None };
+    let mut seen: Vec<String> = Vec::new();
     for part in text.split(';').filter(|p| !p.is_empty()) {
         let (key, value) = part.split_once('=').ok_or_else(|| format!("{part:?} is not KEY=VALUE"))?;
+        let plain = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b',');
+        if !plain(key) || !plain(value) || key.contains(',') {
+            return Err(format!("{part:?}: only letters, digits and commas are allowed"));
+        }
+        let upper = key.to_ascii_uppercase();
+        if seen.contains(&upper) {
+            return Err(format!("{upper} is given twice"));
+        }
+        seen.push(upper);
         match key.to_ascii_uppercase().as_str() {
             "FREQ" => {
                 freq = Some(match value.to_ascii_uppercase().as_str() {
@@ -129,7 +141,7 @@ pub fn parse_rrule(text: &str) -> Result<Rule, String> {
                 )
             }
             "UNTIL" => {
-                let v = value.trim_end_matches('Z');
+                let v = value.strip_suffix('Z').unwrap_or(value);
                 rule.until = Some(
                     NaiveDateTime::parse_from_str(v, "%Y%m%dT%H%M%S")
                         .ok()
@@ -142,7 +154,9 @@ pub fn parse_rrule(text: &str) -> Result<Rule, String> {
                     rule.by_day.push(weekday(&code.to_ascii_uppercase()).ok_or_else(|| format!("BYDAY={value}"))?);
                 }
             }
-            "WKST" => {}
+            "WKST" => {
+                weekday(&value.to_ascii_uppercase()).ok_or_else(|| format!("WKST={value}"))?;
+            }
             other => return Err(format!("{other} is not supported")),
         }
     }
@@ -226,6 +240,16 @@ impl Entry {
     /// Checks what a client could not have checked: times that parse, a known zone, an end
     /// after the start, a supported rule.
     pub fn validate(&self) -> Result<(), String> {
+        // Exactly `YYYYMMDDTHHMMSS`: these values are written as they are into feeds.
+        let local_form = |v: &str| {
+            v.len() == 15 && v.bytes().enumerate().all(|(i, b)| if i == 8 { b == b'T' } else { b.is_ascii_digit() })
+        };
+        if !local_form(&self.dtstart.value) || !local_form(&self.dtend.value) {
+            return Err("dtstart.value and dtend.value must be YYYYMMDDTHHMMSS".into());
+        }
+        if let Some(bad) = self.exdate.iter().find(|v| !local_form(v)) {
+            return Err(format!("exdate {bad:?} is not YYYYMMDDTHHMMSS"));
+        }
         let start = self.dtstart.local().ok_or("dtstart.value is not YYYYMMDDTHHMMSS")?;
         let end = self.dtend.local().ok_or("dtend.value is not YYYYMMDDTHHMMSS")?;
         self.dtstart.zone().ok_or("dtstart.tzid is not an IANA time zone")?;
@@ -328,6 +352,17 @@ mod tests {
         assert!(parse_rrule("FREQ=WEEKLY;BYDAY=XX").unwrap_err().contains("BYDAY"));
         assert!(parse_rrule("COUNT=3").unwrap_err().contains("FREQ"));
         assert!(parse_rrule("FREQ=DAILY;COUNT=0").unwrap_err().contains("COUNT"));
+        // Nothing but letters, digits and commas, each key once: nothing to inject into a feed.
+        assert!(parse_rrule("FREQ=DAILY;WKST=MO\r\nBEGIN:VALARM").is_err());
+        assert!(parse_rrule("FREQ=DAILY;WKST=XX").unwrap_err().contains("WKST"));
+        assert!(parse_rrule("FREQ=DAILY;COUNT=+4").is_err());
+        assert!(parse_rrule("FREQ=DAILY;UNTIL=20260630ZZ").is_err());
+        assert!(parse_rrule("FREQ=DAILY;FREQ=WEEKLY").unwrap_err().contains("twice"));
+        assert!(parse_rrule("FREQ=DAILY;X-NAME=1").is_err());
+        assert!(parse_rrule("FREQ=WEEKLY;WKST=MO;BYDAY=MO,WE;UNTIL=20260630T000000Z").is_ok());
+        let mut e = entry("20260316T100000", "20260316T110000", None);
+        e.exdate = vec!["20260316T100000\r\nBEGIN:VALARM".into()];
+        assert!(e.validate().unwrap_err().contains("exdate"));
         assert!(entry("20260316T100000", "20260316T090000", None).validate().is_err(), "end before start");
     }
 }

@@ -33,6 +33,27 @@ pub struct Config {
     /// tests control due dates and reminders without sleeping.
     #[serde(default)]
     pub clock: Option<DateTime<Utc>>,
+    /// Whose invites the bot accepts: users of its own server, of its own server and the
+    /// servers in `allowed_servers` (the default), or anyone. Other invites are rejected.
+    #[serde(default)]
+    pub accept_invites_from: InvitePolicy,
+    /// Servers (besides its own) whose users may invite the bot, with `accept_invites_from =
+    /// "listed"`.
+    #[serde(default)]
+    pub allowed_servers: Vec<String>,
+}
+
+/// `accept_invites_from`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvitePolicy {
+    /// Users of the appservice's own homeserver only.
+    OwnServer,
+    /// Users of its own homeserver and of the servers in `allowed_servers`.
+    #[default]
+    Listed,
+    /// Anyone, on any server.
+    Everyone,
 }
 
 fn default_time_zone() -> String {
@@ -75,6 +96,19 @@ impl Config {
     pub fn zone(&self) -> chrono_tz::Tz {
         self.time_zone.parse().expect("checked at load")
     }
+
+    /// Whether an invite sent by `inviter` (a user id) is accepted, per `accept_invites_from`.
+    pub fn accepts_invite_from(&self, inviter: &str) -> bool {
+        let Some(server) = inviter.strip_prefix('@').and_then(|u| u.split_once(':')).map(|(_, s)| s) else {
+            return false;
+        };
+        let own = server.eq_ignore_ascii_case(&self.server_name);
+        match self.accept_invites_from {
+            InvitePolicy::Everyone => true,
+            InvitePolicy::OwnServer => own,
+            InvitePolicy::Listed => own || self.allowed_servers.iter().any(|s| s.eq_ignore_ascii_case(server)),
+        }
+    }
 }
 
 /// The time as the appservice sees it: the system clock, or the configured start time running
@@ -91,5 +125,39 @@ impl Clock {
 
     pub fn now(&self) -> DateTime<Utc> {
         Utc::now() + self.offset
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> Config {
+        let text = format!(
+            "homeserver_url = \"http://127.0.0.1:8008\"\nserver_name = \"budget.gouv.fr\"\n\
+             registration = \"r.yaml\"\nlisten = \"127.0.0.1:9010\"\npublic_url = \"http://x\"\n\
+             data_dir = \"d\"\n{extra}"
+        );
+        toml::from_str(&text).unwrap()
+    }
+
+    #[test]
+    fn invites_are_accepted_from_its_own_server_and_the_listed_ones_by_default() {
+        let default = config("allowed_servers = [\"finances.gouv.fr\"]\n");
+        assert_eq!(default.accept_invites_from, InvitePolicy::Listed);
+        assert!(default.accepts_invite_from("@alice:budget.gouv.fr"));
+        assert!(default.accepts_invite_from("@bob:finances.gouv.fr"));
+        assert!(!default.accepts_invite_from("@eve:evil.example"), "a server not listed");
+        assert!(!default.accepts_invite_from("@eve:evil.example:budget.gouv.fr"), "the server is the whole tail");
+        assert!(!default.accepts_invite_from("budget.gouv.fr"));
+        assert!(!config("").accepts_invite_from("@bob:finances.gouv.fr"), "nothing listed: own server only");
+
+        let own = config("accept_invites_from = \"own_server\"\nallowed_servers = [\"finances.gouv.fr\"]\n");
+        assert!(own.accepts_invite_from("@alice:budget.gouv.fr"));
+        assert!(!own.accepts_invite_from("@bob:finances.gouv.fr"));
+
+        let everyone = config("accept_invites_from = \"everyone\"\n");
+        assert!(everyone.accepts_invite_from("@eve:evil.example"));
+        assert!(toml::from_str::<Config>(&format!("{}accept_invites_from = \"all\"\n", "")).is_err());
     }
 }

@@ -1,7 +1,8 @@
 //! What the appservice serves: the Application Service API the homeserver calls (transactions,
 //! ping, user and alias queries), the JSON REST API (callers authenticate with their Matrix
 //! access token, checked with the homeserver's `/account/whoami`, and must be joined to the
-//! room), and the rooms' ICS feeds.
+//! room — for a library, to the folder a path resolves to, with the power level the operation
+//! needs there), and the rooms' ICS feeds.
 
 use std::sync::Arc;
 
@@ -21,6 +22,7 @@ use serde_json::{json, Value};
 
 use crate::{
     bot,
+    rights::Role,
     service::{Failure, NewEntry, NewTask, Workspace},
     tasks::Progress,
 };
@@ -75,7 +77,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 fn homeserver(ws: &Workspace, headers: &HeaderMap) -> Result<(), Failure> {
     match bearer(headers) {
         None => Err(fail(401, "M_UNAUTHORIZED", "missing hs_token")),
-        Some(token) if token == ws.hs_token => Ok(()),
+        Some(token) if crate::rights::same_secret(token, &ws.hs_token) => Ok(()),
         Some(_) => Err(fail(403, "M_FORBIDDEN", "wrong hs_token")),
     }
 }
@@ -140,20 +142,31 @@ async fn unknown(State(ws): State<Ws>, headers: HeaderMap) -> Answer {
     Err(fail(404, "M_NOT_FOUND", "this appservice provisions nothing on demand"))
 }
 
-/// The caller's user id, who must be joined to `room`.
-async fn member(ws: &Workspace, headers: &HeaderMap, room: &str) -> Result<String, Failure> {
+/// The one answer for a room the caller may not use, whether the room exists or not, the bot
+/// is in it or not, or the caller is not joined: nothing tells these apart.
+fn not_member() -> Failure {
+    fail(403, "M_FORBIDDEN", "you are not a member of this room, or it does not exist")
+}
+
+/// The caller's user id (from their access token).
+async fn caller(ws: &Workspace, headers: &HeaderMap) -> Result<String, Failure> {
     let token = bearer(headers).ok_or_else(|| fail(401, "M_MISSING_TOKEN", "a Matrix access token is required"))?;
-    let user = ws.matrix.whoami(token).await.map_err(|e| match e.status {
+    ws.matrix.whoami(token).await.map_err(|e| match e.status {
         401 => fail(401, "M_UNKNOWN_TOKEN", "the homeserver does not know this access token"),
         _ => fail(502, "M_UNKNOWN", &format!("homeserver error: {e}")),
-    })?;
+    })
+}
+
+/// The caller's user id, who must be joined to `room` (a room the bot is in).
+async fn member(ws: &Workspace, headers: &HeaderMap, room: &str) -> Result<String, Failure> {
+    let user = caller(ws, headers).await?;
     if ws.view(room).is_none() {
-        return Err(fail(404, "M_NOT_FOUND", "the bot is not in this room"));
+        return Err(not_member());
     }
-    match ws.matrix.membership(room, &user).await {
-        Ok(Some(m)) if m == "join" => Ok(user),
-        Ok(_) => Err(fail(403, "M_FORBIDDEN", "you are not a member of this room")),
-        Err(e) => Err(fail(502, "M_UNKNOWN", &format!("homeserver error: {e}"))),
+    match ws.is_joined(room, &user).await {
+        Ok(true) => Ok(user),
+        Ok(false) => Err(not_member()),
+        Err(f) => Err(f),
     }
 }
 
@@ -313,24 +326,50 @@ struct FilePath {
     path: String,
 }
 
-/// A library request: the caller joined to the library's room, and the path asked for.
+/// A library request: the caller, and the path asked for. The caller's rights are checked in
+/// the folder the path resolves to, by the operation.
 async fn library_request(
     ws: &Workspace,
     headers: &HeaderMap,
     library: &str,
     parsed: Result<Query<FilePath>, QueryRejection>,
-) -> Result<String, Failure> {
-    member(ws, headers, library).await?;
-    Ok(query(parsed)?.path)
+) -> Result<(String, String), Failure> {
+    let user = caller(ws, headers).await?;
+    if !ws.view(library).is_some_and(|v| v.space && v.tree) {
+        return Err(not_member());
+    }
+    Ok((user, query(parsed)?.path))
+}
+
+/// The folder at `dir` in `library`. A path that does not resolve is `404` only for members of
+/// the library's top folder; to others it is the same refusal as an unknown library.
+async fn resolve(ws: &Workspace, user: &str, library: &str, dir: &str) -> Result<String, Failure> {
+    match ws.folder(library, dir) {
+        Ok(folder) => Ok(folder),
+        Err(failure) if failure.transient => Err(failure),
+        Err(failure) => match ws.is_joined(library, user).await? {
+            true => Err(failure),
+            false => Err(not_member()),
+        },
+    }
 }
 
 /// The folder and file name of `path` in `library`.
-fn split_path(ws: &Workspace, library: &str, path: &str) -> Result<(String, String), Failure> {
+async fn split_path(ws: &Workspace, user: &str, library: &str, path: &str) -> Result<(String, String), Failure> {
     let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
     if name.is_empty() {
         return Err(fail(400, "M_INVALID_PARAM", "path names no file"));
     }
-    Ok((ws.folder(library, dir)?, name.to_owned()))
+    Ok((resolve(ws, user, library, dir).await?, name.to_owned()))
+}
+
+/// A refusal of the folder's own rights check, as the API answers it: not being joined to the
+/// folder is the same answer as an unknown library.
+async fn require(ws: &Workspace, folder: &str, user: &str, need: Role) -> Result<(), Failure> {
+    if ws.role(folder, user).await? == Role::Outsider {
+        return Err(not_member());
+    }
+    ws.require(folder, user, need).await
 }
 
 /// A branch as the API shows it: with the file event's id.
@@ -347,8 +386,9 @@ async fn list_files(
     parsed: Result<Query<FilePath>, QueryRejection>,
     headers: HeaderMap,
 ) -> Answer {
-    let path = library_request(&ws, &headers, &library, parsed).await?;
-    let folder = ws.folder(&library, &path)?;
+    let (user, path) = library_request(&ws, &headers, &library, parsed).await?;
+    let folder = resolve(&ws, &user, &library, &path).await?;
+    require(&ws, &folder, &user, Role::Viewer).await?;
     let view = ws.view(&folder).unwrap_or_default();
     let folders: Vec<Value> = view
         .children
@@ -366,9 +406,10 @@ async fn delete_file(
     parsed: Result<Query<FilePath>, QueryRejection>,
     headers: HeaderMap,
 ) -> Answer {
-    let path = library_request(&ws, &headers, &library, parsed).await?;
-    let (folder, name) = split_path(&ws, &library, &path)?;
-    ws.remove_file(&folder, &name, &request_seed()).await?;
+    let (user, path) = library_request(&ws, &headers, &library, parsed).await?;
+    let (folder, name) = split_path(&ws, &user, &library, &path).await?;
+    require(&ws, &folder, &user, Role::Editor).await?;
+    ws.remove_file(&user, &folder, &name, &request_seed()).await?;
     ok(json!({}))
 }
 
@@ -386,10 +427,11 @@ async fn lock_file(
     headers: HeaderMap,
     parsed: Result<Json<Lock>, JsonRejection>,
 ) -> Answer {
-    let path = library_request(&ws, &headers, &library, parsed_query).await?;
+    let (user, path) = library_request(&ws, &headers, &library, parsed_query).await?;
     let lock = body(parsed)?;
-    let (folder, name) = split_path(&ws, &library, &path)?;
-    let branch = ws.set_locked(&folder, &name, lock.locked).await?;
+    let (folder, name) = split_path(&ws, &user, &library, &path).await?;
+    require(&ws, &folder, &user, Role::Editor).await?;
+    let branch = ws.set_locked(&user, &folder, &name, lock.locked).await?;
     ok(json!({ "file": branch }))
 }
 
@@ -400,8 +442,10 @@ async fn file_history(
     parsed: Result<Query<FilePath>, QueryRejection>,
     headers: HeaderMap,
 ) -> Answer {
-    let path = library_request(&ws, &headers, &library, parsed).await?;
-    let (folder, name) = split_path(&ws, &library, &path)?;
-    let versions: Vec<Value> = ws.history(&folder, &name)?.iter().map(|(id, b)| file_json(id, b)).collect();
+    let (user, path) = library_request(&ws, &headers, &library, parsed).await?;
+    let (folder, name) = split_path(&ws, &user, &library, &path).await?;
+    require(&ws, &folder, &user, Role::Viewer).await?;
+    let versions: Vec<Value> =
+        ws.history(&user, &folder, &name).await?.iter().map(|(id, b)| file_json(id, b)).collect();
     ok(json!({ "versions": versions }))
 }

@@ -12,6 +12,7 @@ pub mod http;
 pub mod ics;
 pub mod library;
 pub mod matrix;
+pub mod rights;
 pub mod service;
 pub mod store;
 pub mod tasks;

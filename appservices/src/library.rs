@@ -22,6 +22,7 @@ use serde_json::{json, Value};
 use crate::{
     commands::Lang,
     matrix::segment,
+    rights::Role,
     service::{hex_sha256, Failure, Workspace},
 };
 
@@ -31,6 +32,7 @@ pub const ENABLED: &str = "org.matrix.msc3088.enabled";
 pub const BRANCH_TYPE: &str = "org.matrix.msc3089.branch";
 pub const LEAF: &str = "org.matrix.msc3089.leaf";
 /// State in a work room (`state_key` ""): `{"library": room id}`, the library its files go to.
+/// The bot records a link only when an editor of the library made it (see [`Workspace::link_library`]).
 pub const LINK_TYPE: &str = "org.hemicycle.library";
 
 /// An `org.matrix.msc3089.branch` content; `{}` (a deleted file) does not parse.
@@ -82,7 +84,8 @@ fn not_found(what: &str) -> Failure {
 
 impl Workspace {
     /// Creates a library (or, with `parent`, a folder in one): a tree space owned by the bot,
-    /// `owner` given power 100 and invited.
+    /// `owner` (who asked) given power 100 and invited. A folder needs its asker to be an editor
+    /// of `parent`.
     pub async fn create_tree(
         &self,
         name: &str,
@@ -90,6 +93,10 @@ impl Workspace {
         parent: Option<&str>,
         seed: &str,
     ) -> Result<String, Failure> {
+        if let Some(parent) = parent {
+            self.tree(parent)?;
+            self.require(parent, owner, Role::Editor).await?;
+        }
         if let Some(existing) = self.store.read(|s| s.created.get(seed).cloned()) {
             return Ok(existing);
         }
@@ -137,13 +144,43 @@ impl Workspace {
         })
     }
 
-    /// Links a work room to a library: files posted there are filed in it.
-    pub async fn link_library(&self, room: &str, library: &str) -> Result<(), Failure> {
+    /// Links a work room to a library at `asker`'s request: files posted there are filed in it.
+    /// The asker must be an editor of the library and allowed to write the link's state event
+    /// in the work room themselves. The link is recorded in the bot's store, then written.
+    pub async fn link_library(&self, room: &str, library: &str, asker: &str) -> Result<(), Failure> {
         self.tree(library)?;
+        self.require(library, asker, Role::Editor).await?;
+        self.require_state_right(room, asker, LINK_TYPE).await?;
+        self.store.update(|s| s.links.insert(room.to_owned(), library.to_owned())).map_err(io)?;
         let content = json!({ "library": library });
         self.matrix.put_state(room, LINK_TYPE, "", &content).await?;
-        self.observe(room, &json!({ "type": LINK_TYPE, "state_key": "", "content": content }));
         Ok(())
+    }
+
+    /// An `org.hemicycle.library` state event written by `sender` (not the bot) in `room`: the
+    /// homeserver let them write it, but the bot records the link only when they are an editor
+    /// of that library. An event naming no library removes the link. Returns the library linked.
+    pub async fn link_from_state(&self, room: &str, sender: &str, content: &Value) -> Result<Option<String>, Failure> {
+        let Some(library) = content["library"].as_str().filter(|l| !l.is_empty()) else {
+            self.store.update(|s| s.links.remove(room)).map_err(io)?;
+            return Ok(None);
+        };
+        let verified = async {
+            self.tree(library)?;
+            self.require(library, sender, Role::Editor).await
+        };
+        if let Err(failure) = verified.await {
+            // A refused link also ends any link the room had: its members now expect no filing there.
+            self.store.update(|s| s.links.remove(room)).map_err(io)?;
+            return Err(failure);
+        }
+        self.store.update(|s| s.links.insert(room.to_owned(), library.to_owned())).map_err(io)?;
+        Ok(Some(library.to_owned()))
+    }
+
+    /// The library `room` is linked to, as the bot verified it.
+    pub fn linked_library(&self, room: &str) -> Option<String> {
+        self.store.read(|s| s.links.get(room).cloned())
     }
 
     /// The folder at `path` (`a/b`, by folder names) under `library`.
@@ -171,8 +208,21 @@ impl Workspace {
     /// Files `content` (an `m.file`-like message content) into `folder` as `name`: a new file,
     /// or a new version of the active file of that name. `seed` (the source event) makes a
     /// resend of the same filing a no-op. Returns the branch and the name of an active file
-    /// with the same content, if any.
+    /// with the same content, if any. `asker` must be an editor of `folder`.
     pub async fn file(
+        &self,
+        asker: &str,
+        folder: &str,
+        name: &str,
+        source: &Value,
+        seed: &str,
+    ) -> Result<(Branch, Option<String>), Failure> {
+        self.tree(folder)?;
+        self.require(folder, asker, Role::Editor).await?;
+        self.file_unchecked(folder, name, source, seed).await
+    }
+
+    async fn file_unchecked(
         &self,
         folder: &str,
         name: &str,
@@ -248,7 +298,14 @@ impl Workspace {
     }
 
     /// Deletes the active file `name`: its branch becomes `{}` and its event is redacted.
-    pub async fn remove_file(&self, folder: &str, name: &str, seed: &str) -> Result<(), Failure> {
+    /// `asker` must be an editor of `folder`.
+    pub async fn remove_file(&self, asker: &str, folder: &str, name: &str, seed: &str) -> Result<(), Failure> {
+        self.tree(folder)?;
+        self.require(folder, asker, Role::Editor).await?;
+        self.remove_unchecked(folder, name, seed).await
+    }
+
+    async fn remove_unchecked(&self, folder: &str, name: &str, seed: &str) -> Result<(), Failure> {
         let (id, _) = self.active_file(folder, name).ok_or_else(|| not_found(name))?;
         self.write_branch(folder, &id, &json!({})).await?;
         let path = format!(
@@ -261,7 +318,10 @@ impl Workspace {
         Ok(())
     }
 
-    pub async fn set_locked(&self, folder: &str, name: &str, locked: bool) -> Result<Branch, Failure> {
+    /// Locks or unlocks the active file `name`; `asker` must be an editor of `folder`.
+    pub async fn set_locked(&self, asker: &str, folder: &str, name: &str, locked: bool) -> Result<Branch, Failure> {
+        self.tree(folder)?;
+        self.require(folder, asker, Role::Editor).await?;
         let (id, mut branch) = self.active_file(folder, name).ok_or_else(|| not_found(name))?;
         branch.locked = locked;
         self.write_branch(folder, &id, &serde_json::to_value(&branch).expect("branch serializes")).await?;
@@ -269,22 +329,34 @@ impl Workspace {
     }
 
     /// Moves the active file `name` to `target`: filed there (same content, its version
-    /// history restarting), removed here.
-    pub async fn move_file(&self, folder: &str, name: &str, target: &str, seed: &str) -> Result<(), Failure> {
+    /// history restarting), removed here. `asker` must be an editor of both folders.
+    pub async fn move_file(
+        &self,
+        asker: &str,
+        folder: &str,
+        name: &str,
+        target: &str,
+        seed: &str,
+    ) -> Result<(), Failure> {
+        self.tree(folder)?;
+        self.tree(target)?;
+        self.require(folder, asker, Role::Editor).await?;
+        self.require(target, asker, Role::Editor).await?;
         let (id, branch) = self.active_file(folder, name).ok_or_else(|| not_found(name))?;
         if branch.locked {
             return Err(locked(name));
         }
         let path = format!("/_matrix/client/v3/rooms/{}/event/{}", segment(folder), segment(&id));
         let event = self.matrix.call(reqwest::Method::GET, &path, None).await?;
-        self.file(target, name, &event["content"], &format!("mv-{seed}")).await?;
-        self.remove_file(folder, name, &format!("mv-{seed}")).await
+        self.file_unchecked(target, name, &event["content"], &format!("mv-{seed}")).await?;
+        self.remove_unchecked(folder, name, &format!("mv-{seed}")).await
     }
 
     /// Versions of `name` in `folder`, newest first: (event id, branch), following the branches
-    /// of the same name, active or not.
-    pub fn history(&self, folder: &str, name: &str) -> Result<Vec<(String, Branch)>, Failure> {
+    /// of the same name, active or not. `asker` must be joined to `folder`.
+    pub async fn history(&self, asker: &str, folder: &str, name: &str) -> Result<Vec<(String, Branch)>, Failure> {
         let view = self.tree(folder)?;
+        self.require(folder, asker, Role::Viewer).await?;
         let mut versions: Vec<(String, Branch)> = view.branches.into_iter().filter(|(_, b)| b.name == name).collect();
         if versions.is_empty() {
             return Err(not_found(name));
@@ -294,8 +366,10 @@ impl Workspace {
     }
 
     /// The folder's listing as text: folders first (in `order`, then by name), then files.
-    pub fn listing(&self, folder: &str, lang: Lang) -> Result<String, Failure> {
+    /// `asker` must be joined to `folder`.
+    pub async fn listing(&self, asker: &str, folder: &str, lang: Lang) -> Result<String, Failure> {
         let view = self.tree(folder)?;
+        self.require(folder, asker, Role::Viewer).await?;
         let mut folders: Vec<(Option<String>, String)> = view
             .children
             .iter()

@@ -80,8 +80,8 @@ pub struct RoomView {
     pub branches: BTreeMap<String, crate::library::Branch>,
     /// Sub-folders (`m.space.child` with `via`): room id → `order`.
     pub children: BTreeMap<String, Option<String>>,
-    /// The library a work room files its posted files into (`org.hemicycle.library`).
-    pub library: Option<String>,
+    /// Creators with infinite power (room version 12 and later), from `m.room.create`.
+    pub creators: Vec<String>,
 }
 
 /// A new task, from a command or the REST API.
@@ -156,8 +156,7 @@ fn stamp(t: DateTime<Utc>) -> String {
 }
 
 fn check_user(user: &str) -> Result<(), Failure> {
-    let ok = user.starts_with('@') && user[1..].split_once(':').is_some_and(|(l, s)| !l.is_empty() && !s.is_empty());
-    if ok {
+    if crate::rights::valid_user_id(user) {
         Ok(())
     } else {
         Err(Failure::bad(
@@ -222,7 +221,10 @@ impl Workspace {
                 }
             },
             "m.room.name" => view.name = content["name"].as_str().unwrap_or_default().to_owned(),
-            "m.room.create" => view.space = content["type"] == "m.space",
+            "m.room.create" => {
+                view.space = content["type"] == "m.space";
+                view.creators = crate::rights::privileged_creators(event);
+            }
             crate::library::PURPOSE_TYPE if key == crate::library::TREE_SUBTYPE => {
                 view.tree = content[crate::library::ENABLED] == true;
             }
@@ -240,9 +242,6 @@ impl Workspace {
                 } else {
                     view.children.remove(key);
                 }
-            }
-            crate::library::LINK_TYPE if key.is_empty() => {
-                view.library = content["library"].as_str().map(str::to_owned);
             }
             _ => {}
         }
@@ -297,6 +296,90 @@ impl Workspace {
         })
     }
 
+    /// Whether `user` is joined to `room` now, as the homeserver tells the bot. A room the bot
+    /// cannot read counts as not joined; only an unreachable homeserver is an error.
+    pub async fn is_joined(&self, room: &str, user: &str) -> Result<bool, Failure> {
+        match self.matrix.membership(room, user).await {
+            Ok(m) => Ok(m.as_deref() == Some("join")),
+            Err(e) if e.is_transient() => Err(e.into()),
+            Err(_) => Ok(false),
+        }
+    }
+
+    /// `room`'s power levels now (`None`: it has none, or the bot cannot read them).
+    async fn power_levels(&self, room: &str) -> Result<Option<Value>, Failure> {
+        match self.matrix.state_event(room, "m.room.power_levels", "").await {
+            Ok(levels) => Ok(levels),
+            Err(e) if e.is_transient() => Err(e.into()),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// `user`'s role in the library folder `folder`, read live: their membership and power level.
+    pub async fn role(&self, folder: &str, user: &str) -> Result<crate::rights::Role, Failure> {
+        let joined = self.is_joined(folder, user).await?;
+        let levels = self.power_levels(folder).await?;
+        let creators = self.view(folder).map(|v| v.creators).unwrap_or_default();
+        Ok(crate::rights::tree_role(levels.as_ref(), &creators, user, joined))
+    }
+
+    /// Refuses unless `user` is joined to `folder` with at least role `need`: the bot does for
+    /// people only what they could do in that folder themselves.
+    pub async fn require(&self, folder: &str, user: &str, need: crate::rights::Role) -> Result<(), Failure> {
+        use crate::rights::Role;
+        let role = self.role(folder, user).await?;
+        if role >= need {
+            return Ok(());
+        }
+        let name = self.view(folder).map(|v| v.name).filter(|n| !n.is_empty()).unwrap_or_else(|| folder.to_owned());
+        Err(match need {
+            Role::Editor | Role::Owner => Failure::new(
+                403,
+                "M_FORBIDDEN",
+                format!("il faut être membre de « {name} » avec le niveau d'éditeur (50) pour cela"),
+                format!("this needs you to be joined to \"{name}\" as an editor (power level 50)"),
+            ),
+            _ => Failure::new(
+                403,
+                "M_FORBIDDEN",
+                format!("il faut être membre de « {name} » pour cela"),
+                format!("this needs you to be joined to \"{name}\""),
+            ),
+        })
+    }
+
+    /// Refuses unless `user` is joined to `room` with the power to send the state event `kind`
+    /// there themselves.
+    pub async fn require_state_right(&self, room: &str, user: &str, kind: &str) -> Result<(), Failure> {
+        let joined = self.is_joined(room, user).await?;
+        let levels = self.power_levels(room).await?;
+        let creators = self.view(room).map(|v| v.creators).unwrap_or_default();
+        let level = crate::rights::user_level(levels.as_ref(), &creators, user);
+        if joined && level >= crate::rights::state_level(levels.as_ref(), kind) {
+            return Ok(());
+        }
+        Err(Failure::new(
+            403,
+            "M_FORBIDDEN",
+            "votre niveau de pouvoir dans ce salon ne permet pas de le lier à une bibliothèque",
+            "your power level in this room does not allow linking it to a library",
+        ))
+    }
+
+    /// Refuses user ids that are not joined to `room`: the bot writes, invites and messages only
+    /// people who are in the room, never strangers named by a member.
+    pub async fn check_members(&self, room: &str, users: &[String]) -> Result<(), Failure> {
+        for user in users {
+            if !self.is_joined(room, user).await? {
+                return Err(Failure::bad(
+                    format!("{user} n'est pas membre de ce salon"),
+                    format!("{user} is not a member of this room"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     async fn write_task(&self, room: &str, task: &Task) -> Result<(), Failure> {
         let content = serde_json::to_value(task).expect("task serializes");
         self.matrix.put_state(room, TASK_TYPE, &task.uid, &content).await?;
@@ -328,6 +411,9 @@ impl Workspace {
         for user in users {
             check_user(user)?;
         }
+        if users.len() > 50 {
+            return Err(Failure::bad("plus de 50 personnes", "more than 50 people"));
+        }
         let zone = match zone {
             Some(z) => z.parse::<chrono_tz::Tz>().map_err(|_| {
                 Failure::bad(format!("fuseau horaire inconnu : {z}"), format!("unknown time zone: {z}"))
@@ -340,6 +426,7 @@ impl Workspace {
     /// Creates a task; `seed` (the asking event's id, or a request id) makes its id.
     pub async fn add_task(&self, room: &str, sender: &str, seed: &str, new: NewTask) -> Result<Task, Failure> {
         let (title, zone) = self.check_new(room, &new.title, &new.assignees, new.time_zone.as_deref())?;
+        self.check_members(room, &new.assignees).await?;
         let due = match &new.due {
             Some(text) => Some(tasks::parse_due(text).ok_or_else(|| {
                 Failure::bad(
@@ -434,6 +521,10 @@ impl Workspace {
             check_user(user)?;
         }
         let mut task = self.task(room, id)?;
+        if task.participants.len() + users.len() > 50 {
+            return Err(Failure::bad("plus de 50 personnes", "more than 50 people"));
+        }
+        self.check_members(room, users).await?;
         for user in users {
             task.participants.insert(user.clone(), Participant::assignee());
         }
@@ -472,6 +563,7 @@ impl Workspace {
             updated: now,
         };
         entry.validate().map_err(|e| Failure::bad(format!("entrée invalide : {e}"), format!("invalid entry: {e}")))?;
+        self.check_members(room, &new.attendees).await?;
         self.write_entry(room, &entry).await?;
         Ok(entry)
     }
@@ -526,8 +618,14 @@ impl Workspace {
                 if !entry.exdate.is_empty() {
                     calendar["exdate"] = json!(entry.exdate);
                 }
+                // Only attendees joined to the room now: the entry's state may have been written
+                // by someone else than the bot (in a room where it lacks the power).
                 let mut invite: Vec<&str> = vec![sender];
-                invite.extend(entry.attendees.keys().map(String::as_str).filter(|u| *u != sender));
+                for user in entry.attendees.keys().filter(|u| *u != sender) {
+                    if crate::rights::valid_user_id(user) && self.is_joined(room, user).await? {
+                        invite.push(user);
+                    }
+                }
                 let via = json!({ "via": [self.config.server_name] });
                 let body = json!({
                     "name": entry.title,

@@ -1,7 +1,8 @@
 //! The appservice's own durable state, small enough for one JSON file: written to a temporary
 //! file, fsynced and renamed over the old one, so a crash leaves the old or the new version.
 //! What it holds cannot be read back from the rooms: transactions already handled, reminders
-//! already sent, direct-message rooms with users, and the (hashed) ICS feed tokens.
+//! already sent, direct-message rooms with users, the (hashed) ICS feed tokens, and the verified
+//! links of work rooms to libraries.
 
 use std::{
     collections::{BTreeMap, BTreeSet, VecDeque},
@@ -32,6 +33,11 @@ pub struct Persisted {
     /// command handled again finds its room instead of creating a second one.
     #[serde(default)]
     pub created: BTreeMap<String, String>,
+    /// Work room → the library its files are filed in. Only links the bot verified (asked or
+    /// written by an editor of the library) are recorded; the `org.hemicycle.library` state in
+    /// a room is not trusted by itself.
+    #[serde(default)]
+    pub links: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
