@@ -143,6 +143,10 @@ fn write_node_config(
     set_key(&mut root, "tls.cert", path_value(&cert_path));
     set_key(&mut root, "tls.key", path_value(&key_path));
     set_key(&mut root, "federation.verify_tls", false.into());
+    // Every test node, Synapse and hostile peer is on loopback, which federation refuses by default.
+    set_key(&mut root, "federation.allow_ranges", toml::Value::Array(vec!["127.0.0.1/32".into()]));
+    // The directory tests list a remote server's public rooms; off by default, as in Synapse.
+    set_key(&mut root, "federation.public_rooms", true.into());
     let allow: Vec<toml::Value> = allow.iter().map(|name| toml::Value::from(name.as_str())).collect();
     set_key(&mut root, "federation.allow", toml::Value::Array(allow));
     set_key(&mut root, "registration.open", true.into());

@@ -755,12 +755,12 @@ async fn the_workspace_appservice_works_with_synapse() {
     let bot = Bot::start(Bot::write_config(dir.path(), port, &synapse, &reg, "2026-11-30T08:00:00Z"), port);
     let bot_id = synapse.user_id("workspace");
     let (_, at) = synapse.register("alice").await;
-    let room = synapse
-        .create_room(
-            &at,
-            json!({ "preset": "public_chat", "power_level_content_override": { "users": { bot_id.clone(): 100 } } }),
-        )
-        .await;
+    // The bot's level is raised after creation: an override of `users` would drop alice's own
+    // level (before room version 12), and she links the room to a library below.
+    let room = synapse.create_room(&at, json!({ "preset": "public_chat" })).await;
+    let mut levels = synapse.state_event(&at, &room, "m.room.power_levels", "").await;
+    levels["users"][&bot_id] = json!(100);
+    synapse.put_state(&at, &room, "m.room.power_levels", "", levels).await;
     let since = synapse.sync_token(&at).await;
     synapse.invite(&at, &room, &bot_id).await;
     wait_notice(&synapse, &at, &room, &since, "Bonjour").await;
@@ -806,4 +806,232 @@ fn matrix_js_sdk(node: &Node, user: &str, token: &str, mode: &str, arg: &str) ->
     let stdout = String::from_utf8_lossy(&out.stdout);
     let last = stdout.lines().last().unwrap_or_default();
     serde_json::from_str(last).unwrap_or_else(|e| panic!("matrix-js-sdk printed no JSON ({e}): {stdout}"))
+}
+
+/// The bot acts with the asker's rights, never its own (issue 34). Two users of different power
+/// in a library — `ed` an editor (50) of its top folder and a viewer (0) of its sub-folder,
+/// `vi` the other way round — use the commands and the REST API, each checked in the folder the
+/// path resolves to; a non-member is refused with the same answer as a room that does not
+/// exist; a room linked by a non-member of the library is not linked; assignees and attendees
+/// must be members of the room; a hostile user id is refused; an invite from another server is
+/// rejected by default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workspace_bot_acts_with_the_askers_rights() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let reg = registration(dir.path(), port);
+    let regs = toml::Value::Array(vec![toml::Value::String(reg.display().to_string())]);
+    let a = Node::start_with("rights-a", None, &[], &[("appservices.registrations", regs)]).await;
+    let b = Node::start("rights-b", &[]).await;
+    let bot = Bot::start(Bot::write_config(dir.path(), port, &a, &reg, "2026-12-01T08:00:00Z"), port);
+    let bot_id = a.user_id("workspace");
+    let (_, at) = a.register("alice").await;
+    let (ed, et) = a.register("ed").await;
+    let (vi, vt) = a.register("vi").await;
+    let (_, mt) = a.register("mallory").await;
+    let (zed, zt) = a.register("zed").await;
+    let (_, bt) = b.register("bob").await;
+
+    // The work room (alice creates it: room version 12, she has every power), the library
+    // linked to it, and a folder in the library.
+    let room = a
+        .create_room(
+            &at,
+            json!({ "preset": "public_chat", "name": "Bureau",
+                    "power_level_content_override": { "users": { bot_id.clone(): 100 } } }),
+        )
+        .await;
+    let since = a.sync_token(&at).await;
+    a.invite(&at, &room, &bot_id).await;
+    wait_notice(&a, &at, &room, &since, "Bonjour").await;
+    for token in [&et, &vt, &mt] {
+        a.join(token, &room, &[]).await;
+    }
+    let since = a.sync_token(&at).await;
+    a.send_text(&at, &room, "!doc new \"Bibliothèque\"").await;
+    let created = wait_notice(&a, &at, &room, &since, "Library created").await;
+    let library = created.split_whitespace().find(|w| w.starts_with('!')).unwrap().to_owned();
+    a.join(&at, &library, &[]).await;
+    let since = a.sync_token(&at).await;
+    a.send_text(&at, &room, "!doc mkdir Dossier").await;
+    wait_notice(&a, &at, &room, &since, "Folder created").await;
+    let folder = states(&a, &at, &library, "m.space.child").await.into_keys().next().expect("the folder");
+    a.join(&at, &folder, &[]).await;
+    // ed: editor of the top folder, viewer of the sub-folder; vi: the other way round.
+    for (space, ed_level, vi_level) in [(&library, 50, 0), (&folder, 0, 50)] {
+        let mut levels = a.state_event(&at, space, "m.room.power_levels", "").await;
+        levels["users"][&ed] = json!(ed_level);
+        levels["users"][&vi] = json!(vi_level);
+        a.put_state(&at, space, "m.room.power_levels", "", levels).await;
+        a.invite(&at, space, &ed).await;
+        a.invite(&at, space, &vi).await;
+        a.join(&et, space, &[]).await;
+        a.join(&vt, space, &[]).await;
+    }
+    // Two files, one on top and one in the folder (filed and moved by alice, the owner).
+    for name in ["racine.txt", "dossier.txt"] {
+        let since = a.sync_token(&at).await;
+        post_file(&a, &at, &room, name, name.as_bytes()).await;
+        wait_notice(&a, &at, &room, &since, &format!("« {name} »")).await;
+    }
+    let since = a.sync_token(&at).await;
+    a.send_text(&at, &room, "!doc mv dossier.txt Dossier").await;
+    wait_notice(&a, &at, &room, &since, "Moved").await;
+
+    // The REST API: reading needs membership of the folder, writing its editor level.
+    let files = format!("/api/v1/libraries/{}/files", enc(&library));
+    let lock_top = format!("{files}/lock?path=racine.txt");
+    let lock_inner = format!("{files}/lock?path=Dossier/dossier.txt");
+    let locked = Some(r#"{"locked": true}"#);
+    let unlocked = Some(r#"{"locked": false}"#);
+    let (status, e, _) = api(&bot, Method::POST, Some(&vt), &lock_top, locked).await;
+    assert_eq!((status, e["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "vi is a viewer on top: {e}");
+    let (status, e, _) = api(&bot, Method::DELETE, Some(&vt), &format!("{files}?path=racine.txt"), None).await;
+    assert_eq!((status, e["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "vi may not delete on top: {e}");
+    let (status, e, _) = api(&bot, Method::POST, Some(&et), &lock_inner, locked).await;
+    assert_eq!((status, e["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "ed is a viewer in the folder: {e}");
+    let (status, e, _) = api(&bot, Method::DELETE, Some(&et), &format!("{files}?path=Dossier/dossier.txt"), None).await;
+    assert_eq!((status, e["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "{e}");
+    let (status, ok, _) = api(&bot, Method::POST, Some(&et), &lock_top, locked).await;
+    assert_eq!((status, ok["file"]["locked"].as_bool()), (200, Some(true)), "ed edits on top: {ok}");
+    let (status, ok, _) = api(&bot, Method::POST, Some(&et), &lock_top, unlocked).await;
+    assert_eq!((status, ok["file"]["locked"].as_bool()), (200, Some(false)));
+    let (status, ok, _) = api(&bot, Method::POST, Some(&vt), &lock_inner, locked).await;
+    assert_eq!((status, ok["file"]["locked"].as_bool()), (200, Some(true)), "vi edits in the folder: {ok}");
+    let (status, ok, _) = api(&bot, Method::POST, Some(&vt), &lock_inner, unlocked).await;
+    assert_eq!((status, ok["file"]["locked"].as_bool()), (200, Some(false)));
+    for (who, token) in [("vi", &vt), ("ed", &et)] {
+        let (status, top, _) = api(&bot, Method::GET, Some(token), &files, None).await;
+        assert_eq!(status, 200, "{who} reads the top folder: {top}");
+        assert_eq!(top["files"][0]["name"], "racine.txt");
+        let (status, inner, _) = api(&bot, Method::GET, Some(token), &format!("{files}?path=Dossier"), None).await;
+        assert_eq!((status, inner["files"][0]["name"].as_str()), (200, Some("dossier.txt")), "{who}: {inner}");
+        let (status, history, _) =
+            api(&bot, Method::GET, Some(token), &format!("{files}/history?path=racine.txt"), None).await;
+        assert_eq!((status, history["versions"][0]["version"].as_u64()), (200, Some(1)), "{who}: {history}");
+    }
+    let branches = states(&a, &at, &library, "org.matrix.msc3089.branch").await;
+    assert!(
+        branches.values().any(|b| b["name"] == "racine.txt" && b["active"] == true),
+        "nothing deleted: {branches:?}"
+    );
+
+    // A non-member of the library gets the answer of a library that does not exist, or of a
+    // room that is no library, whatever the path.
+    let (status, _, refused) = api(&bot, Method::GET, Some(&mt), &files, None).await;
+    assert_eq!(status, 403, "{refused}");
+    let unknown = format!("/api/v1/libraries/{}/files", enc(&format!("!nowhere:{}", a.server_name())));
+    for path in [unknown, format!("/api/v1/libraries/{}/files", enc(&room)), format!("{files}?path=Nowhere")] {
+        let (status, _, text) = api(&bot, Method::GET, Some(&mt), &path, None).await;
+        assert_eq!((status, text.as_str()), (403, refused.as_str()), "{path}");
+    }
+    let (status, e, _) = api(&bot, Method::GET, Some(&at), &format!("{files}?path=Nowhere"), None).await;
+    assert_eq!((status, e["errcode"].as_str()), (404, Some("M_NOT_FOUND")), "a member is told what is missing");
+
+    // The same over commands in the linked room.
+    let ask = |token: &str, text: &str, needle: &str| {
+        let (token, text, needle) = (token.to_owned(), text.to_owned(), needle.to_owned());
+        let (a, at, room) = (&a, &at, &room);
+        async move {
+            let since = a.sync_token(at).await;
+            a.send_text(&token, room, &text).await;
+            wait_notice(a, at, room, &since, &needle).await
+        }
+    };
+    ask(&vt, "!doc rm racine.txt", "as an editor").await;
+    ask(&vt, "!doc mkdir Nouveau", "as an editor").await;
+    ask(&vt, "!doc mv Dossier/dossier.txt .", "as an editor").await;
+    ask(&et, "!doc lock Dossier/dossier.txt", "as an editor").await;
+    ask(&et, "!doc mkdir Dossier/Sous", "as an editor").await;
+    ask(&mt, "!doc ls", "this needs you to be joined").await;
+    ask(&mt, "!doc history racine.txt", "this needs you to be joined").await;
+    ask(&vt, "!doc lock Dossier/dossier.txt", "» locked").await;
+    ask(&vt, "!doc unlock Dossier/dossier.txt", "unlocked").await;
+    ask(&et, "!doc lock racine.txt", "» locked").await;
+    ask(&et, "!doc unlock racine.txt", "unlocked").await;
+    ask(&vt, "!doc ls Dossier", "dossier.txt").await;
+    ask(&et, "!doc history racine.txt", "v1").await;
+    assert_eq!(states(&a, &at, &library, "m.space.child").await.len(), 1, "no folder made by the refused commands");
+    let branches = states(&a, &at, &library, "org.matrix.msc3089.branch").await;
+    assert!(branches.values().any(|b| b["name"] == "racine.txt" && b["active"] == true), "{branches:?}");
+    // A file posted by a viewer of the library is not filed; by an editor it is.
+    let since = a.sync_token(&at).await;
+    post_file(&a, &vt, &room, "vi.txt", b"vi").await;
+    wait_notice(&a, &at, &room, &since, "niveau d'éditeur").await;
+    let since = a.sync_token(&at).await;
+    post_file(&a, &et, &room, "ed.txt", b"ed").await;
+    wait_notice(&a, &at, &room, &since, "« ed.txt »").await;
+    let names: Vec<String> = states(&a, &at, &library, "org.matrix.msc3089.branch")
+        .await
+        .into_values()
+        .filter_map(|b| b["name"].as_str().map(str::to_owned))
+        .collect();
+    assert!(names.contains(&"ed.txt".to_owned()) && !names.contains(&"vi.txt".to_owned()), "{names:?}");
+
+    // A room linked to the library by someone who is not a member of it: not linked.
+    let other = a.create_room(&mt, json!({ "preset": "public_chat", "name": "Ailleurs" })).await;
+    let since = a.sync_token(&mt).await;
+    a.invite(&mt, &other, &bot_id).await;
+    wait_notice(&a, &mt, &other, &since, "Bonjour").await;
+    let since = a.sync_token(&mt).await;
+    a.put_state(&mt, &other, "org.hemicycle.library", "", json!({ "library": library })).await;
+    wait_notice(&a, &mt, &other, &since, "Lien refusé").await;
+    let since = a.sync_token(&mt).await;
+    a.send_text(&mt, &other, "!doc ls").await;
+    wait_notice(&a, &mt, &other, &since, "linked to no library").await;
+    let since = a.sync_token(&mt).await;
+    a.send_text(&mt, &other, &format!("!doc link {library}")).await;
+    wait_notice(&a, &mt, &other, &since, "as an editor").await;
+    // The same state written by an editor of the library links the room.
+    let eds = a.create_room(&et, json!({ "preset": "public_chat", "name": "Chez ed" })).await;
+    let since = a.sync_token(&et).await;
+    a.invite(&et, &eds, &bot_id).await;
+    wait_notice(&a, &et, &eds, &since, "Bonjour").await;
+    let since = a.sync_token(&et).await;
+    a.put_state(&et, &eds, "org.hemicycle.library", "", json!({ "library": library })).await;
+    wait_notice(&a, &et, &eds, &since, "seront classés dans").await;
+    let since = a.sync_token(&et).await;
+    a.send_text(&et, &eds, "!doc ls").await;
+    wait_notice(&a, &et, &eds, &since, "racine.txt").await;
+
+    // Assignees and attendees must be members of the room; a hostile user id is refused.
+    ask(&at, &format!("!task add \"Pour zed\" {zed}"), "is not a member of this room").await;
+    ask(&at, &format!("!cal add \"Avec zed\" 2026-12-10 10:00 {zed}"), "is not a member of this room").await;
+    ask(&at, &format!("!task add \"Pour vi\" {vi}"), "Task created").await;
+    ask(&at, "!cal add \"Piège\" 2026-12-10 10:00 \"@a:b\r\nBEGIN:VALARM\"", "is not a Matrix user id").await;
+    let tasks = format!("/api/v1/rooms/{}/tasks", enc(&room));
+    let body = json!({ "title": "x", "assignees": [zed] }).to_string();
+    let (status, e, _) = api(&bot, Method::POST, Some(&at), &tasks, Some(&body)).await;
+    assert_eq!((status, e["errcode"].as_str()), (400, Some("M_INVALID_PARAM")), "{e}");
+    let body = json!({ "title": "x", "start": "2026-12-10T10:00", "attendees": [zed] }).to_string();
+    let calendar = format!("/api/v1/rooms/{}/calendar", enc(&room));
+    let (status, e, _) = api(&bot, Method::POST, Some(&at), &calendar, Some(&body)).await;
+    assert_eq!((status, e["errcode"].as_str()), (400, Some("M_INVALID_PARAM")), "{e}");
+    let body = json!({ "title": "x", "start": "2026-12-10T10:00", "rrule": "FREQ=DAILY;WKST=MO\r\nBEGIN:VALARM" });
+    let (status, e, _) = api(&bot, Method::POST, Some(&at), &calendar, Some(&body.to_string())).await;
+    assert_eq!((status, e["errcode"].as_str()), (400, Some("M_INVALID_PARAM")), "{e}");
+
+    // An invite from another server is rejected (the default: its own server only), and the
+    // REST API answers the same for that room, a room that does not exist, and a room the
+    // caller is not in.
+    let remote = b.create_room(&bt, json!({ "preset": "public_chat" })).await;
+    b.invite(&bt, &remote, &bot_id).await;
+    let path = format!("/_matrix/client/v3/rooms/{}/state/m.room.member/{}", enc(&remote), enc(&bot_id));
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (_, member) = b.call(Method::GET, Some(&bt), &path, None).await;
+        if member["membership"] == "leave" {
+            break;
+        }
+        assert_ne!(member["membership"], "join", "the bot joined a room a remote user invited it to");
+        assert!(std::time::Instant::now() < deadline, "the bot did not reject the remote invite: {member}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, _, refused) = api(&bot, Method::GET, Some(&zt), &tasks, None).await;
+    assert_eq!(status, 403, "zed is not in the work room: {refused}");
+    for room in [remote.clone(), format!("!nowhere:{}", a.server_name())] {
+        let (status, _, text) =
+            api(&bot, Method::GET, Some(&zt), &format!("/api/v1/rooms/{}/tasks", enc(&room)), None).await;
+        assert_eq!((status, text.as_str()), (403, refused.as_str()), "{room}");
+    }
 }

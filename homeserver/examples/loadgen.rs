@@ -904,6 +904,7 @@ async fn start_node(server: &str, label: &str) -> FedNode {
         .env("HEMICYCLE_TLS__CERT", &cert)
         .env("HEMICYCLE_TLS__KEY", &key)
         .env("HEMICYCLE_FEDERATION__VERIFY_TLS", "false")
+        .env("HEMICYCLE_FEDERATION__ALLOW_RANGES", r#"["127.0.0.1/32"]"#)
         .env("HEMICYCLE_REGISTRATION__OPEN", "true")
         .env("HEMICYCLE_RATE_LIMITS__ENABLED", "false")
         .env("HEMICYCLE_LOG__LEVEL", "error")

@@ -271,6 +271,37 @@ pub struct FederationConfig {
     /// DNS servers (`ip:port`) for the SRV step of server discovery; empty means the system's
     /// (`/etc/resolv.conf`).
     pub nameservers: Vec<std::net::SocketAddr>,
+    /// Addresses federation never connects to (discovery, requests, media `Location`s): a
+    /// hostile server name, SRV record or well-known must not turn the node against the
+    /// network it sits in. `allow_ranges` makes exceptions (test setups on loopback).
+    pub deny_ranges: Vec<Cidr>,
+    pub allow_ranges: Vec<Cidr>,
+    /// A closed federation whose peers' keys are pinned, as the state's border gateways do:
+    /// when non-empty, only these servers are federated with, and their requests and events
+    /// are checked against these keys alone (never fetched keys).
+    pub pinned: std::collections::BTreeMap<OwnedServerName, PinnedServer>,
+    /// Serve our users' device names to other servers (`/user/devices`, key queries). Off, as
+    /// in Synapse: a device name often says who and where a person is.
+    pub device_names: bool,
+    /// Serve our public room directory to other servers. Off, as in Synapse.
+    pub public_rooms: bool,
+}
+
+/// One pinned peer of a closed federation.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PinnedServer {
+    /// Key id (`ed25519:…`) → unpadded base64 public key.
+    pub verify_keys: std::collections::BTreeMap<String, String>,
+    /// Where its federation API is (`host:port`), instead of discovery.
+    #[serde(default)]
+    pub address: Option<String>,
+}
+
+/// Whether `ip` may be connected to under a deny list and its exceptions.
+pub fn address_allowed(deny: &[Cidr], allow: &[Cidr], ip: std::net::IpAddr) -> bool {
+    let ip = ip.to_canonical();
+    allow.iter().any(|r| r.contains(ip)) || !deny.iter().any(|r| r.contains(ip))
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -427,7 +458,17 @@ impl Default for ListenConfig {
 
 impl Default for FederationConfig {
     fn default() -> Self {
-        Self { enabled: true, verify_tls: true, allow: Vec::new(), nameservers: Vec::new() }
+        Self {
+            enabled: true,
+            verify_tls: true,
+            allow: Vec::new(),
+            nameservers: Vec::new(),
+            deny_ranges: DEFAULT_PREVIEW_DENY.iter().map(|r| r.parse().expect("valid default range")).collect(),
+            allow_ranges: Vec::new(),
+            pinned: Default::default(),
+            device_names: false,
+            public_rooms: false,
+        }
     }
 }
 
@@ -574,6 +615,21 @@ impl Config {
                 };
                 if let Err(e) = std::fs::File::open(path) {
                     return Err(ConfigError::new(key, format!("cannot read {}: {e}", path.display())));
+                }
+            }
+        }
+        for (server, pinned) in &self.federation.pinned {
+            let key = format!("federation.pinned.\"{server}\".verify_keys");
+            if pinned.verify_keys.is_empty() {
+                return Err(ConfigError::new(key, "a pinned server needs at least one key"));
+            }
+            for (id, public) in &pinned.verify_keys {
+                let decoded = ruma::serde::Base64::<ruma::serde::base64::Standard>::parse(public);
+                if !id.starts_with("ed25519:") || decoded.ok().map(|k| k.as_bytes().len()) != Some(32) {
+                    return Err(ConfigError::new(
+                        key,
+                        format!("{id}: an ed25519 key id with a 32-byte unpadded base64 key is expected"),
+                    ));
                 }
             }
         }

@@ -93,11 +93,22 @@ async fn serve_federation(
     services: std::sync::Arc<Services>,
     address: SocketAddr,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
-    use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
     let config = &services.config;
     let (Some(cert), Some(key)) = (&config.tls.cert, &config.tls.key) else {
         return Err("listen.federation needs tls.cert and tls.key".into());
     };
+    let acceptor = tls_acceptor(cert, key)?;
+    let listener =
+        TcpListener::bind(address).await.map_err(|e| format!("cannot listen on {address} (listen.federation): {e}"))?;
+    let app = api::federation_router(services.clone());
+    println!("hemicycle federation on https://{address}");
+    let _ = std::io::stdout().flush();
+    Ok(serve_https(listener, acceptor, app))
+}
+
+/// A TLS acceptor (rustls, HTTP/2 and 1.1) for a PEM certificate chain and key.
+pub fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<tokio_rustls::TlsAcceptor, String> {
+    use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|e| format!("cannot read tls.cert {}: {e}", cert.display()))?
         .collect::<Result<_, _>>()
@@ -111,13 +122,17 @@ async fn serve_federation(
         .with_single_cert(certs, key)
         .map_err(|e| format!("tls.cert and tls.key do not make a usable certificate: {e}"))?;
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(tls));
-    let listener =
-        TcpListener::bind(address).await.map_err(|e| format!("cannot listen on {address} (listen.federation): {e}"))?;
-    let app = api::federation_router(services.clone());
-    println!("hemicycle federation on https://{address}");
-    let _ = std::io::stdout().flush();
-    Ok(tokio::spawn(async move {
+    Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(tls)))
+}
+
+/// Serves `app` over HTTPS on `listener` until the task is aborted (the federation listener, and
+/// test peers that speak federation).
+pub fn serve_https(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: axum::Router,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
         loop {
             let Ok((stream, peer)) = listener.accept().await else { continue };
             let acceptor = acceptor.clone();
@@ -139,7 +154,7 @@ async fn serve_federation(
                     .await;
             });
         }
-    }))
+    })
 }
 
 async fn shutdown_signal() {

@@ -78,7 +78,9 @@ fn pdu_raw(services: &Services, event: &EventId) -> Result<Option<Box<RawValue>>
     }
 }
 
-/// The origin must have a member in the room (or the room be world-readable) to read from it.
+/// The origin must have a member joined to the room now (or the room be world-readable now) to
+/// read from it at all; what it then gets is filtered event by event by the history visibility.
+/// A `shared` setting opens history to servers *in* the room, never to one that only knows its id.
 fn require_in_room(services: &Services, origin: &ServerName, room: &RoomId) -> Result<()> {
     if !services.rooms.exists(room)? {
         return Err(Error::not_found("this server does not know the room"));
@@ -86,9 +88,8 @@ fn require_in_room(services: &Services, origin: &ServerName, room: &RoomId) -> R
     if !receive::acl_allows(services, room, origin) {
         return Err(Error::forbidden("the room's server ACL denies your server"));
     }
-    let window = services.rooms.server_window(origin, room)?;
     let member = services.rooms.members(room)?.iter().any(|(u, m)| u.server_name() == origin && m.membership == "join");
-    if member || window.may_see(u64::MAX) {
+    if member || services.rooms.world_readable(room)? {
         Ok(())
     } else {
         Err(Error::forbidden("your server has no member in this room"))
@@ -129,7 +130,12 @@ pub async fn server_keys(
     Ok(get_server_keys::v2::Response::new(document_raw(&document)?))
 }
 
-/// The notary: our own keys, and what we hold (or can fetch) of other servers' keys.
+/// The servers one notary request may ask about.
+const NOTARY_MAX_SERVERS: usize = 100;
+
+/// The notary: our own keys, and what we hold of other servers' keys. It is unauthenticated, so
+/// it serves only servers we already know (refreshing their keys when stale): a server name it
+/// is merely given never makes us connect anywhere.
 async fn notary(
     services: &Services,
     server: &ServerName,
@@ -141,9 +147,10 @@ async fn notary(
         return Ok(Vec::new());
     }
     let fed = &services.federation;
+    let Some(known) = fed.keys.known(server)? else { return Ok(Vec::new()) };
     let set = match fed.keys.keys_of(&fed.client, &fed.own, server, None).await {
         Ok(set) => Some(set),
-        Err(_) => fed.keys.known(server)?,
+        Err(_) => Some(known),
     };
     let Some(document) = set.and_then(|s| s.document) else { return Ok(Vec::new()) };
     let mut object: CanonicalJsonObject =
@@ -157,6 +164,9 @@ pub async fn key_query(
     request: Ruma<get_remote_server_keys_batch::v2::Request>,
 ) -> Result<get_remote_server_keys_batch::v2::Response> {
     let mut keys = Vec::new();
+    if request.body.server_keys.len() > NOTARY_MAX_SERVERS {
+        return Err(Error::TooLarge(format!("at most {NOTARY_MAX_SERVERS} servers per key query")));
+    }
     for server in request.body.server_keys.keys() {
         keys.extend(notary(&services, server).await?);
     }
@@ -242,7 +252,14 @@ async fn take_membership(
     }
     let mut object = canonical_object(pdu)?;
     if membership == "join" && authorised_by_us(&services.federation, &object) {
-        // Our member vouched for this restricted join: the event needs our signature too.
+        // Our member vouches for this restricted join with our signature: checked again now, as
+        // the joining server may send a join it never asked a template for.
+        let joiner = object.get("state_key").and_then(|s| s.as_str()).and_then(|s| UserId::parse(s).ok());
+        let (Some(joiner), Some(authoriser)) = (joiner, join_authoriser(&object)) else {
+            return Err(Error::BadJson("the join names no joiner".into()));
+        };
+        user_of_origin(origin, &joiner)?;
+        services.rooms.check_join_authoriser(room, &joiner, &authoriser)?;
         let rules = record.version.rules().ok_or_else(|| Error::IncompatibleRoomVersion(record.version.to_string()))?;
         ruma::signatures::sign_event(
             services.federation.server_name().as_str(),
@@ -298,6 +315,10 @@ fn send_concurrent_events(services: &Services, room: &RoomId, join: &EventId, or
         return Ok(());
     };
     for extremity in record.extremities.iter().filter(|e| **e != *join) {
+        // Only what the joining server may see of the room (its history visibility).
+        if !Federation::server_may_see(services, origin, room, extremity)? {
+            continue;
+        }
         if let Some(json) = services.rooms.pdu_json(extremity)? {
             let pdu: serde_json::Value = serde_json::from_slice(&json).map_err(|e| Error::Internal(e.to_string()))?;
             services.federation.sender.queue_pdu(&[origin.to_owned()], pdu)?;
@@ -306,14 +327,15 @@ fn send_concurrent_events(services: &Services, room: &RoomId, join: &EventId, or
     Ok(())
 }
 
+/// The user a join names in `join_authorised_via_users_server`.
+fn join_authoriser(object: &CanonicalJsonObject) -> Option<ruma::OwnedUserId> {
+    let Some(ruma::CanonicalJsonValue::Object(content)) = object.get("content") else { return None };
+    content.get("join_authorised_via_users_server").and_then(|u| u.as_str()).and_then(|u| UserId::parse(u).ok())
+}
+
 /// Whether a join names one of our users in `join_authorised_via_users_server`.
 fn authorised_by_us(fed: &Federation, object: &CanonicalJsonObject) -> bool {
-    let Some(ruma::CanonicalJsonValue::Object(content)) = object.get("content") else { return false };
-    content
-        .get("join_authorised_via_users_server")
-        .and_then(|u| u.as_str())
-        .and_then(|u| UserId::parse(u).ok())
-        .is_some_and(|u| u.server_name() == fed.server_name())
+    join_authoriser(object).is_some_and(|u| u.server_name() == fed.server_name())
 }
 
 pub async fn send_join(
@@ -385,6 +407,9 @@ pub async fn make_leave(
     let origin = origin(&request)?;
     let body = request.body;
     user_of_origin(&origin, &body.user_id)?;
+    if services.rooms.exists(&body.room_id)? && !receive::acl_allows(&services, &body.room_id, &origin) {
+        return Err(Error::forbidden("the room's server ACL denies your server"));
+    }
     let event = NewEvent::state(
         StateEventType::RoomMember,
         body.user_id.as_str(),
@@ -428,6 +453,20 @@ pub async fn invite(
         return Err(Error::BadJson("an invite names its sender and invitee".into()));
     };
     user_of_origin(&origin, &sender)?;
+    // We sign what we are given: only an invite into the room the path names, nothing else.
+    let membership = match object.get("content") {
+        Some(ruma::CanonicalJsonValue::Object(c)) => c.get("membership").and_then(|m| m.as_str()),
+        _ => None,
+    };
+    if object.get("type").and_then(|t| t.as_str()) != Some("m.room.member")
+        || membership != Some("invite")
+        || object.get("room_id").and_then(|r| r.as_str()) != Some(body.room_id.as_str())
+    {
+        return Err(Error::BadJson("not an invite into this room".into()));
+    }
+    if services.rooms.exists(&body.room_id)? && !receive::acl_allows(&services, &body.room_id, &origin) {
+        return Err(Error::forbidden("the room's server ACL denies your server"));
+    }
     if !services.users.is_local(&invitee) || !services.rooms.profiles_user_exists(&invitee)? {
         return Err(Error::not_found(format!("{invitee} is not a user of this server")));
     }
@@ -471,7 +510,15 @@ pub async fn backfill(
     let body = request.body;
     require_in_room(&services, &origin, &body.room_id)?;
     let limit = u64::from(body.limit).clamp(1, 100) as usize;
-    let start = body.v.iter().filter_map(|id| services.rooms.meta(id).ok().flatten()).map(|m| m.pos).max();
+    // Only events of the room named in the path may start the walk: an id of another room would
+    // page that room's history under this room's check.
+    let start = body
+        .v
+        .iter()
+        .filter_map(|id| services.rooms.meta(id).ok().flatten())
+        .filter(|m| m.room_id == body.room_id)
+        .map(|m| m.pos)
+        .max();
     let mut pdus = Vec::new();
     if let Some(start) = start {
         let window = services.rooms.server_window(&origin, &body.room_id)?;
@@ -639,6 +686,21 @@ fn server_requester(origin: &ServerName) -> Result<ruma::OwnedUserId> {
     UserId::parse(format!("@_federation:{origin}")).map_err(|e| Error::Internal(e.to_string()))
 }
 
+/// Device keys as other servers get them: without the device's name unless
+/// `federation.device_names` says otherwise.
+fn for_servers(services: &Services, mut result: crate::keys::QueryResult) -> crate::keys::QueryResult {
+    if !services.config.federation.device_names {
+        for devices in result.device_keys.values_mut() {
+            for keys in devices.values_mut() {
+                if let Some(unsigned) = keys.get_mut("unsigned").and_then(|u| u.as_object_mut()) {
+                    unsigned.remove("device_display_name");
+                }
+            }
+        }
+    }
+    result
+}
+
 pub async fn user_keys_query(
     services: Arc<Services>,
     request: Ruma<ruma::api::federation::keys::get_keys::v1::Request>,
@@ -646,7 +708,7 @@ pub async fn user_keys_query(
     let origin = origin(&request)?;
     let wanted: BTreeMap<ruma::OwnedUserId, Vec<ruma::OwnedDeviceId>> =
         request.body.device_keys.into_iter().filter(|(u, _)| services.users.is_local(u)).collect();
-    let result = services.keys.query(&services.users, &server_requester(&origin)?, &wanted)?;
+    let result = for_servers(&services, services.keys.query(&services.users, &server_requester(&origin)?, &wanted)?);
     let mut response = ruma::api::federation::keys::get_keys::v1::Response::new(BTreeMap::new());
     for (user, devices) in result.device_keys {
         response.device_keys.insert(user, devices.iter().map(|(d, k)| (d.clone(), to_raw(k))).collect());
@@ -685,7 +747,8 @@ pub async fn user_devices(
         return Err(Error::invalid_param(format!("{user} is not a user of this server")));
     }
     let wanted = BTreeMap::from([(user.clone(), Vec::new())]);
-    let mut result = services.keys.query(&services.users, &server_requester(&origin)?, &wanted)?;
+    let mut result =
+        for_servers(&services, services.keys.query(&services.users, &server_requester(&origin)?, &wanted)?);
     let head = *services.rooms.subscribe().borrow();
     let mut response = Response::new(user.clone(), ruma::UInt::new_saturating(head));
     for (device_id, keys) in result.device_keys.remove(&user).unwrap_or_default() {
@@ -745,11 +808,21 @@ pub async fn media_thumbnail(
     Ok(Response::new(ContentMetadata::new(), media_answer(content).await?))
 }
 
+/// Our public directory is served to other servers only when `federation.public_rooms` says so.
+fn public_rooms_served(services: &Services) -> Result<()> {
+    if services.config.federation.public_rooms {
+        Ok(())
+    } else {
+        Err(Error::forbidden("this server does not publish its room directory over federation"))
+    }
+}
+
 /// `GET /publicRooms`: our public directory for another server's users.
 pub async fn public_rooms(
     services: Arc<Services>,
     request: Ruma<ruma::api::federation::directory::get_public_rooms::v1::Request>,
 ) -> Result<ruma::api::federation::directory::get_public_rooms::v1::Response> {
+    public_rooms_served(&services)?;
     let b = &request.body;
     let page = super::client::directory::page(&services, None, b.since.as_deref(), b.limit, &b.room_network)?;
     let mut response = ruma::api::federation::directory::get_public_rooms::v1::Response::new();
@@ -765,6 +838,7 @@ pub async fn public_rooms_filtered(
     services: Arc<Services>,
     request: Ruma<ruma::api::federation::directory::get_public_rooms_filtered::v1::Request>,
 ) -> Result<ruma::api::federation::directory::get_public_rooms_filtered::v1::Response> {
+    public_rooms_served(&services)?;
     let b = &request.body;
     let search = b.filter.generic_search_term.as_deref();
     let page = super::client::directory::page(&services, search, b.since.as_deref(), b.limit, &b.room_network)?;

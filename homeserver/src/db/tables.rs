@@ -81,6 +81,7 @@ pub const NAMES: &[&str] = &[
     "eventid_outlier",
     "servername_sentpos",
     "origintxn_done",
+    "receivedseq_origintxn",
     "servernamepos_edu",
     "useridroomidpos_notification",
     "useridpos_notification",
@@ -233,6 +234,9 @@ pub struct Tables {
     pub servername_sentpos: Table<OwnedServerName, Be64>,
     /// (origin, transaction id) of inbound transactions already processed.
     pub origintxn_done: Table<(OwnedServerName, String), Vec<u8>>,
+    /// The same transactions in the order received (ms << 20 | sequence), so that old ids are
+    /// dropped by a scan of what is to go, never of everything kept.
+    pub receivedseq_origintxn: Table<Be64, Json<(OwnedServerName, String)>>,
     /// Per destination: EDUs waiting to be sent, (server, position) → EDU JSON.
     pub servernamepos_edu: Table<(OwnedServerName, Be64), Json<serde_json::Value>>,
     /// (user, room, position) → the actions an event's push rules gave for the user, with the
@@ -319,6 +323,7 @@ impl Tables {
             eventid_outlier: Table::new(db, reads, "eventid_outlier"),
             servername_sentpos: Table::new(db, reads, "servername_sentpos"),
             origintxn_done: Table::new(db, reads, "origintxn_done"),
+            receivedseq_origintxn: Table::new(db, reads, "receivedseq_origintxn"),
             servernamepos_edu: Table::new(db, reads, "servernamepos_edu"),
             useridroomidpos_notification: Table::new(db, reads, "useridroomidpos_notification"),
             useridpos_notification: Table::new(db, reads, "useridpos_notification"),

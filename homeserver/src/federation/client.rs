@@ -28,6 +28,8 @@ use crate::{
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a discovery result (well-known delegation) is kept.
 const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
+/// The most bytes of a well-known document read (Synapse reads 50 KiB).
+const WELL_KNOWN_MAX: usize = 50 * 1024;
 /// Backoff after failures: doubles from the first up to the cap.
 const BACKOFF_FIRST: Duration = Duration::from_secs(2);
 const BACKOFF_CAP: Duration = Duration::from_secs(300);
@@ -110,18 +112,48 @@ pub struct DestinationHealth {
 #[derive(Default)]
 struct SrvTargets(Mutex<HashMap<String, Vec<SocketAddr>>>);
 
+/// The addresses federation may connect to (`federation.deny_ranges` less `allow_ranges`):
+/// checked on every address a name resolves to and on IP literals, for discovery, requests and
+/// media `Location`s alike.
+#[derive(Debug, Clone, Default)]
+pub struct AddressFilter {
+    pub deny: Vec<crate::config::Cidr>,
+    pub allow: Vec<crate::config::Cidr>,
+}
+
+impl AddressFilter {
+    pub fn permits(&self, ip: IpAddr) -> bool {
+        crate::config::address_allowed(&self.deny, &self.allow, ip)
+    }
+
+    /// Refuses a URL whose host is an IP literal out of bounds (names are checked when resolved).
+    fn check_url(&self, url: &str) -> std::result::Result<(), String> {
+        let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
+        if !matches!(parsed.scheme(), "https" | "http") {
+            return Err(format!("{url}: only http(s) URLs are fetched"));
+        }
+        let ip = parsed.host_str().and_then(|h| h.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok());
+        match ip {
+            Some(ip) if !self.permits(ip) => Err(format!("{ip} is in federation.deny_ranges")),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// The federation client's DNS: a host found through SRV connects to its SRV target; any other
 /// host is looked up with the configured name servers (`federation.nameservers`), or the
 /// system's resolver (hosts file included) when none are configured.
 struct FederationDns {
     srv: Option<Arc<SrvTargets>>,
     configured: Option<hickory_resolver::TokioResolver>,
+    filter: Arc<AddressFilter>,
 }
 
 impl reqwest::dns::Resolve for FederationDns {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let known = self.srv.as_ref().and_then(|srv| srv.0.lock().expect("SRV targets").get(name.as_str()).cloned());
         let configured = self.configured.clone();
+        let filter = self.filter.clone();
         let host = name.as_str().to_owned();
         Box::pin(async move {
             let addrs: Vec<SocketAddr> = match (known, configured) {
@@ -131,6 +163,12 @@ impl reqwest::dns::Resolve for FederationDns {
                 }
                 (None, None) => tokio::net::lookup_host((host.as_str(), 0)).await?.collect(),
             };
+            // Every address must be allowed: a name that resolves to one internal address among
+            // public ones is refused whole.
+            if let Some(bad) = addrs.iter().find(|a| !filter.permits(a.ip())) {
+                let refused = format!("{host} resolves to {}, in federation.deny_ranges", bad.ip());
+                return Err(refused.into());
+            }
             Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
         })
     }
@@ -145,6 +183,9 @@ pub struct FederationClient {
     srv: Arc<SrvTargets>,
     origin: OwnedServerName,
     max_response: usize,
+    filter: Arc<AddressFilter>,
+    /// Pinned peers' addresses (`federation.pinned.*.address`), used instead of discovery.
+    pinned_addresses: HashMap<OwnedServerName, String>,
     discovered: Mutex<HashMap<OwnedServerName, (Endpoint, Instant)>>,
     backoff: Mutex<HashMap<OwnedServerName, Backoff>>,
     /// When a request to each destination last worked (ms since the epoch).
@@ -160,6 +201,8 @@ impl FederationClient {
         verify_tls: bool,
         max_response: usize,
         nameservers: &[SocketAddr],
+        filter: AddressFilter,
+        pinned_addresses: HashMap<OwnedServerName, String>,
     ) -> Result<Self> {
         let builder = || {
             reqwest::Client::builder()
@@ -168,17 +211,21 @@ impl FederationClient {
                 .timeout(REQUEST_TIMEOUT)
                 .pool_idle_timeout(Duration::from_secs(90))
                 .pool_max_idle_per_host(16)
-                .redirect(reqwest::redirect::Policy::limited(3))
+                // A redirect would take a request where no check was made: none are followed.
+                .redirect(reqwest::redirect::Policy::none())
+                .no_proxy()
                 .user_agent(concat!("Hemicycle/", env!("CARGO_PKG_VERSION")))
         };
         let failed = |e: reqwest::Error| Error::Internal(format!("cannot build the federation client: {e}"));
         let srv = Arc::new(SrvTargets::default());
         let dns = resolver(nameservers)?;
         let configured = (!nameservers.is_empty()).then(|| dns.clone());
-        let federation_dns = FederationDns { srv: Some(srv.clone()), configured: configured.clone() };
+        let filter = Arc::new(filter);
+        let federation_dns =
+            FederationDns { srv: Some(srv.clone()), configured: configured.clone(), filter: filter.clone() };
         let http = builder().dns_resolver(Arc::new(federation_dns)).build().map_err(failed)?;
-        let plain =
-            builder().dns_resolver(Arc::new(FederationDns { srv: None, configured })).build().map_err(failed)?;
+        let plain_dns = FederationDns { srv: None, configured, filter: filter.clone() };
+        let plain = builder().dns_resolver(Arc::new(plain_dns)).build().map_err(failed)?;
         Ok(Self {
             http,
             plain,
@@ -186,6 +233,8 @@ impl FederationClient {
             srv,
             origin,
             max_response,
+            filter,
+            pinned_addresses,
             discovered: Mutex::new(HashMap::new()),
             backoff: Mutex::new(HashMap::new()),
             last_success: Mutex::new(HashMap::new()),
@@ -212,6 +261,9 @@ impl FederationClient {
     /// the SRV step in turn); else SRV `_matrix-fed._tcp`, then the deprecated `_matrix._tcp`;
     /// else port 8448.
     async fn discover(&self, server: &ServerName) -> Endpoint {
+        if let Some(address) = self.pinned_addresses.get(server) {
+            return Endpoint { base_url: format!("https://{address}") };
+        }
         let (host, port) = split_host_port(server.as_str());
         if is_ip_literal(host) || port.is_some() {
             return Endpoint { base_url: format!("https://{host}:{}", port.unwrap_or(8448)) };
@@ -219,7 +271,11 @@ impl FederationClient {
         let url = format!("https://{host}/.well-known/matrix/server");
         if let Ok(response) = self.plain.get(&url).timeout(Duration::from_secs(10)).send().await {
             if response.status().is_success() {
-                if let Ok(known) = response.json::<WellKnownServer>().await {
+                let known = read_bounded(response, WELL_KNOWN_MAX)
+                    .await
+                    .ok()
+                    .and_then(|body| serde_json::from_slice::<WellKnownServer>(&body).ok());
+                if let Some(known) = known {
                     let (dhost, dport) = split_host_port(&known.server);
                     if !dhost.is_empty() {
                         if is_ip_literal(dhost) || dport.is_some() {
@@ -344,6 +400,23 @@ impl FederationClient {
         R: OutgoingRequest<PathBuilder = SinglePath>,
         R::Authentication: OutgoingAuth,
     {
+        self.send_limited(keys, destination, request, timeout, self.max_response).await
+    }
+
+    /// [`Self::send_with_timeout`] reading at most `max_bytes` of the answer: what a request can
+    /// legitimately weigh (one event, one page of history) rather than the largest answer of all.
+    pub async fn send_limited<R>(
+        &self,
+        keys: &ServerKeys,
+        destination: &ServerName,
+        request: R,
+        timeout: Duration,
+        max_bytes: usize,
+    ) -> Result<R::IncomingResponse>
+    where
+        R: OutgoingRequest<PathBuilder = SinglePath>,
+        R::Authentication: OutgoingAuth,
+    {
         let endpoint = self.endpoint(destination).await;
         let input = <R::Authentication as OutgoingAuth>::input(&self.origin, destination, keys);
         let http_request = request
@@ -352,6 +425,11 @@ impl FederationClient {
         let (mut parts, body) = http_request.into_parts();
         crate::telemetry::inject(&mut parts.headers);
         let url = parts.uri.to_string();
+        if let Err(refused) = self.filter.check_url(&url) {
+            let error = format!("{destination} is not reached: {refused}");
+            self.failed(destination, &error);
+            return Err(Error::RemoteUnreachable(error));
+        }
         let mut builder = self.http.request(parts.method, &url).headers(parts.headers).timeout(timeout);
         if !body.is_empty() {
             builder = builder.body(body);
@@ -367,7 +445,7 @@ impl FederationClient {
         };
         let status = response.status();
         let headers = response.headers().clone();
-        let bytes = match read_bounded(response, self.max_response).await {
+        let bytes = match read_bounded(response, max_bytes.min(self.max_response)).await {
             Ok(b) => b,
             Err(e) => {
                 let error = format!("{destination} broke off its answer: {e}");
@@ -399,6 +477,7 @@ impl FederationClient {
     /// content type.
     pub async fn get_location(&self, url: &str, timeout: Duration) -> Result<(Vec<u8>, Option<String>)> {
         let unreachable = |e: String| Error::RemoteUnreachable(format!("the media location {url}: {e}"));
+        self.filter.check_url(url).map_err(unreachable)?;
         let response = self.plain.get(url).timeout(timeout).send().await.map_err(|e| unreachable(e.to_string()))?;
         if !response.status().is_success() {
             return Err(unreachable(format!("HTTP {}", response.status())));
@@ -488,7 +567,15 @@ mod tests {
 
     #[tokio::test]
     async fn ip_literals_and_explicit_ports_need_no_lookup() {
-        let client = FederationClient::new("a.example".try_into().unwrap(), true, 1 << 20, &[]).unwrap();
+        let client = FederationClient::new(
+            "a.example".try_into().unwrap(),
+            true,
+            1 << 20,
+            &[],
+            Default::default(),
+            Default::default(),
+        )
+        .unwrap();
         let ep = client.endpoint(<&ServerName>::try_from("127.0.0.1:9000").unwrap()).await;
         assert_eq!(ep.base_url, "https://127.0.0.1:9000");
         let ep = client.endpoint(<&ServerName>::try_from("10.1.2.3").unwrap()).await;
@@ -499,7 +586,15 @@ mod tests {
 
     #[test]
     fn backoff_doubles_and_is_capped() {
-        let client = FederationClient::new("a.example".try_into().unwrap(), true, 1 << 20, &[]).unwrap();
+        let client = FederationClient::new(
+            "a.example".try_into().unwrap(),
+            true,
+            1 << 20,
+            &[],
+            Default::default(),
+            Default::default(),
+        )
+        .unwrap();
         let peer = <&ServerName>::try_from("b.example").unwrap();
         assert!(client.backing_off(peer).is_none());
         client.failed(peer, "test failure");

@@ -36,17 +36,31 @@ pub struct RemoteKeySet {
     pub document: Option<serde_json::Value>,
 }
 
+/// What a key is asked to verify: a retired key (`old_verify_keys`) signs nothing new, so it is
+/// good only for events older than its retirement, and never for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyUse {
+    /// An inbound request's X-Matrix signature: keys the server publishes now.
+    Request,
+    /// An event sent at this `origin_server_ts` (ms).
+    Event(u64),
+}
+
 impl RemoteKeySet {
-    fn public_keys(&self) -> PublicKeySet {
+    fn public_keys(&self, usage: KeyUse) -> PublicKeySet {
         let mut set = PublicKeySet::new();
         for (id, key) in &self.verify_keys {
             if let Ok(key) = Base64::parse(key) {
                 set.insert(id.clone(), key);
             }
         }
-        for (id, (key, _)) in &self.old_verify_keys {
-            if let Ok(key) = Base64::parse(key) {
-                set.entry(id.clone()).or_insert(key);
+        if let KeyUse::Event(ts) = usage {
+            for (id, (key, expired_ts)) in &self.old_verify_keys {
+                if ts < *expired_ts {
+                    if let Ok(key) = Base64::parse(key) {
+                        set.entry(id.clone()).or_insert(key);
+                    }
+                }
             }
         }
         set
@@ -59,6 +73,10 @@ impl RemoteKeySet {
 
 pub struct RemoteKeys {
     db: Arc<Database>,
+    /// A closed federation's pinned keys (`federation.pinned`): when not empty, the only keys.
+    pinned: HashMap<OwnedServerName, RemoteKeySet>,
+    /// The last refusal for want of a pinned key, per server (when, why): the console shows them.
+    refusals: Mutex<BTreeMap<OwnedServerName, (u64, String)>>,
     cache: Mutex<HashMap<OwnedServerName, RemoteKeySet>>,
     /// One fetch per server at a time.
     fetching: Mutex<HashMap<OwnedServerName, Arc<tokio::sync::Mutex<()>>>>,
@@ -96,8 +114,58 @@ pub fn verify_key_document(server: &ServerName, document: &CanonicalJsonObject) 
 }
 
 impl RemoteKeys {
-    pub fn new(db: Arc<Database>) -> Self {
-        Self { db, cache: Mutex::new(HashMap::new()), fetching: Mutex::new(HashMap::new()) }
+    pub fn new(db: Arc<Database>, pinned: &BTreeMap<OwnedServerName, crate::config::PinnedServer>) -> Self {
+        let pinned = pinned
+            .iter()
+            .map(|(server, p)| {
+                let set = RemoteKeySet {
+                    verify_keys: p.verify_keys.clone(),
+                    old_verify_keys: BTreeMap::new(),
+                    valid_until_ts: u64::MAX,
+                    document: None,
+                };
+                (server.clone(), set)
+            })
+            .collect();
+        Self {
+            db,
+            pinned,
+            refusals: Mutex::new(BTreeMap::new()),
+            cache: Mutex::new(HashMap::new()),
+            fetching: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether keys are pinned (a closed federation): no key is ever fetched then.
+    pub fn pinning(&self) -> bool {
+        !self.pinned.is_empty()
+    }
+
+    /// A pinned server's keys; a key id it was not pinned with is refused loudly, since it means
+    /// a rotation nobody configured or somebody else speaking under its name.
+    fn pinned_keys(&self, server: &ServerName, key_id: Option<&str>) -> Result<RemoteKeySet> {
+        let refuse = |reason: String| {
+            tracing::error!(%server, %reason, "refused: a key that is not pinned (federation.pinned)");
+            self.refusals.lock().expect("key refusals").insert(server.to_owned(), (now_ms(), reason.clone()));
+            Err(Error::Forbidden(reason))
+        };
+        let Some(set) = self.pinned.get(server) else {
+            return refuse(format!("{server} has no pinned keys here"));
+        };
+        if let Some(id) = key_id.filter(|id| !set.verify_keys.contains_key(*id)) {
+            return refuse(format!("{server}'s key {id} is not pinned here"));
+        }
+        Ok(set.clone())
+    }
+
+    /// The pinned servers and their key ids.
+    pub fn pinned_servers(&self) -> BTreeMap<OwnedServerName, Vec<String>> {
+        self.pinned.iter().map(|(s, set)| (s.clone(), set.verify_keys.keys().cloned().collect())).collect()
+    }
+
+    /// The last refusal of each server for want of a pinned key: (when, why).
+    pub fn refusals(&self) -> BTreeMap<OwnedServerName, (u64, String)> {
+        self.refusals.lock().expect("key refusals").clone()
     }
 
     fn cached(&self, server: &ServerName) -> Result<Option<RemoteKeySet>> {
@@ -113,6 +181,9 @@ impl RemoteKeys {
 
     /// The keys we hold for a server right now, without fetching (for the notary endpoints).
     pub fn known(&self, server: &ServerName) -> Result<Option<RemoteKeySet>> {
+        if self.pinning() {
+            return Ok(None);
+        }
         self.cached(server)
     }
 
@@ -144,6 +215,9 @@ impl RemoteKeys {
         server: &ServerName,
         key_id: Option<&str>,
     ) -> Result<RemoteKeySet> {
+        if self.pinning() {
+            return self.pinned_keys(server, key_id);
+        }
         let fresh = |set: &RemoteKeySet| set.valid_until_ts > now_ms() && key_id.is_none_or(|id| set.has_key(id));
         if let Some(set) = self.cached(server)? {
             if fresh(&set) {
@@ -175,12 +249,13 @@ impl RemoteKeys {
         }
     }
 
-    /// A public key map for the given servers.
+    /// A public key map for the given servers, with the keys good for `usage`.
     pub async fn key_map(
         &self,
         client: &FederationClient,
         own: &ServerKeys,
         servers: impl IntoIterator<Item = (OwnedServerName, Option<String>)>,
+        usage: KeyUse,
     ) -> Result<PublicKeyMap> {
         let mut map = PublicKeyMap::new();
         for (server, key_id) in servers {
@@ -189,7 +264,7 @@ impl RemoteKeys {
                 continue;
             }
             let set = self.keys_of(client, own, &server, key_id.as_deref()).await?;
-            map.insert(server.to_string(), set.public_keys());
+            map.insert(server.to_string(), set.public_keys(usage));
         }
         Ok(map)
     }

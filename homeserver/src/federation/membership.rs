@@ -85,21 +85,19 @@ async fn join_through(
     Err(last)
 }
 
-fn content_of(object: &mut CanonicalJsonObject) -> &mut CanonicalJsonObject {
-    if !matches!(object.get("content"), Some(CanonicalJsonValue::Object(_))) {
-        object.insert("content".into(), CanonicalJsonValue::Object(CanonicalJsonObject::new()));
-    }
-    match object.get_mut("content") {
-        Some(CanonicalJsonValue::Object(c)) => c,
-        _ => unreachable!("content was just made an object"),
-    }
-}
+/// The top-level keys of a membership template we keep: what a PDU needs. Anything else a
+/// resident server puts there would go out under our signature.
+const TEMPLATE_KEYS: [&str; 7] = ["auth_events", "prev_events", "depth", "room_id", "sender", "state_key", "type"];
 
-/// Fills in and signs a template a resident server handed out for one of our users.
+/// Fills in and signs a template a resident server handed out for one of our users. The resident
+/// server may be hostile: we sign only an `m.room.member` event of the room we asked about, for
+/// our user, with the membership we asked for and a content we write ourselves — never a
+/// template's own content (a leave of another room, a join with a forged authoriser).
 fn sign_template(
     services: &Services,
     version: &RoomVersionId,
-    mut template: CanonicalJsonObject,
+    room: &RoomId,
+    template: CanonicalJsonObject,
     user: &UserId,
     membership: &str,
     reason: Option<String>,
@@ -107,21 +105,29 @@ fn sign_template(
     let rules = version
         .rules()
         .ok_or_else(|| Error::UnsupportedRoomVersion(format!("room version {version} is not supported")))?;
-    if template.get("sender").and_then(|s| s.as_str()) != Some(user.as_str())
-        || template.get("state_key").and_then(|s| s.as_str()) != Some(user.as_str())
-    {
+    let field = |key: &str| template.get(key).and_then(|s| s.as_str());
+    if field("sender") != Some(user.as_str()) || field("state_key") != Some(user.as_str()) {
         return Err(Error::RemoteUnreachable("the resident server's template is for another user".into()));
     }
-    template.insert(
+    if field("type") != Some("m.room.member") || field("room_id") != Some(room.as_str()) {
+        return Err(Error::RemoteUnreachable("the resident server's template is not a membership of this room".into()));
+    }
+    let template_content = match template.get("content") {
+        Some(CanonicalJsonValue::Object(c)) => c.clone(),
+        _ => CanonicalJsonObject::new(),
+    };
+    if template_content.get("membership").and_then(|m| m.as_str()).is_some_and(|m| m != membership) {
+        return Err(Error::RemoteUnreachable(format!("the resident server's template is not a {membership}")));
+    }
+    let mut event: CanonicalJsonObject =
+        template.into_iter().filter(|(key, _)| TEMPLATE_KEYS.contains(&key.as_str())).collect();
+    event.insert(
         "origin_server_ts".into(),
         CanonicalJsonValue::Integer(ruma::Int::new_saturating(crate::users::now_ms() as i64)),
     );
-    template.insert("origin".into(), CanonicalJsonValue::String(services.federation.server_name().to_string()));
-    template.remove("signatures");
-    template.remove("hashes");
-    template.remove("unsigned");
+    event.insert("origin".into(), CanonicalJsonValue::String(services.federation.server_name().to_string()));
     let (displayname, avatar) = services.rooms.profile_of(user)?;
-    let content = content_of(&mut template);
+    let mut content = CanonicalJsonObject::new();
     content.insert("membership".into(), CanonicalJsonValue::String(membership.into()));
     if membership == "join" {
         if let Some(d) = displayname {
@@ -130,19 +136,32 @@ fn sign_template(
         if let Some(a) = avatar {
             content.insert("avatar_url".into(), CanonicalJsonValue::String(a));
         }
+        // A restricted room's resident server names one of its own users to vouch for us; a
+        // user of any other server (ours included) is not its to name.
+        let authoriser = template_content
+            .get("join_authorised_via_users_server")
+            .and_then(|u| u.as_str())
+            .and_then(|u| UserId::parse(u).ok());
+        if let Some(authoriser) = authoriser {
+            if authoriser.server_name() == services.federation.server_name() {
+                return Err(Error::RemoteUnreachable("the template names one of our users as authoriser".into()));
+            }
+            content.insert("join_authorised_via_users_server".into(), CanonicalJsonValue::String(authoriser.into()));
+        }
     }
     if let Some(reason) = reason {
         content.insert("reason".into(), CanonicalJsonValue::String(reason));
     }
+    event.insert("content".into(), CanonicalJsonValue::Object(content));
     hash_and_sign_event(
         services.federation.server_name().as_str(),
         services.federation.own.keypair(),
-        &mut template,
+        &mut event,
         &rules.redaction,
     )
     .map_err(|e| Error::Internal(format!("signing failed: {e}")))?;
-    let event_id = event_id_of(&template, version)?;
-    Ok((event_id, template))
+    let event_id = event_id_of(&event, version)?;
+    Ok((event_id, event))
 }
 
 async fn verify_all(
@@ -175,7 +194,7 @@ async fn try_join(
     }
     let template = canonical_object(&made.event)?;
     let prev_events = event_refs(template.get("prev_events"));
-    let (event_id, object) = sign_template(services, &version, template, user, "join", reason)?;
+    let (event_id, object) = sign_template(services, &version, room, template, user, "join", reason)?;
     let raw = serde_json::value::to_raw_value(&object).map_err(|e| Error::Internal(e.to_string()))?;
     let joined = fed.send(server, create_join_event::v2::Request::new(room.to_owned(), event_id.clone(), raw)).await?;
     let state = verify_all(services, &version, &joined.room_state.state).await?;
@@ -359,7 +378,7 @@ pub async fn knock_remote(
             let made = fed.send(&server, request).await?;
             let version = made.room_version;
             let template = canonical_object(&made.event)?;
-            let (event_id, object) = sign_template(services, &version, template, user, "knock", reason.clone())?;
+            let (event_id, object) = sign_template(services, &version, room, template, user, "knock", reason.clone())?;
             let raw = serde_json::value::to_raw_value(&object).map_err(|e| Error::Internal(e.to_string()))?;
             let knocked =
                 fed.send(&server, create_knock_event::v1::Request::new(room.to_owned(), event_id.clone(), raw)).await?;
@@ -410,7 +429,7 @@ pub async fn leave_remote(
     let made = fed.send(via, prepare_leave_event::v1::Request::new(room.to_owned(), user.to_owned())).await?;
     let version = made.room_version.unwrap_or(RoomVersionId::V1);
     let template = canonical_object(&made.event)?;
-    let (event_id, object) = sign_template(services, &version, template, user, "leave", reason)?;
+    let (event_id, object) = sign_template(services, &version, room, template, user, "leave", reason)?;
     let raw = serde_json::value::to_raw_value(&object).map_err(|e| Error::Internal(e.to_string()))?;
     fed.send(via, create_leave_event::v2::Request::new(room.to_owned(), event_id.clone(), raw)).await?;
     services.rooms.record_remote_membership(room, user, &event_id, &object, "leave").await?;

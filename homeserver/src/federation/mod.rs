@@ -41,6 +41,10 @@ pub struct Federation {
     pub media_fetches: media::Fetches,
     /// Per-origin limit on concurrent inbound requests, so one peer cannot starve the others.
     inbound: std::sync::Mutex<std::collections::HashMap<OwnedServerName, Arc<tokio::sync::Semaphore>>>,
+    /// Events fetched from each server in the current minute ([`Federation::count_fetch`]).
+    fetches: std::sync::Mutex<std::collections::HashMap<OwnedServerName, (std::time::Instant, u32)>>,
+    /// Transactions received since start-up (their old ids are pruned every so many).
+    transactions: std::sync::atomic::AtomicU64,
     /// The servers with joined members of each room, as of a state snapshot.
     room_servers: std::sync::Mutex<std::collections::HashMap<ruma::OwnedRoomId, (u64, Vec<OwnedServerName>)>>,
     /// Rooms we are joining through another server: how many joins are under way, and the PDUs
@@ -55,6 +59,9 @@ pub struct Federation {
 /// The largest answer we read from another server (a media file may be larger, up to
 /// `media.max_upload_size`): a big room's `send_join` state fits many times over.
 const MAX_RESPONSE: usize = 256 * 1024 * 1024;
+
+/// Events fetched from one server a minute, on behalf of what it sent.
+const FETCHES_PER_ORIGIN: u32 = 5_000;
 
 /// Concurrent inbound requests one origin may have in flight.
 const INBOUND_PER_ORIGIN: usize = 32;
@@ -72,13 +79,25 @@ impl Federation {
                 config.federation.verify_tls,
                 MAX_RESPONSE.max(config.media.max_upload_size as usize + 1024 * 1024),
                 &config.federation.nameservers,
+                client::AddressFilter {
+                    deny: config.federation.deny_ranges.clone(),
+                    allow: config.federation.allow_ranges.clone(),
+                },
+                config
+                    .federation
+                    .pinned
+                    .iter()
+                    .filter_map(|(server, pinned)| Some((server.clone(), pinned.address.clone()?)))
+                    .collect(),
             )?,
-            keys: RemoteKeys::new(db.clone()),
+            keys: RemoteKeys::new(db.clone(), &config.federation.pinned),
             sender: sender::Sender::new(db),
             media_fetches: Default::default(),
             own,
             config,
             inbound: Default::default(),
+            fetches: Default::default(),
+            transactions: Default::default(),
             room_servers: Default::default(),
             joining: Default::default(),
             invites_in_flight: Default::default(),
@@ -92,7 +111,9 @@ impl Federation {
     /// Whether we federate with this server at all (`federation.enabled`, `federation.allow`).
     pub fn allowed(&self, server: &ServerName) -> bool {
         let f = &self.config.federation;
-        f.enabled && (f.allow.is_empty() || f.allow.iter().any(|s| s == server) || server == self.server_name())
+        let pinned = f.pinned.is_empty() || f.pinned.contains_key(server);
+        f.enabled
+            && (server == self.server_name() || (pinned && (f.allow.is_empty() || f.allow.iter().any(|s| s == server))))
     }
 
     pub fn require_allowed(&self, server: &ServerName) -> Result<()> {
@@ -128,6 +149,50 @@ impl Federation {
             return Err(Error::Internal("a federation request to ourselves".into()));
         }
         self.client.send_with_timeout(&self.own, destination, request, timeout).await
+    }
+
+    /// [`Federation::send`] for an answer of at most `max_bytes` (an event, a page of history, a
+    /// list of ids): a hostile peer cannot make us read and parse hundreds of megabytes for it.
+    pub async fn send_bounded<R>(
+        &self,
+        destination: &ServerName,
+        request: R,
+        max_bytes: usize,
+    ) -> Result<R::IncomingResponse>
+    where
+        R: ruma::api::OutgoingRequest<PathBuilder = ruma::api::path_builder::SinglePath>,
+        R::Authentication: client::OutgoingAuth,
+    {
+        self.require_allowed(destination)?;
+        if destination == self.server_name() {
+            return Err(Error::Internal("a federation request to ourselves".into()));
+        }
+        self.client.send_limited(&self.own, destination, request, client::REQUEST_TIMEOUT, max_bytes).await
+    }
+
+    /// Counts a received transaction; returns how many came before it since start-up.
+    pub fn count_transaction(&self) -> u64 {
+        self.transactions.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Counts one event fetched from `origin` on behalf of what it sent us (a gap, a state, an
+    /// auth chain), refusing past [`FETCHES_PER_ORIGIN`] a minute: a peer that keeps naming
+    /// events we lack cannot make us fetch and store without end.
+    pub fn count_fetch(&self, origin: &ServerName) -> Result<()> {
+        let mut fetches = self.fetches.lock().expect("fetch counts");
+        let now = std::time::Instant::now();
+        let entry = fetches.entry(origin.to_owned()).or_insert((now, 0));
+        if now.duration_since(entry.0) > std::time::Duration::from_secs(60) {
+            *entry = (now, 0);
+        }
+        entry.1 += 1;
+        if entry.1 > FETCHES_PER_ORIGIN {
+            tracing::warn!(%origin, "fetch budget spent: no more events fetched from this server this minute");
+            return Err(Error::RemoteUnreachable(format!(
+                "more than {FETCHES_PER_ORIGIN} events a minute asked of {origin}: backing off"
+            )));
+        }
+        Ok(())
     }
 
     /// Checks, before anything is written, that another server can be talked to: allowed, and its
@@ -170,7 +235,7 @@ impl Federation {
         }
         let key_map = self
             .keys
-            .key_map(&self.client, &self.own, [(origin.clone(), Some(x_matrix.key.to_string()))])
+            .key_map(&self.client, &self.own, [(origin.clone(), Some(x_matrix.key.to_string()))], keys::KeyUse::Request)
             .await
             .map_err(|e| Error::Unauthorized(format!("the keys of {origin} cannot be had: {e}")))?;
         x_matrix
@@ -227,7 +292,12 @@ impl Federation {
             });
             wanted.push((server, key_id));
         }
-        let key_map = self.keys.key_map(&self.client, &self.own, wanted).await?;
+        let sent_at = object
+            .get("origin_server_ts")
+            .and_then(|t| t.as_integer())
+            .map(|t| u64::try_from(i64::from(t)).unwrap_or(0))
+            .unwrap_or(0);
+        let key_map = self.keys.key_map(&self.client, &self.own, wanted, keys::KeyUse::Event(sent_at)).await?;
         match ruma::signatures::verify_event(&key_map, &object, &rules) {
             Ok(Verified::All) => Ok((event_id, object)),
             Ok(Verified::Signatures) => {

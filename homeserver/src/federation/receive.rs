@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::{canonical_object, Federation};
 use crate::{
-    db::Batch,
+    db::{codec::Json, Batch},
     ephemeral::{receipts::Receipt, to_device::ToDeviceMessage},
     error::{Error, Result},
     rooms::remote::{event_ids_in, Accepted, Durable, TypedState},
@@ -26,6 +26,16 @@ pub const MAX_PDUS: usize = 50;
 pub const MAX_EDUS: usize = 100;
 /// Most events fetched to fill one gap before falling back to the state at the event.
 const MISSING_EVENTS_LIMIT: u64 = 20;
+/// The most bytes read of one event fetched (`/event`): a PDU is at most 64 KiB.
+const ONE_EVENT_BYTES: usize = 256 * 1024;
+/// The most bytes read of a page of events (`/get_missing_events`).
+const PAGE_BYTES: usize = 8 * 1024 * 1024;
+/// The most bytes read of a `/state_ids` answer, and the most ids it may list in each part.
+const STATE_IDS_BYTES: usize = 16 * 1024 * 1024;
+const STATE_IDS_MAX: usize = 100_000;
+/// The most events of a state we fetch for one PDU: a server back from a partition lacks a few
+/// state events, not the whole room.
+const STATE_FETCH_MAX: usize = 1_000;
 /// Events one gap may be filled with through `/get_missing_events`, page after page.
 const MISSING_EVENTS_MAX: usize = 500;
 
@@ -46,6 +56,10 @@ pub async fn transaction(
     if let Some(done) = services.db.tables.origintxn_done.get(&key)? {
         let answer: BTreeMap<OwnedEventId, Option<String>> = serde_json::from_slice(&done).unwrap_or_default();
         return Ok(answer.into_iter().map(|(id, e)| (id, e.map_or(Ok(()), Err))).collect());
+    }
+    let received = services.federation.count_transaction();
+    if received % TXN_PRUNE_EVERY == 0 {
+        prune_transactions(services)?;
     }
     let mut by_room: BTreeMap<OwnedRoomId, Vec<CanonicalJsonObject>> = BTreeMap::new();
     let mut results = BTreeMap::new();
@@ -88,11 +102,43 @@ pub async fn transaction(
         results.iter().map(|(id, r): (&OwnedEventId, &Result<(), String>)| (id, r.as_ref().err())).collect();
     let mut batch = Batch::new();
     services.db.tables.origintxn_done.insert(&mut batch, &key, &serde_json::to_vec(&stored).unwrap_or_default());
+    let seq = (crate::users::now_ms() << 20) | (received & 0xF_FFFF);
+    services.db.tables.receivedseq_origintxn.insert(&mut batch, &crate::db::codec::Be64(seq), &Json(key.clone()));
     // Not fsynced on its own (the next group commit carries it): what the transaction brought is
     // durable already, and should this record be lost, the origin's retry is answered from the
     // PDUs held (deduped by event id) and to-device messages are deduped by message id.
     services.db.write_unsynced(batch)?;
     Ok(results.into_iter().map(|(id, r)| (id, r.map_err(|e| e.to_string()))).collect())
+}
+
+/// How long a received transaction's id is remembered: a retry comes within minutes (the
+/// sender's backoff is capped at hours), and a transaction seen again after that is still
+/// harmless (its PDUs dedupe by event id).
+const TXN_KEPT_MS: u64 = 24 * 3600 * 1000;
+/// Every this many transactions received, the ids older than [`TXN_KEPT_MS`] are dropped.
+const TXN_PRUNE_EVERY: u64 = 64;
+
+/// Drops the records of transactions received more than [`TXN_KEPT_MS`] ago: a scan of the
+/// received-order index up to the cutoff, so its cost is what is dropped.
+fn prune_transactions(services: &Services) -> Result<()> {
+    use crate::db::codec::Be64;
+    let tables = &services.db.tables;
+    let cutoff = crate::users::now_ms().saturating_sub(TXN_KEPT_MS) << 20;
+    let mut batch = Batch::new();
+    let mut dropped = 0;
+    for entry in tables.receivedseq_origintxn.iter() {
+        let (Be64(seq), Json(key)) = entry?;
+        if seq >= cutoff || dropped >= 10_000 {
+            break;
+        }
+        tables.receivedseq_origintxn.remove(&mut batch, &Be64(seq));
+        tables.origintxn_done.remove(&mut batch, &key);
+        dropped += 1;
+    }
+    if dropped > 0 {
+        services.db.write_unsynced(batch)?;
+    }
+    Ok(())
 }
 
 /// A room being joined: the joins under way, the PDUs held for it.
@@ -111,6 +157,8 @@ pub(crate) struct Parked {
 /// PDUs held per room being joined, at most: beyond, they are dropped (the next event's
 /// `prev_events` brings them back through `/get_missing_events`).
 const PARKED_MAX: usize = 1000;
+/// PDUs held per room being joined from one origin: one server cannot take every place.
+const PARKED_PER_ORIGIN: usize = 250;
 
 type RoomResults = (Vec<(Option<OwnedEventId>, Result<(), String>)>, Vec<Durable>);
 
@@ -132,7 +180,9 @@ async fn room_pdus(
                     let mut joining = services.federation.joining.lock().expect("joining rooms");
                     if let Some(joining) = joining.get_mut(room) {
                         let held: usize = joining.parked.iter().map(|p| p.objects.len()).sum();
-                        if held + objects.len() <= PARKED_MAX {
+                        let from_origin: usize =
+                            joining.parked.iter().filter(|p| p.origin == origin).map(|p| p.objects.len()).sum();
+                        if held + objects.len() <= PARKED_MAX && from_origin + objects.len() <= PARKED_PER_ORIGIN {
                             out.extend(objects.iter().map(|o| (fallback_id(o), Ok(()))));
                             joining.parked.push(Parked { origin: origin.to_owned(), objects });
                             return (out, durables);
@@ -216,10 +266,16 @@ fn fallback_id(object: &CanonicalJsonObject) -> Option<OwnedEventId> {
 pub fn acl_allows(services: &Services, room: &RoomId, server: &ServerName) -> bool {
     let Ok(Some(acl)) = services.rooms.state_event(room, &StateEventType::RoomServerAcl, "") else { return true };
     let content: Value = serde_json::from_str(acl.content.get()).unwrap_or_default();
-    let name = server.as_str();
-    let host = super::client::split_host_port(name).0;
+    acl_permits(&content, server)
+}
+
+/// Whether an `m.room.server_acl` content lets `server` in. Server names are matched
+/// case-insensitively, as the spec says: `EVIL.example` is `evil.example`.
+pub fn acl_permits(content: &Value, server: &ServerName) -> bool {
+    let name = server.as_str().to_ascii_lowercase();
+    let host = super::client::split_host_port(&name).0;
     let globs = |key: &str| -> Vec<String> {
-        content[key].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(str::to_owned)).collect()
+        content[key].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(str::to_ascii_lowercase)).collect()
     };
     if content["allow_ip_literals"] == Value::Bool(false)
         && host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>().is_ok()
@@ -325,7 +381,11 @@ pub async fn fetch_event(
     event_id: &EventId,
 ) -> Result<CanonicalJsonObject> {
     let version = services.rooms.room(room)?.map(|r| r.version).ok_or_else(|| Error::not_found("unknown room"))?;
-    let response = services.federation.send(origin, get_event::v1::Request::new(event_id.to_owned())).await?;
+    services.federation.count_fetch(origin)?;
+    let response = services
+        .federation
+        .send_bounded(origin, get_event::v1::Request::new(event_id.to_owned()), ONE_EVENT_BYTES)
+        .await?;
     let object = canonical_object(&response.pdu)?;
     let (id, object) = services.federation.verify_pdu(&version, object).await?;
     if id != event_id {
@@ -356,9 +416,10 @@ pub(super) async fn fetch_auth_events(
         todo.extend(event_ids_in(&object, "auth_events"));
         stack.push((id, object));
     }
-    // Deepest first, so each stored event's auth events are stored before it.
+    // Deepest first, so each stored event's auth events are stored (and checked) before it.
+    let version = services.rooms.room(room)?.map(|r| r.version).ok_or_else(|| Error::not_found("unknown room"))?;
     for (id, object) in stack.into_iter().rev() {
-        services.rooms.store_outlier(room, &id, &object)?;
+        services.rooms.store_outlier(room, &version, &id, &object)?;
     }
     Ok(())
 }
@@ -381,7 +442,7 @@ async fn fill_gap(
         let mut request =
             get_missing_events::v1::Request::new(room.to_owned(), record.extremities.clone(), wanted.clone());
         request.limit = MISSING_EVENTS_LIMIT.try_into().unwrap_or_default();
-        let response = match services.federation.send(origin, request).await {
+        let response = match services.federation.send_bounded(origin, request, PAGE_BYTES).await {
             Ok(r) => r,
             Err(error) => {
                 tracing::info!(%origin, %error, "get_missing_events failed");
@@ -426,15 +487,34 @@ async fn fill_gap(
 async fn state_at(services: &Services, origin: &ServerName, room: &RoomId, event_id: &EventId) -> Result<TypedState> {
     let response = services
         .federation
-        .send(origin, get_room_state_ids::v1::Request::new(event_id.to_owned(), room.to_owned()))
+        .send_bounded(
+            origin,
+            get_room_state_ids::v1::Request::new(event_id.to_owned(), room.to_owned()),
+            STATE_IDS_BYTES,
+        )
         .await?;
+    if response.pdu_ids.len() > STATE_IDS_MAX || response.auth_chain_ids.len() > STATE_IDS_MAX {
+        return Err(Error::RemoteUnreachable(format!("{origin} answered a state of more than {STATE_IDS_MAX} events")));
+    }
+    let version = services.rooms.room(room)?.map(|r| r.version).ok_or_else(|| Error::not_found("unknown room"))?;
     fetch_auth_events(services, origin, room, &response.auth_chain_ids).await?;
     let mut state = TypedState::new();
+    let mut missing = 0;
     for id in &response.pdu_ids {
         if !services.rooms.knows_event(id)? {
+            missing += 1;
+            if missing > STATE_FETCH_MAX {
+                return Err(Error::RemoteUnreachable(format!(
+                    "{origin}'s state names more than {STATE_FETCH_MAX} events we lack"
+                )));
+            }
             let object = fetch_event(services, origin, room, id).await?;
             fetch_auth_events(services, origin, room, &event_ids_in(&object, "auth_events")).await?;
-            services.rooms.store_outlier(room, id, &object)?;
+            services.rooms.store_outlier(room, &version, id, &object)?;
+        }
+        // A rejected event is no part of any state, whatever the server says.
+        if !services.rooms.held_and_accepted(id)? {
+            continue;
         }
         let pdu = services.rooms.pdu(id)?.ok_or_else(|| Error::Internal(format!("{id} vanished")))?;
         if let Some(key) = pdu.state_key {
@@ -612,5 +692,28 @@ impl Federation {
         }
         let window = services.rooms.server_window(server, room)?;
         Ok(window.may_see(meta.pos))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::acl_permits;
+
+    fn server(name: &str) -> ruma::OwnedServerName {
+        name.try_into().expect("a server name")
+    }
+
+    #[test]
+    fn acl_names_match_whatever_their_case() {
+        let acl = json!({ "allow": ["*"], "deny": ["evil.example", "*.Bad.Example"] });
+        assert!(!acl_permits(&acl, &server("EVIL.example")));
+        assert!(!acl_permits(&acl, &server("evil.EXAMPLE:8448")));
+        assert!(!acl_permits(&acl, &server("host.bad.example")));
+        assert!(acl_permits(&acl, &server("good.example")));
+        let allow_only = json!({ "allow": ["Friend.Example"] });
+        assert!(acl_permits(&allow_only, &server("friend.example")));
+        assert!(!acl_permits(&allow_only, &server("other.example")));
     }
 }

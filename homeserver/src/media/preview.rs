@@ -45,8 +45,7 @@ fn refused(reason: impl Into<String>) -> Error {
 }
 
 fn allowed(config: &UrlPreviewConfig, ip: IpAddr) -> bool {
-    let ip = ip.to_canonical();
-    config.allow_ranges.iter().any(|r| r.contains(ip)) || !config.deny_ranges.iter().any(|r| r.contains(ip))
+    crate::config::address_allowed(&config.deny_ranges, &config.allow_ranges, ip)
 }
 
 /// The checked address to connect to for `url`: every address the host resolves to must be

@@ -84,6 +84,24 @@ impl Rooms {
             .ok_or_else(|| Error::forbidden("no member of this server may authorise the join (it needs invite power)"))
     }
 
+    /// A remote join that names one of our users in `join_authorised_via_users_server` gets our
+    /// signature, so it is checked again here rather than trusted from `make_join`: the room is
+    /// restricted, the joiner is in a room its rules allow (or already invited), and the named
+    /// user is ours, joined, and may invite.
+    pub fn check_join_authoriser(&self, room: &RoomId, user: &UserId, authoriser: &UserId) -> Result<()> {
+        if self.restricted_join_authoriser(room, user)?.is_none()
+            && !matches!(self.current_membership(room, user)?.as_deref(), Some("invite" | "join"))
+        {
+            return Err(Error::forbidden("this room's join rule needs no authorising server"));
+        }
+        let power = self.power(room)?;
+        if !self.is_local(authoriser) || !self.is_joined(authoriser, room)? || power.of_user(authoriser) < power.invite
+        {
+            return Err(Error::forbidden(format!("{authoriser} may not authorise joins to this room")));
+        }
+        Ok(())
+    }
+
     /// Sends an `m.room.member` event for `target`, checking the preconditions the spec names.
     pub async fn set_membership(
         &self,

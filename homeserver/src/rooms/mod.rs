@@ -601,7 +601,7 @@ impl Rooms {
             Some(room),
             sender,
             &event,
-            Links { prev_events: &record.extremities, auth_events: &auth_events, depth: record.depth + 1 },
+            Links { prev_events: &record.extremities, auth_events: &auth_events, depth: pdu::next_depth(record.depth) },
         )?;
         let version = record.version.clone();
         let durable = self.check_and_persist(room, Some(record), version, event_id.clone(), object, txn)?;
@@ -664,7 +664,7 @@ impl Rooms {
             Some(room),
             sender,
             &event,
-            Links { prev_events: &record.extremities, auth_events: &auth_events, depth: record.depth + 1 },
+            Links { prev_events: &record.extremities, auth_events: &auth_events, depth: pdu::next_depth(record.depth) },
         )?;
         let json = serde_json::to_vec(&object).map_err(|e| Error::Internal(e.to_string()))?;
         let placeholder = OwnedEventId::try_from("$template").map_err(|e| Error::Internal(e.to_string()))?;

@@ -35,6 +35,16 @@ pub struct Pdu {
     pub rejected: bool,
 }
 
+/// The largest depth canonical JSON can carry (2^53 - 1).
+pub const MAX_DEPTH: u64 = (1 << 53) - 1;
+
+/// The depth of a new event after events of depth `deepest`, capped as Synapse caps it: a peer
+/// that sends an event at the largest depth must not leave the room unable to take a new event
+/// (a depth one higher would not be canonical JSON, and every local send would fail).
+pub fn next_depth(deepest: u64) -> u64 {
+    deepest.saturating_add(1).min(MAX_DEPTH)
+}
+
 fn placeholder_event_id() -> OwnedEventId {
     OwnedEventId::try_from("$placeholder").expect("valid event id")
 }

@@ -53,20 +53,44 @@ impl Rooms {
         Ok(self.db.tables.eventid_outlier.get(&event.to_owned())?.map(|Json(m)| m))
     }
 
-    /// Stores a verified event outside any timeline (a state or auth event of a remote room).
-    pub fn store_outlier(&self, room: &RoomId, event_id: &EventId, object: &CanonicalJsonObject) -> Result<()> {
+    /// Stores a verified event outside any timeline (a state or auth event of a remote room),
+    /// deciding first whether it passes the authorization rules against its own auth events,
+    /// which must be held already and not rejected (callers store auth events first, deepest
+    /// first). One that fails is kept as rejected, so it never counts as an auth event or as
+    /// state: the server that sent it does not get to decide our view of the room. Returns
+    /// whether the event is accepted.
+    pub fn store_outlier(
+        &self,
+        room: &RoomId,
+        version: &RoomVersionId,
+        event_id: &EventId,
+        object: &CanonicalJsonObject,
+    ) -> Result<bool> {
         if self.knows_event(event_id)? {
-            return Ok(());
+            return Ok(!self.outlier(event_id)?.is_some_and(|o| o.rejected));
         }
         let json = serde_json::to_vec(object).map_err(|e| Error::Internal(e.to_string()))?;
+        let verdict = match Pdu::from_json(event_id.to_owned(), &json) {
+            Ok(pdu) => self.check_by_own_auth_events(room, version, &pdu, None)?,
+            Err(e) => Err(format!("not a valid PDU: {e}")),
+        };
+        if let Err(reason) = &verdict {
+            tracing::info!(%event_id, %room, %reason, "a state or auth event is rejected");
+        }
         let mut batch = Batch::new();
         self.db.tables.eventid_pdu.insert(&mut batch, &event_id.to_owned(), &json);
         self.db.tables.eventid_outlier.insert(
             &mut batch,
             &event_id.to_owned(),
-            &Json(OutlierMeta { room_id: room.to_owned(), rejected: false, soft_failed: false }),
+            &Json(OutlierMeta { room_id: room.to_owned(), rejected: verdict.is_err(), soft_failed: false }),
         );
-        Ok(self.db.commit(batch)?)
+        self.db.commit(batch)?;
+        Ok(verdict.is_ok())
+    }
+
+    /// Whether an event is held and was not rejected.
+    pub fn held_and_accepted(&self, event: &EventId) -> Result<bool> {
+        Ok(self.knows_event(event)? && !self.outlier(event)?.is_some_and(|o| o.rejected))
     }
 
     fn mark_outlier(&self, room: &RoomId, event_id: &EventId, json: &[u8], rejected: bool) -> Result<()> {
@@ -220,38 +244,58 @@ impl Rooms {
         Ok(missing)
     }
 
-    /// Takes a remote event (signatures and hashes already verified) into the room: auth checks,
-    /// state, soft-fail, then the write path. `given_state` is the state before the event when
-    /// its prev events are not held here (fetched from a server with `/state_ids`).
     /// The auth rules against the event's own auth events, which must be held (the federation
     /// layer fetched them) and not rejected. `Ok(Err(reason))` when the event fails them.
-    fn check_by_auth_events(
+    /// Room version 12 does not list the create event among auth events (its id is the room's):
+    /// it is taken from `create`, else derived from the room id.
+    fn check_by_own_auth_events(
         &self,
-        record: &super::RoomRecord,
-        rules: &ruma::room_version_rules::RoomVersionRules,
+        room: &RoomId,
+        version: &RoomVersionId,
         pdu: &Pdu,
+        create: Option<&OwnedEventId>,
     ) -> Result<std::result::Result<(), String>> {
-        for auth in &pdu.auth_events {
-            if !self.knows_event(auth)? || self.outlier(auth)?.is_some_and(|o| o.rejected) {
-                return Ok(Err(format!("auth event {auth} is unknown or rejected")));
-            }
+        if pdu.room_id.as_deref().is_some_and(|r| r != room) {
+            return Ok(Err(format!("{} is an event of another room", pdu.event_id)));
         }
+        let rules = rules_of(version)?;
         let mut map = state::StateMap::new();
         for auth in &pdu.auth_events {
+            if !self.held_and_accepted(auth)? {
+                return Ok(Err(format!("auth event {auth} is unknown or rejected")));
+            }
             if let Some(a) = self.auth_pdu(auth) {
+                if a.room_id.as_deref().is_some_and(|r| r != room) {
+                    return Ok(Err(format!("auth event {auth} is of another room")));
+                }
                 if let Some(key) = &a.state_key {
                     map.insert(self.state.intern(&a.kind.to_string().into(), key)?, auth.clone());
                 }
             }
         }
-        // Room version 12 does not list the create event among auth events: it is the room.
-        let create = self.state.intern(&StateEventType::RoomCreate, "")?;
-        if let std::collections::btree_map::Entry::Vacant(entry) = map.entry(create) {
-            if let Some(id) = self.state.load(record.snapshot)?.get(&create) {
-                entry.insert(id.clone());
+        let create_key = self.state.intern(&StateEventType::RoomCreate, "")?;
+        if let std::collections::btree_map::Entry::Vacant(entry) = map.entry(create_key) {
+            let derived =
+                room.as_str().strip_prefix('!').and_then(|hash| OwnedEventId::try_from(format!("${hash}")).ok());
+            if let Some(id) = create.cloned().or(derived) {
+                if self.held_and_accepted(&id)? {
+                    entry.insert(id);
+                }
             }
         }
-        Ok(self.check_auth(rules, pdu, Some(&map)))
+        Ok(self.check_auth(&rules, pdu, Some(&map)))
+    }
+
+    /// [`Self::check_by_own_auth_events`] for an event of a room we are in.
+    fn check_by_auth_events(
+        &self,
+        record: &super::RoomRecord,
+        room: &RoomId,
+        pdu: &Pdu,
+    ) -> Result<std::result::Result<(), String>> {
+        let create_key = self.state.intern(&StateEventType::RoomCreate, "")?;
+        let create = self.state.load(record.snapshot)?.get(&create_key).cloned();
+        self.check_by_own_auth_events(room, &record.version, pdu, create.as_ref())
     }
 
     /// Takes in history fetched after the join (a client paged `/messages` past what we held):
@@ -269,7 +313,6 @@ impl Rooms {
         let lock = self.lock(room);
         let _guard = lock.lock().await;
         let record = self.room(room)?.ok_or_else(|| Error::not_found("this server is not in the room"))?;
-        let rules = rules_of(&record.version)?;
         let tables = &self.db.tables;
         let Some(oldest) = tables.roomidpos_eventid.scan_prefix(prefix(&room.to_owned())).next() else {
             return Ok(0);
@@ -287,7 +330,7 @@ impl Rooms {
             if pdu.room_id.as_deref().is_some_and(|r| r != room) {
                 continue;
             }
-            if let Err(reason) = self.check_by_auth_events(&record, &rules, &pdu)? {
+            if let Err(reason) = self.check_by_auth_events(&record, room, &pdu)? {
                 tracing::info!(event_id = %id, %reason, "backfilled event rejected");
                 self.mark_outlier(room, id, &json, true)?;
                 continue;
@@ -376,7 +419,7 @@ impl Rooms {
         if pdu.room_id.as_deref().is_some_and(|r| r != room) {
             return Err(Error::BadJson(format!("{event_id} is not an event of {room}")));
         }
-        if let Err(reason) = self.check_by_auth_events(&record, &rules, &pdu)? {
+        if let Err(reason) = self.check_by_auth_events(&record, room, &pdu)? {
             self.mark_outlier(room, event_id, &json, true)?;
             return Ok((Accepted::Rejected(reason), None));
         }
@@ -450,15 +493,28 @@ impl Rooms {
     ) -> Result<OwnedEventId> {
         let lock = self.lock(room);
         let guard = lock.lock().await;
-        for (id, object) in auth_chain.iter().chain(state_events) {
-            self.store_outlier(room, id, object)?;
+        // The resident server's answer is checked like any PDU: each event against its own auth
+        // events, auth events first; what fails is rejected and is not part of the state.
+        for (id, object) in auth_first(auth_chain.iter().chain(state_events)) {
+            self.store_outlier(room, &version, id, object)?;
         }
         let mut typed = TypedState::new();
         for (id, object) in state_events {
             let pdu = parse(object)?;
             if let Some(key) = pdu.state_key {
-                typed.insert((pdu.kind.to_string().into(), key), id.clone());
+                if self.held_and_accepted(id)? {
+                    typed.insert((pdu.kind.to_string().into(), key), id.clone());
+                }
             }
+        }
+        let create = typed.get(&(StateEventType::RoomCreate, String::new())).cloned();
+        let Some(create) = create else {
+            return Err(Error::RemoteUnreachable("the room's state has no valid create event".into()));
+        };
+        let create_room = self.pdu(&create)?.and_then(|p| p.room_id);
+        let derived = room.as_str().strip_prefix('!').map(|hash| format!("${hash}"));
+        if create_room.as_deref() != Some(room) && derived.as_deref() != Some(create.as_str()) {
+            return Err(Error::RemoteUnreachable("the room's state has the create event of another room".into()));
         }
         let (before, before_map) = self.write_state(&typed)?;
         // What the visibility rules need to know of the room as it stands: every member's
@@ -486,6 +542,11 @@ impl Rooms {
             let json = serde_json::to_vec(object).map_err(|e| Error::Internal(e.to_string()))?;
             let mut pdu = parse(object)?;
             pdu.event_id = id.clone();
+            if let Err(reason) = self.check_by_own_auth_events(room, &version, &pdu, Some(&create))? {
+                tracing::info!(event_id = %id, %reason, "history fetched with the join rejected");
+                self.mark_outlier(room, id, &json, true)?;
+                continue;
+            }
             let depth = u64::from(pdu.depth);
             pending.push(self.persist(
                 room,
@@ -560,7 +621,11 @@ impl Rooms {
             Some(room),
             sender,
             &event,
-            super::Links { prev_events: &record.extremities, auth_events: &auth_events, depth: record.depth + 1 },
+            super::Links {
+                prev_events: &record.extremities,
+                auth_events: &auth_events,
+                depth: super::pdu::next_depth(record.depth),
+            },
         )?;
         let json = serde_json::to_vec(&object).map_err(|e| Error::Internal(e.to_string()))?;
         let pdu = Pdu::from_json(event_id, &json).map_err(|e| Error::Internal(e.to_string()))?;
@@ -647,6 +712,49 @@ impl Rooms {
         }
         Ok(Some(after.into_values().collect()))
     }
+}
+
+/// Events ordered so that each comes after the auth events of it that are among them (a
+/// topological order of the auth graph, shallowest auth first); events on a cycle, which no
+/// honest room has, come last and fail their checks.
+fn auth_first<'a>(
+    events: impl Iterator<Item = &'a (OwnedEventId, CanonicalJsonObject)>,
+) -> Vec<&'a (OwnedEventId, CanonicalJsonObject)> {
+    let mut seen = HashSet::new();
+    let events: Vec<&(OwnedEventId, CanonicalJsonObject)> = events.filter(|(id, _)| seen.insert(id.clone())).collect();
+    let index: HashMap<&OwnedEventId, usize> = events.iter().enumerate().map(|(i, (id, _))| (id, i)).collect();
+    let mut waiting = vec![0usize; events.len()];
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); events.len()];
+    for (i, (_, object)) in events.iter().enumerate() {
+        let mut auths = event_ids_in(object, "auth_events");
+        auths.sort();
+        auths.dedup();
+        for auth in auths {
+            if let Some(&j) = index.get(&auth) {
+                if j != i {
+                    waiting[i] += 1;
+                    dependents[j].push(i);
+                }
+            }
+        }
+    }
+    let mut ready: Vec<usize> = (0..events.len()).filter(|i| waiting[*i] == 0).collect();
+    let mut placed = vec![false; events.len()];
+    let mut out = Vec::with_capacity(events.len());
+    while let Some(i) = ready.pop() {
+        if std::mem::replace(&mut placed[i], true) {
+            continue;
+        }
+        out.push(events[i]);
+        for &d in &dependents[i] {
+            waiting[d] -= 1;
+            if waiting[d] == 0 {
+                ready.push(d);
+            }
+        }
+    }
+    out.extend(events.iter().enumerate().filter(|(i, _)| !placed[*i]).map(|(_, e)| *e));
+    out
 }
 
 fn parse(object: &CanonicalJsonObject) -> Result<Pdu> {

@@ -526,6 +526,15 @@ impl Rooms {
         Ok(Window::new(memberships, visibility))
     }
 
+    /// Whether the room's history is `world_readable` now (its current state says so).
+    pub fn world_readable(&self, room: &RoomId) -> Result<bool> {
+        let Some(event) = self.state_event(room, &ruma::events::StateEventType::RoomHistoryVisibility, "")? else {
+            return Ok(false);
+        };
+        let content: Value = serde_json::from_str(event.content.get()).unwrap_or_default();
+        Ok(HistoryVisibility::of_content(&content) == HistoryVisibility::WorldReadable)
+    }
+
     /// What `server` may be sent of the room's history (federation reads ask this, event by
     /// event, with the same indexes as a user's [`Window`]).
     pub fn server_window(&self, server: &ruma::ServerName, room: &RoomId) -> Result<ServerWindow> {

@@ -75,6 +75,8 @@ async fn list(State(services): State<Arc<Services>>, session: Session, query: Qu
     }
     let federation = &services.config.federation;
     let refused = refused(&services)?;
+    let pinned = services.federation.keys.pinned_servers();
+    let key_refusals = services.federation.keys.refusals();
     let content = html! {
         section aria-labelledby="allow" {
             h2 #allow { "Allow-list" }
@@ -89,6 +91,21 @@ async fn list(State(services): State<Arc<Services>>, session: Session, query: Qu
             @if !refused.is_empty() {
                 p { "Servers with members in our rooms that are refused:" }
                 ul.refused { @for server in &refused { li { code { (server.as_str()) } } } }
+            }
+        }
+        @if !pinned.is_empty() {
+            section aria-labelledby="pinned" {
+                h2 #pinned { "Pinned keys" }
+                p { code { "federation.pinned" } " is set: only these servers, with these keys, are federated with. No key is ever fetched." }
+                ul { @for (server, ids) in &pinned { li { code { (server.as_str()) } " — " (ids.join(", ")) } } }
+                @if !key_refusals.is_empty() {
+                    p.bad { "Refused for want of a pinned key:" }
+                    ul.refused {
+                        @for (server, (at, why)) in &key_refusals {
+                            li { code { (server.as_str()) } " at " (when(Some(*at))) ": " (why) }
+                        }
+                    }
+                }
             }
         }
         section aria-labelledby="destinations" {
