@@ -369,7 +369,8 @@ async fn run(
             // The new library is linked to this room: the asker must be allowed to link it.
             ws.require_state_right(room, sender, crate::library::LINK_TYPE).await?;
             let library = ws.create_tree(&name, sender, None, event_id).await?;
-            ws.link_library(room, &library, sender).await?;
+            // The asker owns it (power 100, invited): they need not have joined it yet.
+            ws.record_link(room, &library).await?;
             Ok(format!(
                 "{} « {name} » : {library} — {}",
                 lang.pick("Bibliothèque créée", "Library created"),

@@ -146,14 +146,21 @@ impl Workspace {
 
     /// Links a work room to a library at `asker`'s request: files posted there are filed in it.
     /// The asker must be an editor of the library and allowed to write the link's state event
-    /// in the work room themselves. The link is recorded in the bot's store, then written.
+    /// in the work room themselves. The link is written to the room, then recorded in the bot's
+    /// store (a link the homeserver refused to write is not recorded).
     pub async fn link_library(&self, room: &str, library: &str, asker: &str) -> Result<(), Failure> {
         self.tree(library)?;
         self.require(library, asker, Role::Editor).await?;
         self.require_state_right(room, asker, LINK_TYPE).await?;
-        self.store.update(|s| s.links.insert(room.to_owned(), library.to_owned())).map_err(io)?;
+        self.record_link(room, library).await
+    }
+
+    /// Writes and records a link whose asker was checked (by [`Workspace::link_library`], or
+    /// `!doc new`, whose asker owns the library just made and was checked in the work room).
+    pub async fn record_link(&self, room: &str, library: &str) -> Result<(), Failure> {
         let content = json!({ "library": library });
         self.matrix.put_state(room, LINK_TYPE, "", &content).await?;
+        self.store.update(|s| s.links.insert(room.to_owned(), library.to_owned())).map_err(io)?;
         Ok(())
     }
 
