@@ -1016,6 +1016,18 @@ async fn the_workspace_bot_acts_with_the_askers_rights() {
     // caller is not in.
     let remote = b.create_room(&bt, json!({ "preset": "public_chat" })).await;
     b.invite(&bt, &remote, &bot_id).await;
+    // Node A records the invite, but does not put invites from other servers in appservice
+    // transactions yet: the test delivers it as the homeserver would, with the hs_token.
+    let invite = b
+        .get_state(&bt, &remote)
+        .await
+        .into_iter()
+        .find(|e| e["type"] == "m.room.member" && e["state_key"] == bot_id.as_str())
+        .expect("the bot's invite");
+    let txn = json!({ "events": [invite] }).to_string();
+    let (status, e, _) =
+        api(&bot, Method::PUT, Some(HS_TOKEN), "/_matrix/app/v1/transactions/remote-invite", Some(&txn)).await;
+    assert_eq!(status, 200, "{e}");
     let path = format!("/_matrix/client/v3/rooms/{}/state/m.room.member/{}", enc(&remote), enc(&bot_id));
     let deadline = std::time::Instant::now() + WAIT;
     loop {
