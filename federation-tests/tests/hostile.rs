@@ -359,7 +359,11 @@ async fn a_restricted_room_is_not_joined_with_a_forged_authoriser() {
         )
         .await;
     let state = node.get_state(&at, &room).await;
-    let auth = vec![state_id(&state, "m.room.power_levels", ""), state_id(&state, "m.room.join_rules", "")];
+    let auth = vec![
+        state_id(&state, "m.room.power_levels", ""),
+        state_id(&state, "m.room.join_rules", ""),
+        state_id(&state, "m.room.member", &alice),
+    ];
     let last = newest(&node, &at, &room).await;
     let mallory = peer.user("mallory");
     // The peer builds the join itself, naming alice as the member who vouches for it.
