@@ -738,7 +738,10 @@ fn auth_first<'a>(
             }
         }
     }
+    // Create events first: room version 12 events do not list the create event among their
+    // auth events, yet every check needs it.
     let mut ready: Vec<usize> = (0..events.len()).filter(|i| waiting[*i] == 0).collect();
+    ready.sort_by_key(|i| events[*i].1.get("type").and_then(|t| t.as_str()) == Some("m.room.create"));
     let mut placed = vec![false; events.len()];
     let mut out = Vec::with_capacity(events.len());
     while let Some(i) = ready.pop() {
