@@ -139,8 +139,15 @@ impl Rooms {
         Ok(seen)
     }
 
-    /// Resolves forked states with the room version's state resolution algorithm.
-    pub fn resolve(&self, version: &RoomVersionId, states: &[state::StateMap]) -> Result<state::StateMap> {
+    /// Resolves forked states with the room version's state resolution algorithm. `pending` is
+    /// an event that is part of one of the states but not stored yet (the event being taken
+    /// in): the algorithm must see it like any other, or it silently drops it.
+    pub fn resolve(
+        &self,
+        version: &RoomVersionId,
+        states: &[state::StateMap],
+        pending: Option<&Pdu>,
+    ) -> Result<state::StateMap> {
         if states.len() == 1 {
             return Ok(states[0].clone());
         }
@@ -148,10 +155,17 @@ impl Rooms {
         let Some(res_rules) = rules.state_res.v2_rules() else {
             return Err(Error::UnsupportedRoomVersion(format!("room version {version} uses state resolution v1")));
         };
+        let fetch = |id: &EventId| match pending {
+            Some(p) if p.event_id == id => Some(p.clone()),
+            _ => self.auth_pdu(id),
+        };
         let typed: Vec<ResStateMap<OwnedEventId>> = states.iter().map(|s| self.typed(s)).collect::<Result<_>>()?;
         let mut chains = Vec::with_capacity(states.len());
         for state in states {
-            let ids: Vec<OwnedEventId> = state.values().cloned().collect();
+            let mut ids: Vec<OwnedEventId> = state.values().cloned().collect();
+            if let Some(p) = pending.filter(|p| ids.contains(&p.event_id)) {
+                ids.extend(p.auth_events.iter().cloned());
+            }
             let mut chain = self.auth_chain(&ids)?;
             chain.extend(ids);
             let mut set = EventIdSet::new();
@@ -160,17 +174,17 @@ impl Rooms {
             }
             chains.push(set);
         }
-        let fetch = |id: &EventId| self.auth_pdu(id);
         let subgraph = |conflicted: &ResStateMap<Vec<OwnedEventId>>| {
             let conflicted: HashSet<OwnedEventId> = conflicted.values().flatten().cloned().collect();
             let mut set = EventIdSet::new();
-            for id in self.conflicted_subgraph(&conflicted) {
+            for id in self.conflicted_subgraph(&conflicted, &fetch) {
                 set.insert(id);
             }
             Some(set)
         };
-        let resolved = ruma::state_res::resolve(&rules.authorization, res_rules, typed.iter(), chains, fetch, subgraph)
-            .map_err(|e| Error::Internal(format!("state resolution failed: {e}")))?;
+        let resolved =
+            ruma::state_res::resolve(&rules.authorization, res_rules, typed.iter(), chains, &fetch, subgraph)
+                .map_err(|e| Error::Internal(format!("state resolution failed: {e}")))?;
         let mut out = state::StateMap::new();
         for ((kind, key), id) in resolved {
             out.insert(self.state.intern(&kind, &key)?, id);
@@ -179,10 +193,14 @@ impl Rooms {
     }
 
     /// The events on auth paths from one conflicted event to another (state resolution v2.1).
-    fn conflicted_subgraph(&self, conflicted: &HashSet<OwnedEventId>) -> HashSet<OwnedEventId> {
+    fn conflicted_subgraph(
+        &self,
+        conflicted: &HashSet<OwnedEventId>,
+        fetch: &dyn Fn(&EventId) -> Option<Pdu>,
+    ) -> HashSet<OwnedEventId> {
         let mut reaches: HashMap<OwnedEventId, bool> = HashMap::new();
         fn walk(
-            rooms: &Rooms,
+            fetch: &dyn Fn(&EventId) -> Option<Pdu>,
             id: &OwnedEventId,
             conflicted: &HashSet<OwnedEventId>,
             reaches: &mut HashMap<OwnedEventId, bool>,
@@ -194,9 +212,9 @@ impl Rooms {
             reaches.insert(id.clone(), false);
             let mut result = false;
             if depth < 10_000 {
-                if let Some(pdu) = rooms.auth_pdu(id) {
+                if let Some(pdu) = fetch(id) {
                     for auth in &pdu.auth_events {
-                        let hit = conflicted.contains(auth) || walk(rooms, auth, conflicted, reaches, depth + 1);
+                        let hit = conflicted.contains(auth) || walk(fetch, auth, conflicted, reaches, depth + 1);
                         result |= hit;
                     }
                 }
@@ -206,7 +224,7 @@ impl Rooms {
         }
         let mut out: HashSet<OwnedEventId> = conflicted.clone();
         for id in conflicted {
-            walk(self, id, conflicted, &mut reaches, 0);
+            walk(fetch, id, conflicted, &mut reaches, 0);
         }
         out.extend(reaches.into_iter().filter(|(_, r)| *r).map(|(id, _)| id));
         out
@@ -227,7 +245,7 @@ impl Rooms {
         }
         let states: Vec<state::StateMap> =
             snapshots.iter().map(|s| self.state.load(*s).map(|m| (*m).clone())).collect::<Result<_>>()?;
-        let resolved = self.resolve(version, &states)?;
+        let resolved = self.resolve(version, &states, None)?;
         let id = self.state.write_full(&resolved)?;
         Ok(Some((id, resolved)))
     }
@@ -445,6 +463,8 @@ impl Rooms {
         let mut extremities: Vec<OwnedEventId> =
             record.extremities.iter().filter(|e| !pdu.prev_events.contains(e)).cloned().collect();
         extremities.push(event_id.to_owned());
+        // The room's state is the resolution of the states at all of its forward extremities:
+        // this event's, and those of the extremities it does not cover.
         let resolved = if covers_extremities {
             None
         } else {
@@ -452,8 +472,18 @@ impl Rooms {
             if let Some(key) = &pdu.state_key {
                 after.insert(self.state.intern(&pdu.kind.to_string().into(), key)?, event_id.to_owned());
             }
-            let current = (*self.state.load(record.snapshot)?).clone();
-            Some(self.resolve(&record.version, &[current, after])?)
+            let mut snapshots = Vec::new();
+            for extremity in extremities.iter().filter(|e| *e != event_id) {
+                if let Some(meta) = self.meta(extremity)? {
+                    snapshots.push(meta.dag_snapshot());
+                }
+            }
+            snapshots.sort_unstable();
+            snapshots.dedup();
+            let mut states: Vec<state::StateMap> =
+                snapshots.iter().map(|s| self.state.load(*s).map(|m| (*m).clone())).collect::<Result<_>>()?;
+            states.push(after);
+            Some(self.resolve(&record.version, &states, Some(&pdu))?)
         };
         let depth = u64::from(pdu.depth);
         let durable = self.persist(
