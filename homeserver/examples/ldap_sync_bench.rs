@@ -36,7 +36,8 @@ async fn main() {
          [database]\npath = \"{db}\"\n\
          [ldap]\nenabled = true\nuri = \"{uri}\"\nbase = \"ou=people,{BASE}\"\n\
          bind_dn = \"cn=reader,{BASE}\"\nbind_password_file = \"{secret}\"\n\
-         filter = \"(objectClass=inetOrgPerson)\"\npage_size = 1000\ntimeout_ms = 30000\n",
+         filter = \"(objectClass=inetOrgPerson)\"\npage_size = 1000\ntimeout_ms = 30000\n\
+         allow_insecure = true\n",
         db = dir.path().join("db").display(),
         uri = slapd.uri(),
         secret = secret.display(),

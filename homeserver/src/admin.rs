@@ -34,9 +34,16 @@ pub enum Command {
     ReactivateUser {
         name: String,
     },
-    /// Runs the LDAP directory sync (`dry_run`: print the plan, change nothing).
+    /// Runs the LDAP directory sync (`dry_run`: print the plan, change nothing;
+    /// `max_deactivate_ratio`: instead of `ldap.max_deactivate_ratio` for this run, audited).
     LdapSync {
         dry_run: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_deactivate_ratio: Option<f64>,
+    },
+    /// Hands a local account to the LDAP directory (audited).
+    LdapLink {
+        name: String,
     },
     ResetPassword {
         name: String,
@@ -123,9 +130,13 @@ pub async fn execute(services: &Services, command: Command) -> Result<String> {
                 }
             })
         }
-        Command::LdapSync { dry_run } => {
-            let summary = crate::users::directory::sync(services, dry_run).await?;
+        Command::LdapSync { dry_run, max_deactivate_ratio } => {
+            let summary = crate::users::directory::sync_with(services, dry_run, max_deactivate_ratio).await?;
             Ok(summary.to_string().trim_end().to_owned())
+        }
+        Command::LdapLink { name } => {
+            let user = user_id(services, &name)?;
+            crate::users::directory::link(services, &user).await
         }
         Command::ServerKeyId => Ok(services.server_keys.key_id()),
         Command::ServerBackup { path } => backup(services, Path::new(&path)).await,

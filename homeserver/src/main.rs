@@ -49,7 +49,24 @@ enum LdapCommand {
     Sync {
         #[arg(long)]
         dry_run: bool,
+        /// For this run only, instead of `ldap.max_deactivate_ratio`: the largest share (0 to 1)
+        /// of the directory's active accounts it may deactivate. Recorded in the audit log.
+        #[arg(long, value_name = "R", value_parser = parse_ratio)]
+        max_deactivate_ratio: Option<f64>,
     },
+    /// Hand a local account (one the directory did not create, e.g. made with `hemicycle user
+    /// create`) to the directory: its entry then holds its password (the local one is wiped),
+    /// name, address and admin flag. Refused for the bridge's user and users an appservice holds
+    /// exclusively. Recorded in the audit log.
+    Link { user: String },
+}
+
+/// A share between 0 and 1.
+fn parse_ratio(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(ratio) if (0.0..=1.0).contains(&ratio) => Ok(ratio),
+        _ => Err(format!("{text} is not a share between 0 and 1 (e.g. 0.5)")),
+    }
 }
 
 #[derive(Subcommand)]
@@ -151,10 +168,11 @@ fn main() -> ExitCode {
             Err(e) => Err(format!("{}: {e}", folder.display())),
         },
         Top::Room(RoomCommand::Info { room }) => runtime.block_on(run_admin(config, Command::RoomInfo { room })),
-        Top::Ldap(LdapCommand::Sync { dry_run }) => match hemicycle::telemetry::init(&config) {
-            Ok(_telemetry) => runtime.block_on(run_admin(config, Command::LdapSync { dry_run })),
+        Top::Ldap(LdapCommand::Sync { dry_run, max_deactivate_ratio }) => match hemicycle::telemetry::init(&config) {
+            Ok(_telemetry) => runtime.block_on(run_admin(config, Command::LdapSync { dry_run, max_deactivate_ratio })),
             Err(e) => Err(e),
         },
+        Top::Ldap(LdapCommand::Link { user }) => runtime.block_on(run_admin(config, Command::LdapLink { name: user })),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

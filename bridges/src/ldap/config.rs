@@ -17,6 +17,10 @@ pub struct LdapConfig {
     pub uri: Uris,
     /// Upgrade `ldap://` connections with StartTLS (refused if the server cannot).
     pub start_tls: bool,
+    /// Accept `ldap://` without StartTLS: passwords then cross the network in clear and anyone
+    /// on the path can forge the directory's answers (and so make themselves server admin).
+    /// Refused at start-up unless this is set; for a directory on the same host or in tests.
+    pub allow_insecure: bool,
     /// PEM file of the CA that signed the directory's certificate (ldaps:// and StartTLS); without
     /// it the system's roots are used.
     pub ca_file: Option<PathBuf>,
@@ -59,6 +63,7 @@ impl Default for LdapConfig {
             mode: Mode::Search,
             uri: Uris::default(),
             start_tls: false,
+            allow_insecure: false,
             ca_file: None,
             timeout_ms: 5_000,
             bind_dn: None,
@@ -202,6 +207,18 @@ impl LdapConfig {
                 return err(&format!("groups[{i}].room"), "a room id (!…) or alias (#…)");
             }
         }
+        if !self.start_tls && !self.allow_insecure {
+            if let Some(uri) = self.uri.0.iter().find(|u| u.starts_with("ldap://")) {
+                return err(
+                    "uri",
+                    &format!(
+                        "{uri} is plain ldap:// without StartTLS: directory passwords would cross the network in \
+                         clear and a forged answer could make anyone a server admin. Use ldaps://, or set \
+                         ldap.start_tls = true, or (a directory on this host, tests) ldap.allow_insecure = true"
+                    ),
+                );
+            }
+        }
         Ok(())
     }
 }
@@ -213,7 +230,7 @@ mod tests {
     fn enabled() -> LdapConfig {
         LdapConfig {
             enabled: true,
-            uri: Uris(vec!["ldap://127.0.0.1:389".into()]),
+            uri: Uris(vec!["ldaps://127.0.0.1:636".into()]),
             base: "ou=people,dc=example".into(),
             ..Default::default()
         }
@@ -233,6 +250,10 @@ mod tests {
     fn each_mistake_names_its_key() {
         assert_eq!(key_of(LdapConfig { uri: Uris(vec![]), ..enabled() }), "ldap.uri");
         assert_eq!(key_of(LdapConfig { uri: Uris(vec!["http://x".into()]), ..enabled() }), "ldap.uri");
+        let plain = Uris(vec!["ldaps://a".into(), "ldap://b".into()]);
+        assert_eq!(key_of(LdapConfig { uri: plain.clone(), ..enabled() }), "ldap.uri");
+        LdapConfig { uri: plain.clone(), allow_insecure: true, ..enabled() }.validate().unwrap();
+        LdapConfig { uri: Uris(vec!["ldap://b".into()]), start_tls: true, ..enabled() }.validate().unwrap();
         let ldaps = Uris(vec!["ldaps://x".into()]);
         assert_eq!(key_of(LdapConfig { uri: ldaps, start_tls: true, ..enabled() }), "ldap.start_tls");
         assert_eq!(key_of(LdapConfig { base: " ".into(), ..enabled() }), "ldap.base");

@@ -3,6 +3,9 @@
 //! Everything is read first (the whole directory, the accounts, the rooms) and nothing is changed
 //! until the plan is complete, so a directory error mid-read changes nothing; a plan that would
 //! deactivate more than `max_deactivate_ratio` of the directory's accounts is refused whole.
+//! The directory only ever manages the accounts it made (or an operator linked with `hemicycle
+//! ldap link`): an entry named like a local account, the bridge's own user or a user an
+//! appservice holds exclusively is reported and left alone.
 //! The homeserver applies the plan through [`Accounts`], so this module holds the rules and the
 //! homeserver its storage.
 
@@ -23,7 +26,7 @@ use super::{
 #[derive(Debug, Clone)]
 pub struct Existing {
     pub localpart: String,
-    /// Made or taken over by the directory (its password lives there).
+    /// Made by the directory, or linked to it by an operator (its password lives there).
     pub managed: bool,
     pub deactivated: bool,
     pub name: Option<String>,
@@ -48,13 +51,16 @@ pub struct RoomView {
 /// What the homeserver does for the sync. Errors are messages for the run's summary.
 pub trait Accounts: Send + Sync {
     fn accounts(&self) -> impl Future<Output = Result<Vec<Existing>, String>> + Send;
+    /// Why the directory may never make or manage this user (e.g. an appservice holds it
+    /// exclusively), or `None`. The bridge's own user is refused by the sync itself.
+    fn reserved(&self, localpart: &str) -> Option<String>;
     /// The room for an id or alias.
     fn room(&self, room: &str) -> impl Future<Output = Result<RoomView, String>> + Send;
     /// Creates the bridge's user when it does not exist yet.
     fn ensure_bridge_user(&self) -> impl Future<Output = Result<(), String>> + Send;
     fn accept_invite(&self, room_id: &str) -> impl Future<Output = Result<(), String>> + Send;
     fn create(&self, entry: &Entry) -> impl Future<Output = Result<(), String>> + Send;
-    /// Refreshes name, mail and admin flag; marks a local account as the directory's.
+    /// Refreshes the name, mail and admin flag of a directory account.
     fn update(&self, entry: &Entry) -> impl Future<Output = Result<(), String>> + Send;
     /// Deactivates the account and logs out every device.
     fn deactivate(&self, localpart: &str) -> impl Future<Output = Result<(), String>> + Send;
@@ -107,6 +113,9 @@ pub struct Summary {
     pub memberships_added: usize,
     pub memberships_removed: usize,
     pub errors: Vec<String>,
+    /// Entries left alone because their user is not the directory's to manage: a local account
+    /// it did not create, the bridge's user, a user an appservice holds exclusively.
+    pub not_linked: Vec<String>,
     /// Every action, in order (printed by a dry run).
     pub actions: Vec<String>,
 }
@@ -116,13 +125,15 @@ impl fmt::Display for Summary {
         let would = if self.dry_run { "dry run, nothing changed; would do: " } else { "" };
         writeln!(
             f,
-            "ldap sync ({would}{} created, {} updated, {} deactivated, {} memberships added, {} removed, {} errors)",
+            "ldap sync ({would}{} created, {} updated, {} deactivated, {} memberships added, {} removed, {} errors, \
+             {} not linked)",
             self.created,
             self.updated,
             self.deactivated,
             self.memberships_added,
             self.memberships_removed,
-            self.errors.len()
+            self.errors.len(),
+            self.not_linked.len()
         )?;
         if self.dry_run {
             for action in &self.actions {
@@ -131,6 +142,9 @@ impl fmt::Display for Summary {
         }
         for error in &self.errors {
             writeln!(f, "  error: {error}")?;
+        }
+        for entry in &self.not_linked {
+            writeln!(f, "  not linked: {entry}")?;
         }
         Ok(())
     }
@@ -145,8 +159,9 @@ pub enum SyncError {
     Accounts(String),
     #[error(
         "refused: this run would deactivate {would} of {active} directory accounts (more than \
-         ldap.max_deactivate_ratio = {ratio}); nothing changed. Check ldap.base and ldap.filter, \
-         or raise the ratio for this run"
+         ldap.max_deactivate_ratio = {ratio}); nothing changed. Check ldap.base and ldap.filter; \
+         if these departures are real, allow them for this run only with \
+         `hemicycle ldap sync --max-deactivate-ratio R` (R between 0 and 1)"
     )]
     TooManyDeactivations { would: usize, active: usize, ratio: f64 },
 }
@@ -156,6 +171,8 @@ pub enum SyncError {
 pub struct Plan {
     pub actions: Vec<Action>,
     pub errors: Vec<String>,
+    /// Entries whose user the directory may not manage (see [`Summary::not_linked`]).
+    pub not_linked: Vec<String>,
 }
 
 /// Compares the directory with the accounts and rooms.
@@ -181,13 +198,32 @@ pub async fn plan(
             plan.errors.push(format!("{} map to the same user {localpart}; all skipped", dns.join(" and ")));
             continue;
         };
+        let reserved = if *localpart == config.bridge_user {
+            Some("the LDAP bridge's own user (ldap.bridge_user)".to_owned())
+        } else {
+            accounts.reserved(localpart)
+        };
+        if let Some(reason) = reserved {
+            plan.not_linked.push(format!("{localpart} ({}): {reason}; the directory never manages it", entry.dn));
+            continue;
+        }
         match existing.get(localpart) {
             None => plan.actions.push(Action::Create((*entry).clone())),
             // A deactivated account comes back only through `hemicycle user reactivate`.
             Some(account) if account.deactivated => continue,
+            // Taking a local account over would wipe its password and set its admin flag from
+            // the directory (a break-glass admin made with `hemicycle user create`): only an
+            // operator decides that.
+            Some(account) if !account.managed => {
+                plan.not_linked.push(format!(
+                    "{localpart} ({}): a local account the directory did not create; left alone \
+                     (`hemicycle ldap link {localpart}` hands it to the directory)",
+                    entry.dn
+                ));
+                continue;
+            }
             Some(account) => {
-                let changed = !account.managed
-                    || account.name != entry.name
+                let changed = account.name != entry.name
                     || (entry.mail.is_some() && account.mail != entry.mail)
                     || account.admin != entry.admin;
                 if changed {
@@ -328,7 +364,10 @@ pub async fn run(
     let snapshot = snapshot.map_err(SyncError::Directory)?;
     let existing = accounts.accounts().await.map_err(SyncError::Accounts)?;
     let plan = plan(config, &snapshot, &existing, accounts).await?;
-    let mut summary = Summary { dry_run, errors: plan.errors, ..Default::default() };
+    for entry in &plan.not_linked {
+        tracing::warn!(%entry, "ldap sync: directory entry not linked to its user");
+    }
+    let mut summary = Summary { dry_run, errors: plan.errors, not_linked: plan.not_linked, ..Default::default() };
     for action in &plan.actions {
         summary.actions.push(action.to_string());
     }
@@ -391,6 +430,7 @@ pub async fn run(
         memberships_added = summary.memberships_added,
         memberships_removed = summary.memberships_removed,
         errors = summary.errors.len(),
+        not_linked = summary.not_linked.len(),
         "ldap sync finished"
     );
     Ok(summary)

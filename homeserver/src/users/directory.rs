@@ -5,6 +5,11 @@
 //! sign-in and sync, and an account whose entry is gone is deactivated by the sync. The LDAP
 //! protocol and the sync's rules live in `hemicycle_bridges::ldap`; this module stores what they
 //! decide, through the same services the client API uses.
+//!
+//! The directory manages only the accounts it made. A local account of the same name (a
+//! break-glass admin made with `hemicycle user create`, any account registered locally) is never
+//! taken over by a sync or a sign-in, only by an operator's `hemicycle ldap link`; the bridge's
+//! own user and users an appservice holds exclusively are never the directory's, even then.
 
 use std::{
     sync::Arc,
@@ -29,6 +34,9 @@ use crate::{
 
 /// The error for password changes of directory accounts.
 pub const MANAGED: &str = "this account's password is managed by the directory (LDAP): change it there";
+
+/// The `admin` of audit entries written by operator commands (`hemicycle ldap …`).
+pub const CLI_ADMIN: &str = "hemicycle-cli";
 
 /// Every refused directory sign-in answers after this long from its start, whether the name is
 /// unknown (one search) or the password wrong (a search and a bind), so timing tells nothing.
@@ -142,17 +150,23 @@ impl Users {
         Ok(user)
     }
 
-    /// Ties the account to its entry (taking a local account over) and sets its admin flag;
-    /// returns the link it had.
-    async fn link_directory(&self, user: &UserId, entry: &Entry) -> Result<Option<DirectoryLink>> {
+    /// Ties the account to its entry and sets its admin flag; returns the link it had. An
+    /// account the directory did not make is refused unless `takeover` (the operator's `hemicycle
+    /// ldap link`): taking it over wipes its password and sets its admin flag from the directory.
+    async fn link_directory(&self, user: &UserId, entry: &Entry, takeover: bool) -> Result<Option<DirectoryLink>> {
         let _guard = self.lock_user(user).await;
         let mut account = self.account(user)?.ok_or_else(|| Error::not_found("no such user"))?;
+        if account.directory.is_none() && !takeover {
+            return Err(Error::forbidden(format!(
+                "{user} is a local account the directory did not create: `hemicycle ldap link` hands it to the directory"
+            )));
+        }
         let old = account.directory.replace(DirectoryLink::of(entry));
         if old.as_ref() == account.directory.as_ref() && account.admin == entry.admin {
             return Ok(old);
         }
         if old.is_none() {
-            tracing::info!(%user, dn = %entry.dn, "local account taken over by the directory");
+            tracing::warn!(%user, dn = %entry.dn, "local account linked to the directory by an operator");
         }
         account.admin = entry.admin;
         account.password_hash = None;
@@ -161,6 +175,19 @@ impl Users {
         self.db.commit(batch)?;
         Ok(old)
     }
+}
+
+/// Why the directory may never make or manage the user of `localpart`: the bridge's own user, a
+/// user an appservice holds exclusively (its sender included). `None` for any other name.
+pub fn reserved(services: &Services, localpart: &str) -> Option<String> {
+    if localpart == services.config.ldap.bridge_user {
+        return Some("the LDAP bridge's own user (ldap.bridge_user)".to_owned());
+    }
+    let user = services.users.user_id_for_localpart(localpart).ok()?;
+    services
+        .appservices
+        .exclusive_owner_of_user(&user)
+        .map(|service| format!("held exclusively by appservice `{}`", service.registration.id))
 }
 
 /// The login name to search the directory with: a full user id of ours stands for its
@@ -218,13 +245,28 @@ pub async fn password_login(services: &Services, name: &str, password: &str) -> 
     if local.as_ref().is_some_and(|l| *l != user) {
         return Err(refuse().await);
     }
+    // The directory signs in only the users it manages: not the bridge's or an appservice's,
+    // not a local account it did not create (the operator links one with `hemicycle ldap link`).
+    if let Some(reason) = reserved(services, &entry.localpart) {
+        tracing::warn!(%user, dn = %entry.dn, %reason, "directory sign-in refused: the directory never manages this user");
+        return Err(refuse().await);
+    }
     match users.account(&user)? {
         Some(account) if account.deactivated => return Err(refuse().await),
-        Some(_) => apply_entry(services, &user, &entry).await?,
+        Some(account) if account.directory.is_none() => {
+            tracing::warn!(
+                %user, dn = %entry.dn,
+                "directory sign-in refused: a local account the directory did not create has this name \
+                 (`hemicycle ldap link` hands it to the directory)"
+            );
+            return Err(refuse().await);
+        }
+        Some(_) => apply_entry(services, &user, &entry, false).await?,
         None => match users.create_from_directory(&services.threepids, &entry, true).await {
             Ok(_) => tracing::info!(%user, dn = %entry.dn, "account created at first directory sign-in"),
-            // Two first sign-ins at once: the other one created it.
-            Err(Error::UserInUse) => apply_entry(services, &user, &entry).await?,
+            // Two first sign-ins at once: the other one created it (a local account made
+            // meanwhile is refused by `link_directory`).
+            Err(Error::UserInUse) => apply_entry(services, &user, &entry, false).await?,
             Err(e) => return Err(e),
         },
     }
@@ -237,7 +279,7 @@ async fn refresh_on_login(services: &Services, user: &UserId, directory: &Direct
     let Some(link) = &account.directory else { return };
     match directory.entry_for(&link.uid).await {
         Ok(Some(entry)) => {
-            if let Err(error) = apply_entry(services, user, &entry).await {
+            if let Err(error) = apply_entry(services, user, &entry, false).await {
                 tracing::warn!(%user, %error, "profile not refreshed from the directory");
             }
         }
@@ -247,9 +289,9 @@ async fn refresh_on_login(services: &Services, user: &UserId, directory: &Direct
 }
 
 /// Brings an existing account in line with its entry: link, admin flag, display name (in its
-/// rooms too), directory address.
-async fn apply_entry(services: &Services, user: &UserId, entry: &Entry) -> Result<()> {
-    let old = services.users.link_directory(user, entry).await?;
+/// rooms too), directory address. A local account is linked only with `takeover`.
+async fn apply_entry(services: &Services, user: &UserId, entry: &Entry, takeover: bool) -> Result<()> {
+    let old = services.users.link_directory(user, entry, takeover).await?;
     if let Some(name) = &entry.name {
         let profile = services.profiles.get(user)?;
         if profile.get("displayname").and_then(|v| v.as_str()) != Some(name.as_str()) {
@@ -272,17 +314,90 @@ async fn apply_entry(services: &Services, user: &UserId, entry: &Entry) -> Resul
     Ok(())
 }
 
+/// `hemicycle ldap link USER`: the operator hands a local account to the directory. Its entry
+/// (by the uid its localpart maps from, within `ldap.filter`) then owns its password (the local
+/// one is wiped), name, address and admin flag. Never for the bridge's own user or a user an
+/// appservice holds exclusively. Audited.
+pub async fn link(services: &Services, user: &UserId) -> Result<String> {
+    let ldap = enabled(services)?;
+    if let Some(reason) = reserved(services, user.localpart()) {
+        return Err(Error::forbidden(format!("refused: {user} is {reason}; the directory never manages it")));
+    }
+    let account = services.users.account(user)?.ok_or_else(|| Error::not_found(format!("{user} has no account")))?;
+    if let Some(link) = &account.directory {
+        return Err(Error::BadState(format!("{user} is linked to the directory already ({})", link.dn)));
+    }
+    if account.deactivated {
+        return Err(Error::BadState(format!("{user} is deactivated: `hemicycle user reactivate` it first")));
+    }
+    let uid = hemicycle_bridges::ldap::localpart::unmap(user.localpart());
+    let entry = ldap
+        .client
+        .entry_for(&uid)
+        .await
+        .map_err(|e| Error::DirectoryUnavailable(format!("the directory (LDAP) cannot be read: {}", e.0)))?
+        .filter(|entry| entry.localpart == user.localpart())
+        .ok_or_else(|| {
+            Error::not_found(format!("no single directory entry within ldap.base and ldap.filter maps to {user}"))
+        })?;
+    apply_entry(services, user, &entry, true).await?;
+    services.audit.record(
+        CLI_ADMIN,
+        "ldap.link",
+        user.as_str(),
+        serde_json::json!({ "dn": entry.dn, "admin": entry.admin, "was_admin": account.admin }),
+    )?;
+    Ok(format!(
+        "linked {user} to {}: the directory now holds its password (the local one is gone), name, address and \
+         admin flag (admin: {})",
+        entry.dn,
+        if entry.admin { "yes" } else { "no" }
+    ))
+}
+
+fn enabled(services: &Services) -> Result<&Ldap> {
+    services.users.directory().ok_or_else(|| Error::BadState("LDAP is not enabled ([ldap] enabled = false)".into()))
+}
+
 /// `hemicycle ldap sync [--dry-run]` and the periodic sync: one run at a time.
 pub async fn sync(services: &Services, dry_run: bool) -> Result<Summary> {
-    let ldap = services
-        .users
-        .directory()
-        .ok_or_else(|| Error::BadState("LDAP is not enabled ([ldap] enabled = false)".into()))?;
+    sync_with(services, dry_run, None).await
+}
+
+/// [`sync`], with `max_deactivate_ratio` instead of `ldap.max_deactivate_ratio` for this run
+/// (`hemicycle ldap sync --max-deactivate-ratio R`, audited).
+pub async fn sync_with(services: &Services, dry_run: bool, max_deactivate_ratio: Option<f64>) -> Result<Summary> {
+    let ldap = enabled(services)?;
+    let mut config = services.config.ldap.clone();
+    if let Some(ratio) = max_deactivate_ratio {
+        if !(0.0..=1.0).contains(&ratio) {
+            return Err(Error::invalid_param(format!("--max-deactivate-ratio {ratio}: a share between 0 and 1")));
+        }
+        config.max_deactivate_ratio = ratio;
+    }
     let _running = ldap.sync_lock.lock().await;
     let snapshot = ldap.client.snapshot().await.map_err(|e| e.0);
-    hemicycle_bridges::ldap::sync::run(&services.config.ldap, snapshot, &ServerAccounts(services), dry_run)
+    let result = hemicycle_bridges::ldap::sync::run(&config, snapshot, &ServerAccounts(services), dry_run)
         .await
-        .map_err(|e| Error::BadState(e.to_string()))
+        .map_err(|e| Error::BadState(e.to_string()));
+    if let Some(ratio) = max_deactivate_ratio {
+        let outcome = match &result {
+            Ok(summary) => serde_json::json!({ "deactivated": summary.deactivated }),
+            Err(e) => serde_json::json!({ "failed": e.to_string() }),
+        };
+        services.audit.record(
+            CLI_ADMIN,
+            "ldap.sync",
+            "directory",
+            serde_json::json!({
+                "max_deactivate_ratio": ratio,
+                "configured_ratio": services.config.ldap.max_deactivate_ratio,
+                "dry_run": dry_run,
+                "outcome": outcome,
+            }),
+        )?;
+    }
+    result
 }
 
 /// Runs the sync every `ldap.sync_interval_s` (when above 0), from start-up on.
@@ -354,6 +469,10 @@ impl Accounts for ServerAccounts<'_> {
         Ok(out)
     }
 
+    fn reserved(&self, localpart: &str) -> Option<String> {
+        reserved(self.0, localpart)
+    }
+
     async fn room(&self, room: &str) -> Result<RoomView, String> {
         let rooms = &self.0.rooms;
         let room_id = self.room_id(room)?;
@@ -407,7 +526,7 @@ impl Accounts for ServerAccounts<'_> {
     }
 
     async fn update(&self, entry: &Entry) -> Result<(), String> {
-        apply_entry(self.0, &self.user(&entry.localpart)?, entry).await.map_err(text)
+        apply_entry(self.0, &self.user(&entry.localpart)?, entry, false).await.map_err(text)
     }
 
     async fn deactivate(&self, localpart: &str) -> Result<(), String> {

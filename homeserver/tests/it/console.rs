@@ -552,6 +552,7 @@ async fn console_signs_directory_admins_in_through_ldap() {
     let server = TestServer::start_with(&[
         ("ldap.enabled", true.into()),
         ("ldap.uri", slapd.uri().into()),
+        ("ldap.allow_insecure", true.into()),
         ("ldap.base", format!("ou=people,{BASE}").into()),
         ("ldap.bind_dn", service.as_str().into()),
         ("ldap.bind_password_file", password_file.to_string_lossy().into_owned().into()),

@@ -1,7 +1,9 @@
 //! The LDAP bridge against a real OpenLDAP `slapd` on loopback: sign-in with directory
 //! passwords (a matrix-sdk client among others), first-login provisioning and refresh, filter
 //! injection, the directory down or hanging, and the directory sync (dry run, groups → rooms,
-//! removal → deactivation and logout, the mass-deactivation guard).
+//! removal → deactivation and logout, the mass-deactivation guard and its per-run override), the
+//! accounts the directory must never take over (local, bridge, appservice) and `ldap link`, and
+//! plain `ldap://` refused without `allow_insecure`.
 
 use std::time::Duration;
 
@@ -67,6 +69,8 @@ fn server(uri: &str, extra: &[(&str, toml::Value)]) -> (TestServer, tempfile::Te
         // Pages of 2 against a directory that returns at most 3 entries unpaged.
         ("ldap.page_size", 2.into()),
         ("ldap.max_deactivate_ratio", 0.5.into()),
+        // The test slapd speaks plain ldap:// on loopback.
+        ("ldap.allow_insecure", true.into()),
         ("registration.open", false.into()),
     ];
     overrides.extend(extra.iter().cloned());
@@ -480,8 +484,43 @@ async fn directory_sync_accounts_groups_and_guard() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("refused") && stderr.contains("max_deactivate_ratio"), "{stderr}");
+    // The message names the flag that lets this run through: the server runs, so the CLI's
+    // sync runs in it with its configuration, and only the flag can allow more.
+    assert!(stderr.contains("hemicycle ldap sync --max-deactivate-ratio"), "{stderr}");
     let list = users(&server);
     assert!(list.lines().any(|l| l.starts_with("@jdupont:localhost") && !l.contains("deactivated")), "{list}");
+    for bad in ["1.5", "-0.1", "NaN", "x"] {
+        let out = server.cli(&["ldap", "sync", &format!("--max-deactivate-ratio={bad}")]);
+        assert!(!out.status.success(), "--max-deactivate-ratio {bad} accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("between 0 and 1"), "{bad}: {stderr}");
+    }
+    assert_eq!(users(&server), list, "a refused ratio changes nothing");
+    // A ratio too low for this run is still refused; a dry run with 1 shows the plan.
+    let out = server.cli(&["ldap", "sync", "--max-deactivate-ratio", "0.6"]);
+    assert!(!out.status.success(), "4 of 5 is more than 0.6");
+    let plan = cli_ok(&server, &["ldap", "sync", "--dry-run", "--max-deactivate-ratio", "1"]);
+    assert!(plan.contains("4 deactivated"), "{plan}");
+    assert_eq!(users(&server), list, "a dry run changes nothing");
+    let summary = cli_ok(&server, &["ldap", "sync", "--max-deactivate-ratio", "1"]);
+    assert!(summary.contains("4 deactivated"), "{summary}");
+    let list = users(&server);
+    for user in ["@jdupont:localhost", "@hcoste:localhost", "@jos=c3=a9:localhost", "@cbernard:localhost"] {
+        assert!(list.lines().any(|l| l.starts_with(user) && l.contains("deactivated")), "{user}: {list}");
+    }
+    // Each use of the flag is in the audit log, with the run's outcome.
+    let (status, audit) = api(&server, Method::GET, Some(&root), "/_synapse/admin/v1/audit", None).await;
+    assert_eq!(status, 200, "{audit}");
+    let runs: Vec<&Value> =
+        audit["entries"].as_array().unwrap().iter().filter(|e| e["action"] == "ldap.sync").collect();
+    assert_eq!(runs.len(), 3, "{audit}");
+    assert_eq!(runs[0]["admin"], "hemicycle-cli");
+    assert_eq!(runs[0]["details"]["max_deactivate_ratio"], 1.0);
+    assert_eq!(runs[0]["details"]["configured_ratio"], 0.5);
+    assert_eq!(runs[0]["details"]["dry_run"], false);
+    assert_eq!(runs[0]["details"]["outcome"]["deactivated"], 4);
+    assert_eq!(runs[1]["details"]["dry_run"], true);
+    assert!(runs[2]["details"]["outcome"]["failed"].as_str().unwrap().contains("refused"), "{audit}");
 
     // The directory down: the sync fails and changes nothing.
     drop(slapd);
@@ -504,6 +543,7 @@ fn bad_ldap_config_stops_startup() {
                 ("ldap.base", BASE.into()),
                 ("ldap.bind_dn", SERVICE_DN.into()),
                 ("ldap.bind_password_file", "/nonexistent/secret".into()),
+                ("ldap.allow_insecure", true.into()),
             ],
             "ldap.bind_password_file",
         ),
@@ -545,4 +585,213 @@ async fn the_server_syncs_periodically() {
         assert!(std::time::Instant::now() < deadline, "the next periodic sync did not refresh: {profile}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Plain `ldap://` without StartTLS sends directory passwords in clear and lets anyone on the path
+/// forge the directory's answers (admin flags included): refused at start-up, naming the key and
+/// why, unless `ldap.allow_insecure`; StartTLS and ldaps:// need no such key.
+#[test]
+fn plain_ldap_is_refused_without_allow_insecure() {
+    let dir = tempfile::tempdir().unwrap();
+    let section = |uri: &str, extra: &[(&'static str, toml::Value)]| {
+        let mut overrides: Vec<(&str, toml::Value)> =
+            vec![("ldap.enabled", true.into()), ("ldap.uri", uri.into()), ("ldap.base", BASE.into())];
+        overrides.extend(extra.iter().cloned());
+        crate::common::write_config(dir.path(), &overrides)
+    };
+    let config = section("ldap://127.0.0.1:1", &[]);
+    let out = std::process::Command::new(crate::common::BIN).args(["serve", "--config"]).arg(&config).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "a configuration error");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for said in ["ldap.uri", "ldap://127.0.0.1:1", "StartTLS", "in clear", "ldap.allow_insecure"] {
+        assert!(stderr.contains(said), "{said}: {stderr}");
+    }
+    // A list with one plain URI among ldaps:// ones is refused too.
+    let uris = toml::Value::Array(vec!["ldaps://127.0.0.1:1".into(), "ldap://127.0.0.1:2".into()]);
+    let config = section("ldaps://127.0.0.1:1", &[("ldap.uri", uris)]);
+    let out = std::process::Command::new(crate::common::BIN).args(["serve", "--config"]).arg(&config).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ldap://127.0.0.1:2"));
+    // Accepted: with allow_insecure, with StartTLS, ldaps:// (any command loads the configuration).
+    for config in [
+        section("ldap://127.0.0.1:1", &[("ldap.allow_insecure", true.into())]),
+        section("ldap://127.0.0.1:1", &[("ldap.start_tls", true.into())]),
+        section("ldaps://127.0.0.1:1", &[]),
+    ] {
+        let out = std::process::Command::new(crate::common::BIN)
+            .args(["user", "list", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+/// An appservice registration holding `@ws_.*` exclusively, its sender `@workspace` (no URL: it
+/// takes no traffic).
+fn workspace_registration(dir: &std::path::Path) -> toml::Value {
+    let path = dir.join("workspace.yaml");
+    std::fs::write(
+        &path,
+        "id: workspace\nurl: null\nas_token: as-token-ldap\nhs_token: hs-token-ldap\nsender_localpart: workspace\n\
+         namespaces:\n  users:\n    - exclusive: true\n      regex: \"@ws_.*:localhost\"\n",
+    )
+    .unwrap();
+    toml::Value::Array(vec![path.to_string_lossy().into_owned().into()])
+}
+
+fn external_ids(user: &Value) -> Value {
+    user["external_ids"].clone()
+}
+
+/// Directory entries named like accounts the directory did not make: a break-glass admin made
+/// with `hemicycle user create --admin`, a local account that is not an admin, an appservice's
+/// sender and a user in its exclusive namespace, the bridge's own user. Neither the sync nor a
+/// directory sign-in takes any of them over (password, admin flag and link stay as they were);
+/// the dry run and the summary report them; `ldap link` hands the local ones to the directory
+/// (server running, then stopped) and refuses the appservice's and the bridge's.
+#[tokio::test]
+async fn the_directory_never_takes_over_accounts_it_did_not_make() {
+    let mut ldif = format!(
+        "dn: ou=people,{BASE}\nobjectClass: organizationalUnit\nou: people\n\n\
+         dn: ou=services,{BASE}\nobjectClass: organizationalUnit\nou: services\n\n\
+         dn: {SERVICE_DN}\nobjectClass: organizationalRole\nobjectClass: simpleSecurityObject\ncn: hemicycle\n\
+         userPassword: service-secret\n\n"
+    );
+    for (uid, cn, password, extra) in [
+        ("root", "Root Annuaire", "root-dir-pw", ""),
+        ("plain", "Plain Annuaire", "plain-dir-pw", "employeeType: admin\n"),
+        ("workspace", "Workspace Annuaire", "ws-dir-pw", "employeeType: admin\n"),
+        ("ws_agent", "Agent Annuaire", "agent-dir-pw", ""),
+        ("ldap", "Bridge Annuaire", "bridge-dir-pw", "employeeType: admin\n"),
+        ("jdupont", "Jean Dupré", "jean-pw", ""),
+    ] {
+        ldif.push_str(&person(uid, cn, password, extra));
+        ldif.push('\n');
+    }
+    let slapd = Slapd::start(&ldif, 3).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, _secrets) =
+        server(&slapd.uri(), &[("appservices.registrations", workspace_registration(dir.path()))]);
+    let root_password = local_admin(&server, "root");
+    std::fs::write(dir.path().join("pw"), "plain-local-pw").unwrap();
+    cli_ok(&server, &["user", "create", "plain", "--password-file", dir.path().join("pw").to_str().unwrap()]);
+
+    let not_linked = [
+        ("root", "a local account the directory did not create"),
+        ("plain", "a local account the directory did not create"),
+        ("workspace", "held exclusively by appservice `workspace`"),
+        ("ws_agent", "held exclusively by appservice `workspace`"),
+        ("ldap", "the LDAP bridge's own user"),
+    ];
+    let reported = |out: &str| {
+        for (name, why) in not_linked {
+            assert!(
+                out.lines().any(|l| l.contains(&format!("not linked: {name} (uid={name},")) && l.contains(why)),
+                "{name} not reported as {why:?}: {out}"
+            );
+        }
+        assert!(out.contains("5 not linked"), "{out}");
+        assert!(out.contains("`hemicycle ldap link root`"), "the way out is named: {out}");
+    };
+    let plan = cli_ok(&server, &["ldap", "sync", "--dry-run"]);
+    reported(&plan);
+    let summary = cli_ok(&server, &["ldap", "sync"]);
+    reported(&summary);
+
+    // Nothing was taken over: passwords, admin flags and links are as before.
+    let list = users(&server);
+    assert!(list.lines().any(|l| l.starts_with("@root:localhost") && l.contains("admin")), "{list}");
+    assert!(list.lines().any(|l| l.starts_with("@plain:localhost") && !l.contains("admin")), "{list}");
+    assert!(list.lines().any(|l| l.starts_with("@workspace:localhost") && !l.contains("admin")), "{list}");
+    assert!(list.lines().any(|l| l.starts_with("@ldap:localhost") && !l.contains("admin")), "{list}");
+    assert!(!list.contains("@ws_agent:"), "no account in the appservice's namespace: {list}");
+    let (status, body) = login(&server, "root", &root_password).await;
+    assert_eq!(status, 200, "the break-glass admin keeps its password: {body}");
+    let root = body["access_token"].as_str().unwrap().to_owned();
+    for user in ["root", "plain", "workspace", "ldap"] {
+        let (status, body) =
+            api(&server, Method::GET, Some(&root), &format!("/_synapse/admin/v2/users/@{user}:localhost"), None).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(external_ids(&body), json!([]), "{user} not linked: {body}");
+    }
+    // Only jdupont was created; nothing else was planned or done.
+    assert!(plan.contains("1 created") && plan.contains("0 updated"), "{plan}");
+    assert!(summary.contains("1 created") && summary.contains("0 updated"), "{summary}");
+
+    // Directory sign-ins of those names take nothing over either (and make no account).
+    for (user, password) in [
+        ("root", "root-dir-pw"),
+        ("plain", "plain-dir-pw"),
+        ("workspace", "ws-dir-pw"),
+        ("ws_agent", "agent-dir-pw"),
+        ("ldap", "bridge-dir-pw"),
+    ] {
+        let (status, body) = login(&server, user, password).await;
+        assert_eq!((status, body["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "{user}: {body}");
+    }
+    assert_eq!(users(&server), list, "no account changed by the sign-ins");
+    let (status, _) = login(&server, "root", &root_password).await;
+    assert_eq!(status, 200);
+    let (status, body) = login(&server, "jdupont", "jean-pw").await;
+    assert_eq!(status, 200, "directory accounts still sign in: {body}");
+
+    // `ldap link` never hands the appservice's users or the bridge's to the directory.
+    for (user, said) in
+        [("workspace", "appservice `workspace`"), ("@ws_agent:localhost", "appservice `workspace`"), ("ldap", "bridge")]
+    {
+        let out = server.cli(&["ldap", "link", user]);
+        assert!(!out.status.success(), "{user} linked");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("refused") && stderr.contains(said), "{user}: {stderr}");
+    }
+    let out = server.cli(&["ldap", "link", "jdupont"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("already"));
+
+    // The operator links the break-glass admin (server running): the directory's password and
+    // admin flag from now on.
+    let out = cli_ok(&server, &["ldap", "link", "root"]);
+    assert!(out.contains(&format!("linked @root:localhost to uid=root,ou=people,{BASE}")), "{out}");
+    let (status, _) = login(&server, "root", &root_password).await;
+    assert_eq!(status, 403, "the local password is gone");
+    let (status, body) = login(&server, "root", "root-dir-pw").await;
+    assert_eq!(status, 200, "{body}");
+    let list = users(&server);
+    assert!(list.lines().any(|l| l.starts_with("@root:localhost") && !l.contains("admin")), "{list}");
+
+    // And the other one with the server stopped.
+    server.stop();
+    let out = cli_ok(&server, &["ldap", "link", "plain"]);
+    assert!(out.contains("linked @plain:localhost") && out.contains("admin: yes"), "{out}");
+    server.restart();
+    let (status, body) = login(&server, "plain", "plain-dir-pw").await;
+    assert_eq!(status, 200, "{body}");
+    let plain = body["access_token"].as_str().unwrap().to_owned();
+    let (_, body) = api(&server, Method::GET, Some(&plain), "/_synapse/admin/v2/users/@plain:localhost", None).await;
+    assert_eq!(body["admin"], 1, "admin from the directory: {body}");
+    assert_eq!(
+        external_ids(&body),
+        json!([{ "auth_provider": "ldap", "external_id": format!("uid=plain,ou=people,{BASE}") }])
+    );
+
+    // The next sync manages the linked accounts and still reports the others.
+    let summary = cli_ok(&server, &["ldap", "sync"]);
+    assert!(summary.contains("3 not linked"), "{summary}");
+    assert!(!summary.contains("not linked: root") && !summary.contains("not linked: plain"), "{summary}");
+
+    // Both links are in the audit log.
+    let (status, audit) = api(&server, Method::GET, Some(&plain), "/_synapse/admin/v1/audit", None).await;
+    assert_eq!(status, 200, "{audit}");
+    let links: Vec<(&str, &str, bool)> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "ldap.link")
+        .map(|e| (e["admin"].as_str().unwrap(), e["target"].as_str().unwrap(), e["details"]["was_admin"] == true))
+        .collect();
+    assert_eq!(
+        links,
+        [("hemicycle-cli", "@plain:localhost", false), ("hemicycle-cli", "@root:localhost", true)],
+        "{audit}"
+    );
 }
