@@ -475,8 +475,7 @@ async fn the_state_a_resident_server_answers_is_checked_before_it_counts() {
     let (node, peer) = tokio::join!(Node::start("joiner", &[]), Hostile::start());
     let (alice, at) = node.register("alice").await;
     let room = made_up_room(&peer);
-    let (rid, create, creator_join, power, rules) =
-        (room.id.clone(), room.create.clone(), room.creator_join.clone(), room.power.clone(), room.rules.clone());
+    let (rid, create, power, rules) = (room.id.clone(), room.create.clone(), room.power.clone(), room.rules.clone());
     let topic = room.forged_topic.clone();
     let user = alice.clone();
     peer.on("/_matrix/federation/v1/make_join/", move |_| {

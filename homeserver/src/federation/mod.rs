@@ -241,6 +241,12 @@ impl Federation {
         x_matrix
             .verify_request(request, self.server_name(), &key_map)
             .map_err(|e| Error::Unauthorized(format!("the request signature does not verify: {e}")))?;
+        // A server that signs a request to us is up again: what waits for it goes now rather
+        // than after the rest of its backoff, as Synapse does.
+        if self.client.backing_off(&origin).is_some() {
+            self.client.reset_backoff(&origin);
+            self.sender.wake(&origin);
+        }
         Ok(origin)
     }
 
