@@ -496,6 +496,7 @@ pub async fn invite(
         }
         stored.insert("unsigned".into(), ruma::CanonicalJsonValue::Object(unsigned));
         services.rooms.record_remote_membership(&body.room_id, &invitee, &id, &stored, "invite").await?;
+        crate::appservice::sender::queue_remote_invite(&services, &body.room_id, &invitee, &id)?;
     }
     Ok(create_invite::v2::Response::new(
         serde_json::value::to_raw_value(&object).map_err(|e| Error::Internal(e.to_string()))?,

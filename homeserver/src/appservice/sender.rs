@@ -8,6 +8,11 @@
 //! the transaction (`appservice_txn:<id>`), so that after a restart the same transaction — same
 //! id, same events — is sent again and the appservice's own dedupe by id applies: nothing lost,
 //! nothing repeated. Only a success moves the position. Failures back off, doubling, capped.
+//!
+//! An invite from another server into a room this server is not in is no event of the stream
+//! (`Rooms::record_remote_membership` keeps it aside for the invitee's sync): the federation
+//! invite handler queues it with [`queue_remote_invite`] (`meta` keys `appservice_invite:<id>:…`,
+//! durable) and the appservice's task sends it in a transaction of its own before the stream's.
 
 use std::{
     collections::HashMap,
@@ -15,7 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ruma::{events::StateEventType, OwnedRoomId, RoomAliasId, UserId};
+use ruma::{events::StateEventType, EventId, OwnedEventId, OwnedRoomId, RoomAliasId, RoomId, UserId};
 use serde_json::{json, Value};
 
 use super::Appservice;
@@ -190,6 +195,86 @@ pub fn queue_to_device(
     }
 }
 
+/// An invite from another server (federation `/invite`) into a room this server is not in, for
+/// the appservices claiming the invitee: kept durably until their transaction carrying it is
+/// accepted. Called once the invite is recorded (`Rooms::record_remote_membership`).
+pub fn queue_remote_invite(services: &Services, room: &RoomId, invitee: &UserId, event_id: &EventId) -> Result<()> {
+    let wanting: Vec<&Appservice> =
+        services.appservices.all().iter().filter(|s| s.registration.url.is_some() && s.claims_user(invitee)).collect();
+    if wanting.is_empty() {
+        return Ok(());
+    }
+    let pos = services.rooms.membership(invitee, room)?.map(|m| m.pos).unwrap_or_else(|| services.db.current_count());
+    let mut batch = Batch::new();
+    for service in wanting {
+        let key = format!("{}{pos:020}:{event_id}", invite_prefix(&service.registration.id));
+        services.db.tables.meta.insert(&mut batch, &key, &Be64(pos));
+    }
+    services.db.commit(batch)?;
+    services.appservice_sender.ephemeral_ready.notify_waiters();
+    Ok(())
+}
+
+fn invite_prefix(id: &str) -> String {
+    format!("appservice_invite:{id}:")
+}
+
+/// The remote invites waiting for an appservice, oldest first: (meta key, position, event id).
+fn pending_invites(services: &Services, id: &str) -> Result<Vec<(String, u64, OwnedEventId)>> {
+    let prefix = invite_prefix(id);
+    let mut out = Vec::new();
+    for entry in services.db.tables.meta.scan_prefix(prefix.clone().into_bytes()) {
+        let (key, Be64(pos)) = entry?;
+        let Some((_, event_id)) = key[prefix.len()..].split_once(':') else { continue };
+        match EventId::parse(event_id) {
+            Ok(event_id) => out.push((key.clone(), pos, event_id)),
+            Err(_) => tracing::warn!(%key, "a queued remote invite has no valid event id"),
+        }
+        if out.len() == MAX_EVENTS {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Sends queued remote invites in one transaction (`r<first position>-<last position>`), then
+/// forgets them.
+async fn deliver_invites(
+    services: &Services,
+    http: &reqwest::Client,
+    service: &Appservice,
+    invites: &[(String, u64, OwnedEventId)],
+) -> Result<()> {
+    let id = &service.registration.id;
+    let mut events = Vec::new();
+    for (_, _, event_id) in invites {
+        if let Some(event) = services.rooms.client_event(event_id)? {
+            events.push(event);
+        }
+    }
+    if !events.is_empty() {
+        let (first, last) = (invites[0].1, invites[invites.len() - 1].1);
+        let url = service.registration.url.as_deref().unwrap_or_default().trim_end_matches('/');
+        let response = http
+            .put(format!("{url}/_matrix/app/v1/transactions/r{first}-{last}"))
+            .bearer_auth(&service.registration.hs_token)
+            .json(&json!({ "events": events }))
+            .send()
+            .await
+            .map_err(|e| Error::RemoteUnreachable(format!("appservice {id}: {e}")))?;
+        if !response.status().is_success() {
+            return Err(Error::RemoteUnreachable(format!("appservice {id} answered {}", response.status())));
+        }
+        tracing::debug!(appservice = %id, invites = events.len(), "remote invites delivered");
+    }
+    let mut batch = Batch::new();
+    for (key, _, _) in invites {
+        services.db.tables.meta.remove(&mut batch, key);
+    }
+    services.db.commit(batch)?;
+    Ok(())
+}
+
 fn take_ephemeral(services: &Services, id: &str) -> Vec<Value> {
     services.appservice_sender.ephemeral.lock().expect("appservice ephemeral").remove(id).unwrap_or_default()
 }
@@ -236,6 +321,28 @@ async fn run(services: Arc<Services>, id: String) {
     let mut ephemeral_txn = 0u64;
     loop {
         let head = *stream.borrow_and_update();
+        match pending_invites(&services, &id) {
+            Ok(invites) if invites.is_empty() => {}
+            Ok(invites) => {
+                match deliver_invites(&services, &http, &service, &invites).await {
+                    Ok(()) => backoff = Duration::ZERO,
+                    Err(error) => {
+                        backoff = (backoff * 2).clamp(Duration::from_secs(1), MAX_BACKOFF);
+                        tracing::warn!(%error, appservice = %id, retry_in = ?backoff, "remote invites to the appservice failed");
+                        tokio::select! {
+                            () = tokio::time::sleep(backoff) => {}
+                            () = services.appservice_sender.retry_now.notified() => {}
+                        }
+                    }
+                }
+                continue;
+            }
+            Err(error) => {
+                tracing::error!(%error, appservice = %id, "reading the queued remote invites failed");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        }
         let done = match delivered(&services, &id, head) {
             Ok(done) => done,
             Err(error) => {
@@ -268,7 +375,10 @@ async fn run(services: Arc<Services>, id: String) {
         let ready = services.appservice_sender.ephemeral_ready.notified();
         tokio::pin!(ready);
         ready.as_mut().enable();
-        if !services.appservice_sender.ephemeral.lock().expect("appservice ephemeral").contains_key(&id) {
+        let ephemeral_queued =
+            services.appservice_sender.ephemeral.lock().expect("appservice ephemeral").contains_key(&id);
+        let queued = ephemeral_queued || pending_invites(&services, &id).is_ok_and(|invites| !invites.is_empty());
+        if !queued {
             tokio::select! {
                 changed = stream.changed() => {
                     if changed.is_err() {
@@ -587,4 +697,104 @@ pub fn encode_segment(raw: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    /// An invite from another server into a room this server is not in (what the federation
+    /// `/invite` handler records) reaches the appservice claiming the invitee, after a refused
+    /// attempt, and is forgotten once accepted; an invite to anyone else is not queued.
+    #[tokio::test]
+    async fn remote_invites_reach_the_appservice() {
+        use axum::{extract::Path, http::StatusCode, routing::put, Json};
+        type Seen = Arc<Mutex<(usize, Vec<(String, Value)>)>>;
+        let seen: Seen = Arc::default();
+        let app = axum::Router::new().route(
+            "/_matrix/app/v1/transactions/{txn}",
+            put({
+                let seen = seen.clone();
+                move |Path(txn): Path<String>, Json(body): Json<Value>| async move {
+                    let mut seen = seen.lock().unwrap();
+                    seen.0 += 1;
+                    if seen.0 == 1 {
+                        return StatusCode::SERVICE_UNAVAILABLE;
+                    }
+                    seen.1.push((txn, body));
+                    StatusCode::OK
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+        let dir = tempfile::tempdir().unwrap();
+        let registration = dir.path().join("workspace.yaml");
+        std::fs::write(
+            &registration,
+            format!(
+                "id: workspace\nurl: \"{url}\"\nas_token: as-t\nhs_token: hs-t\nsender_localpart: workspace\n\
+                 namespaces:\n  users:\n    - exclusive: true\n      regex: \"@ws_.*:localhost\"\n"
+            ),
+        )
+        .unwrap();
+        let config = dir.path().join("homeserver.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "server_name = \"localhost\"\n[database]\npath = \"{}\"\n[appservices]\nregistrations = [\"{}\"]\n",
+                dir.path().join("db").display(),
+                registration.display()
+            ),
+        )
+        .unwrap();
+        let services = crate::services::Services::open(crate::config::Config::load(Some(&config)).unwrap()).unwrap();
+        start(services.clone()).await.unwrap();
+
+        let room = RoomId::parse("!elsewhere:remote.example").unwrap();
+        let invite = |invitee: &str, event_id: &str| {
+            let object: ruma::CanonicalJsonObject = serde_json::from_value(json!({
+                "type": "m.room.member", "room_id": room, "sender": "@alice:remote.example",
+                "state_key": invitee, "content": { "membership": "invite" }, "origin_server_ts": 1,
+                "unsigned": { "invite_room_state": [{ "type": "m.room.name", "state_key": "",
+                    "sender": "@alice:remote.example", "content": { "name": "Projet" } }] },
+            }))
+            .unwrap();
+            (UserId::parse(invitee).unwrap(), EventId::parse(event_id).unwrap(), object)
+        };
+        for (invitee, event_id) in [("@ws_bot:localhost", "$invite-bot"), ("@someone:localhost", "$invite-other")] {
+            let (invitee, event_id, object) = invite(invitee, event_id);
+            services.rooms.record_remote_membership(&room, &invitee, &event_id, &object, "invite").await.unwrap();
+            queue_remote_invite(&services, &room, &invitee, &event_id).unwrap();
+        }
+
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let events = loop {
+            let delivered = seen.lock().unwrap().1.iter().find(|(txn, _)| txn.starts_with('r')).cloned();
+            if let Some((_, body)) = delivered {
+                break body["events"].as_array().unwrap().clone();
+            }
+            assert!(Instant::now() < deadline, "the remote invite never reached the appservice");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(events.len(), 1, "only the appservice's user: {events:?}");
+        let event = &events[0];
+        assert_eq!(event["event_id"], "$invite-bot");
+        assert_eq!(event["type"], "m.room.member");
+        assert_eq!(event["state_key"], "@ws_bot:localhost");
+        assert_eq!(event["room_id"], room.as_str());
+        assert_eq!(event["content"]["membership"], "invite");
+        assert_eq!(event["unsigned"]["invite_room_state"][0]["content"]["name"], "Projet");
+        assert!(seen.lock().unwrap().0 >= 2, "the refused attempt was retried");
+        while !pending_invites(&services, "workspace").unwrap().is_empty() {
+            assert!(Instant::now() < deadline, "the delivered invite stays queued");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
