@@ -58,7 +58,7 @@ pub async fn transaction(
         return Ok(answer.into_iter().map(|(id, e)| (id, e.map_or(Ok(()), Err))).collect());
     }
     let received = services.federation.count_transaction();
-    if received % TXN_PRUNE_EVERY == 0 {
+    if received.is_multiple_of(TXN_PRUNE_EVERY) {
         prune_transactions(services)?;
     }
     let mut by_room: BTreeMap<OwnedRoomId, Vec<CanonicalJsonObject>> = BTreeMap::new();
