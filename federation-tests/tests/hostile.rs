@@ -156,19 +156,19 @@ impl Hostile {
             object["content"] = body.clone();
         }
         let mut object: CanonicalJsonObject = serde_json::from_value(object).expect("canonical JSON");
-        let keys = self.keys.lock().expect("keys");
-        let pair = with.unwrap_or(&keys.current);
-        sign_json(&self.name, pair, &mut object).expect("sign");
-        let signature = object["signatures"].clone();
-        let signature = serde_json::to_value(&signature).expect("signatures");
-        let sig = signature[&self.name][key_id(pair)].as_str().expect("signature").to_owned();
-        let header = format!(
-            "X-Matrix origin=\"{}\",destination=\"{}\",key=\"{}\",sig=\"{sig}\"",
-            self.name,
-            node.server_name(),
-            key_id(pair)
-        );
-        drop(keys);
+        let header = {
+            let keys = self.keys.lock().expect("keys");
+            let pair = with.unwrap_or(&keys.current);
+            sign_json(&self.name, pair, &mut object).expect("sign");
+            let signature = serde_json::to_value(&object["signatures"]).expect("signatures");
+            let sig = signature[&self.name][key_id(pair)].as_str().expect("signature").to_owned();
+            format!(
+                "X-Matrix origin=\"{}\",destination=\"{}\",key=\"{}\",sig=\"{sig}\"",
+                self.name,
+                node.server_name(),
+                key_id(pair)
+            )
+        };
         let mut request =
             self.http.request(method, format!("{}{uri}", node.federation_url())).header("Authorization", header);
         if let Some(body) = body {
