@@ -492,10 +492,21 @@ async fn the_state_a_resident_server_answers_is_checked_before_it_counts() {
     peer.on("/_matrix/federation/v2/send_join/", move |_| {
         Reply::Json(200, json!({ "state": events, "auth_chain": events, "origin": "", "members_omitted": false }))
     });
-    peer.on("/_matrix/federation/v1/backfill/", |_| {
-        Reply::Json(200, json!({ "origin": "x", "origin_server_ts": 0, "pdus": [] }))
+    // The history it answers holds a message of another branch, which nothing we hold leads to.
+    let (stray_id, stray) = peer.event(
+        &RoomVersionId::V10,
+        json!({ "room_id": room.id, "type": "m.room.message", "sender": peer.user("creator"),
+                "content": { "msgtype": "m.text", "body": "glissé dans l'historique" },
+                "prev_events": [room.creator_join], "auth_events": [room.create, room.creator_join, room.power],
+                "depth": 3, "origin_server_ts": now_ms(), "origin": peer.name }),
+    );
+    peer.on("/_matrix/federation/v1/backfill/", move |_| {
+        Reply::Json(200, json!({ "origin": "x", "origin_server_ts": 0, "pdus": [stray] }))
     });
     node.join(&at, &room.id, std::slice::from_ref(&peer.name)).await;
+    let path = format!("/_matrix/client/v3/rooms/{}/event/{}", enc(&room.id), enc(&stray_id));
+    let (status, stray) = node.call(Method::GET, Some(&at), &path, None).await;
+    assert_eq!(status, 404, "history no held event leads to is not taken: {stray}");
     let path = format!("/_matrix/client/v3/rooms/{}/state/m.room.topic/", enc(&room.id));
     let (status, topic) = node.call(Method::GET, Some(&at), &path, None).await;
     assert_eq!(status, 404, "the topic its own auth rules refuse is not state: {topic}");

@@ -246,6 +246,8 @@ async fn try_join(
         frontier.sort();
         frontier.dedup();
     }
+    // Only history the join's own prev events lead to: a resident cannot slip other events in.
+    let mut history = crate::rooms::remote::ancestors_of(event_refs(join.1.get("prev_events")), &history);
     history.sort_by_key(|(_, o)| o.get("depth").and_then(|d| d.as_integer()).map(i64::from).unwrap_or(0));
     history.dedup_by(|a, b| a.0 == b.0);
     services.rooms.enter_remote_room(room, version, &state, &auth_chain, &history, join).await

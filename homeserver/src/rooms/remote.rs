@@ -337,8 +337,9 @@ impl Rooms {
         };
         let ((_, Be64(oldest_pos)), oldest_id) = oldest?;
         let snapshot = self.meta(&oldest_id)?.map(|m| m.snapshot).unwrap_or(record.snapshot);
+        let events = ancestors_of(self.backward_extremities(room)?, events);
         let mut accepted = Vec::new();
-        for (id, object) in events {
+        for (id, object) in &events {
             if self.in_timeline(id)? || accepted.iter().any(|(a, _, _): &(OwnedEventId, u64, Vec<u8>)| a == id) {
                 continue;
             }
@@ -742,6 +743,34 @@ impl Rooms {
         }
         Ok(Some(after.into_values().collect()))
     }
+}
+
+/// The events of `events` that are ancestors of `frontier` through `prev_events`: the history a
+/// server answers is taken only where events we hold name it. Event ids are hashes of the events
+/// (room version 3 and later), so a server cannot make up "older history" that way; events of
+/// another branch or of nothing are dropped.
+pub fn ancestors_of(
+    frontier: Vec<OwnedEventId>,
+    events: &[(OwnedEventId, CanonicalJsonObject)],
+) -> Vec<(OwnedEventId, CanonicalJsonObject)> {
+    let by_id: HashMap<&OwnedEventId, &CanonicalJsonObject> = events.iter().map(|(id, o)| (id, o)).collect();
+    let mut wanted: Vec<OwnedEventId> = frontier;
+    let mut taken: HashSet<OwnedEventId> = HashSet::new();
+    let mut out = Vec::new();
+    while let Some(id) = wanted.pop() {
+        if taken.contains(&id) {
+            continue;
+        }
+        let Some(object) = by_id.get(&id) else { continue };
+        taken.insert(id.clone());
+        wanted.extend(event_ids_in(object, "prev_events"));
+        out.push((id, (*object).clone()));
+    }
+    let dropped = events.len().saturating_sub(out.len());
+    if dropped > 0 {
+        tracing::info!(dropped, "events of a history answer that no held event leads to are dropped");
+    }
+    out
 }
 
 /// Events ordered so that each comes after the auth events of it that are among them (a
