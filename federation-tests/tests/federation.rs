@@ -121,6 +121,20 @@ async fn invite_reject_kick_ban_leave_rejoin() {
         stripped.iter().any(|e| is_membership(e, &bob, "invite") && e["sender"] == alice.as_str()),
         "the invite itself is in the invite state: {stripped:?}"
     );
+    assert!(
+        stripped.iter().any(|e| is_membership(e, &alice, "join")),
+        "the inviter's own membership too (who invited; MSC4268 key bundles need it): {stripped:?}"
+    );
+    // The same for an invitee of the inviter's own server.
+    let (carol, ct) = a.register("carol").await;
+    let c_since = a.sync_token(&ct).await;
+    a.invite(&at, &room, &carol).await;
+    let local = a
+        .wait_sync(&ct, Some(&c_since), SYNC_WAIT, "carol's invite", |s| s["rooms"]["invite"][&room].is_object())
+        .await;
+    let local = local["rooms"]["invite"][&room]["invite_state"]["events"].as_array().expect("invite_state");
+    assert!(local.iter().any(|e| is_membership(e, &alice, "join")), "{local:?}");
+    assert!(local.iter().any(|e| is_membership(e, &carol, "invite")), "{local:?}");
 
     // Reject: A sees bob leave.
     b.leave(&bt, &room).await;

@@ -396,7 +396,7 @@ pub async fn send_knock(
     let origin = origin(&request)?;
     let body = request.body;
     take_membership(&services, &origin, &body.room_id, &body.event_id, &body.pdu, "knock").await?;
-    let state = crate::federation::membership::stripped_state_pdus(&services, &body.room_id)?;
+    let state = crate::federation::membership::stripped_state_pdus(&services, &body.room_id, None)?;
     Ok(ruma::api::federation::membership::create_knock_event::v1::Response::new(state))
 }
 

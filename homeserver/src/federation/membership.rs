@@ -326,7 +326,7 @@ pub async fn invite_remote(
     }
     let (version, signed_by_us) = services.rooms.sign_local_event(room, sender, invitee.as_str(), content).await?;
     let event_id = event_id_of(&signed_by_us, &version)?;
-    let invite_state = stripped_state_pdus(services, room)?;
+    let invite_state = stripped_state_pdus(services, room, Some(sender))?;
     let raw = serde_json::value::to_raw_value(&signed_by_us).map_err(|e| Error::Internal(e.to_string()))?;
     let request =
         create_invite::v2::Request::new(room.to_owned(), event_id.clone(), version.clone(), raw, invite_state);
@@ -339,14 +339,22 @@ pub async fn invite_remote(
     Ok(event_id)
 }
 
-/// The room state an invitee or knocker is shown, as full PDUs (Matrix 1.16 and later).
+/// The room state an invitee or knocker is shown, as full PDUs (Matrix 1.16 and later), with the
+/// inviter's own membership when there is an inviter (as Synapse sends it: the invitee's client
+/// needs it to know who invited, and to accept a room-key bundle shared with the invite).
 pub fn stripped_state_pdus(
     services: &Services,
     room: &RoomId,
+    inviter: Option<&UserId>,
 ) -> Result<Vec<ruma::api::federation::membership::RawStrippedState>> {
     let mut out = Vec::new();
-    for kind in &crate::rooms::STRIPPED_STATE {
-        if let Some(pdu) = services.rooms.state_event(room, kind, "")? {
+    let inviter_member = match inviter {
+        Some(user) => services.rooms.state_event(room, &ruma::events::StateEventType::RoomMember, user.as_str())?,
+        None => None,
+    };
+    let shared = crate::rooms::STRIPPED_STATE.iter().map(|kind| services.rooms.state_event(room, kind, ""));
+    for pdu in shared.chain(std::iter::once(Ok(inviter_member))) {
+        if let Some(pdu) = pdu? {
             if let Some(json) = services.rooms.pdu_json(&pdu.event_id)? {
                 let raw = serde_json::value::RawValue::from_string(String::from_utf8_lossy(&json).into_owned())
                     .map_err(|e| Error::Internal(e.to_string()))?;

@@ -597,6 +597,16 @@ pub(crate) fn stripped_state(services: &Services, room: &RoomId, own_event: &Own
         }
     }
     if let Some(e) = rooms.client_event(own_event)? {
+        // The inviter's own membership, as Synapse sends it: without it a client cannot tell who
+        // invited, and matrix-sdk accepts no room-key bundle shared with the invite (MSC4268).
+        let sender = e["sender"].as_str().and_then(|s| ruma::UserId::parse(s).ok());
+        if let Some(sender) = sender.filter(|s| e["state_key"].as_str() != Some(s.as_str())) {
+            if let Some(member) = rooms.state_event(room, &ruma::events::StateEventType::RoomMember, sender.as_str())? {
+                if let Some(m) = rooms.client_event(&member.event_id)? {
+                    out.push(strip(&m));
+                }
+            }
+        }
         out.push(strip(&e));
     }
     Ok(out)
