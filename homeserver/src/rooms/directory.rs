@@ -58,7 +58,8 @@ impl Rooms {
     }
 
     /// Deletes an alias: its creator, or anyone who may change the room's canonical alias.
-    pub fn delete_alias(&self, user: &UserId, alias: &RoomAliasId) -> Result<()> {
+    /// Answers the room it named.
+    pub fn delete_alias(&self, user: &UserId, alias: &RoomAliasId) -> Result<ruma::OwnedRoomId> {
         let record = self.resolve_alias(alias)?.ok_or_else(|| Error::not_found("unknown alias"))?;
         let allowed = record.creator == user
             || (self.is_joined(user, &record.room_id)?
@@ -69,7 +70,38 @@ impl Rooms {
         let mut batch = Batch::new();
         self.db.tables.alias_roomid.remove(&mut batch, &alias.to_string());
         self.db.commit(batch)?;
-        Ok(())
+        Ok(record.room_id)
+    }
+
+    /// After an alias is deleted, the room's `m.room.canonical_alias` stops naming it (as its
+    /// `alias` or among `alt_aliases`), sent by the user who deleted it, as Synapse does: clients
+    /// and the directory would otherwise show an alias that leads nowhere. When that user may not
+    /// change the canonical alias, it stays as it is.
+    pub async fn forget_deleted_alias(&self, user: &UserId, room: &RoomId, alias: &RoomAliasId) -> Result<()> {
+        let Some(event) = self.state_event(room, &StateEventType::RoomCanonicalAlias, "")? else { return Ok(()) };
+        let mut content: serde_json::Value = serde_json::from_str(event.content.get()).unwrap_or_default();
+        let mut changed = false;
+        if content["alias"].as_str() == Some(alias.as_str()) {
+            content.as_object_mut().map(|c| c.remove("alias"));
+            changed = true;
+        }
+        if let Some(alt) = content["alt_aliases"].as_array_mut() {
+            let before = alt.len();
+            alt.retain(|a| a.as_str() != Some(alias.as_str()));
+            changed |= alt.len() != before;
+        }
+        if !changed {
+            return Ok(());
+        }
+        let event = super::NewEvent::state(StateEventType::RoomCanonicalAlias, "", content);
+        match self.append(room, user, event, None).await {
+            Ok(_) => Ok(()),
+            Err(Error::Forbidden(reason)) => {
+                tracing::info!(%room, %alias, %reason, "the canonical alias still names a deleted alias");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// The local aliases of a room, for readers of the room.

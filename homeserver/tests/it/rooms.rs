@@ -418,6 +418,25 @@ async fn aliases_directory_and_user_search() {
     assert_eq!(results[0].user_id, "@alice:localhost");
     assert_eq!(results[0].display_name.as_deref(), Some("Alice Préfète"));
     assert!(bob.send(search_users::v3::Request::new("nobody-like-this".into())).await.unwrap().results.is_empty());
+
+    // Deleting an alias takes it out of the canonical alias (as Synapse does), and so out of
+    // the directory's entry.
+    let second = RoomAliasId::parse("#nord-bis:localhost").unwrap();
+    alice.send(create_alias::v3::Request::new(second.clone(), room.clone())).await.unwrap();
+    let canonical = json!({ "alias": "#nord:localhost", "alt_aliases": ["#nord-bis:localhost"] });
+    let path = format!("/_matrix/client/v3/rooms/{room}/state/m.room.canonical_alias/");
+    let (status, v) = raw(&server, &alice, M::PUT, &path, Some(canonical)).await;
+    assert_eq!(status, 200, "{v}");
+    for alias in ["%23nord:localhost", "%23nord-bis:localhost"] {
+        let (status, v) =
+            raw(&server, &alice, M::DELETE, &format!("/_matrix/client/v3/directory/room/{alias}"), None).await;
+        assert_eq!(status, 200, "{v}");
+    }
+    let (status, v) = raw(&server, &alice, M::GET, &path, None).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(v.get("alias").is_none() && v["alt_aliases"] == json!([]), "no deleted alias is named: {v}");
+    let (_, v) = raw(&server, &bob, M::GET, "/_matrix/client/v3/publicRooms", None).await;
+    assert!(v["chunk"][0].get("canonical_alias").is_none(), "{v}");
 }
 
 #[tokio::test]
@@ -579,6 +598,13 @@ async fn context_relations_lazy_members_and_members_at() {
     assert_eq!(v["events_before"][0]["content"]["membership"], "join", "bob's join precedes his message");
     assert_eq!(v["events_after"][0]["content"]["body"], "après");
     assert!(v["state"].as_array().unwrap().iter().any(|e| e["type"] == "m.room.create"));
+    // limit=0 is valid: the event alone, with tokens either side (Element X asks for it).
+    let (status, v) = raw(&server, &alice, M::GET, &format!("{base}/context/{target}?limit=0"), None).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["event"]["event_id"], target.as_str());
+    let count = |key: &str| v[key].as_array().map_or(0, Vec::len);
+    assert_eq!((count("events_before"), count("events_after")), (0, 0), "{v}");
+    assert!(v["start"].is_string() && v["end"].is_string(), "{v}");
 
     // A reaction and an edit relate to the target.
     let reaction = json!({ "m.relates_to": { "rel_type": "m.annotation", "event_id": target, "key": "👍" } });

@@ -47,7 +47,8 @@ pub async fn delete(
     request: Ruma<delete_alias::v3::Request>,
 ) -> Result<delete_alias::v3::Response> {
     let user = request.sender()?.user_id.clone();
-    services.rooms.delete_alias(&user, &request.body.room_alias)?;
+    let room = services.rooms.delete_alias(&user, &request.body.room_alias)?;
+    services.rooms.forget_deleted_alias(&user, &room, &request.body.room_alias).await?;
     Ok(delete_alias::v3::Response::new())
 }
 

@@ -258,8 +258,9 @@ pub async fn context(
     let user = request.sender()?.user_id.clone();
     let body = request.body;
     let filter = event_filter(&body.filter);
-    let (event, before, after, state) =
-        services.rooms.context(&user, &body.room_id, &body.event_id, limit(Some(body.limit), 10, 100), &filter)?;
+    // 0 is a valid limit here: the event alone, with tokens either side of it.
+    let limit = u64::from(body.limit).min(100) as usize;
+    let (event, before, after, state) = services.rooms.context(&user, &body.room_id, &body.event_id, limit, &filter)?;
     let mut response = get_context::v3::Response::new();
     response.event = Some(to_raw(&event));
     response.start = before.end.or(Some(before.start));
