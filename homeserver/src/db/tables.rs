@@ -49,6 +49,7 @@ pub const NAMES: &[&str] = &[
     "roomiduserpos_membership",
     "roomidpos_visibility",
     "useriddevicetxn_eventid",
+    "eventid_devicetxn",
     "alias_roomid",
     "roomid_published",
     "parentpos_childeventid",
@@ -182,6 +183,9 @@ pub struct Tables {
     pub roomidpos_visibility: Table<(OwnedRoomId, Be64), String>,
     /// (user, device, transaction id) → the event it produced, for idempotent sends.
     pub useriddevicetxn_eventid: Table<(OwnedUserId, OwnedDeviceId, String), OwnedEventId>,
+    /// The other way: a local event → the device that sent it and the client's transaction id,
+    /// for `unsigned.transaction_id` on that device's copy.
+    pub eventid_devicetxn: Table<OwnedEventId, Json<(OwnedDeviceId, String)>>,
     /// Room alias → room and who created the alias.
     pub alias_roomid: Table<String, Json<AliasRecord>>,
     /// Rooms published in the public directory.
@@ -291,6 +295,7 @@ impl Tables {
             roomiduserpos_membership: Table::new(db, reads, "roomiduserpos_membership"),
             roomidpos_visibility: Table::new(db, reads, "roomidpos_visibility"),
             useriddevicetxn_eventid: Table::new(db, reads, "useriddevicetxn_eventid"),
+            eventid_devicetxn: Table::new(db, reads, "eventid_devicetxn"),
             alias_roomid: Table::new(db, reads, "alias_roomid"),
             roomid_published: Table::new(db, reads, "roomid_published"),
             parentpos_childeventid: Table::new(db, reads, "parentpos_childeventid"),

@@ -1039,6 +1039,9 @@ impl Rooms {
             }
             if let Some(key) = &txn_key {
                 tables.useriddevicetxn_eventid.insert(batch, key, &event_id);
+                // What the client chose, without the prefix that keeps other kinds apart.
+                let client_txn = key.2.strip_prefix("redact:").unwrap_or(&key.2).to_owned();
+                tables.eventid_devicetxn.insert(batch, &event_id, &Json((key.1.clone(), client_txn)));
                 overlay.txns.insert(key.clone(), event_id.clone());
             }
             overlay.pdus.insert(event_id.clone(), (json.clone(), meta));
@@ -1054,6 +1057,28 @@ impl Rooms {
             self.forget_directory_entries(room);
         }
         Ok(durable)
+    }
+
+    /// Adds `unsigned.transaction_id` to the events `user` sent from `device` with a transaction
+    /// id, as the spec asks for the sending device's copy: clients match their local echo by it.
+    pub fn add_transaction_ids(
+        &self,
+        user: &UserId,
+        device: &ruma::DeviceId,
+        events: &mut [serde_json::Value],
+    ) -> Result<()> {
+        for event in events.iter_mut().filter(|e| e["sender"].as_str() == Some(user.as_str())) {
+            let Some(id) = event["event_id"].as_str().and_then(|i| OwnedEventId::try_from(i).ok()) else { continue };
+            if let Some(Json((sender_device, txn))) = self.db.tables.eventid_devicetxn.get(&id)? {
+                if sender_device == device {
+                    if !event["unsigned"].is_object() {
+                        event["unsigned"] = serde_json::json!({});
+                    }
+                    event["unsigned"]["transaction_id"] = serde_json::json!(txn);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Whether a redaction takes effect on its target: the redaction's sender sent the target, is

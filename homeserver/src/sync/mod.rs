@@ -291,7 +291,15 @@ fn compute(services: &Services, params: &SyncParams, now: SyncToken) -> Result<S
             "leave" | "ban"
                 if since.is_some_and(|s| membership.pos > s) || (since.is_none() && params.filter.include_leave) =>
             {
-                let data = room_sync(services, user, &room, since, membership.pos, since.is_none(), &params.filter)?;
+                let data = room_sync(
+                    services,
+                    (user, &params.device),
+                    &room,
+                    since,
+                    membership.pos,
+                    since.is_none(),
+                    &params.filter,
+                )?;
                 result.leave.insert(room, data);
             }
             _ => {}
@@ -384,7 +392,8 @@ fn joined_rooms(
     typing_since: Option<u64>,
 ) -> Result<Vec<(OwnedRoomId, RoomSync)>> {
     let one = |(room, from, fresh): (OwnedRoomId, Option<u64>, bool)| -> Result<Option<(OwnedRoomId, RoomSync)>> {
-        let mut data = room_sync(services, &params.user, &room, from, current, fresh, &params.filter)?;
+        let mut data =
+            room_sync(services, (&params.user, &params.device), &room, from, current, fresh, &params.filter)?;
         if let Some(users) = services.typing.typing_in(&room, if fresh { None } else { typing_since }) {
             data.ephemeral.push(json!({ "type": "m.typing", "content": { "user_ids": users } }));
         }
@@ -428,7 +437,7 @@ pub(crate) fn side_by_side<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> Res
 /// A room's timeline and state for one sync: events in `(from, until]`, the last `limit` of them.
 pub(crate) fn room_sync(
     services: &Services,
-    user: &UserId,
+    (user, device): (&UserId, &ruma::DeviceId),
     room: &RoomId,
     from: Option<u64>,
     until: u64,
@@ -459,6 +468,7 @@ pub(crate) fn room_sync(
             }
         }
     }
+    rooms.add_transaction_ids(user, device, &mut data.timeline)?;
 
     let state_at_start = match first_pos {
         Some(pos) => rooms.snapshot_before(room, pos)?,

@@ -280,7 +280,7 @@ fn compute(services: &Services, request: &SlidingRequest, now: SyncToken) -> Res
         } else {
             let filter = SyncFilter { timeline_limit: spec.timeline_limit.max(1), ..Default::default() };
             let from = if initial { None } else { since };
-            let timeline = room_sync(services, user, room, from, now.pos, false, &filter)?;
+            let timeline = room_sync(services, (user, &request.device), room, from, now.pos, false, &filter)?;
             if spec.timeline_limit > 0 {
                 data.timeline = timeline.timeline;
                 data.limited = timeline.limited;

@@ -1067,3 +1067,39 @@ async fn state_after_and_replaced_state() {
     assert!(versions.contains(&"v1.17"), "appservice device management (v1.17): {versions:?}");
     assert!(!versions.contains(&"v1.18"), "no OAuth 2.0 awareness (v1.18) yet: {versions:?}");
 }
+
+/// The sending device's copy of its own event carries `unsigned.transaction_id` (matrix-sdk
+/// matches its local echo by it); another device's copy does not.
+#[tokio::test]
+async fn own_events_carry_their_transaction_id_for_the_sending_device_only() {
+    let server = TestServer::start();
+    let (_, first) = crate::common::register_raw(&server, "alice").await;
+    let room = create_room(&server, &first, json!({ "preset": "private_chat" })).await;
+    let login =
+        json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "alice" }, "password": "pw" });
+    let response =
+        server.http().post(format!("{}/_matrix/client/v3/login", server.url)).json(&login).send().await.unwrap();
+    let logged_in: Value = response.json().await.unwrap();
+    let second = logged_in["access_token"].as_str().expect("a second device").to_owned();
+    let room_path = urlencode(&room);
+    let sent = put(
+        &server,
+        &first,
+        &format!("/_matrix/client/v3/rooms/{room_path}/send/m.room.message/echo-42"),
+        json!({ "msgtype": "m.text", "body": "écho" }),
+    )
+    .await["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let find = |sync: &Value| -> Value {
+        sync["rooms"]["join"][&room]["timeline"]["events"]
+            .as_array()
+            .and_then(|events| events.iter().find(|e| e["event_id"] == sent.as_str()).cloned())
+            .unwrap_or_else(|| panic!("the event is in the sync: {sync}"))
+    };
+    let mine = find(&get(&server, &first, "/_matrix/client/v3/sync").await);
+    assert_eq!(mine["unsigned"]["transaction_id"], "echo-42", "{mine}");
+    let other = find(&get(&server, &second, "/_matrix/client/v3/sync").await);
+    assert!(other["unsigned"].get("transaction_id").is_none(), "{other}");
+}
