@@ -506,8 +506,21 @@ impl Keys {
                 }
             }
         }
+        // A signature changes the *signed* user's keys: the signer for their own devices and
+        // master key, the other user for a signature of their master key — whose watchers (the
+        // signer's other devices among them) must fetch that user's keys again, or a
+        // verification never shows as done.
+        let mut changed: Vec<OwnedUserId> = Vec::new();
+        if !device_writes.is_empty() || master_write.is_some() {
+            changed.push(signer.to_owned());
+        }
+        for ((target, _, _), _) in &foreign_writes {
+            if !changed.contains(target) {
+                changed.push(target.clone());
+            }
+        }
         if !device_writes.is_empty() || master_write.is_some() || !foreign_writes.is_empty() {
-            self.write(Some(signer), |batch| {
+            self.write(changed.first().map(|u| u.as_ref()), |batch| {
                 for (key, keys) in &device_writes {
                     tables.userdeviceid_devicekeys.insert(batch, key, &Json(keys.clone()));
                 }
@@ -524,6 +537,10 @@ impl Keys {
                 Ok(())
             })
             .await?;
+            // One stream position records one user's change: the others get their own.
+            for user in changed.iter().skip(1) {
+                self.write(Some(user), |_| Ok(())).await?;
+            }
         }
         Ok(failures)
     }

@@ -543,3 +543,30 @@ async fn key_backup_keeps_the_better_key_and_guards_the_version() {
         call(&server, "GET", &token, &format!("/_matrix/client/v3/room_keys/version/{version}"), None).await;
     assert_eq!(status, 404);
 }
+
+/// Alice verifying Bob (her user-signing key signs his master key) lists *Bob* as changed in her
+/// next sync, so her client fetches his keys again and shows him verified (issue 35 item 2).
+#[tokio::test]
+async fn signing_another_users_master_key_lists_that_user_as_changed() {
+    let server = TestServer::start();
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    let room = encrypted_room(&alice, &[&bob]).await;
+    join(&bob, &room).await;
+    sync(&alice).await;
+    sync(&bob).await;
+    alice.encryption().bootstrap_cross_signing(None).await.unwrap();
+    bob.encryption().bootstrap_cross_signing(None).await.unwrap();
+    let bob_id = bob.user_id().unwrap().to_owned();
+    let alice_token = alice.access_token().unwrap();
+    let (_, first) = call(&server, "GET", &alice_token, "/_matrix/client/v3/sync?timeout=0", None).await;
+    let since = first["next_batch"].as_str().unwrap().to_owned();
+
+    let identity = alice.encryption().request_user_identity(&bob_id).await.unwrap().expect("Bob's identity");
+    identity.verify().await.unwrap();
+
+    let path = format!("/_matrix/client/v3/sync?timeout=0&since={}", urlencode(&since));
+    let (_, next) = call(&server, "GET", &alice_token, &path, None).await;
+    let changed = next["device_lists"]["changed"].as_array().cloned().unwrap_or_default();
+    assert!(changed.contains(&json!(bob_id.as_str())), "Bob's keys changed for Alice: {next}");
+}
