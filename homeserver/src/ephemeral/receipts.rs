@@ -89,6 +89,20 @@ impl Receipts {
         Ok(Some(json!(content)))
     }
 
+    /// Whether the user moved their own read receipt in the room (unthreaded or main timeline,
+    /// public or private) after stream position `since`: their unread counts changed then.
+    pub fn own_receipt_after(&self, room: &RoomId, user: &UserId, since: u64) -> Result<bool> {
+        for kind in ["m.read", "m.read.private"] {
+            for thread in [None, Some("main")] {
+                let key = (room.to_owned(), slot(user, kind, thread));
+                if self.db.tables.roomidslot_receiptpos.get(&key)?.is_some_and(|Be64(pos)| pos > since) {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
     /// Stream position of the event the user's latest unthreaded public or private read receipt
     /// points at (it marks every thread read up to there).
     pub fn read_position(&self, room: &RoomId, user: &UserId) -> Result<Option<u64>> {

@@ -270,7 +270,10 @@ fn compute(services: &Services, request: &SlidingRequest, now: SyncToken) -> Res
         // restarted) is sent whole, news or not.
         let known = sent.contains(room);
         let initial = since.is_none_or(|s| membership.period_start() > s) || !known;
-        if !initial && *stamp <= since.unwrap_or(0) {
+        // A room with no news is left out, unless the user's own read receipt moved: its unread
+        // counts changed, and the client shows them from this answer (regular /sync does the same).
+        let since_pos = since.unwrap_or(0);
+        if !initial && *stamp <= since_pos && !services.receipts.own_receipt_after(room, user, since_pos)? {
             continue;
         }
         newly_sent.push(room.clone());

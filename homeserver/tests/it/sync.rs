@@ -1103,3 +1103,35 @@ async fn own_events_carry_their_transaction_id_for_the_sending_device_only() {
     let other = find(&get(&server, &second, "/_matrix/client/v3/sync").await);
     assert!(other["unsigned"].get("transaction_id").is_none(), "{other}");
 }
+
+/// After the user's own read receipt, sliding sync sends the room again with its new (zero)
+/// notification count, as regular `/sync` does; Element X would otherwise keep a stale badge.
+#[tokio::test]
+async fn sliding_sync_resends_a_room_after_the_users_own_read_receipt() {
+    let server = TestServer::start();
+    let (alice, a) = crate::common::register_raw(&server, "alice").await;
+    let (_, b) = crate::common::register_raw(&server, "bob").await;
+    let room = create_room(&server, &a, json!({ "preset": "public_chat" })).await;
+    let room_path = urlencode(&room);
+    post(&server, &b, &format!("/_matrix/client/v3/join/{room_path}"), json!({})).await;
+    let mut last = String::new();
+    for n in 0..2 {
+        let path = format!("/_matrix/client/v3/rooms/{room_path}/send/m.room.message/unread-{n}");
+        last = put(&server, &b, &path, json!({ "msgtype": "m.text", "body": format!("message {n}") })).await
+            ["event_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    }
+    let body = json!({ "lists": { "all": { "ranges": [[0, 9]], "timeline_limit": 1 } } });
+    let first = post(&server, &a, SLIDING, body.clone()).await;
+    assert_eq!(first["rooms"][&room]["notification_count"], 2, "{first}");
+    let pos = first["pos"].as_str().unwrap().to_owned();
+    post(&server, &a, &format!("/_matrix/client/v3/rooms/{room_path}/receipt/m.read/{}", urlencode(&last)), json!({}))
+        .await;
+    let next = post(&server, &a, &format!("{SLIDING}?pos={}&timeout=0", urlencode(&pos)), body).await;
+    assert_eq!(
+        next["rooms"][&room]["notification_count"], 0,
+        "the room comes again with its new count: {next} ({alice})"
+    );
+}
