@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use hemicycle_federation_tests::{enc, shared_room, Node, SYNC_WAIT};
+use hemicycle_federation_tests::{enc, shared_room, Node, Rng, SYNC_WAIT};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -52,23 +52,6 @@ async fn a_fork_is_resolved_on_both_sides_without_a_later_event() {
     assert_eq!(state_b.get(&topic_key), Some(&topic), "B has the topic: {state_b:?}");
     assert_eq!(state_b.get(&member_key), Some(&renamed), "B keeps bob's new name: {state_b:?}");
     assert_eq!(state_a, state_b, "the same state on both nodes");
-}
-
-/// A small seeded generator (xorshift64*): the seed is printed, `CONVERGENCE_SEED=<n>` replays
-/// a run exactly (the same choices; deliveries still race as real networks do).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
 }
 
 /// One node of the run and its users: an admin (power 100, never leaves), a member who renames

@@ -12,7 +12,7 @@ use std::{
     },
 };
 
-use hemicycle_federation_tests::{enc, free_port, Node, SYNC_WAIT};
+use hemicycle_federation_tests::{enc, free_port, Node, Rng, SYNC_WAIT};
 use reqwest::Method;
 use ruma::{
     serde::Base64,
@@ -701,28 +701,20 @@ async fn device_names_and_the_room_directory_stay_home_by_default() {
     assert_eq!((status, answer["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "{answer}");
 }
 
-/// A small seeded generator (xorshift64*): a failure prints its seed, and `HOSTILE_SEED=<n>`
-/// replays it exactly.
-struct Rng(u64);
+/// Random inputs for the property test: values canonical JSON has and has not, mutated PDUs.
+trait Fuzz {
+    fn value(&mut self, depth: usize) -> Value;
+    fn mutate_canonical(&mut self, pdu: &Value) -> Value;
+    fn mutate(&mut self, pdu: Value) -> Value;
+}
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
+impl Fuzz for Rng {
     /// A random JSON value of the kinds canonical JSON has and has not.
     fn value(&mut self, depth: usize) -> Value {
         match self.below(if depth > 3 { 7 } else { 9 }) {
             0 => Value::Null,
             1 => json!(self.below(2) == 0),
-            2 => json!(self.next() as i64),
+            2 => json!(self.next_u64() as i64),
             3 => json!(9_007_199_254_740_993u64),
             4 => json!(-1.5),
             5 => json!(""),
@@ -853,9 +845,9 @@ async fn random_and_mutated_federation_input_changes_nothing() {
     let uri = "/_matrix/federation/v1/send/fuzz-headers";
     for round in 0..40 {
         let header = match rng.below(4) {
-            0 => format!("X-Matrix origin=\"{}\",key=\"ed25519:k1\",sig=\"{}\"", peer.name, rng.next()),
+            0 => format!("X-Matrix origin=\"{}\",key=\"ed25519:k1\",sig=\"{}\"", peer.name, rng.next_u64()),
             1 => format!("X-Matrix {}", "=,\"".repeat(rng.below(50))),
-            2 => String::from_utf8_lossy(&rng.next().to_le_bytes()).into_owned(),
+            2 => String::from_utf8_lossy(&rng.next_u64().to_le_bytes()).into_owned(),
             _ => format!("X-Matrix origin={},destination=\"{}\"", rng.value(0), node.server_name()),
         };
         let body = match rng.below(3) {

@@ -565,9 +565,8 @@ mod tests {
         assert!(!is_ip_literal("example.org"));
     }
 
-    #[tokio::test]
-    async fn ip_literals_and_explicit_ports_need_no_lookup() {
-        let client = FederationClient::new(
+    fn test_client() -> FederationClient {
+        FederationClient::new(
             "a.example".try_into().unwrap(),
             true,
             1 << 20,
@@ -575,7 +574,12 @@ mod tests {
             Default::default(),
             Default::default(),
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn ip_literals_and_explicit_ports_need_no_lookup() {
+        let client = test_client();
         let ep = client.endpoint(<&ServerName>::try_from("127.0.0.1:9000").unwrap()).await;
         assert_eq!(ep.base_url, "https://127.0.0.1:9000");
         let ep = client.endpoint(<&ServerName>::try_from("10.1.2.3").unwrap()).await;
@@ -586,15 +590,7 @@ mod tests {
 
     #[test]
     fn backoff_doubles_and_is_capped() {
-        let client = FederationClient::new(
-            "a.example".try_into().unwrap(),
-            true,
-            1 << 20,
-            &[],
-            Default::default(),
-            Default::default(),
-        )
-        .unwrap();
+        let client = test_client();
         let peer = <&ServerName>::try_from("b.example").unwrap();
         assert!(client.backing_off(peer).is_none());
         client.failed(peer, "test failure");

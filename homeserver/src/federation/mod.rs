@@ -144,11 +144,7 @@ impl Federation {
         R: ruma::api::OutgoingRequest<PathBuilder = ruma::api::path_builder::SinglePath>,
         R::Authentication: client::OutgoingAuth,
     {
-        self.require_allowed(destination)?;
-        if destination == self.server_name() {
-            return Err(Error::Internal("a federation request to ourselves".into()));
-        }
-        self.client.send_with_timeout(&self.own, destination, request, timeout).await
+        self.send_limited(destination, request, timeout, usize::MAX).await
     }
 
     /// [`Federation::send`] for an answer of at most `max_bytes` (an event, a page of history, a
@@ -163,11 +159,28 @@ impl Federation {
         R: ruma::api::OutgoingRequest<PathBuilder = ruma::api::path_builder::SinglePath>,
         R::Authentication: client::OutgoingAuth,
     {
+        self.send_limited(destination, request, client::REQUEST_TIMEOUT, max_bytes).await
+    }
+
+    /// Every outgoing request: refused before any traffic outside `federation.allow` (and to
+    /// ourselves), then bounded in time and in the bytes read of the answer (the client's own
+    /// limit caps `max_bytes`).
+    async fn send_limited<R>(
+        &self,
+        destination: &ServerName,
+        request: R,
+        timeout: std::time::Duration,
+        max_bytes: usize,
+    ) -> Result<R::IncomingResponse>
+    where
+        R: ruma::api::OutgoingRequest<PathBuilder = ruma::api::path_builder::SinglePath>,
+        R::Authentication: client::OutgoingAuth,
+    {
         self.require_allowed(destination)?;
         if destination == self.server_name() {
             return Err(Error::Internal("a federation request to ourselves".into()));
         }
-        self.client.send_limited(&self.own, destination, request, client::REQUEST_TIMEOUT, max_bytes).await
+        self.client.send_limited(&self.own, destination, request, timeout, max_bytes).await
     }
 
     /// Counts a received transaction; returns how many came before it since start-up.
