@@ -515,6 +515,138 @@ async fn the_state_a_resident_server_answers_is_checked_before_it_counts() {
     assert_eq!((status, rules["join_rule"].as_str()), (200, Some("public")), "valid state is kept: {rules}");
 }
 
+/// History a banned user's server wrote after the ban, its auth events pointing at the user's
+/// old join: each event passes against its own auth events, and only the state before it
+/// (where the user is banned) refuses it. The peer hands the history out in two parts, the
+/// newest with the join and the rest when a client pages back, and gives the state before the
+/// oldest event of each part through `/state_ids`, as a resident server does.
+#[tokio::test]
+async fn older_history_is_checked_against_the_state_before_it() {
+    let (node, peer) = tokio::join!(Node::start("backfiller", &[]), Hostile::start());
+    let (alice, at) = node.register("alice").await;
+    let room = made_up_room(&peer);
+    let v = RoomVersionId::V10;
+    let (creator, mallory) = (peer.user("creator"), peer.user("mallory"));
+    let pdu = |kind: &str, sender: &str, key: Option<&str>, content: Value, prev: &str, auth: Vec<&String>, depth| {
+        let mut event = json!({ "room_id": room.id, "type": kind, "sender": sender, "content": content,
+            "prev_events": [prev], "auth_events": auth, "depth": depth, "origin_server_ts": now_ms(),
+            "origin": peer.name });
+        if let Some(key) = key {
+            event["state_key"] = json!(key);
+        }
+        peer.event(&v, event)
+    };
+    let (join, join_ev) = pdu(
+        "m.room.member",
+        &mallory,
+        Some(&mallory),
+        json!({ "membership": "join" }),
+        &room.rules,
+        vec![&room.create, &room.power, &room.rules],
+        5,
+    );
+    let (ban, ban_ev) = pdu(
+        "m.room.member",
+        &creator,
+        Some(&mallory),
+        json!({ "membership": "ban" }),
+        &join,
+        vec![&room.create, &room.power, &room.creator_join, &join],
+        6,
+    );
+    let text = |body: &str| json!({ "msgtype": "m.text", "body": body });
+    let (forged, forged_ev) = pdu(
+        "m.room.message",
+        &mallory,
+        None,
+        text("écrit après le bannissement"),
+        &ban,
+        vec![&room.create, &room.power, &join],
+        7,
+    );
+    let (after, after_ev) = pdu(
+        "m.room.message",
+        &creator,
+        None,
+        text("la suite"),
+        &forged,
+        vec![&room.create, &room.power, &room.creator_join],
+        8,
+    );
+    // The valid room before the ban, without the forged topic.
+    let mut base: Vec<Value> = room.events[..4].to_vec();
+    base.push(join_ev.clone());
+    let (rid, create, power, rules, user) =
+        (room.id.clone(), room.create.clone(), room.power.clone(), room.rules.clone(), alice.clone());
+    let prev = after.clone();
+    peer.on("/_matrix/federation/v1/make_join/", move |_| {
+        Reply::Json(
+            200,
+            json!({ "room_version": "10", "event": {
+                "room_id": rid, "sender": user, "state_key": user, "type": "m.room.member",
+                "content": { "membership": "join" }, "prev_events": [prev], "depth": 9,
+                "auth_events": [create, power, rules], "origin_server_ts": now_ms(),
+            } }),
+        )
+    });
+    let mut state: Vec<Value> = room.events[..4].to_vec();
+    state.push(ban_ev.clone());
+    let mut chain = base.clone();
+    chain.push(ban_ev.clone());
+    peer.on("/_matrix/federation/v2/send_join/", move |_| {
+        Reply::Json(200, json!({ "state": state, "auth_chain": chain, "origin": "", "members_omitted": false }))
+    });
+    // With the join: the newest message only (nothing older yet). Paging back later: the rest.
+    let later = Arc::new(AtomicUsize::new(0));
+    let (newest, asked) = (after.clone(), later.clone());
+    let (older, newer) = (vec![forged_ev.clone(), ban_ev.clone()], vec![after_ev.clone()]);
+    peer.on("/_matrix/federation/v1/backfill/", move |seen| {
+        let pdus = if seen.path.contains(&enc(&newest)) {
+            newer.clone()
+        } else if asked.fetch_add(1, Ordering::SeqCst) == 0 {
+            Vec::new()
+        } else {
+            older.clone()
+        };
+        Reply::Json(200, json!({ "origin": "x", "origin_server_ts": 0, "pdus": pdus }))
+    });
+    let ids = |events: &[Value]| events.iter().map(|e| peer_event_id(&v, e)).collect::<Vec<_>>();
+    let (before_after, before_ban) = {
+        let mut before_after = ids(&room.events[..4]);
+        before_after.push(ban.clone());
+        (before_after, ids(&base))
+    };
+    let (at_after, at_ban) = (after.clone(), ban.clone());
+    peer.on("/_matrix/federation/v1/state_ids/", move |seen| {
+        let pdu_ids = if seen.path.contains(&enc(&at_after)) {
+            before_after.clone()
+        } else if seen.path.contains(&enc(&at_ban)) {
+            before_ban.clone()
+        } else {
+            return Reply::Json(404, json!({ "errcode": "M_NOT_FOUND", "error": "no such event" }));
+        };
+        Reply::Json(200, json!({ "pdu_ids": pdu_ids, "auth_chain_ids": pdu_ids }))
+    });
+    node.join(&at, &room.id, std::slice::from_ref(&peer.name)).await;
+
+    let page = node.messages(&at, &room.id, "b", None, 50).await;
+    let shown: Vec<&str> =
+        page["chunk"].as_array().expect("chunk").iter().filter_map(|e| e["event_id"].as_str()).collect();
+    assert!(shown.contains(&after.as_str()), "the creator's message, checked with the state the peer gave: {page}");
+    assert!(shown.contains(&ban.as_str()), "the ban, paged back: {page}");
+    assert!(!shown.contains(&forged.as_str()), "the banned user's message is not history: {page}");
+    let path = format!("/_matrix/client/v3/rooms/{}/event/{}", enc(&room.id), enc(&forged));
+    let (status, event) = node.call(Method::GET, Some(&at), &path, None).await;
+    assert_eq!(status, 404, "the rejected event is served to nobody: {event}");
+    assert!(!peer.requests("/_matrix/federation/v1/state_ids/").is_empty(), "the state before was asked for");
+}
+
+/// The id of an event the peer made (room version 3 and later: its reference hash).
+fn peer_event_id(version: &RoomVersionId, event: &Value) -> String {
+    let object: CanonicalJsonObject = serde_json::from_value(event.clone()).expect("canonical JSON");
+    format!("${}", reference_hash(&object, &version.rules().expect("rules")).expect("reference hash"))
+}
+
 #[tokio::test]
 async fn only_our_own_membership_of_the_room_asked_for_is_signed() {
     let (node, peer) = tokio::join!(Node::start("oracle", &[]), Hostile::start());

@@ -250,6 +250,11 @@ async fn try_join(
     let mut history = crate::rooms::remote::ancestors_of(event_refs(join.1.get("prev_events")), &history);
     history.sort_by_key(|(_, o)| o.get("depth").and_then(|d| d.as_integer()).map(i64::from).unwrap_or(0));
     history.dedup_by(|a, b| a.0 == b.0);
+    // The state before the oldest history comes from the resident too, checked against what it
+    // sent with the join (stored first, so that its `/state_ids` costs no refetch).
+    services.rooms.store_outliers(room, &version, &state, &auth_chain)?;
+    let roots = super::backfill::root_states(services, server, room, &version, &history).await?;
+    let history = crate::rooms::remote::OlderHistory { events: history, roots };
     services.rooms.enter_remote_room(room, version, &state, &auth_chain, &history, join).await
 }
 

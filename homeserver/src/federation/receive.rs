@@ -8,7 +8,7 @@ use ruma::{
     api::federation::event::{get_event, get_missing_events, get_room_state_ids},
     events::StateEventType,
     CanonicalJsonObject, EventId, OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomId,
-    ServerName, UserId,
+    RoomVersionId, ServerName, UserId,
 };
 use serde_json::Value;
 
@@ -349,8 +349,9 @@ async fn take_in(
     fill_gaps: bool,
     durables: &mut Vec<Durable>,
 ) -> Result<()> {
+    let version = services.rooms.room(room)?.map(|r| r.version).ok_or_else(|| Error::not_found("unknown room"))?;
     let auth_events = event_ids_in(&object, "auth_events");
-    fetch_auth_events(services, origin, room, &auth_events).await?;
+    fetch_auth_events(services, origin, room, &version, &auth_events).await?;
     let mut missing = services.rooms.missing_prev_events(&object)?;
     if !missing.is_empty() && fill_gaps {
         fill_gap(services, origin, room, event_id, durables).await;
@@ -359,7 +360,7 @@ async fn take_in(
     let (outcome, durable) = if missing.is_empty() {
         services.rooms.append_remote_deferred(room, event_id, &object, None).await?
     } else {
-        let state = state_at(services, origin, room, event_id).await?;
+        let state = state_at(services, origin, room, &version, event_id).await?;
         services.rooms.append_remote_deferred(room, event_id, &object, Some(&state)).await?
     };
     durables.extend(durable);
@@ -377,17 +378,16 @@ async fn take_in(
 pub async fn fetch_event(
     services: &Services,
     origin: &ServerName,
-    room: &RoomId,
+    version: &RoomVersionId,
     event_id: &EventId,
 ) -> Result<CanonicalJsonObject> {
-    let version = services.rooms.room(room)?.map(|r| r.version).ok_or_else(|| Error::not_found("unknown room"))?;
     services.federation.count_fetch(origin)?;
     let response = services
         .federation
         .send_bounded(origin, get_event::v1::Request::new(event_id.to_owned()), ONE_EVENT_BYTES)
         .await?;
     let object = canonical_object(&response.pdu)?;
-    let (id, object) = services.federation.verify_pdu(&version, object).await?;
+    let (id, object) = services.federation.verify_pdu(version, object).await?;
     if id != event_id {
         return Err(Error::forbidden(format!("{origin} answered {id} when asked for {event_id}")));
     }
@@ -399,6 +399,7 @@ pub(super) async fn fetch_auth_events(
     services: &Services,
     origin: &ServerName,
     room: &RoomId,
+    version: &RoomVersionId,
     ids: &[OwnedEventId],
 ) -> Result<()> {
     let mut todo: Vec<OwnedEventId> = ids.to_vec();
@@ -412,14 +413,13 @@ pub(super) async fn fetch_auth_events(
         if fetched > 500 {
             return Err(Error::RemoteUnreachable("the auth chain to fetch is too long".into()));
         }
-        let object = fetch_event(services, origin, room, &id).await?;
+        let object = fetch_event(services, origin, version, &id).await?;
         todo.extend(event_ids_in(&object, "auth_events"));
         stack.push((id, object));
     }
     // Deepest first, so each stored event's auth events are stored (and checked) before it.
-    let version = services.rooms.room(room)?.map(|r| r.version).ok_or_else(|| Error::not_found("unknown room"))?;
     for (id, object) in stack.into_iter().rev() {
-        services.rooms.store_outlier(room, &version, &id, &object)?;
+        services.rooms.store_outlier(room, version, &id, &object)?;
     }
     Ok(())
 }
@@ -484,7 +484,13 @@ async fn fill_gap(
 }
 
 /// The state before an event, from `origin`'s `/state_ids`, fetching the events we lack.
-async fn state_at(services: &Services, origin: &ServerName, room: &RoomId, event_id: &EventId) -> Result<TypedState> {
+pub(super) async fn state_at(
+    services: &Services,
+    origin: &ServerName,
+    room: &RoomId,
+    version: &RoomVersionId,
+    event_id: &EventId,
+) -> Result<TypedState> {
     let response = services
         .federation
         .send_bounded(
@@ -496,8 +502,7 @@ async fn state_at(services: &Services, origin: &ServerName, room: &RoomId, event
     if response.pdu_ids.len() > STATE_IDS_MAX || response.auth_chain_ids.len() > STATE_IDS_MAX {
         return Err(Error::RemoteUnreachable(format!("{origin} answered a state of more than {STATE_IDS_MAX} events")));
     }
-    let version = services.rooms.room(room)?.map(|r| r.version).ok_or_else(|| Error::not_found("unknown room"))?;
-    fetch_auth_events(services, origin, room, &response.auth_chain_ids).await?;
+    fetch_auth_events(services, origin, room, version, &response.auth_chain_ids).await?;
     let mut state = TypedState::new();
     let mut missing = 0;
     for id in &response.pdu_ids {
@@ -508,9 +513,9 @@ async fn state_at(services: &Services, origin: &ServerName, room: &RoomId, event
                     "{origin}'s state names more than {STATE_FETCH_MAX} events we lack"
                 )));
             }
-            let object = fetch_event(services, origin, room, id).await?;
-            fetch_auth_events(services, origin, room, &event_ids_in(&object, "auth_events")).await?;
-            services.rooms.store_outlier(room, &version, id, &object)?;
+            let object = fetch_event(services, origin, version, id).await?;
+            fetch_auth_events(services, origin, room, version, &event_ids_in(&object, "auth_events")).await?;
+            services.rooms.store_outlier(room, version, id, &object)?;
         }
         // A rejected event is no part of any state, whatever the server says.
         if !services.rooms.held_and_accepted(id)? {

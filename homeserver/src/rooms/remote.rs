@@ -4,7 +4,10 @@
 //! Fetching what is missing (prev events, state, auth events) is the federation layer's job; this
 //! module only decides with what the store holds.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use ruma::{
     events::StateEventType,
@@ -37,6 +40,14 @@ pub enum Accepted {
 
 /// A state given by `(type, state_key)`, as servers exchange it.
 pub type TypedState = HashMap<(StateEventType, String), OwnedEventId>;
+
+/// A batch of history older than what we hold, as a server answered it (verified PDUs), with
+/// the state before each of its events whose prev events we lack (from the same server).
+#[derive(Debug, Default)]
+pub struct OlderHistory {
+    pub events: Vec<(OwnedEventId, CanonicalJsonObject)>,
+    pub roots: HashMap<OwnedEventId, TypedState>,
+}
 
 impl Rooms {
     /// Whether the event is held here at all (timeline or outlier).
@@ -86,6 +97,22 @@ impl Rooms {
         );
         self.db.commit(batch)?;
         Ok(verdict.is_ok())
+    }
+
+    /// Stores the state and auth chain a resident server answered, checked like any PDU: each
+    /// event against its own auth events, auth events first; what fails is rejected and is not
+    /// part of any state. Storing again what is held changes nothing.
+    pub fn store_outliers(
+        &self,
+        room: &RoomId,
+        version: &RoomVersionId,
+        state_events: &[(OwnedEventId, CanonicalJsonObject)],
+        auth_chain: &[(OwnedEventId, CanonicalJsonObject)],
+    ) -> Result<()> {
+        for (id, object) in auth_first(auth_chain.iter().chain(state_events)) {
+            self.store_outlier(room, version, id, object)?;
+        }
+        Ok(())
     }
 
     /// Whether an event is held and was not rejected.
@@ -316,17 +343,118 @@ impl Rooms {
         self.check_by_own_auth_events(room, &record.version, pdu, create.as_ref())
     }
 
-    /// Takes in history fetched after the join (a client paged `/messages` past what we held):
-    /// events older than everything the room has, each checked against its auth events, stored
-    /// at positions below the room's oldest ([`crate::db::Database::backfill_positions`]) so that
-    /// `/messages` pages into them. They are not on the stream (no sync sees them as new) and do
-    /// not change the room's state; their state is taken as that of the oldest event we held.
-    /// Returns how many were stored.
-    pub async fn append_backfilled(
+    /// Decides which events of a batch of older history (ancestors of what we hold, fetched with
+    /// a join or by backfill) may enter the timeline: each must pass the authorization rules
+    /// against its own auth events *and* against the state before it. That state is rolled
+    /// forward through the batch in causal order (prev events first): the state after each prev
+    /// event, resolved when they differ; for an event whose prev events we do not hold, the state
+    /// `roots` gives (what a server's `/state_ids` answered, each event of it checked already).
+    /// An event whose state cannot be known is left out, not guessed: a server that knows it was
+    /// banned must not get its messages in by pointing their auth events at its old join.
+    /// Every decided event is held as an outlier at once (rejected or not), so that forks later
+    /// in the batch resolve with it. Returns the accepted events, causal order, with their JSON.
+    fn check_history(
         &self,
         room: &RoomId,
+        version: &RoomVersionId,
+        create: Option<&OwnedEventId>,
         events: &[(OwnedEventId, CanonicalJsonObject)],
-    ) -> Result<usize> {
+        roots: &HashMap<OwnedEventId, TypedState>,
+    ) -> Result<Vec<(OwnedEventId, Pdu, Vec<u8>)>> {
+        let rules = rules_of(version)?;
+        let mut after: HashMap<OwnedEventId, Arc<state::StateMap>> = HashMap::new();
+        let mut accepted = Vec::new();
+        for (id, object) in causal_order(events) {
+            if self.in_timeline(id)? {
+                continue;
+            }
+            let json = serde_json::to_vec(object).map_err(|e| Error::Internal(e.to_string()))?;
+            let mut pdu = parse(object)?;
+            pdu.event_id = id.clone();
+            let before = match roots.get(id) {
+                Some(typed) => {
+                    let mut map = state::StateMap::new();
+                    for ((kind, key), state_id) in typed {
+                        map.insert(self.state.intern(kind, key)?, state_id.clone());
+                    }
+                    Some(Arc::new(map))
+                }
+                None => self.state_from_prev_events(version, &pdu, &after)?,
+            };
+            let Some(before) = before else {
+                tracing::info!(event_id = %id, %room, "older history whose state before it is unknown is left out");
+                continue;
+            };
+            let verdict = match self.check_by_own_auth_events(room, version, &pdu, create)? {
+                Ok(()) => self.check_auth(&rules, &pdu, Some(&before)),
+                Err(reason) => Err(reason),
+            };
+            let state_after = match (&verdict, &pdu.state_key) {
+                (Ok(()), Some(key)) => {
+                    let mut map = (*before).clone();
+                    map.insert(self.state.intern(&pdu.kind.to_string().into(), key)?, id.clone());
+                    Arc::new(map)
+                }
+                _ => before,
+            };
+            after.insert(id.clone(), state_after);
+            let mut batch = Batch::new();
+            self.db.tables.eventid_pdu.insert(&mut batch, id, &json);
+            self.db.tables.eventid_outlier.insert(
+                &mut batch,
+                id,
+                &Json(OutlierMeta { room_id: room.to_owned(), rejected: verdict.is_err(), soft_failed: false }),
+            );
+            self.db.commit(batch)?;
+            match verdict {
+                Ok(()) => accepted.push((id.clone(), pdu, json)),
+                Err(reason) => tracing::info!(event_id = %id, %room, %reason, "older history rejected"),
+            }
+        }
+        Ok(accepted)
+    }
+
+    /// The state before an event from the states after its prev events (those decided earlier in
+    /// the batch, or in a timeline here), resolved when they differ; `None` when one of them is
+    /// unknown. The create event alone has no prev events, and nothing before it.
+    fn state_from_prev_events(
+        &self,
+        version: &RoomVersionId,
+        pdu: &Pdu,
+        decided: &HashMap<OwnedEventId, Arc<state::StateMap>>,
+    ) -> Result<Option<Arc<state::StateMap>>> {
+        let mut states: Vec<Arc<state::StateMap>> = Vec::new();
+        for prev in &pdu.prev_events {
+            let state = match decided.get(prev) {
+                Some(state) => state.clone(),
+                None => match self.meta(prev)? {
+                    Some(meta) => self.state.load(meta.dag_snapshot())?,
+                    None => return Ok(None),
+                },
+            };
+            if !states.iter().any(|s| **s == *state) {
+                states.push(state);
+            }
+        }
+        Ok(match states.len() {
+            0 if pdu.kind == ruma::events::TimelineEventType::RoomCreate => Some(Arc::default()),
+            0 => None,
+            1 => states.pop(),
+            _ => {
+                let states: Vec<state::StateMap> = states.iter().map(|s| (**s).clone()).collect();
+                Some(Arc::new(self.resolve(version, &states, None)?))
+            }
+        })
+    }
+
+    /// Takes in history fetched after the join (a client paged `/messages` past what we held):
+    /// the events of `events` that lead to the room's oldest event, each checked against its
+    /// auth events and the state before it ([`Self::check_history`], with the states the server
+    /// gave for the events whose prev events we lack), stored in causal order at
+    /// positions below the room's oldest ([`crate::db::Database::backfill_positions`]) so that
+    /// `/messages` pages into them. They are not on the stream (no sync sees them as new) and do
+    /// not change the room's current state. Returns how many were stored.
+    pub async fn append_backfilled(&self, room: &RoomId, history: &OlderHistory) -> Result<usize> {
         use crate::db::codec::{prefix, Be64};
         let lock = self.lock(room);
         let _guard = lock.lock().await;
@@ -337,26 +465,10 @@ impl Rooms {
         };
         let ((_, Be64(oldest_pos)), oldest_id) = oldest?;
         let snapshot = self.meta(&oldest_id)?.map(|m| m.snapshot).unwrap_or(record.snapshot);
-        let events = ancestors_of(self.backward_extremities(room)?, events);
-        let mut accepted = Vec::new();
-        for (id, object) in &events {
-            if self.in_timeline(id)? || accepted.iter().any(|(a, _, _): &(OwnedEventId, u64, Vec<u8>)| a == id) {
-                continue;
-            }
-            let json = serde_json::to_vec(object).map_err(|e| Error::Internal(e.to_string()))?;
-            let mut pdu = parse(object)?;
-            pdu.event_id = id.clone();
-            if pdu.room_id.as_deref().is_some_and(|r| r != room) {
-                continue;
-            }
-            if let Err(reason) = self.check_by_auth_events(&record, room, &pdu)? {
-                tracing::info!(event_id = %id, %reason, "backfilled event rejected");
-                self.mark_outlier(room, id, &json, true)?;
-                continue;
-            }
-            accepted.push((id.clone(), u64::from(pdu.depth), json));
-        }
-        accepted.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+        let events = ancestors_of(self.backward_extremities(room)?, &history.events);
+        let create_key = self.state.intern(&StateEventType::RoomCreate, "")?;
+        let create = self.state.load(record.snapshot)?.get(&create_key).cloned();
+        let accepted = self.check_history(room, &record.version, create.as_ref(), &events, &history.roots)?;
         let mut batch = crate::db::Batch::new();
         let Some(first) = self.db.backfill_positions(&mut batch, accepted.len() as u64, oldest_pos) else {
             return Ok(0);
@@ -378,6 +490,26 @@ impl Rooms {
         }
         self.db.commit(batch)?;
         Ok(accepted.len())
+    }
+
+    /// The events of a batch of older history whose prev events are neither in the batch nor in
+    /// a timeline here: the state before them must come from the server that sent the batch.
+    pub fn history_roots(&self, events: &[(OwnedEventId, CanonicalJsonObject)]) -> Result<Vec<OwnedEventId>> {
+        let ids: HashSet<&OwnedEventId> = events.iter().map(|(id, _)| id).collect();
+        let mut roots = Vec::new();
+        for (id, object) in events {
+            let mut missing = false;
+            for prev in event_ids_in(object, "prev_events") {
+                if !ids.contains(&prev) && !self.in_timeline(&prev)? {
+                    missing = true;
+                    break;
+                }
+            }
+            if missing && !self.in_timeline(id)? {
+                roots.push(id.clone());
+            }
+        }
+        Ok(roots)
     }
 
     /// The prev events of the room's oldest held event that we do not hold: where history
@@ -511,7 +643,7 @@ impl Rooms {
 
     /// Enters a room this server joins over federation: the state and auth chain the resident
     /// server sent (verified by the caller) are stored as outliers, history fetched with the join
-    /// (oldest first) is put in the timeline before the join, then our join event is persisted on
+    /// is checked like backfill ([`Self::check_history`]) and put in the timeline before the join, then our join event is persisted on
     /// the state before it. The room record exists from then on.
     pub async fn enter_remote_room(
         &self,
@@ -519,16 +651,12 @@ impl Rooms {
         version: RoomVersionId,
         state_events: &[(OwnedEventId, CanonicalJsonObject)],
         auth_chain: &[(OwnedEventId, CanonicalJsonObject)],
-        history: &[(OwnedEventId, CanonicalJsonObject)],
+        history: &OlderHistory,
         join: (OwnedEventId, CanonicalJsonObject),
     ) -> Result<OwnedEventId> {
         let lock = self.lock(room);
         let guard = lock.lock().await;
-        // The resident server's answer is checked like any PDU: each event against its own auth
-        // events, auth events first; what fails is rejected and is not part of the state.
-        for (id, object) in auth_first(auth_chain.iter().chain(state_events)) {
-            self.store_outlier(room, &version, id, object)?;
-        }
+        self.store_outliers(room, &version, state_events, auth_chain)?;
         let mut typed = TypedState::new();
         for (id, object) in state_events {
             let pdu = parse(object)?;
@@ -566,18 +694,7 @@ impl Rooms {
         }
         let rules = rules_of(&version)?;
         let mut pending = Vec::new();
-        for (id, object) in history {
-            if self.in_timeline(id)? {
-                continue;
-            }
-            let json = serde_json::to_vec(object).map_err(|e| Error::Internal(e.to_string()))?;
-            let mut pdu = parse(object)?;
-            pdu.event_id = id.clone();
-            if let Err(reason) = self.check_by_own_auth_events(room, &version, &pdu, Some(&create))? {
-                tracing::info!(event_id = %id, %reason, "history fetched with the join rejected");
-                self.mark_outlier(room, id, &json, true)?;
-                continue;
-            }
+        for (id, pdu, json) in self.check_history(room, &version, Some(&create), &history.events, &history.roots)? {
             let depth = u64::from(pdu.depth);
             pending.push(self.persist(
                 room,
@@ -769,6 +886,43 @@ pub fn ancestors_of(
     let dropped = events.len().saturating_sub(out.len());
     if dropped > 0 {
         tracing::info!(dropped, "events of a history answer that no held event leads to are dropped");
+    }
+    out
+}
+
+/// Events ordered so that each comes after its prev events that are among them (Kahn's
+/// algorithm; ties by depth then id, so the order does not depend on how a server listed them).
+/// Event ids are hashes, so an honest batch has no cycle; events on one are left out.
+fn causal_order(events: &[(OwnedEventId, CanonicalJsonObject)]) -> Vec<&(OwnedEventId, CanonicalJsonObject)> {
+    let mut seen = HashSet::new();
+    let events: Vec<&(OwnedEventId, CanonicalJsonObject)> = events.iter().filter(|(id, _)| seen.insert(id)).collect();
+    let index: HashMap<&OwnedEventId, usize> = events.iter().enumerate().map(|(i, (id, _))| (id, i)).collect();
+    let mut waiting = vec![0usize; events.len()];
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); events.len()];
+    for (i, (_, object)) in events.iter().enumerate() {
+        let mut prevs = event_ids_in(object, "prev_events");
+        prevs.sort();
+        prevs.dedup();
+        for prev in prevs {
+            if let Some(&j) = index.get(&prev) {
+                waiting[i] += 1;
+                dependents[j].push(i);
+            }
+        }
+    }
+    let depth = |i: usize| events[i].1.get("depth").and_then(|d| d.as_integer()).map(i64::from).unwrap_or(0);
+    let mut ready: std::collections::BTreeSet<(i64, &OwnedEventId, usize)> =
+        (0..events.len()).filter(|i| waiting[*i] == 0).map(|i| (depth(i), &events[i].0, i)).collect();
+    let mut out = Vec::with_capacity(events.len());
+    while let Some(next) = ready.pop_first() {
+        let i = next.2;
+        out.push(events[i]);
+        for &d in &dependents[i] {
+            waiting[d] -= 1;
+            if waiting[d] == 0 {
+                ready.insert((depth(d), &events[d].0, d));
+            }
+        }
     }
     out
 }
