@@ -672,10 +672,11 @@ async fn server_acl_shuts_a_server_out() {
     let (_, at) = a.register("alice").await;
     let (_, bt) = b.register("bob").await;
     let via = [a.server_name()];
-    // A room open to B, and one whose ACL shuts B out from the start.
+    // A room open to B, and one whose ACL shuts B out from the start (server names match
+    // whatever their case).
     let open = a.create_room(&at, json!({ "preset": "public_chat" })).await;
     let acl = json!({ "type": "m.room.server_acl", "state_key": "",
-                      "content": { "allow": ["*"], "deny": ["*.ministere.test"], "allow_ip_literals": true } });
+                      "content": { "allow": ["*"], "deny": ["*.Ministere.TEST"], "allow_ip_literals": true } });
     let closed = a.create_room(&at, json!({ "preset": "public_chat", "initial_state": [acl] })).await;
     b.join(&bt, &open, &via).await;
     let (status, error) = b.try_join(&bt, &closed, &via).await;

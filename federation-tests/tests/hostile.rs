@@ -647,6 +647,52 @@ fn peer_event_id(version: &RoomVersionId, event: &Value) -> String {
     format!("${}", reference_hash(&object, &version.rules().expect("rules")).expect("reference hash"))
 }
 
+/// A server the room's ACL shuts out gets no leave template and no signature on an invite, like
+/// it gets no join: the ACL holds for every membership endpoint.
+#[tokio::test]
+async fn the_room_acl_holds_for_leaves_and_invites() {
+    let (node, peer) = tokio::join!(Node::start("acl", &[]), Hostile::start());
+    let (_, at) = node.register("alice").await;
+    let (bob, _) = node.register("bob").await;
+    let room = node
+        .create_room(&at, json!({ "preset": "public_chat", "power_level_content_override": { "invite": 0 } }))
+        .await;
+    let mallory = peer.user("mallory");
+    let (joined, version) = peer.join(&node, &room, &mallory).await;
+    let invite = |peer: &Hostile, state: &[Value], prev: &str| {
+        peer.event(
+            &version,
+            json!({ "room_id": room, "type": "m.room.member", "sender": mallory, "state_key": bob,
+                    "content": { "membership": "invite" }, "prev_events": [prev], "depth": 20,
+                    "auth_events": [state_id(state, "m.room.create", ""), state_id(state, "m.room.power_levels", ""),
+                                    state_id(state, "m.room.join_rules", ""), joined],
+                    "origin_server_ts": now_ms(), "origin": peer.name }),
+        )
+    };
+    let state = node.get_state(&at, &room).await;
+    let uri = format!("/_matrix/federation/v1/make_leave/{}/{}", enc(&room), enc(&mallory));
+    let (status, answer) = peer.request(&node, Method::GET, &uri, None, None).await;
+    assert_eq!(status, 200, "a member's server gets a leave template while the ACL lets it in: {answer}");
+    let (id, event) = invite(&peer, &state, &newest(&node, &at, &room).await);
+    let uri = format!("/_matrix/federation/v2/invite/{}/{}", enc(&room), enc(&id));
+    let body = json!({ "room_version": version.as_str(), "event": event, "invite_room_state": [] });
+    let (status, answer) = peer.request(&node, Method::PUT, &uri, Some(body), None).await;
+    assert_eq!(status, 200, "and its invites are signed: {answer}");
+
+    // Servers named by an IP address are shut out.
+    let acl = json!({ "allow": ["*"], "deny": [], "allow_ip_literals": false });
+    let path = format!("/_matrix/client/v3/rooms/{}/state/m.room.server_acl/", enc(&room));
+    node.put(&at, &path, acl).await;
+    let uri = format!("/_matrix/federation/v1/make_leave/{}/{}", enc(&room), enc(&mallory));
+    let (status, answer) = peer.request(&node, Method::GET, &uri, None, None).await;
+    assert_eq!((status, answer["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "no leave template: {answer}");
+    let (id, event) = invite(&peer, &state, &newest(&node, &at, &room).await);
+    let uri = format!("/_matrix/federation/v2/invite/{}/{}", enc(&room), enc(&id));
+    let body = json!({ "room_version": version.as_str(), "event": event, "invite_room_state": [] });
+    let (status, answer) = peer.request(&node, Method::PUT, &uri, Some(body), None).await;
+    assert_eq!((status, answer["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "no signed invite: {answer}");
+}
+
 #[tokio::test]
 async fn only_our_own_membership_of_the_room_asked_for_is_signed() {
     let (node, peer) = tokio::join!(Node::start("oracle", &[]), Hostile::start());
