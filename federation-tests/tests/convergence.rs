@@ -1,12 +1,26 @@
 //! Every node of a room agrees on its state once each has every event, without waiting for a
 //! later event to merge the branches. Forks are made for certain (one node down while the other
-//! changes state, then the other way round), not hoped for from timing.
+//! changes state, then the other way round), not hoped for from timing. Agreement alone would
+//! not do (every node could be wrong the same way): each node's state is also compared with one
+//! state resolution the test computes itself, with ruma's algorithm, over the union of every
+//! node's events read as PDUs over federation.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::Arc,
+};
 
+use hemicycle::{db::Database, server_keys::ServerKeys};
 use hemicycle_federation_tests::{enc, shared_room, Node, Rng, SYNC_WAIT};
 use reqwest::Method;
-use serde_json::{json, Value};
+use ruma::{
+    events::{StateEventType, TimelineEventType},
+    room_version_rules::RoomVersionRules,
+    state_res::{self, utils::event_id_set::EventIdSet, StateMap},
+    CanonicalJsonObject, EventId, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, OwnedServerName, OwnedUserId,
+    RoomId, RoomVersionId, UserId,
+};
+use serde_json::{json, value::RawValue, Value};
 
 /// A room's current state as `(type, state_key) → event id`.
 fn state_map(events: &[Value]) -> BTreeMap<(String, String), String> {
@@ -20,6 +34,400 @@ fn state_map(events: &[Value]) -> BTreeMap<(String, String), String> {
             (key, e["event_id"].as_str().unwrap_or_default().to_owned())
         })
         .collect()
+}
+
+/// Reads a room's events as servers exchange them — whole PDUs with their prev and auth events,
+/// which the client API does not show — over the federation API of every node (Synapse's too),
+/// signing as one Hemicycle node of the run, whose key the test reads from its database while
+/// it is stopped: a server in the room may read its events.
+struct Signer {
+    origin: String,
+    keys: ServerKeys,
+    http: reqwest::Client,
+}
+
+impl Signer {
+    /// Stops `node`, reads its signing key, starts it again (no event is sent).
+    async fn of(node: &mut Node) -> Signer {
+        let origin = node.server_name();
+        node.stop().await;
+        let keys = {
+            let db = Arc::new(Database::open(&node.dir().join("db")).expect("the node's database"));
+            let name = OwnedServerName::try_from(origin.as_str()).expect("a server name");
+            ServerKeys::load_or_generate(&db, name).expect("the node's signing key")
+        };
+        node.restart().await;
+        let http = reqwest::Client::builder().tls_danger_accept_invalid_certs(true).build().expect("HTTP client");
+        Signer { origin, keys, http }
+    }
+
+    /// A signed federation request to `node`; answers the status and the JSON body.
+    async fn call(&self, node: &Node, method: Method, uri: &str, body: Option<&Value>) -> (u16, Value) {
+        let destination = node.server_name();
+        let mut request =
+            json!({ "method": method.as_str(), "uri": uri, "origin": self.origin, "destination": destination });
+        if let Some(body) = body {
+            request["content"] = body.clone();
+        }
+        let mut object: CanonicalJsonObject = serde_json::from_value(request).expect("canonical JSON");
+        self.keys.sign_json(&mut object).expect("sign the request");
+        let signatures = serde_json::to_value(&object["signatures"]).expect("signatures");
+        let sig = signatures[&self.origin][&self.keys.key_id()].as_str().expect("our signature").to_owned();
+        let auth = format!(
+            "X-Matrix origin=\"{}\",destination=\"{destination}\",key=\"{}\",sig=\"{sig}\"",
+            self.origin,
+            self.keys.key_id()
+        );
+        let mut request =
+            self.http.request(method, format!("{}{uri}", node.federation_url())).header("Authorization", auth);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.unwrap_or_else(|e| panic!("{} {uri}: {e}", node.server_name()));
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// One PDU as `node` serves it (`GET /event`), if it holds it.
+    async fn pdu(&self, node: &Node, id: &str) -> Option<Value> {
+        let (status, answer) =
+            self.call(node, Method::GET, &format!("/_matrix/federation/v1/event/{}", enc(id)), None).await;
+        (status == 200).then(|| answer["pdus"][0].clone())
+    }
+}
+
+/// A PDU as the test reads it: what the authorization rules and state resolution look at,
+/// parsed here rather than by the server's code, so that the check does not share its mistakes.
+#[derive(Debug)]
+struct Pdu {
+    event_id: OwnedEventId,
+    room_id: Option<OwnedRoomId>,
+    sender: OwnedUserId,
+    origin_server_ts: MilliSecondsSinceUnixEpoch,
+    kind: TimelineEventType,
+    content: Box<RawValue>,
+    state_key: Option<String>,
+    prev_events: Vec<OwnedEventId>,
+    auth_events: Vec<OwnedEventId>,
+    redacts: Option<OwnedEventId>,
+    /// Failed the authorization rules against its auth events or the state before it.
+    rejected: bool,
+}
+
+impl Pdu {
+    /// Parses a PDU and checks that `id` is its reference hash (no node can answer another event).
+    fn parse(id: &str, value: &Value, rules: &RoomVersionRules) -> Pdu {
+        let object: CanonicalJsonObject = serde_json::from_value(value.clone()).expect("a PDU is canonical JSON");
+        let hash = ruma::signatures::reference_hash(&object, rules).expect("reference hash");
+        assert_eq!(format!("${hash}"), id, "the PDU served for {id} is another event: {value}");
+        let ids = |field: &str| -> Vec<OwnedEventId> {
+            let list = value[field].as_array().unwrap_or_else(|| panic!("{id}: no {field}"));
+            list.iter()
+                .map(|e| OwnedEventId::try_from(e.as_str().expect("an event id")).expect("an event id"))
+                .collect()
+        };
+        Pdu {
+            event_id: OwnedEventId::try_from(id).expect("an event id"),
+            room_id: value["room_id"].as_str().map(|r| OwnedRoomId::try_from(r).expect("a room id")),
+            sender: OwnedUserId::try_from(value["sender"].as_str().expect("a sender")).expect("a user id"),
+            origin_server_ts: serde_json::from_value(value["origin_server_ts"].clone()).expect("a timestamp"),
+            kind: TimelineEventType::from(value["type"].as_str().expect("a type")),
+            content: serde_json::value::to_raw_value(&value["content"]).expect("content"),
+            state_key: value["state_key"].as_str().map(str::to_owned),
+            prev_events: ids("prev_events"),
+            auth_events: ids("auth_events"),
+            redacts: value["redacts"].as_str().map(|r| OwnedEventId::try_from(r).expect("an event id")),
+            rejected: false,
+        }
+    }
+
+    fn key(&self) -> Option<(StateEventType, String)> {
+        self.state_key.as_ref().map(|k| (StateEventType::from(self.kind.to_string()), k.clone()))
+    }
+}
+
+impl state_res::Event for Pdu {
+    type Id = OwnedEventId;
+
+    fn event_id(&self) -> &OwnedEventId {
+        &self.event_id
+    }
+    fn room_id(&self) -> Option<&RoomId> {
+        self.room_id.as_deref()
+    }
+    fn sender(&self) -> &UserId {
+        &self.sender
+    }
+    fn origin_server_ts(&self) -> MilliSecondsSinceUnixEpoch {
+        self.origin_server_ts
+    }
+    fn event_type(&self) -> &TimelineEventType {
+        &self.kind
+    }
+    fn content(&self) -> &RawValue {
+        &self.content
+    }
+    fn state_key(&self) -> Option<&str> {
+        self.state_key.as_deref()
+    }
+    fn prev_events(&self) -> Box<dyn DoubleEndedIterator<Item = &OwnedEventId> + '_> {
+        Box::new(self.prev_events.iter())
+    }
+    fn auth_events(&self) -> Box<dyn DoubleEndedIterator<Item = &OwnedEventId> + '_> {
+        Box::new(self.auth_events.iter())
+    }
+    fn redacts(&self) -> Option<&OwnedEventId> {
+        self.redacts.as_ref()
+    }
+    fn rejected(&self) -> bool {
+        self.rejected
+    }
+}
+
+type Events = HashMap<OwnedEventId, Pdu>;
+
+/// Every event of the room that any node holds: the seeds (each node's timeline, newest to
+/// oldest through `/messages`, and its current state), then, recursively, every prev and auth
+/// event they name, each read from the first node that serves it.
+async fn union_of_events(signer: &Signer, nodes: &[(&Node, &str)], room: &str, rules: &RoomVersionRules) -> Events {
+    let mut todo: Vec<String> = Vec::new();
+    for (node, token) in nodes {
+        let mut from: Option<String> = None;
+        loop {
+            let page = node.messages(token, room, "b", from.as_deref(), 500).await;
+            let chunk = page["chunk"].as_array().cloned().unwrap_or_default();
+            todo.extend(chunk.iter().filter_map(|e| e["event_id"].as_str().map(str::to_owned)));
+            match page["end"].as_str() {
+                Some(end) if !chunk.is_empty() => from = Some(end.to_owned()),
+                _ => break,
+            }
+        }
+        todo.extend(node.get_state(token, room).await.iter().filter_map(|e| e["event_id"].as_str().map(str::to_owned)));
+    }
+    let mut events = Events::new();
+    let mut seen = HashSet::new();
+    while let Some(id) = todo.pop() {
+        if !seen.insert(id.clone()) {
+            continue;
+        }
+        let mut found = None;
+        for (node, _) in nodes {
+            if let Some(pdu) = signer.pdu(node, &id).await {
+                found = Some(pdu);
+                break;
+            }
+        }
+        let value = found.unwrap_or_else(|| panic!("no node serves {id}"));
+        let pdu = Pdu::parse(&id, &value, rules);
+        todo.extend(pdu.prev_events.iter().chain(&pdu.auth_events).map(|e| e.to_string()));
+        events.insert(pdu.event_id.clone(), pdu);
+    }
+    events
+}
+
+/// The events of `ids` and, recursively, their auth events (a state's "full auth chain", the
+/// state's own events included, as Synapse computes the auth difference).
+fn auth_closure<'a>(events: &'a Events, ids: impl IntoIterator<Item = &'a OwnedEventId>) -> HashSet<&'a OwnedEventId> {
+    let mut seen = HashSet::new();
+    let mut todo: Vec<&OwnedEventId> = ids.into_iter().collect();
+    while let Some(id) = todo.pop() {
+        if seen.insert(id) {
+            if let Some(pdu) = events.get(id) {
+                todo.extend(pdu.auth_events.iter());
+            }
+        }
+    }
+    seen
+}
+
+/// The spec's conflicted state subgraph (state resolution v2.1): the events that are both an
+/// auth ancestor of a conflicted event and an auth descendant of one, the conflicted events
+/// themselves included.
+fn conflicted_subgraph(events: &Events, conflicted: &StateMap<Vec<OwnedEventId>>) -> EventIdSet<OwnedEventId> {
+    let conflicted: HashSet<&OwnedEventId> = conflicted.values().flatten().collect();
+    let ancestors = auth_closure(events, conflicted.iter().copied());
+    fn reaches<'a>(
+        id: &'a OwnedEventId,
+        events: &'a Events,
+        conflicted: &HashSet<&OwnedEventId>,
+        memo: &mut HashMap<&'a OwnedEventId, bool>,
+    ) -> bool {
+        if let Some(known) = memo.get(id) {
+            return *known;
+        }
+        memo.insert(id, false);
+        let auth = events.get(id).map(|p| p.auth_events.as_slice()).unwrap_or_default();
+        let found = auth.iter().any(|a| conflicted.contains(a) || reaches(a, events, conflicted, memo));
+        memo.insert(id, found);
+        found
+    }
+    let mut memo = HashMap::new();
+    let mut set = EventIdSet::new();
+    for id in ancestors {
+        if conflicted.contains(id) || reaches(id, events, &conflicted, &mut memo) {
+            set.insert(id.clone());
+        }
+    }
+    set
+}
+
+/// State resolution (the room version's algorithm, ruma's implementation) of `states`.
+fn resolve(rules: &RoomVersionRules, events: &Events, states: &[&StateMap<OwnedEventId>]) -> StateMap<OwnedEventId> {
+    let mut distinct: Vec<&StateMap<OwnedEventId>> = Vec::new();
+    for state in states {
+        if !distinct.contains(state) {
+            distinct.push(state);
+        }
+    }
+    if distinct.len() == 1 {
+        return distinct[0].clone();
+    }
+    let chains = distinct
+        .iter()
+        .map(|state| {
+            let mut set = EventIdSet::new();
+            for id in auth_closure(events, state.values()) {
+                set.insert(id.clone());
+            }
+            set
+        })
+        .collect();
+    let v2 = rules.state_res.v2_rules().expect("a room version with state resolution v2");
+    state_res::resolve(
+        &rules.authorization,
+        v2,
+        distinct.iter().copied(),
+        chains,
+        |id: &EventId| events.get(id),
+        |conflicted: &StateMap<Vec<OwnedEventId>>| Some(conflicted_subgraph(events, conflicted)),
+    )
+    .expect("state resolution")
+}
+
+/// Whether `pdu` passes the authorization rules against its own auth events and against the
+/// state before it (the checks on receipt of a PDU that reject an event).
+fn authorize(
+    rules: &RoomVersionRules,
+    events: &Events,
+    pdu: &Pdu,
+    before: &StateMap<OwnedEventId>,
+) -> Result<(), String> {
+    let rules = &rules.authorization;
+    state_res::check_state_independent_auth_rules(rules, pdu, |id: &EventId| events.get(id))?;
+    let mut own: HashMap<(StateEventType, String), &Pdu> = HashMap::new();
+    for auth in pdu.auth_events.iter().filter_map(|id| events.get(id)) {
+        if let Some(key) = auth.key() {
+            own.insert(key, auth);
+        }
+    }
+    // Room version 12 events do not list the create event, whose id the room id carries.
+    if let (true, Some(room)) = (rules.room_create_event_id_as_room_id, &pdu.room_id) {
+        let create = OwnedEventId::try_from(format!("${}", &room.as_str()[1..])).expect("a create event id");
+        if let Some(create) = events.get(&create) {
+            own.insert((StateEventType::RoomCreate, String::new()), create);
+        }
+    }
+    state_res::check_state_dependent_auth_rules(rules, pdu, |kind: &StateEventType, key: &str| {
+        own.get(&(kind.clone(), key.to_owned())).copied()
+    })?;
+    state_res::check_state_dependent_auth_rules(rules, pdu, |kind: &StateEventType, key: &str| {
+        before.get(&(kind.clone(), key.to_owned())).and_then(|id| events.get(id))
+    })
+}
+
+/// The room's state computed from its DAG alone, as the spec defines it: walking from the create
+/// event (each event after its prev and auth events), the state before an event is the
+/// resolution of the states after its prev events; an event that fails the authorization rules
+/// is rejected (the state after it is the state before it), a state event that passes is added;
+/// the room's state is the resolution of the states after its forward extremities (the events no
+/// accepted event names as a prev event). Answers that state and the number of rejected events.
+fn dag_state(rules: &RoomVersionRules, events: &mut Events) -> (BTreeMap<(String, String), String>, usize) {
+    // Kahn's algorithm over prev and auth edges.
+    let mut waiting: HashMap<OwnedEventId, usize> = HashMap::new();
+    let mut children: HashMap<OwnedEventId, Vec<OwnedEventId>> = HashMap::new();
+    for (id, pdu) in events.iter() {
+        let parents: HashSet<&OwnedEventId> = pdu.prev_events.iter().chain(&pdu.auth_events).collect();
+        for parent in &parents {
+            assert!(events.contains_key(*parent), "{id} names {parent}, which no node holds");
+            children.entry((*parent).clone()).or_default().push(id.clone());
+        }
+        waiting.insert(id.clone(), parents.len());
+    }
+    let mut ready: Vec<OwnedEventId> = waiting.iter().filter(|(_, n)| **n == 0).map(|(id, _)| id.clone()).collect();
+    let mut after: HashMap<OwnedEventId, Arc<StateMap<OwnedEventId>>> = HashMap::new();
+    let mut rejected = 0;
+    while let Some(id) = ready.pop() {
+        let pdu = &events[&id];
+        let prev_states: Vec<&StateMap<OwnedEventId>> = pdu.prev_events.iter().map(|p| &*after[p]).collect();
+        let before = match prev_states.len() {
+            0 => StateMap::new(),
+            1 => prev_states[0].clone(),
+            _ => resolve(rules, events, &prev_states),
+        };
+        let verdict = authorize(rules, events, pdu, &before);
+        let mut state = before;
+        match verdict {
+            Ok(()) => {
+                if let Some(key) = pdu.key() {
+                    state.insert(key, id.clone());
+                }
+            }
+            Err(reason) => {
+                println!("rejected {id}: {reason}");
+                rejected += 1;
+                events.get_mut(&id).expect("held").rejected = true;
+            }
+        }
+        after.insert(id.clone(), Arc::new(state));
+        for child in children.remove(&id).unwrap_or_default() {
+            let n = waiting.get_mut(&child).expect("counted");
+            *n -= 1;
+            if *n == 0 {
+                ready.push(child);
+            }
+        }
+    }
+    assert_eq!(after.len(), events.len(), "the events' prev and auth edges have a cycle");
+    let named: HashSet<&OwnedEventId> =
+        events.values().filter(|p| !p.rejected).flat_map(|p| p.prev_events.iter()).collect();
+    let extremities: Vec<&StateMap<OwnedEventId>> =
+        events.values().filter(|p| !p.rejected && !named.contains(&p.event_id)).map(|p| &*after[&p.event_id]).collect();
+    let state = resolve(rules, events, &extremities);
+    let state = state.into_iter().map(|((kind, key), id)| ((kind.to_string(), key), id.to_string())).collect();
+    (state, rejected)
+}
+
+/// Asserts that each node's current state (`states`, in the order of `nodes`) is the state of
+/// the room's DAG over the union of every node's events ([`dag_state`]).
+async fn assert_dag_state(
+    signer: &Signer,
+    nodes: &[(&Node, &str)],
+    room: &str,
+    states: &[BTreeMap<(String, String), String>],
+    context: &str,
+) {
+    let create = nodes[0].0.state_event(nodes[0].1, room, "m.room.create", "").await;
+    let version = RoomVersionId::try_from(create["room_version"].as_str().unwrap_or("1")).expect("a room version");
+    let rules = version.rules().expect("known room version rules");
+    let mut events = union_of_events(signer, nodes, room, &rules).await;
+    let count = events.len();
+    let (expected, rejected) = dag_state(&rules, &mut events);
+    for ((node, _), state) in nodes.iter().zip(states) {
+        let diff: Vec<_> = expected
+            .iter()
+            .filter(|(k, v)| state.get(*k) != Some(*v))
+            .map(|(k, v)| (k, Some(v), state.get(k)))
+            .chain(state.iter().filter(|(k, _)| !expected.contains_key(*k)).map(|(k, v)| (k, None, Some(v))))
+            .collect();
+        assert!(
+            diff.is_empty(),
+            "{context}: {}'s state is not the resolution over the union of {count} events \
+             ((key, expected, found)): {diff:?}",
+            node.server_name()
+        );
+    }
+    println!("{count} events ({rejected} rejected): every node's state is the DAG's");
 }
 
 #[tokio::test]
@@ -52,6 +460,8 @@ async fn a_fork_is_resolved_on_both_sides_without_a_later_event() {
     assert_eq!(state_b.get(&topic_key), Some(&topic), "B has the topic: {state_b:?}");
     assert_eq!(state_b.get(&member_key), Some(&renamed), "B keeps bob's new name: {state_b:?}");
     assert_eq!(state_a, state_b, "the same state on both nodes");
+    let signer = Signer::of(&mut b).await;
+    assert_dag_state(&signer, &[(&a, &at), (&b, &bt)], &room, &[state_a, state_b], "the forced fork").await;
 }
 
 /// One node of the run and its users: an admin (power 100, never leaves), a member who renames
@@ -329,6 +739,10 @@ async fn converge(synapse: bool, default_rounds: usize) {
             site.node.server_name()
         );
     }
+    // Agreement is not enough: every node must hold the one state the DAG of all events gives.
+    let signer = Signer::of(&mut sites[1].node).await;
+    let nodes: Vec<(&Node, &str)> = sites.iter().map(|s| (&s.node, s.admin.1.as_str())).collect();
+    assert_dag_state(&signer, &nodes, &room, &states, &format!("seed {seed}")).await;
     println!("converged: seed {seed}, {rounds} rounds, {changes} changes, {} nodes, divergences: 0", sites.len());
 }
 
