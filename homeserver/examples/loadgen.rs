@@ -1,44 +1,68 @@
-//! Load generator: measures `PUT /rooms/{id}/send` throughput and latency against a real
-//! `hemicycle serve` process on loopback, client and server on the same machine.
+//! Load generator: drives a real `hemicycle serve` process over HTTP on loopback (client and
+//! server on the same machine) and measures what each scenario names.
 //!
 //! ```sh
-//! cargo run --release --example loadgen -- [--scenario send|sync|media|keys|unread|federation] [--clients 50] [--seconds 10]
-//!     [--server target/release/hemicycle]
+//! cargo run --release --example loadgen -- [--scenario send|sync|media|keys|messages|initial-sync|unread|push|login-burst|federation]
+//!     [--clients 50] [--seconds 10] [--server target/release/hemicycle]
+//! cargo run --example loadgen -- --smoke   # every scenario, tiny sizes, debug build: correctness only
 //! ```
 //!
 //! It starts its own server on a temp database (registration open, rate limits off) and runs
 //! bounded scenarios that stop by themselves; results go to stdout as tables suitable for
-//! `docs/performance.md`.
+//! `docs/performance.md`. Each scenario checks what it measured (counts exact, no duplicates,
+//! every event delivered) after printing its table and fails if a check does not hold; no check
+//! is about time. `--smoke` runs every scenario one after the other at tiny sizes (CI runs it
+//! with the debug build, see `scripts/test`), so the scenarios cannot rot.
 //! - `send`: one user per client; clients spread over 10 rooms, then all in 1 room, each sending
 //!   `PUT /send` as fast as answers come back: events/s and latency.
-//! - `sync`: `--clients` users long-polling `/sync` in rooms of `--fanout` (default 10; ready once the server counts
-//!   them all waiting), the server's CPU while they wait, then one sender posting 50 messages per
-//!   second on a schedule for `--seconds`: send→sync delivery latency, and every (reader, message)
-//!   pair checked: deliveries of the expected total, duplicates, misses, late sends, failed readers.
+//! - `sync`: `--clients` users long-polling `/sync` in rooms of `--fanout` (default 10; ready once
+//!   the server counts them all waiting), the server's CPU while they wait, then one sender
+//!   posting 50 messages per second on a schedule for `--seconds`. The readers behave as clients
+//!   with the room open do: a read receipt for the last event of every batch that brought
+//!   messages, and typing notices (in each room one reader at a time types: it starts on a
+//!   message and stops on the room's next one). Send→sync delivery latency, and every (reader,
+//!   message) pair checked: deliveries of the expected total, duplicates, misses, late sends,
+//!   failed readers; receipts and typing notices sent and seen; at the end every reader's receipt
+//!   is in its room's receipts and nobody is left typing.
 //! - `media`: one client uploading (`POST /media/v3/upload`) then downloading
 //!   (`GET /client/v1/media/download`) files of 1 MiB and 100 MiB, one at a time: MB/s each way.
-//! - `messages`: a room of 1,000 messages (topic changes every 100), read back with
-//!   `GET /messages?dir=b&limit=100` by `--clients` readers at once for `--seconds`: once by a
-//!   member since the room's creation, once by a member who joined at the end of a `joined`-only
-//!   room (whose reads go through the history-visibility window): requests/s and latency.
-//! - `initial-sync`: a user in `--rooms` rooms (default 500), each with a name, a topic and
-//!   `--messages` messages (default 20); `--samples` (default 7) initial `/sync`s with a timeline
-//!   limit of 10, one after the other: min, median and max seconds.
+//! - `messages`: a room of 1,000 messages (topic changes every 100), walked back from its end to
+//!   its creation with `GET /messages?dir=b&limit=100&from=<the previous page's end>` by
+//!   `--clients` readers at once for `--seconds` (each walk restarts from the end when it reached
+//!   the start; every finished walk must have seen every message exactly once): once by a member
+//!   since the room's creation, once by a member who joined at the end of a `joined`-only room
+//!   (whose walk goes through the history-visibility window and must see exactly the 100 messages
+//!   after the join): walks, requests/s and latency.
+//! - `initial-sync`: a user in `--rooms` rooms (default 500) of one member, each with a name, a
+//!   topic and `--messages` messages (default 20); then a user in `--large-rooms` rooms (default
+//!   50) of `--room-members` members (default 300) with `--room-state` state events besides
+//!   membership and the creation's (default 50: a name, a topic, 48 more), the messages sent by
+//!   the members; `--samples` (default 7) initial `/sync`s of each user with a timeline limit of
+//!   10 (for the large rooms with full state, then with lazy-loaded members as Element asks):
+//!   min, median and max seconds; every room, member and state event checked present.
 //! - `push`: `--rooms` users in one room, each with an http pusher to a gateway the load
 //!   generator serves; one message, five times: time until every pusher's gateway call arrived.
 //! - `unread`: a reader with 0, 800 and 5,000 unread messages (no read receipt) in a room; 200
-//!   times one new message then one incremental `/sync`: its latency and the notification count.
+//!   times one new message (one in ten mentions the reader) then one incremental `/sync`: its
+//!   latency, and `notification_count` / `highlight_count` checked exact after every sync; then a
+//!   read receipt on the last message must take both to 0, and the next message to 1.
 //! - `federation`: two nodes (A and B, each its own `hemicycle serve` with an HTTPS federation
-//!   listener; certificates made with the `openssl` command). A room on A with a user of B in
-//!   it: one sender on A at 200 messages/s for `--seconds`, B's user long-polling `/sync`:
-//!   cross-node send→sync latency; then steady offered rates of 1,000 to 2,500 events/s for
-//!   `--seconds` each (sustained when all arrive and B is less than a second behind at the
-//!   end); then `--clients` senders on A as fast as answers come back:
-//!   events/s arriving in B's sync; then a room on A with `--rooms` members (default 1,000) and
-//!   10,000 events, joined by a user of B: seconds for the `/join`.
+//!   listener; certificates made with the `openssl` command). `--fed-rooms` rooms on A (default
+//!   20) with `--fed-senders` users of A (default 20) and one user of B in each: messages spread
+//!   over every room and sender, B's user long-polling `/sync`; every message counted as it
+//!   arrives (duplicates counted, not hidden; every message must arrive exactly once). At 200
+//!   messages/s for `--seconds`: cross-node send→sync latency; then steady offered rates of 1,000
+//!   to 2,500 messages/s for `--seconds` each (sustained when all arrive and B is less than a
+//!   second behind at the end); then `--clients` senders on A as fast as answers come back:
+//!   events/s arriving in B's sync. Each phase also reports its slowest 1-second window (the
+//!   worst p99 latency of the messages sent in one second, and the fewest arrivals in one second
+//!   while sending). Then a room on A with `--rooms` members (default 1,000) and 10,000 events,
+//!   joined by a user of B: seconds for the `/join`.
 //! - `keys`: `--clients` devices with real ed25519 identities, each in turn uploading batches of
 //!   10 signed one-time keys, claiming other devices' keys (one-time, then fallback), and querying
 //!   10 users' keys, as fast as answers come back: requests/s and latency of each.
+//! - `login-burst`: waves of concurrent registrations (50, then 250 more), then all 300 accounts
+//!   logging in at once, the server's RSS sampled throughout and after a minute idle.
 
 use std::{
     io::{BufRead, BufReader},
@@ -60,6 +84,101 @@ struct Args {
     messages: usize,
     samples: usize,
     fanout: usize,
+    /// `initial-sync`: rooms of realistic membership, their members and state events.
+    large_rooms: usize,
+    room_members: usize,
+    room_state: usize,
+    /// `federation`: rooms on A and senders on A the messages are spread over.
+    fed_rooms: usize,
+    fed_senders: usize,
+    /// `--smoke`: every scenario at the sizes of [`Args::smoke`].
+    smoke: bool,
+    /// Sizes only the smoke run changes (the documented figures use the defaults).
+    sizes: Sizes,
+}
+
+/// Sizes with no flag of their own: the measured runs use [`Sizes::default`], the smoke run
+/// tiny ones.
+struct Sizes {
+    /// `sync`: seconds the server's CPU is sampled while every reader waits.
+    idle_seconds: f64,
+    /// `media`: (file size, files).
+    media: Vec<(usize, usize)>,
+    /// `messages`: messages in the room, the page size, messages after the late joiner's join.
+    history: usize,
+    page: usize,
+    after_join: usize,
+    /// `unread`: the backlogs, and the messages (each followed by a sync) on top of each.
+    backlogs: Vec<u64>,
+    rounds: u64,
+    /// `login-burst`: the two registration waves, and the idle wait before the last reading.
+    waves: [usize; 2],
+    idle_after: Duration,
+    /// `federation`: the latency phase's rate, the steady offered rates, the big room's events.
+    fed_rate: f64,
+    fed_rates: Vec<f64>,
+    big_room_events: u64,
+}
+
+impl Default for Sizes {
+    fn default() -> Self {
+        Self {
+            idle_seconds: 5.0,
+            media: vec![(1 << 20, 50), (100 << 20, 3)],
+            history: 1000,
+            page: 100,
+            after_join: 100,
+            backlogs: vec![0, 800, 5000],
+            rounds: 200,
+            waves: [50, 250],
+            idle_after: Duration::from_secs(60),
+            fed_rate: 200.0,
+            fed_rates: vec![1000.0, 1500.0, 2000.0, 2500.0],
+            big_room_events: 10_000,
+        }
+    }
+}
+
+/// Every scenario `--scenario` knows, in the order `--smoke` runs them. A scenario missing here
+/// is refused, so none escapes the smoke run.
+const SCENARIOS: &[&str] =
+    &["send", "sync", "media", "keys", "messages", "initial-sync", "unread", "push", "login-burst", "federation"];
+
+impl Args {
+    /// The smoke run's sizes for `scenario`: seconds instead of minutes on the debug build.
+    fn smoke(scenario: &str, server: &str) -> Args {
+        Args {
+            scenario: scenario.to_owned(),
+            clients: 4,
+            // Two seconds give the federation phases a whole second of sending to report.
+            seconds: if scenario == "federation" { 2 } else { 1 },
+            server: server.to_owned(),
+            rooms: 3,
+            messages: 3,
+            samples: 2,
+            fanout: 2,
+            large_rooms: 2,
+            room_members: 6,
+            room_state: 5,
+            fed_rooms: 3,
+            fed_senders: 3,
+            smoke: true,
+            sizes: Sizes {
+                idle_seconds: 0.5,
+                media: vec![(1 << 20, 2), (3 << 20, 1)],
+                history: 120,
+                page: 20,
+                after_join: 15,
+                backlogs: vec![0, 30],
+                rounds: 12,
+                waves: [2, 3],
+                idle_after: Duration::from_secs(1),
+                fed_rate: 50.0,
+                fed_rates: vec![100.0],
+                big_room_events: 50,
+            },
+        }
+    }
 }
 
 fn args() -> Args {
@@ -72,19 +191,36 @@ fn args() -> Args {
         messages: 20,
         samples: 7,
         fanout: 10,
+        large_rooms: 50,
+        room_members: 300,
+        room_state: 50,
+        fed_rooms: 20,
+        fed_senders: 20,
+        smoke: false,
+        sizes: Sizes::default(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--smoke" {
+            out.smoke = true;
+            continue;
+        }
         let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        let number = |v: &str| -> usize { v.parse().unwrap_or_else(|_| panic!("{flag} is a number")) };
         match flag.as_str() {
-            "--clients" => out.clients = value.parse().expect("--clients is a number"),
-            "--seconds" => out.seconds = value.parse().expect("--seconds is a number"),
+            "--clients" => out.clients = number(&value),
+            "--seconds" => out.seconds = number(&value) as u64,
             "--server" => out.server = value,
             "--scenario" => out.scenario = value,
-            "--rooms" => out.rooms = value.parse().expect("--rooms is a number"),
-            "--messages" => out.messages = value.parse().expect("--messages is a number"),
-            "--samples" => out.samples = value.parse().expect("--samples is a number"),
-            "--fanout" => out.fanout = value.parse().expect("--fanout is a number"),
+            "--rooms" => out.rooms = number(&value),
+            "--messages" => out.messages = number(&value),
+            "--samples" => out.samples = number(&value),
+            "--fanout" => out.fanout = number(&value),
+            "--large-rooms" => out.large_rooms = number(&value),
+            "--room-members" => out.room_members = number(&value),
+            "--room-state" => out.room_state = number(&value),
+            "--fed-rooms" => out.fed_rooms = number(&value),
+            "--fed-senders" => out.fed_senders = number(&value),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -120,42 +256,82 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 #[tokio::main]
 async fn main() {
     let args = args();
+    if args.smoke {
+        return smoke(&args.server).await;
+    }
+    run(&args).await;
+}
+
+/// Every scenario at tiny sizes, each on a fresh server: the scenarios' own checks (exact counts,
+/// no duplicates, every event delivered) hold or the run fails. No check is about time.
+async fn smoke(server: &str) {
+    assert!(
+        std::path::Path::new(server).is_file(),
+        "no server binary at {server}: build it first (`cargo build -p hemicycle --bin hemicycle`) or pass --server"
+    );
+    let started = Instant::now();
+    for scenario in SCENARIOS {
+        let t = Instant::now();
+        println!("\n### {scenario} (smoke)\n");
+        run(&Args::smoke(scenario, server)).await;
+        eprintln!("loadgen smoke: {scenario} passed in {:.1} s", t.elapsed().as_secs_f64());
+    }
+    eprintln!("loadgen smoke: {} scenarios passed in {:.1} s", SCENARIOS.len(), started.elapsed().as_secs_f64());
+}
+
+/// The server of a single-node scenario, killed when the scenario ends (or fails).
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn run(args: &Args) {
+    assert!(
+        SCENARIOS.contains(&args.scenario.as_str()),
+        "unknown scenario {} (a new scenario goes into SCENARIOS too, so the smoke run covers it)",
+        args.scenario
+    );
     if args.scenario == "federation" {
-        return federation_scenario(&args).await;
+        return federation_scenario(args).await;
     }
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut server = Command::new(&args.server)
-        .arg("serve")
-        .env("HEMICYCLE_DATABASE__PATH", dir.path().join("db"))
-        .env("HEMICYCLE_LISTEN__CLIENT", "127.0.0.1:0")
-        .env("HEMICYCLE_REGISTRATION__OPEN", "true")
-        .env("HEMICYCLE_RATE_LIMITS__ENABLED", "false")
-        .env("HEMICYCLE_LOG__LEVEL", "warn")
-        .env("HEMICYCLE_MEDIA__MAX_UPLOAD_SIZE", (200u64 * 1024 * 1024).to_string())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", args.server));
+    let mut server = Server(
+        Command::new(&args.server)
+            .arg("serve")
+            .env("HEMICYCLE_DATABASE__PATH", dir.path().join("db"))
+            .env("HEMICYCLE_LISTEN__CLIENT", "127.0.0.1:0")
+            .env("HEMICYCLE_REGISTRATION__OPEN", "true")
+            .env("HEMICYCLE_RATE_LIMITS__ENABLED", "false")
+            .env("HEMICYCLE_LOG__LEVEL", "warn")
+            .env("HEMICYCLE_MEDIA__MAX_UPLOAD_SIZE", (200u64 * 1024 * 1024).to_string())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", args.server)),
+    );
     let mut line = String::new();
-    BufReader::new(server.stdout.take().expect("stdout")).read_line(&mut line).expect("server address");
+    BufReader::new(server.0.stdout.take().expect("stdout")).read_line(&mut line).expect("server address");
     let base = line.trim().strip_prefix("hemicycle listening on ").expect("address line").to_owned();
+    let pid = server.0.id();
 
     let http = reqwest::Client::builder().pool_max_idle_per_host(args.clients * 2).build().expect("client");
     match args.scenario.as_str() {
-        "send" => send_scenario(&http, &base, &args).await,
-        "sync" => sync_scenario(&http, &base, &args, server.id(), &dir.path().join("db")).await,
-        "media" => media_scenario(&http, &base).await,
-        "keys" => keys_scenario(&http, &base, &args).await,
-        "messages" => messages_scenario(&http, &base, &args).await,
-        "initial-sync" => initial_sync_scenario(&http, &base, &args).await,
-        "unread" => unread_scenario(&http, &base).await,
-        "push" => push_scenario(&http, &base, &args).await,
-        "login-burst" => login_burst_scenario(&http, &base, server.id()).await,
+        "send" => send_scenario(&http, &base, args).await,
+        "sync" => sync_scenario(&http, &base, args, pid, &dir.path().join("db")).await,
+        "media" => media_scenario(&http, &base, args).await,
+        "keys" => keys_scenario(&http, &base, args).await,
+        "messages" => messages_scenario(&http, &base, args).await,
+        "initial-sync" => initial_sync_scenario(&http, &base, args).await,
+        "unread" => unread_scenario(&http, &base, args).await,
+        "push" => push_scenario(&http, &base, args).await,
+        "login-burst" => login_burst_scenario(&http, &base, pid, args).await,
         other => panic!("unknown scenario {other}"),
     }
-    let (rss, peak) = rss_mib(server.id());
+    let (rss, peak) = rss_mib(pid);
     println!("\nserver RSS at the end: {rss:.0} MiB (peak {peak:.0} MiB)");
-    let _ = server.kill();
-    let _ = server.wait();
 }
 
 async fn send_scenario(http: &reqwest::Client, base: &str, args: &Args) {
@@ -283,12 +459,13 @@ fn sample_rss(pid: u32) -> (Arc<tokio::sync::Notify>, tokio::task::JoinHandle<f6
 
 /// The Monday 9:00 burst: waves of concurrent registrations (50, then 250 more), then all 300
 /// accounts logging in at once, with the server's RSS sampled throughout and after a minute idle.
-async fn login_burst_scenario(http: &reqwest::Client, base: &str, pid: u32) {
+async fn login_burst_scenario(http: &reqwest::Client, base: &str, pid: u32, args: &Args) {
     println!("| step | concurrent requests | p50 ms | p99 ms | RSS peak MiB | RSS after MiB |");
     println!("|---|---|---|---|---|---|");
     println!("| idle after start | 0 | | | | {:.0} |", rss_mib(pid).0);
     let mut registered = 0usize;
-    for (step, wave) in [("registrations", 50usize), ("registrations", 250), ("logins", 300)] {
+    let [first, second] = args.sizes.waves;
+    for (step, wave) in [("registrations", first), ("registrations", second), ("logins", first + second)] {
         let (stop, sampler) = sample_rss(pid);
         let names: Vec<usize> =
             if step == "logins" { (0..registered).collect() } else { (registered..registered + wave).collect() };
@@ -317,14 +494,19 @@ async fn login_burst_scenario(http: &reqwest::Client, base: &str, pid: u32) {
             rss_mib(pid).0
         );
     }
-    tokio::time::sleep(Duration::from_secs(60)).await;
-    println!("| a minute idle | 0 | | | | {:.0} |", rss_mib(pid).0);
+    tokio::time::sleep(args.sizes.idle_after).await;
+    println!("| {} s idle | 0 | | | | {:.0} |", args.sizes.idle_after.as_secs(), rss_mib(pid).0);
 }
 
 async fn register(http: &reqwest::Client, base: &str, name: &str) -> String {
+    register_user(http, base, name).await.0
+}
+
+/// A new account: (access token, user id).
+async fn register_user(http: &reqwest::Client, base: &str, name: &str) -> (String, String) {
     let body = json!({ "username": name, "password": "load-password", "auth": { "type": "m.login.dummy" } });
     let v = post(http, &format!("{base}/_matrix/client/v3/register"), None, body).await;
-    v["access_token"].as_str().expect("token").to_owned()
+    (v["access_token"].as_str().expect("token").to_owned(), v["user_id"].as_str().expect("user id").to_owned())
 }
 
 async fn get(http: &reqwest::Client, url: &str, token: &str) -> Value {
@@ -352,29 +534,65 @@ fn syncs_waiting(server: &str, db: &std::path::Path) -> usize {
 /// What one reader saw: how many times each probe message reached it.
 type Seen = std::collections::HashMap<u64, u32>;
 
+/// What one reader of the `sync` scenario saw and sent.
+#[derive(Default)]
+struct ReaderLog {
+    seen: Seen,
+    receipts_sent: u64,
+    typing_sent: u64,
+    /// Other members' receipts in its syncs (one per user and event).
+    receipts_seen: u64,
+    /// `m.typing` updates in its syncs.
+    typing_seen: u64,
+}
+
+/// The probe number of a `probe-<n>` message.
+fn probe_number(event: &Value) -> Option<u64> {
+    event["content"]["body"].as_str().and_then(|b| b.strip_prefix("probe-")).and_then(|n| n.parse().ok())
+}
+
+/// Sends the newest read receipt it is given, one request at a time, as a client does (a newer
+/// receipt replaces one not yet sent); returns how many it sent once its sender is dropped.
+fn spawn_receipt_sender(
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    room: String,
+) -> (tokio::sync::watch::Sender<String>, tokio::task::JoinHandle<u64>) {
+    let (latest, mut next) = tokio::sync::watch::channel(String::new());
+    let task = tokio::spawn(async move {
+        let mut sent = 0;
+        while next.changed().await.is_ok() {
+            let event = next.borrow_and_update().clone();
+            let url =
+                format!("{base}/_matrix/client/v3/rooms/{}/receipt/m.read/{}", urlencode(&room), urlencode(&event));
+            post(&http, &url, Some(&token), json!({})).await;
+            sent += 1;
+        }
+        sent
+    });
+    (latest, task)
+}
+
 async fn sync_scenario(http: &reqwest::Client, base: &str, args: &Args, server_pid: u32, db: &std::path::Path) {
     const RATE: f64 = 50.0;
     let sender = register(http, base, "sender").await;
     let rooms_needed = args.clients.div_ceil(args.fanout);
     let mut rooms = Vec::new();
     for _ in 0..rooms_needed {
-        let v = post(
-            http,
-            &format!("{base}/_matrix/client/v3/createRoom"),
-            Some(&sender),
-            json!({ "preset": "public_chat" }),
-        )
-        .await;
-        rooms.push(v["room_id"].as_str().expect("room id").to_owned());
+        rooms.push(create_public_room(http, base, &sender).await);
     }
+    let rooms = Arc::new(rooms);
+    // Reader i is in room i % rooms and is the `i / rooms`-th reader there.
+    let readers_in = |room: usize| (room..args.clients).step_by(rooms.len()).count() as u64;
     // Register and join in parallel (argon2 hashing dominates registration).
-    let syncers: Vec<(usize, String)> = futures::stream::iter(0..args.clients)
+    let syncers: Vec<(usize, String, String)> = futures::stream::iter(0..args.clients)
         .map(|i| {
             let room = rooms[i % rooms.len()].clone();
             async move {
-                let token = register(http, base, &format!("reader{i}")).await;
+                let (token, user) = register_user(http, base, &format!("reader{i}")).await;
                 post(http, &format!("{base}/_matrix/client/v3/rooms/{room}/join"), Some(&token), json!({})).await;
-                (i, token)
+                (i, token, user)
             }
         })
         .buffer_unordered(16)
@@ -384,13 +602,21 @@ async fn sync_scenario(http: &reqwest::Client, base: &str, args: &Args, server_p
     let delivered: Arc<std::sync::Mutex<Vec<Duration>>> = Arc::default();
     let stop = Arc::new(tokio::sync::Notify::new());
     let mut readers = Vec::new();
-    for (i, token) in syncers {
+    let mut users = Vec::new();
+    for (i, token, user) in syncers {
         let (http, base) = (http.clone(), base.to_owned());
-        let (sent_at, delivered, stop) = (sent_at.clone(), delivered.clone(), stop.clone());
+        let (sent_at, delivered, stop, rooms) = (sent_at.clone(), delivered.clone(), stop.clone(), rooms.clone());
+        let (room_index, slot, in_room) = (i % rooms.len(), (i / rooms.len()) as u64, readers_in(i % rooms.len()));
+        users.push((room_index, user.clone()));
         readers.push((
-            i % rooms.len(),
+            room_index,
             tokio::spawn(async move {
-                let mut seen = Seen::new();
+                let room = rooms[room_index].clone();
+                let mut log = ReaderLog::default();
+                let (receipt, receipts) = spawn_receipt_sender(http.clone(), base.clone(), token.clone(), room.clone());
+                let typing_url =
+                    format!("{base}/_matrix/client/v3/rooms/{}/typing/{}", urlencode(&room), urlencode(&user));
+                let mut typing = false;
                 let first =
                     get(&http, &format!("{base}/_matrix/client/v3/sync?timeout=0&set_presence=offline"), &token).await;
                 let mut since = first["next_batch"].as_str().expect("next_batch").to_owned();
@@ -401,30 +627,62 @@ async fn sync_scenario(http: &reqwest::Client, base: &str, args: &Args, server_p
                     let url = format!("{base}/_matrix/client/v3/sync?since={since}&timeout=30000&set_presence=offline");
                     let v = tokio::select! {
                         v = get(&http, &url, &token) => v,
-                        _ = &mut stopped => return seen,
+                        _ = &mut stopped => break,
                     };
                     let now = Instant::now();
-                    for room in v["rooms"]["join"].as_object().into_iter().flat_map(|m| m.values()) {
-                        for event in room["timeline"]["events"].as_array().into_iter().flatten() {
-                            let Some(n) = event["content"]["body"]
-                                .as_str()
-                                .and_then(|b| b.strip_prefix("probe-"))
-                                .and_then(|n| n.parse::<u64>().ok())
-                            else {
-                                continue;
-                            };
-                            let count = seen.entry(n).or_default();
-                            *count += 1;
-                            if *count == 1 {
-                                let sent = sent_at.lock().expect("map").get(&n).copied();
-                                if let Some(t) = sent {
-                                    delivered.lock().expect("latencies").push(now.duration_since(t));
+                    let data = &v["rooms"]["join"][&room];
+                    let timeline = data["timeline"]["events"].as_array().map(Vec::as_slice).unwrap_or_default();
+                    let mut newest = None;
+                    for n in timeline.iter().filter_map(probe_number) {
+                        newest = newest.max(Some(n));
+                        let count = log.seen.entry(n).or_default();
+                        *count += 1;
+                        if *count == 1 {
+                            let sent = sent_at.lock().expect("map").get(&n).copied();
+                            if let Some(t) = sent {
+                                delivered.lock().expect("latencies").push(now.duration_since(t));
+                            }
+                        }
+                    }
+                    for event in data["ephemeral"]["events"].as_array().into_iter().flatten() {
+                        match event["type"].as_str() {
+                            Some("m.typing") => log.typing_seen += 1,
+                            Some("m.receipt") => {
+                                for by_type in event["content"].as_object().into_iter().flat_map(|m| m.values()) {
+                                    let readers = by_type["m.read"].as_object().into_iter().flat_map(|m| m.keys());
+                                    log.receipts_seen += readers.filter(|r| **r != user).count() as u64;
                                 }
                             }
+                            _ => {}
+                        }
+                    }
+                    if let Some(n) = newest {
+                        // The room is open: what arrived is read at once.
+                        let last = timeline.last().and_then(|e| e["event_id"].as_str()).expect("an event id");
+                        receipt.send_replace(last.to_owned());
+                        // One reader of the room types at a time: the one whose turn the room's
+                        // latest message is; the previous typist stops.
+                        let typist = (n / rooms.len() as u64) % in_room == slot;
+                        if typist != typing {
+                            let body = if typist {
+                                json!({ "typing": true, "timeout": 30000 })
+                            } else {
+                                json!({ "typing": false })
+                            };
+                            put(&http, &typing_url, &token, body).await;
+                            log.typing_sent += 1;
+                            typing = typist;
                         }
                     }
                     since = v["next_batch"].as_str().expect("next_batch").to_owned();
                 }
+                if typing {
+                    put(&http, &typing_url, &token, json!({ "typing": false })).await;
+                    log.typing_sent += 1;
+                }
+                drop(receipt);
+                log.receipts_sent = receipts.await.expect("receipts sent");
+                log
             }),
         ));
     }
@@ -435,7 +693,7 @@ async fn sync_scenario(http: &reqwest::Client, base: &str, args: &Args, server_p
         assert!(waiting_since.elapsed() < Duration::from_secs(600), "readers never all waited");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let idle_seconds = 5.0;
+    let idle_seconds = args.sizes.idle_seconds;
     let before = cpu_seconds(server_pid);
     tokio::time::sleep(Duration::from_secs_f64(idle_seconds)).await;
     let idle_cpu = (cpu_seconds(server_pid) - before) / idle_seconds * 100.0;
@@ -471,7 +729,6 @@ async fn sync_scenario(http: &reqwest::Client, base: &str, args: &Args, server_p
     }
     let busy_cpu = (cpu_seconds(server_pid) - cpu_before_sending) / sending_since.elapsed().as_secs_f64() * 100.0;
     put_latencies.sort();
-    let readers_in = |room: usize| readers.iter().filter(|(r, _)| *r == room).count() as u64;
     let expected: u64 = (0..total).map(|n| readers_in(n as usize % rooms.len())).sum();
     // Give the last deliveries time to arrive (bounded), then stop every reader and collect.
     let drain = Instant::now();
@@ -480,11 +737,16 @@ async fn sync_scenario(http: &reqwest::Client, base: &str, args: &Args, server_p
     }
     stop.notify_waiters();
     let (mut duplicates, mut received, mut failures) = (0u64, 0u64, 0u64);
+    let (mut receipts_sent, mut receipts_seen, mut typing_sent, mut typing_seen) = (0u64, 0u64, 0u64, 0u64);
     for (_, reader) in readers {
         match reader.await {
-            Ok(seen) => {
-                received += seen.len() as u64;
-                duplicates += seen.values().map(|c| u64::from(c - 1)).sum::<u64>();
+            Ok(log) => {
+                received += log.seen.len() as u64;
+                duplicates += log.seen.values().map(|c| u64::from(c - 1)).sum::<u64>();
+                receipts_sent += log.receipts_sent;
+                receipts_seen += log.receipts_seen;
+                typing_sent += log.typing_sent;
+                typing_seen += log.typing_seen;
             }
             Err(e) => {
                 failures += 1;
@@ -496,25 +758,52 @@ async fn sync_scenario(http: &reqwest::Client, base: &str, args: &Args, server_p
     let mut all = std::mem::take(&mut *delivered.lock().expect("latencies"));
     all.sort();
     println!(
-        "| scenario | syncing clients | server CPU while all wait | server CPU while sending | messages (late) | deliveries of expected | duplicates | misses | failed readers | PUT p50 / p99 ms | delivery p50 ms | delivery p99 ms |"
+        "| scenario | syncing clients | server CPU while all wait | server CPU while sending | messages (late) | deliveries of expected | duplicates | misses | failed readers | read receipts sent / others' seen | typing notices sent / seen | PUT p50 / p99 ms | delivery p50 ms | delivery p99 ms |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     println!(
-        "| send→sync latency | {} | {idle_cpu:.1} % | {busy_cpu:.1} % | {total} ({late}) | {received} of {expected} | {duplicates} | {misses} | {failures} | {:.1} / {:.1} | {:.1} | {:.1} |",
+        "| send→sync latency | {} | {idle_cpu:.1} % | {busy_cpu:.1} % | {total} ({late}) | {received} of {expected} | {duplicates} | {misses} | {failures} | {receipts_sent} / {receipts_seen} | {typing_sent} / {typing_seen} | {:.1} / {:.1} | {:.1} | {:.1} |",
         args.clients,
         percentile(&put_latencies, 0.50).as_secs_f64() * 1000.0,
         percentile(&put_latencies, 0.99).as_secs_f64() * 1000.0,
         percentile(&all, 0.50).as_secs_f64() * 1000.0,
         percentile(&all, 0.99).as_secs_f64() * 1000.0
     );
+    assert_eq!(failures, 0, "every reader ran to the end");
+    assert_eq!((received, duplicates), (expected, 0), "every message reached every reader of its room once");
+    assert!(receipts_sent >= args.clients as u64 && typing_sent > 0, "the readers sent receipts and typing notices");
+
+    // At the end every reader's receipt is on its room's last message, and nobody types.
+    let filter = urlencode(r#"{"room":{"timeline":{"limit":1}}}"#);
+    for (index, room) in rooms.iter().enumerate() {
+        let url = format!("{base}/_matrix/client/v3/sync?filter={filter}&set_presence=offline");
+        let v = get(http, &url, &sender).await;
+        let data = &v["rooms"]["join"][room];
+        let last = data["timeline"]["events"][0]["event_id"].as_str().expect("the room's last event");
+        let ephemeral = data["ephemeral"]["events"].as_array().cloned().unwrap_or_default();
+        let read_last: std::collections::BTreeSet<&str> = ephemeral
+            .iter()
+            .filter(|e| e["type"] == "m.receipt")
+            .flat_map(|e| e["content"][last]["m.read"].as_object().into_iter().flat_map(|m| m.keys()))
+            .map(String::as_str)
+            .collect();
+        for (_, user) in users.iter().filter(|(r, _)| *r == index) {
+            assert!(read_last.contains(user.as_str()), "{user}'s receipt is on {last}, the last message of {room}");
+        }
+        let typing = ephemeral.iter().find(|e| e["type"] == "m.typing").map(|e| e["content"]["user_ids"].clone());
+        assert!(
+            typing.as_ref().is_none_or(|ids| ids.as_array().is_some_and(Vec::is_empty)),
+            "nobody left typing in {room}: {typing:?}"
+        );
+    }
 }
 
 /// Sequential uploads then downloads of distinct files (so deduplication never skips a write).
-async fn media_scenario(http: &reqwest::Client, base: &str) {
+async fn media_scenario(http: &reqwest::Client, base: &str, args: &Args) {
     let token = register(http, base, "media").await;
     println!("| file size | files | upload MB/s | download MB/s | upload p50 ms | download p50 ms |");
     println!("|---|---|---|---|---|---|");
-    for (size, files) in [(1usize << 20, 50usize), (100 << 20, 3)] {
+    for &(size, files) in &args.sizes.media {
         let mut template = vec![0u8; size];
         let mut seed = 0x9E37_79B9_7F4A_7C15u64;
         for word in template.chunks_mut(8) {
@@ -737,12 +1026,13 @@ async fn put(http: &reqwest::Client, url: &str, token: &str, body: Value) -> Val
     value
 }
 
-/// Sends `count` messages (and a topic change every 100) into a room, 20 at a time.
+/// Sends `count` messages (and a topic change every 100) into a room, 20 at a time; message `n`
+/// reads `<prefix><n>`.
 async fn fill_room(http: &reqwest::Client, base: &str, token: &str, room: &str, count: usize, prefix: &str) {
     futures::stream::iter(0..count)
         .for_each_concurrent(20, |n| async move {
             let url = format!("{base}/_matrix/client/v3/rooms/{room}/send/m.room.message/{prefix}{n}");
-            put(http, &url, token, json!({ "msgtype": "m.text", "body": format!("message {n}") })).await;
+            put(http, &url, token, json!({ "msgtype": "m.text", "body": format!("{prefix}{n}") })).await;
             if n % 100 == 99 {
                 let url = format!("{base}/_matrix/client/v3/rooms/{room}/state/m.room.topic/");
                 put(http, &url, token, json!({ "topic": format!("topic {n}") })).await;
@@ -751,26 +1041,78 @@ async fn fill_room(http: &reqwest::Client, base: &str, token: &str, room: &str, 
         .await;
 }
 
-/// `--clients` readers paging back 100 events at a time from the end of the room, for
-/// `--seconds`: (requests per second, sorted latencies).
-async fn read_pages(http: &reqwest::Client, base: &str, room: &str, token: &str, args: &Args) -> (f64, Vec<Duration>) {
+/// What the readers of one room did.
+struct Walks {
+    requests_per_second: f64,
+    latencies: Vec<Duration>,
+    /// Whole walks from the end to the start of the room, and the pages they took.
+    walks: usize,
+    pages: usize,
+}
+
+/// `--clients` readers walking the room back from its end to its start, a page at a time, each
+/// page from the previous one's `end` token, for `--seconds` (and at least one whole walk each);
+/// every whole walk must have seen the messages of `expected` exactly once, and no other message.
+async fn walk_history(
+    http: &reqwest::Client,
+    base: &str,
+    room: &str,
+    token: &str,
+    args: &Args,
+    expected: &std::collections::BTreeSet<String>,
+) -> Walks {
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let started = Instant::now();
+    let page = args.sizes.page;
     let readers = (0..args.clients).map(|_| async move {
-        let mut latencies = Vec::new();
-        let url = format!("{base}/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=100");
-        while Instant::now() < deadline {
-            let t = Instant::now();
-            let page = get(http, &url, token).await;
-            latencies.push(t.elapsed());
-            assert!(!page["chunk"].as_array().expect("chunk").is_empty(), "a page of events");
+        let (mut latencies, mut walks, mut pages) = (Vec::new(), 0, 0);
+        while walks == 0 || Instant::now() < deadline {
+            let (mut from, mut bodies, mut walk_pages) = (None::<String>, Vec::new(), 0);
+            loop {
+                let mut url = format!("{base}/_matrix/client/v3/rooms/{room}/messages?dir=b&limit={page}");
+                if let Some(from) = &from {
+                    url.push_str(&format!("&from={}", urlencode(from)));
+                }
+                let t = Instant::now();
+                let v = get(http, &url, token).await;
+                latencies.push(t.elapsed());
+                walk_pages += 1;
+                for event in v["chunk"].as_array().expect("chunk") {
+                    if event["type"] == "m.room.message" {
+                        bodies.push(event["content"]["body"].as_str().expect("body").to_owned());
+                    }
+                }
+                match v["end"].as_str() {
+                    Some(end) => from = Some(end.to_owned()),
+                    None => break,
+                }
+                if walks > 0 && Instant::now() >= deadline {
+                    return (latencies, walks, pages);
+                }
+            }
+            let distinct: std::collections::BTreeSet<String> = bodies.iter().cloned().collect();
+            assert_eq!(bodies.len(), distinct.len(), "a walk back through the room sees each message once");
+            assert!(
+                &distinct == expected,
+                "a walk back sees exactly the room's messages the reader may see: {} seen, {} of the {} expected",
+                distinct.len(),
+                distinct.intersection(expected).count(),
+                expected.len()
+            );
+            walks += 1;
+            pages += walk_pages;
         }
-        latencies
+        (latencies, walks, pages)
     });
-    let mut all: Vec<Duration> = futures::future::join_all(readers).await.into_iter().flatten().collect();
+    let (mut latencies, mut walks, mut pages) = (Vec::new(), 0, 0);
+    for (l, w, p) in futures::future::join_all(readers).await {
+        latencies.extend(l);
+        walks += w;
+        pages += p;
+    }
     let elapsed = started.elapsed().as_secs_f64();
-    all.sort();
-    (all.len() as f64 / elapsed, all)
+    latencies.sort();
+    Walks { requests_per_second: latencies.len() as f64 / elapsed, latencies, walks, pages }
 }
 
 async fn messages_scenario(http: &reqwest::Client, base: &str, args: &Args) {
@@ -788,29 +1130,95 @@ async fn messages_scenario(http: &reqwest::Client, base: &str, args: &Args) {
     )
     .await;
     let hidden = hidden["room_id"].as_str().expect("room").to_owned();
-    fill_room(http, base, &owner, &shared, 1000, "s").await;
-    fill_room(http, base, &owner, &hidden, 1000, "h").await;
+    let (history, after_join) = (args.sizes.history, args.sizes.after_join);
+    fill_room(http, base, &owner, &shared, history, "s").await;
+    fill_room(http, base, &owner, &hidden, history, "h").await;
     post(http, &format!("{base}/_matrix/client/v3/join/{hidden}"), Some(&late), json!({})).await;
-    fill_room(http, base, &owner, &hidden, 100, "after").await;
+    fill_room(http, base, &owner, &hidden, after_join, "after").await;
+    let bodies = |prefix: &str, count: usize| (0..count).map(|n| format!("{prefix}{n}")).collect();
 
-    println!("| reader | clients | seconds | requests/s | p50 ms | p99 ms |");
-    println!("|---|---|---|---|---|---|");
-    for (label, room, token) in [
-        ("member since creation, 1,000 messages", &shared, &owner),
-        ("joined late, `joined` visibility", &hidden, &late),
+    println!("| reader | clients | seconds | whole walks (pages each) | requests/s | p50 ms | p99 ms |");
+    println!("|---|---|---|---|---|---|---|");
+    for (label, room, token, expected) in [
+        (format!("member since creation, {history} messages"), &shared, &owner, bodies("s", history)),
+        (
+            format!("joined late, `joined` visibility, {after_join} messages after the join"),
+            &hidden,
+            &late,
+            bodies("after", after_join),
+        ),
     ] {
-        let (rate, latencies) = read_pages(http, base, room, token, args).await;
+        let walks = walk_history(http, base, room, token, args, &expected).await;
         println!(
-            "| {label} | {} | {} | {rate:.0} | {:.1} | {:.1} |",
+            "| {label} | {} | {} | {} ({}) | {:.0} | {:.1} | {:.1} |",
             args.clients,
             args.seconds,
-            percentile(&latencies, 0.5).as_secs_f64() * 1000.0,
-            percentile(&latencies, 0.99).as_secs_f64() * 1000.0
+            walks.walks,
+            walks.pages / walks.walks.max(1),
+            walks.requests_per_second,
+            percentile(&walks.latencies, 0.5).as_secs_f64() * 1000.0,
+            percentile(&walks.latencies, 0.99).as_secs_f64() * 1000.0
         );
     }
 }
 
+/// `samples` initial `/sync`s of `token` with `filter`, one after the other, each answer checked
+/// by `check`; prints the table row. Timed to the response's last byte (the server's work and
+/// the transfer); the client's own parse of the body is timed apart, since it is not the
+/// server's and shares the cores.
+async fn time_initial_syncs(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    filter: &str,
+    args: &Args,
+    label: &str,
+    check: impl Fn(&Value),
+) {
+    let (mut samples, mut parsed, mut bytes) = (Vec::new(), Vec::new(), 0);
+    let url = format!("{base}/_matrix/client/v3/sync?filter={}", urlencode(filter));
+    for _ in 0..args.samples {
+        let t = Instant::now();
+        let response = http.get(&url).bearer_auth(token).send().await.expect("request sent");
+        assert!(response.status().is_success(), "{url}: {}", response.status());
+        let body = response.bytes().await.expect("body");
+        samples.push(t.elapsed());
+        let sync: Value = serde_json::from_slice(&body).expect("json");
+        parsed.push(t.elapsed());
+        bytes = body.len();
+        check(&sync);
+    }
+    samples.sort();
+    parsed.sort();
+    println!(
+        "| {label} | {} | {bytes} | {:.3} | {:.3} | {:.3} | {:.3} |",
+        samples.len(),
+        samples[0].as_secs_f64(),
+        samples[samples.len() / 2].as_secs_f64(),
+        samples[samples.len() - 1].as_secs_f64(),
+        parsed[parsed.len() / 2].as_secs_f64()
+    );
+}
+
+/// The joined rooms of a sync answer.
+fn joined_rooms(sync: &Value) -> &serde_json::Map<String, Value> {
+    sync["rooms"]["join"].as_object().expect("joined rooms")
+}
+
+/// The state a client knows of a room after an initial sync: its state section and its timeline's
+/// state events, as (type, state key) → event.
+fn known_state(room: &Value) -> std::collections::HashMap<(String, String), &Value> {
+    let events = room["state"]["events"].as_array().into_iter().flatten();
+    let timeline = room["timeline"]["events"].as_array().into_iter().flatten();
+    events
+        .chain(timeline)
+        .filter_map(|e| Some(((e["type"].as_str()?.to_owned(), e["state_key"].as_str()?.to_owned()), e)))
+        .collect()
+}
+
 async fn initial_sync_scenario(http: &reqwest::Client, base: &str, args: &Args) {
+    println!("| initial sync | samples | body bytes | min s | median s | max s | median s with the client's parse |");
+    println!("|---|---|---|---|---|---|---|");
     let user = register(http, base, "member").await;
     let create = format!("{base}/_matrix/client/v3/createRoom");
     // Rooms one after the other (each creation is several durable writes), then their messages
@@ -829,40 +1237,95 @@ async fn initial_sync_scenario(http: &reqwest::Client, base: &str, args: &Args) 
             }
         })
         .await;
-    // Timed to the response's last byte (the server's work and the transfer); the client's own
-    // parse of the body is timed apart, since it is not the server's and shares the cores.
-    let (mut samples, mut parsed, mut bytes) = (Vec::new(), Vec::new(), 0);
-    let filter = urlencode(r#"{"room":{"timeline":{"limit":10}}}"#);
-    for _ in 0..args.samples {
-        let t = Instant::now();
-        let url = format!("{base}/_matrix/client/v3/sync?filter={filter}");
-        let response = http.get(&url).bearer_auth(&user).send().await.expect("request sent");
-        assert!(response.status().is_success(), "{url}: {}", response.status());
-        let body = response.bytes().await.expect("body");
-        samples.push(t.elapsed());
-        let sync: Value = serde_json::from_slice(&body).expect("json");
-        parsed.push(t.elapsed());
-        bytes = body.len();
-        let joined = sync["rooms"]["join"].as_object().map_or(0, |rooms| rooms.len());
-        assert_eq!(joined, args.rooms, "every room in the initial sync");
+    let label = format!(
+        "user in {} rooms of 1 member (name, topic, {} messages each), timeline limit 10",
+        args.rooms, args.messages
+    );
+    time_initial_syncs(http, base, &user, r#"{"room":{"timeline":{"limit":10}}}"#, args, &label, |sync| {
+        assert_eq!(joined_rooms(sync).len(), args.rooms, "every room in the initial sync");
+    })
+    .await;
+
+    // Rooms as a ministry's are: `--room-members` members (the owner, the measured user and
+    // others), a name, a topic and more state events up to `--room-state`, messages from the
+    // members.
+    let members = args.room_members.max(2);
+    let custom_state = args.room_state.saturating_sub(2);
+    let owner = register(http, base, "owner").await;
+    let reader = register(http, base, "reader").await;
+    let others: Vec<String> = futures::stream::iter(0..members - 2)
+        .map(|i| async move { register(http, base, &format!("colleague{i}")).await })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let mut large = Vec::with_capacity(args.large_rooms);
+    for n in 0..args.large_rooms {
+        let body = json!({ "preset": "public_chat", "name": format!("service {n}"), "topic": "the service's room" });
+        large.push(post(http, &create, Some(&owner), body).await["room_id"].as_str().expect("room").to_owned());
     }
-    samples.sort();
-    parsed.sort();
-    println!(
-        "| initial sync | rooms | samples | body bytes | min s | median s | max s | median s with the client's parse |"
+    futures::stream::iter(large.iter().flat_map(|room| (0..custom_state).map(move |k| (room, k))))
+        .for_each_concurrent(20, |(room, k)| {
+            let owner = &owner;
+            async move {
+                let url = format!("{base}/_matrix/client/v3/rooms/{room}/state/fr.gouv.loadgen.setting/s{k}");
+                let content = json!({ "setting": k, "description": format!("a setting of the room, number {k}") });
+                put(http, &url, owner, content).await;
+            }
+        })
+        .await;
+    let joiners: Vec<&String> = std::iter::once(&reader).chain(&others).collect();
+    futures::stream::iter(large.iter().flat_map(|room| joiners.iter().map(move |token| (room, *token))))
+        .for_each_concurrent(32, |(room, token)| async move {
+            post(http, &format!("{base}/_matrix/client/v3/rooms/{room}/join"), Some(token), json!({})).await;
+        })
+        .await;
+    let speakers: Vec<&String> = std::iter::once(&owner).chain(joiners).collect();
+    futures::stream::iter(large.iter().flat_map(|room| (0..args.messages).map(move |m| (room, m))))
+        .for_each_concurrent(20, |(room, m)| {
+            let speaker = speakers[m % speakers.len()];
+            async move {
+                let url = format!("{base}/_matrix/client/v3/rooms/{room}/send/m.room.message/m{m}");
+                put(http, &url, speaker, json!({ "msgtype": "m.text", "body": format!("message {m}") })).await;
+            }
+        })
+        .await;
+    let described = format!(
+        "user in {} rooms of {members} members (name, topic and {custom_state} more state events, {} messages from the members each), timeline limit 10",
+        args.large_rooms, args.messages
     );
-    println!("|---|---|---|---|---|---|---|---|");
-    println!(
-        "| user in {} rooms (name, topic, {} messages each), timeline limit 10 | {} | {} | {bytes} | {:.3} | {:.3} | {:.3} | {:.3} |",
-        args.rooms,
-        args.messages,
-        args.rooms,
-        samples.len(),
-        samples[0].as_secs_f64(),
-        samples[samples.len() / 2].as_secs_f64(),
-        samples[samples.len() - 1].as_secs_f64(),
-        parsed[parsed.len() / 2].as_secs_f64()
-    );
+    let settings = |state: &std::collections::HashMap<(String, String), &Value>| {
+        state.keys().filter(|(t, _)| t == "fr.gouv.loadgen.setting").count()
+    };
+    let full = r#"{"room":{"timeline":{"limit":10}}}"#;
+    time_initial_syncs(http, base, &reader, full, args, &format!("{described}, full state"), |sync| {
+        let rooms = joined_rooms(sync);
+        assert_eq!(rooms.len(), args.large_rooms, "every room in the initial sync");
+        for (id, room) in rooms {
+            let state = known_state(room);
+            let joined =
+                state.iter().filter(|((t, _), e)| t == "m.room.member" && e["content"]["membership"] == "join").count();
+            assert_eq!(joined, members, "every member of {id} in its full state");
+            assert_eq!(settings(&state), custom_state, "every state event of {id}");
+        }
+    })
+    .await;
+    let lazy = r#"{"room":{"timeline":{"limit":10},"state":{"lazy_load_members":true}}}"#;
+    time_initial_syncs(http, base, &reader, lazy, args, &format!("{described}, lazy-loaded members"), |sync| {
+        let rooms = joined_rooms(sync);
+        assert_eq!(rooms.len(), args.large_rooms, "every room in the initial sync");
+        for (id, room) in rooms {
+            let state = known_state(room);
+            for event in room["timeline"]["events"].as_array().expect("timeline") {
+                let sender = event["sender"].as_str().expect("sender").to_owned();
+                assert!(
+                    state.contains_key(&("m.room.member".to_owned(), sender.clone())),
+                    "{sender}'s membership comes with their messages in {id}"
+                );
+            }
+            assert_eq!(settings(&state), custom_state, "every state event of {id}");
+        }
+    })
+    .await;
 }
 
 /// A node of the federation scenario: a `hemicycle serve` with both listeners.
@@ -929,14 +1392,22 @@ async fn start_node(server: &str, label: &str) -> FedNode {
 }
 
 /// Incremental `/sync` of a reader with an unread backlog (no read receipt): for 0, 800 and 5,000
-/// unread messages, 200 times one new message then one sync from the previous token; the sync's
-/// time and the notification count it reports.
-async fn unread_scenario(http: &reqwest::Client, base: &str) {
-    println!("| unread messages before | syncs | p50 ms | p99 ms | notification_count after the run (expected) |");
-    println!("|---|---|---|---|---|");
-    for (i, backlog) in [0u64, 800, 5000].into_iter().enumerate() {
+/// unread messages, 200 times one new message (one in ten mentioning the reader) then one sync
+/// from the previous token; the sync's time. The counts are checked after every sync
+/// (`notification_count` = backlog + messages so far, `highlight_count` = mentions so far), then
+/// a read receipt on the last message must take both to 0 and one more message to 1.
+async fn unread_scenario(http: &reqwest::Client, base: &str, args: &Args) {
+    println!(
+        "| unread messages before | syncs | p50 ms | p99 ms | notification_count after the run (expected) | highlight_count (expected) | after a read receipt | after one more message |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    let counts = |v: &Value, room: &str| {
+        let unread = &v["rooms"]["join"][room]["unread_notifications"];
+        (unread["notification_count"].as_u64(), unread["highlight_count"].as_u64())
+    };
+    for (i, &backlog) in args.sizes.backlogs.iter().enumerate() {
         let sender = register(http, base, &format!("writer{i}")).await;
-        let reader = register(http, base, &format!("reader{i}")).await;
+        let (reader, reader_id) = register_user(http, base, &format!("reader{i}")).await;
         let room = create_public_room(http, base, &sender).await;
         post(http, &format!("{base}/_matrix/client/v3/join/{}", urlencode(&room)), Some(&reader), json!({})).await;
         futures::stream::iter(0..backlog)
@@ -949,42 +1420,81 @@ async fn unread_scenario(http: &reqwest::Client, base: &str) {
             .await;
         let filter = "filter=%7B%22room%22%3A%7B%22timeline%22%3A%7B%22limit%22%3A10%7D%7D%7D";
         let first = get(http, &format!("{base}/_matrix/client/v3/sync?timeout=0&{filter}"), &reader).await;
+        assert_eq!(counts(&first, &room), (Some(backlog), Some(0)), "the backlog's counts in the initial sync");
         let mut since = first["next_batch"].as_str().expect("next_batch").to_owned();
         let mut times = Vec::new();
-        let mut count = Value::Null;
-        const ROUNDS: u64 = 200;
-        for n in 0..ROUNDS {
-            send_probe(http, base, &sender, &room, 1_000_000 + n).await;
+        let (mut highlights, mut last_event) = (0u64, String::new());
+        let rounds = args.sizes.rounds;
+        for n in 0..rounds {
+            let mut content = json!({ "msgtype": "m.text", "body": format!("probe-{}", 1_000_000 + n) });
+            if n % 10 == 9 {
+                content["m.mentions"] = json!({ "user_ids": [reader_id] });
+                highlights += 1;
+            }
+            let url = format!("{base}/_matrix/client/v3/rooms/{}/send/m.room.message/r{n}", urlencode(&room));
+            last_event = put(http, &url, &sender, content).await["event_id"].as_str().expect("event id").to_owned();
             let started = Instant::now();
             let v = get(http, &format!("{base}/_matrix/client/v3/sync?since={since}&timeout=10000&{filter}"), &reader)
                 .await;
             times.push(started.elapsed());
             since = v["next_batch"].as_str().expect("next_batch").to_owned();
-            count = v["rooms"]["join"][&room]["unread_notifications"]["notification_count"].clone();
+            assert_eq!(
+                counts(&v, &room),
+                (Some(backlog + n + 1), Some(highlights)),
+                "exact counts after {} unread messages of which {highlights} mention the reader",
+                backlog + n + 1
+            );
         }
+        // Reading the last message clears both counts; the next message counts from there.
+        let url =
+            format!("{base}/_matrix/client/v3/rooms/{}/receipt/m.read/{}", urlencode(&room), urlencode(&last_event));
+        post(http, &url, Some(&reader), json!({})).await;
+        let v =
+            get(http, &format!("{base}/_matrix/client/v3/sync?since={since}&timeout=10000&{filter}"), &reader).await;
+        since = v["next_batch"].as_str().expect("next_batch").to_owned();
+        let read = counts(&v, &room);
+        assert_eq!(read, (Some(0), Some(0)), "a read receipt on the last message clears the counts");
+        send_probe(http, base, &sender, &room, 2_000_000).await;
+        let v =
+            get(http, &format!("{base}/_matrix/client/v3/sync?since={since}&timeout=10000&{filter}"), &reader).await;
+        let again = counts(&v, &room);
+        assert_eq!(again, (Some(1), Some(0)), "counting starts again after the receipt");
         times.sort();
         println!(
-            "| {backlog} | {ROUNDS} | {:.2} | {:.2} | {count} ({}) |",
+            "| {backlog} | {rounds} | {:.2} | {:.2} | {} ({}) | {highlights} ({highlights}) | {} / {} | {} / {} |",
             percentile(&times, 0.5).as_secs_f64() * 1e3,
             percentile(&times, 0.99).as_secs_f64() * 1e3,
-            backlog + ROUNDS,
+            backlog + rounds,
+            backlog + rounds,
+            read.0.unwrap_or_default(),
+            read.1.unwrap_or_default(),
+            again.0.unwrap_or_default(),
+            again.1.unwrap_or_default(),
         );
     }
 }
 
 /// `--rooms` users (default 500; use 1000) in one room, each with an http pusher to a push
 /// gateway the load generator serves on loopback; one message, five times: the time until the
-/// gateway has been notified for every member.
+/// gateway has been notified for every member. Every (message, pusher) pair must be notified
+/// exactly once.
 async fn push_scenario(http: &reqwest::Client, base: &str, args: &Args) {
     use std::sync::atomic::{AtomicUsize, Ordering};
+    type Pairs = std::collections::HashMap<(String, String), u32>;
     let received = Arc::new(AtomicUsize::new(0));
     let arrived = Arc::new(tokio::sync::Notify::new());
-    let (count, notify) = (received.clone(), arrived.clone());
+    let pairs: Arc<std::sync::Mutex<Pairs>> = Arc::default();
+    let (count, notify, seen) = (received.clone(), arrived.clone(), pairs.clone());
     let app = axum::Router::new().route(
         "/_matrix/push/v1/notify",
-        axum::routing::post(move || {
-            let (count, notify) = (count.clone(), notify.clone());
+        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+            let (count, notify, seen) = (count.clone(), notify.clone(), seen.clone());
             async move {
+                let event = body["notification"]["event_id"].as_str().unwrap_or_default().to_owned();
+                for device in body["notification"]["devices"].as_array().into_iter().flatten() {
+                    let key = device["pushkey"].as_str().unwrap_or_default().to_owned();
+                    *seen.lock().expect("pairs").entry((event.clone(), key)).or_default() += 1;
+                }
                 count.fetch_add(1, Ordering::SeqCst);
                 notify.notify_one();
                 axum::Json(json!({ "rejected": [] }))
@@ -1036,7 +1546,14 @@ async fn push_scenario(http: &reqwest::Client, base: &str, args: &Args) {
         }
         let got = received.load(Ordering::SeqCst) - before;
         println!("| {members} | {} | {:.0} ({got} of {members} notified) |", n + 1, sent.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(got, members, "every pusher notified of message {}", n + 1);
     }
+    // A late duplicate would show here.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pairs = pairs.lock().expect("pairs");
+    let duplicates: u32 = pairs.values().map(|c| c - 1).sum();
+    println!("\n(message, pusher) pairs notified: {} of {}; duplicates: {duplicates}", pairs.len(), 5 * members);
+    assert_eq!((pairs.len(), duplicates), (5 * members, 0), "each message notified to each pusher exactly once");
 }
 
 async fn create_public_room(http: &reqwest::Client, base: &str, token: &str) -> String {
@@ -1063,20 +1580,24 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
-/// Long-polls `/sync` on B, timing every `probe-<n>` message against when A's sender sent it;
-/// returns the delivery latencies and how many distinct probes arrived, once `stop` fires.
+/// When each probe first arrived in B's sync, and how many times one arrived again.
+#[derive(Default)]
+struct Arrivals {
+    first: std::collections::HashMap<u64, Instant>,
+    duplicates: u64,
+}
+
+/// Long-polls `/sync` on B, noting when each `probe-<n>` message first arrives and counting every
+/// further arrival of it as a duplicate, until `stop` fires.
 fn spawn_probe_reader(
     http: reqwest::Client,
     base: String,
     token: String,
-    sent_at: Arc<std::sync::Mutex<std::collections::HashMap<u64, Instant>>>,
     stop: Arc<tokio::sync::Notify>,
     arrived: Arc<std::sync::atomic::AtomicU64>,
-) -> tokio::task::JoinHandle<(Vec<Duration>, Vec<Instant>)> {
+) -> tokio::task::JoinHandle<Arrivals> {
     tokio::spawn(async move {
-        let mut latencies = Vec::new();
-        let mut arrivals = Vec::new();
-        let mut seen = std::collections::HashSet::new();
+        let mut log = Arrivals::default();
         let first = get(&http, &format!("{base}/_matrix/client/v3/sync?timeout=0&set_presence=offline"), &token).await;
         let mut since = first["next_batch"].as_str().expect("next_batch").to_owned();
         let stopped = stop.notified();
@@ -1090,23 +1611,16 @@ fn spawn_probe_reader(
             );
             let v = tokio::select! {
                 v = get(&http, &url, &token) => v,
-                _ = &mut stopped => return (latencies, arrivals),
+                _ = &mut stopped => return log,
             };
             let now = Instant::now();
             for room in v["rooms"]["join"].as_object().into_iter().flat_map(|m| m.values()) {
-                for event in room["timeline"]["events"].as_array().into_iter().flatten() {
-                    let Some(n) = event["content"]["body"]
-                        .as_str()
-                        .and_then(|b| b.strip_prefix("probe-"))
-                        .and_then(|n| n.parse::<u64>().ok())
-                    else {
-                        continue;
-                    };
-                    if seen.insert(n) {
-                        arrived.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        arrivals.push(now);
-                        if let Some(t) = sent_at.lock().expect("sent times").get(&n).copied() {
-                            latencies.push(now.duration_since(t));
+                for n in room["timeline"]["events"].as_array().into_iter().flatten().filter_map(probe_number) {
+                    match log.first.entry(n) {
+                        std::collections::hash_map::Entry::Occupied(_) => log.duplicates += 1,
+                        std::collections::hash_map::Entry::Vacant(slot) => {
+                            slot.insert(now);
+                            arrived.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
                     }
                 }
@@ -1121,165 +1635,286 @@ async fn send_probe(http: &reqwest::Client, base: &str, token: &str, room: &str,
     put(http, &url, token, json!({ "msgtype": "m.text", "body": format!("probe-{n}") })).await;
 }
 
-/// What one paced run measured.
-struct Paced {
-    sent: u64,
-    /// Seconds from the first send to the last send's answer.
-    send_span: f64,
-    last_sent: Option<Instant>,
-    latencies: Vec<Duration>,
-    arrivals: Vec<Instant>,
+/// The federation scenario's parties: senders and rooms on A, the reader on B.
+#[derive(Clone)]
+struct Cluster {
+    http: reqwest::Client,
+    a: String,
+    b: String,
+    senders: Arc<Vec<String>>,
+    rooms: Arc<Vec<String>>,
+    reader: String,
 }
 
-/// Sends `rate` probes a second for `seconds` from `sender` on A (each at its due time, however
-/// many are in flight) and waits (up to a minute) until B's reader has seen them all.
-#[allow(clippy::too_many_arguments)]
-async fn paced(
-    http: &reqwest::Client,
-    a: &str,
-    b: &str,
-    sender: &str,
-    reader_token: &str,
-    room: &str,
-    rate: f64,
-    seconds: u64,
-    offset: u64,
-) -> Paced {
-    let sent_at: Arc<std::sync::Mutex<std::collections::HashMap<u64, Instant>>> = Arc::default();
-    let stop = Arc::new(tokio::sync::Notify::new());
-    let arrived = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let reader = spawn_probe_reader(
-        http.clone(),
-        b.to_owned(),
-        reader_token.to_owned(),
-        sent_at.clone(),
-        stop.clone(),
-        arrived.clone(),
-    );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let start = Instant::now();
-    let total = (rate * seconds as f64) as u64;
-    let mut sends = futures::stream::FuturesUnordered::new();
-    for n in 0..total {
-        let due = start + Duration::from_secs_f64(n as f64 / rate);
-        tokio::time::sleep_until(due.into()).await;
-        sent_at.lock().expect("sent times").insert(offset + n, Instant::now());
-        let (http, base, token, room) = (http.clone(), a.to_owned(), sender.to_owned(), room.to_owned());
-        sends.push(tokio::spawn(async move { send_probe(&http, &base, &token, &room, offset + n).await }));
-        while let std::task::Poll::Ready(Some(_)) = futures::poll!(sends.next()) {}
+impl Cluster {
+    /// Message `n` goes into room `n % rooms` from sender `n / rooms % senders`: every room
+    /// hears every sender.
+    async fn send(&self, n: u64) {
+        let room = &self.rooms[n as usize % self.rooms.len()];
+        let sender = &self.senders[n as usize / self.rooms.len() % self.senders.len()];
+        send_probe(&self.http, &self.a, sender, room, n).await;
     }
-    while sends.next().await.is_some() {}
-    let last_sent = Instant::now();
+}
+
+type SentAt = Arc<std::sync::Mutex<std::collections::HashMap<u64, Instant>>>;
+
+/// What one phase measured.
+struct Phase {
+    sent: u64,
+    /// Distinct messages that arrived on B, and further arrivals of one.
+    delivered: u64,
+    duplicates: u64,
+    /// Seconds from the first send to the last send's answer.
+    send_span: f64,
+    /// Seconds from the last send's answer to the last arrival (0 if none came later).
+    lag: f64,
+    /// Send→sync latencies, sorted.
+    latencies: Vec<Duration>,
+    /// Arrivals per second, first to last arrival.
+    arrival_rate: f64,
+    /// The slowest 1-second window by send time: (second, messages, p99, max).
+    slowest: Option<(u64, usize, Duration, Duration)>,
+    /// The whole second of the sending with the fewest arrivals: (second, arrivals).
+    fewest: Option<(u64, usize)>,
+}
+
+impl Phase {
+    fn measure(start: Instant, last_sent: Instant, sent_at: &SentAt, arrivals: &Arrivals) -> Phase {
+        let sent_at = sent_at.lock().expect("sent times");
+        let mut windows: std::collections::BTreeMap<u64, Vec<Duration>> = Default::default();
+        let mut latencies = Vec::new();
+        for (n, sent) in sent_at.iter() {
+            if let Some(arrived) = arrivals.first.get(n) {
+                let latency = arrived.saturating_duration_since(*sent);
+                latencies.push(latency);
+                windows.entry(sent.duration_since(start).as_secs()).or_default().push(latency);
+            }
+        }
+        latencies.sort();
+        let slowest = windows
+            .into_iter()
+            .map(|(second, mut l)| {
+                l.sort();
+                (second, l.len(), percentile(&l, 0.99), *l.last().expect("a latency"))
+            })
+            .max_by_key(|w| w.2);
+        let send_span = last_sent.duration_since(start).as_secs_f64();
+        let mut per_second = vec![0usize; send_span as usize];
+        for arrived in arrivals.first.values() {
+            if let Some(count) = per_second.get_mut(arrived.saturating_duration_since(start).as_secs() as usize) {
+                *count += 1;
+            }
+        }
+        let fewest = per_second.iter().copied().enumerate().min_by_key(|(_, c)| *c).map(|(s, c)| (s as u64, c));
+        let (first, last) = (arrivals.first.values().min(), arrivals.first.values().max());
+        let lag = last.map_or(0.0, |l| l.saturating_duration_since(last_sent).as_secs_f64());
+        let arrival_rate = match (first, last) {
+            (Some(first), Some(last)) if last > first => arrivals.first.len() as f64 / (*last - *first).as_secs_f64(),
+            _ => f64::NAN,
+        };
+        Phase {
+            sent: sent_at.len() as u64,
+            delivered: arrivals.first.keys().filter(|n| sent_at.contains_key(n)).count() as u64,
+            duplicates: arrivals.duplicates,
+            send_span,
+            lag,
+            latencies,
+            arrival_rate,
+            slowest,
+            fewest,
+        }
+    }
+
+    fn p(&self, p: f64) -> f64 {
+        percentile(&self.latencies, p).as_secs_f64() * 1e3
+    }
+
+    /// The slowest windows, as a table cell's end.
+    fn windows(&self) -> String {
+        let slowest = self.slowest.map_or("—".to_owned(), |(s, n, p99, max)| {
+            format!(
+                "p99 {:.1} ms, max {:.1} ms (second {s}, {n} messages)",
+                p99.as_secs_f64() * 1e3,
+                max.as_secs_f64() * 1e3
+            )
+        });
+        let fewest = self.fewest.map_or("—".to_owned(), |(s, c)| format!("{c} (second {s})"));
+        format!("slowest 1-s window {slowest}; fewest arrivals in a whole second of sending {fewest}")
+    }
+
+    /// Every message arrived on B, each once.
+    fn check(&self, what: &str) {
+        assert_eq!(
+            (self.delivered, self.duplicates),
+            (self.sent, 0),
+            "{what}: every message arrives on B exactly once"
+        );
+    }
+}
+
+/// Waits (a minute at most) until B's reader has seen `total` messages, then a moment for any
+/// duplicate, and stops it.
+async fn collect(
+    arrived: &std::sync::atomic::AtomicU64,
+    total: u64,
+    stop: &tokio::sync::Notify,
+    reader: tokio::task::JoinHandle<Arrivals>,
+) -> Arrivals {
     let patience = Instant::now() + Duration::from_secs(60);
     while arrived.load(std::sync::atomic::Ordering::Relaxed) < total && Instant::now() < patience {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     stop.notify_one();
-    let (latencies, arrivals) = reader.await.expect("reader");
-    Paced {
-        sent: total,
-        send_span: last_sent.duration_since(start).as_secs_f64(),
-        last_sent: Some(last_sent),
-        latencies,
-        arrivals,
+    reader.await.expect("reader")
+}
+
+/// Sends `rate` messages a second for `seconds` (each at its due time, however many are in
+/// flight), numbered from `offset`, and waits until B's reader has seen them all.
+async fn paced(c: &Cluster, rate: f64, seconds: u64, offset: u64) -> Phase {
+    let sent_at = SentAt::default();
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let arrived = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let reader = spawn_probe_reader(c.http.clone(), c.b.clone(), c.reader.clone(), stop.clone(), arrived.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let start = Instant::now();
+    let total = (rate * seconds as f64) as u64;
+    let mut sends = futures::stream::FuturesUnordered::new();
+    for n in offset..offset + total {
+        let due = start + Duration::from_secs_f64((n - offset) as f64 / rate);
+        tokio::time::sleep_until(due.into()).await;
+        sent_at.lock().expect("sent times").insert(n, Instant::now());
+        let c = c.clone();
+        sends.push(tokio::spawn(async move { c.send(n).await }));
+        while let std::task::Poll::Ready(Some(_)) = futures::poll!(sends.next()) {}
     }
+    while let Some(sent) = sends.next().await {
+        sent.expect("a send failed");
+    }
+    let last_sent = Instant::now();
+    let arrivals = collect(&arrived, total, &stop, reader).await;
+    Phase::measure(start, last_sent, &sent_at, &arrivals)
 }
 
 async fn federation_scenario(args: &Args) {
     let (a, b) = tokio::join!(start_node(&args.server, "a"), start_node(&args.server, "b"));
     let http = reqwest::Client::builder().pool_max_idle_per_host(args.clients * 2).build().expect("client");
-    let alice = register(&http, &a.base, "alice").await;
-    let bob = register(&http, &b.base, "bob").await;
-    let room = create_public_room(&http, &a.base, &alice).await;
-    join_via(&http, &b.base, &bob, &room, &a.name).await;
+    let senders: Vec<String> = futures::stream::iter(0..args.fed_senders.max(1))
+        .map(|i| {
+            let (http, a) = (&http, &a.base);
+            async move { register(http, a, &format!("sender{i}")).await }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let reader = register(&http, &b.base, "bob").await;
+    let mut rooms = Vec::new();
+    for r in 0..args.fed_rooms.max(1) {
+        rooms.push(create_public_room(&http, &a.base, &senders[r % senders.len()]).await);
+    }
+    futures::stream::iter(rooms.iter().flat_map(|room| senders.iter().map(move |s| (room, s))))
+        .for_each_concurrent(16, |(room, sender)| {
+            let (http, a) = (&http, &a.base);
+            async move {
+                post(http, &format!("{a}/_matrix/client/v3/join/{}", urlencode(room)), Some(sender), json!({})).await;
+            }
+        })
+        .await;
+    futures::stream::iter(&rooms).for_each_concurrent(4, |room| join_via(&http, &b.base, &reader, room, &a.name)).await;
+    let c = Cluster {
+        http: http.clone(),
+        a: a.base.clone(),
+        b: b.base.clone(),
+        senders: Arc::new(senders),
+        rooms: Arc::new(rooms),
+        reader,
+    };
+    let spread = format!("{} rooms on A, {} senders on A", c.rooms.len(), c.senders.len());
 
-    // 1. Latency at a steady 200 events/s.
-    const RATE: f64 = 200.0;
-    let run = paced(&http, &a.base, &b.base, &alice, &bob, &room, RATE, args.seconds, 0).await;
-    let mut latencies = run.latencies.clone();
-    latencies.sort();
+    // 1. Latency at a steady rate (200 messages/s).
+    let rate = args.sizes.fed_rate;
+    let run = paced(&c, rate, args.seconds, 0).await;
     println!("| measure | value |");
     println!("|---|---|");
     println!(
-        "| send→sync across nodes at {RATE} events/s, {} s | {} of {} delivered; p50 {:.1} ms, p99 {:.1} ms |",
+        "| send→sync across nodes at {rate} events/s, {} s, {spread} | {} of {} delivered, {} duplicates; p50 {:.1} ms, p99 {:.1} ms; {} |",
         args.seconds,
-        latencies.len(),
+        run.delivered,
         run.sent,
-        percentile(&latencies, 0.5).as_secs_f64() * 1e3,
-        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        run.duplicates,
+        run.p(0.5),
+        run.p(0.99),
+        run.windows(),
     );
+    run.check("latency phase");
 
     // 1b. Sustained throughput: steady offered rates; a rate is sustained when every event
     // arrives on B and B keeps up (the last arrives within a second of the last send).
-    for (i, rate) in [1000.0, 1500.0, 2000.0, 2500.0].into_iter().enumerate() {
+    for (i, &rate) in args.sizes.fed_rates.iter().enumerate() {
         let offset = 10_000_000 * (i as u64 + 1);
-        let run = paced(&http, &a.base, &b.base, &alice, &bob, &room, rate, args.seconds, offset).await;
-        let mut latencies = run.latencies.clone();
-        latencies.sort();
-        let lag = match (run.arrivals.last(), run.last_sent) {
-            (Some(last), Some(sent)) if *last > sent => last.duration_since(sent).as_secs_f64(),
-            _ => 0.0,
-        };
-        let sustained = run.arrivals.len() as u64 == run.sent && lag < 1.0;
+        let run = paced(&c, rate, args.seconds, offset).await;
+        let sustained = run.delivered == run.sent && run.lag < 1.0;
         println!(
-            "| steady {rate} events/s offered for {} s | {} sent ({:.0}/s achieved on A); {} arrived on B; lag after the last send {:.2} s; p50 {:.1} ms, p99 {:.1} ms; {} |",
+            "| steady {rate} events/s offered for {} s, {spread} | {} sent ({:.0}/s achieved on A); {} arrived on B, {} duplicates; lag after the last send {:.2} s; p50 {:.1} ms, p99 {:.1} ms; {}; {} |",
             args.seconds,
             run.sent,
             run.sent as f64 / run.send_span.max(1e-9),
-            run.arrivals.len(),
-            lag,
-            percentile(&latencies, 0.5).as_secs_f64() * 1e3,
-            percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+            run.delivered,
+            run.duplicates,
+            run.lag,
+            run.p(0.5),
+            run.p(0.99),
+            run.windows(),
             if sustained { "sustained" } else { "NOT sustained" },
         );
+        run.check(&format!("steady {rate} events/s"));
     }
 
     // 2. Throughput: `--clients` senders on A as fast as they are answered.
-    let sent_at: Arc<std::sync::Mutex<std::collections::HashMap<u64, Instant>>> = Arc::default();
+    let sent_at = SentAt::default();
     let stop = Arc::new(tokio::sync::Notify::new());
     let arrived = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let reader = spawn_probe_reader(http.clone(), b.base.clone(), bob.clone(), sent_at, stop.clone(), arrived.clone());
+    let reader = spawn_probe_reader(http.clone(), b.base.clone(), c.reader.clone(), stop.clone(), arrived.clone());
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(args.seconds);
     let counter = Arc::new(std::sync::atomic::AtomicU64::new(1_000_000));
-    let mut senders = Vec::new();
+    let mut workers = Vec::new();
     for _ in 0..args.clients {
-        let (http, base, token, room, counter) =
-            (http.clone(), a.base.clone(), alice.clone(), room.clone(), counter.clone());
-        senders.push(tokio::spawn(async move {
+        let (c, counter, sent_at) = (c.clone(), counter.clone(), sent_at.clone());
+        workers.push(tokio::spawn(async move {
             while Instant::now() < deadline {
                 let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                send_probe(&http, &base, &token, &room, n).await;
+                sent_at.lock().expect("sent times").insert(n, Instant::now());
+                c.send(n).await;
             }
         }));
     }
-    for sender in senders {
-        sender.await.expect("sender");
+    for worker in workers {
+        worker.await.expect("sender");
     }
+    let last_sent = Instant::now();
     let sent = counter.load(std::sync::atomic::Ordering::Relaxed) - 1_000_000;
-    // B gets what is still in flight: wait for every event (a minute at most).
-    let patience = Instant::now() + Duration::from_secs(60);
-    while arrived.load(std::sync::atomic::Ordering::Relaxed) < sent && Instant::now() < patience {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    stop.notify_one();
-    let (_, arrivals) = reader.await.expect("reader");
-    let span = match (arrivals.first(), arrivals.last()) {
-        (Some(first), Some(last)) if last > first => last.duration_since(*first).as_secs_f64(),
-        _ => f64::NAN,
-    };
+    let arrivals = collect(&arrived, sent, &stop, reader).await;
+    let run = Phase::measure(start, last_sent, &sent_at, &arrivals);
     println!(
-        "| sustained across nodes, {} senders on A, {} s | {sent} sent ({:.0}/s on A); {} arrived in B's sync, {:.0} events/s |",
+        "| sustained across nodes, {} senders on A as fast as answered, {} s, {spread} | {} sent ({:.0}/s on A); {} arrived in B's sync, {} duplicates, {:.0} events/s; p50 {:.1} ms, p99 {:.1} ms; {} |",
         args.clients,
         args.seconds,
-        sent as f64 / args.seconds as f64,
-        arrivals.len(),
-        arrivals.len() as f64 / span,
+        run.sent,
+        run.sent as f64 / run.send_span.max(1e-9),
+        run.delivered,
+        run.duplicates,
+        run.arrival_rate,
+        run.p(0.5),
+        run.p(0.99),
+        run.windows(),
     );
+    run.check("as fast as answered");
 
     // 3. Joining a big room: `--rooms` members and 10,000 events on A, then B's user joins.
-    let big = create_public_room(&http, &a.base, &alice).await;
+    let alice = &c.senders[0];
+    let big = create_public_room(&http, &a.base, alice).await;
     let members = args.rooms.min(5000);
     let started = Instant::now();
     futures::stream::iter(0..members)
@@ -1295,16 +1930,17 @@ async fn federation_scenario(args: &Args) {
         .collect::<Vec<()>>()
         .await;
     let filled = Instant::now();
-    futures::stream::iter(0..10_000u64)
+    let events = args.sizes.big_room_events;
+    futures::stream::iter(0..events)
         .map(|n| {
-            let (http, base, token, big) = (&http, &a.base, &alice, &big);
-            async move { send_probe(http, base, token, big, 5_000_000 + n).await }
+            let (http, base, big) = (&http, &a.base, &big);
+            async move { send_probe(http, base, alice, big, 5_000_000 + n).await }
         })
         .buffer_unordered(32)
         .collect::<Vec<()>>()
         .await;
     eprintln!(
-        "big room ready: {members} members in {:.0} s, 10,000 events in {:.0} s",
+        "big room ready: {members} members in {:.0} s, {events} events in {:.0} s",
         filled.duration_since(started).as_secs_f64(),
         filled.elapsed().as_secs_f64()
     );
@@ -1312,7 +1948,7 @@ async fn federation_scenario(args: &Args) {
     let joining = Instant::now();
     join_via(&http, &b.base, &carol, &big, &a.name).await;
     println!(
-        "| join from B of a room on A with {} members and 10,000 events | {:.2} s |",
+        "| join from B of a room on A with {} members and {events} events | {:.2} s |",
         members + 1,
         joining.elapsed().as_secs_f64()
     );
