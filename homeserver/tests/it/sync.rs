@@ -301,7 +301,8 @@ async fn typing_receipts_and_read_markers_reach_sync() {
         let (http, b) = (server.http(), b.clone());
         tokio::spawn(async move { http.get(url).bearer_auth(b).send().await.unwrap().json::<Value>().await.unwrap() })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.wait_for_waiting("syncs", 1).await;
+    assert!(!poll.is_finished(), "nothing new yet: bob's sync waits");
     put(
         &server,
         &a,
@@ -827,7 +828,8 @@ async fn sliding_sync_orders_rooms_by_recency_and_follows_new_messages() {
             http.post(url).bearer_auth(a).json(&body).send().await.unwrap().json::<Value>().await.unwrap()
         })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.wait_for_waiting("syncs", 1).await;
+    assert!(!poll.is_finished(), "nothing new yet: the sliding sync waits");
     put(
         &server,
         &a,
