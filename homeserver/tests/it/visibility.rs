@@ -2,7 +2,14 @@
 //! `m.room.history_visibility` at each event and the periods the reader was actually in the room.
 //! Every reading endpoint is checked with raw HTTP, so the exact status and errcode are asserted.
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::BTreeSet,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Mutex,
+    },
+    time::{Duration, Instant},
+};
 
 use serde_json::{json, Value};
 
@@ -61,11 +68,22 @@ impl User {
         self.post("/_matrix/client/v3/createRoom", body).await["room_id"].as_str().unwrap().to_owned()
     }
 
-    /// Sends a text message and returns its event id.
+    /// Sends a text message and returns its event id. Each send has a transaction id of its own
+    /// (a counter): a repeated one would be answered with the first send's event, nothing sent.
     async fn say(&self, room: &str, text: &str) -> String {
-        let txn = format!("{}-{}", text.replace(' ', "_"), Instant::now().elapsed().as_nanos());
+        static TXN: AtomicU64 = AtomicU64::new(0);
+        static SENT: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+        let txn = format!("say{}", TXN.fetch_add(1, Ordering::Relaxed));
         let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}");
-        self.put(&path, json!({ "msgtype": "m.text", "body": text })).await["event_id"].as_str().unwrap().to_owned()
+        let event = self.put(&path, json!({ "msgtype": "m.text", "body": text })).await["event_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            SENT.lock().unwrap().insert(event.clone()),
+            "{text:?} in {room} was not sent: {event} is an earlier send"
+        );
+        event
     }
 
     async fn set_state(&self, room: &str, kind: &str, key: &str, content: Value) -> String {
