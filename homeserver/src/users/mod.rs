@@ -147,6 +147,24 @@ pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
+/// Test hook: a file holding how many milliseconds the clock of access-token lifetimes runs ahead
+/// of the system clock (read at each use), so that a test moves past an expiry instead of waiting
+/// for it. Never set in production (not `HEMICYCLE_*`: those are configuration keys).
+pub const TOKEN_CLOCK_OFFSET_ENV: &str = "FAULT_HEMICYCLE_TOKEN_CLOCK_OFFSET_FILE";
+
+/// The clock access-token lifetimes are measured on (refreshable tokens, an admin's login-as
+/// token with `valid_until_ms`): [`now_ms`], moved by the [`TOKEN_CLOCK_OFFSET_ENV`] hook.
+pub fn token_clock_ms() -> u64 {
+    static OFFSET_FILE: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    let offset = OFFSET_FILE
+        .get_or_init(|| std::env::var_os(TOKEN_CLOCK_OFFSET_ENV).map(Into::into))
+        .as_ref()
+        .and_then(|path| std::fs::read_to_string(path).ok())
+        .and_then(|text| text.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    now_ms().saturating_add(offset)
+}
+
 pub(crate) fn token_hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
@@ -650,7 +668,7 @@ impl Users {
             expires_at_ms,
             appservice: None,
         };
-        let expires = refresh.map(|lifetime| now_ms().saturating_add(lifetime.as_millis() as u64));
+        let expires = refresh.map(|lifetime| token_clock_ms().saturating_add(lifetime.as_millis() as u64));
         self.db.tables.tokenhash_session.insert(batch, &hash.to_vec(), &Json(owner(expires)));
         let lifetime = refresh?;
         let refresh_token = new_access_token();
@@ -754,7 +772,7 @@ impl Users {
         if account.is_some_and(|a| a.locked) {
             return Err(Error::UserLocked);
         }
-        if owner.expires_at_ms.is_some_and(|expiry| now_ms() >= expiry) {
+        if owner.expires_at_ms.is_some_and(|expiry| token_clock_ms() >= expiry) {
             return Err(Error::ExpiredToken);
         }
         let now = now_ms();

@@ -14,7 +14,7 @@ use matrix_sdk::ruma::{
 };
 use serde_json::{json, Value};
 
-use crate::common::{forbidden, matrix_error, sdk_error, unknown_token, TestServer};
+use crate::common::{forbidden, matrix_error, sdk_error, unknown_token, TestServer, TokenClock};
 
 fn password_auth(user: &str, password: &str, session: Option<String>) -> AuthData {
     let mut p = Password::new(UserIdentifier::Matrix(MatrixUserIdentifier::new(user.to_owned())), password.to_owned());
@@ -285,10 +285,15 @@ async fn room_tags_are_kept_per_room() {
 
 /// Refresh tokens: a client that asks for one gets an expiring access token; `POST /refresh`
 /// rotates both (the old ones stop working), an expired token is a soft logout, and
-/// matrix-sdk refreshes by itself when its token expires.
+/// matrix-sdk refreshes by itself when its token expires. Tokens live an hour, and expire when
+/// the test moves the server's token clock past it.
 #[tokio::test]
 async fn refresh_tokens_rotate_and_expire() {
-    let server = TestServer::start_with(&[("session.refreshable_access_token_lifetime_s", 2.into())]);
+    let clock = TokenClock::system();
+    let (env, path) = clock.env();
+    let server =
+        TestServer::start_with_env(&[("session.refreshable_access_token_lifetime_s", 3600.into())], &[(env, &path)]);
+    let hour = std::time::Duration::from_secs(3600);
     server.register("alice", "pw").await;
     let http = server.http();
     let url = |path: &str| format!("{}{path}", server.url);
@@ -302,7 +307,7 @@ async fn refresh_tokens_rotate_and_expire() {
         http.post(url("/_matrix/client/v3/login")).json(&login).send().await.unwrap().json().await.unwrap();
     let (access, refresh) =
         (session["access_token"].as_str().unwrap().to_owned(), session["refresh_token"].as_str().unwrap().to_owned());
-    assert_eq!(session["expires_in_ms"], 2000, "{session}");
+    assert_eq!(session["expires_in_ms"], 3_600_000, "{session}");
     let whoami = |token: String| {
         let request = http.get(url("/_matrix/client/v3/account/whoami")).bearer_auth(token);
         async move {
@@ -323,7 +328,7 @@ async fn refresh_tokens_rotate_and_expire() {
     let refreshed = refresh_with(refresh.clone()).await;
     let new_access = refreshed["access_token"].as_str().unwrap().to_owned();
     let new_refresh = refreshed["refresh_token"].as_str().unwrap().to_owned();
-    assert_eq!(refreshed["expires_in_ms"], 2000);
+    assert_eq!(refreshed["expires_in_ms"], 3_600_000);
     assert_ne!(new_access, access);
     let (status, body) = whoami(new_access.clone()).await;
     assert_eq!((status, body["device_id"].clone()), (200, session["device_id"].clone()), "same device");
@@ -334,8 +339,10 @@ async fn refresh_tokens_rotate_and_expire() {
     assert_eq!(again.status(), 401, "the old refresh token is gone");
     assert_eq!(again.json::<Value>().await.unwrap()["errcode"], "M_UNKNOWN_TOKEN");
 
-    // Past its lifetime the access token is a soft logout.
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    // Just before the end of its lifetime it works; past it, it is a soft logout.
+    clock.advance(hour - std::time::Duration::from_secs(60));
+    assert_eq!(whoami(new_access.clone()).await.0, 200, "a minute before it expires");
+    clock.advance(std::time::Duration::from_secs(61));
     let (status, body) = whoami(new_access.clone()).await;
     assert_eq!(status, 401);
     assert_eq!((body["errcode"].as_str(), body["soft_logout"].as_bool()), (Some("M_UNKNOWN_TOKEN"), Some(true)));
@@ -362,6 +369,7 @@ async fn refresh_tokens_rotate_and_expire() {
     let session: Value =
         http.post(url("/_matrix/client/v3/login")).json(&plain).send().await.unwrap().json().await.unwrap();
     assert!(session.get("refresh_token").is_none() && session.get("expires_in_ms").is_none(), "{session}");
+    let plain_token = session["access_token"].as_str().unwrap().to_owned();
 
     // matrix-sdk asks for a refresh token and refreshes by itself once the token expired.
     let client =
@@ -369,10 +377,11 @@ async fn refresh_tokens_rotate_and_expire() {
     client.matrix_auth().login_username("alice", "pw").request_refresh_token().send().await.unwrap();
     let first = client.access_token().unwrap();
     assert!(client.matrix_auth().session().unwrap().tokens.refresh_token.is_some());
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    clock.advance(hour + std::time::Duration::from_secs(1));
     let me = client.whoami().await.expect("matrix-sdk refreshes and retries");
     assert_eq!(me.user_id.as_str(), "@alice:localhost");
     assert_ne!(client.access_token().unwrap(), first, "a new access token was fetched");
+    assert_eq!(whoami(plain_token).await.0, 200, "a token without refresh_token outlives the hours gone by");
 }
 
 /// Signing a new device in from an existing one: `POST /login/get_token` (password confirmed

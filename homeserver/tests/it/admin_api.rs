@@ -4,7 +4,7 @@
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::common::{api, upload, TestServer};
+use crate::common::{api, upload, TestServer, TokenClock};
 
 async fn login(server: &TestServer, user: &str, password: &str) -> String {
     let body = json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": user }, "password": password });
@@ -15,7 +15,12 @@ async fn login(server: &TestServer, user: &str, password: &str) -> String {
 
 /// A server with an admin (`root`) and a regular user (`alice`); their tokens.
 async fn setup() -> (TestServer, String, String) {
-    let server = TestServer::start();
+    setup_with_env(&[]).await
+}
+
+/// [`setup`], the server started with extra environment variables.
+async fn setup_with_env(env: &[(&str, &str)]) -> (TestServer, String, String) {
+    let server = TestServer::start_with_env(&[], env);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("pw"), "root-pw").unwrap();
     let out =
@@ -1348,10 +1353,13 @@ async fn memberships_joins_events_and_scheduled_tasks() {
     assert_eq!(active, json!({ "scheduled_tasks": [] }));
 }
 
-/// Login-as with `valid_until_ms`: the token works until then, and is refused after.
+/// Login-as with `valid_until_ms`: the token works until then, and is refused after (an hour on,
+/// which the test's token clock makes now).
 #[tokio::test]
 async fn a_login_as_token_with_an_expiry_stops_working() {
-    let (server, root, _alice) = setup().await;
+    let clock = TokenClock::system();
+    let (env, path) = clock.env();
+    let (server, root, _alice) = setup_with_env(&[(env, &path)]).await;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
     let past = call(
         &server,
@@ -1362,7 +1370,7 @@ async fn a_login_as_token_with_an_expiry_stops_working() {
     )
     .await;
     assert_eq!(got(&past), error(400, "M_INVALID_PARAM"));
-    let until = now + 1500;
+    let until = now + 3_600_000;
     let (status, body) = call(
         &server,
         Method::POST,
@@ -1375,10 +1383,10 @@ async fn a_login_as_token_with_an_expiry_stops_working() {
     let token = body["access_token"].as_str().unwrap().to_owned();
     let (status, whoami) = api(&server, Method::GET, Some(&token), "/_matrix/client/v3/account/whoami", None).await;
     assert_eq!((status, &whoami["user_id"]), (200, &json!("@alice:localhost")));
-    let wait = until
-        .saturating_sub(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64)
-        + 100;
-    tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+    clock.advance(std::time::Duration::from_secs(3540));
+    let (status, _) = api(&server, Method::GET, Some(&token), "/_matrix/client/v3/account/whoami", None).await;
+    assert_eq!(status, 200, "a minute before valid_until_ms");
+    clock.advance(std::time::Duration::from_secs(61));
     let (status, body) = api(&server, Method::GET, Some(&token), "/_matrix/client/v3/account/whoami", None).await;
     assert_eq!((status, body["errcode"].as_str()), (401, Some("M_UNKNOWN_TOKEN")), "{body}");
 }

@@ -234,6 +234,37 @@ impl Drop for TestServer {
     }
 }
 
+/// The clock a server measures access-token lifetimes on, moved by the test (the server's
+/// `FAULT_HEMICYCLE_TOKEN_CLOCK_OFFSET_FILE` hook): a token expires when the test says so, not
+/// after a wait that a loaded machine may stretch past a lifetime.
+pub struct TokenClock {
+    dir: TempDir,
+}
+
+impl TokenClock {
+    /// A clock reading the system time, until [`TokenClock::advance`].
+    pub fn system() -> Self {
+        let clock = TokenClock { dir: tempfile::tempdir().unwrap() };
+        std::fs::write(clock.path(), "0").unwrap();
+        clock
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("token-clock-offset-ms")
+    }
+
+    /// The environment variable handing the clock to a server (see [`TestServer::start_with_env`]).
+    pub fn env(&self) -> (&'static str, String) {
+        ("FAULT_HEMICYCLE_TOKEN_CLOCK_OFFSET_FILE", self.path().to_string_lossy().into_owned())
+    }
+
+    /// Moves the server's token clock forward by `by`.
+    pub fn advance(&self, by: Duration) {
+        let now: u64 = std::fs::read_to_string(self.path()).unwrap().trim().parse().unwrap();
+        std::fs::write(self.path(), (now + by.as_millis() as u64).to_string()).unwrap();
+    }
+}
+
 /// Percent-encodes a query parameter value (e.g. an inline JSON filter).
 pub fn urlencode(s: &str) -> String {
     s.bytes()

@@ -561,7 +561,7 @@ async fn login_as(
     if account.deactivated {
         return Err(Error::BadState("the account is deactivated".into()).into());
     }
-    if body.valid_until_ms.is_some_and(|until| until <= crate::users::now_ms()) {
+    if body.valid_until_ms.is_some_and(|until| until <= crate::users::token_clock_ms()) {
         return Err(Error::invalid_param("valid_until_ms is in the past").into());
     }
     let session = services.users.login(&user, None, Some("admin login".to_owned()), None, None).await?;
