@@ -1,6 +1,8 @@
-//! The Application Service API against a real appservice process on loopback: registration
-//! files, `as_token` masquerading, exclusive namespaces, transactions that survive a failing
-//! appservice and a kill -9 of the server, pings and alias queries.
+//! The Application Service API against an appservice stub the test serves itself (axum on
+//! loopback: it records what the homeserver sends and answers queries; it is no real appservice,
+//! those are `hemicycle-workspace` in federation-tests/tests/workspace.rs): registration files,
+//! `as_token` masquerading, exclusive namespaces, transactions that survive a failing appservice
+//! and a kill -9 of the server, pings and alias queries.
 
 use std::{
     sync::{
@@ -18,7 +20,8 @@ use crate::common::{api, register_raw, urlencode, TestServer, BIN};
 const AS_TOKEN: &str = "as-secret-token";
 const HS_TOKEN: &str = "hs-secret-token";
 
-/// What the appservice received: every transaction attempt it accepted (id, events), and pings.
+/// What the appservice stub received: every transaction attempt it accepted (id, events), and
+/// pings.
 #[derive(Default)]
 struct Received {
     transactions: Vec<(String, Vec<Value>)>,
@@ -32,16 +35,17 @@ struct Received {
     refused: usize,
 }
 
-/// An appservice on loopback that records what the homeserver sends and, when asked for an alias
-/// in its namespace, creates that room through the homeserver's client API with its `as_token`.
-struct Appservice {
+/// An appservice stub served by the test on loopback: it records what the homeserver sends and,
+/// when asked for an alias in its namespace, creates that room through the homeserver's client
+/// API with its `as_token`.
+struct AppserviceStub {
     url: String,
     received: Arc<Mutex<Received>>,
     failing: Arc<AtomicBool>,
     homeserver: Arc<Mutex<String>>,
 }
 
-async fn appservice() -> Appservice {
+async fn appservice_stub() -> AppserviceStub {
     use axum::{
         extract::{Path, State},
         http::{HeaderMap, StatusCode},
@@ -164,7 +168,7 @@ async fn appservice() -> Appservice {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    Appservice { url, received: st.received, failing: st.failing, homeserver: st.homeserver }
+    AppserviceStub { url, received: st.received, failing: st.failing, homeserver: st.homeserver }
 }
 
 fn registration(url: &str) -> String {
@@ -175,7 +179,7 @@ fn registration(url: &str) -> String {
     )
 }
 
-impl Appservice {
+impl AppserviceStub {
     /// The message bodies received, once per transaction id (as an appservice dedupes them),
     /// after checking that a transaction sent twice had the same events both times.
     fn bodies(&self) -> Vec<String> {
@@ -220,7 +224,7 @@ async fn send(server: &TestServer, token: &str, room: &str, txn: &str, body: &st
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_appservice_registers_masquerades_and_gets_every_event_once() {
-    let service = appservice().await;
+    let service = appservice_stub().await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("workspace.yaml");
     std::fs::write(&file, registration(&service.url)).unwrap();

@@ -117,8 +117,9 @@ async fn pushers_are_set_listed_moved_and_removed() {
     assert_eq!(anonymous.status(), 401);
 }
 
-/// A push gateway on loopback: records what it accepts; can be made to fail or to reject a pushkey.
-struct Gateway {
+/// A push gateway stub served by the test on loopback (no real gateway such as Sygnal): records
+/// the notifications it accepts; can be made to fail or to reject a pushkey.
+struct GatewayStub {
     url: String,
     accepted: tokio::sync::mpsc::UnboundedReceiver<Value>,
     failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -126,7 +127,7 @@ struct Gateway {
     attempts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
-async fn gateway() -> Gateway {
+async fn gateway_stub() -> GatewayStub {
     use std::sync::{atomic::Ordering, Arc};
     let (tx, accepted) = tokio::sync::mpsc::unbounded_channel();
     let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -151,10 +152,10 @@ async fn gateway() -> Gateway {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/_matrix/push/v1/notify", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    Gateway { url, accepted, failing, rejecting, attempts }
+    GatewayStub { url, accepted, failing, rejecting, attempts }
 }
 
-impl Gateway {
+impl GatewayStub {
     async fn next(&mut self) -> Value {
         tokio::time::timeout(std::time::Duration::from_secs(20), self.accepted.recv())
             .await
@@ -170,13 +171,13 @@ async fn send_text(server: &TestServer, token: &str, room: &str, txn: &str, body
     v["event_id"].as_str().unwrap().to_owned()
 }
 
-/// Notifications reach a real push gateway with the spec's body; a failing gateway gets them
-/// after it recovers — across a kill -9 of the server — each once; a rejected pushkey loses its
-/// pusher.
+/// Notifications reach a push gateway (a stub recording them) with the spec's body; a failing
+/// gateway gets them after it recovers — across a kill -9 of the server — each once; a rejected
+/// pushkey loses its pusher.
 #[tokio::test]
 async fn notifications_reach_the_push_gateway_once_across_failures_and_restarts() {
     use std::sync::atomic::Ordering;
-    let mut gw = gateway().await;
+    let mut gw = gateway_stub().await;
     let mut server = TestServer::start();
     let alice = server.register("alice", "pw").await;
     let bob = server.register("bob", "pw").await;
