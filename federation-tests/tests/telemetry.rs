@@ -1,6 +1,9 @@
 //! Traces: two nodes export their spans over OTLP/HTTP to a receiver run by the test, which
-//! decodes the protobuf it gets. One message sent on A is followed from the client's request on A
-//! (request → `rooms.append` → `db.commit`) to the transaction A sends and B receives, in one trace.
+//! decodes the protobuf it gets. One message sent on A is followed through the client's request on
+//! A (request → `rooms.append` → `db.commit`, one trace), then through the very transaction that
+//! carried it: B's `rooms.append_remote` of that event id sits under B's handling of a transaction
+//! (`federation.receive_transaction`, named by its `txn_id`), and A's span sending the transaction
+//! of that id to B is in the same trace (its context travelled in `traceparent`).
 
 use std::{
     sync::{Arc, Mutex},
@@ -120,7 +123,7 @@ async fn one_trace_follows_a_message_from_the_client_on_a_to_node_b() {
     let room = a.create_room(&alice, json!({ "preset": "public_chat" })).await;
     b.join(&bob, &room, &[a.server_name()]).await;
     let since = b.sync_token(&bob).await;
-    a.send_text(&alice, &room, "suivi de bout en bout").await;
+    let event = a.send_text(&alice, &room, "suivi de bout en bout").await;
     b.wait_for_bodies(&bob, &room, &since, &["suivi de bout en bout".to_owned()]).await;
 
     // On A: the client's PUT, the append under it, the commit under the append.
@@ -144,27 +147,46 @@ async fn one_trace_follows_a_message_from_the_client_on_a_to_node_b() {
     assert_eq!(commit.trace_id, request.trace_id);
     assert_eq!(append.attribute("room"), Some(room.as_str()));
 
-    // A's outgoing transactions and B's handling of them share a trace: the context travelled in
-    // `traceparent`.
-    let (sent, handled) = wait_for(&received, "a transaction of node-a handled by node-b in the same trace", |spans| {
-        spans.iter().filter(|s| s.service.contains("node-a") && s.name == "federation.send_transaction").find_map(
-            |sent| {
-                let handled = spans.iter().find(|s| {
-                    s.service.contains("node-b")
-                        && s.name == "federation.receive_transaction"
-                        && s.trace_id == sent.trace_id
-                })?;
-                Some((sent.clone(), handled.clone()))
-            },
-        )
+    // The transaction that brought this very event to B: B's append of the event id, under B's
+    // handling of a transaction (found by walking up B's spans, not by trace id).
+    let (appended, handled, b_request) =
+        wait_for(&received, "node-b's append of the message under its handling of a transaction", |spans| {
+            let appended = spans.iter().find(|s| {
+                s.service.contains("node-b")
+                    && s.name == "rooms.append_remote"
+                    && s.attribute("event_id") == Some(event.as_str())
+            })?;
+            let parent_of =
+                |span: &Span| spans.iter().find(|p| p.service.contains("node-b") && p.span_id == span.parent_span_id);
+            let mut handled = parent_of(appended)?;
+            while handled.name != "federation.receive_transaction" {
+                handled = parent_of(handled)?;
+            }
+            let b_request = parent_of(handled)?;
+            Some((appended.clone(), handled.clone(), b_request.clone()))
+        })
+        .await;
+    assert_eq!(handled.attribute("origin"), Some(a.server_name().as_str()));
+    assert_eq!(b_request.name, "PUT /_matrix/federation/v1/send/{transaction_id}");
+    let txn_id = handled.attribute("txn_id").expect("the transaction's id on B's span").to_owned();
+    // A's span sending that transaction (found by its id, not by trace id) to B.
+    let sent = wait_for(&received, &format!("node-a's span sending transaction {txn_id}"), |spans| {
+        spans
+            .iter()
+            .find(|s| {
+                s.service.contains("node-a")
+                    && s.name == "federation.send_transaction"
+                    && s.attribute("txn_id") == Some(txn_id.as_str())
+            })
+            .cloned()
     })
     .await;
     assert_eq!(sent.attribute("destination"), Some(b.server_name().as_str()));
-    assert_eq!(handled.attribute("origin"), Some(a.server_name().as_str()));
-    let b_request = {
-        let spans = received.spans.lock().unwrap();
-        spans.iter().find(|s| s.span_id == handled.parent_span_id).cloned().expect("B's request span")
-    };
-    assert_eq!(b_request.name, "PUT /_matrix/federation/v1/send/{transaction_id}");
+    // One trace from A's send to B's append of the event: the context travelled in `traceparent`.
     assert_eq!(b_request.trace_id, sent.trace_id, "B's request span continues A's trace");
+    assert_eq!(handled.trace_id, sent.trace_id);
+    assert_eq!(
+        appended.trace_id, sent.trace_id,
+        "B's append of {event} is in the trace of the transaction that carried it"
+    );
 }

@@ -5,8 +5,9 @@
 //! taken from a `traceparent` header when a peer sent one), the service step under it
 //! (`rooms.append`, `federation.receive_transaction`, …), the wait for the database commit
 //! (`db.commit`), and the transactions the federation sender sends (`federation.send_transaction`,
-//! whose trace context goes to the peer in `traceparent`), so one trace follows a message from the
-//! sender's client to the recipient's server.
+//! named by `txn_id`, whose trace context goes to the peer in `traceparent`), so one trace follows
+//! a transaction from the sending server into the recipient's handling of each of its PDUs (the
+//! client's request that made an event is a trace of its own: the sender works from the stream).
 
 use std::time::Duration;
 

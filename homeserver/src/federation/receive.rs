@@ -41,7 +41,7 @@ const MISSING_EVENTS_MAX: usize = 500;
 
 /// Processes `PUT /send/{txnId}`: each room's PDUs in order, rooms in parallel, then the EDUs.
 /// A transaction seen before is answered as it was the first time.
-#[tracing::instrument(name = "federation.receive_transaction", skip_all, fields(origin = %origin, pdus = pdus.len(), edus = edus.len()))]
+#[tracing::instrument(name = "federation.receive_transaction", skip_all, fields(origin = %origin, txn_id = %txn_id, pdus = pdus.len(), edus = edus.len()))]
 pub async fn transaction(
     services: &Arc<Services>,
     origin: &ServerName,

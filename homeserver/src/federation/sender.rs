@@ -394,6 +394,7 @@ async fn worker(services: Arc<Services>, server: OwnedServerName, notify: Arc<No
             "federation.send_transaction",
             otel.kind = "client",
             destination = %server,
+            txn_id = %request.transaction_id,
             pdus = request.pdus.len(),
             edus = request.edus.len()
         );
