@@ -253,6 +253,9 @@ pub struct Node {
     sdk_stores: AtomicUsize,
     /// The venv's Python when this node is a Synapse (see [`Node::start_synapse`]).
     synapse: Option<PathBuf>,
+    /// The `set_presence` of the harness's syncs on this node (`None`: the spec's default,
+    /// `online`); see [`Node::set_sync_presence`].
+    sync_presence: std::sync::Mutex<Option<String>>,
 }
 
 impl Node {
@@ -294,6 +297,7 @@ impl Node {
             http,
             sdk_stores: AtomicUsize::new(0),
             synapse: None,
+            sync_presence: Default::default(),
         };
         node.spawn().await;
         node
@@ -345,6 +349,7 @@ impl Node {
             http,
             sdk_stores: AtomicUsize::new(0),
             synapse: Some(python),
+            sync_presence: Default::default(),
         };
         node.spawn().await;
         node
@@ -835,11 +840,22 @@ impl Node {
         self.sync_with_filter(token, since, timeout_ms, TIMELINE_FILTER).await
     }
 
+    /// Makes every later sync of the harness on this node send `set_presence=<presence>`. A sync
+    /// that repeats a user's presence (other than `online`, which it refreshes now and then)
+    /// writes nothing, so the node tells no other server anything: a node that must not speak
+    /// first after a restart.
+    pub fn set_sync_presence(&self, presence: Option<&str>) {
+        *self.sync_presence.lock().expect("sync presence") = presence.map(str::to_owned);
+    }
+
     /// `GET /sync` with an inline JSON filter.
     pub async fn sync_with_filter(&self, token: &str, since: Option<&str>, timeout_ms: u64, filter: &str) -> Value {
         let mut path = format!("/_matrix/client/v3/sync?timeout={timeout_ms}&filter={}", enc(filter));
         if let Some(since) = since {
             let _ = write!(path, "&since={}", enc(since));
+        }
+        if let Some(presence) = self.sync_presence.lock().expect("sync presence").as_deref() {
+            let _ = write!(path, "&set_presence={}", enc(presence));
         }
         let response = self
             .http
