@@ -350,6 +350,50 @@ async fn killed_node_catches_up() {
     assert_eq!(with_prefix(&caught_up, "pendant la panne de A"), sent, "the 20, in order, each once");
 }
 
+/// Adds the text of every `org.example.note` to-device message `token`'s user gets from `since` to
+/// `texts`, until `until` is among them; answers where to go on from.
+async fn gather_notes(node: &Node, token: &str, since: &str, until: &str, texts: &mut Vec<String>) -> String {
+    let what = format!("the to-device message {until:?}");
+    let seen = node
+        .wait_sync(token, Some(since), REDELIVERY_WAIT, &what, |s| {
+            for event in s["to_device"]["events"].as_array().into_iter().flatten() {
+                assert_eq!(event["type"], "org.example.note", "{event}");
+                texts.push(event["content"]["texte"].as_str().unwrap_or("?").to_owned());
+            }
+            texts.iter().any(|t| t == until)
+        })
+        .await;
+    next_batch(&seen)
+}
+
+/// A to-device message for a server that is down is queued durably: accepted, the sending node
+/// killed (`kill -9`) while it cannot have delivered it, then both nodes started again — the
+/// message reaches the recipient's device, once. The two users share no room: the sender has
+/// never delivered anything to that server before.
+#[tokio::test]
+async fn a_to_device_message_for_a_server_that_is_down_survives_a_kill() {
+    let (mut a, mut b) = two_nodes().await;
+    let (_, at) = a.register("alice").await;
+    let (bob, bt) = b.register("bob").await;
+    let device = b.get(&bt, "/_matrix/client/v3/account/whoami").await["device_id"].as_str().unwrap().to_owned();
+    let bob_since = b.sync_token(&bt).await;
+    b.kill().await;
+    let messages = json!({ bob.clone(): { device.clone(): { "texte": "gardé pour B" } } });
+    let path = "/_matrix/client/v3/sendToDevice/org.example.note/pendant-la-panne";
+    a.put(&at, path, json!({ "messages": messages })).await;
+    a.kill().await;
+    b.restart().await;
+    a.restart().await;
+    let mut texts = Vec::new();
+    let since = gather_notes(&b, &bt, &bob_since, "gardé pour B", &mut texts).await;
+    // A second message, sent once the first arrived: a second delivery of the first would come
+    // no later than it (one queue per destination, in order).
+    let messages = json!({ bob.clone(): { device.clone(): { "texte": "témoin" } } });
+    a.put(&at, "/_matrix/client/v3/sendToDevice/org.example.note/temoin", json!({ "messages": messages })).await;
+    gather_notes(&b, &bt, &since, "témoin", &mut texts).await;
+    assert_eq!(texts, ["gardé pour B", "témoin"], "each once");
+}
+
 #[tokio::test]
 async fn federation_allow_refuses_outsiders() {
     let (b, c) = tokio::join!(Node::start("b", &[]), Node::start("c", &[]));

@@ -101,12 +101,19 @@ impl Sender {
     }
 }
 
-/// Starts the dispatcher and a worker for every destination that has a position already.
+/// Starts the dispatcher and a worker for every destination that has a position already or EDUs
+/// waiting (one never delivered to has no position yet: a to-device message for a server that
+/// was down).
 pub fn start(services: Arc<Services>) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<OwnedServerName>();
     *services.federation.sender.spawner.lock().expect("sender spawner") = Some(tx);
-    let known: Vec<OwnedServerName> =
+    let mut known: Vec<OwnedServerName> =
         services.db.tables.servername_sentpos.iter().filter_map(|r| r.ok().map(|(s, _)| s)).collect();
+    for server in queued_edu_destinations(&services) {
+        if !known.contains(&server) {
+            known.push(server);
+        }
+    }
     let spawning = services.clone();
     tokio::spawn(async move {
         for server in known {
@@ -117,6 +124,20 @@ pub fn start(services: Arc<Services>) {
         }
     });
     tokio::spawn(dispatch(services));
+}
+
+/// The destinations with EDUs waiting in `servernamepos_edu`: one read each, every read starting
+/// past the keys of the destination before.
+fn queued_edu_destinations(services: &Services) -> Vec<OwnedServerName> {
+    let table = &services.db.tables.servernamepos_edu;
+    let mut servers = Vec::new();
+    let mut start = Vec::new();
+    while let Some(Ok(((server, _), _))) = table.scan_from(Vec::new(), start.clone(), true).next() {
+        start = prefix(&server);
+        start.extend([0xFF; 9]);
+        servers.push(server);
+    }
+    servers
 }
 
 fn spawn_worker(services: &Arc<Services>, server: OwnedServerName) {

@@ -516,8 +516,10 @@ async fn create_room_validates_everything_first() {
 }
 
 /// An invite needs the invitee's server to sign it: a server that cannot be reached is an
-/// explicit 502, never a silent 200. To-device messages for other servers are queued durably
-/// for the federation sender, except for servers outside `federation.allow` (403).
+/// explicit 502, never a silent 200. To-device messages for other servers are accepted for the
+/// federation sender (that the queue survives a kill is checked end to end in federation-tests,
+/// `a_to_device_message_for_a_server_that_is_down_survives_a_kill`), except for servers outside
+/// `federation.allow` (403).
 #[tokio::test]
 async fn remote_invites_need_the_remote_server_and_to_device_messages_follow_the_allow_list() {
     let server = TestServer::start_with(&[("federation.allow", toml::Value::Array(vec!["friend.example".into()]))]);
@@ -560,7 +562,7 @@ async fn remote_invites_need_the_remote_server_and_to_device_messages_follow_the
             Some(json!({ "messages": { "@bob:friend.example": { "*": { "hello": 1 } } } })),
         )
         .await;
-    assert_eq!(queued.0, 200, "a to-device message for an allowed server is queued: {queued:?}");
+    assert_eq!(queued.0, 200, "a to-device message for an allowed server is accepted: {queued:?}");
 }
 
 /// Member counts and heroes come with an initial sync and when membership changes, not with
