@@ -723,17 +723,52 @@ async fn server_acl_shuts_a_server_out() {
     let nameservers = toml::Value::Array(vec![dns.addr.to_string().into()]);
     let a = Node::start_with("a", None, &[], &[("federation.nameservers", nameservers)]).await;
     let (_, at) = a.register("alice").await;
-    let (_, bt) = b.register("bob").await;
+    let (bob, bt) = b.register("bob").await;
     let via = [a.server_name()];
     // A room open to B, and one whose ACL shuts B out from the start (server names match
     // whatever their case).
     let open = a.create_room(&at, json!({ "preset": "public_chat" })).await;
-    let acl = json!({ "type": "m.room.server_acl", "state_key": "",
-                      "content": { "allow": ["*"], "deny": ["*.Ministere.TEST"], "allow_ip_literals": true } });
+    let deny_b = json!({ "allow": ["*"], "deny": ["*.Ministere.TEST"], "allow_ip_literals": true });
+    let acl = json!({ "type": "m.room.server_acl", "state_key": "", "content": deny_b.clone() });
     let closed = a.create_room(&at, json!({ "preset": "public_chat", "initial_state": [acl] })).await;
     b.join(&bt, &open, &via).await;
     let (status, error) = b.try_join(&bt, &closed, &via).await;
     assert_eq!((status, error["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "B is denied by the ACL: {error}");
     let members = a.joined_members(&at, &closed).await;
     assert_eq!(members.len(), 1, "only alice in the closed room: {members:?}");
+
+    // The room B joined gets the same ACL. Bob is still a member, but what B sends for the room
+    // from then on is refused by A: his message, his typing, his read receipt.
+    let control = a.create_room(&at, json!({ "preset": "public_chat" })).await;
+    b.join(&bt, &control, &via).await;
+    let b_since = b.sync_token(&bt).await;
+    let read = a.send_text(&at, &open, "à lire").await;
+    b.wait_for_timeline(&bt, &open, Some(&b_since), |e| e["event_id"] == read.as_str(), SYNC_WAIT).await;
+    // (A sends B nothing of the room from now on, the ACL included: bob acts on what B holds.)
+    a.put_state(&at, &open, "m.room.server_acl", "", deny_b).await;
+    let a_since = a.sync_token(&at).await;
+    let refused = b.send_text(&bt, &open, "malgré l'ACL").await;
+    b.typing(&bt, &open, &bob, true).await;
+    b.read_receipt(&bt, &open, &read).await;
+    // A point after which all of it was handled by A: a message in a room without an ACL, later
+    // in B's stream, goes in the transaction carrying the above or in a later one; bob's typing
+    // in that room, once alice has the message, goes in a transaction after that one, which B
+    // sends only once A has answered it, and A answers once it has handled every PDU and EDU.
+    let marker = b.send_text(&bt, &control, "après l'ACL").await;
+    let seen = a.wait_for_timeline(&at, &control, None, |e| e["event_id"] == marker.as_str(), SYNC_WAIT).await;
+    b.typing(&bt, &control, &bob, true).await;
+    a.wait_sync(&at, Some(&seen.next_batch), SYNC_WAIT, "bob typing in the room without an ACL", |s| {
+        typing_users(s, &control).is_some_and(|users| users.contains(&bob))
+    })
+    .await;
+    let path = format!("/_matrix/client/v3/rooms/{}/event/{}", enc(&open), enc(&refused));
+    let (status, error) = a.call(Method::GET, Some(&at), &path, None).await;
+    assert_eq!((status, error["errcode"].as_str()), (404, Some("M_NOT_FOUND")), "A did not take B's event: {error}");
+    let since = a.sync(&at, Some(&a_since), 0).await;
+    let timeline = since["rooms"]["join"][&open]["timeline"]["events"].as_array().cloned().unwrap_or_default();
+    assert!(timeline.iter().all(|e| e["sender"] != bob.as_str()), "nothing of bob in alice's timeline: {timeline:?}");
+    let typing = typing_users(&since, &open).is_some_and(|users| users.contains(&bob));
+    let receipt =
+        ephemeral(&since, &open, "m.receipt").is_some_and(|r| r["content"][&read]["m.read"][&bob].is_object());
+    assert_eq!((typing, receipt), (false, false), "bob's typing and receipt in the room whose ACL denies B: {since}");
 }
