@@ -90,6 +90,118 @@ impl Drop for Bot {
     }
 }
 
+/// A transaction the [`Proxy`] holds: the homeserver sent it, nobody has answered it.
+struct Held {
+    body: String,
+    /// Forwards it to the bot; `true`: hands the bot's answer back to the homeserver, `false`:
+    /// never answers the homeserver. The bot's status comes back on the receiver.
+    forward: tokio::sync::oneshot::Sender<(bool, tokio::sync::oneshot::Sender<u16>)>,
+}
+
+impl Held {
+    /// Forwards the transaction to the bot and answers its status; `answer`: whether the
+    /// homeserver gets the bot's answer.
+    async fn forward(self, answer: bool) -> u16 {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.forward.send((answer, tx)).unwrap_or_else(|_| panic!("the proxy dropped the held transaction"));
+        rx.await.expect("the bot's status")
+    }
+}
+
+/// A scripted proxy between the homeserver and the bot (the registration's `url`): passes every
+/// request through, except the first transaction holding a text the test armed it with, which it
+/// holds and hands to the test ([`Held`]): a point in the transaction's life the test observes,
+/// to kill the homeserver at.
+struct Proxy {
+    port: u16,
+    armed: std::sync::Arc<std::sync::Mutex<Option<(String, tokio::sync::mpsc::UnboundedSender<Held>)>>>,
+}
+
+impl Proxy {
+    async fn start(bot_port: u16) -> Proxy {
+        use axum::{
+            body::Bytes,
+            extract::State,
+            http::{header, StatusCode},
+            response::IntoResponse,
+        };
+        type Armed = std::sync::Arc<std::sync::Mutex<Option<(String, tokio::sync::mpsc::UnboundedSender<Held>)>>>;
+        let armed: Armed = Default::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let relay = move |State(armed): State<Armed>, request: axum::extract::Request| async move {
+            let (parts, body) = request.into_parts();
+            let body: Bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+            let path = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
+            let mut outgoing =
+                reqwest::Client::new().request(parts.method.clone(), format!("http://127.0.0.1:{bot_port}{path}"));
+            for name in [header::AUTHORIZATION, header::CONTENT_TYPE] {
+                if let Some(value) = parts.headers.get(&name) {
+                    outgoing = outgoing.header(name.as_str(), value.as_bytes());
+                }
+            }
+            let outgoing = outgoing.body(body.to_vec());
+            let text = String::from_utf8_lossy(&body).into_owned();
+            let hold = {
+                let mut armed = armed.lock().unwrap();
+                let matches = path.starts_with("/_matrix/app/v1/transactions/")
+                    && armed.as_ref().is_some_and(|(needle, _)| text.contains(needle.as_str()));
+                if matches {
+                    armed.take().map(|(_, tx)| tx)
+                } else {
+                    None
+                }
+            };
+            let sent = match hold {
+                None => outgoing.send().await,
+                Some(tx) => {
+                    // Forwarded by a task of its own, which outlives this request when the
+                    // homeserver is gone by then.
+                    let (forward, when) = tokio::sync::oneshot::channel::<(bool, tokio::sync::oneshot::Sender<u16>)>();
+                    let (reply, replied) = tokio::sync::oneshot::channel();
+                    tokio::spawn(async move {
+                        let Ok((answer, status)) = when.await else { return };
+                        let sent = outgoing.send().await;
+                        let _ = status.send(sent.as_ref().map_or(0, |r| r.status().as_u16()));
+                        if answer {
+                            let _ = reply.send(sent);
+                        }
+                    });
+                    tx.send(Held { body: text, forward }).unwrap_or_else(|_| panic!("the test no longer listens"));
+                    match replied.await {
+                        Ok(sent) => sent,
+                        // Told not to answer: the homeserver waits until it gives up or dies.
+                        Err(_) => std::future::pending().await,
+                    }
+                }
+            };
+            match sent {
+                Ok(response) => {
+                    let status = StatusCode::from_u16(response.status().as_u16()).unwrap();
+                    let kind = response.headers().get(header::CONTENT_TYPE).cloned();
+                    let bytes = response.bytes().await.unwrap_or_default().to_vec();
+                    let mut answer = (status, bytes).into_response();
+                    if let Some(kind) = kind.and_then(|k| header::HeaderValue::from_bytes(k.as_bytes()).ok()) {
+                        answer.headers_mut().insert(header::CONTENT_TYPE, kind);
+                    }
+                    answer
+                }
+                Err(_) => StatusCode::BAD_GATEWAY.into_response(),
+            }
+        };
+        let app = axum::Router::new().fallback(relay).with_state(armed.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Proxy { port, armed }
+    }
+
+    /// Holds the next transaction whose body contains `needle`; the receiver gets it.
+    fn hold(&self, needle: &str) -> tokio::sync::mpsc::UnboundedReceiver<Held> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        *self.armed.lock().unwrap() = Some((needle.to_owned(), tx));
+        rx
+    }
+}
+
 fn registration(dir: &Path, port: u16) -> PathBuf {
     let path = dir.join("workspace.yaml");
     let text = format!(
@@ -168,7 +280,9 @@ async fn api(bot: &Bot, method: Method, token: Option<&str>, path: &str, body: O
 async fn tasks_and_calendar_live_in_room_state_across_nodes_and_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let reg = registration(dir.path(), port);
+    // The homeserver reaches the bot through a proxy the test scripts (the kills at the end).
+    let proxy = Proxy::start(port).await;
+    let reg = registration(dir.path(), proxy.port);
     let regs = toml::Value::Array(vec![toml::Value::String(reg.display().to_string())]);
     let mut a = Node::start_with("ws-a", None, &[], &[("appservices.registrations", regs)]).await;
     a.keep_client_port();
@@ -481,14 +595,27 @@ async fn tasks_and_calendar_live_in_room_state_across_nodes_and_restarts() {
     let all = notices(&a, &at, &room).await;
     assert_eq!(all.iter().filter(|n| n.contains("Après le redémarrage")).count(), 1, "{all:#?}");
     assert_eq!(all.iter().filter(|n| n.contains("Pendant la coupure")).count(), 1, "nothing redelivered twice");
-    // Killed again right after three commands, while their transaction is on its way or being
-    // handled (the bot's writes then fail and it refuses the transaction): after the restart
-    // each is answered once, and each task exists once.
-    for n in 1..=3 {
-        a.send_text(&at, &room, &format!("!task add \"Rafale {n}\"")).await;
-    }
+    // Killed with a transaction on its way: the proxy holds the one carrying a command, the
+    // homeserver is killed, and only then does the bot get it: its writes fail, so it refuses the
+    // transaction. After the restart the homeserver sends it again (same id, same events).
+    let mut held = proxy.hold("Rafale 1");
+    a.send_text(&at, &room, "!task add \"Rafale 1\"").await;
+    let transaction = tokio::time::timeout(WAIT, held.recv()).await.expect("the command's transaction").unwrap();
+    assert!(transaction.body.contains("!task add"), "{}", transaction.body);
+    a.kill().await;
+    let status = transaction.forward(false).await;
+    assert_eq!(status, 503, "the bot refuses a transaction it could not act on (the homeserver is down)");
+    a.restart().await;
+    // Killed once the bot has handled a transaction, before its answer reached the homeserver:
+    // after the restart the homeserver sends it again, and the bot knows it.
+    let mut held = proxy.hold("Rafale 2");
+    a.send_text(&at, &room, "!task add \"Rafale 2\"").await;
+    let transaction = tokio::time::timeout(WAIT, held.recv()).await.expect("the command's transaction").unwrap();
+    assert_eq!(transaction.forward(false).await, 200, "the bot handled it; the homeserver never hears so");
     a.kill().await;
     a.restart().await;
+    a.send_text(&at, &room, "!task add \"Rafale 3\"").await;
+    // Each command answered once, each task made once.
     let since = a.sync_token(&at).await;
     a.send_text(&at, &room, "!task list open").await;
     wait_notice(&a, &at, &room, &since, "Rafale 3").await;
