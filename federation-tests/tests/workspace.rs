@@ -114,8 +114,11 @@ impl Held {
 /// to kill the homeserver at.
 struct Proxy {
     port: u16,
-    armed: std::sync::Arc<std::sync::Mutex<Option<(String, tokio::sync::mpsc::UnboundedSender<Held>)>>>,
+    armed: Armed,
 }
+
+/// What the [`Proxy`] is armed with: the text of the transaction to hold, and where to hand it.
+type Armed = std::sync::Arc<std::sync::Mutex<Option<(String, tokio::sync::mpsc::UnboundedSender<Held>)>>>;
 
 impl Proxy {
     async fn start(bot_port: u16) -> Proxy {
@@ -125,7 +128,6 @@ impl Proxy {
             http::{header, StatusCode},
             response::IntoResponse,
         };
-        type Armed = std::sync::Arc<std::sync::Mutex<Option<(String, tokio::sync::mpsc::UnboundedSender<Held>)>>>;
         let armed: Armed = Default::default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
