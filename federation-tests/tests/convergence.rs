@@ -563,21 +563,26 @@ async fn apply(site: &mut Site, room: &str, change: &Change) -> Option<String> {
     }
 }
 
-/// Waits until `site`'s node holds every event of `events`: each missing event is waited for on a
-/// `/sync` long-poll (which returns as soon as anything arrives), up to `limit` in all.
+/// Waits until `site`'s node holds every event of `events` (see [`wait_for_events`]).
 async fn wait_for_all(site: &Site, room: &str, events: &[String], limit: std::time::Duration) {
+    wait_for_events(&site.node, &site.admin.1, room, events, limit).await;
+}
+
+/// Waits until `node` shows every event of `events` to the holder of `token`: each missing event
+/// is waited for on a `/sync` long-poll (which returns as soon as anything arrives), up to
+/// `limit` in all.
+async fn wait_for_events(node: &Node, token: &str, room: &str, events: &[String], limit: std::time::Duration) {
     let deadline = tokio::time::Instant::now() + limit;
-    let token = &site.admin.1;
-    let mut since = site.node.sync_token(token).await;
+    let mut since = node.sync_token(token).await;
     for id in events {
         loop {
             let path = format!("/_matrix/client/v3/rooms/{}/event/{}", enc(room), enc(id));
-            let (status, _) = site.node.call(Method::GET, Some(token), &path, None).await;
+            let (status, _) = node.call(Method::GET, Some(token), &path, None).await;
             if status == 200 {
                 break;
             }
-            assert!(tokio::time::Instant::now() < deadline, "{}: {id} never arrived", site.node.server_name());
-            let sync = site.node.sync(token, Some(&since), 5_000).await;
+            assert!(tokio::time::Instant::now() < deadline, "{}: {id} never arrived", node.server_name());
+            let sync = node.sync(token, Some(&since), 5_000).await;
             since = hemicycle_federation_tests::next_batch(&sync);
         }
     }
@@ -586,15 +591,18 @@ async fn wait_for_all(site: &Site, room: &str, events: &[String], limit: std::ti
 /// A node back from a cut asks every other node for its room directory: a signed request that
 /// tells them it is up (servers then send what they held for it at once instead of after their
 /// backoff, Synapse's 10 minutes among them). No event is sent.
-async fn say_hello(sites: &[Site], back: usize) {
-    let site = &sites[back];
-    for (i, other) in sites.iter().enumerate() {
-        if i != back {
-            let path = format!("/_matrix/client/v3/publicRooms?server={}", enc(&other.node.server_name()));
-            let (status, answer) = site.node.call(Method::GET, Some(&site.admin.1), &path, None).await;
-            assert_eq!(status, 200, "{} asks {}: {answer}", site.node.server_name(), other.node.server_name());
-        }
+async fn hello(node: &Node, token: &str, others: &[&Node]) {
+    for other in others {
+        let path = format!("/_matrix/client/v3/publicRooms?server={}", enc(&other.server_name()));
+        let (status, answer) = node.call(Method::GET, Some(token), &path, None).await;
+        assert_eq!(status, 200, "{} asks {}: {answer}", node.server_name(), other.server_name());
     }
+}
+
+/// [`hello`] from the node of `sites[back]` to all the others.
+async fn say_hello(sites: &[Site], back: usize) {
+    let others: Vec<&Node> = sites.iter().enumerate().filter(|(i, _)| *i != back).map(|(_, s)| &s.node).collect();
+    hello(&sites[back].node, &sites[back].admin.1, &others).await;
 }
 
 /// Rounds of concurrent state changes on three nodes (the third a Synapse when `synapse`), with a
@@ -754,4 +762,141 @@ async fn random_concurrent_state_changes_converge_on_three_nodes() {
 #[tokio::test]
 async fn random_concurrent_state_changes_converge_with_synapse_among_them() {
     converge(true, 4).await;
+}
+
+/// The id of the current member event of `user` (membership actions answer no event id).
+async fn member_event_id(node: &Node, token: &str, room: &str, user: &str) -> String {
+    let path = format!("/_matrix/client/v3/rooms/{}/state/m.room.member/{}?format=event", enc(room), enc(user));
+    let event = node.get(token, &path).await;
+    event["event_id"].as_str().unwrap_or_else(|| panic!("no event id in {event}")).to_owned()
+}
+
+/// Every event id of the room's timeline as `node` shows it (`/messages`, newest to oldest).
+async fn timeline_ids(node: &Node, token: &str, room: &str) -> HashSet<String> {
+    let mut ids = HashSet::new();
+    let mut from: Option<String> = None;
+    loop {
+        let page = node.messages(token, room, "b", from.as_deref(), 500).await;
+        let chunk = page["chunk"].as_array().cloned().unwrap_or_default();
+        ids.extend(chunk.iter().filter_map(|e| e["event_id"].as_str().map(str::to_owned)));
+        match page["end"].as_str() {
+            Some(end) if !chunk.is_empty() => from = Some(end.to_owned()),
+            _ => break,
+        }
+    }
+    ids
+}
+
+/// The prev events of a join template (`make_join`) from `node`: the forward extremities its
+/// next event would be built on.
+async fn template_prev_events(signer: &Signer, node: &Node, room: &str) -> Vec<String> {
+    let user = format!("@newcomer:{}", signer.origin);
+    let uri = format!("/_matrix/federation/v1/make_join/{}/{}?ver=10&ver=11&ver=12", enc(room), enc(&user));
+    let (status, answer) = signer.call(node, Method::GET, &uri, None).await;
+    assert_eq!(status, 200, "{}: make_join: {answer}", node.server_name());
+    let mut prev: Vec<String> = answer["event"]["prev_events"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no prev_events in {answer}"))
+        .iter()
+        .map(|e| e.as_str().expect("an event id").to_owned())
+        .collect();
+    prev.sort();
+    prev
+}
+
+/// The spec's soft failure, beside Synapse. Mallory is banned on A while B, cut off, does not
+/// know it: bob (B) writes, then mallory writes a message and renames herself on top of it; A
+/// and the Synapse S both hold the ban when these arrive, so both must soft-fail mallory's two
+/// events (they pass against the state before them, not against the current state): kept, never
+/// shown, not forward extremities. Then bob writes again on top of mallory's rename and the ban:
+/// an event naming soft-failed events as prev events, taken in with the state through them
+/// (soft-failed events take part in state resolution when later events reference them), and
+/// covering what they covered. A and S must agree event for event: what each timeline shows,
+/// the state, what `/event` answers for a soft-failed event, and the extremities each builds on.
+#[tokio::test]
+async fn a_banned_members_concurrent_events_are_soft_failed_as_synapse_does() {
+    let (mut a, mut b, s) = tokio::join!(Node::start("a", &[]), Node::start("b", &[]), Node::start_synapse("s"));
+    let (_, at) = a.register("alice").await;
+    let (mallory, mt) = b.register("mallory").await;
+    let (_, bt) = b.register("bob").await;
+    let (sam, st) = s.register("sam").await;
+    let room = a.create_room(&at, json!({ "preset": "public_chat" })).await;
+    for (node, token) in [(&b, &mt), (&b, &bt), (&s, &st)] {
+        node.join(token, &room, &[a.server_name()]).await;
+    }
+    // S joined last (the others' joins came with the room's state); B must see S's join.
+    let sam_joined = member_event_id(&a, &at, &room, &sam).await;
+    wait_for_events(&b, &bt, &room, &[sam_joined], SYNC_WAIT).await;
+
+    // B is cut off while alice bans mallory: A and S hold the ban, B does not.
+    b.kill().await;
+    let (status, answer) = a.room_action(&at, &room, "ban", json!({ "user_id": mallory })).await;
+    assert_eq!(status, 200, "{answer}");
+    let ban = member_event_id(&a, &at, &room, &mallory).await;
+    wait_for_events(&s, &st, &room, std::slice::from_ref(&ban), SYNC_WAIT).await;
+
+    // A is down and B back, unaware of the ban: bob writes, mallory writes and renames herself.
+    a.kill().await;
+    b.restart().await;
+    let before_ban = b.send_text(&bt, &room, "bob, avant de savoir").await;
+    let message = b.send_text(&mt, &room, "mallory, bannie sans le savoir").await;
+    let mut member = b.state_event(&mt, &room, "m.room.member", &mallory).await;
+    member["displayname"] = json!("Mallory (bannie)");
+    let rename = b.put_state(&mt, &room, "m.room.member", &mallory, member).await;
+
+    // A comes back: B sends it bob's and mallory's events, A sends B the ban.
+    a.restart().await;
+    hello(&a, &at, &[&b, &s]).await;
+    wait_for_events(&a, &at, &room, std::slice::from_ref(&before_ban), SYNC_WAIT).await;
+    wait_for_events(&b, &bt, &room, std::slice::from_ref(&ban), SYNC_WAIT).await;
+
+    // Bob writes again, on top of mallory's rename and the ban (B's forward extremities).
+    let after_ban = b.send_text(&bt, &room, "bob, après le bannissement").await;
+    for (node, token) in [(&a, &at), (&s, &st)] {
+        wait_for_events(node, token, &room, std::slice::from_ref(&after_ban), SYNC_WAIT).await;
+    }
+
+    let events = [
+        ("bob's message before he knew", &before_ban),
+        ("the ban", &ban),
+        ("mallory's message", &message),
+        ("mallory's rename", &rename),
+        ("bob's message after the ban", &after_ban),
+    ];
+    let (timeline_a, timeline_s) = tokio::join!(timeline_ids(&a, &at, &room), timeline_ids(&s, &st, &room));
+    let mut shown = Vec::new();
+    for (what, id) in events {
+        let path = format!("/_matrix/client/v3/rooms/{}/event/{}", enc(&room), enc(id));
+        let ((status_a, _), (status_s, _)) =
+            tokio::join!(a.call(Method::GET, Some(&at), &path, None), s.call(Method::GET, Some(&st), &path, None));
+        println!(
+            "{what} {id}: in A's timeline {}, S's {}; /event {status_a} on A, {status_s} on S",
+            timeline_a.contains(id.as_str()),
+            timeline_s.contains(id.as_str())
+        );
+        shown.push((what, timeline_a.contains(id.as_str()), timeline_s.contains(id.as_str()), status_a, status_s));
+    }
+    for (what, in_a, in_s, status_a, status_s) in &shown {
+        assert_eq!(in_a, in_s, "{what}: shown in A's timeline {in_a}, in Synapse's {in_s}");
+        assert_eq!(status_a, status_s, "{what}: /event answers {status_a} on A, {status_s} on Synapse");
+    }
+    let hidden: Vec<&str> = shown.iter().filter(|(_, in_a, ..)| !in_a).map(|(what, ..)| *what).collect();
+    assert_eq!(hidden, ["mallory's message", "mallory's rename"], "only mallory's events are soft-failed");
+
+    let (state_a, state_b, state_s) =
+        tokio::join!(a.get_state(&at, &room), b.get_state(&bt, &room), s.get_state(&st, &room));
+    let (state_a, state_b, state_s) = (state_map(&state_a), state_map(&state_b), state_map(&state_s));
+    let mallory_key = ("m.room.member".to_owned(), mallory.clone());
+    assert_eq!(state_a.get(&mallory_key), Some(&ban), "mallory is banned on A, not renamed");
+    assert_eq!(state_a, state_s, "A and Synapse hold the same state");
+    assert_eq!(state_a, state_b, "and so does B, where mallory's events were local");
+
+    // The DAG each server builds on: no soft-failed event, nothing behind them.
+    let signer = Signer::of(&mut b).await;
+    let (prev_a, prev_s) =
+        tokio::join!(template_prev_events(&signer, &a, &room), template_prev_events(&signer, &s, &room));
+    assert_eq!(prev_a, prev_s, "A and Synapse build on the same forward extremities");
+    assert_eq!(prev_a, std::slice::from_ref(&after_ban), "bob's last message covers the rest");
+    let nodes = [(&a, at.as_str()), (&b, bt.as_str()), (&s, st.as_str())];
+    assert_dag_state(&signer, &nodes, &room, &[state_a, state_b, state_s], "soft failure").await;
 }

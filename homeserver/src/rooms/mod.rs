@@ -17,6 +17,8 @@ pub mod purge;
 pub mod read;
 pub mod remote;
 pub mod state;
+#[cfg(test)]
+mod tests;
 pub mod upgrade;
 pub mod visibility;
 
@@ -129,6 +131,12 @@ pub struct OutlierMeta {
     /// Passed the rules against its own state but not the room's current state: kept, not shown.
     #[serde(default)]
     pub soft_failed: bool,
+    /// For a soft-failed event, the snapshot of the state after it in its DAG branch. The spec
+    /// has soft-failed events take part in state resolution as usual once later events name
+    /// them as prev events: those events take their state before from here, as from any other
+    /// event, instead of asking the sending server for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_after: Option<u64>,
 }
 
 /// What [`Rooms::persist`] writes for one event.

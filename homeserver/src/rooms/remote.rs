@@ -93,7 +93,12 @@ impl Rooms {
         self.db.tables.eventid_outlier.insert(
             &mut batch,
             &event_id.to_owned(),
-            &Json(OutlierMeta { room_id: room.to_owned(), rejected: verdict.is_err(), soft_failed: false }),
+            &Json(OutlierMeta {
+                room_id: room.to_owned(),
+                rejected: verdict.is_err(),
+                soft_failed: false,
+                state_after: None,
+            }),
         );
         self.db.commit(batch)?;
         Ok(verdict.is_ok())
@@ -120,15 +125,51 @@ impl Rooms {
         Ok(self.knows_event(event)? && !self.outlier(event)?.is_some_and(|o| o.rejected))
     }
 
-    fn mark_outlier(&self, room: &RoomId, event_id: &EventId, json: &[u8], rejected: bool) -> Result<()> {
+    /// Holds an event outside every timeline: rejected (`state_after` is `None`), or soft-failed
+    /// with the snapshot of the state after it in its branch.
+    fn mark_outlier(
+        &self,
+        room: &RoomId,
+        event_id: &EventId,
+        json: &[u8],
+        rejected: bool,
+        state_after: Option<u64>,
+    ) -> Result<()> {
         let mut batch = Batch::new();
         self.db.tables.eventid_pdu.insert(&mut batch, &event_id.to_owned(), &json.to_vec());
-        self.db.tables.eventid_outlier.insert(
-            &mut batch,
-            &event_id.to_owned(),
-            &Json(OutlierMeta { room_id: room.to_owned(), rejected, soft_failed: !rejected }),
-        );
+        let meta = OutlierMeta { room_id: room.to_owned(), rejected, soft_failed: !rejected, state_after };
+        self.db.tables.eventid_outlier.insert(&mut batch, &event_id.to_owned(), &Json(meta));
         Ok(self.db.commit(batch)?)
+    }
+
+    /// The snapshot of the state after an event in its branch of the DAG: a timeline event's, or
+    /// a soft-failed event's (which is in the DAG though no timeline shows it). `None` for events
+    /// not held, rejected, or held only as state or auth events.
+    pub fn dag_state_of(&self, event: &EventId) -> Result<Option<u64>> {
+        if let Some(meta) = self.meta(event)? {
+            return Ok(Some(meta.dag_snapshot()));
+        }
+        Ok(self.outlier(event)?.filter(|o| o.soft_failed).and_then(|o| o.state_after))
+    }
+
+    /// The events `prev_events` cover: themselves and, through soft-failed events (which are not
+    /// forward extremities), what those name as prev events, recursively — as Synapse does, so
+    /// that an event built on a soft-failed one does not leave the events behind it as
+    /// extremities. The walk is bounded: a chain of soft-failed events is short in any honest room.
+    fn covered_by(&self, prev_events: &[OwnedEventId]) -> Result<HashSet<OwnedEventId>> {
+        let mut covered = HashSet::new();
+        let mut todo: Vec<OwnedEventId> = prev_events.to_vec();
+        while let Some(id) = todo.pop() {
+            if !covered.insert(id.clone()) || covered.len() > 1_000 {
+                continue;
+            }
+            if self.outlier(&id)?.is_some_and(|o| o.soft_failed) {
+                if let Some(pdu) = self.auth_pdu(&id) {
+                    todo.extend(pdu.prev_events);
+                }
+            }
+        }
+        Ok(covered)
     }
 
     /// Interns a typed state and writes it as a full snapshot of its own (committed at once; an
@@ -257,15 +298,17 @@ impl Rooms {
         out
     }
 
-    /// The state before an event whose prev events are all in a timeline here.
+    /// The state before an event whose prev events all have a state here (timeline events, and
+    /// soft-failed ones: see [`Self::dag_state_of`]).
     fn state_before(&self, version: &RoomVersionId, pdu: &Pdu) -> Result<Option<(u64, state::StateMap)>> {
         let mut snapshots = Vec::new();
         for prev in &pdu.prev_events {
-            match self.meta(prev)? {
-                Some(meta) => snapshots.push(meta.dag_snapshot()),
+            match self.dag_state_of(prev)? {
+                Some(snapshot) => snapshots.push(snapshot),
                 None => return Ok(None),
             }
         }
+        snapshots.sort_unstable();
         snapshots.dedup();
         if snapshots.len() == 1 {
             return Ok(Some((snapshots[0], (*self.state.load(snapshots[0])?).clone())));
@@ -277,12 +320,12 @@ impl Rooms {
         Ok(Some((id, resolved)))
     }
 
-    /// The prev events of a PDU that are not in a timeline here, read off the object's
-    /// `prev_events` (the whole PDU is parsed once, by the append).
+    /// The prev events of a PDU that have no state here (neither in a timeline nor soft-failed),
+    /// read off the object's `prev_events` (the whole PDU is parsed once, by the append).
     pub fn missing_prev_events(&self, object: &CanonicalJsonObject) -> Result<Vec<OwnedEventId>> {
         let mut missing = Vec::new();
         for prev in event_ids_in(object, "prev_events") {
-            if !self.in_timeline(&prev)? {
+            if self.dag_state_of(&prev)?.is_none() {
                 missing.push(prev);
             }
         }
@@ -403,7 +446,12 @@ impl Rooms {
             self.db.tables.eventid_outlier.insert(
                 &mut batch,
                 id,
-                &Json(OutlierMeta { room_id: room.to_owned(), rejected: verdict.is_err(), soft_failed: false }),
+                &Json(OutlierMeta {
+                    room_id: room.to_owned(),
+                    rejected: verdict.is_err(),
+                    soft_failed: false,
+                    state_after: None,
+                }),
             );
             self.db.commit(batch)?;
             match verdict {
@@ -571,7 +619,7 @@ impl Rooms {
             return Err(Error::BadJson(format!("{event_id} is not an event of {room}")));
         }
         if let Err(reason) = self.check_by_auth_events(&record, room, &pdu)? {
-            self.mark_outlier(room, event_id, &json, true)?;
+            self.mark_outlier(room, event_id, &json, true, None)?;
             return Ok((Accepted::Rejected(reason), None));
         }
         let (before, before_map) = match given_state {
@@ -582,19 +630,30 @@ impl Rooms {
             },
         };
         if let Err(reason) = self.check_auth(&rules, &pdu, Some(&before_map)) {
-            self.mark_outlier(room, event_id, &json, true)?;
+            self.mark_outlier(room, event_id, &json, true, None)?;
             return Ok((Accepted::Rejected(reason), None));
         }
         if record.snapshot != before {
             let current = self.state.load(record.snapshot)?;
             if let Err(reason) = self.check_auth(&rules, &pdu, Some(&current)) {
-                self.mark_outlier(room, event_id, &json, false)?;
+                // Kept with the state after it in its branch: not shown, not an extremity, but
+                // part of the DAG for the events that name it later.
+                let after = match &pdu.state_key {
+                    Some(key) => {
+                        let mut after = before_map;
+                        after.insert(self.state.intern(&pdu.kind.to_string().into(), key)?, event_id.to_owned());
+                        self.state.write_full(&after)?
+                    }
+                    None => before,
+                };
+                self.mark_outlier(room, event_id, &json, false, Some(after))?;
                 return Ok((Accepted::SoftFailed(reason), None));
             }
         }
-        let covers_extremities = record.extremities.iter().all(|e| pdu.prev_events.contains(e));
+        let covered = self.covered_by(&pdu.prev_events)?;
+        let covers_extremities = record.extremities.iter().all(|e| covered.contains(e));
         let mut extremities: Vec<OwnedEventId> =
-            record.extremities.iter().filter(|e| !pdu.prev_events.contains(e)).cloned().collect();
+            record.extremities.iter().filter(|e| !covered.contains(*e)).cloned().collect();
         extremities.push(event_id.to_owned());
         // The room's state is the resolution of the states at all of its forward extremities:
         // this event's, and those of the extremities it does not cover.
@@ -800,7 +859,7 @@ impl Rooms {
             tables.eventid_outlier.insert(
                 batch,
                 &event_id.to_owned(),
-                &Json(OutlierMeta { room_id: room.to_owned(), rejected: false, soft_failed: false }),
+                &Json(OutlierMeta { room_id: room.to_owned(), rejected: false, soft_failed: false, state_after: None }),
             );
             let record = Json(super::MembershipRecord {
                 membership: membership.to_owned(),
@@ -841,15 +900,18 @@ impl Rooms {
     }
 
     /// The state before an event as `(type, state_key) → event id`, for `/state_ids` and
-    /// `/state`: the state after its prev events in their DAG branch.
+    /// `/state`: the state after its prev events in their DAG branch (for a timeline event or a
+    /// soft-failed one, which other servers may hold in their timelines).
     pub fn state_before_event(&self, event: &EventId) -> Result<Option<Vec<OwnedEventId>>> {
         let Some(pdu) = self.pdu(event)? else { return Ok(None) };
-        let Some(meta) = self.meta(event)? else { return Ok(None) };
-        let mut after = (*self.state.load(meta.dag_snapshot())?).clone();
+        let (Some(snapshot), Some(room)) = (self.dag_state_of(event)?, self.room_of_event(event)?) else {
+            return Ok(None);
+        };
+        let mut after = (*self.state.load(snapshot)?).clone();
         if let Some(key) = &pdu.state_key {
             // The state after a state event holds the event itself; before it, what it replaced.
             let short = self.state.intern(&pdu.kind.to_string().into(), key)?;
-            let room = self.room(&meta.room_id)?;
+            let room = self.room(&room)?;
             let version = room.map(|r| r.version).unwrap_or(RoomVersionId::V10);
             match self.state_before(&version, &pdu)? {
                 Some((_, before)) => after = before,
