@@ -85,6 +85,16 @@ impl Membership {
             _ => Self::Leave,
         }
     }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Join => "join",
+            Self::Invite => "invite",
+            Self::Knock => "knock",
+            Self::Leave => "leave",
+            Self::Ban => "ban",
+        }
+    }
 }
 
 /// What one user may read of one room's history: the positions of the room's visibility changes
@@ -187,6 +197,12 @@ impl Window {
     /// The readable ranges clipped to `[lo, hi]`, ascending.
     pub fn ranges_within(&self, lo: u64, hi: u64) -> Vec<(u64, u64)> {
         self.ranges.iter().filter(|(a, b)| *b >= lo && *a <= hi).map(|(a, b)| ((*a).max(lo), (*b).min(hi))).collect()
+    }
+
+    /// The reader's membership once the event at `pos` is applied (their own membership event
+    /// counts), `leave` when they had none yet: the spec's `unsigned.membership`.
+    pub fn membership_after(&self, pos: u64) -> Membership {
+        self.membership_at(pos, true).unwrap_or(Membership::Leave)
     }
 
     /// Whether the reader was a joined member when the event at `pos` was sent.
@@ -470,10 +486,32 @@ impl<'a> Reader<'a> {
         let Some(mut event) = self.rooms.client_event(event_id)? else { return Ok(None) };
         let joined_then = self.joined_since.is_some_and(|j| pos > j) || self.window()?.joined_at(pos);
         if !joined_then && self.sender_erased(&event)? {
-            return self.rooms.pruned_client_event(event_id);
+            let Some(mut pruned) = self.rooms.pruned_client_event(event_id)? else { return Ok(None) };
+            self.add_membership(pos, &mut pruned)?;
+            return Ok(Some(pruned));
         }
         self.add_prev_content(&mut event)?;
+        self.add_membership(pos, &mut event)?;
         Ok(Some(event))
+    }
+
+    /// `unsigned.membership` (spec v1.11): the reader's membership at the event, the event's own
+    /// change included. matrix-sdk reads it to tell "sent before you joined" from a lost key when
+    /// an event cannot be decrypted. Decided from what deciding visibility already reads: inside
+    /// the current joined period it is `join` without a window; before it, the window that
+    /// [`Reader::may_see`] built for the same event answers.
+    fn add_membership(&self, pos: u64, event: &mut Value) -> Result<()> {
+        let membership = match self.joined_since {
+            Some(since) if pos >= since => Membership::Join,
+            _ => self.window()?.membership_after(pos),
+        };
+        if let Some(object) = event.as_object_mut() {
+            let unsigned = object.entry("unsigned").or_insert_with(|| Value::Object(Default::default()));
+            if let Some(unsigned) = unsigned.as_object_mut() {
+                unsigned.insert("membership".into(), Value::from(membership.as_str()));
+            }
+        }
+        Ok(())
     }
 
     /// `prev_content` and `prev_sender` of a state event, from the event it replaced, when this

@@ -9,6 +9,7 @@ mod common;
 mod console;
 mod durability;
 mod e2ee;
+mod element_x;
 mod email;
 mod errors;
 mod ldap;
