@@ -65,9 +65,22 @@ pub struct SlidingRequest {
     pub extensions: Extensions,
 }
 
+/// A hero of a room without a name, with what the client needs to name and draw the room.
+#[derive(Debug, Clone)]
+pub struct Hero {
+    pub user_id: OwnedUserId,
+    pub displayname: Option<String>,
+    pub avatar_url: Option<String>,
+}
+
 #[derive(Debug, Default)]
 pub struct SlidingRoom {
     pub name: Option<String>,
+    /// The room's avatar as a room list draws it: `None` when unchanged since the connection last
+    /// had the room (nothing sent), `Some(None)` when there is none (any more).
+    pub avatar: Option<Option<String>>,
+    /// The heroes with their display names and avatars, when `summary` names heroes.
+    pub heroes: Vec<Hero>,
     pub initial: bool,
     pub invite_state: Option<Vec<Value>>,
     pub timeline: Vec<Value>,
@@ -232,6 +245,15 @@ fn compute(services: &Services, request: &SlidingRequest, now: SyncToken) -> Res
         Some(_) => services.sliding_connections.sent(&key),
     };
     let mut newly_sent = Vec::new();
+    let direct = direct_rooms(services, user)?;
+    // A room marked or unmarked as a direct chat may change its avatar: rooms sent in this
+    // answer get theirs again.
+    let direct_changed = match since {
+        Some(since) => {
+            services.account_data.changes(user, Some(since))?.iter().any(|(r, k, _)| r.is_empty() && k == "m.direct")
+        }
+        None => false,
+    };
     let mut selected: BTreeMap<OwnedRoomId, RoomSpec> = BTreeMap::new();
     for (name, list) in &request.lists {
         let mut matching = Vec::new();
@@ -278,8 +300,11 @@ fn compute(services: &Services, request: &SlidingRequest, now: SyncToken) -> Res
         }
         newly_sent.push(room.clone());
         let mut data = SlidingRoom { initial, bump_stamp: *stamp, ..Default::default() };
+        let is_dm = direct.contains(room);
         if membership.membership == "invite" {
-            data.invite_state = Some(stripped_state(services, room, &membership.event_id)?);
+            let stripped = stripped_state(services, room, &membership.event_id)?;
+            data.avatar = Some(invite_avatar(&stripped, user, is_dm));
+            data.invite_state = Some(stripped);
         } else {
             let filter = SyncFilter { timeline_limit: spec.timeline_limit.max(1), ..Default::default() };
             let from = if initial { None } else { since };
@@ -300,11 +325,39 @@ fn compute(services: &Services, request: &SlidingRequest, now: SyncToken) -> Res
             let changed = if initial { None } else { changed_state_keys(services, room, since.unwrap_or(0), now.pos)? };
             data.required_state =
                 required_state(services, user, room, &spec.required_state, &data.timeline, changed.as_ref())?;
+            // The avatar goes with the room's first answer on the connection, then again only
+            // when what it is drawn from changed: the room's `m.room.avatar`, or in a direct chat
+            // the members (the other member's avatar, or who the other member is).
+            let avatar_changed = initial
+                || direct_changed
+                || match &changed {
+                    None => true,
+                    Some(keys) => keys.iter().any(|(kind, key)| {
+                        (kind == "m.room.avatar" && key.is_empty()) || (is_dm && kind == "m.room.member")
+                    }),
+                };
+            if avatar_changed {
+                data.avatar = Some(room_avatar(services, user, room, is_dm)?);
+            }
         }
         data.name = rooms
             .state_event(room, &StateEventType::RoomName, "")?
             .and_then(|e| serde_json::from_str::<Value>(e.content.get()).ok())
             .and_then(|c| c["name"].as_str().map(str::to_owned));
+        if let Some(summary) = data.summary.as_ref().filter(|_| data.name.is_none()) {
+            data.heroes = summary
+                .heroes
+                .iter()
+                .map(|hero| {
+                    let content = member_content(services, room, hero)?;
+                    Ok(Hero {
+                        user_id: hero.clone(),
+                        displayname: content["displayname"].as_str().map(str::to_owned),
+                        avatar_url: content["avatar_url"].as_str().filter(|u| !u.is_empty()).map(str::to_owned),
+                    })
+                })
+                .collect::<Result<_>>()?;
+        }
         result.rooms.insert(room.clone(), data);
     }
 
@@ -347,6 +400,75 @@ fn compute(services: &Services, request: &SlidingRequest, now: SyncToken) -> Res
         }
     }
     Ok(result)
+}
+
+/// The rooms the user's `m.direct` account data lists as direct chats (with anyone).
+fn direct_rooms(services: &Services, user: &UserId) -> Result<BTreeSet<OwnedRoomId>> {
+    let Some(content) = services.account_data.get(user, None, "m.direct")? else { return Ok(BTreeSet::new()) };
+    Ok(content
+        .as_object()
+        .into_iter()
+        .flat_map(|by_user| by_user.values())
+        .filter_map(Value::as_array)
+        .flatten()
+        .filter_map(|room| room.as_str().and_then(|r| OwnedRoomId::try_from(r).ok()))
+        .collect())
+}
+
+/// The content of `user`'s current member event in the room (`null` when there is none).
+fn member_content(services: &Services, room: &RoomId, user: &UserId) -> Result<Value> {
+    Ok(services
+        .rooms
+        .state_event(room, &StateEventType::RoomMember, user.as_str())?
+        .and_then(|e| serde_json::from_str(e.content.get()).ok())
+        .unwrap_or_default())
+}
+
+/// An `mxc://` URL from a content field; an empty or missing one is no avatar.
+fn avatar_url(content: &Value, field: &str) -> Option<String> {
+    content[field].as_str().filter(|url| !url.is_empty()).map(str::to_owned)
+}
+
+/// The avatar a room list shows for a room (MSC4186's `avatar`): the room's own `m.room.avatar`
+/// when it has one; otherwise, for a direct chat with one other member (joined or invited), that
+/// member's avatar — what the sliding sync proxy Element X was built against computes, so a DM
+/// shows its partner's face without the client loading members.
+fn room_avatar(services: &Services, user: &UserId, room: &RoomId, is_dm: bool) -> Result<Option<String>> {
+    let own = services
+        .rooms
+        .state_event(room, &StateEventType::RoomAvatar, "")?
+        .and_then(|e| serde_json::from_str::<Value>(e.content.get()).ok())
+        .and_then(|content| avatar_url(&content, "url"));
+    if own.is_some() || !is_dm {
+        return Ok(own);
+    }
+    let others: Vec<OwnedUserId> = services
+        .rooms
+        .members(room)?
+        .into_iter()
+        .filter(|(member, m)| member != user && (m.membership == "join" || m.membership == "invite"))
+        .map(|(member, _)| member)
+        .collect();
+    match others.as_slice() {
+        [partner] => Ok(avatar_url(&member_content(services, room, partner)?, "avatar_url")),
+        _ => Ok(None),
+    }
+}
+
+/// [`room_avatar`] for an invite, read from the stripped state the invitee is sent (nothing
+/// else of the room is theirs to see): the room's avatar, or for a direct chat the inviter's.
+/// A direct chat is one in `m.direct` or one the invite itself says is (`is_direct`).
+fn invite_avatar(stripped: &[Value], user: &UserId, is_dm: bool) -> Option<String> {
+    let find = |kind: &str, key: &str| stripped.iter().find(|e| e["type"] == kind && e["state_key"] == key);
+    if let Some(url) = find("m.room.avatar", "").and_then(|e| avatar_url(&e["content"], "url")) {
+        return Some(url);
+    }
+    let invite = find("m.room.member", user.as_str())?;
+    if !is_dm && invite["content"]["is_direct"] != true {
+        return None;
+    }
+    let inviter = invite["sender"].as_str().filter(|s| *s != user.as_str())?;
+    find("m.room.member", inviter).and_then(|e| avatar_url(&e["content"], "avatar_url"))
 }
 
 /// State changes of a room scanned at most, per incremental response; past this the whole

@@ -15,14 +15,15 @@ use matrix_sdk::{
             room::{encryption::RoomEncryptionEventContent, message::RoomMessageEventContent},
             InitialStateEvent,
         },
-        EventId, OwnedEventId, OwnedRoomId, RoomId,
+        EventId, OwnedEventId, OwnedMxcUri, OwnedRoomId, RoomId,
     },
-    Client, RoomState,
+    sliding_sync::Version,
+    Client, RoomState, SlidingSyncList, SlidingSyncMode,
 };
 use matrix_sdk_crypto::types::events::{CryptoContextInfo, UtdCause};
 use serde_json::{json, Value};
 
-use crate::common::{api, urlencode, TestServer};
+use crate::common::{api, upload, urlencode, TestServer};
 
 /// How long a step may take before the test names it as the one that hung.
 const WAIT: Duration = Duration::from_secs(30);
@@ -283,4 +284,89 @@ async fn every_read_path_carries_the_readers_membership_at_the_event() {
         .map(|hit| hit["result"].clone())
         .collect();
     assert_eq!(check(&hits, "/search"), 1, "{found}");
+}
+
+/// A sliding sync client (as Element X runs it) with one list of every room and no
+/// `m.room.avatar` in its required state: what it shows as a room's avatar comes from the
+/// room's `avatar` field alone.
+async fn room_list(client: &Client) -> matrix_sdk::SlidingSync {
+    client
+        .sliding_sync("rooms")
+        .unwrap()
+        .version(Version::Native)
+        .poll_timeout(Duration::ZERO)
+        .add_list(SlidingSyncList::builder("all").sync_mode(SlidingSyncMode::new_selective().add_range(0..=19)))
+        .build()
+        .await
+        .unwrap()
+}
+
+async fn mxc(server: &TestServer, token: &str, name: &str) -> OwnedMxcUri {
+    let id = upload(server, token, "une image", name).await;
+    format!("mxc://localhost/{id}").into()
+}
+
+/// Sliding sync sends each room's `avatar` (item 7): the room's own, or in a direct chat the
+/// other member's; again when it changes (the partner's new avatar, a room avatar set then
+/// removed); and for an invite to a direct chat, the inviter's. Hero names come along, so the
+/// SDK names a DM after the other member.
+#[tokio::test]
+async fn sliding_sync_room_list_shows_room_and_direct_chat_avatars() {
+    let server = TestServer::start();
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    let bob_token = bob.access_token().unwrap();
+    let alice_token = alice.access_token().unwrap();
+    let bob_id = bob.user_id().unwrap().to_owned();
+    let face = mxc(&server, &bob_token, "bob.png").await;
+    bob.account().set_avatar_url(Some(&face)).await.unwrap();
+    bob.account().set_display_name(Some("Bob Leroy")).await.unwrap();
+    sync(&alice).await;
+    sync(&bob).await;
+    let dm = alice.create_dm(&bob_id).await.unwrap().room_id().to_owned();
+    wait_invited(&bob, &dm).await;
+    bob.get_room(&dm).unwrap().join().await.unwrap();
+
+    // Alice on a new device, synced only through the room list.
+    let phone = server.client().await;
+    phone.matrix_auth().login_username("alice", "pw").send().await.unwrap();
+    let list = room_list(&phone).await;
+    list.sync_once().await.unwrap();
+    let room = phone.get_room(&dm).expect("the DM in the room list");
+    assert_eq!(room.avatar_url(), Some(face.clone()), "a DM shows the other member's avatar");
+    let heroes = room.heroes();
+    assert_eq!(heroes.len(), 1);
+    assert_eq!(heroes[0].display_name.as_deref(), Some("Bob Leroy"));
+    assert_eq!(heroes[0].avatar_url, Some(face.clone()));
+
+    // Bob changes his avatar: the DM comes again with it.
+    let new_face = mxc(&server, &bob_token, "bob2.png").await;
+    bob.account().set_avatar_url(Some(&new_face)).await.unwrap();
+    list.sync_once().await.unwrap();
+    assert_eq!(phone.get_room(&dm).unwrap().avatar_url(), Some(new_face.clone()));
+
+    // A room with its own avatar, set then removed.
+    let group = encrypted_room(&alice).await;
+    sync(&alice).await;
+    let logo = mxc(&server, &alice_token, "logo.png").await;
+    alice.get_room(&group).unwrap().set_avatar_url(&logo, None).await.unwrap();
+    list.sync_once().await.unwrap();
+    assert_eq!(phone.get_room(&group).expect("the room in the list").avatar_url(), Some(logo.clone()));
+    alice.get_room(&group).unwrap().remove_avatar().await.unwrap();
+    list.sync_once().await.unwrap();
+    assert_eq!(phone.get_room(&group).unwrap().avatar_url(), None, "a removed avatar is gone from the list");
+
+    // An invite to a direct chat shows the inviter's avatar before it is accepted.
+    let carol = server.register("carol", "pw").await;
+    sync(&carol).await;
+    let carol_face = mxc(&server, &carol.access_token().unwrap(), "carol.png").await;
+    carol.account().set_avatar_url(Some(&carol_face)).await.unwrap();
+    let invite = carol.create_dm(&bob_id).await.unwrap().room_id().to_owned();
+    let bob_phone = server.client().await;
+    bob_phone.matrix_auth().login_username("bob", "pw").send().await.unwrap();
+    let bob_list = room_list(&bob_phone).await;
+    bob_list.sync_once().await.unwrap();
+    let invited = bob_phone.get_room(&invite).expect("the invite in Bob's list");
+    assert_eq!(invited.state(), RoomState::Invited);
+    assert_eq!(invited.avatar_url(), Some(carol_face));
 }

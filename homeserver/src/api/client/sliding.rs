@@ -4,7 +4,7 @@ use std::{sync::Arc, time::Duration};
 
 use ruma::{
     api::client::sync::sync_events::v5::{self, request, response},
-    UInt,
+    JsOption, UInt,
 };
 
 use crate::{
@@ -80,6 +80,12 @@ pub async fn sync(services: Arc<Services>, request: Ruma<v5::Request>) -> Result
     for (room_id, data) in result.rooms {
         let mut room = response::Room::new();
         room.name = data.name;
+        room.avatar = match data.avatar {
+            Some(Some(url)) => JsOption::Some(url.into()),
+            // A room sent whole has no avatar when the field is absent; an update says `null`.
+            Some(None) if !data.initial => JsOption::Null,
+            _ => JsOption::Undefined,
+        };
         room.initial = Some(data.initial);
         room.invite_state = data.invite_state.map(|events| events.iter().map(to_raw).collect());
         room.timeline = data.timeline.iter().map(to_raw).collect();
@@ -93,7 +99,17 @@ pub async fn sync(services: Arc<Services>, request: Ruma<v5::Request>) -> Result
             room.joined_count = UInt::new(summary.joined_count);
             room.invited_count = UInt::new(summary.invited_count);
             if room.name.is_none() && !summary.heroes.is_empty() {
-                room.heroes = Some(summary.heroes.into_iter().map(response::Hero::new).collect());
+                room.heroes = Some(
+                    data.heroes
+                        .into_iter()
+                        .map(|hero| {
+                            let mut out = response::Hero::new(hero.user_id);
+                            out.name = hero.displayname;
+                            out.avatar = hero.avatar_url.map(Into::into);
+                            out
+                        })
+                        .collect(),
+                );
             }
         }
         response.rooms.insert(room_id, room);
