@@ -4,7 +4,7 @@
 
 use hemicycle_federation_tests::{
     enc, png_size,
-    scenarios::{encrypted_chat, remote_media},
+    scenarios::{encrypted_chat, remote_media, sas_verification, shared_history_on_invite},
     Node,
 };
 use serde_json::{json, Value};
@@ -75,4 +75,18 @@ async fn openid_tokens_identify_users_on_the_federation_listener() {
         )
         .await;
     assert_eq!((status, body["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "only for oneself");
+}
+
+/// Item 1 of issue 35 end to end across nodes: history shared with an invite (MSC4268).
+#[tokio::test]
+async fn history_shared_with_an_invite_across_nodes() {
+    let (a, b) = two_nodes().await;
+    shared_history_on_invite(&a, &b, "").await;
+}
+
+/// Item 2 of issue 35 end to end across nodes: SAS verification ends with Bob verified.
+#[tokio::test]
+async fn sas_verification_across_nodes() {
+    let (a, b) = two_nodes().await;
+    sas_verification(&a, &b, "").await;
 }

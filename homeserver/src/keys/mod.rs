@@ -327,16 +327,7 @@ impl Keys {
 
             let mut cross = CrossSigning::default();
             if let Some(mut master) = self.cross_signing_key(user, MASTER)? {
-                if let Some(public) = public_key_of(&master) {
-                    let key_id = format!("ed25519:{public}");
-                    let theirs = (user.clone(), key_id, requester.to_owned());
-                    if let Some(Json(signatures)) = tables.targetkeysigner_signatures.get(&theirs)? {
-                        let signed = json!({ "signatures": { requester.as_str(): signatures.clone() } });
-                        for id in signatures.as_object().into_iter().flatten().map(|(k, _)| k) {
-                            verify::copy_signature(&mut master, &signed, requester.as_str(), id);
-                        }
-                    }
-                }
+                self.add_own_signatures(requester, user, &mut master)?;
                 cross.master = Some(master);
             }
             cross.self_signing = self.cross_signing_key(user, SELF_SIGNING)?;
@@ -467,14 +458,34 @@ impl Keys {
         .await
     }
 
+    /// Adds to `user`'s master key the signatures `requester` made of it (kept by this server,
+    /// shown only to them): how the requester's client sees the users it verified — whether
+    /// `user` is ours or another server's, whose answer carries only its own signatures.
+    pub fn add_own_signatures(&self, requester: &UserId, user: &UserId, master: &mut Value) -> Result<()> {
+        let Some(public) = public_key_of(master) else { return Ok(()) };
+        let theirs = (user.to_owned(), format!("ed25519:{public}"), requester.to_owned());
+        if let Some(Json(signatures)) = self.tables().targetkeysigner_signatures.get(&theirs)? {
+            let signed = json!({ "signatures": { requester.as_str(): signatures.clone() } });
+            for id in signatures.as_object().into_iter().flatten().map(|(k, _)| k) {
+                verify::copy_signature(master, &signed, requester.as_str(), id);
+            }
+        }
+        Ok(())
+    }
+
     /// `/keys/signatures/upload`: adds verified signatures to stored keys. A user's own device
     /// keys take signatures by their self-signing key, their master key signatures by their
     /// devices; another user's master key takes a signature by the signer's user-signing key,
-    /// which only the signer sees. Returns the failures per user and key id.
+    /// which only the signer sees. A signature already stored is no change: nothing is written
+    /// and nobody is sent to fetch keys that are as they were. Returns the failures per user and
+    /// key id.
+    /// `remote_masters` are the master keys of other servers' users being signed, as their
+    /// servers answered just now.
     pub async fn upload_signatures(
         &self,
         signer: &UserId,
         signed: Vec<(OwnedUserId, Vec<(String, Value)>)>,
+        remote_masters: &BTreeMap<OwnedUserId, Value>,
     ) -> Result<BTreeMap<OwnedUserId, BTreeMap<String, Value>>> {
         let _guard = self.lock_users([signer]).await;
         let tables = self.tables();
@@ -495,10 +506,11 @@ impl Keys {
                     self_signing.as_deref(),
                     user_signing.as_deref(),
                     &mut master_write,
+                    remote_masters.get(&target),
                 );
                 match outcome {
                     Ok(Signed::Device(device, keys)) => device_writes.push(((target.clone(), device), keys)),
-                    Ok(Signed::Master) => {}
+                    Ok(Signed::Master | Signed::Unchanged) => {}
                     Ok(Signed::Foreign(key, signatures)) => foreign_writes.push((key, signatures)),
                     Err((code, msg)) => {
                         failures.entry(target.clone()).or_default().insert(key_id, failure(code, &msg));
@@ -555,6 +567,7 @@ impl Keys {
         self_signing: Option<&str>,
         user_signing: Option<&str>,
         master_write: &mut Option<Value>,
+        remote_master: Option<&Value>,
     ) -> std::result::Result<Signed, (&'static str, String)> {
         let internal = |e: Error| ("M_UNKNOWN", e.to_string());
         let bad_signature = || ("M_INVALID_SIGNATURE", "no valid signature by an allowed key".to_owned());
@@ -569,7 +582,11 @@ impl Keys {
                 if !verify::signed_by(object, signer.as_str(), &ssk_id, ssk) {
                     return Err(bad_signature());
                 }
+                let before = stored.clone();
                 verify::copy_signature(&mut stored, object, signer.as_str(), &ssk_id);
+                if stored == before {
+                    return Ok(Signed::Unchanged);
+                }
                 return Ok(Signed::Device(key_id.into(), stored));
             }
             let stored_master = match master_write.clone() {
@@ -580,6 +597,7 @@ impl Keys {
                 if verify::signed_part(&master) != verify::signed_part(object) {
                     return Err(("M_INVALID_PARAM", "the signed object differs from the stored master key".into()));
                 }
+                let before = master.clone();
                 let mut any = false;
                 let signatures = object["signatures"][signer.as_str()].as_object().cloned().unwrap_or_default();
                 for sig_key in signatures.keys() {
@@ -594,12 +612,18 @@ impl Keys {
                 if !any {
                     return Err(bad_signature());
                 }
+                if master == before {
+                    return Ok(Signed::Unchanged);
+                }
                 *master_write = Some(master);
                 return Ok(Signed::Master);
             }
             return Err(("M_NOT_FOUND", format!("{key_id} is neither a device nor the master key of {signer}")));
         }
-        let master = self.cross_signing_key(target, MASTER).map_err(internal)?;
+        let master = match remote_master {
+            Some(master) => Some(master.clone()),
+            None => self.cross_signing_key(target, MASTER).map_err(internal)?,
+        };
         let Some(master) = master.filter(|m| public_key_of(m).as_deref() == Some(key_id)) else {
             return Err(("M_NOT_FOUND", format!("{key_id} is not the master key of {target}")));
         };
@@ -617,7 +641,11 @@ impl Keys {
             .get(&db_key)
             .map_err(|e| internal(e.into()))?
             .map_or(json!({}), |Json(s)| s);
-        signatures[&usk_id] = object["signatures"][signer.as_str()][&usk_id].clone();
+        let signature = &object["signatures"][signer.as_str()][&usk_id];
+        if signatures[&usk_id] == *signature {
+            return Ok(Signed::Unchanged);
+        }
+        signatures[&usk_id] = signature.clone();
         Ok(Signed::Foreign(db_key, signatures))
     }
 
@@ -703,4 +731,6 @@ enum Signed {
     Device(OwnedDeviceId, Value),
     Master,
     Foreign((OwnedUserId, String, OwnedUserId), Value),
+    /// The very signature is stored already (matrix-sdk signs again at every verification).
+    Unchanged,
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use matrix_sdk::{
     config::SyncSettings,
     deserialized_responses::TimelineEventKind,
+    encryption::verification::{SasVerification, Verification, VerificationRequest},
     room::MessagesOptions,
     ruma::{
         api::client::room::create_room::v3::Request as CreateRoom,
@@ -15,7 +16,7 @@ use matrix_sdk::{
             room::{encryption::RoomEncryptionEventContent, message::RoomMessageEventContent},
             InitialStateEvent,
         },
-        EventId, OwnedEventId, OwnedMxcUri, OwnedRoomId, RoomId,
+        EventId, OwnedEventId, OwnedMxcUri, OwnedRoomId, RoomId, UserId,
     },
     sliding_sync::Version,
     Client, RoomState, SlidingSyncList, SlidingSyncMode,
@@ -84,6 +85,156 @@ fn decrypted_body(kind: &TimelineEventKind) -> Option<String> {
     let TimelineEventKind::Decrypted(decrypted) = kind else { return None };
     let content: Value = decrypted.event.get_field("content").ok()??;
     content["body"].as_str().map(str::to_owned)
+}
+
+/// Alice shares the room's history with Bob when she invites him (MSC4268, on by default in
+/// matrix-sdk 0.18): her client uploads the room keys as an encrypted file and sends its key to
+/// Bob's devices; Bob's client accepts the bundle only from whoever its invite says invited him,
+/// which it reads from the inviter's member event in the invite's stripped state (item 1). Then
+/// every message sent before he was invited decrypts.
+#[tokio::test]
+async fn history_shared_with_an_invite_decrypts_after_joining() {
+    let server = TestServer::start();
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    sync(&alice).await;
+    sync(&bob).await;
+    // Both need cross-signing: keys are shared only with devices their owner signed.
+    alice.encryption().bootstrap_cross_signing(None).await.unwrap();
+    bob.encryption().bootstrap_cross_signing(None).await.unwrap();
+    let alice_id = alice.user_id().unwrap().to_owned();
+    let bob_id = bob.user_id().unwrap().to_owned();
+
+    let room = encrypted_room(&alice).await;
+    sync(&alice).await;
+    let mut early = Vec::new();
+    for body in ["ordre du jour", "budget 2027", "questions diverses"] {
+        early.push((send(&alice, &room, body).await, body.to_owned()));
+    }
+    alice.get_room(&room).unwrap().invite_user_by_id(&bob_id).await.unwrap();
+
+    wait_invited(&bob, &room).await;
+    let details = bob.get_room(&room).unwrap().invite_details().await.unwrap();
+    assert_eq!(details.inviter_id, alice_id);
+
+    bob.get_room(&room).unwrap().join().await.unwrap();
+    sync(&bob).await;
+    let seen = history(&bob, &room).await;
+    for (event, body) in &early {
+        let (_, kind) = seen.iter().find(|(id, _)| id == event).unwrap_or_else(|| panic!("{event} in Bob's history"));
+        assert_eq!(decrypted_body(kind).as_deref(), Some(body.as_str()), "{event}");
+    }
+    let undecryptable = seen.iter().filter(|(_, kind)| matches!(kind, TimelineEventKind::UnableToDecrypt { .. }));
+    assert_eq!(undecryptable.count(), 0, "nothing Bob may read stays undecryptable");
+    // What the SDK accepted the bundle on: the inviter's member event, which came with the invite.
+    let inviter = details.inviter.expect("the inviter's member event came with the invite");
+    assert_eq!(inviter.user_id(), alice_id);
+}
+
+/// Polls the clients until `request` (Alice's side) and Bob's copy of it exist and both say done;
+/// every wait is a sync that the other side's to-device message wakes.
+async fn sas_between(alice: &Client, bob: &Client, request: VerificationRequest) {
+    let alice_id = alice.user_id().unwrap().to_owned();
+    let bob_id = bob.user_id().unwrap().to_owned();
+    let flow = request.flow_id().to_owned();
+
+    let start = Instant::now();
+    let bob_request = loop {
+        if let Some(r) = bob.encryption().get_verification_request(&alice_id, &flow).await {
+            break r;
+        }
+        check_deadline(start, "Bob's client receives the verification request");
+        sync_both(alice, bob).await;
+    };
+    bob_request.accept().await.unwrap();
+
+    let start = Instant::now();
+    while !request.is_ready() {
+        check_deadline(start, "Alice's client sees the request accepted");
+        sync_both(alice, bob).await;
+    }
+    let alice_sas = request.start_sas().await.unwrap().expect("SAS starts");
+
+    let start = Instant::now();
+    let bob_sas: SasVerification = loop {
+        if let Some(Verification::SasV1(sas)) = bob.encryption().get_verification(&alice_id, &flow).await {
+            break sas;
+        }
+        check_deadline(start, "Bob's client receives the SAS start");
+        sync_both(alice, bob).await;
+    };
+    bob_sas.accept().await.unwrap();
+
+    let start = Instant::now();
+    while !(alice_sas.can_be_presented() && bob_sas.can_be_presented()) {
+        check_deadline(start, "both clients can show the emoji");
+        sync_both(alice, bob).await;
+    }
+    let symbols = |sas: &SasVerification| sas.emoji().unwrap().map(|e| e.symbol);
+    assert_eq!(symbols(&alice_sas), symbols(&bob_sas), "both sides show the same emoji");
+    alice_sas.confirm().await.unwrap();
+    bob_sas.confirm().await.unwrap();
+
+    let start = Instant::now();
+    while !(alice_sas.is_done() && bob_sas.is_done()) {
+        assert!(!alice_sas.is_cancelled() && !bob_sas.is_cancelled(), "{:?}", alice_sas.cancel_info());
+        check_deadline(start, "the SAS completes on both sides");
+        sync_both(alice, bob).await;
+    }
+    assert_eq!(alice_sas.other_user_id(), bob_id);
+}
+
+/// Syncs `client` until its view of `other` is a verified identity: its user-signing key signed
+/// the master key it holds for them, which it only holds once it fetched `other`'s keys again —
+/// after the server listed `other` in `device_lists.changed` (item 2).
+async fn wait_verified(client: &Client, other: &UserId) {
+    let start = Instant::now();
+    loop {
+        let identity = client.encryption().get_user_identity(other).await.unwrap();
+        if identity.as_ref().is_some_and(|i| i.is_verified()) {
+            return;
+        }
+        check_deadline(start, &format!("{} sees {other} verified", client.user_id().unwrap()));
+        client.sync_once(SyncSettings::default().timeout(Duration::from_millis(500))).await.unwrap();
+    }
+}
+
+/// Two users verify each other with emoji (SAS) through the server: request, accept, start,
+/// both confirm; then Alice's client shows Bob as verified, which needs the server to tell her
+/// that *Bob's* keys changed when her signature of his master key was uploaded (item 2).
+#[tokio::test]
+async fn sas_verification_between_two_users_ends_verified() {
+    let server = TestServer::start();
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    sync(&alice).await;
+    sync(&bob).await;
+    alice.encryption().bootstrap_cross_signing(None).await.unwrap();
+    bob.encryption().bootstrap_cross_signing(None).await.unwrap();
+    // A shared encrypted room: each client tracks the other's devices.
+    let room = encrypted_room(&alice).await;
+    alice.get_room(&room).unwrap().invite_user_by_id(bob.user_id().unwrap()).await.unwrap();
+    wait_invited(&bob, &room).await;
+    bob.get_room(&room).unwrap().join().await.unwrap();
+    sync_both(&alice, &bob).await;
+    let bob_id = bob.user_id().unwrap().to_owned();
+    let alice_id = alice.user_id().unwrap().to_owned();
+    let bob_identity = alice.encryption().request_user_identity(&bob_id).await.unwrap().expect("Bob's identity");
+    assert!(!bob_identity.is_verified());
+    // Bob verified Alice earlier (by her key): his client signs her key again during the SAS,
+    // which the server takes as no change. So nothing Bob does tells Alice's client to fetch
+    // his keys again once she signed them: only the server listing Bob as changed by her
+    // signature does.
+    bob.encryption().request_user_identity(&alice_id).await.unwrap().expect("Alice's identity").verify().await.unwrap();
+    sync_both(&alice, &bob).await;
+
+    let bob_device = bob.device_id().unwrap();
+    let device = alice.encryption().get_device(&bob_id, bob_device).await.unwrap().expect("Bob's device");
+    let request = device.request_verification().await.unwrap();
+    sas_between(&alice, &bob, request).await;
+
+    wait_verified(&alice, &bob_id).await;
+    wait_verified(&bob, &alice_id).await;
 }
 
 /// An event Bob cannot decrypt because it was sent before he was in the room says so: its

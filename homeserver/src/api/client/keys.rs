@@ -95,7 +95,12 @@ pub async fn query(services: Arc<Services>, request: Ruma<get_keys::v3::Request>
                 // Only what the server may speak for: its own users.
                 let own = |u: &ruma::OwnedUserId| u.server_name() == server;
                 response.device_keys.extend(remote.device_keys.into_iter().filter(|(u, _)| own(u)));
-                response.master_keys.extend(remote.master_keys.into_iter().filter(|(u, _)| own(u)));
+                for (user, master) in remote.master_keys.into_iter().filter(|(u, _)| own(u)) {
+                    // The requester's own signatures of it are kept here, not there.
+                    let mut master = value(&master)?;
+                    services.keys.add_own_signatures(&requester, &user, &mut master)?;
+                    response.master_keys.insert(user, to_raw(&master));
+                }
                 response.self_signing_keys.extend(remote.self_signing_keys.into_iter().filter(|(u, _)| own(u)));
             }
             Err(error) => {
@@ -233,7 +238,27 @@ pub async fn upload_signatures(
         }
         signed.push((user.clone(), objects));
     }
-    let failures = services.keys.upload_signatures(&signer, signed).await?;
+    // Another server's user's master key is checked against what their server says it is now
+    // (a signature of it is kept here, for the signer only); a server that does not answer
+    // leaves its users' keys unknown, and their signatures are refused as such.
+    let remote_users = signed.iter().map(|(user, _)| (user, &()));
+    let asks = by_server(&services, remote_users).into_iter().map(|(server, users)| {
+        let services = services.clone();
+        async move {
+            let users = users.into_keys().map(|u| (u, Vec::new())).collect();
+            let request = ruma::api::federation::keys::get_keys::v1::Request::new(users);
+            let answer = tokio::time::timeout(REMOTE_KEYS_TIMEOUT, services.federation.send(&server, request)).await;
+            (server, answer)
+        }
+    });
+    let mut remote_masters = BTreeMap::new();
+    for (server, answer) in futures::future::join_all(asks).await {
+        let Ok(Ok(remote)) = answer else { continue };
+        for (user, master) in remote.master_keys.into_iter().filter(|(u, _)| u.server_name() == server) {
+            remote_masters.insert(user, value(&master)?);
+        }
+    }
+    let failures = services.keys.upload_signatures(&signer, signed, &remote_masters).await?;
     let mut response = upload_signatures::v3::Response::new();
     for (user, keys) in failures {
         let mut out = BTreeMap::new();
