@@ -229,21 +229,24 @@ fn compute(services: &Services, request: &SlidingRequest, now: SyncToken) -> Res
     let since = request.pos.map(|p| p.pos.min(now.pos));
     let mut result = SlidingResult { pos: now.encode(), ..Default::default() };
 
-    // The user's rooms, most recent first.
-    let mut candidates = Vec::new();
-    for (room, membership) in rooms.memberships_of(user)? {
-        if membership.membership == "join" || membership.membership == "invite" {
-            let stamp = if membership.membership == "invite" { membership.pos } else { bump_stamp(services, &room)? };
-            candidates.push((stamp, room, membership));
-        }
-    }
-    candidates.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-
     let key = (user.clone(), request.device.clone(), request.conn_id.clone());
     let sent: BTreeSet<OwnedRoomId> = match request.pos {
         None => BTreeSet::new(),
         Some(_) => services.sliding_connections.sent(&key),
     };
+
+    // The user's rooms, most recent first.
+    let mut candidates = Vec::new();
+    for (room, membership) in rooms.memberships_of(user)? {
+        let stamp = match membership.membership.as_str() {
+            "join" => bump_stamp(services, &room)?,
+            "invite" => membership.pos,
+            "leave" | "ban" if shows_departure(services, user, &room, &membership, &sent, since)? => membership.pos,
+            _ => continue,
+        };
+        candidates.push((stamp, room, membership));
+    }
+    candidates.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
     let mut newly_sent = Vec::new();
     let direct = direct_rooms(services, user)?;
     // A room marked or unmarked as a direct chat may change its avatar: rooms sent in this
@@ -291,7 +294,8 @@ fn compute(services: &Services, request: &SlidingRequest, now: SyncToken) -> Res
         // A room this connection has not been sent yet (it scrolled into a range, or the server
         // restarted) is sent whole, news or not.
         let known = sent.contains(room);
-        let initial = since.is_none_or(|s| membership.period_start() > s) || !known;
+        let left = matches!(membership.membership.as_str(), "leave" | "ban");
+        let initial = since.is_none_or(|s| !left && membership.period_start() > s) || !known;
         // A room with no news is left out, unless the user's own read receipt moved: its unread
         // counts changed, and the client shows them from this answer (regular /sync does the same).
         let since_pos = since.unwrap_or(0);
@@ -306,15 +310,25 @@ fn compute(services: &Services, request: &SlidingRequest, now: SyncToken) -> Res
             data.avatar = Some(invite_avatar(&stripped, user, is_dm));
             data.invite_state = Some(stripped);
         } else {
+            // A room the user left is seen as it was when they left: its timeline up to their
+            // departure, its state then (with their own leave, which tells the client).
+            let until = if left { membership.pos.min(now.pos) } else { now.pos };
+            let snapshot = if left {
+                rooms.snapshot_before(room, until.saturating_add(1))?
+            } else {
+                rooms.room(room)?.map(|record| record.snapshot)
+            };
+            let Some(snapshot) = snapshot else { continue };
             let filter = SyncFilter { timeline_limit: spec.timeline_limit.max(1), ..Default::default() };
             let from = if initial { None } else { since };
-            let timeline = room_sync(services, (user, &request.device), room, from, now.pos, false, &filter)?;
+            let timeline = room_sync(services, (user, &request.device), room, from, until, false, &filter)?;
             if spec.timeline_limit > 0 {
                 data.timeline = timeline.timeline;
                 data.limited = timeline.limited;
                 data.prev_batch = timeline.prev_batch;
             }
             data.summary = match timeline.summary {
+                _ if left => None,
                 Some(summary) => Some(summary),
                 None if initial => Some(super::summary(services, user, room)?),
                 None => None,
@@ -322,9 +336,10 @@ fn compute(services: &Services, request: &SlidingRequest, now: SyncToken) -> Res
             // A room already sent gets what changed since: state events of the wanted kinds and
             // the members of new senders (`$LAZY`), so names, avatars, encryption and join rules
             // stay current in the client.
-            let changed = if initial { None } else { changed_state_keys(services, room, since.unwrap_or(0), now.pos)? };
+            let changed = if initial { None } else { changed_state_keys(services, room, since.unwrap_or(0), until)? };
             data.required_state =
-                required_state(services, user, room, &spec.required_state, &data.timeline, changed.as_ref())?;
+                required_state(services, user, snapshot, &spec.required_state, &data.timeline, changed.as_ref())?;
+            data.name = state_string(services, snapshot, &StateEventType::RoomName, "name")?;
             // The avatar goes with the room's first answer on the connection, then again only
             // when what it is drawn from changed: the room's `m.room.avatar`, or in a direct chat
             // the members (the other member's avatar, or who the other member is).
@@ -336,14 +351,16 @@ fn compute(services: &Services, request: &SlidingRequest, now: SyncToken) -> Res
                         (kind == "m.room.avatar" && key.is_empty()) || (is_dm && kind == "m.room.member")
                     }),
                 };
-            if avatar_changed {
+            if avatar_changed && !left {
                 data.avatar = Some(room_avatar(services, user, room, is_dm)?);
             }
         }
-        data.name = rooms
-            .state_event(room, &StateEventType::RoomName, "")?
-            .and_then(|e| serde_json::from_str::<Value>(e.content.get()).ok())
-            .and_then(|c| c["name"].as_str().map(str::to_owned));
+        if data.invite_state.is_some() {
+            data.name = rooms
+                .state_event(room, &StateEventType::RoomName, "")?
+                .and_then(|e| serde_json::from_str::<Value>(e.content.get()).ok())
+                .and_then(|c| c["name"].as_str().map(str::to_owned));
+        }
         if let Some(summary) = data.summary.as_ref().filter(|_| data.name.is_none()) {
             data.heroes = summary
                 .heroes
@@ -400,6 +417,35 @@ fn compute(services: &Services, request: &SlidingRequest, now: SyncToken) -> Res
         }
     }
     Ok(result)
+}
+
+/// Whether a room the user is no longer in (left, kicked, banned, an invite rejected or
+/// withdrawn) is in the lists. MSC4186: a room they were removed from having been joined (kicked,
+/// banned) always is; any other, once, on a connection that had it before, so its client learns
+/// the room is gone (or the invite is) instead of showing it still there.
+fn shows_departure(
+    services: &Services,
+    user: &UserId,
+    room: &RoomId,
+    membership: &crate::rooms::MembershipRecord,
+    sent: &BTreeSet<OwnedRoomId>,
+    since: Option<u64>,
+) -> Result<bool> {
+    if sent.contains(room) && since.is_some_and(|s| membership.pos > s) {
+        return Ok(true);
+    }
+    let removed = services.rooms.pdu(&membership.event_id)?.is_some_and(|event| event.sender != *user);
+    Ok(removed && services.rooms.window(user, room)?.ever_joined())
+}
+
+/// A string field of a state event's content in a state snapshot.
+fn state_string(services: &Services, snapshot: u64, kind: &StateEventType, field: &str) -> Result<Option<String>> {
+    let Some(id) = services.rooms.state_event_id_in(snapshot, kind, "")? else { return Ok(None) };
+    Ok(services
+        .rooms
+        .pdu(&id)?
+        .and_then(|e| serde_json::from_str::<Value>(e.content.get()).ok())
+        .and_then(|c| c[field].as_str().map(str::to_owned)))
 }
 
 /// The rooms the user's `m.direct` account data lists as direct chats (with anyone).
@@ -498,13 +544,14 @@ fn changed_state_keys(
     Ok(Some(keys))
 }
 
-/// The state events matching the requested `(type, state_key)` patterns; with `changed`, only
-/// those among the changed keys, plus the member events of the timeline's senders when `$LAZY`
-/// members are wanted.
+/// The state events of `snapshot` (the room's current state, or the state the user left it in)
+/// matching the requested `(type, state_key)` patterns; with `changed`, only those among the
+/// changed keys, plus the member events of the timeline's senders when `$LAZY` members are
+/// wanted.
 fn required_state(
     services: &Services,
     user: &UserId,
-    room: &RoomId,
+    snapshot: u64,
     wanted: &[(String, String)],
     timeline: &[Value],
     changed: Option<&BTreeSet<(String, String)>>,
@@ -512,7 +559,6 @@ fn required_state(
     if wanted.is_empty() {
         return Ok(Vec::new());
     }
-    let Some(record) = services.rooms.room(room)? else { return Ok(Vec::new()) };
     let senders: BTreeSet<&str> = timeline.iter().filter_map(|e| e["sender"].as_str()).collect();
     let matches = |kind: &str, key: &str| {
         wanted.iter().any(|(t, k)| {
@@ -535,7 +581,7 @@ fn required_state(
             if !matches(&kind, &key) {
                 continue;
             }
-            if let Some(id) = services.rooms.state_event_id_in(record.snapshot, &kind.as_str().into(), &key)? {
+            if let Some(id) = services.rooms.state_event_id_in(snapshot, &kind.as_str().into(), &key)? {
                 if let Some(event) = services.rooms.client_event(&id)? {
                     out.push(event);
                 }
@@ -543,7 +589,7 @@ fn required_state(
         }
         return Ok(out);
     }
-    for ((kind, key), id) in services.rooms.full_state(record.snapshot)? {
+    for ((kind, key), id) in services.rooms.full_state(snapshot)? {
         if matches(&kind.to_string(), &key) {
             if let Some(event) = services.rooms.client_event(&id)? {
                 out.push(event);

@@ -14,7 +14,7 @@ use matrix_sdk::{
         api::client::room::create_room::v3::Request as CreateRoom,
         events::{
             room::{encryption::RoomEncryptionEventContent, message::RoomMessageEventContent},
-            InitialStateEvent,
+            InitialStateEvent, StateEventType,
         },
         EventId, OwnedEventId, OwnedMxcUri, OwnedRoomId, RoomId, UserId,
     },
@@ -520,4 +520,72 @@ async fn sliding_sync_room_list_shows_room_and_direct_chat_avatars() {
     let invited = bob_phone.get_room(&invite).expect("the invite in Bob's list");
     assert_eq!(invited.state(), RoomState::Invited);
     assert_eq!(invited.avatar_url(), Some(carol_face));
+}
+
+/// A room list of every room whose required state includes the user's own membership, as
+/// Element X asks for it.
+async fn room_list_with_own_membership(client: &Client) -> matrix_sdk::SlidingSync {
+    let list = SlidingSyncList::builder("all")
+        .sync_mode(SlidingSyncMode::new_selective().add_range(0..=19))
+        .required_state(vec![(StateEventType::RoomMember, "$ME".to_owned())]);
+    client
+        .sliding_sync("rooms")
+        .unwrap()
+        .version(Version::Native)
+        .poll_timeout(Duration::ZERO)
+        .add_list(list)
+        .build()
+        .await
+        .unwrap()
+}
+
+/// A room the user is no longer in comes down sliding sync once more, with their leave, so the
+/// SDK stops showing it as joined (MSC4186): kicked, and an invite rejected on another device;
+/// a new connection still lists the room Bob was kicked from, as left.
+#[tokio::test]
+async fn sliding_sync_tells_the_room_list_a_room_was_left() {
+    let server = TestServer::start();
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    let bob_id = bob.user_id().unwrap().to_owned();
+    sync(&alice).await;
+    sync(&bob).await;
+    let room = encrypted_room(&alice).await;
+    sync(&alice).await;
+    alice.get_room(&room).unwrap().invite_user_by_id(&bob_id).await.unwrap();
+    wait_invited(&bob, &room).await;
+    bob.get_room(&room).unwrap().join().await.unwrap();
+
+    let phone = server.client().await;
+    phone.matrix_auth().login_username("bob", "pw").send().await.unwrap();
+    let list = room_list_with_own_membership(&phone).await;
+    list.sync_once().await.unwrap();
+    assert_eq!(phone.get_room(&room).expect("the room in Bob's list").state(), RoomState::Joined);
+
+    alice.get_room(&room).unwrap().kick_user(&bob_id, Some("réorganisation")).await.unwrap();
+    list.sync_once().await.unwrap();
+    assert_eq!(phone.get_room(&room).unwrap().state(), RoomState::Left, "the kick reached the room list");
+
+    // An invite the phone shows, rejected on Bob's other device (by a client that does not
+    // forget the room as it rejects: matrix-sdk's own `leave` does, and a forgotten room is gone
+    // from every list at once).
+    let other = encrypted_room(&alice).await;
+    sync(&alice).await;
+    alice.get_room(&other).unwrap().invite_user_by_id(&bob_id).await.unwrap();
+    list.sync_once().await.unwrap();
+    assert_eq!(phone.get_room(&other).expect("the invite in Bob's list").state(), RoomState::Invited);
+    let path = format!("/_matrix/client/v3/rooms/{}/leave", urlencode(other.as_str()));
+    let (status, _) = api(&server, reqwest::Method::POST, bob.access_token().as_deref(), &path, Some(json!({}))).await;
+    assert_eq!(status, 200);
+    list.sync_once().await.unwrap();
+    assert_eq!(phone.get_room(&other).unwrap().state(), RoomState::Left, "the rejection reached the room list");
+
+    // A new connection lists the room Bob was removed from, as left, and not the invite he
+    // rejected himself.
+    let tablet = server.client().await;
+    tablet.matrix_auth().login_username("bob", "pw").send().await.unwrap();
+    let fresh = room_list_with_own_membership(&tablet).await;
+    fresh.sync_once().await.unwrap();
+    assert_eq!(tablet.get_room(&room).expect("the kicked room listed").state(), RoomState::Left);
+    assert!(tablet.get_room(&other).is_none(), "a rejected invite is not listed again");
 }
