@@ -139,6 +139,16 @@ pub struct OutlierMeta {
     pub state_after: Option<u64>,
 }
 
+/// The room's state after an event that does not cover every forward extremity: the resolution
+/// of the states at all of them.
+enum Resolved {
+    /// Computed for this event, by short state key (stored as a delta on the old current state).
+    Map(state::StateMap),
+    /// Computed before for the same states and stored: its snapshot (see
+    /// [`Rooms::cached_resolution`]). No new snapshot is written.
+    Snapshot(u64),
+}
+
 /// What [`Rooms::persist`] writes for one event.
 struct Plan {
     version: RoomVersionId,
@@ -148,8 +158,8 @@ struct Plan {
     /// The state snapshot before the event (`None` for a create event).
     before: Option<u64>,
     /// The room's state after this event when it is not simply "the state before plus this
-    /// event": the resolved state of a fork, by short state key.
-    resolved: Option<state::StateMap>,
+    /// event": the resolved state of a fork.
+    resolved: Option<Resolved>,
     /// The room's current snapshot before this event.
     old_current: Option<u64>,
     extremities: Vec<OwnedEventId>,
@@ -258,11 +268,15 @@ pub struct Rooms {
     records: Mutex<HashMap<OwnedRoomId, RoomRecord>>,
     /// Parsed auth events (see [`Rooms::auth_pdu`]).
     auth_cache: Mutex<HashMap<OwnedEventId, Pdu>>,
+    /// Resolutions made, by the set of state snapshots resolved (see [`Rooms::cached_resolution`]).
+    resolutions: Mutex<HashMap<Vec<u64>, u64>>,
     /// The user directory's view of each room's joined members (`directory.rs`).
     directory_cache: Mutex<HashMap<OwnedRoomId, Arc<Vec<directory::DirectoryEntry>>>>,
     writer: Arc<Writer>,
     /// Events appended since start-up, ours and other servers' (the metrics' counters).
     pub appended: Appended,
+    /// State resolutions since start-up: run, or found in the cache.
+    pub resolutions_counted: Resolutions,
 }
 
 /// Counts of appended events by origin.
@@ -270,6 +284,15 @@ pub struct Rooms {
 pub struct Appended {
     pub local: std::sync::atomic::AtomicU64,
     pub remote: std::sync::atomic::AtomicU64,
+}
+
+/// Counts of state resolutions of two states or more (see [`Rooms::cached_resolution`]).
+#[derive(Default)]
+pub struct Resolutions {
+    /// Resolutions the algorithm ran for.
+    pub computed: std::sync::atomic::AtomicU64,
+    /// Resolutions found in the cache.
+    pub cached: std::sync::atomic::AtomicU64,
 }
 
 fn rules_of(version: &RoomVersionId) -> Result<ruma::room_version_rules::RoomVersionRules> {
@@ -292,6 +315,7 @@ impl Rooms {
             state: StateStore::new(db.clone(), writer.pending.clone()),
             records: Mutex::new(HashMap::new()),
             auth_cache: Mutex::new(HashMap::new()),
+            resolutions: Mutex::new(HashMap::new()),
             directory_cache: Mutex::new(HashMap::new()),
             writer,
             db,
@@ -301,6 +325,7 @@ impl Rooms {
             alias_lock: Mutex::new(Default::default()),
             locks: Mutex::new(HashMap::new()),
             appended: Appended::default(),
+            resolutions_counted: Resolutions::default(),
         }
     }
 
@@ -922,8 +947,19 @@ impl Rooms {
         // The membership changes this write makes to the room's current state.
         let mut memberships = extra_members;
         let mut current_diff = None;
-        match &resolved {
-            None if historical => {}
+        let known = match &resolved {
+            Some(Resolved::Snapshot(id)) => Some(*id),
+            _ => None,
+        };
+        let target = match &resolved {
+            None => None,
+            Some(Resolved::Map(map)) => Some(std::borrow::Cow::Borrowed(map)),
+            // The same snapshot as now: nothing changes.
+            Some(Resolved::Snapshot(id)) if Some(*id) == old_current => None,
+            Some(Resolved::Snapshot(id)) => Some(std::borrow::Cow::Owned((*self.state.load(*id)?).clone())),
+        };
+        match &target {
+            None if resolved.is_some() || historical => {}
             None => memberships.extend(member_of(&pdu)),
             Some(target) => {
                 let old = match old_current {
@@ -960,6 +996,10 @@ impl Rooms {
         let redaction = match pdu.redacted_event() {
             Some(target) if self.redaction_applies(room, &pdu, &target)? => {
                 self.auth_cache.lock().expect("auth cache").remove(&target);
+                if self.pdu(&target)?.is_some_and(|p| p.is_state()) {
+                    // State resolution reads the stored (now redacted) form of state events.
+                    self.forget_resolutions();
+                }
                 self.redacted_form(&rules, &target, &event_id, &json)?
             }
             _ => None,
@@ -979,13 +1019,14 @@ impl Rooms {
                 }
                 None => before.unwrap_or_default(),
             };
-            let snapshot = match &current_diff {
-                Some((added, removed)) => {
+            let snapshot = match (known, &current_diff) {
+                (Some(id), _) => id,
+                (None, Some((added, removed))) => {
                     let id = self.state.derive(batch, old_current, added, removed)?;
                     new_snapshots.push(id);
                     id
                 }
-                None => dag_snapshot,
+                (None, None) => dag_snapshot,
             };
             let record =
                 RoomRecord { version: version.clone(), snapshot, extremities, depth: depth.max(previous_depth) };

@@ -114,6 +114,8 @@ impl Rooms {
         self.db.commit(batch)?;
         self.records.lock().expect("room records").remove(room);
         self.directory_cache.lock().expect("directory cache").remove(room);
+        // Its snapshots are gone: no resolution may name them.
+        self.forget_resolutions();
         {
             let mut auth = self.auth_cache.lock().expect("auth cache");
             for event_id in &events {

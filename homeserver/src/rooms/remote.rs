@@ -22,6 +22,9 @@ use crate::{
     stream::wait_durable,
 };
 
+/// Resolutions remembered before the cache starts over (a key is a few snapshot ids).
+const RESOLUTION_CACHE_ENTRIES: usize = 4096;
+
 /// Resolves once a write is durable (see [`crate::stream::wait_durable`]).
 pub type Durable = tokio::sync::oneshot::Receiver<std::result::Result<(), String>>;
 
@@ -207,6 +210,38 @@ impl Rooms {
         Ok(seen)
     }
 
+    /// The snapshot of a resolution of the states `snapshots` (sorted, without duplicates) made
+    /// before, if any. Resolutions are remembered by the set of snapshots resolved, not by the
+    /// forward extremities: a message on one fork changes the extremities but not the states at
+    /// them, and the room's state stays what it was without resolving again; an event naming
+    /// every extremity as a prev event finds the room's current state here. A snapshot never
+    /// changes once written, so an entry stays true; the few things that change what the
+    /// algorithm reads (a redacted state event, a purged room) empty the cache.
+    pub(crate) fn cached_resolution(&self, snapshots: &[u64]) -> Option<u64> {
+        let found = self.resolutions.lock().expect("resolution cache").get(snapshots).copied();
+        if found.is_some() {
+            self.resolutions_counted.cached.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        found
+    }
+
+    /// Remembers that the states `snapshots` (sorted, without duplicates) resolve to `resolved`.
+    fn remember_resolution(&self, snapshots: Vec<u64>, resolved: u64) {
+        if snapshots.len() < 2 {
+            return;
+        }
+        let mut cache = self.resolutions.lock().expect("resolution cache");
+        if cache.len() >= RESOLUTION_CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(snapshots, resolved);
+    }
+
+    /// Empties the resolution cache (see [`Self::cached_resolution`]).
+    pub(crate) fn forget_resolutions(&self) {
+        self.resolutions.lock().expect("resolution cache").clear();
+    }
+
     /// Resolves forked states with the room version's state resolution algorithm. `pending` is
     /// an event that is part of one of the states but not stored yet (the event being taken
     /// in): the algorithm must see it like any other, or it silently drops it.
@@ -219,6 +254,7 @@ impl Rooms {
         if states.len() == 1 {
             return Ok(states[0].clone());
         }
+        self.resolutions_counted.computed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let rules = rules_of(version)?;
         let Some(res_rules) = rules.state_res.v2_rules() else {
             return Err(Error::UnsupportedRoomVersion(format!("room version {version} uses state resolution v1")));
@@ -313,10 +349,14 @@ impl Rooms {
         if snapshots.len() == 1 {
             return Ok(Some((snapshots[0], (*self.state.load(snapshots[0])?).clone())));
         }
+        if let Some(id) = self.cached_resolution(&snapshots) {
+            return Ok(Some((id, (*self.state.load(id)?).clone())));
+        }
         let states: Vec<state::StateMap> =
             snapshots.iter().map(|s| self.state.load(*s).map(|m| (*m).clone())).collect::<Result<_>>()?;
         let resolved = self.resolve(version, &states, None)?;
         let id = self.state.write_full(&resolved)?;
+        self.remember_resolution(snapshots, id);
         Ok(Some((id, resolved)))
     }
 
@@ -657,26 +697,35 @@ impl Rooms {
         extremities.push(event_id.to_owned());
         // The room's state is the resolution of the states at all of its forward extremities:
         // this event's, and those of the extremities it does not cover.
+        let mut others = Vec::new();
         let resolved = if covers_extremities {
             None
         } else {
-            let mut after = before_map.clone();
-            if let Some(key) = &pdu.state_key {
-                after.insert(self.state.intern(&pdu.kind.to_string().into(), key)?, event_id.to_owned());
-            }
-            let mut snapshots = Vec::new();
             for extremity in extremities.iter().filter(|e| *e != event_id) {
-                if let Some(meta) = self.meta(extremity)? {
-                    snapshots.push(meta.dag_snapshot());
+                others.extend(self.dag_state_of(extremity)?);
+            }
+            // A message's state after it is the state before it, already stored: the same set
+            // of states as an earlier resolution is found in the cache.
+            let known = match &pdu.state_key {
+                Some(_) => None,
+                None => self.cached_resolution(&sorted_set(others.iter().copied().chain([before]))),
+            };
+            match known {
+                Some(id) => Some(super::Resolved::Snapshot(id)),
+                None => {
+                    let mut after = before_map.clone();
+                    if let Some(key) = &pdu.state_key {
+                        after.insert(self.state.intern(&pdu.kind.to_string().into(), key)?, event_id.to_owned());
+                    }
+                    let snapshots = sorted_set(others.iter().copied());
+                    let mut states: Vec<state::StateMap> =
+                        snapshots.iter().map(|s| self.state.load(*s).map(|m| (*m).clone())).collect::<Result<_>>()?;
+                    states.push(after);
+                    Some(super::Resolved::Map(self.resolve(&record.version, &states, Some(&pdu))?))
                 }
             }
-            snapshots.sort_unstable();
-            snapshots.dedup();
-            let mut states: Vec<state::StateMap> =
-                snapshots.iter().map(|s| self.state.load(*s).map(|m| (*m).clone())).collect::<Result<_>>()?;
-            states.push(after);
-            Some(self.resolve(&record.version, &states, Some(&pdu))?)
         };
+        let newly_resolved = matches!(resolved, Some(super::Resolved::Map(_)));
         let depth = u64::from(pdu.depth);
         let durable = self.persist(
             room,
@@ -696,6 +745,12 @@ impl Rooms {
                 extra_members: Vec::new(),
             },
         )?;
+        if newly_resolved {
+            // The room's new state is the resolution of the states at its new extremities.
+            if let (Some(meta), Some(record)) = (self.meta(event_id)?, self.room(room)?) {
+                self.remember_resolution(sorted_set(others.into_iter().chain([meta.dag_snapshot()])), record.snapshot);
+            }
+        }
         drop(guard);
         Ok((Accepted::Timeline, Some(durable)))
     }
@@ -950,6 +1005,14 @@ pub fn ancestors_of(
         tracing::info!(dropped, "events of a history answer that no held event leads to are dropped");
     }
     out
+}
+
+/// Snapshot ids sorted, without duplicates: a key of the resolution cache.
+fn sorted_set(ids: impl Iterator<Item = u64>) -> Vec<u64> {
+    let mut ids: Vec<u64> = ids.collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
 }
 
 /// Events ordered so that each comes after its prev events that are among them (Kahn's

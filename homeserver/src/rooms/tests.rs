@@ -141,3 +141,96 @@ async fn events_built_on_soft_failed_events_take_their_state_and_cover_them() {
     let state = rooms.state_before_event(&rename.0).unwrap().expect("other servers may ask the state at it");
     assert!(!state.contains(&ban));
 }
+
+/// The room's state is a resolution, made afresh, of the states at its forward extremities.
+fn assert_resolved(rooms: &Rooms, room: &RoomId) {
+    let record = rooms.room(room).unwrap().unwrap();
+    let mut states = Vec::new();
+    for extremity in &record.extremities {
+        let snapshot = rooms.dag_state_of(extremity).unwrap().expect("a state at each extremity");
+        states.push((*rooms.state.load(snapshot).unwrap()).clone());
+    }
+    let fresh = rooms.resolve(&record.version, &states, None).unwrap();
+    assert!(*rooms.state.load(record.snapshot).unwrap() == fresh, "the room's state is its extremities' resolution");
+}
+
+fn counted(rooms: &Rooms) -> (u64, u64) {
+    let counts = &rooms.resolutions_counted;
+    let load = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
+    (load(&counts.computed), load(&counts.cached))
+}
+
+/// Resolutions are remembered by the set of states resolved. A message on one fork changes the
+/// forward extremities but not the states at them: the room's state stays, nothing is resolved
+/// again. A state event on a fork is a new state: resolved once. An event on every fork finds
+/// the state before it (the room's state) in the cache. A redacted state event empties it.
+#[tokio::test]
+async fn a_resolution_is_not_run_again_for_the_same_states() {
+    let (_dir, services) = services().await;
+    let rooms = &services.rooms;
+    let (room, alice, bob, mallory) = room_with_remote_members(&services).await;
+    let base = rooms.room(&room).unwrap().unwrap().extremities;
+    let rename = |user: &UserId, name: &str, prev: &[OwnedEventId], state_at: &OwnedEventId| {
+        let content = json!({ "membership": "join", "displayname": name });
+        remote_event(rooms, &room, user, ("m.room.member", Some(user.as_str()), content), prev, state_at)
+    };
+    let bob_fork = rename(&bob, "Bob", &base, &base[0]);
+    assert_eq!(take(rooms, &room, &bob_fork).await, Accepted::Timeline);
+    let mallory_fork = rename(&mallory, "Mallory", &base, &base[0]);
+    assert_eq!(take(rooms, &room, &mallory_fork).await, Accepted::Timeline);
+    assert_resolved(rooms, &room);
+
+    // (`assert_resolved` runs the algorithm itself: counts are read around each event.)
+    let delta = |before: (u64, u64)| {
+        let now = counted(rooms);
+        (now.0 - before.0, now.1 - before.1)
+    };
+    let snapshot = rooms.room(&room).unwrap().unwrap().snapshot;
+    let text = json!({ "msgtype": "m.text", "body": "sur ma branche" });
+    let message = remote_event(
+        rooms,
+        &room,
+        &bob,
+        ("m.room.message", None, text),
+        std::slice::from_ref(&bob_fork.0),
+        &bob_fork.0,
+    );
+    let before = counted(rooms);
+    assert_eq!(take(rooms, &room, &message).await, Accepted::Timeline);
+    assert_eq!(delta(before), (0, 1), "a message on a fork resolves nothing");
+    assert_eq!(rooms.room(&room).unwrap().unwrap().snapshot, snapshot, "and keeps the room's state");
+    assert_resolved(rooms, &room);
+
+    let again = rename(&mallory, "Mallory bis", std::slice::from_ref(&mallory_fork.0), &mallory_fork.0);
+    let before = counted(rooms);
+    assert_eq!(take(rooms, &room, &again).await, Accepted::Timeline);
+    assert_eq!(delta(before), (1, 0), "a new state on a fork is resolved");
+    assert_resolved(rooms, &room);
+
+    let key = |ids: &[&OwnedEventId]| {
+        let mut key: Vec<u64> = ids.iter().map(|id| rooms.dag_state_of(id).unwrap().unwrap()).collect();
+        key.sort_unstable();
+        key.dedup();
+        key
+    };
+    let both = key(&[&message.0, &again.0]);
+    let text = json!({ "msgtype": "m.text", "body": "sur les deux" });
+    let merge = remote_event(
+        rooms,
+        &room,
+        &bob,
+        ("m.room.message", None, text),
+        &[message.0.clone(), again.0.clone()],
+        &message.0,
+    );
+    let before = counted(rooms);
+    assert_eq!(take(rooms, &room, &merge).await, Accepted::Timeline);
+    assert_eq!(delta(before), (0, 1), "the state before an event on every fork is known");
+    assert_eq!(rooms.room(&room).unwrap().unwrap().extremities, std::slice::from_ref(&merge.0));
+    assert_resolved(rooms, &room);
+
+    assert!(rooms.cached_resolution(&both).is_some());
+    let redaction = super::NewEvent::redaction(&RoomVersionId::V12, &bob_fork.0, None);
+    rooms.append(&room, &alice, redaction, None).await.expect("redaction");
+    assert!(rooms.cached_resolution(&both).is_none(), "a redacted state event empties the cache");
+}
