@@ -445,6 +445,15 @@ impl Rooms {
         Some(pdu)
     }
 
+    /// The auth events of an event, from the parsed copies of [`Self::auth_pdu`] without
+    /// copying the rest of it: auth chains walk thousands of events.
+    fn auth_events_of(&self, event: &EventId) -> Option<Vec<OwnedEventId>> {
+        if let Some(pdu) = self.auth_cache.lock().expect("auth cache").get(event) {
+            return Some(pdu.auth_events.clone());
+        }
+        self.auth_pdu(event).map(|p| p.auth_events)
+    }
+
     pub fn meta(&self, event: &EventId) -> Result<Option<EventMeta>> {
         if let Some((_, meta)) = self.writer.pending.lock().expect("pending overlay").pdus.get(event) {
             return Ok(Some(meta.clone()));

@@ -251,6 +251,17 @@ impl Rooms {
         states: &[state::StateMap],
         pending: Option<&Pdu>,
     ) -> Result<state::StateMap> {
+        let states: Vec<&state::StateMap> = states.iter().collect();
+        self.resolve_states(version, &states, pending)
+    }
+
+    /// [`Self::resolve`] of borrowed states (the stored ones are shared, not copied).
+    fn resolve_states(
+        &self,
+        version: &RoomVersionId,
+        states: &[&state::StateMap],
+        pending: Option<&Pdu>,
+    ) -> Result<state::StateMap> {
         if states.len() == 1 {
             return Ok(states[0].clone());
         }
@@ -263,21 +274,76 @@ impl Rooms {
             Some(p) if p.event_id == id => Some(p.clone()),
             _ => self.auth_pdu(id),
         };
-        let typed: Vec<ResStateMap<OwnedEventId>> = states.iter().map(|s| self.typed(s)).collect::<Result<_>>()?;
-        let mut chains = Vec::with_capacity(states.len());
-        for state in states {
-            let mut ids: Vec<OwnedEventId> = state.values().cloned().collect();
-            if let Some(p) = pending.filter(|p| ids.contains(&p.event_id)) {
-                ids.extend(p.auth_events.iter().cloned());
+        let auth_of = |id: &EventId| match pending {
+            Some(p) if p.event_id == id => Some(p.auth_events.clone()),
+            _ => self.auth_events_of(id),
+        };
+        // Split on short keys first (integers, no names): the entries every state shares, and
+        // the keys in conflict.
+        let mut common = state::StateMap::new();
+        let mut conflicted_keys = std::collections::BTreeSet::new();
+        for (key, id) in states[0].iter() {
+            if states[1..].iter().all(|s| s.get(key) == Some(id)) {
+                common.insert(*key, id.clone());
+            } else {
+                conflicted_keys.insert(*key);
             }
-            let mut chain = self.auth_chain(&ids)?;
-            chain.extend(ids);
-            let mut set = EventIdSet::new();
-            for id in chain {
-                set.insert(id);
-            }
-            chains.push(set);
         }
+        for state in &states[1..] {
+            conflicted_keys.extend(state.keys().filter(|k| !common.contains_key(*k)));
+        }
+        if conflicted_keys.is_empty() {
+            return Ok(common);
+        }
+        // From state resolution v2.1 on, the iterative auth checks begin with an empty state,
+        // not the unconflicted one: the shared entries are then read by nothing but the last
+        // step, which puts them back over the result. The algorithm is given the keys in
+        // conflict only — for one renamed member among 50 forks of a 1,000-member room, 50
+        // entries instead of 50,000 to name and hash — and the shared entries are put back
+        // here, as it would. Before v2.1 the unconflicted state is where the checks begin, so
+        // the states go whole.
+        let typed: Vec<ResStateMap<OwnedEventId>> = if res_rules.begin_iterative_auth_checks_with_empty_state_map {
+            let names: Vec<(u64, (StateEventType, String))> = conflicted_keys
+                .iter()
+                .map(|short| Ok((*short, self.state.state_key_of(*short)?)))
+                .collect::<Result<_>>()?;
+            states
+                .iter()
+                .map(|state| {
+                    names
+                        .iter()
+                        .filter_map(|(short, name)| state.get(short).map(|id| (name.clone(), id.clone())))
+                        .collect()
+                })
+                .collect()
+        } else {
+            states.iter().map(|s| self.typed(s)).collect::<Result<_>>()?
+        };
+        // Each state's full auth chain (its events and their auth events, recursively). The
+        // events every state shares bring the same events to every chain, and what is in every
+        // chain is no part of the auth difference the algorithm takes from them: their chain is
+        // walked once, and a chain keeps of it only what the other events' chains reach too
+        // (so that an event in every chain is still in every one). This is what keeps 50 forks
+        // of a 1,000-member room from walking 50,000 events.
+        let shared_chain = auth_closure(common.values(), &auth_of);
+        let own_chains: Vec<HashSet<OwnedEventId>> = states
+            .iter()
+            .map(|state| {
+                auth_closure(state.iter().filter(|(k, _)| !common.contains_key(*k)).map(|(_, id)| id), &auth_of)
+            })
+            .collect();
+        let reached: HashSet<&OwnedEventId> =
+            own_chains.iter().flatten().filter(|id| shared_chain.contains(*id)).collect();
+        let chains = own_chains
+            .iter()
+            .map(|own| {
+                let mut set = EventIdSet::new();
+                for id in own.iter().chain(reached.iter().copied()) {
+                    set.insert(id.clone());
+                }
+                set
+            })
+            .collect();
         let subgraph = |conflicted: &ResStateMap<Vec<OwnedEventId>>| {
             let conflicted: HashSet<OwnedEventId> = conflicted.values().flatten().cloned().collect();
             let mut set = EventIdSet::new();
@@ -289,9 +355,13 @@ impl Rooms {
         let resolved =
             ruma::state_res::resolve(&rules.authorization, res_rules, typed.iter(), chains, &fetch, subgraph)
                 .map_err(|e| Error::Internal(format!("state resolution failed: {e}")))?;
-        let mut out = state::StateMap::new();
-        for ((kind, key), id) in resolved {
-            out.insert(self.state.intern(&kind, &key)?, id);
+        // Back to short keys: the shared entries stay, the keys in conflict take what the
+        // algorithm chose (or go).
+        let mut out = common;
+        for short in conflicted_keys {
+            if let Some(id) = resolved.get(&self.state.state_key_of(short)?) {
+                out.insert(short, id.clone());
+            }
         }
         Ok(out)
     }
@@ -352,9 +422,9 @@ impl Rooms {
         if let Some(id) = self.cached_resolution(&snapshots) {
             return Ok(Some((id, (*self.state.load(id)?).clone())));
         }
-        let states: Vec<state::StateMap> =
-            snapshots.iter().map(|s| self.state.load(*s).map(|m| (*m).clone())).collect::<Result<_>>()?;
-        let resolved = self.resolve(version, &states, None)?;
+        let states: Vec<Arc<state::StateMap>> = snapshots.iter().map(|s| self.state.load(*s)).collect::<Result<_>>()?;
+        let states: Vec<&state::StateMap> = states.iter().map(|s| &**s).collect();
+        let resolved = self.resolve_states(version, &states, None)?;
         let id = self.state.write_full(&resolved)?;
         self.remember_resolution(snapshots, id);
         Ok(Some((id, resolved)))
@@ -718,10 +788,11 @@ impl Rooms {
                         after.insert(self.state.intern(&pdu.kind.to_string().into(), key)?, event_id.to_owned());
                     }
                     let snapshots = sorted_set(others.iter().copied());
-                    let mut states: Vec<state::StateMap> =
-                        snapshots.iter().map(|s| self.state.load(*s).map(|m| (*m).clone())).collect::<Result<_>>()?;
-                    states.push(after);
-                    Some(super::Resolved::Map(self.resolve(&record.version, &states, Some(&pdu))?))
+                    let loaded: Vec<Arc<state::StateMap>> =
+                        snapshots.iter().map(|s| self.state.load(*s)).collect::<Result<_>>()?;
+                    let mut states: Vec<&state::StateMap> = loaded.iter().map(|s| &**s).collect();
+                    states.push(&after);
+                    Some(super::Resolved::Map(self.resolve_states(&record.version, &states, Some(&pdu))?))
                 }
             }
         };
@@ -1005,6 +1076,25 @@ pub fn ancestors_of(
         tracing::info!(dropped, "events of a history answer that no held event leads to are dropped");
     }
     out
+}
+
+/// The events of `start` and their auth events, recursively, as `auth_of` gives them.
+fn auth_closure<'a>(
+    start: impl Iterator<Item = &'a OwnedEventId>,
+    auth_of: &dyn Fn(&EventId) -> Option<Vec<OwnedEventId>>,
+) -> HashSet<OwnedEventId> {
+    let mut seen: HashSet<OwnedEventId> = HashSet::new();
+    let mut todo: Vec<OwnedEventId> = start.cloned().collect();
+    while let Some(id) = todo.pop() {
+        if seen.contains(&id) {
+            continue;
+        }
+        if let Some(auth) = auth_of(&id) {
+            todo.extend(auth.into_iter().filter(|a| !seen.contains(a)));
+        }
+        seen.insert(id);
+    }
+    seen
 }
 
 /// Snapshot ids sorted, without duplicates: a key of the resolution cache.
