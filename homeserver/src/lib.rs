@@ -1,31 +1,12 @@
-//! Hemicycle, a Matrix homeserver for public administrations.
+//! Hemicycle, a Matrix homeserver for public administrations: the binary's crate. The server is
+//! built in layers, each its own crate: `hemicycle-core` (configuration, errors, the typed-table
+//! store), `hemicycle-services` (the domains), `hemicycle-api` (HTTP). This crate puts them under
+//! one name for the binary, the tests and the load generator.
 //!
-//! See `docs/architecture.md` for how a request and an event travel through these modules.
+//! See `docs/architecture.md` for how a request and an event travel through them.
 
-pub mod admin;
-pub mod api;
-pub mod appservice;
-pub mod audit;
-pub mod config;
-pub mod db;
-pub mod ephemeral;
-pub mod error;
-pub mod federation;
-pub mod keys;
-pub mod locks;
-pub mod media;
-pub mod metrics;
-pub mod push;
-pub mod ratelimit;
-pub mod reports;
-pub mod rooms;
-pub mod search;
-pub mod server;
-pub mod server_keys;
-pub mod services;
-pub mod spaces;
-pub mod stream;
-pub mod sync;
-pub mod telemetry;
-pub mod uia;
-pub mod users;
+pub use hemicycle_api::{api, server};
+pub use hemicycle_services::{
+    admin, appservice, audit, config, db, ephemeral, error, federation, keys, locks, media, metrics, push, ratelimit,
+    reports, rooms, search, server_keys, services, spaces, stream, sync, telemetry, time, uia, users,
+};

@@ -1,0 +1,421 @@
+//! The RocksDB store behind a small typed-table layer.
+//!
+//! Every mapping is its own column family named `<key>_<value>` (declared by the domains that own
+//! them, as a [`TableSet`] the store opens: this layer knows no record type), keys and values go
+//! through the codecs in [`codec`], and writes that belong together are committed as
+//! one [`Batch`] with the WAL synced, so an acknowledged write survives `kill -9` and a failed
+//! request leaves nothing half-written.
+
+pub mod codec;
+
+use std::{
+    marker::PhantomData,
+    path::Path,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+};
+
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions};
+
+pub use rocksdb::DB;
+
+pub use self::codec::Codec;
+
+/// The column families the store opens, declared above this layer (by the domains that own
+/// them): the store needs their names at open, and its own named counters.
+pub trait TableSet: Send + Sync + Sized + 'static {
+    /// Every column family of the set; [`Database::open`] creates those missing.
+    const NAMES: &'static [&'static str];
+    /// The typed tables over the open store.
+    fn new(db: &Arc<DB>, reads: &Arc<AtomicU64>) -> Self;
+    /// Named counters (`metakey_count`): the global counter behind stream positions and ids.
+    fn meta(&self) -> &Table<String, codec::Be64>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// Another process (normally the running server) holds the database lock.
+    #[error("the database at {0} is in use by another process")]
+    Locked(String),
+    #[error("database error: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    #[error("{0}")]
+    Io(String),
+    #[error("corrupt record in {table}: {reason}")]
+    Corrupt { table: &'static str, reason: String },
+}
+
+/// The open database: the RocksDB handle, its tables and the global counter.
+pub struct Database<T> {
+    db: Arc<DB>,
+    pub tables: T,
+    /// The last number handed out by [`Database::next_count`]; persisted with every batch that uses it.
+    counter: AtomicU64,
+    /// Positions for history fetched later from other servers are handed out downwards from
+    /// here ([`Database::backfill_positions`]), below every stream position.
+    backfill_floor: std::sync::Mutex<(u64, u64)>,
+    /// Fault injection for the durability test only ([`SKIP_FSYNC_ENV`]): write without ever
+    /// syncing, to show that the test catches a server that acknowledges before the disk has it.
+    skip_sync: bool,
+    /// Point reads and iterator steps so far, so tests can show that a request's cost follows
+    /// what changed rather than the size of what is stored.
+    reads: Arc<AtomicU64>,
+    path: std::path::PathBuf,
+}
+
+/// Test hook: when set to `1`, nothing is ever fsynced. Never set in production (not `HEMICYCLE_*`:
+/// those are configuration keys).
+pub const SKIP_FSYNC_ENV: &str = "FAULT_HEMICYCLE_SKIP_FSYNC";
+
+const COUNTER_KEY: &str = "counter";
+const SCHEMA_KEY: &str = "schema_version";
+/// The stored format this release writes. A release that changes it migrates older databases at
+/// open; a database of a newer format is refused rather than misread (a downgrade).
+pub const SCHEMA_VERSION: u64 = 1;
+const BACKFILL_FLOOR_KEY: &str = "backfill_floor";
+const BACKFILL_LOW_KEY: &str = "backfill_low";
+
+/// Where stream positions start: the numbers below are kept for history fetched from other
+/// servers after a join, which must sort before everything the room already has.
+pub const STREAM_BASE: u64 = 1 << 40;
+
+impl<T: TableSet> Database<T> {
+    /// Opens (or creates) the store at `path` with the default memory budget.
+    pub fn open(path: &Path) -> Result<Self, DbError> {
+        Self::open_with_budget(path, crate::config::DatabaseConfig::default().cache_mb)
+    }
+
+    /// Opens the store with `cache_mb` MiB for the block cache and the write buffers together:
+    /// one LRU cache shared by every column family (index and filter blocks included), and the
+    /// memtables charged to it, so the store's memory stays within the budget however many
+    /// column families are written.
+    pub fn open_with_budget(path: &Path, cache_mb: u64) -> Result<Self, DbError> {
+        std::fs::create_dir_all(path).map_err(|e| DbError::Io(format!("cannot create {}: {e}", path.display())))?;
+        let budget = (cache_mb.max(8) as usize) << 20;
+        let cache = rocksdb::Cache::new_lru_cache(budget);
+        let write_buffers =
+            rocksdb::WriteBufferManager::new_write_buffer_manager_with_cache(budget / 2, false, cache.clone());
+        let mut table = rocksdb::BlockBasedOptions::default();
+        table.set_block_cache(&cache);
+        table.set_cache_index_and_filter_blocks(true);
+        table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        opts.set_max_background_jobs(2);
+        opts.set_keep_log_file_num(4);
+        opts.set_write_buffer_manager(&write_buffers);
+        opts.set_block_based_table_factory(&table);
+        let descriptors = T::NAMES.iter().map(|name| {
+            let mut cf = Options::default();
+            cf.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            cf.set_block_based_table_factory(&table);
+            // Small memtables: most families see few writes, and the manager flushes the
+            // largest when the budget is reached.
+            cf.set_write_buffer_size((budget / 8).clamp(1 << 20, 16 << 20));
+            cf.set_max_write_buffer_number(2);
+            ColumnFamilyDescriptor::new(*name, cf)
+        });
+        let db = DB::open_cf_descriptors(&opts, path, descriptors).map_err(|e| {
+            if e.as_ref().contains("lock") {
+                DbError::Locked(path.display().to_string())
+            } else {
+                DbError::Rocks(e)
+            }
+        })?;
+        let db = Arc::new(db);
+        let reads = Arc::new(AtomicU64::new(0));
+        let tables = T::new(&db, &reads);
+        let schema = tables.meta().get(&SCHEMA_KEY.to_owned())?.map(|c: codec::Be64| c.0);
+        if let Some(found) = schema.filter(|v| *v > SCHEMA_VERSION) {
+            return Err(DbError::Io(format!(
+                "the database at {} was written by a newer Hemicycle (format {found}; this release reads up to {SCHEMA_VERSION}): run that release or restore a backup",
+                path.display()
+            )));
+        }
+        let mut counter = tables.meta().get(&COUNTER_KEY.to_owned())?.map(|c: codec::Be64| c.0).unwrap_or(0);
+        let skip_sync = std::env::var(SKIP_FSYNC_ENV).is_ok_and(|v| v == "1");
+        if skip_sync {
+            tracing::error!("{SKIP_FSYNC_ENV}=1: writes are never synced (fault injection for tests)");
+        }
+        // A database made before positions started at STREAM_BASE moves its counter up once;
+        // the numbers between its old counter and the base are free for backfilled history.
+        let stored_floor = tables.meta().get(&BACKFILL_FLOOR_KEY.to_owned())?.map(|c: codec::Be64| c.0);
+        let stored_low = tables.meta().get(&BACKFILL_LOW_KEY.to_owned())?.map(|c: codec::Be64| c.0);
+        let migrate = stored_floor.is_none() || stored_low.is_none();
+        let low = stored_low.unwrap_or(counter.min(STREAM_BASE));
+        let floor = stored_floor.unwrap_or(STREAM_BASE);
+        if migrate {
+            counter = counter.max(STREAM_BASE);
+        }
+        let database = Self {
+            db,
+            tables,
+            counter: AtomicU64::new(counter),
+            backfill_floor: std::sync::Mutex::new((floor, low)),
+            skip_sync,
+            reads,
+            path: path.to_owned(),
+        };
+        if schema.is_none() {
+            let mut batch = Batch::new();
+            database.tables.meta().insert(&mut batch, &SCHEMA_KEY.to_owned(), &codec::Be64(SCHEMA_VERSION));
+            database.commit(batch)?;
+        }
+        if migrate {
+            let mut batch = Batch::new();
+            database.tables.meta().insert(&mut batch, &COUNTER_KEY.to_owned(), &codec::Be64(counter));
+            database.tables.meta().insert(&mut batch, &BACKFILL_FLOOR_KEY.to_owned(), &codec::Be64(floor));
+            database.tables.meta().insert(&mut batch, &BACKFILL_LOW_KEY.to_owned(), &codec::Be64(low));
+            database.commit(batch)?;
+        }
+        Ok(database)
+    }
+
+    /// A RocksDB integer property (`rocksdb.total-sst-files-size`, `rocksdb.block-cache-usage`, …)
+    /// summed over every column family, for the metrics and the console. Properties of the shared
+    /// block cache are the same in every family, so those are read from one.
+    pub fn property(&self, name: &str) -> u64 {
+        let shared = name.starts_with("rocksdb.block-cache");
+        let mut total = 0;
+        for family in T::NAMES {
+            let Some(cf) = self.db.cf_handle(family) else { continue };
+            total += self.db.property_int_value_cf(cf, name).ok().flatten().unwrap_or(0);
+            if shared {
+                break;
+            }
+        }
+        total
+    }
+
+    /// A consistent copy of the store in `dir` (which must not exist), taken while the server
+    /// runs: RocksDB's checkpoint hard-links the immutable table files and copies the rest.
+    pub fn checkpoint(&self, dir: &Path) -> Result<(), DbError> {
+        self.db.flush_wal(true)?;
+        rocksdb::checkpoint::Checkpoint::new(&self.db)?.create_checkpoint(dir)?;
+        Ok(())
+    }
+
+    /// Bytes of the store on disk: every file of its directory (tables, write-ahead log,
+    /// manifest), which RocksDB keeps flat.
+    pub fn size_on_disk(&self) -> u64 {
+        std::fs::read_dir(&self.path)
+            .map(|entries| {
+                entries.flatten().filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Hands out `n` consecutive positions for backfilled history, all below `below` (the oldest
+    /// position the room already has) and below every stream position; records the new floor in
+    /// `batch`. `None` when that space is used up for this room.
+    pub fn backfill_positions(&self, batch: &mut Batch, n: u64, below: u64) -> Option<u64> {
+        let mut guard = self.backfill_floor.lock().expect("backfill floor");
+        let (floor, low) = *guard;
+        let first = floor.min(below).checked_sub(n)?;
+        if first <= low {
+            return None;
+        }
+        *guard = (first, low);
+        self.tables.meta().insert(batch, &BACKFILL_FLOOR_KEY.to_owned(), &codec::Be64(first));
+        Some(first)
+    }
+
+    /// Returns a fresh, never reused number (for stream positions, filter ids, …) and records the new
+    /// high-water mark in `batch`, so it is persisted together with whatever uses it.
+    pub fn next_count(&self, batch: &mut Batch) -> u64 {
+        let n = self.counter.fetch_add(1, Ordering::SeqCst) + 1;
+        // A later batch may commit first; the stored value only ever needs to be >= every used number,
+        // so store the max seen at commit time.
+        batch.counter = batch.counter.max(n);
+        n
+    }
+
+    /// The highest number handed out so far.
+    pub fn current_count(&self) -> u64 {
+        self.counter.load(Ordering::SeqCst)
+    }
+
+    /// Commits the batch atomically with the WAL synced to disk.
+    /// Reads done so far (point lookups and iterator steps, every table together).
+    pub fn reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
+    }
+
+    pub fn commit(&self, batch: Batch) -> Result<(), DbError> {
+        self.write(batch, true)
+    }
+
+    /// Writes the batch atomically without waiting for the disk; durable only after a later
+    /// [`Database::sync_wal`] (group commit: many batches, one fsync).
+    pub fn write_unsynced(&self, batch: Batch) -> Result<(), DbError> {
+        self.write(batch, false)
+    }
+
+    /// Makes every write so far durable.
+    pub fn sync_wal(&self) -> Result<(), DbError> {
+        self.db.flush_wal(!self.skip_sync)?;
+        Ok(())
+    }
+
+    fn write(&self, mut batch: Batch, sync: bool) -> Result<(), DbError> {
+        if batch.counter > 0 {
+            let current = self.counter.load(Ordering::SeqCst).max(batch.counter);
+            self.tables.meta().insert(&mut batch, &COUNTER_KEY.to_owned(), &codec::Be64(current));
+        }
+        let mut opts = WriteOptions::default();
+        opts.set_sync(sync && !self.skip_sync);
+        self.db.write_opt(batch.inner, &opts)?;
+        Ok(())
+    }
+
+    /// Flushes memtables to SST files; called on graceful shutdown so start-up need not replay the WAL.
+    pub fn flush(&self) -> Result<(), DbError> {
+        for name in T::NAMES {
+            if let Some(cf) = self.db.cf_handle(name) {
+                self.db.flush_cf(cf)?;
+            }
+        }
+        self.db.flush_wal(true)?;
+        Ok(())
+    }
+}
+
+/// Writes that must land together.
+#[derive(Default)]
+pub struct Batch {
+    inner: WriteBatch,
+    counter: u64,
+}
+
+impl Batch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+/// One column family with typed keys and values.
+pub struct Table<K, V> {
+    db: Arc<DB>,
+    name: &'static str,
+    reads: Arc<AtomicU64>,
+    _types: PhantomData<fn(K, V)>,
+}
+
+impl<K: Codec, V: Codec> Table<K, V> {
+    pub fn new(db: &Arc<DB>, reads: &Arc<AtomicU64>, name: &'static str) -> Self {
+        assert!(db.cf_handle(name).is_some(), "column family {name} is declared in its TableSet's NAMES");
+        Self { db: db.clone(), name, reads: reads.clone(), _types: PhantomData }
+    }
+
+    fn count_read(&self) {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn cf(&self) -> &ColumnFamily {
+        self.db.cf_handle(self.name).expect("column family opened at start-up")
+    }
+
+    fn decode<T: Codec>(&self, bytes: &[u8]) -> Result<T, DbError> {
+        T::decode(bytes).map_err(|reason| DbError::Corrupt { table: self.name, reason })
+    }
+
+    pub fn get(&self, key: &K) -> Result<Option<V>, DbError> {
+        self.count_read();
+        match self.db.get_pinned_cf(self.cf(), key.encode())? {
+            Some(bytes) => Ok(Some(self.decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn contains(&self, key: &K) -> Result<bool, DbError> {
+        self.count_read();
+        Ok(self.db.get_pinned_cf(self.cf(), key.encode())?.is_some())
+    }
+
+    pub fn insert(&self, batch: &mut Batch, key: &K, value: &V) {
+        batch.inner.put_cf(self.cf(), key.encode(), value.encode());
+    }
+
+    pub fn remove(&self, batch: &mut Batch, key: &K) {
+        batch.inner.delete_cf(self.cf(), key.encode());
+    }
+
+    /// Every entry whose key starts with the encoded `prefix` (use [`codec::prefix`] for the first
+    /// parts of a composite key), in key order.
+    pub fn scan_prefix(&self, prefix: Vec<u8>) -> impl Iterator<Item = Result<(K, V), DbError>> + '_ {
+        self.scan_from(prefix.clone(), prefix, true)
+    }
+
+    /// Entries under `prefix`, starting at `start` (inclusive, or the nearest key before it when
+    /// going backwards) and moving forwards or backwards.
+    pub fn scan_from(
+        &self,
+        prefix: Vec<u8>,
+        start: Vec<u8>,
+        forward: bool,
+    ) -> impl Iterator<Item = Result<(K, V), DbError>> + '_ {
+        let direction = if forward { rocksdb::Direction::Forward } else { rocksdb::Direction::Reverse };
+        self.count_read();
+        self.db
+            .iterator_cf(self.cf(), IteratorMode::From(&start, direction))
+            .take_while(move |item| match item {
+                Ok((key, _)) => key.starts_with(&prefix),
+                Err(_) => true,
+            })
+            .map(move |item| {
+                self.count_read();
+                let (key, value) = item?;
+                Ok((self.decode(&key)?, self.decode(&value)?))
+            })
+    }
+
+    /// Every entry, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = Result<(K, V), DbError>> + '_ {
+        self.scan_prefix(Vec::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The store's own counters and nothing else.
+    struct Counters {
+        meta: Table<String, codec::Be64>,
+    }
+
+    impl TableSet for Counters {
+        const NAMES: &'static [&'static str] = &["metakey_count"];
+        fn new(db: &Arc<DB>, reads: &Arc<AtomicU64>) -> Self {
+            Self { meta: Table::new(db, reads, "metakey_count") }
+        }
+        fn meta(&self) -> &Table<String, codec::Be64> {
+            &self.meta
+        }
+    }
+
+    type Database = super::Database<Counters>;
+
+    #[test]
+    fn a_database_of_a_newer_format_is_refused_and_left_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = Database::open(dir.path()).unwrap();
+            let stored = db.tables.meta().get(&SCHEMA_KEY.to_owned()).unwrap().map(|c: codec::Be64| c.0);
+            assert_eq!(stored, Some(SCHEMA_VERSION), "a new database records its format");
+            let mut batch = Batch::new();
+            db.tables.meta().insert(&mut batch, &SCHEMA_KEY.to_owned(), &codec::Be64(SCHEMA_VERSION + 1));
+            db.commit(batch).unwrap();
+        }
+        let error = Database::open(dir.path()).err().expect("refused");
+        assert!(error.to_string().contains("newer Hemicycle"), "{error}");
+        let db = DB::open_cf(&Options::default(), dir.path(), Counters::NAMES).unwrap();
+        let meta = db.cf_handle("metakey_count").unwrap();
+        let raw = db.get_cf(meta, SCHEMA_KEY.as_bytes()).unwrap().unwrap();
+        assert_eq!(raw, (SCHEMA_VERSION + 1).to_be_bytes(), "the refusal wrote nothing");
+    }
+}
