@@ -1,0 +1,12 @@
+//! Multi-node scenarios against real `hemicycle serve` processes (and a real Synapse), one module
+//! per area, in one test binary.
+
+mod admin;
+mod bad_input;
+mod convergence;
+mod e2ee_and_media;
+mod federation;
+mod hostile;
+mod synapse;
+mod telemetry;
+mod workspace;
