@@ -12,6 +12,9 @@ use std::{
 use ruma::{OwnedServerName, RoomVersionId};
 use serde::Deserialize;
 
+mod accounts;
+pub use accounts::{AccountValidityConfig, HumanDuration, PasswordPolicyConfig};
+
 /// A configuration problem, naming the dotted key at fault.
 #[derive(Debug, thiserror::Error)]
 #[error("configuration error at `{key}`: {reason}")]
@@ -46,6 +49,9 @@ pub struct Config {
     pub support: SupportConfig,
     pub session: SessionConfig,
     pub email: EmailConfig,
+    pub password_policy: PasswordPolicyConfig,
+    /// Expiring accounts; absent, accounts never expire (docs/accounts.md).
+    pub account_validity: Option<AccountValidityConfig>,
     pub appservices: AppservicesConfig,
     /// The ministry's directory: sign-in with its passwords, accounts and group rooms from it
     /// (the `hemicycle-bridges` crate defines and checks the section; docs/ldap.md).
@@ -430,6 +436,8 @@ impl Default for Config {
             voip: VoipConfig::default(),
             session: SessionConfig::default(),
             email: EmailConfig::default(),
+            password_policy: PasswordPolicyConfig::default(),
+            account_validity: None,
             appservices: AppservicesConfig::default(),
             support: SupportConfig::default(),
             ldap: Default::default(),
@@ -598,6 +606,9 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.ldap.validate().map_err(|(key, reason)| ConfigError::new(key, reason))?;
+        if let Some(validity) = &self.account_validity {
+            validity.validate()?;
+        }
         if self.ldap.enabled {
             if let Some(path) = &self.ldap.bind_password_file {
                 if let Err(e) = std::fs::File::open(path) {

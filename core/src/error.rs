@@ -47,6 +47,13 @@ pub enum Error {
     /// The account is suspended by an admin.
     #[error("this account is suspended: it may read and leave rooms, not act in them")]
     UserSuspended,
+    /// A new password that breaks `[password_policy]` (`400`, MSC2000's errcode of the rule).
+    #[error("{message}")]
+    PasswordRefused { errcode: &'static str, message: String },
+    /// The account is past its expiry (`403 ORG_MATRIX_EXPIRED_ACCOUNT`): only renewing and
+    /// logging out remain possible.
+    #[error("this account has expired; renew it with the link sent by email")]
+    ExpiredAccount,
     /// An access token past its lifetime: the client refreshes it (`soft_logout: true`).
     #[error("the access token has expired")]
     ExpiredToken,

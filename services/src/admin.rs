@@ -15,7 +15,6 @@ use tokio::{
 use crate::{
     error::{Error, Result},
     services::Services,
-    users::random_password,
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -90,7 +89,7 @@ pub async fn execute(services: &Services, command: Command) -> Result<String> {
             let (password, shown) = match password {
                 Some(p) => (p, None),
                 None => {
-                    let p = random_password();
+                    let p = services.users.password_policy().generate();
                     (p.clone(), Some(p))
                 }
             };
@@ -162,7 +161,7 @@ pub async fn execute(services: &Services, command: Command) -> Result<String> {
             let (password, shown) = match password {
                 Some(p) => (p, None),
                 None => {
-                    let p = random_password();
+                    let p = services.users.password_policy().generate();
                     (p.clone(), Some(p))
                 }
             };

@@ -83,7 +83,11 @@ impl Services {
         let registration_tokens = Arc::new(crate::users::registration_tokens::RegistrationTokens::new(db.clone()));
         let writer = Arc::new(Writer::start(db.clone()));
         let services = Arc::new(Self {
-            users: Users::new(db.clone(), writer.clone(), config.server_name.clone()).with_directory(directory),
+            users: Users::new(db.clone(), writer.clone(), config.server_name.clone())
+                .with_directory(directory)
+                .with_password_policy(crate::users::password_policy::PasswordPolicy::new(
+                    config.password_policy.clone(),
+                )),
             keys: Keys::new(db.clone(), writer.clone()),
             backups: Backups::new(db.clone()),
             rooms: Rooms::new(

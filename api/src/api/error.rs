@@ -62,6 +62,8 @@ impl From<Error> for ApiError {
             Error::ThreepidDenied(_) => (S::FORBIDDEN, "M_THREEPID_DENIED"),
             Error::UserLocked => (S::UNAUTHORIZED, "M_USER_LOCKED"),
             Error::UserSuspended => (S::FORBIDDEN, "M_USER_SUSPENDED"),
+            Error::PasswordRefused { errcode, .. } => (S::BAD_REQUEST, *errcode),
+            Error::ExpiredAccount => (S::FORBIDDEN, "ORG_MATRIX_EXPIRED_ACCOUNT"),
             Error::ThreepidAuthFailed(_) => (S::BAD_REQUEST, "M_THREEPID_AUTH_FAILED"),
             Error::ThreepidInUse => (S::BAD_REQUEST, "M_THREEPID_IN_USE"),
             Error::ThreepidNotFound => (S::BAD_REQUEST, "M_THREEPID_NOT_FOUND"),

@@ -15,6 +15,7 @@ mod errors;
 mod ldap;
 mod media;
 mod metrics;
+mod password_policy;
 mod previews;
 mod pushers;
 mod review;

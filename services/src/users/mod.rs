@@ -9,6 +9,7 @@ pub mod deactivation;
 pub mod directory;
 pub mod filters;
 pub mod password;
+pub mod password_policy;
 pub mod profile;
 pub mod registration_tokens;
 pub mod threepid;
@@ -233,6 +234,9 @@ pub struct Users {
     seen: Mutex<HashMap<(OwnedUserId, OwnedDeviceId), LastSeen>>,
     /// The LDAP directory when `[ldap]` is enabled: it checks its users' passwords.
     directory: Option<directory::Ldap>,
+    /// `[password_policy]`: every password set through [`Users::create`] and
+    /// [`Users::set_password`] keeps it, whichever path (client, admin, console, command line).
+    password_policy: password_policy::PasswordPolicy,
 }
 
 impl Users {
@@ -249,7 +253,18 @@ impl Users {
             dummy_hash: tokio::sync::OnceCell::new(),
             seen: Mutex::new(HashMap::new()),
             directory: None,
+            password_policy: Default::default(),
         }
+    }
+
+    /// Refuses new passwords that break these rules (`[password_policy]`).
+    pub fn with_password_policy(mut self, policy: password_policy::PasswordPolicy) -> Self {
+        self.password_policy = policy;
+        self
+    }
+
+    pub fn password_policy(&self) -> &password_policy::PasswordPolicy {
+        &self.password_policy
     }
 
     /// Signs the directory's users in through it (`[ldap]` enabled).
@@ -332,7 +347,10 @@ impl Users {
             return Err(Error::UserInUse);
         }
         let password_hash = match password {
-            Some(p) => Some(self.hash_password(p).await?),
+            Some(p) => {
+                self.password_policy.check(&p)?;
+                Some(self.hash_password(p).await?)
+            }
             None => None,
         };
         let _guard = self.create_lock.lock().expect("create lock not poisoned");
@@ -418,6 +436,7 @@ impl Users {
         keep: Option<&DeviceId>,
     ) -> Result<()> {
         self.ensure_local_password(user)?;
+        self.password_policy.check(&password)?;
         let hash = self.hash_password(password).await?;
         let user = user.to_owned();
         let keep = keep.map(ToOwned::to_owned);

@@ -45,6 +45,10 @@ pub async fn register(services: Arc<Services>, request: Ruma<register::v3::Reque
     if services.users.exists(&user)? {
         return Err(Error::UserInUse);
     }
+    // Before authentication too, so a client learns at once that the password is refused.
+    if let Some(password) = &body.password {
+        services.users.password_policy().check(password)?;
+    }
     services.uia.authorize(&services.users, body.auth.as_ref(), flows, None, "register").await?;
     let user = services.users.create(&localpart, body.password.clone(), false).await?;
     tracing::info!(%user, "registered");
@@ -156,6 +160,7 @@ pub async fn change_password(
     };
     // Before any authentication stage: the answer is the same whatever the password.
     services.users.ensure_local_password(&owner.user_id)?;
+    services.users.password_policy().check(&body.new_password)?;
     services
         .uia
         .authorize(&services.users, body.auth.as_ref(), &[&[uia::PASSWORD]], Some(&owner.user_id), "change_password")
@@ -170,6 +175,8 @@ async fn reset_password(
     services: &Services,
     body: change_password::v3::Request,
 ) -> Result<change_password::v3::Response> {
+    // A refused password must not use up the validated email session.
+    services.users.password_policy().check(&body.new_password)?;
     // Without email credentials this answers the challenge; with them the stage passes here
     // and the session they name is checked (and used up) right after.
     services

@@ -11,6 +11,7 @@ pub mod ephemeral;
 pub mod keys;
 pub mod media;
 pub mod membership;
+pub mod password_policy;
 pub mod presence;
 pub mod profile;
 pub mod push;
@@ -74,6 +75,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
             axum::routing::get(threepid::submit_token_link).post(threepid::submit_token),
         )
         .ruma(account::change_password)
+        .ruma(password_policy::get)
         .ruma(account::deactivate)
         .ruma(devices::list)
         .ruma(devices::get)
