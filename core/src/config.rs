@@ -59,6 +59,9 @@ pub struct Config {
     pub log: LogConfig,
     pub telemetry: TelemetryConfig,
 }
+    /// The ministry network this node belongs to: external servers, room access rules, the
+    /// email-domain map (docs/network.md).
+    pub network: NetworkConfig,
 
 /// Application services (bridges, bots such as `hemicycle-workspace`): one registration file
 /// each, in the YAML format Synapse reads, so the same file serves both servers.
@@ -490,6 +493,7 @@ impl Default for MediaConfig {
             url_preview: UrlPreviewConfig::default(),
         }
     }
+            network: NetworkConfig::default(),
 }
 
 impl Default for RateLimitsConfig {
@@ -590,6 +594,62 @@ impl Config {
             let retyped = from_env.iter().position(|(_, path, raw)| {
                 path.join(".") == key && !matches!(parse_env_value(raw), toml::Value::String(_))
             });
+/// A closed federation of ministry nodes plus one node for people outside the administration
+/// (docs/network.md). Every node of the network has the same `external_servers`,
+/// `access_rules_bypass` and domain map, so that each judges every event alike.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    /// `ministry` (agents of an administration) or `external` (the externals' node).
+    pub role: NetworkRole,
+    /// The externals' server names; their users are external users everywhere.
+    pub external_servers: Vec<OwnedServerName>,
+    /// The room access rules (`im.vector.room.access_rules`); on when `external_servers` is set.
+    pub access_rules: Option<bool>,
+    /// Users exempt from the access rules, on every node of the network.
+    pub access_rules_bypass: Vec<ruma::OwnedUserId>,
+    /// The email-domain map: which node each address belongs to (read again when it changes).
+    pub domains_file: Option<PathBuf>,
+    /// On the externals' node: whether its users may create rooms (off, as Tchap runs it).
+    pub external_users_create_rooms: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkRole {
+    #[default]
+    Ministry,
+    External,
+}
+
+impl NetworkConfig {
+    pub fn access_rules_enabled(&self) -> bool {
+        self.access_rules.unwrap_or(!self.external_servers.is_empty())
+    }
+
+    fn validate(&self, server_name: &ruma::ServerName) -> Result<(), ConfigError> {
+        let own = self.external_servers.iter().any(|s| s.as_str().eq_ignore_ascii_case(server_name.as_str()));
+        match self.role {
+            NetworkRole::External if !own => {
+                return Err(ConfigError::new(
+                    "network.external_servers",
+                    format!("the externals' node {server_name} must be in its own list"),
+                ))
+            }
+            NetworkRole::Ministry if own => {
+                return Err(ConfigError::new("network.role", "this server is in external_servers: role = \"external\""))
+            }
+            _ => {}
+        }
+        if let Some(path) = &self.domains_file {
+            if let Err(e) = std::fs::File::open(path) {
+                return Err(ConfigError::new("network.domains_file", format!("cannot read {}: {e}", path.display())));
+            }
+        }
+        Ok(())
+    }
+}
+
             match retyped {
                 Some(i) => {
                     let (name, path, raw) = from_env.remove(i);
@@ -684,6 +744,7 @@ impl Config {
         if let Some(from) = &self.email.notif_from {
             if from.parse::<lettre::message::Mailbox>().is_err() {
                 return Err(ConfigError::new("email.notif_from", format!("{from:?} is not a valid mailbox")));
+        self.network.validate(&self.server_name)?;
             }
         }
         if let Some(url) = &self.public_baseurl {

@@ -75,6 +75,10 @@ pub enum Error {
     /// A request the spec answers with plain `M_UNKNOWN` and 400 (e.g. forgetting a joined room).
     #[error("{0}")]
     BadState(String),
+    /// A refusal Synapse answers with `403 M_UNKNOWN` and that clients of a ministry network know
+    /// by its message ("Not allowed to publish room").
+    #[error("{0}")]
+    Refused(String),
     /// A user id or alias in a namespace an application service holds exclusively.
     #[error("{0}")]
     Exclusive(String),

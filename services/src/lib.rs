@@ -15,6 +15,7 @@ pub mod federation;
 pub mod keys;
 pub mod media;
 pub mod metrics;
+pub mod network;
 pub mod push;
 pub mod reports;
 pub mod rooms;

@@ -56,6 +56,8 @@ pub struct Services {
     pub appservices: crate::appservice::Registry,
     pub appservice_sender: crate::appservice::sender::AppserviceSender,
     pub metrics: crate::metrics::Metrics,
+    /// The ministry network's settings and email-domain map (docs/network.md).
+    pub network: Arc<crate::network::Network>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +86,7 @@ impl Services {
         let writer = Arc::new(Writer::start(db.clone()));
         let services = Arc::new(Self {
             users: Users::new(db.clone(), writer.clone(), config.server_name.clone())
+        let network = Arc::new(crate::network::Network::new(&config.server_name, &config.network)?);
                 .with_directory(directory)
                 .with_password_policy(crate::users::password_policy::PasswordPolicy::new(
                     config.password_policy.clone(),
@@ -96,7 +99,9 @@ impl Services {
                 server_keys.clone(),
                 profiles.clone(),
                 writer.clone(),
-            ),
+            )
+            .with_network(network.clone()),
+            network,
             account_data: AccountData::new(db.clone(), writer.clone()),
             typing: Typing::new(),
             receipts: Receipts::new(db.clone(), writer.clone()),

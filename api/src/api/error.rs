@@ -75,6 +75,7 @@ impl From<Error> for ApiError {
             Error::AliasTakenAtCreation(_) => (S::BAD_REQUEST, "M_ROOM_IN_USE"),
             Error::BadAlias(_) => (S::BAD_REQUEST, "M_BAD_ALIAS"),
             Error::BadState(_) => (S::BAD_REQUEST, "M_UNKNOWN"),
+            Error::Refused(_) => (S::FORBIDDEN, "M_UNKNOWN"),
             Error::ServerManaged(_) => (S::METHOD_NOT_ALLOWED, "M_BAD_JSON"),
             Error::Exclusive(_) => (S::BAD_REQUEST, "M_EXCLUSIVE"),
             Error::AppserviceUnreachable { status, errcode, .. } => {

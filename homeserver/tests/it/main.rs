@@ -17,6 +17,7 @@ mod media;
 mod metrics;
 mod password_policy;
 mod previews;
+mod network;
 mod pushers;
 mod review;
 mod rooms;

@@ -38,12 +38,13 @@ impl Rooms {
     pub async fn create_room(
         &self,
         sender: &UserId,
-        request: CreateRoom,
+        mut request: CreateRoom,
         default_version: &RoomVersionId,
     ) -> Result<OwnedRoomId> {
         let version = request.version.clone().unwrap_or_else(|| default_version.clone());
         let rules = version.rules().ok_or_else(|| Error::UnsupportedRoomVersion(version.to_string()))?;
         let privileged_creators = rules.authorization.explicitly_privilege_room_creators;
+        self.prepare_network_room(sender, &mut request, privileged_creators)?;
         let preset = request.preset.unwrap_or(if request.public { Preset::PublicChat } else { Preset::PrivateChat });
 
         // Validate everything before the first event, so a bad request leaves no half-made room.

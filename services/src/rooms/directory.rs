@@ -165,6 +165,9 @@ impl Rooms {
         if !server_admin && !moderator()? {
             return Err(Error::forbidden("only room moderators can change the room's directory visibility"));
         }
+        if public {
+            self.check_publication(user, room)?;
+        }
         self.set_published(room, public)
     }
 

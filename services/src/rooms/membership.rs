@@ -151,6 +151,9 @@ impl Rooms {
                 }
             }
         }
+        if membership == "leave" && sender == target {
+            self.keep_an_admin(room, sender).await;
+        }
         self.append(
             room,
             sender,

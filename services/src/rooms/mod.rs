@@ -10,6 +10,7 @@ pub mod create;
 pub mod directory;
 pub mod hierarchy;
 pub mod membership;
+mod network;
 pub mod notices;
 pub mod pdu;
 pub mod power;
@@ -261,6 +262,8 @@ pub struct Rooms {
     /// claimed (so two creations cannot both pass validation with one alias).
     alias_lock: Mutex<std::collections::HashSet<String>>,
     pub state: StateStore,
+    /// The ministry network's settings: access rules, external servers (`network.rs`).
+    network: Arc<crate::network::Network>,
     /// One lock per room: local events of a room are appended one at a time, so they never fork
     /// the DAG; different rooms proceed in parallel.
     locks: Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>,
@@ -313,6 +316,7 @@ impl Rooms {
         writer: Arc<Writer>,
     ) -> Self {
         Self {
+            network: Arc::new(crate::network::Network::none(&server_name)),
             state: StateStore::new(db.clone(), writer.pending.clone()),
             records: Mutex::new(HashMap::new()),
             auth_cache: Mutex::new(HashMap::new()),
@@ -714,6 +718,7 @@ impl Rooms {
         let pdu = Pdu::from_json(placeholder, &json).map_err(|e| Error::Internal(e.to_string()))?;
         let state = self.state.load(record.snapshot)?;
         self.check_auth(&rules, &pdu, Some(&state)).map_err(Error::Forbidden)?;
+        self.enforce_access_rules(room, &pdu, &state)?;
         Ok((record.version, object))
     }
 
@@ -869,6 +874,9 @@ impl Rooms {
             None => None,
         };
         self.check_auth(&rules, &pdu, state.as_deref()).map_err(Error::Forbidden)?;
+        if let Some(state) = &state {
+            self.enforce_access_rules(room, &pdu, state)?;
+        }
         let before = record.as_ref().map(|r| r.snapshot);
         let depth = u64::from(pdu.depth);
         self.persist(

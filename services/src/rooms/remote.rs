@@ -739,13 +739,21 @@ impl Rooms {
                 None => return Err(Error::Internal(format!("the prev events of {event_id} are not held"))),
             },
         };
-        if let Err(reason) = self.check_auth(&rules, &pdu, Some(&before_map)) {
+        // The network's access rules count as auth rules here: every node of the network judges
+        // every event alike, so what one refuses none takes in.
+        let verdict = self.check_auth(&rules, &pdu, Some(&before_map)).and_then(|()| {
+            self.check_access_rules(room, &pdu, &before_map).map_err(|r| format!("room access rules: {r}"))
+        });
+        if let Err(reason) = verdict {
             self.mark_outlier(room, event_id, &json, true, None)?;
             return Ok((Accepted::Rejected(reason), None));
         }
         if record.snapshot != before {
             let current = self.state.load(record.snapshot)?;
-            if let Err(reason) = self.check_auth(&rules, &pdu, Some(&current)) {
+            let verdict = self.check_auth(&rules, &pdu, Some(&current)).and_then(|()| {
+                self.check_access_rules(room, &pdu, &current).map_err(|r| format!("room access rules: {r}"))
+            });
+            if let Err(reason) = verdict {
                 // Kept with the state after it in its branch: not shown, not an extremity, but
                 // part of the DAG for the events that name it later.
                 let after = match &pdu.state_key {
@@ -907,6 +915,7 @@ impl Rooms {
         if let Err(reason) = self.check_auth(&rules, &pdu, Some(&before_map)) {
             return Err(Error::Forbidden(format!("the room's state does not allow the join: {reason}")));
         }
+        self.enforce_access_rules(room, &pdu, &before_map)?;
         let depth = u64::from(pdu.depth);
         let extremities = vec![join_id.clone()];
         pending.push(self.persist(
@@ -964,6 +973,7 @@ impl Rooms {
         let pdu = Pdu::from_json(event_id, &json).map_err(|e| Error::Internal(e.to_string()))?;
         let state = self.state.load(record.snapshot)?;
         self.check_auth(&rules, &pdu, Some(&state)).map_err(Error::Forbidden)?;
+        self.enforce_access_rules(room, &pdu, &state)?;
         Ok((record.version, object))
     }
 

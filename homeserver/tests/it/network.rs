@@ -1,0 +1,220 @@
+//! A node of a ministry network (`[network]`, docs/network.md) on its own: the room access rules
+//! on the events its users send, room creation's defaults, publication, the last admin's leave.
+//! The rules on events received from other nodes are in federation-tests (`network.rs`).
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use super::common::{api, register_raw, urlencode, TestServer};
+
+const EXTERNAL: &str = "externes.example";
+const REFUSED: &str = "This event is not allowed in this context";
+
+fn network_server(extra: &[(&str, toml::Value)]) -> TestServer {
+    let mut settings = vec![("network.external_servers", toml::Value::Array(vec![EXTERNAL.into()]))];
+    settings.extend(extra.iter().cloned());
+    TestServer::start_with(&settings)
+}
+
+async fn create(server: &TestServer, token: &str, body: Value) -> String {
+    let (status, answer) = api(server, Method::POST, Some(token), "/_matrix/client/v3/createRoom", Some(body)).await;
+    assert_eq!(status, 200, "createRoom: {answer}");
+    answer["room_id"].as_str().unwrap().to_owned()
+}
+
+async fn put_state(server: &TestServer, token: &str, room: &str, kind: &str, content: Value) -> (u16, Value) {
+    let path = format!("/_matrix/client/v3/rooms/{}/state/{kind}/", urlencode(room));
+    api(server, Method::PUT, Some(token), &path, Some(content)).await
+}
+
+async fn state(server: &TestServer, token: &str, room: &str, kind: &str) -> Value {
+    let path = format!("/_matrix/client/v3/rooms/{}/state/{kind}/", urlencode(room));
+    let (status, content) = api(server, Method::GET, Some(token), &path, None).await;
+    assert_eq!(status, 200, "{kind}: {content}");
+    content
+}
+
+async fn invite(server: &TestServer, token: &str, room: &str, user: &str) -> (u16, Value) {
+    let path = format!("/_matrix/client/v3/rooms/{}/invite", urlencode(room));
+    api(server, Method::POST, Some(token), &path, Some(json!({ "user_id": user }))).await
+}
+
+async fn join(server: &TestServer, token: &str, room: &str) {
+    let path = format!("/_matrix/client/v3/rooms/{}/join", urlencode(room));
+    let (status, body) = api(server, Method::POST, Some(token), &path, Some(json!({}))).await;
+    assert_eq!(status, 200, "join: {body}");
+}
+
+fn refused(answer: &(u16, Value)) {
+    assert_eq!(answer.0, 403, "{}", answer.1);
+    assert_eq!(answer.1["errcode"], "M_FORBIDDEN", "{}", answer.1);
+    assert_eq!(answer.1["error"], REFUSED, "{}", answer.1);
+}
+
+fn accepted(answer: &(u16, Value)) {
+    assert_eq!(answer.0, 200, "{}", answer.1);
+}
+
+/// A new room gets `restricted` and the network's power levels; external users can neither be
+/// invited nor given power; the rule changes only from restricted to unrestricted; a public room
+/// is not encrypted, and turns private only once encrypted; only restricted rooms are published.
+#[tokio::test]
+async fn access_rules_of_a_room() {
+    let server = network_server(&[]);
+    let (_, alice) = register_raw(&server, "alice").await;
+    let external = format!("@guest:{EXTERNAL}");
+
+    let room = create(&server, &alice, json!({})).await;
+    assert_eq!(state(&server, &alice, &room, "im.vector.room.access_rules").await, json!({ "rule": "restricted" }));
+    let power = state(&server, &alice, &room, "m.room.power_levels").await;
+    assert_eq!(power["invite"], 50, "{power}");
+    assert_eq!(power["state_default"], 100, "{power}");
+    assert_eq!(power["events"]["m.call.member"], 0, "{power}");
+    assert_eq!(power["events"]["org.matrix.msc3401.call.member"], 0, "{power}");
+    assert_eq!(power["events"]["m.beacon_info"], 0, "{power}");
+    let visibility = state(&server, &alice, &room, "m.room.history_visibility").await;
+    assert_eq!(visibility["history_visibility"], "invited");
+
+    refused(&invite(&server, &alice, &room, &external).await);
+    refused(&put_state(&server, &alice, &room, "im.vector.room.access_rules", json!({ "rule": "direct" })).await);
+    refused(&put_state(&server, &alice, &room, "im.vector.room.access_rules", json!({ "rule": "open" })).await);
+    accepted(
+        &put_state(&server, &alice, &room, "im.vector.room.access_rules", json!({ "rule": "unrestricted" })).await,
+    );
+    refused(&put_state(&server, &alice, &room, "im.vector.room.access_rules", json!({ "rule": "restricted" })).await);
+
+    let mut power = state(&server, &alice, &room, "m.room.power_levels").await;
+    power["users"][&external] = json!(50);
+    refused(&put_state(&server, &alice, &room, "m.room.power_levels", power.clone()).await);
+    power["users"][&external] = json!(0);
+    power["users_default"] = json!(10);
+    refused(&put_state(&server, &alice, &room, "m.room.power_levels", power.clone()).await);
+    power["users_default"] = json!(0);
+    accepted(&put_state(&server, &alice, &room, "m.room.power_levels", power).await);
+
+    // Unrestricted: not in the public directory.
+    let path = format!("/_matrix/client/v3/directory/list/room/{}", urlencode(&room));
+    let (status, body) = api(&server, Method::PUT, Some(&alice), &path, Some(json!({ "visibility": "public" }))).await;
+    assert_eq!(
+        (status, body["errcode"].as_str(), body["error"].as_str()),
+        (403, Some("M_UNKNOWN"), Some("Not allowed to publish room"))
+    );
+
+    accepted(&put_state(&server, &alice, &room, "m.room.join_rules", json!({ "join_rule": "public" })).await);
+    refused(
+        &put_state(&server, &alice, &room, "m.room.encryption", json!({ "algorithm": "m.megolm.v1.aes-sha2" })).await,
+    );
+    refused(&put_state(&server, &alice, &room, "m.room.join_rules", json!({ "join_rule": "invite" })).await);
+
+    // A restricted room may be published; creating an unrestricted public room is refused.
+    let public = create(&server, &alice, json!({ "visibility": "public", "preset": "public_chat" })).await;
+    assert_eq!(state(&server, &alice, &public, "m.room.history_visibility").await["history_visibility"], "shared");
+    let (status, body) = api(
+        &server,
+        Method::POST,
+        Some(&alice),
+        "/_matrix/client/v3/createRoom",
+        Some(json!({ "visibility": "public",
+                     "initial_state": [{ "type": "im.vector.room.access_rules", "state_key": "", "content": { "rule": "unrestricted" } }] })),
+    )
+    .await;
+    assert_eq!(
+        (status, body["errcode"].as_str(), body["error"].as_str()),
+        (403, Some("M_UNKNOWN"), Some("Room visibility value not allowed."))
+    );
+}
+
+/// `is_direct` rooms get `direct`: two people, no name, topic or avatar, never public; a rule
+/// that does not match `is_direct`, or power levels that loosen the network's, are refused at
+/// creation with the reference's 400s.
+#[tokio::test]
+async fn direct_chats() {
+    let server = network_server(&[]);
+    let (_, alice) = register_raw(&server, "alice").await;
+    let (bob_id, bob) = register_raw(&server, "bob").await;
+    let (carol_id, _) = register_raw(&server, "carol").await;
+
+    let room = create(&server, &alice, json!({ "is_direct": true, "invite": [bob_id] })).await;
+    assert_eq!(state(&server, &alice, &room, "im.vector.room.access_rules").await, json!({ "rule": "direct" }));
+    join(&server, &bob, &room).await;
+    refused(&put_state(&server, &alice, &room, "m.room.name", json!({ "name": "us" })).await);
+    refused(&put_state(&server, &alice, &room, "m.room.topic", json!({ "topic": "us" })).await);
+    refused(&put_state(&server, &alice, &room, "m.room.avatar", json!({ "url": "mxc://localhost/a" })).await);
+    refused(&put_state(&server, &alice, &room, "m.room.join_rules", json!({ "join_rule": "public" })).await);
+    refused(&invite(&server, &alice, &room, &carol_id).await);
+
+    let bad = [
+        (
+            json!({ "is_direct": true, "initial_state": [{ "type": "im.vector.room.access_rules", "content": { "rule": "restricted" } }] }),
+            "Invalid access rule",
+        ),
+        (
+            json!({ "initial_state": [{ "type": "im.vector.room.access_rules", "content": { "rule": "direct" } }] }),
+            "Invalid access rule",
+        ),
+        (json!({ "is_direct": true, "preset": "public_chat" }), "Invalid access rule"),
+        (json!({ "power_level_content_override": { "invite": 0 } }), "Invalid power levels content override"),
+        (
+            json!({ "initial_state": [{ "type": "m.room.power_levels", "content": { "state_default": 50 } }] }),
+            "Invalid power levels content",
+        ),
+    ];
+    for (body, message) in bad {
+        let (status, answer) =
+            api(&server, Method::POST, Some(&alice), "/_matrix/client/v3/createRoom", Some(body.clone())).await;
+        assert_eq!(
+            (status, answer["errcode"].as_str(), answer["error"].as_str()),
+            (400, Some("M_UNKNOWN"), Some(message)),
+            "{body}"
+        );
+    }
+}
+
+/// The network's bypass list is exempt from every rule; others are not.
+#[tokio::test]
+async fn the_bypass_list_is_exempt() {
+    let server = network_server(&[("network.access_rules_bypass", toml::Value::Array(vec!["@root:localhost".into()]))]);
+    let (_, root) = register_raw(&server, "root").await;
+    let (_, alice) = register_raw(&server, "alice").await;
+    for (token, exempt) in [(&alice, false), (&root, true)] {
+        let room = create(&server, token, json!({})).await;
+        let changed =
+            put_state(&server, token, &room, "im.vector.room.access_rules", json!({ "rule": "direct" })).await;
+        let named = put_state(&server, token, &room, "m.room.name", json!({ "name": "exempt" })).await;
+        if exempt {
+            accepted(&changed);
+            accepted(&named);
+        } else {
+            refused(&changed);
+        }
+    }
+}
+
+/// When the last admin leaves, the moderators become admins; with none, in a restricted room,
+/// everyone does.
+#[tokio::test]
+async fn the_last_admin_leaving_promotes_others() {
+    let server = network_server(&[]);
+    let (_, alice) = register_raw(&server, "alice").await;
+    let (bob_id, bob) = register_raw(&server, "bob").await;
+    let (carol_id, carol) = register_raw(&server, "carol").await;
+
+    let room = create(&server, &alice, json!({ "room_version": "11" })).await;
+    for (id, token) in [(&bob_id, &bob), (&carol_id, &carol)] {
+        accepted(&invite(&server, &alice, &room, id).await);
+        join(&server, token, &room).await;
+    }
+    let mut power = state(&server, &alice, &room, "m.room.power_levels").await;
+    power["users"][&bob_id] = json!(50);
+    accepted(&put_state(&server, &alice, &room, "m.room.power_levels", power).await);
+    let path = format!("/_matrix/client/v3/rooms/{}/leave", urlencode(&room));
+    accepted(&api(&server, Method::POST, Some(&alice), &path, Some(json!({}))).await);
+    let power = state(&server, &bob, &room, "m.room.power_levels").await;
+    assert_eq!(power["users"][&bob_id], 100, "the moderator is promoted: {power}");
+    assert!(power["users"].get(&carol_id).is_none(), "{power}");
+
+    // Bob, now the last admin, leaves a room with no moderator: everyone becomes an admin.
+    accepted(&api(&server, Method::POST, Some(&bob), &path, Some(json!({}))).await);
+    let power = state(&server, &carol, &room, "m.room.power_levels").await;
+    assert_eq!(power["users_default"], 100, "{power}");
+}

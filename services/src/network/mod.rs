@@ -1,0 +1,103 @@
+//! A ministry network as the French state runs one (Tchap): ministry nodes and one node for
+//! people outside the administration, which every node tells apart by server name; room access
+//! rules every node enforces alike; an email-domain map saying which node each address belongs to.
+//! `docs/network.md` describes the rules and the configuration (`[network]`).
+
+pub mod access_rules;
+pub mod domains;
+pub mod last_admin;
+
+use std::collections::HashSet;
+
+use ruma::{ServerName, UserId};
+
+use crate::{
+    config::{NetworkConfig, NetworkRole},
+    error::{Error, Result},
+};
+
+/// The network's settings as the services use them.
+pub struct Network {
+    server_name: String,
+    role: NetworkRole,
+    access_rules: bool,
+    external_servers: HashSet<String>,
+    bypass: HashSet<String>,
+    external_users_create_rooms: bool,
+    domains: Option<domains::DomainsFile>,
+}
+
+impl Network {
+    pub fn new(server_name: &ServerName, config: &NetworkConfig) -> Result<Network> {
+        let domains = match &config.domains_file {
+            Some(path) => Some(
+                domains::DomainsFile::open(path).map_err(|e| Error::Internal(format!("network.domains_file: {e}")))?,
+            ),
+            None => None,
+        };
+        Ok(Network {
+            server_name: server_name.as_str().to_ascii_lowercase(),
+            role: config.role,
+            access_rules: config.access_rules_enabled(),
+            external_servers: config.external_servers.iter().map(|s| s.as_str().to_ascii_lowercase()).collect(),
+            bypass: config.access_rules_bypass.iter().map(|u| u.to_string()).collect(),
+            external_users_create_rooms: config.external_users_create_rooms,
+            domains,
+        })
+    }
+
+    /// No network: every server is a peer like any other, no rule applies.
+    pub fn none(server_name: &ServerName) -> Network {
+        Network::new(server_name, &NetworkConfig::default()).expect("an empty network section is valid")
+    }
+
+    /// Whether the room access rules are enforced on this node.
+    pub fn access_rules(&self) -> bool {
+        self.access_rules
+    }
+
+    pub fn is_external_server(&self, server: &str) -> bool {
+        self.external_servers.contains(&server.to_ascii_lowercase())
+    }
+
+    pub fn is_external_user(&self, user: &UserId) -> bool {
+        self.is_external_server(user.server_name().as_str())
+    }
+
+    /// Whether this node is the externals' node.
+    pub fn is_external_node(&self) -> bool {
+        self.role == NetworkRole::External
+    }
+
+    /// Whether `user` is on the network's bypass list (server admins are exempt too, which the
+    /// caller knows for its own users only).
+    pub fn in_bypass_list(&self, user: &str) -> bool {
+        self.bypass.contains(user)
+    }
+
+    /// Whether a user of this node may create rooms: the externals' users may not, unless the
+    /// configuration says so.
+    pub fn may_create_rooms(&self, user: &UserId) -> bool {
+        self.external_users_create_rooms || !(self.is_external_node() && self.is_external_user(user))
+    }
+
+    /// The node an email address belongs to, from the domain map (`None` without a map or when
+    /// the map names none).
+    pub fn server_of_address(&self, address: &str) -> Result<Option<String>> {
+        let Some(file) = &self.domains else {
+            return Ok(None);
+        };
+        let map = file.current().map_err(Error::Internal)?;
+        Ok(map.server_of(address).map(str::to_owned))
+    }
+
+    /// Whether this node keeps the domain map (and answers the identity `info` endpoints).
+    pub fn has_domain_map(&self) -> bool {
+        self.domains.is_some()
+    }
+
+    /// This node's server name, lower-cased, as the map names nodes.
+    pub fn own_server(&self) -> &str {
+        &self.server_name
+    }
+}

@@ -1,0 +1,297 @@
+//! The ministry network's rules on the room write path (`crate::network`): every event this
+//! server builds, and every event it takes in from another server, is judged against the state
+//! before it; new rooms get their rule and power levels; the last admin's leave promotes others.
+
+use std::{collections::HashSet, sync::Arc};
+
+use ruma::{events::StateEventType, RoomId, UserId};
+use serde_json::Value;
+
+use super::{create::CreateRoom, create::Preset, pdu::Pdu, state::StateMap, NewEvent, Rooms};
+use crate::{
+    db::codec::Json,
+    error::{Error, Result},
+    network::{
+        access_rules::{self, Candidate, Policy, RoomRule, Rule, StateView, ACCESS_RULES},
+        last_admin, Network,
+    },
+};
+
+/// The state before an event, as the rules read it.
+struct View<'a> {
+    rooms: &'a Rooms,
+    state: &'a StateMap,
+}
+
+impl View<'_> {
+    fn pdu(&self, kind: &str, state_key: &str) -> Option<Pdu> {
+        let short = self.rooms.state.short_key(&StateEventType::from(kind), state_key).ok()??;
+        self.rooms.auth_pdu(self.state.get(&short)?)
+    }
+}
+
+fn content_of(pdu: &Pdu) -> Value {
+    serde_json::from_str(pdu.content.get()).unwrap_or(Value::Null)
+}
+
+fn non_empty(value: &Value) -> bool {
+    value.as_object().is_some_and(|o| !o.is_empty())
+}
+
+impl StateView for View<'_> {
+    fn event(&self, kind: &str, state_key: &str) -> Option<(String, Value)> {
+        self.pdu(kind, state_key).map(|p| (p.sender.to_string(), content_of(&p)))
+    }
+
+    fn members_and_tokens(&self) -> (Vec<String>, Vec<String>) {
+        let (mut members, mut tokens) = (Vec::new(), Vec::new());
+        for (short, id) in self.state {
+            let Ok((kind, key)) = self.rooms.state.state_key_of(*short) else { continue };
+            let list = match kind.to_string().as_str() {
+                "m.room.member" => &mut members,
+                "m.room.third_party_invite" => &mut tokens,
+                _ => continue,
+            };
+            if self.rooms.auth_pdu(id).is_some_and(|p| non_empty(&content_of(&p))) {
+                list.push(key);
+            }
+        }
+        (members, tokens)
+    }
+}
+
+impl Rooms {
+    /// Gives the room service the network's settings (none by default).
+    pub fn with_network(mut self, network: Arc<Network>) -> Self {
+        self.network = network;
+        self
+    }
+
+    pub fn network(&self) -> &Network {
+        &self.network
+    }
+
+    /// Whether `user` is exempt from the access rules: on the network's bypass list, or an admin
+    /// of this server (no server can vouch for another's admins).
+    pub fn bypasses_access_rules(&self, user: &str) -> bool {
+        if self.network.in_bypass_list(user) {
+            return true;
+        }
+        let Ok(user) = UserId::parse(user) else { return false };
+        self.is_local(&user)
+            && self.db.tables.userid_account.get(&user.to_owned()).ok().flatten().is_some_and(|Json(a)| a.admin)
+    }
+
+    /// Judges `pdu` by the room access rules against `state`, the state before it. `Err` names
+    /// the rule broken.
+    pub(crate) fn check_access_rules(
+        &self,
+        room: &RoomId,
+        pdu: &Pdu,
+        state: &StateMap,
+    ) -> std::result::Result<(), &'static str> {
+        if !self.network.access_rules() || pdu.state_key.is_none() {
+            return Ok(());
+        }
+        let content = content_of(pdu);
+        let sender = pdu.sender.to_string();
+        let candidate = Candidate {
+            kind: &pdu.kind.to_string(),
+            state_key: pdu.state_key.as_deref(),
+            sender: &sender,
+            content: &content,
+        };
+        let external = |server: &str| self.network.is_external_server(server);
+        let bypasses = |user: &str| self.bypasses_access_rules(user);
+        let published = || self.is_published(room).unwrap_or(false);
+        let policy = Policy { is_external_server: &external, bypasses: &bypasses, is_published: &published };
+        access_rules::check(&candidate, &View { rooms: self, state }, &policy)
+    }
+
+    /// [`Self::check_access_rules`] for an event this server builds: a refusal is the
+    /// reference's `403 M_FORBIDDEN`.
+    pub(crate) fn enforce_access_rules(&self, room: &RoomId, pdu: &Pdu, state: &StateMap) -> Result<()> {
+        self.check_access_rules(room, pdu, state).map_err(|reason| {
+            tracing::info!(%room, sender = %pdu.sender, kind = %pdu.kind, reason, "refused by the room access rules");
+            Error::forbidden(access_rules::REFUSED)
+        })
+    }
+
+    /// The room's access rule now.
+    pub fn access_rule(&self, room: &RoomId) -> Result<RoomRule> {
+        let content = self.state_event(room, &StateEventType::from(ACCESS_RULES), "")?.map(|p| content_of(&p));
+        Ok(RoomRule::from_content(content.as_ref()))
+    }
+
+    /// Whether the room may be listed in the public directory: restricted rooms only, and never
+    /// by the externals' users.
+    pub fn check_publication(&self, user: &UserId, room: &RoomId) -> Result<()> {
+        if !self.network.access_rules() || self.bypasses_access_rules(user.as_str()) {
+            return Ok(());
+        }
+        if self.network.is_external_user(user) || !self.access_rule(room)?.may_be_published() {
+            return Err(Error::Refused("Not allowed to publish room".into()));
+        }
+        Ok(())
+    }
+
+    /// Shapes a `createRoom` request as the network wants it, before anything is written: the
+    /// access rule in its initial state (checked against `is_direct`), the network's power
+    /// levels (a creator's own checked), a history visibility; refuses what the reference refuses,
+    /// with its messages.
+    pub(crate) fn prepare_network_room(
+        &self,
+        sender: &UserId,
+        request: &mut CreateRoom,
+        privileged_creators: bool,
+    ) -> Result<()> {
+        if !self.network.may_create_rooms(sender) {
+            return Err(Error::forbidden("You are not permitted to create rooms"));
+        }
+        if !self.network.access_rules() || self.bypasses_access_rules(sender.as_str()) {
+            return Ok(());
+        }
+        let invalid_rule = || Error::BadState("Invalid access rule".into());
+        let given = request.initial_state.iter().find(|(kind, key, _)| kind == ACCESS_RULES && key.is_empty());
+        let rule = match given {
+            Some((_, _, content)) => {
+                let rule =
+                    content.get("rule").and_then(Value::as_str).and_then(Rule::parse).ok_or_else(invalid_rule)?;
+                if request.is_direct != (rule == Rule::Direct) {
+                    return Err(invalid_rule());
+                }
+                rule
+            }
+            None => {
+                let rule = if request.is_direct { Rule::Direct } else { Rule::Restricted };
+                request.initial_state.push((
+                    ACCESS_RULES.into(),
+                    String::new(),
+                    serde_json::json!({ "rule": rule.as_str() }),
+                ));
+                rule
+            }
+        };
+        let initial_join_rule = request
+            .initial_state
+            .iter()
+            .find(|(kind, key, _)| kind == "m.room.join_rules" && key.is_empty())
+            .and_then(|(_, _, c)| c.get("join_rule").and_then(Value::as_str).map(str::to_owned));
+        let public = initial_join_rule.as_deref() == Some("public")
+            || request.preset == Some(Preset::PublicChat)
+            || (request.preset.is_none() && request.public);
+        if public && rule == Rule::Direct {
+            return Err(invalid_rule());
+        }
+        if request.public && rule != Rule::Restricted {
+            return Err(Error::Refused("Room visibility value not allowed.".into()));
+        }
+        // Room version 12 creators are above every level and must not be listed.
+        let mut defaults = access_rules::default_power_levels((!privileged_creators).then_some(sender.as_str()));
+        if request.preset == Some(Preset::TrustedPrivateChat) && !privileged_creators {
+            for invitee in &request.invite {
+                defaults["users"][invitee.as_str()] = 100.into();
+            }
+        }
+        let external = |server: &str| self.network.is_external_server(server);
+        let never = |_: &str| false;
+        let unpublished = || false;
+        let policy = Policy { is_external_server: &external, bypasses: &never, is_published: &unpublished };
+        if let Some(overrides) = &request.power_level_override {
+            if !access_rules::creation_power_levels_allowed(&Value::Object(overrides.clone()), rule, &policy) {
+                return Err(Error::BadState("Invalid power levels content override".into()));
+            }
+        }
+        if let Some((_, _, content)) =
+            request.initial_state.iter_mut().find(|(kind, key, _)| kind == "m.room.power_levels" && key.is_empty())
+        {
+            if !access_rules::creation_power_levels_allowed(content, rule, &policy) {
+                return Err(Error::BadState("Invalid power levels content".into()));
+            }
+            if let Some(content) = content.as_object_mut() {
+                access_rules::fill_missing(content, &defaults);
+            }
+        }
+        let mut power = request.power_level_override.take().unwrap_or_default();
+        access_rules::fill_missing(&mut power, &defaults);
+        request.power_level_override = Some(power);
+        let has_visibility =
+            request.initial_state.iter().any(|(kind, key, _)| kind == "m.room.history_visibility" && key.is_empty());
+        if !has_visibility {
+            let visibility = if public { "shared" } else { "invited" };
+            request.initial_state.push((
+                "m.room.history_visibility".into(),
+                String::new(),
+                serde_json::json!({ "history_visibility": visibility }),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Before a local user leaves `room`: when they are its last admin, others are promoted first
+    /// (by them, while they still may), so that no room is left without an admin. A promotion
+    /// that fails is logged; the leave goes on.
+    pub(crate) async fn keep_an_admin(&self, room: &RoomId, leaver: &UserId) {
+        if !self.network.access_rules() {
+            return;
+        }
+        match self.promotion_before_leave(room, leaver) {
+            Ok(Some(content)) => {
+                let event = NewEvent::state(StateEventType::RoomPowerLevels, "", content);
+                match self.append(room, leaver, event, None).await {
+                    Ok(_) => tracing::info!(%room, %leaver, "the last admin leaves: others promoted"),
+                    Err(e) => {
+                        tracing::warn!(%room, %leaver, error = %e, "the last admin leaves; promoting others failed")
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(%room, %leaver, error = %e, "the last admin check failed"),
+        }
+    }
+
+    fn promotion_before_leave(&self, room: &RoomId, leaver: &UserId) -> Result<Option<Value>> {
+        let Some(power) = self.state_event(room, &StateEventType::RoomPowerLevels, "")? else {
+            return Ok(None);
+        };
+        let power = content_of(&power);
+        let mut creators = Vec::new();
+        let privileged = self
+            .room(room)?
+            .and_then(|r| r.version.rules())
+            .is_some_and(|r| r.authorization.explicitly_privilege_room_creators);
+        if privileged {
+            if let Some(create) = self.state_event(room, &StateEventType::RoomCreate, "")? {
+                creators.push(create.sender.to_string());
+                let content = content_of(&create);
+                if let Some(more) = content.get("additional_creators").and_then(Value::as_array) {
+                    creators.extend(more.iter().filter_map(Value::as_str).map(str::to_owned));
+                }
+            }
+        }
+        let mut present = HashSet::new();
+        let mut joined = HashSet::new();
+        for (user, record) in self.members(room)? {
+            match record.membership.as_str() {
+                "join" => {
+                    joined.insert(user.to_string());
+                    present.insert(user.to_string());
+                }
+                "invite" => {
+                    present.insert(user.to_string());
+                }
+                _ => {}
+            }
+        }
+        let rules = self.state_event(room, &StateEventType::from(ACCESS_RULES), "")?.map(|p| content_of(&p));
+        let view = last_admin::Room {
+            power_levels: &power,
+            creators: &creators,
+            present: &present,
+            joined: &joined,
+            access_rules: rules.as_ref(),
+        };
+        let external = |user: &str| UserId::parse(user).is_ok_and(|u| self.network.is_external_user(&u));
+        Ok(last_admin::before_leave(leaver.as_str(), &view, &external))
+    }
+}
