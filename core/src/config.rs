@@ -42,6 +42,7 @@ pub struct Config {
     pub registration: RegistrationConfig,
     pub federation: FederationConfig,
     pub media: MediaConfig,
+    pub antivirus: AntivirusConfig,
     pub rate_limits: RateLimitsConfig,
     pub limits: LimitsConfig,
     pub rooms: RoomsConfig,
@@ -331,6 +332,51 @@ pub struct MediaConfig {
 /// URL previews (`/media/preview_url`): the server fetches pages its users paste, so it must never
 /// be turned against the network it sits in. Off by default; when on, every address a URL
 /// resolves to (and every redirect's) is checked against `deny_ranges`, which `allow_ranges`
+/// Antivirus (`docs/antivirus.md`): every stored file is scanned by ClamAV's daemon before it is
+/// served. Off while `clamd` is unset.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AntivirusConfig {
+    /// Where clamd listens: `unix:///run/clamav/clamd.ctl` or `tcp://127.0.0.1:3310`.
+    pub clamd: Option<String>,
+    /// What a download gets while clamd cannot give a verdict: `refuse` (503, the default) or
+    /// `serve` (the file unscanned, logged).
+    pub when_unavailable: WhenUnavailable,
+    /// The largest file scanned, in bytes; larger uploads and remote files are refused (413), so
+    /// nothing is stored that could not be scanned. Keep it at or under clamd's `StreamMaxLength`.
+    pub max_scan_size: u64,
+    /// MIME types (sniffed from the contents, decrypted ones for encrypted attachments scanned
+    /// through the content scanner API) that are never served.
+    pub blocked_mimetypes: Vec<String>,
+    /// When set, the only MIME types served (exclusive with `blocked_mimetypes`).
+    pub allowed_mimetypes: Option<Vec<String>>,
+    /// The longest one scan may take.
+    pub scan_timeout_ms: u64,
+    /// Scans running at once; more wait their turn.
+    pub max_concurrent_scans: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenUnavailable {
+    Refuse,
+    Serve,
+}
+
+impl Default for AntivirusConfig {
+    fn default() -> Self {
+        Self {
+            clamd: None,
+            when_unavailable: WhenUnavailable::Refuse,
+            max_scan_size: 100 * 1024 * 1024,
+            blocked_mimetypes: Vec::new(),
+            allowed_mimetypes: None,
+            scan_timeout_ms: 120_000,
+            max_concurrent_scans: 4,
+        }
+    }
+}
+
 /// may open up (test setups, an intranet that should be previewed).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -436,6 +482,7 @@ impl Default for Config {
             rate_limits: RateLimitsConfig::default(),
             limits: LimitsConfig::default(),
             rooms: RoomsConfig::default(),
+            antivirus: AntivirusConfig::default(),
             voip: VoipConfig::default(),
             session: SessionConfig::default(),
             email: EmailConfig::default(),
@@ -487,6 +534,34 @@ impl Default for MediaConfig {
     fn default() -> Self {
         Self {
             path: None,
+impl AntivirusConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(address) = &self.clamd {
+            let unix = address.strip_prefix("unix://").is_some_and(|p| p.starts_with('/'));
+            let tcp = address
+                .strip_prefix("tcp://")
+                .and_then(|a| a.rsplit_once(':'))
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !unix && !tcp {
+                return Err(ConfigError::new(
+                    "antivirus.clamd",
+                    format!("{address:?}: expected unix:///PATH or tcp://HOST:PORT"),
+                ));
+            }
+        }
+        if self.allowed_mimetypes.is_some() && !self.blocked_mimetypes.is_empty() {
+            return Err(ConfigError::new(
+                "antivirus.allowed_mimetypes",
+                "set allowed_mimetypes or blocked_mimetypes, not both",
+            ));
+        }
+        if self.max_scan_size == 0 || self.scan_timeout_ms == 0 {
+            return Err(ConfigError::new("antivirus", "max_scan_size and scan_timeout_ms must be positive"));
+        }
+        Ok(())
+    }
+}
+
             max_upload_size: 50 * 1024 * 1024,
             legacy_unauthenticated: false,
             max_pending_uploads: 5,
@@ -766,6 +841,7 @@ impl NetworkConfig {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(ConfigError::new("log.level", format!("not a valid filter: {e}")));
         }
+        self.antivirus.validate()?;
         match self.rooms.default_version {
             RoomVersionId::V10 | RoomVersionId::V11 | RoomVersionId::V12 => {}
             _ => return Err(ConfigError::new("rooms.default_version", "must be 10, 11 or 12")),

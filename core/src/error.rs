@@ -120,6 +120,21 @@ pub enum Error {
     Internal(String),
 }
 
+    /// A file the antivirus found infected (`403 MCS_MEDIA_NOT_CLEAN`, as matrix-content-scanner
+    /// answers): served to nobody.
+    #[error("{0}")]
+    NotClean(String),
+    /// A file whose sniffed MIME type the antivirus policy forbids (`403 MCS_MIME_TYPE_FORBIDDEN`).
+    #[error("{0}")]
+    MimeTypeForbidden(String),
+    /// The antivirus could not give a verdict and the policy refuses unscanned files
+    /// (`503 MCS_SCANNER_UNAVAILABLE`: try again later).
+    #[error("{0}")]
+    ScannerUnavailable(String),
+    /// An encrypted attachment that does not decrypt with the key given (`400
+    /// MCS_MEDIA_FAILED_TO_DECRYPT`).
+    #[error("{0}")]
+    FailedToDecrypt(String),
 impl Error {
     pub fn forbidden(msg: impl Into<String>) -> Self {
         Self::Forbidden(msg.into())

@@ -2,6 +2,7 @@
 //! per area, in one test binary.
 
 mod admin;
+mod antivirus;
 mod bad_input;
 mod convergence;
 mod e2ee_and_media;

@@ -3,6 +3,7 @@
 
 mod accounts;
 mod admin_api;
+mod antivirus;
 mod appservices;
 mod cli;
 mod common;

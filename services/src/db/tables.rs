@@ -13,7 +13,7 @@ use crate::{
     ephemeral::{presence::PresenceRecord, receipts::Receipt, to_device::ToDeviceMessage},
     federation::keys::RemoteKeySet,
     keys::{backup::BackupVersion, FallbackKey},
-    media::{MediaRecord, ThumbnailRecord},
+    media::{antivirus::Verdict, MediaRecord, ThumbnailRecord},
     push::{
         evaluate::{NotificationRecord, ThreadTotal},
         pushers::PusherRecord,
@@ -78,6 +78,8 @@ pub const NAMES: &[&str] = &[
     "useridmediaid_pending",
     "sha256size_thumbnail",
     "serverkeyid_oldkey",
+    "sha256_verdict",
+    "keyid_secret",
     "servername_serverkeys",
     "eventid_outlier",
     "servername_sentpos",
@@ -238,6 +240,12 @@ pub struct Tables {
     pub servername_sentpos: Table<OwnedServerName, Be64>,
     /// (origin, transaction id) of inbound transactions already processed.
     pub origintxn_done: Table<(OwnedServerName, String), Vec<u8>>,
+    /// Content SHA-256 (of the decrypted contents, for an encrypted attachment scanned with its
+    /// key) → what the antivirus found: clean or the signature that matched, the sniffed type.
+    pub sha256_verdict: Table<String, Json<Verdict>>,
+    /// Secrets of services other than the signing key: `curve25519:content_scanner` → the content
+    /// scanner API's private key (32 bytes).
+    pub keyid_secret: Table<String, Vec<u8>>,
     /// The same transactions in the order received (ms << 20 | sequence), so that old ids are
     /// dropped by a scan of what is to go, never of everything kept.
     pub receivedseq_origintxn: Table<Be64, Json<(OwnedServerName, String)>>,
@@ -343,6 +351,8 @@ impl TableSet for Tables {
             useridroomidthread_notifytotal: Table::new(db, reads, "useridroomidthread_notifytotal"),
             useridroomidthreadpos_notifytotal: Table::new(db, reads, "useridroomidthreadpos_notifytotal"),
             roomidpos_threadroot: Table::new(db, reads, "roomidpos_threadroot"),
+            sha256_verdict: Table::new(db, reads, "sha256_verdict"),
+            keyid_secret: Table::new(db, reads, "keyid_secret"),
         }
     }
 }

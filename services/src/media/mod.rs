@@ -7,6 +7,10 @@
 //! thumbnail with its contents; `sha256_refcount` counts them for the day files are deleted.
 
 pub mod admin;
+pub mod antivirus;
+pub mod antivirus_clamd;
+pub mod antivirus_crypto;
+pub mod antivirus_mime;
 pub mod preview;
 pub mod storage;
 pub mod thumbnail;
@@ -108,12 +112,14 @@ pub struct Media {
     decodes: tokio::sync::Semaphore,
     /// Recent URL previews.
     pub(crate) previews: preview::PreviewCache,
+    /// ClamAV, when `[antivirus] clamd` is set: no file is served before it scanned clean.
+    antivirus: Option<Arc<antivirus::Antivirus>>,
 }
 
 impl Media {
     pub fn open(db: Arc<Database>, server_name: OwnedServerName, config: &crate::config::Config) -> Result<Self> {
         let media = Self {
-            db,
+            db: db.clone(),
             store: FileStore::open(config.media_path())?,
             server_name,
             max_upload_size: config.media.max_upload_size,
@@ -122,6 +128,7 @@ impl Media {
             uploads: watch::Sender::new(0),
             decodes: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
             previews: Default::default(),
+            antivirus: antivirus::Antivirus::new(db.clone(), &config.antivirus)?,
         };
         // Reservations that expired while the server was down go now.
         {
@@ -133,8 +140,73 @@ impl Media {
         Ok(media)
     }
 
+    /// The largest file taken, from a local user or another server: a file the antivirus could
+    /// not scan is not taken at all.
     pub fn max_upload_size(&self) -> u64 {
-        self.max_upload_size
+        match &self.antivirus {
+            Some(antivirus) => self.max_upload_size.min(antivirus.max_scan_size()),
+            None => self.max_upload_size,
+        }
+    }
+
+    pub fn antivirus(&self) -> Option<&Arc<antivirus::Antivirus>> {
+        self.antivirus.as_ref()
+    }
+
+    /// Starts scanning a file just stored, so that its first download finds the verdict made or
+    /// under way.
+    fn scan_soon(&self, file: &FileRef) {
+        if let Some(antivirus) = &self.antivirus {
+            antivirus.start(&file.sha256, antivirus::ScanSource::File(self.store.path_of(&file.sha256)));
+        }
+    }
+
+    /// Waits for the antivirus's verdict on a stored file and decides whether it may be served.
+    async fn screen_file(&self, file: &FileRef) -> Result<()> {
+        match &self.antivirus {
+            Some(antivirus) => {
+                antivirus.screen(&file.sha256, antivirus::ScanSource::File(self.store.path_of(&file.sha256))).await
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Whether a media may be served (`GET …/scan` of the content scanner API): scanned clean and
+    /// of an allowed type.
+    pub async fn screen(&self, server: &ServerName, media_id: &str, timeout: Duration) -> Result<()> {
+        let record = self.uploaded_record(server, media_id, timeout).await?;
+        self.screen_file(record.file.as_ref().expect("uploaded records have contents")).await
+    }
+
+    /// An encrypted attachment, served still encrypted once its *decrypted* contents scanned clean
+    /// and are of an allowed type (`POST …/scan_encrypted` and `…/download_encrypted`).
+    pub async fn screen_encrypted(
+        &self,
+        server: &ServerName,
+        media_id: &str,
+        attachment: &antivirus_crypto::EncryptedFile,
+        timeout: Duration,
+    ) -> Result<Content> {
+        let record = self.uploaded_record(server, media_id, timeout).await?;
+        let file_ref = record.file.expect("uploaded records have contents");
+        if !attachment.matches(&file_ref.sha256) {
+            return Err(Error::FailedToDecrypt("the file's SHA-256 is not the one its key was given for".into()));
+        }
+        if let Some(antivirus) = &self.antivirus {
+            let path = self.store.path_of(&file_ref.sha256);
+            let key = attachment.key.clone();
+            let plaintext = key
+                .plaintext_sha256(path.clone())
+                .await
+                .map_err(|e| Error::Internal(format!("cannot read {}: {e}", path.display())))?;
+            antivirus.screen(&plaintext, antivirus::ScanSource::Encrypted(path, key)).await?;
+        }
+        Ok(Content {
+            file: self.store.open_file(&file_ref.sha256).await?,
+            size: file_ref.size,
+            content_type: record.content_type,
+            filename: record.filename,
+        })
     }
 
     /// Starts receiving an upload; feed it with [`Upload::write`], then hand it to
@@ -196,6 +268,7 @@ impl Media {
             );
             self.db.commit(batch)?;
         }
+        self.scan_soon(&file);
         self.uploads.send_modify(|n| *n += 1);
         Ok(self.mxc(&media_id))
     }
@@ -301,6 +374,7 @@ impl Media {
             self.db.tables.useridmediaid_pending.remove(&mut batch, &(uploader.to_owned(), media_id.to_owned()));
             self.db.commit(batch)?;
         }
+        self.scan_soon(&file);
         self.uploads.send_modify(|n| *n += 1);
         Ok(())
     }
@@ -343,7 +417,9 @@ impl Media {
         let mut batch = Batch::new();
         self.add_reference(&mut batch, &file)?;
         self.db.tables.mediaid_meta.insert(&mut batch, &key, &Json(record));
-        Ok(self.db.commit(batch)?)
+        self.db.commit(batch)?;
+        self.scan_soon(&file);
+        Ok(())
     }
 
     /// The record of a media id with contents, waiting up to `timeout` for a reserved id's upload.
@@ -384,6 +460,7 @@ impl Media {
     pub async fn content(&self, server: &ServerName, media_id: &str, timeout: Duration) -> Result<Content> {
         let record = self.uploaded_record(server, media_id, timeout).await?;
         let file_ref = record.file.expect("uploaded records have contents");
+        self.screen_file(&file_ref).await?;
         Ok(Content {
             file: self.store.open_file(&file_ref.sha256).await?,
             size: file_ref.size,
@@ -409,6 +486,8 @@ impl Media {
     ) -> Result<Content> {
         let record = self.uploaded_record(server, media_id, timeout).await?;
         let source = record.file.expect("uploaded records have contents");
+        // A thumbnail shows the file: none of a file that may not be served.
+        self.screen_file(&source).await?;
         // A few fixed sizes, as Synapse serves: any request maps to one of them, so the cache
         // holds at most a dozen thumbnails per file whatever sizes clients ask for.
         let requested = thumbnail::snap(requested);
