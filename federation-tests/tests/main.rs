@@ -8,6 +8,7 @@ mod convergence;
 mod e2ee_and_media;
 mod federation;
 mod hostile;
+mod network;
 mod synapse;
 mod telemetry;
 mod workspace;
