@@ -56,6 +56,8 @@ pub struct Services {
     pub appservices: crate::appservice::Registry,
     pub appservice_sender: crate::appservice::sender::AppserviceSender,
     pub metrics: crate::metrics::Metrics,
+    /// Expiring accounts (`[account_validity]`).
+    pub account_validity: Arc<crate::users::account_validity::AccountValidity>,
     /// The ministry network's settings and email-domain map (docs/network.md).
     pub network: Arc<crate::network::Network>,
 }
@@ -84,13 +86,20 @@ impl Services {
         let profiles = Arc::new(Profiles::new(db.clone()));
         let registration_tokens = Arc::new(crate::users::registration_tokens::RegistrationTokens::new(db.clone()));
         let writer = Arc::new(Writer::start(db.clone()));
+        let account_validity = Arc::new(crate::users::account_validity::AccountValidity::new(
+            db.clone(),
+            config.account_validity.clone(),
+            config.email.smtp_host.is_some(),
+        )?);
         let services = Arc::new(Self {
             users: Users::new(db.clone(), writer.clone(), config.server_name.clone())
         let network = Arc::new(crate::network::Network::new(&config.server_name, &config.network)?);
                 .with_directory(directory)
                 .with_password_policy(crate::users::password_policy::PasswordPolicy::new(
                     config.password_policy.clone(),
-                )),
+                ))
+                .with_validity(account_validity.clone()),
+            account_validity,
             keys: Keys::new(db.clone(), writer.clone()),
             backups: Backups::new(db.clone()),
             rooms: Rooms::new(

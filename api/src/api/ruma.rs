@@ -153,7 +153,9 @@ pub fn authenticate(
             if let Some(service) = services.appservices.by_token(&token) {
                 return appservice_owner(parts, services, service).map(Some);
             }
-            Ok(Some(services.users.authenticate(&token, client_ip(parts, services))?))
+            let owner = services.users.authenticate(&token, client_ip(parts, services))?;
+            crate::users::account_validity::check_request(services, &owner, parts.uri.path())?;
+            Ok(Some(owner))
         }
         _ => Ok(None),
     }

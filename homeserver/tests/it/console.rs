@@ -37,7 +37,12 @@ fn browser() -> reqwest::Client {
 }
 
 /// `POST` of a form to a console path, with the session cookie when given.
-async fn post(server: &TestServer, cookie: Option<&str>, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+pub(crate) async fn post(
+    server: &TestServer,
+    cookie: Option<&str>,
+    path: &str,
+    form: &[(&str, &str)],
+) -> reqwest::Response {
     let mut request = with_form(browser().post(format!("{}{CONSOLE}{path}", server.url)), form);
     if let Some(cookie) = cookie {
         request = request.header(header::COOKIE, cookie);
@@ -45,7 +50,7 @@ async fn post(server: &TestServer, cookie: Option<&str>, path: &str, form: &[(&s
     request.send().await.unwrap()
 }
 
-async fn get(server: &TestServer, cookie: Option<&str>, path: &str) -> reqwest::Response {
+pub(crate) async fn get(server: &TestServer, cookie: Option<&str>, path: &str) -> reqwest::Response {
     let mut request = browser().get(format!("{}{CONSOLE}{path}", server.url));
     if let Some(cookie) = cookie {
         request = request.header(header::COOKIE, cookie);
@@ -54,7 +59,7 @@ async fn get(server: &TestServer, cookie: Option<&str>, path: &str) -> reqwest::
 }
 
 /// Signs in; the whole `Set-Cookie` value and the `name=value` pair to send back.
-async fn sign_in(server: &TestServer, user: &str, password: &str) -> (String, String) {
+pub(crate) async fn sign_in(server: &TestServer, user: &str, password: &str) -> (String, String) {
     let response = post(server, None, "/login", &[("username", user), ("password", password)]).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER, "{}", response.text().await.unwrap());
     let set = response.headers().get(header::SET_COOKIE).expect("a session cookie").to_str().unwrap().to_owned();
@@ -63,7 +68,7 @@ async fn sign_in(server: &TestServer, user: &str, password: &str) -> (String, St
 }
 
 /// The CSRF token in a page's forms.
-async fn csrf(server: &TestServer, cookie: &str, path: &str) -> String {
+pub(crate) async fn csrf(server: &TestServer, cookie: &str, path: &str) -> String {
     let response = get(server, Some(cookie), path).await;
     assert_eq!(response.status(), 200);
     let html = response.text().await.unwrap();

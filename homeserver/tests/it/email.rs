@@ -13,7 +13,7 @@ use tokio::{
 use crate::common::{api, TestServer};
 
 /// An SMTP server that accepts every message and hands (recipients, data) to the test.
-async fn smtp_sink() -> (u16, mpsc::UnboundedReceiver<(Vec<String>, String)>) {
+pub(crate) async fn smtp_sink() -> (u16, mpsc::UnboundedReceiver<(Vec<String>, String)>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (tx, rx) = mpsc::unbounded_channel();
@@ -62,7 +62,7 @@ async fn smtp_sink() -> (u16, mpsc::UnboundedReceiver<(Vec<String>, String)>) {
 }
 
 /// The message text with quoted-printable soft breaks and escapes undone.
-fn decode(data: &str) -> String {
+pub(crate) fn decode(data: &str) -> String {
     let joined = data.replace("=\n", "");
     let bytes = joined.as_bytes();
     let mut out = Vec::new();

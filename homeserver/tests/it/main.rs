@@ -1,6 +1,7 @@
 //! Integration tests: the real `hemicycle` binary on loopback with a temp RocksDB, driven by
 //! matrix-sdk and raw HTTP. One test binary (modules below) keeps link time down.
 
+mod account_validity;
 mod accounts;
 mod admin_api;
 mod antivirus;

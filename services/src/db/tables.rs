@@ -21,6 +21,7 @@ use crate::{
     rooms::{state::Snapshot, AliasRecord, EventMeta, MembershipRecord, OutlierMeta, RoomRecord},
     users::{
         account_data::AccountDataRecord,
+        account_validity::Validity,
         threepid::{ThreepidRecord, ValidationSession},
         Account, Device, TokenOwner,
     },
@@ -96,6 +97,9 @@ pub const NAMES: &[&str] = &[
     "refreshhash_session",
     "openidhash_user",
     "loginhash_user",
+    "userid_validity",
+    "renewalhash_userid",
+    "dueuserid_userid",
     "sid_threepidsession",
     "attempthash_sid",
     "useridmediumaddress_threepid",
@@ -127,6 +131,13 @@ pub struct Tables {
     /// sha256(login token) → (user, expiry ms): single-use tokens from `/login/get_token` that
     /// sign a new device in with `m.login.token`.
     pub loginhash_user: Table<Vec<u8>, Json<(OwnedUserId, u64)>>,
+    /// Account → its expiry, the renewal emails sent this period, its latest renewal link (`[account_validity]`).
+    pub userid_validity: Table<OwnedUserId, Json<Validity>>,
+    /// SHA-256(renewal link token) → the account it renews.
+    pub renewalhash_userid: Table<Vec<u8>, Json<OwnedUserId>>,
+    /// (due time as big-endian u64, user) → user: when each account's next validity step (a renewal
+    /// email, a deactivation) is due, read in time order by one task.
+    pub dueuserid_userid: Table<Vec<u8>, Json<OwnedUserId>>,
     /// Email validation sessions by id (only hashes of the client secret and token).
     pub sid_threepidsession: Table<String, Json<ValidationSession>>,
     /// SHA-256 of (purpose, client secret, address) → (session id, last `send_attempt`): a
@@ -287,6 +298,9 @@ impl TableSet for Tables {
             refreshhash_session: Table::new(db, reads, "refreshhash_session"),
             openidhash_user: Table::new(db, reads, "openidhash_user"),
             loginhash_user: Table::new(db, reads, "loginhash_user"),
+            userid_validity: Table::new(db, reads, "userid_validity"),
+            renewalhash_userid: Table::new(db, reads, "renewalhash_userid"),
+            dueuserid_userid: Table::new(db, reads, "dueuserid_userid"),
             sid_threepidsession: Table::new(db, reads, "sid_threepidsession"),
             attempthash_sid: Table::new(db, reads, "attempthash_sid"),
             useridmediumaddress_threepid: Table::new(db, reads, "useridmediumaddress_threepid"),

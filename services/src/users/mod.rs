@@ -5,6 +5,7 @@
 //! of the database gives no one a session.
 
 pub mod account_data;
+pub mod account_validity;
 pub mod deactivation;
 pub mod directory;
 pub mod filters;
@@ -237,6 +238,8 @@ pub struct Users {
     /// `[password_policy]`: every password set through [`Users::create`] and
     /// [`Users::set_password`] keeps it, whichever path (client, admin, console, command line).
     password_policy: password_policy::PasswordPolicy,
+    /// `[account_validity]`: a new account gets its expiry in the write that creates it.
+    validity: Option<Arc<account_validity::AccountValidity>>,
 }
 
 impl Users {
@@ -254,12 +257,19 @@ impl Users {
             seen: Mutex::new(HashMap::new()),
             directory: None,
             password_policy: Default::default(),
+            validity: None,
         }
     }
 
     /// Refuses new passwords that break these rules (`[password_policy]`).
     pub fn with_password_policy(mut self, policy: password_policy::PasswordPolicy) -> Self {
         self.password_policy = policy;
+        self
+    }
+
+    /// Gives new accounts an expiry (`[account_validity]`).
+    pub fn with_validity(mut self, validity: Arc<account_validity::AccountValidity>) -> Self {
+        self.validity = Some(validity);
         self
     }
 
@@ -365,7 +375,13 @@ impl Users {
             &user,
             &Json([("displayname".to_owned(), serde_json::Value::String(localpart.to_owned()))].into()),
         );
+        if let Some(validity) = &self.validity {
+            validity.on_create(&mut batch, &user);
+        }
         self.db.commit(batch)?;
+        if let Some(validity) = &self.validity {
+            validity.changed();
+        }
         Ok(user)
     }
 

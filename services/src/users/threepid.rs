@@ -157,16 +157,6 @@ impl Threepids {
         token: &str,
         lifetime: Duration,
     ) -> Result<()> {
-        let email = &self.config.email;
-        let host = email.smtp_host.as_deref().unwrap_or_default();
-        let from: Mailbox = match &email.notif_from {
-            Some(from) => from.parse().map_err(|e| Error::Internal(format!("email.notif_from: {e}")))?,
-            None => format!("Hemicycle <noreply@{}>", self.config.server_name)
-                .parse()
-                .map_err(|e| Error::Internal(format!("default sender: {e}")))?,
-        };
-        let to: Mailbox =
-            address.parse().map_err(|_| Error::invalid_param(format!("{address:?} is not an email address")))?;
         let link = format!(
             "{}?sid={}&client_secret={}&token={}",
             self.submit_url(),
@@ -193,6 +183,21 @@ impl Threepids {
              ---\n\nHello,\n\nTo {what_en}, open this link (valid for {minutes} minutes):\n{link}\n\
              or enter this code: {token}\n\nIf you did not ask for this, ignore this message.\n"
         );
+        self.send_email(address, subject, body).await
+    }
+
+    /// Mails a plain-text message through `[email]`'s relay (validation tokens, renewal links).
+    pub async fn send_email(&self, address: &str, subject: &str, body: String) -> Result<()> {
+        let email = &self.config.email;
+        let host = email.smtp_host.as_deref().unwrap_or_default();
+        let from: Mailbox = match &email.notif_from {
+            Some(from) => from.parse().map_err(|e| Error::Internal(format!("email.notif_from: {e}")))?,
+            None => format!("Hemicycle <noreply@{}>", self.config.server_name)
+                .parse()
+                .map_err(|e| Error::Internal(format!("default sender: {e}")))?,
+        };
+        let to: Mailbox =
+            address.parse().map_err(|_| Error::invalid_param(format!("{address:?} is not an email address")))?;
         let message = Message::builder()
             .from(from)
             .to(to)
@@ -213,7 +218,7 @@ impl Threepids {
             builder = builder.credentials(Credentials::new(user.clone(), password.trim_end().to_owned()));
         }
         builder.build().send(message).await.map_err(|e| {
-            tracing::warn!(error = %e, "sending a validation email failed");
+            tracing::warn!(error = %e, "sending an email failed");
             Error::RemoteUnreachable(format!("the email could not be sent: {e}"))
         })?;
         Ok(())

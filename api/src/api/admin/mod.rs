@@ -4,6 +4,8 @@
 //! audit log (`crate::audit`). Synapse's shapes are not in ruma, so these handlers read and write
 //! JSON themselves, still through Matrix error bodies.
 
+mod account_validity;
+pub(crate) mod antivirus;
 pub(crate) mod destinations;
 mod lookups;
 pub(crate) mod media;
@@ -191,8 +193,10 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = router
         .route("/_synapse/admin/v1/server_version", get(server_version))
         .route("/_synapse/admin/v1/audit", get(audit_log));
-    let areas: [fn(AdminRouter) -> AdminRouter; 9] = [
+    let router = antivirus::routes(router);
+    let areas: [fn(AdminRouter) -> AdminRouter; 10] = [
         users::routes,
+        account_validity::routes,
         memberships::routes,
         rooms::routes,
         room_actions::routes,

@@ -2,6 +2,7 @@
 
 pub mod account;
 pub mod account_data;
+pub mod account_validity;
 pub mod appservice;
 pub mod devices;
 pub mod directory;
@@ -32,7 +33,7 @@ use super::ruma::RouterExt;
 use crate::services::Services;
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
-    devices::route_update(sync::route(media::routes(router)))
+    account_validity::routes(devices::route_update(sync::route(media::routes(router))))
         .ruma(discovery::versions)
         .ruma(discovery::well_known_client)
         .ruma(discovery::well_known_server)

@@ -127,6 +127,7 @@ async fn view(State(services): State<Arc<Services>>, session: Session, query: Qu
             dt { "Directory entry" } dd { (account.directory.as_ref().map(|d| d.dn.as_str()).unwrap_or("none (local account)")) }
             dt { "Joined rooms" } dd { (rooms.len()) }
         }
+        (super::validity::section(&services, &session, &user, account.deactivated)?)
         section aria-labelledby="sessions" {
             h2 #sessions { "Devices and sessions" }
             @if devices.is_empty() {

@@ -14,6 +14,7 @@ mod node;
 mod peers;
 mod rooms;
 mod session;
+mod validity;
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -387,8 +388,8 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .route(&format!("{BASE}/static/console.css"), get(stylesheet))
         .route(&format!("{BASE}/static/console.js"), get(script))
         .route(&format!("{BASE}/{{*rest}}"), get(not_found).post(not_found));
-    let areas: [fn(ConsoleRouter) -> ConsoleRouter; 5] =
-        [session::routes, node::routes, peers::routes, rooms::routes, accounts::routes];
+    let areas: [fn(ConsoleRouter) -> ConsoleRouter; 6] =
+        [session::routes, node::routes, peers::routes, rooms::routes, accounts::routes, validity::routes];
     let console = areas.into_iter().fold(console, |router, area| area(router));
     router.merge(console.layer(middleware::from_fn(security_headers)))
 }

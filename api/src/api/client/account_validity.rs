@@ -1,0 +1,97 @@
+//! The account validity routes clients call (Synapse's legacy `…/unstable/account_validity/…`,
+//! which the state's messenger's clients use, and the same under Tchap's module path
+//! `/_synapse/client/email_account_validity/…`): ask for a renewal email, follow the emailed link
+//! (an HTML page, opened in a browser), and ask whether one's own account is still valid. An
+//! expired account may call them all (see `users::account_validity::check_request`).
+
+use std::sync::Arc;
+
+use axum::{
+    extract::{Query, Request, State},
+    response::{Html, IntoResponse, Response},
+    routing::{get, post},
+    Json, Router,
+};
+use http::StatusCode;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::{
+    api::{
+        error::ApiError,
+        ruma::{authenticate, TokenUse},
+    },
+    error::Error,
+    services::Services,
+    users::account_validity::{send_renewal_mail, Renewal},
+};
+
+pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
+    let mut router = router;
+    for base in ["/_matrix/client/unstable/account_validity", "/_synapse/client/email_account_validity"] {
+        router = router
+            .route(&format!("{base}/send_mail"), post(send_mail))
+            .route(&format!("{base}/renew"), get(renew))
+            .route(&format!("{base}/validity"), get(validity));
+    }
+    router
+}
+
+/// `POST …/send_mail`: a renewal email to the caller's addresses, now.
+async fn send_mail(State(services): State<Arc<Services>>, request: Request) -> Result<Response, ApiError> {
+    let (parts, _) = request.into_parts();
+    let owner = authenticate(&parts, &services, TokenUse::Required)?.ok_or_else(ApiError::missing_token)?;
+    if services.account_validity.expiry_of(&owner.user_id)?.is_none() {
+        return Err(Error::BadState(format!("{} has no expiration time", owner.user_id)).into());
+    }
+    send_renewal_mail(&services, &owner.user_id).await?;
+    Ok(Json(json!({})).into_response())
+}
+
+/// `GET …/validity`: whether the caller's account is valid, and until when.
+async fn validity(State(services): State<Arc<Services>>, request: Request) -> Result<Response, ApiError> {
+    let (parts, _) = request.into_parts();
+    let owner = authenticate(&parts, &services, TokenUse::Required)?.ok_or_else(ApiError::missing_token)?;
+    let expiration_ts = services.account_validity.expiry_of(&owner.user_id)?;
+    let valid = !services.account_validity.is_expired(&owner.user_id)?;
+    Ok(Json(json!({ "valid": valid, "expiration_ts": expiration_ts })).into_response())
+}
+
+#[derive(Deserialize)]
+struct RenewQuery {
+    token: Option<String>,
+}
+
+fn page(status: StatusCode, french: &str, english: &str) -> Response {
+    let body = format!(
+        "<!DOCTYPE html><html lang=\"fr\"><head><meta charset=\"utf-8\"><title>Compte / Account</title></head>\
+         <body><p>{french}</p><p lang=\"en\">{english}</p></body></html>"
+    );
+    (status, Html(body)).into_response()
+}
+
+/// `GET …/renew?token=…`: the emailed link. Renewed (200), already used (200, the expiry it
+/// gave), or unknown (400, as Tchap's module answers): a page for the browser that opened it.
+async fn renew(State(services): State<Arc<Services>>, Query(query): Query<RenewQuery>) -> Result<Response, ApiError> {
+    let Some(token) = query.token.filter(|t| !t.is_empty()) else {
+        return Err(Error::MissingParam("token is required".into()).into());
+    };
+    let when = |ms: u64| crate::users::account_validity::format_utc(ms);
+    Ok(match services.account_validity.renew_with_token(&token).await? {
+        Renewal::Renewed(ts) => page(
+            StatusCode::OK,
+            &format!("Votre compte est renouvelé jusqu'au {}.", when(ts)),
+            &format!("Your account has been renewed until {}.", when(ts)),
+        ),
+        Renewal::AlreadyUsed(ts) => page(
+            StatusCode::OK,
+            &format!("Ce lien a déjà servi : votre compte est valable jusqu'au {}.", when(ts)),
+            &format!("This link was used already: your account is valid until {}.", when(ts)),
+        ),
+        Renewal::Invalid => page(
+            StatusCode::BAD_REQUEST,
+            "Ce lien n'est pas (ou plus) valable ; demandez un nouvel email depuis votre application.",
+            "This link is not (or no longer) valid; ask for a new email from your app.",
+        ),
+    })
+}

@@ -1,0 +1,257 @@
+//! Expiring accounts end to end on one node: renewal emails at their offsets through a real SMTP
+//! conversation on loopback, the emailed link followed, `403 ORG_MATRIX_EXPIRED_ACCOUNT` on every
+//! request but renewing and logging out, the admin API, deactivation after the grace period, and
+//! the records surviving a restart. Time moves with the server's token clock hook (no waiting
+//! days), and `SIGUSR2` tells the server's timer task the clock moved.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::{
+    common::{api, TestServer, TokenClock},
+    email::{decode, smtp_sink},
+};
+
+const DAY: u64 = 24 * 3600 * 1000;
+
+/// The server's clock, moved by the test, and a way to tell the server it moved.
+struct Clock {
+    clock: TokenClock,
+    offset_ms: u64,
+}
+
+impl Clock {
+    fn advance(&mut self, server: &TestServer, ms: u64) {
+        self.clock.advance(Duration::from_millis(ms));
+        self.offset_ms += ms;
+        let status = std::process::Command::new("kill").args(["-USR2", &server.pid().to_string()]).status().unwrap();
+        assert!(status.success());
+    }
+
+    fn now(&self) -> u64 {
+        let system = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+        system + self.offset_ms
+    }
+}
+
+async fn next_mail(inbox: &mut UnboundedReceiver<(Vec<String>, String)>) -> (Vec<String>, String) {
+    let (to, data) = tokio::time::timeout(Duration::from_secs(20), inbox.recv())
+        .await
+        .expect("a renewal email within 20 s")
+        .expect("the sink runs");
+    (to, decode(&data))
+}
+
+/// The path and query of the renewal link in an email.
+fn link(text: &str) -> String {
+    let start = text.find("/_matrix/client/unstable/account_validity/renew?token=").expect("a renewal link");
+    text[start..].split_whitespace().next().unwrap().to_owned()
+}
+
+async fn get_page(server: &TestServer, path: &str) -> (u16, String) {
+    let response = server.http().get(format!("{}{path}", server.url)).send().await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+fn errcode(response: &(u16, Value)) -> (u16, &str) {
+    (response.0, response.1["errcode"].as_str().unwrap_or(""))
+}
+
+async fn whoami(server: &TestServer, token: &str) -> (u16, Value) {
+    api(server, Method::GET, Some(token), "/_matrix/client/v3/account/whoami", None).await
+}
+
+#[tokio::test]
+async fn accounts_expire_are_renewed_by_the_emailed_link_and_are_deactivated_after_the_grace_period() {
+    let (port, mut inbox) = smtp_sink().await;
+    let clock = TokenClock::system();
+    let (env, path) = clock.env();
+    let mut clock = Clock { clock, offset_ms: 0 };
+    let mut server = TestServer::start_with_env(
+        &[
+            ("email.smtp_host", "127.0.0.1".into()),
+            ("email.smtp_port", i64::from(port).into()),
+            ("email.smtp_tls", "none".into()),
+            ("account_validity.period", "30d".into()),
+            ("account_validity.send_renewal_email_at", toml::Value::Array(vec!["1w".into(), "1d".into()])),
+            ("account_validity.deactivate_after", "10d".into()),
+            (
+                "account_validity.exclude",
+                toml::Value::Array(vec!["@root:localhost".into(), "@bot-.*:localhost".into()]),
+            ),
+        ],
+        &[(env, &path)],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pw"), "root-pw").unwrap();
+    let out =
+        server.cli(&["user", "create", "root", "--admin", "--password-file", dir.path().join("pw").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let login = json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "root" }, "password": "root-pw" });
+    let root = api(&server, Method::POST, None, "/_matrix/client/v3/login", Some(login)).await.1["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let registered_at = clock.now();
+    let (_, alice) = crate::common::register_raw(&server, "alice").await;
+    let (_, bot) = crate::common::register_raw(&server, "bot-1").await;
+    let (status, body) = api(
+        &server,
+        Method::PUT,
+        Some(&root),
+        "/_synapse/admin/v2/users/@alice:localhost",
+        Some(json!({ "threepids": [{ "medium": "email", "address": "alice@ministere.example" }] })),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    // A new account is valid for a period.
+    let (status, validity) =
+        api(&server, Method::GET, Some(&alice), "/_matrix/client/unstable/account_validity/validity", None).await;
+    assert_eq!(status, 200, "{validity}");
+    assert_eq!(validity["valid"], true);
+    let expiry = validity["expiration_ts"].as_u64().expect("an expiry");
+    assert!(expiry >= registered_at + 30 * DAY && expiry < clock.now() + 30 * DAY + 1000, "{expiry}");
+    let (_, bot_validity) =
+        api(&server, Method::GET, Some(&bot), "/_matrix/client/unstable/account_validity/validity", None).await;
+    assert_eq!(bot_validity["expiration_ts"], Value::Null, "excluded accounts never expire");
+
+    // A week before the end, the first renewal email.
+    clock.advance(&server, 23 * DAY + 60_000);
+    let (to, first) = next_mail(&mut inbox).await;
+    assert_eq!(to, vec!["alice@ministere.example".to_owned()]);
+    let first_link = link(&first);
+    assert!(inbox.try_recv().is_err(), "one email per offset");
+    // A day before, the second; its link replaces the first one.
+    clock.advance(&server, 6 * DAY);
+    let (_, second) = next_mail(&mut inbox).await;
+    let second_link = link(&second);
+    assert_ne!(first_link, second_link);
+    assert_eq!(get_page(&server, &first_link).await.0, 400, "a replaced link renews nothing");
+
+    // Past the end: every request is refused but renewing and logging out; others are unaffected.
+    clock.advance(&server, DAY);
+    assert_eq!(errcode(&whoami(&server, &alice).await), (403, "ORG_MATRIX_EXPIRED_ACCOUNT"));
+    let sync = api(&server, Method::GET, Some(&alice), "/_matrix/client/v3/sync?timeout=0", None).await;
+    assert_eq!(errcode(&sync), (403, "ORG_MATRIX_EXPIRED_ACCOUNT"));
+    assert_eq!(whoami(&server, &bot).await.0, 200);
+    assert_eq!(whoami(&server, &root).await.0, 200);
+    let (status, validity) =
+        api(&server, Method::GET, Some(&alice), "/_matrix/client/unstable/account_validity/validity", None).await;
+    assert_eq!((status, &validity["valid"]), (200, &json!(false)));
+    // The expired client asks for a new email; its link renews the account.
+    let sent = api(
+        &server,
+        Method::POST,
+        Some(&alice),
+        "/_matrix/client/unstable/account_validity/send_mail",
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(sent, (200, json!({})));
+    let (_, third) = next_mail(&mut inbox).await;
+    let third_link = link(&third);
+    let before_renewal = clock.now();
+    let (status, page) = get_page(&server, &third_link).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("renewed"), "{page}");
+    assert_eq!(whoami(&server, &alice).await.0, 200, "renewed: the same token works again");
+    let (_, validity) =
+        api(&server, Method::GET, Some(&alice), "/_matrix/client/unstable/account_validity/validity", None).await;
+    let renewed_until = validity["expiration_ts"].as_u64().unwrap();
+    assert!(renewed_until >= before_renewal + 30 * DAY, "{renewed_until}");
+    let (status, page) = get_page(&server, &third_link).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("used already"), "a second click changes nothing: {page}");
+    assert_eq!(get_page(&server, "/_matrix/client/unstable/account_validity/renew?token=nonsense").await.0, 400);
+
+    // Synapse's admin API: only admins; an expiry set in the past expires the account at once.
+    let admin_path = "/_synapse/admin/v1/account_validity/validity";
+    let refused =
+        api(&server, Method::POST, Some(&alice), admin_path, Some(json!({ "user_id": "@alice:localhost" }))).await;
+    assert_eq!(errcode(&refused), (403, "M_FORBIDDEN"));
+    let unknown =
+        api(&server, Method::POST, Some(&root), admin_path, Some(json!({ "user_id": "@nobody:localhost" }))).await;
+    assert_eq!(unknown.0, 404);
+    let past = clock.now() - 1000;
+    let set = api(
+        &server,
+        Method::POST,
+        Some(&root),
+        admin_path,
+        Some(json!({ "user_id": "@alice:localhost", "expiration_ts": past, "enable_renewal_emails": false })),
+    )
+    .await;
+    assert_eq!(set, (200, json!({ "expiration_ts": past })));
+    assert_eq!(errcode(&whoami(&server, &alice).await), (403, "ORG_MATRIX_EXPIRED_ACCOUNT"));
+
+    // The records are durable.
+    server.restart();
+    assert_eq!(errcode(&whoami(&server, &alice).await), (403, "ORG_MATRIX_EXPIRED_ACCOUNT"));
+    let renewed =
+        api(&server, Method::POST, Some(&root), admin_path, Some(json!({ "user_id": "@alice:localhost" }))).await;
+    assert_eq!(renewed.0, 200, "{}", renewed.1);
+    assert!(renewed.1["expiration_ts"].as_u64().unwrap() >= clock.now() + 30 * DAY - 60_000);
+    assert_eq!(whoami(&server, &alice).await.0, 200);
+
+    // Expired for longer than `deactivate_after`: deactivated, as `user deactivate` does it.
+    let set = api(
+        &server,
+        Method::POST,
+        Some(&root),
+        admin_path,
+        Some(json!({ "user_id": "@alice:localhost", "expiration_ts": clock.now() - 1000 })),
+    )
+    .await;
+    assert_eq!(set.0, 200);
+    clock.advance(&server, 10 * DAY + 60_000);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while whoami(&server, &alice).await.0 != 401 {
+        assert!(std::time::Instant::now() < deadline, "the expired account was never deactivated");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, shown) = api(&server, Method::GET, Some(&root), "/_synapse/admin/v2/users/@alice:localhost", None).await;
+    assert_eq!(shown["deactivated"], 1, "{shown}");
+    assert_eq!(whoami(&server, &bot).await.0, 200, "excluded accounts stay");
+    assert!(inbox.try_recv().is_err(), "no email after renewal emails were switched off");
+}
+
+#[tokio::test]
+async fn the_console_shows_and_changes_an_accounts_expiry() {
+    use crate::console::{csrf, get, post, sign_in};
+    let server = TestServer::start_with(&[
+        ("account_validity.period", "30d".into()),
+        ("account_validity.exclude", toml::Value::Array(vec!["@root:localhost".into()])),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pw"), "root-pw").unwrap();
+    let out =
+        server.cli(&["user", "create", "root", "--admin", "--password-file", dir.path().join("pw").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (_, alice) = crate::common::register_raw(&server, "alice").await;
+    let (_, cookie) = sign_in(&server, "root", "root-pw").await;
+    let view = "/users/view?id=@alice:localhost";
+    let page = get(&server, Some(&cookie), view).await.text().await.unwrap();
+    assert!(page.contains("Valid until"), "{page}");
+    let root_page = get(&server, Some(&cookie), "/users/view?id=@root:localhost").await.text().await.unwrap();
+    assert!(root_page.contains("never expires"), "{root_page}");
+
+    // A date in the past: expired at once.
+    let token = csrf(&server, &cookie, view).await;
+    let form = [("csrf", token.as_str()), ("user", "@alice:localhost"), ("date", "2020-01-31")];
+    let response = post(&server, Some(&cookie), "/users/validity", &form).await;
+    assert_eq!(response.status(), 303, "{}", response.text().await.unwrap());
+    assert_eq!(errcode(&whoami(&server, &alice).await), (403, "ORG_MATRIX_EXPIRED_ACCOUNT"));
+    let page = get(&server, Some(&cookie), view).await.text().await.unwrap();
+    assert!(page.contains("Expired since 2020-01-31 23:59:59 UTC"), "{page}");
+    let bad = [("csrf", token.as_str()), ("user", "@alice:localhost"), ("date", "2020-02-30")];
+    assert_eq!(post(&server, Some(&cookie), "/users/validity", &bad).await.status(), 400);
+
+    // No date: a period from now.
+    let form = [("csrf", token.as_str()), ("user", "@alice:localhost"), ("date", ""), ("emails", "on")];
+    assert_eq!(post(&server, Some(&cookie), "/users/validity", &form).await.status(), 303);
+    assert_eq!(whoami(&server, &alice).await.0, 200);
+}
