@@ -185,3 +185,223 @@ async fn verdicts_are_kept_across_restarts_and_each_file_is_scanned_once() {
     let (status, code, _) = fetch(&server, Some(&alice), &format!("/_matrix/client/v1/media/download/{bad_id}")).await;
     assert_eq!((status, code.as_str()), (StatusCode::FORBIDDEN, "MCS_MEDIA_NOT_CLEAN"));
 }
+
+/// The spec's encryption of an attachment, as a client does it: (ciphertext, `file` object
+/// without its `url`).
+fn encrypt_attachment(plain: &[u8]) -> (Vec<u8>, Value) {
+    use std::io::Read;
+    let mut reader = std::io::Cursor::new(plain.to_vec());
+    let mut encryptor = matrix_sdk_crypto::AttachmentEncryptor::new(&mut reader);
+    let mut ciphertext = Vec::new();
+    encryptor.read_to_end(&mut ciphertext).unwrap();
+    (ciphertext, serde_json::to_value(encryptor.finish()).unwrap())
+}
+
+/// `{"encrypted_body": …}` carrying `body` encrypted to the scanner's `public_key`, as clients
+/// make it with vodozemac's (olm's) PK encryption.
+fn encrypted_body(public_key: &str, body: &Value) -> Value {
+    use matrix_sdk_crypto::vodozemac::{base64_encode, pk_encryption::PkEncryption, Curve25519PublicKey};
+    let encryptor = PkEncryption::from_key(Curve25519PublicKey::from_base64(public_key).unwrap());
+    let message = encryptor.encrypt(body.to_string().as_bytes()).unwrap();
+    serde_json::json!({ "encrypted_body": {
+        "ciphertext": base64_encode(&message.ciphertext),
+        "mac": base64_encode(&message.mac),
+        "ephemeral": message.ephemeral_key.to_base64(),
+    }})
+}
+
+const MCS: &str = "/_matrix/media_proxy/unstable";
+
+/// A call to the content scanner API: (status, JSON body or `null`, raw bytes).
+async fn mcs(
+    server: &TestServer,
+    token: Option<&str>,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+) -> (u16, Value, Vec<u8>) {
+    let mut request = server.http().request(method, format!("{}{MCS}{path}", server.url));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let bytes = response.bytes().await.unwrap().to_vec();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null), bytes)
+}
+
+fn reason(body: &Value) -> &str {
+    body["reason"].as_str().unwrap_or("<none>")
+}
+
+#[tokio::test]
+async fn the_content_scanner_api_answers_as_matrix_content_scanner() {
+    let clamd = Clamd::start();
+    let mut server = server_with(&clamd, &[]);
+    let (_, alice) = register_raw(&server, "alice").await;
+    let (_, bob) = register_raw(&server, "bob").await;
+    let clean = b"the budget, in clear".to_vec();
+    let clean_id = upload(&server, &alice, clean.clone(), "text/plain").await;
+    let bad_id = upload(&server, &alice, EICAR.to_vec(), "text/plain").await;
+    let bad_png = upload(&server, &alice, png_with(TEST_PATTERN), "image/png").await;
+    let good_png = upload(&server, &alice, png_with(b""), "image/png").await;
+
+    let (status, body, _) = mcs(&server, Some(&bob), Method::GET, &format!("/scan/{clean_id}"), None).await;
+    assert_eq!((status, body), (200, serde_json::json!({ "clean": true, "info": "File is clean" })));
+    let (status, body, _) = mcs(&server, Some(&bob), Method::GET, &format!("/scan/{bad_id}"), None).await;
+    assert_eq!((status, body), (200, serde_json::json!({ "clean": false, "info": "***VIRUS DETECTED***" })));
+    let (status, _, bytes) = mcs(&server, Some(&bob), Method::GET, &format!("/download/{clean_id}"), None).await;
+    assert_eq!((status, bytes), (200, clean.clone()));
+    let (status, body, _) = mcs(&server, Some(&bob), Method::GET, &format!("/download/{bad_id}"), None).await;
+    assert_eq!((status, reason(&body)), (403, "MCS_MEDIA_NOT_CLEAN"), "{body}");
+    let thumb = "?width=32&height=32&method=scale";
+    let (status, body, _) = mcs(&server, Some(&bob), Method::GET, &format!("/thumbnail/{bad_png}{thumb}"), None).await;
+    assert_eq!((status, reason(&body)), (403, "MCS_MEDIA_NOT_CLEAN"), "{body}");
+    let (status, _, bytes) =
+        mcs(&server, Some(&bob), Method::GET, &format!("/thumbnail/{good_png}{thumb}"), None).await;
+    assert_eq!(status, 200);
+    assert!(bytes.starts_with(b"\x89PNG") || bytes.starts_with(b"\xff\xd8"), "an image");
+    let (status, body, _) = mcs(&server, Some(&bob), Method::GET, "/scan/localhost/nosuchmedia", None).await;
+    assert_eq!((status, reason(&body)), (404, "M_NOT_FOUND"), "{body}");
+
+    // The verdicts are known now; still nobody without a valid token learns them or gets a byte.
+    for path in [format!("/scan/{clean_id}"), format!("/download/{clean_id}"), format!("/thumbnail/{good_png}{thumb}")]
+    {
+        let (status, body, _) = mcs(&server, None, Method::GET, &path, None).await;
+        assert_eq!((status, reason(&body)), (401, "M_MISSING_TOKEN"), "{path}: {body}");
+        let (status, body, _) = mcs(&server, Some("not-a-token"), Method::GET, &path, None).await;
+        assert_eq!((status, reason(&body)), (401, "M_UNKNOWN_TOKEN"), "{path}: {body}");
+    }
+
+    // Encrypted attachments: judged on their decrypted bytes, served still encrypted.
+    let (bad_cipher, bad_file) = encrypt_attachment(EICAR);
+    let (good_cipher, good_file) = encrypt_attachment(b"an encrypted note, harmless");
+    let mut files = Vec::new();
+    for (cipher, mut file) in [(bad_cipher.clone(), bad_file), (good_cipher.clone(), good_file)] {
+        let id = upload(&server, &alice, cipher, "application/octet-stream").await;
+        file["url"] = format!("mxc://{id}").into();
+        files.push(serde_json::json!({ "file": file }));
+    }
+    let (status, body, _) = mcs(&server, Some(&bob), Method::POST, "/scan_encrypted", Some(&files[0])).await;
+    assert_eq!((status, body), (200, serde_json::json!({ "clean": false, "info": "***VIRUS DETECTED***" })));
+    let (status, body, _) = mcs(&server, Some(&bob), Method::POST, "/download_encrypted", Some(&files[0])).await;
+    assert_eq!((status, reason(&body)), (403, "MCS_MEDIA_NOT_CLEAN"), "{body}");
+    let (status, body, _) = mcs(&server, Some(&bob), Method::POST, "/scan_encrypted", Some(&files[1])).await;
+    assert_eq!((status, body), (200, serde_json::json!({ "clean": true, "info": "File is clean" })));
+    let (status, _, bytes) = mcs(&server, Some(&bob), Method::POST, "/download_encrypted", Some(&files[1])).await;
+    assert_eq!((status, bytes), (200, good_cipher.clone()), "the attachment as stored, encrypted");
+
+    // The same requests with the body encrypted to the scanner's key.
+    let (status, key, _) = mcs(&server, None, Method::GET, "/public_key", None).await;
+    assert_eq!(status, 200, "the public key needs no token");
+    let public_key = key["public_key"].as_str().unwrap().to_owned();
+    let hidden = encrypted_body(&public_key, &files[0]);
+    let (status, body, _) = mcs(&server, Some(&bob), Method::POST, "/scan_encrypted", Some(&hidden)).await;
+    assert_eq!((status, body["clean"].clone()), (200, Value::Bool(false)), "{body}");
+    let hidden = encrypted_body(&public_key, &files[1]);
+    let (status, _, bytes) = mcs(&server, Some(&bob), Method::POST, "/download_encrypted", Some(&hidden)).await;
+    assert_eq!((status, bytes), (200, good_cipher));
+
+    // What the reference refuses, refused with its codes.
+    let (status, body, _) = mcs(&server, None, Method::POST, "/scan_encrypted", Some(&files[1])).await;
+    assert_eq!((status, reason(&body)), (401, "M_MISSING_TOKEN"));
+    let mut tampered = encrypted_body(&public_key, &files[1]);
+    tampered["encrypted_body"]["mac"] = "AAAAAAAAAAA".into();
+    let (status, body, _) = mcs(&server, Some(&bob), Method::POST, "/scan_encrypted", Some(&tampered)).await;
+    assert_eq!((status, reason(&body)), (403, "MCS_BAD_DECRYPTION"), "{body}");
+    let mut old_version = files[1].clone();
+    old_version["file"]["v"] = "v1".into();
+    let (status, body, _) = mcs(&server, Some(&bob), Method::POST, "/scan_encrypted", Some(&old_version)).await;
+    assert_eq!((status, reason(&body)), (400, "MCS_MALFORMED_JSON"), "{body}");
+    let mut wrong_hash = files[1].clone();
+    wrong_hash["file"]["hashes"]["sha256"] = "ANdt819a8bZl4jKy3Z+jcqtiNICa2y0AW4BBJ/iQRAU".into();
+    let (status, body, _) = mcs(&server, Some(&bob), Method::POST, "/scan_encrypted", Some(&wrong_hash)).await;
+    assert_eq!((status, reason(&body)), (400, "MCS_MEDIA_FAILED_TO_DECRYPT"), "{body}");
+
+    // The key survives a restart: clients' cached key stays good.
+    server.restart();
+    let (_, key, _) = mcs(&server, None, Method::GET, "/public_key", None).await;
+    assert_eq!(key["public_key"].as_str(), Some(public_key.as_str()));
+}
+
+/// `root`, a server admin made with the CLI; its access token.
+async fn admin_token(server: &TestServer) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pw"), "root-pw").unwrap();
+    let out =
+        server.cli(&["user", "create", "root", "--admin", "--password-file", dir.path().join("pw").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let body = serde_json::json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "root" }, "password": "root-pw" });
+    let response =
+        server.http().post(format!("{}/_matrix/client/v3/login", server.url)).json(&body).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn admins_see_quarantined_files_and_the_type_and_size_policy_holds() {
+    let clamd = Clamd::start();
+    let blocked = toml::Value::Array(vec!["application/pdf".into(), "application/x-dosexec".into()]);
+    let server =
+        server_with(&clamd, &[("antivirus.blocked_mimetypes", blocked), ("antivirus.max_scan_size", 1_000_000.into())]);
+    let root = admin_token(&server).await;
+    let (alice_id, alice) = register_raw(&server, "alice").await;
+
+    // Types come from the bytes, not from what the uploader declared.
+    let pdf = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\n".to_vec();
+    for (bytes, declared, sniffed) in [
+        (pdf.clone(), "text/plain", "application/pdf"),
+        (b"MZ\x90\0\x03\0\0\0".to_vec(), "image/png", "application/x-dosexec"),
+    ] {
+        let id = upload(&server, &alice, bytes, declared).await;
+        let (status, code, body) =
+            fetch(&server, Some(&alice), &format!("/_matrix/client/v1/media/download/{id}")).await;
+        assert_eq!((status, code.as_str()), (StatusCode::FORBIDDEN, "MCS_MIME_TYPE_FORBIDDEN"), "{sniffed}");
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["info"], format!("File type: {sniffed} not allowed"));
+    }
+    // An encrypted PDF: its ciphertext is no PDF, its decrypted bytes are.
+    let (cipher, mut file) = encrypt_attachment(&pdf);
+    let id = upload(&server, &alice, cipher, "application/octet-stream").await;
+    file["url"] = format!("mxc://{id}").into();
+    let (status, _, _) = fetch(&server, Some(&alice), &format!("/_matrix/client/v1/media/download/{id}")).await;
+    assert_eq!(status, StatusCode::OK, "the ciphertext itself is of no forbidden type");
+    let body = serde_json::json!({ "file": file });
+    let (status, answer, _) = mcs(&server, Some(&alice), Method::POST, "/scan_encrypted", Some(&body)).await;
+    assert_eq!((status, reason(&answer)), (403, "MCS_MIME_TYPE_FORBIDDEN"), "{answer}");
+
+    // Over max_scan_size: refused at upload, announced by /media/config.
+    let response = server
+        .http()
+        .post(format!("{}/_matrix/media/v3/upload", server.url))
+        .bearer_auth(&alice)
+        .body(vec![b'a'; 1_000_001])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let (_, _, config) = fetch(&server, Some(&alice), "/_matrix/client/v1/media/config").await;
+    let config: Value = serde_json::from_slice(&config).unwrap_or_default();
+    assert_eq!(config["m.upload.size"], 1_000_000, "{config}");
+
+    // Quarantined files, listed for admins only, with the signature that matched.
+    let bad = upload(&server, &alice, megabyte_with(TEST_PATTERN)[..900_000].to_vec(), "text/plain").await;
+    let (status, _, _) = fetch(&server, Some(&alice), &format!("/_matrix/client/v1/media/download/{bad}")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, code, _) = fetch(&server, Some(&alice), "/_synapse/admin/v1/antivirus").await;
+    assert_eq!((status, code.as_str()), (StatusCode::FORBIDDEN, "M_FORBIDDEN"));
+    let (status, _, report) = fetch(&server, Some(&root), "/_synapse/admin/v1/antivirus").await;
+    assert_eq!(status, StatusCode::OK);
+    let report: Value = serde_json::from_slice(&report).unwrap();
+    assert_eq!(report["clamd"], clamd.address());
+    assert_eq!(report["when_unavailable"], "refuse");
+    assert_eq!(report["total"], 1, "{report}");
+    let entry = &report["quarantined"][0];
+    assert_eq!(entry["mxc"], format!("mxc://{bad}"));
+    assert_eq!(entry["signature"], "Hemicycle.Test.Pattern.UNOFFICIAL");
+    assert_eq!(entry["uploader"], alice_id.as_str());
+    assert_eq!(entry["media_length"], 900_000);
+}

@@ -311,3 +311,52 @@ impl Antivirus {
         }
     }
 }
+
+/// A media id whose contents the antivirus found infected: quarantined, served to nobody.
+#[derive(Debug, Clone)]
+pub struct InfectedMedia {
+    pub server_name: ruma::OwnedServerName,
+    pub media_id: String,
+    /// The local uploader; none for another server's media.
+    pub uploader: Option<ruma::OwnedUserId>,
+    pub content_type: Option<String>,
+    pub filename: Option<String>,
+    pub size: u64,
+    pub sha256: String,
+    pub signature: String,
+    /// When the scan found it.
+    pub found_ts: u64,
+    pub created_ts: u64,
+}
+
+impl super::Media {
+    /// Every media id with infected contents, newest find first (admin API and console). Reads
+    /// the infected verdicts, then the media records once: an admin's listing, not a hot path.
+    pub fn infected_media(&self) -> Result<Vec<InfectedMedia>> {
+        let Some(antivirus) = &self.antivirus else { return Ok(Vec::new()) };
+        let infected: HashMap<String, Verdict> = antivirus.infected()?.into_iter().collect();
+        let mut out = Vec::new();
+        if infected.is_empty() {
+            return Ok(out);
+        }
+        for entry in self.db.tables.mediaid_meta.iter() {
+            let ((server_name, media_id), Json(record)) = entry?;
+            let Some(file) = &record.file else { continue };
+            let Some(verdict) = infected.get(&file.sha256) else { continue };
+            out.push(InfectedMedia {
+                server_name,
+                media_id,
+                uploader: record.uploader.clone(),
+                content_type: record.content_type.clone(),
+                filename: record.filename.clone(),
+                size: file.size,
+                sha256: file.sha256.clone(),
+                signature: verdict.infected.clone().unwrap_or_default(),
+                found_ts: verdict.scanned_ts,
+                created_ts: record.created_ts,
+            });
+        }
+        out.sort_by(|a, b| b.found_ts.cmp(&a.found_ts).then_with(|| a.media_id.cmp(&b.media_id)));
+        Ok(out)
+    }
+}

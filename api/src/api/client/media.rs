@@ -376,12 +376,17 @@ pub(crate) fn thumbnail_size(width: UInt, height: UInt) -> Result<(u32, u32)> {
 }
 
 /// Opens a media's contents, fetching it from its origin server first when it is another's.
-async fn content(services: &Services, server: &ruma::ServerName, media_id: &str, timeout: Duration) -> Result<Content> {
+pub(crate) async fn content(
+    services: &Services,
+    server: &ruma::ServerName,
+    media_id: &str,
+    timeout: Duration,
+) -> Result<Content> {
     crate::federation::media::ensure_cached(services, server, media_id, timeout).await?;
     services.media.content(server, media_id, timeout).await
 }
 
-async fn serve_thumbnail(
+pub(crate) async fn serve_thumbnail(
     services: &Services,
     server_name: &ruma::ServerName,
     media_id: &str,
@@ -438,7 +443,7 @@ fn content_disposition(content_type: &str, filename: Option<&str>) -> HeaderValu
 
 /// Answers with the file streamed from disk and the headers that keep browsers from treating it
 /// as part of the web client.
-fn serve(content: Content, filename: Option<String>) -> Response {
+pub(crate) fn serve(content: Content, filename: Option<String>) -> Response {
     let content_type = content.content_type.unwrap_or_else(|| "application/octet-stream".to_owned());
     let disposition = content_disposition(&content_type, filename.as_deref().or(content.filename.as_deref()));
     let content_type =

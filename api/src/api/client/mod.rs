@@ -11,6 +11,7 @@ pub mod endpoints;
 pub mod ephemeral;
 pub mod keys;
 pub mod media;
+pub mod media_proxy;
 pub mod membership;
 pub mod password_policy;
 pub mod presence;
@@ -33,7 +34,7 @@ use super::ruma::RouterExt;
 use crate::services::Services;
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
-    account_validity::routes(devices::route_update(sync::route(media::routes(router))))
+    account_validity::routes(devices::route_update(sync::route(media_proxy::routes(media::routes(router)))))
         .ruma(discovery::versions)
         .ruma(discovery::well_known_client)
         .ruma(discovery::well_known_server)

@@ -10,6 +10,7 @@
 //! inline script or style), `nosniff`, `no-referrer` and `no-store`.
 
 mod accounts;
+mod antivirus;
 mod node;
 mod peers;
 mod rooms;
@@ -140,13 +141,14 @@ pub fn done<'a>(session: &Session, path: &str, mut query: Vec<(&'a str, &'a str)
 }
 
 /// The sections of the navigation: (path, label).
-const SECTIONS: [(&str, &str); 8] = [
+const SECTIONS: [(&str, &str); 9] = [
     ("", "This node"),
     ("/peers", "Peers"),
     ("/rooms", "Rooms"),
     ("/users", "Users"),
     ("/tokens", "Registration tokens"),
     ("/media", "Media"),
+    ("/antivirus", "Antivirus"),
     ("/reports", "Event reports"),
     ("/audit", "Audit log"),
 ];
@@ -391,6 +393,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let areas: [fn(ConsoleRouter) -> ConsoleRouter; 6] =
         [session::routes, node::routes, peers::routes, rooms::routes, accounts::routes, validity::routes];
     let console = areas.into_iter().fold(console, |router, area| area(router));
+    let console = antivirus::routes(console);
     router.merge(console.layer(middleware::from_fn(security_headers)))
 }
 
