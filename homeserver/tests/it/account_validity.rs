@@ -255,3 +255,63 @@ async fn the_console_shows_and_changes_an_accounts_expiry() {
     assert_eq!(post(&server, Some(&cookie), "/users/validity", &form).await.status(), 303);
     assert_eq!(whoami(&server, &alice).await.0, 200);
 }
+
+#[tokio::test]
+async fn the_user_directory_leaves_out_agents_who_hide_and_expired_accounts() {
+    let server = TestServer::start_with(&[
+        ("account_validity.period", "30d".into()),
+        ("account_validity.exclude", toml::Value::Array(vec!["@root:localhost".into()])),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pw"), "root-pw").unwrap();
+    let out =
+        server.cli(&["user", "create", "root", "--admin", "--password-file", dir.path().join("pw").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let login = json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "root" }, "password": "root-pw" });
+    let root = api(&server, Method::POST, None, "/_matrix/client/v3/login", Some(login)).await.1["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, alice) = crate::common::register_raw(&server, "alice").await;
+    let (_, bob) = crate::common::register_raw(&server, "bob").await;
+    let (_, room) = api(
+        &server,
+        Method::POST,
+        Some(&alice),
+        "/_matrix/client/v3/createRoom",
+        Some(json!({ "preset": "public_chat" })),
+    )
+    .await;
+    let room = room["room_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        api(&server, Method::POST, Some(&bob), &format!("/_matrix/client/v3/join/{room}"), Some(json!({}))).await.0,
+        200
+    );
+    let finds_alice = || async {
+        let (status, body) = api(
+            &server,
+            Method::POST,
+            Some(&bob),
+            "/_matrix/client/v3/user_directory/search",
+            Some(json!({ "search_term": "alice" })),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        body["results"].as_array().unwrap().iter().any(|r| r["user_id"] == "@alice:localhost")
+    };
+    assert!(finds_alice().await);
+
+    let hide = "/_matrix/client/v3/user/@alice:localhost/account_data/im.vector.hide_profile";
+    assert_eq!(api(&server, Method::PUT, Some(&alice), hide, Some(json!({ "hide_profile": true }))).await.0, 200);
+    assert!(!finds_alice().await, "an agent who asked to be hidden is not found");
+    assert_eq!(api(&server, Method::PUT, Some(&alice), hide, Some(json!({ "hide_profile": false }))).await.0, 200);
+    assert!(finds_alice().await);
+
+    let admin_path = "/_synapse/admin/v1/account_validity/validity";
+    let past = json!({ "user_id": "@alice:localhost", "expiration_ts": 1000 });
+    assert_eq!(api(&server, Method::POST, Some(&root), admin_path, Some(past)).await.0, 200);
+    assert!(!finds_alice().await, "an expired account is not found");
+    let renew = json!({ "user_id": "@alice:localhost" });
+    assert_eq!(api(&server, Method::POST, Some(&root), admin_path, Some(renew)).await.0, 200);
+    assert!(finds_alice().await);
+}

@@ -264,6 +264,18 @@ impl Rooms {
     /// Users sharing a room with the searcher, and users in public rooms, whose id or display name
     /// contains the term. Returns (user, display name, avatar) and whether the list was cut.
     pub fn search_users(&self, searcher: &UserId, term: &str, limit: usize) -> Result<(Vec<UserHit>, bool)> {
+        self.search_users_visible(searcher, term, limit, |_| Ok(false))
+    }
+
+    /// [`Rooms::search_users`] leaving out the users `hidden` names (agents who asked to be
+    /// hidden, expired accounts), asked only of users who match the term.
+    pub fn search_users_visible(
+        &self,
+        searcher: &UserId,
+        term: &str,
+        limit: usize,
+        hidden: impl Fn(&UserId) -> Result<bool>,
+    ) -> Result<(Vec<UserHit>, bool)> {
         let term = term.to_lowercase();
         let mut rooms: BTreeSet<OwnedRoomId> = self.rooms_of(searcher, "join")?.into_iter().collect();
         for entry in self.db.tables.roomid_published.iter() {
@@ -273,7 +285,7 @@ impl Rooms {
         for room in rooms {
             for entry in self.directory_entries(&room)?.iter() {
                 let matches = entry.search_key.contains(&term);
-                if matches {
+                if matches && !found.contains_key(&entry.user) && !hidden(&entry.user)? {
                     found.entry(entry.user.clone()).or_insert((entry.name.clone(), entry.avatar.clone()));
                 }
             }

@@ -9,6 +9,7 @@ pub mod account_validity;
 pub mod deactivation;
 pub mod directory;
 pub mod filters;
+pub mod hide_profile;
 pub mod password;
 pub mod password_policy;
 pub mod profile;

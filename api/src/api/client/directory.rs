@@ -204,7 +204,9 @@ pub async fn search(
 ) -> Result<search_users::v3::Response> {
     let user = request.sender()?.user_id.clone();
     let limit = u64::from(request.body.limit).clamp(1, 100) as usize;
-    let (found, limited) = services.rooms.search_users(&user, &request.body.search_term, limit)?;
+    let (found, limited) = services.rooms.search_users_visible(&user, &request.body.search_term, limit, |found| {
+        crate::users::hide_profile::hidden(&services, found)
+    })?;
     let results = found
         .into_iter()
         .map(|(id, name, avatar)| {
