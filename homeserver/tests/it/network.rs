@@ -218,3 +218,105 @@ async fn the_last_admin_leaving_promotes_others() {
     let power = state(&server, &carol, &room, "m.room.power_levels").await;
     assert_eq!(power["users_default"], 100, "{power}");
 }
+
+fn write_domains(path: &std::path::Path, text: &str) {
+    // Written aside and renamed, as an editor saves: a reader never sees half a file.
+    let temporary = path.with_extension("new");
+    std::fs::write(&temporary, text).unwrap();
+    std::fs::rename(&temporary, path).unwrap();
+}
+
+async fn info(server: &TestServer, endpoint: &str, address: &str) -> Value {
+    let path = format!("/_matrix/identity/api/v1/{endpoint}?medium=email&address={}", urlencode(address));
+    let (status, body) = api(server, Method::GET, None, &path, None).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// The email-domain map: the identity `info` endpoints answer from it, and answer what the file
+/// says now (edited while the server runs); binding an address that belongs to another node, and
+/// a third-party invite of an external address into a restricted room, are refused with the
+/// reference's errors.
+#[tokio::test]
+async fn the_domain_map() {
+    let dir = tempfile::tempdir().unwrap();
+    let domains = dir.path().join("domains.toml");
+    write_domains(
+        &domains,
+        &format!(
+            "[domains]\n\"interieur.gouv.fr\" = \"localhost\"\n\"*.gouv.fr\" = \"finances.example\"\n\
+             [fallback]\nserver = \"{EXTERNAL}\"\n"
+        ),
+    );
+    let server = network_server(&[("network.domains_file", domains.to_string_lossy().into_owned().into())]);
+    let (_, alice) = register_raw(&server, "alice").await;
+
+    assert_eq!(info(&server, "info", "Jean@interieur.gouv.fr").await, json!({ "hs": "localhost", "invited": false }));
+    assert_eq!(info(&server, "info", "anne@budget.finances.gouv.fr").await["hs"], "finances.example");
+    assert_eq!(info(&server, "info", "someone@gmail.com").await, json!({ "hs": EXTERNAL, "invited": false }));
+    assert_eq!(
+        info(&server, "internal-info", "someone@gmail.com").await,
+        json!({ "hs": EXTERNAL, "requires_invite": true, "invited": false })
+    );
+    assert_eq!(info(&server, "internal-info", "jean@interieur.gouv.fr").await["requires_invite"], false);
+
+    // Binding: only addresses the map sends here.
+    let request = |email: &str| json!({ "client_secret": "secret", "email": email, "send_attempt": 1 });
+    let path = "/_matrix/client/v3/account/3pid/email/requestToken";
+    for email in ["someone@gmail.com", "anne@budget.finances.gouv.fr"] {
+        let (status, body) = api(&server, Method::POST, Some(&alice), path, Some(request(email))).await;
+        assert_eq!(
+            (status, body["errcode"].as_str(), body["error"].as_str()),
+            (403, Some("M_THREEPID_DENIED"), Some("Your email domain is not authorized on this server")),
+            "{email}"
+        );
+    }
+    let (_, body) = api(&server, Method::POST, Some(&alice), path, Some(request("jean@interieur.gouv.fr"))).await;
+    assert_ne!(body["error"], "Your email domain is not authorized on this server", "{body}");
+
+    // Third-party invites: no external address in a restricted room, nor anything but an email.
+    let room = create(&server, &alice, json!({})).await;
+    let invite_path = format!("/_matrix/client/v3/rooms/{}/invite", urlencode(&room));
+    for (medium, address) in [("email", "someone@gmail.com"), ("msisdn", "33600000000")] {
+        let body = json!({ "id_server": "id.example", "id_access_token": "t", "medium": medium, "address": address });
+        let (status, answer) = api(&server, Method::POST, Some(&alice), &invite_path, Some(body)).await;
+        assert_eq!(
+            (status, answer["errcode"].as_str(), answer["error"].as_str()),
+            (403, Some("M_FORBIDDEN"), Some("This third-party identifier can not be invited in this room")),
+            "{address}"
+        );
+    }
+    let body = json!({ "id_server": "id.example", "id_access_token": "t", "medium": "email", "address": "jean@interieur.gouv.fr" });
+    let (_, answer) = api(&server, Method::POST, Some(&alice), &invite_path, Some(body)).await;
+    assert_ne!(answer["error"], "This third-party identifier can not be invited in this room", "{answer}");
+
+    // The operator moves the domain to another node: the next answer says so, no restart.
+    write_domains(
+        &domains,
+        &format!("[domains]\n\"interieur.gouv.fr\" = \"interieur.example\"\n[fallback]\nserver = \"{EXTERNAL}\"\n"),
+    );
+    assert_eq!(info(&server, "info", "jean@interieur.gouv.fr").await["hs"], "interieur.example");
+    let (status, _) = api(&server, Method::POST, Some(&alice), path, Some(request("jean@interieur.gouv.fr"))).await;
+    assert_eq!(status, 403);
+    // A broken file keeps the last good map.
+    write_domains(&domains, "[domains\n");
+    assert_eq!(info(&server, "info", "jean@interieur.gouv.fr").await["hs"], "interieur.example");
+}
+
+/// The externals' node: its users cannot create rooms.
+#[tokio::test]
+async fn external_users_cannot_create_rooms() {
+    let server = TestServer::start_with(&[
+        ("server_name", EXTERNAL.into()),
+        ("network.role", "external".into()),
+        ("network.external_servers", toml::Value::Array(vec![EXTERNAL.into()])),
+    ]);
+    let (_, guest) = register_raw(&server, "guest").await;
+    let (status, body) =
+        api(&server, Method::POST, Some(&guest), "/_matrix/client/v3/createRoom", Some(json!({}))).await;
+    assert_eq!(
+        (status, body["errcode"].as_str(), body["error"].as_str()),
+        (403, Some("M_FORBIDDEN"), Some("You are not permitted to create rooms")),
+        "{body}"
+    );
+}

@@ -100,4 +100,46 @@ impl Network {
     pub fn own_server(&self) -> &str {
         &self.server_name
     }
+
+    /// What Tchap's identity service answers about an address (`/_matrix/identity/api/v1/info`):
+    /// `hs`, the node the map sends it to; when the address is already bound to an account of
+    /// another node (`bound`), `hs` is that node (the agent keeps their account) and `new_hs`
+    /// the map's; `requires_invite` when the map sends it to the externals' node, `invited`
+    /// whether someone invited it (no third-party invites are kept here: always false).
+    /// `internal` keeps `requires_invite`, which only homeservers are told. An address the map
+    /// does not know is `{}` with `invited`.
+    pub fn info(&self, address: &str, bound: Option<&str>, internal: bool) -> Result<serde_json::Value> {
+        let mut info = serde_json::Map::new();
+        if let Some(server) = self.server_of_address(address)? {
+            info.insert("requires_invite".into(), self.is_external_server(&server).into());
+            match bound.map(str::to_ascii_lowercase) {
+                Some(current) if current != server => {
+                    info.insert("hs".into(), current.into());
+                    info.insert("new_hs".into(), server.into());
+                }
+                _ => {
+                    info.insert("hs".into(), server.into());
+                }
+            }
+            if !internal {
+                info.remove("requires_invite");
+            }
+        }
+        info.insert("invited".into(), false.into());
+        Ok(serde_json::Value::Object(info))
+    }
+
+    /// Whether an email address may be bound to an account of this node (as Tchap's
+    /// `synapse-3pid-checker` decides): the map must send it here, and an address of the
+    /// externals' node needs an invite. Without a map every address may.
+    pub fn may_bind(&self, address: &str) -> Result<bool> {
+        if !self.has_domain_map() {
+            return Ok(true);
+        }
+        let info = self.info(address, None, true)?;
+        let here = info.get("hs").and_then(serde_json::Value::as_str) == Some(self.own_server());
+        let requires_invite = info.get("requires_invite").and_then(serde_json::Value::as_bool).unwrap_or(false);
+        let invited = info.get("invited").and_then(serde_json::Value::as_bool).unwrap_or(false);
+        Ok(here && (!requires_invite || invited))
+    }
 }

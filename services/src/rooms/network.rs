@@ -123,6 +123,34 @@ impl Rooms {
         Ok(RoomRule::from_content(content.as_ref()))
     }
 
+    /// Whether an email address may be invited into `room` (a third-party invite), as Tchap's
+    /// module decides: only emails; in a restricted room, only addresses the domain map sends to
+    /// a node that is not external. Refused with the reference's `403 M_FORBIDDEN`.
+    pub fn check_threepid_invite(&self, sender: &UserId, room: &RoomId, medium: &str, address: &str) -> Result<()> {
+        if !self.network.access_rules() || self.bypasses_access_rules(sender.as_str()) {
+            return Ok(());
+        }
+        let refuse = || Err(Error::forbidden("This third-party identifier can not be invited in this room"));
+        if medium != "email" {
+            return refuse();
+        }
+        if self.access_rule(room)?.rule != Rule::Restricted {
+            return Ok(());
+        }
+        let plain = address.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && !domain.is_empty()
+                && !address.chars().any(|c| c.is_whitespace() || "<>,;\"()".contains(c))
+        });
+        if !plain {
+            return refuse();
+        }
+        match self.network.server_of_address(address)? {
+            Some(server) if !self.network.is_external_server(&server) => Ok(()),
+            _ => refuse(),
+        }
+    }
+
     /// Whether the room may be listed in the public directory: restricted rooms only, and never
     /// by the externals' users.
     pub fn check_publication(&self, user: &UserId, room: &RoomId) -> Result<()> {

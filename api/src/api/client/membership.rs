@@ -56,8 +56,19 @@ pub async fn invite(
 ) -> Result<invite_user::v3::Response> {
     let sender = request.sender()?.user_id.clone();
     let body = request.body;
-    let invite_user::v3::InvitationRecipient::UserId(invitee) = body.recipient else {
-        return Err(Error::Unrecognized("third-party invites are not supported".into()));
+    let invitee = match body.recipient {
+        invite_user::v3::InvitationRecipient::UserId(invitee) => invitee,
+        invite_user::v3::InvitationRecipient::ThirdPartyId(third_party) => {
+            // A ministry network refuses some addresses whatever becomes of the invite.
+            services.rooms.check_threepid_invite(
+                &sender,
+                &body.room_id,
+                third_party.medium.as_str(),
+                &third_party.address,
+            )?;
+            return Err(Error::Unrecognized("third-party invites are not supported".into()));
+        }
+        _ => return Err(Error::Unrecognized("third-party invites are not supported".into())),
     };
     if services.users.is_shadow_banned(&sender)? {
         return Ok(invite_user::v3::Response::new());

@@ -14,6 +14,7 @@ pub mod media;
 pub mod media_proxy;
 pub mod membership;
 pub mod password_policy;
+pub mod network;
 pub mod presence;
 pub mod profile;
 pub mod push;
@@ -183,4 +184,6 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma(directory::public_rooms_filtered)
         .ruma(directory::search)
         .ruma(search::search)
+        .route("/_matrix/identity/api/v1/info", axum::routing::get(network::info))
+        .route("/_matrix/identity/api/v1/internal-info", axum::routing::get(network::internal_info))
 }

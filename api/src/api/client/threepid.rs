@@ -79,6 +79,9 @@ pub async fn add(services: Arc<Services>, request: Ruma<add_3pid::v3::Request>) 
     services.uia.authorize(&services.users, body.auth.as_ref(), &[&[uia::PASSWORD]], Some(&user), "add_3pid").await?;
     let address =
         services.threepids.take_validated(body.sid.as_str(), body.client_secret.as_str(), Purpose::AddToAccount)?;
+    if !services.network.may_bind(&address)? {
+        return Err(Error::ThreepidDenied("Your email domain is not authorized on this server".into()));
+    }
     services.threepids.add(&user, "email", &address)?;
     tracing::info!(%user, "email address added");
     Ok(add_3pid::v3::Response::new())
@@ -98,6 +101,11 @@ pub async fn email_for_account(
     request: Ruma<request_3pid_management_token_via_email::v3::Request>,
 ) -> Result<request_3pid_management_token_via_email::v3::Response> {
     let b = request.body;
+    // A ministry network binds each address on the node its domain map names (Tchap's
+    // synapse-3pid-checker, with its message).
+    if !services.network.may_bind(&b.email)? {
+        return Err(Error::ThreepidDenied("Your email domain is not authorized on this server".into()));
+    }
     let sid = services
         .threepids
         .request_email_token(Purpose::AddToAccount, b.client_secret.as_str(), &b.email, b.send_attempt.into())

@@ -1,0 +1,59 @@
+//! The identity service's `info` endpoints of a ministry network, answered from the network's
+//! email-domain map (`[network] domains_file`, docs/network.md): clients ask which node an agent's
+//! address belongs to before they sign in or register; homeservers and other public services ask
+//! the internal variant, which also says whether the node requires an invite.
+
+use std::sync::Arc;
+
+use axum::{
+    extract::{Query, State},
+    response::{IntoResponse, Response},
+    Json,
+};
+use serde::Deserialize;
+
+use crate::{api::error::ApiError, error::Error, services::Services};
+
+#[derive(Deserialize)]
+pub struct Lookup {
+    medium: Option<String>,
+    address: Option<String>,
+}
+
+fn answer(services: &Services, lookup: Lookup, internal: bool) -> Result<Response, Error> {
+    if !services.network.has_domain_map() {
+        return Err(Error::Unrecognized("this server keeps no email-domain map".into()));
+    }
+    let medium = lookup.medium.ok_or_else(|| Error::MissingParam("medium is required".into()))?;
+    let address = lookup.address.ok_or_else(|| Error::MissingParam("address is required".into()))?;
+    if medium != "email" {
+        return Err(Error::invalid_param("only the email medium is mapped"));
+    }
+    let bound = services.threepids.owner("email", &address.to_lowercase())?;
+    let bound_server = bound.as_ref().map(|u| u.server_name().as_str());
+    let info = services.network.info(&address, bound_server, internal)?;
+    Ok(Json(info).into_response())
+}
+
+/// `GET /_matrix/identity/api/v1/info?medium=email&address=…` → `{hs, [new_hs], invited}`.
+pub async fn info(
+    State(services): State<Arc<Services>>,
+    lookup: Result<Query<Lookup>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(lookup)) = lookup else {
+        return ApiError::from(Error::invalid_param("medium and address are query parameters")).into_response();
+    };
+    answer(&services, lookup, false).unwrap_or_else(|e| ApiError::from(e).into_response())
+}
+
+/// `GET /_matrix/identity/api/v1/internal-info?medium=email&address=…` → `{hs, [new_hs],
+/// requires_invite, invited}`.
+pub async fn internal_info(
+    State(services): State<Arc<Services>>,
+    lookup: Result<Query<Lookup>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(lookup)) = lookup else {
+        return ApiError::from(Error::invalid_param("medium and address are query parameters")).into_response();
+    };
+    answer(&services, lookup, true).unwrap_or_else(|e| ApiError::from(e).into_response())
+}
