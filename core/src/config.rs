@@ -59,10 +59,10 @@ pub struct Config {
     pub ldap: hemicycle_bridges::ldap::LdapConfig,
     pub log: LogConfig,
     pub telemetry: TelemetryConfig,
-}
     /// The ministry network this node belongs to: external servers, room access rules, the
     /// email-domain map (docs/network.md).
     pub network: NetworkConfig,
+}
 
 /// Application services (bridges, bots such as `hemicycle-workspace`): one registration file
 /// each, in the YAML format Synapse reads, so the same file serves both servers.
@@ -329,9 +329,6 @@ pub struct MediaConfig {
     pub url_preview: UrlPreviewConfig,
 }
 
-/// URL previews (`/media/preview_url`): the server fetches pages its users paste, so it must never
-/// be turned against the network it sits in. Off by default; when on, every address a URL
-/// resolves to (and every redirect's) is checked against `deny_ranges`, which `allow_ranges`
 /// Antivirus (`docs/antivirus.md`): every stored file is scanned by ClamAV's daemon before it is
 /// served. Off while `clamd` is unset.
 #[derive(Debug, Clone, Deserialize)]
@@ -377,6 +374,9 @@ impl Default for AntivirusConfig {
     }
 }
 
+/// URL previews (`/media/preview_url`): the server fetches pages its users paste, so it must never
+/// be turned against the network it sits in. Off by default; when on, every address a URL
+/// resolves to (and every redirect's) is checked against `deny_ranges`, which `allow_ranges`
 /// may open up (test setups, an intranet that should be previewed).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -479,10 +479,10 @@ impl Default for Config {
             registration: RegistrationConfig::default(),
             federation: FederationConfig::default(),
             media: MediaConfig::default(),
+            antivirus: AntivirusConfig::default(),
             rate_limits: RateLimitsConfig::default(),
             limits: LimitsConfig::default(),
             rooms: RoomsConfig::default(),
-            antivirus: AntivirusConfig::default(),
             voip: VoipConfig::default(),
             session: SessionConfig::default(),
             email: EmailConfig::default(),
@@ -493,6 +493,7 @@ impl Default for Config {
             ldap: Default::default(),
             log: LogConfig::default(),
             telemetry: TelemetryConfig::default(),
+            network: NetworkConfig::default(),
         }
     }
 }
@@ -530,10 +531,6 @@ impl Default for FederationConfig {
     }
 }
 
-impl Default for MediaConfig {
-    fn default() -> Self {
-        Self {
-            path: None,
 impl AntivirusConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         if let Some(address) = &self.clamd {
@@ -562,13 +559,16 @@ impl AntivirusConfig {
     }
 }
 
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            path: None,
             max_upload_size: 50 * 1024 * 1024,
             legacy_unauthenticated: false,
             max_pending_uploads: 5,
             url_preview: UrlPreviewConfig::default(),
         }
     }
-            network: NetworkConfig::default(),
 }
 
 impl Default for RateLimitsConfig {
@@ -591,6 +591,62 @@ impl Default for LimitsConfig {
 impl Default for RoomsConfig {
     fn default() -> Self {
         Self { default_version: RoomVersionId::V12 }
+    }
+}
+
+/// A closed federation of ministry nodes plus one node for people outside the administration
+/// (docs/network.md). Every node of the network has the same `external_servers`,
+/// `access_rules_bypass` and domain map, so that each judges every event alike.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    /// `ministry` (agents of an administration) or `external` (the externals' node).
+    pub role: NetworkRole,
+    /// The externals' server names; their users are external users everywhere.
+    pub external_servers: Vec<OwnedServerName>,
+    /// The room access rules (`im.vector.room.access_rules`); on when `external_servers` is set.
+    pub access_rules: Option<bool>,
+    /// Users exempt from the access rules, on every node of the network.
+    pub access_rules_bypass: Vec<ruma::OwnedUserId>,
+    /// The email-domain map: which node each address belongs to (read again when it changes).
+    pub domains_file: Option<PathBuf>,
+    /// On the externals' node: whether its users may create rooms (off, as Tchap runs it).
+    pub external_users_create_rooms: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkRole {
+    #[default]
+    Ministry,
+    External,
+}
+
+impl NetworkConfig {
+    pub fn access_rules_enabled(&self) -> bool {
+        self.access_rules.unwrap_or(!self.external_servers.is_empty())
+    }
+
+    fn validate(&self, server_name: &ruma::ServerName) -> Result<(), ConfigError> {
+        let own = self.external_servers.iter().any(|s| s.as_str().eq_ignore_ascii_case(server_name.as_str()));
+        match self.role {
+            NetworkRole::External if !own => {
+                return Err(ConfigError::new(
+                    "network.external_servers",
+                    format!("the externals' node {server_name} must be in its own list"),
+                ))
+            }
+            NetworkRole::Ministry if own => {
+                return Err(ConfigError::new("network.role", "this server is in external_servers: role = \"external\""))
+            }
+            _ => {}
+        }
+        if let Some(path) = &self.domains_file {
+            if let Err(e) = std::fs::File::open(path) {
+                return Err(ConfigError::new("network.domains_file", format!("cannot read {}: {e}", path.display())));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -669,62 +725,6 @@ impl Config {
             let retyped = from_env.iter().position(|(_, path, raw)| {
                 path.join(".") == key && !matches!(parse_env_value(raw), toml::Value::String(_))
             });
-/// A closed federation of ministry nodes plus one node for people outside the administration
-/// (docs/network.md). Every node of the network has the same `external_servers`,
-/// `access_rules_bypass` and domain map, so that each judges every event alike.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct NetworkConfig {
-    /// `ministry` (agents of an administration) or `external` (the externals' node).
-    pub role: NetworkRole,
-    /// The externals' server names; their users are external users everywhere.
-    pub external_servers: Vec<OwnedServerName>,
-    /// The room access rules (`im.vector.room.access_rules`); on when `external_servers` is set.
-    pub access_rules: Option<bool>,
-    /// Users exempt from the access rules, on every node of the network.
-    pub access_rules_bypass: Vec<ruma::OwnedUserId>,
-    /// The email-domain map: which node each address belongs to (read again when it changes).
-    pub domains_file: Option<PathBuf>,
-    /// On the externals' node: whether its users may create rooms (off, as Tchap runs it).
-    pub external_users_create_rooms: bool,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NetworkRole {
-    #[default]
-    Ministry,
-    External,
-}
-
-impl NetworkConfig {
-    pub fn access_rules_enabled(&self) -> bool {
-        self.access_rules.unwrap_or(!self.external_servers.is_empty())
-    }
-
-    fn validate(&self, server_name: &ruma::ServerName) -> Result<(), ConfigError> {
-        let own = self.external_servers.iter().any(|s| s.as_str().eq_ignore_ascii_case(server_name.as_str()));
-        match self.role {
-            NetworkRole::External if !own => {
-                return Err(ConfigError::new(
-                    "network.external_servers",
-                    format!("the externals' node {server_name} must be in its own list"),
-                ))
-            }
-            NetworkRole::Ministry if own => {
-                return Err(ConfigError::new("network.role", "this server is in external_servers: role = \"external\""))
-            }
-            _ => {}
-        }
-        if let Some(path) = &self.domains_file {
-            if let Err(e) = std::fs::File::open(path) {
-                return Err(ConfigError::new("network.domains_file", format!("cannot read {}: {e}", path.display())));
-            }
-        }
-        Ok(())
-    }
-}
-
             match retyped {
                 Some(i) => {
                     let (name, path, raw) = from_env.remove(i);
@@ -744,6 +744,7 @@ impl NetworkConfig {
         if let Some(validity) = &self.account_validity {
             validity.validate()?;
         }
+        self.network.validate(&self.server_name)?;
         if self.ldap.enabled {
             if let Some(path) = &self.ldap.bind_password_file {
                 if let Err(e) = std::fs::File::open(path) {
@@ -779,6 +780,7 @@ impl NetworkConfig {
                 }
             }
         }
+        self.antivirus.validate()?;
         if let Some(token) = &self.registration.token {
             if token.is_empty() {
                 return Err(ConfigError::new("registration.token", "must not be empty"));
@@ -819,7 +821,6 @@ impl NetworkConfig {
         if let Some(from) = &self.email.notif_from {
             if from.parse::<lettre::message::Mailbox>().is_err() {
                 return Err(ConfigError::new("email.notif_from", format!("{from:?} is not a valid mailbox")));
-        self.network.validate(&self.server_name)?;
             }
         }
         if let Some(url) = &self.public_baseurl {
@@ -841,7 +842,6 @@ impl NetworkConfig {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(ConfigError::new("log.level", format!("not a valid filter: {e}")));
         }
-        self.antivirus.validate()?;
         match self.rooms.default_version {
             RoomVersionId::V10 | RoomVersionId::V11 | RoomVersionId::V12 => {}
             _ => return Err(ConfigError::new("rooms.default_version", "must be 10, 11 or 12")),

@@ -116,10 +116,6 @@ pub enum Error {
     /// The room's version is not one the other server supports (`400 M_INCOMPATIBLE_ROOM_VERSION`).
     #[error("room version {0} is not supported by the joining server")]
     IncompatibleRoomVersion(String),
-    #[error("internal error: {0}")]
-    Internal(String),
-}
-
     /// A file the antivirus found infected (`403 MCS_MEDIA_NOT_CLEAN`, as matrix-content-scanner
     /// answers): served to nobody.
     #[error("{0}")]
@@ -135,6 +131,10 @@ pub enum Error {
     /// MCS_MEDIA_FAILED_TO_DECRYPT`).
     #[error("{0}")]
     FailedToDecrypt(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
 impl Error {
     pub fn forbidden(msg: impl Into<String>) -> Self {
         Self::Forbidden(msg.into())

@@ -91,11 +91,11 @@ impl From<Error> for ApiError {
             Error::WrongRoomKeysVersion { .. } => (S::FORBIDDEN, "M_WRONG_ROOM_KEYS_VERSION"),
             Error::CannotOverwriteMedia(_) => (S::CONFLICT, "M_CANNOT_OVERWRITE_MEDIA"),
             Error::NotYetUploaded(_) => (S::GATEWAY_TIMEOUT, "M_NOT_YET_UPLOADED"),
-            Error::Uia(challenge) => {
             Error::NotClean(_) => (S::FORBIDDEN, "MCS_MEDIA_NOT_CLEAN"),
             Error::MimeTypeForbidden(_) => (S::FORBIDDEN, "MCS_MIME_TYPE_FORBIDDEN"),
             Error::ScannerUnavailable(_) => (S::SERVICE_UNAVAILABLE, "MCS_SCANNER_UNAVAILABLE"),
             Error::FailedToDecrypt(_) => (S::BAD_REQUEST, "MCS_MEDIA_FAILED_TO_DECRYPT"),
+            Error::Uia(challenge) => {
                 return Self { status: S::UNAUTHORIZED, body: challenge.body.clone(), retry_after: None };
             }
             Error::Database(_) | Error::Internal(_) => {
@@ -117,7 +117,6 @@ impl From<Error> for ApiError {
             Error::ExpiredToken | Error::UserLocked => api.body["soft_logout"] = json!(true),
             Error::WrongRoomKeysVersion { current, .. } => api.body["current_version"] = json!(current),
             Error::IncompatibleRoomVersion(version) => api.body["room_version"] = json!(version),
-            Error::AppserviceUnreachable { extra: Some(serde_json::Value::Object(extra)), .. } => {
             // The content scanner's own keys too, so its clients read these refusals on the
             // media endpoints as they read the scanner's.
             Error::NotClean(_)
@@ -130,6 +129,7 @@ impl From<Error> for ApiError {
                     api.retry_after = Some(std::time::Duration::from_secs(30));
                 }
             }
+            Error::AppserviceUnreachable { extra: Some(serde_json::Value::Object(extra)), .. } => {
                 for (key, value) in extra {
                     api.body[key] = value;
                 }
