@@ -13,7 +13,9 @@ use ruma::{OwnedServerName, RoomVersionId};
 use serde::Deserialize;
 
 mod accounts;
+mod calls;
 pub use accounts::{AccountValidityConfig, HumanDuration, PasswordPolicyConfig};
+pub use calls::{DelayedEventsConfig, MatrixRtcConfig};
 
 /// A configuration problem, naming the dotted key at fault.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +64,10 @@ pub struct Config {
     /// The ministry network this node belongs to: external servers, room access rules, the
     /// email-domain map (docs/network.md).
     pub network: NetworkConfig,
+    /// Delayed events (MSC4140); absent, off (docs/calls.md).
+    pub delayed_events: Option<DelayedEventsConfig>,
+    /// MatrixRTC transports and the LiveKit authorisation service (docs/calls.md).
+    pub matrix_rtc: MatrixRtcConfig,
 }
 
 /// Application services (bridges, bots such as `hemicycle-workspace`): one registration file
@@ -494,6 +500,8 @@ impl Default for Config {
             log: LogConfig::default(),
             telemetry: TelemetryConfig::default(),
             network: NetworkConfig::default(),
+            delayed_events: None,
+            matrix_rtc: MatrixRtcConfig::default(),
         }
     }
 }
@@ -745,6 +753,10 @@ impl Config {
             validity.validate()?;
         }
         self.network.validate(&self.server_name)?;
+        if let Some(delayed) = &self.delayed_events {
+            delayed.validate()?;
+        }
+        self.matrix_rtc.validate()?;
         if self.ldap.enabled {
             if let Some(path) = &self.ldap.bind_password_file {
                 if let Err(e) = std::fs::File::open(path) {

@@ -60,6 +60,8 @@ pub struct Services {
     pub account_validity: Arc<crate::users::account_validity::AccountValidity>,
     /// The ministry network's settings and email-domain map (docs/network.md).
     pub network: Arc<crate::network::Network>,
+    /// Delayed events (MSC4140): scheduled events and their one timer.
+    pub delayed_events: crate::rooms::delayed::DelayedEvents,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,9 +93,9 @@ impl Services {
             config.account_validity.clone(),
             config.email.smtp_host.is_some(),
         )?);
-        let network = Arc::new(crate::network::Network::new(&config.server_name, &config.network)?);
         let services = Arc::new(Self {
             users: Users::new(db.clone(), writer.clone(), config.server_name.clone())
+        let network = Arc::new(crate::network::Network::new(&config.server_name, &config.network)?);
                 .with_directory(directory)
                 .with_password_policy(crate::users::password_policy::PasswordPolicy::new(
                     config.password_policy.clone(),
@@ -137,6 +139,7 @@ impl Services {
             appservices: crate::appservice::Registry::load(&config.appservices.registrations, &config.server_name)?,
             appservice_sender: Default::default(),
             metrics: Default::default(),
+            delayed_events: crate::rooms::delayed::DelayedEvents::new(db.clone(), config.delayed_events.clone()),
             db,
             config,
         });

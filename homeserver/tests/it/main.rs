@@ -6,6 +6,7 @@ mod accounts;
 mod admin_api;
 mod antivirus;
 mod appservices;
+mod calls;
 mod cli;
 mod common;
 mod console;

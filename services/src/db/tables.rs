@@ -94,6 +94,10 @@ pub const NAMES: &[&str] = &[
     "useridroomidthread_notifytotal",
     "useridroomidthreadpos_notifytotal",
     "roomidpos_threadroot",
+    "delayid_delayed",
+    "useriddelayid_delayid",
+    "duedelayid_delayid",
+    "roomidtypestatekeydelayid_delayid",
     "refreshhash_session",
     "openidhash_user",
     "loginhash_user",
@@ -278,6 +282,15 @@ pub struct Tables {
     pub useridroomidthreadpos_notifytotal: Table<UserRoomThreadPos, Json<(u64, u64)>>,
     /// (room, position of a thread reply) → its thread root, for `/threads` by latest activity.
     pub roomidpos_threadroot: Table<(OwnedRoomId, Be64), OwnedEventId>,
+    /// Delay id → a scheduled delayed event (MSC4140), until it is sent or cancelled.
+    pub delayid_delayed: Table<String, Json<crate::rooms::delayed::Delayed>>,
+    /// (owner, delay id) → delay id: a user's scheduled events, listed and counted for the limit.
+    pub useriddelayid_delayid: Table<(OwnedUserId, String), String>,
+    /// (send time as big-endian u64, delay id) → delay id: read in time order by the one timer task.
+    pub duedelayid_delayid: Table<Vec<u8>, String>,
+    /// (room, type, state key, delay id) → delay id: the delayed state events another user's state
+    /// event of the same key cancels.
+    pub roomidtypestatekeydelayid_delayid: Table<(OwnedRoomId, String, String, String), String>,
 }
 
 impl TableSet for Tables {
@@ -365,6 +378,10 @@ impl TableSet for Tables {
             useridroomidthread_notifytotal: Table::new(db, reads, "useridroomidthread_notifytotal"),
             useridroomidthreadpos_notifytotal: Table::new(db, reads, "useridroomidthreadpos_notifytotal"),
             roomidpos_threadroot: Table::new(db, reads, "roomidpos_threadroot"),
+            delayid_delayed: Table::new(db, reads, "delayid_delayed"),
+            useriddelayid_delayid: Table::new(db, reads, "useriddelayid_delayid"),
+            duedelayid_delayid: Table::new(db, reads, "duedelayid_delayid"),
+            roomidtypestatekeydelayid_delayid: Table::new(db, reads, "roomidtypestatekeydelayid_delayid"),
             sha256_verdict: Table::new(db, reads, "sha256_verdict"),
             keyid_secret: Table::new(db, reads, "keyid_secret"),
         }

@@ -140,6 +140,10 @@ impl Rooms {
                 "m.room.tombstone": tombstone_level,
                 "m.room.server_acl": 100,
                 "m.room.encryption": 100,
+                // Element Call: every member publishes their own call membership (MatrixRTC).
+                "m.call.member": 0,
+                "org.matrix.msc3401.call.member": 0,
+                "m.rtc.member": 0,
             },
             "events_default": 0,
             "state_default": 50,

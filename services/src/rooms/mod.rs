@@ -7,6 +7,7 @@
 
 pub mod blocking;
 pub mod create;
+pub mod delayed;
 pub mod directory;
 pub mod hierarchy;
 pub mod membership;

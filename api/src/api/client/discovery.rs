@@ -5,7 +5,6 @@ use std::{collections::BTreeMap, sync::Arc};
 use ruma::{
     api::{
         client::discovery::{
-            discover_homeserver::{self, HomeserverInfo},
             get_capabilities::{
                 self,
                 v3::{Capabilities, ChangePasswordCapability, RoomVersionStability, RoomVersionsCapability},
@@ -32,21 +31,16 @@ pub const SUPPORTED_VERSIONS: &[&str] = &[
 ];
 
 pub async fn versions(
-    _: Arc<Services>,
+    services: Arc<Services>,
     _: Ruma<get_supported_versions::Request>,
 ) -> Result<get_supported_versions::Response> {
     let mut response =
         get_supported_versions::Response::new(SUPPORTED_VERSIONS.iter().map(|v| (*v).to_owned()).collect());
     // Element X looks for this flag before using simplified sliding sync.
     response.unstable_features = BTreeMap::from([("org.matrix.simplified_msc3575".to_owned(), true)]);
+    // Element Call schedules its delayed leave only where this is announced.
+    response.unstable_features.insert("org.matrix.msc4140".to_owned(), services.delayed_events.config().is_some());
     Ok(response)
-}
-
-pub async fn well_known_client(
-    services: Arc<Services>,
-    _: Ruma<discover_homeserver::Request>,
-) -> Result<discover_homeserver::Response> {
-    Ok(discover_homeserver::Response::new(HomeserverInfo::new(services.config.client_base_url())))
 }
 
 /// `/.well-known/matrix/server`: published only when this server has a federation listener.
@@ -83,6 +77,13 @@ pub async fn capabilities(
     caps.set("m.3pid_changes", serde_json::json!({ "enabled": false }))
         .and_then(|_| caps.set("m.get_login_token", serde_json::json!({ "enabled": true })))
         .and_then(|_| caps.set("m.profile_fields", serde_json::json!({ "enabled": true })))
+        .and_then(|_| match services.delayed_events.config() {
+            Some(delayed) => caps.set(
+                "org.matrix.msc4140.delayed_events",
+                serde_json::json!({ "max_delay_ms": delayed.max_delay_ms, "max_scheduled": delayed.max_per_user }),
+            ),
+            None => Ok(()),
+        })
         .map_err(|e| Error::Internal(e.to_string()))?;
     Ok(get_capabilities::v3::Response::new(caps))
 }

@@ -4,6 +4,7 @@ pub mod account;
 pub mod account_data;
 pub mod account_validity;
 pub mod appservice;
+pub mod delayed;
 pub mod devices;
 pub mod directory;
 pub mod discovery;
@@ -19,6 +20,7 @@ pub mod presence;
 pub mod profile;
 pub mod push;
 pub mod rooms;
+pub mod rtc;
 pub mod search;
 pub mod session;
 pub mod sliding;
@@ -35,9 +37,9 @@ use super::ruma::RouterExt;
 use crate::services::Services;
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
+    let router = delayed::routes(rtc::routes(router));
     account_validity::routes(devices::route_update(sync::route(media_proxy::routes(media::routes(router)))))
         .ruma(discovery::versions)
-        .ruma(discovery::well_known_client)
         .ruma(discovery::well_known_server)
         .ruma(discovery::support)
         .ruma(discovery::turn_server)
@@ -149,8 +151,6 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma(push::set_pusher)
         .ruma(rooms::create)
         .ruma(rooms::upgrade)
-        .ruma(rooms::send_message)
-        .ruma(rooms::send_state)
         .ruma(rooms::get_state_event)
         .ruma(rooms::get_state)
         .ruma(rooms::messages)
