@@ -6,7 +6,6 @@
 
 mod account_validity;
 pub(crate) mod antivirus;
-pub(crate) mod antivirus;
 pub(crate) mod destinations;
 mod lookups;
 pub(crate) mod media;
@@ -194,7 +193,6 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = router
         .route("/_synapse/admin/v1/server_version", get(server_version))
         .route("/_synapse/admin/v1/audit", get(audit_log));
-    let router = antivirus::routes(router);
     let router = antivirus::routes(router);
     let areas: [fn(AdminRouter) -> AdminRouter; 10] = [
         users::routes,
