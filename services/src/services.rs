@@ -93,9 +93,9 @@ impl Services {
             config.account_validity.clone(),
             config.email.smtp_host.is_some(),
         )?);
+        let network = Arc::new(crate::network::Network::new(&config.server_name, &config.network)?);
         let services = Arc::new(Self {
             users: Users::new(db.clone(), writer.clone(), config.server_name.clone())
-        let network = Arc::new(crate::network::Network::new(&config.server_name, &config.network)?);
                 .with_directory(directory)
                 .with_password_policy(crate::users::password_policy::PasswordPolicy::new(
                     config.password_policy.clone(),

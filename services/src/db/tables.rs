@@ -78,9 +78,9 @@ pub const NAMES: &[&str] = &[
     "sha256_refcount",
     "useridmediaid_pending",
     "sha256size_thumbnail",
-    "serverkeyid_oldkey",
     "sha256_verdict",
     "keyid_secret",
+    "serverkeyid_oldkey",
     "servername_serverkeys",
     "eventid_outlier",
     "servername_sentpos",
@@ -244,6 +244,12 @@ pub struct Tables {
     pub sha256_refcount: Table<String, Be64>,
     /// (source content SHA-256, `<w>x<h>-<method>`) → the cached thumbnail.
     pub sha256size_thumbnail: Table<(String, String), Json<ThumbnailRecord>>,
+    /// Content SHA-256 (of the decrypted contents, for an encrypted attachment scanned with its
+    /// key) → what the antivirus found: clean or the signature that matched, the sniffed type.
+    pub sha256_verdict: Table<String, Json<Verdict>>,
+    /// Secrets of services other than the signing key: `curve25519:content_scanner` → the content
+    /// scanner API's private key (32 bytes).
+    pub keyid_secret: Table<String, Vec<u8>>,
     /// Our retired signing keys: key id → (public key, when it was retired), still published.
     pub serverkeyid_oldkey: Table<String, Json<(String, u64)>>,
     /// Other servers' signing keys as they published them (verified), until `valid_until_ts`.
@@ -255,12 +261,6 @@ pub struct Tables {
     pub servername_sentpos: Table<OwnedServerName, Be64>,
     /// (origin, transaction id) of inbound transactions already processed.
     pub origintxn_done: Table<(OwnedServerName, String), Vec<u8>>,
-    /// Content SHA-256 (of the decrypted contents, for an encrypted attachment scanned with its
-    /// key) → what the antivirus found: clean or the signature that matched, the sniffed type.
-    pub sha256_verdict: Table<String, Json<Verdict>>,
-    /// Secrets of services other than the signing key: `curve25519:content_scanner` → the content
-    /// scanner API's private key (32 bytes).
-    pub keyid_secret: Table<String, Vec<u8>>,
     /// The same transactions in the order received (ms << 20 | sequence), so that old ids are
     /// dropped by a scan of what is to go, never of everything kept.
     pub receivedseq_origintxn: Table<Be64, Json<(OwnedServerName, String)>>,
@@ -364,6 +364,8 @@ impl TableSet for Tables {
             sha256_refcount: Table::new(db, reads, "sha256_refcount"),
             useridmediaid_pending: Table::new(db, reads, "useridmediaid_pending"),
             sha256size_thumbnail: Table::new(db, reads, "sha256size_thumbnail"),
+            sha256_verdict: Table::new(db, reads, "sha256_verdict"),
+            keyid_secret: Table::new(db, reads, "keyid_secret"),
             serverkeyid_oldkey: Table::new(db, reads, "serverkeyid_oldkey"),
             servername_serverkeys: Table::new(db, reads, "servername_serverkeys"),
             eventid_outlier: Table::new(db, reads, "eventid_outlier"),
@@ -382,8 +384,6 @@ impl TableSet for Tables {
             useriddelayid_delayid: Table::new(db, reads, "useriddelayid_delayid"),
             duedelayid_delayid: Table::new(db, reads, "duedelayid_delayid"),
             roomidtypestatekeydelayid_delayid: Table::new(db, reads, "roomidtypestatekeydelayid_delayid"),
-            sha256_verdict: Table::new(db, reads, "sha256_verdict"),
-            keyid_secret: Table::new(db, reads, "keyid_secret"),
         }
     }
 }
