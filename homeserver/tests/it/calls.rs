@@ -337,13 +337,30 @@ async fn a_transport_without_its_url_is_refused_at_start() {
         dir.path(),
         &[("matrix_rtc.transports", toml::Value::Array(vec![toml::Value::Table(transport)]))],
     );
-    let out = std::process::Command::new(crate::common::BIN).args(["serve", "--config"]).arg(&config).output().unwrap();
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("matrix_rtc.transports"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut child = std::process::Command::new(crate::common::BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A server that starts anyway is stopped, and the test fails instead of hanging.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("the server started with a transport it cannot announce");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(stderr.contains("matrix_rtc.transports"), "{stderr}");
 }
 
 #[tokio::test]
