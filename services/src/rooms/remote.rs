@@ -262,8 +262,12 @@ impl Rooms {
         states: &[&state::StateMap],
         pending: Option<&Pdu>,
     ) -> Result<state::StateMap> {
-        if states.len() == 1 {
-            return Ok(states[0].clone());
+        // No state to resolve (an event none of whose prev events has a state here): the
+        // empty state, as the algorithm gives for no input.
+        match states {
+            [] => return Ok(state::StateMap::new()),
+            [one] => return Ok((*one).clone()),
+            _ => {}
         }
         self.resolutions_counted.computed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let rules = rules_of(version)?;
