@@ -2,10 +2,11 @@
 //! is recorded with who, what, on what and when, in the same database as the change, and listed
 //! by `GET /_synapse/admin/v1/audit`. Entries are only ever appended.
 
+pub mod tables;
+
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-
+pub use self::tables::AuditEntry;
 use crate::{
     db::{
         codec::{Be64, Json},
@@ -14,20 +15,6 @@ use crate::{
     error::{Error, Result},
     time::now_ms,
 };
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AuditEntry {
-    pub ts: u64,
-    /// The admin's user id.
-    pub admin: String,
-    /// What was done, e.g. `user.deactivate`, `user.reset_password`, `room.block`.
-    pub action: String,
-    /// What it was done to: a user id, a room id, a report id.
-    pub target: String,
-    /// The request's parameters that matter (never a password).
-    #[serde(default)]
-    pub details: serde_json::Value,
-}
 
 pub struct Audit {
     db: Arc<Database>,
@@ -49,7 +36,7 @@ impl Audit {
             target: target.to_owned(),
             details,
         };
-        self.db.tables.auditid_entry.insert(&mut batch, &Be64(id), &Json(entry));
+        self.db.tables.audit.auditid_entry.insert(&mut batch, &Be64(id), &Json(entry));
         self.db.commit(batch)?;
         tracing::info!(%admin, %action, %target, "admin action");
         Ok(())
@@ -60,6 +47,7 @@ impl Audit {
         let mut all: Vec<(u64, AuditEntry)> = self
             .db
             .tables
+            .audit
             .auditid_entry
             .iter()
             .map(|entry| entry.map(|(Be64(id), Json(e))| (id, e)).map_err(Error::from))

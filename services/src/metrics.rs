@@ -206,7 +206,7 @@ impl Collector for Live {
             }
         }
         let destinations: Vec<(ruma::OwnedServerName, u64)> =
-            db.tables.servername_sentpos.iter().filter_map(Result::ok).map(|(s, Be64(p))| (s, p)).collect();
+            db.tables.federation.servername_sentpos.iter().filter_map(Result::ok).map(|(s, Be64(p))| (s, p)).collect();
         let health: Vec<_> = destinations.iter().map(|(server, _)| services.federation.client.health(server)).collect();
         {
             let mut family = encoder.encode_descriptor(
@@ -244,7 +244,7 @@ impl Collector for Live {
                 ConstGauge::new(seconds).encode(family.encode_family(&[("destination", server.as_str())])?)?;
             }
         }
-        let pending = db.tables.pusherpos_pending.iter().take(PENDING_COUNT_CAP).count();
+        let pending = db.tables.push.pusherpos_pending.iter().take(PENDING_COUNT_CAP).count();
         gauge(&mut encoder, "pushers_pending", "Push notifications waiting to be delivered", pending as f64)?;
         gauge(&mut encoder, "database_size_bytes", "Bytes of the RocksDB directory on disk", db.size_on_disk() as f64)?;
         for (name, property, help) in [

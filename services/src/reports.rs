@@ -1,11 +1,13 @@
 //! Reports users make of events, rooms and other users, kept for the server's admins (the admin
 //! API and console list them). A report is only written; nothing is done automatically.
 
+pub mod tables;
+
 use std::sync::Arc;
 
-use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, UserId};
-use serde::{Deserialize, Serialize};
+use ruma::UserId;
 
+pub use self::tables::{Report, Subject};
 use crate::{
     db::{
         codec::{Be64, Json},
@@ -17,23 +19,6 @@ use crate::{
 
 /// The longest reason kept (longer ones are refused, not cut).
 pub const MAX_REASON_CHARS: usize = 10_000;
-
-/// What a report is about.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Subject {
-    Event { room_id: OwnedRoomId, event_id: OwnedEventId },
-    Room { room_id: OwnedRoomId },
-    User { user_id: OwnedUserId },
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Report {
-    pub reporter: OwnedUserId,
-    pub subject: Subject,
-    pub reason: Option<String>,
-    pub received_ts: u64,
-}
 
 pub struct Reports {
     db: Arc<Database>,
@@ -52,7 +37,7 @@ impl Reports {
         let mut batch = Batch::new();
         let id = self.db.next_count(&mut batch);
         let report = Report { reporter: reporter.to_owned(), subject, reason, received_ts: now_ms() };
-        self.db.tables.reportid_report.insert(&mut batch, &Be64(id), &Json(report));
+        self.db.tables.reports.reportid_report.insert(&mut batch, &Be64(id), &Json(report));
         self.db.commit(batch)?;
         Ok(id)
     }
@@ -61,6 +46,7 @@ impl Reports {
     pub fn list(&self) -> Result<Vec<(u64, Report)>> {
         self.db
             .tables
+            .reports
             .reportid_report
             .iter()
             .map(|entry| entry.map(|(Be64(id), Json(report))| (id, report)).map_err(Error::from))
@@ -68,7 +54,7 @@ impl Reports {
     }
 
     pub fn get(&self, id: u64) -> Result<Option<Report>> {
-        Ok(self.db.tables.reportid_report.get(&Be64(id))?.map(|Json(r)| r))
+        Ok(self.db.tables.reports.reportid_report.get(&Be64(id))?.map(|Json(r)| r))
     }
 
     /// Deletes a report (an admin dealt with it); `false` when there was none.
@@ -77,7 +63,7 @@ impl Reports {
             return Ok(false);
         }
         let mut batch = Batch::new();
-        self.db.tables.reportid_report.remove(&mut batch, &Be64(id));
+        self.db.tables.reports.reportid_report.remove(&mut batch, &Be64(id));
         self.db.commit(batch)?;
         Ok(true)
     }

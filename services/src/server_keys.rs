@@ -2,6 +2,8 @@
 //! its key id never changes (remote servers cache it against that id). `rotate` replaces it and
 //! keeps the old public key published under `old_verify_keys`, so what it signed still verifies.
 
+pub mod tables;
+
 use std::sync::Arc;
 
 use ruma::{
@@ -41,9 +43,10 @@ fn encode(key: &[u8]) -> String {
 
 impl ServerKeys {
     pub fn load_or_generate(db: &Arc<Database>, server_name: OwnedServerName) -> Result<Self> {
-        let table = &db.tables.serverkeyid_keypair;
+        let table = &db.tables.server_keys.serverkeyid_keypair;
         let old = db
             .tables
+            .server_keys
             .serverkeyid_oldkey
             .iter()
             .map(|r| r.map(|(id, Json((key, ts)))| (id, key, ts)))
@@ -65,14 +68,18 @@ impl ServerKeys {
     /// Replaces the signing key (offline: the server reads its key at start). The old public key
     /// moves to `old_verify_keys` in the same write. Returns the new key id.
     pub fn rotate(db: &Database) -> Result<String> {
-        let table = &db.tables.serverkeyid_keypair;
+        let table = &db.tables.server_keys.serverkeyid_keypair;
         let mut batch = Batch::new();
         for entry in table.iter() {
             let (key_id, document) = entry?;
             let version = key_id.strip_prefix("ed25519:").unwrap_or(&key_id).to_owned();
             let keypair = Ed25519KeyPair::from_der(&document, version)
                 .map_err(|e| Error::Internal(format!("stored signing key unreadable: {e}")))?;
-            db.tables.serverkeyid_oldkey.insert(&mut batch, &key_id, &Json((encode(&keypair.public_key()), now_ms())));
+            db.tables.server_keys.serverkeyid_oldkey.insert(
+                &mut batch,
+                &key_id,
+                &Json((encode(&keypair.public_key()), now_ms())),
+            );
             table.remove(&mut batch, &key_id);
         }
         let (key_id, document, _) = new_keypair()?;

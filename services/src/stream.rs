@@ -97,7 +97,7 @@ impl Audience {
 
 fn audience_users(db: &Database, audience: &Audience, out: &mut BTreeSet<OwnedUserId>) {
     let members = |room: &OwnedRoomId, out: &mut BTreeSet<OwnedUserId>| {
-        for entry in db.tables.roomiduserid_membership.scan_prefix(prefix(room)).flatten() {
+        for entry in db.tables.rooms.roomiduserid_membership.scan_prefix(prefix(room)).flatten() {
             out.insert((entry.0).1);
         }
     };
@@ -110,7 +110,7 @@ fn audience_users(db: &Database, audience: &Audience, out: &mut BTreeSet<OwnedUs
         Audience::Room(room) => members(room, out),
         Audience::SharedWith(user) => {
             out.insert(user.clone());
-            for entry in db.tables.useridroomid_membership.scan_prefix(prefix(user)).flatten() {
+            for entry in db.tables.rooms.useridroomid_membership.scan_prefix(prefix(user)).flatten() {
                 let ((_, room), Json(m)) = entry;
                 if m.membership == "join" {
                     members(&room, out);

@@ -311,7 +311,7 @@ async fn take_membership(
 /// neither in the join's history nor were they sent to it (it was not in the room yet): the
 /// room's other forward extremities go to it now, and it fetches what lies behind them.
 fn send_concurrent_events(services: &Services, room: &RoomId, join: &EventId, origin: &ServerName) -> Result<()> {
-    let Some(crate::db::codec::Json(record)) = services.db.tables.roomid_room.get(&room.to_owned())? else {
+    let Some(crate::db::codec::Json(record)) = services.db.tables.rooms.roomid_room.get(&room.to_owned())? else {
         return Ok(());
     };
     for extremity in record.extremities.iter().filter(|e| **e != *join) {

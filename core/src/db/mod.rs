@@ -34,6 +34,60 @@ pub trait TableSet: Send + Sync + Sized + 'static {
     fn meta(&self) -> &Table<String, codec::Be64>;
 }
 
+/// Declares a domain's tables: a struct with one typed [`Table`] per column family, named as its
+/// field, with the list of those names (`NAMES`, for the [`TableSet`] that gathers every domain's)
+/// and the constructor over the open store. One list, so a name and its field cannot drift apart.
+#[macro_export]
+macro_rules! tables {
+    ($(#[$meta:meta])* pub struct $name:ident { $($(#[$fmeta:meta])* pub $field:ident: $ty:ty,)* }) => {
+        $(#[$meta])*
+        pub struct $name {
+            $($(#[$fmeta])* pub $field: $ty,)*
+        }
+
+        impl $name {
+            /// The column families of these tables.
+            pub const NAMES: &'static [&'static str] = &[$(stringify!($field)),*];
+
+            pub fn new(
+                db: &::std::sync::Arc<$crate::db::DB>,
+                reads: &::std::sync::Arc<::std::sync::atomic::AtomicU64>,
+            ) -> Self {
+                Self { $($field: $crate::db::Table::new(db, reads, stringify!($field)),)* }
+            }
+        }
+    };
+}
+
+/// How many names the lists hold together (the length of [`names_concat`]'s answer).
+pub const fn names_count(parts: &[&[&'static str]]) -> usize {
+    let mut count = 0;
+    let mut i = 0;
+    while i < parts.len() {
+        count += parts[i].len();
+        i += 1;
+    }
+    count
+}
+
+/// The lists of column family names of several domains as one list, at compile time.
+pub const fn names_concat<const N: usize>(parts: &[&[&'static str]]) -> [&'static str; N] {
+    let mut out = [""; N];
+    let mut k = 0;
+    let mut i = 0;
+    while i < parts.len() {
+        let mut j = 0;
+        while j < parts[i].len() {
+            out[k] = parts[i][j];
+            k += 1;
+            j += 1;
+        }
+        i += 1;
+    }
+    assert!(k == N, "N is names_count of the same lists");
+    out
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     /// Another process (normally the running server) holds the database lock.

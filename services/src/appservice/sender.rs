@@ -486,7 +486,7 @@ fn collect(
     let mut events = Vec::new();
     let mut reached = end;
     let mut rooms: HashMap<OwnedRoomId, bool> = HashMap::new();
-    for (scanned, entry) in tables.pos_eventid.scan_from(Vec::new(), Be64(done + 1).encode(), true).enumerate() {
+    for (scanned, entry) in tables.rooms.pos_eventid.scan_from(Vec::new(), Be64(done + 1).encode(), true).enumerate() {
         let (Be64(pos), event_id) = entry?;
         if pos > end {
             break;
@@ -532,7 +532,7 @@ fn room_interest(
         return Ok(*known);
     }
     let room = room.to_owned();
-    let snapshot = services.db.tables.roomid_room.get(&room)?.map(|r| r.0.snapshot);
+    let snapshot = services.db.tables.rooms.roomid_room.get(&room)?.map(|r| r.0.snapshot);
     let key = (service.registration.id.clone(), room.clone());
     if let Some(snapshot) = snapshot {
         let cache = services.appservice_sender.interest.lock().expect("appservice interest");

@@ -3,5 +3,6 @@
 
 pub mod presence;
 pub mod receipts;
+pub mod tables;
 pub mod to_device;
 pub mod typing;

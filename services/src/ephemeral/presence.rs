@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use ruma::UserId;
-use serde::{Deserialize, Serialize};
 
+pub use super::tables::PresenceRecord;
 use crate::{
     db::{
         codec::{Be64, Json},
@@ -16,14 +16,6 @@ use crate::{
     stream::{wait_durable, Audience, Cleanup, Writer},
     time::now_ms,
 };
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PresenceRecord {
-    pub presence: String,
-    pub status_msg: Option<String>,
-    pub last_active_ts: u64,
-    pub pos: u64,
-}
 
 /// Online users without activity this long become `unavailable` (idle).
 pub const IDLE_AFTER_MS: u64 = 5 * 60_000;
@@ -49,7 +41,7 @@ impl Presence {
     pub fn changed_between(&self, since: u64, until: u64) -> Result<Vec<ruma::OwnedUserId>> {
         let mut out = Vec::new();
         let start = crate::db::codec::Codec::encode(&Be64(since.saturating_add(1)));
-        for entry in self.db.tables.pos_presence.scan_from(Vec::new(), start, true) {
+        for entry in self.db.tables.ephemeral.pos_presence.scan_from(Vec::new(), start, true) {
             let (Be64(pos), user) = entry?;
             if pos > until {
                 break;
@@ -62,7 +54,7 @@ impl Presence {
     /// Loads the users who were not offline when the server last stopped (start-up).
     pub fn load_active(&self) -> Result<()> {
         let mut active = self.active.lock().expect("active users");
-        for entry in self.db.tables.userid_presence.iter() {
+        for entry in self.db.tables.ephemeral.userid_presence.iter() {
             let (user, Json(record)) = entry?;
             if record.presence != "offline" {
                 active.insert(user, record.last_active_ts);
@@ -95,7 +87,7 @@ impl Presence {
     }
 
     pub fn get(&self, user: &UserId) -> Result<Option<PresenceRecord>> {
-        Ok(self.db.tables.userid_presence.get(&user.to_owned())?.map(|Json(p)| p))
+        Ok(self.db.tables.ephemeral.userid_presence.get(&user.to_owned())?.map(|Json(p)| p))
     }
 
     /// Sets a user's presence; `status_msg` `None` keeps the current message. True when it
@@ -138,12 +130,12 @@ impl Presence {
         let tables = &self.db.tables;
         let durable = self.writer.submit(&self.db, |batch, pos| {
             if let Some(old) = old_pos {
-                tables.pos_presence.remove(batch, &Be64(old));
+                tables.ephemeral.pos_presence.remove(batch, &Be64(old));
             }
-            tables.pos_presence.insert(batch, &Be64(pos), &user.to_owned());
+            tables.ephemeral.pos_presence.insert(batch, &Be64(pos), &user.to_owned());
             let record =
                 PresenceRecord { presence: presence.to_owned(), status_msg: status_msg.clone(), last_active_ts, pos };
-            tables.userid_presence.insert(batch, &user.to_owned(), &Json(record));
+            tables.ephemeral.userid_presence.insert(batch, &user.to_owned(), &Json(record));
             Ok(Cleanup { wake, ..Default::default() })
         })?;
         wait_durable(durable).await?;

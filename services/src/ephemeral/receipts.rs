@@ -3,10 +3,10 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
-use serde::{Deserialize, Serialize};
+use ruma::{OwnedRoomId, RoomId, UserId};
 use serde_json::{json, Value};
 
+pub use super::tables::Receipt;
 use crate::{
     db::{
         codec::{prefix, Be64, Codec, Json},
@@ -15,15 +15,6 @@ use crate::{
     error::Result,
     stream::{wait_durable, Audience, Cleanup, Writer},
 };
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Receipt {
-    pub user: OwnedUserId,
-    pub receipt_type: String,
-    pub event_id: OwnedEventId,
-    pub thread_id: Option<String>,
-    pub ts: u64,
-}
 
 pub struct Receipts {
     db: Arc<Database>,
@@ -48,15 +39,15 @@ impl Receipts {
         // One receipt of a user at a time: the previous slot is read and replaced without another
         // write of the same slot in between (which would leave an orphan entry behind).
         let _guard = self.locks.lock(&receipt.user).await;
-        let previous = self.db.tables.roomidslot_receiptpos.get(&key)?;
+        let previous = self.db.tables.ephemeral.roomidslot_receiptpos.get(&key)?;
         let tables = &self.db.tables;
         let durable = self.writer.submit(&self.db, |batch, pos| {
             self.writer.touch_room(room, pos);
             if let Some(old) = previous {
-                tables.roomidpos_receipt.remove(batch, &(room.to_owned(), old));
+                tables.ephemeral.roomidpos_receipt.remove(batch, &(room.to_owned(), old));
             }
-            tables.roomidpos_receipt.insert(batch, &(room.to_owned(), Be64(pos)), &Json(receipt));
-            tables.roomidslot_receiptpos.insert(batch, &key, &Be64(pos));
+            tables.ephemeral.roomidpos_receipt.insert(batch, &(room.to_owned(), Be64(pos)), &Json(receipt));
+            tables.ephemeral.roomidslot_receiptpos.insert(batch, &key, &Be64(pos));
             Ok(Cleanup { wake: Audience::Room(room.to_owned()), ..Default::default() })
         })?;
         wait_durable(durable).await
@@ -67,7 +58,7 @@ impl Receipts {
     pub fn receipt_content(&self, room: &RoomId, since: Option<u64>, reader: &UserId) -> Result<Option<Value>> {
         let start = (room.to_owned(), Be64(since.map_or(0, |s| s + 1))).encode();
         let mut content: BTreeMap<String, BTreeMap<String, BTreeMap<String, Value>>> = BTreeMap::new();
-        for entry in self.db.tables.roomidpos_receipt.scan_from(prefix(&room.to_owned()), start, true) {
+        for entry in self.db.tables.ephemeral.roomidpos_receipt.scan_from(prefix(&room.to_owned()), start, true) {
             let (_, Json(r)) = entry?;
             if r.receipt_type == "m.read.private" && r.user != reader {
                 continue;
@@ -95,7 +86,7 @@ impl Receipts {
         for kind in ["m.read", "m.read.private"] {
             for thread in [None, Some("main")] {
                 let key = (room.to_owned(), slot(user, kind, thread));
-                if self.db.tables.roomidslot_receiptpos.get(&key)?.is_some_and(|Be64(pos)| pos > since) {
+                if self.db.tables.ephemeral.roomidslot_receiptpos.get(&key)?.is_some_and(|Be64(pos)| pos > since) {
                     return Ok(true);
                 }
             }
@@ -115,12 +106,14 @@ impl Receipts {
         let mut best = None;
         for kind in ["m.read", "m.read.private"] {
             let Some(Be64(pos)) =
-                self.db.tables.roomidslot_receiptpos.get(&(room.to_owned(), slot(user, kind, thread)))?
+                self.db.tables.ephemeral.roomidslot_receiptpos.get(&(room.to_owned(), slot(user, kind, thread)))?
             else {
                 continue;
             };
-            if let Some(Json(receipt)) = self.db.tables.roomidpos_receipt.get(&(room.to_owned(), Be64(pos)))? {
-                if let Some(Json(meta)) = self.db.tables.eventid_meta.get(&receipt.event_id)? {
+            if let Some(Json(receipt)) =
+                self.db.tables.ephemeral.roomidpos_receipt.get(&(room.to_owned(), Be64(pos)))?
+            {
+                if let Some(Json(meta)) = self.db.tables.rooms.eventid_meta.get(&receipt.event_id)? {
                     best = best.max(Some(meta.pos));
                 }
             }
@@ -133,7 +126,7 @@ impl Receipts {
         let mut out = Vec::new();
         for room in rooms {
             let start = (room.clone(), Be64(since + 1)).encode();
-            if self.db.tables.roomidpos_receipt.scan_from(prefix(room), start, true).next().is_some() {
+            if self.db.tables.ephemeral.roomidpos_receipt.scan_from(prefix(room), start, true).next().is_some() {
                 out.push(room.clone());
             }
         }

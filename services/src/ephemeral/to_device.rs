@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+pub use super::tables::ToDeviceMessage;
 use crate::{
     db::{
         codec::{prefix2, Be64, Codec, Json},
@@ -16,14 +16,6 @@ use crate::{
     error::Result,
     stream::{wait_durable, Audience, Cleanup, Writer},
 };
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ToDeviceMessage {
-    pub sender: OwnedUserId,
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub content: Value,
-}
 
 pub struct ToDevice {
     db: Arc<Database>,
@@ -50,18 +42,18 @@ impl ToDevice {
     ) -> Result<()> {
         let txn = (sender.to_owned(), sender_device.to_owned(), txn_id.to_owned());
         let tables = &self.db.tables;
-        if tables.useriddevicetxn_todevice.contains(&txn)? {
+        if tables.ephemeral.useriddevicetxn_todevice.contains(&txn)? {
             return Ok(());
         }
         let durable = self.writer.submit(&self.db, |batch, pos| {
             for (user, device, message) in &deliveries {
-                tables.useriddevicepos_todevice.insert(
+                tables.ephemeral.useriddevicepos_todevice.insert(
                     batch,
                     &(user.clone(), device.clone(), Be64(pos)),
                     &Json(message.clone()),
                 );
             }
-            tables.useriddevicetxn_todevice.insert(batch, &txn, &Vec::new());
+            tables.ephemeral.useriddevicetxn_todevice.insert(batch, &txn, &Vec::new());
             Ok(Cleanup {
                 wake: Audience::Users(deliveries.iter().map(|(u, _, _)| u.clone()).collect()),
                 ..Default::default()
@@ -74,7 +66,7 @@ impl ToDevice {
     pub fn pending(&self, user: &UserId, device: &DeviceId, after: u64, until: u64) -> Result<Vec<Value>> {
         let start = (user.to_owned(), device.to_owned(), Be64(after + 1)).encode();
         let mut out = Vec::new();
-        for entry in self.db.tables.useriddevicepos_todevice.scan_from(inbox(user, device), start, true) {
+        for entry in self.db.tables.ephemeral.useriddevicepos_todevice.scan_from(inbox(user, device), start, true) {
             let ((_, _, Be64(pos)), Json(m)) = entry?;
             if pos > until {
                 break;
@@ -88,12 +80,12 @@ impl ToDevice {
     pub fn acknowledge(&self, user: &UserId, device: &DeviceId, upto: u64) -> Result<()> {
         let mut batch = Batch::new();
         let mut any = false;
-        for entry in self.db.tables.useriddevicepos_todevice.scan_prefix(inbox(user, device)) {
+        for entry in self.db.tables.ephemeral.useriddevicepos_todevice.scan_prefix(inbox(user, device)) {
             let (key, _) = entry?;
             if key.2 .0 > upto {
                 break;
             }
-            self.db.tables.useriddevicepos_todevice.remove(&mut batch, &key);
+            self.db.tables.ephemeral.useriddevicepos_todevice.remove(&mut batch, &key);
             any = true;
         }
         // No fsync (this runs on every sync, on the async runtime): a deletion lost in a crash

@@ -13,28 +13,15 @@ use ruma::{
     signatures::{PublicKeyMap, PublicKeySet},
     CanonicalJsonObject, OwnedServerName, ServerName,
 };
-use serde::{Deserialize, Serialize};
 
 use super::client::FederationClient;
+pub use super::tables::RemoteKeySet;
 use crate::{
     db::{codec::Json, Batch, Database},
     error::{Error, Result},
     server_keys::ServerKeys,
     time::now_ms,
 };
-
-/// What we know of one server's keys.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct RemoteKeySet {
-    /// Key id → unpadded base64 public key.
-    pub verify_keys: BTreeMap<String, String>,
-    /// Key id → (key, when it stopped being used): still good for what it signed before.
-    pub old_verify_keys: BTreeMap<String, (String, u64)>,
-    pub valid_until_ts: u64,
-    /// The key document as the server signed it, for the notary endpoints.
-    #[serde(default)]
-    pub document: Option<serde_json::Value>,
-}
 
 /// What a key is asked to verify: a retired key (`old_verify_keys`) signs nothing new, so it is
 /// good only for events older than its retirement, and never for a request.
@@ -172,7 +159,7 @@ impl RemoteKeys {
         if let Some(set) = self.cache.lock().expect("key cache").get(server) {
             return Ok(Some(set.clone()));
         }
-        let stored = self.db.tables.servername_serverkeys.get(&server.to_owned())?.map(|Json(s)| s);
+        let stored = self.db.tables.federation.servername_serverkeys.get(&server.to_owned())?.map(|Json(s)| s);
         if let Some(set) = &stored {
             self.cache.lock().expect("key cache").insert(server.to_owned(), set.clone());
         }
@@ -200,7 +187,7 @@ impl RemoteKeys {
             }
         }
         let mut batch = Batch::new();
-        self.db.tables.servername_serverkeys.insert(&mut batch, &server.to_owned(), &Json(set.clone()));
+        self.db.tables.federation.servername_serverkeys.insert(&mut batch, &server.to_owned(), &Json(set.clone()));
         self.db.commit(batch)?;
         self.cache.lock().expect("key cache").insert(server.to_owned(), set.clone());
         Ok(set)

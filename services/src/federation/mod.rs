@@ -16,6 +16,7 @@ pub mod media;
 pub mod membership;
 pub mod receive;
 pub mod sender;
+pub mod tables;
 
 use std::sync::Arc;
 

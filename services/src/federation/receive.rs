@@ -53,7 +53,7 @@ pub async fn transaction(
         return Err(Error::BadJson(format!("a transaction holds at most {MAX_PDUS} PDUs and {MAX_EDUS} EDUs")));
     }
     let key = (origin.to_owned(), txn_id.to_owned());
-    if let Some(done) = services.db.tables.origintxn_done.get(&key)? {
+    if let Some(done) = services.db.tables.federation.origintxn_done.get(&key)? {
         let answer: BTreeMap<OwnedEventId, Option<String>> = serde_json::from_slice(&done).unwrap_or_default();
         return Ok(answer.into_iter().map(|(id, e)| (id, e.map_or(Ok(()), Err))).collect());
     }
@@ -101,9 +101,17 @@ pub async fn transaction(
     let stored: BTreeMap<&OwnedEventId, Option<&String>> =
         results.iter().map(|(id, r): (&OwnedEventId, &Result<(), String>)| (id, r.as_ref().err())).collect();
     let mut batch = Batch::new();
-    services.db.tables.origintxn_done.insert(&mut batch, &key, &serde_json::to_vec(&stored).unwrap_or_default());
+    services.db.tables.federation.origintxn_done.insert(
+        &mut batch,
+        &key,
+        &serde_json::to_vec(&stored).unwrap_or_default(),
+    );
     let seq = (crate::time::now_ms() << 20) | (received & 0xF_FFFF);
-    services.db.tables.receivedseq_origintxn.insert(&mut batch, &crate::db::codec::Be64(seq), &Json(key.clone()));
+    services.db.tables.federation.receivedseq_origintxn.insert(
+        &mut batch,
+        &crate::db::codec::Be64(seq),
+        &Json(key.clone()),
+    );
     // Not fsynced on its own (the next group commit carries it): what the transaction brought is
     // durable already, and should this record be lost, the origin's retry is answered from the
     // PDUs held (deduped by event id) and to-device messages are deduped by message id.
@@ -126,13 +134,13 @@ fn prune_transactions(services: &Services) -> Result<()> {
     let cutoff = crate::time::now_ms().saturating_sub(TXN_KEPT_MS) << 20;
     let mut batch = Batch::new();
     let mut dropped = 0;
-    for entry in tables.receivedseq_origintxn.iter() {
+    for entry in tables.federation.receivedseq_origintxn.iter() {
         let (Be64(seq), Json(key)) = entry?;
         if seq >= cutoff || dropped >= 10_000 {
             break;
         }
-        tables.receivedseq_origintxn.remove(&mut batch, &Be64(seq));
-        tables.origintxn_done.remove(&mut batch, &key);
+        tables.federation.receivedseq_origintxn.remove(&mut batch, &Be64(seq));
+        tables.federation.origintxn_done.remove(&mut batch, &key);
         dropped += 1;
     }
     if dropped > 0 {
@@ -658,7 +666,7 @@ async fn handle_edu(services: &Arc<Services>, origin: &ServerName, edu: &Value) 
 /// Cached per room and durable state snapshot (written in the batch that changes the
 /// memberships): every local event asks, and a big room has many members.
 pub fn servers_in_room(services: &Services, room: &RoomId) -> Result<Vec<OwnedServerName>> {
-    let snapshot = services.db.tables.roomid_room.get(&room.to_owned())?.map(|r| r.0.snapshot);
+    let snapshot = services.db.tables.rooms.roomid_room.get(&room.to_owned())?.map(|r| r.0.snapshot);
     let cache = &services.federation.room_servers;
     if let Some((at, servers)) = cache.lock().expect("room servers").get(room) {
         if Some(*at) == snapshot {

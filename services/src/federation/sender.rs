@@ -69,7 +69,11 @@ impl Sender {
         let mut batch = Batch::new();
         for server in servers {
             let n = self.db.next_count(&mut batch);
-            self.db.tables.servernamepos_edu.insert(&mut batch, &(server.clone(), Be64(n)), &Json(edu.clone()));
+            self.db.tables.federation.servernamepos_edu.insert(
+                &mut batch,
+                &(server.clone(), Be64(n)),
+                &Json(edu.clone()),
+            );
         }
         self.db.commit(batch)?;
         for server in servers {
@@ -108,7 +112,7 @@ pub fn start(services: Arc<Services>) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<OwnedServerName>();
     *services.federation.sender.spawner.lock().expect("sender spawner") = Some(tx);
     let mut known: Vec<OwnedServerName> =
-        services.db.tables.servername_sentpos.iter().filter_map(|r| r.ok().map(|(s, _)| s)).collect();
+        services.db.tables.federation.servername_sentpos.iter().filter_map(|r| r.ok().map(|(s, _)| s)).collect();
     for server in queued_edu_destinations(&services) {
         if !known.contains(&server) {
             known.push(server);
@@ -129,7 +133,7 @@ pub fn start(services: Arc<Services>) {
 /// The destinations with EDUs waiting in `servernamepos_edu`: one read each, every read starting
 /// past the keys of the destination before.
 fn queued_edu_destinations(services: &Services) -> Vec<OwnedServerName> {
-    let table = &services.db.tables.servernamepos_edu;
+    let table = &services.db.tables.federation.servernamepos_edu;
     let mut servers = Vec::new();
     let mut start = Vec::new();
     while let Some(Ok(((server, _), _))) = table.scan_from(Vec::new(), start.clone(), true).next() {
@@ -172,7 +176,7 @@ fn destinations(services: &Services, room: &RoomId, pdu: &crate::rooms::pdu::Pdu
 
 /// Whether a stream entry is a local event for `server`.
 fn event_for(services: &Services, pos: u64, server: &ServerName) -> Option<Vec<u8>> {
-    let event_id = services.db.tables.pos_eventid.get(&Be64(pos)).ok()??;
+    let event_id = services.db.tables.rooms.pos_eventid.get(&Be64(pos)).ok()??;
     let json = services.rooms.pdu_json(&event_id).ok()??;
     let pdu = crate::rooms::pdu::Pdu::from_json(event_id.clone(), &json).ok()?;
     if pdu.sender.server_name() != services.federation.server_name() {
@@ -192,7 +196,7 @@ async fn dispatch(services: Arc<Services>) {
     loop {
         let head = *stream.borrow_and_update();
         if head > done {
-            for entry in tables.pos_eventid.scan_from(Vec::new(), Be64(done + 1).0.to_be_bytes().to_vec(), true) {
+            for entry in tables.rooms.pos_eventid.scan_from(Vec::new(), Be64(done + 1).0.to_be_bytes().to_vec(), true) {
                 let Ok((Be64(pos), event_id)) = entry else { break };
                 if pos > head {
                     break;
@@ -204,9 +208,9 @@ async fn dispatch(services: Arc<Services>) {
                 let Ok(Some(meta)) = services.rooms.meta(&event_id) else { continue };
                 for server in destinations(&services, &meta.room_id, &pdu) {
                     // A destination met for the first time starts just before this event.
-                    if tables.servername_sentpos.get(&server).ok().flatten().is_none() {
+                    if tables.federation.servername_sentpos.get(&server).ok().flatten().is_none() {
                         let mut batch = Batch::new();
-                        tables.servername_sentpos.insert(&mut batch, &server, &Be64(pos - 1));
+                        tables.federation.servername_sentpos.insert(&mut batch, &server, &Be64(pos - 1));
                         if let Err(error) = services.db.commit(batch) {
                             tracing::error!(%server, %error, "recording a new destination failed");
                         }
@@ -214,7 +218,7 @@ async fn dispatch(services: Arc<Services>) {
                     services.federation.sender.wake(&server);
                 }
             }
-            for entry in tables.pos_keychange.scan_from(Vec::new(), (done + 1).to_be_bytes().to_vec(), true) {
+            for entry in tables.keys.pos_keychange.scan_from(Vec::new(), (done + 1).to_be_bytes().to_vec(), true) {
                 let Ok((Be64(pos), user)) = entry else { break };
                 if pos > head {
                     break;
@@ -226,7 +230,7 @@ async fn dispatch(services: Arc<Services>) {
                 }
             }
             let mut present = Vec::new();
-            for entry in tables.pos_presence.scan_from(Vec::new(), (done + 1).to_be_bytes().to_vec(), true) {
+            for entry in tables.ephemeral.pos_presence.scan_from(Vec::new(), (done + 1).to_be_bytes().to_vec(), true) {
                 let Ok((Be64(pos), user)) = entry else { break };
                 if pos > head {
                     break;
@@ -343,10 +347,10 @@ async fn worker(services: Arc<Services>, server: OwnedServerName, notify: Arc<No
         }
         let notified = notify.notified();
         let head = *services.rooms.subscribe().borrow();
-        let from = tables.servername_sentpos.get(&server).ok().flatten().map(|Be64(p)| p).unwrap_or(head);
+        let from = tables.federation.servername_sentpos.get(&server).ok().flatten().map(|Be64(p)| p).unwrap_or(head);
         let mut pdus = Vec::new();
         let mut scanned = from;
-        for entry in tables.pos_eventid.scan_from(Vec::new(), (from + 1).to_be_bytes().to_vec(), true) {
+        for entry in tables.rooms.pos_eventid.scan_from(Vec::new(), (from + 1).to_be_bytes().to_vec(), true) {
             let Ok((Be64(pos), _)) = entry else { break };
             if pos > head || pdus.len() >= MAX_PDUS {
                 break;
@@ -361,7 +365,7 @@ async fn worker(services: Arc<Services>, server: OwnedServerName, notify: Arc<No
         }
         let mut edus = Vec::new();
         let mut edu_keys = Vec::new();
-        for entry in tables.servernamepos_edu.scan_prefix(prefix(&server)) {
+        for entry in tables.federation.servernamepos_edu.scan_prefix(prefix(&server)) {
             let Ok((key, Json(edu))) = entry else { break };
             if edu["edu_type"] == "__pdu" {
                 if pdus.len() >= MAX_PDUS {
@@ -389,7 +393,7 @@ async fn worker(services: Arc<Services>, server: OwnedServerName, notify: Arc<No
         if pdus.is_empty() && edus.is_empty() {
             if scanned != from {
                 let mut batch = Batch::new();
-                tables.servername_sentpos.insert(&mut batch, &server, &Be64(scanned));
+                tables.federation.servername_sentpos.insert(&mut batch, &server, &Be64(scanned));
                 if let Err(error) = services.db.write_unsynced(batch) {
                     tracing::error!(%server, %error, "recording the delivered position failed");
                 }
@@ -427,9 +431,9 @@ async fn worker(services: Arc<Services>, server: OwnedServerName, notify: Arc<No
                     }
                 }
                 let mut batch = Batch::new();
-                tables.servername_sentpos.insert(&mut batch, &server, &Be64(scanned));
+                tables.federation.servername_sentpos.insert(&mut batch, &server, &Be64(scanned));
                 for key in &edu_keys {
-                    tables.servernamepos_edu.remove(&mut batch, key);
+                    tables.federation.servernamepos_edu.remove(&mut batch, key);
                 }
                 // Not synced: after a power cut the peer gets this transaction's content again,
                 // which it drops (it dedupes PDUs by id and to-device messages by message id).

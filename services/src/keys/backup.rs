@@ -5,9 +5,9 @@
 use std::{collections::BTreeMap, sync::Arc};
 
 use ruma::{OwnedRoomId, UserId};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use super::tables::BackupVersion;
 use crate::{
     db::{
         codec::{prefix, prefix2, Json},
@@ -15,15 +15,6 @@ use crate::{
     },
     error::{Error, Result},
 };
-
-/// One backup version of a user.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct BackupVersion {
-    pub algorithm: String,
-    pub auth_data: Value,
-    /// Bumped on every change of the version's keys.
-    pub etag: u64,
-}
 
 /// A version's description as the API returns it.
 #[derive(Debug, Clone)]
@@ -95,7 +86,7 @@ impl Backups {
 
     fn versions(&self, user: &UserId) -> Result<Vec<(u64, BackupVersion)>> {
         let mut out = Vec::new();
-        for entry in self.db.tables.useridversion_backup.scan_prefix(prefix(&user.to_owned())) {
+        for entry in self.db.tables.keys.useridversion_backup.scan_prefix(prefix(&user.to_owned())) {
             let ((_, version), Json(record)) = entry?;
             if let Ok(n) = version.parse() {
                 out.push((n, record));
@@ -109,6 +100,7 @@ impl Backups {
         let missing = || Error::not_found(format!("unknown backup version {version}"));
         self.db
             .tables
+            .keys
             .useridversion_backup
             .get(&(user.to_owned(), version.to_owned()))?
             .map(|Json(v)| v)
@@ -148,7 +140,7 @@ impl Backups {
     ) -> Result<(String, u64)> {
         if changed {
             record.etag += 1;
-            self.db.tables.useridversion_backup.insert(
+            self.db.tables.keys.useridversion_backup.insert(
                 &mut batch,
                 &(user.to_owned(), version.to_owned()),
                 &Json(record.clone()),
@@ -160,7 +152,7 @@ impl Backups {
 
     fn count(&self, user: &UserId, version: &str) -> Result<u64> {
         let mut n = 0;
-        for entry in self.db.tables.useridversionroomsession_roomkey.scan_prefix(Self::key_prefix(user, version)) {
+        for entry in self.db.tables.keys.useridversionroomsession_roomkey.scan_prefix(Self::key_prefix(user, version)) {
             entry?;
             n += 1;
         }
@@ -183,7 +175,7 @@ impl Backups {
         let mut batch = Batch::new();
         let version = self.db.next_count(&mut batch).to_string();
         let record = BackupVersion { algorithm, auth_data, etag: 0 };
-        self.db.tables.useridversion_backup.insert(&mut batch, &(user.to_owned(), version.clone()), &Json(record));
+        self.db.tables.keys.useridversion_backup.insert(&mut batch, &(user.to_owned(), version.clone()), &Json(record));
         self.db.commit(batch)?;
         Ok(version)
     }
@@ -215,7 +207,11 @@ impl Backups {
         }
         record.auth_data = auth_data;
         let mut batch = Batch::new();
-        self.db.tables.useridversion_backup.insert(&mut batch, &(user.to_owned(), version.to_owned()), &Json(record));
+        self.db.tables.keys.useridversion_backup.insert(
+            &mut batch,
+            &(user.to_owned(), version.to_owned()),
+            &Json(record),
+        );
         Ok(self.db.commit(batch)?)
     }
 
@@ -224,10 +220,10 @@ impl Backups {
         let _guard = self.lock.lock().await;
         self.version(user, version)?;
         let mut batch = Batch::new();
-        for entry in self.db.tables.useridversionroomsession_roomkey.scan_prefix(Self::key_prefix(user, version)) {
-            self.db.tables.useridversionroomsession_roomkey.remove(&mut batch, &entry?.0);
+        for entry in self.db.tables.keys.useridversionroomsession_roomkey.scan_prefix(Self::key_prefix(user, version)) {
+            self.db.tables.keys.useridversionroomsession_roomkey.remove(&mut batch, &entry?.0);
         }
-        self.db.tables.useridversion_backup.remove(&mut batch, &(user.to_owned(), version.to_owned()));
+        self.db.tables.keys.useridversion_backup.remove(&mut batch, &(user.to_owned(), version.to_owned()));
         Ok(self.db.commit(batch)?)
     }
 
@@ -250,7 +246,7 @@ impl Backups {
                 current,
             });
         }
-        let table = &self.db.tables.useridversionroomsession_roomkey;
+        let table = &self.db.tables.keys.useridversionroomsession_roomkey;
         let mut batch = Batch::new();
         let mut changed = false;
         for (room, session, data, rank) in checked {
@@ -273,7 +269,7 @@ impl Backups {
             Scope::All | Scope::Room(_) => {}
             Scope::Session(room, session) => {
                 let key = (user.to_owned(), version.to_owned(), room.to_owned(), session.to_owned());
-                let Some(Json(data)) = self.db.tables.useridversionroomsession_roomkey.get(&key)? else {
+                let Some(Json(data)) = self.db.tables.keys.useridversionroomsession_roomkey.get(&key)? else {
                     return Err(Error::not_found("no backed-up key for this session"));
                 };
                 let room = OwnedRoomId::try_from(room).map_err(|_| Error::invalid_param("invalid room id"))?;
@@ -282,7 +278,7 @@ impl Backups {
         }
         let mut out: RoomKeys = BTreeMap::new();
         for entry in
-            self.db.tables.useridversionroomsession_roomkey.scan_prefix(Self::scope_prefix(user, version, scope))
+            self.db.tables.keys.useridversionroomsession_roomkey.scan_prefix(Self::scope_prefix(user, version, scope))
         {
             let ((_, _, room, session), Json(data)) = entry?;
             if let Ok(room) = OwnedRoomId::try_from(room) {
@@ -296,7 +292,7 @@ impl Backups {
     pub async fn delete_keys(&self, user: &UserId, version: &str, scope: Scope<'_>) -> Result<(String, u64)> {
         let _guard = self.lock.lock().await;
         let record = self.version(user, version)?;
-        let table = &self.db.tables.useridversionroomsession_roomkey;
+        let table = &self.db.tables.keys.useridversionroomsession_roomkey;
         let mut batch = Batch::new();
         let mut changed = false;
         for entry in table.scan_prefix(Self::scope_prefix(user, version, scope)) {

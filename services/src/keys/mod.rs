@@ -5,6 +5,7 @@
 //! sender will also tail for `m.device_list_update`).
 
 pub mod backup;
+pub mod tables;
 pub mod verify;
 
 use std::{
@@ -13,13 +14,12 @@ use std::{
 };
 
 use ruma::{DeviceId, OwnedDeviceId, OwnedRoomId, OwnedUserId, UserId};
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+pub use self::tables::FallbackKey;
 use crate::{
     db::{
         codec::{prefix, prefix2, Be64, Codec, Json},
-        tables::Tables,
         Batch, Database,
     },
     error::{Error, Result},
@@ -27,15 +27,6 @@ use crate::{
     stream::{wait_durable, Audience, Cleanup, Writer},
     users::Users,
 };
-
-/// A device's fallback key for one algorithm; it stays claimable after use until replaced, but a
-/// used one is no longer reported as unused, so the device uploads a fresh one.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FallbackKey {
-    pub key_id: String,
-    pub key: Value,
-    pub used: bool,
-}
 
 /// Users whose devices a client must refresh, and users it no longer shares a room with.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -92,7 +83,12 @@ fn public_key_of(key: &Value) -> Option<String> {
 }
 
 /// Removes a device's keys into `batch` (the device is being deleted).
-pub fn remove_device_keys_into(tables: &Tables, batch: &mut Batch, user: &UserId, device: &DeviceId) -> Result<()> {
+pub fn remove_device_keys_into(
+    tables: &tables::Tables,
+    batch: &mut Batch,
+    user: &UserId,
+    device: &DeviceId,
+) -> Result<()> {
     let key = (user.to_owned(), device.to_owned());
     tables.userdeviceid_devicekeys.remove(batch, &key);
     for entry in tables.userdevicekeyid_onetimekey.scan_prefix(device_prefix(user, device)) {
@@ -129,8 +125,8 @@ impl Keys {
         guards
     }
 
-    fn tables(&self) -> &Tables {
-        &self.db.tables
+    fn tables(&self) -> &tables::Tables {
+        &self.db.tables.keys
     }
 
     /// Writes `fill`'s batch on the stream; when `changed` names a user, records a device list
@@ -722,7 +718,7 @@ impl Keys {
     }
 
     /// Records that `user`'s device list changed (a device was deleted), in `batch` at `pos`.
-    pub fn record_change_into(tables: &Tables, batch: &mut Batch, pos: u64, user: &UserId) {
+    pub fn record_change_into(tables: &tables::Tables, batch: &mut Batch, pos: u64, user: &UserId) {
         tables.pos_keychange.insert(batch, &Be64(pos), &user.to_owned());
     }
 }

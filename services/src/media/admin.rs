@@ -19,7 +19,7 @@ impl Media {
     /// Every media id `user` uploaded, oldest first.
     pub fn uploaded_by(&self, user: &UserId) -> Result<Vec<(String, MediaRecord)>> {
         let mut out = Vec::new();
-        for entry in self.db.tables.mediaid_meta.scan_prefix(crate::db::codec::prefix(&self.server_name)) {
+        for entry in self.db.tables.media.mediaid_meta.scan_prefix(crate::db::codec::prefix(&self.server_name)) {
             let ((_, media_id), Json(record)) = entry?;
             if record.uploader.as_deref() == Some(user) {
                 out.push((media_id, record));
@@ -32,7 +32,7 @@ impl Media {
     /// Every uploaded local media with its uploader.
     pub fn local_records(&self) -> Result<Vec<(ruma::OwnedUserId, MediaRecord)>> {
         let mut out = Vec::new();
-        for entry in self.db.tables.mediaid_meta.scan_prefix(crate::db::codec::prefix(&self.server_name)) {
+        for entry in self.db.tables.media.mediaid_meta.scan_prefix(crate::db::codec::prefix(&self.server_name)) {
             let (_, Json(record)) = entry?;
             if let (Some(uploader), Some(_)) = (record.uploader.clone(), &record.file) {
                 out.push((uploader, record));
@@ -42,7 +42,7 @@ impl Media {
     }
 
     pub fn record(&self, server: &ServerName, media_id: &str) -> Result<Option<MediaRecord>> {
-        Ok(self.db.tables.mediaid_meta.get(&(server.to_owned(), media_id.to_owned()))?.map(|Json(r)| r))
+        Ok(self.db.tables.media.mediaid_meta.get(&(server.to_owned(), media_id.to_owned()))?.map(|Json(r)| r))
     }
 
     /// Protects a media id from bulk quarantines and deletions by age, or lifts that; `false`
@@ -50,10 +50,10 @@ impl Media {
     pub fn set_protected(&self, server: &ServerName, media_id: &str, protected: bool) -> Result<bool> {
         let _guard = self.lock();
         let key = (server.to_owned(), media_id.to_owned());
-        let Some(Json(mut record)) = self.db.tables.mediaid_meta.get(&key)? else { return Ok(false) };
+        let Some(Json(mut record)) = self.db.tables.media.mediaid_meta.get(&key)? else { return Ok(false) };
         record.safe_from_quarantine = protected;
         let mut batch = Batch::new();
-        self.db.tables.mediaid_meta.insert(&mut batch, &key, &Json(record));
+        self.db.tables.media.mediaid_meta.insert(&mut batch, &key, &Json(record));
         self.db.commit(batch)?;
         Ok(true)
     }
@@ -62,10 +62,10 @@ impl Media {
     pub fn set_quarantine(&self, server: &ServerName, media_id: &str, by: Option<String>) -> Result<bool> {
         let _guard = self.lock();
         let key = (server.to_owned(), media_id.to_owned());
-        let Some(Json(mut record)) = self.db.tables.mediaid_meta.get(&key)? else { return Ok(false) };
+        let Some(Json(mut record)) = self.db.tables.media.mediaid_meta.get(&key)? else { return Ok(false) };
         record.quarantined_by = by;
         let mut batch = Batch::new();
-        self.db.tables.mediaid_meta.insert(&mut batch, &key, &Json(record));
+        self.db.tables.media.mediaid_meta.insert(&mut batch, &key, &Json(record));
         self.db.commit(batch)?;
         Ok(true)
     }
@@ -80,21 +80,21 @@ impl Media {
             let mut batch = Batch::new();
             let mut counts: std::collections::HashMap<String, u64> = Default::default();
             for key in ids {
-                let Some(Json(record)) = tables.mediaid_meta.get(key)? else { continue };
-                tables.mediaid_meta.remove(&mut batch, key);
+                let Some(Json(record)) = tables.media.mediaid_meta.get(key)? else { continue };
+                tables.media.mediaid_meta.remove(&mut batch, key);
                 deleted.push(key.1.clone());
                 let Some(file) = record.file else { continue };
                 let count = match counts.get(&file.sha256) {
                     Some(c) => *c,
-                    None => tables.sha256_refcount.get(&file.sha256)?.map_or(0, |c| c.0),
+                    None => tables.media.sha256_refcount.get(&file.sha256)?.map_or(0, |c| c.0),
                 };
                 let left = count.saturating_sub(1);
                 counts.insert(file.sha256.clone(), left);
                 if left == 0 {
-                    tables.sha256_refcount.remove(&mut batch, &file.sha256);
+                    tables.media.sha256_refcount.remove(&mut batch, &file.sha256);
                     unreferenced.push(file.sha256);
                 } else {
-                    tables.sha256_refcount.insert(&mut batch, &file.sha256, &Be64(left));
+                    tables.media.sha256_refcount.insert(&mut batch, &file.sha256, &Be64(left));
                 }
             }
             self.db.commit(batch)?;
@@ -110,7 +110,7 @@ impl Media {
     /// Local media created before `before_ts` and larger than `size_gt` bytes (ids only).
     pub fn local_before(&self, before_ts: u64, size_gt: u64) -> Result<Vec<(OwnedServerName, String)>> {
         let mut out = Vec::new();
-        for entry in self.db.tables.mediaid_meta.scan_prefix(crate::db::codec::prefix(&self.server_name)) {
+        for entry in self.db.tables.media.mediaid_meta.scan_prefix(crate::db::codec::prefix(&self.server_name)) {
             let (key, Json(record)) = entry?;
             if record.created_ts < before_ts
                 && !record.safe_from_quarantine
@@ -125,7 +125,7 @@ impl Media {
     /// Cached media of other servers fetched before `before_ts` (they are fetched again on demand).
     pub fn remote_before(&self, before_ts: u64) -> Result<Vec<(OwnedServerName, String)>> {
         let mut out = Vec::new();
-        for entry in self.db.tables.mediaid_meta.iter() {
+        for entry in self.db.tables.media.mediaid_meta.iter() {
             let (key, Json(record)) = entry?;
             if key.0 != self.server_name && record.created_ts < before_ts {
                 out.push(key);

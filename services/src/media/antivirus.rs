@@ -20,10 +20,10 @@ use std::{
     time::Duration,
 };
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Semaphore};
 
 pub use super::antivirus_clamd::{Clamd, ClamdAddress, ClamdError, ScanOutcome};
+pub use super::tables::Verdict;
 use super::{
     antivirus_crypto::{AttachmentKey, BodyDecryption},
     antivirus_mime,
@@ -40,17 +40,6 @@ const SNIFF_LEN: usize = 8192;
 /// The content scanner API's Curve25519 secret in `keyid_secret`: generated once, so the public
 /// key clients cached stays valid across restarts.
 const BODY_KEY_ID: &str = "curve25519:content_scanner";
-
-/// What a scan found, kept by content hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Verdict {
-    /// The signature that matched, as clamd names it; none when the file is clean.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub infected: Option<String>,
-    /// The type sniffed from the first bytes (for the MIME type policy).
-    pub mimetype: String,
-    pub scanned_ts: u64,
-}
 
 /// The bytes to scan.
 #[derive(Clone)]
@@ -94,7 +83,7 @@ impl Antivirus {
     pub fn new(db: Arc<Database>, config: &AntivirusConfig) -> Result<Option<Arc<Self>>> {
         let Some(address) = &config.clamd else { return Ok(None) };
         let address = ClamdAddress::parse(address).map_err(Error::Internal)?;
-        let keys = &db.tables.keyid_secret;
+        let keys = &db.tables.media.keyid_secret;
         let secret = match keys.get(&BODY_KEY_ID.to_owned())?.and_then(|s| <[u8; 32]>::try_from(s).ok()) {
             Some(secret) => secret,
             None => {
@@ -162,13 +151,13 @@ impl Antivirus {
 
     /// The recorded verdict on these contents, if they were scanned.
     pub fn recorded(&self, sha256: &str) -> Result<Option<Verdict>> {
-        Ok(self.db.tables.sha256_verdict.get(&sha256.to_owned())?.map(|Json(v)| v))
+        Ok(self.db.tables.media.sha256_verdict.get(&sha256.to_owned())?.map(|Json(v)| v))
     }
 
     /// Every infected content hash with its verdict.
     pub fn infected(&self) -> Result<Vec<(String, Verdict)>> {
         let mut out = Vec::new();
-        for entry in self.db.tables.sha256_verdict.scan_prefix(Vec::new()) {
+        for entry in self.db.tables.media.sha256_verdict.scan_prefix(Vec::new()) {
             let (sha256, Json(verdict)) = entry?;
             if verdict.infected.is_some() {
                 out.push((sha256, verdict));
@@ -268,7 +257,7 @@ impl Antivirus {
             None => tracing::debug!(%sha256, elapsed = ?started.elapsed(), "file scanned clean"),
         }
         let mut batch = Batch::new();
-        self.db.tables.sha256_verdict.insert(&mut batch, &sha256.to_owned(), &Json(verdict.clone()));
+        self.db.tables.media.sha256_verdict.insert(&mut batch, &sha256.to_owned(), &Json(verdict.clone()));
         self.db.commit(batch).map_err(|e| e.to_string())?;
         Ok(verdict)
     }
@@ -339,7 +328,7 @@ impl super::Media {
         if infected.is_empty() {
             return Ok(out);
         }
-        for entry in self.db.tables.mediaid_meta.iter() {
+        for entry in self.db.tables.media.mediaid_meta.iter() {
             let ((server_name, media_id), Json(record)) = entry?;
             let Some(file) = &record.file else { continue };
             let Some(verdict) = infected.get(&file.sha256) else { continue };

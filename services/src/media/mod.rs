@@ -13,6 +13,7 @@ pub mod antivirus_crypto;
 pub mod antivirus_mime;
 pub mod preview;
 pub mod storage;
+pub mod tables;
 pub mod thumbnail;
 
 use std::{
@@ -21,10 +22,10 @@ use std::{
 };
 
 use rand::RngExt;
-use ruma::{OwnedMxcUri, OwnedServerName, OwnedUserId, ServerName, UserId};
-use serde::{Deserialize, Serialize};
+use ruma::{OwnedMxcUri, OwnedServerName, ServerName, UserId};
 use tokio::{fs::File, sync::watch};
 
+pub use self::tables::{FileRef, MediaRecord, ThumbnailRecord};
 use self::{
     storage::{FileStore, StoredFile, Upload},
     thumbnail::Method,
@@ -45,48 +46,10 @@ const MAX_WAIT: Duration = Duration::from_secs(120);
 /// Length of generated media ids (62 symbols: ~143 bits).
 const MEDIA_ID_LEN: usize = 24;
 
-/// What a media id stands for.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MediaRecord {
-    /// The local user who uploaded it; none for media cached from another server.
-    pub uploader: Option<OwnedUserId>,
-    pub created_ts: u64,
-    pub content_type: Option<String>,
-    pub filename: Option<String>,
-    /// The contents; none while a reserved id waits for its upload.
-    pub file: Option<FileRef>,
-    /// When a reserved id that got no upload stops being usable.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires_ts: Option<u64>,
-    /// The admin who quarantined it: it is then served to nobody (404), but kept.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub quarantined_by: Option<String>,
-    /// Protected by an admin: bulk quarantines (of a room's or a user's media) and deletions by
-    /// age leave it alone.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub safe_from_quarantine: bool,
-}
-
-/// A stored file's content address and size.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct FileRef {
-    pub sha256: String,
-    pub size: u64,
-}
-
 impl From<StoredFile> for FileRef {
     fn from(f: StoredFile) -> Self {
         Self { sha256: f.sha256, size: f.size }
     }
-}
-
-/// A generated thumbnail of some contents, at one size and method.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ThumbnailRecord {
-    pub file: FileRef,
-    pub content_type: String,
-    pub width: u32,
-    pub height: u32,
 }
 
 /// Content ready to be served.
@@ -231,7 +194,7 @@ impl Media {
 
     /// Counts one more reference to `file` in `batch`; call with the write lock held.
     fn add_reference(&self, batch: &mut Batch, file: &FileRef) -> Result<()> {
-        let table = &self.db.tables.sha256_refcount;
+        let table = &self.db.tables.media.sha256_refcount;
         let count = table.get(&file.sha256)?.map_or(0, |c| c.0);
         table.insert(batch, &file.sha256, &Be64(count + 1));
         Ok(())
@@ -261,7 +224,7 @@ impl Media {
             let _guard = self.lock();
             let mut batch = Batch::new();
             self.add_reference(&mut batch, &file)?;
-            self.db.tables.mediaid_meta.insert(
+            self.db.tables.media.mediaid_meta.insert(
                 &mut batch,
                 &(self.server_name.clone(), media_id.clone()),
                 &Json(record),
@@ -296,8 +259,12 @@ impl Media {
             quarantined_by: None,
             safe_from_quarantine: false,
         };
-        self.db.tables.mediaid_meta.insert(&mut batch, &(self.server_name.clone(), media_id.clone()), &Json(record));
-        self.db.tables.useridmediaid_pending.insert(
+        self.db.tables.media.mediaid_meta.insert(
+            &mut batch,
+            &(self.server_name.clone(), media_id.clone()),
+            &Json(record),
+        );
+        self.db.tables.media.useridmediaid_pending.insert(
             &mut batch,
             &(uploader.to_owned(), media_id.clone()),
             &Be64(expires),
@@ -311,15 +278,15 @@ impl Media {
     fn purge_expired(&self, batch: &mut Batch, user: Option<&UserId>, now: u64) -> Result<Vec<u64>> {
         let tables = &self.db.tables;
         let scan = match user {
-            Some(u) => tables.useridmediaid_pending.scan_prefix(crate::db::codec::prefix(&u.to_owned())),
-            None => tables.useridmediaid_pending.scan_prefix(Vec::new()),
+            Some(u) => tables.media.useridmediaid_pending.scan_prefix(crate::db::codec::prefix(&u.to_owned())),
+            None => tables.media.useridmediaid_pending.scan_prefix(Vec::new()),
         };
         let mut live = Vec::new();
         for entry in scan {
             let ((owner, media_id), Be64(expires)) = entry?;
             if expires < now {
-                tables.useridmediaid_pending.remove(batch, &(owner, media_id.clone()));
-                tables.mediaid_meta.remove(batch, &(self.server_name.clone(), media_id));
+                tables.media.useridmediaid_pending.remove(batch, &(owner, media_id.clone()));
+                tables.media.mediaid_meta.remove(batch, &(self.server_name.clone(), media_id));
             } else {
                 live.push(expires);
             }
@@ -334,7 +301,8 @@ impl Media {
         if server != self.server_name {
             return Err(unknown());
         }
-        let Some(Json(record)) = self.db.tables.mediaid_meta.get(&(server.to_owned(), media_id.to_owned()))? else {
+        let Some(Json(record)) = self.db.tables.media.mediaid_meta.get(&(server.to_owned(), media_id.to_owned()))?
+        else {
             return Err(unknown());
         };
         if record.uploader.as_deref() != Some(uploader) {
@@ -370,8 +338,12 @@ impl Media {
             record.expires_ts = None;
             let mut batch = Batch::new();
             self.add_reference(&mut batch, &file)?;
-            self.db.tables.mediaid_meta.insert(&mut batch, &(server.to_owned(), media_id.to_owned()), &Json(record));
-            self.db.tables.useridmediaid_pending.remove(&mut batch, &(uploader.to_owned(), media_id.to_owned()));
+            self.db.tables.media.mediaid_meta.insert(
+                &mut batch,
+                &(server.to_owned(), media_id.to_owned()),
+                &Json(record),
+            );
+            self.db.tables.media.useridmediaid_pending.remove(&mut batch, &(uploader.to_owned(), media_id.to_owned()));
             self.db.commit(batch)?;
         }
         self.scan_soon(&file);
@@ -382,7 +354,7 @@ impl Media {
     /// Whether media of another server is in our cache already.
     pub fn is_cached(&self, server: &ServerName, media_id: &str) -> Result<bool> {
         let key = (server.to_owned(), media_id.to_owned());
-        Ok(self.db.tables.mediaid_meta.get(&key)?.is_some_and(|Json(r)| r.file.is_some()))
+        Ok(self.db.tables.media.mediaid_meta.get(&key)?.is_some_and(|Json(r)| r.file.is_some()))
     }
 
     /// Caches media fetched from its origin server under the origin's name (the caller fetched
@@ -401,7 +373,7 @@ impl Media {
         let file = FileRef::from(self.store.put(bytes).await?);
         let key = (server.to_owned(), media_id.to_owned());
         let _guard = self.lock();
-        if self.db.tables.mediaid_meta.get(&key)?.is_some() {
+        if self.db.tables.media.mediaid_meta.get(&key)?.is_some() {
             return Ok(());
         }
         let record = MediaRecord {
@@ -416,7 +388,7 @@ impl Media {
         };
         let mut batch = Batch::new();
         self.add_reference(&mut batch, &file)?;
-        self.db.tables.mediaid_meta.insert(&mut batch, &key, &Json(record));
+        self.db.tables.media.mediaid_meta.insert(&mut batch, &key, &Json(record));
         self.db.commit(batch)?;
         self.scan_soon(&file);
         Ok(())
@@ -428,7 +400,7 @@ impl Media {
         let not_found = || Error::not_found("media not found");
         let key = (server.to_owned(), media_id.to_owned());
         if server != self.server_name {
-            return match self.db.tables.mediaid_meta.get(&key)? {
+            return match self.db.tables.media.mediaid_meta.get(&key)? {
                 Some(Json(record)) if record.file.is_some() && record.quarantined_by.is_none() => Ok(record),
                 _ => Err(not_found()),
             };
@@ -437,7 +409,7 @@ impl Media {
         let mut uploads = self.uploads.subscribe();
         loop {
             uploads.borrow_and_update();
-            let Some(Json(record)) = self.db.tables.mediaid_meta.get(&key)? else {
+            let Some(Json(record)) = self.db.tables.media.mediaid_meta.get(&key)? else {
                 return Err(not_found());
             };
             if record.quarantined_by.is_some() {
@@ -492,7 +464,7 @@ impl Media {
         // holds at most a dozen thumbnails per file whatever sizes clients ask for.
         let requested = thumbnail::snap(requested);
         let key = (source.sha256.clone(), format!("{}x{}-{}", requested.0, requested.1, method.as_str()));
-        let cached = match self.db.tables.sha256size_thumbnail.get(&key)? {
+        let cached = match self.db.tables.media.sha256size_thumbnail.get(&key)? {
             Some(Json(cached)) => cached,
             None => {
                 let path = self.store.path_of(&source.sha256);
@@ -513,12 +485,12 @@ impl Media {
                 };
                 let _guard = self.lock();
                 // Two requests may have generated the same thumbnail at once; count it once.
-                if let Some(Json(existing)) = self.db.tables.sha256size_thumbnail.get(&key)? {
+                if let Some(Json(existing)) = self.db.tables.media.sha256size_thumbnail.get(&key)? {
                     existing
                 } else {
                     let mut batch = Batch::new();
                     self.add_reference(&mut batch, &record.file)?;
-                    self.db.tables.sha256size_thumbnail.insert(&mut batch, &key, &Json(record.clone()));
+                    self.db.tables.media.sha256size_thumbnail.insert(&mut batch, &key, &Json(record.clone()));
                     self.db.commit(batch)?;
                     record
                 }

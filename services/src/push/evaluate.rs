@@ -19,10 +19,11 @@ use ruma::{
     serde::Raw,
     Int, OwnedRoomId, OwnedUserId, RoomId, UInt, UserId,
 };
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::watch;
 
+pub use super::tables::{NotificationRecord, ThreadTotal};
 use crate::{
     db::{
         codec::{prefix2, Be64, Codec, Json},
@@ -38,30 +39,6 @@ const EVALUATED: &str = "push_evaluated";
 const CHUNK: usize = 500;
 /// Longest a sync waits for the evaluator to reach its position before answering anyway.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(2);
-
-/// What one event did for one user: its actions, and the user's totals in the room counting it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct NotificationRecord {
-    pub actions: Vec<Action>,
-    pub notify: u64,
-    pub highlight: u64,
-    /// The thread root when the event is a thread reply (`None`: the main timeline).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub thread: Option<String>,
-    /// The main timeline's running totals counting this event. Absent from records written
-    /// before threads were counted apart, when every notification counted as the main timeline.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub main: Option<(u64, u64)>,
-}
-
-/// A thread's running totals for a user, and the position of its latest notification (a thread
-/// whose latest notification is before the user's receipt costs no further read).
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
-pub struct ThreadTotal {
-    pub notify: u64,
-    pub highlight: u64,
-    pub last_pos: u64,
-}
 
 /// A user's running totals in a room: all notifications, and those of the main timeline.
 #[derive(Clone, Copy)]
@@ -111,7 +88,7 @@ impl Evaluator {
     pub fn new(db: &crate::db::Database) -> Self {
         let done = db.tables.meta.get(&EVALUATED.to_owned()).ok().flatten().map_or(0, |Be64(p)| p);
         let may_push =
-            db.tables.useridpushkey_pusher.iter().filter_map(|e| e.ok().map(|((user, _, _), _)| user)).collect();
+            db.tables.push.useridpushkey_pusher.iter().filter_map(|e| e.ok().map(|((user, _, _), _)| user)).collect();
         Self {
             rules: Mutex::default(),
             evaluated: watch::channel(done).0,
@@ -176,24 +153,25 @@ pub fn unread_counts(services: &Services, room: &RoomId, user: &UserId) -> Resul
 pub fn unread(services: &Services, room: &RoomId, user: &UserId) -> Result<Unread> {
     let tables = &services.db.tables;
     let key = (user.to_owned(), room.to_owned());
-    let Some(Json(all)) = tables.useridroomid_notifytotal.get(&key)? else { return Ok(Unread::default()) };
+    let Some(Json(all)) = tables.push.useridroomid_notifytotal.get(&key)? else { return Ok(Unread::default()) };
     let receipts = &services.receipts;
     let unthreaded = receipts.read_position(room, user)?.unwrap_or(0);
     let main_read = unthreaded.max(receipts.read_position_in(room, user, Some("main"))?.unwrap_or(0));
-    let main_now = tables.useridroomid_mainnotifytotal.get(&key)?.map_or(all, |Json(t)| t);
+    let main_now = tables.push.useridroomid_mainnotifytotal.get(&key)?.map_or(all, |Json(t)| t);
     let start = (user.to_owned(), room.to_owned(), Be64(main_read)).encode();
-    let main_then = match tables.useridroomidpos_notification.scan_from(prefix2(&key.0, &key.1), start, false).next() {
-        Some(entry) => {
-            let (_, Json(record)) = entry?;
-            record.main.unwrap_or((record.notify, record.highlight))
-        }
-        None => (0, 0),
-    };
+    let main_then =
+        match tables.push.useridroomidpos_notification.scan_from(prefix2(&key.0, &key.1), start, false).next() {
+            Some(entry) => {
+                let (_, Json(record)) = entry?;
+                record.main.unwrap_or((record.notify, record.highlight))
+            }
+            None => (0, 0),
+        };
     let mut out = Unread {
         main: (main_now.0.saturating_sub(main_then.0), main_now.1.saturating_sub(main_then.1)),
         threads: Vec::new(),
     };
-    for entry in tables.useridroomidthread_notifytotal.scan_prefix(prefix2(&key.0, &key.1)) {
+    for entry in tables.push.useridroomidthread_notifytotal.scan_prefix(prefix2(&key.0, &key.1)) {
         let ((_, _, root), Json(total)) = entry?;
         if total.last_pos <= unthreaded {
             continue;
@@ -205,7 +183,7 @@ pub fn unread(services: &Services, room: &RoomId, user: &UserId) -> Result<Unrea
         let start = (user.to_owned(), room.to_owned(), root.clone(), Be64(read)).encode();
         let mut thread_prefix = prefix2(&key.0, &key.1);
         thread_prefix.extend(crate::db::codec::prefix(&root));
-        let then = match tables.useridroomidthreadpos_notifytotal.scan_from(thread_prefix, start, false).next() {
+        let then = match tables.push.useridroomidthreadpos_notifytotal.scan_from(thread_prefix, start, false).next() {
             Some(entry) => entry?.1 .0,
             None => (0, 0),
         };
@@ -248,7 +226,7 @@ async fn evaluate_range(services: &Services, rooms: &mut RoomCache, done: u64, h
     let tables = &services.db.tables;
     let mut events = Vec::new();
     let mut reached = head;
-    for entry in tables.pos_eventid.scan_from(Vec::new(), Be64(done + 1).encode(), true) {
+    for entry in tables.rooms.pos_eventid.scan_from(Vec::new(), Be64(done + 1).encode(), true) {
         let (Be64(pos), event_id) = entry?;
         if pos > head {
             break;
@@ -272,9 +250,9 @@ async fn evaluate_range(services: &Services, rooms: &mut RoomCache, done: u64, h
             let mut total = match totals.get(&key) {
                 Some(t) => *t,
                 None => {
-                    let all = tables.useridroomid_notifytotal.get(&key)?.map_or((0, 0), |Json(t)| t);
+                    let all = tables.push.useridroomid_notifytotal.get(&key)?.map_or((0, 0), |Json(t)| t);
                     // No main total yet but notifications counted: all were counted as main.
-                    let main = tables.useridroomid_mainnotifytotal.get(&key)?.map_or(all, |Json(t)| t);
+                    let main = tables.push.useridroomid_mainnotifytotal.get(&key)?.map_or(all, |Json(t)| t);
                     Totals { all, main }
                 }
             };
@@ -286,12 +264,13 @@ async fn evaluate_range(services: &Services, rooms: &mut RoomCache, done: u64, h
                     let mut t = match threads.get(&thread_key) {
                         Some(t) => *t,
                         None => tables
+                            .push
                             .useridroomidthread_notifytotal
                             .get(&thread_key)?
                             .map_or_else(Default::default, |Json(t)| t),
                     };
                     t = ThreadTotal { notify: t.notify + 1, highlight: t.highlight + highlight, last_pos: pos };
-                    tables.useridroomidthreadpos_notifytotal.insert(
+                    tables.push.useridroomidthreadpos_notifytotal.insert(
                         &mut batch,
                         &(user.clone(), meta.room_id.clone(), root.clone(), Be64(pos)),
                         &Json((t.notify, t.highlight)),
@@ -308,21 +287,21 @@ async fn evaluate_range(services: &Services, rooms: &mut RoomCache, done: u64, h
                 thread: thread.clone(),
                 main: Some(total.main),
             };
-            tables.useridroomidpos_notification.insert(
+            tables.push.useridroomidpos_notification.insert(
                 &mut batch,
                 &(user.clone(), meta.room_id.clone(), Be64(pos)),
                 &Json(record),
             );
             pushes |= super::sender::enqueue(services, &mut batch, &user, &meta.room_id, pos)?;
-            tables.useridpos_notification.insert(&mut batch, &(user, Be64(pos)), &meta.room_id);
+            tables.push.useridpos_notification.insert(&mut batch, &(user, Be64(pos)), &meta.room_id);
         }
     }
     for (key, total) in totals {
-        tables.useridroomid_notifytotal.insert(&mut batch, &key, &Json(total.all));
-        tables.useridroomid_mainnotifytotal.insert(&mut batch, &key, &Json(total.main));
+        tables.push.useridroomid_notifytotal.insert(&mut batch, &key, &Json(total.all));
+        tables.push.useridroomid_mainnotifytotal.insert(&mut batch, &key, &Json(total.main));
     }
     for (key, total) in threads {
-        tables.useridroomidthread_notifytotal.insert(&mut batch, &key, &Json(total));
+        tables.push.useridroomidthread_notifytotal.insert(&mut batch, &key, &Json(total));
     }
     tables.meta.insert(&mut batch, &EVALUATED.to_owned(), &Be64(reached));
     services.db.write_unsynced(batch)?;
@@ -348,7 +327,7 @@ struct RoomCache(HashMap<OwnedRoomId, Arc<RoomContext>>);
 impl RoomCache {
     fn get(&mut self, services: &Services, room: &RoomId) -> Result<Option<Arc<RoomContext>>> {
         // The durable record: its snapshot is written in the batch that changes the memberships.
-        let Some(Json(record)) = services.db.tables.roomid_room.get(&room.to_owned())? else { return Ok(None) };
+        let Some(Json(record)) = services.db.tables.rooms.roomid_room.get(&room.to_owned())? else { return Ok(None) };
         if let Some(cached) = self.0.get(room) {
             if cached.snapshot == record.snapshot {
                 return Ok(Some(cached.clone()));

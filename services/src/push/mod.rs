@@ -6,6 +6,7 @@
 pub mod evaluate;
 pub mod pushers;
 pub mod sender;
+pub mod tables;
 
 pub use evaluate::unread_counts;
 
@@ -113,20 +114,20 @@ pub fn notifications(
     let start = (user.to_owned(), Be64(before.unwrap_or(u64::MAX).saturating_sub(1))).encode();
     let mut read_positions: HashMap<OwnedRoomId, u64> = HashMap::new();
     let mut out = Vec::new();
-    for entry in tables.useridpos_notification.scan_from(prefix(&user.to_owned()), start, false) {
+    for entry in tables.push.useridpos_notification.scan_from(prefix(&user.to_owned()), start, false) {
         if out.len() == limit {
             break;
         }
         let ((_, Be64(pos)), room) = entry?;
         let Some(Json(record)) =
-            tables.useridroomidpos_notification.get(&(user.to_owned(), room.clone(), Be64(pos)))?
+            tables.push.useridroomidpos_notification.get(&(user.to_owned(), room.clone(), Be64(pos)))?
         else {
             continue;
         };
         if only_highlight && !record.actions.iter().any(Action::is_highlight) {
             continue;
         }
-        let Some(event_id) = tables.roomidpos_eventid.get(&(room.clone(), Be64(pos)))? else { continue };
+        let Some(event_id) = tables.rooms.roomidpos_eventid.get(&(room.clone(), Be64(pos)))? else { continue };
         let Some(event) = services.rooms.reader(user, &room)?.event(pos, &event_id)? else { continue };
         let read_pos = match read_positions.get(&room) {
             Some(p) => *p,

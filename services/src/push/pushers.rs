@@ -5,9 +5,8 @@ use ruma::{
     api::client::push::{Pusher, PusherIds, PusherKind},
     OwnedDeviceId, OwnedUserId, UserId,
 };
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
+pub use super::tables::PusherRecord;
 use crate::{
     db::{
         codec::{prefix, prefix2, Json},
@@ -20,18 +19,10 @@ use crate::{
 /// The path a push gateway serves notifications on (Push Gateway API).
 pub const NOTIFY_PATH: &str = "/_matrix/push/v1/notify";
 
-/// A stored pusher: the pusher as the client set it, and the device that set it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PusherRecord {
-    pub pusher: Value,
-    pub device_id: OwnedDeviceId,
-    pub created_ms: u64,
-}
-
 /// The user's pushers.
 pub fn list(services: &Services, user: &UserId) -> Result<Vec<Pusher>> {
     let mut out = Vec::new();
-    for entry in services.db.tables.useridpushkey_pusher.scan_prefix(prefix(&user.to_owned())) {
+    for entry in services.db.tables.push.useridpushkey_pusher.scan_prefix(prefix(&user.to_owned())) {
         let (_, Json(record)) = entry?;
         match serde_json::from_value(record.pusher) {
             Ok(pusher) => out.push(pusher),
@@ -77,11 +68,11 @@ pub fn set(services: &Services, user: &UserId, device: &OwnedDeviceId, pusher: P
     let (app_id, pushkey) = (pusher.ids.app_id.clone(), pusher.ids.pushkey.clone());
     let mut batch = Batch::new();
     if !append {
-        for entry in tables.appidpushkey_userid.scan_prefix(prefix2(&app_id, &pushkey)) {
+        for entry in tables.push.appidpushkey_userid.scan_prefix(prefix2(&app_id, &pushkey)) {
             let ((_, _, other), _) = entry?;
             if other != user {
-                tables.useridpushkey_pusher.remove(&mut batch, &(other.clone(), app_id.clone(), pushkey.clone()));
-                tables.appidpushkey_userid.remove(&mut batch, &(app_id.clone(), pushkey.clone(), other));
+                tables.push.useridpushkey_pusher.remove(&mut batch, &(other.clone(), app_id.clone(), pushkey.clone()));
+                tables.push.appidpushkey_userid.remove(&mut batch, &(app_id.clone(), pushkey.clone(), other));
             }
         }
     }
@@ -89,8 +80,12 @@ pub fn set(services: &Services, user: &UserId, device: &OwnedDeviceId, pusher: P
     let record = PusherRecord { pusher: value, device_id: device.clone(), created_ms: crate::time::now_ms() };
     let owner: OwnedUserId = user.to_owned();
     services.push.add_pusher_owner(user);
-    tables.useridpushkey_pusher.insert(&mut batch, &(owner.clone(), app_id.clone(), pushkey.clone()), &Json(record));
-    tables.appidpushkey_userid.insert(&mut batch, &(app_id, pushkey, owner), &Vec::new());
+    tables.push.useridpushkey_pusher.insert(
+        &mut batch,
+        &(owner.clone(), app_id.clone(), pushkey.clone()),
+        &Json(record),
+    );
+    tables.push.appidpushkey_userid.insert(&mut batch, &(app_id, pushkey, owner), &Vec::new());
     services.db.commit(batch)?;
     Ok(())
 }
@@ -101,8 +96,8 @@ pub fn delete(services: &Services, user: &UserId, ids: PusherIds) -> Result<()> 
     let _guard = services.push.pusher_writes.lock().expect("pusher writes");
     let mut batch = Batch::new();
     let owner: OwnedUserId = user.to_owned();
-    tables.useridpushkey_pusher.remove(&mut batch, &(owner.clone(), ids.app_id.clone(), ids.pushkey.clone()));
-    tables.appidpushkey_userid.remove(&mut batch, &(ids.app_id, ids.pushkey, owner));
+    tables.push.useridpushkey_pusher.remove(&mut batch, &(owner.clone(), ids.app_id.clone(), ids.pushkey.clone()));
+    tables.push.appidpushkey_userid.remove(&mut batch, &(ids.app_id, ids.pushkey, owner));
     services.db.commit(batch)?;
     Ok(())
 }

@@ -50,9 +50,9 @@ pub fn enqueue(services: &Services, batch: &mut Batch, user: &UserId, room: &Own
     }
     let tables = &services.db.tables;
     let mut queued = false;
-    for entry in tables.useridpushkey_pusher.scan_prefix(prefix(&user.to_owned())) {
+    for entry in tables.push.useridpushkey_pusher.scan_prefix(prefix(&user.to_owned())) {
         let ((user, app_id, pushkey), _) = entry?;
-        tables.pusherpos_pending.insert(batch, &(user, app_id, pushkey, Be64(pos)), room);
+        tables.push.pusherpos_pending.insert(batch, &(user, app_id, pushkey, Be64(pos)), room);
         queued = true;
     }
     Ok(queued)
@@ -101,7 +101,9 @@ async fn round(services: &Arc<Services>, http: &reqwest::Client) -> Result<Optio
     let mut ready: Vec<(PusherKey, Vec<(u64, OwnedRoomId)>)> = Vec::new();
     let mut start = Vec::new();
     loop {
-        let Some(entry) = tables.pusherpos_pending.scan_from(Vec::new(), start.clone(), true).next() else { break };
+        let Some(entry) = tables.push.pusherpos_pending.scan_from(Vec::new(), start.clone(), true).next() else {
+            break;
+        };
         let ((user, app_id, pushkey, _), _) = entry?;
         let key: PusherKey = (user, app_id, pushkey);
         let mut own = prefix(&key.0);
@@ -117,7 +119,7 @@ async fn round(services: &Arc<Services>, http: &reqwest::Client) -> Result<Optio
             continue;
         }
         let mut entries = Vec::new();
-        for entry in tables.pusherpos_pending.scan_prefix(own).take(PER_ROUND) {
+        for entry in tables.push.pusherpos_pending.scan_prefix(own).take(PER_ROUND) {
             let ((_, _, _, Be64(pos)), room) = entry?;
             entries.push((pos, room));
         }
@@ -144,11 +146,14 @@ async fn deliver(
     entries: Vec<(u64, OwnedRoomId)>,
 ) -> Option<Duration> {
     let tables = &services.db.tables;
-    let Ok(Some(Json(record))) = tables.useridpushkey_pusher.get(&key) else {
+    let Ok(Some(Json(record))) = tables.push.useridpushkey_pusher.get(&key) else {
         // The pusher is gone: its queue goes with it.
         let mut batch = Batch::new();
         for (pos, _) in &entries {
-            tables.pusherpos_pending.remove(&mut batch, &(key.0.clone(), key.1.clone(), key.2.clone(), Be64(*pos)));
+            tables
+                .push
+                .pusherpos_pending
+                .remove(&mut batch, &(key.0.clone(), key.1.clone(), key.2.clone(), Be64(*pos)));
         }
         let _ = services.db.write_unsynced(batch);
         return None;
@@ -161,7 +166,7 @@ async fn deliver(
             Ok(None) => {
                 // The event or its notification is gone (redacted, purged): nothing to send.
                 let mut batch = Batch::new();
-                tables.pusherpos_pending.remove(&mut batch, &pending);
+                tables.push.pusherpos_pending.remove(&mut batch, &pending);
                 let _ = services.db.write_unsynced(batch);
                 continue;
             }
@@ -187,12 +192,12 @@ async fn deliver(
         };
         services.push_sender.backoff.lock().expect("push backoff").remove(&key);
         let mut batch = Batch::new();
-        tables.pusherpos_pending.remove(&mut batch, &pending);
+        tables.push.pusherpos_pending.remove(&mut batch, &pending);
         let drop_pusher = rejected.contains(&key.2);
         if drop_pusher {
             tracing::info!(user = %key.0, pushkey = %key.2, "the push gateway rejected the pushkey: pusher removed");
-            tables.useridpushkey_pusher.remove(&mut batch, &key);
-            tables.appidpushkey_userid.remove(&mut batch, &(key.1.clone(), key.2.clone(), key.0.clone()));
+            tables.push.useridpushkey_pusher.remove(&mut batch, &key);
+            tables.push.appidpushkey_userid.remove(&mut batch, &(key.1.clone(), key.2.clone(), key.0.clone()));
         }
         if let Err(error) = services.db.commit(batch) {
             tracing::error!(%error, "recording a push delivery failed");
@@ -224,10 +229,11 @@ fn notification(
 ) -> Result<Option<Value>> {
     let tables = &services.db.tables;
     let (user, app_id, pushkey) = key;
-    let Some(Json(record)) = tables.useridroomidpos_notification.get(&(user.clone(), room.clone(), Be64(pos)))? else {
+    let Some(Json(record)) = tables.push.useridroomidpos_notification.get(&(user.clone(), room.clone(), Be64(pos)))?
+    else {
         return Ok(None);
     };
-    let Some(event_id) = tables.roomidpos_eventid.get(&(room.clone(), Be64(pos)))? else { return Ok(None) };
+    let Some(event_id) = tables.rooms.roomidpos_eventid.get(&(room.clone(), Be64(pos)))? else { return Ok(None) };
     let Some(event) = services.rooms.client_event(&event_id)? else { return Ok(None) };
     let mut unread = 0;
     for joined in services.rooms.rooms_of(user, "join")? {

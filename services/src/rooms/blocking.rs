@@ -13,14 +13,14 @@ use crate::{
 impl Rooms {
     /// The admin who blocked the room, if it is blocked.
     pub fn blocked_by(&self, room: &RoomId) -> Result<Option<String>> {
-        Ok(self.db.tables.roomid_blocked.get(&room.to_owned())?)
+        Ok(self.db.tables.rooms.roomid_blocked.get(&room.to_owned())?)
     }
 
     pub fn set_blocked(&self, room: &RoomId, by: Option<&str>) -> Result<()> {
         let mut batch = Batch::new();
         match by {
-            Some(admin) => self.db.tables.roomid_blocked.insert(&mut batch, &room.to_owned(), &admin.to_owned()),
-            None => self.db.tables.roomid_blocked.remove(&mut batch, &room.to_owned()),
+            Some(admin) => self.db.tables.rooms.roomid_blocked.insert(&mut batch, &room.to_owned(), &admin.to_owned()),
+            None => self.db.tables.rooms.roomid_blocked.remove(&mut batch, &room.to_owned()),
         }
         self.db.commit(batch)?;
         Ok(())
@@ -106,16 +106,16 @@ impl Rooms {
             }
         }
         let mut batch = Batch::new();
-        for entry in self.db.tables.alias_roomid.iter() {
+        for entry in self.db.tables.rooms.alias_roomid.iter() {
             let (alias, crate::db::codec::Json(record)) = entry?;
             if record.room_id == room {
                 match &new_room {
                     Some(new_room) => {
                         let mut moved = record.clone();
                         moved.room_id = new_room.clone();
-                        self.db.tables.alias_roomid.insert(&mut batch, &alias, &crate::db::codec::Json(moved));
+                        self.db.tables.rooms.alias_roomid.insert(&mut batch, &alias, &crate::db::codec::Json(moved));
                     }
-                    None => self.db.tables.alias_roomid.remove(&mut batch, &alias),
+                    None => self.db.tables.rooms.alias_roomid.remove(&mut batch, &alias),
                 }
                 report.local_aliases.push(alias);
             }

@@ -53,7 +53,7 @@ impl Rooms {
                 let alias = RoomAliasId::parse(format!("#{local}:{}", self.server_name))
                     .map_err(|e| Error::invalid_param(format!("invalid room_alias_name: {e}")))?;
                 let mut claimed = self.alias_lock.lock().expect("alias lock");
-                if self.db.tables.alias_roomid.contains(&alias.to_string())? || claimed.contains(alias.as_str()) {
+                if self.db.tables.rooms.alias_roomid.contains(&alias.to_string())? || claimed.contains(alias.as_str()) {
                     return Err(Error::AliasTakenAtCreation("this room alias is already taken".into()));
                 }
                 claimed.insert(alias.to_string());
@@ -233,12 +233,13 @@ impl Rooms {
         }
         let key: OwnedRoomAliasId = alias.to_owned();
         let claimed = self.alias_lock.lock().expect("alias lock");
-        if self.db.tables.alias_roomid.contains(&key.to_string())? || (!claimed_by_me && claimed.contains(key.as_str()))
+        if self.db.tables.rooms.alias_roomid.contains(&key.to_string())?
+            || (!claimed_by_me && claimed.contains(key.as_str()))
         {
             return Err(Error::RoomInUse("this room alias is already taken".into()));
         }
         let mut batch = crate::db::Batch::new();
-        self.db.tables.alias_roomid.insert(
+        self.db.tables.rooms.alias_roomid.insert(
             &mut batch,
             &key.to_string(),
             &crate::db::codec::Json(super::AliasRecord { room_id: room.clone(), creator: creator.to_owned() }),

@@ -17,11 +17,11 @@
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
-use ruma::{OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
-use serde::{Deserialize, Serialize};
+use ruma::{OwnedDeviceId, OwnedEventId, RoomId, UserId};
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
+pub use super::tables::Delayed;
 use super::{NewEvent, TxnKey};
 use crate::{
     config::DelayedEventsConfig,
@@ -33,23 +33,6 @@ use crate::{
     services::Services,
     time::now_ms,
 };
-
-/// A scheduled delayed event.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Delayed {
-    pub owner: OwnedUserId,
-    pub room_id: OwnedRoomId,
-    #[serde(rename = "type")]
-    pub kind: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub state_key: Option<String>,
-    pub content: Value,
-    pub delay_ms: u64,
-    /// When it is sent unless restarted or cancelled.
-    pub send_ts: u64,
-    /// The stream position when it was scheduled: only state events after it cancel it.
-    pub scheduled_pos: u64,
-}
 
 impl Delayed {
     /// The answer of the list and get endpoints (Synapse's fields, and the older revision's
@@ -170,6 +153,7 @@ impl DelayedEvents {
         let tables = &self.db.tables;
         let now = now_ms();
         let mine: Vec<String> = tables
+            .rooms
             .useriddelayid_delayid
             .scan_prefix(prefix(&owner.to_owned()))
             .map(|entry| entry.map(|(_, id)| id))
@@ -207,11 +191,11 @@ impl DelayedEvents {
     fn insert(&self, batch: &mut Batch, delay_id: &str, record: &Delayed) {
         let tables = &self.db.tables;
         let id = delay_id.to_owned();
-        tables.delayid_delayed.insert(batch, &id, &crate::db::codec::Json(record.clone()));
-        tables.useriddelayid_delayid.insert(batch, &(record.owner.clone(), id.clone()), &id);
-        tables.duedelayid_delayid.insert(batch, &due_key(record.send_ts, delay_id), &id);
+        tables.rooms.delayid_delayed.insert(batch, &id, &crate::db::codec::Json(record.clone()));
+        tables.rooms.useriddelayid_delayid.insert(batch, &(record.owner.clone(), id.clone()), &id);
+        tables.rooms.duedelayid_delayid.insert(batch, &due_key(record.send_ts, delay_id), &id);
         if let Some(key) = &record.state_key {
-            tables.roomidtypestatekeydelayid_delayid.insert(
+            tables.rooms.roomidtypestatekeydelayid_delayid.insert(
                 batch,
                 &(record.room_id.clone(), record.kind.clone(), key.clone(), id.clone()),
                 &id,
@@ -222,18 +206,19 @@ impl DelayedEvents {
     fn remove(&self, batch: &mut Batch, delay_id: &str, record: &Delayed) {
         let tables = &self.db.tables;
         let id = delay_id.to_owned();
-        tables.delayid_delayed.remove(batch, &id);
-        tables.useriddelayid_delayid.remove(batch, &(record.owner.clone(), id.clone()));
-        tables.duedelayid_delayid.remove(batch, &due_key(record.send_ts, delay_id));
+        tables.rooms.delayid_delayed.remove(batch, &id);
+        tables.rooms.useriddelayid_delayid.remove(batch, &(record.owner.clone(), id.clone()));
+        tables.rooms.duedelayid_delayid.remove(batch, &due_key(record.send_ts, delay_id));
         if let Some(key) = &record.state_key {
             tables
+                .rooms
                 .roomidtypestatekeydelayid_delayid
                 .remove(batch, &(record.room_id.clone(), record.kind.clone(), key.clone(), id));
         }
     }
 
     pub fn get(&self, delay_id: &str) -> Result<Option<Delayed>> {
-        Ok(self.db.tables.delayid_delayed.get(&delay_id.to_owned())?.map(|j| j.0))
+        Ok(self.db.tables.rooms.delayid_delayed.get(&delay_id.to_owned())?.map(|j| j.0))
     }
 
     fn is_firing(&self, delay_id: &str) -> bool {
@@ -243,7 +228,7 @@ impl DelayedEvents {
     /// The owner's scheduled events, soonest first.
     pub fn list(&self, owner: &UserId) -> Result<Vec<(String, Delayed)>> {
         let mut out = Vec::new();
-        for entry in self.db.tables.useriddelayid_delayid.scan_prefix(prefix(&owner.to_owned())) {
+        for entry in self.db.tables.rooms.useriddelayid_delayid.scan_prefix(prefix(&owner.to_owned())) {
             let (_, id) = entry?;
             if self.is_firing(&id) {
                 continue;
@@ -327,7 +312,7 @@ impl DelayedEvents {
 
     /// The first scheduled send time and its delay id.
     fn first_due(&self) -> Result<Option<(u64, String)>> {
-        match self.db.tables.duedelayid_delayid.iter().next() {
+        match self.db.tables.rooms.duedelayid_delayid.iter().next() {
             None => Ok(None),
             Some(entry) => {
                 let (key, id) = entry?;
@@ -353,6 +338,7 @@ impl DelayedEvents {
         let ids: Vec<String> = self
             .db
             .tables
+            .rooms
             .roomidtypestatekeydelayid_delayid
             .scan_prefix(key_prefix)
             .map(|e| e.map(|(_, id)| id))
@@ -456,13 +442,13 @@ async fn cancelling(services: Arc<Services>) {
 /// Reads the events after `done` up to `head` (at most 1,000) and returns the position reached.
 async fn cancel_range(services: &Services, done: u64, head: u64) -> Result<u64> {
     let tables = &services.db.tables;
-    let nothing_pending = tables.roomidtypestatekeydelayid_delayid.iter().next().is_none();
+    let nothing_pending = tables.rooms.roomidtypestatekeydelayid_delayid.iter().next().is_none();
     if nothing_pending {
         return Ok(head);
     }
     let mut reached = head;
     let mut seen = Vec::new();
-    for (count, entry) in tables.pos_eventid.scan_from(Vec::new(), Be64(done + 1).encode(), true).enumerate() {
+    for (count, entry) in tables.rooms.pos_eventid.scan_from(Vec::new(), Be64(done + 1).encode(), true).enumerate() {
         let (Be64(pos), event_id) = entry?;
         if pos > head {
             break;

@@ -40,7 +40,7 @@ pub struct PublicRoom {
 
 impl Rooms {
     pub fn resolve_alias(&self, alias: &RoomAliasId) -> Result<Option<AliasRecord>> {
-        Ok(self.db.tables.alias_roomid.get(&alias.to_string())?.map(|Json(r)| r))
+        Ok(self.db.tables.rooms.alias_roomid.get(&alias.to_string())?.map(|Json(r)| r))
     }
 
     /// Creates an alias for a room the user is joined to.
@@ -68,7 +68,7 @@ impl Rooms {
             return Err(Error::forbidden("only the alias creator or a room moderator can delete it"));
         }
         let mut batch = Batch::new();
-        self.db.tables.alias_roomid.remove(&mut batch, &alias.to_string());
+        self.db.tables.rooms.alias_roomid.remove(&mut batch, &alias.to_string());
         self.db.commit(batch)?;
         Ok(record.room_id)
     }
@@ -108,7 +108,7 @@ impl Rooms {
     pub fn aliases_of(&self, user: &UserId, room: &RoomId) -> Result<Vec<ruma::OwnedRoomAliasId>> {
         self.reader(user, room)?.require_current()?;
         let mut out = Vec::new();
-        for entry in self.db.tables.alias_roomid.iter() {
+        for entry in self.db.tables.rooms.alias_roomid.iter() {
             let (alias, Json(record)) = entry?;
             if record.room_id == room {
                 if let Ok(alias) = RoomAliasId::parse(&alias) {
@@ -125,13 +125,13 @@ impl Rooms {
         let mut record = self.resolve_alias(alias)?.ok_or_else(|| Error::not_found("unknown alias"))?;
         record.room_id = room.to_owned();
         let mut batch = Batch::new();
-        self.db.tables.alias_roomid.insert(&mut batch, &alias.to_string(), &Json(record));
+        self.db.tables.rooms.alias_roomid.insert(&mut batch, &alias.to_string(), &Json(record));
         self.db.commit(batch)?;
         Ok(())
     }
 
     pub fn is_published(&self, room: &RoomId) -> Result<bool> {
-        Ok(self.db.tables.roomid_published.contains(&room.to_owned())?)
+        Ok(self.db.tables.rooms.roomid_published.contains(&room.to_owned())?)
     }
 
     pub fn set_published(&self, room: &RoomId, public: bool) -> Result<()> {
@@ -145,9 +145,9 @@ impl Rooms {
         let mut batch = Batch::new();
         if public {
             let value = network.map(|n| n.as_bytes().to_vec()).unwrap_or_default();
-            self.db.tables.roomid_published.insert(&mut batch, &room.to_owned(), &value);
+            self.db.tables.rooms.roomid_published.insert(&mut batch, &room.to_owned(), &value);
         } else {
-            self.db.tables.roomid_published.remove(&mut batch, &room.to_owned());
+            self.db.tables.rooms.roomid_published.remove(&mut batch, &room.to_owned());
         }
         self.db.commit(batch)?;
         Ok(())
@@ -208,7 +208,7 @@ impl Rooms {
         use ruma::directory::RoomNetwork;
         let needle = search.map(str::to_lowercase);
         let mut rooms = Vec::new();
-        for entry in self.db.tables.roomid_published.iter() {
+        for entry in self.db.tables.rooms.roomid_published.iter() {
             let (room, listed_in) = entry?;
             let wanted = match network {
                 RoomNetwork::All => true,
@@ -278,7 +278,7 @@ impl Rooms {
     ) -> Result<(Vec<UserHit>, bool)> {
         let term = term.to_lowercase();
         let mut rooms: BTreeSet<OwnedRoomId> = self.rooms_of(searcher, "join")?.into_iter().collect();
-        for entry in self.db.tables.roomid_published.iter() {
+        for entry in self.db.tables.rooms.roomid_published.iter() {
             rooms.insert(entry?.0);
         }
         let mut found: BTreeMap<OwnedUserId, (Option<String>, Option<String>)> = BTreeMap::new();

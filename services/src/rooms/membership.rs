@@ -228,7 +228,7 @@ impl Rooms {
             }
             Some(_) => {
                 let mut batch = Batch::new();
-                self.db.tables.useridroomid_membership.remove(&mut batch, &(user.to_owned(), room.to_owned()));
+                self.db.tables.rooms.useridroomid_membership.remove(&mut batch, &(user.to_owned(), room.to_owned()));
                 self.db.commit(batch)?;
                 Ok(())
             }
@@ -241,6 +241,6 @@ impl Rooms {
     }
 
     pub fn profiles_user_exists(&self, user: &UserId) -> Result<bool> {
-        Ok(self.db.tables.userid_account.get(&user.to_owned())?.is_some_and(|Json(a)| !a.deactivated))
+        Ok(self.db.tables.users.userid_account.get(&user.to_owned())?.is_some_and(|Json(a)| !a.deactivated))
     }
 }

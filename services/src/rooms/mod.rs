@@ -19,6 +19,7 @@ pub mod purge;
 pub mod read;
 pub mod remote;
 pub mod state;
+pub mod tables;
 #[cfg(test)]
 mod tests;
 pub mod upgrade;
@@ -37,9 +38,9 @@ use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, EventId, OwnedEventId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomId,
     RoomVersionId, UserId,
 };
-use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
 
+pub use self::tables::{AliasRecord, EventMeta, MembershipRecord, OutlierMeta, RoomRecord};
 use self::{pdu::Pdu, state::StateStore};
 use crate::{
     db::{
@@ -84,62 +85,11 @@ pub const STRIPPED_STATE: [StateEventType; 7] = [
     StateEventType::RoomEncryption,
 ];
 
-/// What we keep about a room besides its events.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RoomRecord {
-    pub version: RoomVersionId,
-    /// Snapshot id of the current state.
-    pub snapshot: u64,
-    /// Forward extremities: the events new local events point back to.
-    pub extremities: Vec<OwnedEventId>,
-    /// Depth of the newest event.
-    pub depth: u64,
-}
-
-/// Where an event sits.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EventMeta {
-    pub room_id: OwnedRoomId,
-    /// Position in the global stream (also the order in the room's timeline).
-    pub pos: u64,
-    /// Snapshot of the room state after this event.
-    pub snapshot: u64,
-    #[serde(default)]
-    pub redacted_because: Option<OwnedEventId>,
-    /// The state after this event in its own branch of the room's DAG, when it differs from
-    /// `snapshot` (the room's state at this stream position, after resolving forks). The state
-    /// remote servers ask for at an event is this one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub state_after: Option<u64>,
-    /// The state event this state event replaced in its DAG branch (`unsigned.replaces_state`,
-    /// and where `prev_content` comes from).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub replaces: Option<OwnedEventId>,
-}
-
 impl EventMeta {
     /// The state after the event in its DAG branch.
     pub fn dag_snapshot(&self) -> u64 {
         self.state_after.unwrap_or(self.snapshot)
     }
-}
-
-/// An event held outside any timeline (see `eventid_outlier`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct OutlierMeta {
-    pub room_id: OwnedRoomId,
-    /// Failed the authorization rules: never used as an auth or state event.
-    #[serde(default)]
-    pub rejected: bool,
-    /// Passed the rules against its own state but not the room's current state: kept, not shown.
-    #[serde(default)]
-    pub soft_failed: bool,
-    /// For a soft-failed event, the snapshot of the state after it in its DAG branch. The spec
-    /// has soft-failed events take part in state resolution as usual once later events name
-    /// them as prev events: those events take their state before from here, as from any other
-    /// event, instead of asking the sending server for it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub state_after: Option<u64>,
 }
 
 /// The room's state after an event that does not cover every forward extremity: the resolution
@@ -178,30 +128,11 @@ struct Plan {
     extra_members: Vec<(OwnedUserId, String, OwnedEventId)>,
 }
 
-/// A user's membership in a room, indexed both ways.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MembershipRecord {
-    pub membership: String,
-    pub event_id: OwnedEventId,
-    pub pos: u64,
-    /// For a join: where the current joined period began (a profile change is a new join event
-    /// but not a new period). Records written before this field read as starting at `pos`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub joined_since: Option<u64>,
-}
-
 impl MembershipRecord {
     /// The position the current joined period began at (for a join).
     pub fn period_start(&self) -> u64 {
         self.joined_since.unwrap_or(self.pos)
     }
-}
-
-/// A room alias and who made it (the creator may delete it).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AliasRecord {
-    pub room_id: OwnedRoomId,
-    pub creator: OwnedUserId,
 }
 
 /// An event a local user asks to send.
@@ -357,14 +288,16 @@ impl Rooms {
         }
         let tables = &self.db.tables;
         let end = (room.to_owned(), Be64(u64::MAX)).encode();
-        let last_event = match tables.roomidpos_eventid.scan_from(prefix(&room.to_owned()), end.clone(), false).next() {
-            Some(entry) => (entry?.0).1 .0,
-            None => 0,
-        };
-        let last_receipt = match tables.roomidpos_receipt.scan_from(prefix(&room.to_owned()), end, false).next() {
-            Some(entry) => (entry?.0).1 .0,
-            None => 0,
-        };
+        let last_event =
+            match tables.rooms.roomidpos_eventid.scan_from(prefix(&room.to_owned()), end.clone(), false).next() {
+                Some(entry) => (entry?.0).1 .0,
+                None => 0,
+            };
+        let last_receipt =
+            match tables.ephemeral.roomidpos_receipt.scan_from(prefix(&room.to_owned()), end, false).next() {
+                Some(entry) => (entry?.0).1 .0,
+                None => 0,
+            };
         let last = last_event.max(last_receipt);
         self.writer.touch_room(room, last);
         Ok(last)
@@ -385,7 +318,7 @@ impl Rooms {
         if let Some(record) = self.records.lock().expect("room records").get(room) {
             return Ok(Some(record.clone()));
         }
-        let record = self.db.tables.roomid_room.get(&room.to_owned())?.map(|Json(r)| r);
+        let record = self.db.tables.rooms.roomid_room.get(&room.to_owned())?.map(|Json(r)| r);
         if let Some(r) = &record {
             self.records.lock().expect("room records").entry(room.to_owned()).or_insert_with(|| r.clone());
         }
@@ -408,7 +341,7 @@ impl Rooms {
         record.extremities = vec![keep];
         // Through the writer, after any write of this room still queued, so none overwrites it.
         let durable = self.writer.submit(&self.db, |batch, _| {
-            self.db.tables.roomid_room.insert(batch, &room.to_owned(), &Json(record.clone()));
+            self.db.tables.rooms.roomid_room.insert(batch, &room.to_owned(), &Json(record.clone()));
             Ok(crate::stream::Cleanup::default())
         })?;
         self.records.lock().expect("room records").insert(room.to_owned(), record);
@@ -424,7 +357,7 @@ impl Rooms {
         if let Some((json, _)) = self.writer.pending.lock().expect("pending overlay").pdus.get(event) {
             return Ok(Some(json.clone()));
         }
-        Ok(self.db.tables.eventid_pdu.get(&event.to_owned())?)
+        Ok(self.db.tables.rooms.eventid_pdu.get(&event.to_owned())?)
     }
 
     pub fn pdu(&self, event: &EventId) -> Result<Option<Pdu>> {
@@ -464,7 +397,7 @@ impl Rooms {
         if let Some((_, meta)) = self.writer.pending.lock().expect("pending overlay").pdus.get(event) {
             return Ok(Some(meta.clone()));
         }
-        Ok(self.db.tables.eventid_meta.get(&event.to_owned())?.map(|Json(m)| m))
+        Ok(self.db.tables.rooms.eventid_meta.get(&event.to_owned())?.map(|Json(m)| m))
     }
 
     /// The event id of a state entry in a snapshot.
@@ -497,7 +430,7 @@ impl Rooms {
     }
 
     pub fn membership(&self, user: &UserId, room: &RoomId) -> Result<Option<MembershipRecord>> {
-        Ok(self.db.tables.useridroomid_membership.get(&(user.to_owned(), room.to_owned()))?.map(|Json(m)| m))
+        Ok(self.db.tables.rooms.useridroomid_membership.get(&(user.to_owned(), room.to_owned()))?.map(|Json(m)| m))
     }
 
     pub fn is_joined(&self, user: &UserId, room: &RoomId) -> Result<bool> {
@@ -509,6 +442,7 @@ impl Rooms {
     pub fn memberships_of(&self, user: &UserId) -> Result<Vec<(OwnedRoomId, MembershipRecord)>> {
         self.db
             .tables
+            .rooms
             .useridroomid_membership
             .scan_prefix(prefix(&user.to_owned()))
             .map(|r| r.map(|((_, room), Json(m))| (room, m)).map_err(Error::from))
@@ -518,7 +452,7 @@ impl Rooms {
     /// Rooms where the user has the given membership.
     pub fn rooms_of(&self, user: &UserId, membership: &str) -> Result<Vec<OwnedRoomId>> {
         let mut out = Vec::new();
-        for entry in self.db.tables.useridroomid_membership.scan_prefix(prefix(&user.to_owned())) {
+        for entry in self.db.tables.rooms.useridroomid_membership.scan_prefix(prefix(&user.to_owned())) {
             let ((_, room), Json(m)) = entry?;
             if m.membership == membership {
                 out.push(room);
@@ -531,6 +465,7 @@ impl Rooms {
     pub fn members(&self, room: &RoomId) -> Result<Vec<(OwnedUserId, MembershipRecord)>> {
         self.db
             .tables
+            .rooms
             .roomiduserid_membership
             .scan_prefix(prefix(&room.to_owned()))
             .map(|r| r.map(|((_, user), Json(m))| (user, m)).map_err(Error::from))
@@ -543,7 +478,11 @@ impl Rooms {
         if let Some(id) = self.writer.pending.lock().expect("pending overlay").txns.get(&key) {
             return Ok(Some(id.clone()));
         }
-        Ok(self.db.tables.useriddevicetxn_eventid.get(&(txn.user.clone(), txn.device.clone(), txn.txn_id.clone()))?)
+        Ok(self.db.tables.rooms.useriddevicetxn_eventid.get(&(
+            txn.user.clone(),
+            txn.device.clone(),
+            txn.txn_id.clone(),
+        ))?)
     }
 
     /// A suspended local account may leave rooms and redact, nothing else (`None`: creating a room).
@@ -551,7 +490,7 @@ impl Rooms {
         if !self.is_local(sender) {
             return Ok(());
         }
-        let suspended = self.db.tables.userid_account.get(&sender.to_owned())?.is_some_and(|Json(a)| a.suspended);
+        let suspended = self.db.tables.users.userid_account.get(&sender.to_owned())?.is_some_and(|Json(a)| a.suspended);
         if !suspended {
             return Ok(());
         }
@@ -1057,13 +996,13 @@ impl Rooms {
                 state_after: (dag_snapshot != snapshot).then_some(dag_snapshot),
                 replaces: replaces.clone(),
             };
-            tables.eventid_pdu.insert(batch, &event_id, &json);
-            tables.eventid_meta.insert(batch, &event_id, &Json(meta.clone()));
-            tables.eventid_outlier.remove(batch, &event_id);
-            tables.pos_eventid.insert(batch, &Be64(pos), &event_id);
-            tables.roomidpos_eventid.insert(batch, &(room.to_owned(), Be64(pos)), &event_id);
+            tables.rooms.eventid_pdu.insert(batch, &event_id, &json);
+            tables.rooms.eventid_meta.insert(batch, &event_id, &Json(meta.clone()));
+            tables.rooms.eventid_outlier.remove(batch, &event_id);
+            tables.rooms.pos_eventid.insert(batch, &Be64(pos), &event_id);
+            tables.rooms.roomidpos_eventid.insert(batch, &(room.to_owned(), Be64(pos)), &event_id);
             if !historical {
-                tables.roomid_room.insert(batch, &room.to_owned(), &Json(record.clone()));
+                tables.rooms.roomid_room.insert(batch, &room.to_owned(), &Json(record.clone()));
                 room_record = Some(record);
             }
             for change in &extra_visibility {
@@ -1080,17 +1019,17 @@ impl Rooms {
                     pos,
                     joined_since,
                 });
-                tables.useridroomid_membership.insert(batch, &(target.clone(), room.to_owned()), &record);
-                tables.roomiduserid_membership.insert(batch, &(room.to_owned(), target.clone()), &record);
+                tables.rooms.useridroomid_membership.insert(batch, &(target.clone(), room.to_owned()), &record);
+                tables.rooms.roomiduserid_membership.insert(batch, &(room.to_owned(), target.clone()), &record);
             }
             if let Some(change) = &visibility_change {
                 change.write(tables, batch, room, pos);
             }
             if let Some(parent) = &relation {
-                tables.parentpos_childeventid.insert(batch, &(parent.clone(), Be64(pos)), &event_id);
+                tables.rooms.parentpos_childeventid.insert(batch, &(parent.clone(), Be64(pos)), &event_id);
             }
             if let Some(root) = &thread_root {
-                tables.roomidpos_threadroot.insert(batch, &(room.to_owned(), Be64(pos)), root);
+                tables.rooms.roomidpos_threadroot.insert(batch, &(room.to_owned(), Be64(pos)), root);
             }
             let mut cleanup = Cleanup {
                 pdus: vec![event_id.clone()],
@@ -1100,16 +1039,16 @@ impl Rooms {
             };
             let mut overlay = self.writer.pending.lock().expect("pending overlay");
             if let Some((target, redacted_json, target_meta)) = &redaction {
-                tables.eventid_pdu.insert(batch, target, redacted_json);
-                tables.eventid_meta.insert(batch, target, &Json(target_meta.clone()));
+                tables.rooms.eventid_pdu.insert(batch, target, redacted_json);
+                tables.rooms.eventid_meta.insert(batch, target, &Json(target_meta.clone()));
                 overlay.pdus.insert(target.clone(), (redacted_json.clone(), target_meta.clone()));
                 cleanup.pdus.push(target.clone());
             }
             if let Some(key) = &txn_key {
-                tables.useriddevicetxn_eventid.insert(batch, key, &event_id);
+                tables.rooms.useriddevicetxn_eventid.insert(batch, key, &event_id);
                 // What the client chose, without the prefix that keeps other kinds apart.
                 let client_txn = key.2.strip_prefix("redact:").unwrap_or(&key.2).to_owned();
-                tables.eventid_devicetxn.insert(batch, &event_id, &Json((key.1.clone(), client_txn)));
+                tables.rooms.eventid_devicetxn.insert(batch, &event_id, &Json((key.1.clone(), client_txn)));
                 overlay.txns.insert(key.clone(), event_id.clone());
             }
             overlay.pdus.insert(event_id.clone(), (json.clone(), meta));
@@ -1137,7 +1076,7 @@ impl Rooms {
     ) -> Result<()> {
         for event in events.iter_mut().filter(|e| e["sender"].as_str() == Some(user.as_str())) {
             let Some(id) = event["event_id"].as_str().and_then(|i| OwnedEventId::try_from(i).ok()) else { continue };
-            if let Some(Json((sender_device, txn))) = self.db.tables.eventid_devicetxn.get(&id)? {
+            if let Some(Json((sender_device, txn))) = self.db.tables.rooms.eventid_devicetxn.get(&id)? {
                 if sender_device == device {
                     if !event["unsigned"].is_object() {
                         event["unsigned"] = serde_json::json!({});

@@ -79,7 +79,7 @@ impl Rooms {
         }
         let Ok(user) = UserId::parse(user) else { return false };
         self.is_local(&user)
-            && self.db.tables.userid_account.get(&user.to_owned()).ok().flatten().is_some_and(|Json(a)| a.admin)
+            && self.db.tables.users.userid_account.get(&user.to_owned()).ok().flatten().is_some_and(|Json(a)| a.admin)
     }
 
     /// Judges `pdu` by the room access rules against `state`, the state before it. `Err` names

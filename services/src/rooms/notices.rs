@@ -41,7 +41,7 @@ pub async fn send(
         return Err(Error::invalid_param("the notices user cannot be sent notices"));
     }
     let rooms = &services.rooms;
-    let existing = services.db.tables.userid_noticeroom.get(&target.to_owned())?;
+    let existing = services.db.tables.rooms.userid_noticeroom.get(&target.to_owned())?;
     let room = match existing.filter(|room| rooms.is_joined(&sender, room).unwrap_or(false)) {
         Some(room) => {
             let membership = rooms.membership(target, &room)?.map(|m| m.membership);
@@ -63,7 +63,7 @@ pub async fn send(
             };
             let room = rooms.create_room(&sender, request, &services.config.rooms.default_version).await?;
             let mut batch = Batch::new();
-            services.db.tables.userid_noticeroom.insert(&mut batch, &target.to_owned(), &room);
+            services.db.tables.rooms.userid_noticeroom.insert(&mut batch, &target.to_owned(), &room);
             services.db.commit(batch)?;
             room
         }

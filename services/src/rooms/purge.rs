@@ -35,7 +35,7 @@ impl Rooms {
         let tables = &self.db.tables;
         let room_key = room.to_owned();
         let mut members: Vec<OwnedUserId> = Vec::new();
-        for entry in tables.roomiduserid_membership.scan_prefix(prefix(&room_key)) {
+        for entry in tables.rooms.roomiduserid_membership.scan_prefix(prefix(&room_key)) {
             let ((_, user), Json(m)) = entry?;
             if self.is_local(&user) && matches!(m.membership.as_str(), "join" | "invite" | "knock") {
                 return Err(Error::BadState(format!("{user} is still in the room: shut it down first")));
@@ -49,37 +49,37 @@ impl Rooms {
             snapshots.insert(record.snapshot);
         }
         let mut events: Vec<OwnedEventId> = Vec::new();
-        for entry in tables.roomidpos_eventid.scan_prefix(prefix(&room_key)) {
+        for entry in tables.rooms.roomidpos_eventid.scan_prefix(prefix(&room_key)) {
             let ((_, Be64(pos)), event_id) = entry?;
-            if let Some(Json(meta)) = tables.eventid_meta.get(&event_id)? {
+            if let Some(Json(meta)) = tables.rooms.eventid_meta.get(&event_id)? {
                 snapshots.insert(meta.snapshot);
                 snapshots.extend(meta.state_after);
             }
-            tables.pos_eventid.remove(&mut batch, &Be64(pos));
-            tables.roomidpos_eventid.remove(&mut batch, &(room_key.clone(), Be64(pos)));
+            tables.rooms.pos_eventid.remove(&mut batch, &Be64(pos));
+            tables.rooms.roomidpos_eventid.remove(&mut batch, &(room_key.clone(), Be64(pos)));
             events.push(event_id);
         }
         for event_id in &events {
-            tables.eventid_pdu.remove(&mut batch, event_id);
-            tables.eventid_meta.remove(&mut batch, event_id);
-            tables.eventid_outlier.remove(&mut batch, event_id);
-            for entry in tables.parentpos_childeventid.scan_prefix(prefix(event_id)) {
+            tables.rooms.eventid_pdu.remove(&mut batch, event_id);
+            tables.rooms.eventid_meta.remove(&mut batch, event_id);
+            tables.rooms.eventid_outlier.remove(&mut batch, event_id);
+            for entry in tables.rooms.parentpos_childeventid.scan_prefix(prefix(event_id)) {
                 let (key, _) = entry?;
-                tables.parentpos_childeventid.remove(&mut batch, &key);
+                tables.rooms.parentpos_childeventid.remove(&mut batch, &key);
             }
         }
         purged.events = events.len();
         // Snapshots are deltas on their parents, all of this room: follow every chain.
         let mut pending: Vec<u64> = snapshots.iter().copied().collect();
         while let Some(id) = pending.pop() {
-            if let Some(Json(snapshot)) = tables.snapshotid_snapshot.get(&Be64(id))? {
+            if let Some(Json(snapshot)) = tables.rooms.snapshotid_snapshot.get(&Be64(id))? {
                 if let Some(parent) = snapshot.parent.filter(|p| snapshots.insert(*p)) {
                     pending.push(parent);
                 }
             }
         }
         for id in &snapshots {
-            tables.snapshotid_snapshot.remove(&mut batch, &Be64(*id));
+            tables.rooms.snapshotid_snapshot.remove(&mut batch, &Be64(*id));
         }
         purged.snapshots = snapshots.len();
         macro_rules! clear_prefix {
@@ -90,27 +90,27 @@ impl Rooms {
                 }
             };
         }
-        clear_prefix!(tables.roomiduserid_membership, prefix(&room_key));
-        clear_prefix!(tables.roomiduserpos_membership, prefix(&room_key));
-        clear_prefix!(tables.roomidpos_visibility, prefix(&room_key));
-        clear_prefix!(tables.roomidpos_receipt, prefix(&room_key));
-        clear_prefix!(tables.roomidslot_receiptpos, prefix(&room_key));
-        clear_prefix!(tables.roomidpos_threadroot, prefix(&room_key));
+        clear_prefix!(tables.rooms.roomiduserid_membership, prefix(&room_key));
+        clear_prefix!(tables.rooms.roomiduserpos_membership, prefix(&room_key));
+        clear_prefix!(tables.rooms.roomidpos_visibility, prefix(&room_key));
+        clear_prefix!(tables.ephemeral.roomidpos_receipt, prefix(&room_key));
+        clear_prefix!(tables.ephemeral.roomidslot_receiptpos, prefix(&room_key));
+        clear_prefix!(tables.rooms.roomidpos_threadroot, prefix(&room_key));
         for user in members.iter().filter(|u| self.is_local(u)) {
-            tables.useridroomid_membership.remove(&mut batch, &(user.clone(), room_key.clone()));
-            tables.useridroomid_notifytotal.remove(&mut batch, &(user.clone(), room_key.clone()));
-            tables.useridroomid_mainnotifytotal.remove(&mut batch, &(user.clone(), room_key.clone()));
-            for entry in tables.useridroomidpos_notification.scan_prefix(prefix2(user, &room_key)) {
+            tables.rooms.useridroomid_membership.remove(&mut batch, &(user.clone(), room_key.clone()));
+            tables.push.useridroomid_notifytotal.remove(&mut batch, &(user.clone(), room_key.clone()));
+            tables.push.useridroomid_mainnotifytotal.remove(&mut batch, &(user.clone(), room_key.clone()));
+            for entry in tables.push.useridroomidpos_notification.scan_prefix(prefix2(user, &room_key)) {
                 let (key, _) = entry?;
-                tables.useridpos_notification.remove(&mut batch, &(key.0.clone(), key.2));
-                tables.useridroomidpos_notification.remove(&mut batch, &key);
+                tables.push.useridpos_notification.remove(&mut batch, &(key.0.clone(), key.2));
+                tables.push.useridroomidpos_notification.remove(&mut batch, &key);
             }
-            clear_prefix!(tables.useridroomidthread_notifytotal, prefix2(user, &room_key));
-            clear_prefix!(tables.useridroomidthreadpos_notifytotal, prefix2(user, &room_key));
-            clear_prefix!(tables.useridroomidtype_accountdata, prefix2(user, &room.to_string()));
+            clear_prefix!(tables.push.useridroomidthread_notifytotal, prefix2(user, &room_key));
+            clear_prefix!(tables.push.useridroomidthreadpos_notifytotal, prefix2(user, &room_key));
+            clear_prefix!(tables.users.useridroomidtype_accountdata, prefix2(user, &room.to_string()));
         }
-        tables.roomid_published.remove(&mut batch, &room_key);
-        tables.roomid_room.remove(&mut batch, &room_key);
+        tables.rooms.roomid_published.remove(&mut batch, &room_key);
+        tables.rooms.roomid_room.remove(&mut batch, &room_key);
         self.db.commit(batch)?;
         self.records.lock().expect("room records").remove(room);
         self.directory_cache.lock().expect("directory cache").remove(room);
@@ -139,7 +139,7 @@ impl Rooms {
         let room_key = room.to_owned();
         let mut deleted = 0;
         let mut batch = Batch::new();
-        for entry in tables.roomidpos_eventid.scan_prefix(prefix(&room_key)) {
+        for entry in tables.rooms.roomidpos_eventid.scan_prefix(prefix(&room_key)) {
             let ((_, Be64(pos)), event_id) = entry?;
             if pos >= before {
                 break;
@@ -149,14 +149,14 @@ impl Rooms {
             if pdu.is_state() || record.extremities.contains(&event_id) || (local && !delete_local) {
                 continue;
             }
-            tables.pos_eventid.remove(&mut batch, &Be64(pos));
-            tables.roomidpos_eventid.remove(&mut batch, &(room_key.clone(), Be64(pos)));
-            tables.roomidpos_threadroot.remove(&mut batch, &(room_key.clone(), Be64(pos)));
-            tables.eventid_pdu.remove(&mut batch, &event_id);
-            tables.eventid_meta.remove(&mut batch, &event_id);
-            for child in tables.parentpos_childeventid.scan_prefix(prefix(&event_id)) {
+            tables.rooms.pos_eventid.remove(&mut batch, &Be64(pos));
+            tables.rooms.roomidpos_eventid.remove(&mut batch, &(room_key.clone(), Be64(pos)));
+            tables.rooms.roomidpos_threadroot.remove(&mut batch, &(room_key.clone(), Be64(pos)));
+            tables.rooms.eventid_pdu.remove(&mut batch, &event_id);
+            tables.rooms.eventid_meta.remove(&mut batch, &event_id);
+            for child in tables.rooms.parentpos_childeventid.scan_prefix(prefix(&event_id)) {
                 let (key, _) = child?;
-                tables.parentpos_childeventid.remove(&mut batch, &key);
+                tables.rooms.parentpos_childeventid.remove(&mut batch, &key);
             }
             self.auth_cache.lock().expect("auth cache").remove(&event_id);
             deleted += 1;

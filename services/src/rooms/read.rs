@@ -390,7 +390,7 @@ impl Rooms {
     /// The state snapshot in force just before `pos` (for `/members?at=`).
     pub fn snapshot_before(&self, room: &RoomId, pos: u64) -> Result<Option<u64>> {
         let key = (room.to_owned(), Be64(pos.saturating_sub(1))).encode();
-        match self.db.tables.roomidpos_eventid.scan_from(prefix(&room.to_owned()), key, false).next() {
+        match self.db.tables.rooms.roomidpos_eventid.scan_from(prefix(&room.to_owned()), key, false).next() {
             Some(entry) => Ok(self.meta(&entry?.1)?.map(|m| m.snapshot)),
             None => Ok(None),
         }
@@ -416,7 +416,7 @@ impl Rooms {
         if self.meta(event)?.is_none_or(|m| m.room_id != room) {
             return Ok(false);
         }
-        for entry in self.db.tables.parentpos_childeventid.scan_prefix(prefix(&event.to_owned())) {
+        for entry in self.db.tables.rooms.parentpos_childeventid.scan_prefix(prefix(&event.to_owned())) {
             let (_, child) = entry?;
             let Some(pdu) = self.pdu(&child)? else { continue };
             let content: Value = serde_json::from_str(pdu.content.get()).unwrap_or_default();
@@ -442,7 +442,7 @@ impl Rooms {
         let start = (room.to_owned(), Be64(from.unwrap_or(u64::MAX).saturating_sub(1))).encode();
         let mut seen = std::collections::HashSet::new();
         let (mut chunk, mut next) = (Vec::new(), None);
-        for entry in tables.roomidpos_threadroot.scan_from(prefix(&room.to_owned()), start, false) {
+        for entry in tables.rooms.roomidpos_threadroot.scan_from(prefix(&room.to_owned()), start, false) {
             let ((_, Be64(pos)), root) = entry?;
             if chunk.len() >= limit {
                 next = Some(token(pos + 1));
@@ -469,7 +469,7 @@ impl Rooms {
     /// Position of the newest reply in the thread of `root`.
     fn latest_thread_reply(&self, root: &EventId) -> Result<Option<u64>> {
         let start = (root.to_owned(), Be64(u64::MAX)).encode();
-        for entry in self.db.tables.parentpos_childeventid.scan_from(prefix(&root.to_owned()), start, false) {
+        for entry in self.db.tables.rooms.parentpos_childeventid.scan_from(prefix(&root.to_owned()), start, false) {
             let ((_, Be64(pos)), child) = entry?;
             let Some(pdu) = self.pdu(&child)? else { continue };
             let content: Value = serde_json::from_str(pdu.content.get()).unwrap_or_default();
@@ -496,7 +496,7 @@ impl Rooms {
         let start = (parent.to_owned(), Be64(from.unwrap_or(u64::MAX).saturating_sub(1))).encode();
         let mut chunk = Vec::new();
         let mut next = None;
-        for entry in self.db.tables.parentpos_childeventid.scan_from(prefix(&parent.to_owned()), start, false) {
+        for entry in self.db.tables.rooms.parentpos_childeventid.scan_from(prefix(&parent.to_owned()), start, false) {
             let ((_, Be64(pos)), child) = entry?;
             if chunk.len() >= limit {
                 next = Some(token(pos + 1));

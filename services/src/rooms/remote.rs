@@ -64,7 +64,7 @@ impl Rooms {
     }
 
     pub fn outlier(&self, event: &EventId) -> Result<Option<OutlierMeta>> {
-        Ok(self.db.tables.eventid_outlier.get(&event.to_owned())?.map(|Json(m)| m))
+        Ok(self.db.tables.rooms.eventid_outlier.get(&event.to_owned())?.map(|Json(m)| m))
     }
 
     /// Stores a verified event outside any timeline (a state or auth event of a remote room),
@@ -92,8 +92,8 @@ impl Rooms {
             tracing::info!(%event_id, %room, %reason, "a state or auth event is rejected");
         }
         let mut batch = Batch::new();
-        self.db.tables.eventid_pdu.insert(&mut batch, &event_id.to_owned(), &json);
-        self.db.tables.eventid_outlier.insert(
+        self.db.tables.rooms.eventid_pdu.insert(&mut batch, &event_id.to_owned(), &json);
+        self.db.tables.rooms.eventid_outlier.insert(
             &mut batch,
             &event_id.to_owned(),
             &Json(OutlierMeta {
@@ -139,9 +139,9 @@ impl Rooms {
         state_after: Option<u64>,
     ) -> Result<()> {
         let mut batch = Batch::new();
-        self.db.tables.eventid_pdu.insert(&mut batch, &event_id.to_owned(), &json.to_vec());
+        self.db.tables.rooms.eventid_pdu.insert(&mut batch, &event_id.to_owned(), &json.to_vec());
         let meta = OutlierMeta { room_id: room.to_owned(), rejected, soft_failed: !rejected, state_after };
-        self.db.tables.eventid_outlier.insert(&mut batch, &event_id.to_owned(), &Json(meta));
+        self.db.tables.rooms.eventid_outlier.insert(&mut batch, &event_id.to_owned(), &Json(meta));
         Ok(self.db.commit(batch)?)
     }
 
@@ -556,8 +556,8 @@ impl Rooms {
             };
             after.insert(id.clone(), state_after);
             let mut batch = Batch::new();
-            self.db.tables.eventid_pdu.insert(&mut batch, id, &json);
-            self.db.tables.eventid_outlier.insert(
+            self.db.tables.rooms.eventid_pdu.insert(&mut batch, id, &json);
+            self.db.tables.rooms.eventid_outlier.insert(
                 &mut batch,
                 id,
                 &Json(OutlierMeta {
@@ -622,7 +622,7 @@ impl Rooms {
         let _guard = lock.lock().await;
         let record = self.room(room)?.ok_or_else(|| Error::not_found("this server is not in the room"))?;
         let tables = &self.db.tables;
-        let Some(oldest) = tables.roomidpos_eventid.scan_prefix(prefix(&room.to_owned())).next() else {
+        let Some(oldest) = tables.rooms.roomidpos_eventid.scan_prefix(prefix(&room.to_owned())).next() else {
             return Ok(0);
         };
         let ((_, Be64(oldest_pos)), oldest_id) = oldest?;
@@ -645,10 +645,10 @@ impl Rooms {
                 state_after: None,
                 replaces: None,
             };
-            tables.eventid_pdu.insert(&mut batch, id, json);
-            tables.eventid_meta.insert(&mut batch, id, &Json(meta));
-            tables.eventid_outlier.remove(&mut batch, id);
-            tables.roomidpos_eventid.insert(&mut batch, &(room.to_owned(), Be64(pos)), id);
+            tables.rooms.eventid_pdu.insert(&mut batch, id, json);
+            tables.rooms.eventid_meta.insert(&mut batch, id, &Json(meta));
+            tables.rooms.eventid_outlier.remove(&mut batch, id);
+            tables.rooms.roomidpos_eventid.insert(&mut batch, &(room.to_owned(), Be64(pos)), id);
         }
         self.db.commit(batch)?;
         Ok(accepted.len())
@@ -678,7 +678,7 @@ impl Rooms {
     /// continues on other servers. Empty once the room's creation is reached.
     pub fn backward_extremities(&self, room: &RoomId) -> Result<Vec<OwnedEventId>> {
         use crate::db::codec::prefix;
-        let Some(oldest) = self.db.tables.roomidpos_eventid.scan_prefix(prefix(&room.to_owned())).next() else {
+        let Some(oldest) = self.db.tables.rooms.roomidpos_eventid.scan_prefix(prefix(&room.to_owned())).next() else {
             return Ok(Vec::new());
         };
         let (_, oldest_id) = oldest?;
@@ -995,8 +995,8 @@ impl Rooms {
         let json = serde_json::to_vec(object).map_err(|e| Error::Internal(e.to_string()))?;
         let tables = &self.db.tables;
         let durable = self.writer.submit(&self.db, |batch, pos| {
-            tables.eventid_pdu.insert(batch, &event_id.to_owned(), &json);
-            tables.eventid_outlier.insert(
+            tables.rooms.eventid_pdu.insert(batch, &event_id.to_owned(), &json);
+            tables.rooms.eventid_outlier.insert(
                 batch,
                 &event_id.to_owned(),
                 &Json(OutlierMeta { room_id: room.to_owned(), rejected: false, soft_failed: false, state_after: None }),
@@ -1007,7 +1007,7 @@ impl Rooms {
                 pos,
                 joined_since: None,
             });
-            tables.useridroomid_membership.insert(batch, &(user.to_owned(), room.to_owned()), &record);
+            tables.rooms.useridroomid_membership.insert(batch, &(user.to_owned(), room.to_owned()), &record);
             Ok(crate::stream::Cleanup { wake: crate::stream::Audience::User(user.to_owned()), ..Default::default() })
         })?;
         wait_durable(durable).await
@@ -1018,7 +1018,7 @@ impl Rooms {
         use crate::db::codec::{prefix, Be64, Codec};
         let start = (room.to_owned(), Be64(pos.saturating_sub(1))).encode();
         let mut out = Vec::new();
-        for entry in self.db.tables.roomidpos_eventid.scan_from(prefix(&room.to_owned()), start, false) {
+        for entry in self.db.tables.rooms.roomidpos_eventid.scan_from(prefix(&room.to_owned()), start, false) {
             let ((_, Be64(p)), id) = entry?;
             if p >= pos {
                 continue;

@@ -10,8 +10,8 @@ use std::{
 };
 
 use ruma::{events::StateEventType, OwnedEventId};
-use serde::{Deserialize, Serialize};
 
+pub use super::tables::Snapshot;
 use crate::stream::Pending;
 use crate::{
     db::{
@@ -29,15 +29,6 @@ const MAX_CHAIN: u32 = 32;
 const CACHE_ENTRIES: usize = 4096;
 /// State keys kept in memory by short number before that cache starts over.
 const NAME_CACHE_ENTRIES: usize = 262_144;
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Snapshot {
-    pub parent: Option<u64>,
-    /// Number of deltas from here to the nearest full snapshot (0 = this one is full).
-    pub chain: u32,
-    pub added: Vec<(u64, OwnedEventId)>,
-    pub removed: Vec<u64>,
-}
 
 pub struct StateStore {
     db: Arc<Database>,
@@ -70,6 +61,7 @@ impl StateStore {
         let Json(snapshot) = self
             .db
             .tables
+            .rooms
             .snapshotid_snapshot
             .get(&Be64(id))?
             .ok_or_else(|| Error::Internal(format!("missing state snapshot {id}")))?;
@@ -78,24 +70,24 @@ impl StateStore {
 
     /// The short number of a state key, if it was ever used.
     pub fn short_key(&self, kind: &StateEventType, state_key: &str) -> Result<Option<u64>> {
-        Ok(self.db.tables.statekey_short.get(&(kind.to_string(), state_key.to_owned()))?.map(|Be64(n)| n))
+        Ok(self.db.tables.rooms.statekey_short.get(&(kind.to_string(), state_key.to_owned()))?.map(|Be64(n)| n))
     }
 
     /// The short number of a state key, allocating it the first time. The allocation is committed
     /// at once (numbers are shared by every room, so one must never be handed out twice).
     pub fn intern(&self, kind: &StateEventType, state_key: &str) -> Result<u64> {
         let key = (kind.to_string(), state_key.to_owned());
-        if let Some(Be64(n)) = self.db.tables.statekey_short.get(&key)? {
+        if let Some(Be64(n)) = self.db.tables.rooms.statekey_short.get(&key)? {
             return Ok(n);
         }
         let _guard = self.intern_lock.lock().expect("intern lock");
-        if let Some(Be64(n)) = self.db.tables.statekey_short.get(&key)? {
+        if let Some(Be64(n)) = self.db.tables.rooms.statekey_short.get(&key)? {
             return Ok(n);
         }
         let mut batch = Batch::new();
         let n = self.db.next_count(&mut batch);
-        self.db.tables.statekey_short.insert(&mut batch, &key, &Be64(n));
-        self.db.tables.short_statekey.insert(&mut batch, &Be64(n), &Json(key));
+        self.db.tables.rooms.statekey_short.insert(&mut batch, &key, &Be64(n));
+        self.db.tables.rooms.short_statekey.insert(&mut batch, &Be64(n), &Json(key));
         // Not synced here (this runs under the room's lock): the event that uses the number is
         // written after it to the same write-ahead log and synced, which makes this durable too.
         self.db.write_unsynced(batch)?;
@@ -110,6 +102,7 @@ impl StateStore {
         let Json((kind, key)) = self
             .db
             .tables
+            .rooms
             .short_statekey
             .get(&Be64(short))?
             .ok_or_else(|| Error::Internal(format!("unknown short state key {short}")))?;
@@ -192,7 +185,7 @@ impl StateStore {
                 Snapshot { parent: None, chain: 0, added: full.into_iter().collect(), removed: Vec::new() }
             }
         };
-        self.db.tables.snapshotid_snapshot.insert(batch, &Be64(id), &Json(snapshot.clone()));
+        self.db.tables.rooms.snapshotid_snapshot.insert(batch, &Be64(id), &Json(snapshot.clone()));
         self.pending.lock().expect("pending overlay").snapshots.insert(id, snapshot);
         Ok(id)
     }
@@ -208,7 +201,7 @@ impl StateStore {
             added: state.iter().map(|(k, v)| (*k, v.clone())).collect(),
             removed: Vec::new(),
         };
-        self.db.tables.snapshotid_snapshot.insert(&mut batch, &Be64(id), &Json(snapshot));
+        self.db.tables.rooms.snapshotid_snapshot.insert(&mut batch, &Be64(id), &Json(snapshot));
         self.db.commit(batch)?;
         self.cache.lock().expect("state cache").insert(id, Arc::new(state.clone()));
         Ok(id)

@@ -418,7 +418,7 @@ impl<'a> Reader<'a> {
         let mut edit: Option<(u64, OwnedEventId, Value)> = None;
         let (mut thread_latest, mut thread_count, mut participated) = (None, 0u64, false);
         let mut references = Vec::new();
-        let children = self.rooms.db.tables.parentpos_childeventid.scan_prefix(prefix(&event_id.to_owned()));
+        let children = self.rooms.db.tables.rooms.parentpos_childeventid.scan_prefix(prefix(&event_id.to_owned()));
         for entry in children {
             let ((_, Be64(pos)), child_id) = entry?;
             let Some(child) = self.event_plain(pos, &child_id)? else { continue };
@@ -538,7 +538,7 @@ impl<'a> Reader<'a> {
         }
         let erased = match UserId::parse(sender) {
             Ok(user) if self.rooms.is_local(&user) => {
-                self.rooms.db.tables.userid_account.get(&user)?.is_some_and(|Json(a)| a.erased)
+                self.rooms.db.tables.users.userid_account.get(&user)?.is_some_and(|Json(a)| a.erased)
             }
             _ => false,
         };
@@ -552,12 +552,12 @@ impl Rooms {
     pub fn window(&self, user: &UserId, room: &RoomId) -> Result<Window> {
         let tables = &self.db.tables;
         let mut memberships = Vec::new();
-        for entry in tables.roomiduserpos_membership.scan_prefix(prefix2(&room.to_owned(), &user.to_owned())) {
+        for entry in tables.rooms.roomiduserpos_membership.scan_prefix(prefix2(&room.to_owned(), &user.to_owned())) {
             let ((_, _, Be64(pos)), membership) = entry?;
             memberships.push((pos, Membership::parse(&membership)));
         }
         let mut visibility = Vec::new();
-        for entry in tables.roomidpos_visibility.scan_prefix(prefix(&room.to_owned())) {
+        for entry in tables.rooms.roomidpos_visibility.scan_prefix(prefix(&room.to_owned())) {
             let ((_, Be64(pos)), value) = entry?;
             visibility.push((pos, HistoryVisibility::parse(&value)));
         }
@@ -578,14 +578,14 @@ impl Rooms {
     pub fn server_window(&self, server: &ruma::ServerName, room: &RoomId) -> Result<ServerWindow> {
         let tables = &self.db.tables;
         let mut users: std::collections::BTreeMap<OwnedUserId, Vec<(u64, Membership)>> = Default::default();
-        for entry in tables.roomiduserpos_membership.scan_prefix(prefix(&room.to_owned())) {
+        for entry in tables.rooms.roomiduserpos_membership.scan_prefix(prefix(&room.to_owned())) {
             let ((_, user, Be64(pos)), membership) = entry?;
             if user.server_name() == server {
                 users.entry(user).or_default().push((pos, Membership::parse(&membership)));
             }
         }
         let mut visibility = Vec::new();
-        for entry in tables.roomidpos_visibility.scan_prefix(prefix(&room.to_owned())) {
+        for entry in tables.rooms.roomidpos_visibility.scan_prefix(prefix(&room.to_owned())) {
             let ((_, Be64(pos)), value) = entry?;
             visibility.push((pos, HistoryVisibility::parse(&value)));
         }
@@ -629,6 +629,7 @@ impl Rooms {
             let start = (room.clone(), Be64(if forward { lo } else { hi })).encode();
             self.db
                 .tables
+                .rooms
                 .roomidpos_eventid
                 .scan_from(prefix(&room), start, forward)
                 .map(|entry| entry.map(|((_, Be64(pos)), id)| (pos, id)).map_err(Error::from))
@@ -658,7 +659,7 @@ impl Rooms {
         }
         let mut batch = crate::db::Batch::new();
         let mut indexed = 0u64;
-        for entry in tables.pos_eventid.iter() {
+        for entry in tables.rooms.pos_eventid.iter() {
             let (Be64(pos), event_id) = entry?;
             let Some(pdu) = self.pdu(&event_id)? else { continue };
             let Some(room) = pdu.room_id.clone().or_else(|| self.meta(&event_id).ok().flatten().map(|m| m.room_id))
@@ -708,14 +709,16 @@ impl VisibilityChange {
         pos: u64,
     ) {
         match self {
-            Self::Membership(user, membership) => tables.roomiduserpos_membership.insert(
+            Self::Membership(user, membership) => tables.rooms.roomiduserpos_membership.insert(
                 batch,
                 &(room.to_owned(), user.clone(), Be64(pos)),
                 &membership.clone(),
             ),
-            Self::Visibility(value) => {
-                tables.roomidpos_visibility.insert(batch, &(room.to_owned(), Be64(pos)), &value.as_str().to_owned())
-            }
+            Self::Visibility(value) => tables.rooms.roomidpos_visibility.insert(
+                batch,
+                &(room.to_owned(), Be64(pos)),
+                &value.as_str().to_owned(),
+            ),
         }
     }
 }

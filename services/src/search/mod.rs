@@ -232,7 +232,8 @@ impl Search {
         let tables = &services.db.tables;
         let f = &self.fields;
         let mut reached = head;
-        for (count, entry) in tables.pos_eventid.scan_from(Vec::new(), Be64(done + 1).encode(), true).enumerate() {
+        for (count, entry) in tables.rooms.pos_eventid.scan_from(Vec::new(), Be64(done + 1).encode(), true).enumerate()
+        {
             let (Be64(pos), event_id) = entry?;
             if pos > head {
                 break;

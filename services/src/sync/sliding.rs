@@ -217,7 +217,7 @@ pub async fn sliding_sync(services: &Services, request: SlidingRequest) -> Resul
 /// The latest stream position of a room (its "bump stamp"), for recency ordering.
 fn bump_stamp(services: &Services, room: &RoomId) -> Result<u64> {
     let start = (room.to_owned(), Be64(u64::MAX)).encode();
-    Ok(match services.db.tables.roomidpos_eventid.scan_from(prefix(&room.to_owned()), start, false).next() {
+    Ok(match services.db.tables.rooms.roomidpos_eventid.scan_from(prefix(&room.to_owned()), start, false).next() {
         Some(entry) => (entry?.0).1 .0,
         None => 0,
     })

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use ruma::{RoomId, UserId};
 use serde_json::Value;
 
+pub use super::tables::AccountDataRecord;
 use crate::{
     db::{
         codec::{prefix, Be64, Codec, Json},
@@ -22,13 +23,6 @@ pub struct AccountData {
     writer: Arc<Writer>,
 }
 
-/// Stored account data: the content and the stream position of its last change.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct AccountDataRecord {
-    pub content: Value,
-    pub pos: u64,
-}
-
 fn key(user: &UserId, room: Option<&RoomId>, kind: &str) -> (ruma::OwnedUserId, String, String) {
     (user.to_owned(), room.map(|r| r.to_string()).unwrap_or_default(), kind.to_owned())
 }
@@ -39,18 +33,18 @@ impl AccountData {
     }
 
     pub fn get(&self, user: &UserId, room: Option<&RoomId>, kind: &str) -> Result<Option<Value>> {
-        Ok(self.db.tables.useridroomidtype_accountdata.get(&key(user, room, kind))?.map(|Json(r)| r.content))
+        Ok(self.db.tables.users.useridroomidtype_accountdata.get(&key(user, room, kind))?.map(|Json(r)| r.content))
     }
 
     /// Every entry of the user changed after `since` (all when `None`): (room or "", type, content).
     pub fn changes(&self, user: &UserId, since: Option<u64>) -> Result<Vec<(String, String, Value)>> {
         let mut out = Vec::new();
         let start = (user.to_owned(), Be64(since.map_or(0, |s| s + 1))).encode();
-        for entry in self.db.tables.useridpos_accountdata.scan_from(prefix(&user.to_owned()), start, true) {
+        for entry in self.db.tables.users.useridpos_accountdata.scan_from(prefix(&user.to_owned()), start, true) {
             let ((_, Be64(pos)), Json((room, kind))) = entry?;
             // An entry changed again later is reported at its latest position only.
             if let Some(Json(record)) =
-                self.db.tables.useridroomidtype_accountdata.get(&(user.to_owned(), room.clone(), kind.clone()))?
+                self.db.tables.users.useridroomidtype_accountdata.get(&(user.to_owned(), room.clone(), kind.clone()))?
             {
                 if record.pos == pos {
                     out.push((room, kind, record.content));
@@ -86,18 +80,18 @@ impl AccountData {
             return Err(Error::BadJson("account data content must be a JSON object".into()));
         }
         let key = key(user, room, kind);
-        let previous = self.db.tables.useridroomidtype_accountdata.get(&key)?.map(|Json(r)| r.pos);
+        let previous = self.db.tables.users.useridroomidtype_accountdata.get(&key)?.map(|Json(r)| r.pos);
         let tables = &self.db.tables;
         let durable = self.writer.submit(&self.db, |batch, pos| {
             if let Some(old) = previous {
-                tables.useridpos_accountdata.remove(batch, &(user.to_owned(), Be64(old)));
+                tables.users.useridpos_accountdata.remove(batch, &(user.to_owned(), Be64(old)));
             }
-            tables.useridpos_accountdata.insert(
+            tables.users.useridpos_accountdata.insert(
                 batch,
                 &(user.to_owned(), Be64(pos)),
                 &Json((key.1.clone(), key.2.clone())),
             );
-            tables.useridroomidtype_accountdata.insert(batch, &key, &Json(AccountDataRecord { content, pos }));
+            tables.users.useridroomidtype_accountdata.insert(batch, &key, &Json(AccountDataRecord { content, pos }));
             Ok(Cleanup { wake: Audience::User(user.to_owned()), ..Default::default() })
         })?;
         Ok(durable)

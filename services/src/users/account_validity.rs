@@ -17,10 +17,10 @@ use std::{sync::Arc, time::Duration};
 
 use regex::Regex;
 use ruma::{OwnedUserId, UserId};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
+pub use super::tables::Validity;
 use crate::{
     config::AccountValidityConfig,
     db::{codec::Json, Batch, Database},
@@ -28,28 +28,6 @@ use crate::{
     services::Services,
     users::{token_clock_ms, TokenOwner},
 };
-
-/// What is kept per account (`userid_validity`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Validity {
-    /// When the account expires (ms since the epoch, on [`token_clock_ms`]).
-    pub expiration_ts: u64,
-    /// The offsets (ms before expiry) whose renewal email went out, or is not to go out, in this
-    /// period; cleared by a renewal.
-    #[serde(default)]
-    pub mailed: Vec<u64>,
-    /// SHA-256 of the token of the latest renewal link, and when that link was used.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token_hash: Option<Vec<u8>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token_used_ts: Option<u64>,
-    /// After a failed mail, when it is tried again.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retry_mail_at: Option<u64>,
-    /// The time under which the account sits in `dueuserid_userid`, so a change moves it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub due: Option<u64>,
-}
 
 /// What following a renewal link did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,7 +100,7 @@ impl AccountValidity {
     }
 
     pub fn get(&self, user: &UserId) -> Result<Option<Validity>> {
-        Ok(self.db.tables.userid_validity.get(&user.to_owned())?.map(|Json(v)| v))
+        Ok(self.db.tables.users.userid_validity.get(&user.to_owned())?.map(|Json(v)| v))
     }
 
     /// Gives a new account its first expiry, in the batch that creates it (see `Users::create`);
@@ -171,13 +149,13 @@ impl AccountValidity {
     fn write(&self, batch: &mut Batch, user: &UserId, old: Option<&Validity>, mut new: Validity, now: u64) {
         let tables = &self.db.tables;
         if let Some(old_due) = old.and_then(|o| o.due) {
-            tables.dueuserid_userid.remove(batch, &due_key(old_due, user));
+            tables.users.dueuserid_userid.remove(batch, &due_key(old_due, user));
         }
         new.due = self.next_due(&new, now, self.mails_on());
         if let Some(due) = new.due {
-            tables.dueuserid_userid.insert(batch, &due_key(due, user), &Json(user.to_owned()));
+            tables.users.dueuserid_userid.insert(batch, &due_key(due, user), &Json(user.to_owned()));
         }
-        tables.userid_validity.insert(batch, &user.to_owned(), &Json(new));
+        tables.users.userid_validity.insert(batch, &user.to_owned(), &Json(new));
     }
 
     fn mails_on(&self) -> bool {
@@ -207,7 +185,7 @@ impl AccountValidity {
         let expiration_ts = expiration_ts.unwrap_or_else(|| now.saturating_add(self.period_ms()));
         let mut batch = Batch::new();
         if let Some(token_hash) = old.as_ref().and_then(|o| o.token_hash.clone()) {
-            self.db.tables.renewalhash_userid.remove(&mut batch, &token_hash);
+            self.db.tables.users.renewalhash_userid.remove(&mut batch, &token_hash);
         }
         let new = Validity {
             expiration_ts,
@@ -227,7 +205,9 @@ impl AccountValidity {
     /// second click answers [`Renewal::AlreadyUsed`] and changes nothing).
     pub async fn renew_with_token(&self, token: &str) -> Result<Renewal> {
         let token_hash = hash(token);
-        let Some(Json(user)) = self.db.tables.renewalhash_userid.get(&token_hash)? else { return Ok(Renewal::Invalid) };
+        let Some(Json(user)) = self.db.tables.users.renewalhash_userid.get(&token_hash)? else {
+            return Ok(Renewal::Invalid);
+        };
         let _guard = self.lock.lock().await;
         let Some(old) = self.get(&user)? else { return Ok(Renewal::Invalid) };
         if old.token_hash.as_deref() != Some(token_hash.as_slice()) {
@@ -263,9 +243,9 @@ impl AccountValidity {
         let token_hash = hash(&token);
         let mut batch = Batch::new();
         if let Some(previous) = &old.token_hash {
-            self.db.tables.renewalhash_userid.remove(&mut batch, previous);
+            self.db.tables.users.renewalhash_userid.remove(&mut batch, previous);
         }
-        self.db.tables.renewalhash_userid.insert(&mut batch, &token_hash, &Json(user.to_owned()));
+        self.db.tables.users.renewalhash_userid.insert(&mut batch, &token_hash, &Json(user.to_owned()));
         let new = Validity { token_hash: Some(token_hash), token_used_ts: None, ..old.clone() };
         self.write(&mut batch, user, Some(&old), new, token_clock_ms());
         self.db.commit(batch)?;
@@ -299,11 +279,11 @@ impl AccountValidity {
         let Some(old) = self.get(user)? else { return Ok(()) };
         let mut batch = Batch::new();
         if let Some(due) = old.due {
-            self.db.tables.dueuserid_userid.remove(&mut batch, &due_key(due, user));
+            self.db.tables.users.dueuserid_userid.remove(&mut batch, &due_key(due, user));
         }
-        self.db.tables.dueuserid_userid.insert(&mut batch, &due_key(at, user), &Json(user.to_owned()));
+        self.db.tables.users.dueuserid_userid.insert(&mut batch, &due_key(at, user), &Json(user.to_owned()));
         let new = Validity { due: Some(at), ..old };
-        self.db.tables.userid_validity.insert(&mut batch, &user.to_owned(), &Json(new));
+        self.db.tables.users.userid_validity.insert(&mut batch, &user.to_owned(), &Json(new));
         Ok(self.db.commit(batch)?)
     }
 
@@ -313,18 +293,18 @@ impl AccountValidity {
         let Some(old) = self.get(user)? else { return Ok(()) };
         let mut batch = Batch::new();
         if let Some(due) = old.due {
-            self.db.tables.dueuserid_userid.remove(&mut batch, &due_key(due, user));
+            self.db.tables.users.dueuserid_userid.remove(&mut batch, &due_key(due, user));
         }
         if let Some(token_hash) = &old.token_hash {
-            self.db.tables.renewalhash_userid.remove(&mut batch, token_hash);
+            self.db.tables.users.renewalhash_userid.remove(&mut batch, token_hash);
         }
-        self.db.tables.userid_validity.remove(&mut batch, &user.to_owned());
+        self.db.tables.users.userid_validity.remove(&mut batch, &user.to_owned());
         Ok(self.db.commit(batch)?)
     }
 
     /// The earliest entry of the due index.
     fn first_due(&self) -> Result<Option<(u64, OwnedUserId)>> {
-        match self.db.tables.dueuserid_userid.iter().next() {
+        match self.db.tables.users.dueuserid_userid.iter().next() {
             Some(entry) => {
                 let (key, Json(user)) = entry?;
                 let due = u64::from_be_bytes(key[..8].try_into().map_err(|_| Error::Internal("bad due key".into()))?);

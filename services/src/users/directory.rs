@@ -22,9 +22,9 @@ use hemicycle_bridges::ldap::{
     AuthError, Directory,
 };
 use ruma::{OwnedUserId, RoomAliasId, RoomId, UserId};
-use serde::{Deserialize, Serialize};
 use serde_json::Map;
 
+pub use super::tables::DirectoryLink;
 use super::{Account, Users};
 use crate::{
     db::{codec::Json, Batch},
@@ -41,17 +41,6 @@ pub const CLI_ADMIN: &str = "hemicycle-cli";
 /// Every refused directory sign-in answers after this long from its start, whether the name is
 /// unknown (one search) or the password wrong (a search and a bind), so timing tells nothing.
 const DENIED_AFTER: Duration = Duration::from_millis(400);
-
-/// What ties an account to its directory entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DirectoryLink {
-    pub dn: String,
-    /// The uid as the directory spells it (what a password check binds with).
-    pub uid: String,
-    /// The address the directory gave, so a change replaces it (addresses the user added stay).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mail: Option<String>,
-}
 
 impl DirectoryLink {
     fn of(entry: &Entry) -> Self {
@@ -130,9 +119,9 @@ impl Users {
         }
         let account = Account { directory: Some(DirectoryLink::of(entry)), ..Account::new(None, entry.admin) };
         let mut batch = Batch::new();
-        self.db.tables.userid_account.insert(&mut batch, &user, &Json(account));
+        self.db.tables.users.userid_account.insert(&mut batch, &user, &Json(account));
         let name = entry.name.clone().unwrap_or_else(|| entry.localpart.clone());
-        self.db.tables.userid_profile.insert(
+        self.db.tables.users.userid_profile.insert(
             &mut batch,
             &user,
             &Json([("displayname".to_owned(), serde_json::Value::String(name))].into()),
@@ -171,7 +160,7 @@ impl Users {
         account.admin = entry.admin;
         account.password_hash = None;
         let mut batch = Batch::new();
-        self.db.tables.userid_account.insert(&mut batch, &user.to_owned(), &Json(account));
+        self.db.tables.users.userid_account.insert(&mut batch, &user.to_owned(), &Json(account));
         self.db.commit(batch)?;
         Ok(old)
     }

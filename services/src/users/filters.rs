@@ -23,12 +23,16 @@ impl Filters {
     pub fn create(&self, user: &UserId, definition: Value) -> Result<String> {
         let mut batch = Batch::new();
         let id = self.db.next_count(&mut batch).to_string();
-        self.db.tables.useridfilterid_filter.insert(&mut batch, &(user.to_owned(), id.clone()), &Json(definition));
+        self.db.tables.users.useridfilterid_filter.insert(
+            &mut batch,
+            &(user.to_owned(), id.clone()),
+            &Json(definition),
+        );
         self.db.commit(batch)?;
         Ok(id)
     }
 
     pub fn get(&self, user: &UserId, id: &str) -> Result<Option<Value>> {
-        Ok(self.db.tables.useridfilterid_filter.get(&(user.to_owned(), id.to_owned()))?.map(|Json(v)| v))
+        Ok(self.db.tables.users.useridfilterid_filter.get(&(user.to_owned(), id.to_owned()))?.map(|Json(v)| v))
     }
 }

@@ -14,6 +14,7 @@ pub mod password;
 pub mod password_policy;
 pub mod profile;
 pub mod registration_tokens;
+pub mod tables;
 pub mod threepid;
 
 use std::{
@@ -26,62 +27,15 @@ use std::{
 use base64::Engine;
 use rand::{Rng, RngExt};
 use ruma::{DeviceId, OwnedDeviceId, OwnedServerName, OwnedUserId, UserId};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub use self::tables::{Account, Device, TokenOwner};
 use crate::{
     db::{codec::prefix, codec::Json, Batch, Database},
     error::{Error, Result},
     stream::{wait_durable, Audience, Cleanup, Writer},
     time::now_ms,
 };
-
-/// What we keep about an account.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Account {
-    /// PHC string of the argon2id hash; `None` for accounts that cannot log in with a password.
-    pub password_hash: Option<String>,
-    #[serde(default)]
-    pub admin: bool,
-    #[serde(default)]
-    pub deactivated: bool,
-    /// Deactivated with `erase: true`: the user's messages are shown pruned to anyone who was not
-    /// in the room when they were sent.
-    #[serde(default)]
-    pub erased: bool,
-    /// Deactivation still has rooms to leave; set in the same write as `deactivated` and cleared
-    /// once every room is left, so an interrupted deactivation finishes at the next start.
-    #[serde(default)]
-    pub leaving_rooms: bool,
-    /// Locked by an admin (`PUT /admin/lock`): every request answers 401 `M_USER_LOCKED`.
-    #[serde(default)]
-    pub locked: bool,
-    /// Suspended by an admin (`PUT /admin/suspend`): the account may read and leave but not act
-    /// in rooms (403 `M_USER_SUSPENDED`).
-    #[serde(default)]
-    pub suspended: bool,
-    /// Shadow-banned by an admin: the account's messages, state events and invites are answered
-    /// as if sent but reach nobody.
-    #[serde(default)]
-    pub shadow_banned: bool,
-    /// An admin's rate limit for this account's media uploads instead of `rate_limits`
-    /// (`per_second` and `burst` both 0: unlimited).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rate_override: Option<crate::config::RateLimit>,
-    pub created_ts: u64,
-    /// Made or taken over by the LDAP directory, which then holds its password, name, address
-    /// and admin flag (`users::directory`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub directory: Option<directory::DirectoryLink>,
-    /// Synapse's user types (`bot`, `support`) an admin may set; none for regular accounts.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user_type: Option<String>,
-    /// Until when (ms) the account may replace its cross-signing keys without user-interactive
-    /// auth: an admin allows it for a while (MSC3967), e.g. for an agent whose password lives in
-    /// the directory and who lost every device.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub replace_keys_until_ms: Option<u64>,
-}
 
 impl Account {
     /// A new, active account with no admin restriction.
@@ -102,33 +56,6 @@ impl Account {
             replace_keys_until_ms: None,
         }
     }
-}
-
-/// A device (a login session) of a user.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Device {
-    pub display_name: Option<String>,
-    pub last_seen_ip: Option<String>,
-    pub last_seen_ts: Option<u64>,
-    /// SHA-256 of the device's current access token, so the token entry can be removed with it.
-    pub token_hash: Vec<u8>,
-    /// SHA-256 of the device's current refresh token, when the client asked for one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub refresh_hash: Option<Vec<u8>>,
-}
-
-/// Whom an access token belongs to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TokenOwner {
-    pub user_id: OwnedUserId,
-    pub device_id: OwnedDeviceId,
-    /// When a refreshable access token stops working (ms since the epoch); `None`: never.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires_at_ms: Option<u64>,
-    /// The appservice whose `as_token` made this request (its sender or a user it masquerades
-    /// as); never stored with a session.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub appservice: Option<String>,
 }
 
 /// What an admin may restrict on an account.
@@ -339,12 +266,12 @@ impl Users {
     }
 
     pub fn account(&self, user: &UserId) -> Result<Option<Account>> {
-        Ok(self.db.tables.userid_account.get(&user.to_owned())?.map(|Json(a)| a))
+        Ok(self.db.tables.users.userid_account.get(&user.to_owned())?.map(|Json(a)| a))
     }
 
     /// Whether the id is taken (deactivated ids stay taken: ids are never reused).
     pub fn exists(&self, user: &UserId) -> Result<bool> {
-        Ok(self.db.tables.userid_account.contains(&user.to_owned())?)
+        Ok(self.db.tables.users.userid_account.contains(&user.to_owned())?)
     }
 
     /// Whether the account exists and is active.
@@ -370,8 +297,8 @@ impl Users {
         }
         let account = Account::new(password_hash, admin);
         let mut batch = Batch::new();
-        self.db.tables.userid_account.insert(&mut batch, &user, &Json(account));
-        self.db.tables.userid_profile.insert(
+        self.db.tables.users.userid_account.insert(&mut batch, &user, &Json(account));
+        self.db.tables.users.userid_profile.insert(
             &mut batch,
             &user,
             &Json([("displayname".to_owned(), serde_json::Value::String(localpart.to_owned()))].into()),
@@ -463,7 +390,7 @@ impl Users {
             |tables, batch| {
                 // Read under the user's lock: a deactivation that just happened is not undone.
                 let Json(mut account) =
-                    tables.userid_account.get(&user)?.ok_or_else(|| Error::not_found("no such user"))?;
+                    tables.users.userid_account.get(&user)?.ok_or_else(|| Error::not_found("no such user"))?;
                 if account.deactivated {
                     return Err(Error::forbidden("this account has been deactivated"));
                 }
@@ -471,7 +398,7 @@ impl Users {
                     return Err(Error::forbidden(directory::MANAGED));
                 }
                 account.password_hash = Some(hash);
-                tables.userid_account.insert(batch, &user, &Json(account));
+                tables.users.userid_account.insert(batch, &user, &Json(account));
                 Ok(())
             },
         )
@@ -488,13 +415,13 @@ impl Users {
             |_| true,
             |tables, batch| {
                 let Json(mut account) =
-                    tables.userid_account.get(&user)?.ok_or_else(|| Error::not_found("no such user"))?;
+                    tables.users.userid_account.get(&user)?.ok_or_else(|| Error::not_found("no such user"))?;
                 account.deactivated = true;
                 account.erased |= erase;
                 account.leaving_rooms = true;
                 account.password_hash = None;
-                tables.userid_account.insert(batch, &user, &Json(account));
-                tables.userid_profile.remove(batch, &user);
+                tables.users.userid_account.insert(batch, &user, &Json(account));
+                tables.users.userid_profile.remove(batch, &user);
                 Ok(())
             },
         )
@@ -516,8 +443,8 @@ impl Users {
         account.deactivated = false;
         account.erased = false;
         let mut batch = Batch::new();
-        self.db.tables.userid_account.insert(&mut batch, &user.to_owned(), &Json(account));
-        self.db.tables.userid_profile.insert(
+        self.db.tables.users.userid_account.insert(&mut batch, &user.to_owned(), &Json(account));
+        self.db.tables.users.userid_profile.insert(
             &mut batch,
             &user.to_owned(),
             &Json([("displayname".to_owned(), serde_json::Value::String(user.localpart().to_owned()))].into()),
@@ -533,7 +460,7 @@ impl Users {
         let mut account = self.account(user)?.ok_or_else(|| Error::not_found("no such user"))?;
         account.admin = admin;
         let mut batch = Batch::new();
-        self.db.tables.userid_account.insert(&mut batch, &user.to_owned(), &Json(account));
+        self.db.tables.users.userid_account.insert(&mut batch, &user.to_owned(), &Json(account));
         self.db.commit(batch)?;
         Ok(())
     }
@@ -544,7 +471,7 @@ impl Users {
         let mut account = self.account(user)?.ok_or_else(|| Error::not_found("no such user"))?;
         account.replace_keys_until_ms = Some(until_ms);
         let mut batch = Batch::new();
-        self.db.tables.userid_account.insert(&mut batch, &user.to_owned(), &Json(account));
+        self.db.tables.users.userid_account.insert(&mut batch, &user.to_owned(), &Json(account));
         self.db.commit(batch)?;
         Ok(())
     }
@@ -555,7 +482,7 @@ impl Users {
         let mut account = self.account(user)?.ok_or_else(|| Error::not_found("no such user"))?;
         account.user_type = user_type;
         let mut batch = Batch::new();
-        self.db.tables.userid_account.insert(&mut batch, &user.to_owned(), &Json(account));
+        self.db.tables.users.userid_account.insert(&mut batch, &user.to_owned(), &Json(account));
         self.db.commit(batch)?;
         Ok(())
     }
@@ -571,7 +498,7 @@ impl Users {
         let mut account = self.account(user)?.ok_or_else(|| Error::not_found("no such user"))?;
         account.rate_override = limit;
         let mut batch = Batch::new();
-        self.db.tables.userid_account.insert(&mut batch, &user.to_owned(), &Json(account));
+        self.db.tables.users.userid_account.insert(&mut batch, &user.to_owned(), &Json(account));
         self.db.commit(batch)?;
         Ok(())
     }
@@ -599,7 +526,7 @@ impl Users {
             Restriction::ShadowBanned => account.shadow_banned = value,
         }
         let mut batch = Batch::new();
-        self.db.tables.userid_account.insert(&mut batch, &user.to_owned(), &Json(account));
+        self.db.tables.users.userid_account.insert(&mut batch, &user.to_owned(), &Json(account));
         self.db.commit(batch)?;
         Ok(value)
     }
@@ -613,13 +540,13 @@ impl Users {
         }
         account.leaving_rooms = false;
         let mut batch = Batch::new();
-        self.db.tables.userid_account.insert(&mut batch, &user.to_owned(), &Json(account));
+        self.db.tables.users.userid_account.insert(&mut batch, &user.to_owned(), &Json(account));
         self.db.commit(batch)?;
         Ok(())
     }
 
     pub fn list(&self) -> Result<Vec<(OwnedUserId, Account)>> {
-        self.db.tables.userid_account.iter().map(|r| r.map(|(u, Json(a))| (u, a)).map_err(Error::from)).collect()
+        self.db.tables.users.userid_account.iter().map(|r| r.map(|(u, Json(a))| (u, a)).map_err(Error::from)).collect()
     }
 
     /// Opens a session: creates (or takes over) the device and issues a fresh access token, which is
@@ -645,11 +572,11 @@ impl Users {
             return Err(Error::forbidden("this account has been deactivated"));
         }
         let mut batch = Batch::new();
-        let existing = self.db.tables.userdeviceid_device.get(&key)?.map(|Json(d)| d);
+        let existing = self.db.tables.users.userdeviceid_device.get(&key)?.map(|Json(d)| d);
         if let Some(old) = &existing {
-            self.db.tables.tokenhash_session.remove(&mut batch, &old.token_hash);
+            self.db.tables.users.tokenhash_session.remove(&mut batch, &old.token_hash);
             if let Some(refresh) = &old.refresh_hash {
-                self.db.tables.refreshhash_session.remove(&mut batch, refresh);
+                self.db.tables.users.refreshhash_session.remove(&mut batch, refresh);
             }
         }
         let mut device = Device {
@@ -660,7 +587,7 @@ impl Users {
             refresh_hash: None,
         };
         let refresh = self.issue(&mut batch, user, &device_id, &mut device, &hash, refresh);
-        self.db.tables.userdeviceid_device.insert(&mut batch, &key, &Json(device));
+        self.db.tables.users.userdeviceid_device.insert(&mut batch, &key, &Json(device));
         self.db.commit(batch)?;
         Ok(Session { device_id, access_token: token, refresh })
     }
@@ -670,17 +597,19 @@ impl Users {
     pub async fn expire_token_at(&self, user: &UserId, device_id: &DeviceId, at_ms: u64) -> Result<()> {
         let _guard = self.lock_user(user).await;
         let key = (user.to_owned(), device_id.to_owned());
-        let device = self.db.tables.userdeviceid_device.get(&key)?.ok_or_else(|| Error::not_found("no such device"))?.0;
+        let device =
+            self.db.tables.users.userdeviceid_device.get(&key)?.ok_or_else(|| Error::not_found("no such device"))?.0;
         let mut owner = self
             .db
             .tables
+            .users
             .tokenhash_session
             .get(&device.token_hash)?
             .ok_or_else(|| Error::not_found("the device has no access token"))?
             .0;
         owner.expires_at_ms = Some(at_ms);
         let mut batch = Batch::new();
-        self.db.tables.tokenhash_session.insert(&mut batch, &device.token_hash, &Json(owner));
+        self.db.tables.users.tokenhash_session.insert(&mut batch, &device.token_hash, &Json(owner));
         self.db.commit(batch)?;
         Ok(())
     }
@@ -702,11 +631,11 @@ impl Users {
             appservice: None,
         };
         let expires = refresh.map(|lifetime| token_clock_ms().saturating_add(lifetime.as_millis() as u64));
-        self.db.tables.tokenhash_session.insert(batch, &hash.to_vec(), &Json(owner(expires)));
+        self.db.tables.users.tokenhash_session.insert(batch, &hash.to_vec(), &Json(owner(expires)));
         let lifetime = refresh?;
         let refresh_token = new_access_token();
         let refresh_hash = token_hash(&refresh_token);
-        self.db.tables.refreshhash_session.insert(batch, &refresh_hash, &Json(owner(None)));
+        self.db.tables.users.refreshhash_session.insert(batch, &refresh_hash, &Json(owner(None)));
         device.refresh_hash = Some(refresh_hash);
         Some((refresh_token, lifetime))
     }
@@ -717,7 +646,7 @@ impl Users {
         let token = new_access_token();
         let mut batch = Batch::new();
         let expiry = now_ms().saturating_add(OPENID_LIFETIME.as_millis() as u64);
-        self.db.tables.openidhash_user.insert(&mut batch, &token_hash(&token), &Json((user.to_owned(), expiry)));
+        self.db.tables.users.openidhash_user.insert(&mut batch, &token_hash(&token), &Json((user.to_owned(), expiry)));
         self.db.commit(batch)?;
         Ok((token, OPENID_LIFETIME))
     }
@@ -725,12 +654,12 @@ impl Users {
     /// The user an unexpired OpenID token was issued to (expired ones are dropped on sight).
     pub fn openid_user(&self, token: &str) -> Result<OwnedUserId> {
         let hash = token_hash(token);
-        let Some(Json((user, expiry))) = self.db.tables.openidhash_user.get(&hash)? else {
+        let Some(Json((user, expiry))) = self.db.tables.users.openidhash_user.get(&hash)? else {
             return Err(Error::UnknownToken);
         };
         if now_ms() >= expiry || !self.is_active(&user)? {
             let mut batch = Batch::new();
-            self.db.tables.openidhash_user.remove(&mut batch, &hash);
+            self.db.tables.users.openidhash_user.remove(&mut batch, &hash);
             self.db.write_unsynced(batch)?;
             return Err(Error::UnknownToken);
         }
@@ -742,7 +671,7 @@ impl Users {
         let token = new_access_token();
         let mut batch = Batch::new();
         let expiry = now_ms().saturating_add(LOGIN_TOKEN_LIFETIME.as_millis() as u64);
-        self.db.tables.loginhash_user.insert(&mut batch, &token_hash(&token), &Json((user.to_owned(), expiry)));
+        self.db.tables.users.loginhash_user.insert(&mut batch, &token_hash(&token), &Json((user.to_owned(), expiry)));
         self.db.commit(batch)?;
         Ok((token, LOGIN_TOKEN_LIFETIME))
     }
@@ -751,14 +680,14 @@ impl Users {
     pub async fn take_login_token(&self, token: &str) -> Result<OwnedUserId> {
         let refused = || Error::forbidden("invalid or expired login token");
         let hash = token_hash(token);
-        let Some(Json((user, expiry))) = self.db.tables.loginhash_user.get(&hash)? else { return Err(refused()) };
+        let Some(Json((user, expiry))) = self.db.tables.users.loginhash_user.get(&hash)? else { return Err(refused()) };
         let _guard = self.lock_user(&user).await;
         // Read again under the lock: of two concurrent uses, one wins.
-        if self.db.tables.loginhash_user.get(&hash)?.is_none() {
+        if self.db.tables.users.loginhash_user.get(&hash)?.is_none() {
             return Err(refused());
         }
         let mut batch = Batch::new();
-        self.db.tables.loginhash_user.remove(&mut batch, &hash);
+        self.db.tables.users.loginhash_user.remove(&mut batch, &hash);
         self.db.commit(batch)?;
         if now_ms() >= expiry || !self.is_active(&user)? {
             return Err(refused());
@@ -770,23 +699,24 @@ impl Users {
     /// the old pair stops working at once.
     pub async fn refresh(&self, refresh_token: &str, lifetime: std::time::Duration) -> Result<Session> {
         let old_hash = token_hash(refresh_token);
-        let owner = self.db.tables.refreshhash_session.get(&old_hash)?.map(|Json(o)| o).ok_or(Error::UnknownToken)?;
+        let owner =
+            self.db.tables.users.refreshhash_session.get(&old_hash)?.map(|Json(o)| o).ok_or(Error::UnknownToken)?;
         let _guard = self.lock_user(&owner.user_id).await;
         let key = (owner.user_id.clone(), owner.device_id.clone());
-        let Some(Json(mut device)) = self.db.tables.userdeviceid_device.get(&key)? else {
+        let Some(Json(mut device)) = self.db.tables.users.userdeviceid_device.get(&key)? else {
             return Err(Error::UnknownToken);
         };
         if device.refresh_hash.as_deref() != Some(old_hash.as_slice()) || !self.is_active(&owner.user_id)? {
             return Err(Error::UnknownToken);
         }
         let mut batch = Batch::new();
-        self.db.tables.refreshhash_session.remove(&mut batch, &old_hash);
-        self.db.tables.tokenhash_session.remove(&mut batch, &device.token_hash);
+        self.db.tables.users.refreshhash_session.remove(&mut batch, &old_hash);
+        self.db.tables.users.tokenhash_session.remove(&mut batch, &device.token_hash);
         let token = new_access_token();
         let hash = token_hash(&token);
         device.token_hash = hash.clone();
         let refresh = self.issue(&mut batch, &owner.user_id, &owner.device_id, &mut device, &hash, Some(lifetime));
-        self.db.tables.userdeviceid_device.insert(&mut batch, &key, &Json(device));
+        self.db.tables.users.userdeviceid_device.insert(&mut batch, &key, &Json(device));
         self.db.commit(batch)?;
         Ok(Session { device_id: owner.device_id, access_token: token, refresh })
     }
@@ -796,7 +726,7 @@ impl Users {
     /// device's last use (`ip`, now), written to disk at most once a minute.
     pub fn authenticate(&self, token: &str, ip: Option<IpAddr>) -> Result<TokenOwner> {
         let hash = token_hash(token);
-        let owner = self.db.tables.tokenhash_session.get(&hash)?.map(|Json(o)| o).ok_or(Error::UnknownToken)?;
+        let owner = self.db.tables.users.tokenhash_session.get(&hash)?.map(|Json(o)| o).ok_or(Error::UnknownToken)?;
         let device = self.device(&owner.user_id, &owner.device_id)?.filter(|d| d.token_hash == hash);
         let account = self.account(&owner.user_id)?;
         if device.is_none() || account.as_ref().is_none_or(|a| a.deactivated) {
@@ -826,17 +756,17 @@ impl Users {
         let key = (user.to_owned(), device.to_owned());
         let Some((ts, ip)) = self.seen.lock().expect("last seen").get(&key).cloned() else { return Ok(()) };
         let Some(_guard) = self.stripes.try_lock(user) else { return Ok(()) };
-        let Some(Json(mut record)) = self.db.tables.userdeviceid_device.get(&key)? else { return Ok(()) };
+        let Some(Json(mut record)) = self.db.tables.users.userdeviceid_device.get(&key)? else { return Ok(()) };
         record.last_seen_ts = Some(ts);
         record.last_seen_ip = ip.or(record.last_seen_ip);
         let mut batch = Batch::new();
-        self.db.tables.userdeviceid_device.insert(&mut batch, &key, &Json(record));
+        self.db.tables.users.userdeviceid_device.insert(&mut batch, &key, &Json(record));
         self.db.write_unsynced(batch)?;
         Ok(())
     }
 
     pub fn device(&self, user: &UserId, device: &DeviceId) -> Result<Option<Device>> {
-        Ok(self.db.tables.userdeviceid_device.get(&(user.to_owned(), device.to_owned()))?.map(|Json(d)| d))
+        Ok(self.db.tables.users.userdeviceid_device.get(&(user.to_owned(), device.to_owned()))?.map(|Json(d)| d))
     }
 
     /// The user's devices, with their latest use (which may be ahead of the disk).
@@ -844,6 +774,7 @@ impl Users {
         let seen = self.seen.lock().expect("last seen");
         self.db
             .tables
+            .users
             .userdeviceid_device
             .scan_prefix(prefix(&user.to_owned()))
             .map(|r| {
@@ -865,10 +796,10 @@ impl Users {
         let key = (user.to_owned(), device.to_owned());
         let _guard = self.lock_user(user).await;
         let mut record =
-            self.db.tables.userdeviceid_device.get(&key)?.ok_or_else(|| Error::not_found("no such device"))?.0;
+            self.db.tables.users.userdeviceid_device.get(&key)?.ok_or_else(|| Error::not_found("no such device"))?.0;
         record.display_name = name;
         let mut batch = Batch::new();
-        self.db.tables.userdeviceid_device.insert(&mut batch, &key, &Json(record));
+        self.db.tables.users.userdeviceid_device.insert(&mut batch, &key, &Json(record));
         self.db.commit(batch)?;
         Ok(())
     }
@@ -883,13 +814,13 @@ impl Users {
     ) -> Result<bool> {
         let key = (user.to_owned(), device.to_owned());
         let _guard = self.lock_user(user).await;
-        if self.db.tables.userdeviceid_device.get(&key)?.is_some() {
+        if self.db.tables.users.userdeviceid_device.get(&key)?.is_some() {
             return Ok(false);
         }
         let record =
             Device { display_name, last_seen_ip: None, last_seen_ts: None, token_hash: Vec::new(), refresh_hash: None };
         let mut batch = Batch::new();
-        self.db.tables.userdeviceid_device.insert(&mut batch, &key, &Json(record));
+        self.db.tables.users.userdeviceid_device.insert(&mut batch, &key, &Json(record));
         self.db.commit(batch)?;
         Ok(true)
     }
@@ -920,33 +851,36 @@ impl Users {
         let mut removals = Batch::new();
         also(tables, &mut removals)?;
         for (device_id, device) in &removed {
-            for entry in
-                tables.useriddevicepos_todevice.scan_prefix(crate::ephemeral::to_device::inbox(user, device_id))
+            for entry in tables
+                .ephemeral
+                .useriddevicepos_todevice
+                .scan_prefix(crate::ephemeral::to_device::inbox(user, device_id))
             {
-                tables.useriddevicepos_todevice.remove(&mut removals, &entry?.0);
+                tables.ephemeral.useriddevicepos_todevice.remove(&mut removals, &entry?.0);
             }
-            crate::keys::remove_device_keys_into(tables, &mut removals, user, device_id)?;
-            tables.tokenhash_session.remove(&mut removals, &device.token_hash);
+            crate::keys::remove_device_keys_into(&tables.keys, &mut removals, user, device_id)?;
+            tables.users.tokenhash_session.remove(&mut removals, &device.token_hash);
             if let Some(refresh) = &device.refresh_hash {
-                tables.refreshhash_session.remove(&mut removals, refresh);
+                tables.users.refreshhash_session.remove(&mut removals, refresh);
             }
             // A device's pushers end with it (its queued notifications are dropped by the sender).
-            for entry in tables.useridpushkey_pusher.scan_prefix(prefix(&user.to_owned())) {
+            for entry in tables.push.useridpushkey_pusher.scan_prefix(prefix(&user.to_owned())) {
                 let ((owner, app_id, pushkey), Json(pusher)) = entry?;
                 if pusher.device_id == *device_id {
                     tables
+                        .push
                         .useridpushkey_pusher
                         .remove(&mut removals, &(owner.clone(), app_id.clone(), pushkey.clone()));
-                    tables.appidpushkey_userid.remove(&mut removals, &(app_id, pushkey, owner));
+                    tables.push.appidpushkey_userid.remove(&mut removals, &(app_id, pushkey, owner));
                 }
             }
-            tables.userdeviceid_device.remove(&mut removals, &(user.to_owned(), device_id.clone()));
+            tables.users.userdeviceid_device.remove(&mut removals, &(user.to_owned(), device_id.clone()));
         }
         let durable = self.writer.submit_with(&self.db, removals, |batch, pos| {
             if removed.is_empty() {
                 return Ok(Cleanup::default());
             }
-            crate::keys::Keys::record_change_into(tables, batch, pos, user);
+            crate::keys::Keys::record_change_into(&tables.keys, batch, pos, user);
             Ok(Cleanup { wake: Audience::SharedWith(user.to_owned()), ..Default::default() })
         })?;
         wait_durable(durable).await?;

@@ -29,7 +29,7 @@ impl Profiles {
     }
 
     pub fn get(&self, user: &UserId) -> Result<BTreeMap<String, Value>> {
-        Ok(self.db.tables.userid_profile.get(&user.to_owned())?.map(|Json(p)| p).unwrap_or_default())
+        Ok(self.db.tables.users.userid_profile.get(&user.to_owned())?.map(|Json(p)| p).unwrap_or_default())
     }
 
     /// Sets (or with `None` removes) one field, checking the spec's rules for the known fields.
@@ -73,7 +73,7 @@ impl Profiles {
             return Err(Error::TooLarge("the profile would exceed 64 KiB".into()));
         }
         let mut batch = Batch::new();
-        self.db.tables.userid_profile.insert(&mut batch, &user.to_owned(), &Json(profile));
+        self.db.tables.users.userid_profile.insert(&mut batch, &user.to_owned(), &Json(profile));
         self.db.commit(batch)?;
         Ok(())
     }

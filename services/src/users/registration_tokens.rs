@@ -7,22 +7,13 @@
 use std::sync::{Arc, Mutex};
 
 use rand::RngExt;
-use serde::{Deserialize, Serialize};
 
+pub use super::tables::RegistrationToken;
 use crate::{
     db::{codec::Json, Batch, Database},
     error::{Error, Result},
     time::now_ms,
 };
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RegistrationToken {
-    pub uses_allowed: Option<u64>,
-    /// Uses counted (Synapse's `completed`; `pending` is always 0 here).
-    pub completed: u64,
-    /// When the token stops working (ms since the epoch).
-    pub expiry_time: Option<u64>,
-}
 
 impl RegistrationToken {
     pub fn is_valid(&self, now: u64) -> bool {
@@ -49,14 +40,14 @@ impl RegistrationTokens {
     }
 
     pub fn get(&self, token: &str) -> Result<Option<RegistrationToken>> {
-        Ok(self.db.tables.token_registrationtoken.get(&token.to_owned())?.map(|Json(t)| t))
+        Ok(self.db.tables.users.token_registrationtoken.get(&token.to_owned())?.map(|Json(t)| t))
     }
 
     /// Every token, by name; with `valid`, only the valid (or only the invalid) ones.
     pub fn list(&self, valid: Option<bool>) -> Result<Vec<(String, RegistrationToken)>> {
         let now = now_ms();
         let mut out = Vec::new();
-        for entry in self.db.tables.token_registrationtoken.iter() {
+        for entry in self.db.tables.users.token_registrationtoken.iter() {
             let (token, Json(record)) = entry?;
             if valid.is_none_or(|v| v == record.is_valid(now)) {
                 out.push((token, record));
@@ -67,7 +58,7 @@ impl RegistrationTokens {
 
     /// Whether any token exists (registration then accepts tokens even when closed).
     pub fn any(&self) -> Result<bool> {
-        Ok(self.db.tables.token_registrationtoken.iter().next().transpose()?.is_some())
+        Ok(self.db.tables.users.token_registrationtoken.iter().next().transpose()?.is_some())
     }
 
     /// Creates a token: the given one, or a random one of `length` characters (16 by default).
@@ -130,7 +121,7 @@ impl RegistrationTokens {
             return Err(Error::not_found("No such registration token"));
         }
         let mut batch = Batch::new();
-        self.db.tables.token_registrationtoken.remove(&mut batch, &token.to_owned());
+        self.db.tables.users.token_registrationtoken.remove(&mut batch, &token.to_owned());
         self.db.commit(batch)?;
         Ok(())
     }
@@ -154,7 +145,7 @@ impl RegistrationTokens {
 
     fn write(&self, token: &str, record: &RegistrationToken) -> Result<()> {
         let mut batch = Batch::new();
-        self.db.tables.token_registrationtoken.insert(&mut batch, &token.to_owned(), &Json(record.clone()));
+        self.db.tables.users.token_registrationtoken.insert(&mut batch, &token.to_owned(), &Json(record.clone()));
         Ok(self.db.commit(batch)?)
     }
 }

@@ -14,9 +14,9 @@ use lettre::{
     AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
 };
 use ruma::{OwnedUserId, UserId};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub use super::tables::{Purpose, ThreepidRecord, ValidationSession};
 use crate::{
     config::{Config, SmtpTls},
     db::{
@@ -28,33 +28,6 @@ use crate::{
 
 /// How long a validated session may be used to add an address or reset a password.
 const VALIDATED_FOR: Duration = Duration::from_secs(3600);
-
-/// What a validated address is for: a session opened for one cannot serve the other.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Purpose {
-    AddToAccount,
-    ResetPassword,
-}
-
-/// A validation session (`sid_threepidsession`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ValidationSession {
-    pub purpose: Purpose,
-    client_secret_hash: Vec<u8>,
-    pub address: String,
-    token_hash: Vec<u8>,
-    expires_ts: u64,
-    send_attempt: u64,
-    validated_ts: Option<u64>,
-}
-
-/// An address on an account (`useridmediumaddress_threepid`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ThreepidRecord {
-    pub added_at: u64,
-    pub validated_at: u64,
-}
 
 pub struct Threepids {
     db: Arc<Database>,
@@ -114,9 +87,9 @@ impl Threepids {
         }
         let tables = &self.db.tables;
         let attempt_key = hash(&format!("{purpose:?}\0{client_secret}\0{address}"));
-        if let Some(Json((sid, last_attempt))) = tables.attempthash_sid.get(&attempt_key)? {
+        if let Some(Json((sid, last_attempt))) = tables.users.attempthash_sid.get(&attempt_key)? {
             if send_attempt <= last_attempt {
-                if let Some(Json(session)) = tables.sid_threepidsession.get(&sid)? {
+                if let Some(Json(session)) = tables.users.sid_threepidsession.get(&sid)? {
                     if session.expires_ts > crate::time::now_ms() {
                         return Ok(sid);
                     }
@@ -137,8 +110,8 @@ impl Threepids {
         };
         self.send_token(&address, purpose, &sid, client_secret, &token, lifetime).await?;
         let mut batch = Batch::new();
-        tables.sid_threepidsession.insert(&mut batch, &sid, &Json(session));
-        tables.attempthash_sid.insert(&mut batch, &attempt_key, &Json((sid.clone(), send_attempt)));
+        tables.users.sid_threepidsession.insert(&mut batch, &sid, &Json(session));
+        tables.users.attempthash_sid.insert(&mut batch, &attempt_key, &Json((sid.clone(), send_attempt)));
         self.db.commit(batch)?;
         Ok(sid)
     }
@@ -229,7 +202,9 @@ impl Threepids {
     pub fn submit_token(&self, sid: &str, client_secret: &str, token: &str) -> Result<()> {
         let refused = || Error::ThreepidAuthFailed("unknown session, wrong client secret or wrong token".into());
         let tables = &self.db.tables;
-        let Some(Json(mut session)) = tables.sid_threepidsession.get(&sid.to_owned())? else { return Err(refused()) };
+        let Some(Json(mut session)) = tables.users.sid_threepidsession.get(&sid.to_owned())? else {
+            return Err(refused());
+        };
         if !constant_time_eq(&session.client_secret_hash, &hash(client_secret))
             || !constant_time_eq(&session.token_hash, &hash(token))
         {
@@ -242,7 +217,7 @@ impl Threepids {
         if session.validated_ts.is_none() {
             session.validated_ts = Some(now);
             let mut batch = Batch::new();
-            tables.sid_threepidsession.insert(&mut batch, &sid.to_owned(), &Json(session));
+            tables.users.sid_threepidsession.insert(&mut batch, &sid.to_owned(), &Json(session));
             self.db.commit(batch)?;
         }
         Ok(())
@@ -252,7 +227,7 @@ impl Threepids {
     pub fn take_validated(&self, sid: &str, client_secret: &str, purpose: Purpose) -> Result<String> {
         let refused = || Error::ThreepidAuthFailed(format!("no validated session {sid} for this request"));
         let tables = &self.db.tables;
-        let Some(Json(session)) = tables.sid_threepidsession.get(&sid.to_owned())? else { return Err(refused()) };
+        let Some(Json(session)) = tables.users.sid_threepidsession.get(&sid.to_owned())? else { return Err(refused()) };
         let fresh =
             session.validated_ts.is_some_and(|at| crate::time::now_ms() < at + VALIDATED_FOR.as_millis() as u64);
         if session.purpose != purpose || !fresh || !constant_time_eq(&session.client_secret_hash, &hash(client_secret))
@@ -260,14 +235,14 @@ impl Threepids {
             return Err(refused());
         }
         let mut batch = Batch::new();
-        tables.sid_threepidsession.remove(&mut batch, &sid.to_owned());
+        tables.users.sid_threepidsession.remove(&mut batch, &sid.to_owned());
         self.db.commit(batch)?;
         Ok(session.address)
     }
 
     /// The account an address belongs to.
     pub fn owner(&self, medium: &str, address: &str) -> Result<Option<OwnedUserId>> {
-        Ok(self.db.tables.mediumaddress_userid.get(&(medium.to_owned(), address.to_owned()))?)
+        Ok(self.db.tables.users.mediumaddress_userid.get(&(medium.to_owned(), address.to_owned()))?)
     }
 
     pub fn add(&self, user: &UserId, medium: &str, address: &str) -> Result<()> {
@@ -283,12 +258,12 @@ impl Threepids {
         }
         let now = crate::time::now_ms();
         let tables = &self.db.tables;
-        tables.useridmediumaddress_threepid.insert(
+        tables.users.useridmediumaddress_threepid.insert(
             batch,
             &(user.to_owned(), medium.to_owned(), address.to_owned()),
             &Json(ThreepidRecord { added_at: now, validated_at: now }),
         );
-        tables.mediumaddress_userid.insert(batch, &(medium.to_owned(), address.to_owned()), &user.to_owned());
+        tables.users.mediumaddress_userid.insert(batch, &(medium.to_owned(), address.to_owned()), &user.to_owned());
         Ok(())
     }
 
@@ -297,19 +272,19 @@ impl Threepids {
         let address = if medium == "email" { canonical_email(address)? } else { address.to_owned() };
         let tables = &self.db.tables;
         let key = (user.to_owned(), medium.to_owned(), address.clone());
-        if tables.useridmediumaddress_threepid.get(&key)?.is_none() {
+        if tables.users.useridmediumaddress_threepid.get(&key)?.is_none() {
             return Ok(());
         }
         let mut batch = Batch::new();
-        tables.useridmediumaddress_threepid.remove(&mut batch, &key);
-        tables.mediumaddress_userid.remove(&mut batch, &(medium.to_owned(), address));
+        tables.users.useridmediumaddress_threepid.remove(&mut batch, &key);
+        tables.users.mediumaddress_userid.remove(&mut batch, &(medium.to_owned(), address));
         Ok(self.db.commit(batch)?)
     }
 
     /// The account's addresses: (medium, address, record).
     pub fn list(&self, user: &UserId) -> Result<Vec<(String, String, ThreepidRecord)>> {
         let mut out = Vec::new();
-        for entry in self.db.tables.useridmediumaddress_threepid.scan_prefix(prefix(&user.to_owned())) {
+        for entry in self.db.tables.users.useridmediumaddress_threepid.scan_prefix(prefix(&user.to_owned())) {
             let ((_, medium, address), Json(record)) = entry?;
             out.push((medium, address, record));
         }

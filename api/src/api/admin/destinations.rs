@@ -27,6 +27,7 @@ pub(crate) fn known(services: &Services) -> Result<Vec<(OwnedServerName, u64)>, 
     services
         .db
         .tables
+        .federation
         .servername_sentpos
         .iter()
         .map(|entry| entry.map(|(server, Be64(pos))| (server, pos)).map_err(|e| Error::from(e).into()))
@@ -117,7 +118,7 @@ async fn rooms(
 /// shares with that peer (the admin API and the console's peers page).
 pub(crate) fn shared_rooms(services: &Services, server: &ServerName) -> Result<Vec<(OwnedRoomId, u64)>, ApiError> {
     let mut shared = Vec::new();
-    for entry in services.db.tables.roomid_room.iter() {
+    for entry in services.db.tables.rooms.roomid_room.iter() {
         let (room, record) = entry.map_err(Error::from)?;
         let members = services.rooms.members(&room)?;
         if members.iter().any(|(u, m)| m.membership == "join" && u.server_name() == server) {

@@ -77,7 +77,7 @@ async fn room_sizes(State(services): State<Arc<Services>>, _: Admin) -> Answer {
     let reading = services.clone();
     let sizes = tokio::task::spawn_blocking(move || -> Result<Vec<(OwnedRoomId, u64)>, Error> {
         let mut sizes: std::collections::HashMap<OwnedRoomId, u64> = std::collections::HashMap::new();
-        for entry in reading.db.tables.roomidpos_eventid.iter() {
+        for entry in reading.db.tables.rooms.roomidpos_eventid.iter() {
             let ((room, _), event_id) = entry?;
             let bytes = reading.rooms.pdu_json(&event_id)?.map_or(0, |json| json.len() as u64);
             *sizes.entry(room).or_default() += bytes;
@@ -96,13 +96,13 @@ async fn room_sizes(State(services): State<Arc<Services>>, _: Admin) -> Answer {
 
 /// The rooms a local user has a membership in (joined, invited, left, banned; not forgotten).
 fn rooms_of(services: &Services, user: &ruma::UserId) -> Result<Vec<OwnedRoomId>, ApiError> {
-    let entries = services.db.tables.useridroomid_membership.scan_prefix(prefix(&user.to_owned()));
+    let entries = services.db.tables.rooms.useridroomid_membership.scan_prefix(prefix(&user.to_owned()));
     Ok(entries.map(|entry| entry.map(|((_, room), _)| room).map_err(Error::from)).collect::<Result<Vec<_>, _>>()?)
 }
 
 /// The membership event at a stream position, when it was sent at or after `from_ts`.
 fn membership_since(services: &Services, pos: u64, from_ts: u64) -> Option<crate::rooms::pdu::Pdu> {
-    let event_id = services.db.tables.pos_eventid.get(&crate::db::codec::Be64(pos)).ok()??;
+    let event_id = services.db.tables.rooms.pos_eventid.get(&crate::db::codec::Be64(pos)).ok()??;
     services.rooms.pdu(&event_id).ok()?.filter(|p| u64::from(p.origin_server_ts.0) >= from_ts)
 }
 
@@ -122,7 +122,7 @@ async fn sent_invite_count(
     let since = from_ts(&params)?;
     let mut count = 0;
     for room in rooms_of(&services, &user)? {
-        for entry in services.db.tables.roomiduserpos_membership.scan_prefix(prefix(&room)) {
+        for entry in services.db.tables.rooms.roomiduserpos_membership.scan_prefix(prefix(&room)) {
             let ((_, target, crate::db::codec::Be64(pos)), membership) = entry.map_err(Error::from)?;
             if membership == "invite" && target != user {
                 count += membership_since(&services, pos, since).is_some_and(|p| p.sender == user) as u64;
@@ -147,6 +147,7 @@ async fn cumulative_joined_room_count(
         let joined = services
             .db
             .tables
+            .rooms
             .roomiduserpos_membership
             .scan_prefix(crate::db::codec::prefix2(&room, &user))
             .filter_map(Result::ok)
@@ -197,6 +198,7 @@ async fn redact_user(
             let events: Vec<ruma::OwnedEventId> = services
                 .db
                 .tables
+                .rooms
                 .roomidpos_eventid
                 .scan_prefix(prefix(room))
                 .filter_map(Result::ok)
@@ -256,7 +258,7 @@ async fn hierarchy(
 async fn memberships(State(services): State<Arc<Services>>, _: Admin, Path(user): Path<String>) -> Answer {
     let (user, _) = super::existing_user(&services, &user)?;
     let mut out = Map::new();
-    for entry in services.db.tables.useridroomid_membership.scan_prefix(prefix(&user)) {
+    for entry in services.db.tables.rooms.useridroomid_membership.scan_prefix(prefix(&user)) {
         let ((_, room), Json(membership)) = entry.map_err(Error::from)?;
         out.insert(room.to_string(), json!(membership.membership));
     }

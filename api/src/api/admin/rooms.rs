@@ -77,7 +77,7 @@ pub(crate) fn room_json(services: &Services, room: &RoomId) -> Result<Value, Api
 pub(crate) fn search_rooms(services: &Services, term: Option<&str>) -> Result<Vec<Value>, ApiError> {
     let term = term.map(str::to_lowercase);
     let mut rows = Vec::new();
-    for entry in services.db.tables.roomid_room.iter() {
+    for entry in services.db.tables.rooms.roomid_room.iter() {
         let (room, _) = entry.map_err(Error::from)?;
         let json = room_json(services, &room)?;
         if let Some(term) = &term {

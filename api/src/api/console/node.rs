@@ -43,7 +43,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
 /// entries read back until one is older than the window.
 fn events_per_second(services: &Services) -> Result<f64, Error> {
     let since = now_ms().saturating_sub(RATE_WINDOW_MS);
-    let table = &services.db.tables.pos_eventid;
+    let table = &services.db.tables.rooms.pos_eventid;
     let mut count = 0usize;
     for entry in table.scan_from(Vec::new(), Be64(u64::MAX).0.to_be_bytes().to_vec(), false).take(RATE_SCAN_CAP) {
         let (_, event_id) = entry?;
@@ -131,7 +131,7 @@ async fn overview(State(services): State<Arc<Services>>, session: Session, query
     let accounts = services.users.list()?;
     let active = accounts.iter().filter(|(_, a)| !a.deactivated).count();
     let admins = accounts.iter().filter(|(_, a)| a.admin && !a.deactivated).count();
-    let rooms = services.db.tables.roomid_room.iter().count();
+    let rooms = services.db.tables.rooms.roomid_room.iter().count();
     let rate = events_per_second(&services)?;
     let uptime = STARTED.get().map(|s| s.elapsed().as_millis() as u64).unwrap_or(0);
     let document = services.server_keys.key_document()?;

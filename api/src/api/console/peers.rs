@@ -23,7 +23,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
 /// How many EDUs (receipts, to-device, device list updates…) wait for a destination.
 fn queued(services: &Services, server: &OwnedServerName) -> Result<usize, Error> {
     let mut count = 0;
-    for entry in services.db.tables.servernamepos_edu.scan_prefix(prefix(server)) {
+    for entry in services.db.tables.federation.servernamepos_edu.scan_prefix(prefix(server)) {
         entry?;
         count += 1;
     }
@@ -38,7 +38,7 @@ const BACKLOG_CAP: usize = 10_000;
 fn backlog(services: &Services, sent: u64) -> Result<usize, Error> {
     let mut count = 0;
     let start = Be64(sent.saturating_add(1)).0.to_be_bytes().to_vec();
-    for entry in services.db.tables.pos_eventid.scan_from(Vec::new(), start, true).take(BACKLOG_CAP) {
+    for entry in services.db.tables.rooms.pos_eventid.scan_from(Vec::new(), start, true).take(BACKLOG_CAP) {
         entry?;
         count += 1;
     }
@@ -51,7 +51,7 @@ fn refused(services: &Services) -> Result<BTreeSet<OwnedServerName>, Error> {
     if services.config.federation.allow.is_empty() && services.config.federation.enabled {
         return Ok(out);
     }
-    for entry in services.db.tables.roomid_room.iter() {
+    for entry in services.db.tables.rooms.roomid_room.iter() {
         let (room, _) = entry?;
         for (user, _) in services.rooms.members(&room)? {
             let server = user.server_name();

@@ -1,0 +1,42 @@
+//! The federation tables and the records they keep. Other servers' keys, what each destination was sent, the transactions received and the EDUs waiting to go.
+//! Declared here, below every service of the domain, so that the store's set of tables
+//! (`crate::db::Tables`) can name them without importing the domain's services.
+
+use std::collections::BTreeMap;
+
+use hemicycle_core::db::{
+    codec::{Be64, Json},
+    Table,
+};
+use ruma::OwnedServerName;
+use serde::{Deserialize, Serialize};
+
+/// What we know of one server's keys.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RemoteKeySet {
+    /// Key id → unpadded base64 public key.
+    pub verify_keys: BTreeMap<String, String>,
+    /// Key id → (key, when it stopped being used): still good for what it signed before.
+    pub old_verify_keys: BTreeMap<String, (String, u64)>,
+    pub valid_until_ts: u64,
+    /// The key document as the server signed it, for the notary endpoints.
+    #[serde(default)]
+    pub document: Option<serde_json::Value>,
+}
+
+hemicycle_core::tables! {
+    /// The federation column families.
+    pub struct Tables {
+        /// Other servers' signing keys as they published them (verified), until `valid_until_ts`.
+        pub servername_serverkeys: Table<OwnedServerName, Json<RemoteKeySet>>,
+        /// Per destination server: the stream position its PDUs are delivered up to.
+        pub servername_sentpos: Table<OwnedServerName, Be64>,
+        /// (origin, transaction id) of inbound transactions already processed.
+        pub origintxn_done: Table<(OwnedServerName, String), Vec<u8>>,
+        /// The same transactions in the order received (ms << 20 | sequence), so that old ids are
+        /// dropped by a scan of what is to go, never of everything kept.
+        pub receivedseq_origintxn: Table<Be64, Json<(OwnedServerName, String)>>,
+        /// Per destination: EDUs waiting to be sent, (server, position) → EDU JSON.
+        pub servernamepos_edu: Table<(OwnedServerName, Be64), Json<serde_json::Value>>,
+    }
+}
