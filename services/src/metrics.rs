@@ -7,6 +7,8 @@
 //! so no service has to know about metrics and nothing is counted twice. The `prometheus-client`
 //! crate does the encoding (OpenMetrics text).
 
+pub mod state;
+
 use std::{
     sync::{atomic::Ordering, Arc},
     time::Instant,
@@ -21,9 +23,9 @@ use axum::{
 };
 use prometheus_client::{
     collector::Collector,
-    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
+    encoding::{DescriptorEncoder, EncodeMetric},
     metrics::{
-        counter::{ConstCounter, Counter},
+        counter::ConstCounter,
         family::Family,
         gauge::ConstGauge,
         histogram::{exponential_buckets, Histogram},
@@ -32,36 +34,12 @@ use prometheus_client::{
     registry::Registry,
 };
 
+pub use self::state::{Histograms, Metrics, RequestLabels, RouteLabels};
 use crate::{db::codec::Be64, services::Services};
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RequestLabels {
-    /// The route's pattern (`/_matrix/client/v3/rooms/{room_id}/send/...`), never the raw path,
-    /// so the number of series stays bounded whatever clients ask for.
-    route: String,
-    method: String,
-    status: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RouteLabels {
-    route: String,
-    method: String,
-}
-
-type Histograms = Family<RouteLabels, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
     // 1 ms … ~16 s.
     Histogram::new(exponential_buckets(0.001, 2.0, 15))
-}
-
-/// The request-path metrics; the rest is read at scrape time.
-pub struct Metrics {
-    requests: Family<RequestLabels, Counter>,
-    latency: Histograms,
-    started: Instant,
-    started_unix: f64,
 }
 
 impl Default for Metrics {

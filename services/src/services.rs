@@ -31,7 +31,7 @@ pub struct Services {
     pub to_device: ToDevice,
     pub presence: Presence,
     /// Per-connection memory of simplified sliding sync.
-    pub sliding_connections: crate::sync::sliding::Connections,
+    pub sliding_connections: crate::sync::sliding::state::Connections,
     pub account_data: AccountData,
     pub filters: Filters,
     pub uia: Uia,
@@ -49,19 +49,19 @@ pub struct Services {
     pub history_purges: std::sync::Mutex<std::collections::HashMap<String, serde_json::Value>>,
     /// Redactions of a user's events started through the admin API: redact id → status.
     pub user_redactions: std::sync::Mutex<std::collections::HashMap<String, serde_json::Value>>,
-    pub push: crate::push::evaluate::Evaluator,
-    pub push_sender: crate::push::sender::PushSender,
-    pub search: crate::search::Search,
+    pub push: crate::push::evaluate::state::Evaluator,
+    pub push_sender: crate::push::sender::state::PushSender,
+    pub search: crate::search::state::Search,
     pub threepids: crate::users::threepid::Threepids,
     pub appservices: crate::appservice::Registry,
-    pub appservice_sender: crate::appservice::sender::AppserviceSender,
-    pub metrics: crate::metrics::Metrics,
+    pub appservice_sender: crate::appservice::sender::state::AppserviceSender,
+    pub metrics: crate::metrics::state::Metrics,
     /// Expiring accounts (`[account_validity]`).
-    pub account_validity: Arc<crate::users::account_validity::AccountValidity>,
+    pub account_validity: Arc<crate::users::account_validity::state::AccountValidity>,
     /// The ministry network's settings and email-domain map (docs/network.md).
     pub network: Arc<crate::network::Network>,
     /// Delayed events (MSC4140): scheduled events and their one timer.
-    pub delayed_events: crate::rooms::delayed::DelayedEvents,
+    pub delayed_events: crate::rooms::delayed::state::DelayedEvents,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +88,7 @@ impl Services {
         let profiles = Arc::new(Profiles::new(db.clone()));
         let registration_tokens = Arc::new(crate::users::registration_tokens::RegistrationTokens::new(db.clone()));
         let writer = Arc::new(Writer::start(db.clone()));
-        let account_validity = Arc::new(crate::users::account_validity::AccountValidity::new(
+        let account_validity = Arc::new(crate::users::account_validity::state::AccountValidity::new(
             db.clone(),
             config.account_validity.clone(),
             config.email.smtp_host.is_some(),
@@ -132,14 +132,14 @@ impl Services {
             federation: crate::federation::Federation::new(config.clone(), db.clone(), server_keys.clone())?,
             reports: crate::reports::Reports::new(db.clone()),
             audit: crate::audit::Audit::new(db.clone()),
-            push: crate::push::evaluate::Evaluator::new(&db),
+            push: crate::push::evaluate::state::Evaluator::new(&db),
             push_sender: Default::default(),
-            search: crate::search::Search::open(&config.database.path.join("search"))?,
+            search: crate::search::state::Search::open(&config.database.path.join("search"))?,
             threepids: crate::users::threepid::Threepids::new(db.clone(), config.clone()),
             appservices: crate::appservice::Registry::load(&config.appservices.registrations, &config.server_name)?,
             appservice_sender: Default::default(),
             metrics: Default::default(),
-            delayed_events: crate::rooms::delayed::DelayedEvents::new(db.clone(), config.delayed_events.clone()),
+            delayed_events: crate::rooms::delayed::state::DelayedEvents::new(db.clone(), config.delayed_events.clone()),
             db,
             config,
         });

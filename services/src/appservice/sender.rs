@@ -14,6 +14,8 @@
 //! invite handler queues it with [`queue_remote_invite`] (`meta` keys `appservice_invite:<id>:…`,
 //! durable) and the appservice's task sends it in a transaction of its own before the stream's.
 
+pub mod state;
+
 use std::{
     collections::HashMap,
     sync::Arc,
@@ -23,6 +25,7 @@ use std::{
 use ruma::{events::StateEventType, EventId, OwnedEventId, OwnedRoomId, RoomAliasId, RoomId, UserId};
 use serde_json::{json, Value};
 
+pub use self::state::AppserviceSender;
 use super::Appservice;
 use crate::{
     db::{
@@ -45,22 +48,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// Ephemeral events (typing, receipts) kept per appservice until its next transaction; beyond
 /// this many the oldest are dropped (they are worth little once stale).
 const MAX_EPHEMERAL: usize = 1_000;
-
-/// Shared state of the appservice tasks.
-#[derive(Default)]
-pub struct AppserviceSender {
-    /// Woken by a successful ping: a backing-off task retries at once.
-    pub retry_now: tokio::sync::Notify,
-    /// Typing and receipts for appservices with `receive_ephemeral`, by appservice id. Held in
-    /// memory only: after a restart the next typing notice or receipt says the same.
-    ephemeral: std::sync::Mutex<HashMap<String, Vec<Value>>>,
-    ephemeral_ready: tokio::sync::Notify,
-    started: std::sync::OnceLock<u64>,
-    /// (appservice id, room) → whether the room concerns it, as of the room's state snapshot
-    /// (members and aliases are state): a typing notice, receipt or presence change checks a
-    /// room with one read instead of scanning its members.
-    interest: std::sync::Mutex<HashMap<(String, OwnedRoomId), (u64, bool)>>,
-}
 
 impl AppserviceSender {
     /// When this process first sent an ephemeral-only transaction: with a counter, their ids

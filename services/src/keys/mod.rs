@@ -82,24 +82,6 @@ fn public_key_of(key: &Value) -> Option<String> {
     key.get("keys")?.as_object()?.values().next()?.as_str().map(str::to_owned)
 }
 
-/// Removes a device's keys into `batch` (the device is being deleted).
-pub fn remove_device_keys_into(
-    tables: &tables::Tables,
-    batch: &mut Batch,
-    user: &UserId,
-    device: &DeviceId,
-) -> Result<()> {
-    let key = (user.to_owned(), device.to_owned());
-    tables.userdeviceid_devicekeys.remove(batch, &key);
-    for entry in tables.userdevicekeyid_onetimekey.scan_prefix(device_prefix(user, device)) {
-        tables.userdevicekeyid_onetimekey.remove(batch, &entry?.0);
-    }
-    for entry in tables.userdevicealgorithm_fallbackkey.scan_prefix(device_prefix(user, device)) {
-        tables.userdevicealgorithm_fallbackkey.remove(batch, &entry?.0);
-    }
-    Ok(())
-}
-
 impl Keys {
     pub fn new(db: Arc<Database>, writer: Arc<Writer>) -> Self {
         Self { db, writer, locks: (0..LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect() }
@@ -715,11 +697,6 @@ impl Keys {
             }
         }
         Ok(DeviceLists { changed: changed.into_iter().collect(), left: gone })
-    }
-
-    /// Records that `user`'s device list changed (a device was deleted), in `batch` at `pos`.
-    pub fn record_change_into(tables: &tables::Tables, batch: &mut Batch, pos: u64, user: &UserId) {
-        tables.pos_keychange.insert(batch, &Be64(pos), &user.to_owned());
     }
 }
 

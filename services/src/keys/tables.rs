@@ -3,10 +3,10 @@
 //! (`crate::db::Tables`) can name them without importing the domain's services.
 
 use hemicycle_core::db::{
-    codec::{Be64, Json},
-    Table,
+    codec::{prefix2, Be64, Json},
+    Batch, DbError, Table,
 };
-use ruma::{OwnedDeviceId, OwnedUserId};
+use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -48,5 +48,27 @@ hemicycle_core::tables! {
         pub useridversion_backup: Table<(OwnedUserId, String), Json<BackupVersion>>,
         /// Backed-up room keys: (user, version, room, session id) → encrypted session data.
         pub useridversionroomsession_roomkey: Table<(OwnedUserId, String, String, String), Json<serde_json::Value>>,
+    }
+}
+
+impl Tables {
+    /// Removes a device's keys into `batch` (the device is being deleted, by the users domain,
+    /// in the same write as the device itself).
+    pub fn remove_device_into(&self, batch: &mut Batch, user: &UserId, device: &DeviceId) -> Result<(), DbError> {
+        let key = (user.to_owned(), device.to_owned());
+        let prefix = || prefix2(&user.to_owned(), &device.to_owned());
+        self.userdeviceid_devicekeys.remove(batch, &key);
+        for entry in self.userdevicekeyid_onetimekey.scan_prefix(prefix()) {
+            self.userdevicekeyid_onetimekey.remove(batch, &entry?.0);
+        }
+        for entry in self.userdevicealgorithm_fallbackkey.scan_prefix(prefix()) {
+            self.userdevicealgorithm_fallbackkey.remove(batch, &entry?.0);
+        }
+        Ok(())
+    }
+
+    /// Records that `user`'s device list changed (a device was deleted), in `batch` at `pos`.
+    pub fn record_change_into(&self, batch: &mut Batch, pos: u64, user: &UserId) {
+        self.pos_keychange.insert(batch, &Be64(pos), &user.to_owned());
     }
 }

@@ -7,6 +7,8 @@
 //! pushers read the recorded actions instead of evaluating again. The evaluated position is
 //! written in the same batch as the records, so a crash resumes exactly where it stopped.
 
+pub mod state;
+
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
@@ -23,6 +25,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::watch;
 
+pub use self::state::{CachedRules, Evaluator};
 pub use super::tables::{NotificationRecord, ThreadTotal};
 use crate::{
     db::{
@@ -60,28 +63,6 @@ impl Unread {
     pub fn total(&self) -> (u64, u64) {
         self.threads.iter().fold(self.main, |(n, h), (_, (tn, th))| (n + tn, h + th))
     }
-}
-
-/// A user's rules, and whether they are the spec's defaults for that user. Default rules depend
-/// on the user only through their user id (`.m.rule.invite_for_me`, `.m.rule.is_user_mention`),
-/// so an event that names none of them has one outcome for all such users: it is evaluated once
-/// per event instead of once per member.
-#[derive(Clone)]
-struct CachedRules {
-    rules: Arc<Ruleset>,
-    default: bool,
-}
-
-/// Evaluation state shared with sync and the push rule endpoints.
-pub struct Evaluator {
-    rules: Mutex<HashMap<OwnedUserId, CachedRules>>,
-    evaluated: watch::Sender<u64>,
-    /// Users who have (or had) a pusher: only their notifications are queued for a gateway, and
-    /// looking this up in memory spares a database scan per notified member. It only grows while
-    /// the server runs (a stale entry costs one scan), so it cannot miss a new pusher.
-    may_push: Mutex<std::collections::HashSet<OwnedUserId>>,
-    /// Serializes pusher changes (a pushkey moving between users touches two users' entries).
-    pub(crate) pusher_writes: Mutex<()>,
 }
 
 impl Evaluator {

@@ -5,16 +5,17 @@
 //! that one notification). A gateway that fails is retried with exponential backoff without
 //! holding up the others; pushkeys a gateway rejects lose their pusher.
 
+pub mod state;
+
 use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
-use ruma::{OwnedRoomId, OwnedUserId, UserId};
+use ruma::{OwnedRoomId, UserId};
 use serde_json::{json, Value};
-use tokio::sync::Notify;
 
+pub use self::state::{PushSender, PusherKey};
 use crate::{
     db::{
         codec::{prefix, prefix2, Be64, Json},
@@ -31,16 +32,6 @@ const CONCURRENT_GATEWAYS: usize = 32;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(600);
-
-/// A pusher's identity: (user, app id, pushkey).
-type PusherKey = (OwnedUserId, String, String);
-
-/// Wake-ups and per-pusher backoff of the sender.
-#[derive(Default)]
-pub struct PushSender {
-    pub(crate) wake: Notify,
-    backoff: Mutex<HashMap<PusherKey, (Instant, Duration)>>,
-}
 
 /// Queues `pos` (an event of `room` that notifies `user`) for each of the user's pushers, into
 /// the evaluator's batch; returns whether anything was queued.

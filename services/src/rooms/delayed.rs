@@ -15,12 +15,15 @@
 //! not yet removed is found by that id when it is fired again after the restart, so it is sent
 //! once, never twice, and never lost.
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+pub mod state;
+
+use std::{sync::Arc, time::Duration};
 
 use ruma::{OwnedDeviceId, OwnedEventId, RoomId, UserId};
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
+pub use self::state::DelayedEvents;
 pub use super::tables::Delayed;
 use super::{NewEvent, TxnKey};
 use crate::{
@@ -84,17 +87,6 @@ const DELAYED_DEVICE: &str = "org.matrix.msc4140";
 
 /// The counter (in `metakey_count`) of how far the cancelling consumer read the stream.
 const POS_KEY: &str = "delayed_events_pos";
-
-pub struct DelayedEvents {
-    db: Arc<Database>,
-    config: Option<DelayedEventsConfig>,
-    wake: Notify,
-    /// Serializes changes of the records (the owner's limit is counted under it).
-    lock: tokio::sync::Mutex<()>,
-    /// Delay ids being sent right now: no longer restartable or cancellable, as Synapse's
-    /// `is_processed`.
-    firing: std::sync::Mutex<HashSet<String>>,
-}
 
 fn due_key(send_ts: u64, delay_id: &str) -> Vec<u8> {
     let mut key = send_ts.to_be_bytes().to_vec();

@@ -49,7 +49,7 @@ pub fn parse_token(token: &str) -> Result<u64> {
 /// pos") or a sync token (`s<pos>_<typing>`, "after pos", which matrix-js-sdk sends as `/members?at=`).
 pub fn parse_any_token(token: &str) -> Result<u64> {
     if token.starts_with('s') {
-        let pos = crate::sync::SyncToken::parse(token)?.pos;
+        let pos = crate::sync::token::SyncToken::parse(token)?.pos;
         return Ok(pos.saturating_add(1));
     }
     parse_token(token)

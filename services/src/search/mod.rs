@@ -11,6 +11,8 @@
 //! lower-cased, accents folded ("réunion" and "reunion" are one word) and French-stemmed
 //! ("réunions" finds "réunion").
 
+pub mod state;
+
 use std::{
     collections::{BTreeSet, HashMap},
     ops::Bound,
@@ -29,10 +31,11 @@ use tantivy::{
         Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value as _, FAST, INDEXED, STORED, STRING,
     },
     tokenizer::{AsciiFoldingFilter, Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, TextAnalyzer},
-    DocAddress, Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument, Term,
+    DocAddress, Index, IndexWriter, Order, ReloadPolicy, TantivyDocument, Term,
 };
 use tokio::sync::watch;
 
+pub use self::state::{Fields, Search};
 use crate::{
     db::codec::{Be64, Codec},
     error::{Error, Result},
@@ -57,25 +60,6 @@ const MAX_SCANNED: usize = 1_000;
 /// The searchable keys of the spec, with the event type each belongs to.
 pub const KEYS: [(&str, &str); 3] =
     [("content.body", "m.room.message"), ("content.name", "m.room.name"), ("content.topic", "m.room.topic")];
-
-struct Fields {
-    event_id: Field,
-    room_id: Field,
-    sender: Field,
-    key: Field,
-    text: Field,
-    pos: Field,
-}
-
-/// The search index and the position it has indexed up to.
-pub struct Search {
-    reader: IndexReader,
-    writer: Mutex<IndexWriter>,
-    fields: Fields,
-    indexed: watch::Sender<u64>,
-    /// A search is waiting: the indexer commits what it holds now instead of at the interval.
-    commit_wanted: tokio::sync::Notify,
-}
 
 /// How results are ordered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,6 +4,8 @@
 
 pub mod sliding;
 
+pub mod token;
+
 use std::{
     collections::{BTreeMap, BTreeSet},
     time::Duration,
@@ -12,6 +14,7 @@ use std::{
 use ruma::{events::StateEventType, OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde_json::{json, Value};
 
+pub use self::token::SyncToken;
 use crate::{
     error::{Error, Result},
     rooms::read::{token, EventFilter},
@@ -132,26 +135,6 @@ impl SyncResult {
             && self.knock.is_empty()
             && self.leave.is_empty()
             && self.account_data.is_empty()
-    }
-}
-
-/// Where a client is: the stream position and the typing serial it has seen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SyncToken {
-    pub pos: u64,
-    pub typing: u64,
-}
-
-impl SyncToken {
-    pub fn encode(&self) -> String {
-        format!("s{}_{}", self.pos, self.typing)
-    }
-
-    pub fn parse(token: &str) -> Result<Self> {
-        let bad = || Error::invalid_param(format!("invalid sync token {token:?}"));
-        let rest = token.strip_prefix('s').ok_or_else(bad)?;
-        let (pos, typing) = rest.split_once('_').unwrap_or((rest, "0"));
-        Ok(Self { pos: pos.parse().map_err(|_| bad())?, typing: typing.parse().map_err(|_| bad())? })
     }
 }
 

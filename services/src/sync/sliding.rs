@@ -3,11 +3,14 @@
 //! to-device, account data, receipts and typing extensions. Like `/v3/sync` it is a consumer of
 //! the stream; `pos` is the same token.
 
+pub mod state;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use ruma::{events::StateEventType, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde_json::{json, Value};
 
+pub use self::state::{Connection, ConnectionKey, Connections};
 use super::{long_poll, room_sync, stripped_state, SyncFilter, SyncToken};
 use crate::{
     db::codec::{prefix, Be64, Codec},
@@ -123,24 +126,6 @@ impl SlidingResult {
 const MAX_CONNECTIONS_PER_DEVICE: usize = 16;
 /// A connection unused this long is forgotten (its client is sent its rooms whole again).
 const CONNECTION_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
-
-struct Connection {
-    sent: BTreeSet<OwnedRoomId>,
-    last_used: std::time::Instant,
-}
-
-type ConnectionKey = (OwnedUserId, ruma::OwnedDeviceId, String);
-
-/// Rooms already sent on each sliding sync connection (user, device, `conn_id`), so a room that
-/// enters a list's range is sent whole the first time. Kept in memory: after a restart every
-/// room is simply sent again. Bounded, since `conn_id` is the client's choice: per device at most
-/// [`MAX_CONNECTIONS_PER_DEVICE`], and none unused for [`CONNECTION_TTL`].
-#[derive(Default)]
-pub struct Connections {
-    map: std::sync::Mutex<BTreeMap<ConnectionKey, Connection>>,
-    /// When expired connections were last dropped (a sweep once a minute, not per request).
-    pruned: std::sync::Mutex<Option<std::time::Instant>>,
-}
 
 impl Connections {
     fn sent(&self, key: &ConnectionKey) -> BTreeSet<OwnedRoomId> {

@@ -13,6 +13,8 @@
 //! Time is [`crate::users::token_clock_ms`], so tests move it with the same hook as token
 //! lifetimes; with that hook set, `SIGUSR2` tells the task the clock moved.
 
+pub mod state;
+
 use std::{sync::Arc, time::Duration};
 
 use regex::Regex;
@@ -20,6 +22,7 @@ use ruma::{OwnedUserId, UserId};
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
+pub use self::state::AccountValidity;
 pub use super::tables::Validity;
 use crate::{
     config::AccountValidityConfig,
@@ -47,17 +50,6 @@ const STEP_RETRY_MS: u64 = 60 * 1000;
 /// The longest single sleep of the task: bounds how far a changed system clock (a suspended
 /// machine) can delay a step; an idle server wakes once a day for nothing.
 const MAX_SLEEP: Duration = Duration::from_secs(24 * 3600);
-
-pub struct AccountValidity {
-    db: Arc<Database>,
-    config: Option<AccountValidityConfig>,
-    exclude: Vec<Regex>,
-    /// Whether renewal emails can go out at all (`email.smtp_host` is set).
-    mail_relay: bool,
-    wake: Notify,
-    /// Serializes read-modify-writes of the records (renewals, mails, admin changes are rare).
-    lock: tokio::sync::Mutex<()>,
-}
 
 fn hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()

@@ -858,7 +858,7 @@ impl Users {
             {
                 tables.ephemeral.useriddevicepos_todevice.remove(&mut removals, &entry?.0);
             }
-            crate::keys::remove_device_keys_into(&tables.keys, &mut removals, user, device_id)?;
+            tables.keys.remove_device_into(&mut removals, user, device_id)?;
             tables.users.tokenhash_session.remove(&mut removals, &device.token_hash);
             if let Some(refresh) = &device.refresh_hash {
                 tables.users.refreshhash_session.remove(&mut removals, refresh);
@@ -880,7 +880,7 @@ impl Users {
             if removed.is_empty() {
                 return Ok(Cleanup::default());
             }
-            crate::keys::Keys::record_change_into(&tables.keys, batch, pos, user);
+            tables.keys.record_change_into(batch, pos, user);
             Ok(Cleanup { wake: Audience::SharedWith(user.to_owned()), ..Default::default() })
         })?;
         wait_durable(durable).await?;
