@@ -234,3 +234,15 @@ async fn a_resolution_is_not_run_again_for_the_same_states() {
     rooms.append(&room, &alice, redaction, None).await.expect("redaction");
     assert!(rooms.cached_resolution(&both).is_none(), "a redacted state event empties the cache");
 }
+
+/// An event none of whose prev events has a state here resolves no state at all: the algorithm
+/// gives the empty state for that (a537e1f read the first state unconditionally and a node's
+/// worker panicked in the Synapse convergence run).
+#[tokio::test]
+async fn resolving_no_state_gives_the_empty_state() {
+    let (_dir, services) = services().await;
+    for version in [RoomVersionId::V10, RoomVersionId::V12] {
+        let resolved = services.rooms.resolve(&version, &[], None).expect("resolution of nothing");
+        assert!(resolved.is_empty(), "{version}: {resolved:?}");
+    }
+}
