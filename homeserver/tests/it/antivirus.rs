@@ -286,6 +286,8 @@ async fn the_content_scanner_api_answers_as_matrix_content_scanner() {
     assert_eq!((status, bytes), (200, clean.clone()));
     let (status, body, _) = mcs(&server, Some(&bob), Method::GET, &format!("/download/{bad_id}"), None).await;
     assert_eq!((status, reason(&body)), (403, "MCS_MEDIA_NOT_CLEAN"), "{body}");
+    assert_eq!(body["info"], "***VIRUS DETECTED***", "the reference scanner's words: {body}");
+    assert!(body["error"].as_str().unwrap().contains("Eicar-Test-Signature"), "and the signature: {body}");
     let thumb = "?width=32&height=32&method=scale";
     let (status, body, _) = mcs(&server, Some(&bob), Method::GET, &format!("/thumbnail/{bad_png}{thumb}"), None).await;
     assert_eq!((status, reason(&body)), (403, "MCS_MEDIA_NOT_CLEAN"), "{body}");
@@ -295,6 +297,10 @@ async fn the_content_scanner_api_answers_as_matrix_content_scanner() {
     assert!(bytes.starts_with(b"\x89PNG") || bytes.starts_with(b"\xff\xd8"), "an image");
     let (status, body, _) = mcs(&server, Some(&bob), Method::GET, "/scan/localhost/nosuchmedia", None).await;
     assert_eq!((status, reason(&body)), (404, "M_NOT_FOUND"), "{body}");
+    // A server that cannot be reached (nothing listens on the port): the scanner's "request failed".
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (status, body, _) = mcs(&server, Some(&bob), Method::GET, &format!("/scan/127.0.0.1:{port}/abc"), None).await;
+    assert_eq!((status, reason(&body)), (502, "MCS_MEDIA_REQUEST_FAILED"), "{body}");
 
     // The verdicts are known now; still nobody without a valid token learns them or gets a byte.
     for path in [format!("/scan/{clean_id}"), format!("/download/{clean_id}"), format!("/thumbnail/{good_png}{thumb}")]

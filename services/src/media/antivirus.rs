@@ -297,7 +297,7 @@ impl Antivirus {
     async fn scan(&self, sha256: &str, source: ScanSource) -> Result<Verdict, String> {
         let _permit = self.scans.acquire().await.map_err(|e| e.to_string())?;
         // Asked before the scan: should clamd reload meanwhile, the verdict is only made again.
-        let signatures = self.current_signatures().await;
+        let before = self.current_signatures().await;
         let (path, key) = match source {
             ScanSource::File(path) => (path, None),
             ScanSource::Encrypted(path, key) => (path, Some(key)),
@@ -329,6 +329,12 @@ impl Antivirus {
             }
         };
         self.note(Ok(()));
+        let signatures = match before {
+            Some(version) => Some(version),
+            // Unknown until now (clamd was down when last asked): it answers again, so ask, or
+            // the verdict would be made once more as soon as the version is known.
+            None => self.ask_version(&mut *self.signatures.lock().await).await.ok(),
+        };
         let verdict = Verdict {
             infected: match outcome {
                 ScanOutcome::Clean => None,
