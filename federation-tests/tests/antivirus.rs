@@ -24,8 +24,11 @@ fn errcode(body: &[u8]) -> String {
 #[tokio::test]
 async fn remote_media_is_scanned_before_local_users_get_it() {
     let clamd = Clamd::start();
-    let scanning = [("antivirus.clamd", toml::Value::from(clamd.address()))];
-    // A scans nothing (a peer without antivirus); B scans what it fetches.
+    let scanning = [
+        ("antivirus.clamd", toml::Value::from(clamd.address())),
+        ("antivirus.blocked_mimetypes", toml::Value::Array(vec!["application/pdf".into()])),
+    ];
+    // A scans nothing (a peer without antivirus); B scans what it fetches and takes no PDF.
     let (a, b) = tokio::join!(Node::start("a", &[]), Node::start_with("b", None, &[], &scanning));
     let (_, at) = a.register("alice").await;
     let (_, bt) = b.register("bob").await;
@@ -45,7 +48,13 @@ async fn remote_media_is_scanned_before_local_users_get_it() {
     }
     let (status, _, got) = b.get_bytes(&bt, &download_path(&clean_mxc)).await;
     assert_eq!((status, got), (200, clean), "B serves A's clean file");
-    assert_eq!(clamd.scans(), 3, "B scanned each fetched file once");
+    // A took a PDF, which B's policy refuses: judged on the bytes B fetched, whatever A declared.
+    let pdf_mxc = a.upload(&at, b"%PDF-1.4\n%harmless\n".to_vec(), "text/plain", "notes.txt").await;
+    let (status, _, body) = b.get_bytes(&bt, &download_path(&pdf_mxc)).await;
+    assert_eq!((status, errcode(&body).as_str()), (403, "MCS_MIME_TYPE_FORBIDDEN"), "B refuses A's PDF");
+    let info = serde_json::from_slice::<Value>(&body).unwrap()["info"].clone();
+    assert_eq!(info, "File type: application/pdf not allowed");
+    assert_eq!(clamd.scans(), 4, "B scanned each fetched file once");
 }
 
 #[tokio::test]
