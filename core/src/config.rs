@@ -357,6 +357,10 @@ pub struct AntivirusConfig {
     pub scan_timeout_ms: u64,
     /// Scans running at once; more wait their turn.
     pub max_concurrent_scans: u32,
+    /// How often, at most, clamd is asked which signatures it runs (`VERSION`): a verdict made
+    /// under older signatures is made again at the file's next download, so a file that scanned
+    /// clean before an update is refused once the update knows it. 0 asks at every download.
+    pub signature_check_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -376,6 +380,7 @@ impl Default for AntivirusConfig {
             allowed_mimetypes: None,
             scan_timeout_ms: 120_000,
             max_concurrent_scans: 4,
+            signature_check_interval_ms: 60_000,
         }
     }
 }

@@ -4,6 +4,11 @@
 //! (the official databases cannot be downloaded here). It matches the EICAR test file and the
 //! test patterns named in that folder's README. Tests fail, never skip, when clamd is missing.
 //!
+//! The database also holds a `daily.cud`, the unsigned form of ClamAV's daily database, made
+//! here: clamd names the signatures it runs by the daily database's version (`VERSION` answers
+//! `ClamAV 1.4.6/1/…`), and [`Clamd::update_signatures`] publishes a new version with more
+//! signatures and has clamd reload it, as freshclam does with an update.
+//!
 //! The homeserver's single-node tests include this file with `#[path]`, so both suites start
 //! clamd the same way.
 
@@ -23,6 +28,9 @@ pub const TEST_PATTERN: &[u8] = b"HEMICYCLE-TEST-MALWARE-PATTERN-7f3a9c";
 /// A whole file the shipped `.hdb` knows by its MD5 and size, as `Hemicycle.Test.Hash`.
 pub const TEST_HASH_FILE: &[u8] = b"hemicycle hash-signature test file, harmless by design\n";
 
+/// A byte pattern no signature matches until a test adds one with [`Clamd::update_signatures`].
+pub const LATER_PATTERN: &[u8] = b"HEMICYCLE-TEST-PATTERN-OF-A-LATER-UPDATE-51e2c0";
+
 /// Where Debian puts the daemon.
 const CLAMD: &str = "/usr/sbin/clamd";
 
@@ -35,6 +43,9 @@ pub fn signatures_dir() -> PathBuf {
 pub struct Clamd {
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// The version of the daily database clamd runs, and the signatures it holds.
+    daily_version: u32,
+    daily: Vec<String>,
 }
 
 impl Clamd {
@@ -62,9 +73,73 @@ impl Clamd {
             dir.path().join("clamd.log").display(),
         );
         std::fs::write(dir.path().join("clamd.conf"), config).unwrap();
-        let mut clamd = Clamd { dir, child: None };
+        let daily = vec![format!("Hemicycle.Test.Daily:0:*:{}", hex(b"HEMICYCLE-TEST-DAILY-DATABASE-SIGNATURE"))];
+        let mut clamd = Clamd { dir, child: None, daily_version: 1, daily };
+        clamd.write_daily();
         clamd.spawn();
         clamd
+    }
+
+    /// Writes `daily.cud`: a 512-byte header (`ClamAV-VDB:date:version:signatures:level:md5:
+    /// dsig:builder:time`; an unsigned `.cud` has neither its MD5 nor its signature checked),
+    /// then a tar of `daily.info` (the same header, then each file's size and SHA-256, which
+    /// clamd checks) and `daily.ndb`. zlib reads a tar that is not gzipped as it is.
+    fn write_daily(&self) {
+        use sha2::{Digest, Sha256};
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let header = format!(
+            "ClamAV-VDB:06 Dec 2026 12-00 +0000:{}:{}:90:{}:unsigned:hemicycle-tests:{now}",
+            self.daily_version,
+            self.daily.len(),
+            "0".repeat(32),
+        );
+        let ndb = format!("{}\n", self.daily.join("\n")).into_bytes();
+        let info = format!("{header}\ndaily.ndb:{}:{:x}\n", ndb.len(), Sha256::digest(&ndb)).into_bytes();
+        let mut file = header.into_bytes();
+        file.resize(512, b' ');
+        for (name, contents) in [("daily.info", &info), ("daily.ndb", &ndb)] {
+            file.extend_from_slice(&tar_header(name, contents.len(), now));
+            file.extend_from_slice(contents);
+            file.resize(file.len().next_multiple_of(512), 0);
+        }
+        file.resize(file.len() + 1024, 0);
+        // Written beside, then renamed: clamd never reads half a database.
+        let db = self.dir.path().join("db");
+        std::fs::write(self.dir.path().join("daily.cud"), file).unwrap();
+        std::fs::rename(self.dir.path().join("daily.cud"), db.join("daily.cud")).unwrap();
+    }
+
+    /// Publishes a new daily database holding the signatures before and `added` (a name, and
+    /// bytes matched anywhere in a file), and has clamd load it with `RELOAD`, as after a
+    /// freshclam update; returns once clamd's `VERSION` names the new database.
+    pub fn update_signatures(&mut self, added: &[(&str, &[u8])]) {
+        self.daily_version += 1;
+        self.daily.extend(added.iter().map(|(name, bytes)| format!("{name}:0:*:{}", hex(bytes))));
+        self.write_daily();
+        assert_eq!(self.command("zRELOAD"), "RELOADING");
+        let expected = format!("/{}/", self.daily_version);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        // clamd says nothing when a reload is done; its version changes then.
+        while !self.command("zVERSION").contains(&expected) {
+            assert!(Instant::now() < deadline, "clamd did not load daily version {}", self.daily_version);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// clamd's `VERSION` answer (`ClamAV 1.4.6/1/…`).
+    pub fn version(&self) -> String {
+        self.command("zVERSION")
+    }
+
+    /// One command and its NUL-terminated answer.
+    fn command(&self, command: &str) -> String {
+        let mut stream = UnixStream::connect(self.socket()).expect("clamd's socket");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream.write_all(command.as_bytes()).unwrap();
+        stream.write_all(b"\0").unwrap();
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).unwrap();
+        String::from_utf8_lossy(&answer).trim_end_matches('\0').to_owned()
     }
 
     fn spawn(&mut self) {
@@ -129,6 +204,30 @@ impl Clamd {
         self.stop();
         self.spawn();
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A ustar header for a regular file (POSIX.1-1988: octal fields, the checksum summed with its
+/// own field as spaces).
+fn tar_header(name: &str, size: usize, mtime: u64) -> [u8; 512] {
+    let mut block = [0u8; 512];
+    let mut put = |at: usize, value: &[u8]| block[at..at + value.len()].copy_from_slice(value);
+    put(0, name.as_bytes());
+    put(100, b"0000644\0");
+    put(108, b"0000000\0");
+    put(116, b"0000000\0");
+    put(124, format!("{size:011o}\0").as_bytes());
+    put(136, format!("{mtime:011o}\0").as_bytes());
+    put(148, b"        ");
+    put(156, b"0");
+    put(257, b"ustar\0");
+    put(263, b"00");
+    let sum: u32 = block.iter().map(|&b| u32::from(b)).sum();
+    block[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    block
 }
 
 impl Drop for Clamd {

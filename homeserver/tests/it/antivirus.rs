@@ -9,8 +9,8 @@ mod clamd;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use self::clamd::{Clamd, EICAR, TEST_HASH_FILE, TEST_PATTERN};
-use crate::common::{register_raw, TestServer};
+use self::clamd::{Clamd, EICAR, LATER_PATTERN, TEST_HASH_FILE, TEST_PATTERN};
+use crate::common::{register_raw, write_config, TestServer};
 
 fn server_with(clamd: &Clamd, extra: &[(&str, toml::Value)]) -> TestServer {
     let mut overrides = vec![("antivirus.clamd", toml::Value::from(clamd.address()))];
@@ -18,7 +18,8 @@ fn server_with(clamd: &Clamd, extra: &[(&str, toml::Value)]) -> TestServer {
     TestServer::start_with(&overrides)
 }
 
-async fn upload(server: &TestServer, token: &str, bytes: Vec<u8>, content_type: &str) -> String {
+/// `POST /media/v3/upload`: (status, JSON body).
+async fn try_upload(server: &TestServer, token: &str, bytes: Vec<u8>, content_type: &str) -> (StatusCode, Value) {
     let response = server
         .http()
         .post(format!("{}/_matrix/media/v3/upload", server.url))
@@ -28,9 +29,37 @@ async fn upload(server: &TestServer, token: &str, bytes: Vec<u8>, content_type: 
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 200, "upload accepted before any scan");
-    let body: Value = response.json().await.unwrap();
+    (response.status(), response.json().await.unwrap_or_default())
+}
+
+/// Uploads; the `server/media_id` of the new media.
+async fn upload(server: &TestServer, token: &str, bytes: Vec<u8>, content_type: &str) -> String {
+    let (status, body) = try_upload(server, token, bytes, content_type).await;
+    assert_eq!(status, 200, "upload accepted before any scan: {body}");
     body["content_uri"].as_str().unwrap().strip_prefix("mxc://").unwrap().to_owned()
+}
+
+/// Reserves a media id (`POST /media/v1/create`), then uploads to it: (`server/media_id`,
+/// status, JSON body of the upload).
+async fn upload_reserved(server: &TestServer, token: &str, bytes: Vec<u8>) -> (String, StatusCode, Value) {
+    let created = server.http().post(format!("{}/_matrix/media/v1/create", server.url)).bearer_auth(token);
+    let created: Value = created.send().await.unwrap().json().await.unwrap();
+    let id = created["content_uri"].as_str().unwrap().strip_prefix("mxc://").unwrap().to_owned();
+    let (status, body) = put_reserved(server, token, &id, bytes).await;
+    (id, status, body)
+}
+
+async fn put_reserved(server: &TestServer, token: &str, id: &str, bytes: Vec<u8>) -> (StatusCode, Value) {
+    let response = server
+        .http()
+        .put(format!("{}/_matrix/media/v3/upload/{id}", server.url))
+        .bearer_auth(token)
+        .header("content-type", "application/octet-stream")
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    (response.status(), response.json().await.unwrap_or_default())
 }
 
 /// (status, errcode or "", body bytes)
@@ -257,6 +286,8 @@ async fn the_content_scanner_api_answers_as_matrix_content_scanner() {
     assert_eq!((status, bytes), (200, clean.clone()));
     let (status, body, _) = mcs(&server, Some(&bob), Method::GET, &format!("/download/{bad_id}"), None).await;
     assert_eq!((status, reason(&body)), (403, "MCS_MEDIA_NOT_CLEAN"), "{body}");
+    assert_eq!(body["info"], "***VIRUS DETECTED***", "the reference scanner's words: {body}");
+    assert!(body["error"].as_str().unwrap().contains("Eicar-Test-Signature"), "and the signature: {body}");
     let thumb = "?width=32&height=32&method=scale";
     let (status, body, _) = mcs(&server, Some(&bob), Method::GET, &format!("/thumbnail/{bad_png}{thumb}"), None).await;
     assert_eq!((status, reason(&body)), (403, "MCS_MEDIA_NOT_CLEAN"), "{body}");
@@ -266,6 +297,10 @@ async fn the_content_scanner_api_answers_as_matrix_content_scanner() {
     assert!(bytes.starts_with(b"\x89PNG") || bytes.starts_with(b"\xff\xd8"), "an image");
     let (status, body, _) = mcs(&server, Some(&bob), Method::GET, "/scan/localhost/nosuchmedia", None).await;
     assert_eq!((status, reason(&body)), (404, "M_NOT_FOUND"), "{body}");
+    // A server that cannot be reached (nothing listens on the port): the scanner's "request failed".
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (status, body, _) = mcs(&server, Some(&bob), Method::GET, &format!("/scan/127.0.0.1:{port}/abc"), None).await;
+    assert_eq!((status, reason(&body)), (502, "MCS_MEDIA_REQUEST_FAILED"), "{body}");
 
     // The verdicts are known now; still nobody without a valid token learns them or gets a byte.
     for path in [format!("/scan/{clean_id}"), format!("/download/{clean_id}"), format!("/thumbnail/{good_png}{thumb}")]
@@ -350,18 +385,22 @@ async fn admins_see_quarantined_files_and_the_type_and_size_policy_holds() {
     let root = admin_token(&server).await;
     let (alice_id, alice) = register_raw(&server, "alice").await;
 
-    // Types come from the bytes, not from what the uploader declared.
+    // Types come from the bytes, not from what the uploader declared; a forbidden type is refused
+    // to its uploader at once, with the content scanner's words, and nothing is stored.
     let pdf = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\n".to_vec();
     for (bytes, declared, sniffed) in [
         (pdf.clone(), "text/plain", "application/pdf"),
         (b"MZ\x90\0\x03\0\0\0".to_vec(), "image/png", "application/x-dosexec"),
     ] {
-        let id = upload(&server, &alice, bytes, declared).await;
-        let (status, code, body) =
-            fetch(&server, Some(&alice), &format!("/_matrix/client/v1/media/download/{id}")).await;
-        assert_eq!((status, code.as_str()), (StatusCode::FORBIDDEN, "MCS_MIME_TYPE_FORBIDDEN"), "{sniffed}");
-        let body: Value = serde_json::from_slice(&body).unwrap();
+        let (status, body) = try_upload(&server, &alice, bytes.clone(), declared).await;
+        assert_eq!((status, reason(&body)), (StatusCode::FORBIDDEN, "MCS_MIME_TYPE_FORBIDDEN"), "{sniffed}: {body}");
         assert_eq!(body["info"], format!("File type: {sniffed} not allowed"));
+        assert_eq!(body["errcode"], "MCS_MIME_TYPE_FORBIDDEN", "Matrix clients read it too");
+        let (id, status, body) = upload_reserved(&server, &alice, bytes).await;
+        assert_eq!((status, reason(&body)), (StatusCode::FORBIDDEN, "MCS_MIME_TYPE_FORBIDDEN"), "{sniffed}: {body}");
+        // The reserved id still waits for its upload.
+        let (status, body) = put_reserved(&server, &alice, &id, b"the agenda instead".to_vec()).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
     }
     // An encrypted PDF: its ciphertext is no PDF, its decrypted bytes are.
     let (cipher, mut file) = encrypt_attachment(&pdf);
@@ -398,10 +437,149 @@ async fn admins_see_quarantined_files_and_the_type_and_size_policy_holds() {
     let report: Value = serde_json::from_slice(&report).unwrap();
     assert_eq!(report["clamd"], clamd.address());
     assert_eq!(report["when_unavailable"], "refuse");
+    assert_eq!(report["signatures"], clamd.version(), "the signatures clamd runs");
     assert_eq!(report["total"], 1, "{report}");
     let entry = &report["quarantined"][0];
     assert_eq!(entry["mxc"], format!("mxc://{bad}"));
     assert_eq!(entry["signature"], "Hemicycle.Test.Pattern.UNOFFICIAL");
     assert_eq!(entry["uploader"], alice_id.as_str());
     assert_eq!(entry["media_length"], 900_000);
+}
+
+#[tokio::test]
+async fn a_policy_change_applies_to_files_stored_before_it() {
+    let clamd = Clamd::start();
+    let mut server = server_with(&clamd, &[]);
+    let (_, alice) = register_raw(&server, "alice").await;
+    let png = upload(&server, &alice, png_with(b""), "image/png").await;
+    let text = upload(&server, &alice, b"minutes, in plain text".to_vec(), "text/plain").await;
+    let (cipher, mut file) = encrypt_attachment(b"an encrypted memo, in plain text");
+    let encrypted = upload(&server, &alice, cipher.clone(), "application/octet-stream").await;
+    file["url"] = format!("mxc://{encrypted}").into();
+    for id in [&png, &text, &encrypted] {
+        let (status, _, _) = fetch(&server, Some(&alice), &format!("/_matrix/client/v1/media/download/{id}")).await;
+        assert_eq!(status, StatusCode::OK, "no policy yet: {id}");
+    }
+
+    // Only text from now on.
+    let allowed = toml::Value::Array(vec!["text/plain".into()]);
+    write_config(
+        server.config_path.parent().unwrap(),
+        &[("antivirus.clamd", clamd.address().into()), ("antivirus.allowed_mimetypes", allowed)],
+    );
+    server.restart();
+    let (status, code, body) = fetch(&server, Some(&alice), &format!("/_matrix/client/v1/media/download/{png}")).await;
+    assert_eq!((status, code.as_str()), (StatusCode::FORBIDDEN, "MCS_MIME_TYPE_FORBIDDEN"));
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["info"], "File type: image/png not allowed");
+    let (status, body, _) = mcs(&server, Some(&alice), Method::GET, &format!("/download/{png}"), None).await;
+    assert_eq!((status, reason(&body)), (403, "MCS_MIME_TYPE_FORBIDDEN"), "{body}");
+    let (status, _, _) = fetch(&server, Some(&alice), &format!("/_matrix/client/v1/media/download/{text}")).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = try_upload(&server, &alice, png_with(b""), "image/png").await;
+    assert_eq!((status, reason(&body)), (StatusCode::FORBIDDEN, "MCS_MIME_TYPE_FORBIDDEN"), "{body}");
+
+    // An encrypted attachment is bytes of no known type: taken at upload, refused as such to a
+    // plain download, judged on its decrypted bytes through the content scanner API.
+    let (another_cipher, _) = encrypt_attachment(b"another memo");
+    let (status, body) = try_upload(&server, &alice, another_cipher, "application/octet-stream").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, code, _) =
+        fetch(&server, Some(&alice), &format!("/_matrix/client/v1/media/download/{encrypted}")).await;
+    assert_eq!((status, code.as_str()), (StatusCode::FORBIDDEN, "MCS_MIME_TYPE_FORBIDDEN"));
+    let body = serde_json::json!({ "file": file });
+    let (status, answer, _) = mcs(&server, Some(&alice), Method::POST, "/scan_encrypted", Some(&body)).await;
+    assert_eq!((status, answer), (200, serde_json::json!({ "clean": true, "info": "File is clean" })));
+    let (status, _, bytes) = mcs(&server, Some(&alice), Method::POST, "/download_encrypted", Some(&body)).await;
+    assert_eq!((status, bytes), (200, cipher));
+}
+
+#[tokio::test]
+async fn a_signature_update_has_files_scanned_again() {
+    let mut clamd = Clamd::start();
+    let server = server_with(&clamd, &[("antivirus.signature_check_interval_ms", 0.into())]);
+    let (_, alice) = register_raw(&server, "alice").await;
+    let later = upload(&server, &alice, megabyte_with(LATER_PATTERN), "text/plain").await;
+    let clean = b"a memo no signature will ever match".to_vec();
+    let clean_id = upload(&server, &alice, clean.clone(), "text/plain").await;
+    for id in [&later, &clean_id] {
+        let (status, _, _) = fetch(&server, Some(&alice), &format!("/_matrix/client/v1/media/download/{id}")).await;
+        assert_eq!(status, StatusCode::OK, "clean under today's signatures: {id}");
+    }
+    let (_, body, _) = mcs(&server, Some(&alice), Method::GET, &format!("/scan/{later}"), None).await;
+    assert_eq!(body["clean"], true, "{body}");
+    assert_eq!(clamd.scans(), 2);
+
+    // An update that knows the pattern: the verdicts made before it are made again.
+    clamd.update_signatures(&[("Hemicycle.Test.Update", LATER_PATTERN)]);
+    let (status, code, body) =
+        fetch(&server, Some(&alice), &format!("/_matrix/client/v1/media/download/{later}")).await;
+    assert_eq!((status, code.as_str()), (StatusCode::FORBIDDEN, "MCS_MEDIA_NOT_CLEAN"));
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert!(body["error"].as_str().unwrap().contains("Hemicycle.Test.Update"), "{body}");
+    let (_, body, _) = mcs(&server, Some(&alice), Method::GET, &format!("/scan/{later}"), None).await;
+    assert_eq!(body, serde_json::json!({ "clean": false, "info": "***VIRUS DETECTED***" }));
+    let thumb = format!("/_matrix/client/v1/media/thumbnail/{later}?width=32&height=32");
+    let (status, code, _) = fetch(&server, Some(&alice), &thumb).await;
+    assert_eq!((status, code.as_str()), (StatusCode::FORBIDDEN, "MCS_MEDIA_NOT_CLEAN"));
+    let (status, _, bytes) =
+        fetch(&server, Some(&alice), &format!("/_matrix/client/v1/media/download/{clean_id}")).await;
+    assert_eq!((status, bytes), (StatusCode::OK, clean));
+    // Once per file and update: the new verdicts stand.
+    assert_eq!(clamd.scans(), 4, "each file scanned once more");
+    for id in [&later, &clean_id] {
+        fetch(&server, Some(&alice), &format!("/_matrix/client/v1/media/download/{id}")).await;
+    }
+    assert_eq!(clamd.scans(), 4, "and not again under the same signatures");
+}
+
+#[tokio::test]
+async fn the_console_shows_clamd_and_the_quarantine() {
+    use crate::console::{csrf, get, post, sign_in};
+    let mut clamd = Clamd::start();
+    let server = server_with(&clamd, &[]);
+    admin_token(&server).await;
+    let (alice_id, alice) = register_raw(&server, "alice").await;
+    let bad = upload(&server, &alice, EICAR.to_vec(), "text/plain").await;
+    let good = upload(&server, &alice, b"nothing wrong here".to_vec(), "text/plain").await;
+    for id in [&bad, &good] {
+        fetch(&server, Some(&alice), &format!("/_matrix/client/v1/media/download/{id}")).await;
+    }
+
+    let (_, cookie) = sign_in(&server, "root", "root-pw").await;
+    let page = get(&server, Some(&cookie), "/antivirus").await;
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.unwrap();
+    for shown in [
+        clamd.address().as_str(),
+        "answering",
+        "downloads are refused",
+        clamd.version().as_str(),
+        &format!("mxc://{bad}"),
+        "Eicar-Test-Signature.UNOFFICIAL",
+        &alice_id,
+    ] {
+        assert!(html.contains(shown), "{shown} on the page: {html}");
+    }
+    assert!(!html.contains(&good), "only infected files are listed");
+    // Without an admin's session, nothing is shown.
+    let anonymous = get(&server, None, "/antivirus").await;
+    assert_eq!(anonymous.status(), StatusCode::SEE_OTHER);
+
+    // The probe asks clamd now, and says what it answered.
+    let token = csrf(&server, &cookie, "/antivirus").await;
+    for (running, expected) in [(true, "clamd answers: ClamAV"), (false, "clamd does not answer")] {
+        if !running {
+            clamd.stop();
+        }
+        let probed = post(&server, Some(&cookie), "/antivirus/probe", &[("csrf", &token)]).await;
+        assert_eq!(probed.status(), StatusCode::SEE_OTHER);
+        let location = probed.headers()["location"].to_str().unwrap().replacen("/_hemicycle/console", "", 1);
+        let html = get(&server, Some(&cookie), &location).await.text().await.unwrap();
+        assert!(html.contains(expected), "{expected}: {html}");
+    }
+    let html = get(&server, Some(&cookie), "/antivirus").await.text().await.unwrap();
+    assert!(html.contains("unreachable since"), "{html}");
+    let refused = post(&server, Some(&cookie), "/antivirus/probe", &[("csrf", "forged")]).await;
+    assert_ne!(refused.status(), StatusCode::SEE_OTHER, "no probe without the session's CSRF token");
 }

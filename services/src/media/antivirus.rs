@@ -7,17 +7,22 @@
 //! restart scans nothing again. An end-to-end encrypted attachment, scanned through the content
 //! scanner API with its key, has its verdict under the SHA-256 of its *decrypted* contents.
 //!
-//! The verdict (clean, or the signature that matched) is a fact about the bytes; whether a clean
-//! file may be served also depends on the MIME type policy, judged at every download from the
-//! type sniffed during the scan, so a policy change applies to files scanned before it. When
-//! clamd cannot give a verdict nothing is recorded, and `when_unavailable` decides whether the
-//! file is refused (the default) or served unscanned; the next download tries again.
+//! The verdict (clean, or the signature that matched) is a fact about the bytes *under the
+//! signatures clamd ran then*: each verdict records clamd's `VERSION` (engine and daily database),
+//! and a verdict made under other signatures than clamd's current ones is made again at the
+//! file's next download, so a file that scanned clean is refused once an update knows it (and a
+//! false positive an update withdrew is served again). Whether a clean file may be served also
+//! depends on the MIME type policy, judged at every download from the type sniffed during the
+//! scan, so a policy change applies to files scanned before it; an upload of a type the policy
+//! forbids is refused at once. When clamd cannot give a verdict nothing is recorded, and
+//! `when_unavailable` decides whether the file is refused (the default) or served unscanned; the
+//! next download tries again.
 
 use std::{
     collections::HashMap,
     path::PathBuf,
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use tokio::sync::{watch, Semaphore};
@@ -35,11 +40,16 @@ use crate::{
     time::now_ms,
 };
 
-/// How many bytes of a file the MIME type is sniffed from.
-const SNIFF_LEN: usize = 8192;
 /// The content scanner API's Curve25519 secret in `keyid_secret`: generated once, so the public
 /// key clients cached stays valid across restarts.
 const BODY_KEY_ID: &str = "curve25519:content_scanner";
+
+impl Verdict {
+    /// Whether this verdict was made under `current` signatures (unknown ones: take it as it is).
+    fn is_current(&self, current: Option<&str>) -> bool {
+        current.is_none_or(|current| self.signatures.as_deref() == Some(current))
+    }
+}
 
 /// The bytes to scan.
 #[derive(Clone)]
@@ -62,6 +72,15 @@ pub struct ClamdStatus {
     pub last_error: Option<(u64, String)>,
     /// Files served unscanned under `when_unavailable = "serve"` since start.
     pub served_unscanned: u64,
+    /// The signatures clamd last said it runs (its `VERSION` answer).
+    pub signatures: Option<String>,
+}
+
+/// What is known of clamd's signatures, and when it was last asked.
+#[derive(Default)]
+struct SignatureCheck {
+    asked: Option<Instant>,
+    version: Option<String>,
 }
 
 pub struct Antivirus {
@@ -77,6 +96,9 @@ pub struct Antivirus {
     scans: Semaphore,
     status: Mutex<ClamdStatus>,
     body_decryption: BodyDecryption,
+    /// Held while clamd is asked for its version, so concurrent downloads ask once.
+    signatures: tokio::sync::Mutex<SignatureCheck>,
+    signature_check_interval: Duration,
 }
 
 impl Antivirus {
@@ -105,6 +127,8 @@ impl Antivirus {
             in_flight: Mutex::default(),
             scans: Semaphore::new(config.max_concurrent_scans.max(1) as usize),
             status: Mutex::default(),
+            signatures: tokio::sync::Mutex::default(),
+            signature_check_interval: Duration::from_millis(config.signature_check_interval_ms),
         })))
     }
 
@@ -133,9 +157,39 @@ impl Antivirus {
 
     /// Asks clamd for its version now (the console's probe); records the outcome like a scan.
     pub async fn probe(&self) -> Result<String, String> {
+        let mut known = self.signatures.lock().await;
+        self.ask_version(&mut known).await
+    }
+
+    /// Asks clamd which signatures it runs, and remembers the answer.
+    async fn ask_version(&self, known: &mut SignatureCheck) -> Result<String, String> {
+        known.asked = Some(Instant::now());
         let answer = self.clamd.version().await.map_err(|e| e.to_string());
         self.note(answer.as_ref().map(|_| ()).map_err(Clone::clone));
+        if let Ok(version) = &answer {
+            if known.version.as_ref().is_some_and(|old| old != version) {
+                tracing::info!(
+                    from = known.version.as_deref().unwrap_or_default(),
+                    to = %version,
+                    "clamd's signatures changed: files are scanned again at their next download"
+                );
+            }
+            known.version = Some(version.clone());
+            self.status.lock().expect("antivirus status").signatures = Some(version.clone());
+        }
         answer
+    }
+
+    /// The signatures clamd runs, as it last said, asked again when the last answer is older
+    /// than `signature_check_interval_ms` (clamd tells nobody when it reloads its database).
+    /// None while clamd has never answered.
+    async fn current_signatures(&self) -> Option<String> {
+        let mut known = self.signatures.lock().await;
+        if known.asked.is_none_or(|at| at.elapsed() >= self.signature_check_interval) {
+            // A failure keeps the last answer: clamd being down says nothing of its signatures.
+            let _ = self.ask_version(&mut known).await;
+        }
+        known.version.clone()
     }
 
     fn note(&self, outcome: Result<(), String>) {
@@ -177,12 +231,18 @@ impl Antivirus {
         });
     }
 
-    /// The verdict on `sha256`, scanning `source` when there is none yet: one scan per content
-    /// hash at a time, whoever asks, run in its own task so a caller that goes away does not cancel
-    /// it for the others. `Err` when clamd gave no verdict (nothing is recorded then).
+    /// The verdict on `sha256` under clamd's current signatures, scanning `source` when there is
+    /// none yet or the recorded one was made under older signatures: one scan per content hash at
+    /// a time, whoever asks, run in its own task so a caller that goes away does not cancel it for
+    /// the others. `Err` when clamd gave no verdict and none was ever recorded (a verdict under
+    /// older signatures stands while clamd cannot make a new one).
     pub async fn verdict(self: &Arc<Self>, sha256: &str, source: ScanSource) -> Result<Verdict, String> {
-        if let Some(verdict) = self.recorded(sha256).map_err(|e| e.to_string())? {
-            return Ok(verdict);
+        let current = self.current_signatures().await;
+        let recorded = self.recorded(sha256).map_err(|e| e.to_string())?;
+        if let Some(verdict) = &recorded {
+            if verdict.is_current(current.as_deref()) {
+                return Ok(verdict.clone());
+            }
         }
         let mut waiting = {
             let mut in_flight = self.in_flight.lock().expect("antivirus scans");
@@ -190,7 +250,8 @@ impl Antivirus {
                 Some(running) => running.clone(),
                 None => {
                     // Recorded between the look-up above and this lock: a scan just finished.
-                    if let Some(verdict) = self.recorded(sha256).map_err(|e| e.to_string())? {
+                    let just_made = self.recorded(sha256).map_err(|e| e.to_string())?;
+                    if let Some(verdict) = just_made.filter(|v| v.is_current(current.as_deref())) {
                         return Ok(verdict);
                     }
                     let (done, waiting) = watch::channel(None);
@@ -207,20 +268,29 @@ impl Antivirus {
             }
         };
         let outcome = waiting.wait_for(Option::is_some).await.map_err(|_| "the scan task ended".to_owned())?;
-        outcome.clone().expect("waited for an outcome")
+        match (outcome.clone().expect("waited for an outcome"), recorded) {
+            (Ok(verdict), _) => Ok(verdict),
+            (Err(reason), Some(older)) => {
+                tracing::warn!(%sha256, %reason, "no new verdict under clamd's new signatures: the older one stands");
+                Ok(older)
+            }
+            (Err(reason), None) => Err(reason),
+        }
     }
 
     /// Runs one scan and records its verdict before anyone is told of it.
     async fn scan(&self, sha256: &str, source: ScanSource) -> Result<Verdict, String> {
         let _permit = self.scans.acquire().await.map_err(|e| e.to_string())?;
+        // Asked before the scan: should clamd reload meanwhile, the verdict is only made again.
+        let before = self.current_signatures().await;
         let (path, key) = match source {
             ScanSource::File(path) => (path, None),
             ScanSource::Encrypted(path, key) => (path, Some(key)),
         };
         let file = tokio::fs::File::open(&path).await.map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        let mut head = Vec::with_capacity(SNIFF_LEN);
+        let mut head = Vec::with_capacity(antivirus_mime::SNIFF_LEN);
         let observe = |chunk: &[u8]| {
-            let take = (SNIFF_LEN - head.len()).min(chunk.len());
+            let take = (antivirus_mime::SNIFF_LEN - head.len()).min(chunk.len());
             head.extend_from_slice(&chunk[..take]);
         };
         let started = std::time::Instant::now();
@@ -244,6 +314,12 @@ impl Antivirus {
             }
         };
         self.note(Ok(()));
+        let signatures = match before {
+            Some(version) => Some(version),
+            // Unknown until now (clamd was down when last asked): it answers again, so ask, or
+            // the verdict would be made once more as soon as the version is known.
+            None => self.ask_version(&mut *self.signatures.lock().await).await.ok(),
+        };
         let verdict = Verdict {
             infected: match outcome {
                 ScanOutcome::Clean => None,
@@ -251,6 +327,7 @@ impl Antivirus {
             },
             mimetype: antivirus_mime::sniff(&head).to_owned(),
             scanned_ts: now_ms(),
+            signatures,
         };
         match &verdict.infected {
             Some(signature) => tracing::warn!(%sha256, %signature, "infected file quarantined"),
@@ -268,14 +345,31 @@ impl Antivirus {
         if let Some(signature) = &verdict.infected {
             return Err(Error::NotClean(format!("the file is infected ({signature}) and is served to nobody")));
         }
+        self.judge_type(&verdict.mimetype)
+    }
+
+    /// The MIME type policy, with the reference scanner's words.
+    fn judge_type(&self, mimetype: &str) -> Result<()> {
         let forbidden = match &self.allowed_mimetypes {
-            Some(allowed) => !allowed.iter().any(|t| t == &verdict.mimetype),
-            None => self.blocked_mimetypes.iter().any(|t| t == &verdict.mimetype),
+            Some(allowed) => !allowed.iter().any(|t| t == mimetype),
+            None => self.blocked_mimetypes.iter().any(|t| t == mimetype),
         };
         if forbidden {
-            return Err(Error::MimeTypeForbidden(format!("File type: {} not allowed", verdict.mimetype)));
+            return Err(Error::MimeTypeForbidden(format!("File type: {mimetype} not allowed")));
         }
         Ok(())
+    }
+
+    /// Whether an upload starting with `head` may be stored: its uploader learns at once that
+    /// its type is forbidden, rather than every recipient at download. Bytes of no known type
+    /// are taken: every end-to-end encrypted attachment looks so, and its real type, known only
+    /// once decrypted, is judged when a client scans it through the content scanner API (and a
+    /// plain download judges the bytes as they are).
+    pub fn judge_upload(&self, head: &[u8]) -> Result<()> {
+        match antivirus_mime::sniff(head) {
+            "application/octet-stream" => Ok(()),
+            mimetype => self.judge_type(mimetype),
+        }
     }
 
     /// Whether a file may be served although clamd gave no verdict on it (`when_unavailable`).

@@ -4,6 +4,9 @@
 //! so lists written for it work here; like it, an unknown binary file is
 //! `application/octet-stream` and unknown text `text/plain`.
 
+/// How many bytes of a file the MIME type is sniffed from (kept of every upload and scan).
+pub const SNIFF_LEN: usize = 8192;
+
 /// Magic numbers at the start of a file.
 const PREFIXES: &[(&[u8], &str)] = &[
     (b"%PDF-", "application/pdf"),

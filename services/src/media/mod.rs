@@ -124,6 +124,14 @@ impl Media {
         }
     }
 
+    /// Refuses an upload of a type the antivirus's MIME type policy forbids, before it is stored.
+    fn check_upload_type(&self, upload: &Upload) -> Result<()> {
+        match &self.antivirus {
+            Some(antivirus) => antivirus.judge_upload(upload.head()),
+            None => Ok(()),
+        }
+    }
+
     /// Waits for the antivirus's verdict on a stored file and decides whether it may be served.
     async fn screen_file(&self, file: &FileRef) -> Result<()> {
         match &self.antivirus {
@@ -208,6 +216,7 @@ impl Media {
         content_type: Option<String>,
         filename: Option<String>,
     ) -> Result<OwnedMxcUri> {
+        self.check_upload_type(&upload)?;
         let file = FileRef::from(self.store.persist(upload).await?);
         let media_id = Self::new_media_id();
         let record = MediaRecord {
@@ -328,6 +337,7 @@ impl Media {
         filename: Option<String>,
     ) -> Result<()> {
         self.check_reserved(uploader, server, media_id)?;
+        self.check_upload_type(&upload)?;
         let file = FileRef::from(self.store.persist(upload).await?);
         {
             let _guard = self.lock();

@@ -77,6 +77,7 @@ impl FileStore {
             hasher: Sha256::new(),
             size: 0,
             limit,
+            head: Vec::new(),
         })
     }
 
@@ -157,6 +158,8 @@ pub struct Upload {
     hasher: Sha256,
     size: u64,
     limit: u64,
+    /// The first bytes, for the antivirus's MIME type policy.
+    head: Vec<u8>,
 }
 
 impl Upload {
@@ -167,11 +170,18 @@ impl Upload {
         }
         self.hasher.update(chunk);
         self.size += chunk.len() as u64;
+        let keep = (super::antivirus_mime::SNIFF_LEN - self.head.len()).min(chunk.len());
+        self.head.extend_from_slice(&chunk[..keep]);
         let path = self.temp.0.as_deref().unwrap_or(Path::new("?"));
         self.file.write_all(chunk).await.map_err(|e| io_error("cannot write", path, e))
     }
 
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// The first bytes written (up to a few KiB).
+    pub fn head(&self) -> &[u8] {
+        &self.head
     }
 }

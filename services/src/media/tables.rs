@@ -18,6 +18,10 @@ pub struct Verdict {
     /// The type sniffed from the first bytes (for the MIME type policy).
     pub mimetype: String,
     pub scanned_ts: u64,
+    /// clamd's `VERSION` when it scanned (`ClamAV 1.4.6/27851/…`: engine and daily database);
+    /// none for verdicts recorded before versions were kept, or when clamd would not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signatures: Option<String>,
 }
 
 /// What a media id stands for.

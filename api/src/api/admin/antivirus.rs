@@ -51,6 +51,7 @@ pub(crate) fn summary(services: &Services) -> Result<Value, crate::error::Error>
         "last_error": status.last_error.as_ref().map(|(_, e)| e),
         "last_error_ts": status.last_error.as_ref().map(|(ts, _)| ts),
         "served_unscanned": status.served_unscanned,
+        "signatures": status.signatures,
         "total": quarantined.len(),
         "quarantined": quarantined,
     }))

@@ -78,7 +78,12 @@ impl IntoResponse for McsError {
     fn into_response(self) -> Response {
         let mut api = self.0;
         let reason = api.body["errcode"].clone();
-        let info = api.body["error"].clone();
+        // An infected file in the reference scanner's words, which its clients may show; the
+        // Matrix `error` beside it names the signature.
+        let info = match reason.as_str() {
+            Some("MCS_MEDIA_NOT_CLEAN") => json!("***VIRUS DETECTED***"),
+            _ => api.body["error"].clone(),
+        };
         api.body["reason"] = reason;
         api.body["info"] = info;
         api.into_response()

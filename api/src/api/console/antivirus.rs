@@ -38,6 +38,13 @@ async fn overview(State(services): State<Arc<Services>>, session: Session, query
                         None => "not asked yet",
                     }
                 }
+                dt { "Signatures" }
+                dd {
+                    @match &status.signatures {
+                        Some(version) => code { (version) },
+                        None => "not known yet",
+                    }
+                }
                 dt { "While clamd is down" }
                 dd {
                     @match antivirus.when_unavailable() {
