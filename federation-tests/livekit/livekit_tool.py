@@ -3,6 +3,9 @@
     verify KEY SECRET          reads a token on stdin, checks it as the SFU does
                                (livekit.api.TokenVerifier: HS256 signature, issuer, expiry)
                                and prints its claims as JSON; exits 1 when it is refused.
+    sign-webhook KEY SECRET    reads a webhook body on stdin and prints the Authorization token
+                               LiveKit sends with it (its `sha256` claim is the body's hash),
+                               made with livekit-api's AccessToken.
     room-api KEY SECRET        serves the room API's `CreateRoom` (Twirp, JSON) on a free
                                loopback port, printed first on stdout; every request's token is
                                checked with TokenVerifier and must grant `roomCreate`. `GET
@@ -18,7 +21,10 @@ import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from livekit.api import TokenVerifier
+import base64
+import hashlib
+
+from livekit.api import AccessToken, TokenVerifier
 
 
 def verify(key, secret):
@@ -29,6 +35,12 @@ def verify(key, secret):
         print(json.dumps({"refused": repr(error)}))
         sys.exit(1)
     print(json.dumps(dataclasses.asdict(claims)))
+
+
+def sign_webhook(key, secret):
+    body = sys.stdin.buffer.read()
+    digest = base64.b64encode(hashlib.sha256(body).digest()).decode()
+    print(AccessToken(key, secret).with_sha256(digest).to_jwt())
 
 
 def room_api(key, secret):
@@ -82,4 +94,4 @@ def room_api(key, secret):
 
 if __name__ == "__main__":
     mode, key, secret = sys.argv[1:4]
-    {"verify": verify, "room-api": room_api}[mode](key, secret)
+    {"verify": verify, "sign-webhook": sign_webhook, "room-api": room_api}[mode](key, secret)

@@ -214,3 +214,102 @@ async fn livekit_tokens_for_local_and_remote_users() {
     let (status, error) = hub.call(Method::POST, None, &format!("{PREFIX}/get_token"), Some(&large)).await;
     assert_eq!((status, error["errcode"].as_str()), (413, Some("M_TOO_LARGE")), "{error}");
 }
+
+/// The token LiveKit signs a webhook with (made by livekit-api's own `AccessToken`).
+fn sign_webhook(body: &str, secret: &str) -> String {
+    let mut child = Command::new(python())
+        .args([tool(), "sign-webhook", KEY, secret])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run the signer");
+    child.stdin.take().expect("stdin").write_all(body.as_bytes()).expect("write the body");
+    let output = child.wait_with_output().expect("the signer's answer");
+    assert!(output.status.success(), "the signer failed");
+    String::from_utf8(output.stdout).expect("a token").trim().to_owned()
+}
+
+/// Posts a webhook of the SFU about one participant, signed with `secret`.
+async fn webhook(node: &Node, event: &str, room: &str, identity: &str, secret: &str) -> (u16, String) {
+    let body = json!({
+        "event": event,
+        "room": { "name": room },
+        "participant": { "identity": identity, "disconnectReason": "CLIENT_INITIATED" },
+    })
+    .to_string();
+    let answer = reqwest::Client::new()
+        .post(format!("{}{PREFIX}/sfu_webhook", node.client_url()))
+        .header("Authorization", sign_webhook(&body, secret))
+        .header("Content-Type", "application/webhook+json")
+        .body(body)
+        .send()
+        .await
+        .expect("post the webhook");
+    (answer.status().as_u16(), answer.text().await.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn a_delegated_delayed_leave_follows_the_sfus_webhooks() {
+    let sfu = RoomApi::start();
+    let secrets = tempfile::tempdir().expect("temp dir");
+    let secret_file = secrets.path().join("livekit.secret");
+    std::fs::write(&secret_file, SECRET).expect("write the secret");
+    let mut livekit = toml::Table::new();
+    livekit.insert("url".into(), format!("ws://127.0.0.1:{}", sfu.port).into());
+    livekit.insert("key".into(), KEY.into());
+    livekit.insert("secret_file".into(), secret_file.display().to_string().into());
+    livekit.insert("full_access_servers".into(), toml::Value::Array(vec!["*".into()]));
+    let settings = [
+        ("delayed_events.max_delay_ms", toml::Value::Integer(600_000)),
+        ("matrix_rtc.livekit", toml::Value::Table(livekit)),
+    ];
+    let node = Node::start_with("livekit-delegation", None, &[], &settings).await;
+    let (alice_id, alice) = node.register("alice").await;
+    let room = node.create_room(&alice, json!({})).await;
+    let member_path =
+        format!("/_matrix/client/v3/rooms/{}/state/org.example.call.member/{}", enc(&room), enc(&alice_id));
+    node.put(&alice, &member_path, json!({ "in_call": true })).await;
+    // The leave, due in 10 s unless restarted.
+    let scheduled = node.put(&alice, &format!("{member_path}?org.matrix.msc4140.delay=10000"), json!({})).await;
+    let delay_id = scheduled["delay_id"].as_str().expect("a delay id").to_owned();
+
+    let token = openid_token(&node, &alice, &alice_id).await;
+    let mut request = json!({
+        "room_id": room,
+        "slot_id": "m.call#ROOM",
+        "openid_token": token,
+        "member": { "id": "member-a", "claimed_user_id": alice_id, "claimed_device_id": "ALICEDEV" },
+        "delay_id": delay_id,
+        "delay_timeout": 10_000,
+    });
+    // Only one's own delayed event can be handed over.
+    request["delay_id"] = json!("not-a-delay-id");
+    let (status, error) = node.call(Method::POST, None, &format!("{PREFIX}/get_token"), Some(&request)).await;
+    assert_eq!((status, error["errcode"].as_str()), (400, Some("M_BAD_JSON")), "{error}");
+    request["delay_id"] = json!(delay_id);
+    let (status, grant) = node.call(Method::POST, None, &format!("{PREFIX}/get_token"), Some(&request)).await;
+    assert_eq!(status, 200, "{grant}");
+    let (sfu_room, identity) = (room_alias(&room, "m.call#ROOM"), member_identity(&alice_id, "ALICEDEV", "member-a"));
+
+    // Webhooks not signed with the SFU's secret are refused and change nothing.
+    let (status, body) = webhook(&node, "participant_left", &sfu_room, &identity, "not-the-secret").await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(webhook(&node, "participant_joined", &sfu_room, &identity, SECRET).await.0, 200);
+
+    // On the SFU past the leave's delay: the service keeps restarting it.
+    tokio::time::sleep(std::time::Duration::from_secs(12)).await;
+    assert_eq!(node.get(&alice, &member_path).await, json!({ "in_call": true }), "the leave was kept pending");
+
+    // The SFU says the participant left: the leave is sent at once (its own time is seconds away).
+    let left = std::time::Instant::now();
+    assert_eq!(webhook(&node, "participant_left", &sfu_room, &identity, SECRET).await.0, 200);
+    loop {
+        if node.get(&alice, &member_path).await == json!({}) {
+            break;
+        }
+        assert!(left.elapsed() < std::time::Duration::from_secs(4), "the leave was not sent when the SFU said so");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let pending = node.get(&alice, "/_matrix/client/unstable/org.matrix.msc4140/delayed_events").await;
+    assert_eq!(pending["delayed_events"], json!([]), "{pending}");
+}

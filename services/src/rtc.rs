@@ -10,13 +10,14 @@
 //! a token to join, which the SFU honours only for a room that exists when it runs with
 //! `room.auto_create: false` (docs/calls.md).
 
-use std::time::Duration;
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use ruma::{OwnedUserId, ServerName};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
 
 use crate::{config::LiveKitConfig, error::Error, services::Services, time::now_ms};
 
@@ -46,6 +47,8 @@ pub enum Refusal {
     Unauthorized,
     /// The SFU did not open the room: 500 `M_UNKNOWN`.
     Sfu(String),
+    /// A delayed leave this service cannot keep: 400 `M_BAD_JSON`.
+    Delegation(&'static str),
 }
 
 /// A token and the SFU it is for: the `{url, jwt}` answer.
@@ -79,6 +82,22 @@ pub struct LiveKit {
     /// The SFU's room API (`http(s)://…`, from the `ws(s)://` URL clients are given).
     api_url: String,
     http: reqwest::Client,
+    /// Delayed leave events handed to us, by (LiveKit room, identity): the channel of the task
+    /// that keeps each one pending while its participant is on the SFU.
+    delegations: std::sync::Mutex<HashMap<(String, String), mpsc::UnboundedSender<Presence>>>,
+}
+
+/// What the SFU's webhooks say of a participant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    Joined,
+    Left,
+}
+
+/// A delayed leave event handed over with a token request (`delay_id`, `delay_timeout`).
+pub struct Delegation<'a> {
+    pub delay_id: &'a str,
+    pub timeout: Duration,
 }
 
 impl LiveKit {
@@ -94,24 +113,27 @@ impl LiveKit {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| Error::Internal(format!("the SFU's HTTP client: {e}")))?;
-        Ok(Self { config: config.clone(), secret, api_url, http })
+        Ok(Self { config: config.clone(), secret, api_url, http, delegations: Default::default() })
     }
 
     /// Checks the caller's OpenID token, then signs their token; for a full-access server's
     /// user, has the SFU open the room first (so a failure there leaves nothing half done).
-    pub async fn grant(&self, services: &Services, request: TokenRequest<'_>) -> Result<Grant, Refusal> {
-        let user = self.verify_openid(services, request.openid_token, request.matrix_server_name).await?;
-        if request.claimed_user_id.is_some_and(|claimed| claimed != user.as_str()) {
-            tracing::warn!(%user, claimed = ?request.claimed_user_id, "LiveKit token: the claimed user is not the token's");
-            return Err(Refusal::Unauthorized);
-        }
-        let identity = match request.identity {
-            Identity::Member { device_id, member_id } => member_identity(user.as_str(), device_id, member_id),
-            Identity::Legacy { device_id } => format!("{user}:{device_id}"),
-        };
+    pub async fn grant(
+        &self,
+        services: &Arc<Services>,
+        request: TokenRequest<'_>,
+        delegation: Option<Delegation<'_>>,
+    ) -> Result<Grant, Refusal> {
+        let (user, identity) = self.authenticate(services, &request).await?;
         let full_access = self.config.full_access(request.matrix_server_name);
+        if let Some(delegation) = &delegation {
+            self.check_delegation(services, &user, full_access, delegation)?;
+        }
         if full_access {
             self.create_room(&request.room).await.map_err(Refusal::Sfu)?;
+        }
+        if let Some(delegation) = delegation {
+            self.delegate(services, &request.room, &identity, delegation);
         }
         let now = now_ms() / 1000;
         let mut video = json!({
@@ -133,6 +155,145 @@ impl LiveKit {
         });
         tracing::info!(%user, room = %request.room, full_access, "LiveKit token granted");
         Ok(Grant { url: self.config.url.clone(), jwt: self.sign(&claims) })
+    }
+
+    /// The caller's user id (checked with their server) and LiveKit identity.
+    async fn authenticate(
+        &self,
+        services: &Services,
+        request: &TokenRequest<'_>,
+    ) -> Result<(OwnedUserId, String), Refusal> {
+        let user = self.verify_openid(services, request.openid_token, request.matrix_server_name).await?;
+        if request.claimed_user_id.is_some_and(|claimed| claimed != user.as_str()) {
+            tracing::warn!(%user, claimed = ?request.claimed_user_id, "LiveKit token: the claimed user is not the token's");
+            return Err(Refusal::Unauthorized);
+        }
+        let identity = match request.identity {
+            Identity::Member { device_id, member_id } => member_identity(user.as_str(), device_id, member_id),
+            Identity::Legacy { device_id } => format!("{user}:{device_id}"),
+        };
+        Ok((user, identity))
+    }
+
+    /// `POST …/delegate_delayed_leave`: a participant already on the SFU hands over its
+    /// delayed leave.
+    pub async fn delegate_leave(
+        &self,
+        services: &Arc<Services>,
+        request: TokenRequest<'_>,
+        delegation: Delegation<'_>,
+    ) -> Result<(), Refusal> {
+        let (user, identity) = self.authenticate(services, &request).await?;
+        let full_access = self.config.full_access(request.matrix_server_name);
+        self.check_delegation(services, &user, full_access, &delegation)?;
+        self.delegate(services, &request.room, &identity, delegation);
+        // Already connected: no webhook will say it joined.
+        self.participant(&request.room, &identity, Presence::Joined);
+        Ok(())
+    }
+
+    /// Only this node's delayed events can be kept (we act on them directly; another server's
+    /// would need its client API), of a user of a full-access server, and only the caller's own.
+    fn check_delegation(
+        &self,
+        services: &Services,
+        user: &OwnedUserId,
+        full_access: bool,
+        delegation: &Delegation<'_>,
+    ) -> Result<(), Refusal> {
+        if !full_access {
+            return Err(Refusal::Delegation("Delegation of delayed events is only supported for full access users"));
+        }
+        if user.server_name() != services.config.server_name {
+            return Err(Refusal::Delegation("Delegation of delayed events is only supported for users of this server"));
+        }
+        let owned = services.delayed_events.get(delegation.delay_id).ok().flatten().is_some_and(|d| d.owner == *user);
+        if !owned || delegation.timeout.is_zero() {
+            return Err(Refusal::Delegation("The request body has an unknown `delay_id` or no `delay_timeout`"));
+        }
+        Ok(())
+    }
+
+    /// Starts the task that keeps a delayed leave pending while its participant is on the SFU
+    /// (a restart at 80 % of its timeout, as lk-jwt-service) and sends it as soon as a webhook
+    /// says the participant left. Until the participant joins, nothing is done: unrestarted, the
+    /// event fires by itself. A new delegation for the same participant replaces the older one.
+    fn delegate(&self, services: &Arc<Services>, room: &str, identity: &str, delegation: Delegation<'_>) {
+        let (sender, mut signals) = mpsc::unbounded_channel();
+        let key = (room.to_owned(), identity.to_owned());
+        self.delegations.lock().expect("delegations").insert(key.clone(), sender.clone());
+        let services = services.clone();
+        let delay_id = delegation.delay_id.to_owned();
+        let timeout = delegation.timeout;
+        tokio::spawn(async move {
+            let first = tokio::time::timeout(timeout, signals.recv()).await;
+            let joined = matches!(first, Ok(Some(Presence::Joined)));
+            if joined {
+                let restart_every = timeout * 8 / 10;
+                loop {
+                    if let Err(error) = services.delayed_events.restart(&delay_id).await {
+                        tracing::info!(%delay_id, %error, "a delegated delayed leave is gone");
+                        break;
+                    }
+                    match tokio::time::timeout(restart_every, signals.recv()).await {
+                        Err(_) | Ok(Some(Presence::Joined)) => continue,
+                        Ok(None) => break,
+                        Ok(Some(Presence::Left)) => {
+                            if let Err(error) = services.delayed_events.send_now(&services, &delay_id).await {
+                                tracing::info!(%delay_id, %error, "a delegated delayed leave was not sent");
+                            }
+                            break;
+                        }
+                    }
+                }
+            }
+            if let Some(livekit) = &services.livekit {
+                let mut delegations = livekit.delegations.lock().expect("delegations");
+                if delegations.get(&key).is_some_and(|current| current.same_channel(&sender)) {
+                    delegations.remove(&key);
+                }
+            }
+        });
+    }
+
+    /// What a webhook of the SFU said of a participant, passed to its delegation if any.
+    pub fn participant(&self, room: &str, identity: &str, presence: Presence) {
+        let delegations = self.delegations.lock().expect("delegations");
+        if let Some(sender) = delegations.get(&(room.to_owned(), identity.to_owned())) {
+            let _ = sender.send(presence);
+        }
+    }
+
+    /// Checks a webhook of the SFU as LiveKit signs them: an HS256 JWT of our key and secret in
+    /// `Authorization`, whose `sha256` claim is the base64 SHA-256 of the body.
+    pub fn verify_webhook(&self, authorization: &str, body: &[u8]) -> bool {
+        let Some(claims) = self.verify_jwt(authorization.trim_start_matches("Bearer ").trim()) else {
+            return false;
+        };
+        let claimed = claims["sha256"].as_str().unwrap_or("");
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(claimed)
+            .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(claimed));
+        decoded.is_ok_and(|hash| hash == Sha256::digest(body).as_slice())
+    }
+
+    /// The claims of a JWT signed with our secret and issued under our key, unexpired.
+    fn verify_jwt(&self, token: &str) -> Option<Value> {
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let (signing_input, signature) = token.rsplit_once('.')?;
+        let (header, payload) = signing_input.split_once('.')?;
+        let header: Value = serde_json::from_slice(&b64.decode(header).ok()?).ok()?;
+        if header["alg"] != "HS256" {
+            return None;
+        }
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.secret.as_bytes()).expect("HMAC takes keys of any length");
+        mac.update(signing_input.as_bytes());
+        mac.verify_slice(&b64.decode(signature).ok()?).ok()?;
+        let claims: Value = serde_json::from_slice(&b64.decode(payload).ok()?).ok()?;
+        let now = now_ms() / 1000;
+        let fresh = claims["exp"].as_u64().is_some_and(|exp| exp + 60 >= now)
+            && claims["nbf"].as_u64().is_none_or(|nbf| nbf <= now + 60);
+        (claims["iss"] == self.config.key.as_str() && fresh).then_some(claims)
     }
 
     /// The user an OpenID token was issued to by `server`: our own store for our tokens, the
