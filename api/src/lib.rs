@@ -8,5 +8,5 @@ pub mod server;
 /// The layers below, under the names the handlers use (`crate::rooms`, `crate::error`, …).
 pub use hemicycle_services::{
     admin, appservice, audit, config, db, ephemeral, error, federation, keys, locks, media, metrics, push, ratelimit,
-    reports, rooms, search, server_keys, services, spaces, stream, sync, telemetry, time, uia, users,
+    reports, rooms, rtc, search, server_keys, services, spaces, stream, sync, telemetry, time, uia, users,
 };

@@ -15,7 +15,7 @@ use serde::Deserialize;
 mod accounts;
 mod calls;
 pub use accounts::{AccountValidityConfig, HumanDuration, PasswordPolicyConfig};
-pub use calls::{DelayedEventsConfig, MatrixRtcConfig};
+pub use calls::{DelayedEventsConfig, LiveKitConfig, MatrixRtcConfig};
 
 /// A configuration problem, naming the dotted key at fault.
 #[derive(Debug, thiserror::Error)]
@@ -449,6 +449,12 @@ pub struct RateLimitsConfig {
     pub registration: RateLimit,
     /// Uploads and `/media/v1/create` per account: storing files costs disk and I/O.
     pub media_upload: RateLimit,
+    /// Restarting, sending or cancelling a delayed event by its id alone (no access token), per
+    /// client address: the id is the only secret, so guessing must stay slow.
+    pub delayed_event_action: RateLimit,
+    /// LiveKit tokens asked of the built-in authorisation service, per client address: each
+    /// request may make us ask another server about an OpenID token.
+    pub rtc_token: RateLimit,
 }
 
 /// A token bucket: `burst` actions at once, refilled at `per_second`.
@@ -591,6 +597,8 @@ impl Default for RateLimitsConfig {
             login: RateLimit { per_second: 0.2, burst: 5 },
             registration: RateLimit { per_second: 0.2, burst: 5 },
             media_upload: RateLimit { per_second: 1.0, burst: 10 },
+            delayed_event_action: RateLimit { per_second: 5.0, burst: 30 },
+            rtc_token: RateLimit { per_second: 1.0, burst: 20 },
         }
     }
 }

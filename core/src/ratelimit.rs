@@ -1,5 +1,5 @@
-//! Token-bucket rate limiting for login, registration and media uploads, per client address and per
-//! account.
+//! Token-bucket rate limiting for login, registration, media uploads, token-less delayed event
+//! actions and LiveKit tokens, per client address and per account.
 
 use std::{
     collections::HashMap,
@@ -19,6 +19,10 @@ pub enum Action {
     Registration,
     /// Media uploads (and reserving media ids), per account.
     MediaUpload,
+    /// Token-less delayed event actions (restart, send, cancel by delay id), per address.
+    DelayedEventAction,
+    /// LiveKit tokens of the built-in authorisation service, per address.
+    RtcToken,
 }
 
 struct Bucket {
@@ -44,6 +48,8 @@ impl RateLimiter {
             Action::Login => self.config.login,
             Action::Registration => self.config.registration,
             Action::MediaUpload => self.config.media_upload,
+            Action::DelayedEventAction => self.config.delayed_event_action,
+            Action::RtcToken => self.config.rtc_token,
         }
     }
 
@@ -96,6 +102,8 @@ mod tests {
             login: RateLimit { per_second: 0.5, burst: 2 },
             registration: RateLimit { per_second: 0.5, burst: 2 },
             media_upload: RateLimit { per_second: 0.5, burst: 2 },
+            delayed_event_action: RateLimit { per_second: 0.5, burst: 2 },
+            rtc_token: RateLimit { per_second: 0.5, burst: 2 },
         });
         assert!(limiter.check(Action::Login, "1.2.3.4").is_ok());
         assert!(limiter.check(Action::Login, "1.2.3.4").is_ok());

@@ -4,6 +4,7 @@
 mod admin;
 mod antivirus;
 mod bad_input;
+mod calls;
 mod convergence;
 mod e2ee_and_media;
 mod federation;

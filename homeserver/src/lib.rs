@@ -8,5 +8,5 @@
 pub use hemicycle_api::{api, server};
 pub use hemicycle_services::{
     admin, appservice, audit, config, db, ephemeral, error, federation, keys, locks, media, metrics, push, ratelimit,
-    reports, rooms, search, server_keys, services, spaces, stream, sync, telemetry, time, uia, users,
+    reports, rooms, rtc, search, server_keys, services, spaces, stream, sync, telemetry, time, uia, users,
 };

@@ -19,6 +19,7 @@ pub mod network;
 pub mod push;
 pub mod reports;
 pub mod rooms;
+pub mod rtc;
 pub mod search;
 pub mod server_keys;
 pub mod services;

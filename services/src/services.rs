@@ -62,6 +62,8 @@ pub struct Services {
     pub network: Arc<crate::network::Network>,
     /// Delayed events (MSC4140): scheduled events and their one timer.
     pub delayed_events: crate::rooms::delayed::state::DelayedEvents,
+    /// The built-in LiveKit authorisation service, when `[matrix_rtc.livekit]` is set.
+    pub livekit: Option<crate::rtc::LiveKit>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +142,7 @@ impl Services {
             appservice_sender: Default::default(),
             metrics: Default::default(),
             delayed_events: crate::rooms::delayed::state::DelayedEvents::new(db.clone(), config.delayed_events.clone()),
+            livekit: config.matrix_rtc.livekit.as_ref().map(crate::rtc::LiveKit::new).transpose()?,
             db,
             config,
         });

@@ -1,5 +1,6 @@
 //! The configuration of calls with Element Call (MatrixRTC): delayed events (MSC4140), the RTC
-//! transports announced to clients (MSC4143) (docs/calls.md).
+//! transports announced to clients (MSC4143), the built-in LiveKit authorisation service
+//! (docs/calls.md).
 
 use serde::Deserialize;
 
@@ -37,7 +38,8 @@ impl DelayedEventsConfig {
     }
 }
 
-/// MatrixRTC (`[matrix_rtc]`): the transports (SFUs) clients are told about.
+/// MatrixRTC (`[matrix_rtc]`): the transports (SFUs) clients are told about, and the LiveKit
+/// authorisation service Hemicycle serves itself.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MatrixRtcConfig {
@@ -45,10 +47,70 @@ pub struct MatrixRtcConfig {
     /// `org.matrix.msc4143.rtc_foci`, in `/.well-known/matrix/client`: for LiveKit,
     /// `{ type = "livekit", livekit_service_url = "https://…" }`.
     pub transports: Vec<serde_json::Map<String, serde_json::Value>>,
+    /// The built-in LiveKit authorisation service (what element-hq/lk-jwt-service does), off
+    /// when absent. When set and no transport is configured, a LiveKit transport pointing at it
+    /// is announced, so a node and its SFU are all a call needs.
+    pub livekit: Option<LiveKitConfig>,
+}
+
+/// `[matrix_rtc.livekit]`: the SFU and the API key shared with it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiveKitConfig {
+    /// The SFU's URL as clients reach it (`wss://…`, or `ws://…` on a test network): handed to
+    /// clients with their token, and, as `https://…`/`http://…`, where its room API is called.
+    pub url: String,
+    /// The API key (LiveKit's `keys:` entry): the tokens' issuer.
+    pub key: String,
+    /// A file holding the key's secret (the HS256 key of the tokens), kept out of this file.
+    pub secret_file: std::path::PathBuf,
+    /// Servers whose users may make the SFU open a call's room (`"*"` alone: every server).
+    /// Users of other servers only get a token to join a room that already exists: the SFU must
+    /// run with `room.auto_create: false` for that to hold (docs/calls.md).
+    #[serde(default)]
+    pub full_access_servers: Vec<String>,
+}
+
+impl LiveKitConfig {
+    /// The secret, read from `secret_file` (surrounding white space dropped).
+    pub fn read_secret(&self) -> Result<String, ConfigError> {
+        let text = std::fs::read_to_string(&self.secret_file).map_err(|e| {
+            ConfigError::new(
+                "matrix_rtc.livekit.secret_file",
+                format!("cannot read {}: {e}", self.secret_file.display()),
+            )
+        })?;
+        let secret = text.trim();
+        if secret.is_empty() {
+            return Err(ConfigError::new("matrix_rtc.livekit.secret_file", "the file is empty"));
+        }
+        Ok(secret.to_owned())
+    }
+
+    /// Whether users of `server` get full access (see `full_access_servers`).
+    pub fn full_access(&self, server: &str) -> bool {
+        matches!(self.full_access_servers.as_slice(), [only] if only == "*")
+            || self.full_access_servers.iter().any(|s| s == server)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let url = self.url.as_str();
+        let ok = ["ws://", "wss://"].iter().any(|p| url.strip_prefix(p).is_some_and(|rest| !rest.is_empty()));
+        if !ok {
+            return Err(ConfigError::new("matrix_rtc.livekit.url", "must be the SFU's ws:// or wss:// URL"));
+        }
+        if self.key.is_empty() {
+            return Err(ConfigError::new("matrix_rtc.livekit.key", "must not be empty"));
+        }
+        self.read_secret().map(|_| ())
+    }
 }
 
 impl MatrixRtcConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(livekit) = &self.livekit {
+            livekit.validate()?;
+        }
         for transport in &self.transports {
             let kind = transport.get("type").and_then(|t| t.as_str());
             let Some(kind) = kind else {

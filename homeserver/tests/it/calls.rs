@@ -396,3 +396,35 @@ async fn members_may_publish_their_call_membership_in_rooms_created_here() {
     let (status, _) = api(&server, Method::PUT, Some(&bob), &path, Some(json!({ "topic": "no" }))).await;
     assert_eq!(status, 403);
 }
+
+#[tokio::test]
+async fn delay_ids_cannot_be_guessed_fast() {
+    let mut settings = with_delayed_events(60_000, 100);
+    let mut limit = toml::Table::new();
+    limit.insert("per_second".into(), toml::Value::Float(0.01));
+    limit.insert("burst".into(), toml::Value::Integer(3));
+    settings.push(("rate_limits.enabled", toml::Value::Boolean(true)));
+    settings.push(("rate_limits.delayed_event_action", toml::Value::Table(limit)));
+    let server = TestServer::start_with(&settings);
+    let (_, token) = register_raw(&server, "alice").await;
+    let room = create_room(&server, &token, json!({})).await;
+    let (status, answer) = delayed_message(&server, &token, &room, "pending", 50_000).await;
+    assert_eq!(status, 200, "{answer}");
+    let id = answer["delay_id"].as_str().unwrap().to_owned();
+
+    // Three guesses spend the address's burst…
+    for guess in 0..3 {
+        let (status, body) =
+            api(&server, Method::POST, None, &format!("{DELAYED}/hcd_guess{guess}/restart"), None).await;
+        assert_eq!((status, body["errcode"].as_str()), (404, Some("M_NOT_FOUND")), "{body}");
+    }
+    // …then even the right id is refused, in both forms, and nothing is sent.
+    let (status, body) = api(&server, Method::POST, None, &format!("{DELAYED}/{id}/send"), None).await;
+    assert_eq!((status, body["errcode"].as_str()), (429, Some("M_LIMIT_EXCEEDED")), "{body}");
+    assert!(body["retry_after_ms"].as_u64().is_some_and(|ms| ms > 0), "{body}");
+    let (status, body) =
+        api(&server, Method::POST, None, &format!("{DELAYED}/{id}"), Some(json!({ "action": "send" }))).await;
+    assert_eq!((status, body["errcode"].as_str()), (429, Some("M_LIMIT_EXCEEDED")), "{body}");
+    assert_eq!(list(&server, &token).await.len(), 1, "still pending");
+    assert!(!bodies(&timeline(&server, &token, &room).await).contains(&"pending".to_owned()));
+}

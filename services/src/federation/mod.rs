@@ -61,6 +61,10 @@ pub struct Federation {
 /// `media.max_upload_size`): a big room's `send_join` state fits many times over.
 const MAX_RESPONSE: usize = 256 * 1024 * 1024;
 
+/// Bounds of an OpenID userinfo lookup: a caller waits for it before their call starts.
+const OPENID_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const OPENID_MAX_ANSWER: usize = 16 * 1024;
+
 /// Events fetched from one server a minute, on behalf of what it sent.
 const FETCHES_PER_ORIGIN: u32 = 5_000;
 
@@ -182,6 +186,15 @@ impl Federation {
             return Err(Error::Internal("a federation request to ourselves".into()));
         }
         self.client.send_limited(&self.own, destination, request, timeout, max_bytes).await
+    }
+
+    /// Who `server` says an OpenID token of its own belongs to (`/openid/userinfo`): asked for
+    /// the LiveKit authorisation service, so bounded tightly (an answer is one user id).
+    pub async fn openid_userinfo(&self, server: &ServerName, token: &str) -> Result<ruma::OwnedUserId> {
+        use ruma::api::federation::openid::get_openid_userinfo::v1::Request;
+        let request = Request::new(token.to_owned());
+        let answer = self.send_limited(server, request, OPENID_TIMEOUT, OPENID_MAX_ANSWER).await?;
+        Ok(answer.sub)
     }
 
     /// Counts a received transaction; returns how many came before it since start-up.

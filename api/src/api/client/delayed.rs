@@ -25,9 +25,10 @@ use super::rooms;
 use crate::{
     api::{
         error::ApiError,
-        ruma::{authenticate, read_body, Ruma, RumaResponse, TokenUse},
+        ruma::{authenticate, client_ip, read_body, Ruma, RumaResponse, TokenUse},
     },
     error::Error,
+    ratelimit,
     rooms::{delayed::AddRefused, NewEvent},
     services::Services,
 };
@@ -166,7 +167,17 @@ enum Action {
     Send,
 }
 
-async fn run(services: &Services, delay_id: &str, action: Action) -> Result<Json<Value>, ApiError> {
+/// Runs an action named by the delay id alone. Rate limited per client address first: the id is
+/// the only secret, so whoever tries ids must not get far.
+async fn run(
+    services: &Services,
+    parts: &http::request::Parts,
+    delay_id: &str,
+    action: Action,
+) -> Result<Json<Value>, ApiError> {
+    if let Some(ip) = client_ip(parts, services) {
+        services.rate_limiter.check(ratelimit::Action::DelayedEventAction, &ip.to_string())?;
+    }
     let delayed = &services.delayed_events;
     match action {
         Action::Cancel => delayed.cancel(delay_id).await?,
@@ -198,19 +209,21 @@ async fn update(
             return Err(Error::invalid_param("'action' is not one of 'cancel', 'restart', 'send'").into());
         }
     };
-    run(&services, &delay_id, action).await
+    run(&services, &parts, &delay_id, action).await
 }
 
 /// `POST …/delayed_events/{delay_id}/cancel|restart|send`.
 async fn action(
     State(services): State<Arc<Services>>,
     Path((delay_id, action)): Path<(String, String)>,
+    request: Request,
 ) -> Result<Json<Value>, ApiError> {
+    let (parts, _) = request.into_parts();
     let action = match action.as_str() {
         "cancel" => Action::Cancel,
         "restart" => Action::Restart,
         "send" => Action::Send,
         _ => return Err(ApiError::unrecognized_path()),
     };
-    run(&services, &delay_id, action).await
+    run(&services, &parts, &delay_id, action).await
 }
