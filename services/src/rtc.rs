@@ -10,7 +10,9 @@
 //! a token to join, which the SFU honours only for a room that exists when it runs with
 //! `room.auto_create: false` (docs/calls.md).
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+pub mod state;
+
+use std::{sync::Arc, time::Duration};
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
@@ -19,6 +21,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
+pub use self::state::{LiveKit, Presence};
 use crate::{config::LiveKitConfig, error::Error, services::Services, time::now_ms};
 
 /// How long a token lets its holder join (lk-jwt-service's hour): a call that lasts longer
@@ -74,24 +77,6 @@ pub enum Identity<'a> {
     Member { device_id: &'a str, member_id: &'a str },
     /// `/sfu/get`: `<user id>:<device id>`.
     Legacy { device_id: &'a str },
-}
-
-pub struct LiveKit {
-    config: LiveKitConfig,
-    secret: String,
-    /// The SFU's room API (`http(s)://…`, from the `ws(s)://` URL clients are given).
-    api_url: String,
-    http: reqwest::Client,
-    /// Delayed leave events handed to us, by (LiveKit room, identity): the channel of the task
-    /// that keeps each one pending while its participant is on the SFU.
-    delegations: std::sync::Mutex<HashMap<(String, String), mpsc::UnboundedSender<Presence>>>,
-}
-
-/// What the SFU's webhooks say of a participant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Presence {
-    Joined,
-    Left,
 }
 
 /// A delayed leave event handed over with a token request (`delay_id`, `delay_timeout`).

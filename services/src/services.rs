@@ -63,7 +63,7 @@ pub struct Services {
     /// Delayed events (MSC4140): scheduled events and their one timer.
     pub delayed_events: crate::rooms::delayed::state::DelayedEvents,
     /// The built-in LiveKit authorisation service, when `[matrix_rtc.livekit]` is set.
-    pub livekit: Option<crate::rtc::LiveKit>,
+    pub livekit: Option<crate::rtc::state::LiveKit>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -142,7 +142,7 @@ impl Services {
             appservice_sender: Default::default(),
             metrics: Default::default(),
             delayed_events: crate::rooms::delayed::state::DelayedEvents::new(db.clone(), config.delayed_events.clone()),
-            livekit: config.matrix_rtc.livekit.as_ref().map(crate::rtc::LiveKit::new).transpose()?,
+            livekit: config.matrix_rtc.livekit.as_ref().map(crate::rtc::state::LiveKit::new).transpose()?,
             db,
             config,
         });
