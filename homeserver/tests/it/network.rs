@@ -219,6 +219,130 @@ async fn the_last_admin_leaving_promotes_others() {
     assert_eq!(power["users_default"], 100, "{power}");
 }
 
+/// The last admin who lowers their own level promotes others in the same change, as when they
+/// leave: the moderator first; with none, in a restricted room, everyone (the demoted admin
+/// keeps the level they chose).
+#[tokio::test]
+async fn the_last_admin_demoting_themselves_promotes_others() {
+    let server = network_server(&[]);
+    let (alice_id, alice) = register_raw(&server, "alice").await;
+    let (bob_id, bob) = register_raw(&server, "bob").await;
+    let (carol_id, carol) = register_raw(&server, "carol").await;
+
+    let room = create(&server, &alice, json!({ "room_version": "11" })).await;
+    for (id, token) in [(&bob_id, &bob), (&carol_id, &carol)] {
+        accepted(&invite(&server, &alice, &room, id).await);
+        join(&server, token, &room).await;
+    }
+    let mut power = state(&server, &alice, &room, "m.room.power_levels").await;
+    power["users"][&bob_id] = json!(50);
+    accepted(&put_state(&server, &alice, &room, "m.room.power_levels", power.clone()).await);
+    power["users"][&alice_id] = json!(50);
+    accepted(&put_state(&server, &alice, &room, "m.room.power_levels", power).await);
+    let power = state(&server, &carol, &room, "m.room.power_levels").await;
+    assert_eq!(power["users"][&alice_id], 50, "alice's own change holds: {power}");
+    assert_eq!(power["users"][&bob_id], 100, "the moderator is promoted with it: {power}");
+
+    // Another admin left in the change: nobody else is promoted.
+    let mut handed = power.clone();
+    handed["users"][&carol_id] = json!(100);
+    handed["users"][&bob_id] = json!(0);
+    accepted(&put_state(&server, &bob, &room, "m.room.power_levels", handed).await);
+    let power = state(&server, &carol, &room, "m.room.power_levels").await;
+    assert_eq!((&power["users"][&bob_id], &power["users"][&carol_id]), (&json!(0), &json!(100)), "{power}");
+    assert_eq!(power["users_default"], 0, "{power}");
+
+    // Carol, the last admin, with no moderator left: everyone becomes an admin, Carol stays at 10.
+    let mut alone = power.clone();
+    alone["users"] = json!({ carol_id.clone(): 100 });
+    accepted(&put_state(&server, &carol, &room, "m.room.power_levels", alone.clone()).await);
+    alone["users"] = json!({ carol_id.clone(): 10 });
+    accepted(&put_state(&server, &carol, &room, "m.room.power_levels", alone).await);
+    let power = state(&server, &carol, &room, "m.room.power_levels").await;
+    assert_eq!(power["users_default"], 100, "{power}");
+    assert_eq!(power["users"][&carol_id], 10, "{power}");
+}
+
+/// Room version 12 creators are above every level: an external user may be one only in a direct
+/// chat (whose two people the reference makes admins anyway); a room with an external creator
+/// cannot be opened to external users.
+#[tokio::test]
+async fn an_external_user_is_never_a_creator_of_a_room_open_to_them() {
+    let server = network_server(&[("network.access_rules_bypass", toml::Value::Array(vec!["@root:localhost".into()]))]);
+    let (_, root) = register_raw(&server, "root").await;
+    let (alice_id, alice) = register_raw(&server, "alice").await;
+    let guest = format!("@guest:{EXTERNAL}");
+
+    let body = json!({ "room_version": "12", "creation_content": { "additional_creators": [guest] } });
+    let (status, answer) = api(&server, Method::POST, Some(&alice), "/_matrix/client/v3/createRoom", Some(body)).await;
+    assert_eq!(
+        (status, answer["errcode"].as_str(), answer["error"].as_str()),
+        (400, Some("M_UNKNOWN"), Some("Invalid access rule")),
+        "{answer}"
+    );
+    let direct =
+        json!({ "room_version": "12", "is_direct": true, "creation_content": { "additional_creators": [guest] } });
+    let room = create(&server, &alice, direct).await;
+    assert_eq!(state(&server, &alice, &room, "im.vector.room.access_rules").await["rule"], "direct");
+
+    // A room made by an exempt user with an external co-creator: its other creator cannot open it.
+    let body = json!({ "room_version": "12", "creation_content": { "additional_creators": [guest, alice_id] } });
+    let room = create(&server, &root, body).await;
+    accepted(&invite(&server, &root, &room, &alice_id).await);
+    join(&server, &alice, &room).await;
+    refused(&put_state(&server, &alice, &room, "im.vector.room.access_rules", json!({ "rule": "unrestricted" })).await);
+    let plain = create(&server, &alice, json!({ "room_version": "12" })).await;
+    accepted(
+        &put_state(&server, &alice, &plain, "im.vector.room.access_rules", json!({ "rule": "unrestricted" })).await,
+    );
+}
+
+/// The admin API shows the externals' users as `user_type: external` (Synapse's field, as a
+/// Synapse of the network configured with that user type shows them), and filters them out
+/// with `not_user_type=external`.
+#[tokio::test]
+async fn the_admin_api_marks_external_users() {
+    let server = TestServer::start_with(&[
+        ("server_name", EXTERNAL.into()),
+        ("network.role", "external".into()),
+        ("network.external_servers", toml::Value::Array(vec![EXTERNAL.into()])),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pw"), "root-pw").unwrap();
+    let out =
+        server.cli(&["user", "create", "root", "--admin", "--password-file", dir.path().join("pw").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let login = json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "root" }, "password": "root-pw" });
+    let (status, logged) = api(&server, Method::POST, None, "/_matrix/client/v3/login", Some(login)).await;
+    assert_eq!(status, 200, "{logged}");
+    let root = logged["access_token"].as_str().unwrap().to_owned();
+    let (guest_id, _) = register_raw(&server, "guest").await;
+    let (bot_id, _) = register_raw(&server, "bot").await;
+    let admin = |path: String| {
+        let (server, root) = (&server, &root);
+        async move { api(server, Method::GET, Some(root), &format!("/_synapse/admin{path}"), None).await }
+    };
+    let put = json!({ "user_type": "bot" });
+    let path = format!("/_synapse/admin/v2/users/{}", urlencode(&bot_id));
+    let (status, body) = api(&server, Method::PUT, Some(&root), &path, Some(put)).await;
+    assert_eq!(status, 200, "{body}");
+
+    let (status, user) = admin(format!("/v2/users/{}", urlencode(&guest_id))).await;
+    assert_eq!((status, &user["user_type"]), (200, &json!("external")), "{user}");
+    let (_, list) = admin("/v2/users".to_owned()).await;
+    let types: Vec<(String, Value)> = list["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| (u["name"].as_str().unwrap().to_owned(), u["user_type"].clone()))
+        .collect();
+    assert!(types.contains(&(guest_id.clone(), json!("external"))), "{types:?}");
+    assert!(types.contains(&(bot_id.clone(), json!("bot"))), "{types:?}");
+    let (_, list) = admin("/v2/users?not_user_type=external".to_owned()).await;
+    let names: Vec<&str> = list["users"].as_array().unwrap().iter().map(|u| u["name"].as_str().unwrap()).collect();
+    assert_eq!(names, vec![bot_id.as_str()], "{list}");
+}
+
 fn write_domains(path: &std::path::Path, text: &str) {
     // Written aside and renamed, as an editor saves: a reader never sees half a file.
     let temporary = path.with_extension("new");

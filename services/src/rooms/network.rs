@@ -240,6 +240,24 @@ impl Rooms {
                 access_rules::fill_missing(content, &defaults);
             }
         }
+        if privileged_creators {
+            let mut additional: Vec<String> = request
+                .creation_content
+                .get("additional_creators")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect();
+            if request.preset == Some(Preset::TrustedPrivateChat) {
+                additional.extend(request.invite.iter().map(|u| u.to_string()));
+            }
+            let creators = std::iter::once(sender.as_str()).chain(additional.iter().map(String::as_str));
+            if !access_rules::creators_allowed(creators, rule, &policy) {
+                return Err(invalid_rule());
+            }
+        }
         let mut power = request.power_level_override.take().unwrap_or_default();
         access_rules::fill_missing(&mut power, &defaults);
         request.power_level_override = Some(power);
@@ -279,6 +297,35 @@ impl Rooms {
     }
 
     fn promotion_before_leave(&self, room: &RoomId, leaver: &UserId) -> Result<Option<Value>> {
+        let external = |user: &str| UserId::parse(user).is_ok_and(|u| self.network.is_external_user(&u));
+        self.with_admin_view(room, |view| last_admin::before_leave(leaver.as_str(), view, &external))
+    }
+
+    /// A local user's new power levels (`content`), under the room lock: when they make the
+    /// room's last admin (the sender) no longer one, the content gets the promotion a leave would
+    /// have made, so that no room is left without an admin (docs/network.md).
+    pub(crate) fn keep_an_admin_on_demotion(&self, room: &RoomId, sender: &UserId, content: &mut Value) {
+        if !self.network.access_rules() {
+            return;
+        }
+        let external = |user: &str| UserId::parse(user).is_ok_and(|u| self.network.is_external_user(&u));
+        match self.with_admin_view(room, |view| last_admin::on_power_levels(sender.as_str(), view, content, &external))
+        {
+            Ok(Some(promoted)) => {
+                tracing::info!(%room, %sender, "the last admin demotes themselves: others promoted with it");
+                *content = promoted;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(%room, %sender, error = %e, "the last admin check failed"),
+        }
+    }
+
+    /// Runs `decide` on what the last-admin rules read of the room now.
+    fn with_admin_view<T>(
+        &self,
+        room: &RoomId,
+        decide: impl FnOnce(&last_admin::Room<'_>) -> Option<T>,
+    ) -> Result<Option<T>> {
         let Some(power) = self.state_event(room, &StateEventType::RoomPowerLevels, "")? else {
             return Ok(None);
         };
@@ -319,7 +366,6 @@ impl Rooms {
             joined: &joined,
             access_rules: rules.as_ref(),
         };
-        let external = |user: &str| UserId::parse(user).is_ok_and(|u| self.network.is_external_user(&u));
-        Ok(last_admin::before_leave(leaver.as_str(), &view, &external))
+        Ok(decide(&view))
     }
 }
