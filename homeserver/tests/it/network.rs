@@ -444,3 +444,103 @@ async fn external_users_cannot_create_rooms() {
         "{body}"
     );
 }
+
+/// The state events of `kind` in `room`: (state key, content).
+async fn state_of_kind(server: &TestServer, token: &str, room: &str, kind: &str) -> Vec<(String, Value)> {
+    let path = format!("/_matrix/client/v3/rooms/{}/state", urlencode(room));
+    let (status, list) = api(server, Method::GET, Some(token), &path, None).await;
+    assert_eq!(status, 200, "{list}");
+    list.as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == kind)
+        .map(|e| (e["state_key"].as_str().unwrap().to_owned(), e["content"].clone()))
+        .collect()
+}
+
+/// Proves `address` by the emailed code and adds it to the account (`name`, password `pw`).
+async fn bind_email(
+    server: &TestServer,
+    inbox: &mut tokio::sync::mpsc::UnboundedReceiver<(Vec<String>, String)>,
+    token: &str,
+    name: &str,
+    address: &str,
+) {
+    let request = json!({ "client_secret": "s3cret", "email": address, "send_attempt": 1 });
+    let path = "/_matrix/client/v3/account/3pid/email/requestToken";
+    let (status, session) = api(server, Method::POST, None, path, Some(request)).await;
+    assert_eq!(status, 200, "{session}");
+    let sid = session["sid"].as_str().unwrap().to_owned();
+    let (_, data) = inbox.recv().await.expect("the validation email");
+    let text = super::email::decode(&data);
+    let code = text.split("enter this code: ").nth(1).expect("a code").split_whitespace().next().unwrap().to_owned();
+    let submit = json!({ "sid": sid, "client_secret": "s3cret", "token": code });
+    let (status, body) = api(server, Method::POST, None, "/_hemicycle/client/email/submit_token", Some(submit)).await;
+    assert_eq!(status, 200, "{body}");
+    let auth =
+        json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": name }, "password": "pw" });
+    let add = json!({ "client_secret": "s3cret", "sid": sid, "auth": auth });
+    let (status, body) = api(server, Method::POST, Some(token), "/_matrix/client/v3/account/3pid/add", Some(add)).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Third-party (email) invites: kept as `m.room.third_party_invite` state (a token, the redacted
+/// address, the invite's key) so that the access rules see them (a direct chat takes one, and
+/// then only its two people), reported as `invited` by the identity `info` endpoints, and turned
+/// into member invites, signed with that token, once the address is bound to an account here.
+#[tokio::test]
+async fn third_party_invites() {
+    let (port, mut inbox) = super::email::smtp_sink().await;
+    let dir = tempfile::tempdir().unwrap();
+    let domains = dir.path().join("domains.toml");
+    write_domains(
+        &domains,
+        &format!("[domains]\n\"interieur.gouv.fr\" = \"localhost\"\n[fallback]\nserver = \"{EXTERNAL}\"\n"),
+    );
+    let server = network_server(&[
+        ("network.domains_file", domains.to_string_lossy().into_owned().into()),
+        ("email.smtp_host", "127.0.0.1".into()),
+        ("email.smtp_port", i64::from(port).into()),
+        ("email.smtp_tls", "none".into()),
+        ("email.notif_from", "Hemicycle <noreply@localhost>".into()),
+    ]);
+    let (_, alice) = register_raw(&server, "alice").await;
+    let (bob_id, _) = register_raw(&server, "bob").await;
+    let by_email = |room: &str, address: &str| {
+        let path = format!("/_matrix/client/v3/rooms/{}/invite", urlencode(room));
+        let body = json!({ "id_server": "id.example", "id_access_token": "t", "medium": "email", "address": address });
+        let (server, alice) = (&server, &alice);
+        async move { api(server, Method::POST, Some(alice), &path, Some(body)).await }
+    };
+
+    let room = create(&server, &alice, json!({ "room_version": "11" })).await;
+    accepted(&by_email(&room, "Jean@interieur.gouv.fr").await);
+    let invites = state_of_kind(&server, &alice, &room, "m.room.third_party_invite").await;
+    assert_eq!(invites.len(), 1, "{invites:?}");
+    let (jean_token, content) = &invites[0];
+    assert_eq!(content["display_name"], "jea…@interieur.gouv.fr", "{content}");
+    assert!(content["public_keys"][0]["public_key"].as_str().is_some_and(|k| !k.is_empty()), "{content}");
+    assert_eq!(info(&server, "info", "jean@interieur.gouv.fr").await["invited"], true);
+    assert_eq!(info(&server, "internal-info", "paul@interieur.gouv.fr").await["invited"], false);
+
+    // A direct chat: one pending third-party invite, then only its two people.
+    let direct = create(&server, &alice, json!({ "room_version": "11", "is_direct": true })).await;
+    accepted(&by_email(&direct, "paul@interieur.gouv.fr").await);
+    refused(&by_email(&direct, "marie@interieur.gouv.fr").await);
+    refused(&invite(&server, &alice, &direct, &bob_id).await);
+    let paul_token = state_of_kind(&server, &alice, &direct, "m.room.third_party_invite").await[0].0.clone();
+
+    // Jean and Paul sign up and bind their address: the invites become theirs, and they join.
+    for (name, address, room, token) in [
+        ("jean", "jean@interieur.gouv.fr", &room, jean_token),
+        ("paul", "paul@interieur.gouv.fr", &direct, &paul_token),
+    ] {
+        let (id, access) = register_raw(&server, name).await;
+        bind_email(&server, &mut inbox, &access, name, address).await;
+        let members = state_of_kind(&server, &alice, room, "m.room.member").await;
+        let (_, member) = members.iter().find(|(key, _)| key == &id).expect("the invite of the new account");
+        assert_eq!(member["membership"], "invite", "{member}");
+        assert_eq!(member["third_party_invite"]["signed"]["token"], token.as_str(), "{member}");
+        join(&server, &access, room).await;
+    }
+}

@@ -111,6 +111,7 @@ pub const NAMES: &[&str] = &[
     "useridpushkey_pusher",
     "appidpushkey_userid",
     "pusherpos_pending",
+    "addresstoken_threepidinvite",
 ];
 
 /// (user, room, thread root, position): a key per thread reply and notified member.
@@ -149,6 +150,9 @@ pub struct Tables {
     pub attempthash_sid: Table<Vec<u8>, Json<(String, u64)>>,
     /// (user, medium, address) → when it was added and validated.
     pub useridmediumaddress_threepid: Table<(OwnedUserId, String, String), Json<ThreepidRecord>>,
+    /// (email address, token) → a third-party invite this node sent, until the address is bound
+    /// here (ministry network, docs/network.md).
+    pub addresstoken_threepidinvite: Table<(String, String), Json<crate::rooms::PendingInvite>>,
     /// (medium, address) → the account it belongs to (one account per address).
     pub mediumaddress_userid: Table<(String, String), OwnedUserId>,
     /// (user, app id, pushkey) → a pusher and the device that set it.
@@ -317,6 +321,7 @@ impl TableSet for Tables {
             sid_threepidsession: Table::new(db, reads, "sid_threepidsession"),
             attempthash_sid: Table::new(db, reads, "attempthash_sid"),
             useridmediumaddress_threepid: Table::new(db, reads, "useridmediumaddress_threepid"),
+            addresstoken_threepidinvite: Table::new(db, reads, "addresstoken_threepidinvite"),
             mediumaddress_userid: Table::new(db, reads, "mediumaddress_userid"),
             useridpushkey_pusher: Table::new(db, reads, "useridpushkey_pusher"),
             appidpushkey_userid: Table::new(db, reads, "appidpushkey_userid"),

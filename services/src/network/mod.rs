@@ -105,10 +105,10 @@ impl Network {
     /// `hs`, the node the map sends it to; when the address is already bound to an account of
     /// another node (`bound`), `hs` is that node (the agent keeps their account) and `new_hs`
     /// the map's; `requires_invite` when the map sends it to the externals' node, `invited`
-    /// whether someone invited it (no third-party invites are kept here: always false).
+    /// whether someone invited it (a third-party invite this node keeps, as the caller found).
     /// `internal` keeps `requires_invite`, which only homeservers are told. An address the map
     /// does not know is `{}` with `invited`.
-    pub fn info(&self, address: &str, bound: Option<&str>, internal: bool) -> Result<serde_json::Value> {
+    pub fn info(&self, address: &str, bound: Option<&str>, internal: bool, invited: bool) -> Result<serde_json::Value> {
         let mut info = serde_json::Map::new();
         if let Some(server) = self.server_of_address(address)? {
             info.insert("requires_invite".into(), self.is_external_server(&server).into());
@@ -125,18 +125,19 @@ impl Network {
                 info.remove("requires_invite");
             }
         }
-        info.insert("invited".into(), false.into());
+        info.insert("invited".into(), invited.into());
         Ok(serde_json::Value::Object(info))
     }
 
     /// Whether an email address may be bound to an account of this node (as Tchap's
     /// `synapse-3pid-checker` decides): the map must send it here, and an address of the
-    /// externals' node needs an invite. Without a map every address may.
-    pub fn may_bind(&self, address: &str) -> Result<bool> {
+    /// externals' node needs an invite (`invited`: a third-party invite of it is pending here).
+    /// Without a map every address may.
+    pub fn may_bind(&self, address: &str, invited: bool) -> Result<bool> {
         if !self.has_domain_map() {
             return Ok(true);
         }
-        let info = self.info(address, None, true)?;
+        let info = self.info(address, None, true, invited)?;
         let here = info.get("hs").and_then(serde_json::Value::as_str) == Some(self.own_server());
         let requires_invite = info.get("requires_invite").and_then(serde_json::Value::as_bool).unwrap_or(false);
         let invited = info.get("invited").and_then(serde_json::Value::as_bool).unwrap_or(false);

@@ -12,6 +12,7 @@ pub mod directory;
 pub mod hierarchy;
 pub mod membership;
 mod network;
+pub use network::PendingInvite;
 pub mod notices;
 pub mod pdu;
 pub mod power;

@@ -369,3 +369,128 @@ impl Rooms {
         Ok(decide(&view))
     }
 }
+
+/// A third-party (email) invite this node sent and keeps until the address is bound to an
+/// account here (`addresstoken_threepidinvite`): the room, who invited, and the key that signs
+/// the exchange. Each invite has a key of its own (as an identity service's ephemeral keys), so
+/// the exchange does not depend on the server key, which rotates.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct PendingInvite {
+    pub room: ruma::OwnedRoomId,
+    pub sender: ruma::OwnedUserId,
+    pub display_name: String,
+    /// PKCS#8 document of the invite's ed25519 key.
+    key: Vec<u8>,
+    pub created_ts: u64,
+}
+
+/// The signing entity and key id of an invite's own key, in `signed.signatures`.
+const INVITE_KEY_VERSION: &str = "0";
+
+fn base64_unpadded(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes)
+}
+
+/// What the room shows of an invited address: its first letters and its domain, as identity
+/// services show it (the room's members do not all get to read the address).
+fn redacted_address(address: &str) -> String {
+    let (local, domain) = address.split_once('@').unwrap_or((address, ""));
+    let shown: String = local.chars().take(3).collect();
+    format!("{shown}…@{domain}")
+}
+
+impl Rooms {
+    /// Invites an email address into `room` (a third-party invite), this node acting as the
+    /// network's identity service for it: an `m.room.third_party_invite` event (state key: a
+    /// new token; content: the redacted address and the invite's public key) judged by the rules
+    /// like any event (a direct chat takes one), then the invite kept until the address is bound
+    /// to an account of this node, which [`Self::exchange_threepid_invites`] turns into a member
+    /// invite. Refusals of the address itself are [`Self::check_threepid_invite`]'s, asked first.
+    pub async fn invite_by_email(&self, sender: &UserId, room: &RoomId, address: &str) -> Result<()> {
+        let address = crate::users::threepid::canonical_email(address)?;
+        let token = crate::users::random_password();
+        let document = ruma::signatures::Ed25519KeyPair::generate();
+        let pair = ruma::signatures::Ed25519KeyPair::from_der(&document, INVITE_KEY_VERSION.to_owned())
+            .map_err(|e| Error::Internal(format!("generated key unreadable: {e}")))?;
+        let public_key = base64_unpadded(&pair.public_key());
+        let validity = format!("https://{}/_matrix/identity/v2/pubkey/ephemeral/isvalid", self.server_name);
+        let display_name = redacted_address(&address);
+        let content = serde_json::json!({
+            "display_name": display_name,
+            "key_validity_url": validity,
+            "public_key": public_key,
+            "public_keys": [{ "public_key": public_key, "key_validity_url": validity }],
+        });
+        self.append(room, sender, NewEvent::state(StateEventType::RoomThirdPartyInvite, token.clone(), content), None)
+            .await?;
+        let record = PendingInvite {
+            room: room.to_owned(),
+            sender: sender.to_owned(),
+            display_name,
+            key: document.to_vec(),
+            created_ts: crate::time::now_ms(),
+        };
+        let mut batch = crate::db::Batch::new();
+        self.db.tables.addresstoken_threepidinvite.insert(&mut batch, &(address, token), &Json(record));
+        Ok(self.db.commit(batch)?)
+    }
+
+    /// Whether this node keeps a third-party invite of `address` not yet taken up (`invited`
+    /// in the identity `info` answers, and what the externals' node asks before binding).
+    pub fn has_pending_invite(&self, address: &str) -> Result<bool> {
+        let Ok(address) = crate::users::threepid::canonical_email(address) else { return Ok(false) };
+        let mut pending = self.db.tables.addresstoken_threepidinvite.scan_prefix(crate::db::codec::prefix(&address));
+        Ok(pending.next().transpose()?.is_some())
+    }
+
+    /// Once `address` is bound to `user`, an account of this node: each third-party invite of it
+    /// becomes a member invite of `user`, sent as its inviter with the invite's signed token
+    /// (which the auth rules check against the key in the room, and the direct-chat rule against
+    /// its one pending token). An invite that cannot be made (the inviter left, the rules refuse)
+    /// is logged and dropped: its room no longer wants it.
+    pub async fn exchange_threepid_invites(&self, address: &str, user: &UserId) -> Result<()> {
+        let address = crate::users::threepid::canonical_email(address)?;
+        let tables = &self.db.tables;
+        let pending: Vec<((String, String), PendingInvite)> = tables
+            .addresstoken_threepidinvite
+            .scan_prefix(crate::db::codec::prefix(&address))
+            .map(|entry| entry.map(|(key, Json(record))| (key, record)))
+            .collect::<std::result::Result<_, _>>()?;
+        for ((_, token), invite) in pending {
+            let made = self.exchange_one(&token, &invite, user).await;
+            if let Err(e) = made {
+                tracing::warn!(room = %invite.room, %user, error = %e, "a third-party invite could not be taken up");
+            } else {
+                tracing::info!(room = %invite.room, %user, "third-party invite taken up");
+            }
+            let mut batch = crate::db::Batch::new();
+            tables.addresstoken_threepidinvite.remove(&mut batch, &(address.clone(), token));
+            self.db.commit(batch)?;
+        }
+        Ok(())
+    }
+
+    async fn exchange_one(&self, token: &str, invite: &PendingInvite, user: &UserId) -> Result<()> {
+        let pair = ruma::signatures::Ed25519KeyPair::from_der(&invite.key, INVITE_KEY_VERSION.to_owned())
+            .map_err(|e| Error::Internal(format!("invite key unreadable: {e}")))?;
+        let mut signed = ruma::CanonicalJsonObject::new();
+        signed.insert("mxid".into(), ruma::CanonicalJsonValue::String(user.to_string()));
+        signed.insert("sender".into(), ruma::CanonicalJsonValue::String(invite.sender.to_string()));
+        signed.insert("token".into(), ruma::CanonicalJsonValue::String(token.to_owned()));
+        ruma::signatures::sign_json(self.server_name.as_str(), &pair, &mut signed)
+            .map_err(|e| Error::Internal(format!("signing a third-party invite: {e}")))?;
+        let content = serde_json::json!({
+            "membership": "invite",
+            "third_party_invite": { "display_name": invite.display_name, "signed": signed },
+        });
+        self.append(
+            &invite.room,
+            &invite.sender,
+            NewEvent::state(StateEventType::RoomMember, user.as_str(), content),
+            None,
+        )
+        .await
+        .map(drop)
+    }
+}

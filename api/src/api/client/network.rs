@@ -31,7 +31,8 @@ fn answer(services: &Services, lookup: Lookup, internal: bool) -> Result<Respons
     }
     let bound = services.threepids.owner("email", &address.to_lowercase())?;
     let bound_server = bound.as_ref().map(|u| u.server_name().as_str());
-    let info = services.network.info(&address, bound_server, internal)?;
+    let invited = services.rooms.has_pending_invite(&address)?;
+    let info = services.network.info(&address, bound_server, internal, invited)?;
     Ok(Json(info).into_response())
 }
 
