@@ -544,3 +544,27 @@ async fn third_party_invites() {
         join(&server, &access, room).await;
     }
 }
+
+/// Tchap's `shadow_hs`: callers of the public `info` endpoint from outside `non_shadow_ranges`
+/// are told the node's shadow name from the map's `[shadow]` section; callers inside them, and
+/// the internal variant, the node's own name.
+#[tokio::test]
+async fn shadow_names_for_callers_outside_the_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let domains = dir.path().join("domains.toml");
+    write_domains(
+        &domains,
+        &format!(
+            "[domains]\n\"interieur.gouv.fr\" = \"agents.interieur.example\"\n[fallback]\nserver = \"{EXTERNAL}\"\n\
+             [shadow]\n\"agents.interieur.example\" = \"e.agents.interieur.example\"\n"
+        ),
+    );
+    let file = ("network.domains_file", toml::Value::from(domains.to_string_lossy().into_owned()));
+    let outside =
+        network_server(&[file.clone(), ("network.non_shadow_ranges", toml::Value::Array(vec!["10.0.0.0/8".into()]))]);
+    assert_eq!(info(&outside, "info", "jean@interieur.gouv.fr").await["hs"], "e.agents.interieur.example");
+    assert_eq!(info(&outside, "internal-info", "jean@interieur.gouv.fr").await["hs"], "agents.interieur.example");
+    assert_eq!(info(&outside, "info", "someone@gmail.com").await["hs"], EXTERNAL, "no shadow name: the node's own");
+    let inside = network_server(&[file, ("network.non_shadow_ranges", toml::Value::Array(vec!["127.0.0.0/8".into()]))]);
+    assert_eq!(info(&inside, "info", "jean@interieur.gouv.fr").await["hs"], "agents.interieur.example");
+}
