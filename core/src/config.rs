@@ -633,6 +633,9 @@ pub struct NetworkConfig {
     pub domains_file: Option<PathBuf>,
     /// On the externals' node: whether its users may create rooms (off, as Tchap runs it).
     pub external_users_create_rooms: bool,
+    /// Callers of the identity `info` endpoint in these ranges are told the nodes' own names;
+    /// all others the shadow names of the domain map's `[shadow]` section (Tchap's `shadow_hs`).
+    pub non_shadow_ranges: Vec<Cidr>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

@@ -219,6 +219,130 @@ async fn the_last_admin_leaving_promotes_others() {
     assert_eq!(power["users_default"], 100, "{power}");
 }
 
+/// The last admin who lowers their own level promotes others in the same change, as when they
+/// leave: the moderator first; with none, in a restricted room, everyone (the demoted admin
+/// keeps the level they chose).
+#[tokio::test]
+async fn the_last_admin_demoting_themselves_promotes_others() {
+    let server = network_server(&[]);
+    let (alice_id, alice) = register_raw(&server, "alice").await;
+    let (bob_id, bob) = register_raw(&server, "bob").await;
+    let (carol_id, carol) = register_raw(&server, "carol").await;
+
+    let room = create(&server, &alice, json!({ "room_version": "11" })).await;
+    for (id, token) in [(&bob_id, &bob), (&carol_id, &carol)] {
+        accepted(&invite(&server, &alice, &room, id).await);
+        join(&server, token, &room).await;
+    }
+    let mut power = state(&server, &alice, &room, "m.room.power_levels").await;
+    power["users"][&bob_id] = json!(50);
+    accepted(&put_state(&server, &alice, &room, "m.room.power_levels", power.clone()).await);
+    power["users"][&alice_id] = json!(50);
+    accepted(&put_state(&server, &alice, &room, "m.room.power_levels", power).await);
+    let power = state(&server, &carol, &room, "m.room.power_levels").await;
+    assert_eq!(power["users"][&alice_id], 50, "alice's own change holds: {power}");
+    assert_eq!(power["users"][&bob_id], 100, "the moderator is promoted with it: {power}");
+
+    // Another admin left in the change: nobody else is promoted.
+    let mut handed = power.clone();
+    handed["users"][&carol_id] = json!(100);
+    handed["users"][&bob_id] = json!(0);
+    accepted(&put_state(&server, &bob, &room, "m.room.power_levels", handed).await);
+    let power = state(&server, &carol, &room, "m.room.power_levels").await;
+    assert_eq!((&power["users"][&bob_id], &power["users"][&carol_id]), (&json!(0), &json!(100)), "{power}");
+    assert_eq!(power["users_default"], 0, "{power}");
+
+    // Carol, the last admin, with no moderator left: everyone becomes an admin, Carol stays at 10.
+    let mut alone = power.clone();
+    alone["users"] = json!({ carol_id.clone(): 100 });
+    accepted(&put_state(&server, &carol, &room, "m.room.power_levels", alone.clone()).await);
+    alone["users"] = json!({ carol_id.clone(): 10 });
+    accepted(&put_state(&server, &carol, &room, "m.room.power_levels", alone).await);
+    let power = state(&server, &carol, &room, "m.room.power_levels").await;
+    assert_eq!(power["users_default"], 100, "{power}");
+    assert_eq!(power["users"][&carol_id], 10, "{power}");
+}
+
+/// Room version 12 creators are above every level: an external user may be one only in a direct
+/// chat (whose two people the reference makes admins anyway); a room with an external creator
+/// cannot be opened to external users.
+#[tokio::test]
+async fn an_external_user_is_never_a_creator_of_a_room_open_to_them() {
+    let server = network_server(&[("network.access_rules_bypass", toml::Value::Array(vec!["@root:localhost".into()]))]);
+    let (_, root) = register_raw(&server, "root").await;
+    let (alice_id, alice) = register_raw(&server, "alice").await;
+    let guest = format!("@guest:{EXTERNAL}");
+
+    let body = json!({ "room_version": "12", "creation_content": { "additional_creators": [guest] } });
+    let (status, answer) = api(&server, Method::POST, Some(&alice), "/_matrix/client/v3/createRoom", Some(body)).await;
+    assert_eq!(
+        (status, answer["errcode"].as_str(), answer["error"].as_str()),
+        (400, Some("M_UNKNOWN"), Some("Invalid access rule")),
+        "{answer}"
+    );
+    let direct =
+        json!({ "room_version": "12", "is_direct": true, "creation_content": { "additional_creators": [guest] } });
+    let room = create(&server, &alice, direct).await;
+    assert_eq!(state(&server, &alice, &room, "im.vector.room.access_rules").await["rule"], "direct");
+
+    // A room made by an exempt user with an external co-creator: its other creator cannot open it.
+    let body = json!({ "room_version": "12", "creation_content": { "additional_creators": [guest, alice_id] } });
+    let room = create(&server, &root, body).await;
+    accepted(&invite(&server, &root, &room, &alice_id).await);
+    join(&server, &alice, &room).await;
+    refused(&put_state(&server, &alice, &room, "im.vector.room.access_rules", json!({ "rule": "unrestricted" })).await);
+    let plain = create(&server, &alice, json!({ "room_version": "12" })).await;
+    accepted(
+        &put_state(&server, &alice, &plain, "im.vector.room.access_rules", json!({ "rule": "unrestricted" })).await,
+    );
+}
+
+/// The admin API shows the externals' users as `user_type: external` (Synapse's field, as a
+/// Synapse of the network configured with that user type shows them), and filters them out
+/// with `not_user_type=external`.
+#[tokio::test]
+async fn the_admin_api_marks_external_users() {
+    let server = TestServer::start_with(&[
+        ("server_name", EXTERNAL.into()),
+        ("network.role", "external".into()),
+        ("network.external_servers", toml::Value::Array(vec![EXTERNAL.into()])),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pw"), "root-pw").unwrap();
+    let out =
+        server.cli(&["user", "create", "root", "--admin", "--password-file", dir.path().join("pw").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let login = json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "root" }, "password": "root-pw" });
+    let (status, logged) = api(&server, Method::POST, None, "/_matrix/client/v3/login", Some(login)).await;
+    assert_eq!(status, 200, "{logged}");
+    let root = logged["access_token"].as_str().unwrap().to_owned();
+    let (guest_id, _) = register_raw(&server, "guest").await;
+    let (bot_id, _) = register_raw(&server, "bot").await;
+    let admin = |path: String| {
+        let (server, root) = (&server, &root);
+        async move { api(server, Method::GET, Some(root), &format!("/_synapse/admin{path}"), None).await }
+    };
+    let put = json!({ "user_type": "bot" });
+    let path = format!("/_synapse/admin/v2/users/{}", urlencode(&bot_id));
+    let (status, body) = api(&server, Method::PUT, Some(&root), &path, Some(put)).await;
+    assert_eq!(status, 200, "{body}");
+
+    let (status, user) = admin(format!("/v2/users/{}", urlencode(&guest_id))).await;
+    assert_eq!((status, &user["user_type"]), (200, &json!("external")), "{user}");
+    let (_, list) = admin("/v2/users".to_owned()).await;
+    let types: Vec<(String, Value)> = list["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| (u["name"].as_str().unwrap().to_owned(), u["user_type"].clone()))
+        .collect();
+    assert!(types.contains(&(guest_id.clone(), json!("external"))), "{types:?}");
+    assert!(types.contains(&(bot_id.clone(), json!("bot"))), "{types:?}");
+    let (_, list) = admin("/v2/users?not_user_type=external".to_owned()).await;
+    let names: Vec<&str> = list["users"].as_array().unwrap().iter().map(|u| u["name"].as_str().unwrap()).collect();
+    assert_eq!(names, vec![bot_id.as_str()], "{list}");
+}
+
 fn write_domains(path: &std::path::Path, text: &str) {
     // Written aside and renamed, as an editor saves: a reader never sees half a file.
     let temporary = path.with_extension("new");
@@ -319,4 +443,128 @@ async fn external_users_cannot_create_rooms() {
         (403, Some("M_FORBIDDEN"), Some("You are not permitted to create rooms")),
         "{body}"
     );
+}
+
+/// The state events of `kind` in `room`: (state key, content).
+async fn state_of_kind(server: &TestServer, token: &str, room: &str, kind: &str) -> Vec<(String, Value)> {
+    let path = format!("/_matrix/client/v3/rooms/{}/state", urlencode(room));
+    let (status, list) = api(server, Method::GET, Some(token), &path, None).await;
+    assert_eq!(status, 200, "{list}");
+    list.as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == kind)
+        .map(|e| (e["state_key"].as_str().unwrap().to_owned(), e["content"].clone()))
+        .collect()
+}
+
+/// Proves `address` by the emailed code and adds it to the account (`name`, password `pw`).
+async fn bind_email(
+    server: &TestServer,
+    inbox: &mut tokio::sync::mpsc::UnboundedReceiver<(Vec<String>, String)>,
+    token: &str,
+    name: &str,
+    address: &str,
+) {
+    let request = json!({ "client_secret": "s3cret", "email": address, "send_attempt": 1 });
+    let path = "/_matrix/client/v3/account/3pid/email/requestToken";
+    let (status, session) = api(server, Method::POST, None, path, Some(request)).await;
+    assert_eq!(status, 200, "{session}");
+    let sid = session["sid"].as_str().unwrap().to_owned();
+    let (_, data) = inbox.recv().await.expect("the validation email");
+    let text = super::email::decode(&data);
+    let code = text.split("enter this code: ").nth(1).expect("a code").split_whitespace().next().unwrap().to_owned();
+    let submit = json!({ "sid": sid, "client_secret": "s3cret", "token": code });
+    let (status, body) = api(server, Method::POST, None, "/_hemicycle/client/email/submit_token", Some(submit)).await;
+    assert_eq!(status, 200, "{body}");
+    let auth =
+        json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": name }, "password": "pw" });
+    let add = json!({ "client_secret": "s3cret", "sid": sid, "auth": auth });
+    let (status, body) = api(server, Method::POST, Some(token), "/_matrix/client/v3/account/3pid/add", Some(add)).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Third-party (email) invites: kept as `m.room.third_party_invite` state (a token, the redacted
+/// address, the invite's key) so that the access rules see them (a direct chat takes one, and
+/// then only its two people), reported as `invited` by the identity `info` endpoints, and turned
+/// into member invites, signed with that token, once the address is bound to an account here.
+#[tokio::test]
+async fn third_party_invites() {
+    let (port, mut inbox) = super::email::smtp_sink().await;
+    let dir = tempfile::tempdir().unwrap();
+    let domains = dir.path().join("domains.toml");
+    write_domains(
+        &domains,
+        &format!("[domains]\n\"interieur.gouv.fr\" = \"localhost\"\n[fallback]\nserver = \"{EXTERNAL}\"\n"),
+    );
+    let server = network_server(&[
+        ("network.domains_file", domains.to_string_lossy().into_owned().into()),
+        ("email.smtp_host", "127.0.0.1".into()),
+        ("email.smtp_port", i64::from(port).into()),
+        ("email.smtp_tls", "none".into()),
+        ("email.notif_from", "Hemicycle <noreply@localhost>".into()),
+    ]);
+    let (_, alice) = register_raw(&server, "alice").await;
+    let (bob_id, _) = register_raw(&server, "bob").await;
+    let by_email = |room: &str, address: &str| {
+        let path = format!("/_matrix/client/v3/rooms/{}/invite", urlencode(room));
+        let body = json!({ "id_server": "id.example", "id_access_token": "t", "medium": "email", "address": address });
+        let (server, alice) = (&server, &alice);
+        async move { api(server, Method::POST, Some(alice), &path, Some(body)).await }
+    };
+
+    let room = create(&server, &alice, json!({ "room_version": "11" })).await;
+    accepted(&by_email(&room, "Jean@interieur.gouv.fr").await);
+    let invites = state_of_kind(&server, &alice, &room, "m.room.third_party_invite").await;
+    assert_eq!(invites.len(), 1, "{invites:?}");
+    let (jean_token, content) = &invites[0];
+    assert_eq!(content["display_name"], "jea…@interieur.gouv.fr", "{content}");
+    assert!(content["public_keys"][0]["public_key"].as_str().is_some_and(|k| !k.is_empty()), "{content}");
+    assert_eq!(info(&server, "info", "jean@interieur.gouv.fr").await["invited"], true);
+    assert_eq!(info(&server, "internal-info", "paul@interieur.gouv.fr").await["invited"], false);
+
+    // A direct chat: one pending third-party invite, then only its two people.
+    let direct = create(&server, &alice, json!({ "room_version": "11", "is_direct": true })).await;
+    accepted(&by_email(&direct, "paul@interieur.gouv.fr").await);
+    refused(&by_email(&direct, "marie@interieur.gouv.fr").await);
+    refused(&invite(&server, &alice, &direct, &bob_id).await);
+    let paul_token = state_of_kind(&server, &alice, &direct, "m.room.third_party_invite").await[0].0.clone();
+
+    // Jean and Paul sign up and bind their address: the invites become theirs, and they join.
+    for (name, address, room, token) in [
+        ("jean", "jean@interieur.gouv.fr", &room, jean_token),
+        ("paul", "paul@interieur.gouv.fr", &direct, &paul_token),
+    ] {
+        let (id, access) = register_raw(&server, name).await;
+        bind_email(&server, &mut inbox, &access, name, address).await;
+        let members = state_of_kind(&server, &alice, room, "m.room.member").await;
+        let (_, member) = members.iter().find(|(key, _)| key == &id).expect("the invite of the new account");
+        assert_eq!(member["membership"], "invite", "{member}");
+        assert_eq!(member["third_party_invite"]["signed"]["token"], token.as_str(), "{member}");
+        join(&server, &access, room).await;
+    }
+}
+
+/// Tchap's `shadow_hs`: callers of the public `info` endpoint from outside `non_shadow_ranges`
+/// are told the node's shadow name from the map's `[shadow]` section; callers inside them, and
+/// the internal variant, the node's own name.
+#[tokio::test]
+async fn shadow_names_for_callers_outside_the_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let domains = dir.path().join("domains.toml");
+    write_domains(
+        &domains,
+        &format!(
+            "[domains]\n\"interieur.gouv.fr\" = \"agents.interieur.example\"\n[fallback]\nserver = \"{EXTERNAL}\"\n\
+             [shadow]\n\"agents.interieur.example\" = \"e.agents.interieur.example\"\n"
+        ),
+    );
+    let file = ("network.domains_file", toml::Value::from(domains.to_string_lossy().into_owned()));
+    let outside =
+        network_server(&[file.clone(), ("network.non_shadow_ranges", toml::Value::Array(vec!["10.0.0.0/8".into()]))]);
+    assert_eq!(info(&outside, "info", "jean@interieur.gouv.fr").await["hs"], "e.agents.interieur.example");
+    assert_eq!(info(&outside, "internal-info", "jean@interieur.gouv.fr").await["hs"], "agents.interieur.example");
+    assert_eq!(info(&outside, "info", "someone@gmail.com").await["hs"], EXTERNAL, "no shadow name: the node's own");
+    let inside = network_server(&[file, ("network.non_shadow_ranges", toml::Value::Array(vec!["127.0.0.0/8".into()]))]);
+    assert_eq!(info(&inside, "info", "jean@interieur.gouv.fr").await["hs"], "agents.interieur.example");
 }

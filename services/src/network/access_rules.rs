@@ -150,6 +150,9 @@ fn check_rule_change(event: &Candidate<'_>, state: &dyn StateView, policy: &Poli
     if new != Rule::Restricted && (policy.is_published)() {
         return Err("a room in the public directory stays restricted");
     }
+    if new == Rule::Unrestricted && external_creator(state, policy) {
+        return Err("an external user who created the room would hold power in it");
+    }
     let Some((_, previous)) = state.event(ACCESS_RULES, "") else {
         return Ok(());
     };
@@ -159,6 +162,34 @@ fn check_rule_change(event: &Candidate<'_>, state: &dyn StateView, policy: &Poli
     } else {
         Err("the only change of access rule allowed is from restricted to unrestricted")
     }
+}
+
+/// Whether a creator of the room is an external user, where creators are above every power
+/// level (room version 12 and later): such a room may not be opened to external users, who hold
+/// no power there. (The reference predates these versions; this is its rule on power carried
+/// over to them.)
+fn external_creator(state: &dyn StateView, policy: &Policy<'_>) -> bool {
+    let Some((creator, content)) = state.event("m.room.create", "") else { return false };
+    let privileged = content
+        .get("room_version")
+        .and_then(Value::as_str)
+        .and_then(|v| ruma::RoomVersionId::try_from(v).ok())
+        .and_then(|v| v.rules())
+        .is_some_and(|r| r.authorization.explicitly_privilege_room_creators);
+    if !privileged {
+        return false;
+    }
+    let additional = content.get("additional_creators").and_then(Value::as_array).into_iter().flatten();
+    std::iter::once(creator.as_str())
+        .chain(additional.filter_map(Value::as_str))
+        .any(|user| policy.is_external_user(user))
+}
+
+/// Whether `creators` (a new room's creator and `additional_creators`) may create a room with
+/// `rule` in a room version where creators are above every level: an external creator only in a
+/// direct chat (where the reference makes both people admins anyway).
+pub fn creators_allowed<'a>(mut creators: impl Iterator<Item = &'a str>, rule: Rule, policy: &Policy<'_>) -> bool {
+    rule == Rule::Direct || !creators.any(|user| policy.is_external_user(user))
 }
 
 /// Under `unrestricted`, nobody gets power by default and external users get none at all. The

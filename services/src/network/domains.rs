@@ -34,6 +34,8 @@ struct FileShape {
     domains: BTreeMap<String, String>,
     #[serde(default)]
     fallback: Option<Fallback>,
+    #[serde(default)]
+    shadow: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -51,6 +53,8 @@ pub struct DomainMap {
     /// `*.suffix` entries, by suffix (without the `*.`).
     suffixes: BTreeMap<String, String>,
     fallback: Option<String>,
+    /// Node → the name it has for callers outside the network's own ranges.
+    shadow: BTreeMap<String, String>,
 }
 
 impl DomainMap {
@@ -64,6 +68,9 @@ impl DomainMap {
             }
             map.addresses.insert(address.to_lowercase(), server.to_ascii_lowercase());
         }
+        for (server, shadow) in shape.shadow {
+            map.shadow.insert(server.to_ascii_lowercase(), shadow.to_ascii_lowercase());
+        }
         for (domain, server) in shape.domains {
             let domain = domain.to_ascii_lowercase();
             match domain.strip_prefix("*.") {
@@ -72,6 +79,11 @@ impl DomainMap {
             };
         }
         Ok(map)
+    }
+
+    /// The name `server` is given under to callers outside the network's ranges, if any.
+    pub fn shadow_of(&self, server: &str) -> Option<&str> {
+        self.shadow.get(&server.to_ascii_lowercase()).map(String::as_str)
     }
 
     /// The node an address belongs to, if the map says.

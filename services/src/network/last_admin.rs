@@ -1,7 +1,8 @@
 //! Rooms are never left without an admin: when the last admin of a room leaves, the power levels
 //! are changed first, by that admin while they still may (as Tchap's `synapse-manage-last-admin`
 //! with `promote_moderators` does). Whom to promote is decided here from the power levels and the
-//! memberships alone; `Rooms::leave_as_last_admin` sends the change.
+//! memberships alone; `Rooms::keep_an_admin` sends the change before a leave, and a last admin's
+//! own demotion (power levels lowering them) carries the promotion in the same event.
 
 use std::collections::HashSet;
 
@@ -25,9 +26,24 @@ fn level(value: &Value) -> Option<i64> {
     value.as_i64().or_else(|| value.as_f64().map(|f| f as i64))
 }
 
-/// The power levels to send before `leaver` leaves, or `None` when the room keeps an admin (or
-/// the leaver is none).
-pub fn before_leave(leaver: &str, room: &Room<'_>, is_external: &dyn Fn(&str) -> bool) -> Option<Value> {
+/// Whom to promote when the last admin goes.
+#[derive(Debug, PartialEq)]
+enum Promotion {
+    /// These users get the leaving admin's level.
+    Users(Vec<String>, i64),
+    /// Nobody qualifies in a room of agents: everyone becomes an admin.
+    Everyone,
+}
+
+/// Whom to promote when `leaver`, an admin with no other admin joined or invited, stops being
+/// one; `None` when the room keeps an admin (or the leaver is none). `still_admin` says whether
+/// a user other than the leaver is an admin after the change.
+fn promotion(
+    leaver: &str,
+    room: &Room<'_>,
+    still_admin: &dyn Fn(&str) -> bool,
+    is_external: &dyn Fn(&str) -> bool,
+) -> Option<Promotion> {
     let content = room.power_levels.as_object()?;
     let users = content.get("users").and_then(Value::as_object)?;
     let users_default = content.get("users_default").and_then(level).unwrap_or(0);
@@ -36,21 +52,10 @@ pub fn before_leave(leaver: &str, room: &Room<'_>, is_external: &dyn Fn(&str) ->
     if !is_admin(leaver) {
         return None;
     }
-    let other_admin = room.present.iter().any(|u| u != leaver && is_admin(u));
-    if other_admin {
+    if room.present.iter().any(|u| u != leaver && still_admin(u)) {
         return None;
     }
     let leaver_level = users.get(leaver).and_then(level).filter(|l| *l >= 100).unwrap_or(100);
-    let promote = |users_to_promote: Vec<String>| {
-        let mut new = content.clone();
-        let list = new.entry("users").or_insert_with(|| Value::Object(Map::new()));
-        if let Some(list) = list.as_object_mut() {
-            for user in users_to_promote {
-                list.insert(user, leaver_level.into());
-            }
-        }
-        Value::Object(new)
-    };
     // The moderators (else the members of highest power above the default) still here.
     let mut candidates: Vec<(&String, i64)> =
         users.iter().filter(|(u, _)| u.as_str() != leaver).filter_map(|(u, l)| level(l).map(|l| (u, l))).collect();
@@ -65,7 +70,7 @@ pub fn before_leave(leaver: &str, room: &Room<'_>, is_external: &dyn Fn(&str) ->
             .filter(|u| !is_external(u))
             .collect();
         if !holders.is_empty() {
-            return Some(promote(holders));
+            return Some(Promotion::Users(holders, leaver_level));
         }
         candidates.retain(|(_, l)| *l != top);
     }
@@ -73,13 +78,7 @@ pub fn before_leave(leaver: &str, room: &Room<'_>, is_external: &dyn Fn(&str) ->
     let rule = rules.and_then(|r| r.get("rule")).and_then(Value::as_str);
     let public = rules.and_then(|r| r.get("visibility")).and_then(Value::as_str) == Some("public");
     if public || rule == Some("restricted") {
-        // A private or public room of agents: everyone becomes an admin.
-        let mut new = content.clone();
-        new.insert("users_default".into(), 100.into());
-        let admins: Map<String, Value> =
-            users.iter().filter(|(_, l)| level(l) == Some(100)).map(|(u, l)| (u.clone(), l.clone())).collect();
-        new.insert("users".into(), Value::Object(admins));
-        return Some(Value::Object(new));
+        return Some(Promotion::Everyone);
     }
     // A room open to external users (or a direct chat): every member at the default level,
     // external users excepted.
@@ -93,5 +92,70 @@ pub fn before_leave(leaver: &str, room: &Room<'_>, is_external: &dyn Fn(&str) ->
     if members.is_empty() {
         return None;
     }
-    Some(promote(members))
+    Some(Promotion::Users(members, leaver_level))
+}
+
+/// `content` with `promotion` applied; `keep` is a user whose entry stays whatever it is (the
+/// admin who demoted themselves keeps the level they chose).
+fn apply(content: &Map<String, Value>, promotion: Promotion, keep: Option<&str>) -> Value {
+    let mut new = content.clone();
+    match promotion {
+        Promotion::Users(promoted, to) => {
+            let list = new.entry("users").or_insert_with(|| Value::Object(Map::new()));
+            if let Some(list) = list.as_object_mut() {
+                for user in promoted {
+                    if list.get(&user).and_then(level).is_none_or(|l| l < to) {
+                        list.insert(user, to.into());
+                    }
+                }
+            }
+        }
+        Promotion::Everyone => {
+            new.insert("users_default".into(), 100.into());
+            let users = content.get("users").and_then(Value::as_object);
+            let admins: Map<String, Value> = users
+                .into_iter()
+                .flatten()
+                .filter(|(u, l)| level(l) == Some(100) || keep == Some(u.as_str()))
+                .map(|(u, l)| (u.clone(), l.clone()))
+                .collect();
+            new.insert("users".into(), Value::Object(admins));
+        }
+    }
+    Value::Object(new)
+}
+
+/// The power levels to send before `leaver` leaves, or `None` when the room keeps an admin (or
+/// the leaver is none).
+pub fn before_leave(leaver: &str, room: &Room<'_>, is_external: &dyn Fn(&str) -> bool) -> Option<Value> {
+    let content = room.power_levels.as_object()?;
+    let users = content.get("users").and_then(Value::as_object)?;
+    let is_admin =
+        |u: &str| room.creators.iter().any(|c| c == u) || users.get(u).and_then(level).is_some_and(|l| l >= 100);
+    let promotion = promotion(leaver, room, &is_admin, is_external)?;
+    Some(apply(content, promotion, None))
+}
+
+/// When `sender`, the room's last admin, sends power levels (`new`) that make them no longer
+/// one, and nobody else is an admin in `new`: `new` with the others promoted as when the last
+/// admin leaves, sent in the same event (the sender may still raise others up to their old
+/// level). `None` when the event changes nothing of the kind.
+pub fn on_power_levels(
+    sender: &str,
+    room: &Room<'_>,
+    new: &Value,
+    is_external: &dyn Fn(&str) -> bool,
+) -> Option<Value> {
+    let new_content = new.as_object()?;
+    let new_users = new_content.get("users").and_then(Value::as_object);
+    let new_default = new_content.get("users_default").and_then(level).unwrap_or(0);
+    let admin_after = |u: &str| {
+        room.creators.iter().any(|c| c == u)
+            || new_users.and_then(|list| list.get(u)).and_then(level).unwrap_or(new_default) >= 100
+    };
+    if admin_after(sender) {
+        return None;
+    }
+    let promotion = promotion(sender, room, &admin_after, is_external)?;
+    Some(apply(new_content, promotion, Some(sender)))
 }

@@ -25,6 +25,7 @@ pub struct Network {
     bypass: HashSet<String>,
     external_users_create_rooms: bool,
     domains: Option<domains::DomainsFile>,
+    non_shadow_ranges: Vec<crate::config::Cidr>,
 }
 
 impl Network {
@@ -43,6 +44,7 @@ impl Network {
             bypass: config.access_rules_bypass.iter().map(|u| u.to_string()).collect(),
             external_users_create_rooms: config.external_users_create_rooms,
             domains,
+            non_shadow_ranges: config.non_shadow_ranges.clone(),
         })
     }
 
@@ -91,6 +93,15 @@ impl Network {
         Ok(map.server_of(address).map(str::to_owned))
     }
 
+    /// The shadow name of `server` in the domain map.
+    fn shadow_of(&self, server: &str) -> Result<Option<String>> {
+        let Some(file) = &self.domains else {
+            return Ok(None);
+        };
+        let map = file.current().map_err(Error::Internal)?;
+        Ok(map.shadow_of(server).map(str::to_owned))
+    }
+
     /// Whether this node keeps the domain map (and answers the identity `info` endpoints).
     pub fn has_domain_map(&self) -> bool {
         self.domains.is_some()
@@ -105,12 +116,30 @@ impl Network {
     /// `hs`, the node the map sends it to; when the address is already bound to an account of
     /// another node (`bound`), `hs` is that node (the agent keeps their account) and `new_hs`
     /// the map's; `requires_invite` when the map sends it to the externals' node, `invited`
-    /// whether someone invited it (no third-party invites are kept here: always false).
+    /// whether someone invited it (a third-party invite this node keeps, as the caller found).
     /// `internal` keeps `requires_invite`, which only homeservers are told. An address the map
     /// does not know is `{}` with `invited`.
-    pub fn info(&self, address: &str, bound: Option<&str>, internal: bool) -> Result<serde_json::Value> {
+    ///
+    /// A caller of the public variant from outside `non_shadow_ranges` (`caller`: its address,
+    /// `None` when unknown) is told the map's shadow name of the node, when it has one, as
+    /// Tchap's identity service answers with `shadow_hs`: clients on the internet reach the
+    /// network through other names than those inside it.
+    pub fn info(
+        &self,
+        address: &str,
+        bound: Option<&str>,
+        internal: bool,
+        invited: bool,
+        caller: Option<std::net::IpAddr>,
+    ) -> Result<serde_json::Value> {
         let mut info = serde_json::Map::new();
-        if let Some(server) = self.server_of_address(address)? {
+        if let Some(mut server) = self.server_of_address(address)? {
+            let inside = caller.is_some_and(|ip| self.non_shadow_ranges.iter().any(|range| range.contains(ip)));
+            if !internal && !inside {
+                if let Some(shadow) = self.shadow_of(&server)? {
+                    server = shadow;
+                }
+            }
             info.insert("requires_invite".into(), self.is_external_server(&server).into());
             match bound.map(str::to_ascii_lowercase) {
                 Some(current) if current != server => {
@@ -125,18 +154,19 @@ impl Network {
                 info.remove("requires_invite");
             }
         }
-        info.insert("invited".into(), false.into());
+        info.insert("invited".into(), invited.into());
         Ok(serde_json::Value::Object(info))
     }
 
     /// Whether an email address may be bound to an account of this node (as Tchap's
     /// `synapse-3pid-checker` decides): the map must send it here, and an address of the
-    /// externals' node needs an invite. Without a map every address may.
-    pub fn may_bind(&self, address: &str) -> Result<bool> {
+    /// externals' node needs an invite (`invited`: a third-party invite of it is pending here).
+    /// Without a map every address may.
+    pub fn may_bind(&self, address: &str, invited: bool) -> Result<bool> {
         if !self.has_domain_map() {
             return Ok(true);
         }
-        let info = self.info(address, None, true)?;
+        let info = self.info(address, None, true, invited, None)?;
         let here = info.get("hs").and_then(serde_json::Value::as_str) == Some(self.own_server());
         let requires_invite = info.get("requires_invite").and_then(serde_json::Value::as_bool).unwrap_or(false);
         let invited = info.get("invited").and_then(serde_json::Value::as_bool).unwrap_or(false);

@@ -38,7 +38,7 @@ use ruma::{
 };
 use tokio::sync::watch;
 
-pub use self::tables::{AliasRecord, EventMeta, MembershipRecord, OutlierMeta, RoomRecord};
+pub use self::tables::{AliasRecord, EventMeta, MembershipRecord, OutlierMeta, PendingInvite, RoomRecord};
 use self::{pdu::Pdu, state::StateStore};
 use crate::{
     db::{

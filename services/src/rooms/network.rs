@@ -7,6 +7,7 @@ use std::{collections::HashSet, sync::Arc};
 use ruma::{events::StateEventType, RoomId, UserId};
 use serde_json::Value;
 
+use super::tables::PendingInvite;
 use super::{create::CreateRoom, create::Preset, pdu::Pdu, state::StateMap, NewEvent, Rooms};
 use crate::{
     db::codec::Json,
@@ -240,6 +241,24 @@ impl Rooms {
                 access_rules::fill_missing(content, &defaults);
             }
         }
+        if privileged_creators {
+            let mut additional: Vec<String> = request
+                .creation_content
+                .get("additional_creators")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect();
+            if request.preset == Some(Preset::TrustedPrivateChat) {
+                additional.extend(request.invite.iter().map(|u| u.to_string()));
+            }
+            let creators = std::iter::once(sender.as_str()).chain(additional.iter().map(String::as_str));
+            if !access_rules::creators_allowed(creators, rule, &policy) {
+                return Err(invalid_rule());
+            }
+        }
         let mut power = request.power_level_override.take().unwrap_or_default();
         access_rules::fill_missing(&mut power, &defaults);
         request.power_level_override = Some(power);
@@ -279,6 +298,35 @@ impl Rooms {
     }
 
     fn promotion_before_leave(&self, room: &RoomId, leaver: &UserId) -> Result<Option<Value>> {
+        let external = |user: &str| UserId::parse(user).is_ok_and(|u| self.network.is_external_user(&u));
+        self.with_admin_view(room, |view| last_admin::before_leave(leaver.as_str(), view, &external))
+    }
+
+    /// A local user's new power levels (`content`), under the room lock: when they make the
+    /// room's last admin (the sender) no longer one, the content gets the promotion a leave would
+    /// have made, so that no room is left without an admin (docs/network.md).
+    pub(crate) fn keep_an_admin_on_demotion(&self, room: &RoomId, sender: &UserId, content: &mut Value) {
+        if !self.network.access_rules() {
+            return;
+        }
+        let external = |user: &str| UserId::parse(user).is_ok_and(|u| self.network.is_external_user(&u));
+        match self.with_admin_view(room, |view| last_admin::on_power_levels(sender.as_str(), view, content, &external))
+        {
+            Ok(Some(promoted)) => {
+                tracing::info!(%room, %sender, "the last admin demotes themselves: others promoted with it");
+                *content = promoted;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(%room, %sender, error = %e, "the last admin check failed"),
+        }
+    }
+
+    /// Runs `decide` on what the last-admin rules read of the room now.
+    fn with_admin_view<T>(
+        &self,
+        room: &RoomId,
+        decide: impl FnOnce(&last_admin::Room<'_>) -> Option<T>,
+    ) -> Result<Option<T>> {
         let Some(power) = self.state_event(room, &StateEventType::RoomPowerLevels, "")? else {
             return Ok(None);
         };
@@ -319,7 +367,119 @@ impl Rooms {
             joined: &joined,
             access_rules: rules.as_ref(),
         };
-        let external = |user: &str| UserId::parse(user).is_ok_and(|u| self.network.is_external_user(&u));
-        Ok(last_admin::before_leave(leaver.as_str(), &view, &external))
+        Ok(decide(&view))
+    }
+}
+
+/// The signing entity and key id of an invite's own key, in `signed.signatures`.
+const INVITE_KEY_VERSION: &str = "0";
+
+fn base64_unpadded(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes)
+}
+
+/// What the room shows of an invited address: its first letters and its domain, as identity
+/// services show it (the room's members do not all get to read the address).
+fn redacted_address(address: &str) -> String {
+    let (local, domain) = address.split_once('@').unwrap_or((address, ""));
+    let shown: String = local.chars().take(3).collect();
+    format!("{shown}…@{domain}")
+}
+
+impl Rooms {
+    /// Invites an email address into `room` (a third-party invite), this node acting as the
+    /// network's identity service for it: an `m.room.third_party_invite` event (state key: a
+    /// new token; content: the redacted address and the invite's public key) judged by the rules
+    /// like any event (a direct chat takes one), then the invite kept until the address is bound
+    /// to an account of this node, which [`Self::exchange_threepid_invites`] turns into a member
+    /// invite. Refusals of the address itself are [`Self::check_threepid_invite`]'s, asked first.
+    pub async fn invite_by_email(&self, sender: &UserId, room: &RoomId, address: &str) -> Result<()> {
+        let address = crate::users::threepid::canonical_email(address)?;
+        let token = crate::users::random_password();
+        let document = ruma::signatures::Ed25519KeyPair::generate();
+        let pair = ruma::signatures::Ed25519KeyPair::from_der(&document, INVITE_KEY_VERSION.to_owned())
+            .map_err(|e| Error::Internal(format!("generated key unreadable: {e}")))?;
+        let public_key = base64_unpadded(&pair.public_key());
+        let validity = format!("https://{}/_matrix/identity/v2/pubkey/ephemeral/isvalid", self.server_name);
+        let display_name = redacted_address(&address);
+        let content = serde_json::json!({
+            "display_name": display_name,
+            "key_validity_url": validity,
+            "public_key": public_key,
+            "public_keys": [{ "public_key": public_key, "key_validity_url": validity }],
+        });
+        self.append(room, sender, NewEvent::state(StateEventType::RoomThirdPartyInvite, token.clone(), content), None)
+            .await?;
+        let record = PendingInvite {
+            room: room.to_owned(),
+            sender: sender.to_owned(),
+            display_name,
+            key: document.to_vec(),
+            created_ts: crate::time::now_ms(),
+        };
+        let mut batch = crate::db::Batch::new();
+        self.db.tables.rooms.addresstoken_threepidinvite.insert(&mut batch, &(address, token), &Json(record));
+        Ok(self.db.commit(batch)?)
+    }
+
+    /// Whether this node keeps a third-party invite of `address` not yet taken up (`invited`
+    /// in the identity `info` answers, and what the externals' node asks before binding).
+    pub fn has_pending_invite(&self, address: &str) -> Result<bool> {
+        let Ok(address) = crate::users::threepid::canonical_email(address) else { return Ok(false) };
+        let mut pending =
+            self.db.tables.rooms.addresstoken_threepidinvite.scan_prefix(crate::db::codec::prefix(&address));
+        Ok(pending.next().transpose()?.is_some())
+    }
+
+    /// Once `address` is bound to `user`, an account of this node: each third-party invite of it
+    /// becomes a member invite of `user`, sent as its inviter with the invite's signed token
+    /// (which the auth rules check against the key in the room, and the direct-chat rule against
+    /// its one pending token). An invite that cannot be made (the inviter left, the rules refuse)
+    /// is logged and dropped: its room no longer wants it.
+    pub async fn exchange_threepid_invites(&self, address: &str, user: &UserId) -> Result<()> {
+        let address = crate::users::threepid::canonical_email(address)?;
+        let tables = &self.db.tables;
+        let pending: Vec<((String, String), PendingInvite)> = tables
+            .rooms
+            .addresstoken_threepidinvite
+            .scan_prefix(crate::db::codec::prefix(&address))
+            .map(|entry| entry.map(|(key, Json(record))| (key, record)))
+            .collect::<std::result::Result<_, _>>()?;
+        for ((_, token), invite) in pending {
+            let made = self.exchange_one(&token, &invite, user).await;
+            if let Err(e) = made {
+                tracing::warn!(room = %invite.room, %user, error = %e, "a third-party invite could not be taken up");
+            } else {
+                tracing::info!(room = %invite.room, %user, "third-party invite taken up");
+            }
+            let mut batch = crate::db::Batch::new();
+            tables.rooms.addresstoken_threepidinvite.remove(&mut batch, &(address.clone(), token));
+            self.db.commit(batch)?;
+        }
+        Ok(())
+    }
+
+    async fn exchange_one(&self, token: &str, invite: &PendingInvite, user: &UserId) -> Result<()> {
+        let pair = ruma::signatures::Ed25519KeyPair::from_der(&invite.key, INVITE_KEY_VERSION.to_owned())
+            .map_err(|e| Error::Internal(format!("invite key unreadable: {e}")))?;
+        let mut signed = ruma::CanonicalJsonObject::new();
+        signed.insert("mxid".into(), ruma::CanonicalJsonValue::String(user.to_string()));
+        signed.insert("sender".into(), ruma::CanonicalJsonValue::String(invite.sender.to_string()));
+        signed.insert("token".into(), ruma::CanonicalJsonValue::String(token.to_owned()));
+        ruma::signatures::sign_json(self.server_name.as_str(), &pair, &mut signed)
+            .map_err(|e| Error::Internal(format!("signing a third-party invite: {e}")))?;
+        let content = serde_json::json!({
+            "membership": "invite",
+            "third_party_invite": { "display_name": invite.display_name, "signed": signed },
+        });
+        self.append(
+            &invite.room,
+            &invite.sender,
+            NewEvent::state(StateEventType::RoomMember, user.as_str(), content),
+            None,
+        )
+        .await
+        .map(drop)
     }
 }

@@ -106,6 +106,20 @@ pub struct Delayed {
     pub scheduled_pos: u64,
 }
 
+/// A third-party (email) invite this node sent and keeps until the address is bound to an
+/// account here (`addresstoken_threepidinvite`): the room, who invited, and the key that signs
+/// the exchange. Each invite has a key of its own (as an identity service's ephemeral keys), so
+/// the exchange does not depend on the server key, which rotates.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PendingInvite {
+    pub room: OwnedRoomId,
+    pub sender: OwnedUserId,
+    pub display_name: String,
+    /// PKCS#8 document of the invite's ed25519 key.
+    pub(crate) key: Vec<u8>,
+    pub created_ts: u64,
+}
+
 hemicycle_core::tables! {
     /// The rooms column families.
     pub struct Tables {
@@ -161,5 +175,8 @@ hemicycle_core::tables! {
         /// (room, type, state key, delay id) → delay id: the delayed state events another user's state
         /// event of the same key cancels.
         pub roomidtypestatekeydelayid_delayid: Table<(OwnedRoomId, String, String, String), String>,
+        /// (email address, token) → a third-party invite this node sent, until the address is bound
+        /// here (ministry network, docs/network.md).
+        pub addresstoken_threepidinvite: Table<(String, String), Json<PendingInvite>>,
     }
 }

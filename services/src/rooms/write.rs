@@ -108,7 +108,7 @@ impl Rooms {
         &self,
         room: &RoomId,
         sender: &UserId,
-        event: NewEvent,
+        mut event: NewEvent,
         txn: Option<TxnKey>,
     ) -> Result<OwnedEventId> {
         let lock = self.lock(room);
@@ -117,6 +117,9 @@ impl Rooms {
             if let Some(existing) = self.txn_event(txn)? {
                 return Ok(existing);
             }
+        }
+        if event.kind == TimelineEventType::RoomPowerLevels && event.state_key.as_deref() == Some("") {
+            self.keep_an_admin_on_demotion(room, sender, &mut event.content);
         }
         let record = self.room(room)?.ok_or_else(|| Error::not_found("unknown room"))?;
         let rules = rules_of(&record.version)?;

@@ -43,7 +43,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// The address as stored and compared: trimmed, lower-cased (Synapse does the same).
-fn canonical_email(address: &str) -> Result<String> {
+pub(crate) fn canonical_email(address: &str) -> Result<String> {
     let address = address.trim().to_lowercase();
     let valid = address.len() <= 254
         && address.split_once('@').is_some_and(|(local, domain)| {

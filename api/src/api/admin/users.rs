@@ -84,7 +84,7 @@ pub(crate) fn user_json(services: &Services, user: &UserId, account: &Account, f
         "shadow_banned": flag(account.shadow_banned),
         "creation_ts": account.created_ts,
         "last_seen_ts": last_seen(services, user)?,
-        "user_type": account.user_type,
+        "user_type": user_type(services, user, account),
         "locked": account.locked,
         "suspended": account.suspended,
     });
@@ -109,6 +109,13 @@ pub(crate) fn user_json(services: &Services, user: &UserId, account: &Account, f
         out["consent_ts"] = Value::Null;
     }
     Ok(out)
+}
+
+/// The admin API's `user_type`: the account's own (`bot`, `support`), else `external` for the
+/// users of a ministry network's externals' node, as a Synapse of that network configured with
+/// `user_types.default_user_type: external` shows them (docs/network.md).
+fn user_type(services: &Services, user: &UserId, account: &Account) -> Option<String> {
+    account.user_type.clone().or_else(|| services.network.is_external_user(user).then(|| "external".to_owned()))
 }
 
 /// When any of the user's devices was last used (ms), as the admin API's `last_seen_ts`.
@@ -139,6 +146,8 @@ async fn list(services: Arc<Services>, _: Admin, params: Params, deactivated: Op
     let guests = params.bool("guests")?.unwrap_or(true);
     let name = params.str("name").map(str::to_lowercase);
     let user_id = params.str("user_id").map(str::to_lowercase);
+    // Synapse's `not_user_type` (`bot`, `support`, `external`, or empty for users without one).
+    let not_user_type = params.str("not_user_type");
     let order_by = params.str("order_by").unwrap_or("name");
     let known = [
         "name",
@@ -162,6 +171,9 @@ async fn list(services: Arc<Services>, _: Admin, params: Params, deactivated: Op
             || (account.locked && !include_locked)
             || admins.is_some_and(|a| a != account.admin)
         {
+            continue;
+        }
+        if not_user_type.is_some_and(|t| user_type(&services, &user, &account).as_deref().unwrap_or("") == t) {
             continue;
         }
         let json = user_json(&services, &user, &account, false)?;

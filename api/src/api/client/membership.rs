@@ -66,7 +66,21 @@ pub async fn invite(
                 third_party.medium.as_str(),
                 &third_party.address,
             )?;
-            return Err(Error::Unrecognized("third-party invites are not supported".into()));
+            if third_party.medium.as_str() != "email" {
+                return Err(Error::Unrecognized("only email addresses can be invited".into()));
+            }
+            // An address bound to an account of this node invites that account; any other is
+            // kept as a third-party invite until it is bound here. (This node answers for the
+            // addresses of its own accounts only: the request's identity server is not asked.)
+            match services.threepids.owner("email", &third_party.address.trim().to_lowercase())? {
+                Some(owner) => invite_user::v3::InviteUserId::new(owner),
+                None => {
+                    if !services.users.is_shadow_banned(&sender)? {
+                        services.rooms.invite_by_email(&sender, &body.room_id, &third_party.address).await?;
+                    }
+                    return Ok(invite_user::v3::Response::new());
+                }
+            }
         }
         _ => return Err(Error::Unrecognized("third-party invites are not supported".into())),
     };

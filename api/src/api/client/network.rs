@@ -20,7 +20,12 @@ pub struct Lookup {
     address: Option<String>,
 }
 
-fn answer(services: &Services, lookup: Lookup, internal: bool) -> Result<Response, Error> {
+fn answer(
+    services: &Services,
+    lookup: Lookup,
+    internal: bool,
+    caller: Option<std::net::IpAddr>,
+) -> Result<Response, Error> {
     if !services.network.has_domain_map() {
         return Err(Error::Unrecognized("this server keeps no email-domain map".into()));
     }
@@ -31,19 +36,23 @@ fn answer(services: &Services, lookup: Lookup, internal: bool) -> Result<Respons
     }
     let bound = services.threepids.owner("email", &address.to_lowercase())?;
     let bound_server = bound.as_ref().map(|u| u.server_name().as_str());
-    let info = services.network.info(&address, bound_server, internal)?;
+    let invited = services.rooms.has_pending_invite(&address)?;
+    let info = services.network.info(&address, bound_server, internal, invited, caller)?;
     Ok(Json(info).into_response())
 }
 
 /// `GET /_matrix/identity/api/v1/info?medium=email&address=…` → `{hs, [new_hs], invited}`.
+/// Callers outside `[network] non_shadow_ranges` are told the map's shadow names.
 pub async fn info(
     State(services): State<Arc<Services>>,
+    parts: http::request::Parts,
     lookup: Result<Query<Lookup>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let Ok(Query(lookup)) = lookup else {
         return ApiError::from(Error::invalid_param("medium and address are query parameters")).into_response();
     };
-    answer(&services, lookup, false).unwrap_or_else(|e| ApiError::from(e).into_response())
+    let caller = crate::api::ruma::client_ip(&parts, &services);
+    answer(&services, lookup, false, caller).unwrap_or_else(|e| ApiError::from(e).into_response())
 }
 
 /// `GET /_matrix/identity/api/v1/internal-info?medium=email&address=…` → `{hs, [new_hs],
@@ -55,5 +64,5 @@ pub async fn internal_info(
     let Ok(Query(lookup)) = lookup else {
         return ApiError::from(Error::invalid_param("medium and address are query parameters")).into_response();
     };
-    answer(&services, lookup, true).unwrap_or_else(|e| ApiError::from(e).into_response())
+    answer(&services, lookup, true, None).unwrap_or_else(|e| ApiError::from(e).into_response())
 }

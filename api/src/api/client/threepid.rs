@@ -79,11 +79,16 @@ pub async fn add(services: Arc<Services>, request: Ruma<add_3pid::v3::Request>) 
     services.uia.authorize(&services.users, body.auth.as_ref(), &[&[uia::PASSWORD]], Some(&user), "add_3pid").await?;
     let address =
         services.threepids.take_validated(body.sid.as_str(), body.client_secret.as_str(), Purpose::AddToAccount)?;
-    if !services.network.may_bind(&address)? {
+    if !services.network.may_bind(&address, services.rooms.has_pending_invite(&address)?)? {
         return Err(Error::ThreepidDenied("Your email domain is not authorized on this server".into()));
     }
     services.threepids.add(&user, "email", &address)?;
     tracing::info!(%user, "email address added");
+    // Third-party invites of the address become the account's invites (a ministry network's
+    // node is the identity service of the invites it sent).
+    if let Err(e) = services.rooms.exchange_threepid_invites(&address, &user).await {
+        tracing::warn!(%user, error = %e, "taking up the third-party invites of an address failed");
+    }
     Ok(add_3pid::v3::Response::new())
 }
 
@@ -103,7 +108,7 @@ pub async fn email_for_account(
     let b = request.body;
     // A ministry network binds each address on the node its domain map names (Tchap's
     // synapse-3pid-checker, with its message).
-    if !services.network.may_bind(&b.email)? {
+    if !services.network.may_bind(&b.email, services.rooms.has_pending_invite(&b.email)?)? {
         return Err(Error::ThreepidDenied("Your email domain is not authorized on this server".into()));
     }
     let sid = services
