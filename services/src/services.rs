@@ -116,7 +116,7 @@ impl Services {
             .with_network(network.clone()),
             network,
             account_data: AccountData::new(db.clone(), writer.clone()),
-            typing: Typing::new(),
+            typing: Typing::new(db.clone(), writer.notifier.clone()),
             receipts: Receipts::new(db.clone(), writer.clone()),
             to_device: ToDevice::new(db.clone(), writer.clone()),
             presence: Presence::new(db.clone(), writer.clone()),

@@ -78,6 +78,15 @@ impl Notifier {
         self.users.lock().expect("notifier lock").values().map(|n| Arc::strong_count(n) - 1).sum()
     }
 
+    /// Wakes the long-polls of everyone in `audience` for news that is not a stream write (typing).
+    pub fn wake_audience(&self, db: &Database, audience: &Audience) {
+        let mut users = BTreeSet::new();
+        audience_users(db, audience, &mut users);
+        for user in users {
+            self.wake(&user);
+        }
+    }
+
     fn wake(&self, user: &UserId) {
         if let Some(n) = self.users.lock().expect("notifier lock").get(user) {
             n.notify_waiters();

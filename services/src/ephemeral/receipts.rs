@@ -53,13 +53,27 @@ impl Receipts {
         wait_durable(durable).await
     }
 
-    /// The `m.receipt` event content for receipts in the room newer than `since` (all current ones
-    /// when `None`), as `reader` may see them (others' private receipts are hidden).
-    pub fn receipt_content(&self, room: &RoomId, since: Option<u64>, reader: &UserId) -> Result<Option<Value>> {
+    /// The `m.receipt` event content for receipts in the room at positions in `(since, until]`
+    /// (from the start when `since` is `None`), as `reader` may see them (others' private receipts
+    /// are hidden).
+    ///
+    /// `until` is the position the sync answers up to: a receipt written but not yet published
+    /// (its position above the stream's) belongs to the next sync, whose `since` is this one's
+    /// `until` — reading it now too would hand it to the client twice.
+    pub fn receipt_content(
+        &self,
+        room: &RoomId,
+        since: Option<u64>,
+        until: u64,
+        reader: &UserId,
+    ) -> Result<Option<Value>> {
         let start = (room.to_owned(), Be64(since.map_or(0, |s| s + 1))).encode();
         let mut content: BTreeMap<String, BTreeMap<String, BTreeMap<String, Value>>> = BTreeMap::new();
         for entry in self.db.tables.ephemeral.roomidpos_receipt.scan_from(prefix(&room.to_owned()), start, true) {
-            let (_, Json(r)) = entry?;
+            let ((_, Be64(pos)), Json(r)) = entry?;
+            if pos > until {
+                break;
+            }
             if r.receipt_type == "m.read.private" && r.user != reader {
                 continue;
             }
@@ -131,5 +145,48 @@ impl Receipts {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sync answering up to position `p` must leave a receipt written at a later position to the
+    /// next sync (whose `since` is `p`): each receipt reaches a client once.
+    #[tokio::test]
+    async fn receipts_above_the_answered_position_wait_for_the_next_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Database::open(dir.path()).unwrap());
+        let receipts = Receipts::new(db.clone(), Arc::new(Writer::start(db.clone())));
+        let room = OwnedRoomId::try_from("!room:localhost").unwrap();
+        let event = ruma::OwnedEventId::try_from("$event").unwrap();
+        let (alice, bob) = (
+            ruma::OwnedUserId::try_from("@alice:localhost").unwrap(),
+            ruma::OwnedUserId::try_from("@bob:localhost").unwrap(),
+        );
+        let mut positions = Vec::new();
+        for user in [&alice, &bob] {
+            let receipt = Receipt {
+                user: user.clone(),
+                receipt_type: "m.read".into(),
+                event_id: event.clone(),
+                thread_id: None,
+                ts: 1,
+            };
+            receipts.set(&room, receipt).await.unwrap();
+            let key = (room.clone(), slot(user, "m.read", None));
+            positions.push(db.tables.ephemeral.roomidslot_receiptpos.get(&key).unwrap().unwrap().0);
+        }
+        let readers = |content: Option<Value>| -> Vec<String> {
+            let content = content.unwrap_or_default();
+            content["$event"]["m.read"].as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default()
+        };
+        let first = receipts.receipt_content(&room, None, positions[0], &alice).unwrap();
+        assert_eq!(readers(first), vec![alice.to_string()], "bob's receipt is above the answered position");
+        let next = receipts.receipt_content(&room, Some(positions[0]), positions[1], &alice).unwrap();
+        assert_eq!(readers(next), vec![bob.to_string()], "the next sync gets bob's, and only bob's");
+        let all = receipts.receipt_content(&room, None, positions[1], &alice).unwrap();
+        assert_eq!(readers(all), vec![alice.to_string(), bob.to_string()]);
     }
 }

@@ -192,8 +192,9 @@ pub async fn sync(services: &Services, params: SyncParams) -> Result<SyncResult>
 }
 
 /// Computes an answer from the current position, and while it is empty (and `always_answer` is
-/// false) sleeps until a write concerning `user`, a typing change, a typing notice expiring, or
-/// the timeout — then computes again. No polling: every wake-up is a notification.
+/// false) sleeps until a write concerning `user`, a typing change in one of their rooms (both
+/// through the user's notifier), a typing notice in one of their rooms expiring, or the timeout —
+/// then computes again. No polling: every wake-up is a notification.
 pub(crate) async fn long_poll<R>(
     services: &Services,
     user: &UserId,
@@ -204,30 +205,38 @@ pub(crate) async fn long_poll<R>(
 ) -> Result<R> {
     let position = services.rooms.subscribe();
     let notify = services.rooms.notifier().subscribe(user);
-    let mut typing = services.typing.subscribe();
+    let typing = services.typing.subscribe();
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         // Register for a wake-up before looking, so nothing durable in between is missed.
         let woken = notify.notified();
         tokio::pin!(woken);
         woken.as_mut().enable();
-        let current = SyncToken { pos: *position.borrow(), typing: *typing.borrow_and_update() };
+        let current = SyncToken { pos: *position.borrow(), typing: *typing.borrow() };
         let result = compute(current)?;
         if always_answer || !is_empty(&result) {
             return Ok(result);
         }
-        let wake =
-            services.typing.next_expiry().map(tokio::time::Instant::from_std).map_or(deadline, |e| e.min(deadline));
-        let outcome = tokio::time::timeout_at(wake, async {
-            tokio::select! {
-                _ = woken => true,
-                r = typing.changed() => r.is_ok(),
-            }
-        })
-        .await;
-        match outcome {
-            Ok(true) => continue,
-            Ok(false) => return Ok(result),
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(result);
+        }
+        // The user's rooms are read only when someone somewhere is typing: an expiry is the one
+        // wake-up no notifier sends.
+        let expiry = if services.typing.anyone_typing() {
+            let joined: Vec<OwnedRoomId> = services
+                .rooms
+                .memberships_of(user)?
+                .into_iter()
+                .filter(|(_, m)| m.membership == "join")
+                .map(|(room, _)| room)
+                .collect();
+            services.typing.next_expiry_in(&joined)
+        } else {
+            None
+        };
+        let wake = expiry.map(tokio::time::Instant::from_std).map_or(deadline, |e| e.min(deadline));
+        match tokio::time::timeout_at(wake, woken).await {
+            Ok(()) => continue,
             Err(_) if tokio::time::Instant::now() >= deadline => return Ok(result),
             Err(_) => continue,
         }
@@ -380,7 +389,7 @@ fn joined_rooms(
         if let Some(users) = services.typing.typing_in(&room, if fresh { None } else { typing_since }) {
             data.ephemeral.push(json!({ "type": "m.typing", "content": { "user_ids": users } }));
         }
-        if let Some(content) = services.receipts.receipt_content(&room, from, &params.user)? {
+        if let Some(content) = services.receipts.receipt_content(&room, from, current, &params.user)? {
             data.ephemeral.push(json!({ "type": "m.receipt", "content": content }));
         }
         data.ephemeral.retain(|e| params.filter.ephemeral.accepts(e));

@@ -390,7 +390,7 @@ fn compute(services: &Services, request: &SlidingRequest, now: SyncToken) -> Res
     }
     for room in selected.keys() {
         if ext.receipts {
-            if let Some(content) = services.receipts.receipt_content(room, since, user)? {
+            if let Some(content) = services.receipts.receipt_content(room, since, now.pos, user)? {
                 result.receipts.insert(room.clone(), json!({ "type": "m.receipt", "content": content }));
             }
         }
