@@ -64,6 +64,10 @@ impl Case {
     }
 
     async fn sync(&self, since: Option<&str>) -> hemicycle::sync::SyncResult {
+        self.sync_with(since, SyncFilter::default()).await
+    }
+
+    async fn sync_with(&self, since: Option<&str>, filter: SyncFilter) -> hemicycle::sync::SyncResult {
         let params = SyncParams {
             user: self.reader.0.clone(),
             device: self.reader.1.clone(),
@@ -71,7 +75,7 @@ impl Case {
             since: since.map(|s| SyncToken::parse(s).unwrap()),
             timeout: std::time::Duration::ZERO,
             full_state: false,
-            filter: SyncFilter::default(),
+            filter,
         };
         hemicycle::sync::sync(&self.services, params).await.unwrap()
     }
@@ -91,6 +95,27 @@ impl Case {
         let bodies: Vec<_> =
             result.join[&self.rooms[0]].timeline.iter().map(|e| e["content"]["body"].clone()).collect();
         assert_eq!(bodies, vec![json!("nouveau")]);
+        reads
+    }
+
+    /// The reads of an initial sync with lazy-loaded members and a short timeline (so the room's
+    /// state comes in the `state` section), checking that the members it brings are the ones it
+    /// must: the reader and the timeline's senders.
+    async fn reads_for_lazy_initial_sync(&self) -> u64 {
+        let filter = SyncFilter { timeline_limit: 3, lazy_load_members: true, ..SyncFilter::default() };
+        let before = self.services.db.reads();
+        let result = self.sync_with(None, filter).await;
+        let reads = self.services.db.reads() - before;
+        let room = &result.join[&self.rooms[0]];
+        assert!(room.limited, "the backlog does not fit: the state section carries the room's state");
+        let mut members: Vec<_> = room
+            .state
+            .iter()
+            .filter(|e| e["type"] == "m.room.member")
+            .map(|e| e["state_key"].as_str().unwrap().to_owned())
+            .collect();
+        members.sort();
+        assert_eq!(members, vec![self.reader.0.to_string(), self.sender.to_string()], "lazy members only");
         reads
     }
 
@@ -134,5 +159,22 @@ async fn sync_reads_do_not_grow_with_the_unread_backlog() {
         "one new message after a backlog",
         none.reads_for_one_message().await,
         backlog.reads_for_one_message().await,
+    );
+}
+
+/// A lazy-loading client's initial sync of a room of many members reads the member events it
+/// sends, not every member event of the room's state. What an initial sync reads per member and
+/// must: the entry of the state snapshot, the membership record counted in the summary, and the
+/// presence of the users sharing the room (two) — four small records. Reading each member event
+/// as well (the member events the filter then dropped) was two more per member.
+#[tokio::test]
+async fn lazy_initial_sync_reads_only_the_members_it_sends() {
+    const MEMBERS: usize = 60;
+    const PER_MEMBER: u64 = 4;
+    let (small, big) = (Case::new(1, 0, 10).await, Case::new(1, MEMBERS, 10).await);
+    assert_flat(
+        "initial sync with lazy members",
+        small.reads_for_lazy_initial_sync().await + PER_MEMBER * MEMBERS as u64,
+        big.reads_for_lazy_initial_sync().await,
     );
 }

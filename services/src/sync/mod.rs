@@ -466,10 +466,20 @@ pub(crate) fn room_sync(
         Some(pos) => rooms.snapshot_before(room, pos)?,
         None => rooms.snapshot_before(room, until + 1)?,
     };
+    let senders: BTreeSet<&str> = data.timeline.iter().filter_map(|e| e["sender"].as_str()).collect();
+    // With lazy-loaded members, the member events of people who sent nothing in the timeline
+    // are dropped by their key, before any is read: in a room of hundreds of members the
+    // client gets (and the server reads) only the few it needs.
+    let wanted = |(kind, key): &(StateEventType, String)| {
+        !filter.lazy_load_members
+            || *kind != StateEventType::RoomMember
+            || key == user.as_str()
+            || senders.contains(key.as_str())
+    };
     let state_ids: Vec<OwnedEventId> = if filter.state_after {
         // The state at the timeline's end, or what changed in it since the client's position.
         let end: Vec<OwnedEventId> = match rooms.snapshot_before(room, until.saturating_add(1))? {
-            Some(s) => rooms.full_state(s)?.into_iter().map(|(_, id)| id).collect(),
+            Some(s) => rooms.full_state(s)?.into_iter().filter(|(key, _)| wanted(key)).map(|(_, id)| id).collect(),
             None => Vec::new(),
         };
         match from.filter(|_| !full_state).and_then(|f| rooms.snapshot_before(room, f + 1).ok().flatten()) {
@@ -498,6 +508,7 @@ pub(crate) fn room_sync(
                 }
             }
         }
+        state.retain(|key, _| wanted(key));
         if full_state {
             state.into_values().collect()
         } else {
@@ -515,8 +526,7 @@ pub(crate) fn room_sync(
         let in_timeline: BTreeSet<&str> = data.timeline.iter().filter_map(|e| e["event_id"].as_str()).collect();
         let mut members = Vec::new();
         if let Some(snapshot) = state_at_start {
-            let senders: BTreeSet<&str> = data.timeline.iter().filter_map(|e| e["sender"].as_str()).collect();
-            for sender in senders {
+            for sender in &senders {
                 if let Some(id) = rooms.state_event_id_in(snapshot, &StateEventType::RoomMember, sender)? {
                     if !in_timeline.contains(id.as_str()) {
                         members.push(id);
@@ -528,7 +538,6 @@ pub(crate) fn room_sync(
     } else {
         Vec::new()
     };
-    let senders: BTreeSet<&str> = data.timeline.iter().filter_map(|e| e["sender"].as_str()).collect();
     // Someone who was never joined (a withdrawn knock, a rejected invite, a ban before joining)
     // sees their own membership and nothing of the room's state.
     let whole_state = reader.may_read_state()?;
