@@ -6,10 +6,14 @@
     sign-webhook KEY SECRET    reads a webhook body on stdin and prints the Authorization token
                                LiveKit sends with it (its `sha256` claim is the body's hash),
                                made with livekit-api's AccessToken.
-    room-api KEY SECRET        serves the room API's `CreateRoom` (Twirp, JSON) on a free
-                               loopback port, printed first on stdout; every request's token is
-                               checked with TokenVerifier and must grant `roomCreate`. `GET
-                               /rooms` lists the rooms opened so far, for the test to read.
+    room-api KEY SECRET        serves the room API's `CreateRoom` and `GetParticipant` (Twirp,
+                               JSON) on a free loopback port, printed first on stdout; every
+                               request's token is checked with TokenVerifier and must grant
+                               `roomCreate` (`CreateRoom`), or `roomAdmin` of the room asked
+                               about (`GetParticipant`). `GET /rooms` lists the rooms opened so
+                               far, for the test to read; `POST /participants` with `{room,
+                               identity, present}` says who is on the SFU, as the test plays
+                               the clients.
 
 No LiveKit server can be installed from the package registries the project uses, so the room
 API is served here; the tokens are still judged by LiveKit's own code.
@@ -46,6 +50,7 @@ def sign_webhook(key, secret):
 def room_api(key, secret):
     verifier = TokenVerifier(key, secret)
     rooms = {}
+    participants = set()
 
     class Handler(BaseHTTPRequestHandler):
         def answer(self, status, body):
@@ -65,13 +70,27 @@ def room_api(key, secret):
         def do_POST(self):
             length = int(self.headers.get("Content-Length", "0"))
             body = json.loads(self.rfile.read(length) or b"{}")
-            if self.path != "/twirp/livekit.RoomService/CreateRoom":
+            if self.path == "/participants":
+                who = (body["room"], body["identity"])
+                if body["present"]:
+                    participants.add(who)
+                else:
+                    participants.discard(who)
+                return self.answer(200, {})
+            if self.path not in ("/twirp/livekit.RoomService/CreateRoom",
+                                 "/twirp/livekit.RoomService/GetParticipant"):
                 return self.answer(404, {"code": "bad_route", "msg": self.path})
             auth = self.headers.get("Authorization", "")
             try:
                 claims = verifier.verify(auth.removeprefix("Bearer "))
             except Exception as error:
                 return self.answer(401, {"code": "unauthenticated", "msg": repr(error)})
+            if self.path.endswith("/GetParticipant"):
+                if not claims.video.room_admin or claims.video.room != body["room"]:
+                    return self.answer(403, {"code": "permission_denied", "msg": "no roomAdmin"})
+                if (body["room"], body["identity"]) not in participants:
+                    return self.answer(404, {"code": "not_found", "msg": "participant does not exist"})
+                return self.answer(200, {"sid": "PA_1", "identity": body["identity"], "state": "ACTIVE"})
             if not claims.video.room_create:
                 return self.answer(403, {"code": "permission_denied", "msg": "no roomCreate"})
             name = body["name"]

@@ -8,6 +8,7 @@ use std::{
     io::{BufRead, BufReader, Write},
     path::PathBuf,
     process::{Child, Command, Stdio},
+    time::{Duration, Instant},
 };
 
 use hemicycle::rtc::{member_identity, room_alias};
@@ -203,13 +204,27 @@ async fn livekit_tokens_for_local_and_remote_users() {
     no_slot["slot_id"] = json!("");
     let (status, error) = hub.call(Method::POST, None, &format!("{PREFIX}/get_token"), Some(&no_slot)).await;
     assert_eq!((status, error["errcode"].as_str()), (400, Some("M_BAD_JSON")), "{error}");
+    // Bob's server has no full access: a delayed leave of his is refused, as lk-jwt-service
+    // refuses it (400 with a token request, 403 at `/delegate_delayed_leave`).
     let mut delegated = request.clone();
     delegated["delay_id"] = json!("some-delay");
     delegated["delay_timeout"] = json!(10_000);
+    let not_full_access = "Delegation of delayed events is only supported for full access users";
     let (status, error) = hub.call(Method::POST, None, &format!("{PREFIX}/get_token"), Some(&delegated)).await;
-    assert_eq!((status, error["errcode"].as_str()), (400, Some("M_BAD_JSON")), "{error}");
+    assert_eq!((status, error), (400, json!({ "errcode": "M_BAD_JSON", "error": not_full_access })));
+    let (status, error) =
+        hub.call(Method::POST, None, &format!("{PREFIX}/delegate_delayed_leave"), Some(&delegated)).await;
+    assert_eq!((status, error), (403, json!({ "errcode": "M_FORBIDDEN", "error": not_full_access })));
     let (status, error) = hub.call(Method::POST, None, &format!("{PREFIX}/get_token"), Some(&json!("text"))).await;
     assert_eq!((status, error["errcode"].as_str()), (400, Some("M_NOT_JSON")), "{error}");
+    // A field lk-jwt-service does not know is refused as it refuses it (its decoder disallows
+    // unknown fields); the OpenID token's `token_type` and `expires_in` above were accepted.
+    let mut unknown = request.clone();
+    unknown["member"]["extra"] = json!(1);
+    let (status, error) = hub.call(Method::POST, None, &format!("{PREFIX}/get_token"), Some(&unknown)).await;
+    assert_eq!((status, error), (400, json!({ "errcode": "M_NOT_JSON", "error": "Error reading request" })));
+    let (status, _) = hub.call(Method::GET, None, &format!("{PREFIX}/healthz"), None).await;
+    assert_eq!(status, 200, "the health check load balancers use");
     let large = json!({ "room_id": "x".repeat(20_000) });
     let (status, error) = hub.call(Method::POST, None, &format!("{PREFIX}/get_token"), Some(&large)).await;
     assert_eq!((status, error["errcode"].as_str()), (413, Some("M_TOO_LARGE")), "{error}");
@@ -312,4 +327,106 @@ async fn a_delegated_delayed_leave_follows_the_sfus_webhooks() {
     }
     let pending = node.get(&alice, "/_matrix/client/unstable/org.matrix.msc4140/delayed_events").await;
     assert_eq!(pending["delayed_events"], json!([]), "{pending}");
+}
+
+/// Says on the SFU's room API who is connected (the test plays the clients).
+async fn set_present(sfu: &RoomApi, room: &str, identity: &str, present: bool) {
+    let url = format!("http://127.0.0.1:{}/participants", sfu.port);
+    let body = json!({ "room": room, "identity": identity, "present": present });
+    let answer = reqwest::Client::new().post(&url).json(&body).send().await.expect("tell the SFU");
+    assert!(answer.status().is_success(), "the room API refused {body}");
+}
+
+const DELAYED: &str = "/_matrix/client/unstable/org.matrix.msc4140/delayed_events";
+
+/// When a pending delayed event was last (re)started (`running_since`); `None` once it is gone.
+async fn running_since(node: &Node, token: &str, delay_id: &str) -> Option<u64> {
+    let listed = node.get(token, DELAYED).await;
+    listed["delayed_events"].as_array()?.iter().find(|e| e["delay_id"] == delay_id)?["running_since"].as_u64()
+}
+
+/// Waits until the event is restarted after `after` (ms); answers when.
+async fn restarted_after(node: &Node, token: &str, delay_id: &str, after: u64, within: Duration) -> u64 {
+    let start = Instant::now();
+    loop {
+        match running_since(node, token, delay_id).await {
+            Some(since) if since > after => return since,
+            Some(_) => {}
+            None => panic!("the delayed leave was sent while its participant was on the SFU"),
+        }
+        assert!(start.elapsed() < within, "the delayed leave was not restarted within {within:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_remote_users_delegated_leave_survives_a_restart_and_is_sent_when_the_sfu_loses_them() {
+    let sfu = RoomApi::start();
+    // Bob's own server holds his call membership and its delayed leave, due in 10 s.
+    let other =
+        Node::start_with("livekit-bobs", None, &[], &[("delayed_events.max_delay_ms", toml::Value::Integer(600_000))])
+            .await;
+    let (bob_id, bob) = other.register("bob").await;
+    let room = other.create_room(&bob, json!({})).await;
+    let member_path = format!("/_matrix/client/v3/rooms/{}/state/org.example.call.member/{}", enc(&room), enc(&bob_id));
+    other.put(&bob, &member_path, json!({ "in_call": true })).await;
+    let scheduled = other.put(&bob, &format!("{member_path}?org.matrix.msc4140.delay=10000"), json!({})).await;
+    let delay_id = scheduled["delay_id"].as_str().expect("a delay id").to_owned();
+    let scheduled_at = running_since(&other, &bob, &delay_id).await.expect("scheduled");
+
+    // The hub's service gives bob's server full access, knows its client API, and asks the SFU
+    // every second whether the participants it keeps a leave for are still there.
+    let secrets = tempfile::tempdir().expect("temp dir");
+    let secret_file = secrets.path().join("livekit.secret");
+    std::fs::write(&secret_file, SECRET).expect("write the secret");
+    let mut livekit = toml::Table::new();
+    livekit.insert("url".into(), format!("ws://127.0.0.1:{}", sfu.port).into());
+    livekit.insert("key".into(), KEY.into());
+    livekit.insert("secret_file".into(), secret_file.display().to_string().into());
+    livekit.insert("full_access_servers".into(), toml::Value::Array(vec![other.server_name().into()]));
+    let mut client_apis = toml::Table::new();
+    client_apis.insert(other.server_name(), other.client_url().into());
+    livekit.insert("client_api_urls".into(), toml::Value::Table(client_apis));
+    livekit.insert("participant_check_interval_s".into(), 1.into());
+    let mut hub =
+        Node::start_with("livekit-keeper", None, &[], &[("matrix_rtc.livekit", toml::Value::Table(livekit))]).await;
+
+    // Bob, already on the SFU, hands his leave to the hub.
+    let request = json!({
+        "room_id": room,
+        "slot_id": "m.call#ROOM",
+        "openid_token": openid_token(&other, &bob, &bob_id).await,
+        "member": { "id": "member-b", "claimed_user_id": bob_id, "claimed_device_id": "BOBDEV" },
+        "delay_id": delay_id,
+        "delay_timeout": 10_000,
+    });
+    let (sfu_room, identity) = (room_alias(&room, "m.call#ROOM"), member_identity(&bob_id, "BOBDEV", "member-b"));
+    set_present(&sfu, &sfu_room, &identity, true).await;
+    let path = format!("{PREFIX}/delegate_delayed_leave");
+    let (status, answer) = hub.call(Method::POST, None, &path, Some(&request)).await;
+    assert_eq!((status, answer), (200, json!({})));
+    // No webhook: the hub finds bob on the SFU and restarts his leave on bob's server.
+    let restarted = restarted_after(&other, &bob, &delay_id, scheduled_at, Duration::from_secs(5)).await;
+
+    // Killed and started again, the hub takes the delegation up from its database and keeps
+    // restarting the leave (left alone, it would be sent 10 s after `restarted`).
+    hub.kill().await;
+    hub.restart().await;
+    let restarted = restarted_after(&other, &bob, &delay_id, restarted, Duration::from_secs(8)).await;
+
+    // Bob's client vanishes from the SFU and no webhook says so: the hub's check of the SFU finds
+    // him gone and sends the leave at once, seconds before its own time.
+    set_present(&sfu, &sfu_room, &identity, false).await;
+    let gone = Instant::now();
+    loop {
+        if other.get(&bob, &member_path).await == json!({}) {
+            break;
+        }
+        assert!(gone.elapsed() < Duration::from_secs(5), "the leave was not sent when the SFU lost bob");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(running_since(&other, &bob, &delay_id).await.is_none(), "sent once, nothing left pending");
+    let own_time = restarted + 10_000;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    assert!(now + 3_000 < own_time, "sent by the hub, not at its own time ({now} vs {own_time})");
 }

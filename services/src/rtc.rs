@@ -8,9 +8,12 @@
 //! lk-jwt-service derive them, so every service of a call's participants agrees on them. Users of
 //! `full_access_servers` make the SFU open the room (its room API, `CreateRoom`); others only get
 //! a token to join, which the SFU honours only for a room that exists when it runs with
-//! `room.auto_create: false` (docs/calls.md).
+//! `room.auto_create: false` (docs/calls.md). The delayed leave events participants hand over
+//! are kept by [`delegation`].
 
+pub mod delegation;
 pub mod state;
+pub mod tables;
 
 use std::{sync::Arc, time::Duration};
 
@@ -19,7 +22,6 @@ use hmac::{Hmac, Mac};
 use ruma::{OwnedUserId, ServerName};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
 
 pub use self::state::{LiveKit, Presence};
 use crate::{config::LiveKitConfig, error::Error, services::Services, time::now_ms};
@@ -52,6 +54,11 @@ pub enum Refusal {
     Sfu(String),
     /// A delayed leave this service cannot keep: 400 `M_BAD_JSON`.
     Delegation(&'static str),
+    /// A delayed leave handed over by a user of a server without full access: lk-jwt-service
+    /// answers 403 `M_FORBIDDEN` at `/delegate_delayed_leave`, 400 `M_BAD_JSON` with a token.
+    NotFullAccess,
+    /// The delegation could not be recorded: 500 `M_UNKNOWN`.
+    Internal,
 }
 
 /// A token and the SFU it is for: the `{url, jwt}` answer.
@@ -98,7 +105,14 @@ impl LiveKit {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| Error::Internal(format!("the SFU's HTTP client: {e}")))?;
-        Ok(Self { config: config.clone(), secret, api_url, http, delegations: Default::default() })
+        Ok(Self {
+            config: config.clone(),
+            secret,
+            api_url,
+            http,
+            delegations: Default::default(),
+            client_apis: Default::default(),
+        })
     }
 
     /// Checks the caller's OpenID token, then signs their token; for a full-access server's
@@ -112,13 +126,13 @@ impl LiveKit {
         let (user, identity) = self.authenticate(services, &request).await?;
         let full_access = self.config.full_access(request.matrix_server_name);
         if let Some(delegation) = &delegation {
-            self.check_delegation(services, &user, full_access, delegation)?;
+            self.check_delegation(services, &user, full_access, delegation).await?;
         }
         if full_access {
             self.create_room(&request.room).await.map_err(Refusal::Sfu)?;
         }
         if let Some(delegation) = delegation {
-            self.delegate(services, &request.room, &identity, delegation);
+            self.delegate(services, &user, &request.room, &identity, &delegation)?;
         }
         let now = now_ms() / 1000;
         let mut video = json!({
@@ -161,7 +175,7 @@ impl LiveKit {
     }
 
     /// `POST …/delegate_delayed_leave`: a participant already on the SFU hands over its
-    /// delayed leave.
+    /// delayed leave. No webhook will say it joined: its task asks the SFU.
     pub async fn delegate_leave(
         &self,
         services: &Arc<Services>,
@@ -170,16 +184,14 @@ impl LiveKit {
     ) -> Result<(), Refusal> {
         let (user, identity) = self.authenticate(services, &request).await?;
         let full_access = self.config.full_access(request.matrix_server_name);
-        self.check_delegation(services, &user, full_access, &delegation)?;
-        self.delegate(services, &request.room, &identity, delegation);
-        // Already connected: no webhook will say it joined.
-        self.participant(&request.room, &identity, Presence::Joined);
-        Ok(())
+        self.check_delegation(services, &user, full_access, &delegation).await?;
+        self.delegate(services, &user, &request.room, &identity, &delegation)
     }
 
-    /// Only this node's delayed events can be kept (we act on them directly; another server's
-    /// would need its client API), of a user of a full-access server, and only the caller's own.
-    fn check_delegation(
+    /// A delegation is kept only for users of full-access servers (as lk-jwt-service). Of this
+    /// server's delayed events, only the caller's own; another server's must be reachable
+    /// through its client API, and its delay id must fit in a URL as it is.
+    async fn check_delegation(
         &self,
         services: &Services,
         user: &OwnedUserId,
@@ -187,66 +199,42 @@ impl LiveKit {
         delegation: &Delegation<'_>,
     ) -> Result<(), Refusal> {
         if !full_access {
-            return Err(Refusal::Delegation("Delegation of delayed events is only supported for full access users"));
+            return Err(Refusal::NotFullAccess);
         }
-        if user.server_name() != services.config.server_name {
-            return Err(Refusal::Delegation("Delegation of delayed events is only supported for users of this server"));
+        if delegation.timeout.is_zero() {
+            return Err(Refusal::Delegation("The request body is missing `delay_id` or `delay_timeout`"));
         }
-        let owned = services.delayed_events.get(delegation.delay_id).ok().flatten().is_some_and(|d| d.owner == *user);
-        if !owned || delegation.timeout.is_zero() {
-            return Err(Refusal::Delegation("The request body has an unknown `delay_id` or no `delay_timeout`"));
+        if user.server_name() == services.config.server_name {
+            let owned =
+                services.delayed_events.get(delegation.delay_id).ok().flatten().is_some_and(|d| d.owner == *user);
+            if !owned {
+                return Err(Refusal::Delegation("The request body has an unknown `delay_id`"));
+            }
+            return Ok(());
+        }
+        if !crate::rtc::delegation::usable_delay_id(delegation.delay_id) {
+            return Err(Refusal::Delegation("The request body has an unknown `delay_id`"));
+        }
+        if let Err(error) = self.client_api(services, user.server_name().as_str()).await {
+            tracing::info!(server = %user.server_name(), %error, "a delegated leave's client API was not found");
+            return Err(Refusal::Delegation("Unable to resolve client-server API"));
         }
         Ok(())
     }
 
-    /// Starts the task that keeps a delayed leave pending while its participant is on the SFU
-    /// (a restart at 80 % of its timeout, as lk-jwt-service) and sends it as soon as a webhook
-    /// says the participant left. Until the participant joins, nothing is done: unrestarted, the
-    /// event fires by itself. A new delegation for the same participant replaces the older one.
-    fn delegate(&self, services: &Arc<Services>, room: &str, identity: &str, delegation: Delegation<'_>) {
-        let (sender, mut signals) = mpsc::unbounded_channel();
-        let key = (room.to_owned(), identity.to_owned());
-        self.delegations.lock().expect("delegations").insert(key.clone(), sender.clone());
-        let services = services.clone();
-        let delay_id = delegation.delay_id.to_owned();
-        let timeout = delegation.timeout;
-        tokio::spawn(async move {
-            let first = tokio::time::timeout(timeout, signals.recv()).await;
-            let joined = matches!(first, Ok(Some(Presence::Joined)));
-            if joined {
-                let restart_every = timeout * 8 / 10;
-                loop {
-                    if let Err(error) = services.delayed_events.restart(&delay_id).await {
-                        tracing::info!(%delay_id, %error, "a delegated delayed leave is gone");
-                        break;
-                    }
-                    match tokio::time::timeout(restart_every, signals.recv()).await {
-                        Err(_) | Ok(Some(Presence::Joined)) => continue,
-                        Ok(None) => break,
-                        Ok(Some(Presence::Left)) => {
-                            if let Err(error) = services.delayed_events.send_now(&services, &delay_id).await {
-                                tracing::info!(%delay_id, %error, "a delegated delayed leave was not sent");
-                            }
-                            break;
-                        }
-                    }
-                }
-            }
-            if let Some(livekit) = &services.livekit {
-                let mut delegations = livekit.delegations.lock().expect("delegations");
-                if delegations.get(&key).is_some_and(|current| current.same_channel(&sender)) {
-                    delegations.remove(&key);
-                }
-            }
-        });
-    }
-
-    /// What a webhook of the SFU said of a participant, passed to its delegation if any.
-    pub fn participant(&self, room: &str, identity: &str, presence: Presence) {
-        let delegations = self.delegations.lock().expect("delegations");
-        if let Some(sender) = delegations.get(&(room.to_owned(), identity.to_owned())) {
-            let _ = sender.send(presence);
-        }
+    fn delegate(
+        &self,
+        services: &Arc<Services>,
+        user: &OwnedUserId,
+        room: &str,
+        identity: &str,
+        delegation: &Delegation<'_>,
+    ) -> Result<(), Refusal> {
+        let server = user.server_name().as_str();
+        self.hand_over(services, server, room, identity, delegation.delay_id, delegation.timeout).map_err(|error| {
+            tracing::error!(%error, "a delegated leave was not recorded");
+            Refusal::Internal
+        })
     }
 
     /// Checks a webhook of the SFU as LiveKit signs them: an HS256 JWT of our key and secret in
@@ -333,6 +321,39 @@ impl LiveKit {
             return Err(format!("the SFU's room API answered {status}"));
         }
         Ok(())
+    }
+
+    /// Whether the SFU has `identity` in `room` (`GetParticipant` of its room API): `Ok(false)`
+    /// only when the SFU says it has not (Twirp `not_found`), an error when it cannot say.
+    pub(crate) async fn participant_present(&self, room: &str, identity: &str) -> Result<bool, String> {
+        let now = now_ms() / 1000;
+        let claims = json!({
+            "iss": self.config.key,
+            "nbf": now,
+            "exp": now + API_TOKEN_LIFETIME.as_secs(),
+            "video": { "roomAdmin": true, "room": room },
+        });
+        let url = format!("{}/twirp/livekit.RoomService/GetParticipant", self.api_url);
+        let answer = self
+            .http
+            .post(&url)
+            .bearer_auth(self.sign(&claims))
+            .json(&json!({ "room": room, "identity": identity }))
+            .send()
+            .await
+            .map_err(|e| format!("the SFU's room API at {url}: {e}"))?;
+        let status = answer.status();
+        if status.is_success() {
+            return Ok(true);
+        }
+        if answer.content_length().is_some_and(|len| len > SFU_MAX_ANSWER as u64) {
+            return Err(format!("the SFU's room API answered {status} with a body over {SFU_MAX_ANSWER} bytes"));
+        }
+        let body: Value = answer.json().await.unwrap_or_default();
+        if status == reqwest::StatusCode::NOT_FOUND && body["code"] == "not_found" {
+            return Ok(false);
+        }
+        Err(format!("the SFU's room API answered {status}: {body}"))
     }
 
     /// An HS256 JWT of `claims` under the shared secret.

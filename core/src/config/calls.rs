@@ -69,6 +69,20 @@ pub struct LiveKitConfig {
     /// run with `room.auto_create: false` for that to hold (docs/calls.md).
     #[serde(default)]
     pub full_access_servers: Vec<String>,
+    /// Where the client API of a server is, by server name, for the delayed leave events its
+    /// users hand over (lk-jwt-service's `LIVEKIT_CS_API_URL_OVERRIDES`): the service restarts
+    /// and sends them there. A server not listed is found by its `/.well-known/matrix/client`.
+    #[serde(default)]
+    pub client_api_urls: std::collections::BTreeMap<String, String>,
+    /// How often the SFU is asked whether a participant whose delayed leave we keep is still
+    /// there (its room API's `GetParticipant`, lk-jwt-service's sanity check): a participant
+    /// gone without a webhook saying so has its leave sent then. 0: never.
+    #[serde(default = "default_participant_check_interval_s")]
+    pub participant_check_interval_s: u64,
+}
+
+fn default_participant_check_interval_s() -> u64 {
+    60
 }
 
 impl LiveKitConfig {
@@ -101,6 +115,14 @@ impl LiveKitConfig {
         }
         if self.key.is_empty() {
             return Err(ConfigError::new("matrix_rtc.livekit.key", "must not be empty"));
+        }
+        for (server, url) in &self.client_api_urls {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(ConfigError::new(
+                    "matrix_rtc.livekit.client_api_urls",
+                    format!("{server}: must be an http:// or https:// URL"),
+                ));
+            }
         }
         self.read_secret().map(|_| ())
     }

@@ -29,6 +29,7 @@ mod stream;
 mod sync;
 mod sync_cost;
 mod threads;
+mod turn;
 mod url_previews;
 mod versions;
 mod visibility;

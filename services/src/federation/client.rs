@@ -472,6 +472,38 @@ impl FederationClient {
 }
 
 impl FederationClient {
+    /// The client API's base URL `server` publishes in its `/.well-known/matrix/client`
+    /// (`m.homeserver.base_url`), fetched with the address filter, bounded in time and size.
+    pub async fn client_api_url(&self, server: &ServerName, timeout: Duration) -> Result<String> {
+        let url = format!("https://{server}/.well-known/matrix/client");
+        let unreachable = |e: String| Error::RemoteUnreachable(format!("{url}: {e}"));
+        let response = self.plain.get(&url).timeout(timeout).send().await.map_err(|e| unreachable(e.to_string()))?;
+        if !response.status().is_success() {
+            return Err(unreachable(format!("HTTP {}", response.status())));
+        }
+        let body = read_bounded(response, WELL_KNOWN_MAX).await.map_err(unreachable)?;
+        let known: serde_json::Value = serde_json::from_slice(&body).map_err(|e| unreachable(e.to_string()))?;
+        let base = known["m.homeserver"]["base_url"].as_str().unwrap_or("").trim_end_matches('/');
+        if base.is_empty() {
+            return Err(unreachable("no m.homeserver.base_url".into()));
+        }
+        self.filter.check_url(base).map_err(unreachable)?;
+        Ok(base.to_owned())
+    }
+
+    /// POSTs JSON to a URL outside the federation API (another server's client API) with the
+    /// address filter and no redirects; answers the status, the body read only up to a few
+    /// KiB and dropped.
+    pub async fn post_plain(&self, url: &str, body: &serde_json::Value, timeout: Duration) -> Result<http::StatusCode> {
+        let unreachable = |e: String| Error::RemoteUnreachable(format!("{url}: {e}"));
+        self.filter.check_url(url).map_err(unreachable)?;
+        let response =
+            self.plain.post(url).json(body).timeout(timeout).send().await.map_err(|e| unreachable(e.to_string()))?;
+        let status = response.status();
+        let _ = read_bounded(response, 4096).await;
+        Ok(status)
+    }
+
     /// Follows the `Location` a media answer may give instead of the file (a plain GET, as the
     /// spec says: the URL is the file's, not a federation endpoint). Answers the bytes and the
     /// content type.

@@ -197,6 +197,26 @@ impl Federation {
         Ok(answer.sub)
     }
 
+    /// Where `server`'s client API is, by its `/.well-known/matrix/client`: for the delayed
+    /// leave events its users hand to our LiveKit service. Only for servers federation may talk
+    /// to.
+    pub async fn client_api_url(&self, server: &ServerName) -> Result<String> {
+        self.require_allowed(server)?;
+        self.client.client_api_url(server, OPENID_TIMEOUT).await
+    }
+
+    /// A POST of JSON to another server's client API (`url` found by
+    /// [`Federation::client_api_url`] or configured), through the federation client's address
+    /// filter; answers the status.
+    pub async fn post_client_api(
+        &self,
+        url: &str,
+        body: &serde_json::Value,
+        timeout: std::time::Duration,
+    ) -> Result<http::StatusCode> {
+        self.client.post_plain(url, body, timeout).await
+    }
+
     /// Counts a received transaction; returns how many came before it since start-up.
     pub fn count_transaction(&self) -> u64 {
         self.transactions.fetch_add(1, std::sync::atomic::Ordering::Relaxed)

@@ -49,6 +49,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .route(&format!("{LIVEKIT_PREFIX}/sfu/get"), post(sfu_get))
         .route(&format!("{LIVEKIT_PREFIX}/delegate_delayed_leave"), post(delegate_delayed_leave))
         .route(&format!("{LIVEKIT_PREFIX}/sfu_webhook"), post(sfu_webhook))
+        .route(&format!("{LIVEKIT_PREFIX}/healthz"), get(healthz))
 }
 
 /// The transports announced: those configured, else, with the built-in authorisation service
@@ -89,24 +90,32 @@ async fn well_known_client(State(services): State<Arc<Services>>) -> Json<Value>
     Json(answer)
 }
 
+// The bodies are read as lk-jwt-service reads them: every field optional (a missing one is
+// `M_BAD_JSON` with lk-jwt-service's message), an unknown one refused as `M_NOT_JSON` (its
+// decoder disallows unknown fields); the fields it accepts and ignores are accepted here too.
+
 #[derive(Deserialize, Default)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 struct OpenIdToken {
     access_token: String,
     matrix_server_name: String,
+    #[allow(dead_code)]
+    token_type: String,
+    #[allow(dead_code)]
+    expires_in: i64,
 }
 
 #[derive(Deserialize, Default)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 struct Member {
     id: String,
     claimed_user_id: String,
     claimed_device_id: String,
 }
 
-/// `POST …/get_token`'s body (lk-jwt-service's `SFURequest`).
+/// `POST …/get_token`'s body (lk-jwt-service's `SFURequest`), and `…/delegate_delayed_leave`'s.
 #[derive(Deserialize, Default)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 struct GetTokenBody {
     room_id: String,
     slot_id: String,
@@ -114,17 +123,22 @@ struct GetTokenBody {
     member: Member,
     delay_id: String,
     delay_timeout: i64,
+    /// Deprecated, ignored by lk-jwt-service too: the client API is found by the server name.
+    #[allow(dead_code)]
+    delay_cs_api_url: String,
 }
 
 /// `POST …/sfu/get`'s body (lk-jwt-service's `LegacySFURequest`).
 #[derive(Deserialize, Default)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 struct SfuGetBody {
     room: String,
     openid_token: OpenIdToken,
     device_id: String,
     delay_id: String,
     delay_timeout: i64,
+    #[allow(dead_code)]
+    delay_cs_api_url: String,
 }
 
 fn bad_json(message: &str) -> ApiError {
@@ -170,8 +184,12 @@ fn refusal(refusal: Refusal) -> ApiError {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN", "Unable to create room on SFU")
         }
         Refusal::Delegation(message) => bad_json(message),
+        Refusal::NotFullAccess => bad_json(NOT_FULL_ACCESS),
+        Refusal::Internal => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN", "Internal Server Error"),
     }
 }
+
+const NOT_FULL_ACCESS: &str = "Delegation of delayed events is only supported for full access users";
 
 fn answer(result: Result<crate::rtc::Grant, Refusal>) -> Response {
     match result {
@@ -255,8 +273,18 @@ async fn delegate_delayed_leave(
         room: room_alias(&body.room_id, &body.slot_id),
         identity: Identity::Member { device_id: &member.claimed_device_id, member_id: &member.id },
     };
-    livekit.delegate_leave(&services, request, delegation).await.map_err(refusal)?;
+    livekit.delegate_leave(&services, request, delegation).await.map_err(|error| match error {
+        // Here lk-jwt-service forbids rather than calls the request malformed.
+        Refusal::NotFullAccess => ApiError::new(StatusCode::FORBIDDEN, "M_FORBIDDEN", NOT_FULL_ACCESS),
+        other => refusal(other),
+    })?;
     Ok(Json(json!({})))
+}
+
+/// `GET …/healthz`, as lk-jwt-service serves it for load balancers: 200 while the service is on.
+async fn healthz(State(services): State<Arc<Services>>) -> Result<StatusCode, ApiError> {
+    services.livekit.as_ref().ok_or_else(ApiError::unrecognized_path)?;
+    Ok(StatusCode::OK)
 }
 
 /// The SFU's webhook (LiveKit posts its room events here when configured with this URL):
