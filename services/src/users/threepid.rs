@@ -16,11 +16,11 @@ use lettre::{
 use ruma::{OwnedUserId, UserId};
 use sha2::{Digest, Sha256};
 
-pub use super::tables::{Purpose, ThreepidRecord, ValidationSession};
+pub use super::tables::{BoundThreepid, Purpose, ThreepidRecord, ValidationSession};
 use crate::{
     config::{Config, SmtpTls},
     db::{
-        codec::{prefix, Json},
+        codec::{prefix, Be64, Json},
         Batch, Database,
     },
     error::{Error, Result},
@@ -32,6 +32,8 @@ const VALIDATED_FOR: Duration = Duration::from_secs(3600);
 pub struct Threepids {
     db: Arc<Database>,
     config: Arc<Config>,
+    /// Woken when an address is bound: the third-party invites of it are then taken up.
+    bound: Arc<tokio::sync::Notify>,
 }
 
 fn hash(text: &str) -> Vec<u8> {
@@ -58,7 +60,7 @@ pub(crate) fn canonical_email(address: &str) -> Result<String> {
 
 impl Threepids {
     pub fn new(db: Arc<Database>, config: Arc<Config>) -> Self {
-        Self { db, config }
+        Self { db, config, bound: Arc::new(tokio::sync::Notify::new()) }
     }
 
     /// Whether this server mails validation tokens.
@@ -248,10 +250,13 @@ impl Threepids {
     pub fn add(&self, user: &UserId, medium: &str, address: &str) -> Result<()> {
         let mut batch = Batch::new();
         self.add_into(&mut batch, user, medium, address)?;
-        Ok(self.db.commit(batch)?)
+        self.db.commit(batch)?;
+        self.wake_bound();
+        Ok(())
     }
 
-    /// Adds the address in the caller's batch (an account created with its address at once).
+    /// Adds the address in the caller's batch (an account created with its address at once);
+    /// the caller calls [`Self::wake_bound`] once the batch is written.
     pub fn add_into(&self, batch: &mut Batch, user: &UserId, medium: &str, address: &str) -> Result<()> {
         if self.owner(medium, address)?.is_some_and(|u| u != user) {
             return Err(Error::ThreepidInUse);
@@ -264,7 +269,51 @@ impl Threepids {
             &Json(ThreepidRecord { added_at: now, validated_at: now }),
         );
         tables.users.mediumaddress_userid.insert(batch, &(medium.to_owned(), address.to_owned()), &user.to_owned());
+        self.queue_bound_into(batch, user, medium, address);
         Ok(())
+    }
+
+    fn queue_bound_into(&self, batch: &mut Batch, user: &UserId, medium: &str, address: &str) {
+        let pos = self.db.next_count(batch);
+        let record = BoundThreepid { user: user.to_owned(), medium: medium.to_owned(), address: address.to_owned() };
+        self.db.tables.users.pos_boundthreepid.insert(batch, &Be64(pos), &Json(record));
+    }
+
+    /// Queues `address` (bound to `user` already) for its third-party invites to be taken up
+    /// again: another node just told us of an invite of it.
+    pub fn requeue_bound(&self, user: &UserId, medium: &str, address: &str) -> Result<()> {
+        let mut batch = Batch::new();
+        self.queue_bound_into(&mut batch, user, medium, address);
+        self.db.commit(batch)?;
+        self.wake_bound();
+        Ok(())
+    }
+
+    /// Wakes whoever takes up the invites of bound addresses.
+    pub fn wake_bound(&self) {
+        self.bound.notify_one();
+    }
+
+    /// What [`Self::wake_bound`] wakes.
+    pub fn bound_notify(&self) -> Arc<tokio::sync::Notify> {
+        self.bound.clone()
+    }
+
+    /// The bound addresses whose invites are still to be taken up, oldest first (at most `limit`).
+    pub fn bound_queue(&self, limit: usize) -> Result<Vec<(u64, BoundThreepid)>> {
+        let mut out = Vec::new();
+        for entry in self.db.tables.users.pos_boundthreepid.iter().take(limit) {
+            let (Be64(pos), Json(record)) = entry?;
+            out.push((pos, record));
+        }
+        Ok(out)
+    }
+
+    /// The invites of a bound address have been taken up.
+    pub fn bound_done(&self, pos: u64) -> Result<()> {
+        let mut batch = Batch::new();
+        self.db.tables.users.pos_boundthreepid.remove(&mut batch, &Be64(pos));
+        Ok(self.db.commit(batch)?)
     }
 
     /// Removes an address from the account; removing one it does not have changes nothing.

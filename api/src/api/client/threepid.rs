@@ -85,10 +85,9 @@ pub async fn add(services: Arc<Services>, request: Ruma<add_3pid::v3::Request>) 
     services.threepids.add(&user, "email", &address)?;
     tracing::info!(%user, "email address added");
     // Third-party invites of the address become the account's invites (a ministry network's
-    // node is the identity service of the invites it sent).
-    if let Err(e) = services.rooms.exchange_threepid_invites(&address, &user).await {
-        tracing::warn!(%user, error = %e, "taking up the third-party invites of an address failed");
-    }
+    // node is the identity service of the invites it sent): those kept here before this answer,
+    // those of other nodes once they hear of it.
+    crate::federation::threepid::take_up_bound(&services).await;
     Ok(add_3pid::v3::Response::new())
 }
 
