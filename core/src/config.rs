@@ -274,6 +274,9 @@ pub struct RegistrationConfig {
     /// A shared token: when set, registration is possible (even when `open` is false) by completing
     /// `m.login.registration_token` with it.
     pub token: Option<String>,
+    /// With `open` and an `[email]` relay: registration may prove an email address
+    /// (`m.login.email.identity`), which the new account then has.
+    pub email: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -666,3 +666,72 @@ async fn state_event_id(server: &TestServer, token: &str, room: &str, kind: &str
         .expect("the state event")
         .to_owned()
 }
+
+/// Registration with an email (`registration.email`): the address is proved by the emailed
+/// code and must belong to this node by the domain map (refused with the reference's message
+/// otherwise); the new account has it, and the third-party invites of it are the account's
+/// invites by the time registration answers.
+#[tokio::test]
+async fn registering_with_an_email_takes_up_its_invites() {
+    let (port, mut inbox) = super::email::smtp_sink().await;
+    let dir = tempfile::tempdir().unwrap();
+    let domains = dir.path().join("domains.toml");
+    write_domains(
+        &domains,
+        &format!("[domains]\n\"interieur.gouv.fr\" = \"localhost\"\n[fallback]\nserver = \"{EXTERNAL}\"\n"),
+    );
+    let server = network_server(&[
+        ("network.domains_file", domains.to_string_lossy().into_owned().into()),
+        ("registration.email", true.into()),
+        ("email.smtp_host", "127.0.0.1".into()),
+        ("email.smtp_port", i64::from(port).into()),
+        ("email.smtp_tls", "none".into()),
+        ("email.notif_from", "Hemicycle <noreply@localhost>".into()),
+    ]);
+    let (_, alice) = register_raw(&server, "alice").await;
+    let room = create(&server, &alice, json!({ "room_version": "11" })).await;
+    let path = format!("/_matrix/client/v3/rooms/{}/invite", urlencode(&room));
+    let body = json!({ "id_server": "id.example", "id_access_token": "t", "medium": "email", "address": "jean@interieur.gouv.fr" });
+    accepted(&api(&server, Method::POST, Some(&alice), &path, Some(body)).await);
+    let token = state_of_kind(&server, &alice, &room, "m.room.third_party_invite").await[0].0.clone();
+
+    let request_token = "/_matrix/client/v3/register/email/requestToken";
+    let ask = |email: &str| json!({ "client_secret": "s3cret", "email": email, "send_attempt": 1 });
+    let (status, body) = api(&server, Method::POST, None, request_token, Some(ask("someone@gmail.com"))).await;
+    assert_eq!(
+        (status, body["errcode"].as_str(), body["error"].as_str()),
+        (403, Some("M_THREEPID_DENIED"), Some("Your email domain is not authorized to register on this server")),
+        "{body}"
+    );
+    let (status, session) = api(&server, Method::POST, None, request_token, Some(ask("jean@interieur.gouv.fr"))).await;
+    assert_eq!(status, 200, "{session}");
+    let sid = session["sid"].as_str().unwrap().to_owned();
+    let (_, data) = inbox.recv().await.expect("the validation email");
+    let text = super::email::decode(&data);
+    let code = text.split("enter this code: ").nth(1).expect("a code").split_whitespace().next().unwrap().to_owned();
+    let submit = json!({ "sid": sid, "client_secret": "s3cret", "token": code });
+    let (status, body) = api(&server, Method::POST, None, "/_hemicycle/client/email/submit_token", Some(submit)).await;
+    assert_eq!(status, 200, "{body}");
+
+    let register = "/_matrix/client/v3/register";
+    let (status, challenge) =
+        api(&server, Method::POST, None, register, Some(json!({ "username": "jean", "password": "pw" }))).await;
+    assert_eq!(status, 401, "{challenge}");
+    assert!(
+        challenge["flows"].as_array().unwrap().iter().any(|f| f["stages"] == json!(["m.login.email.identity"])),
+        "{challenge}"
+    );
+    let auth = json!({ "type": "m.login.email.identity", "session": challenge["session"],
+                       "threepid_creds": { "sid": sid, "client_secret": "s3cret" } });
+    let (status, done) =
+        api(&server, Method::POST, None, register, Some(json!({ "username": "jean", "password": "pw", "auth": auth })))
+            .await;
+    assert_eq!(status, 200, "{done}");
+    let jean = done["access_token"].as_str().unwrap();
+    let (_, list) = api(&server, Method::GET, Some(jean), "/_matrix/client/v3/account/3pid", None).await;
+    assert_eq!(list["threepids"][0]["address"], "jean@interieur.gouv.fr", "{list}");
+    let members = state_of_kind(&server, &alice, &room, "m.room.member").await;
+    let (_, member) = members.iter().find(|(key, _)| key == "@jean:localhost").expect("jean's invite");
+    assert_eq!(member["membership"], "invite", "{member}");
+    assert_eq!(member["third_party_invite"]["signed"]["token"], token.as_str(), "{member}");
+}

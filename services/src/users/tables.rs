@@ -132,6 +132,8 @@ pub struct Validity {
 pub enum Purpose {
     AddToAccount,
     ResetPassword,
+    /// Registering an account that will have the address.
+    Register,
 }
 
 /// A validation session (`sid_threepidsession`).

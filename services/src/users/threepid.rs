@@ -83,7 +83,7 @@ impl Threepids {
         let address = canonical_email(address)?;
         let bound = self.owner("email", &address)?;
         match purpose {
-            Purpose::AddToAccount if bound.is_some() => return Err(Error::ThreepidInUse),
+            Purpose::AddToAccount | Purpose::Register if bound.is_some() => return Err(Error::ThreepidInUse),
             Purpose::ResetPassword if bound.is_none() => return Err(Error::ThreepidNotFound),
             _ => {}
         }
@@ -144,6 +144,11 @@ impl Threepids {
                 "Validez votre adresse / Validate your address",
                 format!("ajouter cette adresse à votre compte sur {}", self.config.server_name),
                 format!("add this address to your account on {}", self.config.server_name),
+            ),
+            Purpose::Register => (
+                "Validez votre adresse / Validate your address",
+                format!("créer votre compte sur {}", self.config.server_name),
+                format!("create your account on {}", self.config.server_name),
             ),
             Purpose::ResetPassword => (
                 "Réinitialisation du mot de passe / Password reset",
@@ -227,6 +232,16 @@ impl Threepids {
 
     /// The address a validated session proved, for `purpose`; the session is used up.
     pub fn take_validated(&self, sid: &str, client_secret: &str, purpose: Purpose) -> Result<String> {
+        let address = self.validated(sid, client_secret, purpose)?;
+        let mut batch = Batch::new();
+        self.db.tables.users.sid_threepidsession.remove(&mut batch, &sid.to_owned());
+        self.db.commit(batch)?;
+        Ok(address)
+    }
+
+    /// The address a validated session proved, for `purpose`, the session left as it is (checked
+    /// before a step that may still refuse, used up after).
+    pub fn validated(&self, sid: &str, client_secret: &str, purpose: Purpose) -> Result<String> {
         let refused = || Error::ThreepidAuthFailed(format!("no validated session {sid} for this request"));
         let tables = &self.db.tables;
         let Some(Json(session)) = tables.users.sid_threepidsession.get(&sid.to_owned())? else { return Err(refused()) };
@@ -236,9 +251,6 @@ impl Threepids {
         {
             return Err(refused());
         }
-        let mut batch = Batch::new();
-        tables.users.sid_threepidsession.remove(&mut batch, &sid.to_owned());
-        self.db.commit(batch)?;
         Ok(session.address)
     }
 
