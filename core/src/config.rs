@@ -274,6 +274,9 @@ pub struct RegistrationConfig {
     /// A shared token: when set, registration is possible (even when `open` is false) by completing
     /// `m.login.registration_token` with it.
     pub token: Option<String>,
+    /// With `open` and an `[email]` relay: registration may prove an email address
+    /// (`m.login.email.identity`), which the new account then has.
+    pub email: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -636,6 +639,9 @@ pub struct NetworkConfig {
     /// Callers of the identity `info` endpoint in these ranges are told the nodes' own names;
     /// all others the shadow names of the domain map's `[shadow]` section (Tchap's `shadow_hs`).
     pub non_shadow_ranges: Vec<Cidr>,
+    /// How long a third-party (email) invite stays pending; past it the address no longer counts
+    /// as invited and the invite is not taken up (absent: 30 days).
+    pub third_party_invite_lifetime: Option<HumanDuration>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -647,6 +653,11 @@ pub enum NetworkRole {
 }
 
 impl NetworkConfig {
+    /// [`Self::third_party_invite_lifetime`] in milliseconds.
+    pub fn third_party_invite_lifetime_ms(&self) -> u64 {
+        self.third_party_invite_lifetime.as_ref().map_or(30 * 24 * 3600 * 1000, HumanDuration::as_millis)
+    }
+
     pub fn access_rules_enabled(&self) -> bool {
         self.access_rules.unwrap_or(!self.external_servers.is_empty())
     }

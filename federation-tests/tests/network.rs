@@ -194,3 +194,189 @@ async fn a_synapse_with_the_reference_module_enforces_the_same_rules() {
     refused(&try_put_state(&synapse, &officer, &direct, "m.room.name", json!({ "name": "ours" })).await);
     refused(&try_put_state(&ministry, &agent, &direct, "m.room.name", json!({ "name": "ours" })).await);
 }
+
+/// Creates a server admin on the node with the operator's command and signs it in.
+async fn admin_token(node: &Node) -> String {
+    let file = node.dir().join("root-password");
+    std::fs::write(&file, "root-pw").unwrap();
+    let out = std::process::Command::new(hemicycle_federation_tests::hemicycle_bin())
+        .arg("--config")
+        .arg(node.config_path())
+        .args(["user", "create", "root", "--admin", "--password-file"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let body = json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "root" }, "password": "root-pw" });
+    let (status, body) = node.call(Method::POST, None, "/_matrix/client/v3/login", Some(&body)).await;
+    assert_eq!(status, 200, "{body}");
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
+/// What a node's `internal-info` says of `address` (`invited`, as the other nodes ask it).
+async fn invited_on(node: &Node, address: &str) -> bool {
+    let path = format!("/_matrix/identity/api/v1/internal-info?medium=email&address={}", enc(address));
+    let (status, body) = node.call(Method::GET, None, &path, None).await;
+    assert_eq!(status, 200, "{body}");
+    body["invited"].as_bool().expect("invited")
+}
+
+/// Waits until `node` says `address` is (or is not) invited: the nodes tell each other in
+/// transactions, which nothing on the answering node's client API shows otherwise.
+async fn wait_invited(node: &Node, address: &str, wanted: bool) {
+    let deadline = std::time::Instant::now() + SYNC_WAIT;
+    while invited_on(node, address).await != wanted {
+        assert!(std::time::Instant::now() < deadline, "{address}: invited never became {wanted}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// The operator binds `address` to `user` with the admin API (one of the ways an address gets
+/// bound, as the LDAP directory and `/account/3pid/add` are others).
+async fn bind_by_admin(node: &Node, admin: &str, user: &str, address: &str) {
+    let path = format!("/_synapse/admin/v2/users/{}", enc(user));
+    node.put(admin, &path, json!({ "threepids": [{ "medium": "email", "address": address }] })).await;
+}
+
+/// Waits for `room` among `user`'s invites on their node; returns the content of the invite.
+async fn wait_for_invite(node: &Node, token: &str, user: &str, room: &str) -> Value {
+    let own = |sync: &Value| {
+        sync["rooms"]["invite"][room]["invite_state"]["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["type"] == "m.room.member" && e["state_key"] == user)
+            .map(|e| e["content"].clone())
+    };
+    let sync = node.wait_sync(token, None, SYNC_WAIT, "the third-party invite taken up", |s| own(s).is_some()).await;
+    own(&sync).expect("the invite")
+}
+
+/// `/invite` with an email address.
+async fn invite_email(node: &Node, token: &str, room: &str, address: &str) -> (u16, Value) {
+    let body = json!({ "id_server": "id.example", "id_access_token": "t", "medium": "email", "address": address });
+    node.room_action(token, room, "invite", body).await
+}
+
+/// The room's third-party invites on `node`: (token, content).
+async fn third_party_invites(node: &Node, token: &str, room: &str) -> Vec<(String, Value)> {
+    node.get_state(token, room)
+        .await
+        .into_iter()
+        .filter(|e| e["type"] == "m.room.third_party_invite")
+        .map(|e| (e["state_key"].as_str().unwrap().to_owned(), e["content"].clone()))
+        .collect()
+}
+
+async fn key_valid(node: &Node, public_key: &str) -> bool {
+    let path = format!("/_matrix/identity/v2/pubkey/ephemeral/isvalid?public_key={}", enc(public_key));
+    let (status, body) = node.call(Method::GET, None, &path, None).await;
+    assert_eq!(status, 200, "{body}");
+    body["valid"].as_bool().expect("valid")
+}
+
+/// Email invites across the network: a ministry's user invites addresses whose home is another
+/// node (the externals' node, another ministry). That node learns the address is invited (so
+/// the externals' node lets it be bound), and once it is bound there, whichever way, the
+/// spec's onbind and exchange make the account invited into the room, where it joins. An
+/// address bound before the invite is taken up as soon as its node hears of the invite. A
+/// revoked invite no longer counts anywhere, nor does its key.
+#[tokio::test]
+async fn email_invites_across_the_network() {
+    let mut ministry = Node::start("ministry", &[]).await;
+    let mut interior = Node::start("interior", &[]).await;
+    let mut externals = Node::start("externals", &[]).await;
+    let domains = ministry.dir().join("domains.toml");
+    std::fs::write(
+        &domains,
+        format!(
+            "[domains]\n\"ministere.gouv.fr\" = \"{}\"\n\"interieur.gouv.fr\" = \"{}\"\n[fallback]\nserver = \"{}\"\n",
+            ministry.server_name(),
+            interior.server_name(),
+            externals.server_name()
+        ),
+    )
+    .unwrap();
+    let external_servers = toml::Value::Array(vec![externals.server_name().into()]);
+    let file = ("domains_file", toml::Value::from(domains.to_string_lossy().into_owned()));
+    join_network(&mut ministry, &[("external_servers", external_servers.clone()), file.clone()]).await;
+    join_network(&mut interior, &[("external_servers", external_servers.clone()), file.clone()]).await;
+    join_network(&mut externals, &[("role", "external".into()), ("external_servers", external_servers), file]).await;
+    let interior_admin = admin_token(&interior).await;
+    let externals_admin = admin_token(&externals).await;
+
+    let (_, agent) = ministry.register("agent").await;
+    let (guest_id, guest) = externals.register("guest").await;
+    let (jean_id, jean) = interior.register("jean").await;
+    let (paul_id, paul) = interior.register("paul").await;
+    bind_by_admin(&interior, &interior_admin, &paul_id, "paul@interieur.gouv.fr").await;
+
+    let room = ministry.create_room(&agent, json!({ "room_version": "11" })).await;
+    ministry.put_state(&agent, &room, "im.vector.room.access_rules", "", json!({ "rule": "unrestricted" })).await;
+
+    // Nobody invited the guest's address yet: the externals' node refuses to bind it.
+    assert!(!invited_on(&externals, "guest@gmail.example").await);
+    let request = json!({ "client_secret": "secret", "email": "guest@gmail.example", "send_attempt": 1 });
+    let path = "/_matrix/client/v3/account/3pid/email/requestToken";
+    let (status, body) = externals.call(Method::POST, Some(&guest), path, Some(&request)).await;
+    assert_eq!((status, body["error"].as_str()), (403, Some("Your email domain is not authorized on this server")));
+
+    for address in ["guest@gmail.example", "jean@interieur.gouv.fr", "paul@interieur.gouv.fr"] {
+        let answer = invite_email(&ministry, &agent, &room, address).await;
+        assert_eq!(answer.0, 200, "{address}: {}", answer.1);
+    }
+    let invites = third_party_invites(&ministry, &agent, &room).await;
+    assert_eq!(invites.len(), 3, "{invites:?}");
+    for (_, content) in &invites {
+        let key = content["public_keys"][0]["public_key"].as_str().unwrap();
+        assert!(key_valid(&ministry, key).await, "{content}");
+    }
+
+    // The addresses' homes learn of the invites: the externals' node now lets the guest bind it.
+    wait_invited(&externals, "guest@gmail.example", true).await;
+    wait_invited(&interior, "jean@interieur.gouv.fr", true).await;
+    let (_, body) = externals.call(Method::POST, Some(&guest), path, Some(&request)).await;
+    assert_ne!(body["error"], "Your email domain is not authorized on this server", "{body}");
+
+    // Paul's address was bound before the invite: his node takes it up as soon as it hears.
+    let mut members = vec![wait_for_invite(&interior, &paul, &paul_id, &room).await];
+    // The guest's and Jean's get bound now: the invites become theirs, signed with their tokens.
+    bind_by_admin(&externals, &externals_admin, &guest_id, "guest@gmail.example").await;
+    bind_by_admin(&interior, &interior_admin, &jean_id, "jean@interieur.gouv.fr").await;
+    members.push(wait_for_invite(&externals, &guest, &guest_id, &room).await);
+    members.push(wait_for_invite(&interior, &jean, &jean_id, &room).await);
+    for member in &members {
+        assert_eq!(member["membership"], "invite", "{member}");
+        let signed = &member["third_party_invite"]["signed"];
+        assert!(invites.iter().any(|(t, _)| signed["token"] == t.as_str()), "{member}");
+    }
+    let since = ministry.sync_token(&agent).await;
+    externals.join(&guest, &room, &[ministry.server_name()]).await;
+    interior.join(&jean, &room, &[ministry.server_name()]).await;
+    interior.join(&paul, &room, &[ministry.server_name()]).await;
+    let joined = [&guest_id, &jean_id, &paul_id];
+    ministry
+        .wait_timeline_until(&agent, &room, Some(&since), SYNC_WAIT, |events| {
+            joined.iter().all(|user| {
+                events.iter().any(|e| e["state_key"] == user.as_str() && e["content"]["membership"] == "join")
+            })
+        })
+        .await;
+    // Taken up, the invites are done with: their keys are no longer valid.
+    for (_, content) in &invites {
+        assert!(!key_valid(&ministry, content["public_key"].as_str().unwrap()).await, "{content}");
+    }
+
+    // A revoked invite (its event emptied) no longer counts, on the inviter's node or the home.
+    invite_email(&ministry, &agent, &room, "other@gmail.example").await;
+    wait_invited(&externals, "other@gmail.example", true).await;
+    let (token, content) = third_party_invites(&ministry, &agent, &room)
+        .await
+        .into_iter()
+        .find(|(_, c)| c["display_name"] == "oth…@gmail.example")
+        .expect("the new invite");
+    ministry.put_state(&agent, &room, "m.room.third_party_invite", &token, json!({})).await;
+    wait_invited(&externals, "other@gmail.example", false).await;
+    assert!(!invited_on(&ministry, "other@gmail.example").await);
+    assert!(!key_valid(&ministry, content["public_key"].as_str().unwrap()).await);
+}

@@ -12,6 +12,7 @@ use ruma::{
         event::{get_event, get_missing_events, get_room_state, get_room_state_ids},
         membership::{create_invite, create_join_event, create_leave_event, prepare_join_event, prepare_leave_event},
         query::{get_profile_information, get_room_information},
+        thirdparty::{bind_callback, exchange_invite},
         transactions::send_transaction_message,
     },
     events::StateEventType,
@@ -60,6 +61,8 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma(hierarchy)
         .ruma(media_download)
         .ruma(media_thumbnail)
+        .ruma(third_party_bound)
+        .ruma(exchange_third_party_invite)
 }
 
 fn origin<R>(request: &Ruma<R>) -> Result<OwnedServerName> {
@@ -501,6 +504,27 @@ pub async fn invite(
     Ok(create_invite::v2::Response::new(
         serde_json::value::to_raw_value(&object).map_err(|e| Error::Internal(e.to_string()))?,
     ))
+}
+
+/// `PUT /3pid/onbind`: an address bound to a user of ours had third-party invites
+/// (`federation::threepid`).
+pub async fn third_party_bound(
+    services: Arc<Services>,
+    request: Ruma<bind_callback::v1::Request>,
+) -> Result<bind_callback::v1::Response> {
+    crate::federation::threepid::on_bind_callback(&services, request.body).await?;
+    Ok(bind_callback::v1::Response::new())
+}
+
+/// `PUT /exchange_third_party_invite/{roomId}`: a user of the origin holds the signed token of
+/// an invite one of our users sent (`federation::threepid`).
+pub async fn exchange_third_party_invite(
+    services: Arc<Services>,
+    request: Ruma<exchange_invite::v1::Request>,
+) -> Result<exchange_invite::v1::Response> {
+    let origin = origin(&request)?;
+    crate::federation::threepid::on_exchange(&services, &origin, request.body).await?;
+    Ok(exchange_invite::v1::Response::new())
 }
 
 pub async fn backfill(

@@ -795,3 +795,76 @@ async fn the_directory_never_takes_over_accounts_it_did_not_make() {
         "{audit}"
     );
 }
+
+/// Long-polls `/sync` until `room` is among the user's invites; returns the user's own member
+/// event content from the invite state.
+async fn wait_for_invite(server: &TestServer, token: &str, user: &str, room: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut since: Option<String> = None;
+    loop {
+        let mut path = "/_matrix/client/v3/sync?timeout=5000".to_owned();
+        if let Some(since) = &since {
+            path.push_str(&format!("&since={since}"));
+        }
+        let (status, sync) = api(server, Method::GET, Some(token), &path, None).await;
+        assert_eq!(status, 200, "{sync}");
+        let own = sync["rooms"]["invite"][room]["invite_state"]["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["type"] == "m.room.member" && e["state_key"] == user)
+            .map(|e| e["content"].clone());
+        if let Some(content) = own {
+            return content;
+        }
+        assert!(std::time::Instant::now() < deadline, "no invite into {room} for {user}: {sync}");
+        since = sync["next_batch"].as_str().map(str::to_owned);
+    }
+}
+
+/// The address the directory gives an account it makes is bound like any other: a third-party
+/// invite of it, sent before the agent ever signed in, becomes the new account's invite, signed
+/// with the invite's token.
+#[tokio::test]
+async fn a_directory_account_takes_up_the_invites_of_its_address() {
+    let slapd = Slapd::start(&directory(), 3).unwrap();
+    let (server, _secrets) = server(&slapd.uri(), &[]);
+    let password = local_admin(&server, "root");
+    let (status, body) = login(&server, "root", &password).await;
+    assert_eq!(status, 200, "{body}");
+    let root = body["access_token"].as_str().unwrap().to_owned();
+    let (status, body) =
+        api(&server, Method::POST, Some(&root), "/_matrix/client/v3/createRoom", Some(json!({ "room_version": "11" })))
+            .await;
+    assert_eq!(status, 200, "{body}");
+    let room = body["room_id"].as_str().unwrap().to_owned();
+    let path = format!("/_matrix/client/v3/rooms/{}/invite", crate::common::urlencode(&room));
+    let invite = json!({ "id_server": "id.example", "id_access_token": "t", "medium": "email",
+                         "address": "mlefevre@example.gouv.fr" });
+    let (status, body) = api(&server, Method::POST, Some(&root), &path, Some(invite)).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, state) = api(
+        &server,
+        Method::GET,
+        Some(&root),
+        &format!("/_matrix/client/v3/rooms/{}/state", crate::common::urlencode(&room)),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{state}");
+    let token = state
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "m.room.third_party_invite")
+        .and_then(|e| e["state_key"].as_str())
+        .expect("the third-party invite")
+        .to_owned();
+
+    let (status, body) = login(&server, "mlefevre", "marie-pw").await;
+    assert_eq!(status, 200, "{body}");
+    let marie = body["access_token"].as_str().unwrap();
+    let member = wait_for_invite(&server, marie, "@mlefevre:localhost", &room).await;
+    assert_eq!(member["membership"], "invite", "{member}");
+    assert_eq!(member["third_party_invite"]["signed"]["token"], token.as_str(), "{member}");
+}

@@ -568,3 +568,170 @@ async fn shadow_names_for_callers_outside_the_network() {
     let inside = network_server(&[file, ("network.non_shadow_ranges", toml::Value::Array(vec!["127.0.0.0/8".into()]))]);
     assert_eq!(info(&inside, "info", "jean@interieur.gouv.fr").await["hs"], "agents.interieur.example");
 }
+
+async fn key_valid(server: &TestServer, public_key: &str) -> bool {
+    let path = format!("/_matrix/identity/v2/pubkey/ephemeral/isvalid?public_key={}", urlencode(public_key));
+    let (status, body) = api(server, Method::GET, None, &path, None).await;
+    assert_eq!(status, 200, "{body}");
+    body["valid"].as_bool().expect("valid")
+}
+
+/// A third-party invite stands until taken up, revoked (its event emptied or redacted) or
+/// expired (`network.third_party_invite_lifetime`): the key it names in the room is valid at its
+/// `key_validity_url` while it stands, the address counts as invited, and binding the address
+/// takes it up; after, none of these.
+#[tokio::test]
+async fn third_party_invites_are_revoked_and_expire() {
+    let (port, mut inbox) = super::email::smtp_sink().await;
+    let dir = tempfile::tempdir().unwrap();
+    let domains = dir.path().join("domains.toml");
+    write_domains(
+        &domains,
+        &format!("[domains]\n\"interieur.gouv.fr\" = \"localhost\"\n[fallback]\nserver = \"{EXTERNAL}\"\n"),
+    );
+    let server = network_server(&[
+        ("network.domains_file", domains.to_string_lossy().into_owned().into()),
+        ("network.third_party_invite_lifetime", "8s".into()),
+        ("email.smtp_host", "127.0.0.1".into()),
+        ("email.smtp_port", i64::from(port).into()),
+        ("email.smtp_tls", "none".into()),
+        ("email.notif_from", "Hemicycle <noreply@localhost>".into()),
+    ]);
+    let (_, alice) = register_raw(&server, "alice").await;
+    let room = create(&server, &alice, json!({ "room_version": "11" })).await;
+    let invite_path = format!("/_matrix/client/v3/rooms/{}/invite", urlencode(&room));
+    let by_email = |address: &str| json!({ "id_server": "id.example", "id_access_token": "t", "medium": "email", "address": address });
+    let invited = std::time::Instant::now();
+    for address in ["jean@interieur.gouv.fr", "paul@interieur.gouv.fr", "anne@interieur.gouv.fr"] {
+        accepted(&api(&server, Method::POST, Some(&alice), &invite_path, Some(by_email(address))).await);
+    }
+    let invites = state_of_kind(&server, &alice, &room, "m.room.third_party_invite").await;
+    let key_of = |prefix: &str| {
+        let (token, content) =
+            invites.iter().find(|(_, c)| c["display_name"].as_str().unwrap().starts_with(prefix)).unwrap();
+        (token.clone(), content["public_key"].as_str().unwrap().to_owned())
+    };
+    let ((_, jean_key), (paul_token, paul_key), (anne_token, anne_key)) = (key_of("jea"), key_of("pau"), key_of("ann"));
+    for key in [&jean_key, &paul_key, &anne_key] {
+        assert!(key_valid(&server, key).await);
+    }
+    assert!(!key_valid(&server, "c29tZXRoaW5nIGVsc2U").await, "a key no invite has");
+    let (status, body) = api(&server, Method::GET, None, "/_matrix/identity/v2/pubkey/ephemeral/isvalid", None).await;
+    assert_eq!((status, body["errcode"].as_str()), (400, Some("M_MISSING_PARAM")), "{body}");
+
+    // Paul's invite is revoked by emptying its event, Anne's by redacting it.
+    accepted(&put_state_key(&server, &alice, &room, "m.room.third_party_invite", &paul_token, json!({})).await);
+    let event_id = state_event_id(&server, &alice, &room, "m.room.third_party_invite", &anne_token).await;
+    let path = format!("/_matrix/client/v3/rooms/{}/redact/{}/revoke", urlencode(&room), urlencode(&event_id));
+    accepted(&api(&server, Method::PUT, Some(&alice), &path, Some(json!({}))).await);
+    for (address, key) in [("paul@interieur.gouv.fr", &paul_key), ("anne@interieur.gouv.fr", &anne_key)] {
+        assert!(!key_valid(&server, key).await, "{address}");
+        assert_eq!(info(&server, "internal-info", address).await["invited"], false, "{address}");
+    }
+    assert_eq!(info(&server, "internal-info", "jean@interieur.gouv.fr").await["invited"], true);
+
+    // Jean's expires; bound afterwards, the address takes up nothing.
+    tokio::time::sleep(std::time::Duration::from_secs(9).saturating_sub(invited.elapsed())).await;
+    assert!(!key_valid(&server, &jean_key).await);
+    assert_eq!(info(&server, "internal-info", "jean@interieur.gouv.fr").await["invited"], false);
+    for (name, address) in [("jean", "jean@interieur.gouv.fr"), ("paul", "paul@interieur.gouv.fr")] {
+        let (id, access) = register_raw(&server, name).await;
+        bind_email(&server, &mut inbox, &access, name, address).await;
+        let members = state_of_kind(&server, &alice, &room, "m.room.member").await;
+        assert!(members.iter().all(|(key, _)| key != &id), "{name}: {members:?}");
+    }
+}
+
+async fn put_state_key(
+    server: &TestServer,
+    token: &str,
+    room: &str,
+    kind: &str,
+    key: &str,
+    content: Value,
+) -> (u16, Value) {
+    let path = format!("/_matrix/client/v3/rooms/{}/state/{kind}/{}", urlencode(room), urlencode(key));
+    api(server, Method::PUT, Some(token), &path, Some(content)).await
+}
+
+async fn state_event_id(server: &TestServer, token: &str, room: &str, kind: &str, key: &str) -> String {
+    let path = format!("/_matrix/client/v3/rooms/{}/state", urlencode(room));
+    let (status, list) = api(server, Method::GET, Some(token), &path, None).await;
+    assert_eq!(status, 200, "{list}");
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == kind && e["state_key"] == key)
+        .and_then(|e| e["event_id"].as_str())
+        .expect("the state event")
+        .to_owned()
+}
+
+/// Registration with an email (`registration.email`): the address is proved by the emailed
+/// code and must belong to this node by the domain map (refused with the reference's message
+/// otherwise); the new account has it, and the third-party invites of it are the account's
+/// invites by the time registration answers.
+#[tokio::test]
+async fn registering_with_an_email_takes_up_its_invites() {
+    let (port, mut inbox) = super::email::smtp_sink().await;
+    let dir = tempfile::tempdir().unwrap();
+    let domains = dir.path().join("domains.toml");
+    write_domains(
+        &domains,
+        &format!("[domains]\n\"interieur.gouv.fr\" = \"localhost\"\n[fallback]\nserver = \"{EXTERNAL}\"\n"),
+    );
+    let server = network_server(&[
+        ("network.domains_file", domains.to_string_lossy().into_owned().into()),
+        ("registration.email", true.into()),
+        ("email.smtp_host", "127.0.0.1".into()),
+        ("email.smtp_port", i64::from(port).into()),
+        ("email.smtp_tls", "none".into()),
+        ("email.notif_from", "Hemicycle <noreply@localhost>".into()),
+    ]);
+    let (_, alice) = register_raw(&server, "alice").await;
+    let room = create(&server, &alice, json!({ "room_version": "11" })).await;
+    let path = format!("/_matrix/client/v3/rooms/{}/invite", urlencode(&room));
+    let body = json!({ "id_server": "id.example", "id_access_token": "t", "medium": "email", "address": "jean@interieur.gouv.fr" });
+    accepted(&api(&server, Method::POST, Some(&alice), &path, Some(body)).await);
+    let token = state_of_kind(&server, &alice, &room, "m.room.third_party_invite").await[0].0.clone();
+
+    let request_token = "/_matrix/client/v3/register/email/requestToken";
+    let ask = |email: &str| json!({ "client_secret": "s3cret", "email": email, "send_attempt": 1 });
+    let (status, body) = api(&server, Method::POST, None, request_token, Some(ask("someone@gmail.com"))).await;
+    assert_eq!(
+        (status, body["errcode"].as_str(), body["error"].as_str()),
+        (403, Some("M_THREEPID_DENIED"), Some("Your email domain is not authorized to register on this server")),
+        "{body}"
+    );
+    let (status, session) = api(&server, Method::POST, None, request_token, Some(ask("jean@interieur.gouv.fr"))).await;
+    assert_eq!(status, 200, "{session}");
+    let sid = session["sid"].as_str().unwrap().to_owned();
+    let (_, data) = inbox.recv().await.expect("the validation email");
+    let text = super::email::decode(&data);
+    let code = text.split("enter this code: ").nth(1).expect("a code").split_whitespace().next().unwrap().to_owned();
+    let submit = json!({ "sid": sid, "client_secret": "s3cret", "token": code });
+    let (status, body) = api(&server, Method::POST, None, "/_hemicycle/client/email/submit_token", Some(submit)).await;
+    assert_eq!(status, 200, "{body}");
+
+    let register = "/_matrix/client/v3/register";
+    let (status, challenge) =
+        api(&server, Method::POST, None, register, Some(json!({ "username": "jean", "password": "pw" }))).await;
+    assert_eq!(status, 401, "{challenge}");
+    assert!(
+        challenge["flows"].as_array().unwrap().iter().any(|f| f["stages"] == json!(["m.login.email.identity"])),
+        "{challenge}"
+    );
+    let auth = json!({ "type": "m.login.email.identity", "session": challenge["session"],
+                       "threepid_creds": { "sid": sid, "client_secret": "s3cret" } });
+    let (status, done) =
+        api(&server, Method::POST, None, register, Some(json!({ "username": "jean", "password": "pw", "auth": auth })))
+            .await;
+    assert_eq!(status, 200, "{done}");
+    let jean = done["access_token"].as_str().unwrap();
+    let (_, list) = api(&server, Method::GET, Some(jean), "/_matrix/client/v3/account/3pid", None).await;
+    assert_eq!(list["threepids"][0]["address"], "jean@interieur.gouv.fr", "{list}");
+    let members = state_of_kind(&server, &alice, &room, "m.room.member").await;
+    let (_, member) = members.iter().find(|(key, _)| key == "@jean:localhost").expect("jean's invite");
+    assert_eq!(member["membership"], "invite", "{member}");
+    assert_eq!(member["third_party_invite"]["signed"]["token"], token.as_str(), "{member}");
+}

@@ -318,10 +318,6 @@ pub async fn invite_remote(
     reason: Option<String>,
     is_direct: bool,
 ) -> Result<OwnedEventId> {
-    let fed = &services.federation;
-    let server = invitee.server_name();
-    fed.require_allowed(server)?;
-    let _in_flight = fed.invites_in_flight.start(room, invitee);
     let mut content = json!({ "membership": "invite" });
     if let Some(r) = &reason {
         content["reason"] = json!(r);
@@ -329,6 +325,22 @@ pub async fn invite_remote(
     if is_direct {
         content["is_direct"] = json!(true);
     }
+    invite_remote_with(services, room, sender, invitee, content).await
+}
+
+/// Invites a user of another server with the member content given (a third-party invite taken
+/// up carries its `third_party_invite`): signed by us, countersigned by the invitee's server.
+pub async fn invite_remote_with(
+    services: &Arc<Services>,
+    room: &RoomId,
+    sender: &UserId,
+    invitee: &UserId,
+    content: serde_json::Value,
+) -> Result<OwnedEventId> {
+    let fed = &services.federation;
+    let server = invitee.server_name();
+    fed.require_allowed(server)?;
+    let _in_flight = fed.invites_in_flight.start(room, invitee);
     let (version, signed_by_us) = services.rooms.sign_local_event(room, sender, invitee.as_str(), content).await?;
     let event_id = event_id_of(&signed_by_us, &version)?;
     let invite_state = stripped_state_pdus(services, room, Some(sender))?;

@@ -8,6 +8,7 @@
 //! - `membership.rs`: joining, leaving, inviting and knocking across servers.
 //! - `backfill.rs`: older history fetched when a client pages back past what we hold.
 //! - `media.rs`: other servers' media, fetched once and cached under their name.
+//! - `threepid.rs`: third-party (email) invites told to, and taken up across, a ministry network.
 
 pub mod backfill;
 pub mod client;
@@ -17,6 +18,7 @@ pub mod membership;
 pub mod receive;
 pub mod sender;
 pub mod tables;
+pub mod threepid;
 
 use std::sync::Arc;
 
@@ -55,6 +57,9 @@ pub struct Federation {
     /// Invites of remote users under way: the invitee's server has the invite (and may act on
     /// it) before we append it, so their `make_join` waits for it here.
     pub invites_in_flight: membership::InFlight,
+    /// Held while the invites of bound addresses are taken up, by the worker or by a request
+    /// that wants them taken up before it answers: one at a time, so none is taken up twice.
+    pub(crate) threepid_take_up: tokio::sync::Mutex<()>,
 }
 
 /// The largest answer we read from another server (a media file may be larger, up to
@@ -106,6 +111,7 @@ impl Federation {
             room_servers: Default::default(),
             joining: Default::default(),
             invites_in_flight: Default::default(),
+            threepid_take_up: Default::default(),
         })
     }
 

@@ -656,6 +656,8 @@ async fn handle_edu(services: &Arc<Services>, origin: &ServerName, edu: &Value) 
             }
             services.keys.remote_keys_changed(&user).await?;
         }
+        super::threepid::NOTICE_EDU => super::threepid::on_notice(services, origin, content)?,
+        super::threepid::BOUND_EDU => super::threepid::on_bound(services, origin, content)?,
         _ => {}
     }
     Ok(())

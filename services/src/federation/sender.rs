@@ -202,6 +202,7 @@ async fn dispatch(services: Arc<Services>) {
                     break;
                 }
                 let Ok(Some(pdu)) = services.rooms.pdu(&event_id) else { continue };
+                super::threepid::on_event(&services, &pdu);
                 if pdu.sender.server_name() != services.federation.server_name() {
                     continue;
                 }

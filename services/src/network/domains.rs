@@ -86,6 +86,13 @@ impl DomainMap {
         self.shadow.get(&server.to_ascii_lowercase()).map(String::as_str)
     }
 
+    /// Whether the map sends any address to `server`: the map names the network's nodes.
+    pub fn names(&self, server: &str) -> bool {
+        let server = server.to_ascii_lowercase();
+        self.fallback.as_deref() == Some(server.as_str())
+            || self.addresses.values().chain(self.exact.values()).chain(self.suffixes.values()).any(|s| *s == server)
+    }
+
     /// The node an address belongs to, if the map says.
     pub fn server_of(&self, address: &str) -> Option<&str> {
         let address = address.to_lowercase();

@@ -26,6 +26,7 @@ pub struct Network {
     external_users_create_rooms: bool,
     domains: Option<domains::DomainsFile>,
     non_shadow_ranges: Vec<crate::config::Cidr>,
+    invite_lifetime_ms: u64,
 }
 
 impl Network {
@@ -45,6 +46,7 @@ impl Network {
             external_users_create_rooms: config.external_users_create_rooms,
             domains,
             non_shadow_ranges: config.non_shadow_ranges.clone(),
+            invite_lifetime_ms: config.third_party_invite_lifetime_ms(),
         })
     }
 
@@ -64,6 +66,21 @@ impl Network {
 
     pub fn is_external_user(&self, user: &UserId) -> bool {
         self.is_external_server(user.server_name().as_str())
+    }
+
+    /// How long a third-party invite stays pending, in milliseconds.
+    pub fn invite_lifetime_ms(&self) -> u64 {
+        self.invite_lifetime_ms
+    }
+
+    /// Whether `server` is a node of the network: an externals' node, or one the domain map
+    /// sends addresses to. Only these are told about, or asked about, invited addresses.
+    pub fn is_network_server(&self, server: &str) -> bool {
+        if self.is_external_server(server) {
+            return true;
+        }
+        let Some(file) = &self.domains else { return false };
+        file.current().is_ok_and(|map| map.names(server))
     }
 
     /// Whether this node is the externals' node.

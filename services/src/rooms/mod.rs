@@ -38,7 +38,9 @@ use ruma::{
 };
 use tokio::sync::watch;
 
-pub use self::tables::{AliasRecord, EventMeta, MembershipRecord, OutlierMeta, PendingInvite, RoomRecord};
+pub use self::tables::{
+    AliasRecord, EventMeta, InviteNotice, MembershipRecord, OutlierMeta, PendingInvite, RoomRecord,
+};
 use self::{pdu::Pdu, state::StateStore};
 use crate::{
     db::{

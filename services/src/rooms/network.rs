@@ -7,7 +7,7 @@ use std::{collections::HashSet, sync::Arc};
 use ruma::{events::StateEventType, RoomId, UserId};
 use serde_json::Value;
 
-use super::tables::PendingInvite;
+use super::tables::{InviteNotice, PendingInvite};
 use super::{create::CreateRoom, create::Preset, pdu::Pdu, state::StateMap, NewEvent, Rooms};
 use crate::{
     db::codec::Json,
@@ -391,9 +391,10 @@ impl Rooms {
     /// Invites an email address into `room` (a third-party invite), this node acting as the
     /// network's identity service for it: an `m.room.third_party_invite` event (state key: a
     /// new token; content: the redacted address and the invite's public key) judged by the rules
-    /// like any event (a direct chat takes one), then the invite kept until the address is bound
-    /// to an account of this node, which [`Self::exchange_threepid_invites`] turns into a member
-    /// invite. Refusals of the address itself are [`Self::check_threepid_invite`]'s, asked first.
+    /// like any event (a direct chat takes one), the invite kept until the address is bound to
+    /// an account, here ([`Self::exchange_threepid_invites`]) or on the node the domain map sends
+    /// it to (which `federation::threepid` tells). Refusals of the address itself are
+    /// [`Self::check_threepid_invite`]'s, asked first.
     pub async fn invite_by_email(&self, sender: &UserId, room: &RoomId, address: &str) -> Result<()> {
         let address = crate::users::threepid::canonical_email(address)?;
         let token = crate::users::random_password();
@@ -409,58 +410,104 @@ impl Rooms {
             "public_key": public_key,
             "public_keys": [{ "public_key": public_key, "key_validity_url": validity }],
         });
-        self.append(room, sender, NewEvent::state(StateEventType::RoomThirdPartyInvite, token.clone(), content), None)
-            .await?;
         let record = PendingInvite {
             room: room.to_owned(),
             sender: sender.to_owned(),
             display_name,
             key: document.to_vec(),
+            public_key: public_key.clone(),
             created_ts: crate::time::now_ms(),
         };
+        // Kept before the event exists: whoever reads the event (the notice to the address's
+        // node, an exchange, a key check) finds the invite.
+        let tables = &self.db.tables.rooms;
         let mut batch = crate::db::Batch::new();
-        self.db.tables.rooms.addresstoken_threepidinvite.insert(&mut batch, &(address, token), &Json(record));
-        Ok(self.db.commit(batch)?)
-    }
-
-    /// Whether this node keeps a third-party invite of `address` not yet taken up (`invited`
-    /// in the identity `info` answers, and what the externals' node asks before binding).
-    pub fn has_pending_invite(&self, address: &str) -> Result<bool> {
-        let Ok(address) = crate::users::threepid::canonical_email(address) else { return Ok(false) };
-        let mut pending =
-            self.db.tables.rooms.addresstoken_threepidinvite.scan_prefix(crate::db::codec::prefix(&address));
-        Ok(pending.next().transpose()?.is_some())
-    }
-
-    /// Once `address` is bound to `user`, an account of this node: each third-party invite of it
-    /// becomes a member invite of `user`, sent as its inviter with the invite's signed token
-    /// (which the auth rules check against the key in the room, and the direct-chat rule against
-    /// its one pending token). An invite that cannot be made (the inviter left, the rules refuse)
-    /// is logged and dropped: its room no longer wants it.
-    pub async fn exchange_threepid_invites(&self, address: &str, user: &UserId) -> Result<()> {
-        let address = crate::users::threepid::canonical_email(address)?;
-        let tables = &self.db.tables;
-        let pending: Vec<((String, String), PendingInvite)> = tables
-            .rooms
-            .addresstoken_threepidinvite
-            .scan_prefix(crate::db::codec::prefix(&address))
-            .map(|entry| entry.map(|(key, Json(record))| (key, record)))
-            .collect::<std::result::Result<_, _>>()?;
-        for ((_, token), invite) in pending {
-            let made = self.exchange_one(&token, &invite, user).await;
-            if let Err(e) = made {
-                tracing::warn!(room = %invite.room, %user, error = %e, "a third-party invite could not be taken up");
-            } else {
-                tracing::info!(room = %invite.room, %user, "third-party invite taken up");
-            }
-            let mut batch = crate::db::Batch::new();
-            tables.rooms.addresstoken_threepidinvite.remove(&mut batch, &(address.clone(), token));
-            self.db.commit(batch)?;
+        tables.addresstoken_threepidinvite.insert(&mut batch, &(address.clone(), token.clone()), &Json(record));
+        tables.token_threepidinvite.insert(&mut batch, &token, &address);
+        tables.publickey_threepidinvite.insert(&mut batch, &public_key, &token);
+        self.db.commit(batch)?;
+        let event = NewEvent::state(StateEventType::RoomThirdPartyInvite, token.clone(), content);
+        if let Err(e) = self.append(room, sender, event, None).await {
+            self.forget_invite(&address, &token)?;
+            return Err(e);
         }
         Ok(())
     }
 
-    async fn exchange_one(&self, token: &str, invite: &PendingInvite, user: &UserId) -> Result<()> {
+    /// Whether a kept invite still stands: not expired, and its event still in the room's state
+    /// with a content (emptying or redacting the event revokes the invite, as the spec has it).
+    fn invite_stands(&self, token: &str, invite: &PendingInvite) -> bool {
+        if crate::time::now_ms() >= invite.created_ts.saturating_add(self.network.invite_lifetime_ms()) {
+            return false;
+        }
+        self.state_event(&invite.room, &StateEventType::RoomThirdPartyInvite, token)
+            .ok()
+            .flatten()
+            .is_some_and(|pdu| non_empty(&content_of(&pdu)))
+    }
+
+    /// Every invite kept for `address`, standing or not: (token, invite, whether it stands).
+    fn all_kept_invites(&self, address: &str) -> Result<Vec<(String, PendingInvite, bool)>> {
+        let Ok(address) = crate::users::threepid::canonical_email(address) else { return Ok(Vec::new()) };
+        let mut out = Vec::new();
+        for entry in self.db.tables.rooms.addresstoken_threepidinvite.scan_prefix(crate::db::codec::prefix(&address)) {
+            let ((_, token), Json(invite)) = entry?;
+            let stands = self.invite_stands(&token, &invite);
+            out.push((token, invite, stands));
+        }
+        Ok(out)
+    }
+
+    /// The invites kept for `address` that still stand: (token, invite).
+    pub fn kept_invites(&self, address: &str) -> Result<Vec<(String, PendingInvite)>> {
+        Ok(self
+            .all_kept_invites(address)?
+            .into_iter()
+            .filter(|(_, _, stands)| *stands)
+            .map(|(t, i, _)| (t, i))
+            .collect())
+    }
+
+    /// The invite kept under `token`, with its address, whether it stands or not.
+    pub fn kept_invite(&self, token: &str) -> Result<Option<(String, PendingInvite)>> {
+        let Some(address) = self.db.tables.rooms.token_threepidinvite.get(&token.to_owned())? else { return Ok(None) };
+        let key = (address.clone(), token.to_owned());
+        Ok(self.db.tables.rooms.addresstoken_threepidinvite.get(&key)?.map(|Json(invite)| (address, invite)))
+    }
+
+    /// Drops a kept invite (taken up, revoked, or never sent).
+    pub fn forget_invite(&self, address: &str, token: &str) -> Result<()> {
+        let tables = &self.db.tables.rooms;
+        let key = (address.to_owned(), token.to_owned());
+        let mut batch = crate::db::Batch::new();
+        if let Some(Json(invite)) = tables.addresstoken_threepidinvite.get(&key)? {
+            tables.publickey_threepidinvite.remove(&mut batch, &invite.public_key);
+        }
+        tables.addresstoken_threepidinvite.remove(&mut batch, &key);
+        tables.token_threepidinvite.remove(&mut batch, &token.to_owned());
+        Ok(self.db.commit(batch)?)
+    }
+
+    /// Whether `address` is invited, as the identity `info` answers and the binding check ask:
+    /// a standing invite kept here, or one another node of the network told us of.
+    pub fn has_pending_invite(&self, address: &str) -> Result<bool> {
+        Ok(!self.kept_invites(address)?.is_empty() || !self.invite_notices(address)?.is_empty())
+    }
+
+    /// Whether `public_key` is the key of an invite kept here that still stands: what the
+    /// `key_validity_url` of our invites answers.
+    pub fn invite_key_is_valid(&self, public_key: &str) -> Result<bool> {
+        let Some(token) = self.db.tables.rooms.publickey_threepidinvite.get(&public_key.to_owned())? else {
+            return Ok(false);
+        };
+        Ok(self
+            .kept_invite(&token)?
+            .is_some_and(|(_, invite)| invite.public_key == public_key && self.invite_stands(&token, &invite)))
+    }
+
+    /// The `signed` block of a kept invite for `user`: `{mxid, sender, token}` signed by the
+    /// invite's own key, which the auth rules check against the key in the room.
+    pub fn sign_invite(&self, token: &str, invite: &PendingInvite, user: &UserId) -> Result<ruma::CanonicalJsonObject> {
         let pair = ruma::signatures::Ed25519KeyPair::from_der(&invite.key, INVITE_KEY_VERSION.to_owned())
             .map_err(|e| Error::Internal(format!("invite key unreadable: {e}")))?;
         let mut signed = ruma::CanonicalJsonObject::new();
@@ -469,6 +516,33 @@ impl Rooms {
         signed.insert("token".into(), ruma::CanonicalJsonValue::String(token.to_owned()));
         ruma::signatures::sign_json(self.server_name.as_str(), &pair, &mut signed)
             .map_err(|e| Error::Internal(format!("signing a third-party invite: {e}")))?;
+        Ok(signed)
+    }
+
+    /// Once `address` is bound to `user`, an account of this node: each standing third-party
+    /// invite of it kept here becomes a member invite of `user`, sent as its inviter with the
+    /// invite's signed token (which the auth rules check against the key in the room, and the
+    /// direct-chat rule against its one pending token). An invite that cannot be made (the
+    /// inviter left, the rules refuse) is logged and dropped: its room no longer wants it; so are
+    /// expired and revoked ones.
+    pub async fn exchange_threepid_invites(&self, address: &str, user: &UserId) -> Result<()> {
+        let address = crate::users::threepid::canonical_email(address)?;
+        for (token, invite, stands) in self.all_kept_invites(&address)? {
+            if stands {
+                match self.exchange_one(&token, &invite, user).await {
+                    Ok(()) => tracing::info!(room = %invite.room, %user, "third-party invite taken up"),
+                    Err(e) => {
+                        tracing::warn!(room = %invite.room, %user, error = %e, "a third-party invite could not be taken up")
+                    }
+                }
+            }
+            self.forget_invite(&address, &token)?;
+        }
+        Ok(())
+    }
+
+    async fn exchange_one(&self, token: &str, invite: &PendingInvite, user: &UserId) -> Result<()> {
+        let signed = self.sign_invite(token, invite, user)?;
         let content = serde_json::json!({
             "membership": "invite",
             "third_party_invite": { "display_name": invite.display_name, "signed": signed },
@@ -482,4 +556,47 @@ impl Rooms {
         .await
         .map(drop)
     }
+
+    /// Keeps what another node of the network told us: `address` (whose home is this node) was
+    /// invited under `token`. At most [`MAX_NOTICES_PER_ADDRESS`] per address (a node may be
+    /// hostile); `false` when refused for that.
+    pub fn record_invite_notice(&self, address: &str, token: &str, notice: &InviteNotice) -> Result<bool> {
+        let address = crate::users::threepid::canonical_email(address)?;
+        let table = &self.db.tables.rooms.addresstoken_invitenotice;
+        let key = (address.clone(), token.to_owned());
+        if table.get(&key)?.is_none()
+            && table.scan_prefix(crate::db::codec::prefix(&address)).count() >= MAX_NOTICES_PER_ADDRESS
+        {
+            return Ok(false);
+        }
+        let mut batch = crate::db::Batch::new();
+        table.insert(&mut batch, &key, &Json(notice.clone()));
+        self.db.commit(batch)?;
+        Ok(true)
+    }
+
+    /// The unexpired invites other nodes told us of for `address`: (token, notice).
+    pub fn invite_notices(&self, address: &str) -> Result<Vec<(String, InviteNotice)>> {
+        let Ok(address) = crate::users::threepid::canonical_email(address) else { return Ok(Vec::new()) };
+        let now = crate::time::now_ms();
+        let mut out = Vec::new();
+        for entry in self.db.tables.rooms.addresstoken_invitenotice.scan_prefix(crate::db::codec::prefix(&address)) {
+            let ((_, token), Json(notice)) = entry?;
+            if notice.expires_ts > now {
+                out.push((token, notice));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Drops a notice (taken up, revoked).
+    pub fn forget_invite_notice(&self, address: &str, token: &str) -> Result<()> {
+        let Ok(address) = crate::users::threepid::canonical_email(address) else { return Ok(()) };
+        let mut batch = crate::db::Batch::new();
+        self.db.tables.rooms.addresstoken_invitenotice.remove(&mut batch, &(address, token.to_owned()));
+        Ok(self.db.commit(batch)?)
+    }
 }
+
+/// How many pending invites of one address another node may tell us of.
+const MAX_NOTICES_PER_ADDRESS: usize = 50;

@@ -117,7 +117,21 @@ pub struct PendingInvite {
     pub display_name: String,
     /// PKCS#8 document of the invite's ed25519 key.
     pub(crate) key: Vec<u8>,
+    /// Its public key (unpadded base64), as the room's `m.room.third_party_invite` shows it.
+    #[serde(default)]
+    pub public_key: String,
     pub created_ts: u64,
+}
+
+/// A third-party invite another node of the network sent to an address this node is the home
+/// of (`addresstoken_invitenotice`): what makes the address `invited` here, and whom to tell
+/// once it is bound to an account here.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InviteNotice {
+    pub room: OwnedRoomId,
+    pub sender: OwnedUserId,
+    /// Past this time (ms) the invite no longer counts.
+    pub expires_ts: u64,
 }
 
 hemicycle_core::tables! {
@@ -178,5 +192,12 @@ hemicycle_core::tables! {
         /// (email address, token) → a third-party invite this node sent, until the address is bound
         /// here (ministry network, docs/network.md).
         pub addresstoken_threepidinvite: Table<(String, String), Json<PendingInvite>>,
+        /// Token of a kept third-party invite → its address (revocations name the token only).
+        pub token_threepidinvite: Table<String, String>,
+        /// Public key of a kept third-party invite → its token (`…/pubkey/ephemeral/isvalid`).
+        pub publickey_threepidinvite: Table<String, String>,
+        /// (email address, token) → a third-party invite another node of the network sent to an
+        /// address whose home is this node, until taken up, revoked or expired.
+        pub addresstoken_invitenotice: Table<(String, String), Json<InviteNotice>>,
     }
 }

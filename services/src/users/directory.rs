@@ -136,6 +136,8 @@ impl Users {
         } else {
             self.db.write_unsynced(batch)?;
         }
+        // The directory's address is bound like any other: its third-party invites are taken up.
+        threepids.wake_bound();
         Ok(user)
     }
 

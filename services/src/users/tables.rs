@@ -132,6 +132,8 @@ pub struct Validity {
 pub enum Purpose {
     AddToAccount,
     ResetPassword,
+    /// Registering an account that will have the address.
+    Register,
 }
 
 /// A validation session (`sid_threepidsession`).
@@ -151,6 +153,15 @@ pub struct ValidationSession {
 pub struct ThreepidRecord {
     pub added_at: u64,
     pub validated_at: u64,
+}
+
+/// An address just bound to an account, whichever way (`pos_boundthreepid`): kept until the
+/// third-party invites of it have been taken up, so that a crash in between loses none.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BoundThreepid {
+    pub user: OwnedUserId,
+    pub medium: String,
+    pub address: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -195,6 +206,8 @@ hemicycle_core::tables! {
         pub useridmediumaddress_threepid: Table<(OwnedUserId, String, String), Json<ThreepidRecord>>,
         /// (medium, address) → the account it belongs to (one account per address).
         pub mediumaddress_userid: Table<(String, String), OwnedUserId>,
+        /// Addresses just bound, in order, until their third-party invites are taken up.
+        pub pos_boundthreepid: Table<Be64, Json<BoundThreepid>>,
         /// (user, room id or "" for global, event type) → content.
         pub useridroomidtype_accountdata: Table<(OwnedUserId, String, String), Json<AccountDataRecord>>,
         /// (user, stream position) → (room or "", type) of an account data change, for sync.

@@ -16,11 +16,11 @@ use lettre::{
 use ruma::{OwnedUserId, UserId};
 use sha2::{Digest, Sha256};
 
-pub use super::tables::{Purpose, ThreepidRecord, ValidationSession};
+pub use super::tables::{BoundThreepid, Purpose, ThreepidRecord, ValidationSession};
 use crate::{
     config::{Config, SmtpTls},
     db::{
-        codec::{prefix, Json},
+        codec::{prefix, Be64, Json},
         Batch, Database,
     },
     error::{Error, Result},
@@ -32,6 +32,8 @@ const VALIDATED_FOR: Duration = Duration::from_secs(3600);
 pub struct Threepids {
     db: Arc<Database>,
     config: Arc<Config>,
+    /// Woken when an address is bound: the third-party invites of it are then taken up.
+    bound: Arc<tokio::sync::Notify>,
 }
 
 fn hash(text: &str) -> Vec<u8> {
@@ -58,7 +60,7 @@ pub(crate) fn canonical_email(address: &str) -> Result<String> {
 
 impl Threepids {
     pub fn new(db: Arc<Database>, config: Arc<Config>) -> Self {
-        Self { db, config }
+        Self { db, config, bound: Arc::new(tokio::sync::Notify::new()) }
     }
 
     /// Whether this server mails validation tokens.
@@ -81,7 +83,7 @@ impl Threepids {
         let address = canonical_email(address)?;
         let bound = self.owner("email", &address)?;
         match purpose {
-            Purpose::AddToAccount if bound.is_some() => return Err(Error::ThreepidInUse),
+            Purpose::AddToAccount | Purpose::Register if bound.is_some() => return Err(Error::ThreepidInUse),
             Purpose::ResetPassword if bound.is_none() => return Err(Error::ThreepidNotFound),
             _ => {}
         }
@@ -142,6 +144,11 @@ impl Threepids {
                 "Validez votre adresse / Validate your address",
                 format!("ajouter cette adresse à votre compte sur {}", self.config.server_name),
                 format!("add this address to your account on {}", self.config.server_name),
+            ),
+            Purpose::Register => (
+                "Validez votre adresse / Validate your address",
+                format!("créer votre compte sur {}", self.config.server_name),
+                format!("create your account on {}", self.config.server_name),
             ),
             Purpose::ResetPassword => (
                 "Réinitialisation du mot de passe / Password reset",
@@ -225,6 +232,16 @@ impl Threepids {
 
     /// The address a validated session proved, for `purpose`; the session is used up.
     pub fn take_validated(&self, sid: &str, client_secret: &str, purpose: Purpose) -> Result<String> {
+        let address = self.validated(sid, client_secret, purpose)?;
+        let mut batch = Batch::new();
+        self.db.tables.users.sid_threepidsession.remove(&mut batch, &sid.to_owned());
+        self.db.commit(batch)?;
+        Ok(address)
+    }
+
+    /// The address a validated session proved, for `purpose`, the session left as it is (checked
+    /// before a step that may still refuse, used up after).
+    pub fn validated(&self, sid: &str, client_secret: &str, purpose: Purpose) -> Result<String> {
         let refused = || Error::ThreepidAuthFailed(format!("no validated session {sid} for this request"));
         let tables = &self.db.tables;
         let Some(Json(session)) = tables.users.sid_threepidsession.get(&sid.to_owned())? else { return Err(refused()) };
@@ -234,9 +251,6 @@ impl Threepids {
         {
             return Err(refused());
         }
-        let mut batch = Batch::new();
-        tables.users.sid_threepidsession.remove(&mut batch, &sid.to_owned());
-        self.db.commit(batch)?;
         Ok(session.address)
     }
 
@@ -248,10 +262,13 @@ impl Threepids {
     pub fn add(&self, user: &UserId, medium: &str, address: &str) -> Result<()> {
         let mut batch = Batch::new();
         self.add_into(&mut batch, user, medium, address)?;
-        Ok(self.db.commit(batch)?)
+        self.db.commit(batch)?;
+        self.wake_bound();
+        Ok(())
     }
 
-    /// Adds the address in the caller's batch (an account created with its address at once).
+    /// Adds the address in the caller's batch (an account created with its address at once);
+    /// the caller calls [`Self::wake_bound`] once the batch is written.
     pub fn add_into(&self, batch: &mut Batch, user: &UserId, medium: &str, address: &str) -> Result<()> {
         if self.owner(medium, address)?.is_some_and(|u| u != user) {
             return Err(Error::ThreepidInUse);
@@ -264,7 +281,51 @@ impl Threepids {
             &Json(ThreepidRecord { added_at: now, validated_at: now }),
         );
         tables.users.mediumaddress_userid.insert(batch, &(medium.to_owned(), address.to_owned()), &user.to_owned());
+        self.queue_bound_into(batch, user, medium, address);
         Ok(())
+    }
+
+    fn queue_bound_into(&self, batch: &mut Batch, user: &UserId, medium: &str, address: &str) {
+        let pos = self.db.next_count(batch);
+        let record = BoundThreepid { user: user.to_owned(), medium: medium.to_owned(), address: address.to_owned() };
+        self.db.tables.users.pos_boundthreepid.insert(batch, &Be64(pos), &Json(record));
+    }
+
+    /// Queues `address` (bound to `user` already) for its third-party invites to be taken up
+    /// again: another node just told us of an invite of it.
+    pub fn requeue_bound(&self, user: &UserId, medium: &str, address: &str) -> Result<()> {
+        let mut batch = Batch::new();
+        self.queue_bound_into(&mut batch, user, medium, address);
+        self.db.commit(batch)?;
+        self.wake_bound();
+        Ok(())
+    }
+
+    /// Wakes whoever takes up the invites of bound addresses.
+    pub fn wake_bound(&self) {
+        self.bound.notify_one();
+    }
+
+    /// What [`Self::wake_bound`] wakes.
+    pub fn bound_notify(&self) -> Arc<tokio::sync::Notify> {
+        self.bound.clone()
+    }
+
+    /// The bound addresses whose invites are still to be taken up, oldest first (at most `limit`).
+    pub fn bound_queue(&self, limit: usize) -> Result<Vec<(u64, BoundThreepid)>> {
+        let mut out = Vec::new();
+        for entry in self.db.tables.users.pos_boundthreepid.iter().take(limit) {
+            let (Be64(pos), Json(record)) = entry?;
+            out.push((pos, record));
+        }
+        Ok(out)
+    }
+
+    /// The invites of a bound address have been taken up.
+    pub fn bound_done(&self, pos: u64) -> Result<()> {
+        let mut batch = Batch::new();
+        self.db.tables.users.pos_boundthreepid.remove(&mut batch, &Be64(pos));
+        Ok(self.db.commit(batch)?)
     }
 
     /// Removes an address from the account; removing one it does not have changes nothing.

@@ -14,6 +14,7 @@ use crate::{
     ratelimit::Action,
     services::Services,
     uia,
+    users::threepid::Purpose,
 };
 
 pub async fn register(services: Arc<Services>, request: Ruma<register::v3::Request>) -> Result<register::v3::Response> {
@@ -21,9 +22,11 @@ pub async fn register(services: Arc<Services>, request: Ruma<register::v3::Reque
         return register_for_appservice(&services, request).await;
     }
     let config = &services.config.registration;
+    let email = config.email && services.threepids.sends_email();
     // Tokens made by admins open a closed registration to whoever holds one.
     let flows: &[&[&str]] = match (&config.token, config.open) {
         (Some(_), _) => &[&[uia::REGISTRATION_TOKEN]],
+        (None, true) if email => &[&[uia::DUMMY], &[uia::EMAIL_IDENTITY]],
         (None, true) => &[&[uia::DUMMY]],
         (None, false) if services.registration_tokens.any()? => &[&[uia::REGISTRATION_TOKEN]],
         (None, false) => return Err(Error::forbidden("registration is closed on this server")),
@@ -49,9 +52,41 @@ pub async fn register(services: Arc<Services>, request: Ruma<register::v3::Reque
     if let Some(password) = &body.password {
         services.users.password_policy().check(password)?;
     }
+    // The email stage names a validation session, which the stage itself does not check: it is
+    // checked here (and the address held to the network's rules, with the reference's message)
+    // before the stage counts, and used up once the account exists.
+    let email_creds = match &body.auth {
+        Some(ruma::api::client::uiaa::AuthData::EmailIdentity(e)) => Some(e.thirdparty_id_creds.clone()),
+        _ => None,
+    };
+    if let Some(creds) = &email_creds {
+        let address =
+            services.threepids.validated(creds.sid.as_str(), creds.client_secret.as_str(), Purpose::Register)?;
+        if !services.network.may_bind(&address, services.rooms.has_pending_invite(&address)?)? {
+            return Err(Error::ThreepidDenied(
+                "Third party identifiers (email/phone numbers) are not authorized on this server".into(),
+            ));
+        }
+        if services.threepids.owner("email", &address)?.is_some() {
+            return Err(Error::ThreepidInUse);
+        }
+    }
     services.uia.authorize(&services.users, body.auth.as_ref(), flows, None, "register").await?;
+    let address = match &email_creds {
+        Some(creds) => Some(services.threepids.take_validated(
+            creds.sid.as_str(),
+            creds.client_secret.as_str(),
+            Purpose::Register,
+        )?),
+        None => None,
+    };
     let user = services.users.create(&localpart, body.password.clone(), false).await?;
     tracing::info!(%user, "registered");
+    if let Some(address) = address {
+        services.threepids.add(&user, "email", &address)?;
+        // The third-party invites of the address are the new account's by this answer.
+        crate::federation::threepid::take_up_bound(&services).await;
+    }
     finish_registration(&services, user, body, request.client_ip).await
 }
 

@@ -186,4 +186,6 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma(search::search)
         .route("/_matrix/identity/api/v1/info", axum::routing::get(network::info))
         .route("/_matrix/identity/api/v1/internal-info", axum::routing::get(network::internal_info))
+        .route("/_matrix/identity/v2/pubkey/ephemeral/isvalid", axum::routing::get(network::key_is_valid))
+        .route("/_matrix/identity/v2/pubkey/isvalid", axum::routing::get(network::key_is_valid))
 }

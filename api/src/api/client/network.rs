@@ -66,3 +66,25 @@ pub async fn internal_info(
     };
     answer(&services, lookup, true, None).unwrap_or_else(|e| ApiError::from(e).into_response())
 }
+
+#[derive(Deserialize)]
+pub struct KeyCheck {
+    public_key: Option<String>,
+}
+
+/// `GET /_matrix/identity/v2/pubkey/ephemeral/isvalid?public_key=…` → `{valid}`: the
+/// `key_validity_url` of the third-party invites this node sends (each with a key of its own):
+/// valid while the invite stands (not taken up, revoked or expired). The long-term variant
+/// (`/pubkey/isvalid`) answers the same: this node signs invites with no other key.
+pub async fn key_is_valid(
+    State(services): State<Arc<Services>>,
+    check: Result<Query<KeyCheck>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Some(public_key) = check.ok().and_then(|Query(c)| c.public_key) else {
+        return ApiError::from(Error::MissingParam("public_key is required".into())).into_response();
+    };
+    match services.rooms.invite_key_is_valid(&public_key) {
+        Ok(valid) => Json(serde_json::json!({ "valid": valid })).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}

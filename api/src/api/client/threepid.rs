@@ -1,7 +1,8 @@
 //! Third-party ids (email addresses) of accounts. With `email.smtp_host` set the server mails
 //! validation tokens (`…/email/requestToken`), takes them back (`submit_token`) and then adds
 //! the address or resets the password; without it those endpoints answer `M_THREEPID_DENIED`.
-//! Phone numbers are never validated (no SMS), and registration does not use email.
+//! Phone numbers are never validated (no SMS); registration uses email only with
+//! `registration.email`.
 
 use std::sync::Arc;
 
@@ -85,10 +86,9 @@ pub async fn add(services: Arc<Services>, request: Ruma<add_3pid::v3::Request>) 
     services.threepids.add(&user, "email", &address)?;
     tracing::info!(%user, "email address added");
     // Third-party invites of the address become the account's invites (a ministry network's
-    // node is the identity service of the invites it sent).
-    if let Err(e) = services.rooms.exchange_threepid_invites(&address, &user).await {
-        tracing::warn!(%user, error = %e, "taking up the third-party invites of an address failed");
-    }
+    // node is the identity service of the invites it sent): those kept here before this answer,
+    // those of other nodes once they hear of it.
+    crate::federation::threepid::take_up_bound(&services).await;
     Ok(add_3pid::v3::Response::new())
 }
 
@@ -148,11 +148,28 @@ pub async fn msisdn_for_password(
     Err(denied())
 }
 
+/// With `registration.email` (and open registration, and a relay): mails a code proving an
+/// address for `m.login.email.identity`. A ministry network registers each address on the node
+/// its domain map names (Tchap's synapse-3pid-checker, with its message).
 pub async fn email_for_registration(
-    _: Arc<Services>,
-    _: Ruma<request_registration_token_via_email::v3::Request>,
+    services: Arc<Services>,
+    request: Ruma<request_registration_token_via_email::v3::Request>,
 ) -> Result<request_registration_token_via_email::v3::Response> {
-    Err(Error::ThreepidDenied("registration on this server does not use email".into()))
+    let registration = &services.config.registration;
+    if !(registration.email && registration.open && services.threepids.sends_email()) {
+        return Err(Error::ThreepidDenied("registration on this server does not use email".into()));
+    }
+    let b = request.body;
+    if !services.network.may_bind(&b.email, services.rooms.has_pending_invite(&b.email)?)? {
+        return Err(Error::ThreepidDenied("Your email domain is not authorized to register on this server".into()));
+    }
+    let sid = services
+        .threepids
+        .request_email_token(Purpose::Register, b.client_secret.as_str(), &b.email, b.send_attempt.into())
+        .await?;
+    let mut response = request_registration_token_via_email::v3::Response::new(session_id(sid)?);
+    response.submit_url = Some(services.threepids.submit_url());
+    Ok(response)
 }
 
 pub async fn msisdn_for_registration(
