@@ -57,6 +57,9 @@ pub enum Refusal {
     /// A delayed leave handed over by a user of a server without full access: lk-jwt-service
     /// answers 403 `M_FORBIDDEN` at `/delegate_delayed_leave`, 400 `M_BAD_JSON` with a token.
     NotFullAccess,
+    /// The participant's server already has as many delegations as we keep: 429
+    /// `M_LIMIT_EXCEEDED`.
+    TooManyDelegations,
     /// The delegation could not be recorded: 500 `M_UNKNOWN`.
     Internal,
 }
@@ -231,10 +234,17 @@ impl LiveKit {
         delegation: &Delegation<'_>,
     ) -> Result<(), Refusal> {
         let server = user.server_name().as_str();
-        self.hand_over(services, server, room, identity, delegation.delay_id, delegation.timeout).map_err(|error| {
-            tracing::error!(%error, "a delegated leave was not recorded");
-            Refusal::Internal
-        })
+        match self.hand_over(services, server, room, identity, delegation.delay_id, delegation.timeout) {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                tracing::warn!(%server, "a delegated leave was refused: too many delegations");
+                Err(Refusal::TooManyDelegations)
+            }
+            Err(error) => {
+                tracing::error!(%error, "a delegated leave was not recorded");
+                Err(Refusal::Internal)
+            }
+        }
     }
 
     /// Checks a webhook of the SFU as LiveKit signs them: an HS256 JWT of our key and secret in

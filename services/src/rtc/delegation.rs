@@ -56,6 +56,12 @@ const CLIENT_API_TTL: Duration = Duration::from_secs(4 * 3600);
 /// after its time): a call membership expires after an hour anyway.
 const MAX_WAIT: Duration = Duration::from_secs(3600);
 
+/// Delegations kept at once for the users of one server, and in all: each is a task and a
+/// record, and a server with full access (`full_access_servers = ["*"]` lets any in) must not be
+/// able to make us hold an unbounded number of them by naming ever new rooms.
+pub(crate) const MAX_DELEGATIONS_PER_SERVER: usize = 1_000;
+pub(crate) const MAX_DELEGATIONS: usize = 10_000;
+
 /// Retries of a restart or send, and look-ups of a participant not there yet: 1 s, then 1.5
 /// times longer each time, at most a minute apart.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
@@ -123,6 +129,8 @@ impl LiveKit {
 
     /// Takes over a participant's delayed leave: recorded (synced) before the request is
     /// answered, replacing an earlier delegation of the same participant, then kept by its task.
+    /// Answers `false`, keeping nothing, when the participant's server (or everyone together)
+    /// already has as many delegations as allowed.
     pub(crate) fn hand_over(
         &self,
         services: &Arc<Services>,
@@ -131,7 +139,7 @@ impl LiveKit {
         identity: &str,
         delay_id: &str,
         timeout: Duration,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let key = (room.to_owned(), identity.to_owned());
         let record = DelegatedLeave {
             id: new_id(),
@@ -143,6 +151,12 @@ impl LiveKit {
         let (sender, signals) = mpsc::unbounded_channel();
         {
             let mut delegations = self.delegations.lock().expect("delegations");
+            if !delegations.contains_key(&key) {
+                let of_server = delegations.values().filter(|k| k.server == server).count();
+                if of_server >= MAX_DELEGATIONS_PER_SERVER || delegations.len() >= MAX_DELEGATIONS {
+                    return Ok(false);
+                }
+            }
             let mut batch = Batch::new();
             services.db.tables.rtc.roomidentity_delegatedleave.insert(
                 &mut batch,
@@ -151,10 +165,11 @@ impl LiveKit {
             );
             services.db.commit(batch)?;
             // The older task, if any, sees its channel close and ends without touching this record.
-            delegations.insert(key.clone(), Keeper { id: record.id.clone(), signals: sender });
+            delegations
+                .insert(key.clone(), Keeper { id: record.id.clone(), server: record.server.clone(), signals: sender });
         }
         tokio::spawn(keep(services.clone(), key, record, signals));
-        Ok(())
+        Ok(true)
     }
 
     /// What a webhook of the SFU said of a participant, passed to its delegation if any.
@@ -225,7 +240,7 @@ pub fn start(services: Arc<Services>) {
             .delegations
             .lock()
             .expect("delegations")
-            .insert(key.clone(), Keeper { id: record.id.clone(), signals: sender });
+            .insert(key.clone(), Keeper { id: record.id.clone(), server: record.server.clone(), signals: sender });
         tokio::spawn(keep(services.clone(), key, record, signals));
         resumed += 1;
     }
@@ -408,6 +423,38 @@ async fn act(services: &Services, record: &DelegatedLeave, action: Action) -> Ou
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// However many rooms a server's users name, we keep at most
+    /// [`MAX_DELEGATIONS_PER_SERVER`] delegations for it; replacing one is always allowed, and
+    /// another server's users are not shut out.
+    #[tokio::test]
+    async fn delegations_are_bounded_per_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "a secret of the test").unwrap();
+        let mut config = crate::config::Config::default();
+        config.database.path = dir.path().join("db");
+        config.matrix_rtc.livekit = Some(crate::config::LiveKitConfig {
+            url: "ws://127.0.0.1:9".into(),
+            key: "key".into(),
+            secret_file: secret,
+            full_access_servers: vec!["*".into()],
+            client_api_urls: [("hostile.example".to_owned(), "http://127.0.0.1:9".to_owned())].into(),
+            participant_check_interval_s: 0,
+        });
+        let services = Services::open(config).unwrap();
+        let livekit = services.livekit.as_ref().unwrap();
+        let minute = Duration::from_secs(60);
+        let hand = |server: &str, room: String| livekit.hand_over(&services, server, &room, "who", "syd_id", minute);
+        for n in 0..MAX_DELEGATIONS_PER_SERVER {
+            assert!(hand("hostile.example", format!("room{n}")).unwrap(), "delegation {n} kept");
+        }
+        assert!(!hand("hostile.example", "one more".into()).unwrap(), "the server's share is full");
+        assert!(hand("hostile.example", "room0".into()).unwrap(), "a participant's new delegation replaces its old");
+        assert!(hand("other.example", "their room".into()).unwrap(), "other servers' users are not shut out");
+        let kept = services.db.tables.rtc.roomidentity_delegatedleave.iter().count();
+        assert_eq!(kept, MAX_DELEGATIONS_PER_SERVER + 1, "nothing recorded for the refused one");
+    }
 
     #[test]
     fn only_plain_delay_ids_go_into_a_url() {

@@ -26,6 +26,8 @@ pub struct LiveKit {
 /// replaces it).
 pub(crate) struct Keeper {
     pub(crate) id: String,
+    /// The participant's server, counted against [`MAX_DELEGATIONS_PER_SERVER`](crate::rtc::delegation).
+    pub(crate) server: String,
     pub(crate) signals: mpsc::UnboundedSender<Presence>,
 }
 

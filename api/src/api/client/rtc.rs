@@ -185,6 +185,11 @@ fn refusal(refusal: Refusal) -> ApiError {
         }
         Refusal::Delegation(message) => bad_json(message),
         Refusal::NotFullAccess => bad_json(NOT_FULL_ACCESS),
+        Refusal::TooManyDelegations => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "M_LIMIT_EXCEEDED",
+            "Too many delayed leaves are delegated for users of this server",
+        ),
         Refusal::Internal => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN", "Internal Server Error"),
     }
 }
