@@ -25,6 +25,7 @@ pub async fn run(mut config: Config) -> Result<(), String> {
     crate::users::directory::spawn_periodic(services.clone());
     crate::users::account_validity::start(services.clone()).await.map_err(|e| format!("account validity: {e}"))?;
     crate::rooms::delayed::start(services.clone());
+    crate::users::discovery::start(services.clone());
     services.presence.load_active().map_err(|e| e.to_string())?;
     let presence = services.clone();
     tokio::spawn(async move {

@@ -131,11 +131,21 @@ impl Users {
                 tracing::warn!(%user, %mail, %error, "directory address not added");
             }
         }
+        // Directory accounts expire only when `directory_accounts_expire` says so; they then get
+        // their first expiry in the write that makes them, as other accounts do.
+        let validity = self.validity.as_ref().filter(|v| v.config().is_some_and(|c| c.directory_accounts_expire));
+        if let Some(validity) = validity {
+            validity.on_create(&mut batch, &user);
+        }
         if durable {
             self.db.commit(batch)?;
         } else {
             self.db.write_unsynced(batch)?;
         }
+        if let Some(validity) = validity {
+            validity.changed();
+        }
+        self.discovery_touch(&user);
         Ok(user)
     }
 

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use axum::{
-    extract::{Query, Request, State},
+    extract::{Path, Query, Request, State},
     response::{Html, IntoResponse, Response},
     routing::{get, post},
     Json, Router,
@@ -34,7 +34,31 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
             .route(&format!("{base}/renew"), get(renew))
             .route(&format!("{base}/validity"), get(validity));
     }
+    for version in ["r0", "v3"] {
+        router = router.route(&format!("/_matrix/client/{version}/user/{{user_id}}/info"), get(user_info));
+    }
     router
+}
+
+/// `GET /_matrix/client/{r0,v3}/user/{userId}/info` (Tchap's): `{"expired", "deactivated"}` of
+/// a user of this node, or of another node as it answers the federation query; `404
+/// M_NOT_FOUND` when that node cannot say (as a Synapse without the query answers).
+async fn user_info(
+    State(services): State<Arc<Services>>,
+    Path(user_id): Path<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let (parts, _) = request.into_parts();
+    authenticate(&parts, &services, TokenUse::Required)?.ok_or_else(ApiError::missing_token)?;
+    let user = ruma::UserId::parse(&user_id).map_err(|_| Error::invalid_param("not a user id"))?;
+    let info = if services.users.is_local(&user) {
+        crate::users::account_validity::user_info(&services, &user)?
+    } else {
+        crate::users::account_validity::remote_user_info(&services, &user)
+            .await
+            .ok_or_else(|| Error::not_found(format!("{} cannot say", user.server_name())))?
+    };
+    Ok(Json(info).into_response())
 }
 
 /// `POST …/send_mail`: a renewal email to the caller's addresses, now.
@@ -72,12 +96,25 @@ fn page(status: StatusCode, french: &str, english: &str) -> Response {
 
 /// `GET …/renew?token=…`: the emailed link. Renewed (200), already used (200, the expiry it
 /// gave), or unknown (400, as Tchap's module answers): a page for the browser that opened it.
-async fn renew(State(services): State<Arc<Services>>, Query(query): Query<RenewQuery>) -> Result<Response, ApiError> {
+///
+/// With `send_links = false` the emailed token is an 8-digit code the client sends here with the
+/// account's own access token (an expired account's token works); without it, or with another
+/// account's, the code is unknown.
+async fn renew(
+    State(services): State<Arc<Services>>,
+    Query(query): Query<RenewQuery>,
+    request: Request,
+) -> Result<Response, ApiError> {
     let Some(token) = query.token.filter(|t| !t.is_empty()) else {
         return Err(Error::MissingParam("token is required".into()).into());
     };
+    let (parts, _) = request.into_parts();
+    let requester = match services.account_validity.sends_links() {
+        true => None,
+        false => authenticate(&parts, &services, TokenUse::Optional)?.map(|owner| owner.user_id),
+    };
     let when = |ms: u64| crate::users::account_validity::format_utc(ms);
-    Ok(match services.account_validity.renew_with_token(&token).await? {
+    Ok(match services.account_validity.renew_with_token(&token, requester.as_deref()).await? {
         Renewal::Renewed(ts) => page(
             StatusCode::OK,
             &format!("Votre compte est renouvelé jusqu'au {}.", when(ts)),
