@@ -454,6 +454,22 @@ async fn user_info_says_whether_an_account_expired_or_was_deactivated() {
     assert_eq!(errcode(&unanswered), (404, "M_NOT_FOUND"), "{}", unanswered.1);
     let (status, _) = api(&server, Method::GET, None, "/_matrix/client/r0/user/@alice:localhost/info", None).await;
     assert_eq!(status, 401, "asked with an access token only");
+
+    // The bulk form: every user its server can say something of.
+    let ids = json!({ "user_ids": ["@alice:localhost", "@carol:localhost", "@bob:localhost", "@someone:127.0.0.1:9"] });
+    let (status, all) = api(&server, Method::POST, Some(&bob), "/_matrix/client/unstable/users/info", Some(ids)).await;
+    assert_eq!(status, 200, "{all}");
+    assert_eq!(
+        all,
+        json!({
+            "@alice:localhost": { "expired": true, "deactivated": false },
+            "@carol:localhost": { "expired": false, "deactivated": true },
+            "@bob:localhost": { "expired": false, "deactivated": false },
+        })
+    );
+    let bad = json!({ "user_ids": ["not a user"] });
+    let refused = api(&server, Method::POST, Some(&bob), "/_matrix/client/unstable/users/info", Some(bad)).await;
+    assert_eq!(errcode(&refused), (400, "M_INVALID_PARAM"), "{}", refused.1);
 }
 
 /// The code in a renewal email sent with `send_links = false`.

@@ -37,7 +37,44 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     for version in ["r0", "v3"] {
         router = router.route(&format!("/_matrix/client/{version}/user/{{user_id}}/info"), get(user_info));
     }
-    router
+    router.route("/_matrix/client/unstable/users/info", post(users_info))
+}
+
+/// The most users one `users/info` request may name: each remote one costs a request to its server.
+const MAX_USERS_INFO: usize = 100;
+
+/// `POST /_matrix/client/unstable/users/info` `{"user_ids": [...]}` (the bulk form of
+/// [`user_info`] in Tchap's fork): `{user_id: {"expired", "deactivated"}}`, leaving out the users
+/// whose server cannot say.
+async fn users_info(State(services): State<Arc<Services>>, request: Request) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    authenticate(&parts, &services, TokenUse::Required)?.ok_or_else(ApiError::missing_token)?;
+    let bytes = axum::body::to_bytes(body, 64 * 1024).await.map_err(|_| Error::TooLarge("request too large".into()))?;
+    let body: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|_| Error::BadJson("the body is not a JSON object".into()))?;
+    let Some(ids) = body.get("user_ids").and_then(|v| v.as_array()) else {
+        return Err(Error::invalid_param("'user_ids' must be a list of user ID strings").into());
+    };
+    if ids.len() > MAX_USERS_INFO {
+        return Err(Error::invalid_param(format!("at most {MAX_USERS_INFO} user ids at once")).into());
+    }
+    let mut users = Vec::new();
+    for id in ids {
+        let user = id.as_str().and_then(|s| ruma::UserId::parse(s).ok());
+        users.push(user.ok_or_else(|| Error::invalid_param("'user_ids' must be a list of user ID strings"))?);
+    }
+    let mut answer = serde_json::Map::new();
+    for user in users {
+        let info = if services.users.is_local(&user) {
+            Some(crate::users::account_validity::user_info(&services, &user)?)
+        } else {
+            crate::users::account_validity::remote_user_info(&services, &user).await
+        };
+        if let Some(info) = info {
+            answer.insert(user.to_string(), info);
+        }
+    }
+    Ok(Json(serde_json::Value::Object(answer)).into_response())
 }
 
 /// `GET /_matrix/client/{r0,v3}/user/{userId}/info` (Tchap's): `{"expired", "deactivated"}` of
