@@ -26,6 +26,7 @@ pub async fn run(mut config: Config) -> Result<(), String> {
     crate::users::account_validity::start(services.clone()).await.map_err(|e| format!("account validity: {e}"))?;
     crate::rooms::delayed::start(services.clone());
     crate::rtc::delegation::start(services.clone());
+    crate::users::discovery::start(services.clone());
     services.presence.load_active().map_err(|e| e.to_string())?;
     let presence = services.clone();
     tokio::spawn(async move {

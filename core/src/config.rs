@@ -64,6 +64,8 @@ pub struct Config {
     /// The ministry network this node belongs to: external servers, room access rules, the
     /// email-domain map (docs/network.md).
     pub network: NetworkConfig,
+    /// The user directory across the nodes of a network: the discovery room (docs/accounts.md).
+    pub directory: DirectoryConfig,
     /// Delayed events (MSC4140); absent, off (docs/calls.md).
     pub delayed_events: Option<DelayedEventsConfig>,
     /// MatrixRTC transports and the LiveKit authorisation service (docs/calls.md).
@@ -514,6 +516,7 @@ impl Default for Config {
             log: LogConfig::default(),
             telemetry: TelemetryConfig::default(),
             network: NetworkConfig::default(),
+            directory: DirectoryConfig::default(),
             delayed_events: None,
             matrix_rtc: MatrixRtcConfig::default(),
         }
@@ -685,6 +688,45 @@ impl NetworkConfig {
     }
 }
 
+/// The user directory across nodes, as the state's messenger does it: every account of every node
+/// joins one room, so each node's directory (users sharing a room with the searcher) knows every
+/// agent of the network, Synapse nodes included.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DirectoryConfig {
+    /// The discovery room: a room id or an alias (resolved at start, through its server when it
+    /// is not ours). Unset: no discovery room, the directory finds only this node's rooms.
+    pub discovery_room: Option<String>,
+}
+
+/// The discovery room as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiscoveryRoom {
+    Id(ruma::OwnedRoomId),
+    Alias(ruma::OwnedRoomAliasId),
+}
+
+impl DirectoryConfig {
+    /// The configured room, parsed (checked at load, so `None` means unset).
+    pub fn discovery_room(&self) -> Option<DiscoveryRoom> {
+        let text = self.discovery_room.as_deref()?;
+        match text.starts_with('#') {
+            true => ruma::RoomAliasId::parse(text).ok().map(DiscoveryRoom::Alias),
+            false => ruma::RoomId::parse(text).ok().map(DiscoveryRoom::Id),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        match (&self.discovery_room, self.discovery_room()) {
+            (Some(text), None) => Err(ConfigError::new(
+                "directory.discovery_room",
+                format!("{text:?} is neither a room id (!id:server) nor an alias (#name:server)"),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Traces exported over OTLP/HTTP (protobuf) to a collector (OpenTelemetry Collector, Jaeger,
 /// Tempo…); off when `otlp_endpoint` is unset.
 #[derive(Debug, Clone, Deserialize)]
@@ -780,6 +822,7 @@ impl Config {
             validity.validate()?;
         }
         self.network.validate(&self.server_name)?;
+        self.directory.validate()?;
         if let Some(delayed) = &self.delayed_events {
             delayed.validate()?;
         }

@@ -1,6 +1,7 @@
 //! Multi-node scenarios against real `hemicycle serve` processes (and a real Synapse), one module
 //! per area, in one test binary.
 
+mod accounts;
 mod admin;
 mod antivirus;
 mod bad_input;

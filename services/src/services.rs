@@ -58,6 +58,8 @@ pub struct Services {
     pub metrics: crate::metrics::state::Metrics,
     /// Expiring accounts (`[account_validity]`).
     pub account_validity: Arc<crate::users::account_validity::state::AccountValidity>,
+    /// The discovery room every agent joins, so other nodes' directories find them.
+    pub discovery: Arc<crate::users::discovery::state::Discovery>,
     /// The ministry network's settings and email-domain map (docs/network.md).
     pub network: Arc<crate::network::Network>,
     /// Delayed events (MSC4140): scheduled events and their one timer.
@@ -90,10 +92,12 @@ impl Services {
         let profiles = Arc::new(Profiles::new(db.clone()));
         let registration_tokens = Arc::new(crate::users::registration_tokens::RegistrationTokens::new(db.clone()));
         let writer = Arc::new(Writer::start(db.clone()));
+        let discovery = Arc::new(crate::users::discovery::state::Discovery::new(config.directory.discovery_room()));
         let account_validity = Arc::new(crate::users::account_validity::state::AccountValidity::new(
             db.clone(),
             config.account_validity.clone(),
             config.email.smtp_host.is_some(),
+            discovery.clone(),
         )?);
         let network = Arc::new(crate::network::Network::new(&config.server_name, &config.network)?);
         let services = Arc::new(Self {
@@ -102,7 +106,8 @@ impl Services {
                 .with_password_policy(crate::users::password_policy::PasswordPolicy::new(
                     config.password_policy.clone(),
                 ))
-                .with_validity(account_validity.clone()),
+                .with_validity(account_validity.clone())
+                .with_discovery(discovery.clone()),
             account_validity,
             keys: Keys::new(db.clone(), writer.clone()),
             backups: Backups::new(db.clone()),
@@ -115,7 +120,8 @@ impl Services {
             )
             .with_network(network.clone()),
             network,
-            account_data: AccountData::new(db.clone(), writer.clone()),
+            account_data: AccountData::new(db.clone(), writer.clone()).with_discovery(discovery.clone()),
+            discovery,
             typing: Typing::new(db.clone(), writer.notifier.clone()),
             receipts: Receipts::new(db.clone(), writer.clone()),
             to_device: ToDevice::new(db.clone(), writer.clone()),

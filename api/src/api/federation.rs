@@ -11,7 +11,7 @@ use ruma::{
         discovery::{get_remote_server_keys, get_remote_server_keys_batch, get_server_keys, get_server_version},
         event::{get_event, get_missing_events, get_room_state, get_room_state_ids},
         membership::{create_invite, create_join_event, create_leave_event, prepare_join_event, prepare_leave_event},
-        query::{get_profile_information, get_room_information},
+        query::{get_custom_information, get_profile_information, get_room_information},
         thirdparty::{bind_callback, exchange_invite},
         transactions::send_transaction_message,
     },
@@ -53,6 +53,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma(missing_events)
         .ruma(query_profile)
         .ruma(query_directory)
+        .ruma(query_custom)
         .ruma(user_keys_query)
         .ruma(user_keys_claim)
         .ruma(user_devices)
@@ -686,6 +687,25 @@ pub async fn query_profile(
         None => profile,
     };
     Ok(fields.into_iter().collect())
+}
+
+/// `GET /query/{queryType}` for the query types beyond the spec's: `user_info` (Tchap's: whether
+/// one of our users is expired or deactivated). Other types are unknown here (`404 M_NOT_FOUND`,
+/// as Synapse answers).
+pub async fn query_custom(
+    services: Arc<Services>,
+    request: Ruma<get_custom_information::v1::Request>,
+) -> Result<get_custom_information::v1::Response> {
+    let body = &request.body;
+    if body.query_type != "user_info" {
+        return Err(Error::not_found(format!("no handler for query type {:?}", body.query_type)));
+    }
+    let user = body.params.get("user_id").ok_or_else(|| Error::MissingParam("user_id is required".into()))?;
+    let user = ruma::UserId::parse(user).map_err(|_| Error::invalid_param("user_id is not a user id"))?;
+    if !services.users.is_local(&user) {
+        return Err(Error::invalid_param("the user is not of this server"));
+    }
+    Ok(get_custom_information::v1::Response::new(crate::users::account_validity::user_info(&services, &user)?))
 }
 
 pub async fn query_directory(

@@ -46,6 +46,14 @@ pub struct AccountValidityConfig {
     /// The subject of renewal emails.
     #[serde(default = "default_renew_subject")]
     pub renew_email_subject: String,
+    /// Renewal emails carry a link (`true`, the default) or an 8-digit code the agent types in
+    /// their client, which renews only with that account's own access token (`false`).
+    #[serde(default = "default_send_links")]
+    pub send_links: bool,
+}
+
+fn default_send_links() -> bool {
+    true
 }
 
 fn default_renew_subject() -> String {

@@ -315,3 +315,227 @@ async fn the_user_directory_leaves_out_agents_who_hide_and_expired_accounts() {
     assert_eq!(api(&server, Method::POST, Some(&root), admin_path, Some(renew)).await.0, 200);
     assert!(finds_alice().await);
 }
+
+/// Signs `root` (made by the command line, an admin, excluded from expiry by the tests'
+/// settings) in and returns its access token.
+async fn root_token(server: &TestServer) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pw"), "root-pw").unwrap();
+    let out =
+        server.cli(&["user", "create", "root", "--admin", "--password-file", dir.path().join("pw").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let login = json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "root" }, "password": "root-pw" });
+    api(server, Method::POST, None, "/_matrix/client/v3/login", Some(login)).await.1["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Waits until `user` is (or is no longer) a joined member of `room`, as `token` reads it. The
+/// discovery room's task joins and leaves on its own, with nothing a client can wait on.
+async fn wait_member(server: &TestServer, token: &str, room: &str, user: &str, joined: bool) {
+    let path = format!("/_matrix/client/v3/rooms/{room}/joined_members");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, members) = api(server, Method::GET, Some(token), &path, None).await;
+        assert_eq!(status, 200, "{members}");
+        if members["joined"].get(user).is_some() == joined {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{user} never {} the room: {members}",
+            if joined { "joined" } else { "left" }
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The discovery room (`directory.discovery_room`) on one node: every account joins it, so two
+/// agents who share no other room find each other; clients are not shown it; an account leaves it
+/// when it expires (the expiry itself, as the clock passes it) and joins it again when renewed.
+#[tokio::test]
+async fn accounts_join_the_discovery_room_leave_it_when_they_expire_and_come_back_when_renewed() {
+    let settings = |room: Option<&str>| {
+        let mut s: Vec<(&str, toml::Value)> = vec![
+            ("account_validity.period", "30d".into()),
+            ("account_validity.exclude", toml::Value::Array(vec!["@root:localhost".into()])),
+        ];
+        if let Some(room) = room {
+            s.push(("directory.discovery_room", room.into()));
+        }
+        s
+    };
+    let mut server = TestServer::start_with(&settings(None));
+    let root = root_token(&server).await;
+    let (_, created) = api(
+        &server,
+        Method::POST,
+        Some(&root),
+        "/_matrix/client/v3/createRoom",
+        Some(json!({ "preset": "public_chat", "room_alias_name": "discovery" })),
+    )
+    .await;
+    let room = created["room_id"].as_str().expect("room_id").to_owned();
+    crate::common::write_config(server.config_path.parent().unwrap(), &settings(Some("#discovery:localhost")));
+    let clock = TokenClock::system();
+    let (env, path) = clock.env();
+    let mut clock = Clock { clock, offset_ms: 0 };
+    server.set_env(&[(env, &path)]);
+    server.restart();
+
+    let (_, alice) = crate::common::register_raw(&server, "alice").await;
+    let (_, bob) = crate::common::register_raw(&server, "bob").await;
+    wait_member(&server, &root, &room, "@alice:localhost", true).await;
+    wait_member(&server, &root, &room, "@bob:localhost", true).await;
+    let finds_alice = || async {
+        let body = json!({ "search_term": "alice" });
+        let (status, found) =
+            api(&server, Method::POST, Some(&bob), "/_matrix/client/v3/user_directory/search", Some(body)).await;
+        assert_eq!(status, 200, "{found}");
+        found["results"].as_array().unwrap().iter().any(|r| r["user_id"] == "@alice:localhost")
+    };
+    assert!(finds_alice().await, "two agents sharing only the discovery room find each other");
+    for token in [&alice, &root] {
+        let (_, joined) = api(&server, Method::GET, Some(token), "/_matrix/client/v3/joined_rooms", None).await;
+        assert!(!joined["joined_rooms"].as_array().unwrap().iter().any(|r| r == &json!(room)), "{joined}");
+        let (_, synced) = api(&server, Method::GET, Some(token), "/_matrix/client/v3/sync?timeout=0", None).await;
+        assert!(synced["rooms"]["join"].get(&room).is_none(), "sync shows the discovery room: {synced}");
+    }
+
+    // The expiry passes: alice leaves the room (bob stays, renewed by an admin meanwhile).
+    let admin_path = "/_synapse/admin/v1/account_validity/validity";
+    let later = json!({ "user_id": "@bob:localhost", "expiration_ts": clock.now() + 90 * DAY });
+    assert_eq!(api(&server, Method::POST, Some(&root), admin_path, Some(later)).await.0, 200);
+    clock.advance(&server, 30 * DAY + 60_000);
+    wait_member(&server, &root, &room, "@alice:localhost", false).await;
+    wait_member(&server, &root, &room, "@bob:localhost", true).await;
+    assert!(!finds_alice().await);
+    // Renewed: back in the room.
+    let renew = json!({ "user_id": "@alice:localhost" });
+    assert_eq!(api(&server, Method::POST, Some(&root), admin_path, Some(renew)).await.0, 200);
+    wait_member(&server, &root, &room, "@alice:localhost", true).await;
+    assert!(finds_alice().await);
+}
+
+/// Tchap's user info: `{"expired", "deactivated"}` of a local user (a name never given is
+/// neither), `404 M_NOT_FOUND` for a user of a server that cannot say.
+#[tokio::test]
+async fn user_info_says_whether_an_account_expired_or_was_deactivated() {
+    let server = TestServer::start_with(&[
+        ("account_validity.period", "30d".into()),
+        ("account_validity.exclude", toml::Value::Array(vec!["@root:localhost".into()])),
+    ]);
+    let root = root_token(&server).await;
+    let (_, bob) = crate::common::register_raw(&server, "bob").await;
+    crate::common::register_raw(&server, "alice").await;
+    crate::common::register_raw(&server, "carol").await;
+    let info = |user: &'static str, version: &'static str| {
+        let bob = bob.clone();
+        let server = &server;
+        async move {
+            api(server, Method::GET, Some(&bob), &format!("/_matrix/client/{version}/user/{user}/info"), None).await
+        }
+    };
+    let neither = json!({ "expired": false, "deactivated": false });
+    assert_eq!(info("@alice:localhost", "r0").await, (200, neither.clone()));
+    assert_eq!(info("@nobody:localhost", "v3").await, (200, neither.clone()));
+    let past = json!({ "user_id": "@alice:localhost", "expiration_ts": 1000 });
+    assert_eq!(
+        api(&server, Method::POST, Some(&root), "/_synapse/admin/v1/account_validity/validity", Some(past)).await.0,
+        200
+    );
+    assert_eq!(info("@alice:localhost", "r0").await, (200, json!({ "expired": true, "deactivated": false })));
+    assert_eq!(info("@alice:localhost", "v3").await.1["expired"], true);
+    let out = server.cli(&["user", "deactivate", "carol"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(info("@carol:localhost", "r0").await, (200, json!({ "expired": false, "deactivated": true })));
+    let unanswered = info("@someone:127.0.0.1:9", "r0").await;
+    assert_eq!(errcode(&unanswered), (404, "M_NOT_FOUND"), "{}", unanswered.1);
+    let (status, _) = api(&server, Method::GET, None, "/_matrix/client/r0/user/@alice:localhost/info", None).await;
+    assert_eq!(status, 401, "asked with an access token only");
+
+    // The bulk form: every user its server can say something of.
+    let ids = json!({ "user_ids": ["@alice:localhost", "@carol:localhost", "@bob:localhost", "@someone:127.0.0.1:9"] });
+    let (status, all) = api(&server, Method::POST, Some(&bob), "/_matrix/client/unstable/users/info", Some(ids)).await;
+    assert_eq!(status, 200, "{all}");
+    assert_eq!(
+        all,
+        json!({
+            "@alice:localhost": { "expired": true, "deactivated": false },
+            "@carol:localhost": { "expired": false, "deactivated": true },
+            "@bob:localhost": { "expired": false, "deactivated": false },
+        })
+    );
+    let bad = json!({ "user_ids": ["not a user"] });
+    let refused = api(&server, Method::POST, Some(&bob), "/_matrix/client/unstable/users/info", Some(bad)).await;
+    assert_eq!(errcode(&refused), (400, "M_INVALID_PARAM"), "{}", refused.1);
+}
+
+/// The code in a renewal email sent with `send_links = false`.
+fn code(text: &str) -> String {
+    let at = text.find("type this code in your app: ").expect("a renewal code") + "type this code in your app: ".len();
+    text[at..at + 8].to_owned()
+}
+
+/// `send_links = false`: the email carries an 8-digit code the agent types in their client; it
+/// renews only with the account's own access token, and stops working after five wrong codes.
+#[tokio::test]
+async fn short_renewal_codes_work_only_with_the_accounts_own_token() {
+    let (port, mut inbox) = smtp_sink().await;
+    let server = TestServer::start_with(&[
+        ("email.smtp_host", "127.0.0.1".into()),
+        ("email.smtp_port", i64::from(port).into()),
+        ("email.smtp_tls", "none".into()),
+        ("account_validity.period", "30d".into()),
+        ("account_validity.send_links", false.into()),
+        ("account_validity.exclude", toml::Value::Array(vec!["@root:localhost".into()])),
+    ]);
+    let root = root_token(&server).await;
+    let (_, alice) = crate::common::register_raw(&server, "alice").await;
+    let (_, bob) = crate::common::register_raw(&server, "bob").await;
+    let address = json!({ "threepids": [{ "medium": "email", "address": "alice@ministere.example" }] });
+    assert_eq!(
+        api(&server, Method::PUT, Some(&root), "/_synapse/admin/v2/users/@alice:localhost", Some(address)).await.0,
+        200
+    );
+    let admin_path = "/_synapse/admin/v1/account_validity/validity";
+    let past = json!({ "user_id": "@alice:localhost", "expiration_ts": 1000 });
+    assert_eq!(api(&server, Method::POST, Some(&root), admin_path, Some(past)).await.0, 200);
+    assert_eq!(errcode(&whoami(&server, &alice).await), (403, "ORG_MATRIX_EXPIRED_ACCOUNT"));
+
+    let send_mail = "/_matrix/client/unstable/account_validity/send_mail";
+    assert_eq!(api(&server, Method::POST, Some(&alice), send_mail, Some(json!({}))).await.0, 200);
+    let (_, mail) = next_mail(&mut inbox).await;
+    assert!(!mail.contains("account_validity/renew"), "no link: {mail}");
+    let first = code(&mail);
+    assert!(first.chars().all(|c| c.is_ascii_digit()), "{first}");
+    let renew = |token: Option<&str>, code: &str| {
+        let path = format!("/_matrix/client/unstable/account_validity/renew?token={code}");
+        let mut request = server.http().get(format!("{}{path}", server.url));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(renew(None, &first).await, 400, "a code alone renews nothing");
+    assert_eq!(renew(Some(&bob), &first).await, 400, "nor with another account's token");
+    assert_eq!(errcode(&whoami(&server, &alice).await), (403, "ORG_MATRIX_EXPIRED_ACCOUNT"));
+    assert_eq!(renew(Some(&alice), &first).await, 200, "the code with the account's own token");
+    assert_eq!(whoami(&server, &alice).await.0, 200);
+
+    // Five wrong codes: the right one no longer works; a new email gives a new code.
+    let past = json!({ "user_id": "@alice:localhost", "expiration_ts": 1000 });
+    assert_eq!(api(&server, Method::POST, Some(&root), admin_path, Some(past)).await.0, 200);
+    assert_eq!(api(&server, Method::POST, Some(&alice), send_mail, Some(json!({}))).await.0, 200);
+    let second = code(&next_mail(&mut inbox).await.1);
+    let wrong = if second == "00000000" { "11111111" } else { "00000000" };
+    for _ in 0..5 {
+        assert_eq!(renew(Some(&alice), wrong).await, 400);
+    }
+    assert_eq!(renew(Some(&alice), &second).await, 400, "the code stopped working");
+    assert_eq!(api(&server, Method::POST, Some(&alice), send_mail, Some(json!({}))).await.0, 200);
+    let third = code(&next_mail(&mut inbox).await.1);
+    assert_eq!(renew(Some(&alice), &third).await, 200);
+    assert_eq!(whoami(&server, &alice).await.0, 200);
+}

@@ -868,3 +868,72 @@ async fn a_directory_account_takes_up_the_invites_of_its_address() {
     assert_eq!(member["membership"], "invite", "{member}");
     assert_eq!(member["third_party_invite"]["signed"]["token"], token.as_str(), "{member}");
 }
+
+/// Makes `root` (password `Admin-Passw0rd`, which keeps the tests' rules) and signs it in.
+async fn policy_admin(server: &TestServer) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pw");
+    std::fs::write(&file, "Admin-Passw0rd").unwrap();
+    cli_ok(server, &["user", "create", "root", "--admin", "--password-file", file.to_str().unwrap()]);
+    login(server, "root", "Admin-Passw0rd").await.1["access_token"].as_str().unwrap().to_owned()
+}
+
+async fn expiry_of(server: &TestServer, token: &str) -> Value {
+    let path = "/_matrix/client/unstable/account_validity/validity";
+    api(server, Method::GET, Some(token), path, None).await.1["expiration_ts"].clone()
+}
+
+async fn expire_now(server: &TestServer, root: &str, user: &str) {
+    let body = json!({ "user_id": user, "expiration_ts": 1000 });
+    let (status, answer) =
+        api(server, Method::POST, Some(root), "/_synapse/admin/v1/account_validity/validity", Some(body)).await;
+    assert_eq!(status, 200, "{answer}");
+}
+
+async fn whoami(server: &TestServer, token: &str) -> (u16, Value) {
+    api(server, Method::GET, Some(token), "/_matrix/client/v3/account/whoami", None).await
+}
+
+/// Accounts the directory manages keep the directory's passwords, whatever `[password_policy]`
+/// says (the directory owns them), and follow the directory rather than `[account_validity]`
+/// unless `directory_accounts_expire`.
+#[tokio::test]
+async fn directory_accounts_are_exempt_from_the_password_policy_and_follow_the_directory() {
+    let slapd = Slapd::start(&directory(), 3).unwrap();
+    let rules: Vec<(&str, toml::Value)> = vec![
+        ("password_policy.enabled", true.into()),
+        ("password_policy.minimum_length", 12.into()),
+        ("password_policy.require_digit", true.into()),
+        ("password_policy.require_uppercase", true.into()),
+        ("account_validity.period", "30d".into()),
+        ("account_validity.exclude", toml::Value::Array(vec!["@root:localhost".into()])),
+    ];
+
+    let (first, _secrets) = server(&slapd.uri(), &rules);
+    let root = policy_admin(&first).await;
+    // "jean-pw" breaks every rule: the directory's password still signs in.
+    let (status, body) = login(&first, "jdupont", "jean-pw").await;
+    assert_eq!(status, 200, "{body}");
+    let jean = body["access_token"].as_str().unwrap().to_owned();
+    // Changing it here is refused for being the directory's, not for the rules.
+    let change = json!({ "new_password": "short", "auth": { "type": "m.login.password",
+        "identifier": { "type": "m.id.user", "user": "jdupont" }, "password": "jean-pw" } });
+    let refused = api(&first, Method::POST, Some(&jean), "/_matrix/client/v3/account/password", Some(change)).await;
+    assert_eq!((refused.0, refused.1["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "{}", refused.1);
+    // No expiry of its own; an expiry set anyway does not lock it out.
+    assert_eq!(expiry_of(&first, &jean).await, Value::Null);
+    expire_now(&first, &root, "@jdupont:localhost").await;
+    assert_eq!(whoami(&first, &jean).await.0, 200, "the directory decides, not the expiry");
+    drop(first);
+
+    // With directory_accounts_expire, directory accounts expire like the others.
+    let mut expiring = rules.clone();
+    expiring.push(("account_validity.directory_accounts_expire", true.into()));
+    let (second, _secrets) = server(&slapd.uri(), &expiring);
+    let root = policy_admin(&second).await;
+    let marie = login(&second, "mlefevre", "marie-pw").await.1["access_token"].as_str().unwrap().to_owned();
+    assert!(expiry_of(&second, &marie).await.is_u64(), "a directory account with an expiry");
+    expire_now(&second, &root, "@mlefevre:localhost").await;
+    let refused = whoami(&second, &marie).await;
+    assert_eq!((refused.0, refused.1["errcode"].as_str()), (403, Some("ORG_MATRIX_EXPIRED_ACCOUNT")), "{}", refused.1);
+}

@@ -343,6 +343,49 @@ async fn the_admin_api_marks_external_users() {
     assert_eq!(names, vec![bot_id.as_str()], "{list}");
 }
 
+/// The user directory marks users of external servers with `user_type: "external"` (here found by
+/// their whole email address, on the externals' node where every user is one); a part of an
+/// address finds nobody.
+#[tokio::test]
+async fn the_user_directory_marks_external_users() {
+    let server = TestServer::start_with(&[
+        ("server_name", EXTERNAL.into()),
+        ("network.role", "external".into()),
+        ("network.external_servers", toml::Value::Array(vec![EXTERNAL.into()])),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pw"), "root-pw").unwrap();
+    let out =
+        server.cli(&["user", "create", "root", "--admin", "--password-file", dir.path().join("pw").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let login = json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "root" }, "password": "root-pw" });
+    let root = api(&server, Method::POST, None, "/_matrix/client/v3/login", Some(login)).await.1["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (guest_id, _) = register_raw(&server, "guest").await;
+    let (_, other) = register_raw(&server, "other").await;
+    let address = json!({ "threepids": [{ "medium": "email", "address": "jean.dupont@partenaire.example" }] });
+    let path = format!("/_synapse/admin/v2/users/{}", urlencode(&guest_id));
+    let (status, body) = api(&server, Method::PUT, Some(&root), &path, Some(address)).await;
+    assert_eq!(status, 200, "{body}");
+    let search = |term: &'static str| {
+        let (server, other) = (&server, &other);
+        async move {
+            let body = json!({ "search_term": term });
+            let (status, found) =
+                api(server, Method::POST, Some(other), "/_matrix/client/v3/user_directory/search", Some(body)).await;
+            assert_eq!(status, 200, "{found}");
+            found["results"].as_array().unwrap().clone()
+        }
+    };
+    let found = search("Jean.Dupont@partenaire.example").await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["user_id"], json!(guest_id));
+    assert_eq!(found[0]["user_type"], "external", "{found:?}");
+    assert!(search("dupont@partenaire").await.is_empty(), "a part of an address finds nobody");
+}
+
 fn write_domains(path: &std::path::Path, text: &str) {
     // Written aside and renamed, as an editor saves: a reader never sees half a file.
     let temporary = path.with_extension("new");

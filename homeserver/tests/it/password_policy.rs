@@ -185,3 +185,72 @@ async fn the_command_line_refuses_weak_passwords_and_makes_up_good_ones() {
         stdout.lines().find_map(|l| l.strip_prefix("password: ")).expect("the password is shown").trim().to_owned();
     assert_eq!(login(&server, "carol", &again).await.0, 200);
 }
+
+/// A reset by email (the emailed session is not used up by a refused password) and the console's
+/// forms (an account made, a password reset) keep the rules too.
+#[tokio::test]
+async fn the_email_reset_and_the_consoles_forms_keep_the_rules() {
+    use crate::console::{csrf, post, sign_in};
+    let (port, mut inbox) = crate::email::smtp_sink().await;
+    let mut settings = strict();
+    settings.extend([
+        ("email.smtp_host", "127.0.0.1".into()),
+        ("email.smtp_port", i64::from(port).into()),
+        ("email.smtp_tls", "none".into()),
+    ]);
+    let server = TestServer::start_with(&settings);
+    let dir = tempfile::tempdir().unwrap();
+    let pw_file = dir.path().join("pw");
+    std::fs::write(&pw_file, "Root-Passw0rd").unwrap();
+    let out = server.cli(&["user", "create", "root", "--admin", "--password-file", pw_file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let root = login(&server, "root", "Root-Passw0rd").await.1["access_token"].as_str().unwrap().to_owned();
+
+    // The console: an account with a weak password is not made; a weak reset changes nothing.
+    let (_, cookie) = sign_in(&server, "root", "Root-Passw0rd").await;
+    let token = csrf(&server, &cookie, "/users").await;
+    for (password, _) in BAD {
+        let form = [("csrf", token.as_str()), ("localpart", "alice"), ("password", password)];
+        assert_eq!(post(&server, Some(&cookie), "/users/create", &form).await.status(), 400, "{password}");
+    }
+    let (status, _) = api(&server, Method::GET, Some(&root), "/_synapse/admin/v2/users/@alice:localhost", None).await;
+    assert_eq!(status, 404, "no account was made with a refused password");
+    let form = [("csrf", token.as_str()), ("localpart", "alice"), ("password", GOOD)];
+    assert_eq!(post(&server, Some(&cookie), "/users/create", &form).await.status(), 303);
+    for (password, _) in BAD {
+        let form = [("csrf", token.as_str()), ("user", "@alice:localhost"), ("password", password)];
+        assert_eq!(post(&server, Some(&cookie), "/users/password", &form).await.status(), 400, "{password}");
+    }
+    assert_eq!(login(&server, "alice", GOOD).await.0, 200, "the refused resets changed nothing");
+
+    // A reset by email: the weak password is refused before the validated session is used.
+    let address = json!({ "threepids": [{ "medium": "email", "address": "alice@ministere.example" }] });
+    let (status, body) =
+        api(&server, Method::PUT, Some(&root), "/_synapse/admin/v2/users/@alice:localhost", Some(address)).await;
+    assert_eq!(status, 200, "{body}");
+    let ask = json!({ "client_secret": "r3set", "email": "alice@ministere.example", "send_attempt": 1 });
+    let (status, body) =
+        api(&server, Method::POST, None, "/_matrix/client/v3/account/password/email/requestToken", Some(ask)).await;
+    assert_eq!(status, 200, "{body}");
+    let sid = body["sid"].as_str().unwrap().to_owned();
+    let (_, data) = tokio::time::timeout(std::time::Duration::from_secs(20), inbox.recv()).await.unwrap().unwrap();
+    let text = crate::email::decode(&data);
+    let query = text.split("submit_token?").nth(1).expect("a link").split_whitespace().next().unwrap().to_owned();
+    let clicked =
+        server.http().get(format!("{}/_hemicycle/client/email/submit_token?{query}", server.url)).send().await.unwrap();
+    assert_eq!(clicked.status(), 200);
+    let new_password = |password: &str| {
+        json!({ "new_password": password,
+                "auth": { "type": "m.login.email.identity", "threepid_creds": { "sid": sid, "client_secret": "r3set" } } })
+    };
+    for (password, code) in BAD {
+        let refused =
+            api(&server, Method::POST, None, "/_matrix/client/v3/account/password", Some(new_password(password))).await;
+        assert_eq!(errcode(&refused), (400, *code), "{password}");
+    }
+    let done =
+        api(&server, Method::POST, None, "/_matrix/client/v3/account/password", Some(new_password("Another-Good-1")))
+            .await;
+    assert_eq!(done.0, 200, "the session survived the refusals: {}", done.1);
+    assert_eq!(login(&server, "alice", "Another-Good-1").await.0, 200);
+}

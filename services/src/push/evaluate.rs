@@ -225,6 +225,10 @@ async fn evaluate_range(services: &Services, rooms: &mut RoomCache, done: u64, h
     for (pos, event_id) in events {
         let Some(json) = services.rooms.pdu_json(&event_id)? else { continue };
         let Some(meta) = services.rooms.meta(&event_id)? else { continue };
+        // The discovery room's joins and leaves are the directory's business: nobody is notified.
+        if services.discovery.is_room(&meta.room_id) {
+            continue;
+        }
         let (thread, notified) = evaluate(services, rooms, &meta.room_id, pos, &json).await?;
         for (user, actions) in notified {
             let key = (user.clone(), meta.room_id.clone());

@@ -252,7 +252,10 @@ fn compute(services: &Services, params: &SyncParams, now: SyncToken) -> Result<S
     let mut result = SyncResult { next_batch: now.encode(), ..Default::default() };
     let changed_after = |pos: u64| since.is_none_or(|s| pos > s);
 
-    let memberships = rooms.memberships_of(user)?;
+    // The discovery room is the directory's, never the user's: no timeline, state, presence or
+    // device list changes come from it.
+    let memberships: Vec<_> =
+        rooms.memberships_of(user)?.into_iter().filter(|(room, _)| !services.discovery.is_room(room)).collect();
     // Joined rooms with something to say, computed after the loop (side by side when many).
     let mut joined_work: Vec<(OwnedRoomId, Option<u64>, bool)> = Vec::new();
     for (room, membership) in memberships.iter().cloned() {
@@ -324,7 +327,7 @@ fn compute(services: &Services, params: &SyncParams, now: SyncToken) -> Result<S
         }
         None => {
             let mut everyone: BTreeSet<OwnedUserId> = BTreeSet::from([user.to_owned()]);
-            for room in rooms.rooms_of(user, "join")? {
+            for room in rooms.rooms_of(user, "join")?.into_iter().filter(|r| !services.discovery.is_room(r)) {
                 everyone
                     .extend(rooms.members(&room)?.into_iter().filter(|(_, m)| m.membership == "join").map(|(u, _)| u));
             }
@@ -359,6 +362,7 @@ fn compute(services: &Services, params: &SyncParams, now: SyncToken) -> Result<S
             }
         } else if let Ok(room) = OwnedRoomId::try_from(room) {
             if rooms.is_joined(user, &room)?
+                && !services.discovery.is_room(&room)
                 && params.filter.wants_room(&room)
                 && params.filter.room_account_data.accepts(&event)
             {

@@ -223,6 +223,9 @@ fn compute(services: &Services, request: &SlidingRequest, now: SyncToken) -> Res
     // The user's rooms, most recent first.
     let mut candidates = Vec::new();
     for (room, membership) in rooms.memberships_of(user)? {
+        if services.discovery.is_room(&room) {
+            continue;
+        }
         let stamp = match membership.membership.as_str() {
             "join" => bump_stamp(services, &room)?,
             "invite" => membership.pos,
@@ -269,6 +272,7 @@ fn compute(services: &Services, request: &SlidingRequest, now: SyncToken) -> Res
             .memberships_of(user)?
             .iter()
             .any(|(r, m)| r == room && (m.membership == "join" || m.membership == "invite"))
+            && !services.discovery.is_room(room)
         {
             selected.entry(room.clone()).or_default().merge(spec);
         }

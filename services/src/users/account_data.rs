@@ -21,6 +21,8 @@ const SERVER_MANAGED: &[&str] = &["m.fully_read", "m.push_rules"];
 pub struct AccountData {
     db: Arc<Database>,
     writer: Arc<Writer>,
+    /// Told when a user sets `im.vector.hide_profile`: hiding leaves the discovery room.
+    discovery: Option<Arc<super::discovery::state::Discovery>>,
 }
 
 fn key(user: &UserId, room: Option<&RoomId>, kind: &str) -> (ruma::OwnedUserId, String, String) {
@@ -29,7 +31,13 @@ fn key(user: &UserId, room: Option<&RoomId>, kind: &str) -> (ruma::OwnedUserId, 
 
 impl AccountData {
     pub fn new(db: Arc<Database>, writer: Arc<Writer>) -> Self {
-        Self { db, writer }
+        Self { db, writer, discovery: None }
+    }
+
+    /// Tells the discovery room's task when a user hides or shows themselves.
+    pub fn with_discovery(mut self, discovery: Arc<super::discovery::state::Discovery>) -> Self {
+        self.discovery = Some(discovery);
+        self
     }
 
     pub fn get(&self, user: &UserId, room: Option<&RoomId>, kind: &str) -> Result<Option<Value>> {
@@ -60,7 +68,13 @@ impl AccountData {
         if SERVER_MANAGED.contains(&kind) {
             return Err(Error::ServerManaged(format!("{kind} is managed by the server through its own API")));
         }
-        self.set_managed(user, room, kind, content).await
+        self.set_managed(user, room, kind, content).await?;
+        if room.is_none() && kind == super::discovery::state::HIDE_PROFILE {
+            if let Some(discovery) = &self.discovery {
+                discovery.touch(user);
+            }
+        }
+        Ok(())
     }
 
     /// Stores account data the server manages itself (`m.fully_read`, `m.push_rules`).

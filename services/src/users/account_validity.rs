@@ -55,6 +55,10 @@ fn hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
+/// Wrong codes an account may type before its code stops working (a new email gives a new one):
+/// an 8-digit code is short enough to guess given unlimited tries.
+const MAX_CODE_FAILURES: u32 = 5;
+
 fn due_key(due: u64, user: &UserId) -> Vec<u8> {
     let mut key = due.to_be_bytes().to_vec();
     key.extend_from_slice(user.as_bytes());
@@ -63,7 +67,12 @@ fn due_key(due: u64, user: &UserId) -> Vec<u8> {
 
 impl AccountValidity {
     /// `config` absent: accounts never expire and nothing here runs.
-    pub fn new(db: Arc<Database>, config: Option<AccountValidityConfig>, mail_relay: bool) -> Result<Self> {
+    pub fn new(
+        db: Arc<Database>,
+        config: Option<AccountValidityConfig>,
+        mail_relay: bool,
+        discovery: Arc<crate::users::discovery::state::Discovery>,
+    ) -> Result<Self> {
         let mut exclude = Vec::new();
         for pattern in config.iter().flat_map(|c| &c.exclude) {
             let anchored = format!("^(?:{pattern})$");
@@ -71,7 +80,16 @@ impl AccountValidity {
                 Error::Internal(format!("account_validity.exclude: {pattern:?} is not a regular expression: {e}"))
             })?);
         }
-        Ok(Self { db, config, exclude, mail_relay, wake: Notify::new(), lock: tokio::sync::Mutex::new(()) })
+        Ok(Self {
+            db,
+            config,
+            exclude,
+            mail_relay,
+            wake: Notify::new(),
+            lock: tokio::sync::Mutex::new(()),
+            code_failures: Default::default(),
+            discovery,
+        })
     }
 
     pub fn config(&self) -> Option<&AccountValidityConfig> {
@@ -118,7 +136,7 @@ impl AccountValidity {
     }
 
     /// When the account's next step is due: the earliest renewal email not sent yet (while the
-    /// account is still valid and email goes out), else its deactivation.
+    /// account is still valid and email goes out), its expiry, else its deactivation.
     fn next_due(&self, v: &Validity, now: u64, mails: bool) -> Option<u64> {
         let config = self.config.as_ref()?;
         let mut due: Option<u64> = None;
@@ -129,6 +147,10 @@ impl AccountValidity {
                     due = Some(due.map_or(at, |d| d.min(at)));
                 }
             }
+        }
+        // The expiry itself: the account leaves the discovery room then.
+        if now < v.expiration_ts {
+            due = Some(due.map_or(v.expiration_ts, |d| d.min(v.expiration_ts)));
         }
         if let Some(after) = config.deactivate_after {
             let at = v.expiration_ts.saturating_add(after.as_millis());
@@ -148,6 +170,21 @@ impl AccountValidity {
             tables.users.dueuserid_userid.insert(batch, &due_key(due, user), &Json(user.to_owned()));
         }
         tables.users.userid_validity.insert(batch, &user.to_owned(), &Json(new));
+    }
+
+    /// Whether renewal emails carry links (else short codes typed in the client).
+    pub fn sends_links(&self) -> bool {
+        self.config.as_ref().is_none_or(|c| c.send_links)
+    }
+
+    /// The stored key of a renewal token: a link's long token alone; a short code together with
+    /// its account, so a code renews only the account whose access token comes with it (two
+    /// accounts may well get the same 8 digits).
+    fn token_key(&self, user: &UserId, token: &str) -> Vec<u8> {
+        match self.sends_links() {
+            true => hash(token),
+            false => hash(&format!("{user}\n{token}")),
+        }
     }
 
     fn mails_on(&self) -> bool {
@@ -190,16 +227,31 @@ impl AccountValidity {
         self.write(&mut batch, user, old.as_ref(), new, now);
         self.db.commit(batch)?;
         self.changed();
+        self.discovery.touch(user);
         Ok(expiration_ts)
     }
 
     /// Follows a renewal link: a fresh token renews the account for a period from now (once; a
     /// second click answers [`Renewal::AlreadyUsed`] and changes nothing).
-    pub async fn renew_with_token(&self, token: &str) -> Result<Renewal> {
-        let token_hash = hash(token);
+    ///
+    /// With short codes (`send_links = false`) the code counts only with `requester`, the account
+    /// whose access token came with the request; after [`MAX_CODE_FAILURES`] wrong codes the
+    /// account's code stops working.
+    pub async fn renew_with_token(&self, token: &str, requester: Option<&UserId>) -> Result<Renewal> {
+        let token_hash = match (self.sends_links(), requester) {
+            (true, _) => hash(token),
+            (false, Some(requester)) => self.token_key(requester, token),
+            (false, None) => return Ok(Renewal::Invalid),
+        };
         let Some(Json(user)) = self.db.tables.users.renewalhash_userid.get(&token_hash)? else {
+            if let (false, Some(requester)) = (self.sends_links(), requester) {
+                self.code_failed(requester).await?;
+            }
             return Ok(Renewal::Invalid);
         };
+        if !self.sends_links() && requester != Some(&*user) {
+            return Ok(Renewal::Invalid);
+        }
         let _guard = self.lock.lock().await;
         let Some(old) = self.get(&user)? else { return Ok(Renewal::Invalid) };
         if old.token_hash.as_deref() != Some(token_hash.as_slice()) {
@@ -222,6 +274,8 @@ impl AccountValidity {
         self.write(&mut batch, &user, Some(&old), new, now);
         self.db.commit(batch)?;
         self.changed();
+        self.discovery.touch(&user);
+        self.code_failures.lock().expect("code failures").remove(&user);
         tracing::info!(%user, expiration_ts, "account renewed by its emailed link");
         Ok(Renewal::Renewed(expiration_ts))
     }
@@ -231,8 +285,12 @@ impl AccountValidity {
     async fn issue_token(&self, user: &UserId) -> Result<Option<(String, u64)>> {
         let _guard = self.lock.lock().await;
         let Some(old) = self.get(user)? else { return Ok(None) };
-        let token = super::random_password();
-        let token_hash = hash(&token);
+        let token = match self.sends_links() {
+            true => super::random_password(),
+            false => super::random_string(8, b"0123456789"),
+        };
+        let token_hash = self.token_key(user, &token);
+        self.code_failures.lock().expect("code failures").remove(user);
         let mut batch = Batch::new();
         if let Some(previous) = &old.token_hash {
             self.db.tables.users.renewalhash_userid.remove(&mut batch, previous);
@@ -242,6 +300,29 @@ impl AccountValidity {
         self.write(&mut batch, user, Some(&old), new, token_clock_ms());
         self.db.commit(batch)?;
         Ok(Some((token, old.expiration_ts)))
+    }
+
+    /// Counts a wrong code typed by `user`; at [`MAX_CODE_FAILURES`] their code stops working.
+    async fn code_failed(&self, user: &UserId) -> Result<()> {
+        let failures = {
+            let mut all = self.code_failures.lock().expect("code failures");
+            let count = all.entry(user.to_owned()).or_default();
+            *count += 1;
+            *count
+        };
+        if failures < MAX_CODE_FAILURES {
+            return Ok(());
+        }
+        tracing::warn!(%user, "too many wrong renewal codes: the code stops working");
+        self.code_failures.lock().expect("code failures").remove(user);
+        let _guard = self.lock.lock().await;
+        let Some(old) = self.get(user)? else { return Ok(()) };
+        let Some(token_hash) = old.token_hash.clone() else { return Ok(()) };
+        let mut batch = Batch::new();
+        self.db.tables.users.renewalhash_userid.remove(&mut batch, &token_hash);
+        let new = Validity { token_hash: None, token_used_ts: None, ..old.clone() };
+        self.write(&mut batch, user, Some(&old), new, token_clock_ms());
+        Ok(self.db.commit(batch)?)
     }
 
     /// Records the outcome of the renewal email for `offsets` of the period ending at
@@ -319,6 +400,41 @@ pub fn exempt(services: &Services, user: &UserId) -> Result<bool> {
     Ok(managed && !config.directory_accounts_expire)
 }
 
+/// Tchap's user info (`GET /_matrix/client/r0/user/{userId}/info`, and the federation query
+/// `user_info` other nodes ask): whether a user of this node is expired and whether deactivated,
+/// so a client can say why a colleague does not answer. A name this node never gave is neither,
+/// as the reference answers.
+pub fn user_info(services: &Services, user: &UserId) -> Result<serde_json::Value> {
+    let account = services.users.account(user)?;
+    let deactivated = account.as_ref().is_some_and(|a| a.deactivated);
+    let expired =
+        !deactivated && account.is_some() && services.account_validity.is_expired(user)? && !exempt(services, user)?;
+    Ok(serde_json::json!({ "expired": expired, "deactivated": deactivated }))
+}
+
+/// [`user_info`] of a user of another server, asked of that server (the federation query
+/// `user_info`). A server that cannot say (one without the query, or away) makes it `None`.
+pub async fn remote_user_info(services: &Services, user: &UserId) -> Option<serde_json::Value> {
+    use ruma::api::federation::query::get_custom_information::v1::Request;
+    let params = [("user_id".to_owned(), user.to_string())].into();
+    let asked = services.federation.send(user.server_name(), Request::new("user_info".to_owned(), params)).await;
+    match asked {
+        Ok(response) => {
+            let flag = |key: &str| response.body.get(key).and_then(serde_json::Value::as_bool);
+            match (flag("expired"), flag("deactivated")) {
+                (Some(expired), Some(deactivated)) => {
+                    Some(serde_json::json!({ "expired": expired, "deactivated": deactivated }))
+                }
+                _ => None,
+            }
+        }
+        Err(error) => {
+            tracing::debug!(%user, %error, "user info not answered by the user's server");
+            None
+        }
+    }
+}
+
 /// Whether an expired account may still make this request: logging out, and the account
 /// validity routes themselves (asking for a mail, renewing, asking whether it is valid).
 fn allowed_while_expired(path: &str) -> bool {
@@ -377,19 +493,28 @@ pub async fn send_renewal_mail(services: &Services, user: &UserId) -> Result<()>
     };
     let name = services.profiles.get(user)?.get("displayname").and_then(|v| v.as_str()).map(str::to_owned);
     let name = name.unwrap_or_else(|| user.to_string());
-    let link = format!(
-        "{}/_matrix/client/unstable/account_validity/renew?token={}",
-        services.config.client_base_url(),
-        form_urlencoded::byte_serialize(token.as_bytes()).collect::<String>()
-    );
     let when = format_utc(expiration_ts);
     let server = &services.config.server_name;
-    let body = format!(
-        "Bonjour {name},\n\nVotre compte {user} sur {server} expire le {when}.\n\
-         Pour le garder, ouvrez ce lien :\n{link}\n\n---\n\n\
-         Hello {name},\n\nYour account {user} on {server} expires on {when}.\n\
-         To keep it, open this link:\n{link}\n"
-    );
+    let body = if validity.sends_links() {
+        let link = format!(
+            "{}/_matrix/client/unstable/account_validity/renew?token={}",
+            services.config.client_base_url(),
+            form_urlencoded::byte_serialize(token.as_bytes()).collect::<String>()
+        );
+        format!(
+            "Bonjour {name},\n\nVotre compte {user} sur {server} expire le {when}.\n\
+             Pour le garder, ouvrez ce lien :\n{link}\n\n---\n\n\
+             Hello {name},\n\nYour account {user} on {server} expires on {when}.\n\
+             To keep it, open this link:\n{link}\n"
+        )
+    } else {
+        format!(
+            "Bonjour {name},\n\nVotre compte {user} sur {server} expire le {when}.\n\
+             Pour le garder, saisissez ce code dans votre application : {token}\n\n---\n\n\
+             Hello {name},\n\nYour account {user} on {server} expires on {when}.\n\
+             To keep it, type this code in your app: {token}\n"
+        )
+    };
     for address in addresses {
         services.threepids.send_email(&address, &config.renew_email_subject, body.clone()).await?;
     }
@@ -495,7 +620,12 @@ async fn step(services: &Services, user: &UserId) -> Result<()> {
         };
         return validity.mailed(user, record.expiration_ts, &due, sent).await;
     }
-    // Nothing due after all (the record changed since it was read): file it again.
+    if now >= record.expiration_ts {
+        // Expired: hidden from the directory, so out of the discovery room until renewed.
+        services.discovery.touch(user);
+    }
+    // Nothing else due (the expiry itself, or the record changed since it was read): file it
+    // again.
     let _guard = validity.lock.lock().await;
     let Some(old) = validity.get(user)? else { return Ok(()) };
     let mut batch = Batch::new();

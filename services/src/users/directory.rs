@@ -131,6 +131,12 @@ impl Users {
                 tracing::warn!(%user, %mail, %error, "directory address not added");
             }
         }
+        // Directory accounts expire only when `directory_accounts_expire` says so; they then get
+        // their first expiry in the write that makes them, as other accounts do.
+        let validity = self.validity.as_ref().filter(|v| v.config().is_some_and(|c| c.directory_accounts_expire));
+        if let Some(validity) = validity {
+            validity.on_create(&mut batch, &user);
+        }
         if durable {
             self.db.commit(batch)?;
         } else {
@@ -138,6 +144,10 @@ impl Users {
         }
         // The directory's address is bound like any other: its third-party invites are taken up.
         threepids.wake_bound();
+        if let Some(validity) = validity {
+            validity.changed();
+        }
+        self.discovery_touch(&user);
         Ok(user)
     }
 

@@ -8,7 +8,7 @@ use ruma::UserId;
 use crate::{error::Result, services::Services};
 
 /// The account data type Tchap's clients set.
-pub const ACCOUNT_DATA_TYPE: &str = "im.vector.hide_profile";
+pub const ACCOUNT_DATA_TYPE: &str = crate::users::discovery::state::HIDE_PROFILE;
 
 /// Whether `user` is to be left out of user directory results.
 pub fn hidden(services: &Services, user: &UserId) -> Result<bool> {

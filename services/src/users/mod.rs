@@ -8,6 +8,7 @@ pub mod account_data;
 pub mod account_validity;
 pub mod deactivation;
 pub mod directory;
+pub mod discovery;
 pub mod filters;
 pub mod hide_profile;
 pub mod password;
@@ -168,6 +169,8 @@ pub struct Users {
     password_policy: password_policy::PasswordPolicy,
     /// `[account_validity]`: a new account gets its expiry in the write that creates it.
     validity: Option<Arc<account_validity::AccountValidity>>,
+    /// `directory.discovery_room`: told of every new or reactivated account, which joins it.
+    discovery: Option<Arc<discovery::state::Discovery>>,
 }
 
 impl Users {
@@ -186,6 +189,7 @@ impl Users {
             directory: None,
             password_policy: Default::default(),
             validity: None,
+            discovery: None,
         }
     }
 
@@ -199,6 +203,20 @@ impl Users {
     pub fn with_validity(mut self, validity: Arc<account_validity::AccountValidity>) -> Self {
         self.validity = Some(validity);
         self
+    }
+
+    /// Tells the discovery room's task of new and reactivated accounts.
+    pub fn with_discovery(mut self, discovery: Arc<discovery::state::Discovery>) -> Self {
+        self.discovery = Some(discovery);
+        self
+    }
+
+    /// Names an account to the discovery room's task (it joins or leaves as the account's state
+    /// now says).
+    pub(crate) fn discovery_touch(&self, user: &UserId) {
+        if let Some(discovery) = &self.discovery {
+            discovery.touch(user);
+        }
     }
 
     pub fn password_policy(&self) -> &password_policy::PasswordPolicy {
@@ -310,6 +328,7 @@ impl Users {
         if let Some(validity) = &self.validity {
             validity.changed();
         }
+        self.discovery_touch(&user);
         Ok(user)
     }
 
@@ -450,6 +469,7 @@ impl Users {
             &Json([("displayname".to_owned(), serde_json::Value::String(user.localpart().to_owned()))].into()),
         );
         self.db.commit(batch)?;
+        self.discovery_touch(user);
         Ok(())
     }
 

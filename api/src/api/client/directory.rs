@@ -8,7 +8,6 @@ use ruma::{
         alias::{create_alias, delete_alias, get_alias},
         directory::{get_public_rooms, get_public_rooms_filtered, get_room_visibility, set_room_visibility},
         room::{aliases, Visibility},
-        user_directory::search_users,
     },
     directory::{PublicRoomsChunk, PublicRoomsChunkInit},
     room::JoinRuleKind,
@@ -198,24 +197,43 @@ pub async fn public_rooms_filtered(
     Ok(response)
 }
 
+/// The user directory: users sharing a room with the searcher (every agent of the network when
+/// the discovery room is set) or in a public room, by id or display name, and the account an
+/// email address given whole is bound to here; users who hide (or expired) left out, users of
+/// external servers marked `user_type: "external"`.
 pub async fn search(
     services: Arc<Services>,
-    request: Ruma<search_users::v3::Request>,
-) -> Result<search_users::v3::Response> {
+    request: Ruma<super::endpoints::search_users::Request>,
+) -> Result<super::endpoints::search_users::Response> {
+    use super::endpoints::search_users::{Response, User};
     let user = request.sender()?.user_id.clone();
     let limit = u64::from(request.body.limit).clamp(1, 100) as usize;
-    let (found, limited) = services.rooms.search_users_visible(&user, &request.body.search_term, limit, |found| {
-        crate::users::hide_profile::hidden(&services, found)
-    })?;
+    let term = request.body.search_term.trim();
+    let (mut found, mut limited) = services
+        .rooms
+        .search_users_visible(&user, term, limit, |found| crate::users::hide_profile::hidden(&services, found))?;
+    // An address given whole finds its account, as the identity lookup Tchap's clients make
+    // would; a part of one finds nothing (addresses are not listed).
+    if term.contains('@') && !term.starts_with('@') {
+        if let Some(owner) = services.threepids.owner("email", &term.to_lowercase())? {
+            if !found.iter().any(|(id, _, _)| *id == owner) && !crate::users::hide_profile::hidden(&services, &owner)? {
+                let (name, avatar) = services.rooms.profile_of(&owner)?;
+                found.insert(0, (owner, name, avatar));
+                if found.len() > limit {
+                    found.truncate(limit);
+                    limited = true;
+                }
+            }
+        }
+    }
     let results = found
         .into_iter()
-        .map(|(id, name, avatar)| {
-            let mut u = search_users::v3::User::new(id);
-            u.display_name = name;
-            u.avatar_url = avatar.map(Into::into);
-            u
+        .map(|(id, name, avatar)| User {
+            user_type: services.network.is_external_user(&id).then(|| "external".to_owned()),
+            user_id: id,
+            display_name: name,
+            avatar_url: avatar,
         })
         .collect();
-    let response = search_users::v3::Response::new(results, limited);
-    Ok(response)
+    Ok(Response { results, limited })
 }

@@ -144,3 +144,53 @@ pub mod search_events {
         pub next_batch: Option<String>,
     }
 }
+
+/// `POST /_matrix/client/v3/user_directory/search` answered with one field more than ruma's
+/// response has: `user_type: "external"` on users of the network's external servers (the field and
+/// value the admin API shows them with), so a client need not know the servers' list to mark them.
+pub mod search_users {
+    use ruma::{
+        api::{auth_scheme::AccessToken, metadata, request, response},
+        OwnedUserId, UInt,
+    };
+    use serde::{Deserialize, Serialize};
+
+    metadata! {
+        method: POST,
+        rate_limited: true,
+        authentication: AccessToken,
+        history: {
+            1.0 => "/_matrix/client/r0/user_directory/search",
+            1.1 => "/_matrix/client/v3/user_directory/search",
+        }
+    }
+
+    #[request]
+    pub struct Request {
+        pub search_term: String,
+        #[serde(default = "default_limit")]
+        pub limit: UInt,
+    }
+
+    fn default_limit() -> UInt {
+        UInt::from(10u32)
+    }
+
+    #[response]
+    pub struct Response {
+        pub results: Vec<User>,
+        pub limited: bool,
+    }
+
+    #[derive(Clone, Debug, Serialize, Deserialize)]
+    pub struct User {
+        pub user_id: OwnedUserId,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub display_name: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub avatar_url: Option<String>,
+        /// `external` for a user of one of `network.external_servers`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub user_type: Option<String>,
+    }
+}

@@ -167,7 +167,9 @@ pub async fn joined(
     services: Arc<Services>,
     request: Ruma<joined_rooms::v3::Request>,
 ) -> Result<joined_rooms::v3::Response> {
-    let rooms = services.rooms.rooms_of(&request.sender()?.user_id, "join")?;
+    let mut rooms = services.rooms.rooms_of(&request.sender()?.user_id, "join")?;
+    // The discovery room is the directory's: clients list no room of it.
+    rooms.retain(|room| !services.discovery.is_room(room));
     Ok(joined_rooms::v3::Response::new(rooms))
 }
 

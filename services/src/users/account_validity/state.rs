@@ -16,4 +16,8 @@ pub struct AccountValidity {
     pub(crate) wake: Notify,
     /// Serializes read-modify-writes of the records (renewals, mails, admin changes are rare).
     pub(crate) lock: tokio::sync::Mutex<()>,
+    /// Wrong renewal codes typed per account since its last code (`send_links = false`).
+    pub(crate) code_failures: std::sync::Mutex<std::collections::HashMap<ruma::OwnedUserId, u32>>,
+    /// Told of renewals: a renewed account joins the discovery room again.
+    pub(crate) discovery: Arc<crate::users::discovery::state::Discovery>,
 }
