@@ -20,6 +20,7 @@ pub struct Tables {
     pub server_keys: crate::server_keys::tables::Tables,
     pub reports: crate::reports::tables::Tables,
     pub audit: crate::audit::tables::Tables,
+    pub oauth: crate::oauth::tables::Tables,
 }
 
 /// The column families of every domain, in one list for the store to open.
@@ -35,6 +36,7 @@ const PARTS: &[&[&str]] = &[
     crate::server_keys::tables::Tables::NAMES,
     crate::reports::tables::Tables::NAMES,
     crate::audit::tables::Tables::NAMES,
+    crate::oauth::tables::Tables::NAMES,
 ];
 
 const COUNT: usize = hemicycle_core::db::names_count(PARTS);
@@ -60,6 +62,7 @@ impl TableSet for Tables {
             server_keys: crate::server_keys::tables::Tables::new(db, reads),
             reports: crate::reports::tables::Tables::new(db, reads),
             audit: crate::audit::tables::Tables::new(db, reads),
+            oauth: crate::oauth::tables::Tables::new(db, reads),
         }
     }
 }
