@@ -291,3 +291,36 @@ async fn password_sign_in_in_a_real_browser() {
     assert!(seen["redirect"].is_null(), "{seen}");
     assert!(seen["alert"].as_str().unwrap_or("").contains("Connexion refusée"), "French by default here: {seen}");
 }
+
+#[tokio::test]
+async fn a_callback_from_another_issuer_or_browser_is_refused() {
+    let Setup { server, .. } = &setup();
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let start = format!(
+        "{}/_matrix/client/v3/login/sso/redirect/proconnect?redirectUrl=http%3A%2F%2F127.0.0.1%3A4243%2Fsso",
+        server.url
+    );
+    let started = || async {
+        let response = http.get(&start).send().await.unwrap();
+        assert_eq!(response.status(), 303);
+        let location = Url::parse(response.headers()["location"].to_str().unwrap()).unwrap();
+        let state = location.query_pairs().find(|(k, _)| k == "state").unwrap().1.into_owned();
+        let cookie = response.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+        (state, cookie)
+    };
+    let callback = |state: &str, iss: &str| {
+        format!("{}/_hemicycle/oauth2/upstream/callback?code=stolen&state={state}&iss={iss}", server.url)
+    };
+
+    // RFC 9207: an answer naming another issuer is not taken (its code never goes anywhere).
+    let (state, cookie) = started().await;
+    let page = http.get(callback(&state, "http%3A%2F%2Fevil.example")).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(page.status(), 502);
+    assert!(page.text().await.unwrap().contains("another issuer"));
+
+    // A sign-in started in another browser (no cookie binding it to this one).
+    let (state, _) = started().await;
+    let page = http.get(callback(&state, "")).send().await.unwrap();
+    assert_eq!(page.status(), 400);
+    assert!(page.text().await.unwrap().contains("another browser"));
+}

@@ -127,11 +127,14 @@ pub async fn start(
 }
 
 /// The provider's answer at our callback: the sign-in it belongs to (used up here, once),
-/// then the code exchanged for the person's claims.
+/// then the code exchanged for the person's claims. `iss`, when the provider names itself in its
+/// answer (RFC 9207), must be the provider the sign-in went to, so that another provider cannot
+/// have us send it a code meant for the first (a mix-up).
 pub async fn finish(
     services: &Services,
     state: &str,
     code: &str,
+    iss: Option<&str>,
     callback: &str,
 ) -> std::result::Result<(UpstreamSession, Identity), UpstreamRefusal> {
     let table = &services.db.tables.oauth.statehash_upstream;
@@ -150,6 +153,9 @@ pub async fn finish(
         .upstreams
         .provider(&session.provider)
         .ok_or_else(|| UpstreamRefusal::Provider(format!("no provider {}", session.provider)))?;
+    if iss.is_some_and(|iss| iss.trim_end_matches('/') != config.issuer.trim_end_matches('/')) {
+        return Err(UpstreamRefusal::Provider("the answer comes from another issuer".into()));
+    }
     let discovery = services.upstreams.discover(config).await.map_err(UpstreamRefusal::Provider)?;
     let mut form = vec![
         ("grant_type", "authorization_code"),

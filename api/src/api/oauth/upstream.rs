@@ -186,7 +186,15 @@ async fn callback(State(services): State<Arc<Services>>, request: Request) -> Re
         let error = params.get("error").cloned().unwrap_or_else(|| "no code".into());
         return refused(&services, lang, None, &UpstreamRefusal::Provider(error));
     };
-    let (session, identity) = match upstream::finish(&services, &state, code, &callback_url(&services)).await {
+    let (session, identity) = match upstream::finish(
+        &services,
+        &state,
+        code,
+        params.get("iss").map(String::as_str),
+        &callback_url(&services),
+    )
+    .await
+    {
         Ok(done) => done,
         Err(refusal) => return refused(&services, lang, None, &refusal),
     };
