@@ -14,8 +14,10 @@ use serde::Deserialize;
 
 mod accounts;
 mod calls;
+mod oauth;
 pub use accounts::{AccountValidityConfig, HumanDuration, PasswordPolicyConfig};
 pub use calls::{DelayedEventsConfig, LiveKitConfig, MatrixRtcConfig};
+pub use oauth::{ClaimsConfig, DomainFallback, OauthConfig, UpstreamConfig};
 
 /// A configuration problem, naming the dotted key at fault.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +72,8 @@ pub struct Config {
     pub delayed_events: Option<DelayedEventsConfig>,
     /// MatrixRTC transports and the LiveKit authorisation service (docs/calls.md).
     pub matrix_rtc: MatrixRtcConfig,
+    /// The OAuth 2.0 authorization server (next-generation sign-in); off by default (docs/auth.md).
+    pub oauth: OauthConfig,
 }
 
 /// Application services (bridges, bots such as `hemicycle-workspace`): one registration file
@@ -519,6 +523,7 @@ impl Default for Config {
             directory: DirectoryConfig::default(),
             delayed_events: None,
             matrix_rtc: MatrixRtcConfig::default(),
+            oauth: OauthConfig::default(),
         }
     }
 }
@@ -821,6 +826,7 @@ impl Config {
         if let Some(validity) = &self.account_validity {
             validity.validate()?;
         }
+        self.oauth.validate()?;
         self.network.validate(&self.server_name)?;
         self.directory.validate()?;
         if let Some(delayed) = &self.delayed_events {

@@ -16,6 +16,7 @@ pub mod keys;
 pub mod media;
 pub mod metrics;
 pub mod network;
+pub mod oauth;
 pub mod push;
 pub mod reports;
 pub mod rooms;

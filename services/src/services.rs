@@ -66,6 +66,10 @@ pub struct Services {
     pub delayed_events: crate::rooms::delayed::state::DelayedEvents,
     /// The built-in LiveKit authorisation service, when `[matrix_rtc.livekit]` is set.
     pub livekit: Option<crate::rtc::state::LiveKit>,
+    /// The OAuth 2.0 authorization server (`[oauth]`).
+    pub oauth: crate::oauth::Oauth,
+    /// The upstream OpenID Connect providers of `[[oauth.upstream]]`.
+    pub upstreams: crate::oauth::state::Upstreams,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +153,8 @@ impl Services {
             metrics: Default::default(),
             delayed_events: crate::rooms::delayed::state::DelayedEvents::new(db.clone(), config.delayed_events.clone()),
             livekit: config.matrix_rtc.livekit.as_ref().map(crate::rtc::state::LiveKit::new).transpose()?,
+            oauth: crate::oauth::Oauth::new(db.clone(), config.oauth.clone()),
+            upstreams: crate::oauth::state::Upstreams::new(&config.oauth.upstream)?,
             db,
             config,
         });

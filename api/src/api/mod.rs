@@ -6,6 +6,7 @@ pub mod client;
 pub mod console;
 pub mod error;
 pub mod federation;
+pub mod oauth;
 pub mod ruma;
 
 use std::sync::Arc;
@@ -45,7 +46,7 @@ pub fn router(services: Arc<Services>) -> Router {
             header::CONTENT_TYPE,
             header::AUTHORIZATION,
         ]);
-    console::routes(admin::routes(client::routes(Router::new())))
+    oauth::routes(console::routes(admin::routes(client::routes(Router::new()))))
         .fallback(|| async { ApiError::unrecognized_path() })
         .method_not_allowed_fallback(|| async { ApiError::unrecognized_method() })
         .layer(axum::middleware::from_fn_with_state(services.clone(), crate::metrics::track))

@@ -19,6 +19,8 @@ mod ldap;
 mod media;
 mod metrics;
 mod network;
+mod oauth;
+mod oauth_upstream;
 mod password_policy;
 mod previews;
 mod pushers;

@@ -21,6 +21,7 @@ pub struct Tables {
     pub reports: crate::reports::tables::Tables,
     pub audit: crate::audit::tables::Tables,
     pub rtc: crate::rtc::tables::Tables,
+    pub oauth: crate::oauth::tables::Tables,
 }
 
 /// The column families of every domain, in one list for the store to open.
@@ -37,6 +38,7 @@ const PARTS: &[&[&str]] = &[
     crate::reports::tables::Tables::NAMES,
     crate::audit::tables::Tables::NAMES,
     crate::rtc::tables::Tables::NAMES,
+    crate::oauth::tables::Tables::NAMES,
 ];
 
 const COUNT: usize = hemicycle_core::db::names_count(PARTS);
@@ -63,6 +65,7 @@ impl TableSet for Tables {
             reports: crate::reports::tables::Tables::new(db, reads),
             audit: crate::audit::tables::Tables::new(db, reads),
             rtc: crate::rtc::tables::Tables::new(db, reads),
+            oauth: crate::oauth::tables::Tables::new(db, reads),
         }
     }
 }

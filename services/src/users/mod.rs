@@ -580,6 +580,76 @@ impl Users {
         ip: Option<IpAddr>,
         refresh: Option<std::time::Duration>,
     ) -> Result<Session> {
+        self.open_session(user, device_id, display_name, ip, refresh, true).await
+    }
+
+    /// Opens a session whose access token expires after `lifetime` and comes with no refresh
+    /// token of this API: the OAuth 2.0 authorization server keeps its own refresh tokens (bound
+    /// to the client and the grant) and renews the token with [`Users::rotate_access_token`].
+    pub async fn login_expiring(
+        &self,
+        user: &UserId,
+        device_id: OwnedDeviceId,
+        display_name: Option<String>,
+        ip: Option<IpAddr>,
+        lifetime: std::time::Duration,
+    ) -> Result<Session> {
+        self.open_session(user, Some(device_id), display_name, ip, Some(lifetime), false).await
+    }
+
+    /// Replaces the access token of `device` — which must still hold the token hashed as
+    /// `current` — with a new one that expires after `lifetime`; the old one stops working in the
+    /// same write. `M_UNKNOWN_TOKEN` when the device is gone or holds another token (logged out,
+    /// or taken over by another sign-in).
+    pub async fn rotate_access_token(
+        &self,
+        user: &UserId,
+        device_id: &DeviceId,
+        current: &[u8],
+        lifetime: std::time::Duration,
+    ) -> Result<(String, Vec<u8>)> {
+        let _guard = self.lock_user(user).await;
+        let key = (user.to_owned(), device_id.to_owned());
+        let Some(Json(mut device)) = self.db.tables.users.userdeviceid_device.get(&key)? else {
+            return Err(Error::UnknownToken);
+        };
+        if device.token_hash != current || !self.is_active(user)? {
+            return Err(Error::UnknownToken);
+        }
+        let token = new_access_token();
+        let hash = token_hash(&token);
+        let mut batch = Batch::new();
+        self.db.tables.users.tokenhash_session.remove(&mut batch, &device.token_hash);
+        device.token_hash = hash.clone();
+        self.issue(&mut batch, user, device_id, &mut device, &hash, Some(lifetime), false);
+        self.db.tables.users.userdeviceid_device.insert(&mut batch, &key, &Json(device));
+        self.db.commit(batch)?;
+        Ok((token, hash))
+    }
+
+    /// Whom an access token was issued to, without counting it as a use (token revocation).
+    pub fn token_owner(&self, token: &str) -> Result<Option<TokenOwner>> {
+        Ok(self.db.tables.users.tokenhash_session.get(&token_hash(token))?.map(|Json(o)| o))
+    }
+
+    /// When the device last made a request (ms), from memory or, after a restart, the disk.
+    pub fn last_seen_ms(&self, user: &UserId, device_id: &DeviceId) -> Result<Option<u64>> {
+        let key = (user.to_owned(), device_id.to_owned());
+        if let Some((ts, _)) = self.seen.lock().expect("last seen").get(&key) {
+            return Ok(Some(*ts));
+        }
+        Ok(self.device(user, device_id)?.and_then(|d| d.last_seen_ts))
+    }
+
+    async fn open_session(
+        &self,
+        user: &UserId,
+        device_id: Option<OwnedDeviceId>,
+        display_name: Option<String>,
+        ip: Option<IpAddr>,
+        refresh: Option<std::time::Duration>,
+        refresh_token: bool,
+    ) -> Result<Session> {
         let device_id = device_id.unwrap_or_else(new_device_id);
         if device_id.as_str().is_empty() || device_id.as_str().len() > 255 {
             return Err(Error::invalid_param("device_id must be 1 to 255 bytes"));
@@ -606,7 +676,7 @@ impl Users {
             token_hash: hash.clone(),
             refresh_hash: None,
         };
-        let refresh = self.issue(&mut batch, user, &device_id, &mut device, &hash, refresh);
+        let refresh = self.issue(&mut batch, user, &device_id, &mut device, &hash, refresh, refresh_token);
         self.db.tables.users.userdeviceid_device.insert(&mut batch, &key, &Json(device));
         self.db.commit(batch)?;
         Ok(Session { device_id, access_token: token, refresh })
@@ -634,7 +704,9 @@ impl Users {
         Ok(())
     }
 
-    /// Writes the access token entry (`hash`) of `device` and, when asked, a refresh token.
+    /// Writes the access token entry (`hash`) of `device`, expiring after `refresh` when given,
+    /// and then, with `refresh_token`, a refresh token of this API.
+    #[allow(clippy::too_many_arguments)]
     fn issue(
         &self,
         batch: &mut Batch,
@@ -643,6 +715,7 @@ impl Users {
         device: &mut Device,
         hash: &[u8],
         refresh: Option<std::time::Duration>,
+        refresh_token: bool,
     ) -> Option<(String, std::time::Duration)> {
         let owner = |expires_at_ms| TokenOwner {
             user_id: user.to_owned(),
@@ -652,7 +725,7 @@ impl Users {
         };
         let expires = refresh.map(|lifetime| token_clock_ms().saturating_add(lifetime.as_millis() as u64));
         self.db.tables.users.tokenhash_session.insert(batch, &hash.to_vec(), &Json(owner(expires)));
-        let lifetime = refresh?;
+        let lifetime = refresh.filter(|_| refresh_token)?;
         let refresh_token = new_access_token();
         let refresh_hash = token_hash(&refresh_token);
         self.db.tables.users.refreshhash_session.insert(batch, &refresh_hash, &Json(owner(None)));
@@ -735,7 +808,8 @@ impl Users {
         let token = new_access_token();
         let hash = token_hash(&token);
         device.token_hash = hash.clone();
-        let refresh = self.issue(&mut batch, &owner.user_id, &owner.device_id, &mut device, &hash, Some(lifetime));
+        let refresh =
+            self.issue(&mut batch, &owner.user_id, &owner.device_id, &mut device, &hash, Some(lifetime), true);
         self.db.tables.users.userdeviceid_device.insert(&mut batch, &key, &Json(device));
         self.db.commit(batch)?;
         Ok(Session { device_id: owner.device_id, access_token: token, refresh })

@@ -34,6 +34,11 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
             get(device).put(rename_device).delete(delete_device),
         )
         .route("/_synapse/admin/v2/users/{user_id}/delete_devices", post(delete_devices))
+        .route("/_synapse/admin/v1/users/{user_id}/oauth_sessions", get(oauth_sessions))
+        .route(
+            "/_synapse/admin/v1/users/{user_id}/oauth_sessions/{session_id}",
+            axum::routing::delete(end_oauth_session),
+        )
         .route("/_synapse/admin/v1/whois/{user_id}", get(whois))
         .route("/_synapse/admin/v1/users/{user_id}/joined_rooms", get(joined_rooms))
         .route("/_synapse/admin/v1/users/{user_id}/login", post(login_as))
@@ -511,8 +516,55 @@ pub(crate) async fn remove_device_of(
     user: &UserId,
     device_id: &ruma::DeviceId,
 ) -> Result<(), ApiError> {
-    services.users.remove_device(user, device_id).await?;
+    // An OAuth session's device ends with its grant, so its refresh token dies too.
+    match services.oauth.grant_of_device(user, device_id)? {
+        Some((grant_id, _)) => {
+            services.oauth.end_grant(&services.users, &grant_id).await?;
+        }
+        None => services.users.remove_device(user, device_id).await?,
+    }
     admin.audit(services, "device.delete", &format!("{user}/{device_id}"), json!({}))
+}
+
+/// `GET /_synapse/admin/v1/users/{user}/oauth_sessions`: the user's OAuth 2.0 sessions (grants):
+/// which client holds which device, with what scope, since when.
+async fn oauth_sessions(State(services): State<Arc<Services>>, _: Admin, Path(user): Path<String>) -> Answer {
+    let (user, _) = existing(&services, &user)?;
+    let sessions: Vec<Value> = services
+        .oauth
+        .sessions(&services.users, &user)?
+        .into_iter()
+        .map(|(grant_id, grant)| {
+            let client = services.oauth.client(&grant.client_id).ok().flatten();
+            json!({
+                "session_id": grant_id,
+                "client_id": grant.client_id,
+                "client_name": client.as_ref().and_then(|c| c.client_name.clone()),
+                "client_uri": client.as_ref().map(|c| c.client_uri.clone()),
+                "device_id": grant.device_id,
+                "scope": grant.scope.join(" "),
+                "created_ts": grant.created_ts,
+            })
+        })
+        .collect();
+    ok(json!({ "total": sessions.len(), "sessions": sessions }))
+}
+
+/// `DELETE /_synapse/admin/v1/users/{user}/oauth_sessions/{session}`: ends one (its device, its
+/// access and refresh tokens).
+async fn end_oauth_session(
+    State(services): State<Arc<Services>>,
+    admin: Admin,
+    Path((user, session)): Path<(String, String)>,
+) -> Answer {
+    let (user, _) = existing(&services, &user)?;
+    let owned = services.oauth.sessions(&services.users, &user)?.into_iter().any(|(id, _)| id == session);
+    if !owned {
+        return Err(Error::not_found("No such OAuth session").into());
+    }
+    services.oauth.end_grant(&services.users, &session).await?;
+    admin.audit(&services, "oauth.session_end", user.as_str(), json!({ "session_id": session }))?;
+    ok(json!({}))
 }
 
 #[derive(Deserialize)]

@@ -21,6 +21,9 @@ pub async fn register(services: Arc<Services>, request: Ruma<register::v3::Reque
     if request.body.login_type == Some(register::LoginType::ApplicationService) {
         return register_for_appservice(&services, request).await;
     }
+    if services.config.oauth.only {
+        return Err(Error::forbidden("accounts are made through OAuth 2.0 sign-in on this server"));
+    }
     let config = &services.config.registration;
     let email = config.email && services.threepids.sends_email();
     // Tokens made by admins open a closed registration to whoever holds one.

@@ -7,7 +7,7 @@ use ruma::api::client::{
         get_login_token,
         get_login_types::{
             self,
-            v3::{LoginType, PasswordLoginType, TokenLoginType},
+            v3::{IdentityProvider, LoginType, PasswordLoginType, SsoLoginType, TokenLoginType},
         },
         login::{self, v3::LoginInfo},
         logout, logout_all, refresh_token,
@@ -23,16 +23,28 @@ use crate::{
 };
 
 pub async fn login_types(
-    _: Arc<Services>,
+    services: Arc<Services>,
     _: Ruma<get_login_types::v3::Request>,
 ) -> Result<get_login_types::v3::Response> {
     let mut token = TokenLoginType::new();
     token.get_login_token = true;
-    Ok(get_login_types::v3::Response::new(vec![
-        LoginType::Password(PasswordLoginType::new()),
-        LoginType::Token(token),
-        LoginType::ApplicationService(get_login_types::v3::ApplicationServiceLoginType::new()),
-    ]))
+    let mut types = Vec::new();
+    if !services.config.oauth.only {
+        types.push(LoginType::Password(PasswordLoginType::new()));
+    }
+    let providers = services.upstreams.list();
+    if !providers.is_empty() {
+        // `m.login.sso` through the upstream providers, for clients that do not speak OAuth 2.0;
+        // preferred (MSC3824's successor in spec v1.18) when the node uses the OAuth 2.0 API.
+        let mut sso = SsoLoginType::new();
+        sso.identity_providers =
+            providers.into_iter().map(|(id, name)| IdentityProvider::new(id.to_owned(), name.to_owned())).collect();
+        sso.oauth_aware_preferred = services.oauth.enabled();
+        types.push(LoginType::Sso(sso));
+    }
+    types.push(LoginType::Token(token));
+    types.push(LoginType::ApplicationService(get_login_types::v3::ApplicationServiceLoginType::new()));
+    Ok(get_login_types::v3::Response::new(types))
 }
 
 /// `POST /login/get_token`: after the user confirms their password, a single-use token that
@@ -63,6 +75,11 @@ pub async fn login(services: Arc<Services>, request: Ruma<login::v3::Request>) -
     }
     let body = request.body;
     let user = match body.login_info {
+        LoginInfo::Password(_) if services.config.oauth.only => {
+            return Err(Error::forbidden(
+                "this server signs people in through OAuth 2.0 only: use m.login.sso or an OAuth 2.0 client",
+            ))
+        }
         LoginInfo::Password(password) => password_login(&services, password).await?,
         LoginInfo::Token(token) => services.users.take_login_token(&token.token).await?,
         LoginInfo::ApplicationService(login) => appservice_login(&services, request.owner.as_ref(), login)?,

@@ -116,6 +116,17 @@ async fn view(State(services): State<Arc<Services>>, session: Session, query: Qu
     let (user, account) = existing_user(&services, raw)?;
     let row = users::user_json(&services, &user, &account, true)?;
     let devices = services.users.devices(&user)?;
+    // The OAuth 2.0 client each session was granted to (the others signed in with /login).
+    let clients: std::collections::HashMap<ruma::OwnedDeviceId, String> = services
+        .oauth
+        .sessions(&services.users, &user)?
+        .into_iter()
+        .map(|(_, grant)| {
+            let client = services.oauth.client(&grant.client_id).ok().flatten();
+            let name = client.map(|c| c.client_name.unwrap_or(c.client_uri)).unwrap_or(grant.client_id);
+            (grant.device_id, name)
+        })
+        .collect();
     let rooms = services.rooms.rooms_of(&user, "join")?;
     let id = user.as_str();
     let content = html! {
@@ -138,7 +149,7 @@ async fn view(State(services): State<Arc<Services>>, session: Session, query: Qu
                         caption { "Devices of " (id) " (each holds one session)" }
                         thead { tr {
                             th scope="col" { "Device" } th scope="col" { "Name" } th scope="col" { "Last seen" }
-                            th scope="col" { "Last address" } th scope="col" { "Action" }
+                            th scope="col" { "Last address" } th scope="col" { "OAuth client" } th scope="col" { "Action" }
                         } }
                         tbody {
                             @for (device_id, device) in &devices {
@@ -147,6 +158,7 @@ async fn view(State(services): State<Arc<Services>>, session: Session, query: Qu
                                     td { (device.display_name.as_deref().unwrap_or("")) }
                                     td { (when(device.last_seen_ts)) }
                                     td { (device.last_seen_ip.as_deref().unwrap_or("")) }
+                                    td { (clients.get(device_id).map(String::as_str).unwrap_or("—")) }
                                     td { (button_form(&session, "/users/devices/delete", &[("user", id), ("device", device_id.as_str())], "End session", Some("End this session? The device is signed out."))) }
                                 }
                             }

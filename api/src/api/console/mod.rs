@@ -310,7 +310,7 @@ impl Change {
 /// `same-origin`, or an `Origin` whose host is not the one the request was sent to. Under
 /// `Referrer-Policy: no-referrer` browsers send `Origin: null` with form posts, so that value is
 /// only accepted when `Sec-Fetch-Site: same-origin` vouches for the request.
-fn refuse_cross_site(parts: &Parts) -> Result<(), Failure> {
+pub(crate) fn refuse_cross_site(parts: &Parts) -> Result<(), Failure> {
     let refused = || Failure::new(StatusCode::FORBIDDEN, "Changes are only accepted from the console's own pages.");
     let site = parts.headers.get("sec-fetch-site").map(HeaderValue::as_bytes);
     if site.is_some_and(|site| site != b"same-origin") {
@@ -331,7 +331,7 @@ fn refuse_cross_site(parts: &Parts) -> Result<(), Failure> {
 }
 
 /// Reads an `application/x-www-form-urlencoded` body, capped at `limits.max_request_size`.
-async fn read_form(
+pub(crate) async fn read_form(
     parts: &Parts,
     body: axum::body::Body,
     services: &Services,
