@@ -496,3 +496,41 @@ async fn third_party_ids_are_refused_without_a_sender() {
             .await;
     assert_eq!(status, 400, "a malformed request is refused before anything: {answer}");
 }
+
+/// The spec's rule for a refresh whose answer was lost (or two refreshes of one client at once):
+/// the old refresh token keeps working until the new access or refresh token is used; refreshing
+/// with it again replaces the unused pair, and the first use of the new pair ends it.
+#[tokio::test]
+async fn a_refresh_token_works_again_until_its_successor_is_used() {
+    let server = TestServer::start_with_env(&[("session.refreshable_access_token_lifetime_s", 3600.into())], &[]);
+    server.register("alice", "pw").await;
+    let http = server.http();
+    let url = |path: &str| format!("{}{path}", server.url);
+    let login = json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "alice" },
+                        "password": "pw", "refresh_token": true });
+    let session: Value =
+        http.post(url("/_matrix/client/v3/login")).json(&login).send().await.unwrap().json().await.unwrap();
+    let first = session["refresh_token"].as_str().unwrap().to_owned();
+    let refresh = |token: String| {
+        let request = http.post(url("/_matrix/client/v3/refresh")).json(&json!({ "refresh_token": token }));
+        async move {
+            let response = request.send().await.unwrap();
+            (response.status().as_u16(), response.json::<Value>().await.unwrap())
+        }
+    };
+    let whoami = |token: &str| {
+        let request = http.get(url("/_matrix/client/v3/account/whoami")).bearer_auth(token);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    let (status, lost) = refresh(first.clone()).await;
+    assert_eq!(status, 200, "{lost}");
+    // The client never got `lost`: it refreshes again with the token it has.
+    let (status, second) = refresh(first.clone()).await;
+    assert_eq!(status, 200, "the old refresh token works until its successor is used: {second}");
+    assert_eq!(whoami(lost["access_token"].as_str().unwrap()).await, 401, "the unused pair was replaced");
+    assert_eq!(refresh(lost["refresh_token"].as_str().unwrap().to_owned()).await.0, 401);
+    assert_eq!(whoami(second["access_token"].as_str().unwrap()).await, 200);
+    let (status, body) = refresh(first).await;
+    assert_eq!((status, body["errcode"].as_str()), (401, Some("M_UNKNOWN_TOKEN")), "used successor: the old one ends");
+    assert_eq!(refresh(second["refresh_token"].as_str().unwrap().to_owned()).await.0, 200);
+}

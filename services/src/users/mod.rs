@@ -665,7 +665,7 @@ impl Users {
         let existing = self.db.tables.users.userdeviceid_device.get(&key)?.map(|Json(d)| d);
         if let Some(old) = &existing {
             self.db.tables.users.tokenhash_session.remove(&mut batch, &old.token_hash);
-            if let Some(refresh) = &old.refresh_hash {
+            for refresh in old.refresh_hash.iter().chain(&old.previous_refresh_hash) {
                 self.db.tables.users.refreshhash_session.remove(&mut batch, refresh);
             }
         }
@@ -675,6 +675,7 @@ impl Users {
             last_seen_ts: Some(now_ms()),
             token_hash: hash.clone(),
             refresh_hash: None,
+            previous_refresh_hash: None,
         };
         let refresh = self.issue(&mut batch, user, &device_id, &mut device, &hash, refresh, refresh_token);
         self.db.tables.users.userdeviceid_device.insert(&mut batch, &key, &Json(device));
@@ -788,8 +789,11 @@ impl Users {
         Ok(user)
     }
 
-    /// `POST /refresh`: trades a refresh token for a new access token and a new refresh token;
-    /// the old pair stops working at once.
+    /// `POST /refresh`: trades a refresh token for a new access token and a new refresh token.
+    /// The old access token stops working at once; the old refresh token, as the spec says, only
+    /// once the new access or refresh token is used: until then it may refresh again (the pair it
+    /// got then replaces the unused one), so an answer lost on the way, or two refreshes of one
+    /// client at once, do not log the client out.
     pub async fn refresh(&self, refresh_token: &str, lifetime: std::time::Duration) -> Result<Session> {
         let old_hash = token_hash(refresh_token);
         let owner =
@@ -799,11 +803,23 @@ impl Users {
         let Some(Json(mut device)) = self.db.tables.users.userdeviceid_device.get(&key)? else {
             return Err(Error::UnknownToken);
         };
-        if device.refresh_hash.as_deref() != Some(old_hash.as_slice()) || !self.is_active(&owner.user_id)? {
+        let current = device.refresh_hash.as_deref() == Some(old_hash.as_slice());
+        let repeated = device.previous_refresh_hash.as_deref() == Some(old_hash.as_slice());
+        if !(current || repeated) || !self.is_active(&owner.user_id)? {
             return Err(Error::UnknownToken);
         }
         let mut batch = Batch::new();
-        self.db.tables.users.refreshhash_session.remove(&mut batch, &old_hash);
+        let refreshes = &self.db.tables.users.refreshhash_session;
+        if current {
+            // The current refresh token is used: the one before it is done with.
+            if let Some(older) = device.previous_refresh_hash.take() {
+                refreshes.remove(&mut batch, &older);
+            }
+            device.previous_refresh_hash = Some(old_hash);
+        } else if let Some(unused) = &device.refresh_hash {
+            // A repeat with the previous token: the pair it got last time was never used.
+            refreshes.remove(&mut batch, unused);
+        }
         self.db.tables.users.tokenhash_session.remove(&mut batch, &device.token_hash);
         let token = new_access_token();
         let hash = token_hash(&token);
@@ -832,6 +848,9 @@ impl Users {
         if owner.expires_at_ms.is_some_and(|expiry| token_clock_ms() >= expiry) {
             return Err(Error::ExpiredToken);
         }
+        if device.as_ref().is_some_and(|d| d.previous_refresh_hash.is_some()) {
+            self.retire_previous_refresh(&owner.user_id, &owner.device_id, &hash)?;
+        }
         let now = now_ms();
         let ip = ip.map(|ip| ip.to_string());
         let key = (owner.user_id.clone(), owner.device_id.clone());
@@ -841,6 +860,23 @@ impl Users {
             self.persist_last_seen(&owner.user_id, &owner.device_id)?;
         }
         Ok(owner)
+    }
+
+    /// The first use of a refreshed access token ends the refresh token it was refreshed with.
+    /// Skipped when another change of the user holds the lock: the next use does it.
+    fn retire_previous_refresh(&self, user: &UserId, device: &DeviceId, token: &[u8]) -> Result<()> {
+        let Some(_guard) = self.stripes.try_lock(user) else { return Ok(()) };
+        let key = (user.to_owned(), device.to_owned());
+        let Some(Json(mut record)) = self.db.tables.users.userdeviceid_device.get(&key)? else { return Ok(()) };
+        if record.token_hash != token {
+            return Ok(());
+        }
+        let Some(previous) = record.previous_refresh_hash.take() else { return Ok(()) };
+        let mut batch = Batch::new();
+        self.db.tables.users.refreshhash_session.remove(&mut batch, &previous);
+        self.db.tables.users.userdeviceid_device.insert(&mut batch, &key, &Json(record));
+        self.db.commit(batch)?;
+        Ok(())
     }
 
     /// Writes a device's in-memory last use to disk (no lock needed: only the two `last_seen`
@@ -911,8 +947,14 @@ impl Users {
         if self.db.tables.users.userdeviceid_device.get(&key)?.is_some() {
             return Ok(false);
         }
-        let record =
-            Device { display_name, last_seen_ip: None, last_seen_ts: None, token_hash: Vec::new(), refresh_hash: None };
+        let record = Device {
+            display_name,
+            last_seen_ip: None,
+            last_seen_ts: None,
+            token_hash: Vec::new(),
+            refresh_hash: None,
+            previous_refresh_hash: None,
+        };
         let mut batch = Batch::new();
         self.db.tables.users.userdeviceid_device.insert(&mut batch, &key, &Json(record));
         self.db.commit(batch)?;
@@ -954,7 +996,7 @@ impl Users {
             }
             tables.keys.remove_device_into(&mut removals, user, device_id)?;
             tables.users.tokenhash_session.remove(&mut removals, &device.token_hash);
-            if let Some(refresh) = &device.refresh_hash {
+            for refresh in device.refresh_hash.iter().chain(&device.previous_refresh_hash) {
                 tables.users.refreshhash_session.remove(&mut removals, refresh);
             }
             // A device's pushers end with it (its queued notifications are dropped by the sender).

@@ -70,6 +70,11 @@ pub struct Device {
     /// SHA-256 of the device's current refresh token, when the client asked for one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_hash: Option<Vec<u8>>,
+    /// SHA-256 of the refresh token the current pair was refreshed with, kept working until the
+    /// new access or refresh token is first used (the spec's rule, so a client that lost the
+    /// answer of `/refresh`, or refreshed twice at once, can refresh again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_refresh_hash: Option<Vec<u8>>,
 }
 
 /// Whom an access token belongs to.
