@@ -52,7 +52,12 @@ async fn every_node_keeps_the_rules_on_what_it_receives() {
     assert_eq!(lax.try_join(&colleague, &room, &[ministry.server_name()]).await.0, 200);
     let mut power = ministry.state_event(&agent, &room, "m.room.power_levels", "").await;
     power["users"][&colleague_id] = json!(100);
+    let lax_since = lax.sync_token(&colleague).await;
     ministry.put_state(&agent, &room, "m.room.power_levels", "", power).await;
+    // The lax node must have the new power levels before its user acts on them: a message sent
+    // after them is only accepted there with them (they are among its ancestors).
+    ministry.send_text(&agent, &room, "you are an admin").await;
+    lax.wait_for_bodies(&colleague, &room, &lax_since, &["you are an admin".to_owned()]).await;
 
     // The ministry's own users cannot let an external user in.
     refused(&ministry.room_action(&agent, &room, "invite", json!({ "user_id": guest_id })).await);
