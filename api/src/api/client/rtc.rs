@@ -206,6 +206,14 @@ fn answer(result: Result<crate::rtc::Grant, Refusal>) -> Response {
 /// `POST …/get_token`: a token for one member of one MatrixRTC slot of a room.
 async fn get_token(State(services): State<Arc<Services>>, request: Request) -> Result<Response, ApiError> {
     let (livekit, body) = token_request::<GetTokenBody>(&services, request).await?;
+    let request = member_request(&body)?;
+    let delegation = delegation(&body.delay_id, body.delay_timeout)?;
+    Ok(answer(livekit.grant(&services, request, delegation).await))
+}
+
+/// The checks of a `/get_token` body (shared with `delegate_delayed_leave`, which takes the same
+/// body) and the token request it makes.
+fn member_request(body: &GetTokenBody) -> Result<TokenRequest<'_>, ApiError> {
     if body.room_id.is_empty() || body.slot_id.is_empty() {
         return Err(bad_json("The request body is missing `room_id` or `slot_id`"));
     }
@@ -217,15 +225,13 @@ async fn get_token(State(services): State<Arc<Services>>, request: Request) -> R
     if token.access_token.is_empty() || token.matrix_server_name.is_empty() {
         return Err(bad_json("The request body `openid_token` is missing a `access_token` or `matrix_server_name`"));
     }
-    let delegation = delegation(&body.delay_id, body.delay_timeout)?;
-    let request = TokenRequest {
+    Ok(TokenRequest {
         openid_token: &token.access_token,
         matrix_server_name: &token.matrix_server_name,
         claimed_user_id: Some(&member.claimed_user_id),
         room: room_alias(&body.room_id, &body.slot_id),
         identity: Identity::Member { device_id: &member.claimed_device_id, member_id: &member.id },
-    };
-    Ok(answer(livekit.grant(&services, request, delegation).await))
+    })
 }
 
 /// `POST …/sfu/get` (before MatrixRTC slots): a token for a room's call, the identity being
@@ -257,26 +263,9 @@ async fn delegate_delayed_leave(
     request: Request,
 ) -> Result<Json<Value>, ApiError> {
     let (livekit, body) = token_request::<GetTokenBody>(&services, request).await?;
-    if body.room_id.is_empty() || body.slot_id.is_empty() {
-        return Err(bad_json("The request body is missing `room_id` or `slot_id`"));
-    }
-    let member = &body.member;
-    if member.id.is_empty() || member.claimed_user_id.is_empty() || member.claimed_device_id.is_empty() {
-        return Err(bad_json("The request body `member` is missing `id`, `claimed_user_id` or `claimed_device_id`"));
-    }
-    let token = &body.openid_token;
-    if token.access_token.is_empty() || token.matrix_server_name.is_empty() {
-        return Err(bad_json("The request body `openid_token` is missing `access_token` or `matrix_server_name`"));
-    }
+    let request = member_request(&body)?;
     let Some(delegation) = delegation(&body.delay_id, body.delay_timeout)? else {
         return Err(bad_json("The request body is missing `delay_id` or `delay_timeout`"));
-    };
-    let request = TokenRequest {
-        openid_token: &token.access_token,
-        matrix_server_name: &token.matrix_server_name,
-        claimed_user_id: Some(&member.claimed_user_id),
-        room: room_alias(&body.room_id, &body.slot_id),
-        identity: Identity::Member { device_id: &member.claimed_device_id, member_id: &member.id },
     };
     livekit.delegate_leave(&services, request, delegation).await.map_err(|error| match error {
         // Here lk-jwt-service forbids rather than calls the request malformed.
