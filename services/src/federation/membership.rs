@@ -58,6 +58,11 @@ pub async fn join_remote(
     super::receive::start_joining(services, room);
     let joined = join_through(services, room, user, servers, reason).await;
     super::receive::end_joining(services, room, joined.is_ok()).await;
+    if joined.is_ok() {
+        if let Err(error) = services.rooms.refresh_profile_in(room, user).await {
+            tracing::warn!(%user, %room, %error, "could not bring the new member event to the current profile");
+        }
+    }
     joined
 }
 

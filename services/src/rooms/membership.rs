@@ -167,28 +167,39 @@ impl Rooms {
     /// the new display name and avatar (other fields of their member event kept), so members see
     /// the new name and the user directory finds it. Rooms where nothing changed are skipped.
     pub async fn refresh_profile(&self, user: &UserId) -> Result<()> {
-        let (displayname, avatar_url) = self.profile_of(user)?;
         for room in self.rooms_of(user, "join")? {
-            let Some(current) = self.state_event(&room, &StateEventType::RoomMember, user.as_str())? else { continue };
-            let mut content: Map<String, Value> = serde_json::from_str(current.content.get()).unwrap_or_default();
-            let same = content.get("displayname").and_then(Value::as_str) == displayname.as_deref()
-                && content.get("avatar_url").and_then(Value::as_str) == avatar_url.as_deref();
-            if same {
-                continue;
-            }
-            for (key, value) in [("displayname", &displayname), ("avatar_url", &avatar_url)] {
-                match value {
-                    Some(v) => content.insert(key.into(), json!(v)),
-                    None => content.remove(key),
-                };
-            }
-            content.insert("membership".into(), json!("join"));
-            content.remove("reason");
-            let event = NewEvent::state(StateEventType::RoomMember, user.as_str(), Value::Object(content));
-            if let Err(error) = self.append(&room, user, event, None).await {
+            if let Err(error) = self.refresh_profile_in(&room, user).await {
                 tracing::warn!(%user, %room, %error, "could not update the member event after a profile change");
             }
         }
+        Ok(())
+    }
+
+    /// Brings `user`'s member event in one joined room to their current profile. Also called
+    /// after a join through another server: the join's content was written before the resident
+    /// answered, and a profile change meanwhile skipped the room (not joined yet).
+    pub async fn refresh_profile_in(&self, room: &RoomId, user: &UserId) -> Result<()> {
+        let (displayname, avatar_url) = self.profile_of(user)?;
+        let Some(current) = self.state_event(room, &StateEventType::RoomMember, user.as_str())? else { return Ok(()) };
+        let mut content: Map<String, Value> = serde_json::from_str(current.content.get()).unwrap_or_default();
+        if content.get("membership").and_then(Value::as_str) != Some("join") {
+            return Ok(());
+        }
+        let same = content.get("displayname").and_then(Value::as_str) == displayname.as_deref()
+            && content.get("avatar_url").and_then(Value::as_str) == avatar_url.as_deref();
+        if same {
+            return Ok(());
+        }
+        for (key, value) in [("displayname", &displayname), ("avatar_url", &avatar_url)] {
+            match value {
+                Some(v) => content.insert(key.into(), json!(v)),
+                None => content.remove(key),
+            };
+        }
+        content.remove("reason");
+        content.remove("join_authorised_via_users_server");
+        let event = NewEvent::state(StateEventType::RoomMember, user.as_str(), Value::Object(content));
+        self.append(room, user, event, None).await?;
         Ok(())
     }
 
