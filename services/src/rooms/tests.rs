@@ -246,3 +246,31 @@ async fn resolving_no_state_gives_the_empty_state() {
         assert!(resolved.is_empty(), "{version}: {resolved:?}");
     }
 }
+
+/// A member event written before a profile change (a join through another server, answered after
+/// the change) is brought to the current profile once, and only when it differs.
+#[tokio::test]
+async fn a_member_event_is_brought_to_the_current_profile_once() {
+    let (_dir, services) = services().await;
+    let rooms = &services.rooms;
+    let alice = services.users.create("alice", None, false).await.expect("alice");
+    let room = rooms.create_room(&alice, CreateRoom::default(), &RoomVersionId::V12).await.expect("room");
+    let displayname = |rooms: &Rooms| {
+        let member =
+            rooms.state_event(&room, &StateEventType::RoomMember, alice.as_str()).expect("read").expect("member");
+        let content: Value = serde_json::from_str(member.content.get()).expect("content");
+        content["displayname"].as_str().map(str::to_owned)
+    };
+    assert_eq!(displayname(rooms), Some("alice".to_owned()));
+    // The profile changes without touching the room, as when the room was not joined yet.
+    services.profiles.set_field(&alice, "displayname", Some(json!("Alice Martin"))).expect("profile");
+    rooms.refresh_profile_in(&room, &alice).await.expect("refresh");
+    assert_eq!(displayname(rooms), Some("Alice Martin".to_owned()));
+    let extremities = rooms.room(&room).expect("read").expect("room").extremities;
+    rooms.refresh_profile_in(&room, &alice).await.expect("refresh");
+    assert_eq!(
+        rooms.room(&room).expect("read").expect("room").extremities,
+        extremities,
+        "no event for the same profile"
+    );
+}
