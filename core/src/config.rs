@@ -464,6 +464,12 @@ pub struct RateLimitsConfig {
     /// LiveKit tokens asked of the built-in authorisation service, per client address: each
     /// request may make us ask another server about an OpenID token.
     pub rtc_token: RateLimit,
+    /// User directory searches by email address that ask another node of the network, per
+    /// account: a search box asks at each keystroke, and each ask is a federation request.
+    pub email_lookup: RateLimit,
+    /// Email lookups another node of the network asks of this one, per asking node: one node
+    /// asks for all its users, so more than one account's share, but bounded all the same.
+    pub federation_email_lookup: RateLimit,
 }
 
 /// A token bucket: `burst` actions at once, refilled at `per_second`.
@@ -610,6 +616,8 @@ impl Default for RateLimitsConfig {
             media_upload: RateLimit { per_second: 1.0, burst: 10 },
             delayed_event_action: RateLimit { per_second: 5.0, burst: 30 },
             rtc_token: RateLimit { per_second: 1.0, burst: 20 },
+            email_lookup: RateLimit { per_second: 1.0, burst: 20 },
+            federation_email_lookup: RateLimit { per_second: 20.0, burst: 200 },
         }
     }
 }

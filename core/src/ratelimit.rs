@@ -1,5 +1,6 @@
 //! Token-bucket rate limiting for login, registration, media uploads, token-less delayed event
-//! actions and LiveKit tokens, per client address and per account.
+//! actions, LiveKit tokens and email lookups across the network, per client address, per account
+//! and per asking server.
 
 use std::{
     collections::HashMap,
@@ -23,6 +24,10 @@ pub enum Action {
     DelayedEventAction,
     /// LiveKit tokens of the built-in authorisation service, per address.
     RtcToken,
+    /// Directory searches by email address that ask another node of the network, per account.
+    EmailLookup,
+    /// Email lookups another node of the network asks of this one, per asking node.
+    FederationEmailLookup,
 }
 
 struct Bucket {
@@ -50,6 +55,8 @@ impl RateLimiter {
             Action::MediaUpload => self.config.media_upload,
             Action::DelayedEventAction => self.config.delayed_event_action,
             Action::RtcToken => self.config.rtc_token,
+            Action::EmailLookup => self.config.email_lookup,
+            Action::FederationEmailLookup => self.config.federation_email_lookup,
         }
     }
 
@@ -104,6 +111,8 @@ mod tests {
             media_upload: RateLimit { per_second: 0.5, burst: 2 },
             delayed_event_action: RateLimit { per_second: 0.5, burst: 2 },
             rtc_token: RateLimit { per_second: 0.5, burst: 2 },
+            email_lookup: RateLimit { per_second: 0.5, burst: 2 },
+            federation_email_lookup: RateLimit { per_second: 0.5, burst: 2 },
         });
         assert!(limiter.check(Action::Login, "1.2.3.4").is_ok());
         assert!(limiter.check(Action::Login, "1.2.3.4").is_ok());

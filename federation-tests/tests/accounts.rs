@@ -3,7 +3,8 @@
 //! `directory.discovery_room`, a Synapse node through its `auto_join_rooms` — so each node's
 //! directory finds the agents of the others; an agent who hides (`im.vector.hide_profile`) leaves
 //! the room and is found on no node. Expiry: an expired account is refused on its own node's
-//! client API only; federation keeps delivering to it.
+//! client API only; federation keeps delivering to it. By email address: the address's node, as
+//! the network's domain map names it, is asked for its agent.
 
 use std::time::{Duration, Instant};
 
@@ -29,7 +30,7 @@ async fn set_discovery_room(node: &mut Node, room: &str) {
 }
 
 /// Creates a server admin on the node with the operator's command and signs it in.
-async fn admin_token(node: &Node) -> String {
+pub(crate) async fn admin_token(node: &Node) -> String {
     let file = node.dir().join("root-password");
     std::fs::write(&file, "root-pw").unwrap();
     let out = std::process::Command::new(hemicycle_bin())
@@ -145,6 +146,14 @@ async fn a_colleague_of_another_node_is_found_until_they_hide() {
     hide(&finances, &alice, &alice_id, false).await;
     wait_found(&interior, &bob, "martin", &alice_id, true).await;
     wait_found(&synapse, &carol, "alice", &alice_id, true).await;
+
+    // Restarted while the alias's node is away, the node knows the room from the alias's last
+    // resolution: its clients are not shown the room while the alias cannot be resolved again.
+    interior.stop().await;
+    finances.restart().await;
+    assert!(!finances.joined_rooms(&alice).await.contains(&room), "/joined_rooms lists the room after a restart");
+    let synced = finances.sync(&alice, None, 0).await;
+    assert!(synced["rooms"]["join"].get(&room).is_none(), "sync shows the room after a restart: {synced}");
 }
 
 /// An expired account is refused on its own node's client API, but its node keeps taking in what
@@ -178,4 +187,81 @@ async fn federation_keeps_delivering_to_an_expired_account() {
     finances.wait_for_bodies(&alice, &room, &since, &["pendant l'expiration".to_owned()]).await;
     let synced = finances.sync(&alice, Some(&since), 0).await;
     assert!(synced["rooms"]["invite"].get(&second).is_some(), "the invite made while expired: {synced}");
+}
+
+/// Binds an email address to a user with the admin API (no validation mail).
+pub(crate) async fn bind(node: &Node, admin: &str, user: &str, address: &str) {
+    let path = format!("/_synapse/admin/v2/users/{}", enc(user));
+    node.put(admin, &path, json!({ "threepids": [{ "medium": "email", "address": address }] })).await;
+}
+
+/// An agent types a colleague's address and finds them though the colleague is on another node
+/// and shares no room with them: the domain map names the colleague's node, which is asked.
+/// Agents who hide, expired accounts and addresses bound to no one are found nowhere, and a
+/// Synapse node of the network, which does not know the query, makes the search find nothing
+/// rather than fail.
+#[tokio::test]
+async fn a_colleague_of_another_node_is_found_by_email_address() {
+    let domains = tempfile::tempdir().expect("temp dir");
+    let map = domains.path().join("domains.toml");
+    std::fs::write(&map, "[domains]\n").unwrap();
+    let network = ("network.domains_file", toml::Value::from(map.to_string_lossy().into_owned()));
+    let interior_settings = [network.clone()];
+    let validity = [
+        network.clone(),
+        ("account_validity.period", "30d".into()),
+        ("account_validity.exclude", toml::Value::Array(vec!["@root:.*".into()])),
+    ];
+    let (interior, finances, synapse) = tokio::join!(
+        Node::start_with("interior", None, &[], &interior_settings),
+        Node::start_with("finances", None, &[], &validity),
+        Node::start_synapse("email-lookup"),
+    );
+    // The map is read again when it changes: the nodes' names are known only now.
+    std::fs::write(
+        &map,
+        format!(
+            "[domains]\n\"interieur.gouv.fr\" = \"{}\"\n\"finances.gouv.fr\" = \"{}\"\n\"synapse.gouv.fr\" = \"{}\"\n",
+            interior.server_name(),
+            finances.server_name(),
+            synapse.server_name()
+        ),
+    )
+    .unwrap();
+    let root = admin_token(&finances).await;
+    let (alice_id, alice) = finances.register("alice").await;
+    finances.set_displayname(&alice, &alice_id, "Alice Martin").await;
+    bind(&finances, &root, &alice_id, "alice.martin@finances.gouv.fr").await;
+    let (carol_id, carol) = finances.register("carol").await;
+    bind(&finances, &root, &carol_id, "carol@finances.gouv.fr").await;
+    hide(&finances, &carol, &carol_id, true).await;
+    let (erin_id, _) = finances.register("erin").await;
+    bind(&finances, &root, &erin_id, "erin@finances.gouv.fr").await;
+    let validity_path = "/_synapse/admin/v1/account_validity/validity";
+    finances.post(&root, validity_path, json!({ "user_id": erin_id, "expiration_ts": 1000 })).await;
+    let (_, bob) = interior.register("bob").await;
+
+    let body = json!({ "search_term": "Alice.Martin@Finances.gouv.fr", "limit": 10 });
+    let found: Value = interior.post(&bob, "/_matrix/client/v3/user_directory/search", body).await;
+    let results = found["results"].as_array().expect("results");
+    assert_eq!(results.len(), 1, "{found}");
+    assert_eq!(results[0]["user_id"], alice_id.as_str(), "{found}");
+    assert_eq!(results[0]["display_name"], "Alice Martin", "{found}");
+
+    for term in [
+        "alice.martin@finances.gouv",
+        "carol@finances.gouv.fr",
+        "erin@finances.gouv.fr",
+        "nobody@finances.gouv.fr",
+        "someone@synapse.gouv.fr",
+        "someone@elsewhere.example",
+    ] {
+        assert_eq!(search(&interior, &bob, term).await, Vec::<String>::new(), "{term}");
+    }
+
+    // Shown again, the hidden agent is found; hidden, the found one is no more.
+    hide(&finances, &carol, &carol_id, false).await;
+    assert_eq!(search(&interior, &bob, "carol@finances.gouv.fr").await, vec![carol_id.clone()]);
+    hide(&finances, &alice, &alice_id, true).await;
+    assert_eq!(search(&interior, &bob, "alice.martin@finances.gouv.fr").await, Vec::<String>::new());
 }

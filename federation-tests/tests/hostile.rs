@@ -1063,3 +1063,72 @@ async fn random_and_mutated_federation_input_changes_nothing() {
     let sent = node.send_text(&at, &room, "toujours là").await;
     assert!(sent.starts_with('$'), "seed {seed}: the room still takes events");
 }
+
+/// The email lookup of the user directory (`org.hemicycle.email_lookup`) answers only nodes the
+/// network's domain map names, only for addresses the map sends to this node, within a rate per
+/// asking node, and says the same of an address bound to a hidden agent as of one bound to no
+/// one: a peer learns nothing of accounts a search would not show.
+#[tokio::test]
+async fn email_lookups_answer_only_the_network_and_tell_nothing_of_hidden_agents() {
+    let (peer, stranger) = tokio::join!(Hostile::start(), Hostile::start());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let map = dir.path().join("domains.toml");
+    std::fs::write(&map, "[domains]\n").unwrap();
+    let extra = [
+        ("network.domains_file", toml::Value::from(map.to_string_lossy().into_owned())),
+        ("rate_limits.enabled", true.into()),
+        ("rate_limits.federation_email_lookup.per_second", 0.001.into()),
+        ("rate_limits.federation_email_lookup.burst", 10.into()),
+    ];
+    let node = Node::start_with("lookup", None, &[], &extra).await;
+    std::fs::write(
+        &map,
+        format!(
+            "[domains]\n\"ministere.gouv.fr\" = \"{}\"\n\"pair.gouv.fr\" = \"{}\"\n",
+            node.server_name(),
+            peer.name
+        ),
+    )
+    .unwrap();
+    let root = crate::accounts::admin_token(&node).await;
+    let (agent, agent_token) = node.register("agent").await;
+    node.set_displayname(&agent_token, &agent, "Agent Public").await;
+    crate::accounts::bind(&node, &root, &agent, "agent@ministere.gouv.fr").await;
+    let (hidden, hidden_token) = node.register("discret").await;
+    crate::accounts::bind(&node, &root, &hidden, "discret@ministere.gouv.fr").await;
+    let path = format!("/_matrix/client/v3/user/{}/account_data/im.vector.hide_profile", enc(&hidden));
+    node.put(&hidden_token, &path, json!({ "hide_profile": true })).await;
+
+    let ask = |who: &'static str, address: &str| {
+        let uri = format!("/_matrix/federation/v1/query/org.hemicycle.email_lookup?address={}", enc(address));
+        let (peer, stranger, node) = (&peer, &stranger, &node);
+        async move {
+            let asker = if who == "peer" { peer } else { stranger };
+            asker.request(node, Method::GET, &uri, None, None).await
+        }
+    };
+
+    let (status, found) = ask("peer", "Agent@Ministere.gouv.fr").await;
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found, json!({ "user_id": agent, "displayname": "Agent Public" }));
+
+    // Hidden, bound to no one, or not this node's: one and the same answer.
+    let (status, unknown) = ask("peer", "personne@ministere.gouv.fr").await;
+    assert_eq!((status, unknown["errcode"].as_str()), (404, Some("M_NOT_FOUND")), "{unknown}");
+    assert_eq!(ask("peer", "discret@ministere.gouv.fr").await, (404, unknown.clone()));
+    assert_eq!(ask("peer", "agent@pair.gouv.fr").await, (404, unknown));
+    let (status, refused) = ask("peer", "not an address").await;
+    assert_eq!((status, refused["errcode"].as_str()), (400, Some("M_INVALID_PARAM")), "{refused}");
+
+    // A server the map does not name is refused, whatever it asks.
+    let (status, refused) = ask("stranger", "agent@ministere.gouv.fr").await;
+    assert_eq!((status, refused["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "{refused}");
+
+    // A node of the network asking without end is slowed down.
+    let mut answers = Vec::new();
+    for _ in 0..10 {
+        answers.push(ask("peer", "agent@ministere.gouv.fr").await);
+    }
+    let limited = answers.iter().find(|(status, _)| *status != 200).expect("the rate is bounded");
+    assert_eq!((limited.0, limited.1["errcode"].as_str()), (429, Some("M_LIMIT_EXCEEDED")), "{answers:?}");
+}

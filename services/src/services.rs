@@ -96,7 +96,11 @@ impl Services {
         let profiles = Arc::new(Profiles::new(db.clone()));
         let registration_tokens = Arc::new(crate::users::registration_tokens::RegistrationTokens::new(db.clone()));
         let writer = Arc::new(Writer::start(db.clone()));
-        let discovery = Arc::new(crate::users::discovery::state::Discovery::new(config.directory.discovery_room()));
+        let discovery = Arc::new(crate::users::discovery::state::Discovery::new(
+            config.directory.discovery_room(),
+            db.clone(),
+            writer.notifier.clone(),
+        )?);
         let account_validity = Arc::new(crate::users::account_validity::state::AccountValidity::new(
             db.clone(),
             config.account_validity.clone(),

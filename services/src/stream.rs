@@ -10,7 +10,10 @@
 
 use std::{
     collections::{BTreeSet, HashMap},
-    sync::{mpsc, Arc, Mutex},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        mpsc, Arc, Mutex, RwLock,
+    },
 };
 
 use ruma::{OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
@@ -61,6 +64,12 @@ pub enum Audience {
 #[derive(Default)]
 pub struct Notifier {
     users: Mutex<HashMap<OwnedUserId, Arc<Notify>>>,
+    /// Rooms whose writes wake no one and through which no one is woken: the discovery room
+    /// (`users::discovery`), which every agent of the network joins and no client is shown, so a
+    /// join, a leave or a member's presence there has nothing for anyone's sync.
+    quiet: RwLock<BTreeSet<OwnedRoomId>>,
+    /// Long-polls woken so far (each user's handle counts once per wake, whoever waits on it).
+    woken: AtomicU64,
 }
 
 impl Notifier {
@@ -81,7 +90,7 @@ impl Notifier {
     /// Wakes the long-polls of everyone in `audience` for news that is not a stream write (typing).
     pub fn wake_audience(&self, db: &Database, audience: &Audience) {
         let mut users = BTreeSet::new();
-        audience_users(db, audience, &mut users);
+        self.audience_users(db, audience, &mut users);
         for user in users {
             self.wake(&user);
         }
@@ -89,7 +98,55 @@ impl Notifier {
 
     fn wake(&self, user: &UserId) {
         if let Some(n) = self.users.lock().expect("notifier lock").get(user) {
+            self.woken.fetch_add(1, Ordering::Relaxed);
             n.notify_waiters();
+        }
+    }
+
+    /// How many wake-ups went to users with a sync subscribed so far: what writes cost the
+    /// idle syncs of others (the sync cost tests hold it to the users a write concerns).
+    pub fn woken(&self) -> u64 {
+        self.woken.load(Ordering::Relaxed)
+    }
+
+    /// Makes `room` quiet (see [`Notifier::quiet`]); `previous`, a room that was, no longer is.
+    pub fn set_quiet_room(&self, room: &RoomId, previous: Option<&RoomId>) {
+        let mut quiet = self.quiet.write().expect("quiet rooms");
+        if let Some(previous) = previous {
+            quiet.remove(previous);
+        }
+        quiet.insert(room.to_owned());
+    }
+
+    fn is_quiet(&self, room: &RoomId) -> bool {
+        self.quiet.read().expect("quiet rooms").contains(room)
+    }
+
+    fn audience_users(&self, db: &Database, audience: &Audience, out: &mut BTreeSet<OwnedUserId>) {
+        let members = |room: &OwnedRoomId, out: &mut BTreeSet<OwnedUserId>| {
+            if self.is_quiet(room) {
+                return;
+            }
+            for entry in db.tables.rooms.roomiduserid_membership.scan_prefix(prefix(room)).flatten() {
+                out.insert((entry.0).1);
+            }
+        };
+        match audience {
+            Audience::Nobody => {}
+            Audience::User(u) => {
+                out.insert(u.clone());
+            }
+            Audience::Users(users) => out.extend(users.iter().cloned()),
+            Audience::Room(room) => members(room, out),
+            Audience::SharedWith(user) => {
+                out.insert(user.clone());
+                for entry in db.tables.rooms.useridroomid_membership.scan_prefix(prefix(user)).flatten() {
+                    let ((_, room), Json(m)) = entry;
+                    if m.membership == "join" {
+                        members(&room, out);
+                    }
+                }
+            }
         }
     }
 }
@@ -97,35 +154,10 @@ impl Notifier {
 impl Audience {
     /// The audience as an explicit list, resolved now by the caller (off the writer thread, whose
     /// time every write shares) rather than by the writer after the write.
-    pub fn resolved(self, db: &Database) -> Audience {
+    pub fn resolved(self, db: &Database, notifier: &Notifier) -> Audience {
         let mut users = BTreeSet::new();
-        audience_users(db, &self, &mut users);
+        notifier.audience_users(db, &self, &mut users);
         Audience::Users(users.into_iter().collect())
-    }
-}
-
-fn audience_users(db: &Database, audience: &Audience, out: &mut BTreeSet<OwnedUserId>) {
-    let members = |room: &OwnedRoomId, out: &mut BTreeSet<OwnedUserId>| {
-        for entry in db.tables.rooms.roomiduserid_membership.scan_prefix(prefix(room)).flatten() {
-            out.insert((entry.0).1);
-        }
-    };
-    match audience {
-        Audience::Nobody => {}
-        Audience::User(u) => {
-            out.insert(u.clone());
-        }
-        Audience::Users(users) => out.extend(users.iter().cloned()),
-        Audience::Room(room) => members(room, out),
-        Audience::SharedWith(user) => {
-            out.insert(user.clone());
-            for entry in db.tables.rooms.useridroomid_membership.scan_prefix(prefix(user)).flatten() {
-                let ((_, room), Json(m)) = entry;
-                if m.membership == "join" {
-                    members(&room, out);
-                }
-            }
-        }
     }
 }
 
@@ -309,7 +341,7 @@ fn run(
             stream.send_replace(pos);
             let mut woken = BTreeSet::new();
             for (_, cleanup, _) in &jobs {
-                audience_users(&db, &cleanup.wake, &mut woken);
+                notifier.audience_users(&db, &cleanup.wake, &mut woken);
             }
             for user in woken {
                 notifier.wake(&user);

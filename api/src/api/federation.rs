@@ -690,13 +690,19 @@ pub async fn query_profile(
 }
 
 /// `GET /query/{queryType}` for the query types beyond the spec's: `user_info` (Tchap's: whether
-/// one of our users is expired or deactivated). Other types are unknown here (`404 M_NOT_FOUND`,
+/// one of our users is expired or deactivated) and `org.hemicycle.email_lookup` (which agent of
+/// ours an address belongs to, for another node's directory search). Other types are unknown here (`404 M_NOT_FOUND`,
 /// as Synapse answers).
 pub async fn query_custom(
     services: Arc<Services>,
     request: Ruma<get_custom_information::v1::Request>,
 ) -> Result<get_custom_information::v1::Response> {
     let body = &request.body;
+    if body.query_type == crate::users::email_lookup::QUERY {
+        let origin = origin(&request)?;
+        let found = crate::users::email_lookup::answer(&services, &origin, &body.params)?;
+        return Ok(get_custom_information::v1::Response::new(found));
+    }
     if body.query_type != "user_info" {
         return Err(Error::not_found(format!("no handler for query type {:?}", body.query_type)));
     }

@@ -181,3 +181,67 @@ async fn lazy_initial_sync_reads_only_the_members_it_sends() {
         big.reads_for_lazy_initial_sync().await,
     );
 }
+
+/// The discovery room (`directory.discovery_room`) holds every agent of the network and no
+/// client is shown it: a join, a leave or a member's presence there wakes no one's waiting sync
+/// (each would find nothing to send, once per member of the network). A message in a room the
+/// reader is shown still wakes them: the count is of real wake-ups.
+#[tokio::test]
+async fn discovery_room_changes_wake_no_sync() {
+    const AGENTS: usize = 12;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.database.path = dir.path().join("db");
+    config.directory.discovery_room = Some("#discovery:localhost".to_owned());
+    let services = Services::open(config).unwrap();
+    let operator = services.users.create("operator", None, false).await.unwrap();
+    let request = CreateRoom {
+        preset: Some(hemicycle::rooms::create::Preset::PublicChat),
+        alias_localpart: Some("discovery".to_owned()),
+        ..Default::default()
+    };
+    let room = services.rooms.create_room(&operator, request, &RoomVersionId::V12).await.unwrap();
+    let reader = services.users.create("reader", None, false).await.unwrap();
+    let shown = services.rooms.create_room(&operator, CreateRoom::default(), &RoomVersionId::V12).await.unwrap();
+    services.rooms.set_membership(&shown, &operator, &reader, "invite", None, Default::default()).await.unwrap();
+    services.rooms.join(&shown, &reader, None).await.unwrap();
+    hemicycle::users::discovery::start(services.clone());
+    // The discovery task joins and leaves on its own, with nothing to wait on but the membership.
+    let joined = |user: OwnedUserId, wanted: bool| {
+        let (services, room) = (services.clone(), room.clone());
+        async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while services.rooms.is_joined(&user, &room).unwrap() != wanted {
+                assert!(std::time::Instant::now() < deadline, "{user} never settled in the discovery room");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    };
+    joined(reader.clone(), true).await;
+
+    // The reader's sync waits (holds its wake-up handle) while agents join, show their
+    // presence, and leave the room as they hide.
+    let notifier = services.rooms.notifier().clone();
+    let _waiting = notifier.subscribe(&reader);
+    let before = notifier.woken();
+    let mut agents = Vec::new();
+    for n in 0..AGENTS {
+        let agent = services.users.create(&format!("agent{n}"), None, false).await.unwrap();
+        joined(agent.clone(), true).await;
+        agents.push(agent);
+    }
+    services.presence.set(&agents[0], "online", None).await.unwrap();
+    for agent in &agents {
+        services
+            .account_data
+            .set(agent, None, "im.vector.hide_profile", json!({ "hide_profile": true }))
+            .await
+            .unwrap();
+        joined(agent.clone(), false).await;
+    }
+    assert_eq!(notifier.woken() - before, 0, "{AGENTS} joins and leaves of the discovery room woke the reader");
+
+    let message = NewEvent::message(TimelineEventType::RoomMessage, json!({ "msgtype": "m.text", "body": "réunion" }));
+    services.rooms.append(&shown, &operator, message, None).await.unwrap();
+    assert_eq!(notifier.woken() - before, 1, "a message in a room the reader is shown wakes them");
+}

@@ -126,7 +126,7 @@ impl Presence {
         wake: Audience,
     ) -> Result<()> {
         // Who shares a room with the user is worked out here, not on the writer thread.
-        let wake = wake.resolved(&self.db);
+        let wake = wake.resolved(&self.db, &self.writer.notifier);
         let tables = &self.db.tables;
         let durable = self.writer.submit(&self.db, |batch, pos| {
             if let Some(old) = old_pos {

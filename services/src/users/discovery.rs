@@ -44,7 +44,8 @@ pub fn start(services: Arc<Services>) {
 }
 
 /// The room's id and the servers to join it through: the alias resolved (tried again with
-/// growing waits while its server cannot answer), or the id's own server.
+/// growing waits while its server cannot answer, unless it was resolved at an earlier start, whose
+/// answer then serves), or the id's own server.
 async fn resolve(services: &Services) -> (OwnedRoomId, Vec<OwnedServerName>) {
     let mut wait = FIRST_RETRY;
     loop {
@@ -63,11 +64,22 @@ async fn resolve(services: &Services) -> (OwnedRoomId, Vec<OwnedServerName>) {
         };
         match found {
             Ok((room, servers)) => {
-                *services.discovery.room.write().expect("discovery room") = Some(room.clone());
+                if let Err(error) = services.discovery.set_room(&room) {
+                    tracing::error!(%error, "keeping the discovery room's id failed");
+                }
                 tracing::info!(%room, "discovery room");
                 return (room, servers);
             }
             Err(error) => {
+                if let (Some(room), Some(DiscoveryRoom::Alias(alias))) =
+                    (services.discovery.room(), services.discovery.configured.as_ref())
+                {
+                    tracing::warn!(%error, %room, "the discovery room's alias could not be resolved: the room it resolved to before serves");
+                    let servers = std::iter::once(alias.server_name().to_owned())
+                        .chain(room.server_name().map(ToOwned::to_owned))
+                        .collect();
+                    return (room, servers);
+                }
                 tracing::warn!(%error, retry_in = ?wait, "the discovery room's alias could not be resolved");
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(MAX_RETRY);

@@ -9,6 +9,7 @@ pub mod account_validity;
 pub mod deactivation;
 pub mod directory;
 pub mod discovery;
+pub mod email_lookup;
 pub mod filters;
 pub mod hide_profile;
 pub mod password;

@@ -8,7 +8,7 @@ use hemicycle_core::db::{
     codec::{Be64, Json},
     Table,
 };
-use ruma::{OwnedDeviceId, OwnedUserId};
+use ruma::{OwnedDeviceId, OwnedRoomId, OwnedUserId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -221,5 +221,8 @@ hemicycle_core::tables! {
         pub useridfilterid_filter: Table<(OwnedUserId, String), Json<serde_json::Value>>,
         /// Registration tokens made by admins: token → uses allowed and made, expiry.
         pub token_registrationtoken: Table<String, Json<RegistrationToken>>,
+        /// The discovery room's alias (`directory.discovery_room`) → the room id it last resolved
+        /// to, known at the next start before the alias is resolved again.
+        pub discoveryalias_roomid: Table<String, OwnedRoomId>,
     }
 }

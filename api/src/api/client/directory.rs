@@ -198,9 +198,9 @@ pub async fn public_rooms_filtered(
 }
 
 /// The user directory: users sharing a room with the searcher (every agent of the network when
-/// the discovery room is set) or in a public room, by id or display name, and the account an
-/// email address given whole is bound to here; users who hide (or expired) left out, users of
-/// external servers marked `user_type: "external"`.
+/// the discovery room is set) or in a public room, by id or display name, and the agent an email
+/// address given whole belongs to, here or on the node of the network the address is of; users
+/// who hide (or expired) left out, users of external servers marked `user_type: "external"`.
 pub async fn search(
     services: Arc<Services>,
     request: Ruma<super::endpoints::search_users::Request>,
@@ -213,16 +213,23 @@ pub async fn search(
         .rooms
         .search_users_visible(&user, term, limit, |found| crate::users::hide_profile::hidden(&services, found))?;
     // An address given whole finds its account, as the identity lookup Tchap's clients make
-    // would; a part of one finds nothing (addresses are not listed).
-    if term.contains('@') && !term.starts_with('@') {
-        if let Some(owner) = services.threepids.owner("email", &term.to_lowercase())? {
-            if !found.iter().any(|(id, _, _)| *id == owner) && !crate::users::hide_profile::hidden(&services, &owner)? {
+    // would: bound here, or on the node the network's domain map names for it, which is asked
+    // (users::email_lookup). A part of one finds nothing (addresses are not listed).
+    if let Some(address) = crate::users::email_lookup::as_address(term) {
+        let owned = match services.threepids.owner("email", &address)? {
+            Some(owner) if !crate::users::hide_profile::hidden(&services, &owner)? => {
                 let (name, avatar) = services.rooms.profile_of(&owner)?;
-                found.insert(0, (owner, name, avatar));
-                if found.len() > limit {
-                    found.truncate(limit);
-                    limited = true;
-                }
+                Some((owner, name, avatar))
+            }
+            Some(_) => None,
+            None => crate::users::email_lookup::remote(&services, &user, &address).await?,
+        };
+        if let Some(hit) = owned {
+            found.retain(|(id, _, _)| *id != hit.0);
+            found.insert(0, hit);
+            if found.len() > limit {
+                found.truncate(limit);
+                limited = true;
             }
         }
     }

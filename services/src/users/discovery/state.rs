@@ -4,13 +4,18 @@
 
 use std::{
     collections::BTreeSet,
-    sync::{Mutex, RwLock},
+    sync::{Arc, Mutex, RwLock},
 };
 
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use tokio::sync::Notify;
 
-use crate::config::DiscoveryRoom;
+use crate::{
+    config::DiscoveryRoom,
+    db::{Batch, Database},
+    error::Result,
+    stream::Notifier,
+};
 
 /// The global account data type Tchap's clients set to hide their user from the directory
 /// (`{"hide_profile": true}`).
@@ -24,15 +29,50 @@ pub struct Discovery {
     /// Accounts whose membership is to be checked (created, hidden or shown, expired, renewed).
     pub(crate) pending: Mutex<BTreeSet<OwnedUserId>>,
     pub(crate) wake: Notify,
+    /// The syncs' wake-ups, told which room is the discovery room so that its joins and leaves
+    /// wake no one.
+    notifier: Arc<Notifier>,
+    db: Arc<Database>,
 }
 
 impl Discovery {
-    pub fn new(configured: Option<DiscoveryRoom>) -> Self {
+    /// The room as configured; an alias resolved before (its id kept in `discoveryalias_roomid`)
+    /// is known at once, so that after a restart clients are not shown the room while the alias
+    /// is resolved again.
+    pub fn new(configured: Option<DiscoveryRoom>, db: Arc<Database>, notifier: Arc<Notifier>) -> Result<Self> {
         let room = match &configured {
             Some(DiscoveryRoom::Id(id)) => Some(id.clone()),
-            _ => None,
+            Some(DiscoveryRoom::Alias(alias)) => db.tables.users.discoveryalias_roomid.get(&alias.to_string())?,
+            None => None,
         };
-        Self { configured, room: RwLock::new(room), pending: Mutex::new(BTreeSet::new()), wake: Notify::new() }
+        if let Some(room) = &room {
+            notifier.set_quiet_room(room, None);
+        }
+        Ok(Self {
+            configured,
+            room: RwLock::new(room),
+            pending: Mutex::new(BTreeSet::new()),
+            wake: Notify::new(),
+            notifier,
+            db,
+        })
+    }
+
+    /// The room's id as the configured alias resolves now: kept (durably, for the next start)
+    /// and made the room clients are not shown and whose changes wake no sync.
+    pub(crate) fn set_room(&self, room: &RoomId) -> Result<()> {
+        let mut current = self.room.write().expect("discovery room");
+        if current.as_deref() == Some(room) {
+            return Ok(());
+        }
+        if let Some(DiscoveryRoom::Alias(alias)) = &self.configured {
+            let mut batch = Batch::new();
+            self.db.tables.users.discoveryalias_roomid.insert(&mut batch, &alias.to_string(), &room.to_owned());
+            self.db.commit(batch)?;
+        }
+        self.notifier.set_quiet_room(room, current.as_deref());
+        *current = Some(room.to_owned());
+        Ok(())
     }
 
     /// Whether a discovery room is configured.
