@@ -54,6 +54,7 @@ pub async fn run(mut config: Config) -> Result<(), String> {
     crate::push::evaluate::start(services.clone());
     crate::push::sender::start(services.clone());
     crate::search::start(services.clone());
+    crate::retention::start(services.clone());
     crate::appservice::sender::start(services.clone()).await.map_err(|e| format!("appservices: {e}"))?;
     tracing::info!(server_name = %config.server_name, key_id = %services.server_keys.key_id(), "client API on http://{addr}");
     // Tests and scripts read this line to learn the bound port (listen.client may use port 0).

@@ -15,9 +15,11 @@ use serde::Deserialize;
 mod accounts;
 mod calls;
 mod oauth;
+mod retention;
 pub use accounts::{AccountValidityConfig, HumanDuration, PasswordPolicyConfig};
 pub use calls::{DelayedEventsConfig, LiveKitConfig, MatrixRtcConfig};
 pub use oauth::{ClaimsConfig, DomainFallback, OauthConfig, UpstreamConfig};
+pub use retention::RetentionConfig;
 
 /// A configuration problem, naming the dotted key at fault.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +76,8 @@ pub struct Config {
     pub matrix_rtc: MatrixRtcConfig,
     /// The OAuth 2.0 authorization server (next-generation sign-in); off by default (docs/auth.md).
     pub oauth: OauthConfig,
+    /// How long records nobody reads after a while are kept before being pruned.
+    pub retention: RetentionConfig,
 }
 
 /// Application services (bridges, bots such as `hemicycle-workspace`): one registration file
@@ -530,6 +534,7 @@ impl Default for Config {
             delayed_events: None,
             matrix_rtc: MatrixRtcConfig::default(),
             oauth: OauthConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -835,6 +840,7 @@ impl Config {
             validity.validate()?;
         }
         self.oauth.validate()?;
+        self.retention.validate()?;
         self.network.validate(&self.server_name)?;
         self.directory.validate()?;
         if let Some(delayed) = &self.delayed_events {

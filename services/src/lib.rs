@@ -19,6 +19,7 @@ pub mod network;
 pub mod oauth;
 pub mod push;
 pub mod reports;
+pub mod retention;
 pub mod rooms;
 pub mod rtc;
 pub mod search;

@@ -46,7 +46,7 @@ pub struct Federation {
     inbound: std::sync::Mutex<std::collections::HashMap<OwnedServerName, Arc<tokio::sync::Semaphore>>>,
     /// Events fetched from each server in the current minute ([`Federation::count_fetch`]).
     fetches: std::sync::Mutex<std::collections::HashMap<OwnedServerName, (std::time::Instant, u32)>>,
-    /// Transactions received since start-up (their old ids are pruned every so many).
+    /// Transactions received since start-up (the low bits of their received-order keys).
     transactions: std::sync::atomic::AtomicU64,
     /// The servers with joined members of each room, as of a state snapshot.
     room_servers: std::sync::Mutex<std::collections::HashMap<ruma::OwnedRoomId, (u64, Vec<OwnedServerName>)>>,

@@ -58,9 +58,6 @@ pub async fn transaction(
         return Ok(answer.into_iter().map(|(id, e)| (id, e.map_or(Ok(()), Err))).collect());
     }
     let received = services.federation.count_transaction();
-    if received.is_multiple_of(TXN_PRUNE_EVERY) {
-        prune_transactions(services)?;
-    }
     let mut by_room: BTreeMap<OwnedRoomId, Vec<CanonicalJsonObject>> = BTreeMap::new();
     let mut results = BTreeMap::new();
     for raw in pdus {
@@ -117,36 +114,6 @@ pub async fn transaction(
     // PDUs held (deduped by event id) and to-device messages are deduped by message id.
     services.db.write_unsynced(batch)?;
     Ok(results.into_iter().map(|(id, r)| (id, r.map_err(|e| e.to_string()))).collect())
-}
-
-/// How long a received transaction's id is remembered: a retry comes within minutes (the
-/// sender's backoff is capped at hours), and a transaction seen again after that is still
-/// harmless (its PDUs dedupe by event id).
-const TXN_KEPT_MS: u64 = 24 * 3600 * 1000;
-/// Every this many transactions received, the ids older than [`TXN_KEPT_MS`] are dropped.
-const TXN_PRUNE_EVERY: u64 = 64;
-
-/// Drops the records of transactions received more than [`TXN_KEPT_MS`] ago: a scan of the
-/// received-order index up to the cutoff, so its cost is what is dropped.
-fn prune_transactions(services: &Services) -> Result<()> {
-    use crate::db::codec::Be64;
-    let tables = &services.db.tables;
-    let cutoff = crate::time::now_ms().saturating_sub(TXN_KEPT_MS) << 20;
-    let mut batch = Batch::new();
-    let mut dropped = 0;
-    for entry in tables.federation.receivedseq_origintxn.iter() {
-        let (Be64(seq), Json(key)) = entry?;
-        if seq >= cutoff || dropped >= 10_000 {
-            break;
-        }
-        tables.federation.receivedseq_origintxn.remove(&mut batch, &Be64(seq));
-        tables.federation.origintxn_done.remove(&mut batch, &key);
-        dropped += 1;
-    }
-    if dropped > 0 {
-        services.db.write_unsynced(batch)?;
-    }
-    Ok(())
 }
 
 /// A room being joined: the joins under way, the PDUs held for it.

@@ -30,7 +30,7 @@ use crate::{
     services::Services,
 };
 
-const DISPATCHED: &str = "federation_dispatched";
+pub(crate) const DISPATCHED: &str = "federation_dispatched";
 const MAX_PDUS: usize = 50;
 const MAX_EDUS: usize = 100;
 /// How long an idle worker sleeps before looking again without being woken.

@@ -45,6 +45,9 @@ impl DeviceLists {
 pub const MASTER: &str = "master";
 pub const SELF_SIGNING: &str = "self_signing";
 pub const USER_SIGNING: &str = "user_signing";
+/// Key in `meta` of the highest position of the device list stream (`pos_keychange`) pruned:
+/// the changes up to it are no longer there to tell (`crate::retention`).
+pub const CHANGES_PRUNED: &str = "keychange_pruned";
 
 /// The cross-signing keys a query returns for one user.
 #[derive(Debug, Default)]
@@ -650,8 +653,12 @@ impl Keys {
         };
         let mut changed = BTreeSet::new();
         let mut left = BTreeSet::new();
+        // The stream's changes up to `pruned` are gone (`retention.device_list_changes`): a
+        // client from before that learns that every member of its rooms may have changed.
+        let pruned = self.db.tables.meta.get(&CHANGES_PRUNED.to_owned())?.map_or(0, |Be64(p)| p);
+        let too_old = since < pruned;
         for (room, membership) in memberships {
-            let fresh = membership.pos > since && membership.pos <= until;
+            let fresh = too_old || (membership.pos > since && membership.pos <= until);
             let joined_here = membership.membership == "join";
             if !fresh && !joined_here {
                 continue;

@@ -13,6 +13,9 @@
 
 pub mod state;
 
+#[cfg(test)]
+mod tests;
+
 use std::{
     collections::{BTreeSet, HashMap},
     ops::Bound,

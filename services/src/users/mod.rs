@@ -234,7 +234,7 @@ impl Users {
         self.directory.as_ref()
     }
 
-    async fn lock_user(&self, user: &UserId) -> tokio::sync::MutexGuard<'_, ()> {
+    pub(crate) async fn lock_user(&self, user: &UserId) -> tokio::sync::MutexGuard<'_, ()> {
         self.stripes.lock(user).await
     }
 
@@ -1012,6 +1012,13 @@ impl Users {
                 }
             }
             tables.users.userdeviceid_device.remove(&mut removals, &(user.to_owned(), device_id.clone()));
+            // Its transaction ids may be many (one per message sent): dropped later, in bounded
+            // batches, by the pruning task rather than in this one write.
+            tables.users.userdeviceid_departed.insert(
+                &mut removals,
+                &(user.to_owned(), device_id.clone()),
+                &crate::db::codec::Be64(now_ms()),
+            );
         }
         let durable = self.writer.submit_with(&self.db, removals, |batch, pos| {
             if removed.is_empty() {

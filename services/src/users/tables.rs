@@ -185,6 +185,9 @@ hemicycle_core::tables! {
         /// Profile fields (`displayname`, `avatar_url`, extended fields) as one JSON object.
         pub userid_profile: Table<OwnedUserId, Json<BTreeMap<String, serde_json::Value>>>,
         pub userdeviceid_device: Table<(OwnedUserId, OwnedDeviceId), Json<Device>>,
+        /// Removed devices → when (ms): what they leave behind (client transaction ids) is dropped
+        /// by the pruning task after `retention.departed_devices` (`crate::retention`).
+        pub userdeviceid_departed: Table<(OwnedUserId, OwnedDeviceId), Be64>,
         /// sha256(access token) → its user and device; tokens themselves are never stored.
         pub tokenhash_session: Table<Vec<u8>, Json<TokenOwner>>,
         /// sha256(refresh token) → its user and device; like access tokens, never stored in clear.

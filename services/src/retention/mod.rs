@@ -1,0 +1,211 @@
+//! Pruning of what is kept only for a while (`[retention]`): ids of federation transactions
+//! received, the device list stream, and what removed devices leave behind. Synapse keeps their
+//! counterparts until its operators purge them by hand (`device_lists_stream`,
+//! `received_transactions`, `event_txn_id_device_id`); here one task drops them on a timer, each
+//! kind after its configured retention, in writes of at most `retention.batch` records, so a
+//! large backlog never makes one long write that stalls the stream writer behind it.
+//!
+//! Records keyed by a stream position carry no time. Each run writes a checkpoint (now → the
+//! position the stream has published), so a position is known to be older than a retention when
+//! a checkpoint at least that old covers it; checkpoints no retention needs any more go.
+
+pub mod tables;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use ruma::{OwnedDeviceId, OwnedUserId};
+
+use crate::{
+    db::{
+        codec::{prefix2, Be64, Codec, Json},
+        Batch,
+    },
+    error::Result,
+    services::Services,
+};
+
+/// What one run dropped.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pruned {
+    /// Ids of federation transactions received.
+    pub federation_transactions: u64,
+    /// Entries of the device list stream.
+    pub device_list_changes: u64,
+    /// Client transaction ids (event sends and to-device sends) of removed devices.
+    pub departed_device_records: u64,
+    /// Removed devices whose records are all gone (or that came back under the same id).
+    pub departed_devices: u64,
+}
+
+/// Starts the pruning task: a run at start-up, then one every `retention.interval`.
+pub fn start(services: Arc<Services>) {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(services.config.retention.interval.0);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            match prune(&services, crate::time::now_ms()).await {
+                Ok(pruned) if pruned != Pruned::default() => tracing::info!(?pruned, "pruned expired records"),
+                Ok(_) => {}
+                Err(error) => tracing::error!(%error, "pruning expired records failed; the next run retries"),
+            }
+        }
+    });
+}
+
+/// One run at wall-clock `now_ms` (a parameter, so tests say when "now" is instead of waiting):
+/// records the checkpoint, then drops every expired record of each kind, batch after batch.
+pub async fn prune(services: &Services, now_ms: u64) -> Result<Pruned> {
+    let retention = &services.config.retention;
+    let before = |kept: &crate::config::HumanDuration| now_ms.saturating_sub(kept.as_millis());
+    checkpoint(services, now_ms)?;
+    let federation_transactions = federation_transactions(services, before(&retention.federation_transactions)).await?;
+    let device_list_changes = device_list_changes(services, before(&retention.device_list_changes)).await?;
+    let (departed_device_records, departed_devices) =
+        departed_devices(services, before(&retention.departed_devices)).await?;
+    Ok(Pruned { federation_transactions, device_list_changes, departed_device_records, departed_devices })
+}
+
+/// Records that every position the stream has published now is at most `now_ms` old.
+fn checkpoint(services: &Services, now_ms: u64) -> Result<()> {
+    let head = *services.rooms.subscribe().borrow();
+    let mut batch = Batch::new();
+    services.db.tables.retention.timems_streampos.insert(&mut batch, &Be64(now_ms), &Be64(head));
+    // Unsynced: a checkpoint lost in a crash only delays pruning until the next one is old enough.
+    services.db.write_unsynced(batch)?;
+    Ok(())
+}
+
+/// Drops the ids of transactions received before `cutoff_ms`: a scan of the received-order
+/// index (keys are `ms << 20 | sequence`) up to the cutoff, so its cost is what is dropped.
+async fn federation_transactions(services: &Services, cutoff_ms: u64) -> Result<u64> {
+    let tables = &services.db.tables.federation;
+    let cutoff = cutoff_ms << 20;
+    let limit = services.config.retention.batch;
+    let mut total = 0;
+    loop {
+        let mut batch = Batch::new();
+        let mut dropped = 0;
+        for entry in tables.receivedseq_origintxn.iter() {
+            let (Be64(seq), Json(key)) = entry?;
+            if seq >= cutoff || dropped == limit {
+                break;
+            }
+            tables.receivedseq_origintxn.remove(&mut batch, &Be64(seq));
+            tables.origintxn_done.remove(&mut batch, &key);
+            dropped += 1;
+        }
+        if dropped == 0 {
+            return Ok(total);
+        }
+        services.db.write_unsynced(batch)?;
+        total += dropped as u64;
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Drops the device list stream's entries older than `cutoff_ms` that the federation dispatcher
+/// has passed (it announces local changes to other servers from this stream). The highest
+/// position dropped is written first (`keys::CHANGES_PRUNED`), so a sync from before it never
+/// reads a stream with holes as if it were whole: it reports every member of its rooms instead.
+async fn device_list_changes(services: &Services, cutoff_ms: u64) -> Result<u64> {
+    let tables = &services.db.tables;
+    let checkpoints = &tables.retention.timems_streampos;
+    let Some((Be64(at), Be64(covered))) =
+        checkpoints.scan_from(Vec::new(), Be64(cutoff_ms).encode(), false).next().transpose()?
+    else {
+        return Ok(0);
+    };
+    let dispatched = tables.meta.get(&crate::federation::sender::DISPATCHED.to_owned())?.map_or(0, |Be64(p)| p);
+    let upto = covered.min(dispatched);
+    let floor_key = crate::keys::CHANGES_PRUNED.to_owned();
+    let floor = tables.meta.get(&floor_key)?.map_or(0, |Be64(p)| p);
+    let limit = services.config.retention.batch;
+    let mut total = 0;
+    if upto > floor {
+        let mut batch = Batch::new();
+        tables.meta.insert(&mut batch, &floor_key, &Be64(upto));
+        services.db.write_unsynced(batch)?;
+        loop {
+            let mut batch = Batch::new();
+            let mut dropped = 0;
+            for entry in tables.keys.pos_keychange.iter() {
+                let (Be64(pos), _) = entry?;
+                if pos > upto || dropped == limit {
+                    break;
+                }
+                tables.keys.pos_keychange.remove(&mut batch, &Be64(pos));
+                dropped += 1;
+            }
+            if dropped == 0 {
+                break;
+            }
+            services.db.write_unsynced(batch)?;
+            total += dropped as u64;
+            tokio::task::yield_now().await;
+        }
+    }
+    // Checkpoints older than the one used are needed by no retention any more (the cutoffs
+    // only move forwards).
+    let mut batch = Batch::new();
+    for entry in checkpoints.iter().take(limit) {
+        let (Be64(time), _) = entry?;
+        if time >= at {
+            break;
+        }
+        checkpoints.remove(&mut batch, &Be64(time));
+    }
+    services.db.write_unsynced(batch)?;
+    Ok(total)
+}
+
+/// Drops the client transaction ids of devices removed before `cutoff_ms`, under the user's
+/// lock (a device may come back under the same id: its ids are then its own again, and kept).
+/// Returns the records dropped and the devices finished with.
+async fn departed_devices(services: &Services, cutoff_ms: u64) -> Result<(u64, u64)> {
+    let tables = &services.db.tables;
+    let limit = services.config.retention.batch;
+    let mut due: Vec<(OwnedUserId, OwnedDeviceId)> = Vec::new();
+    for entry in tables.users.userdeviceid_departed.iter() {
+        let (key, Be64(removed)) = entry?;
+        if removed <= cutoff_ms {
+            due.push(key);
+        }
+    }
+    let (mut records, mut devices) = (0, 0);
+    for (user, device) in due {
+        let _guard = services.users.lock_user(&user).await;
+        let key = (user.clone(), device.clone());
+        if !tables.users.userdeviceid_device.contains(&key)? {
+            loop {
+                let mut batch = Batch::new();
+                let mut dropped = 0;
+                for entry in tables.rooms.useriddevicetxn_eventid.scan_prefix(prefix2(&user, &device)).take(limit) {
+                    let (txn, event_id) = entry?;
+                    tables.rooms.useriddevicetxn_eventid.remove(&mut batch, &txn);
+                    tables.rooms.eventid_devicetxn.remove(&mut batch, &event_id);
+                    dropped += 1;
+                }
+                let room = limit - dropped;
+                for entry in tables.ephemeral.useriddevicetxn_todevice.scan_prefix(prefix2(&user, &device)).take(room) {
+                    tables.ephemeral.useriddevicetxn_todevice.remove(&mut batch, &entry?.0);
+                    dropped += 1;
+                }
+                if dropped == 0 {
+                    break;
+                }
+                services.db.write_unsynced(batch)?;
+                records += dropped as u64;
+                tokio::task::yield_now().await;
+            }
+        }
+        let mut batch = Batch::new();
+        tables.users.userdeviceid_departed.remove(&mut batch, &key);
+        services.db.write_unsynced(batch)?;
+        devices += 1;
+    }
+    Ok((records, devices))
+}

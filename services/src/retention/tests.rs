@@ -1,0 +1,146 @@
+//! Each kind of record is kept for its retention, then dropped by a run of the pruning task, in
+//! writes of at most `retention.batch` records (2 here, so every kind needs several). "Now" is
+//! the run's parameter: the tests move it forwards instead of waiting.
+
+use std::{sync::Arc, time::Duration};
+
+use ruma::{events::TimelineEventType, OwnedDeviceId, OwnedUserId, UserId};
+use serde_json::json;
+
+use super::{prune, Pruned};
+use crate::{
+    config::{Config, HumanDuration},
+    db::{codec::Be64, Batch},
+    rooms::{create::CreateRoom, NewEvent, TxnKey},
+    services::Services,
+};
+
+const HOUR_MS: u64 = 3_600_000;
+
+async fn services() -> (tempfile::TempDir, Arc<Services>) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = Config::default();
+    config.database.path = dir.path().join("db");
+    let hour = HumanDuration(Duration::from_millis(HOUR_MS));
+    config.retention.federation_transactions = hour;
+    config.retention.device_list_changes = hour;
+    config.retention.departed_devices = hour;
+    config.retention.batch = 2;
+    (dir, Services::open(config).expect("services"))
+}
+
+async fn device(services: &Services, user: &UserId, id: Option<&str>) -> OwnedDeviceId {
+    let id = id.map(OwnedDeviceId::from);
+    services.users.login(user, id, None, None, None).await.expect("login").device_id
+}
+
+#[tokio::test]
+async fn received_transaction_ids_go_after_their_retention() {
+    let (_dir, services) = services().await;
+    let origin = ruma::OwnedServerName::try_from("remote.example").expect("server name");
+    for txn in ["t1", "t2", "t3"] {
+        crate::federation::receive::transaction(&services, &origin, txn, &[], &[]).await.expect("transaction");
+    }
+    let kept = || services.db.tables.federation.origintxn_done.iter().count();
+    assert_eq!(kept(), 3);
+    let now = crate::time::now_ms();
+    assert_eq!(prune(&services, now).await.expect("prune").federation_transactions, 0, "younger than an hour");
+    assert_eq!(kept(), 3);
+    let later = prune(&services, now + HOUR_MS + 1).await.expect("prune");
+    assert_eq!(later.federation_transactions, 3, "in two writes of at most 2");
+    assert_eq!(kept(), 0);
+    assert_eq!(services.db.tables.federation.receivedseq_origintxn.iter().count(), 0);
+}
+
+/// Device list changes older than the retention go once the federation dispatcher has passed
+/// them; a sync token from before what was dropped then hears that every member of its rooms
+/// changed, while a token after it hears of nothing.
+#[tokio::test]
+async fn device_list_changes_go_after_their_retention_and_old_tokens_hear_of_everyone() {
+    let (_dir, services) = services().await;
+    let alice = services.users.create("alice", None, false).await.expect("alice");
+    let bob = services.users.create("bob", None, false).await.expect("bob");
+    let room = services
+        .rooms
+        .create_room(&alice, CreateRoom { public: true, ..Default::default() }, &ruma::RoomVersionId::V12)
+        .await
+        .expect("room");
+    services.rooms.join(&room, &bob, None).await.expect("join");
+    let laptop = device(&services, &alice, None).await;
+    let head = || *services.rooms.subscribe().borrow();
+    let since = head();
+    services.users.remove_device(&alice, &laptop).await.expect("logout");
+    let until = head();
+    let changed = |since: u64| -> Vec<OwnedUserId> {
+        services.keys.device_list_changes(&services.rooms, &bob, since, until).expect("changes").changed
+    };
+    assert_eq!(changed(since), vec![alice.clone()], "the logout is on the device list stream");
+    let on_stream =
+        || services.db.tables.keys.pos_keychange.iter().filter(|e| e.as_ref().unwrap().0 .0 > since).count();
+    assert_eq!(on_stream(), 1);
+
+    let t0 = crate::time::now_ms();
+    assert_eq!(prune(&services, t0).await.expect("prune").device_list_changes, 0);
+    assert_eq!(
+        prune(&services, t0 + HOUR_MS + 1).await.expect("prune").device_list_changes,
+        0,
+        "not before the federation dispatcher has announced it"
+    );
+    assert_eq!(on_stream(), 1);
+    let mut batch = Batch::new();
+    services.db.tables.meta.insert(&mut batch, &crate::federation::sender::DISPATCHED.to_owned(), &Be64(until));
+    services.db.commit(batch).expect("dispatched");
+    assert!(prune(&services, t0 + HOUR_MS + 2).await.expect("prune").device_list_changes >= 1);
+    assert_eq!(on_stream(), 0, "dropped");
+    assert!(changed(since).contains(&alice), "a token from before the pruned part hears of every member");
+    assert!(changed(until).is_empty(), "a token after it hears of nothing");
+}
+
+/// A removed device's client transaction ids (messages and to-device sends) go after the
+/// retention, those of the user's other devices stay; a device back under the same id keeps
+/// its own.
+#[tokio::test]
+async fn what_removed_devices_leave_goes_after_their_retention() {
+    let (_dir, services) = services().await;
+    let alice = services.users.create("alice", None, false).await.expect("alice");
+    let room = services
+        .rooms
+        .create_room(&alice, CreateRoom { public: true, ..Default::default() }, &ruma::RoomVersionId::V12)
+        .await
+        .expect("room");
+    let (laptop, phone) = (device(&services, &alice, None).await, device(&services, &alice, Some("PHONE")).await);
+    let mut sent = Vec::new();
+    for (device, txn) in [(&laptop, "l1"), (&laptop, "l2"), (&phone, "p1")] {
+        let key = TxnKey { user: alice.clone(), device: device.clone(), txn_id: txn.to_owned() };
+        let message = NewEvent::message(TimelineEventType::RoomMessage, json!({ "msgtype": "m.text", "body": txn }));
+        sent.push(services.rooms.append(&room, &alice, message, Some(key.clone())).await.expect("send"));
+        services.to_device.send(&alice, device, txn, Vec::new()).await.expect("to-device");
+    }
+    let tables = &services.db.tables;
+    let held = |device: &OwnedDeviceId, txn: &str| {
+        let key = (alice.clone(), device.clone(), txn.to_owned());
+        (
+            tables.rooms.useriddevicetxn_eventid.get(&key).unwrap().is_some(),
+            tables.ephemeral.useriddevicetxn_todevice.contains(&key).unwrap(),
+        )
+    };
+    services.users.remove_device(&alice, &laptop).await.expect("logout");
+    let t0 = crate::time::now_ms();
+    assert_eq!(prune(&services, t0).await.expect("prune").departed_device_records, 0);
+    assert_eq!(held(&laptop, "l1"), (true, true), "kept for the retention");
+
+    let later = prune(&services, t0 + HOUR_MS + 1).await.expect("prune");
+    assert_eq!((later.departed_device_records, later.departed_devices), (4, 1), "{later:?}");
+    assert_eq!((held(&laptop, "l1"), held(&laptop, "l2")), ((false, false), (false, false)));
+    assert!(tables.rooms.eventid_devicetxn.get(&sent[0]).unwrap().is_none());
+    assert_eq!(held(&phone, "p1"), (true, true), "another device's ids stay");
+    assert!(tables.rooms.eventid_devicetxn.get(&sent[2]).unwrap().is_some());
+    assert_eq!(tables.users.userdeviceid_departed.iter().count(), 0, "nothing left to do");
+
+    // Back under the same id before the run: its ids are its own again.
+    services.users.remove_device(&alice, &phone).await.expect("logout");
+    device(&services, &alice, Some("PHONE")).await;
+    let again = prune(&services, t0 + 3 * HOUR_MS).await.expect("prune");
+    assert_eq!(again, Pruned { departed_devices: 1, ..Default::default() });
+    assert_eq!(held(&phone, "p1"), (true, true));
+}

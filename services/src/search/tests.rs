@@ -1,0 +1,84 @@
+//! The indexer's guarantees, checked on notifications, never on a clock: it commits by itself
+//! with no search asking (the timer behind "searchable within a second"), and a search waits for
+//! it to reach the stream head it starts at, so it sees every event acknowledged before it.
+
+use std::{sync::Arc, time::Duration};
+
+use ruma::{events::TimelineEventType, OwnedRoomId, OwnedUserId, RoomVersionId};
+use serde_json::json;
+
+use super::{Ordering, SearchQuery};
+use crate::{
+    config::Config,
+    rooms::{create::CreateRoom, NewEvent},
+    services::Services,
+};
+
+/// Only a guard, so that a broken indexer fails the test instead of hanging it: nothing here
+/// is expected to take more than a fraction of it.
+const GUARD: Duration = Duration::from_secs(60);
+
+async fn room_with_indexer() -> (tempfile::TempDir, Arc<Services>, OwnedUserId, OwnedRoomId) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = Config::default();
+    config.database.path = dir.path().join("db");
+    let services = Services::open(config).expect("services");
+    let alice = services.users.create("alice", None, false).await.expect("alice");
+    let room = services
+        .rooms
+        .create_room(&alice, CreateRoom { public: true, ..Default::default() }, &RoomVersionId::V12)
+        .await
+        .expect("room");
+    super::start(services.clone());
+    (dir, services, alice, room)
+}
+
+async fn say(services: &Services, room: &OwnedRoomId, user: &OwnedUserId, body: &str) {
+    let message = NewEvent::message(TimelineEventType::RoomMessage, json!({ "msgtype": "m.text", "body": body }));
+    services.rooms.append(room, user, message, None).await.expect("send");
+}
+
+fn found(services: &Services, user: &OwnedUserId, room: &OwnedRoomId, term: &str) -> Vec<String> {
+    let query = SearchQuery {
+        term: term.to_owned(),
+        keys: vec!["content.body"],
+        rooms: vec![room.clone()],
+        senders: None,
+        not_senders: Vec::new(),
+        order: Ordering::Recent,
+        limit: 10,
+        next_batch: None,
+    };
+    let results = services.search.search(services, user, &query, &|_| true).expect("search");
+    results.hits.iter().map(|h| h.event["content"]["body"].as_str().unwrap_or_default().to_owned()).collect()
+}
+
+/// With no search waiting, the indexer still commits what it holds (a second after the last
+/// event, at most once a second under a steady stream): its published position reaches the head
+/// and the event is then found by a search that does not wait at all.
+#[tokio::test]
+async fn the_indexer_commits_what_it_holds_with_no_search_asking() {
+    let (_dir, services, alice, room) = room_with_indexer().await;
+    say(&services, &room, &alice, "Réunion budgétaire jeudi").await;
+    let head = *services.rooms.subscribe().borrow();
+    let mut indexed = services.search.indexed.subscribe();
+    tokio::time::timeout(GUARD, indexed.wait_for(|done| *done >= head))
+        .await
+        .expect("the indexer committed by itself")
+        .expect("indexer alive");
+    assert_eq!(found(&services, &alice, &room, "budgetaire"), vec!["Réunion budgétaire jeudi"]);
+}
+
+/// A search started after an event was acknowledged finds it, whatever the indexer's timer:
+/// the search asks for a commit and waits for the indexer's position to reach the head.
+#[tokio::test]
+async fn a_search_sees_every_event_acknowledged_before_it() {
+    let (_dir, services, alice, room) = room_with_indexer().await;
+    for n in 0..5 {
+        let body = format!("Ordre du jour numéro{n}");
+        say(&services, &room, &alice, &body).await;
+        let head = *services.rooms.subscribe().borrow();
+        tokio::time::timeout(GUARD, services.search.caught_up(head)).await.expect("caught up");
+        assert_eq!(found(&services, &alice, &room, &format!("numéro{n}")), vec![body]);
+    }
+}
