@@ -27,6 +27,7 @@ pub async fn run(mut config: Config) -> Result<(), String> {
     crate::rooms::delayed::start(services.clone());
     crate::rtc::delegation::start(services.clone());
     crate::users::discovery::start(services.clone());
+    crate::oauth::sweep::start(services.clone());
     services.presence.load_active().map_err(|e| e.to_string())?;
     let presence = services.clone();
     tokio::spawn(async move {

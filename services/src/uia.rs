@@ -27,6 +27,11 @@ pub const REGISTRATION_TOKEN: &str = "m.login.registration_token";
 /// Offered only where the caller has already checked the validation session it names (a
 /// password reset), so the stage itself passes here.
 pub const EMAIL_IDENTITY: &str = "m.login.email.identity";
+/// The OAuth stage (spec v1.17, MSC4312): the person approves the operation at the account
+/// management URL; nothing a request carries completes it.
+pub const OAUTH: &str = "m.oauth";
+/// The stage's unstable name, which clients written before MSC4312 was merged look for.
+pub const OAUTH_UNSTABLE: &str = "org.matrix.cross_signing_reset";
 
 const SESSION_LIFETIME: Duration = Duration::from_secs(15 * 60);
 const MAX_SESSIONS: usize = 100_000;
@@ -70,7 +75,7 @@ impl Uia {
     }
 
     /// Passes the token stage: the configured token, or one use of an admin-made token.
-    fn use_registration_token(&self, token: &str) -> Result<bool> {
+    pub fn use_registration_token(&self, token: &str) -> Result<bool> {
         let configured = self
             .registration_token
             .as_ref()
@@ -89,7 +94,7 @@ impl Uia {
         purpose: &str,
     ) -> Result<()> {
         let Some(auth) = auth else {
-            return Err(self.challenge(self.open_session(purpose, user), flows, &[], None));
+            return Err(self.challenge(self.open_session(purpose, user), flows, &[], None, json!({})));
         };
         let session_id = match auth.session() {
             Some(id) if self.session_matches(id, purpose, user)? => id.to_owned(),
@@ -129,7 +134,7 @@ impl Uia {
         if let Some(reason) = failure {
             let completed = session.completed.clone();
             drop(sessions);
-            return Err(self.challenge(session_id, flows, &completed, Some(reason)));
+            return Err(self.challenge(session_id, flows, &completed, Some(reason), json!({})));
         }
         if !session.completed.contains(&stage) {
             session.completed.push(stage);
@@ -141,7 +146,27 @@ impl Uia {
         }
         let completed = session.completed.clone();
         drop(sessions);
-        Err(self.challenge(session_id, flows, &completed, None))
+        Err(self.challenge(session_id, flows, &completed, None, json!({})))
+    }
+
+    /// The `m.oauth` stage for `purpose` (MSC4312), offered under its stable and unstable names
+    /// with `url`, where the person approves the operation. The approval is kept where the
+    /// operation is (the caller lets the request through while it lasts), so this only ever
+    /// answers the challenge: again and again to a client retrying until the person has
+    /// approved, in the session it retries with (a new one when that is unknown or another
+    /// request's), with an error once it has tried without the approval.
+    pub fn oauth_challenge(&self, auth: Option<&AuthData>, user: &UserId, purpose: &str, url: &str) -> Error {
+        let known = auth
+            .and_then(AuthData::session)
+            .filter(|id| self.session_matches(id, purpose, Some(user)).unwrap_or(false));
+        let session = match known {
+            Some(id) => id.to_owned(),
+            None => self.open_session(purpose, Some(user)),
+        };
+        let failure = auth.map(|_| "the operation has not been approved at the account management URL yet");
+        let params: serde_json::Map<String, serde_json::Value> =
+            [OAUTH, OAUTH_UNSTABLE].into_iter().map(|stage| (stage.to_owned(), json!({ "url": url }))).collect();
+        self.challenge(session, &[&[OAUTH], &[OAUTH_UNSTABLE]], &[], failure, params.into())
     }
 
     fn session_matches(&self, id: &str, purpose: &str, user: Option<&UserId>) -> Result<bool> {
@@ -175,10 +200,17 @@ impl Uia {
         id
     }
 
-    fn challenge(&self, session: String, flows: &[&[&str]], completed: &[String], failure: Option<&str>) -> Error {
+    fn challenge(
+        &self,
+        session: String,
+        flows: &[&[&str]],
+        completed: &[String],
+        failure: Option<&str>,
+        params: serde_json::Value,
+    ) -> Error {
         let mut body = json!({
             "flows": flows.iter().map(|stages| json!({ "stages": stages })).collect::<Vec<_>>(),
-            "params": {},
+            "params": params,
             "session": session,
             "completed": completed,
         });

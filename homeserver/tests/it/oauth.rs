@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use base64::Engine;
 use matrix_sdk::{
     authentication::oauth::registration::{ApplicationType, ClientMetadata, Localized, OAuthGrantType},
+    encryption::CrossSigningResetAuthType,
     ruma::serde::Raw,
 };
 use reqwest::{header, Method, Url};
@@ -138,11 +139,9 @@ async fn refresh(server: &TestServer, client_id: &str, refresh_token: &str) -> (
     post_form(server, &format!("{OAUTH}/token"), &fields).await
 }
 
-#[tokio::test]
-async fn matrix_sdk_signs_in_refreshes_and_logs_out_through_oauth() {
-    let server = oauth_server();
-    server.register("alice", "alice-pw").await;
-
+/// A matrix-sdk client signed in as `user` through the OAuth API: it registers, opens the
+/// authorization URL (the test posts the page's form as a browser would) and exchanges the code.
+async fn sdk_signed_in(server: &TestServer, user: &str, password: &str) -> matrix_sdk::Client {
     let client = server.client().await;
     let oauth = client.oauth();
     let metadata = oauth.server_metadata().await.expect("the server publishes its OAuth metadata");
@@ -160,12 +159,20 @@ async fn matrix_sdk_signs_in_refreshes_and_logs_out_through_oauth() {
     let auth = oauth.login(redirect, None, Some(registration), None).build().await.expect("authorization URL");
 
     let (status, location, body) =
-        sign_in(&server, auth.url.as_str(), &[("username", "alice"), ("password", "alice-pw"), ("action", "allow")])
-            .await;
+        sign_in(server, auth.url.as_str(), &[("username", user), ("password", password), ("action", "allow")]).await;
     assert_eq!(status, 303, "{body}");
     let location = location.unwrap();
     assert!(location.starts_with("http://127.0.0.1:4242/callback?code="), "{location}");
     oauth.finish_login(Url::parse(&location).unwrap().into()).await.expect("the code is exchanged");
+    client
+}
+
+#[tokio::test]
+async fn matrix_sdk_signs_in_refreshes_and_logs_out_through_oauth() {
+    let server = oauth_server();
+    server.register("alice", "alice-pw").await;
+    let client = sdk_signed_in(&server, "alice", "alice-pw").await;
+    let oauth = client.oauth();
 
     let me = client.whoami().await.unwrap();
     assert_eq!(me.user_id.as_str(), "@alice:localhost");
@@ -596,4 +603,225 @@ async fn an_oauth_only_node_takes_no_password_on_login() {
     )
     .await;
     assert_eq!(status, 403);
+}
+
+const SIGNING_UPLOAD: &str = "/_matrix/client/v3/keys/device_signing/upload";
+
+/// A well-formed master key for `user` that no client holds (its public key made up).
+fn made_up_master(user: &str, seed: &str) -> Value {
+    let public = base64::engine::general_purpose::STANDARD_NO_PAD.encode(Sha256::digest(seed.as_bytes()));
+    json!({ "user_id": user, "usage": ["master"], "keys": { format!("ed25519:{public}"): public } })
+}
+
+/// The master key the server publishes for `user`.
+async fn published_master(server: &TestServer, token: &str, user: &str) -> Value {
+    let query = json!({ "device_keys": { user: [] } });
+    let (status, keys) = api(server, Method::POST, Some(token), "/_matrix/client/v3/keys/query", Some(query)).await;
+    assert_eq!(status, 200, "{keys}");
+    keys["master_keys"][user]["keys"].clone()
+}
+
+/// The stages of each flow a UIA answer offers.
+fn stages(uia: &Value) -> Vec<Vec<String>> {
+    uia["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["stages"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_owned()).collect())
+        .collect()
+}
+
+/// MSC4312 (spec v1.17's `m.oauth` stage): a session signed in through OAuth has no password to
+/// answer UIA with, so replacing its cross-signing identity asks the person to approve it on the
+/// account page. matrix-sdk's identity reset reads the approval URL and waits; once the person
+/// approves (signed in on the page — the client's own access token does not open it), the reset
+/// goes through, once.
+#[tokio::test]
+async fn an_oauth_session_resets_its_identity_once_the_person_approves_it_on_the_account_page() {
+    let server = oauth_server();
+    server.register("alice", "alice-pw").await;
+    let alice = "@alice:localhost";
+    let client = sdk_signed_in(&server, "alice", "alice-pw").await;
+    client.encryption().bootstrap_cross_signing(None).await.expect("a first identity needs no approval");
+    let token = client.access_token().unwrap();
+    let first_master = published_master(&server, &token, alice).await;
+    assert!(first_master.is_object(), "{first_master}");
+
+    // Replacing it without the approval: the m.oauth stage (and its unstable name), with the
+    // account page's URL; retrying in the session, or without a stage, changes nothing.
+    let upload = json!({ "master_key": made_up_master(alice, "intruder") });
+    let (status, uia) = api(&server, Method::POST, Some(&token), SIGNING_UPLOAD, Some(upload.clone())).await;
+    assert_eq!(status, 401, "{uia}");
+    assert_eq!(stages(&uia), [["m.oauth"], ["org.matrix.cross_signing_reset"]], "{uia}");
+    let url = uia["params"]["m.oauth"]["url"].as_str().unwrap().to_owned();
+    assert_eq!(url, format!("{}/_hemicycle/oauth2/account?action=org.matrix.cross_signing_reset", server.url));
+    assert_eq!(uia["params"]["org.matrix.cross_signing_reset"]["url"], url.as_str());
+    let session = uia["session"].as_str().unwrap().to_owned();
+    for auth in [json!({ "type": "m.oauth", "session": session }), json!({ "session": session })] {
+        let mut retry = upload.clone();
+        retry["auth"] = auth;
+        let (status, again) = api(&server, Method::POST, Some(&token), SIGNING_UPLOAD, Some(retry)).await;
+        assert_eq!((status, again["errcode"].as_str()), (401, Some("M_FORBIDDEN")), "{again}");
+        assert_eq!(again["session"], session.as_str(), "the client keeps its session while it waits");
+    }
+    assert_eq!(published_master(&server, &token, alice).await, first_master);
+
+    // A session of `/login` still answers with its password.
+    let body = json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "alice" }, "password": "alice-pw" });
+    let (_, legacy) = api(&server, Method::POST, None, "/_matrix/client/v3/login", Some(body)).await;
+    let legacy = legacy["access_token"].as_str().unwrap().to_owned();
+    let (status, uia) = api(&server, Method::POST, Some(&legacy), SIGNING_UPLOAD, Some(upload.clone())).await;
+    assert_eq!((status, stages(&uia)), (401, vec![vec!["m.login.password".to_owned()]]), "{uia}");
+
+    // The SDK's reset learns the URL and waits for the approval.
+    let handle = client.encryption().recovery().reset_identity().await.unwrap().expect("the reset asks for approval");
+    let CrossSigningResetAuthType::OAuth(info) = handle.auth_type() else { panic!("expected the m.oauth stage") };
+    assert_eq!(info.approval_url.as_str(), url);
+    let waiting = tokio::spawn(async move { handle.reset(None).await });
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(!waiting.is_finished(), "the reset waits for the person");
+    assert_eq!(published_master(&server, &token, alice).await, first_master);
+
+    // The client's access token is no page session: the page asks the person to sign in.
+    let stolen = format!("hemicycle_account={token}");
+    let page = browser().get(&url).header(header::COOKIE, &stolen).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("name=\"password\"") && !page.contains("name=\"csrf\""), "{page}");
+    let (status, _) =
+        post_page(&server, "/_hemicycle/oauth2/account/cross_signing_reset", &[("csrf", "00")], Some(&stolen)).await;
+    assert_eq!(status, 303, "sent to sign in");
+    let return_query = "action=org.matrix.cross_signing_reset";
+    let fields = [("username", "alice"), ("password", "alice-pw"), ("return", return_query)];
+    let (status, (_, cookie, _)) = post_page(&server, "/_hemicycle/oauth2/account/login", &fields, None).await;
+    assert_eq!(status, 303);
+    let cookie = cookie.unwrap().split(';').next().unwrap().to_owned();
+    let page = browser().get(&url).header(header::COOKIE, &cookie).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("Allow the reset"), "{page}");
+    let csrf = page.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let approve = "/_hemicycle/oauth2/account/cross_signing_reset";
+    let (status, _) = post_page(&server, approve, &[("csrf", "00")], Some(&cookie)).await;
+    assert_eq!(status, 403, "an approval needs the page's CSRF token");
+    assert!(!waiting.is_finished());
+    let (status, (location, _, _)) = post_page(&server, approve, &[("csrf", &csrf)], Some(&cookie)).await;
+    assert_eq!(status, 303);
+    assert!(location.unwrap().contains("ok=reset"));
+
+    let reset = tokio::time::timeout(std::time::Duration::from_secs(30), waiting).await;
+    reset.expect("the reset finishes once approved").unwrap().expect("the reset succeeds");
+    let second_master = published_master(&server, &token, alice).await;
+    assert!(second_master.is_object() && second_master != first_master, "{second_master}");
+
+    // One approval, one replacement.
+    let (status, uia) = api(&server, Method::POST, Some(&token), SIGNING_UPLOAD, Some(upload)).await;
+    assert_eq!((status, stages(&uia).len()), (401, 2), "{uia}");
+    assert_eq!(published_master(&server, &token, alice).await, second_master);
+    let admin = admin_token(&server).await;
+    let entries = audit_actions(&server, &admin).await;
+    assert!(
+        entries.iter().any(|(action, who)| action == "oauth.cross_signing_reset_allowed" && who == alice),
+        "{entries:?}"
+    );
+}
+
+/// `org.matrix.account_deactivate`: the OAuth API's way to deactivate (its clients hold no
+/// password for `/account/deactivate`'s UIA). The person types their Matrix ID to confirm; a
+/// mismatch changes nothing; then every session ends and the account no longer signs in.
+#[tokio::test]
+async fn the_account_page_deactivates_the_account_once_confirmed() {
+    let server = oauth_server();
+    server.register("alice", "alice-pw").await;
+    let client_id = register_client(&server).await;
+    let (access, refresh_token) = tokens_for(&server, &client_id, "PHONE").await;
+    let (_, metadata) = api(&server, Method::GET, None, "/_matrix/client/v1/auth_metadata", None).await;
+    let actions = metadata["account_management_actions_supported"].as_array().unwrap();
+    for action in ["org.matrix.account_deactivate", "org.matrix.cross_signing_reset"] {
+        assert!(actions.iter().any(|a| a == action), "{action}: {metadata}");
+    }
+
+    let return_query = "action=org.matrix.account_deactivate";
+    let fields = [("username", "alice"), ("password", "alice-pw"), ("return", return_query)];
+    let (status, (_, cookie, _)) = post_page(&server, "/_hemicycle/oauth2/account/login", &fields, None).await;
+    assert_eq!(status, 303);
+    let cookie = cookie.unwrap().split(';').next().unwrap().to_owned();
+    let page = format!("{}/_hemicycle/oauth2/account?{return_query}", server.url);
+    let html = browser().get(&page).header(header::COOKIE, &cookie).send().await.unwrap().text().await.unwrap();
+    assert!(html.contains("name=\"confirm\""), "{html}");
+    let csrf = html.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+
+    let path = "/_hemicycle/oauth2/account/deactivate";
+    let (status, _) = post_page(&server, path, &[("confirm", "@alice:localhost"), ("csrf", "00")], Some(&cookie)).await;
+    assert_eq!(status, 403, "a change needs the page's CSRF token");
+    let (status, (_, _, html)) =
+        post_page(&server, path, &[("confirm", "@bob:localhost"), ("csrf", &csrf)], Some(&cookie)).await;
+    assert_eq!(status, 400, "{html}");
+    assert_eq!(whoami(&server, &access).await.0, 200, "a mismatch changes nothing");
+
+    let (status, (_, cleared, html)) =
+        post_page(&server, path, &[("confirm", "@alice:localhost"), ("csrf", &csrf)], Some(&cookie)).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(cleared.unwrap().contains("Max-Age=0"), "the page session's cookie is cleared");
+    assert_eq!(whoami(&server, &access).await.0, 401, "every session ended");
+    let (status, body) = refresh(&server, &client_id, &refresh_token).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{body}");
+    let url = authorize_url(&server, &client_id, CALLBACK, "AGAIN", &"v".repeat(50));
+    let (status, _, _) =
+        sign_in(&server, &url, &[("username", "alice"), ("password", "alice-pw"), ("action", "allow")]).await;
+    assert_eq!(status, 403, "the account no longer signs in");
+    let admin = admin_token(&server).await;
+    let entries = audit_actions(&server, &admin).await;
+    assert!(entries.iter().any(|(action, _)| action == "oauth.account_deactivate"), "{entries:?}");
+}
+
+/// `prompt=create` (OpenID Connect Prompt Create, which Element X sends for "Create account"):
+/// the page offers the registration form when the node's registration is open, and the new
+/// account's session goes to the client like a sign-in's; a closed node shows the sign-in only.
+#[tokio::test]
+async fn prompt_create_registers_an_account_when_registration_is_open() {
+    let server = TestServer::start_with(&[("oauth.enabled", true.into()), ("registration.open", true.into())]);
+    server.register("alice", "alice-pw").await;
+    let (_, metadata) = api(&server, Method::GET, None, "/_matrix/client/v1/auth_metadata", None).await;
+    assert_eq!(metadata["prompt_values_supported"], json!(["create"]), "{metadata}");
+    let client_id = register_client(&server).await;
+    let verifier = "c".repeat(43);
+    let url = format!("{}&prompt=create", authorize_url(&server, &client_id, CALLBACK, "NEWDEV", &verifier));
+    let html = browser().get(&url).send().await.unwrap().text().await.unwrap();
+    assert!(html.contains("name=\"action\" value=\"create\""), "{html}");
+
+    let strong = "Un-mot-de-passe-2026!";
+    let (status, location, html) =
+        sign_in(&server, &url, &[("username", "alice"), ("password", strong), ("action", "create")]).await;
+    assert_eq!((status, location), (400, None), "a taken name: {html}");
+    let (status, location, html) =
+        sign_in(&server, &url, &[("username", "bob"), ("password", strong), ("action", "create")]).await;
+    assert_eq!(status, 303, "{html}");
+    let code = query_of(&location.unwrap())["code"].clone();
+    let fields = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", CALLBACK),
+        ("client_id", client_id.as_str()),
+        ("code_verifier", verifier.as_str()),
+    ];
+    let (status, tokens) = post_form(&server, &format!("{OAUTH}/token"), &fields).await;
+    assert_eq!(status, 200, "{tokens}");
+    let (_, me) = whoami(&server, tokens["access_token"].as_str().unwrap()).await;
+    assert_eq!((me["user_id"].as_str(), me["device_id"].as_str()), (Some("@bob:localhost"), Some("NEWDEV")));
+    let body =
+        json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "bob" }, "password": strong });
+    let (status, _) = api(&server, Method::POST, None, "/_matrix/client/v3/login", Some(body)).await;
+    assert_eq!(status, 200, "the new account has its password");
+
+    // Registration closed: no form, and a forged submission creates nothing.
+    let closed = TestServer::start_with(&[("oauth.enabled", true.into()), ("registration.open", false.into())]);
+    let (_, metadata) = api(&closed, Method::GET, None, "/_matrix/client/v1/auth_metadata", None).await;
+    assert_eq!(metadata["prompt_values_supported"], json!([]));
+    let client_id = register_client(&closed).await;
+    let url = format!("{}&prompt=create", authorize_url(&closed, &client_id, CALLBACK, "NEWDEV", &verifier));
+    let html = browser().get(&url).send().await.unwrap().text().await.unwrap();
+    assert!(!html.contains("name=\"action\" value=\"create\""), "{html}");
+    let (status, location, _) =
+        sign_in(&closed, &url, &[("username", "carol"), ("password", strong), ("action", "create")]).await;
+    assert_eq!((status, location), (403, None));
+    let body = json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "carol" }, "password": strong });
+    let (status, _) = api(&closed, Method::POST, None, "/_matrix/client/v3/login", Some(body)).await;
+    assert_eq!(status, 403, "no account was made");
 }

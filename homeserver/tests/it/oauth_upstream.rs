@@ -246,6 +246,22 @@ async fn legacy_clients_sign_in_with_m_login_sso_through_the_provider() {
     let (status, login) = api(server, Method::POST, None, "/_matrix/client/v3/login", Some(body)).await;
     assert_eq!(status, 200, "{login}");
     assert_eq!(login["user_id"], "@marie.curie-numerique.gouv.fr:localhost");
+
+    // The provider made the account without a password: replacing its cross-signing identity,
+    // even from this legacy session, asks for the approval on the account page (`m.oauth`).
+    let token = login["access_token"].as_str().unwrap();
+    let upload = |seed: &str| {
+        let public = format!("{seed:A<43}");
+        let key = json!({ "user_id": login["user_id"], "usage": ["master"], "keys": { format!("ed25519:{public}"): public } });
+        json!({ "master_key": key })
+    };
+    let path = "/_matrix/client/v3/keys/device_signing/upload";
+    let (status, body) = api(server, Method::POST, Some(token), path, Some(upload("first"))).await;
+    assert_eq!(status, 200, "a first identity needs no approval: {body}");
+    let (status, uia) = api(server, Method::POST, Some(token), path, Some(upload("second"))).await;
+    assert_eq!(status, 401, "{uia}");
+    assert_eq!(uia["flows"][0]["stages"], json!(["m.oauth"]), "{uia}");
+    assert!(uia["params"]["m.oauth"]["url"].as_str().unwrap().ends_with("action=org.matrix.cross_signing_reset"));
 }
 
 /// A server admin's access token (an account made with the command line).
@@ -323,4 +339,60 @@ async fn a_callback_from_another_issuer_or_browser_is_refused() {
     let page = http.get(callback(&state, "")).send().await.unwrap();
     assert_eq!(page.status(), 400);
     assert!(page.text().await.unwrap().contains("another browser"));
+
+    // MSC3824's hint is `login` or `register`; anything else is refused before the provider.
+    for (action, status) in [("login", 303), ("register", 303), ("delete", 400)] {
+        let response = http.get(format!("{start}&action={action}")).send().await.unwrap();
+        assert_eq!(response.status(), status, "action={action}");
+    }
+}
+
+/// The device authorization grant's page offers the upstream providers too: a person whose
+/// account lives with ProConnect signs a second device in from a phone's browser.
+#[tokio::test]
+async fn a_device_is_signed_in_from_the_link_page_through_the_provider() {
+    let Setup { server, .. } = &setup();
+    let registration = json!({
+        "application_type": "native", "client_uri": "https://tv.example/", "client_name": "TV",
+        "grant_types": ["urn:ietf:params:oauth:grant-type:device_code", "refresh_token"],
+    });
+    let (status, client) = api(server, Method::POST, None, "/_hemicycle/oauth2/register", Some(registration)).await;
+    assert_eq!(status, 201, "{client}");
+    let client_id = client["client_id"].as_str().unwrap().to_owned();
+    let http = reqwest::Client::new();
+    let form = |fields: &[(&str, &str)]| form_urlencoded::Serializer::new(String::new()).extend_pairs(fields).finish();
+    let post = |fields: String, path: &'static str| {
+        let request = http
+            .post(format!("{}/_hemicycle/oauth2/{path}", server.url))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(fields);
+        async move {
+            let response = request.send().await.unwrap();
+            (response.status().as_u16(), response.json::<Value>().await.unwrap())
+        }
+    };
+    let scope = "urn:matrix:client:api:* urn:matrix:client:device:TVDEVICE";
+    let (status, asked) = post(form(&[("client_id", &client_id), ("scope", scope)]), "device").await;
+    assert_eq!(status, 200, "{asked}");
+
+    let seen = browser(&[
+        ("AUTHORIZE_URL", asked["verification_uri_complete"].as_str().unwrap()),
+        ("REDIRECT_PREFIX", "http://127.0.0.1:4244/nowhere"),
+        ("PROVIDER_LOGIN", "marie"),
+    ])
+    .await;
+    assert!(seen["buttons"].as_array().unwrap().iter().any(|b| b.as_str().unwrap().contains("ProConnect")), "{seen}");
+    assert!(seen["status"].as_str().unwrap_or("").contains("connecté"), "the page says the device is in: {seen}");
+
+    let poll = form(&[
+        ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+        ("device_code", asked["device_code"].as_str().unwrap()),
+        ("client_id", &client_id),
+    ]);
+    let (status, tokens) = post(poll, "token").await;
+    assert_eq!(status, 200, "{tokens}");
+    let token = tokens["access_token"].as_str().unwrap();
+    let (_, me) = api(server, Method::GET, Some(token), "/_matrix/client/v3/account/whoami", None).await;
+    assert_eq!(me["user_id"], "@marie.curie-numerique.gouv.fr:localhost");
+    assert_eq!(me["device_id"], "TVDEVICE");
 }

@@ -4,7 +4,8 @@
 // the upstream provider's button and signs in there as PROVIDER_LOGIN (the provider's
 // development pages: any password, then its consent). The client's redirect URI
 // (REDIRECT_PREFIX) is intercepted: nothing listens there. Prints one JSON line: the page's
-// language, the redirect the browser was sent to (or null), the alert shown (or null).
+// language, the redirect the browser was sent to (or null), the alert shown (or null), and the
+// notice a page that ends there shows (`status`, or null: the device grant's page).
 import { pathToFileURL } from "node:url";
 import path from "node:path";
 import fs from "node:fs";
@@ -27,7 +28,7 @@ if (!fs.existsSync(entry) || !fs.existsSync(chromium)) {
 }
 const { chromium: launcher } = await import(pathToFileURL(entry).href);
 const browser = await launcher.launch({ executablePath: chromium, args: ["--no-sandbox"] });
-const seen = { lang: null, redirect: null, alert: null, buttons: [] };
+const seen = { lang: null, redirect: null, alert: null, status: null, buttons: [] };
 try {
   const context = await browser.newContext({ locale: process.env.BROWSER_LOCALE || "fr-FR" });
   const page = await context.newPage();
@@ -72,7 +73,10 @@ try {
       await page.click('button[type="submit"]');
     }
   }
-  await Promise.race([arrived, page.waitForSelector('[role="alert"], a.button', { timeout: 20000 }).catch(() => {})]);
+  await Promise.race([
+    arrived,
+    page.waitForSelector('[role="alert"], [role="status"], a.button', { timeout: 20000 }).catch(() => {}),
+  ]);
   // m.login.sso: the page asking where the session goes, then on to the client.
   if (!seen.redirect && (await page.locator("a.button").count()) > 0) {
     seen.confirm = (await page.locator("main").textContent()).trim();
@@ -82,6 +86,8 @@ try {
   if (!seen.redirect) {
     const alert = page.locator('[role="alert"]');
     seen.alert = (await alert.count()) > 0 ? (await alert.first().textContent()).trim() : null;
+    const status = page.locator('[role="status"]');
+    seen.status = (await status.count()) > 0 ? (await status.first().textContent()).trim() : null;
   }
 } finally {
   await browser.close();

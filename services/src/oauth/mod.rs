@@ -9,6 +9,7 @@
 
 pub mod registration;
 pub mod state;
+pub mod sweep;
 pub mod tables;
 pub mod upstream;
 
@@ -19,7 +20,7 @@ use rand::Rng;
 use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
 use sha2::{Digest, Sha256};
 
-pub use self::tables::{Client, Code, DeviceRequest, Grant};
+pub use self::tables::{Client, Code, DeviceRequest, Grant, PageSession};
 use crate::{
     config::OauthConfig,
     db::{
@@ -269,11 +270,13 @@ pub struct Oauth {
     /// Serializes the read-check-write of codes and refresh tokens: of two concurrent uses of one
     /// code or refresh token, exactly one wins.
     exchange: tokio::sync::Mutex<()>,
+    /// Where the sweep of expired rows goes on at its next pass.
+    sweep: std::sync::Mutex<state::SweepCursors>,
 }
 
 impl Oauth {
     pub fn new(db: Arc<Database>, config: OauthConfig) -> Self {
-        Self { db, config, exchange: tokio::sync::Mutex::new(()) }
+        Self { db, config, exchange: tokio::sync::Mutex::new(()), sweep: Default::default() }
     }
 
     pub fn enabled(&self) -> bool {
@@ -473,6 +476,10 @@ impl Oauth {
         let mut batch = Batch::new();
         if let Some(old_id) = previous {
             self.forget_into(&mut batch, &old_id)?;
+        }
+        if let Some(mut client) = self.client(client_id)?.filter(|c| !c.used) {
+            client.used = true;
+            tables.clientid_client.insert(&mut batch, &client_id.to_owned(), &Json(client));
         }
         tables.grantid_grant.insert(&mut batch, &grant_id, &Json(grant.clone()));
         tables.refreshhash_grantid.insert(&mut batch, &grant.refresh_hash, &grant_id);
@@ -740,6 +747,23 @@ impl Oauth {
             }
         }
         Ok(out)
+    }
+
+    /// Records that the account pages handed out `token` (a session of `user` on `device_id`
+    /// lasting until `expires_ms`): only such tokens open the pages.
+    pub fn record_page_session(&self, token: &str, user: &UserId, device_id: &DeviceId, expires_ms: u64) -> Result<()> {
+        let session = PageSession { user_id: user.to_owned(), device_id: device_id.to_owned(), expires_ms };
+        let mut batch = Batch::new();
+        self.db.tables.oauth.pagetokenhash_session.insert(&mut batch, &token_hash(token), &Json(session));
+        self.db.commit(batch)?;
+        Ok(())
+    }
+
+    /// Whether `token` is one the account pages handed out and that has not expired (the device
+    /// behind it is the caller's to check, as for any token).
+    pub fn is_page_session(&self, token: &str) -> Result<bool> {
+        let session = self.db.tables.oauth.pagetokenhash_session.get(&token_hash(token))?;
+        Ok(session.is_some_and(|Json(s)| now_ms() < s.expires_ms))
     }
 
     /// The grant a device of the user is, if any.

@@ -210,6 +210,7 @@ pub fn validate(body: &serde_json::Value, now_ms: u64) -> Result<Client, OauthEr
         policy_uri,
         tos_uri,
         created_ts: now_ms,
+        used: false,
     })
 }
 

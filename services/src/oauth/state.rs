@@ -1,5 +1,6 @@
-//! What the upstream sign-in keeps for the server's lifetime: the providers with their secrets,
-//! one HTTP client, and each provider's metadata as last read (`upstream.rs` uses them).
+//! What the oauth domain keeps for the server's lifetime: for the upstream sign-in, the providers
+//! with their secrets, one HTTP client, and each provider's metadata as last read (`upstream.rs`
+//! uses them); for the sweep, where each table's walk goes on (`sweep.rs`).
 
 use std::{
     collections::HashMap,
@@ -14,6 +15,16 @@ use crate::{
     error::{Error, Result},
 };
 
+/// Where the sweep's walk through each table stopped (the key to start after; empty: the start).
+#[derive(Debug, Default)]
+pub struct SweepCursors {
+    pub codes: Vec<u8>,
+    pub device_requests: Vec<u8>,
+    pub upstream: Vec<u8>,
+    pub pages: Vec<u8>,
+    pub clients: Vec<u8>,
+}
+
 /// How long a provider's metadata is trusted before it is read again.
 const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
 /// The largest answer read from a provider.
@@ -24,6 +35,8 @@ pub struct Discovery {
     pub authorization_endpoint: String,
     pub token_endpoint: String,
     pub userinfo_endpoint: Option<String>,
+    /// The `prompt` values the provider takes beyond OpenID Connect Core's (`create`).
+    pub prompt_values: Vec<String>,
 }
 
 /// The upstream providers, their secrets and their metadata as last read.
@@ -114,6 +127,11 @@ impl Upstreams {
                 .ok_or("the metadata has no authorization_endpoint")?,
             token_endpoint: field("token_endpoint").ok_or("the metadata has no token_endpoint")?,
             userinfo_endpoint: field("userinfo_endpoint"),
+            prompt_values: metadata
+                .get("prompt_values_supported")
+                .and_then(Value::as_array)
+                .map(|values| values.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+                .unwrap_or_default(),
         };
         self.discovered.lock().expect("discovery cache").insert(config.id.clone(), (discovery.clone(), Instant::now()));
         Ok(discovery)

@@ -1,5 +1,6 @@
 //! The oauth tables and the records they keep: registered clients, authorization codes and
-//! grants (one per signed-in OAuth session), with their refresh tokens.
+//! grants (one per signed-in OAuth session), with their refresh tokens, and the sessions of the
+//! account pages.
 //! Declared here, below every service of the domain, so that the store's set of tables
 //! (`crate::db::Tables`) can name them without importing the domain's services.
 
@@ -28,6 +29,14 @@ pub struct Client {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tos_uri: Option<String>,
     pub created_ts: u64,
+    /// Whether a session was ever opened for it; a registration never used for a while is
+    /// forgotten (`sweep.rs`). Records from before this field count as used: never forgotten.
+    #[serde(default = "used_before_tracking")]
+    pub used: bool,
+}
+
+fn used_before_tracking() -> bool {
+    true
 }
 
 /// An authorization code handed to a client's redirect URI, kept by its SHA-256.
@@ -82,6 +91,9 @@ pub enum Origin {
     Sso { redirect_url: String },
     /// The account management pages: the query of the page to show once signed in.
     Account { return_query: String },
+    /// The device authorization grant's page: the user code of the request the person allows by
+    /// signing in.
+    Link { user_code: String },
 }
 
 /// A sign-in sent to an upstream provider and not back yet, kept by the SHA-256 of its `state`.
@@ -113,6 +125,16 @@ pub struct DeviceRequest {
     pub denied: bool,
 }
 
+/// A session of the account pages: a device of the user whose access token only the pages handed
+/// out (in their cookie). Only these open the pages, so that a client's access token — which a
+/// thief may hold — cannot approve what the pages guard, such as a cross-signing reset.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PageSession {
+    pub user_id: OwnedUserId,
+    pub device_id: OwnedDeviceId,
+    pub expires_ms: u64,
+}
+
 hemicycle_core::tables! {
     /// The oauth column families.
     pub struct Tables {
@@ -136,5 +158,7 @@ hemicycle_core::tables! {
         pub devicecodehash_request: Table<Vec<u8>, Json<DeviceRequest>>,
         /// User code (as typed, without its dash) → SHA-256 of its device code.
         pub usercode_devicecodehash: Table<String, Vec<u8>>,
+        /// SHA-256(access token of an account page session) → the session.
+        pub pagetokenhash_session: Table<Vec<u8>, Json<PageSession>>,
     }
 }

@@ -90,11 +90,14 @@ fn claim_str(claims: &Map<String, Value>, name: &str) -> Option<String> {
 
 /// Starts a sign-in at provider `id`: records it under a new `state` and answers where to
 /// send the browser, and the state (which the caller binds to the browser with a cookie).
+/// `register`: the person came to make an account (`m.login.sso`'s `action=register`), which a
+/// provider that announces `prompt=create` is asked to show.
 pub async fn start(
     services: &Services,
     id: &str,
     callback: &str,
     origin: Origin,
+    register: bool,
 ) -> std::result::Result<(String, String), UpstreamRefusal> {
     let (config, _) =
         services.upstreams.provider(id).ok_or_else(|| UpstreamRefusal::Provider(format!("no provider {id}")))?;
@@ -109,7 +112,11 @@ pub async fn start(
     };
     let challenge =
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(session.verifier.as_bytes()));
-    let query = form_urlencoded::Serializer::new(String::new())
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    if register && discovery.prompt_values.iter().any(|p| p == "create") {
+        query.append_pair("prompt", "create");
+    }
+    let query = query
         .append_pair("response_type", "code")
         .append_pair("client_id", &config.client_id)
         .append_pair("redirect_uri", callback)
@@ -279,15 +286,15 @@ pub async fn account_for(
     if !config.create_accounts {
         return Err(UpstreamRefusal::NoAccount);
     }
-    let user = create_account(services, &email).await.map_err(failed)?;
-    let mut batch = Batch::new();
-    services.threepids.add_into(&mut batch, &user, "email", &email).map_err(failed)?;
-    tables.providersubject_userid.insert(&mut batch, &link, &user);
-    services.db.commit(batch).map_err(|e| failed(e.into()))?;
-    if let Some(name) = identity.display_name() {
-        services.profiles.set_field(&user, "displayname", Some(Value::String(name))).map_err(failed)?;
+    match create_account(services, provider, identity, &email) {
+        Ok(user) => Ok(user),
+        // Another sign-in of the same person made the account meanwhile: it is theirs.
+        Err(Error::ThreepidInUse) => match services.threepids.owner("email", &email).map_err(failed)? {
+            Some(user) => Ok(user),
+            None => Err(UpstreamRefusal::Provider("the account could not be created".into())),
+        },
+        Err(other) => Err(failed(other)),
     }
-    Ok(user)
 }
 
 /// The localpart the state's messenger gives an address: `first.last-agency.gouv.fr`.
@@ -301,13 +308,27 @@ pub fn localpart_of(email: &str) -> String {
 }
 
 /// A new account (no password: the person signs in through their provider) named after the
-/// address, with a number after it when the name is taken.
-async fn create_account(services: &Services, email: &str) -> Result<OwnedUserId> {
+/// address, with a number after it when the name is taken; the account, its name, its address
+/// and the provider subject's link to it are one write.
+fn create_account(services: &Services, provider: &str, identity: &Identity, email: &str) -> Result<OwnedUserId> {
     let base = localpart_of(email);
+    let link = (provider.to_owned(), identity.subject.clone());
     for attempt in 0..100u32 {
         let localpart = if attempt == 0 { base.clone() } else { format!("{base}{}", attempt + 1) };
-        match services.users.create(&localpart, None, false).await {
-            Ok(user) => return Ok(user),
+        // Capped as a display name set through the client API is.
+        let name =
+            identity.display_name().map(|n| n.chars().take(crate::users::profile::MAX_DISPLAYNAME_CHARS).collect());
+        let created = services.users.create_with(&localpart, name, |batch, user| {
+            services.threepids.add_into(batch, user, "email", email)?;
+            services.db.tables.oauth.providersubject_userid.insert(batch, &link, &user.to_owned());
+            Ok(())
+        });
+        match created {
+            Ok(user) => {
+                // Its address is bound like any other: third-party invites of it are taken up.
+                services.threepids.wake_bound();
+                return Ok(user);
+            }
             Err(Error::UserInUse) => continue,
             Err(other) => return Err(other),
         }

@@ -333,6 +333,42 @@ impl Users {
         Ok(user)
     }
 
+    /// Creates a password-less account named `display_name` (else its localpart) together with
+    /// whatever `extra` writes for it (an upstream sign-in's address and provider link), in one
+    /// write: a crash leaves all of it or none of it, never an account without what finds it
+    /// again — which the next sign-in would answer with a second account. `extra` runs under the
+    /// creation lock, so its checks (an address already taken) see every account made before.
+    pub fn create_with(
+        &self,
+        localpart: &str,
+        display_name: Option<String>,
+        extra: impl FnOnce(&mut Batch, &UserId) -> Result<()>,
+    ) -> Result<OwnedUserId> {
+        let user = self.user_id_for_localpart(localpart)?;
+        let _guard = self.create_lock.lock().expect("create lock not poisoned");
+        if self.exists(&user)? {
+            return Err(Error::UserInUse);
+        }
+        let mut batch = Batch::new();
+        self.db.tables.users.userid_account.insert(&mut batch, &user, &Json(Account::new(None, false)));
+        let name = display_name.unwrap_or_else(|| localpart.to_owned());
+        self.db.tables.users.userid_profile.insert(
+            &mut batch,
+            &user,
+            &Json([("displayname".to_owned(), serde_json::Value::String(name))].into()),
+        );
+        if let Some(validity) = &self.validity {
+            validity.on_create(&mut batch, &user);
+        }
+        extra(&mut batch, &user)?;
+        self.db.commit(batch)?;
+        if let Some(validity) = &self.validity {
+            validity.changed();
+        }
+        self.discovery_touch(&user);
+        Ok(user)
+    }
+
     /// Checks a password. Every failure (unknown user, no password, deactivated, mismatch) is the
     /// same `M_FORBIDDEN` after the same argon2 work, so neither the answer nor its timing tells
     /// which accounts exist. After [`FREE_FAILURES`] wrong passwords an account's further attempts
@@ -491,6 +527,19 @@ impl Users {
         let _guard = self.lock_user(user).await;
         let mut account = self.account(user)?.ok_or_else(|| Error::not_found("no such user"))?;
         account.replace_keys_until_ms = Some(until_ms);
+        let mut batch = Batch::new();
+        self.db.tables.users.userid_account.insert(&mut batch, &user.to_owned(), &Json(account));
+        self.db.commit(batch)?;
+        Ok(())
+    }
+
+    /// Closes the window [`Users::allow_key_replacement`] opened (a replacement used it).
+    pub async fn end_key_replacement(&self, user: &UserId) -> Result<()> {
+        let _guard = self.lock_user(user).await;
+        let Some(mut account) = self.account(user)? else { return Ok(()) };
+        if account.replace_keys_until_ms.take().is_none() {
+            return Ok(());
+        }
         let mut batch = Batch::new();
         self.db.tables.users.userid_account.insert(&mut batch, &user.to_owned(), &Json(account));
         self.db.commit(batch)?;

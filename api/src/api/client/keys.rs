@@ -195,9 +195,10 @@ pub async fn upload_signing(
     services: Arc<Services>,
     request: Ruma<upload_signing_keys::v3::Request>,
 ) -> Result<upload_signing_keys::v3::Response> {
-    let user = request.sender()?.user_id.clone();
+    let sender = request.sender()?.clone();
+    let user = sender.user_id.clone();
     // Spec v1.17: an application service uploads its users' cross-signing keys without UIA.
-    let request_owner_is_appservice = request.owner.as_ref().is_some_and(|o| o.appservice.is_some());
+    let request_owner_is_appservice = sender.appservice.is_some();
     let body = request.body;
     let mut uploads = Vec::new();
     for (usage, key) in
@@ -208,19 +209,33 @@ pub async fn upload_signing(
         }
     }
     let uploads: Vec<(&str, &Value)> = uploads.iter().map(|(u, k)| (*u, k)).collect();
-    // An admin may allow a replacement without UIA for a while (MSC3967's admin API).
-    let allowed_by_admin = services
-        .users
-        .account(&user)?
-        .and_then(|a| a.replace_keys_until_ms)
-        .is_some_and(|until| until > crate::time::now_ms());
-    if !request_owner_is_appservice && !allowed_by_admin && services.keys.signing_upload_needs_auth(&user, &uploads)? {
+    let needs_auth = !request_owner_is_appservice && services.keys.signing_upload_needs_auth(&user, &uploads)?;
+    let account = services.users.account(&user)?;
+    // A replacement approved for a while: by an admin (MSC3967's admin API) or by the person on
+    // the account page (the `m.oauth` stage, MSC4312).
+    let approved =
+        account.as_ref().and_then(|a| a.replace_keys_until_ms).is_some_and(|until| until > crate::time::now_ms());
+    if needs_auth && !approved {
+        // A session signed in through OAuth has no password to give the client (and an account
+        // made by an upstream provider has none at all): the person approves on the account page.
+        let through_oauth = services.oauth.enabled()
+            && (services.oauth.grant_of_device(&user, &sender.device_id)?.is_some()
+                || account.as_ref().is_some_and(|a| a.password_hash.is_none() && a.directory.is_none()));
+        if through_oauth {
+            let url = crate::api::oauth::action_url(&services, crate::api::oauth::CROSS_SIGNING_RESET);
+            return Err(services.uia.oauth_challenge(body.auth.as_ref(), &user, "device_signing_upload", &url));
+        }
         services
             .uia
             .authorize(&services.users, body.auth.as_ref(), &[&[uia::PASSWORD]], Some(&user), "device_signing_upload")
             .await?;
     }
     services.keys.upload_signing_keys(&user, &uploads).await?;
+    if needs_auth && approved {
+        // One approval, one replacement: the window the approval opened closes with its use, so
+        // that a stolen access token cannot replace the identity again behind the person's back.
+        services.users.end_key_replacement(&user).await?;
+    }
     Ok(upload_signing_keys::v3::Response::new())
 }
 

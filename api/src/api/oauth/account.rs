@@ -1,12 +1,15 @@
 //! The account management pages (the spec's account management URL, v1.18): the person's
-//! sessions (devices, with the OAuth client each one is), ending one, and their profile — the
-//! actions OAuth clients such as Element X deep-link to (`org.matrix.devices_list`,
-//! `org.matrix.device_view`, `org.matrix.device_delete`, `org.matrix.profile`, and MSC4191's
-//! unstable `org.matrix.sessions_list`, `session_view`, `session_end`).
+//! sessions (devices, with the OAuth client each one is), ending one, their profile, approving a
+//! cross-signing reset and deactivating the account — the actions OAuth clients such as Element X
+//! deep-link to (`org.matrix.devices_list`, `org.matrix.device_view`, `org.matrix.device_delete`,
+//! `org.matrix.profile`, `org.matrix.cross_signing_reset`, `org.matrix.account_deactivate`, and
+//! MSC4191's unstable `org.matrix.sessions_list`, `session_view`, `session_end`).
 //!
 //! A browser session is, as in the console, an access token of a device of its own kept in an
 //! `HttpOnly` cookie (`SameSite=Lax`, so that coming back from an upstream provider finds it);
-//! every change is a `POST` carrying a CSRF token derived from it, from this site only.
+//! only tokens the pages handed out are taken (a client's access token is not: the pages approve
+//! what UIA guards, which a stolen token must not reach); every change is a `POST` carrying a
+//! CSRF token derived from it, from this site only.
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -41,8 +44,16 @@ pub const DEVICE_NAME: &str = "Hemicycle account";
 const LIFETIME: std::time::Duration = std::time::Duration::from_secs(3600);
 const CSRF_PURPOSE: &[u8] = b"hemicycle account csrf v1";
 
+/// The action approving a cross-signing reset (MSC4312), the `m.oauth` UIA stage's URL.
+pub const CROSS_SIGNING_RESET: &str = "org.matrix.cross_signing_reset";
+/// How long an approved reset waits for the client (MAS's window, and the admin API's).
+const RESET_WINDOW_MS: u64 = 10 * 60 * 1000;
+
+/// The action deactivating the account.
+const DEACTIVATE: &str = "org.matrix.account_deactivate";
+
 /// The actions the pages answer, stable and unstable.
-pub const ACTIONS: [&str; 7] = [
+pub const ACTIONS: [&str; 9] = [
     "org.matrix.profile",
     "org.matrix.devices_list",
     "org.matrix.device_view",
@@ -50,7 +61,15 @@ pub const ACTIONS: [&str; 7] = [
     "org.matrix.sessions_list",
     "org.matrix.session_view",
     "org.matrix.session_end",
+    CROSS_SIGNING_RESET,
+    DEACTIVATE,
 ];
+
+/// The account management URL deep-linked to `action`.
+pub fn action_url(services: &Services, action: &str) -> String {
+    let query = form_urlencoded::Serializer::new(String::new()).append_pair("action", action).finish();
+    format!("{}{ACCOUNT}?{query}", services.config.client_base_url())
+}
 
 pub fn routes() -> Router<Arc<Services>> {
     Router::new()
@@ -58,6 +77,8 @@ pub fn routes() -> Router<Arc<Services>> {
         .route(&format!("{ACCOUNT}/login"), post(login))
         .route(&format!("{ACCOUNT}/end"), post(end_session))
         .route(&format!("{ACCOUNT}/profile"), post(profile))
+        .route(&format!("{ACCOUNT}/cross_signing_reset"), post(allow_reset))
+        .route(&format!("{ACCOUNT}/deactivate"), post(deactivate))
 }
 
 struct Visitor {
@@ -75,6 +96,9 @@ impl Visitor {
             .filter_map(|pair| pair.trim().split_once('='))
             .find(|(name, _)| *name == COOKIE)
             .map(|(_, value)| value.to_owned())?;
+        if !services.oauth.is_page_session(&token).ok()? {
+            return None;
+        }
         let owner = services.users.authenticate(&token, None).ok()?;
         Some(Visitor { owner, token })
     }
@@ -117,6 +141,8 @@ pub async fn open_session(
     ip: Option<std::net::IpAddr>,
 ) -> Result<String, Error> {
     let session = services.users.login(user, None, Some(DEVICE_NAME.to_owned()), ip, Some(LIFETIME)).await?;
+    let expires_ms = crate::time::now_ms().saturating_add(LIFETIME.as_millis() as u64);
+    services.oauth.record_page_session(&session.access_token, user, &session.device_id, expires_ms)?;
     Ok(session.access_token)
 }
 
@@ -178,9 +204,14 @@ async fn account(State(services): State<Arc<Services>>, request: Request) -> Res
     };
     let action = query.get("action").map(String::as_str).unwrap_or("org.matrix.devices_list");
     let device = query.get("device_id").map(String::as_str);
-    let notice = query.get("ok").map(|_| lang.t(Text::SessionEnded));
+    let notice = query.get("ok").map(|done| match done.as_str() {
+        "reset" => lang.t(Text::ResetAllowed),
+        _ => lang.t(Text::SessionEnded),
+    });
     let content = match action {
         "org.matrix.profile" => profile_page(&services, lang, &visitor),
+        CROSS_SIGNING_RESET => reset_page(&services, lang, &visitor),
+        DEACTIVATE => deactivate_page(lang, &visitor, None),
         "org.matrix.device_view"
         | "org.matrix.session_view"
         | "org.matrix.device_delete"
@@ -193,6 +224,7 @@ async fn account(State(services): State<Arc<Services>>, request: Request) -> Res
             ul {
                 li { a href=(format!("{ACCOUNT}?action=org.matrix.devices_list")) { (lang.t(Text::Sessions)) } }
                 li { a href=(format!("{ACCOUNT}?action=org.matrix.profile")) { (lang.t(Text::Profile)) } }
+                li { a href=(format!("{ACCOUNT}?action={DEACTIVATE}")) { (lang.t(Text::DeactivateTitle)) } }
             }
         }
         (content)
@@ -248,6 +280,98 @@ fn profile_page(services: &Services, lang: Lang, visitor: &Visitor) -> Markup {
             button type="submit" { (lang.t(Text::Save)) }
         }
     }
+}
+
+/// Approving a cross-signing reset: what it does, whether one is approved now, the button.
+fn reset_page(services: &Services, lang: Lang, visitor: &Visitor) -> Markup {
+    let until = services
+        .users
+        .account(&visitor.owner.user_id)
+        .ok()
+        .flatten()
+        .and_then(|a| a.replace_keys_until_ms)
+        .filter(|until| *until > crate::time::now_ms());
+    html! {
+        h2 { (lang.t(Text::ResetTitle)) }
+        p { (lang.t(Text::ResetIntro)) }
+        p { strong { (lang.t(Text::ResetWarning)) } }
+        @if let Some(until) = until {
+            p { (lang.t(Text::ResetOpenUntil)) " " (console::when(Some(until))) }
+        }
+        form.stack method="post" action=(format!("{ACCOUNT}/cross_signing_reset")) {
+            input type="hidden" name="csrf" value=(visitor.csrf());
+            input type="hidden" name="lang" value=(lang.code());
+            button.danger type="submit" { (lang.t(Text::AllowReset)) }
+        }
+    }
+}
+
+/// `POST /account/cross_signing_reset`: for the next ten minutes the person's clients may
+/// replace the account's cross-signing keys without further authentication — once, since the
+/// replacement closes the window (`/keys/device_signing/upload`).
+async fn allow_reset(State(services): State<Arc<Services>>, request: Request) -> Response {
+    let (visitor, _, lang) = match change(&services, request).await {
+        Ok(change) => change,
+        Err(response) => return *response,
+    };
+    let user = &visitor.owner.user_id;
+    let until = crate::time::now_ms().saturating_add(RESET_WINDOW_MS);
+    if services.users.allow_key_replacement(user, until).await.is_err() {
+        return refusal_page(lang, Text::Failed, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+    let details = serde_json::json!({ "until_ms": until, "from": "account page" });
+    if let Err(error) =
+        services.audit.record(user.as_str(), "oauth.cross_signing_reset_allowed", user.as_str(), details)
+    {
+        tracing::warn!(%error, "audit log entry not written");
+    }
+    see_other(&format!("{ACCOUNT}?action={CROSS_SIGNING_RESET}&ok=reset&lang={}", lang.code()))
+}
+
+/// Deactivating the account: what it does, and the Matrix ID to type to confirm it.
+fn deactivate_page(lang: Lang, visitor: &Visitor, error: Option<Text>) -> Markup {
+    html! {
+        h2 { (lang.t(Text::DeactivateTitle)) }
+        @if let Some(error) = error { p.error role="alert" { (lang.t(error)) } }
+        p { (lang.t(Text::DeactivateIntro)) }
+        form.stack method="post" action=(format!("{ACCOUNT}/deactivate")) {
+            input type="hidden" name="csrf" value=(visitor.csrf());
+            input type="hidden" name="lang" value=(lang.code());
+            label for="confirm" { (lang.t(Text::DeactivateConfirm)) " " code { (visitor.owner.user_id.as_str()) } }
+            input #confirm name="confirm" type="text" autocomplete="off" required;
+            button.danger type="submit" { (lang.t(Text::Deactivate)) }
+        }
+    }
+}
+
+/// `POST /account/deactivate`: once the person typed their Matrix ID, the account is deactivated
+/// as `/account/deactivate` does it (every session ends, every room is left, the addresses are
+/// freed) — the OAuth API's way, since its clients hold no password for that endpoint's UIA.
+async fn deactivate(State(services): State<Arc<Services>>, request: Request) -> Response {
+    let (visitor, fields, lang) = match change(&services, request).await {
+        Ok(change) => change,
+        Err(response) => return *response,
+    };
+    let user = visitor.owner.user_id.clone();
+    let typed = fields.get("confirm").map(|v| v.trim()).unwrap_or("");
+    let confirmed = services.users.parse_login_user(typed).is_ok_and(|typed| typed == user);
+    if !confirmed {
+        let page = deactivate_page(lang, &visitor, Some(Text::DeactivateMismatch));
+        return respond(StatusCode::BAD_REQUEST, document(lang, lang.t(Text::AccountTitle), None, page), &[]);
+    }
+    if let Err(error) = crate::users::deactivation::deactivate(&services, &user, false).await {
+        tracing::warn!(%user, %error, "deactivation from the account page failed");
+        return refusal_page(lang, Text::Failed, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+    tracing::info!(%user, "deactivated from the account page");
+    let details = serde_json::json!({ "from": "account page" });
+    if let Err(error) = services.audit.record(user.as_str(), "oauth.account_deactivate", user.as_str(), details) {
+        tracing::warn!(%error, "audit log entry not written");
+    }
+    let content = html! { p.notice role="status" { (lang.t(Text::Deactivated)) } };
+    let mut response = respond(StatusCode::OK, document(lang, lang.t(Text::AccountTitle), None, content), &[]);
+    response.headers_mut().insert(header::SET_COOKIE, set_cookie(&services, None));
+    response
 }
 
 /// `POST /account/login`: the password, then a page session.

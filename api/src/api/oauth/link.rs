@@ -1,5 +1,6 @@
 //! The device authorization grant's page (RFC 8628 section 3.3): where a person, on a device that
-//! has a browser, enters (or scans) the code another device shows, signs in and allows it.
+//! has a browser, enters (or scans) the code another device shows, signs in — with the node's
+//! password or through an upstream provider — and allows it.
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -35,6 +36,7 @@ fn page(
     error: Option<Text>,
     status: StatusCode,
 ) -> Response {
+    let providers = services.upstreams.list();
     let content = html! {
         @if let Some(error) = error { p.error role="alert" { (lang.t(error)) } }
         @match found {
@@ -52,20 +54,58 @@ fn page(
                 p { strong { (name) } " " (lang.t(Text::Asks)) " " strong { (services.config.server_name.as_str()) } "." }
                 p { (lang.t(Text::Means)) }
                 p { (lang.t(Text::Session)) " " code { (request.device_id.as_str()) } }
+                @for (id, label) in &providers {
+                    form.stack method="post" action=(format!("{BASE}/upstream/start")) {
+                        input type="hidden" name="link" value=(code);
+                        input type="hidden" name="provider" value=(id);
+                        input type="hidden" name="lang" value=(lang.code());
+                        button type="submit" { (lang.t(Text::SignInWith)) " " (label) }
+                    }
+                }
                 form.stack method="post" action=(format!("{BASE}/link")) {
                     input type="hidden" name="code" value=(code);
                     input type="hidden" name="lang" value=(lang.code());
-                    label for="username" { (lang.t(Text::Username)) }
-                    input #username name="username" type="text" autocomplete="username" required autofocus;
-                    label for="password" { (lang.t(Text::Password)) }
-                    input #password name="password" type="password" autocomplete="current-password" required;
-                    button type="submit" name="action" value="allow" { (lang.t(Text::Allow)) }
+                    @if services.config.oauth.password {
+                        @if !providers.is_empty() { p { (lang.t(Text::Or)) } }
+                        label for="username" { (lang.t(Text::Username)) }
+                        input #username name="username" type="text" autocomplete="username" required autofocus;
+                        label for="password" { (lang.t(Text::Password)) }
+                        input #password name="password" type="password" autocomplete="current-password" required;
+                        button type="submit" name="action" value="allow" { (lang.t(Text::Allow)) }
+                    }
                     button type="submit" name="action" value="deny" formnovalidate { (lang.t(Text::Cancel)) }
                 }
             }
         }
     };
-    respond(status, document(lang, lang.t(Text::LinkTitle), None, content), &[])
+    respond(status, document(lang, lang.t(Text::LinkTitle), None, content), &super::pages::provider_sources(services))
+}
+
+/// Back from an upstream provider the person signed in with on this page: the device's request
+/// is allowed as theirs (if it still waits).
+pub fn after_upstream(
+    services: &Services,
+    lang: Lang,
+    user: &ruma::UserId,
+    user_code: &str,
+    provider: &str,
+) -> Response {
+    let found = match services.oauth.device_request(user_code) {
+        Ok(found) => found,
+        Err(_) => return refusal_page(lang, Text::ServerFault, StatusCode::INTERNAL_SERVER_ERROR),
+    };
+    match (found, services.oauth.answer_device_request(user_code, Some(user))) {
+        (Some((_, request)), Ok(true)) => {
+            let details = serde_json::json!({ "client_id": request.client_id, "device_id": request.device_id, "method": format!("upstream:{provider}"), "grant": "device_code" });
+            if let Err(error) = services.audit.record(user.as_str(), "oauth.sign_in", user.as_str(), details) {
+                tracing::warn!(%error, "audit log entry not written");
+            }
+            let content = html! { p.notice role="status" { (lang.t(Text::Linked)) } };
+            respond(StatusCode::OK, document(lang, lang.t(Text::LinkTitle), None, content), &[])
+        }
+        (_, Ok(_)) => page(services, lang, user_code, None, Some(Text::UnknownCode), StatusCode::NOT_FOUND),
+        (_, Err(_)) => refusal_page(lang, Text::ServerFault, StatusCode::INTERNAL_SERVER_ERROR),
+    }
 }
 
 /// `GET /link[?code=]`.

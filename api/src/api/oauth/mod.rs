@@ -30,6 +30,8 @@ use crate::{
     services::Services,
 };
 
+pub use account::{action_url, CROSS_SIGNING_RESET};
+
 /// Where the authorization server's endpoints live.
 pub const BASE: &str = "/_hemicycle/oauth2";
 
@@ -104,6 +106,8 @@ fn metadata(services: &Services) -> Value {
         "ui_locales_supported": ["fr", "en"],
         "account_management_uri": format!("{}{}", services.config.client_base_url(), account::ACCOUNT),
         "account_management_actions_supported": account::ACTIONS,
+        // OpenID Connect Prompt Create: `prompt=create` opens the registration form.
+        "prompt_values_supported": if pages::registration(services).is_some() { json!(["create"]) } else { json!([]) },
     })
 }
 

@@ -211,6 +211,76 @@ impl Lang {
             (Self::Fr, Linked) => "L'autre appareil est connecté : vous pouvez y revenir.",
             (Self::En, SessionEnded) => "The session was signed out.",
             (Self::Fr, SessionEnded) => "La session a été déconnectée.",
+            (Self::En, CreateTitle) => "Create an account",
+            (Self::Fr, CreateTitle) => "Créer un compte",
+            (Self::En, NewUsername) => "User name (letters, digits, . _ = - /)",
+            (Self::Fr, NewUsername) => "Identifiant (lettres, chiffres, . _ = - /)",
+            (Self::En, RegistrationToken) => "Registration token",
+            (Self::Fr, RegistrationToken) => "Jeton d'inscription",
+            (Self::En, CreateAndAllow) => "Create the account and allow",
+            (Self::Fr, CreateAndAllow) => "Créer le compte et autoriser",
+            (Self::En, HaveAccount) => "Already have an account?",
+            (Self::Fr, HaveAccount) => "Vous avez déjà un compte ?",
+            (Self::En, RegistrationClosed) => "This server does not create accounts here.",
+            (Self::Fr, RegistrationClosed) => "Ce serveur ne crée pas de comptes ici.",
+            (Self::En, CreateFailed) => "The account could not be created:",
+            (Self::Fr, CreateFailed) => "Le compte n'a pas pu être créé :",
+            (Self::En, WrongToken) => "This registration token is not valid.",
+            (Self::Fr, WrongToken) => "Ce jeton d'inscription n'est pas valide.",
+            (Self::En, DeactivateTitle) => "Deactivate your account",
+            (Self::Fr, DeactivateTitle) => "Désactiver votre compte",
+            (Self::En, DeactivateIntro) => {
+                "Deactivating is final: every session of yours is signed out, you leave every room, your \
+                 addresses are removed from the account, and nobody can sign in to it or take its Matrix ID \
+                 again."
+            }
+            (Self::Fr, DeactivateIntro) => {
+                "La désactivation est définitive : toutes vos sessions sont déconnectées, vous quittez tous les \
+                 salons, vos adresses sont retirées du compte, et personne ne peut plus s'y connecter ni reprendre \
+                 son identifiant Matrix."
+            }
+            (Self::En, DeactivateConfirm) => "To confirm, type your Matrix ID:",
+            (Self::Fr, DeactivateConfirm) => "Pour confirmer, saisissez votre identifiant Matrix :",
+            (Self::En, Deactivate) => "Deactivate the account",
+            (Self::Fr, Deactivate) => "Désactiver le compte",
+            (Self::En, DeactivateMismatch) => "This is not your Matrix ID: the account was not deactivated.",
+            (Self::Fr, DeactivateMismatch) => {
+                "Ce n'est pas votre identifiant Matrix : le compte n'a pas été désactivé."
+            }
+            (Self::En, Deactivated) => "Your account is deactivated.",
+            (Self::Fr, Deactivated) => "Votre compte est désactivé.",
+            (Self::En, ResetTitle) => "Reset your encryption identity",
+            (Self::Fr, ResetTitle) => "Réinitialiser votre identité de chiffrement",
+            (Self::En, ResetIntro) => {
+                "An application signed in to your account asks to replace your cross-signing keys, the identity \
+                 your contacts and your other sessions trust your messages by — usually because the recovery key \
+                 was lost. If you allow it, your applications may replace them once in the next ten minutes."
+            }
+            (Self::Fr, ResetIntro) => {
+                "Une application connectée à votre compte demande à remplacer vos clés de signature croisée, \
+                 l'identité par laquelle vos contacts et vos autres sessions font confiance à vos messages — en \
+                 général parce que la clé de récupération a été perdue. Si vous l'autorisez, vos applications \
+                 pourront les remplacer une fois dans les dix prochaines minutes."
+            }
+            (Self::En, ResetWarning) => {
+                "Allow it only if you started this reset yourself: afterwards your contacts and your other \
+                 sessions must verify you again, and messages only the old keys could open may stay unreadable."
+            }
+            (Self::Fr, ResetWarning) => {
+                "Ne l'autorisez que si vous avez vous-même lancé cette réinitialisation : vos contacts et vos \
+                 autres sessions devront ensuite vous vérifier à nouveau, et les messages que seules les anciennes \
+                 clés ouvraient peuvent rester illisibles."
+            }
+            (Self::En, AllowReset) => "Allow the reset",
+            (Self::Fr, AllowReset) => "Autoriser la réinitialisation",
+            (Self::En, ResetOpenUntil) => "A reset is allowed until",
+            (Self::Fr, ResetOpenUntil) => "Une réinitialisation est autorisée jusqu'à",
+            (Self::En, ResetAllowed) => {
+                "The reset is allowed for ten minutes: go back to your application, which completes it."
+            }
+            (Self::Fr, ResetAllowed) => {
+                "La réinitialisation est autorisée pour dix minutes : revenez à votre application, qui la termine."
+            }
         }
     }
 }
@@ -269,6 +339,26 @@ pub(super) enum Text {
     UnknownCode,
     Declined,
     Linked,
+    CreateTitle,
+    NewUsername,
+    RegistrationToken,
+    CreateAndAllow,
+    HaveAccount,
+    RegistrationClosed,
+    CreateFailed,
+    WrongToken,
+    DeactivateTitle,
+    DeactivateIntro,
+    DeactivateConfirm,
+    Deactivate,
+    DeactivateMismatch,
+    Deactivated,
+    ResetTitle,
+    ResetIntro,
+    ResetWarning,
+    AllowReset,
+    ResetOpenUntil,
+    ResetAllowed,
 }
 
 pub fn routes() -> Router<Arc<Services>> {
@@ -392,6 +482,32 @@ pub(super) fn check(
     })
 }
 
+/// How the pages may create an account (`prompt=create`): as `/register` would — open, or with a
+/// registration token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Registration {
+    Open,
+    WithToken,
+}
+
+pub(super) fn registration(services: &Services) -> Option<Registration> {
+    let config = &services.config.registration;
+    match (&config.token, config.open) {
+        (Some(_), _) => Some(Registration::WithToken),
+        (None, true) => Some(Registration::Open),
+        (None, false) if services.registration_tokens.any().unwrap_or(false) => Some(Registration::WithToken),
+        (None, false) => None,
+    }
+}
+
+/// Whether the request asks for the registration form (`prompt=create`) and the node allows it.
+fn wants_create(services: &Services, params: &HashMap<String, String>) -> Option<Registration> {
+    // A node whose pages take no password (upstream providers only) makes no password accounts.
+    let asked =
+        services.config.oauth.password && params.get("prompt").is_some_and(|p| p.split(' ').any(|p| p == "create"));
+    asked.then(|| registration(services)).flatten()
+}
+
 /// The sign-in form for a checked request, with an error when the last attempt failed.
 fn sign_in_page(
     services: &Services,
@@ -399,6 +515,7 @@ fn sign_in_page(
     params: &HashMap<String, String>,
     lang: Lang,
     error: Option<Text>,
+    detail: Option<String>,
     status: StatusCode,
 ) -> Response {
     let client = &request.client;
@@ -416,10 +533,14 @@ fn sign_in_page(
     );
     let providers = services.upstreams.list();
     let password = services.config.oauth.password;
+    let create = wants_create(services, params);
     let hint = request.login_hint.as_deref().map(|h| h.strip_prefix("mxid:").unwrap_or(h)).unwrap_or("");
     let content = html! {
         @if let Some(error) = error {
             p.error role="alert" { (lang.t(error)) }
+        }
+        @if let Some(detail) = &detail {
+            p.error { (detail) }
         }
         p {
             strong { (name) } " (" a href=(client.client_uri) { (lang.t(Text::About)) } ") "
@@ -443,6 +564,25 @@ fn sign_in_page(
                 button type="submit" { (lang.t(Text::SignInWith)) " " (label) }
             }
         }
+        @if let Some(mode) = create {
+            h2 { (lang.t(Text::CreateTitle)) }
+            form.stack method="post" action=(format!("{BASE}/authorize")) {
+                @for (key, value) in &carried {
+                    input type="hidden" name=(key) value=(value);
+                }
+                input type="hidden" name="lang" value=(lang.code());
+                label for="new_username" { (lang.t(Text::NewUsername)) }
+                input #new_username name="username" type="text" autocomplete="username" required autofocus;
+                label for="new_password" { (lang.t(Text::Password)) }
+                input #new_password name="password" type="password" autocomplete="new-password" required;
+                @if mode == Registration::WithToken {
+                    label for="token" { (lang.t(Text::RegistrationToken)) }
+                    input #token name="token" type="text" autocomplete="off" required;
+                }
+                button type="submit" name="action" value="create" { (lang.t(Text::CreateAndAllow)) }
+            }
+            h2 { (lang.t(Text::HaveAccount)) }
+        }
         form.stack method="post" action=(format!("{BASE}/authorize")) {
             @for (key, value) in &carried {
                 input type="hidden" name=(key) value=(value);
@@ -451,7 +591,7 @@ fn sign_in_page(
             @if password {
                 @if !providers.is_empty() { p { (lang.t(Text::Or)) } }
                 label for="username" { (lang.t(Text::Username)) }
-                input #username name="username" type="text" autocomplete="username" required autofocus value=(hint);
+                input #username name="username" type="text" autocomplete="username" required autofocus[create.is_none()] value=(hint);
                 label for="password" { (lang.t(Text::Password)) }
                 input #password name="password" type="password" autocomplete="current-password" required;
                 button type="submit" name="action" value="allow" { (lang.t(Text::Allow)) }
@@ -474,7 +614,7 @@ async fn authorize_page(State(services): State<Arc<Services>>, request: Request)
         return refusal_page(lang, Text::Disabled, StatusCode::NOT_FOUND);
     }
     match check(&services, &params, lang) {
-        Ok(checked) => sign_in_page(&services, &checked, &params, lang, None, StatusCode::OK),
+        Ok(checked) => sign_in_page(&services, &checked, &params, lang, None, None, StatusCode::OK),
         Err(response) => *response,
     }
 }
@@ -503,7 +643,10 @@ async fn authorize(State(services): State<Arc<Services>>, request: Request) -> R
         let error = OauthError::new(ErrorCode::AccessDenied, "the person declined the request");
         return back_to_client(&checked.target.error_url(&error));
     }
-    let again = |text, status| sign_in_page(&services, &checked, &params, lang, Some(text), status);
+    let again = |text, status| sign_in_page(&services, &checked, &params, lang, Some(text), None, status);
+    if params.get("action").map(String::as_str) == Some("create") {
+        return create(&services, &parts, &checked, &params, lang).await;
+    }
     if !services.config.oauth.password {
         return again(Text::Missing, StatusCode::FORBIDDEN);
     }
@@ -552,6 +695,70 @@ async fn authorize(State(services): State<Arc<Services>>, request: Request) -> R
         user.as_str(),
         serde_json::json!({ "client_id": checked.client_id, "device_id": checked.device_id, "method": "password" }),
     );
+    back_to_client(&checked.target.url(&[("code", &code)]))
+}
+
+/// `POST /authorize` with `action=create` (`prompt=create`): a new account with the node's
+/// registration rules (open, or a registration token; rate limited per address like
+/// `/register`), then a code for the client as after a sign-in.
+async fn create(
+    services: &Services,
+    parts: &http::request::Parts,
+    checked: &AuthorizationRequest,
+    params: &HashMap<String, String>,
+    lang: Lang,
+) -> Response {
+    let again = |text, detail: Option<String>, status| {
+        sign_in_page(services, checked, params, lang, Some(text), detail, status)
+    };
+    let Some(mode) = wants_create(services, params) else {
+        return again(Text::RegistrationClosed, None, StatusCode::FORBIDDEN);
+    };
+    if let Some(ip) = client_ip(parts, services) {
+        if services.rate_limiter.check(Action::Registration, &ip.to_string()).is_err() {
+            return again(Text::TooMany, None, StatusCode::TOO_MANY_REQUESTS);
+        }
+    }
+    let localpart = params.get("username").map(|v| v.trim().to_lowercase()).unwrap_or_default();
+    let password = params.get("password").cloned().unwrap_or_default();
+    if localpart.is_empty() || password.is_empty() {
+        return again(Text::Missing, None, StatusCode::BAD_REQUEST);
+    }
+    let checks = (|| {
+        let user = services.users.user_id_for_localpart(&localpart)?;
+        if services.appservices.exclusive_owner_of_user(&user).is_some() {
+            return Err(Error::Exclusive("this user id is reserved by an application service".into()));
+        }
+        if services.users.exists(&user)? {
+            return Err(Error::UserInUse);
+        }
+        services.users.password_policy().check(&password)
+    })();
+    if let Err(error) = checks {
+        return again(Text::CreateFailed, Some(error.to_string()), StatusCode::BAD_REQUEST);
+    }
+    if mode == Registration::WithToken {
+        let token = params.get("token").map(|t| t.trim()).unwrap_or("");
+        match services.uia.use_registration_token(token) {
+            Ok(true) => {}
+            Ok(false) => return again(Text::WrongToken, None, StatusCode::FORBIDDEN),
+            Err(_) => return again(Text::Failed, None, StatusCode::INTERNAL_SERVER_ERROR),
+        }
+    }
+    let user = match services.users.create(&localpart, Some(password), false).await {
+        Ok(user) => user,
+        Err(error) => return again(Text::CreateFailed, Some(error.to_string()), StatusCode::BAD_REQUEST),
+    };
+    tracing::info!(%user, client_id = checked.client_id, "registered through the OAuth pages");
+    let code = match services.oauth.issue_code(checked, &user) {
+        Ok(code) => code,
+        Err(error) => return ApiError::from(error).into_response(),
+    };
+    let details =
+        serde_json::json!({ "client_id": checked.client_id, "device_id": checked.device_id, "method": "register" });
+    if let Err(error) = services.audit.record(user.as_str(), "oauth.register", user.as_str(), details) {
+        tracing::warn!(%error, "audit log entry not written");
+    }
     back_to_client(&checked.target.url(&[("code", &code)]))
 }
 

@@ -72,8 +72,8 @@ fn cookie(headers: &http::HeaderMap) -> Option<String> {
 }
 
 /// Sends the browser to the provider.
-async fn go_to_provider(services: &Services, lang: Lang, provider: &str, origin: Origin) -> Response {
-    match upstream::start(services, provider, &callback_url(services), origin).await {
+async fn go_to_provider(services: &Services, lang: Lang, provider: &str, origin: Origin, register: bool) -> Response {
+    match upstream::start(services, provider, &callback_url(services), origin, register).await {
         Ok((location, state)) => {
             let mut response = StatusCode::SEE_OTHER.into_response();
             let headers = response.headers_mut();
@@ -106,18 +106,30 @@ async fn start_from_page(State(services): State<Arc<Services>>, request: Request
     let provider = params.get("provider").cloned().unwrap_or_default();
     if let Some(return_query) = params.get("account") {
         // From the account pages: no authorization request, back to the page asked for.
-        return go_to_provider(&services, lang, &provider, super::account::origin(return_query)).await;
+        return go_to_provider(&services, lang, &provider, super::account::origin(return_query), false).await;
+    }
+    if let Some(user_code) = params.get("link") {
+        // From the device grant's page: the request must still be waiting for an answer.
+        return match services.oauth.device_request(user_code) {
+            Ok(Some(_)) => {
+                let origin = Origin::Link { user_code: user_code.clone() };
+                go_to_provider(&services, lang, &provider, origin, false).await
+            }
+            Ok(None) => refusal_page(lang, Text::UnknownCode, StatusCode::NOT_FOUND),
+            Err(_) => refusal_page(lang, Text::ServerFault, StatusCode::INTERNAL_SERVER_ERROR),
+        };
     }
     if let Err(response) = check(&services, &params, lang) {
         return *response;
     }
     let carried =
         super::pages::CARRIED.iter().filter_map(|k| params.get(*k).map(|v| (k.to_string(), v.clone()))).collect();
-    go_to_provider(&services, lang, &provider, Origin::Oauth { params: carried }).await
+    go_to_provider(&services, lang, &provider, Origin::Oauth { params: carried }, false).await
 }
 
-/// `GET /login/sso/redirect[/{idp}]?redirectUrl=`: `m.login.sso` for legacy clients, through the
-/// first (or the named) upstream provider.
+/// `GET /login/sso/redirect[/{idp}]?redirectUrl=[&action=login|register]`: `m.login.sso` for
+/// legacy clients, through the first (or the named) upstream provider. `action` is MSC3824's
+/// hint of what the person came for: `register` asks a provider that can for its sign-up page.
 async fn sso_redirect(State(services): State<Arc<Services>>, request: Request) -> Response {
     let first = services.upstreams.list().first().map(|(id, _)| id.to_string());
     sso(services, request, first).await
@@ -142,7 +154,15 @@ async fn sso(services: Arc<Services>, request: Request, provider: Option<String>
     else {
         return ApiError::new(StatusCode::BAD_REQUEST, "M_MISSING_PARAM", "redirectUrl is required").into_response();
     };
-    go_to_provider(&services, lang, &provider, Origin::Sso { redirect_url: redirect_url.clone() }).await
+    let register = match params.get("action").map(String::as_str) {
+        None | Some("login") => false,
+        Some("register") => true,
+        Some(_) => {
+            return ApiError::new(StatusCode::BAD_REQUEST, "M_INVALID_PARAM", "action must be login or register")
+                .into_response()
+        }
+    };
+    go_to_provider(&services, lang, &provider, Origin::Sso { redirect_url: redirect_url.clone() }, register).await
 }
 
 /// The page that says why a person of a provider is not signed in, and the audit log entry.
@@ -224,6 +244,7 @@ async fn callback(State(services): State<Arc<Services>>, request: Request) -> Re
             back_to_client(&checked.target.url(&[("code", &code)]))
         }
         Origin::Account { return_query } => super::account::after_upstream(&services, &user, &return_query).await,
+        Origin::Link { user_code } => super::link::after_upstream(&services, lang, &user, &user_code, provider),
         Origin::Sso { redirect_url } => {
             let (token, _) = match services.users.login_token(&user) {
                 Ok(token) => token,
