@@ -353,6 +353,38 @@ mod tests {
         assert_eq!(localpart_of("é@x.fr"), "_-x.fr");
     }
 
+    /// The account, its name, its address and the provider's link are one write: when the
+    /// address turns out to be taken, no account is left behind for the next sign-in to miss.
+    #[tokio::test]
+    async fn a_new_account_comes_with_its_address_and_link_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = crate::config::Config::default();
+        config.database.path = dir.path().join("db");
+        let services = Services::open(config).unwrap();
+        let person = |subject: &str, email: &str| Identity {
+            subject: subject.into(),
+            email: Some(email.into()),
+            email_verified: true,
+            given_name: Some("Marie".into()),
+            family_name: Some("Curie".into()),
+            organisation: Some("DINUM".into()),
+        };
+
+        let holder = services.users.create("holder", None, false).await.unwrap();
+        services.threepids.add(&holder, "email", "taken@x.fr").unwrap();
+        let refused = create_account(&services, "p", &person("s1", "taken@x.fr"), "taken@x.fr");
+        assert!(matches!(refused, Err(Error::ThreepidInUse)), "{refused:?}");
+        let would_be = services.users.user_id_for_localpart(&localpart_of("taken@x.fr")).unwrap();
+        assert!(!services.users.exists(&would_be).unwrap(), "no account without its address");
+
+        let user = create_account(&services, "p", &person("s2", "marie@x.fr"), "marie@x.fr").unwrap();
+        assert_eq!(services.threepids.owner("email", "marie@x.fr").unwrap().as_ref(), Some(&user));
+        let link = services.db.tables.oauth.providersubject_userid.get(&("p".to_owned(), "s2".to_owned())).unwrap();
+        assert_eq!(link.as_ref(), Some(&user));
+        let profile = services.profiles.get(&user).unwrap();
+        assert_eq!(profile.get("displayname").and_then(Value::as_str), Some("Marie Curie [DINUM]"));
+    }
+
     #[test]
     fn jwt_payloads_are_read() {
         let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"sub":"42"}"#);
