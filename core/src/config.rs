@@ -715,6 +715,17 @@ pub struct DirectoryConfig {
     /// The discovery room: a room id or an alias (resolved at start, through its server when it
     /// is not ours). Unset: no discovery room, the directory finds only this node's rooms.
     pub discovery_room: Option<String>,
+    /// Earlier discovery rooms that filled up (Tchap's `passives`): their members stay and are
+    /// found through them, no one joins them any more, and an agent who hides, expires or is
+    /// deactivated leaves them as well. An agent in one of them is not joined to
+    /// `discovery_room`.
+    pub discovery_passive_rooms: Vec<ruma::OwnedRoomId>,
+    /// The joined members of `discovery_room` at which the operator is told to open a new one
+    /// (Tchap's `active_room_max_size`; absent: 10 000).
+    pub discovery_room_max_size: Option<u64>,
+    /// Who is mailed when `discovery_room` reaches its size (Tchap's `support_email`); unset: a
+    /// warning in the log only.
+    pub discovery_alert_email: Option<String>,
 }
 
 /// The discovery room as configured.
@@ -734,7 +745,18 @@ impl DirectoryConfig {
         }
     }
 
+    /// [`Self::discovery_room_max_size`] with its default.
+    pub fn discovery_room_max_size(&self) -> u64 {
+        self.discovery_room_max_size.unwrap_or(10_000)
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
+        if self.discovery_room.is_none() && !self.discovery_passive_rooms.is_empty() {
+            return Err(ConfigError::new(
+                "directory.discovery_passive_rooms",
+                "passive discovery rooms need a discovery_room, the one agents join",
+            ));
+        }
         match (&self.discovery_room, self.discovery_room()) {
             (Some(text), None) => Err(ConfigError::new(
                 "directory.discovery_room",

@@ -98,6 +98,7 @@ impl Services {
         let writer = Arc::new(Writer::start(db.clone()));
         let discovery = Arc::new(crate::users::discovery::state::Discovery::new(
             config.directory.discovery_room(),
+            config.directory.discovery_passive_rooms.clone(),
             db.clone(),
             writer.notifier.clone(),
         )?);

@@ -40,7 +40,7 @@ impl Clock {
 async fn next_mail(inbox: &mut UnboundedReceiver<(Vec<String>, String)>) -> (Vec<String>, String) {
     let (to, data) = tokio::time::timeout(Duration::from_secs(20), inbox.recv())
         .await
-        .expect("a renewal email within 20 s")
+        .expect("an email within 20 s")
         .expect("the sink runs");
     (to, decode(&data))
 }
@@ -416,6 +416,80 @@ async fn accounts_join_the_discovery_room_leave_it_when_they_expire_and_come_bac
     assert_eq!(api(&server, Method::POST, Some(&root), admin_path, Some(renew)).await.0, 200);
     wait_member(&server, &root, &room, "@alice:localhost", true).await;
     assert!(finds_alice().await);
+}
+
+/// Tchap's cap on the discovery room: an earlier room that filled up is listed as passive — its
+/// members stay there (not joined to the new room), are not shown it, and leave it when they
+/// hide — while new agents join the active room, and the operator is mailed once the active room
+/// reaches `discovery_room_max_size`.
+#[tokio::test]
+async fn a_full_discovery_room_stays_as_a_passive_one_and_the_operator_is_told_when_the_next_fills() {
+    let (port, mut inbox) = smtp_sink().await;
+    let mut server = TestServer::start();
+    let root = root_token(&server).await;
+    let create = |alias: &'static str| {
+        let (server, root) = (&server, root.clone());
+        async move {
+            let body = json!({ "preset": "public_chat", "room_alias_name": alias });
+            let (_, created) =
+                api(server, Method::POST, Some(&root), "/_matrix/client/v3/createRoom", Some(body)).await;
+            created["room_id"].as_str().expect("room_id").to_owned()
+        }
+    };
+    let full = create("decouverte-1").await;
+    let active = create("decouverte-2").await;
+    let (_, ancien) = crate::common::register_raw(&server, "ancien").await;
+    let path = format!("/_matrix/client/v3/join/{full}");
+    assert_eq!(api(&server, Method::POST, Some(&ancien), &path, Some(json!({}))).await.0, 200);
+    crate::common::write_config(
+        server.config_path.parent().unwrap(),
+        &[
+            ("email.smtp_host", "127.0.0.1".into()),
+            ("email.smtp_port", i64::from(port).into()),
+            ("email.smtp_tls", "none".into()),
+            ("directory.discovery_room", "#decouverte-2:localhost".into()),
+            ("directory.discovery_passive_rooms", toml::Value::Array(vec![full.clone().into()])),
+            ("directory.discovery_room_max_size", 3.into()),
+            ("directory.discovery_alert_email", "support@ministere.example".into()),
+        ],
+    );
+    server.restart();
+
+    // root made the active room; alice and bob join it: three members, the size.
+    let (_, alice) = crate::common::register_raw(&server, "alice").await;
+    crate::common::register_raw(&server, "bob").await;
+    wait_member(&server, &root, &active, "@alice:localhost", true).await;
+    wait_member(&server, &root, &active, "@bob:localhost", true).await;
+    let (to, text) = next_mail(&mut inbox).await;
+    assert_eq!(to, vec!["support@ministere.example".to_owned()]);
+    assert!(text.contains(&active) && text.contains("has 3 members"), "{text}");
+
+    // The member of the full room stayed there, not joined to the active one, shown neither.
+    let members = |room: String| {
+        let (server, root) = (&server, root.clone());
+        async move {
+            let path = format!("/_matrix/client/v3/rooms/{room}/joined_members");
+            api(server, Method::GET, Some(&root), &path, None).await.1["joined"].clone()
+        }
+    };
+    assert!(members(active.clone()).await.get("@ancien:localhost").is_none());
+    assert!(members(full.clone()).await.get("@ancien:localhost").is_some());
+    for token in [&ancien, &alice] {
+        let (_, joined) = api(&server, Method::GET, Some(token), "/_matrix/client/v3/joined_rooms", None).await;
+        let joined = joined["joined_rooms"].as_array().unwrap().clone();
+        assert!(!joined.contains(&json!(full)) && !joined.contains(&json!(active)), "{joined:?}");
+    }
+    // Found through the full room all the same, though alice is not in it.
+    let body = json!({ "search_term": "ancien" });
+    let (_, found) =
+        api(&server, Method::POST, Some(&alice), "/_matrix/client/v3/user_directory/search", Some(body)).await;
+    assert_eq!(found["results"][0]["user_id"], "@ancien:localhost", "{found}");
+
+    // Hiding leaves the full room too.
+    let path = "/_matrix/client/v3/user/@ancien:localhost/account_data/im.vector.hide_profile";
+    assert_eq!(api(&server, Method::PUT, Some(&ancien), path, Some(json!({ "hide_profile": true }))).await.0, 200);
+    wait_member(&server, &root, &full, "@ancien:localhost", false).await;
+    assert!(members(active.clone()).await.get("@ancien:localhost").is_none());
 }
 
 /// Tchap's user info: `{"expired", "deactivated"}` of a local user (a name never given is

@@ -264,20 +264,23 @@ impl Rooms {
     /// Users sharing a room with the searcher, and users in public rooms, whose id or display name
     /// contains the term. Returns (user, display name, avatar) and whether the list was cut.
     pub fn search_users(&self, searcher: &UserId, term: &str, limit: usize) -> Result<(Vec<UserHit>, bool)> {
-        self.search_users_visible(searcher, term, limit, |_| Ok(false))
+        self.search_users_visible(searcher, term, limit, Vec::new(), |_| Ok(false))
     }
 
-    /// [`Rooms::search_users`] leaving out the users `hidden` names (agents who asked to be
-    /// hidden, expired accounts), asked only of users who match the term.
+    /// [`Rooms::search_users`] also through the members of `everyones` (the discovery rooms,
+    /// whose members every searcher finds, in them or not), leaving out the users `hidden` names
+    /// (agents who asked to be hidden, expired accounts), asked only of users who match the term.
     pub fn search_users_visible(
         &self,
         searcher: &UserId,
         term: &str,
         limit: usize,
+        everyones: Vec<OwnedRoomId>,
         hidden: impl Fn(&UserId) -> Result<bool>,
     ) -> Result<(Vec<UserHit>, bool)> {
         let term = term.to_lowercase();
         let mut rooms: BTreeSet<OwnedRoomId> = self.rooms_of(searcher, "join")?.into_iter().collect();
+        rooms.extend(everyones);
         for entry in self.db.tables.rooms.roomid_published.iter() {
             rooms.insert(entry?.0);
         }

@@ -11,6 +11,10 @@
 //! leaves, and tries failures again later. At start it goes over every account once, which takes
 //! in accounts that predate the setting and any change a crash cut short (the membership itself is
 //! durable, the queue is not).
+//!
+//! As Tchap caps its discovery room, a room that filled up is listed as passive
+//! (`directory.discovery_passive_rooms`): its members stay, no one joins it, those who no longer
+//! belong leave it; the operator is mailed when the room agents join reaches its size.
 
 pub mod state;
 
@@ -100,6 +104,8 @@ async fn run(services: Arc<Services>) {
     }
     let mut failed: BTreeSet<ruma::OwnedUserId> = BTreeSet::new();
     let mut wait = FIRST_RETRY;
+    let mut alerted = false;
+    check_size(&services, &room, &mut alerted).await;
     loop {
         let woken = services.discovery.wake.notified();
         let due = std::mem::take(&mut *services.discovery.pending.lock().expect("discovery queue"));
@@ -117,9 +123,11 @@ async fn run(services: Arc<Services>) {
             }
             continue;
         }
+        let mut grew = false;
         for user in due {
             match settle(&services, &room, &via, &user).await {
-                Ok(()) => {
+                Ok(joined) => {
+                    grew |= joined;
                     failed.remove(&user);
                 }
                 Err(error) => {
@@ -131,22 +139,70 @@ async fn run(services: Arc<Services>) {
         if failed.is_empty() {
             wait = FIRST_RETRY;
         }
+        if grew {
+            check_size(&services, &room, &mut alerted).await;
+        }
     }
 }
 
-/// Joins or leaves the room as [`belongs`] says, when the membership is not that already.
-async fn settle(services: &Arc<Services>, room: &RoomId, via: &[OwnedServerName], user: &UserId) -> Result<()> {
-    let joined = services.rooms.is_joined(user, room)?;
-    match (belongs(services, user)?, joined) {
-        (true, false) => {
+/// Tells the operator, once each time it happens, that the room agents join reached
+/// `directory.discovery_room_max_size` joined members — as Tchap's red list module mails its
+/// support address — so that they open a new room for the next agents and list this one among
+/// `directory.discovery_passive_rooms`. Counted after a round of joins, not at each one: the
+/// count reads every membership of the room.
+async fn check_size(services: &Services, room: &RoomId, alerted: &mut bool) {
+    let max = services.config.directory.discovery_room_max_size();
+    let joined = match services.rooms.members(room) {
+        Ok(members) => members.iter().filter(|(_, m)| m.membership == "join").count() as u64,
+        Err(error) => {
+            tracing::warn!(%room, %error, "counting the discovery room's members failed");
+            return;
+        }
+    };
+    if joined < max {
+        *alerted = false;
+        return;
+    }
+    if std::mem::replace(alerted, true) {
+        return;
+    }
+    tracing::warn!(%room, joined, max, "the discovery room reached its size: open a new one and list this one as passive");
+    let Some(to) = services.config.directory.discovery_alert_email.as_deref() else { return };
+    let server = &services.config.server_name;
+    let subject = format!("{server} - la salle de découverte est pleine / the discovery room is full");
+    let body = format!(
+        "Bonjour,\n\nLa salle de découverte {room} compte {joined} membres (limite : {max}).\n\
+         Créez-en une nouvelle pour les prochains agents et inscrivez celle-ci parmi \
+         directory.discovery_passive_rooms.\n\n---\n\nHello,\n\nThe discovery room {room} has {joined} \
+         members (limit: {max}).\nCreate a new one for the next agents and list this one in \
+         directory.discovery_passive_rooms.\n"
+    );
+    if let Err(error) = services.threepids.send_email(to, &subject, body).await {
+        tracing::error!(%error, "mailing the discovery room alert failed");
+    }
+}
+
+/// Joins or leaves the room as [`belongs`] says, when the membership is not that already: an
+/// agent joins the room unless a passive room already holds them; one who does not belong leaves
+/// every discovery room they are in. Says whether the agent joined the room.
+async fn settle(services: &Arc<Services>, room: &RoomId, via: &[OwnedServerName], user: &UserId) -> Result<bool> {
+    let mut joined = Vec::new();
+    for candidate in std::iter::once(room).chain(services.discovery.passives.iter().map(|p| &**p)) {
+        if services.rooms.is_joined(user, candidate)? {
+            joined.push(candidate);
+        }
+    }
+    if belongs(services, user)? {
+        if joined.is_empty() {
             crate::federation::membership::join(services, room, user, via, None).await?;
             tracing::debug!(%user, "joined the discovery room");
+            return Ok(true);
         }
-        (false, true) => {
-            crate::federation::membership::leave(services, room, user, None).await?;
-            tracing::debug!(%user, "left the discovery room");
-        }
-        _ => {}
+        return Ok(false);
     }
-    Ok(())
+    for left in joined {
+        crate::federation::membership::leave(services, left, user, None).await?;
+        tracing::debug!(%user, room = %left, "left a discovery room");
+    }
+    Ok(false)
 }

@@ -209,9 +209,10 @@ pub async fn search(
     let user = request.sender()?.user_id.clone();
     let limit = u64::from(request.body.limit).clamp(1, 100) as usize;
     let term = request.body.search_term.trim();
-    let (mut found, mut limited) = services
-        .rooms
-        .search_users_visible(&user, term, limit, |found| crate::users::hide_profile::hidden(&services, found))?;
+    let (mut found, mut limited) =
+        services.rooms.search_users_visible(&user, term, limit, services.discovery.rooms(), |found| {
+            crate::users::hide_profile::hidden(&services, found)
+        })?;
     // An address given whole finds its account, as the identity lookup Tchap's clients make
     // would: bound here, or on the node the network's domain map names for it, which is asked
     // (users::email_lookup). A part of one finds nothing (addresses are not listed).

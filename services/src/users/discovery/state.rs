@@ -26,6 +26,8 @@ pub struct Discovery {
     pub(crate) configured: Option<DiscoveryRoom>,
     /// Its id once known (at once for an id, after resolution for an alias).
     pub(crate) room: RwLock<Option<OwnedRoomId>>,
+    /// The rooms that filled up (`directory.discovery_passive_rooms`): only left, never joined.
+    pub(crate) passives: Vec<OwnedRoomId>,
     /// Accounts whose membership is to be checked (created, hidden or shown, expired, renewed).
     pub(crate) pending: Mutex<BTreeSet<OwnedUserId>>,
     pub(crate) wake: Notify,
@@ -39,18 +41,24 @@ impl Discovery {
     /// The room as configured; an alias resolved before (its id kept in `discoveryalias_roomid`)
     /// is known at once, so that after a restart clients are not shown the room while the alias
     /// is resolved again.
-    pub fn new(configured: Option<DiscoveryRoom>, db: Arc<Database>, notifier: Arc<Notifier>) -> Result<Self> {
+    pub fn new(
+        configured: Option<DiscoveryRoom>,
+        passives: Vec<OwnedRoomId>,
+        db: Arc<Database>,
+        notifier: Arc<Notifier>,
+    ) -> Result<Self> {
         let room = match &configured {
             Some(DiscoveryRoom::Id(id)) => Some(id.clone()),
             Some(DiscoveryRoom::Alias(alias)) => db.tables.users.discoveryalias_roomid.get(&alias.to_string())?,
             None => None,
         };
-        if let Some(room) = &room {
+        for room in room.iter().chain(&passives) {
             notifier.set_quiet_room(room, None);
         }
         Ok(Self {
             configured,
             room: RwLock::new(room),
+            passives,
             pending: Mutex::new(BTreeSet::new()),
             wake: Notify::new(),
             notifier,
@@ -93,9 +101,17 @@ impl Discovery {
         self.room.read().expect("discovery room").clone()
     }
 
-    /// Whether `room` is the discovery room, which clients are never shown (sync, room lists,
+    /// The discovery room (once known) and the passive ones: every searcher of this node finds
+    /// their members, as Synapse's directory searching all users does for Tchap — an agent in a
+    /// passive room shares no room with those who joined later, and one who hides still finds
+    /// the others.
+    pub fn rooms(&self) -> Vec<OwnedRoomId> {
+        self.room().into_iter().chain(self.passives.iter().cloned()).collect()
+    }
+
+    /// Whether `room` is the discovery room or a passive one, which clients are never shown (sync, room lists,
     /// notifications): it is the directory's, not the user's.
     pub fn is_room(&self, room: &RoomId) -> bool {
-        self.room.read().expect("discovery room").as_deref() == Some(room)
+        self.room.read().expect("discovery room").as_deref() == Some(room) || self.passives.iter().any(|p| p == room)
     }
 }
