@@ -825,3 +825,36 @@ async fn prompt_create_registers_an_account_when_registration_is_open() {
     let (status, _) = api(&closed, Method::POST, None, "/_matrix/client/v3/login", Some(body)).await;
     assert_eq!(status, 403, "no account was made");
 }
+
+/// The console's account page names the OAuth client of each session, and ending the session
+/// there ends the grant: its access token and its refresh token both stop working.
+#[tokio::test]
+async fn the_console_shows_and_ends_oauth_sessions() {
+    use crate::console::{csrf, get, post, sign_in};
+    let server = oauth_server();
+    server.register("alice", "alice-pw").await;
+    let client_id = register_client(&server).await;
+    let (access, refresh_token) = tokens_for(&server, &client_id, "LAPTOP").await;
+    // The device's own name (the client's name at first) no longer says which client it is.
+    let body = json!({ "display_name": "Alice's laptop" });
+    let (status, _) = api(&server, Method::PUT, Some(&access), "/_matrix/client/v3/devices/LAPTOP", Some(body)).await;
+    assert_eq!(status, 200);
+    admin_token(&server).await;
+    let (_, cookie) = sign_in(&server, "root", "root-pw").await;
+    let path = "/users/view?id=%40alice%3Alocalhost";
+    let page = get(&server, Some(&cookie), path).await.text().await.unwrap();
+    let row = page.split("<tr>").find(|row| row.contains("LAPTOP")).expect("a row for the OAuth session");
+    assert!(row.contains("laptop") && row.contains("Raw client"), "{row}");
+    let token = csrf(&server, &cookie, path).await;
+    let ended = post(
+        &server,
+        Some(&cookie),
+        "/users/devices/delete",
+        &[("user", "@alice:localhost"), ("device", "LAPTOP"), ("csrf", &token)],
+    )
+    .await;
+    assert_eq!(ended.status(), 303, "{}", ended.text().await.unwrap());
+    assert_eq!(whoami(&server, &access).await.0, 401, "the access token ended");
+    let (status, body) = refresh(&server, &client_id, &refresh_token).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "and the refresh token: {body}");
+}
