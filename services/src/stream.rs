@@ -123,31 +123,47 @@ impl Notifier {
     }
 
     fn audience_users(&self, db: &Database, audience: &Audience, out: &mut BTreeSet<OwnedUserId>) {
-        let members = |room: &OwnedRoomId, out: &mut BTreeSet<OwnedUserId>| {
-            if self.is_quiet(room) {
-                return;
-            }
-            for entry in db.tables.rooms.roomiduserid_membership.scan_prefix(prefix(room)).flatten() {
-                out.insert((entry.0).1);
-            }
-        };
-        match audience {
-            Audience::Nobody => {}
-            Audience::User(u) => {
-                out.insert(u.clone());
-            }
-            Audience::Users(users) => out.extend(users.iter().cloned()),
-            Audience::Room(room) => members(room, out),
-            Audience::SharedWith(user) => {
-                out.insert(user.clone());
-                for entry in db.tables.rooms.useridroomid_membership.scan_prefix(prefix(user)).flatten() {
-                    let ((_, room), Json(m)) = entry;
-                    if m.membership == "join" {
-                        members(&room, out);
+        out.extend(self.group_audience(db, [audience]));
+    }
+
+    /// The users a group of writes wakes, each room's members read once however many writes of
+    /// the group name the room: the writes of a busy room come in groups of tens, and reading its
+    /// members once per write took a fifth of the writer thread's time (docs/performance.md).
+    /// Quiet rooms wake nobody through their membership.
+    fn group_audience<'a>(
+        &self,
+        db: &Database,
+        audiences: impl IntoIterator<Item = &'a Audience>,
+    ) -> BTreeSet<OwnedUserId> {
+        let mut out = BTreeSet::new();
+        let mut rooms = BTreeSet::new();
+        for audience in audiences {
+            match audience {
+                Audience::Nobody => {}
+                Audience::User(u) => {
+                    out.insert(u.clone());
+                }
+                Audience::Users(users) => out.extend(users.iter().cloned()),
+                Audience::Room(room) => {
+                    rooms.insert(room.clone());
+                }
+                Audience::SharedWith(user) => {
+                    out.insert(user.clone());
+                    for entry in db.tables.rooms.useridroomid_membership.scan_prefix(prefix(user)).flatten() {
+                        let ((_, room), Json(m)) = entry;
+                        if m.membership == "join" {
+                            rooms.insert(room);
+                        }
                     }
                 }
             }
         }
+        for room in rooms.iter().filter(|room| !self.is_quiet(room)) {
+            for entry in db.tables.rooms.roomiduserid_membership.scan_prefix(prefix(room)).flatten() {
+                out.insert((entry.0).1);
+            }
+        }
+        out
     }
 }
 
@@ -339,11 +355,7 @@ fn run(
         // after its write returns sees (at least) its own.
         if let Some(pos) = highest {
             stream.send_replace(pos);
-            let mut woken = BTreeSet::new();
-            for (_, cleanup, _) in &jobs {
-                notifier.audience_users(&db, &cleanup.wake, &mut woken);
-            }
-            for user in woken {
+            for user in notifier.group_audience(&db, jobs.iter().map(|(_, cleanup, _)| &cleanup.wake)) {
                 notifier.wake(&user);
             }
         }
@@ -361,5 +373,44 @@ pub async fn wait_durable(durable: oneshot::Receiver<Result<(), String>>) -> cra
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(Error::Internal(format!("persisting failed: {e}"))),
         Err(_) => Err(Error::Internal("the stream writer stopped".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Audience, Notifier};
+    use crate::{config::Config, rooms::create::CreateRoom, services::Services};
+
+    /// A group of writes to one room reads the room's members once, not once per write, and
+    /// wakes the same users as each write on its own.
+    #[tokio::test]
+    async fn a_group_reads_each_room_of_its_audience_once() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = Config::default();
+        config.database.path = dir.path().join("db");
+        let services = Services::open(config).expect("services");
+        let alice = services.users.create("alice", None, false).await.expect("alice");
+        let bob = services.users.create("bob", None, false).await.expect("bob");
+        let carol = services.users.create("carol", None, false).await.expect("carol");
+        let room = services
+            .rooms
+            .create_room(&alice, CreateRoom { public: true, ..Default::default() }, &ruma::RoomVersionId::V12)
+            .await
+            .expect("room");
+        services.rooms.join(&room, &bob, None).await.expect("join");
+        let db = &services.db;
+        let one = Audience::Room(room.clone());
+        let before = db.reads();
+        let notifier = Notifier::default();
+        let alone = notifier.group_audience(db, [&one]);
+        let reads_alone = db.reads() - before;
+        let writes: Vec<Audience> = (0..20).map(|_| Audience::Room(room.clone())).collect();
+        let carols = Audience::User(carol.clone());
+        let before = db.reads();
+        let grouped = notifier.group_audience(db, writes.iter().chain([&carols]));
+        let reads_grouped = db.reads() - before;
+        assert_eq!(alone.into_iter().collect::<Vec<_>>(), vec![alice.clone(), bob.clone()]);
+        assert_eq!(grouped.into_iter().collect::<Vec<_>>(), vec![alice, bob, carol]);
+        assert_eq!(reads_grouped, reads_alone, "twenty writes to the room read its members once");
     }
 }
