@@ -200,7 +200,13 @@ impl Workspace {
     /// Sends the bot's notice `text` in `room` under transaction id `txn`: encrypted through
     /// its device in an encrypted room (never in the clear there), as the appservice otherwise.
     pub async fn notice(&self, room: &str, txn: &str, text: &str) -> Result<String, MatrixError> {
-        if !self.view(room).is_some_and(|v| v.encrypted) {
+        // Rooms the bot keeps no view of (the direct chats it opens) are asked: a homeserver
+        // may encrypt new private rooms by default.
+        let encrypted = match self.view(room) {
+            Some(view) => view.encrypted,
+            None => self.matrix.state_event(room, "m.room.encryption", "").await?.is_some(),
+        };
+        if !encrypted {
             return self.matrix.notice(room, txn, text).await;
         }
         match self.e2ee.get() {
