@@ -57,7 +57,7 @@ pub async fn handle(ws: &Workspace, event: &Value) -> Result<(), Retry> {
         Err(usage) => lang.pick(usage.0, usage.1).to_owned(),
     };
     let txn = format!("reply-{}", &hex_sha256(event_id)[..24]);
-    match ws.matrix.notice(room, &txn, &reply).await {
+    match ws.notice(room, &txn, &reply).await {
         Err(error) if error.is_transient() => Err(Retry(error.to_string())),
         Err(error) => {
             tracing::warn!(%room, %error, "could not reply");
@@ -94,7 +94,7 @@ async fn file_posted(ws: &Workspace, room: &str, event: &Value) -> Result<(), Re
         Err(f) => f.text(lang).to_owned(),
     };
     let txn = format!("filed-{}", &hex_sha256(event_id)[..24]);
-    match ws.matrix.notice(room, &txn, &text).await {
+    match ws.notice(room, &txn, &text).await {
         Err(error) if error.is_transient() => Err(Retry(error.to_string())),
         _ => Ok(()),
     }
@@ -119,7 +119,7 @@ async fn link_written(ws: &Workspace, room: &str, sender: &str, event: &Value) -
     };
     let seed = event["event_id"].as_str().unwrap_or(room);
     let txn = format!("link-{}", &hex_sha256(seed)[..24]);
-    match ws.matrix.notice(room, &txn, &text).await {
+    match ws.notice(room, &txn, &text).await {
         Err(error) if error.is_transient() => Err(Retry(error.to_string())),
         _ => Ok(()),
     }
@@ -186,7 +186,7 @@ async fn joined(ws: &Workspace, room: &str, invite: &Value) -> Result<(), Retry>
     };
     let seed = invite["event_id"].as_str().unwrap_or(room);
     let txn = format!("welcome-{}", &hex_sha256(seed)[..24]);
-    if let Err(error) = ws.matrix.notice(room, &txn, text).await {
+    if let Err(error) = ws.notice(room, &txn, text).await {
         tracing::warn!(%room, %error, "could not greet");
     }
     Ok(())
@@ -365,6 +365,15 @@ async fn run(
             let entry = ws.rsvp(room, &id, sender, &answer).await?;
             Ok(format!("{} {} — {answer}", lang.pick("Réponse enregistrée :", "Answer recorded:"), entry.title))
         }
+        Command::Widgets => {
+            ws.add_widgets(room, sender, lang).await?;
+            Ok(lang
+                .pick(
+                    "Tableau des tâches ajouté en haut du salon (widget).",
+                    "Task board added at the top of the room (widget).",
+                )
+                .to_owned())
+        }
         Command::DocNew { name } => {
             // The new library is linked to this room: the asker must be allowed to link it.
             ws.require_state_right(room, sender, crate::library::LINK_TYPE).await?;
@@ -450,7 +459,7 @@ async fn run(
                 "{} {url}",
                 lang.pick("Abonnez votre agenda (Thunderbird, Outlook) à ce lien, personnel :", "Subscribe your calendar (Thunderbird, Outlook) to this personal link:")
             );
-            ws.matrix.notice(&dm, &txn, &text).await?;
+            ws.notice(&dm, &txn, &text).await?;
             Ok(lang.pick("Je vous ai envoyé votre lien d'abonnement en message direct.", "I sent you your subscription link by direct message.").to_owned())
         }
     }
@@ -507,7 +516,7 @@ async fn remind(ws: &Workspace, room: &str, task: &Task, key: &str) -> Result<()
             task.due_label().unwrap_or_default()
         );
         let txn = format!("remind-{}", &hex_sha256(&format!("{key}|{user}"))[..24]);
-        ws.matrix.notice(&dm, &txn, &text).await?;
+        ws.notice(&dm, &txn, &text).await?;
     }
     ws.store
         .update(|s| s.reminded.insert(key.to_owned()))

@@ -46,6 +46,8 @@ pub enum Span {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Help,
+    /// `!workspace widgets`: the task board added to the room as a widget.
+    Widgets,
     TaskAdd {
         title: String,
         assignees: Vec<String>,
@@ -206,7 +208,7 @@ pub fn parse(body: &str, default: Lang) -> Option<(Lang, Result<Command, Usage>)
     let head = words.first()?.to_lowercase();
     let sub = words.get(1).map(|w| w.to_lowercase()).unwrap_or_default();
     let lang = match head.as_str() {
-        "!tâche" | "!tache" | "!agenda" | "!aide" => Lang::Fr,
+        "!tâche" | "!tache" | "!agenda" | "!aide" | "!espace" => Lang::Fr,
         "!help" => Lang::En,
         _ if FR_WORDS.contains(&sub.as_str()) => Lang::Fr,
         _ if !sub.is_empty() => Lang::En,
@@ -218,6 +220,10 @@ pub fn parse(body: &str, default: Lang) -> Option<(Lang, Result<Command, Usage>)
         "!task" | "!tâche" | "!tache" => task(&sub, rest),
         "!cal" | "!agenda" => cal(&sub, rest),
         "!doc" => doc(&sub, rest),
+        "!workspace" | "!espace" => match sub.as_str() {
+            "widgets" | "widget" => Ok(Command::Widgets),
+            _ => Err(WORKSPACE_HELP),
+        },
         _ => return None,
     };
     Some((lang, command))
@@ -249,6 +255,7 @@ fn options(words: &[String]) -> BTreeMap<String, String> {
         .collect()
 }
 
+const WORKSPACE_HELP: Usage = Usage("usage : !espace widgets", "usage: !workspace widgets");
 const TASK_ADD: Usage = Usage(
     "usage : !tâche ajouter \"titre\" [@utilisateur:serveur] [échéance:2026-12-01] [prio:haute|normale|basse] [#étiquette]",
     "usage: !task add \"title\" [@user:server] [due:2026-12-01] [prio:high|normal|low] [#label]",

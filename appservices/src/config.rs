@@ -41,6 +41,18 @@ pub struct Config {
     /// "listed"`.
     #[serde(default)]
     pub allowed_servers: Vec<String>,
+    /// Whether the certificates of the homeservers asked to confirm OpenID tokens are checked.
+    /// Only test setups, whose nodes have self-signed certificates, turn this off.
+    #[serde(default = "default_true")]
+    pub federation_verify_tls: bool,
+    /// Whether the bot takes part in end-to-end encrypted rooms with a device of its own (its
+    /// keys in `data_dir/e2ee`). Off, it neither reads nor answers in encrypted rooms.
+    #[serde(default = "default_true")]
+    pub encryption: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// `accept_invites_from`.

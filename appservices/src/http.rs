@@ -1,6 +1,7 @@
 //! What the appservice serves: the Application Service API the homeserver calls (transactions,
 //! ping, user and alias queries), the JSON REST API (callers authenticate with their Matrix
-//! access token, checked with the homeserver's `/account/whoami`, and must be joined to the
+//! access token, checked with the homeserver's `/account/whoami`, or with an OpenID token of
+//! their own homeserver, and must be joined to the
 //! room — for a library, to the folder a path resolves to, with the power level the operation
 //! needs there), and the rooms' ICS feeds.
 
@@ -40,6 +41,7 @@ pub fn router(ws: Ws) -> Router {
         .route("/_matrix/app/v1/rooms/{alias}", get(unknown))
         .route("/api/v1/rooms/{room}/tasks", get(list_tasks).post(create_task))
         .route("/api/v1/rooms/{room}/tasks/{id}/done", post(complete_task))
+        .route("/api/v1/rooms/{room}/tasks/{id}/progress", post(task_progress))
         .route("/api/v1/rooms/{room}/tasks/{id}/assignees", post(assign_task))
         .route("/api/v1/rooms/{room}/calendar", get(list_calendar).post(create_entry))
         .route("/api/v1/rooms/{room}/calendar/{id}/rsvp", post(rsvp))
@@ -47,6 +49,9 @@ pub fn router(ws: Ws) -> Router {
         .route("/api/v1/libraries/{library}/files/lock", post(lock_file))
         .route("/api/v1/libraries/{library}/files/history", get(file_history))
         .route("/calendar/{file}", get(ics_feed))
+        .route("/widgets/tasks", get(crate::widgets::tasks_page))
+        .route("/widgets/tasks.js", get(crate::widgets::tasks_script))
+        .route("/widgets/widget.css", get(crate::widgets::style))
         .fallback(|| async { error(404, "M_UNRECOGNIZED", "unknown endpoint") })
         .method_not_allowed_fallback(|| async { error(405, "M_UNRECOGNIZED", "method not allowed here") })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
@@ -148,9 +153,22 @@ fn not_member() -> Failure {
     fail(403, "M_FORBIDDEN", "you are not a member of this room, or it does not exist")
 }
 
-/// The caller's user id (from their access token).
+/// The caller's user id: from an access token of our homeserver (`Bearer`, checked with its
+/// `/account/whoami`), or from an OpenID token of their own homeserver (`OpenID <server>
+/// <token>`, confirmed by that server: see [`crate::openid`]), so agents of every allowed node
+/// and widgets, which hold no access token of ours, use the same API.
 async fn caller(ws: &Workspace, headers: &HeaderMap) -> Result<String, Failure> {
-    let token = bearer(headers).ok_or_else(|| fail(401, "M_MISSING_TOKEN", "a Matrix access token is required"))?;
+    let missing = || fail(401, "M_MISSING_TOKEN", "a Matrix access token or an OpenID token is required");
+    let value = headers.get(header::AUTHORIZATION).ok_or_else(missing)?;
+    let value = value.to_str().map_err(|_| fail(401, "M_UNKNOWN_TOKEN", "unreadable Authorization header"))?;
+    if let Some(openid) = value.strip_prefix("OpenID ") {
+        let (server, token) = openid
+            .trim()
+            .split_once(' ')
+            .ok_or_else(|| fail(401, "M_MISSING_TOKEN", "OpenID credentials are `OpenID <server name> <token>`"))?;
+        return ws.openid.user(server, token.trim()).await;
+    }
+    let token = bearer(headers).ok_or_else(missing)?;
     ws.matrix.whoami(token).await.map_err(|e| match e.status {
         401 => fail(401, "M_UNKNOWN_TOKEN", "the homeserver does not know this access token"),
         _ => fail(502, "M_UNKNOWN", &format!("homeserver error: {e}")),
@@ -206,6 +224,24 @@ async fn create_task(
 async fn complete_task(State(ws): State<Ws>, Path((room, id)): Path<(String, String)>, headers: HeaderMap) -> Answer {
     member(&ws, &headers, &room).await?;
     let task = ws.set_progress(&room, &id, Progress::Completed).await?;
+    ok(json!({ "task": task }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProgressChange {
+    progress: Progress,
+}
+
+/// `POST …/tasks/{id}/progress {"progress": "in-process"}`: a task moved on the board.
+async fn task_progress(
+    State(ws): State<Ws>,
+    Path((room, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    parsed: Result<Json<ProgressChange>, JsonRejection>,
+) -> Answer {
+    member(&ws, &headers, &room).await?;
+    let task = ws.set_progress(&room, &id, body(parsed)?.progress).await?;
     ok(json!({ "task": task }))
 }
 

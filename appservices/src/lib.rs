@@ -4,18 +4,24 @@
 //! any third-party appservice (a Synapse-format registration file), with no private shortcut
 //! into the homeserver. See docs/appservices.md.
 
+// matrix-sdk's sync future is deep: proving it `Send` (for `tokio::spawn`) needs more than the default.
+#![recursion_limit = "256"]
+
 pub mod bot;
 pub mod calendar;
 pub mod commands;
 pub mod config;
+pub mod e2ee;
 pub mod http;
 pub mod ics;
 pub mod library;
 pub mod matrix;
+pub mod openid;
 pub mod rights;
 pub mod service;
 pub mod store;
 pub mod tasks;
+pub mod widgets;
 
 use std::sync::Arc;
 
@@ -42,6 +48,12 @@ pub async fn run(config: config::Config) -> Result<(), String> {
     };
     for room in rooms {
         ws.load_room(&room).await.map_err(|e| format!("cannot read {room}: {e}"))?;
+    }
+    if ws.config.encryption {
+        let device = e2ee::E2ee::open(&ws, &ws.config.data_dir).await?;
+        let client = device.client();
+        let _ = ws.e2ee.set(device);
+        tokio::spawn(e2ee::E2ee::run(ws.clone(), client));
     }
     tokio::spawn(bot::reminders(ws.clone()));
     let listener =

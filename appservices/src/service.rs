@@ -82,6 +82,8 @@ pub struct RoomView {
     pub children: BTreeMap<String, Option<String>>,
     /// Creators with infinite power (room version 12 and later), from `m.room.create`.
     pub creators: Vec<String>,
+    /// `m.room.encryption` is set: the bot speaks here only through its encrypting device.
+    pub encrypted: bool,
 }
 
 /// A new task, from a command or the REST API.
@@ -137,6 +139,11 @@ pub struct Workspace {
     pub clock: Clock,
     pub hs_token: String,
     pub lang: Lang,
+    /// Confirms the OpenID tokens REST API callers present.
+    pub openid: crate::openid::OpenId,
+    /// The bot's encrypting device, once opened (see [`crate::e2ee`]); unset when
+    /// `encryption = false`.
+    pub e2ee: std::sync::OnceLock<crate::e2ee::E2ee>,
     rooms: Mutex<HashMap<String, RoomView>>,
     /// Wakes the reminder scheduler when tasks change.
     pub changed: Notify,
@@ -170,11 +177,46 @@ impl Workspace {
     pub fn new(config: Config, matrix: Matrix, store: Store, hs_token: String) -> Workspace {
         let clock = Clock::new(config.clock);
         let lang = Lang::parse(&config.language);
-        Workspace { config, matrix, store, clock, hs_token, lang, rooms: Mutex::default(), changed: Notify::new() }
+        let openid =
+            crate::openid::OpenId::new(&config.server_name, &config.allowed_servers, config.federation_verify_tls);
+        Workspace {
+            config,
+            matrix,
+            store,
+            clock,
+            hs_token,
+            lang,
+            openid,
+            e2ee: std::sync::OnceLock::new(),
+            rooms: Mutex::default(),
+            changed: Notify::new(),
+        }
     }
 
     pub fn zone(&self) -> chrono_tz::Tz {
         self.config.zone()
+    }
+
+    /// Sends the bot's notice `text` in `room` under transaction id `txn`: encrypted through
+    /// its device in an encrypted room (never in the clear there), as the appservice otherwise.
+    pub async fn notice(&self, room: &str, txn: &str, text: &str) -> Result<String, MatrixError> {
+        // Rooms the bot keeps no view of (the direct chats it opens) are asked: a homeserver
+        // may encrypt new private rooms by default.
+        let encrypted = match self.view(room) {
+            Some(view) => view.encrypted,
+            None => self.matrix.state_event(room, "m.room.encryption", "").await?.is_some(),
+        };
+        if !encrypted {
+            return self.matrix.notice(room, txn, text).await;
+        }
+        match self.e2ee.get() {
+            Some(device) => device.notice(room, txn, text).await,
+            None => Err(MatrixError {
+                status: 400,
+                errcode: "M_UNKNOWN".into(),
+                error: "an encrypted room, and the bot's encryption is off (encryption = false)".into(),
+            }),
+        }
     }
 
     pub fn view(&self, room: &str) -> Option<RoomView> {
@@ -220,6 +262,8 @@ impl Workspace {
                     view.entries.remove(key);
                 }
             },
+            // Encryption cannot be turned off once on (an event without an algorithm included).
+            "m.room.encryption" if key.is_empty() => view.encrypted = true,
             "m.room.name" => view.name = content["name"].as_str().unwrap_or_default().to_owned(),
             "m.room.create" => {
                 view.space = content["type"] == "m.space";
@@ -364,6 +408,30 @@ impl Workspace {
             "votre niveau de pouvoir dans ce salon ne permet pas de le lier à une bibliothèque",
             "your power level in this room does not allow linking it to a library",
         ))
+    }
+
+    /// `!workspace widgets`: the task board added to `room` (widget state and Element's layout
+    /// pinned at the top), if `sender` may add widgets there (the power to write
+    /// `im.vector.modular.widgets`).
+    pub async fn add_widgets(&self, room: &str, sender: &str, lang: Lang) -> Result<(), Failure> {
+        use crate::widgets::{tasks_widget, LAYOUT_TYPE, TASKS_WIDGET, WIDGET_TYPE};
+        let joined = self.is_joined(room, sender).await?;
+        let levels = self.power_levels(room).await?;
+        let creators = self.view(room).map(|v| v.creators).unwrap_or_default();
+        let level = crate::rights::user_level(levels.as_ref(), &creators, sender);
+        if !joined || level < crate::rights::state_level(levels.as_ref(), WIDGET_TYPE) {
+            return Err(Failure::new(
+                403,
+                "M_FORBIDDEN",
+                "votre niveau de pouvoir dans ce salon ne permet pas d'y ajouter des widgets",
+                "your power level in this room does not allow adding widgets to it",
+            ));
+        }
+        self.matrix.put_state(room, WIDGET_TYPE, TASKS_WIDGET, &tasks_widget(self, lang)).await?;
+        let layout =
+            json!({ "widgets": { TASKS_WIDGET: { "container": "top", "index": 0, "width": 100, "height": 40 } } });
+        self.matrix.put_state(room, LAYOUT_TYPE, "", &layout).await?;
+        Ok(())
     }
 
     /// Refuses user ids that are not joined to `room`: the bot writes, invites and messages only

@@ -75,15 +75,24 @@ impl Store {
         while next.txns.len() > TXNS_KEPT {
             next.txns.pop_front();
         }
-        let tmp = self.path.with_extension("json.tmp");
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(&serde_json::to_vec(&next).expect("state serializes"))?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, &self.path)?;
-        if let Some(dir) = self.path.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
+        write_atomically(&self.path, &serde_json::to_vec(&next).expect("state serializes"))?;
         *state = next;
         Ok(out)
     }
+}
+
+/// Replaces `path` with `bytes`: a temporary file, fsynced, renamed over it, and the folder
+/// fsynced, so a crash leaves the old content or the new one.
+pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(".tmp");
+    let tmp = path.with_file_name(name);
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }

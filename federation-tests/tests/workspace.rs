@@ -1,9 +1,10 @@
 //! The workspace appservice (`hemicycle-workspace`) as a real process registered with a real
 //! Hemicycle node, a second node sharing the room: tasks and calendar entries written as room
 //! state by the bot reach the other node; members below the bot cannot forge them; commands in
-//! French and English; the REST API and its errors; the ICS feed parsed back by an iCalendar
-//! parser; reminders on a clock the test sets through config; the appservice and the
-//! homeserver each stopped while commands arrive, every command answered exactly once.
+//! French and English; the REST API and its errors, with access tokens and with OpenID tokens
+//! of either node; the ICS feed parsed back by an iCalendar parser; reminders on a clock the
+//! test sets through config; the appservice and the homeserver each stopped while commands
+//! arrive, every command answered exactly once.
 
 use std::{
     io::{BufRead, BufReader},
@@ -37,7 +38,7 @@ impl Bot {
         let text = format!(
             "homeserver_url = {:?}\nserver_name = {:?}\nregistration = {:?}\nlisten = \"127.0.0.1:{port}\"\n\
              public_url = \"http://127.0.0.1:{port}\"\ndata_dir = {:?}\ntime_zone = \"Europe/Paris\"\n\
-             language = \"fr\"\nclock = {clock:?}\n",
+             language = \"fr\"\nclock = {clock:?}\nfederation_verify_tls = false\n",
             homeserver.client_url(),
             homeserver.server_name(),
             registration,
@@ -265,9 +266,21 @@ async fn accept_dm(node: &Node, token: &str) -> String {
 }
 
 async fn api(bot: &Bot, method: Method, token: Option<&str>, path: &str, body: Option<&str>) -> (u16, Value, String) {
+    let authorization = token.map(|t| format!("Bearer {t}"));
+    api_as(bot, method, authorization.as_deref(), path, body).await
+}
+
+/// A REST API call with the `Authorization` header as given.
+async fn api_as(
+    bot: &Bot,
+    method: Method,
+    authorization: Option<&str>,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, Value, String) {
     let mut request = reqwest::Client::new().request(method, format!("{}{path}", bot.url()));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
+    if let Some(authorization) = authorization {
+        request = request.header("authorization", authorization);
     }
     if let Some(body) = body {
         request = request.header("content-type", "application/json").body(body.to_owned());
@@ -276,6 +289,15 @@ async fn api(bot: &Bot, method: Method, token: Option<&str>, path: &str, body: O
     let status = response.status().as_u16();
     let text = response.text().await.unwrap();
     (status, serde_json::from_str(&text).unwrap_or(Value::Null), text)
+}
+
+/// `OpenID <server> <token>`: an OpenID token `node` hands `user`, as a widget or an agent of
+/// another node presents it to the REST API.
+async fn openid(node: &Node, token: &str, user: &str) -> String {
+    let path = format!("/_matrix/client/v3/user/{}/openid/request_token", enc(user));
+    let issued = node.post(token, &path, json!({})).await;
+    assert_eq!(issued["matrix_server_name"], node.server_name().as_str(), "{issued}");
+    format!("OpenID {} {}", node.server_name(), issued["access_token"].as_str().unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -290,6 +312,10 @@ async fn tasks_and_calendar_live_in_room_state_across_nodes_and_restarts() {
     a.keep_client_port();
     let b = Node::start("ws-b", &[]).await;
     let config = Bot::write_config(dir.path(), port, &a, &reg, "2026-11-30T08:00:00Z");
+    // Node B's agents use the REST API with their OpenID tokens.
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!("allowed_servers = [{:?}]\n", b.server_name()));
+    std::fs::write(&config, text).unwrap();
     let mut bot = Bot::start(config, port);
     let bot_id = a.user_id("workspace");
 
@@ -417,6 +443,62 @@ async fn tasks_and_calendar_live_in_room_state_across_nodes_and_restarts() {
     assert_eq!(a.state_event(&at, &room, "org.hemicycle.task", &api_id).await["progress"], "completed");
     let (_, all, _) = api(&bot, Method::GET, Some(&at), &tasks_path, None).await;
     assert_eq!(all["tasks"].as_array().unwrap().len(), 2, "nothing written by the refused requests: {all}");
+
+    // An agent of the other node, with an OpenID token their own homeserver confirms; our
+    // node's OpenID tokens work too; made-up tokens, servers not allowed and non-members are
+    // refused with Matrix errors.
+    let bob_openid = openid(&b, &bt, &bob).await;
+    let (status, listed, _) = api_as(&bot, Method::GET, Some(&bob_openid), &tasks_path, None).await;
+    assert_eq!((status, listed["tasks"].as_array().map(Vec::len)), (200, Some(2)), "{listed}");
+    let (status, made, _) =
+        api_as(&bot, Method::POST, Some(&bob_openid), &tasks_path, Some(r#"{"title": "Avis des finances"}"#)).await;
+    assert_eq!(status, 201, "{made}");
+    let bob_task = made["task"]["uid"].as_str().unwrap().to_owned();
+    assert_eq!(a.state_event(&at, &room, "org.hemicycle.task", &bob_task).await["creator"], bob.as_str());
+    let (status, _, _) = api_as(&bot, Method::GET, Some(&bob_openid), &tasks_path, None).await;
+    assert_eq!(status, 200, "a confirmed token keeps working");
+    let alice_openid = openid(&a, &at, &alice).await;
+    let (status, listed, _) = api_as(&bot, Method::GET, Some(&alice_openid), &tasks_path, None).await;
+    assert_eq!((status, listed["tasks"].as_array().map(Vec::len)), (200, Some(3)), "{listed}");
+    let made_up = format!("OpenID {} not-a-token", b.server_name());
+    let (status, e, _) = api_as(&bot, Method::GET, Some(&made_up), &tasks_path, None).await;
+    assert_eq!((status, e["errcode"].as_str()), (401, Some("M_UNKNOWN_TOKEN")), "{e}");
+    let bob_token_only = bob_openid.rsplit(' ').next().unwrap();
+    let elsewhere = format!("OpenID {} {bob_token_only}", a.server_name());
+    let (status, e, _) = api_as(&bot, Method::GET, Some(&elsewhere), &tasks_path, None).await;
+    assert_eq!((status, e["errcode"].as_str()), (401, Some("M_UNKNOWN_TOKEN")), "B's token is not A's: {e}");
+    let (status, e, _) =
+        api_as(&bot, Method::GET, Some(&format!("OpenID evil.example {bob_token_only}")), &tasks_path, None).await;
+    assert_eq!((status, e["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "a server not allowed: {e}");
+    let (status, e, _) = api_as(&bot, Method::GET, Some("OpenID half"), &tasks_path, None).await;
+    assert_eq!((status, e["errcode"].as_str()), (401, Some("M_MISSING_TOKEN")), "{e}");
+    let (dave, dt) = b.register("dave").await;
+    let dave_openid = openid(&b, &dt, &dave).await;
+    let (status, e, _) = api_as(&bot, Method::GET, Some(&dave_openid), &tasks_path, None).await;
+    assert_eq!((status, e["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "dave is not a member: {e}");
+    b.join(&dt, &room, &[a.server_name()]).await;
+    a.wait_sync(&at, None, WAIT, "dave's join on node A", |s| {
+        s["rooms"]["join"][&room]["timeline"]["events"]
+            .as_array()
+            .into_iter()
+            .chain(s["rooms"]["join"][&room]["state"]["events"].as_array())
+            .flatten()
+            .any(|e| e["type"] == "m.room.member" && e["state_key"] == dave.as_str())
+    })
+    .await;
+    let (status, _, _) = api_as(&bot, Method::GET, Some(&dave_openid), &tasks_path, None).await;
+    assert_eq!(status, 200, "a member now");
+    b.leave(&dt, &room).await;
+    a.wait_sync(&at, None, WAIT, "dave's leave on node A", |s| {
+        s["rooms"]["join"][&room]["timeline"]["events"].as_array().into_iter().flatten().any(|e| {
+            e["type"] == "m.room.member" && e["state_key"] == dave.as_str() && e["content"]["membership"] == "leave"
+        })
+    })
+    .await;
+    let (status, e, _) = api_as(&bot, Method::GET, Some(&dave_openid), &tasks_path, None).await;
+    assert_eq!((status, e["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "membership is checked live: {e}");
+    let (_, all, _) = api(&bot, Method::GET, Some(&at), &tasks_path, None).await;
+    assert_eq!(all["tasks"].as_array().unwrap().len(), 3, "nothing written by the refused requests: {all}");
 
     // A weekly meeting across the spring DST change.
     let since = a.sync_token(&at).await;
@@ -628,7 +710,7 @@ async fn tasks_and_calendar_live_in_room_state_across_nodes_and_restarts() {
         assert_eq!(created, 1, "command {n} answered once: {all:#?}");
     }
     let (_, all_tasks, _) = api(&bot, Method::GET, Some(&at), &tasks_path, None).await;
-    assert_eq!(all_tasks["tasks"].as_array().unwrap().len(), 10, "nothing from the refused transactions: {all_tasks}");
+    assert_eq!(all_tasks["tasks"].as_array().unwrap().len(), 11, "nothing from the refused transactions: {all_tasks}");
 }
 
 /// The state events of `type` in `room`, by state key.
@@ -842,8 +924,20 @@ async fn document_libraries_are_msc3089_file_trees_shared_across_nodes() {
     .await;
     let since = a.sync_token(&at).await;
     a.send_text(&at, &made, "!doc ls").await;
-    let listing = wait_notice(&a, &at, &made, &since, "js-note.txt").await;
-    assert!(listing.contains("js-note.txt — v1"), "{listing}");
+    // matrix-js-sdk makes the tree encrypted: the bot answers there only encrypted (which this
+    // raw client, with no keys, cannot read), and its listing is read through the REST API.
+    a.wait_timeline_until(&at, &made, Some(&since), WAIT, |events| {
+        events.iter().any(|e| e["sender"] == bot_id.as_str() && e["type"] == "m.room.encrypted")
+    })
+    .await;
+    let (status, listing, _) =
+        api(&bot, Method::GET, Some(&at), &format!("/api/v1/libraries/{}/files", enc(&made)), None).await;
+    assert_eq!(status, 200, "{listing}");
+    assert_eq!(
+        (listing["files"][0]["name"].as_str(), listing["files"][0]["version"].as_u64()),
+        (Some("js-note.txt"), Some(1)),
+        "{listing}"
+    );
 
     // A library made the way matrix-js-sdk makes one is read by the bot.
     let js = a
@@ -1187,4 +1281,267 @@ async fn the_workspace_bot_acts_with_the_askers_rights() {
             api(&bot, Method::GET, Some(&zt), &format!("/api/v1/rooms/{}/tasks", enc(&room)), None).await;
         assert_eq!((status, text.as_str()), (403, refused.as_str()), "{room}");
     }
+}
+
+/// The bot's notices in `room` as `client` reads them back (`/messages`, decrypted by the
+/// client), oldest first, each with whether it arrived encrypted and was decrypted.
+async fn bot_notices_seen_by(client: &matrix_sdk::Client, room: &str, bot: &str) -> Vec<(String, bool)> {
+    use matrix_sdk::{deserialized_responses::TimelineEventKind, room::MessagesOptions, ruma::OwnedRoomId};
+    let id = OwnedRoomId::try_from(room).unwrap();
+    let Some(room) = client.get_room(&id) else { return Vec::new() };
+    let mut options = MessagesOptions::backward();
+    options.limit = 200u32.into();
+    let page = room.messages(options).await.expect("messages");
+    let mut out = Vec::new();
+    for event in page.chunk.into_iter().rev() {
+        let raw = event.raw();
+        if raw.get_field::<String>("sender").ok().flatten().as_deref() != Some(bot) {
+            continue;
+        }
+        let kind = raw.get_field::<String>("type").ok().flatten().unwrap_or_default();
+        if kind != "m.room.message" && kind != "m.room.encrypted" {
+            continue;
+        }
+        let content: Value = raw.get_field("content").ok().flatten().unwrap_or(Value::Null);
+        let decrypted = matches!(event.kind, TimelineEventKind::Decrypted(_));
+        out.push((content["body"].as_str().unwrap_or("<undecryptable>").to_owned(), decrypted));
+    }
+    out
+}
+
+/// Syncs `client` until it has decrypted a notice of the bot containing `needle`; returns it.
+async fn wait_encrypted_notice(client: &matrix_sdk::Client, room: &str, bot: &str, needle: &str) -> String {
+    use hemicycle_federation_tests::scenarios::sdk_sync;
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        sdk_sync(client, Duration::from_secs(2)).await;
+        let seen = bot_notices_seen_by(client, room, bot).await;
+        if let Some((body, _)) = seen.iter().rev().find(|(body, decrypted)| *decrypted && body.contains(needle)) {
+            return body.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "no decrypted notice with {needle:?}: {seen:#?}");
+    }
+}
+
+/// Sends `text` encrypted in `room` from `client`.
+async fn send_encrypted(client: &matrix_sdk::Client, room: &str, text: &str) {
+    use matrix_sdk::ruma::{events::room::message::RoomMessageEventContent, OwnedRoomId};
+    let id = OwnedRoomId::try_from(room).unwrap();
+    let room = client.get_room(&id).expect("the client knows the room");
+    room.send(RoomMessageEventContent::text_plain(text)).await.expect("send encrypted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workspace_bot_works_in_encrypted_rooms_across_nodes_and_restarts() {
+    use hemicycle_federation_tests::scenarios::{sdk_sync, step};
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let reg = registration(dir.path(), port);
+    let regs = toml::Value::Array(vec![toml::Value::String(reg.display().to_string())]);
+    let extra = [("appservices.registrations", regs)];
+    let (a, b) = tokio::join!(Node::start_with("e2ee-a", None, &[], &extra), Node::start("e2ee-b", &[]));
+    let mut bot = Bot::start(Bot::write_config(dir.path(), port, &a, &reg, "2026-11-30T08:00:00Z"), port);
+    let bot_id = a.user_id("workspace");
+    let data = dir.path().join("data");
+    assert!(data.join("e2ee/session.json").exists(), "the bot's device session, in data_dir");
+
+    let alice = a.client("alice").await;
+    let bob = b.client("bob").await;
+    step("alice's first sync", sdk_sync(&alice, Duration::ZERO)).await;
+    step("bob's first sync", sdk_sync(&bob, Duration::ZERO)).await;
+    step("alice's cross-signing", alice.encryption().bootstrap_cross_signing(None)).await.expect("cross-signing");
+    step("bob's cross-signing", bob.encryption().bootstrap_cross_signing(None)).await.expect("cross-signing");
+    let bob_id = bob.user_id().unwrap().to_owned();
+    let at = alice.access_token().unwrap();
+    let bt = bob.access_token().unwrap();
+
+    // The bot's device is cross-signed by its own identity, and has a key backup.
+    let keys = a.post(&at, "/_matrix/client/v3/keys/query", json!({ "device_keys": { bot_id.clone(): [] } })).await;
+    assert!(keys["master_keys"][&bot_id].is_object(), "the bot has a cross-signing identity: {keys}");
+    let devices = keys["device_keys"][&bot_id].as_object().expect("the bot's devices").clone();
+    assert_eq!(devices.len(), 1, "one device: {keys}");
+    let (_, device) = devices.iter().next().unwrap();
+    let device_id = device["device_id"].as_str().unwrap();
+    let signers = device["signatures"][&bot_id].as_object().unwrap();
+    let signed_by_identity = signers.keys().filter(|k| !k.ends_with(&format!(":{device_id}"))).count();
+    assert_eq!(signed_by_identity, 1, "the device is signed by the bot's self-signing key: {device}");
+    let (status, backup) = a.call(Method::GET, Some(AS_TOKEN), "/_matrix/client/v3/room_keys/version", None).await;
+    assert_eq!(status, 200, "the bot keeps a key backup: {backup}");
+
+    let room = a
+        .create_room(
+            &at,
+            json!({ "preset": "private_chat", "name": "Cabinet", "invite": [bob_id.to_string()],
+                    "initial_state": [{ "type": "m.room.encryption", "state_key": "",
+                                        "content": { "algorithm": "m.megolm.v1.aes-sha2" } }],
+                    "power_level_content_override": { "users": { bot_id.clone(): 100 } } }),
+        )
+        .await;
+    b.join(&bt, &room, &[a.server_name()]).await;
+    a.invite(&at, &room, &bot_id).await;
+    // The greeting is encrypted too.
+    wait_encrypted_notice(&alice, &room, &bot_id, "Bonjour").await;
+
+    // A command from each node, read by the bot's device and answered encrypted.
+    send_encrypted(&alice, &room, "!task add \"Note secrète\" due:2026-12-01").await;
+    let reply = wait_encrypted_notice(&alice, &room, &bot_id, "Task created").await;
+    let id = bracketed(&reply);
+    assert_eq!(a.state_event(&at, &room, "org.hemicycle.task", &id).await["title"], "Note secrète");
+    wait_encrypted_notice(&bob, &room, &bot_id, "Task created").await;
+    send_encrypted(&bob, &room, "!tâche liste").await;
+    wait_encrypted_notice(&bob, &room, &bot_id, "à faire").await;
+
+    // Killed and restarted: the same device, its keys read back from data_dir; the sessions
+    // alice and bob already shared with it still decrypt, its replies still reach them.
+    bot.restart("2026-11-30T08:00:00Z");
+    send_encrypted(&alice, &room, &format!("!task done {id}")).await;
+    wait_encrypted_notice(&alice, &room, &bot_id, "Task done").await;
+    send_encrypted(&bob, &room, "!task list").await;
+    let listed = wait_encrypted_notice(&bob, &room, &bot_id, "Note secrète").await;
+    assert!(listed.contains("done"), "{listed}");
+    let keys = a.post(&at, "/_matrix/client/v3/keys/query", json!({ "device_keys": { bot_id.clone(): [] } })).await;
+    assert_eq!(keys["device_keys"][&bot_id].as_object().map(|d| d.len()), Some(1), "still one device: {keys}");
+
+    // Every notice of the bot decrypts for both members, each command answered once; none is in
+    // the clear on the server.
+    for (who, client) in [("alice", &alice), ("bob", &bob)] {
+        let deadline = std::time::Instant::now() + WAIT;
+        let seen = loop {
+            sdk_sync(client, Duration::from_secs(2)).await;
+            let seen = bot_notices_seen_by(client, &room, &bot_id).await;
+            if seen.len() >= 5 || std::time::Instant::now() > deadline {
+                break seen;
+            }
+        };
+        assert_eq!(seen.len(), 5, "the greeting and four replies, for {who}: {seen:#?}");
+        assert!(seen.iter().all(|(_, decrypted)| *decrypted), "{who} decrypts every notice: {seen:#?}");
+    }
+    let page = a.messages(&at, &room, "b", None, 200).await;
+    let clear: Vec<&Value> = page["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["sender"] == bot_id.as_str() && e["type"] == "m.room.message")
+        .collect();
+    assert!(clear.is_empty(), "the bot never speaks in the clear in an encrypted room: {clear:#?}");
+}
+
+/// The task board in Debian's Chromium (playwright-core), framed by a host page built on
+/// matrix-widget-api's client side (`ClientWidgetApi`: the real widget protocol, capabilities
+/// and OpenID): the board made by `!workspace widgets`, a task made in the board appears as room
+/// state and in `!task list`, a task made in the chat appears on the board live, and tasks
+/// moved on the board (dragged, or with the list) change their room state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_task_board_widget_works_in_a_widget_api_host() {
+    let playwright = std::env::var("PLAYWRIGHT_CORE").unwrap_or_else(|_| {
+        panic!("PLAYWRIGHT_CORE is not set: run the tests with ./scripts/test, which installs playwright-core")
+    });
+    let sdk = std::env::var("MATRIX_JS_SDK").unwrap_or_else(|_| {
+        panic!("MATRIX_JS_SDK is not set: run the tests with ./scripts/test, which installs matrix-js-sdk")
+    });
+    let widget_api = Path::new(&sdk).join("node_modules/matrix-widget-api/dist/api.js");
+    let widget_api = std::fs::read_to_string(&widget_api).unwrap_or_else(|e| panic!("{}: {e}", widget_api.display()));
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let reg = registration(dir.path(), port);
+    let regs = toml::Value::Array(vec![toml::Value::String(reg.display().to_string())]);
+    let a = Node::start_with("widget-a", None, &[], &[("appservices.registrations", regs)]).await;
+    let bot = Bot::start(Bot::write_config(dir.path(), port, &a, &reg, "2026-11-30T08:00:00Z"), port);
+    let bot_id = a.user_id("workspace");
+    let (alice, at) = a.register("alice").await;
+    let (bob, bt) = a.register("bob").await;
+    let room = a
+        .create_room(
+            &at,
+            json!({ "preset": "private_chat", "name": "Bureau", "invite": [bob.clone()],
+                    "power_level_content_override": { "users": { bot_id.clone(): 100 } } }),
+        )
+        .await;
+    a.join(&bt, &room, &[]).await;
+    let since = a.sync_token(&at).await;
+    a.invite(&at, &room, &bot_id).await;
+    wait_notice(&a, &at, &room, &since, "Bonjour").await;
+
+    // Bob (level 0) may not add widgets; alice may.
+    let since = a.sync_token(&at).await;
+    a.send_text(&bt, &room, "!workspace widgets").await;
+    wait_notice(&a, &at, &room, &since, "does not allow adding widgets").await;
+    let (status, _) = a
+        .call(
+            Method::GET,
+            Some(&at),
+            &format!("/_matrix/client/v3/rooms/{}/state/im.vector.modular.widgets/org.hemicycle.tasks", enc(&room)),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404, "nothing written for bob");
+    let since = a.sync_token(&at).await;
+    a.send_text(&at, &room, "!workspace widgets").await;
+    wait_notice(&a, &at, &room, &since, "Task board added").await;
+    let widget = a.state_event(&at, &room, "im.vector.modular.widgets", "org.hemicycle.tasks").await;
+    assert_eq!(widget["type"], "m.custom", "{widget}");
+    assert!(widget["url"].as_str().unwrap().starts_with(&format!("{}/widgets/tasks?", bot.url())), "{widget}");
+    let layout = a.state_event(&at, &room, "io.element.widgets.layout", "").await;
+    assert_eq!(layout["widgets"]["org.hemicycle.tasks"]["container"], "top", "{layout}");
+
+    // The host page, on an origin of its own.
+    let path = format!("/_matrix/client/v3/user/{}/openid/request_token", enc(&alice));
+    let openid = a.post(&at, &path, json!({})).await;
+    let config = json!({
+        "homeserver": a.client_url(), "accessToken": at, "room": room, "user": alice, "lang": "en",
+        "widget": widget, "widgetId": "org.hemicycle.tasks", "openid": openid,
+    });
+    let host_script = format!(
+        "const CONFIG = {config};\n{}",
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("js/widget-host.js")).unwrap()
+    );
+    let host_page = "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>host</title></head><body>\
+                     <iframe id=\"widget\" title=\"Tasks\" style=\"width:100%;height:800px\"></iframe>\
+                     <script src=\"api.js\"></script><script src=\"host.js\"></script></body></html>";
+    let script_type = || [(axum::http::header::CONTENT_TYPE, "text/javascript")];
+    let app = axum::Router::new()
+        .route("/host.html", axum::routing::get(move || async move { axum::response::Html(host_page) }))
+        .route("/api.js", axum::routing::get(move || async move { (script_type(), widget_api) }))
+        .route("/host.js", axum::routing::get(move || async move { (script_type(), host_script) }))
+        .route("/favicon.ico", axum::routing::get(|| async { axum::http::StatusCode::NO_CONTENT }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host_url = format!("http://127.0.0.1:{}/host.html", listener.local_addr().unwrap().port());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("js/widget-board.mjs");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(script)
+            .env("HOST_URL", host_url)
+            .env("TITLE_FROM_BOARD", "Note du tableau")
+            .env("TITLE_FROM_CHAT", "Depuis le chat")
+            .env("PLAYWRIGHT_CORE", playwright)
+            .output()
+            .expect("run node")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "browser run failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("the browser script printed no JSON ({e}): {stdout}"));
+    assert_eq!(seen["errors"], json!([]), "no script error nor policy violation: {seen}");
+    assert_eq!(seen["lang"], "en", "the client's language, through the URL template: {seen}");
+    let capabilities = seen["capabilities"].to_string();
+    assert!(capabilities.contains("org.matrix.msc2762.receive.state_event:org.hemicycle.task"), "{seen}");
+
+    // What the board did is room state, and the commands see it.
+    let board_task = seen["boardTask"].as_str().unwrap();
+    let chat_task = seen["chatTask"].as_str().unwrap();
+    let made = a.state_event(&at, &room, "org.hemicycle.task", board_task).await;
+    assert_eq!((made["title"].as_str(), made["creator"].as_str()), (Some("Note du tableau"), Some(alice.as_str())));
+    assert_eq!(made["progress"], "in-process", "dragged to in progress: {made}");
+    let moved = a.state_event(&at, &room, "org.hemicycle.task", chat_task).await;
+    assert_eq!((moved["title"].as_str(), moved["progress"].as_str()), (Some("Depuis le chat"), Some("completed")));
+    let since = a.sync_token(&at).await;
+    a.send_text(&at, &room, "!task list").await;
+    let listed = wait_notice(&a, &at, &room, &since, "Note du tableau").await;
+    assert!(listed.contains("Note du tableau") && listed.contains("in progress"), "{listed}");
+    assert!(listed.contains("Depuis le chat") && listed.contains("done"), "{listed}");
+    drop(bot);
 }
