@@ -74,6 +74,18 @@ pub struct Config {
     pub matrix_rtc: MatrixRtcConfig,
     /// The OAuth 2.0 authorization server (next-generation sign-in); off by default (docs/auth.md).
     pub oauth: OauthConfig,
+    /// The admins' web console (docs/console.md).
+    pub console: ConsoleConfig,
+}
+
+/// The admins' web console.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// Refuse dangerous changes (deactivation, room shutdown, approving another node's
+    /// proposal) from admins who have not enrolled a second factor. Off, an admin who has
+    /// enrolled one is always asked for a code.
+    pub require_second_factor: bool,
 }
 
 /// Application services (bridges, bots such as `hemicycle-workspace`): one registration file
@@ -524,6 +536,7 @@ impl Default for Config {
             delayed_events: None,
             matrix_rtc: MatrixRtcConfig::default(),
             oauth: OauthConfig::default(),
+            console: ConsoleConfig::default(),
         }
     }
 }
@@ -650,6 +663,9 @@ pub struct NetworkConfig {
     /// How long a third-party (email) invite stays pending; past it the address no longer counts
     /// as invited and the invite is not taken up (absent: 30 days).
     pub third_party_invite_lifetime: Option<HumanDuration>,
+    /// How often this node asks every server it federates with for its status document, for the
+    /// console's network view (absent: every minute; docs/console.md).
+    pub status_interval: Option<HumanDuration>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -664,6 +680,12 @@ impl NetworkConfig {
     /// [`Self::third_party_invite_lifetime`] in milliseconds.
     pub fn third_party_invite_lifetime_ms(&self) -> u64 {
         self.third_party_invite_lifetime.as_ref().map_or(30 * 24 * 3600 * 1000, HumanDuration::as_millis)
+    }
+
+    /// [`Self::status_interval`] in milliseconds: a second at least, so a typo cannot make the
+    /// node ask its peers without pause.
+    pub fn status_interval_ms(&self) -> u64 {
+        self.status_interval.as_ref().map_or(60_000, HumanDuration::as_millis).max(1000)
     }
 
     pub fn access_rules_enabled(&self) -> bool {

@@ -577,3 +577,86 @@ async fn console_signs_directory_admins_in_through_ldap() {
     assert!(agent.headers().get(header::SET_COOKIE).is_none());
     assert!(agent.text().await.unwrap().contains("not a server admin"));
 }
+
+/// RFC 4648 base32 (no padding), as the console shows TOTP secrets.
+fn base32_decode(text: &str) -> Vec<u8> {
+    let (mut out, mut buffer, mut bits) = (Vec::new(), 0u32, 0u32);
+    for c in text.bytes() {
+        let value = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'2'..=b'7' => c - b'2' + 26,
+            _ => panic!("not base32: {text}"),
+        };
+        buffer = (buffer << 5) | u32::from(value);
+        bits += 5;
+        if bits >= 8 {
+            out.push((buffer >> (bits - 8)) as u8);
+            bits -= 8;
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn console_dangerous_changes_ask_a_fresh_one_time_code() {
+    let server = server_with_admin(&[]);
+    let root = admin_token(&server, "root", "root-pw").await.unwrap();
+    register_raw(&server, "vic").await;
+    let (_, cookie) = sign_in(&server, "root", "root-pw").await;
+    let token = csrf(&server, &cookie, "/second-factor").await;
+
+    // Enrolment: a secret shown once, confirmed with a code the app makes from it.
+    let begun = post(&server, Some(&cookie), "/second-factor/begin", &[("csrf", &token)]).await;
+    assert_eq!(begun.status(), 200);
+    let html = begun.text().await.unwrap();
+    let start = html.find(r#"<code id="totp-secret">"#).expect("the secret") + r#"<code id="totp-secret">"#.len();
+    let secret = base32_decode(&html[start..start + html[start..].find('<').unwrap()]);
+    assert_eq!(secret.len(), 20);
+    let step = hemicycle::time::now_ms() / 1000 / 30;
+    let code = |step: u64| format!("{:06}", hemicycle::users::totp::code_at(&secret, step, 6));
+    let wrong = {
+        let near: Vec<String> = (step - 1..=step + 2).map(code).collect();
+        (0..1_000_000).map(|n| format!("{n:06}")).find(|c| !near.contains(c)).unwrap()
+    };
+    let refused = post(&server, Some(&cookie), "/second-factor/confirm", &[("totp", &wrong), ("csrf", &token)]).await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN, "a wrong code does not enrol");
+    let confirmed =
+        post(&server, Some(&cookie), "/second-factor/confirm", &[("totp", &code(step)), ("csrf", &token)]).await;
+    assert_eq!(confirmed.status(), StatusCode::SEE_OTHER, "{}", confirmed.text().await.unwrap());
+
+    // Deactivation now needs a code: none, a wrong one and the spent one are refused, and the
+    // account stays active each time.
+    let deactivate = |totp: Option<String>| {
+        let (server, cookie, token) = (&server, cookie.clone(), token.clone());
+        async move {
+            let mut form = vec![("user", "@vic:localhost".to_owned()), ("csrf", token)];
+            if let Some(totp) = totp {
+                form.push(("totp", totp));
+            }
+            let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let response = post(server, Some(&cookie), "/users/deactivate", &form).await;
+            (response.status(), response.text().await.unwrap())
+        }
+    };
+    for (totp, why) in
+        [(None, "no code"), (Some(wrong.clone()), "a wrong code"), (Some(code(step)), "the code used to enrol")]
+    {
+        let (status, body) = deactivate(totp).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{why}: {body}");
+        let (_, vic) = account(&server, &root, "@vic:localhost").await;
+        assert_eq!(vic["deactivated"], 0, "{why} changed nothing: {vic}");
+    }
+    let (status, body) = deactivate(Some(code(step))).await;
+    assert!(body.contains("used already"), "a replayed code is named so: {status} {body}");
+    // The next step's code works, once.
+    let (status, body) = deactivate(Some(code(step + 1))).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
+    let (_, vic) = account(&server, &root, "@vic:localhost").await;
+    assert_eq!(vic["deactivated"], 1, "{vic}");
+    let replayed =
+        post(&server, Some(&cookie), "/second-factor/remove", &[("totp", &code(step + 1)), ("csrf", &token)]).await;
+    assert_eq!(replayed.status(), StatusCode::FORBIDDEN, "the same code is not good twice");
+    let audit = api(&server, Method::GET, Some(&root), "/_synapse/admin/v1/audit", None).await.1;
+    let actions: Vec<&str> = audit["entries"].as_array().unwrap().iter().filter_map(|e| e["action"].as_str()).collect();
+    assert!(actions.contains(&"console.second_factor.enrol") && actions.contains(&"user.deactivate"), "{actions:?}");
+}

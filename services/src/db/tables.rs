@@ -22,6 +22,7 @@ pub struct Tables {
     pub audit: crate::audit::tables::Tables,
     pub rtc: crate::rtc::tables::Tables,
     pub oauth: crate::oauth::tables::Tables,
+    pub network: crate::network::tables::Tables,
 }
 
 /// The column families of every domain, in one list for the store to open.
@@ -39,6 +40,7 @@ const PARTS: &[&[&str]] = &[
     crate::audit::tables::Tables::NAMES,
     crate::rtc::tables::Tables::NAMES,
     crate::oauth::tables::Tables::NAMES,
+    crate::network::tables::Tables::NAMES,
 ];
 
 const COUNT: usize = hemicycle_core::db::names_count(PARTS);
@@ -66,6 +68,7 @@ impl TableSet for Tables {
             audit: crate::audit::tables::Tables::new(db, reads),
             rtc: crate::rtc::tables::Tables::new(db, reads),
             oauth: crate::oauth::tables::Tables::new(db, reads),
+            network: crate::network::tables::Tables::new(db, reads),
         }
     }
 }
