@@ -86,6 +86,9 @@ pub struct ConsoleConfig {
     /// proposal) from admins who have not enrolled a second factor. Off, an admin who has
     /// enrolled one is always asked for a code.
     pub require_second_factor: bool,
+    /// The admin room: a local room (id or alias) where the node's admins type `!admin`
+    /// commands, answered by the server notices account once it is invited. Unset: none.
+    pub admin_room: Option<ruma::OwnedRoomOrAliasId>,
 }
 
 /// Application services (bridges, bots such as `hemicycle-workspace`): one registration file
