@@ -7,7 +7,7 @@ pub mod server;
 
 /// The layers below, under the names the handlers use (`crate::rooms`, `crate::error`, …).
 pub use hemicycle_services::{
-    admin, appservice, audit, config, db, ephemeral, error, federation, keys, locks, media, metrics, oauth, push,
-    ratelimit, reports, retention, rooms, rtc, search, server_keys, services, spaces, stream, sync, telemetry, time,
-    uia, users,
+    admin, appservice, audit, config, db, ephemeral, error, federation, keys, locks, media, metrics, network, oauth,
+    push, ratelimit, reports, retention, rooms, rtc, search, server_keys, services, spaces, stream, sync, telemetry,
+    time, uia, users,
 };

@@ -52,6 +52,8 @@ pub async fn run(mut config: Config) -> Result<(), String> {
     };
     crate::federation::sender::start(services.clone());
     crate::federation::threepid::start(services.clone());
+    crate::network::status::start(services.clone());
+    crate::api::admin_room::start(services.clone());
     crate::push::evaluate::start(services.clone());
     crate::push::sender::start(services.clone());
     crate::search::start(services.clone());

@@ -78,6 +78,21 @@ pub struct Config {
     pub oauth: OauthConfig,
     /// How long records nobody reads after a while are kept before being pruned.
     pub retention: RetentionConfig,
+    /// The admins' web console (docs/console.md).
+    pub console: ConsoleConfig,
+}
+
+/// The admins' web console.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// Refuse dangerous changes (deactivation, room shutdown, approving another node's
+    /// proposal) from admins who have not enrolled a second factor. Off, an admin who has
+    /// enrolled one is always asked for a code.
+    pub require_second_factor: bool,
+    /// The admin room: a local room (id or alias) where the node's admins type `!admin`
+    /// commands, answered by the server notices account once it is invited. Unset: none.
+    pub admin_room: Option<ruma::OwnedRoomOrAliasId>,
 }
 
 /// Application services (bridges, bots such as `hemicycle-workspace`): one registration file
@@ -535,6 +550,7 @@ impl Default for Config {
             matrix_rtc: MatrixRtcConfig::default(),
             oauth: OauthConfig::default(),
             retention: RetentionConfig::default(),
+            console: ConsoleConfig::default(),
         }
     }
 }
@@ -663,6 +679,9 @@ pub struct NetworkConfig {
     /// How long a third-party (email) invite stays pending; past it the address no longer counts
     /// as invited and the invite is not taken up (absent: 30 days).
     pub third_party_invite_lifetime: Option<HumanDuration>,
+    /// How often this node asks every server it federates with for its status document, for the
+    /// console's network view (absent: every minute; docs/console.md).
+    pub status_interval: Option<HumanDuration>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -677,6 +696,12 @@ impl NetworkConfig {
     /// [`Self::third_party_invite_lifetime`] in milliseconds.
     pub fn third_party_invite_lifetime_ms(&self) -> u64 {
         self.third_party_invite_lifetime.as_ref().map_or(30 * 24 * 3600 * 1000, HumanDuration::as_millis)
+    }
+
+    /// [`Self::status_interval`] in milliseconds: a second at least, so a typo cannot make the
+    /// node ask its peers without pause.
+    pub fn status_interval_ms(&self) -> u64 {
+        self.status_interval.as_ref().map_or(60_000, HumanDuration::as_millis).max(1000)
     }
 
     pub fn access_rules_enabled(&self) -> bool {

@@ -7,6 +7,6 @@
 
 pub use hemicycle_api::{api, server};
 pub use hemicycle_services::{
-    admin, appservice, audit, config, db, ephemeral, error, federation, keys, locks, media, metrics, push, ratelimit,
-    reports, rooms, rtc, search, server_keys, services, spaces, stream, sync, telemetry, time, uia, users,
+    admin, appservice, audit, config, db, ephemeral, error, federation, keys, locks, media, metrics, network, push,
+    ratelimit, reports, rooms, rtc, search, server_keys, services, spaces, stream, sync, telemetry, time, uia, users,
 };

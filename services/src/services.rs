@@ -62,6 +62,10 @@ pub struct Services {
     pub discovery: Arc<crate::users::discovery::state::Discovery>,
     /// The ministry network's settings and email-domain map (docs/network.md).
     pub network: Arc<crate::network::Network>,
+    /// Start time and probes for the status document other nodes ask for (network/status.rs).
+    pub network_status: crate::network::state::NetworkStatus,
+    /// Admins' second factor for dangerous actions (users/totp.rs).
+    pub totp: crate::users::totp::Totp,
     /// Delayed events (MSC4140): scheduled events and their one timer.
     pub delayed_events: crate::rooms::delayed::state::DelayedEvents,
     /// The built-in LiveKit authorisation service, when `[matrix_rtc.livekit]` is set.
@@ -129,6 +133,8 @@ impl Services {
             )
             .with_network(network.clone()),
             network,
+            network_status: Default::default(),
+            totp: crate::users::totp::Totp::new(db.clone()),
             account_data: AccountData::new(db.clone(), writer.clone()).with_discovery(discovery.clone()),
             discovery,
             typing: Typing::new(db.clone(), writer.notifier.clone()),

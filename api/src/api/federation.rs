@@ -64,6 +64,9 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma(media_thumbnail)
         .ruma(third_party_bound)
         .ruma(exchange_third_party_invite)
+        .ruma(network_status)
+        .ruma(receive_proposal)
+        .ruma(receive_proposal_decision)
 }
 
 fn origin<R>(request: &Ruma<R>) -> Result<OwnedServerName> {
@@ -108,6 +111,44 @@ pub async fn openid_userinfo(
 ) -> Result<ruma::api::federation::openid::get_openid_userinfo::v1::Response> {
     let user = services.users.openid_user(&request.body.access_token)?;
     Ok(ruma::api::federation::openid::get_openid_userinfo::v1::Response::new(user))
+}
+
+/// `GET /_matrix/federation/unstable/org.hemicycle.status`: this node's status document, signed,
+/// for a server we federate with (the X-Matrix check has refused every other), with the state
+/// hashes of the rooms it shares with us only.
+pub async fn network_status(
+    services: Arc<Services>,
+    request: Ruma<crate::network::status::endpoint::Request>,
+) -> Result<crate::network::status::endpoint::Response> {
+    let origin = origin(&request)?;
+    let services2 = services.clone();
+    let document = tokio::task::spawn_blocking(move || crate::network::status::signed_for(&services2, &origin))
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
+    let document = serde_json::value::to_raw_value(&document).map_err(|e| Error::Internal(e.to_string()))?;
+    Ok(crate::network::status::endpoint::Response::new(document))
+}
+
+/// `PUT /_matrix/federation/unstable/org.hemicycle.proposal/{id}`: another node's admin proposes
+/// an action on this node; it waits for one of our admins (network/proposals.rs).
+pub async fn receive_proposal(
+    services: Arc<Services>,
+    request: Ruma<crate::network::proposals::propose_endpoint::Request>,
+) -> Result<crate::network::proposals::propose_endpoint::Response> {
+    let origin = origin(&request)?;
+    crate::network::proposals::receive(&services, &origin, request.body)?;
+    Ok(Default::default())
+}
+
+/// `PUT /_matrix/federation/unstable/org.hemicycle.proposal_decision/{id}`: what the node we
+/// proposed to decided.
+pub async fn receive_proposal_decision(
+    services: Arc<Services>,
+    request: Ruma<crate::network::proposals::decision_endpoint::Request>,
+) -> Result<crate::network::proposals::decision_endpoint::Response> {
+    let origin = origin(&request)?;
+    crate::network::proposals::receive_decision(&services, &origin, request.body)?;
+    Ok(Default::default())
 }
 
 pub async fn version(

@@ -2,6 +2,7 @@
 //! ruma request, call a service and return a ruma response.
 
 pub mod admin;
+pub mod admin_room;
 pub mod client;
 pub mod console;
 pub mod error;

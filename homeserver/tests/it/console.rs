@@ -7,7 +7,7 @@ use std::{path::Path, process::Command, time::Duration};
 use reqwest::{header, redirect::Policy, Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::common::{api, register_raw, TestServer};
+use crate::common::{api, register_raw, urlencode, TestServer};
 
 const CONSOLE: &str = "/_hemicycle/console";
 
@@ -576,4 +576,198 @@ async fn console_signs_directory_admins_in_through_ldap() {
     assert_eq!(agent.status(), StatusCode::FORBIDDEN);
     assert!(agent.headers().get(header::SET_COOKIE).is_none());
     assert!(agent.text().await.unwrap().contains("not a server admin"));
+}
+
+/// RFC 4648 base32 (no padding), as the console shows TOTP secrets.
+fn base32_decode(text: &str) -> Vec<u8> {
+    let (mut out, mut buffer, mut bits) = (Vec::new(), 0u32, 0u32);
+    for c in text.bytes() {
+        let value = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'2'..=b'7' => c - b'2' + 26,
+            _ => panic!("not base32: {text}"),
+        };
+        buffer = (buffer << 5) | u32::from(value);
+        bits += 5;
+        if bits >= 8 {
+            out.push((buffer >> (bits - 8)) as u8);
+            bits -= 8;
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn console_dangerous_changes_ask_a_fresh_one_time_code() {
+    let server = server_with_admin(&[]);
+    let root = admin_token(&server, "root", "root-pw").await.unwrap();
+    register_raw(&server, "vic").await;
+    let (_, cookie) = sign_in(&server, "root", "root-pw").await;
+    let token = csrf(&server, &cookie, "/second-factor").await;
+
+    // Enrolment: a secret shown once, confirmed with a code the app makes from it.
+    let begun = post(&server, Some(&cookie), "/second-factor/begin", &[("csrf", &token)]).await;
+    assert_eq!(begun.status(), 200);
+    let html = begun.text().await.unwrap();
+    let start = html.find(r#"<code id="totp-secret">"#).expect("the secret") + r#"<code id="totp-secret">"#.len();
+    let secret = base32_decode(&html[start..start + html[start..].find('<').unwrap()]);
+    assert_eq!(secret.len(), 20);
+    let step = hemicycle::time::now_ms() / 1000 / 30;
+    let code = |step: u64| format!("{:06}", hemicycle::users::totp::code_at(&secret, step, 6));
+    let wrong = {
+        let near: Vec<String> = (step - 1..=step + 2).map(code).collect();
+        (0..1_000_000).map(|n| format!("{n:06}")).find(|c| !near.contains(c)).unwrap()
+    };
+    let refused = post(&server, Some(&cookie), "/second-factor/confirm", &[("totp", &wrong), ("csrf", &token)]).await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN, "a wrong code does not enrol");
+    let confirmed =
+        post(&server, Some(&cookie), "/second-factor/confirm", &[("totp", &code(step)), ("csrf", &token)]).await;
+    assert_eq!(confirmed.status(), StatusCode::SEE_OTHER, "{}", confirmed.text().await.unwrap());
+
+    // Deactivation now needs a code: none, a wrong one and the spent one are refused, and the
+    // account stays active each time.
+    let deactivate = |totp: Option<String>| {
+        let (server, cookie, token) = (&server, cookie.clone(), token.clone());
+        async move {
+            let mut form = vec![("user", "@vic:localhost".to_owned()), ("csrf", token)];
+            if let Some(totp) = totp {
+                form.push(("totp", totp));
+            }
+            let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let response = post(server, Some(&cookie), "/users/deactivate", &form).await;
+            (response.status(), response.text().await.unwrap())
+        }
+    };
+    for (totp, why) in
+        [(None, "no code"), (Some(wrong.clone()), "a wrong code"), (Some(code(step)), "the code used to enrol")]
+    {
+        let (status, body) = deactivate(totp).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{why}: {body}");
+        let (_, vic) = account(&server, &root, "@vic:localhost").await;
+        assert_eq!(vic["deactivated"], 0, "{why} changed nothing: {vic}");
+    }
+    let (status, body) = deactivate(Some(code(step))).await;
+    assert!(body.contains("used already"), "a replayed code is named so: {status} {body}");
+    // The next step's code works, once.
+    let (status, body) = deactivate(Some(code(step + 1))).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
+    let (_, vic) = account(&server, &root, "@vic:localhost").await;
+    assert_eq!(vic["deactivated"], 1, "{vic}");
+    let replayed =
+        post(&server, Some(&cookie), "/second-factor/remove", &[("totp", &code(step + 1)), ("csrf", &token)]).await;
+    assert_eq!(replayed.status(), StatusCode::FORBIDDEN, "the same code is not good twice");
+    let audit = api(&server, Method::GET, Some(&root), "/_synapse/admin/v1/audit", None).await.1;
+    let actions: Vec<&str> = audit["entries"].as_array().unwrap().iter().filter_map(|e| e["action"].as_str()).collect();
+    assert!(actions.contains(&"console.second_factor.enrol") && actions.contains(&"user.deactivate"), "{actions:?}");
+}
+
+/// Waits (long-polling `/sync`) for a message of the notices account in `room` whose body
+/// contains `text`; answers the body.
+async fn notices_answer(
+    server: &TestServer,
+    token: &str,
+    room: &str,
+    since: &mut Option<String>,
+    text: &str,
+) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut path = "/_matrix/client/v3/sync?timeout=5000".to_owned();
+        if let Some(since) = since.as_deref() {
+            path.push_str(&format!("&since={since}"));
+        }
+        let (status, body) = api(server, Method::GET, Some(token), &path, None).await;
+        assert_eq!(status, 200, "{body}");
+        *since = body["next_batch"].as_str().map(str::to_owned);
+        let events = body["rooms"]["join"][room]["timeline"]["events"].as_array().cloned().unwrap_or_default();
+        for event in events {
+            let body = event["content"]["body"].as_str().unwrap_or_default();
+            if event["sender"] == "@notices:localhost"
+                && event["content"]["msgtype"] == "m.notice"
+                && body.contains(text)
+            {
+                return body.to_owned();
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "no answer with {text:?} in the admin room");
+    }
+}
+
+#[tokio::test]
+async fn the_admin_room_answers_admins_and_refuses_everyone_else() {
+    let server = server_with_admin(&[("console.admin_room", toml::Value::from("#admins:localhost"))]);
+    let root = admin_token(&server, "root", "root-pw").await.unwrap();
+    register_raw(&server, "vic").await;
+    let (_, eve) = register_raw(&server, "eve").await;
+    let (status, created) = api(
+        &server,
+        Method::POST,
+        Some(&root),
+        "/_matrix/client/v3/createRoom",
+        Some(json!({ "room_alias_name": "admins", "invite": ["@notices:localhost", "@eve:localhost"] })),
+    )
+    .await;
+    assert_eq!(status, 200, "{created}");
+    let room = created["room_id"].as_str().unwrap().to_owned();
+    let (status, _) = api(
+        &server,
+        Method::POST,
+        Some(&eve),
+        &format!("/_matrix/client/v3/join/{}", urlencode(&room)),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let say = |token: String, text: String| {
+        let (server, room) = (&server, room.clone());
+        async move {
+            let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{}", urlencode(&room), rand_txn());
+            let (status, body) =
+                api(server, Method::PUT, Some(&token), &path, Some(json!({ "msgtype": "m.text", "body": text }))).await;
+            assert_eq!(status, 200, "{body}");
+        }
+    };
+    let mut since = None;
+    say(root.clone(), "!admin user info @vic:localhost".into()).await;
+    let info = notices_answer(&server, &root, &room, &mut since, "@vic:localhost: admin false").await;
+    assert!(info.contains("deactivated false"), "{info}");
+    // Someone who is not a server admin is refused, and nothing happens.
+    say(eve.clone(), "!admin user deactivate @vic:localhost 123456".into()).await;
+    notices_answer(&server, &root, &room, &mut since, "@eve:localhost is not a server admin").await;
+    // The admin without a second factor, then with a wrong code: refused.
+    say(root.clone(), "!admin user deactivate @vic:localhost 123456".into()).await;
+    notices_answer(&server, &root, &room, &mut since, "enrol one").await;
+    let (_, vic) = account(&server, &root, "@vic:localhost").await;
+    assert_eq!(vic["deactivated"], 0, "{vic}");
+    // With a second factor enrolled in the console, the command with a fresh code works; the
+    // same code again is refused.
+    let (_, cookie) = sign_in(&server, "root", "root-pw").await;
+    let token = csrf(&server, &cookie, "/second-factor").await;
+    let html = post(&server, Some(&cookie), "/second-factor/begin", &[("csrf", &token)]).await.text().await.unwrap();
+    let start = html.find(r#"<code id="totp-secret">"#).unwrap() + r#"<code id="totp-secret">"#.len();
+    let secret = base32_decode(&html[start..start + html[start..].find('<').unwrap()]);
+    let step = hemicycle::time::now_ms() / 1000 / 30;
+    let code = |step: u64| format!("{:06}", hemicycle::users::totp::code_at(&secret, step, 6));
+    let confirmed =
+        post(&server, Some(&cookie), "/second-factor/confirm", &[("totp", &code(step)), ("csrf", &token)]).await;
+    assert_eq!(confirmed.status(), StatusCode::SEE_OTHER);
+    say(root.clone(), format!("!admin user deactivate @vic:localhost {}", code(step))).await;
+    notices_answer(&server, &root, &room, &mut since, "used already").await;
+    say(root.clone(), format!("!admin user deactivate @vic:localhost {}", code(step + 1))).await;
+    notices_answer(&server, &root, &room, &mut since, "@vic:localhost is deactivated.").await;
+    let (_, vic) = account(&server, &root, "@vic:localhost").await;
+    assert_eq!(vic["deactivated"], 1, "{vic}");
+    say(root.clone(), "!admin federation health".into()).await;
+    notices_answer(&server, &root, &room, &mut since, "1 nodes:").await;
+    let audit = api(&server, Method::GET, Some(&root), "/_synapse/admin/v1/audit", None).await.1;
+    let actions: Vec<&str> = audit["entries"].as_array().unwrap().iter().filter_map(|e| e["action"].as_str()).collect();
+    for action in ["admin_room.refused", "admin_room.federation_health", "user.deactivate"] {
+        assert!(actions.contains(&action), "{action} in {actions:?}");
+    }
+}
+
+fn rand_txn() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!("admin-room-{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }

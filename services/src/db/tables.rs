@@ -23,6 +23,7 @@ pub struct Tables {
     pub rtc: crate::rtc::tables::Tables,
     pub oauth: crate::oauth::tables::Tables,
     pub retention: crate::retention::tables::Tables,
+    pub network: crate::network::tables::Tables,
 }
 
 /// The column families of every domain, in one list for the store to open.
@@ -41,6 +42,7 @@ const PARTS: &[&[&str]] = &[
     crate::rtc::tables::Tables::NAMES,
     crate::oauth::tables::Tables::NAMES,
     crate::retention::tables::Tables::NAMES,
+    crate::network::tables::Tables::NAMES,
 ];
 
 const COUNT: usize = hemicycle_core::db::names_count(PARTS);
@@ -69,6 +71,7 @@ impl TableSet for Tables {
             rtc: crate::rtc::tables::Tables::new(db, reads),
             oauth: crate::oauth::tables::Tables::new(db, reads),
             retention: crate::retention::tables::Tables::new(db, reads),
+            network: crate::network::tables::Tables::new(db, reads),
         }
     }
 }

@@ -575,6 +575,8 @@ fn remote_error(destination: &ServerName, status: http::StatusCode, body: &[u8])
         (404, _) => Error::NotFound(message),
         (_, "M_UNSUPPORTED_ROOM_VERSION" | "M_INCOMPATIBLE_ROOM_VERSION") => Error::UnsupportedRoomVersion(message),
         (400, "M_BAD_JSON") => Error::BadJson(message),
+        // A server without the endpoint (Synapse answers unknown paths so).
+        (_, "M_UNRECOGNIZED") => Error::Unrecognized(message),
         (400, _) => Error::InvalidParam(message),
         (429, _) => Error::RemoteUnreachable(format!("{message} (rate limited)")),
         _ => Error::RemoteUnreachable(format!("{message} (HTTP {status})")),

@@ -60,6 +60,8 @@ pub struct Federation {
     /// Held while the invites of bound addresses are taken up, by the worker or by a request
     /// that wants them taken up before it answers: one at a time, so none is taken up twice.
     pub(crate) threepid_take_up: tokio::sync::Mutex<()>,
+    /// When each origin's last new transaction came (since start-up), for the status document.
+    received: std::sync::Mutex<std::collections::HashMap<OwnedServerName, u64>>,
 }
 
 /// The largest answer we read from another server (a media file may be larger, up to
@@ -112,6 +114,7 @@ impl Federation {
             joining: Default::default(),
             invites_in_flight: Default::default(),
             threepid_take_up: Default::default(),
+            received: Default::default(),
         })
     }
 
@@ -176,7 +179,7 @@ impl Federation {
     /// Every outgoing request: refused before any traffic outside `federation.allow` (and to
     /// ourselves), then bounded in time and in the bytes read of the answer (the client's own
     /// limit caps `max_bytes`).
-    async fn send_limited<R>(
+    pub async fn send_limited<R>(
         &self,
         destination: &ServerName,
         request: R,
@@ -221,6 +224,16 @@ impl Federation {
         timeout: std::time::Duration,
     ) -> Result<http::StatusCode> {
         self.client.post_plain(url, body, timeout).await
+    }
+
+    /// Notes that `origin` sent us a new transaction now.
+    pub fn note_received(&self, origin: &ServerName) {
+        self.received.lock().expect("received transactions").insert(origin.to_owned(), crate::time::now_ms());
+    }
+
+    /// When `origin`'s last new transaction came, since start-up.
+    pub fn last_received(&self, origin: &ServerName) -> Option<u64> {
+        self.received.lock().expect("received transactions").get(origin).copied()
     }
 
     /// Counts a received transaction; returns how many came before it since start-up.

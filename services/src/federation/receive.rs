@@ -57,6 +57,7 @@ pub async fn transaction(
         let answer: BTreeMap<OwnedEventId, Option<String>> = serde_json::from_slice(&done).unwrap_or_default();
         return Ok(answer.into_iter().map(|(id, e)| (id, e.map_or(Ok(()), Err))).collect());
     }
+    services.federation.note_received(origin);
     let received = services.federation.count_transaction();
     let mut by_room: BTreeMap<OwnedRoomId, Vec<CanonicalJsonObject>> = BTreeMap::new();
     let mut results = BTreeMap::new();

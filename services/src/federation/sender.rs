@@ -186,6 +186,25 @@ fn event_for(services: &Services, pos: u64, server: &ServerName) -> Option<Vec<u
     destinations(services, &room, &pdu).iter().any(|s| s == server).then_some(json)
 }
 
+/// What waits for `server`: how many local events for it lie past the position it has received
+/// up to (among the next `scan` stream entries), and the `origin_server_ts` of the oldest.
+pub fn waiting(services: &Services, server: &ServerName, scan: usize) -> (u64, Option<u64>) {
+    let Ok(Some(Be64(sent))) = services.db.tables.federation.servername_sentpos.get(&server.to_owned()) else {
+        return (0, None);
+    };
+    let (mut count, mut oldest) = (0, None);
+    let start = Be64(sent.saturating_add(1)).0.to_be_bytes().to_vec();
+    for entry in services.db.tables.rooms.pos_eventid.scan_from(Vec::new(), start, true).take(scan) {
+        let Ok((Be64(pos), _)) = entry else { break };
+        let Some(json) = event_for(services, pos, server) else { continue };
+        count += 1;
+        if oldest.is_none() {
+            oldest = serde_json::from_slice::<Value>(&json).ok().and_then(|v| v["origin_server_ts"].as_u64());
+        }
+    }
+    (count, oldest)
+}
+
 async fn dispatch(services: Arc<Services>) {
     let mut stream = services.rooms.subscribe();
     let tables = &services.db.tables;

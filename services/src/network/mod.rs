@@ -6,6 +6,11 @@
 pub mod access_rules;
 pub mod domains;
 pub mod last_admin;
+pub mod notices;
+pub mod proposals;
+pub mod state;
+pub mod status;
+pub mod tables;
 
 use std::collections::HashSet;
 

@@ -76,7 +76,8 @@ pub async fn send(
     rooms.append(&room, &sender, event, None).await
 }
 
-async fn notices_user(services: &Services) -> Result<OwnedUserId> {
+/// The server notices account, made on first use.
+pub async fn notices_user(services: &Services) -> Result<OwnedUserId> {
     match services.users.create(NOTICES_LOCALPART, None, false).await {
         Ok(user) => Ok(user),
         Err(Error::UserInUse) => services.users.user_id_for_localpart(NOTICES_LOCALPART),

@@ -18,6 +18,7 @@ pub mod profile;
 pub mod registration_tokens;
 pub mod tables;
 pub mod threepid;
+pub mod totp;
 
 use std::{
     collections::HashMap,

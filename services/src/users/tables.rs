@@ -178,9 +178,23 @@ pub struct RegistrationToken {
     pub expiry_time: Option<u64>,
 }
 
+/// An admin's second factor (RFC 6238 TOTP, enrolled in the console).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TotpRecord {
+    /// The shared secret (20 random bytes).
+    pub secret: Vec<u8>,
+    /// Whether a code made from it was shown back: until then the secret is pending and guards
+    /// nothing.
+    pub confirmed: bool,
+    /// The last time step a code was accepted for: that code, and every older one, is spent.
+    pub last_step: u64,
+}
+
 hemicycle_core::tables! {
     /// The users column families.
     pub struct Tables {
+        /// Admins' TOTP secrets (docs/console.md).
+        pub userid_totp: Table<OwnedUserId, Json<TotpRecord>>,
         pub userid_account: Table<OwnedUserId, Json<Account>>,
         /// Profile fields (`displayname`, `avatar_url`, extended fields) as one JSON object.
         pub userid_profile: Table<OwnedUserId, Json<BTreeMap<String, serde_json::Value>>>,

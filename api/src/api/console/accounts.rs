@@ -195,6 +195,7 @@ async fn view(State(services): State<Arc<Services>>, session: Session, query: Qu
                         input #deactivate-erase type="checkbox" name="erase";
                         label for="deactivate-erase" { "Also erase the profile (display name, avatar)" }
                     }
+                    (super::totp_field("deactivate-totp"))
                     button.danger type="submit" { "Deactivate the account" }
                 }
             }
@@ -220,6 +221,7 @@ async fn deactivate(State(services): State<Arc<Services>>, change: Change) -> Pa
     if user == change.session.user_id {
         return Err(Failure::bad_request("You cannot deactivate your own account from the console."));
     }
+    change.second_factor(&services)?;
     users::deactivate_account(&services, &change.admin(), &user, change.ticked("erase")).await?;
     done(&change.session, "/users/view", vec![("id", user.as_str())], &format!("{user} is deactivated."))
 }

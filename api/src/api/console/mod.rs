@@ -11,9 +11,12 @@
 
 mod accounts;
 mod antivirus;
+mod network;
 mod node;
 mod peers;
+mod proposals;
 mod rooms;
+mod second_factor;
 mod session;
 mod validity;
 
@@ -141,9 +144,11 @@ pub fn done<'a>(session: &Session, path: &str, mut query: Vec<(&'a str, &'a str)
 }
 
 /// The sections of the navigation: (path, label).
-const SECTIONS: [(&str, &str); 9] = [
+const SECTIONS: [(&str, &str); 12] = [
     ("", "This node"),
     ("/peers", "Peers"),
+    ("/network", "Network"),
+    ("/proposals", "Proposals and notices"),
     ("/rooms", "Rooms"),
     ("/users", "Users"),
     ("/tokens", "Registration tokens"),
@@ -151,6 +156,7 @@ const SECTIONS: [(&str, &str); 9] = [
     ("/antivirus", "Antivirus"),
     ("/reports", "Event reports"),
     ("/audit", "Audit log"),
+    ("/second-factor", "Second factor"),
 ];
 
 /// The whole HTML document around a page's content; with a session, the navigation and the
@@ -300,6 +306,28 @@ impl Change {
             .transpose()
     }
 
+    /// The second factor a dangerous change asks for (deactivation, room shutdown, approving
+    /// another node's proposal): the `totp` field must carry a fresh one-time code of the admin,
+    /// when they have enrolled one (always, under `console.require_second_factor`). A wrong or
+    /// replayed code is 403 and nothing changes.
+    pub fn second_factor(&self, services: &Services) -> Result<(), Failure> {
+        let user = &self.session.user_id;
+        if !services.totp.enrolled(user)? {
+            if services.config.console.require_second_factor {
+                return Err(Failure::new(
+                    StatusCode::FORBIDDEN,
+                    "This change needs a second factor: enrol one first (Second factor page).",
+                ));
+            }
+            return Ok(());
+        }
+        let code = self
+            .field("totp")
+            .ok_or_else(|| Failure::new(StatusCode::FORBIDDEN, "This change needs your one-time code."))?;
+        services.totp.check(user, code)?;
+        Ok(())
+    }
+
     /// The acting admin, as the admin API's shared functions take it.
     pub fn admin(&self) -> super::admin::Admin {
         super::admin::Admin(self.session.owner.clone())
@@ -394,6 +422,9 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         [session::routes, node::routes, peers::routes, rooms::routes, accounts::routes, validity::routes];
     let console = areas.into_iter().fold(console, |router, area| area(router));
     let console = antivirus::routes(console);
+    let console = network::routes(console);
+    let console = second_factor::routes(console);
+    let console = proposals::routes(console);
     router.merge(console.layer(middleware::from_fn(security_headers)))
 }
 
@@ -413,6 +444,14 @@ pub fn button_form(
             }
             button type="submit" { (label) }
         }
+    }
+}
+
+/// The one-time code field of a dangerous change's form.
+pub fn totp_field(id: &str) -> Markup {
+    html! {
+        label for=(id) { "One-time code (if you enrolled a second factor)" }
+        input id=(id) name="totp" type="text" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9]{6}" maxlength="6";
     }
 }
 

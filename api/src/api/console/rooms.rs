@@ -121,6 +121,7 @@ async fn view(State(services): State<Arc<Services>>, session: Session, query: Qu
                     input #delete-block type="checkbox" name="block" checked;
                     label for="delete-block" { "Also block it, so nobody here joins it again" }
                 }
+                (super::totp_field("delete-totp"))
                 button.danger type="submit" { "Delete the room" }
             }
         }
@@ -161,6 +162,7 @@ async fn block(State(services): State<Arc<Services>>, change: Change) -> Page {
 /// `POST /rooms/delete`: shuts the room down (members leave, forgotten; `block` blocks it).
 async fn delete(State(services): State<Arc<Services>>, change: Change) -> Page {
     let room = rooms::known_room(&services, change.required("room", "The room")?)?;
+    change.second_factor(&services)?;
     let report = room_actions::shut_down(&services, &change.admin(), &room, change.ticked("block"), true, None).await?;
     let message = format!("{room} deleted: {} local members left it.", report.kicked_users.len());
     done(&change.session, "/rooms", vec![], &message)
