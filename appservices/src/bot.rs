@@ -265,12 +265,7 @@ async fn run(
     command: Command,
 ) -> Result<String, Failure> {
     match command {
-        Command::Help => Ok(lang
-            .pick(
-                "!doc créer «nom» · !doc lier !bibliothèque:serveur · !doc liste [dossier] · !doc dossier chemin · !doc déplacer NOM dossier · !doc supprimer NOM · !doc historique NOM · !doc verrouiller NOM\n!tâche ajouter \"titre\" [@qui] [échéance:2026-12-01] [prio:haute] · !tâche fait ID · !tâche assigner ID @qui · !tâche liste [moi|ouvertes|retard]\n!agenda ajouter \"titre\" 2026-03-16 10:00 [durée:1h] [répéter:hebdo] [fois:4] · !agenda liste [aujourdhui|semaine] · !agenda rsvp ID oui|non|peut-être · !agenda flux [révoquer]",
-                "!doc new \"name\" · !doc link !library:server · !doc ls [folder] · !doc mkdir path · !doc mv NAME folder · !doc rm NAME · !doc history NAME · !doc lock NAME\n!task add \"title\" [@who] [due:2026-12-01] [prio:high] · !task done ID · !task assign ID @who · !task list [mine|open|late]\n!cal add \"title\" 2026-03-16 10:00 [duration:1h] [repeat:weekly] [count:4] · !cal list [today|week] · !cal rsvp ID yes|no|maybe · !cal feed [revoke]",
-            )
-            .to_owned()),
+        Command::Help => Ok(crate::commands::help(lang).to_owned()),
         Command::TaskAdd { title, assignees, due, priority, labels } => {
             let new = NewTask { title, assignees, due, priority, labels, ..Default::default() };
             let task = ws.add_task(room, sender, event_id, new).await?;
@@ -317,7 +312,9 @@ async fn run(
         }
         Command::CalAdd { title, date, time, duration, repeat, count, until, attendees, location } => {
             let minutes = match duration.as_deref() {
-                Some(d) => parse_duration(d).ok_or_else(|| Failure::bad(format!("durée illisible : {d}"), format!("unreadable duration: {d}")))?,
+                Some(d) => parse_duration(d).ok_or_else(|| {
+                    Failure::bad(format!("durée illisible : {d}"), format!("unreadable duration: {d}"))
+                })?,
                 None => 60,
             };
             let rule = match repeat.as_deref() {
@@ -337,7 +334,13 @@ async fn run(
             };
             let entry = ws.add_entry(room, sender, event_id, new).await?;
             let when = entry.dtstart.local().map(|t| t.format("%Y-%m-%d %H:%M").to_string()).unwrap_or_default();
-            Ok(format!("{} [{}] {} — {when} ({})", lang.pick("Entrée ajoutée :", "Entry added:"), entry.uid, entry.title, entry.dtstart.tzid))
+            Ok(format!(
+                "{} [{}] {} — {when} ({})",
+                lang.pick("Entrée ajoutée :", "Entry added:"),
+                entry.uid,
+                entry.title,
+                entry.dtstart.tzid
+            ))
         }
         Command::CalList { span } => {
             let (from, to) = match span {
@@ -388,7 +391,10 @@ async fn run(
         }
         Command::DocLink { library } => {
             ws.link_library(room, &library, sender).await?;
-            Ok(format!("{} {library}", lang.pick("Les fichiers de ce salon seront classés dans", "Files posted here will be filed in")))
+            Ok(format!(
+                "{} {library}",
+                lang.pick("Les fichiers de ce salon seront classés dans", "Files posted here will be filed in")
+            ))
         }
         Command::DocLs { path } => {
             let library = library_of(ws, room)?;
@@ -421,7 +427,8 @@ async fn run(
                 .await?
                 .iter()
                 .map(|(id, b)| {
-                    let state = if b.active { lang.pick("actuelle", "current") } else { lang.pick("ancienne", "previous") };
+                    let state =
+                        if b.active { lang.pick("actuelle", "current") } else { lang.pick("ancienne", "previous") };
                     format!("v{} — {state} — {id}", b.version)
                 })
                 .collect();
@@ -457,10 +464,18 @@ async fn run(
             let txn = format!("feed-{}", &hex_sha256(event_id)[..24]);
             let text = format!(
                 "{} {url}",
-                lang.pick("Abonnez votre agenda (Thunderbird, Outlook) à ce lien, personnel :", "Subscribe your calendar (Thunderbird, Outlook) to this personal link:")
+                lang.pick(
+                    "Abonnez votre agenda (Thunderbird, Outlook) à ce lien, personnel :",
+                    "Subscribe your calendar (Thunderbird, Outlook) to this personal link:"
+                )
             );
             ws.notice(&dm, &txn, &text).await?;
-            Ok(lang.pick("Je vous ai envoyé votre lien d'abonnement en message direct.", "I sent you your subscription link by direct message.").to_owned())
+            Ok(lang
+                .pick(
+                    "Je vous ai envoyé votre lien d'abonnement en message direct.",
+                    "I sent you your subscription link by direct message.",
+                )
+                .to_owned())
         }
     }
 }

@@ -201,6 +201,14 @@ const FR_WORDS: &[&str] = &[
     "cocher",
 ];
 
+/// What `!help` / `!aide` answers: every command the parser takes, in the asker's language.
+pub fn help(lang: Lang) -> &'static str {
+    lang.pick(
+        "!doc créer «nom» · !doc lier !bibliothèque:serveur · !doc liste [dossier] · !doc dossier chemin · !doc déplacer NOM dossier · !doc supprimer NOM · !doc historique NOM · !doc verrouiller NOM\n!tâche ajouter \"titre\" [@qui] [échéance:2026-12-01] [prio:haute] · !tâche fait ID · !tâche assigner ID @qui · !tâche liste [moi|ouvertes|retard]\n!agenda ajouter \"titre\" 2026-03-16 10:00 [durée:1h] [répéter:hebdo] [fois:4] · !agenda liste [aujourdhui|semaine] · !agenda rsvp ID oui|non|peut-être · !agenda flux [révoquer]\n!espace widgets",
+        "!doc new \"name\" · !doc link !library:server · !doc ls [folder] · !doc mkdir path · !doc mv NAME folder · !doc rm NAME · !doc history NAME · !doc lock NAME\n!task add \"title\" [@who] [due:2026-12-01] [prio:high] · !task done ID · !task assign ID @who · !task list [mine|open|late]\n!cal add \"title\" 2026-03-16 10:00 [duration:1h] [repeat:weekly] [count:4] · !cal list [today|week] · !cal rsvp ID yes|no|maybe · !cal feed [revoke]\n!workspace widgets",
+    )
+}
+
 /// The command in `body`, if it is one, with the language to answer in (`default` when the
 /// words do not tell). `Err` is a command of ours that is malformed.
 pub fn parse(body: &str, default: Lang) -> Option<(Lang, Result<Command, Usage>)> {
@@ -457,6 +465,22 @@ mod tests {
         assert_eq!(parse("!doc rm", Lang::Fr).unwrap().1, Err(DOC_HELP));
         assert!(parse("bonjour à tous", Lang::Fr).is_none(), "not a command");
         assert!(parse("!weather", Lang::Fr).is_none(), "not one of ours");
+    }
+
+    /// The help names every command head the parser takes, the widgets one included, in
+    /// both languages, and the lines it gives parse as those commands.
+    #[test]
+    fn the_help_names_every_command() {
+        for (lang, heads) in [
+            (Lang::En, ["!doc", "!task", "!cal", "!workspace widgets"]),
+            (Lang::Fr, ["!doc", "!tâche", "!agenda", "!espace widgets"]),
+        ] {
+            let help = help(lang);
+            for head in heads {
+                assert!(help.contains(head), "{head} missing from {help}");
+            }
+        }
+        assert_eq!(parse("!espace widgets", Lang::En).unwrap(), (Lang::Fr, Ok(Command::Widgets)));
     }
 
     #[test]
