@@ -126,7 +126,9 @@ async fn answer(services: &Arc<Services>, sender: &UserId, command: &str) -> Str
     let is_admin = services.users.is_local(sender)
         && services.users.account(sender).ok().flatten().is_some_and(|a| a.admin && !a.deactivated);
     if !is_admin {
-        let _ = services.audit.record(sender.as_str(), "admin_room.refused", command, json!({}));
+        if let Err(error) = services.audit.record(sender.as_str(), "admin_room.refused", command, json!({})) {
+            tracing::error!(%sender, %error, "a refused admin-room command could not be audited");
+        }
         return format!("{sender} is not a server admin of this node: command refused.");
     }
     let admin = Admin(TokenOwner {

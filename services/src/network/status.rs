@@ -454,7 +454,10 @@ pub fn sample_of(document: &StatusDocument) -> Sample {
 /// samples older than a day dropped.
 pub async fn round(services: &Services) -> Result<()> {
     if let Some(antivirus) = services.media.antivirus() {
-        let _ = antivirus.probe().await;
+        // The outcome is kept by the scanner itself (its health), which the document reads.
+        if let Err(error) = antivirus.probe().await {
+            tracing::info!(%error, "clamd did not answer the status round's probe");
+        }
     }
     probe_smtp(services).await;
     let own = build(services, None)?;
