@@ -489,6 +489,10 @@ pub struct RateLimitsConfig {
     /// Email lookups another node of the network asks of this one, per asking node: one node
     /// asks for all its users, so more than one account's share, but bounded all the same.
     pub federation_email_lookup: RateLimit,
+    /// Status documents (docs/console.md) another server asks of this one, per asking server:
+    /// each is built and signed anew and reads every room shared with the asker, so a peer asking
+    /// in a loop is slowed down; the nodes' own timers ask once per `network.status_interval`.
+    pub federation_status: RateLimit,
 }
 
 /// A token bucket: `burst` actions at once, refilled at `per_second`.
@@ -639,6 +643,7 @@ impl Default for RateLimitsConfig {
             rtc_token: RateLimit { per_second: 1.0, burst: 20 },
             email_lookup: RateLimit { per_second: 1.0, burst: 20 },
             federation_email_lookup: RateLimit { per_second: 20.0, burst: 200 },
+            federation_status: RateLimit { per_second: 2.0, burst: 60 },
         }
     }
 }

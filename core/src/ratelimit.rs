@@ -28,6 +28,8 @@ pub enum Action {
     EmailLookup,
     /// Email lookups another node of the network asks of this one, per asking node.
     FederationEmailLookup,
+    /// Status documents another server asks of this one, per asking server: each is built anew.
+    FederationStatus,
 }
 
 struct Bucket {
@@ -57,6 +59,7 @@ impl RateLimiter {
             Action::RtcToken => self.config.rtc_token,
             Action::EmailLookup => self.config.email_lookup,
             Action::FederationEmailLookup => self.config.federation_email_lookup,
+            Action::FederationStatus => self.config.federation_status,
         }
     }
 
@@ -113,6 +116,7 @@ mod tests {
             rtc_token: RateLimit { per_second: 0.5, burst: 2 },
             email_lookup: RateLimit { per_second: 0.5, burst: 2 },
             federation_email_lookup: RateLimit { per_second: 0.5, burst: 2 },
+            federation_status: RateLimit { per_second: 0.5, burst: 2 },
         });
         assert!(limiter.check(Action::Login, "1.2.3.4").is_ok());
         assert!(limiter.check(Action::Login, "1.2.3.4").is_ok());

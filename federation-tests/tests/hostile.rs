@@ -1132,3 +1132,26 @@ async fn email_lookups_answer_only_the_network_and_tell_nothing_of_hidden_agents
     let limited = answers.iter().find(|(status, _)| *status != 200).expect("the rate is bounded");
     assert_eq!((limited.0, limited.1["errcode"].as_str()), (429, Some("M_LIMIT_EXCEEDED")), "{answers:?}");
 }
+
+/// Each status document is built and signed anew for its asker: a peer asking in a loop is slowed
+/// down with the spec's 429, and a signed document is what it gets until then.
+#[tokio::test]
+async fn status_documents_are_rate_limited_per_asking_server() {
+    let peer = Hostile::start().await;
+    let extra = [
+        ("rate_limits.enabled", true.into()),
+        ("rate_limits.federation_status.per_second", 0.001.into()),
+        ("rate_limits.federation_status.burst", 3.into()),
+    ];
+    let node = Node::start_with("status", None, &[], &extra).await;
+    let uri = "/_matrix/federation/unstable/org.hemicycle.status";
+    let mut answers = Vec::new();
+    for _ in 0..5 {
+        answers.push(peer.request(&node, Method::GET, uri, None, None).await);
+    }
+    let (status, first) = &answers[0];
+    assert_eq!(*status, 200, "{first}");
+    assert!(first.to_string().contains(&node.server_name()), "{first}");
+    let limited = answers.iter().find(|(status, _)| *status != 200).expect("the rate is bounded");
+    assert_eq!((limited.0, limited.1["errcode"].as_str()), (429, Some("M_LIMIT_EXCEEDED")), "{answers:?}");
+}

@@ -121,6 +121,7 @@ pub async fn network_status(
     request: Ruma<crate::network::status::endpoint::Request>,
 ) -> Result<crate::network::status::endpoint::Response> {
     let origin = origin(&request)?;
+    services.rate_limiter.check(crate::ratelimit::Action::FederationStatus, origin.as_str())?;
     let services2 = services.clone();
     let document = tokio::task::spawn_blocking(move || crate::network::status::signed_for(&services2, &origin))
         .await
