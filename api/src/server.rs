@@ -1,6 +1,6 @@
 //! Running the server: listeners, the admin socket, graceful shutdown.
 
-use std::{io::Write, net::SocketAddr};
+use std::{future::IntoFuture, io::Write, net::SocketAddr};
 
 use tokio::net::TcpListener;
 
@@ -65,9 +65,17 @@ pub async fn run(mut config: Config) -> Result<(), String> {
     let _ = std::io::stdout().flush();
 
     let app = api::router(services.clone());
-    let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await;
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let serving = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            let _ = stopping_tx.send(());
+        })
+        .into_future();
+    let served = tokio::select! {
+        served = serving => served,
+        () = drain_deadline(stopping_rx) => Ok(()),
+    };
     admin_task.abort();
     for task in [federation_task, metrics_task].into_iter().flatten() {
         task.abort();
@@ -164,6 +172,27 @@ pub fn serve_https(
             });
         }
     })
+}
+
+/// How long in-flight requests may take to finish once a stop is asked for. Long-polling syncs
+/// and slow uploads would otherwise hold a stop (and a service manager's restart) for as long as
+/// their clients like; past this, the remaining connections are dropped — their writes were either
+/// acknowledged (and are durable) or not — and the database is flushed.
+const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Resolves when draining must end: `DRAIN_LIMIT` after the first stop signal, or at once on a
+/// second one (an operator pressing Ctrl-C twice means "now").
+async fn drain_deadline(stopping: tokio::sync::oneshot::Receiver<()>) {
+    if stopping.await.is_err() {
+        // The server ended on its own before any signal: nothing to bound.
+        return std::future::pending().await;
+    }
+    tokio::select! {
+        () = tokio::time::sleep(DRAIN_LIMIT) => {
+            tracing::warn!(limit_s = DRAIN_LIMIT.as_secs(), "in-flight requests did not finish in time: closing them");
+        }
+        () = shutdown_signal() => tracing::warn!("second stop signal: closing in-flight requests now"),
+    }
 }
 
 async fn shutdown_signal() {

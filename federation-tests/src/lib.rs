@@ -87,10 +87,25 @@ pub fn enc(s: &str) -> String {
     out
 }
 
-/// A port that was free a moment ago on 127.0.0.1 (the listener is dropped before returning).
+/// A port that was free a moment ago on 127.0.0.1 (the probe listener is dropped before returning).
+///
+/// Taken below the kernel's ephemeral range (32768 and up on Linux), never from it: a port the
+/// kernel handed out for a probe on port 0 is handed out again for the next outgoing connection
+/// of any test running in parallel, and a node then fails to bind its federation listener
+/// ("address already in use", seen in a full run). Where a search starts is spread by the
+/// process id and a counter so that parallel test processes do not probe the same ports.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a probe listener");
-    listener.local_addr().expect("probe listener address").port()
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let spread = std::process::id().wrapping_mul(7_919) as u64 + NEXT.fetch_add(97, Ordering::Relaxed);
+    for step in 0..COUNT as u64 {
+        let port = (FIRST as u64 + (spread + step) % COUNT as u64) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on 127.0.0.1 between {FIRST} and {}", FIRST + COUNT);
 }
 
 /// A fresh transaction id for `PUT /send` (unique within the test process).

@@ -1,9 +1,9 @@
 //! The binary's command line: configuration errors and the operator's `user` commands, with the
 //! server stopped (the CLI opens the database) and running (the CLI talks to it).
 
-use std::process::Command;
+use std::{process::Command, time::Duration};
 
-use crate::common::{forbidden, matrix_error, sdk_error, unknown_token, write_config, TestServer, BIN};
+use crate::common::{forbidden, matrix_error, register_raw, sdk_error, unknown_token, write_config, TestServer, BIN};
 
 fn run(args: &[&str], config: &std::path::Path) -> std::process::Output {
     Command::new(BIN).arg("--config").arg(config).args(args).output().unwrap()
@@ -173,4 +173,38 @@ async fn the_server_runs_with_the_allocator_arena_committed_lazily() {
     let environ = std::fs::read(format!("/proc/{}/environ", server.pid())).expect("the server's environment");
     let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
     assert!(vars.contains(&b"MIMALLOC_ARENA_EAGER_COMMIT=0".as_slice()), "{:?}", String::from_utf8_lossy(&environ));
+}
+
+/// A stop is bounded: a long-polling sync does not hold it for as long as its client asked to wait,
+/// and a second SIGTERM (an operator's second Ctrl-C) ends the drain at once — the process exits
+/// cleanly, the database flushed, and the sync's connection is closed instead of answered later.
+#[tokio::test]
+async fn a_second_stop_signal_ends_a_drain_held_by_a_long_poll() {
+    let mut server = TestServer::start();
+    let (_, token) = register_raw(&server, "veilleur").await;
+    let http = server.http();
+    let url = format!("{}/_matrix/client/v3/sync", server.url);
+    let first: serde_json::Value = http.get(&url).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    let since = first["next_batch"].as_str().unwrap().to_owned();
+    let long_poll = tokio::spawn({
+        let http = http.clone();
+        let url = format!("{url}?since={since}&timeout=120000");
+        let token = token.clone();
+        async move { http.get(url).bearer_auth(token).send().await.map(|r| r.status().as_u16()) }
+    });
+    server.wait_for_waiting("syncs", 1).await;
+
+    server.signal_term();
+    // The first signal is taken once the listener is gone: new connections are refused.
+    let address = server.url.trim_start_matches("http://").to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(&address).await.is_ok() {
+        assert!(std::time::Instant::now() < deadline, "the listener never closed after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.signal_term();
+    let status = server.wait_exit_within(Duration::from_secs(30)).expect("a second SIGTERM ends the drain");
+    assert!(status.success(), "exits cleanly after a cut drain: {status:?}");
+    let answered = long_poll.await.unwrap();
+    assert!(answered.is_err(), "the held sync was cut, not answered: {answered:?}");
 }

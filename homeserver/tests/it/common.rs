@@ -160,6 +160,32 @@ impl TestServer {
         child.wait().unwrap()
     }
 
+    /// Sends SIGTERM without waiting (a stop the test watches unfold).
+    pub fn signal_term(&self) {
+        let pid = self.pid().to_string();
+        assert!(Command::new("kill").arg("-TERM").arg(&pid).status().unwrap().success());
+    }
+
+    /// Waits for the process to end, at most `limit`; `None` if it is still running then (it is
+    /// killed, so a failing test leaves nothing behind).
+    pub fn wait_exit_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let child = Arc::new(std::sync::Mutex::new(self.child.take().expect("server running")));
+        let pid = child.lock().unwrap().id();
+        let (tx, rx) = mpsc::channel();
+        let waiting = child.clone();
+        std::thread::spawn(move || {
+            let status = waiting.lock().unwrap().wait();
+            let _ = tx.send(status);
+        });
+        match rx.recv_timeout(limit) {
+            Ok(status) => Some(status.unwrap()),
+            Err(_) => {
+                let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+                None
+            }
+        }
+    }
+
     /// SIGKILL: no shutdown code runs.
     pub fn kill(&mut self) {
         let mut child = self.child.take().expect("server running");
