@@ -222,13 +222,11 @@ fn sentence(rng: &mut Rng, min: usize, max: usize) -> String {
 #[derive(Clone)]
 enum Op {
     Message {
-        room: usize,
         sender: usize,
         body: String,
     },
-    /// A read receipt by `user` for the last message sent in `room`.
+    /// A read receipt by `user` for the last message sent in its room.
     Receipt {
-        room: usize,
         user: usize,
     },
     Topic {
@@ -245,9 +243,8 @@ enum Op {
         target: usize,
         level: u64,
     },
-    /// `user` leaves `room`, then joins it again.
+    /// `user` leaves its room, then joins it again.
     Churn {
-        room: usize,
         user: usize,
     },
 }
@@ -315,11 +312,11 @@ impl Workload {
         for _ in 0..(MESSAGES / scale) {
             let room = pick_room(&mut rng);
             let sender = members[room][rng.below(members[room].len())];
-            messages[room].push(Op::Message { room, sender, body: sentence(&mut rng, 3, 40) });
+            messages[room].push(Op::Message { sender, body: sentence(&mut rng, 3, 40) });
             counts.messages += 1;
             if rng.below(10) == 0 {
                 let user = members[room][rng.below(members[room].len())];
-                messages[room].push(Op::Receipt { room, user });
+                messages[room].push(Op::Receipt { user });
                 counts.receipts += 1;
             }
         }
@@ -331,7 +328,7 @@ impl Workload {
                 0..=2 => Op::Topic { room, text: sentence(&mut rng, 4, 20) },
                 3..=4 => Op::Name { room, text: sentence(&mut rng, 1, 4) },
                 5..=6 => Op::Power { room, target: member, level: [0, 10, 50][rng.below(3)] },
-                _ => Op::Churn { room, user: member },
+                _ => Op::Churn { user: member },
             };
             counts.state_changes += if matches!(op, Op::Churn { .. }) { 2 } else { 1 };
             state[room].push(op);
@@ -748,7 +745,8 @@ async fn play(client: &Client, ids: &Ids, members: &[Vec<usize>], ops: &[Vec<Op>
                 };
                 match op {
                     Op::Message { sender, body, .. } => {
-                        let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{tag}{n}", enc(room_id));
+                        let path =
+                            format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{tag}{room}-{n}", enc(room_id));
                         let body = json!({ "msgtype": "m.text", "body": body });
                         let sent = client.call(reqwest::Method::PUT, &path, Some(&ids.tokens[*sender]), body).await;
                         last_event = sent["event_id"].as_str().map(str::to_owned);
