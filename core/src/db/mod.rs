@@ -165,7 +165,13 @@ impl<T: TableSet> Database<T> {
         opts.set_block_based_table_factory(&table);
         let descriptors = T::NAMES.iter().map(|name| {
             let mut cf = Options::default();
+            // LZ4 where files are young and soon rewritten (cheap both ways); Zstandard (its
+            // default level, 3) on the last level, which holds nearly everything once compacted:
+            // measured with `storage_bench` (docs/performance.md), for a slower decompression of
+            // cold blocks only (hot ones sit in the block cache uncompressed). No dictionary: its
+            // training buffers a whole table file in memory during each compaction.
             cf.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            cf.set_bottommost_compression_type(rocksdb::DBCompressionType::Zstd);
             cf.set_block_based_table_factory(&table);
             // Small memtables: most families see few writes, and the manager flushes the
             // largest when the budget is reached.
