@@ -247,6 +247,17 @@ async fn history_before_join_via_messages() {
     assert_eq!(event_ids(&older).len(), older.len(), "no event twice:\n{summary}");
     let visibility = b.state_event(&bt, &room, "m.room.history_visibility", "").await;
     assert_eq!(visibility["history_visibility"], "shared");
+
+    // B's search finds what came with the join and what paging back fetched (backfill, stored
+    // off the stream): the number is the only word that tells the messages apart.
+    for n in [600, 3] {
+        let body = json!({ "search_categories": { "room_events": { "search_term": n.to_string() } } });
+        let found = b.post(&bt, "/_matrix/client/v3/search", body).await;
+        let results = &found["search_categories"]["room_events"]["results"];
+        let texts: Vec<&str> =
+            results.as_array().into_iter().flatten().filter_map(|r| r["result"]["content"]["body"].as_str()).collect();
+        assert_eq!(texts, vec![sent[n].as_str()], "B's search for {n}: {found}");
+    }
 }
 
 #[tokio::test]

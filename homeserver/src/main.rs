@@ -79,6 +79,10 @@ enum ServerCommand {
     /// the server running or not. Restore: stop the server, put `db/` at `database.path` and
     /// `media/` at the media path, start it.
     Backup { folder: PathBuf },
+    /// Compact the database (every column family down to its last level, deleted records gone)
+    /// and print the bytes of each column family's table files before and after, with the
+    /// server running or not.
+    Compact,
     /// Replace the signing key (server stopped); the old key stays published as an old key so
     /// events it signed still verify. Prints the new key id.
     RotateKey,
@@ -178,6 +182,7 @@ fn main() -> ExitCode {
         Top::Server(ServerCommand::KeyId) => runtime.block_on(run_admin(config, Command::ServerKeyId)),
         Top::Server(ServerCommand::Waiting) => runtime.block_on(run_admin(config, Command::ServerWaiting)),
         Top::Server(ServerCommand::RotateKey) => rotate_key(&config),
+        Top::Server(ServerCommand::Compact) => runtime.block_on(run_admin(config, Command::ServerCompact)),
         Top::Server(ServerCommand::Backup { folder }) => match std::path::absolute(&folder) {
             Ok(path) => {
                 runtime.block_on(run_admin(config, Command::ServerBackup { path: path.to_string_lossy().into_owned() }))

@@ -54,6 +54,9 @@ pub enum Command {
     ServerBackup {
         path: String,
     },
+    /// Compacts the database (every column family down to its last level) and prints the bytes
+    /// of table files before and after, per column family.
+    ServerCompact,
     /// Prints how many requests are waiting right now: long-polling syncs, downloads of media not
     /// uploaded yet (what operators, tests and the load generator watch instead of sleeping).
     ServerWaiting,
@@ -139,6 +142,7 @@ pub async fn execute(services: &Services, command: Command) -> Result<String> {
         }
         Command::ServerKeyId => Ok(services.server_keys.key_id()),
         Command::ServerBackup { path } => backup(services, Path::new(&path)).await,
+        Command::ServerCompact => compact(services).await,
         Command::ServerWaiting => Ok(format!(
             "syncs: {}\nmedia downloads: {}",
             services.rooms.notifier().waiting(),
@@ -174,6 +178,30 @@ pub async fn execute(services: &Services, command: Command) -> Result<String> {
             })
         }
     }
+}
+
+/// Compacts the store on a blocking thread; the answer lists every column family holding table
+/// files, largest first, with its bytes before and after, then the totals and the bytes of the
+/// whole database folder (write-ahead log and manifest included).
+async fn compact(services: &Services) -> Result<String, Error> {
+    let db = services.db.clone();
+    tokio::task::spawn_blocking(move || -> Result<String, Error> {
+        let before: std::collections::HashMap<&str, u64> = db.table_sizes().into_iter().collect();
+        let folder_before = db.size_on_disk();
+        db.compact()?;
+        let after = db.table_sizes();
+        let mut out = String::from("column family\tbytes before\tbytes after\n");
+        for (name, bytes) in after.iter().filter(|(name, bytes)| *bytes > 0 || before.get(name).is_some_and(|b| *b > 0))
+        {
+            out.push_str(&format!("{name}\t{}\t{bytes}\n", before.get(name).copied().unwrap_or(0)));
+        }
+        let total_after: u64 = after.iter().map(|(_, b)| b).sum();
+        out.push_str(&format!("table files\t{}\t{total_after}\n", before.values().sum::<u64>()));
+        out.push_str(&format!("database folder\t{folder_before}\t{}", db.size_on_disk()));
+        Ok(out)
+    })
+    .await
+    .map_err(|e| Error::Internal(e.to_string()))?
 }
 
 /// A backup folder: `db/` (a RocksDB checkpoint, consistent at one instant) and `media/` (the

@@ -19,6 +19,11 @@ pub struct RetentionConfig {
     /// is older than what is kept is told that everyone it shares a room with changed, and queries
     /// their keys again.
     pub device_list_changes: HumanDuration,
+    /// Client transaction ids of devices still signed in (event sends and to-device sends): a
+    /// client retries a request within seconds or minutes, so after this a transaction id is
+    /// forgotten and reusing it makes a new event. Synapse forgets its event transaction ids
+    /// after the same 24 hours.
+    pub client_transactions: HumanDuration,
     /// What a removed device leaves behind (its client transaction ids, for sends and to-device
     /// messages): nothing can use them once its access token is gone.
     pub departed_devices: HumanDuration,
@@ -34,6 +39,7 @@ impl Default for RetentionConfig {
         Self {
             federation_transactions: hours(24),
             device_list_changes: hours(30 * 24),
+            client_transactions: hours(24),
             departed_devices: hours(24),
             interval: HumanDuration(Duration::from_secs(600)),
             batch: 1_000,

@@ -165,7 +165,13 @@ impl<T: TableSet> Database<T> {
         opts.set_block_based_table_factory(&table);
         let descriptors = T::NAMES.iter().map(|name| {
             let mut cf = Options::default();
+            // LZ4 where files are young and soon rewritten (cheap both ways); Zstandard (its
+            // default level, 3) on the last level, which holds nearly everything once compacted:
+            // measured with `storage_bench` (docs/performance.md), for a slower decompression of
+            // cold blocks only (hot ones sit in the block cache uncompressed). No dictionary: its
+            // training buffers a whole table file in memory during each compaction.
             cf.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            cf.set_bottommost_compression_type(rocksdb::DBCompressionType::Zstd);
             cf.set_block_based_table_factory(&table);
             // Small memtables: most families see few writes, and the manager flushes the
             // largest when the budget is reached.
@@ -243,6 +249,40 @@ impl<T: TableSet> Database<T> {
             }
         }
         total
+    }
+
+    /// Bytes of table files (`rocksdb.total-sst-files-size`) of each column family, largest
+    /// first: what takes the space, for `hemicycle server compact` and the storage figures. The
+    /// write-ahead log and what is still in memtables are not in it.
+    pub fn table_sizes(&self) -> Vec<(&'static str, u64)> {
+        let mut sizes: Vec<(&'static str, u64)> = T::NAMES
+            .iter()
+            .filter_map(|family| {
+                let cf = self.db.cf_handle(family)?;
+                let bytes = self.db.property_int_value_cf(cf, "rocksdb.total-sst-files-size").ok().flatten()?;
+                Some((*family, bytes))
+            })
+            .collect();
+        sizes.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        sizes
+    }
+
+    /// Flushes every memtable, then compacts every column family down to its last level: what
+    /// the disk holds afterwards is what the records need (deleted and overwritten ones gone,
+    /// every file compressed as the last level is). RocksDB does this by itself over time; an
+    /// operator asks for it after a large purge, and the storage figures are measured after it.
+    /// Blocking and long on a large store; reads and writes go on meanwhile.
+    pub fn compact(&self) -> Result<(), DbError> {
+        self.flush()?;
+        let mut options = rocksdb::CompactOptions::default();
+        options.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
+        options.set_exclusive_manual_compaction(false);
+        for name in T::NAMES {
+            if let Some(cf) = self.db.cf_handle(name) {
+                self.db.compact_range_cf_opt(cf, None::<&[u8]>, None::<&[u8]>, &options);
+            }
+        }
+        Ok(())
     }
 
     /// A consistent copy of the store in `dir` (which must not exist), taken while the server

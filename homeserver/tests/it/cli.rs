@@ -162,6 +162,56 @@ async fn a_backup_taken_while_running_restores_into_a_working_server() {
     assert_eq!(file.text().await.unwrap(), "pièce jointe");
 }
 
+/// `hemicycle server compact` while the server runs: every memtable goes to table files (the
+/// events written a moment ago are in `eventid_pdu`'s files afterwards, not before), each column
+/// family is listed with its bytes before and after, and the server goes on serving them.
+#[tokio::test]
+async fn compaction_reports_every_table_and_keeps_the_records() {
+    use reqwest::Method;
+    use serde_json::json;
+
+    use crate::common::{api, register_raw};
+
+    let server = TestServer::start();
+    let (_, token) = register_raw(&server, "archiviste").await;
+    let (_, room) = api(&server, Method::POST, Some(&token), "/_matrix/client/v3/createRoom", Some(json!({}))).await;
+    let room = room["room_id"].as_str().unwrap().to_owned();
+    for n in 0..20 {
+        let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/t{n}");
+        api(
+            &server,
+            Method::PUT,
+            Some(&token),
+            &path,
+            Some(json!({ "msgtype": "m.text", "body": format!("note {n}") })),
+        )
+        .await;
+    }
+    let out = server.cli(&["server", "compact"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    let row = |name: &str| -> (u64, u64) {
+        let line =
+            table.lines().find(|l| l.split('\t').next() == Some(name)).unwrap_or_else(|| panic!("{name}: {table}"));
+        let numbers: Vec<u64> = line.split('\t').skip(1).map(|n| n.parse().expect("bytes")).collect();
+        (numbers[0], numbers[1])
+    };
+    let (before, after) = row("eventid_pdu");
+    assert!(before == 0 && after > 0, "the events went from memory to table files: {table}");
+    assert!(row("table files").1 >= after, "{table}");
+    assert!(row("database folder").1 > 0, "{table}");
+    let (status, page) = api(
+        &server,
+        Method::GET,
+        Some(&token),
+        &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=5"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["chunk"][0]["content"]["body"], "note 19", "{page}");
+}
+
 /// The server runs with mimalloc's arena committed lazily (12 MB less resident when idle,
 /// docs/performance.md): the binary runs itself again with the option set, keeping its process
 /// id, so what the server's environment holds is the option, and the pid the caller knows is

@@ -54,6 +54,8 @@ impl ToDevice {
                 );
             }
             tables.ephemeral.useriddevicetxn_todevice.insert(batch, &txn, &Vec::new());
+            // Found by age by the pruning task (`retention.client_transactions`).
+            tables.retention.pos_todevicetxn.insert(batch, &Be64(pos), &Json(txn.clone()));
             Ok(Cleanup {
                 wake: Audience::Users(deliveries.iter().map(|(u, _, _)| u.clone()).collect()),
                 ..Default::default()

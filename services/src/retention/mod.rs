@@ -1,7 +1,8 @@
 //! Pruning of what is kept only for a while (`[retention]`): ids of federation transactions
-//! received, the device list stream, and what removed devices leave behind. Synapse keeps their
-//! counterparts until its operators purge them by hand (`device_lists_stream`,
-//! `received_transactions`, `event_txn_id_device_id`); here one task drops them on a timer, each
+//! received, the device list stream, client transaction ids, and what removed devices leave
+//! behind. Synapse keeps most of their counterparts until its operators purge them by hand
+//! (`device_lists_stream`, `received_transactions`, `event_txn_id_device_id`); here one task
+//! drops them on a timer, each
 //! kind after its configured retention, in writes of at most `retention.batch` records, so a
 //! large backlog never makes one long write that stalls the stream writer behind it.
 //!
@@ -34,6 +35,8 @@ pub struct Pruned {
     pub federation_transactions: u64,
     /// Entries of the device list stream.
     pub device_list_changes: u64,
+    /// Client transaction ids (event sends and to-device sends) older than their retention.
+    pub client_transactions: u64,
     /// Client transaction ids (event sends and to-device sends) of removed devices.
     pub departed_device_records: u64,
     /// Removed devices whose records are all gone (or that came back under the same id).
@@ -62,11 +65,131 @@ pub async fn prune(services: &Services, now_ms: u64) -> Result<Pruned> {
     let retention = &services.config.retention;
     let before = |kept: &crate::config::HumanDuration| now_ms.saturating_sub(kept.as_millis());
     checkpoint(services, now_ms)?;
+    index_older_client_transactions(services).await?;
     let federation_transactions = federation_transactions(services, before(&retention.federation_transactions)).await?;
     let device_list_changes = device_list_changes(services, before(&retention.device_list_changes)).await?;
+    let client_transactions = client_transactions(services, before(&retention.client_transactions)).await?;
     let (departed_device_records, departed_devices) =
         departed_devices(services, before(&retention.departed_devices)).await?;
-    Ok(Pruned { federation_transactions, device_list_changes, departed_device_records, departed_devices })
+    // The kinds keyed by stream position read the checkpoint at or before their cutoff: the
+    // ones older than that of the longest retention are needed by none (cutoffs only move
+    // forwards).
+    let oldest = before(&retention.device_list_changes).min(before(&retention.client_transactions));
+    drop_checkpoints_before(services, oldest)?;
+    Ok(Pruned {
+        federation_transactions,
+        device_list_changes,
+        client_transactions,
+        departed_device_records,
+        departed_devices,
+    })
+}
+
+/// The newest checkpoint at or before `cutoff_ms`: (its time, the position it covers). Every
+/// position up to the one covered was published at least as long ago as the cutoff.
+fn covered_at(services: &Services, cutoff_ms: u64) -> Result<Option<(u64, u64)>> {
+    let checkpoints = &services.db.tables.retention.timems_streampos;
+    Ok(checkpoints.scan_from(Vec::new(), Be64(cutoff_ms).encode(), false).next().transpose()?.map(|(a, c)| (a.0, c.0)))
+}
+
+fn drop_checkpoints_before(services: &Services, cutoff_ms: u64) -> Result<()> {
+    let Some((at, _)) = covered_at(services, cutoff_ms)? else { return Ok(()) };
+    let checkpoints = &services.db.tables.retention.timems_streampos;
+    let mut batch = Batch::new();
+    for entry in checkpoints.iter().take(services.config.retention.batch) {
+        let (Be64(time), _) = entry?;
+        if time >= at {
+            break;
+        }
+        checkpoints.remove(&mut batch, &Be64(time));
+    }
+    services.db.write_unsynced(batch)?;
+    Ok(())
+}
+
+/// Marks (in `metakey_count`) that the client transaction ids recorded before their index by
+/// position existed have been filed in it.
+const CLIENT_TXNS_INDEXED: &str = "client_txns_indexed";
+
+/// Once per database: files the client transaction ids recorded before `pos_eventtxn` and
+/// `pos_todevicetxn` existed under the numbers 1, 2, 3… (below every stream position, so every
+/// checkpoint covers them): they go a retention after the first checkpoint.
+async fn index_older_client_transactions(services: &Services) -> Result<()> {
+    let tables = &services.db.tables;
+    let flag = CLIENT_TXNS_INDEXED.to_owned();
+    if tables.meta.get(&flag)?.is_some() {
+        return Ok(());
+    }
+    let limit = services.config.retention.batch;
+    let mut number = 0u64;
+    let mut batch = Batch::new();
+    let mut pending = 0;
+    for entry in tables.rooms.useriddevicetxn_eventid.iter() {
+        let (key, _) = entry?;
+        number += 1;
+        tables.retention.pos_eventtxn.insert(&mut batch, &Be64(number), &Json(key));
+        pending += 1;
+        if pending == limit {
+            services.db.write_unsynced(std::mem::take(&mut batch))?;
+            pending = 0;
+            tokio::task::yield_now().await;
+        }
+    }
+    for entry in tables.ephemeral.useriddevicetxn_todevice.iter() {
+        let (key, _) = entry?;
+        number += 1;
+        tables.retention.pos_todevicetxn.insert(&mut batch, &Be64(number), &Json(key));
+        pending += 1;
+        if pending == limit {
+            services.db.write_unsynced(std::mem::take(&mut batch))?;
+            pending = 0;
+            tokio::task::yield_now().await;
+        }
+    }
+    tables.meta.insert(&mut batch, &flag, &Be64(1));
+    services.db.commit(batch)?;
+    Ok(())
+}
+
+/// Drops the client transaction ids (of event and to-device sends) recorded at positions
+/// published before `cutoff_ms`, oldest first: a scan of their index by position up to the
+/// position the checkpoint covers, so its cost is what is dropped.
+async fn client_transactions(services: &Services, cutoff_ms: u64) -> Result<u64> {
+    let Some((_, covered)) = covered_at(services, cutoff_ms)? else { return Ok(0) };
+    let tables = &services.db.tables;
+    let limit = services.config.retention.batch;
+    let mut total = 0;
+    loop {
+        let mut batch = Batch::new();
+        let mut dropped = 0;
+        for entry in tables.retention.pos_eventtxn.iter() {
+            let (Be64(pos), Json(key)) = entry?;
+            if pos > covered || dropped == limit {
+                break;
+            }
+            tables.retention.pos_eventtxn.remove(&mut batch, &Be64(pos));
+            if let Some(event_id) = tables.rooms.useriddevicetxn_eventid.get(&key)? {
+                tables.rooms.eventid_devicetxn.remove(&mut batch, &event_id);
+            }
+            tables.rooms.useriddevicetxn_eventid.remove(&mut batch, &key);
+            dropped += 1;
+        }
+        for entry in tables.retention.pos_todevicetxn.iter() {
+            let (Be64(pos), Json(key)) = entry?;
+            if pos > covered || dropped == limit {
+                break;
+            }
+            tables.retention.pos_todevicetxn.remove(&mut batch, &Be64(pos));
+            tables.ephemeral.useriddevicetxn_todevice.remove(&mut batch, &key);
+            dropped += 1;
+        }
+        if dropped == 0 {
+            return Ok(total);
+        }
+        services.db.write_unsynced(batch)?;
+        total += dropped as u64;
+        tokio::task::yield_now().await;
+    }
 }
 
 /// Records that every position the stream has published now is at most `now_ms` old.
@@ -113,12 +236,7 @@ async fn federation_transactions(services: &Services, cutoff_ms: u64) -> Result<
 /// reads a stream with holes as if it were whole: it reports every member of its rooms instead.
 async fn device_list_changes(services: &Services, cutoff_ms: u64) -> Result<u64> {
     let tables = &services.db.tables;
-    let checkpoints = &tables.retention.timems_streampos;
-    let Some((Be64(at), Be64(covered))) =
-        checkpoints.scan_from(Vec::new(), Be64(cutoff_ms).encode(), false).next().transpose()?
-    else {
-        return Ok(0);
-    };
+    let Some((_, covered)) = covered_at(services, cutoff_ms)? else { return Ok(0) };
     let dispatched = tables.meta.get(&crate::federation::sender::DISPATCHED.to_owned())?.map_or(0, |Be64(p)| p);
     let upto = covered.min(dispatched);
     let floor_key = crate::keys::CHANGES_PRUNED.to_owned();
@@ -148,17 +266,6 @@ async fn device_list_changes(services: &Services, cutoff_ms: u64) -> Result<u64>
             tokio::task::yield_now().await;
         }
     }
-    // Checkpoints older than the one used are needed by no retention any more (the cutoffs
-    // only move forwards).
-    let mut batch = Batch::new();
-    for entry in checkpoints.iter().take(limit) {
-        let (Be64(time), _) = entry?;
-        if time >= at {
-            break;
-        }
-        checkpoints.remove(&mut batch, &Be64(time));
-    }
-    services.db.write_unsynced(batch)?;
     Ok(total)
 }
 

@@ -18,6 +18,12 @@ use crate::{
 const HOUR_MS: u64 = 3_600_000;
 
 async fn services() -> (tempfile::TempDir, Arc<Services>) {
+    services_with(|_| {}).await
+}
+
+/// Every retention an hour, except `client_transactions` (the default, a day) unless `more`
+/// changes it.
+async fn services_with(more: impl FnOnce(&mut Config)) -> (tempfile::TempDir, Arc<Services>) {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = Config::default();
     config.database.path = dir.path().join("db");
@@ -26,6 +32,7 @@ async fn services() -> (tempfile::TempDir, Arc<Services>) {
     config.retention.device_list_changes = hour;
     config.retention.departed_devices = hour;
     config.retention.batch = 2;
+    more(&mut config);
     (dir, Services::open(config).expect("services"))
 }
 
@@ -143,4 +150,64 @@ async fn what_removed_devices_leave_goes_after_their_retention() {
     let again = prune(&services, t0 + 3 * HOUR_MS).await.expect("prune");
     assert_eq!(again, Pruned { departed_devices: 1, ..Default::default() });
     assert_eq!(held(&phone, "p1"), (true, true));
+}
+
+/// Client transaction ids of a device still signed in (a message and a to-device send) go
+/// after `retention.client_transactions`, those recorded after the checkpoint that covers the
+/// old ones stay; once gone, the same transaction id makes a new event. Ids recorded before
+/// their index existed are filed in it by the first run and go too.
+#[tokio::test]
+async fn client_transaction_ids_of_devices_still_signed_in_go_after_their_retention() {
+    let (_dir, services) =
+        services_with(|config| config.retention.client_transactions = HumanDuration(Duration::from_millis(HOUR_MS)))
+            .await;
+    let tables = &services.db.tables;
+    let alice = services.users.create("alice", None, false).await.expect("alice");
+    let room = services
+        .rooms
+        .create_room(&alice, CreateRoom { public: true, ..Default::default() }, &ruma::RoomVersionId::V12)
+        .await
+        .expect("room");
+    let laptop = device(&services, &alice, None).await;
+    let send = |txn: &'static str| {
+        let (services, alice, room, laptop) = (services.clone(), alice.clone(), room.clone(), laptop.clone());
+        async move {
+            let key = TxnKey { user: alice.clone(), device: laptop.clone(), txn_id: txn.to_owned() };
+            let message =
+                NewEvent::message(TimelineEventType::RoomMessage, json!({ "msgtype": "m.text", "body": txn }));
+            let event = services.rooms.append(&room, &alice, message, Some(key)).await.expect("send");
+            services.to_device.send(&alice, &laptop, txn, Vec::new()).await.expect("to-device");
+            event
+        }
+    };
+    let held = |txn: &str| {
+        let key = (alice.clone(), laptop.clone(), txn.to_owned());
+        (
+            tables.rooms.useriddevicetxn_eventid.get(&key).unwrap().is_some(),
+            tables.ephemeral.useriddevicetxn_todevice.contains(&key).unwrap(),
+        )
+    };
+    // An id from before the index existed: in the table, not in the index; the first run files it.
+    let legacy = (alice.clone(), laptop.clone(), "legacy".to_owned());
+    let mut batch = Batch::new();
+    tables.ephemeral.useriddevicetxn_todevice.insert(&mut batch, &legacy, &Vec::new());
+    services.db.commit(batch).expect("legacy id");
+    let t0 = crate::time::now_ms();
+    assert_eq!(prune(&services, t0).await.expect("prune").client_transactions, 0, "younger than an hour");
+    assert_eq!(held("legacy"), (false, true));
+
+    let old = send("old").await;
+    assert_eq!(prune(&services, t0 + 10).await.expect("prune").client_transactions, 0, "younger than an hour");
+    assert_eq!(held("old"), (true, true));
+    let young = send("young").await;
+    let later = prune(&services, t0 + HOUR_MS + 20).await.expect("prune");
+    assert_eq!(later.client_transactions, 3, "the message's id, the to-device id and the older id: {later:?}");
+    assert_eq!((held("old"), held("legacy")), ((false, false), (false, false)));
+    assert!(tables.rooms.eventid_devicetxn.get(&old).unwrap().is_none());
+    assert_eq!(held("young"), (true, true), "recorded after the checkpoint that covers the others");
+    assert!(tables.rooms.eventid_devicetxn.get(&young).unwrap().is_some());
+    assert_eq!(tables.retention.pos_eventtxn.iter().count(), 1);
+    assert_eq!(tables.retention.pos_todevicetxn.iter().count(), 1);
+    assert_ne!(send("old").await, old, "a forgotten id makes a new event");
+    assert_eq!(send("young").await, young, "a kept id still answers with its event");
 }

@@ -208,6 +208,9 @@ pub struct Rooms {
     /// The user directory's view of each room's joined members (`directory.rs`).
     directory_cache: Mutex<HashMap<OwnedRoomId, Arc<Vec<directory::DirectoryEntry>>>>,
     writer: Arc<Writer>,
+    /// The lowest position of backfilled history stored ([`crate::db::STREAM_BASE`] before any):
+    /// it only goes down, and the search indexer follows it.
+    backfilled: watch::Sender<u64>,
     /// Events appended since start-up, ours and other servers' (the metrics' counters).
     pub appended: Appended,
     /// State resolutions since start-up: run, or found in the cache.
@@ -246,7 +249,16 @@ impl Rooms {
         profiles: Arc<Profiles>,
         writer: Arc<Writer>,
     ) -> Self {
+        let lowest_backfilled = db
+            .tables
+            .rooms
+            .backfillpos_eventid
+            .iter()
+            .next()
+            .and_then(|entry| entry.ok())
+            .map_or(crate::db::STREAM_BASE, |(pos, _)| pos.0);
         Self {
+            backfilled: watch::channel(lowest_backfilled).0,
             network: Arc::new(crate::network::Network::none(&server_name)),
             state: StateStore::new(db.clone(), writer.pending.clone()),
             records: Mutex::new(HashMap::new()),
@@ -273,6 +285,12 @@ impl Rooms {
     /// A receiver that changes whenever an event is persisted (value: its stream position).
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.writer.subscribe()
+    }
+
+    /// A receiver that changes whenever backfilled history is stored (value: the lowest
+    /// position of backfilled history, see `backfillpos_eventid`).
+    pub fn subscribe_backfilled(&self) -> watch::Receiver<u64> {
+        self.backfilled.subscribe()
     }
 
     fn lock(&self, room: &RoomId) -> Arc<tokio::sync::Mutex<()>> {

@@ -649,8 +649,16 @@ impl Rooms {
             tables.rooms.eventid_meta.insert(&mut batch, id, &Json(meta));
             tables.rooms.eventid_outlier.remove(&mut batch, id);
             tables.rooms.roomidpos_eventid.insert(&mut batch, &(room.to_owned(), Be64(pos)), id);
+            tables.rooms.backfillpos_eventid.insert(&mut batch, &Be64(pos), id);
         }
         self.db.commit(batch)?;
+        if !accepted.is_empty() {
+            self.backfilled.send_if_modified(|lowest| {
+                let lower = first < *lowest;
+                *lowest = (*lowest).min(first);
+                lower
+            });
+        }
         Ok(accepted.len())
     }
 

@@ -145,6 +145,10 @@ hemicycle_core::tables! {
         pub pos_eventid: Table<Be64, OwnedEventId>,
         /// A room's timeline in order: (room, position) → event id.
         pub roomidpos_eventid: Table<(OwnedRoomId, Be64), OwnedEventId>,
+        /// History fetched later (backfill), off the stream: position (below every stream
+        /// position, handed out downwards) → event id, so the search index finds what was taken
+        /// in since it last looked by reading downwards from there.
+        pub backfillpos_eventid: Table<Be64, OwnedEventId>,
         /// Room → version, current state snapshot, forward extremities, depth.
         pub roomid_room: Table<OwnedRoomId, Json<RoomRecord>>,
         /// (event type, state key) → short number, and back.

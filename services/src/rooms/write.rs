@@ -593,6 +593,8 @@ impl Rooms {
                 // What the client chose, without the prefix that keeps other kinds apart.
                 let client_txn = key.2.strip_prefix("redact:").unwrap_or(&key.2).to_owned();
                 tables.rooms.eventid_devicetxn.insert(batch, &event_id, &Json((key.1.clone(), client_txn)));
+                // Found by age by the pruning task (`retention.client_transactions`).
+                tables.retention.pos_eventtxn.insert(batch, &Be64(pos), &Json(key.clone()));
                 overlay.txns.insert(key.clone(), event_id.clone());
             }
             overlay.pdus.insert(event_id.clone(), (json.clone(), meta));

@@ -3,7 +3,10 @@
 //! The index is one more consumer of the event stream (like the push evaluator): it tails
 //! `pos_eventid`, indexes the searchable keys of each event (`content.body` of messages, the room
 //! name and topic) and records the position it reached in the commit itself, so after a crash it
-//! resumes exactly after the last committed event. The index holds no content to serve: hits are
+//! resumes exactly after the last committed event. History fetched later from other servers
+//! (backfill) is off the stream, at positions handed out downwards below it: the indexer follows
+//! `backfillpos_eventid` downwards the same way, in the same batches and commits, and records
+//! the lowest position it reached beside the other. The index holds no content to serve: hits are
 //! read back from the store through the user's [`crate::rooms::visibility::Reader`], so history
 //! visibility and redactions decide what a search returns, never the index alone.
 //!
@@ -124,6 +127,22 @@ fn schema() -> (Schema, Fields) {
     (builder.build(), fields)
 }
 
+/// How far the index reached: the stream up to `stream`, backfilled history down to `backfill`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Progress {
+    stream: u64,
+    backfill: u64,
+}
+
+/// The commit payload: `<stream> <backfill>` (an index committed before backfilled history was
+/// indexed holds `<stream>` alone: none of it is in).
+fn parse_payload(payload: &str) -> (u64, u64) {
+    let mut parts = payload.split(' ');
+    let stream = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let backfill = parts.next().and_then(|p| p.parse().ok()).unwrap_or(crate::db::STREAM_BASE);
+    (stream, backfill)
+}
+
 fn index_error(e: impl std::fmt::Display) -> Error {
     Error::Internal(format!("search index: {e}"))
 }
@@ -156,23 +175,31 @@ impl Search {
         merges.set_min_layer_size(50_000);
         writer.set_merge_policy(Box::new(merges));
         let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().map_err(index_error)?;
-        let done = index.load_metas().map_err(index_error)?.payload.and_then(|p| p.parse().ok()).unwrap_or(0);
+        let payload = index.load_metas().map_err(index_error)?.payload.unwrap_or_default();
+        let (done, backfill_done) = parse_payload(&payload);
         Ok(Self {
             reader,
             writer: Mutex::new(writer),
             fields,
             indexed: watch::channel(done).0,
+            backfill_indexed: watch::channel(backfill_done).0,
             commit_wanted: tokio::sync::Notify::new(),
         })
     }
 
-    /// Waits (a bounded time) until every event up to `pos` is indexed.
-    pub async fn caught_up(&self, pos: u64) {
+    /// Waits (a bounded time) until every event up to `pos` is indexed, and the backfilled
+    /// history down to `backfilled`.
+    pub async fn caught_up(&self, pos: u64, backfilled: u64) {
         let mut rx = self.indexed.subscribe();
-        if *rx.borrow() < pos {
+        let mut backfill_rx = self.backfill_indexed.subscribe();
+        if *rx.borrow() < pos || *backfill_rx.borrow() > backfilled {
             self.commit_wanted.notify_one();
         }
-        let _ = tokio::time::timeout(CATCH_UP_WAIT, rx.wait_for(|done| *done >= pos)).await;
+        let _ = tokio::time::timeout(CATCH_UP_WAIT, async {
+            let _ = rx.wait_for(|done| *done >= pos).await;
+            let _ = backfill_rx.wait_for(|done| *done <= backfilled).await;
+        })
+        .await;
     }
 
     /// The words of the search term as the analyzer reads them.
@@ -188,25 +215,40 @@ impl Search {
         out
     }
 
-    /// Adds the events after `done` up to `head` (at most [`CHUNK`]) to the writer, uncommitted;
-    /// returns the position reached. Runs on a blocking thread. On an error the uncommitted
+    /// Adds the events after `done` up to `head`, then the backfilled history below
+    /// `done.backfill` down to `low` (at most [`CHUNK`] of each) to the writer, uncommitted;
+    /// returns the positions reached. Runs on a blocking thread. On an error the uncommitted
     /// documents are rolled back.
-    fn index_range(&self, services: &Services, done: u64, head: u64) -> Result<u64> {
+    fn index_range(&self, services: &Services, done: Progress, head: u64, low: u64) -> Result<Progress> {
         let mut writer = self.writer.lock().expect("search writer");
-        self.add_range(&mut writer, services, done, head).or_else(|error| {
+        let mut add = || -> Result<Progress> {
+            let stream = if head > done.stream {
+                self.add_range(&mut writer, services, done.stream, head)?
+            } else {
+                done.stream
+            };
+            let backfill = if low < done.backfill {
+                self.add_backfill(&mut writer, services, done.backfill, low)?
+            } else {
+                done.backfill
+            };
+            Ok(Progress { stream, backfill })
+        };
+        add().or_else(|error| {
             writer.rollback().map_err(index_error)?;
             Err(error)
         })
     }
 
-    /// Commits what the writer holds with `reached` as payload, so a restart resumes after it,
-    /// and makes it searchable. A commit writes a segment: the indexer calls this at most once
-    /// per [`COMMIT_EVERY`] under load (or when a search waits), never once per small batch,
-    /// which under a steady stream made the merges cost more than the requests themselves.
-    fn commit(&self, reached: u64) -> Result<()> {
+    /// Commits what the writer holds with the positions `reached` as payload, so a restart
+    /// resumes after them, and makes it searchable. A commit writes a segment: the indexer calls
+    /// this at most once per [`COMMIT_EVERY`] under load (or when a search waits), never once per
+    /// small batch, which under a steady stream made the merges cost more than the requests
+    /// themselves.
+    fn commit(&self, reached: Progress) -> Result<()> {
         let mut writer = self.writer.lock().expect("search writer");
         let mut commit = writer.prepare_commit().map_err(index_error)?;
-        commit.set_payload(&reached.to_string());
+        commit.set_payload(&format!("{} {}", reached.stream, reached.backfill));
         if let Err(error) = commit.commit() {
             writer.rollback().map_err(index_error)?;
             return Err(index_error(error));
@@ -217,7 +259,6 @@ impl Search {
 
     fn add_range(&self, writer: &mut IndexWriter, services: &Services, done: u64, head: u64) -> Result<u64> {
         let tables = &services.db.tables;
-        let f = &self.fields;
         let mut reached = head;
         for (count, entry) in tables.rooms.pos_eventid.scan_from(Vec::new(), Be64(done + 1).encode(), true).enumerate()
         {
@@ -229,29 +270,62 @@ impl Search {
                 reached = pos - 1;
                 break;
             }
-            let Some(json) = services.rooms.pdu_json(&event_id)? else { continue };
-            let Ok(event) = serde_json::from_slice::<Value>(&json) else { continue };
-            let kind = event["type"].as_str().unwrap_or_default();
-            if kind == "m.room.redaction" {
-                let target = event["content"]["redacts"].as_str().or(event["redacts"].as_str());
-                if let Some(target) = target {
-                    writer.delete_term(Term::from_field_text(f.event_id, target));
-                }
-                continue;
-            }
-            let Some((key, _)) = KEYS.iter().find(|(_, t)| *t == kind) else { continue };
-            let field = key.trim_start_matches("content.");
-            let Some(text) = event["content"][field].as_str() else { continue };
-            let mut doc = TantivyDocument::default();
-            doc.add_text(f.event_id, event_id.as_str());
-            doc.add_text(f.room_id, event["room_id"].as_str().unwrap_or_default());
-            doc.add_text(f.sender, event["sender"].as_str().unwrap_or_default());
-            doc.add_text(f.key, key);
-            doc.add_text(f.text, text);
-            doc.add_u64(f.pos, pos);
-            writer.add_document(doc).map_err(index_error)?;
+            self.add_event(writer, services, pos, &event_id)?;
         }
         Ok(reached)
+    }
+
+    /// Adds the backfilled events below `done` (downwards, at most [`CHUNK`]) to the writer;
+    /// returns the lowest position reached (`low` once every one down to it is in).
+    fn add_backfill(&self, writer: &mut IndexWriter, services: &Services, done: u64, low: u64) -> Result<u64> {
+        let table = &services.db.tables.rooms.backfillpos_eventid;
+        let mut reached = low;
+        for (count, entry) in table.scan_from(Vec::new(), Be64(done - 1).encode(), false).enumerate() {
+            let (Be64(pos), event_id) = entry?;
+            if pos < low {
+                // Stored after `low` was read: the next round takes it.
+                break;
+            }
+            if count == CHUNK {
+                reached = pos + 1;
+                break;
+            }
+            self.add_event(writer, services, pos, &event_id)?;
+        }
+        Ok(reached.min(done))
+    }
+
+    /// Indexes the searchable key of one event at `pos` (a redaction removes its target).
+    fn add_event(
+        &self,
+        writer: &mut IndexWriter,
+        services: &Services,
+        pos: u64,
+        event_id: &ruma::EventId,
+    ) -> Result<()> {
+        let f = &self.fields;
+        let Some(json) = services.rooms.pdu_json(event_id)? else { return Ok(()) };
+        let Ok(event) = serde_json::from_slice::<Value>(&json) else { return Ok(()) };
+        let kind = event["type"].as_str().unwrap_or_default();
+        if kind == "m.room.redaction" {
+            let target = event["content"]["redacts"].as_str().or(event["redacts"].as_str());
+            if let Some(target) = target {
+                writer.delete_term(Term::from_field_text(f.event_id, target));
+            }
+            return Ok(());
+        }
+        let Some((key, _)) = KEYS.iter().find(|(_, t)| *t == kind) else { return Ok(()) };
+        let field = key.trim_start_matches("content.");
+        let Some(text) = event["content"][field].as_str() else { return Ok(()) };
+        let mut doc = TantivyDocument::default();
+        doc.add_text(f.event_id, event_id.as_str());
+        doc.add_text(f.room_id, event["room_id"].as_str().unwrap_or_default());
+        doc.add_text(f.sender, event["sender"].as_str().unwrap_or_default());
+        doc.add_text(f.key, key);
+        doc.add_text(f.text, text);
+        doc.add_u64(f.pos, pos);
+        writer.add_document(doc).map_err(index_error)?;
+        Ok(())
     }
 
     fn build_query(&self, query: &SearchQuery, words: &[String], before: Option<u64>) -> Box<dyn Query> {
@@ -424,15 +498,18 @@ pub fn start(services: Arc<Services>) {
 
 async fn run(services: Arc<Services>) {
     let mut stream = services.rooms.subscribe();
-    let mut committed = *services.search.indexed.borrow();
+    let mut backfilled = services.rooms.subscribe_backfilled();
+    let search = &services.search;
+    let mut committed = Progress { stream: *search.indexed.borrow(), backfill: *search.backfill_indexed.borrow() };
     let mut done = committed;
     let mut last_commit = Instant::now();
     loop {
         let head = *stream.borrow_and_update();
-        while head > done {
+        let low = *backfilled.borrow_and_update();
+        while head > done.stream || low < done.backfill {
             let worker = services.clone();
             let from = done;
-            match tokio::task::spawn_blocking(move || worker.search.index_range(&worker, from, head)).await {
+            match tokio::task::spawn_blocking(move || worker.search.index_range(&worker, from, head, low)).await {
                 Ok(Ok(reached)) => done = reached,
                 Ok(Err(error)) => {
                     tracing::error!(%error, "indexing events for search failed; retrying");
@@ -449,12 +526,18 @@ async fn run(services: Arc<Services>) {
                 break;
             }
         }
-        if done > committed {
+        if done != committed {
             let due = COMMIT_EVERY.saturating_sub(last_commit.elapsed());
-            let commit_now = head > done || due.is_zero();
+            let commit_now = head > done.stream || low < done.backfill || due.is_zero();
             if !commit_now {
                 tokio::select! {
                     changed = stream.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    changed = backfilled.changed() => {
                         if changed.is_err() {
                             return;
                         }
@@ -468,7 +551,8 @@ async fn run(services: Arc<Services>) {
             match tokio::task::spawn_blocking(move || worker.search.commit(done)).await {
                 Ok(Ok(())) => {
                     committed = done;
-                    services.search.indexed.send_replace(committed);
+                    search.indexed.send_replace(committed.stream);
+                    search.backfill_indexed.send_replace(committed.backfill);
                 }
                 Ok(Err(error)) => {
                     tracing::error!(%error, "committing the search index failed; re-indexing since the last commit");
@@ -483,8 +567,17 @@ async fn run(services: Arc<Services>) {
             last_commit = Instant::now();
             continue;
         }
-        if stream.changed().await.is_err() {
-            return;
+        tokio::select! {
+            changed = stream.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            changed = backfilled.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
         }
     }
 }

@@ -12,6 +12,9 @@ pub struct Search {
     pub(crate) writer: Mutex<IndexWriter>,
     pub(crate) fields: Fields,
     pub(crate) indexed: watch::Sender<u64>,
+    /// The lowest position of backfilled history indexed (history fetched later is stored below
+    /// every stream position, handed out downwards): [`crate::db::STREAM_BASE`] before any.
+    pub(crate) backfill_indexed: watch::Sender<u64>,
     /// A search is waiting: the indexer commits what it holds now instead of at the interval.
     pub(crate) commit_wanted: tokio::sync::Notify,
 }

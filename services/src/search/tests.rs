@@ -78,7 +78,7 @@ async fn a_search_sees_every_event_acknowledged_before_it() {
         let body = format!("Ordre du jour numéro{n}");
         say(&services, &room, &alice, &body).await;
         let head = *services.rooms.subscribe().borrow();
-        tokio::time::timeout(GUARD, services.search.caught_up(head)).await.expect("caught up");
+        tokio::time::timeout(GUARD, services.search.caught_up(head, crate::db::STREAM_BASE)).await.expect("caught up");
         assert_eq!(found(&services, &alice, &room, &format!("numéro{n}")), vec![body]);
     }
 }

@@ -73,7 +73,8 @@ pub async fn search(services: Arc<Services>, request: Ruma<Request>) -> Result<R
     let events = event_filter(filter);
     let contains_url = filter.url_filter.map(|f| f == ruma::api::client::filter::UrlFilter::EventsWithUrl);
     let head = *services.rooms.subscribe().borrow();
-    services.search.caught_up(head).await;
+    let backfilled = *services.rooms.subscribe_backfilled().borrow();
+    services.search.caught_up(head, backfilled).await;
     let worker = services.clone();
     let results = tokio::task::spawn_blocking(move || {
         worker
