@@ -458,8 +458,25 @@ async fn bad_input_is_refused_and_sends_are_idempotent() {
     let (_, first) = raw(&server, &alice, M::PUT, &path, Some(json!({ "msgtype": "m.text", "body": "once" }))).await;
     let (_, second) = raw(&server, &alice, M::PUT, &path, Some(json!({ "msgtype": "m.text", "body": "once" }))).await;
     assert_eq!(first["event_id"], second["event_id"]);
+    // A transaction id is scoped to the device and the endpoint: the same id to another room,
+    // as another event type, or for a redaction is a new request, not a retry of the first.
+    let other_room = create(&alice, |_| {}).await;
+    let path = format!("/_matrix/client/v3/rooms/{other_room}/send/m.room.message/same-txn");
+    let (status, elsewhere) =
+        raw(&server, &alice, M::PUT, &path, Some(json!({ "msgtype": "m.text", "body": "elsewhere" }))).await;
+    assert_eq!(status, 200);
+    assert_ne!(elsewhere["event_id"], first["event_id"], "another room, another event");
+    let path = format!("/_matrix/client/v3/rooms/{room}/send/m.reaction/same-txn");
+    let reaction =
+        json!({ "m.relates_to": { "rel_type": "m.annotation", "event_id": first["event_id"], "key": "👍" } });
+    let (status, reacted) = raw(&server, &alice, M::PUT, &path, Some(reaction)).await;
+    assert_eq!(status, 200);
+    assert_ne!(reacted["event_id"], first["event_id"], "another event type, another event");
+    let (chunk, _) = messages(&alice, &other_room, Direction::Backward, None, 50).await;
+    assert_eq!(chunk.iter().filter(|e| e["content"]["body"] == "elsewhere").count(), 1);
     let (chunk, _) = messages(&alice, &room, Direction::Backward, None, 50).await;
     assert_eq!(chunk.iter().filter(|e| e["content"]["body"] == "once").count(), 1);
+    assert_eq!(chunk.iter().filter(|e| e["type"] == "m.reaction").count(), 1);
     assert!(chunk.iter().all(|e| e["content"]["body"] != json!(big)), "nothing stored for the refused event");
 }
 

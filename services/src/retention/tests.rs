@@ -118,7 +118,7 @@ async fn what_removed_devices_leave_goes_after_their_retention() {
     let (laptop, phone) = (device(&services, &alice, None).await, device(&services, &alice, Some("PHONE")).await);
     let mut sent = Vec::new();
     for (device, txn) in [(&laptop, "l1"), (&laptop, "l2"), (&phone, "p1")] {
-        let key = TxnKey { user: alice.clone(), device: device.clone(), txn_id: txn.to_owned() };
+        let key = TxnKey { user: alice.clone(), device: device.clone(), txn_id: txn.to_owned(), scope: String::new() };
         let message = NewEvent::message(TimelineEventType::RoomMessage, json!({ "msgtype": "m.text", "body": txn }));
         sent.push(services.rooms.append(&room, &alice, message, Some(key.clone())).await.expect("send"));
         services.to_device.send(&alice, device, txn, Vec::new()).await.expect("to-device");
@@ -127,7 +127,12 @@ async fn what_removed_devices_leave_goes_after_their_retention() {
     let held = |device: &OwnedDeviceId, txn: &str| {
         let key = (alice.clone(), device.clone(), txn.to_owned());
         (
-            tables.rooms.useriddevicetxn_eventid.get(&key).unwrap().is_some(),
+            tables
+                .rooms
+                .useriddevicetxn_eventid
+                .get(&(key.0.clone(), key.1.clone(), format!("0:{txn}")))
+                .unwrap()
+                .is_some(),
             tables.ephemeral.useriddevicetxn_todevice.contains(&key).unwrap(),
         )
     };
@@ -172,7 +177,8 @@ async fn client_transaction_ids_of_devices_still_signed_in_go_after_their_retent
     let send = |txn: &'static str| {
         let (services, alice, room, laptop) = (services.clone(), alice.clone(), room.clone(), laptop.clone());
         async move {
-            let key = TxnKey { user: alice.clone(), device: laptop.clone(), txn_id: txn.to_owned() };
+            let key =
+                TxnKey { user: alice.clone(), device: laptop.clone(), txn_id: txn.to_owned(), scope: String::new() };
             let message =
                 NewEvent::message(TimelineEventType::RoomMessage, json!({ "msgtype": "m.text", "body": txn }));
             let event = services.rooms.append(&room, &alice, message, Some(key)).await.expect("send");
@@ -183,7 +189,12 @@ async fn client_transaction_ids_of_devices_still_signed_in_go_after_their_retent
     let held = |txn: &str| {
         let key = (alice.clone(), laptop.clone(), txn.to_owned());
         (
-            tables.rooms.useriddevicetxn_eventid.get(&key).unwrap().is_some(),
+            tables
+                .rooms
+                .useriddevicetxn_eventid
+                .get(&(key.0.clone(), key.1.clone(), format!("0:{txn}")))
+                .unwrap()
+                .is_some(),
             tables.ephemeral.useriddevicetxn_todevice.contains(&key).unwrap(),
         )
     };

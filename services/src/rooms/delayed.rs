@@ -292,7 +292,8 @@ impl DelayedEvents {
         let txn = TxnKey {
             user: record.owner.clone(),
             device: OwnedDeviceId::from(DELAYED_DEVICE),
-            txn_id: format!("delayed:{delay_id}"),
+            txn_id: delay_id.to_string(),
+            scope: "delayed".to_owned(),
         };
         let sent = services.rooms.append(&record.room_id, &record.owner, event, Some(txn)).await;
         let _guard = self.lock.lock().await;

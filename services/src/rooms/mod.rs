@@ -181,7 +181,19 @@ struct Links<'a> {
 pub struct TxnKey {
     pub user: OwnedUserId,
     pub device: ruma::OwnedDeviceId,
+    /// What the client chose (given back as `unsigned.transaction_id`).
     pub txn_id: String,
+    /// The endpoint it came with, without the id (`send/{room}/{type}`, `redact/{room}/{event}`…):
+    /// the spec scopes a transaction id to the device *and* the request path, so the same id sent
+    /// to another room or as another event type is another request, not a retry.
+    pub scope: String,
+}
+
+impl TxnKey {
+    /// The stored key: the scope length-prefixed, so that no (scope, id) pair can spell another.
+    pub fn stored(&self) -> (OwnedUserId, ruma::OwnedDeviceId, String) {
+        (self.user.clone(), self.device.clone(), format!("{}:{}{}", self.scope.len(), self.scope, self.txn_id))
+    }
 }
 
 pub struct Rooms {
@@ -491,15 +503,11 @@ impl Rooms {
 
     /// The event a client transaction produced, if it was already sent.
     pub fn txn_event(&self, txn: &TxnKey) -> Result<Option<OwnedEventId>> {
-        let key = (txn.user.clone(), txn.device.clone(), txn.txn_id.clone());
+        let key = txn.stored();
         if let Some(id) = self.writer.pending.lock().expect("pending overlay").txns.get(&key) {
             return Ok(Some(id.clone()));
         }
-        Ok(self.db.tables.rooms.useriddevicetxn_eventid.get(&(
-            txn.user.clone(),
-            txn.device.clone(),
-            txn.txn_id.clone(),
-        ))?)
+        Ok(self.db.tables.rooms.useriddevicetxn_eventid.get(&key)?)
     }
 }
 

@@ -506,7 +506,7 @@ impl Rooms {
             }
             _ => None,
         };
-        let txn_key = txn.map(|t| (t.user, t.device, t.txn_id));
+        let txn_key = txn.map(|t| (t.stored(), t.txn_id));
         let mut room_record = None;
         let previous_depth = self.room(room)?.map(|r| r.depth).unwrap_or(0);
         let durable = self.writer.submit(&self.db, |batch, pos| {
@@ -577,7 +577,7 @@ impl Rooms {
             }
             let mut cleanup = Cleanup {
                 pdus: vec![event_id.clone()],
-                txn: txn_key.clone(),
+                txn: txn_key.as_ref().map(|(key, _)| key.clone()),
                 snapshots: new_snapshots,
                 wake: Audience::Room(room.to_owned()),
             };
@@ -588,11 +588,9 @@ impl Rooms {
                 overlay.pdus.insert(target.clone(), (redacted_json.clone(), target_meta.clone()));
                 cleanup.pdus.push(target.clone());
             }
-            if let Some(key) = &txn_key {
+            if let Some((key, client_txn)) = &txn_key {
                 tables.rooms.useriddevicetxn_eventid.insert(batch, key, &event_id);
-                // What the client chose, without the prefix that keeps other kinds apart.
-                let client_txn = key.2.strip_prefix("redact:").unwrap_or(&key.2).to_owned();
-                tables.rooms.eventid_devicetxn.insert(batch, &event_id, &Json((key.1.clone(), client_txn)));
+                tables.rooms.eventid_devicetxn.insert(batch, &event_id, &Json((key.1.clone(), client_txn.clone())));
                 // Found by age by the pruning task (`retention.client_transactions`).
                 tables.retention.pos_eventtxn.insert(batch, &Be64(pos), &Json(key.clone()));
                 overlay.txns.insert(key.clone(), event_id.clone());

@@ -153,7 +153,12 @@ pub async fn send_message(
 ) -> Result<send_message_event::v3::Response> {
     let owner = request.sender()?.clone();
     let body = request.body;
-    let txn = TxnKey { user: owner.user_id.clone(), device: owner.device_id.clone(), txn_id: body.txn_id.to_string() };
+    let txn = TxnKey {
+        user: owner.user_id.clone(),
+        device: owner.device_id.clone(),
+        txn_id: body.txn_id.to_string(),
+        scope: format!("send/{}/{}", body.room_id, body.event_type),
+    };
     if !services.rooms.exists(&body.room_id)? || !services.rooms.is_joined(&owner.user_id, &body.room_id)? {
         return Err(Error::forbidden("you are not in this room"));
     }
@@ -294,7 +299,8 @@ pub async fn redact(
     let txn = TxnKey {
         user: owner.user_id.clone(),
         device: owner.device_id.clone(),
-        txn_id: format!("redact:{}", body.txn_id),
+        txn_id: body.txn_id.to_string(),
+        scope: format!("redact/{}/{}", body.room_id, body.event_id),
     };
     let event_id = services.rooms.append(&body.room_id, &owner.user_id, event, Some(txn)).await?;
     Ok(redact_event::v3::Response::new(event_id))
