@@ -90,7 +90,7 @@ window.sendText = async (text) => {
       for (const event of [...((room.state || {}).events || []), ...((room.timeline || {}).events || [])]) {
         event.room_id = roomId;
         if (event.state_key !== undefined) await api.feedStateUpdate(event).catch(() => {});
-        else await api.feedEvent(event, CONFIG.room).catch(() => {});
+        else await api.feedEvent(event).catch(() => {});
       }
     }
   }
