@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::{
     commands::{self, Command, Lang, Span, TaskFilter},
-    service::{hex_sha256, Failure, NewEntry, NewTask, Workspace},
+    service::{hex_sha256, Failure, NewEntry, NewTask, TaskEdit, Workspace},
     tasks::{Progress, Task},
     widgets::View,
 };
@@ -284,6 +284,15 @@ async fn run(
         Command::TaskCancel { id } => {
             let task = ws.set_progress(room, &id, Progress::Cancelled).await?;
             Ok(format!("{} {}", lang.pick("Tâche annulée :", "Task cancelled:"), describe(&task, ws, lang)))
+        }
+        Command::TaskDescribe { id, text } => {
+            let edit = TaskEdit { description: Some(text), ..Default::default() };
+            let task = ws.edit_task(room, &id, edit).await?;
+            Ok(format!("{} {}", lang.pick("Tâche décrite :", "Task described:"), describe(&task, ws, lang)))
+        }
+        Command::TaskDue { id, due } => {
+            let task = ws.edit_task(room, &id, TaskEdit { due: Some(due), ..Default::default() }).await?;
+            Ok(format!("{} {}", lang.pick("Échéance changée :", "Due date changed:"), describe(&task, ws, lang)))
         }
         Command::TaskStep { id, text } => {
             let task = ws.checklist(room, &id, Some(&text), None).await?;
