@@ -1,8 +1,8 @@
 // The workspace's task board in a real browser (widget-browser.mjs). Makes a task in the board,
 // sends a command in the chat and waits for its task to appear on the board (live), drags the
 // first task to "in progress" and moves the second to "done" with its list, edits the first
-// (description, due date, assignee), and waits for an assignee added in the chat to show on the
-// second (live).
+// (description, due date, assignee), and waits for an assignee and a description set in the
+// chat to show on the second (live).
 import { env, run } from "./widget-browser.mjs";
 
 const fromBoard = env("TITLE_FROM_BOARD");
@@ -50,6 +50,11 @@ await run(async ({ page, widget: board, seen }) => {
   // An assignee added in the chat shows on the board without reloading it.
   await page.evaluate((text) => window.sendText(text), `!task assign ${seen.chatTask} ${assignee}`);
   await column("completed").locator(`.card[data-uid="${seen.chatTask}"] .who`, { hasText: assignee })
+    .waitFor({ timeout: 30000 });
+
+  // A description set in the chat too.
+  await page.evaluate((text) => window.sendText(text), `!task describe ${seen.chatTask} "Relu en réunion"`);
+  await column("completed").locator(`.card[data-uid="${seen.chatTask}"] .description`, { hasText: "Relu en réunion" })
     .waitFor({ timeout: 30000 });
 
   seen.columns = {};

@@ -1568,7 +1568,8 @@ async fn the_task_board_widget_works_in_a_widget_api_host() {
     let line = listed.lines().find(|l| l.contains("Note du tableau")).unwrap();
     assert!(line.contains("in progress") && line.contains("2026-12-15"), "{listed}");
     assert!(line.contains(&bob) && line.contains("Chiffrer les trois scénarios"), "{listed}");
-    assert!(listed.contains("Depuis le chat") && listed.contains("done"), "{listed}");
+    let line = listed.lines().find(|l| l.contains("Depuis le chat")).unwrap();
+    assert!(line.contains("done") && line.contains(&bob) && line.contains("Relu en réunion"), "{listed}");
     drop(bot);
 }
 
