@@ -128,7 +128,7 @@ function render(occurrences) {
     }
     if (!list.length) items.append(element("li", { class: "sr-only" }, words.nothing));
     days.append(element("li", { class: classes.filter(Boolean).join(" "), "data-day": key, "aria-label": label },
-      element("h3", {}, element("time", { datetime: key }, String(d.getDate()))), items));
+      element("h3", {}, element("time", { datetime: key }, `${words.days[(d.getDay() + 6) % 7]} ${d.getDate()}`)), items));
   }
   calendar.replaceChildren(head, days);
   if (selected) {
