@@ -143,7 +143,7 @@ async function load() {
   const folders = element("ul", { class: "folders", "aria-labelledby": "h-folders" });
   for (const folder of [...current.folders].sort((a, b) => a.name.localeCompare(b.name))) {
     const b = element("button", { type: "button", class: "folder", "data-name": folder.name,
-      "aria-label": `${words.open} ${folder.name}` }, `📁 ${folder.name}`);
+      "aria-label": `${words.open} ${folder.name}` }, `${folder.name}/`);
     b.addEventListener("click", () => attempt(async () => {
       folderPath = [...folderPath, folder.name];
       await load();
