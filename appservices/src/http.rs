@@ -554,12 +554,11 @@ async fn add_file(
     let (user, path) = library_request(&ws, &headers, &library, parsed_query).await?;
     let new = body(parsed)?;
     let mxc = |v: Option<&str>| v.is_some_and(|u| u.starts_with("mxc://") && u.len() < 512);
-    let source = match (&new.url, &new.file) {
+    let mut source = match (&new.url, &new.file) {
         (Some(url), None) if mxc(Some(url)) => json!({ "url": url }),
         (None, Some(file)) if file.is_object() && mxc(file["url"].as_str()) => json!({ "file": file }),
         _ => return Err(fail(400, "M_INVALID_PARAM", "give either url or file, with an mxc:// URI")),
     };
-    let mut source = source;
     if let Some(info) = new.info.filter(Value::is_object) {
         source["info"] = info;
     }
