@@ -8,8 +8,9 @@ use serde_json::Value;
 
 use crate::{
     commands::{self, Command, Lang, Span, TaskFilter},
-    service::{hex_sha256, Failure, NewEntry, NewTask, Workspace},
+    service::{hex_sha256, Failure, NewEntry, NewTask, TaskEdit, Workspace},
     tasks::{Progress, Task},
+    widgets::View,
 };
 
 /// The homeserver could not be reached (or failed) while handling an event: the transaction
@@ -215,6 +216,11 @@ fn describe(task: &Task, ws: &Workspace, lang: Lang) -> String {
     if !assignees.is_empty() {
         line.push_str(&format!(" — {}", assignees.join(", ")));
     }
+    if !task.description.is_empty() {
+        let short: String = task.description.chars().take(200).collect();
+        let cut = if short.len() < task.description.len() { "…" } else { "" };
+        line.push_str(&format!(" — « {}{cut} »", short.replace('\n', " ")));
+    }
     line
 }
 
@@ -278,6 +284,15 @@ async fn run(
         Command::TaskCancel { id } => {
             let task = ws.set_progress(room, &id, Progress::Cancelled).await?;
             Ok(format!("{} {}", lang.pick("Tâche annulée :", "Task cancelled:"), describe(&task, ws, lang)))
+        }
+        Command::TaskDescribe { id, text } => {
+            let edit = TaskEdit { description: Some(text), ..Default::default() };
+            let task = ws.edit_task(room, &id, edit).await?;
+            Ok(format!("{} {}", lang.pick("Tâche décrite :", "Task described:"), describe(&task, ws, lang)))
+        }
+        Command::TaskDue { id, due } => {
+            let task = ws.edit_task(room, &id, TaskEdit { due: Some(due), ..Default::default() }).await?;
+            Ok(format!("{} {}", lang.pick("Échéance changée :", "Due date changed:"), describe(&task, ws, lang)))
         }
         Command::TaskStep { id, text } => {
             let task = ws.checklist(room, &id, Some(&text), None).await?;
@@ -369,13 +384,20 @@ async fn run(
             Ok(format!("{} {} — {answer}", lang.pick("Réponse enregistrée :", "Answer recorded:"), entry.title))
         }
         Command::Widgets => {
-            ws.add_widgets(room, sender, lang).await?;
-            Ok(lang
-                .pick(
-                    "Tableau des tâches ajouté en haut du salon (widget).",
-                    "Task board added at the top of the room (widget).",
-                )
-                .to_owned())
+            let views = ws.add_widgets(room, sender, lang).await?;
+            let names: Vec<&str> = views
+                .iter()
+                .map(|v| match v {
+                    View::Tasks => lang.pick("tâches", "tasks"),
+                    View::Calendar => lang.pick("agenda", "calendar"),
+                    View::Library(_) => lang.pick("bibliothèque", "library"),
+                })
+                .collect();
+            Ok(format!(
+                "{} {}.",
+                lang.pick("Widgets ajoutés en haut du salon :", "Widgets added at the top of the room:"),
+                names.join(", ")
+            ))
         }
         Command::DocNew { name } => {
             // The new library is linked to this room: the asker must be allowed to link it.
@@ -383,6 +405,7 @@ async fn run(
             let library = ws.create_tree(&name, sender, None, event_id).await?;
             // The asker owns it (power 100, invited): they need not have joined it yet.
             ws.record_link(room, &library).await?;
+            ws.auto_widget(room, sender, View::Library(library.clone())).await;
             Ok(format!(
                 "{} « {name} » : {library} — {}",
                 lang.pick("Bibliothèque créée", "Library created"),
@@ -391,6 +414,7 @@ async fn run(
         }
         Command::DocLink { library } => {
             ws.link_library(room, &library, sender).await?;
+            ws.auto_widget(room, sender, View::Library(library.clone())).await;
             Ok(format!(
                 "{} {library}",
                 lang.pick("Les fichiers de ce salon seront classés dans", "Files posted here will be filed in")

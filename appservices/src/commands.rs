@@ -65,6 +65,16 @@ pub enum Command {
         id: String,
         assignees: Vec<String>,
     },
+    /// Sets the description (the board's edit, by command).
+    TaskDescribe {
+        id: String,
+        text: String,
+    },
+    /// Sets the due date, or removes it (`due` empty).
+    TaskDue {
+        id: String,
+        due: String,
+    },
     /// Adds a checklist item.
     TaskStep {
         id: String,
@@ -199,13 +209,17 @@ const FR_WORDS: &[&str] = &[
     "étape",
     "etape",
     "cocher",
+    "décrire",
+    "decrire",
+    "échéance",
+    "echeance",
 ];
 
 /// What `!help` / `!aide` answers: every command the parser takes, in the asker's language.
 pub fn help(lang: Lang) -> &'static str {
     lang.pick(
-        "!doc créer «nom» · !doc lier !bibliothèque:serveur · !doc liste [dossier] · !doc dossier chemin · !doc déplacer NOM dossier · !doc supprimer NOM · !doc historique NOM · !doc verrouiller NOM\n!tâche ajouter \"titre\" [@qui] [échéance:2026-12-01] [prio:haute] · !tâche fait ID · !tâche assigner ID @qui · !tâche liste [moi|ouvertes|retard]\n!agenda ajouter \"titre\" 2026-03-16 10:00 [durée:1h] [répéter:hebdo] [fois:4] · !agenda liste [aujourdhui|semaine] · !agenda rsvp ID oui|non|peut-être · !agenda flux [révoquer]\n!espace widgets",
-        "!doc new \"name\" · !doc link !library:server · !doc ls [folder] · !doc mkdir path · !doc mv NAME folder · !doc rm NAME · !doc history NAME · !doc lock NAME\n!task add \"title\" [@who] [due:2026-12-01] [prio:high] · !task done ID · !task assign ID @who · !task list [mine|open|late]\n!cal add \"title\" 2026-03-16 10:00 [duration:1h] [repeat:weekly] [count:4] · !cal list [today|week] · !cal rsvp ID yes|no|maybe · !cal feed [revoke]\n!workspace widgets",
+        "!doc créer «nom» · !doc lier !bibliothèque:serveur · !doc liste [dossier] · !doc dossier chemin · !doc déplacer NOM dossier · !doc supprimer NOM · !doc historique NOM · !doc verrouiller NOM\n!tâche ajouter \"titre\" [@qui] [échéance:2026-12-01] [prio:haute] · !tâche fait ID · !tâche assigner ID @qui · !tâche décrire ID «texte» · !tâche échéance ID 2026-12-01|aucune · !tâche liste [moi|ouvertes|retard]\n!agenda ajouter \"titre\" 2026-03-16 10:00 [durée:1h] [répéter:hebdo] [fois:4] · !agenda liste [aujourdhui|semaine] · !agenda rsvp ID oui|non|peut-être · !agenda flux [révoquer]\n!espace widgets",
+        "!doc new \"name\" · !doc link !library:server · !doc ls [folder] · !doc mkdir path · !doc mv NAME folder · !doc rm NAME · !doc history NAME · !doc lock NAME\n!task add \"title\" [@who] [due:2026-12-01] [prio:high] · !task done ID · !task assign ID @who · !task describe ID \"text\" · !task due ID 2026-12-01|none · !task list [mine|open|late]\n!cal add \"title\" 2026-03-16 10:00 [duration:1h] [repeat:weekly] [count:4] · !cal list [today|week] · !cal rsvp ID yes|no|maybe · !cal feed [revoke]\n!workspace widgets",
     )
 }
 
@@ -276,8 +290,12 @@ const TASK_STEP: Usage = Usage(
     "usage: !task step ID \"text\" (adds a checklist item) · !task tick ID N (ticks item N)",
 );
 const TASK_HELP: Usage = Usage(
-    "commandes : !tâche ajouter | fait | annuler | assigner | étape | cocher | liste [moi|ouvertes|retard]",
-    "commands: !task add | done | cancel | assign | step | tick | list [mine|open|late]",
+    "commandes : !tâche ajouter | fait | annuler | assigner | décrire | échéance | étape | cocher | liste [moi|ouvertes|retard]",
+    "commands: !task add | done | cancel | assign | describe | due | step | tick | list [mine|open|late]",
+);
+const TASK_EDIT: Usage = Usage(
+    "usage : !tâche décrire ID «texte» · !tâche échéance ID 2026-12-01[T17:00]|aucune",
+    "usage: !task describe ID \"text\" · !task due ID 2026-12-01[T17:00]|none",
 );
 const CAL_ADD: Usage = Usage(
     "usage : !agenda ajouter \"titre\" 2026-03-16 10:00 [durée:1h30] [répéter:hebdo|quotidien|mensuel|lu,me] [fois:4|jusqu'à:2026-06-30] [lieu:\"salle 2\"] [@invité:serveur]",
@@ -312,6 +330,17 @@ fn task(sub: &str, rest: &[String]) -> Result<Command, Usage> {
         "step" | "étape" | "etape" => match rest {
             [id, text] if !text.trim().is_empty() => Ok(Command::TaskStep { id: id.clone(), text: text.clone() }),
             _ => Err(TASK_STEP),
+        },
+        "describe" | "décrire" | "decrire" => match rest {
+            [id, text] => Ok(Command::TaskDescribe { id: id.clone(), text: text.clone() }),
+            _ => Err(TASK_EDIT),
+        },
+        "due" | "échéance" | "echeance" => match rest {
+            [id, due] => {
+                let none = ["none", "aucune"].contains(&due.to_lowercase().as_str());
+                Ok(Command::TaskDue { id: id.clone(), due: if none { String::new() } else { due.clone() } })
+            }
+            _ => Err(TASK_EDIT),
         },
         "tick" | "cocher" => match rest {
             [id, n] => match n.parse::<usize>() {
@@ -492,5 +521,22 @@ mod tests {
         assert_eq!(parse("!tâche cocher t1 2", Lang::En).unwrap().1, Ok(Command::TaskTick { id: "t1".into(), n: 2 }));
         assert_eq!(parse("!cal add \"x\" 2026-03-16", Lang::Fr).unwrap().1, Err(CAL_ADD));
         assert_eq!(parse("!cal rsvp e1 perhaps", Lang::Fr).unwrap().1, Err(CAL_RSVP));
+        assert_eq!(parse("!task describe t1", Lang::Fr).unwrap().1, Err(TASK_EDIT));
+    }
+
+    #[test]
+    fn a_task_is_described_and_dated_by_command() {
+        assert_eq!(
+            parse("!tâche décrire t1 «Chiffrer les scénarios»", Lang::En).unwrap(),
+            (Lang::Fr, Ok(Command::TaskDescribe { id: "t1".into(), text: "Chiffrer les scénarios".into() }))
+        );
+        assert_eq!(
+            parse("!task due t1 2026-12-15T17:00", Lang::Fr).unwrap(),
+            (Lang::En, Ok(Command::TaskDue { id: "t1".into(), due: "2026-12-15T17:00".into() }))
+        );
+        assert_eq!(
+            parse("!tâche échéance t1 aucune", Lang::En).unwrap().1,
+            Ok(Command::TaskDue { id: "t1".into(), due: String::new() })
+        );
     }
 }

@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 use crate::{
     bot,
     rights::Role,
-    service::{Failure, NewEntry, NewTask, Workspace},
+    service::{Failure, NewEntry, NewTask, TaskEdit, Workspace},
     tasks::Progress,
 };
 
@@ -40,17 +40,24 @@ pub fn router(ws: Ws) -> Router {
         .route("/_matrix/app/v1/users/{user}", get(unknown))
         .route("/_matrix/app/v1/rooms/{alias}", get(unknown))
         .route("/api/v1/rooms/{room}/tasks", get(list_tasks).post(create_task))
+        .route("/api/v1/rooms/{room}/tasks/{id}", axum::routing::patch(edit_task))
         .route("/api/v1/rooms/{room}/tasks/{id}/done", post(complete_task))
         .route("/api/v1/rooms/{room}/tasks/{id}/progress", post(task_progress))
         .route("/api/v1/rooms/{room}/tasks/{id}/assignees", post(assign_task))
         .route("/api/v1/rooms/{room}/calendar", get(list_calendar).post(create_entry))
         .route("/api/v1/rooms/{room}/calendar/{id}/rsvp", post(rsvp))
-        .route("/api/v1/libraries/{library}/files", get(list_files).delete(delete_file))
+        .route("/api/v1/libraries/{library}/files", get(list_files).post(add_file).delete(delete_file))
+        .route("/api/v1/libraries/{library}/folders", post(make_folder))
         .route("/api/v1/libraries/{library}/files/lock", post(lock_file))
         .route("/api/v1/libraries/{library}/files/history", get(file_history))
         .route("/calendar/{file}", get(ics_feed))
         .route("/widgets/tasks", get(crate::widgets::tasks_page))
+        .route("/widgets/calendar", get(crate::widgets::calendar_page))
+        .route("/widgets/library", get(crate::widgets::library_page))
+        .route("/widgets/common.js", get(crate::widgets::common_script))
         .route("/widgets/tasks.js", get(crate::widgets::tasks_script))
+        .route("/widgets/calendar.js", get(crate::widgets::calendar_script))
+        .route("/widgets/library.js", get(crate::widgets::library_script))
         .route("/widgets/widget.css", get(crate::widgets::style))
         .fallback(|| async { error(404, "M_UNRECOGNIZED", "unknown endpoint") })
         .method_not_allowed_fallback(|| async { error(405, "M_UNRECOGNIZED", "method not allowed here") })
@@ -224,6 +231,19 @@ async fn create_task(
 async fn complete_task(State(ws): State<Ws>, Path((room, id)): Path<(String, String)>, headers: HeaderMap) -> Answer {
     member(&ws, &headers, &room).await?;
     let task = ws.set_progress(&room, &id, Progress::Completed).await?;
+    ok(json!({ "task": task }))
+}
+
+/// `PATCH …/tasks/{id} {"description"?, "due"?, "assignees"?, "title"?}`: a task edited on the
+/// board (the fields given are replaced; `"due": ""` removes the due date).
+async fn edit_task(
+    State(ws): State<Ws>,
+    Path((room, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    parsed: Result<Json<TaskEdit>, JsonRejection>,
+) -> Answer {
+    member(&ws, &headers, &room).await?;
+    let task = ws.edit_task(&room, &id, body(parsed)?).await?;
     ok(json!({ "task": task }))
 }
 
@@ -432,7 +452,7 @@ async fn list_files(
         .map(|room| json!({ "room_id": room, "name": ws.view(room).map(|v| v.name).unwrap_or_default() }))
         .collect();
     let files: Vec<Value> = view.branches.iter().filter(|(_, b)| b.active).map(|(id, b)| file_json(id, b)).collect();
-    ok(json!({ "room_id": folder, "folders": folders, "files": files }))
+    ok(json!({ "room_id": folder, "folders": folders, "files": files, "encrypted": view.encrypted }))
 }
 
 /// `DELETE /api/v1/libraries/{library}/files?path=a/name.pdf`.
@@ -484,4 +504,69 @@ async fn file_history(
     let versions: Vec<Value> =
         ws.history(&user, &folder, &name).await?.iter().map(|(id, b)| file_json(id, b)).collect();
     ok(json!({ "versions": versions }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewFolder {
+    name: String,
+}
+
+/// `POST /api/v1/libraries/{library}/folders?path=a` `{"name": "b"}`: a folder made in `a` (the
+/// top when empty), as `!doc mkdir a/b` makes it; the caller must be an editor of `a`.
+async fn make_folder(
+    State(ws): State<Ws>,
+    Path(library): Path<String>,
+    parsed_query: Result<Query<FilePath>, QueryRejection>,
+    headers: HeaderMap,
+    parsed: Result<Json<NewFolder>, JsonRejection>,
+) -> Answer {
+    let (user, path) = library_request(&ws, &headers, &library, parsed_query).await?;
+    let name = body(parsed)?.name;
+    let parent = resolve(&ws, &user, &library, &path).await?;
+    require(&ws, &parent, &user, Role::Viewer).await?;
+    let room = ws.create_tree(&name, &user, Some(&parent), &request_seed()).await?;
+    created(json!({ "room_id": room }))
+}
+
+/// A file already uploaded to the media repository, to be filed: the `url` of a clear file, or
+/// the `file` object (RFC: Matrix's `EncryptedFile`) of one encrypted by the client, whose key
+/// the appservice passes on without using.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewFile {
+    url: Option<String>,
+    file: Option<Value>,
+    #[serde(default)]
+    info: Option<Value>,
+}
+
+/// `POST /api/v1/libraries/{library}/files?path=a/name.pdf` `{"url": "mxc://…", "info"?}`: the
+/// file filed as `!doc` and a linked room's files are (a new version when the name is there);
+/// the caller must be an editor of `a`.
+async fn add_file(
+    State(ws): State<Ws>,
+    Path(library): Path<String>,
+    parsed_query: Result<Query<FilePath>, QueryRejection>,
+    headers: HeaderMap,
+    parsed: Result<Json<NewFile>, JsonRejection>,
+) -> Answer {
+    let (user, path) = library_request(&ws, &headers, &library, parsed_query).await?;
+    let new = body(parsed)?;
+    let mxc = |v: Option<&str>| v.is_some_and(|u| u.starts_with("mxc://") && u.len() < 512);
+    let mut source = match (&new.url, &new.file) {
+        (Some(url), None) if mxc(Some(url)) => json!({ "url": url }),
+        (None, Some(file)) if file.is_object() && mxc(file["url"].as_str()) => json!({ "file": file }),
+        _ => return Err(fail(400, "M_INVALID_PARAM", "give either url or file, with an mxc:// URI")),
+    };
+    if let Some(info) = new.info.filter(Value::is_object) {
+        source["info"] = info;
+    }
+    let (folder, name) = split_path(&ws, &user, &library, &path).await?;
+    if name.len() > 255 {
+        return Err(fail(400, "M_INVALID_PARAM", "the file name is too long"));
+    }
+    require(&ws, &folder, &user, Role::Viewer).await?;
+    let (branch, duplicate) = ws.file(&user, &folder, &name, &source, &request_seed()).await?;
+    created(json!({ "file": branch, "duplicate_of": duplicate }))
 }

@@ -20,6 +20,7 @@ use crate::{
     matrix::{Matrix, MatrixError},
     store::{Feed, Store},
     tasks::{self, Participant, Progress, Task, TASK_TYPE},
+    widgets::View,
 };
 
 /// Why an operation was refused: a message in both languages, and the HTTP status and
@@ -105,6 +106,23 @@ pub struct NewTask {
     pub assignees: Vec<String>,
     #[serde(default)]
     pub labels: Vec<String>,
+}
+
+/// Changes to a task, from the board, the REST API (`PATCH …/tasks/{id}`) or a command
+/// (`!task assign` adds to the assignees): fields left out are kept.
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskEdit {
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// A new due date (`2026-12-01` or `2026-12-01T17:00`), or `""` to remove it.
+    #[serde(default)]
+    pub due: Option<String>,
+    /// The whole set of assignees, replacing the old one.
+    #[serde(default)]
+    pub assignees: Option<Vec<String>>,
 }
 
 /// A new calendar entry, from a command or the REST API.
@@ -410,16 +428,21 @@ impl Workspace {
         ))
     }
 
-    /// `!workspace widgets`: the task board added to `room` (widget state and Element's layout
-    /// pinned at the top), if `sender` may add widgets there (the power to write
-    /// `im.vector.modular.widgets`).
-    pub async fn add_widgets(&self, room: &str, sender: &str, lang: Lang) -> Result<(), Failure> {
-        use crate::widgets::{tasks_widget, LAYOUT_TYPE, TASKS_WIDGET, WIDGET_TYPE};
-        let joined = self.is_joined(room, sender).await?;
+    /// Whether `user` may add widgets to `room` themselves: joined, with the power to write
+    /// `im.vector.modular.widgets` there.
+    async fn may_add_widgets(&self, room: &str, user: &str) -> Result<bool, Failure> {
+        let joined = self.is_joined(room, user).await?;
         let levels = self.power_levels(room).await?;
         let creators = self.view(room).map(|v| v.creators).unwrap_or_default();
-        let level = crate::rights::user_level(levels.as_ref(), &creators, sender);
-        if !joined || level < crate::rights::state_level(levels.as_ref(), WIDGET_TYPE) {
+        let level = crate::rights::user_level(levels.as_ref(), &creators, user);
+        Ok(joined && level >= crate::rights::state_level(levels.as_ref(), crate::widgets::WIDGET_TYPE))
+    }
+
+    /// `!workspace widgets`: the task board, the calendar and (in a room linked to a library)
+    /// the library browser added to `room` (widget state, pinned at the top in Element's
+    /// layout), if `sender` may add widgets there. Returns the views added.
+    pub async fn add_widgets(&self, room: &str, sender: &str, lang: Lang) -> Result<Vec<View>, Failure> {
+        if !self.may_add_widgets(room, sender).await? {
             return Err(Failure::new(
                 403,
                 "M_FORBIDDEN",
@@ -427,10 +450,46 @@ impl Workspace {
                 "your power level in this room does not allow adding widgets to it",
             ));
         }
-        self.matrix.put_state(room, WIDGET_TYPE, TASKS_WIDGET, &tasks_widget(self, lang)).await?;
-        let layout =
-            json!({ "widgets": { TASKS_WIDGET: { "container": "top", "index": 0, "width": 100, "height": 40 } } });
-        self.matrix.put_state(room, LAYOUT_TYPE, "", &layout).await?;
+        let mut views = vec![View::Tasks, View::Calendar];
+        if let Some(library) = self.linked_library(room) {
+            views.push(View::Library(library));
+        }
+        self.put_widgets(room, &views, lang).await?;
+        Ok(views)
+    }
+
+    /// The widget of a calendar or a library just created in `room`, added with the asker's
+    /// rights: when they may not add widgets there, nothing is added (what they created stays).
+    /// A failure is logged, not reported: the creation itself succeeded.
+    pub async fn auto_widget(&self, room: &str, asker: &str, view: View) {
+        let added = match self.may_add_widgets(room, asker).await {
+            Ok(true) => self.put_widgets(room, std::slice::from_ref(&view), self.lang).await,
+            Ok(false) => return,
+            Err(failure) => Err(failure),
+        };
+        if let Err(failure) = added {
+            tracing::warn!(%room, widget = view.id(), error = %failure.en, "could not add the widget");
+        }
+    }
+
+    /// Writes the widgets' state and the layout, each only when it differs from what the room
+    /// has: adding twice changes nothing.
+    async fn put_widgets(&self, room: &str, views: &[View], lang: Lang) -> Result<(), Failure> {
+        use crate::widgets::{layout_with, LAYOUT_TYPE, WIDGET_TYPE};
+        for view in views {
+            let wanted = view.state(self, lang);
+            let current = self.matrix.state_event(room, WIDGET_TYPE, view.id()).await?;
+            // Same page (its name may be in the other language): kept as it is.
+            if current.as_ref().is_some_and(|c| c["url"] == wanted["url"]) {
+                continue;
+            }
+            self.matrix.put_state(room, WIDGET_TYPE, view.id(), &wanted).await?;
+        }
+        let ids: Vec<&str> = views.iter().map(View::id).collect();
+        let layout = self.matrix.state_event(room, LAYOUT_TYPE, "").await?;
+        if let Some(layout) = layout_with(layout.as_ref(), &ids) {
+            self.matrix.put_state(room, LAYOUT_TYPE, "", &layout).await?;
+        }
         Ok(())
     }
 
@@ -584,17 +643,58 @@ impl Workspace {
         Ok(task)
     }
 
+    /// `!task assign`: adds assignees, through the same edit as the board's.
     pub async fn assign(&self, room: &str, id: &str, users: &[String]) -> Result<Task, Failure> {
-        for user in users {
-            check_user(user)?;
-        }
+        let task = self.task(room, id)?;
+        let mut assignees: Vec<String> = task.participants.keys().cloned().collect();
+        assignees.extend(users.iter().filter(|u| !task.participants.contains_key(*u)).cloned());
+        self.edit_task(room, id, TaskEdit { assignees: Some(assignees), ..Default::default() }).await
+    }
+
+    /// Changes a task's title, description, due date or assignees: everything is checked
+    /// before the one write, so a refused edit changes nothing. New assignees must be joined
+    /// to the room; ones already assigned stay even if they left (the board sends the whole set).
+    pub async fn edit_task(&self, room: &str, id: &str, edit: TaskEdit) -> Result<Task, Failure> {
         let mut task = self.task(room, id)?;
-        if task.participants.len() + users.len() > 50 {
-            return Err(Failure::bad("plus de 50 personnes", "more than 50 people"));
+        if let Some(title) = &edit.title {
+            let title = title.trim();
+            if title.is_empty() || title.len() > 500 {
+                return Err(Failure::bad("le titre est vide ou trop long", "the title is empty or too long"));
+            }
+            task.title = title.to_owned();
         }
-        self.check_members(room, users).await?;
-        for user in users {
-            task.participants.insert(user.clone(), Participant::assignee());
+        if let Some(description) = &edit.description {
+            if description.len() > 10_000 {
+                return Err(Failure::bad("description trop longue", "the description is too long"));
+            }
+            task.description = description.trim().to_owned();
+        }
+        if let Some(text) = &edit.due {
+            if text.trim().is_empty() {
+                (task.due, task.time_zone, task.show_without_time) = (None, None, false);
+            } else {
+                let (due, date_only) = tasks::parse_due(text.trim()).ok_or_else(|| {
+                    Failure::bad(
+                        format!("échéance illisible : {text} (attendu 2026-12-01 ou 2026-12-01T17:00)"),
+                        format!("unreadable due date: {text} (expected 2026-12-01 or 2026-12-01T17:00)"),
+                    )
+                })?;
+                let zone = task.time_zone.clone().unwrap_or_else(|| self.zone().name().to_owned());
+                task.due = Some(due.format("%Y-%m-%dT%H:%M:%S").to_string());
+                task.time_zone = Some(zone);
+                task.show_without_time = date_only;
+            }
+        }
+        if let Some(users) = &edit.assignees {
+            for user in users {
+                check_user(user)?;
+            }
+            if users.len() > 50 {
+                return Err(Failure::bad("plus de 50 personnes", "more than 50 people"));
+            }
+            let new: Vec<String> = users.iter().filter(|u| !task.participants.contains_key(*u)).cloned().collect();
+            self.check_members(room, &new).await?;
+            task.participants = users.iter().map(|u| (u.clone(), Participant::assignee())).collect();
         }
         task.updated = stamp(self.clock.now());
         self.write_task(room, &task).await?;
@@ -632,7 +732,12 @@ impl Workspace {
         };
         entry.validate().map_err(|e| Failure::bad(format!("entrée invalide : {e}"), format!("invalid entry: {e}")))?;
         self.check_members(room, &new.attendees).await?;
+        // The room's first entry makes its calendar: its widget comes with it.
+        let first = self.known_room(room)?.entries.is_empty();
         self.write_entry(room, &entry).await?;
+        if first {
+            self.auto_widget(room, sender, View::Calendar).await;
+        }
         Ok(entry)
     }
 

@@ -1,52 +1,17 @@
-// The workspace's task board in a real browser: Debian's chromium (/usr/bin/chromium) driven by
-// playwright-core (PLAYWRIGHT_CORE names the folder holding node_modules/playwright-core), inside
-// the host page of widget-host.js (HOST_URL). Makes a task in the board, sends a command in the
-// chat and waits for its task to appear on the board (live), drags the first task to "in
-// progress" and moves the second to "done" with its list. Prints one JSON line: what it saw.
-// Any failure exits non-zero with the reason on stderr.
-import { pathToFileURL } from "node:url";
-import path from "node:path";
-import fs from "node:fs";
+// The workspace's task board in a real browser (widget-browser.mjs). Makes a task in the board,
+// sends a command in the chat and waits for its task to appear on the board (live), drags the
+// first task to "in progress" and moves the second to "done" with its list, edits the first
+// (description, due date, assignee), and waits for an assignee and a description set in the
+// chat to show on the second (live).
+import { env, run } from "./widget-browser.mjs";
 
-const env = (name) => {
-  const value = process.env[name];
-  if (!value) {
-    console.error(`${name} is not set (run the tests with ./scripts/test)`);
-    process.exit(2);
-  }
-  return value;
-};
-const host = env("HOST_URL");
 const fromBoard = env("TITLE_FROM_BOARD");
 const fromChat = env("TITLE_FROM_CHAT");
-const chromium = process.env.CHROMIUM || "/usr/bin/chromium";
-const entry = path.join(env("PLAYWRIGHT_CORE"), "node_modules/playwright-core/index.mjs");
-for (const needed of [entry, chromium]) {
-  if (!fs.existsSync(needed)) {
-    console.error(`${needed} is missing: run ./scripts/test, which installs it`);
-    process.exit(2);
-  }
-}
-const { chromium: launcher } = await import(pathToFileURL(entry).href);
+const assignee = env("ASSIGNEE");
 
-const seen = { errors: [] };
-const browser = await launcher.launch({ executablePath: chromium, args: ["--no-sandbox"] });
-try {
-  // A phone's screen: the board must still work there.
-  const context = await browser.newContext({ viewport: { width: 390, height: 844 } });
-  const page = await context.newPage();
-  page.on("pageerror", (e) => seen.errors.push(`page error: ${e.message}`));
-  page.on("console", (m) => {
-    if (m.type() === "error") seen.errors.push(`console: ${m.text()} (${m.location().url})`);
-  });
-  await page.goto(host);
-  await page.evaluate(() => window.widgetReady);
-  seen.capabilities = await page.evaluate(() => window.requestedCapabilities);
-  seen.widgetSrc = await page.evaluate(() => window.widgetSrc);
-  const board = page.frameLocator("#widget");
+await run(async ({ page, widget: board, seen }) => {
   const column = (progress) => board.locator(`section.column[data-progress="${progress}"]`);
   await column("needs-action").waitFor({ timeout: 30000 });
-  seen.lang = await board.locator("html").getAttribute("lang");
 
   // Made in the board.
   await board.locator("#add [name=summary]").fill(fromBoard);
@@ -71,14 +36,29 @@ try {
   await column("in-process").locator(".card", { hasText: fromBoard }).waitFor({ timeout: 30000 });
   await column("needs-action").locator(`select[data-uid="${seen.chatTask}"]`).selectOption("completed");
   await column("completed").locator(".card", { hasText: fromChat }).waitFor({ timeout: 30000 });
+
+  // Edited in the board, with the labelled fields of its form.
+  const edited = column("in-process").locator(`.card[data-uid="${seen.boardTask}"]`);
+  await edited.locator("summary").click();
+  await edited.getByLabel(/Description/).fill("Chiffrer les trois scénarios");
+  await edited.getByLabel(/^Due$/).fill("2026-12-15");
+  await edited.getByLabel(/Assignees/).fill(assignee);
+  await edited.getByRole("button", { name: "Save" }).click();
+  await column("in-process").locator(".card", { hasText: "Chiffrer les trois scénarios" }).waitFor({ timeout: 30000 });
+  seen.editedCard = await column("in-process").locator(`.card[data-uid="${seen.boardTask}"]`).innerText();
+
+  // An assignee added in the chat shows on the board without reloading it.
+  await page.evaluate((text) => window.sendText(text), `!task assign ${seen.chatTask} ${assignee}`);
+  await column("completed").locator(`.card[data-uid="${seen.chatTask}"] .who`, { hasText: assignee })
+    .waitFor({ timeout: 30000 });
+
+  // A description set in the chat too.
+  await page.evaluate((text) => window.sendText(text), `!task describe ${seen.chatTask} "Relu en réunion"`);
+  await column("completed").locator(`.card[data-uid="${seen.chatTask}"] .description`, { hasText: "Relu en réunion" })
+    .waitFor({ timeout: 30000 });
+
   seen.columns = {};
   for (const progress of ["needs-action", "in-process", "completed", "cancelled"]) {
     seen.columns[progress] = await column(progress).locator(".card strong").allInnerTexts();
   }
-} catch (error) {
-  console.error(`${error.stack || error}\nseen so far: ${JSON.stringify(seen)}`);
-  await browser.close();
-  process.exit(1);
-}
-await browser.close();
-console.log(JSON.stringify(seen));
+});

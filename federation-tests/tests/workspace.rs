@@ -1428,21 +1428,75 @@ async fn the_workspace_bot_works_in_encrypted_rooms_across_nodes_and_restarts() 
     assert!(clear.is_empty(), "the bot never speaks in the clear in an encrypted room: {clear:#?}");
 }
 
-/// The task board in Debian's Chromium (playwright-core), framed by a host page built on
-/// matrix-widget-api's client side (`ClientWidgetApi`: the real widget protocol, capabilities
-/// and OpenID): the board made by `!workspace widgets`, a task made in the board appears as room
-/// state and in `!task list`, a task made in the chat appears on the board live, and tasks
-/// moved on the board (dragged, or with the list) change their room state.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_task_board_widget_works_in_a_widget_api_host() {
-    let playwright = std::env::var("PLAYWRIGHT_CORE").unwrap_or_else(|_| {
-        panic!("PLAYWRIGHT_CORE is not set: run the tests with ./scripts/test, which installs playwright-core")
-    });
+/// matrix-widget-api's client side, read from the matrix-js-sdk install (`./scripts/test`).
+fn widget_api_script() -> String {
     let sdk = std::env::var("MATRIX_JS_SDK").unwrap_or_else(|_| {
         panic!("MATRIX_JS_SDK is not set: run the tests with ./scripts/test, which installs matrix-js-sdk")
     });
     let widget_api = Path::new(&sdk).join("node_modules/matrix-widget-api/dist/api.js");
-    let widget_api = std::fs::read_to_string(&widget_api).unwrap_or_else(|e| panic!("{}: {e}", widget_api.display()));
+    std::fs::read_to_string(&widget_api).unwrap_or_else(|e| panic!("{}: {e}", widget_api.display()))
+}
+
+/// Serves, on an origin of its own, a host page (js/widget-host.js on matrix-widget-api's
+/// `ClientWidgetApi`) framing the widget `widget_id` of `room` as `user` sees it; returns its URL.
+async fn widget_host(node: &Node, token: &str, user: &str, room: &str, widget_id: &str) -> String {
+    let widget = node.state_event(token, room, "im.vector.modular.widgets", widget_id).await;
+    let path = format!("/_matrix/client/v3/user/{}/openid/request_token", enc(user));
+    let openid = node.post(token, &path, json!({})).await;
+    let config = json!({
+        "homeserver": node.client_url(), "accessToken": token, "room": room, "user": user, "lang": "en",
+        "widget": widget, "widgetId": widget_id, "openid": openid,
+    });
+    let host_script = format!(
+        "const CONFIG = {config};\n{}",
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("js/widget-host.js")).unwrap()
+    );
+    let host_page = "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>host</title></head><body>\
+                     <iframe id=\"widget\" title=\"Widget\" style=\"width:100%;height:800px\"></iframe>\
+                     <script src=\"api.js\"></script><script src=\"host.js\"></script></body></html>";
+    let widget_api = widget_api_script();
+    let script_type = || [(axum::http::header::CONTENT_TYPE, "text/javascript")];
+    let app = axum::Router::new()
+        .route("/host.html", axum::routing::get(move || async move { axum::response::Html(host_page) }))
+        .route("/api.js", axum::routing::get(move || async move { (script_type(), widget_api) }))
+        .route("/host.js", axum::routing::get(move || async move { (script_type(), host_script) }))
+        .route("/favicon.ico", axum::routing::get(|| async { axum::http::StatusCode::NO_CONTENT }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host_url = format!("http://127.0.0.1:{}/host.html", listener.local_addr().unwrap().port());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    host_url
+}
+
+/// Runs `js/{script}` (a widget-browser.mjs script) against the host page `host_url` with `vars`;
+/// returns what it saw, after checking it saw no script error nor policy violation.
+async fn browse(script: &str, host_url: &str, vars: &[(&str, &str)]) -> Value {
+    let playwright = std::env::var("PLAYWRIGHT_CORE").unwrap_or_else(|_| {
+        panic!("PLAYWRIGHT_CORE is not set: run the tests with ./scripts/test, which installs playwright-core")
+    });
+    let mut command = Command::new("node");
+    command.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("js").join(script));
+    command.env("HOST_URL", host_url).env("PLAYWRIGHT_CORE", playwright);
+    for (name, value) in vars {
+        command.env(name, value);
+    }
+    let out = tokio::task::spawn_blocking(move || command.output().expect("run node")).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "browser run failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("the browser script printed no JSON ({e}): {stdout}"));
+    assert_eq!(seen["errors"], json!([]), "no script error nor policy violation: {seen}");
+    assert_eq!(seen["lang"], "en", "the client's language, through the URL template: {seen}");
+    seen
+}
+
+/// The task board in Debian's Chromium (playwright-core), framed by a host page built on
+/// matrix-widget-api's client side (`ClientWidgetApi`: the real widget protocol, capabilities
+/// and OpenID): the board made by `!workspace widgets`, a task made in the board appears as room
+/// state and in `!task list`, a task made in the chat appears on the board live, tasks moved on
+/// the board (dragged, or with the list) change their room state, and a task's description, due
+/// date and assignee edited on the board are room state and show in `!task list`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_task_board_widget_works_in_a_widget_api_host() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let reg = registration(dir.path(), port);
@@ -1479,56 +1533,21 @@ async fn the_task_board_widget_works_in_a_widget_api_host() {
     assert_eq!(status, 404, "nothing written for bob");
     let since = a.sync_token(&at).await;
     a.send_text(&at, &room, "!workspace widgets").await;
-    wait_notice(&a, &at, &room, &since, "Task board added").await;
+    wait_notice(&a, &at, &room, &since, "Widgets added").await;
     let widget = a.state_event(&at, &room, "im.vector.modular.widgets", "org.hemicycle.tasks").await;
     assert_eq!(widget["type"], "m.custom", "{widget}");
     assert!(widget["url"].as_str().unwrap().starts_with(&format!("{}/widgets/tasks?", bot.url())), "{widget}");
     let layout = a.state_event(&at, &room, "io.element.widgets.layout", "").await;
     assert_eq!(layout["widgets"]["org.hemicycle.tasks"]["container"], "top", "{layout}");
+    assert_eq!(layout["widgets"]["org.hemicycle.calendar"]["container"], "top", "{layout}");
 
-    // The host page, on an origin of its own.
-    let path = format!("/_matrix/client/v3/user/{}/openid/request_token", enc(&alice));
-    let openid = a.post(&at, &path, json!({})).await;
-    let config = json!({
-        "homeserver": a.client_url(), "accessToken": at, "room": room, "user": alice, "lang": "en",
-        "widget": widget, "widgetId": "org.hemicycle.tasks", "openid": openid,
-    });
-    let host_script = format!(
-        "const CONFIG = {config};\n{}",
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("js/widget-host.js")).unwrap()
-    );
-    let host_page = "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>host</title></head><body>\
-                     <iframe id=\"widget\" title=\"Tasks\" style=\"width:100%;height:800px\"></iframe>\
-                     <script src=\"api.js\"></script><script src=\"host.js\"></script></body></html>";
-    let script_type = || [(axum::http::header::CONTENT_TYPE, "text/javascript")];
-    let app = axum::Router::new()
-        .route("/host.html", axum::routing::get(move || async move { axum::response::Html(host_page) }))
-        .route("/api.js", axum::routing::get(move || async move { (script_type(), widget_api) }))
-        .route("/host.js", axum::routing::get(move || async move { (script_type(), host_script) }))
-        .route("/favicon.ico", axum::routing::get(|| async { axum::http::StatusCode::NO_CONTENT }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let host_url = format!("http://127.0.0.1:{}/host.html", listener.local_addr().unwrap().port());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("js/widget-board.mjs");
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .arg(script)
-            .env("HOST_URL", host_url)
-            .env("TITLE_FROM_BOARD", "Note du tableau")
-            .env("TITLE_FROM_CHAT", "Depuis le chat")
-            .env("PLAYWRIGHT_CORE", playwright)
-            .output()
-            .expect("run node")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "browser run failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
-    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
-        .unwrap_or_else(|e| panic!("the browser script printed no JSON ({e}): {stdout}"));
-    assert_eq!(seen["errors"], json!([]), "no script error nor policy violation: {seen}");
-    assert_eq!(seen["lang"], "en", "the client's language, through the URL template: {seen}");
+    let host_url = widget_host(&a, &at, &alice, &room, "org.hemicycle.tasks").await;
+    let seen = browse(
+        "widget-board.mjs",
+        &host_url,
+        &[("TITLE_FROM_BOARD", "Note du tableau"), ("TITLE_FROM_CHAT", "Depuis le chat"), ("ASSIGNEE", &bob)],
+    )
+    .await;
     let capabilities = seen["capabilities"].to_string();
     assert!(capabilities.contains("org.matrix.msc2762.receive.state_event:org.hemicycle.task"), "{seen}");
 
@@ -1538,12 +1557,164 @@ async fn the_task_board_widget_works_in_a_widget_api_host() {
     let made = a.state_event(&at, &room, "org.hemicycle.task", board_task).await;
     assert_eq!((made["title"].as_str(), made["creator"].as_str()), (Some("Note du tableau"), Some(alice.as_str())));
     assert_eq!(made["progress"], "in-process", "dragged to in progress: {made}");
+    assert_eq!(made["description"], "Chiffrer les trois scénarios", "{made}");
+    assert_eq!((made["due"].as_str(), made["showWithoutTime"].as_bool()), (Some("2026-12-15T00:00:00"), Some(true)));
+    assert_eq!(made["participants"].as_object().unwrap().keys().collect::<Vec<_>>(), [&bob], "{made}");
     let moved = a.state_event(&at, &room, "org.hemicycle.task", chat_task).await;
     assert_eq!((moved["title"].as_str(), moved["progress"].as_str()), (Some("Depuis le chat"), Some("completed")));
     let since = a.sync_token(&at).await;
     a.send_text(&at, &room, "!task list").await;
     let listed = wait_notice(&a, &at, &room, &since, "Note du tableau").await;
-    assert!(listed.contains("Note du tableau") && listed.contains("in progress"), "{listed}");
-    assert!(listed.contains("Depuis le chat") && listed.contains("done"), "{listed}");
+    let line = listed.lines().find(|l| l.contains("Note du tableau")).unwrap();
+    assert!(line.contains("in progress") && line.contains("2026-12-15"), "{listed}");
+    assert!(line.contains(&bob) && line.contains("Chiffrer les trois scénarios"), "{listed}");
+    let line = listed.lines().find(|l| l.contains("Depuis le chat")).unwrap();
+    assert!(line.contains("done") && line.contains(&bob) && line.contains("Relu en réunion"), "{listed}");
+    drop(bot);
+}
+
+/// The full state of `room`: (type, state_key) → event id, to tell a rewrite from a keep.
+async fn state_ids(node: &Node, token: &str, room: &str) -> std::collections::BTreeMap<(String, String), String> {
+    let (status, state) =
+        node.call(Method::GET, Some(token), &format!("/_matrix/client/v3/rooms/{}/state", enc(room)), None).await;
+    assert_eq!(status, 200, "{state}");
+    state
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let key = (e["type"].as_str().unwrap().to_owned(), e["state_key"].as_str().unwrap().to_owned());
+            (key, e["event_id"].as_str().unwrap().to_owned())
+        })
+        .collect()
+}
+
+/// The calendar and the library browser in Debian's Chromium, in the same widget-API host as the
+/// board. Their widgets come by themselves: a room's first calendar entry adds the calendar's,
+/// `!doc new` the library's (same state and layout as `!workspace widgets`, which then rewrites
+/// neither). The calendar: an entry made in the chat shows (with its recurrences) in the month
+/// and week views, one made in the widget is room state and in `!cal list`, an RSVP made there is
+/// in the entry's state, one sent in the chat appears live. The library: a folder made in the
+/// chat shows, a folder and a file (two versions, locked) made there are in `!doc ls`, an
+/// encrypted attachment filed by the bot appears live and is downloaded and decrypted in the
+/// browser.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_calendar_and_library_widgets_work_in_a_widget_api_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let reg = registration(dir.path(), port);
+    let regs = toml::Value::Array(vec![toml::Value::String(reg.display().to_string())]);
+    let a = Node::start_with("views-a", None, &[], &[("appservices.registrations", regs)]).await;
+    let bot = Bot::start(Bot::write_config(dir.path(), port, &a, &reg, "2026-11-30T08:00:00Z"), port);
+    let bot_id = a.user_id("workspace");
+    let (alice, at) = a.register("alice").await;
+    let room = a
+        .create_room(
+            &at,
+            json!({ "preset": "private_chat", "name": "Bureau",
+                    "power_level_content_override": { "users": { bot_id.clone(): 100 } } }),
+        )
+        .await;
+    let since = a.sync_token(&at).await;
+    a.invite(&at, &room, &bot_id).await;
+    wait_notice(&a, &at, &room, &since, "Bonjour").await;
+    let widget_state = |id: &str| ("im.vector.modular.widgets".to_owned(), id.to_owned());
+
+    // The room's first entry makes its calendar, and its widget.
+    let before = state_ids(&a, &at, &room).await;
+    assert!(!before.contains_key(&widget_state("org.hemicycle.calendar")), "no calendar widget yet");
+    let since = a.sync_token(&at).await;
+    a.send_text(&at, &room, "!cal add \"Comité budgétaire\" 2026-12-02 10:00 repeat:weekly count:3").await;
+    let added = wait_notice(&a, &at, &room, &since, "Comité budgétaire").await;
+    let chat_entry = bracketed(&added);
+    let calendar = a.state_event(&at, &room, "im.vector.modular.widgets", "org.hemicycle.calendar").await;
+    assert!(calendar["url"].as_str().unwrap().starts_with(&format!("{}/widgets/calendar?", bot.url())), "{calendar}");
+    let layout = a.state_event(&at, &room, "io.element.widgets.layout", "").await;
+    assert_eq!(layout["widgets"]["org.hemicycle.calendar"]["container"], "top", "{layout}");
+
+    // `!doc new` makes a library, linked here, and its browser.
+    let since = a.sync_token(&at).await;
+    a.send_text(&at, &room, "!doc new \"Dossiers\"").await;
+    let made = wait_notice(&a, &at, &room, &since, "Library created").await;
+    let library = made.split(" : ").nth(1).unwrap().split(' ').next().unwrap().to_owned();
+    a.join(&at, &library, &[]).await;
+    let browser = a.state_event(&at, &room, "im.vector.modular.widgets", "org.hemicycle.library").await;
+    assert_eq!(browser["data"]["library"], library.as_str(), "{browser}");
+    let url = browser["url"].as_str().unwrap();
+    assert!(url.starts_with(&format!("{}/widgets/library?", bot.url())) && url.contains("&library=%21"), "{browser}");
+    let layout = a.state_event(&at, &room, "io.element.widgets.layout", "").await;
+    assert_eq!(layout["widgets"]["org.hemicycle.library"]["container"], "top", "{layout}");
+
+    // Adding them again rewrites neither (the board's is new).
+    let before = state_ids(&a, &at, &room).await;
+    let since = a.sync_token(&at).await;
+    a.send_text(&at, &room, "!workspace widgets").await;
+    let answer = wait_notice(&a, &at, &room, &since, "Widgets added").await;
+    assert!(answer.contains("tasks, calendar, library"), "{answer}");
+    let after = state_ids(&a, &at, &room).await;
+    for id in ["org.hemicycle.calendar", "org.hemicycle.library"] {
+        assert_eq!(before.get(&widget_state(id)), after.get(&widget_state(id)), "{id} kept as it was");
+    }
+    assert!(after.contains_key(&widget_state("org.hemicycle.tasks")));
+
+    // The calendar.
+    let host_url = widget_host(&a, &at, &alice, &room, "org.hemicycle.calendar").await;
+    let seen = browse(
+        "widget-calendar.mjs",
+        &host_url,
+        &[("CHAT_TITLE", "Comité budgétaire"), ("WIDGET_TITLE", "Point d'équipe")],
+    )
+    .await;
+    assert_eq!(seen["novemberCount"], 1, "December 2nd in November's last week: {seen}");
+    assert_eq!(seen["decemberCount"], 3, "its three weekly occurrences: {seen}");
+    assert_eq!((seen["weekCount"].as_u64(), seen["weekDays"].as_u64()), (Some(1), Some(7)), "{seen}");
+    assert_eq!(seen["chatEntry"], chat_entry.as_str(), "{seen}");
+    let capabilities = seen["capabilities"].to_string();
+    assert!(capabilities.contains("receive.state_event:org.hemicycle.calendar.event"), "{seen}");
+    let widget_entry = seen["widgetEntry"].as_str().unwrap();
+    let entry = a.state_event(&at, &room, "org.hemicycle.calendar.event", widget_entry).await;
+    assert_eq!((entry["title"].as_str(), entry["creator"].as_str()), (Some("Point d'équipe"), Some(alice.as_str())));
+    assert_eq!(entry["dtstart"], json!({ "tzid": "Europe/Paris", "value": "20261203T140000" }), "{entry}");
+    assert_eq!(entry["rrule"], "FREQ=WEEKLY;COUNT=2", "{entry}");
+    assert_eq!(entry["location"], "Salle 4", "{entry}");
+    let answered = a.state_event(&at, &room, "org.hemicycle.calendar.event", &chat_entry).await;
+    assert_eq!(answered["attendees"][&alice]["rsvp"], "yes", "{answered}");
+    let since = a.sync_token(&at).await;
+    a.send_text(&at, &room, "!cal list").await;
+    let listed = wait_notice(&a, &at, &room, &since, "Point d'équipe").await;
+    assert!(listed.contains("Point d'équipe — 2026-12-03 14:00"), "{listed}");
+    assert!(listed.contains("Point d'équipe — 2026-12-10 14:00"), "the second time: {listed}");
+    assert!(listed.contains("Café du vendredi"), "{listed}");
+
+    // The library.
+    let since = a.sync_token(&at).await;
+    a.send_text(&at, &room, "!doc mkdir Archives").await;
+    wait_notice(&a, &at, &room, &since, "Archives").await;
+    let host_url = widget_host(&a, &at, &alice, &room, "org.hemicycle.library").await;
+    let seen = browse(
+        "widget-library.mjs",
+        &host_url,
+        &[
+            ("CHAT_FOLDER", "Archives"),
+            ("WIDGET_FOLDER", "Rapports"),
+            ("HOMESERVER", a.client_url()),
+            ("ACCESS_TOKEN", &at),
+            ("WORK_ROOM", &room),
+        ],
+    )
+    .await;
+    assert_eq!(seen["versions"].as_array().map(Vec::len), Some(2), "{seen}");
+    assert!(seen["note"].as_str().unwrap().contains("locked"), "{seen}");
+    assert_eq!(seen["secretMatches"], true, "decrypted in the browser: {seen}");
+    assert_eq!(seen["downloadName"], "secret.txt", "{seen}");
+    let since = a.sync_token(&at).await;
+    a.send_text(&at, &room, "!doc ls").await;
+    let listed = wait_notice(&a, &at, &room, &since, "note.txt").await;
+    for line in ["📁 Archives/", "📁 Rapports/", "note.txt — v2", "(locked)", "secret.txt — v1"] {
+        assert!(listed.contains(line), "{line} in {listed}");
+    }
+    let branches = states(&a, &at, &library, "org.matrix.msc3089.branch").await;
+    let note = branches.values().find(|b| b["name"] == "note.txt" && b["active"] == true).unwrap();
+    assert_eq!((note["version"].as_u64(), note["locked"].as_bool()), (Some(2), Some(true)), "{note}");
     drop(bot);
 }
