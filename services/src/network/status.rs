@@ -173,7 +173,7 @@ pub fn peers(services: &Services) -> Result<Vec<OwnedServerName>> {
     for entry in services.db.tables.federation.servername_sentpos.iter() {
         servers.insert(entry?.0);
     }
-    servers.extend(services.config.federation.allow.iter().cloned());
+    servers.extend(services.federation.allow_list.servers().unwrap_or_default());
     Ok(servers.into_iter().filter(|s| s != own && services.federation.allowed(s)).take(MAX_PEERS).collect())
 }
 
@@ -317,7 +317,7 @@ pub fn build(services: &Services, asker: Option<&ServerName>) -> Result<StatusDo
         signing_keys,
         federation: FederationInfo {
             enabled: config.federation.enabled,
-            allow: (!config.federation.allow.is_empty()).then(|| config.federation.allow.clone()),
+            allow: services.federation.allow_list.servers(),
         },
         access_rules: AccessRulesInfo {
             role: match config.network.role {
