@@ -1,9 +1,9 @@
 //! Proposals and server notices. An admin proposes an action on another node (a notice to its
 //! agents, deactivating or locking one of its accounts, changing an entry of its allow-list);
-//! the other node's admins approve or
-//! refuse it in their console, and only their approval, with their second factor, makes it
-//! happen there (network/proposals.rs). Server notices to every account of this node or to
-//! chosen ones go out in batches whose progress shows here.
+//! the other node's admins approve or refuse it in their console, and only their approval, with
+//! their second factor, makes it happen there (network/proposals.rs). Server notices to every
+//! account of this node, to chosen ones, or to chosen nodes (a proposal to each) go out in
+//! batches whose progress shows here.
 
 use std::sync::Arc;
 
@@ -263,7 +263,7 @@ async fn decide(State(services): State<Arc<Services>>, change: Change) -> Page {
                     let changed = services.federation.set_allowed(server, *allowed, &by, &reason)?;
                     let details = json!({ "allowed": allowed, "changed": changed, "proposal": target });
                     admin.audit(&services, "federation.allow_list", server.as_str(), details)?;
-                    match (allowed, changed) {
+                    match (*allowed, changed) {
                         (true, true) => format!("{server} added to the allow-list"),
                         (false, true) => format!("{server} removed from the allow-list"),
                         _ => format!("the allow-list had it so already ({server})"),
