@@ -129,7 +129,8 @@ pub struct SigningKeyInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FederationInfo {
     pub enabled: bool,
-    /// `federation.allow`; absent when the node federates with every server.
+    /// `federation.allow` with the changes admins made at runtime; absent when the node federates
+    /// with every server.
     #[serde(default)]
     pub allow: Option<Vec<OwnedServerName>>,
 }
