@@ -1,5 +1,5 @@
-//! Rooms (search, members by server, state, block, purge history, delete), media (an uploader's files,
-//! quarantine, delete) and event reports (list, delete).
+//! Rooms (search, members by server, state, block, purge history, delete), media (an
+//! uploader's files, quarantine, delete) and event reports (list, delete).
 
 use std::{collections::BTreeMap, sync::Arc};
 
