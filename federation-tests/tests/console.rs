@@ -19,7 +19,7 @@ const VIEW_WAIT: Duration = Duration::from_secs(60);
 
 /// Creates a server admin with the operator's command; answers their access token, which the
 /// console takes as its session cookie.
-async fn admin_token(node: &Node) -> String {
+pub(crate) async fn admin_token(node: &Node) -> String {
     let file = node.dir().join("root-password");
     std::fs::write(&file, "root-pw").unwrap();
     let out = Command::new(hemicycle_bin())
@@ -208,7 +208,13 @@ async fn in_browser(node: &Node, admin: &str, password: &str) -> Value {
 
 /// A `POST` of a console form as `token`'s admin, with the CSRF token of the form's page; the
 /// status and the page or the redirect's target.
-async fn console_post(node: &Node, token: &str, page: &str, path: &str, form: &[(&str, &str)]) -> (u16, String) {
+pub(crate) async fn console_post(
+    node: &Node,
+    token: &str,
+    page: &str,
+    path: &str,
+    form: &[(&str, &str)],
+) -> (u16, String) {
     let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let cookie = format!("hemicycle_console={token}");
     let html = client
@@ -248,7 +254,7 @@ async fn console_post(node: &Node, token: &str, page: &str, path: &str, form: &[
     (status, location.unwrap_or(text))
 }
 
-async fn console_get(node: &Node, token: &str, path: &str) -> String {
+pub(crate) async fn console_get(node: &Node, token: &str, path: &str) -> String {
     let response = reqwest::Client::new()
         .get(format!("{}/_hemicycle/console{path}", node.client_url()))
         .header("Cookie", format!("hemicycle_console={token}"))
@@ -262,7 +268,7 @@ async fn console_get(node: &Node, token: &str, path: &str) -> String {
 
 /// Enrols a second factor for the console's admin; answers the secret and the time step of the
 /// code that confirmed it (spent).
-async fn enrol(node: &Node, token: &str) -> (Vec<u8>, u64) {
+pub(crate) async fn enrol(node: &Node, token: &str) -> (Vec<u8>, u64) {
     let (status, html) = console_post(node, token, "/second-factor", "/second-factor/begin", &[]).await;
     assert_eq!(status, 200, "{html}");
     let marker = r#"<code id="totp-secret">"#;
@@ -287,17 +293,17 @@ async fn enrol(node: &Node, token: &str) -> (Vec<u8>, u64) {
 }
 
 /// The one-time code of `secret` at time step `step`.
-fn totp(secret: &[u8], step: u64) -> String {
+pub(crate) fn totp(secret: &[u8], step: u64) -> String {
     format!("{:06}", hemicycle::users::totp::code_at(secret, step, 6))
 }
 
-async fn account(node: &Node, token: &str, user: &str) -> Value {
+pub(crate) async fn account(node: &Node, token: &str, user: &str) -> Value {
     node.get(token, &format!("/_synapse/admin/v2/users/{}", hemicycle_federation_tests::enc(user))).await
 }
 
 /// Reads a console page until it contains `text`: the other node's answer comes by federation,
 /// in the background.
-async fn wait_page(node: &Node, token: &str, path: &str, text: &str) -> String {
+pub(crate) async fn wait_page(node: &Node, token: &str, path: &str, text: &str) -> String {
     let deadline = Instant::now() + VIEW_WAIT;
     loop {
         let page = console_get(node, token, path).await;

@@ -6,6 +6,7 @@ mod admin;
 mod antivirus;
 mod bad_input;
 mod calls;
+mod consent;
 mod console;
 mod convergence;
 mod e2ee_and_media;

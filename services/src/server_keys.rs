@@ -1,6 +1,7 @@
 //! This server's ed25519 signing key: generated at first start, then read back at every start so
 //! its key id never changes (remote servers cache it against that id). `rotate` replaces it and
-//! keeps the old public key published under `old_verify_keys`, so what it signed still verifies.
+//! keeps the old public key published under `old_verify_keys`, so what it signed still verifies;
+//! `rotate_live` does the same in a running server (the console's key rotation).
 
 pub mod tables;
 
@@ -23,9 +24,15 @@ const KEY_VALIDITY_MS: u64 = 24 * 3600 * 1000;
 
 pub struct ServerKeys {
     server_name: OwnedServerName,
-    keypair: Ed25519KeyPair,
+    /// The signing key. Signing borrows it for as long as a request is being built (ruma's
+    /// `ServerSignaturesInput` holds a reference), so a key replaced at runtime must outlive every
+    /// borrow: each key pair is leaked, which costs a few bytes per rotation, rotations being
+    /// rare (a suspected leak, a policy period).
+    keypair: std::sync::RwLock<&'static Ed25519KeyPair>,
     /// Retired keys: (key id, public key base64, when it was retired).
-    old: Vec<(String, String, u64)>,
+    old: std::sync::RwLock<Vec<(String, String, u64)>>,
+    /// One live rotation at a time.
+    rotating: std::sync::Mutex<()>,
 }
 
 fn new_keypair() -> Result<(String, Vec<u8>, Ed25519KeyPair)> {
@@ -41,28 +48,55 @@ fn encode(key: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD_NO_PAD.encode(key)
 }
 
+/// The retired keys the database keeps.
+fn old_keys(db: &Database) -> Result<Vec<(String, String, u64)>> {
+    Ok(db
+        .tables
+        .server_keys
+        .serverkeyid_oldkey
+        .iter()
+        .map(|r| r.map(|(id, Json((key, ts)))| (id, key, ts)))
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
+/// The signing key the database keeps, if any.
+fn stored_keypair(db: &Database) -> Result<Option<Ed25519KeyPair>> {
+    let Some(entry) = db.tables.server_keys.serverkeyid_keypair.iter().next() else { return Ok(None) };
+    let (key_id, document) = entry?;
+    let version = key_id.strip_prefix("ed25519:").unwrap_or(&key_id).to_owned();
+    Ed25519KeyPair::from_der(&document, version)
+        .map(Some)
+        .map_err(|e| Error::Internal(format!("stored signing key unreadable: {e}")))
+}
+
 impl ServerKeys {
     pub fn load_or_generate(db: &Arc<Database>, server_name: OwnedServerName) -> Result<Self> {
-        let table = &db.tables.server_keys.serverkeyid_keypair;
-        let old = db
-            .tables
-            .server_keys
-            .serverkeyid_oldkey
-            .iter()
-            .map(|r| r.map(|(id, Json((key, ts)))| (id, key, ts)))
-            .collect::<Result<Vec<_>, _>>()?;
-        if let Some(entry) = table.iter().next() {
-            let (key_id, document) = entry?;
-            let version = key_id.strip_prefix("ed25519:").unwrap_or(&key_id).to_owned();
-            let keypair = Ed25519KeyPair::from_der(&document, version)
-                .map_err(|e| Error::Internal(format!("stored signing key unreadable: {e}")))?;
-            return Ok(Self { server_name, keypair, old });
-        }
-        let (key_id, document, keypair) = new_keypair()?;
-        let mut batch = Batch::new();
-        table.insert(&mut batch, &key_id, &document);
-        db.commit(batch)?;
-        Ok(Self { server_name, keypair, old })
+        let old = std::sync::RwLock::new(old_keys(db)?);
+        let keypair = match stored_keypair(db)? {
+            Some(keypair) => keypair,
+            None => {
+                let (key_id, document, keypair) = new_keypair()?;
+                let mut batch = Batch::new();
+                db.tables.server_keys.serverkeyid_keypair.insert(&mut batch, &key_id, &document);
+                db.commit(batch)?;
+                keypair
+            }
+        };
+        let keypair = std::sync::RwLock::new(&*Box::leak(Box::new(keypair)));
+        Ok(Self { server_name, keypair, old, rotating: Default::default() })
+    }
+
+    /// [`ServerKeys::rotate`] in a running server: the new key signs from the moment this
+    /// returns, and the old one is published under `old_verify_keys` at once. Returns the new
+    /// key id.
+    pub fn rotate_live(&self, db: &Database) -> Result<String> {
+        let _guard = self.rotating.lock().expect("key rotation");
+        let key_id = Self::rotate(db)?;
+        let keypair = stored_keypair(db)?.ok_or_else(|| Error::Internal("the rotated key is not stored".into()))?;
+        let old = old_keys(db)?;
+        *self.old.write().expect("old keys") = old;
+        *self.keypair.write().expect("signing key") = &*Box::leak(Box::new(keypair));
+        Ok(key_id)
     }
 
     /// Replaces the signing key (offline: the server reads its key at start). The old public key
@@ -94,23 +128,24 @@ impl ServerKeys {
 
     /// The key id, `ed25519:<version>`.
     pub fn key_id(&self) -> String {
-        format!("ed25519:{}", self.keypair.version())
+        format!("ed25519:{}", self.keypair().version())
     }
 
-    pub fn keypair(&self) -> &Ed25519KeyPair {
-        &self.keypair
+    /// The current signing key.
+    pub fn keypair(&self) -> &'static Ed25519KeyPair {
+        *self.keypair.read().expect("signing key")
     }
 
     /// The public key, unpadded base64 as federation publishes it.
     pub fn public_key_base64(&self) -> String {
-        encode(&self.keypair.public_key())
+        encode(&self.keypair().public_key())
     }
 
     /// Our current and retired public keys, for verifying what we signed ourselves.
     pub fn public_key_set(&self) -> PublicKeySet {
         let mut set = PublicKeySet::new();
-        set.insert(self.key_id(), Base64::new(self.keypair.public_key().to_vec()));
-        for (id, key, _) in &self.old {
+        set.insert(self.key_id(), Base64::new(self.keypair().public_key().to_vec()));
+        for (id, key, _) in self.old.read().expect("old keys").iter() {
             if let Ok(key) = Base64::parse(key) {
                 set.insert(id.clone(), key);
             }
@@ -120,18 +155,20 @@ impl ServerKeys {
 
     /// Signs a JSON object with this server's key (adds to its `signatures`).
     pub fn sign_json(&self, object: &mut CanonicalJsonObject) -> Result<()> {
-        ruma::signatures::sign_json(self.server_name.as_str(), &self.keypair, object)
+        ruma::signatures::sign_json(self.server_name.as_str(), self.keypair(), object)
             .map_err(|e| Error::Internal(format!("signing failed: {e}")))
     }
 
     /// The key document served at `/_matrix/key/v2/server`, signed.
     pub fn key_document(&self) -> Result<CanonicalJsonObject> {
+        // One key for the whole document, even if a rotation lands meanwhile.
+        let keypair = self.keypair();
         let mut verify_keys = CanonicalJsonObject::new();
         let mut key = CanonicalJsonObject::new();
-        key.insert("key".into(), CanonicalJsonValue::String(self.public_key_base64()));
-        verify_keys.insert(self.key_id(), CanonicalJsonValue::Object(key));
+        key.insert("key".into(), CanonicalJsonValue::String(encode(&keypair.public_key())));
+        verify_keys.insert(format!("ed25519:{}", keypair.version()), CanonicalJsonValue::Object(key));
         let mut old_keys = CanonicalJsonObject::new();
-        for (id, public, expired) in &self.old {
+        for (id, public, expired) in self.old.read().expect("old keys").iter() {
             let mut key = CanonicalJsonObject::new();
             key.insert("key".into(), CanonicalJsonValue::String(public.clone()));
             key.insert(
@@ -146,7 +183,8 @@ impl ServerKeys {
         document.insert("old_verify_keys".into(), CanonicalJsonValue::Object(old_keys));
         let until = (now_ms() + KEY_VALIDITY_MS) as i64;
         document.insert("valid_until_ts".into(), CanonicalJsonValue::Integer(until.try_into().unwrap_or_default()));
-        self.sign_json(&mut document)?;
+        ruma::signatures::sign_json(self.server_name.as_str(), keypair, &mut document)
+            .map_err(|e| Error::Internal(format!("signing failed: {e}")))?;
         Ok(document)
     }
 }

@@ -2,7 +2,8 @@
 //! named by `console.admin_room`, answered there by the server notices account. It is one more
 //! edge like the admin API, so it calls the same functions (which write the audit log); a
 //! command from anyone but a server admin of this node is refused (and audited as refused), and
-//! the dangerous ones (deactivation, room shutdown) end with the admin's one-time code.
+//! the dangerous ones (deactivation, password reset, room shutdown) end with the admin's
+//! one-time code.
 //!
 //! The task follows the event stream from where it stood at start-up: a command is read once,
 //! when its event is appended, never again after a restart.
@@ -28,6 +29,7 @@ const HELP: &str = "Commands (the dangerous ones end with your one-time code):\n
 !admin help\n\
 !admin user info @user:server\n\
 !admin user deactivate @user:server CODE\n\
+!admin user reset @user:server CODE (a new random password, given here; every session of theirs ends)\n\
 !admin room info !room:server\n\
 !admin room shutdown !room:server CODE\n\
 !admin federation health\n\
@@ -143,6 +145,22 @@ async fn answer(services: &Arc<Services>, sender: &UserId, command: &str) -> Str
     }
 }
 
+/// A new password for `!admin user reset`: random, with a digit, a symbol and letters of both
+/// cases so that any `[password_policy]` of characters takes it.
+fn reset_password() -> String {
+    format!("{}-7aQ", crate::users::random_password())
+}
+
+/// Words for a refused second factor; a wait (too many wrong codes) says how long.
+fn refusal(error: &crate::error::Error) -> String {
+    match error {
+        crate::error::Error::LimitExceeded { retry_after } => {
+            format!("too many wrong one-time codes: try again in {} s", retry_after.as_secs().max(1))
+        }
+        other => other.to_string(),
+    }
+}
+
 async fn run_command(services: &Arc<Services>, admin: &Admin, command: &str) -> Result<String, String> {
     let words: Vec<&str> = command.split_whitespace().collect();
     let sender = &admin.0.user_id;
@@ -169,11 +187,30 @@ async fn run_command(services: &Arc<Services>, admin: &Admin, command: &str) -> 
             if user == *sender {
                 return Err("you cannot deactivate yourself".into());
             }
-            services.totp.check(sender, code_of(3)?).map_err(|e| e.to_string())?;
+            services.totp.check(sender, code_of(3)?).map_err(|e| refusal(&e))?;
             users::deactivate_account(services, admin, &user, false)
                 .await
                 .map_err(|e| format!("{}", e.body["error"]))?;
             Ok(format!("{user} is deactivated."))
+        }
+        ["user", "reset", user, ..] => {
+            let (user, account) =
+                super::admin::existing_user(services, user).map_err(|e| format!("{}", e.body["error"]))?;
+            if user == *sender {
+                return Err("change your own password in your client".into());
+            }
+            if account.deactivated {
+                return Err(format!("{user} is deactivated"));
+            }
+            services.totp.check(sender, code_of(3)?).map_err(|e| refusal(&e))?;
+            let password = reset_password();
+            users::reset_password_of(services, admin, &user, password.clone(), true)
+                .await
+                .map_err(|e| format!("{}", e.body["error"]))?;
+            Ok(format!(
+                "The password of {user} is reset and every session of theirs ended. New password, to hand over \
+                 by a safe channel (they choose their own at once): {password}"
+            ))
         }
         ["room", "info", room] => {
             let room = RoomId::parse(*room).map_err(|e| format!("not a room id: {e}"))?;
@@ -194,7 +231,7 @@ async fn run_command(services: &Arc<Services>, admin: &Admin, command: &str) -> 
             if !services.rooms.exists(&room).map_err(|e| e.to_string())? {
                 return Err("this node does not know the room".into());
             }
-            services.totp.check(sender, code_of(3)?).map_err(|e| e.to_string())?;
+            services.totp.check(sender, code_of(3)?).map_err(|e| refusal(&e))?;
             let report = room_actions::shut_down(services, admin, &room, true, true, None)
                 .await
                 .map_err(|e| format!("{}", e.body["error"]))?;

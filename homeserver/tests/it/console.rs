@@ -771,3 +771,236 @@ fn rand_txn() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     format!("admin-room-{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
+
+/// Enrols a second factor for the signed-in admin of `cookie`; answers a maker of codes by time
+/// step, and the step of the code that confirmed it (spent).
+async fn enrol(server: &TestServer, cookie: &str) -> (impl Fn(u64) -> String, u64) {
+    let token = csrf(server, cookie, "/second-factor").await;
+    let html = post(server, Some(cookie), "/second-factor/begin", &[("csrf", &token)]).await.text().await.unwrap();
+    let start = html.find(r#"<code id="totp-secret">"#).unwrap() + r#"<code id="totp-secret">"#.len();
+    let secret = base32_decode(&html[start..start + html[start..].find('<').unwrap()]);
+    let step = hemicycle::time::now_ms() / 1000 / 30;
+    let code = move |step: u64| format!("{:06}", hemicycle::users::totp::code_at(&secret, step, 6));
+    let confirmed =
+        post(server, Some(cookie), "/second-factor/confirm", &[("totp", &code(step)), ("csrf", &token)]).await;
+    assert_eq!(confirmed.status(), StatusCode::SEE_OTHER);
+    (code, step)
+}
+
+/// A code none of the steps around `step` makes.
+fn wrong_code(code: &impl Fn(u64) -> String, step: u64) -> String {
+    let near: Vec<String> = (step - 1..=step + 3).map(code).collect();
+    (0..1_000_000).map(|n| format!("{n:06}")).find(|c| !near.contains(c)).unwrap()
+}
+
+#[tokio::test]
+async fn wrong_one_time_codes_in_a_row_make_the_next_attempts_wait() {
+    let server = server_with_admin(&[]);
+    let root = admin_token(&server, "root", "root-pw").await.unwrap();
+    register_raw(&server, "vic").await;
+    let (_, cookie) = sign_in(&server, "root", "root-pw").await;
+    let (code, step) = enrol(&server, &cookie).await;
+    let token = csrf(&server, &cookie, "/users").await;
+    let wrong = wrong_code(&code, step);
+    let deactivate = |totp: String| {
+        let (server, cookie, token) = (&server, cookie.clone(), token.clone());
+        async move {
+            let form = [("user", "@vic:localhost"), ("csrf", token.as_str()), ("totp", totp.as_str())];
+            // As a script reads it: JSON, not a page.
+            let request = with_form(
+                reqwest::Client::builder()
+                    .redirect(Policy::none())
+                    .build()
+                    .unwrap()
+                    .post(format!("{}{CONSOLE}/users/deactivate", server.url)),
+                &form,
+            )
+            .header(header::COOKIE, cookie);
+            let response = request.send().await.unwrap();
+            let retry_after = response.headers().get(header::RETRY_AFTER).map(|v| v.to_str().unwrap().to_owned());
+            let status = response.status();
+            let body: Value = if status.is_redirection() { json!({}) } else { response.json().await.unwrap() };
+            (status, retry_after, body)
+        }
+    };
+    for attempt in 1..=5 {
+        let (status, _, body) = deactivate(wrong.clone()).await;
+        assert_eq!(
+            (status, body["errcode"].as_str()),
+            (StatusCode::FORBIDDEN, Some("M_FORBIDDEN")),
+            "{attempt}: {body}"
+        );
+    }
+    // The sixth attempt waits, even with the right code: a guesser learns nothing from it.
+    let (status, retry_after, body) = deactivate(code(step + 1)).await;
+    assert_eq!((status, body["errcode"].as_str()), (StatusCode::TOO_MANY_REQUESTS, Some("M_LIMIT_EXCEEDED")), "{body}");
+    let wait = body["retry_after_ms"].as_u64().expect("retry_after_ms");
+    assert!(wait > 20_000 && wait <= 30_000, "{body}");
+    assert!(retry_after.is_some_and(|s| s.parse::<u64>().unwrap() >= 20), "Retry-After");
+    let (_, vic) = account(&server, &root, "@vic:localhost").await;
+    assert_eq!(vic["deactivated"], 0, "nothing changed: {vic}");
+}
+
+#[tokio::test]
+async fn console_key_rotation_asks_a_fresh_one_time_code() {
+    let server = server_with_admin(&[]);
+    let root = admin_token(&server, "root", "root-pw").await.unwrap();
+    let (_, cookie) = sign_in(&server, "root", "root-pw").await;
+    let (code, step) = enrol(&server, &cookie).await;
+    let current_key = || {
+        let (server, cookie) = (&server, &cookie);
+        async move {
+            let html = get(server, Some(cookie), "").await.text().await.unwrap();
+            let row = html.split("<tr>").find(|row| row.contains("<td>current</td>")).unwrap().to_owned();
+            (row.split("<code>").nth(1).unwrap().split("</code>").next().unwrap().to_owned(), html)
+        }
+    };
+    let (old, _) = current_key().await;
+    let token = csrf(&server, &cookie, "").await;
+    let (wrong, spent) = (wrong_code(&code, step), code(step));
+    for (totp, why) in [("", "no code"), (wrong.as_str(), "a wrong code"), (spent.as_str(), "a spent code")] {
+        let response = post(&server, Some(&cookie), "/keys/rotate", &[("csrf", &token), ("totp", totp)]).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{why}");
+        assert_eq!(current_key().await.0, old, "{why} changed nothing");
+    }
+    let response = post(&server, Some(&cookie), "/keys/rotate", &[("csrf", &token), ("totp", &code(step + 1))]).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER, "{}", response.text().await.unwrap());
+    let (new, html) = current_key().await;
+    assert_ne!(new, old);
+    assert!(html.contains(&format!("<code>{old}</code></th><td>retired</td>")), "{html}");
+    let out = server.cli(&["server", "key-id"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), new, "the running server signs with the new key");
+    let audit = api(&server, Method::GET, Some(&root), "/_synapse/admin/v1/audit", None).await.1;
+    let actions: Vec<&str> = audit["entries"].as_array().unwrap().iter().filter_map(|e| e["action"].as_str()).collect();
+    assert_eq!(actions.iter().filter(|a| **a == "server.rotate_key").count(), 1, "{actions:?}");
+}
+
+#[tokio::test]
+async fn console_history_purge_asks_a_fresh_one_time_code() {
+    let server = server_with_admin(&[]);
+    let root = admin_token(&server, "root", "root-pw").await.unwrap();
+    let (_, cookie) = sign_in(&server, "root", "root-pw").await;
+    let (code, step) = enrol(&server, &cookie).await;
+    let (_, created) =
+        api(&server, Method::POST, Some(&root), "/_matrix/client/v3/createRoom", Some(json!({ "name": "Archives" })))
+            .await;
+    let room = created["room_id"].as_str().unwrap().to_owned();
+    // The newest event stays (the room's forward extremity): the older one goes.
+    for body in ["ancien", "récent"] {
+        let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{}", urlencode(&room), rand_txn());
+        let (status, _) =
+            api(&server, Method::PUT, Some(&root), &path, Some(json!({ "msgtype": "m.text", "body": body }))).await;
+        assert_eq!(status, 200);
+    }
+    let token = csrf(&server, &cookie, &format!("/rooms/view?id={}", urlencode(&room))).await;
+    let purge = |totp: String| {
+        let (server, cookie, token, room) = (&server, cookie.clone(), token.clone(), room.clone());
+        async move {
+            let form = [
+                ("csrf", token.as_str()),
+                ("room", room.as_str()),
+                ("days", "0"),
+                ("local", "on"),
+                ("totp", totp.as_str()),
+            ];
+            post(server, Some(&cookie), "/rooms/purge", &form).await
+        }
+    };
+    let response = purge(wrong_code(&code, step)).await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let response = purge(code(step + 1)).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER, "{}", response.text().await.unwrap());
+    let location = response.headers().get(header::LOCATION).unwrap().to_str().unwrap().to_owned();
+    let query = location.split_once('?').unwrap().1;
+    let message = form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "ok").unwrap().1.into_owned();
+    let id = message.split("(purge ").nth(1).unwrap().trim_end_matches(").").to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, status) =
+            api(&server, Method::GET, Some(&root), &format!("/_synapse/admin/v1/purge_history_status/{id}"), None)
+                .await;
+        if status["status"] == "complete" {
+            assert!(status["deleted"].as_u64().unwrap() >= 1, "{status}");
+            break;
+        }
+        assert_eq!(status["status"], "active", "{status}");
+        assert!(std::time::Instant::now() < deadline, "the purge never completed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let audit = api(&server, Method::GET, Some(&root), "/_synapse/admin/v1/audit", None).await.1;
+    let actions: Vec<&str> = audit["entries"].as_array().unwrap().iter().filter_map(|e| e["action"].as_str()).collect();
+    assert_eq!(actions.iter().filter(|a| **a == "room.purge_history").count(), 1, "{actions:?}");
+}
+
+#[tokio::test]
+async fn the_admin_room_resets_a_password_with_a_one_time_code() {
+    let server = server_with_admin(&[("console.admin_room", toml::Value::from("#admins:localhost"))]);
+    let root = admin_token(&server, "root", "root-pw").await.unwrap();
+    let (_, vic) = register_raw(&server, "vic").await;
+    let (_, eve) = register_raw(&server, "eve").await;
+    let (status, created) = api(
+        &server,
+        Method::POST,
+        Some(&root),
+        "/_matrix/client/v3/createRoom",
+        Some(json!({ "room_alias_name": "admins", "invite": ["@notices:localhost", "@eve:localhost"] })),
+    )
+    .await;
+    assert_eq!(status, 200, "{created}");
+    let room = created["room_id"].as_str().unwrap().to_owned();
+    let (status, _) = api(
+        &server,
+        Method::POST,
+        Some(&eve),
+        &format!("/_matrix/client/v3/join/{}", urlencode(&room)),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let say = |token: String, text: String| {
+        let (server, room) = (&server, room.clone());
+        async move {
+            let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{}", urlencode(&room), rand_txn());
+            let (status, body) =
+                api(server, Method::PUT, Some(&token), &path, Some(json!({ "msgtype": "m.text", "body": text }))).await;
+            assert_eq!(status, 200, "{body}");
+        }
+    };
+    let (_, cookie) = sign_in(&server, "root", "root-pw").await;
+    let (code, step) = enrol(&server, &cookie).await;
+    let mut since = None;
+    say(root.clone(), "!admin help".into()).await;
+    notices_answer(&server, &root, &room, &mut since, "!admin user reset @user:server CODE").await;
+    // From someone who is not a server admin, without a code, with a wrong code: refused, and
+    // the password stays.
+    say(eve.clone(), format!("!admin user reset @vic:localhost {}", code(step + 1))).await;
+    notices_answer(&server, &root, &room, &mut since, "@eve:localhost is not a server admin").await;
+    say(root.clone(), "!admin user reset @vic:localhost".into()).await;
+    notices_answer(&server, &root, &room, &mut since, "ends with your one-time code").await;
+    say(root.clone(), format!("!admin user reset @vic:localhost {}", wrong_code(&code, step))).await;
+    notices_answer(&server, &root, &room, &mut since, "the one-time code is wrong").await;
+    let (status, _) = api(&server, Method::GET, Some(&vic), "/_matrix/client/v3/account/whoami", None).await;
+    assert_eq!(status, 200, "vic's session lives on");
+    // With a fresh code: a new password, given in the room by the notices account; vic's
+    // sessions end, the old password no longer signs in, the new one does.
+    say(root.clone(), format!("!admin user reset @vic:localhost {}", code(step + 1))).await;
+    let answer = notices_answer(&server, &root, &room, &mut since, "The password of @vic:localhost is reset").await;
+    let password = answer.rsplit(": ").next().unwrap().trim().to_owned();
+    assert!(password.len() >= 24, "{answer}");
+    let (status, body) = api(&server, Method::GET, Some(&vic), "/_matrix/client/v3/account/whoami", None).await;
+    assert_eq!((status, body["errcode"].as_str()), (401, Some("M_UNKNOWN_TOKEN")), "{body}");
+    let login = |password: String| {
+        let server = &server;
+        async move {
+            let body = json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "vic" }, "password": password });
+            api(server, Method::POST, None, "/_matrix/client/v3/login", Some(body)).await.0
+        }
+    };
+    assert_eq!(login(password).await, 200);
+    assert_eq!(login("pw".to_owned()).await, 403);
+    let audit = api(&server, Method::GET, Some(&root), "/_synapse/admin/v1/audit", None).await.1;
+    let resets: Vec<&Value> =
+        audit["entries"].as_array().unwrap().iter().filter(|e| e["action"] == "user.reset_password").collect();
+    assert_eq!(resets.len(), 1, "{audit}");
+    assert_eq!(resets[0]["target"], "@vic:localhost");
+}

@@ -9,7 +9,9 @@
 //! - `backfill.rs`: older history fetched when a client pages back past what we hold.
 //! - `media.rs`: other servers' media, fetched once and cached under their name.
 //! - `threepid.rs`: third-party (email) invites told to, and taken up across, a ministry network.
+//! - `allow_list.rs`: `federation.allow` as admins change it at runtime.
 
+pub mod allow_list;
 pub mod backfill;
 pub mod client;
 pub mod keys;
@@ -42,6 +44,9 @@ pub struct Federation {
     pub config: Arc<Config>,
     pub sender: sender::Sender,
     pub media_fetches: media::Fetches,
+    /// `federation.allow` with the changes admins made at runtime: what [`Federation::allowed`]
+    /// reads.
+    pub allow_list: allow_list::AllowList,
     /// Per-origin limit on concurrent inbound requests, so one peer cannot starve the others.
     inbound: std::sync::Mutex<std::collections::HashMap<OwnedServerName, Arc<tokio::sync::Semaphore>>>,
     /// Events fetched from each server in the current minute ([`Federation::count_fetch`]).
@@ -103,6 +108,7 @@ impl Federation {
                     .collect(),
             )?,
             keys: RemoteKeys::new(db.clone(), &config.federation.pinned),
+            allow_list: allow_list::AllowList::load(db.clone(), &config.federation.allow)?,
             sender: sender::Sender::new(db),
             media_fetches: Default::default(),
             own,
@@ -122,12 +128,25 @@ impl Federation {
         &self.config.server_name
     }
 
-    /// Whether we federate with this server at all (`federation.enabled`, `federation.allow`).
+    /// Whether we federate with this server at all (`federation.enabled`, `federation.pinned`,
+    /// and `federation.allow` as admins changed it at runtime).
     pub fn allowed(&self, server: &ServerName) -> bool {
         let f = &self.config.federation;
         let pinned = f.pinned.is_empty() || f.pinned.contains_key(server);
-        f.enabled
-            && (server == self.server_name() || (pinned && (f.allow.is_empty() || f.allow.iter().any(|s| s == server))))
+        f.enabled && (server == self.server_name() || (pinned && self.allow_list.contains(server)))
+    }
+
+    /// An admin's change of the allow-list (`by`: who, for the entry kept): `server` put on it
+    /// (`allowed`) or taken off. Answers whether anything changed. A server outside
+    /// `federation.pinned` stays refused whatever the list says, so adding one is refused.
+    pub fn set_allowed(&self, server: &ServerName, allowed: bool, by: &str, reason: &str) -> Result<bool> {
+        let pinned = &self.config.federation.pinned;
+        if allowed && !pinned.is_empty() && !pinned.contains_key(server) {
+            return Err(Error::invalid_param(format!(
+                "{server} is not in federation.pinned: a closed federation's peers are set in the configuration"
+            )));
+        }
+        self.allow_list.set(self.server_name(), server, allowed, by, reason)
     }
 
     pub fn require_allowed(&self, server: &ServerName) -> Result<()> {

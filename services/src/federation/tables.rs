@@ -38,5 +38,19 @@ hemicycle_core::tables! {
         pub receivedseq_origintxn: Table<Be64, Json<(OwnedServerName, String)>>,
         /// Per destination: EDUs waiting to be sent, (server, position) → EDU JSON.
         pub servernamepos_edu: Table<(OwnedServerName, Be64), Json<serde_json::Value>>,
+        /// Per server: an admin's change of `federation.allow` made at runtime (console, or an
+        /// approved proposal), which overrides the configuration for that server.
+        pub servername_allowentry: Table<OwnedServerName, Json<AllowEntry>>,
     }
+}
+
+/// A server let in or kept out of the allow-list at runtime, and who decided it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllowEntry {
+    /// Whether the server is on the list (added) or off it (removed).
+    pub allowed: bool,
+    /// The admin who changed it.
+    pub by: String,
+    pub ts: u64,
+    pub reason: String,
 }

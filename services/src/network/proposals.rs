@@ -1,5 +1,6 @@
 //! Proposals with consent: an admin of node A proposes an action on node B (a server notice to
-//! B's agents, deactivating or locking one of B's accounts); B keeps it as pending and its admins
+//! B's agents, deactivating or locking one of B's accounts, changing an entry of B's
+//! allow-list); B keeps it as pending and its admins
 //! approve or refuse it in B's console. Nothing happens on B without one of B's admins: this
 //! module only stores and forwards; the action runs in B's console handler, as B's admin, after
 //! B's second factor, through the same functions as B's own admin API.
@@ -98,6 +99,11 @@ fn check_action(action: &ProposedAction, target: &ServerName) -> Result<()> {
                 return Err(Error::invalid_param(format!("{user_id} is not an account of {target}")));
             }
         }
+        ProposedAction::AllowListEntry { server, .. } => {
+            if server == target {
+                return Err(Error::invalid_param(format!("{target} is always on its own allow-list")));
+            }
+        }
     }
     Ok(())
 }
@@ -108,6 +114,10 @@ pub fn describe(action: &ProposedAction) -> String {
         ProposedAction::ServerNotice { text } => format!("server notice to every account: {text}"),
         ProposedAction::Deactivate { user_id } => format!("deactivate {user_id}"),
         ProposedAction::Lock { user_id } => format!("lock {user_id}"),
+        ProposedAction::AllowListEntry { server, allowed: true } => format!("add {server} to the allow-list"),
+        ProposedAction::AllowListEntry { server, allowed: false } => {
+            format!("remove {server} from the allow-list")
+        }
     }
 }
 

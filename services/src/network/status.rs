@@ -129,7 +129,8 @@ pub struct SigningKeyInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FederationInfo {
     pub enabled: bool,
-    /// `federation.allow`; absent when the node federates with every server.
+    /// `federation.allow` with the changes admins made at runtime; absent when the node federates
+    /// with every server.
     #[serde(default)]
     pub allow: Option<Vec<OwnedServerName>>,
 }
@@ -173,7 +174,7 @@ pub fn peers(services: &Services) -> Result<Vec<OwnedServerName>> {
     for entry in services.db.tables.federation.servername_sentpos.iter() {
         servers.insert(entry?.0);
     }
-    servers.extend(services.config.federation.allow.iter().cloned());
+    servers.extend(services.federation.allow_list.servers().unwrap_or_default());
     Ok(servers.into_iter().filter(|s| s != own && services.federation.allowed(s)).take(MAX_PEERS).collect())
 }
 
@@ -317,7 +318,7 @@ pub fn build(services: &Services, asker: Option<&ServerName>) -> Result<StatusDo
         signing_keys,
         federation: FederationInfo {
             enabled: config.federation.enabled,
-            allow: (!config.federation.allow.is_empty()).then(|| config.federation.allow.clone()),
+            allow: services.federation.allow_list.servers(),
         },
         access_rules: AccessRulesInfo {
             role: match config.network.role {

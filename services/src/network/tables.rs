@@ -75,6 +75,8 @@ pub enum ProposedAction {
     Deactivate { user_id: ruma::OwnedUserId },
     /// Lock an account of the node.
     Lock { user_id: ruma::OwnedUserId },
+    /// Put a server on the node's allow-list (`allowed`) or take it off.
+    AllowListEntry { server: OwnedServerName, allowed: bool },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

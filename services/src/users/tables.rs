@@ -188,6 +188,12 @@ pub struct TotpRecord {
     pub confirmed: bool,
     /// The last time step a code was accepted for: that code, and every older one, is spent.
     pub last_step: u64,
+    /// Wrong (or replayed) codes in a row since the last good one, and when the last came: past
+    /// a few, each further attempt waits (users/totp.rs), so six digits cannot be guessed.
+    #[serde(default)]
+    pub failures: u32,
+    #[serde(default)]
+    pub failed_ms: u64,
 }
 
 hemicycle_core::tables! {

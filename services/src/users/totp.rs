@@ -3,6 +3,13 @@
 //! its step and the ones either side (clocks drift), and once only: the step of the last
 //! accepted code is kept, and a code of that step or an older one is refused as replayed, so a
 //! code seen over a shoulder or in a log is worth nothing.
+//!
+//! Guessing is bounded: after [`FREE_FAILURES`] wrong codes in a row, every further attempt
+//! (right or wrong) waits, the wait doubling from [`FIRST_WAIT_MS`] up to [`MAX_WAIT_MS`]
+//! (`429 M_LIMIT_EXCEEDED` with `retry_after_ms`). Three codes are good at any moment, so one
+//! guess wins with odds of 3 in a million: at most one guess an hour, once the wait is at its
+//! longest, leaves a year of guessing at 3 %. The count is kept with the secret, so a restart
+//! does not reset it.
 
 use std::sync::Arc;
 
@@ -20,6 +27,21 @@ const STEP_SECS: u64 = 30;
 const DIGITS: u32 = 6;
 /// Steps accepted either side of the current one.
 const DRIFT: u64 = 1;
+/// Wrong codes in a row before attempts have to wait.
+const FREE_FAILURES: u32 = 5;
+/// The wait after the first wrong code past [`FREE_FAILURES`], doubled by each further one.
+const FIRST_WAIT_MS: u64 = 30_000;
+const MAX_WAIT_MS: u64 = 3_600_000;
+
+/// How long `record`'s owner must still wait before trying a code at `now`, if at all.
+fn wait_of(record: &TotpRecord, now: u64) -> Option<std::time::Duration> {
+    if record.failures < FREE_FAILURES {
+        return None;
+    }
+    let wait = FIRST_WAIT_MS.saturating_mul(1 << (record.failures - FREE_FAILURES).min(10)).min(MAX_WAIT_MS);
+    let elapsed = now.saturating_sub(record.failed_ms);
+    (elapsed < wait).then(|| std::time::Duration::from_millis(wait - elapsed))
+}
 
 /// The code of `secret` at time step `step` (RFC 4226 dynamic truncation).
 pub fn code_at(secret: &[u8], step: u64, digits: u32) -> u32 {
@@ -91,7 +113,7 @@ impl Totp {
         }
         let mut secret = vec![0u8; 20];
         rand::Rng::fill_bytes(&mut rand::rng(), &mut secret);
-        let record = TotpRecord { secret: secret.clone(), confirmed: false, last_step: 0 };
+        let record = TotpRecord { secret: secret.clone(), confirmed: false, last_step: 0, failures: 0, failed_ms: 0 };
         self.write(user, &record)?;
         Ok(base32(&secret))
     }
@@ -111,7 +133,8 @@ impl Totp {
     }
 
     /// Checks a code of `user`'s confirmed second factor and spends it: a wrong code, a code of
-    /// a step already used (replayed) and a user without a second factor are all refused.
+    /// a step already used (replayed) and a user without a second factor are all refused (403),
+    /// and so is any code while too many wrong ones wait out their time (429).
     pub fn check(&self, user: &UserId, code: &str) -> Result<()> {
         self.check_at(user, code, now_ms())
     }
@@ -122,13 +145,22 @@ impl Totp {
             .record(user)?
             .filter(|r| r.confirmed)
             .ok_or_else(|| Error::forbidden("this needs a second factor: enrol one in the console first"))?;
-        let step =
-            matching_step(&record.secret, code, now).ok_or_else(|| Error::forbidden("the one-time code is wrong"))?;
-        if step <= record.last_step {
-            return Err(Error::forbidden("this one-time code was used already: wait for the next one"));
+        if let Some(retry_after) = wait_of(&record, now) {
+            return Err(Error::LimitExceeded { retry_after });
         }
-        record.last_step = step;
-        self.write(user, &record)
+        let refusal = match matching_step(&record.secret, code, now) {
+            None => "the one-time code is wrong",
+            Some(step) if step <= record.last_step => "this one-time code was used already: wait for the next one",
+            Some(step) => {
+                record.last_step = step;
+                record.failures = 0;
+                return self.write(user, &record);
+            }
+        };
+        record.failures = record.failures.saturating_add(1);
+        record.failed_ms = now;
+        self.write(user, &record)?;
+        Err(Error::forbidden(refusal))
     }
 
     /// Removes `user`'s second factor.
@@ -193,5 +225,42 @@ mod tests {
         assert!(refused.to_string().contains("wrong"), "{refused}");
         assert!(totp.check_at(user, "12345", later).is_err(), "five digits");
         totp.check_at(user, &code(later), later).unwrap();
+    }
+
+    #[test]
+    fn wrong_codes_in_a_row_make_every_attempt_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Database::open(dir.path()).unwrap());
+        let totp = Totp::new(db.clone());
+        let user = ruma::user_id!("@root:example.org");
+        totp.begin(user).unwrap();
+        let secret = totp.record(user).unwrap().unwrap().secret;
+        let code = |at: u64| format!("{:06}", code_at(&secret, at / 1000 / STEP_SECS, DIGITS));
+        let now = now_ms();
+        totp.confirm(user, &code(now)).unwrap();
+        let at = now + 30_000;
+        let wrong = (0..1_000_000)
+            .map(|n| format!("{n:06}"))
+            .find(|c| (0..5).all(|d| *c != code(at - 30_000 + d * 30_000)))
+            .unwrap();
+        for _ in 0..FREE_FAILURES {
+            assert!(matches!(totp.check_at(user, &wrong, at), Err(Error::Forbidden(_))));
+        }
+        // Now even the right code waits, and a restart (a new service on the same store) keeps it.
+        let totp = Totp::new(db);
+        match totp.check_at(user, &code(at), at + 1_000) {
+            Err(Error::LimitExceeded { retry_after }) => assert_eq!(retry_after.as_millis(), 29_000),
+            other => panic!("{other:?}"),
+        }
+        // After the wait one attempt is tried; a wrong one doubles the next wait.
+        let later = at + 30_000;
+        assert!(matches!(totp.check_at(user, &wrong, later), Err(Error::Forbidden(_))));
+        match totp.check_at(user, &code(later), later + 30_000) {
+            Err(Error::LimitExceeded { retry_after }) => assert_eq!(retry_after.as_millis(), 30_000),
+            other => panic!("{other:?}"),
+        }
+        let last = later + 60_000;
+        totp.check_at(user, &code(last), last).unwrap();
+        assert_eq!(totp.record(user).unwrap().unwrap().failures, 0, "a good code starts the count again");
     }
 }

@@ -339,27 +339,46 @@ async fn start_purge(services: Arc<Services>, admin: Admin, room: String, body: 
             let meta = services.rooms.meta(&event_id)?.filter(|m| m.room_id == room);
             meta.ok_or_else(|| ApiError::from(Error::invalid_param("that event is not in this room")))?.pos
         }
-        (None, Some(ts)) => match services.rooms.event_at_timestamp_as_admin(&room, ts, true)? {
-            Some((event_id, _)) => services.rooms.meta(&event_id)?.map_or(u64::MAX, |m| m.pos),
-            None => u64::MAX,
-        },
+        (None, Some(ts)) => position_at(&services, &room, ts)?,
         (None, None) => {
             return Err(Error::invalid_param("give purge_up_to_event_id or purge_up_to_ts").into());
         }
     };
+    let purge_id = start_history_purge(services, &admin, room, before, body.delete_local_events)?;
+    ok(json!({ "purge_id": purge_id }))
+}
+
+/// The stream position a purge up to `ts` stops at: that of the first event at or after it.
+pub(crate) fn position_at(services: &Services, room: &RoomId, ts: u64) -> Result<u64, ApiError> {
+    Ok(match services.rooms.event_at_timestamp_as_admin(room, ts, true)? {
+        Some((event_id, _)) => services.rooms.meta(&event_id)?.map_or(u64::MAX, |m| m.pos),
+        None => u64::MAX,
+    })
+}
+
+/// Starts deleting `room`'s timeline events before stream position `before` (other servers'
+/// only unless `delete_local`), in the background, and records it; the admin API and the
+/// console share it. Answers the purge id `purge_history_status` reads.
+pub(crate) fn start_history_purge(
+    services: Arc<Services>,
+    admin: &Admin,
+    room: OwnedRoomId,
+    before: u64,
+    delete_local: bool,
+) -> Result<String, ApiError> {
     let purge_id = crate::users::random_password();
     services.history_purges.lock().expect("purges").insert(purge_id.clone(), json!({ "status": "active" }));
-    let details = json!({ "before_position": before, "delete_local_events": body.delete_local_events });
+    let details = json!({ "before_position": before, "delete_local_events": delete_local });
     admin.audit(&services, "room.purge_history", room.as_str(), details)?;
     let id = purge_id.clone();
     tokio::spawn(async move {
-        let status = match services.rooms.purge_history(&room, before, body.delete_local_events).await {
+        let status = match services.rooms.purge_history(&room, before, delete_local).await {
             Ok(deleted) => json!({ "status": "complete", "deleted": deleted }),
             Err(error) => json!({ "status": "failed", "error": error.to_string() }),
         };
         services.history_purges.lock().expect("purges").insert(id, status);
     });
-    ok(json!({ "purge_id": purge_id }))
+    Ok(purge_id)
 }
 
 /// `GET /_synapse/admin/v1/purge_history_status/{purge_id}`: `active`, `complete` or `failed`.

@@ -58,6 +58,9 @@ pub struct Failure {
     pub message: String,
     /// The Matrix error code, for clients that read JSON.
     pub errcode: &'static str,
+    /// How long to wait before trying again, for `M_LIMIT_EXCEEDED` (too many wrong one-time
+    /// codes): `retry_after_ms` in JSON, `Retry-After` in both.
+    pub retry_after_ms: Option<u64>,
 }
 
 impl Failure {
@@ -70,7 +73,7 @@ impl Failure {
             StatusCode::BAD_REQUEST => "M_INVALID_PARAM",
             _ => "M_UNRECOGNIZED",
         };
-        Self { status, message: message.into(), errcode }
+        Self { status, message: message.into(), errcode, retry_after_ms: None }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -92,7 +95,12 @@ impl From<ApiError> for Failure {
             "M_TOO_LARGE" => "M_TOO_LARGE",
             _ => "M_UNKNOWN",
         };
-        Self { status: error.status, message, errcode }
+        let retry_after_ms = error.body["retry_after_ms"].as_u64();
+        let message = match retry_after_ms {
+            Some(ms) => format!("{message}: try again in {} s.", ms.div_ceil(1000)),
+            None => message,
+        };
+        Self { status: error.status, message, errcode, retry_after_ms }
     }
 }
 
@@ -110,6 +118,9 @@ impl IntoResponse for Failure {
             p { a href=(BASE) { "Back to the console" } }
         };
         let mut response = (self.status, Html(document(title, None, body).into_string())).into_response();
+        if let Some(ms) = self.retry_after_ms {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(ms.div_ceil(1000)));
+        }
         response.extensions_mut().insert(self);
         response
     }
@@ -299,6 +310,14 @@ impl Change {
         self.fields.contains_key(name)
     }
 
+    /// The names after `prefix` of the ticked checkboxes named `prefix…` (a list to choose
+    /// from, such as the servers a notice goes to), sorted.
+    pub fn ticked_with_prefix(&self, prefix: &str) -> Vec<&str> {
+        let mut out: Vec<&str> = self.fields.keys().filter_map(|name| name.strip_prefix(prefix)).collect();
+        out.sort_unstable();
+        out
+    }
+
     /// An optional non-negative whole number.
     pub fn number(&self, name: &str, label: &str) -> Result<Option<u64>, Failure> {
         self.field(name)
@@ -380,8 +399,15 @@ async fn security_headers(request: Request, next: Next) -> Response {
     let html = wants_html(request.headers());
     let mut response = next.run(request).await;
     if let (false, Some(failure)) = (html, response.extensions().get::<Failure>().cloned()) {
-        let body = serde_json::json!({ "errcode": failure.errcode, "error": failure.message });
+        let mut body = serde_json::json!({ "errcode": failure.errcode, "error": failure.message });
+        if let Some(ms) = failure.retry_after_ms {
+            body["retry_after_ms"] = ms.into();
+        }
+        let retry_after = response.headers().get(header::RETRY_AFTER).cloned();
         response = (failure.status, axum::Json(body)).into_response();
+        if let Some(value) = retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
     }
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));

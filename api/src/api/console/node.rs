@@ -1,5 +1,5 @@
-//! "This node": version, uptime, counts, activity, database size, signing keys and the TLS
-//! certificate's expiry; and the audit log.
+//! "This node": version, uptime, counts, activity, database size, signing keys (and their
+//! rotation, with the admin's second factor) and the TLS certificate's expiry; and the audit log.
 
 use std::{
     sync::{Arc, OnceLock},
@@ -9,13 +9,13 @@ use std::{
 use axum::{
     extract::State,
     response::{IntoResponse, Redirect},
-    routing::get,
+    routing::{get, post},
     Router,
 };
 use maud::html;
-use serde_json::Value;
+use serde_json::{json, Value};
 
-use super::{duration, page, pager, when, Page, Query, Session, BASE};
+use super::{done, duration, page, pager, when, Change, Page, Query, Session, BASE};
 use crate::{db::codec::Be64, error::Error, services::Services, time::now_ms};
 
 /// When the console was mounted, i.e. when the server started serving.
@@ -37,6 +37,18 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .route(BASE, get(overview))
         .route(&format!("{BASE}/"), get(|| async { Redirect::to(BASE).into_response() }))
         .route(&format!("{BASE}/audit"), get(audit))
+        .route(&format!("{BASE}/keys/rotate"), post(rotate_key))
+}
+
+/// `POST /keys/rotate`: a new signing key from now on, the old one published as retired (what
+/// `hemicycle server rotate-key` does on a stopped server). Asks the admin's second factor: a
+/// rotation makes every other server fetch our keys again.
+async fn rotate_key(State(services): State<Arc<Services>>, change: Change) -> Page {
+    change.second_factor(&services)?;
+    let old = services.server_keys.key_id();
+    let new = services.server_keys.rotate_live(&services.db)?;
+    change.admin().audit(&services, "server.rotate_key", &new, json!({ "retired": old }))?;
+    done(&change.session, "", vec![], &format!("Signing key rotated: {new} signs from now on, {old} is retired."))
 }
 
 /// Events appended (local or received) over the last minute, per second: the newest stream
@@ -164,8 +176,10 @@ async fn overview(State(services): State<Arc<Services>>, session: Session, query
                 dt { "Database size" } dd { (bytes(services.db.size_on_disk())) }
                 dt { "Federation" } dd {
                     @if !config.federation.enabled { "disabled" }
-                    @else if config.federation.allow.is_empty() { "open to every server" }
-                    @else { "only with " (config.federation.allow.len()) " allowed servers" }
+                    @else { @match services.federation.allow_list.servers() {
+                        None => "open to every server",
+                        Some(list) => { "only with " (list.len()) " allowed servers" },
+                    } }
                 }
             }
         }
@@ -184,6 +198,11 @@ async fn overview(State(services): State<Arc<Services>>, session: Session, query
                         tr { th scope="row" { code { (id) } } td { "retired" } td { (when(*expired)) } }
                     }
                 }
+            }
+            form.stack method="post" action=(format!("{BASE}/keys/rotate")) data-confirm="Rotate the signing key? Every other server fetches the new one." {
+                (session.csrf_field())
+                (super::totp_field("rotate-totp"))
+                button.danger type="submit" { "Rotate the signing key" }
             }
         }
         section aria-labelledby="tls" {

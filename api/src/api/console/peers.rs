@@ -1,14 +1,16 @@
 //! Peers: every server this node federates with, how sending to it goes (the sender's backoff),
-//! what waits for it, its signing keys, the rooms shared; the `federation.allow` list and the
-//! servers it refuses; "reset connection".
+//! what waits for it, its signing keys, the rooms shared; the allow-list (`federation.allow` with
+//! the changes admins made here, each asking their second factor) and the servers it refuses;
+//! "reset connection".
 
 use std::{collections::BTreeSet, sync::Arc};
 
 use axum::{extract::State, routing::post, Router};
 use maud::html;
 use ruma::OwnedServerName;
+use serde_json::json;
 
-use super::{button_form, done, duration, page, when, Change, Page, Query, Session, BASE};
+use super::{button_form, done, duration, page, when, Change, Failure, Page, Query, Session, BASE};
 use crate::{
     api::admin::destinations,
     db::codec::{prefix, Be64},
@@ -17,7 +19,10 @@ use crate::{
 };
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
-    router.route(&format!("{BASE}/peers"), axum::routing::get(list)).route(&format!("{BASE}/peers/reset"), post(reset))
+    router
+        .route(&format!("{BASE}/peers"), axum::routing::get(list))
+        .route(&format!("{BASE}/peers/reset"), post(reset))
+        .route(&format!("{BASE}/peers/allow"), post(change_allow_list))
 }
 
 /// How many EDUs (receipts, to-device, device list updates…) wait for a destination.
@@ -48,7 +53,7 @@ fn backlog(services: &Services, sent: u64) -> Result<usize, Error> {
 /// The servers of members of our rooms that `federation.allow` keeps out.
 fn refused(services: &Services) -> Result<BTreeSet<OwnedServerName>, Error> {
     let mut out = BTreeSet::new();
-    if services.config.federation.allow.is_empty() && services.config.federation.enabled {
+    if services.federation.allow_list.open() && services.config.federation.enabled {
         return Ok(out);
     }
     for entry in services.db.tables.rooms.roomid_room.iter() {
@@ -74,6 +79,8 @@ async fn list(State(services): State<Arc<Services>>, session: Session, query: Qu
         rows.push((server, health, keys, shared, queue));
     }
     let federation = &services.config.federation;
+    let allowed = services.federation.allow_list.servers();
+    let entries = services.federation.allow_list.entries();
     let refused = refused(&services)?;
     let pinned = services.federation.keys.pinned_servers();
     let key_refusals = services.federation.keys.refusals();
@@ -82,11 +89,41 @@ async fn list(State(services): State<Arc<Services>>, session: Session, query: Qu
             h2 #allow { "Allow-list" }
             @if !federation.enabled {
                 p { "Federation is disabled (" code { "federation.enabled = false" } "): every other server is refused." }
-            } @else if federation.allow.is_empty() {
-                p { code { "federation.allow" } " is empty: this node federates with every server." }
+            } @else if let Some(servers) = &allowed {
+                p { "Only these servers are let in (" code { "federation.allow" } ", with the changes made here):" }
+                ul.allowed { @for server in servers { li { code { (server.as_str()) } } } }
+                @if !entries.is_empty() {
+                    div.scroll { table {
+                        caption { "Changes made at runtime (they override the configuration for these servers)" }
+                        thead { tr {
+                            th scope="col" { "Server" } th scope="col" { "Change" } th scope="col" { "By" }
+                            th scope="col" { "When" } th scope="col" { "Reason" }
+                        } }
+                        tbody { @for (server, entry) in &entries { tr {
+                            th scope="row" { code { (server.as_str()) } }
+                            td { @if entry.allowed { "added" } @else { "removed" } }
+                            td { (entry.by) }
+                            td { (when(Some(entry.ts))) }
+                            td { (entry.reason) }
+                        } } }
+                    } }
+                }
+                form.stack method="post" action=(format!("{BASE}/peers/allow")) data-confirm="Change the allow-list? Requests from and to this server change at once." {
+                    (session.csrf_field())
+                    label for="allow-server" { "Server" }
+                    input #allow-server name="server" type="text" required placeholder="ministere.gouv.example";
+                    label for="allow-change" { "Change" }
+                    select #allow-change name="change" {
+                        option value="add" { "Add to the allow-list" }
+                        option value="remove" { "Remove from the allow-list" }
+                    }
+                    label for="allow-reason" { "Reason" }
+                    input #allow-reason name="reason" type="text" required;
+                    (super::totp_field("allow-totp"))
+                    button.danger type="submit" { "Change the allow-list" }
+                }
             } @else {
-                p { code { "federation.allow" } " lets only these servers in:" }
-                ul { @for server in &federation.allow { li { code { (server.as_str()) } } } }
+                p { code { "federation.allow" } " is empty: this node federates with every server (an allow-list is started in the configuration, then changed here)." }
             }
             @if !refused.is_empty() {
                 p { "Servers with members in our rooms that are refused:" }
@@ -171,4 +208,33 @@ async fn reset(State(services): State<Arc<Services>>, change: Change) -> Page {
     let destination = change.required("destination", "The destination")?;
     let server = destinations::reset_connection(&services, &change.admin(), destination)?;
     done(&change.session, "/peers", vec![], &format!("Connection to {server} reset: sending again now."))
+}
+
+/// `POST /peers/allow`: `server`, `change` (`add` or `remove`), `reason`, and the admin's
+/// one-time code. Takes effect on the next request from or to that server.
+async fn change_allow_list(State(services): State<Arc<Services>>, change: Change) -> Page {
+    let server = OwnedServerName::try_from(change.required("server", "The server")?)
+        .map_err(|e| Failure::bad_request(format!("Not a server name: {e}")))?;
+    let allowed = match change.required("change", "The change")? {
+        "add" => true,
+        "remove" => false,
+        other => return Err(Failure::bad_request(format!("Unknown change {other}."))),
+    };
+    let reason = change.required("reason", "The reason")?;
+    change.second_factor(&services)?;
+    let by = change.session.user_id.as_str();
+    let changed = services.federation.set_allowed(&server, allowed, by, reason)?;
+    change.admin().audit(
+        &services,
+        "federation.allow_list",
+        server.as_str(),
+        json!({ "allowed": allowed, "changed": changed, "reason": reason }),
+    )?;
+    let message = match (allowed, changed) {
+        (true, true) => format!("{server} is on the allow-list."),
+        (false, true) => format!("{server} is off the allow-list: it is refused from now on."),
+        (true, false) => format!("{server} was on the allow-list already."),
+        (false, false) => format!("{server} was not on the allow-list."),
+    };
+    done(&change.session, "/peers", vec![], &message)
 }

@@ -1,8 +1,9 @@
 //! Proposals and server notices. An admin proposes an action on another node (a notice to its
-//! agents, deactivating or locking one of its accounts); the other node's admins approve or
-//! refuse it in their console, and only their approval, with their second factor, makes it
-//! happen there (network/proposals.rs). Server notices to every account of this node or to
-//! chosen ones go out in batches whose progress shows here.
+//! agents, deactivating or locking one of its accounts, changing an entry of its allow-list);
+//! the other node's admins approve or refuse it in their console, and only their approval, with
+//! their second factor, makes it happen there (network/proposals.rs). Server notices to every
+//! account of this node, to chosen ones, or to chosen nodes (a proposal to each) go out in
+//! batches whose progress shows here.
 
 use std::sync::Arc;
 
@@ -46,6 +47,7 @@ async fn overview(State(services): State<Arc<Services>>, session: Session, query
     let outgoing = proposals::outgoing(&services)?;
     let peers = status::peers(&services)?;
     let batches = notices::batches(&services);
+    let own = services.federation.server_name().to_owned();
     let row = |p: &Proposal, node: &ServerName| {
         html! {
             th scope="row" { code { (node.as_str()) } }
@@ -104,9 +106,13 @@ async fn overview(State(services): State<Arc<Services>>, session: Session, query
                     option value="server_notice" { "Server notice to every account of the node" }
                     option value="deactivate" { "Deactivate an account of the node" }
                     option value="lock" { "Lock an account of the node" }
+                    option value="allow_server" { "Add a server to the node's allow-list" }
+                    option value="remove_server" { "Remove a server from the node's allow-list" }
                 }
                 label for="proposal-user" { "Account (to deactivate or lock)" }
                 input #proposal-user name="user" type="text" placeholder="@agent:node";
+                label for="proposal-server" { "Server (for an allow-list change)" }
+                input #proposal-server name="server" type="text" placeholder="ministere.gouv.example";
                 label for="proposal-text" { "Notice (for a server notice)" }
                 textarea #proposal-text name="text" maxlength=(proposals::MAX_TEXT) {}
                 label for="proposal-reason" { "Reason" }
@@ -126,11 +132,37 @@ async fn overview(State(services): State<Arc<Services>>, session: Session, query
         }
         section aria-labelledby="notices" {
             h2 #notices { "Server notices" }
-            p { "A message from the server, in each recipient's server notices room. To another node's agents, propose it to that node above." }
+            p { "A message from the server, in each recipient's server notices room: to every account of this node, to chosen accounts, or to chosen nodes, where it goes as a proposal their admins approve. It is sent in batches; the progress shows below (reload to follow it)." }
             form.stack method="post" action=(format!("{BASE}/notices/send")) {
                 (session.csrf_field())
-                label for="notice-to" { "To (one account per line; empty: every account of this node)" }
+                fieldset {
+                    legend { "To" }
+                    div.check {
+                        input #notice-all type="radio" name="audience" value="all" checked;
+                        label for="notice-all" { "Every account of this node" }
+                    }
+                    div.check {
+                        input #notice-users type="radio" name="audience" value="users";
+                        label for="notice-users" { "The accounts listed below" }
+                    }
+                    div.check {
+                        input #notice-servers type="radio" name="audience" value="servers";
+                        label for="notice-servers" { "Every account of the nodes ticked below (a proposal to each)" }
+                    }
+                }
+                label for="notice-to" { "Accounts of this node (one per line)" }
                 textarea #notice-to name="to" {}
+                @if !peers.is_empty() {
+                    fieldset {
+                        legend { "Nodes" }
+                        @for peer in std::iter::once(&own).chain(&peers) {
+                            div.check {
+                                input id=(format!("notice-server-{peer}")) type="checkbox" name=(format!("server:{peer}"));
+                                label for=(format!("notice-server-{peer}")) { code { (peer.as_str()) } }
+                            }
+                        }
+                    }
+                }
                 label for="notice-text" { "Message" }
                 textarea #notice-text name="text" required maxlength=(proposals::MAX_TEXT) {}
                 button type="submit" { "Send" }
@@ -171,6 +203,11 @@ async fn propose(State(services): State<Arc<Services>>, change: Change) -> Page 
         "server_notice" => ProposedAction::ServerNotice { text: change.required("text", "The notice")?.to_owned() },
         "deactivate" => ProposedAction::Deactivate { user_id: user()? },
         "lock" => ProposedAction::Lock { user_id: user()? },
+        "allow_server" | "remove_server" => ProposedAction::AllowListEntry {
+            server: OwnedServerName::try_from(change.required("server", "The server")?)
+                .map_err(|e| Failure::bad_request(format!("Not a server name: {e}")))?,
+            allowed: change.field("kind") == Some("allow_server"),
+        },
         other => return Err(Failure::bad_request(format!("Unknown action {other}."))),
     };
     let reason = change.required("reason", "The reason")?;
@@ -221,6 +258,17 @@ async fn decide(State(services): State<Arc<Services>>, change: Change) -> Page {
                     admin.audit(&services, "user.lock", user.as_str(), json!({ "proposal": target }))?;
                     format!("{user} locked")
                 }
+                ProposedAction::AllowListEntry { server, allowed } => {
+                    let reason = format!("proposed by {} of {origin}: {}", proposal.proposer, proposal.reason);
+                    let changed = services.federation.set_allowed(server, *allowed, &by, &reason)?;
+                    let details = json!({ "allowed": allowed, "changed": changed, "proposal": target });
+                    admin.audit(&services, "federation.allow_list", server.as_str(), details)?;
+                    match (*allowed, changed) {
+                        (true, true) => format!("{server} added to the allow-list"),
+                        (false, true) => format!("{server} removed from the allow-list"),
+                        _ => format!("the allow-list had it so already ({server})"),
+                    }
+                }
             };
             admin.audit(&services, "proposal.approve", &target, details)?;
             let message = format!("Approved: {outcome}.");
@@ -231,15 +279,21 @@ async fn decide(State(services): State<Arc<Services>>, change: Change) -> Page {
     }
 }
 
-/// `POST /notices/send`: `text`, and `to` (accounts, one per line; empty: every account).
+/// `POST /notices/send`: `text`, and `audience`: `all` (every account of this node), `users`
+/// (`to`: accounts of this node, one per line) or `servers` (the ticked `server:<name>` boxes: a
+/// proposal of the notice to each, which their admins approve; this node among them gets it at
+/// once).
 async fn send_notice(State(services): State<Arc<Services>>, change: Change) -> Page {
     let text = change.required("text", "The message")?;
     if text.len() > proposals::MAX_TEXT {
         return Err(Failure::bad_request(format!("A notice is at most {} bytes.", proposals::MAX_TEXT)));
     }
-    let (targets, audience) = match change.field("to") {
-        None => (proposals::local_accounts(&services)?, "every account".to_owned()),
-        Some(list) => {
+    // Forms from before the audience choice name accounts in `to`, or none for everyone.
+    let audience = change.field("audience").unwrap_or(if change.field("to").is_some() { "users" } else { "all" });
+    let (targets, audience) = match audience {
+        "all" => (proposals::local_accounts(&services)?, "every account".to_owned()),
+        "users" => {
+            let list = change.required("to", "The list of accounts")?;
             let mut targets = Vec::new();
             for line in list.lines().map(str::trim).filter(|l| !l.is_empty()) {
                 targets.push(existing_user(&services, line)?.0);
@@ -247,9 +301,69 @@ async fn send_notice(State(services): State<Arc<Services>>, change: Change) -> P
             let audience = format!("{} chosen accounts", targets.len());
             (targets, audience)
         }
+        "servers" => return notice_to_servers(&services, &change, text).await,
+        other => return Err(Failure::bad_request(format!("Unknown audience {other}."))),
     };
     let count = targets.len();
     let id = notices::start(services.clone(), &change.session.user_id, audience.clone(), targets, text.to_owned());
     change.admin().audit(&services, "server_notice.batch", &id, json!({ "to": audience, "count": count }))?;
     done(&change.session, "/proposals", vec![], &format!("Sending the notice to {count} accounts."))
+}
+
+/// A notice to every account of the chosen nodes: proposed to each (its admins decide), sent at
+/// once to this node's own accounts when it is among them. Every node is tried even if one
+/// cannot be reached; the answer names those that could not.
+async fn notice_to_servers(services: &Arc<Services>, change: &Change, text: &str) -> Page {
+    let chosen = change.ticked_with_prefix("server:");
+    if chosen.is_empty() {
+        return Err(Failure::bad_request("Tick at least one node."));
+    }
+    let own = services.federation.server_name();
+    let reason = format!("a server notice from the admins of {own}");
+    let (mut proposed, mut failed) = (Vec::new(), Vec::new());
+    for raw in chosen {
+        let node =
+            OwnedServerName::try_from(raw).map_err(|e| Failure::bad_request(format!("Not a server name: {e}")))?;
+        if node.as_str() == own.as_str() {
+            let targets = proposals::local_accounts(services)?;
+            let count = targets.len();
+            let id = notices::start(
+                services.clone(),
+                &change.session.user_id,
+                "every account".into(),
+                targets,
+                text.to_owned(),
+            );
+            change.admin().audit(
+                services,
+                "server_notice.batch",
+                &id,
+                json!({ "to": "every account", "count": count }),
+            )?;
+            proposed.push(node.to_string());
+            continue;
+        }
+        let action = ProposedAction::ServerNotice { text: text.to_owned() };
+        match proposals::propose(services, &change.session.user_id, &node, action, &reason).await {
+            Ok(proposal) => {
+                change.admin().audit(
+                    services,
+                    "proposal.propose",
+                    &format!("{node}/{}", proposal.id),
+                    json!({ "action": proposal.action, "reason": proposal.reason }),
+                )?;
+                proposed.push(node.to_string());
+            }
+            Err(error) => failed.push(format!("{node} ({error})")),
+        }
+    }
+    if proposed.is_empty() {
+        let message = format!("No node could be reached: {}.", failed.join(", "));
+        return Err(Failure::new(http::StatusCode::BAD_GATEWAY, message));
+    }
+    let mut message = format!("Notice proposed to {}: each node's admins approve it.", proposed.join(", "));
+    if !failed.is_empty() {
+        message = format!("{message} Not reached: {}.", failed.join(", "));
+    }
+    done(&change.session, "/proposals", vec![], &message)
 }

@@ -1,5 +1,5 @@
-//! Rooms (search, members by server, state, block, delete), media (an uploader's files,
-//! quarantine, delete) and event reports (list, delete).
+//! Rooms (search, members by server, state, block, purge history, delete), media (an
+//! uploader's files, quarantine, delete) and event reports (list, delete).
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -19,6 +19,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .route(&format!("{BASE}/rooms/view"), get(view))
         .route(&format!("{BASE}/rooms/block"), post(block))
         .route(&format!("{BASE}/rooms/delete"), post(delete))
+        .route(&format!("{BASE}/rooms/purge"), post(purge_history))
         .route(&format!("{BASE}/media"), get(media_page))
         .route(&format!("{BASE}/media/quarantine"), post(quarantine))
         .route(&format!("{BASE}/media/delete"), post(delete_media))
@@ -114,6 +115,18 @@ async fn view(State(services): State<Arc<Services>>, session: Session, query: Qu
             } @else {
                 (button_form(&session, "/rooms/block", &[("room", room_id), ("block", "on")], "Block the room", Some("Block this room? Local users will no longer be able to join it.")))
             }
+            form.stack method="post" action=(format!("{BASE}/rooms/purge")) data-confirm="Delete this room's older messages for good?" {
+                (session.csrf_field())
+                input type="hidden" name="room" value=(room_id);
+                label for="purge-days" { "Delete messages older than (days)" }
+                input #purge-days name="days" type="number" min="0" inputmode="numeric" required;
+                div.check {
+                    input #purge-local type="checkbox" name="local";
+                    label for="purge-local" { "Also this node's users' messages (else only other servers')" }
+                }
+                (super::totp_field("purge-totp"))
+                button.danger type="submit" { "Purge the history" }
+            }
             form.stack method="post" action=(format!("{BASE}/rooms/delete")) data-confirm="Delete this room? Every local member leaves it." {
                 (session.csrf_field())
                 input type="hidden" name="room" value=(room_id);
@@ -166,6 +179,28 @@ async fn delete(State(services): State<Arc<Services>>, change: Change) -> Page {
     let report = room_actions::shut_down(&services, &change.admin(), &room, change.ticked("block"), true, None).await?;
     let message = format!("{room} deleted: {} local members left it.", report.kicked_users.len());
     done(&change.session, "/rooms", vec![], &message)
+}
+
+/// `POST /rooms/purge`: `room`, `days`, `local` ticked or not: deletes the timeline events
+/// older than `days` (state events stay), in the background, as the admin API's
+/// `purge_history` does.
+async fn purge_history(State(services): State<Arc<Services>>, change: Change) -> Page {
+    let room = rooms::known_room(&services, change.required("room", "The room")?)?;
+    let days = change
+        .number("days", "The number of days")?
+        .ok_or_else(|| Failure::bad_request("The number of days is required."))?;
+    change.second_factor(&services)?;
+    let until = crate::time::now_ms().saturating_sub(days.saturating_mul(86_400_000));
+    let before = room_actions::position_at(&services, &room, until)?;
+    let id = room_actions::start_history_purge(
+        services.clone(),
+        &change.admin(),
+        room.clone(),
+        before,
+        change.ticked("local"),
+    )?;
+    let message = format!("Purging the history of {room} older than {days} days (purge {id}).");
+    done(&change.session, "/rooms/view", vec![("id", room.as_str())], &message)
 }
 
 /// `GET /media?user=`: the files a local user uploaded, with quarantine and delete.
