@@ -651,6 +651,8 @@ rc_message: {limit}
 rc_registration: {limit}
 rc_login: {{address: {limit}, account: {limit}, failed_attempts: {limit}}}
 rc_joins: {{local: {limit}, remote: {limit}}}
+rc_room_creation: {limit}
+rc_invites: {{per_room: {limit}, per_user: {limit}, per_issuer: {limit}}}
 "#,
             registration = registration.display(),
         );
