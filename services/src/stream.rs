@@ -3,10 +3,11 @@
 //!
 //! Writes are handed to one writer thread in stream-position order (positions are allocated while
 //! holding the queue lock). The thread writes every queued batch as one RocksDB write, syncs the
-//! WAL once for the whole group, then acknowledges each sender and advances the stream notification to the group's highest
-//! position, so consumers never see a position before everything below it is durable. Until its
-//! batch is durable, an event stays readable from the in-memory [`Pending`] overlay, so the next
-//! event of the same room can be built and authorized without waiting for the disk.
+//! WAL once for the whole group, then acknowledges each sender and advances the stream
+//! notification to the group's highest position, so consumers never see a position before
+//! everything below it is durable. Until its batch is durable, an event stays readable from the
+//! in-memory [`Pending`] overlay, so the next event of the same room can be built and authorized
+//! without waiting for the disk.
 
 use std::{
     collections::{BTreeSet, HashMap},
