@@ -7,7 +7,13 @@ use tokio::net::TcpListener;
 use crate::{admin, api, config::Config, services::Services};
 
 /// Serves until SIGTERM or SIGINT, then lets in-flight requests finish and flushes the database.
-pub async fn run(mut config: Config) -> Result<(), String> {
+pub async fn run(config: Config) -> Result<(), String> {
+    run_with(config, || {}).await
+}
+
+/// [`run`], calling `started` once the server answers (every listener bound, every background
+/// task started), before it serves its first request.
+pub async fn run_with(mut config: Config, started: impl FnOnce()) -> Result<(), String> {
     let listener = TcpListener::bind(config.listen.client)
         .await
         .map_err(|e| format!("cannot listen on {} (listen.client): {e}", config.listen.client))?;
@@ -63,6 +69,7 @@ pub async fn run(mut config: Config) -> Result<(), String> {
     // Tests and scripts read this line to learn the bound port (listen.client may use port 0).
     println!("hemicycle listening on http://{addr}");
     let _ = std::io::stdout().flush();
+    started();
 
     let app = api::router(services.clone());
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();

@@ -4,6 +4,7 @@
 //! ```sh
 //! cargo run --release --example loadgen -- [--scenario send|sync|media|keys|messages|initial-sync|unread|push|login-burst|federation]
 //!     [--clients 50] [--seconds 10] [--server target/release/hemicycle]
+//!     [--events N] [--send-rooms 10,1] [--synapse] [--callgrind]
 //! cargo run --example loadgen -- --smoke   # every scenario, tiny sizes, debug build: correctness only
 //! ```
 //!
@@ -13,8 +14,13 @@
 //! every event delivered) after printing its table and fails if a check does not hold; no check
 //! is about time. `--smoke` runs every scenario one after the other at tiny sizes (CI runs it
 //! with the debug build, see `scripts/test`), so the scenarios cannot rot.
-//! - `send`: one user per client; clients spread over 10 rooms, then all in 1 room, each sending
-//!   `PUT /send` as fast as answers come back: events/s and latency.
+//! - `send`: the write path with everything on. One user per client (every fifth with a keyword
+//!   push rule of its own), one appservice registered (served here, every room in its
+//!   namespace); clients spread over 10 rooms, then all in 1 room (`--send-rooms 10,1`), each
+//!   sending `PUT /send` as fast as answers come back for `--seconds` (or `--events` in all):
+//!   events/s and latency. Every message must reach the appservice exactly once. `--synapse`
+//!   runs the same on a Synapse afterwards (`SYNAPSE_VENV`) and prints the ratio; `--callgrind`
+//!   drives a server run under callgrind (see `docs/performance.md`).
 //! - `sync`: `--clients` users long-polling `/sync` in rooms of `--fanout` (default 10; ready once
 //!   the server counts them all waiting), the server's CPU while they wait, then one sender
 //!   posting 50 messages per second on a schedule for `--seconds`. The readers behave as clients
@@ -91,6 +97,14 @@ struct Args {
     /// `federation`: rooms on A and senders on A the messages are spread over.
     fed_rooms: usize,
     fed_senders: usize,
+    /// `send`: events per room layout (0: send for `--seconds` instead), the room layouts, and
+    /// whether Synapse runs the same after Hemicycle.
+    events: u64,
+    send_rooms: Vec<usize>,
+    synapse: bool,
+    /// `send`: the server runs under `valgrind --tool=callgrind`; its counters are zeroed before
+    /// each layout's sending and dumped once the server is quiet after it.
+    callgrind: bool,
     /// `--smoke`: every scenario at the sizes of [`Args::smoke`].
     smoke: bool,
     /// Sizes only the smoke run changes (the documented figures use the defaults).
@@ -162,6 +176,10 @@ impl Args {
             room_state: 5,
             fed_rooms: 3,
             fed_senders: 3,
+            events: 0,
+            send_rooms: vec![10, 1],
+            synapse: false,
+            callgrind: false,
             smoke: true,
             sizes: Sizes {
                 idle_seconds: 0.5,
@@ -196,13 +214,22 @@ fn args() -> Args {
         room_state: 50,
         fed_rooms: 20,
         fed_senders: 20,
+        events: 0,
+        send_rooms: vec![10, 1],
+        synapse: false,
+        callgrind: false,
         smoke: false,
         sizes: Sizes::default(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        if flag == "--smoke" {
-            out.smoke = true;
+        match flag.as_str() {
+            "--smoke" => out.smoke = true,
+            "--synapse" => out.synapse = true,
+            "--callgrind" => out.callgrind = true,
+            _ => {}
+        }
+        if ["--smoke", "--synapse", "--callgrind"].contains(&flag.as_str()) {
             continue;
         }
         let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -221,6 +248,8 @@ fn args() -> Args {
             "--room-state" => out.room_state = number(&value),
             "--fed-rooms" => out.fed_rooms = number(&value),
             "--fed-senders" => out.fed_senders = number(&value),
+            "--events" => out.events = number(&value) as u64,
+            "--send-rooms" => out.send_rooms = value.split(',').map(number).collect(),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -295,8 +324,10 @@ async fn run(args: &Args) {
         "unknown scenario {} (a new scenario goes into SCENARIOS too, so the smoke run covers it)",
         args.scenario
     );
-    if args.scenario == "federation" {
-        return federation_scenario(args).await;
+    match args.scenario.as_str() {
+        "federation" => return federation_scenario(args).await,
+        "send" => return send_scenario(args).await,
+        _ => {}
     }
     let dir = tempfile::tempdir().expect("temp dir");
     let mut server = Server(
@@ -319,7 +350,6 @@ async fn run(args: &Args) {
 
     let http = reqwest::Client::builder().pool_max_idle_per_host(args.clients * 2).build().expect("client");
     match args.scenario.as_str() {
-        "send" => send_scenario(&http, &base, args).await,
         "sync" => sync_scenario(&http, &base, args, pid, &dir.path().join("db")).await,
         "media" => media_scenario(&http, &base, args).await,
         "keys" => keys_scenario(&http, &base, args).await,
@@ -334,53 +364,116 @@ async fn run(args: &Args) {
     println!("\nserver RSS at the end: {rss:.0} MiB (peak {peak:.0} MiB)");
 }
 
-async fn send_scenario(http: &reqwest::Client, base: &str, args: &Args) {
+/// The issue's send scenario, on Hemicycle and then (with `--synapse`) on Synapse, both with the
+/// same appservice registered, the same users, push rules and rooms: events/s and latency of
+/// `PUT /send` for each room layout of `--send-rooms`, and Hemicycle's rate over Synapse's.
+async fn send_scenario(args: &Args) {
+    let appservice = LoadAppservice::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let registration = dir.path().join("appservice.yaml");
+    std::fs::write(&registration, appservice.registration()).expect("write the appservice registration");
+    let http = reqwest::Client::builder().pool_max_idle_per_host(args.clients * 2).build().expect("client");
+
+    println!("| server | scenario | clients | events | seconds | events/s | p50 ms | p99 ms |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let mut server = Server(
+        Command::new(&args.server)
+            .arg("serve")
+            .env("HEMICYCLE_DATABASE__PATH", dir.path().join("db"))
+            .env("HEMICYCLE_LISTEN__CLIENT", "127.0.0.1:0")
+            .env("HEMICYCLE_REGISTRATION__OPEN", "true")
+            .env("HEMICYCLE_RATE_LIMITS__ENABLED", "false")
+            .env("HEMICYCLE_LOG__LEVEL", "warn")
+            .env("HEMICYCLE_APPSERVICES__REGISTRATIONS", format!("[{:?}]", registration.display().to_string()))
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", args.server)),
+    );
+    let mut line = String::new();
+    BufReader::new(server.0.stdout.take().expect("stdout")).read_line(&mut line).expect("server address");
+    let base = line.trim().strip_prefix("hemicycle listening on ").expect("address line").to_owned();
+    let pid = server.0.id();
+    let ours = send_phases(&http, &base, "Hemicycle", args, &appservice, pid).await;
+    let (rss, peak) = rss_mib(pid);
+    drop(server);
+    println!("\nHemicycle's RSS at the end: {rss:.0} MiB (peak {peak:.0} MiB)");
+    if !args.synapse {
+        return;
+    }
+    let synapse = Synapse::start(&registration).await;
+    println!();
+    let theirs = send_phases(&http, &synapse.base, "Synapse", args, &appservice, synapse.pid()).await;
+    let (rss, peak) = rss_mib(synapse.pid());
+    println!("\nSynapse's RSS at the end: {rss:.0} MiB (peak {peak:.0} MiB)\n");
+    println!("| scenario | Hemicycle events/s | Synapse events/s | Hemicycle / Synapse |");
+    println!("|---|---|---|---|");
+    for ((rooms, ours), (_, theirs)) in ours.iter().zip(&theirs) {
+        println!("| {rooms} room(s) | {ours:.0} | {theirs:.0} | {:.0}× |", ours / theirs);
+    }
+}
+
+/// `send` on one server: `--clients` users registered (every fifth with a keyword push rule of
+/// its own, on its name, so not every member shares the default rules), then for each room
+/// layout of `--send-rooms` the users spread over that many new rooms, each sending `PUT /send`
+/// as fast as answered for `--seconds` (or until `--events` are sent). The messages name a
+/// member, so the keyword rules fire. Every message must reach the appservice exactly once.
+/// Returns (rooms, events/s) per layout.
+async fn send_phases(
+    http: &reqwest::Client,
+    base: &str,
+    label: &str,
+    args: &Args,
+    appservice: &LoadAppservice,
+    pid: u32,
+) -> Vec<(usize, f64)> {
     let mut tokens = Vec::new();
     for i in 0..args.clients {
-        let body =
-            json!({ "username": format!("load{i}"), "password": "load-password", "auth": { "type": "m.login.dummy" } });
-        let v = post(http, &format!("{base}/_matrix/client/v3/register"), None, body).await;
-        tokens.push(v["access_token"].as_str().expect("token").to_owned());
+        let token = register_uia(http, base, &format!("load{i}")).await;
+        if i % 5 == 0 {
+            let rule = json!({ "pattern": format!("load{i}"), "actions": ["notify", { "set_tweak": "highlight" }] });
+            put(http, &format!("{base}/_matrix/client/v3/pushrules/global/content/name-{i}"), &token, rule).await;
+        }
+        tokens.push(token);
     }
-
-    println!("| scenario | clients | events | seconds | events/s | p50 ms | p99 ms |");
-    println!("|---|---|---|---|---|---|---|");
-    for rooms in [10usize, 1] {
+    let mut rates = Vec::new();
+    for &rooms in &args.send_rooms {
         let mut room_ids = Vec::new();
         for _ in 0..rooms {
-            let v = post(
-                http,
-                &format!("{base}/_matrix/client/v3/createRoom"),
-                Some(&tokens[0]),
-                json!({ "preset": "public_chat" }),
-            )
-            .await;
-            room_ids.push(v["room_id"].as_str().expect("room id").to_owned());
+            room_ids.push(create_public_room(http, base, &tokens[0]).await);
         }
         for (i, token) in tokens.iter().enumerate() {
-            let room = &room_ids[i % rooms];
+            let room = urlencode(&room_ids[i % rooms]);
             post(http, &format!("{base}/_matrix/client/v3/rooms/{room}/join"), Some(token), json!({})).await;
         }
+        let before = appservice.messages();
+        if args.callgrind {
+            callgrind_control(&["--zero"], pid);
+        }
         let deadline = Instant::now() + Duration::from_secs(args.seconds);
+        let quota = args.events;
+        let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let started = Instant::now();
         let room_ids = Arc::new(room_ids);
         let mut workers = Vec::new();
         for (i, token) in tokens.iter().cloned().enumerate() {
-            let http = http.clone();
-            let base = base.to_owned();
-            let room_ids = room_ids.clone();
+            let (http, base, room_ids, counter) = (http.clone(), base.to_owned(), room_ids.clone(), counter.clone());
+            let clients = args.clients;
             workers.push(tokio::spawn(async move {
-                let room = &room_ids[i % room_ids.len()];
+                let room = urlencode(&room_ids[i % room_ids.len()]);
                 let mut latencies = Vec::new();
-                let mut n = 0u64;
-                while Instant::now() < deadline {
-                    n += 1;
+                loop {
+                    let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let more = if quota > 0 { n < quota } else { Instant::now() < deadline };
+                    if !more {
+                        break;
+                    }
                     let url = format!("{base}/_matrix/client/v3/rooms/{room}/send/m.room.message/r{rooms}-{n}");
+                    let body = format!("load message {n} for load{}", (n as usize * 7 + i) % clients);
                     let t = Instant::now();
                     let response = http
                         .put(&url)
                         .bearer_auth(&token)
-                        .json(&json!({ "msgtype": "m.text", "body": format!("message {n}") }))
+                        .json(&json!({ "msgtype": "m.text", "body": body }))
                         .send()
                         .await
                         .expect("send");
@@ -396,16 +489,222 @@ async fn send_scenario(http: &reqwest::Client, base: &str, args: &Args) {
         }
         let elapsed = started.elapsed().as_secs_f64();
         all.sort();
+        let rate = all.len() as f64 / elapsed;
         println!(
-            "| {rooms} room{} | {} | {} | {elapsed:.1} | {:.0} | {:.1} | {:.1} |",
+            "| {label} | {rooms} room{} | {} | {} | {elapsed:.1} | {rate:.0} | {:.1} | {:.1} |",
             if rooms == 1 { "" } else { "s" },
             args.clients,
             all.len(),
-            all.len() as f64 / elapsed,
             percentile(&all, 0.50).as_secs_f64() * 1000.0,
             percentile(&all, 0.99).as_secs_f64() * 1000.0,
         );
+        let expected = before + all.len();
+        appservice.wait_for(expected).await;
+        let (messages, duplicates) = (appservice.messages(), appservice.duplicates());
+        assert_eq!((messages, duplicates), (expected, 0), "{label}: every message reaches the appservice exactly once");
+        if args.callgrind {
+            wait_quiet(pid).await;
+            callgrind_control(&["--dump"], pid);
+            eprintln!("callgrind: {label}, {rooms} room(s): {} events in the dump just written", all.len());
+        }
+        rates.push((rooms, rate));
     }
+    rates
+}
+
+/// Runs `callgrind_control` on the server (a `valgrind --tool=callgrind` process: pass a script
+/// that `exec`s it as `--server`), so a dump holds the sending and what it caused only.
+fn callgrind_control(what: &[&str], pid: u32) {
+    let status = Command::new("callgrind_control")
+        .args(what)
+        .arg(pid.to_string())
+        .stdout(Stdio::null())
+        .status()
+        .expect("callgrind_control (valgrind) is installed");
+    assert!(status.success(), "callgrind_control {what:?} {pid} failed");
+}
+
+/// Waits until the server has used less than 2 % of a core for a whole second: the stream's
+/// consumers (push rules, search index, appservice, federation) are done with what was sent.
+async fn wait_quiet(pid: u32) {
+    loop {
+        let before = cpu_seconds(pid);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if cpu_seconds(pid) - before < 0.02 {
+            return;
+        }
+    }
+}
+
+/// The appservice of the send scenario, served by the load generator: every room is in its
+/// namespace, so every message goes out to it in a transaction. It counts the load messages it
+/// is sent (by event id) and every second copy of one.
+struct LoadAppservice {
+    url: String,
+    seen: Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>>,
+    count: tokio::sync::watch::Receiver<usize>,
+}
+
+impl LoadAppservice {
+    async fn start() -> Self {
+        let seen: Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>> = Arc::default();
+        let (counted, count) = tokio::sync::watch::channel(0usize);
+        let counted = Arc::new(counted);
+        let tally = seen.clone();
+        let app = axum::Router::new().route(
+            "/_matrix/app/v1/transactions/{txn}",
+            axum::routing::put(move |axum::Json(body): axum::Json<Value>| {
+                let (tally, counted) = (tally.clone(), counted.clone());
+                async move {
+                    let mut seen = tally.lock().expect("appservice tally");
+                    for event in body["events"].as_array().into_iter().flatten() {
+                        let load = event["content"]["body"].as_str().is_some_and(|b| b.starts_with("load message "));
+                        if let (true, Some(id)) = (load, event["event_id"].as_str()) {
+                            *seen.entry(id.to_owned()).or_default() += 1;
+                        }
+                    }
+                    counted.send_replace(seen.len());
+                    axum::Json(json!({}))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("appservice port");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        tokio::spawn(async move { axum::serve(listener, app).await.expect("appservice") });
+        Self { url, seen, count }
+    }
+
+    /// A registration in Synapse's format, which both servers read.
+    fn registration(&self) -> String {
+        format!(
+            "id: loadgen\nurl: \"{}\"\nas_token: loadgen-as-token\nhs_token: loadgen-hs-token\n\
+             sender_localpart: loadbridge\nrate_limited: false\nnamespaces:\n  users:\n    - exclusive: true\n      \
+             regex: \"@bridge_.*\"\n  aliases: []\n  rooms:\n    - exclusive: false\n      regex: \".*\"\n",
+            self.url
+        )
+    }
+
+    /// Distinct load messages received so far.
+    fn messages(&self) -> usize {
+        *self.count.borrow()
+    }
+
+    /// Copies received beyond the first of each message.
+    fn duplicates(&self) -> u32 {
+        self.seen.lock().expect("appservice tally").values().map(|c| c - 1).sum()
+    }
+
+    /// Waits until `total` distinct messages arrived (ten minutes at most: a server that stops
+    /// delivering fails the count check after it).
+    async fn wait_for(&self, total: usize) {
+        let mut count = self.count.clone();
+        let _ = tokio::time::timeout(Duration::from_secs(600), count.wait_for(|n| *n >= total)).await;
+    }
+}
+
+/// A Synapse (the venv named by `SYNAPSE_VENV`, as `./scripts/test` installs it) on SQLite with
+/// a plain client listener on loopback, open registration, rate limits out of the way and the
+/// send scenario's appservice; stopped on drop.
+struct Synapse {
+    child: std::process::Child,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Synapse {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Synapse {
+    async fn start(registration: &std::path::Path) -> Self {
+        let venv = std::env::var("SYNAPSE_VENV")
+            .unwrap_or_else(|_| panic!("--synapse needs SYNAPSE_VENV (the venv ./scripts/test installs Synapse into)"));
+        let python = std::path::Path::new(&venv).join("bin").join("python");
+        let dir = tempfile::Builder::new().prefix("loadgen-synapse-").tempdir().expect("temp dir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("addr").port();
+        let d = dir.path().display();
+        let limit = "{per_second: 100000, burst_count: 100000}";
+        let config = format!(
+            r#"server_name: "localhost"
+pid_file: "{d}/homeserver.pid"
+listeners:
+  - port: {port}
+    bind_addresses: ["127.0.0.1"]
+    type: http
+    tls: false
+    resources: [{{names: [client], compress: false}}]
+database: {{name: sqlite3, args: {{database: "{d}/homeserver.db"}}}}
+media_store_path: "{d}/media"
+signing_key_path: "{d}/signing.key"
+trusted_key_servers: []
+suppress_key_server_warning: true
+report_stats: false
+enable_registration: true
+enable_registration_without_verification: true
+macaroon_secret_key: "loadgen-only"
+form_secret: "loadgen-only"
+app_service_config_files: ["{registration}"]
+rc_message: {limit}
+rc_registration: {limit}
+rc_login: {{address: {limit}, account: {limit}, failed_attempts: {limit}}}
+rc_joins: {{local: {limit}, remote: {limit}}}
+rc_room_creation: {limit}
+rc_invites: {{per_room: {limit}, per_user: {limit}, per_issuer: {limit}}}
+"#,
+            registration = registration.display(),
+        );
+        let config_path = dir.path().join("homeserver.yaml");
+        std::fs::write(&config_path, config).expect("write the Synapse config");
+        let keys = Command::new(&python)
+            .args(["-m", "synapse.app.homeserver", "--generate-keys", "-c"])
+            .arg(&config_path)
+            .output()
+            .unwrap_or_else(|e| panic!("run {}: {e}", python.display()));
+        assert!(keys.status.success(), "Synapse's signing key: {}", String::from_utf8_lossy(&keys.stderr));
+        let child = Command::new(&python)
+            .args(["-m", "synapse.app.homeserver", "-c"])
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start Synapse: {e}"));
+        let base = format!("http://127.0.0.1:{port}");
+        let probe = reqwest::Client::new();
+        let versions = format!("{base}/_matrix/client/versions");
+        while !probe.get(&versions).send().await.is_ok_and(|r| r.status().is_success()) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Synapse { child, base, _dir: dir }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// Registers `name` through the dummy flow in two steps (a session first), as Synapse asks;
+/// Hemicycle takes the same. Returns the access token.
+async fn register_uia(http: &reqwest::Client, base: &str, name: &str) -> String {
+    let url = format!("{base}/_matrix/client/v3/register");
+    let first: Value = http
+        .post(&url)
+        .json(&json!({ "username": name, "password": "load-password" }))
+        .send()
+        .await
+        .expect("request sent")
+        .json()
+        .await
+        .unwrap_or(Value::Null);
+    let mut auth = json!({ "type": "m.login.dummy" });
+    if let Some(session) = first["session"].as_str() {
+        auth["session"] = json!(session);
+    }
+    let body = json!({ "username": name, "password": "load-password", "auth": auth });
+    let v = post(http, &url, None, body).await;
+    v["access_token"].as_str().expect("token").to_owned()
 }
 
 /// User + system CPU seconds a process has used (Linux `/proc/<pid>/stat`, clock ticks of 10 ms).

@@ -221,7 +221,50 @@ fn rotate_key(config: &Config) -> Result<(), String> {
 }
 
 async fn serve(config: Config) -> Result<(), String> {
-    hemicycle::server::run(config).await
+    hemicycle::server::run_with(config, || {
+        tokio::spawn(async {
+            tokio::time::sleep(START_UP_SETTLES).await;
+            release_start_up_code();
+        });
+    })
+    .await
+}
+
+/// How long after the server first answers its start-up work (consumers of the stream catching
+/// up, the search index opening) is taken as over on an idle node; code a busy one runs later
+/// is read back on its first use.
+const START_UP_SETTLES: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Start-up runs much code that a running server does not run again (opening 97 column
+/// families, loading registrations, starting every consumer of the stream), and the kernel maps
+/// the binary's code 64 KiB around each page run: 27 of an idle node's 55 MB resident were its
+/// own code (docs/performance.md). Once start-up is over the server hands those pages back
+/// (`MADV_PAGEOUT`); the code that runs again is read back on its first use (about 1 MB at
+/// idle). Only the executable mapping of the binary itself, which is never written, so nothing
+/// is lost.
+fn release_start_up_code() {
+    let (Ok(maps), Ok(exe)) = (std::fs::read_to_string("/proc/self/maps"), std::fs::read_link("/proc/self/exe")) else {
+        return;
+    };
+    for line in maps.lines() {
+        // `start-end perms offset device inode path`
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [range, "r-xp", _, _, _, path] = fields[..] else { continue };
+        if std::path::Path::new(path) != exe {
+            continue;
+        }
+        let Some((start, end)) = range.split_once('-') else { continue };
+        let (Ok(start), Ok(end)) = (usize::from_str_radix(start, 16), usize::from_str_radix(end, 16)) else {
+            continue;
+        };
+        // SAFETY: [start, end) is a whole mapping of this binary's code, private, read-only and
+        // executable: never written, so reclaiming its pages loses nothing, and each page is read
+        // back from the file when next used.
+        let released = unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_PAGEOUT) };
+        if released != 0 {
+            tracing::debug!(error = %std::io::Error::last_os_error(), "start-up code pages kept");
+        }
+    }
 }
 
 fn user_command(command: UserCommand) -> Result<Command, String> {

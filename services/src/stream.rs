@@ -2,11 +2,12 @@
 //! global counter and is persisted by one writer thread with group commit.
 //!
 //! Writes are handed to one writer thread in stream-position order (positions are allocated while
-//! holding the queue lock). The thread writes every queued batch, syncs the WAL once for the whole
-//! group, then acknowledges each sender and advances the stream notification to the group's highest
-//! position, so consumers never see a position before everything below it is durable. Until its
-//! batch is durable, an event stays readable from the in-memory [`Pending`] overlay, so the next
-//! event of the same room can be built and authorized without waiting for the disk.
+//! holding the queue lock). The thread writes every queued batch as one RocksDB write, syncs the
+//! WAL once for the whole group, then acknowledges each sender and advances the stream
+//! notification to the group's highest position, so consumers never see a position before
+//! everything below it is durable. Until its batch is durable, an event stays readable from the
+//! in-memory [`Pending`] overlay, so the next event of the same room can be built and authorized
+//! without waiting for the disk.
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -316,15 +317,17 @@ fn run(
                 Err(_) => break,
             }
         }
-        let mut results = Vec::with_capacity(group.len());
+        let mut batches = Vec::with_capacity(group.len());
         let mut jobs = Vec::with_capacity(group.len());
         for job in group {
             let Job { batch, pos, cleanup, done } = job;
-            results.push(db.write_unsynced(batch).map_err(|e| e.to_string()));
+            batches.push(batch);
             jobs.push((pos, cleanup, done));
         }
-        let synced = db.sync_wal().map_err(|e| e.to_string());
-        if let Some(error) = synced.as_ref().err().or_else(|| results.iter().find_map(|r| r.as_ref().err())) {
+        // The group is one RocksDB write (one log record, one system call, one counter update;
+        // each job's writes still land together), then one sync.
+        let written = db.write_unsynced(Batch::concat(batches)).and_then(|()| db.sync_wal()).map_err(|e| e.to_string());
+        if let Err(error) = &written {
             // The services' memory (room records, the overlay) is already ahead of the disk for
             // these writes. Rather than let later events build on state that may not exist, the
             // writer stops: every waiting and later write fails, reads keep the overlay, and a

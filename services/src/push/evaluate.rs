@@ -229,7 +229,7 @@ async fn evaluate_range(services: &Services, rooms: &mut RoomCache, done: u64, h
         if services.discovery.is_room(&meta.room_id) {
             continue;
         }
-        let (thread, notified) = evaluate(services, rooms, &meta.room_id, pos, &json).await?;
+        let (thread, notified) = evaluate(services, rooms, &meta.room_id, meta.snapshot, pos, &json).await?;
         for (user, actions) in notified {
             let key = (user.clone(), meta.room_id.clone());
             let mut total = match totals.get(&key) {
@@ -310,15 +310,18 @@ struct RoomContext {
 struct RoomCache(HashMap<OwnedRoomId, Arc<RoomContext>>);
 
 impl RoomCache {
-    fn get(&mut self, services: &Services, room: &RoomId) -> Result<Option<Arc<RoomContext>>> {
-        // The durable record: its snapshot is written in the batch that changes the memberships.
-        let Some(Json(record)) = services.db.tables.rooms.roomid_room.get(&room.to_owned())? else { return Ok(None) };
+    /// The context of `room` for an event whose room state is `snapshot` (from the event's own
+    /// record, already read): kept while the events that follow share that state, rebuilt from
+    /// the durable record once a state change (a membership, the power levels) moves it.
+    fn get(&mut self, services: &Services, room: &RoomId, snapshot: u64) -> Result<Option<Arc<RoomContext>>> {
         if let Some(cached) = self.0.get(room) {
-            if cached.snapshot == record.snapshot {
+            if cached.snapshot == snapshot {
                 return Ok(Some(cached.clone()));
             }
         }
-        let context = Arc::new(build_context(services, room, record.snapshot, &record.version)?);
+        // The durable record: its snapshot is written in the batch that changes the memberships.
+        let Some(Json(record)) = services.db.tables.rooms.roomid_room.get(&room.to_owned())? else { return Ok(None) };
+        let context = Arc::new(build_context(services, room, snapshot, &record.version)?);
         if self.0.len() > 10_000 {
             self.0.clear();
         }
@@ -382,6 +385,7 @@ async fn evaluate(
     services: &Services,
     rooms: &mut RoomCache,
     room: &RoomId,
+    snapshot: u64,
     pos: u64,
     json: &[u8],
 ) -> Result<(Option<String>, Vec<(OwnedUserId, Vec<Action>)>)> {
@@ -402,7 +406,7 @@ async fn evaluate(
         #[serde(default)]
         membership: Option<String>,
     }
-    let Some(context) = rooms.get(services, room)? else { return Ok((None, Vec::new())) };
+    let Some(context) = rooms.get(services, room, snapshot)? else { return Ok((None, Vec::new())) };
     let Ok(head) = serde_json::from_slice::<Head>(json) else { return Ok((None, Vec::new())) };
     let mut candidates: Vec<(&UserId, &str)> = context
         .members

@@ -970,7 +970,7 @@ impl Rooms {
         let rules = rules_of(&record.version)?;
         let event = super::NewEvent::state(StateEventType::RoomMember, target, content);
         let auth_events = self.auth_events_for(&record, &rules, sender, &event)?;
-        let (event_id, object) = self.build(
+        let (event_id, object, json) = self.build(
             &rules,
             Some(room),
             sender,
@@ -981,7 +981,6 @@ impl Rooms {
                 depth: super::pdu::next_depth(record.depth),
             },
         )?;
-        let json = serde_json::to_vec(&object).map_err(|e| Error::Internal(e.to_string()))?;
         let pdu = Pdu::from_json(event_id, &json).map_err(|e| Error::Internal(e.to_string()))?;
         let state = self.state.load(record.snapshot)?;
         self.check_auth(&rules, &pdu, Some(&state)).map_err(Error::Forbidden)?;

@@ -39,6 +39,10 @@ pub struct StateStore {
     /// it resolves (50,000 for 50 forks of a 1,000-member room), and a short number never
     /// changes meaning, so they are read from the store once.
     names: Mutex<HashMap<u64, (StateEventType, String)>>,
+    /// Short numbers by `(type, state key)`, the other way: every local event looks up its
+    /// auth events' keys twice (to pick them, then in the auth rules), and a number, once
+    /// interned, never changes nor goes away.
+    shorts: Mutex<HashMap<StateEventType, HashMap<String, u64>>>,
     /// Serializes interning of new short keys.
     intern_lock: Mutex<()>,
 }
@@ -50,6 +54,7 @@ impl StateStore {
             pending,
             cache: Mutex::new(HashMap::new()),
             names: Mutex::new(HashMap::new()),
+            shorts: Mutex::new(HashMap::new()),
             intern_lock: Mutex::new(()),
         }
     }
@@ -70,16 +75,32 @@ impl StateStore {
 
     /// The short number of a state key, if it was ever used.
     pub fn short_key(&self, kind: &StateEventType, state_key: &str) -> Result<Option<u64>> {
-        Ok(self.db.tables.rooms.statekey_short.get(&(kind.to_string(), state_key.to_owned()))?.map(|Be64(n)| n))
+        if let Some(n) = self.shorts.lock().expect("short keys").get(kind).and_then(|keys| keys.get(state_key)) {
+            return Ok(Some(*n));
+        }
+        let found = self.db.tables.rooms.statekey_short.get(&(kind.to_string(), state_key.to_owned()))?;
+        let found = found.map(|Be64(n)| n);
+        if let Some(n) = found {
+            self.remember_short(kind, state_key, n);
+        }
+        Ok(found)
+    }
+
+    fn remember_short(&self, kind: &StateEventType, state_key: &str, n: u64) {
+        let mut shorts = self.shorts.lock().expect("short keys");
+        if shorts.values().map(HashMap::len).sum::<usize>() >= NAME_CACHE_ENTRIES {
+            shorts.clear();
+        }
+        shorts.entry(kind.clone()).or_default().insert(state_key.to_owned(), n);
     }
 
     /// The short number of a state key, allocating it the first time. The allocation is committed
     /// at once (numbers are shared by every room, so one must never be handed out twice).
     pub fn intern(&self, kind: &StateEventType, state_key: &str) -> Result<u64> {
-        let key = (kind.to_string(), state_key.to_owned());
-        if let Some(Be64(n)) = self.db.tables.rooms.statekey_short.get(&key)? {
+        if let Some(n) = self.short_key(kind, state_key)? {
             return Ok(n);
         }
+        let key = (kind.to_string(), state_key.to_owned());
         let _guard = self.intern_lock.lock().expect("intern lock");
         if let Some(Be64(n)) = self.db.tables.rooms.statekey_short.get(&key)? {
             return Ok(n);
@@ -91,6 +112,7 @@ impl StateStore {
         // Not synced here (this runs under the room's lock): the event that uses the number is
         // written after it to the same write-ahead log and synced, which makes this durable too.
         self.db.write_unsynced(batch)?;
+        self.remember_short(kind, state_key, n);
         Ok(n)
     }
 

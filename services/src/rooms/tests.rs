@@ -274,3 +274,30 @@ async fn a_member_event_is_brought_to_the_current_profile_once() {
         "no event for the same profile"
     );
 }
+
+/// A state key's short number is read from the store once: a local message looks its auth
+/// events' keys up twice (to pick them, then in the auth rules), and those never change.
+#[tokio::test]
+async fn short_state_keys_are_read_from_the_store_once() {
+    let (_dir, services) = services().await;
+    let rooms = &services.rooms;
+    let alice = services.users.create("alice", None, false).await.expect("alice");
+    let room = rooms
+        .create_room(&alice, CreateRoom { public: true, ..Default::default() }, &RoomVersionId::V12)
+        .await
+        .expect("room");
+    let power = rooms.state.short_key(&StateEventType::RoomPowerLevels, "").expect("read").expect("interned");
+    let before = services.db.reads();
+    for _ in 0..3 {
+        let again = rooms.state.short_key(&StateEventType::RoomPowerLevels, "").expect("read");
+        assert_eq!(again, Some(power), "the same number");
+    }
+    let member = rooms.state.short_key(&StateEventType::RoomMember, alice.as_str()).expect("read");
+    assert!(member.is_some(), "alice's membership is in the room's state of {room}");
+    assert_eq!(services.db.reads() - before, 0, "numbers interned or read once are not read again");
+    assert_eq!(
+        rooms.state.short_key(&StateEventType::RoomTopic, "none").expect("read"),
+        None,
+        "a key never used has no number"
+    );
+}

@@ -75,7 +75,7 @@ impl Rooms {
                         .map_err(|e| Error::Internal(e.to_string()))?,
                 )
             };
-            let (event_id, object) = self.build(
+            let (event_id, _, json) = self.build(
                 &rules,
                 room_id.as_deref(),
                 sender,
@@ -94,7 +94,7 @@ impl Rooms {
                 tokio::time::sleep(std::time::Duration::from_millis(1)).await;
                 continue;
             }
-            let durable = self.check_and_persist(&room_id, None, version, event_id, object, None)?;
+            let durable = self.check_and_persist(&room_id, None, version, event_id, json, None)?;
             drop(guard);
             wait_durable(durable).await?;
             return Ok(room_id);
@@ -127,7 +127,7 @@ impl Rooms {
         self.check_not_suspended(sender, Some(&event))?;
         self.check_event_semantics(room, sender, &event)?;
         let auth_events = self.auth_events_for(&record, &rules, sender, &event)?;
-        let (event_id, object) = self.build(
+        let (event_id, _, json) = self.build(
             &rules,
             Some(room),
             sender,
@@ -135,7 +135,7 @@ impl Rooms {
             Links { prev_events: &record.extremities, auth_events: &auth_events, depth: pdu::next_depth(record.depth) },
         )?;
         let version = record.version.clone();
-        let durable = self.check_and_persist(room, Some(record), version, event_id.clone(), object, txn)?;
+        let durable = self.check_and_persist(room, Some(record), version, event_id.clone(), json, txn)?;
         // The next event of this room may be built now; this one is acknowledged once durable.
         drop(guard);
         wait_durable(durable).await?;
@@ -241,7 +241,8 @@ impl Rooms {
         Ok(())
     }
 
-    /// Builds, hashes and signs a PDU; returns its event id (the reference hash) and JSON.
+    /// Builds, hashes and signs a PDU; returns its event id (the reference hash), its JSON object
+    /// and that object serialized (what is stored: serialized once, here).
     pub(super) fn build(
         &self,
         rules: &ruma::room_version_rules::RoomVersionRules,
@@ -249,11 +250,12 @@ impl Rooms {
         sender: &UserId,
         event: &NewEvent,
         links: Links<'_>,
-    ) -> Result<(OwnedEventId, CanonicalJsonObject)> {
+    ) -> Result<(OwnedEventId, CanonicalJsonObject, Vec<u8>)> {
         let (mut object, v1_event_id) = self.assemble(rules, room, sender, event, links)?;
-        hash_and_sign_event(self.server_name.as_str(), self.keys.keypair(), &mut object, &rules.redaction)
+        hash_and_sign_event(self.server_name.as_str(), self.keys.signer(), &mut object, &rules.redaction)
             .map_err(|e| Error::Internal(format!("signing failed: {e}")))?;
-        let size = serde_json::to_vec(&object).map(|v| v.len()).unwrap_or(usize::MAX);
+        let json = serde_json::to_vec(&object).map_err(|e| Error::Internal(e.to_string()))?;
+        let size = json.len();
         if size > MAX_PDU_BYTES {
             return Err(Error::TooLarge(format!("the event would be {size} bytes; the limit is {MAX_PDU_BYTES}")));
         }
@@ -266,7 +268,7 @@ impl Rooms {
             }
         };
         let event_id = OwnedEventId::try_from(event_id).map_err(|e| Error::Internal(e.to_string()))?;
-        Ok((event_id, object))
+        Ok((event_id, object, json))
     }
 
     /// The unsigned PDU: fields, links, depth (room versions 1 and 2 also get their event id).
@@ -347,11 +349,10 @@ impl Rooms {
         record: Option<RoomRecord>,
         version: RoomVersionId,
         event_id: OwnedEventId,
-        object: CanonicalJsonObject,
+        json: Vec<u8>,
         txn: Option<TxnKey>,
     ) -> Result<oneshot::Receiver<Result<(), String>>> {
         let rules = rules_of(&version)?;
-        let json = serde_json::to_vec(&object).map_err(|e| Error::Internal(e.to_string()))?;
         let pdu = Pdu::from_json(event_id.clone(), &json).map_err(|e| Error::BadJson(format!("invalid event: {e}")))?;
         let state = match &record {
             Some(r) => Some(self.state.load(r.snapshot)?),
