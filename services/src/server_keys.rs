@@ -18,7 +18,7 @@ use crate::{
     time::now_ms,
 };
 
-/// How long other servers may cache our key document.
+/// How long other servers may cache our key document, unless `federation.key_validity` says.
 const KEY_VALIDITY_MS: u64 = 24 * 3600 * 1000;
 
 pub struct ServerKeys {
@@ -26,6 +26,8 @@ pub struct ServerKeys {
     keypair: Ed25519KeyPair,
     /// Retired keys: (key id, public key base64, when it was retired).
     old: Vec<(String, String, u64)>,
+    /// The `valid_until_ts` of the key document, from now.
+    validity_ms: u64,
 }
 
 fn new_keypair() -> Result<(String, Vec<u8>, Ed25519KeyPair)> {
@@ -56,13 +58,19 @@ impl ServerKeys {
             let version = key_id.strip_prefix("ed25519:").unwrap_or(&key_id).to_owned();
             let keypair = Ed25519KeyPair::from_der(&document, version)
                 .map_err(|e| Error::Internal(format!("stored signing key unreadable: {e}")))?;
-            return Ok(Self { server_name, keypair, old });
+            return Ok(Self { server_name, keypair, old, validity_ms: KEY_VALIDITY_MS });
         }
         let (key_id, document, keypair) = new_keypair()?;
         let mut batch = Batch::new();
         table.insert(&mut batch, &key_id, &document);
         db.commit(batch)?;
-        Ok(Self { server_name, keypair, old })
+        Ok(Self { server_name, keypair, old, validity_ms: KEY_VALIDITY_MS })
+    }
+
+    /// The same keys, published as valid for `ms` from each moment the document is made.
+    pub fn with_validity(mut self, ms: u64) -> Self {
+        self.validity_ms = ms;
+        self
     }
 
     /// Replaces the signing key (offline: the server reads its key at start). The old public key
@@ -144,7 +152,7 @@ impl ServerKeys {
         document.insert("server_name".into(), CanonicalJsonValue::String(self.server_name.to_string()));
         document.insert("verify_keys".into(), CanonicalJsonValue::Object(verify_keys));
         document.insert("old_verify_keys".into(), CanonicalJsonValue::Object(old_keys));
-        let until = (now_ms() + KEY_VALIDITY_MS) as i64;
+        let until = (now_ms() + self.validity_ms) as i64;
         document.insert("valid_until_ts".into(), CanonicalJsonValue::Integer(until.try_into().unwrap_or_default()));
         self.sign_json(&mut document)?;
         Ok(document)
