@@ -35,13 +35,15 @@ pub fn record(services: &Services, now: u64, documents: &[&StatusDocument]) -> R
     let key = Be64(minute_of(now));
     let mut bucket = table.get(&key)?.map(|Json(bucket)| bucket).unwrap_or_default();
     for document in documents {
-        let row = bucket.links.entry(document.server_name.clone()).or_default();
         for (peer, info) in &document.peers {
+            // A peer never tried is no observation: nothing is kept for it.
+            let Some(reachable) = info.reachable else { continue };
+            let row = bucket.links.entry(document.server_name.clone()).or_default();
             let sample = row.entry(peer.clone()).or_default();
-            match info.reachable {
-                Some(true) => sample.up += 1,
-                Some(false) => sample.down += 1,
-                None => continue,
+            if reachable {
+                sample.up += 1;
+            } else {
+                sample.down += 1;
             }
             sample.max_lag_ms = sample.max_lag_ms.max(info.lag_ms);
         }

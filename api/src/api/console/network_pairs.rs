@@ -125,8 +125,8 @@ const H: f64 = 36.0;
 /// said it could not reach the other, the lag as a line (scaled to the pair's own highest), on a
 /// time axis shared by every plot of the matrix so that a cut lines up across pairs.
 fn sparkline(from: &str, to: &str, minutes: &[(u64, LinkSample)], start: u64, now: u64) -> Markup {
-    let span = (now.saturating_sub(start)).max(MINUTE_MS) as f64;
-    let x = |ts: u64| (ts.saturating_sub(start)) as f64 / span * W;
+    let span = now.saturating_sub(start).max(MINUTE_MS) as f64;
+    let x = |ts: u64| ts.saturating_sub(start) as f64 / span * W;
     let width = (MINUTE_MS as f64 / span * W).max(2.0);
     let highest = minutes.iter().map(|(_, s)| s.max_lag_ms).max().unwrap_or(0);
     let y = |lag: u64| H - 3.0 - (lag as f64 / highest.max(1) as f64) * (H - 8.0);
