@@ -46,7 +46,7 @@ try {
   await page.getByRole("link", { name: "Network" }).click();
   const heading = await page.locator("h1").innerText();
   if (heading !== "Network") throw new Error(`the network page did not open: ${heading}`);
-  const matrix = page.locator("table.matrix:not(.pairs)");
+  const matrix = page.locator("table.matrix");
   seen.matrix_head = await matrix.locator("thead th").allInnerTexts();
   seen.matrix_rows = await matrix
     .locator("tbody tr")

@@ -183,7 +183,7 @@ pub fn pairs_section(services: &Services, nodes: &[NodeView]) -> Result<Markup, 
                 "One plot per pair, minute by minute since " (when(Some(start))) ": red where the row's node said it could not reach the column's node, the line its lag, green underneath where it could."
             }
             div.scroll {
-                table.matrix.pairs {
+                table.pairs {
                     caption { "What each node (row) said of reaching each other node (column), minute by minute" }
                     thead { tr {
                         th scope="col" { "From \\ to" }
