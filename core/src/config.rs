@@ -329,6 +329,18 @@ pub struct FederationConfig {
     pub device_names: bool,
     /// Serve our public room directory to other servers. Off, as in Synapse.
     pub public_rooms: bool,
+    /// How long other servers may cache our signing key document (its `valid_until_ts`; absent:
+    /// a day, Synapse's `key_refresh_interval`). Shorter means a rotation reaches them sooner,
+    /// but a node down for longer leaves its events unverifiable: the console's network view
+    /// warns of keys valid for less than 6 hours.
+    pub key_validity: Option<HumanDuration>,
+}
+
+impl FederationConfig {
+    /// [`Self::key_validity`] in milliseconds: a minute at least.
+    pub fn key_validity_ms(&self) -> u64 {
+        self.key_validity.as_ref().map_or(24 * 3600 * 1000, HumanDuration::as_millis).max(60_000)
+    }
 }
 
 /// One pinned peer of a closed federation.
@@ -588,6 +600,7 @@ impl Default for FederationConfig {
             pinned: Default::default(),
             device_names: false,
             public_rooms: false,
+            key_validity: None,
         }
     }
 }

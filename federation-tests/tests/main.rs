@@ -13,6 +13,7 @@ mod e2ee_and_media;
 mod federation;
 mod hostile;
 mod network;
+mod network_view;
 mod synapse;
 mod telemetry;
 mod workspace;

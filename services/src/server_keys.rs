@@ -50,7 +50,7 @@ impl KeyPair for Signer {
     }
 }
 
-/// How long other servers may cache our key document.
+/// How long other servers may cache our key document, unless `federation.key_validity` says.
 const KEY_VALIDITY_MS: u64 = 24 * 3600 * 1000;
 
 pub struct ServerKeys {
@@ -64,6 +64,8 @@ pub struct ServerKeys {
     old: std::sync::RwLock<Vec<(String, String, u64)>>,
     /// One live rotation at a time.
     rotating: std::sync::Mutex<()>,
+    /// The `valid_until_ts` of the key document, from now.
+    validity_ms: u64,
 }
 
 fn new_keypair() -> Result<(String, Vec<u8>, Ed25519KeyPair)> {
@@ -122,7 +124,7 @@ impl ServerKeys {
             }
         };
         let current = std::sync::RwLock::new(&*Box::leak(Box::new(current)));
-        Ok(Self { server_name, current, old, rotating: Default::default() })
+        Ok(Self { server_name, current, old, rotating: Default::default(), validity_ms: KEY_VALIDITY_MS })
     }
 
     /// [`ServerKeys::rotate`] in a running server: the new key signs from the moment this
@@ -136,6 +138,12 @@ impl ServerKeys {
         *self.old.write().expect("old keys") = old;
         *self.current.write().expect("signing key") = &*Box::leak(Box::new(key));
         Ok(key_id)
+    }
+
+    /// The same keys, published as valid for `ms` from each moment the document is made.
+    pub fn with_validity(mut self, ms: u64) -> Self {
+        self.validity_ms = ms;
+        self
     }
 
     /// Replaces the signing key (offline: the server reads its key at start). The old public key
@@ -226,7 +234,7 @@ impl ServerKeys {
         document.insert("server_name".into(), CanonicalJsonValue::String(self.server_name.to_string()));
         document.insert("verify_keys".into(), CanonicalJsonValue::Object(verify_keys));
         document.insert("old_verify_keys".into(), CanonicalJsonValue::Object(old_keys));
-        let until = (now_ms() + KEY_VALIDITY_MS) as i64;
+        let until = (now_ms() + self.validity_ms) as i64;
         document.insert("valid_until_ts".into(), CanonicalJsonValue::Integer(until.try_into().unwrap_or_default()));
         ruma::signatures::sign_json(self.server_name.as_str(), keypair, &mut document)
             .map_err(|e| Error::Internal(format!("signing failed: {e}")))?;

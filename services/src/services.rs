@@ -88,7 +88,10 @@ impl Services {
     /// Opens the database and builds every service on it.
     pub fn open(config: Config) -> Result<Arc<Self>, OpenError> {
         let db = Arc::new(Database::open_with_budget(&config.database.path, config.database.cache_mb)?);
-        let server_keys = Arc::new(ServerKeys::load_or_generate(&db, config.server_name.clone())?);
+        let server_keys = Arc::new(
+            ServerKeys::load_or_generate(&db, config.server_name.clone())?
+                .with_validity(config.federation.key_validity_ms()),
+        );
         let config = Arc::new(config);
         let directory = match config.ldap.enabled {
             true => Some(

@@ -6,6 +6,7 @@
 pub mod access_rules;
 pub mod domains;
 pub mod last_admin;
+pub mod links;
 pub mod notices;
 pub mod proposals;
 pub mod state;

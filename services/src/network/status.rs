@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use super::state::ServiceHealth;
-pub use super::tables::{Sample, StatusOutcome, StoredStatus};
+pub use super::tables::{Sample, ServerSoftware, StatusOutcome, StoredStatus};
 use crate::{
     db::{
         codec::{prefix, Be64, Json},
@@ -81,6 +81,8 @@ const MAX_TEXT: usize = 512;
 const MAX_SKEW_MS: u64 = 10 * 60 * 1000;
 /// How long samples are kept.
 pub const HISTORY_MS: u64 = 24 * 3600 * 1000;
+/// The most bytes of another server's version answer read.
+const MAX_VERSION_BYTES: usize = 4096;
 /// How long one fetch may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most stream entries looked at to count what waits for one peer.
@@ -406,7 +408,7 @@ pub async fn fetch(services: &Services, server: &ServerName) -> Result<StoredSta
         services.federation.send_limited(server, endpoint::Request::new(), FETCH_TIMEOUT, MAX_DOCUMENT_BYTES).await;
     let now = now_ms();
     let previous = services.db.tables.network.servername_status.get(&server.to_owned())?.map(|Json(s)| s);
-    let mut last_document = previous.and_then(|p| p.last_document);
+    let (mut last_document, mut software) = previous.map_or((None, None), |p| (p.last_document, p.software));
     let (outcome, document) = match asked {
         Ok(answer) => match verify(services, server, &answer.document).await {
             Ok(document) => {
@@ -418,7 +420,12 @@ pub async fn fetch(services: &Services, server: &ServerName) -> Result<StoredSta
             }
             Err(e) => (StatusOutcome::Failed { error: e.to_string() }, None),
         },
-        Err(Error::NotFound(_) | Error::Unrecognized(_)) => (StatusOutcome::NoStatus, None),
+        Err(Error::NotFound(_) | Error::Unrecognized(_)) => {
+            if let Some(named) = server_software(services, server).await {
+                software = Some(named);
+            }
+            (StatusOutcome::NoStatus, None)
+        }
         Err(e @ (Error::Forbidden(_) | Error::Unauthorized(_))) => {
             (StatusOutcome::Refused { error: e.to_string() }, None)
         }
@@ -431,13 +438,31 @@ pub async fn fetch(services: &Services, server: &ServerName) -> Result<StoredSta
     if let Some(document) = document {
         last_document = Some((now, serde_json::to_value(&document).map_err(|e| Error::Internal(e.to_string()))?));
     }
-    let stored = StoredStatus { fetched_ts: now, outcome, last_document };
+    let stored = StoredStatus { fetched_ts: now, outcome, last_document, software };
     let tables = &services.db.tables.network;
     let mut batch = Batch::new();
     tables.servername_status.insert(&mut batch, &server.to_owned(), &Json(stored.clone()));
-    tables.servernamets_sample.insert(&mut batch, &(server.to_owned(), Be64(now)), &Json(sample));
+    let minute = Be64(super::links::minute_of(now));
+    tables.servernamets_sample.insert(&mut batch, &(server.to_owned(), minute), &Json(sample));
     services.db.commit(batch)?;
     Ok(stored)
+}
+
+/// What a server without a status document runs, by its federation version endpoint (every
+/// Matrix server has one); `None` when it does not say.
+async fn server_software(services: &Services, server: &ServerName) -> Option<ServerSoftware> {
+    use ruma::api::federation::discovery::get_server_version::v1::Request;
+    let asked = services.federation.send_limited(server, Request::new(), FETCH_TIMEOUT, MAX_VERSION_BYTES).await;
+    let answer = match asked {
+        Ok(answer) => answer,
+        Err(error) => {
+            tracing::info!(%server, %error, "the server's version endpoint did not answer");
+            return None;
+        }
+    };
+    let named = answer.server?;
+    let clip = |text: Option<String>| text.unwrap_or_default().chars().take(MAX_TEXT).collect::<String>();
+    Some(ServerSoftware { name: clip(named.name), version: clip(named.version) })
 }
 
 /// A document as one point of the plots.
@@ -465,16 +490,29 @@ pub async fn round(services: &Services) -> Result<()> {
     let now = now_ms();
     let mut batch = Batch::new();
     let own_name = services.federation.server_name().to_owned();
-    services.db.tables.network.servernamets_sample.insert(&mut batch, &(own_name, Be64(now)), &Json(sample_of(&own)));
+    let minute = Be64(super::links::minute_of(now));
+    services.db.tables.network.servernamets_sample.insert(&mut batch, &(own_name, minute), &Json(sample_of(&own)));
     services.db.commit(batch)?;
     let servers = peers(services)?;
     let results = futures::future::join_all(servers.iter().map(|server| fetch(services, server))).await;
+    let mut fresh = Vec::new();
     for (server, result) in servers.iter().zip(results) {
-        if let Err(error) = result {
-            tracing::warn!(%server, %error, "keeping a status fetch failed");
+        match result {
+            Ok(StoredStatus { outcome: StatusOutcome::Document, last_document: Some((_, document)), .. }) => {
+                match serde_json::from_value::<StatusDocument>(document) {
+                    Ok(document) => fresh.push(document),
+                    Err(error) => tracing::warn!(%server, %error, "a kept status document does not read back"),
+                }
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%server, %error, "keeping a status fetch failed"),
         }
     }
-    prune(services, now.saturating_sub(HISTORY_MS))
+    let mut documents = vec![&own];
+    documents.extend(fresh.iter());
+    super::links::record(services, now, &documents)?;
+    prune(services, now.saturating_sub(HISTORY_MS))?;
+    super::links::prune(services, super::links::minute_of(now.saturating_sub(HISTORY_MS)))
 }
 
 /// Drops the samples older than `before`, server by server (each server's keys are in time
@@ -557,6 +595,18 @@ pub struct NodeView {
     pub document: Option<StatusDocument>,
 }
 
+impl NodeView {
+    /// What the node runs: from its document, or, for a server without one, from its version
+    /// endpoint.
+    pub fn software(&self) -> Option<ServerSoftware> {
+        match (&self.document, &self.stored) {
+            (Some(d), _) => Some(ServerSoftware { name: d.software.clone(), version: d.version.clone() }),
+            (None, Some(stored)) => stored.software.clone(),
+            (None, None) => None,
+        }
+    }
+}
+
 /// Every node the console shows: ours first, then each peer asked.
 pub fn nodes(services: &Services) -> Result<Vec<NodeView>> {
     let own = build(services, None)?;
@@ -590,6 +640,9 @@ pub enum Link {
     Down {
         failures: u32,
         since: Option<u64>,
+        /// How long the oldest event waiting for the column's node has waited (it grows while
+        /// the pair is cut).
+        lag_ms: u64,
     },
 }
 
@@ -600,7 +653,7 @@ pub fn link(from: &NodeView, to: &ServerName) -> Link {
         Some(peer) => match peer.reachable {
             None => Link::Untried,
             Some(true) => Link::Up { lag_ms: peer.lag_ms },
-            Some(false) => Link::Down { failures: peer.failures, since: peer.first_failure_ts },
+            Some(false) => Link::Down { failures: peer.failures, since: peer.first_failure_ts, lag_ms: peer.lag_ms },
         },
     }
 }
@@ -633,15 +686,22 @@ pub fn expiring_keys(nodes: &[NodeView], horizon: u64) -> Vec<(OwnedServerName, 
     out
 }
 
-/// The versions the nodes run, each with its nodes (more than one entry: they differ).
+/// The versions of each software that runs on more than one version, each with its nodes (empty:
+/// every node of a software runs the same version). A Synapse beside Hemicycle nodes is another
+/// software, not another version: what an operator acts on is a node left behind an upgrade.
 pub fn versions(nodes: &[NodeView]) -> BTreeMap<String, Vec<OwnedServerName>> {
-    let mut out: BTreeMap<String, Vec<OwnedServerName>> = BTreeMap::new();
+    let mut by_software: BTreeMap<String, BTreeMap<String, Vec<OwnedServerName>>> = BTreeMap::new();
     for node in nodes {
-        if let Some(document) = &node.document {
-            out.entry(format!("{} {}", document.software, document.version)).or_default().push(node.server.clone());
+        if let Some(software) = node.software() {
+            by_software
+                .entry(software.name.clone())
+                .or_default()
+                .entry(format!("{} {}", software.name, software.version))
+                .or_default()
+                .push(node.server.clone());
         }
     }
-    out
+    by_software.into_values().filter(|versions| versions.len() > 1).flatten().collect()
 }
 
 /// Rooms whose state hash differs between nodes: `own` holds ours, each peer's document the
@@ -748,6 +808,31 @@ mod tests {
         assert_eq!(split[0].1, vec![(server("a.example"), "h1".into()), (server("b.example"), "h2".into())]);
         assert_eq!(versions(&nodes).len(), 2);
         assert_eq!(expiring_keys(&nodes, 1_600_000), vec![(server("b.example"), "ed25519:a".into(), 1_500_000)]);
+    }
+
+    /// A Synapse (no document, its version endpoint read) beside Hemicycle nodes is another
+    /// software: only a software found on two versions is told.
+    #[test]
+    fn only_versions_of_one_software_differ() {
+        let synapse = NodeView {
+            server: server("s.example"),
+            stored: Some(StoredStatus {
+                fetched_ts: 1,
+                outcome: StatusOutcome::NoStatus,
+                last_document: None,
+                software: Some(ServerSoftware { name: "Synapse".into(), version: "1.120.0".into() }),
+            }),
+            document: None,
+        };
+        let mut nodes = vec![node(document("a.example", None)), node(document("b.example", None)), synapse];
+        assert_eq!(nodes[2].software().unwrap().version, "1.120.0");
+        assert!(versions(&nodes).is_empty(), "{:?}", versions(&nodes));
+        let mut newer = document("c.example", None);
+        newer.version = "1.1.0".into();
+        nodes.push(node(newer));
+        let told = versions(&nodes);
+        assert_eq!(told.keys().collect::<Vec<_>>(), ["Hemicycle 1.0.0", "Hemicycle 1.1.0"]);
+        assert_eq!(told["Hemicycle 1.1.0"], vec![server("c.example")]);
     }
 
     #[test]

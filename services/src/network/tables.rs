@@ -20,6 +20,17 @@ pub struct StoredStatus {
     /// unreachable node still shows what it said last.
     #[serde(default)]
     pub last_document: Option<(u64, serde_json::Value)>,
+    /// What a server without a status document (a Synapse) says it runs, from its federation
+    /// version endpoint: the console can still tell its version.
+    #[serde(default)]
+    pub software: Option<ServerSoftware>,
+}
+
+/// A server's software and version, as `/_matrix/federation/v1/version` names them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerSoftware {
+    pub name: String,
+    pub version: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -49,6 +60,24 @@ pub struct Sample {
     pub queued_edus: u64,
 }
 
+/// What was seen of one pair of nodes (the first sending to the second) during one minute of the
+/// history: every observation counted, so that a cut shorter than the minute still shows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkSample {
+    /// Rounds in which the sending node said it reached the other, and said it did not.
+    pub up: u32,
+    pub down: u32,
+    /// The longest lag it reported towards the other in that minute, in ms.
+    pub max_lag_ms: u64,
+}
+
+/// One minute of the pairs' history: sending node → receiving node → what was seen. One record
+/// per minute, whatever the rounds' interval, so a day is at most 1,440 records.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkBucket {
+    pub links: std::collections::BTreeMap<OwnedServerName, std::collections::BTreeMap<OwnedServerName, LinkSample>>,
+}
+
 hemicycle_core::tables! {
     /// The network column families.
     pub struct Tables {
@@ -61,6 +90,9 @@ hemicycle_core::tables! {
         pub originid_proposal: Table<(OwnedServerName, String), Json<Proposal>>,
         /// Proposals this node's admins made to others: (target node, id) → proposal.
         pub targetid_proposal: Table<(OwnedServerName, String), Json<Proposal>>,
+        /// Start of a minute (ms) → what every pair of nodes looked like during it: the
+        /// reachability and lag history the console plots, pruned after 24 hours.
+        pub minute_links: Table<Be64, Json<LinkBucket>>,
     }
 }
 

@@ -12,6 +12,7 @@
 mod accounts;
 mod antivirus;
 mod network;
+mod network_pairs;
 mod node;
 mod peers;
 mod proposals;
@@ -449,6 +450,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let console = areas.into_iter().fold(console, |router, area| area(router));
     let console = antivirus::routes(console);
     let console = network::routes(console);
+    let console = network_pairs::routes(console);
     let console = second_factor::routes(console);
     let console = proposals::routes(console);
     router.merge(console.layer(middleware::from_fn(security_headers)))

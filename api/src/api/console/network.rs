@@ -23,7 +23,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
 }
 
 /// Keys whose published validity ends within this are shown as about to expire.
-const KEY_WARNING_MS: u64 = 6 * 3600 * 1000;
+pub(super) const KEY_WARNING_MS: u64 = 6 * 3600 * 1000;
 
 /// How a node's document came, in words, and whether that is good.
 fn outcome(node: &NodeView) -> (String, bool) {
@@ -47,8 +47,11 @@ fn cell(from: &NodeView, to: &NodeView) -> Markup {
         Link::Up { lag_ms } => html! {
             td.up { span.good { "reachable" } @if lag_ms > 0 { br; "lag " (duration(lag_ms)) } }
         },
-        Link::Down { failures, since } => html! {
-            td.down { span.bad { "unreachable" } br; (failures) " failures since " (when(since)) }
+        Link::Down { failures, since, lag_ms } => html! {
+            td.down {
+                span.bad { "unreachable" } br; (failures) " failures since " (when(since))
+                @if lag_ms > 0 { br; "lag " (duration(lag_ms)) }
+            }
         },
     }
 }
@@ -106,6 +109,7 @@ async fn view(State(services): State<Arc<Services>>, session: Session, query: Qu
         );
     }
     let shared_rooms = own_hashes.len();
+    let pairs = super::network_pairs::pairs_section(&services, &nodes)?;
     let content = html! {
         p {
             "Every node publishes a signed status document to the servers it federates with; this node asks each of its peers every "
@@ -181,7 +185,10 @@ async fn view(State(services): State<Arc<Services>>, session: Session, query: Qu
                                             @if d.access_rules.enabled { ", rules enforced" } @else { ", no rules" }
                                         }
                                     }
-                                    None => { td colspan="6" { "no status" } }
+                                    None => {
+                                        td { @if let Some(s) = node.software() { (s.name) " " (s.version) } @else { "—" } }
+                                        td colspan="5" { "no status" }
+                                    }
                                 }
                             }
                         }
@@ -231,6 +238,7 @@ async fn view(State(services): State<Arc<Services>>, session: Session, query: Qu
                 }
             }
         }
+        (pairs)
     };
     page(&session, "/network", "Network", query.notice(&session), content)
 }
