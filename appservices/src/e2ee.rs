@@ -25,11 +25,12 @@ use matrix_sdk::{
         BackupDownloadStrategy, EncryptionSettings,
     },
     ruma::{
+        api::client::sync::sync_events,
         events::{
             key::verification::request::ToDeviceKeyVerificationRequestEvent,
             room::message::{MessageType, OriginalSyncRoomMessageEvent, RoomMessageEventContent},
         },
-        OwnedEventId, OwnedRoomId, OwnedTransactionId, OwnedUserId,
+        OwnedEventId, OwnedRoomId, OwnedTransactionId, OwnedUserId, RoomId,
     },
     Client, RoomState, SessionMeta, SessionTokens,
 };
@@ -155,19 +156,22 @@ impl E2ee {
                 }
             }
         });
-        let mut since = ws.store.read(|s| s.e2ee_since.clone());
+        // What came after the bot's own position, read again once: matrix-sdk ignores a sync
+        // answer whose position it already holds, so this is read outside it and decrypted
+        // here; what was handled already is skipped by the worker.
+        if let Some(from) = ws.store.read(|s| s.e2ee_since.clone()) {
+            if let Some(batch) = catch_up(&client, from).await {
+                if batches.send(batch).is_err() {
+                    return;
+                }
+            }
+        }
         let mut wait = Duration::from_secs(1);
         loop {
-            let mut settings = SyncSettings::default().timeout(Duration::from_secs(30));
-            // None: a store from before the bot kept its own position, so matrix-sdk's.
-            if let Some(token) = &since {
-                settings = settings.token(token.clone());
-            }
-            match client.sync_once(settings).await {
+            match client.sync_once(SyncSettings::default().timeout(Duration::from_secs(30))).await {
                 Ok(response) => {
                     wait = Duration::from_secs(1);
                     let events = encrypted_messages(&response);
-                    since = Some(response.next_batch.clone());
                     if batches.send((events, response.next_batch)).is_err() {
                         return;
                     }
@@ -349,22 +353,51 @@ async fn verify(client: Client, operators: Vec<String>, sender: OwnedUserId, flo
     }
 }
 
+/// The encrypted messages after `from`, read with a sync request matrix-sdk does not process
+/// (its state is already past them) and decrypted by the device; `None` if the homeserver could
+/// not be asked (nothing is lost: the worker's position stays where it was).
+async fn catch_up(client: &Client, from: String) -> Option<(Vec<Value>, String)> {
+    let mut request = sync_events::v3::Request::new();
+    request.since = Some(from);
+    request.timeout = Some(Duration::ZERO);
+    let response = match client.send(request).await {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::warn!(%error, "the bot's device could not read what it missed");
+            return None;
+        }
+    };
+    let mut out = Vec::new();
+    for (id, update) in &response.rooms.join {
+        let Some(room) = client.get_room(id) else { continue };
+        for raw in &update.timeline.events {
+            if raw.get_field::<String>("type").ok().flatten().as_deref() != Some("m.room.encrypted") {
+                continue;
+            }
+            let Ok(event) = room.decrypt_event(raw.cast_ref_unchecked(), None).await else { continue };
+            out.extend(as_transaction_event(&event, id));
+        }
+    }
+    Some((out, response.next_batch))
+}
+
+/// A decrypted message as the appservice's transactions carry events (with its `room_id`).
+fn as_transaction_event(event: &matrix_sdk::deserialized_responses::TimelineEvent, room: &RoomId) -> Option<Value> {
+    event.encryption_info()?;
+    let mut value = event.raw().deserialize_as_unchecked::<Value>().ok()?;
+    if value["type"] != "m.room.message" {
+        return None;
+    }
+    value["room_id"] = json!(room);
+    Some(value)
+}
+
 /// The messages of a sync that arrived encrypted and were decrypted, as the appservice's
 /// transactions carry events (with their `room_id`). Clear messages come in the transactions.
 fn encrypted_messages(response: &matrix_sdk::sync::SyncResponse) -> Vec<Value> {
     let mut out = Vec::new();
     for (room, update) in &response.rooms.joined {
-        for event in &update.timeline.events {
-            if event.encryption_info().is_none() {
-                continue;
-            }
-            let Ok(mut value) = event.raw().deserialize_as_unchecked::<Value>() else { continue };
-            if value["type"] != "m.room.message" {
-                continue;
-            }
-            value["room_id"] = json!(room);
-            out.push(value);
-        }
+        out.extend(update.timeline.events.iter().filter_map(|event| as_transaction_event(event, room)));
     }
     out
 }

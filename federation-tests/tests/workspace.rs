@@ -1354,7 +1354,7 @@ async fn the_workspace_bot_works_in_encrypted_rooms_across_nodes_and_restarts() 
     let (a, b) = tokio::join!(Node::start_with("e2ee-a", None, &[], &extra), Node::start("e2ee-b", &[]));
     let config = Bot::write_config(dir.path(), port, &a, &reg, "2026-11-30T08:00:00Z");
     let operators = format!("operators = [{:?}]\n", a.user_id("alice"));
-    std::fs::write(&config, std::fs::read_to_string(&config).unwrap() + &operators).unwrap();
+    std::fs::write(&config, std::fs::read_to_string(&config).unwrap() + operators.as_str()).unwrap();
     let mut bot = Bot::start(config, port);
     let bot_id = a.user_id("workspace");
     let data = dir.path().join("data");
@@ -1448,9 +1448,9 @@ async fn the_workspace_bot_works_in_encrypted_rooms_across_nodes_and_restarts() 
     send_encrypted(&alice, &room, "!doc new \"Dossiers chiffrés\"").await;
     let created = wait_encrypted_notice(&alice, &room, &bot_id, "Library created").await;
     let library = created.split_whitespace().find(|w| w.starts_with('!')).unwrap().to_owned();
+    a.join(&at, &library, &[]).await;
     let encryption = a.state_event(&at, &library, "m.room.encryption", "").await;
     assert_eq!(encryption["algorithm"], "m.megolm.v1.aes-sha2", "the library is encrypted");
-    a.join(&at, &library, &[]).await;
     a.invite(&at, &library, bob_id.as_str()).await;
     b.join(&bt, &library, &[a.server_name()]).await;
     step("alice's sync", sdk_sync(&alice, Duration::ZERO)).await;
