@@ -402,7 +402,8 @@ async fn run(
         Command::DocNew { name } => {
             // The new library is linked to this room: the asker must be allowed to link it.
             ws.require_state_right(room, sender, crate::library::LINK_TYPE).await?;
-            let library = ws.create_tree(&name, sender, None, event_id).await?;
+            let encrypted = ws.view(room).is_some_and(|v| v.encrypted);
+            let library = ws.create_tree(&name, sender, None, event_id, encrypted).await?;
             // The asker owns it (power 100, invited): they need not have joined it yet.
             ws.record_link(room, &library).await?;
             ws.auto_widget(room, sender, View::Library(library.clone())).await;
@@ -427,7 +428,8 @@ async fn run(
         Command::DocMkdir { path } => {
             let library = library_of(ws, room)?;
             let (parent, name) = locate(ws, &library, &path)?;
-            ws.create_tree(&name, sender, Some(&parent), event_id).await?;
+            let encrypted = ws.view(&parent).is_some_and(|v| v.encrypted);
+            ws.create_tree(&name, sender, Some(&parent), event_id, encrypted).await?;
             Ok(format!("{} {path}/", lang.pick("Dossier créé :", "Folder created:")))
         }
         Command::DocMv { name, to } => {

@@ -49,6 +49,10 @@ pub struct Config {
     /// keys in `data_dir/e2ee`). Off, it neither reads nor answers in encrypted rooms.
     #[serde(default = "default_true")]
     pub encryption: bool,
+    /// Who may verify the bot's device (emoji verification from their client, once): the
+    /// node's operators. Requests from anyone else are refused.
+    #[serde(default)]
+    pub operators: Vec<String>,
 }
 
 fn default_true() -> bool {

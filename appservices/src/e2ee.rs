@@ -15,18 +15,26 @@
 
 use std::{path::Path, sync::Arc, time::Duration};
 
+use futures::StreamExt;
 use matrix_sdk::{
     authentication::matrix::MatrixSession,
-    config::SyncSettings,
-    deserialized_responses::EncryptionInfo,
-    encryption::{BackupDownloadStrategy, EncryptionSettings},
-    ruma::{
-        events::room::message::{OriginalSyncRoomMessageEvent, RoomMessageEventContent},
-        OwnedRoomId, OwnedTransactionId,
+    config::{SyncSettings, SyncToken},
+    encryption::{
+        recovery::RecoveryState,
+        verification::{SasState, Verification, VerificationRequestState},
+        BackupDownloadStrategy, EncryptionSettings,
     },
-    Client, Room, RoomState, SessionMeta, SessionTokens,
+    ruma::{
+        api::client::sync::sync_events,
+        events::{
+            key::verification::request::ToDeviceKeyVerificationRequestEvent,
+            room::message::{MessageType, OriginalSyncRoomMessageEvent, RoomMessageEventContent},
+        },
+        OwnedEventId, OwnedRoomId, OwnedTransactionId, OwnedUserId, RoomId,
+    },
+    Client, RoomState, SessionMeta, SessionTokens,
 };
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::{
     matrix::{MatrixError, Result},
@@ -35,6 +43,8 @@ use crate::{
 
 /// How long a reply waits for the device's sync to know a room the bot just joined.
 const ROOM_WAIT: Duration = Duration::from_secs(30);
+/// How often the device's sync position is recorded when no encrypted event came.
+const POSITION_EVERY: Duration = Duration::from_secs(60);
 
 pub struct E2ee {
     client: Client,
@@ -53,10 +63,21 @@ fn sdk_failure(error: matrix_sdk::Error) -> MatrixError {
 
 impl E2ee {
     /// Opens the device's store in `data_dir/e2ee` and its session (logging in once, the
-    /// first time), then makes sure the device is cross-signed and its keys backed up.
+    /// first time), then makes sure the device is cross-signed and its keys backed up, with
+    /// the recovery key in `data_dir/recovery-key`.
+    ///
+    /// A store lost (the session without it, or neither) is a new device: logged in anew, it
+    /// takes the bot's identity and the backup's key back from secret storage with the
+    /// recovery key, so it is cross-signed as before and reads what the lost device could.
     pub async fn open(ws: &Workspace, data_dir: &Path) -> std::result::Result<E2ee, String> {
         let dir = data_dir.join("e2ee");
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let session_path = dir.join("session.json");
+        let fresh = !dir.join("store").exists();
+        if fresh && session_path.exists() {
+            tracing::warn!("the bot's encryption store is gone: its device is replaced by a new one");
+            std::fs::remove_file(&session_path).map_err(|e| format!("{}: {e}", session_path.display()))?;
+        }
         let settings = EncryptionSettings {
             auto_enable_cross_signing: true,
             backup_download_strategy: BackupDownloadStrategy::AfterDecryptionFailure,
@@ -77,53 +98,84 @@ impl E2ee {
             .bootstrap_cross_signing_if_needed(None)
             .await
             .map_err(|e| format!("cannot cross-sign the bot's device: {e}"))?;
-        if !client.encryption().backups().are_enabled().await {
-            if let Err(error) = client.encryption().backups().create().await {
-                tracing::warn!(%error, "no key backup for the bot's room keys");
-            }
+        recovery(&client, &data_dir.join("recovery-key")).await?;
+        if fresh {
+            // A new store knows no room: a first full sync gives it every room the bot is in
+            // (its events are not handled; the bot's own position, kept in its state, goes on).
+            client
+                .sync_once(SyncSettings::default().token(SyncToken::NoToken).timeout(Duration::ZERO))
+                .await
+                .map_err(|e| format!("the bot's new device could not sync: {e}"))?;
         }
         Ok(E2ee { client })
     }
 
     /// Syncs the device forever: encrypted commands go to the bot as they are decrypted.
+    ///
+    /// Crash safety: matrix-sdk stores its sync position before the events of a sync are
+    /// handled, so a crash in between would lose them. The bot therefore keeps its own position
+    /// in its store, moved past a sync's events only once a worker has handled them all
+    /// (each handled event id recorded as it is done); a restart syncs again from there and
+    /// skips what was recorded. The sync itself goes on meanwhile, so that handling a command
+    /// that waits for the device (a reply in a room it just joined) does not wait for itself.
     pub async fn run(ws: Arc<Workspace>, client: Client) {
-        client.add_event_handler(
-            move |event: OriginalSyncRoomMessageEvent, room: Room, encryption: Option<EncryptionInfo>| {
-                let ws = ws.clone();
-                async move {
-                    // Clear messages come in the appservice's transactions already.
-                    if encryption.is_none() {
-                        return;
-                    }
-                    let Ok(content) = serde_json::to_value(&event.content) else { return };
-                    let event = json!({
-                        "type": "m.room.message",
-                        "room_id": room.room_id(),
-                        "sender": event.sender,
-                        "event_id": event.event_id,
-                        "origin_server_ts": event.origin_server_ts,
-                        "content": content,
-                    });
-                    // The homeserver failing: tried again a few times (handling is idempotent).
-                    let mut wait = Duration::from_secs(1);
-                    for _ in 0..6 {
-                        match crate::bot::handle(&ws, &event).await {
-                            Ok(()) => return,
-                            Err(crate::bot::Retry(reason)) => {
-                                tracing::warn!(%reason, "an encrypted command waits for the homeserver");
-                                tokio::time::sleep(wait).await;
-                                wait *= 2;
-                            }
-                        }
-                    }
-                    tracing::error!(event = %event["event_id"], "an encrypted command was given up");
+        let (batches, mut received) = tokio::sync::mpsc::unbounded_channel::<(Vec<Value>, String)>();
+        let worker = ws.clone();
+        tokio::spawn(async move {
+            // A sync with nothing to handle moves the position too, but at most once a minute
+            // (each write is a synced file): a restart then syncs again over a short span.
+            let mut written: Option<std::time::Instant> = None;
+            while let Some((events, next_batch)) = received.recv().await {
+                for event in &events {
+                    handle_until_done(&worker, event).await;
                 }
-            },
-        );
+                if events.is_empty() && written.is_some_and(|at| at.elapsed() < POSITION_EVERY) {
+                    continue;
+                }
+                match worker.store.update(|s| s.e2ee_since = Some(next_batch)) {
+                    Ok(()) => written = Some(std::time::Instant::now()),
+                    // The next batch's write records the position further on.
+                    Err(error) => tracing::error!(%error, "could not record the device's sync position"),
+                }
+            }
+        });
+        let operators = ws.config.operators.clone();
+        client.add_event_handler(move |event: ToDeviceKeyVerificationRequestEvent, client: Client| {
+            let operators = operators.clone();
+            async move {
+                let flow = event.content.transaction_id.to_string();
+                tokio::spawn(verify(client, operators, event.sender, flow));
+            }
+        });
+        let operators = ws.config.operators.clone();
+        client.add_event_handler(move |event: OriginalSyncRoomMessageEvent, client: Client| {
+            let operators = operators.clone();
+            async move {
+                if let MessageType::VerificationRequest(_) = &event.content.msgtype {
+                    tokio::spawn(verify(client, operators, event.sender, event.event_id.to_string()));
+                }
+            }
+        });
+        // What came after the bot's own position, read again once: matrix-sdk ignores a sync
+        // answer whose position it already holds, so this is read outside it and decrypted
+        // here; what was handled already is skipped by the worker.
+        if let Some(from) = ws.store.read(|s| s.e2ee_since.clone()) {
+            if let Some(batch) = catch_up(&client, from).await {
+                if batches.send(batch).is_err() {
+                    return;
+                }
+            }
+        }
         let mut wait = Duration::from_secs(1);
         loop {
-            match client.sync(SyncSettings::default().timeout(Duration::from_secs(30))).await {
-                Ok(()) => wait = Duration::from_secs(1),
+            match client.sync_once(SyncSettings::default().timeout(Duration::from_secs(30))).await {
+                Ok(response) => {
+                    wait = Duration::from_secs(1);
+                    let events = encrypted_messages(&response);
+                    if batches.send((events, response.next_batch)).is_err() {
+                        return;
+                    }
+                }
                 Err(error) => {
                     tracing::warn!(%error, "the bot's device could not sync");
                     tokio::time::sleep(wait).await;
@@ -139,31 +191,234 @@ impl E2ee {
 
     /// Sends a notice encrypted in `room`, under transaction id `txn`.
     pub async fn notice(&self, room: &str, txn: &str, text: &str) -> Result<String> {
+        self.send(
+            room,
+            txn,
+            "m.room.message",
+            serde_json::to_value(RoomMessageEventContent::notice_plain(text)).expect("content serializes"),
+        )
+        .await
+    }
+
+    /// Sends `content` as an event of type `kind` in `room`, encrypted, under transaction id
+    /// `txn`. Only called for rooms the homeserver holds as encrypted: matrix-sdk sends in the
+    /// clear in a room its own sync has not yet seen encrypted, so this waits for that sync.
+    pub async fn send(&self, room: &str, txn: &str, kind: &str, content: Value) -> Result<String> {
         let id = OwnedRoomId::try_from(room).map_err(|e| failed(e, 400))?;
         // The bot joins through the appservice API: its device's sync may not show the room, or
-        // show it joined, yet. Both come within a sync or two.
+        // show it joined and encrypted, yet. Both come within a sync or two.
         let known = async {
             let room = match self.client.get_room(&id) {
                 Some(room) => room,
                 None => self.client.await_room_remote_echo(&id).await,
             };
             let mut info = room.subscribe_info();
-            while room.state() != RoomState::Joined {
-                if info.next().await.is_none() {
-                    break;
+            loop {
+                if room.state() == RoomState::Joined
+                    && room.latest_encryption_state().await.is_ok_and(|state| state.is_encrypted())
+                {
+                    return Some(room);
                 }
+                info.next().await?;
             }
-            room
         };
         let room = tokio::time::timeout(ROOM_WAIT, known)
             .await
-            .map_err(|_| failed("the bot's device does not see the room joined yet", 0))?;
-        let sent = room
-            .send(RoomMessageEventContent::notice_plain(text))
-            .with_transaction_id(OwnedTransactionId::from(txn))
-            .await
-            .map_err(sdk_failure)?;
+            .ok()
+            .flatten()
+            .ok_or_else(|| failed("the bot's device does not see the room joined and encrypted yet", 0))?;
+        let txn = OwnedTransactionId::from(txn);
+        let sent = room.send_raw(kind, content).with_transaction_id(&txn).await.map_err(sdk_failure)?;
         Ok(sent.response.event_id.to_string())
+    }
+
+    /// The event `event_id` of `room`, decrypted by the device, as the client API shows events.
+    pub async fn event(&self, room: &str, event_id: &str) -> Result<Value> {
+        let id = OwnedRoomId::try_from(room).map_err(|e| failed(e, 400))?;
+        let event_id = OwnedEventId::try_from(event_id).map_err(|e| failed(e, 400))?;
+        let room = self.client.get_room(&id).ok_or_else(|| failed("the bot's device does not know the room", 0))?;
+        let mut event = room.event(&event_id, None).await.map_err(sdk_failure)?;
+        if event.encryption_info().is_none() {
+            // Sent before this device existed (its store lost): its key is in the backup.
+            let session: Option<String> = event
+                .raw()
+                .get_field::<Value>("content")
+                .ok()
+                .flatten()
+                .and_then(|c| c["session_id"].as_str().map(str::to_owned));
+            if let Some(session) = session {
+                if let Err(error) = self.client.encryption().backups().download_room_key(&id, &session).await {
+                    tracing::warn!(%error, "could not read a room key from the backup");
+                }
+                event = room.event(&event_id, None).await.map_err(sdk_failure)?;
+            }
+        }
+        if event.encryption_info().is_none() {
+            return Err(failed("the bot's device cannot decrypt the event", 0));
+        }
+        let mut value: Value = event.raw().deserialize_as_unchecked().map_err(|e| failed(e, 500))?;
+        value["room_id"] = json!(room.room_id());
+        Ok(value)
+    }
+}
+
+/// Key backup with recovery: the first time, secret storage and the backup are set up and the
+/// recovery key written to `path` (only the bot's user may read it; the operator keeps a copy
+/// elsewhere). Later, a device that lacks the secrets (a new one, after the store was lost)
+/// takes them back with that key.
+async fn recovery(client: &Client, path: &Path) -> std::result::Result<(), String> {
+    let recovery = client.encryption().recovery();
+    match std::fs::read_to_string(path) {
+        Ok(key) => {
+            if recovery.state() != RecoveryState::Enabled {
+                recovery
+                    .recover(key.trim())
+                    .await
+                    .map_err(|e| format!("cannot recover the bot's keys with {}: {e}", path.display()))?;
+                tracing::info!("the bot's identity and key backup were recovered with its recovery key");
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = recovery.enable().await.map_err(|e| format!("cannot set up the bot's key backup: {e}"))?;
+            crate::store::write_atomically(path, key.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            tracing::info!(path = %path.display(), "key backup set up: keep a copy of the recovery key elsewhere");
+            Ok(())
+        }
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// A verification asked of the bot's device: only by one of the `operators`, whose client
+/// compares the emojis with those the bot writes in its log. The bot has no one to compare them
+/// on its side and confirms on its own: what the comparison protects is the operator's trust in
+/// the bot's identity, which their client then signs (their trust in the bot, not the bot's in
+/// them, is what members rely on). Others are refused.
+async fn verify(client: Client, operators: Vec<String>, sender: OwnedUserId, flow: String) {
+    let Some(request) = client.encryption().get_verification_request(&sender, &flow).await else { return };
+    if !operators.iter().any(|o| o.as_str() == sender.as_str()) {
+        tracing::warn!(%sender, "a verification asked by someone who is not an operator was refused");
+        if let Err(error) = request.cancel().await {
+            tracing::warn!(%error, "could not refuse a verification");
+        }
+        return;
+    }
+    if let Err(error) = request.accept().await {
+        tracing::warn!(%sender, %error, "could not accept a verification");
+        return;
+    }
+    let mut changes = std::pin::pin!(request.changes());
+    let sas = loop {
+        match changes.next().await {
+            Some(VerificationRequestState::Transitioned { verification: Verification::SasV1(sas) }) => break sas,
+            Some(VerificationRequestState::Done | VerificationRequestState::Cancelled(_)) | None => return,
+            Some(_) => {}
+        }
+    };
+    if let Err(error) = sas.accept().await {
+        tracing::warn!(%sender, %error, "could not accept the emoji verification");
+        return;
+    }
+    let mut changes = std::pin::pin!(sas.changes());
+    while let Some(state) = changes.next().await {
+        match state {
+            SasState::KeysExchanged { emojis, decimals } => {
+                let emojis = emojis.map(|e| {
+                    e.emojis.iter().map(|e| format!("{} {}", e.symbol, e.description)).collect::<Vec<_>>().join(", ")
+                });
+                tracing::info!(
+                    operator = %sender,
+                    emojis = emojis.as_deref().unwrap_or("-"),
+                    numbers = %format!("{} {} {}", decimals.0, decimals.1, decimals.2),
+                    "verification: confirm in your client only if it shows these"
+                );
+                if let Err(error) = sas.confirm().await {
+                    tracing::warn!(%sender, %error, "could not confirm the verification");
+                    return;
+                }
+            }
+            SasState::Done { .. } => {
+                tracing::info!(operator = %sender, "verification done: the operator's identity and the bot's sign each other");
+                return;
+            }
+            SasState::Cancelled(info) => {
+                tracing::warn!(operator = %sender, reason = info.reason(), "verification cancelled");
+                return;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The encrypted messages after `from`, read with a sync request matrix-sdk does not process
+/// (its state is already past them) and decrypted by the device; `None` if the homeserver could
+/// not be asked (nothing is lost: the worker's position stays where it was).
+async fn catch_up(client: &Client, from: String) -> Option<(Vec<Value>, String)> {
+    let mut request = sync_events::v3::Request::new();
+    request.since = Some(from);
+    request.timeout = Some(Duration::ZERO);
+    let response = match client.send(request).await {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::warn!(%error, "the bot's device could not read what it missed");
+            return None;
+        }
+    };
+    let mut out = Vec::new();
+    for (id, update) in &response.rooms.join {
+        let Some(room) = client.get_room(id) else { continue };
+        for raw in &update.timeline.events {
+            if raw.get_field::<String>("type").ok().flatten().as_deref() != Some("m.room.encrypted") {
+                continue;
+            }
+            let Ok(event) = room.decrypt_event(raw.cast_ref_unchecked(), None).await else { continue };
+            out.extend(as_transaction_event(&event, id));
+        }
+    }
+    Some((out, response.next_batch))
+}
+
+/// A decrypted message as the appservice's transactions carry events (with its `room_id`).
+fn as_transaction_event(event: &matrix_sdk::deserialized_responses::TimelineEvent, room: &RoomId) -> Option<Value> {
+    event.encryption_info()?;
+    let mut value = event.raw().deserialize_as_unchecked::<Value>().ok()?;
+    if value["type"] != "m.room.message" {
+        return None;
+    }
+    value["room_id"] = json!(room);
+    Some(value)
+}
+
+/// The messages of a sync that arrived encrypted and were decrypted, as the appservice's
+/// transactions carry events (with their `room_id`). Clear messages come in the transactions.
+fn encrypted_messages(response: &matrix_sdk::sync::SyncResponse) -> Vec<Value> {
+    let mut out = Vec::new();
+    for (room, update) in &response.rooms.joined {
+        out.extend(update.timeline.events.iter().filter_map(|event| as_transaction_event(event, room)));
+    }
+    out
+}
+
+/// Handles one decrypted event unless it was already, then records it handled. The homeserver
+/// failing: tried again, waiting longer each time (handling is idempotent); the device's sync
+/// position does not move past it meanwhile.
+async fn handle_until_done(ws: &Workspace, event: &Value) {
+    let id = event["event_id"].as_str().unwrap_or_default().to_owned();
+    if ws.store.read(|s| s.e2ee_handled.contains(&id)) {
+        return;
+    }
+    let mut wait = Duration::from_secs(1);
+    while let Err(crate::bot::Retry(reason)) = crate::bot::handle(ws, event).await {
+        tracing::warn!(%reason, event = %id, "an encrypted command waits for the homeserver");
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(60));
+    }
+    if let Err(error) = ws.store.update(|s| s.e2ee_handled.push_back(id)) {
+        // Not recorded: after a crash it is handled again, which its idempotence allows.
+        tracing::error!(%error, "could not record an encrypted event as handled");
     }
 }
 

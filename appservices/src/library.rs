@@ -85,13 +85,15 @@ fn not_found(what: &str) -> Failure {
 impl Workspace {
     /// Creates a library (or, with `parent`, a folder in one): a tree space owned by the bot,
     /// `owner` (who asked) given power 100 and invited. A folder needs its asker to be an editor
-    /// of `parent`.
+    /// of `parent`. `encrypted` (asked from an encrypted room, or in an encrypted folder): the
+    /// tree is an encrypted room, so the files filed there keep their keys from the servers.
     pub async fn create_tree(
         &self,
         name: &str,
         owner: &str,
         parent: Option<&str>,
         seed: &str,
+        encrypted: bool,
     ) -> Result<String, Failure> {
         if let Some(parent) = parent {
             self.tree(parent)?;
@@ -114,11 +116,16 @@ impl Workspace {
         if !v12_or_later {
             users[&self.matrix.bot] = json!(100);
         }
+        let mut initial_state =
+            vec![json!({ "type": PURPOSE_TYPE, "state_key": TREE_SUBTYPE, "content": { ENABLED: true } })];
+        if encrypted {
+            initial_state.push(json!({ "type": "m.room.encryption", "state_key": "", "content": { "algorithm": "m.megolm.v1.aes-sha2" } }));
+        }
         let body = json!({
             "name": name,
             "preset": "private_chat",
             "creation_content": { "type": "m.space" },
-            "initial_state": [{ "type": PURPOSE_TYPE, "state_key": TREE_SUBTYPE, "content": { ENABLED: true } }],
+            "initial_state": initial_state,
             "power_level_content_override": tree_power_levels(users),
             "invite": [owner],
         });
@@ -236,7 +243,13 @@ impl Workspace {
         source: &Value,
         seed: &str,
     ) -> Result<(Branch, Option<String>), Failure> {
-        self.tree(folder)?;
+        let view = self.tree(folder)?;
+        if !view.encrypted && !source["file"].is_null() {
+            return Err(Failure::bad(
+                "ce fichier est chiffré et la bibliothèque ne l'est pas : sa clé y serait lisible par les serveurs (créez la bibliothèque depuis un salon chiffré)",
+                "this file is encrypted and the library is not: its key would be readable by the servers there (create the library from an encrypted room)",
+            ));
+        }
         let (sha256, size) = self.digest(source).await;
         let previous = self.active_file(folder, name);
         if previous.as_ref().is_some_and(|(_, branch)| branch.locked) {
@@ -261,13 +274,21 @@ impl Workspace {
             content["m.new_content"] = file;
             content["m.relates_to"] = json!({ "rel_type": "m.replace", "event_id": old_id });
         }
-        let path = format!(
-            "/_matrix/client/v3/rooms/{}/send/m.room.message/{}",
-            segment(folder),
-            format_args!("file-{}", &hex_sha256(seed)[..24])
-        );
-        let sent = self.matrix.call(reqwest::Method::PUT, &path, Some(&content)).await?;
-        let event_id = sent["event_id"].as_str().unwrap_or_default().to_owned();
+        let txn = format!("file-{}", &hex_sha256(seed)[..24]);
+        let event_id = if view.encrypted {
+            // The leaf (and an encrypted file's key in it) is read only by the members' devices.
+            let device = self.e2ee.get().ok_or_else(|| {
+                Failure::bad(
+                    "bibliothèque chiffrée, et le chiffrement du robot est désactivé",
+                    "an encrypted library, and the bot's encryption is off (encryption = false)",
+                )
+            })?;
+            device.send(folder, &txn, "m.room.message", content).await?
+        } else {
+            let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}", segment(folder));
+            let sent = self.matrix.call(reqwest::Method::PUT, &path, Some(&content)).await?;
+            sent["event_id"].as_str().unwrap_or_default().to_owned()
+        };
         if let Some(done) = self.view(folder).and_then(|v| v.branches.get(&event_id).cloned()) {
             return Ok((done, duplicate));
         }
@@ -354,7 +375,12 @@ impl Workspace {
             return Err(locked(name));
         }
         let path = format!("/_matrix/client/v3/rooms/{}/event/{}", segment(folder), segment(&id));
-        let event = self.matrix.call(reqwest::Method::GET, &path, None).await?;
+        let mut event = self.matrix.call(reqwest::Method::GET, &path, None).await?;
+        if event["type"] == "m.room.encrypted" {
+            // A leaf of an encrypted folder: read through the bot's device, which holds its key.
+            let device = self.e2ee.get().ok_or_else(|| Failure::bad("fichier chiffré", "an encrypted file"))?;
+            event = device.event(folder, &id).await?;
+        }
         self.file_unchecked(target, name, &event["content"], &format!("mv-{seed}")).await?;
         self.remove_unchecked(folder, name, &format!("mv-{seed}")).await
     }

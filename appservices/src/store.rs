@@ -16,6 +16,10 @@ use serde::{Deserialize, Serialize};
 /// Transactions remembered, newest last: the homeserver resends only its latest.
 const TXNS_KEPT: usize = 1000;
 
+/// Encrypted events remembered as handled, newest last: a sync replayed after a crash carries
+/// only the events of the batches not yet marked done.
+const HANDLED_KEPT: usize = 1000;
+
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Persisted {
     #[serde(default)]
@@ -38,6 +42,14 @@ pub struct Persisted {
     /// a room is not trusted by itself.
     #[serde(default)]
     pub links: BTreeMap<String, String>,
+    /// The bot's device's sync position up to which every encrypted event was handled: after a
+    /// crash the device syncs again from here (matrix-sdk's own position moves on before the
+    /// events are handled), so an encrypted command received but not answered comes back.
+    #[serde(default)]
+    pub e2ee_since: Option<String>,
+    /// Ids of the encrypted events handled since, so one replayed is not handled twice.
+    #[serde(default)]
+    pub e2ee_handled: VecDeque<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,6 +86,9 @@ impl Store {
         let out = f(&mut next);
         while next.txns.len() > TXNS_KEPT {
             next.txns.pop_front();
+        }
+        while next.e2ee_handled.len() > HANDLED_KEPT {
+            next.e2ee_handled.pop_front();
         }
         write_atomically(&self.path, &serde_json::to_vec(&next).expect("state serializes"))?;
         *state = next;

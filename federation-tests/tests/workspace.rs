@@ -123,6 +123,12 @@ type Armed = std::sync::Arc<std::sync::Mutex<Option<(String, tokio::sync::mpsc::
 
 impl Proxy {
     async fn start(bot_port: u16) -> Proxy {
+        Proxy::start_to(format!("http://127.0.0.1:{bot_port}"), "/_matrix/app/v1/transactions/").await
+    }
+
+    /// A proxy to `target` (an origin), holding requests whose path starts with `held_paths`
+    /// and whose path or body holds the armed text.
+    async fn start_to(target: String, held_paths: &'static str) -> Proxy {
         use axum::{
             body::Bytes,
             extract::State,
@@ -132,64 +138,70 @@ impl Proxy {
         let armed: Armed = Default::default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let relay = move |State(armed): State<Armed>, request: axum::extract::Request| async move {
-            let (parts, body) = request.into_parts();
-            let body: Bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
-            let path = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
-            let mut outgoing =
-                reqwest::Client::new().request(parts.method.clone(), format!("http://127.0.0.1:{bot_port}{path}"));
-            for name in [header::AUTHORIZATION, header::CONTENT_TYPE] {
-                if let Some(value) = parts.headers.get(&name) {
-                    outgoing = outgoing.header(name.as_str(), value.as_bytes());
+        let target: std::sync::Arc<str> = target.into();
+        let relay = move |State(armed): State<Armed>, request: axum::extract::Request| {
+            let target = target.clone();
+            async move {
+                let (parts, body) = request.into_parts();
+                let body: Bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+                let path = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
+                let mut outgoing = reqwest::Client::new().request(parts.method.clone(), format!("{target}{path}"));
+                for name in [header::AUTHORIZATION, header::CONTENT_TYPE] {
+                    if let Some(value) = parts.headers.get(&name) {
+                        outgoing = outgoing.header(name.as_str(), value.as_bytes());
+                    }
                 }
-            }
-            let outgoing = outgoing.body(body.to_vec());
-            let text = String::from_utf8_lossy(&body).into_owned();
-            let hold = {
-                let mut armed = armed.lock().unwrap();
-                let matches = path.starts_with("/_matrix/app/v1/transactions/")
-                    && armed.as_ref().is_some_and(|(needle, _)| text.contains(needle.as_str()));
-                if matches {
-                    armed.take().map(|(_, tx)| tx)
-                } else {
-                    None
-                }
-            };
-            let sent = match hold {
-                None => outgoing.send().await,
-                Some(tx) => {
-                    // Forwarded by a task of its own, which outlives this request when the
-                    // homeserver is gone by then.
-                    let (forward, when) = tokio::sync::oneshot::channel::<(bool, tokio::sync::oneshot::Sender<u16>)>();
-                    let (reply, replied) = tokio::sync::oneshot::channel();
-                    tokio::spawn(async move {
-                        let Ok((answer, status)) = when.await else { return };
-                        let sent = outgoing.send().await;
-                        let _ = status.send(sent.as_ref().map_or(0, |r| r.status().as_u16()));
-                        if answer {
-                            let _ = reply.send(sent);
+                let outgoing = outgoing.body(body.to_vec());
+                let text = String::from_utf8_lossy(&body).into_owned();
+                let hold = {
+                    let mut armed = armed.lock().unwrap();
+                    let matches = path.starts_with(held_paths)
+                        && armed.as_ref().is_some_and(|(needle, _)| {
+                            path.contains(needle.as_str()) || text.contains(needle.as_str())
+                        });
+                    if matches {
+                        armed.take().map(|(_, tx)| tx)
+                    } else {
+                        None
+                    }
+                };
+                let sent = match hold {
+                    None => outgoing.send().await,
+                    Some(tx) => {
+                        // Forwarded by a task of its own, which outlives this request when the
+                        // homeserver is gone by then.
+                        let (forward, when) =
+                            tokio::sync::oneshot::channel::<(bool, tokio::sync::oneshot::Sender<u16>)>();
+                        let (reply, replied) = tokio::sync::oneshot::channel();
+                        tokio::spawn(async move {
+                            let Ok((answer, status)) = when.await else { return };
+                            let sent = outgoing.send().await;
+                            let _ = status.send(sent.as_ref().map_or(0, |r| r.status().as_u16()));
+                            if answer {
+                                let _ = reply.send(sent);
+                            }
+                        });
+                        tx.send(Held { body: text, forward }).unwrap_or_else(|_| panic!("the test no longer listens"));
+                        match replied.await {
+                            Ok(sent) => sent,
+                            // Told not to answer: the homeserver waits until it gives up or dies.
+                            Err(_) => std::future::pending().await,
                         }
-                    });
-                    tx.send(Held { body: text, forward }).unwrap_or_else(|_| panic!("the test no longer listens"));
-                    match replied.await {
-                        Ok(sent) => sent,
-                        // Told not to answer: the homeserver waits until it gives up or dies.
-                        Err(_) => std::future::pending().await,
                     }
-                }
-            };
-            match sent {
-                Ok(response) => {
-                    let status = StatusCode::from_u16(response.status().as_u16()).unwrap();
-                    let kind = response.headers().get(header::CONTENT_TYPE).cloned();
-                    let bytes = response.bytes().await.unwrap_or_default().to_vec();
-                    let mut answer = (status, bytes).into_response();
-                    if let Some(kind) = kind.and_then(|k| header::HeaderValue::from_bytes(k.as_bytes()).ok()) {
-                        answer.headers_mut().insert(header::CONTENT_TYPE, kind);
+                };
+                match sent {
+                    Ok(response) => {
+                        let status = StatusCode::from_u16(response.status().as_u16()).unwrap();
+                        let kind = response.headers().get(header::CONTENT_TYPE).cloned();
+                        let bytes = response.bytes().await.unwrap_or_default().to_vec();
+                        let mut answer = (status, bytes).into_response();
+                        if let Some(kind) = kind.and_then(|k| header::HeaderValue::from_bytes(k.as_bytes()).ok()) {
+                            answer.headers_mut().insert(header::CONTENT_TYPE, kind);
+                        }
+                        answer
                     }
-                    answer
+                    Err(_) => StatusCode::BAD_GATEWAY.into_response(),
                 }
-                Err(_) => StatusCode::BAD_GATEWAY.into_response(),
             }
         };
         let app = axum::Router::new().fallback(relay).with_state(armed.clone());
@@ -1340,7 +1352,11 @@ async fn the_workspace_bot_works_in_encrypted_rooms_across_nodes_and_restarts() 
     let regs = toml::Value::Array(vec![toml::Value::String(reg.display().to_string())]);
     let extra = [("appservices.registrations", regs)];
     let (a, b) = tokio::join!(Node::start_with("e2ee-a", None, &[], &extra), Node::start("e2ee-b", &[]));
-    let mut bot = Bot::start(Bot::write_config(dir.path(), port, &a, &reg, "2026-11-30T08:00:00Z"), port);
+    let config = Bot::write_config(dir.path(), port, &a, &reg, "2026-11-30T08:00:00Z");
+    // alice operates node A; bob, of node B, lists a library with an OpenID token of his node.
+    let operators = format!("operators = [{:?}]\nallowed_servers = [{:?}]\n", a.user_id("alice"), b.server_name());
+    std::fs::write(&config, std::fs::read_to_string(&config).unwrap() + operators.as_str()).unwrap();
+    let mut bot = Bot::start(config, port);
     let bot_id = a.user_id("workspace");
     let data = dir.path().join("data");
     assert!(data.join("e2ee/session.json").exists(), "the bot's device session, in data_dir");
@@ -1426,6 +1442,303 @@ async fn the_workspace_bot_works_in_encrypted_rooms_across_nodes_and_restarts() 
         .filter(|e| e["sender"] == bot_id.as_str() && e["type"] == "m.room.message")
         .collect();
     assert!(clear.is_empty(), "the bot never speaks in the clear in an encrypted room: {clear:#?}");
+
+    // A library made from the encrypted room is encrypted; a file alice sends encrypted there is
+    // filed with its key in an encrypted leaf, which bob (the other node) finds in the listing
+    // and decrypts with his own device: the servers keep only ciphertext.
+    send_encrypted(&alice, &room, "!doc new \"Dossiers chiffrés\"").await;
+    let created = wait_encrypted_notice(&alice, &room, &bot_id, "Library created").await;
+    let library = created.split_whitespace().find(|w| w.starts_with('!')).unwrap().to_owned();
+    a.join(&at, &library, &[]).await;
+    let encryption = a.state_event(&at, &library, "m.room.encryption", "").await;
+    assert_eq!(encryption["algorithm"], "m.megolm.v1.aes-sha2", "the library is encrypted");
+    a.invite(&at, &library, bob_id.as_str()).await;
+    b.join(&bt, &library, &[a.server_name()]).await;
+    step("alice's sync", sdk_sync(&alice, Duration::ZERO)).await;
+    step("bob's sync", sdk_sync(&bob, Duration::ZERO)).await;
+    let secret = b"Projet de loi de finances, version de travail".to_vec();
+    let text_plain: mime::Mime = "text/plain".parse().unwrap();
+    let work_room = alice.get_room(&matrix_sdk::ruma::OwnedRoomId::try_from(room.as_str()).unwrap()).unwrap();
+    work_room
+        .send_attachment("budget.txt", &text_plain, secret.clone(), matrix_sdk::attachment::AttachmentConfig::new())
+        .await
+        .expect("an encrypted file sent");
+    wait_encrypted_notice(&alice, &room, &bot_id, "Classé dans la bibliothèque").await;
+    let listing = format!("/api/v1/libraries/{}/files", enc(&library));
+    let (status, files, text) =
+        api_as(&bot, Method::GET, Some(&openid(&b, &bt, bob_id.as_str()).await), &listing, None).await;
+    assert_eq!(status, 200, "{text}");
+    let filed = files["files"].as_array().unwrap().iter().find(|f| f["name"] == "budget.txt").expect("filed").clone();
+    let leaf_id = filed["event_id"].as_str().unwrap();
+    let on_server = a.get(&at, &format!("/_matrix/client/v3/rooms/{}/event/{}", enc(&library), enc(leaf_id))).await;
+    assert_eq!(on_server["type"], "m.room.encrypted", "the leaf (and the file's key) encrypted: {on_server}");
+    let library_id = matrix_sdk::ruma::OwnedRoomId::try_from(library.as_str()).unwrap();
+    let leaf_event = matrix_sdk::ruma::OwnedEventId::try_from(leaf_id).unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    let leaf: Value = loop {
+        sdk_sync(&bob, Duration::from_secs(1)).await;
+        let event = bob.get_room(&library_id).expect("bob knows the library").event(&leaf_event, None).await;
+        if let Ok(event) = event {
+            if event.encryption_info().is_some() {
+                break event.raw().get_field("content").unwrap().unwrap();
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "bob cannot decrypt the leaf");
+    };
+    assert_eq!(leaf["msgtype"], "m.file", "{leaf}");
+    assert!(leaf["url"].is_null() && leaf["file"]["key"]["k"].is_string(), "the file's key kept: {leaf}");
+    let file: matrix_sdk::ruma::events::room::EncryptedFile = serde_json::from_value(leaf["file"].clone()).unwrap();
+    let media = file.url.as_str().strip_prefix("mxc://").unwrap();
+    let ciphertext = reqwest::Client::new()
+        .get(format!("{}/_matrix/client/v1/media/download/{media}", b.client_url()))
+        .bearer_auth(&bt)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(ciphertext.len(), secret.len(), "the file reached bob's server");
+    assert_ne!(ciphertext, secret, "the server holds ciphertext");
+    let request = matrix_sdk::media::MediaRequestParameters {
+        source: matrix_sdk::ruma::events::room::MediaSource::Encrypted(Box::new(file)),
+        format: matrix_sdk::media::MediaFormat::File,
+    };
+    let bytes = bob.media().get_media_content(&request, false).await.expect("bob downloads and decrypts");
+    assert_eq!(bytes, secret, "the same bytes, decrypted by bob's device");
+
+    // The operator (alice, listed in `operators`) verifies the bot once, comparing the emojis
+    // it writes in its log: her client then trusts its device, signed by the bot's identity;
+    // bob, not an operator, is refused.
+    let bot_user = matrix_sdk::ruma::OwnedUserId::try_from(bot_id.as_str()).unwrap();
+    let device_id: matrix_sdk::ruma::OwnedDeviceId = device_id.into();
+    let refused = bob.encryption().get_device(&bot_user, &device_id).await.unwrap().expect("bob sees the bot's device");
+    let refused = refused.request_verification().await.expect("bob asks");
+    let device = alice.encryption().get_device(&bot_user, &device_id).await.unwrap().expect("the bot's device");
+    assert!(device.is_cross_signed_by_owner(), "the bot's device is signed by its own identity");
+    let identity = alice.encryption().request_user_identity(&bot_user).await.unwrap().expect("the bot's identity");
+    assert!(!identity.is_verified(), "not verified before the operator's step");
+    let request = device.request_verification().await.expect("alice asks");
+    let deadline = std::time::Instant::now() + WAIT;
+    let sas = loop {
+        sdk_sync(&alice, Duration::from_secs(1)).await;
+        if request.is_ready() {
+            break request.start_sas().await.expect("start").expect("emoji verification");
+        }
+        assert!(!request.is_cancelled() && std::time::Instant::now() < deadline, "the bot accepts the request");
+    };
+    loop {
+        sdk_sync(&alice, Duration::from_secs(1)).await;
+        if sas.can_be_presented() {
+            assert!(sas.emoji().is_some(), "emojis to compare");
+            sas.confirm().await.expect("confirm");
+            break;
+        }
+        assert!(!sas.is_cancelled() && std::time::Instant::now() < deadline, "the keys are exchanged");
+    }
+    while !sas.is_done() {
+        sdk_sync(&alice, Duration::from_secs(1)).await;
+        assert!(!sas.is_cancelled() && std::time::Instant::now() < deadline, "the verification completes");
+    }
+    let device = alice.encryption().get_device(&bot_user, &device_id).await.unwrap().unwrap();
+    assert!(device.is_verified(), "alice's client trusts the bot's device once compared");
+    while !refused.is_cancelled() {
+        sdk_sync(&bob, Duration::from_secs(1)).await;
+        assert!(std::time::Instant::now() < deadline, "bob's request is refused: {:?}", refused.state());
+    }
+
+    // Key backup with recovery: once the library's room key is in the backup, the bot's
+    // encryption store is lost. Restarted with the recovery key left in data_dir, it is a new
+    // device signed by the same identity, and reads the leaf its lost
+    // device encrypted: moving the file re-files it, which bob decrypts to the same bytes.
+    assert!(data.join("recovery-key").exists(), "the recovery key, in data_dir");
+    let (status, version) = a.call(Method::GET, Some(AS_TOKEN), "/_matrix/client/v3/room_keys/version", None).await;
+    assert_eq!(status, 200, "{version}");
+    let backed_up =
+        format!("/_matrix/client/v3/room_keys/keys/{}?version={}", enc(&library), version["version"].as_str().unwrap());
+    loop {
+        let (status, keys) = a.call(Method::GET, Some(AS_TOKEN), &backed_up, None).await;
+        if status == 200 && keys["sessions"].as_object().is_some_and(|s| !s.is_empty()) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline + WAIT, "the library's room key is backed up: {status} {keys}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bot.kill();
+    std::fs::remove_dir_all(data.join("e2ee")).unwrap();
+    bot.restart("2026-11-30T08:00:00Z");
+    let keys = a.post(&at, "/_matrix/client/v3/keys/query", json!({ "device_keys": { bot_id.clone(): [] } })).await;
+    let devices = keys["device_keys"][&bot_id].as_object().expect("the bot's devices").clone();
+    let new_device: matrix_sdk::ruma::OwnedDeviceId =
+        devices.keys().find(|d| d.as_str() != device_id.as_str()).expect("a new device").as_str().into();
+    step("alice's sync", sdk_sync(&alice, Duration::ZERO)).await;
+    let device = alice.encryption().get_device(&bot_user, &new_device).await.unwrap().expect("the new device");
+    assert!(device.is_cross_signed_by_owner(), "the new device signed by the same identity");
+    send_encrypted(&alice, &room, "!doc mkdir archives").await;
+    wait_encrypted_notice(&alice, &room, &bot_id, "archives/").await;
+    let (_, listing_root, _) =
+        api_as(&bot, Method::GET, Some(&openid(&a, &at, &a.user_id("alice")).await), &listing, None).await;
+    let archives = listing_root["folders"].as_array().unwrap()[0]["room_id"].as_str().unwrap().to_owned();
+    a.join(&at, &archives, &[]).await;
+    a.invite(&at, &archives, bob_id.as_str()).await;
+    b.join(&bt, &archives, &[a.server_name()]).await;
+    step("bob's sync", sdk_sync(&bob, Duration::ZERO)).await;
+    send_encrypted(&alice, &room, "!doc mv budget.txt archives").await;
+    wait_encrypted_notice(&alice, &room, &bot_id, "Moved").await;
+    let (status, moved, text) = api_as(
+        &bot,
+        Method::GET,
+        Some(&openid(&b, &bt, bob_id.as_str()).await),
+        &format!("{listing}?path=archives"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let moved_id = moved["files"][0]["event_id"].as_str().expect("the file moved").to_owned();
+    let archives_id = matrix_sdk::ruma::OwnedRoomId::try_from(archives.as_str()).unwrap();
+    let moved_event = matrix_sdk::ruma::OwnedEventId::try_from(moved_id.as_str()).unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    let leaf: Value = loop {
+        sdk_sync(&bob, Duration::from_secs(1)).await;
+        if let Some(room) = bob.get_room(&archives_id) {
+            if let Ok(event) = room.event(&moved_event, None).await {
+                if event.encryption_info().is_some() {
+                    break event.raw().get_field("content").unwrap().unwrap();
+                }
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "bob cannot decrypt the moved leaf");
+    };
+    let file: matrix_sdk::ruma::events::room::EncryptedFile = serde_json::from_value(leaf["file"].clone()).unwrap();
+    let request = matrix_sdk::media::MediaRequestParameters {
+        source: matrix_sdk::ruma::events::room::MediaSource::Encrypted(Box::new(file)),
+        format: matrix_sdk::media::MediaFormat::File,
+    };
+    let bytes = bob.media().get_media_content(&request, false).await.expect("bob downloads the moved file");
+    assert_eq!(bytes, secret, "the moved file decrypts to the same bytes");
+    let seen = bot_notices_seen_by(&alice, &room, &bot_id).await;
+    assert!(seen.iter().all(|(_, decrypted)| *decrypted), "every notice still decrypts for alice: {seen:#?}");
+}
+
+/// An OpenID token past its lifetime (the node's token clock moved past it, through the
+/// server's `FAULT_HEMICYCLE_TOKEN_CLOCK_OFFSET_FILE` hook) is refused by the REST API with
+/// 401 M_UNKNOWN_TOKEN, as its homeserver no longer confirms it; one within it works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_openid_token_is_refused_by_the_rest_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = dir.path().join("token-clock-offset-ms");
+    std::fs::write(&clock, "0").unwrap();
+    // This test's own process: the node it starts inherits the hook.
+    std::env::set_var("FAULT_HEMICYCLE_TOKEN_CLOCK_OFFSET_FILE", &clock);
+    let port = free_port();
+    let reg = registration(dir.path(), port);
+    let regs = toml::Value::Array(vec![toml::Value::String(reg.display().to_string())]);
+    let a = Node::start_with("openid-expiry", None, &[], &[("appservices.registrations", regs)]).await;
+    let bot = Bot::start(Bot::write_config(dir.path(), port, &a, &reg, "2026-11-30T08:00:00Z"), port);
+    let bot_id = a.user_id("workspace");
+    let (alice, at) = a.register("alice").await;
+    let room = a
+        .create_room(
+            &at,
+            json!({ "preset": "private_chat", "power_level_content_override": { "users": { bot_id.clone(): 100 } } }),
+        )
+        .await;
+    let since = a.sync_token(&at).await;
+    a.invite(&at, &room, &bot_id).await;
+    wait_notice(&a, &at, &room, &since, "Bonjour").await;
+    let tasks = format!("/api/v1/rooms/{}/tasks", enc(&room));
+
+    let fresh = openid(&a, &at, &alice).await;
+    let (status, _, text) = api_as(&bot, Method::GET, Some(&fresh), &tasks, None).await;
+    assert_eq!(status, 200, "a token within its lifetime: {text}");
+    let unused = openid(&a, &at, &alice).await;
+    // An hour and a minute later on the node's token clock (the lifetime is an hour).
+    std::fs::write(&clock, (3_660_000u64).to_string()).unwrap();
+    let (status, body, text) = api_as(&bot, Method::GET, Some(&unused), &tasks, None).await;
+    assert_eq!((status, body["errcode"].as_str()), (401, Some("M_UNKNOWN_TOKEN")), "an expired token: {text}");
+    let (status, _, text) = api_as(&bot, Method::GET, Some(&openid(&a, &at, &alice).await), &tasks, None).await;
+    assert_eq!(status, 200, "a new token works: {text}");
+}
+
+/// The bot's device killed (SIGKILL) after an encrypted command was received and carried out
+/// but before its reply reached the homeserver (the reply held by a proxy between the bot and
+/// its homeserver): after a restart the command is answered, once, decryptably, and carried
+/// out once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_command_cut_short_by_a_crash_is_answered_once_after_restart() {
+    use hemicycle_federation_tests::scenarios::{sdk_sync, step};
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let reg = registration(dir.path(), port);
+    let regs = toml::Value::Array(vec![toml::Value::String(reg.display().to_string())]);
+    let a = Node::start_with("e2ee-crash", None, &[], &[("appservices.registrations", regs)]).await;
+    let proxy = Proxy::start_to(a.client_url().to_owned(), "/_matrix/client/").await;
+    let config = Bot::write_config(dir.path(), port, &a, &reg, "2026-11-30T08:00:00Z");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text.replace(&format!("{:?}", a.client_url()), &format!("\"http://127.0.0.1:{}\"", proxy.port));
+    std::fs::write(&config, text).unwrap();
+    let mut bot = Bot::start(config, port);
+    let bot_id = a.user_id("workspace");
+
+    let alice = a.client("alice").await;
+    step("alice's first sync", sdk_sync(&alice, Duration::ZERO)).await;
+    let at = alice.access_token().unwrap();
+    let room = a
+        .create_room(
+            &at,
+            json!({ "preset": "private_chat", "name": "Crash",
+                    "initial_state": [{ "type": "m.room.encryption", "state_key": "",
+                                        "content": { "algorithm": "m.megolm.v1.aes-sha2" } }],
+                    "power_level_content_override": { "users": { bot_id.clone(): 100 } } }),
+        )
+        .await;
+    a.invite(&at, &room, &bot_id).await;
+    wait_encrypted_notice(&alice, &room, &bot_id, "Bonjour").await;
+
+    // The reply to the command is held on its way to the homeserver; the bot is killed then.
+    let mut held = proxy.hold("/send/m.room.encrypted/reply-");
+    send_encrypted(&alice, &room, "!task add \"Après la panne\"").await;
+    let reply = tokio::time::timeout(WAIT, held.recv()).await.expect("the bot replies").expect("held");
+    bot.kill();
+    drop(reply);
+    let tasks = states(&a, &at, &room, "org.hemicycle.task").await;
+    assert_eq!(tasks.len(), 1, "the command was carried out before the crash: {tasks:#?}");
+    assert!(
+        bot_notices_seen_by(&alice, &room, &bot_id).await.iter().all(|(body, _)| !body.contains("Task created")),
+        "no reply before the restart"
+    );
+
+    bot.restart("2026-11-30T08:00:00Z");
+    let created = wait_encrypted_notice(&alice, &room, &bot_id, "Task created").await;
+    assert!(created.contains("Après la panne"), "{created}");
+    // Restarted once more (cleanly handled by then): nothing is handled again.
+    bot.restart("2026-11-30T08:00:00Z");
+    send_encrypted(&alice, &room, "!task list").await;
+    wait_encrypted_notice(&alice, &room, &bot_id, "— to do").await;
+    let seen = bot_notices_seen_by(&alice, &room, &bot_id).await;
+    let replies = seen.iter().filter(|(body, _)| body.contains("Task created")).count();
+    assert_eq!(replies, 1, "the command answered once: {seen:#?}");
+    assert!(seen.iter().all(|(_, decrypted)| *decrypted), "every notice decrypts: {seen:#?}");
+    let tasks = states(&a, &at, &room, "org.hemicycle.task").await;
+    assert_eq!(tasks.len(), 1, "carried out once: {tasks:#?}");
+
+    // The direct chat the bot opens to send a feed link (a room it keeps no view of), made
+    // encrypted by alice: the next link is sent there encrypted, never in the clear.
+    send_encrypted(&alice, &room, "!cal feed").await;
+    wait_encrypted_notice(&alice, &room, &bot_id, "direct").await;
+    step("alice's sync", sdk_sync(&alice, Duration::ZERO)).await;
+    let invited = alice.invited_rooms();
+    assert_eq!(invited.len(), 1, "the bot's direct chat");
+    invited[0].join().await.expect("alice joins the direct chat");
+    let dm = invited[0].room_id().to_string();
+    let encryption = format!("/_matrix/client/v3/rooms/{}/state/m.room.encryption/", enc(&dm));
+    a.put(&at, &encryption, json!({ "algorithm": "m.megolm.v1.aes-sha2" })).await;
+    step("alice's sync", sdk_sync(&alice, Duration::ZERO)).await;
+    send_encrypted(&alice, &room, "!cal feed").await;
+    wait_encrypted_notice(&alice, &dm, &bot_id, ".ics?token=").await;
+    let seen = bot_notices_seen_by(&alice, &dm, &bot_id).await;
+    assert_eq!(seen.len(), 2, "two links: {seen:#?}");
+    assert!(!seen[0].1 && seen[1].1, "the first in the clear, the second encrypted: {seen:#?}");
 }
 
 /// matrix-widget-api's client side, read from the matrix-js-sdk install (`./scripts/test`).

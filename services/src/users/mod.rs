@@ -83,7 +83,7 @@ pub struct Session {
 pub const TOKEN_CLOCK_OFFSET_ENV: &str = "FAULT_HEMICYCLE_TOKEN_CLOCK_OFFSET_FILE";
 
 /// The clock access-token lifetimes are measured on (refreshable tokens, an admin's login-as
-/// token with `valid_until_ms`): [`now_ms`], moved by the [`TOKEN_CLOCK_OFFSET_ENV`] hook.
+/// token with `valid_until_ms`, OpenID tokens): [`now_ms`], moved by the [`TOKEN_CLOCK_OFFSET_ENV`] hook.
 pub fn token_clock_ms() -> u64 {
     static OFFSET_FILE: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
     let offset = OFFSET_FILE
@@ -790,7 +790,7 @@ impl Users {
     pub fn openid_token(&self, user: &UserId) -> Result<(String, std::time::Duration)> {
         let token = new_access_token();
         let mut batch = Batch::new();
-        let expiry = now_ms().saturating_add(OPENID_LIFETIME.as_millis() as u64);
+        let expiry = token_clock_ms().saturating_add(OPENID_LIFETIME.as_millis() as u64);
         self.db.tables.users.openidhash_user.insert(&mut batch, &token_hash(&token), &Json((user.to_owned(), expiry)));
         self.db.commit(batch)?;
         Ok((token, OPENID_LIFETIME))
@@ -802,7 +802,7 @@ impl Users {
         let Some(Json((user, expiry))) = self.db.tables.users.openidhash_user.get(&hash)? else {
             return Err(Error::UnknownToken);
         };
-        if now_ms() >= expiry || !self.is_active(&user)? {
+        if token_clock_ms() >= expiry || !self.is_active(&user)? {
             let mut batch = Batch::new();
             self.db.tables.users.openidhash_user.remove(&mut batch, &hash);
             self.db.write_unsynced(batch)?;
@@ -834,7 +834,7 @@ impl Users {
         let mut batch = Batch::new();
         self.db.tables.users.loginhash_user.remove(&mut batch, &hash);
         self.db.commit(batch)?;
-        if now_ms() >= expiry || !self.is_active(&user)? {
+        if token_clock_ms() >= expiry || !self.is_active(&user)? {
             return Err(refused());
         }
         Ok(user)
