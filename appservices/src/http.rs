@@ -525,7 +525,9 @@ async fn make_folder(
     let name = body(parsed)?.name;
     let parent = resolve(&ws, &user, &library, &path).await?;
     require(&ws, &parent, &user, Role::Viewer).await?;
-    let room = ws.create_tree(&name, &user, Some(&parent), &request_seed()).await?;
+    // A folder of an encrypted library is encrypted too, as `!doc mkdir` makes it.
+    let encrypted = ws.view(&parent).is_some_and(|v| v.encrypted);
+    let room = ws.create_tree(&name, &user, Some(&parent), &request_seed(), encrypted).await?;
     created(json!({ "room_id": room }))
 }
 
