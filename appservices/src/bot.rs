@@ -68,18 +68,24 @@ pub async fn handle(ws: &Workspace, event: &Value) -> Result<(), Retry> {
     }
 }
 
+/// Marks an event the bot's device decrypted (set by `e2ee`, never by a transaction).
+pub const DECRYPTED: &str = "org.hemicycle.decrypted";
+
 /// A file posted in a room linked to a library is filed in the library's top folder (a new
 /// version when a file of that name is there); the room is told, with any file of the same
 /// content already filed.
 /// The poster must be an editor of the library: the bot files nothing they could not file.
 async fn file_posted(ws: &Workspace, room: &str, event: &Value) -> Result<(), Retry> {
+    // An encrypted attachment posted in the clear has its key readable by the servers already;
+    // one that arrived encrypted must not be filed where they could read it.
+    let key_already_public = event[DECRYPTED] != true;
     let Some(library) = ws.linked_library(room) else { return Ok(()) };
     let sender = event["sender"].as_str().unwrap_or_default();
     let content = &event["content"];
     let name = content["filename"].as_str().or(content["body"].as_str()).unwrap_or("file").to_owned();
     let event_id = event["event_id"].as_str().unwrap_or_default();
     let lang = ws.lang;
-    let text = match ws.file(sender, &library, &name, content, event_id).await {
+    let text = match ws.file(sender, &library, &name, content, event_id, key_already_public).await {
         Ok((branch, duplicate)) => {
             let mut text = format!(
                 "{} « {name} » (v{})",

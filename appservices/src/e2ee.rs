@@ -389,6 +389,9 @@ fn as_transaction_event(event: &matrix_sdk::deserialized_responses::TimelineEven
         return None;
     }
     value["room_id"] = json!(room);
+    // Top level, where the homeserver's transactions put only what the server sets: a sender
+    // cannot make a clear event look decrypted.
+    value[crate::bot::DECRYPTED] = json!(true);
     Some(value)
 }
 

@@ -230,10 +230,11 @@ impl Workspace {
         name: &str,
         source: &Value,
         seed: &str,
+        key_already_public: bool,
     ) -> Result<(Branch, Option<String>), Failure> {
         self.tree(folder)?;
         self.require(folder, asker, Role::Editor).await?;
-        self.file_unchecked(folder, name, source, seed).await
+        self.file_unchecked(folder, name, source, seed, key_already_public).await
     }
 
     async fn file_unchecked(
@@ -242,9 +243,10 @@ impl Workspace {
         name: &str,
         source: &Value,
         seed: &str,
+        key_already_public: bool,
     ) -> Result<(Branch, Option<String>), Failure> {
         let view = self.tree(folder)?;
-        if !view.encrypted && !source["file"].is_null() {
+        if !view.encrypted && !source["file"].is_null() && !key_already_public {
             return Err(Failure::bad(
                 "ce fichier est chiffré et la bibliothèque ne l'est pas : sa clé y serait lisible par les serveurs (créez la bibliothèque depuis un salon chiffré)",
                 "this file is encrypted and the library is not: its key would be readable by the servers there (create the library from an encrypted room)",
@@ -381,7 +383,7 @@ impl Workspace {
             let device = self.e2ee.get().ok_or_else(|| Failure::bad("fichier chiffré", "an encrypted file"))?;
             event = device.event(folder, &id).await?;
         }
-        self.file_unchecked(target, name, &event["content"], &format!("mv-{seed}")).await?;
+        self.file_unchecked(target, name, &event["content"], &format!("mv-{seed}"), false).await?;
         self.remove_unchecked(folder, name, &format!("mv-{seed}")).await
     }
 

@@ -999,7 +999,14 @@ async fn the_workspace_appservice_works_with_synapse() {
     let reg = registration(dir.path(), port);
     let extra = format!("app_service_config_files: [{:?}]\n", reg.display().to_string());
     let synapse = Node::start_synapse_with("ws-synapse", &extra).await;
-    let bot = Bot::start(Bot::write_config(dir.path(), port, &synapse, &reg, "2026-11-30T08:00:00Z"), port);
+    let config = Bot::write_config(dir.path(), port, &synapse, &reg, "2026-11-30T08:00:00Z");
+    // The bot's encrypting device syncs as a client, and Synapse 1.163 answers an appservice
+    // user's /sync with a 500 (NotImplementedError, use_state_after): with Synapse the bot runs
+    // without its device, in rooms in the clear (docs/appservices.md).
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("encryption = false\n");
+    std::fs::write(&config, text).unwrap();
+    let bot = Bot::start(config, port);
     let bot_id = synapse.user_id("workspace");
     let (_, at) = synapse.register("alice").await;
     // The bot's level is raised after creation: an override of `users` would drop alice's own
