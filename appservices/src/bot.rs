@@ -68,7 +68,7 @@ pub async fn handle(ws: &Workspace, event: &Value) -> Result<(), Retry> {
     }
 }
 
-/// Marks an event the bot's device decrypted (set by `e2ee`, never by a transaction).
+/// Marks an event the bot's device decrypted (set by `e2ee`; a forged one only refuses more).
 pub const DECRYPTED: &str = "org.hemicycle.decrypted";
 
 /// A file posted in a room linked to a library is filed in the library's top folder (a new

@@ -389,8 +389,9 @@ fn as_transaction_event(event: &matrix_sdk::deserialized_responses::TimelineEven
         return None;
     }
     value["room_id"] = json!(room);
-    // Top level, where the homeserver's transactions put only what the server sets: a sender
-    // cannot make a clear event look decrypted.
+    // A remote server could put this key on a clear event of its own: it only ever makes filing
+    // stricter (an attachment taken as having arrived encrypted is refused for a clear library),
+    // so a forged mark refuses, never lets a key through.
     value[crate::bot::DECRYPTED] = json!(true);
     Some(value)
 }

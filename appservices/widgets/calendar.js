@@ -221,6 +221,6 @@ toolbar();
 form();
 Widget.start({
   capabilities: [`org.matrix.msc2762.timeline:${room}`, "org.matrix.msc2762.receive.state_event:org.hemicycle.calendar.event"],
-  onUpdate: () => load().catch(() => {}),
+  onUpdate: () => attempt(load),
   ready: load,
 });

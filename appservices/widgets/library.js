@@ -205,6 +205,6 @@ Widget.start({
     "org.matrix.msc4039.upload_file",
     "org.matrix.msc4039.download_file",
   ],
-  onUpdate: () => load().catch(() => {}),
+  onUpdate: () => attempt(load),
   ready: load,
 });

@@ -142,7 +142,7 @@ document.querySelector("#add button").textContent = words.add;
 Widget.start({
   capabilities: [`org.matrix.msc2762.timeline:${room}`, "org.matrix.msc2762.receive.state_event:org.hemicycle.task"],
   onUpdate: (event) => {
-    if (!event || event.type === "org.hemicycle.task" || event.state) load().catch(() => {});
+    if (!event || event.type === "org.hemicycle.task" || event.state) attempt(load);
   },
   ready: load,
 });

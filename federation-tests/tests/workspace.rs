@@ -143,7 +143,8 @@ impl Proxy {
             let target = target.clone();
             async move {
                 let (parts, body) = request.into_parts();
-                let body: Bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+                // A body the relay could not read is never forwarded as an empty one.
+                let body: Bytes = axum::body::to_bytes(body, usize::MAX).await.expect("the relayed request's body");
                 let path = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
                 let mut outgoing = reqwest::Client::new().request(parts.method.clone(), format!("{target}{path}"));
                 for name in [header::AUTHORIZATION, header::CONTENT_TYPE] {
