@@ -334,6 +334,9 @@ async fn refresh_tokens_rotate_and_expire() {
     let new_refresh = refreshed["refresh_token"].as_str().unwrap().to_owned();
     assert_eq!(refreshed["expires_in_ms"], 3_600_000);
     assert_ne!(new_access, access);
+    // The replaced access token works until the new one is used (requests under way with it
+    // when the client refreshed), then never again.
+    assert_eq!(whoami(access.clone()).await.0, 200, "the old access token works until the new one is used");
     let (status, body) = whoami(new_access.clone()).await;
     assert_eq!((status, body["device_id"].clone()), (200, session["device_id"].clone()), "same device");
     let (status, body) = whoami(access.clone()).await;
@@ -352,6 +355,19 @@ async fn refresh_tokens_rotate_and_expire() {
     assert_eq!((body["errcode"].as_str(), body["soft_logout"].as_bool()), (Some("M_UNKNOWN_TOKEN"), Some(true)));
     let refreshed = refresh_with(new_refresh.clone()).await;
     assert_eq!(whoami(refreshed["access_token"].as_str().unwrap().to_owned()).await.0, 200);
+
+    // Two refreshes in a row, as matrix-sdk makes when a request that failed with the expired
+    // token refreshes again just after another one did: the token the first refresh gave (which
+    // the first request is retrying with) still works; the expired one before it does not.
+    let first = refresh_with(refreshed["refresh_token"].as_str().unwrap().to_owned()).await;
+    let second = refresh_with(first["refresh_token"].as_str().unwrap().to_owned()).await;
+    let first_access = first["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(whoami(first_access.clone()).await.0, 200, "the retry with the first refresh's token");
+    let before = refreshed["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(whoami(before).await.0, 401, "only the token just replaced is kept");
+    assert_eq!(whoami(second["access_token"].as_str().unwrap().to_owned()).await.0, 200);
+    assert_eq!(whoami(first_access).await.0, 401, "gone once the newest token is used");
+    let refreshed = second;
 
     // Logging out ends the refresh token too.
     let last = refreshed["refresh_token"].as_str().unwrap().to_owned();

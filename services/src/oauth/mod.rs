@@ -534,18 +534,20 @@ impl Oauth {
             return Err(unknown());
         };
         let lifetime = self.config.access_token_lifetime();
-        let (access_token, access_hash) =
-            match users.rotate_access_token(&grant.user_id, &grant.device_id, &grant.access_hash, lifetime).await {
-                Ok(pair) => pair,
-                Err(Error::UnknownToken) => {
-                    // The device was logged out (or signed in again otherwise): the grant is over.
-                    let mut batch = Batch::new();
-                    self.forget_into(&mut batch, &grant_id)?;
-                    self.db.commit(batch)?;
-                    return Err(OauthError::grant("the session has ended"));
-                }
-                Err(other) => return Err(other.into()),
-            };
+        let (access_token, access_hash) = match users
+            .rotate_access_token(&grant.user_id, &grant.device_id, &grant.access_hash, lifetime, !retry)
+            .await
+        {
+            Ok(pair) => pair,
+            Err(Error::UnknownToken) => {
+                // The device was logged out (or signed in again otherwise): the grant is over.
+                let mut batch = Batch::new();
+                self.forget_into(&mut batch, &grant_id)?;
+                self.db.commit(batch)?;
+                return Err(OauthError::grant("the session has ended"));
+            }
+            Err(other) => return Err(other.into()),
+        };
         let new_refresh = random_token("hcr_");
         let new_hash = token_hash(&new_refresh);
         let mut batch = Batch::new();

@@ -649,15 +649,17 @@ impl Users {
     }
 
     /// Replaces the access token of `device` — which must still hold the token hashed as
-    /// `current` — with a new one that expires after `lifetime`; the old one stops working in the
-    /// same write. `M_UNKNOWN_TOKEN` when the device is gone or holds another token (logged out,
-    /// or taken over by another sign-in).
+    /// `current` — with a new one that expires after `lifetime`; with `keep_current` the old one
+    /// works until the new one is first used (see [`Device::previous_token_hash`]), else it stops
+    /// in the same write. `M_UNKNOWN_TOKEN` when the device is gone or holds another token
+    /// (logged out, or taken over by another sign-in).
     pub async fn rotate_access_token(
         &self,
         user: &UserId,
         device_id: &DeviceId,
         current: &[u8],
         lifetime: std::time::Duration,
+        keep_current: bool,
     ) -> Result<(String, Vec<u8>)> {
         let _guard = self.lock_user(user).await;
         let key = (user.to_owned(), device_id.to_owned());
@@ -670,8 +672,7 @@ impl Users {
         let token = new_access_token();
         let hash = token_hash(&token);
         let mut batch = Batch::new();
-        self.db.tables.users.tokenhash_session.remove(&mut batch, &device.token_hash);
-        device.token_hash = hash.clone();
+        self.replace_access_token(&mut batch, &mut device, hash.clone(), keep_current);
         self.issue(&mut batch, user, device_id, &mut device, &hash, Some(lifetime), false);
         self.db.tables.users.userdeviceid_device.insert(&mut batch, &key, &Json(device));
         self.db.commit(batch)?;
@@ -715,7 +716,9 @@ impl Users {
         let mut batch = Batch::new();
         let existing = self.db.tables.users.userdeviceid_device.get(&key)?.map(|Json(d)| d);
         if let Some(old) = &existing {
-            self.db.tables.users.tokenhash_session.remove(&mut batch, &old.token_hash);
+            for token in std::iter::once(&old.token_hash).chain(&old.previous_token_hash) {
+                self.db.tables.users.tokenhash_session.remove(&mut batch, token);
+            }
             for refresh in old.refresh_hash.iter().chain(&old.previous_refresh_hash) {
                 self.db.tables.users.refreshhash_session.remove(&mut batch, refresh);
             }
@@ -727,6 +730,7 @@ impl Users {
             token_hash: hash.clone(),
             refresh_hash: None,
             previous_refresh_hash: None,
+            previous_token_hash: None,
         };
         let refresh = self.issue(&mut batch, user, &device_id, &mut device, &hash, refresh, refresh_token);
         self.db.tables.users.userdeviceid_device.insert(&mut batch, &key, &Json(device));
@@ -754,6 +758,24 @@ impl Users {
         self.db.tables.users.tokenhash_session.insert(&mut batch, &device.token_hash, &Json(owner));
         self.db.commit(batch)?;
         Ok(())
+    }
+
+    /// Makes `new` the device's access token. The token it replaces keeps working until `new` is
+    /// first used when `keep_current` (a refresh with the current refresh token: the client may
+    /// have requests under way with it — matrix-sdk refreshes once for all its requests, and a
+    /// request that failed with the old token just before may refresh again at once; Synapse too
+    /// keeps it until it expires); the one kept before it ends now. Without `keep_current` (a
+    /// repeated refresh: the replaced token was never used) it ends now and the kept one stays.
+    fn replace_access_token(&self, batch: &mut Batch, device: &mut Device, new: Vec<u8>, keep_current: bool) {
+        let tokens = &self.db.tables.users.tokenhash_session;
+        let replaced = std::mem::replace(&mut device.token_hash, new);
+        if keep_current {
+            if let Some(older) = device.previous_token_hash.replace(replaced) {
+                tokens.remove(batch, &older);
+            }
+        } else {
+            tokens.remove(batch, &replaced);
+        }
     }
 
     /// Writes the access token entry (`hash`) of `device`, expiring after `refresh` when given,
@@ -871,10 +893,9 @@ impl Users {
             // A repeat with the previous token: the pair it got last time was never used.
             refreshes.remove(&mut batch, unused);
         }
-        self.db.tables.users.tokenhash_session.remove(&mut batch, &device.token_hash);
         let token = new_access_token();
         let hash = token_hash(&token);
-        device.token_hash = hash.clone();
+        self.replace_access_token(&mut batch, &mut device, hash.clone(), current);
         let refresh =
             self.issue(&mut batch, &owner.user_id, &owner.device_id, &mut device, &hash, Some(lifetime), true);
         self.db.tables.users.userdeviceid_device.insert(&mut batch, &key, &Json(device));
@@ -888,7 +909,9 @@ impl Users {
     pub fn authenticate(&self, token: &str, ip: Option<IpAddr>) -> Result<TokenOwner> {
         let hash = token_hash(token);
         let owner = self.db.tables.users.tokenhash_session.get(&hash)?.map(|Json(o)| o).ok_or(Error::UnknownToken)?;
-        let device = self.device(&owner.user_id, &owner.device_id)?.filter(|d| d.token_hash == hash);
+        let device = self
+            .device(&owner.user_id, &owner.device_id)?
+            .filter(|d| d.token_hash == hash || d.previous_token_hash.as_ref() == Some(&hash));
         let account = self.account(&owner.user_id)?;
         if device.is_none() || account.as_ref().is_none_or(|a| a.deactivated) {
             return Err(Error::UnknownToken);
@@ -899,7 +922,9 @@ impl Users {
         if owner.expires_at_ms.is_some_and(|expiry| token_clock_ms() >= expiry) {
             return Err(Error::ExpiredToken);
         }
-        if device.as_ref().is_some_and(|d| d.previous_refresh_hash.is_some()) {
+        if device.as_ref().is_some_and(|d| {
+            d.token_hash == hash && (d.previous_refresh_hash.is_some() || d.previous_token_hash.is_some())
+        }) {
             self.retire_previous_refresh(&owner.user_id, &owner.device_id, &hash)?;
         }
         let now = now_ms();
@@ -913,8 +938,9 @@ impl Users {
         Ok(owner)
     }
 
-    /// The first use of a refreshed access token ends the refresh token it was refreshed with.
-    /// Skipped when another change of the user holds the lock: the next use does it.
+    /// The first use of a refreshed access token ends the refresh token it was refreshed with
+    /// and the access token it replaced. Skipped when another change of the user holds the lock:
+    /// the next use does it.
     fn retire_previous_refresh(&self, user: &UserId, device: &DeviceId, token: &[u8]) -> Result<()> {
         let Some(_guard) = self.stripes.try_lock(user) else { return Ok(()) };
         let key = (user.to_owned(), device.to_owned());
@@ -922,9 +948,16 @@ impl Users {
         if record.token_hash != token {
             return Ok(());
         }
-        let Some(previous) = record.previous_refresh_hash.take() else { return Ok(()) };
+        if record.previous_refresh_hash.is_none() && record.previous_token_hash.is_none() {
+            return Ok(());
+        }
         let mut batch = Batch::new();
-        self.db.tables.users.refreshhash_session.remove(&mut batch, &previous);
+        if let Some(previous) = record.previous_refresh_hash.take() {
+            self.db.tables.users.refreshhash_session.remove(&mut batch, &previous);
+        }
+        if let Some(previous) = record.previous_token_hash.take() {
+            self.db.tables.users.tokenhash_session.remove(&mut batch, &previous);
+        }
         self.db.tables.users.userdeviceid_device.insert(&mut batch, &key, &Json(record));
         self.db.commit(batch)?;
         Ok(())
@@ -1005,6 +1038,7 @@ impl Users {
             token_hash: Vec::new(),
             refresh_hash: None,
             previous_refresh_hash: None,
+            previous_token_hash: None,
         };
         let mut batch = Batch::new();
         self.db.tables.users.userdeviceid_device.insert(&mut batch, &key, &Json(record));
@@ -1046,7 +1080,9 @@ impl Users {
                 tables.ephemeral.useriddevicepos_todevice.remove(&mut removals, &entry?.0);
             }
             tables.keys.remove_device_into(&mut removals, user, device_id)?;
-            tables.users.tokenhash_session.remove(&mut removals, &device.token_hash);
+            for token in std::iter::once(&device.token_hash).chain(&device.previous_token_hash) {
+                tables.users.tokenhash_session.remove(&mut removals, token);
+            }
             for refresh in device.refresh_hash.iter().chain(&device.previous_refresh_hash) {
                 tables.users.refreshhash_session.remove(&mut removals, refresh);
             }

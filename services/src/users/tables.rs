@@ -75,6 +75,11 @@ pub struct Device {
     /// answer of `/refresh`, or refreshed twice at once, can refresh again).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_refresh_hash: Option<Vec<u8>>,
+    /// SHA-256 of the access token a refresh replaced, kept working until the new one is first
+    /// used (or expires): a client's requests already under way with it when another of its
+    /// requests refreshed are not turned into a hard logout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_token_hash: Option<Vec<u8>>,
 }
 
 /// Whom an access token belongs to.
