@@ -7,6 +7,7 @@
 
 pub mod clamd;
 pub mod dns;
+pub mod relay;
 pub mod scenarios;
 
 mod config;

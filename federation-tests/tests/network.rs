@@ -3,7 +3,12 @@
 //! that lets through what the network refuses (here a ministry whose rules are off) does not get
 //! it into the rooms of the nodes that keep them.
 
-use hemicycle_federation_tests::{enc, Node, SYNC_WAIT};
+use hemicycle_federation_tests::{
+    dns::{DnsServer, Srv},
+    enc, next_batch,
+    relay::Relay,
+    Node, SYNC_WAIT,
+};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -384,4 +389,96 @@ async fn email_invites_across_the_network() {
     wait_invited(&externals, "other@gmail.example", false).await;
     assert!(!invited_on(&ministry, "other@gmail.example").await);
     assert!(!key_valid(&ministry, content["public_key"].as_str().unwrap()).await);
+}
+
+/// Sends `text` as a to-device message from `token`'s user to every device of `to`.
+async fn send_note(node: &Node, token: &str, to: &str, text: &str) {
+    let path = format!("/_matrix/client/v3/sendToDevice/org.example.note/{}", enc(text));
+    node.put(token, &path, json!({ "messages": { to: { "*": { "texte": text } } } })).await;
+}
+
+/// Waits until `token`'s user gets the to-device message `text`; answers where to go on from.
+async fn wait_note(node: &Node, token: &str, since: &str, text: &str) -> String {
+    let seen = node
+        .wait_sync(token, Some(since), SYNC_WAIT, &format!("the to-device message {text:?}"), |s| {
+            s["to_device"]["events"].as_array().into_iter().flatten().any(|e| e["content"]["texte"] == text)
+        })
+        .await;
+    next_batch(&seen)
+}
+
+/// The steps of an email invite across the network that are requests (the inviter's node
+/// calling the home's `onbind`, the home asking the inviter's node to exchange the invite) are
+/// kept and tried again when the other node cannot be reached: the ministry (the inviter's node)
+/// and the externals' node (the address's home) find each other through DNS servers of their
+/// own, each direction of the pair through a relay that can be cut. The ministry hears the
+/// address is bound while it cannot reach the externals' node, and is restarted: its onbind goes
+/// once it is back up. Then the externals' node cannot reach the ministry when the onbind asks
+/// it to exchange the invite: it tries again on its timer once the way is open, and the guest
+/// gets the invite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_invites_across_the_network_are_retried_after_a_cut() {
+    let names = ["m.reseau.test", "e.reseau.test"];
+    // What the ministry sends the externals' node goes through one relay, the way back through
+    // the other; each node's DNS server sends the other's name to its relay.
+    let (to_externals, to_ministry) = (Relay::start().await, Relay::start().await);
+    let mut dns = Vec::new();
+    for (relay, to) in [(&to_externals, names[1]), (&to_ministry, names[0])] {
+        let srv = Srv { priority: 0, weight: 0, port: relay.port, target: "relay.reseau.test".into() };
+        let name = format!("_matrix-fed._tcp.{to}");
+        dns.push(
+            DnsServer::start(&[(name.as_str(), srv)], &[("relay.reseau.test", std::net::Ipv4Addr::LOCALHOST)]).await,
+        );
+    }
+    let nameservers = |i: usize| [("federation.nameservers", toml::Value::Array(vec![dns[i].addr.to_string().into()]))];
+    let mut ministry = Node::start_with("ministry", Some(names[0]), &[], &nameservers(0)).await;
+    let mut externals = Node::start_with("externals", Some(names[1]), &[], &nameservers(1)).await;
+    to_externals.set_target(externals.federation_port());
+    to_ministry.set_target(ministry.federation_port());
+    let domains = ministry.dir().join("domains.toml");
+    std::fs::write(
+        &domains,
+        format!("[domains]\n\"ministere.gouv.fr\" = \"{}\"\n[fallback]\nserver = \"{}\"\n", names[0], names[1]),
+    )
+    .unwrap();
+    let external_servers = toml::Value::Array(vec![names[1].into()]);
+    let file = ("domains_file", toml::Value::from(domains.to_string_lossy().into_owned()));
+    // Status documents only at start: nothing else goes from one node to the other unasked.
+    let quiet = ("status_interval", toml::Value::from("1h"));
+    join_network(&mut ministry, &[("external_servers", external_servers.clone()), file.clone(), quiet.clone()]).await;
+    join_network(&mut externals, &[("role", "external".into()), ("external_servers", external_servers), file, quiet])
+        .await;
+    let externals_admin = admin_token(&externals).await;
+    let (agent_id, agent) = ministry.register("agent").await;
+    let (guest_id, guest) = externals.register("guest").await;
+    let room = ministry.create_room(&agent, json!({ "room_version": "11" })).await;
+    ministry.put_state(&agent, &room, "im.vector.room.access_rules", "", json!({ "rule": "unrestricted" })).await;
+    let answer = invite_email(&ministry, &agent, &room, "guest@gmail.example").await;
+    assert_eq!(answer.0, 200, "{}", answer.1);
+    wait_invited(&externals, "guest@gmail.example", true).await;
+    // The ministry has the externals' node's key (its transactions verify while it is cut off).
+    let since = ministry.sync_token(&agent).await;
+    send_note(&externals, &guest, &agent_id, "avant").await;
+    let since = wait_note(&ministry, &agent, &since, "avant").await;
+
+    // The ministry cannot reach the externals' node; the address gets bound there, which the
+    // ministry hears (the note sent after it comes in the same queue): its onbind fails.
+    to_externals.set_cut(true);
+    bind_by_admin(&externals, &externals_admin, &guest_id, "guest@gmail.example").await;
+    send_note(&externals, &guest, &agent_id, "lié").await;
+    wait_note(&ministry, &agent, &since, "lié").await;
+    // Restarted, the ministry still has the onbind to do, and does it once it can. Now the
+    // externals' node cannot reach the ministry: the exchange the onbind asks for fails.
+    ministry.stop().await;
+    to_ministry.set_cut(true);
+    to_externals.set_cut(false);
+    let refused = to_ministry.refused();
+    ministry.restart().await;
+    to_ministry.wait_refused_more_than(refused, SYNC_WAIT).await;
+    // The way open again, the externals' node exchanges the invite on its own: the guest is
+    // invited, with the signed token of the invite, and joins.
+    to_ministry.set_cut(false);
+    let member = wait_for_invite(&externals, &guest, &guest_id, &room).await;
+    assert_eq!(member["third_party_invite"]["signed"]["mxid"], guest_id.as_str(), "{member}");
+    externals.join(&guest, &room, &[names[0].to_owned()]).await;
 }

@@ -1,6 +1,6 @@
 //! The console's network view when one pair of nodes loses each other: three Hemicycle nodes,
 //! each finding the others through a DNS server of its own that sends every pair's traffic
-//! through a TCP relay written here, and a Synapse (which publishes no status document). The
+//! through a TCP relay (`relay.rs`), and a Synapse (which publishes no status document). The
 //! relays between A and B are cut: C's console shows that pair unreachable both ways, with the
 //! lag of what waits on A growing, while every other pair stays reachable; a room's name changed
 //! on A meanwhile reaches C but not B, and the view shows the room split. Restored, the pair is
@@ -15,74 +15,16 @@ use std::{
 
 use hemicycle_federation_tests::{
     dns::{DnsServer, Srv},
-    hemicycle_bin, Node,
+    hemicycle_bin,
+    relay::Relay,
+    Node,
 };
 use reqwest::Method;
 use serde_json::{json, Value};
-use tokio::{
-    net::{TcpListener, TcpStream},
-    sync::watch,
-};
 
 /// How long the view may take to show a change: a few rounds of `network.status_interval` (and
 /// the federation sender's retry once the pair is back).
 const VIEW_WAIT: Duration = Duration::from_secs(90);
-
-/// A TCP relay on a free loopback port towards a node's federation port, which can be cut: open
-/// connections are closed and new ones closed as they come, as a firewall that drops the pair's
-/// traffic would make them fail. A connection that comes before the node's port is known (the
-/// nodes start together) waits for it.
-struct Relay {
-    port: u16,
-    target: watch::Sender<Option<u16>>,
-    cut: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Relay {
-    async fn start() -> Relay {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a relay port");
-        let port = listener.local_addr().expect("the relay's address").port();
-        let (target, target_seen) = watch::channel(None::<u16>);
-        let (cut, cut_seen) = watch::channel(false);
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else { return };
-                let mut cut_seen = cut_seen.clone();
-                if *cut_seen.borrow() {
-                    drop(inbound);
-                    continue;
-                }
-                let mut target_seen = target_seen.clone();
-                tokio::spawn(async move {
-                    let Ok(port) = target_seen.wait_for(Option::is_some).await.map(|port| port.unwrap_or(0)) else {
-                        return;
-                    };
-                    let Ok(mut outbound) = TcpStream::connect(("127.0.0.1", port)).await else { return };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = cut_seen.wait_for(|cut| *cut) => {}
-                    }
-                });
-            }
-        });
-        Relay { port, target, cut, task }
-    }
-
-    fn set_target(&self, port: u16) {
-        self.target.send_replace(Some(port));
-    }
-
-    fn set_cut(&self, cut: bool) {
-        self.cut.send_replace(cut);
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
 
 /// Creates a server admin with the operator's command; answers their access token, which the
 /// console takes as its session cookie.

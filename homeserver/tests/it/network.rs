@@ -72,6 +72,7 @@ async fn access_rules_of_a_room() {
     assert_eq!(power["events"]["m.call.member"], 0, "{power}");
     assert_eq!(power["events"]["org.matrix.msc3401.call.member"], 0, "{power}");
     assert_eq!(power["events"]["m.beacon_info"], 0, "{power}");
+    assert_eq!(power["events"]["org.matrix.msc3672.beacon_info"], 0, "{power}");
     let visibility = state(&server, &alice, &room, "m.room.history_visibility").await;
     assert_eq!(visibility["history_visibility"], "invited");
 
@@ -109,6 +110,10 @@ async fn access_rules_of_a_room() {
     // A restricted room may be published; creating an unrestricted public room is refused.
     let public = create(&server, &alice, json!({ "visibility": "public", "preset": "public_chat" })).await;
     assert_eq!(state(&server, &alice, &public, "m.room.history_visibility").await["history_visibility"], "shared");
+    // Published, it stays restricted.
+    refused(
+        &put_state(&server, &alice, &public, "im.vector.room.access_rules", json!({ "rule": "unrestricted" })).await,
+    );
     let (status, body) = api(
         &server,
         Method::POST,
@@ -170,13 +175,15 @@ async fn direct_chats() {
     }
 }
 
-/// The network's bypass list is exempt from every rule; others are not.
+/// The network's bypass list and this node's server admins are exempt from every rule; others
+/// are not.
 #[tokio::test]
 async fn the_bypass_list_is_exempt() {
     let server = network_server(&[("network.access_rules_bypass", toml::Value::Array(vec!["@root:localhost".into()]))]);
     let (_, root) = register_raw(&server, "root").await;
     let (_, alice) = register_raw(&server, "alice").await;
-    for (token, exempt) in [(&alice, false), (&root, true)] {
+    let chief = admin_token(&server, "chief").await;
+    for (token, exempt) in [(&alice, false), (&root, true), (&chief, true)] {
         let room = create(&server, token, json!({})).await;
         let changed =
             put_state(&server, token, &room, "im.vector.room.access_rules", json!({ "rule": "direct" })).await;
@@ -401,7 +408,8 @@ async fn info(server: &TestServer, endpoint: &str, address: &str) -> Value {
 }
 
 /// The email-domain map: the identity `info` endpoints answer from it, and answer what the file
-/// says now (edited while the server runs); binding an address that belongs to another node, and
+/// says now (edited while the server runs; an address bound here that the map now sends
+/// elsewhere is told both, `hs` and `new_hs`); binding an address that belongs to another node, and
 /// a third-party invite of an external address into a restricted room, are refused with the
 /// reference's errors.
 #[tokio::test]
@@ -457,17 +465,46 @@ async fn the_domain_map() {
     let (_, answer) = api(&server, Method::POST, Some(&alice), &invite_path, Some(body)).await;
     assert_ne!(answer["error"], "This third-party identifier can not be invited in this room", "{answer}");
 
-    // The operator moves the domain to another node: the next answer says so, no restart.
+    // Jean's address is bound to his account here (by the operator).
+    let root = admin_token(&server, "root").await;
+    let (jean_id, _) = register_raw(&server, "jean").await;
+    let bind = json!({ "threepids": [{ "medium": "email", "address": "jean@interieur.gouv.fr" }] });
+    let path_jean = format!("/_synapse/admin/v2/users/{}", urlencode(&jean_id));
+    let (status, body) = api(&server, Method::PUT, Some(&root), &path_jean, Some(bind)).await;
+    assert_eq!(status, 200, "{body}");
+    let answer = info(&server, "info", "jean@interieur.gouv.fr").await;
+    assert_eq!((&answer["hs"], answer.get("new_hs")), (&json!("localhost"), None), "{answer}");
+
+    // The operator moves the domain to another node: the next answer says so, no restart. Jean,
+    // bound here, keeps his node as `hs`, with the map's in `new_hs`, as Tchap's identity
+    // service answers.
     write_domains(
         &domains,
         &format!("[domains]\n\"interieur.gouv.fr\" = \"interieur.example\"\n[fallback]\nserver = \"{EXTERNAL}\"\n"),
     );
-    assert_eq!(info(&server, "info", "jean@interieur.gouv.fr").await["hs"], "interieur.example");
-    let (status, _) = api(&server, Method::POST, Some(&alice), path, Some(request("jean@interieur.gouv.fr"))).await;
+    assert_eq!(info(&server, "info", "paul@interieur.gouv.fr").await["hs"], "interieur.example");
+    for endpoint in ["info", "internal-info"] {
+        let answer = info(&server, endpoint, "jean@interieur.gouv.fr").await;
+        assert_eq!((&answer["hs"], &answer["new_hs"]), (&json!("localhost"), &json!("interieur.example")), "{answer}");
+    }
+    let (status, _) = api(&server, Method::POST, Some(&alice), path, Some(request("paul@interieur.gouv.fr"))).await;
     assert_eq!(status, 403);
     // A broken file keeps the last good map.
     write_domains(&domains, "[domains\n");
-    assert_eq!(info(&server, "info", "jean@interieur.gouv.fr").await["hs"], "interieur.example");
+    assert_eq!(info(&server, "info", "paul@interieur.gouv.fr").await["hs"], "interieur.example");
+}
+
+/// Creates a server admin `name` with the operator's command and signs it in; answers its token.
+async fn admin_token(server: &TestServer, name: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pw"), "root-pw").unwrap();
+    let out =
+        server.cli(&["user", "create", name, "--admin", "--password-file", dir.path().join("pw").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let login = json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": name }, "password": "root-pw" });
+    let (status, logged) = api(server, Method::POST, None, "/_matrix/client/v3/login", Some(login)).await;
+    assert_eq!(status, 200, "{logged}");
+    logged["access_token"].as_str().unwrap().to_owned()
 }
 
 /// The externals' node: its users cannot create rooms.
@@ -478,12 +515,43 @@ async fn external_users_cannot_create_rooms() {
         ("network.role", "external".into()),
         ("network.external_servers", toml::Value::Array(vec![EXTERNAL.into()])),
     ]);
-    let (_, guest) = register_raw(&server, "guest").await;
+    let (guest_id, guest) = register_raw(&server, "guest").await;
     let (status, body) =
         api(&server, Method::POST, Some(&guest), "/_matrix/client/v3/createRoom", Some(json!({}))).await;
     assert_eq!(
         (status, body["errcode"].as_str(), body["error"].as_str()),
         (403, Some("M_FORBIDDEN"), Some("You are not permitted to create rooms")),
+        "{body}"
+    );
+}
+
+/// With `external_users_create_rooms`, the externals' users get past the creation check, but
+/// their own join of the new room is judged as in a restricted room and refused (as with Tchap's
+/// module); and they cannot publish a room (here a restricted one, which the node's exempt admin
+/// made and let them into, with the power to publish it).
+#[tokio::test]
+async fn external_users_cannot_publish_rooms() {
+    let server = TestServer::start_with(&[
+        ("server_name", EXTERNAL.into()),
+        ("network.role", "external".into()),
+        ("network.external_servers", toml::Value::Array(vec![EXTERNAL.into()])),
+        ("network.external_users_create_rooms", true.into()),
+    ]);
+    let (guest_id, guest) = register_raw(&server, "guest").await;
+    refused(&api(&server, Method::POST, Some(&guest), "/_matrix/client/v3/createRoom", Some(json!({}))).await);
+
+    let root = admin_token(&server, "root").await;
+    let room = create(&server, &root, json!({})).await;
+    accepted(&invite(&server, &root, &room, &guest_id).await);
+    join(&server, &guest, &room).await;
+    let mut power = state(&server, &root, &room, "m.room.power_levels").await;
+    power["users"][&guest_id] = json!(100);
+    accepted(&put_state(&server, &root, &room, "m.room.power_levels", power).await);
+    let path = format!("/_matrix/client/v3/directory/list/room/{}", urlencode(&room));
+    let (status, body) = api(&server, Method::PUT, Some(&guest), &path, Some(json!({ "visibility": "public" }))).await;
+    assert_eq!(
+        (status, body["errcode"].as_str(), body["error"].as_str()),
+        (403, Some("M_UNKNOWN"), Some("Not allowed to publish room")),
         "{body}"
     );
 }
@@ -766,6 +834,24 @@ async fn registering_with_an_email_takes_up_its_invites() {
     );
     let auth = json!({ "type": "m.login.email.identity", "session": challenge["session"],
                        "threepid_creds": { "sid": sid, "client_secret": "s3cret" } });
+    // Completing the stage while the map sends the address to another node: refused, with the
+    // reference's message for it.
+    let map = |server: &str| {
+        format!("[domains]\n\"interieur.gouv.fr\" = \"{server}\"\n[fallback]\nserver = \"{EXTERNAL}\"\n")
+    };
+    write_domains(&domains, &map("interieur.example"));
+    let attempt = json!({ "username": "jean", "password": "pw", "auth": auth.clone() });
+    let (status, body) = api(&server, Method::POST, None, register, Some(attempt)).await;
+    assert_eq!(
+        (status, body["errcode"].as_str(), body["error"].as_str()),
+        (
+            403,
+            Some("M_THREEPID_DENIED"),
+            Some("Third party identifiers (email/phone numbers) are not authorized on this server")
+        ),
+        "{body}"
+    );
+    write_domains(&domains, &map("localhost"));
     let (status, done) =
         api(&server, Method::POST, None, register, Some(json!({ "username": "jean", "password": "pw", "auth": auth })))
             .await;

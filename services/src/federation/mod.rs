@@ -65,6 +65,8 @@ pub struct Federation {
     /// Held while the invites of bound addresses are taken up, by the worker or by a request
     /// that wants them taken up before it answers: one at a time, so none is taken up twice.
     pub(crate) threepid_take_up: tokio::sync::Mutex<()>,
+    /// Wakes the worker that tries failed third-party invite steps again.
+    pub threepid_retries: threepid::Retries,
     /// When each origin's last new transaction came (since start-up), for the status document.
     received: std::sync::Mutex<std::collections::HashMap<OwnedServerName, u64>>,
 }
@@ -120,6 +122,7 @@ impl Federation {
             joining: Default::default(),
             invites_in_flight: Default::default(),
             threepid_take_up: Default::default(),
+            threepid_retries: Default::default(),
             received: Default::default(),
         })
     }
@@ -331,6 +334,7 @@ impl Federation {
         if self.client.backing_off(&origin).is_some() {
             self.client.reset_backoff(&origin);
             self.sender.wake(&origin);
+            self.threepid_retries.server_up(&origin);
         }
         Ok(origin)
     }

@@ -8,7 +8,7 @@ use hemicycle_core::db::{
     codec::{Be64, Json},
     Table,
 };
-use ruma::OwnedServerName;
+use ruma::{OwnedRoomId, OwnedServerName, OwnedUserId};
 use serde::{Deserialize, Serialize};
 
 /// What we know of one server's keys.
@@ -41,7 +41,39 @@ hemicycle_core::tables! {
         /// Per server: an admin's change of `federation.allow` made at runtime (console, or an
         /// approved proposal), which overrides the configuration for that server.
         pub servername_allowentry: Table<OwnedServerName, Json<AllowEntry>>,
+        /// (server, what) → a step of a third-party invite across a ministry network that failed
+        /// and is tried again (`federation::threepid`): `onbind <address>` on the inviter's
+        /// node, `exchange <token>` on the address's home.
+        pub servernamejob_threepidretry: Table<(OwnedServerName, String), Json<ThreepidRetry>>,
     }
+}
+
+/// A step of a third-party invite across the network to (try) again, and when.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ThreepidRetry {
+    pub step: ThreepidStep,
+    /// Failed tries so far (the backoff doubles with each).
+    pub attempts: u32,
+    /// Not tried again before this time (ms); 0: at once.
+    pub next_ts: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ThreepidStep {
+    /// On the inviter's node: the address's home said `address` is bound to `mxid`, so our
+    /// standing invites of it go to the home's `/3pid/onbind`, signed for `mxid`.
+    Onbind { address: String, mxid: OwnedUserId },
+    /// On the address's home: the invite `token` of `sender` (signed for `mxid`, the `signed`
+    /// block the onbind carried) is to be exchanged with the inviter's node.
+    Exchange {
+        address: String,
+        token: String,
+        room: OwnedRoomId,
+        sender: OwnedUserId,
+        mxid: OwnedUserId,
+        signed: serde_json::Value,
+    },
 }
 
 /// A server let in or kept out of the allow-list at runtime, and who decided it.

@@ -16,8 +16,19 @@
 //!
 //! Steps 3 and 4 are the spec's, so an identity service and homeservers outside Hemicycle take
 //! part in them as in any Matrix deployment.
+//!
+//! Steps 1 and 2 travel in the durable EDU queue. Steps 3 and 4 are requests; one that fails
+//! for want of an answer (the other node down or cut off, a 5xx, a rate limit) is kept in
+//! `servernamejob_threepidretry` and tried again by [`start`]'s worker, after a backoff that
+//! doubles from [`RETRY_FIRST`] up to [`RETRY_CAP`], at start-up, and as soon as that server signs
+//! a request to us (it is up again) or an admin resets its connection — until it succeeds, is
+//! refused, or the invite no longer stands.
 
-use std::{collections::BTreeSet, sync::Arc};
+use std::{
+    collections::BTreeSet,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use ruma::{
     api::federation::thirdparty::{bind_callback, exchange_invite},
@@ -27,7 +38,9 @@ use ruma::{
 };
 use serde_json::{json, Value};
 
+use super::tables::{ThreepidRetry, ThreepidStep};
 use crate::{
+    db::{codec::Json, Batch},
     error::{Error, Result},
     rooms::{pdu::Pdu, InviteNotice},
     services::Services,
@@ -46,16 +59,129 @@ const MAX_ONBIND_INVITES: usize = 20;
 /// Longest token we take from another node (ours are far shorter).
 const MAX_TOKEN_LEN: usize = 255;
 
+/// The first wait before a failed step is tried again; it doubles with each failure.
+const RETRY_FIRST: Duration = Duration::from_secs(5);
+/// The longest wait between two tries of a step.
+const RETRY_CAP: Duration = Duration::from_secs(3600);
+
+/// What wakes the worker of failed steps: a new one, or servers known to be up again.
+#[derive(Default)]
+pub struct Retries {
+    wake: tokio::sync::Notify,
+    /// Servers whose steps are due at once, whatever their backoff.
+    up: Mutex<BTreeSet<OwnedServerName>>,
+}
+
+impl Retries {
+    /// `server` answered or signed a request to us: its steps waiting for a retry go now.
+    pub fn server_up(&self, server: &ServerName) {
+        self.up.lock().expect("servers up").insert(server.to_owned());
+        self.wake.notify_one();
+    }
+}
+
 /// Starts the task that takes up the invites of addresses as they are bound (and, at start,
-/// of those bound before a crash).
+/// of those bound before a crash), and the one that tries failed steps again.
 pub fn start(services: Arc<Services>) {
+    let bound_services = services.clone();
     tokio::spawn(async move {
-        let bound = services.threepids.bound_notify();
+        let bound = bound_services.threepids.bound_notify();
         loop {
-            take_up_bound(&services).await;
+            take_up_bound(&bound_services).await;
             bound.notified().await;
         }
     });
+    tokio::spawn(async move {
+        // At start every kept step is due: the backoff of another server is not known across a
+        // restart (as the federation sender's is not).
+        let mut all = true;
+        loop {
+            let next = run_retries(&services, all).await;
+            all = false;
+            let wake = services.federation.threepid_retries.wake.notified();
+            match next {
+                Some(ts) => {
+                    let wait = Duration::from_millis(ts.saturating_sub(crate::time::now_ms()));
+                    let _ = tokio::time::timeout(wait, wake).await;
+                }
+                None => wake.await,
+            }
+        }
+    });
+}
+
+fn retry_key(step: &ThreepidStep) -> String {
+    match step {
+        ThreepidStep::Onbind { address, .. } => format!("onbind {address}"),
+        ThreepidStep::Exchange { token, .. } => format!("exchange {token}"),
+    }
+}
+
+/// Keeps a step for `server` to be tried (again) after `attempts` failures, and wakes the worker.
+fn keep_step(services: &Services, server: &ServerName, step: ThreepidStep, attempts: u32) -> Result<()> {
+    let next_ts = if attempts == 0 {
+        0
+    } else {
+        let wait = RETRY_FIRST.saturating_mul(1 << attempts.min(20).saturating_sub(1)).min(RETRY_CAP);
+        crate::time::now_ms().saturating_add(wait.as_millis() as u64)
+    };
+    let key = (server.to_owned(), retry_key(&step));
+    let mut batch = Batch::new();
+    services.db.tables.federation.servernamejob_threepidretry.insert(
+        &mut batch,
+        &key,
+        &Json(ThreepidRetry { step, attempts, next_ts }),
+    );
+    services.db.commit(batch)?;
+    services.federation.threepid_retries.wake.notify_one();
+    Ok(())
+}
+
+fn drop_step(services: &Services, key: &(OwnedServerName, String)) -> Result<()> {
+    let mut batch = Batch::new();
+    services.db.tables.federation.servernamejob_threepidretry.remove(&mut batch, key);
+    Ok(services.db.commit(batch)?)
+}
+
+/// Runs the kept steps that are due (`all`: every one), one at a time; answers when the next
+/// one left is due.
+async fn run_retries(services: &Arc<Services>, all: bool) -> Option<u64> {
+    let up = std::mem::take(&mut *services.federation.threepid_retries.up.lock().expect("servers up"));
+    let table = &services.db.tables.federation.servernamejob_threepidretry;
+    let steps: Vec<_> = match table.iter().collect::<std::result::Result<Vec<_>, _>>() {
+        Ok(steps) => steps,
+        Err(error) => {
+            tracing::error!(%error, "reading the third-party invite steps to retry failed");
+            return None;
+        }
+    };
+    for (key, Json(retry)) in steps {
+        if !all && retry.next_ts > crate::time::now_ms() && !up.contains(&key.0) {
+            continue;
+        }
+        let outcome = match &retry.step {
+            ThreepidStep::Onbind { address, mxid } => send_onbind(services, &key.0, address, mxid).await,
+            ThreepidStep::Exchange { address, token, room, sender, mxid, signed } => {
+                let exchange = Exchange { address, token, room, sender, mxid, signed };
+                retry_exchange(services, &key.0, &exchange).await
+            }
+        };
+        let recorded = match outcome {
+            Err(Error::RemoteUnreachable(error)) => {
+                tracing::info!(server = %key.0, step = %key.1, %error, "a third-party invite step failed again");
+                keep_step(services, &key.0, retry.step, retry.attempts.saturating_add(1))
+            }
+            Err(error) => {
+                tracing::warn!(server = %key.0, step = %key.1, %error, "a third-party invite step was refused");
+                drop_step(services, &key)
+            }
+            Ok(()) => drop_step(services, &key),
+        };
+        if let Err(error) = recorded {
+            tracing::error!(%error, "recording the outcome of a third-party invite step failed");
+        }
+    }
+    table.iter().flatten().map(|(_, Json(retry))| retry.next_ts).min()
 }
 
 /// Takes up the invites of every address bound and not yet handled. Also called by a request
@@ -235,13 +361,24 @@ pub fn on_bound(services: &Arc<Services>, origin: &ServerName, content: &Value) 
     {
         return Err(Error::forbidden("only an address's node says it is bound, and to its own users"));
     }
+    if services.rooms.kept_invites(&address)?.is_empty() {
+        return Ok(());
+    }
+    // Kept before the transaction is answered, tried by the worker (not in the transaction's
+    // time: the onbind leads to an exchange back here), and again should it fail.
+    keep_step(services, origin, ThreepidStep::Onbind { address, mxid }, 0)
+}
+
+/// Step 3: our standing invites of `address` go to its home's `/3pid/onbind`, signed for
+/// `mxid`, the account it is bound to there. Nothing left to send is done with.
+async fn send_onbind(services: &Arc<Services>, home: &ServerName, address: &str, mxid: &UserId) -> Result<()> {
     let mut invites = Vec::new();
-    for (token, invite) in services.rooms.kept_invites(&address)?.into_iter().take(MAX_ONBIND_INVITES) {
-        let signed = services.rooms.sign_invite(&token, &invite, &mxid)?;
+    for (token, invite) in services.rooms.kept_invites(address)?.into_iter().take(MAX_ONBIND_INVITES) {
+        let signed = services.rooms.sign_invite(&token, &invite, mxid)?;
         let signed = serde_json::value::to_raw_value(&signed).map_err(|e| Error::Internal(e.to_string()))?;
         invites.push(bind_callback::v1::ThirdPartyInvite::new(
-            address.clone(),
-            mxid.clone(),
+            address.to_owned(),
+            mxid.to_owned(),
             invite.room.clone(),
             invite.sender.clone(),
             Raw::from_json(signed),
@@ -250,16 +387,58 @@ pub fn on_bound(services: &Arc<Services>, origin: &ServerName, content: &Value) 
     if invites.is_empty() {
         return Ok(());
     }
-    let services = services.clone();
-    let origin = origin.to_owned();
-    // Not in the transaction's time: the onbind leads to an exchange back here.
-    tokio::spawn(async move {
-        let request = bind_callback::v1::Request::email(address, mxid, invites);
-        if let Err(error) = services.federation.send(&origin, request).await {
-            tracing::warn!(%origin, %error, "telling a node of the invites of an address bound there failed");
-        }
-    });
+    let request = bind_callback::v1::Request::email(address.to_owned(), mxid.to_owned(), invites);
+    services.federation.send(home, request).await?;
+    tracing::info!(%home, "the invites of an address bound there were sent to its node");
     Ok(())
+}
+
+/// Step 4, one invite: what the home asks the inviter's node to exchange.
+struct Exchange<'a> {
+    address: &'a str,
+    token: &'a str,
+    room: &'a RoomId,
+    sender: &'a UserId,
+    mxid: &'a UserId,
+    signed: &'a Value,
+}
+
+impl Exchange<'_> {
+    /// Whether the inviter's node told us of this invite (and it still stands): only those are
+    /// tried again, so an unauthenticated onbind cannot make us keep anything.
+    fn told(&self, services: &Services) -> Result<bool> {
+        Ok(services
+            .rooms
+            .invite_notices(self.address)?
+            .iter()
+            .any(|(token, notice)| token == self.token && &*notice.sender == self.sender && &*notice.room == self.room))
+    }
+}
+
+/// Asks `server` to exchange the invite; once it did, the notice of it is done with.
+async fn send_exchange(services: &Services, server: &ServerName, exchange: &Exchange<'_>) -> Result<()> {
+    let content = json!({ "membership": "invite", "third_party_invite": { "signed": exchange.signed } });
+    let content = serde_json::value::to_raw_value(&content).map_err(|e| Error::Internal(e.to_string()))?;
+    let request = exchange_invite::v1::Request::new(
+        exchange.room.to_owned(),
+        exchange.sender.to_owned(),
+        exchange.mxid.to_owned(),
+        Raw::from_json(content),
+    );
+    services.federation.send(server, request).await?;
+    services.rooms.forget_invite_notice(exchange.address, exchange.token)?;
+    tracing::info!(room = %exchange.room, user = %exchange.mxid, "third-party invite exchanged");
+    Ok(())
+}
+
+/// A kept exchange tried again, while the invite stands and the address is still bound to the
+/// account it was signed for.
+async fn retry_exchange(services: &Services, server: &ServerName, exchange: &Exchange<'_>) -> Result<()> {
+    let bound = services.threepids.owner("email", exchange.address)?.as_deref() == Some(exchange.mxid);
+    if !bound || !exchange.told(services)? {
+        return Ok(());
+    }
+    send_exchange(services, server, exchange).await
 }
 
 /// `PUT /_matrix/federation/v1/3pid/onbind` (from an identity service, unauthenticated as the
@@ -279,6 +458,9 @@ pub async fn on_bind_callback(services: &Arc<Services>, request: bind_callback::
     if request.invites.len() > MAX_ONBIND_INVITES {
         return Err(Error::BadJson(format!("at most {MAX_ONBIND_INVITES} invites at a time")));
     }
+    // A server that did not answer one exchange is not asked the next ones now (each could take
+    // the request's whole time): they are kept for the worker straight away.
+    let mut unreachable = BTreeSet::new();
     for invite in request.invites {
         let server = invite.sender.server_name().to_owned();
         let ours = invite.mxid == request.mxid && canonical_email(&invite.address).ok().as_deref() == Some(&*address);
@@ -291,18 +473,35 @@ pub async fn on_bind_callback(services: &Arc<Services>, request: bind_callback::
         }
         let signed: Value = invite.signed.deserialize_as().map_err(|e| Error::BadJson(e.to_string()))?;
         let token = signed["token"].as_str().unwrap_or_default().to_owned();
-        let content = json!({ "membership": "invite", "third_party_invite": { "signed": signed } });
-        let content = serde_json::value::to_raw_value(&content).map_err(|e| Error::Internal(e.to_string()))?;
-        let exchange = exchange_invite::v1::Request::new(
-            invite.room_id.clone(),
-            invite.sender.clone(),
-            invite.mxid.clone(),
-            Raw::from_json(content),
-        );
-        match services.federation.send(&server, exchange).await {
-            Ok(_) => {
-                services.rooms.forget_invite_notice(&address, &token)?;
-                tracing::info!(room = %invite.room_id, user = %request.mxid, "third-party invite exchanged");
+        let exchange = Exchange {
+            address: &address,
+            token: &token,
+            room: &invite.room_id,
+            sender: &invite.sender,
+            mxid: &invite.mxid,
+            signed: &signed,
+        };
+        let outcome = if unreachable.contains(&server) {
+            Err(Error::RemoteUnreachable(format!("{server} did not answer a previous exchange")))
+        } else {
+            send_exchange(services, &server, &exchange).await
+        };
+        if matches!(outcome, Err(Error::RemoteUnreachable(_))) {
+            unreachable.insert(server.clone());
+        }
+        match outcome {
+            Ok(()) => {}
+            Err(Error::RemoteUnreachable(error)) if exchange.told(services)? => {
+                tracing::warn!(%server, %error, "exchanging a third-party invite failed; it will be tried again");
+                let step = ThreepidStep::Exchange {
+                    address: address.clone(),
+                    token: token.clone(),
+                    room: invite.room_id.clone(),
+                    sender: invite.sender.clone(),
+                    mxid: invite.mxid.clone(),
+                    signed: signed.clone(),
+                };
+                keep_step(services, &server, step, 1)?;
             }
             Err(error) => tracing::warn!(%server, %error, "exchanging a third-party invite failed"),
         }

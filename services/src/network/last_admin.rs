@@ -159,3 +159,59 @@ pub fn on_power_levels(
     let promotion = promotion(sender, room, &admin_after, is_external)?;
     Some(apply(new_content, promotion, Some(sender)))
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    const GUEST: &str = "@guest:externes.example";
+
+    fn external(user: &str) -> bool {
+        user.ends_with(":externes.example")
+    }
+
+    fn set(users: &[&str]) -> HashSet<String> {
+        users.iter().map(|u| (*u).to_owned()).collect()
+    }
+
+    /// A room open to external users whose last admin leaves with no moderator left: the agents
+    /// at the default level are promoted, the external user is not.
+    #[test]
+    fn an_external_member_is_not_promoted_when_everyone_is() {
+        let power_levels = json!({ "users": { "@alice:a": 100 }, "users_default": 0 });
+        let members = set(&["@alice:a", "@bob:a", GUEST]);
+        let rules = json!({ "rule": "unrestricted" });
+        let room = Room {
+            power_levels: &power_levels,
+            creators: &[],
+            present: &members,
+            joined: &members,
+            access_rules: Some(&rules),
+        };
+        let new = before_leave("@alice:a", &room, &external).expect("a promotion");
+        assert_eq!(new["users"], json!({ "@alice:a": 100, "@bob:a": 100 }), "{new}");
+        assert_eq!(new["users_default"], 0, "{new}");
+    }
+
+    /// The members of highest power are promoted, external users excepted: with the external one
+    /// alone at the top, the next level's agents are.
+    #[test]
+    fn an_external_member_of_highest_power_is_passed_over() {
+        let power_levels =
+            json!({ "users": { "@alice:a": 100, GUEST: 50, "@carol:a": 40, "@dan:a": 10 }, "users_default": 0 });
+        let members = set(&["@alice:a", "@carol:a", "@dan:a", GUEST]);
+        let room = Room {
+            power_levels: &power_levels,
+            creators: &[],
+            present: &members,
+            joined: &members,
+            access_rules: None,
+        };
+        let new = before_leave("@alice:a", &room, &external).expect("a promotion");
+        assert_eq!(new["users"]["@carol:a"], 100, "{new}");
+        assert_eq!(new["users"][GUEST], 50, "{new}");
+        assert_eq!(new["users"]["@dan:a"], 10, "{new}");
+    }
+}

@@ -133,6 +133,7 @@ pub(crate) fn reset_connection(services: &Services, admin: &Admin, raw: &str) ->
     let (server, _) = find(services, raw)?;
     services.federation.client.reset_backoff(&server);
     services.federation.sender.wake(&server);
+    services.federation.threepid_retries.server_up(&server);
     admin.audit(services, "destination.reset_connection", server.as_str(), json!({}))?;
     Ok(server)
 }

@@ -313,6 +313,9 @@ async fn upsert(
         for t in threepids {
             services.threepids.add(&user, &t.medium, &t.address.trim().to_lowercase())?;
         }
+        // As `/account/3pid/add` does: the third-party invites of the addresses are taken up
+        // (and the nodes that sent them told) before the answer.
+        crate::federation::threepid::take_up_bound(&services).await;
         changed.push("threepids");
     }
     if let (Some(value), false) = (body.admin, creating) {
