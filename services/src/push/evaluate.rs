@@ -43,11 +43,15 @@ const CHUNK: usize = 500;
 /// Longest a sync waits for the evaluator to reach its position before answering anyway.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(2);
 
-/// A user's running totals in a room: all notifications, and those of the main timeline.
+/// A user's running totals in a room: all notifications, and those of the main timeline, and
+/// whether the main timeline's are stored apart. They are only once they differ (a thread reply
+/// notified the user in the room): until then the main timeline's totals are the room's, and
+/// an absent record says so, which spares a write per user and room notified.
 #[derive(Clone, Copy)]
 struct Totals {
     all: (u64, u64),
     main: (u64, u64),
+    main_stored: bool,
 }
 
 /// What a user has unread in a room: (notification, highlight) counts of the main timeline and
@@ -236,9 +240,9 @@ async fn evaluate_range(services: &Services, rooms: &mut RoomCache, done: u64, h
                 Some(t) => *t,
                 None => {
                     let all = tables.push.useridroomid_notifytotal.get(&key)?.map_or((0, 0), |Json(t)| t);
-                    // No main total yet but notifications counted: all were counted as main.
-                    let main = tables.push.useridroomid_mainnotifytotal.get(&key)?.map_or(all, |Json(t)| t);
-                    Totals { all, main }
+                    // No main total but notifications counted: all were counted as main.
+                    let main = tables.push.useridroomid_mainnotifytotal.get(&key)?.map(|Json(t)| t);
+                    Totals { all, main: main.unwrap_or(all), main_stored: main.is_some() }
                 }
             };
             let highlight = u64::from(actions.iter().any(Action::is_highlight));
@@ -270,7 +274,7 @@ async fn evaluate_range(services: &Services, rooms: &mut RoomCache, done: u64, h
                 notify: total.all.0,
                 highlight: total.all.1,
                 thread: thread.clone(),
-                main: Some(total.main),
+                main: (total.main != total.all).then_some(total.main),
             };
             tables.push.useridroomidpos_notification.insert(
                 &mut batch,
@@ -283,7 +287,12 @@ async fn evaluate_range(services: &Services, rooms: &mut RoomCache, done: u64, h
     }
     for (key, total) in totals {
         tables.push.useridroomid_notifytotal.insert(&mut batch, &key, &Json(total.all));
-        tables.push.useridroomid_mainnotifytotal.insert(&mut batch, &key, &Json(total.main));
+        if total.main != total.all {
+            tables.push.useridroomid_mainnotifytotal.insert(&mut batch, &key, &Json(total.main));
+        } else if total.main_stored {
+            // Written by an earlier release, which stored it even when equal to the room's.
+            tables.push.useridroomid_mainnotifytotal.remove(&mut batch, &key);
+        }
     }
     for (key, total) in threads {
         tables.push.useridroomidthread_notifytotal.insert(&mut batch, &key, &Json(total));
