@@ -184,7 +184,7 @@ mod tests {
 
     use ruma::{
         serde::Base64,
-        signatures::{Ed25519KeyPair, KeyPair, PublicKeyMap, Verified},
+        signatures::{Ed25519KeyPair, PublicKeyMap, Verified},
         CanonicalJsonObject, CanonicalJsonValue, RoomVersionId,
     };
     use serde_json::json;
