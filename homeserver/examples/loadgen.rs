@@ -4,7 +4,7 @@
 //! ```sh
 //! cargo run --release --example loadgen -- [--scenario send|sync|media|keys|messages|initial-sync|unread|push|login-burst|federation]
 //!     [--clients 50] [--seconds 10] [--server target/release/hemicycle]
-//!     [--events N] [--send-rooms 10,1] [--synapse] [--callgrind]
+//!     [--events N] [--send-rooms 10,1] [--synapse] [--callgrind] [--receiver <B's binary>]
 //! cargo run --example loadgen -- --smoke   # every scenario, tiny sizes, debug build: correctness only
 //! ```
 //!
@@ -63,7 +63,10 @@
 //!   events/s arriving in B's sync. Each phase also reports its slowest 1-second window (the
 //!   worst p99 latency of the messages sent in one second, and the fewest arrivals in one second
 //!   while sending). Then a room on A with `--rooms` members (default 1,000) and 10,000 events,
-//!   joined by a user of B: seconds for the `/join`.
+//!   joined by a user of B: seconds for the `/join`. With `--callgrind`, B runs `--receiver` (a
+//!   script that execs the server under callgrind) and only the intake runs: `--events` messages
+//!   (default 2,000) from `--clients` senders on A as fast as answered, B's counters zeroed before
+//!   and dumped once all arrived and B is quiet (see `docs/performance.md`).
 //! - `keys`: `--clients` devices with real ed25519 identities, each in turn uploading batches of
 //!   10 signed one-time keys, claiming other devices' keys (one-time, then fallback), and querying
 //!   10 users' keys, as fast as answers come back: requests/s and latency of each.
@@ -103,8 +106,11 @@ struct Args {
     send_rooms: Vec<usize>,
     synapse: bool,
     /// `send`: the server runs under `valgrind --tool=callgrind`; its counters are zeroed before
-    /// each layout's sending and dumped once the server is quiet after it.
+    /// each layout's sending and dumped once the server is quiet after it. `federation`: the
+    /// receiving node B does (`--receiver`), and only the intake phase runs.
     callgrind: bool,
+    /// `federation`: B's binary (default `--server`), e.g. a script that execs it under callgrind.
+    receiver: Option<String>,
     /// `--smoke`: every scenario at the sizes of [`Args::smoke`].
     smoke: bool,
     /// Sizes only the smoke run changes (the documented figures use the defaults).
@@ -180,6 +186,7 @@ impl Args {
             send_rooms: vec![10, 1],
             synapse: false,
             callgrind: false,
+            receiver: None,
             smoke: true,
             sizes: Sizes {
                 idle_seconds: 0.5,
@@ -218,6 +225,7 @@ fn args() -> Args {
         send_rooms: vec![10, 1],
         synapse: false,
         callgrind: false,
+        receiver: None,
         smoke: false,
         sizes: Sizes::default(),
     };
@@ -238,6 +246,7 @@ fn args() -> Args {
             "--clients" => out.clients = number(&value),
             "--seconds" => out.seconds = number(&value) as u64,
             "--server" => out.server = value,
+            "--receiver" => out.receiver = Some(value),
             "--scenario" => out.scenario = value,
             "--rooms" => out.rooms = number(&value),
             "--messages" => out.messages = number(&value),
@@ -2059,16 +2068,25 @@ impl Phase {
     }
 }
 
-/// Waits (a minute at most) until B's reader has seen `total` messages, then a moment for any
-/// duplicate, and stops it.
+/// Waits until B's reader has seen `total` messages (or a minute has passed with none arriving),
+/// then a moment for any duplicate, and stops it.
 async fn collect(
     arrived: &std::sync::atomic::AtomicU64,
     total: u64,
     stop: &tokio::sync::Notify,
     reader: tokio::task::JoinHandle<Arrivals>,
 ) -> Arrivals {
-    let patience = Instant::now() + Duration::from_secs(60);
-    while arrived.load(std::sync::atomic::Ordering::Relaxed) < total && Instant::now() < patience {
+    let mut patience = Instant::now() + Duration::from_secs(60);
+    let mut seen = 0;
+    loop {
+        let now = arrived.load(std::sync::atomic::Ordering::Relaxed);
+        if now >= total || Instant::now() >= patience {
+            break;
+        }
+        if now > seen {
+            seen = now;
+            patience = Instant::now() + Duration::from_secs(60);
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -2103,8 +2121,47 @@ async fn paced(c: &Cluster, rate: f64, seconds: u64, offset: u64) -> Phase {
     Phase::measure(start, last_sent, &sent_at, &arrivals)
 }
 
+/// `clients` senders on A as fast as answers come back, for `seconds` (or, when `quota` is not 0,
+/// until `quota` messages are sent), then waits until B's reader has seen them all. `started`
+/// runs once B's reader is in place, just before the first send.
+async fn flat_out(c: &Cluster, clients: usize, seconds: u64, quota: u64, started: impl FnOnce()) -> Phase {
+    const FIRST: u64 = 1_000_000;
+    let sent_at = SentAt::default();
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let arrived = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let reader = spawn_probe_reader(c.http.clone(), c.b.clone(), c.reader.clone(), stop.clone(), arrived.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    started();
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(seconds);
+    let counter = Arc::new(std::sync::atomic::AtomicU64::new(FIRST));
+    let mut workers = Vec::new();
+    for _ in 0..clients {
+        let (c, counter, sent_at) = (c.clone(), counter.clone(), sent_at.clone());
+        workers.push(tokio::spawn(async move {
+            loop {
+                let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let more = if quota > 0 { n < FIRST + quota } else { Instant::now() < deadline };
+                if !more {
+                    break;
+                }
+                sent_at.lock().expect("sent times").insert(n, Instant::now());
+                c.send(n).await;
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await.expect("sender");
+    }
+    let last_sent = Instant::now();
+    let sent = sent_at.lock().expect("sent times").len() as u64;
+    let arrivals = collect(&arrived, sent, &stop, reader).await;
+    Phase::measure(start, last_sent, &sent_at, &arrivals)
+}
+
 async fn federation_scenario(args: &Args) {
-    let (a, b) = tokio::join!(start_node(&args.server, "a"), start_node(&args.server, "b"));
+    let receiver = args.receiver.as_deref().unwrap_or(&args.server);
+    let (a, b) = tokio::join!(start_node(&args.server, "a"), start_node(receiver, "b"));
     let http = reqwest::Client::builder().pool_max_idle_per_host(args.clients * 2).build().expect("client");
     let senders: Vec<String> = futures::stream::iter(0..args.fed_senders.max(1))
         .map(|i| {
@@ -2137,6 +2194,24 @@ async fn federation_scenario(args: &Args) {
         reader,
     };
     let spread = format!("{} rooms on A, {} senders on A", c.rooms.len(), c.senders.len());
+
+    // Under callgrind, B's instructions for taking in `--events` messages (2,000 by default) sent
+    // by `--clients` senders on A as fast as answered: counters zeroed once B's reader waits,
+    // dumped once every message arrived and B is quiet. Nothing else runs.
+    if args.callgrind {
+        let quota = if args.events > 0 { args.events } else { 2000 };
+        let pid = b.child.id();
+        let run = flat_out(&c, args.clients, args.seconds, quota, || callgrind_control(&["--zero"], pid)).await;
+        wait_quiet(pid).await;
+        callgrind_control(&["--dump"], pid);
+        eprintln!("callgrind: B took in {} events ({spread}) in the dump just written", run.delivered);
+        println!(
+            "| intake under callgrind, {} senders on A, {spread} | {} sent; {} arrived in B's sync, {} duplicates, {:.0} events/s |",
+            args.clients, run.sent, run.delivered, run.duplicates, run.arrival_rate
+        );
+        run.check("intake under callgrind");
+        return;
+    }
 
     // 1. Latency at a steady rate (200 messages/s).
     let rate = args.sizes.fed_rate;
@@ -2178,32 +2253,7 @@ async fn federation_scenario(args: &Args) {
     }
 
     // 2. Throughput: `--clients` senders on A as fast as they are answered.
-    let sent_at = SentAt::default();
-    let stop = Arc::new(tokio::sync::Notify::new());
-    let arrived = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let reader = spawn_probe_reader(http.clone(), b.base.clone(), c.reader.clone(), stop.clone(), arrived.clone());
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let start = Instant::now();
-    let deadline = start + Duration::from_secs(args.seconds);
-    let counter = Arc::new(std::sync::atomic::AtomicU64::new(1_000_000));
-    let mut workers = Vec::new();
-    for _ in 0..args.clients {
-        let (c, counter, sent_at) = (c.clone(), counter.clone(), sent_at.clone());
-        workers.push(tokio::spawn(async move {
-            while Instant::now() < deadline {
-                let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                sent_at.lock().expect("sent times").insert(n, Instant::now());
-                c.send(n).await;
-            }
-        }));
-    }
-    for worker in workers {
-        worker.await.expect("sender");
-    }
-    let last_sent = Instant::now();
-    let sent = counter.load(std::sync::atomic::Ordering::Relaxed) - 1_000_000;
-    let arrivals = collect(&arrived, sent, &stop, reader).await;
-    let run = Phase::measure(start, last_sent, &sent_at, &arrivals);
+    let run = flat_out(&c, args.clients, args.seconds, 0, || {}).await;
     println!(
         "| sustained across nodes, {} senders on A as fast as answered, {} s, {spread} | {} sent ({:.0}/s on A); {} arrived in B's sync, {} duplicates, {:.0} events/s; p50 {:.1} ms, p99 {:.1} ms; {} |",
         args.clients,

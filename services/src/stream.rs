@@ -317,55 +317,70 @@ fn run(
                 Err(_) => break,
             }
         }
-        let mut batches = Vec::with_capacity(group.len());
-        let mut jobs = Vec::with_capacity(group.len());
-        for job in group {
-            let Job { batch, pos, cleanup, done } = job;
-            batches.push(batch);
-            jobs.push((pos, cleanup, done));
-        }
-        // The group is one RocksDB write (one log record, one system call, one counter update;
-        // each job's writes still land together), then one sync.
-        let written = db.write_unsynced(Batch::concat(batches)).and_then(|()| db.sync_wal()).map_err(|e| e.to_string());
-        if let Err(error) = &written {
-            // The services' memory (room records, the overlay) is already ahead of the disk for
-            // these writes. Rather than let later events build on state that may not exist, the
-            // writer stops: every waiting and later write fails, reads keep the overlay, and a
-            // restart resumes from what the disk holds.
-            tracing::error!(%error, "a write to the database failed: the stream writer stops; restart the server");
-            for (_, _, done) in jobs {
-                let _ = done.send(Err(format!("the database write failed: {error}")));
-            }
+        if !write_group(&db, group, &pending, &stream, &notifier) {
             return;
         }
-        let mut highest = None;
-        {
-            let mut overlay = pending.lock().expect("pending overlay");
-            for (pos, cleanup, _) in &jobs {
-                for id in &cleanup.pdus {
-                    overlay.pdus.remove(id);
-                }
-                if let Some(txn) = &cleanup.txn {
-                    overlay.txns.remove(txn);
-                }
-                for s in &cleanup.snapshots {
-                    overlay.snapshots.remove(s);
-                }
-                highest = Some(*pos);
-            }
-        }
-        // Advance the position before acknowledging, so a writer that reads the position right
-        // after its write returns sees (at least) its own.
-        if let Some(pos) = highest {
-            stream.send_replace(pos);
-            for user in notifier.group_audience(&db, jobs.iter().map(|(_, cleanup, _)| &cleanup.wake)) {
-                notifier.wake(&user);
-            }
-        }
+    }
+}
+
+/// Makes a group of queued writes durable: one RocksDB write for all of them (one log record,
+/// one system call, one counter update; each job's writes still land together), then one sync;
+/// then the overlay drops them, the position advances and their audience is woken. `false` when
+/// the write failed: every job of the group is told, and the writer must stop.
+fn write_group(
+    db: &Database,
+    group: Vec<Job>,
+    pending: &Mutex<Pending>,
+    stream: &watch::Sender<u64>,
+    notifier: &Notifier,
+) -> bool {
+    let mut batches = Vec::with_capacity(group.len());
+    let mut jobs = Vec::with_capacity(group.len());
+    for job in group {
+        let Job { batch, pos, cleanup, done } = job;
+        batches.push(batch);
+        jobs.push((pos, cleanup, done));
+    }
+    let written = db.write_unsynced(Batch::concat(batches)).and_then(|()| db.sync_wal()).map_err(|e| e.to_string());
+    if let Err(error) = &written {
+        // The services' memory (room records, the overlay) is already ahead of the disk for
+        // these writes. Rather than let later events build on state that may not exist, the
+        // writer stops: every waiting and later write fails, reads keep the overlay, and a
+        // restart resumes from what the disk holds.
+        tracing::error!(%error, "a write to the database failed: the stream writer stops; restart the server");
         for (_, _, done) in jobs {
-            let _ = done.send(Ok(()));
+            let _ = done.send(Err(format!("the database write failed: {error}")));
+        }
+        return false;
+    }
+    let mut highest = None;
+    {
+        let mut overlay = pending.lock().expect("pending overlay");
+        for (pos, cleanup, _) in &jobs {
+            for id in &cleanup.pdus {
+                overlay.pdus.remove(id);
+            }
+            if let Some(txn) = &cleanup.txn {
+                overlay.txns.remove(txn);
+            }
+            for s in &cleanup.snapshots {
+                overlay.snapshots.remove(s);
+            }
+            highest = Some(*pos);
         }
     }
+    // Advance the position before acknowledging, so a writer that reads the position right
+    // after its write returns sees (at least) its own.
+    if let Some(pos) = highest {
+        stream.send_replace(pos);
+        for user in notifier.group_audience(db, jobs.iter().map(|(_, cleanup, _)| &cleanup.wake)) {
+            notifier.wake(&user);
+        }
+    }
+    for (_, _, done) in jobs {
+        let _ = done.send(Ok(()));
+    }
+    true
 }
 
 /// Waits until the writer reports a submitted batch durable.
@@ -383,6 +398,36 @@ pub async fn wait_durable(durable: oneshot::Receiver<Result<(), String>>) -> cra
 mod tests {
     use super::{Audience, Notifier};
     use crate::{config::Config, rooms::create::CreateRoom, services::Services};
+
+    /// A group of queued writes is made durable with one RocksDB write (and one sync), not one
+    /// per job; every job's entries are stored, each job is acknowledged, and the stream
+    /// position is the group's highest.
+    #[test]
+    fn a_group_of_writes_is_one_database_write() {
+        use crate::db::{codec::Be64, Batch, Database};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Database::open(dir.path()).expect("database");
+        let (stream, position) = tokio::sync::watch::channel(0);
+        let (pending, notifier) = (std::sync::Mutex::default(), Notifier::default());
+        let mut group = Vec::new();
+        let mut acks = Vec::new();
+        for i in 0..20u64 {
+            let mut batch = Batch::new();
+            let pos = db.next_count(&mut batch);
+            db.tables.meta.insert(&mut batch, &format!("job{i}"), &Be64(pos));
+            let (done, ack) = tokio::sync::oneshot::channel();
+            group.push(super::Job { batch, pos, cleanup: super::Cleanup::default(), done });
+            acks.push((i, pos, ack));
+        }
+        let before = db.writes();
+        assert!(super::write_group(&db, group, &pending, &stream, &notifier), "written");
+        assert_eq!(db.writes() - before, 1, "twenty jobs, one RocksDB write");
+        for (i, pos, mut ack) in acks {
+            assert_eq!(ack.try_recv().expect("acknowledged"), Ok(()));
+            assert_eq!(db.tables.meta.get(&format!("job{i}")).expect("read"), Some(Be64(pos)), "job {i} stored");
+            assert!(*position.borrow() >= pos, "the position covers job {i}");
+        }
+    }
 
     /// A group of writes to one room reads the room's members once, not once per write, and
     /// wakes the same users as each write on its own.

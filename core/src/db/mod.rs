@@ -116,6 +116,9 @@ pub struct Database<T> {
     /// Point reads and iterator steps so far, so tests can show that a request's cost follows
     /// what changed rather than the size of what is stored.
     reads: Arc<AtomicU64>,
+    /// RocksDB writes so far (each a log record and a memtable insert round, however many
+    /// entries): tests show that a group of batches is written at once.
+    writes: AtomicU64,
     path: std::path::PathBuf,
 }
 
@@ -218,6 +221,7 @@ impl<T: TableSet> Database<T> {
             backfill_floor: std::sync::Mutex::new((floor, low)),
             skip_sync,
             reads,
+            writes: AtomicU64::new(0),
             path: path.to_owned(),
         };
         if schema.is_none() {
@@ -333,12 +337,17 @@ impl<T: TableSet> Database<T> {
         self.counter.load(Ordering::SeqCst)
     }
 
-    /// Commits the batch atomically with the WAL synced to disk.
     /// Reads done so far (point lookups and iterator steps, every table together).
     pub fn reads(&self) -> u64 {
         self.reads.load(Ordering::Relaxed)
     }
 
+    /// RocksDB writes done so far (see [`Database::write_unsynced`]).
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
+
+    /// Commits the batch atomically with the WAL synced to disk.
     pub fn commit(&self, batch: Batch) -> Result<(), DbError> {
         self.write(batch, true)
     }
@@ -362,6 +371,7 @@ impl<T: TableSet> Database<T> {
         }
         let mut opts = WriteOptions::default();
         opts.set_sync(sync && !self.skip_sync);
+        self.writes.fetch_add(1, Ordering::Relaxed);
         self.db.write_opt(batch.inner, &opts)?;
         Ok(())
     }

@@ -34,6 +34,7 @@ use crate::{
     config::Config,
     db::Database,
     error::{Error, Result},
+    rooms::signing,
     server_keys::ServerKeys,
 };
 
@@ -342,27 +343,55 @@ impl Federation {
     /// Checks a PDU received from another server: its event id under the room version's rules,
     /// the signatures the spec requires (keys fetched as needed), and its content hash — a PDU
     /// whose hash does not match is kept in its redacted form. Returns the event id and the PDU
-    /// to store.
+    /// to store. The redacted form the event id and the signatures are computed over is
+    /// serialized once for both (see [`crate::rooms::signing`]).
     pub async fn verify_pdu(
         &self,
         version: &RoomVersionId,
         object: CanonicalJsonObject,
     ) -> Result<(OwnedEventId, CanonicalJsonObject)> {
-        let event_id = event_id_of(&object, version)?;
-        self.verify_pdu_as(version, object, event_id).await
+        self.verify_pdu_naming(version, object).await.1
     }
 
-    /// [`Self::verify_pdu`] for a PDU whose event id the caller already computed (with
-    /// [`event_id_of`]), so that the reference hash is not computed twice.
-    pub async fn verify_pdu_as(
+    /// [`Self::verify_pdu`], with the event id as soon as it is known: a transaction's answer
+    /// names a refused PDU by it.
+    pub async fn verify_pdu_naming(
         &self,
         version: &RoomVersionId,
+        object: CanonicalJsonObject,
+    ) -> (Option<OwnedEventId>, Result<(OwnedEventId, CanonicalJsonObject)>) {
+        let Some(rules) = version.rules() else {
+            return (None, Err(Error::UnsupportedRoomVersion(format!("room version {version} is not supported"))));
+        };
+        let signed = match signing::signed_bytes(&object, &rules) {
+            Ok(signed) => signed,
+            Err(e) => return (None, Err(Error::BadJson(format!("the PDU cannot be hashed: {e}")))),
+        };
+        let id = match signing::reference_id(&signed, &rules) {
+            Ok(Some(id)) => id,
+            Ok(None) => match object.get("event_id") {
+                Some(CanonicalJsonValue::String(id)) => id.clone(),
+                _ => return (None, Err(Error::BadJson("the PDU has no event_id".into()))),
+            },
+            Err(e) => return (None, Err(Error::BadJson(format!("the PDU cannot be hashed: {e}")))),
+        };
+        let event_id = match OwnedEventId::try_from(id) {
+            Ok(id) => id,
+            Err(e) => return (None, Err(Error::BadJson(format!("bad event id: {e}")))),
+        };
+        let verified = self.verify_signed(&rules, object, &signed, event_id.clone()).await;
+        (Some(event_id), verified)
+    }
+
+    /// The size, signatures and content hash of a PDU whose [`signing::signed_bytes`] and event
+    /// id are computed.
+    async fn verify_signed(
+        &self,
+        rules: &ruma::room_version_rules::RoomVersionRules,
         mut object: CanonicalJsonObject,
+        signed: &[u8],
         event_id: OwnedEventId,
     ) -> Result<(OwnedEventId, CanonicalJsonObject)> {
-        let rules = version
-            .rules()
-            .ok_or_else(|| Error::UnsupportedRoomVersion(format!("room version {version} is not supported")))?;
         let size = serde_json::to_vec(&object).map(|v| v.len()).unwrap_or(usize::MAX);
         if size > crate::rooms::MAX_PDU_BYTES {
             return Err(Error::TooLarge(format!("a PDU of {size} bytes exceeds the limit")));
@@ -370,22 +399,22 @@ impl Federation {
         object.remove("unsigned");
         let servers = ruma::signatures::required_server_signatures_to_verify_event(&object, &rules.signatures)
             .map_err(|e| Error::BadJson(format!("{event_id}: {e}")))?;
-        let signatures = object.get("signatures").and_then(|s| match s {
-            CanonicalJsonValue::Object(o) => Some(o.clone()),
+        let signatures = match object.get("signatures") {
+            Some(CanonicalJsonValue::Object(o)) => Some(o),
             _ => None,
-        });
+        };
         let mut wanted = Vec::new();
-        for server in servers {
-            if !self.allowed(&server) {
+        for server in &servers {
+            if !self.allowed(server) {
                 return Err(Error::forbidden(format!(
                     "{event_id} needs a signature of {server}, outside federation.allow"
                 )));
             }
-            let key_id = signatures.as_ref().and_then(|s| s.get(server.as_str())).and_then(|k| match k {
+            let key_id = signatures.and_then(|s| s.get(server.as_str())).and_then(|k| match k {
                 CanonicalJsonValue::Object(keys) => keys.keys().next().cloned(),
                 _ => None,
             });
-            wanted.push((server, key_id));
+            wanted.push((server.clone(), key_id));
         }
         let sent_at = object
             .get("origin_server_ts")
@@ -393,7 +422,7 @@ impl Federation {
             .map(|t| u64::try_from(i64::from(t)).unwrap_or(0))
             .unwrap_or(0);
         let key_map = self.keys.key_map(&self.client, &self.own, wanted, keys::KeyUse::Event(sent_at)).await?;
-        match ruma::signatures::verify_event(&key_map, &object, &rules) {
+        match signing::check_event(&key_map, &object, signed, &servers) {
             Ok(Verified::All) => Ok((event_id, object)),
             Ok(Verified::Signatures) => {
                 let redacted = ruma::canonical_json::redact(object, &rules.redaction, None)

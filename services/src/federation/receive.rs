@@ -178,11 +178,9 @@ async fn room_pdus(
         .map(|object| {
             let (services, version) = (services.clone(), version.clone());
             tokio::spawn(async move {
-                // The reference hash is computed once, here, and handed to the verification.
-                match super::event_id_of(&object, &version) {
-                    Ok(id) => (Some(id.clone()), services.federation.verify_pdu_as(&version, object, id).await),
-                    Err(e) => (fallback_id(&object), Err(e)),
-                }
+                let fallback = fallback_id(&object);
+                let (id, verified) = services.federation.verify_pdu_naming(&version, object).await;
+                (id.or(fallback), verified)
             })
         })
         .collect();

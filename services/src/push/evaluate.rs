@@ -43,11 +43,15 @@ const CHUNK: usize = 500;
 /// Longest a sync waits for the evaluator to reach its position before answering anyway.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(2);
 
-/// A user's running totals in a room: all notifications, and those of the main timeline.
+/// A user's running totals in a room: all notifications, and those of the main timeline, and
+/// whether the main timeline's are stored apart. They are only once they differ (a thread reply
+/// notified the user in the room): until then the main timeline's totals are the room's, and
+/// an absent record says so, which spares a write per user and room notified.
 #[derive(Clone, Copy)]
 struct Totals {
     all: (u64, u64),
     main: (u64, u64),
+    main_stored: bool,
 }
 
 /// What a user has unread in a room: (notification, highlight) counts of the main timeline and
@@ -218,6 +222,8 @@ async fn evaluate_range(services: &Services, rooms: &mut RoomCache, done: u64, h
         }
         events.push((pos, event_id));
     }
+    // The totals of this batch: from the evaluator's memory when it has them (it writes them
+    // and is the only one to), else read once per user and room; remembered once written.
     let mut totals: HashMap<(OwnedUserId, OwnedRoomId), Totals> = HashMap::new();
     let mut threads: HashMap<(OwnedUserId, OwnedRoomId, String), ThreadTotal> = HashMap::new();
     let mut batch = Batch::new();
@@ -232,13 +238,13 @@ async fn evaluate_range(services: &Services, rooms: &mut RoomCache, done: u64, h
         let (thread, notified) = evaluate(services, rooms, &meta.room_id, meta.snapshot, pos, &json).await?;
         for (user, actions) in notified {
             let key = (user.clone(), meta.room_id.clone());
-            let mut total = match totals.get(&key) {
+            let mut total = match totals.get(&key).or_else(|| rooms.totals(&key.1, &key.0)) {
                 Some(t) => *t,
                 None => {
                     let all = tables.push.useridroomid_notifytotal.get(&key)?.map_or((0, 0), |Json(t)| t);
-                    // No main total yet but notifications counted: all were counted as main.
-                    let main = tables.push.useridroomid_mainnotifytotal.get(&key)?.map_or(all, |Json(t)| t);
-                    Totals { all, main }
+                    // No main total but notifications counted: all were counted as main.
+                    let main = tables.push.useridroomid_mainnotifytotal.get(&key)?.map(|Json(t)| t);
+                    Totals { all, main: main.unwrap_or(all), main_stored: main.is_some() }
                 }
             };
             let highlight = u64::from(actions.iter().any(Action::is_highlight));
@@ -270,7 +276,7 @@ async fn evaluate_range(services: &Services, rooms: &mut RoomCache, done: u64, h
                 notify: total.all.0,
                 highlight: total.all.1,
                 thread: thread.clone(),
-                main: Some(total.main),
+                main: (total.main != total.all).then_some(total.main),
             };
             tables.push.useridroomidpos_notification.insert(
                 &mut batch,
@@ -281,15 +287,23 @@ async fn evaluate_range(services: &Services, rooms: &mut RoomCache, done: u64, h
             tables.push.useridpos_notification.insert(&mut batch, &(user, Be64(pos)), &meta.room_id);
         }
     }
-    for (key, total) in totals {
-        tables.push.useridroomid_notifytotal.insert(&mut batch, &key, &Json(total.all));
-        tables.push.useridroomid_mainnotifytotal.insert(&mut batch, &key, &Json(total.main));
+    for (key, total) in &mut totals {
+        tables.push.useridroomid_notifytotal.insert(&mut batch, key, &Json(total.all));
+        if total.main != total.all {
+            tables.push.useridroomid_mainnotifytotal.insert(&mut batch, key, &Json(total.main));
+        } else if total.main_stored {
+            // Written by an earlier release, which stored it even when equal to the room's.
+            tables.push.useridroomid_mainnotifytotal.remove(&mut batch, key);
+        }
+        total.main_stored = total.main != total.all;
     }
     for (key, total) in threads {
         tables.push.useridroomidthread_notifytotal.insert(&mut batch, &key, &Json(total));
     }
     tables.meta.insert(&mut batch, &EVALUATED.to_owned(), &Be64(reached));
     services.db.write_unsynced(batch)?;
+    // Only once written: a batch that failed is evaluated again from the totals before it.
+    rooms.remember_totals(totals);
     if pushes {
         services.push_sender.wake.notify_one();
     }
@@ -305,27 +319,58 @@ struct RoomContext {
     power_levels: Option<PushConditionPowerLevelsCtx>,
 }
 
-/// The contexts of recently active rooms, rebuilt when a room's state changes.
+/// What the evaluator keeps of recently active rooms: their contexts, rebuilt when a room's
+/// state changes, and the running totals of their members as last written (the evaluator is
+/// their only writer), which spares two reads per member and room in every batch. A room's
+/// totals are forgotten with its context: a purged room, the only other place that changes
+/// them, comes back (if ever) through a join, which changes its state.
 #[derive(Default)]
-struct RoomCache(HashMap<OwnedRoomId, Arc<RoomContext>>);
+struct RoomCache {
+    contexts: HashMap<OwnedRoomId, Arc<RoomContext>>,
+    totals: HashMap<OwnedRoomId, HashMap<OwnedUserId, Totals>>,
+    remembered: usize,
+}
+
+/// Users' totals remembered before the cache starts over.
+const TOTALS_CACHED: usize = 100_000;
 
 impl RoomCache {
+    fn totals(&self, room: &RoomId, user: &UserId) -> Option<&Totals> {
+        self.totals.get(room).and_then(|users| users.get(user))
+    }
+
+    /// The totals a batch wrote.
+    fn remember_totals(&mut self, written: HashMap<(OwnedUserId, OwnedRoomId), Totals>) {
+        if self.remembered + written.len() > TOTALS_CACHED {
+            self.totals.clear();
+            self.remembered = 0;
+        }
+        for ((user, room), total) in written {
+            if self.totals.entry(room).or_default().insert(user, total).is_none() {
+                self.remembered += 1;
+            }
+        }
+    }
+
     /// The context of `room` for an event whose room state is `snapshot` (from the event's own
     /// record, already read): kept while the events that follow share that state, rebuilt from
     /// the durable record once a state change (a membership, the power levels) moves it.
     fn get(&mut self, services: &Services, room: &RoomId, snapshot: u64) -> Result<Option<Arc<RoomContext>>> {
-        if let Some(cached) = self.0.get(room) {
+        if let Some(cached) = self.contexts.get(room) {
             if cached.snapshot == snapshot {
                 return Ok(Some(cached.clone()));
             }
         }
+        if let Some(users) = self.totals.remove(room) {
+            self.remembered -= users.len();
+        }
         // The durable record: its snapshot is written in the batch that changes the memberships.
         let Some(Json(record)) = services.db.tables.rooms.roomid_room.get(&room.to_owned())? else { return Ok(None) };
         let context = Arc::new(build_context(services, room, snapshot, &record.version)?);
-        if self.0.len() > 10_000 {
-            self.0.clear();
+        if self.contexts.len() > 10_000 {
+            self.contexts.clear();
         }
-        self.0.insert(room.to_owned(), context.clone());
+        self.contexts.insert(room.to_owned(), context.clone());
         Ok(Some(context))
     }
 }

@@ -20,8 +20,9 @@ pub struct NotificationRecord {
     /// The thread root when the event is a thread reply (`None`: the main timeline).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thread: Option<String>,
-    /// The main timeline's running totals counting this event. Absent from records written
-    /// before threads were counted apart, when every notification counted as the main timeline.
+    /// The main timeline's running totals counting this event. Absent when they are the room's
+    /// totals (no thread reply has notified the user in the room), as in records written before
+    /// threads were counted apart, when every notification counted as the main timeline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub main: Option<(u64, u64)>,
 }
@@ -63,7 +64,8 @@ hemicycle_core::tables! {
         pub useridpos_notification: Table<(OwnedUserId, Be64), OwnedRoomId>,
         /// (user, room) → the running (notification, highlight) totals.
         pub useridroomid_notifytotal: Table<(OwnedUserId, OwnedRoomId), Json<(u64, u64)>>,
-        /// (user, room) → the running totals of the main timeline alone (events in no thread).
+        /// (user, room) → the running totals of the main timeline alone (events in no thread),
+        /// once they differ from the room's (absent: the same).
         pub useridroomid_mainnotifytotal: Table<(OwnedUserId, OwnedRoomId), Json<(u64, u64)>>,
         /// (user, room, thread root) → the running totals of that thread, and its latest position.
         pub useridroomidthread_notifytotal: Table<(OwnedUserId, OwnedRoomId, String), Json<ThreadTotal>>,

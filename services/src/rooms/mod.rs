@@ -18,6 +18,7 @@ pub mod power;
 pub mod purge;
 pub mod read;
 pub mod remote;
+pub mod signing;
 pub mod state;
 pub mod tables;
 #[cfg(test)]

@@ -53,9 +53,13 @@ pub struct OlderHistory {
 }
 
 impl Rooms {
-    /// Whether the event is held here at all (timeline or outlier).
+    /// Whether the event is held here at all (timeline or outlier), without reading it: every
+    /// auth event of every PDU received is asked about.
     pub fn knows_event(&self, event: &EventId) -> Result<bool> {
-        Ok(self.pdu_json(event)?.is_some())
+        if self.writer.pending.lock().expect("pending overlay").pdus.contains_key(event) {
+            return Ok(true);
+        }
+        Ok(self.db.tables.rooms.eventid_pdu.contains(&event.to_owned())?)
     }
 
     /// Whether the event is in a timeline here (so it has a state snapshot).

@@ -301,3 +301,36 @@ async fn short_state_keys_are_read_from_the_store_once() {
         "a key never used has no number"
     );
 }
+
+/// The events the server builds are signed through the aws-lc signer (whose test shows it signs
+/// as ruma's key pair does), once each, and verify with the key the server publishes.
+#[tokio::test]
+async fn built_events_are_signed_by_the_fast_signer() {
+    let (_dir, services) = services().await;
+    let rooms = &services.rooms;
+    let alice = services.users.create("alice", None, false).await.expect("alice");
+    let room = rooms
+        .create_room(&alice, CreateRoom { public: true, ..Default::default() }, &RoomVersionId::V12)
+        .await
+        .expect("room");
+    let own = &services.federation.own;
+    let before = own.signer().signatures();
+    let content = json!({ "msgtype": "m.text", "body": "signé" });
+    let id = rooms
+        .append(&room, &alice, super::NewEvent::message(TimelineEventType::RoomMessage, content), None)
+        .await
+        .expect("message");
+    assert_eq!(own.signer().signatures() - before, 1, "one event built, one signature by the aws-lc signer");
+    let stored: CanonicalJsonObject =
+        serde_json::from_slice(&rooms.pdu_json(&id).expect("read").expect("stored")).expect("canonical JSON");
+    let mut keys = ruma::signatures::PublicKeyMap::new();
+    keys.insert(own.server_name().to_string(), own.public_key_set());
+    let rules = RoomVersionId::V12.rules().expect("rules");
+    assert_eq!(
+        ruma::signatures::verify_event(&keys, &stored, &rules).expect("verifies"),
+        ruma::signatures::Verified::All,
+        "signature and content hash hold"
+    );
+    let reference = ruma::signatures::reference_hash(&stored, &rules).expect("reference hash");
+    assert_eq!(id.as_str(), format!("${reference}"), "the event id is the reference hash");
+}

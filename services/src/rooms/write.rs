@@ -9,7 +9,7 @@ use ruma::{
     canonical_json::{redact, RedactedBecause},
     events::{StateEventType, TimelineEventType},
     room_version_rules::{EventIdFormatVersion, EventsReferenceFormatVersion},
-    signatures::{hash_and_sign_event, reference_hash},
+    signatures::reference_hash,
     CanonicalJsonObject, CanonicalJsonValue, EventId, OwnedEventId, OwnedRoomId, RoomId, RoomVersionId, UserId,
 };
 use tokio::sync::oneshot;
@@ -190,7 +190,7 @@ impl Rooms {
         let record = self.room(room)?.ok_or_else(|| Error::not_found("unknown room"))?;
         let rules = rules_of(&record.version)?;
         let auth_events = self.auth_events_for(&record, &rules, sender, &event)?;
-        let (object, _) = self.assemble(
+        let (object, _, _) = self.assemble(
             &rules,
             Some(room),
             sender,
@@ -251,9 +251,17 @@ impl Rooms {
         event: &NewEvent,
         links: Links<'_>,
     ) -> Result<(OwnedEventId, CanonicalJsonObject, Vec<u8>)> {
-        let (mut object, v1_event_id) = self.assemble(rules, room, sender, event, links)?;
-        hash_and_sign_event(self.server_name.as_str(), self.keys.signer(), &mut object, &rules.redaction)
-            .map_err(|e| Error::Internal(format!("signing failed: {e}")))?;
+        let (mut object, v1_event_id, unsigned_json) = self.assemble(rules, room, sender, event, links)?;
+        // The content hash covers `unsigned_json`; the signature and the reference hash cover
+        // the same signed bytes (see `signing`).
+        let signed = super::signing::hash_and_sign(
+            self.server_name.as_str(),
+            self.keys.signer(),
+            &mut object,
+            &unsigned_json,
+            rules,
+        )
+        .map_err(|e| Error::Internal(format!("signing failed: {e}")))?;
         let json = serde_json::to_vec(&object).map_err(|e| Error::Internal(e.to_string()))?;
         let size = json.len();
         if size > MAX_PDU_BYTES {
@@ -261,17 +269,16 @@ impl Rooms {
         }
         let event_id = match v1_event_id {
             Some(id) => id,
-            None => {
-                let hash =
-                    reference_hash(&object, rules).map_err(|e| Error::Internal(format!("hashing failed: {e}")))?;
-                format!("${hash}")
-            }
+            None => super::signing::reference_id(&signed, rules)
+                .map_err(|e| Error::Internal(format!("hashing failed: {e}")))?
+                .ok_or_else(|| Error::Internal("an event id format without reference hash".into()))?,
         };
         let event_id = OwnedEventId::try_from(event_id).map_err(|e| Error::Internal(e.to_string()))?;
         Ok((event_id, object, json))
     }
 
-    /// The unsigned PDU: fields, links, depth (room versions 1 and 2 also get their event id).
+    /// The unsigned PDU: fields, links, depth (room versions 1 and 2 also get their event id),
+    /// and that object serialized (what its content hash covers).
     pub(super) fn assemble(
         &self,
         rules: &ruma::room_version_rules::RoomVersionRules,
@@ -279,7 +286,7 @@ impl Rooms {
         sender: &UserId,
         event: &NewEvent,
         links: Links<'_>,
-    ) -> Result<(CanonicalJsonObject, Option<String>)> {
+    ) -> Result<(CanonicalJsonObject, Option<String>, Vec<u8>)> {
         let Links { prev_events, auth_events, depth } = links;
         if !event.content.is_object() {
             return Err(Error::BadJson("event content must be a JSON object".into()));
@@ -333,11 +340,11 @@ impl Rooms {
         object.insert("auth_events".into(), ids(auth_events)?);
         object.insert("depth".into(), canonical(serde_json::json!(depth))?);
         // Hashes and one signature add about 200 bytes; refuse oversized events before signing.
-        let unsigned_size = serde_json::to_vec(&object).map(|v| v.len()).unwrap_or(usize::MAX);
-        if unsigned_size + 256 > MAX_PDU_BYTES {
+        let unsigned_json = serde_json::to_vec(&object).map_err(|e| Error::Internal(e.to_string()))?;
+        if unsigned_json.len() + 256 > MAX_PDU_BYTES {
             return Err(Error::TooLarge(format!("the event would exceed {MAX_PDU_BYTES} bytes")));
         }
-        Ok((object, v1_event_id))
+        Ok((object, v1_event_id, unsigned_json))
     }
 
     /// Authorizes the event against the room's current state (which, for a local event pointing
