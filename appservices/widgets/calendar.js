@@ -76,6 +76,8 @@ function ruleText(rule) {
 const clock = (d) => d.toLocaleTimeString(locale, { hour: "2-digit", minute: "2-digit" });
 
 function showDetail(occurrence, focus) {
+  // Redrawn by a reload while the keyboard was in it: the focus stays in it.
+  const refocus = focus || detail.contains(document.activeElement);
   selected = occurrence;
   const entry = entries[occurrence.uid] || {};
   const start = new Date(occurrence.start);
@@ -131,7 +133,7 @@ function showDetail(occurrence, focus) {
   detail.dataset.uid = occurrence.uid;
   detail.hidden = false;
   // Chosen by the user (not redrawn by a reload): the keyboard goes to the details.
-  if (focus) detail.querySelector("#detail-title").focus();
+  if (refocus) detail.querySelector("#detail-title").focus();
 }
 
 function hideDetail() {
