@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::{
     commands::{self, Command, Lang, Span, TaskFilter},
-    service::{hex_sha256, Failure, NewEntry, NewTask, TaskEdit, Workspace},
+    service::{hex_sha256, EntryEdit, Failure, NewEntry, NewTask, TaskEdit, Which, Workspace},
     tasks::{Progress, Task},
     widgets::View,
 };
@@ -380,6 +380,56 @@ async fn run(
                 return Ok(lang.pick("Rien à l'agenda.", "Nothing in the calendar.").to_owned());
             }
             Ok(lines.join("\n"))
+        }
+        Command::CalEdit { id, title, date, time, duration, location } => {
+            // A date or a time alone keeps the other part of the entry's start.
+            let start = match (date, time) {
+                (None, None) => None,
+                (date, time) => {
+                    let current = ws.entry(room, &id)?.dtstart.local().ok_or_else(|| {
+                        Failure::bad("entrée aux heures illisibles", "an entry with unreadable times")
+                    })?;
+                    let date = date.unwrap_or_else(|| current.format("%Y-%m-%d").to_string());
+                    let time = time.unwrap_or_else(|| current.format("%H:%M").to_string());
+                    Some(format!("{date}T{time}"))
+                }
+            };
+            let duration_minutes = match duration.as_deref() {
+                Some(d) => Some(parse_duration(d).ok_or_else(|| {
+                    Failure::bad(format!("durée illisible : {d}"), format!("unreadable duration: {d}"))
+                })?),
+                None => None,
+            };
+            let edit = EntryEdit { title, start, duration_minutes, location, description: None };
+            let entry = ws.edit_entry(room, &id, edit).await?;
+            let when = entry.dtstart.local().map(|t| t.format("%Y-%m-%d %H:%M").to_string()).unwrap_or_default();
+            Ok(format!(
+                "{} [{}] {} — {when} ({})",
+                lang.pick("Entrée modifiée :", "Entry changed:"),
+                entry.uid,
+                entry.title,
+                entry.dtstart.tzid
+            ))
+        }
+        Command::CalDelete { id } => {
+            let entry = ws.delete_entry(room, &id).await?;
+            Ok(format!("{} [{}] {}", lang.pick("Entrée supprimée :", "Entry deleted:"), entry.uid, entry.title))
+        }
+        Command::CalSkip { id, date } => {
+            let day = chrono::NaiveDate::parse_from_str(&date, "%Y-%m-%d").map_err(|_| {
+                Failure::bad(
+                    format!("date illisible : {date} (attendu 2026-12-09)"),
+                    format!("unreadable date: {date} (expected 2026-12-09)"),
+                )
+            })?;
+            let (entry, skipped) = ws.skip_occurrence(room, &id, Which::OnDate(day)).await?;
+            Ok(format!(
+                "{} [{}] {} — {}",
+                lang.pick("Occurrence retirée :", "Occurrence removed:"),
+                entry.uid,
+                entry.title,
+                skipped.format("%Y-%m-%d %H:%M")
+            ))
         }
         Command::CalMeeting { id } => {
             let (entry, meeting) = ws.create_meeting(room, sender, &id, event_id).await?;

@@ -112,6 +112,24 @@ pub enum Command {
     CalFeed {
         revoke: bool,
     },
+    /// Changes an entry: the options given (title, date, time, duration, location).
+    CalEdit {
+        id: String,
+        title: Option<String>,
+        date: Option<String>,
+        time: Option<String>,
+        duration: Option<String>,
+        location: Option<String>,
+    },
+    /// Deletes an entry, all its occurrences with it.
+    CalDelete {
+        id: String,
+    },
+    /// Removes one occurrence of a recurring entry: the one on `date`.
+    CalSkip {
+        id: String,
+        date: String,
+    },
     DocNew {
         name: String,
     },
@@ -213,13 +231,15 @@ const FR_WORDS: &[&str] = &[
     "decrire",
     "échéance",
     "echeance",
+    "modifier",
+    "sauter",
 ];
 
 /// What `!help` / `!aide` answers: every command the parser takes, in the asker's language.
 pub fn help(lang: Lang) -> &'static str {
     lang.pick(
-        "!doc créer «nom» · !doc lier !bibliothèque:serveur · !doc liste [dossier] · !doc dossier chemin · !doc déplacer NOM dossier · !doc supprimer NOM · !doc historique NOM · !doc verrouiller NOM\n!tâche ajouter \"titre\" [@qui] [échéance:2026-12-01] [prio:haute] · !tâche fait ID · !tâche assigner ID @qui · !tâche décrire ID «texte» · !tâche échéance ID 2026-12-01|aucune · !tâche liste [moi|ouvertes|retard]\n!agenda ajouter \"titre\" 2026-03-16 10:00 [durée:1h] [répéter:hebdo] [fois:4] · !agenda liste [aujourdhui|semaine] · !agenda rsvp ID oui|non|peut-être · !agenda flux [révoquer]\n!espace widgets",
-        "!doc new \"name\" · !doc link !library:server · !doc ls [folder] · !doc mkdir path · !doc mv NAME folder · !doc rm NAME · !doc history NAME · !doc lock NAME\n!task add \"title\" [@who] [due:2026-12-01] [prio:high] · !task done ID · !task assign ID @who · !task describe ID \"text\" · !task due ID 2026-12-01|none · !task list [mine|open|late]\n!cal add \"title\" 2026-03-16 10:00 [duration:1h] [repeat:weekly] [count:4] · !cal list [today|week] · !cal rsvp ID yes|no|maybe · !cal feed [revoke]\n!workspace widgets",
+        "!doc créer «nom» · !doc lier !bibliothèque:serveur · !doc liste [dossier] · !doc dossier chemin · !doc déplacer NOM dossier · !doc supprimer NOM · !doc historique NOM · !doc verrouiller NOM\n!tâche ajouter \"titre\" [@qui] [échéance:2026-12-01] [prio:haute] · !tâche fait ID · !tâche assigner ID @qui · !tâche décrire ID «texte» · !tâche échéance ID 2026-12-01|aucune · !tâche liste [moi|ouvertes|retard]\n!agenda ajouter \"titre\" 2026-03-16 10:00 [durée:1h] [répéter:hebdo] [fois:4] · !agenda liste [aujourdhui|semaine] · !agenda rsvp ID oui|non|peut-être · !agenda modifier ID [titre:«…»] [date:…] [heure:…] [durée:…] [lieu:«…»] · !agenda supprimer ID · !agenda sauter ID 2026-12-09 · !agenda flux [révoquer]\n!espace widgets",
+        "!doc new \"name\" · !doc link !library:server · !doc ls [folder] · !doc mkdir path · !doc mv NAME folder · !doc rm NAME · !doc history NAME · !doc lock NAME\n!task add \"title\" [@who] [due:2026-12-01] [prio:high] · !task done ID · !task assign ID @who · !task describe ID \"text\" · !task due ID 2026-12-01|none · !task list [mine|open|late]\n!cal add \"title\" 2026-03-16 10:00 [duration:1h] [repeat:weekly] [count:4] · !cal list [today|week] · !cal rsvp ID yes|no|maybe · !cal edit ID [title:\"…\"] [date:…] [time:…] [duration:…] [at:\"…\"] · !cal rm ID · !cal skip ID 2026-12-09 · !cal feed [revoke]\n!workspace widgets",
     )
 }
 
@@ -270,6 +290,8 @@ fn options(words: &[String]) -> BTreeMap<String, String> {
                 "fois" => "count".to_owned(),
                 "jusqu'à" | "jusqua" => "until".to_owned(),
                 "lieu" => "at".to_owned(),
+                "titre" => "title".to_owned(),
+                "heure" => "time".to_owned(),
                 other => other.to_owned(),
             };
             (k, v.to_owned())
@@ -303,8 +325,12 @@ const CAL_ADD: Usage = Usage(
 );
 const CAL_RSVP: Usage = Usage("usage : !agenda rsvp ID oui|non|peut-être", "usage: !cal rsvp ID yes|no|maybe");
 const CAL_HELP: Usage = Usage(
-    "commandes : !agenda ajouter | liste [aujourdhui|semaine] | rsvp ID oui|non|peut-être | réunion ID | flux [révoquer]",
-    "commands: !cal add | list [today|week] | rsvp ID yes|no|maybe | meeting ID | feed [revoke]",
+    "commandes : !agenda ajouter | liste [aujourdhui|semaine] | rsvp ID oui|non|peut-être | modifier ID | supprimer ID | sauter ID DATE | réunion ID | flux [révoquer]",
+    "commands: !cal add | list [today|week] | rsvp ID yes|no|maybe | edit ID | rm ID | skip ID DATE | meeting ID | feed [revoke]",
+);
+const CAL_EDIT: Usage = Usage(
+    "usage : !agenda modifier ID [titre:«titre»] [date:2026-12-03] [heure:15:00] [durée:1h30] [lieu:«salle 2»] · !agenda supprimer ID · !agenda sauter ID 2026-12-09 (une occurrence)",
+    "usage: !cal edit ID [title:\"title\"] [date:2026-12-03] [time:15:00] [duration:1h30] [at:\"room 2\"] · !cal rm ID · !cal skip ID 2026-12-09 (one occurrence)",
 );
 
 fn task(sub: &str, rest: &[String]) -> Result<Command, Usage> {
@@ -414,6 +440,31 @@ fn cal(sub: &str, rest: &[String]) -> Result<Command, Usage> {
             };
             Ok(Command::CalRsvp { id: id.clone(), answer: answer.to_owned() })
         }
+        "edit" | "modifier" => {
+            let [id, more @ ..] = rest else { return Err(CAL_EDIT) };
+            let options = options(more);
+            let known = ["title", "date", "time", "duration", "at"];
+            if options.is_empty() || options.len() != more.len() || options.keys().any(|k| !known.contains(&k.as_str()))
+            {
+                return Err(CAL_EDIT);
+            }
+            Ok(Command::CalEdit {
+                id: id.clone(),
+                title: options.get("title").cloned(),
+                date: options.get("date").cloned(),
+                time: options.get("time").cloned(),
+                duration: options.get("duration").cloned(),
+                location: options.get("at").cloned(),
+            })
+        }
+        "rm" | "delete" | "supprimer" => match rest {
+            [id] => Ok(Command::CalDelete { id: id.clone() }),
+            _ => Err(CAL_EDIT),
+        },
+        "skip" | "sauter" => match rest {
+            [id, date] => Ok(Command::CalSkip { id: id.clone(), date: date.clone() }),
+            _ => Err(CAL_EDIT),
+        },
         "feed" | "flux" => match rest.first().map(|w| w.to_lowercase()).as_deref() {
             None => Ok(Command::CalFeed { revoke: false }),
             Some("revoke") | Some("révoquer") | Some("revoquer") => Ok(Command::CalFeed { revoke: true }),
@@ -522,6 +573,48 @@ mod tests {
         assert_eq!(parse("!cal add \"x\" 2026-03-16", Lang::Fr).unwrap().1, Err(CAL_ADD));
         assert_eq!(parse("!cal rsvp e1 perhaps", Lang::Fr).unwrap().1, Err(CAL_RSVP));
         assert_eq!(parse("!task describe t1", Lang::Fr).unwrap().1, Err(TASK_EDIT));
+    }
+
+    #[test]
+    fn calendar_entries_are_edited_deleted_and_skipped_by_command() {
+        assert_eq!(
+            parse("!agenda modifier e1 titre:«Comité élargi» heure:11:00 lieu:«Salle 5»", Lang::En).unwrap(),
+            (
+                Lang::Fr,
+                Ok(Command::CalEdit {
+                    id: "e1".into(),
+                    title: Some("Comité élargi".into()),
+                    date: None,
+                    time: Some("11:00".into()),
+                    duration: None,
+                    location: Some("Salle 5".into()),
+                })
+            )
+        );
+        assert_eq!(
+            parse("!cal edit e1 date:2026-12-03 duration:1h30", Lang::Fr).unwrap().1,
+            Ok(Command::CalEdit {
+                id: "e1".into(),
+                title: None,
+                date: Some("2026-12-03".into()),
+                time: None,
+                duration: Some("1h30".into()),
+                location: None,
+            })
+        );
+        assert_eq!(parse("!cal edit e1", Lang::Fr).unwrap().1, Err(CAL_EDIT), "nothing to change");
+        assert_eq!(parse("!cal edit e1 colour:red", Lang::Fr).unwrap().1, Err(CAL_EDIT));
+        assert_eq!(parse("!cal edit e1 title:x stray", Lang::Fr).unwrap().1, Err(CAL_EDIT));
+        assert_eq!(
+            parse("!agenda supprimer e1", Lang::En).unwrap(),
+            (Lang::Fr, Ok(Command::CalDelete { id: "e1".into() }))
+        );
+        assert_eq!(parse("!cal rm e1", Lang::Fr).unwrap(), (Lang::En, Ok(Command::CalDelete { id: "e1".into() })));
+        assert_eq!(
+            parse("!agenda sauter e1 2026-12-09", Lang::En).unwrap(),
+            (Lang::Fr, Ok(Command::CalSkip { id: "e1".into(), date: "2026-12-09".into() }))
+        );
+        assert_eq!(parse("!cal skip e1", Lang::Fr).unwrap().1, Err(CAL_EDIT));
     }
 
     #[test]

@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 use crate::{
     bot,
     rights::Role,
-    service::{Failure, NewEntry, NewTask, TaskEdit, Workspace},
+    service::{EntryEdit, Failure, NewEntry, NewTask, TaskEdit, Which, Workspace},
     tasks::Progress,
 };
 
@@ -45,10 +45,13 @@ pub fn router(ws: Ws) -> Router {
         .route("/api/v1/rooms/{room}/tasks/{id}/progress", post(task_progress))
         .route("/api/v1/rooms/{room}/tasks/{id}/assignees", post(assign_task))
         .route("/api/v1/rooms/{room}/calendar", get(list_calendar).post(create_entry))
+        .route("/api/v1/rooms/{room}/calendar/{id}", axum::routing::patch(edit_entry).delete(delete_entry))
         .route("/api/v1/rooms/{room}/calendar/{id}/rsvp", post(rsvp))
+        .route("/api/v1/rooms/{room}/calendar/{id}/skip", post(skip_occurrence))
         .route("/api/v1/libraries/{library}/files", get(list_files).post(add_file).delete(delete_file))
         .route("/api/v1/libraries/{library}/folders", post(make_folder))
         .route("/api/v1/libraries/{library}/files/lock", post(lock_file))
+        .route("/api/v1/libraries/{library}/files/move", post(move_file))
         .route("/api/v1/libraries/{library}/files/history", get(file_history))
         .route("/calendar/{file}", get(ics_feed))
         .route("/widgets/tasks", get(crate::widgets::tasks_page))
@@ -345,6 +348,48 @@ async fn rsvp(
     ok(json!({ "entry": entry }))
 }
 
+/// `PATCH …/calendar/{uid} {"title"?, "start"?, "duration_minutes"?, "location"?,
+/// "description"?}`: an entry edited in the calendar widget, as `!cal edit` edits it.
+async fn edit_entry(
+    State(ws): State<Ws>,
+    Path((room, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    parsed: Result<Json<EntryEdit>, JsonRejection>,
+) -> Answer {
+    member(&ws, &headers, &room).await?;
+    let entry = ws.edit_entry(&room, &id, body(parsed)?).await?;
+    ok(json!({ "entry": entry }))
+}
+
+/// `DELETE …/calendar/{uid}`: the entry and all its occurrences, as `!cal rm`.
+async fn delete_entry(State(ws): State<Ws>, Path((room, id)): Path<(String, String)>, headers: HeaderMap) -> Answer {
+    member(&ws, &headers, &room).await?;
+    ws.delete_entry(&room, &id).await?;
+    ok(json!({}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Skip {
+    /// The occurrence's start, as the calendar listing gives it (RFC 3339).
+    start: String,
+}
+
+/// `POST …/calendar/{uid}/skip {"start": "2026-12-09T09:00:00Z"}`: that occurrence removed
+/// (an `exdate`), as `!cal skip`.
+async fn skip_occurrence(
+    State(ws): State<Ws>,
+    Path((room, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    parsed: Result<Json<Skip>, JsonRejection>,
+) -> Answer {
+    member(&ws, &headers, &room).await?;
+    let start = body(parsed)?.start;
+    let at = instant(Some(start.as_str()), ws.clock.now(), "start")?;
+    let (entry, _) = ws.skip_occurrence(&room, &id, Which::At(at)).await?;
+    ok(json!({ "entry": entry }))
+}
+
 #[derive(Deserialize)]
 struct FeedQuery {
     token: Option<String>,
@@ -466,6 +511,32 @@ async fn delete_file(
     let (folder, name) = split_path(&ws, &user, &library, &path).await?;
     require(&ws, &folder, &user, Role::Editor).await?;
     ws.remove_file(&user, &folder, &name, &request_seed()).await?;
+    ok(json!({}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MoveTo {
+    /// The target folder's path (`a/b`; empty or `.` for the top).
+    to: String,
+}
+
+/// `POST /api/v1/libraries/{library}/files/move?path=a/name.pdf` `{"to": "b"}`: as `!doc mv`;
+/// the caller must be an editor of both folders.
+async fn move_file(
+    State(ws): State<Ws>,
+    Path(library): Path<String>,
+    parsed_query: Result<Query<FilePath>, QueryRejection>,
+    headers: HeaderMap,
+    parsed: Result<Json<MoveTo>, JsonRejection>,
+) -> Answer {
+    let (user, path) = library_request(&ws, &headers, &library, parsed_query).await?;
+    let to = body(parsed)?.to;
+    let (folder, name) = split_path(&ws, &user, &library, &path).await?;
+    let target = resolve(&ws, &user, &library, &to).await?;
+    require(&ws, &folder, &user, Role::Editor).await?;
+    require(&ws, &target, &user, Role::Editor).await?;
+    ws.move_file(&user, &folder, &name, &target, &request_seed()).await?;
     ok(json!({}))
 }
 

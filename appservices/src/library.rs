@@ -370,6 +370,13 @@ impl Workspace {
     ) -> Result<(), Failure> {
         self.tree(folder)?;
         self.tree(target)?;
+        if folder == target {
+            // Filed again where it is, then removed: the file would be lost.
+            return Err(Failure::bad(
+                format!("« {name} » est déjà dans ce dossier"),
+                format!("\"{name}\" is already in that folder"),
+            ));
+        }
         self.require(folder, asker, Role::Editor).await?;
         self.require(target, asker, Role::Editor).await?;
         let (id, branch) = self.active_file(folder, name).ok_or_else(|| not_found(name))?;

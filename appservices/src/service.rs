@@ -150,6 +150,33 @@ fn default_minutes() -> u32 {
     60
 }
 
+/// Changes to a calendar entry, from the calendar widget, the REST API (`PATCH
+/// …/calendar/{uid}`) or `!cal edit`: fields left out are kept. Times stay in the entry's zone.
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntryEdit {
+    #[serde(default)]
+    pub title: Option<String>,
+    /// A new local start, `2026-03-16T10:00`, in the entry's zone (the duration is kept).
+    #[serde(default)]
+    pub start: Option<String>,
+    #[serde(default)]
+    pub duration_minutes: Option<u32>,
+    #[serde(default)]
+    pub location: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// Which occurrence of a recurring entry is meant: the one on a local date (in the entry's
+/// zone; a command's `2026-12-09`), or the one starting at an instant (the API's, as it lists
+/// occurrences).
+#[derive(Debug, Clone, Copy)]
+pub enum Which {
+    OnDate(NaiveDate),
+    At(DateTime<Utc>),
+}
+
 pub struct Workspace {
     pub config: Config,
     pub matrix: Matrix,
@@ -741,18 +768,137 @@ impl Workspace {
         Ok(entry)
     }
 
-    pub async fn rsvp(&self, room: &str, id: &str, user: &str, answer: &str) -> Result<Entry, Failure> {
-        if !["yes", "no", "maybe"].contains(&answer) {
-            return Err(Failure::bad("réponse attendue : yes, no ou maybe", "expected answer: yes, no or maybe"));
-        }
-        let mut entry = self.known_room(room)?.entries.get(id).cloned().ok_or_else(|| {
+    /// The entry `id` of `room`'s calendar.
+    pub fn entry(&self, room: &str, id: &str) -> Result<Entry, Failure> {
+        self.known_room(room)?.entries.get(id).cloned().ok_or_else(|| {
             Failure::new(
                 404,
                 "M_NOT_FOUND",
                 format!("pas d'entrée {id} dans l'agenda"),
                 format!("no entry {id} in the calendar"),
             )
-        })?;
+        })
+    }
+
+    /// Changes an entry's title, start, duration, location or description: everything is
+    /// checked before the one write, so a refused edit changes nothing. Exceptions (`exdate`)
+    /// that no longer fall on an occurrence of the moved entry are dropped.
+    pub async fn edit_entry(&self, room: &str, id: &str, edit: EntryEdit) -> Result<Entry, Failure> {
+        let mut entry = self.entry(room, id)?;
+        if let Some(title) = &edit.title {
+            let title = title.trim();
+            if title.is_empty() || title.len() > 500 {
+                return Err(Failure::bad("le titre est vide ou trop long", "the title is empty or too long"));
+            }
+            entry.title = title.to_owned();
+        }
+        if let Some(location) = &edit.location {
+            if location.len() > 500 {
+                return Err(Failure::bad("lieu trop long", "the location is too long"));
+            }
+            location.trim().clone_into(&mut entry.location);
+        }
+        if let Some(description) = &edit.description {
+            if description.len() > 10_000 {
+                return Err(Failure::bad("description trop longue", "the description is too long"));
+            }
+            description.trim().clone_into(&mut entry.description);
+        }
+        if edit.start.is_some() || edit.duration_minutes.is_some() {
+            let invalid = || Failure::bad("entrée aux heures illisibles", "an entry with unreadable times");
+            let (old_start, old_end) =
+                (entry.dtstart.local().ok_or_else(invalid)?, entry.dtend.local().ok_or_else(invalid)?);
+            let start = match &edit.start {
+                Some(text) => {
+                    tasks::parse_due(text).filter(|(_, date_only)| !date_only).map(|(t, _)| t).ok_or_else(|| {
+                        Failure::bad(
+                            format!("début illisible : {text} (attendu 2026-03-16T10:00)"),
+                            format!("unreadable start: {text} (expected 2026-03-16T10:00)"),
+                        )
+                    })?
+                }
+                None => old_start,
+            };
+            let minutes = match edit.duration_minutes {
+                Some(m) if m == 0 || m > 60 * 24 * 14 => {
+                    return Err(Failure::bad("durée hors limites", "duration out of range"))
+                }
+                Some(m) => i64::from(m),
+                None => (old_end - old_start).num_minutes(),
+            };
+            let zone = entry.dtstart.tzid.clone();
+            entry.dtstart = LocalTime::new(&zone, start);
+            entry.dtend = LocalTime::new(&zone, start + Duration::minutes(minutes));
+            if let Some(Ok(rule)) = entry.rrule.as_deref().map(calendar::parse_rrule) {
+                let starts: std::collections::HashSet<String> =
+                    rule.local_starts(start).iter().map(|t| t.format("%Y%m%dT%H%M%S").to_string()).collect();
+                entry.exdate.retain(|x| starts.contains(x));
+            }
+        }
+        entry.validate().map_err(|e| Failure::bad(format!("entrée invalide : {e}"), format!("invalid entry: {e}")))?;
+        entry.updated = stamp(self.clock.now());
+        self.write_entry(room, &entry).await?;
+        Ok(entry)
+    }
+
+    /// Deletes an entry: its state becomes `{}` (as a deleted task's), which no client reads as
+    /// an entry. Returns what it was.
+    pub async fn delete_entry(&self, room: &str, id: &str) -> Result<Entry, Failure> {
+        let entry = self.entry(room, id)?;
+        self.matrix.put_state(room, CALENDAR_TYPE, id, &json!({})).await?;
+        self.observe(room, &json!({ "type": CALENDAR_TYPE, "state_key": id, "content": {} }));
+        Ok(entry)
+    }
+
+    /// Removes one occurrence of a recurring entry (an `exdate`, as RFC 5545's EXDATE): the
+    /// others stay. Returns the entry and the local start removed. Skipping twice is harmless.
+    pub async fn skip_occurrence(
+        &self,
+        room: &str,
+        id: &str,
+        which: Which,
+    ) -> Result<(Entry, chrono::NaiveDateTime), Failure> {
+        let mut entry = self.entry(room, id)?;
+        let rule = match entry.rrule.as_deref().map(calendar::parse_rrule) {
+            Some(Ok(rule)) => rule,
+            _ => {
+                return Err(Failure::bad(
+                    format!("{id} ne se répète pas : supprimez l'entrée"),
+                    format!("{id} does not repeat: delete the entry instead"),
+                ))
+            }
+        };
+        let (Some(start), Some(zone)) = (entry.dtstart.local(), entry.dtstart.zone()) else {
+            return Err(Failure::bad("entrée aux heures illisibles", "an entry with unreadable times"));
+        };
+        let local = match which {
+            Which::OnDate(date) => date.and_time(start.time()),
+            Which::At(instant) => instant.with_timezone(&zone).naive_local(),
+        };
+        if !rule.local_starts(start).contains(&local) {
+            let at = local.format("%Y-%m-%d %H:%M");
+            return Err(Failure::new(
+                404,
+                "M_NOT_FOUND",
+                format!("{id} n'a pas d'occurrence le {at}"),
+                format!("{id} has no occurrence at {at}"),
+            ));
+        }
+        let value = local.format("%Y%m%dT%H%M%S").to_string();
+        if !entry.exdate.contains(&value) {
+            entry.exdate.push(value);
+            entry.exdate.sort();
+            entry.updated = stamp(self.clock.now());
+            self.write_entry(room, &entry).await?;
+        }
+        Ok((entry, local))
+    }
+
+    pub async fn rsvp(&self, room: &str, id: &str, user: &str, answer: &str) -> Result<Entry, Failure> {
+        if !["yes", "no", "maybe"].contains(&answer) {
+            return Err(Failure::bad("réponse attendue : yes, no ou maybe", "expected answer: yes, no or maybe"));
+        }
+        let mut entry = self.entry(room, id)?;
         entry.attendees.insert(user.to_owned(), Attendee { rsvp: answer.to_owned() });
         entry.updated = stamp(self.clock.now());
         self.write_entry(room, &entry).await?;
@@ -770,14 +916,7 @@ impl Workspace {
         id: &str,
         seed: &str,
     ) -> Result<(Entry, String), Failure> {
-        let mut entry = self.known_room(room)?.entries.get(id).cloned().ok_or_else(|| {
-            Failure::new(
-                404,
-                "M_NOT_FOUND",
-                format!("pas d'entrée {id} dans l'agenda"),
-                format!("no entry {id} in the calendar"),
-            )
-        })?;
+        let mut entry = self.entry(room, id)?;
         if let Some(existing) = &entry.meeting_room {
             return Ok((entry.clone(), existing.clone()));
         }

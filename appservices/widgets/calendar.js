@@ -1,25 +1,34 @@
 // The calendar widget: a room's entries by month or by week, their recurrences expanded by the
-// workspace (the same expansion as `!cal list`), entries added and answered (RSVP) through its
-// REST API, the same code as the commands. Times show in the browser's zone; new entries are
-// made in it. Changes by others arrive as room state the client forwards: the view reloads.
+// workspace (the same expansion as `!cal list`), entries added, answered (RSVP), edited, deleted
+// and one occurrence of a recurring entry skipped, through its REST API: the same code as the
+// commands. Times show in the browser's zone; new entries are made in it, edits keep the entry's
+// own zone. Changes by others arrive as room state the client forwards: the view reloads (after
+// the edit in progress, if one is open, so nothing typed is lost).
 "use strict";
 
 const { room, lang, api, element, attempt } = Widget;
 const me = Widget.params.get("user") || "";
-const words = {
+const WORDS = {
   fr: { month: "Mois", week: "Semaine", previous: "Précédent", next: "Suivant", today: "Aujourd'hui",
         add: "Ajouter à l'agenda", title: "Titre", date: "Date", time: "Heure", duration: "Durée (minutes)",
         repeat: "Répétition", once: "Aucune", daily: "Chaque jour", weekly: "Chaque semaine", monthly: "Chaque mois",
         count: "Nombre de fois", location: "Lieu", rsvp: "Votre réponse", yes: "Oui", no: "Non", maybe: "Peut-être",
         attendees: "Participants", close: "Fermer", nothing: "Rien ce jour-là", times: "fois", until: "jusqu'au",
-        days: ["lun.", "mar.", "mer.", "jeu.", "ven.", "sam.", "dim."], weekOf: "Semaine du", nobody: "personne" },
+        days: ["lun.", "mar.", "mer.", "jeu.", "ven.", "sam.", "dim."], weekOf: "Semaine du", nobody: "personne",
+        edit: "Modifier l'entrée", save: "Enregistrer", skip: "Retirer cette occurrence",
+        remove: "Supprimer l'entrée", confirmRemove: "Confirmer : supprimer l'entrée et toutes ses occurrences",
+        zoneOf: "fuseau" },
   en: { month: "Month", week: "Week", previous: "Previous", next: "Next", today: "Today",
         add: "Add to the calendar", title: "Title", date: "Date", time: "Time", duration: "Duration (minutes)",
         repeat: "Repeat", once: "None", daily: "Every day", weekly: "Every week", monthly: "Every month",
         count: "Number of times", location: "Location", rsvp: "Your answer", yes: "Yes", no: "No", maybe: "Maybe",
         attendees: "Attendees", close: "Close", nothing: "Nothing that day", times: "times", until: "until",
-        days: ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"], weekOf: "Week of", nobody: "nobody" },
-}[lang];
+        days: ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"], weekOf: "Week of", nobody: "nobody",
+        edit: "Edit the entry", save: "Save", skip: "Remove this occurrence",
+        remove: "Delete the entry", confirmRemove: "Confirm: delete the entry and all its occurrences",
+        zoneOf: "zone" },
+};
+const words = WORDS[lang];
 const locale = lang === "en" ? "en-GB" : "fr-FR";
 const zone = Intl.DateTimeFormat().resolvedOptions().timeZone || document.body.dataset.zone;
 const path = `/rooms/${Widget.enc(room)}/calendar`;
@@ -34,6 +43,8 @@ let mode = "month";
 let anchor = new Date(today);
 let entries = {};
 let selected = null;
+// A reload that arrived while the edit form was open: done once it is closed.
+let stale = false;
 
 const pad = (n) => String(n).padStart(2, "0");
 const dayKey = (d) => `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
@@ -64,7 +75,9 @@ function ruleText(rule) {
 
 const clock = (d) => d.toLocaleTimeString(locale, { hour: "2-digit", minute: "2-digit" });
 
-function showDetail(occurrence) {
+function showDetail(occurrence, focus) {
+  // Redrawn by a reload while the keyboard was in it: the focus stays in it.
+  const refocus = focus || detail.contains(document.activeElement);
   selected = occurrence;
   const entry = entries[occurrence.uid] || {};
   const start = new Date(occurrence.start);
@@ -82,22 +95,95 @@ function showDetail(occurrence) {
   }
   const attendees = Object.entries(entry.attendees || {}).map(([user, a]) => `${user} (${words[a.rsvp] || a.rsvp})`);
   const close = element("button", { type: "button", class: "close" }, words.close);
-  close.addEventListener("click", () => {
-    selected = null;
-    detail.hidden = true;
+  close.addEventListener("click", hideDetail);
+  const entryPath = `${path}/${Widget.enc(occurrence.uid)}`;
+  // One occurrence of a recurring entry removed (an exception), the others kept.
+  const skip = entry.rrule
+    ? element("button", { type: "button", "data-action": "skip" }, words.skip)
+    : null;
+  skip?.addEventListener("click", () => attempt(async () => {
+    await api("POST", `${entryPath}/skip`, { start: occurrence.start });
+    hideDetail();
+    await load();
+  }));
+  // Deleting asks once more: the entry goes with all its occurrences.
+  const remove = element("button", { type: "button", "data-action": "delete", "aria-expanded": "false" }, words.remove);
+  const confirm = element("button", { type: "button", "data-action": "confirm-delete", hidden: "" }, words.confirmRemove);
+  remove.addEventListener("click", () => {
+    confirm.hidden = false;
+    remove.setAttribute("aria-expanded", "true");
+    confirm.focus();
   });
+  confirm.addEventListener("click", () => attempt(async () => {
+    await api("DELETE", entryPath);
+    hideDetail();
+    await load();
+  }));
   detail.replaceChildren(
-    element("h2", { id: "detail-title" }, occurrence.title),
+    element("h2", { id: "detail-title", tabindex: "-1" }, occurrence.title),
     element("p", {}, `${start.toLocaleDateString(locale, { weekday: "long", day: "numeric", month: "long" })}, ${clock(start)} – ${clock(end)}`),
     entry.location ? element("p", {}, `${words.location}${lang === "en" ? ":" : " :"} ${entry.location}`) : null,
     entry.rrule ? element("p", { class: "rule" }, ruleText(entry.rrule)) : null,
     element("p", {}, `${words.attendees}: ${attendees.join(", ") || words.nobody}`),
     element("p", { id: "rsvp-label" }, words.rsvp),
     buttons,
-    close,
+    entry.uid ? editor(entry, entryPath) : null,
+    element("div", { class: "actions" }, skip, remove, confirm, close),
   );
   detail.dataset.uid = occurrence.uid;
   detail.hidden = false;
+  // Chosen by the user (not redrawn by a reload): the keyboard goes to the details.
+  if (refocus) detail.querySelector("#detail-title").focus();
+}
+
+function hideDetail() {
+  selected = null;
+  detail.hidden = true;
+}
+
+// `20261202T100000` → ["2026-12-02", "10:00"], and minutes between two such values.
+const localParts = (v) => [`${v.slice(0, 4)}-${v.slice(4, 6)}-${v.slice(6, 8)}`, `${v.slice(9, 11)}:${v.slice(11, 13)}`];
+const localMs = (v) => Date.UTC(+v.slice(0, 4), +v.slice(4, 6) - 1, +v.slice(6, 8), +v.slice(9, 11), +v.slice(11, 13));
+
+// The entry's edit form: its times in its own zone (named when it is not the browser's); one PATCH.
+function editor(entry, entryPath) {
+  const [date, time] = localParts(entry.dtstart.value);
+  const minutes = Math.round((localMs(entry.dtend.value) - localMs(entry.dtstart.value)) / 60000);
+  const inZone = entry.dtstart.tzid !== zone ? ` (${words.zoneOf} ${entry.dtstart.tzid})` : "";
+  const field = (name, label, input) => {
+    input.id = `edit-${name}`;
+    input.name = name;
+    return element("p", { class: "field" }, element("label", { for: input.id }, label), input);
+  };
+  const title = element("input", { required: "", maxlength: "500", autocomplete: "off", value: entry.title });
+  const form = element("form", { class: "edit", "data-uid": entry.uid },
+    field("title", words.title, title),
+    field("date", `${words.date}${inZone}`, element("input", { type: "date", required: "", value: date })),
+    field("time", `${words.time}${inZone}`, element("input", { type: "time", required: "", value: time })),
+    field("duration", words.duration, element("input", { type: "number", min: "5", max: "20160", step: "5", value: String(minutes) })),
+    field("location", words.location, element("input", { maxlength: "500", autocomplete: "off", value: entry.location || "" })),
+    element("button", { type: "submit" }, words.save));
+  const details = element("details", { class: "edit-entry" }, element("summary", {}, words.edit), form);
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const f = form.elements;
+    const body = {
+      title: f.title.value.trim(),
+      start: `${f.date.value}T${f.time.value}`,
+      duration_minutes: Number(f.duration.value || minutes),
+      location: f.location.value.trim(),
+    };
+    attempt(async () => {
+      await api("PATCH", entryPath, body);
+      details.open = false;
+      hideDetail();
+      await load();
+    });
+  });
+  details.addEventListener("toggle", () => {
+    if (!details.open && stale) attempt(load);
+  });
+  return details;
 }
 
 function render(occurrences) {
@@ -123,7 +209,7 @@ function render(occurrences) {
     for (const o of list) {
       const button = element("button", { type: "button", class: "occurrence", "data-uid": o.uid },
         `${clock(new Date(o.start))} ${o.title}`);
-      button.addEventListener("click", () => showDetail(o));
+      button.addEventListener("click", () => showDetail(o, true));
       items.append(element("li", {}, button));
     }
     if (!list.length) items.append(element("li", { class: "sr-only" }, words.nothing));
@@ -133,11 +219,13 @@ function render(occurrences) {
   calendar.replaceChildren(head, days);
   if (selected) {
     const again = occurrences.find((o) => o.uid === selected.uid && o.start === selected.start);
-    if (again) showDetail(again);
+    if (again) showDetail(again, false);
+    else hideDetail();
   }
 }
 
 async function load() {
+  stale = false;
   const { start, end } = range();
   const query = `?from=${Widget.enc(start.toISOString())}&to=${Widget.enc(end.toISOString())}`;
   const answer = await api("GET", `${path}${query}`);
@@ -221,6 +309,9 @@ toolbar();
 form();
 Widget.start({
   capabilities: [`org.matrix.msc2762.timeline:${room}`, "org.matrix.msc2762.receive.state_event:org.hemicycle.calendar.event"],
-  onUpdate: () => attempt(load),
+  onUpdate: () => {
+    if (detail.querySelector("details[open]")) stale = true;
+    else attempt(load);
+  },
   ready: load,
 });

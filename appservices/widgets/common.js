@@ -91,7 +91,9 @@ const Widget = (() => {
     const missing = wanted.filter((c) => !granted.has(c) && !capabilities.includes(c));
     if (!missing.length) return true;
     const approved = new Promise((resolve) => capabilityWaiters.push(resolve));
-    await request("org.matrix.msc2974.request_capabilities", { capabilities: missing });
+    const answer = await request("org.matrix.msc2974.request_capabilities", { capabilities: missing });
+    // A client without MSC2974 answers with an error and never notifies.
+    if (answer && answer.error) return false;
     const list = await approved;
     for (const c of list) granted.add(c);
     return missing.every((c) => granted.has(c));

@@ -1,6 +1,8 @@
 // The library browser widget: a document library's folders and files (MSC3089 trees), with
-// their versions and locks, read and changed through the workspace's REST API (the same code as
-// `!doc`). Files travel through the client, never through the appservice: an upload is handed
+// their versions and locks, read and changed (files moved, deleted, locked) through the
+// workspace's REST API (the same code as `!doc`, with the user's own rights). Changes by others
+// come live in the folder open, a sub-folder included: its room's state is asked for (MSC2974)
+// when it is opened. Files travel through the client, never through the appservice: an upload is handed
 // to the client (widget API, MSC4039 upload_file) and the resulting mxc:// URI filed; a
 // download asks the client for the file's event (read_events, MSC2876, which the client
 // decrypts when the room is encrypted) and for its bytes (MSC4039 download_file); an encrypted
@@ -9,22 +11,29 @@
 
 const { room, lang, api, element, attempt, request } = Widget;
 const library = Widget.params.get("library") || "";
-const words = {
+const WORDS = {
   fr: { top: "Bibliothèque", open: "Ouvrir le dossier", folderName: "Nom du nouveau dossier", mkdir: "Créer le dossier",
         file: "Fichier à déposer", upload: "Déposer", download: "Télécharger", versions: "Versions", lock: "Verrouiller",
         unlock: "Déverrouiller", locked: "verrouillé", current: "actuelle", previous: "ancienne", empty: "Dossier vide",
         refresh: "Actualiser", path: "Chemin", noEvent: "le client n'a pas donné l'événement de ce fichier",
         badHash: "le fichier téléchargé ne correspond pas à son empreinte", refused: "le client refuse l'accès à ce dossier",
         encryptedUpload: "dossier chiffré : déposez le fichier dans le salon lié, votre client le chiffre",
-        folders: "Dossiers", files: "Fichiers", bytes: "o" },
+        folders: "Dossiers", files: "Fichiers", bytes: "o", remove: "Supprimer",
+        confirmRemove: "Confirmer la suppression de", move: "Déplacer", moveTo: "Dossier de destination (chemin, « . » pour le haut)",
+        moveFile: "Déplacer le fichier",
+        notLive: "le client ne transmet pas les changements de ce dossier : actualisez pour les voir" },
   en: { top: "Library", open: "Open the folder", folderName: "Name of the new folder", mkdir: "Make the folder",
         file: "File to add", upload: "Add", download: "Download", versions: "Versions", lock: "Lock",
         unlock: "Unlock", locked: "locked", current: "current", previous: "previous", empty: "Empty folder",
         refresh: "Refresh", path: "Path", noEvent: "the client did not give this file's event",
         badHash: "the downloaded file does not match its hash", refused: "the client refused access to this folder",
         encryptedUpload: "encrypted folder: post the file in the linked room, your client encrypts it",
-        folders: "Folders", files: "Files", bytes: "B" },
-}[lang];
+        folders: "Folders", files: "Files", bytes: "B", remove: "Delete",
+        confirmRemove: "Confirm deleting", move: "Move", moveTo: "Target folder (path, \".\" for the top)",
+        moveFile: "Move the file",
+        notLive: "the client does not pass on this folder's changes: refresh to see them" },
+};
+const words = WORDS[lang];
 const base = `/libraries/${Widget.enc(library)}`;
 const listing = document.getElementById("listing");
 let folderPath = [];
@@ -114,8 +123,39 @@ function fileItem(file) {
       history.append(list);
     });
   });
+  // Deleting asks once more.
+  const remove = element("button", { type: "button", "data-action": "delete", "aria-expanded": "false",
+    "aria-label": `${words.remove} ${file.name}` }, words.remove);
+  const confirm = element("button", { type: "button", "data-action": "confirm-delete", hidden: "" },
+    `${words.confirmRemove} ${file.name}`);
+  remove.addEventListener("click", () => {
+    confirm.hidden = false;
+    remove.setAttribute("aria-expanded", "true");
+    confirm.focus();
+  });
+  confirm.addEventListener("click", () => attempt(async () => {
+    await api("DELETE", `${base}/files?path=${Widget.enc(pathOf(file.name))}`);
+    await load();
+  }));
   return element("li", { class: "card file", "data-name": file.name }, title, facts,
-    element("span", { class: "actions" }, get, lock), history);
+    element("span", { class: "actions" }, get, lock, remove, confirm), mover(file), history);
+}
+
+// Moves a file to another folder of the library, named by its path (as `!doc mv`).
+function mover(file) {
+  const id = `move-${[...folderPath, file.name].join("/").replace(/[^A-Za-z0-9_-]/g, "_")}`;
+  const target = element("input", { id, name: "to", autocomplete: "off", list: "folder-paths" });
+  const form = element("form", { class: "edit", "data-name": file.name },
+    element("label", { for: id }, words.moveTo), target,
+    element("button", { type: "submit" }, words.moveFile));
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    attempt(async () => {
+      await api("POST", `${base}/files/move?path=${Widget.enc(pathOf(file.name))}`, { to: target.value.trim() });
+      await load();
+    });
+  });
+  return element("details", { class: "move" }, element("summary", {}, `${words.move} (${file.name})`), form);
 }
 
 function crumbs() {
@@ -139,6 +179,9 @@ function crumbs() {
 
 async function load() {
   current = await api("GET", `${base}/files?path=${Widget.enc(folderPath.join("/"))}`);
+  // A sub-folder is a room of its own: its changes come live only once the client lets us
+  // receive its state (the top's was asked at start).
+  const live = current.room_id === library || (await Widget.more([`org.matrix.msc2762.timeline:${current.room_id}`]));
   crumbs();
   const folders = element("ul", { class: "folders", "aria-labelledby": "h-folders" });
   for (const folder of [...current.folders].sort((a, b) => a.name.localeCompare(b.name))) {
@@ -156,8 +199,14 @@ async function load() {
   if (current.folders.length) parts.push(element("h2", { id: "h-folders" }, words.folders), folders);
   if (current.files.length) parts.push(element("h2", { id: "h-files" }, words.files), files);
   if (!parts.length) parts.push(element("p", { class: "empty" }, words.empty));
-  listing.replaceChildren(...parts);
+  // Targets offered for moves: the top, the parent and the sub-folders here.
+  const paths = new Set(["."]);
+  if (folderPath.length > 1) paths.add(folderPath.slice(0, -1).join("/"));
+  for (const folder of current.folders) paths.add([...folderPath, folder.name].join("/"));
+  const datalist = element("datalist", { id: "folder-paths" }, ...[...paths].map((p) => element("option", { value: p })));
+  listing.replaceChildren(...parts, datalist);
   Widget.loaded();
+  if (!live) Widget.say(words.notLive);
 }
 
 function forms() {

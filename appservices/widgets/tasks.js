@@ -4,7 +4,7 @@
 "use strict";
 
 const { room, lang, api, element, attempt } = Widget;
-const words = {
+const WORDS = {
   fr: { "needs-action": "À faire", "in-process": "En cours", completed: "Terminées", cancelled: "Annulées",
         add: "Ajouter", title: "Titre", due: "Échéance", dueTime: "Heure d'échéance (facultative)",
         move: "Déplacer vers", none: "Aucune tâche", edit: "Modifier", save: "Enregistrer",
@@ -15,7 +15,8 @@ const words = {
         move: "Move to", none: "No tasks", edit: "Edit", save: "Save",
         description: "Description", assignees: "Assignees (Matrix ids, separated by spaces or commas)",
         noAssignees: "nobody" },
-}[lang];
+};
+const words = WORDS[lang];
 const columns = ["needs-action", "in-process", "completed", "cancelled"];
 const board = document.getElementById("board");
 const path = `/rooms/${Widget.enc(room)}`;

@@ -1,9 +1,13 @@
 // What the widget tests share: Debian's chromium (/usr/bin/chromium) driven by playwright-core
 // (PLAYWRIGHT_CORE names the folder holding node_modules/playwright-core), opening the host page
-// of widget-host.js (HOST_URL) on a phone-sized screen. `run(steps)` opens it, hands `steps` the
-// page, the widget's frame and `seen` (what the test reports), then prints `seen` as one JSON
-// line; any failure exits non-zero with the reason and what was seen so far on stderr. Script
-// errors and policy violations are collected in `seen.errors`.
+// of widget-host.js (HOST_URL) on a phone's screen, 375 px wide. `run(steps)` opens it, hands
+// `steps` the page, the widget's frame and `seen` (what the test reports), then prints `seen` as
+// one JSON line; any failure exits non-zero with the reason and what was seen so far on stderr.
+// Script errors and policy violations are collected in `seen.errors`; after the steps, what the
+// page shows then is checked for what accessibility and a phone need: `seen.unlabelled` (form
+// controls and buttons without an accessible name), `seen.overflow` (pixels the page is wider
+// than the screen's frame) and `seen.missingWords` (strings of the widget's WORDS table in one
+// language and not the other).
 import { pathToFileURL } from "node:url";
 import path from "node:path";
 import fs from "node:fs";
@@ -31,9 +35,9 @@ export async function run(steps) {
   const seen = { errors: [] };
   const browser = await launcher.launch({ executablePath: chromium, args: ["--no-sandbox"] });
   try {
-    // A phone's screen, in the zone of the agents' ministries.
+    // A phone's screen (the narrowest in common use), in the zone of the agents' ministries.
     const context = await browser.newContext({
-      viewport: { width: 390, height: 844 },
+      viewport: { width: 375, height: 812 },
       timezoneId: "Europe/Paris",
       acceptDownloads: true,
     });
@@ -50,6 +54,20 @@ export async function run(steps) {
     seen.lang = await widget.locator("html").getAttribute("lang");
     await steps({ page, widget, seen });
     seen.capabilities = await page.evaluate(() => window.requestedCapabilities);
+    const frame = page.frames().find((f) => f.url().includes("/widgets/"));
+    Object.assign(seen, await frame.evaluate(() => {
+      const named = (el) => el.getAttribute("aria-label") || el.getAttribute("aria-labelledby")
+        || (el.labels && el.labels.length > 0) || (el.tagName === "BUTTON" && el.textContent.trim());
+      const controls = [...document.querySelectorAll("input, select, textarea, button")];
+      /* global WORDS */
+      const table = typeof WORDS === "undefined" ? { fr: {}, en: { "WORDS table": true } } : WORDS;
+      const only = (a, b) => Object.keys(table[a]).filter((k) => !(k in table[b])).map((k) => `${a}.${k}`);
+      return {
+        unlabelled: controls.filter((el) => !named(el)).map((el) => el.outerHTML.slice(0, 160)),
+        overflow: document.documentElement.scrollWidth - document.documentElement.clientWidth,
+        missingWords: [...only("fr", "en"), ...only("en", "fr")],
+      };
+    }));
   } catch (error) {
     console.error(`${error.stack || error}\nseen so far: ${JSON.stringify(seen)}`);
     await browser.close();

@@ -1994,6 +1994,11 @@ async fn browse(script: &str, host_url: &str, vars: &[(&str, &str)]) -> Value {
         .unwrap_or_else(|e| panic!("the browser script printed no JSON ({e}): {stdout}"));
     assert_eq!(seen["errors"], json!([]), "no script error nor policy violation: {seen}");
     assert_eq!(seen["lang"], "en", "the client's language, through the URL template: {seen}");
+    // On a 375 px phone screen, what the view shows last: every control named, nothing wider
+    // than the screen, and every string in both languages.
+    assert_eq!(seen["unlabelled"], json!([]), "controls without an accessible name: {seen}");
+    assert!(seen["overflow"].as_i64().is_some_and(|px| px <= 0), "wider than a phone's screen: {seen}");
+    assert_eq!(seen["missingWords"], json!([]), "strings in one language only: {seen}");
     seen
 }
 
@@ -2224,5 +2229,172 @@ async fn the_calendar_and_library_widgets_work_in_a_widget_api_host() {
     let branches = states(&a, &at, &library, "org.matrix.msc3089.branch").await;
     let note = branches.values().find(|b| b["name"] == "note.txt" && b["active"] == true).unwrap();
     assert_eq!((note["version"].as_u64(), note["locked"].as_bool()), (Some(2), Some(true)), "{note}");
+    drop(bot);
+}
+
+/// Starts a node with the bot registered, alice (who gives the bot power 100) and a room the
+/// bot has joined; returns them with the bot.
+async fn widget_room(name: &str, dir: &Path) -> (Node, Bot, String, String, String) {
+    let port = free_port();
+    let reg = registration(dir, port);
+    let regs = toml::Value::Array(vec![toml::Value::String(reg.display().to_string())]);
+    let a = Node::start_with(name, None, &[], &[("appservices.registrations", regs)]).await;
+    let bot = Bot::start(Bot::write_config(dir, port, &a, &reg, "2026-11-30T08:00:00Z"), port);
+    let bot_id = a.user_id("workspace");
+    let (alice, at) = a.register("alice").await;
+    let room = a
+        .create_room(
+            &at,
+            json!({ "preset": "private_chat", "name": "Bureau",
+                    "power_level_content_override": { "users": { bot_id.clone(): 100 } } }),
+        )
+        .await;
+    let since = a.sync_token(&at).await;
+    a.invite(&at, &room, &bot_id).await;
+    wait_notice(&a, &at, &room, &since, "Bonjour").await;
+    (a, bot, alice, at, room)
+}
+
+/// Sends `command` in `room` and waits for the bot's notice containing `needle`.
+async fn command(node: &Node, token: &str, room: &str, command: &str, needle: &str) -> String {
+    let since = node.sync_token(token).await;
+    node.send_text(token, room, command).await;
+    wait_notice(node, token, room, &since, needle).await
+}
+
+/// The calendar widget edits, deletes and skips (one occurrence of a recurring entry) through
+/// the same operations as `!cal edit`, `!cal rm` and `!cal skip` and the REST API: what is done
+/// in the widget (on a 375 px screen, the skip with the keyboard) is room state and in `!cal
+/// list`, and what the commands do shows in the open widget live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_calendar_widget_edits_deletes_and_skips_occurrences() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, bot, alice, at, room) = widget_room("cal-edit-a", dir.path()).await;
+    let committee = bracketed(
+        &command(&a, &at, &room, "!cal add \"Comité budgétaire\" 2026-12-02 10:00 repeat:weekly count:3", "Comité")
+            .await,
+    );
+    let review = bracketed(&command(&a, &at, &room, "!cal add \"Revue\" 2026-12-04 09:00", "Revue").await);
+    let coffee = bracketed(&command(&a, &at, &room, "!cal add \"Café\" 2026-12-03 08:30", "Café").await);
+
+    // The API refuses what does not exist, and a skip that names no occurrence; nothing changes.
+    let entry = |id: &str| format!("/api/v1/rooms/{}/calendar/{}", enc(&room), enc(id));
+    let before = a.state_event(&at, &room, "org.hemicycle.calendar.event", &committee).await;
+    let (status, body, _) = api(&bot, Method::PATCH, Some(&at), &entry("enope"), Some(r#"{"title":"x"}"#)).await;
+    assert_eq!((status, body["errcode"].as_str()), (404, Some("M_NOT_FOUND")), "{body}");
+    let skip = format!("{}/skip", entry(&committee));
+    let (status, body, _) =
+        api(&bot, Method::POST, Some(&at), &skip, Some(r#"{"start":"2026-12-10T09:00:00Z"}"#)).await;
+    assert_eq!((status, body["errcode"].as_str()), (404, Some("M_NOT_FOUND")), "no occurrence then: {body}");
+    let (status, body, _) = api(
+        &bot,
+        Method::POST,
+        Some(&at),
+        &format!("{}/skip", entry(&review)),
+        Some(r#"{"start":"2026-12-04T08:00:00Z"}"#),
+    )
+    .await;
+    assert_eq!((status, body["errcode"].as_str()), (400, Some("M_INVALID_PARAM")), "not recurring: {body}");
+    let (status, body, _) =
+        api(&bot, Method::PATCH, Some(&at), &entry(&committee), Some(r#"{"duration_minutes":0}"#)).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(a.state_event(&at, &room, "org.hemicycle.calendar.event", &committee).await, before);
+
+    let host_url = widget_host(&a, &at, &alice, &room, "org.hemicycle.calendar").await;
+    let seen = browse(
+        "widget-calendar-edit.mjs",
+        &host_url,
+        &[("COMMITTEE", &committee), ("REVIEW", &review), ("COFFEE", &coffee)],
+    )
+    .await;
+    assert_eq!(seen["focusInDetail"], true, "the keyboard lands in the chosen occurrence's details: {seen}");
+    assert_eq!(seen["committeeAfterWidget"], 2, "edited, then one occurrence skipped: {seen}");
+
+    // What the widget and the commands did is room state.
+    let edited = a.state_event(&at, &room, "org.hemicycle.calendar.event", &committee).await;
+    assert_eq!((edited["title"].as_str(), edited["location"].as_str()), (Some("Comité élargi"), Some("Salle 5")));
+    assert_eq!(edited["dtstart"], json!({ "tzid": "Europe/Paris", "value": "20261202T110000" }), "{edited}");
+    assert_eq!(edited["dtend"], json!({ "tzid": "Europe/Paris", "value": "20261202T120000" }), "{edited}");
+    assert_eq!(edited["exdate"], json!(["20261209T110000", "20261216T110000"]), "{edited}");
+    for deleted in [&review, &coffee] {
+        assert_eq!(a.state_event(&at, &room, "org.hemicycle.calendar.event", deleted).await, json!({}));
+    }
+    let listed = command(&a, &at, &room, "!cal list", "Comité élargi").await;
+    assert!(listed.contains("Comité élargi — 2026-12-02 11:00"), "{listed}");
+    for gone in ["2026-12-09", "2026-12-16", "Revue", "Café", "Comité budgétaire"] {
+        assert!(!listed.contains(gone), "{gone} in {listed}");
+    }
+    drop(bot);
+}
+
+/// The library browser moves and deletes files through the same operations as `!doc mv` and
+/// `!doc rm` and the REST API, with the asker's rights (a viewer's OpenID token is refused):
+/// what is done in the widget (on a 375 px screen) is room state and in `!doc ls`, and while a
+/// sub-folder is open, a file moved there and locked by command shows in it live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_library_widget_moves_and_deletes_files_and_follows_sub_folders_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, bot, alice, at, room) = widget_room("lib-edit-a", dir.path()).await;
+    let (bob, bt) = a.register("bob").await;
+    a.invite(&at, &room, &bob).await;
+    a.join(&bt, &room, &[]).await;
+    let made = command(&a, &at, &room, "!doc new \"Dossiers\"", "Bibliothèque créée").await;
+    let library = made.split(" : ").nth(1).unwrap().split(' ').next().unwrap().to_owned();
+    a.join(&at, &library, &[]).await;
+    // Bob may read the library (power 0: a viewer), not change it.
+    a.invite(&at, &library, &bob).await;
+    a.join(&bt, &library, &[]).await;
+    command(&a, &at, &room, "!doc mkdir Archives", "Archives").await;
+    let archives = states(&a, &at, &library, "m.space.child").await.into_keys().next().unwrap();
+    a.join(&at, &archives, &[]).await;
+    for name in ["a.txt", "b.txt", "c.txt"] {
+        let since = a.sync_token(&at).await;
+        post_file(&a, &at, &room, name, format!("contenu de {name}\n").as_bytes()).await;
+        wait_notice(&a, &at, &room, &since, &format!("« {name} »")).await;
+    }
+
+    // A viewer's OpenID token (what the widget would present for bob) may neither move nor
+    // delete; a move to where the file is would lose it and is refused. Nothing changes.
+    let bob_openid = openid(&a, &bt, &bob).await;
+    let files = format!("/api/v1/libraries/{}/files", enc(&library));
+    let (status, body, _) = api_as(
+        &bot,
+        Method::POST,
+        Some(&bob_openid),
+        &format!("{files}/move?path=a.txt"),
+        Some(r#"{"to":"Archives"}"#),
+    )
+    .await;
+    assert_eq!((status, body["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "{body}");
+    let (status, body, _) = api_as(&bot, Method::DELETE, Some(&bob_openid), &format!("{files}?path=b.txt"), None).await;
+    assert_eq!((status, body["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "{body}");
+    let alice_openid = openid(&a, &at, &alice).await;
+    let (status, body, _) =
+        api_as(&bot, Method::POST, Some(&alice_openid), &format!("{files}/move?path=a.txt"), Some(r#"{"to":"."}"#))
+            .await;
+    assert_eq!((status, body["errcode"].as_str()), (400, Some("M_INVALID_PARAM")), "{body}");
+    let active = |branches: &std::collections::BTreeMap<String, Value>| -> Vec<String> {
+        let mut names: Vec<String> =
+            branches.values().filter(|b| b["active"] == true).map(|b| b["name"].as_str().unwrap().to_owned()).collect();
+        names.sort();
+        names
+    };
+    assert_eq!(active(&states(&a, &at, &library, "org.matrix.msc3089.branch").await), ["a.txt", "b.txt", "c.txt"]);
+
+    let host_url = widget_host(&a, &at, &alice, &room, "org.hemicycle.library").await;
+    let seen = browse("widget-library-manage.mjs", &host_url, &[("FOLDER", "Archives")]).await;
+    let capabilities = seen["capabilities"].to_string();
+    assert!(capabilities.contains(&format!("org.matrix.msc2762.timeline:{archives}")), "{seen}");
+
+    // What the widget and the commands did is room state, and `!doc ls` sees it.
+    assert_eq!(active(&states(&a, &at, &library, "org.matrix.msc3089.branch").await), Vec::<String>::new());
+    let moved = states(&a, &at, &archives, "org.matrix.msc3089.branch").await;
+    assert_eq!(active(&moved), ["a.txt", "c.txt"]);
+    assert!(moved.values().any(|b| b["name"] == "c.txt" && b["locked"] == true), "{moved:#?}");
+    let top = command(&a, &at, &room, "!doc ls", "Archives").await;
+    assert!(!top.contains(".txt"), "{top}");
+    let listed = command(&a, &at, &room, "!doc ls Archives", "a.txt").await;
+    assert!(listed.contains("a.txt — v1") && listed.contains("c.txt — v1"), "{listed}");
+    assert!(listed.contains("verrouillé"), "{listed}");
     drop(bot);
 }
