@@ -12,13 +12,13 @@ pub mod tables;
 use std::{collections::HashMap, path::Path, sync::Arc};
 
 use regex::Regex;
-use ruma::{OwnedUserId, RoomAliasId, RoomId, ServerName, UserId};
+use ruma::{OwnedDeviceId, OwnedUserId, RoomAliasId, RoomId, ServerName, UserId};
 use serde::Deserialize;
 
 use crate::{
     db::{
         codec::{Be64, Json},
-        Database,
+        Batch, Database,
     },
     error::Error,
     keys::KeyCountWatch,
@@ -233,7 +233,7 @@ impl Registry {
         if wanting.is_empty() {
             return None;
         }
-        Some(Arc::new(move |batch, pos, devices| {
+        Some(Arc::new(move |batch: &mut Batch, pos: u64, devices: &[(OwnedUserId, OwnedDeviceId)]| {
             for service in &wanting {
                 let theirs: Vec<_> = devices.iter().filter(|(user, _)| service.claims_user(user)).cloned().collect();
                 if !theirs.is_empty() {
