@@ -116,6 +116,7 @@ impl Services {
             discovery.clone(),
         )?);
         let network = Arc::new(crate::network::Network::new(&config.server_name, &config.network)?);
+        let appservices = crate::appservice::Registry::load(&config.appservices.registrations, &config.server_name)?;
         let services = Arc::new(Self {
             users: Users::new(db.clone(), writer.clone(), config.server_name.clone())
                 .with_directory(directory)
@@ -125,7 +126,7 @@ impl Services {
                 .with_validity(account_validity.clone())
                 .with_discovery(discovery.clone()),
             account_validity,
-            keys: Keys::new(db.clone(), writer.clone()),
+            keys: Keys::new(db.clone(), writer.clone()).with_key_count_watch(appservices.key_count_watch(db.clone())),
             backups: Backups::new(db.clone()),
             rooms: Rooms::new(
                 db.clone(),
@@ -162,7 +163,7 @@ impl Services {
             push_sender: Default::default(),
             search: crate::search::state::Search::open(&config.database.path.join("search"))?,
             threepids: crate::users::threepid::Threepids::new(db.clone(), config.clone()),
-            appservices: crate::appservice::Registry::load(&config.appservices.registrations, &config.server_name)?,
+            appservices,
             appservice_sender: Default::default(),
             metrics: Default::default(),
             delayed_events: crate::rooms::delayed::state::DelayedEvents::new(db.clone(), config.delayed_events.clone()),

@@ -33,6 +33,8 @@ struct Received {
     bad_tokens: usize,
     /// Transactions answered 503 while the appservice was made to fail.
     refused: usize,
+    /// Every attempt, refused or accepted: (transaction id, whole body, accepted).
+    attempts: Vec<(String, Value, bool)>,
 }
 
 /// An appservice stub served by the test on loopback: it records what the homeserver sends and,
@@ -78,12 +80,15 @@ async fn appservice_stub() -> AppserviceStub {
                     return (StatusCode::FORBIDDEN, Json(json!({ "errcode": "M_FORBIDDEN" })));
                 }
                 if st.failing.load(Ordering::SeqCst) {
-                    st.received.lock().unwrap().refused += 1;
+                    let mut received = st.received.lock().unwrap();
+                    received.refused += 1;
+                    received.attempts.push((txn, body, false));
                     return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({})));
                 }
                 let events = body["events"].as_array().cloned().unwrap_or_default();
                 let ephemeral = body["ephemeral"].as_array().cloned().unwrap_or_default();
                 let mut received = st.received.lock().unwrap();
+                received.attempts.push((txn.clone(), body.clone(), true));
                 received.transactions.push((txn, events));
                 received.ephemeral.extend(ephemeral);
                 received.to_device.extend(body["de.sorunome.msc2409.to_device"].as_array().cloned().unwrap_or_default());
@@ -213,6 +218,70 @@ impl AppserviceStub {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+impl AppserviceStub {
+    /// The bodies of the transactions accepted, once per id, after checking that every attempt
+    /// with one id — refused or accepted, before or after a restart — carried the same body.
+    fn accepted_once(&self) -> Vec<(String, Value)> {
+        let received = self.received.lock().unwrap();
+        let mut first: std::collections::HashMap<&str, &Value> = Default::default();
+        let mut out = Vec::new();
+        for (txn, body, accepted) in &received.attempts {
+            match first.get(txn.as_str()) {
+                Some(earlier) => assert_eq!(*earlier, body, "transaction {txn} was sent again with another body"),
+                None => {
+                    first.insert(txn, body);
+                }
+            }
+            if *accepted && !out.iter().any(|(t, _): &(String, Value)| t == txn) {
+                out.push((txn.clone(), body.clone()));
+            }
+        }
+        out
+    }
+
+    /// Waits for an accepted transaction, past the first `after` ones, whose body `wanted`
+    /// accepts; returns its (id, body).
+    async fn wait_for_transaction(&self, what: &str, after: usize, wanted: impl Fn(&Value) -> bool) -> (String, Value) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(found) = self.accepted_once().into_iter().skip(after).find(|(_, body)| wanted(body)) {
+                return found;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{what}: {:#?}", self.accepted_once());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The latest key counts (MSC3202) the appservice was told for one device:
+    /// (one-time key counts, unused fallback key types).
+    fn latest_counts(&self, user: &str, device: &str) -> Option<(Value, Value)> {
+        self.accepted_once().iter().rev().find_map(|(_, body)| {
+            let counts = body["org.matrix.msc3202.device_one_time_keys_count"][user].get(device)?.clone();
+            assert_eq!(
+                body["org.matrix.msc3202.device_one_time_key_counts"][user][device], counts,
+                "both of Synapse's names"
+            );
+            Some((counts, body["org.matrix.msc3202.device_unused_fallback_key_types"][user][device].clone()))
+        })
+    }
+
+    async fn wait_for_counts(&self, user: &str, device: &str, one_time: u64, fallback: Value) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let latest = self.latest_counts(user, device);
+            if latest.as_ref().is_some_and(|(c, f)| c["signed_curve25519"] == one_time && *f == fallback) {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "counts {one_time}, {fallback}: got {latest:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn listed(body: &Value, list: &str, user: &str) -> bool {
+    body["org.matrix.msc3202.device_lists"][list].as_array().is_some_and(|users| users.iter().any(|u| u == user))
 }
 
 async fn send(server: &TestServer, token: &str, room: &str, txn: &str, body: &str) {
@@ -611,4 +680,169 @@ fn a_bad_registration_file_stops_the_start_naming_file_and_field() {
         let named = files.last().unwrap().file_name().unwrap().to_string_lossy().into_owned();
         assert!(stderr.contains(&named) && stderr.contains(expected), "{stderr}");
     }
+}
+
+/// MSC3202 for an appservice that holds its users' devices and syncs for none of them
+/// (`org.matrix.msc3202: true`): the device list changes of the users it shares rooms with
+/// (`changed`, and `left` once they share none), and the one-time key counts and unused fallback
+/// key types of its users' devices when they change (upload, claims, the fallback key used).
+/// Then, the appservice down and the server killed in between, every transaction is sent again
+/// with the same id and the same body, and nothing is lost or told twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypting_appservice_hears_of_device_lists_and_key_counts_once_across_restarts() {
+    use crate::e2ee::TestDevice;
+    let service = appservice_stub().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("workspace.yaml");
+    std::fs::write(&file, format!("{}org.matrix.msc3202: true\n", registration(&service.url))).unwrap();
+    let files = toml::Value::Array(vec![file.to_string_lossy().into_owned().into()]);
+    let mut server = TestServer::start_with(&[("appservices.registrations", files)]);
+    *service.homeserver.lock().unwrap() = server.url.clone();
+
+    // The appservice's user and its device; an agent, a colleague in the agent's room, and a
+    // stranger who shares no room with the appservice.
+    let bot = "@ws_bot:localhost";
+    let register = json!({ "type": "m.login.application_service", "username": "ws_bot" });
+    assert_eq!(api(&server, Method::POST, Some(AS_TOKEN), "/_matrix/client/v3/register", Some(register)).await.0, 200);
+    let as_bot = |path: &str| format!("{path}?user_id={}&org.matrix.msc3202.device_id=BOTDEV", urlencode(bot));
+    let device = format!("/_matrix/client/v3/devices/BOTDEV?user_id={}", urlencode(bot));
+    assert_eq!(api(&server, Method::PUT, Some(AS_TOKEN), &device, Some(json!({}))).await.0, 201);
+    let (agent, agent_token) = register_raw(&server, "agent").await;
+    let (colleague, colleague_token) = register_raw(&server, "colleague").await;
+    let (stranger, stranger_token) = register_raw(&server, "stranger").await;
+    let (_, room) = api(
+        &server,
+        Method::POST,
+        Some(&agent_token),
+        "/_matrix/client/v3/createRoom",
+        Some(json!({ "invite": [bot, &colleague] })),
+    )
+    .await;
+    let room = room["room_id"].as_str().unwrap().to_owned();
+    let join = format!("/_matrix/client/v3/rooms/{room}/join?user_id={}", urlencode(bot));
+    assert_eq!(api(&server, Method::POST, Some(AS_TOKEN), &join, Some(json!({}))).await.0, 200);
+    let join = format!("/_matrix/client/v3/rooms/{room}/join");
+    assert_eq!(api(&server, Method::POST, Some(&colleague_token), &join, Some(json!({}))).await.0, 200);
+    let device_of = |token: &str| {
+        let server = &server;
+        let token = token.to_owned();
+        async move {
+            let (_, me) = api(server, Method::GET, Some(&token), "/_matrix/client/v3/account/whoami", None).await;
+            me["device_id"].as_str().unwrap().to_owned()
+        }
+    };
+    let upload = "/_matrix/client/v3/keys/upload";
+
+    // A member who joined is in `changed`, and again once their device keys changed; the
+    // stranger's are none of its business.
+    service.wait_for_transaction("the colleague joined", 0, |b| listed(b, "changed", &colleague)).await;
+    let seen = service.accepted_once().len();
+    let stranger_device = TestDevice::new(&stranger, &device_of(&stranger_token).await);
+    let keys = json!({ "device_keys": stranger_device.device_keys() });
+    assert_eq!(api(&server, Method::POST, Some(&stranger_token), upload, Some(keys)).await.0, 200);
+    let colleague_device = TestDevice::new(&colleague, &device_of(&colleague_token).await);
+    let keys = json!({ "device_keys": colleague_device.device_keys() });
+    assert_eq!(api(&server, Method::POST, Some(&colleague_token), upload, Some(keys)).await.0, 200);
+    service.wait_for_transaction("the colleague's keys changed", seen, |b| listed(b, "changed", &colleague)).await;
+    assert!(
+        service.accepted_once().iter().all(|(_, b)| !listed(b, "changed", &stranger)),
+        "a user sharing no room with the appservice is not listed"
+    );
+
+    // Its device's keys (uploaded as the device, `org.matrix.msc3202.device_id`): counted.
+    let bot_device = TestDevice::new(bot, "BOTDEV");
+    let otk = |key: &str| bot_device.sign(json!({ "key": key }));
+    let keys = json!({
+        "device_keys": bot_device.device_keys(),
+        "one_time_keys": {
+            "signed_curve25519:AAAAAQ": otk("b25ldGltZWtleW9uZXRpbWVrZXlvbmV0aW1la2V5b24"),
+            "signed_curve25519:AAAAAg": otk("dHdvdGltZWtleXR3b3RpbWVrZXl0d290aW1la2V5dHc"),
+        },
+        "fallback_keys": { "signed_curve25519:AAAAAw":
+            bot_device.sign(json!({ "key": "ZmFsbGJhY2trZXlmYWxsYmFja2tleWZhbGxiYWNra2U", "fallback": true })) },
+    });
+    let (status, counts) = api(&server, Method::POST, Some(AS_TOKEN), &as_bot(upload), Some(keys)).await;
+    assert_eq!((status, counts["one_time_key_counts"]["signed_curve25519"].as_u64()), (200, Some(2)), "{counts}");
+    service.wait_for_counts(bot, "BOTDEV", 2, json!(["signed_curve25519"])).await;
+
+    // Claimed by the agent: one, the other, then the fallback key (used, so no longer unused).
+    let claim = json!({ "one_time_keys": { bot: { "BOTDEV": "signed_curve25519" } } });
+    for expected in ["signed_curve25519:AAAAAQ", "signed_curve25519:AAAAAg", "signed_curve25519:AAAAAw"] {
+        let (status, claimed) =
+            api(&server, Method::POST, Some(&agent_token), "/_matrix/client/v3/keys/claim", Some(claim.clone())).await;
+        assert_eq!(status, 200);
+        assert!(claimed["one_time_keys"][bot]["BOTDEV"].get(expected).is_some(), "{claimed}");
+    }
+    service.wait_for_counts(bot, "BOTDEV", 0, json!([])).await;
+
+    // The colleague leaves the only room they shared: in `left`.
+    let leave = format!("/_matrix/client/v3/rooms/{room}/leave");
+    assert_eq!(api(&server, Method::POST, Some(&colleague_token), &leave, Some(json!({}))).await.0, 200);
+    service.wait_for_transaction("the colleague left", 0, |b| listed(b, "left", &colleague)).await;
+
+    // The appservice down: a to-device message to its device, then a message, new keys of
+    // the agent and a new one-time key of its device, all while it refuses.
+    let before_outage = service.accepted_once().len();
+    service.failing.store(true, Ordering::SeqCst);
+    let to_device = "/_matrix/client/v3/sendToDevice/m.room_key_request/outage";
+    let message = json!({ "messages": { bot: { "BOTDEV": { "action": "request", "request_id": "outage" } } } });
+    assert_eq!(api(&server, Method::PUT, Some(&agent_token), to_device, Some(message)).await.0, 200);
+    let carries_request = |b: &Value| {
+        as_array(&b["de.sorunome.msc2409.to_device"]).iter().any(|m| m["content"]["request_id"] == "outage")
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let (in_flight, in_flight_body) = loop {
+        let refused =
+            service.received.lock().unwrap().attempts.iter().find(|(_, b, ok)| !ok && carries_request(b)).cloned();
+        if let Some((txn, body, _)) = refused {
+            break (txn, body);
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the to-device message was tried");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    send(&server, &agent_token, &room, "outage", "pendant la panne").await;
+    let agent_device = TestDevice::new(&agent, &device_of(&agent_token).await);
+    let keys = json!({ "device_keys": agent_device.device_keys() });
+    assert_eq!(api(&server, Method::POST, Some(&agent_token), upload, Some(keys)).await.0, 200);
+    let keys =
+        json!({ "one_time_keys": { "signed_curve25519:AAAABA": otk("bm91dmVsbGVjbGVub3V2ZWxsZWNsZW5vdXZlbGxlY2w") } });
+    assert_eq!(api(&server, Method::POST, Some(AS_TOKEN), &as_bot(upload), Some(keys)).await.0, 200);
+
+    // Killed and started again while the appservice still refuses: the same transaction again.
+    let refused_before = service.received.lock().unwrap().refused;
+    server.kill();
+    server.restart();
+    *service.homeserver.lock().unwrap() = server.url.clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while service.received.lock().unwrap().refused == refused_before {
+        assert!(tokio::time::Instant::now() < deadline, "the server tried again after its restart");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let retried = service.received.lock().unwrap().attempts.last().cloned().unwrap();
+    assert_eq!((&retried.0, &retried.1), (&in_flight, &in_flight_body), "the same transaction after the restart");
+
+    // Back up: everything arrives, each once.
+    service.failing.store(false, Ordering::SeqCst);
+    let ping = "/_matrix/client/v1/appservice/workspace/ping";
+    assert_eq!(api(&server, Method::POST, Some(AS_TOKEN), ping, Some(json!({}))).await.0, 200);
+    let (txn, body) = service.wait_for_transaction("the transaction in flight", 0, carries_request).await;
+    assert_eq!((txn, body), (in_flight, in_flight_body));
+    service.wait_for_transaction("the agent's keys changed", before_outage, |b| listed(b, "changed", &agent)).await;
+    service.wait_for_counts(bot, "BOTDEV", 1, json!([])).await;
+    service.wait_for_bodies(&["pendant la panne"]).await;
+    let accepted = service.accepted_once();
+    let requests: usize = accepted
+        .iter()
+        .map(|(_, b)| {
+            as_array(&b["de.sorunome.msc2409.to_device"])
+                .iter()
+                .filter(|m| m["content"]["request_id"] == "outage")
+                .count()
+        })
+        .sum();
+    assert_eq!(requests, 1, "the to-device message once");
+}
+
+fn as_array(value: &Value) -> &[Value] {
+    value.as_array().map_or(&[], Vec::as_slice)
 }

@@ -256,30 +256,30 @@ async fn when_one_time_keys_run_out_the_fallback_key_is_claimed() {
 }
 
 /// A device identity made in the test, to upload keys without a client library.
-struct TestDevice {
+pub(crate) struct TestDevice {
     user: String,
     device: String,
     pair: Ed25519KeyPair,
 }
 
 impl TestDevice {
-    fn new(user: &str, device: &str) -> Self {
+    pub(crate) fn new(user: &str, device: &str) -> Self {
         let der = Ed25519KeyPair::generate();
         let pair = Ed25519KeyPair::from_der(&der, device.to_owned()).unwrap();
         Self { user: user.to_owned(), device: device.to_owned(), pair }
     }
 
-    fn public(&self) -> String {
+    pub(crate) fn public(&self) -> String {
         ruma::serde::Base64::<ruma::serde::base64::Standard>::new(self.pair.public_key().to_vec()).encode()
     }
 
-    fn sign(&self, value: Value) -> Value {
+    pub(crate) fn sign(&self, value: Value) -> Value {
         let CanonicalJsonValue::Object(mut object) = CanonicalJsonValue::try_from(value).unwrap() else { panic!() };
         sign_json(&self.user, &self.pair, &mut object).unwrap();
         serde_json::to_value(object).unwrap()
     }
 
-    fn device_keys(&self) -> Value {
+    pub(crate) fn device_keys(&self) -> Value {
         self.sign(json!({
             "user_id": self.user,
             "device_id": self.device,

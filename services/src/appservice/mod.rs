@@ -7,14 +7,23 @@
 //! `user_id`); what the server sends it (transactions, queries, pings) is in [`sender`].
 
 pub mod sender;
+pub mod tables;
 
-use std::{collections::HashMap, path::Path};
+use std::{collections::HashMap, path::Path, sync::Arc};
 
 use regex::Regex;
-use ruma::{OwnedUserId, RoomAliasId, RoomId, ServerName, UserId};
+use ruma::{OwnedDeviceId, OwnedUserId, RoomAliasId, RoomId, ServerName, UserId};
 use serde::Deserialize;
 
-use crate::{error::Error, users::token_hash};
+use crate::{
+    db::{
+        codec::{Be64, Json},
+        Batch, Database,
+    },
+    error::Error,
+    keys::KeyCountWatch,
+    users::token_hash,
+};
 
 /// One namespace entry of a registration.
 #[derive(Debug, Clone, Deserialize)]
@@ -55,6 +64,12 @@ pub struct Registration {
     /// Typing notifications and receipts in its transactions (MSC2409, and its unstable names).
     #[serde(default, alias = "de.sorunome.msc2409.push_ephemeral", alias = "push_ephemeral")]
     pub receive_ephemeral: bool,
+    /// Device list changes, and the one-time key counts and unused fallback key types of its
+    /// users' devices, in its transactions (MSC3202, under Synapse's name for the opt-in): an
+    /// appservice holding its users' devices, which does not sync for them, needs them for
+    /// end-to-end encryption.
+    #[serde(default, rename = "org.matrix.msc3202")]
+    pub msc3202: bool,
 }
 
 /// A compiled namespace: matches the whole string (regexes are anchored at both ends).
@@ -205,10 +220,51 @@ impl Registry {
         self.services.iter().find(|s| s.exclusive_user(user))
     }
 
+    /// The appservices with a URL that asked for device lists and key counts (MSC3202).
+    fn wanting_keys(&self) -> impl Iterator<Item = &Appservice> {
+        self.services.iter().filter(|s| s.registration.msc3202 && s.registration.url.is_some())
+    }
+
+    /// What the key server tells of key count changes (see [`KeyCountWatch`]): each appservice
+    /// wanting them queues the devices of its users (`appserviceidpos_keycounts`) for its next
+    /// transaction. `None` when no appservice wants them.
+    pub fn key_count_watch(&self, db: Arc<Database>) -> Option<KeyCountWatch> {
+        let wanting: Vec<Appservice> = self.wanting_keys().cloned().collect();
+        if wanting.is_empty() {
+            return None;
+        }
+        Some(Arc::new(move |batch: &mut Batch, pos: u64, devices: &[(OwnedUserId, OwnedDeviceId)]| {
+            for service in &wanting {
+                let theirs: Vec<_> = devices.iter().filter(|(user, _)| service.claims_user(user)).cloned().collect();
+                if !theirs.is_empty() {
+                    let key = (service.registration.id.clone(), Be64(pos));
+                    db.tables.appservice.appserviceidpos_keycounts.insert(batch, &key, &Json(theirs));
+                }
+            }
+        }))
+    }
+
+    /// The lowest position the appservices wanting device lists have been sent up to: the
+    /// device list stream (`pos_keychange`) is kept past it for them (`crate::retention`).
+    pub fn device_lists_delivered(&self, db: &Database) -> Result<Option<u64>, Error> {
+        let mut lowest = None;
+        for service in self.wanting_keys() {
+            if let Some(Be64(pos)) = db.tables.meta.get(&pos_key(&service.registration.id))? {
+                lowest = Some(lowest.map_or(pos, |l: u64| l.min(pos)));
+            }
+        }
+        Ok(lowest)
+    }
+
     /// The appservice holding `alias` exclusively, if any: no one else may create it.
     pub fn exclusive_owner_of_alias(&self, alias: &RoomAliasId) -> Option<&Appservice> {
         self.services.iter().find(|s| s.exclusive_alias(alias))
     }
+}
+
+/// `meta` key of the stream position an appservice has been sent everything up to.
+fn pos_key(id: &str) -> String {
+    format!("appservice_pos:{id}")
 }
 
 fn load_one(path: &Path, server_name: &ServerName) -> Result<Appservice, String> {

@@ -4,10 +4,17 @@
 //! Each appservice has one task that scans the stream from the position it has delivered up to
 //! (`meta` key `appservice_pos:<id>`), keeps the events it is interested in (spec: its users send
 //! or are members of the room, or the room matches its namespaces) and sends up to [`MAX_EVENTS`]
-//! of them in one `PUT /_matrix/app/v1/transactions/{txnId}`. Before sending, it records the end of
-//! the transaction (`appservice_txn:<id>`), so that after a restart the same transaction — same
-//! id, same events — is sent again and the appservice's own dedupe by id applies: nothing lost,
-//! nothing repeated. Only a success moves the position. Failures back off, doubling, capped.
+//! of them in one `PUT /_matrix/app/v1/transactions/{txnId}`, with the ephemeral data queued for
+//! it (MSC2409 typing, receipts, presence; MSC4203 to-device messages). An appservice registered
+//! with `org.matrix.msc3202: true` also gets, from the same positions, the device list changes
+//! it is interested in (the device list stream, `pos_keychange`) and the one-time key counts and
+//! unused fallback key types of its users' devices whose keys changed (queued by the key server
+//! in `appserviceidpos_keycounts`, in the batch of the change).
+//!
+//! Before the first attempt the whole transaction — id, end position, body — is recorded
+//! (`appserviceid_txn`), so every retry, before and after a restart, sends the same id with the
+//! same body and the appservice's own dedupe by id applies: nothing lost, nothing repeated. Only
+//! a success moves the position. Failures back off, doubling, capped.
 //!
 //! An invite from another server into a room this server is not in is no event of the stream
 //! (`Rooms::record_remote_membership` keeps it aside for the invitee's sync): the federation
@@ -17,19 +24,21 @@
 pub mod state;
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, BTreeSet, HashMap},
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use ruma::{events::StateEventType, EventId, OwnedEventId, OwnedRoomId, RoomAliasId, RoomId, UserId};
+use ruma::{
+    events::StateEventType, EventId, OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, UserId,
+};
 use serde_json::{json, Value};
 
 pub use self::state::AppserviceSender;
-use super::Appservice;
+use super::{tables::Transaction, Appservice};
 use crate::{
     db::{
-        codec::{Be64, Codec},
+        codec::{prefix, Be64, Codec, Json},
         Batch,
     },
     error::{Error, Result},
@@ -48,6 +57,12 @@ const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// Ephemeral events (typing, receipts) kept per appservice until its next transaction; beyond
 /// this many the oldest are dropped (they are worth little once stale).
 const MAX_EPHEMERAL: usize = 1_000;
+/// EDUs, and to-device messages, per transaction (Synapse's bound).
+const MAX_EPHEMERAL_PER_TXN: usize = 100;
+/// Users whose devices changed (`pos_keychange` entries) looked at per transaction (MSC3202).
+const MAX_DEVICE_LIST_USERS: usize = 1_000;
+/// Devices whose key counts one transaction carries (MSC3202).
+const MAX_KEY_DEVICES: usize = 1_000;
 
 impl AppserviceSender {
     /// When this process first sent an ephemeral-only transaction: with a counter, their ids
@@ -262,14 +277,31 @@ async fn deliver_invites(
     Ok(())
 }
 
+/// Takes the ephemeral data for the appservice's next transaction: up to
+/// [`MAX_EPHEMERAL_PER_TXN`] EDUs and as many to-device messages, oldest first; the rest wait for
+/// the next one.
 fn take_ephemeral(services: &Services, id: &str) -> Vec<Value> {
-    services.appservice_sender.ephemeral.lock().expect("appservice ephemeral").remove(id).unwrap_or_default()
+    let mut queues = services.appservice_sender.ephemeral.lock().expect("appservice ephemeral");
+    let Some(queue) = queues.get_mut(id) else { return Vec::new() };
+    let (mut edus, mut to_device) = (0, 0);
+    let mut taken = Vec::new();
+    queue.retain(|event| {
+        let count = if event.get("to_device_id").is_some() { &mut to_device } else { &mut edus };
+        if *count == MAX_EPHEMERAL_PER_TXN {
+            return true;
+        }
+        *count += 1;
+        taken.push(event.clone());
+        false
+    });
+    if queue.is_empty() {
+        queues.remove(id);
+    }
+    taken
 }
 
-fn pos_key(id: &str) -> String {
-    format!("appservice_pos:{id}")
-}
-
+/// Where a transaction in flight before bodies were kept ends (`meta`): after an upgrade, that
+/// transaction is rebuilt over exactly the same positions, so it keeps its id and its events.
 fn txn_key(id: &str) -> String {
     format!("appservice_txn:{id}")
 }
@@ -303,9 +335,7 @@ async fn run(services: Arc<Services>, id: String) {
     };
     let mut stream = services.rooms.subscribe();
     let mut backoff = Duration::ZERO;
-    // Ephemeral events of the transaction being tried: the same ones go with each retry.
-    let mut ephemeral: Vec<Value> = Vec::new();
-    let mut ephemeral_txn = 0u64;
+    let mut ephemeral_txns = 0u64;
     loop {
         let head = *stream.borrow_and_update();
         match pending_invites(&services, &id) {
@@ -338,30 +368,25 @@ async fn run(services: Arc<Services>, id: String) {
                 continue;
             }
         };
-        if ephemeral.is_empty() {
-            ephemeral = take_ephemeral(&services, &id);
-            ephemeral_txn += 1;
-        }
-        if head > done || !ephemeral.is_empty() {
-            match deliver(&services, &http, &service, done, head, &ephemeral, ephemeral_txn).await {
-                Ok(()) => {
-                    backoff = Duration::ZERO;
-                    ephemeral.clear();
-                }
-                Err(error) => {
-                    backoff = (backoff * 2).clamp(Duration::from_secs(1), MAX_BACKOFF);
-                    tracing::warn!(%error, appservice = %id, retry_in = ?backoff, "a transaction to the appservice failed");
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        () = services.appservice_sender.retry_now.notified() => {}
-                    }
-                }
-            }
-            continue;
-        }
         let ready = services.appservice_sender.ephemeral_ready.notified();
         tokio::pin!(ready);
         ready.as_mut().enable();
+        match deliver(&services, &http, &service, done, head, &mut ephemeral_txns).await {
+            Ok(true) => {
+                backoff = Duration::ZERO;
+                continue;
+            }
+            Ok(false) => {}
+            Err(error) => {
+                backoff = (backoff * 2).clamp(Duration::from_secs(1), MAX_BACKOFF);
+                tracing::warn!(%error, appservice = %id, retry_in = ?backoff, "a transaction to the appservice failed");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = services.appservice_sender.retry_now.notified() => {}
+                }
+                continue;
+            }
+        }
         let ephemeral_queued =
             services.appservice_sender.ephemeral.lock().expect("appservice ephemeral").contains_key(&id);
         let queued = ephemeral_queued || pending_invites(&services, &id).is_ok_and(|invites| !invites.is_empty());
@@ -382,69 +407,53 @@ async fn run(services: Arc<Services>, id: String) {
 /// gets what happens from its registration on, as with Synapse).
 fn delivered(services: &Services, id: &str, head: u64) -> Result<u64> {
     let tables = &services.db.tables;
-    if let Some(Be64(pos)) = tables.meta.get(&pos_key(id))? {
+    if let Some(Be64(pos)) = tables.meta.get(&super::pos_key(id))? {
         return Ok(pos);
     }
     let mut batch = Batch::new();
-    tables.meta.insert(&mut batch, &pos_key(id), &Be64(head));
+    tables.meta.insert(&mut batch, &super::pos_key(id), &Be64(head));
     services.db.commit(batch)?;
     Ok(head)
 }
 
-/// Sends the next transaction after `done` (or the one in flight before a restart) and moves the
-/// position past it once the appservice accepted it.
+/// Sends the transaction in flight, or builds the next one after `done` and sends it; once the
+/// appservice accepted it, moves the position past it. Returns whether there was anything to do.
 async fn deliver(
     services: &Services,
     http: &reqwest::Client,
     service: &Appservice,
     done: u64,
     head: u64,
-    ephemeral: &[Value],
-    ephemeral_txn: u64,
-) -> Result<()> {
+    ephemeral_txns: &mut u64,
+) -> Result<bool> {
     let id = &service.registration.id;
     let tables = &services.db.tables;
-    let in_flight = tables.meta.get(&txn_key(id))?.map(|Be64(end)| end);
-    let (events, end) = if head > done || in_flight.is_some() {
-        collect(services, service, done, in_flight.unwrap_or(head), in_flight.is_none())?
-    } else {
-        (Vec::new(), done)
+    let txn = match tables.appservice.appserviceid_txn.get(id)? {
+        Some(Json(txn)) => txn,
+        None => {
+            let legacy_end = tables.meta.get(&txn_key(id))?.map(|Be64(end)| end);
+            if head <= done && legacy_end.is_none() && !has_ephemeral(services, id) {
+                return Ok(false);
+            }
+            let txn = build(services, service, done, head, legacy_end, ephemeral_txns)?;
+            let mut batch = Batch::new();
+            tables.meta.remove(&mut batch, &txn_key(id));
+            if txn.body.as_object().is_some_and(|body| body.len() == 1) && as_array(&txn.body["events"]).is_empty() {
+                // Nothing of interest in these positions: past them, no transaction.
+                finish(services, &mut batch, id, txn.end.max(done))?;
+                services.db.write_unsynced(batch)?;
+                return Ok(true);
+            }
+            tables.appservice.appserviceid_txn.insert(&mut batch, id, &Json(txn.clone()));
+            services.db.commit(batch)?;
+            txn
+        }
     };
-    if events.is_empty() && ephemeral.is_empty() {
-        let mut batch = Batch::new();
-        tables.meta.insert(&mut batch, &pos_key(id), &Be64(end));
-        tables.meta.remove(&mut batch, &txn_key(id));
-        services.db.write_unsynced(batch)?;
-        return Ok(());
-    }
-    if in_flight.is_none() {
-        let mut batch = Batch::new();
-        tables.meta.insert(&mut batch, &txn_key(id), &Be64(end));
-        services.db.commit(batch)?;
-    }
     let url = service.registration.url.as_deref().unwrap_or_default().trim_end_matches('/');
-    // Events-only transactions are named by the positions they cover (stable across restarts);
-    // one carrying only ephemeral data by the server's start and a counter.
-    let txn = if events.is_empty() {
-        format!("e{}-{ephemeral_txn}", services.appservice_sender.started_ms())
-    } else {
-        format!("{}-{end}", done + 1)
-    };
-    let mut body = json!({ "events": events });
-    // To-device messages (they name a device) travel apart from the EDUs (MSC4203).
-    let (to_device, edus): (Vec<&Value>, Vec<&Value>) = ephemeral.iter().partition(|e| e.get("to_device_id").is_some());
-    if !to_device.is_empty() {
-        body["de.sorunome.msc2409.to_device"] = json!(to_device);
-    }
-    let ephemeral: Vec<Value> = edus.into_iter().cloned().collect();
-    if !ephemeral.is_empty() {
-        body["ephemeral"] = Value::from(ephemeral.to_vec());
-        body["de.sorunome.msc2409.ephemeral"] = Value::from(ephemeral.to_vec());
-    }
     let response = http
-        .put(format!("{url}/_matrix/app/v1/transactions/{txn}"))
+        .put(format!("{url}/_matrix/app/v1/transactions/{}", txn.txn_id))
         .bearer_auth(&service.registration.hs_token)
-        .json(&body)
+        .json(&txn.body)
         .send()
         .await
         .map_err(|e| Error::RemoteUnreachable(format!("appservice {id}: {e}")))?;
@@ -452,30 +461,122 @@ async fn deliver(
         return Err(Error::RemoteUnreachable(format!("appservice {id} answered {}", response.status())));
     }
     let mut batch = Batch::new();
-    tables.meta.insert(&mut batch, &pos_key(id), &Be64(end));
-    tables.meta.remove(&mut batch, &txn_key(id));
+    tables.appservice.appserviceid_txn.remove(&mut batch, id);
+    finish(services, &mut batch, id, txn.end.max(done))?;
     services.db.commit(batch)?;
-    tracing::debug!(appservice = %id, %txn, events = events.len(), "transaction delivered");
+    tracing::debug!(appservice = %id, txn = %txn.txn_id, events = as_array(&txn.body["events"]).len(), "transaction delivered");
+    Ok(true)
+}
+
+fn has_ephemeral(services: &Services, id: &str) -> bool {
+    services.appservice_sender.ephemeral.lock().expect("appservice ephemeral").contains_key(id)
+}
+
+fn as_array(value: &Value) -> &[Value] {
+    value.as_array().map_or(&[], Vec::as_slice)
+}
+
+/// Moves the appservice's position to `end`, dropping the key count changes up to it (the
+/// transaction carried them).
+fn finish(services: &Services, batch: &mut Batch, id: &str, end: u64) -> Result<()> {
+    let tables = &services.db.tables;
+    tables.meta.insert(batch, &super::pos_key(id), &Be64(end));
+    let queued = &tables.appservice.appserviceidpos_keycounts;
+    for entry in queued.scan_prefix(prefix(&id.to_owned())) {
+        let (key, _) = entry?;
+        if key.1 .0 > end {
+            break;
+        }
+        queued.remove(batch, &key);
+    }
     Ok(())
 }
 
-/// The events after `done` up to `end` the appservice is interested in, in stream order, and the
-/// position the transaction ends at. With `may_stop_early`, stops after [`MAX_EVENTS`] events or
-/// [`MAX_SCANNED`] positions; a transaction rebuilt after a restart covers exactly `done..=end`.
-fn collect(
+/// The next transaction after `done`: what the positions up to `head` hold for the appservice
+/// (bounded; a transaction from before bodies were kept covers exactly up to `legacy_end`) and
+/// the ephemeral data queued for it. Transactions covering positions are named by them (unique
+/// and stable); one carrying only ephemeral data by the server's start and a counter.
+fn build(
     services: &Services,
     service: &Appservice,
     done: u64,
+    head: u64,
+    legacy_end: Option<u64>,
+    ephemeral_txns: &mut u64,
+) -> Result<Transaction> {
+    let collected = if head > done || legacy_end.is_some() {
+        collect(services, service, done, legacy_end.unwrap_or(head), legacy_end.is_none())?
+    } else {
+        Collected { end: done, ..Collected::default() }
+    };
+    let ephemeral = take_ephemeral(services, &service.registration.id);
+    let mut body = json!({ "events": collected.events });
+    // To-device messages (they name a device) travel apart from the EDUs (MSC4203).
+    let (to_device, edus): (Vec<Value>, Vec<Value>) =
+        ephemeral.into_iter().partition(|e| e.get("to_device_id").is_some());
+    if !to_device.is_empty() {
+        body["de.sorunome.msc2409.to_device"] = Value::from(to_device);
+    }
+    if !edus.is_empty() {
+        body["ephemeral"] = Value::from(edus.clone());
+        body["de.sorunome.msc2409.ephemeral"] = Value::from(edus);
+    }
+    if !collected.changed.is_empty() || !collected.left.is_empty() {
+        body["org.matrix.msc3202.device_lists"] = json!({ "changed": collected.changed, "left": collected.left });
+    }
+    let mut counts: BTreeMap<&str, BTreeMap<&str, Value>> = BTreeMap::new();
+    let mut fallbacks: BTreeMap<&str, BTreeMap<&str, Value>> = BTreeMap::new();
+    for (user, device) in &collected.key_devices {
+        if services.users.device(user, device)?.is_none() {
+            continue;
+        }
+        let (u, d) = (user.as_str(), device.as_str());
+        counts.entry(u).or_default().insert(d, json!(services.keys.one_time_key_counts(user, device)?));
+        fallbacks.entry(u).or_default().insert(d, json!(services.keys.unused_fallback_key_types(user, device)?));
+    }
+    if !counts.is_empty() {
+        // Both of Synapse's names for the counts: appservices read one or the other.
+        body["org.matrix.msc3202.device_one_time_keys_count"] = json!(counts);
+        body["org.matrix.msc3202.device_one_time_key_counts"] = json!(counts);
+        body["org.matrix.msc3202.device_unused_fallback_key_types"] = json!(fallbacks);
+    }
+    let txn_id = if collected.end > done {
+        format!("{}-{}", done + 1, collected.end)
+    } else {
+        *ephemeral_txns += 1;
+        format!("e{}-{}", services.appservice_sender.started_ms(), ephemeral_txns)
+    };
+    Ok(Transaction { txn_id, end: collected.end, body })
+}
+
+/// What the stream positions of a transaction hold for the appservice.
+#[derive(Default)]
+struct Collected {
+    /// The events it is interested in, in stream order.
+    events: Vec<Value>,
+    /// MSC3202: users whose devices it must fetch again, and users it no longer shares a room
+    /// with.
+    changed: BTreeSet<OwnedUserId>,
+    left: BTreeSet<OwnedUserId>,
+    /// MSC3202: devices of its users whose one-time or fallback keys changed.
+    key_devices: BTreeSet<(OwnedUserId, OwnedDeviceId)>,
+    /// The position the transaction ends at.
     end: u64,
-    may_stop_early: bool,
-) -> Result<(Vec<Value>, u64)> {
+}
+
+/// What the positions after `done` up to `end` hold for the appservice: its events, and with
+/// MSC3202 the device list changes it is interested in and its users' devices whose key counts
+/// changed. With `may_stop_early`, stops at [`MAX_EVENTS`] events, [`MAX_SCANNED`] positions,
+/// [`MAX_DEVICE_LIST_USERS`] key changes or [`MAX_KEY_DEVICES`] devices; a transaction rebuilt
+/// after an upgrade covers exactly `done..=end`.
+fn collect(services: &Services, service: &Appservice, done: u64, end: u64, may_stop_early: bool) -> Result<Collected> {
     let tables = &services.db.tables;
     let mut events = Vec::new();
     let mut reached = end;
     let mut rooms: HashMap<OwnedRoomId, bool> = HashMap::new();
     for (scanned, entry) in tables.rooms.pos_eventid.scan_from(Vec::new(), Be64(done + 1).encode(), true).enumerate() {
         let (Be64(pos), event_id) = entry?;
-        if pos > end {
+        if pos > reached {
             break;
         }
         if may_stop_early && (events.len() == MAX_EVENTS || scanned == MAX_SCANNED) {
@@ -484,10 +585,99 @@ fn collect(
         }
         let Some(event) = services.rooms.client_event(&event_id)? else { continue };
         if interested(services, service, &mut rooms, &event)? {
-            events.push(event);
+            events.push((pos, event));
         }
     }
-    Ok((events, reached))
+    let id = &service.registration.id;
+    let mut key_devices = Vec::new();
+    let start = (id.clone(), Be64(done + 1)).encode();
+    for entry in tables.appservice.appserviceidpos_keycounts.scan_from(prefix(id), start, true) {
+        let ((_, Be64(pos)), Json(devices)) = entry?;
+        if pos > reached {
+            break;
+        }
+        if may_stop_early && !key_devices.is_empty() && key_devices.len() + devices.len() > MAX_KEY_DEVICES {
+            reached = pos - 1;
+            break;
+        }
+        key_devices.extend(devices);
+    }
+    let mut key_changes = Vec::new();
+    if service.registration.msc3202 {
+        for entry in tables.keys.pos_keychange.scan_from(Vec::new(), Be64(done + 1).encode(), true) {
+            let (Be64(pos), user) = entry?;
+            if pos > reached {
+                break;
+            }
+            if may_stop_early && key_changes.len() == MAX_DEVICE_LIST_USERS {
+                reached = pos - 1;
+                break;
+            }
+            key_changes.push(user);
+        }
+    }
+    events.retain(|(pos, _)| *pos <= reached);
+    let mut collected = Collected { end: reached, ..Collected::default() };
+    if service.registration.msc3202 {
+        collected.key_devices = key_devices.into_iter().collect();
+        device_lists(services, service, &mut rooms, &events, key_changes, &mut collected)?;
+    }
+    collected.events = events.into_iter().map(|(_, event)| event).collect();
+    Ok(collected)
+}
+
+/// MSC3202's `device_lists`, as sync tells a client (Synapse tells only the first kind):
+/// `changed`, the users whose devices or keys changed (`pos_keychange`) and the users who joined
+/// a room, that the appservice is interested in — its own users, and the members of a room that
+/// concerns it; `left`, the users who left or were banned from such a room and no longer share
+/// one with it. `key_changes` may hold any user of the stream, `events` only events of interest.
+fn device_lists(
+    services: &Services,
+    service: &Appservice,
+    rooms: &mut HashMap<OwnedRoomId, bool>,
+    events: &[(u64, Value)],
+    key_changes: Vec<OwnedUserId>,
+    collected: &mut Collected,
+) -> Result<()> {
+    let mut joined: BTreeSet<OwnedUserId> = key_changes.into_iter().collect();
+    let mut gone = BTreeSet::new();
+    for (_, event) in events {
+        if event["type"] != "m.room.member" {
+            continue;
+        }
+        let Some(member) = event["state_key"].as_str().and_then(|u| UserId::parse(u).ok()) else { continue };
+        match event["content"]["membership"].as_str() {
+            Some("join") => {
+                joined.insert(member);
+            }
+            Some("leave" | "ban") => {
+                gone.insert(member);
+            }
+            _ => {}
+        }
+    }
+    let mut interested_in = |user: &UserId| -> Result<bool> {
+        if service.claims_user(user) {
+            return Ok(true);
+        }
+        for room in services.rooms.rooms_of(user, "join")? {
+            if room_interest(services, service, rooms, &room)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    };
+    for user in joined {
+        if interested_in(&user)? {
+            collected.changed.insert(user);
+        }
+    }
+    for user in gone {
+        if !collected.changed.contains(&user) && !interested_in(&user)? {
+            collected.left.insert(user);
+        }
+    }
+    Ok(())
 }
 
 /// Spec: an appservice gets the events of rooms that match its room namespaces, that one of its

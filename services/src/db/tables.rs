@@ -24,6 +24,7 @@ pub struct Tables {
     pub oauth: crate::oauth::tables::Tables,
     pub retention: crate::retention::tables::Tables,
     pub network: crate::network::tables::Tables,
+    pub appservice: crate::appservice::tables::Tables,
 }
 
 /// The column families of every domain, in one list for the store to open.
@@ -43,6 +44,7 @@ const PARTS: &[&[&str]] = &[
     crate::oauth::tables::Tables::NAMES,
     crate::retention::tables::Tables::NAMES,
     crate::network::tables::Tables::NAMES,
+    crate::appservice::tables::Tables::NAMES,
 ];
 
 const COUNT: usize = hemicycle_core::db::names_count(PARTS);
@@ -72,6 +74,7 @@ impl TableSet for Tables {
             oauth: crate::oauth::tables::Tables::new(db, reads),
             retention: crate::retention::tables::Tables::new(db, reads),
             network: crate::network::tables::Tables::new(db, reads),
+            appservice: crate::appservice::tables::Tables::new(db, reads),
         }
     }
 }

@@ -64,9 +64,15 @@ pub struct QueryResult {
     pub cross_signing: BTreeMap<OwnedUserId, CrossSigning>,
 }
 
+/// Told, in the batch of a key write and at its stream position, whose devices' one-time or
+/// fallback keys the write changes: the appservices that asked for their users' key counts
+/// (MSC3202) queue them there, in the same write, so no change is lost to a crash in between.
+pub type KeyCountWatch = Arc<dyn Fn(&mut Batch, u64, &[(OwnedUserId, OwnedDeviceId)]) + Send + Sync>;
+
 pub struct Keys {
     db: Arc<Database>,
     writer: Arc<Writer>,
+    key_count_watch: Option<KeyCountWatch>,
     /// Per-user write locks (striped): a one-time key is never handed out twice, and an upload's
     /// "already exists" check sees every earlier upload of that user, while different users'
     /// writes run side by side and share the stream's group commit.
@@ -87,7 +93,18 @@ fn public_key_of(key: &Value) -> Option<String> {
 
 impl Keys {
     pub fn new(db: Arc<Database>, writer: Arc<Writer>) -> Self {
-        Self { db, writer, locks: (0..LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect() }
+        Self {
+            db,
+            writer,
+            key_count_watch: None,
+            locks: (0..LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+        }
+    }
+
+    /// Reports every change of one-time or fallback keys to `watch` (see [`KeyCountWatch`]).
+    pub fn with_key_count_watch(mut self, watch: Option<KeyCountWatch>) -> Self {
+        self.key_count_watch = watch;
+        self
     }
 
     /// Locks the stripes of `users`, in stripe order so two callers never wait on each other.
@@ -115,11 +132,20 @@ impl Keys {
     }
 
     /// Writes `fill`'s batch on the stream; when `changed` names a user, records a device list
-    /// change for them and wakes everyone sharing a room with them.
-    async fn write(&self, changed: Option<&UserId>, fill: impl FnOnce(&mut Batch) -> Result<()>) -> Result<()> {
+    /// change for them and wakes everyone sharing a room with them. `counted` are the devices
+    /// whose one-time or fallback keys the write changes.
+    async fn write(
+        &self,
+        changed: Option<&UserId>,
+        counted: &[(OwnedUserId, OwnedDeviceId)],
+        fill: impl FnOnce(&mut Batch) -> Result<()>,
+    ) -> Result<()> {
         let tables = self.tables();
         let durable = self.writer.submit(&self.db, |batch, pos| {
             fill(batch)?;
+            if let Some(watch) = self.key_count_watch.as_ref().filter(|_| !counted.is_empty()) {
+                watch(batch, pos, counted);
+            }
             let mut cleanup = Cleanup::default();
             if let Some(user) = changed {
                 tables.pos_keychange.insert(batch, &Be64(pos), &user.to_owned());
@@ -133,7 +159,7 @@ impl Keys {
     /// A user of another server announced a change of their devices or cross-signing keys: local
     /// users sharing a room with them see it in `device_lists.changed` and query again.
     pub async fn remote_keys_changed(&self, user: &UserId) -> Result<()> {
-        self.write(Some(user), |_| Ok(())).await
+        self.write(Some(user), &[], |_| Ok(())).await
     }
 
     /// The device's stored identity keys.
@@ -222,7 +248,12 @@ impl Keys {
 
         if new_device_keys.is_some() || !otks.is_empty() || !fallback_writes.is_empty() {
             let identity_changed = new_device_keys.is_some();
-            self.write(identity_changed.then_some(user), |batch| {
+            let counted = if otks.is_empty() && fallback_writes.is_empty() {
+                Vec::new()
+            } else {
+                vec![(user.to_owned(), device.to_owned())]
+            };
+            self.write(identity_changed.then_some(user), &counted, |batch| {
                 if let Some(keys) = &new_device_keys {
                     tables.userdeviceid_devicekeys.insert(
                         batch,
@@ -364,7 +395,13 @@ impl Keys {
             }
         }
         if !removals.is_empty() || !used.is_empty() {
-            self.write(None, |batch| {
+            let counted: BTreeSet<(OwnedUserId, OwnedDeviceId)> = removals
+                .iter()
+                .map(|(user, device, _)| (user.clone(), device.clone()))
+                .chain(used.iter().map(|((user, device, _), _)| (user.clone(), device.clone())))
+                .collect();
+            let counted: Vec<_> = counted.into_iter().collect();
+            self.write(None, &counted, |batch| {
                 for key in &removals {
                     tables.userdevicekeyid_onetimekey.remove(batch, key);
                 }
@@ -420,7 +457,7 @@ impl Keys {
             }
         }
         let tables = self.tables();
-        self.write(Some(user), |batch| {
+        self.write(Some(user), &[], |batch| {
             if new_master {
                 // Keys signed by a replaced master key no longer chain to the user's identity.
                 for usage in [SELF_SIGNING, USER_SIGNING] {
@@ -513,7 +550,7 @@ impl Keys {
             }
         }
         if !device_writes.is_empty() || master_write.is_some() || !foreign_writes.is_empty() {
-            self.write(changed.first().map(|u| u.as_ref()), |batch| {
+            self.write(changed.first().map(|u| u.as_ref()), &[], |batch| {
                 for (key, keys) in &device_writes {
                     tables.userdeviceid_devicekeys.insert(batch, key, &Json(keys.clone()));
                 }
@@ -532,7 +569,7 @@ impl Keys {
             .await?;
             // One stream position records one user's change: the others get their own.
             for user in changed.iter().skip(1) {
-                self.write(Some(user), |_| Ok(())).await?;
+                self.write(Some(user), &[], |_| Ok(())).await?;
             }
         }
         Ok(failures)

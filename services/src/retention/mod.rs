@@ -231,14 +231,16 @@ async fn federation_transactions(services: &Services, cutoff_ms: u64) -> Result<
 }
 
 /// Drops the device list stream's entries older than `cutoff_ms` that the federation dispatcher
-/// has passed (it announces local changes to other servers from this stream). The highest
+/// has passed (it announces local changes to other servers from this stream), and so have the
+/// transactions of the appservices that take device lists (MSC3202). The highest
 /// position dropped is written first (`keys::CHANGES_PRUNED`), so a sync from before it never
 /// reads a stream with holes as if it were whole: it reports every member of its rooms instead.
 async fn device_list_changes(services: &Services, cutoff_ms: u64) -> Result<u64> {
     let tables = &services.db.tables;
     let Some((_, covered)) = covered_at(services, cutoff_ms)? else { return Ok(0) };
     let dispatched = tables.meta.get(&crate::federation::sender::DISPATCHED.to_owned())?.map_or(0, |Be64(p)| p);
-    let upto = covered.min(dispatched);
+    let appservices = services.appservices.device_lists_delivered(&services.db)?.unwrap_or(u64::MAX);
+    let upto = covered.min(dispatched).min(appservices);
     let floor_key = crate::keys::CHANGES_PRUNED.to_owned();
     let floor = tables.meta.get(&floor_key)?.map_or(0, |Be64(p)| p);
     let limit = services.config.retention.batch;

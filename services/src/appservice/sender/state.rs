@@ -11,8 +11,10 @@ use std::collections::HashMap;
 pub struct AppserviceSender {
     /// Woken by a successful ping: a backing-off task retries at once.
     pub retry_now: tokio::sync::Notify,
-    /// Typing and receipts for appservices with `receive_ephemeral`, by appservice id. Held in
-    /// memory only: after a restart the next typing notice or receipt says the same.
+    /// Typing, receipts, presence and to-device messages for appservices with
+    /// `receive_ephemeral`, by appservice id, until a transaction takes them (and records them
+    /// with itself). Held in memory only: after a restart the next typing notice or receipt says
+    /// the same, and to-device messages are still in the devices' inboxes.
     pub(crate) ephemeral: std::sync::Mutex<HashMap<String, Vec<Value>>>,
     pub(crate) ephemeral_ready: tokio::sync::Notify,
     pub(crate) started: std::sync::OnceLock<u64>,
