@@ -126,13 +126,34 @@ async fn livekit_tokens_for_local_and_remote_users() {
     serve_livekit(&mut hub, sfu.port, &[hub_name]).await;
     let sfu_url = format!("ws://127.0.0.1:{}", sfu.port);
 
+    // A body missing a member's field, refused in lk-jwt-service's words, which differ between
+    // its two endpoints taking this body.
+    let no_device = json!({
+        "room_id": "!call:example.org",
+        "slot_id": "m.call#ROOM",
+        "openid_token": { "access_token": "token", "matrix_server_name": hub.server_name() },
+        "member": { "id": "member-a", "claimed_user_id": alice_id, "claimed_device_id": "" },
+        "delay_id": "some-delay",
+        "delay_timeout": 10_000,
+    });
+    for (endpoint, missing) in [
+        ("get_token", "The request body `member` is missing a `id`, `claimed_user_id` or `claimed_device_id`"),
+        (
+            "delegate_delayed_leave",
+            "The request body `member` is missing `id`, `claimed_user_id` or `claimed_device_id`",
+        ),
+    ] {
+        let (status, error) = hub.call(Method::POST, None, &format!("{PREFIX}/{endpoint}"), Some(&no_device)).await;
+        assert_eq!((status, error), (400, json!({ "errcode": "M_BAD_JSON", "error": missing })), "{endpoint}");
+    }
+
     // Clients find the service through the well-known file and the transports.
     let (_, well_known) = hub.call(Method::GET, None, "/.well-known/matrix/client", None).await;
     let focus = &well_known["org.matrix.msc4143.rtc_foci"][0];
     assert_eq!(focus["type"], "livekit", "{well_known}");
     assert!(focus["livekit_service_url"].as_str().unwrap().ends_with(PREFIX), "{well_known}");
     let transports = hub.get(&alice, "/_matrix/client/v1/rtc/transports").await;
-    assert_eq!(transports["transports"][0], *focus);
+    assert_eq!(transports["rtc_transports"], json!([focus]), "{transports}");
 
     // A user of the node itself, whose server has full access: the SFU opens the room.
     let room = "!call:example.org";
@@ -151,9 +172,12 @@ async fn livekit_tokens_for_local_and_remote_users() {
     assert_eq!(claims["identity"], member_identity(&alice_id, "ALICEDEV", "member-a").as_str(), "{claims}");
     let video = &claims["video"];
     assert_eq!(video["room"], alias.as_str(), "{claims}");
-    for grant in ["room_join", "can_publish", "can_subscribe", "room_create"] {
+    for grant in ["room_join", "can_publish", "can_subscribe", "can_update_own_metadata"] {
         assert_eq!(video[grant], true, "{grant}: {claims}");
     }
+    // lk-jwt-service's grant: no `roomCreate` even here (the service opened the room itself; with
+    // it the client could delete any room of the SFU through its room API).
+    assert_ne!(video["room_create"], true, "{claims}");
     assert!(sfu.rooms().await.get(&alias).is_some(), "the SFU was asked to open the room");
     let refused = verify(grant["jwt"].as_str().unwrap(), "another-secret").expect_err("signed with our secret only");
     assert!(refused["refused"].as_str().unwrap().contains("Signature"), "{refused}");

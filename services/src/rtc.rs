@@ -138,22 +138,21 @@ impl LiveKit {
             self.delegate(services, &user, &request.room, &identity, &delegation)?;
         }
         let now = now_ms() / 1000;
-        let mut video = json!({
-            "roomJoin": true,
-            "room": request.room,
-            "canPublish": true,
-            "canSubscribe": true,
-            "canUpdateOwnMetadata": true,
-        });
-        if full_access {
-            video["roomCreate"] = json!(true);
-        }
+        // lk-jwt-service's grant, the same for every user: joining one room. Never `roomCreate`,
+        // even for full access (the room was opened above): LiveKit checks that grant on its room
+        // API, where it also lets the holder delete any room of the SFU, ending others' calls.
         let claims = json!({
             "iss": self.config.key,
             "sub": identity,
             "nbf": now,
             "exp": now + TOKEN_LIFETIME.as_secs(),
-            "video": video,
+            "video": {
+                "roomJoin": true,
+                "room": request.room,
+                "canPublish": true,
+                "canSubscribe": true,
+                "canUpdateOwnMetadata": true,
+            },
         });
         tracing::info!(%user, room = %request.room, full_access, "LiveKit token granted");
         Ok(Grant { url: self.config.url.clone(), jwt: self.sign(&claims) })

@@ -109,6 +109,7 @@ async fn a_delayed_message_is_listed_then_sent_once_after_its_delay() {
     let (status, body) = delayed_message(&server, &token, &room, "too late", 60_001).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["errcode"], "ORG.MATRIX.MSC4140_DELAY_TOO_LARGE");
+    assert_eq!(body["error"], "The requested delay (60001ms) exceeds the allowed maximum (60000ms)");
     assert_eq!(body["org.matrix.msc4140.errcode"], "M_MAX_DELAY_EXCEEDED");
     assert_eq!(body["org.matrix.msc4140.max_delay"], 60_000);
     let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/x?org.matrix.msc4140.delay=soon", enc(&room));
@@ -264,6 +265,91 @@ async fn another_users_state_cancels_a_pending_delayed_state_event_but_its_sende
     }
 }
 
+/// Element Call's membership of a call, as it keeps it (matrix-js-sdk's MatrixRTC membership
+/// manager, in its MSC3401 form): its delayed leave (the same state with empty content) is
+/// scheduled first, then the membership sent; the delayed leave is restarted as a heartbeat,
+/// with its delay id alone, as long as the client runs. Once the restarts stop the leave is sent,
+/// a delay after the last restart, and the member is out of the call.
+#[tokio::test]
+async fn a_call_membership_ends_with_its_delayed_leave_once_the_client_stops_restarting_it() {
+    const DELAY_MS: u64 = 4000;
+    let server = TestServer::start_with(&with_delayed_events(600_000, 100));
+    let (_, alice) = register_raw(&server, "alice").await;
+    let (bob_id, bob) = register_raw(&server, "bob").await;
+    let room = create_room(&server, &alice, json!({ "preset": "public_chat" })).await;
+    let (status, body) =
+        api(&server, Method::POST, Some(&bob), &format!("/_matrix/client/v3/join/{}", enc(&room)), Some(json!({})))
+            .await;
+    assert_eq!(status, 200, "{body}");
+    // Bob, a plain member, is in the call from his device BOBDEVICE.
+    let member = format!(
+        "/_matrix/client/v3/rooms/{}/state/org.matrix.msc3401.call.member/{}",
+        enc(&room),
+        enc(&format!("_{bob_id}_BOBDEVICE"))
+    );
+    let membership = json!({
+        "application": "m.call", "call_id": "", "scope": "m.room", "device_id": "BOBDEVICE",
+        "focus_active": { "type": "livekit", "focus_selection": "oldest_membership" },
+        "foci_preferred": [{ "type": "livekit", "livekit_service_url": "https://sfu-auth.example" }],
+    });
+    let (status, body) = api(
+        &server,
+        Method::PUT,
+        Some(&bob),
+        &format!("{member}?org.matrix.msc4140.delay={DELAY_MS}"),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let leave = body["delay_id"].as_str().expect("a delay id").to_owned();
+    let (status, body) = api(&server, Method::PUT, Some(&bob), &member, Some(membership.clone())).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, sync) = api(&server, Method::GET, Some(&bob), "/_matrix/client/v3/sync?timeout=0", None).await;
+    let mut since = sync["next_batch"].as_str().expect("a sync token").to_owned();
+
+    // The heartbeat, token-less, past the leave's first send time: bob stays in the call, his own
+    // membership update did not cancel his leave, and each restart moves its time.
+    let first = list(&server, &bob).await;
+    assert_eq!(first.len(), 1, "his own membership leaves the leave pending: {first:?}");
+    let first_due = first[0]["delayed_since_ts"].as_u64().unwrap() + DELAY_MS;
+    let mut last_start = 0;
+    loop {
+        let (status, body) = api(&server, Method::POST, None, &format!("{DELAYED}/{leave}/restart"), None).await;
+        assert_eq!(status, 200, "{body}");
+        let pending = list(&server, &bob).await;
+        assert_eq!(pending.len(), 1, "{pending:?}");
+        let start = pending[0]["delayed_since_ts"].as_u64().unwrap();
+        assert!(start > last_start, "restarted");
+        last_start = start;
+        let (_, current) = api(&server, Method::GET, Some(&bob), &member, None).await;
+        assert_eq!(current, membership, "still in the call");
+        if start > first_due {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(DELAY_MS / 4)).await;
+    }
+
+    // The client is gone: no more restarts. The leave arrives (waited for with /sync).
+    let sent = loop {
+        let path = format!("/_matrix/client/v3/sync?timeout=30000&since={}", enc(&since));
+        let (status, sync) = api(&server, Method::GET, Some(&bob), &path, None).await;
+        assert_eq!(status, 200, "{sync}");
+        since = sync["next_batch"].as_str().unwrap().to_owned();
+        let events = sync["rooms"]["join"][&room]["timeline"]["events"].as_array().cloned().unwrap_or_default();
+        if let Some(event) = events.into_iter().find(|e| e["type"] == "org.matrix.msc3401.call.member") {
+            break event;
+        }
+    };
+    assert_eq!(sent["content"], json!({}), "{sent}");
+    assert_eq!(sent["sender"], bob_id.as_str());
+    assert!(sent["origin_server_ts"].as_u64().unwrap() >= last_start + DELAY_MS, "not before its time: {sent}");
+    let (_, current) = api(&server, Method::GET, Some(&bob), &member, None).await;
+    assert_eq!(current, json!({}), "out of the call");
+    assert!(list(&server, &bob).await.is_empty());
+    let (status, _) = api(&server, Method::POST, None, &format!("{DELAYED}/{leave}/restart"), None).await;
+    assert_eq!(status, 404, "nothing left to restart");
+}
+
 #[tokio::test]
 async fn a_pending_delayed_event_is_sent_after_a_crash_and_a_restart() {
     let mut server = TestServer::start_with(&with_delayed_events(60_000, 100));
@@ -309,7 +395,8 @@ async fn rtc_transports_are_announced_at_their_endpoint_and_in_the_well_known() 
     let (_, token) = register_raw(&server, "alice").await;
     for path in ["/_matrix/client/v1/rtc/transports", "/_matrix/client/unstable/org.matrix.msc4143/rtc/transports"] {
         let (status, body) = api(&server, Method::GET, Some(&token), path, None).await;
-        assert_eq!((status, &body), (200, &json!({ "transports": [livekit] })), "{path}");
+        // Under `rtc_transports`, which matrix-js-sdk reads (Element Call's first look).
+        assert_eq!((status, &body), (200, &json!({ "rtc_transports": [livekit] })), "{path}");
         let (status, body) = api(&server, Method::GET, None, path, None).await;
         assert_eq!((status, body["errcode"].as_str()), (401, Some("M_MISSING_TOKEN")), "{path}");
     }
@@ -318,11 +405,14 @@ async fn rtc_transports_are_announced_at_their_endpoint_and_in_the_well_known() 
     assert_eq!(body["m.homeserver"]["base_url"], server.url.trim_end_matches('/'));
     assert_eq!(body["org.matrix.msc4143.rtc_foci"], json!([livekit]));
 
-    // None configured: an empty answer and no foci.
+    // None configured: no foci, and the endpoint is unrecognised (as Synapse without MSC4143),
+    // so that Element Call goes on to the well-known file at the server name.
     let bare = TestServer::start();
     let (_, token) = register_raw(&bare, "alice").await;
-    let (status, body) = api(&bare, Method::GET, Some(&token), "/_matrix/client/v1/rtc/transports", None).await;
-    assert_eq!((status, body), (200, json!({})));
+    for path in ["/_matrix/client/v1/rtc/transports", "/_matrix/client/unstable/org.matrix.msc4143/rtc/transports"] {
+        let (status, body) = api(&bare, Method::GET, Some(&token), path, None).await;
+        assert_eq!((status, body["errcode"].as_str()), (404, Some("M_UNRECOGNIZED")), "{path}: {body}");
+    }
     let (_, body) = api(&bare, Method::GET, None, "/.well-known/matrix/client", None).await;
     assert!(body.get("org.matrix.msc4143.rtc_foci").is_none(), "{body}");
     assert!(body["m.homeserver"]["base_url"].is_string());

@@ -66,6 +66,7 @@ pub enum AddRefused {
     Disabled,
     /// Longer than `max_delay_ms`: 400 with the maximum.
     TooLong {
+        requested_ms: u64,
         max_delay_ms: u64,
     },
     Other(Error),
@@ -104,6 +105,17 @@ fn new_delay_id() -> String {
     format!("hcd_{random}")
 }
 
+/// The transaction an event sent for `delay_id` is recorded under, with the event: a second
+/// send of the same delay id (after a crash before its record went) finds it and appends nothing.
+fn txn_key(record: &Delayed, delay_id: &str) -> TxnKey {
+    TxnKey {
+        user: record.owner.clone(),
+        device: OwnedDeviceId::from(DELAYED_DEVICE),
+        txn_id: delay_id.to_owned(),
+        scope: "delayed".to_owned(),
+    }
+}
+
 fn not_found() -> Error {
     Error::not_found("Delayed event not found")
 }
@@ -129,7 +141,7 @@ impl DelayedEvents {
     ) -> std::result::Result<String, AddRefused> {
         let Some(config) = &self.config else { return Err(AddRefused::Disabled) };
         if delay_ms > config.max_delay_ms {
-            return Err(AddRefused::TooLong { max_delay_ms: config.max_delay_ms });
+            return Err(AddRefused::TooLong { requested_ms: delay_ms, max_delay_ms: config.max_delay_ms });
         }
         if !services.rooms.exists(room)? || !services.rooms.is_joined(owner, room)? {
             return Err(Error::forbidden("you are not in this room").into());
@@ -289,13 +301,7 @@ impl DelayedEvents {
             state_key: record.state_key.clone(),
             redacts: None,
         };
-        let txn = TxnKey {
-            user: record.owner.clone(),
-            device: OwnedDeviceId::from(DELAYED_DEVICE),
-            txn_id: delay_id.to_string(),
-            scope: "delayed".to_owned(),
-        };
-        let sent = services.rooms.append(&record.room_id, &record.owner, event, Some(txn)).await;
+        let sent = services.rooms.append(&record.room_id, &record.owner, event, Some(txn_key(&record, delay_id))).await;
         let _guard = self.lock.lock().await;
         let mut batch = Batch::new();
         self.remove(&mut batch, delay_id, &record);
@@ -458,4 +464,41 @@ async fn cancel_range(services: &Services, done: u64, head: u64) -> Result<u64> 
         services.delayed_events.cancel_for_state(room, &pdu.kind.to_string(), state_key, &pdu.sender, pos).await?;
     }
     Ok(reached)
+}
+
+#[cfg(test)]
+mod tests {
+    use ruma::{events::TimelineEventType, RoomVersionId};
+
+    use super::*;
+    use crate::{config::Config, rooms::create::CreateRoom};
+
+    /// The crash the transaction id guards against: the event went out (appended with its
+    /// transaction, in one write) but the server died before the delayed event's record was
+    /// removed, so after the restart the record is due again. Sending it then appends nothing:
+    /// the room's last event is still the one sent before the crash, and the record is gone.
+    #[tokio::test]
+    async fn an_event_sent_before_a_crash_is_not_sent_again() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = Config::default();
+        config.database.path = dir.path().join("db");
+        config.delayed_events = Some(DelayedEventsConfig { max_delay_ms: 600_000, max_per_user: 100 });
+        let services = Services::open(config).expect("services");
+        let alice = services.users.create("alice", None, false).await.expect("alice");
+        let room = services.rooms.create_room(&alice, CreateRoom::default(), &RoomVersionId::V12).await.expect("room");
+        let leave = || NewEvent::message(TimelineEventType::from("m.test.leave"), json!({ "left": true }));
+        let delayed = &services.delayed_events;
+        let delay_id = delayed.add(&services, &alice, &room, leave(), 600_000).await.expect("scheduled");
+
+        // Sent, then the crash: the record is still there.
+        let record = delayed.get(&delay_id).unwrap().expect("the record");
+        let sent = services.rooms.append(&room, &alice, leave(), Some(txn_key(&record, &delay_id))).await.unwrap();
+        assert_eq!(services.rooms.room(&room).unwrap().unwrap().extremities, vec![sent.clone()]);
+
+        // After the restart, the due record is fired again.
+        delayed.send_now(&services, &delay_id).await.expect("fired");
+        assert_eq!(services.rooms.room(&room).unwrap().unwrap().extremities, vec![sent], "nothing sent twice");
+        assert!(delayed.get(&delay_id).unwrap().is_none(), "the record is gone");
+        assert!(delayed.list(&alice).unwrap().is_empty());
+    }
 }

@@ -71,13 +71,13 @@ fn refused(refusal: AddRefused) -> ApiError {
         AddRefused::Disabled => {
             ApiError::new(StatusCode::FORBIDDEN, "M_FORBIDDEN", "Sending delayed events has been disallowed")
         }
-        AddRefused::TooLong { max_delay_ms } => {
-            // Synapse's errcode, with the fields earlier revisions answered, which Element Call
-            // (matrix-js-sdk) reads to shorten its delay and try again.
+        AddRefused::TooLong { requested_ms, max_delay_ms } => {
+            // Synapse's errcode and message, with the fields earlier revisions answered, which
+            // Element Call (matrix-js-sdk) reads to shorten its delay and try again.
             let mut error = ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "ORG.MATRIX.MSC4140_DELAY_TOO_LARGE",
-                format!("The requested delay exceeds the allowed maximum ({max_delay_ms}ms)"),
+                format!("The requested delay ({requested_ms}ms) exceeds the allowed maximum ({max_delay_ms}ms)"),
             );
             error.body["org.matrix.msc4140.errcode"] = json!("M_MAX_DELAY_EXCEEDED");
             error.body["org.matrix.msc4140.max_delay"] = json!(max_delay_ms);

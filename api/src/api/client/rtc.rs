@@ -68,15 +68,19 @@ fn announced(services: &Services) -> Vec<Value> {
     }
 }
 
-/// The transports (Synapse answers `{}` when there are none).
+/// The transports, under `rtc_transports` (the key Synapse answers with and matrix-js-sdk's
+/// `_unstable_getRTCTransports` reads). With none, 404 `M_UNRECOGNIZED`, as Synapse answers
+/// without MSC4143: Element Call then looks for `org.matrix.msc4143.rtc_foci` in the well-known
+/// file at the server name (which a proxy may serve), whereas any 200 answer is final to it and,
+/// without a LiveKit transport, ends in "MISSING_MATRIX_RTC_FOCUS".
 async fn transports(State(services): State<Arc<Services>>, request: Request) -> Result<Json<Value>, ApiError> {
     let (parts, _) = request.into_parts();
     authenticate(&parts, &services, TokenUse::Required)?.ok_or_else(ApiError::missing_token)?;
     let transports = announced(&services);
     if transports.is_empty() {
-        return Ok(Json(json!({})));
+        return Err(ApiError::unrecognized_path());
     }
-    Ok(Json(json!({ "transports": transports })))
+    Ok(Json(json!({ "rtc_transports": transports })))
 }
 
 /// `/.well-known/matrix/client`: the client API's URL and, when there are transports, the RTC
@@ -206,24 +210,41 @@ fn answer(result: Result<crate::rtc::Grant, Refusal>) -> Response {
 /// `POST …/get_token`: a token for one member of one MatrixRTC slot of a room.
 async fn get_token(State(services): State<Arc<Services>>, request: Request) -> Result<Response, ApiError> {
     let (livekit, body) = token_request::<GetTokenBody>(&services, request).await?;
-    let request = member_request(&body)?;
+    let request = member_request(&body, Endpoint::GetToken)?;
     let delegation = delegation(&body.delay_id, body.delay_timeout)?;
     Ok(answer(livekit.grant(&services, request, delegation).await))
 }
 
+/// Which endpoint a `/get_token` body came to: lk-jwt-service words two of its refusals
+/// differently at `delegate_delayed_leave` (without the "a").
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    GetToken,
+    DelegateDelayedLeave,
+}
+
 /// The checks of a `/get_token` body (shared with `delegate_delayed_leave`, which takes the same
 /// body) and the token request it makes.
-fn member_request(body: &GetTokenBody) -> Result<TokenRequest<'_>, ApiError> {
+fn member_request(body: &GetTokenBody, endpoint: Endpoint) -> Result<TokenRequest<'_>, ApiError> {
+    let get_token = endpoint == Endpoint::GetToken;
     if body.room_id.is_empty() || body.slot_id.is_empty() {
         return Err(bad_json("The request body is missing `room_id` or `slot_id`"));
     }
     let member = &body.member;
     if member.id.is_empty() || member.claimed_user_id.is_empty() || member.claimed_device_id.is_empty() {
-        return Err(bad_json("The request body `member` is missing a `id`, `claimed_user_id` or `claimed_device_id`"));
+        return Err(bad_json(if get_token {
+            "The request body `member` is missing a `id`, `claimed_user_id` or `claimed_device_id`"
+        } else {
+            "The request body `member` is missing `id`, `claimed_user_id` or `claimed_device_id`"
+        }));
     }
     let token = &body.openid_token;
     if token.access_token.is_empty() || token.matrix_server_name.is_empty() {
-        return Err(bad_json("The request body `openid_token` is missing a `access_token` or `matrix_server_name`"));
+        return Err(bad_json(if get_token {
+            "The request body `openid_token` is missing a `access_token` or `matrix_server_name`"
+        } else {
+            "The request body `openid_token` is missing `access_token` or `matrix_server_name`"
+        }));
     }
     Ok(TokenRequest {
         openid_token: &token.access_token,
@@ -263,7 +284,7 @@ async fn delegate_delayed_leave(
     request: Request,
 ) -> Result<Json<Value>, ApiError> {
     let (livekit, body) = token_request::<GetTokenBody>(&services, request).await?;
-    let request = member_request(&body)?;
+    let request = member_request(&body, Endpoint::DelegateDelayedLeave)?;
     let Some(delegation) = delegation(&body.delay_id, body.delay_timeout)? else {
         return Err(bad_json("The request body is missing `delay_id` or `delay_timeout`"));
     };
