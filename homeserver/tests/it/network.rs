@@ -515,7 +515,7 @@ async fn external_users_cannot_create_rooms() {
         ("network.role", "external".into()),
         ("network.external_servers", toml::Value::Array(vec![EXTERNAL.into()])),
     ]);
-    let (guest_id, guest) = register_raw(&server, "guest").await;
+    let (_, guest) = register_raw(&server, "guest").await;
     let (status, body) =
         api(&server, Method::POST, Some(&guest), "/_matrix/client/v3/createRoom", Some(json!({}))).await;
     assert_eq!(
