@@ -65,6 +65,10 @@ export async function run(steps) {
       return {
         unlabelled: controls.filter((el) => !named(el)).map((el) => el.outerHTML.slice(0, 160)),
         overflow: document.documentElement.scrollWidth - document.documentElement.clientWidth,
+        // What sticks out, to fix an overflow: the elements whose right edge is past the screen's.
+        wide: [...document.body.querySelectorAll("*")]
+          .filter((el) => el.getBoundingClientRect().right > document.documentElement.clientWidth + 0.5)
+          .slice(0, 5).map((el) => `${el.outerHTML.slice(0, 100)} → ${Math.round(el.getBoundingClientRect().right)}px`),
         missingWords: [...only("fr", "en"), ...only("en", "fr")],
       };
     }));

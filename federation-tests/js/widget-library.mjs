@@ -65,7 +65,7 @@ await run(async ({ page, widget, seen }) => {
   await reloaded(() => file("note.txt").locator('[data-action="lock"]').click());
   await file("note.txt").locator('[data-action="lock"][aria-pressed="true"]').waitFor({ timeout: 30000 });
   seen.note = await file("note.txt").locator(".facts").innerText();
-  await file("note.txt").locator("summary").click();
+  await file("note.txt").locator("summary", { hasText: "Versions" }).click();
   await file("note.txt").locator(".versions li").nth(1).waitFor({ timeout: 30000 });
   seen.versions = await file("note.txt").locator(".versions li").allInnerTexts();
 

@@ -2338,7 +2338,7 @@ async fn the_library_widget_moves_and_deletes_files_and_follows_sub_folders_live
     let (bob, bt) = a.register("bob").await;
     a.invite(&at, &room, &bob).await;
     a.join(&bt, &room, &[]).await;
-    let made = command(&a, &at, &room, "!doc new \"Dossiers\"", "Bibliothèque créée").await;
+    let made = command(&a, &at, &room, "!doc new \"Dossiers\"", "Library created").await;
     let library = made.split(" : ").nth(1).unwrap().split(' ').next().unwrap().to_owned();
     a.join(&at, &library, &[]).await;
     // Bob may read the library (power 0: a viewer), not change it.
@@ -2395,6 +2395,6 @@ async fn the_library_widget_moves_and_deletes_files_and_follows_sub_folders_live
     assert!(!top.contains(".txt"), "{top}");
     let listed = command(&a, &at, &room, "!doc ls Archives", "a.txt").await;
     assert!(listed.contains("a.txt — v1") && listed.contains("c.txt — v1"), "{listed}");
-    assert!(listed.contains("verrouillé"), "{listed}");
+    assert!(listed.contains("(locked)"), "{listed}");
     drop(bot);
 }
