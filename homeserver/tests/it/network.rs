@@ -538,7 +538,15 @@ async fn external_users_cannot_publish_rooms() {
         ("network.external_users_create_rooms", true.into()),
     ]);
     let (guest_id, guest) = register_raw(&server, "guest").await;
-    refused(&api(&server, Method::POST, Some(&guest), "/_matrix/client/v3/createRoom", Some(json!({}))).await);
+    // Allowed to create rooms, an external user is still never the creator of a room open to
+    // them only as a direct chat (room version 12 creators are admins).
+    let (status, body) =
+        api(&server, Method::POST, Some(&guest), "/_matrix/client/v3/createRoom", Some(json!({}))).await;
+    assert_eq!(
+        (status, body["errcode"].as_str(), body["error"].as_str()),
+        (400, Some("M_UNKNOWN"), Some("Invalid access rule")),
+        "{body}"
+    );
 
     let root = admin_token(&server, "root").await;
     let room = create(&server, &root, json!({})).await;
