@@ -102,6 +102,8 @@ pub fn start(services: Arc<Services>) {
             match next {
                 Some(ts) => {
                     let wait = Duration::from_millis(ts.saturating_sub(crate::time::now_ms()));
+                    // Woken early (a server came back, an admin reset it) or at the time: either way the
+                    // loop runs what is due, so whether the wait timed out does not matter.
                     let _ = tokio::time::timeout(wait, wake).await;
                 }
                 None => wake.await,
