@@ -34,6 +34,8 @@ enum Reply {
 #[derive(Clone, Debug)]
 struct Seen {
     path: String,
+    /// The request's body, as text.
+    body: String,
 }
 
 type Answer = Arc<dyn Fn(&Seen) -> Reply + Send + Sync>;
@@ -66,6 +68,8 @@ struct Hostile {
     keys: Arc<Mutex<Keys>>,
     script: Arc<Mutex<Vec<(String, Answer)>>>,
     seen: Arc<Mutex<Vec<Seen>>>,
+    /// Told of every request as it is recorded.
+    arrived: Arc<tokio::sync::Notify>,
     http: reqwest::Client,
     server: tokio::task::JoinHandle<()>,
     _dir: tempfile::TempDir,
@@ -91,12 +95,17 @@ impl Hostile {
         let keys = Arc::new(Mutex::new(Keys { current: new_key("k1"), old: Vec::new() }));
         let script: Arc<Mutex<Vec<(String, Answer)>>> = Arc::default();
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-        let state = (name.clone(), keys.clone(), script.clone(), seen.clone());
-        let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
-            let (name, keys, script, seen) = state.clone();
+        let arrived = Arc::new(tokio::sync::Notify::new());
+        let state = (name.clone(), keys.clone(), script.clone(), seen.clone(), arrived.clone());
+        let app = axum::Router::new().fallback(move |uri: axum::http::Uri, body: axum::body::Bytes| {
+            let (name, keys, script, seen, arrived) = state.clone();
             async move {
-                let request = Seen { path: uri.path_and_query().map(|p| p.to_string()).unwrap_or_default() };
+                let request = Seen {
+                    path: uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+                    body: String::from_utf8_lossy(&body).into_owned(),
+                };
                 seen.lock().expect("seen").push(request.clone());
+                arrived.notify_waiters();
                 let answer = script
                     .lock()
                     .expect("script")
@@ -116,7 +125,7 @@ impl Hostile {
         });
         let server = hemicycle::server::serve_https(listener, acceptor, app);
         let http = reqwest::Client::builder().tls_danger_accept_invalid_certs(true).build().expect("client");
-        Hostile { name, keys, script, seen, http, server, _dir: dir }
+        Hostile { name, keys, script, seen, arrived, http, server, _dir: dir }
     }
 
     fn user(&self, localpart: &str) -> String {
@@ -130,6 +139,20 @@ impl Hostile {
 
     fn requests(&self, prefix: &str) -> Vec<Seen> {
         self.seen.lock().expect("seen").iter().filter(|s| s.path.starts_with(prefix)).cloned().collect()
+    }
+
+    /// Waits (up to [`SYNC_WAIT`]) for a request under `prefix` that `wanted` accepts.
+    async fn wait_for(&self, prefix: &str, wanted: impl Fn(&Seen) -> bool) -> Seen {
+        let deadline = tokio::time::Instant::now() + SYNC_WAIT;
+        loop {
+            let arrived = self.arrived.notified();
+            if let Some(found) = self.requests(prefix).into_iter().find(|s| wanted(s)) {
+                return found;
+            }
+            if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+                panic!("no such request under {prefix} in {:?}", self.requests(prefix));
+            }
+        }
     }
 
     /// Retires the current key (`expired_ts`) and signs with a new one from now on.
@@ -342,6 +365,46 @@ async fn a_server_without_a_member_reads_nothing_of_a_private_room() {
     let of_the_room = |p: &Value| p["room_id"] == public.as_str() || p["type"] == "m.room.create";
     assert!(!pdus.is_empty() && pdus.iter().all(of_the_room), "{answer}");
     assert!(!answer.to_string().contains("confidentiel"), "{answer}");
+}
+
+/// Events go to the servers in the room when they are sent. A server whose queue is behind
+/// (its transactions failed, so it is in backoff) and that joins a room meanwhile must not be
+/// sent what came before its join when the queue moves on: with `joined` history, that is
+/// history its members may not read (the room's `/backfill` would refuse it the same events).
+#[tokio::test]
+async fn a_server_that_joins_late_is_not_sent_what_came_before() {
+    let (node, peer) = tokio::join!(Node::start("sender", &[]), Hostile::start());
+    let (_, at) = node.register("alice").await;
+    let open = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let accepting = open.clone();
+    peer.on("/_matrix/federation/v1/send/", move |_| {
+        if accepting.load(Ordering::SeqCst) {
+            Reply::Json(200, json!({ "pdus": {} }))
+        } else {
+            Reply::Json(500, json!({ "errcode": "M_UNKNOWN", "error": "not now" }))
+        }
+    });
+    // The peer is in a first room and refuses what the node sends it there: its queue stops.
+    let first = node.create_room(&at, json!({ "preset": "public_chat" })).await;
+    peer.join(&node, &first, &peer.user("mallory")).await;
+    node.send_text(&at, &first, "bonjour").await;
+    peer.wait_for("/_matrix/federation/v1/send/", |s| s.body.contains("bonjour")).await;
+    // A room whose history is for its members of the moment; what is said before the peer joins.
+    let joined = json!({ "type": "m.room.history_visibility", "state_key": "",
+                         "content": { "history_visibility": "joined" } });
+    let room = node.create_room(&at, json!({ "preset": "public_chat", "initial_state": [joined] })).await;
+    for i in 0..3 {
+        node.send_text(&at, &room, &format!("avant {i}")).await;
+    }
+    peer.join(&node, &room, &peer.user("mallory")).await;
+    node.send_text(&at, &room, "après").await;
+    open.store(true, Ordering::SeqCst);
+    // The queue moves on once the backoff ends: what was said after the join arrives...
+    peer.wait_for("/_matrix/federation/v1/send/", |s| s.body.contains("après")).await;
+    // ...and the earlier room's message with it, but nothing of before the join.
+    let sent: Vec<String> = peer.requests("/_matrix/federation/v1/send/").into_iter().map(|s| s.body).collect();
+    assert!(sent.iter().any(|b| b.contains("bonjour")), "{sent:?}");
+    assert!(!sent.iter().any(|b| b.contains("avant")), "history before the join was pushed: {sent:?}");
 }
 
 #[tokio::test]

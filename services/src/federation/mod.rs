@@ -56,6 +56,9 @@ pub struct Federation {
     transactions: std::sync::atomic::AtomicU64,
     /// The servers with joined members of each room, as of a state snapshot.
     room_servers: std::sync::Mutex<std::collections::HashMap<ruma::OwnedRoomId, (u64, Vec<OwnedServerName>)>>,
+    /// The membership history of each server's users in each room, as of a state snapshot:
+    /// which events of the room the sender owes that server ([`sender`]).
+    pub(crate) server_windows: sender::ServerWindows,
     /// Rooms we are joining through another server: how many joins are under way, and the PDUs
     /// that arrived for them before one completed (the resident server sends them once it has
     /// our join), taken in right after it instead of being dropped as PDUs of an unknown room.
@@ -120,6 +123,7 @@ impl Federation {
             fetches: Default::default(),
             transactions: Default::default(),
             room_servers: Default::default(),
+            server_windows: Default::default(),
             joining: Default::default(),
             invites_in_flight: Default::default(),
             threepid_take_up: Default::default(),

@@ -15,8 +15,8 @@ use std::{
 };
 
 use ruma::{
-    api::federation::transactions::send_transaction_message, serde::Raw, MilliSecondsSinceUnixEpoch, OwnedServerName,
-    OwnedTransactionId, RoomId, ServerName, UserId,
+    api::federation::transactions::send_transaction_message, serde::Raw, MilliSecondsSinceUnixEpoch, OwnedRoomId,
+    OwnedServerName, OwnedTransactionId, RoomId, ServerName, UserId,
 };
 use serde_json::{json, Value};
 use tokio::sync::Notify;
@@ -27,6 +27,7 @@ use crate::{
         Batch, Database,
     },
     error::Result,
+    rooms::visibility::ServerWindow,
     services::Services,
 };
 
@@ -174,7 +175,11 @@ fn destinations(services: &Services, room: &RoomId, pdu: &crate::rooms::pdu::Pdu
     servers
 }
 
-/// Whether a stream entry is a local event for `server`.
+/// Whether a stream entry is a local event for `server`: one sent while the server had a
+/// joined member in the room (or a membership change of one of its users), decided at that
+/// event and not when the queue gets to it — a worker behind the stream (a backoff, a slow
+/// peer) would otherwise send a server that joined since the history before its join, which
+/// its members may not be allowed to see (it fetches what they may through `/backfill`).
 fn event_for(services: &Services, pos: u64, server: &ServerName) -> Option<Vec<u8>> {
     let event_id = services.db.tables.rooms.pos_eventid.get(&Be64(pos)).ok()??;
     let json = services.rooms.pdu_json(&event_id).ok()??;
@@ -183,7 +188,42 @@ fn event_for(services: &Services, pos: u64, server: &ServerName) -> Option<Vec<u
         return None;
     }
     let room = services.rooms.meta(&event_id).ok()??.room_id;
-    destinations(services, &room, &pdu).iter().any(|s| s == server).then_some(json)
+    let target = pdu.kind == ruma::events::TimelineEventType::RoomMember
+        && pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok()).is_some_and(|u| u.server_name() == server);
+    let owed = target || had_member_at(services, &room, server, pos).ok()?;
+    (owed && services.federation.allowed(server) && super::receive::acl_allows(services, &room, server)).then_some(json)
+}
+
+/// [`ServerWindow`]s by room and server, each with the room's state snapshot it was read at.
+pub(crate) type ServerWindows = Mutex<HashMap<(OwnedRoomId, OwnedServerName), (u64, Arc<ServerWindow>)>>;
+
+/// Whether `server` had a joined member in `room` when the event at `pos` was sent. The
+/// membership history is read once per state snapshot of the room (memberships change it).
+fn had_member_at(services: &Services, room: &RoomId, server: &ServerName, pos: u64) -> Result<bool> {
+    let snapshot = services.db.tables.rooms.roomid_room.get(&room.to_owned())?.map(|r| r.0.snapshot);
+    let key = (room.to_owned(), server.to_owned());
+    let cache = &services.federation.server_windows;
+    let cached = cache.lock().expect("server windows").get(&key).filter(|(at, _)| Some(*at) == snapshot).cloned();
+    let window = match cached {
+        Some((_, window)) => window,
+        None => {
+            let window = Arc::new(services.rooms.server_window(server, room)?);
+            if let Some(snapshot) = snapshot {
+                let mut cache = cache.lock().expect("server windows");
+                if cache.len() > 10_000 {
+                    cache.clear();
+                }
+                cache.insert(key, (snapshot, window.clone()));
+            }
+            window
+        }
+    };
+    if !window.has_history() {
+        // Memberships that entered the room's state only through a resolution have no
+        // position: such a server is owed what it is in the room for now.
+        return Ok(super::receive::servers_in_room(services, room)?.iter().any(|s| s == server));
+    }
+    Ok(window.had_member_at(pos))
 }
 
 /// What waits for `server`: how many local events for it lie past the position it has received

@@ -253,6 +253,18 @@ impl ServerWindow {
         Self { users, visibility }
     }
 
+    /// Whether one of the server's users was a joined member when the event at `pos` was sent:
+    /// the servers an event goes to are those in the room at that event.
+    pub fn had_member_at(&self, pos: u64) -> bool {
+        self.users.iter().any(|user| user.joined_at(pos))
+    }
+
+    /// Whether any membership of the server's users is in the room's history (one that came
+    /// only through state resolution is not).
+    pub fn has_history(&self) -> bool {
+        !self.users.is_empty()
+    }
+
     pub fn may_see(&self, pos: u64) -> bool {
         let view = Window { memberships: Vec::new(), visibility: self.visibility.clone(), ranges: Vec::new() };
         let open = [false, true].into_iter().any(|after| {
