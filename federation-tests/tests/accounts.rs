@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use hemicycle_federation_tests::{enc, hemicycle_bin, Node, SYNC_WAIT};
+use hemicycle_federation_tests::{enc, Node, SYNC_WAIT};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -27,24 +27,6 @@ async fn set_section(node: &mut Node, name: &str, settings: &[(&str, toml::Value
 
 async fn set_discovery_room(node: &mut Node, room: &str) {
     set_section(node, "directory", &[("discovery_room", room.into())]).await;
-}
-
-/// Creates a server admin on the node with the operator's command and signs it in.
-pub(crate) async fn admin_token(node: &Node) -> String {
-    let file = node.dir().join("root-password");
-    std::fs::write(&file, "root-pw").unwrap();
-    let out = std::process::Command::new(hemicycle_bin())
-        .arg("--config")
-        .arg(node.config_path())
-        .args(["user", "create", "root", "--admin", "--password-file"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let body = json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "root" }, "password": "root-pw" });
-    let (status, body) = node.call(Method::POST, None, "/_matrix/client/v3/login", Some(&body)).await;
-    assert_eq!(status, 200, "{body}");
-    body["access_token"].as_str().unwrap().to_owned()
 }
 
 /// The user ids `node`'s directory answers `token`'s search for `term` with.
@@ -164,7 +146,7 @@ async fn federation_keeps_delivering_to_an_expired_account() {
     let (interior, mut finances) = tokio::join!(Node::start("interior", &[]), Node::start("finances", &[]));
     let period = [("period", "30d".into()), ("exclude", toml::Value::Array(vec!["@root:.*".into()]))];
     set_section(&mut finances, "account_validity", &period).await;
-    let root = admin_token(&finances).await;
+    let root = finances.admin_token().await;
     let (alice_id, alice) = finances.register("alice").await;
     let (_, bob) = interior.register("bob").await;
     let room = interior.create_room(&bob, json!({ "preset": "private_chat", "invite": [alice_id] })).await;
@@ -228,7 +210,7 @@ async fn a_colleague_of_another_node_is_found_by_email_address() {
         ),
     )
     .unwrap();
-    let root = admin_token(&finances).await;
+    let root = finances.admin_token().await;
     let (alice_id, alice) = finances.register("alice").await;
     finances.set_displayname(&alice, &alice_id, "Alice Martin").await;
     bind(&finances, &root, &alice_id, "alice.martin@finances.gouv.fr").await;

@@ -3,32 +3,14 @@
 
 use std::time::{Duration, Instant};
 
-use hemicycle_federation_tests::{hemicycle_bin, Node};
+use hemicycle_federation_tests::Node;
 use reqwest::Method;
 use serde_json::json;
-
-/// Creates a server admin on the node with the operator's command and signs it in.
-async fn admin_token(node: &Node) -> String {
-    let file = node.dir().join("root-password");
-    std::fs::write(&file, "root-pw").unwrap();
-    let out = std::process::Command::new(hemicycle_bin())
-        .arg("--config")
-        .arg(node.config_path())
-        .args(["user", "create", "root", "--admin", "--password-file"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let body = json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "root" }, "password": "root-pw" });
-    let (status, body) = node.call(Method::POST, None, "/_matrix/client/v3/login", Some(&body)).await;
-    assert_eq!(status, 200, "{body}");
-    body["access_token"].as_str().unwrap().to_owned()
-}
 
 #[tokio::test]
 async fn admins_see_destinations_and_reset_a_connection() {
     let (a, mut b) = tokio::join!(Node::start("a", &[]), Node::start("b", &[]));
-    let root = admin_token(&a).await;
+    let root = a.admin_token().await;
     let (_, alice) = a.register("alice").await;
     let (_, bob) = b.register("bob").await;
     let room = a.create_room(&alice, json!({ "preset": "public_chat" })).await;

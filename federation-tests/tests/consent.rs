@@ -8,7 +8,7 @@ use std::time::Duration;
 use hemicycle_federation_tests::Node;
 use serde_json::json;
 
-use super::console::{admin_token, console_get, console_post, enrol, totp, wait_page};
+use super::console::{console_get, console_post, enrol, totp, wait_page};
 
 /// A fresh code of `secret` for an admin whose last accepted code was of time step `last`: the
 /// next step's, once the clock is close enough for it to be accepted (a code is good from one
@@ -67,7 +67,7 @@ async fn the_allow_list_changes_at_runtime_with_a_second_factor_and_on_another_n
     // A and B start with an allow-list that names neither; C federates with every server.
     let closed = ["nowhere.invalid".to_owned()];
     let (mut a, b, c) = tokio::join!(Node::start("a", &closed), Node::start("b", &closed), Node::start("c", &[]));
-    let (root_a, root_b) = tokio::join!(admin_token(&a), admin_token(&b));
+    let (root_a, root_b) = tokio::join!(a.admin_token(), b.admin_token());
     let (an, bn, cn) = (a.server_name(), b.server_name(), c.server_name());
     let (_, alice) = a.register("alice").await;
     let (_, bob) = b.register("bob").await;
@@ -180,7 +180,7 @@ async fn the_allow_list_changes_at_runtime_with_a_second_factor_and_on_another_n
 #[tokio::test]
 async fn a_notice_to_chosen_nodes_goes_as_a_proposal_to_each() {
     let (a, b, c) = tokio::join!(Node::start("a", &[]), Node::start("b", &[]), Node::start("c", &[]));
-    let (root_a, root_b, root_c) = tokio::join!(admin_token(&a), admin_token(&b), admin_token(&c));
+    let (root_a, root_b, root_c) = tokio::join!(a.admin_token(), b.admin_token(), c.admin_token());
     let (an, bn, cn) = (a.server_name(), b.server_name(), c.server_name());
     // A learns of B and C as peers: a room all three are in.
     let (_, alice) = a.register("alice").await;
@@ -235,7 +235,7 @@ async fn current_key(node: &Node, token: &str) -> String {
 #[tokio::test]
 async fn a_signing_key_rotated_in_the_console_signs_what_follows_and_the_others_take_it() {
     let (a, b) = tokio::join!(Node::start("a", &[]), Node::start("b", &[]));
-    let root = admin_token(&a).await;
+    let root = a.admin_token().await;
     let an = a.server_name();
     let (_, alice) = a.register("alice").await;
     let (_, bob) = b.register("bob").await;

@@ -10,31 +10,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hemicycle_federation_tests::{hemicycle_bin, Node};
-use reqwest::Method;
+use hemicycle_federation_tests::Node;
 use serde_json::{json, Value};
 
 /// How long the view may take to show a change: a few rounds of `network.status_interval`.
 const VIEW_WAIT: Duration = Duration::from_secs(60);
-
-/// Creates a server admin with the operator's command; answers their access token, which the
-/// console takes as its session cookie.
-pub(crate) async fn admin_token(node: &Node) -> String {
-    let file = node.dir().join("root-password");
-    std::fs::write(&file, "root-pw").unwrap();
-    let out = Command::new(hemicycle_bin())
-        .arg("--config")
-        .arg(node.config_path())
-        .args(["user", "create", "root", "--admin", "--password-file"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let body = json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "root" }, "password": "root-pw" });
-    let (status, body) = node.call(Method::POST, None, "/_matrix/client/v3/login", Some(&body)).await;
-    assert_eq!(status, 200, "{body}");
-    body["access_token"].as_str().unwrap().to_owned()
-}
 
 /// The console's network page as an admin sees it.
 async fn network_page(node: &Node, token: &str) -> String {
@@ -98,7 +78,7 @@ async fn the_network_view_shows_three_nodes_and_a_synapse() {
         Node::start_with("c", None, &[], &fast),
         Node::start_synapse("s"),
     );
-    let root = admin_token(&a).await;
+    let root = a.admin_token().await;
     // One room on every node: each node's events go to the others, which makes them peers.
     let (_, alice) = a.register("alice").await;
     let room = a.create_room(&alice, json!({ "preset": "public_chat" })).await;
@@ -170,22 +150,29 @@ async fn the_network_view_shows_three_nodes_and_a_synapse() {
     assert!(!page.contains(&format!("<code>{an}</code> lets <code>{bn}</code> in, but")), "A is on B's list: {page}");
 
     // The same view in a real browser, with the screenshots of docs/console.
-    let seen = in_browser(&a, "root", "root-pw").await;
+    let seen = console_in_browser(&a, "root", "root-pw", "network_console.mjs", None).await;
     assert!(seen["matrix"].as_str().unwrap().contains(&cn), "{seen}");
     assert!(seen["problems"].as_str().unwrap().contains("Allow-lists disagree"), "{seen}");
     assert!(seen["svgs"].as_u64().unwrap() >= 2, "{seen}");
 }
 
-/// Runs `js/network_console.mjs` in Debian's chromium; what it saw. Its screenshots go to a
-/// scratch folder: those of docs/console come from `network_view.rs` (a pair cut, a room split).
-async fn in_browser(node: &Node, admin: &str, password: &str) -> Value {
+/// Runs `js/{script}` (a console page in Debian's chromium, `js/console_network.mjs`) against
+/// `node` signed in as `admin`; what it saw. Its screenshots go to `shots`, else to a scratch
+/// folder.
+pub(crate) async fn console_in_browser(
+    node: &Node,
+    admin: &str,
+    password: &str,
+    script: &str,
+    shots: Option<String>,
+) -> Value {
     let playwright = std::env::var("PLAYWRIGHT_CORE").unwrap_or_else(|_| {
         panic!("PLAYWRIGHT_CORE is not set: run the tests with ./scripts/test, which installs playwright-core")
     });
     assert!(Path::new("/usr/bin/chromium").exists(), "/usr/bin/chromium is missing: run ./scripts/test");
     let scratch = tempfile::tempdir().unwrap();
-    let shots = scratch.path().to_string_lossy().into_owned();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("js/network_console.mjs");
+    let shots = shots.unwrap_or_else(|| scratch.path().to_string_lossy().into_owned());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("js").join(script);
     let (url, admin, password) = (node.client_url().to_owned(), admin.to_owned(), password.to_owned());
     let out = tokio::task::spawn_blocking(move || {
         Command::new("node")
@@ -319,7 +306,7 @@ pub(crate) async fn wait_page(node: &Node, token: &str, path: &str, text: &str) 
 async fn a_proposal_waits_for_an_admin_of_the_node_it_is_for() {
     let strict = [("console.require_second_factor", toml::Value::from(true))];
     let (a, b) = tokio::join!(Node::start("a", &[]), Node::start_with("b", None, &[], &strict));
-    let (root_a, root_b) = tokio::join!(admin_token(&a), admin_token(&b));
+    let (root_a, root_b) = tokio::join!(a.admin_token(), b.admin_token());
     let (agent, _) = b.register("agent").await;
     let (other, other_token) = b.register("other").await;
     // A learns of B as a peer by sending to it: a room both are in.

@@ -1153,7 +1153,7 @@ async fn email_lookups_answer_only_the_network_and_tell_nothing_of_hidden_agents
         ),
     )
     .unwrap();
-    let root = crate::accounts::admin_token(&node).await;
+    let root = node.admin_token().await;
     let (agent, agent_token) = node.register("agent").await;
     node.set_displayname(&agent_token, &agent, "Agent Public").await;
     crate::accounts::bind(&node, &root, &agent, "agent@ministere.gouv.fr").await;

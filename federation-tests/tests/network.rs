@@ -205,24 +205,6 @@ async fn a_synapse_with_the_reference_module_enforces_the_same_rules() {
     refused(&try_put_state(&ministry, &agent, &direct, "m.room.name", json!({ "name": "ours" })).await);
 }
 
-/// Creates a server admin on the node with the operator's command and signs it in.
-async fn admin_token(node: &Node) -> String {
-    let file = node.dir().join("root-password");
-    std::fs::write(&file, "root-pw").unwrap();
-    let out = std::process::Command::new(hemicycle_federation_tests::hemicycle_bin())
-        .arg("--config")
-        .arg(node.config_path())
-        .args(["user", "create", "root", "--admin", "--password-file"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let body = json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "root" }, "password": "root-pw" });
-    let (status, body) = node.call(Method::POST, None, "/_matrix/client/v3/login", Some(&body)).await;
-    assert_eq!(status, 200, "{body}");
-    body["access_token"].as_str().unwrap().to_owned()
-}
-
 /// What a node's `internal-info` says of `address` (`invited`, as the other nodes ask it).
 async fn invited_on(node: &Node, address: &str) -> bool {
     let path = format!("/_matrix/identity/api/v1/internal-info?medium=email&address={}", enc(address));
@@ -312,8 +294,8 @@ async fn email_invites_across_the_network() {
     join_network(&mut ministry, &[("external_servers", external_servers.clone()), file.clone()]).await;
     join_network(&mut interior, &[("external_servers", external_servers.clone()), file.clone()]).await;
     join_network(&mut externals, &[("role", "external".into()), ("external_servers", external_servers), file]).await;
-    let interior_admin = admin_token(&interior).await;
-    let externals_admin = admin_token(&externals).await;
+    let interior_admin = interior.admin_token().await;
+    let externals_admin = externals.admin_token().await;
 
     let (_, agent) = ministry.register("agent").await;
     let (guest_id, guest) = externals.register("guest").await;
@@ -448,7 +430,7 @@ async fn email_invites_across_the_network_are_retried_after_a_cut() {
     join_network(&mut ministry, &[("external_servers", external_servers.clone()), file.clone(), quiet.clone()]).await;
     join_network(&mut externals, &[("role", "external".into()), ("external_servers", external_servers), file, quiet])
         .await;
-    let externals_admin = admin_token(&externals).await;
+    let externals_admin = externals.admin_token().await;
     let (agent_id, agent) = ministry.register("agent").await;
     let (guest_id, guest) = externals.register("guest").await;
     let room = ministry.create_room(&agent, json!({ "room_version": "11" })).await;

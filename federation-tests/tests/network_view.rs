@@ -7,43 +7,18 @@
 //! reachable again and the room one. Then the page in Debian's chromium, cut and split, with the
 //! screenshots of docs/console.
 
-use std::{
-    path::Path,
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use hemicycle_federation_tests::{
     dns::{DnsServer, Srv},
-    hemicycle_bin,
     relay::Relay,
     Node,
 };
-use reqwest::Method;
 use serde_json::{json, Value};
 
 /// How long the view may take to show a change: a few rounds of `network.status_interval` (and
 /// the federation sender's retry once the pair is back).
 const VIEW_WAIT: Duration = Duration::from_secs(90);
-
-/// Creates a server admin with the operator's command; answers their access token, which the
-/// console takes as its session cookie.
-async fn admin_token(node: &Node) -> String {
-    let file = node.dir().join("root-password");
-    std::fs::write(&file, "root-pw").unwrap();
-    let out = Command::new(hemicycle_bin())
-        .arg("--config")
-        .arg(node.config_path())
-        .args(["user", "create", "root", "--admin", "--password-file"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let body = json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "root" }, "password": "root-pw" });
-    let (status, body) = node.call(Method::POST, None, "/_matrix/client/v3/login", Some(&body)).await;
-    assert_eq!(status, 200, "{body}");
-    body["access_token"].as_str().unwrap().to_owned()
-}
 
 /// What the console's network page draws, as its JSON (`/network/data`).
 async fn view_data(node: &Node, token: &str) -> Value {
@@ -162,7 +137,7 @@ async fn a_pair_cut_and_a_room_split_then_healed() {
         }
     }
     let (an, bn, cn, sn) = (names[0], names[1], names[2], synapse.server_name());
-    let root = admin_token(&c).await;
+    let root = c.admin_token().await;
 
     // A room of A that B and C join; a message from each makes every pair send to each other.
     let (_, alice) = a.register("alice").await;
@@ -246,7 +221,8 @@ async fn a_pair_cut_and_a_room_split_then_healed() {
     }
 
     // The same, in a real browser, with the screenshots of docs/console.
-    let seen = in_browser(&c, "root", "root-pw").await;
+    let shots = std::env::var("CONSOLE_SCREENSHOTS").ok();
+    let seen = super::console::console_in_browser(&c, "root", "root-pw", "network_view.mjs", shots).await;
     let cell = |from: &str, to: &str| {
         let head: Vec<&str> = seen["matrix_head"].as_array().unwrap().iter().map(|h| h.as_str().unwrap()).collect();
         let at = head.iter().position(|h| *h == to).unwrap_or_else(|| panic!("no column {to}: {seen}"));
@@ -273,34 +249,4 @@ async fn a_pair_cut_and_a_room_split_then_healed() {
     .await;
     assert_eq!(data["shared_rooms_compared"], 1, "{data:#}");
     assert_eq!(b.state_event(&bob, &room, "m.room.name", "").await["name"], "Coordination (coupée)");
-}
-
-/// Runs `js/network_view.mjs` in Debian's chromium; what it saw. The screenshots go to
-/// `CONSOLE_SCREENSHOTS` when set (docs/console), else to a scratch folder.
-async fn in_browser(node: &Node, admin: &str, password: &str) -> Value {
-    let playwright = std::env::var("PLAYWRIGHT_CORE").unwrap_or_else(|_| {
-        panic!("PLAYWRIGHT_CORE is not set: run the tests with ./scripts/test, which installs playwright-core")
-    });
-    assert!(Path::new("/usr/bin/chromium").exists(), "/usr/bin/chromium is missing: run ./scripts/test");
-    let scratch = tempfile::tempdir().unwrap();
-    let shots = std::env::var("CONSOLE_SCREENSHOTS").unwrap_or_else(|_| scratch.path().to_string_lossy().into_owned());
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("js/network_view.mjs");
-    let (url, admin, password) = (node.client_url().to_owned(), admin.to_owned(), password.to_owned());
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .arg(script)
-            .env("CONSOLE_URL", url)
-            .env("CONSOLE_ADMIN", admin)
-            .env("CONSOLE_PASSWORD", password)
-            .env("CONSOLE_SCREENSHOTS", shots)
-            .env("PLAYWRIGHT_CORE", playwright)
-            .output()
-            .expect("run node")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "browser run failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_str(stdout.lines().last().unwrap_or_default())
-        .unwrap_or_else(|e| panic!("the browser script printed no JSON ({e}): {stdout}"))
 }

@@ -65,6 +65,25 @@ impl Node {
         self.ok(Method::PUT, token, path, Some(&body)).await
     }
 
+    /// Creates a server admin `root` with the operator's command (`hemicycle user create
+    /// --admin`); answers their access token (which the console also takes as its session).
+    pub async fn admin_token(&self) -> String {
+        let file = self.dir().join("root-password");
+        std::fs::write(&file, "root-pw").expect("write the password file");
+        let out = std::process::Command::new(hemicycle_bin())
+            .arg("--config")
+            .arg(self.config_path())
+            .args(["user", "create", "root", "--admin", "--password-file"])
+            .arg(&file)
+            .output()
+            .expect("run hemicycle user create");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let body = json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "root" }, "password": "root-pw" });
+        let (status, body) = self.call(Method::POST, None, "/_matrix/client/v3/login", Some(&body)).await;
+        assert_eq!(status, 200, "{body}");
+        body["access_token"].as_str().expect("an access token").to_owned()
+    }
+
     /// Registers `localpart` (password [`PASSWORD`]) through the two-step UIA dummy flow over
     /// raw HTTP; returns (user id, access token).
     pub async fn register(&self, localpart: &str) -> (String, String) {
