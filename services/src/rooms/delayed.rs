@@ -269,6 +269,24 @@ impl DelayedEvents {
         Ok(())
     }
 
+    /// Drops every scheduled event of `owner` (their account is being deactivated: nothing may
+    /// be sent in their name afterwards, as Synapse does first thing). One being sent right now
+    /// goes out as it is. Answers how many were dropped.
+    pub async fn cancel_all_for(&self, owner: &UserId) -> Result<usize> {
+        let _guard = self.lock.lock().await;
+        let mut batch = Batch::new();
+        let mut dropped = 0;
+        for (delay_id, record) in self.list(owner)? {
+            self.remove(&mut batch, &delay_id, &record);
+            dropped += 1;
+        }
+        if dropped > 0 {
+            self.db.commit(batch)?;
+            self.wake.notify_one();
+        }
+        Ok(dropped)
+    }
+
     /// Sends the event now instead of at its time.
     pub async fn send_now(&self, services: &Services, delay_id: &str) -> Result<()> {
         {
