@@ -13,26 +13,34 @@
 //! Replies in an encrypted room are sent encrypted through this device, with the same
 //! transaction ids as before, which the homeserver deduplicates for the device across restarts.
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{
+    path::Path,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use futures::StreamExt;
 use matrix_sdk::{
     authentication::matrix::MatrixSession,
-    config::{SyncSettings, SyncToken},
+    config::{RequestConfig, SyncSettings, SyncToken},
+    deserialized_responses::EncryptionInfo,
     encryption::{
         recovery::RecoveryState,
         verification::{SasState, Verification, VerificationRequestState},
         BackupDownloadStrategy, EncryptionSettings,
     },
     ruma::{
-        api::client::sync::sync_events,
+        api::client::{filter::FilterDefinition, sync::sync_events},
         events::{
             key::verification::request::ToDeviceKeyVerificationRequestEvent,
             room::message::{MessageType, OriginalSyncRoomMessageEvent, RoomMessageEventContent},
+            AnySyncTimelineEvent, StateEventType,
         },
+        serde::Raw,
         OwnedEventId, OwnedRoomId, OwnedTransactionId, OwnedUserId, RoomId,
     },
-    Client, RoomState, SessionMeta, SessionTokens,
+    sliding_sync::Version as SlidingSyncVersion,
+    Client, Room, RoomState, SessionMeta, SessionTokens, SlidingSyncList, SlidingSyncMode,
 };
 use serde_json::{json, Value};
 
@@ -45,9 +53,66 @@ use crate::{
 const ROOM_WAIT: Duration = Duration::from_secs(30);
 /// How often the device's sync position is recorded when no encrypted event came.
 const POSITION_EVERY: Duration = Duration::from_secs(60);
+/// The longest pause between two attempts of the device to sync.
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 pub struct E2ee {
     client: Client,
+    /// A new store (first start, or the old one lost): its first sync only learns the rooms.
+    fresh: bool,
+    health: Arc<tokio::sync::watch::Sender<Health>>,
+}
+
+/// How the device's sync is going. A reply in an encrypted room waits for the device while
+/// it starts or recovers from a short failure, and gives up at once when it has been failing
+/// for longer: the homeserver refusing the device (Synapse refuses `/sync` to an appservice's
+/// sender) must not hold up the bot's transactions, and with them the rooms in the clear.
+#[derive(Clone, Debug)]
+enum Health {
+    Starting,
+    Syncing,
+    Failing { since: Instant, error: String },
+}
+
+impl Health {
+    fn failed(&mut self, error: String) {
+        let since = match self {
+            Health::Failing { since, .. } => *since,
+            _ => Instant::now(),
+        };
+        *self = Health::Failing { since, error };
+    }
+
+    /// Why the device is given up on, when it has been failing for longer than [`ROOM_WAIT`].
+    fn down(&self) -> Option<String> {
+        match self {
+            Health::Failing { since, error } if since.elapsed() >= ROOM_WAIT => Some(error.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// Tries `attempt` until it succeeds, waiting longer after each failure (up to
+/// [`BACKOFF_MAX`]); each outcome is recorded in `health` and each failure logged.
+async fn until_done<T, F>(health: &tokio::sync::watch::Sender<Health>, what: &str, mut attempt: impl FnMut() -> F) -> T
+where
+    F: std::future::Future<Output = std::result::Result<T, matrix_sdk::Error>>,
+{
+    let mut wait = Duration::from_secs(1);
+    loop {
+        match attempt().await {
+            Ok(value) => {
+                health.send_replace(Health::Syncing);
+                return value;
+            }
+            Err(error) => {
+                tracing::warn!(%error, retry_in = ?wait, "the bot's device could not {what}");
+                health.send_modify(|h| h.failed(error.to_string()));
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
 }
 
 fn failed(error: impl std::fmt::Display, status: u16) -> MatrixError {
@@ -83,8 +148,11 @@ impl E2ee {
             backup_download_strategy: BackupDownloadStrategy::AfterDecryptionFailure,
             auto_enable_backups: true,
         };
+        // matrix-sdk retries a failing request for ever by default: the bot's own loops retry
+        // instead, with backoff, saying so in the log and in the device's health.
         let client = Client::builder()
             .homeserver_url(&ws.config.homeserver_url)
+            .request_config(RequestConfig::short_retry())
             .sqlite_store(dir.join("store"), None)
             .with_encryption_settings(settings)
             .build()
@@ -99,15 +167,8 @@ impl E2ee {
             .await
             .map_err(|e| format!("cannot cross-sign the bot's device: {e}"))?;
         recovery(&client, &data_dir.join("recovery-key")).await?;
-        if fresh {
-            // A new store knows no room: a first full sync gives it every room the bot is in
-            // (its events are not handled; the bot's own position, kept in its state, goes on).
-            client
-                .sync_once(SyncSettings::default().token(SyncToken::NoToken).timeout(Duration::ZERO))
-                .await
-                .map_err(|e| format!("the bot's new device could not sync: {e}"))?;
-        }
-        Ok(E2ee { client })
+        let health = Arc::new(tokio::sync::watch::Sender::new(Health::Starting));
+        Ok(E2ee { client, fresh, health })
     }
 
     /// Syncs the device forever: encrypted commands go to the bot as they are decrypted.
@@ -118,8 +179,15 @@ impl E2ee {
     /// (each handled event id recorded as it is done); a restart syncs again from there and
     /// skips what was recorded. The sync itself goes on meanwhile, so that handling a command
     /// that waits for the device (a reply in a room it just joined) does not wait for itself.
-    pub async fn run(ws: Arc<Workspace>, client: Client) {
-        let (batches, mut received) = tokio::sync::mpsc::unbounded_channel::<(Vec<Value>, String)>();
+    ///
+    /// Runs beside the bot, never before it: a homeserver that refuses the device's sync
+    /// leaves the rooms in the clear served as ever, while the device tries again with backoff.
+    pub async fn run(ws: Arc<Workspace>) {
+        let Some(device) = ws.e2ee.get() else { return };
+        let (client, health) = (device.client.clone(), device.health.clone());
+        // A batch of decrypted messages, and the `/sync` position past them (none with sliding
+        // sync, which keeps no position of the bot's).
+        let (batches, mut received) = tokio::sync::mpsc::unbounded_channel::<(Vec<Value>, Option<String>)>();
         let worker = ws.clone();
         tokio::spawn(async move {
             // A sync with nothing to handle moves the position too, but at most once a minute
@@ -129,6 +197,7 @@ impl E2ee {
                 for event in &events {
                     handle_until_done(&worker, event).await;
                 }
+                let Some(next_batch) = next_batch else { continue };
                 if events.is_empty() && written.is_some_and(|at| at.elapsed() < POSITION_EVERY) {
                     continue;
                 }
@@ -156,31 +225,44 @@ impl E2ee {
                 }
             }
         });
+        if refuses_sync(&client, &health).await {
+            return sliding(&client, &health, batches).await;
+        }
+        if device.fresh {
+            // A new store knows no room: a first full sync gives it every room the bot is in
+            // (its events are not handled; the bot's own position, kept in its state, goes on).
+            let first = SyncSettings::default().token(SyncToken::NoToken).timeout(Duration::ZERO);
+            until_done(&health, "make its first sync", || client.sync_once(first.clone())).await;
+        }
         // What came after the bot's own position, read again once: matrix-sdk ignores a sync
         // answer whose position it already holds, so this is read outside it and decrypted
         // here; what was handled already is skipped by the worker.
         if let Some(from) = ws.store.read(|s| s.e2ee_since.clone()) {
-            if let Some(batch) = catch_up(&client, from).await {
-                if batches.send(batch).is_err() {
+            // A position the homeserver no longer knows (4xx) is given up, not tried for ever.
+            let missed = || {
+                let (client, from) = (client.clone(), from.clone());
+                async move {
+                    match catch_up(&client, from).await {
+                        Err(error) if error.as_client_api_error().is_some_and(|e| e.status_code.is_client_error()) => {
+                            tracing::warn!(%error, "the bot's device cannot read what it missed");
+                            Ok(None)
+                        }
+                        other => other.map(Some),
+                    }
+                }
+            };
+            if let Some((events, next_batch)) = until_done(&health, "read what it missed", missed).await {
+                if batches.send((events, Some(next_batch))).is_err() {
                     return;
                 }
             }
         }
-        let mut wait = Duration::from_secs(1);
         loop {
-            match client.sync_once(SyncSettings::default().timeout(Duration::from_secs(30))).await {
-                Ok(response) => {
-                    wait = Duration::from_secs(1);
-                    let events = encrypted_messages(&response);
-                    if batches.send((events, response.next_batch)).is_err() {
-                        return;
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "the bot's device could not sync");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(60));
-                }
+            let settings = SyncSettings::default().timeout(Duration::from_secs(30));
+            let response = until_done(&health, "sync", || client.sync_once(settings.clone())).await;
+            let events = encrypted_messages(&response);
+            if batches.send((events, Some(response.next_batch))).is_err() {
+                return;
             }
         }
     }
@@ -222,11 +304,19 @@ impl E2ee {
                 info.next().await?;
             }
         };
-        let room = tokio::time::timeout(ROOM_WAIT, known)
-            .await
-            .ok()
-            .flatten()
-            .ok_or_else(|| failed("the bot's device does not see the room joined and encrypted yet", 0))?;
+        // A device the homeserver keeps refusing is not waited for (the reply is dropped and
+        // logged, the bot goes on); one starting or briefly failing is, and a reply it could
+        // not send is tried again with the transaction.
+        let down = |error: String| failed(format!("the bot's device cannot sync ({error})"), 400);
+        if let Some(error) = self.health.borrow().down() {
+            return Err(down(error));
+        }
+        let Some(room) = tokio::time::timeout(ROOM_WAIT, known).await.ok().flatten() else {
+            if let Some(error) = self.health.borrow().down() {
+                return Err(down(error));
+            }
+            return Err(failed("the bot's device does not see the room joined and encrypted yet", 0));
+        };
         let txn = OwnedTransactionId::from(txn);
         let sent = room.send_raw(kind, content).with_transaction_id(&txn).await.map_err(sdk_failure)?;
         Ok(sent.response.event_id.to_string())
@@ -297,6 +387,12 @@ async fn recovery(client: &Client, path: &Path) -> std::result::Result<(), Strin
 /// on its side and confirms on its own: what the comparison protects is the operator's trust in
 /// the bot's identity, which their client then signs (their trust in the bot, not the bot's in
 /// them, is what members rely on). Others are refused.
+///
+/// Identities, not only devices: the bot's MAC covers its master key (its own identity is
+/// verified in its store, having made or recovered its keys), so the operator's client signs
+/// that key with their user-signing key, and a new device of the bot after a lost store, signed
+/// by the same identity, stays trusted. The bot signs the operator's master key with its own
+/// user-signing key in turn.
 async fn verify(client: Client, operators: Vec<String>, sender: OwnedUserId, flow: String) {
     let Some(request) = client.encryption().get_verification_request(&sender, &flow).await else { return };
     if !operators.iter().any(|o| o.as_str() == sender.as_str()) {
@@ -305,6 +401,12 @@ async fn verify(client: Client, operators: Vec<String>, sender: OwnedUserId, flo
             tracing::warn!(%error, "could not refuse a verification");
         }
         return;
+    }
+    // The operator's identity must be in the store before the emojis are compared, or the
+    // comparison verifies their device alone (an operator sharing no room with the bot is not
+    // otherwise tracked).
+    if let Err(error) = client.encryption().request_user_identity(&sender).await {
+        tracing::warn!(%sender, %error, "could not fetch the operator's identity");
     }
     if let Err(error) = request.accept().await {
         tracing::warn!(%sender, %error, "could not accept a verification");
@@ -340,8 +442,14 @@ async fn verify(client: Client, operators: Vec<String>, sender: OwnedUserId, flo
                     return;
                 }
             }
-            SasState::Done { .. } => {
-                tracing::info!(operator = %sender, "verification done: the operator's identity and the bot's sign each other");
+            SasState::Done { verified_identities, .. } => {
+                if !verified_identities.iter().any(|identity| identity.user_id() == sender) {
+                    // Their client did not put their master key in the comparison (their own
+                    // identity unverified there): the bot's trust stays with their device.
+                    tracing::warn!(operator = %sender, "verification done for the operator's device only, not their identity");
+                    return;
+                }
+                trust_operator(&client, &sender).await;
                 return;
             }
             SasState::Cancelled(info) => {
@@ -353,20 +461,142 @@ async fn verify(client: Client, operators: Vec<String>, sender: OwnedUserId, flo
     }
 }
 
+/// Signs the operator's master key with the bot's user-signing key once the comparison covered
+/// it. matrix-sdk makes that signature when the operator's MAC arrives after the bot confirmed,
+/// as an outgoing request sent after its next sync; sent here at once (the same signature, which
+/// the homeserver keeps once), it does not wait for that sync.
+async fn trust_operator(client: &Client, operator: &OwnedUserId) {
+    let identity = match client.encryption().get_user_identity(operator).await {
+        Ok(Some(identity)) => identity,
+        Ok(None) => {
+            tracing::warn!(%operator, "the operator's identity is unknown to the bot");
+            return;
+        }
+        Err(error) => {
+            tracing::warn!(%operator, %error, "could not read the operator's identity");
+            return;
+        }
+    };
+    if !identity.is_verified() {
+        if let Err(error) = identity.verify().await {
+            tracing::warn!(%operator, %error, "could not sign the operator's identity");
+            return;
+        }
+    }
+    tracing::info!(%operator, "verification done: the operator's identity and the bot's are verified by each other");
+}
+
+/// Whether the homeserver refuses the device `/sync` yet serves it sliding sync (MSC4186):
+/// Synapse answers `/sync` of its appservice's `sender` with a 500, whatever is asked. Asked
+/// (with a sync that asks for nothing) until the homeserver answers one way or the other.
+async fn refuses_sync(client: &Client, health: &tokio::sync::watch::Sender<Health>) -> bool {
+    let mut wait = Duration::from_secs(1);
+    loop {
+        let mut probe = sync_events::v3::Request::new();
+        probe.timeout = Some(Duration::ZERO);
+        probe.filter = Some(sync_events::v3::Filter::FilterDefinition(FilterDefinition::ignore_all()));
+        let error = match client.send(probe).await {
+            Ok(_) => return false,
+            Err(error) => error,
+        };
+        if error.as_client_api_error().is_some_and(|e| e.status_code.as_u16() == 500) {
+            let mut sliding = sync_events::v5::Request::new();
+            sliding.timeout = Some(Duration::ZERO);
+            if client.send(sliding).await.is_ok() {
+                tracing::warn!(%error, "the homeserver refuses the bot's device /sync: it syncs with sliding sync");
+                return true;
+            }
+        }
+        tracing::warn!(%error, retry_in = ?wait, "the bot's device could not sync");
+        health.send_modify(|h| h.failed(error.to_string()));
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// The device's sync where the homeserver refuses it `/sync`: sliding sync, with the
+/// to-device and end-to-end extensions that bring its room keys, device lists and one-time
+/// key counts, and a list of every room the bot is in, with what tells it joined and encrypted.
+/// Each start opens a new connection, which sends the latest events of every room again: what
+/// came while the bot was down is handled then, what was handled already is skipped (by its
+/// recorded id). Decrypted messages are taken as matrix-sdk hands them to event handlers.
+async fn sliding(
+    client: &Client,
+    health: &tokio::sync::watch::Sender<Health>,
+    batches: tokio::sync::mpsc::UnboundedSender<(Vec<Value>, Option<String>)>,
+) {
+    client.add_event_handler(move |event: Raw<AnySyncTimelineEvent>, room: Room, info: Option<EncryptionInfo>| {
+        let batches = batches.clone();
+        async move {
+            let Some(value) = info.and(event.deserialize_as_unchecked::<Value>().ok()) else { return };
+            if let Some(value) = decrypted_message(value, room.room_id()) {
+                // The worker ends only with the process.
+                let _ = batches.send((vec![value], None));
+            }
+        }
+    });
+    let mut to_device = sync_events::v5::request::ToDevice::default();
+    to_device.enabled = Some(true);
+    let mut e2ee = sync_events::v5::request::E2EE::default();
+    e2ee.enabled = Some(true);
+    let rooms = SlidingSyncList::builder("rooms")
+        .sync_mode(SlidingSyncMode::new_growing(50))
+        .timeline_limit(20)
+        .required_state(vec![
+            (StateEventType::RoomCreate, String::new()),
+            (StateEventType::RoomEncryption, String::new()),
+            (StateEventType::RoomMember, "$ME".to_owned()),
+        ]);
+    let built = match client.sliding_sync("workspace") {
+        Ok(builder) => {
+            builder
+                .version(SlidingSyncVersion::Native)
+                .with_to_device_extension(to_device)
+                .with_e2ee_extension(e2ee)
+                .add_list(rooms)
+                .poll_timeout(Duration::from_secs(30))
+                .build()
+                .await
+        }
+        Err(error) => Err(error),
+    };
+    let sync = match built {
+        Ok(sync) => sync,
+        Err(error) => {
+            tracing::error!(%error, "the bot's device cannot set up its sliding sync");
+            health.send_modify(|h| h.failed(error.to_string()));
+            return;
+        }
+    };
+    let mut wait = Duration::from_secs(1);
+    loop {
+        // The stream ends at its first error; a new one goes on from the same connection.
+        let mut updates = std::pin::pin!(sync.sync());
+        while let Some(update) = updates.next().await {
+            match update {
+                Ok(_) => {
+                    wait = Duration::from_secs(1);
+                    health.send_replace(Health::Syncing);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, retry_in = ?wait, "the bot's device could not sync");
+                    health.send_modify(|h| h.failed(error.to_string()));
+                }
+            }
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(BACKOFF_MAX);
+    }
+}
+
 /// The encrypted messages after `from`, read with a sync request matrix-sdk does not process
-/// (its state is already past them) and decrypted by the device; `None` if the homeserver could
-/// not be asked (nothing is lost: the worker's position stays where it was).
-async fn catch_up(client: &Client, from: String) -> Option<(Vec<Value>, String)> {
+/// (its state is already past them) and decrypted by the device; an error if the homeserver
+/// could not be asked (nothing is lost: the worker's position stays where it was).
+async fn catch_up(client: &Client, from: String) -> std::result::Result<(Vec<Value>, String), matrix_sdk::Error> {
     let mut request = sync_events::v3::Request::new();
     request.since = Some(from);
     request.timeout = Some(Duration::ZERO);
-    let response = match client.send(request).await {
-        Ok(response) => response,
-        Err(error) => {
-            tracing::warn!(%error, "the bot's device could not read what it missed");
-            return None;
-        }
-    };
+    let response = client.send(request).await?;
     let mut out = Vec::new();
     for (id, update) in &response.rooms.join {
         let Some(room) = client.get_room(id) else { continue };
@@ -378,13 +608,17 @@ async fn catch_up(client: &Client, from: String) -> Option<(Vec<Value>, String)>
             out.extend(as_transaction_event(&event, id));
         }
     }
-    Some((out, response.next_batch))
+    Ok((out, response.next_batch))
 }
 
 /// A decrypted message as the appservice's transactions carry events (with its `room_id`).
 fn as_transaction_event(event: &matrix_sdk::deserialized_responses::TimelineEvent, room: &RoomId) -> Option<Value> {
     event.encryption_info()?;
-    let mut value = event.raw().deserialize_as_unchecked::<Value>().ok()?;
+    decrypted_message(event.raw().deserialize_as_unchecked::<Value>().ok()?, room)
+}
+
+/// An event the device decrypted, if a message, as the appservice's transactions carry events.
+fn decrypted_message(mut value: Value, room: &RoomId) -> Option<Value> {
     if value["type"] != "m.room.message" {
         return None;
     }

@@ -51,11 +51,10 @@ pub async fn run(config: config::Config) -> Result<(), String> {
     }
     if ws.config.encryption {
         let device = e2ee::E2ee::open(&ws, &ws.config.data_dir).await?;
-        let client = device.client();
         if ws.e2ee.set(device).is_err() {
             return Err("the bot's device was opened twice".into());
         }
-        tokio::spawn(e2ee::E2ee::run(ws.clone(), client));
+        tokio::spawn(e2ee::E2ee::run(ws.clone()));
     }
     tokio::spawn(bot::reminders(ws.clone()));
     let listener =
