@@ -23,24 +23,20 @@ use futures::StreamExt;
 use matrix_sdk::{
     authentication::matrix::MatrixSession,
     config::{RequestConfig, SyncSettings, SyncToken},
-    deserialized_responses::EncryptionInfo,
     encryption::{
         recovery::RecoveryState,
         verification::{SasState, Verification, VerificationRequestState},
         BackupDownloadStrategy, EncryptionSettings,
     },
     ruma::{
-        api::client::{filter::FilterDefinition, sync::sync_events},
+        api::client::sync::sync_events,
         events::{
             key::verification::request::ToDeviceKeyVerificationRequestEvent,
             room::message::{MessageType, OriginalSyncRoomMessageEvent, RoomMessageEventContent},
-            AnySyncTimelineEvent, StateEventType,
         },
-        serde::Raw,
         OwnedEventId, OwnedRoomId, OwnedTransactionId, OwnedUserId, RoomId,
     },
-    sliding_sync::Version as SlidingSyncVersion,
-    Client, Room, RoomState, SessionMeta, SessionTokens, SlidingSyncList, SlidingSyncMode,
+    Client, RoomState, SessionMeta, SessionTokens,
 };
 use serde_json::{json, Value};
 
@@ -66,7 +62,8 @@ pub struct E2ee {
 /// How the device's sync is going. A reply in an encrypted room waits for the device while
 /// it starts or recovers from a short failure, and gives up at once when it has been failing
 /// for longer: the homeserver refusing the device (Synapse refuses `/sync` to an appservice's
-/// sender) must not hold up the bot's transactions, and with them the rooms in the clear.
+/// sender, so a bot that is that user, see `user_localpart`) must not hold up the bot's
+/// transactions, and with them the rooms in the clear.
 #[derive(Clone, Debug)]
 enum Health {
     Starting,
@@ -185,9 +182,8 @@ impl E2ee {
     pub async fn run(ws: Arc<Workspace>) {
         let Some(device) = ws.e2ee.get() else { return };
         let (client, health) = (device.client.clone(), device.health.clone());
-        // A batch of decrypted messages, and the `/sync` position past them (none with sliding
-        // sync, which keeps no position of the bot's).
-        let (batches, mut received) = tokio::sync::mpsc::unbounded_channel::<(Vec<Value>, Option<String>)>();
+        // A batch of decrypted messages, and the `/sync` position past them.
+        let (batches, mut received) = tokio::sync::mpsc::unbounded_channel::<(Vec<Value>, String)>();
         let worker = ws.clone();
         tokio::spawn(async move {
             // A sync with nothing to handle moves the position too, but at most once a minute
@@ -197,7 +193,6 @@ impl E2ee {
                 for event in &events {
                     handle_until_done(&worker, event).await;
                 }
-                let Some(next_batch) = next_batch else { continue };
                 if events.is_empty() && written.is_some_and(|at| at.elapsed() < POSITION_EVERY) {
                     continue;
                 }
@@ -225,9 +220,6 @@ impl E2ee {
                 }
             }
         });
-        if refuses_sync(&client, &health).await {
-            return sliding(&client, &health, batches).await;
-        }
         if device.fresh {
             // A new store knows no room: a first full sync gives it every room the bot is in
             // (its events are not handled; the bot's own position, kept in its state, goes on).
@@ -252,7 +244,7 @@ impl E2ee {
                 }
             };
             if let Some((events, next_batch)) = until_done(&health, "read what it missed", missed).await {
-                if batches.send((events, Some(next_batch))).is_err() {
+                if batches.send((events, next_batch)).is_err() {
                     return;
                 }
             }
@@ -261,7 +253,7 @@ impl E2ee {
             let settings = SyncSettings::default().timeout(Duration::from_secs(30));
             let response = until_done(&health, "sync", || client.sync_once(settings.clone())).await;
             let events = encrypted_messages(&response);
-            if batches.send((events, Some(response.next_batch))).is_err() {
+            if batches.send((events, response.next_batch)).is_err() {
                 return;
             }
         }
@@ -486,109 +478,6 @@ async fn trust_operator(client: &Client, operator: &OwnedUserId) {
     tracing::info!(%operator, "verification done: the operator's identity and the bot's are verified by each other");
 }
 
-/// Whether the homeserver refuses the device `/sync` yet serves it sliding sync (MSC4186):
-/// Synapse answers `/sync` of its appservice's `sender` with a 500, whatever is asked. Asked
-/// (with a sync that asks for nothing) until the homeserver answers one way or the other.
-async fn refuses_sync(client: &Client, health: &tokio::sync::watch::Sender<Health>) -> bool {
-    let mut wait = Duration::from_secs(1);
-    loop {
-        let mut probe = sync_events::v3::Request::new();
-        probe.timeout = Some(Duration::ZERO);
-        probe.filter = Some(sync_events::v3::Filter::FilterDefinition(FilterDefinition::ignore_all()));
-        let error = match client.send(probe).await {
-            Ok(_) => return false,
-            Err(error) => error,
-        };
-        if error.as_client_api_error().is_some_and(|e| e.status_code.as_u16() == 500) {
-            let mut sliding = sync_events::v5::Request::new();
-            sliding.timeout = Some(Duration::ZERO);
-            if client.send(sliding).await.is_ok() {
-                tracing::warn!(%error, "the homeserver refuses the bot's device /sync: it syncs with sliding sync");
-                return true;
-            }
-        }
-        tracing::warn!(%error, retry_in = ?wait, "the bot's device could not sync");
-        health.send_modify(|h| h.failed(error.to_string()));
-        tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(BACKOFF_MAX);
-    }
-}
-
-/// The device's sync where the homeserver refuses it `/sync`: sliding sync, with the
-/// to-device and end-to-end extensions that bring its room keys, device lists and one-time
-/// key counts, and a list of every room the bot is in, with what tells it joined and encrypted.
-/// Each start opens a new connection, which sends the latest events of every room again: what
-/// came while the bot was down is handled then, what was handled already is skipped (by its
-/// recorded id). Decrypted messages are taken as matrix-sdk hands them to event handlers.
-async fn sliding(
-    client: &Client,
-    health: &tokio::sync::watch::Sender<Health>,
-    batches: tokio::sync::mpsc::UnboundedSender<(Vec<Value>, Option<String>)>,
-) {
-    client.add_event_handler(move |event: Raw<AnySyncTimelineEvent>, room: Room, info: Option<EncryptionInfo>| {
-        let batches = batches.clone();
-        async move {
-            let Some(value) = info.and(event.deserialize_as_unchecked::<Value>().ok()) else { return };
-            if let Some(value) = decrypted_message(value, room.room_id()) {
-                // The worker ends only with the process.
-                let _ = batches.send((vec![value], None));
-            }
-        }
-    });
-    let mut to_device = sync_events::v5::request::ToDevice::default();
-    to_device.enabled = Some(true);
-    let mut e2ee = sync_events::v5::request::E2EE::default();
-    e2ee.enabled = Some(true);
-    let rooms = SlidingSyncList::builder("rooms")
-        .sync_mode(SlidingSyncMode::new_growing(50))
-        .timeline_limit(20)
-        .required_state(vec![
-            (StateEventType::RoomCreate, String::new()),
-            (StateEventType::RoomEncryption, String::new()),
-            (StateEventType::RoomMember, "$ME".to_owned()),
-        ]);
-    let built = match client.sliding_sync("workspace") {
-        Ok(builder) => {
-            builder
-                .version(SlidingSyncVersion::Native)
-                .with_to_device_extension(to_device)
-                .with_e2ee_extension(e2ee)
-                .add_list(rooms)
-                .poll_timeout(Duration::from_secs(30))
-                .build()
-                .await
-        }
-        Err(error) => Err(error),
-    };
-    let sync = match built {
-        Ok(sync) => sync,
-        Err(error) => {
-            tracing::error!(%error, "the bot's device cannot set up its sliding sync");
-            health.send_modify(|h| h.failed(error.to_string()));
-            return;
-        }
-    };
-    let mut wait = Duration::from_secs(1);
-    loop {
-        // The stream ends at its first error; a new one goes on from the same connection.
-        let mut updates = std::pin::pin!(sync.sync());
-        while let Some(update) = updates.next().await {
-            match update {
-                Ok(_) => {
-                    wait = Duration::from_secs(1);
-                    health.send_replace(Health::Syncing);
-                }
-                Err(error) => {
-                    tracing::warn!(%error, retry_in = ?wait, "the bot's device could not sync");
-                    health.send_modify(|h| h.failed(error.to_string()));
-                }
-            }
-        }
-        tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(BACKOFF_MAX);
-    }
-}
-
 /// The encrypted messages after `from`, read with a sync request matrix-sdk does not process
 /// (its state is already past them) and decrypted by the device; an error if the homeserver
 /// could not be asked (nothing is lost: the worker's position stays where it was).
@@ -674,7 +563,8 @@ async fn session(ws: &Workspace, dir: &Path) -> std::result::Result<MatrixSessio
     // Homeservers that do not hold the appservice's sender as a user yet make it here; one that
     // does answers M_USER_IN_USE, which changes nothing.
     let register = json!({ "type": "m.login.application_service", "username": localpart, "inhibit_login": true });
-    if let Err(error) = ws.matrix.call(reqwest::Method::POST, "/_matrix/client/v3/register", Some(&register)).await {
+    let registered = ws.matrix.call_as_service(reqwest::Method::POST, "/_matrix/client/v3/register", Some(&register));
+    if let Err(error) = registered.await {
         tracing::debug!(%error, "the bot's user was not registered again");
     }
     let body = json!({
@@ -684,7 +574,7 @@ async fn session(ws: &Workspace, dir: &Path) -> std::result::Result<MatrixSessio
     });
     let login = ws
         .matrix
-        .call(reqwest::Method::POST, "/_matrix/client/v3/login", Some(&body))
+        .call_as_service(reqwest::Method::POST, "/_matrix/client/v3/login", Some(&body))
         .await
         .map_err(|e| format!("cannot log the bot's device in: {e}"))?;
     let (Some(user), Some(device), Some(token)) =

@@ -1008,18 +1008,25 @@ async fn document_libraries_are_msc3089_file_trees_shared_across_nodes() {
 
 /// The same appservice registered with a real Synapse: it answers commands there, writes tasks as
 /// room state, makes a library, files a posted file, and its REST API checks Synapse's tokens;
-/// with its encrypting device on, which Synapse refuses `/sync`: it starts all the same, and
-/// answers encrypted commands in an encrypted room, its device syncing with sliding sync.
+/// with its encrypting device on, the bot being a user of the appservice's namespace (Synapse
+/// refuses its sender `/sync`), it answers encrypted commands in an encrypted room.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_workspace_appservice_works_with_synapse() {
     use hemicycle_federation_tests::scenarios::{sdk_sync, step};
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
+    // Synapse refuses `/sync` (and sliding sync) to an appservice's sender: the bot is a user
+    // of the namespace instead, whose device syncs (docs/appservices.md).
     let reg = registration(dir.path(), port);
+    let text = std::fs::read_to_string(&reg)
+        .unwrap()
+        .replace("sender_localpart: workspace\n", "sender_localpart: workspace-service\n");
+    std::fs::write(&reg, text).unwrap();
     let extra = format!("app_service_config_files: [{:?}]\n", reg.display().to_string());
     let synapse = Node::start_synapse_with("ws-synapse", &extra).await;
     let config = Bot::write_config(dir.path(), port, &synapse, &reg, "2026-11-30T08:00:00Z");
-    // Encryption on (the default): the bot does not wait for its device to start serving.
+    std::fs::write(&config, std::fs::read_to_string(&config).unwrap() + "user_localpart = \"workspace\"\n").unwrap();
+    // Encryption on (the default).
     let bot = Bot::start(config, port);
     assert!(dir.path().join("data/e2ee/session.json").exists(), "the bot's device is logged in");
     let bot_id = synapse.user_id("workspace");
@@ -1058,8 +1065,8 @@ async fn the_workspace_appservice_works_with_synapse() {
     assert_eq!((branch["name"].as_str(), branch["version"].as_u64()), (Some("budget.ods"), Some(1)));
     assert_eq!(branch["org.hemicycle.sha256"], sha256_hex(b"cellules"), "downloaded from Synapse's media repository");
 
-    // End-to-end encryption on Synapse: the bot's device, refused `/sync` there, syncs with
-    // sliding sync; carol's client (matrix-sdk) and the bot speak encrypted only.
+    // End-to-end encryption on Synapse: carol's client (matrix-sdk) and the bot's device speak
+    // encrypted only.
     let carol = synapse.client("carol").await;
     step("carol's first sync", sdk_sync(&carol, Duration::ZERO)).await;
     let ct = carol.access_token().unwrap();
