@@ -383,8 +383,12 @@ async fn recovery(client: &Client, path: &Path) -> std::result::Result<(), Strin
 /// Identities, not only devices: the bot's MAC covers its master key (its own identity is
 /// verified in its store, having made or recovered its keys), so the operator's client signs
 /// that key with their user-signing key, and a new device of the bot after a lost store, signed
-/// by the same identity, stays trusted. The bot signs the operator's master key with its own
-/// user-signing key in turn.
+/// by the same identity, stays trusted; matrix-sdk signs the operator's master key with the
+/// bot's user-signing key in turn.
+///
+/// The operator must share a room with the bot (a direct chat will do): matrix-sdk drops a
+/// request from a device it does not track, before this is called, and the homeserver tells a
+/// device of the device lists of those it shares a room with only.
 async fn verify(client: Client, operators: Vec<String>, sender: OwnedUserId, flow: String) {
     let Some(request) = client.encryption().get_verification_request(&sender, &flow).await else { return };
     if !operators.iter().any(|o| o.as_str() == sender.as_str()) {
@@ -393,12 +397,6 @@ async fn verify(client: Client, operators: Vec<String>, sender: OwnedUserId, flo
             tracing::warn!(%error, "could not refuse a verification");
         }
         return;
-    }
-    // The operator's identity must be in the store before the emojis are compared, or the
-    // comparison verifies their device alone (an operator sharing no room with the bot is not
-    // otherwise tracked).
-    if let Err(error) = client.encryption().request_user_identity(&sender).await {
-        tracing::warn!(%sender, %error, "could not fetch the operator's identity");
     }
     if let Err(error) = request.accept().await {
         tracing::warn!(%sender, %error, "could not accept a verification");
@@ -441,7 +439,9 @@ async fn verify(client: Client, operators: Vec<String>, sender: OwnedUserId, flo
                     tracing::warn!(operator = %sender, "verification done for the operator's device only, not their identity");
                     return;
                 }
-                trust_operator(&client, &sender).await;
+                // matrix-sdk has signed their master key with the bot's user-signing key, as the
+                // operator's MAC came after the bot confirmed (sent with the device's next sync).
+                tracing::info!(operator = %sender, "verification done: the operator's identity and the bot's are verified by each other");
                 return;
             }
             SasState::Cancelled(info) => {
@@ -451,31 +451,6 @@ async fn verify(client: Client, operators: Vec<String>, sender: OwnedUserId, flo
             _ => {}
         }
     }
-}
-
-/// Signs the operator's master key with the bot's user-signing key once the comparison covered
-/// it. matrix-sdk makes that signature when the operator's MAC arrives after the bot confirmed,
-/// as an outgoing request sent after its next sync; sent here at once (the same signature, which
-/// the homeserver keeps once), it does not wait for that sync.
-async fn trust_operator(client: &Client, operator: &OwnedUserId) {
-    let identity = match client.encryption().get_user_identity(operator).await {
-        Ok(Some(identity)) => identity,
-        Ok(None) => {
-            tracing::warn!(%operator, "the operator's identity is unknown to the bot");
-            return;
-        }
-        Err(error) => {
-            tracing::warn!(%operator, %error, "could not read the operator's identity");
-            return;
-        }
-    };
-    if !identity.is_verified() {
-        if let Err(error) = identity.verify().await {
-            tracing::warn!(%operator, %error, "could not sign the operator's identity");
-            return;
-        }
-    }
-    tracing::info!(%operator, "verification done: the operator's identity and the bot's are verified by each other");
 }
 
 /// The encrypted messages after `from`, read with a sync request matrix-sdk does not process
