@@ -49,6 +49,12 @@ pub struct Config {
     /// keys in `data_dir/e2ee`). Off, it neither reads nor answers in encrypted rooms.
     #[serde(default = "default_true")]
     pub encryption: bool,
+    /// The bot's user (its localpart) when it is not the registration's `sender_localpart` but
+    /// a user of its exclusive `users` namespace, as whom the bot then acts (`user_id`). Synapse
+    /// needs it for the bot's encryption: it refuses `/sync` and sliding sync to the
+    /// appservice's sender (matrix-org/matrix-doc#1144), so that user's device cannot sync.
+    #[serde(default)]
+    pub user_localpart: Option<String>,
     /// Who may verify the bot's device (emoji verification from their client, once): the
     /// node's operators. Requests from anyone else are refused.
     #[serde(default)]

@@ -13,12 +13,16 @@
 //! Replies in an encrypted room are sent encrypted through this device, with the same
 //! transaction ids as before, which the homeserver deduplicates for the device across restarts.
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{
+    path::Path,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use futures::StreamExt;
 use matrix_sdk::{
     authentication::matrix::MatrixSession,
-    config::{SyncSettings, SyncToken},
+    config::{RequestConfig, SyncSettings, SyncToken},
     encryption::{
         recovery::RecoveryState,
         verification::{SasState, Verification, VerificationRequestState},
@@ -45,9 +49,67 @@ use crate::{
 const ROOM_WAIT: Duration = Duration::from_secs(30);
 /// How often the device's sync position is recorded when no encrypted event came.
 const POSITION_EVERY: Duration = Duration::from_secs(60);
+/// The longest pause between two attempts of the device to sync.
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 pub struct E2ee {
     client: Client,
+    /// A new store (first start, or the old one lost): its first sync only learns the rooms.
+    fresh: bool,
+    health: Arc<tokio::sync::watch::Sender<Health>>,
+}
+
+/// How the device's sync is going. A reply in an encrypted room waits for the device while
+/// it starts or recovers from a short failure, and gives up at once when it has been failing
+/// for longer: the homeserver refusing the device (Synapse refuses `/sync` to an appservice's
+/// sender, so a bot that is that user, see `user_localpart`) must not hold up the bot's
+/// transactions, and with them the rooms in the clear.
+#[derive(Clone, Debug)]
+enum Health {
+    Starting,
+    Syncing,
+    Failing { since: Instant, error: String },
+}
+
+impl Health {
+    fn failed(&mut self, error: String) {
+        let since = match self {
+            Health::Failing { since, .. } => *since,
+            _ => Instant::now(),
+        };
+        *self = Health::Failing { since, error };
+    }
+
+    /// Why the device is given up on, when it has been failing for longer than [`ROOM_WAIT`].
+    fn down(&self) -> Option<String> {
+        match self {
+            Health::Failing { since, error } if since.elapsed() >= ROOM_WAIT => Some(error.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// Tries `attempt` until it succeeds, waiting longer after each failure (up to
+/// [`BACKOFF_MAX`]); each outcome is recorded in `health` and each failure logged.
+async fn until_done<T, F>(health: &tokio::sync::watch::Sender<Health>, what: &str, mut attempt: impl FnMut() -> F) -> T
+where
+    F: std::future::Future<Output = std::result::Result<T, matrix_sdk::Error>>,
+{
+    let mut wait = Duration::from_secs(1);
+    loop {
+        match attempt().await {
+            Ok(value) => {
+                health.send_replace(Health::Syncing);
+                return value;
+            }
+            Err(error) => {
+                tracing::warn!(%error, retry_in = ?wait, "the bot's device could not {what}");
+                health.send_modify(|h| h.failed(error.to_string()));
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
 }
 
 fn failed(error: impl std::fmt::Display, status: u16) -> MatrixError {
@@ -83,8 +145,11 @@ impl E2ee {
             backup_download_strategy: BackupDownloadStrategy::AfterDecryptionFailure,
             auto_enable_backups: true,
         };
+        // matrix-sdk retries a failing request for ever by default: the bot's own loops retry
+        // instead, with backoff, saying so in the log and in the device's health.
         let client = Client::builder()
             .homeserver_url(&ws.config.homeserver_url)
+            .request_config(RequestConfig::short_retry())
             .sqlite_store(dir.join("store"), None)
             .with_encryption_settings(settings)
             .build()
@@ -99,15 +164,8 @@ impl E2ee {
             .await
             .map_err(|e| format!("cannot cross-sign the bot's device: {e}"))?;
         recovery(&client, &data_dir.join("recovery-key")).await?;
-        if fresh {
-            // A new store knows no room: a first full sync gives it every room the bot is in
-            // (its events are not handled; the bot's own position, kept in its state, goes on).
-            client
-                .sync_once(SyncSettings::default().token(SyncToken::NoToken).timeout(Duration::ZERO))
-                .await
-                .map_err(|e| format!("the bot's new device could not sync: {e}"))?;
-        }
-        Ok(E2ee { client })
+        let health = Arc::new(tokio::sync::watch::Sender::new(Health::Starting));
+        Ok(E2ee { client, fresh, health })
     }
 
     /// Syncs the device forever: encrypted commands go to the bot as they are decrypted.
@@ -118,7 +176,13 @@ impl E2ee {
     /// (each handled event id recorded as it is done); a restart syncs again from there and
     /// skips what was recorded. The sync itself goes on meanwhile, so that handling a command
     /// that waits for the device (a reply in a room it just joined) does not wait for itself.
-    pub async fn run(ws: Arc<Workspace>, client: Client) {
+    ///
+    /// Runs beside the bot, never before it: a homeserver that refuses the device's sync
+    /// leaves the rooms in the clear served as ever, while the device tries again with backoff.
+    pub async fn run(ws: Arc<Workspace>) {
+        let Some(device) = ws.e2ee.get() else { return };
+        let (client, health) = (device.client.clone(), device.health.clone());
+        // A batch of decrypted messages, and the `/sync` position past them.
         let (batches, mut received) = tokio::sync::mpsc::unbounded_channel::<(Vec<Value>, String)>();
         let worker = ws.clone();
         tokio::spawn(async move {
@@ -156,31 +220,41 @@ impl E2ee {
                 }
             }
         });
+        if device.fresh {
+            // A new store knows no room: a first full sync gives it every room the bot is in
+            // (its events are not handled; the bot's own position, kept in its state, goes on).
+            let first = SyncSettings::default().token(SyncToken::NoToken).timeout(Duration::ZERO);
+            until_done(&health, "make its first sync", || client.sync_once(first.clone())).await;
+        }
         // What came after the bot's own position, read again once: matrix-sdk ignores a sync
         // answer whose position it already holds, so this is read outside it and decrypted
         // here; what was handled already is skipped by the worker.
         if let Some(from) = ws.store.read(|s| s.e2ee_since.clone()) {
-            if let Some(batch) = catch_up(&client, from).await {
-                if batches.send(batch).is_err() {
+            // A position the homeserver no longer knows (4xx) is given up, not tried for ever.
+            let missed = || {
+                let (client, from) = (client.clone(), from.clone());
+                async move {
+                    match catch_up(&client, from).await {
+                        Err(error) if error.as_client_api_error().is_some_and(|e| e.status_code.is_client_error()) => {
+                            tracing::warn!(%error, "the bot's device cannot read what it missed");
+                            Ok(None)
+                        }
+                        other => other.map(Some),
+                    }
+                }
+            };
+            if let Some((events, next_batch)) = until_done(&health, "read what it missed", missed).await {
+                if batches.send((events, next_batch)).is_err() {
                     return;
                 }
             }
         }
-        let mut wait = Duration::from_secs(1);
         loop {
-            match client.sync_once(SyncSettings::default().timeout(Duration::from_secs(30))).await {
-                Ok(response) => {
-                    wait = Duration::from_secs(1);
-                    let events = encrypted_messages(&response);
-                    if batches.send((events, response.next_batch)).is_err() {
-                        return;
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "the bot's device could not sync");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(60));
-                }
+            let settings = SyncSettings::default().timeout(Duration::from_secs(30));
+            let response = until_done(&health, "sync", || client.sync_once(settings.clone())).await;
+            let events = encrypted_messages(&response);
+            if batches.send((events, response.next_batch)).is_err() {
+                return;
             }
         }
     }
@@ -222,11 +296,19 @@ impl E2ee {
                 info.next().await?;
             }
         };
-        let room = tokio::time::timeout(ROOM_WAIT, known)
-            .await
-            .ok()
-            .flatten()
-            .ok_or_else(|| failed("the bot's device does not see the room joined and encrypted yet", 0))?;
+        // A device the homeserver keeps refusing is not waited for (the reply is dropped and
+        // logged, the bot goes on); one starting or briefly failing is, and a reply it could
+        // not send is tried again with the transaction.
+        let down = |error: String| failed(format!("the bot's device cannot sync ({error})"), 400);
+        if let Some(error) = self.health.borrow().down() {
+            return Err(down(error));
+        }
+        let Some(room) = tokio::time::timeout(ROOM_WAIT, known).await.ok().flatten() else {
+            if let Some(error) = self.health.borrow().down() {
+                return Err(down(error));
+            }
+            return Err(failed("the bot's device does not see the room joined and encrypted yet", 0));
+        };
         let txn = OwnedTransactionId::from(txn);
         let sent = room.send_raw(kind, content).with_transaction_id(&txn).await.map_err(sdk_failure)?;
         Ok(sent.response.event_id.to_string())
@@ -297,6 +379,16 @@ async fn recovery(client: &Client, path: &Path) -> std::result::Result<(), Strin
 /// on its side and confirms on its own: what the comparison protects is the operator's trust in
 /// the bot's identity, which their client then signs (their trust in the bot, not the bot's in
 /// them, is what members rely on). Others are refused.
+///
+/// Identities, not only devices: the bot's MAC covers its master key (its own identity is
+/// verified in its store, having made or recovered its keys), so the operator's client signs
+/// that key with their user-signing key, and a new device of the bot after a lost store, signed
+/// by the same identity, stays trusted; matrix-sdk signs the operator's master key with the
+/// bot's user-signing key in turn.
+///
+/// The operator must share a room with the bot (a direct chat will do): matrix-sdk drops a
+/// request from a device it does not track, before this is called, and the homeserver tells a
+/// device of the device lists of those it shares a room with only.
 async fn verify(client: Client, operators: Vec<String>, sender: OwnedUserId, flow: String) {
     let Some(request) = client.encryption().get_verification_request(&sender, &flow).await else { return };
     if !operators.iter().any(|o| o.as_str() == sender.as_str()) {
@@ -340,8 +432,16 @@ async fn verify(client: Client, operators: Vec<String>, sender: OwnedUserId, flo
                     return;
                 }
             }
-            SasState::Done { .. } => {
-                tracing::info!(operator = %sender, "verification done: the operator's identity and the bot's sign each other");
+            SasState::Done { verified_identities, .. } => {
+                if !verified_identities.iter().any(|identity| identity.user_id() == sender) {
+                    // Their client did not put their master key in the comparison (their own
+                    // identity unverified there): the bot's trust stays with their device.
+                    tracing::warn!(operator = %sender, "verification done for the operator's device only, not their identity");
+                    return;
+                }
+                // matrix-sdk has signed their master key with the bot's user-signing key, as the
+                // operator's MAC came after the bot confirmed (sent with the device's next sync).
+                tracing::info!(operator = %sender, "verification done: the operator's identity and the bot's are verified by each other");
                 return;
             }
             SasState::Cancelled(info) => {
@@ -354,19 +454,13 @@ async fn verify(client: Client, operators: Vec<String>, sender: OwnedUserId, flo
 }
 
 /// The encrypted messages after `from`, read with a sync request matrix-sdk does not process
-/// (its state is already past them) and decrypted by the device; `None` if the homeserver could
-/// not be asked (nothing is lost: the worker's position stays where it was).
-async fn catch_up(client: &Client, from: String) -> Option<(Vec<Value>, String)> {
+/// (its state is already past them) and decrypted by the device; an error if the homeserver
+/// could not be asked (nothing is lost: the worker's position stays where it was).
+async fn catch_up(client: &Client, from: String) -> std::result::Result<(Vec<Value>, String), matrix_sdk::Error> {
     let mut request = sync_events::v3::Request::new();
     request.since = Some(from);
     request.timeout = Some(Duration::ZERO);
-    let response = match client.send(request).await {
-        Ok(response) => response,
-        Err(error) => {
-            tracing::warn!(%error, "the bot's device could not read what it missed");
-            return None;
-        }
-    };
+    let response = client.send(request).await?;
     let mut out = Vec::new();
     for (id, update) in &response.rooms.join {
         let Some(room) = client.get_room(id) else { continue };
@@ -378,13 +472,17 @@ async fn catch_up(client: &Client, from: String) -> Option<(Vec<Value>, String)>
             out.extend(as_transaction_event(&event, id));
         }
     }
-    Some((out, response.next_batch))
+    Ok((out, response.next_batch))
 }
 
 /// A decrypted message as the appservice's transactions carry events (with its `room_id`).
 fn as_transaction_event(event: &matrix_sdk::deserialized_responses::TimelineEvent, room: &RoomId) -> Option<Value> {
     event.encryption_info()?;
-    let mut value = event.raw().deserialize_as_unchecked::<Value>().ok()?;
+    decrypted_message(event.raw().deserialize_as_unchecked::<Value>().ok()?, room)
+}
+
+/// An event the device decrypted, if a message, as the appservice's transactions carry events.
+fn decrypted_message(mut value: Value, room: &RoomId) -> Option<Value> {
     if value["type"] != "m.room.message" {
         return None;
     }
@@ -440,7 +538,8 @@ async fn session(ws: &Workspace, dir: &Path) -> std::result::Result<MatrixSessio
     // Homeservers that do not hold the appservice's sender as a user yet make it here; one that
     // does answers M_USER_IN_USE, which changes nothing.
     let register = json!({ "type": "m.login.application_service", "username": localpart, "inhibit_login": true });
-    if let Err(error) = ws.matrix.call(reqwest::Method::POST, "/_matrix/client/v3/register", Some(&register)).await {
+    let registered = ws.matrix.call_as_service(reqwest::Method::POST, "/_matrix/client/v3/register", Some(&register));
+    if let Err(error) = registered.await {
         tracing::debug!(%error, "the bot's user was not registered again");
     }
     let body = json!({
@@ -450,7 +549,7 @@ async fn session(ws: &Workspace, dir: &Path) -> std::result::Result<MatrixSessio
     });
     let login = ws
         .matrix
-        .call(reqwest::Method::POST, "/_matrix/client/v3/login", Some(&body))
+        .call_as_service(reqwest::Method::POST, "/_matrix/client/v3/login", Some(&body))
         .await
         .map_err(|e| format!("cannot log the bot's device in: {e}"))?;
     let (Some(user), Some(device), Some(token)) =

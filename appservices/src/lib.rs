@@ -29,14 +29,20 @@ use std::sync::Arc;
 pub async fn run(config: config::Config) -> Result<(), String> {
     let registration = config.registration()?;
     let store = store::Store::open(&config.data_dir)?;
-    let bot = format!("@{}:{}", registration.sender_localpart, config.server_name);
-    let matrix = matrix::Matrix::new(&config.homeserver_url, &registration.as_token, bot);
+    let sender = format!("@{}:{}", registration.sender_localpart, config.server_name);
+    let localpart = config.user_localpart.as_deref().unwrap_or(&registration.sender_localpart);
+    let bot = format!("@{localpart}:{}", config.server_name);
+    let matrix = matrix::Matrix::new(&config.homeserver_url, &registration.as_token, &sender, bot);
     let listen = config.listen;
     let ws = Arc::new(service::Workspace::new(config, matrix, store, registration.hs_token.clone()));
     // The homeserver may still be starting: retry the first read for a while.
     let mut attempt = 0;
     let rooms = loop {
-        match ws.matrix.joined_rooms().await {
+        let read = async {
+            ws.matrix.register_bot().await?;
+            ws.matrix.joined_rooms().await
+        };
+        match read.await {
             Ok(rooms) => break rooms,
             Err(e) if attempt < 30 => {
                 tracing::warn!(error = %e, "homeserver not answering yet");
@@ -51,11 +57,10 @@ pub async fn run(config: config::Config) -> Result<(), String> {
     }
     if ws.config.encryption {
         let device = e2ee::E2ee::open(&ws, &ws.config.data_dir).await?;
-        let client = device.client();
         if ws.e2ee.set(device).is_err() {
             return Err("the bot's device was opened twice".into());
         }
-        tokio::spawn(e2ee::E2ee::run(ws.clone(), client));
+        tokio::spawn(e2ee::E2ee::run(ws.clone()));
     }
     tokio::spawn(bot::reminders(ws.clone()));
     let listener =
@@ -66,7 +71,9 @@ pub async fn run(config: config::Config) -> Result<(), String> {
     let pinger = ws.clone();
     tokio::spawn(async move {
         let path = format!("/_matrix/client/v1/appservice/{}/ping", matrix::segment(&registration.id));
-        if let Err(error) = pinger.matrix.call(reqwest::Method::POST, &path, Some(&serde_json::json!({}))).await {
+        if let Err(error) =
+            pinger.matrix.call_as_service(reqwest::Method::POST, &path, Some(&serde_json::json!({}))).await
+        {
             tracing::warn!(%error, "the homeserver did not answer the start-up ping");
         }
     });

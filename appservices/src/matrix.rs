@@ -36,6 +36,9 @@ pub struct Matrix {
     as_token: String,
     /// The bot's user id.
     pub bot: String,
+    /// Whether the bot is a user of the namespace rather than the appservice's `sender`: its
+    /// calls then name it (`user_id`), as the Application Service API has it.
+    masquerades: bool,
 }
 
 /// Percent-encodes one path segment.
@@ -44,9 +47,12 @@ pub fn segment(s: &str) -> String {
 }
 
 impl Matrix {
-    pub fn new(base: &str, as_token: &str, bot: String) -> Matrix {
+    /// `sender` is the registration's `sender_localpart` as a user id; `bot` the user the bot
+    /// is, the same or one of the registration's namespace.
+    pub fn new(base: &str, as_token: &str, sender: &str, bot: String) -> Matrix {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("HTTP client");
-        Matrix { http, base: base.trim_end_matches('/').to_owned(), as_token: as_token.to_owned(), bot }
+        let masquerades = bot != sender;
+        Matrix { http, base: base.trim_end_matches('/').to_owned(), as_token: as_token.to_owned(), bot, masquerades }
     }
 
     async fn call_with(&self, token: &str, method: Method, path: &str, body: Option<&Value>) -> Result<Value> {
@@ -79,7 +85,33 @@ impl Matrix {
 
     /// A call as the bot.
     pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value> {
+        if !self.masquerades {
+            return self.call_with(&self.as_token, method, path, body).await;
+        }
+        let join = if path.contains('?') { '&' } else { '?' };
+        let path = format!("{path}{join}user_id={}", segment(&self.bot));
+        self.call_with(&self.as_token, method, &path, body).await
+    }
+
+    /// A call as the appservice itself (its `sender`), for what only it does: registering and
+    /// logging in its users, pinging.
+    pub async fn call_as_service(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value> {
         self.call_with(&self.as_token, method, path, body).await
+    }
+
+    /// Makes the bot's user when it is a user of the namespace the homeserver does not hold
+    /// yet (one it holds answers M_USER_IN_USE): the homeserver lets the appservice act only as
+    /// users it registered.
+    pub async fn register_bot(&self) -> Result<()> {
+        if !self.masquerades {
+            return Ok(());
+        }
+        let localpart = self.bot.trim_start_matches('@').split(':').next().unwrap_or_default();
+        let body = json!({ "type": "m.login.application_service", "username": localpart, "inhibit_login": true });
+        match self.call_as_service(Method::POST, "/_matrix/client/v3/register", Some(&body)).await {
+            Err(e) if e.errcode != "M_USER_IN_USE" => Err(e),
+            _ => Ok(()),
+        }
     }
 
     /// Who owns a user's access token (`/account/whoami` with that token).

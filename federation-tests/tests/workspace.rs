@@ -116,7 +116,11 @@ impl Held {
 struct Proxy {
     port: u16,
     armed: Armed,
+    refused: Refused,
 }
+
+/// Paths (parts of) the [`Proxy`] answers itself with a 500, never forwarding them.
+type Refused = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
 
 /// What the [`Proxy`] is armed with: the text of the transaction to hold, and where to hand it.
 type Armed = std::sync::Arc<std::sync::Mutex<Option<(String, tokio::sync::mpsc::UnboundedSender<Held>)>>>;
@@ -136,13 +140,19 @@ impl Proxy {
             response::IntoResponse,
         };
         let armed: Armed = Default::default();
+        let refused: Refused = Default::default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let target: std::sync::Arc<str> = target.into();
-        let relay = move |State(armed): State<Armed>, request: axum::extract::Request| {
+        let relay = move |State((armed, refused)): State<(Armed, Refused)>, request: axum::extract::Request| {
             let target = target.clone();
             async move {
                 let (parts, body) = request.into_parts();
+                if refused.lock().unwrap().iter().any(|part| parts.uri.path().contains(part.as_str())) {
+                    let body = r#"{"errcode":"M_UNKNOWN","error":"Internal server error"}"#;
+                    return (StatusCode::INTERNAL_SERVER_ERROR, [(header::CONTENT_TYPE, "application/json")], body)
+                        .into_response();
+                }
                 // A body the relay could not read is never forwarded as an empty one.
                 let body: Bytes = axum::body::to_bytes(body, usize::MAX).await.expect("the relayed request's body");
                 let path = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
@@ -205,9 +215,14 @@ impl Proxy {
                 }
             }
         };
-        let app = axum::Router::new().fallback(relay).with_state(armed.clone());
+        let app = axum::Router::new().fallback(relay).with_state((armed.clone(), refused.clone()));
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Proxy { port, armed }
+        Proxy { port, armed, refused }
+    }
+
+    /// Answers every request whose path contains `part` with a 500, as a homeserver failing it.
+    fn refuse(&self, part: &str) {
+        self.refused.lock().unwrap().push(part.to_owned());
     }
 
     /// Holds the next transaction whose body contains `needle`; the receiver gets it.
@@ -992,22 +1007,28 @@ async fn document_libraries_are_msc3089_file_trees_shared_across_nodes() {
 }
 
 /// The same appservice registered with a real Synapse: it answers commands there, writes tasks as
-/// room state, makes a library, files a posted file, and its REST API checks Synapse's tokens.
+/// room state, makes a library, files a posted file, and its REST API checks Synapse's tokens;
+/// with its encrypting device on, the bot being a user of the appservice's namespace (Synapse
+/// refuses its sender `/sync`), it answers encrypted commands in an encrypted room.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_workspace_appservice_works_with_synapse() {
+    use hemicycle_federation_tests::scenarios::{sdk_sync, step};
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
+    // Synapse refuses `/sync` (and sliding sync) to an appservice's sender: the bot is a user
+    // of the namespace instead, whose device syncs (docs/appservices.md).
     let reg = registration(dir.path(), port);
+    let text = std::fs::read_to_string(&reg)
+        .unwrap()
+        .replace("sender_localpart: workspace\n", "sender_localpart: workspace-service\n");
+    std::fs::write(&reg, text).unwrap();
     let extra = format!("app_service_config_files: [{:?}]\n", reg.display().to_string());
     let synapse = Node::start_synapse_with("ws-synapse", &extra).await;
     let config = Bot::write_config(dir.path(), port, &synapse, &reg, "2026-11-30T08:00:00Z");
-    // The bot's encrypting device syncs as a client, and Synapse 1.163 answers an appservice
-    // user's /sync with a 500 (NotImplementedError, use_state_after): with Synapse the bot runs
-    // without its device, in rooms in the clear (docs/appservices.md).
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str("encryption = false\n");
-    std::fs::write(&config, text).unwrap();
+    std::fs::write(&config, std::fs::read_to_string(&config).unwrap() + "user_localpart = \"workspace\"\n").unwrap();
+    // Encryption on (the default).
     let bot = Bot::start(config, port);
+    assert!(dir.path().join("data/e2ee/session.json").exists(), "the bot's device is logged in");
     let bot_id = synapse.user_id("workspace");
     let (_, at) = synapse.register("alice").await;
     // The bot's level is raised after creation: an override of `users` would drop alice's own
@@ -1043,6 +1064,37 @@ async fn the_workspace_appservice_works_with_synapse() {
     let branch = branches.values().next().expect("a branch on Synapse");
     assert_eq!((branch["name"].as_str(), branch["version"].as_u64()), (Some("budget.ods"), Some(1)));
     assert_eq!(branch["org.hemicycle.sha256"], sha256_hex(b"cellules"), "downloaded from Synapse's media repository");
+
+    // End-to-end encryption on Synapse: carol's client (matrix-sdk) and the bot's device speak
+    // encrypted only.
+    let carol = synapse.client("carol").await;
+    step("carol's first sync", sdk_sync(&carol, Duration::ZERO)).await;
+    let ct = carol.access_token().unwrap();
+    // Carol is not named in the override: she creates the room, and Synapse refuses a room
+    // v12 creator in `users` (creators have unlimited power there).
+    let secret = synapse
+        .create_room(
+            &ct,
+            json!({ "preset": "private_chat", "name": "Secret",
+                    "initial_state": [{ "type": "m.room.encryption", "state_key": "",
+                                        "content": { "algorithm": "m.megolm.v1.aes-sha2" } }],
+                    "power_level_content_override": { "users": { bot_id.clone(): 100 } } }),
+        )
+        .await;
+    synapse.invite(&ct, &secret, &bot_id).await;
+    wait_encrypted_notice(&carol, &secret, &bot_id, "Bonjour").await;
+    send_encrypted(&carol, &secret, "!task add \"Note chiffrée\"").await;
+    let created = wait_encrypted_notice(&carol, &secret, &bot_id, "Task created").await;
+    let id = bracketed(&created);
+    assert_eq!(synapse.state_event(&ct, &secret, "org.hemicycle.task", &id).await["title"], "Note chiffrée");
+    let page = synapse.messages(&ct, &secret, "b", None, 200).await;
+    let clear = page["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["sender"] == bot_id.as_str() && e["type"] == "m.room.message")
+        .count();
+    assert_eq!(clear, 0, "the bot never speaks in the clear in an encrypted room: {page}");
 }
 
 /// Runs federation-tests/js/msc3089.mjs (matrix-js-sdk's MSC3089 API) as `user`; its JSON output.
@@ -1527,29 +1579,11 @@ async fn the_workspace_bot_works_in_encrypted_rooms_across_nodes_and_restarts() 
     let identity = alice.encryption().request_user_identity(&bot_user).await.unwrap().expect("the bot's identity");
     assert!(!identity.is_verified(), "not verified before the operator's step");
     let request = device.request_verification().await.expect("alice asks");
-    let deadline = std::time::Instant::now() + WAIT;
-    let sas = loop {
-        sdk_sync(&alice, Duration::from_secs(1)).await;
-        if request.is_ready() {
-            break request.start_sas().await.expect("start").expect("emoji verification");
-        }
-        assert!(!request.is_cancelled() && std::time::Instant::now() < deadline, "the bot accepts the request");
-    };
-    loop {
-        sdk_sync(&alice, Duration::from_secs(1)).await;
-        if sas.can_be_presented() {
-            assert!(sas.emoji().is_some(), "emojis to compare");
-            sas.confirm().await.expect("confirm");
-            break;
-        }
-        assert!(!sas.is_cancelled() && std::time::Instant::now() < deadline, "the keys are exchanged");
-    }
-    while !sas.is_done() {
-        sdk_sync(&alice, Duration::from_secs(1)).await;
-        assert!(!sas.is_cancelled() && std::time::Instant::now() < deadline, "the verification completes");
-    }
+    compare_emojis(&alice, &request).await;
     let device = alice.encryption().get_device(&bot_user, &device_id).await.unwrap().unwrap();
     assert!(device.is_verified(), "alice's client trusts the bot's device once compared");
+    identities_verified_each_other(&a, &alice, &bot_id).await;
+    let deadline = std::time::Instant::now() + WAIT;
     while !refused.is_cancelled() {
         sdk_sync(&bob, Duration::from_secs(1)).await;
         assert!(std::time::Instant::now() < deadline, "bob's request is refused: {:?}", refused.state());
@@ -1575,13 +1609,19 @@ async fn the_workspace_bot_works_in_encrypted_rooms_across_nodes_and_restarts() 
     bot.kill();
     std::fs::remove_dir_all(data.join("e2ee")).unwrap();
     bot.restart("2026-11-30T08:00:00Z");
-    let keys = a.post(&at, "/_matrix/client/v3/keys/query", json!({ "device_keys": { bot_id.clone(): [] } })).await;
-    let devices = keys["device_keys"][&bot_id].as_object().expect("the bot's devices").clone();
-    let new_device: matrix_sdk::ruma::OwnedDeviceId =
-        devices.keys().find(|d| d.as_str() != device_id.as_str()).expect("a new device").as_str().into();
-    step("alice's sync", sdk_sync(&alice, Duration::ZERO)).await;
-    let device = alice.encryption().get_device(&bot_user, &new_device).await.unwrap().expect("the new device");
-    assert!(device.is_cross_signed_by_owner(), "the new device signed by the same identity");
+    // The new device publishes its keys, and the signature of the recovered identity, with its
+    // first sync, which runs beside the bot: alice's client learns of them as the bot's device
+    // list changes.
+    let deadline = std::time::Instant::now() + WAIT;
+    let device = loop {
+        sdk_sync(&alice, Duration::from_secs(1)).await;
+        let devices = alice.encryption().get_user_devices(&bot_user).await.unwrap();
+        if let Some(device) = devices.devices().find(|d| d.device_id() != device_id && d.is_cross_signed_by_owner()) {
+            break device;
+        }
+        assert!(std::time::Instant::now() < deadline, "a new device of the bot, signed by the same identity");
+    };
+    assert!(device.is_verified(), "trusted by the operator without a new comparison: she verified the identity");
     send_encrypted(&alice, &room, "!doc mkdir archives").await;
     wait_encrypted_notice(&alice, &room, &bot_id, "archives/").await;
     let (_, listing_root, _) =
@@ -1626,6 +1666,167 @@ async fn the_workspace_bot_works_in_encrypted_rooms_across_nodes_and_restarts() 
     assert_eq!(bytes, secret, "the moved file decrypts to the same bytes");
     let seen = bot_notices_seen_by(&alice, &room, &bot_id).await;
     assert!(seen.iter().all(|(_, decrypted)| *decrypted), "every notice still decrypts for alice: {seen:#?}");
+}
+
+/// The operator's side of an emoji verification with the bot, `request` being theirs: started
+/// once the bot accepts, confirmed once the emojis show (the bot writes them in its log), then
+/// synced until done.
+async fn compare_emojis(
+    operator: &matrix_sdk::Client,
+    request: &matrix_sdk::encryption::verification::VerificationRequest,
+) {
+    use hemicycle_federation_tests::scenarios::sdk_sync;
+    let deadline = std::time::Instant::now() + WAIT;
+    let sas = loop {
+        sdk_sync(operator, Duration::from_secs(1)).await;
+        if request.is_ready() {
+            break request.start_sas().await.expect("start").expect("emoji verification");
+        }
+        assert!(!request.is_cancelled() && std::time::Instant::now() < deadline, "the bot accepts the request");
+    };
+    loop {
+        sdk_sync(operator, Duration::from_secs(1)).await;
+        if sas.can_be_presented() {
+            assert!(sas.emoji().is_some(), "emojis to compare");
+            sas.confirm().await.expect("confirm");
+            break;
+        }
+        assert!(!sas.is_cancelled() && std::time::Instant::now() < deadline, "the keys are exchanged");
+    }
+    while !sas.is_done() {
+        sdk_sync(operator, Duration::from_secs(1)).await;
+        assert!(!sas.is_cancelled() && std::time::Instant::now() < deadline, "the verification completes");
+    }
+}
+
+/// After an operator's emoji verification: their client sees the bot's identity verified (its
+/// master key signed by their user-signing key, as a verification between two people leaves
+/// it), and the bot has signed the operator's master key with its own user-signing key (what
+/// the bot's user reads of the operator's keys).
+async fn identities_verified_each_other(node: &Node, operator: &matrix_sdk::Client, bot_id: &str) {
+    use hemicycle_federation_tests::scenarios::sdk_sync;
+    let bot_user = matrix_sdk::ruma::OwnedUserId::try_from(bot_id).unwrap();
+    let operator_id = operator.user_id().unwrap().to_string();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        sdk_sync(operator, Duration::from_secs(1)).await;
+        let identity = operator.encryption().get_user_identity(&bot_user).await.unwrap();
+        if identity.is_some_and(|identity| identity.is_verified()) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{operator_id}'s client sees the bot's identity verified");
+    }
+    // The bot's own user-signing key comes only to the bot, asked with its own keys.
+    let query = json!({ "device_keys": { operator_id.clone(): [], bot_id: [] } });
+    loop {
+        let (status, keys) =
+            node.call(Method::POST, Some(AS_TOKEN), "/_matrix/client/v3/keys/query", Some(&query)).await;
+        assert_eq!(status, 200, "{keys}");
+        let usk = keys["user_signing_keys"][bot_id]["keys"].as_object().and_then(|k| k.keys().next().cloned());
+        let signed = keys["master_keys"][&operator_id]["signatures"][bot_id].as_object();
+        if usk.is_some_and(|usk| signed.is_some_and(|s| s.contains_key(&usk))) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the bot signs {operator_id}'s master key: {keys}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// An operator verifies the bot from a direct chat with it (Element's *Verify* on the bot's
+/// profile: an in-room request, encrypted as the chat is): the bot accepts, the emojis are
+/// compared, and the two identities end verified by each other, as with a request to its device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_verifies_the_bot_in_a_direct_chat() {
+    use hemicycle_federation_tests::scenarios::{sdk_sync, step};
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let reg = registration(dir.path(), port);
+    let regs = toml::Value::Array(vec![toml::Value::String(reg.display().to_string())]);
+    let a = Node::start_with("e2ee-dm-verify", None, &[], &[("appservices.registrations", regs)]).await;
+    let config = Bot::write_config(dir.path(), port, &a, &reg, "2026-11-30T08:00:00Z");
+    let operators = format!("operators = [{:?}]\n", a.user_id("carol"));
+    std::fs::write(&config, std::fs::read_to_string(&config).unwrap() + operators.as_str()).unwrap();
+    let _bot = Bot::start(config, port);
+    let bot_id = a.user_id("workspace");
+    let bot_user = matrix_sdk::ruma::OwnedUserId::try_from(bot_id.as_str()).unwrap();
+
+    let carol = a.client("carol").await;
+    step("carol's first sync", sdk_sync(&carol, Duration::ZERO)).await;
+    step("carol's cross-signing", carol.encryption().bootstrap_cross_signing(None)).await.expect("cross-signing");
+    let dm = step("carol opens a direct chat", carol.create_dm(&bot_user)).await.expect("a direct chat");
+    let dm = dm.room_id().to_string();
+    wait_encrypted_notice(&carol, &dm, &bot_id, "Bonjour").await;
+    let identity = carol.encryption().request_user_identity(&bot_user).await.unwrap().expect("the bot's identity");
+    assert!(!identity.is_verified(), "not verified before the comparison");
+    let request = identity.request_verification().await.expect("carol asks in the direct chat");
+    assert!(request.room_id().is_some_and(|room| room.as_str() == dm), "an in-room request, in the direct chat");
+    compare_emojis(&carol, &request).await;
+    identities_verified_each_other(&a, &carol, &bot_id).await;
+}
+
+/// The bot's device refused every sync (`/sync` and sliding sync answered with a 500, by a proxy
+/// between the bot and its homeserver): the bot starts all the same and serves the rooms in the
+/// clear; in an encrypted room, where it may speak only through its device, a command sent in
+/// the clear is carried out but not answered (never in the clear), and does not hold up the
+/// bot's transactions, so a room in the clear invited after it is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_cannot_sync_holds_up_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let reg = registration(dir.path(), port);
+    let regs = toml::Value::Array(vec![toml::Value::String(reg.display().to_string())]);
+    let a = Node::start_with("e2ee-refused", None, &[], &[("appservices.registrations", regs)]).await;
+    let proxy = Proxy::start_to(a.client_url().to_owned(), "/_matrix/client/").await;
+    proxy.refuse("/sync");
+    let config = Bot::write_config(dir.path(), port, &a, &reg, "2026-11-30T08:00:00Z");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text.replace(&format!("{:?}", a.client_url()), &format!("\"http://127.0.0.1:{}\"", proxy.port));
+    std::fs::write(&config, text).unwrap();
+    let _bot = Bot::start(config, port);
+    let bot_id = a.user_id("workspace");
+    // alice creates the rooms: a creator is never listed in `users` (room version 12).
+    let (_, at) = a.register("alice").await;
+
+    let secret = a
+        .create_room(
+            &at,
+            json!({ "preset": "private_chat", "invite": [bot_id.clone()],
+                    "initial_state": [{ "type": "m.room.encryption", "state_key": "",
+                                        "content": { "algorithm": "m.megolm.v1.aes-sha2" } }],
+                    "power_level_content_override": { "users": { bot_id.clone(): 100 } } }),
+        )
+        .await;
+    a.wait_timeline_until(&at, &secret, None, WAIT, |events| {
+        events.iter().any(|e| e["sender"] == bot_id.as_str() && e["type"] == "m.room.member")
+    })
+    .await;
+    a.send_text(&at, &secret, "!task add \"Sans réponse\"").await;
+    let room = a
+        .create_room(
+            &at,
+            json!({ "preset": "public_chat", "power_level_content_override": { "users": { bot_id.clone(): 100 } } }),
+        )
+        .await;
+    let since = a.sync_token(&at).await;
+    a.invite(&at, &room, &bot_id).await;
+    // The greeting in the encrypted room waited for the device once (30 s), no longer.
+    a.wait_timeline_until(&at, &room, Some(&since), WAIT * 3, |events| {
+        events.iter().any(|e| e["content"]["body"].as_str().is_some_and(|b| b.contains("Bonjour")))
+    })
+    .await;
+    let since = a.sync_token(&at).await;
+    a.send_text(&at, &room, "!task list").await;
+    wait_notice(&a, &at, &room, &since, "No tasks").await;
+    let tasks = states(&a, &at, &secret, "org.hemicycle.task").await;
+    assert_eq!(tasks.len(), 1, "the command in the encrypted room was carried out: {tasks:#?}");
+    let page = a.messages(&at, &secret, "b", None, 200).await;
+    let clear = page["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["sender"] == bot_id.as_str() && e["type"] == "m.room.message")
+        .count();
+    assert_eq!(clear, 0, "the bot never speaks in the clear in an encrypted room: {page}");
 }
 
 /// An OpenID token past its lifetime (the node's token clock moved past it, through the
