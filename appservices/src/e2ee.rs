@@ -4,10 +4,11 @@
 //! state in a SQLite store in `data_dir/e2ee`, so keys outlive restarts and crashes.
 //!
 //! Why a synced device rather than the appservice transactions: to decrypt, the bot needs the
-//! room keys other devices send it as to-device messages and the device lists of the rooms'
-//! members; the homeserver's transactions carry to-device messages (MSC2409/MSC4203) but not
-//! device lists or one-time key counts (MSC3202), which matrix-sdk's own sync already gives.
-//! So the transactions keep bringing what is clear (invites, state, unencrypted commands), and
+//! room keys other devices send it as to-device messages, the device lists of the rooms'
+//! members and its one-time key counts. Hemicycle's transactions carry all of them (MSC4203,
+//! MSC3202), but Synapse's carry device lists and key counts only when its experimental
+//! MSC3202 support is on, and matrix-sdk takes them only from a sync of its own, which it
+//! drives whole (key uploads, key queries, backups). So the transactions keep bringing what is clear (invites, state, unencrypted commands), and
 //! this device's sync brings what is encrypted: only messages that arrive encrypted are handed
 //! to the bot from here, decrypted, each to the same [`crate::bot::handle`] as the others.
 //! Replies in an encrypted room are sent encrypted through this device, with the same
