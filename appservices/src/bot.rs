@@ -37,7 +37,7 @@ pub async fn handle(ws: &Workspace, event: &Value) -> Result<(), Retry> {
         if kind == crate::library::LINK_TYPE && event["state_key"] == "" && sender != ws.matrix.bot {
             return link_written(ws, room, sender, event).await;
         }
-        ws.observe(room, event);
+        ws.observe_echo(room, event);
         return Ok(());
     }
     if kind != "m.room.message" || sender == ws.matrix.bot || event["content"]["msgtype"] == "m.notice" {

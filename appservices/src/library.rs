@@ -134,9 +134,8 @@ impl Workspace {
         self.store.update(|s| s.created.insert(seed.to_owned(), room.clone())).map_err(io)?;
         if let Some(parent) = parent {
             let via = json!({ "via": [self.config.server_name] });
-            self.matrix.put_state(parent, "m.space.child", &room, &via).await?;
+            self.write_state(parent, "m.space.child", &room, &via).await?;
             self.matrix.put_state(&room, "m.space.parent", parent, &via).await?;
-            self.observe(parent, &json!({ "type": "m.space.child", "state_key": room, "content": via }));
         }
         self.load_room(&room).await?;
         Ok(room)
@@ -305,8 +304,7 @@ impl Workspace {
     }
 
     async fn write_branch(&self, folder: &str, event_id: &str, content: &Value) -> Result<(), Failure> {
-        self.matrix.put_state(folder, BRANCH_TYPE, event_id, content).await?;
-        self.observe(folder, &json!({ "type": BRANCH_TYPE, "state_key": event_id, "content": content }));
+        self.write_state(folder, BRANCH_TYPE, event_id, content).await?;
         Ok(())
     }
 

@@ -190,6 +190,9 @@ pub struct Workspace {
     /// `encryption = false`.
     pub e2ee: std::sync::OnceLock<crate::e2ee::E2ee>,
     rooms: Mutex<HashMap<String, RoomView>>,
+    /// The content of the bot's latest write of each state key whose echo (the same event,
+    /// back in a transaction) has not come yet: an echo of an earlier write must not undo it.
+    own_writes: Mutex<HashMap<(String, String, String), Value>>,
     /// Wakes the reminder scheduler when tasks change.
     pub changed: Notify,
 }
@@ -234,6 +237,7 @@ impl Workspace {
             openid,
             e2ee: std::sync::OnceLock::new(),
             rooms: Mutex::default(),
+            own_writes: Mutex::default(),
             changed: Notify::new(),
         }
     }
@@ -346,6 +350,51 @@ impl Workspace {
         if event["type"] == TASK_TYPE {
             self.changed.notify_one();
         }
+    }
+
+    /// A state event from the bot's transactions. The bot's own writes are in the view since it
+    /// made them ([`Workspace::write_state`]): their echo changes nothing, and the echo of an
+    /// earlier write of the same key, arriving after a later one, is not applied.
+    pub fn observe_echo(&self, room: &str, event: &Value) {
+        if event["sender"] == self.matrix.bot.as_str() {
+            let (Some(kind), Some(key)) = (event["type"].as_str(), event["state_key"].as_str()) else { return };
+            let id = (room.to_owned(), kind.to_owned(), key.to_owned());
+            let mut own = self.own_writes.lock().expect("own writes");
+            match own.get(&id) {
+                Some(latest) if *latest != event["content"] => return,
+                Some(_) => {
+                    own.remove(&id);
+                }
+                None => {}
+            }
+        }
+        self.observe(room, event);
+    }
+
+    /// Writes a state event of the bot's and puts it in the view first: a member's client sees
+    /// the event (and a widget asks the REST API again) as soon as the homeserver has it,
+    /// possibly before the bot has its answer, and the view must already hold it then. Should
+    /// the homeserver refuse it, the room's state is read again.
+    pub async fn write_state(&self, room: &str, kind: &str, key: &str, content: &Value) -> Result<String, Failure> {
+        let id = self.note_own_write(room, kind, key, content);
+        match self.matrix.put_state(room, kind, key, content).await {
+            Ok(event_id) => Ok(event_id),
+            Err(error) => {
+                self.own_writes.lock().expect("own writes").remove(&id);
+                if let Err(reread) = self.load_room(room).await {
+                    tracing::warn!(%room, error = %reread.error, "could not read the room again after a refused write");
+                }
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Puts a write of the bot's in the view and remembers it until its echo comes back.
+    fn note_own_write(&self, room: &str, kind: &str, key: &str, content: &Value) -> (String, String, String) {
+        let id = (room.to_owned(), kind.to_owned(), key.to_owned());
+        self.own_writes.lock().expect("own writes").insert(id.clone(), content.clone());
+        self.observe(room, &json!({ "type": kind, "state_key": key, "content": content }));
+        id
     }
 
     pub fn forget_room(&self, room: &str) {
@@ -536,15 +585,13 @@ impl Workspace {
 
     async fn write_task(&self, room: &str, task: &Task) -> Result<(), Failure> {
         let content = serde_json::to_value(task).expect("task serializes");
-        self.matrix.put_state(room, TASK_TYPE, &task.uid, &content).await?;
-        self.observe(room, &json!({ "type": TASK_TYPE, "state_key": task.uid, "content": content }));
+        self.write_state(room, TASK_TYPE, &task.uid, &content).await?;
         Ok(())
     }
 
     async fn write_entry(&self, room: &str, entry: &Entry) -> Result<(), Failure> {
         let content = serde_json::to_value(entry).expect("entry serializes");
-        self.matrix.put_state(room, CALENDAR_TYPE, &entry.uid, &content).await?;
-        self.observe(room, &json!({ "type": CALENDAR_TYPE, "state_key": entry.uid, "content": content }));
+        self.write_state(room, CALENDAR_TYPE, &entry.uid, &content).await?;
         Ok(())
     }
 
@@ -845,8 +892,7 @@ impl Workspace {
     /// an entry. Returns what it was.
     pub async fn delete_entry(&self, room: &str, id: &str) -> Result<Entry, Failure> {
         let entry = self.entry(room, id)?;
-        self.matrix.put_state(room, CALENDAR_TYPE, id, &json!({})).await?;
-        self.observe(room, &json!({ "type": CALENDAR_TYPE, "state_key": id, "content": {} }));
+        self.write_state(room, CALENDAR_TYPE, id, &json!({})).await?;
         Ok(entry)
     }
 
@@ -1032,4 +1078,59 @@ impl Workspace {
 
 pub fn hex_sha256(s: &str) -> String {
     Sha256::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn workspace(dir: &std::path::Path) -> Workspace {
+        let text = format!(
+            "homeserver_url = \"http://127.0.0.1:9\"\nserver_name = \"budget.gouv.fr\"\n\
+             registration = \"r.yaml\"\nlisten = \"127.0.0.1:0\"\npublic_url = \"http://x\"\n\
+             data_dir = \"{}\"\n",
+            dir.display()
+        );
+        let config: Config = toml::from_str(&text).unwrap();
+        let bot = "@workspace:budget.gouv.fr";
+        let matrix = Matrix::new("http://127.0.0.1:9", "as", bot, bot.to_owned());
+        Workspace::new(config, matrix, Store::open(dir).unwrap(), "hs".into())
+    }
+
+    fn task(title: &str) -> Value {
+        json!({ "@type": "Task", "uid": "tabcde", "title": title, "progress": "needs-action",
+                "creator": "@alice:budget.gouv.fr", "created": "2026-12-01T08:00:00Z",
+                "updated": "2026-12-01T08:00:00Z" })
+    }
+
+    fn echo(sender: &str, content: Value) -> Value {
+        json!({ "type": TASK_TYPE, "state_key": "tabcde", "sender": sender, "content": content })
+    }
+
+    fn title(ws: &Workspace) -> String {
+        ws.view("!r:budget.gouv.fr").unwrap().tasks["tabcde"].title.clone()
+    }
+
+    /// The bot writes a task twice; the homeserver's transactions bring the two events back
+    /// after the second write: the first one's echo must not put the old title back. A
+    /// member's later change is taken, and so is a write of the bot's it did not remember
+    /// (made before a restart).
+    #[test]
+    fn an_echo_of_an_earlier_write_does_not_undo_a_later_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = workspace(dir.path());
+        let room = "!r:budget.gouv.fr";
+        ws.rooms.lock().unwrap().insert(room.to_owned(), RoomView::default());
+        ws.note_own_write(room, TASK_TYPE, "tabcde", &task("v1"));
+        ws.note_own_write(room, TASK_TYPE, "tabcde", &task("v2"));
+        assert_eq!(title(&ws), "v2", "the view holds the latest write at once");
+        ws.observe_echo(room, &echo(&ws.matrix.bot, task("v1")));
+        assert_eq!(title(&ws), "v2", "the first write's echo changes nothing");
+        ws.observe_echo(room, &echo(&ws.matrix.bot, task("v2")));
+        assert_eq!(title(&ws), "v2");
+        ws.observe_echo(room, &echo("@alice:budget.gouv.fr", task("v3")));
+        assert_eq!(title(&ws), "v3", "a member's change is taken");
+        ws.observe_echo(room, &echo(&ws.matrix.bot, task("v4")));
+        assert_eq!(title(&ws), "v4", "a write of the bot's it holds no record of is taken");
+    }
 }
