@@ -10,9 +10,9 @@ use std::sync::Arc;
 use axum::{
     extract::{
         rejection::{JsonRejection, QueryRejection},
-        Path, Query, State,
+        FromRequestParts, Path, Query, State,
     },
-    http::{header, HeaderMap, StatusCode},
+    http::{header, request::Parts, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post, put},
     Json, Router,
@@ -101,8 +101,27 @@ fn body<T>(parsed: Result<Json<T>, JsonRejection>) -> Result<T, Failure> {
     parsed.map(|Json(v)| v).map_err(|rejection| match rejection {
         JsonRejection::JsonSyntaxError(e) => fail(400, "M_NOT_JSON", &e.body_text()),
         JsonRejection::MissingJsonContentType(e) => fail(400, "M_NOT_JSON", &e.body_text()),
+        // A body over [`MAX_BODY`]: too large, not malformed.
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            fail(413, "M_TOO_LARGE", &format!("the body exceeds {MAX_BODY} bytes"))
+        }
         other => fail(400, "M_BAD_JSON", &other.body_text()),
     })
+}
+
+/// The path's parameters, refused with a Matrix error body (axum's own rejection is plain
+/// text) when they do not decode, as a room id of invalid UTF-8 does not.
+struct Params<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> for Params<T> {
+    type Rejection = Failure;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Failure> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(Params(value)),
+            Err(rejection) => Err(fail(400, "M_INVALID_PARAM", &rejection.body_text())),
+        }
+    }
 }
 
 /// What a handler answers: its JSON, or a Matrix error body.
@@ -122,7 +141,7 @@ fn created(value: Value) -> Answer {
 
 async fn transaction(
     State(ws): State<Ws>,
-    Path(txn): Path<String>,
+    Params(txn): Params<String>,
     headers: HeaderMap,
     parsed: Result<Json<Value>, JsonRejection>,
 ) -> Answer {
@@ -198,13 +217,21 @@ async fn member(ws: &Workspace, headers: &HeaderMap, room: &str) -> Result<Strin
     }
 }
 
+/// The caller's user id, who must be joined to `room` and allowed to send messages there: what
+/// changes a room's tasks and calendar needs what a command would.
+async fn writer(ws: &Workspace, headers: &HeaderMap, room: &str) -> Result<String, Failure> {
+    let user = member(ws, headers, room).await?;
+    ws.require_speaker(room, &user).await?;
+    Ok(user)
+}
+
 fn request_seed() -> String {
     let mut bytes = [0u8; 16];
     rand::fill(&mut bytes);
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-async fn list_tasks(State(ws): State<Ws>, Path(room): Path<String>, headers: HeaderMap) -> Answer {
+async fn list_tasks(State(ws): State<Ws>, Params(room): Params<String>, headers: HeaderMap) -> Answer {
     member(&ws, &headers, &room).await?;
     let view = ws.view(&room).unwrap_or_default();
     let now = ws.clock.now();
@@ -222,17 +249,21 @@ async fn list_tasks(State(ws): State<Ws>, Path(room): Path<String>, headers: Hea
 
 async fn create_task(
     State(ws): State<Ws>,
-    Path(room): Path<String>,
+    Params(room): Params<String>,
     headers: HeaderMap,
     parsed: Result<Json<NewTask>, JsonRejection>,
 ) -> Answer {
-    let user = member(&ws, &headers, &room).await?;
+    let user = writer(&ws, &headers, &room).await?;
     let task = ws.add_task(&room, &user, &request_seed(), body(parsed)?).await?;
     created(json!({ "task": task }))
 }
 
-async fn complete_task(State(ws): State<Ws>, Path((room, id)): Path<(String, String)>, headers: HeaderMap) -> Answer {
-    member(&ws, &headers, &room).await?;
+async fn complete_task(
+    State(ws): State<Ws>,
+    Params((room, id)): Params<(String, String)>,
+    headers: HeaderMap,
+) -> Answer {
+    writer(&ws, &headers, &room).await?;
     let task = ws.set_progress(&room, &id, Progress::Completed).await?;
     ok(json!({ "task": task }))
 }
@@ -241,11 +272,11 @@ async fn complete_task(State(ws): State<Ws>, Path((room, id)): Path<(String, Str
 /// board (the fields given are replaced; `"due": ""` removes the due date).
 async fn edit_task(
     State(ws): State<Ws>,
-    Path((room, id)): Path<(String, String)>,
+    Params((room, id)): Params<(String, String)>,
     headers: HeaderMap,
     parsed: Result<Json<TaskEdit>, JsonRejection>,
 ) -> Answer {
-    member(&ws, &headers, &room).await?;
+    writer(&ws, &headers, &room).await?;
     let task = ws.edit_task(&room, &id, body(parsed)?).await?;
     ok(json!({ "task": task }))
 }
@@ -259,11 +290,11 @@ struct ProgressChange {
 /// `POST …/tasks/{id}/progress {"progress": "in-process"}`: a task moved on the board.
 async fn task_progress(
     State(ws): State<Ws>,
-    Path((room, id)): Path<(String, String)>,
+    Params((room, id)): Params<(String, String)>,
     headers: HeaderMap,
     parsed: Result<Json<ProgressChange>, JsonRejection>,
 ) -> Answer {
-    member(&ws, &headers, &room).await?;
+    writer(&ws, &headers, &room).await?;
     let task = ws.set_progress(&room, &id, body(parsed)?.progress).await?;
     ok(json!({ "task": task }))
 }
@@ -276,11 +307,11 @@ struct Assignees {
 
 async fn assign_task(
     State(ws): State<Ws>,
-    Path((room, id)): Path<(String, String)>,
+    Params((room, id)): Params<(String, String)>,
     headers: HeaderMap,
     parsed: Result<Json<Assignees>, JsonRejection>,
 ) -> Answer {
-    member(&ws, &headers, &room).await?;
+    writer(&ws, &headers, &room).await?;
     let task = ws.assign(&room, &id, &body(parsed)?.assignees).await?;
     ok(json!({ "task": task }))
 }
@@ -302,7 +333,7 @@ fn instant(text: Option<&str>, default: DateTime<Utc>, name: &str) -> Result<Dat
 
 async fn list_calendar(
     State(ws): State<Ws>,
-    Path(room): Path<String>,
+    Params(room): Params<String>,
     window: Result<Query<Window>, QueryRejection>,
     headers: HeaderMap,
 ) -> Answer {
@@ -322,11 +353,11 @@ async fn list_calendar(
 
 async fn create_entry(
     State(ws): State<Ws>,
-    Path(room): Path<String>,
+    Params(room): Params<String>,
     headers: HeaderMap,
     parsed: Result<Json<NewEntry>, JsonRejection>,
 ) -> Answer {
-    let user = member(&ws, &headers, &room).await?;
+    let user = writer(&ws, &headers, &room).await?;
     let entry = ws.add_entry(&room, &user, &request_seed(), body(parsed)?).await?;
     created(json!({ "entry": entry }))
 }
@@ -339,11 +370,11 @@ struct Rsvp {
 
 async fn rsvp(
     State(ws): State<Ws>,
-    Path((room, id)): Path<(String, String)>,
+    Params((room, id)): Params<(String, String)>,
     headers: HeaderMap,
     parsed: Result<Json<Rsvp>, JsonRejection>,
 ) -> Answer {
-    let user = member(&ws, &headers, &room).await?;
+    let user = writer(&ws, &headers, &room).await?;
     let entry = ws.rsvp(&room, &id, &user, &body(parsed)?.response).await?;
     ok(json!({ "entry": entry }))
 }
@@ -352,18 +383,22 @@ async fn rsvp(
 /// "description"?}`: an entry edited in the calendar widget, as `!cal edit` edits it.
 async fn edit_entry(
     State(ws): State<Ws>,
-    Path((room, id)): Path<(String, String)>,
+    Params((room, id)): Params<(String, String)>,
     headers: HeaderMap,
     parsed: Result<Json<EntryEdit>, JsonRejection>,
 ) -> Answer {
-    member(&ws, &headers, &room).await?;
+    writer(&ws, &headers, &room).await?;
     let entry = ws.edit_entry(&room, &id, body(parsed)?).await?;
     ok(json!({ "entry": entry }))
 }
 
 /// `DELETE …/calendar/{uid}`: the entry and all its occurrences, as `!cal rm`.
-async fn delete_entry(State(ws): State<Ws>, Path((room, id)): Path<(String, String)>, headers: HeaderMap) -> Answer {
-    member(&ws, &headers, &room).await?;
+async fn delete_entry(
+    State(ws): State<Ws>,
+    Params((room, id)): Params<(String, String)>,
+    headers: HeaderMap,
+) -> Answer {
+    writer(&ws, &headers, &room).await?;
     ws.delete_entry(&room, &id).await?;
     ok(json!({}))
 }
@@ -379,11 +414,11 @@ struct Skip {
 /// (an `exdate`), as `!cal skip`.
 async fn skip_occurrence(
     State(ws): State<Ws>,
-    Path((room, id)): Path<(String, String)>,
+    Params((room, id)): Params<(String, String)>,
     headers: HeaderMap,
     parsed: Result<Json<Skip>, JsonRejection>,
 ) -> Answer {
-    member(&ws, &headers, &room).await?;
+    writer(&ws, &headers, &room).await?;
     let start = body(parsed)?.start;
     let at = instant(Some(start.as_str()), ws.clock.now(), "start")?;
     let (entry, _) = ws.skip_occurrence(&room, &id, Which::At(at)).await?;
@@ -399,7 +434,7 @@ struct FeedQuery {
 /// works while they are still joined to the room.
 async fn ics_feed(
     State(ws): State<Ws>,
-    Path(file): Path<String>,
+    Params(file): Params<String>,
     parsed: Result<Query<FeedQuery>, QueryRejection>,
 ) -> Answer {
     let room = file.strip_suffix(".ics").ok_or_else(|| fail(404, "M_NOT_FOUND", "feeds end in .ics"))?;
@@ -483,7 +518,7 @@ fn file_json(id: &str, branch: &crate::library::Branch) -> Value {
 /// `GET /api/v1/libraries/{library}/files?path=a/b`: a folder's sub-folders and active files.
 async fn list_files(
     State(ws): State<Ws>,
-    Path(library): Path<String>,
+    Params(library): Params<String>,
     parsed: Result<Query<FilePath>, QueryRejection>,
     headers: HeaderMap,
 ) -> Answer {
@@ -503,7 +538,7 @@ async fn list_files(
 /// `DELETE /api/v1/libraries/{library}/files?path=a/name.pdf`.
 async fn delete_file(
     State(ws): State<Ws>,
-    Path(library): Path<String>,
+    Params(library): Params<String>,
     parsed: Result<Query<FilePath>, QueryRejection>,
     headers: HeaderMap,
 ) -> Answer {
@@ -525,7 +560,7 @@ struct MoveTo {
 /// the caller must be an editor of both folders.
 async fn move_file(
     State(ws): State<Ws>,
-    Path(library): Path<String>,
+    Params(library): Params<String>,
     parsed_query: Result<Query<FilePath>, QueryRejection>,
     headers: HeaderMap,
     parsed: Result<Json<MoveTo>, JsonRejection>,
@@ -549,7 +584,7 @@ struct Lock {
 /// `POST /api/v1/libraries/{library}/files/lock?path=a/name.pdf` `{"locked": true}`.
 async fn lock_file(
     State(ws): State<Ws>,
-    Path(library): Path<String>,
+    Params(library): Params<String>,
     parsed_query: Result<Query<FilePath>, QueryRejection>,
     headers: HeaderMap,
     parsed: Result<Json<Lock>, JsonRejection>,
@@ -565,7 +600,7 @@ async fn lock_file(
 /// `GET /api/v1/libraries/{library}/files/history?path=a/name.pdf`: versions, newest first.
 async fn file_history(
     State(ws): State<Ws>,
-    Path(library): Path<String>,
+    Params(library): Params<String>,
     parsed: Result<Query<FilePath>, QueryRejection>,
     headers: HeaderMap,
 ) -> Answer {
@@ -587,7 +622,7 @@ struct NewFolder {
 /// top when empty), as `!doc mkdir a/b` makes it; the caller must be an editor of `a`.
 async fn make_folder(
     State(ws): State<Ws>,
-    Path(library): Path<String>,
+    Params(library): Params<String>,
     parsed_query: Result<Query<FilePath>, QueryRejection>,
     headers: HeaderMap,
     parsed: Result<Json<NewFolder>, JsonRejection>,
@@ -619,7 +654,7 @@ struct NewFile {
 /// the caller must be an editor of `a`.
 async fn add_file(
     State(ws): State<Ws>,
-    Path(library): Path<String>,
+    Params(library): Params<String>,
     parsed_query: Result<Query<FilePath>, QueryRejection>,
     headers: HeaderMap,
     parsed: Result<Json<NewFile>, JsonRejection>,

@@ -66,6 +66,12 @@ pub fn state_level(levels: Option<&Value>, kind: &str) -> i64 {
     number(&levels["events"][kind]).unwrap_or_else(|| number(&levels["state_default"]).unwrap_or(50))
 }
 
+/// The level needed to send the message event `kind` (`events_default`, 0 when missing).
+pub fn event_level(levels: Option<&Value>, kind: &str) -> i64 {
+    let Some(levels) = levels else { return 0 };
+    number(&levels["events"][kind]).unwrap_or_else(|| number(&levels["events_default"]).unwrap_or(0))
+}
+
 /// `user`'s role in a library folder, joined or not (`joined`): owner at the level that may
 /// change the power levels (100 by default), editor at `events_default` (50 by default; like
 /// matrix-js-sdk, which reads `events_default || 50`, a missing or zero level counts as 50),
@@ -189,6 +195,15 @@ mod tests {
         assert_eq!(state_level(Some(&levels), "org.hemicycle.library"), 75);
         assert_eq!(state_level(Some(&levels), "m.room.topic"), 50);
         assert_eq!(state_level(Some(&json!({})), "m.room.topic"), 50);
+    }
+
+    #[test]
+    fn the_level_to_send_a_message() {
+        let muted = json!({ "events_default": 50, "events": { "m.room.message": 20 } });
+        assert_eq!(event_level(Some(&muted), "m.room.message"), 20);
+        assert_eq!(event_level(Some(&muted), "m.room.encrypted"), 50);
+        assert_eq!(event_level(Some(&json!({})), "m.room.message"), 0);
+        assert_eq!(event_level(None, "m.room.message"), 0);
     }
 
     #[test]

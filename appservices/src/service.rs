@@ -504,6 +504,24 @@ impl Workspace {
         ))
     }
 
+    /// Refuses unless `user` may send messages in `room` themselves (their level reaches
+    /// `m.room.message`'s): a member who may not speak there could not give the bot a command,
+    /// so the REST API does not write tasks or entries for them either.
+    pub async fn require_speaker(&self, room: &str, user: &str) -> Result<(), Failure> {
+        let levels = self.power_levels(room).await?;
+        let creators = self.view(room).map(|v| v.creators).unwrap_or_default();
+        let level = crate::rights::user_level(levels.as_ref(), &creators, user);
+        if level >= crate::rights::event_level(levels.as_ref(), "m.room.message") {
+            return Ok(());
+        }
+        Err(Failure::new(
+            403,
+            "M_FORBIDDEN",
+            "votre niveau de pouvoir dans ce salon ne permet pas d'y écrire",
+            "your power level in this room does not allow you to send messages there",
+        ))
+    }
+
     /// Whether `user` may add widgets to `room` themselves: joined, with the power to write
     /// `im.vector.modular.widgets` there.
     async fn may_add_widgets(&self, room: &str, user: &str) -> Result<bool, Failure> {

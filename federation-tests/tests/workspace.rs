@@ -2412,3 +2412,273 @@ async fn the_library_widget_moves_and_deletes_files_and_follows_sub_folders_live
     assert!(listed.contains("(locked)"), "{listed}");
     drop(bot);
 }
+
+/// Bad input on the calendar's edit, delete and skip and the library's move: malformed JSON,
+/// wrong types, unknown fields, unknown ids and ids of another room, callers who are not
+/// joined, a viewer, a member muted in the room, a body over the limit, a path that is not
+/// UTF-8, a missing target folder and a folder named as the file to move. Each gets its Matrix
+/// error (errcode and status), and no room's state changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_calendar_and_library_apis_refuse_bad_input_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, bot, _alice, at, room) = widget_room("as-bad-a", dir.path()).await;
+    let bot_id = a.user_id("workspace");
+    let (bob, bt) = a.register("bob").await;
+    let (_, ct) = a.register("carol").await;
+    a.invite(&at, &room, &bob).await;
+    a.join(&bt, &room, &[]).await;
+    let other = a
+        .create_room(
+            &at,
+            json!({ "preset": "private_chat", "name": "Ailleurs",
+                    "power_level_content_override": { "users": { bot_id.clone(): 100 } } }),
+        )
+        .await;
+    let since = a.sync_token(&at).await;
+    a.invite(&at, &other, &bot_id).await;
+    wait_notice(&a, &at, &other, &since, "Bonjour").await;
+    let committee = bracketed(
+        &command(&a, &at, &room, "!cal add \"Comité\" 2026-12-02 10:00 repeat:weekly count:3", "Comité").await,
+    );
+    let elsewhere = bracketed(
+        &command(&a, &at, &other, "!cal add \"Ailleurs\" 2026-12-05 10:00 repeat:daily count:3", "Ailleurs").await,
+    );
+    let made = command(&a, &at, &room, "!doc new \"Dossiers\"", "Library created").await;
+    let library = made.split(" : ").nth(1).unwrap().split(' ').next().unwrap().to_owned();
+    a.join(&at, &library, &[]).await;
+    a.invite(&at, &library, &bob).await;
+    a.join(&bt, &library, &[]).await;
+    command(&a, &at, &room, "!doc mkdir Archives", "Archives").await;
+    let archives = states(&a, &at, &library, "m.space.child").await.into_keys().next().unwrap();
+    a.join(&at, &archives, &[]).await;
+    let since = a.sync_token(&at).await;
+    post_file(&a, &at, &room, "a.txt", b"contenu\n").await;
+    wait_notice(&a, &at, &room, &since, "« a.txt »").await;
+
+    let rooms = [room.clone(), other.clone(), library.clone(), archives.clone()];
+    let snapshot = || {
+        let (a, at, rooms) = (&a, &at, &rooms);
+        async move {
+            let mut all = Vec::new();
+            for r in rooms {
+                all.push(state_ids(a, at, r).await);
+            }
+            all
+        }
+    };
+    let before = snapshot().await;
+    let entry = |r: &str, id: &str| format!("/api/v1/rooms/{}/calendar/{}", enc(r), enc(id));
+    let mine = entry(&room, &committee);
+    let skip = format!("{mine}/skip");
+    let occurrence = r#"{"start":"2026-12-09T09:00:00Z"}"#;
+    let big = format!(r#"{{"title":"{}"}}"#, "x".repeat(8 << 20));
+    let long_title = format!(r#"{{"title":"{}"}}"#, "x".repeat(501));
+    let long_description = format!(r#"{{"description":"{}"}}"#, "x".repeat(10_001));
+    let move_a = format!("/api/v1/libraries/{}/files/move?path=a.txt", enc(&library));
+    let big_move = format!(r#"{{"to":"{}"}}"#, "x".repeat(8 << 20));
+    /// What is tried, the method, the caller's token, the path, the body; the status and errcode.
+    type Case<'a> = (&'a str, Method, Option<&'a str>, String, Option<&'a str>, u16, &'a str);
+    let cases: Vec<Case> = vec![
+        // The calendar.
+        ("malformed", Method::PATCH, Some(&at), mine.clone(), Some(r#"{"title":"#), 400, "M_NOT_JSON"),
+        ("not an object", Method::PATCH, Some(&at), mine.clone(), Some("[1]"), 400, "M_BAD_JSON"),
+        ("wrong type", Method::PATCH, Some(&at), mine.clone(), Some(r#"{"title":5}"#), 400, "M_BAD_JSON"),
+        ("negative", Method::PATCH, Some(&at), mine.clone(), Some(r#"{"duration_minutes":-5}"#), 400, "M_BAD_JSON"),
+        ("unknown field", Method::PATCH, Some(&at), mine.clone(), Some(r#"{"colour":"red"}"#), 400, "M_BAD_JSON"),
+        ("title too long", Method::PATCH, Some(&at), mine.clone(), Some(&long_title), 400, "M_INVALID_PARAM"),
+        ("description", Method::PATCH, Some(&at), mine.clone(), Some(&long_description), 400, "M_INVALID_PARAM"),
+        ("bad start", Method::PATCH, Some(&at), mine.clone(), Some(r#"{"start":"demain"}"#), 400, "M_INVALID_PARAM"),
+        ("over the limit", Method::PATCH, Some(&at), mine.clone(), Some(&big), 413, "M_TOO_LARGE"),
+        (
+            "unknown entry",
+            Method::PATCH,
+            Some(&at),
+            entry(&room, "enope"),
+            Some(r#"{"title":"x"}"#),
+            404,
+            "M_NOT_FOUND",
+        ),
+        (
+            "other room's",
+            Method::PATCH,
+            Some(&at),
+            entry(&room, &elsewhere),
+            Some(r#"{"title":"x"}"#),
+            404,
+            "M_NOT_FOUND",
+        ),
+        (
+            "not UTF-8",
+            Method::PATCH,
+            Some(&at),
+            format!("/api/v1/rooms/%FF/calendar/{committee}"),
+            Some("{}"),
+            400,
+            "M_INVALID_PARAM",
+        ),
+        ("no token", Method::PATCH, None, mine.clone(), Some(r#"{"title":"x"}"#), 401, "M_MISSING_TOKEN"),
+        ("not joined", Method::PATCH, Some(&ct), mine.clone(), Some(r#"{"title":"x"}"#), 403, "M_FORBIDDEN"),
+        ("not joined", Method::DELETE, Some(&ct), mine.clone(), None, 403, "M_FORBIDDEN"),
+        ("not joined", Method::POST, Some(&ct), skip.clone(), Some(occurrence), 403, "M_FORBIDDEN"),
+        ("unknown entry", Method::DELETE, Some(&at), entry(&room, "enope"), None, 404, "M_NOT_FOUND"),
+        ("other room's", Method::DELETE, Some(&at), entry(&room, &elsewhere), None, 404, "M_NOT_FOUND"),
+        (
+            "other room's",
+            Method::POST,
+            Some(&at),
+            format!("{}/skip", entry(&room, &elsewhere)),
+            Some(r#"{"start":"2026-12-06T09:00:00Z"}"#),
+            404,
+            "M_NOT_FOUND",
+        ),
+        ("skip malformed", Method::POST, Some(&at), skip.clone(), Some("{"), 400, "M_NOT_JSON"),
+        ("skip no start", Method::POST, Some(&at), skip.clone(), Some("{}"), 400, "M_BAD_JSON"),
+        ("skip wrong type", Method::POST, Some(&at), skip.clone(), Some(r#"{"start":5}"#), 400, "M_BAD_JSON"),
+        (
+            "skip unreadable",
+            Method::POST,
+            Some(&at),
+            skip.clone(),
+            Some(r#"{"start":"mercredi"}"#),
+            400,
+            "M_INVALID_PARAM",
+        ),
+        (
+            "skip no occurrence",
+            Method::POST,
+            Some(&at),
+            skip.clone(),
+            Some(r#"{"start":"2026-12-09T10:00:00Z"}"#),
+            404,
+            "M_NOT_FOUND",
+        ),
+        (
+            "skip other room",
+            Method::POST,
+            Some(&at),
+            format!("{}/skip", entry(&other, &committee)),
+            Some(occurrence),
+            404,
+            "M_NOT_FOUND",
+        ),
+        // The library's move.
+        ("malformed", Method::POST, Some(&at), move_a.clone(), Some(r#"{"to":"#), 400, "M_NOT_JSON"),
+        ("no body", Method::POST, Some(&at), move_a.clone(), None, 400, "M_NOT_JSON"),
+        ("wrong type", Method::POST, Some(&at), move_a.clone(), Some(r#"{"to":["Archives"]}"#), 400, "M_BAD_JSON"),
+        (
+            "unknown field",
+            Method::POST,
+            Some(&at),
+            move_a.clone(),
+            Some(r#"{"to":"Archives","copy":true}"#),
+            400,
+            "M_BAD_JSON",
+        ),
+        ("over the limit", Method::POST, Some(&at), move_a.clone(), Some(&big_move), 413, "M_TOO_LARGE"),
+        ("missing folder", Method::POST, Some(&at), move_a.clone(), Some(r#"{"to":"Nowhere"}"#), 404, "M_NOT_FOUND"),
+        (
+            "missing sub-folder",
+            Method::POST,
+            Some(&at),
+            move_a.clone(),
+            Some(r#"{"to":"Archives/Nowhere"}"#),
+            404,
+            "M_NOT_FOUND",
+        ),
+        ("up and out", Method::POST, Some(&at), move_a.clone(), Some(r#"{"to":"../Archives"}"#), 404, "M_NOT_FOUND"),
+        ("where it is", Method::POST, Some(&at), move_a.clone(), Some(r#"{"to":"."}"#), 400, "M_INVALID_PARAM"),
+        (
+            "a folder into itself",
+            Method::POST,
+            Some(&at),
+            format!("/api/v1/libraries/{}/files/move?path=Archives", enc(&library)),
+            Some(r#"{"to":"Archives"}"#),
+            404,
+            "M_NOT_FOUND",
+        ),
+        (
+            "unknown file",
+            Method::POST,
+            Some(&at),
+            format!("/api/v1/libraries/{}/files/move?path=b.txt", enc(&library)),
+            Some(r#"{"to":"Archives"}"#),
+            404,
+            "M_NOT_FOUND",
+        ),
+        (
+            "no file named",
+            Method::POST,
+            Some(&at),
+            format!("/api/v1/libraries/{}/files/move?path=Archives/", enc(&library)),
+            Some(r#"{"to":"."}"#),
+            400,
+            "M_INVALID_PARAM",
+        ),
+        (
+            "not a library",
+            Method::POST,
+            Some(&at),
+            format!("/api/v1/libraries/{}/files/move?path=a.txt", enc(&room)),
+            Some(r#"{"to":"Archives"}"#),
+            403,
+            "M_FORBIDDEN",
+        ),
+        (
+            "unknown library",
+            Method::POST,
+            Some(&at),
+            "/api/v1/libraries/!nope:x/files/move?path=a.txt".to_owned(),
+            Some(r#"{"to":"Archives"}"#),
+            403,
+            "M_FORBIDDEN",
+        ),
+        ("a viewer", Method::POST, Some(&bt), move_a.clone(), Some(r#"{"to":"Archives"}"#), 403, "M_FORBIDDEN"),
+        ("not joined", Method::POST, Some(&ct), move_a.clone(), Some(r#"{"to":"Archives"}"#), 403, "M_FORBIDDEN"),
+        ("no token", Method::POST, None, move_a.clone(), Some(r#"{"to":"Archives"}"#), 401, "M_MISSING_TOKEN"),
+    ];
+    for (what, method, token, path, body, status, errcode) in &cases {
+        let (got, answer, text) = api(&bot, method.clone(), *token, path, *body).await;
+        assert_eq!(
+            (got, answer["errcode"].as_str()),
+            (*status, Some(*errcode)),
+            "{what}: {method} {path}: {}",
+            &text[..text.len().min(300)]
+        );
+    }
+    assert_eq!(snapshot().await, before, "no refused request changed a room");
+
+    // Bob muted in the room (messages need 50): he may read the calendar, not change it.
+    let mut levels = a.state_event(&at, &room, "m.room.power_levels", "").await;
+    levels["events"]["m.room.message"] = json!(50);
+    a.put_state(&at, &room, "m.room.power_levels", "", levels).await;
+    let before = snapshot().await;
+    let (status, _, _) =
+        api(&bot, Method::GET, Some(&bt), &format!("/api/v1/rooms/{}/calendar", enc(&room)), None).await;
+    assert_eq!(status, 200, "reading stays open");
+    let muted: Vec<(Method, String, Option<&str>)> = vec![
+        (Method::PATCH, mine.clone(), Some(r#"{"title":"x"}"#)),
+        (Method::DELETE, mine.clone(), None),
+        (Method::POST, skip.clone(), Some(occurrence)),
+        (Method::POST, format!("{mine}/rsvp"), Some(r#"{"response":"yes"}"#)),
+        (
+            Method::POST,
+            format!("/api/v1/rooms/{}/calendar", enc(&room)),
+            Some(r#"{"title":"x","start":"2026-12-20T10:00"}"#),
+        ),
+        (Method::POST, format!("/api/v1/rooms/{}/tasks", enc(&room)), Some(r#"{"title":"x"}"#)),
+    ];
+    for (method, path, body) in &muted {
+        let (status, answer, _) = api(&bot, method.clone(), Some(&bt), path, *body).await;
+        assert_eq!(
+            (status, answer["errcode"].as_str()),
+            (403, Some("M_FORBIDDEN")),
+            "muted: {method} {path}: {answer}"
+        );
+    }
+    assert_eq!(snapshot().await, before, "a muted member changed nothing");
+    // Alice still may.
+    let (status, answer, _) = api(&bot, Method::POST, Some(&at), &skip, Some(occurrence)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["entry"]["exdate"], json!(["20261209T100000"]), "{answer}");
+    drop(bot);
+}

@@ -1004,3 +1004,158 @@ async fn the_admin_room_resets_a_password_with_a_one_time_code() {
     assert_eq!(resets.len(), 1, "{audit}");
     assert_eq!(resets[0]["target"], "@vic:localhost");
 }
+
+/// Every console change refuses callers the way the client API does — no session cookie `401
+/// M_MISSING_TOKEN`, the token of an ended session `401 M_UNKNOWN_TOKEN`, a live access token of
+/// a user who is not an admin `403 M_FORBIDDEN` — and an admin's bad input (a body that is not a
+/// form or is too large, a missing or malformed field, an unknown user, device, token, room or
+/// report) with its status and errcode. None of it changes anything: the audit log, where every
+/// change goes, stays as it was.
+#[tokio::test]
+async fn console_changes_refuse_strangers_and_bad_input_and_change_nothing() {
+    let server = server_with_admin(&[]);
+    let root = admin_token(&server, "root", "root-pw").await.unwrap();
+    let (_, alice_token) = register_raw(&server, "alice").await;
+    let (_, cookie) = sign_in(&server, "root", "root-pw").await;
+    let token = csrf(&server, &cookie, "/users").await;
+    let (_, ended) = sign_in(&server, "root", "root-pw").await;
+    let ended_token = csrf(&server, &ended, "/users").await;
+    assert_eq!(post(&server, Some(&ended), "/logout", &[("csrf", &ended_token)]).await.status(), StatusCode::SEE_OTHER);
+    let audit = || {
+        let (server, root) = (&server, &root);
+        async move {
+            let (status, body) = api(server, Method::GET, Some(root), "/_synapse/admin/v1/audit", None).await;
+            assert_eq!(status, 200, "{body}");
+            body["total"].as_u64().unwrap()
+        }
+    };
+    let before = audit().await;
+
+    // A client that reads JSON, as scripts do.
+    let send = |cookie: Option<String>, path: &str, content_type: &str, body: String| {
+        let mut request = server
+            .http()
+            .post(format!("{}{CONSOLE}{path}", server.url))
+            .header(header::CONTENT_TYPE, content_type.to_owned())
+            .body(body);
+        if let Some(cookie) = cookie {
+            request = request.header(header::COOKIE, cookie);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let form = |fields: &[(&str, &str)]| form_urlencoded::Serializer::new(String::new()).extend_pairs(fields).finish();
+    const FORM: &str = "application/x-www-form-urlencoded";
+    let changes = [
+        "/users/create",
+        "/users/deactivate",
+        "/users/password",
+        "/users/devices/delete",
+        "/users/validity",
+        "/tokens/create",
+        "/tokens/delete",
+        "/antivirus/probe",
+        "/network/refresh",
+        "/keys/rotate",
+        "/peers/reset",
+        "/peers/allow",
+        "/proposals/new",
+        "/proposals/decide",
+        "/notices/send",
+        "/rooms/block",
+        "/rooms/delete",
+        "/rooms/purge",
+        "/media/quarantine",
+        "/media/delete",
+        "/reports/delete",
+        "/second-factor/begin",
+        "/second-factor/confirm",
+        "/second-factor/remove",
+        "/logout",
+    ];
+    let fields = form(&[("user", "@alice:localhost"), ("localpart", "mallory"), ("password", "x"), ("csrf", &token)]);
+    let strangers = [
+        (None, 401, "M_MISSING_TOKEN"),
+        (Some("hemicycle_console=not-a-token".to_owned()), 401, "M_UNKNOWN_TOKEN"),
+        (Some(ended.clone()), 401, "M_UNKNOWN_TOKEN"),
+        (Some(format!("hemicycle_console={alice_token}")), 403, "M_FORBIDDEN"),
+    ];
+    for path in changes {
+        for (cookie, status, errcode) in &strangers {
+            let (got, body) = send(cookie.clone(), path, FORM, fields.clone()).await;
+            assert_eq!((got, body["errcode"].as_str()), (*status, Some(*errcode)), "{path} with {cookie:?}: {body}");
+        }
+    }
+
+    // An admin's bad input.
+    let over = "x".repeat(1024 * 1024 + 1);
+    let cases: Vec<(&str, &str, String, u16, &str)> = vec![
+        ("/users/create", "application/json", r#"{"localpart":"mallory"}"#.to_owned(), 415, "M_UNRECOGNIZED"),
+        (
+            "/users/create",
+            FORM,
+            form(&[("localpart", "mallory"), ("password", &over), ("csrf", &token)]),
+            413,
+            "M_TOO_LARGE",
+        ),
+        ("/users/create", FORM, form(&[("password", "x"), ("csrf", &token)]), 400, "M_INVALID_PARAM"),
+        (
+            "/users/create",
+            FORM,
+            form(&[("localpart", "mal lory"), ("password", "x"), ("csrf", &token)]),
+            400,
+            "M_INVALID_USERNAME",
+        ),
+        ("/users/deactivate", FORM, form(&[("user", "@nobody:localhost"), ("csrf", &token)]), 404, "M_NOT_FOUND"),
+        ("/users/deactivate", FORM, form(&[("user", "not a user"), ("csrf", &token)]), 400, "M_INVALID_PARAM"),
+        ("/users/deactivate", FORM, form(&[("csrf", &token)]), 400, "M_INVALID_PARAM"),
+        (
+            "/users/password",
+            FORM,
+            form(&[("user", "@nobody:localhost"), ("password", "x"), ("csrf", &token)]),
+            404,
+            "M_NOT_FOUND",
+        ),
+        ("/users/password", FORM, form(&[("user", "@alice:localhost"), ("csrf", &token)]), 400, "M_INVALID_PARAM"),
+        (
+            "/users/devices/delete",
+            FORM,
+            form(&[("user", "@alice:localhost"), ("device", "NOPE"), ("csrf", &token)]),
+            404,
+            "M_NOT_FOUND",
+        ),
+        ("/users/validity", FORM, form(&[("user", "@nobody:localhost"), ("csrf", &token)]), 404, "M_NOT_FOUND"),
+        (
+            "/users/validity",
+            FORM,
+            form(&[("user", "@alice:localhost"), ("date", "tomorrow"), ("csrf", &token)]),
+            400,
+            "M_INVALID_PARAM",
+        ),
+        ("/tokens/create", FORM, form(&[("uses_allowed", "many"), ("csrf", &token)]), 400, "M_INVALID_PARAM"),
+        ("/tokens/create", FORM, form(&[("days", "-1"), ("csrf", &token)]), 400, "M_INVALID_PARAM"),
+        ("/tokens/delete", FORM, form(&[("token", "nope"), ("csrf", &token)]), 404, "M_NOT_FOUND"),
+        ("/rooms/delete", FORM, form(&[("room", "!nope:localhost"), ("csrf", &token)]), 404, "M_NOT_FOUND"),
+        ("/rooms/delete", FORM, form(&[("room", "not a room"), ("csrf", &token)]), 400, "M_INVALID_PARAM"),
+        (
+            "/rooms/purge",
+            FORM,
+            form(&[("room", "!nope:localhost"), ("days", "1"), ("csrf", &token)]),
+            404,
+            "M_NOT_FOUND",
+        ),
+        ("/reports/delete", FORM, form(&[("report", "many"), ("csrf", &token)]), 400, "M_INVALID_PARAM"),
+        ("/reports/delete", FORM, form(&[("report", "999"), ("csrf", &token)]), 404, "M_NOT_FOUND"),
+    ];
+    for (path, content_type, body, status, errcode) in cases {
+        let (got, answer) = send(Some(cookie.clone()), path, content_type, body).await;
+        assert_eq!((got, answer["errcode"].as_str()), (status, Some(errcode)), "{path}: {answer}");
+    }
+    assert_eq!(audit().await, before, "no refused change was made");
+    assert_eq!(account(&server, &root, "@mallory:localhost").await.0, 404);
+    let (_, alice) = account(&server, &root, "@alice:localhost").await;
+    assert_eq!(alice["deactivated"], 0, "{alice}");
+}

@@ -96,10 +96,23 @@ impl Session {
         html! { input type="hidden" name="csrf" value=(self.csrf()); }
     }
 
-    /// Reads the session of a change: 401 when there is none.
+    /// Reads the session of a change, refused as the client API refuses a request: no cookie is
+    /// `401 M_MISSING_TOKEN`, a token the server does not know (signed out, expired) `401
+    /// M_UNKNOWN_TOKEN`, a live token of an account that is not an active admin `403 M_FORBIDDEN`.
     pub(super) fn required(parts: &Parts, services: &Services) -> Result<Self, Failure> {
-        Self::read(parts, services)
-            .ok_or_else(|| Failure::new(StatusCode::UNAUTHORIZED, "You are not signed in (or the session ended)."))
+        if let Some(session) = Self::read(parts, services) {
+            return Ok(session);
+        }
+        let Some(token) = cookie(parts) else {
+            return Err(Failure::new(StatusCode::UNAUTHORIZED, "You are not signed in."));
+        };
+        if services.users.authenticate(&token, client_ip(parts, services)).is_err() {
+            return Err(Failure {
+                errcode: "M_UNKNOWN_TOKEN",
+                ..Failure::new(StatusCode::UNAUTHORIZED, "Your session ended: sign in again.")
+            });
+        }
+        Err(Failure::new(StatusCode::FORBIDDEN, "The console is for server admins only."))
     }
 }
 
