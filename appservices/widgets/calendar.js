@@ -224,11 +224,15 @@ function render(occurrences) {
   }
 }
 
+const ticket = Widget.tickets();
+
 async function load() {
   stale = false;
   const { start, end } = range();
   const query = `?from=${Widget.enc(start.toISOString())}&to=${Widget.enc(end.toISOString())}`;
+  const newest = ticket();
   const answer = await api("GET", `${path}${query}`);
+  if (!newest()) return;
   entries = Object.fromEntries(answer.entries.map((e) => [e.uid, e]));
   render(answer.occurrences);
   Widget.loaded();

@@ -159,5 +159,15 @@ const Widget = (() => {
     document.body.dataset.loaded = String(Date.now());
   }
 
-  return { params, room, lang, request, more, api, element, say, start, attempt, loaded, enc: encodeURIComponent };
+  // Reloads asked in a burst (several changes arriving at once) may be answered out of order:
+  // each takes a ticket, and only the answer of the latest ticket taken is shown.
+  function tickets() {
+    let issued = 0;
+    return () => {
+      const mine = ++issued;
+      return () => mine === issued;
+    };
+  }
+
+  return { params, room, lang, request, more, api, element, say, start, attempt, loaded, tickets, enc: encodeURIComponent };
 })();

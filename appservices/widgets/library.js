@@ -177,11 +177,17 @@ function crumbs() {
   nav.replaceChildren(list, refresh);
 }
 
+const ticket = Widget.tickets();
+
 async function load() {
-  current = await api("GET", `${base}/files?path=${Widget.enc(folderPath.join("/"))}`);
+  const newest = ticket();
+  const answer = await api("GET", `${base}/files?path=${Widget.enc(folderPath.join("/"))}`);
+  if (!newest()) return;
+  current = answer;
   // A sub-folder is a room of its own: its changes come live only once the client lets us
   // receive its state (the top's was asked at start).
   const live = current.room_id === library || (await Widget.more([`org.matrix.msc2762.timeline:${current.room_id}`]));
+  if (!newest()) return;
   crumbs();
   const folders = element("ul", { class: "folders", "aria-labelledby": "h-folders" });
   for (const folder of [...current.folders].sort((a, b) => a.name.localeCompare(b.name))) {

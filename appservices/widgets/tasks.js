@@ -98,13 +98,17 @@ function card(task) {
   return item;
 }
 
+const ticket = Widget.tickets();
+
 async function load() {
   if (board.querySelector("details[open]")) {
     stale = true;
     return;
   }
   stale = false;
+  const newest = ticket();
   const { tasks } = await api("GET", `${path}/tasks`);
+  if (!newest()) return;
   board.replaceChildren();
   for (const column of columns) {
     const list = element("ul", { "aria-labelledby": `h-${column}` });
