@@ -36,9 +36,22 @@ pub struct Failure {
     pub transient: bool,
 }
 
+/// The longest message a [`Failure`] carries, in characters.
+const MESSAGE_MAX: usize = 500;
+
+fn clip(mut text: String) -> String {
+    if let Some((cut, _)) = text.char_indices().nth(MESSAGE_MAX) {
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
+}
+
 impl Failure {
+    /// Messages quote what was refused: a quote of a huge field is cut to [`MESSAGE_MAX`]
+    /// characters, so a refusal (in an error body or a notice) never echoes megabytes back.
     pub fn new(status: u16, errcode: &'static str, fr: impl Into<String>, en: impl Into<String>) -> Failure {
-        Failure { status, errcode, fr: fr.into(), en: en.into(), transient: false }
+        Failure { status, errcode, fr: clip(fr.into()), en: clip(en.into()), transient: false }
     }
 
     pub fn bad(fr: impl Into<String>, en: impl Into<String>) -> Failure {
@@ -1127,6 +1140,16 @@ mod tests {
 
     fn title(ws: &Workspace) -> String {
         ws.view("!r:budget.gouv.fr").unwrap().tasks["tabcde"].title.clone()
+    }
+
+    #[test]
+    fn a_refusal_quotes_at_most_a_few_hundred_characters() {
+        let huge = "é".repeat(100_000);
+        let failure = Failure::bad(format!("date illisible : {huge}"), format!("unreadable date: {huge}"));
+        assert_eq!(failure.en.chars().count(), MESSAGE_MAX + 1, "cut, with an ellipsis");
+        assert!(failure.en.starts_with("unreadable date: éé") && failure.en.ends_with('…'));
+        assert_eq!(failure.fr.chars().count(), MESSAGE_MAX + 1);
+        assert_eq!(Failure::bad("court", "short").en, "short", "a short message is kept whole");
     }
 
     /// The bot writes a task twice; the homeserver's transactions bring the two events back
