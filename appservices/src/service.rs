@@ -761,6 +761,7 @@ impl Workspace {
     /// to the room; ones already assigned stay even if they left (the board sends the whole set).
     pub async fn edit_task(&self, room: &str, id: &str, edit: TaskEdit) -> Result<Task, Failure> {
         let mut task = self.task(room, id)?;
+        let before = serde_json::to_value(&task).expect("task serializes");
         if let Some(title) = &edit.title {
             let title = title.trim();
             if title.is_empty() || title.len() > 500 {
@@ -800,6 +801,10 @@ impl Workspace {
             let new: Vec<String> = users.iter().filter(|u| !task.participants.contains_key(*u)).cloned().collect();
             self.check_members(room, &new).await?;
             task.participants = users.iter().map(|u| (u.clone(), Participant::assignee())).collect();
+        }
+        // An edit that changes nothing (an empty PATCH, the same values) writes nothing.
+        if serde_json::to_value(&task).expect("task serializes") == before {
+            return Ok(task);
         }
         task.updated = stamp(self.clock.now());
         self.write_task(room, &task).await?;
@@ -863,6 +868,7 @@ impl Workspace {
     /// that no longer fall on an occurrence of the moved entry are dropped.
     pub async fn edit_entry(&self, room: &str, id: &str, edit: EntryEdit) -> Result<Entry, Failure> {
         let mut entry = self.entry(room, id)?;
+        let before = serde_json::to_value(&entry).expect("entry serializes");
         if let Some(title) = &edit.title {
             let title = title.trim();
             if title.is_empty() || title.len() > 500 {
@@ -914,6 +920,9 @@ impl Workspace {
             }
         }
         entry.validate().map_err(|e| Failure::bad(format!("entrée invalide : {e}"), format!("invalid entry: {e}")))?;
+        if serde_json::to_value(&entry).expect("entry serializes") == before {
+            return Ok(entry);
+        }
         entry.updated = stamp(self.clock.now());
         self.write_entry(room, &entry).await?;
         Ok(entry)

@@ -2646,6 +2646,12 @@ async fn the_calendar_and_library_apis_refuse_bad_input_and_change_nothing() {
         );
     }
     assert_eq!(snapshot().await, before, "no refused request changed a room");
+    // An edit that changes nothing (no field, the same title) is answered and writes nothing.
+    for body in ["{}", r#"{"title":"Comité"}"#] {
+        let (status, answer, _) = api(&bot, Method::PATCH, Some(&at), &mine, Some(body)).await;
+        assert_eq!((status, answer["entry"]["title"].as_str()), (200, Some("Comité")), "{body}: {answer}");
+    }
+    assert_eq!(snapshot().await, before, "an edit of nothing wrote nothing");
 
     // Bob muted in the room (messages need 50): he may read the calendar, not change it.
     let mut levels = a.state_event(&at, &room, "m.room.power_levels", "").await;
