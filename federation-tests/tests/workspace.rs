@@ -1072,15 +1072,7 @@ async fn the_workspace_appservice_works_with_synapse() {
     let ct = carol.access_token().unwrap();
     // Carol is not named in the override: she creates the room, and Synapse refuses a room
     // v12 creator in `users` (creators have unlimited power there).
-    let secret = synapse
-        .create_room(
-            &ct,
-            json!({ "preset": "private_chat", "name": "Secret",
-                    "initial_state": [{ "type": "m.room.encryption", "state_key": "",
-                                        "content": { "algorithm": "m.megolm.v1.aes-sha2" } }],
-                    "power_level_content_override": { "users": { bot_id.clone(): 100 } } }),
-        )
-        .await;
+    let secret = synapse.create_room(&ct, encrypted_room(Some("Secret"), &bot_id, &[])).await;
     synapse.invite(&ct, &secret, &bot_id).await;
     wait_encrypted_notice(&carol, &secret, &bot_id, "Bonjour").await;
     send_encrypted(&carol, &secret, "!task add \"Note chiffrée\"").await;
@@ -1395,6 +1387,20 @@ async fn wait_encrypted_notice(client: &matrix_sdk::Client, room: &str, bot: &st
     }
 }
 
+/// The `createRoom` body of a private room encrypted from its creation, where the bot has
+/// power 100 (its creator is not named: room v12 creators have unlimited power and servers
+/// refuse them in `users`).
+fn encrypted_room(name: Option<&str>, bot_id: &str, invite: &[&str]) -> Value {
+    let mut body = json!({ "preset": "private_chat", "invite": invite,
+                           "initial_state": [{ "type": "m.room.encryption", "state_key": "",
+                                               "content": { "algorithm": "m.megolm.v1.aes-sha2" } }],
+                           "power_level_content_override": { "users": { bot_id: 100 } } });
+    if let Some(name) = name {
+        body["name"] = json!(name);
+    }
+    body
+}
+
 /// Sends `text` encrypted in `room` from `client`.
 async fn send_encrypted(client: &matrix_sdk::Client, room: &str, text: &str) {
     use matrix_sdk::ruma::{events::room::message::RoomMessageEventContent, OwnedRoomId};
@@ -1444,15 +1450,7 @@ async fn the_workspace_bot_works_in_encrypted_rooms_across_nodes_and_restarts() 
     let (status, backup) = a.call(Method::GET, Some(AS_TOKEN), "/_matrix/client/v3/room_keys/version", None).await;
     assert_eq!(status, 200, "the bot keeps a key backup: {backup}");
 
-    let room = a
-        .create_room(
-            &at,
-            json!({ "preset": "private_chat", "name": "Cabinet", "invite": [bob_id.to_string()],
-                    "initial_state": [{ "type": "m.room.encryption", "state_key": "",
-                                        "content": { "algorithm": "m.megolm.v1.aes-sha2" } }],
-                    "power_level_content_override": { "users": { bot_id.clone(): 100 } } }),
-        )
-        .await;
+    let room = a.create_room(&at, encrypted_room(Some("Cabinet"), &bot_id, &[bob_id.as_str()])).await;
     b.join(&bt, &room, &[a.server_name()]).await;
     a.invite(&at, &room, &bot_id).await;
     // The greeting is encrypted too.
@@ -1787,15 +1785,7 @@ async fn a_device_that_cannot_sync_holds_up_nothing() {
     // alice creates the rooms: a creator is never listed in `users` (room version 12).
     let (_, at) = a.register("alice").await;
 
-    let secret = a
-        .create_room(
-            &at,
-            json!({ "preset": "private_chat", "invite": [bot_id.clone()],
-                    "initial_state": [{ "type": "m.room.encryption", "state_key": "",
-                                        "content": { "algorithm": "m.megolm.v1.aes-sha2" } }],
-                    "power_level_content_override": { "users": { bot_id.clone(): 100 } } }),
-        )
-        .await;
+    let secret = a.create_room(&at, encrypted_room(None, &bot_id, &[bot_id.as_str()])).await;
     a.wait_timeline_until(&at, &secret, None, WAIT, |events| {
         events.iter().any(|e| e["sender"] == bot_id.as_str() && e["type"] == "m.room.member")
     })
@@ -1892,15 +1882,7 @@ async fn an_encrypted_command_cut_short_by_a_crash_is_answered_once_after_restar
     let alice = a.client("alice").await;
     step("alice's first sync", sdk_sync(&alice, Duration::ZERO)).await;
     let at = alice.access_token().unwrap();
-    let room = a
-        .create_room(
-            &at,
-            json!({ "preset": "private_chat", "name": "Crash",
-                    "initial_state": [{ "type": "m.room.encryption", "state_key": "",
-                                        "content": { "algorithm": "m.megolm.v1.aes-sha2" } }],
-                    "power_level_content_override": { "users": { bot_id.clone(): 100 } } }),
-        )
-        .await;
+    let room = a.create_room(&at, encrypted_room(Some("Crash"), &bot_id, &[])).await;
     a.invite(&at, &room, &bot_id).await;
     wait_encrypted_notice(&alice, &room, &bot_id, "Bonjour").await;
 
