@@ -190,40 +190,45 @@ fn event_for(services: &Services, pos: u64, server: &ServerName) -> Option<Vec<u
     let room = services.rooms.meta(&event_id).ok()??.room_id;
     let target = pdu.kind == ruma::events::TimelineEventType::RoomMember
         && pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok()).is_some_and(|u| u.server_name() == server);
-    let owed = target || had_member_at(services, &room, server, pos).ok()?;
+    let owed = target
+        || had_member_at(services, &room, server, pos).unwrap_or_else(|error| {
+            // The history unreadable: the current members decide, as before the history existed.
+            tracing::warn!(%room, %server, %error, "reading the room's membership history failed");
+            destinations(services, &room, &pdu).iter().any(|s| s == server)
+        });
     (owed && services.federation.allowed(server) && super::receive::acl_allows(services, &room, server)).then_some(json)
 }
 
-/// [`ServerWindow`]s by room and server, each with the room's state snapshot it was read at.
-pub(crate) type ServerWindows = Mutex<HashMap<(OwnedRoomId, OwnedServerName), (u64, Arc<ServerWindow>)>>;
+/// Each room's [`ServerWindow`]s by server, with the room's state snapshot they were read at.
+pub(crate) type ServerWindows = Mutex<HashMap<OwnedRoomId, (u64, Arc<HashMap<OwnedServerName, ServerWindow>>)>>;
 
-/// Whether `server` had a joined member in `room` when the event at `pos` was sent. The
-/// membership history is read once per state snapshot of the room (memberships change it).
+/// Whether `server` had a joined member in `room` when the event at `pos` was sent. The room's
+/// membership history is read once per state snapshot (memberships change it) for every server
+/// at once: each destination's worker asks of every local event.
 fn had_member_at(services: &Services, room: &RoomId, server: &ServerName, pos: u64) -> Result<bool> {
     let snapshot = services.db.tables.rooms.roomid_room.get(&room.to_owned())?.map(|r| r.0.snapshot);
-    let key = (room.to_owned(), server.to_owned());
     let cache = &services.federation.server_windows;
-    let cached = cache.lock().expect("server windows").get(&key).filter(|(at, _)| Some(*at) == snapshot).cloned();
-    let window = match cached {
-        Some((_, window)) => window,
+    let cached = cache.lock().expect("server windows").get(room).filter(|(at, _)| Some(*at) == snapshot).cloned();
+    let windows = match cached {
+        Some((_, windows)) => windows,
         None => {
-            let window = Arc::new(services.rooms.server_window(server, room)?);
+            let windows = Arc::new(services.rooms.server_windows(room)?);
             if let Some(snapshot) = snapshot {
                 let mut cache = cache.lock().expect("server windows");
                 if cache.len() > 10_000 {
                     cache.clear();
                 }
-                cache.insert(key, (snapshot, window.clone()));
+                cache.insert(room.to_owned(), (snapshot, windows.clone()));
             }
-            window
+            windows
         }
     };
-    if !window.has_history() {
-        // Memberships that entered the room's state only through a resolution have no
-        // position: such a server is owed what it is in the room for now.
-        return Ok(super::receive::servers_in_room(services, room)?.iter().any(|s| s == server));
+    match windows.get(server) {
+        Some(window) => Ok(window.had_member_at(pos)),
+        // No membership of its users has a position (one known only through a state resolution
+        // has none): such a server is owed what it is in the room for now.
+        None => Ok(super::receive::servers_in_room(services, room)?.iter().any(|s| s == server)),
     }
-    Ok(window.had_member_at(pos))
 }
 
 /// What waits for `server`: how many local events for it lie past the position it has received

@@ -259,12 +259,6 @@ impl ServerWindow {
         self.users.iter().any(|user| user.joined_at(pos))
     }
 
-    /// Whether any membership of the server's users is in the room's history (one that came
-    /// only through state resolution is not).
-    pub fn has_history(&self) -> bool {
-        !self.users.is_empty()
-    }
-
     pub fn may_see(&self, pos: u64) -> bool {
         let view = Window { memberships: Vec::new(), visibility: self.visibility.clone(), ranges: Vec::new() };
         let open = [false, true].into_iter().any(|after| {
@@ -568,12 +562,7 @@ impl Rooms {
             let ((_, _, Be64(pos)), membership) = entry?;
             memberships.push((pos, Membership::parse(&membership)));
         }
-        let mut visibility = Vec::new();
-        for entry in tables.rooms.roomidpos_visibility.scan_prefix(prefix(&room.to_owned())) {
-            let ((_, Be64(pos)), value) = entry?;
-            visibility.push((pos, HistoryVisibility::parse(&value)));
-        }
-        Ok(Window::new(memberships, visibility))
+        Ok(Window::new(memberships, self.visibility_history(room)?))
     }
 
     /// Whether the room's history is `world_readable` now (its current state says so).
@@ -588,20 +577,49 @@ impl Rooms {
     /// What `server` may be sent of the room's history (federation reads ask this, event by
     /// event, with the same indexes as a user's [`Window`]).
     pub fn server_window(&self, server: &ruma::ServerName, room: &RoomId) -> Result<ServerWindow> {
-        let tables = &self.db.tables;
+        match self.windows_by_server(room, Some(server))?.remove(server) {
+            Some(window) => Ok(window),
+            None => Ok(ServerWindow::new(Vec::new(), self.visibility_history(room)?)),
+        }
+    }
+
+    /// The [`ServerWindow`] of every server with a user in the room's membership history, read
+    /// in one scan (the federation sender asks it of each room once per state snapshot).
+    pub fn server_windows(&self, room: &RoomId) -> Result<HashMap<ruma::OwnedServerName, ServerWindow>> {
+        self.windows_by_server(room, None)
+    }
+
+    fn windows_by_server(
+        &self,
+        room: &RoomId,
+        only: Option<&ruma::ServerName>,
+    ) -> Result<HashMap<ruma::OwnedServerName, ServerWindow>> {
         let mut users: std::collections::BTreeMap<OwnedUserId, Vec<(u64, Membership)>> = Default::default();
-        for entry in tables.rooms.roomiduserpos_membership.scan_prefix(prefix(&room.to_owned())) {
+        for entry in self.db.tables.rooms.roomiduserpos_membership.scan_prefix(prefix(&room.to_owned())) {
             let ((_, user, Be64(pos)), membership) = entry?;
-            if user.server_name() == server {
+            if only.is_none_or(|server| user.server_name() == server) {
                 users.entry(user).or_default().push((pos, Membership::parse(&membership)));
             }
         }
+        let mut by_server: HashMap<ruma::OwnedServerName, Vec<Vec<(u64, Membership)>>> = HashMap::new();
+        for (user, memberships) in users {
+            by_server.entry(user.server_name().to_owned()).or_default().push(memberships);
+        }
+        let visibility = self.visibility_history(room)?;
+        Ok(by_server
+            .into_iter()
+            .map(|(server, users)| (server, ServerWindow::new(users, visibility.clone())))
+            .collect())
+    }
+
+    /// The room's history visibility changes, as `(stream position, value)`.
+    fn visibility_history(&self, room: &RoomId) -> Result<Vec<(u64, HistoryVisibility)>> {
         let mut visibility = Vec::new();
-        for entry in tables.rooms.roomidpos_visibility.scan_prefix(prefix(&room.to_owned())) {
+        for entry in self.db.tables.rooms.roomidpos_visibility.scan_prefix(prefix(&room.to_owned())) {
             let ((_, Be64(pos)), value) = entry?;
             visibility.push((pos, HistoryVisibility::parse(&value)));
         }
-        Ok(ServerWindow::new(users.into_values().collect(), visibility))
+        Ok(visibility)
     }
 
     /// Opens a room for reading by `user`: `403` when they have never been part of it and it is
