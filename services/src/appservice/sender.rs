@@ -445,7 +445,12 @@ async fn deliver(
                 return Ok(true);
             }
             tables.appservice.appserviceid_txn.insert(&mut batch, id, &Json(txn.clone()));
-            services.db.commit(batch)?;
+            // Not synced: the transaction in flight and the position survive the process
+            // being killed (the operating system has the write); only a power cut can lose
+            // them, and the events are then sent again, which an appservice must expect of a
+            // homeserver anyway. An fsync per transaction stalled a runtime thread and every
+            // other write behind it.
+            services.db.write_unsynced(batch)?;
             txn
         }
     };
@@ -463,7 +468,7 @@ async fn deliver(
     let mut batch = Batch::new();
     tables.appservice.appserviceid_txn.remove(&mut batch, id);
     finish(services, &mut batch, id, txn.end.max(done))?;
-    services.db.commit(batch)?;
+    services.db.write_unsynced(batch)?;
     tracing::debug!(appservice = %id, txn = %txn.txn_id, events = as_array(&txn.body["events"]).len(), "transaction delivered");
     Ok(true)
 }

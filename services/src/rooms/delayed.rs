@@ -88,6 +88,8 @@ const DELAYED_DEVICE: &str = "org.matrix.msc4140";
 
 /// The counter (in `metakey_count`) of how far the cancelling consumer read the stream.
 const POS_KEY: &str = "delayed_events_pos";
+/// How often the cancelling consumer records its position.
+const POS_EVERY: Duration = Duration::from_secs(1);
 
 fn due_key(send_ts: u64, delay_id: &str) -> Vec<u8> {
     let mut key = send_ts.to_be_bytes().to_vec();
@@ -431,16 +433,24 @@ async fn cancelling(services: Arc<Services>) {
         Ok(Some(Be64(pos))) => pos,
         _ => *stream.borrow(),
     };
+    let mut recorded = std::time::Instant::now();
     loop {
         let head = *stream.borrow_and_update();
         if head > done {
             match cancel_range(&services, done, head).await {
                 Ok(reached) => {
                     done = reached;
-                    let mut batch = Batch::new();
-                    tables.meta.insert(&mut batch, &POS_KEY.to_owned(), &Be64(done));
-                    if let Err(error) = services.db.commit(batch) {
-                        tracing::warn!(%error, "could not record the delayed events' stream position");
+                    // The position only spares a restart re-reading events (a cancellation
+                    // compares the record's own position, so reading one again changes
+                    // nothing): it is written at most once a second, and not synced, rather
+                    // than once per wake-up of a busy stream with an fsync each.
+                    if recorded.elapsed() >= POS_EVERY {
+                        recorded = std::time::Instant::now();
+                        let mut batch = Batch::new();
+                        tables.meta.insert(&mut batch, &POS_KEY.to_owned(), &Be64(done));
+                        if let Err(error) = services.db.write_unsynced(batch) {
+                            tracing::warn!(%error, "could not record the delayed events' stream position");
+                        }
                     }
                 }
                 Err(error) => {
