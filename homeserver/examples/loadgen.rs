@@ -2674,6 +2674,7 @@ async fn intake_scenario(args: &Args) {
         .collect()
         .await;
     let joined = prepared.elapsed();
+    let version = rooms[0].version.clone();
 
     let events = if args.events > 0 { args.events } else { args.sizes.intake_events };
     let mut by_origin: Vec<Vec<IntakeRoom>> = (0..origin_count).map(|_| Vec::new()).collect();
@@ -2698,7 +2699,7 @@ async fn intake_scenario(args: &Args) {
     });
     let total: u64 = transactions.iter().flatten().map(|t| t.numbers.len() as u64).sum();
     eprintln!(
-        "intake set-up: {total_rooms} rooms joined by {} remote senders in {:.1} s, {total} PDUs in {} transactions signed in {:.1} s",
+        "intake set-up: {total_rooms} rooms (version {version}) joined by {} remote senders in {:.1} s, {total} PDUs in {} transactions signed in {:.1} s",
         per_origin * origin_count,
         joined.as_secs_f64(),
         transactions.iter().map(Vec::len).sum::<usize>(),
