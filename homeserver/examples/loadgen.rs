@@ -2,9 +2,10 @@
 //! server on the same machine) and measures what each scenario names.
 //!
 //! ```sh
-//! cargo run --release --example loadgen -- [--scenario send|sync|media|keys|messages|initial-sync|unread|push|login-burst|federation]
+//! cargo run --release --example loadgen -- [--scenario send|sync|media|keys|messages|initial-sync|unread|push|login-burst|federation|intake]
 //!     [--clients 50] [--seconds 10] [--server target/release/hemicycle]
 //!     [--events N] [--send-rooms 10,1] [--synapse] [--callgrind] [--receiver <B's binary>]
+//!     [--fed-rooms 20] [--fed-senders 20] [--origins 4]
 //! cargo run --example loadgen -- --smoke   # every scenario, tiny sizes, debug build: correctness only
 //! ```
 //!
@@ -67,6 +68,23 @@
 //!   script that execs the server under callgrind) and only the intake runs: `--events` messages
 //!   (default 2,000) from `--clients` senders on A as fast as answered, B's counters zeroed before
 //!   and dumped once all arrived and B is quiet (see `docs/performance.md`).
+//! - `intake`: node B alone taking in PDUs (the federation scenario's A builds and signs every
+//!   event on the same cores, so there B's intake cannot be told apart from A's sending). B is a
+//!   `hemicycle serve` as in `federation` (`--receiver` too); `--origins` remote servers (default
+//!   4) are served by the load generator itself, each on HTTPS with its own signing key (its key
+//!   document, 200 to B's transactions, 404 to anything else). A reader on B makes `--fed-rooms`
+//!   public rooms (default 20); each origin joins `--fed-senders` / `--origins` users (default 5)
+//!   to every room through make_join/send_join. Then, before anything is measured, `--events`
+//!   `m.room.message` PDUs (default 20,000) are built and signed: message `n` in room
+//!   `n % rooms`, each room's chain from one origin (its senders in turn), each PDU naming the
+//!   room's previous one, so B never has to fetch an event; and packed in signed transactions of
+//!   at most 50. Measured: every origin sends its transactions one at a time (one in flight per
+//!   origin, as the spec asks) as fast as B answers, while the reader long-polls `/sync`: seconds
+//!   from the first transaction to the last arrival, events/s arriving, duplicates, transaction
+//!   round trips and send→sync latency (p50, p99), B's CPU seconds (at the last arrival and once
+//!   quiet) and RSS. Every message must arrive exactly once, none be rejected, and B must ask the
+//!   origins for no event while it takes them in. With `--callgrind`, B's counters are zeroed
+//!   before the first transaction and dumped once all arrived and B is quiet.
 //! - `keys`: `--clients` devices with real ed25519 identities, each in turn uploading batches of
 //!   10 signed one-time keys, claiming other devices' keys (one-time, then fallback), and querying
 //!   10 users' keys, as fast as answers come back: requests/s and latency of each.
@@ -97,9 +115,12 @@ struct Args {
     large_rooms: usize,
     room_members: usize,
     room_state: usize,
-    /// `federation`: rooms on A and senders on A the messages are spread over.
+    /// `federation`: rooms on A and senders on A the messages are spread over. `intake`: rooms
+    /// on B, and the remote senders (spread over the origins) the PDUs are spread over.
     fed_rooms: usize,
     fed_senders: usize,
+    /// `intake`: the synthetic remote servers B takes PDUs from.
+    origins: usize,
     /// `send`: events per room layout (0: send for `--seconds` instead), the room layouts, and
     /// whether Synapse runs the same after Hemicycle.
     events: u64,
@@ -107,9 +128,12 @@ struct Args {
     synapse: bool,
     /// `send`: the server runs under `valgrind --tool=callgrind`; its counters are zeroed before
     /// each layout's sending and dumped once the server is quiet after it. `federation`: the
-    /// receiving node B does (`--receiver`), and only the intake phase runs.
+    /// receiving node B does (`--receiver`), and only the intake phase runs. `intake`: B does
+    /// (`--receiver`); its counters are zeroed before the first transaction and dumped once B is
+    /// quiet after the last arrival.
     callgrind: bool,
-    /// `federation`: B's binary (default `--server`), e.g. a script that execs it under callgrind.
+    /// `federation` and `intake`: B's binary (default `--server`), e.g. a script that execs it
+    /// under callgrind.
     receiver: Option<String>,
     /// `--smoke`: every scenario at the sizes of [`Args::smoke`].
     smoke: bool,
@@ -138,6 +162,8 @@ struct Sizes {
     fed_rate: f64,
     fed_rates: Vec<f64>,
     big_room_events: u64,
+    /// `intake`: the PDUs sent when `--events` is not given.
+    intake_events: u64,
 }
 
 impl Default for Sizes {
@@ -155,14 +181,26 @@ impl Default for Sizes {
             fed_rate: 200.0,
             fed_rates: vec![1000.0, 1500.0, 2000.0, 2500.0],
             big_room_events: 10_000,
+            intake_events: 20_000,
         }
     }
 }
 
 /// Every scenario `--scenario` knows, in the order `--smoke` runs them. A scenario missing here
 /// is refused, so none escapes the smoke run.
-const SCENARIOS: &[&str] =
-    &["send", "sync", "media", "keys", "messages", "initial-sync", "unread", "push", "login-burst", "federation"];
+const SCENARIOS: &[&str] = &[
+    "send",
+    "sync",
+    "media",
+    "keys",
+    "messages",
+    "initial-sync",
+    "unread",
+    "push",
+    "login-burst",
+    "federation",
+    "intake",
+];
 
 impl Args {
     /// The smoke run's sizes for `scenario`: seconds instead of minutes on the debug build.
@@ -182,6 +220,7 @@ impl Args {
             room_state: 5,
             fed_rooms: 3,
             fed_senders: 3,
+            origins: 2,
             events: 0,
             send_rooms: vec![10, 1],
             synapse: false,
@@ -201,6 +240,7 @@ impl Args {
                 fed_rate: 50.0,
                 fed_rates: vec![100.0],
                 big_room_events: 50,
+                intake_events: 150,
             },
         }
     }
@@ -221,6 +261,7 @@ fn args() -> Args {
         room_state: 50,
         fed_rooms: 20,
         fed_senders: 20,
+        origins: 4,
         events: 0,
         send_rooms: vec![10, 1],
         synapse: false,
@@ -257,6 +298,7 @@ fn args() -> Args {
             "--room-state" => out.room_state = number(&value),
             "--fed-rooms" => out.fed_rooms = number(&value),
             "--fed-senders" => out.fed_senders = number(&value),
+            "--origins" => out.origins = number(&value),
             "--events" => out.events = number(&value) as u64,
             "--send-rooms" => out.send_rooms = value.split(',').map(number).collect(),
             other => panic!("unknown flag {other}"),
@@ -335,6 +377,7 @@ async fn run(args: &Args) {
     );
     match args.scenario.as_str() {
         "federation" => return federation_scenario(args).await,
+        "intake" => return intake_scenario(args).await,
         "send" => return send_scenario(args).await,
         _ => {}
     }
@@ -2309,4 +2352,436 @@ async fn federation_scenario(args: &Args) {
         members + 1,
         joining.elapsed().as_secs_f64()
     );
+}
+
+/// Milliseconds since the Unix epoch, for `origin_server_ts`.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_millis() as u64
+}
+
+/// A synthetic remote server of the `intake` scenario, served by the load generator on loopback
+/// (HTTPS, server name `127.0.0.1:<port>`, its own Ed25519 key): it publishes its signed key
+/// document, accepts B's transactions, answers 404 to anything else and counts what B asked.
+struct Origin {
+    name: String,
+    key: ruma::signatures::Ed25519KeyPair,
+    /// Its own connections to B.
+    http: reqwest::Client,
+    /// B's requests other than for the key document, by method and endpoint.
+    asked: Arc<std::sync::Mutex<std::collections::BTreeMap<String, u64>>>,
+    server: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// A room of B as the `intake` scenario's PDUs need it: the ids their `auth_events` name and the
+/// room's newest event, which the first PDU's `prev_events` names.
+struct IntakeRoom {
+    id: String,
+    version: ruma::RoomVersionId,
+    /// `None` from room version 12 on: the create event is no auth event any more.
+    create: Option<String>,
+    power_levels: String,
+    /// Each remote sender's join.
+    joins: std::collections::HashMap<String, String>,
+    /// The newest event (id, depth).
+    head: (String, u64),
+}
+
+/// One pre-built transaction: its URI, its body and its `Authorization` header, and the probe
+/// numbers of its PDUs.
+struct Transaction {
+    uri: String,
+    body: bytes::Bytes,
+    authorization: String,
+    numbers: Vec<u64>,
+}
+
+impl Origin {
+    async fn start() -> Origin {
+        let dir = tempfile::Builder::new().prefix("loadgen-origin-").tempdir().expect("temp dir");
+        let certified =
+            rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("self-signed certificate");
+        let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        std::fs::write(&cert, certified.cert.pem()).expect("write certificate");
+        std::fs::write(&key, certified.signing_key.serialize_pem()).expect("write key");
+        let acceptor = hemicycle::server::tls_acceptor(&cert, &key).expect("TLS");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("listen");
+        let name = format!("127.0.0.1:{}", listener.local_addr().expect("address").port());
+        let pair = ruma::signatures::Ed25519KeyPair::generate();
+        let key = ruma::signatures::Ed25519KeyPair::from_der(&pair, "intake".to_owned()).expect("a key pair");
+        let document = Arc::new(Self::key_document(&name, &key));
+        let asked: Arc<std::sync::Mutex<std::collections::BTreeMap<String, u64>>> = Arc::default();
+        let counted = asked.clone();
+        let app = axum::Router::new().fallback(move |method: axum::http::Method, uri: axum::http::Uri| {
+            let (document, asked) = (document.clone(), counted.clone());
+            async move {
+                use axum::{http::StatusCode, response::IntoResponse};
+                let path = uri.path();
+                if path.starts_with("/_matrix/key/v2/server") {
+                    return axum::Json((*document).clone()).into_response();
+                }
+                // The endpoint without its parameters: `/_matrix/federation/v1/send`.
+                let endpoint: Vec<&str> = path.split('/').take(5).collect();
+                *asked.lock().expect("asked").entry(format!("{method} {}", endpoint.join("/"))).or_default() += 1;
+                if method == axum::http::Method::PUT && path.starts_with("/_matrix/federation/v1/send/") {
+                    return axum::Json(json!({ "pdus": {} })).into_response();
+                }
+                let refused = json!({ "errcode": "M_NOT_FOUND", "error": "a load generator's origin" });
+                (StatusCode::NOT_FOUND, axum::Json(refused)).into_response()
+            }
+        });
+        let server = hemicycle::server::serve_https(listener, acceptor, app);
+        let http = reqwest::Client::builder().tls_danger_accept_invalid_certs(true).build().expect("client");
+        Origin { name, key, http, asked, server, _dir: dir }
+    }
+
+    fn key_id(&self) -> String {
+        format!("ed25519:{}", self.key.version())
+    }
+
+    /// The signed `/_matrix/key/v2/server` answer, valid for a day (longer than any run).
+    fn key_document(name: &str, key: &ruma::signatures::Ed25519KeyPair) -> Value {
+        let public = ruma::serde::Base64::<ruma::serde::base64::Standard>::new(key.public_key().to_vec()).encode();
+        let document = json!({
+            "server_name": name,
+            "valid_until_ts": now_ms() + 86_400_000,
+            "verify_keys": { format!("ed25519:{}", key.version()): { "key": public } },
+            "old_verify_keys": {},
+        });
+        let mut object: ruma::CanonicalJsonObject = serde_json::from_value(document).expect("canonical JSON");
+        ruma::signatures::sign_json(name, key, &mut object).expect("sign the key document");
+        serde_json::to_value(&object).expect("JSON")
+    }
+
+    /// The X-Matrix `Authorization` header of a request to `destination`.
+    fn authorization(&self, destination: &str, method: &str, uri: &str, content: Option<&Value>) -> String {
+        let mut object = json!({ "method": method, "uri": uri, "origin": self.name, "destination": destination });
+        if let Some(content) = content {
+            object["content"] = content.clone();
+        }
+        let mut object: ruma::CanonicalJsonObject = serde_json::from_value(object).expect("canonical JSON");
+        ruma::signatures::sign_json(&self.name, &self.key, &mut object).expect("sign the request");
+        let signatures = serde_json::to_value(&object["signatures"]).expect("signatures");
+        let sig = signatures[&self.name][self.key_id()].as_str().expect("signature");
+        format!(
+            "X-Matrix origin=\"{}\",destination=\"{destination}\",key=\"{}\",sig=\"{sig}\"",
+            self.name,
+            self.key_id()
+        )
+    }
+
+    /// A signed request to B's federation listener: (status, answer).
+    async fn request(&self, b: &FedNode, method: reqwest::Method, uri: &str, body: Option<Value>) -> (u16, Value) {
+        let authorization = self.authorization(&b.name, method.as_str(), uri, body.as_ref());
+        let mut request =
+            self.http.request(method, format!("https://{}{uri}", b.name)).header("Authorization", authorization);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("B answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Hashes and signs an event; returns its id (room versions 4 and later) and the PDU.
+    fn event(&self, version: &ruma::RoomVersionId, event: Value) -> (String, Value) {
+        let mut object: ruma::CanonicalJsonObject = serde_json::from_value(event).expect("canonical JSON");
+        let rules = version.rules().expect("a known room version");
+        ruma::signatures::hash_and_sign_event(&self.name, &self.key, &mut object, &rules.redaction)
+            .expect("sign the event");
+        let id = format!("${}", ruma::signatures::reference_hash(&object, &rules).expect("reference hash"));
+        (id, serde_json::to_value(&object).expect("JSON"))
+    }
+
+    /// Joins `user` to B's `room` (make_join, then send_join): (the join's id, its depth, the
+    /// room version, send_join's answer).
+    async fn join(&self, b: &FedNode, room: &str, user: &str) -> (String, u64, ruma::RoomVersionId, Value) {
+        let uri =
+            format!("/_matrix/federation/v1/make_join/{}/{}?ver=10&ver=11&ver=12", urlencode(room), urlencode(user));
+        let (status, made) = self.request(b, reqwest::Method::GET, &uri, None).await;
+        assert_eq!(status, 200, "make_join: {made}");
+        let version =
+            ruma::RoomVersionId::try_from(made["room_version"].as_str().expect("room version")).expect("version");
+        let mut template = made["event"].clone();
+        template["origin"] = json!(self.name);
+        template["origin_server_ts"] = json!(now_ms());
+        let depth = template["depth"].as_u64().expect("depth");
+        let (id, event) = self.event(&version, template);
+        let uri = format!("/_matrix/federation/v2/send_join/{}/{}", urlencode(room), urlencode(&id));
+        let (status, joined) = self.request(b, reqwest::Method::PUT, &uri, Some(event)).await;
+        assert_eq!(status, 200, "send_join: {joined}");
+        (id, depth, version, joined)
+    }
+
+    /// What B asked of this origin so far, by method and endpoint.
+    fn asked(&self) -> std::collections::BTreeMap<String, u64> {
+        self.asked.lock().expect("asked").clone()
+    }
+}
+
+/// Joins every origin's senders to `room` one after the other (each join's template names the
+/// one before as its previous event, so the last join is the room's newest event), and reads
+/// from the first answer's state the ids the room's PDUs name as auth events.
+async fn join_intake_room(b: &FedNode, origins: &[Origin], senders: &[Vec<String>], room: String) -> IntakeRoom {
+    let mut joins = std::collections::HashMap::new();
+    let mut read: Option<(ruma::RoomVersionId, Option<String>, String)> = None;
+    let mut head = None;
+    for (origin, users) in origins.iter().zip(senders) {
+        for user in users {
+            let (id, depth, version, answer) = origin.join(b, &room, user).await;
+            if read.is_none() {
+                let rules = version.rules().expect("a known room version");
+                let state_id = |kind: &str| {
+                    let event = answer["state"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find(|e| e["type"] == kind && e["state_key"] == "")
+                        .unwrap_or_else(|| panic!("no {kind} in send_join's state: {answer}"));
+                    let object: ruma::CanonicalJsonObject = serde_json::from_value(event.clone()).expect("a PDU");
+                    format!("${}", ruma::signatures::reference_hash(&object, &rules).expect("reference hash"))
+                };
+                let create = rules.event_format.allow_room_create_in_auth_events.then(|| state_id("m.room.create"));
+                read = Some((version, create, state_id("m.room.power_levels")));
+            }
+            joins.insert(user.clone(), id.clone());
+            head = Some((id, depth));
+        }
+    }
+    let (version, create, power_levels) = read.expect("every room has a remote sender");
+    IntakeRoom { id: room, version, create, power_levels, joins, head: head.expect("a join") }
+}
+
+/// Builds and signs origin `o`'s PDUs (of `origins`) and packs them in transactions of at most 50,
+/// before anything is measured. Probe `n` goes into room `n % rooms`, whose chain is origin
+/// `room % origins`'s alone, from its senders in turn; each PDU follows the room's previous one
+/// (`prev_events`, `depth`), so B never misses an event it must fetch. Its auth events are the
+/// create event (before room version 12), the power levels and the sender's own join.
+fn intake_transactions(
+    origin: &Origin,
+    destination: &str,
+    users: &[String],
+    rooms: &mut [IntakeRoom],
+    (o, origins, total_rooms): (usize, usize, usize),
+    events: u64,
+) -> Vec<Transaction> {
+    let mut pdus = Vec::new();
+    for n in 0..events {
+        let r = (n % total_rooms as u64) as usize;
+        if r % origins != o {
+            continue;
+        }
+        let room = &mut rooms[r / origins];
+        let sender = &users[(n / total_rooms as u64) as usize % users.len()];
+        let mut auth: Vec<&str> = room.create.iter().map(String::as_str).collect();
+        auth.extend([room.power_levels.as_str(), room.joins[sender].as_str()]);
+        let depth = room.head.1 + 1;
+        let (id, pdu) = origin.event(
+            &room.version,
+            json!({
+                "type": "m.room.message", "room_id": room.id, "sender": sender, "origin": origin.name,
+                "origin_server_ts": now_ms(), "depth": depth, "prev_events": [room.head.0], "auth_events": auth,
+                "content": { "msgtype": "m.text", "body": format!("probe-{n}") },
+            }),
+        );
+        room.head = (id, depth);
+        pdus.push((n, pdu));
+    }
+    pdus.chunks(50)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let uri = format!("/_matrix/federation/v1/send/intake-{i}");
+            let pdus: Vec<&Value> = chunk.iter().map(|(_, pdu)| pdu).collect();
+            let body = json!({ "origin": origin.name, "origin_server_ts": now_ms(), "pdus": pdus });
+            Transaction {
+                authorization: origin.authorization(destination, "PUT", &uri, Some(&body)),
+                body: bytes::Bytes::from(serde_json::to_vec(&body).expect("JSON")),
+                numbers: chunk.iter().map(|(n, _)| *n).collect(),
+                uri,
+            }
+        })
+        .collect()
+}
+
+/// What one origin's sending gave: when each probe's transaction went out, each transaction's
+/// round trip, and the PDUs B answered with an error.
+#[derive(Default)]
+struct Sent {
+    at: Vec<(u64, Instant)>,
+    round_trips: Vec<Duration>,
+    rejected: Vec<String>,
+}
+
+/// Sends an origin's transactions one at a time, each as soon as B answered the one before (as
+/// the spec asks of a sending server).
+async fn send_transactions(origin: &Origin, destination: &str, transactions: &[Transaction]) -> Sent {
+    let mut sent = Sent::default();
+    for t in transactions {
+        let started = Instant::now();
+        let response = origin
+            .http
+            .put(format!("https://{destination}{}", t.uri))
+            .header("Authorization", &t.authorization)
+            .header("Content-Type", "application/json")
+            .body(t.body.clone())
+            .send()
+            .await
+            .expect("B answers");
+        let status = response.status();
+        let answer: Value = response.json().await.unwrap_or(Value::Null);
+        sent.round_trips.push(started.elapsed());
+        assert!(status.is_success(), "{} from {}: {status} {answer}", t.uri, origin.name);
+        for (id, result) in answer["pdus"].as_object().into_iter().flatten() {
+            if result.get("error").is_some() {
+                sent.rejected.push(format!("{id}: {result}"));
+            }
+        }
+        sent.at.extend(t.numbers.iter().map(|n| (*n, started)));
+    }
+    sent
+}
+
+/// Endpoints B would fetch events through: it never should during the intake, every PDU's
+/// previous event being sent before it.
+const FETCHES: &[&str] = &["get_missing_events", "event", "event_auth", "state", "state_ids", "backfill"];
+
+/// B alone taking in PDUs from `--origins` synthetic remote servers (see the top comment).
+async fn intake_scenario(args: &Args) {
+    let receiver = args.receiver.as_deref().unwrap_or(&args.server);
+    let origin_count = args.origins.max(1);
+    let (b, origins) =
+        tokio::join!(start_node(receiver, "b"), futures::future::join_all((0..origin_count).map(|_| Origin::start())));
+    let http = reqwest::Client::builder().build().expect("client");
+    let reader = register(&http, &b.base, "reader").await;
+    let per_origin = args.fed_senders.div_ceil(origin_count).max(1);
+    let senders: Vec<Vec<String>> =
+        origins.iter().map(|o| (0..per_origin).map(|i| format!("@sender{i}:{}", o.name)).collect()).collect();
+    let mut room_ids = Vec::new();
+    for _ in 0..args.fed_rooms.max(1) {
+        room_ids.push(create_public_room(&http, &b.base, &reader).await);
+    }
+    let total_rooms = room_ids.len();
+    let prepared = Instant::now();
+    let rooms: Vec<IntakeRoom> = futures::stream::iter(room_ids)
+        .map(|room| join_intake_room(&b, &origins, &senders, room))
+        .buffered(4)
+        .collect()
+        .await;
+    let joined = prepared.elapsed();
+    let version = rooms[0].version.clone();
+
+    let events = if args.events > 0 { args.events } else { args.sizes.intake_events };
+    let mut by_origin: Vec<Vec<IntakeRoom>> = (0..origin_count).map(|_| Vec::new()).collect();
+    for (r, room) in rooms.into_iter().enumerate() {
+        by_origin[r % origin_count].push(room);
+    }
+    let building = Instant::now();
+    let transactions: Vec<Vec<Transaction>> = std::thread::scope(|scope| {
+        let builders: Vec<_> = origins
+            .iter()
+            .zip(&senders)
+            .zip(by_origin.iter_mut())
+            .enumerate()
+            .map(|(o, ((origin, users), rooms))| {
+                let destination = &b.name;
+                scope.spawn(move || {
+                    intake_transactions(origin, destination, users, rooms, (o, origin_count, total_rooms), events)
+                })
+            })
+            .collect();
+        builders.into_iter().map(|b| b.join().expect("a PDU builder")).collect()
+    });
+    let total: u64 = transactions.iter().flatten().map(|t| t.numbers.len() as u64).sum();
+    eprintln!(
+        "intake set-up: {total_rooms} rooms (version {version}) joined by {} remote senders in {:.1} s, {total} PDUs in {} transactions signed in {:.1} s",
+        per_origin * origin_count,
+        joined.as_secs_f64(),
+        transactions.iter().map(Vec::len).sum::<usize>(),
+        building.elapsed().as_secs_f64()
+    );
+
+    let pid = b.child.id();
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let arrived = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let reading = spawn_probe_reader(http.clone(), b.base.clone(), reader.clone(), stop.clone(), arrived.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let asked_before: Vec<_> = origins.iter().map(Origin::asked).collect();
+    let mut during_set_up = std::collections::BTreeMap::<&String, u64>::new();
+    for (endpoint, count) in asked_before.iter().flatten() {
+        *during_set_up.entry(endpoint).or_default() += count;
+    }
+    eprintln!("B's requests to the origins during the set-up: {during_set_up:?}");
+    if args.callgrind {
+        callgrind_control(&["--zero"], pid);
+    }
+    let (rss_stop, rss_peak) = sample_rss(pid);
+    let cpu_before = cpu_seconds(pid);
+    let start = Instant::now();
+    let sent = futures::future::join_all(
+        origins
+            .iter()
+            .zip(&transactions)
+            .map(|(origin, transactions)| send_transactions(origin, &b.name, transactions)),
+    )
+    .await;
+    let last_sent = Instant::now();
+    let arrivals = collect(&arrived, total, &stop, reading).await;
+    let cpu_arrived = cpu_seconds(pid) - cpu_before;
+    rss_stop.notify_one();
+    let peak = rss_peak.await.expect("RSS sampler");
+    let rss_end = rss_mib(pid).0;
+    wait_quiet(pid).await;
+    let cpu_quiet = cpu_seconds(pid) - cpu_before;
+    if args.callgrind {
+        callgrind_control(&["--dump"], pid);
+        eprintln!("callgrind: B took in {} events in the dump just written", arrivals.first.len());
+    }
+
+    let sent_at: SentAt = Arc::new(std::sync::Mutex::new(sent.iter().flat_map(|s| s.at.iter().copied()).collect()));
+    let run = Phase::measure(start, last_sent, &sent_at, &arrivals);
+    let mut round_trips: Vec<Duration> = sent.iter().flat_map(|s| s.round_trips.iter().copied()).collect();
+    round_trips.sort();
+    let rejected: Vec<&String> = sent.iter().flat_map(|s| &s.rejected).collect();
+    let seconds = arrivals.first.values().max().map_or(f64::NAN, |last| last.duration_since(start).as_secs_f64());
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "| origins | rooms | remote senders | events | s, first transaction → last arrival | events/s arriving | duplicates | arrived | transaction round trip p50 / p99 ms | send→sync p50 / p99 ms | B CPU s by the last arrival (once quiet) | B RSS MiB at the end (peak) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {origin_count} | {total_rooms} | {} | {} | {seconds:.2} | {:.0} | {} | {} of {} | {:.1} / {:.1} | {:.1} / {:.1} | {cpu_arrived:.2} ({cpu_quiet:.2}) | {rss_end:.0} ({peak:.0}) |",
+        per_origin * origin_count,
+        run.sent,
+        run.delivered as f64 / seconds,
+        run.duplicates,
+        run.delivered,
+        run.sent,
+        ms(percentile(&round_trips, 0.5)),
+        ms(percentile(&round_trips, 0.99)),
+        run.p(0.5),
+        run.p(0.99),
+    );
+    // What B asked of the origins while it took the PDUs in.
+    let mut asked = std::collections::BTreeMap::<String, u64>::new();
+    for (origin, before) in origins.iter().zip(&asked_before) {
+        for (endpoint, count) in origin.asked() {
+            let new = count - before.get(&endpoint).copied().unwrap_or(0);
+            if new > 0 {
+                *asked.entry(endpoint).or_default() += new;
+            }
+        }
+    }
+    println!("\nB's requests to the origins during the run: {asked:?}; PDUs B rejected: {}", rejected.len());
+    assert!(rejected.is_empty(), "B rejected PDUs: {rejected:?}");
+    let fetches: Vec<&String> =
+        asked.keys().filter(|e| e.rsplit('/').next().is_some_and(|name| FETCHES.contains(&name))).collect();
+    assert!(fetches.is_empty(), "B fetched events during the intake (every previous event was sent first): {asked:?}");
+    assert_eq!(run.sent, events, "every PDU was sent");
+    run.check("intake");
 }
