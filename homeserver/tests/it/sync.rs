@@ -669,6 +669,53 @@ async fn push_rules_drive_unread_counts() {
 
 /// Counts are exact past any window (800 unread, not a capped 500), read without walking the
 /// backlog, and survive kill -9 of the server (they are derived from what is durable).
+/// `/notifications` lists the notifications of every room newest first, interleaved by when
+/// they happened, and pages through them with `next_token` without repeating or skipping one.
+#[tokio::test]
+async fn notifications_of_several_rooms_come_newest_first_page_by_page() {
+    let server = TestServer::start();
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    let (a, b) = (alice.access_token().unwrap(), bob.access_token().unwrap());
+    let first = create_room(&server, &b, json!({ "preset": "public_chat" })).await;
+    let second = create_room(&server, &b, json!({ "preset": "public_chat" })).await;
+    let third = create_room(&server, &b, json!({ "preset": "public_chat" })).await;
+    for room in [&first, &second, &third] {
+        post(&server, &a, &format!("/_matrix/client/v3/rooms/{room}/join"), json!({})).await;
+    }
+    let order = [(&first, "m1"), (&second, "m2"), (&first, "m3"), (&second, "m4"), (&second, "m5"), (&third, "m6")];
+    for (room, body) in order {
+        let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{body}");
+        put(&server, &b, &path, json!({ "msgtype": "m.text", "body": body })).await;
+    }
+    // A sync waits for the push rules to have run on everything before it.
+    get(&server, &a, "/_matrix/client/v3/sync").await;
+    let mut seen = Vec::new();
+    let mut from = None::<String>;
+    loop {
+        let path = match &from {
+            Some(token) => format!("/_matrix/client/v3/notifications?limit=4&from={}", urlencode(token)),
+            None => "/_matrix/client/v3/notifications?limit=4".to_owned(),
+        };
+        let page = get(&server, &a, &path).await;
+        let list = page["notifications"].as_array().unwrap();
+        assert!(list.len() <= 4, "{page}");
+        for n in list {
+            seen.push((
+                n["room_id"].as_str().unwrap().to_owned(),
+                n["event"]["content"]["body"].as_str().unwrap().to_owned(),
+            ));
+        }
+        match page["next_token"].as_str() {
+            Some(token) => from = Some(token.to_owned()),
+            None => break,
+        }
+    }
+    let expected: Vec<(String, String)> =
+        order.iter().rev().map(|(room, body)| ((*room).clone(), (*body).to_owned())).collect();
+    assert_eq!(seen, expected, "newest first across the rooms, each once");
+}
+
 #[tokio::test]
 async fn unread_counts_are_exact_and_survive_a_kill() {
     let mut server = TestServer::start();

@@ -284,7 +284,6 @@ async fn evaluate_range(services: &Services, rooms: &mut RoomCache, done: u64, h
                 &Json(record),
             );
             pushes |= super::sender::enqueue(services, &mut batch, &user, &meta.room_id, pos)?;
-            tables.push.useridpos_notification.insert(&mut batch, &(user, Be64(pos)), &meta.room_id);
         }
     }
     for (key, total) in &mut totals {

@@ -9,17 +9,18 @@ pub mod sender;
 pub mod tables;
 
 pub use evaluate::unread_counts;
+use tables::NotificationRecord;
 
 use std::collections::HashMap;
 
 use ruma::{
     push::{Action, NewPushRule, RuleKind, Ruleset},
-    OwnedRoomId, UserId,
+    UserId,
 };
 use serde_json::{json, Value};
 
 use crate::{
-    db::codec::{prefix, Be64, Codec, Json},
+    db::codec::{prefix, prefix2, Be64, Codec, Json},
     error::{Error, Result},
     services::Services,
 };
@@ -102,7 +103,10 @@ pub struct Notified {
     pub read: bool,
 }
 
-/// The user's notifications, newest first, before position `before`.
+/// The user's notifications, newest first, before position `before`: the newest of each room
+/// the user was ever notified in (the rooms holding running totals), merged by position. No
+/// index by user and position is kept for this: it was one more write per notified member and
+/// event, on the path every message takes, for a listing clients rarely ask for.
 pub fn notifications(
     services: &Services,
     user: &UserId,
@@ -111,33 +115,56 @@ pub fn notifications(
     only_highlight: bool,
 ) -> Result<Vec<Notified>> {
     let tables = &services.db.tables;
-    let start = (user.to_owned(), Be64(before.unwrap_or(u64::MAX).saturating_sub(1))).encode();
-    let mut read_positions: HashMap<OwnedRoomId, u64> = HashMap::new();
-    let mut out = Vec::new();
-    for entry in tables.push.useridpos_notification.scan_from(prefix(&user.to_owned()), start, false) {
-        if out.len() == limit {
-            break;
+    let below = before.unwrap_or(u64::MAX).saturating_sub(1);
+    let owner = user.to_owned();
+    let mut rooms = Vec::new();
+    for entry in tables.push.useridroomid_notifytotal.scan_prefix(prefix(&owner)) {
+        let ((_, room), _) = entry?;
+        rooms.push(room);
+    }
+    let mut scans: Vec<_> = rooms
+        .iter()
+        .map(|room| {
+            let start = (owner.clone(), room.clone(), Be64(below)).encode();
+            tables.push.useridroomidpos_notification.scan_from(prefix2(&owner, room), start, false)
+        })
+        .collect();
+    // Each room's next notification, and the rooms ordered by its position, newest on top.
+    let mut next: Vec<Option<NotificationRecord>> = Vec::with_capacity(scans.len());
+    let mut heads = std::collections::BinaryHeap::new();
+    for (i, scan) in scans.iter_mut().enumerate() {
+        next.push(None);
+        if let Some(entry) = scan.next() {
+            let ((_, _, Be64(pos)), Json(record)) = entry?;
+            next[i] = Some(record);
+            heads.push((pos, i));
         }
-        let ((_, Be64(pos)), room) = entry?;
-        let Some(Json(record)) =
-            tables.push.useridroomidpos_notification.get(&(user.to_owned(), room.clone(), Be64(pos)))?
-        else {
-            continue;
-        };
+    }
+    let mut read_positions: HashMap<usize, u64> = HashMap::new();
+    let mut out = Vec::new();
+    while out.len() < limit {
+        let Some((pos, i)) = heads.pop() else { break };
+        let Some(record) = next[i].take() else { continue };
+        if let Some(entry) = scans[i].next() {
+            let ((_, _, Be64(following)), Json(following_record)) = entry?;
+            next[i] = Some(following_record);
+            heads.push((following, i));
+        }
         if only_highlight && !record.actions.iter().any(Action::is_highlight) {
             continue;
         }
+        let room = &rooms[i];
         let Some(event_id) = tables.rooms.roomidpos_eventid.get(&(room.clone(), Be64(pos)))? else { continue };
-        let Some(event) = services.rooms.reader(user, &room)?.event(pos, &event_id)? else { continue };
-        let read_pos = match read_positions.get(&room) {
+        let Some(event) = services.rooms.reader(user, room)?.event(pos, &event_id)? else { continue };
+        let read_pos = match read_positions.get(&i) {
             Some(p) => *p,
             None => {
-                let p = services.receipts.read_position(&room, user)?.unwrap_or(0);
-                read_positions.insert(room.clone(), p);
+                let p = services.receipts.read_position(room, user)?.unwrap_or(0);
+                read_positions.insert(i, p);
                 p
             }
         };
-        out.push(Notified { room_id: room, pos, event, actions: record.actions, read: pos <= read_pos });
+        out.push(Notified { room_id: room.clone(), pos, event, actions: record.actions, read: pos <= read_pos });
     }
     Ok(out)
 }

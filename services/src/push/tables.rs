@@ -60,7 +60,10 @@ hemicycle_core::tables! {
         /// (user, room, position) → the actions an event's push rules gave for the user, with the
         /// user's running notification and highlight totals in the room including it.
         pub useridroomidpos_notification: Table<(OwnedUserId, OwnedRoomId, Be64), Json<NotificationRecord>>,
-        /// (user, position) → room of each notification, for `/notifications` newest first.
+        /// (user, position) → room of each notification. No longer written (`/notifications`
+        /// merges the rooms' records instead); declared so that a database of an earlier
+        /// release, which has the column family, opens, and its entries go with their room's
+        /// purge.
         pub useridpos_notification: Table<(OwnedUserId, Be64), OwnedRoomId>,
         /// (user, room) → the running (notification, highlight) totals.
         pub useridroomid_notifytotal: Table<(OwnedUserId, OwnedRoomId), Json<(u64, u64)>>,
