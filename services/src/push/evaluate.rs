@@ -40,6 +40,9 @@ use crate::{
 const EVALUATED: &str = "push_evaluated";
 /// Events evaluated per committed batch while catching up.
 const CHUNK: usize = 500;
+/// Notifications recorded per committed batch, at most (give or take one event's): 500 events of
+/// a room of 300 members made one write of 150,000 records, tens of megabytes held at once.
+const RECORDS_PER_BATCH: usize = 10_000;
 /// Longest a sync waits for the evaluator to reach its position before answering anyway.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(2);
 
@@ -189,7 +192,7 @@ async fn run(services: Arc<Services>) {
     loop {
         let head = *stream.borrow_and_update();
         while head > done {
-            match evaluate_range(&services, &mut rooms, done, head).await {
+            match evaluate_range(&services, &mut rooms, done, head, RECORDS_PER_BATCH).await {
                 Ok(reached) => done = reached,
                 Err(error) => {
                     tracing::error!(%error, "evaluating push rules failed; retrying");
@@ -205,9 +208,16 @@ async fn run(services: Arc<Services>) {
     }
 }
 
-/// Evaluates the events after `done` up to `head` (at most [`CHUNK`] of them) in one batch;
-/// returns the position reached.
-async fn evaluate_range(services: &Services, rooms: &mut RoomCache, done: u64, head: u64) -> Result<u64> {
+/// Evaluates the events after `done` up to `head` (at most [`CHUNK`] of them, and stopping
+/// after the event that brings the batch to `max_records` notifications) in one batch; returns
+/// the position reached.
+async fn evaluate_range(
+    services: &Services,
+    rooms: &mut RoomCache,
+    done: u64,
+    head: u64,
+    max_records: usize,
+) -> Result<u64> {
     let tables = &services.db.tables;
     let mut events = Vec::new();
     let mut reached = head;
@@ -228,7 +238,12 @@ async fn evaluate_range(services: &Services, rooms: &mut RoomCache, done: u64, h
     let mut threads: HashMap<(OwnedUserId, OwnedRoomId, String), ThreadTotal> = HashMap::new();
     let mut batch = Batch::new();
     let mut pushes = false;
+    let mut records = 0;
     for (pos, event_id) in events {
+        if records >= max_records {
+            reached = pos - 1;
+            break;
+        }
         let Some(json) = services.rooms.pdu_json(&event_id)? else { continue };
         let Some(meta) = services.rooms.meta(&event_id)? else { continue };
         // The discovery room's joins and leaves are the directory's business: nobody is notified.
@@ -236,6 +251,7 @@ async fn evaluate_range(services: &Services, rooms: &mut RoomCache, done: u64, h
             continue;
         }
         let (thread, notified) = evaluate(services, rooms, &meta.room_id, meta.snapshot, pos, &json).await?;
+        records += notified.len();
         for (user, actions) in notified {
             let key = (user.clone(), meta.room_id.clone());
             let mut total = match totals.get(&key).or_else(|| rooms.totals(&key.1, &key.0)) {
@@ -519,4 +535,57 @@ async fn evaluate(
         }
     }
     Ok((thread, out))
+}
+
+#[cfg(test)]
+mod tests {
+    use ruma::events::TimelineEventType;
+    use serde_json::json;
+
+    use crate::{
+        config::Config,
+        rooms::{create::CreateRoom, NewEvent},
+        services::Services,
+    };
+
+    /// A batch stops once it holds its bound of notifications, the next goes on from the event
+    /// after, and the counts come out as if evaluated at once: ten messages notifying two
+    /// members each (20 records) with a bound of 5 take four batches of three events or fewer.
+    #[tokio::test]
+    async fn a_batch_stops_at_its_bound_of_records_and_the_next_goes_on() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = Config::default();
+        config.database.path = dir.path().join("db");
+        let services = Services::open(config).expect("services");
+        let alice = services.users.create("alice", None, false).await.expect("alice");
+        let bob = services.users.create("bob", None, false).await.expect("bob");
+        let carol = services.users.create("carol", None, false).await.expect("carol");
+        let room = services
+            .rooms
+            .create_room(&alice, CreateRoom { public: true, ..Default::default() }, &ruma::RoomVersionId::V12)
+            .await
+            .expect("room");
+        services.rooms.join(&room, &bob, None).await.expect("bob joins");
+        services.rooms.join(&room, &carol, None).await.expect("carol joins");
+        let mut rooms = super::RoomCache::default();
+        let joined = *services.rooms.subscribe().borrow();
+        let done = super::evaluate_range(&services, &mut rooms, 0, joined, usize::MAX).await.expect("set-up");
+        assert_eq!(done, joined);
+        for n in 0..10 {
+            let content = json!({ "msgtype": "m.text", "body": format!("message {n}") });
+            let event = NewEvent::message(TimelineEventType::RoomMessage, content);
+            services.rooms.append(&room, &alice, event, None).await.expect("message");
+        }
+        let head = *services.rooms.subscribe().borrow();
+        let (mut done, mut batches) = (joined, 0);
+        while done < head {
+            done = super::evaluate_range(&services, &mut rooms, done, head, 5).await.expect("batch");
+            batches += 1;
+        }
+        assert_eq!(done, head);
+        assert_eq!(batches, 4, "at most three events (six records) a batch");
+        for member in [&bob, &carol] {
+            assert_eq!(super::unread_counts(&services, &room, member).expect("counts"), (10, 0), "{member}");
+        }
+    }
 }
