@@ -177,3 +177,33 @@ impl Services {
         Ok(services)
     }
 }
+
+/// What unit tests of the services share: a store in a temporary folder.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::Arc;
+
+    use ruma::{OwnedRoomId, OwnedUserId};
+
+    use super::Services;
+    use crate::{config::Config, rooms::create::CreateRoom};
+
+    /// Services on a new store (kept while the folder lives), users alice, bob and carol, and
+    /// a public room of alice's that bob joined.
+    pub(crate) async fn three_users_and_a_room() -> (tempfile::TempDir, Arc<Services>, [OwnedUserId; 3], OwnedRoomId) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = Config::default();
+        config.database.path = dir.path().join("db");
+        let services = Services::open(config).expect("services");
+        let alice = services.users.create("alice", None, false).await.expect("alice");
+        let bob = services.users.create("bob", None, false).await.expect("bob");
+        let carol = services.users.create("carol", None, false).await.expect("carol");
+        let room = services
+            .rooms
+            .create_room(&alice, CreateRoom { public: true, ..Default::default() }, &ruma::RoomVersionId::V12)
+            .await
+            .expect("room");
+        services.rooms.join(&room, &bob, None).await.expect("join");
+        (dir, services, [alice, bob, carol], room)
+    }
+}

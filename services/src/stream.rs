@@ -397,7 +397,6 @@ pub async fn wait_durable(durable: oneshot::Receiver<Result<(), String>>) -> cra
 #[cfg(test)]
 mod tests {
     use super::{Audience, Notifier};
-    use crate::{config::Config, rooms::create::CreateRoom, services::Services};
 
     /// A group of queued writes is made durable with one RocksDB write (and one sync), not one
     /// per job; every job's entries are stored, each job is acknowledged, and the stream
@@ -433,19 +432,7 @@ mod tests {
     /// wakes the same users as each write on its own.
     #[tokio::test]
     async fn a_group_reads_each_room_of_its_audience_once() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut config = Config::default();
-        config.database.path = dir.path().join("db");
-        let services = Services::open(config).expect("services");
-        let alice = services.users.create("alice", None, false).await.expect("alice");
-        let bob = services.users.create("bob", None, false).await.expect("bob");
-        let carol = services.users.create("carol", None, false).await.expect("carol");
-        let room = services
-            .rooms
-            .create_room(&alice, CreateRoom { public: true, ..Default::default() }, &ruma::RoomVersionId::V12)
-            .await
-            .expect("room");
-        services.rooms.join(&room, &bob, None).await.expect("join");
+        let (_dir, services, [alice, bob, carol], room) = crate::services::testing::three_users_and_a_room().await;
         let db = &services.db;
         let one = Audience::Room(room.clone());
         let before = db.reads();

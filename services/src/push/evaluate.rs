@@ -542,30 +542,14 @@ mod tests {
     use ruma::events::TimelineEventType;
     use serde_json::json;
 
-    use crate::{
-        config::Config,
-        rooms::{create::CreateRoom, NewEvent},
-        services::Services,
-    };
+    use crate::rooms::NewEvent;
 
     /// A batch stops once it holds its bound of notifications, the next goes on from the event
     /// after, and the counts come out as if evaluated at once: ten messages notifying two
     /// members each (20 records) with a bound of 5 take four batches of three events or fewer.
     #[tokio::test]
     async fn a_batch_stops_at_its_bound_of_records_and_the_next_goes_on() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut config = Config::default();
-        config.database.path = dir.path().join("db");
-        let services = Services::open(config).expect("services");
-        let alice = services.users.create("alice", None, false).await.expect("alice");
-        let bob = services.users.create("bob", None, false).await.expect("bob");
-        let carol = services.users.create("carol", None, false).await.expect("carol");
-        let room = services
-            .rooms
-            .create_room(&alice, CreateRoom { public: true, ..Default::default() }, &ruma::RoomVersionId::V12)
-            .await
-            .expect("room");
-        services.rooms.join(&room, &bob, None).await.expect("bob joins");
+        let (_dir, services, [alice, bob, carol], room) = crate::services::testing::three_users_and_a_room().await;
         services.rooms.join(&room, &carol, None).await.expect("carol joins");
         let mut rooms = super::RoomCache::default();
         let joined = *services.rooms.subscribe().borrow();
