@@ -188,13 +188,19 @@ pub(crate) mod testing {
     use super::Services;
     use crate::{config::Config, rooms::create::CreateRoom};
 
-    /// Services on a new store (kept while the folder lives), users alice, bob and carol, and
-    /// a public room of alice's that bob joined.
-    pub(crate) async fn three_users_and_a_room() -> (tempfile::TempDir, Arc<Services>, [OwnedUserId; 3], OwnedRoomId) {
+    /// Services on a new store (kept while the folder lives), the default configuration changed
+    /// by `more`.
+    pub(crate) fn open(more: impl FnOnce(&mut Config)) -> (tempfile::TempDir, Arc<Services>) {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config::default();
         config.database.path = dir.path().join("db");
+        more(&mut config);
         let services = Services::open(config).expect("services");
+        (dir, services)
+    }
+
+    /// Users alice, bob and carol, and a public room of alice's that bob joined.
+    pub(crate) async fn three_users_in(services: &Services) -> ([OwnedUserId; 3], OwnedRoomId) {
         let alice = services.users.create("alice", None, false).await.expect("alice");
         let bob = services.users.create("bob", None, false).await.expect("bob");
         let carol = services.users.create("carol", None, false).await.expect("carol");
@@ -204,6 +210,13 @@ pub(crate) mod testing {
             .await
             .expect("room");
         services.rooms.join(&room, &bob, None).await.expect("join");
-        (dir, services, [alice, bob, carol], room)
+        ([alice, bob, carol], room)
+    }
+
+    /// [`open`] with the defaults, then [`three_users_in`].
+    pub(crate) async fn three_users_and_a_room() -> (tempfile::TempDir, Arc<Services>, [OwnedUserId; 3], OwnedRoomId) {
+        let (dir, services) = open(|_| {});
+        let (users, room) = three_users_in(&services).await;
+        (dir, services, users, room)
     }
 }

@@ -24,16 +24,14 @@ async fn services() -> (tempfile::TempDir, Arc<Services>) {
 /// Every retention an hour, except `client_transactions` (the default, a day) unless `more`
 /// changes it.
 async fn services_with(more: impl FnOnce(&mut Config)) -> (tempfile::TempDir, Arc<Services>) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut config = Config::default();
-    config.database.path = dir.path().join("db");
-    let hour = HumanDuration(Duration::from_millis(HOUR_MS));
-    config.retention.federation_transactions = hour;
-    config.retention.device_list_changes = hour;
-    config.retention.departed_devices = hour;
-    config.retention.batch = 2;
-    more(&mut config);
-    (dir, Services::open(config).expect("services"))
+    crate::services::testing::open(|config| {
+        let hour = HumanDuration(Duration::from_millis(HOUR_MS));
+        config.retention.federation_transactions = hour;
+        config.retention.device_list_changes = hour;
+        config.retention.departed_devices = hour;
+        config.retention.batch = 2;
+        more(config);
+    })
 }
 
 async fn device(services: &Services, user: &UserId, id: Option<&str>) -> OwnedDeviceId {
@@ -65,14 +63,7 @@ async fn received_transaction_ids_go_after_their_retention() {
 #[tokio::test]
 async fn device_list_changes_go_after_their_retention_and_old_tokens_hear_of_everyone() {
     let (_dir, services) = services().await;
-    let alice = services.users.create("alice", None, false).await.expect("alice");
-    let bob = services.users.create("bob", None, false).await.expect("bob");
-    let room = services
-        .rooms
-        .create_room(&alice, CreateRoom { public: true, ..Default::default() }, &ruma::RoomVersionId::V12)
-        .await
-        .expect("room");
-    services.rooms.join(&room, &bob, None).await.expect("join");
+    let ([alice, bob, _], _) = crate::services::testing::three_users_in(&services).await;
     let laptop = device(&services, &alice, None).await;
     let head = || *services.rooms.subscribe().borrow();
     let since = head();
