@@ -62,8 +62,7 @@ hemicycle_core::tables! {
         pub useridroomidpos_notification: Table<(OwnedUserId, OwnedRoomId, Be64), Json<NotificationRecord>>,
         /// (user, position) → room of each notification. No longer written (`/notifications`
         /// merges the rooms' records instead); declared so that a database of an earlier
-        /// release, which has the column family, opens, and its entries go with their room's
-        /// purge.
+        /// release, which has the column family, opens; the pruning task empties it.
         pub useridpos_notification: Table<(OwnedUserId, Be64), OwnedRoomId>,
         /// (user, room) → the running (notification, highlight) totals.
         pub useridroomid_notifytotal: Table<(OwnedUserId, OwnedRoomId), Json<(u64, u64)>>,

@@ -41,6 +41,9 @@ pub struct Pruned {
     pub departed_device_records: u64,
     /// Removed devices whose records are all gone (or that came back under the same id).
     pub departed_devices: u64,
+    /// Entries of the notification index earlier releases wrote (`useridpos_notification`),
+    /// which nothing reads any more.
+    pub legacy_notification_index: u64,
 }
 
 /// Starts the pruning task: a run at start-up, then one every `retention.interval`.
@@ -76,13 +79,39 @@ pub async fn prune(services: &Services, now_ms: u64) -> Result<Pruned> {
     // forwards).
     let oldest = before(&retention.device_list_changes).min(before(&retention.client_transactions));
     drop_checkpoints_before(services, oldest)?;
+    let legacy_notification_index = legacy_notification_index(services).await?;
     Ok(Pruned {
         federation_transactions,
         device_list_changes,
         client_transactions,
         departed_device_records,
         departed_devices,
+        legacy_notification_index,
     })
+}
+
+/// Empties the index of notifications by user and position that releases before `0d536ed`
+/// wrote for `/notifications` (it merges the rooms' records now): left alone it would be kept
+/// forever. Batch after batch, like the other kinds; nothing writes it any more.
+async fn legacy_notification_index(services: &Services) -> Result<u64> {
+    let table = &services.db.tables.push.useridpos_notification;
+    let limit = services.config.retention.batch;
+    let mut total = 0;
+    loop {
+        let mut batch = Batch::new();
+        let mut dropped = 0;
+        for entry in table.iter().take(limit) {
+            let (key, _) = entry?;
+            table.remove(&mut batch, &key);
+            dropped += 1;
+        }
+        if dropped == 0 {
+            return Ok(total);
+        }
+        services.db.write_unsynced(batch)?;
+        total += dropped as u64;
+        tokio::task::yield_now().await;
+    }
 }
 
 /// The newest checkpoint at or before `cutoff_ms`: (its time, the position it covers). Every

@@ -213,3 +213,20 @@ async fn client_transaction_ids_of_devices_still_signed_in_go_after_their_retent
     assert_ne!(send("old").await, old, "a forgotten id makes a new event");
     assert_eq!(send("young").await, young, "a kept id still answers with its event");
 }
+
+/// The notification index of earlier releases, which nothing reads any more, is emptied batch
+/// by batch.
+#[tokio::test]
+async fn the_notification_index_of_earlier_releases_goes() {
+    let (_dir, services) = services().await;
+    let ([alice, _, _], room) = crate::services::testing::three_users_in(&services).await;
+    let table = &services.db.tables.push.useridpos_notification;
+    let mut batch = crate::db::Batch::new();
+    for pos in 0..5u64 {
+        table.insert(&mut batch, &(alice.clone(), crate::db::codec::Be64(pos)), &room);
+    }
+    services.db.commit(batch).expect("write");
+    let pruned = prune(&services, crate::time::now_ms()).await.expect("prune");
+    assert_eq!(pruned.legacy_notification_index, 5, "in three writes of at most 2");
+    assert_eq!(table.iter().count(), 0);
+}
