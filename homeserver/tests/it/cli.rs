@@ -212,17 +212,21 @@ async fn compaction_reports_every_table_and_keeps_the_records() {
     assert_eq!(page["chunk"][0]["content"]["body"], "note 19", "{page}");
 }
 
-/// The server runs with mimalloc's arena committed lazily (12 MB less resident when idle,
-/// docs/performance.md): the binary runs itself again with the option set, keeping its process
-/// id, so what the server's environment holds is the option, and the pid the caller knows is
-/// the server's.
+/// The server runs with its allocators' options (docs/performance.md: mimalloc's arena
+/// committed lazily and freed pages returned at once, glibc's `mmap` threshold fixed): the
+/// binary runs itself again with them set, keeping its process id, so what the server's
+/// environment holds is the options, and the pid the caller knows is the server's. An option
+/// the operator set is kept as set.
 #[tokio::test]
-async fn the_server_runs_with_the_allocator_arena_committed_lazily() {
-    let server = TestServer::start();
+async fn the_server_runs_with_its_allocators_options_and_keeps_the_operators() {
+    let server = TestServer::start_with_env(&[], &[("MIMALLOC_PURGE_DELAY", "5")]);
     server.register("alice", "pw").await;
     let environ = std::fs::read(format!("/proc/{}/environ", server.pid())).expect("the server's environment");
     let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
-    assert!(vars.contains(&b"MIMALLOC_ARENA_EAGER_COMMIT=0".as_slice()), "{:?}", String::from_utf8_lossy(&environ));
+    for option in ["MIMALLOC_ARENA_EAGER_COMMIT=0", "MALLOC_MMAP_THRESHOLD_=131072", "MIMALLOC_PURGE_DELAY=5"] {
+        assert!(vars.contains(&option.as_bytes()), "{option} in {:?}", String::from_utf8_lossy(&environ));
+    }
+    assert!(!vars.contains(&b"MIMALLOC_PURGE_DELAY=0".as_slice()), "the operator's setting is kept");
 }
 
 /// A stop is bounded: a long-polling sync does not hold it for as long as its client asked to wait,
