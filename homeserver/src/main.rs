@@ -139,14 +139,16 @@ fn read_password_file(path: &PathBuf) -> Result<String, String> {
 /// (docs/performance.md):
 /// - mimalloc commits its arena (1 GiB reserved at the first allocation) up front on Linux, and
 ///   what start-up touched in it then stays resident: 12 MB of an idle node's 31 MB.
-/// - mimalloc gives pages freed by Rust code back after a delay (10 ms); with none, the buffers
-///   of a burst of requests go at once (peak RSS 132 – 149 → 105 MiB in the send run).
+/// - mimalloc gives pages freed by Rust code back after 10 ms, long enough for the buffers of
+///   every request of a burst to be resident at once; after 1 ms they mostly are not (peak RSS
+///   132 – 149 → 124 – 129 MiB in the send run, for 2 – 3 page faults more per event; with no
+///   delay at all, 9 more, and up to 77 in a room of 300).
 /// - glibc, which RocksDB allocates with, raises its threshold for using `mmap` to the size of
 ///   every mapped block freed, after which RocksDB's memtable blocks (1 MiB) come from its
 ///   heaps, where freed ones stay resident; a fixed threshold keeps them mapped and unmapped
 ///   (peak RSS 186 – 193 → 135 – 148 MiB, both options, in a room of 300 members).
 const ALLOCATOR_OPTIONS: [(&str, &str); 3] =
-    [("MIMALLOC_ARENA_EAGER_COMMIT", "0"), ("MIMALLOC_PURGE_DELAY", "0"), ("MALLOC_MMAP_THRESHOLD_", "131072")];
+    [("MIMALLOC_ARENA_EAGER_COMMIT", "0"), ("MIMALLOC_PURGE_DELAY", "1"), ("MALLOC_MMAP_THRESHOLD_", "131072")];
 
 fn set_the_allocators_options() {
     use std::os::unix::process::CommandExt;
