@@ -20,7 +20,8 @@
 //!   namespace); clients spread over 10 rooms, then all in 1 room (`--send-rooms 10,1`), each
 //!   sending `PUT /send` as fast as answers come back for `--seconds` (or `--events` in all):
 //!   events/s and latency. Every message must reach the appservice exactly once. `--synapse`
-//!   runs the same on a Synapse afterwards (`SYNAPSE_VENV`) and prints the ratio; `--callgrind`
+//!   runs the same on a Synapse on PostgreSQL afterwards (`support/synapse.rs`: `SYNAPSE_VENV`,
+//!   `PSYCOPG2_PATH`, Debian's PostgreSQL 15) and prints the ratio; `--callgrind`
 //!   drives a server run under callgrind (see `docs/performance.md`).
 //! - `sync`: `--clients` users long-polling `/sync` in rooms of `--fanout` (default 10; ready once
 //!   the server counts them all waiting), the server's CPU while they wait, then one sender
@@ -101,6 +102,10 @@ use std::{
 use futures::StreamExt;
 use serde_json::{json, Value};
 use sha2::Digest;
+
+#[path = "support/synapse.rs"]
+mod synapse;
+use synapse::Synapse;
 
 struct Args {
     scenario: String,
@@ -452,7 +457,9 @@ async fn send_scenario(args: &Args) {
     if !args.synapse {
         return;
     }
-    let synapse = Synapse::start(&registration).await;
+    let synapse =
+        Synapse::start("localhost", &format!("app_service_config_files: [{:?}]", registration.display().to_string()))
+            .await;
     println!();
     let theirs = send_phases(&http, &synapse.base, "Synapse", args, &appservice, synapse.pid()).await;
     let (rss, peak) = rss_mib(synapse.pid());
@@ -651,89 +658,6 @@ impl LoadAppservice {
     async fn wait_for(&self, total: usize) {
         let mut count = self.count.clone();
         let _ = tokio::time::timeout(Duration::from_secs(600), count.wait_for(|n| *n >= total)).await;
-    }
-}
-
-/// A Synapse (the venv named by `SYNAPSE_VENV`, as `./scripts/test` installs it) on SQLite with
-/// a plain client listener on loopback, open registration, rate limits out of the way and the
-/// send scenario's appservice; stopped on drop.
-struct Synapse {
-    child: std::process::Child,
-    base: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Synapse {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Synapse {
-    async fn start(registration: &std::path::Path) -> Self {
-        let venv = std::env::var("SYNAPSE_VENV")
-            .unwrap_or_else(|_| panic!("--synapse needs SYNAPSE_VENV (the venv ./scripts/test installs Synapse into)"));
-        let python = std::path::Path::new(&venv).join("bin").join("python");
-        let dir = tempfile::Builder::new().prefix("loadgen-synapse-").tempdir().expect("temp dir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("addr").port();
-        let d = dir.path().display();
-        let limit = "{per_second: 100000, burst_count: 100000}";
-        let config = format!(
-            r#"server_name: "localhost"
-pid_file: "{d}/homeserver.pid"
-listeners:
-  - port: {port}
-    bind_addresses: ["127.0.0.1"]
-    type: http
-    tls: false
-    resources: [{{names: [client], compress: false}}]
-database: {{name: sqlite3, args: {{database: "{d}/homeserver.db"}}}}
-media_store_path: "{d}/media"
-signing_key_path: "{d}/signing.key"
-trusted_key_servers: []
-suppress_key_server_warning: true
-report_stats: false
-enable_registration: true
-enable_registration_without_verification: true
-macaroon_secret_key: "loadgen-only"
-form_secret: "loadgen-only"
-app_service_config_files: ["{registration}"]
-rc_message: {limit}
-rc_registration: {limit}
-rc_login: {{address: {limit}, account: {limit}, failed_attempts: {limit}}}
-rc_joins: {{local: {limit}, remote: {limit}}}
-rc_room_creation: {limit}
-rc_invites: {{per_room: {limit}, per_user: {limit}, per_issuer: {limit}}}
-"#,
-            registration = registration.display(),
-        );
-        let config_path = dir.path().join("homeserver.yaml");
-        std::fs::write(&config_path, config).expect("write the Synapse config");
-        let keys = Command::new(&python)
-            .args(["-m", "synapse.app.homeserver", "--generate-keys", "-c"])
-            .arg(&config_path)
-            .output()
-            .unwrap_or_else(|e| panic!("run {}: {e}", python.display()));
-        assert!(keys.status.success(), "Synapse's signing key: {}", String::from_utf8_lossy(&keys.stderr));
-        let child = Command::new(&python)
-            .args(["-m", "synapse.app.homeserver", "-c"])
-            .arg(&config_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start Synapse: {e}"));
-        let base = format!("http://127.0.0.1:{port}");
-        let probe = reqwest::Client::new();
-        let versions = format!("{base}/_matrix/client/versions");
-        while !probe.get(&versions).send().await.is_ok_and(|r| r.status().is_success()) {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Synapse { child, base, _dir: dir }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
     }
 }
 

@@ -27,21 +27,23 @@
 //! (`hemicycle server compact`, which prints every column family's table files) and its folder
 //! summed (the search index apart); Synapse's database is `VACUUM FULL`ed and measured with
 //! `pg_database_size`, and the PostgreSQL data folder summed too (it also holds the WAL and the
-//! catalogs). Synapse runs on its own PostgreSQL cluster in a temp folder (`initdb`, `pg_ctl` of
-//! Debian's `postgresql`, on a free 127.0.0.1 port, as the `postgres` user when run as root);
-//! its venv is `SYNAPSE_VENV` (as in the tests) and psycopg2 comes from `PSYCOPG2_PATH` (a
-//! `pip install --target` folder, added to `PYTHONPATH`) when the venv lacks it. The run checks
+//! catalogs). Synapse runs on its own PostgreSQL cluster (`support/synapse.rs`, shared with
+//! `loadgen --synapse`). The run checks
 //! what it played: every room holds its members and each server answers every request with
 //! success.
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use futures::StreamExt;
 use serde_json::{json, Value};
+
+#[path = "support/synapse.rs"]
+mod synapse;
+use synapse::Synapse;
 
 /// The full ministry of the issue.
 const USERS: usize = 2_000;
@@ -423,192 +425,6 @@ impl Store for Hemicycle {
     }
 }
 
-/// PostgreSQL and Synapse, each its own process, in one temp folder.
-struct Synapse {
-    postgres: PathBuf,
-    data: PathBuf,
-    pg_port: u16,
-    child: Child,
-    base: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Synapse {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = as_postgres(&self.postgres.join("pg_ctl"))
-            .args(["-D", &self.data.to_string_lossy(), "-m", "fast", "-w", "stop"])
-            .output();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
-/// PostgreSQL refuses to run as root: as root, its programs run as the `postgres` user.
-fn as_postgres(program: &Path) -> Command {
-    let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0");
-    if root {
-        let mut command = Command::new("runuser");
-        command.args(["-u", "postgres", "--"]).arg(program);
-        command
-    } else {
-        Command::new(program)
-    }
-}
-
-fn run_ok(command: &mut Command, what: &str) -> String {
-    let out = command.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(
-        out.status.success(),
-        "{what}: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-impl Synapse {
-    async fn start() -> Self {
-        let venv = std::env::var("SYNAPSE_VENV").expect("SYNAPSE_VENV names Synapse's venv (see scripts/test)");
-        let python = Path::new(&venv).join("bin/python");
-        let postgres = PathBuf::from("/usr/lib/postgresql/15/bin");
-        assert!(postgres.join("initdb").exists(), "no PostgreSQL 15 (apt-get install postgresql)");
-        let dir = tempfile::Builder::new().prefix("synapse-storage-").tempdir().expect("temp dir");
-        let data = dir.path().join("pgdata");
-        let socket = dir.path().join("pgsocket");
-        std::fs::create_dir_all(&socket).expect("socket dir");
-        for path in [dir.path(), socket.as_path()] {
-            run_ok(Command::new("chmod").arg("777").arg(path), "chmod");
-        }
-        run_ok(
-            as_postgres(&postgres.join("initdb")).args([
-                "-D",
-                &data.to_string_lossy(),
-                "-U",
-                "synapse",
-                "--auth=trust",
-                "--encoding=UTF8",
-                "--locale=C",
-            ]),
-            "initdb",
-        );
-        let pg_port = free_port();
-        run_ok(
-            as_postgres(&postgres.join("pg_ctl")).args([
-                "-D",
-                &data.to_string_lossy(),
-                "-l",
-                &dir.path().join("postgres.log").to_string_lossy(),
-                "-o",
-                &format!("-p {pg_port} -k {} -c listen_addresses=127.0.0.1", socket.display()),
-                "-w",
-                "start",
-            ]),
-            "pg_ctl start",
-        );
-        let psql = |sql: &str| {
-            run_ok(
-                Command::new("psql")
-                    .args(["-h", "127.0.0.1", "-p", &pg_port.to_string(), "-U", "synapse", "-d"])
-                    .args(["postgres", "-c", sql]),
-                sql,
-            )
-        };
-        psql("CREATE DATABASE synapse ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0");
-        let client_port = free_port();
-        let d = dir.path().display();
-        let limit = "{per_second: 100000, burst_count: 100000}";
-        let config = format!(
-            r#"server_name: "synapse.storage"
-pid_file: "{d}/homeserver.pid"
-listeners:
-  - port: {client_port}
-    bind_addresses: ["127.0.0.1"]
-    type: http
-    tls: false
-    resources: [{{names: [client], compress: false}}]
-database:
-  name: psycopg2
-  args: {{user: synapse, database: synapse, host: 127.0.0.1, port: {pg_port}, cp_min: 5, cp_max: 10}}
-log_config: "{d}/log.yaml"
-media_store_path: "{d}/media"
-signing_key_path: "{d}/signing.key"
-trusted_key_servers: []
-suppress_key_server_warning: true
-report_stats: false
-enable_registration: true
-enable_registration_without_verification: true
-registration_shared_secret: "storage-only"
-macaroon_secret_key: "storage-only-macaroon"
-form_secret: "storage-only-form"
-presence: {{enabled: false}}
-rc_message: {limit}
-rc_registration: {limit}
-rc_login: {{address: {limit}, account: {limit}, failed_attempts: {limit}}}
-rc_joins: {{local: {limit}, remote: {limit}}}
-rc_invites: {{per_room: {limit}, per_user: {limit}, per_issuer: {limit}}}
-rc_joins_per_room: {limit}
-rc_room_creation: {limit}
-rc_profile: {limit}
-"#
-        );
-        std::fs::write(
-            dir.path().join("log.yaml"),
-            "version: 1\nformatters: {precise: {format: '%(asctime)s %(name)s %(levelname)s %(message)s'}}\n\
-             handlers: {console: {class: logging.StreamHandler, formatter: precise}}\n\
-             root: {level: WARNING, handlers: [console]}\ndisable_existing_loggers: false\n",
-        )
-        .expect("log config");
-        let config_path = dir.path().join("homeserver.yaml");
-        std::fs::write(&config_path, config).expect("synapse config");
-        let python_path = std::env::var("PSYCOPG2_PATH").unwrap_or_default();
-        run_ok(
-            Command::new(&python)
-                .env("PYTHONPATH", &python_path)
-                .args(["-m", "synapse.app.homeserver", "--generate-keys", "-c"])
-                .arg(&config_path),
-            "synapse --generate-keys",
-        );
-        let child = Command::new(&python)
-            .env("PYTHONPATH", &python_path)
-            .args(["-m", "synapse.app.homeserver", "-c"])
-            .arg(&config_path)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("synapse.log")).expect("log file"))
-            .spawn()
-            .expect("start synapse");
-        let mut synapse =
-            Self { postgres, data, pg_port, child, base: format!("http://127.0.0.1:{client_port}"), _dir: dir };
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            if let Ok(r) = http.get(format!("{}/health", synapse.base)).send().await {
-                if r.status().is_success() {
-                    break;
-                }
-            }
-            if let Ok(Some(status)) = synapse.child.try_wait() {
-                panic!("Synapse exited ({status}); see its log in {}", synapse._dir.path().display());
-            }
-            assert!(Instant::now() < deadline, "Synapse did not answer /health within 2 minutes");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        synapse
-    }
-
-    fn psql(&self, sql: &str) -> String {
-        run_ok(
-            Command::new("psql")
-                .args(["-h", "127.0.0.1", "-p", &self.pg_port.to_string(), "-U", "synapse"])
-                .args(["-d", "synapse", "-At", "-c", sql]),
-            sql,
-        )
-    }
-}
-
 impl Store for Synapse {
     fn name(&self) -> &'static str {
         "Synapse"
@@ -632,7 +448,7 @@ impl Store for Synapse {
         details.push_str(&format!(
             "    background updates pending\t{}\n    PostgreSQL data folder (WAL and catalogs included)\t{}",
             pending.trim(),
-            folder_bytes(&self.data)
+            folder_bytes(self.data())
         ));
         (size, details)
     }
@@ -861,7 +677,7 @@ async fn main() {
         results.push(run(&hemicycle, &w).await);
     }
     if args.synapse {
-        let synapse = Synapse::start().await;
+        let synapse = Synapse::start("synapse.storage", "").await;
         results.push(run(&synapse, &w).await);
     }
     println!("\n| server | after set-up | per message (+ receipts, device churn) | per state change | total at the end | time |");
