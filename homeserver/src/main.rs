@@ -141,8 +141,8 @@ fn read_password_file(path: &PathBuf) -> Result<String, String> {
 ///   what start-up touched in it then stays resident: 12 MB of an idle node's 31 MB.
 /// - mimalloc gives pages freed by Rust code back after 10 ms, long enough for the buffers of
 ///   every request of a burst to be resident at once; after 1 ms they mostly are not (peak RSS
-///   132 – 149 → 124 – 129 MiB in the send run, for 2 – 3 page faults more per event; with no
-///   delay at all, 9 more, and up to 77 in a room of 300).
+///   132 – 149 → 124 – 129 MiB in the send run, for 3 page faults more per event; with no
+///   delay at all, 7 – 8 more, and 74 in a room of 300).
 /// - glibc, which RocksDB allocates with, raises its threshold for using `mmap` to the size of
 ///   every mapped block freed, after which RocksDB's memtable blocks (1 MiB) come from its
 ///   heaps, where freed ones stay resident; a fixed threshold keeps them mapped and unmapped
