@@ -227,6 +227,12 @@ async fn the_server_runs_with_its_allocators_options_and_keeps_the_operators() {
         assert!(vars.contains(&option.as_bytes()), "{option} in {:?}", String::from_utf8_lossy(&environ));
     }
     assert!(!vars.contains(&b"MIMALLOC_PURGE_DELAY=1".as_slice()), "the operator's setting is kept");
+
+    let plain = TestServer::start();
+    plain.register("bob", "pw").await;
+    let environ = std::fs::read(format!("/proc/{}/environ", plain.pid())).expect("the server's environment");
+    let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+    assert!(vars.contains(&b"MIMALLOC_PURGE_DELAY=1".as_slice()), "{:?}", String::from_utf8_lossy(&environ));
 }
 
 /// A stop is bounded: a long-polling sync does not hold it for as long as its client asked to wait,
