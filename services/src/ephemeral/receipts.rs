@@ -33,7 +33,10 @@ impl Receipts {
         Self { db, writer, locks: crate::locks::Striped::new(64) }
     }
 
-    /// Records a receipt, replacing the user's previous one of the same type and thread.
+    /// Records a receipt, replacing the user's previous one of the same type and thread, unless
+    /// the previous one is for a later event (or the same): a receipt never moves back, as in
+    /// Synapse. Unread counts and the pruning of read notifications (`retention`) rely on it:
+    /// what a receipt has covered stays read.
     pub async fn set(&self, room: &RoomId, receipt: Receipt) -> Result<()> {
         let key = (room.to_owned(), slot(&receipt.user, &receipt.receipt_type, receipt.thread_id.as_deref()));
         // One receipt of a user at a time: the previous slot is read and replaced without another
@@ -41,6 +44,20 @@ impl Receipts {
         let _guard = self.locks.lock(&receipt.user).await;
         let previous = self.db.tables.ephemeral.roomidslot_receiptpos.get(&key)?;
         let tables = &self.db.tables;
+        if let Some(old) = &previous {
+            let event_pos = |event: &ruma::EventId| -> Result<Option<u64>> {
+                Ok(tables.rooms.eventid_meta.get(&event.to_owned())?.map(|Json(meta)| meta.pos))
+            };
+            let old_event = tables.ephemeral.roomidpos_receipt.get(&(room.to_owned(), *old))?.map(|Json(r)| r.event_id);
+            // An event not (yet) known here, such as a remote receipt's, has no position: it replaces.
+            if let (Some(old_pos), Some(new_pos)) =
+                (old_event.as_deref().map(event_pos).transpose()?.flatten(), event_pos(&receipt.event_id)?)
+            {
+                if new_pos <= old_pos {
+                    return Ok(());
+                }
+            }
+        }
         let durable = self.writer.submit(&self.db, |batch, pos| {
             self.writer.touch_room(room, pos);
             if let Some(old) = previous {

@@ -537,6 +537,19 @@ async fn evaluate(
     Ok((thread, out))
 }
 
+/// Evaluates every event the stream has published, as the evaluator's task would (tests of
+/// other domains, which run without the background tasks).
+#[cfg(test)]
+pub(crate) async fn evaluate_all(services: &Services) {
+    let head = *services.rooms.subscribe().borrow();
+    let mut done = *services.push.evaluated.borrow();
+    let mut rooms = RoomCache::default();
+    while done < head {
+        done = evaluate_range(services, &mut rooms, done, head, RECORDS_PER_BATCH).await.expect("evaluate");
+    }
+    services.push.evaluated.send_replace(done);
+}
+
 #[cfg(test)]
 mod tests {
     use ruma::events::TimelineEventType;

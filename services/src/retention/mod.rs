@@ -1,6 +1,6 @@
 //! Pruning of what is kept only for a while (`[retention]`): ids of federation transactions
-//! received, the device list stream, client transaction ids, and what removed devices leave
-//! behind. Synapse keeps most of their counterparts until its operators purge them by hand
+//! received, the device list stream, client transaction ids, what removed devices leave
+//! behind, and the notification records of what a user has read. Synapse keeps most of their counterparts until its operators purge them by hand
 //! (`device_lists_stream`, `received_transactions`, `event_txn_id_device_id`); here one task
 //! drops them on a timer, each
 //! kind after its configured retention, in writes of at most `retention.batch` records, so a
@@ -15,13 +15,13 @@ pub mod tables;
 #[cfg(test)]
 mod tests;
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use ruma::{OwnedDeviceId, OwnedUserId};
 
 use crate::{
     db::{
-        codec::{prefix2, Be64, Codec, Json},
+        codec::{prefix, prefix2, Be64, Codec, Json},
         Batch,
     },
     error::Result,
@@ -41,6 +41,8 @@ pub struct Pruned {
     pub departed_device_records: u64,
     /// Removed devices whose records are all gone (or that came back under the same id).
     pub departed_devices: u64,
+    /// Notification records (and thread totals by position) of events the user has read.
+    pub read_notifications: u64,
     /// Entries of the notification index earlier releases wrote (`useridpos_notification`),
     /// which nothing reads any more.
     pub legacy_notification_index: u64,
@@ -80,6 +82,7 @@ pub async fn prune(services: &Services, now_ms: u64) -> Result<Pruned> {
     let oldest = before(&retention.device_list_changes).min(before(&retention.client_transactions));
     drop_checkpoints_before(services, oldest)?;
     let legacy_notification_index = legacy_notification_index(services).await?;
+    let read_notifications = read_notifications(services).await?;
     Ok(Pruned {
         federation_transactions,
         device_list_changes,
@@ -87,7 +90,114 @@ pub async fn prune(services: &Services, now_ms: u64) -> Result<Pruned> {
         departed_device_records,
         departed_devices,
         legacy_notification_index,
+        read_notifications,
     })
+}
+
+/// Drops the notification records of events each user has read: one per notified member and
+/// event, the largest table of a busy server, which Synapse also deletes (its push actions up
+/// to each new read receipt, highlights kept). Unread counts need only, for each receipt, the
+/// newest record at or before it (the running totals there), and receipts never move back
+/// (`Receipts::set`), so everything older than that record can go — except highlights, which
+/// `/notifications?only=highlight` lists as Synapse's does, and thread replies still unread in
+/// their thread. The same for the thread totals by position, per thread and its receipt.
+async fn read_notifications(services: &Services) -> Result<u64> {
+    let tables = &services.db.tables;
+    let mut out = Drops::new(services.config.retention.batch);
+    for entry in tables.push.useridroomid_notifytotal.iter() {
+        let ((user, room), _) = entry?;
+        let pair = prefix2(&user, &room);
+        let receipts = &services.receipts;
+        let unthreaded = receipts.read_position(&room, &user)?.unwrap_or(0);
+        let main_read = unthreaded.max(receipts.read_position_in(&room, &user, Some("main"))?.unwrap_or(0));
+        let mut thread_read: HashMap<String, u64> = HashMap::new();
+        let mut read_in = |root: &str| -> Result<u64> {
+            if let Some(read) = thread_read.get(root) {
+                return Ok(*read);
+            }
+            let read = unthreaded.max(receipts.read_position_in(&room, &user, Some(root))?.unwrap_or(0));
+            thread_read.insert(root.to_owned(), read);
+            Ok(read)
+        };
+        // The room's records before the newest one at or before the main timeline's receipt.
+        let anchor = (user.clone(), room.clone(), Be64(main_read)).encode();
+        let kept =
+            tables.push.useridroomidpos_notification.scan_from(pair.clone(), anchor, false).next().transpose()?;
+        if let Some(((_, _, Be64(kept)), _)) = kept {
+            for entry in tables.push.useridroomidpos_notification.scan_prefix(pair.clone()) {
+                let (key, Json(record)) = entry?;
+                if key.2 .0 >= kept {
+                    break;
+                }
+                let read = match &record.thread {
+                    None => true,
+                    Some(root) => key.2 .0 <= read_in(root)?,
+                };
+                if read && !record.actions.iter().any(ruma::push::Action::is_highlight) {
+                    tables.push.useridroomidpos_notification.remove(&mut out.batch, &key);
+                    out.one_more(services).await?;
+                }
+            }
+        }
+        // Each thread's totals by position before the newest at or before its receipt.
+        let mut roots = Vec::new();
+        for entry in tables.push.useridroomidthread_notifytotal.scan_prefix(pair.clone()) {
+            roots.push(entry?.0 .2);
+        }
+        for root in roots {
+            let read = read_in(&root)?;
+            let mut thread = pair.clone();
+            thread.extend(prefix(&root));
+            let anchor = (user.clone(), room.clone(), root.clone(), Be64(read)).encode();
+            let kept = tables.push.useridroomidthreadpos_notifytotal.scan_from(thread.clone(), anchor, false).next();
+            let Some(((_, _, _, Be64(kept)), _)) = kept.transpose()? else { continue };
+            for entry in tables.push.useridroomidthreadpos_notifytotal.scan_prefix(thread) {
+                let (key, _) = entry?;
+                if key.3 .0 >= kept {
+                    break;
+                }
+                tables.push.useridroomidthreadpos_notifytotal.remove(&mut out.batch, &key);
+                out.one_more(services).await?;
+            }
+        }
+    }
+    out.finish(services)
+}
+
+/// Removals gathered into writes of at most `retention.batch`, for a pass that finds what to
+/// drop as it scans.
+struct Drops {
+    batch: Batch,
+    pending: usize,
+    total: u64,
+    limit: usize,
+}
+
+impl Drops {
+    fn new(limit: usize) -> Self {
+        Self { batch: Batch::new(), pending: 0, total: 0, limit }
+    }
+
+    /// Counts a removal just put in the batch; writes the batch once it holds `limit`.
+    async fn one_more(&mut self, services: &Services) -> Result<()> {
+        self.pending += 1;
+        if self.pending >= self.limit {
+            services.db.write_unsynced(std::mem::take(&mut self.batch))?;
+            self.total += self.pending as u64;
+            self.pending = 0;
+            tokio::task::yield_now().await;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self, services: &Services) -> Result<u64> {
+        if self.pending > 0 {
+            services.db.write_unsynced(self.batch)?;
+            self.total += self.pending as u64;
+            self.pending = 0;
+        }
+        Ok(self.total)
+    }
 }
 
 /// Empties the index of notifications by user and position that releases before `0d536ed`

@@ -230,3 +230,84 @@ async fn the_notification_index_of_earlier_releases_goes() {
     assert_eq!(pruned.legacy_notification_index, 5, "in three writes of at most 2");
     assert_eq!(table.iter().count(), 0);
 }
+
+/// A user's notification records of what they have read go, except the newest at or before
+/// their receipt (the totals the unread counts subtract), highlights, and thread replies still
+/// unread in their thread; the counts read the same before and after, and a receipt sent back
+/// to an earlier event is ignored, so it cannot reach records that went.
+#[tokio::test]
+async fn notifications_a_user_has_read_go_and_the_counts_stay() {
+    use crate::{ephemeral::receipts::Receipt, push::evaluate::evaluate_all};
+
+    let (_dir, services) = services().await;
+    let ([alice, bob, _], room) = crate::services::testing::three_users_in(&services).await;
+    let send = |content: serde_json::Value| {
+        let services = services.clone();
+        let (room, alice) = (room.clone(), alice.clone());
+        async move {
+            let event = NewEvent::message(TimelineEventType::RoomMessage, content);
+            services.rooms.append(&room, &alice, event, None).await.expect("message")
+        }
+    };
+    let text = |n: usize| json!({ "msgtype": "m.text", "body": format!("message {n}") });
+    let mut messages = Vec::new();
+    for n in 0..4 {
+        messages.push(send(text(n)).await);
+    }
+    let mention = send(json!({ "msgtype": "m.text", "body": "bob!", "m.mentions": { "user_ids": [bob] } })).await;
+    let reply = json!({
+        "msgtype": "m.text",
+        "body": "in the thread",
+        "m.relates_to": { "rel_type": "m.thread", "event_id": messages[0] },
+    });
+    let in_thread = [send(reply.clone()).await, send(reply).await];
+    for n in 4..8 {
+        messages.push(send(text(n)).await);
+    }
+    evaluate_all(&services).await;
+    let receipt = |event: &ruma::OwnedEventId, thread: Option<&str>| {
+        let services = services.clone();
+        let (room, bob, event) = (room.clone(), bob.clone(), event.clone());
+        let thread_id = thread.map(str::to_owned);
+        async move {
+            let receipt = Receipt { user: bob, receipt_type: "m.read".into(), event_id: event, thread_id, ts: 1 };
+            services.receipts.set(&room, receipt).await.expect("receipt")
+        }
+    };
+    let unread = || crate::push::evaluate::unread(&services, &room, &bob).expect("counts");
+    let records = || {
+        let prefix = crate::db::codec::prefix2(&bob, &room);
+        services.db.tables.push.useridroomidpos_notification.scan_prefix(prefix).count()
+    };
+    let thread_records = || services.db.tables.push.useridroomidthreadpos_notifytotal.iter().count();
+    assert_eq!((records(), thread_records()), (11, 2));
+
+    // The main timeline read up to the sixth message (after the mention and the replies).
+    receipt(&messages[5], Some("main")).await;
+    let before = unread();
+    assert_eq!(before.main, (2, 0));
+    assert_eq!(before.threads, vec![(messages[0].to_string(), (2, 0))]);
+    let pruned = prune(&services, crate::time::now_ms()).await.expect("prune");
+    assert_eq!(pruned.read_notifications, 5, "messages 0 – 4; the mention, the replies and message 5 stay");
+    assert_eq!(records(), 6);
+    assert_eq!(unread(), before);
+
+    // The thread read: its replies' records go, but for the newest total of the thread.
+    receipt(&in_thread[1], Some(messages[0].as_str())).await;
+    let before = unread();
+    assert_eq!(before.threads, vec![]);
+    assert_eq!(prune(&services, crate::time::now_ms()).await.expect("prune").read_notifications, 3);
+    assert_eq!((records(), thread_records()), (4, 1), "the mention, message 5 and those after");
+    assert_eq!(unread(), before);
+
+    // Back to an earlier event: ignored (the counts would need the records that went).
+    receipt(&messages[1], Some("main")).await;
+    assert_eq!(unread().main, (2, 0));
+    receipt(&messages[7], None).await;
+    assert_eq!(unread().total(), (0, 0));
+    assert_eq!(prune(&services, crate::time::now_ms()).await.expect("prune").read_notifications, 2);
+    assert_eq!(records(), 2, "the mention and the newest read");
+    let listed = crate::push::notifications(&services, &bob, None, 10, true).expect("highlights");
+    assert_eq!(listed.iter().map(|n| n.event["event_id"].as_str().unwrap()).collect::<Vec<_>>(), [mention.as_str()]);
+    assert_eq!(unread().total(), (0, 0));
+}
