@@ -29,7 +29,7 @@ pub trait TableSet: Send + Sync + Sized + 'static {
     /// Every column family of the set; [`Database::open`] creates those missing.
     const NAMES: &'static [&'static str];
     /// The typed tables over the open store.
-    fn new(db: &Arc<DB>, reads: &Arc<AtomicU64>) -> Self;
+    fn new(db: &Arc<DB>, counters: &Arc<TableCounters>) -> Self;
     /// Named counters (`metakey_count`): the global counter behind stream positions and ids.
     fn meta(&self) -> &Table<String, codec::Be64>;
 }
@@ -51,9 +51,9 @@ macro_rules! tables {
 
             pub fn new(
                 db: &::std::sync::Arc<$crate::db::DB>,
-                reads: &::std::sync::Arc<::std::sync::atomic::AtomicU64>,
+                counters: &::std::sync::Arc<$crate::db::TableCounters>,
             ) -> Self {
-                Self { $($field: $crate::db::Table::new(db, reads, stringify!($field)),)* }
+                Self { $($field: $crate::db::Table::new(db, counters, stringify!($field)),)* }
             }
         }
     };
@@ -113,9 +113,8 @@ pub struct Database<T> {
     /// Fault injection for the durability test only ([`SKIP_FSYNC_ENV`]): write without ever
     /// syncing, to show that the test catches a server that acknowledges before the disk has it.
     skip_sync: bool,
-    /// Point reads and iterator steps so far, so tests can show that a request's cost follows
-    /// what changed rather than the size of what is stored.
-    reads: Arc<AtomicU64>,
+    /// What the tables share: the reads so far and each column family's writes.
+    counters: Arc<TableCounters>,
     /// RocksDB writes so far (each a log record and a memtable insert round, however many
     /// entries): tests show that a group of batches is written at once.
     writes: AtomicU64,
@@ -195,8 +194,8 @@ impl<T: TableSet> Database<T> {
             }
         })?;
         let db = Arc::new(db);
-        let reads = Arc::new(AtomicU64::new(0));
-        let tables = T::new(&db, &reads);
+        let counters = Arc::new(TableCounters::new(T::NAMES));
+        let tables = T::new(&db, &counters);
         let schema = tables.meta().get(&SCHEMA_KEY.to_owned())?.map(|c: codec::Be64| c.0);
         if let Some(found) = schema.filter(|v| *v > SCHEMA_VERSION) {
             return Err(DbError::Io(format!(
@@ -225,7 +224,7 @@ impl<T: TableSet> Database<T> {
             counter: AtomicU64::new(counter),
             backfill_floor: std::sync::Mutex::new((floor, low)),
             skip_sync,
-            reads,
+            counters,
             writes: AtomicU64::new(0),
             path: path.to_owned(),
         };
@@ -344,7 +343,7 @@ impl<T: TableSet> Database<T> {
 
     /// Reads done so far (point lookups and iterator steps, every table together).
     pub fn reads(&self) -> u64 {
-        self.reads.load(Ordering::Relaxed)
+        self.counters.reads.load(Ordering::Relaxed)
     }
 
     /// RocksDB writes done so far (see [`Database::write_unsynced`]).
@@ -377,7 +376,11 @@ impl<T: TableSet> Database<T> {
         let mut opts = WriteOptions::default();
         opts.set_sync(sync && !self.skip_sync);
         self.writes.fetch_add(1, Ordering::Relaxed);
+        let touched = batch.touched;
         self.db.write_opt(batch.inner, &opts)?;
+        // After the write, so that a cache which read a generation and then the tables never
+        // keeps what it read under a generation newer than the write it missed.
+        self.counters.written(&touched);
         Ok(())
     }
 
@@ -398,6 +401,44 @@ impl<T: TableSet> Database<T> {
 pub struct Batch {
     inner: WriteBatch,
     counter: u64,
+    /// The column families written, by slot ([`TableCounters`]): bit `i % 64` of word `i / 64`.
+    touched: [u64; MAX_FAMILIES / 64],
+}
+
+/// The most column families a store may declare (the width of [`Batch`]'s set of those written).
+const MAX_FAMILIES: usize = 256;
+
+/// What every table of one store shares: the point reads and iterator steps so far (tests show
+/// with them that a request's cost follows what changed rather than the size of what is
+/// stored), and per column family a generation, raised by every write that touched it. A cache
+/// of records above this layer keeps the generations it read them at and is stale as soon as
+/// one moved: no write site has to remember to invalidate it.
+pub struct TableCounters {
+    reads: AtomicU64,
+    names: &'static [&'static str],
+    generations: Box<[AtomicU64]>,
+}
+
+impl TableCounters {
+    fn new(names: &'static [&'static str]) -> Self {
+        assert!(names.len() <= MAX_FAMILIES, "at most {MAX_FAMILIES} column families");
+        Self { reads: AtomicU64::new(0), names, generations: names.iter().map(|_| AtomicU64::new(0)).collect() }
+    }
+
+    fn slot(&self, name: &str) -> usize {
+        self.names.iter().position(|n| *n == name).unwrap_or_else(|| panic!("column family {name} is declared"))
+    }
+
+    fn written(&self, touched: &[u64; MAX_FAMILIES / 64]) {
+        for (word, bits) in touched.iter().enumerate() {
+            let mut bits = *bits;
+            while bits != 0 {
+                let bit = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                self.generations[word * 64 + bit].fetch_add(1, Ordering::AcqRel);
+            }
+        }
+    }
 }
 
 /// Bytes before the first record of a RocksDB write batch: the sequence number (8 bytes,
@@ -425,8 +466,12 @@ impl Batch {
     pub fn concat(batches: impl IntoIterator<Item = Batch>) -> Batch {
         let mut data = Vec::new();
         let (mut count, mut counter) = (0u32, 0u64);
+        let mut touched = [0u64; MAX_FAMILIES / 64];
         for batch in batches {
             counter = counter.max(batch.counter);
+            for (all, these) in touched.iter_mut().zip(batch.touched) {
+                *all |= these;
+            }
             if batch.inner.is_empty() {
                 continue;
             }
@@ -443,7 +488,11 @@ impl Batch {
             data[8..BATCH_HEADER].copy_from_slice(&count.to_le_bytes());
             WriteBatch::from_data(&data)
         };
-        Batch { inner, counter }
+        Batch { inner, counter, touched }
+    }
+
+    fn touch(&mut self, slot: usize) {
+        self.touched[slot / 64] |= 1 << (slot % 64);
     }
 }
 
@@ -451,18 +500,27 @@ impl Batch {
 pub struct Table<K, V> {
     db: Arc<DB>,
     name: &'static str,
-    reads: Arc<AtomicU64>,
+    counters: Arc<TableCounters>,
+    slot: usize,
     _types: PhantomData<fn(K, V)>,
 }
 
 impl<K: Codec, V: Codec> Table<K, V> {
-    pub fn new(db: &Arc<DB>, reads: &Arc<AtomicU64>, name: &'static str) -> Self {
+    pub fn new(db: &Arc<DB>, counters: &Arc<TableCounters>, name: &'static str) -> Self {
         assert!(db.cf_handle(name).is_some(), "column family {name} is declared in its TableSet's NAMES");
-        Self { db: db.clone(), name, reads: reads.clone(), _types: PhantomData }
+        let slot = counters.slot(name);
+        Self { db: db.clone(), name, counters: counters.clone(), slot, _types: PhantomData }
     }
 
     fn count_read(&self) {
-        self.reads.fetch_add(1, Ordering::Relaxed);
+        self.counters.reads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many writes have touched this table since the store opened (raised once each
+    /// write is done). Read it before reading records to cache them: a different number
+    /// later means the copy may be stale.
+    pub fn generation(&self) -> u64 {
+        self.counters.generations[self.slot].load(Ordering::Acquire)
     }
 
     fn cf(&self) -> &ColumnFamily {
@@ -488,10 +546,12 @@ impl<K: Codec, V: Codec> Table<K, V> {
 
     pub fn insert(&self, batch: &mut Batch, key: &K, value: &V) {
         batch.inner.put_cf(self.cf(), key.encode(), value.encode());
+        batch.touch(self.slot);
     }
 
     pub fn remove(&self, batch: &mut Batch, key: &K) {
         batch.inner.delete_cf(self.cf(), key.encode());
+        batch.touch(self.slot);
     }
 
     /// Every entry whose key starts with the encoded `prefix` (use [`codec::prefix`] for the first
@@ -540,8 +600,8 @@ mod tests {
 
     impl TableSet for Counters {
         const NAMES: &'static [&'static str] = &["metakey_count"];
-        fn new(db: &Arc<DB>, reads: &Arc<AtomicU64>) -> Self {
-            Self { meta: Table::new(db, reads, "metakey_count") }
+        fn new(db: &Arc<DB>, counters: &Arc<TableCounters>) -> Self {
+            Self { meta: Table::new(db, counters, "metakey_count") }
         }
         fn meta(&self) -> &Table<String, codec::Be64> {
             &self.meta
@@ -549,6 +609,30 @@ mod tests {
     }
 
     type Database = super::Database<Counters>;
+
+    /// A write raises the generation of each table it touched once it is done, a
+    /// concatenated group raises those of all its batches', and reads raise nothing.
+    #[test]
+    fn a_write_raises_the_generation_of_the_tables_it_touched() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(dir.path()).unwrap();
+        let meta = db.tables.meta();
+        let before = meta.generation();
+        let _ = meta.get(&"a".to_owned()).unwrap();
+        assert_eq!(meta.generation(), before, "a read");
+        let mut batch = Batch::new();
+        meta.insert(&mut batch, &"a".to_owned(), &codec::Be64(1));
+        assert_eq!(meta.generation(), before, "not written yet");
+        db.write_unsynced(batch).unwrap();
+        assert_eq!(meta.generation(), before + 1);
+        let (mut one, mut two) = (Batch::new(), Batch::new());
+        meta.remove(&mut one, &"a".to_owned());
+        meta.insert(&mut two, &"b".to_owned(), &codec::Be64(2));
+        db.commit(Batch::concat([one, two])).unwrap();
+        assert_eq!(meta.generation(), before + 2, "one write");
+        db.commit(Batch::new()).unwrap();
+        assert_eq!(meta.generation(), before + 2, "an empty batch touches nothing");
+    }
 
     /// A group of batches concatenated writes every entry of each, in order (a later write of a
     /// key wins), in one write; the stored counter covers the highest number any of them used.

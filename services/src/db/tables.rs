@@ -2,9 +2,9 @@
 //! (`<domain>/tables.rs`, modules that import no service), and this set gathers them for the
 //! storage layer (`hemicycle_core::db`), which knows none of them.
 
-use std::sync::{atomic::AtomicU64, Arc};
+use std::sync::Arc;
 
-use super::{codec::Be64, Table, TableSet, DB};
+use super::{codec::Be64, Table, TableCounters, TableSet, DB};
 
 /// Every domain's tables, and the store's own counters.
 pub struct Tables {
@@ -57,24 +57,24 @@ impl TableSet for Tables {
         &self.meta
     }
 
-    fn new(db: &Arc<DB>, reads: &Arc<AtomicU64>) -> Self {
+    fn new(db: &Arc<DB>, counters: &Arc<TableCounters>) -> Self {
         Self {
-            meta: Table::new(db, reads, "metakey_count"),
-            users: crate::users::tables::Tables::new(db, reads),
-            push: crate::push::tables::Tables::new(db, reads),
-            ephemeral: crate::ephemeral::tables::Tables::new(db, reads),
-            rooms: crate::rooms::tables::Tables::new(db, reads),
-            keys: crate::keys::tables::Tables::new(db, reads),
-            media: crate::media::tables::Tables::new(db, reads),
-            federation: crate::federation::tables::Tables::new(db, reads),
-            server_keys: crate::server_keys::tables::Tables::new(db, reads),
-            reports: crate::reports::tables::Tables::new(db, reads),
-            audit: crate::audit::tables::Tables::new(db, reads),
-            rtc: crate::rtc::tables::Tables::new(db, reads),
-            oauth: crate::oauth::tables::Tables::new(db, reads),
-            retention: crate::retention::tables::Tables::new(db, reads),
-            network: crate::network::tables::Tables::new(db, reads),
-            appservice: crate::appservice::tables::Tables::new(db, reads),
+            meta: Table::new(db, counters, "metakey_count"),
+            users: crate::users::tables::Tables::new(db, counters),
+            push: crate::push::tables::Tables::new(db, counters),
+            ephemeral: crate::ephemeral::tables::Tables::new(db, counters),
+            rooms: crate::rooms::tables::Tables::new(db, counters),
+            keys: crate::keys::tables::Tables::new(db, counters),
+            media: crate::media::tables::Tables::new(db, counters),
+            federation: crate::federation::tables::Tables::new(db, counters),
+            server_keys: crate::server_keys::tables::Tables::new(db, counters),
+            reports: crate::reports::tables::Tables::new(db, counters),
+            audit: crate::audit::tables::Tables::new(db, counters),
+            rtc: crate::rtc::tables::Tables::new(db, counters),
+            oauth: crate::oauth::tables::Tables::new(db, counters),
+            retention: crate::retention::tables::Tables::new(db, counters),
+            network: crate::network::tables::Tables::new(db, counters),
+            appservice: crate::appservice::tables::Tables::new(db, counters),
         }
     }
 }

@@ -173,6 +173,31 @@ pub struct Users {
     validity: Option<Arc<account_validity::AccountValidity>>,
     /// `directory.discovery_room`: told of every new or reactivated account, which joins it.
     discovery: Option<Arc<discovery::state::Discovery>>,
+    /// Records read recently, for the requests of the same clients that follow.
+    recent: Mutex<Recent>,
+}
+
+/// What authenticating a token read (its session, device and account) and accounts read, each
+/// kept with the generations of the tables it came from (`Table::generation`) and used only
+/// while none of them has been written since. Every request authenticates, and a message
+/// send read the three records and the account again (shadow-ban flag): 6 % of a busy
+/// server's time, point reads and JSON decodes (docs/performance.md). No write site needs to
+/// invalidate anything, so none can forget to: a logout, a locked account or a refreshed
+/// token raises a generation, and the next request reads the tables again.
+#[derive(Default)]
+struct Recent {
+    tokens: HashMap<Vec<u8>, (u64, Arc<TokenRead>)>,
+    accounts: HashMap<OwnedUserId, (u64, Option<Arc<Account>>)>,
+}
+
+/// Entries kept of each kind before the cache starts again empty (a bound, not an LRU: a
+/// server's active tokens and accounts fit, and a flood of new ones only costs reads).
+const RECENT_ENTRIES: usize = 100_000;
+
+struct TokenRead {
+    owner: TokenOwner,
+    device: Option<Device>,
+    account: Option<Arc<Account>>,
 }
 
 impl Users {
@@ -192,6 +217,7 @@ impl Users {
             password_policy: Default::default(),
             validity: None,
             discovery: None,
+            recent: Mutex::new(Recent::default()),
         }
     }
 
@@ -286,7 +312,49 @@ impl Users {
     }
 
     pub fn account(&self, user: &UserId) -> Result<Option<Account>> {
-        Ok(self.db.tables.users.userid_account.get(&user.to_owned())?.map(|Json(a)| a))
+        Ok(self.account_shared(user)?.map(|a| a.as_ref().clone()))
+    }
+
+    /// The account, from [`Recent`] while its table is unchanged.
+    fn account_shared(&self, user: &UserId) -> Result<Option<Arc<Account>>> {
+        let table = &self.db.tables.users.userid_account;
+        let generation = table.generation();
+        if let Some((at, account)) = self.recent.lock().expect("recent records").accounts.get(user) {
+            if *at == generation {
+                return Ok(account.clone());
+            }
+        }
+        let account = table.get(&user.to_owned())?.map(|Json(a)| Arc::new(a));
+        let mut recent = self.recent.lock().expect("recent records");
+        if recent.accounts.len() >= RECENT_ENTRIES {
+            recent.accounts.clear();
+        }
+        recent.accounts.insert(user.to_owned(), (generation, account.clone()));
+        Ok(account)
+    }
+
+    /// The session, device and account of a token hash, from [`Recent`] while their three
+    /// tables are unchanged (the sum of their generations moves with a write to any of them).
+    fn token_read(&self, hash: &[u8]) -> Result<Arc<TokenRead>> {
+        let tables = &self.db.tables.users;
+        let generation = tables.tokenhash_session.generation()
+            + tables.userdeviceid_device.generation()
+            + tables.userid_account.generation();
+        if let Some((at, read)) = self.recent.lock().expect("recent records").tokens.get(hash) {
+            if *at == generation {
+                return Ok(read.clone());
+            }
+        }
+        let owner = tables.tokenhash_session.get(&hash.to_vec())?.map(|Json(o)| o).ok_or(Error::UnknownToken)?;
+        let device = self.device(&owner.user_id, &owner.device_id)?;
+        let account = tables.userid_account.get(&owner.user_id)?.map(|Json(a)| Arc::new(a));
+        let read = Arc::new(TokenRead { owner, device, account });
+        let mut recent = self.recent.lock().expect("recent records");
+        if recent.tokens.len() >= RECENT_ENTRIES {
+            recent.tokens.clear();
+        }
+        recent.tokens.insert(hash.to_vec(), (generation, read.clone()));
+        Ok(read)
     }
 
     /// Whether the id is taken (deactivated ids stay taken: ids are never reused).
@@ -576,7 +644,7 @@ impl Users {
 
     /// Whether the account is shadow-banned (its sends are answered but dropped).
     pub fn is_shadow_banned(&self, user: &UserId) -> Result<bool> {
-        Ok(self.account(user)?.is_some_and(|a| a.shadow_banned))
+        Ok(self.account_shared(user)?.is_some_and(|a| a.shadow_banned))
     }
 
     /// The event id answered to a shadow-banned sender: derived from the request, so a retried
@@ -908,12 +976,12 @@ impl Users {
     /// device's last use (`ip`, now), written to disk at most once a minute.
     pub fn authenticate(&self, token: &str, ip: Option<IpAddr>) -> Result<TokenOwner> {
         let hash = token_hash(token);
-        let owner = self.db.tables.users.tokenhash_session.get(&hash)?.map(|Json(o)| o).ok_or(Error::UnknownToken)?;
-        let device = self
-            .device(&owner.user_id, &owner.device_id)?
-            .filter(|d| d.token_hash == hash || d.previous_token_hash.as_ref() == Some(&hash));
-        let account = self.account(&owner.user_id)?;
-        if device.is_none() || account.as_ref().is_none_or(|a| a.deactivated) {
+        let read = self.token_read(&hash)?;
+        let owner = &read.owner;
+        let device =
+            read.device.as_ref().filter(|d| d.token_hash == hash || d.previous_token_hash.as_ref() == Some(&hash));
+        let account = read.account.as_deref();
+        if device.is_none() || account.is_none_or(|a| a.deactivated) {
             return Err(Error::UnknownToken);
         }
         if account.is_some_and(|a| a.locked) {
@@ -935,7 +1003,7 @@ impl Users {
         if now.saturating_sub(stored) >= LAST_SEEN_EVERY_MS {
             self.persist_last_seen(&owner.user_id, &owner.device_id)?;
         }
-        Ok(owner)
+        Ok(owner.clone())
     }
 
     /// The first use of a refreshed access token ends the refresh token it was refreshed with
@@ -1119,5 +1187,45 @@ impl Users {
             seen.remove(&(user.to_owned(), device_id.clone()));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{
+        db::{codec::Json, Batch},
+        error::Error,
+    };
+
+    /// Authentication keeps what it read for the requests that follow, yet a write to the
+    /// token's session, device or account by any path (here straight to the tables, as no
+    /// service would) is seen by the very next request: the copy is used only while none of the
+    /// three tables has been written.
+    #[tokio::test]
+    async fn authentication_sees_every_write_to_what_it_read() {
+        let (_dir, services) = crate::services::testing::open(|_| {});
+        let users = &services.users;
+        let alice = users.create("alice", None, false).await.expect("alice");
+        let token = users.login(&alice, None, None, None, None).await.expect("login").access_token;
+        for _ in 0..2 {
+            assert_eq!(users.authenticate(&token, None).expect("authenticated").user_id, alice);
+        }
+        let tables = &services.db.tables.users;
+        let Json(mut account) = tables.userid_account.get(&alice).unwrap().expect("account");
+        account.locked = true;
+        let mut batch = Batch::new();
+        tables.userid_account.insert(&mut batch, &alice, &Json(account.clone()));
+        services.db.commit(batch).unwrap();
+        assert!(matches!(users.authenticate(&token, None), Err(Error::UserLocked)));
+        assert!(users.account(&alice).unwrap().expect("account").locked);
+        account.locked = false;
+        let mut batch = Batch::new();
+        tables.userid_account.insert(&mut batch, &alice, &Json(account));
+        services.db.commit(batch).unwrap();
+        assert_eq!(users.authenticate(&token, None).expect("unlocked").user_id, alice);
+        let mut batch = Batch::new();
+        tables.tokenhash_session.remove(&mut batch, &super::token_hash(&token));
+        services.db.commit(batch).unwrap();
+        assert!(matches!(users.authenticate(&token, None), Err(Error::UnknownToken)));
     }
 }
