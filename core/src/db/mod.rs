@@ -496,6 +496,41 @@ impl Batch {
     }
 }
 
+/// Records read from tables (or derived from them), each kept with the generation of those
+/// tables it was read at ([`Table::generation`], or the sum of several) and used only while that
+/// has not moved: a cache no write site has to invalidate. Bounded: once full it starts again
+/// empty (the hot keys of a busy server come back at once; a flood of new ones costs reads).
+pub struct Recent<K, V> {
+    entries: std::sync::Mutex<std::collections::HashMap<K, (u64, V)>>,
+    bound: usize,
+}
+
+impl<K: std::hash::Hash + Eq, V: Clone> Recent<K, V> {
+    pub fn new(bound: usize) -> Self {
+        Self { entries: Default::default(), bound }
+    }
+
+    /// The value kept for `key` at `generation` (read before calling), or `read`'s, kept when Ok.
+    pub fn get_or_read<Q, E>(&self, key: &Q, generation: u64, read: impl FnOnce() -> Result<V, E>) -> Result<V, E>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        if let Some((at, value)) = self.entries.lock().expect("recent records").get(key) {
+            if *at == generation {
+                return Ok(value.clone());
+            }
+        }
+        let value = read()?;
+        let mut entries = self.entries.lock().expect("recent records");
+        if entries.len() >= self.bound {
+            entries.clear();
+        }
+        entries.insert(key.to_owned(), (generation, value.clone()));
+        Ok(value)
+    }
+}
+
 /// One column family with typed keys and values.
 pub struct Table<K, V> {
     db: Arc<DB>,

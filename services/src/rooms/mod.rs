@@ -46,13 +46,16 @@ use self::{pdu::Pdu, state::StateStore};
 use crate::{
     db::{
         codec::{prefix, Be64, Codec, Json},
-        Database,
+        Database, Recent,
     },
     error::{Error, Result},
     server_keys::ServerKeys,
     stream::{wait_durable, Writer},
     users::profile::Profiles,
 };
+
+/// Entries of each [`Recent`] cache of the rooms before it starts over.
+const RECENT_ENTRIES: usize = 100_000;
 
 /// Parsed auth events kept in memory before the cache starts over.
 const AUTH_CACHE_ENTRIES: usize = 10_000;
@@ -216,6 +219,11 @@ pub struct Rooms {
     records: Mutex<HashMap<OwnedRoomId, RoomRecord>>,
     /// Parsed auth events (see [`Rooms::auth_pdu`]).
     auth_cache: Mutex<HashMap<OwnedEventId, Pdu>>,
+    /// Membership records read, kept while no membership has been written ([`Recent`]): every
+    /// send checks the sender's, and memberships change far less often than messages come.
+    recent_memberships: Recent<(OwnedUserId, OwnedRoomId), Option<MembershipRecord>>,
+    /// Whether a local sender's account is suspended, kept while no account has been written.
+    recent_suspended: Recent<OwnedUserId, bool>,
     /// Resolutions made, by the set of state snapshots resolved (see [`Rooms::cached_resolution`]).
     resolutions: Mutex<HashMap<Vec<u64>, u64>>,
     /// The user directory's view of each room's joined members (`directory.rs`).
@@ -276,6 +284,8 @@ impl Rooms {
             state: StateStore::new(db.clone(), writer.pending.clone()),
             records: Mutex::new(HashMap::new()),
             auth_cache: Mutex::new(HashMap::new()),
+            recent_memberships: Recent::new(RECENT_ENTRIES),
+            recent_suspended: Recent::new(RECENT_ENTRIES),
             resolutions: Mutex::new(HashMap::new()),
             directory_cache: Mutex::new(HashMap::new()),
             writer,
@@ -384,10 +394,16 @@ impl Rooms {
     }
 
     pub fn pdu_json(&self, event: &EventId) -> Result<Option<Vec<u8>>> {
-        if let Some((json, _)) = self.writer.pending.lock().expect("pending overlay").pdus.get(event) {
+        if let Some((json, _)) = self.writer.pending.lock().expect("pending overlay").event(event) {
             return Ok(Some(json.clone()));
         }
         Ok(self.db.tables.rooms.eventid_pdu.get(&event.to_owned())?)
+    }
+
+    /// Drops the copies the stream keeps of recently written events (`Pending::forget`): for a
+    /// write of a stored event's form outside the stream writer's overlay.
+    fn forget_recent<'a>(&self, ids: impl IntoIterator<Item = &'a OwnedEventId>) {
+        self.writer.pending.lock().expect("pending overlay").forget(ids);
     }
 
     pub fn pdu(&self, event: &EventId) -> Result<Option<Pdu>> {
@@ -424,7 +440,7 @@ impl Rooms {
     }
 
     pub fn meta(&self, event: &EventId) -> Result<Option<EventMeta>> {
-        if let Some((_, meta)) = self.writer.pending.lock().expect("pending overlay").pdus.get(event) {
+        if let Some((_, meta)) = self.writer.pending.lock().expect("pending overlay").event(event) {
             return Ok(Some(meta.clone()));
         }
         Ok(self.db.tables.rooms.eventid_meta.get(&event.to_owned())?.map(|Json(m)| m))
@@ -460,7 +476,9 @@ impl Rooms {
     }
 
     pub fn membership(&self, user: &UserId, room: &RoomId) -> Result<Option<MembershipRecord>> {
-        Ok(self.db.tables.rooms.useridroomid_membership.get(&(user.to_owned(), room.to_owned()))?.map(|Json(m)| m))
+        let table = &self.db.tables.rooms.useridroomid_membership;
+        let key = (user.to_owned(), room.to_owned());
+        self.recent_memberships.get_or_read(&key, table.generation(), || Ok(table.get(&key)?.map(|Json(m)| m)))
     }
 
     pub fn is_joined(&self, user: &UserId, room: &RoomId) -> Result<bool> {

@@ -68,6 +68,7 @@ impl Rooms {
                 tables.rooms.parentpos_childeventid.remove(&mut batch, &key);
             }
         }
+        self.forget_recent(&events);
         purged.events = events.len();
         // Snapshots are deltas on their parents, all of this room: follow every chain.
         let mut pending: Vec<u64> = snapshots.iter().copied().collect();
@@ -159,6 +160,7 @@ impl Rooms {
                 tables.rooms.parentpos_childeventid.remove(&mut batch, &key);
             }
             self.auth_cache.lock().expect("auth cache").remove(&event_id);
+            self.forget_recent([&event_id]);
             deleted += 1;
             // Bounded batches: a big room's history goes in several commits, each whole.
             if deleted % 1000 == 0 {

@@ -108,6 +108,7 @@ impl Rooms {
             }),
         );
         self.db.commit(batch)?;
+        self.forget_recent([&event_id.to_owned()]);
         Ok(verdict.is_ok())
     }
 
@@ -146,7 +147,9 @@ impl Rooms {
         self.db.tables.rooms.eventid_pdu.insert(&mut batch, &event_id.to_owned(), &json.to_vec());
         let meta = OutlierMeta { room_id: room.to_owned(), rejected, soft_failed: !rejected, state_after };
         self.db.tables.rooms.eventid_outlier.insert(&mut batch, &event_id.to_owned(), &Json(meta));
-        Ok(self.db.commit(batch)?)
+        self.db.commit(batch)?;
+        self.forget_recent([&event_id.to_owned()]);
+        Ok(())
     }
 
     /// The snapshot of the state after an event in its branch of the DAG: a timeline event's, or
@@ -572,6 +575,7 @@ impl Rooms {
                 }),
             );
             self.db.commit(batch)?;
+            self.forget_recent([id]);
             match verdict {
                 Ok(()) => accepted.push((id.clone(), pdu, json)),
                 Err(reason) => tracing::info!(event_id = %id, %room, %reason, "older history rejected"),
@@ -656,6 +660,7 @@ impl Rooms {
             tables.rooms.backfillpos_eventid.insert(&mut batch, &Be64(pos), id);
         }
         self.db.commit(batch)?;
+        self.forget_recent(accepted.iter().map(|(id, _, _)| id));
         if !accepted.is_empty() {
             self.backfilled.send_if_modified(|lowest| {
                 let lower = first < *lowest;

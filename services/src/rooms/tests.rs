@@ -334,3 +334,44 @@ async fn built_events_are_signed_by_the_fast_signer() {
     let reference = ruma::signatures::reference_hash(&stored, &rules).expect("reference hash");
     assert_eq!(id.as_str(), format!("${reference}"), "the event id is the reference hash");
 }
+
+/// The stream's consumers read a new event from the memory of the writer (no read of the
+/// store), and what changes a stored event shows at once: a redaction's redacted form, a
+/// purge's absence.
+#[tokio::test]
+async fn recent_events_are_read_from_memory_and_their_changes_show() {
+    let (_dir, services, [alice, ..], room) = crate::services::testing::three_users_and_a_room().await;
+    let rooms = &services.rooms;
+    let content = json!({ "msgtype": "m.text", "body": "secret" });
+    let message = rooms
+        .append(&room, &alice, super::NewEvent::message(TimelineEventType::RoomMessage, content), None)
+        .await
+        .expect("message");
+    let reads = services.db.reads();
+    let json: Value = serde_json::from_slice(&rooms.pdu_json(&message).unwrap().expect("held")).unwrap();
+    assert_eq!(json["content"]["body"], "secret");
+    assert!(rooms.meta(&message).unwrap().is_some());
+    assert_eq!(services.db.reads(), reads, "both from memory");
+
+    let redaction = super::NewEvent::redaction(&RoomVersionId::V12, &message, None);
+    rooms.append(&room, &alice, redaction, None).await.expect("redaction");
+    let json: Value = serde_json::from_slice(&rooms.pdu_json(&message).unwrap().expect("held")).unwrap();
+    assert_eq!(json["content"], json!({}), "the redacted form");
+    assert!(rooms.meta(&message).unwrap().expect("meta").redacted_because.is_some());
+
+    let other = json!({ "msgtype": "m.text", "body": "another" });
+    let second = rooms
+        .append(&room, &alice, super::NewEvent::message(TimelineEventType::RoomMessage, other), None)
+        .await
+        .unwrap();
+    let third = json!({ "msgtype": "m.text", "body": "the room's latest" });
+    let third = rooms
+        .append(&room, &alice, super::NewEvent::message(TimelineEventType::RoomMessage, third), None)
+        .await
+        .unwrap();
+    assert!(rooms.pdu_json(&second).unwrap().is_some());
+    let before = rooms.meta(&third).unwrap().expect("meta").pos;
+    assert!(rooms.purge_history(&room, before, true).await.expect("purge") >= 1);
+    assert!(rooms.pdu_json(&second).unwrap().is_none(), "purged");
+    assert!(rooms.meta(&second).unwrap().is_none());
+}

@@ -31,7 +31,10 @@ impl Rooms {
         if !self.is_local(sender) {
             return Ok(());
         }
-        let suspended = self.db.tables.users.userid_account.get(&sender.to_owned())?.is_some_and(|Json(a)| a.suspended);
+        let accounts = &self.db.tables.users.userid_account;
+        let suspended = self.recent_suspended.get_or_read(sender, accounts.generation(), || {
+            Ok::<_, Error>(accounts.get(&sender.to_owned())?.is_some_and(|Json(a)| a.suspended))
+        })?;
         if !suspended {
             return Ok(());
         }

@@ -34,7 +34,7 @@ use sha2::{Digest, Sha256};
 
 pub use self::tables::{Account, Device, TokenOwner};
 use crate::{
-    db::{codec::prefix, codec::Json, Batch, Database},
+    db::{codec::prefix, codec::Json, Batch, Database, Recent},
     error::{Error, Result},
     stream::{wait_durable, Audience, Cleanup, Writer},
     time::now_ms,
@@ -173,25 +173,18 @@ pub struct Users {
     validity: Option<Arc<account_validity::AccountValidity>>,
     /// `directory.discovery_room`: told of every new or reactivated account, which joins it.
     discovery: Option<Arc<discovery::state::Discovery>>,
-    /// Records read recently, for the requests of the same clients that follow.
-    recent: Mutex<Recent>,
+    /// What authenticating a token read (its session, device and account), kept while none of
+    /// their tables has been written ([`Recent`]). Every request authenticates, and a message
+    /// send read the three records and then the account again (shadow-ban flag): 6 % of a busy
+    /// server's time in point reads and JSON decodes (docs/performance.md). No write site
+    /// invalidates anything, so none can forget to: a logout, a locked account or a refreshed
+    /// token moves a generation, and the next request reads the tables again.
+    recent_tokens: Recent<Vec<u8>, Arc<TokenRead>>,
+    /// Accounts read, kept while no account has been written.
+    recent_accounts: Recent<OwnedUserId, Option<Arc<Account>>>,
 }
 
-/// What authenticating a token read (its session, device and account) and accounts read, each
-/// kept with the generations of the tables it came from (`Table::generation`) and used only
-/// while none of them has been written since. Every request authenticates, and a message
-/// send read the three records and the account again (shadow-ban flag): 6 % of a busy
-/// server's time, point reads and JSON decodes (docs/performance.md). No write site needs to
-/// invalidate anything, so none can forget to: a logout, a locked account or a refreshed
-/// token raises a generation, and the next request reads the tables again.
-#[derive(Default)]
-struct Recent {
-    tokens: HashMap<Vec<u8>, (u64, Arc<TokenRead>)>,
-    accounts: HashMap<OwnedUserId, (u64, Option<Arc<Account>>)>,
-}
-
-/// Entries kept of each kind before the cache starts again empty (a bound, not an LRU: a
-/// server's active tokens and accounts fit, and a flood of new ones only costs reads).
+/// Entries kept of each kind of recent record ([`Users::recent_tokens`], [`Users::recent_accounts`]).
 const RECENT_ENTRIES: usize = 100_000;
 
 struct TokenRead {
@@ -217,7 +210,8 @@ impl Users {
             password_policy: Default::default(),
             validity: None,
             discovery: None,
-            recent: Mutex::new(Recent::default()),
+            recent_tokens: Recent::new(RECENT_ENTRIES),
+            recent_accounts: Recent::new(RECENT_ENTRIES),
         }
     }
 
@@ -315,46 +309,26 @@ impl Users {
         Ok(self.account_shared(user)?.map(|a| a.as_ref().clone()))
     }
 
-    /// The account, from [`Recent`] while its table is unchanged.
+    /// The account, from [`Users::recent_accounts`] while no account has been written.
     fn account_shared(&self, user: &UserId) -> Result<Option<Arc<Account>>> {
         let table = &self.db.tables.users.userid_account;
-        let generation = table.generation();
-        if let Some((at, account)) = self.recent.lock().expect("recent records").accounts.get(user) {
-            if *at == generation {
-                return Ok(account.clone());
-            }
-        }
-        let account = table.get(&user.to_owned())?.map(|Json(a)| Arc::new(a));
-        let mut recent = self.recent.lock().expect("recent records");
-        if recent.accounts.len() >= RECENT_ENTRIES {
-            recent.accounts.clear();
-        }
-        recent.accounts.insert(user.to_owned(), (generation, account.clone()));
-        Ok(account)
+        self.recent_accounts
+            .get_or_read(user, table.generation(), || Ok(table.get(&user.to_owned())?.map(|Json(a)| Arc::new(a))))
     }
 
-    /// The session, device and account of a token hash, from [`Recent`] while their three
-    /// tables are unchanged (the sum of their generations moves with a write to any of them).
+    /// The session, device and account of a token hash, from [`Users::recent_tokens`] while
+    /// their three tables are unchanged (the sum of their generations moves with a write to any).
     fn token_read(&self, hash: &[u8]) -> Result<Arc<TokenRead>> {
         let tables = &self.db.tables.users;
         let generation = tables.tokenhash_session.generation()
             + tables.userdeviceid_device.generation()
             + tables.userid_account.generation();
-        if let Some((at, read)) = self.recent.lock().expect("recent records").tokens.get(hash) {
-            if *at == generation {
-                return Ok(read.clone());
-            }
-        }
-        let owner = tables.tokenhash_session.get(&hash.to_vec())?.map(|Json(o)| o).ok_or(Error::UnknownToken)?;
-        let device = self.device(&owner.user_id, &owner.device_id)?;
-        let account = tables.userid_account.get(&owner.user_id)?.map(|Json(a)| Arc::new(a));
-        let read = Arc::new(TokenRead { owner, device, account });
-        let mut recent = self.recent.lock().expect("recent records");
-        if recent.tokens.len() >= RECENT_ENTRIES {
-            recent.tokens.clear();
-        }
-        recent.tokens.insert(hash.to_vec(), (generation, read.clone()));
-        Ok(read)
+        self.recent_tokens.get_or_read(hash, generation, || {
+            let owner = tables.tokenhash_session.get(&hash.to_vec())?.map(|Json(o)| o).ok_or(Error::UnknownToken)?;
+            let device = self.device(&owner.user_id, &owner.device_id)?;
+            let account = tables.userid_account.get(&owner.user_id)?.map(|Json(a)| Arc::new(a));
+            Ok(Arc::new(TokenRead { owner, device, account }))
+        })
     }
 
     /// Whether the id is taken (deactivated ids stay taken: ids are never reused).
