@@ -106,7 +106,8 @@ impl Evaluator {
         let rules = super::stored_ruleset(services, user)?;
         // Rules compare by id only, so compare what they serialize to (once per cache fill).
         let default = serde_json::to_value(&rules).ok() == serde_json::to_value(Ruleset::server_default(user)).ok();
-        let entry = CachedRules { rules: Arc::new(rules), default };
+        let shared = Arc::new(shared_defaults(&rules));
+        let entry = CachedRules { rules: Arc::new(rules), default, shared };
         let mut cache = self.rules.lock().expect("rules cache");
         if cache.len() > 100_000 {
             cache.clear();
@@ -125,6 +126,33 @@ impl Evaluator {
         let mut rx = self.evaluated.subscribe();
         let _ = tokio::time::timeout(CATCH_UP_WAIT, rx.wait_for(|done| *done >= pos)).await;
     }
+}
+
+/// The ids of `rules`' rules that are exactly the spec's default rule of that id for any user:
+/// the same as in the defaults of two unrelated users (which sets aside the rules that name
+/// the user, `.m.rule.invite_for_me` and `.m.rule.is_user_mention`), and not changed by the
+/// user (enabled, actions and conditions are all compared). No default rule reads the member's
+/// display name; the context's other parts (the room's member count and power levels) are the
+/// same for every member.
+fn shared_defaults(rules: &Ruleset) -> std::collections::HashSet<String> {
+    fn by_id(rules: &Ruleset) -> HashMap<String, Value> {
+        let mut out = HashMap::new();
+        if let Ok(Value::Object(kinds)) = serde_json::to_value(rules) {
+            for rule in kinds.values().filter_map(Value::as_array).flatten() {
+                if let Some(id) = rule["rule_id"].as_str().filter(|id| id.starts_with('.')) {
+                    out.insert(id.to_owned(), rule.clone());
+                }
+            }
+        }
+        out
+    }
+    let [one, other] = ["@one:one.invalid", "@other:other.invalid"]
+        .map(|user| by_id(&Ruleset::server_default(&UserId::parse(user).expect("a user id"))));
+    by_id(rules)
+        .into_iter()
+        .filter(|(id, rule)| one.get(id) == Some(rule) && other.get(id) == Some(rule))
+        .map(|(id, _)| id)
+        .collect()
 }
 
 /// (notification count, highlight count) of a room for the user: notifying events after the
@@ -504,6 +532,8 @@ async fn evaluate(
     };
     // The outcome for members with default rules whom the event does not name (see `CachedRules`).
     let mut shared: Option<Option<Vec<Action>>> = None;
+    // Whether each default rule the same for every member applies (`CachedRules::shared`).
+    let mut applies: HashMap<String, bool> = HashMap::new();
     let mut out = Vec::new();
     for (user, name) in candidates {
         let cached = services.push.cached(services, user)?;
@@ -516,7 +546,19 @@ async fn evaluate(
                 room_ctx.power_levels = context.power_levels.clone();
                 let mut outcome = None;
                 for rule in cached.rules.iter() {
-                    if rule.applies(&flat, &room_ctx).await {
+                    let id = rule.rule_id();
+                    let known = cached.shared.contains(id).then(|| applies.get(id).copied()).flatten();
+                    let applied = match known {
+                        Some(applied) => applied,
+                        None => {
+                            let applied = rule.applies(&flat, &room_ctx).await;
+                            if cached.shared.contains(id) {
+                                applies.insert(id.to_owned(), applied);
+                            }
+                            applied
+                        }
+                    };
+                    if applied {
                         let actions = rule.actions();
                         if actions.iter().any(Action::should_notify) {
                             outcome = Some(actions.to_vec());
@@ -556,6 +598,37 @@ mod tests {
     use serde_json::json;
 
     use crate::rooms::NewEvent;
+
+    /// A rule's result is shared between members only while it is the default rule as it
+    /// stands for everyone: a member who added a keyword still gets the defaults' outcome for
+    /// other messages (from the results computed for another member), and a member who turned
+    /// a default rule off is not given the result of the rule others have on.
+    #[tokio::test]
+    async fn default_rules_are_shared_only_while_unchanged() {
+        use ruma::push::{Action, HighlightTweakValue, NewPatternedPushRule, NewPushRule, RuleKind, Tweak};
+
+        let (_dir, services, [alice, bob, carol], room) = crate::services::testing::three_users_and_a_room().await;
+        let dave = services.users.create("dave", None, false).await.expect("dave");
+        for member in [&carol, &dave] {
+            services.rooms.join(&room, member, None).await.expect("join");
+        }
+        let keyword = NewPatternedPushRule::new(
+            "pineapple".into(),
+            "pineapple".into(),
+            vec![Action::Notify, Action::SetTweak(Tweak::Highlight(HighlightTweakValue::Yes))],
+        );
+        crate::push::insert(&services, &carol, NewPushRule::Content(keyword), None, None).await.expect("keyword");
+        crate::push::set_enabled(&services, &dave, RuleKind::Underride, ".m.rule.message", false).await.expect("off");
+        for body in ["hello", "pineapple pie"] {
+            let event = NewEvent::message(TimelineEventType::RoomMessage, json!({ "msgtype": "m.text", "body": body }));
+            services.rooms.append(&room, &alice, event, None).await.expect("message");
+        }
+        super::evaluate_all(&services).await;
+        let counts = |user| super::unread_counts(&services, &room, user).expect("counts");
+        assert_eq!(counts(&bob), (2, 0), "the defaults");
+        assert_eq!(counts(&carol), (2, 1), "the defaults, and the keyword");
+        assert_eq!(counts(&dave), (0, 0), "messages turned off");
+    }
 
     /// A batch stops once it holds its bound of notifications, the next goes on from the event
     /// after, and the counts come out as if evaluated at once: ten messages notifying two
