@@ -128,19 +128,22 @@ impl Evaluator {
     }
 }
 
-/// The ids of `rules`' rules that are exactly the spec's default rule of that id for any user:
-/// the same as in the defaults of two unrelated users (which sets aside the rules that name
-/// the user, `.m.rule.invite_for_me` and `.m.rule.is_user_mention`), and not changed by the
-/// user (enabled, actions and conditions are all compared). No default rule reads the member's
-/// display name; the context's other parts (the room's member count and power levels) are the
-/// same for every member.
-fn shared_defaults(rules: &Ruleset) -> std::collections::HashSet<String> {
-    fn by_id(rules: &Ruleset) -> HashMap<String, Value> {
-        let mut out = HashMap::new();
+/// Slots of the server-default rules, at most this many.
+const SHARED_SLOTS: usize = 64;
+
+/// For each rule of `rules` (in `Ruleset::iter` order), its slot when it is exactly the spec's
+/// default rule of that id for any user: the same as in the defaults of two unrelated users
+/// (which sets aside the rules that name the user, `.m.rule.invite_for_me` and
+/// `.m.rule.is_user_mention`), and not changed by the user (enabled, actions and conditions
+/// are all compared). No default rule reads the member's display name; the context's other
+/// parts (the room's member count and power levels) are the same for every member.
+fn shared_defaults(rules: &Ruleset) -> Vec<Option<u8>> {
+    fn by_id(rules: &Ruleset) -> Vec<(String, Value)> {
+        let mut out = Vec::new();
         if let Ok(Value::Object(kinds)) = serde_json::to_value(rules) {
             for rule in kinds.values().filter_map(Value::as_array).flatten() {
                 if let Some(id) = rule["rule_id"].as_str().filter(|id| id.starts_with('.')) {
-                    out.insert(id.to_owned(), rule.clone());
+                    out.push((id.to_owned(), rule.clone()));
                 }
             }
         }
@@ -148,11 +151,13 @@ fn shared_defaults(rules: &Ruleset) -> std::collections::HashSet<String> {
     }
     let [one, other] = ["@one:one.invalid", "@other:other.invalid"]
         .map(|user| by_id(&Ruleset::server_default(&UserId::parse(user).expect("a user id"))));
-    by_id(rules)
-        .into_iter()
-        .filter(|(id, rule)| one.get(id) == Some(rule) && other.get(id) == Some(rule))
-        .map(|(id, _)| id)
-        .collect()
+    let mine: HashMap<String, Value> = by_id(rules).into_iter().collect();
+    let slot = |id: &str| -> Option<u8> {
+        let (slot, (_, rule)) = one.iter().enumerate().find(|(_, (known, _))| known == id)?;
+        let same = mine.get(id) == Some(rule) && other.iter().any(|(known, r)| known == id && r == rule);
+        (same && slot < SHARED_SLOTS).then_some(slot as u8)
+    };
+    rules.iter().map(|rule| slot(rule.rule_id())).collect()
 }
 
 /// (notification count, highlight count) of a room for the user: notifying events after the
@@ -532,8 +537,8 @@ async fn evaluate(
     };
     // The outcome for members with default rules whom the event does not name (see `CachedRules`).
     let mut shared: Option<Option<Vec<Action>>> = None;
-    // Whether each default rule the same for every member applies (`CachedRules::shared`).
-    let mut applies: HashMap<String, bool> = HashMap::new();
+    // Whether each default rule the same for every member applies, by slot (`CachedRules::shared`).
+    let mut applies = [None::<bool>; SHARED_SLOTS];
     let mut out = Vec::new();
     for (user, name) in candidates {
         let cached = services.push.cached(services, user)?;
@@ -545,15 +550,14 @@ async fn evaluate(
                     PushConditionRoomCtx::new(room.to_owned(), context.member_count, user.to_owned(), name.to_owned());
                 room_ctx.power_levels = context.power_levels.clone();
                 let mut outcome = None;
-                for rule in cached.rules.iter() {
-                    let id = rule.rule_id();
-                    let known = cached.shared.contains(id).then(|| applies.get(id).copied()).flatten();
-                    let applied = match known {
+                for (i, rule) in cached.rules.iter().enumerate() {
+                    let slot = cached.shared.get(i).copied().flatten().map(usize::from);
+                    let applied = match slot.and_then(|slot| applies[slot]) {
                         Some(applied) => applied,
                         None => {
                             let applied = rule.applies(&flat, &room_ctx).await;
-                            if cached.shared.contains(id) {
-                                applies.insert(id.to_owned(), applied);
+                            if let Some(slot) = slot {
+                                applies[slot] = Some(applied);
                             }
                             applied
                         }

@@ -28,8 +28,9 @@ pub struct Evaluator {
 pub struct CachedRules {
     pub(crate) rules: Arc<Ruleset>,
     pub(crate) default: bool,
-    /// Ids of the user's rules that are server defaults as they stand for every user (not
-    /// changed by the user, nor naming them): one result per event serves every member
-    /// whose rules hold them, such as a member who only added a keyword of their own.
-    pub(crate) shared: Arc<std::collections::HashSet<String>>,
+    /// For each rule in the order `rules.iter()` gives them, its slot among the server
+    /// defaults when it is one as it stands for every user (not changed by the user, nor naming
+    /// them): one result per event and slot serves every member whose rules hold it, such as
+    /// a member who only added a keyword of their own.
+    pub(crate) shared: Arc<Vec<Option<u8>>>,
 }
