@@ -27,6 +27,12 @@ pub struct RetentionConfig {
     /// What a removed device leaves behind (its client transaction ids, for sends and to-device
     /// messages): nothing can use them once its access token is gone.
     pub departed_devices: HumanDuration,
+    /// Notification records (what `/notifications` lists; the unread counts keep their figures
+    /// when they go): Synapse deletes its push actions a day old, highlights apart.
+    pub notifications: HumanDuration,
+    /// Notification records of highlights (mentions, keywords), which `/notifications?only=highlight`
+    /// lists: Synapse keeps them until its operators purge them.
+    pub highlights: HumanDuration,
     /// How often the pruning task runs; each run drops at most `batch` records per kind at once.
     pub interval: HumanDuration,
     /// Records dropped in one write.
@@ -41,6 +47,8 @@ impl Default for RetentionConfig {
             device_list_changes: hours(30 * 24),
             client_transactions: hours(24),
             departed_devices: hours(24),
+            notifications: hours(24),
+            highlights: hours(30 * 24),
             interval: HumanDuration(Duration::from_secs(600)),
             batch: 1_000,
         }
@@ -51,6 +59,9 @@ impl RetentionConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         if self.interval.0.is_zero() {
             return Err(ConfigError::new("retention.interval", "must be longer than zero"));
+        }
+        if self.highlights.0 < self.notifications.0 {
+            return Err(ConfigError::new("retention.highlights", "must be at least retention.notifications"));
         }
         if self.batch == 0 {
             return Err(ConfigError::new("retention.batch", "must be at least 1"));

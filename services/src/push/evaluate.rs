@@ -27,6 +27,7 @@ use tokio::sync::watch;
 
 pub use self::state::{CachedRules, Evaluator};
 pub use super::tables::{NotificationRecord, ThreadTotal};
+use super::tables::{NotifyFold, TotalsAt};
 use crate::{
     db::{
         codec::{prefix2, Be64, Codec, Json},
@@ -59,7 +60,7 @@ struct Totals {
 
 /// What a user has unread in a room: (notification, highlight) counts of the main timeline and
 /// of each thread with something unread, each after the user's receipts that cover it.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Unread {
     pub main: (u64, u64),
     pub threads: Vec<(String, (u64, u64))>,
@@ -170,8 +171,21 @@ pub fn unread_counts(services: &Services, room: &RoomId, user: &UserId) -> Resul
 /// covers every thread up to its event; a receipt with `thread_id` `"main"` or a thread root
 /// covers that one. Each figure is the running total now minus the total at the receipt: a few
 /// seeks per room (and per thread with notifications after the unthreaded receipt), whatever
-/// the backlog.
+/// the backlog. Where old records went (`NotifyFold`), the fold says which totals the receipt
+/// subtracts; a pruning run that changes a fold while the counts are read is seen by the fold
+/// table's generation, and the counts are read again.
 pub fn unread(services: &Services, room: &RoomId, user: &UserId) -> Result<Unread> {
+    let folds = &services.db.tables.push.useridroomidthread_notifyfold;
+    loop {
+        let generation = folds.generation();
+        let out = unread_once(services, room, user)?;
+        if folds.generation() == generation {
+            return Ok(out);
+        }
+    }
+}
+
+fn unread_once(services: &Services, room: &RoomId, user: &UserId) -> Result<Unread> {
     let tables = &services.db.tables;
     let key = (user.to_owned(), room.to_owned());
     let Some(Json(all)) = tables.push.useridroomid_notifytotal.get(&key)? else { return Ok(Unread::default()) };
@@ -179,15 +193,19 @@ pub fn unread(services: &Services, room: &RoomId, user: &UserId) -> Result<Unrea
     let unthreaded = receipts.read_position(room, user)?.unwrap_or(0);
     let main_read = unthreaded.max(receipts.read_position_in(room, user, Some("main"))?.unwrap_or(0));
     let main_now = tables.push.useridroomid_mainnotifytotal.get(&key)?.map_or(all, |Json(t)| t);
-    let start = (user.to_owned(), room.to_owned(), Be64(main_read)).encode();
-    let main_then =
-        match tables.push.useridroomidpos_notification.scan_from(prefix2(&key.0, &key.1), start, false).next() {
-            Some(entry) => {
-                let (_, Json(record)) = entry?;
-                record.main.unwrap_or((record.notify, record.highlight))
+    let main_then = match main_totals_at(services, user, room, main_read)? {
+        TotalsAt::Kept(totals) => totals,
+        TotalsAt::Record(pos) => {
+            let start = (user.to_owned(), room.to_owned(), Be64(pos)).encode();
+            match tables.push.useridroomidpos_notification.scan_from(prefix2(&key.0, &key.1), start, false).next() {
+                Some(entry) => {
+                    let (_, Json(record)) = entry?;
+                    record.main.unwrap_or((record.notify, record.highlight))
+                }
+                None => (0, 0),
             }
-            None => (0, 0),
-        };
+        }
+    };
     let mut out = Unread {
         main: (main_now.0.saturating_sub(main_then.0), main_now.1.saturating_sub(main_then.1)),
         threads: Vec::new(),
@@ -201,16 +219,42 @@ pub fn unread(services: &Services, room: &RoomId, user: &UserId) -> Result<Unrea
         if total.last_pos <= read {
             continue;
         }
-        let start = (user.to_owned(), room.to_owned(), root.clone(), Be64(read)).encode();
-        let mut thread_prefix = prefix2(&key.0, &key.1);
-        thread_prefix.extend(crate::db::codec::prefix(&root));
-        let then = match tables.push.useridroomidthreadpos_notifytotal.scan_from(thread_prefix, start, false).next() {
-            Some(entry) => entry?.1 .0,
-            None => (0, 0),
+        let then = match thread_totals_at(services, user, room, &root, read)? {
+            TotalsAt::Kept(totals) => totals,
+            TotalsAt::Record(pos) => {
+                let start = (user.to_owned(), room.to_owned(), root.clone(), Be64(pos)).encode();
+                let mut thread_prefix = prefix2(&key.0, &key.1);
+                thread_prefix.extend(crate::db::codec::prefix(&root));
+                match tables.push.useridroomidthreadpos_notifytotal.scan_from(thread_prefix, start, false).next() {
+                    Some(entry) => entry?.1 .0,
+                    None => (0, 0),
+                }
+            }
         };
         out.threads.push((root, (total.notify.saturating_sub(then.0), total.highlight.saturating_sub(then.1))));
     }
     Ok(out)
+}
+
+/// The fold of a user's main timeline in a room (`NotifyFold`), under the thread key `""`.
+pub(crate) const MAIN_TIMELINE: &str = "";
+
+/// Where the main timeline's totals at receipt `read` are found.
+pub(crate) fn main_totals_at(services: &Services, user: &UserId, room: &RoomId, read: u64) -> Result<TotalsAt> {
+    thread_totals_at(services, user, room, MAIN_TIMELINE, read)
+}
+
+/// Where a timeline's totals at receipt `read` are found (`MAIN_TIMELINE` or a thread root).
+pub(crate) fn thread_totals_at(
+    services: &Services,
+    user: &UserId,
+    room: &RoomId,
+    timeline: &str,
+    read: u64,
+) -> Result<TotalsAt> {
+    let key = (user.to_owned(), room.to_owned(), timeline.to_owned());
+    let fold = services.db.tables.push.useridroomidthread_notifyfold.get(&key)?.map(|Json(f)| f);
+    Ok(NotifyFold::totals_at(fold.as_ref(), read))
 }
 
 /// Starts the evaluator: it tails the event stream from where it stopped.

@@ -36,6 +36,47 @@ pub struct ThreadTotal {
     pub last_pos: u64,
 }
 
+/// What the pruning of old notification records (`retention.notifications`) leaves of the totals
+/// before them, for one timeline of a user in a room (the main timeline, or a thread).
+///
+/// Records before `upto` may be gone (`upto` is the position of a record that stays). The
+/// receipt the user had when they went, `read`, subtracts the totals it had then, `at_read`, so
+/// the unread counts of a user who never reads a room stay exact however old their
+/// notifications grow. A later receipt still before `upto` subtracts the totals at `upto`: the
+/// notifications between it and `upto`, older than the retention, are no longer counted, as
+/// Synapse no longer counts its push actions once deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotifyFold {
+    pub read: u64,
+    pub at_read: (u64, u64),
+    pub upto: u64,
+}
+
+/// Where the totals a receipt subtracts are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TotalsAt {
+    /// The newest record at or before this position (none: zero).
+    Record(u64),
+    /// These totals, kept by the fold.
+    Kept((u64, u64)),
+}
+
+impl NotifyFold {
+    /// Where the totals at receipt `read` are found, with this fold (or none) in place.
+    pub fn totals_at(fold: Option<&NotifyFold>, read: u64) -> TotalsAt {
+        match fold {
+            Some(fold) if read < fold.upto => {
+                if read <= fold.read {
+                    TotalsAt::Kept(fold.at_read)
+                } else {
+                    TotalsAt::Record(fold.upto)
+                }
+            }
+            _ => TotalsAt::Record(read),
+        }
+    }
+}
+
 /// A stored pusher: the pusher as the client set it, and the device that set it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PusherRecord {
@@ -74,5 +115,8 @@ hemicycle_core::tables! {
         /// (user, room, thread root, position) → the thread's running totals including that event,
         /// so a threaded receipt finds the totals at its position with one seek.
         pub useridroomidthreadpos_notifytotal: Table<UserRoomThreadPos, Json<(u64, u64)>>,
+        /// (user, room, thread root, or `""` for the main timeline) → what the pruning of old
+        /// records left of the totals before them (written only by `crate::retention`).
+        pub useridroomidthread_notifyfold: Table<(OwnedUserId, OwnedRoomId, String), Json<NotifyFold>>,
     }
 }

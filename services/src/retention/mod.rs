@@ -1,6 +1,7 @@
 //! Pruning of what is kept only for a while (`[retention]`): ids of federation transactions
 //! received, the device list stream, client transaction ids, what removed devices leave
-//! behind, and the notification records of what a user has read. Synapse keeps most of their counterparts until its operators purge them by hand
+//! behind, and notification records once read or old. Synapse keeps most of their counterparts
+//! until its operators purge them by hand
 //! (`device_lists_stream`, `received_transactions`, `event_txn_id_device_id`); here one task
 //! drops them on a timer, each
 //! kind after its configured retention, in writes of at most `retention.batch` records, so a
@@ -17,7 +18,7 @@ mod tests;
 
 use std::{collections::HashMap, sync::Arc};
 
-use ruma::{OwnedDeviceId, OwnedUserId};
+use ruma::{OwnedDeviceId, OwnedRoomId, OwnedUserId};
 
 use crate::{
     db::{
@@ -25,6 +26,10 @@ use crate::{
         Batch,
     },
     error::Result,
+    push::{
+        evaluate::MAIN_TIMELINE,
+        tables::{NotificationRecord, NotifyFold, TotalsAt},
+    },
     services::Services,
 };
 
@@ -41,8 +46,9 @@ pub struct Pruned {
     pub departed_device_records: u64,
     /// Removed devices whose records are all gone (or that came back under the same id).
     pub departed_devices: u64,
-    /// Notification records (and thread totals by position) of events the user has read.
-    pub read_notifications: u64,
+    /// Notification records (and thread totals by position) of events the user has read, or
+    /// older than their retention, and the folds no longer needed.
+    pub notifications: u64,
     /// Entries of the notification index earlier releases wrote (`useridpos_notification`),
     /// which nothing reads any more.
     pub legacy_notification_index: u64,
@@ -79,10 +85,23 @@ pub async fn prune(services: &Services, now_ms: u64) -> Result<Pruned> {
     // The kinds keyed by stream position read the checkpoint at or before their cutoff: the
     // ones older than that of the longest retention are needed by none (cutoffs only move
     // forwards).
-    let oldest = before(&retention.device_list_changes).min(before(&retention.client_transactions));
+    let cutoffs = NotificationCutoffs {
+        old: covered_at(services, before(&retention.notifications))?.map(|(_, pos)| pos),
+        highlights: covered_at(services, before(&retention.highlights))?.map(|(_, pos)| pos),
+    };
+    let oldest = [
+        &retention.device_list_changes,
+        &retention.client_transactions,
+        &retention.notifications,
+        &retention.highlights,
+    ]
+    .into_iter()
+    .map(before)
+    .min()
+    .unwrap_or(now_ms);
     drop_checkpoints_before(services, oldest)?;
     let legacy_notification_index = legacy_notification_index(services).await?;
-    let read_notifications = read_notifications(services).await?;
+    let notifications = notifications(services, cutoffs).await?;
     Ok(Pruned {
         federation_transactions,
         device_list_changes,
@@ -90,18 +109,35 @@ pub async fn prune(services: &Services, now_ms: u64) -> Result<Pruned> {
         departed_device_records,
         departed_devices,
         legacy_notification_index,
-        read_notifications,
+        notifications,
     })
 }
 
-/// Drops the notification records of events each user has read: one per notified member and
-/// event, the largest table of a busy server, which Synapse also deletes (its push actions up
-/// to each new read receipt, highlights kept). Unread counts need only, for each receipt, the
-/// newest record at or before it (the running totals there), and receipts never move back
-/// (`Receipts::set`), so everything older than that record can go — except highlights, which
-/// `/notifications?only=highlight` lists as Synapse's does, and thread replies still unread in
-/// their thread. The same for the thread totals by position, per thread and its receipt.
-async fn read_notifications(services: &Services) -> Result<u64> {
+/// Positions at or before which notification records are older than their retention (`None`:
+/// no checkpoint is that old yet).
+#[derive(Debug, Clone, Copy)]
+struct NotificationCutoffs {
+    /// `retention.notifications`: every record but highlights.
+    old: Option<u64>,
+    /// `retention.highlights`.
+    highlights: Option<u64>,
+}
+
+/// Drops the notification records each user no longer needs: one per notified member and
+/// event, the largest table of a busy server. Synapse deletes its push actions up to each new
+/// read receipt and the others a day old, keeping the counts in its summaries, but keeps
+/// highlights until an operator purges them. Here, per user and room:
+/// - the records a user has read: unread counts need only, for each receipt, the newest record at
+///   or before it (the running totals there), and receipts never move back (`Receipts::set`), so
+///   everything older than that record goes, except highlights (`/notifications?only=highlight`
+///   lists them) and thread replies still unread in their thread;
+/// - the records older than `retention.notifications` (highlights: `retention.highlights`), read
+///   or not. What the unread counts need of them is first written down as a `NotifyFold` of the
+///   timeline, in a write of its own before any of them goes (`push::evaluate::unread` reads the
+///   counts again when it sees one change).
+///
+/// The same for each thread's totals by position, per thread and its receipt.
+async fn notifications(services: &Services, cutoffs: NotificationCutoffs) -> Result<u64> {
     let tables = &services.db.tables;
     let mut out = Drops::new(services.config.retention.batch);
     for entry in tables.push.useridroomid_notifytotal.iter() {
@@ -119,49 +155,122 @@ async fn read_notifications(services: &Services) -> Result<u64> {
             thread_read.insert(root.to_owned(), read);
             Ok(read)
         };
-        // The room's records before the newest one at or before the main timeline's receipt.
-        let anchor = (user.clone(), room.clone(), Be64(main_read)).encode();
-        let kept =
-            tables.push.useridroomidpos_notification.scan_from(pair.clone(), anchor, false).next().transpose()?;
-        if let Some(((_, _, Be64(kept)), _)) = kept {
-            for entry in tables.push.useridroomidpos_notification.scan_prefix(pair.clone()) {
+        let records = &tables.push.useridroomidpos_notification;
+        let newest_at = |pos: u64| -> Result<Option<(u64, NotificationRecord)>> {
+            let start = (user.clone(), room.clone(), Be64(pos)).encode();
+            Ok(records.scan_from(pair.clone(), start, false).next().transpose()?.map(|(k, Json(r))| (k.2 .0, r)))
+        };
+        let main_totals = |r: &NotificationRecord| r.main.unwrap_or((r.notify, r.highlight));
+        let cut = match cutoffs.old {
+            Some(old) => newest_at(old)?.map(|(pos, _)| pos),
+            None => None,
+        };
+        let bounds = fold(services, &mut out, (&user, &room, MAIN_TIMELINE), main_read, cut, |pos| {
+            Ok(newest_at(pos)?.map(|(p, r)| (p, main_totals(&r))))
+        })
+        .await?;
+        if let Some(Bounds { below, old_below }) = bounds {
+            for entry in records.scan_prefix(pair.clone()) {
                 let (key, Json(record)) = entry?;
-                if key.2 .0 >= kept {
+                let pos = key.2 .0;
+                if pos >= below {
                     break;
                 }
-                let read = match &record.thread {
-                    None => true,
-                    Some(root) => key.2 .0 <= read_in(root)?,
-                };
-                if read && !record.actions.iter().any(ruma::push::Action::is_highlight) {
-                    tables.push.useridroomidpos_notification.remove(&mut out.batch, &key);
+                let young_highlight = record.actions.iter().any(ruma::push::Action::is_highlight)
+                    && cutoffs.highlights.is_none_or(|h| pos > h);
+                let gone = !young_highlight
+                    && (pos < old_below
+                        || match &record.thread {
+                            None => true,
+                            Some(root) => pos <= read_in(root)?,
+                        });
+                if gone {
+                    records.remove(&mut out.batch, &key);
                     out.one_more(services).await?;
                 }
             }
         }
-        // Each thread's totals by position before the newest at or before its receipt.
+        // Each thread's totals by position, the same way per thread and its receipt.
         let mut roots = Vec::new();
         for entry in tables.push.useridroomidthread_notifytotal.scan_prefix(pair.clone()) {
             roots.push(entry?.0 .2);
         }
+        let totals = &tables.push.useridroomidthreadpos_notifytotal;
         for root in roots {
             let read = read_in(&root)?;
             let mut thread = pair.clone();
             thread.extend(prefix(&root));
-            let anchor = (user.clone(), room.clone(), root.clone(), Be64(read)).encode();
-            let kept = tables.push.useridroomidthreadpos_notifytotal.scan_from(thread.clone(), anchor, false).next();
-            let Some(((_, _, _, Be64(kept)), _)) = kept.transpose()? else { continue };
-            for entry in tables.push.useridroomidthreadpos_notifytotal.scan_prefix(thread) {
+            let newest_at = |pos: u64| -> Result<Option<(u64, (u64, u64))>> {
+                let start = (user.clone(), room.clone(), root.clone(), Be64(pos)).encode();
+                Ok(totals.scan_from(thread.clone(), start, false).next().transpose()?.map(|(k, Json(t))| (k.3 .0, t)))
+            };
+            let cut = match cutoffs.old {
+                Some(old) => newest_at(old)?.map(|(pos, _)| pos),
+                None => None,
+            };
+            let bounds = fold(services, &mut out, (&user, &room, &root), read, cut, newest_at).await?;
+            let Some(Bounds { below, .. }) = bounds else { continue };
+            for entry in totals.scan_prefix(thread.clone()) {
                 let (key, _) = entry?;
-                if key.3 .0 >= kept {
+                if key.3 .0 >= below {
                     break;
                 }
-                tables.push.useridroomidthreadpos_notifytotal.remove(&mut out.batch, &key);
+                totals.remove(&mut out.batch, &key);
                 out.one_more(services).await?;
             }
         }
     }
     out.finish(services)
+}
+
+/// Which of a timeline's records may go: those before `below`; of them, those before
+/// `old_below` because they are old, the others only if read.
+struct Bounds {
+    below: u64,
+    old_below: u64,
+}
+
+/// Brings a timeline's fold up to date for receipt `read` and `cut`, the newest record older than
+/// the retention, and says which records may go. While the receipt is before that record the
+/// timeline is folded there (`NotifyFold`: the totals at the receipt kept, written alone before
+/// anything goes) and every record before it may go; once the receipt is past it, the fold is
+/// dropped and the records before the newest one at or before the receipt may go.
+/// `newest_at(pos)` is the timeline's newest record at or before `pos`, with its totals.
+async fn fold(
+    services: &Services,
+    out: &mut Drops,
+    (user, room, timeline): (&OwnedUserId, &OwnedRoomId, &str),
+    read: u64,
+    cut: Option<u64>,
+    newest_at: impl Fn(u64) -> Result<Option<(u64, (u64, u64))>>,
+) -> Result<Option<Bounds>> {
+    let folds = &services.db.tables.push.useridroomidthread_notifyfold;
+    let key = (user.clone(), room.clone(), timeline.to_owned());
+    let before = folds.get(&key)?.map(|Json(f)| f);
+    let upto = before.map(|f| f.upto).max(cut);
+    match upto {
+        Some(upto) if read < upto => {
+            let at_read = match NotifyFold::totals_at(before.as_ref(), read) {
+                TotalsAt::Kept(totals) => totals,
+                TotalsAt::Record(pos) => newest_at(pos)?.map_or((0, 0), |(_, totals)| totals),
+            };
+            let after = NotifyFold { read, at_read, upto };
+            if before != Some(after) {
+                let mut batch = Batch::new();
+                folds.insert(&mut batch, &key, &Json(after));
+                services.db.write_unsynced(batch)?;
+            }
+            Ok(Some(Bounds { below: upto, old_below: upto }))
+        }
+        _ => {
+            if before.is_some() {
+                folds.remove(&mut out.batch, &key);
+                out.one_more(services).await?;
+            }
+            let kept = newest_at(read)?.map(|(pos, _)| pos);
+            Ok(kept.map(|below| Bounds { below, old_below: upto.unwrap_or(0) }))
+        }
+    }
 }
 
 /// Removals gathered into writes of at most `retention.batch`, for a pass that finds what to

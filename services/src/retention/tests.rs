@@ -288,7 +288,7 @@ async fn notifications_a_user_has_read_go_and_the_counts_stay() {
     assert_eq!(before.main, (2, 0));
     assert_eq!(before.threads, vec![(messages[0].to_string(), (2, 0))]);
     let pruned = prune(&services, crate::time::now_ms()).await.expect("prune");
-    assert_eq!(pruned.read_notifications, 5, "messages 0 – 4; the mention, the replies and message 5 stay");
+    assert_eq!(pruned.notifications, 5, "messages 0 – 4; the mention, the replies and message 5 stay");
     assert_eq!(records(), 6);
     assert_eq!(unread(), before);
 
@@ -296,7 +296,7 @@ async fn notifications_a_user_has_read_go_and_the_counts_stay() {
     receipt(&in_thread[1], Some(messages[0].as_str())).await;
     let before = unread();
     assert_eq!(before.threads, vec![]);
-    assert_eq!(prune(&services, crate::time::now_ms()).await.expect("prune").read_notifications, 3);
+    assert_eq!(prune(&services, crate::time::now_ms()).await.expect("prune").notifications, 3);
     assert_eq!((records(), thread_records()), (4, 1), "the mention, message 5 and those after");
     assert_eq!(unread(), before);
 
@@ -305,9 +305,111 @@ async fn notifications_a_user_has_read_go_and_the_counts_stay() {
     assert_eq!(unread().main, (2, 0));
     receipt(&messages[7], None).await;
     assert_eq!(unread().total(), (0, 0));
-    assert_eq!(prune(&services, crate::time::now_ms()).await.expect("prune").read_notifications, 2);
+    assert_eq!(prune(&services, crate::time::now_ms()).await.expect("prune").notifications, 2);
     assert_eq!(records(), 2, "the mention and the newest read");
     let listed = crate::push::notifications(&services, &bob, None, 10, true).expect("highlights");
     assert_eq!(listed.iter().map(|n| n.event["event_id"].as_str().unwrap()).collect::<Vec<_>>(), [mention.as_str()]);
     assert_eq!(unread().total(), (0, 0));
+}
+
+/// Records older than `retention.notifications` go whether read or not, and highlights after
+/// `retention.highlights`; the unread counts of whoever had not read them stay exact (the fold
+/// keeps the totals at their receipt), and a later receipt into what went counts only what is
+/// left after it, as Synapse does.
+#[tokio::test]
+async fn old_notifications_go_and_the_counts_of_who_never_read_them_stay() {
+    use crate::{ephemeral::receipts::Receipt, push::evaluate::evaluate_all};
+
+    let (_dir, services) = services_with(|config| {
+        config.retention.notifications = HumanDuration(Duration::from_millis(HOUR_MS));
+        config.retention.highlights = HumanDuration(Duration::from_millis(3 * HOUR_MS));
+    })
+    .await;
+    let ([alice, bob, carol], room) = crate::services::testing::three_users_in(&services).await;
+    services.rooms.join(&room, &carol, None).await.expect("join");
+    let send = |content: serde_json::Value| {
+        let services = services.clone();
+        let (room, alice) = (room.clone(), alice.clone());
+        async move {
+            let event = NewEvent::message(TimelineEventType::RoomMessage, content);
+            services.rooms.append(&room, &alice, event, None).await.expect("message")
+        }
+    };
+    let text = |n: usize| json!({ "msgtype": "m.text", "body": format!("message {n}") });
+    let mut messages = Vec::new();
+    for n in 0..3 {
+        messages.push(send(text(n)).await);
+    }
+    let mention = send(json!({ "msgtype": "m.text", "body": "bob!", "m.mentions": { "user_ids": [bob] } })).await;
+    let reply = json!({
+        "msgtype": "m.text",
+        "body": "in the thread",
+        "m.relates_to": { "rel_type": "m.thread", "event_id": messages[0] },
+    });
+    let in_thread = [send(reply.clone()).await, send(reply).await];
+    evaluate_all(&services).await;
+    let receipt = |event: &ruma::OwnedEventId, thread: Option<&str>| {
+        let services = services.clone();
+        let (room, bob, event) = (room.clone(), bob.clone(), event.clone());
+        let thread_id = thread.map(str::to_owned);
+        async move {
+            let receipt = Receipt { user: bob, receipt_type: "m.read".into(), event_id: event, thread_id, ts: 1 };
+            services.receipts.set(&room, receipt).await.expect("receipt")
+        }
+    };
+    let unread = |user: &UserId| crate::push::evaluate::unread(&services, &room, user).expect("counts");
+    let records = |user: &UserId| {
+        let prefix = crate::db::codec::prefix2(&user.to_owned(), &room);
+        services.db.tables.push.useridroomidpos_notification.scan_prefix(prefix).count()
+    };
+    let folds = || services.db.tables.push.useridroomidthread_notifyfold.iter().count();
+
+    // Bob reads the first message of the main timeline; nothing is old yet.
+    receipt(&messages[0], Some("main")).await;
+    let t0 = crate::time::now_ms();
+    assert_eq!(prune(&services, t0).await.expect("prune").notifications, 0);
+    assert_eq!(records(&bob), 6, "the first message read is the newest at the receipt");
+    for n in 3..5 {
+        messages.push(send(text(n)).await);
+    }
+    evaluate_all(&services).await;
+    let (bob_before, carol_before) = (unread(&bob), unread(&carol));
+    assert_eq!(bob_before.main, (5, 1));
+    assert_eq!(bob_before.threads, vec![(messages[0].to_string(), (2, 0))]);
+    assert_eq!(carol_before.total(), (8, 0));
+
+    // Two hours on: what was there at t0 is old but the newest record of then (the second reply)
+    // and the mention (a highlight, kept three hours). Bob's and Carol's counts are the same.
+    let pruned = prune(&services, t0 + 2 * HOUR_MS).await.expect("prune");
+    // Bob: messages 0 – 2 and the first reply, and its thread total; Carol: the same and the
+    // mention (no highlight for her).
+    assert_eq!(pruned.notifications, (4 + 1) + (5 + 1));
+    assert_eq!(records(&bob), 4, "the mention, the second reply, messages 3 and 4");
+    assert_eq!(records(&carol), 3);
+    assert_eq!(folds(), 4, "the main timeline and the thread, for Bob and Carol");
+    assert_eq!((unread(&bob), unread(&carol)), (bob_before.clone(), carol_before.clone()));
+    let listed = crate::push::notifications(&services, &bob, None, 10, false).expect("list");
+    let listed: Vec<_> = listed.iter().map(|n| n.event["event_id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(listed, [&messages[4], &messages[3], &in_thread[1], &mention].map(|e| e.to_string()));
+    // Nothing more to drop: the folds stay as they are.
+    assert_eq!(prune(&services, t0 + 2 * HOUR_MS).await.expect("prune").notifications, 0);
+    assert_eq!((unread(&bob), unread(&carol)), (bob_before, carol_before.clone()));
+
+    // A receipt into what went counts what is left after it (the messages since).
+    receipt(&messages[1], Some("main")).await;
+    assert_eq!(unread(&bob).main, (2, 0));
+    assert_eq!(prune(&services, t0 + 2 * HOUR_MS).await.expect("prune").notifications, 0);
+    assert_eq!(unread(&bob).main, (2, 0), "the same once folded again at that receipt");
+
+    // Read to the end, four hours on: the folds go with the records read, and the mention, older
+    // than the highlights' retention, goes too.
+    receipt(&messages[4], None).await;
+    let pruned = prune(&services, t0 + 4 * HOUR_MS).await.expect("prune");
+    // Bob's two folds, the mention, the second reply and message 3; Carol's second reply and
+    // message 3 (her main timeline folded at message 4 now).
+    assert_eq!(pruned.notifications, (2 + 3) + 2);
+    assert_eq!((records(&bob), records(&carol)), (1, 1));
+    assert_eq!(unread(&bob).total(), (0, 0));
+    assert_eq!(folds(), 2, "Carol's");
+    assert_eq!(unread(&carol), carol_before);
 }

@@ -108,6 +108,7 @@ impl Rooms {
             }
             clear_prefix!(tables.push.useridroomidthread_notifytotal, prefix2(user, &room_key));
             clear_prefix!(tables.push.useridroomidthreadpos_notifytotal, prefix2(user, &room_key));
+            clear_prefix!(tables.push.useridroomidthread_notifyfold, prefix2(user, &room_key));
             clear_prefix!(tables.users.useridroomidtype_accountdata, prefix2(user, &room.to_string()));
         }
         tables.rooms.roomid_published.remove(&mut batch, &room_key);
