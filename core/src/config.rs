@@ -1127,4 +1127,13 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.key, "tls.cert", "{e}");
     }
+
+    /// Highlights are the notifications kept longest (`/notifications?only=highlight`): a
+    /// retention shorter than the others' is refused rather than silently lengthened.
+    #[test]
+    fn highlights_are_kept_at_least_as_long_as_notifications() {
+        let e = load("[retention]\nnotifications = \"7d\"\nhighlights = \"24h\"\n", &[]).unwrap_err();
+        assert_eq!(e.key, "retention.highlights", "{e}");
+        load("[retention]\nnotifications = \"7d\"\nhighlights = \"7d\"\n", &[]).expect("equal is fine");
+    }
 }
