@@ -4,7 +4,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use ruma::{events::TimelineEventType, OwnedDeviceId, OwnedUserId, UserId};
+use ruma::{events::TimelineEventType, OwnedDeviceId, OwnedEventId, OwnedUserId, RoomId, UserId};
 use serde_json::json;
 
 use super::{prune, Pruned};
@@ -231,49 +231,67 @@ async fn the_notification_index_of_earlier_releases_goes() {
     assert_eq!(table.iter().count(), 0);
 }
 
+/// A text message from `sender`.
+async fn say(services: &Services, room: &RoomId, sender: &UserId, content: serde_json::Value) -> OwnedEventId {
+    let event = NewEvent::message(TimelineEventType::RoomMessage, content);
+    services.rooms.append(room, sender, event, None).await.expect("message")
+}
+
+/// What [`notifying`] sent: messages, a mention of Bob, and two replies in the first message's
+/// thread.
+struct Sent {
+    messages: Vec<OwnedEventId>,
+    mention: OwnedEventId,
+    in_thread: [OwnedEventId; 2],
+}
+
+/// Alice sends `before` messages, a mention of Bob, two replies in the first message's thread,
+/// then `after` more messages; the push rules of every member are evaluated.
+async fn notifying(
+    services: &Services,
+    room: &RoomId,
+    [alice, bob]: [&UserId; 2],
+    before: usize,
+    after: usize,
+) -> Sent {
+    let text = |n: usize| json!({ "msgtype": "m.text", "body": format!("message {n}") });
+    let mut messages = Vec::new();
+    for n in 0..before {
+        messages.push(say(services, room, alice, text(n)).await);
+    }
+    let mention = json!({ "msgtype": "m.text", "body": "bob!", "m.mentions": { "user_ids": [bob] } });
+    let mention = say(services, room, alice, mention).await;
+    let reply = json!({
+        "msgtype": "m.text",
+        "body": "in the thread",
+        "m.relates_to": { "rel_type": "m.thread", "event_id": messages[0] },
+    });
+    let in_thread = [say(services, room, alice, reply.clone()).await, say(services, room, alice, reply).await];
+    for n in before..before + after {
+        messages.push(say(services, room, alice, text(n)).await);
+    }
+    crate::push::evaluate::evaluate_all(services).await;
+    Sent { messages, mention, in_thread }
+}
+
+/// `user`'s read receipt at `event`: unthreaded, or in `thread` (`"main"` or a thread root).
+async fn read_up_to(services: &Services, room: &RoomId, user: &UserId, event: &OwnedEventId, thread: Option<&str>) {
+    use crate::ephemeral::receipts::Receipt;
+    let thread_id = thread.map(str::to_owned);
+    let receipt =
+        Receipt { user: user.to_owned(), receipt_type: "m.read".into(), event_id: event.clone(), thread_id, ts: 1 };
+    services.receipts.set(room, receipt).await.expect("receipt")
+}
+
 /// A user's notification records of what they have read go, except the newest at or before
 /// their receipt (the totals the unread counts subtract), highlights, and thread replies still
 /// unread in their thread; the counts read the same before and after, and a receipt sent back
 /// to an earlier event is ignored, so it cannot reach records that went.
 #[tokio::test]
 async fn notifications_a_user_has_read_go_and_the_counts_stay() {
-    use crate::{ephemeral::receipts::Receipt, push::evaluate::evaluate_all};
-
     let (_dir, services) = services().await;
     let ([alice, bob, _], room) = crate::services::testing::three_users_in(&services).await;
-    let send = |content: serde_json::Value| {
-        let services = services.clone();
-        let (room, alice) = (room.clone(), alice.clone());
-        async move {
-            let event = NewEvent::message(TimelineEventType::RoomMessage, content);
-            services.rooms.append(&room, &alice, event, None).await.expect("message")
-        }
-    };
-    let text = |n: usize| json!({ "msgtype": "m.text", "body": format!("message {n}") });
-    let mut messages = Vec::new();
-    for n in 0..4 {
-        messages.push(send(text(n)).await);
-    }
-    let mention = send(json!({ "msgtype": "m.text", "body": "bob!", "m.mentions": { "user_ids": [bob] } })).await;
-    let reply = json!({
-        "msgtype": "m.text",
-        "body": "in the thread",
-        "m.relates_to": { "rel_type": "m.thread", "event_id": messages[0] },
-    });
-    let in_thread = [send(reply.clone()).await, send(reply).await];
-    for n in 4..8 {
-        messages.push(send(text(n)).await);
-    }
-    evaluate_all(&services).await;
-    let receipt = |event: &ruma::OwnedEventId, thread: Option<&str>| {
-        let services = services.clone();
-        let (room, bob, event) = (room.clone(), bob.clone(), event.clone());
-        let thread_id = thread.map(str::to_owned);
-        async move {
-            let receipt = Receipt { user: bob, receipt_type: "m.read".into(), event_id: event, thread_id, ts: 1 };
-            services.receipts.set(&room, receipt).await.expect("receipt")
-        }
-    };
+    let Sent { messages, mention, in_thread } = notifying(&services, &room, [&alice, &bob], 4, 4).await;
     let unread = || crate::push::evaluate::unread(&services, &room, &bob).expect("counts");
     let records = || {
         let prefix = crate::db::codec::prefix2(&bob, &room);
@@ -283,7 +301,7 @@ async fn notifications_a_user_has_read_go_and_the_counts_stay() {
     assert_eq!((records(), thread_records()), (11, 2));
 
     // The main timeline read up to the sixth message (after the mention and the replies).
-    receipt(&messages[5], Some("main")).await;
+    read_up_to(&services, &room, &bob, &messages[5], Some("main")).await;
     let before = unread();
     assert_eq!(before.main, (2, 0));
     assert_eq!(before.threads, vec![(messages[0].to_string(), (2, 0))]);
@@ -293,7 +311,7 @@ async fn notifications_a_user_has_read_go_and_the_counts_stay() {
     assert_eq!(unread(), before);
 
     // The thread read: its replies' records go, but for the newest total of the thread.
-    receipt(&in_thread[1], Some(messages[0].as_str())).await;
+    read_up_to(&services, &room, &bob, &in_thread[1], Some(messages[0].as_str())).await;
     let before = unread();
     assert_eq!(before.threads, vec![]);
     assert_eq!(prune(&services, crate::time::now_ms()).await.expect("prune").notifications, 3);
@@ -301,9 +319,9 @@ async fn notifications_a_user_has_read_go_and_the_counts_stay() {
     assert_eq!(unread(), before);
 
     // Back to an earlier event: ignored (the counts would need the records that went).
-    receipt(&messages[1], Some("main")).await;
+    read_up_to(&services, &room, &bob, &messages[1], Some("main")).await;
     assert_eq!(unread().main, (2, 0));
-    receipt(&messages[7], None).await;
+    read_up_to(&services, &room, &bob, &messages[7], None).await;
     assert_eq!(unread().total(), (0, 0));
     assert_eq!(prune(&services, crate::time::now_ms()).await.expect("prune").notifications, 2);
     assert_eq!(records(), 2, "the mention and the newest read");
@@ -318,8 +336,6 @@ async fn notifications_a_user_has_read_go_and_the_counts_stay() {
 /// left after it, as Synapse does.
 #[tokio::test]
 async fn old_notifications_go_and_the_counts_of_who_never_read_them_stay() {
-    use crate::{ephemeral::receipts::Receipt, push::evaluate::evaluate_all};
-
     let (_dir, services) = services_with(|config| {
         config.retention.notifications = HumanDuration(Duration::from_millis(HOUR_MS));
         config.retention.highlights = HumanDuration(Duration::from_millis(3 * HOUR_MS));
@@ -327,36 +343,7 @@ async fn old_notifications_go_and_the_counts_of_who_never_read_them_stay() {
     .await;
     let ([alice, bob, carol], room) = crate::services::testing::three_users_in(&services).await;
     services.rooms.join(&room, &carol, None).await.expect("join");
-    let send = |content: serde_json::Value| {
-        let services = services.clone();
-        let (room, alice) = (room.clone(), alice.clone());
-        async move {
-            let event = NewEvent::message(TimelineEventType::RoomMessage, content);
-            services.rooms.append(&room, &alice, event, None).await.expect("message")
-        }
-    };
-    let text = |n: usize| json!({ "msgtype": "m.text", "body": format!("message {n}") });
-    let mut messages = Vec::new();
-    for n in 0..3 {
-        messages.push(send(text(n)).await);
-    }
-    let mention = send(json!({ "msgtype": "m.text", "body": "bob!", "m.mentions": { "user_ids": [bob] } })).await;
-    let reply = json!({
-        "msgtype": "m.text",
-        "body": "in the thread",
-        "m.relates_to": { "rel_type": "m.thread", "event_id": messages[0] },
-    });
-    let in_thread = [send(reply.clone()).await, send(reply).await];
-    evaluate_all(&services).await;
-    let receipt = |event: &ruma::OwnedEventId, thread: Option<&str>| {
-        let services = services.clone();
-        let (room, bob, event) = (room.clone(), bob.clone(), event.clone());
-        let thread_id = thread.map(str::to_owned);
-        async move {
-            let receipt = Receipt { user: bob, receipt_type: "m.read".into(), event_id: event, thread_id, ts: 1 };
-            services.receipts.set(&room, receipt).await.expect("receipt")
-        }
-    };
+    let Sent { mut messages, mention, in_thread } = notifying(&services, &room, [&alice, &bob], 3, 0).await;
     let unread = |user: &UserId| crate::push::evaluate::unread(&services, &room, user).expect("counts");
     let records = |user: &UserId| {
         let prefix = crate::db::codec::prefix2(&user.to_owned(), &room);
@@ -366,15 +353,16 @@ async fn old_notifications_go_and_the_counts_of_who_never_read_them_stay() {
 
     // Bob reads the first message of the main timeline and the first reply of the thread;
     // nothing is old yet.
-    receipt(&messages[0], Some("main")).await;
-    receipt(&in_thread[0], Some(messages[0].as_str())).await;
+    read_up_to(&services, &room, &bob, &messages[0], Some("main")).await;
+    read_up_to(&services, &room, &bob, &in_thread[0], Some(messages[0].as_str())).await;
     let t0 = crate::time::now_ms();
     assert_eq!(prune(&services, t0).await.expect("prune").notifications, 0);
     assert_eq!(records(&bob), 6, "the first message read is the newest at the receipt");
     for n in 3..5 {
-        messages.push(send(text(n)).await);
+        let text = json!({ "msgtype": "m.text", "body": format!("message {n}") });
+        messages.push(say(&services, &room, &alice, text).await);
     }
-    evaluate_all(&services).await;
+    crate::push::evaluate::evaluate_all(&services).await;
     let (bob_before, carol_before) = (unread(&bob), unread(&carol));
     assert_eq!(bob_before.main, (5, 1));
     assert_eq!(bob_before.threads, vec![(messages[0].to_string(), (1, 0))]);
@@ -398,14 +386,14 @@ async fn old_notifications_go_and_the_counts_of_who_never_read_them_stay() {
     assert_eq!((unread(&bob), unread(&carol)), (bob_before, carol_before.clone()));
 
     // A receipt into what went counts what is left after it (the messages since).
-    receipt(&messages[1], Some("main")).await;
+    read_up_to(&services, &room, &bob, &messages[1], Some("main")).await;
     assert_eq!(unread(&bob).main, (2, 0));
     assert_eq!(prune(&services, t0 + 2 * HOUR_MS).await.expect("prune").notifications, 0);
     assert_eq!(unread(&bob).main, (2, 0), "the same once folded again at that receipt");
 
     // Read to the end, four hours on: the folds go with the records read, and the mention, older
     // than the highlights' retention, goes too.
-    receipt(&messages[4], None).await;
+    read_up_to(&services, &room, &bob, &messages[4], None).await;
     let pruned = prune(&services, t0 + 4 * HOUR_MS).await.expect("prune");
     // Bob's two folds, the mention, the second reply and message 3; Carol's second reply and
     // message 3 (her main timeline folded at message 4 now).
