@@ -200,6 +200,10 @@ impl TxnKey {
     }
 }
 
+/// What a test runs right after an event's write is queued (see `Rooms::after_queued`).
+#[cfg(test)]
+pub(crate) type AfterQueued = Box<dyn Fn(&RoomId) + Send>;
+
 pub struct Rooms {
     db: Arc<Database>,
     server_name: OwnedServerName,
@@ -226,6 +230,10 @@ pub struct Rooms {
     recent_suspended: Recent<OwnedUserId, bool>,
     /// Resolutions made, by the set of state snapshots resolved (see [`Rooms::cached_resolution`]).
     resolutions: Mutex<HashMap<Vec<u64>, u64>>,
+    /// Run by an event's write right after its job is queued: a test stands there for a caller
+    /// the scheduler stopped, while the writer makes the event durable and wakes its readers.
+    #[cfg(test)]
+    pub(crate) after_queued: Mutex<Option<AfterQueued>>,
     /// The user directory's view of each room's joined members (`directory.rs`).
     directory_cache: Mutex<HashMap<OwnedRoomId, Arc<Vec<directory::DirectoryEntry>>>>,
     writer: Arc<Writer>,
@@ -284,6 +292,8 @@ impl Rooms {
             state: StateStore::new(db.clone(), writer.pending.clone()),
             records: Mutex::new(HashMap::new()),
             auth_cache: Mutex::new(HashMap::new()),
+            #[cfg(test)]
+            after_queued: Mutex::new(None),
             recent_memberships: Recent::new(RECENT_ENTRIES),
             recent_suspended: Recent::new(RECENT_ENTRIES),
             resolutions: Mutex::new(HashMap::new()),
@@ -382,9 +392,10 @@ impl Rooms {
         // Through the writer, after any write of this room still queued, so none overwrites it.
         let durable = self.writer.submit(&self.db, |batch, _| {
             self.db.tables.rooms.roomid_room.insert(batch, &room.to_owned(), &Json(record.clone()));
+            // Before the job is queued, as an event's write does (`Rooms::append_pdu`).
+            self.records.lock().expect("room records").insert(room.to_owned(), record);
             Ok(crate::stream::Cleanup::default())
         })?;
-        self.records.lock().expect("room records").insert(room.to_owned(), record);
         wait_durable(durable).await?;
         Ok(dropped)
     }

@@ -375,3 +375,41 @@ async fn recent_events_are_read_from_memory_and_their_changes_show() {
     assert!(rooms.pdu_json(&second).unwrap().is_none(), "purged");
     assert!(rooms.meta(&second).unwrap().is_none());
 }
+
+/// A room's new record is in the cache before its event can be seen. Once the writer has made
+/// an event durable it wakes the readers (a sync showing the event); a read of the room's state
+/// that follows must not find the previous record, even when the thread that queued the event
+/// has not run since: the test's hook stands there, waits until the event is durable, and reads
+/// the room's record as such a reader would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_record_is_cached_before_its_event_is_seen() {
+    let (_dir, services, [alice, ..], room) = crate::services::testing::three_users_and_a_room().await;
+    let rooms = &services.rooms;
+    let seen = Arc::new(std::sync::Mutex::new(None));
+    let hook = {
+        let (services, room, seen) = (services.clone(), room.clone(), seen.clone());
+        let mut stream = rooms.subscribe();
+        let before = *stream.borrow_and_update();
+        let stream = std::sync::Mutex::new(stream);
+        move |queued: &RoomId| {
+            use crate::db::codec::{prefix, Be64, Codec};
+            if *queued != *room {
+                return;
+            }
+            let start = (room.clone(), Be64(before + 1)).encode();
+            let table = &services.db.tables.rooms.roomidpos_eventid;
+            let mut stream = stream.lock().expect("stream");
+            while table.scan_from(prefix(&room), start.clone(), true).next().is_none() {
+                let woken = tokio::task::block_in_place(|| futures::executor::block_on(stream.changed()));
+                woken.expect("the writer runs");
+            }
+            *seen.lock().expect("seen") = services.rooms.room(&room).expect("read").map(|r| r.snapshot);
+        }
+    };
+    *rooms.after_queued.lock().expect("hook") = Some(Box::new(hook));
+    let topic = super::NewEvent::state(StateEventType::RoomTopic, "", json!({ "topic": "the new topic" }));
+    let topic = rooms.append(&room, &alice, topic, None).await.expect("topic");
+    *rooms.after_queued.lock().expect("hook") = None;
+    let snapshot = rooms.meta(&topic).expect("read").expect("meta").snapshot;
+    assert_eq!(*seen.lock().expect("seen"), Some(snapshot), "the room's state as the topic was first seen");
+}

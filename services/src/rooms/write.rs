@@ -607,10 +607,17 @@ impl Rooms {
                 overlay.txns.insert(key.clone(), event_id.clone());
             }
             overlay.pdus.insert(event_id.clone(), (json.clone(), meta));
+            // Before the job is queued: once queued, the writer may make it durable and wake
+            // readers (a sync showing this event) before this thread runs again, and a reader
+            // must not then find the room's previous record (and state) in the cache.
+            if let Some(record) = room_record.take() {
+                self.records.lock().expect("room records").insert(room.to_owned(), record);
+            }
             Ok(cleanup)
         })?;
-        if let Some(record) = room_record {
-            self.records.lock().expect("room records").insert(room.to_owned(), record);
+        #[cfg(test)]
+        if let Some(hook) = &*self.after_queued.lock().expect("test hook") {
+            hook(room);
         }
         let origin =
             if pdu.sender.server_name() == self.server_name { &self.appended.local } else { &self.appended.remote };
