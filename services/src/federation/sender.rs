@@ -161,13 +161,15 @@ fn spawn_worker(services: &Arc<Services>, server: OwnedServerName) {
 }
 
 /// The destinations of a local event: servers with joined members, and a membership target's.
-fn destinations(services: &Services, room: &RoomId, pdu: &crate::rooms::pdu::Pdu) -> Vec<OwnedServerName> {
+///
+/// `kind` and `state_key` are the event's: a membership change also goes to its target's server.
+fn destinations(services: &Services, room: &RoomId, kind: &str, state_key: Option<&str>) -> Vec<OwnedServerName> {
     let mut servers = super::receive::servers_in_room(services, room).unwrap_or_default();
-    if pdu.kind == ruma::events::TimelineEventType::RoomMember {
-        if let Some(target) = pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok()) {
-            let server = target.server_name().to_owned();
-            if server != services.federation.server_name() && !servers.contains(&server) {
-                servers.push(server);
+    if kind == "m.room.member" {
+        if let Some(target) = state_key.and_then(|k| <&UserId>::try_from(k).ok()) {
+            let server = target.server_name();
+            if server != services.federation.server_name() && !servers.iter().any(|s| s == server) {
+                servers.push(server.to_owned());
             }
         }
     }
@@ -194,7 +196,9 @@ fn event_for(services: &Services, pos: u64, server: &ServerName) -> Option<Vec<u
         || had_member_at(services, &room, server, pos).unwrap_or_else(|error| {
             // The history unreadable: the current members decide, as before the history existed.
             tracing::warn!(%room, %server, %error, "reading the room's membership history failed");
-            destinations(services, &room, &pdu).iter().any(|s| s == server)
+            destinations(services, &room, pdu.kind.to_string().as_str(), pdu.state_key.as_deref())
+                .iter()
+                .any(|s| s == server)
         });
     (owed && services.federation.allowed(server) && super::receive::acl_allows(services, &room, server)).then_some(json)
 }
@@ -250,6 +254,20 @@ pub fn waiting(services: &Services, server: &ServerName, scan: usize) -> (u64, O
     (count, oldest)
 }
 
+/// The fields of a stored event the dispatcher decides on, read without building the event:
+/// most events are other servers' or go nowhere.
+#[derive(serde::Deserialize)]
+struct Head<'a> {
+    #[serde(borrow)]
+    sender: std::borrow::Cow<'a, str>,
+    #[serde(borrow, rename = "type")]
+    kind: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    state_key: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    room_id: Option<std::borrow::Cow<'a, str>>,
+}
+
 async fn dispatch(services: Arc<Services>) {
     let mut stream = services.rooms.subscribe();
     let tables = &services.db.tables;
@@ -258,6 +276,12 @@ async fn dispatch(services: Arc<Services>) {
         done = *stream.borrow();
     }
     let mut saved = Instant::now();
+    // The generation of the device-change and presence tables when a scan last found all their
+    // entries up to the head: while it holds, nothing was written to them since, and their
+    // scans (an iterator each, most of the dispatcher's cost when every wake is one message)
+    // are skipped. Not kept when a scan stopped at an entry beyond the head, which a later
+    // wake must find.
+    let (mut keychanges_seen, mut presence_seen) = (None, None);
     loop {
         let head = *stream.borrow_and_update();
         if head > done {
@@ -266,13 +290,27 @@ async fn dispatch(services: Arc<Services>) {
                 if pos > head {
                     break;
                 }
-                let Ok(Some(pdu)) = services.rooms.pdu(&event_id) else { continue };
-                super::threepid::on_event(&services, &pdu);
-                if pdu.sender.server_name() != services.federation.server_name() {
+                let Ok(Some(json)) = services.rooms.pdu_json(&event_id) else { continue };
+                if services.network.has_domain_map() {
+                    if let Ok(pdu) = crate::rooms::pdu::Pdu::from_json(event_id.clone(), &json) {
+                        super::threepid::on_event(&services, &pdu);
+                    }
+                }
+                let Ok(head) = serde_json::from_slice::<Head>(&json) else { continue };
+                let Ok(sender) = <&UserId>::try_from(&*head.sender) else { continue };
+                if sender.server_name() != services.federation.server_name() {
                     continue;
                 }
-                let Ok(Some(meta)) = services.rooms.meta(&event_id) else { continue };
-                for server in destinations(&services, &meta.room_id, &pdu) {
+                let room = match head.room_id.as_deref().map(<&RoomId>::try_from) {
+                    Some(Ok(room)) => room.to_owned(),
+                    Some(Err(_)) => continue,
+                    // A room version 12 create event: its room id is not in it.
+                    None => match services.rooms.meta(&event_id) {
+                        Ok(Some(meta)) => meta.room_id,
+                        _ => continue,
+                    },
+                };
+                for server in destinations(&services, &room, &head.kind, head.state_key.as_deref()) {
                     // A destination met for the first time starts just before this event.
                     if tables.federation.servername_sentpos.get(&server).ok().flatten().is_none() {
                         let mut batch = Batch::new();
@@ -284,26 +322,46 @@ async fn dispatch(services: Arc<Services>) {
                     services.federation.sender.wake(&server);
                 }
             }
-            for entry in tables.keys.pos_keychange.scan_from(Vec::new(), (done + 1).to_be_bytes().to_vec(), true) {
-                let Ok((Be64(pos), user)) = entry else { break };
-                if pos > head {
-                    break;
-                }
-                if user.server_name() == services.federation.server_name() {
-                    if let Err(error) = announce_device_change(&services, pos, &user) {
-                        tracing::error!(%user, %error, "queueing a device list update failed");
+            let generation = tables.keys.pos_keychange.generation();
+            if keychanges_seen != Some(generation) {
+                let mut complete = true;
+                for entry in tables.keys.pos_keychange.scan_from(Vec::new(), (done + 1).to_be_bytes().to_vec(), true) {
+                    let Ok((Be64(pos), user)) = entry else {
+                        complete = false;
+                        break;
+                    };
+                    if pos > head {
+                        complete = false;
+                        break;
+                    }
+                    if user.server_name() == services.federation.server_name() {
+                        if let Err(error) = announce_device_change(&services, pos, &user) {
+                            tracing::error!(%user, %error, "queueing a device list update failed");
+                        }
                     }
                 }
+                keychanges_seen = complete.then_some(generation);
             }
             let mut present = Vec::new();
-            for entry in tables.ephemeral.pos_presence.scan_from(Vec::new(), (done + 1).to_be_bytes().to_vec(), true) {
-                let Ok((Be64(pos), user)) = entry else { break };
-                if pos > head {
-                    break;
+            let generation = tables.ephemeral.pos_presence.generation();
+            if presence_seen != Some(generation) {
+                let mut complete = true;
+                for entry in
+                    tables.ephemeral.pos_presence.scan_from(Vec::new(), (done + 1).to_be_bytes().to_vec(), true)
+                {
+                    let Ok((Be64(pos), user)) = entry else {
+                        complete = false;
+                        break;
+                    };
+                    if pos > head {
+                        complete = false;
+                        break;
+                    }
+                    if user.server_name() == services.federation.server_name() {
+                        present.push(user);
+                    }
                 }
-                if user.server_name() == services.federation.server_name() {
-                    present.push(user);
-                }
+                presence_seen = complete.then_some(generation);
             }
             if let Err(error) = announce_presence(&services, &present) {
                 tracing::error!(%error, "queueing presence updates failed");
