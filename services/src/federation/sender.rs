@@ -16,7 +16,7 @@ use std::{
 
 use ruma::{
     api::federation::transactions::send_transaction_message, serde::Raw, MilliSecondsSinceUnixEpoch, OwnedRoomId,
-    OwnedServerName, OwnedTransactionId, RoomId, ServerName, UserId,
+    OwnedServerName, OwnedTransactionId, OwnedUserId, RoomId, ServerName, UserId,
 };
 use serde_json::{json, Value};
 use tokio::sync::Notify;
@@ -24,7 +24,7 @@ use tokio::sync::Notify;
 use crate::{
     db::{
         codec::{prefix, Be64, Json},
-        Batch, Database,
+        Batch, Database, Table,
     },
     error::Result,
     rooms::visibility::ServerWindow,
@@ -254,18 +254,38 @@ pub fn waiting(services: &Services, server: &ServerName, scan: usize) -> (u64, O
     (count, oldest)
 }
 
-/// The fields of a stored event the dispatcher decides on, read without building the event:
-/// most events are other servers' or go nowhere.
-#[derive(serde::Deserialize)]
-struct Head<'a> {
-    #[serde(borrow)]
-    sender: std::borrow::Cow<'a, str>,
-    #[serde(borrow, rename = "type")]
-    kind: std::borrow::Cow<'a, str>,
-    #[serde(borrow, default)]
-    state_key: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow, default)]
-    room_id: Option<std::borrow::Cow<'a, str>>,
+/// The entries of a table of our users by stream position (`pos_keychange`, `pos_presence`)
+/// after `done` up to `head`, with nothing read while the table's generation is still `seen`:
+/// the generation at which a scan last found every entry up to the head. A scan that stopped
+/// at an entry beyond the head (or at an error) keeps none, so a later wake reads again.
+fn local_entries(
+    table: &Table<Be64, OwnedUserId>,
+    ours: &ServerName,
+    done: u64,
+    head: u64,
+    seen: &mut Option<u64>,
+) -> Vec<(u64, OwnedUserId)> {
+    let generation = table.generation();
+    if *seen == Some(generation) {
+        return Vec::new();
+    }
+    let mut entries = Vec::new();
+    let mut complete = true;
+    for entry in table.scan_from(Vec::new(), (done + 1).to_be_bytes().to_vec(), true) {
+        match entry {
+            Ok((Be64(pos), user)) if pos <= head => {
+                if user.server_name() == ours {
+                    entries.push((pos, user));
+                }
+            }
+            _ => {
+                complete = false;
+                break;
+            }
+        }
+    }
+    *seen = complete.then_some(generation);
+    entries
 }
 
 async fn dispatch(services: Arc<Services>) {
@@ -296,7 +316,7 @@ async fn dispatch(services: Arc<Services>) {
                         super::threepid::on_event(&services, &pdu);
                     }
                 }
-                let Ok(head) = serde_json::from_slice::<Head>(&json) else { continue };
+                let Ok(head) = serde_json::from_slice::<crate::rooms::pdu::Head>(&json) else { continue };
                 let Ok(sender) = <&UserId>::try_from(&*head.sender) else { continue };
                 if sender.server_name() != services.federation.server_name() {
                     continue;
@@ -322,47 +342,17 @@ async fn dispatch(services: Arc<Services>) {
                     services.federation.sender.wake(&server);
                 }
             }
-            let generation = tables.keys.pos_keychange.generation();
-            if keychanges_seen != Some(generation) {
-                let mut complete = true;
-                for entry in tables.keys.pos_keychange.scan_from(Vec::new(), (done + 1).to_be_bytes().to_vec(), true) {
-                    let Ok((Be64(pos), user)) = entry else {
-                        complete = false;
-                        break;
-                    };
-                    if pos > head {
-                        complete = false;
-                        break;
-                    }
-                    if user.server_name() == services.federation.server_name() {
-                        if let Err(error) = announce_device_change(&services, pos, &user) {
-                            tracing::error!(%user, %error, "queueing a device list update failed");
-                        }
-                    }
+            let ours = services.federation.server_name();
+            for (pos, user) in local_entries(&tables.keys.pos_keychange, ours, done, head, &mut keychanges_seen) {
+                if let Err(error) = announce_device_change(&services, pos, &user) {
+                    tracing::error!(%user, %error, "queueing a device list update failed");
                 }
-                keychanges_seen = complete.then_some(generation);
             }
-            let mut present = Vec::new();
-            let generation = tables.ephemeral.pos_presence.generation();
-            if presence_seen != Some(generation) {
-                let mut complete = true;
-                for entry in
-                    tables.ephemeral.pos_presence.scan_from(Vec::new(), (done + 1).to_be_bytes().to_vec(), true)
-                {
-                    let Ok((Be64(pos), user)) = entry else {
-                        complete = false;
-                        break;
-                    };
-                    if pos > head {
-                        complete = false;
-                        break;
-                    }
-                    if user.server_name() == services.federation.server_name() {
-                        present.push(user);
-                    }
-                }
-                presence_seen = complete.then_some(generation);
-            }
+            let present: Vec<OwnedUserId> =
+                local_entries(&tables.ephemeral.pos_presence, ours, done, head, &mut presence_seen)
+                    .into_iter()
+                    .map(|(_, user)| user)
+                    .collect();
             if let Err(error) = announce_presence(&services, &present) {
                 tracing::error!(%error, "queueing presence updates failed");
             }

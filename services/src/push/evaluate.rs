@@ -21,7 +21,6 @@ use ruma::{
     serde::Raw,
     Int, OwnedRoomId, OwnedUserId, RoomId, UInt, UserId,
 };
-use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::watch;
 
@@ -526,25 +525,8 @@ async fn evaluate(
     pos: u64,
     json: &[u8],
 ) -> Result<(Option<String>, Vec<(OwnedUserId, Vec<Action>)>)> {
-    /// The fields that decide who is evaluated, read without building the whole event.
-    #[derive(Deserialize)]
-    struct Head<'a> {
-        #[serde(borrow)]
-        sender: std::borrow::Cow<'a, str>,
-        #[serde(borrow, rename = "type")]
-        kind: std::borrow::Cow<'a, str>,
-        #[serde(borrow, default)]
-        state_key: Option<std::borrow::Cow<'a, str>>,
-        #[serde(default)]
-        content: MembershipOnly,
-    }
-    #[derive(Deserialize, Default)]
-    struct MembershipOnly {
-        #[serde(default)]
-        membership: Option<String>,
-    }
     let Some(context) = rooms.get(services, room, snapshot)? else { return Ok((None, Vec::new())) };
-    let Ok(head) = serde_json::from_slice::<Head>(json) else { return Ok((None, Vec::new())) };
+    let Ok(head) = serde_json::from_slice::<crate::rooms::pdu::Head>(json) else { return Ok((None, Vec::new())) };
     let mut candidates: Vec<(&UserId, &str)> = context
         .members
         .iter()

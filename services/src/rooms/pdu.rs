@@ -35,6 +35,30 @@ pub struct Pdu {
     pub rejected: bool,
 }
 
+/// The fields of a stored event that the stream's consumers decide on (who is notified, where it
+/// is sent), read from its JSON without building the event: most events need nothing more.
+#[derive(Deserialize)]
+pub struct Head<'a> {
+    #[serde(borrow)]
+    pub sender: std::borrow::Cow<'a, str>,
+    #[serde(borrow, rename = "type")]
+    pub kind: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub state_key: Option<std::borrow::Cow<'a, str>>,
+    /// Absent on room version 12 create events, whose event id is the room id.
+    #[serde(borrow, default)]
+    pub room_id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    pub content: MembershipOnly,
+}
+
+/// The one field of an event's content a [`Head`] reads.
+#[derive(Deserialize, Default)]
+pub struct MembershipOnly {
+    #[serde(default)]
+    pub membership: Option<String>,
+}
+
 /// The largest depth canonical JSON can carry (2^53 - 1).
 pub const MAX_DEPTH: u64 = (1 << 53) - 1;
 
