@@ -392,7 +392,7 @@ impl Rooms {
         // Through the writer, after any write of this room still queued, so none overwrites it.
         let durable = self.writer.submit(&self.db, |batch, _| {
             self.db.tables.rooms.roomid_room.insert(batch, &room.to_owned(), &Json(record.clone()));
-            // Before the job is queued, as an event's write does (`Rooms::append_pdu`).
+            // Before the job is queued, as an event's write does (`Rooms::persist`).
             self.records.lock().expect("room records").insert(room.to_owned(), record);
             Ok(crate::stream::Cleanup::default())
         })?;

@@ -518,10 +518,10 @@ impl Rooms {
             _ => None,
         };
         let txn_key = txn.map(|t| (t.stored(), t.txn_id));
-        let mut room_record = None;
         let previous_depth = self.room(room)?.map(|r| r.depth).unwrap_or(0);
         let durable = self.writer.submit(&self.db, |batch, pos| {
             self.writer.touch_room(room, pos);
+            let mut room_record = None;
             let mut new_snapshots = Vec::new();
             let dag_snapshot = match short {
                 Some(_) if historical => before.unwrap_or_default(),
@@ -610,7 +610,7 @@ impl Rooms {
             // Before the job is queued: once queued, the writer may make it durable and wake
             // readers (a sync showing this event) before this thread runs again, and a reader
             // must not then find the room's previous record (and state) in the cache.
-            if let Some(record) = room_record.take() {
+            if let Some(record) = room_record {
                 self.records.lock().expect("room records").insert(room.to_owned(), record);
             }
             Ok(cleanup)
