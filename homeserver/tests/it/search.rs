@@ -175,6 +175,18 @@ async fn search_finds_french_words_in_rooms_the_user_may_see() {
     let restarted = bodies(&search(&server, &b, json!({ "search_term": "redemarrage" })).await);
     assert_eq!(restarted, vec!["Nouvelle réunion après le redémarrage"]);
 
+    // An index of another schema (an earlier release's) is rebuilt from the stream at start-up.
+    server.stop();
+    let index = server.config_path.parent().expect("data dir").join("db").join("search");
+    std::fs::remove_dir_all(&index).unwrap();
+    std::fs::create_dir_all(&index).unwrap();
+    let mut other = tantivy::schema::Schema::builder();
+    other.add_text_field("event_id", tantivy::schema::STRING | tantivy::schema::STORED);
+    tantivy::Index::create_in_dir(&index, other.build()).unwrap();
+    server.restart();
+    let rebuilt = bodies(&search(&server, &b, json!({ "search_term": "redemarrage" })).await);
+    assert_eq!(rebuilt, vec!["Nouvelle réunion après le redémarrage"]);
+
     // matrix-sdk sends the same request and reads the answer.
     let bob = server.client().await;
     bob.matrix_auth().login_username("bob", "pw").send().await.unwrap();

@@ -129,6 +129,9 @@ struct Plan {
     extra_visibility: Vec<visibility::VisibilityChange>,
     /// Memberships to record with this event: the members of a remote room as we enter it.
     extra_members: Vec<(OwnedUserId, String, OwnedEventId)>,
+    /// Built and signed here just now: it cannot have been stored as an outlier before (its id
+    /// is the hash of content no other server had), so no outlier record needs deleting.
+    built_here: bool,
 }
 
 impl MembershipRecord {

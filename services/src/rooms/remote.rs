@@ -843,6 +843,7 @@ impl Rooms {
                 historical: false,
                 extra_visibility: Vec::new(),
                 extra_members: Vec::new(),
+                built_here: false,
             },
         )?;
         if newly_resolved {
@@ -926,6 +927,7 @@ impl Rooms {
                     historical: true,
                     extra_visibility: std::mem::take(&mut seed),
                     extra_members: std::mem::take(&mut members),
+                    built_here: false,
                 },
             )?);
         }
@@ -955,6 +957,7 @@ impl Rooms {
                 historical: false,
                 extra_visibility: seed,
                 extra_members: members,
+                built_here: false,
             },
         )?);
         drop(guard);

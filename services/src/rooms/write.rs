@@ -390,6 +390,7 @@ impl Rooms {
                 historical: false,
                 extra_visibility: Vec::new(),
                 extra_members: Vec::new(),
+                built_here: true,
             },
         )
     }
@@ -430,6 +431,7 @@ impl Rooms {
             historical,
             extra_visibility,
             extra_members,
+            built_here,
         } = plan;
         let rules = rules_of(&version)?;
         // Interning commits on its own; do it before taking the writer's queue.
@@ -553,7 +555,9 @@ impl Rooms {
             };
             tables.rooms.eventid_pdu.insert(batch, &event_id, &json);
             tables.rooms.eventid_meta.insert(batch, &event_id, &Json(meta.clone()));
-            tables.rooms.eventid_outlier.remove(batch, &event_id);
+            if !built_here {
+                tables.rooms.eventid_outlier.remove(batch, &event_id);
+            }
             tables.rooms.pos_eventid.insert(batch, &Be64(pos), &event_id);
             tables.rooms.roomidpos_eventid.insert(batch, &(room.to_owned(), Be64(pos)), &event_id);
             if !historical {

@@ -117,7 +117,10 @@ fn schema() -> (Schema, Fields) {
         TextFieldIndexing::default().set_tokenizer(ANALYZER).set_index_option(IndexRecordOption::WithFreqs),
     );
     let fields = Fields {
-        event_id: builder.add_text_field("event_id", STRING | STORED),
+        // Stored to read a hit back, not indexed: a redaction deletes its target by position. As a
+        // term, every event's id (44 random characters, unique) made most of the term dictionary
+        // each commit builds.
+        event_id: builder.add_text_field("event_id", STORED),
         room_id: builder.add_text_field("room_id", STRING),
         sender: builder.add_text_field("sender", STRING),
         key: builder.add_text_field("key", STRING),
@@ -309,8 +312,11 @@ impl Search {
         let kind = event["type"].as_str().unwrap_or_default();
         if kind == "m.room.redaction" {
             let target = event["content"]["redacts"].as_str().or(event["redacts"].as_str());
-            if let Some(target) = target {
-                writer.delete_term(Term::from_field_text(f.event_id, target));
+            let target = target.and_then(|t| OwnedEventId::try_from(t).ok());
+            // The target is indexed at its position; one not stored yet was never indexed, and
+            // arrives redacted (its text gone) if it ever does.
+            if let Some(meta) = target.map(|t| services.rooms.meta(&t)).transpose()?.flatten() {
+                writer.delete_term(Term::from_field_u64(f.pos, meta.pos));
             }
             return Ok(());
         }

@@ -38,8 +38,9 @@ async fn say(services: &Services, room: &OwnedRoomId, user: &OwnedUserId, body: 
     services.rooms.append(room, user, message, None).await.expect("send");
 }
 
-fn found(services: &Services, user: &OwnedUserId, room: &OwnedRoomId, term: &str) -> Vec<String> {
-    let query = SearchQuery {
+/// A search of `term` in the message bodies of `room`, newest first.
+fn query(room: &OwnedRoomId, term: &str) -> SearchQuery {
+    SearchQuery {
         term: term.to_owned(),
         keys: vec!["content.body"],
         rooms: vec![room.clone()],
@@ -48,8 +49,11 @@ fn found(services: &Services, user: &OwnedUserId, room: &OwnedRoomId, term: &str
         order: Ordering::Recent,
         limit: 10,
         next_batch: None,
-    };
-    let results = services.search.search(services, user, &query, &|_| true).expect("search");
+    }
+}
+
+fn found(services: &Services, user: &OwnedUserId, room: &OwnedRoomId, term: &str) -> Vec<String> {
+    let results = services.search.search(services, user, &query(room, term), &|_| true).expect("search");
     results.hits.iter().map(|h| h.event["content"]["body"].as_str().unwrap_or_default().to_owned()).collect()
 }
 
@@ -81,4 +85,32 @@ async fn a_search_sees_every_event_acknowledged_before_it() {
         tokio::time::timeout(GUARD, services.search.caught_up(head, crate::db::STREAM_BASE)).await.expect("caught up");
         assert_eq!(found(&services, &alice, &room, &format!("numéro{n}")), vec![body]);
     }
+}
+
+/// How many documents of the index hold `term`, whatever the reader may see: a redacted event
+/// must leave the index itself, not only be filtered out when read back.
+fn indexed_count(services: &Services, user: &OwnedUserId, room: &OwnedRoomId, term: &str) -> u64 {
+    services.search.search(services, user, &query(room, term), &|_| true).expect("search").count
+}
+
+/// A redaction deletes its target's document from the index (by the target's position): the
+/// count of matching documents falls to zero, and an unrelated message stays.
+#[tokio::test]
+async fn a_redaction_removes_its_target_from_the_index() {
+    let (_dir, services, alice, room) = room_with_indexer().await;
+    let first = NewEvent::message(
+        TimelineEventType::RoomMessage,
+        json!({ "msgtype": "m.text", "body": "Conseil restreint mardi" }),
+    );
+    let target = services.rooms.append(&room, &alice, first, None).await.expect("send");
+    say(&services, &room, &alice, "Conseil élargi mercredi").await;
+    let head = *services.rooms.subscribe().borrow();
+    tokio::time::timeout(GUARD, services.search.caught_up(head, crate::db::STREAM_BASE)).await.expect("caught up");
+    assert_eq!(indexed_count(&services, &alice, &room, "conseil"), 2);
+    let version = services.rooms.room(&room).expect("room").expect("record").version;
+    services.rooms.append(&room, &alice, NewEvent::redaction(&version, &target, None), None).await.expect("redact");
+    let head = *services.rooms.subscribe().borrow();
+    tokio::time::timeout(GUARD, services.search.caught_up(head, crate::db::STREAM_BASE)).await.expect("caught up");
+    assert_eq!(indexed_count(&services, &alice, &room, "conseil"), 1);
+    assert_eq!(found(&services, &alice, &room, "conseil"), vec!["Conseil élargi mercredi"]);
 }
