@@ -225,7 +225,7 @@ pub struct Rooms {
     /// queued), so the next event builds on the previous one without waiting for its fsync.
     records: Mutex<HashMap<OwnedRoomId, RoomRecord>>,
     /// Parsed auth events (see [`Rooms::auth_pdu`]).
-    auth_cache: Mutex<HashMap<OwnedEventId, Pdu>>,
+    auth_cache: Mutex<HashMap<OwnedEventId, Arc<Pdu>>>,
     /// Membership records read, kept while no membership has been written ([`Recent`]): every
     /// send checks the sender's, and memberships change far less often than messages come.
     recent_memberships: Recent<(OwnedUserId, OwnedRoomId), Option<MembershipRecord>>,
@@ -430,12 +430,14 @@ impl Rooms {
     }
 
     /// A parsed event for the auth checks. Auth events are read for every new event of a room,
-    /// so parsed copies are cached; a redaction evicts its target (its stored form changes).
-    fn auth_pdu(&self, event: &EventId) -> Option<Pdu> {
+    /// so parsed copies are cached, and shared rather than copied (a copy of an event is a dozen
+    /// allocations, and every message reads three to six of them); a redaction evicts its
+    /// target (its stored form changes).
+    fn auth_pdu(&self, event: &EventId) -> Option<Arc<Pdu>> {
         if let Some(pdu) = self.auth_cache.lock().expect("auth cache").get(event) {
             return Some(pdu.clone());
         }
-        let pdu = self.pdu(event).ok().flatten()?;
+        let pdu = Arc::new(self.pdu(event).ok().flatten()?);
         let mut cache = self.auth_cache.lock().expect("auth cache");
         if cache.len() >= AUTH_CACHE_ENTRIES {
             cache.clear();
@@ -450,7 +452,7 @@ impl Rooms {
         if let Some(pdu) = self.auth_cache.lock().expect("auth cache").get(event) {
             return Some(pdu.auth_events.clone());
         }
-        self.auth_pdu(event).map(|p| p.auth_events)
+        self.auth_pdu(event).map(|p| p.auth_events.clone())
     }
 
     pub fn meta(&self, event: &EventId) -> Result<Option<EventMeta>> {

@@ -25,7 +25,7 @@ struct View<'a> {
 }
 
 impl View<'_> {
-    fn pdu(&self, kind: &str, state_key: &str) -> Option<Pdu> {
+    fn pdu(&self, kind: &str, state_key: &str) -> Option<std::sync::Arc<Pdu>> {
         let short = self.rooms.state.short_key(&StateEventType::from(kind), state_key).ok()??;
         self.rooms.auth_pdu(self.state.get(&short)?)
     }

@@ -175,7 +175,7 @@ impl Rooms {
             }
             if self.outlier(&id)?.is_some_and(|o| o.soft_failed) {
                 if let Some(pdu) = self.auth_pdu(&id) {
-                    todo.extend(pdu.prev_events);
+                    todo.extend(pdu.prev_events.iter().cloned());
                 }
             }
         }
@@ -282,7 +282,7 @@ impl Rooms {
             return Err(Error::UnsupportedRoomVersion(format!("room version {version} uses state resolution v1")));
         };
         let fetch = |id: &EventId| match pending {
-            Some(p) if p.event_id == id => Some(p.clone()),
+            Some(p) if p.event_id == id => Some(Arc::new(p.clone())),
             _ => self.auth_pdu(id),
         };
         let auth_of = |id: &EventId| match pending {
@@ -381,11 +381,11 @@ impl Rooms {
     fn conflicted_subgraph(
         &self,
         conflicted: &HashSet<OwnedEventId>,
-        fetch: &dyn Fn(&EventId) -> Option<Pdu>,
+        fetch: &dyn Fn(&EventId) -> Option<Arc<Pdu>>,
     ) -> HashSet<OwnedEventId> {
         let mut reaches: HashMap<OwnedEventId, bool> = HashMap::new();
         fn walk(
-            fetch: &dyn Fn(&EventId) -> Option<Pdu>,
+            fetch: &dyn Fn(&EventId) -> Option<Arc<Pdu>>,
             id: &OwnedEventId,
             conflicted: &HashSet<OwnedEventId>,
             reaches: &mut HashMap<OwnedEventId, bool>,

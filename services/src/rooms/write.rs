@@ -405,7 +405,7 @@ impl Rooms {
     ) -> Result<(), String> {
         let fetch_event = |id: &EventId| self.auth_pdu(id);
         ruma::state_res::check_state_independent_auth_rules(&rules.authorization, pdu, fetch_event)?;
-        let fetch_state = |kind: &StateEventType, key: &str| -> Option<Pdu> {
+        let fetch_state = |kind: &StateEventType, key: &str| -> Option<std::sync::Arc<Pdu>> {
             let state = state?;
             let short = self.state.short_key(kind, key).ok()??;
             self.auth_pdu(state.get(&short)?)
