@@ -105,6 +105,21 @@ enum Resolved {
     Snapshot(u64),
 }
 
+/// What the state-dependent auth rules read for a non-state event (a message, a reaction…): the
+/// room's create event, its power levels (if any), the sender's membership event, and the
+/// event's type. Events are immutable by id, so the same inputs give the same outcome (a
+/// redaction of a state event, which changes its stored form, empties the set).
+#[derive(PartialEq, Eq, Hash)]
+struct AuthInputs {
+    create: OwnedEventId,
+    power_levels: Option<OwnedEventId>,
+    sender_member: OwnedEventId,
+    kind: TimelineEventType,
+}
+
+/// Auth outcomes kept at most; the set is emptied when full.
+const AUTH_OUTCOMES: usize = 4_096;
+
 /// What [`Rooms::persist`] writes for one event.
 struct Plan {
     version: RoomVersionId,
@@ -233,6 +248,9 @@ pub struct Rooms {
     recent_suspended: Recent<OwnedUserId, bool>,
     /// Resolutions made, by the set of state snapshots resolved (see [`Rooms::cached_resolution`]).
     resolutions: Mutex<HashMap<Vec<u64>, u64>>,
+    /// State-dependent auth checks passed by non-state events, by the state events they read
+    /// (see [`Rooms::check_auth`]).
+    auth_outcomes: Mutex<std::collections::HashSet<AuthInputs>>,
     /// Run by an event's write right after its job is queued: a test stands there for a caller
     /// the scheduler stopped, while the writer makes the event durable and wakes its readers.
     #[cfg(test)]
@@ -300,6 +318,7 @@ impl Rooms {
             recent_memberships: Recent::new(RECENT_ENTRIES),
             recent_suspended: Recent::new(RECENT_ENTRIES),
             resolutions: Mutex::new(HashMap::new()),
+            auth_outcomes: Mutex::new(std::collections::HashSet::new()),
             directory_cache: Mutex::new(HashMap::new()),
             writer,
             db,

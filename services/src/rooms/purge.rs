@@ -117,7 +117,7 @@ impl Rooms {
         self.records.lock().expect("room records").remove(room);
         self.directory_cache.lock().expect("directory cache").remove(room);
         // Its snapshots are gone: no resolution may name them.
-        self.forget_resolutions();
+        self.forget_derived_from_state();
         {
             let mut auth = self.auth_cache.lock().expect("auth cache");
             for event_id in &events {

@@ -244,9 +244,12 @@ impl Rooms {
         cache.insert(snapshots, resolved);
     }
 
-    /// Empties the resolution cache (see [`Self::cached_resolution`]).
-    pub(crate) fn forget_resolutions(&self) {
+    /// Empties what was derived from the stored form of state events, which a redaction or a
+    /// purge changes: the resolution cache (see [`Self::cached_resolution`]) and the auth
+    /// outcomes (see [`Self::check_auth`]).
+    pub(crate) fn forget_derived_from_state(&self) {
         self.resolutions.lock().expect("resolution cache").clear();
+        self.auth_outcomes.lock().expect("auth outcomes").clear();
     }
 
     /// Resolves forked states with the room version's state resolution algorithm. `pending` is

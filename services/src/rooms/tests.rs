@@ -413,3 +413,36 @@ async fn a_room_record_is_cached_before_its_event_is_seen() {
     let snapshot = rooms.meta(&topic).expect("read").expect("meta").snapshot;
     assert_eq!(*seen.lock().expect("seen"), Some(snapshot), "the room's state as the topic was first seen");
 }
+
+/// A non-state event that passed the auth rules against the room's create event, power levels
+/// and its sender's membership passes again without them being read; any change of the power
+/// levels or of the membership is a new input, checked in full.
+#[tokio::test]
+async fn a_kept_auth_outcome_follows_the_power_levels_and_the_membership() {
+    let (_dir, services, [alice, bob, _], room) = crate::services::testing::three_users_and_a_room().await;
+    let rooms = &services.rooms;
+    let say = |body: &str| {
+        super::NewEvent::message(TimelineEventType::RoomMessage, json!({ "msgtype": "m.text", "body": body }))
+    };
+    rooms.append(&room, &bob, say("first"), None).await.expect("bob may talk");
+    rooms.append(&room, &bob, say("second"), None).await.expect("and again");
+
+    let mut levels: Value = serde_json::from_str(
+        rooms.state_event(&room, &StateEventType::RoomPowerLevels, "").unwrap().expect("power levels").content.get(),
+    )
+    .unwrap();
+    levels["events"]["m.room.message"] = json!(50);
+    let muted = super::NewEvent::state(StateEventType::RoomPowerLevels, "", levels.clone());
+    rooms.append(&room, &alice, muted, None).await.expect("alice mutes the room");
+    let refused = rooms.append(&room, &bob, say("third"), None).await;
+    assert!(matches!(refused, Err(crate::error::Error::Forbidden(_))), "{refused:?}");
+
+    levels["users"][bob.as_str()] = json!(50);
+    let promoted = super::NewEvent::state(StateEventType::RoomPowerLevels, "", levels);
+    rooms.append(&room, &alice, promoted, None).await.expect("alice promotes bob");
+    rooms.append(&room, &bob, say("fourth"), None).await.expect("bob may talk again");
+
+    rooms.set_membership(&room, &bob, &bob, "leave", None, Default::default()).await.expect("bob leaves");
+    let refused = rooms.append(&room, &bob, say("fifth"), None).await;
+    assert!(matches!(refused, Err(crate::error::Error::Forbidden(_))), "{refused:?}");
+}

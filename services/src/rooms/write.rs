@@ -15,8 +15,9 @@ use ruma::{
 use tokio::sync::oneshot;
 
 use super::{
-    canonical, check_size_limits, pdu, pdu::Pdu, rel_type, relates_to, rules_of, state, visibility, EventMeta, Links,
-    MembershipRecord, NewEvent, Plan, Resolved, RoomRecord, Rooms, TxnKey, MAX_PDU_BYTES,
+    canonical, check_size_limits, pdu, pdu::Pdu, rel_type, relates_to, rules_of, state, visibility, AuthInputs,
+    EventMeta, Links, MembershipRecord, NewEvent, Plan, Resolved, RoomRecord, Rooms, TxnKey, AUTH_OUTCOMES,
+    MAX_PDU_BYTES,
 };
 use crate::{
     db::codec::{Be64, Json},
@@ -397,6 +398,12 @@ impl Rooms {
 
     /// Runs the room version's authorization rules for `pdu` against `state` (the state before
     /// it, or whatever state the caller checks against); `Err` carries the failed rule.
+    ///
+    /// A non-state event's state-dependent rules read only the create event, the power levels
+    /// and the sender's membership: once an event of the same type passed them against the
+    /// same three events, the next one does too, without parsing the power levels again (a
+    /// twentieth of a message's cost). Only passes are kept; the state-independent rules (the
+    /// event's own auth events) run every time.
     pub(crate) fn check_auth(
         &self,
         rules: &ruma::room_version_rules::RoomVersionRules,
@@ -405,12 +412,35 @@ impl Rooms {
     ) -> Result<(), String> {
         let fetch_event = |id: &EventId| self.auth_pdu(id);
         ruma::state_res::check_state_independent_auth_rules(&rules.authorization, pdu, fetch_event)?;
-        let fetch_state = |kind: &StateEventType, key: &str| -> Option<std::sync::Arc<Pdu>> {
-            let state = state?;
+        let state_id = |kind: &StateEventType, key: &str| -> Option<&OwnedEventId> {
             let short = self.state.short_key(kind, key).ok()??;
-            self.auth_pdu(state.get(&short)?)
+            state?.get(&short)
         };
-        ruma::state_res::check_state_dependent_auth_rules(&rules.authorization, pdu, fetch_state)
+        let inputs = (pdu.state_key.is_none() && outcome_depends_on_inputs_only(&pdu.kind))
+            .then(|| {
+                Some(AuthInputs {
+                    create: state_id(&StateEventType::RoomCreate, "")?.clone(),
+                    power_levels: state_id(&StateEventType::RoomPowerLevels, "").cloned(),
+                    sender_member: state_id(&StateEventType::RoomMember, pdu.sender.as_str())?.clone(),
+                    kind: pdu.kind.clone(),
+                })
+            })
+            .flatten();
+        if let Some(inputs) = &inputs {
+            if self.auth_outcomes.lock().expect("auth outcomes").contains(inputs) {
+                return Ok(());
+            }
+        }
+        let fetch_state = |kind: &StateEventType, key: &str| self.auth_pdu(state_id(kind, key)?);
+        ruma::state_res::check_state_dependent_auth_rules(&rules.authorization, pdu, fetch_state)?;
+        if let Some(inputs) = inputs {
+            let mut outcomes = self.auth_outcomes.lock().expect("auth outcomes");
+            if outcomes.len() >= AUTH_OUTCOMES {
+                outcomes.clear();
+            }
+            outcomes.insert(inputs);
+        }
+        Ok(())
     }
 
     /// Persists an authorized event with a stream position: its state, the room's new current
@@ -513,7 +543,7 @@ impl Rooms {
                 self.auth_cache.lock().expect("auth cache").remove(&target);
                 if self.pdu(&target)?.is_some_and(|p| p.is_state()) {
                     // State resolution reads the stored (now redacted) form of state events.
-                    self.forget_resolutions();
+                    self.forget_derived_from_state();
                 }
                 self.redacted_form(&rules, &target, &event_id, &json)?
             }
@@ -685,4 +715,19 @@ impl Rooms {
         meta.redacted_because = Some(redaction_id.clone());
         Ok(Some((target.to_owned(), bytes, meta)))
     }
+}
+
+/// Whether the state-dependent auth rules of a non-state event of this type read nothing but
+/// the create event, the power levels and the sender's membership (the types with rules of
+/// their own, in any room version, are left out even without a state key; `m.room.aliases`
+/// without one always fails where it has rules of its own, so it is never kept there).
+fn outcome_depends_on_inputs_only(kind: &TimelineEventType) -> bool {
+    !matches!(
+        kind,
+        TimelineEventType::RoomCreate
+            | TimelineEventType::RoomMember
+            | TimelineEventType::RoomPowerLevels
+            | TimelineEventType::RoomThirdPartyInvite
+            | TimelineEventType::RoomRedaction
+    )
 }
