@@ -130,6 +130,41 @@ fn schema() -> (Schema, Fields) {
     (builder.build(), fields)
 }
 
+/// What the indexer reads of a stored event, each part left unparsed until it is needed: an
+/// event of a type that is not searched costs a scan of its JSON, not a tree of values.
+#[derive(serde::Deserialize)]
+struct Searchable<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    room_id: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    sender: Option<&'a serde_json::value::RawValue>,
+    /// A redaction's target before room version 11.
+    #[serde(borrow)]
+    redacts: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    content: Option<&'a serde_json::value::RawValue>,
+}
+
+/// The searchable keys of an event's content, and a redaction's target from room version 11.
+#[derive(serde::Deserialize, Default)]
+struct SearchableContent<'a> {
+    #[serde(borrow)]
+    body: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    name: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    topic: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    redacts: Option<&'a serde_json::value::RawValue>,
+}
+
+/// A part of an event that is a string (anything else: none, as a missing one).
+fn string(raw: Option<&serde_json::value::RawValue>) -> Option<String> {
+    serde_json::from_str(raw?.get()).ok()
+}
+
 /// How far the index reached: the stream up to `stream`, backfilled history down to `backfill`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Progress {
@@ -308,10 +343,12 @@ impl Search {
     ) -> Result<()> {
         let f = &self.fields;
         let Some(json) = services.rooms.pdu_json(event_id)? else { return Ok(()) };
-        let Ok(event) = serde_json::from_slice::<Value>(&json) else { return Ok(()) };
-        let kind = event["type"].as_str().unwrap_or_default();
+        let Ok(event) = serde_json::from_slice::<Searchable<'_>>(&json) else { return Ok(()) };
+        let content = event.content.and_then(|c| serde_json::from_str::<SearchableContent<'_>>(c.get()).ok());
+        let content = content.unwrap_or_default();
+        let kind = string(event.kind).unwrap_or_default();
         if kind == "m.room.redaction" {
-            let target = event["content"]["redacts"].as_str().or(event["redacts"].as_str());
+            let target = string(content.redacts).or_else(|| string(event.redacts));
             let target = target.and_then(|t| OwnedEventId::try_from(t).ok());
             // The target is indexed at its position; one not stored yet was never indexed, and
             // arrives redacted (its text gone) if it ever does.
@@ -321,12 +358,17 @@ impl Search {
             return Ok(());
         }
         let Some((key, _)) = KEYS.iter().find(|(_, t)| *t == kind) else { return Ok(()) };
-        let field = key.trim_start_matches("content.");
-        let Some(text) = event["content"][field].as_str() else { return Ok(()) };
+        let text = match *key {
+            "content.body" => content.body,
+            "content.name" => content.name,
+            "content.topic" => content.topic,
+            _ => None,
+        };
+        let Some(text) = string(text) else { return Ok(()) };
         let mut doc = TantivyDocument::default();
         doc.add_text(f.event_id, event_id.as_str());
-        doc.add_text(f.room_id, event["room_id"].as_str().unwrap_or_default());
-        doc.add_text(f.sender, event["sender"].as_str().unwrap_or_default());
+        doc.add_text(f.room_id, string(event.room_id).unwrap_or_default());
+        doc.add_text(f.sender, string(event.sender).unwrap_or_default());
         doc.add_text(f.key, key);
         doc.add_text(f.text, text);
         doc.add_u64(f.pos, pos);
