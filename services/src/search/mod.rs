@@ -130,34 +130,28 @@ fn schema() -> (Schema, Fields) {
     (builder.build(), fields)
 }
 
-/// What the indexer reads of a stored event, each part left unparsed until it is needed: an
-/// event of a type that is not searched costs a scan of its JSON, not a tree of values.
-#[derive(serde::Deserialize)]
-struct Searchable<'a> {
+/// What the indexer reads of a stored event and of its content (one shape for both levels),
+/// each part left unparsed until it is needed: an event of a type that is not searched costs a
+/// scan of its JSON, not a tree of values.
+#[derive(serde::Deserialize, Default)]
+struct Parts<'a> {
     #[serde(rename = "type", borrow)]
     kind: Option<&'a serde_json::value::RawValue>,
     #[serde(borrow)]
     room_id: Option<&'a serde_json::value::RawValue>,
     #[serde(borrow)]
     sender: Option<&'a serde_json::value::RawValue>,
-    /// A redaction's target before room version 11.
+    /// A redaction's target: at the top level before room version 11, in the content after.
     #[serde(borrow)]
     redacts: Option<&'a serde_json::value::RawValue>,
     #[serde(borrow)]
     content: Option<&'a serde_json::value::RawValue>,
-}
-
-/// The searchable keys of an event's content, and a redaction's target from room version 11.
-#[derive(serde::Deserialize, Default)]
-struct SearchableContent<'a> {
     #[serde(borrow)]
     body: Option<&'a serde_json::value::RawValue>,
     #[serde(borrow)]
     name: Option<&'a serde_json::value::RawValue>,
     #[serde(borrow)]
     topic: Option<&'a serde_json::value::RawValue>,
-    #[serde(borrow)]
-    redacts: Option<&'a serde_json::value::RawValue>,
 }
 
 /// A part of an event that is a string (anything else: none, as a missing one).
@@ -343,8 +337,8 @@ impl Search {
     ) -> Result<()> {
         let f = &self.fields;
         let Some(json) = services.rooms.pdu_json(event_id)? else { return Ok(()) };
-        let Ok(event) = serde_json::from_slice::<Searchable<'_>>(&json) else { return Ok(()) };
-        let content = event.content.and_then(|c| serde_json::from_str::<SearchableContent<'_>>(c.get()).ok());
+        let Ok(event) = serde_json::from_slice::<Parts<'_>>(&json) else { return Ok(()) };
+        let content = event.content.and_then(|c| serde_json::from_str::<Parts<'_>>(c.get()).ok());
         let content = content.unwrap_or_default();
         let kind = string(event.kind).unwrap_or_default();
         if kind == "m.room.redaction" {
