@@ -7,6 +7,7 @@ pub mod tables;
 
 use std::sync::Arc;
 
+use rand::RngExt;
 use ruma::{
     serde::Base64,
     signatures::{Ed25519KeyPair, KeyPair, PublicKeySet, Signature},
@@ -78,7 +79,11 @@ pub struct ServerKeys {
 
 fn new_keypair() -> Result<(String, Vec<u8>, Ed25519KeyPair)> {
     let document = Ed25519KeyPair::generate();
-    let version = format!("a_{}", &crate::users::random_password()[..6]);
+    // Six random letters and digits, as Synapse names its key versions.
+    let mut rng = rand::rng();
+    let alphabet = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let suffix: String = (0..6).map(|_| alphabet[rng.random_range(0..alphabet.len())] as char).collect();
+    let version = format!("a_{suffix}");
     let keypair = Ed25519KeyPair::from_der(&document, version.clone())
         .map_err(|e| Error::Internal(format!("generated key unreadable: {e}")))?;
     Ok((format!("ed25519:{version}"), document.to_vec(), keypair))

@@ -102,7 +102,8 @@ impl Services {
         };
         let profiles = Arc::new(Profiles::new(db.clone()));
         let registration_tokens = Arc::new(crate::users::registration_tokens::RegistrationTokens::new(db.clone()));
-        let writer = Arc::new(Writer::start(db.clone()));
+        let pending = Arc::new(std::sync::Mutex::new(crate::rooms::overlay::Pending::default()));
+        let writer = Arc::new(Writer::start(db.clone(), pending.clone()));
         let discovery = Arc::new(crate::users::discovery::state::Discovery::new(
             config.directory.discovery_room(),
             config.directory.discovery_passive_rooms.clone(),
@@ -134,6 +135,7 @@ impl Services {
                 server_keys.clone(),
                 profiles.clone(),
                 writer.clone(),
+                pending,
             )
             .with_network(network.clone()),
             network,

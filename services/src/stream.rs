@@ -6,7 +6,7 @@
 //! WAL once for the whole group, then acknowledges each sender and advances the stream
 //! notification to the group's highest position, so consumers never see a position before
 //! everything below it is durable. Until its batch is durable, an event stays readable from the
-//! in-memory [`Pending`] overlay, so the next event of the same room can be built and authorized
+//! in-memory [`Overlay`], so the next event of the same room can be built and authorized
 //! without waiting for the disk.
 
 use std::{
@@ -17,63 +17,29 @@ use std::{
     },
 };
 
-use ruma::{EventId, OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
+use ruma::{OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use tokio::sync::{oneshot, watch, Notify};
 
 use crate::db::{
     codec::{prefix, Json},
     Batch, Database,
 };
-use crate::rooms::{state::Snapshot, EventMeta};
 
 /// Transaction key of an idempotent client send.
 pub type TxnId = (OwnedUserId, OwnedDeviceId, String);
 
-/// Written-but-not-yet-durable data, consulted before the database.
-#[derive(Default)]
-pub struct Pending {
-    pub pdus: HashMap<OwnedEventId, (Vec<u8>, EventMeta)>,
-    /// The latest events made durable, as the overlay held them: each consumer of the stream
-    /// (push rules, search, appservices, federation) reads every new event right after its
-    /// write, and these reads were a sixth of a send's point reads (docs/performance.md).
-    /// Bounded by [`RECENT_EVENTS`], oldest out first. A change of a stored event goes through
-    /// the overlay (a redaction puts the redacted form there, which then replaces this copy)
-    /// or calls [`Pending::forget`] (outliers, backfill, purges).
-    recent: HashMap<OwnedEventId, (Vec<u8>, EventMeta)>,
-    recent_order: std::collections::VecDeque<OwnedEventId>,
-    pub txns: HashMap<TxnId, OwnedEventId>,
-    pub snapshots: HashMap<u64, Snapshot>,
+/// What readers consult before the database for writes not durable yet: the writer tells it
+/// what each durable batch's [`Cleanup`] names, in stream order. Its contents belong to the
+/// domain that writes them (the rooms' events and state snapshots), which the stream does not
+/// know.
+pub trait Overlay: Send {
+    fn made_durable(&mut self, cleanup: &Cleanup);
 }
 
-/// Events kept in [`Pending::recent`].
-const RECENT_EVENTS: usize = 2_048;
-
-impl Pending {
-    /// An event's stored form and metadata if pending or recently durable (`None`: read the store).
-    pub fn event(&self, id: &EventId) -> Option<&(Vec<u8>, EventMeta)> {
-        self.pdus.get(id).or_else(|| self.recent.get(id))
-    }
-
-    /// Drops the recent copy of events whose stored form is changed or removed outside the
-    /// overlay.
-    pub fn forget<'a>(&mut self, ids: impl IntoIterator<Item = &'a OwnedEventId>) {
-        for id in ids {
-            self.recent.remove(id);
-        }
-    }
-
-    /// Moves a pending event that became durable to the recent ones.
-    fn made_durable(&mut self, id: &EventId) {
-        let Some(entry) = self.pdus.remove(id) else { return };
-        self.recent.insert(id.to_owned(), entry);
-        self.recent_order.push_back(id.to_owned());
-        while self.recent_order.len() > RECENT_EVENTS {
-            if let Some(oldest) = self.recent_order.pop_front() {
-                // An id queued twice (its redacted form replaced it) goes with its first turn.
-                self.recent.remove(&oldest);
-            }
-        }
-    }
+/// The overlay of a writer whose writes are readable at once (tests, and stores with nothing
+/// in flight).
+impl Overlay for () {
+    fn made_durable(&mut self, _: &Cleanup) {}
 }
 
 /// What to drop from the overlay once a batch is durable.
@@ -230,7 +196,6 @@ pub struct Writer {
     /// exits (RocksDB must not be torn down by exit while its handle is still open).
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     pub notifier: Arc<Notifier>,
-    pub pending: Arc<Mutex<Pending>>,
     /// The highest durable position; changes wake the stream's consumers.
     position: watch::Receiver<u64>,
     /// The latest position that wrote to each room (events, receipts), so an incremental sync
@@ -244,11 +209,9 @@ pub struct Writer {
 const MAX_GROUP: usize = 512;
 
 impl Writer {
-    pub fn start(db: Arc<Database>) -> Self {
+    pub fn start(db: Arc<Database>, overlay: Arc<Mutex<dyn Overlay>>) -> Self {
         let (stream, position) = watch::channel(db.current_count());
         let (tx, rx) = mpsc::channel::<Job>();
-        let pending = Arc::new(Mutex::new(Pending::default()));
-        let overlay = pending.clone();
         let notifier = Arc::new(Notifier::default());
         let wakes = notifier.clone();
         let thread = std::thread::Builder::new()
@@ -259,7 +222,6 @@ impl Writer {
             queue: Mutex::new(tx),
             thread: Mutex::new(Some(thread)),
             notifier,
-            pending,
             position,
             activity: Mutex::default(),
             member_activity: Mutex::default(),
@@ -344,7 +306,7 @@ impl Drop for Writer {
 fn run(
     db: Arc<Database>,
     rx: mpsc::Receiver<Job>,
-    pending: Arc<Mutex<Pending>>,
+    pending: Arc<Mutex<dyn Overlay>>,
     stream: watch::Sender<u64>,
     notifier: Arc<Notifier>,
 ) {
@@ -369,7 +331,7 @@ fn run(
 fn write_group(
     db: &Database,
     group: Vec<Job>,
-    pending: &Mutex<Pending>,
+    pending: &Mutex<dyn Overlay>,
     stream: &watch::Sender<u64>,
     notifier: &Notifier,
 ) -> bool {
@@ -396,15 +358,7 @@ fn write_group(
     {
         let mut overlay = pending.lock().expect("pending overlay");
         for (pos, cleanup, _) in &jobs {
-            for id in &cleanup.pdus {
-                overlay.made_durable(id);
-            }
-            if let Some(txn) = &cleanup.txn {
-                overlay.txns.remove(txn);
-            }
-            for s in &cleanup.snapshots {
-                overlay.snapshots.remove(s);
-            }
+            overlay.made_durable(cleanup);
             highest = Some(*pos);
         }
     }
@@ -446,7 +400,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = Database::open(dir.path()).expect("database");
         let (stream, position) = tokio::sync::watch::channel(0);
-        let (pending, notifier) = (std::sync::Mutex::default(), Notifier::default());
+        let (pending, notifier) = (std::sync::Mutex::new(()), Notifier::default());
         let mut group = Vec::new();
         let mut acks = Vec::new();
         for i in 0..20u64 {

@@ -41,7 +41,9 @@ fn modules(root: &Path) -> BTreeMap<Module, String> {
 /// Paths a source names: `crate::a::b`, `super::a`, `self::a`, and the items of `use crate::{a, b::c}`,
 /// outside comments and test modules.
 fn named_paths(module: &Module, source: &str) -> Vec<Module> {
-    let code = match source.find("#[cfg(test)]\nmod tests") {
+    // An inline test module runs to the end of its file; `mod tests;` is only a declaration, and
+    // what follows it is the module's own code.
+    let code = match source.find("#[cfg(test)]\nmod tests {") {
         Some(at) => &source[..at],
         None => source,
     };
@@ -221,7 +223,8 @@ fn the_check_sees_a_circle() {
     let dir = std::env::temp_dir().join(format!("imports-check-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("a")).unwrap();
     std::fs::write(dir.join("lib.rs"), "pub mod a;\npub mod b;\n").unwrap();
-    std::fs::write(dir.join("a/mod.rs"), "pub mod child;\nuse crate::b::B;\n").unwrap();
+    // A test module's declaration ends nothing: the imports after it count.
+    std::fs::write(dir.join("a/mod.rs"), "pub mod child;\n#[cfg(test)]\nmod tests;\nuse crate::b::B;\n").unwrap();
     std::fs::write(dir.join("a/child.rs"), "use super::super::b;\n").unwrap();
     std::fs::write(dir.join("b.rs"), "use crate::{a::child::C, a};\n").unwrap();
     let circles = cross_module_circles(&dir);

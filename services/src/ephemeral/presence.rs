@@ -157,7 +157,7 @@ mod tests {
     async fn inactive_users_become_unavailable_then_offline() {
         let dir = tempfile::tempdir().unwrap();
         let db = Arc::new(Database::open(dir.path()).unwrap());
-        let presence = Presence::new(db.clone(), Arc::new(Writer::start(db)));
+        let presence = Presence::new(db.clone(), Arc::new(Writer::start(db, Arc::new(std::sync::Mutex::new(())))));
         let user = ruma::OwnedUserId::try_from("@alice:localhost").unwrap();
         presence.set(&user, "online", Some(Some("at work".into()))).await.unwrap();
         let since = presence.get(&user).unwrap().unwrap().last_active_ts;

@@ -175,7 +175,8 @@ mod tests {
     async fn receipts_above_the_answered_position_wait_for_the_next_sync() {
         let dir = tempfile::tempdir().unwrap();
         let db = Arc::new(Database::open(dir.path()).unwrap());
-        let receipts = Receipts::new(db.clone(), Arc::new(Writer::start(db.clone())));
+        let receipts =
+            Receipts::new(db.clone(), Arc::new(Writer::start(db.clone(), Arc::new(std::sync::Mutex::new(())))));
         let room = OwnedRoomId::try_from("!room:localhost").unwrap();
         let event = ruma::OwnedEventId::try_from("$event").unwrap();
         let (alice, bob) = (

@@ -259,6 +259,10 @@ pub fn on_event(services: &Services, pdu: &Pdu) {
             let target = pdu.redacts.clone().or_else(|| {
                 state_content(pdu)["redacts"].as_str().and_then(|id| ruma::OwnedEventId::try_from(id).ok())
             });
+            // Only a redaction that took effect revokes: one naming another room's invite, or
+            // sent without the right to redact, changes nothing.
+            let room = pdu.room_id.as_ref().map(|r| r.as_str()).unwrap_or_default();
+            let target = target.filter(|id| services.rooms.redacted_target(room, id).ok().flatten().is_some());
             let Some(target) = target.and_then(|id| services.rooms.pdu(&id).ok().flatten()) else { return };
             if target.kind.to_string() != "m.room.third_party_invite" {
                 return;

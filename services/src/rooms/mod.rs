@@ -13,6 +13,7 @@ pub mod hierarchy;
 pub mod membership;
 mod network;
 pub mod notices;
+pub mod overlay;
 pub mod pdu;
 pub mod power;
 pub mod purge;
@@ -22,7 +23,7 @@ pub mod signing;
 pub mod state;
 pub mod tables;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 pub mod upgrade;
 pub mod visibility;
 mod write;
@@ -258,6 +259,8 @@ pub struct Rooms {
     /// The user directory's view of each room's joined members (`directory.rs`).
     directory_cache: Mutex<HashMap<OwnedRoomId, Arc<Vec<directory::DirectoryEntry>>>>,
     writer: Arc<Writer>,
+    /// What the writer holds that is not durable yet (shared with it).
+    pending: Arc<Mutex<overlay::Pending>>,
     /// The lowest position of backfilled history stored ([`crate::db::STREAM_BASE`] before any):
     /// it only goes down, and the search indexer follows it.
     backfilled: watch::Sender<u64>,
@@ -298,6 +301,7 @@ impl Rooms {
         keys: Arc<ServerKeys>,
         profiles: Arc<Profiles>,
         writer: Arc<Writer>,
+        pending: Arc<Mutex<overlay::Pending>>,
     ) -> Self {
         let lowest_backfilled = db
             .tables
@@ -310,7 +314,7 @@ impl Rooms {
         Self {
             backfilled: watch::channel(lowest_backfilled).0,
             network: Arc::new(crate::network::Network::none(&server_name)),
-            state: StateStore::new(db.clone(), writer.pending.clone()),
+            state: StateStore::new(db.clone(), pending.clone()),
             records: Mutex::new(HashMap::new()),
             auth_cache: Mutex::new(HashMap::new()),
             #[cfg(test)]
@@ -321,6 +325,7 @@ impl Rooms {
             auth_outcomes: Mutex::new(std::collections::HashSet::new()),
             directory_cache: Mutex::new(HashMap::new()),
             writer,
+            pending,
             db,
             server_name,
             keys,
@@ -427,7 +432,7 @@ impl Rooms {
     }
 
     pub fn pdu_json(&self, event: &EventId) -> Result<Option<Vec<u8>>> {
-        if let Some((json, _)) = self.writer.pending.lock().expect("pending overlay").event(event) {
+        if let Some((json, _)) = self.pending.lock().expect("pending overlay").event(event) {
             return Ok(Some(json.clone()));
         }
         Ok(self.db.tables.rooms.eventid_pdu.get(&event.to_owned())?)
@@ -436,7 +441,7 @@ impl Rooms {
     /// Drops the copies the stream keeps of recently written events (`Pending::forget`): for a
     /// write of a stored event's form outside the stream writer's overlay.
     fn forget_recent<'a>(&self, ids: impl IntoIterator<Item = &'a OwnedEventId>) {
-        self.writer.pending.lock().expect("pending overlay").forget(ids);
+        self.pending.lock().expect("pending overlay").forget(ids);
     }
 
     pub fn pdu(&self, event: &EventId) -> Result<Option<Pdu>> {
@@ -475,7 +480,7 @@ impl Rooms {
     }
 
     pub fn meta(&self, event: &EventId) -> Result<Option<EventMeta>> {
-        if let Some((_, meta)) = self.writer.pending.lock().expect("pending overlay").event(event) {
+        if let Some((_, meta)) = self.pending.lock().expect("pending overlay").event(event) {
             return Ok(Some(meta.clone()));
         }
         Ok(self.db.tables.rooms.eventid_meta.get(&event.to_owned())?.map(|Json(m)| m))
@@ -558,7 +563,7 @@ impl Rooms {
     /// The event a client transaction produced, if it was already sent.
     pub fn txn_event(&self, txn: &TxnKey) -> Result<Option<OwnedEventId>> {
         let key = txn.stored();
-        if let Some(id) = self.writer.pending.lock().expect("pending overlay").txns.get(&key) {
+        if let Some(id) = self.pending.lock().expect("pending overlay").txns.get(&key) {
             return Ok(Some(id.clone()));
         }
         Ok(self.db.tables.rooms.useriddevicetxn_eventid.get(&key)?)

@@ -56,7 +56,7 @@ impl Rooms {
     /// Whether the event is held here at all (timeline or outlier), without reading it: every
     /// auth event of every PDU received is asked about.
     pub fn knows_event(&self, event: &EventId) -> Result<bool> {
-        if self.writer.pending.lock().expect("pending overlay").pdus.contains_key(event) {
+        if self.pending.lock().expect("pending overlay").pdus.contains_key(event) {
             return Ok(true);
         }
         Ok(self.db.tables.rooms.eventid_pdu.contains(&event.to_owned())?)

@@ -11,8 +11,8 @@ use std::{
 
 use ruma::{events::StateEventType, OwnedEventId};
 
+use super::overlay::Pending;
 pub use super::tables::Snapshot;
-use crate::stream::Pending;
 use crate::{
     db::{
         codec::{Be64, Json},

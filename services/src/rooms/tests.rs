@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use super::{create::CreateRoom, remote::Accepted, Rooms};
 use crate::{config::Config, services::Services};
 
-async fn services() -> (tempfile::TempDir, Arc<Services>) {
+pub(crate) async fn services() -> (tempfile::TempDir, Arc<Services>) {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = Config::default();
     config.database.path = dir.path().join("db");
@@ -22,7 +22,7 @@ async fn services() -> (tempfile::TempDir, Arc<Services>) {
 /// A PDU of a remote user, on top of `prev`, with the auth events the room version selects from
 /// the state after `state_at` (its branch's state, whatever the room's current state); its id is
 /// its reference hash.
-fn remote_event(
+pub(crate) fn remote_event(
     rooms: &Rooms,
     room: &RoomId,
     sender: &UserId,
@@ -57,12 +57,14 @@ fn remote_event(
     (OwnedEventId::try_from(id).expect("event id"), object)
 }
 
-async fn take(rooms: &Rooms, room: &RoomId, (id, object): &(OwnedEventId, CanonicalJsonObject)) -> Accepted {
+pub(crate) async fn take(rooms: &Rooms, room: &RoomId, (id, object): &(OwnedEventId, CanonicalJsonObject)) -> Accepted {
     rooms.append_remote(room, id, object, None).await.unwrap_or_else(|e| panic!("{id}: {e}"))
 }
 
 /// A public room of a local admin with two members of `remote.example`, bob and mallory.
-async fn room_with_remote_members(services: &Services) -> (OwnedRoomId, OwnedUserId, OwnedUserId, OwnedUserId) {
+pub(crate) async fn room_with_remote_members(
+    services: &Services,
+) -> (OwnedRoomId, OwnedUserId, OwnedUserId, OwnedUserId) {
     let rooms = &services.rooms;
     let alice = services.users.create("alice", None, false).await.expect("alice");
     let request = CreateRoom { public: true, ..Default::default() };
@@ -445,4 +447,62 @@ async fn a_kept_auth_outcome_follows_the_power_levels_and_the_membership() {
     rooms.set_membership(&room, &bob, &bob, "leave", None, Default::default()).await.expect("bob leaves");
     let refused = rooms.append(&room, &bob, say("fifth"), None).await;
     assert!(matches!(refused, Err(crate::error::Error::Forbidden(_))), "{refused:?}");
+}
+
+/// A room where mallory (of another server) may redact, and a room where she may not.
+/// `room_with_remote_members`' room is the second; in the first she holds power level 100.
+pub(crate) async fn a_room_where_mallory_redacts(services: &Services, alice: &UserId, mallory: &UserId) -> OwnedRoomId {
+    let rooms = &services.rooms;
+    let request = CreateRoom { public: true, ..Default::default() };
+    let own = rooms.create_room(alice, request, &RoomVersionId::V12).await.expect("room");
+    let prev = rooms.room(&own).expect("read").expect("room").extremities;
+    let join = remote_event(
+        rooms,
+        &own,
+        mallory,
+        ("m.room.member", Some(mallory.as_str()), json!({ "membership": "join" })),
+        &prev,
+        &prev[0],
+    );
+    assert_eq!(take(rooms, &own, &join).await, Accepted::Timeline);
+    let mut levels: Value = serde_json::from_str(
+        rooms.state_event(&own, &StateEventType::RoomPowerLevels, "").unwrap().expect("power levels").content.get(),
+    )
+    .unwrap();
+    levels["users"][mallory.as_str()] = json!(100);
+    let promoted = super::NewEvent::state(StateEventType::RoomPowerLevels, "", levels);
+    rooms.append(&own, alice, promoted, None).await.expect("alice promotes mallory");
+    own
+}
+
+/// A redaction from another server, from its user's own room where she may redact, naming
+/// an event of ours elsewhere, and one in that event's room from a member without the power to
+/// redact: both pass the auth rules (which leave redactions to the server) and are kept, and
+/// neither touches the event — as Synapse ignores them.
+#[tokio::test]
+async fn a_redaction_redacts_only_in_its_own_room_with_the_power_to() {
+    let (_dir, services) = services().await;
+    let rooms = &services.rooms;
+    let (room, alice, bob, mallory) = room_with_remote_members(&services).await;
+    let own = a_room_where_mallory_redacts(&services, &alice, &mallory).await;
+    let text = json!({ "msgtype": "m.text", "body": "Ordre du jour" });
+    let message =
+        rooms.append(&room, &alice, super::NewEvent::message(TimelineEventType::RoomMessage, text), None).await;
+    let message = message.expect("alice talks");
+
+    let redacts = json!({ "redacts": message });
+    for (user, at) in [(&mallory, &own), (&bob, &room)] {
+        let prev = rooms.room(at).expect("read").expect("room").extremities;
+        let redaction = remote_event(rooms, at, user, ("m.room.redaction", None, redacts.clone()), &prev, &prev[0]);
+        assert_eq!(take(rooms, at, &redaction).await, Accepted::Timeline, "{user} in {at}");
+        assert!(rooms.meta(&redaction.0).unwrap().is_some(), "the redaction is kept");
+        assert!(rooms.meta(&message).unwrap().expect("meta").redacted_because.is_none(), "{user} in {at}");
+        let json: Value = serde_json::from_slice(&rooms.pdu_json(&message).unwrap().expect("held")).unwrap();
+        assert_eq!(json["content"]["body"], "Ordre du jour", "{user} in {at}");
+        assert!(rooms.redacted_target(at.as_str(), &message).unwrap().is_none());
+    }
+
+    let mine = rooms.append(&room, &alice, super::NewEvent::redaction(&RoomVersionId::V12, &message, None), None).await;
+    mine.expect("alice redacts her own message");
+    assert!(rooms.redacted_target(room.as_str(), &message).unwrap().is_some(), "her own redaction takes effect");
 }

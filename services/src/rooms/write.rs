@@ -626,7 +626,7 @@ impl Rooms {
                 snapshots: new_snapshots,
                 wake: Audience::Room(room.to_owned()),
             };
-            let mut overlay = self.writer.pending.lock().expect("pending overlay");
+            let mut overlay = self.pending.lock().expect("pending overlay");
             if let Some((target, redacted_json, target_meta)) = &redaction {
                 tables.rooms.eventid_pdu.insert(batch, target, redacted_json);
                 tables.rooms.eventid_meta.insert(batch, target, &Json(target_meta.clone()));
@@ -684,16 +684,29 @@ impl Rooms {
         Ok(())
     }
 
-    /// Whether a redaction takes effect on its target: the redaction's sender sent the target, is
-    /// on the target sender's server, or holds the power to redact (the auth rules of newer room
-    /// versions leave this check to the server).
+    /// Whether a redaction takes effect on its target: the target is in the redaction's room, and
+    /// the redaction's sender sent it, is on its sender's server, or holds the power to redact
+    /// there (the auth rules of newer room versions leave this check to the server). A server is
+    /// free to send a redaction naming any event id in a room where its user may redact; naming
+    /// another room's event changes nothing.
     pub(super) fn redaction_applies(&self, room: &RoomId, redaction: &Pdu, target: &EventId) -> Result<bool> {
-        let Some(original) = self.pdu(target)? else { return Ok(true) };
+        let (Some(original), Some(meta)) = (self.pdu(target)?, self.meta(target)?) else { return Ok(true) };
+        if meta.room_id != room {
+            return Ok(false);
+        }
         if original.sender.server_name() == redaction.sender.server_name() {
             return Ok(true);
         }
         let power = self.power(room)?;
         Ok(power.of_user(&redaction.sender) >= power.redact)
+    }
+
+    /// The metadata of a redaction's target in `room` when a redaction took effect on it. What
+    /// follows the stream (the search index, third-party invites told to other nodes) acts on a
+    /// redaction only through this: one naming another room's event, or sent without the right
+    /// to redact, is stored and shown but redacts nothing.
+    pub fn redacted_target(&self, room: &str, target: &EventId) -> Result<Option<EventMeta>> {
+        Ok(self.meta(target)?.filter(|m| m.room_id.as_str() == room && m.redacted_because.is_some()))
     }
 
     /// The redacted form of a redaction's target (the room version's redaction algorithm), with

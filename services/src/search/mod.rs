@@ -344,9 +344,11 @@ impl Search {
         if kind == "m.room.redaction" {
             let target = string(content.redacts).or_else(|| string(event.redacts));
             let target = target.and_then(|t| OwnedEventId::try_from(t).ok());
-            // The target is indexed at its position; one not stored yet was never indexed, and
-            // arrives redacted (its text gone) if it ever does.
-            if let Some(meta) = target.map(|t| services.rooms.meta(&t)).transpose()?.flatten() {
+            // The target is indexed at its position; one not stored yet was never indexed. Only a
+            // redaction that took effect removes it: any member's server may send one naming any
+            // event id.
+            let room = string(event.room_id).unwrap_or_default();
+            if let Some(meta) = target.map(|t| services.rooms.redacted_target(&room, &t)).transpose()?.flatten() {
                 writer.delete_term(Term::from_field_u64(f.pos, meta.pos));
             }
             return Ok(());

@@ -114,3 +114,29 @@ async fn a_redaction_removes_its_target_from_the_index() {
     assert_eq!(indexed_count(&services, &alice, &room, "conseil"), 1);
     assert_eq!(found(&services, &alice, &room, "conseil"), vec!["Conseil élargi mercredi"]);
 }
+
+/// Any member's server may send a redaction naming any event id: one from another room, or from
+/// a member without the power to redact, is stored but redacts nothing, and the event stays
+/// found.
+#[tokio::test]
+async fn a_redaction_that_redacts_nothing_leaves_its_target_found() {
+    use crate::rooms::tests::{a_room_where_mallory_redacts, remote_event, room_with_remote_members, take};
+    let (_dir, services) = crate::rooms::tests::services().await;
+    let rooms = &services.rooms;
+    let (room, alice, bob, mallory) = room_with_remote_members(&services).await;
+    let own = a_room_where_mallory_redacts(&services, &alice, &mallory).await;
+    super::start(services.clone());
+    let text = json!({ "msgtype": "m.text", "body": "Conseil restreint mardi" });
+    let message = rooms.append(&room, &alice, NewEvent::message(TimelineEventType::RoomMessage, text), None).await;
+    let message = message.expect("send");
+
+    for (user, at) in [(&mallory, &own), (&bob, &room)] {
+        let prev = rooms.room(at).expect("read").expect("room").extremities;
+        let content = json!({ "redacts": message });
+        let redaction = remote_event(rooms, at, user, ("m.room.redaction", None, content), &prev, &prev[0]);
+        take(rooms, at, &redaction).await;
+        let head = *rooms.subscribe().borrow();
+        tokio::time::timeout(GUARD, services.search.caught_up(head, crate::db::STREAM_BASE)).await.expect("caught up");
+        assert_eq!(found(&services, &alice, &room, "conseil"), vec!["Conseil restreint mardi"], "{user} in {at}");
+    }
+}
