@@ -21,7 +21,7 @@ use ruma::{
     serde::Raw,
     Int, OwnedRoomId, OwnedUserId, RoomId, UInt, UserId,
 };
-use serde_json::Value;
+use serde_json::{value::RawValue, Value};
 use tokio::sync::watch;
 
 pub use self::state::{CachedRules, Evaluator};
@@ -547,12 +547,10 @@ async fn evaluate(
     if candidates.is_empty() {
         return Ok((None, Vec::new()));
     }
-    let text = std::str::from_utf8(json).map_err(|e| crate::error::Error::Internal(e.to_string()))?;
-    let raw: Raw<Value> = Raw::from_json(
-        serde_json::value::RawValue::from_string(text.to_owned())
-            .map_err(|e| crate::error::Error::Internal(e.to_string()))?,
-    );
-    let flat = FlattenedJson::from_raw(&raw);
+    let Ok(input) = serde_json::from_slice::<RuleInput<'_>>(json) else { return Ok((None, Vec::new())) };
+    let flat = flattened(input.client_parts())?;
+    // The whole event, for members whose own rules may name any of its keys: built once, if any.
+    let mut whole: Option<FlattenedJson> = None;
     let thread = (flat.get_str(r"content.m\.relates_to.rel_type") == Some("m.thread"))
         .then(|| flat.get_str(r"content.m\.relates_to.event_id").map(str::to_owned))
         .flatten();
@@ -581,7 +579,15 @@ async fn evaluate(
                     let applied = match slot.and_then(|slot| applies[slot]) {
                         Some(applied) => applied,
                         None => {
-                            let applied = rule.applies(&flat, &room_ctx).await;
+                            let event = match (slot, cached.default) {
+                                // The server-default rules read only what `RuleInput` keeps.
+                                (Some(_), _) | (None, true) => &flat,
+                                (None, false) => match &mut whole {
+                                    Some(whole) => &*whole,
+                                    None => whole.insert(flattened(String::from_utf8_lossy(json).into_owned())?),
+                                },
+                            };
+                            let applied = rule.applies(event, &room_ctx).await;
                             if let Some(slot) = slot {
                                 applies[slot] = Some(applied);
                             }
@@ -607,6 +613,59 @@ async fn evaluate(
         }
     }
     Ok((thread, out))
+}
+
+/// What the server-default push rules read of an event — its type, content, sender and state
+/// key — with its room id and timestamp: the flattened form of only these costs a fraction of
+/// the whole PDU's (its hashes, signatures, auth and prev events are most of its keys).
+#[derive(serde::Deserialize)]
+struct RuleInput<'a> {
+    #[serde(borrow, rename = "type")]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    content: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    sender: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    state_key: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    room_id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    origin_server_ts: Option<&'a RawValue>,
+}
+
+impl RuleInput<'_> {
+    /// These members as one JSON object (each value is JSON as the event holds it).
+    fn client_parts(&self) -> String {
+        let mut out = String::with_capacity(512);
+        out.push('{');
+        let parts = [
+            ("type", self.kind),
+            ("content", self.content),
+            ("sender", self.sender),
+            ("state_key", self.state_key),
+            ("room_id", self.room_id),
+            ("origin_server_ts", self.origin_server_ts),
+        ];
+        for (name, value) in parts {
+            let Some(value) = value else { continue };
+            if out.len() > 1 {
+                out.push(',');
+            }
+            out.push('"');
+            out.push_str(name);
+            out.push_str("\":");
+            out.push_str(value.get());
+        }
+        out.push('}');
+        out
+    }
+}
+
+/// The flattened form ruma matches rules against, of a JSON object.
+fn flattened(json: String) -> Result<FlattenedJson> {
+    let raw = RawValue::from_string(json).map_err(|e| crate::error::Error::Internal(e.to_string()))?;
+    Ok(FlattenedJson::from_raw(&Raw::<Value>::from_json(raw)))
 }
 
 /// Evaluates every event the stream has published, as the evaluator's task would (tests of
@@ -658,6 +717,32 @@ mod tests {
         assert_eq!(counts(&bob), (2, 0), "the defaults");
         assert_eq!(counts(&carol), (2, 1), "the defaults, and the keyword");
         assert_eq!(counts(&dave), (0, 0), "messages turned off");
+    }
+
+    /// The server-default rules are matched against the event's client-visible members only; a
+    /// member's own rule may name any key of the event (as Synapse matches rules against the
+    /// whole event), here one only the stored PDU carries.
+    #[tokio::test]
+    async fn a_members_own_rule_is_matched_against_the_whole_event() {
+        use ruma::push::{Action, HighlightTweakValue, NewConditionalPushRule, NewPushRule, PushCondition, Tweak};
+
+        let (_dir, services, [alice, bob, carol], room) = crate::services::testing::three_users_and_a_room().await;
+        services.rooms.join(&room, &carol, None).await.expect("carol joins");
+        let condition =
+            PushCondition::EventMatch(ruma::push::EventMatchConditionData::new("hashes.sha256".into(), "*".into()));
+        let rule = NewConditionalPushRule::new(
+            "hashed".into(),
+            vec![condition],
+            vec![Action::Notify, Action::SetTweak(Tweak::Highlight(HighlightTweakValue::Yes))],
+        );
+        crate::push::insert(&services, &carol, NewPushRule::Override(rule), None, None).await.expect("rule");
+        let event =
+            NewEvent::message(TimelineEventType::RoomMessage, json!({ "msgtype": "m.text", "body": "bonjour" }));
+        services.rooms.append(&room, &alice, event, None).await.expect("message");
+        super::evaluate_all(&services).await;
+        let counts = |user| super::unread_counts(&services, &room, user).expect("counts");
+        assert_eq!(counts(&bob), (1, 0), "the defaults");
+        assert_eq!(counts(&carol), (1, 1), "her rule matched a key of the stored event");
     }
 
     /// A batch stops once it holds its bound of notifications, the next goes on from the event
