@@ -107,7 +107,8 @@ impl Evaluator {
         // Rules compare by id only, so compare what they serialize to (once per cache fill).
         let default = serde_json::to_value(&rules).ok() == serde_json::to_value(Ruleset::server_default(user)).ok();
         let shared = Arc::new(shared_defaults(&rules));
-        let entry = CachedRules { rules: Arc::new(rules), default, shared };
+        let reads_whole_event = reads_whole_event(&rules);
+        let entry = CachedRules { rules: Arc::new(rules), default, shared, reads_whole_event };
         let mut cache = self.rules.lock().expect("rules cache");
         if cache.len() > 100_000 {
             cache.clear();
@@ -579,10 +580,10 @@ async fn evaluate(
                     let applied = match slot.and_then(|slot| applies[slot]) {
                         Some(applied) => applied,
                         None => {
-                            let event = match (slot, cached.default) {
+                            let event = match (slot, cached.reads_whole_event) {
                                 // The server-default rules read only what `RuleInput` keeps.
-                                (Some(_), _) | (None, true) => &flat,
-                                (None, false) => match &mut whole {
+                                (Some(_), _) | (None, false) => &flat,
+                                (None, true) => match &mut whole {
                                     Some(whole) => &*whole,
                                     None => whole.insert(flattened(String::from_utf8_lossy(json).into_owned())?),
                                 },
@@ -660,6 +661,27 @@ impl RuleInput<'_> {
         out.push('}');
         out
     }
+}
+
+/// Whether a rule of `rules` may read a key of the event that [`RuleInput`] leaves out: a
+/// condition on a key outside its members, or a condition this server does not know.
+fn reads_whole_event(rules: &Ruleset) -> bool {
+    use ruma::push::PushCondition;
+    const KEPT: [&str; 6] = ["type", "content", "sender", "state_key", "room_id", "origin_server_ts"];
+    let kept = |key: &str| {
+        KEPT.iter().any(|name| key.strip_prefix(name).is_some_and(|rest| rest.is_empty() || rest.starts_with('.')))
+    };
+    rules.override_.iter().chain(rules.underride.iter()).flat_map(|rule| rule.conditions.iter()).any(|condition| {
+        match condition {
+            PushCondition::EventMatch(c) => !kept(&c.key),
+            PushCondition::EventPropertyIs(c) => !kept(&c.key),
+            PushCondition::EventPropertyContains(c) => !kept(&c.key),
+            PushCondition::RoomMemberCount(_) | PushCondition::SenderNotificationPermission(_) => false,
+            #[allow(deprecated)]
+            PushCondition::ContainsDisplayName => false,
+            _ => true,
+        }
+    })
 }
 
 /// The flattened form ruma matches rules against, of a JSON object.

@@ -33,4 +33,7 @@ pub struct CachedRules {
     /// them): one result per event and slot serves every member whose rules hold it, such as
     /// a member who only added a keyword of their own.
     pub(crate) shared: Arc<Vec<Option<u8>>>,
+    /// Whether a rule of the user's reads a key of the event beyond the members the default
+    /// rules read (`RuleInput`): only then is the whole event flattened for them.
+    pub(crate) reads_whole_event: bool,
 }
