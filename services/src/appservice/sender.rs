@@ -515,7 +515,8 @@ fn build(
         Collected { end: done, ..Collected::default() }
     };
     let ephemeral = take_ephemeral(services, &service.registration.id);
-    let mut body = json!({ "events": collected.events });
+    // Moved in, not through `json!`, which would serialize every event into a copy.
+    let mut body = Value::Object([("events".to_owned(), Value::Array(collected.events))].into_iter().collect());
     // To-device messages (they name a device) travel apart from the EDUs (MSC4203).
     let (to_device, edus): (Vec<Value>, Vec<Value>) =
         ephemeral.into_iter().partition(|e| e.get("to_device_id").is_some());
