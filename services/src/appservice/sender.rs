@@ -435,30 +435,32 @@ async fn deliver(
             if head <= done && legacy_end.is_none() && !has_ephemeral(services, id) {
                 return Ok(false);
             }
-            let txn = build(services, service, done, head, legacy_end, ephemeral_txns)?;
+            let (txn, empty) = build(services, service, done, head, legacy_end, ephemeral_txns)?;
             let mut batch = Batch::new();
             tables.meta.remove(&mut batch, &txn_key(id));
-            if txn.body.as_object().is_some_and(|body| body.len() == 1) && as_array(&txn.body["events"]).is_empty() {
+            if empty {
                 // Nothing of interest in these positions: past them, no transaction.
                 finish(services, &mut batch, id, txn.end.max(done))?;
                 services.db.write_unsynced(batch)?;
                 return Ok(true);
             }
-            tables.appservice.appserviceid_txn.insert(&mut batch, id, &Json(txn.clone()));
+            let stored = Json(txn);
+            tables.appservice.appserviceid_txn.insert(&mut batch, id, &stored);
             // Not synced: the transaction in flight and the position survive the process
             // being killed (the operating system has the write); only a power cut can lose
             // them, and the events are then sent again, which an appservice must expect of a
             // homeserver anyway. An fsync per transaction stalled a runtime thread and every
             // other write behind it.
             services.db.write_unsynced(batch)?;
-            txn
+            stored.0
         }
     };
     let url = service.registration.url.as_deref().unwrap_or_default().trim_end_matches('/');
     let response = http
         .put(format!("{url}/_matrix/app/v1/transactions/{}", txn.txn_id))
         .bearer_auth(&service.registration.hs_token)
-        .json(&txn.body)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(txn.body.get().to_owned())
         .send()
         .await
         .map_err(|e| Error::RemoteUnreachable(format!("appservice {id}: {e}")))?;
@@ -469,7 +471,7 @@ async fn deliver(
     tables.appservice.appserviceid_txn.remove(&mut batch, id);
     finish(services, &mut batch, id, txn.end.max(done))?;
     services.db.write_unsynced(batch)?;
-    tracing::debug!(appservice = %id, txn = %txn.txn_id, events = as_array(&txn.body["events"]).len(), "transaction delivered");
+    tracing::debug!(appservice = %id, txn = %txn.txn_id, "transaction delivered");
     Ok(true)
 }
 
@@ -501,6 +503,7 @@ fn finish(services: &Services, batch: &mut Batch, id: &str, end: u64) -> Result<
 /// (bounded; a transaction from before bodies were kept covers exactly up to `legacy_end`) and
 /// the ephemeral data queued for it. Transactions covering positions are named by them (unique
 /// and stable); one carrying only ephemeral data by the server's start and a counter.
+/// With it, whether it is empty (no events and nothing else: nothing to send).
 fn build(
     services: &Services,
     service: &Appservice,
@@ -508,7 +511,7 @@ fn build(
     head: u64,
     legacy_end: Option<u64>,
     ephemeral_txns: &mut u64,
-) -> Result<Transaction> {
+) -> Result<(Transaction, bool)> {
     let collected = if head > done || legacy_end.is_some() {
         collect(services, service, done, legacy_end.unwrap_or(head), legacy_end.is_none())?
     } else {
@@ -552,7 +555,10 @@ fn build(
         *ephemeral_txns += 1;
         format!("e{}-{}", services.appservice_sender.started_ms(), ephemeral_txns)
     };
-    Ok(Transaction { txn_id, end: collected.end, body })
+    // Nothing but an empty list of events: no transaction to send.
+    let empty = body.as_object().is_some_and(|body| body.len() == 1) && as_array(&body["events"]).is_empty();
+    let body = serde_json::value::to_raw_value(&body).map_err(|e| Error::Internal(e.to_string()))?;
+    Ok((Transaction { txn_id, end: collected.end, body }, empty))
 }
 
 /// What the stream positions of a transaction hold for the appservice.
