@@ -479,10 +479,6 @@ fn has_ephemeral(services: &Services, id: &str) -> bool {
     services.appservice_sender.ephemeral.lock().expect("appservice ephemeral").contains_key(id)
 }
 
-fn as_array(value: &Value) -> &[Value] {
-    value.as_array().map_or(&[], Vec::as_slice)
-}
-
 /// Moves the appservice's position to `end`, dropping the key count changes up to it (the
 /// transaction carried them).
 fn finish(services: &Services, batch: &mut Batch, id: &str, end: u64) -> Result<()> {
@@ -519,7 +515,7 @@ fn build(
     };
     let ephemeral = take_ephemeral(services, &service.registration.id);
     // Moved in, not through `json!`, which would serialize every event into a copy.
-    let mut body = Value::Object([("events".to_owned(), Value::Array(collected.events))].into_iter().collect());
+    let mut body = Value::Object(serde_json::Map::new());
     // To-device messages (they name a device) travel apart from the EDUs (MSC4203).
     let (to_device, edus): (Vec<Value>, Vec<Value>) =
         ephemeral.into_iter().partition(|e| e.get("to_device_id").is_some());
@@ -556,16 +552,50 @@ fn build(
         format!("e{}-{}", services.appservice_sender.started_ms(), ephemeral_txns)
     };
     // Nothing but an empty list of events: no transaction to send.
-    let empty = body.as_object().is_some_and(|body| body.len() == 1) && as_array(&body["events"]).is_empty();
-    let body = serde_json::value::to_raw_value(&body).map_err(|e| Error::Internal(e.to_string()))?;
+    let rest = match body {
+        Value::Object(rest) => rest,
+        _ => serde_json::Map::new(),
+    };
+    let empty = collected.events.is_empty() && rest.is_empty();
+    let body = body_json(&collected.events, rest)?;
     Ok((Transaction { txn_id, end: collected.end, body }, empty))
+}
+
+/// A transaction's body: `events` (client events as JSON text, copied in as they are) and the
+/// other members.
+fn body_json(events: &[String], rest: serde_json::Map<String, Value>) -> Result<Box<serde_json::value::RawValue>> {
+    let mut out = String::with_capacity(events.iter().map(|e| e.len() + 1).sum::<usize>() + 64);
+    out.push_str("{\"events\":[");
+    for (i, event) in events.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(event);
+    }
+    out.push(']');
+    for (key, value) in rest.iter().filter(|(key, _)| *key != "events") {
+        out.push(',');
+        out.push_str(&serde_json::to_string(key).map_err(|e| Error::Internal(e.to_string()))?);
+        out.push(':');
+        out.push_str(&serde_json::to_string(value).map_err(|e| Error::Internal(e.to_string()))?);
+    }
+    out.push('}');
+    serde_json::value::RawValue::from_string(out).map_err(|e| Error::Internal(e.to_string()))
+}
+
+/// An event of interest, as sent, and what MSC3202's device lists read of it.
+struct Kept {
+    pos: u64,
+    json: String,
+    /// A membership event's target and membership.
+    member: Option<(OwnedUserId, String)>,
 }
 
 /// What the stream positions of a transaction hold for the appservice.
 #[derive(Default)]
 struct Collected {
-    /// The events it is interested in, in stream order.
-    events: Vec<Value>,
+    /// The events it is interested in, in stream order, as client events in JSON.
+    events: Vec<String>,
     /// MSC3202: users whose devices it must fetch again, and users it no longer shares a room
     /// with.
     changed: BTreeSet<OwnedUserId>,
@@ -595,9 +625,14 @@ fn collect(services: &Services, service: &Appservice, done: u64, end: u64, may_s
             reached = pos - 1;
             break;
         }
-        let Some(event) = services.rooms.client_event(&event_id)? else { continue };
-        if interested(services, service, &mut rooms, &event)? {
-            events.push((pos, event));
+        let Some(json) = services.rooms.client_event_json(&event_id)? else { continue };
+        let Ok(head) = serde_json::from_str::<crate::rooms::pdu::Head<'_>>(&json) else { continue };
+        if interested(services, service, &mut rooms, &head)? {
+            let member = (head.kind == "m.room.member")
+                .then(|| head.state_key.as_deref().and_then(|u| UserId::parse(u).ok()))
+                .flatten()
+                .map(|user| (user, head.content.membership.clone().unwrap_or_default()));
+            events.push(Kept { pos, json, member });
         }
     }
     let id = &service.registration.id;
@@ -628,13 +663,13 @@ fn collect(services: &Services, service: &Appservice, done: u64, end: u64, may_s
             key_changes.push(user);
         }
     }
-    events.retain(|(pos, _)| *pos <= reached);
+    events.retain(|kept| kept.pos <= reached);
     let mut collected = Collected { end: reached, ..Collected::default() };
     if service.registration.msc3202 {
         collected.key_devices = key_devices.into_iter().collect();
         device_lists(services, service, &mut rooms, &events, key_changes, &mut collected)?;
     }
-    collected.events = events.into_iter().map(|(_, event)| event).collect();
+    collected.events = events.into_iter().map(|kept| kept.json).collect();
     Ok(collected)
 }
 
@@ -647,22 +682,18 @@ fn device_lists(
     services: &Services,
     service: &Appservice,
     rooms: &mut HashMap<OwnedRoomId, bool>,
-    events: &[(u64, Value)],
+    events: &[Kept],
     key_changes: Vec<OwnedUserId>,
     collected: &mut Collected,
 ) -> Result<()> {
     let mut joined: BTreeSet<OwnedUserId> = key_changes.into_iter().collect();
     let mut gone = BTreeSet::new();
-    for (_, event) in events {
-        if event["type"] != "m.room.member" {
-            continue;
-        }
-        let Some(member) = event["state_key"].as_str().and_then(|u| UserId::parse(u).ok()) else { continue };
-        match event["content"]["membership"].as_str() {
-            Some("join") => {
+    for (member, membership) in events.iter().filter_map(|kept| kept.member.clone()) {
+        match membership.as_str() {
+            "join" => {
                 joined.insert(member);
             }
-            Some("leave" | "ban") => {
+            "leave" | "ban" => {
                 gone.insert(member);
             }
             _ => {}
@@ -698,14 +729,14 @@ fn interested(
     services: &Services,
     service: &Appservice,
     rooms: &mut HashMap<OwnedRoomId, bool>,
-    event: &Value,
+    event: &crate::rooms::pdu::Head<'_>,
 ) -> Result<bool> {
     let claims =
-        |field: &Value| field.as_str().and_then(|s| UserId::parse(s).ok()).is_some_and(|u| service.claims_user(&u));
-    if claims(&event["sender"]) || (event["type"] == "m.room.member" && claims(&event["state_key"])) {
+        |field: Option<&str>| field.and_then(|s| UserId::parse(s).ok()).is_some_and(|u| service.claims_user(&u));
+    if claims(Some(&event.sender)) || (event.kind == "m.room.member" && claims(event.state_key.as_deref())) {
         return Ok(true);
     }
-    let Some(room) = event["room_id"].as_str().and_then(|r| OwnedRoomId::try_from(r).ok()) else { return Ok(false) };
+    let Some(room) = event.room_id.as_deref().and_then(|r| OwnedRoomId::try_from(r).ok()) else { return Ok(false) };
     room_interest(services, service, rooms, &room)
 }
 

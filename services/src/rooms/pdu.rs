@@ -1,8 +1,8 @@
 //! A room event as servers exchange it (a PDU), and its client-facing form.
 
 use ruma::{
-    events::TimelineEventType, serde::Raw, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId,
-    UInt, UserId,
+    events::TimelineEventType, serde::Raw, EventId, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, OwnedUserId,
+    RoomId, UInt, UserId,
 };
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue as RawJsonValue;
@@ -210,6 +210,70 @@ pub fn client_event(
     }
     value.insert("unsigned".into(), unsigned_map.into());
     Value::Object(value)
+}
+
+/// [`client_event`] as JSON text, for who only passes it on (the appservice transactions): the
+/// members are copied from the PDU as they are, never built as values. Every part is JSON
+/// already (read from the stored event, or serialized here), so the text is valid JSON.
+pub fn client_event_json(
+    event_id: &EventId,
+    room_id: &RoomId,
+    pdu_json: &[u8],
+    unsigned: serde_json::Map<String, serde_json::Value>,
+) -> String {
+    #[derive(Deserialize)]
+    struct ClientParts<'a> {
+        #[serde(borrow, rename = "type")]
+        kind: Option<&'a RawJsonValue>,
+        #[serde(borrow)]
+        content: Option<&'a RawJsonValue>,
+        #[serde(borrow)]
+        sender: Option<&'a RawJsonValue>,
+        #[serde(borrow)]
+        state_key: Option<&'a RawJsonValue>,
+        #[serde(borrow)]
+        origin_server_ts: Option<&'a RawJsonValue>,
+        #[serde(borrow)]
+        redacts: Option<&'a RawJsonValue>,
+        #[serde(borrow)]
+        unsigned: Option<&'a RawJsonValue>,
+    }
+    let Ok(parts) = serde_json::from_slice::<ClientParts<'_>>(pdu_json) else { return "{}".to_owned() };
+    let mut out = String::with_capacity(pdu_json.len());
+    out.push('{');
+    for (key, part) in [
+        ("type", parts.kind),
+        ("content", parts.content),
+        ("sender", parts.sender),
+        ("state_key", parts.state_key),
+        ("origin_server_ts", parts.origin_server_ts),
+        ("redacts", parts.redacts),
+    ] {
+        if let Some(part) = part {
+            out.push('"');
+            out.push_str(key);
+            out.push_str("\":");
+            out.push_str(part.get());
+            out.push(',');
+        }
+    }
+    let string = |s: &str| serde_json::to_string(s).expect("a string serializes");
+    out.push_str("\"event_id\":");
+    out.push_str(&string(event_id.as_str()));
+    out.push_str(",\"room_id\":");
+    out.push_str(&string(room_id.as_str()));
+    let mut unsigned_map = parts
+        .unsigned
+        .and_then(|u| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(u.get()).ok())
+        .unwrap_or_default();
+    unsigned_map.extend(unsigned);
+    if let Some(ts) = parts.origin_server_ts.and_then(|ts| serde_json::from_str::<u64>(ts.get()).ok()) {
+        unsigned_map.insert("age".into(), crate::time::now_ms().saturating_sub(ts).into());
+    }
+    out.push_str(",\"unsigned\":");
+    out.push_str(&serde_json::to_string(&unsigned_map).expect("a map serializes"));
+    out.push('}');
+    out
 }
 
 /// Serializes a client event for a ruma response field.

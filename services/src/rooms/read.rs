@@ -140,6 +140,27 @@ impl Rooms {
         Ok(Some(pdu::client_event(&event_id.to_owned(), &meta.room_id, &json, Some(Value::Object(unsigned)))))
     }
 
+    /// [`Self::client_event`] as JSON text (`pdu::client_event_json`), for who passes it on.
+    pub fn client_event_json(&self, event_id: &EventId) -> Result<Option<String>> {
+        let Some(json) = self.pdu_json(event_id)? else { return Ok(None) };
+        let Some(meta) = self.meta(event_id)? else {
+            return Ok(self
+                .outlier(event_id)?
+                .filter(|o| !o.rejected)
+                .map(|o| pdu::client_event_json(event_id, &o.room_id, &json, serde_json::Map::new())));
+        };
+        let mut unsigned = serde_json::Map::new();
+        if let Some(redaction) = &meta.redacted_because {
+            if let Some(r) = self.pdu_json(redaction)? {
+                unsigned.insert("redacted_because".into(), pdu::client_event(redaction, &meta.room_id, &r, None));
+            }
+        }
+        if let Some(replaced) = &meta.replaces {
+            unsigned.insert("replaces_state".into(), replaced.as_str().into());
+        }
+        Ok(Some(pdu::client_event_json(event_id, &meta.room_id, &json, unsigned)))
+    }
+
     /// `GET /messages`.
     #[allow(clippy::too_many_arguments)]
     pub fn messages(

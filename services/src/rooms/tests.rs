@@ -506,3 +506,43 @@ async fn a_redaction_redacts_only_in_its_own_room_with_the_power_to() {
     mine.expect("alice redacts her own message");
     assert!(rooms.redacted_target(room.as_str(), &message).unwrap().is_some(), "her own redaction takes effect");
 }
+
+/// The client event as JSON text (appservice transactions) says what the client event as a
+/// value says, for a message, a state event replacing another, a redacted event and the
+/// redaction, and the events of a remote server.
+#[tokio::test]
+async fn a_client_event_as_text_is_the_client_event() {
+    let (_dir, services) = services().await;
+    let rooms = &services.rooms;
+    let (room, alice, _, _) = room_with_remote_members(&services).await;
+    let text = json!({ "msgtype": "m.text", "body": "« Ordre du jour »\n" });
+    let message = super::NewEvent::message(TimelineEventType::RoomMessage, text);
+    let message = rooms.append(&room, &alice, message, None).await.expect("message");
+    let name = super::NewEvent::state(StateEventType::RoomName, "", json!({ "name": "Conseil" }));
+    rooms.append(&room, &alice, name, None).await.expect("name");
+    let name = super::NewEvent::state(StateEventType::RoomName, "", json!({ "name": "Conseil restreint" }));
+    rooms.append(&room, &alice, name, None).await.expect("renamed");
+    rooms
+        .append(&room, &alice, super::NewEvent::redaction(&RoomVersionId::V12, &message, None), None)
+        .await
+        .expect("redact");
+
+    let without_age = |mut event: Value| {
+        assert!(event["unsigned"]["age"].is_u64(), "{event}");
+        event["unsigned"].as_object_mut().expect("unsigned").remove("age");
+        event
+    };
+    let mut seen = 0;
+    for entry in services.db.tables.rooms.roomidpos_eventid.scan_prefix(crate::db::codec::prefix(&room)) {
+        let (_, id) = entry.expect("read");
+        let value = rooms.client_event(&id).unwrap().expect("held");
+        let text = rooms.client_event_json(&id).unwrap().expect("held");
+        let parsed: Value = serde_json::from_str(&text).expect("valid JSON");
+        assert_eq!(without_age(parsed), without_age(value), "{id}");
+        seen += 1;
+    }
+    assert!(seen >= 8, "the whole room: {seen}");
+    let redacted: Value = serde_json::from_str(&rooms.client_event_json(&message).unwrap().unwrap()).unwrap();
+    assert_eq!(redacted["content"], json!({}), "{redacted}");
+    assert!(redacted["unsigned"]["redacted_because"]["event_id"].is_string(), "{redacted}");
+}
