@@ -615,3 +615,44 @@ pub async fn on_exchange(
     tracing::info!(%room, %invitee, "third-party invite exchanged for a user of another server");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use ruma::{events::StateEventType, RoomVersionId};
+    use serde_json::json;
+
+    use crate::rooms::tests::{a_room_where_mallory_redacts, remote_event, room_with_remote_members, take};
+
+    /// An email invite is revoked by a redaction of its event that took effect — not by one a
+    /// member of another server sends from a room where she may redact, naming it.
+    #[tokio::test]
+    async fn only_a_redaction_that_took_effect_revokes_an_email_invite() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let domains = dir.path().join("domains.toml");
+        std::fs::write(&domains, "[domains]\n\"*.gouv.fr\" = \"localhost\"\n").expect("domain map");
+        let mut config = crate::config::Config::default();
+        config.database.path = dir.path().join("db");
+        config.network.domains_file = Some(domains);
+        let services = crate::services::Services::open(config).expect("services");
+        let rooms = &services.rooms;
+        let (room, alice, _, mallory) = room_with_remote_members(&services).await;
+        let own = a_room_where_mallory_redacts(&services, &alice, &mallory).await;
+        let address = "jean@interieur.gouv.fr";
+        rooms.invite_by_email(&alice, &room, address).await.expect("invite");
+        let [(token, _)] = <[_; 1]>::try_from(rooms.kept_invites(address).expect("read")).expect("one invite");
+        let invite = rooms.state_event(&room, &StateEventType::RoomThirdPartyInvite, &token).unwrap().expect("event");
+
+        let prev = rooms.room(&own).expect("read").expect("room").extremities;
+        let content = json!({ "redacts": invite.event_id });
+        let redaction = remote_event(rooms, &own, &mallory, ("m.room.redaction", None, content), &prev, &prev[0]);
+        take(rooms, &own, &redaction).await;
+        super::on_event(&services, &rooms.pdu(&redaction.0).unwrap().expect("stored"));
+        assert!(rooms.kept_invite(&token).unwrap().is_some(), "another room's redaction revokes nothing");
+
+        let version = RoomVersionId::V12;
+        let mine = crate::rooms::NewEvent::redaction(&version, &invite.event_id, None);
+        let mine = rooms.append(&room, &alice, mine, None).await.expect("alice redacts her invite");
+        super::on_event(&services, &rooms.pdu(&mine).unwrap().expect("stored"));
+        assert!(rooms.kept_invite(&token).unwrap().is_none(), "her own redaction revokes it");
+    }
+}
