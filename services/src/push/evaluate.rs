@@ -527,16 +527,26 @@ async fn evaluate(
     json: &[u8],
 ) -> Result<(Option<String>, Vec<(OwnedUserId, Vec<Action>)>)> {
     let Some(context) = rooms.get(services, room, snapshot)? else { return Ok((None, Vec::new())) };
-    let Ok(head) = serde_json::from_slice::<crate::rooms::pdu::Head>(json) else { return Ok((None, Vec::new())) };
+    // One read of the event: what decides who is a candidate is taken from the parts the rules
+    // read anyway.
+    let Ok(input) = serde_json::from_slice::<RuleInput<'_>>(json) else { return Ok((None, Vec::new())) };
+    let text =
+        |part: Option<&RawValue>| part.and_then(|p| serde_json::from_str::<std::borrow::Cow<'_, str>>(p.get()).ok());
+    let (sender, kind, event_state_key) = (text(input.sender), text(input.kind), text(input.state_key));
+    let sender = sender.as_deref().unwrap_or_default();
     let mut candidates: Vec<(&UserId, &str)> = context
         .members
         .iter()
-        .filter(|(user, _, since)| user.as_str() != head.sender && *since < pos)
+        .filter(|(user, _, since)| user.as_str() != sender && *since < pos)
         .map(|(user, name, _)| (user.as_ref(), name.as_str()))
         .collect();
     let mut invited = None;
-    if head.kind == "m.room.member" && head.content.membership.as_deref() == Some("invite") {
-        if let Some(target) = head.state_key.as_deref().and_then(|s| UserId::parse(s).ok()) {
+    let membership = || {
+        let content = input.content.map_or("{}", RawValue::get);
+        serde_json::from_str::<crate::rooms::pdu::MembershipOnly>(content).ok().and_then(|c| c.membership)
+    };
+    if kind.as_deref() == Some("m.room.member") && membership().as_deref() == Some("invite") {
+        if let Some(target) = event_state_key.as_deref().and_then(|s| UserId::parse(s).ok()) {
             if target.server_name() == services.config.server_name && !candidates.iter().any(|(u, _)| *u == target) {
                 invited = Some(target);
             }
@@ -548,7 +558,6 @@ async fn evaluate(
     if candidates.is_empty() {
         return Ok((None, Vec::new()));
     }
-    let Ok(input) = serde_json::from_slice::<RuleInput<'_>>(json) else { return Ok((None, Vec::new())) };
     let flat = flattened(input.client_parts())?;
     // The whole event, for members whose own rules may name any of its keys: built once, if any.
     let mut whole: Option<FlattenedJson> = None;
@@ -765,6 +774,17 @@ mod tests {
         let counts = |user| super::unread_counts(&services, &room, user).expect("counts");
         assert_eq!(counts(&bob), (1, 0), "the defaults");
         assert_eq!(counts(&carol), (1, 1), "her rule matched a key of the stored event");
+    }
+
+    /// An invite notifies its local target, who is no member yet (`.m.rule.invite_for_me`), and
+    /// not the members, for whom it is someone else's membership.
+    #[tokio::test]
+    async fn an_invite_notifies_its_target() {
+        let (_dir, services, [alice, bob, carol], room) = crate::services::testing::three_users_and_a_room().await;
+        services.rooms.set_membership(&room, &alice, &carol, "invite", None, Default::default()).await.expect("invite");
+        super::evaluate_all(&services).await;
+        assert_eq!(super::unread_counts(&services, &room, &carol).expect("counts"), (1, 0), "the invitee");
+        assert_eq!(super::unread_counts(&services, &room, &bob).expect("counts"), (0, 0), "a member");
     }
 
     /// A batch stops once it holds its bound of notifications, the next goes on from the event
