@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use ruma::{events::StateEventType, EventId, OwnedEventId, OwnedUserId, RoomId, UserId};
+use ruma::{events::StateEventType, EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde_json::Value;
 
 use super::{pdu, visibility::Reader, Rooms};
@@ -117,37 +117,32 @@ pub struct Around {
     pub end: String,
 }
 
+/// A stored event's JSON, its room, and the `unsigned` members the server adds to it.
+type ClientEventInputs = (Vec<u8>, OwnedRoomId, Option<serde_json::Map<String, Value>>);
+
 impl Rooms {
     /// A stored event in client format, with `redacted_because` when it was redacted.
     pub fn client_event(&self, event_id: &EventId) -> Result<Option<Value>> {
-        let Some(json) = self.pdu_json(event_id)? else { return Ok(None) };
-        let Some(meta) = self.meta(event_id)? else {
-            // State of a room joined over federation is held outside the timeline.
-            return Ok(self
-                .outlier(event_id)?
-                .filter(|o| !o.rejected)
-                .map(|o| pdu::client_event(&event_id.to_owned(), &o.room_id, &json, None)));
-        };
-        let mut unsigned = serde_json::Map::new();
-        if let Some(redaction) = &meta.redacted_because {
-            if let Some(r) = self.pdu_json(redaction)? {
-                unsigned.insert("redacted_because".into(), pdu::client_event(redaction, &meta.room_id, &r, None));
-            }
-        }
-        if let Some(replaced) = &meta.replaces {
-            unsigned.insert("replaces_state".into(), replaced.as_str().into());
-        }
-        Ok(Some(pdu::client_event(&event_id.to_owned(), &meta.room_id, &json, Some(Value::Object(unsigned)))))
+        Ok(self.client_event_inputs(event_id)?.map(|(json, room, unsigned)| {
+            pdu::client_event(&event_id.to_owned(), &room, &json, unsigned.map(Value::Object))
+        }))
     }
 
     /// [`Self::client_event`] as JSON text (`pdu::client_event_json`), for who passes it on.
     pub fn client_event_json(&self, event_id: &EventId) -> Result<Option<String>> {
+        Ok(self
+            .client_event_inputs(event_id)?
+            .map(|(json, room, unsigned)| pdu::client_event_json(event_id, &room, &json, unsigned.unwrap_or_default())))
+    }
+
+    /// What a client event is made of: the stored event, its room, and the `unsigned` members
+    /// the server adds (`redacted_because`, `replaces_state`; none for state held outside the
+    /// timeline).
+    fn client_event_inputs(&self, event_id: &EventId) -> Result<Option<ClientEventInputs>> {
         let Some(json) = self.pdu_json(event_id)? else { return Ok(None) };
         let Some(meta) = self.meta(event_id)? else {
-            return Ok(self
-                .outlier(event_id)?
-                .filter(|o| !o.rejected)
-                .map(|o| pdu::client_event_json(event_id, &o.room_id, &json, serde_json::Map::new())));
+            // State of a room joined over federation is held outside the timeline.
+            return Ok(self.outlier(event_id)?.filter(|o| !o.rejected).map(|o| (json, o.room_id, None)));
         };
         let mut unsigned = serde_json::Map::new();
         if let Some(redaction) = &meta.redacted_because {
@@ -158,7 +153,7 @@ impl Rooms {
         if let Some(replaced) = &meta.replaces {
             unsigned.insert("replaces_state".into(), replaced.as_str().into());
         }
-        Ok(Some(pdu::client_event_json(event_id, &meta.room_id, &json, unsigned)))
+        Ok(Some((json, meta.room_id, Some(unsigned))))
     }
 
     /// `GET /messages`.

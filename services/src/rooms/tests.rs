@@ -72,18 +72,23 @@ pub(crate) async fn room_with_remote_members(
     let bob = OwnedUserId::try_from("@bob:remote.example").expect("user id");
     let mallory = OwnedUserId::try_from("@mallory:remote.example").expect("user id");
     for user in [&bob, &mallory] {
-        let prev = rooms.room(&room).expect("read").expect("room").extremities;
-        let join = remote_event(
-            rooms,
-            &room,
-            user,
-            ("m.room.member", Some(user.as_str()), json!({ "membership": "join" })),
-            &prev,
-            &prev[0],
-        );
-        assert_eq!(take(rooms, &room, &join).await, Accepted::Timeline);
+        join_remote(rooms, &room, user).await;
     }
     (room, alice, bob, mallory)
+}
+
+/// A remote user joins `room`, on top of its extremities.
+async fn join_remote(rooms: &Rooms, room: &RoomId, user: &UserId) {
+    let prev = rooms.room(room).expect("read").expect("room").extremities;
+    let join = remote_event(
+        rooms,
+        room,
+        user,
+        ("m.room.member", Some(user.as_str()), json!({ "membership": "join" })),
+        &prev,
+        &prev[0],
+    );
+    assert_eq!(take(rooms, room, &join).await, Accepted::Timeline);
 }
 
 /// Mallory's server, cut off while she was banned, keeps sending on top of the branch it knows:
@@ -449,22 +454,13 @@ async fn a_kept_auth_outcome_follows_the_power_levels_and_the_membership() {
     assert!(matches!(refused, Err(crate::error::Error::Forbidden(_))), "{refused:?}");
 }
 
-/// A room where mallory (of another server) may redact, and a room where she may not.
-/// `room_with_remote_members`' room is the second; in the first she holds power level 100.
+/// Another public room of alice's, which mallory (of another server) joins and where she holds
+/// power level 100: a room where she may redact (in `room_with_remote_members`' room she may not).
 pub(crate) async fn a_room_where_mallory_redacts(services: &Services, alice: &UserId, mallory: &UserId) -> OwnedRoomId {
     let rooms = &services.rooms;
     let request = CreateRoom { public: true, ..Default::default() };
     let own = rooms.create_room(alice, request, &RoomVersionId::V12).await.expect("room");
-    let prev = rooms.room(&own).expect("read").expect("room").extremities;
-    let join = remote_event(
-        rooms,
-        &own,
-        mallory,
-        ("m.room.member", Some(mallory.as_str()), json!({ "membership": "join" })),
-        &prev,
-        &prev[0],
-    );
-    assert_eq!(take(rooms, &own, &join).await, Accepted::Timeline);
+    join_remote(rooms, &own, mallory).await;
     let mut levels: Value = serde_json::from_str(
         rooms.state_event(&own, &StateEventType::RoomPowerLevels, "").unwrap().expect("power levels").content.get(),
     )
