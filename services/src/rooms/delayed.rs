@@ -399,8 +399,11 @@ async fn timer(services: Arc<Services>) {
     let delayed = &services.delayed_events;
     loop {
         let wake = delayed.wake.notified();
+        // One reading of the clock: read again below, it could pass `ts` in between, and the
+        // subtraction would overflow (a panic ending the timer, or a wrap to the longest sleep).
+        let now = now_ms();
         let sleep = match delayed.first_due() {
-            Ok(Some((ts, id))) if ts <= now_ms() => {
+            Ok(Some((ts, id))) if ts <= now => {
                 if delayed.firing.lock().expect("firing set").insert(id.clone()) {
                     delayed.fire(&services, &id).await;
                 } else {
@@ -409,7 +412,7 @@ async fn timer(services: Arc<Services>) {
                 }
                 continue;
             }
-            Ok(Some((ts, _))) => Duration::from_millis(ts - now_ms()).min(MAX_SLEEP),
+            Ok(Some((ts, _))) => Duration::from_millis(ts.saturating_sub(now)).min(MAX_SLEEP),
             Ok(None) => MAX_SLEEP,
             Err(error) => {
                 tracing::error!(%error, "reading the delayed events schedule failed");

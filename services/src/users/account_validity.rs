@@ -552,8 +552,11 @@ pub async fn start(services: Arc<Services>) -> Result<()> {
     tokio::spawn(async move {
         loop {
             let wake = services.account_validity.wake.notified();
+            // One reading of the clock: read again below, it could pass `due` in between, and the
+            // subtraction would overflow (a panic ending this task, or a wrap to the longest sleep).
+            let now = token_clock_ms();
             let sleep = match services.account_validity.first_due() {
-                Ok(Some((due, user))) if due <= token_clock_ms() => {
+                Ok(Some((due, user))) if due <= now => {
                     if let Err(error) = step(&services, &user).await {
                         tracing::warn!(%user, %error, "account validity step failed; trying again later");
                         let at = token_clock_ms().saturating_add(STEP_RETRY_MS);
@@ -564,7 +567,7 @@ pub async fn start(services: Arc<Services>) -> Result<()> {
                     }
                     continue;
                 }
-                Ok(Some((due, _))) => Duration::from_millis(due - token_clock_ms()).min(MAX_SLEEP),
+                Ok(Some((due, _))) => Duration::from_millis(due.saturating_sub(now)).min(MAX_SLEEP),
                 Ok(None) => MAX_SLEEP,
                 Err(error) => {
                     tracing::error!(%error, "reading the account validity schedule failed");
