@@ -79,7 +79,7 @@ fn raw(json: &[u8]) -> Result<Box<RawValue>> {
 
 /// The PDU of a stored event as other servers see it.
 fn pdu_raw(services: &Services, event: &EventId) -> Result<Option<Box<RawValue>>> {
-    match services.rooms.pdu_json(event)? {
+    match services.rooms.pdu_json_for_peers(event)? {
         Some(json) => Ok(Some(raw(&json)?)),
         None => Ok(None),
     }
@@ -365,7 +365,7 @@ fn send_concurrent_events(services: &Services, room: &RoomId, join: &EventId, or
         if !Federation::server_may_see(services, origin, room, extremity)? {
             continue;
         }
-        if let Some(json) = services.rooms.pdu_json(extremity)? {
+        if let Some(json) = services.rooms.pdu_json_for_peers(extremity)? {
             let pdu: serde_json::Value = serde_json::from_slice(&json).map_err(|e| Error::Internal(e.to_string()))?;
             services.federation.sender.queue_pdu(&[origin.to_owned()], pdu)?;
         }

@@ -58,8 +58,10 @@ async fn rooms_of_every_version_are_built_authorized_signed_and_redacted_by_thei
             "v{n}: power levels enforced: {refused:?}"
         );
 
-        // The stored PDU is signed by this server and references events the version's way.
-        let stored: CanonicalJsonObject = serde_json::from_slice(&rooms.pdu_json(&id).unwrap().unwrap()).unwrap();
+        // The PDU as other servers get it is signed by this server and references events the
+        // version's way.
+        let stored: CanonicalJsonObject =
+            serde_json::from_slice(&rooms.pdu_json_for_peers(&id).unwrap().unwrap()).unwrap();
         assert_eq!(verify_event(&keys, &stored, &rules).unwrap(), Verified::All, "v{n} signature and hash");
         let prev = serde_json::to_value(&stored["prev_events"]).unwrap();
         assert_eq!(prev[0].is_array(), n <= 2, "v{n} prev_events format: {prev}");
@@ -72,6 +74,10 @@ async fn rooms_of_every_version_are_built_authorized_signed_and_redacted_by_thei
             redaction.redacts = Some(id.clone());
         }
         let redaction_id = rooms.append(&room, &alice, redaction, None).await.unwrap();
+        // Redacted, it still carries a signature that holds (over the redacted form).
+        let redacted: CanonicalJsonObject =
+            serde_json::from_slice(&rooms.pdu_json_for_peers(&id).unwrap().unwrap()).unwrap();
+        assert_eq!(verify_event(&keys, &redacted, &rules).unwrap(), Verified::Signatures, "v{n} redacted, signed");
         let event = rooms.client_event(&id).unwrap().unwrap();
         assert_eq!(event["content"], json!({}), "v{n} content redacted");
         assert_eq!(event["unsigned"]["redacted_because"]["event_id"], redaction_id.as_str());

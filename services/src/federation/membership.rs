@@ -377,7 +377,7 @@ pub fn stripped_state_pdus(
     let shared = crate::rooms::STRIPPED_STATE.iter().map(|kind| services.rooms.state_event(room, kind, ""));
     for pdu in shared.chain(std::iter::once(Ok(inviter_member))) {
         if let Some(pdu) = pdu? {
-            if let Some(json) = services.rooms.pdu_json(&pdu.event_id)? {
+            if let Some(json) = services.rooms.pdu_json_for_peers(&pdu.event_id)? {
                 let raw = serde_json::value::RawValue::from_string(String::from_utf8_lossy(&json).into_owned())
                     .map_err(|e| Error::Internal(e.to_string()))?;
                 out.push(ruma::api::federation::membership::RawStrippedState::Pdu(raw));

@@ -15,8 +15,8 @@ use std::{
 };
 
 use ruma::{
-    api::federation::transactions::send_transaction_message, serde::Raw, MilliSecondsSinceUnixEpoch, OwnedRoomId,
-    OwnedServerName, OwnedTransactionId, OwnedUserId, RoomId, ServerName, UserId,
+    api::federation::transactions::send_transaction_message, serde::Raw, MilliSecondsSinceUnixEpoch, OwnedEventId,
+    OwnedRoomId, OwnedServerName, OwnedTransactionId, OwnedUserId, RoomId, ServerName, UserId,
 };
 use serde_json::{json, Value};
 use tokio::sync::Notify;
@@ -182,7 +182,7 @@ fn destinations(services: &Services, room: &RoomId, kind: &str, state_key: Optio
 /// event and not when the queue gets to it — a worker behind the stream (a backoff, a slow
 /// peer) would otherwise send a server that joined since the history before its join, which
 /// its members may not be allowed to see (it fetches what they may through `/backfill`).
-fn event_for(services: &Services, pos: u64, server: &ServerName) -> Option<Vec<u8>> {
+fn event_for(services: &Services, pos: u64, server: &ServerName) -> Option<(OwnedEventId, Vec<u8>)> {
     let event_id = services.db.tables.rooms.pos_eventid.get(&Be64(pos)).ok()??;
     let json = services.rooms.pdu_json(&event_id).ok()??;
     let pdu = crate::rooms::pdu::Pdu::from_json(event_id.clone(), &json).ok()?;
@@ -200,7 +200,8 @@ fn event_for(services: &Services, pos: u64, server: &ServerName) -> Option<Vec<u
                 .iter()
                 .any(|s| s == server)
         });
-    (owed && services.federation.allowed(server) && super::receive::acl_allows(services, &room, server)).then_some(json)
+    (owed && services.federation.allowed(server) && super::receive::acl_allows(services, &room, server))
+        .then_some((event_id, json))
 }
 
 /// Each room's [`ServerWindow`]s by server, with the room's state snapshot they were read at.
@@ -245,7 +246,7 @@ pub fn waiting(services: &Services, server: &ServerName, scan: usize) -> (u64, O
     let start = Be64(sent.saturating_add(1)).0.to_be_bytes().to_vec();
     for entry in services.db.tables.rooms.pos_eventid.scan_from(Vec::new(), start, true).take(scan) {
         let Ok((Be64(pos), _)) = entry else { break };
-        let Some(json) = event_for(services, pos, server) else { continue };
+        let Some((_, json)) = event_for(services, pos, server) else { continue };
         count += 1;
         if oldest.is_none() {
             oldest = serde_json::from_slice::<Value>(&json).ok().and_then(|v| v["origin_server_ts"].as_u64());
@@ -478,8 +479,11 @@ async fn worker(services: Arc<Services>, server: OwnedServerName, notify: Arc<No
                 break;
             }
             scanned = pos;
-            if let Some(json) = event_for(&services, pos, &server) {
-                pdus.push(json);
+            if let Some((event_id, json)) = event_for(&services, pos, &server) {
+                match services.rooms.for_peers(&event_id, json) {
+                    Ok(json) => pdus.push(json),
+                    Err(error) => tracing::error!(%event_id, %error, "signing a stored event failed"),
+                }
             }
         }
         if pdus.len() < MAX_PDUS && scanned < head {

@@ -15,6 +15,7 @@ mod network;
 pub mod notices;
 pub mod overlay;
 pub mod pdu;
+mod peers;
 pub mod power;
 pub mod purge;
 pub mod read;
@@ -63,6 +64,11 @@ const AUTH_CACHE_ENTRIES: usize = 10_000;
 
 /// The spec's limit on a whole PDU.
 pub const MAX_PDU_BYTES: usize = 65_536;
+
+/// More than our signature adds to a PDU (`,"signatures":{server:{key id:signature}}`, a server
+/// name being at most 255 bytes): an event stored unsigned within this of [`MAX_PDU_BYTES`]
+/// might exceed it once signed.
+const SIGNATURE_ROOM: usize = 512;
 
 /// The spec's size limits on an event's fields (type and state key at most 255 bytes), checked
 /// before anything is built: other servers refuse such a PDU, so accepting it would split the room.
@@ -247,6 +253,9 @@ pub struct Rooms {
     recent_memberships: Recent<(OwnedUserId, OwnedRoomId), Option<MembershipRecord>>,
     /// Whether a local sender's account is suspended, kept while no account has been written.
     recent_suspended: Recent<OwnedUserId, bool>,
+    /// Whether each room has members of other servers joined, by the state snapshot it was
+    /// read at (see [`Rooms::leaves_at_once`]).
+    federated: Mutex<HashMap<OwnedRoomId, (u64, bool)>>,
     /// Resolutions made, by the set of state snapshots resolved (see [`Rooms::cached_resolution`]).
     resolutions: Mutex<HashMap<Vec<u64>, u64>>,
     /// State-dependent auth checks passed by non-state events, by the state events they read
@@ -322,6 +331,7 @@ impl Rooms {
             recent_memberships: Recent::new(RECENT_ENTRIES),
             recent_suspended: Recent::new(RECENT_ENTRIES),
             resolutions: Mutex::new(HashMap::new()),
+            federated: Mutex::new(HashMap::new()),
             auth_outcomes: Mutex::new(std::collections::HashSet::new()),
             directory_cache: Mutex::new(HashMap::new()),
             writer,

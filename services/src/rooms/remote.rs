@@ -995,6 +995,7 @@ impl Rooms {
                 auth_events: &auth_events,
                 depth: super::pdu::next_depth(record.depth),
             },
+            true,
         )?;
         let pdu = Pdu::from_json(event_id, &json).map_err(|e| Error::Internal(e.to_string()))?;
         let state = self.state.load(record.snapshot)?;

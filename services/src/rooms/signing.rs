@@ -73,13 +73,12 @@ pub fn reference_id(signed: &[u8], rules: &RoomVersionRules) -> Result<Option<St
     Ok(Some(format!("${encoded}")))
 }
 
-/// Adds the content hash and `server`'s signature to an event being built (which has neither
-/// yet, nor `unsigned`), as ruma's `hash_and_sign_event` does. `unsigned_json` is the event
-/// serialized as it is, which is what the content hash covers. Returns [`signed_bytes`] of the
-/// signed event (its reference hash is theirs).
-pub fn hash_and_sign(
-    server: &str,
-    key: &impl KeyPair,
+/// Adds the content hash to an event being built (which has no hashes, signatures or
+/// `unsigned` yet), as ruma's `hash_and_sign_event` does before it signs. `unsigned_json` is the
+/// event serialized as it is, which is what the content hash covers. Returns [`signed_bytes`] of
+/// the hashed event: its reference hash (the event id) and, once signed, its signatures cover
+/// them, and neither changes with the signatures, so signing can wait (see `Rooms::build`).
+pub fn hash(
     object: &mut CanonicalJsonObject,
     unsigned_json: &[u8],
     rules: &RoomVersionRules,
@@ -96,14 +95,18 @@ pub fn hash_and_sign(
     let mut hashes = CanonicalJsonObject::new();
     hashes.insert("sha256".into(), CanonicalJsonValue::String(hash.encode()));
     object.insert("hashes".into(), CanonicalJsonValue::Object(hashes));
-    let signed = signed_bytes(object, rules)?;
-    let signature = key.sign(&signed);
+    signed_bytes(object, rules)
+}
+
+/// Adds `server`'s signature of `signed` (the event's [`signed_bytes`]) to an event that has
+/// no signature yet.
+pub fn sign(server: &str, key: &impl KeyPair, object: &mut CanonicalJsonObject, signed: &[u8]) {
+    let signature = key.sign(signed);
     let mut by_key = CanonicalJsonObject::new();
     by_key.insert(signature.id(), CanonicalJsonValue::String(signature.base64()));
     let mut signatures = CanonicalJsonObject::new();
     signatures.insert(server.to_owned(), CanonicalJsonValue::Object(by_key));
     object.insert("signatures".into(), CanonicalJsonValue::Object(signatures));
-    Ok(signed)
 }
 
 /// Checks a received event as ruma's `verify_event` does — a signature of each of `servers`
@@ -189,7 +192,7 @@ mod tests {
     };
     use serde_json::json;
 
-    use super::{check_event, hash_and_sign, reference_id, signed_bytes};
+    use super::{check_event, hash, reference_id, sign, signed_bytes};
 
     fn key() -> Ed25519KeyPair {
         let document = Ed25519KeyPair::generate();
@@ -250,7 +253,8 @@ mod tests {
                 let object = event(&version, kind, content.clone());
                 let mut ours = object.clone();
                 let unsigned_json = serde_json::to_vec(&ours).expect("json");
-                let signed = hash_and_sign("one.example", &key, &mut ours, &unsigned_json, &rules).expect("signed");
+                let signed = hash(&mut ours, &unsigned_json, &rules).expect("hashed");
+                sign("one.example", &key, &mut ours, &signed);
                 let mut theirs = object.clone();
                 ruma::signatures::hash_and_sign_event("one.example", &key, &mut theirs, &rules.redaction)
                     .expect("ruma signs");

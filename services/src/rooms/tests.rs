@@ -309,37 +309,90 @@ async fn short_state_keys_are_read_from_the_store_once() {
     );
 }
 
-/// The events the server builds are signed through the aws-lc signer (whose test shows it signs
-/// as ruma's key pair does), once each, and verify with the key the server publishes.
+/// An event of a room no other server is in is stored unsigned and signed on its way out
+/// (through the aws-lc signer, whose test shows it signs as ruma's key pair does), each time
+/// to the same bytes, which verify with the key the server publishes; an event of a room
+/// another server is in is signed once, as it is built, and leaves as stored.
 #[tokio::test]
-async fn built_events_are_signed_by_the_fast_signer() {
+async fn events_are_signed_once_they_leave_for_another_server() {
     let (_dir, services) = services().await;
+    let rooms = &services.rooms;
+    let (shared, alice, ..) = room_with_remote_members(&services).await;
+    let room = rooms
+        .create_room(&alice, CreateRoom { public: true, ..Default::default() }, &RoomVersionId::V12)
+        .await
+        .expect("room");
+    let own = &services.federation.own;
+    let mut keys = ruma::signatures::PublicKeyMap::new();
+    keys.insert(own.server_name().to_string(), own.public_key_set());
+    let rules = RoomVersionId::V12.rules().expect("rules");
+    let message = |body: &str| {
+        super::NewEvent::message(TimelineEventType::RoomMessage, json!({ "msgtype": "m.text", "body": body }))
+    };
+    let parse = |json: Vec<u8>| -> CanonicalJsonObject { serde_json::from_slice(&json).expect("canonical JSON") };
+
+    let before = own.signer().signatures();
+    let id = rooms.append(&room, &alice, message("signé plus tard"), None).await.expect("message");
+    assert_eq!(own.signer().signatures(), before, "nothing signed for a room of this server alone");
+    let stored = parse(rooms.pdu_json(&id).expect("read").expect("stored"));
+    assert!(!stored.contains_key("signatures"), "stored unsigned: {stored:?}");
+    let out = rooms.pdu_json_for_peers(&id).expect("read").expect("stored");
+    assert_eq!(own.signer().signatures() - before, 1, "signed on the way out");
+    let leaving = parse(out.clone());
+    assert_eq!(
+        ruma::signatures::verify_event(&keys, &leaving, &rules).expect("verifies"),
+        ruma::signatures::Verified::All,
+        "signature and content hash hold"
+    );
+    let reference = ruma::signatures::reference_hash(&leaving, &rules).expect("reference hash");
+    assert_eq!(id.as_str(), format!("${reference}"), "the event id is the reference hash");
+    assert_eq!(rooms.pdu_json_for_peers(&id).unwrap().unwrap(), out, "the same bytes each time");
+
+    let before = own.signer().signatures();
+    let id = rooms.append(&shared, &alice, message("signé"), None).await.expect("message");
+    assert_eq!(own.signer().signatures() - before, 1, "one event built, one signature");
+    let stored = rooms.pdu_json(&id).expect("read").expect("stored");
+    assert_eq!(
+        ruma::signatures::verify_event(&keys, &parse(stored.clone()), &rules).expect("verifies"),
+        ruma::signatures::Verified::All,
+        "stored signed"
+    );
+    assert_eq!(rooms.pdu_json_for_peers(&id).unwrap().unwrap(), stored, "it leaves as stored");
+    assert_eq!(own.signer().signatures() - before, 1, "and is not signed again");
+}
+
+/// The size limit counts the signature an event stored unsigned will carry when it leaves: a
+/// server with a long name signs with a long `signatures` object, and an event that fits
+/// without it but not with it is refused, not stored to be unsendable later.
+#[tokio::test]
+async fn the_size_limit_counts_the_signature_an_event_will_carry() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = Config::default();
+    config.database.path = dir.path().join("db");
+    let long = format!("{}.{}.{}.example", "a".repeat(60), "b".repeat(60), "c".repeat(60));
+    config.server_name = ruma::OwnedServerName::try_from(long).expect("server name");
+    let services = Services::open(config).expect("services");
     let rooms = &services.rooms;
     let alice = services.users.create("alice", None, false).await.expect("alice");
     let room = rooms
         .create_room(&alice, CreateRoom { public: true, ..Default::default() }, &RoomVersionId::V12)
         .await
         .expect("room");
-    let own = &services.federation.own;
-    let before = own.signer().signatures();
-    let content = json!({ "msgtype": "m.text", "body": "signé" });
-    let id = rooms
-        .append(&room, &alice, super::NewEvent::message(TimelineEventType::RoomMessage, content), None)
-        .await
-        .expect("message");
-    assert_eq!(own.signer().signatures() - before, 1, "one event built, one signature by the aws-lc signer");
-    let stored: CanonicalJsonObject =
-        serde_json::from_slice(&rooms.pdu_json(&id).expect("read").expect("stored")).expect("canonical JSON");
-    let mut keys = ruma::signatures::PublicKeyMap::new();
-    keys.insert(own.server_name().to_string(), own.public_key_set());
-    let rules = RoomVersionId::V12.rules().expect("rules");
-    assert_eq!(
-        ruma::signatures::verify_event(&keys, &stored, &rules).expect("verifies"),
-        ruma::signatures::Verified::All,
-        "signature and content hash hold"
-    );
-    let reference = ruma::signatures::reference_hash(&stored, &rules).expect("reference hash");
-    assert_eq!(id.as_str(), format!("${reference}"), "the event id is the reference hash");
+    let sized = |n: usize| {
+        super::NewEvent::message(TimelineEventType::RoomMessage, json!({ "msgtype": "m.text", "body": "x".repeat(n) }))
+    };
+    let small = rooms.append(&room, &alice, sized(10), None).await.expect("small");
+    let unsigned = rooms.pdu_json(&small).unwrap().unwrap().len();
+    let signature = rooms.pdu_json_for_peers(&small).unwrap().unwrap().len() - unsigned;
+    assert!(signature > 300, "a signature of this server adds {signature} bytes");
+    // Stored unsigned, 220 bytes under the limit; signed, over it.
+    let body = super::MAX_PDU_BYTES - 220 - unsigned + 10;
+    let refused = rooms.append(&room, &alice, sized(body), None).await;
+    assert!(matches!(refused, Err(crate::error::Error::TooLarge(_))), "{refused:?}");
+    // 600 bytes under: it leaves under the limit.
+    let fits = rooms.append(&room, &alice, sized(body - 380), None).await.expect("fits");
+    let out = rooms.pdu_json_for_peers(&fits).unwrap().unwrap();
+    assert!(out.len() <= super::MAX_PDU_BYTES, "{} bytes once signed", out.len());
 }
 
 /// The stream's consumers read a new event from the memory of the writer (no read of the

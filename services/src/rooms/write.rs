@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 use super::{
     canonical, check_size_limits, pdu, pdu::Pdu, rel_type, relates_to, rules_of, state, visibility, AuthInputs,
     EventMeta, Links, MembershipRecord, NewEvent, Plan, Resolved, RoomRecord, Rooms, TxnKey, AUTH_OUTCOMES,
-    MAX_PDU_BYTES,
+    MAX_PDU_BYTES, SIGNATURE_ROOM,
 };
 use crate::{
     db::codec::{Be64, Json},
@@ -85,6 +85,7 @@ impl Rooms {
                 sender,
                 &event,
                 Links { prev_events: &[], auth_events: &[], depth: 1 },
+                false,
             )?;
             let room_id = match room_id {
                 Some(id) => id,
@@ -131,12 +132,14 @@ impl Rooms {
         self.check_not_suspended(sender, Some(&event))?;
         self.check_event_semantics(room, sender, &event)?;
         let auth_events = self.auth_events_for(&record, &rules, sender, &event)?;
+        let sign = self.leaves_at_once(room, record.snapshot, &event)?;
         let (event_id, _, json) = self.build(
             &rules,
             Some(room),
             sender,
             &event,
             Links { prev_events: &record.extremities, auth_events: &auth_events, depth: pdu::next_depth(record.depth) },
+            sign,
         )?;
         let version = record.version.clone();
         let durable = self.check_and_persist(room, Some(record), version, event_id.clone(), json, txn)?;
@@ -245,8 +248,16 @@ impl Rooms {
         Ok(())
     }
 
-    /// Builds, hashes and signs a PDU; returns its event id (the reference hash), its JSON object
-    /// and that object serialized (what is stored: serialized once, here).
+    /// Builds and hashes a PDU, and signs it when `sign` says; returns its event id (the
+    /// reference hash), its JSON object and that object serialized (what is stored: serialized
+    /// once, here).
+    ///
+    /// Neither the event id nor anything the server decides on depends on the signature, which
+    /// only another server reads: an event of a room no other server is in is stored unsigned
+    /// (an ed25519 signature is a seventh of what a message costs to send, and its hundred
+    /// bytes an eighth of what the message weighs on disk), and signed when it first leaves —
+    /// [`Rooms::pdu_json_for_peers`], the one way out of the store for another server. A
+    /// signature is deterministic, so an event signed later is the event signed now.
     pub(super) fn build(
         &self,
         rules: &ruma::room_version_rules::RoomVersionRules,
@@ -254,19 +265,26 @@ impl Rooms {
         sender: &UserId,
         event: &NewEvent,
         links: Links<'_>,
+        sign: bool,
     ) -> Result<(OwnedEventId, CanonicalJsonObject, Vec<u8>)> {
         let (mut object, v1_event_id, unsigned_json) = self.assemble(rules, room, sender, event, links)?;
         // The content hash covers `unsigned_json`; the signature and the reference hash cover
         // the same signed bytes (see `signing`).
-        let signed = super::signing::hash_and_sign(
-            self.server_name.as_str(),
-            self.keys.signer(),
-            &mut object,
-            &unsigned_json,
-            rules,
-        )
-        .map_err(|e| Error::Internal(format!("signing failed: {e}")))?;
-        let json = serde_json::to_vec(&object).map_err(|e| Error::Internal(e.to_string()))?;
+        let signed = super::signing::hash(&mut object, &unsigned_json, rules)
+            .map_err(|e| Error::Internal(format!("hashing failed: {e}")))?;
+        let signer = |object: &mut CanonicalJsonObject| {
+            super::signing::sign(self.server_name.as_str(), self.keys.signer(), object, &signed)
+        };
+        if sign {
+            signer(&mut object);
+        }
+        let mut json = serde_json::to_vec(&object).map_err(|e| Error::Internal(e.to_string()))?;
+        // The size limit counts the signatures: an event that might not stay under it once
+        // signed is signed now, and measured so.
+        if !sign && json.len() + SIGNATURE_ROOM > MAX_PDU_BYTES {
+            signer(&mut object);
+            json = serde_json::to_vec(&object).map_err(|e| Error::Internal(e.to_string()))?;
+        }
         let size = json.len();
         if size > MAX_PDU_BYTES {
             return Err(Error::TooLarge(format!("the event would be {size} bytes; the limit is {MAX_PDU_BYTES}")));
