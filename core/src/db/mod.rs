@@ -129,7 +129,12 @@ const COUNTER_KEY: &str = "counter";
 const SCHEMA_KEY: &str = "schema_version";
 /// The stored format this release writes. A release that changes it migrates older databases at
 /// open; a database of a newer format is refused rather than misread (a downgrade).
-pub const SCHEMA_VERSION: u64 = 1;
+///
+/// 2: our events of rooms no other server is in may be stored unsigned (an earlier release would
+/// hand them to other servers so), and notification records may be in a compact binary form
+/// (which an earlier release cannot read). Everything format 1 wrote reads the same: a format 1
+/// database is marked 2 at open, nothing rewritten.
+pub const SCHEMA_VERSION: u64 = 2;
 const BACKFILL_FLOOR_KEY: &str = "backfill_floor";
 const BACKFILL_LOW_KEY: &str = "backfill_low";
 
@@ -228,7 +233,7 @@ impl<T: TableSet> Database<T> {
             writes: AtomicU64::new(0),
             path: path.to_owned(),
         };
-        if schema.is_none() {
+        if schema != Some(SCHEMA_VERSION) {
             let mut batch = Batch::new();
             database.tables.meta().insert(&mut batch, &SCHEMA_KEY.to_owned(), &codec::Be64(SCHEMA_VERSION));
             database.commit(batch)?;
@@ -701,6 +706,22 @@ mod tests {
         drop(db);
         let db = Database::open(dir.path()).unwrap();
         assert_eq!(db.current_count(), *numbers.iter().max().unwrap(), "the counter is stored with the group");
+    }
+
+    /// A database of an older format opens, and is marked with this release's format so that
+    /// an earlier release no longer opens what this one may have written.
+    #[test]
+    fn a_database_of_an_older_format_is_marked_with_this_one() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = Database::open(dir.path()).unwrap();
+            let mut batch = Batch::new();
+            db.tables.meta().insert(&mut batch, &SCHEMA_KEY.to_owned(), &codec::Be64(SCHEMA_VERSION - 1));
+            db.commit(batch).unwrap();
+        }
+        let db = Database::open(dir.path()).expect("an older format opens");
+        let stored = db.tables.meta().get(&SCHEMA_KEY.to_owned()).unwrap().map(|c: codec::Be64| c.0);
+        assert_eq!(stored, Some(SCHEMA_VERSION));
     }
 
     #[test]

@@ -199,7 +199,7 @@ fn unread_once(services: &Services, room: &RoomId, user: &UserId) -> Result<Unre
             let start = (user.to_owned(), room.to_owned(), Be64(pos)).encode();
             match tables.push.useridroomidpos_notification.scan_from(prefix2(&key.0, &key.1), start, false).next() {
                 Some(entry) => {
-                    let (_, Json(record)) = entry?;
+                    let (_, record) = entry?;
                     record.main.unwrap_or((record.notify, record.highlight))
                 }
                 None => (0, 0),
@@ -374,7 +374,7 @@ async fn evaluate_range(
             tables.push.useridroomidpos_notification.insert(
                 &mut batch,
                 &(user.clone(), meta.room_id.clone(), Be64(pos)),
-                &Json(record),
+                &record,
             );
             pushes |= super::sender::enqueue(services, &mut batch, &user, &meta.room_id, pos)?;
         }

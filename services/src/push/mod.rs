@@ -20,7 +20,7 @@ use ruma::{
 use serde_json::{json, Value};
 
 use crate::{
-    db::codec::{prefix, prefix2, Be64, Codec, Json},
+    db::codec::{prefix, prefix2, Be64, Codec},
     error::{Error, Result},
     services::Services,
 };
@@ -135,7 +135,7 @@ pub fn notifications(
     for (i, scan) in scans.iter_mut().enumerate() {
         next.push(None);
         if let Some(entry) = scan.next() {
-            let ((_, _, Be64(pos)), Json(record)) = entry?;
+            let ((_, _, Be64(pos)), record) = entry?;
             next[i] = Some(record);
             heads.push((pos, i));
         }
@@ -146,7 +146,7 @@ pub fn notifications(
         let Some((pos, i)) = heads.pop() else { break };
         let Some(record) = next[i].take() else { continue };
         if let Some(entry) = scans[i].next() {
-            let ((_, _, Be64(following)), Json(following_record)) = entry?;
+            let ((_, _, Be64(following)), following_record) = entry?;
             next[i] = Some(following_record);
             heads.push((following, i));
         }

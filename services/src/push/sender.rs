@@ -220,8 +220,7 @@ fn notification(
 ) -> Result<Option<Value>> {
     let tables = &services.db.tables;
     let (user, app_id, pushkey) = key;
-    let Some(Json(record)) = tables.push.useridroomidpos_notification.get(&(user.clone(), room.clone(), Be64(pos)))?
-    else {
+    let Some(record) = tables.push.useridroomidpos_notification.get(&(user.clone(), room.clone(), Be64(pos)))? else {
         return Ok(None);
     };
     let Some(event_id) = tables.rooms.roomidpos_eventid.get(&(room.clone(), Be64(pos)))? else { return Ok(None) };

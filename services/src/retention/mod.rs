@@ -158,7 +158,7 @@ async fn notifications(services: &Services, cutoffs: NotificationCutoffs) -> Res
         let records = &tables.push.useridroomidpos_notification;
         let newest_at = |pos: u64| -> Result<Option<(u64, NotificationRecord)>> {
             let start = (user.clone(), room.clone(), Be64(pos)).encode();
-            Ok(records.scan_from(pair.clone(), start, false).next().transpose()?.map(|(k, Json(r))| (k.2 .0, r)))
+            Ok(records.scan_from(pair.clone(), start, false).next().transpose()?.map(|(k, r)| (k.2 .0, r)))
         };
         let main_totals = |r: &NotificationRecord| r.main.unwrap_or((r.notify, r.highlight));
         let cut = match cutoffs.old {
@@ -171,7 +171,7 @@ async fn notifications(services: &Services, cutoffs: NotificationCutoffs) -> Res
         .await?;
         if let Some(Bounds { below, old_below }) = bounds {
             for entry in records.scan_prefix(pair.clone()) {
-                let (key, Json(record)) = entry?;
+                let (key, record) = entry?;
                 let pos = key.2 .0;
                 if pos >= below {
                     break;
