@@ -256,6 +256,8 @@ pub struct Rooms {
     /// Whether each room has members of other servers joined, by the state snapshot it was
     /// read at (see [`Rooms::leaves_at_once`]).
     federated: Mutex<HashMap<OwnedRoomId, (u64, bool)>>,
+    /// The signatures of our events signed on their way out (see [`Rooms::pdu_json_for_peers`]).
+    signed_out: Mutex<HashMap<OwnedEventId, CanonicalJsonValue>>,
     /// Resolutions made, by the set of state snapshots resolved (see [`Rooms::cached_resolution`]).
     resolutions: Mutex<HashMap<Vec<u64>, u64>>,
     /// State-dependent auth checks passed by non-state events, by the state events they read
@@ -332,6 +334,7 @@ impl Rooms {
             recent_suspended: Recent::new(RECENT_ENTRIES),
             resolutions: Mutex::new(HashMap::new()),
             federated: Mutex::new(HashMap::new()),
+            signed_out: Mutex::new(HashMap::new()),
             auth_outcomes: Mutex::new(std::collections::HashSet::new()),
             directory_cache: Mutex::new(HashMap::new()),
             writer,

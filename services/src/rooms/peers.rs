@@ -19,6 +19,10 @@ impl Rooms {
     /// users' events stored unsigned. Every other event was stored with its signatures, checked
     /// on arrival (ours among them, for an event of our users another server sent back), so
     /// nothing but what this server built is ever signed here.
+    ///
+    /// The signatures made are kept (`signed_out`, bounded): a server in a room may ask for its
+    /// state or history again and again, and a signature costs far more than serving the event.
+    /// An event's signature covers its redacted form, so it holds for the event redacted since.
     pub fn pdu_json_for_peers(&self, event: &EventId) -> Result<Option<Vec<u8>>> {
         match self.pdu_json(event)? {
             Some(json) => self.for_peers(event, json).map(Some),
@@ -50,6 +54,11 @@ impl Rooms {
             // Not ours to sign: the other server refuses it, as it should.
             return Ok(json);
         }
+        let kept = self.signed_out.lock().expect("signatures made").get(event).cloned();
+        if let Some(signatures) = kept {
+            object.insert("signatures".into(), signatures);
+            return serde_json::to_vec(&object).map_err(|e| Error::Internal(e.to_string()));
+        }
         let room = match self.meta(event)? {
             Some(meta) => meta.room_id,
             None => self
@@ -61,6 +70,13 @@ impl Rooms {
         let rules = rules_of(&version)?;
         let signed = super::signing::signed_bytes(&object, &rules).map_err(Error::Internal)?;
         super::signing::sign(self.server_name.as_str(), self.keys.signer(), &mut object, &signed);
+        if let Some(signatures) = object.get("signatures") {
+            let mut kept = self.signed_out.lock().expect("signatures made");
+            if kept.len() >= super::RECENT_ENTRIES {
+                kept.clear();
+            }
+            kept.insert(event.to_owned(), signatures.clone());
+        }
         serde_json::to_vec(&object).map_err(|e| Error::Internal(e.to_string()))
     }
 

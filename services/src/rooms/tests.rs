@@ -347,6 +347,18 @@ async fn events_are_signed_once_they_leave_for_another_server() {
     let reference = ruma::signatures::reference_hash(&leaving, &rules).expect("reference hash");
     assert_eq!(id.as_str(), format!("${reference}"), "the event id is the reference hash");
     assert_eq!(rooms.pdu_json_for_peers(&id).unwrap().unwrap(), out, "the same bytes each time");
+    assert_eq!(own.signer().signatures() - before, 1, "signed once: the signature is kept");
+    // Redacted, it leaves with the signature kept, which holds over the redacted form.
+    let redaction = super::NewEvent::message(TimelineEventType::RoomRedaction, json!({ "redacts": id }));
+    rooms.append(&room, &alice, redaction, None).await.expect("redaction");
+    let redacted = parse(rooms.pdu_json_for_peers(&id).unwrap().unwrap());
+    assert_eq!(redacted["content"], ruma::CanonicalJsonValue::Object(CanonicalJsonObject::new()), "redacted");
+    assert_eq!(
+        ruma::signatures::verify_event(&keys, &redacted, &rules).expect("verifies"),
+        ruma::signatures::Verified::Signatures,
+        "the kept signature holds over the redacted form"
+    );
+    assert_eq!(own.signer().signatures() - before, 1, "not signed again");
 
     let before = own.signer().signatures();
     let id = rooms.append(&shared, &alice, message("signé"), None).await.expect("message");
