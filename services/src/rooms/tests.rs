@@ -19,6 +19,14 @@ pub(crate) async fn services() -> (tempfile::TempDir, Arc<Services>) {
     (dir, Services::open(config).expect("services"))
 }
 
+/// Alice, and a public room of room version 12 she made.
+async fn alice_and_a_room(services: &Services) -> (OwnedUserId, OwnedRoomId) {
+    let alice = services.users.create("alice", None, false).await.expect("alice");
+    let request = CreateRoom { public: true, ..Default::default() };
+    let room = services.rooms.create_room(&alice, request, &RoomVersionId::V12).await.expect("room");
+    (alice, room)
+}
+
 /// A PDU of a remote user, on top of `prev`, with the auth events the room version selects from
 /// the state after `state_at` (its branch's state, whatever the room's current state); its id is
 /// its reference hash.
@@ -288,11 +296,7 @@ async fn a_member_event_is_brought_to_the_current_profile_once() {
 async fn short_state_keys_are_read_from_the_store_once() {
     let (_dir, services) = services().await;
     let rooms = &services.rooms;
-    let alice = services.users.create("alice", None, false).await.expect("alice");
-    let room = rooms
-        .create_room(&alice, CreateRoom { public: true, ..Default::default() }, &RoomVersionId::V12)
-        .await
-        .expect("room");
+    let (alice, room) = alice_and_a_room(&services).await;
     let power = rooms.state.short_key(&StateEventType::RoomPowerLevels, "").expect("read").expect("interned");
     let before = services.db.reads();
     for _ in 0..3 {
@@ -385,11 +389,7 @@ async fn the_size_limit_counts_the_signature_an_event_will_carry() {
     config.server_name = ruma::OwnedServerName::try_from(long).expect("server name");
     let services = Services::open(config).expect("services");
     let rooms = &services.rooms;
-    let alice = services.users.create("alice", None, false).await.expect("alice");
-    let room = rooms
-        .create_room(&alice, CreateRoom { public: true, ..Default::default() }, &RoomVersionId::V12)
-        .await
-        .expect("room");
+    let (alice, room) = alice_and_a_room(&services).await;
     let sized = |n: usize| {
         super::NewEvent::message(TimelineEventType::RoomMessage, json!({ "msgtype": "m.text", "body": "x".repeat(n) }))
     };
